@@ -1,0 +1,90 @@
+"""`ChipDataset`: a torch Dataset over one split of a chips folder: the chip contract the trainer
+relies on.
+
+Each item is a dict: ``source`` (bands, H, W) and ``target`` (bands, H, W) float32 tensors scaled to
+[-1, 1] by `geopix2pix.chips.scaling` with the statistics in dataset.json, ``valid`` (1, H, W) bool
+(pixels valid in both rasters; invalid ones hold 0 in both tensors) and the chip ``id``.
+The chip list comes from chips.gpkg read with sqlite3, so training never imports geopandas.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from geopix2pix.chips.manifest import INDEX, DatasetInfo
+from geopix2pix.chips.scaling import Scaling
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.io import open_raster, read_window
+
+AUGMENTATIONS = ("none", "flip", "d4")
+
+
+def chip_ids(chips_dir: str | Path, split: str | None) -> list[str]:
+    """Ids of the chips of a split (None: all), in index order."""
+    path = Path(chips_dir) / INDEX
+    if not path.exists():
+        raise GeoPix2PixError(f"{chips_dir} has no {INDEX}; rerun geopix2pix export-chips")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        if split is None:
+            rows = db.execute("SELECT id FROM chips ORDER BY fid").fetchall()
+        else:
+            rows = db.execute("SELECT id FROM chips WHERE split = ? ORDER BY fid",
+                              (split,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def augment_pair(source: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, mode: str,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """Apply one random flip (``flip``) or dihedral transform (``d4``) identically to all three."""
+    if mode == "none":
+        return source, target, valid
+    choices = 4 if mode == "flip" else 8
+    k = int(torch.randint(choices, (1,), generator=generator))
+    tensors = (source, target, valid)
+    if k & 1:
+        tensors = tuple(t.flip(-1) for t in tensors)
+    if k & 2:
+        tensors = tuple(t.flip(-2) for t in tensors)
+    if k & 4:
+        tensors = tuple(t.transpose(-1, -2) for t in tensors)
+    return tuple(t.contiguous() for t in tensors)
+
+
+class ChipDataset(Dataset):
+    """Chips of one split (`train`, `val`, or None for all) scaled for the generator."""
+
+    def __init__(self, chips_dir: str | Path, split: str | None = "train",
+                 augment: str = "none", source_scaling: Scaling | None = None,
+                 target_scaling: Scaling | None = None):
+        if augment not in AUGMENTATIONS:
+            raise GeoPix2PixError(f"--augment {augment}: use one of {', '.join(AUGMENTATIONS)}")
+        self.chips_dir = Path(chips_dir)
+        self.info = DatasetInfo.load(chips_dir)
+        self.ids = chip_ids(chips_dir, split)
+        self.split = split
+        self.augment = augment
+        self.source_scaling = source_scaling or self.info.source.scaling
+        self.target_scaling = target_scaling or self.info.target.scaling
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _read(self, side: str, chip_id: str) -> tuple[np.ndarray, np.ndarray]:
+        with open_raster(self.chips_dir / side / f"{chip_id}.tif") as ds:
+            return read_window(ds, list(range(1, ds.count + 1)), None)
+
+    def __getitem__(self, index: int) -> dict:
+        chip_id = self.ids[index]
+        source, source_valid = self._read("source", chip_id)
+        target, target_valid = self._read("target", chip_id)
+        valid = source_valid & target_valid
+        source_t = torch.from_numpy(self.source_scaling.forward(source, valid))
+        target_t = torch.from_numpy(self.target_scaling.forward(target, valid))
+        valid_t = torch.from_numpy(valid)[None]
+        source_t, target_t, valid_t = augment_pair(source_t, target_t, valid_t, self.augment)
+        return {"source": source_t, "target": target_t, "valid": valid_t, "id": chip_id}

@@ -1,0 +1,291 @@
+"""`export_chips`: paired georeferenced rasters -> aligned training chips.
+
+Pipeline: open and check every pair -> lay chips over each pair's overlap -> keep those in the AOI ->
+split train/val by spatial blocks -> read, check and write chips in worker processes -> write the
+chips.gpkg index -> write dataset.json last (its presence marks a complete folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from geopix2pix.chips.layout import ChipWindow, assign_splits, chip_windows
+from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
+from geopix2pix.chips.scaling import SCALING_MODES
+from geopix2pix.chips.stats import BandStatistics
+from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.grid import Grid, overlap_window
+from geopix2pix.raster.io import RESAMPLING, chip_nodata, open_raster, select_bands
+from geopix2pix.raster.write import prepare_output_dir
+
+CHIPS_PER_JOB = 32
+REJECT_AOI = "outside the AOI"
+REJECT_STRADDLE = "straddling the train/val split"
+
+
+@dataclass
+class ExportSummary:
+    """What an export produced: chips kept per split and chips skipped, by reason."""
+
+    out_dir: Path
+    kept: dict[str, int]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        lines = [f"{self.out_dir}: {self.kept.get('train', 0)} train chips, "
+                 f"{self.kept.get('val', 0)} val chips"]
+        lines += [f"skipped {n} chips {reason}" for reason, n in self.skipped.items() if n]
+        return lines
+
+
+@dataclass
+class _Pair:
+    spec: PairSpec
+    grid: Grid
+    overlap: tuple[int, int]
+    chips: list[ChipWindow]
+
+
+def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Pairs from a CSV with `source,target` columns, paths relative to the CSV's folder."""
+    path = Path(path)
+    if not path.exists():
+        raise GeoPix2PixError(f"--pairs {path}: no such file; check the path")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"source", "target"} <= set(rows[0]):
+        raise GeoPix2PixError(f"--pairs {path} needs a header with 'source' and 'target' columns "
+                              "and at least one row")
+    return [(path.parent / r["source"].strip(), path.parent / r["target"].strip()) for r in rows]
+
+
+def default_workers() -> int:
+    """One process per available core, at most 8 (chip export is I/O and compression bound)."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
+def _check_options(chip_size: int, stride: int, max_nodata: float, val_fraction: float,
+                   resampling: str, source_scaling: str, target_scaling: str) -> None:
+    if chip_size < 32 or chip_size > 2048 or chip_size & (chip_size - 1):
+        raise GeoPix2PixError(f"--chip-size {chip_size}: use a power of two from 32 to 2048 "
+                              "(the U-Net halves it down to 1 pixel)")
+    if stride < 1:
+        raise GeoPix2PixError(f"--stride {stride}: use a positive number of pixels")
+    if not 0 <= max_nodata <= 1:
+        raise GeoPix2PixError(f"--max-nodata {max_nodata}: use a fraction from 0 to 1")
+    if not 0 <= val_fraction < 1:
+        raise GeoPix2PixError(f"--val-fraction {val_fraction}: use a fraction from 0 to below 1")
+    if resampling not in RESAMPLING:
+        raise GeoPix2PixError(f"--target-resampling {resampling}: use one of "
+                              f"{', '.join(RESAMPLING)}")
+    if source_scaling not in SCALING_MODES or target_scaling not in ("percentile", "minmax"):
+        raise GeoPix2PixError("scaling: source uses percentile|minmax|centre, target uses "
+                              "percentile|minmax (centre cannot be inverted at prediction)")
+
+
+def _open_pair(index: int, source: Path, target: Path, source_bands, target_bands,
+               resampling: str, chip_size: int, stride: int) -> tuple[_Pair, SideInfo, SideInfo]:
+    with open_raster(source) as src, open_raster(target) as tgt:
+        s_bands = select_bands(src, source_bands, "--source-bands")
+        t_bands = select_bands(tgt, target_bands, "--target-bands")
+        grid = Grid.of(src)
+        window = overlap_window(grid, Grid.of(tgt), str(source), str(target))
+        if chip_size > min(window.width, window.height):
+            raise GeoPix2PixError(
+                f"--chip-size {chip_size} is larger than the overlap of {source} and {target} "
+                f"({window.width} x {window.height} source pixels); use a smaller chip size")
+        sides = (_side_info(src, s_bands), _side_info(tgt, t_bands))
+    spec = PairSpec(index, str(source), str(target), tuple(s_bands), tuple(t_bands), resampling)
+    chips = chip_windows(index, window, chip_size, stride)
+    return _Pair(spec, grid, (int(window.row_off), int(window.col_off)), chips), *sides
+
+
+def _side_info(dataset, bands: list[int]) -> SideInfo:
+    return SideInfo(bands=bands, dtype=dataset.dtypes[bands[0] - 1],
+                    nodata=chip_nodata(dataset, bands),
+                    descriptions=[dataset.descriptions[b - 1] for b in bands], scaling_mode="")
+
+
+def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path]) -> None:
+    first = sides[0]
+    for side, path in zip(sides[1:], paths[1:]):
+        if (len(side.bands), side.dtype) != (len(first.bands), first.dtype):
+            raise GeoPix2PixError(
+                f"{path}: {len(side.bands)} {side.dtype} band(s) where the first {name} has "
+                f"{len(first.bands)} {first.dtype}; all pairs need the same bands and dtype")
+
+
+def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
+          max_nodata: float, seed: int, sample_size: int) -> list[Job]:
+    jobs = []
+    for pair in pairs:
+        kept = [(c, splits[c]) for c in pair.chips if c in splits]
+        for i in range(0, len(kept), CHIPS_PER_JOB):
+            jobs.append(Job(pair.spec, kept[i:i + CHIPS_PER_JOB], str(out_dir), max_nodata,
+                            seed, sample_size))
+    return jobs
+
+
+def _run(jobs: list[Job], workers: int) -> Iterator[tuple[Job, JobResult]]:
+    """Run jobs inline (one worker) or in spawned processes, yielding results as they finish."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield job, run_job(job)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def export_chips(
+    source: str | os.PathLike | None = None,
+    target: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    pairs: str | os.PathLike | Sequence[tuple[str | os.PathLike, str | os.PathLike]] | None = None,
+    chip_size: int = 256,
+    stride: int | None = None,
+    source_bands: Sequence[int] | None = None,
+    target_bands: Sequence[int] | None = None,
+    target_resampling: str = "bilinear",
+    aoi: str | os.PathLike | None = None,
+    aoi_mode: str = "intersects",
+    max_nodata: float = 0.1,
+    val_fraction: float = 0.2,
+    split_block: int | None = None,
+    seed: int = 0,
+    source_scaling: str = "percentile",
+    target_scaling: str = "minmax",
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    sample_size: int = 200_000,
+) -> ExportSummary:
+    """Export aligned training chips from one pair (`source`, `target`) or many (`pairs`: a CSV
+    path or a list of path pairs) into `out_dir`. Options mirror `geopix2pix export-chips`."""
+    if out_dir is None:
+        raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")
+    stride = stride or chip_size
+    split_block = split_block or 8 * chip_size
+    workers = workers or default_workers()
+    _check_options(chip_size, stride, max_nodata, val_fraction, target_resampling,
+                   source_scaling, target_scaling)
+    if pairs is None:
+        if source is None or target is None:
+            raise GeoPix2PixError("give SOURCE and TARGET, or --pairs pairs.csv")
+        pair_paths = [(Path(source), Path(target))]
+    elif isinstance(pairs, (str, os.PathLike)):
+        pair_paths = read_pairs_csv(pairs)
+    else:
+        pair_paths = [(Path(s), Path(t)) for s, t in pairs]
+
+    opened = [_open_pair(i, s, t, source_bands, target_bands, target_resampling, chip_size,
+                         stride) for i, (s, t) in enumerate(pair_paths)]
+    pair_list = [p for p, _, _ in opened]
+    _check_consistent([s for _, s, _ in opened], "source", [s for s, _ in pair_paths])
+    _check_consistent([t for _, _, t in opened], "target", [t for _, t in pair_paths])
+    source_side, target_side = opened[0][1], opened[0][2]
+    source_side.scaling_mode, target_side.scaling_mode = source_scaling, target_scaling
+
+    skipped: Counter = Counter()
+    if aoi is not None:
+        _apply_aoi(pair_list, aoi, aoi_mode, skipped)
+    candidates = [c for p in pair_list for c in p.chips]
+    origins = {p.spec.index: p.overlap for p in pair_list}
+    split_of = assign_splits(candidates, origins, split_block, val_fraction, seed)
+    splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
+    skipped[REJECT_STRADDLE] += len(candidates) - len(splits)
+
+    out = prepare_output_dir(out_dir, overwrite, MANIFEST)
+    (out / "source").mkdir()
+    (out / "target").mkdir()
+    jobs = _jobs(pair_list, splits, out, max_nodata, seed, sample_size)
+    records, stats = _export(jobs, workers, len(splits), progress, skipped, sample_size, seed)
+    if not records:
+        raise GeoPix2PixError(
+            f"no chip kept from {len(candidates)} candidate(s): "
+            + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
+            + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
+
+    _write_index(out, records, pair_list, pair_paths, chip_size)
+    source_side.stats, target_side.stats = stats[0].summary(), stats[1].summary()
+    kept = Counter(r["split"] for r in records)
+    first = pair_list[0].grid
+    DatasetInfo(
+        chip_size=chip_size, stride=stride, source=source_side, target=target_side,
+        crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
+        pairs=[dict(source=str(Path(s).resolve()), target=str(Path(t).resolve()),
+                    crs=p.grid.crs.to_string(), pixel_size=list(p.grid.pixel_size))
+               for (s, t), p in zip(pair_paths, pair_list)],
+        counts=dict(train=kept["train"], val=kept["val"], skipped=dict(skipped)),
+        options=dict(chip_size=chip_size, stride=stride, source_bands=source_side.bands,
+                     target_bands=target_side.bands, target_resampling=target_resampling,
+                     aoi=str(aoi) if aoi else None, aoi_mode=aoi_mode, max_nodata=max_nodata,
+                     val_fraction=val_fraction, split_block=split_block, seed=seed,
+                     source_scaling=source_scaling, target_scaling=target_scaling),
+        version=_version(),
+    ).save(out)
+    return ExportSummary(out, dict(kept), dict(skipped))
+
+
+def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> None:
+    from geopix2pix.chips.footprints import AOI_MODES, aoi_filter, read_aoi
+
+    if aoi_mode not in AOI_MODES:
+        raise GeoPix2PixError(f"--aoi-mode {aoi_mode}: use one of {', '.join(AOI_MODES)}")
+    polygons = read_aoi(aoi)
+    for pair in pair_list:
+        keep = aoi_filter(pair.chips, pair.grid, polygons, aoi_mode)
+        skipped[REJECT_AOI] += int((~keep).sum())
+        pair.chips = [c for c, k in zip(pair.chips, keep) if k]
+    if not any(p.chips for p in pair_list):
+        raise GeoPix2PixError(f"--aoi {aoi}: no chip of the pair(s) {aoi_mode} its polygons; "
+                              "check that the AOI covers the rasters")
+
+
+def _export(jobs: list[Job], workers: int, total: int, progress: bool, skipped: Counter,
+            sample_size: int, seed: int) -> tuple[list[dict], tuple[BandStatistics, ...]]:
+    records: list[dict] = []
+    stats: tuple[BandStatistics, BandStatistics] | None = None
+    with tqdm(total=total, unit="chip", desc="export-chips", disable=not progress) as bar:
+        for job, result in _run(jobs, workers):
+            records.extend(result.records)
+            skipped.update(result.rejected)
+            if stats is None:
+                stats = (BandStatistics(len(job.pair.source_bands), sample_size, seed),
+                         BandStatistics(len(job.pair.target_bands), sample_size, seed))
+            stats[0].merge(result.source_stats)
+            stats[1].merge(result.target_stats)
+            bar.update(len(job.chips))
+    records.sort(key=lambda r: (r["pair"], r["row"], r["col"]))
+    return records, stats
+
+
+def _write_index(out: Path, records: list[dict], pair_list: list[_Pair],
+                 pair_paths: list[tuple[Path, Path]], chip_size: int) -> None:
+    from geopix2pix.chips.footprints import write_index
+
+    chips = [ChipWindow(r["pair"], r["row"], r["col"], chip_size) for r in records]
+    write_index(out / INDEX, records, chips, {p.spec.index: p.grid for p in pair_list},
+                {p.spec.index: (str(s), str(t)) for p, (s, t) in zip(pair_list, pair_paths)})
+
+
+def _version() -> str:
+    from geopix2pix import __version__
+
+    return __version__

@@ -1,0 +1,85 @@
+"""Chip footprints as polygons: filtering by AOI polygons and writing the chips.gpkg index.
+
+This is the only module of the export path that uses geopandas/shapely; training and prediction
+never import it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from geopix2pix.chips.layout import ChipWindow
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.write import atomic_path
+
+AOI_MODES = ("intersects", "within")
+INDEX_CRS = "EPSG:4326"
+
+
+def footprints(chips: Sequence[ChipWindow], grid: Grid) -> np.ndarray:
+    """Shapely polygons of the chips in the grid's CRS (exact corners, rotation included)."""
+    t = grid.transform
+    corners = np.array([[(c.col, c.row), (c.col + c.size, c.row), (c.col + c.size, c.row + c.size),
+                         (c.col, c.row + c.size)] for c in chips], dtype=float).reshape(-1, 4, 2)
+    xs = t.a * corners[..., 0] + t.b * corners[..., 1] + t.c
+    ys = t.d * corners[..., 0] + t.e * corners[..., 1] + t.f
+    return shapely.polygons(np.stack([xs, ys], axis=-1))
+
+
+def read_aoi(path: str | os.PathLike) -> gpd.GeoDataFrame:
+    """Read AOI polygons from any vector format, refusing files without a CRS or polygons."""
+    path = Path(path)
+    if not path.exists():
+        raise GeoPix2PixError(f"--aoi {path}: no such file; check the path")
+    try:
+        aoi = gpd.read_file(path)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise GeoPix2PixError(f"--aoi {path} is not a vector file geopandas can read "
+                              f"({str(exc).splitlines()[0]})") from None
+    if aoi.crs is None:
+        raise GeoPix2PixError(f"--aoi {path} has no CRS; save it with one (e.g. a .prj file or "
+                              "a GeoPackage)")
+    aoi = aoi[aoi.geometry.notna() & aoi.geometry.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if aoi.empty:
+        raise GeoPix2PixError(f"--aoi {path} holds no polygons; pass polygon features")
+    return aoi
+
+
+def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
+               mode: str) -> np.ndarray:
+    """Boolean array: which chips' footprints intersect (or lie within) the AOI polygons."""
+    if not chips:
+        return np.zeros(0, dtype=bool)
+    area = shapely.union_all(aoi.to_crs(grid.crs).geometry.values)
+    shapely.prepare(area)
+    polygons = footprints(chips, grid)
+    test = shapely.within if mode == "within" else shapely.intersects
+    return test(polygons, area)
+
+
+def write_index(path: Path, records: Sequence[dict], chips: Sequence[ChipWindow],
+                grids: dict[int, Grid], pair_names: dict[int, tuple[str, str]]) -> None:
+    """chips.gpkg: one feature per chip (id, pair, offsets, split, valid fraction, native CRS),
+    footprints in EPSG:4326 so scenes in different CRSs share one layer."""
+    frames = []
+    for pair, grid in grids.items():
+        rows = [(r, c) for r, c in zip(records, chips) if r["pair"] == pair]
+        if not rows:
+            continue
+        frame = gpd.GeoDataFrame(
+            [dict(r, source=pair_names[pair][0], target=pair_names[pair][1],
+                  crs=grid.crs.to_string()) for r, _ in rows],
+            geometry=footprints([c for _, c in rows], grid), crs=grid.crs,
+        ).to_crs(INDEX_CRS)
+        frames.append(frame)
+    index = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=INDEX_CRS)
+    with atomic_path(path, overwrite=True) as temp:
+        index.to_file(temp, layer="chips", driver="GPKG")

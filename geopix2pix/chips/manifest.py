@@ -1,0 +1,99 @@
+"""dataset.json: what a chips folder holds (bands, dtypes, nodata, statistics, scaling, pairs,
+options). It is written last and atomically, so a folder without it is incomplete and refused."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from geopix2pix.chips.scaling import Scaling
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.write import write_text_atomic
+
+MANIFEST = "dataset.json"
+INDEX = "chips.gpkg"
+FORMAT_VERSION = 1
+
+
+def encode_nodata(value: float | None) -> float | str | None:
+    """JSON has no NaN: store it as the string 'nan'."""
+    return "nan" if value is not None and math.isnan(value) else value
+
+
+def decode_nodata(value: float | str | None) -> float | None:
+    return float("nan") if value == "nan" else value
+
+
+@dataclass
+class SideInfo:
+    """One side of the pairs (source or target): what its chips contain."""
+
+    bands: list[int]
+    dtype: str
+    nodata: float | None
+    descriptions: list[str | None]
+    scaling_mode: str
+    stats: list[dict] = field(default_factory=list)
+
+    @property
+    def scaling(self) -> Scaling:
+        """The map between this side's values and [-1, 1], from the train statistics."""
+        return Scaling.from_stats(self.stats, self.scaling_mode)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["nodata"] = encode_nodata(self.nodata)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SideInfo:
+        return cls(**{**data, "nodata": decode_nodata(data["nodata"])})
+
+
+@dataclass
+class DatasetInfo:
+    """The contents of dataset.json."""
+
+    chip_size: int
+    stride: int
+    source: SideInfo
+    target: SideInfo
+    crs: str
+    pixel_size: list[float]
+    pairs: list[dict]
+    counts: dict
+    options: dict
+    version: str
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["source"], data["target"] = self.source.to_dict(), self.target.to_dict()
+        return data
+
+    def save(self, chips_dir: str | Path) -> None:
+        write_text_atomic(Path(chips_dir) / MANIFEST, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, chips_dir: str | Path) -> DatasetInfo:
+        """Read a chips folder's dataset.json, refusing missing or incomplete folders."""
+        chips_dir = Path(chips_dir)
+        path = chips_dir / MANIFEST
+        if not chips_dir.is_dir():
+            raise GeoPix2PixError(f"{chips_dir}: no such chips folder; run geopix2pix "
+                                  "export-chips first")
+        if not path.exists():
+            raise GeoPix2PixError(f"{chips_dir} is an incomplete chips folder (no {MANIFEST}); "
+                                  "rerun geopix2pix export-chips with --overwrite")
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"format_version {data.get('format_version')}")
+            data["source"] = SideInfo.from_dict(data["source"])
+            data["target"] = SideInfo.from_dict(data["target"])
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GeoPix2PixError(f"{path} is not a geopix2pix {MANIFEST} ({exc}); rerun "
+                                  "geopix2pix export-chips") from None

@@ -1,0 +1,88 @@
+"""Scaling between raster values and the generator's [-1, 1] range, and back.
+
+This is the one place where values are scaled: the chip dataset uses `forward`, prediction uses
+`inverse` with the statistics stored in the model file, so both always agree.
+
+Modes, per side of a pair:
+- ``percentile``: the 1st..99th percentiles of the training pixels map to [-1, 1] (clipped). Robust to
+  outliers and speckle; the default for inputs.
+- ``minmax``: min..max of the training pixels map to [-1, 1]. The default for targets: a prediction can
+  reach every value seen in training (a rare class or road value is never clipped away).
+- ``centre``: each chip or window minus its own mean, divided by the 99th percentile of absolute
+  deviations from chip means. For elevation inputs: a hillshade or image depends on the relief, not
+  on the absolute height. Not invertible, so inputs only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SCALING_MODES = ("percentile", "minmax", "centre")
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Per-band affine map from data units to [-1, 1]."""
+
+    mode: str
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    @classmethod
+    def from_stats(cls, stats: list[dict], mode: str) -> Scaling:
+        """Build from dataset.json per-band statistics."""
+        if mode not in SCALING_MODES:
+            raise ValueError(f"scaling mode {mode!r}: use one of {', '.join(SCALING_MODES)}")
+        if mode == "percentile":
+            low, high = [s["p01"] for s in stats], [s["p99"] for s in stats]
+        elif mode == "minmax":
+            low, high = [s["min"] for s in stats], [s["max"] for s in stats]
+        else:
+            spread = [s["abs_dev_p99"] or 1.0 for s in stats]
+            low, high = [-v for v in spread], spread
+        return cls(mode, tuple(map(float, low)), tuple(map(float, high)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Scaling:
+        return cls(data["mode"], tuple(data["low"]), tuple(data["high"]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def _centre_and_half_range(self, bands: int) -> tuple[np.ndarray, np.ndarray]:
+        low = np.asarray(self.low, dtype=np.float64)[:bands]
+        high = np.asarray(self.high, dtype=np.float64)[:bands]
+        half = (high - low) / 2
+        half[~(half > 0)] = 1.0  # a constant band maps to 0 instead of dividing by zero
+        return ((low + high) / 2)[:, None, None], half[:, None, None]
+
+    def forward(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(bands, rows, cols) values -> float32 in [-1, 1]; invalid pixels become 0."""
+        values = data.astype(np.float64)
+        if self.mode == "centre":
+            count = max(int(valid.sum()), 1)
+            means = np.where(valid, values, 0).sum(axis=(1, 2)) / count
+            values = values - means[:, None, None]
+        centre, half = self._centre_and_half_range(values.shape[0])
+        scaled = np.clip((values - centre) / half, -1.0, 1.0)
+        scaled[:, ~valid] = 0.0
+        return np.nan_to_num(scaled, nan=0.0).astype(np.float32)
+
+    def inverse(self, scaled: np.ndarray) -> np.ndarray:
+        """[-1, 1] (bands, rows, cols) -> float64 values in data units."""
+        if self.mode == "centre":
+            raise ValueError("centre scaling is relative to each window and cannot be inverted; "
+                             "use percentile or minmax for targets")
+        centre, half = self._centre_and_half_range(scaled.shape[0])
+        return scaled.astype(np.float64) * half + centre
+
+
+def to_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Values in data units -> `dtype`, rounded and clipped to its range for integer types."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)

@@ -1,0 +1,120 @@
+"""The per-process part of chip export: read a batch of chip windows of one pair, reject those
+with too many invalid pixels, write the GeoTIFF pairs and accumulate train statistics.
+
+Each job opens its own datasets (rasterio handles are never shared across processes)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from geopix2pix.chips.layout import ChipWindow
+from geopix2pix.chips.stats import BandStatistics
+from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.io import chip_nodata
+from geopix2pix.raster.pair import PairReader
+from geopix2pix.raster.write import gtiff_profile
+
+REJECT_NODATA = "too many invalid pixels"
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A pair as the workers need it (picklable)."""
+
+    index: int
+    source: str
+    target: str
+    source_bands: tuple[int, ...]
+    target_bands: tuple[int, ...]
+    resampling: str
+
+
+@dataclass
+class Job:
+    pair: PairSpec
+    chips: list[tuple[ChipWindow, str]]
+    out_dir: str
+    max_nodata: float
+    seed: int
+    sample_size: int
+
+
+@dataclass
+class JobResult:
+    records: list[dict]
+    rejected: Counter
+    source_stats: BandStatistics
+    target_stats: BandStatistics
+
+
+class ChipWriter:
+    """Writes one side's chips as GeoTIFFs with the raster's dtype, nodata, descriptions and
+    colours, on the chip's exact transform."""
+
+    def __init__(self, dataset, bands: tuple[int, ...], folder: Path, grid: Grid):
+        self.folder = folder
+        self.grid = grid
+        self.bands = bands
+        self.dtype = dataset.dtypes[bands[0] - 1]
+        self.nodata = chip_nodata(dataset, bands)
+        self.descriptions = [dataset.descriptions[b - 1] for b in bands]
+        self.colorinterp = [dataset.colorinterp[b - 1] for b in bands]
+        try:
+            self.colormap = dataset.colormap(bands[0]) if len(bands) == 1 else None
+        except ValueError:
+            self.colormap = None
+
+    def write(self, chip: ChipWindow, data: np.ndarray, valid: np.ndarray) -> None:
+        profile = gtiff_profile(self.dtype, len(self.bands), self.grid.crs,
+                                self.grid.window_transform(chip.window), chip.size, chip.size,
+                                self.nodata, blocksize=min(chip.size, 512))
+        all_valid = bool(valid.all())
+        if not all_valid and self.nodata is not None:
+            data = data.copy()
+            data[:, ~valid] = self.nodata
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                rasterio.open(self.folder / f"{chip.id}.tif", "w", **profile) as dst:
+            dst.write(data)
+            if not all_valid and self.nodata is None:
+                dst.write_mask(valid.astype(np.uint8) * 255)
+            for band, text in enumerate(self.descriptions, start=1):
+                if text:
+                    dst.set_band_description(band, text)
+            dst.colorinterp = self.colorinterp
+            if self.colormap:
+                dst.write_colormap(1, self.colormap)
+
+
+def run_job(job: Job) -> JobResult:
+    """Process one batch of chips; returns their index records and partial statistics."""
+    spec = job.pair
+    out = Path(job.out_dir)
+    rng_seed = [job.seed, spec.index, job.chips[0][0].row, job.chips[0][0].col]
+    source_stats = BandStatistics(len(spec.source_bands), job.sample_size, seed=rng_seed)
+    target_stats = BandStatistics(len(spec.target_bands), job.sample_size,
+                                  seed=rng_seed + [1])
+    records, rejected = [], Counter()
+    with PairReader(spec.source, spec.target, spec.source_bands, spec.target_bands,
+                    spec.resampling) as reader:
+        source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid)
+        target_writer = ChipWriter(reader.target_file, spec.target_bands, out / "target",
+                                   reader.grid)
+        for chip, split in job.chips:
+            read = reader.read(chip.window)
+            valid_fraction = float(read.valid.mean())
+            if 1.0 - valid_fraction > job.max_nodata:
+                rejected[REJECT_NODATA] += 1
+                continue
+            source_writer.write(chip, read.source, read.valid)
+            target_writer.write(chip, read.target, read.valid)
+            if split == "train":
+                source_stats.add(read.source, read.valid)
+                target_stats.add(read.target, read.valid)
+            records.append(dict(id=chip.id, pair=spec.index, row=chip.row, col=chip.col,
+                                split=split, valid_fraction=round(valid_fraction, 6)))
+    return JobResult(records, rejected, source_stats, target_stats)

@@ -1,0 +1,71 @@
+"""The `geopix2pix` command: a click group (like rasterio's `rio`), one small module per command,
+each a thin layer over the Python API. Errors a user can fix print one line and exit with 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from geopix2pix import __version__
+from geopix2pix.cli.export_chips import export_chips_command
+from geopix2pix.errors import GeoPix2PixError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="geopix2pix")
+def cli() -> None:
+    """geopix2pix: translate georeferenced rasters with Pix2Pix.
+
+    export-chips -> train -> predict -> evaluate. Every output is a GeoTIFF on an exact grid.
+    """
+
+
+cli.add_command(export_chips_command)
+
+COMMAND_MODULES = {
+    "train": "geopix2pix.cli.train:train_command",
+    "predict": "geopix2pix.cli.predict:predict_command",
+    "evaluate": "geopix2pix.cli.evaluate:evaluate_command",
+    "demo": "geopix2pix.cli.demo:demo_command",
+}
+
+
+def _add_optional_commands() -> None:
+    """Register the commands whose modules exist (each lives in its own module)."""
+    import importlib
+
+    for name, target in COMMAND_MODULES.items():
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        cli.add_command(getattr(module, attr), name)
+
+
+_add_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the group, turning GeoPix2PixError into one line and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="geopix2pix", standalone_mode=False)
+    except GeoPix2PixError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

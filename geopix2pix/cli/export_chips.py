@@ -1,0 +1,66 @@
+"""`geopix2pix export-chips`: paired rasters -> aligned training chips."""
+
+from __future__ import annotations
+
+import click
+
+from geopix2pix.cli.options import BANDS
+
+
+@click.command("export-chips", context_settings={"show_default": True})
+@click.argument("source", required=False, type=click.Path(dir_okay=False))
+@click.argument("target", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Chips folder to write (source/, target/, chips.gpkg, dataset.json).")
+@click.option("--pairs", type=click.Path(dir_okay=False),
+              help="CSV with source,target columns (paths relative to the CSV) instead of "
+                   "SOURCE TARGET.")
+@click.option("--chip-size", default=256, type=int,
+              help="Chip width and height in source pixels: a power of two from 32 to 2048.")
+@click.option("--stride", type=int, default=None,
+              help="Pixels between chip origins  [default: the chip size]")
+@click.option("--source-bands", type=BANDS, default=None,
+              help="1-based source bands, e.g. 1,2,3 or 1-3  [default: all but alpha]")
+@click.option("--target-bands", type=BANDS, default=None,
+              help="1-based target bands  [default: all but alpha]")
+@click.option("--target-resampling", type=click.Choice(["nearest", "bilinear", "cubic"]),
+              default="bilinear",
+              help="Resampling when the target is warped onto the source grid; nearest for "
+                   "categorical maps. Identical grids are never resampled.")
+@click.option("--aoi", type=click.Path(dir_okay=False), default=None,
+              help="Vector file (any format geopandas reads, any CRS): keep chips touching its "
+                   "polygons.")
+@click.option("--aoi-mode", type=click.Choice(["intersects", "within"]), default="intersects",
+              help="Keep chips that intersect the AOI, or only those entirely within it.")
+@click.option("--max-nodata", type=float, default=0.1,
+              help="Keep a chip when at most this fraction of its pixels is invalid in either "
+                   "raster.")
+@click.option("--val-fraction", type=float, default=0.2,
+              help="Share of chips in the validation split.")
+@click.option("--split-block", type=int, default=None,
+              help="Side in pixels of the spatial blocks given whole to train or val  "
+                   "[default: 8 x chip size]")
+@click.option("--seed", type=int, default=0, help="Seed of the split and the statistics sample.")
+@click.option("--source-scaling", type=click.Choice(["percentile", "minmax", "centre"]),
+              default="percentile",
+              help="How source values map to [-1, 1]: 1st-99th percentiles, min-max, or centre "
+                   "(each chip minus its mean: for elevation inputs).")
+@click.option("--target-scaling", type=click.Choice(["minmax", "percentile"]), default="minmax",
+              help="How target values map to [-1, 1] (and back at prediction).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes  [default: one per core, at most 8]")
+@click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def export_chips_command(source, target, out_dir, pairs, quiet, **options):
+    """Cut aligned training chips from SOURCE and TARGET rasters (or from --pairs).
+
+    The SOURCE grid is the reference: TARGET is warped onto it whatever its CRS, resolution or
+    extent, and copied bit for bit when both grids are the same.
+    """
+    from geopix2pix.chips.export import export_chips
+
+    if pairs and (source or target):
+        raise click.UsageError("give either SOURCE TARGET or --pairs, not both")
+    summary = export_chips(source, target, out_dir, pairs=pairs, progress=not quiet, **options)
+    for line in summary.lines():
+        click.echo(line)

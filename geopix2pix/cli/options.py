@@ -1,0 +1,24 @@
+"""Option types shared by several commands."""
+
+from __future__ import annotations
+
+import click
+
+from geopix2pix.raster.io import parse_bands
+
+
+class BandList(click.ParamType):
+    """A 1-based band list: '1,2,3' or '1-3'."""
+
+    name = "BANDS"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, list):
+            return value
+        try:
+            return parse_bands(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a band list like 1,2,3 or 1-3", param, ctx)
+
+
+BANDS = BandList()

@@ -1,0 +1,19 @@
+"""Networks of geopix2pix: the Pix2Pix U-Net and PatchGAN, smp generators, and the model file.
+
+Build networks with ``build_generator(GeneratorSpec(...))`` and ``build_discriminator(...)``;
+save a trained generator with ``save_model`` and read it back with ``load_model``.
+"""
+
+from .factory import GeneratorSpec, build_discriminator, build_generator
+from .init import init_weights
+from .io import LoadedModel, load_model, save_model
+
+__all__ = [
+    "GeneratorSpec",
+    "LoadedModel",
+    "build_discriminator",
+    "build_generator",
+    "init_weights",
+    "load_model",
+    "save_model",
+]

@@ -1,0 +1,123 @@
+"""One place to build every network from a small, serialisable description.
+
+``GeneratorSpec`` says which generator to build; it is stored in each model file so that
+``load_model`` can rebuild the network before loading its weights. ``build_generator`` dispatches
+on ``spec.name``: ``"unet"`` is the Pix2Pix U-Net, ``"smp:<Architecture>:<encoder>"`` a
+segmentation-models-pytorch model. ``build_discriminator`` builds the conditional PatchGAN.
+
+Why the default norm is batch norm: in eval mode batch norm normalises with the running
+statistics gathered in training, so a pixel's prediction depends neither on the batch nor on
+which other windows are predicted along with it. Instance norm normalises each window with its
+own statistics, which shift from window to window and show up as seams when a scene is predicted
+window by window and stitched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .init import init_weights
+from .patchgan import NLayerDiscriminator
+from .smp_generator import PREFIX as SMP_PREFIX
+from .smp_generator import SmpGenerator, load_encoder_weights
+from .unet import NORMS, UnetGenerator, depth_for_chip_size
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Which generator to build. ``ngf``, ``norm`` and ``dropout`` apply to ``"unet"`` only.
+
+    name: ``"unet"`` or ``"smp:<Architecture>:<encoder>"`` (e.g. ``"smp:Unet:resnet34"``).
+    in_channels / out_channels: source and target band counts.
+    chip_size: training chip side in pixels; the U-Net's depth is ``log2(chip_size)``.
+    ngf: filters of the U-Net's outermost level. norm: ``"batch"`` (default) or ``"instance"``.
+    dropout: dropout 0.5 in the decoder blocks next to the bottleneck, as in the paper.
+    """
+
+    name: str = "unet"
+    in_channels: int = 3
+    out_channels: int = 3
+    chip_size: int = 256
+    ngf: int = 64
+    norm: str = "batch"
+    dropout: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not (
+            self.name == "unet" or self.name.startswith(SMP_PREFIX)
+        ):
+            raise ValueError(
+                f"unknown generator {self.name!r}; expected 'unet' or "
+                f"'smp:<Architecture>:<encoder>' (e.g. 'smp:Unet:resnet34')"
+            )
+        for field in ("in_channels", "out_channels", "chip_size", "ngf"):
+            _check_positive_int(field, getattr(self, field))
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; expected one of {', '.join(NORMS)}")
+        if not isinstance(self.dropout, bool):
+            raise ValueError(f"dropout must be true or false, got {self.dropout!r}")
+        if self.name == "unet":
+            depth_for_chip_size(self.chip_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of all fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorSpec:
+        """Inverse of ``to_dict``; unknown keys raise ValueError, missing ones take defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown generator spec keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def build_generator(
+    spec: GeneratorSpec, encoder_weights_path: str | os.PathLike[str] | None = None
+) -> nn.Module:
+    """Build the generator ``spec`` describes, in training mode, on the CPU.
+
+    The U-Net gets the paper's N(0, 0.02) initialisation. An smp generator keeps smp's own
+    initialisation; ``encoder_weights_path`` (smp only) loads a local encoder state dict.
+    """
+    if spec.name == "unet":
+        if encoder_weights_path is not None:
+            raise ValueError("encoder_weights_path only applies to 'smp:...' generators")
+        generator = UnetGenerator(
+            spec.in_channels,
+            spec.out_channels,
+            depth=depth_for_chip_size(spec.chip_size),
+            ngf=spec.ngf,
+            norm=spec.norm,
+            dropout=spec.dropout,
+        )
+        return init_weights(generator)
+    generator = SmpGenerator(spec.name, spec.in_channels, spec.out_channels)
+    step = generator.input_multiple
+    if spec.chip_size % step:
+        raise ValueError(f"{spec.name} needs a chip size that is a multiple of {step}, "
+                         f"got {spec.chip_size}")
+    if encoder_weights_path is not None:
+        load_encoder_weights(generator, encoder_weights_path)
+    return generator
+
+
+def build_discriminator(
+    in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch"
+) -> nn.Module:
+    """Conditional PatchGAN for source+target bands (``in_channels`` = in + out bands), with the
+    paper's initialisation. It returns raw logits (use BCEWithLogitsLoss or an LSGAN MSE)."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+    return init_weights(NLayerDiscriminator(in_channels, ndf=ndf, n_layers=n_layers, norm=norm))

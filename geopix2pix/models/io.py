@@ -1,0 +1,169 @@
+"""The geopix2pix model file: one safetensors file holding a trained generator.
+
+Layout: the tensors are the generator's ``state_dict()`` (contiguous, on the CPU, batch-norm
+running statistics included); the safetensors string metadata holds one key, ``"geopix2pix"``,
+whose value is ``json.dumps({"format_version": 1, "generator": spec.to_dict(), **metadata})``.
+
+Model files are only ever read through safetensors, never through pickle or ``torch.load``, so
+opening a model file from someone else cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from geopix2pix.errors import GeoPix2PixError
+
+from .factory import GeneratorSpec, build_generator
+
+METADATA_KEY = "geopix2pix"
+FORMAT_VERSION = 1
+RESERVED_KEYS = ("format_version", "generator")
+
+
+@dataclass
+class LoadedModel:
+    """A generator read from a model file: in eval mode, on the requested device.
+
+    ``metadata`` is the dict given to ``save_model`` (without format_version and generator).
+    """
+
+    generator: nn.Module
+    spec: GeneratorSpec
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside torch.compile / DataParallel / DistributedDataParallel wrappers."""
+    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    while True:
+        if isinstance(module, parallel):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def _header(spec: GeneratorSpec, metadata: dict[str, Any]) -> str:
+    clash = [k for k in RESERVED_KEYS if k in metadata]
+    if clash:
+        raise ValueError(f"metadata may not contain the reserved keys {', '.join(clash)}")
+    content = {"format_version": FORMAT_VERSION, "generator": spec.to_dict(), **metadata}
+    try:
+        return json.dumps(content)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model metadata must be JSON-serialisable: {exc}") from exc
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    generator: nn.Module,
+    spec: GeneratorSpec,
+    metadata: dict[str, Any],
+) -> None:
+    """Write ``generator``'s weights, ``spec`` and ``metadata`` (JSON-serialisable) to ``path``.
+
+    The file is written under a temporary name in the same folder and then renamed over
+    ``path``, so a reader never sees a half-written model.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    header = _header(spec, metadata)
+    state = _unwrap(generator).state_dict()
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={METADATA_KEY: header})
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _not_a_model(path: Path, why: str = "") -> GeoPix2PixError:
+    detail = f" ({why})" if why else ""
+    return GeoPix2PixError(
+        f"{path} is not a geopix2pix model file{detail}: only safetensors model files written "
+        f"by geopix2pix are accepted"
+    )
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a safetensors file; GeoPix2PixError for anything else."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise GeoPix2PixError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        raise _not_a_model(path) from exc
+    return metadata, tensors
+
+
+def _parse_header(path: Path, metadata: dict[str, str]) -> tuple[GeneratorSpec, dict[str, Any]]:
+    """The generator spec and user metadata of the ``"geopix2pix"`` header."""
+    if METADATA_KEY not in metadata:
+        raise _not_a_model(path, f"no {METADATA_KEY!r} metadata")
+    try:
+        content = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise _not_a_model(path, f"unreadable {METADATA_KEY!r} metadata") from exc
+    if not isinstance(content, dict):
+        raise _not_a_model(path, f"unreadable {METADATA_KEY!r} metadata")
+    version = content.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise GeoPix2PixError(
+            f"model file {path} has format_version {version!r}; this geopix2pix reads version "
+            f"{FORMAT_VERSION} only (upgrade geopix2pix or re-export the model)"
+        )
+    try:
+        spec = GeneratorSpec.from_dict(content.pop("generator"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _not_a_model(path, f"bad generator description: {exc}") from exc
+    return spec, content
+
+
+def _build(path: Path, spec: GeneratorSpec, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Rebuild the generator and load its weights strictly."""
+    try:
+        generator = build_generator(spec)
+    except ValueError as exc:
+        raise GeoPix2PixError(f"model file {path}: cannot rebuild generator: {exc}") from exc
+    own = generator.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise GeoPix2PixError(
+            f"model file {path} does not match its generator {spec.name!r}: "
+            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} wrongly shaped "
+            f"tensors (e.g. {', '.join((missing + unexpected + wrong)[:3])})"
+        )
+    generator.load_state_dict(tensors, strict=True)
+    return generator
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
+    """Read a model file written by ``save_model``: the generator (eval mode, on ``device``),
+    its spec and its metadata. Raises GeoPix2PixError for any other kind of file."""
+    path = Path(path)
+    raw_metadata, tensors = _read(path)
+    spec, metadata = _parse_header(path, raw_metadata)
+    generator = _build(path, spec, tensors).to(device).eval()
+    return LoadedModel(generator=generator, spec=spec, metadata=metadata)

@@ -1,0 +1,141 @@
+"""Opening rasters with clear errors, choosing bands, and reading windows with their validity.
+
+Validity follows GDAL: a pixel is invalid when any selected band is nodata or NaN, or when the
+dataset's mask (internal mask, per-dataset mask or alpha band) says so. Every reader in geopix2pix
+(chip export, the chip dataset, prediction, evaluation) goes through `read_window`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.grid import Grid
+
+RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear,
+              "cubic": Resampling.cubic}
+
+
+def open_raster(path: str | os.PathLike, require_crs: bool = True):
+    """Open a raster for reading, turning the usual mistakes into one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise GeoPix2PixError(f"{path}: no such file; check the path")
+    try:
+        dataset = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise GeoPix2PixError(
+            f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF "
+            "or another GDAL raster"
+        ) from None
+    if require_crs and dataset.crs is None:
+        dataset.close()
+        raise GeoPix2PixError(
+            f"{path} has no CRS; assign one first (e.g. gdal_edit.py -a_srs EPSG:<code> {path})"
+        )
+    return dataset
+
+
+def data_bands(dataset) -> list[int]:
+    """1-based indexes of the dataset's bands that are data, i.e. all but alpha bands."""
+    bands = [i + 1 for i, ci in enumerate(dataset.colorinterp) if ci != ColorInterp.alpha]
+    return bands or list(range(1, dataset.count + 1))
+
+
+def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") -> list[int]:
+    """Validate 1-based band indexes against a dataset; None means all data bands."""
+    if not bands:
+        return data_bands(dataset)
+    bad = [b for b in bands if not 1 <= b <= dataset.count]
+    if bad:
+        raise GeoPix2PixError(
+            f"{option} {','.join(map(str, bands))}: band {bad[0]} does not exist in "
+            f"{dataset.name}, which has {dataset.count} band(s); use indexes 1..{dataset.count}"
+        )
+    return list(bands)
+
+
+def parse_bands(text: str | None) -> list[int] | None:
+    """'1,2,3' or '1-3' -> [1, 2, 3]; None or '' -> None (all bands)."""
+    if not text:
+        return None
+    bands: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            first, last = part.split("-", 1)
+            bands.extend(range(int(first), int(last) + 1))
+        else:
+            bands.append(int(part))
+    return bands
+
+
+def needs_mask_read(dataset, bands: Sequence[int]) -> bool:
+    """True when validity needs GDAL's mask band (internal mask or alpha), not only the values."""
+    return any(
+        MaskFlags.per_dataset in dataset.mask_flag_enums[b - 1]
+        or MaskFlags.alpha in dataset.mask_flag_enums[b - 1]
+        for b in bands
+    )
+
+
+def invalid_pixels(dataset, data: np.ndarray, bands: Sequence[int],
+                   window: Window | None = None) -> np.ndarray:
+    """Boolean (rows, cols) array: True where any selected band is invalid."""
+    invalid = np.zeros(data.shape[1:], dtype=bool)
+    if needs_mask_read(dataset, bands):
+        invalid |= (dataset.read_masks(list(bands), window=window, boundless=False) == 0).any(0)
+    for i, band in enumerate(bands):
+        nodata = dataset.nodatavals[band - 1]
+        if nodata is None:
+            continue
+        invalid |= np.isnan(data[i]) if np.isnan(nodata) else data[i] == nodata
+    if np.issubdtype(data.dtype, np.floating):
+        invalid |= np.isnan(data).any(0)
+    return invalid
+
+
+def read_window(dataset, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Read a window: (data (bands, rows, cols) in the file's dtype, valid mask (rows, cols))."""
+    data = dataset.read(list(bands), window=window)
+    return data, ~invalid_pixels(dataset, data, bands, window)
+
+
+def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
+    """A view of `dataset` on `grid` (GDAL warping), with invalid pixels kept invalid.
+
+    Nodata and NaN are excluded from the resampling kernel; where the source declares neither, an
+    alpha band marks what lies outside its footprint or under its mask.
+    """
+    kwargs = dict(crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                  resampling=RESAMPLING[resampling])
+    if dataset.nodata is not None:
+        kwargs.update(src_nodata=dataset.nodata, nodata=dataset.nodata)
+    elif np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating) and not needs_mask_read(
+            dataset, data_bands(dataset)):
+        kwargs.update(src_nodata=np.nan, nodata=np.nan)
+    else:
+        kwargs.update(add_alpha=True)
+    return WarpedVRT(dataset, **kwargs)
+
+
+def chip_nodata(dataset, bands: Sequence[int]) -> float | None:
+    """The nodata value chips of this raster are written with.
+
+    The raster's own nodata when it declares one, NaN for floating-point rasters without one, and
+    None for integer rasters without one (their invalid pixels go into an internal mask instead).
+    """
+    if dataset.nodata is not None:
+        return float(dataset.nodata)
+    if np.issubdtype(np.dtype(dataset.dtypes[bands[0] - 1]), np.floating):
+        return float("nan")
+    return None

@@ -1,0 +1,308 @@
+"""Tests of geopix2pix.models: architectures, smp generators, init and the model file."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models import (
+    GeneratorSpec,
+    build_discriminator,
+    build_generator,
+    init_weights,
+    load_model,
+    save_model,
+)
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def small_unet(**kw) -> nn.Module:
+    kw = {"in_channels": 3, "out_channels": 3, "chip_size": 64, "ngf": 8, **kw}
+    return build_generator(GeneratorSpec(**kw))
+
+
+def warm_up_batch_norm(generator: nn.Module, channels: int, size: int) -> None:
+    """A few train-mode forwards so running statistics differ from their initial values."""
+    generator.train()
+    with torch.no_grad():
+        for _ in range(3):
+            generator(torch.randn(2, channels, size, size) * 2 + 0.5)
+    generator.eval()
+
+
+# --- parameter counts -----------------------------------------------------------------------
+
+
+def test_unet_256_has_the_papers_parameter_count():
+    assert n_params(build_generator(GeneratorSpec(chip_size=256))) == 54_413_955
+
+
+def test_patchgan_has_the_papers_parameter_count():
+    assert n_params(build_discriminator(6)) == 2_768_705
+
+
+def test_patchgan_output_is_a_patch_map():
+    disc = build_discriminator(4, ndf=8)
+    assert disc(torch.randn(2, 4, 64, 64)).shape == (2, 1, 6, 6)
+
+
+# --- U-Net ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chip", [64, 128, 256])
+def test_unet_output_shape_and_range(chip):
+    generator = small_unet(chip_size=chip, ngf=4)
+    out = generator(torch.randn(2, 3, chip, chip) * 10)
+    assert out.shape == (2, 3, chip, chip)
+    assert out.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize(("bands_in", "bands_out"), [(4, 1), (13, 3)])
+def test_unet_band_counts(bands_in, bands_out):
+    generator = small_unet(in_channels=bands_in, out_channels=bands_out)
+    out = generator(torch.randn(1, bands_in, 64, 64))
+    assert out.shape == (1, bands_out, 64, 64)
+    assert out.abs().max() <= 1.0
+
+
+def test_unet_dropout_sits_in_the_blocks_next_to_the_bottleneck():
+    dropouts = [m for m in small_unet(chip_size=256, ngf=2).modules() if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 3 and all(d.p == 0.5 for d in dropouts)
+    assert not any(isinstance(m, nn.Dropout) for m in small_unet(dropout=False).modules())
+
+
+def test_unet_instance_norm_trains_with_a_1x1_bottleneck():
+    generator = small_unet(norm="instance")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in generator.modules())
+    out = generator.train()(torch.randn(1, 3, 64, 64))  # batch of one, 1x1 innermost map
+    out.mean().backward()
+    assert out.shape == (1, 3, 64, 64)
+
+
+def test_unet_rejects_bad_input_sizes():
+    generator = small_unet()
+    with pytest.raises(ValueError, match="multiples of 64"):
+        generator(torch.randn(1, 3, 96, 64))
+    with pytest.raises(ValueError, match="expects input"):
+        generator(torch.randn(1, 4, 64, 64))
+
+
+@pytest.mark.parametrize("chip", [100, 16, 0])
+def test_spec_rejects_bad_chip_sizes(chip):
+    with pytest.raises(ValueError, match="chip size|chip_size"):
+        GeneratorSpec(chip_size=chip)
+
+
+def test_spec_dict_round_trip_and_validation():
+    spec = GeneratorSpec(name="unet", in_channels=4, out_channels=1, chip_size=128, ngf=32,
+                         norm="instance", dropout=False)
+    assert GeneratorSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(ValueError, match="unknown generator spec keys"):
+        GeneratorSpec.from_dict({**spec.to_dict(), "colour": "red"})
+    with pytest.raises(ValueError, match="norm"):
+        GeneratorSpec(norm="group")
+    with pytest.raises(ValueError, match="unknown generator"):
+        GeneratorSpec(name="resnet_9blocks")
+
+
+def test_eval_prediction_does_not_depend_on_the_batch():
+    generator = small_unet(norm="batch")
+    warm_up_batch_norm(generator, 3, 64)
+    window = torch.randn(1, 3, 64, 64)
+    batch = torch.cat([torch.randn(2, 3, 64, 64), window, torch.randn(1, 3, 64, 64) * 5])
+    with torch.no_grad():
+        alone = generator(window)
+        together = generator(batch)[2:3]
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=0)
+
+
+# --- init -----------------------------------------------------------------------------------
+
+
+def test_init_weights_follows_the_paper():
+    layers = nn.Sequential(nn.Conv2d(64, 64, 4), nn.BatchNorm2d(64), nn.ConvTranspose2d(64, 8, 4))
+    init_weights(layers)
+    conv, norm, upconv = layers
+    assert abs(conv.weight.std().item() - 0.02) < 0.001
+    assert abs(conv.weight.mean().item()) < 0.001
+    assert abs(upconv.weight.std().item() - 0.02) < 0.001
+    assert torch.count_nonzero(conv.bias) == 0 and torch.count_nonzero(norm.bias) == 0
+    assert abs(norm.weight.mean().item() - 1.0) < 0.01 and 0.01 < norm.weight.std().item() < 0.03
+
+
+# --- smp generators -------------------------------------------------------------------------
+
+
+def smp_spec(**kw) -> GeneratorSpec:
+    return GeneratorSpec(**{"name": "smp:Unet:resnet18", "in_channels": 4, "out_channels": 2,
+                            "chip_size": 64, **kw})
+
+
+def test_smp_generator_shape_and_range():
+    generator = build_generator(smp_spec())
+    out = generator(torch.randn(2, 4, 64, 64) * 10)
+    assert out.shape == (2, 2, 64, 64)
+    assert out.abs().max() <= 1.0
+    with pytest.raises(ValueError, match="expects input"):
+        generator(torch.randn(1, 3, 64, 64))
+
+
+def test_smp_generator_that_needs_divisible_sizes_says_so():
+    generator = build_generator(smp_spec(name="smp:FPN:resnet18"))
+    assert generator(torch.randn(1, 4, 64, 64)).shape == (1, 2, 64, 64)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        generator(torch.randn(1, 4, 48, 64))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_generator(smp_spec(name="smp:FPN:resnet18", chip_size=48))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("smp:NoSuchNet:resnet18", "UnetPlusPlus"),
+        ("smp:Unet:no_such_encoder", "resnet34"),
+        ("smp:Unet", "smp:<Architecture>:<encoder>"),
+    ],
+)
+def test_smp_unknown_names_list_the_choices(name, expected):
+    with pytest.raises(ValueError, match=expected):
+        build_generator(smp_spec(name=name))
+
+
+def random_encoder_state(in_channels: int) -> dict[str, torch.Tensor]:
+    encoder = build_generator(smp_spec(in_channels=in_channels)).encoder
+    torch.manual_seed(7)
+    return {k: torch.rand_like(v.float()).to(v.dtype) for k, v in encoder.state_dict().items()}
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_smp_encoder_weights_are_loaded_from_a_local_file(tmp_path, suffix):
+    state = random_encoder_state(4)
+    path = tmp_path / f"encoder{suffix}"
+    if suffix == ".pt":
+        torch.save(state, path)
+    else:
+        save_file(state, str(path))
+    loaded = build_generator(smp_spec(), encoder_weights_path=path).encoder.state_dict()
+    assert loaded.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+
+
+def test_smp_three_band_encoder_weights_are_adapted_to_more_bands(tmp_path):
+    state = random_encoder_state(3)
+    path = tmp_path / "rgb.pt"
+    torch.save(state, path)
+    loaded = build_generator(smp_spec(in_channels=4), encoder_weights_path=path).encoder
+    first = loaded.state_dict()["conv1.weight"]
+    assert first.shape[1] == 4
+    torch.testing.assert_close(first[:, 3], state["conv1.weight"][:, 0] * 0.75)
+
+
+def test_smp_mismatched_encoder_weights_are_refused(tmp_path):
+    state = random_encoder_state(4)
+    del state["layer1.0.conv1.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    with pytest.raises(GeoPix2PixError, match="1 missing.*layer1.0.conv1.weight"):
+        build_generator(smp_spec(), encoder_weights_path=path)
+
+
+# --- model file -----------------------------------------------------------------------------
+
+
+def predict(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return generator(x)
+
+
+@pytest.mark.parametrize("spec", [GeneratorSpec(in_channels=4, out_channels=1, chip_size=64,
+                                                ngf=8), smp_spec()], ids=["unet", "smp"])
+def test_save_load_round_trip(tmp_path, spec):
+    generator = build_generator(spec)
+    warm_up_batch_norm(generator, spec.in_channels, 64)
+    metadata = {"bands": [1, 2, 3, 4], "scale": {"min": 0.0, "max": 3000.5}, "note": "été"}
+    path = tmp_path / "model.safetensors"
+    save_model(path, generator, spec, metadata)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp file left
+
+    loaded = load_model(path)
+    assert loaded.spec == spec and loaded.metadata == metadata
+    assert not loaded.generator.training
+    x = torch.randn(3, spec.in_channels, 64, 64)
+    assert torch.equal(predict(loaded.generator, x), predict(generator, x))
+
+
+def test_model_file_layout(tmp_path):
+    from safetensors import safe_open
+
+    spec = GeneratorSpec(chip_size=64, ngf=4)
+    path = tmp_path / "m.safetensors"
+    save_model(path, build_generator(spec), spec, {"epoch": 3})
+    with safe_open(str(path), framework="pt") as handle:
+        header = json.loads(handle.metadata()["geopix2pix"])
+        assert any(k.endswith("running_mean") for k in handle.keys())  # noqa: SIM118
+    assert header == {"format_version": 1, "generator": spec.to_dict(), "epoch": 3}
+    with pytest.raises(ValueError, match="reserved"):
+        save_model(path, build_generator(spec), spec, {"generator": "x"})
+
+
+class _Marker:
+    """Unpickling this creates the marker file: proof that pickle code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def assert_refused(path: Path) -> None:
+    with pytest.raises(GeoPix2PixError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_pickled_files_are_refused_without_running_code(tmp_path):
+    marker = tmp_path / "pwned"
+    torch_file = tmp_path / "torch.safetensors"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "evil": _Marker(marker)}, torch_file)
+    raw_file = tmp_path / "raw.safetensors"
+    raw_file.write_bytes(pickle.dumps(_Marker(marker)))
+    assert not marker.exists()
+    for path in (torch_file, raw_file):
+        assert_refused(path)
+        assert "only safetensors model files written by geopix2pix" in _message(path)
+    assert not marker.exists()
+
+
+def _message(path: Path) -> str:
+    try:
+        load_model(path)
+    except GeoPix2PixError as exc:
+        return str(exc)
+    raise AssertionError("not refused")
+
+
+def test_foreign_or_unknown_safetensors_files_are_refused(tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    assert_refused(plain)
+    future = tmp_path / "future.safetensors"
+    header = {"format_version": 99, "generator": GeneratorSpec().to_dict()}
+    save_file({"w": torch.zeros(2)}, str(future), metadata={"geopix2pix": json.dumps(header)})
+    assert_refused(future)
+    assert "format_version 99" in _message(future)
+    assert_refused(tmp_path / "missing.safetensors")
