@@ -1,8 +1,8 @@
 """`export_chips`: paired georeferenced rasters -> aligned training chips.
 
-Pipeline: open and check every pair -> lay chips over each pair's overlap -> keep those in the AOI ->
-split train/val by spatial blocks -> read, check and write chips in worker processes -> write the
-chips.gpkg index -> write dataset.json last (its presence marks a complete folder).
+Pipeline: open and check every pair -> lay chips over each pair's overlap -> keep those in the
+AOI -> split train/val by spatial blocks -> read, check and write chips in worker processes ->
+write the chips.gpkg index -> write dataset.json last (its presence marks a complete folder).
 """
 
 from __future__ import annotations
@@ -232,7 +232,8 @@ def export_chips(
         pairs=[dict(source=str(Path(s).resolve()), target=str(Path(t).resolve()),
                     crs=p.grid.crs.to_string(), pixel_size=list(p.grid.pixel_size))
                for (s, t), p in zip(pair_paths, pair_list)],
-        counts=dict(train=kept["train"], val=kept["val"], skipped=dict(skipped)),
+        counts=dict(train=kept["train"], val=kept["val"],
+                    skipped={k: n for k, n in skipped.items() if n}),
         options=dict(chip_size=chip_size, stride=stride, source_bands=source_side.bands,
                      target_bands=target_side.bands, target_resampling=target_resampling,
                      aoi=str(aoi) if aoi else None, aoi_mode=aoi_mode, max_nodata=max_nodata,
@@ -240,7 +241,7 @@ def export_chips(
                      source_scaling=source_scaling, target_scaling=target_scaling),
         version=_version(),
     ).save(out)
-    return ExportSummary(out, dict(kept), dict(skipped))
+    return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n})
 
 
 def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> None:

@@ -4,10 +4,11 @@ This is the one place where values are scaled: the chip dataset uses `forward`, 
 `inverse` with the statistics stored in the model file, so both always agree.
 
 Modes, per side of a pair:
-- ``percentile``: the 1st..99th percentiles of the training pixels map to [-1, 1] (clipped). Robust to
-  outliers and speckle; the default for inputs.
-- ``minmax``: min..max of the training pixels map to [-1, 1]. The default for targets: a prediction can
-  reach every value seen in training (a rare class or road value is never clipped away).
+- ``percentile``: the 1st..99th percentiles of the training pixels map to [-1, 1] (clipped).
+  Robust to outliers and speckle; the default for inputs.
+- ``minmax``: min..max of the training pixels map to [-1, 1]. The default for targets: a
+  prediction can reach every value seen in training (a rare class or road value is never clipped
+  away).
 - ``centre``: each chip or window minus its own mean, divided by the 99th percentile of absolute
   deviations from chip means. For elevation inputs: a hillshade or image depends on the relief, not
   on the absolute height. Not invertible, so inputs only.

@@ -49,7 +49,8 @@ from geopix2pix.cli.options import BANDS
               help="How target values map to [-1, 1] (and back at prediction).")
 @click.option("--workers", type=int, default=None,
               help="Worker processes  [default: one per core, at most 8]")
-@click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty output folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the contents of a non-empty output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def export_chips_command(source, target, out_dir, pairs, quiet, **options):
     """Cut aligned training chips from SOURCE and TARGET rasters (or from --pairs).

@@ -36,7 +36,7 @@ class Grid:
     @property
     def bounds(self) -> Bounds:
         """(left, bottom, right, top) in the grid's CRS."""
-        corners = [self.transform * (c, r) for c in (0, self.width) for r in (0, self.height)]
+        corners = [self.transform @ (c, r) for c in (0, self.width) for r in (0, self.height)]
         xs, ys = zip(*corners)
         return min(xs), min(ys), max(xs), max(ys)
 
@@ -48,7 +48,7 @@ class Grid:
 
     def window_transform(self, window: Window) -> Affine:
         """The transform of a window of this grid (exact, no rounding)."""
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
     def is_same(self, other: Grid) -> bool:
         """True when both grids are the same pixels: same CRS, transform and size."""
@@ -59,15 +59,15 @@ class Grid:
         )
 
     def integer_offset(self, other: Grid, tolerance: float = 1e-6) -> tuple[int, int] | None:
-        """(row, col) of this grid's origin in `other`'s pixels when both share CRS, pixel size and
-        rotation and differ by a whole number of pixels (reads then need no resampling), else None."""
+        """(row, col) of this grid's origin in `other`'s pixels when both share CRS, pixel size
+        and rotation and differ by a whole number of pixels (no resampling needed), else None."""
         if self.crs != other.crs or self.crs is None:
             return None
         if not all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
                    for x, y in zip(self.transform[:2] + self.transform[3:5],
                                    other.transform[:2] + other.transform[3:5])):
             return None
-        col, row = ~other.transform * (self.transform.c, self.transform.f)
+        col, row = ~other.transform @ (self.transform.c, self.transform.f)
         if abs(col - round(col)) > tolerance or abs(row - round(row)) > tolerance:
             return None
         return int(round(row)), int(round(col))

@@ -1,8 +1,8 @@
 """Reading a source/target raster pair window by window on the source's grid.
 
-The source grid is the reference. The target is read without any resampling when it lies on the
-same grid or on a grid shifted by whole pixels (chips are then bit-exact copies); otherwise through a
-GDAL warped view onto the source grid, whatever its CRS, resolution or extent.
+The source grid is the reference. The target is read without any resampling when it lies on
+the same grid or on a grid shifted by whole pixels (chips are then bit-exact copies); otherwise
+through a GDAL warped view onto the source grid, whatever its CRS, resolution or extent.
 """
 
 from __future__ import annotations

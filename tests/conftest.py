@@ -1,0 +1,41 @@
+"""Shared test helpers: small real GeoTIFFs written with rasterio, and the shared sample data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_raster(path: Path, data: np.ndarray, crs="EPSG:32633",
+                 transform: Affine = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0),
+                 nodata=None, descriptions=None, **extra) -> Path:
+    """Write (bands, rows, cols) `data` as a tiled GeoTIFF and return its path."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, **extra)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, text in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, text)
+    return path
+
+
+def shared(*parts: str) -> Path:
+    """A file of ../shared/data, or skip the test when the folder is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared sample data not found: {path}")
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -1,0 +1,110 @@
+"""Bad input to export-chips: one line naming the file and what to do, exit 2, no complete
+folder left behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from geopix2pix.cli import main
+from tests.conftest import write_raster
+
+
+@pytest.fixture
+def pair(tmp_path):
+    data = np.random.default_rng(0).random((2, 128, 128), dtype=np.float32)
+    return (write_raster(tmp_path / "s.tif", data), write_raster(tmp_path / "t.tif", data[:1]))
+
+
+def run_error(capsys, args) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def export_args(source, target, out, *extra):
+    return ["export-chips", str(source), str(target), "-o", str(out), "-q", *map(str, extra)]
+
+
+def test_missing_and_non_raster_files(tmp_path, pair, capsys):
+    out = tmp_path / "chips"
+    err = run_error(capsys, export_args(tmp_path / "nope.tif", pair[1], out))
+    assert "nope.tif" in err and "no such file" in err
+    (tmp_path / "notes.tif").write_text("not a raster")
+    err = run_error(capsys, export_args(pair[0], tmp_path / "notes.tif", out))
+    assert "notes.tif is not a raster" in err
+    assert not (out / "dataset.json").exists()
+
+
+def test_raster_without_crs(tmp_path, pair, capsys):
+    bare = write_raster(tmp_path / "bare.tif", np.zeros((1, 64, 64), np.uint8), crs=None)
+    err = run_error(capsys, export_args(bare, pair[1], tmp_path / "chips"))
+    assert "bare.tif has no CRS" in err and "gdal_edit" in err
+
+
+def test_pair_that_does_not_overlap_says_both_bounds(tmp_path, pair, capsys):
+    far = write_raster(tmp_path / "far.tif", np.zeros((1, 128, 128), np.float32),
+                       transform=Affine(10, 0, 700000, 0, -10, 5200000))
+    err = run_error(capsys, export_args(pair[0], far, tmp_path / "chips"))
+    assert "do not overlap" in err and "500000" in err and "700000" in err
+
+
+@pytest.mark.parametrize("size,needle", [(100, "power of two"), (16, "power of two"),
+                                         (256, "larger than the overlap")])
+def test_bad_chip_size(tmp_path, pair, capsys, size, needle):
+    err = run_error(capsys, export_args(*pair, tmp_path / "chips", "--chip-size", size))
+    assert needle in err
+
+
+def test_band_out_of_range(tmp_path, pair, capsys):
+    err = run_error(capsys, export_args(*pair, tmp_path / "chips", "--chip-size", 64,
+                                        "--source-bands", "1,3"))
+    assert "band 3 does not exist" in err and "s.tif" in err and "2 band(s)" in err
+
+
+def test_aoi_without_crs_or_elsewhere(tmp_path, pair, capsys):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.gpkg")
+    err = run_error(capsys, export_args(*pair, tmp_path / "chips", "--chip-size", 64,
+                                        "--aoi", tmp_path / "nocrs.gpkg"))
+    assert "nocrs.gpkg has no CRS" in err
+    gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=4326).to_file(tmp_path / "away.gpkg")
+    err = run_error(capsys, export_args(*pair, tmp_path / "chips", "--chip-size", 64,
+                                        "--aoi", tmp_path / "away.gpkg"))
+    assert "away.gpkg" in err and "no chip" in err
+
+
+def test_non_empty_output_needs_overwrite(tmp_path, pair, capsys):
+    out = tmp_path / "chips"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    err = run_error(capsys, export_args(*pair, out, "--chip-size", 64))
+    assert "not empty" in err and "--overwrite" in err
+    assert (out / "keep.txt").read_text() == "mine"
+    assert main(export_args(*pair, out, "--chip-size", 64, "--overwrite")) == 0
+    assert (out / "dataset.json").exists() and not (out / "keep.txt").exists()
+
+
+def test_no_chip_left_says_why_and_leaves_no_complete_folder(tmp_path, capsys):
+    data = np.full((1, 128, 128), -9999, np.float32)
+    data[0, :10, :10] = 1
+    src = write_raster(tmp_path / "s.tif", data, nodata=-9999)
+    out = tmp_path / "chips"
+    err = run_error(capsys, export_args(src, src, out, "--chip-size", 64))
+    assert "no chip kept from 4 candidate(s)" in err and "4 too many invalid pixels" in err
+    assert not (out / "dataset.json").exists()
+
+
+def test_incomplete_folder_is_refused_by_the_dataset(tmp_path, pair):
+    from geopix2pix.chips.dataset import ChipDataset
+    from geopix2pix.errors import GeoPix2PixError
+
+    out = tmp_path / "chips"
+    assert main(export_args(*pair, out, "--chip-size", 64)) == 0
+    (out / "dataset.json").unlink()
+    with pytest.raises(GeoPix2PixError, match="incomplete chips folder"):
+        ChipDataset(out)
