@@ -268,11 +268,13 @@ class _Marker:
         return (open, (str(self.path), "w"))
 
 
-def assert_refused(path: Path) -> None:
+def assert_refused(path: Path) -> str:
+    """load_model refuses ``path`` with a one-line message naming it; returns the message."""
     with pytest.raises(GeoPix2PixError) as info:
         load_model(path)
     message = str(info.value)
     assert str(path) in message and "\n" not in message
+    return message
 
 
 def test_pickled_files_are_refused_without_running_code(tmp_path):
@@ -282,18 +284,12 @@ def test_pickled_files_are_refused_without_running_code(tmp_path):
     raw_file = tmp_path / "raw.safetensors"
     raw_file.write_bytes(pickle.dumps(_Marker(marker)))
     assert not marker.exists()
+    proof = tmp_path / "proof"
+    pickle.loads(pickle.dumps(_Marker(proof))).close()  # the payload is live when unpickled
+    assert proof.exists()
     for path in (torch_file, raw_file):
-        assert_refused(path)
-        assert "only safetensors model files written by geopix2pix" in _message(path)
+        assert "only safetensors model files written by geopix2pix" in assert_refused(path)
     assert not marker.exists()
-
-
-def _message(path: Path) -> str:
-    try:
-        load_model(path)
-    except GeoPix2PixError as exc:
-        return str(exc)
-    raise AssertionError("not refused")
 
 
 def test_foreign_or_unknown_safetensors_files_are_refused(tmp_path):
@@ -303,6 +299,5 @@ def test_foreign_or_unknown_safetensors_files_are_refused(tmp_path):
     future = tmp_path / "future.safetensors"
     header = {"format_version": 99, "generator": GeneratorSpec().to_dict()}
     save_file({"w": torch.zeros(2)}, str(future), metadata={"geopix2pix": json.dumps(header)})
-    assert_refused(future)
-    assert "format_version 99" in _message(future)
+    assert "format_version 99" in assert_refused(future)
     assert_refused(tmp_path / "missing.safetensors")
