@@ -127,12 +127,14 @@ def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path]) -> No
 
 def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
           max_nodata: float, seed: int, sample_size: int) -> list[Job]:
+    train_pixels = sum(c.size * c.size for c, s in splits.items() if s == "train")
+    rate = BandStatistics.rate_for(sample_size, train_pixels)
     jobs = []
     for pair in pairs:
         kept = [(c, splits[c]) for c in pair.chips if c in splits]
         for i in range(0, len(kept), CHIPS_PER_JOB):
             jobs.append(Job(pair.spec, kept[i:i + CHIPS_PER_JOB], str(out_dir), max_nodata,
-                            seed, sample_size))
+                            seed, rate))
     return jobs
 
 
@@ -215,7 +217,7 @@ def export_chips(
     (out / "source").mkdir()
     (out / "target").mkdir()
     jobs = _jobs(pair_list, splits, out, max_nodata, seed, sample_size)
-    records, stats = _export(jobs, workers, len(splits), progress, skipped, sample_size, seed)
+    records, stats = _export(jobs, workers, len(splits), progress, skipped)
     if not records:
         raise GeoPix2PixError(
             f"no chip kept from {len(candidates)} candidate(s): "
@@ -259,8 +261,8 @@ def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> 
                               "check that the AOI covers the rasters")
 
 
-def _export(jobs: list[Job], workers: int, total: int, progress: bool, skipped: Counter,
-            sample_size: int, seed: int) -> tuple[list[dict], tuple[BandStatistics, ...]]:
+def _export(jobs: list[Job], workers: int, total: int, progress: bool,
+            skipped: Counter) -> tuple[list[dict], tuple[BandStatistics, ...]]:
     records: list[dict] = []
     stats: tuple[BandStatistics, BandStatistics] | None = None
     with tqdm(total=total, unit="chip", desc="export-chips", disable=not progress) as bar:
@@ -268,8 +270,8 @@ def _export(jobs: list[Job], workers: int, total: int, progress: bool, skipped: 
             records.extend(result.records)
             skipped.update(result.rejected)
             if stats is None:
-                stats = (BandStatistics(len(job.pair.source_bands), sample_size, seed),
-                         BandStatistics(len(job.pair.target_bands), sample_size, seed))
+                stats = (BandStatistics(len(job.pair.source_bands)),
+                         BandStatistics(len(job.pair.target_bands)))
             stats[0].merge(result.source_stats)
             stats[1].merge(result.target_stats)
             bar.update(len(job.chips))

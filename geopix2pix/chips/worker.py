@@ -41,7 +41,7 @@ class Job:
     out_dir: str
     max_nodata: float
     seed: int
-    sample_size: int
+    sample_rate: float
 
 
 @dataclass
@@ -82,12 +82,16 @@ class ChipWriter:
             dst.write(data)
             if not all_valid and self.nodata is None:
                 dst.write_mask(valid.astype(np.uint8) * 255)
-            for band, text in enumerate(self.descriptions, start=1):
-                if text:
-                    dst.set_band_description(band, text)
+            self._write_tags(dst)
+
+    def _write_tags(self, dst) -> None:
+        for band, text in enumerate(self.descriptions, start=1):
+            if text:
+                dst.set_band_description(band, text)
+        if self.colorinterp != list(dst.colorinterp):
             dst.colorinterp = self.colorinterp
-            if self.colormap:
-                dst.write_colormap(1, self.colormap)
+        if self.colormap:
+            dst.write_colormap(1, self.colormap)
 
 
 def run_job(job: Job) -> JobResult:
@@ -95,9 +99,8 @@ def run_job(job: Job) -> JobResult:
     spec = job.pair
     out = Path(job.out_dir)
     rng_seed = [job.seed, spec.index, job.chips[0][0].row, job.chips[0][0].col]
-    source_stats = BandStatistics(len(spec.source_bands), job.sample_size, seed=rng_seed)
-    target_stats = BandStatistics(len(spec.target_bands), job.sample_size,
-                                  seed=rng_seed + [1])
+    source_stats = BandStatistics(len(spec.source_bands), job.sample_rate, seed=rng_seed)
+    target_stats = BandStatistics(len(spec.target_bands), job.sample_rate, seed=rng_seed + [1])
     records, rejected = [], Counter()
     with PairReader(spec.source, spec.target, spec.source_bands, spec.target_bands,
                     spec.resampling) as reader:
