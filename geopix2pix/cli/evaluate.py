@@ -1,0 +1,20 @@
+"""`geopix2pix evaluate`: a prediction against a reference raster (table and optional JSON)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("evaluate", context_settings={"show_default": True})
+@click.argument("pred", type=click.Path(dir_okay=False))
+@click.argument("reference", type=click.Path(dir_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the results as JSON to this file.")
+@click.option("--categorical", is_flag=True,
+              help="Class maps: pixel accuracy and per-class IoU instead of MAE/RMSE/PSNR/SSIM.")
+def evaluate_command(pred, reference, json_path, categorical):
+    """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both."""
+    from geopix2pix.prediction.evaluate import evaluate
+
+    report = evaluate(pred, reference, categorical=categorical, json_path=json_path)
+    click.echo(report.table())

@@ -1,0 +1,64 @@
+"""`geopix2pix predict`: a model over whole scenes -> GeoTIFFs on the scenes' exact grids."""
+
+from __future__ import annotations
+
+import click
+
+from geopix2pix.cli.options import BANDS
+from geopix2pix.errors import GeoPix2PixError
+
+
+@click.command("predict", context_settings={"show_default": True})
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False),
+              help="Model file written by `geopix2pix train` (model.safetensors).")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for several scenes' outputs (<scene name>.tif); then every PATH is a "
+                   "scene.")
+@click.option("--overlap", default=0.5, type=float,
+              help="Fraction of the window shared by neighbouring windows.")
+@click.option("--batch-size", default=8, type=int, help="Windows per generator call.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--bands", type=BANDS, default=None,
+              help="1-based scene bands to feed the model  [default: all but alpha]")
+@click.option("--blend", type=click.Choice(["hann", "none"]), default="hann",
+              help="Hann-weighted blending of overlapping windows, or none (each window's "
+                   "centre crop).")
+@click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
+@click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "none"]),
+              default="deflate")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--resample-to-model", is_flag=True,
+              help="Predict at the training pixel size (warping the scene) and write back on the "
+                   "scene's grid.")
+@click.option("--allow-no-crs", is_flag=True, help="Accept scenes without a CRS.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def predict_command(paths, model, out_dir, quiet, **options):
+    """Predict SCENE into OUT (`predict SCENE OUT -m MODEL`), or several scenes into --out-dir
+    (`predict A.tif B.tif --out-dir DIR -m MODEL`).
+
+    The output has the scene's exact grid (CRS, transform, size) and the model's target bands,
+    dtype, units and nodata.
+    """
+    from geopix2pix.prediction import predict
+
+    if out_dir is None:
+        if len(paths) != 2:
+            raise click.UsageError("give SCENE OUT, or several scenes with --out-dir DIR")
+        scenes, out = paths[0], paths[1]
+    else:
+        scenes, out = list(paths), None
+
+    def warn(message: str) -> None:
+        click.echo(f"Warning: {message}", err=True)
+
+    results = predict(scenes, out, model=model, out_dir=out_dir, on_warning=warn,
+                      progress=not quiet, **options)
+    failed = [r for r in results if not r.ok]
+    for r in results:
+        if r.ok and not quiet:
+            click.echo(f"{r.out}: {r.windows} windows in {r.seconds:.1f} s")
+        elif not r.ok:
+            click.echo(f"Error: {r.scene}: {r.error}", err=True)
+    if failed:
+        raise GeoPix2PixError(f"{len(failed)} of {len(results)} scene(s) failed (see above)")

@@ -1,0 +1,78 @@
+"""Blending overlapping window predictions: the weights and a rolling strip accumulator.
+
+Hann weights (``sin^2(pi (i + 0.5) / size)`` per axis, floored at 1e-3 as MONAI does) sum to a
+constant over a lattice with stride size/2, so blended outputs have no seams (Pielawski & Wahlby
+2020 found Hann the best window for stitching). ``blend="none"`` weights a window's centre
+``stride x stride`` crop by 1 and the rest by 0: the crops tile the scene (the margin dropped at
+each window edge hides the zero padding of convolutions).
+
+`StripAccumulator` holds weighted sums for only the rows that windows still contribute to (at
+most window + stride rows) and the columns of one chunk, never the whole scene.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+WEIGHT_FLOOR = 1e-3
+
+
+def window_weights(size: int, stride: int, margin: int, blend: str) -> np.ndarray:
+    """(size, size) float32 weights of one window's output."""
+    if blend == "none":
+        w1 = np.zeros(size, dtype=np.float64)
+        w1[margin:margin + stride] = 1.0
+    else:
+        w1 = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+        w1 = np.maximum(w1, WEIGHT_FLOOR)
+    return np.outer(w1, w1).astype(np.float32)
+
+
+class StripAccumulator:
+    """Weighted sums, sums of weights and validity for rows [origin, origin + capacity) of the
+    output columns [col0, col1)."""
+
+    def __init__(self, bands: int, col0: int, col1: int, capacity: int, height: int):
+        self.col0, self.col1, self.height = col0, col1, height
+        width = col1 - col0
+        self.sums = np.zeros((bands, capacity, width), dtype=np.float32)
+        self.weights = np.zeros((capacity, width), dtype=np.float32)
+        self.valid = np.zeros((capacity, width), dtype=bool)
+        self.origin = 0  # scene row of buffer row 0
+
+    def add(self, output: np.ndarray, weights: np.ndarray, valid: np.ndarray, row: int,
+            col: int) -> None:
+        """Add one window's output (bands, size, size) at scene (row, col), clipped to the
+        scene rows and the chunk's columns; only pixels of nonzero weight set the validity."""
+        size = weights.shape[0]
+        r0, r1 = max(row, self.origin, 0), min(row + size, self.height)
+        c0, c1 = max(col, self.col0), min(col + size, self.col1)
+        if r0 >= r1 or c0 >= c1:
+            return
+        wr, wc = slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
+        br, bc = slice(r0 - self.origin, r1 - self.origin), slice(c0 - self.col0, c1 - self.col0)
+        w = weights[wr, wc]
+        self.sums[:, br, bc] += output[:, wr, wc] * w
+        self.weights[br, bc] += w
+        self.valid[br, bc] |= valid[wr, wc] & (w > 0)
+
+    def pop(self, until: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Finished rows [origin, until): (first row, blended (bands, rows, cols), valid), then
+        shift the buffer so `until` becomes its first row."""
+        until = min(until, self.height)
+        n = until - self.origin
+        first = self.origin
+        if n <= 0:
+            return first, self.sums[:, :0].copy(), self.valid[:0].copy()
+        blended = self.sums[:, :n] / np.maximum(self.weights[:n], 1e-12)
+        valid = self.valid[:n].copy()
+        for arr in (self.sums[:, :], self.weights, self.valid):
+            rest = arr.shape[-2] - n
+            if arr.ndim == 3:
+                arr[:, :rest] = arr[:, n:]
+                arr[:, rest:] = 0
+            else:
+                arr[:rest] = arr[n:]
+                arr[rest:] = 0
+        self.origin = until
+        return first, blended, valid

@@ -1,0 +1,128 @@
+"""What prediction needs from the model file, and the checks of a scene against the model.
+
+A scene must have the model's number of input bands (error), a CRS (error unless
+``allow_no_crs``), and should have about the training pixel size (a warning naming both sizes when
+they differ by more than 2x; ``--resample-to-model`` then predicts at the training resolution).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rasterio.crs import CRS
+
+from geopix2pix.chips.manifest import decode_nodata
+from geopix2pix.chips.scaling import Scaling
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models import LoadedModel
+from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.io import select_bands
+
+PIXEL_SIZE_TOLERANCE = 2.0
+METRES_PER_DEGREE = 111_319.49
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side (source or target) of the training data, as stored in the model file."""
+
+    bands: list[int]
+    dtype: str
+    nodata: float | None
+    descriptions: list[str | None]
+    scaling: Scaling
+
+    @classmethod
+    def from_metadata(cls, data: dict) -> Side:
+        return cls(list(data.get("bands") or []), str(data["dtype"]),
+                   decode_nodata(data.get("nodata")), list(data.get("descriptions") or []),
+                   Scaling.from_dict(data["scaling"]))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model file's metadata that prediction uses."""
+
+    source: Side
+    target: Side
+    chip_size: int
+    crs: CRS | None
+    pixel_size: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, model: LoadedModel, path: str = "model") -> ModelInfo:
+        meta = model.metadata
+        try:
+            crs = CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
+            pixel = tuple(map(float, meta["pixel_size"])) if meta.get("pixel_size") else None
+            return cls(Side.from_metadata(meta["source"]), Side.from_metadata(meta["target"]),
+                       int(meta.get("chip_size") or model.spec.chip_size), crs, pixel)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GeoPix2PixError(
+                f"{path}: model metadata lacks what prediction needs ({exc!r}); use a model file "
+                "written by `geopix2pix train`"
+            ) from None
+
+
+def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
+                info: ModelInfo) -> list[int]:
+    """The scene bands to read; error when their number differs from the model's input."""
+    chosen = select_bands(dataset, bands or None)
+    expected = model.spec.in_channels
+    if len(chosen) != expected:
+        raise GeoPix2PixError(
+            f"{dataset.name} gives {len(chosen)} band(s) but the model takes {expected} "
+            f"(trained on source bands {info.source.bands}); choose bands with --bands"
+        )
+    return chosen
+
+
+def check_crs(dataset, allow_no_crs: bool) -> None:
+    if dataset.crs is None and not allow_no_crs:
+        raise GeoPix2PixError(
+            f"{dataset.name} has no CRS; assign one (gdal_edit.py -a_srs EPSG:<code>) or pass "
+            "--allow-no-crs to predict in pixel coordinates"
+        )
+
+
+def _metres(size: tuple[float, float], crs: CRS | None, lat: float = 0.0) -> float | None:
+    """Mean pixel side in metres, or None when the CRS units are unknown."""
+    side = (size[0] + size[1]) / 2
+    if crs is None:
+        return None
+    if crs.is_geographic:
+        return (size[0] * math.cos(math.radians(lat)) + size[1]) / 2 * METRES_PER_DEGREE
+    try:
+        return side * crs.linear_units_factor[1]
+    except Exception:  # CRS without linear units
+        return None
+
+
+def pixel_size_ratio(grid: Grid, info: ModelInfo) -> float | None:
+    """Scene pixel size / training pixel size (in metres where units differ), or None."""
+    if info.pixel_size is None:
+        return None
+    if grid.crs is not None and info.crs is not None and grid.crs == info.crs:
+        scene, train = sum(grid.pixel_size) / 2, sum(info.pixel_size) / 2
+    else:
+        lat = 0.0
+        if grid.crs is not None and grid.crs.is_geographic:
+            lat = (grid.bounds[1] + grid.bounds[3]) / 2
+        scene, train = _metres(grid.pixel_size, grid.crs, lat), _metres(info.pixel_size, info.crs)
+        if scene is None or train is None:
+            return None
+    return scene / train if train > 0 else None
+
+
+def check_pixel_size(dataset, info: ModelInfo, warn: Callable[[str], None]) -> float | None:
+    """Warn when the scene's pixel size differs from the training one by more than 2x."""
+    grid = Grid.of(dataset)
+    ratio = pixel_size_ratio(grid, info)
+    if ratio is not None and not (1 / PIXEL_SIZE_TOLERANCE <= ratio <= PIXEL_SIZE_TOLERANCE):
+        scene = "x".join(f"{v:.6g}" for v in grid.pixel_size)
+        train = "x".join(f"{v:.6g}" for v in info.pixel_size)
+        warn(f"{dataset.name}: pixel size {scene} ({grid.crs}) differs {ratio:.3g}x from the "
+             f"training pixel size {train} ({info.crs}); consider --resample-to-model")
+    return ratio

@@ -1,0 +1,216 @@
+"""`evaluate`: compare a prediction with a reference raster on the prediction's grid.
+
+The reference is read on PRED's grid (warped with `raster.io.warped_view` when the grids differ:
+bilinear, nearest for categorical maps) and compared on the pixels valid in both. The rasters are
+streamed in blocks; each block is read with a halo of the SSIM window's radius so SSIM near block
+borders equals SSIM of the whole raster.
+
+Continuous: per band and overall MAE and RMSE in the data's units, PSNR from the MSE with the data
+range stated (the reference dtype's range for integers; for floats the reference's max - min over
+the compared pixels, per band, and the widest band range overall), and SSIM (Gaussian window 11,
+sigma 1.5, same data range). Categorical: pixel accuracy and per-class IoU (classes = the values
+found in either raster).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+
+from geopix2pix import metrics
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.io import data_bands, open_raster, read_window, warped_view
+from geopix2pix.raster.write import write_text_atomic
+
+BLOCK = 1024
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
+
+
+@dataclass
+class BandMetrics:
+    band: int
+    description: str | None
+    mae: float
+    rmse: float
+    psnr: float
+    ssim: float
+    data_range: float
+
+
+@dataclass
+class EvaluationReport:
+    """The result of `evaluate`; `to_dict()` is what --json writes, `table()` what is printed."""
+
+    pred: str
+    reference: str
+    categorical: bool
+    valid_pixels: int
+    warped: bool
+    data_range_rule: str = ""
+    bands: list[BandMetrics] = field(default_factory=list)
+    overall: dict = field(default_factory=dict)
+    pixel_accuracy: float | None = None
+    classes: list[float] = field(default_factory=list)
+    iou: list[float] = field(default_factory=list)
+    mean_iou: float | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready: infinities and NaN become the strings 'inf' and 'nan'."""
+        return _jsonable(asdict(self))
+
+    def table(self) -> str:
+        head = [f"prediction {self.pred}", f"reference  {self.reference}"
+                + (" (warped onto the prediction's grid)" if self.warped else ""),
+                f"compared pixels (valid in both): {self.valid_pixels}"]
+        if self.categorical:
+            rows = [f"{'class':>10} {'IoU':>8}"]
+            rows += [f"{c:>10g} {v:>8.4f}" for c, v in zip(self.classes, self.iou)]
+            rows += [f"pixel accuracy {self.pixel_accuracy:.4f}, mean IoU {self.mean_iou:.4f}"]
+            return "\n".join(head + rows)
+        rows = [f"PSNR data range: {self.data_range_rule}",
+                f"{'band':<16} {'MAE':>12} {'RMSE':>12} {'PSNR dB':>9} {'SSIM':>7} {'range':>10}"]
+        for b in self.bands:
+            name = f"{b.band} {b.description or ''}".strip()[:16]
+            rows.append(f"{name:<16} {b.mae:>12.6g} {b.rmse:>12.6g} {b.psnr:>9.3f} {b.ssim:>7.4f} "
+                        f"{b.data_range:>10.6g}")
+        o = self.overall
+        rows.append(f"{'overall':<16} {o['mae']:>12.6g} {o['rmse']:>12.6g} {o['psnr']:>9.3f} "
+                    f"{o['ssim']:>7.4f} {o['data_range']:>10.6g}")
+        return "\n".join(head + rows)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _blocks(height: int, width: int, halo: int, block: int) -> Iterator[tuple[Window, tuple]]:
+    """(window with halo, (row slice, col slice) of the block inside it)."""
+    for r in range(0, height, block):
+        for c in range(0, width, block):
+            r0, c0 = max(r - halo, 0), max(c - halo, 0)
+            r1, c1 = min(r + block + halo, height), min(c + block + halo, width)
+            core = (slice(r - r0, min(r + block, height) - r0),
+                    slice(c - c0, min(c + block, width) - c0))
+            yield Window(c0, r0, c1 - c0, r1 - r0), core
+
+
+def _read_pair(pred, pred_bands, ref, ref_bands, window):
+    p, pv = read_window(pred, pred_bands, window)
+    r, rv = read_window(ref, ref_bands, window)
+    return p.astype(np.float64), r.astype(np.float64), pv & rv
+
+
+def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical: bool = False,
+             json_path: str | os.PathLike | None = None, block: int = BLOCK) -> EvaluationReport:
+    """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both."""
+    with open_raster(pred, require_crs=False) as p, open_raster(reference, require_crs=False) as r:
+        pb, rb = data_bands(p), data_bands(r)
+        if len(pb) != len(rb):
+            raise GeoPix2PixError(f"{pred} has {len(pb)} band(s) but {reference} has {len(rb)}; "
+                                  "compare rasters with the same bands")
+        grid = Grid.of(p)
+        warped = not grid.is_same(Grid.of(r))
+        if warped and (p.crs is None or r.crs is None):
+            raise GeoPix2PixError(f"{pred} and {reference} are on different grids and one has no "
+                                  "CRS, so they cannot be aligned; assign a CRS")
+        view = warped_view(r, grid, "nearest" if categorical else "bilinear") if warped else r
+        try:
+            report = EvaluationReport(str(pred), str(reference), categorical, 0, warped)
+            if categorical:
+                _categorical(report, p, pb, view, rb, block)
+            else:
+                _continuous(report, p, pb, view, rb, np.dtype(r.dtypes[rb[0] - 1]), block)
+            report_descs = p.descriptions
+        finally:
+            if warped:
+                view.close()
+    for b in report.bands:
+        b.description = report_descs[b.band - 1]
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def _data_ranges(p, pb, ref, rb, dtype: np.dtype, block: int) -> tuple[np.ndarray, str]:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return (np.full(len(pb), float(info.max) - float(info.min)),
+                f"the reference dtype's range ({dtype}: {info.min}..{info.max})")
+    low, high = np.full(len(pb), np.inf), np.full(len(pb), -np.inf)
+    for window, _ in _blocks(p.height, p.width, 0, block):
+        _, r, valid = _read_pair(p, pb, ref, rb, window)
+        if valid.any():
+            low = np.minimum(low, r[:, valid].min(1))
+            high = np.maximum(high, r[:, valid].max(1))
+    ranges = np.where(high > low, high - low, 1.0)
+    return ranges, "the reference's max - min over the compared pixels (floats), per band"
+
+
+def _continuous(report, p, pb, ref, rb, dtype: np.dtype, block: int) -> None:
+    ranges, report.data_range_rule = _data_ranges(p, pb, ref, rb, dtype, block)
+    n = len(pb)
+    abs_sum, sq_sum, ssim_sum, count = np.zeros(n), np.zeros(n), np.zeros(n), 0
+    halo = SSIM_WINDOW // 2
+    for window, core in _blocks(p.height, p.width, halo, block):
+        pv, rv, valid = _read_pair(p, pb, ref, rb, window)
+        vc = valid[core]
+        if not vc.any():
+            continue
+        diff = (pv - rv)[(slice(None), *core)][:, vc]
+        abs_sum += np.abs(diff).sum(1)
+        sq_sum += (diff**2).sum(1)
+        smap = metrics.ssim_map(torch.from_numpy(pv)[None], torch.from_numpy(rv)[None],
+                                torch.from_numpy(ranges), SSIM_WINDOW, SSIM_SIGMA,
+                                valid=torch.from_numpy(valid)[None, None])[0].numpy()
+        ssim_sum += smap[(slice(None), *core)][:, vc].sum(1)
+        count += int(vc.sum())
+    report.valid_pixels = count
+    if count == 0:
+        raise GeoPix2PixError(f"{report.pred} and {report.reference} have no valid pixel in "
+                              "common; check that they overlap")
+    mse = sq_sum / count
+    psnr = metrics.psnr(torch.from_numpy(mse), torch.from_numpy(ranges)).numpy()
+    report.bands = [BandMetrics(b, None, float(abs_sum[i] / count), float(math.sqrt(mse[i])),
+                                float(psnr[i]), float(ssim_sum[i] / count), float(ranges[i]))
+                    for i, b in enumerate(pb)]
+    overall_range = float(ranges.max())
+    report.overall = {"mae": float(abs_sum.sum() / (count * n)),
+                      "rmse": float(math.sqrt(mse.mean())),
+                      "psnr": float(metrics.psnr(float(mse.mean()), overall_range)),
+                      "ssim": float(ssim_sum.sum() / (count * n)), "data_range": overall_range}
+
+
+def _categorical(report, p, pb, ref, rb, block: int) -> None:
+    values: set = set()
+    for window, _ in _blocks(p.height, p.width, 0, block):
+        pv, rv, valid = _read_pair(p, pb, ref, rb, window)
+        values |= set(np.unique(pv[:, valid]).tolist()) | set(np.unique(rv[:, valid]).tolist())
+    classes = sorted(values)
+    cm = torch.zeros(len(classes), len(classes), dtype=torch.int64)
+    for window, _ in _blocks(p.height, p.width, 0, block):
+        pv, rv, valid = _read_pair(p, pb, ref, rb, window)
+        cm += metrics.confusion_matrix(torch.from_numpy(pv), torch.from_numpy(rv),
+                                       torch.from_numpy(valid)[None], classes)
+    report.valid_pixels = int(cm.sum()) // max(len(pb), 1)
+    if report.valid_pixels == 0:
+        raise GeoPix2PixError(f"{report.pred} and {report.reference} have no valid pixel in "
+                              "common; check that they overlap")
+    iou = metrics.per_class_iou(cm)
+    report.classes = [float(c) for c in classes]
+    report.iou = [float(v) for v in iou]
+    report.pixel_accuracy = metrics.pixel_accuracy(cm)
+    report.mean_iou = float(np.nanmean(iou.numpy()))

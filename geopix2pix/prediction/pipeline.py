@@ -1,0 +1,192 @@
+"""The predict pipeline for one raster: read -> generator -> blend -> write, overlapped.
+
+Four stages joined by small bounded queues, so the scene is never held whole:
+- a reader thread reads windows (reflect-padded), scales them with the model's source `Scaling`
+  (``centre`` mode per window) and stacks batches;
+- the calling thread runs the generator on each batch (eval mode, ``torch.inference_mode``; bf16
+  autocast and channels_last on CUDA);
+- a blender thread adds window outputs into a `StripAccumulator` and, after each window row,
+  turns the finished rows into output values;
+- a writer thread writes them (rasterio releases the GIL in reads and writes).
+An error in any stage stops all of them and is raised in the caller.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from geopix2pix.chips.scaling import Scaling
+from geopix2pix.prediction.blend import StripAccumulator, window_weights
+from geopix2pix.prediction.windows import Chunk, Layout, iter_windows, read_padded
+from geopix2pix.prediction.writer import OutputSpec, to_output
+
+QUEUE_DEPTH = 4
+_DONE = object()
+
+
+class _Stopped(Exception):
+    """Another stage failed; this one gives up quietly."""
+
+
+@dataclass
+class _Channel:
+    """A bounded queue whose put/get give up when the pipeline is stopped."""
+
+    stop: threading.Event
+    depth: int = QUEUE_DEPTH
+
+    def __post_init__(self) -> None:
+        self.queue: queue.Queue = queue.Queue(self.depth)
+
+    def put(self, item) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                self.queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def get(self):
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return self.queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+    def __iter__(self) -> Iterator:
+        while (item := self.get()) is not _DONE:
+            yield item
+
+
+class _Stage(threading.Thread):
+    """A pipeline thread recording its exception and stopping the others on failure."""
+
+    def __init__(self, target: Callable[[], None], stop: threading.Event, name: str):
+        super().__init__(name=name, daemon=True)
+        self._target_fn, self._stop_event, self.error = target, stop, None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except _Stopped:
+            pass
+        except BaseException as exc:  # re-raised in the caller
+            self.error = exc
+            self._stop_event.set()
+
+
+@dataclass
+class Job:
+    """Everything the pipeline needs for one raster."""
+
+    dataset: object  # rasterio dataset or WarpedVRT
+    bands: list[int]
+    layout: Layout
+    chunks: list[Chunk]
+    source_scaling: Scaling
+    spec: OutputSpec
+    batch_size: int
+
+
+def _reader(job: Job, out: _Channel) -> None:
+    size, batch, valids, places = job.layout.size, [], [], []
+    for chunk, row, col in iter_windows(job.layout, job.chunks):
+        data, valid = read_padded(job.dataset, job.bands, row, col, size)
+        batch.append(job.source_scaling.forward(data, valid))
+        valids.append(valid)
+        places.append((chunk, row, col))
+        if len(batch) == job.batch_size:
+            out.put((np.stack(batch), valids, places))
+            batch, valids, places = [], [], []
+    if batch:
+        out.put((np.stack(batch), valids, places))
+    out.put(_DONE)
+
+
+def _window_outputs(inbox: _Channel) -> Iterator[tuple[np.ndarray, np.ndarray, tuple]]:
+    for outputs, valids, places in inbox:
+        yield from zip(outputs, valids, places)
+
+
+def _blender(job: Job, inbox: _Channel, out: _Channel) -> None:
+    layout, spec = job.layout, job.spec
+    weights = window_weights(layout.size, layout.stride, layout.margin, layout.blend)
+    outputs = _window_outputs(inbox)
+    last_row = layout.rows[-1]
+    capacity = layout.size + layout.stride
+    for index, chunk in enumerate(job.chunks):
+        acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, capacity, layout.height)
+        for i, row in enumerate(layout.rows):
+            for _ in chunk.cols:
+                output, valid, (c, r, col) = next(outputs)
+                assert (c, r) == (index, row)
+                acc.add(output, weights, valid, r, col)
+            until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
+            first, blended, ok = acc.pop(until)
+            if blended.shape[1]:
+                out.put((first, chunk.col0, to_output(blended, ok, spec), ok))
+    out.put(_DONE)
+
+
+def _writer(write: Callable[[int, int, np.ndarray, np.ndarray], None], inbox: _Channel) -> None:
+    for first, col0, data, valid in inbox:
+        write(first, col0, data, valid)
+
+
+def _forward(generator: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    x = torch.from_numpy(batch)
+    if device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = generator(x)
+    else:
+        y = generator(x)
+    return y.float().cpu().numpy()
+
+
+def run(job: Job, generator: torch.nn.Module, device: torch.device,
+        write: Callable[[int, int, np.ndarray, np.ndarray], None],
+        on_batch: Callable[[int], None] | None = None) -> None:
+    """Predict `job` through `generator`, handing finished strips to `write(row0, col0, data,
+    valid)` (called from the writer thread)."""
+    stop = threading.Event()
+    to_model, to_blend, to_write = _Channel(stop), _Channel(stop), _Channel(stop)
+    stages = [
+        _Stage(lambda: _reader(job, to_model), stop, "geopix2pix-read"),
+        _Stage(lambda: _blender(job, to_blend, to_write), stop, "geopix2pix-blend"),
+        _Stage(lambda: _writer(write, to_write), stop, "geopix2pix-write"),
+    ]
+    for stage in stages:
+        stage.start()
+    generator.eval()
+    if device.type == "cuda":
+        generator.to(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            for batch, valids, places in to_model:
+                to_blend.put((_forward(generator, batch, device), valids, places))
+                if on_batch:
+                    on_batch(len(places))
+        to_blend.put(_DONE)
+        for stage in stages:
+            stage.join()
+    except _Stopped:
+        pass
+    finally:
+        stop.set()  # ends the stages early when the caller failed; a no-op once they are done
+        for stage in stages:
+            stage.join()
+    for stage in stages:
+        if stage.error is not None:
+            raise stage.error

@@ -1,0 +1,251 @@
+"""`predict`: run a model over whole scenes into GeoTIFFs on exactly the scenes' grids.
+
+``predict(scene, out, model=...)`` or ``predict([a, b], out_dir=DIR, model=...)``. Each scene is
+checked against the model (`checks`), predicted window by window through the overlapped pipeline
+(`pipeline`) and written to a temporary file beside its output that is renamed only when complete
+(`raster.write.atomic_path`). `predict_scenes` takes a list of (scene, output) pairs and returns
+one `SceneResult` each; a failed scene is reported there and the others are still written (a
+distributed run can hand each rank its own share of the list).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rasterio
+import torch
+from affine import Affine
+from tqdm.auto import tqdm
+
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models import LoadedModel, load_model
+from geopix2pix.prediction import pipeline
+from geopix2pix.prediction.checks import ModelInfo, check_bands, check_crs, check_pixel_size
+from geopix2pix.prediction.windows import DEFAULT_CHUNK_WIDTH, make_layout
+from geopix2pix.prediction.writer import (
+    BLOCK,
+    BandWriter,
+    OutputSpec,
+    convert_to_cog,
+    finish,
+    open_output,
+)
+from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.io import open_raster, read_window, warped_view
+from geopix2pix.raster.write import atomic_path, check_can_write, partial_name
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """The options of `predict` (see the CLI's help for each)."""
+
+    overlap: float = 0.5
+    batch_size: int = 8
+    device: str = "auto"
+    bands: Sequence[int] | None = None
+    blend: str = "hann"
+    cog: bool = False
+    compress: str = "deflate"
+    overwrite: bool = False
+    resample_to_model: bool = False
+    allow_no_crs: bool = False
+    progress: bool = True
+    chunk_width: int = DEFAULT_CHUNK_WIDTH
+
+
+@dataclass
+class SceneResult:
+    """What happened to one scene: its output, or the error that stopped it."""
+
+    scene: Path
+    out: Path
+    windows: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GeoPix2PixError("--device cuda: no CUDA device is available; use --device cpu")
+    return torch.device(device)
+
+
+def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
+                 out_dir: PathLike | None) -> list[tuple[Path, Path]]:
+    """(scene, output) pairs: OUT for one scene, or DIR/<scene stem>.tif for each."""
+    scenes = [Path(s) for s in scenes]
+    if not scenes:
+        raise GeoPix2PixError("no scene given; pass SCENE OUT or SCENES... --out-dir DIR")
+    if out is not None and out_dir is None:
+        if len(scenes) != 1:
+            raise GeoPix2PixError("several scenes need --out-dir DIR, not one OUT")
+        return [(scenes[0], Path(out))]
+    if out_dir is None or out is not None:
+        raise GeoPix2PixError("give either OUT (one scene) or --out-dir DIR, not both or neither")
+    outs = [Path(out_dir) / f"{s.stem}.tif" for s in scenes]
+    dupes = {o.name for o in outs if outs.count(o) > 1}
+    if dupes:
+        raise GeoPix2PixError(f"several scenes would be written to {sorted(dupes)[0]} in "
+                              f"{out_dir}; rename the scenes or predict them separately")
+    return list(zip(scenes, outs))
+
+
+def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
+            model: PathLike | LoadedModel, out_dir: PathLike | None = None,
+            on_warning: Callable[[str], None] | None = None, **options) -> list[SceneResult]:
+    """Predict scenes into GeoTIFFs on their exact grids; see `PredictOptions` for `options`.
+
+    With one scene and OUT, a failure raises; with several scenes every failure is reported in
+    the returned results and the other scenes are still written.
+    """
+    opts = PredictOptions(**options)
+    single = isinstance(scenes, (str, os.PathLike))
+    pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
+    device = resolve_device(opts.device)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+    loaded.generator.to(device)
+    results = predict_scenes(pairs, loaded, opts, on_warning=on_warning)
+    if out is not None and results[0].exception is not None:
+        raise results[0].exception
+    return results
+
+
+def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
+                   options: PredictOptions,
+                   on_warning: Callable[[str], None] | None = None) -> list[SceneResult]:
+    """Predict each (scene, output) pair in turn; one scene's failure never stops the others."""
+    info = ModelInfo.of(model)
+    results = []
+    for scene, out in pairs:
+        result = SceneResult(Path(scene), Path(out))
+
+        def warn(message: str, result=result) -> None:
+            result.warnings.append(message)
+            if on_warning:
+                on_warning(message)
+
+        try:
+            predict_scene(result, model, info, options, warn)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except GeoPix2PixError as exc:
+            result.error, result.exception = str(exc), exc
+        except Exception as exc:  # a scene GDAL cannot process must not stop the others
+            result.error, result.exception = f"{scene}: {type(exc).__name__}: {exc}", exc
+        results.append(result)
+    return results
+
+
+def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
+                  options: PredictOptions, warn: Callable[[str], None]) -> None:
+    """Predict one scene into `result.out` (atomically)."""
+    start = time.perf_counter()
+    with open_raster(result.scene, require_crs=False) as dataset:
+        check_crs(dataset, options.allow_no_crs)
+        bands = check_bands(dataset, options.bands, model, info)
+        ratio = check_pixel_size(dataset, info, warn)
+        spec = OutputSpec.for_target(info.target.dtype, model.spec.out_channels,
+                                     info.target.nodata, info.target.descriptions,
+                                     info.target.scaling)
+        check_can_write(result.out, options.overwrite)
+        with atomic_path(result.out, options.overwrite) as temp:
+            if options.resample_to_model and ratio is not None and not math.isclose(ratio, 1):
+                result.windows = _predict_resampled(dataset, bands, ratio, temp, model, info,
+                                                    spec, options)
+            else:
+                result.windows = _predict_to_file(dataset, bands, Grid.of(dataset), temp, model,
+                                                  info, spec, options)
+    result.seconds = time.perf_counter() - start
+
+
+def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
+                     info: ModelInfo, spec: OutputSpec, options: PredictOptions) -> int:
+    """Run the pipeline over `source` (a dataset or VRT on `grid`) into the GTiff/COG `path`."""
+    layout = make_layout(grid.height, grid.width, info.chip_size, options.overlap, options.blend)
+    chunks = layout.chunks(options.chunk_width)
+    job = pipeline.Job(source, bands, layout, chunks, info.source.scaling, spec,
+                       max(1, options.batch_size))
+    device = next(model.generator.parameters()).device
+    total = layout.count(chunks)
+    tiled = partial_name(path) if options.cog else path
+    try:
+        with tqdm(total=total, unit="window", desc=Path(str(source.name)).name,
+                  disable=not options.progress, leave=False) as bar, \
+                rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                open_output(tiled, grid, spec, options.compress) as dst:
+            writer = BandWriter(dst, spec)
+            pipeline.run(job, model.generator, device, writer.add, on_batch=bar.update)
+            writer.flush()
+        if options.cog:
+            convert_to_cog(tiled, path, spec, options.compress)
+    finally:
+        if options.cog:
+            tiled.unlink(missing_ok=True)
+    return total
+
+
+def model_grid(grid: Grid, ratio: float) -> Grid:
+    """The scene's extent at the training pixel size (scene pixel size / ratio)."""
+    return Grid(grid.crs, grid.transform * Affine.scale(1 / ratio),
+                max(1, math.ceil(grid.width * ratio)), max(1, math.ceil(grid.height * ratio)))
+
+
+def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model: LoadedModel,
+                       info: ModelInfo, spec: OutputSpec, options: PredictOptions) -> int:
+    """Predict at the training resolution (through a WarpedVRT) into a float32 temporary, then
+    warp that back onto the scene's grid (bilinear, nearest for integer targets)."""
+    scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratio)
+    units = OutputSpec("float32", spec.count, math.nan, False, spec.descriptions, spec.scaling)
+    temp = partial_name(path)
+    tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate"})
+    integer = spec.dtype[0] in "iu"
+    try:
+        with warped_view(dataset, coarse, "bilinear") as vrt:
+            windows = _predict_to_file(vrt, bands, coarse, temp, model, info, units, tiled_opts)
+        with rasterio.open(temp) as pred, \
+                warped_view(pred, scene_grid, "nearest" if integer else "bilinear") as back:
+            _write_on_grid(dataset, bands, back, path, scene_grid, spec, options)
+    finally:
+        temp.unlink(missing_ok=True)
+    return windows
+
+
+def _write_on_grid(dataset, bands: list[int], values, path: Path, grid: Grid, spec: OutputSpec,
+                   options: PredictOptions) -> None:
+    """Stream `values` (a view on `grid`, data units) into the output, masked by the scene."""
+    tiled = partial_name(path) if options.cog else path
+    step = max(BLOCK, options.chunk_width // BLOCK * BLOCK)
+    try:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                open_output(tiled, grid, spec, options.compress) as dst:
+            writer = BandWriter(dst, spec)
+            for col in range(0, grid.width, step):
+                for row in range(0, grid.height, BLOCK):
+                    window = rasterio.windows.Window(col, row, min(step, grid.width - col),
+                                                     min(BLOCK, grid.height - row))
+                    data = values.read(list(range(1, spec.count + 1)), window=window)
+                    valid = read_window(dataset, bands, window)[1]
+                    valid &= ~(data != data).any(0)
+                    writer.add(row, col, finish(data.astype("float64"), valid, spec), valid)
+                writer.flush()
+        if options.cog:
+            convert_to_cog(tiled, path, spec, options.compress)
+    finally:
+        if options.cog:
+            tiled.unlink(missing_ok=True)

@@ -1,0 +1,123 @@
+"""Where the prediction windows go over a scene, and reading one window reflect-padded.
+
+The windows lie on one global lattice with step ``stride = size * (1 - overlap)`` and the first
+origin at ``-margin`` (``margin = (size - stride) // 2``), extended beyond the scene edges so that
+every scene pixel is covered by as many windows as an interior pixel: with Hann blending each pixel
+then gets the same total weight as in the interior (the part of a window outside the scene is
+reflect-padded input). With ``blend="none"`` each window keeps only its centre ``stride x stride``
+crop, and the crops of the lattice tile the scene exactly from pixel 0.
+
+A scene is processed in column chunks (aligned to the output's 512-pixel blocks) and, within a
+chunk, window row by window row, so the accumulation buffers are bounded in both dimensions.
+Windows straddling a chunk border are computed for both chunks (a few percent of extra windows on
+scenes wider than one chunk, none on narrower ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.io import read_window
+
+BLENDS = ("hann", "none")
+DEFAULT_CHUNK_WIDTH = 8192
+
+
+def _offsets(n: int, size: int, stride: int, margin: int, blend: str) -> list[int]:
+    """Window origins along one axis of length n."""
+    first = -margin
+    if blend == "hann":
+        while first - stride > -size:
+            first -= stride
+        return list(range(first, n, stride))
+    return list(range(first, n - margin, stride))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The window lattice over a scene of ``height x width`` pixels."""
+
+    height: int
+    width: int
+    size: int
+    stride: int
+    margin: int
+    blend: str
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    def span(self, origin: int) -> tuple[int, int]:
+        """The pixels [start, stop) a window at `origin` contributes to along one axis."""
+        if self.blend == "none":
+            return origin + self.margin, origin + self.margin + self.stride
+        return origin, origin + self.size
+
+    def chunks(self, chunk_width: int = DEFAULT_CHUNK_WIDTH) -> list[Chunk]:
+        """Column chunks [c0, c1) of the scene with the window columns each needs."""
+        step = max(512, chunk_width // 512 * 512)
+        out = []
+        for c0 in range(0, self.width, step):
+            c1 = min(c0 + step, self.width)
+            cols = tuple(c for c in self.cols if self.span(c)[0] < c1 and self.span(c)[1] > c0)
+            out.append(Chunk(c0, c1, cols))
+        return out
+
+    def count(self, chunks: Sequence[Chunk]) -> int:
+        """Number of windows computed over these chunks."""
+        return len(self.rows) * sum(len(ch.cols) for ch in chunks)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Output columns [col0, col1) and the window column origins that contribute to them."""
+
+    col0: int
+    col1: int
+    cols: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return self.col1 - self.col0
+
+
+def make_layout(height: int, width: int, size: int, overlap: float, blend: str) -> Layout:
+    """The window lattice for a scene; `overlap` is the fraction of the window shared."""
+    if blend not in BLENDS:
+        raise GeoPix2PixError(f"--blend {blend}: use one of {', '.join(BLENDS)}")
+    if not 0 <= overlap < 1:
+        raise GeoPix2PixError(f"--overlap {overlap}: use a fraction from 0 up to (not incl.) 1")
+    stride = max(1, int(round(size * (1 - overlap))))
+    margin = (size - stride) // 2
+    return Layout(height, width, size, stride, margin, blend,
+                  tuple(_offsets(height, size, stride, margin, blend)),
+                  tuple(_offsets(width, size, stride, margin, blend)))
+
+
+def iter_windows(layout: Layout, chunks: Sequence[Chunk]) -> Iterator[tuple[int, int, int]]:
+    """(chunk index, row origin, col origin) in processing order: chunk, window row, column."""
+    for index, chunk in enumerate(chunks):
+        for row in layout.rows:
+            for col in chunk.cols:
+                yield index, row, col
+
+
+def read_padded(dataset, bands: Sequence[int], row: int, col: int,
+                size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read a size x size window at (row, col), reflect-padding what lies outside the scene.
+
+    Returns (data (bands, size, size) in the file's dtype, valid (size, size)); reflected pixels
+    carry the validity of the pixels they mirror.
+    """
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + size, dataset.height), min(col + size, dataset.width)
+    data, valid = read_window(dataset, bands, Window(c0, r0, c1 - c0, r1 - r0))
+    pads = ((r0 - row, row + size - r1), (c0 - col, col + size - c1))
+    if any(p for pair in pads for p in pair):
+        data = np.pad(data, ((0, 0), *pads), mode="reflect")
+        valid = np.pad(valid, pads, mode="reflect")
+    return data, valid

@@ -1,0 +1,124 @@
+"""`geopix2pix evaluate` on known arrays: formulas, masks, block streaming, warping, classes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from geopix2pix import metrics
+from geopix2pix.cli import main
+from geopix2pix.prediction.evaluate import evaluate
+
+T = from_origin(500000.0, 4_000_000.0, 10.0, 10.0)
+
+
+def _write(path, data, nodata=None, transform=T, crs="EPSG:32633"):
+    data = data if data.ndim == 3 else data[None]
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                       count=data.shape[0], dtype=data.dtype, crs=crs, transform=transform,
+                       nodata=nodata) as dst:
+        dst.write(data)
+    return str(path)
+
+
+def _smooth(h=80, w=90, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.sin(xx / 7.0) * 50 + np.cos(yy / 5.0) * 30 + rng.normal(0, 5, (h, w)) + 100
+
+
+def test_identical_rasters(tmp_path):
+    ref = _write(tmp_path / "r.tif", _smooth().astype("float32"))
+    report = evaluate(ref, ref, json_path=tmp_path / "e.json")
+    band = report.bands[0]
+    assert band.mae == 0 and band.rmse == 0 and math.isinf(band.psnr)
+    assert band.ssim == pytest.approx(1.0)
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["bands"][0]["psnr"] == "inf" and saved["valid_pixels"] == 80 * 90
+
+
+def test_uint8_offset_matches_formula_with_dtype_range(tmp_path):
+    ref = np.clip(_smooth(), 10, 240).astype("uint8")
+    r = _write(tmp_path / "r.tif", ref)
+    p = _write(tmp_path / "p.tif", ref + 5)
+    report = evaluate(p, r)
+    band = report.bands[0]
+    assert band.mae == pytest.approx(5) and band.rmse == pytest.approx(5)
+    assert band.data_range == 255
+    assert band.psnr == pytest.approx(10 * math.log10(255**2 / 25))
+    assert "uint8" in report.data_range_rule
+
+
+def test_float_range_is_references_and_invalid_pixels_ignored(tmp_path):
+    ref = _smooth().astype("float32")
+    pred = ref + 2.0
+    ref_nd = ref.copy()
+    ref_nd[:10] = -9999
+    pred[70:] = np.nan  # invalid in the prediction (float without nodata: NaN)
+    r = _write(tmp_path / "r.tif", ref_nd, nodata=-9999)
+    p = _write(tmp_path / "p.tif", pred)
+    report = evaluate(p, r)
+    band = report.bands[0]
+    valid = ref[10:70]
+    assert report.valid_pixels == valid.size
+    assert band.data_range == pytest.approx(float(valid.max() - valid.min()), rel=1e-6)
+    assert band.mae == pytest.approx(2.0, rel=1e-5)
+    assert band.psnr == pytest.approx(10 * math.log10(band.data_range**2 / 4), rel=1e-5)
+
+
+def test_streamed_ssim_equals_whole_raster_ssim(tmp_path):
+    ref = _smooth(70, 75)
+    pred = ref + np.random.default_rng(3).normal(0, 8, ref.shape)
+    r = _write(tmp_path / "r.tif", np.stack([ref, ref * 2]).astype("float64"))
+    p = _write(tmp_path / "p.tif", np.stack([pred, pred * 2]).astype("float64"))
+    small = evaluate(p, r, block=16)
+    whole = evaluate(p, r, block=1024)
+    rng = torch.tensor([b.data_range for b in whole.bands])
+    direct = metrics.masked_ssim(torch.from_numpy(np.stack([pred, pred * 2]))[None],
+                                 torch.from_numpy(np.stack([ref, ref * 2]))[None], None, rng)
+    for a, b, c in zip(small.bands, whole.bands, direct.tolist()):
+        assert a.ssim == pytest.approx(b.ssim, abs=1e-9) and b.ssim == pytest.approx(c, abs=1e-7)
+        assert 0 < a.ssim < 1
+    assert small.overall["mae"] == pytest.approx(whole.overall["mae"])
+
+
+def test_reference_on_another_grid_is_warped(tmp_path):
+    big = _smooth(100, 100).astype("float32")
+    r = _write(tmp_path / "r.tif", big)
+    # The prediction covers rows/cols 10.. of the reference's grid: an exact pixel offset.
+    shifted = from_origin(500000.0 + 100.0, 4_000_000.0 - 100.0, 10.0, 10.0)
+    p = _write(tmp_path / "p.tif", big[10:60, 10:70].copy(), transform=shifted)
+    report = evaluate(p, r)
+    assert report.warped and report.valid_pixels == 50 * 60
+    assert report.bands[0].mae == pytest.approx(0, abs=1e-4)
+
+
+def test_categorical_accuracy_and_iou(tmp_path):
+    ref = np.zeros((20, 20), dtype="uint8")
+    ref[:, 10:] = 2
+    ref[:5] = 255  # nodata
+    pred = ref.copy()
+    pred[5:10, 5:10] = 2  # 25 class-0 pixels predicted as 2
+    r = _write(tmp_path / "r.tif", ref, nodata=255)
+    p = _write(tmp_path / "p.tif", pred, nodata=255)
+    report = evaluate(p, r, categorical=True)
+    assert report.valid_pixels == 300
+    assert report.classes == [0.0, 2.0]
+    assert report.pixel_accuracy == pytest.approx(275 / 300)
+    assert report.iou == pytest.approx([125 / 150, 150 / 175])
+
+
+def test_cli_prints_table_and_json(tmp_path, capsys):
+    ref = _write(tmp_path / "r.tif", np.clip(_smooth(), 0, 255).astype("uint8"))
+    code = main(["evaluate", ref, ref, "--json", str(tmp_path / "e.json")])
+    out = capsys.readouterr().out
+    assert code == 0 and "PSNR" in out and "overall" in out and "inf" in out
+    assert json.loads((tmp_path / "e.json").read_text())["overall"]["mae"] == 0
+    two = _write(tmp_path / "two.tif", np.zeros((2, 5, 5), "uint8"))
+    assert main(["evaluate", two, ref]) == 2

@@ -1,0 +1,239 @@
+"""`geopix2pix predict`: exact grids, nodata, dtypes and units, seams, COG, atomic output,
+checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from predict_helpers import ConvModel, RandomOffset, loaded, unet_file, write_scene
+from rasterio.transform import from_origin
+
+from geopix2pix.chips.scaling import Scaling
+from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.prediction import predict
+from geopix2pix.prediction.windows import make_layout
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+LANDSAT = DATA / "single_landsat7" / "rasterio_RGB.byte.tif"
+IDENTITY = Scaling("minmax", (-1.0,), (1.0,))
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return unet_file(tmp_path_factory.mktemp("model") / "model.safetensors",
+                     descriptions=["elevation"])
+
+
+@pytest.mark.parametrize("crs, transform, width, height", [
+    ("EPSG:32633", from_origin(500000.0, 4_000_000.0, 30.0, 30.0), 1037, 771),
+    ("EPSG:4326", from_origin(-3.4123, 40.95, 0.000277, 0.000301), 301, 257),
+    ("EPSG:2263", from_origin(980000.0, 200000.0, 3.0, 3.0), 53, 37),  # smaller than a window
+    ("EPSG:4326", from_origin(10.0, 50.0, 0.001, 0.001), 17, 61),
+])
+def test_output_on_exact_input_grid(tmp_path, model_file, crs, transform, width, height):
+    scene = write_scene(tmp_path / "scene.tif", width, height, crs=crs, transform=transform)
+    out = tmp_path / "out.tif"
+    predict(scene, out, model=model_file, progress=False, overlap=0.25)
+    with rasterio.open(scene) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs
+        assert dst.transform == src.transform
+        assert (dst.width, dst.height) == (src.width, src.height)
+        assert dst.count == 1 and dst.dtypes[0] == "float32"
+        assert dst.nodata == -9999.0
+        assert dst.descriptions == ("elevation",)
+        assert dst.compression.value == "DEFLATE"
+        if width >= 16 and height >= 16:
+            assert dst.profile["tiled"]
+        values = dst.read(1)
+        assert np.isfinite(values).all() and (values >= 100).all() and (values <= 3000).all()
+
+
+def test_landsat_nodata_border_preserved_and_uint8(tmp_path):
+    if not LANDSAT.exists():
+        pytest.skip(f"{LANDSAT} not available")
+    # Target uint8 with nodata 0 and a scaling whose predictions round to 0 or 1: valid pixels
+    # predicted 0 must be nudged off the nodata value.
+    model = unet_file(tmp_path / "m.safetensors", target_dtype="uint8", target_nodata=0.0,
+                      target_scaling=Scaling("minmax", (-1.0,), (1.0,)), pixel_size=(300, 300),
+                      crs="EPSG:32618")
+    out = tmp_path / "out.tif"
+    predict(str(LANDSAT), out, model=model, progress=False, batch_size=16, overlap=0.25)
+    with rasterio.open(LANDSAT) as src, rasterio.open(out) as dst:
+        invalid = (src.read() == 0).any(0)
+        pred = dst.read(1)
+        assert dst.dtypes[0] == "uint8" and dst.nodata == 0
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        assert invalid.any() and (pred[invalid] == 0).all()
+        assert (pred[~invalid] == 1).all()  # nudged or predicted 1, never nodata
+
+
+def test_float_target_in_metres_with_nan_invalid(tmp_path, model_file):
+    data = np.full((3, 70, 90), 120, dtype="float32")
+    data[:, 10:20, 30:40] = np.nan
+    scene = write_scene(tmp_path / "s.tif", 90, 70, dtype="float32", nodata=None, data=data)
+    out = tmp_path / "out.tif"
+    predict(scene, out, model=model_file, progress=False)
+    with rasterio.open(out) as dst:
+        values = dst.read(1)
+        assert dst.dtypes[0] == "float32" and dst.nodata == -9999.0
+        assert (values[10:20, 30:40] == -9999).all()
+        rest = np.ones_like(values, dtype=bool)
+        rest[10:20, 30:40] = False
+        assert (values[rest] >= 100).all() and (values[rest] <= 3000).all()
+
+
+def test_integer_target_without_nodata_uses_internal_mask(tmp_path):
+    model = unet_file(tmp_path / "m.safetensors", target_dtype="uint16", target_nodata=None,
+                      target_scaling=Scaling("minmax", (0.0,), (1000.0,)))
+    data = np.full((3, 40, 50), 100, dtype="uint8")
+    data[:, :5] = 0
+    scene = write_scene(tmp_path / "s.tif", 50, 40, data=data)
+    out = tmp_path / "out.tif"
+    predict(scene, out, model=model, progress=False)
+    assert not list(tmp_path.glob("*.msk"))
+    with rasterio.open(out) as dst:
+        assert dst.nodata is None and dst.dtypes[0] == "uint16"
+        mask = dst.read_masks(1)
+        assert (mask[:5] == 0).all() and (mask[5:] == 255).all()
+
+
+def _column_diffs(values: np.ndarray, layout) -> tuple[float, float]:
+    """Mean |difference| between neighbouring columns across window edges and inside windows."""
+    diffs = np.abs(np.diff(values, axis=1)).mean(0)  # diffs[j] is between columns j and j+1
+    edges = {c + layout.size for c in layout.cols} | set(layout.cols)
+    at_edge = np.array([j + 1 in edges for j in range(len(diffs))])
+    return float(diffs[at_edge].mean()), float(diffs[~at_edge].mean())
+
+
+def test_hann_blend_has_no_seams_with_window_varying_model(tmp_path):
+    scene = write_scene(tmp_path / "s.tif", 300, 200)
+    layout = make_layout(200, 300, 64, 0.5, "hann")
+    out_hann, out_none = tmp_path / "hann.tif", tmp_path / "none.tif"
+    for blend, out in (("hann", out_hann), ("none", out_none)):
+        model = loaded(RandomOffset(), target_scaling=IDENTITY)
+        predict(scene, out, model=model, progress=False, blend=blend)
+    with rasterio.open(out_hann) as a, rasterio.open(out_none) as b:
+        hann, none = a.read(1), b.read(1)
+    edge, inside = _column_diffs(hann, layout)
+    assert edge <= inside
+    # The same measure sees the seams of unblended window outputs (the test can fail).
+    _, inside_none = _column_diffs(none, make_layout(200, 300, 64, 0.5, "none"))
+    none_layout = make_layout(200, 300, 64, 0.5, "none")
+    crop_edges = [c + none_layout.margin for c in none_layout.cols]
+    diffs = np.abs(np.diff(none, axis=1)).mean(0)
+    assert diffs[[e - 1 for e in crop_edges if 0 < e < 300]].mean() > 10 * inside_none
+
+
+def test_centre_crop_is_seam_free_for_translation_equivariant_model(tmp_path):
+    scene = write_scene(tmp_path / "s.tif", 211, 150)
+    model = loaded(ConvModel(), target_scaling=IDENTITY)
+    outs = {}
+    for blend in ("none", "hann"):
+        outs[blend] = tmp_path / f"{blend}.tif"
+        predict(scene, outs[blend], model=model, progress=False, blend=blend, batch_size=5)
+    with rasterio.open(scene) as src:
+        scaled = Scaling("percentile", (0.0,) * 3, (255.0,) * 3).forward(
+            src.read(), np.ones((150, 211), bool))
+    padded = torch.from_numpy(np.pad(scaled, ((0, 0), (2, 2), (2, 2)), mode="reflect"))[None]
+    with torch.no_grad():
+        whole = torch.tanh(torch.nn.functional.conv2d(padded, model.generator.conv.weight,
+                                                      model.generator.conv.bias))[0, 0].numpy()
+    with rasterio.open(outs["none"]) as a, rasterio.open(outs["hann"]) as b:
+        np.testing.assert_allclose(a.read(1), whole, atol=1e-5)
+        # Hann also gives the whole-scene result up to the floored weight of window edges.
+        np.testing.assert_allclose(b.read(1), whole, atol=2e-3)
+
+
+def test_column_chunks_give_the_same_result(tmp_path, model_file):
+    scene = write_scene(tmp_path / "s.tif", 1100, 90)
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    predict(scene, a, model=model_file, progress=False)
+    predict(scene, b, model=model_file, progress=False, chunk_width=512)
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        np.testing.assert_allclose(x.read(1), y.read(1), rtol=1e-6)
+
+
+def test_cog_is_valid_with_overviews(tmp_path):
+    scene = write_scene(tmp_path / "s.tif", 1100, 1030)
+    out = tmp_path / "out.tif"
+    model = loaded(ConvModel(), target_scaling=IDENTITY)
+    predict(scene, out, model=model, progress=False, overlap=0.0, batch_size=32, cog=True,
+            compress="zstd")
+    with rasterio.open(out) as dst:
+        assert dst.profile["tiled"] and dst.block_shapes[0] == (512, 512)
+        assert dst.overviews(1)
+        assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert dst.compression.value == "ZSTD"
+        with rasterio.open(scene) as src:
+            assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "s.tif"]
+
+
+class Failing(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 2:
+            raise RuntimeError("boom")
+        return x[:, :1]
+
+
+def test_failed_run_leaves_no_output_and_existing_out_is_kept(tmp_path, model_file):
+    scene = write_scene(tmp_path / "s.tif", 200, 200)
+    out = tmp_path / "out.tif"
+    with pytest.raises(RuntimeError, match="boom"):
+        predict(scene, out, model=loaded(Failing()), progress=False, batch_size=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+    out.write_bytes(b"previous")
+    with pytest.raises(GeoPix2PixError, match="already exists"):
+        predict(scene, out, model=model_file, progress=False)
+    assert out.read_bytes() == b"previous"
+    predict(scene, out, model=model_file, progress=False, overwrite=True)
+    with rasterio.open(out) as dst:
+        assert dst.width == 200
+
+
+def test_band_count_error_via_cli(tmp_path, model_file, capsys):
+    scene = write_scene(tmp_path / "two.tif", 40, 40, count=2)
+    code = main(["predict", scene, str(tmp_path / "o.tif"), "--model", model_file, "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "2 band(s)" in err and "takes 3" in err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_multi_scene_failure_reported_others_written(tmp_path, model_file, capsys):
+    good = write_scene(tmp_path / "good.tif", 40, 40)
+    bad = write_scene(tmp_path / "bad.tif", 40, 40, count=2)
+    code = main(["predict", bad, good, "--out-dir", str(tmp_path / "out"), "--model",
+                 model_file, "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.tif" in err and "1 of 2 scene(s) failed" in err
+    assert (tmp_path / "out" / "good.tif").exists() and not (tmp_path / "out" / "bad.tif").exists()
+
+
+def test_crs_and_pixel_size_checks(tmp_path, model_file):
+    no_crs = write_scene(tmp_path / "nocrs.tif", 40, 40, crs=None)
+    with pytest.raises(GeoPix2PixError, match="no CRS"):
+        predict(no_crs, tmp_path / "a.tif", model=model_file, progress=False)
+    predict(no_crs, tmp_path / "a.tif", model=model_file, progress=False, allow_no_crs=True)
+    coarse = write_scene(tmp_path / "coarse.tif", 60, 50,
+                         transform=from_origin(500000.0, 4_000_000.0, 100.0, 100.0))
+    messages: list[str] = []
+    out = tmp_path / "b.tif"
+    predict(coarse, out, model=model_file, progress=False, on_warning=messages.append,
+            resample_to_model=True)
+    assert len(messages) == 1 and "100x100" in messages[0] and "30x30" in messages[0]
+    with rasterio.open(coarse) as src, rasterio.open(out) as dst:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        values = dst.read(1)
+        assert (values >= 100).all() and (values <= 3000).all()
