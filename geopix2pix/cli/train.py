@@ -1,0 +1,87 @@
+"""`geopix2pix train`: chips folder -> trained Pix2Pix run folder."""
+
+from __future__ import annotations
+
+import click
+
+GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size) or "
+                  "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
+                  "smp:Unet:resnet34 (no weights are downloaded).")
+NORM_HELP = ("Normalisation in G and D. batch: at prediction, eval-mode batch norm uses the "
+             "statistics learned in training, so a pixel's value does not depend on its window's "
+             "neighbours or batch and stitched scenes show no seams. instance: normalises each "
+             "window by its own statistics (can show seams between prediction windows).")
+AUGMENT_HELP = ("Random transforms applied identically to input and target. none: when the "
+                "answer depends on orientation (a hillshade depends on the sun azimuth, shadows "
+                "and slopes have a direction). flip: mirror images are as plausible as the "
+                "originals. d4: flips and 90-degree rotations, for orientation-free mappings "
+                "(e.g. land cover from imagery).")
+
+
+@click.command("train", context_settings={"show_default": True})
+@click.argument("chips_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: model.safetensors, model-best.safetensors, checkpoint.pt, "
+                   "metrics.csv, samples/, train.json.")
+@click.option("--batch-size", type=int, default=8,
+              help="Chips per step (batch norm learns steadier statistics with more than 1).")
+@click.option("--workers", type=int, default=None,
+              help="Data-loading processes, 0 = main process  [default: cores - 1, at most 8]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="auto uses CUDA when present, else the CPU.")
+@click.option("--amp/--no-amp", default=True,
+              help="Mixed precision on CUDA (bf16 autocast, or fp16 with a grad scaler where "
+                   "bf16 is unsupported); the CPU always trains in fp32.")
+@click.option("--compile", "compile_", is_flag=True, default=False,
+              help="Compile G and D with torch.compile (slow start, faster steps on a GPU)  "
+                   "[default: off]")
+@click.option("--seed", type=int, default=0, help="Seed of weights, batch order, augmentation.")
+@click.option("--resume", is_flag=True, default=False,
+              help="Continue the run in RUN_DIR from its checkpoint.pt, with the same options  "
+                   "[default: off]")
+@click.option("--epochs", type=int, default=100, help="Epochs at the constant learning rate.")
+@click.option("--decay-epochs", type=int, default=100,
+              help="Epochs of linear learning-rate decay to zero after --epochs.")
+@click.option("--max-steps", type=int, default=None,
+              help="Train this many steps instead (same constant/decay proportions)  "
+                   "[default: none]")
+@click.option("--lr", type=float, default=2e-4, help="Adam learning rate (betas 0.5, 0.999).")
+@click.option("--lambda-l1", type=float, default=100.0, help="Weight of the L1 loss.")
+@click.option("--gan-mode", type=click.Choice(["vanilla", "lsgan"]), default="vanilla",
+              help="Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares).")
+@click.option("--generator", default="unet", help=GENERATOR_HELP)
+@click.option("--encoder-weights", type=click.Path(dir_okay=False), default=None,
+              help="Local state dict (.pt/.pth/.safetensors) to initialise an smp encoder  "
+                   "[default: none]")
+@click.option("--ngf", type=int, default=64, help="Filters of the U-Net's outer level.")
+@click.option("--ndf", type=int, default=64, help="Filters of the discriminator's first layer.")
+@click.option("--n-layers", type=int, default=3,
+              help="PatchGAN layers: 3 = the paper's 70x70 patches.")
+@click.option("--norm", type=click.Choice(["batch", "instance"]), default="batch",
+              help=NORM_HELP)
+@click.option("--augment", type=click.Choice(["none", "flip", "d4"]), default="none",
+              help=AUGMENT_HELP)
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace the contents of a non-empty RUN_DIR.  [default: off]")
+@click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bar.  [default: off]")
+def train_command(chips_dir, out_dir, compile_, **options):
+    """Train Pix2Pix on CHIPS_DIR (from geopix2pix export-chips) into RUN_DIR (-o).
+
+    Ctrl-C writes the checkpoint; continue with --resume.
+    """
+    from geopix2pix.training import train
+
+    try:
+        result = train(chips_dir, out_dir, compile=compile_, log=_log, **options)
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: continue from {out_dir}/checkpoint.pt with --resume", err=True)
+        raise
+    best = ", ".join(f"{k} {v:.4g}" for k, v in result.best.items()
+                     if isinstance(v, float) and k.startswith("val_"))
+    click.echo(f"{result.run_dir}: {result.steps} steps in {result.epochs} epochs; "
+               f"model {result.model_path.name}, best {result.best_model_path.name}"
+               + (f" ({best})" if best else ""))
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)

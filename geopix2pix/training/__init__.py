@@ -1,0 +1,11 @@
+"""Training of Pix2Pix on a chips folder: ``train(chips_dir, out_dir, **options)``.
+
+Options are named like `geopix2pix train`'s (see ``TrainConfig``). A run writes into its folder
+model.safetensors (latest), model-best.safetensors, checkpoint.pt, metrics.csv, samples/ and
+train.json.
+"""
+
+from .config import TrainConfig
+from .trainer import TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "train"]

@@ -1,0 +1,86 @@
+"""RUN_DIR/checkpoint.pt: everything a run needs to continue exactly where it stopped.
+
+Networks, optimizers, grad scaler, schedule, epoch, step (and batches done in the epoch), the
+best validation score so far, the options, and every RNG state (Python, NumPy, torch, CUDA). All
+of it is stored as tensors, numbers, strings, lists and dicts, so the file loads with
+``torch.load(weights_only=True)``: reading a checkpoint never runs code from it. It is written
+under a temporary name and renamed, so a crash while saving leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.write import atomic_path
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of all random generators, as weights_only-loadable values."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss": py_gauss},
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states saved by ``rng_state``."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (plus the RNG states) to RUN_DIR/checkpoint.pt atomically."""
+    path = Path(run_dir) / CHECKPOINT
+    content = {"format_version": FORMAT_VERSION, **state, "rng": rng_state()}
+    with atomic_path(path, overwrite=True) as temp:
+        torch.save(content, temp)
+    return path
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """Read RUN_DIR/checkpoint.pt (weights only, no code); GeoPix2PixError when missing/bad."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise GeoPix2PixError(f"--resume: {path} does not exist; start the run without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file is the user's to fix
+        raise GeoPix2PixError(f"--resume: cannot read {path} ({type(exc).__name__}); "
+                              "start a new run with --overwrite") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise GeoPix2PixError(f"--resume: {path} is not a geopix2pix checkpoint")
+    return state
+
+
+def check_same_options(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a run with options that change what it learns."""
+    saved = json.loads(json.dumps(saved))
+    current = json.loads(json.dumps(current))
+    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ[:4])
+        raise GeoPix2PixError(f"--resume: {path} was written with different options ({detail}); "
+                              "resume with the original options or start a new run")

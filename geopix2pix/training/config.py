@@ -1,0 +1,98 @@
+"""`TrainConfig`: every option of `geopix2pix train`, its default, and its validation.
+
+The field names are the CLI's option names (``--batch-size`` -> ``batch_size``), so the Python API
+``train(chips_dir, out_dir, **options)`` and the command take the same options. Options fall in
+two groups: those that shape the result (a resumed run must use the same ones, see
+``RESULT_OPTIONS``) and runtime options that may change between a run and its resumption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from geopix2pix.errors import GeoPix2PixError
+
+GAN_MODES = ("vanilla", "lsgan")
+DEVICES = ("auto", "cpu", "cuda")
+NORMS = ("batch", "instance")
+AUGMENTS = ("none", "flip", "d4")
+# May differ between a run and its --resume: they change speed or output, not what is learned.
+RUNTIME_OPTIONS = ("workers", "device", "amp", "compile", "resume", "overwrite", "quiet")
+
+
+@dataclass
+class TrainConfig:
+    """Options of a training run (see `geopix2pix train --help` for what each one does)."""
+
+    batch_size: int = 8
+    workers: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    compile: bool = False
+    seed: int = 0
+    resume: bool = False
+    epochs: int = 100
+    decay_epochs: int = 100
+    max_steps: int | None = None
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lambda_l1: float = 100.0
+    gan_mode: str = "vanilla"
+    generator: str = "unet"
+    encoder_weights: str | None = None
+    ngf: int = 64
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "batch"
+    augment: str = "none"
+    samples: int = 4
+    overwrite: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_numbers()
+        if self.resume and self.overwrite:
+            raise GeoPix2PixError("--resume and --overwrite contradict each other; pass one")
+
+    def _check_choices(self) -> None:
+        for name, choices in (("gan_mode", GAN_MODES), ("device", DEVICES), ("norm", NORMS),
+                              ("augment", AUGMENTS)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise GeoPix2PixError(f"--{name.replace('_', '-')} {value}: use one of "
+                                      f"{', '.join(choices)}")
+
+    def _check_numbers(self) -> None:
+        positive = ("batch_size", "ngf", "ndf", "n_layers")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise GeoPix2PixError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.epochs < 0 or self.decay_epochs < 0 or self.epochs + self.decay_epochs < 1:
+            raise GeoPix2PixError("--epochs and --decay-epochs must be >= 0 and not both 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise GeoPix2PixError("--max-steps must be at least 1")
+        if self.workers is not None and self.workers < 0:
+            raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
+        if not self.lr > 0 or self.lambda_l1 < 0 or self.samples < 0:
+            raise GeoPix2PixError("--lr must be > 0, --lambda-l1 and samples >= 0")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> TrainConfig:
+        """Build from keyword options named like the CLI's; unknown names are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise GeoPix2PixError(f"unknown training option(s): {', '.join(unknown)}; "
+                                  f"valid: {', '.join(sorted(known))}")
+        return cls(**{k: v for k, v in options.items() if v is not None or k in (
+            "workers", "max_steps", "encoder_weights")})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def result_options(self) -> dict[str, Any]:
+        """The options a resumed run must share with the run that wrote the checkpoint."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_OPTIONS}

@@ -1,0 +1,64 @@
+"""RUN_DIR/metrics.csv (one row per epoch) and, when tensorboard is installed, its event files.
+
+The CSV is rewritten whole and atomically at each epoch end; a resumed run keeps the rows of the
+epochs the checkpoint had completed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from geopix2pix.raster.write import write_text_atomic
+
+METRICS = "metrics.csv"
+COLUMNS = ("epoch", "step", "lr", "loss_g_gan", "loss_g_l1", "loss_d", "val_l1", "val_mae",
+           "val_rmse", "val_psnr", "val_ssim", "images_per_second", "epoch_seconds")
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+class MetricsLog:
+    """The per-epoch metrics of a run, mirrored to metrics.csv (and TensorBoard if present)."""
+
+    def __init__(self, run_dir: Path, keep_before_epoch: int = 0) -> None:
+        self.path = Path(run_dir) / METRICS
+        self.rows: list[dict[str, str]] = []
+        if keep_before_epoch and self.path.exists():
+            with self.path.open(newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < keep_before_epoch]
+        self.writer = _tensorboard(Path(run_dir) / "tensorboard")
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append({c: _format(row.get(c)) for c in COLUMNS})
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(self.path, out.getvalue())
+        if self.writer is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, row["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _tensorboard(log_dir: Path):
+    """A SummaryWriter when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir))

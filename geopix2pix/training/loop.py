@@ -1,0 +1,176 @@
+"""The epoch loop of a run: steps with a live progress bar, then the epoch-end work.
+
+Epoch end: validation (G in eval mode), samples/epoch_NNN.png, a metrics.csv row,
+model.safetensors, model-best.safetensors when the score improved, and checkpoint.pt.
+A stop request (Ctrl-C, SIGTERM, or the callback) is honoured between steps: the checkpoint is
+written for the state after the last whole step and KeyboardInterrupt is raised.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import augment_batch
+from .samples import write_samples
+from .schedule import LinearDecaySchedule
+from .validate import evaluate
+
+LOSSES = ("loss_g_gan", "loss_g_l1", "loss_d")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class StopRequest:
+    """Context manager turning the first Ctrl-C / SIGTERM into a flag checked between steps;
+    a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class EpochRunner:
+    """Runs the epochs of a ``Trainer`` (which holds the networks, state and options)."""
+
+    def __init__(self, trainer, train_loader, val_loader, history) -> None:
+        self.trainer = trainer
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.history = history
+        config = trainer.config
+        self.steps_per_epoch = trainer.sampler.batches_per_epoch()
+        self.schedule = LinearDecaySchedule.build(config.lr, self.steps_per_epoch, config.epochs,
+                                                  config.decay_epochs, config.max_steps)
+        self.n_epochs = math.ceil(self.schedule.total_steps / self.steps_per_epoch)
+        self.sample_batch = self._sample_batch()
+
+    def _sample_batch(self) -> dict | None:
+        """The fixed chips shown in samples/: the first val chips (train chips without val)."""
+        count = self.trainer.config.samples
+        dataset = self.trainer.val_set if self.trainer.val_set else self.trainer.train_set
+        if count == 0:
+            return None
+        items = [dataset[i] for i in range(min(count, len(dataset)))]
+        return {k: torch.stack([it[k] for it in items]) for k in ("source", "target", "valid")}
+
+    def run(self, stop: StopRequest, callback: Callable[[dict], bool | None] | None) -> None:
+        state = self.trainer.state
+        bar = tqdm(total=self.schedule.total_steps, initial=state["step"], unit="step",
+                   disable=self.trainer.config.quiet, dynamic_ncols=True)
+        try:
+            while state["step"] < self.schedule.total_steps:
+                self._train_epoch(bar, stop, callback)
+                self._end_epoch()
+                if stop.requested and state["step"] < self.schedule.total_steps:
+                    raise KeyboardInterrupt
+        finally:
+            bar.close()
+
+    def _train_epoch(self, bar, stop: StopRequest, callback) -> None:
+        trainer, state, config = self.trainer, self.trainer.state, self.trainer.config
+        setup, step_fn = trainer.setup, trainer.step_fn
+        trainer.sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
+        trainer.generator.train()
+        trainer.discriminator.train()
+        partial = state["partial"] or {"sums": [0.0, 0.0, 0.0], "batches": 0, "images": 0,
+                                       "seconds": 0.0}
+        sums = torch.zeros(3, dtype=torch.float64, device=setup.device)
+        start = time.perf_counter()
+        stopping = False
+        for batch in self.train_loader:
+            batch = augment_batch(batch, config.augment, config.seed, state["step"])
+            lr = self.schedule.apply([step_fn.opt_g, step_fn.opt_d], state["step"])
+            losses = step_fn(setup.to_device(batch["source"]), setup.to_device(batch["target"]),
+                             setup.to_device(batch["valid"]))
+            sums += torch.stack([losses.g_gan, losses.g_l1, losses.d]).double()
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            partial["batches"] += 1
+            partial["images"] += int(batch["source"].shape[0])
+            info = self._progress(bar, losses, lr)
+            stopping = bool(callback and callback(info)) or stop.requested
+            if stopping or state["step"] >= self.schedule.total_steps:
+                break
+        elapsed = time.perf_counter() - start
+        partial["seconds"] += elapsed
+        partial["sums"] = [a + b for a, b in zip(partial["sums"], sums.tolist())]
+        state["partial"] = partial
+        if stopping:
+            stop.requested = True
+            if state["batch_in_epoch"] < self.steps_per_epoch and \
+                    state["step"] < self.schedule.total_steps:
+                trainer.save_checkpoint()
+                raise KeyboardInterrupt
+
+    def _progress(self, bar, losses, lr: float) -> dict:
+        state = self.trainer.state
+        info = {"epoch": state["epoch"] + 1, "step": state["step"], "lr": lr}
+        bar.update(1)
+        if not bar.disable and (state["step"] % 10 == 0 or state["step"] == 1):
+            bar.set_postfix(epoch=info["epoch"], G_gan=f"{float(losses.g_gan):.3f}",
+                            G_L1=f"{float(losses.g_l1):.4f}", D=f"{float(losses.d):.3f}")
+        return info
+
+    def _end_epoch(self) -> None:
+        trainer, state = self.trainer, self.trainer.state
+        partial = state["partial"]
+        epoch = state["epoch"] + 1
+        scores = evaluate(trainer.generator, self.val_loader, trainer.setup,
+                          trainer.val_set.target_scaling) if self.val_loader else {}
+        means = [s / max(partial["batches"], 1) for s in partial["sums"]]
+        row = {"epoch": epoch, "step": state["step"],
+               "lr": self.schedule.lr_at(max(state["step"] - 1, 0)),
+               **dict(zip(LOSSES, means)), **scores,
+               "images_per_second": partial["images"] / max(partial["seconds"], 1e-9),
+               "epoch_seconds": partial["seconds"]}
+        self._write_samples(epoch)
+        state.update(epoch=epoch, batch_in_epoch=0, partial={})
+        self.history.append(row)
+        score = scores.get("val_l1", means[1])
+        trainer.save_model(trainer.run_dir / "model.safetensors", scores)
+        if score < state["best"]:
+            state["best"] = score
+            state["best_scores"] = {**scores, "loss_g_l1": means[1], "epoch": epoch}
+            trainer.save_model(trainer.run_dir / "model-best.safetensors", scores)
+        trainer.save_checkpoint()
+
+    @torch.no_grad()
+    def _write_samples(self, epoch: int) -> None:
+        batch, trainer = self.sample_batch, self.trainer
+        if batch is None:
+            return
+        generator = trainer.generator
+        generator.eval()
+        with trainer.setup.autocast():
+            pred = generator(trainer.setup.to_device(batch["source"]))
+        generator.train()
+        path = trainer.run_dir / "samples" / f"epoch_{epoch:03d}.png"
+        write_samples(path, batch["source"], pred, batch["target"], batch["valid"])

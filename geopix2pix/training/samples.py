@@ -1,0 +1,63 @@
+"""RUN_DIR/samples/epoch_NNN.png: input | prediction | target for a fixed set of chips.
+
+Each panel is rendered to RGB from its first three bands (or one band as grey) with a 2-98
+percentile stretch; prediction and target share the target's stretch so they compare directly.
+Invalid pixels are drawn black.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geopix2pix.raster.write import atomic_path
+
+GAP = 4  # pixels of white between panels and rows
+
+
+def _rgb_bands(chip: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (3, H, W): the first three bands, or the first band repeated."""
+    return chip[:3] if chip.shape[0] >= 3 else np.repeat(chip[:1], 3, axis=0)
+
+
+def stretch_limits(chip: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band 2nd and 98th percentiles of the valid pixels of an RGB (3, H, W) chip."""
+    values = chip[:, valid] if valid.any() else chip.reshape(3, -1)
+    low, high = np.percentile(values, [2, 98], axis=1)
+    return low[:, None, None], np.maximum(high, low + 1e-6)[:, None, None]
+
+
+def render(chip: np.ndarray, valid: np.ndarray, limits=None) -> np.ndarray:
+    """(C, H, W) float chip -> (H, W, 3) uint8 image with a percentile stretch."""
+    rgb = _rgb_bands(chip.astype(np.float64))
+    low, high = limits if limits is not None else stretch_limits(rgb, valid)
+    image = np.clip((rgb - low) / (high - low), 0, 1)
+    image[:, ~valid] = 0
+    return (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def sample_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray,
+               valid: np.ndarray) -> np.ndarray:
+    """input | prediction | target side by side, (H, 3W + 2 GAP, 3) uint8."""
+    limits = stretch_limits(_rgb_bands(target.astype(np.float64)), valid)
+    panels = [render(source, valid), render(pred, valid, limits), render(target, valid, limits)]
+    gap = np.full((source.shape[1], GAP, 3), 255, np.uint8)
+    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+
+
+def write_samples(path: Path, source: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
+                  valid: torch.Tensor) -> None:
+    """Write one PNG with a row per chip of the (N, C, H, W) batches (valid: (N, 1, H, W))."""
+    from PIL import Image
+
+    rows = []
+    for s, p, t, v in zip(source, pred, target, valid):
+        rows.append(sample_row(s.float().cpu().numpy(), p.float().cpu().numpy(),
+                               t.float().cpu().numpy(), v[0].cpu().numpy()))
+        rows.append(np.full((GAP, rows[-1].shape[1], 3), 255, np.uint8))
+    image = np.concatenate(rows[:-1], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, overwrite=True) as temp:
+        Image.fromarray(image).save(temp, format="PNG")

@@ -1,0 +1,67 @@
+"""One Pix2Pix optimisation step: update D on real and fake pairs, then G, as in the paper.
+
+Losses are returned as detached device tensors so the loop only synchronises with the GPU when it
+displays or logs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .device import DeviceSetup
+from .losses import GANLoss, discriminator_loss, generator_losses
+
+
+@dataclass
+class StepLosses:
+    """Detached losses of one step: G's adversarial and L1 terms, and D's (halved) loss."""
+
+    g_gan: torch.Tensor
+    g_l1: torch.Tensor
+    d: torch.Tensor
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for param in module.parameters():
+        param.requires_grad_(flag)
+
+
+class Pix2PixStep:
+    """Holds the networks, optimizers and grad scaler; ``__call__`` trains on one batch."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module,
+                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                 setup: DeviceSetup, gan_mode: str, lambda_l1: float) -> None:
+        self.generator = generator
+        self.discriminator = discriminator
+        self.opt_g = opt_g
+        self.opt_d = opt_d
+        self.setup = setup
+        self.gan = GANLoss(gan_mode)
+        self.lambda_l1 = lambda_l1
+        self.scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.use_grad_scaler)
+
+    def __call__(self, source: torch.Tensor, target: torch.Tensor,
+                 valid: torch.Tensor) -> StepLosses:
+        setup, disc = self.setup, self.discriminator
+        with setup.autocast():
+            fake = self.generator(source)
+        set_requires_grad(disc, True)
+        self.opt_d.zero_grad(set_to_none=True)
+        with setup.autocast():
+            loss_d = discriminator_loss(self.gan, disc, source, target, fake, valid)
+        self.scaler.scale(loss_d).backward()
+        self.scaler.step(self.opt_d)
+
+        set_requires_grad(disc, False)
+        self.opt_g.zero_grad(set_to_none=True)
+        with setup.autocast():
+            g_gan, g_l1 = generator_losses(self.gan, disc, source, target, fake, valid)
+            loss_g = g_gan + self.lambda_l1 * g_l1
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        return StepLosses(g_gan.detach(), g_l1.detach(), loss_d.detach())

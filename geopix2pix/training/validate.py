@@ -1,0 +1,90 @@
+"""Validation of the generator (in eval mode) on the val split.
+
+Scores, over the valid pixels of all val chips, averaged over bands:
+- ``val_l1``: mean |error| on the [-1, 1] training scale (what picks the best model);
+- ``val_mae`` / ``val_rmse``: in the target's units (the scaling inverted);
+- ``val_psnr``: from the MSE with the target scaled to [0, 1] (its scaling range), i.e.
+  10*log10(1 / MSE), not from the MAE;
+- ``val_ssim``: SSIM on the same [0, 1] scale, over valid pixels only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from geopix2pix.chips.scaling import Scaling
+from geopix2pix.metrics import masked_mae, masked_mse, masked_ssim, psnr
+
+from .device import DeviceSetup
+
+VAL_METRICS = ("val_l1", "val_mae", "val_rmse", "val_psnr", "val_ssim")
+
+
+def to_units(scaled: torch.Tensor, scaling: Scaling) -> torch.Tensor:
+    """(N, C, H, W) values on the [-1, 1] scale -> float64 values in data units."""
+    n, c, h, w = scaled.shape
+    flat = scaled.detach().double().cpu().numpy().transpose(1, 0, 2, 3).reshape(c, n * h, w)
+    units = scaling.inverse(flat).reshape(c, n, h, w).transpose(1, 0, 2, 3)
+    return torch.from_numpy(np.ascontiguousarray(units))
+
+
+class _Totals:
+    """Valid-pixel-weighted sums of per-band scores across batches."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0.0
+
+    def add(self, scores: dict[str, torch.Tensor], count: float) -> None:
+        for key, value in scores.items():
+            value = torch.nan_to_num(value.double().cpu()) * count
+            self.sums[key] = self.sums.get(key, 0) + value
+        self.count += count
+
+    def mean(self, key: str) -> torch.Tensor:
+        return self.sums[key] / max(self.count, 1.0)
+
+
+@torch.no_grad()
+def evaluate(generator: nn.Module, loader, setup: DeviceSetup,
+             target_scaling: Scaling) -> dict[str, float]:
+    """Scores of ``generator`` on every chip of ``loader``; empty dict when it has no chips."""
+    was_training = generator.training
+    generator.eval()
+    totals = _Totals()
+    try:
+        for batch in loader:
+            source = setup.to_device(batch["source"])
+            with setup.autocast():
+                pred = generator(source)
+            pred = pred.float().cpu()
+            target, valid = batch["target"].float(), batch["valid"]
+            count = float(valid.sum())
+            if count == 0:
+                continue
+            pred01, target01 = (pred + 1) / 2, (target + 1) / 2
+            totals.add({
+                "l1": masked_mae(pred, target, valid),
+                "mae": masked_mae(to_units(pred, target_scaling),
+                                  to_units(target, target_scaling), valid),
+                "mse": masked_mse(to_units(pred, target_scaling),
+                                  to_units(target, target_scaling), valid),
+                "mse01": masked_mse(pred01, target01, valid),
+                "ssim": masked_ssim(pred01, target01, valid, 1.0),
+            }, count)
+    finally:
+        generator.train(was_training)
+    if totals.count == 0:
+        return {}
+    mse01 = float(totals.mean("mse01").mean())
+    return {
+        "val_l1": float(totals.mean("l1").mean()),
+        "val_mae": float(totals.mean("mae").mean()),
+        "val_rmse": math.sqrt(float(totals.mean("mse").mean())),
+        "val_psnr": float(psnr(mse01, 1.0)),
+        "val_ssim": float(totals.mean("ssim").mean()),
+    }

@@ -1,0 +1,223 @@
+"""Training layer and `geopix2pix train`: real (tiny) CPU runs on chips exported from generated
+GeoTIFFs, resume, model metadata, masked losses, and one-line CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_raster
+
+from geopix2pix.chips.export import export_chips
+from geopix2pix.cli import main
+from geopix2pix.models import load_model
+from geopix2pix.training import TrainConfig, train
+from geopix2pix.training.checkpoint import load_checkpoint
+from geopix2pix.training.losses import GANLoss, discriminator_loss, generator_losses, masked_l1
+from geopix2pix.training.schedule import LinearDecaySchedule
+
+TINY = dict(ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu")
+
+
+def _pair(folder: Path) -> tuple[Path, Path]:
+    """A smooth float32 'DEM' and a uint8 target that is a shading of it (its slope)."""
+    y, x = np.mgrid[0:256, 0:256]
+    dem = (100 + 30 * np.sin(x / 17.0) + 25 * np.cos(y / 23.0) + 10 * np.sin((x + y) / 9.0))
+    gy, gx = np.gradient(dem)
+    shade = np.clip(128 + 40 * (gx - gy), 0, 255).astype("uint8")
+    dem = dem.astype("float32")
+    dem[:6, :6] = -9999  # a little nodata
+    source = write_raster(folder / "dem.tif", dem, nodata=-9999)
+    target = write_raster(folder / "shade.tif", shade)
+    return source, target
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("train")
+    source, target = _pair(folder)
+    export_chips(source, target, folder / "chips", chip_size=64, stride=32, split_block=128,
+                 workers=1, progress=False)
+    return folder / "chips"
+
+
+@pytest.fixture(scope="module")
+def short_run(chips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    return train(chips, out, max_steps=120, epochs=1, decay_epochs=0, lr=5e-4, **TINY)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_run_lowers_validation_l1_and_writes_outputs(short_run):
+    run = short_run.run_dir
+    rows = _rows(run)
+    first, best = float(rows[0]["val_l1"]), min(float(r["val_l1"]) for r in rows)
+    assert best < 0.6 * first, (first, best)
+    assert int(rows[-1]["step"]) == 120 and short_run.steps == 120
+    for name in ("model.safetensors", "model-best.safetensors", "checkpoint.pt", "train.json"):
+        assert (run / name).is_file()
+    assert len(list((run / "samples").glob("epoch_*.png"))) == len(rows)
+    for key in ("loss_g_gan", "loss_g_l1", "loss_d", "val_mae", "val_rmse", "val_psnr",
+                "val_ssim", "images_per_second", "epoch_seconds"):
+        assert math.isfinite(float(rows[-1][key])), key
+    # PSNR is from the MSE on the [0, 1] target scale, not from the MAE
+    assert float(rows[-1]["val_psnr"]) != pytest.approx(-10 * math.log10(
+        float(rows[-1]["val_l1"]) / 2))
+    assert json.loads((run / "train.json").read_text())["options"]["ngf"] == 8
+
+
+def test_model_metadata_round_trips_through_load_model(short_run, chips):
+    loaded = load_model(short_run.best_model_path)
+    meta = loaded.metadata
+    info = json.loads((chips / "dataset.json").read_text())
+    assert loaded.spec.name == "unet" and loaded.spec.chip_size == 64 and loaded.spec.ngf == 8
+    assert meta["source"]["nodata"] == -9999 and meta["source"]["dtype"] == "float32"
+    assert meta["target"]["dtype"] == "uint8" and meta["target"]["bands"] == [1]
+    assert meta["source"]["scaling"]["mode"] == info["source"]["scaling_mode"]
+    assert meta["crs"] == info["crs"] and meta["pixel_size"] == info["pixel_size"]
+    assert meta["chip_size"] == 64 and meta["training"]["lambda_l1"] == 100.0
+    assert meta["validation"]["val_l1"] == pytest.approx(short_run.best["val_l1"])
+    assert "version" in meta
+    state = torch.load(short_run.checkpoint_path, weights_only=True)
+    latest = load_model(short_run.model_path).generator.state_dict()
+    for key, value in state["generator"].items():
+        assert torch.equal(value, latest[key]), key
+
+
+def test_resume_after_interrupt_reproduces_uninterrupted_run(chips, tmp_path):
+    options = dict(max_steps=14, epochs=1, decay_epochs=1, seed=3, **TINY)
+    full = train(chips, tmp_path / "full", **options)
+
+    def stop_at_5(info):
+        return info["step"] == 5
+
+    with pytest.raises(KeyboardInterrupt):
+        train(chips, tmp_path / "cut", callback=stop_at_5, **options)
+    assert load_checkpoint(tmp_path / "cut")["step"] == 5
+    resumed = train(chips, tmp_path / "cut", resume=True, **options)
+    assert resumed.steps == full.steps == 14
+    cut_rows, full_rows = _rows(tmp_path / "cut"), _rows(tmp_path / "full")
+    assert [(r["epoch"], r["step"], r["lr"]) for r in cut_rows] == \
+        [(r["epoch"], r["step"], r["lr"]) for r in full_rows]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    for key in a["generator"]:
+        assert torch.allclose(a["generator"][key].float(), b["generator"][key].float(),
+                              atol=1e-6), key
+    assert a["opt_g"]["param_groups"][0]["lr"] == b["opt_g"]["param_groups"][0]["lr"]
+
+
+def test_schedule_constant_then_linear_to_zero():
+    sched = LinearDecaySchedule.build(1.0, steps_per_epoch=10, epochs=2, decay_epochs=2)
+    assert sched.total_steps == 40 and sched.constant_steps == 20
+    assert sched.lr_at(0) == sched.lr_at(19) == 1.0
+    lrs = [sched.lr_at(s) for s in range(20, 40)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.1
+    assert sched.lr_at(40) == 0.0
+    short = LinearDecaySchedule.build(1.0, 10, 100, 100, max_steps=8)
+    assert (short.total_steps, short.constant_steps) == (8, 4)
+
+
+def test_masked_losses_ignore_values_under_the_mask():
+    torch.manual_seed(0)
+    source, target = torch.randn(2, 3, 64, 64), torch.randn(2, 1, 64, 64)
+    fake = torch.randn(2, 1, 64, 64)
+    valid = torch.ones(2, 1, 64, 64, dtype=torch.bool)
+    valid[:, :, :20, :] = False
+    target2, fake2 = target.clone(), fake.clone()
+    target2[~valid] = 50.0
+    fake2[~valid] = -50.0
+    assert masked_l1(fake, target, valid) == masked_l1(fake2, target2, valid)
+    assert masked_l1(fake, target, valid) != masked_l1(fake, target2, valid.logical_not())
+    from geopix2pix.models import build_discriminator
+
+    disc = build_discriminator(4, ndf=8).eval()
+    gan = GANLoss("lsgan")
+    d1 = discriminator_loss(gan, disc, source, target, fake, valid)
+    d2 = discriminator_loss(gan, disc, source, target2, fake, valid)
+    assert torch.equal(d1, d2)  # invalid target pixels never reach D
+    _, l1a = generator_losses(gan, disc, source, target, fake, valid)
+    _, l1b = generator_losses(gan, disc, source, target2, fake, valid)
+    assert torch.equal(l1a, l1b)
+
+
+def _cli_error(capsys, args) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error:") and "\n" not in err, err
+    return err
+
+
+def test_cli_errors_are_one_line(chips, tmp_path, capsys, monkeypatch):
+    base = ["--ngf", "8", "--ndf", "8", "-q", "--workers", "0"]
+    assert "no such chips folder" in _cli_error(
+        capsys, ["train", str(tmp_path / "nope"), "-o", str(tmp_path / "r")] + base)
+    (tmp_path / "half").mkdir()
+    assert "dataset.json" in _cli_error(
+        capsys, ["train", str(tmp_path / "half"), "-o", str(tmp_path / "r")] + base)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "--device cuda" in _cli_error(
+        capsys, ["train", str(chips), "-o", str(tmp_path / "r"), "--device", "cuda"] + base)
+    err = _cli_error(capsys, ["train", str(chips), "-o", str(tmp_path / "r"),
+                              "--generator", "smp:NoSuchNet:resnet18"] + base)
+    assert "Unet" in err and "NoSuchNet" in err
+    err = _cli_error(capsys, ["train", str(chips), "-o", str(tmp_path / "r"),
+                              "--generator", "smp:Unet:no_such_encoder"] + base)
+    assert "resnet34" in err
+    assert "checkpoint.pt" in _cli_error(
+        capsys, ["train", str(chips), "-o", str(tmp_path / "r"), "--resume"] + base)
+
+
+def test_cli_refuses_resume_with_other_options_and_non_empty_run_dir(chips, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", str(chips), "-o", str(run), "--ngf", "8", "--ndf", "8", "-q",
+            "--workers", "0", "--max-steps", "2", "--device", "cpu", "--batch-size", "4"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert "different options" in _cli_error(capsys, args + ["--resume", "--lr", "0.001"])
+    assert "not empty" in _cli_error(capsys, args)
+    assert main(args + ["--resume"]) == 0  # already complete: nothing left to do
+
+
+def test_cli_refuses_chip_size_the_generator_cannot_take(chips, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "chips"
+    shutil.copytree(chips, bad)
+    info = json.loads((bad / "dataset.json").read_text())
+    info["chip_size"] = 48  # not a power of two: no U-Net depth brings it to 1x1
+    (bad / "dataset.json").write_text(json.dumps(info))
+    err = _cli_error(capsys, ["train", str(bad), "-o", str(tmp_path / "r"), "-q"])
+    assert "48" in err
+
+
+def test_config_defaults_and_unknown_option():
+    config = TrainConfig()
+    assert (config.lambda_l1, config.lr, config.norm, config.augment) == (100.0, 2e-4, "batch",
+                                                                          "none")
+    from geopix2pix.errors import GeoPix2PixError
+
+    with pytest.raises(GeoPix2PixError, match="unknown training option"):
+        TrainConfig.from_options(learning_rate=1.0)
+
+
+def test_without_val_chips_best_model_is_picked_by_train_l1(tmp_path):
+    source, target = _pair(tmp_path)
+    export_chips(source, target, tmp_path / "chips", chip_size=64, val_fraction=0.0,
+                 workers=1, progress=False)
+    messages: list[str] = []
+    result = train(tmp_path / "chips", tmp_path / "run", max_steps=4, log=messages.append,
+                   **TINY)
+    assert any("no val chips" in m for m in messages)
+    rows = _rows(tmp_path / "run")
+    assert rows[-1]["val_mae"] == "" and float(rows[-1]["loss_g_l1"]) > 0
+    assert result.best_model_path.is_file() and "loss_g_l1" in result.best
