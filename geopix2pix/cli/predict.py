@@ -38,9 +38,11 @@ def predict_command(paths, model, out_dir, quiet, **options):
     (`predict A.tif B.tif --out-dir DIR -m MODEL`).
 
     The output has the scene's exact grid (CRS, transform, size) and the model's target bands,
-    dtype, units and nodata.
+    dtype, units and nodata. Under `torchrun --nproc-per-node N -m geopix2pix predict ...` the
+    scenes are shared among the N processes (one GPU each); rank 0 prints the summary.
     """
-    from geopix2pix.prediction import predict
+    from geopix2pix.prediction.distributed import predict_sharded
+    from geopix2pix.training.distributed import env
 
     if out_dir is None:
         if len(paths) != 2:
@@ -52,8 +54,10 @@ def predict_command(paths, model, out_dir, quiet, **options):
     def warn(message: str) -> None:
         click.echo(f"Warning: {message}", err=True)
 
-    results = predict(scenes, out, model=model, out_dir=out_dir, on_warning=warn,
-                      progress=not quiet, **options)
+    results = predict_sharded(scenes, out, model=model, out_dir=out_dir, on_warning=warn,
+                              progress=not quiet, **options)
+    if env().rank != 0:
+        return
     failed = [r for r in results if not r.ok]
     for r in results:
         if r.ok and not quiet:

@@ -24,7 +24,8 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
               help="Run folder: model.safetensors, model-best.safetensors, checkpoint.pt, "
                    "metrics.csv, samples/, train.json.")
 @click.option("--batch-size", type=int, default=8,
-              help="Chips per step (batch norm learns steadier statistics with more than 1).")
+              help="Chips per step, per process under torchrun (effective batch = this x "
+                   "processes); batch norm learns steadier statistics with more than 1.")
 @click.option("--workers", type=int, default=None,
               help="Data-loading processes, 0 = main process  [default: cores - 1, at most 8]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -63,19 +64,30 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
               help=AUGMENT_HELP)
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace the contents of a non-empty RUN_DIR.  [default: off]")
+@click.option("--sync-bn", is_flag=True, default=False,
+              help="Under torchrun on GPUs: batch norm statistics over the effective batch "
+                   "(SyncBatchNorm) instead of each process's own.  [default: off]")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bar.  [default: off]")
 def train_command(chips_dir, out_dir, compile_, **options):
     """Train Pix2Pix on CHIPS_DIR (from geopix2pix export-chips) into RUN_DIR (-o).
 
-    Ctrl-C writes the checkpoint; continue with --resume.
+    Ctrl-C writes the checkpoint; continue with --resume. Under
+    `torchrun --nproc-per-node N -m geopix2pix train ...` it trains with DistributedDataParallel
+    (one process per GPU; rank 0 writes the run folder).
     """
     from geopix2pix.training import train
+    from geopix2pix.training.distributed import env
 
+    writer = env().rank == 0
     try:
         result = train(chips_dir, out_dir, compile=compile_, log=_log, **options)
     except KeyboardInterrupt:
-        click.echo(f"Interrupted: continue from {out_dir}/checkpoint.pt with --resume", err=True)
+        if writer:
+            click.echo(f"Interrupted: continue from {out_dir}/checkpoint.pt with --resume",
+                       err=True)
         raise
+    if not writer:
+        return
     best = ", ".join(f"{k} {v:.4g}" for k, v in result.best.items()
                      if isinstance(v, float) and k.startswith("val_"))
     click.echo(f"{result.run_dir}: {result.steps} steps in {result.epochs} epochs; "

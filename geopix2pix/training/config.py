@@ -19,14 +19,16 @@ DEVICES = ("auto", "cpu", "cuda")
 NORMS = ("batch", "instance")
 AUGMENTS = ("none", "flip", "d4")
 # May differ between a run and its --resume: they change speed or output, not what is learned.
-RUNTIME_OPTIONS = ("workers", "device", "amp", "compile", "resume", "overwrite", "quiet")
+# sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
+RUNTIME_OPTIONS = ("workers", "device", "amp", "compile", "resume", "overwrite", "quiet",
+                   "sync_bn")
 
 
 @dataclass
 class TrainConfig:
     """Options of a training run (see `geopix2pix train --help` for what each one does)."""
 
-    batch_size: int = 8
+    batch_size: int = 8  # per rank (process) under torchrun; effective = batch_size * ranks
     workers: int | None = None
     device: str = "auto"
     amp: bool = True
@@ -50,6 +52,7 @@ class TrainConfig:
     samples: int = 4
     overwrite: bool = False
     quiet: bool = False
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         self._check_choices()

@@ -4,7 +4,7 @@ The order of an epoch's batches is a function of (seed, epoch) and each batch's 
 function of (seed, step), so a resumed run sees exactly the batches the uninterrupted run would
 have seen, even when it stopped in the middle of an epoch. Loading never draws from the global
 RNG (the loader has its own generator), so dropout draws are unaffected by worker start-ups.
-The batch sampler is the one place a DistributedSampler-like split per rank would go.
+Under DDP the batch sampler gives each rank its slice of every global batch.
 """
 
 from __future__ import annotations
@@ -20,14 +20,24 @@ from .device import DeviceSetup
 
 
 class EpochBatchSampler(Sampler):
-    """Shuffled batches of indices, the same for the same (seed, epoch); can skip done ones."""
+    """Shuffled batches of indices, the same for the same (seed, epoch); can skip done ones.
 
-    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True) -> None:
+    With ``world_size`` ranks, one step takes a global batch of ``batch_size * world_size``
+    indices, cut from the same order a single process with that batch size would use, and rank
+    ``r`` takes the ``r``-th slice of ``batch_size`` of it: the ranks' batches are disjoint and
+    together they are exactly the one-process run's batches (a DistributedSampler that keeps
+    the global order). ``skip`` and ``batches_per_epoch`` count global batches (steps).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.size = size
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
-        self.drop_last = shuffle and size >= batch_size
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
+        self.drop_last = shuffle and size >= self.global_batch
         self.epoch = 0
         self.skip = 0
 
@@ -36,7 +46,7 @@ class EpochBatchSampler(Sampler):
         self.epoch, self.skip = epoch, skip
 
     def batches_per_epoch(self) -> int:
-        full, rest = divmod(self.size, self.batch_size)
+        full, rest = divmod(self.size, self.global_batch)
         return full if self.drop_last else full + (rest > 0)
 
     def __iter__(self):
@@ -46,10 +56,15 @@ class EpochBatchSampler(Sampler):
         else:
             order = list(range(self.size))
         for index in range(self.skip, self.batches_per_epoch()):
-            yield order[index * self.batch_size:(index + 1) * self.batch_size]
+            start = index * self.global_batch + self.rank * self.batch_size
+            batch = order[start:min(start + self.batch_size, (index + 1) * self.global_batch)]
+            if batch:  # a short last global batch (no drop_last) may leave a rank nothing
+                yield batch
 
     def __len__(self) -> int:
-        return self.batches_per_epoch() - self.skip
+        first = self.rank * self.batch_size  # this rank's offset in a global batch
+        return sum(1 for index in range(self.skip, self.batches_per_epoch())
+                   if index * self.global_batch + first < self.size)
 
 
 def _ignore_sigint(_worker_id: int) -> None:

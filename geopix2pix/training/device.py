@@ -57,8 +57,9 @@ class DeviceSetup:
         return f"{self.device} ({name}), {precision}" + (", channels_last" * self.channels_last)
 
 
-def resolve_device(name: str = "auto", amp: bool = True) -> DeviceSetup:
-    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error."""
+def resolve_device(name: str = "auto", amp: bool = True, local_rank: int = 0) -> DeviceSetup:
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error.
+    Under torchrun each process of a node takes the GPU of its ``local_rank``."""
     if name not in ("auto", "cpu", "cuda"):
         raise GeoPix2PixError(f"--device {name}: use auto, cpu or cuda")
     cuda = torch.cuda.is_available()
@@ -74,7 +75,10 @@ def resolve_device(name: str = "auto", amp: bool = True) -> DeviceSetup:
     amp_dtype = None
     if amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return DeviceSetup(torch.device("cuda"), amp_dtype, True)
+    if local_rank >= torch.cuda.device_count():
+        raise GeoPix2PixError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
+                              "GPU(s) visible; start at most that many processes per node")
+    return DeviceSetup(torch.device("cuda", local_rank), amp_dtype, True)
 
 
 def default_workers() -> int:

@@ -1,7 +1,8 @@
 """RUN_DIR/metrics.csv (one row per epoch) and, when tensorboard is installed, its event files.
 
 The CSV is rewritten whole and atomically at each epoch end; a resumed run keeps the rows of the
-epochs the checkpoint had completed.
+epochs the checkpoint had completed. Under DDP only rank 0's log is ``enabled``: the others keep
+their rows in memory and write nothing.
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ def _format(value: Any) -> str:
 class MetricsLog:
     """The per-epoch metrics of a run, mirrored to metrics.csv (and TensorBoard if present)."""
 
-    def __init__(self, run_dir: Path, keep_before_epoch: int = 0) -> None:
+    def __init__(self, run_dir: Path, keep_before_epoch: int = 0, enabled: bool = True) -> None:
         self.path = Path(run_dir) / METRICS
+        self.enabled = enabled
         self.rows: list[dict[str, str]] = []
         if keep_before_epoch and self.path.exists():
             with self.path.open(newline="") as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < keep_before_epoch]
-        self.writer = _tensorboard(Path(run_dir) / "tensorboard")
+        self.writer = _tensorboard(Path(run_dir) / "tensorboard") if enabled else None
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append({c: _format(row.get(c)) for c in COLUMNS})
+        if not self.enabled:
+            return
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()

@@ -4,6 +4,9 @@ Epoch end: validation (G in eval mode), samples/epoch_NNN.png, a metrics.csv row
 model.safetensors, model-best.safetensors when the score improved, and checkpoint.pt.
 A stop request (Ctrl-C, SIGTERM, or the callback) is honoured between steps: the checkpoint is
 written for the state after the last whole step and KeyboardInterrupt is raised.
+Under DDP the ranks agree after every step whether any of them was asked to stop, so all stop
+after the same step; rank 0 writes the checkpoint while the others wait, and every rank raises
+KeyboardInterrupt. Epoch losses and validation sums are added across the ranks.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data import augment_batch
 from .samples import write_samples
 from .schedule import LinearDecaySchedule
@@ -76,7 +80,7 @@ class EpochRunner:
         """The fixed chips shown in samples/: the first val chips (train chips without val)."""
         count = self.trainer.config.samples
         dataset = self.trainer.val_set if self.trainer.val_set else self.trainer.train_set
-        if count == 0:
+        if count == 0 or not distributed.is_writer():
             return None
         items = [dataset[i] for i in range(min(count, len(dataset)))]
         return {k: torch.stack([it[k] for it in items]) for k in ("source", "target", "valid")}
@@ -84,11 +88,13 @@ class EpochRunner:
     def run(self, stop: StopRequest, callback: Callable[[dict], bool | None] | None) -> None:
         state = self.trainer.state
         bar = tqdm(total=self.schedule.total_steps, initial=state["step"], unit="step",
-                   disable=self.trainer.config.quiet, dynamic_ncols=True)
+                   disable=self.trainer.config.quiet or not distributed.is_writer(),
+                   dynamic_ncols=True)
         try:
             while state["step"] < self.schedule.total_steps:
                 self._train_epoch(bar, stop, callback)
                 self._end_epoch()
+                stop.requested = distributed.any_rank(stop.requested)
                 if stop.requested and state["step"] < self.schedule.total_steps:
                     raise KeyboardInterrupt
         finally:
@@ -106,7 +112,8 @@ class EpochRunner:
         start = time.perf_counter()
         stopping = False
         for batch in self.train_loader:
-            batch = augment_batch(batch, config.augment, config.seed, state["step"])
+            batch = augment_batch(batch, config.augment, config.seed + trainer.rank,
+                                  state["step"])
             lr = self.schedule.apply([step_fn.opt_g, step_fn.opt_d], state["step"])
             losses = step_fn(setup.to_device(batch["source"]), setup.to_device(batch["target"]),
                              setup.to_device(batch["valid"]))
@@ -116,7 +123,7 @@ class EpochRunner:
             partial["batches"] += 1
             partial["images"] += int(batch["source"].shape[0])
             info = self._progress(bar, losses, lr)
-            stopping = bool(callback and callback(info)) or stop.requested
+            stopping = distributed.any_rank(bool(callback and callback(info)) or stop.requested)
             if stopping or state["step"] >= self.schedule.total_steps:
                 break
         elapsed = time.perf_counter() - start
@@ -143,13 +150,18 @@ class EpochRunner:
         trainer, state = self.trainer, self.trainer.state
         partial = state["partial"]
         epoch = state["epoch"] + 1
+        reduce = distributed.all_reduce_sum if trainer.world > 1 else None
         scores = evaluate(trainer.generator, self.val_loader, trainer.setup,
-                          trainer.val_set.target_scaling) if self.val_loader else {}
-        means = [s / max(partial["batches"], 1) for s in partial["sums"]]
+                          trainer.val_set.target_scaling, reduce,
+                          trainer.spec.out_channels) if self.val_loader is not None else {}
+        # the ranks' losses and images together (a resumed epoch's restored part is per rank)
+        totals = distributed.all_reduce_sum(torch.tensor(
+            [*partial["sums"], partial["batches"], partial["images"]], dtype=torch.float64))
+        means = [float(s) / max(float(totals[3]), 1) for s in totals[:3]]
         row = {"epoch": epoch, "step": state["step"],
                "lr": self.schedule.lr_at(max(state["step"] - 1, 0)),
                **dict(zip(LOSSES, means)), **scores,
-               "images_per_second": partial["images"] / max(partial["seconds"], 1e-9),
+               "images_per_second": float(totals[4]) / max(partial["seconds"], 1e-9),
                "epoch_seconds": partial["seconds"]}
         self._write_samples(epoch)
         state.update(epoch=epoch, batch_in_epoch=0, partial={})
@@ -165,7 +177,7 @@ class EpochRunner:
     @torch.no_grad()
     def _write_samples(self, epoch: int) -> None:
         batch, trainer = self.sample_batch, self.trainer
-        if batch is None:
+        if batch is None or not distributed.is_writer():
             return
         generator = trainer.generator
         generator.eval()

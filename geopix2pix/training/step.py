@@ -1,7 +1,10 @@
 """One Pix2Pix optimisation step: update D on real and fake pairs, then G, as in the paper.
 
 Losses are returned as detached device tensors so the loop only synchronises with the GPU when it
-displays or logs them.
+displays or logs them. Under DDP, ``generator`` and ``discriminator`` are the DDP wrappers (their
+gradients are averaged over the ranks in ``backward``) and ``adversary`` is D's plain module: in
+G's step D only judges, gets no gradients, and so must not go through DDP, whose reducer would
+wait for D gradients that never come.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ class Pix2PixStep:
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module,
                  opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                 setup: DeviceSetup, gan_mode: str, lambda_l1: float) -> None:
+                 setup: DeviceSetup, gan_mode: str, lambda_l1: float,
+                 adversary: nn.Module | None = None) -> None:
         self.generator = generator
         self.discriminator = discriminator
+        self.adversary = discriminator if adversary is None else adversary
         self.opt_g = opt_g
         self.opt_d = opt_d
         self.setup = setup
@@ -59,7 +64,8 @@ class Pix2PixStep:
         set_requires_grad(disc, False)
         self.opt_g.zero_grad(set_to_none=True)
         with setup.autocast():
-            g_gan, g_l1 = generator_losses(self.gan, disc, source, target, fake, valid)
+            g_gan, g_l1 = generator_losses(self.gan, self.adversary, source, target, fake,
+                                           valid)
             loss_g = g_gan + self.lambda_l1 * g_l1
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)

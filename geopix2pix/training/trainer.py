@@ -3,7 +3,12 @@
 chips folder -> datasets and loaders -> G, D, optimizers (fresh or from checkpoint.pt) -> epochs of
 steps -> at each epoch end: validation, samples, metrics.csv, model.safetensors (+ model-best),
 checkpoint.pt. Ctrl-C / SIGTERM finish the current step, write the checkpoint and stop.
-All writes go through ``is_writer()``, the single rank-0 predicate a DDP version would change.
+
+Under torchrun (see `distributed`) every rank runs this same code: G and D are wrapped in
+DistributedDataParallel, each rank trains on its slice of every global batch (``--batch-size``
+per rank), validates its shard of the val chips, and all writes go through ``is_writer()``
+(rank 0). Checkpoints hold the plain modules' state, so a run can resume on any number of ranks
+with the same effective batch.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import GeneratorSpec, build_discriminator, build_generator, save_model
 from geopix2pix.raster.write import prepare_output_dir, write_text_atomic
 
-from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, set_rng_state
+from . import distributed
+from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .data import EpochBatchSampler, make_loader
-from .device import default_workers, maybe_compile, resolve_device
+from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import MetricsLog
 from .loop import EpochRunner, StopRequest, seed_everything
 from .metadata import model_metadata
@@ -40,8 +46,8 @@ OPTIONS = "train.json"
 
 
 def is_writer() -> bool:
-    """Whether this process writes outputs (rank 0 under DDP; always, for now)."""
-    return True
+    """Whether this process writes outputs: rank 0 under DDP, the only process otherwise."""
+    return distributed.is_writer()
 
 
 @dataclass
@@ -60,6 +66,10 @@ class TrainResult:
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def _quiet(_message: str) -> None:
+    """The log of ranks other than 0: they say nothing."""
 
 
 def _dataset_fingerprint(chips_dir: Path) -> str:
@@ -94,41 +104,65 @@ class Trainer:
     """One training run: set up from options (and checkpoint), then ``fit``."""
 
     def __init__(self, chips_dir, out_dir, config: TrainConfig,
-                 log: Callable[[str], None] = _stderr) -> None:
+                 log: Callable[[str], None] = _stderr, setup: DeviceSetup | None = None) -> None:
         self.chips_dir, self.run_dir = Path(chips_dir), Path(out_dir)
-        self.config, self.log = config, log
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.config, self.log = config, log if is_writer() else _quiet
         self.info = DatasetInfo.load(self.chips_dir)
-        self.setup = resolve_device(config.device, config.amp)
-        seed_everything(config.seed)
+        self.setup = setup or resolve_device(config.device, config.amp)
+        seed_everything(config.seed)  # the same initial weights on every rank
         self.spec, generator, discriminator = _build_networks(self.info, config)
+        if self.world > 1:
+            seed_everything(config.seed + self.rank)  # but each rank its own dropout draws
         self.train_set = ChipDataset(self.chips_dir, "train")
         self.val_set = ChipDataset(self.chips_dir, "val")
-        if len(self.train_set) == 0:
-            raise GeoPix2PixError(f"{self.chips_dir} has no train chips; re-export with a "
-                                  "smaller --val-fraction or more data")
-        _prepare_run_dir(self.run_dir, config)
+        self._check_sizes()
+        if config.sync_bn:
+            generator = distributed.sync_batch_norm(generator, self.setup.device)
+            discriminator = distributed.sync_batch_norm(discriminator, self.setup.device)
+        distributed.writer_first(lambda: _prepare_run_dir(self.run_dir, config))
         self.generator = self.setup.prepare(generator)
         self.discriminator = self.setup.prepare(discriminator)
         betas = (config.beta1, 0.999)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
         self.step_fn = Pix2PixStep(
-            maybe_compile(self.generator, config.compile),
-            maybe_compile(self.discriminator, config.compile),
-            opt_g, opt_d, self.setup, config.gan_mode, config.lambda_l1)
+            maybe_compile(distributed.wrap(self.generator, self.setup.device), config.compile),
+            maybe_compile(distributed.wrap(self.discriminator, self.setup.device),
+                          config.compile),
+            opt_g, opt_d, self.setup, config.gan_mode, config.lambda_l1,
+            adversary=maybe_compile(self.discriminator, config.compile)
+            if self.world > 1 else None)
         self.workers = default_workers() if config.workers is None else config.workers
-        self.sampler = EpochBatchSampler(len(self.train_set), config.batch_size, config.seed)
+        self.sampler = EpochBatchSampler(len(self.train_set), config.batch_size, config.seed,
+                                         rank=self.rank, world_size=self.world)
         self.state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": math.inf,
                       "best_scores": {}, "partial": {}}
         if config.resume:
             self._restore()
 
+    @property
+    def effective_batch(self) -> int:
+        """Chips per optimisation step over all ranks."""
+        return self.config.batch_size * self.world
+
+    def _check_sizes(self) -> None:
+        if len(self.train_set) == 0:
+            raise GeoPix2PixError(f"{self.chips_dir} has no train chips; re-export with a "
+                                  "smaller --val-fraction or more data")
+        if self.world > 1 and len(self.train_set) < self.effective_batch:
+            raise GeoPix2PixError(
+                f"{len(self.train_set)} train chips cannot fill one step of {self.world} ranks x "
+                f"--batch-size {self.config.batch_size}; lower --batch-size or use fewer ranks")
+
     def options(self) -> dict[str, Any]:
         """Options that define the run (stored in checkpoints and model files)."""
-        return {**self.config.result_options(), "dataset": _dataset_fingerprint(self.chips_dir)}
+        return {**self.config.result_options(), "batch_size": self.effective_batch,
+                "dataset": _dataset_fingerprint(self.chips_dir)}
 
     def _restore(self) -> None:
         saved = load_checkpoint(self.run_dir)
+        self._check_effective_batch(saved)
         check_same_options(saved["options"], self.options(), self.run_dir / CHECKPOINT)
         self.generator.load_state_dict(saved["generator"])
         self.discriminator.load_state_dict(saved["discriminator"])
@@ -136,36 +170,82 @@ class Trainer:
         self.step_fn.opt_d.load_state_dict(saved["opt_d"])
         self.step_fn.scaler.load_state_dict(saved["scaler"])
         self.state = {k: saved[k] for k in self.state}
-        set_rng_state(saved["rng"])
+        ranks = saved.get("rng_ranks") or [saved["rng"]]
+        if len(ranks) == self.world:
+            set_rng_state(ranks[self.rank])  # exactly where this rank left off
+        else:  # another number of ranks: fresh per-rank draws (batches and schedule still exact)
+            seed_everything(self.config.seed + self.rank + 1_000_003 * int(saved["step"]))
+
+    def _check_effective_batch(self, saved: dict[str, Any]) -> None:
+        """A run resumes on any number of ranks with the same chips per step (its schedule and
+        batch order are counted in those steps)."""
+        before = int(saved["options"].get("batch_size", 0))
+        if before == self.effective_batch:
+            return
+        ranks = int(saved.get("world_size", 1))
+        hint = f"resume with --batch-size {before // self.world}" if before % self.world == 0 \
+            else f"use a number of ranks that divides {before}"
+        raise GeoPix2PixError(
+            f"--resume: {self.run_dir / CHECKPOINT} trained with {before} chips per step "
+            f"({ranks} rank(s) x --batch-size {before // ranks}); on {self.world} rank(s) {hint}")
 
     def save_checkpoint(self) -> None:
         """checkpoint.pt for the current state (see checkpoint.py)."""
-        if not is_writer():
-            return
         from .checkpoint import save_checkpoint
 
+        rngs = distributed.all_gather_object(rng_state())  # every rank's, to resume exactly
+        partial = self.state["partial"]
+        if partial and self.world > 1:  # mid-epoch: the ranks' mean losses so far, not rank 0's
+            sums = distributed.all_reduce_sum(torch.tensor(partial["sums"])) / self.world
+            partial = {**partial, "sums": sums.tolist()}
         step_fn = self.step_fn
-        save_checkpoint(self.run_dir, {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "opt_g": step_fn.opt_g.state_dict(), "opt_d": step_fn.opt_d.state_dict(),
-            "scaler": step_fn.scaler.state_dict(), "schedule": self.schedule.state_dict(),
-            "options": self.options(), **self.state,
-        })
+        if is_writer():
+            save_checkpoint(self.run_dir, {
+                "generator": self.generator.state_dict(),
+                "discriminator": self.discriminator.state_dict(),
+                "opt_g": step_fn.opt_g.state_dict(), "opt_d": step_fn.opt_d.state_dict(),
+                "scaler": step_fn.scaler.state_dict(), "schedule": self.schedule.state_dict(),
+                "options": self.options(), **self.state, "partial": partial,
+                "world_size": self.world, "rng_ranks": rngs,
+            })
+        distributed.barrier()  # no rank goes on (or exits) before the checkpoint is written
 
     def save_model(self, path: Path, validation: dict[str, float]) -> None:
         if not is_writer():
             return
-        metadata = model_metadata(self.info, self.config.to_dict(),
-                                  self.state["epoch"], self.state["step"], validation)
+        options = {**self.config.to_dict(), "world_size": self.world,
+                   "effective_batch_size": self.effective_batch}
+        metadata = model_metadata(self.info, options, self.state["epoch"], self.state["step"],
+                                  validation)
         save_model(path, self.generator, self.spec, metadata)
 
-    def write_options(self) -> None:
+    def write_options(self, replicas: dict[str, Any] | None = None) -> None:
+        """RUN_DIR/train.json: options, device, ranks and batch sizes (and, at the end of a
+        multi-rank run, each rank's parameter fingerprints)."""
         if is_writer():
             content = {"chips_dir": str(self.chips_dir.resolve()),
                        "options": self.config.to_dict(), "device": self.setup.describe(),
-                       "dataset": _dataset_fingerprint(self.chips_dir)}
+                       "dataset": _dataset_fingerprint(self.chips_dir),
+                       "world_size": self.world, "batch_size_per_rank": self.config.batch_size,
+                       "effective_batch_size": self.effective_batch}
+            if replicas:
+                content["replicas"] = replicas
             write_text_atomic(self.run_dir / OPTIONS, json.dumps(content, indent=2))
+
+    def check_replicas(self) -> None:
+        """Compare every rank's G and D (they must be identical under DDP); record the
+        fingerprints in train.json and warn when they differ."""
+        if self.world < 2:
+            return
+        mine = [distributed.fingerprint(self.generator),
+                distributed.fingerprint(self.discriminator)]
+        every = distributed.all_gather_object(mine)
+        replicas = {"generator": [f[0] for f in every], "discriminator": [f[1] for f in every]}
+        replicas["identical"] = all(f == every[0] for f in every)
+        if not replicas["identical"]:
+            self.log("warning: the ranks' networks differ at the end of the run (see "
+                     f"{OPTIONS}); the model file holds rank 0's")
+        self.write_options(replicas)
 
     @property
     def schedule(self):
@@ -180,18 +260,25 @@ class Trainer:
                      "empty and model-best.safetensors is picked by the train L1 loss")
         train_loader = make_loader(self.train_set, self.sampler, self.workers, self.setup,
                                    config.seed)
-        val_sampler = EpochBatchSampler(len(self.val_set), config.batch_size, 0, shuffle=False)
+        val_sampler = EpochBatchSampler(len(self.val_set), config.batch_size, 0, shuffle=False,
+                                        rank=self.rank, world_size=self.world)
         val_loader = make_loader(self.val_set, val_sampler, self.workers, self.setup, 0) \
-            if self.val_set else []
-        history = MetricsLog(self.run_dir, keep_before_epoch=self.state["epoch"] + 1)
+            if len(self.val_set) else None
+        history = MetricsLog(self.run_dir, keep_before_epoch=self.state["epoch"] + 1,
+                             enabled=is_writer())
         self.runner = EpochRunner(self, train_loader, val_loader, history)
-        self.log(f"training on {self.setup.describe()}: {len(self.train_set)} train / "
-                 f"{len(self.val_set)} val chips, {self.runner.schedule.total_steps} steps")
+        ranks = f", {self.world} ranks ({torch.distributed.get_backend()})" \
+            if self.world > 1 else ""
+        self.log(f"training on {self.setup.describe()}{ranks}: {len(self.train_set)} train / "
+                 f"{len(self.val_set)} val chips, batch {config.batch_size} per rank x "
+                 f"{self.world} = {self.effective_batch} per step, "
+                 f"{self.runner.schedule.total_steps} steps")
         try:
             with StopRequest() as stop:
                 self.runner.run(stop, callback)
         finally:
             history.close()
+        self.check_replicas()
         return TrainResult(self.run_dir, self.run_dir / MODEL, self.run_dir / BEST_MODEL,
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
                            history.rows, self.state["best_scores"])
@@ -203,6 +290,14 @@ def train(chips_dir, out_dir, *, callback: Callable[[dict], bool | None] | None 
 
     ``callback(info)`` is called after each step with {"epoch", "step", "lr", losses}; returning
     True stops the run as Ctrl-C does (checkpoint written, KeyboardInterrupt raised).
+    Under torchrun, this joins the process group (NCCL on CUDA, gloo on the CPU), trains with
+    DDP, and leaves the group at the end.
     """
     config = TrainConfig.from_options(**options)
-    return Trainer(chips_dir, out_dir, config, log).fit(callback)
+    setup = resolve_device(config.device, config.amp, distributed.env().local_rank)
+    joined = distributed.init_from_env(setup.device)
+    try:
+        return Trainer(chips_dir, out_dir, config, log, setup).fit(callback)
+    finally:
+        if joined:
+            distributed.cleanup()

@@ -6,11 +6,16 @@ Scores, over the valid pixels of all val chips, averaged over bands:
 - ``val_psnr``: from the MSE with the target scaled to [0, 1] (its scaling range), i.e.
   10*log10(1 / MSE), not from the MAE;
 - ``val_ssim``: SSIM on the same [0, 1] scale, over valid pixels only.
+
+Every score is a sum over valid pixels divided by their count, so under DDP each rank validates
+its shard of the val chips and the sums and counts are added across ranks (``reduce``) before
+dividing: the result is the one-process result, up to float rounding.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,6 +27,7 @@ from geopix2pix.metrics import masked_mae, masked_mse, masked_ssim, psnr
 from .device import DeviceSetup
 
 VAL_METRICS = ("val_l1", "val_mae", "val_rmse", "val_psnr", "val_ssim")
+SUMS = ("l1", "mae", "mse", "mse01", "ssim")
 
 
 def to_units(scaled: torch.Tensor, scaling: Scaling) -> torch.Tensor:
@@ -48,11 +54,29 @@ class _Totals:
     def mean(self, key: str) -> torch.Tensor:
         return self.sums[key] / max(self.count, 1.0)
 
+    def reduce(self, reduce: Callable[[torch.Tensor], torch.Tensor], channels: int) -> None:
+        """Replace the sums and count by ``reduce`` of them (e.g. summed over the ranks); a rank
+        without chips contributes zeros."""
+        zeros = torch.zeros(channels, dtype=torch.float64)
+        packed = torch.cat([torch.as_tensor(self.sums.get(k, zeros), dtype=torch.float64)
+                            .reshape(channels) for k in SUMS]
+                           + [torch.tensor([self.count], dtype=torch.float64)])
+        packed = reduce(packed)
+        self.sums = {k: packed[i * channels:(i + 1) * channels] for i, k in enumerate(SUMS)}
+        self.count = float(packed[-1])
+
 
 @torch.no_grad()
-def evaluate(generator: nn.Module, loader, setup: DeviceSetup,
-             target_scaling: Scaling) -> dict[str, float]:
-    """Scores of ``generator`` on every chip of ``loader``; empty dict when it has no chips."""
+def evaluate(generator: nn.Module, loader, setup: DeviceSetup, target_scaling: Scaling,
+             reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             channels: int = 1) -> dict[str, float]:
+    """Scores of ``generator`` on every chip of ``loader``; empty dict when it has no chips.
+
+    ``reduce`` (with the number of target ``channels``) combines the per-band sums and the
+    valid-pixel count of all ranks, each of which evaluated its own shard of the chips.
+    ``generator`` must be the plain module, not its DDP wrapper (ranks may have different
+    numbers of batches).
+    """
     was_training = generator.training
     generator.eval()
     totals = _Totals()
@@ -78,6 +102,8 @@ def evaluate(generator: nn.Module, loader, setup: DeviceSetup,
             }, count)
     finally:
         generator.train(was_training)
+    if reduce is not None:
+        totals.reduce(reduce, channels)
     if totals.count == 0:
         return {}
     mse01 = float(totals.mean("mse01").mean())

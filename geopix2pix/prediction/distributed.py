@@ -1,0 +1,86 @@
+"""Several scenes predicted by several processes: `torchrun ... -m geopix2pix predict A B ...`.
+
+Under torchrun, rank ``r`` of ``W`` predicts scenes ``r, r + W, r + 2W, ...`` of the list on its
+own GPU (LOCAL_RANK), through the ordinary one-process `predict_scenes`. Outputs are named per
+scene (``output_paths`` refuses two scenes with one output), so no two ranks write the same file,
+and each is written atomically. A failed scene is reported in its result while the rank goes on
+with its others; at the end the ranks' results are gathered (gloo, small Python objects) so that
+every rank holds all scenes' results, in the order given. Without torchrun, `predict_sharded` is
+`predict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+import torch
+
+from geopix2pix.models import load_model
+from geopix2pix.prediction.predictor import (
+    PathLike,
+    PredictOptions,
+    SceneResult,
+    output_paths,
+    predict,
+    predict_scenes,
+    resolve_device,
+)
+from geopix2pix.training import distributed
+
+# A rank waits for the slowest rank's scenes before the results are gathered: allow for days.
+GATHER_TIMEOUT = timedelta(days=7)
+
+
+def shard(items: Sequence, rank: int, world_size: int) -> list:
+    """Rank ``rank``'s share of ``items``: items ``rank, rank + world_size, ...``."""
+    return list(items[rank::world_size])
+
+
+def rank_device(device: str, local_rank: int) -> torch.device:
+    """The device of this rank: its own GPU (LOCAL_RANK) when the device is CUDA."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return resolved
+
+
+def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
+                    model: PathLike, out_dir: PathLike | None = None,
+                    on_warning: Callable[[str], None] | None = None,
+                    **options) -> list[SceneResult]:
+    """`predict`, with the scenes shared among torchrun's ranks when launched by torchrun.
+
+    Returns every scene's result, in the order given, on every rank (a result gathered from
+    another rank carries its ``error`` text but not its exception object). With one scene and
+    OUT, a failure raises on the rank that predicted it, as `predict` does.
+    """
+    where = distributed.env()
+    if not where.launched:
+        return predict(scenes, out, model=model, out_dir=out_dir, on_warning=on_warning,
+                       **options)
+    opts = PredictOptions(**options)
+    single = isinstance(scenes, (str, os.PathLike))
+    pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
+    device = rank_device(opts.device, where.local_rank)
+    joined = distributed.init_from_env(device, control_only=True, timeout=GATHER_TIMEOUT)
+    try:
+        rank, world = distributed.rank(), distributed.world_size()
+        loaded = load_model(model, device=device)  # on every rank: same errors everywhere
+        loaded.generator.to(device)
+        opts = dataclasses.replace(opts, progress=opts.progress and rank == 0)
+        results = predict_scenes(shard(pairs, rank, world), loaded, opts, on_warning=on_warning)
+        gathered = distributed.all_gather_object(
+            [dataclasses.replace(r, exception=None) for r in results])
+    finally:
+        if joined:
+            distributed.cleanup()
+    if out is not None and results and results[0].exception is not None:
+        raise results[0].exception
+    ordered: list[SceneResult | None] = [None] * len(pairs)
+    for r, share in enumerate(gathered):
+        for index, result in zip(range(r, len(pairs), world), share):
+            ordered[index] = result
+    return [r for r in ordered if r is not None]

@@ -1,0 +1,184 @@
+"""Running on several processes with PyTorch's own distributed engine (torchrun, DDP).
+
+`torchrun` (``python -m torch.distributed.run``) starts one process per GPU and sets RANK,
+WORLD_SIZE, LOCAL_RANK and the rendezvous variables; ``init_from_env`` joins that process group
+(NCCL on CUDA, gloo on the CPU). Without those variables everything here is a no-op and the
+program runs as one process. Besides the main group, a gloo group on the CPU carries the small
+control messages (stop flags, validation sums, gathered Python objects), so exchanging them never
+waits on the GPU stream. ``is_writer()`` is the one rank-0 predicate: only the writer writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from geopix2pix.errors import GeoPix2PixError
+
+T = TypeVar("T")
+_control_group = None
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place among the torchrun processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def launched(self) -> bool:
+        """Whether torchrun started this process (then it joins the process group)."""
+        return self.world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def env() -> DistEnv:
+    """RANK, WORLD_SIZE and LOCAL_RANK as torchrun sets them (0, 1, 0 without torchrun)."""
+    try:
+        return DistEnv(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                       int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError as exc:
+        raise GeoPix2PixError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({exc}); launch "
+                              "with torchrun") from None
+
+
+def active() -> bool:
+    """Whether this process is part of an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_writer() -> bool:
+    """Whether this process writes outputs: rank 0, or the only process."""
+    return rank() == 0
+
+
+def init_from_env(device: torch.device, control_only: bool = False,
+                  timeout: timedelta | None = None) -> bool:
+    """Join torchrun's process group (NCCL for a CUDA ``device``, else gloo) when launched by
+    torchrun and not already joined; returns whether this call initialised it.
+
+    ``control_only``: the ranks only exchange small Python objects (no tensors on the GPU),
+    so a gloo group serves whatever the device. ``timeout``: how long a collective may wait for
+    a slow rank (PyTorch's default otherwise).
+    """
+    global _control_group
+    if active() or not env().launched:
+        return False
+    extra = {} if timeout is None else {"timeout": timeout}
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if device.type == "cuda" and not control_only:
+        dist.init_process_group("nccl", device_id=device, **extra)
+        _control_group = dist.new_group(backend="gloo", **extra)
+    else:
+        dist.init_process_group("gloo", **extra)
+        _control_group = None  # the world group is gloo already
+    return True
+
+
+def cleanup() -> None:
+    """Leave the process group (after a barrier, so no rank leaves while others still talk)."""
+    global _control_group
+    if active():
+        dist.destroy_process_group()
+    _control_group = None
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier(group=_control_group)
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over the ranks of a CPU tensor (returned as float64; unchanged alone)."""
+    values = values.detach().to("cpu", torch.float64).clone()
+    if active():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM, group=_control_group)
+    return values
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one (e.g. a stop request)."""
+    if not active():
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)]))[0] > 0)
+
+
+def all_gather_object(obj: T) -> list[T]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    if not active():
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, obj, group=_control_group)
+    return gathered
+
+
+def writer_first(action: Callable[[], T]) -> T | None:
+    """Run ``action`` on rank 0 only; a GeoPix2PixError it raises is raised on every rank (so
+    all stop with the same one-line error instead of waiting on rank 0). None on other ranks."""
+    if not active():
+        return action()
+    result, message = None, None
+    if is_writer():
+        try:
+            result = action()
+        except GeoPix2PixError as exc:
+            message = str(exc)
+    box = [message]
+    dist.broadcast_object_list(box, src=0, group=_control_group)
+    if box[0] is not None:
+        raise GeoPix2PixError(box[0])
+    return result
+
+
+def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel when in a process group (itself otherwise).
+
+    DDP broadcasts rank 0's parameters and buffers on construction, so every rank starts from
+    the same weights, and averages the gradients over the ranks in each backward.
+    """
+    if not active():
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, output_device=device.index if ids
+                                   else None, find_unused_parameters=False)
+
+
+def sync_batch_norm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` with its batch norms synchronised across the ranks (SyncBatchNorm), so the
+    statistics are those of the effective batch; CUDA only, as PyTorch's SyncBatchNorm."""
+    if world_size() < 2:
+        return module
+    if device.type != "cuda":
+        raise GeoPix2PixError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only); "
+                              "on the CPU train without --sync-bn or with --norm instance")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+
+def fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names and exact bytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8)
+                      .numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,251 @@
+"""torchrun on the CPU (gloo, 2 processes): DDP training and sharded multi-scene prediction.
+
+Every run is real: `python -m torch.distributed.run --standalone --nproc-per-node 2 -m geopix2pix
+...`. Which files each rank writes is recorded by an audit hook (a test-only sitecustomize on
+PYTHONPATH): rank 1 must write nothing in the run folder.
+
+The one-process comparison uses instance norm and 32 px chips: batch norm without --sync-bn
+normalises each rank's half batch by its own statistics (so it differs from one process by
+design), and PyTorch's SyncBatchNorm runs on GPUs only; a 32 px U-Net (depth 5) has no dropout
+layers, whose draws would differ per rank. What is left differs from one process only by float
+rounding, except the biases of convolutions followed by instance norm: their gradient is zero in
+exact arithmetic, so Adam turns rounding noise into +-lr steps there. Those biases do not change
+any output, so the comparison is on outputs and logged losses/metrics, not on raw parameters.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import write_raster
+from predict_helpers import unet_file, write_scene
+
+from geopix2pix.chips.dataset import ChipDataset
+from geopix2pix.chips.export import export_chips
+from geopix2pix.cli import main
+from geopix2pix.models import build_generator, load_model
+from geopix2pix.prediction import predict
+from geopix2pix.training import train
+from geopix2pix.training.checkpoint import load_checkpoint
+
+OPTIONS = dict(ngf=4, ndf=4, n_layers=2, norm="instance", max_steps=6, epochs=1, decay_epochs=1,
+               workers=0, device="cpu", quiet=True)
+AUDIT = """
+import atexit, os
+_watch, _log, _rank = (os.environ.get(k) for k in ("AUDIT_WATCH", "AUDIT_LOG", "RANK"))
+if _watch and _log and _rank is not None:
+    _seen = []
+    _write = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+    def _hook(event, args):
+        if event == "open" and isinstance(args[0], (str, os.PathLike)):
+            mode, flags = args[1], args[2]
+            if (mode is None and flags & _write) or (mode and any(c in mode for c in "wax+")):
+                _seen.append(os.fspath(args[0]))
+        elif event in ("os.rename", "os.replace"):
+            _seen.append(os.fspath(args[1]))
+        elif event in ("os.mkdir", "os.remove", "shutil.rmtree"):
+            _seen.append(os.fspath(args[0]))
+
+    import sys
+    sys.addaudithook(_hook)
+
+    def _dump():
+        inside = [p for p in _seen if os.path.abspath(p).startswith(_watch)]
+        with open(os.path.join(_log, f"rank{_rank}.txt"), "w") as f:
+            f.write("\\n".join(inside))
+
+    atexit.register(_dump)
+"""
+
+
+def torchrun(args: list[str], tmp: Path, watch: Path | None = None) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2 ARGS` on the CPU, one thread per process."""
+    hook = tmp / "audit"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(AUDIT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(hook),
+           "AUDIT_WATCH": str(watch.resolve()) if watch else "", "AUDIT_LOG": str(hook)}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def audit(tmp: Path, rank: int) -> list[str]:
+    return [p for p in (tmp / "audit" / f"rank{rank}.txt").read_text().splitlines() if p]
+
+
+def cli_args(options: dict) -> list[str]:
+    args = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ddp")
+    y, x = np.mgrid[0:128, 0:128]
+    dem = 100 + 30 * np.sin(x / 11.0) + 25 * np.cos(y / 13.0) + 10 * np.sin((x + y) / 7.0)
+    gy, gx = np.gradient(dem)
+    shade = np.clip(128 + 40 * (gx - gy), 0, 255).astype("uint8")
+    source = write_raster(folder / "dem.tif", dem.astype("float32"))
+    target = write_raster(folder / "shade.tif", shade)
+    export_chips(source, target, folder / "chips", chip_size=32, stride=16, split_block=64,
+                 workers=1, progress=False)
+    return folder / "chips"
+
+
+@pytest.fixture(scope="module")
+def one_process(chips, tmp_path_factory):
+    """The reference: one process, batch 4 (= 2 ranks x 2)."""
+    return train(chips, tmp_path_factory.mktemp("one") / "run", batch_size=4, **OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(chips, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("two")
+    run = tmp / "run"
+    done = torchrun(["-m", "geopix2pix", "train", str(chips), "-o", str(run), "--batch-size",
+                     "2", *cli_args(OPTIONS)], tmp, watch=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp, run, done
+
+
+def rows(run: Path) -> list[dict]:
+    with (run / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def outputs(model_path: Path, chips: Path) -> torch.Tensor:
+    generator = load_model(model_path).generator
+    val = ChipDataset(chips, "val")
+    with torch.no_grad():
+        return generator(torch.stack([val[i]["source"] for i in range(len(val))]))
+
+
+def assert_like_one_process(run: Path, reference: Path, chips: Path) -> None:
+    ours, ref = rows(run), rows(reference)
+    assert [(r["epoch"], r["step"], r["lr"]) for r in ours] == \
+        [(r["epoch"], r["step"], r["lr"]) for r in ref]
+    for key in ("loss_g_gan", "loss_g_l1", "loss_d", "val_l1", "val_mae", "val_psnr", "val_ssim"):
+        assert float(ours[-1][key]) == pytest.approx(float(ref[-1][key]), rel=1e-4), key
+    spec = load_model(reference / "model.safetensors").spec
+    torch.manual_seed(0)
+    initial = build_generator(spec).eval()
+    val = ChipDataset(chips, "val")
+    with torch.no_grad():
+        start = initial(torch.stack([val[i]["source"] for i in range(len(val))]))
+    trained = outputs(reference / "model.safetensors", chips)
+    moved = float((trained - start).abs().max())
+    assert moved > 1e-2  # training changed the outputs ...
+    diff = float((outputs(run / "model.safetensors", chips) - trained).abs().max())
+    assert diff < 1e-3 * moved, (diff, moved)  # ... the same way on 2 ranks as on one
+
+
+def test_two_ranks_keep_replicas_identical_and_train_like_one_process(two_ranks, one_process,
+                                                                      chips):
+    tmp, run, done = two_ranks
+    info = json.loads((run / "train.json").read_text())
+    assert (info["world_size"], info["batch_size_per_rank"], info["effective_batch_size"]) == \
+        (2, 2, 4)
+    replicas = info["replicas"]
+    assert replicas["identical"] and len(set(replicas["generator"])) == 1
+    assert len(replicas["generator"]) == 2 and len(set(replicas["discriminator"])) == 1
+    assert "batch 2 per rank x 2 = 4 per step" in done.stderr
+    assert done.stderr.count("training on") == 1  # rank 0 alone logs
+    meta = load_model(run / "model.safetensors").metadata["training"]
+    assert (meta["world_size"], meta["effective_batch_size"], meta["step"]) == (2, 4, 6)
+    assert_like_one_process(run, one_process.run_dir, chips)
+
+
+def test_only_rank_0_writes_files(two_ranks, one_process):
+    tmp, run, _ = two_ranks
+    written = audit(tmp, 0)
+    assert any(p.endswith("checkpoint.pt") for p in written)  # the hook saw rank 0's writes
+    assert audit(tmp, 1) == []
+    names = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    reference = one_process.run_dir
+    assert names == sorted(str(p.relative_to(reference)) for p in reference.rglob("*"))
+
+
+STOP_AT_3 = """
+import sys
+from geopix2pix.training import train
+try:
+    train(sys.argv[1], sys.argv[2], callback=lambda info: info["step"] == 3, batch_size=2,
+          **{options})
+except KeyboardInterrupt:
+    print("stopped", file=sys.stderr)
+"""
+
+
+def test_two_rank_checkpoint_resumes_in_one_process(chips, one_process, tmp_path, capsys):
+    run = tmp_path / "run"
+    script = tmp_path / "stop_at_3.py"
+    script.write_text(textwrap.dedent(STOP_AT_3.replace("{options}", repr(OPTIONS))))
+    done = torchrun([str(script), str(chips), str(run)], tmp_path)
+    assert done.returncode == 0 and done.stderr.count("stopped") == 2, done.stderr[-3000:]
+    saved = load_checkpoint(run)
+    assert (saved["step"], saved["world_size"], len(saved["rng_ranks"])) == (3, 2, 2)
+    assert not (run / "metrics.csv").exists()  # stopped mid-epoch, before any epoch end
+
+    base = ["train", str(chips), "-o", str(run), "--resume", *cli_args(OPTIONS)]
+    assert main(base + ["--batch-size", "2"]) == 2  # another effective batch: refused
+    assert "resume with --batch-size 4" in capsys.readouterr().err
+    assert main(base + ["--batch-size", "4"]) == 0
+    assert load_checkpoint(run)["step"] == 6
+    assert_like_one_process(run, one_process.run_dir, chips)
+
+
+def test_sync_bn_needs_cuda_and_is_a_no_op_on_one_rank(monkeypatch):
+    from geopix2pix.errors import GeoPix2PixError
+    from geopix2pix.models import build_discriminator
+    from geopix2pix.training import distributed
+
+    disc = build_discriminator(2, ndf=4, n_layers=2)
+    assert distributed.sync_batch_norm(disc, torch.device("cpu")) is disc  # one process
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(GeoPix2PixError, match="--sync-bn needs CUDA"):
+        distributed.sync_batch_norm(disc, torch.device("cpu"))
+    from geopix2pix.prediction.distributed import shard
+
+    assert shard(list("abcde"), 1, 2) == ["b", "d"]
+
+
+def test_two_ranks_predict_the_same_files_as_one_process(tmp_path):
+    model = unet_file(tmp_path / "model.safetensors")
+    scenes = [write_scene(tmp_path / "a.tif", 100, 90, seed=1),
+              write_scene(tmp_path / "b.tif", 70, 130, seed=2, crs="EPSG:4326",
+                          transform=rasterio.transform.from_origin(10.0, 50.0, 1e-3, 1e-3)),
+              write_scene(tmp_path / "c.tif", 64, 64, seed=3)]
+    bad = write_scene(tmp_path / "d.tif", 40, 40, count=2)  # the model takes 3 bands
+    predict(scenes, model=model, out_dir=tmp_path / "one", device="cpu", progress=False)
+    shared = tmp_path / "two"
+    done = torchrun(["-m", "geopix2pix", "predict", *scenes, bad, "--out-dir", str(shared),
+                     "--model", model, "--device", "cpu", "-q"], tmp_path, watch=shared)
+    assert done.returncode != 0  # one scene failed ...
+    assert "1 of 4 scene(s) failed" in done.stderr and "d.tif" in done.stderr
+    assert sorted(p.name for p in shared.iterdir()) == ["a.tif", "b.tif", "c.tif"]  # ... not these
+    for name in ("a.tif", "b.tif", "c.tif"):
+        with rasterio.open(tmp_path / "one" / name) as ref, rasterio.open(shared / name) as out:
+            assert (out.crs, out.transform, out.width, out.height, out.nodata, out.dtypes) == \
+                (ref.crs, ref.transform, ref.width, ref.height, ref.nodata, ref.dtypes)
+            assert np.array_equal(out.read(), ref.read())
+            assert np.array_equal(out.read_masks(), ref.read_masks())
+    # scenes 0, 2 went to rank 0 and scenes 1, 3 to rank 1: each wrote only its own
+    assert any(p.endswith("a.tif") for p in audit(tmp_path, 0))
+    assert any(p.endswith("b.tif") for p in audit(tmp_path, 1))
+    assert not any(p.endswith(("b.tif", "d.tif")) for p in audit(tmp_path, 0))
+    assert not any(p.endswith(("a.tif", "c.tif")) for p in audit(tmp_path, 1))
