@@ -3,6 +3,7 @@ each a thin layer over the Python API. Errors a user can fix print one line and 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"Error: {exc}", err=True)
         return 2
     except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
+            click.echo("Aborted.", err=True)
         return 130
     except click.ClickException as exc:
         exc.show()
