@@ -11,13 +11,7 @@ from __future__ import annotations
 
 from geopix2pix.prediction.predictor import PredictOptions, SceneResult, predict, predict_scenes
 
-__all__ = ["PredictOptions", "SceneResult", "predict", "predict_scenes", "evaluate",
-           "EvaluationReport"]
+__all__ = ["PredictOptions", "SceneResult", "predict", "predict_scenes"]
 
-
-def __getattr__(name: str):
-    if name in ("evaluate", "EvaluationReport"):
-        from geopix2pix.prediction import evaluate as module
-
-        return getattr(module, name)
-    raise AttributeError(f"module 'geopix2pix.prediction' has no attribute {name!r}")
+# `evaluate` lives in geopix2pix.prediction.evaluate (the module and its function share the name);
+# the package top level exposes the function as geopix2pix.evaluate.

@@ -1,0 +1,209 @@
+"""Pictures for notebooks (matplotlib): chips, a model's results, training curves, chip footprints.
+
+Every function returns a matplotlib Figure. Rasters are drawn as in the training samples: the first
+three bands as RGB (or one band as grey) with a 2-98 percentile stretch, prediction and target with
+the target's stretch so they compare directly, invalid pixels black. matplotlib (and geopandas, for
+`plot_footprints`) is imported only when a function is called: the rest of geopix2pix never
+needs it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from geopix2pix.errors import GeoPix2PixError
+
+PathLike = str | os.PathLike
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise GeoPix2PixError("plotting needs matplotlib: pip install matplotlib "
+                              "(or geopix2pix[notebooks])") from None
+    return plt
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from geopix2pix.raster.io import open_raster, read_window
+
+    with open_raster(path) as ds:
+        return read_window(ds, list(range(1, ds.count + 1)), None)
+
+
+def _pick(chips_dir: PathLike, split: str | None, n: int, seed: int) -> list[str]:
+    from geopix2pix.chips.dataset import chip_ids
+
+    ids = chip_ids(chips_dir, split)
+    if not ids:
+        raise GeoPix2PixError(f"{chips_dir} has no {split or ''} chips to show".replace("  ", " "))
+    chosen = np.random.default_rng(seed).choice(len(ids), size=min(n, len(ids)), replace=False)
+    return [ids[i] for i in sorted(chosen)]
+
+
+def _grid(rows: int, titles: list[str], size: float):
+    plt = _pyplot()
+    fig, axes = plt.subplots(rows, len(titles), figsize=(size * len(titles), size * rows),
+                             squeeze=False)
+    for ax, title in zip(axes[0], titles):
+        ax.set_title(title)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    return fig, axes
+
+
+def show_chips(chips_dir: PathLike, n: int = 4, split: str | None = "train", seed: int = 0,
+               size: float = 3.0):
+    """`n` random chips of a split (None: any) as source | target pairs, one row each."""
+    from geopix2pix.training.samples import render, stretch_limits
+
+    ids = _pick(chips_dir, split, n, seed)
+    fig, axes = _grid(len(ids), ["source", "target"], size)
+    for row, chip_id in zip(axes, ids):
+        source, source_valid = _read(Path(chips_dir) / "source" / f"{chip_id}.tif")
+        target, target_valid = _read(Path(chips_dir) / "target" / f"{chip_id}.tif")
+        valid = source_valid & target_valid
+        row[0].imshow(render(source, valid))
+        rgb = target[:3] if target.shape[0] >= 3 else np.repeat(target[:1], 3, axis=0)
+        row[1].imshow(render(target, valid, stretch_limits(rgb.astype(np.float64), valid)))
+        row[0].text(2, 2, chip_id, color="yellow", fontsize=7, va="top")
+    fig.tight_layout()
+    return fig
+
+
+def _as_model(model):
+    from geopix2pix.models import LoadedModel, load_model
+
+    return model if isinstance(model, LoadedModel) else load_model(model)
+
+
+def predict_chips(model, chips_dir: PathLike, ids: list[str]) -> list[tuple[np.ndarray, ...]]:
+    """(source, prediction, target, valid) in data units for chips of a folder, with the model's
+    own scaling (as `geopix2pix predict` applies it)."""
+    import torch
+
+    from geopix2pix.chips.dataset import ChipDataset
+    from geopix2pix.chips.scaling import Scaling
+
+    loaded = _as_model(model)
+    meta = loaded.metadata
+    dataset = ChipDataset(chips_dir, split=None,
+                          source_scaling=Scaling.from_dict(meta["source"]["scaling"]),
+                          target_scaling=Scaling.from_dict(meta["target"]["scaling"]))
+    index = {chip_id: i for i, chip_id in enumerate(dataset.ids)}
+    target_scaling = Scaling.from_dict(meta["target"]["scaling"])
+    device = next(loaded.generator.parameters()).device
+    results = []
+    for chip_id in ids:
+        item = dataset[index[chip_id]]
+        with torch.no_grad():
+            scaled = loaded.generator(item["source"][None].to(device))[0].float().cpu().numpy()
+        source, _ = _read(Path(chips_dir) / "source" / f"{chip_id}.tif")
+        target, _ = _read(Path(chips_dir) / "target" / f"{chip_id}.tif")
+        results.append((source, target_scaling.inverse(scaled), target, item["valid"][0].numpy()))
+    return results
+
+
+def show_results(model, chips_dir: PathLike, n: int = 4, split: str | None = "val", seed: int = 0,
+                 size: float = 3.0):
+    """input | prediction | target for `n` chips of a split; `model` is a model file or a loaded
+    model (`geopix2pix.load_model`)."""
+    from geopix2pix.training.samples import GAP, sample_row
+
+    ids = _pick(chips_dir, split, n, seed)
+    fig, axes = _grid(len(ids), ["input", "prediction", "target"], size)
+    for row, (source, pred, target, valid) in zip(axes, predict_chips(model, chips_dir, ids)):
+        image = sample_row(source, pred, target, valid)
+        width = source.shape[-1]
+        for k, ax in enumerate(row):
+            ax.imshow(image[:, k * (width + GAP): k * (width + GAP) + width])
+    fig.tight_layout()
+    return fig
+
+
+def read_metrics(run_dir: PathLike) -> dict[str, np.ndarray]:
+    """RUN_DIR/metrics.csv as columns of floats (NaN where empty)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        raise GeoPix2PixError(f"{path} does not exist; pass a run folder of geopix2pix train")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: np.array([float(r[key]) if r[key] else np.nan for r in rows])
+            for key in (rows[0] if rows else {})}
+
+
+def plot_metrics(run_dir: PathLike, size: float = 3.5):
+    """Training curves from metrics.csv: losses, validation errors, PSNR and SSIM per epoch."""
+    columns = read_metrics(run_dir)
+    if not columns:
+        raise GeoPix2PixError(f"{run_dir}/metrics.csv has no epoch yet")
+    plt = _pyplot()
+    panels = [("losses", ["loss_g_gan", "loss_g_l1", "loss_d"]),
+              ("validation error (target units)", ["val_mae", "val_rmse"]),
+              ("validation PSNR (dB)", ["val_psnr"]), ("validation SSIM", ["val_ssim"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size))
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            if key in columns and np.isfinite(columns[key]).any():
+                ax.plot(columns["epoch"], columns[key], marker=".", label=key)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if len(ax.get_lines()) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_footprints(chips_dir: PathLike, scene: PathLike | None = None, size: float = 6.0):
+    """The chips of chips.gpkg coloured by split, over `scene` (a raster) when given.
+
+    Drawn in the scene's CRS, or in the first chip's native CRS without a scene.
+    """
+    import geopandas as gpd
+
+    from geopix2pix.chips.manifest import INDEX
+
+    index = Path(chips_dir) / INDEX
+    if not index.exists():
+        raise GeoPix2PixError(f"{index} does not exist; run geopix2pix export-chips first")
+    chips = gpd.read_file(index, layer="chips")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(size, size))
+    crs = chips["crs"].iloc[0]
+    if scene is not None:
+        crs = _draw_scene(ax, Path(scene))
+    chips = chips.to_crs(crs)
+    colours = {"train": "tab:blue", "val": "tab:orange"}
+    for split, group in chips.groupby("split"):
+        group.plot(ax=ax, facecolor="none", edgecolor=colours.get(split, "grey"), linewidth=0.8)
+    handles = [plt.Line2D([], [], color=colours.get(s, "grey"), label=f"{s} ({n})")
+               for s, n in chips["split"].value_counts().sort_index().items()]
+    ax.legend(handles=handles, loc="upper right")
+    ax.set_title(f"chip footprints ({crs})")
+    fig.tight_layout()
+    return fig
+
+
+def _draw_scene(ax, scene: Path, max_side: int = 1024):
+    """Draw a raster (decimated to at most `max_side` pixels) in its CRS; return the CRS."""
+    from rasterio.enums import Resampling
+
+    from geopix2pix.raster.io import data_bands, open_raster
+    from geopix2pix.training.samples import render
+
+    with open_raster(scene) as ds:
+        factor = max(1, int(np.ceil(max(ds.width, ds.height) / max_side)))
+        shape = (ds.height // factor or 1, ds.width // factor or 1)
+        bands = data_bands(ds)[:3]
+        data = ds.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest,
+                       masked=True)
+        left, bottom, right, top = ds.bounds
+        crs = ds.crs
+    valid = ~np.ma.getmaskarray(data).any(0)
+    ax.imshow(render(data.filled(0), valid), extent=(left, right, bottom, top))
+    return crs
