@@ -9,9 +9,10 @@ import click
 @click.argument("pred", type=click.Path(dir_okay=False))
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the results as JSON to this file.")
+              help="Also write the results as JSON to this file.  [default: none]")
 @click.option("--categorical", is_flag=True,
-              help="Class maps: pixel accuracy and per-class IoU instead of MAE/RMSE/PSNR/SSIM.")
+              help="Class maps: pixel accuracy and per-class IoU instead of MAE/RMSE/PSNR/SSIM "
+                   "(the reference is then warped with nearest).  [default: off]")
 def evaluate_command(pred, reference, json_path, categorical):
     """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both."""
     from geopix2pix.prediction.evaluate import evaluate

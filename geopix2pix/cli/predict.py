@@ -18,7 +18,9 @@ from geopix2pix.errors import GeoPix2PixError
 @click.option("--overlap", default=0.5, type=float,
               help="Fraction of the window shared by neighbouring windows.")
 @click.option("--batch-size", default=8, type=int, help="Windows per generator call.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="auto uses CUDA when present (bf16, channels_last), else the CPU; under "
+                   "torchrun each process uses its own GPU.")
 @click.option("--bands", type=BANDS, default=None,
               help="1-based scene bands to feed the model  [default: all but alpha]")
 @click.option("--blend", type=click.Choice(["hann", "none"]), default="hann",
@@ -26,7 +28,8 @@ from geopix2pix.errors import GeoPix2PixError
                    "centre crop).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "none"]),
-              default="deflate")
+              default="deflate",
+              help="Compression of the output GeoTIFF (with a predictor suited to the dtype).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--resample-to-model", is_flag=True,
               help="Predict at the training pixel size (warping the scene) and write back on the "
