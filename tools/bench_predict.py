@@ -1,22 +1,34 @@
-"""Benchmark `geopix2pix predict`: peak memory by scene size, and time against the bare generator.
+"""Benchmark `geopix2pix predict`: time against the bare generator, and peak memory by scene size.
 
-For each size a generated uint8 3-band scene (tiled, deflate) is predicted in a fresh subprocess,
-which reports its own peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) and, in the same
-process, the time of the bare generator forward over the same number of windows at the same batch
-size (random input already on the device, no reading, blending or writing). Printed: per size the
-windows, predict seconds, bare seconds, their ratio and the peak RSS; then the ratio of the peak
-RSS of the largest to the smallest scene.
+Each scene (generated: uint8, 3 bands, tiled 512, deflate; ``WxH`` or one number for a square)
+is predicted in a fresh subprocess, which reports its own peak RSS
+(``getrusage(RUSAGE_SELF).ru_maxrss``: the whole process, torch and GDAL included) and times, in
+the same process and alternating with the predict runs, the bare generator forward over the same
+number of windows at the same batch size (random input already on the device: no reading,
+scaling, blending or writing). Per scene it prints medians over ``--repeats`` pairs: predict and
+bare seconds, the wall-time ratio (the issue's goal: at most 1.10), the ratio of the process's CPU
+time (less sensitive to other processes sharing the machine), and the peak RSS; then the peak RSS
+of the largest scene over the smallest (goal: at most 1.25, and at most 1.5 GB at 20000 x 20000
+on CPU). The machine (CPUs, torch threads, device, load average) is printed with the figures.
 
-    python tools/bench_predict.py --sizes 2000,20000 --chip-size 256 --ngf 64 --device cuda
-    python tools/bench_predict.py --sizes 500,3000 --chip-size 64 --ngf 8 --device cpu   # minutes
+    # speed, paper's model (ngf 64, chip 256) and a tiny one (ngf 8, chip 64), CPU:
+    python tools/bench_predict.py --scenes 1024 --chip-size 256 --ngf 64 --batch-size 4
+    python tools/bench_predict.py --scenes 500,3000 --chip-size 64 --ngf 8 --repeats 5
+    # memory: tiny model, one predict run per scene, no bare timing:
+    python tools/bench_predict.py --scenes 2000,20000,40000x2000 --chip-size 64 --ngf 4 \\
+        --overlap 0.25 --repeats 1 --no-bare
+    # GPU:
+    python tools/bench_predict.py --scenes 2000,20000 --device cuda --batch-size 32
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +36,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+GOAL_RATIO, GOAL_RSS_MB, GOAL_RSS_RATIO = 1.10, 1500, 1.25
+
+
+def parse_scene(text: str) -> tuple[int, int]:
+    """'3000' -> (3000, 3000); '40000x2000' -> (width 40000, height 2000)."""
+    w, _, h = text.lower().partition("x")
+    return int(w), int(h or w)
 
 
 def make_scene(path: Path, width: int, height: int) -> None:
@@ -58,8 +78,14 @@ def make_model(path: Path, chip: int, ngf: int) -> None:
     save_model(path, init_weights(build_generator(spec)).eval(), spec, meta)
 
 
-def bare_forward(generator, device, windows: int, batch: int, chip: int) -> float:
-    """Seconds for the generator alone over `windows` windows (input pre-made on the device)."""
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_forward(generator, device, windows: int, batch: int, chip: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of the generator alone over `windows` windows, input pre-made on the
+    device, exactly as predict runs it (inference mode; bf16 autocast, channels_last on CUDA)."""
     import torch
 
     x = torch.rand(batch, 3, chip, chip, device=device) * 2 - 1
@@ -78,78 +104,161 @@ def bare_forward(generator, device, windows: int, batch: int, chip: int) -> floa
         step(batch)
         if cuda:
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         for i in range(0, windows, batch):
             step(min(batch, windows - i))
         if cuda:
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def child(args) -> None:
-    """Predict one scene and time the bare generator in this process; print JSON."""
+    """Predict one scene `repeats` times, alternating with the bare forward; print JSON."""
+    import torch
+
     from geopix2pix.models import load_model
     from geopix2pix.prediction import predict
     from geopix2pix.prediction.predictor import resolve_device
 
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
-    start = time.perf_counter()
-    result = predict(args.scene, args.out, model=model, batch_size=args.batch_size,
-                     overlap=args.overlap, device=args.device, overwrite=True, progress=False)[0]
-    predict_s = time.perf_counter() - start
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    bare_s = bare_forward(model.generator, device, result.windows, args.batch_size,
-                          args.chip_size)
-    print(json.dumps({"windows": result.windows, "predict_s": predict_s, "bare_s": bare_s,
-                      "rss_mb": rss_mb}))
+
+    def run_predict() -> dict:
+        start, cpu = time.perf_counter(), cpu_seconds()
+        result = predict(args.scene, args.out, model=model, batch_size=args.batch_size,
+                         overlap=args.overlap, device=args.device, overwrite=True,
+                         progress=False)[0]
+        return {"predict_s": time.perf_counter() - start, "predict_cpu": cpu_seconds() - cpu,
+                "windows": result.windows}
+
+    def run_bare(windows: int) -> dict:
+        wall, cpu = bare_forward(model.generator, device, windows, args.batch_size,
+                                 args.chip_size)
+        return {"bare_s": wall, "bare_cpu": cpu}
+
+    runs, windows, rss_first = [], 0, 0.0
+    for i in range(args.repeats):  # alternate the order: P B, B P, P B, ...
+        if args.bare and i % 2 == 1:
+            run = run_bare(windows)
+            run.update(run_predict())
+        else:
+            run = run_predict()
+            if args.bare:
+                run.update(run_bare(run["windows"]))
+        if i == 0:  # the peak RSS reported: the first predict (and bare) run
+            rss_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        windows = run["windows"]
+        runs.append(run)
+    print(json.dumps({"windows": windows, "runs": runs, "rss_mb": rss_first,
+                      "rss_end_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "threads": torch.get_num_threads(), "load": os.getloadavg()[0]}))
+
+
+def summarise(name: str, r: dict, bare: bool) -> dict:
+    """One scene's line of figures (medians over the runs)."""
+    med = {k: statistics.median(run[k] for run in r["runs"]) for k in r["runs"][0]}
+    line = {"scene": name, "windows": r["windows"], "predict_s": med["predict_s"],
+            "rss_mb": r["rss_mb"], "load": r["load"]}
+    if bare:
+        line.update(bare_s=med["bare_s"],
+                    ratio=statistics.median(x["predict_s"] / x["bare_s"] for x in r["runs"]),
+                    best_ratio=min(x["predict_s"] for x in r["runs"])
+                    / min(x["bare_s"] for x in r["runs"]),
+                    cpu_ratio=statistics.median(x["predict_cpu"] / x["bare_cpu"]
+                                                for x in r["runs"]))
+    return line
+
+
+def print_line(s: dict) -> None:
+    text = (f"{s['scene']:>12}: {s['windows']:7d} windows; predict {s['predict_s']:8.2f} s")
+    if "ratio" in s:
+        text += (f", bare {s['bare_s']:8.2f} s, ratio {s['ratio']:.3f} (best/best "
+                 f"{s['best_ratio']:.3f}, CPU time {s['cpu_ratio']:.3f})")
+    print(text + f"; peak RSS {s['rss_mb']:6.0f} MB; load {s['load']:.1f}", flush=True)
+
+
+def machine(device: str) -> str:
+    import rasterio
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"machine: {platform.processor() or platform.machine()}, {cpus} CPUs, "
+            f"{torch.get_num_threads()} torch threads, device {device}, GPU {gpu}; "
+            f"torch {torch.__version__}, GDAL {rasterio.__gdal_version__}, python "
+            f"{platform.python_version()}; load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="2000,20000", help="scene sides, comma-separated")
+    parser.add_argument("--scenes", default="2000,20000",
+                        help="scene sizes, comma-separated: 3000 or WIDTHxHEIGHT")
     parser.add_argument("--chip-size", type=int, default=256)
     parser.add_argument("--ngf", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3, help="predict runs per scene")
+    parser.add_argument("--no-bare", dest="bare", action="store_false",
+                        help="skip the bare generator timing (memory runs)")
+    parser.add_argument("--omp-wait-policy", choices=("default", "passive", "active"),
+                        default="default", help="OMP_WAIT_POLICY of the measuring process (the "
+                        "same for predict and bare); passive stops idle OpenMP threads spinning")
     parser.add_argument("--work-dir", default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the generated scenes")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene"), parser.add_argument("--out"), parser.add_argument("--model")
     args = parser.parse_args()
     if args.child:
         return child(args)
-    import torch
+    from geopix2pix.prediction.predictor import resolve_device
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_predict_"))
     work.mkdir(parents=True, exist_ok=True)
-    model = work / "model.safetensors"
+    model = work / f"model_{args.chip_size}_{args.ngf}.safetensors"
     make_model(model, args.chip_size, args.ngf)
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-          f"torch threads, GPU {gpu}; torch {torch.__version__}")
-    print(f"chip {args.chip_size}, ngf {args.ngf}, batch {args.batch_size}, overlap "
-          f"{args.overlap}, device {args.device}")
-    rss = {}
-    for size in [int(s) for s in args.sizes.split(",")]:
-        scene = work / f"scene_{size}.tif"
-        t0 = time.perf_counter()
-        make_scene(scene, size, size)
-        made = time.perf_counter() - t0
+    print(machine(str(resolve_device(args.device))))
+    print(f"model: U-Net chip {args.chip_size}, ngf {args.ngf}; batch {args.batch_size}, "
+          f"overlap {args.overlap}, blend hann; {args.repeats} run(s) per scene, medians; "
+          f"OMP_WAIT_POLICY {args.omp_wait_policy}")
+    lines = []
+    for text in args.scenes.split(","):
+        width, height = parse_scene(text)
+        scene, name = work / f"scene_{width}x{height}.tif", f"{width}x{height}"
+        if not scene.exists():
+            make_scene(scene, width, height)
         cmd = [sys.executable, __file__, "--child", "--scene", str(scene), "--out",
-               str(work / f"pred_{size}.tif"), "--model", str(model), "--device", args.device,
+               str(work / f"pred_{name}.tif"), "--model", str(model), "--device", args.device,
                "--batch-size", str(args.batch_size), "--overlap", str(args.overlap),
-               "--chip-size", str(args.chip_size)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
-        rss[size] = r["rss_mb"]
-        print(f"{size}x{size}: scene made in {made:.1f} s; {r['windows']} windows; predict "
-              f"{r['predict_s']:.2f} s, bare generator {r['bare_s']:.2f} s, ratio "
-              f"{r['predict_s'] / r['bare_s']:.3f}; peak RSS {r['rss_mb']:.0f} MB")
-        scene.unlink()
-    sizes = sorted(rss)
-    print(f"peak RSS {sizes[-1]} / {sizes[0]}: {rss[sizes[-1]] / rss[sizes[0]]:.3f}")
+               "--chip-size", str(args.chip_size), "--repeats", str(max(1, args.repeats))]
+        if not args.bare:
+            cmd.append("--no-bare")
+        env = dict(os.environ)
+        if args.omp_wait_policy != "default":
+            env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        lines.append(summarise(name, json.loads(out.strip().splitlines()[-1]), args.bare))
+        print_line(lines[-1])
+        (work / f"pred_{name}.tif").unlink(missing_ok=True)
+        if not args.keep:
+            scene.unlink()
+    report(lines, args.bare)
 
+
+def report(lines: list[dict], bare: bool) -> None:
+    """The goals of the issue against the figures."""
+    if bare:
+        worst = max(lines, key=lambda s: s["ratio"])
+        print(f"time ratio predict / bare generator: worst {worst['ratio']:.3f} "
+              f"({worst['scene']}); goal <= {GOAL_RATIO}")
+    by_pixels = sorted(lines, key=lambda s: s["windows"])
+    small, large = by_pixels[0], by_pixels[-1]
+    print(f"peak RSS: largest {large['rss_mb']:.0f} MB ({large['scene']}; goal <= "
+          f"{GOAL_RSS_MB} MB at 20000x20000 on CPU); {large['scene']} / {small['scene']}: "
+          f"{large['rss_mb'] / small['rss_mb']:.3f} (goal <= {GOAL_RSS_RATIO})")
+    for s in lines:
+        if s is not small and s is not large:
+            print(f"  {s['scene']} / {small['scene']}: {s['rss_mb'] / small['rss_mb']:.3f}")
 
 if __name__ == "__main__":
     main()

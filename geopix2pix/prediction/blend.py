@@ -30,31 +30,37 @@ def window_weights(size: int, stride: int, margin: int, blend: str) -> np.ndarra
 
 class StripAccumulator:
     """Weighted sums, sums of weights and validity for rows [origin, origin + capacity) of the
-    output columns [col0, col1)."""
+    output columns [col0, col1), for windows weighted by `weights`."""
 
-    def __init__(self, bands: int, col0: int, col1: int, capacity: int, height: int):
+    def __init__(self, bands: int, col0: int, col1: int, capacity: int, height: int,
+                 weights: np.ndarray):
         self.col0, self.col1, self.height = col0, col1, height
+        self.window_weights = weights
+        positive = weights > 0
+        self.positive = None if positive.all() else positive
         width = col1 - col0
         self.sums = np.zeros((bands, capacity, width), dtype=np.float32)
         self.weights = np.zeros((capacity, width), dtype=np.float32)
         self.valid = np.zeros((capacity, width), dtype=bool)
         self.origin = 0  # scene row of buffer row 0
 
-    def add(self, output: np.ndarray, weights: np.ndarray, valid: np.ndarray, row: int,
-            col: int) -> None:
-        """Add one window's output (bands, size, size) at scene (row, col), clipped to the
-        scene rows and the chunk's columns; only pixels of nonzero weight set the validity."""
-        size = weights.shape[0]
+    def add(self, weighted: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
+        """Add one window's output times the weights (bands, size, size) at scene (row, col),
+        clipped to the scene rows and the chunk's columns; only pixels of nonzero weight set the
+        validity."""
+        size = weighted.shape[-1]
         r0, r1 = max(row, self.origin, 0), min(row + size, self.height)
         c0, c1 = max(col, self.col0), min(col + size, self.col1)
         if r0 >= r1 or c0 >= c1:
             return
         wr, wc = slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
         br, bc = slice(r0 - self.origin, r1 - self.origin), slice(c0 - self.col0, c1 - self.col0)
-        w = weights[wr, wc]
-        self.sums[:, br, bc] += output[:, wr, wc] * w
-        self.weights[br, bc] += w
-        self.valid[br, bc] |= valid[wr, wc] & (w > 0)
+        self.sums[:, br, bc] += weighted[:, wr, wc]
+        self.weights[br, bc] += self.window_weights[wr, wc]
+        if self.positive is None:
+            self.valid[br, bc] |= valid[wr, wc]
+        else:
+            self.valid[br, bc] |= valid[wr, wc] & self.positive[wr, wc]
 
     def pop(self, until: int) -> tuple[int, np.ndarray, np.ndarray]:
         """Finished rows [origin, until): (first row, blended (bands, rows, cols), valid), then

@@ -1,12 +1,13 @@
 """The predict pipeline for one raster: read -> generator -> blend -> write, overlapped.
 
 Four stages joined by small bounded queues, so the scene is never held whole:
-- a reader thread reads windows (reflect-padded), scales them with the model's source `Scaling`
-  (``centre`` mode per window) and stacks batches;
+- a reader thread reads the input one window row at a time (one `Strip` per row of windows),
+  scales it with the model's source `Scaling` (``centre`` mode per window) and stacks batches of
+  windows sliced from it;
 - the calling thread runs the generator on each batch (eval mode, ``torch.inference_mode``; bf16
   autocast and channels_last on CUDA);
-- a blender thread adds window outputs into a `StripAccumulator` and, after each window row,
-  turns the finished rows into output values;
+- a blender thread weights each batch of window outputs at once, adds the windows into a
+  `StripAccumulator` and, after each window row, turns the finished rows into output values;
 - a writer thread writes them (rasterio releases the GIL in reads and writes).
 An error in any stage stops all of them and is raised in the caller.
 """
@@ -23,10 +24,11 @@ import torch
 
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.prediction.blend import StripAccumulator, window_weights
-from geopix2pix.prediction.windows import Chunk, Layout, iter_windows, read_padded
+from geopix2pix.prediction.windows import Chunk, Layout, Strip, iter_strips, read_strip
 from geopix2pix.prediction.writer import OutputSpec, to_output
 
 QUEUE_DEPTH = 4
+SCALE_PIECE = 1024  # columns scaled at a time
 _DONE = object()
 
 
@@ -98,13 +100,70 @@ class Job:
     batch_size: int
 
 
+class StripScaler:
+    """A whole strip through the source `Scaling.forward`, for the pixel-wise modes (all but
+    ``centre``).
+
+    Integer data of up to 16 bits goes through a lookup table holding `forward` of every value of
+    the dtype (built on the first strip), which gives the same values as `forward` for a fraction
+    of the work; other data is scaled in column pieces so the float64 temporaries stay small.
+    """
+
+    def __init__(self, scaling: Scaling):
+        self.scaling = scaling
+        self.table: np.ndarray | None = None
+
+    def _lookup_table(self, bands: int, dtype: np.dtype) -> np.ndarray:
+        """(bands, 2**bits) float32: forward of each value, indexed by its unsigned bit pattern."""
+        if self.table is None or self.table.shape[0] != bands:
+            codes = np.arange(2 ** (8 * dtype.itemsize)).astype(f"u{dtype.itemsize}")
+            values = np.broadcast_to(codes.view(dtype), (bands, 1, codes.size))
+            self.table = self.scaling.forward(values, np.ones((1, codes.size), bool))[:, 0]
+        return self.table
+
+    def __call__(self, strip: Strip) -> np.ndarray:
+        data, valid = strip.data, strip.valid
+        out = np.empty(data.shape, dtype=np.float32)
+        if data.dtype.kind in "iu" and data.dtype.itemsize <= 2:
+            table = self._lookup_table(data.shape[0], data.dtype)
+            codes = data.view(f"u{data.dtype.itemsize}")
+            for band in range(data.shape[0]):
+                table[band].take(codes[band], out=out[band], mode="wrap")  # no bounds check
+            if not valid.all():
+                out[:, ~valid] = 0.0
+            return out
+        for c in range(0, out.shape[-1], SCALE_PIECE):
+            piece = slice(c, c + SCALE_PIECE)
+            out[..., piece] = self.scaling.forward(data[..., piece], valid[:, piece])
+        return out
+
+
+def _scaled_windows(job: Job) -> Iterator[tuple[np.ndarray, np.ndarray, tuple[int, int, int]]]:
+    """(scaled window, valid, (chunk index, row, col)) in processing order, read strip by strip.
+
+    ``centre`` scaling depends on each window's mean, so it is applied per window; the other
+    modes are pixel-wise and applied once per strip."""
+    size, scaling = job.layout.size, job.source_scaling
+    per_window = scaling.mode == "centre"
+    scale_strip = StripScaler(scaling)
+    for index, chunk, row in iter_strips(job.layout, job.chunks):
+        strip = read_strip(job.dataset, job.bands, row, chunk.cols, size)
+        scaled = None if per_window else scale_strip(strip)
+        for col in chunk.cols:
+            valid = strip.window(strip.valid, col)
+            if per_window:
+                window = scaling.forward(strip.window(strip.data, col), valid)
+            else:
+                window = strip.window(scaled, col)
+            yield window, valid, (index, row, col)
+
+
 def _reader(job: Job, out: _Channel) -> None:
-    size, batch, valids, places = job.layout.size, [], [], []
-    for chunk, row, col in iter_windows(job.layout, job.chunks):
-        data, valid = read_padded(job.dataset, job.bands, row, col, size)
-        batch.append(job.source_scaling.forward(data, valid))
+    batch, valids, places = [], [], []
+    for window, valid, place in _scaled_windows(job):
+        batch.append(window)
         valids.append(valid)
-        places.append((chunk, row, col))
+        places.append(place)
         if len(batch) == job.batch_size:
             out.put((np.stack(batch), valids, places))
             batch, valids, places = [], [], []
@@ -113,24 +172,27 @@ def _reader(job: Job, out: _Channel) -> None:
     out.put(_DONE)
 
 
-def _window_outputs(inbox: _Channel) -> Iterator[tuple[np.ndarray, np.ndarray, tuple]]:
-    for outputs, valids, places in inbox:
-        yield from zip(outputs, valids, places)
+def _weighted_outputs(inbox: _Channel, weights: np.ndarray
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray, tuple]]:
+    """(window output times `weights`, valid, place) of each window, weighted a batch at once."""
+    for outputs, valids, places in inbox:  # not in place: outputs may be views of anything
+        yield from zip(outputs * weights, valids, places)
 
 
 def _blender(job: Job, inbox: _Channel, out: _Channel) -> None:
     layout, spec = job.layout, job.spec
     weights = window_weights(layout.size, layout.stride, layout.margin, layout.blend)
-    outputs = _window_outputs(inbox)
+    outputs = _weighted_outputs(inbox, weights)
     last_row = layout.rows[-1]
     capacity = layout.size + layout.stride
     for index, chunk in enumerate(job.chunks):
-        acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, capacity, layout.height)
+        acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, capacity, layout.height,
+                               weights)
         for i, row in enumerate(layout.rows):
             for _ in chunk.cols:
                 output, valid, (c, r, col) = next(outputs)
                 assert (c, r) == (index, row)
-                acc.add(output, weights, valid, r, col)
+                acc.add(output, valid, r, col)
             until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
             first, blended, ok = acc.pop(until)
             if blended.shape[1]:

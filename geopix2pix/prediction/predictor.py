@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import rasterio
 import torch
 from affine import Affine
@@ -26,7 +27,12 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.prediction import pipeline
 from geopix2pix.prediction.checks import ModelInfo, check_bands, check_crs, check_pixel_size
-from geopix2pix.prediction.windows import DEFAULT_CHUNK_WIDTH, make_layout
+from geopix2pix.prediction.windows import (
+    DEFAULT_CHUNK_WIDTH,
+    MIN_CACHE,
+    make_layout,
+    strip_cache_bytes,
+)
 from geopix2pix.prediction.writer import (
     BLOCK,
     BandWriter,
@@ -184,10 +190,12 @@ def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: Lo
     device = next(model.generator.parameters()).device
     total = layout.count(chunks)
     tiled = partial_name(path) if options.cog else path
+    band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
     try:
         with tqdm(total=total, unit="window", desc=Path(str(source.name)).name,
                   disable=not options.progress, leave=False) as bar, \
-                rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True,
+                             GDAL_CACHEMAX=strip_cache_bytes(source, layout, chunks, band)), \
                 open_output(tiled, grid, spec, options.compress) as dst:
             writer = BandWriter(dst, spec)
             pipeline.run(job, model.generator, device, writer.add, on_batch=bar.update)
@@ -202,7 +210,7 @@ def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: Lo
 
 def model_grid(grid: Grid, ratio: float) -> Grid:
     """The scene's extent at the training pixel size (scene pixel size / ratio)."""
-    return Grid(grid.crs, grid.transform * Affine.scale(1 / ratio),
+    return Grid(grid.crs, grid.transform @ Affine.scale(1 / ratio),
                 max(1, math.ceil(grid.width * ratio)), max(1, math.ceil(grid.height * ratio)))
 
 
@@ -232,7 +240,7 @@ def _write_on_grid(dataset, bands: list[int], values, path: Path, grid: Grid, sp
     tiled = partial_name(path) if options.cog else path
     step = max(BLOCK, options.chunk_width // BLOCK * BLOCK)
     try:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=MIN_CACHE), \
                 open_output(tiled, grid, spec, options.compress) as dst:
             writer = BandWriter(dst, spec)
             for col in range(0, grid.width, step):

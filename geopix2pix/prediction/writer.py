@@ -29,6 +29,7 @@ from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.write import COMPRESSIONS, gtiff_profile
 
 BLOCK = 512
+COG_CACHE = 256 * 2**20  # GDAL block cache while building the COG, whatever the RAM
 
 
 @dataclass(frozen=True)
@@ -89,45 +90,54 @@ def creation_profile(grid: Grid, spec: OutputSpec, compress: str) -> dict:
 
 
 class BandWriter:
-    """Writes finished row strips of column chunks, buffered into block-aligned row bands."""
+    """Writes finished row strips of column chunks through one block-aligned row band buffer:
+    each band of `BLOCK` rows is written once it is full (or the chunk ends), so no compressed
+    block is written twice and no more than one band is held."""
 
     def __init__(self, dataset, spec: OutputSpec):
         self.dataset, self.spec = dataset, spec
-        self.strips: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.data: np.ndarray | None = None  # (count, BLOCK, chunk width)
+        self.valid: np.ndarray | None = None
         self.col0: int | None = None
+        self.first = self.rows = 0  # scene row of the band's first row, rows filled
         if any(spec.descriptions):
             for i, desc in enumerate(spec.descriptions, start=1):
                 if desc:
                     dataset.set_band_description(i, desc)
 
     def add(self, row0: int, col0: int, data: np.ndarray, valid: np.ndarray) -> None:
-        """Queue rows [row0, row0 + rows) of the chunk starting at `col0`; write full bands."""
+        """Rows [row0, row0 + rows) of the chunk starting at `col0`, following the rows added
+        before for that chunk; full bands are written."""
         if self.col0 is not None and col0 != self.col0:
             self.flush()
         self.col0 = col0
-        if data.shape[1]:
-            self.strips.append((row0, data, valid))
-        first = self.strips[0][0] if self.strips else row0
-        end = row0 + data.shape[1]
-        aligned = end // BLOCK * BLOCK
-        if aligned > first and aligned - first >= BLOCK:
-            self._write(until=aligned)
+        if self.data is None or self.data.shape[2] != data.shape[2]:
+            self.data = np.empty((data.shape[0], BLOCK, data.shape[2]), dtype=data.dtype)
+            self.valid = np.empty((BLOCK, data.shape[2]), dtype=bool)
+        done = 0
+        while done < data.shape[1]:
+            if self.rows == 0:
+                self.first = row0 + done
+            take = min(data.shape[1] - done, BLOCK - self.first % BLOCK - self.rows)
+            self.data[:, self.rows:self.rows + take] = data[:, done:done + take]
+            self.valid[self.rows:self.rows + take] = valid[done:done + take]
+            self.rows += take
+            done += take
+            if (self.first + self.rows) % BLOCK == 0:
+                self._write()
 
     def flush(self) -> None:
-        if self.strips:
-            self._write(until=None)
+        if self.rows:
+            self._write()
         self.col0 = None
 
-    def _write(self, until: int | None) -> None:
-        first = self.strips[0][0]
-        data = np.concatenate([s[1] for s in self.strips], axis=1)
-        valid = np.concatenate([s[2] for s in self.strips], axis=0)
-        n = data.shape[1] if until is None else until - first
-        self.strips = [] if n == data.shape[1] else [(first + n, data[:, n:], valid[n:])]
-        window = rasterio.windows.Window(self.col0, first, data.shape[2], n)
-        self.dataset.write(data[:, :n], window=window)
+    def _write(self) -> None:
+        window = rasterio.windows.Window(self.col0, self.first, self.data.shape[2], self.rows)
+        self.dataset.write(self.data[:, :self.rows], window=window)
         if self.spec.internal_mask:
-            self.dataset.write_mask(np.where(valid[:n], 255, 0).astype(np.uint8), window=window)
+            self.dataset.write_mask(np.where(self.valid[:self.rows], 255, 0).astype(np.uint8),
+                                    window=window)
+        self.rows = 0
 
 
 def open_output(path: Path, grid: Grid, spec: OutputSpec, compress: str):
@@ -143,5 +153,5 @@ def convert_to_cog(tiled: Path, out: Path, spec: OutputSpec, compress: str) -> N
                    RESAMPLING="AVERAGE" if floating else "NEAREST")
     if compress != "none":
         options["PREDICTOR"] = "YES"
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=COG_CACHE):
         rasterio.shutil.copy(str(tiled), str(out), driver="COG", **options)
