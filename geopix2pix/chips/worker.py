@@ -5,7 +5,9 @@ Each job opens its own datasets (rasterio handles are never shared across proces
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,30 +96,58 @@ class ChipWriter:
             dst.write_colormap(1, self.colormap)
 
 
+MIN_CACHE, MAX_CACHE = 64 << 20, 512 << 20
+
+
+def cache_bytes(datasets, chip_size: int) -> int:
+    """A GDAL block cache that holds the block rows one row of chips touches in every raster (so
+    no block is decoded twice) but never grows with the scene: GDAL's default, 5% of the RAM,
+    would keep most of a large scene's decoded blocks."""
+    total = 0
+    for ds in datasets:
+        block_rows = ds.block_shapes[0][0]
+        rows = (math.ceil(chip_size / block_rows) + 1) * block_rows
+        itemsize = max(np.dtype(dt).itemsize for dt in ds.dtypes)
+        total += rows * ds.width * ds.count * itemsize
+    return int(min(max(total, MIN_CACHE), MAX_CACHE))
+
+
 def run_job(job: Job) -> JobResult:
     """Process one batch of chips; returns their index records and partial statistics."""
+    with rasterio.open(job.pair.source) as src, rasterio.open(job.pair.target) as tgt:
+        cache = cache_bytes((src, tgt), job.chips[0][0].size)
+    with rasterio.Env(GDAL_CACHEMAX=cache):
+        return _run_job(job)
+
+
+def _run_job(job: Job) -> JobResult:
     spec = job.pair
     out = Path(job.out_dir)
     rng_seed = [job.seed, spec.index, job.chips[0][0].row, job.chips[0][0].col]
     source_stats = BandStatistics(len(spec.source_bands), job.sample_rate, seed=rng_seed)
     target_stats = BandStatistics(len(spec.target_bands), job.sample_rate, seed=rng_seed + [1])
     records, rejected = [], Counter()
+    # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
+    # writing with the next chip's reading and statistics (at most one job's chips are pending)
     with PairReader(spec.source, spec.target, spec.source_bands, spec.target_bands,
-                    spec.resampling) as reader:
+                    spec.resampling) as reader, ThreadPoolExecutor(1) as writer:
         source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid)
         target_writer = ChipWriter(reader.target_file, spec.target_bands, out / "target",
                                    reader.grid)
+        pending = []
         for chip, split in job.chips:
             read = reader.read(chip.window)
             valid_fraction = float(read.valid.mean())
             if 1.0 - valid_fraction > job.max_nodata:
                 rejected[REJECT_NODATA] += 1
                 continue
-            source_writer.write(chip, read.source, read.valid)
-            target_writer.write(chip, read.target, read.valid)
+            pending.append(writer.submit(source_writer.write, chip, read.source, read.valid))
+            pending.append(writer.submit(target_writer.write, chip, read.target, read.valid))
             if split == "train":
                 source_stats.add(read.source, read.valid)
                 target_stats.add(read.target, read.valid)
             records.append(dict(id=chip.id, pair=spec.index, row=chip.row, col=chip.col,
                                 split=split, valid_fraction=round(valid_fraction, 6)))
+        for future in pending:
+            future.result()  # re-raise a failed write here
     return JobResult(records, rejected, source_stats, target_stats)
