@@ -78,6 +78,19 @@ def make_model(path: Path, chip: int, ngf: int) -> None:
     save_model(path, init_weights(build_generator(spec)).eval(), spec, meta)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Unlike ru_maxrss, which Linux carries over from the parent
+    at fork/exec, it counts only this process's own memory."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -146,11 +159,11 @@ def child(args) -> None:
             if args.bare:
                 run.update(run_bare(run["windows"]))
         if i == 0:  # the peak RSS reported: the first predict (and bare) run
-            rss_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            rss_first = peak_rss_mb()
         windows = run["windows"]
         runs.append(run)
     print(json.dumps({"windows": windows, "runs": runs, "rss_mb": rss_first,
-                      "rss_end_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_end_mb": peak_rss_mb(),
                       "threads": torch.get_num_threads(), "load": os.getloadavg()[0]}))
 
 
