@@ -59,7 +59,7 @@ def test_patchgan_output_is_a_patch_map():
 # --- U-Net ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("chip", [64, 128, 256])
+@pytest.mark.parametrize("chip", [64, 128, 256, 512])
 def test_unet_output_shape_and_range(chip):
     generator = small_unet(chip_size=chip, ngf=4)
     out = generator(torch.randn(2, 3, chip, chip) * 10)
@@ -67,7 +67,7 @@ def test_unet_output_shape_and_range(chip):
     assert out.abs().max() <= 1.0
 
 
-@pytest.mark.parametrize(("bands_in", "bands_out"), [(4, 1), (13, 3)])
+@pytest.mark.parametrize(("bands_in", "bands_out"), [(1, 1), (1, 13), (4, 1), (13, 3)])
 def test_unet_band_counts(bands_in, bands_out):
     generator = small_unet(in_channels=bands_in, out_channels=bands_out)
     out = generator(torch.randn(1, bands_in, 64, 64))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import write_raster
 from predict_helpers import ConvModel, RandomOffset, loaded, unet_file, write_scene
 from rasterio.transform import from_origin
 
@@ -237,3 +238,22 @@ def test_crs_and_pixel_size_checks(tmp_path, model_file):
         assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
         values = dst.read(1)
         assert (values >= 100).all() and (values <= 3000).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 70), (20, 20), (53, 37), (300, 200)])
+def test_strip_reads_give_the_same_windows_as_single_reads(tmp_path, shape):
+    """One read per window row (what predict does) equals one reflect-padded read per window."""
+    from geopix2pix.prediction.windows import make_layout, read_padded, read_strip
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 200, (2, *shape), dtype=np.uint8)
+    data[:, : shape[0] // 3, : shape[1] // 4] = 0  # some nodata
+    path = write_raster(tmp_path / "s.tif", data, nodata=0)
+    layout = make_layout(shape[0], shape[1], 64, 0.5, "hann")
+    with rasterio.open(path) as ds:
+        for row in layout.rows:
+            strip = read_strip(ds, [1, 2], row, layout.cols, 64)
+            for col in layout.cols:
+                expected, expected_valid = read_padded(ds, [1, 2], row, col, 64)
+                np.testing.assert_array_equal(strip.window(strip.data, col), expected)
+                np.testing.assert_array_equal(strip.window(strip.valid, col), expected_valid)
