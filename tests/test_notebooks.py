@@ -26,6 +26,8 @@ def test_notebook_is_committed_without_outputs(path):
 def test_quickstart_runs(tmp_path, monkeypatch):
     pytest.importorskip("ipykernel")
     pytest.importorskip("matplotlib")
+    # a non-inline MPLBACKEND (e.g. Agg) in the environment would keep figures out of the outputs
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.setenv("GEOPIX2PIX_QUICKSTART_SMALL", "1")
     monkeypatch.setenv("GEOPIX2PIX_QUICKSTART_OUT", str(tmp_path / "out"))
     nb = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
