@@ -10,10 +10,11 @@ distributed run can hand each rank its own share of the list).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,23 +190,32 @@ def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: Lo
                        max(1, options.batch_size))
     device = next(model.generator.parameters()).device
     total = layout.count(chunks)
-    tiled = partial_name(path) if options.cog else path
     band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
-    try:
-        with tqdm(total=total, unit="window", desc=Path(str(source.name)).name,
-                  disable=not options.progress, leave=False) as bar, \
-                rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True,
-                             GDAL_CACHEMAX=strip_cache_bytes(source, layout, chunks, band)), \
-                open_output(tiled, grid, spec, options.compress) as dst:
-            writer = BandWriter(dst, spec)
-            pipeline.run(job, model.generator, device, writer.add, on_batch=bar.update)
-            writer.flush()
-        if options.cog:
-            convert_to_cog(tiled, path, spec, options.compress)
-    finally:
-        if options.cog:
-            tiled.unlink(missing_ok=True)
+    with _tiled_output(path, spec, options) as tiled, \
+            tqdm(total=total, unit="window", desc=Path(str(source.name)).name,
+                 disable=not options.progress, leave=False) as bar, \
+            rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True,
+                         GDAL_CACHEMAX=strip_cache_bytes(source, layout, chunks, band)), \
+            open_output(tiled, grid, spec, options.compress) as dst:
+        writer = BandWriter(dst, spec)
+        pipeline.run(job, model.generator, device, writer.add, on_batch=bar.update)
+        writer.flush()
     return total
+
+
+@contextlib.contextmanager
+def _tiled_output(path: Path, spec: OutputSpec, options: PredictOptions) -> Iterator[Path]:
+    """Yield where to write the tiled GeoTIFF: `path` itself, or with --cog a temporary that is
+    converted into the COG `path` once the block completes (and removed in any case)."""
+    if not options.cog:
+        yield path
+        return
+    tiled = partial_name(path)
+    try:
+        yield tiled
+        convert_to_cog(tiled, path, spec, options.compress)
+    finally:
+        tiled.unlink(missing_ok=True)
 
 
 def model_grid(grid: Grid, ratio: float) -> Grid:
@@ -237,23 +247,17 @@ def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, mode
 def _write_on_grid(dataset, bands: list[int], values, path: Path, grid: Grid, spec: OutputSpec,
                    options: PredictOptions) -> None:
     """Stream `values` (a view on `grid`, data units) into the output, masked by the scene."""
-    tiled = partial_name(path) if options.cog else path
     step = max(BLOCK, options.chunk_width // BLOCK * BLOCK)
-    try:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=MIN_CACHE), \
-                open_output(tiled, grid, spec, options.compress) as dst:
-            writer = BandWriter(dst, spec)
-            for col in range(0, grid.width, step):
-                for row in range(0, grid.height, BLOCK):
-                    window = rasterio.windows.Window(col, row, min(step, grid.width - col),
-                                                     min(BLOCK, grid.height - row))
-                    data = values.read(list(range(1, spec.count + 1)), window=window)
-                    valid = read_window(dataset, bands, window)[1]
-                    valid &= ~(data != data).any(0)
-                    writer.add(row, col, finish(data.astype("float64"), valid, spec), valid)
-                writer.flush()
-        if options.cog:
-            convert_to_cog(tiled, path, spec, options.compress)
-    finally:
-        if options.cog:
-            tiled.unlink(missing_ok=True)
+    with _tiled_output(path, spec, options) as tiled, \
+            rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=MIN_CACHE), \
+            open_output(tiled, grid, spec, options.compress) as dst:
+        writer = BandWriter(dst, spec)
+        for col in range(0, grid.width, step):
+            for row in range(0, grid.height, BLOCK):
+                window = rasterio.windows.Window(col, row, min(step, grid.width - col),
+                                                 min(BLOCK, grid.height - row))
+                data = values.read(list(range(1, spec.count + 1)), window=window)
+                valid = read_window(dataset, bands, window)[1]
+                valid &= ~(data != data).any(0)
+                writer.add(row, col, finish(data.astype("float64"), valid, spec), valid)
+            writer.flush()
