@@ -5,6 +5,9 @@ Each job opens its own datasets (rasterio handles are never shared across proces
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -112,12 +115,35 @@ def cache_bytes(datasets, chip_size: int) -> int:
     return int(min(max(total, MIN_CACHE), MAX_CACHE))
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None on other C libraries."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_heap() -> None:
+    """Hand the heap's free pages back to the system. Chips are read in one thread and written
+    in another, and glibc's growing mmap threshold puts those chip-sized buffers on the heap,
+    where the interleaving fragments it: without this, a single-process export grew by about
+    45 KB per chip (466 MB peak at 16384^2 against 284 MB at 8192^2; flat with it)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def run_job(job: Job) -> JobResult:
     """Process one batch of chips; returns their index records and partial statistics."""
     with rasterio.open(job.pair.source) as src, rasterio.open(job.pair.target) as tgt:
         cache = cache_bytes((src, tgt), job.chips[0][0].size)
-    with rasterio.Env(GDAL_CACHEMAX=cache):
-        return _run_job(job)
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=cache):
+            return _run_job(job)
+    finally:
+        release_free_heap()
 
 
 def _run_job(job: Job) -> JobResult:
