@@ -241,19 +241,39 @@ def test_crs_and_pixel_size_checks(tmp_path, model_file):
 
 
 @pytest.mark.parametrize("shape", [(1, 70), (20, 20), (53, 37), (300, 200)])
-def test_strip_reads_give_the_same_windows_as_single_reads(tmp_path, shape):
-    """One read per window row (what predict does) equals one reflect-padded read per window."""
-    from geopix2pix.prediction.windows import make_layout, read_padded, read_strip
+@pytest.mark.parametrize("overlap", [0.5, 0.3])
+def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, overlap):
+    """One read per window row (what predict does) gives, for every window of the lattice, the
+    window of the whole scene reflect-padded (data and validity), also for scenes smaller than a
+    window, where the padding mirrors pixels outside the strip's own rows."""
+    from geopix2pix.prediction.windows import make_layout, read_strip
 
     rng = np.random.default_rng(0)
     data = rng.integers(1, 200, (2, *shape), dtype=np.uint8)
     data[:, : shape[0] // 3, : shape[1] // 4] = 0  # some nodata
     path = write_raster(tmp_path / "s.tif", data, nodata=0)
-    layout = make_layout(shape[0], shape[1], 64, 0.5, "hann")
+    layout = make_layout(shape[0], shape[1], 64, overlap, "hann")
+    pad = 128  # more than any window reaches past the scene
+    padded = np.pad(data, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    padded_valid = np.pad(data[0] != 0, pad, mode="reflect")
     with rasterio.open(path) as ds:
         for row in layout.rows:
             strip = read_strip(ds, [1, 2], row, layout.cols, 64)
-            for col in layout.cols:
-                expected, expected_valid = read_padded(ds, [1, 2], row, col, 64)
-                np.testing.assert_array_equal(strip.window(strip.data, col), expected)
-                np.testing.assert_array_equal(strip.window(strip.valid, col), expected_valid)
+            windows, valids = strip.windows(strip.data), strip.windows(strip.valid)
+            assert windows.shape == (len(layout.cols), 2, 64, 64)
+            for i, col in enumerate(layout.cols):
+                r, c = slice(pad + row, pad + row + 64), slice(pad + col, pad + col + 64)
+                np.testing.assert_array_equal(windows[i], padded[:, r, c])
+                np.testing.assert_array_equal(valids[i], padded_valid[r, c])
+
+
+@pytest.mark.parametrize(("size", "stride", "n"), [(64, 32, 5), (64, 45, 4), (64, 16, 7),
+                                                  (64, 64, 3), (8, 3, 1), (8, 5, 2)])
+def test_overlap_add_sums_windows_like_a_loop(size, stride, n):
+    from geopix2pix.prediction.blend import overlap_add
+
+    windows = np.random.default_rng(1).random((n, 2, 5, size)).astype(np.float32)
+    expected = np.zeros((2, 5, (n - 1) * stride + size), np.float32)
+    for i in range(n):
+        expected[..., i * stride:i * stride + size] += windows[i]
+    np.testing.assert_allclose(overlap_add(windows, stride), expected, rtol=1e-6)

@@ -6,11 +6,14 @@ constant over a lattice with stride size/2, so blended outputs have no seams (Pi
 ``stride x stride`` crop by 1 and the rest by 0: the crops tile the scene (the margin dropped at
 each window edge hides the zero padding of convolutions).
 
-`StripAccumulator` holds weighted sums for only the rows that windows still contribute to (at
-most window + stride rows) and the columns of one chunk, never the whole scene.
+A row of windows is weighted and summed at once (`overlap_add`), and `StripAccumulator` holds the
+weighted sums for only the rows that windows still contribute to (at most window + stride rows) and
+the columns of one chunk, never the whole scene.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -28,40 +31,68 @@ def window_weights(size: int, stride: int, margin: int, blend: str) -> np.ndarra
     return np.outer(w1, w1).astype(np.float32)
 
 
+def overlap_add(windows: np.ndarray, stride: int) -> np.ndarray:
+    """Sum a row of windows (n, ..., rows, size) placed `stride` columns apart into one block
+    (..., rows, (n - 1) * stride + size), in ceil(size / stride) array operations.
+
+    Windows i and i + ceil(size / stride) never overlap, so each residue class of windows is added
+    at once through a strided view of the block."""
+    n, size = windows.shape[0], windows.shape[-1]
+    step = math.ceil(size / stride)
+    group_width = step * stride
+    room = group_width * math.ceil(n / step) + (step - 1) * stride
+    out = np.zeros(windows.shape[1:-1] + (room,), dtype=windows.dtype)
+    for first in range(min(step, n)):
+        group = windows[first::step]
+        start = first * stride
+        span = out[..., start:start + group.shape[0] * group_width]
+        places = span.reshape(span.shape[:-1] + (group.shape[0], group_width))[..., :size]
+        places += np.moveaxis(group, 0, -2)
+    return out[..., :(n - 1) * stride + size]
+
+
+class RowWeights:
+    """The sums of window weights over a row of `n` windows, and where they are positive (the
+    pixels that some window's output reaches), per row length."""
+
+    def __init__(self, weights: np.ndarray, stride: int):
+        self.weights, self.stride = weights, stride
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if n not in self._rows:
+            sums = overlap_add(np.broadcast_to(self.weights, (n, *self.weights.shape)),
+                               self.stride)
+            self._rows[n] = sums, sums > 0
+        return self._rows[n]
+
+
 class StripAccumulator:
     """Weighted sums, sums of weights and validity for rows [origin, origin + capacity) of the
-    output columns [col0, col1), for windows weighted by `weights`."""
+    output columns [col0, col1)."""
 
-    def __init__(self, bands: int, col0: int, col1: int, capacity: int, height: int,
-                 weights: np.ndarray):
+    def __init__(self, bands: int, col0: int, col1: int, capacity: int, height: int):
         self.col0, self.col1, self.height = col0, col1, height
-        self.window_weights = weights
-        positive = weights > 0
-        self.positive = None if positive.all() else positive
         width = col1 - col0
         self.sums = np.zeros((bands, capacity, width), dtype=np.float32)
         self.weights = np.zeros((capacity, width), dtype=np.float32)
         self.valid = np.zeros((capacity, width), dtype=bool)
         self.origin = 0  # scene row of buffer row 0
 
-    def add(self, weighted: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
-        """Add one window's output times the weights (bands, size, size) at scene (row, col),
-        clipped to the scene rows and the chunk's columns; only pixels of nonzero weight set the
-        validity."""
-        size = weighted.shape[-1]
-        r0, r1 = max(row, self.origin, 0), min(row + size, self.height)
-        c0, c1 = max(col, self.col0), min(col + size, self.col1)
+    def add(self, sums: np.ndarray, weights: np.ndarray, valid: np.ndarray, row: int,
+            col: int) -> None:
+        """Add a block of weighted sums (bands, rows, cols), its sums of weights and validity
+        (rows, cols) at scene (row, col), clipped to the scene rows and the chunk's columns."""
+        rows, cols = weights.shape
+        r0, r1 = max(row, self.origin, 0), min(row + rows, self.height)
+        c0, c1 = max(col, self.col0), min(col + cols, self.col1)
         if r0 >= r1 or c0 >= c1:
             return
         wr, wc = slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
         br, bc = slice(r0 - self.origin, r1 - self.origin), slice(c0 - self.col0, c1 - self.col0)
-        self.sums[:, br, bc] += weighted[:, wr, wc]
-        self.weights[br, bc] += self.window_weights[wr, wc]
-        if self.positive is None:
-            self.valid[br, bc] |= valid[wr, wc]
-        else:
-            self.valid[br, bc] |= valid[wr, wc] & self.positive[wr, wc]
-
+        self.sums[:, br, bc] += sums[:, wr, wc]
+        self.weights[br, bc] += weights[wr, wc]
+        self.valid[br, bc] |= valid[wr, wc]
     def pop(self, until: int) -> tuple[int, np.ndarray, np.ndarray]:
         """Finished rows [origin, until): (first row, blended (bands, rows, cols), valid), then
         shift the buffer so `until` becomes its first row."""

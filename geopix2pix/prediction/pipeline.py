@@ -2,12 +2,12 @@
 
 Four stages joined by small bounded queues, so the scene is never held whole:
 - a reader thread reads the input one window row at a time (one `Strip` per row of windows),
-  scales it with the model's source `Scaling` (``centre`` mode per window) and stacks batches of
-  windows sliced from it;
+  scales it with the model's source `Scaling` (``centre`` mode per window) and copies its
+  windows (strided views of it) into batches;
 - the calling thread runs the generator on each batch (eval mode, ``torch.inference_mode``; bf16
   autocast and channels_last on CUDA);
-- a blender thread weights each batch of window outputs at once, adds the windows into a
-  `StripAccumulator` and, after each window row, turns the finished rows into output values;
+- a blender thread regroups the outputs by window row, weights and sums each row's windows at
+  once (`overlap_add`) into a `StripAccumulator` and turns the finished rows into output values;
 - a writer thread writes them (rasterio releases the GIL in reads and writes).
 An error in any stage stops all of them and is raised in the caller.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -23,7 +24,12 @@ import numpy as np
 import torch
 
 from geopix2pix.chips.scaling import Scaling
-from geopix2pix.prediction.blend import StripAccumulator, window_weights
+from geopix2pix.prediction.blend import (
+    RowWeights,
+    StripAccumulator,
+    overlap_add,
+    window_weights,
+)
 from geopix2pix.prediction.windows import Chunk, Layout, Strip, iter_strips, read_strip
 from geopix2pix.prediction.writer import OutputSpec, to_output
 
@@ -138,61 +144,77 @@ class StripScaler:
         return out
 
 
-def _scaled_windows(job: Job) -> Iterator[tuple[np.ndarray, np.ndarray, tuple[int, int, int]]]:
-    """(scaled window, valid, (chunk index, row, col)) in processing order, read strip by strip.
+def _window_rows(job: Job) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(scaled windows (n, bands, size, size), validity (size, span)) of each window row of each
+    chunk, in processing order, read strip by strip.
 
     ``centre`` scaling depends on each window's mean, so it is applied per window; the other
-    modes are pixel-wise and applied once per strip."""
-    size, scaling = job.layout.size, job.source_scaling
-    per_window = scaling.mode == "centre"
+    modes are pixel-wise and applied once per strip (the windows are then views of it)."""
+    scaling = job.source_scaling
     scale_strip = StripScaler(scaling)
-    for index, chunk, row in iter_strips(job.layout, job.chunks):
-        strip = read_strip(job.dataset, job.bands, row, chunk.cols, size)
-        scaled = None if per_window else scale_strip(strip)
-        for col in chunk.cols:
-            valid = strip.window(strip.valid, col)
-            if per_window:
-                window = scaling.forward(strip.window(strip.data, col), valid)
-            else:
-                window = strip.window(scaled, col)
-            yield window, valid, (index, row, col)
+    for _, chunk, row in iter_strips(job.layout, job.chunks):
+        strip = read_strip(job.dataset, job.bands, row, chunk.cols, job.layout.size)
+        if scaling.mode == "centre":
+            windows = np.stack([scaling.forward(data, valid) for data, valid in
+                                zip(strip.windows(strip.data), strip.windows(strip.valid))])
+        else:
+            windows = strip.windows(scale_strip(strip))
+        yield windows, strip.valid
 
 
 def _reader(job: Job, out: _Channel) -> None:
-    batch, valids, places = [], [], []
-    for window, valid, place in _scaled_windows(job):
-        batch.append(window)
-        valids.append(valid)
-        places.append(place)
-        if len(batch) == job.batch_size:
-            out.put((np.stack(batch), valids, places))
-            batch, valids, places = [], [], []
-    if batch:
-        out.put((np.stack(batch), valids, places))
+    """Batches of `job.batch_size` windows, each with the validity of the window rows that start
+    in it: (windows, [validity, ...])."""
+    batch, fill, rows = None, 0, []
+    for windows, valid in _window_rows(job):
+        rows.append(valid)
+        start = 0
+        while start < len(windows):
+            if batch is None:
+                batch = np.empty((job.batch_size, *windows.shape[1:]), dtype=np.float32)
+            take = min(job.batch_size - fill, len(windows) - start)
+            batch[fill:fill + take] = windows[start:start + take]
+            fill, start = fill + take, start + take
+            if fill == job.batch_size:
+                out.put((batch, rows))
+                batch, fill, rows = None, 0, []
+    if fill or rows:
+        out.put((batch[:fill], rows))
     out.put(_DONE)
 
 
-def _weighted_outputs(inbox: _Channel, weights: np.ndarray
-                      ) -> Iterator[tuple[np.ndarray, np.ndarray, tuple]]:
-    """(window output times `weights`, valid, place) of each window, weighted a batch at once."""
-    for outputs, valids, places in inbox:  # not in place: outputs may be views of anything
-        yield from zip(outputs * weights, valids, places)
+def _output_rows(job: Job, inbox: _Channel) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(outputs (n, bands, size, size), input validity (size, span)) of each window row, in
+    processing order, regrouped from the model's batches."""
+    batches = iter(inbox)
+    outputs, used, valids = None, 0, deque()
+    for _, chunk, _ in iter_strips(job.layout, job.chunks):
+        parts, missing = [], len(chunk.cols)
+        while missing:
+            if outputs is None or used == len(outputs):
+                outputs, row_valids = next(batches)
+                used = 0
+                valids.extend(row_valids)
+            take = min(missing, len(outputs) - used)
+            parts.append(outputs[used:used + take])
+            used, missing = used + take, missing - take
+        yield (parts[0] if len(parts) == 1 else np.concatenate(parts)), valids.popleft()
 
 
 def _blender(job: Job, inbox: _Channel, out: _Channel) -> None:
     layout, spec = job.layout, job.spec
     weights = window_weights(layout.size, layout.stride, layout.margin, layout.blend)
-    outputs = _weighted_outputs(inbox, weights)
+    row_weights = RowWeights(weights, layout.stride)
+    rows = _output_rows(job, inbox)
     last_row = layout.rows[-1]
     capacity = layout.size + layout.stride
-    for index, chunk in enumerate(job.chunks):
-        acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, capacity, layout.height,
-                               weights)
+    for chunk in job.chunks:
+        acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, capacity, layout.height)
+        weight_sums, reached = row_weights(len(chunk.cols))
         for i, row in enumerate(layout.rows):
-            for _ in chunk.cols:
-                output, valid, (c, r, col) = next(outputs)
-                assert (c, r) == (index, row)
-                acc.add(output, valid, r, col)
+            outputs, valid = next(rows)
+            sums = overlap_add(outputs * weights, layout.stride)
+            acc.add(sums, weight_sums, valid & reached, row, chunk.cols[0])
             until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
             first, blended, ok = acc.pop(until)
             if blended.shape[1]:
@@ -236,10 +258,10 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
         generator.to(memory_format=torch.channels_last)
     try:
         with torch.inference_mode():
-            for batch, valids, places in to_model:
-                to_blend.put((_forward(generator, batch, device), valids, places))
+            for batch, rows in to_model:
+                to_blend.put((_forward(generator, batch, device), rows))
                 if on_batch:
-                    on_batch(len(places))
+                    on_batch(len(batch))
         to_blend.put(_DONE)
         for stage in stages:
             stage.join()

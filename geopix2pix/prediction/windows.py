@@ -1,4 +1,4 @@
-"""Where the prediction windows go over a scene, and reading one window reflect-padded.
+"""Where the prediction windows go over a scene, and reading a row of them reflect-padded.
 
 The windows lie on one global lattice with step ``stride = size * (1 - overlap)`` and the first
 origin at ``-margin`` (``margin = (size - stride) // 2``), extended beyond the scene edges so that
@@ -13,8 +13,8 @@ Windows straddling a chunk border are computed for both chunks (a few percent of
 scenes wider than one chunk, none on narrower ones).
 
 The input of a window row is read as one `Strip` (one GDAL read for the whole row of windows of a
-chunk) and each window is a slice of it, reflect-padded only where it reaches past the scene: the
-same values as reading each window on its own (`read_padded`), at a fraction of the cost.
+chunk), reflect-padded past the scene's edges exactly as the whole scene would be, and the row's
+windows are strided views of it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
@@ -111,45 +112,72 @@ def iter_strips(layout: Layout, chunks: Sequence[Chunk]) -> Iterator[tuple[int, 
             yield index, chunk, row
 
 
-def _pad_columns(array: np.ndarray, col: int, first: int, last: int, size: int) -> np.ndarray:
-    """Columns [col, col + size) of `array`, whose last axis holds scene columns [first, last),
-    reflect-padded past them (a view when no padding is needed)."""
-    c0, c1 = max(col, first), min(col + size, last)
-    window = array[..., c0 - first:c1 - first]
-    pads = (c0 - col, col + size - c1)
-    if pads == (0, 0):
-        return window
-    return np.pad(window, ((0, 0),) * (array.ndim - 1) + (pads,), mode="reflect")
+def reflect_source(start: int, stop: int, n: int) -> tuple[int, int]:
+    """The pixels [a, b) of an axis of length `n` that the reflect-padded range [start, stop)
+    needs: the part inside [0, n) and the pixels that reflect padding mirrors past either edge."""
+    a, b = max(start, 0), min(stop, n)
+    if start < 0:
+        b = max(b, min(1 - start, n))
+    if stop > n:
+        a = min(a, max(2 * n - stop - 1, 0))
+    return min(a, n - 1), max(b, a + 1)
+
+
+def _reflect_crop(array: np.ndarray, axis: int, first: int, start: int, stop: int,
+                  n: int) -> np.ndarray:
+    """`array` holds pixels [first, first + its length) of an axis of length n along `axis`:
+    return pixels [start, stop), reflect-padded past [0, n) (a view when nothing is padded)."""
+    pads = (max(0, -start), max(0, stop - n))
+    if pads != (0, 0):
+        widths = [(0, 0)] * array.ndim
+        widths[axis] = pads
+        array = np.pad(array, widths, mode="reflect")
+        first -= pads[0]
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(start - first, stop - first)
+    return array[tuple(index)]
 
 
 @dataclass(frozen=True)
 class Strip:
-    """The input of one window row of a chunk: rows [row, row + size) reflect-padded past the
-    scene, scene columns [col0, col1) (all the chunk's windows need, clipped to the scene)."""
+    """The input of one window row of a chunk: rows [row, row + size) and columns [col, col +
+    span) of the scene, reflect-padded past its edges, where the windows of the row lie at
+    columns col, col + stride, ... (`count` of them)."""
 
     row: int
-    col0: int
-    col1: int
+    col: int
     size: int
-    data: np.ndarray  # (bands, size, col1 - col0), the file's dtype
-    valid: np.ndarray  # (size, col1 - col0)
+    stride: int
+    count: int
+    data: np.ndarray  # (bands, size, span), the file's dtype
+    valid: np.ndarray  # (size, span)
 
-    def window(self, array: np.ndarray, col: int) -> np.ndarray:
-        """The window at column origin `col` of `array` (`data`, `valid` or an array of the
-        same columns, e.g. the scaled data), reflect-padded past the scene's columns."""
-        return _pad_columns(array, col, self.col0, self.col1, self.size)
+    @property
+    def span(self) -> int:
+        return (self.count - 1) * self.stride + self.size
+
+    def windows(self, array: np.ndarray) -> np.ndarray:
+        """(count, ..., size, size): every window of `array` (`data`, `valid` or an array of
+        the same columns such as the scaled data), as a view."""
+        view = sliding_window_view(array, self.size, axis=-1)[..., ::self.stride, :]
+        return np.moveaxis(view, -2, 0)
 
 
 def read_strip(dataset, bands: Sequence[int], row: int, cols: Sequence[int], size: int) -> Strip:
-    """Read the windows at (row, each of `cols`) in one read; see `Strip`."""
-    r0, r1 = max(row, 0), min(row + size, dataset.height)
-    c0, c1 = max(cols[0], 0), min(cols[-1] + size, dataset.width)
+    """Read the windows at (row, each of the equally spaced `cols`) in one read; see `Strip`.
+
+    Past the scene's edges the strip is reflect-padded as the whole scene would be (reading the
+    rows or columns that the padding mirrors), so every window sees the same padding."""
+    stride = cols[1] - cols[0] if len(cols) > 1 else size
+    stop_col = cols[-1] + size
+    r0, r1 = reflect_source(row, row + size, dataset.height)
+    c0, c1 = reflect_source(cols[0], stop_col, dataset.width)
     data, valid = read_window(dataset, bands, Window(c0, r0, c1 - c0, r1 - r0))
-    pads = (r0 - row, row + size - r1)
-    if pads != (0, 0):
-        data = np.pad(data, ((0, 0), pads, (0, 0)), mode="reflect")
-        valid = np.pad(valid, (pads, (0, 0)), mode="reflect")
-    return Strip(row, c0, c1, size, data, valid)
+    for axis, first, start, stop, n in ((-2, r0, row, row + size, dataset.height),
+                                        (-1, c0, cols[0], stop_col, dataset.width)):
+        data = _reflect_crop(data, axis, first, start, stop, n)
+        valid = _reflect_crop(valid, axis, first, start, stop, n)
+    return Strip(row, cols[0], size, stride, len(cols), data, valid)
 
 
 def strip_cache_bytes(dataset, layout: Layout, chunks: Sequence[Chunk], reserve: int = 0) -> int:
@@ -166,20 +194,3 @@ def strip_cache_bytes(dataset, layout: Layout, chunks: Sequence[Chunk], reserve:
     cols = min((math.ceil(span_cols / block_cols) + 1) * block_cols, dataset.width)
     pixel = dataset.count * max(np.dtype(dt).itemsize for dt in dataset.dtypes)
     return int(min(max(rows * cols * pixel + reserve, MIN_CACHE), MAX_CACHE))
-
-
-def read_padded(dataset, bands: Sequence[int], row: int, col: int,
-                size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read a size x size window at (row, col), reflect-padding what lies outside the scene.
-
-    Returns (data (bands, size, size) in the file's dtype, valid (size, size)); reflected pixels
-    carry the validity of the pixels they mirror.
-    """
-    r0, c0 = max(row, 0), max(col, 0)
-    r1, c1 = min(row + size, dataset.height), min(col + size, dataset.width)
-    data, valid = read_window(dataset, bands, Window(c0, r0, c1 - c0, r1 - r0))
-    pads = ((r0 - row, row + size - r1), (c0 - col, col + size - c1))
-    if any(p for pair in pads for p in pair):
-        data = np.pad(data, ((0, 0), *pads), mode="reflect")
-        valid = np.pad(valid, pads, mode="reflect")
-    return data, valid
