@@ -5,9 +5,11 @@ is predicted in a fresh subprocess, which reports its own peak RSS
 (``getrusage(RUSAGE_SELF).ru_maxrss``: the whole process, torch and GDAL included) and times, in
 the same process and alternating with the predict runs, the bare generator forward over the same
 number of windows at the same batch size (random input already on the device: no reading,
-scaling, blending or writing). Per scene it prints medians over ``--repeats`` pairs: predict and
-bare seconds, the wall-time ratio (the issue's goal: at most 1.10), the ratio of the process's CPU
-time (less sensitive to other processes sharing the machine), and the peak RSS; then the peak RSS
+scaling, blending or writing), and the pipeline alone (predict with the generator replaced by a
+slice of its input: the windows per second the pipeline could feed a fast accelerator). Per scene
+it prints medians over ``--repeats`` runs: predict and bare seconds, the wall-time ratio (the
+issue's goal: at most 1.10), the ratio of the process's CPU time (less sensitive to other
+processes sharing the machine), the pipeline alone, and the peak RSS; then the peak RSS
 of the largest scene over the smallest (goal: at most 1.25, and at most 1.5 GB at 20000 x 20000
 on CPU). The machine (CPUs, torch threads, device, load average) is printed with the figures.
 
@@ -125,6 +127,27 @@ def bare_forward(generator, device, windows: int, batch: int, chip: int) -> tupl
         return time.perf_counter() - start, cpu_seconds() - cpu
 
 
+def pipeline_alone(model):
+    """`model` with its generator replaced by a slice of the input: predicting with it times
+    reading, scaling, blending and writing alone (how many windows per second the pipeline can
+    feed an accelerator), whatever the device's speed."""
+    import dataclasses
+
+    import torch
+
+    class Slice(torch.nn.Module):
+        def __init__(self, channels: int, device):
+            super().__init__()
+            self.channels = channels
+            self.anchor = torch.nn.Parameter(torch.zeros(1, device=device))  # sets the device
+
+        def forward(self, x):
+            return x[:, : self.channels]
+
+    device = next(model.generator.parameters()).device
+    return dataclasses.replace(model, generator=Slice(model.spec.out_channels, device))
+
+
 def child(args) -> None:
     """Predict one scene `repeats` times, alternating with the bare forward; print JSON."""
     import torch
@@ -144,6 +167,12 @@ def child(args) -> None:
         return {"predict_s": time.perf_counter() - start, "predict_cpu": cpu_seconds() - cpu,
                 "windows": result.windows}
 
+    def run_pipeline() -> dict:
+        start = time.perf_counter()
+        predict(args.scene, args.out, model=pipeline_alone(model), batch_size=args.batch_size,
+                overlap=args.overlap, device=args.device, overwrite=True, progress=False)
+        return {"pipeline_s": time.perf_counter() - start}
+
     def run_bare(windows: int) -> dict:
         wall, cpu = bare_forward(model.generator, device, windows, args.batch_size,
                                  args.chip_size)
@@ -160,6 +189,8 @@ def child(args) -> None:
                 run.update(run_bare(run["windows"]))
         if i == 0:  # the peak RSS reported: the first predict (and bare) run
             rss_first = peak_rss_mb()
+        if args.bare:
+            run.update(run_pipeline())
         windows = run["windows"]
         runs.append(run)
     print(json.dumps({"windows": windows, "runs": runs, "rss_mb": rss_first,
@@ -178,7 +209,8 @@ def summarise(name: str, r: dict, bare: bool) -> dict:
                     best_ratio=min(x["predict_s"] for x in r["runs"])
                     / min(x["bare_s"] for x in r["runs"]),
                     cpu_ratio=statistics.median(x["predict_cpu"] / x["bare_cpu"]
-                                                for x in r["runs"]))
+                                                for x in r["runs"]),
+                    pipeline_s=med["pipeline_s"])
     return line
 
 
@@ -186,7 +218,8 @@ def print_line(s: dict) -> None:
     text = (f"{s['scene']:>12}: {s['windows']:7d} windows; predict {s['predict_s']:8.2f} s")
     if "ratio" in s:
         text += (f", bare {s['bare_s']:8.2f} s, ratio {s['ratio']:.3f} (best/best "
-                 f"{s['best_ratio']:.3f}, CPU time {s['cpu_ratio']:.3f})")
+                 f"{s['best_ratio']:.3f}, CPU time {s['cpu_ratio']:.3f}); pipeline alone "
+                 f"{s['pipeline_s']:.2f} s = {s['windows'] / s['pipeline_s']:.0f} windows/s")
     print(text + f"; peak RSS {s['rss_mb']:6.0f} MB; load {s['load']:.1f}", flush=True)
 
 
