@@ -178,7 +178,7 @@ def _reader(job: Job, out: _Channel) -> None:
             if fill == job.batch_size:
                 out.put((batch, rows))
                 batch, fill, rows = None, 0, []
-    if fill or rows:
+    if fill:  # a row's validity always travels with its first window
         out.put((batch[:fill], rows))
     out.put(_DONE)
 
