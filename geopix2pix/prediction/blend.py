@@ -93,6 +93,7 @@ class StripAccumulator:
         self.sums[:, br, bc] += sums[:, wr, wc]
         self.weights[br, bc] += weights[wr, wc]
         self.valid[br, bc] |= valid[wr, wc]
+
     def pop(self, until: int) -> tuple[int, np.ndarray, np.ndarray]:
         """Finished rows [origin, until): (first row, blended (bands, rows, cols), valid), then
         shift the buffer so `until` becomes its first row."""

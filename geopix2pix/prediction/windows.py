@@ -112,7 +112,7 @@ def iter_strips(layout: Layout, chunks: Sequence[Chunk]) -> Iterator[tuple[int, 
             yield index, chunk, row
 
 
-def reflect_source(start: int, stop: int, n: int) -> tuple[int, int]:
+def _reflect_source(start: int, stop: int, n: int) -> tuple[int, int]:
     """The pixels [a, b) of an axis of length `n` that the reflect-padded range [start, stop)
     needs: the part inside [0, n) and the pixels that reflect padding mirrors past either edge."""
     a, b = max(start, 0), min(stop, n)
@@ -170,8 +170,8 @@ def read_strip(dataset, bands: Sequence[int], row: int, cols: Sequence[int], siz
     rows or columns that the padding mirrors), so every window sees the same padding."""
     stride = cols[1] - cols[0] if len(cols) > 1 else size
     stop_col = cols[-1] + size
-    r0, r1 = reflect_source(row, row + size, dataset.height)
-    c0, c1 = reflect_source(cols[0], stop_col, dataset.width)
+    r0, r1 = _reflect_source(row, row + size, dataset.height)
+    c0, c1 = _reflect_source(cols[0], stop_col, dataset.width)
     data, valid = read_window(dataset, bands, Window(c0, r0, c1 - c0, r1 - r0))
     for axis, first, start, stop, n in ((-2, r0, row, row + size, dataset.height),
                                         (-1, c0, cols[0], stop_col, dataset.width)):
