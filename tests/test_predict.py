@@ -241,23 +241,31 @@ def test_crs_and_pixel_size_checks(tmp_path, model_file):
 
 
 @pytest.mark.parametrize("shape", [(1, 70), (20, 20), (53, 37), (300, 200)])
-@pytest.mark.parametrize("overlap", [0.5, 0.3])
+@pytest.mark.parametrize("overlap", [0.5, 0.3, 0.0, 0.75])
 def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, overlap):
-    """One read per window row (what predict does) gives, for every window of the lattice, the
-    window of the whole scene reflect-padded (data and validity), also for scenes smaller than a
-    window, where the padding mirrors pixels outside the strip's own rows."""
-    from geopix2pix.prediction.windows import make_layout, read_strip
+    """One read per window row (what predict does, each row reusing the rows it shares with the
+    row above) gives, for every window of the lattice, the window of the whole scene
+    reflect-padded (data and validity), also for scenes smaller than a window, where the padding
+    mirrors pixels outside the strip's own rows; a conversion applies to every pixel once."""
+    from geopix2pix.prediction.windows import iter_chunk_strips, make_layout, read_strip
 
     rng = np.random.default_rng(0)
     data = rng.integers(1, 200, (2, *shape), dtype=np.uint8)
     data[:, : shape[0] // 3, : shape[1] // 4] = 0  # some nodata
     path = write_raster(tmp_path / "s.tif", data, nodata=0)
     layout = make_layout(shape[0], shape[1], 64, overlap, "hann")
-    pad = 128  # more than any window reaches past the scene
+    [chunk] = layout.chunks()
+    pad = 256  # more than any window reaches past the scene
     padded = np.pad(data, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
     padded_valid = np.pad(data[0] != 0, pad, mode="reflect")
+
+    def convert(values, valid):  # not idempotent: applying it twice would show
+        return values.astype(np.float32) * 2 + valid
+
     with rasterio.open(path) as ds:
-        for row in layout.rows:
+        rolled = list(iter_chunk_strips(ds, [1, 2], layout, chunk, convert))
+        assert [strip.row for strip in rolled] == list(layout.rows)
+        for row, rolled_strip in zip(layout.rows, rolled):
             strip = read_strip(ds, [1, 2], row, layout.cols, 64)
             windows, valids = strip.windows(strip.data), strip.windows(strip.valid)
             assert windows.shape == (len(layout.cols), 2, 64, 64)
@@ -265,6 +273,8 @@ def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, 
                 r, c = slice(pad + row, pad + row + 64), slice(pad + col, pad + col + 64)
                 np.testing.assert_array_equal(windows[i], padded[:, r, c])
                 np.testing.assert_array_equal(valids[i], padded_valid[r, c])
+            np.testing.assert_array_equal(rolled_strip.valid, strip.valid)
+            np.testing.assert_array_equal(rolled_strip.data, convert(strip.data, strip.valid))
 
 
 @pytest.mark.parametrize(("size", "stride", "n"), [(64, 32, 5), (64, 45, 4), (64, 16, 7),

@@ -1,9 +1,10 @@
 """The predict pipeline for one raster: read -> generator -> blend -> write, overlapped.
 
 Four stages joined by small bounded queues, so the scene is never held whole:
-- a reader thread reads the input one window row at a time (one `Strip` per row of windows),
-  scales it with the model's source `Scaling` (``centre`` mode per window) and copies its
-  windows (strided views of it) into batches;
+- a reader thread reads the input one window row at a time (one `Strip` per row of windows,
+  reading only the rows the strip above did not have), scales it with the model's source
+  `Scaling` (``centre`` mode per window) and copies its windows (strided views of it) into
+  batches;
 - the calling thread runs the generator on each batch (eval mode, ``torch.inference_mode``; bf16
   autocast and channels_last on CUDA);
 - a blender thread regroups the outputs by window row, weights and sums each row's windows at
@@ -30,7 +31,7 @@ from geopix2pix.prediction.blend import (
     overlap_add,
     window_weights,
 )
-from geopix2pix.prediction.windows import Chunk, Layout, Strip, iter_strips, read_strip
+from geopix2pix.prediction.windows import Chunk, Layout, iter_chunk_strips, iter_strips
 from geopix2pix.prediction.writer import OutputSpec, to_output
 
 QUEUE_DEPTH = 4
@@ -127,14 +128,14 @@ class StripScaler:
             self.table = self.scaling.forward(values, np.ones((1, codes.size), bool))[:, 0]
         return self.table
 
-    def __call__(self, strip: Strip) -> np.ndarray:
-        data, valid = strip.data, strip.valid
+    def __call__(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
         out = np.empty(data.shape, dtype=np.float32)
         if data.dtype.kind in "iu" and data.dtype.itemsize <= 2:
             table = self._lookup_table(data.shape[0], data.dtype)
             codes = data.view(f"u{data.dtype.itemsize}")
             for band in range(data.shape[0]):
-                table[band].take(codes[band], out=out[band], mode="wrap")  # no bounds check
+                # every code is in the table: "clip" never clips, and is the fastest mode
+                table[band].take(codes[band], out=out[band], mode="clip")
             if not valid.all():
                 out[:, ~valid] = 0.0
             return out
@@ -149,17 +150,19 @@ def _window_rows(job: Job) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     chunk, in processing order, read strip by strip.
 
     ``centre`` scaling depends on each window's mean, so it is applied per window; the other
-    modes are pixel-wise and applied once per strip (the windows are then views of it)."""
+    modes are pixel-wise and applied to the strips' rows as they are read (the windows are then
+    views of the scaled strip)."""
     scaling = job.source_scaling
-    scale_strip = StripScaler(scaling)
-    for _, chunk, row in iter_strips(job.layout, job.chunks):
-        strip = read_strip(job.dataset, job.bands, row, chunk.cols, job.layout.size)
-        if scaling.mode == "centre":
-            windows = np.stack([scaling.forward(data, valid) for data, valid in
-                                zip(strip.windows(strip.data), strip.windows(strip.valid))])
-        else:
-            windows = strip.windows(scale_strip(strip))
-        yield windows, strip.valid
+    centre = scaling.mode == "centre"
+    convert = None if centre else StripScaler(scaling)
+    for chunk in job.chunks:
+        for strip in iter_chunk_strips(job.dataset, job.bands, job.layout, chunk, convert):
+            if centre:
+                windows = np.stack([scaling.forward(data, valid) for data, valid in
+                                    zip(strip.windows(strip.data), strip.windows(strip.valid))])
+            else:
+                windows = strip.windows(strip.data)
+            yield windows, strip.valid
 
 
 def _reader(job: Job, out: _Channel) -> None:
@@ -207,13 +210,14 @@ def _blender(job: Job, inbox: _Channel, out: _Channel) -> None:
     row_weights = RowWeights(weights, layout.stride)
     rows = _output_rows(job, inbox)
     last_row = layout.rows[-1]
-    capacity = layout.size + layout.stride
+    reach = layout.size + layout.stride
     for chunk in job.chunks:
-        acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, capacity, layout.height)
+        acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, reach, layout.height)
         weight_sums, reached = row_weights(len(chunk.cols))
         for i, row in enumerate(layout.rows):
             outputs, valid = next(rows)
-            sums = overlap_add(outputs * weights, layout.stride)
+            outputs *= weights  # the outputs are this stage's own
+            sums = overlap_add(outputs, layout.stride)
             acc.add(sums, weight_sums, valid & reached, row, chunk.cols[0])
             until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
             first, blended, ok = acc.pop(until)

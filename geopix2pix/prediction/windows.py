@@ -12,15 +12,16 @@ chunk, window row by window row, so the accumulation buffers are bounded in both
 Windows straddling a chunk border are computed for both chunks (a few percent of extra windows on
 scenes wider than one chunk, none on narrower ones).
 
-The input of a window row is read as one `Strip` (one GDAL read for the whole row of windows of a
-chunk), reflect-padded past the scene's edges exactly as the whole scene would be, and the row's
-windows are strided views of it.
+The input of a window row is one `Strip` (the rows of the whole row of windows of a chunk),
+reflect-padded past the scene's edges exactly as the whole scene would be, and the row's windows
+are strided views of it. Consecutive strips share ``size - stride`` rows, which are kept from the
+strip above rather than read again.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,7 +150,7 @@ class Strip:
     size: int
     stride: int
     count: int
-    data: np.ndarray  # (bands, size, span), the file's dtype
+    data: np.ndarray  # (bands, size, span), the file's dtype unless converted
     valid: np.ndarray  # (size, span)
 
     @property
@@ -163,21 +164,54 @@ class Strip:
         return np.moveaxis(view, -2, 0)
 
 
+def read_block(dataset, bands: Sequence[int], rows: tuple[int, int],
+               cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(data, valid) of scene rows [rows) and columns [cols), reflect-padded past the scene's
+    edges as the whole scene would be (reading the rows or columns that the padding mirrors)."""
+    r0, r1 = _reflect_source(*rows, dataset.height)
+    c0, c1 = _reflect_source(*cols, dataset.width)
+    data, valid = read_window(dataset, bands, Window(c0, r0, c1 - c0, r1 - r0))
+    for axis, first, (start, stop), n in ((-2, r0, rows, dataset.height),
+                                          (-1, c0, cols, dataset.width)):
+        data = _reflect_crop(data, axis, first, start, stop, n)
+        valid = _reflect_crop(valid, axis, first, start, stop, n)
+    return data, valid
+
+
 def read_strip(dataset, bands: Sequence[int], row: int, cols: Sequence[int], size: int) -> Strip:
     """Read the windows at (row, each of the equally spaced `cols`) in one read; see `Strip`.
 
-    Past the scene's edges the strip is reflect-padded as the whole scene would be (reading the
-    rows or columns that the padding mirrors), so every window sees the same padding."""
+    Past the scene's edges the strip is reflect-padded as the whole scene would be, so every
+    window sees the same padding."""
     stride = cols[1] - cols[0] if len(cols) > 1 else size
-    stop_col = cols[-1] + size
-    r0, r1 = _reflect_source(row, row + size, dataset.height)
-    c0, c1 = _reflect_source(cols[0], stop_col, dataset.width)
-    data, valid = read_window(dataset, bands, Window(c0, r0, c1 - c0, r1 - r0))
-    for axis, first, start, stop, n in ((-2, r0, row, row + size, dataset.height),
-                                        (-1, c0, cols[0], stop_col, dataset.width)):
-        data = _reflect_crop(data, axis, first, start, stop, n)
-        valid = _reflect_crop(valid, axis, first, start, stop, n)
+    data, valid = read_block(dataset, bands, (row, row + size), (cols[0], cols[-1] + size))
     return Strip(row, cols[0], size, stride, len(cols), data, valid)
+
+
+def iter_chunk_strips(dataset, bands: Sequence[int], layout: Layout, chunk: Chunk,
+                      convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+                      ) -> Iterator[Strip]:
+    """The strips of a chunk's window rows, top to bottom, as `read_strip` reads them, with
+    `convert(data, valid)` (e.g. the source scaling) applied to their data when given.
+
+    Consecutive window rows overlap by ``size - stride`` rows; those are taken from the strip
+    above instead of being read and converted again, so each row of the scene is read about once
+    (at overlap 0.5 that halves the reading and scaling)."""
+    size, cols = layout.size, chunk.cols
+    stride = cols[1] - cols[0] if len(cols) > 1 else size
+    span = (cols[0], cols[-1] + size)
+    above: Strip | None = None
+    for row in layout.rows:
+        start = row if above is None or above.row + size <= row else above.row + size
+        data, valid = read_block(dataset, bands, (start, row + size), span)
+        if convert is not None:
+            data = convert(data, valid)
+        if start > row:  # the rows shared with the strip above come first
+            keep = row - above.row
+            data = np.concatenate([above.data[:, keep:], data], axis=1)
+            valid = np.concatenate([above.valid[keep:], valid], axis=0)
+        above = Strip(row, cols[0], size, stride, len(cols), data, valid)
+        yield above
 
 
 def strip_cache_bytes(dataset, layout: Layout, chunks: Sequence[Chunk], reserve: int = 0) -> int:
