@@ -7,8 +7,8 @@ constant over a lattice with stride size/2, so blended outputs have no seams (Pi
 each window edge hides the zero padding of convolutions).
 
 A row of windows is weighted and summed at once (`overlap_add`), and `StripAccumulator` holds the
-weighted sums for only the rows that windows still contribute to (at most window + stride rows) and
-the columns of one chunk, never the whole scene.
+weighted sums for only the rows that windows still contribute to (at most window + stride rows,
+in a buffer of twice that) and the columns of one chunk, never the whole scene.
 """
 
 from __future__ import annotations
@@ -68,49 +68,53 @@ class RowWeights:
 
 
 class StripAccumulator:
-    """Weighted sums, sums of weights and validity for rows [origin, origin + capacity) of the
-    output columns [col0, col1)."""
+    """Weighted sums, sums of weights and validity of the output columns [col0, col1) for the rows
+    that windows still add to: at most `reach` rows past the first unfinished one.
 
-    def __init__(self, bands: int, col0: int, col1: int, capacity: int, height: int):
+    The buffers hold twice that many rows; finished rows are popped by moving a start row, and the
+    rows still open are moved back to the top only when a block would run past the end, so each
+    row is moved about once instead of at every window row."""
+
+    def __init__(self, bands: int, col0: int, col1: int, reach: int, height: int):
         self.col0, self.col1, self.height = col0, col1, height
-        width = col1 - col0
-        self.sums = np.zeros((bands, capacity, width), dtype=np.float32)
-        self.weights = np.zeros((capacity, width), dtype=np.float32)
-        self.valid = np.zeros((capacity, width), dtype=bool)
+        width, rows = col1 - col0, 2 * reach
+        self.sums = np.zeros((bands, rows, width), dtype=np.float32)
+        self.weights = np.zeros((rows, width), dtype=np.float32)
+        self.valid = np.zeros((rows, width), dtype=bool)
         self.origin = 0  # scene row of buffer row 0
+        self.first = 0  # scene row of the first row not popped yet
 
     def add(self, sums: np.ndarray, weights: np.ndarray, valid: np.ndarray, row: int,
             col: int) -> None:
         """Add a block of weighted sums (bands, rows, cols), its sums of weights and validity
         (rows, cols) at scene (row, col), clipped to the scene rows and the chunk's columns."""
         rows, cols = weights.shape
-        r0, r1 = max(row, self.origin, 0), min(row + rows, self.height)
+        r0, r1 = max(row, self.first, 0), min(row + rows, self.height)
         c0, c1 = max(col, self.col0), min(col + cols, self.col1)
         if r0 >= r1 or c0 >= c1:
             return
+        if r1 - self.origin > self.weights.shape[0]:
+            self._compact()
         wr, wc = slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
         br, bc = slice(r0 - self.origin, r1 - self.origin), slice(c0 - self.col0, c1 - self.col0)
         self.sums[:, br, bc] += sums[:, wr, wc]
         self.weights[br, bc] += weights[wr, wc]
         self.valid[br, bc] |= valid[wr, wc]
 
+    def _compact(self) -> None:
+        """Move the rows from `first` on to the top of the buffers and zero the rest."""
+        done = self.first - self.origin
+        for arr in (self.sums, self.weights[None], self.valid[None]):
+            rest = arr.shape[1] - done
+            arr[:, :rest] = arr[:, done:]
+            arr[:, rest:] = 0
+        self.origin = self.first
+
     def pop(self, until: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """Finished rows [origin, until): (first row, blended (bands, rows, cols), valid), then
-        shift the buffer so `until` becomes its first row."""
-        until = min(until, self.height)
-        n = until - self.origin
-        first = self.origin
-        if n <= 0:
-            return first, self.sums[:, :0].copy(), self.valid[:0].copy()
-        blended = self.sums[:, :n] / np.maximum(self.weights[:n], 1e-12)
-        valid = self.valid[:n].copy()
-        for arr in (self.sums[:, :], self.weights, self.valid):
-            rest = arr.shape[-2] - n
-            if arr.ndim == 3:
-                arr[:, :rest] = arr[:, n:]
-                arr[:, rest:] = 0
-            else:
-                arr[:rest] = arr[n:]
-                arr[rest:] = 0
-        self.origin = until
+        """Finished rows [first, until): (first row, blended (bands, rows, cols), valid)."""
+        first = self.first
+        rows = slice(first - self.origin, max(min(until, self.height), first) - self.origin)
+        blended = self.sums[:, rows] / np.maximum(self.weights[rows], 1e-12)
+        valid = self.valid[rows].copy()
+        self.first += blended.shape[1]
         return first, blended, valid
