@@ -6,10 +6,12 @@ Four stages joined by small bounded queues, so the scene is never held whole:
   `Scaling` (``centre`` mode per window) and copies its windows (strided views of it) into
   batches;
 - the calling thread runs the generator on each batch (eval mode, ``torch.inference_mode``; bf16
-  autocast and channels_last on CUDA);
+  autocast and channels_last on CUDA, where the next batch is queued on the GPU before the
+  outputs of the one before are collected, so the GPU does not wait for the hand-over);
 - a blender thread regroups the outputs by window row, weights and sums each row's windows at
-  once (`overlap_add`) into a `StripAccumulator` and turns the finished rows into output values;
-- a writer thread writes them (rasterio releases the GIL in reads and writes).
+  once (`overlap_add`) into a `StripAccumulator` and pops the finished rows;
+- a writer thread turns them into output values (the target's units and dtype, nodata) and
+  writes them (rasterio releases the GIL in reads and writes).
 An error in any stage stops all of them and is raised in the caller.
 """
 
@@ -222,25 +224,55 @@ def _blender(job: Job, inbox: _Channel, out: _Channel) -> None:
             until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
             first, blended, ok = acc.pop(until)
             if blended.shape[1]:
-                out.put((first, chunk.col0, to_output(blended, ok, spec), ok))
+                out.put((first, chunk.col0, blended, ok))
     out.put(_DONE)
 
 
-def _writer(write: Callable[[int, int, np.ndarray, np.ndarray], None], inbox: _Channel) -> None:
-    for first, col0, data, valid in inbox:
-        write(first, col0, data, valid)
+def _writer(write: Callable[[int, int, np.ndarray, np.ndarray], None], spec: OutputSpec,
+            inbox: _Channel) -> None:
+    for first, col0, blended, valid in inbox:
+        write(first, col0, to_output(blended, valid, spec), valid)
 
 
-def _forward(generator: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
+@dataclass
+class _Launched:
+    """A batch whose outputs are being computed (asynchronously on CUDA)."""
+
+    outputs: torch.Tensor  # float32, on the host once `done` has passed
+    done: torch.cuda.Event | None
+    size: int
+    rows: list
+
+    def result(self) -> np.ndarray:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.outputs.numpy()
+
+
+def _launch(generator: torch.nn.Module, batch: np.ndarray, rows: list,
+            device: torch.device) -> _Launched:
+    """Start the generator on a batch. On CUDA this only queues the copy in, the forward (bf16
+    autocast, channels_last) and the copy out into pinned memory, and returns at once, so the
+    next batch can be queued while this one runs; elsewhere it computes the outputs."""
     x = torch.from_numpy(batch)
-    if device.type == "cuda":
-        x = x.pin_memory().to(device, non_blocking=True).contiguous(
-            memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            y = generator(x)
-    else:
-        y = generator(x)
-    return y.float().cpu().numpy()
+    if device.type != "cuda":
+        return _Launched(generator(x).float(), None, len(batch), rows)
+    x = x.pin_memory().to(device, non_blocking=True).contiguous(
+        memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = generator(x).float()
+    outputs = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+    outputs.copy_(y, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    return _Launched(outputs, done, len(batch), rows)
+
+
+def _hand_over(launched: _Launched, to_blend: _Channel,
+               on_batch: Callable[[int], None] | None) -> None:
+    to_blend.put((launched.result(), launched.rows))
+    if on_batch:
+        on_batch(launched.size)
 
 
 def run(job: Job, generator: torch.nn.Module, device: torch.device,
@@ -253,7 +285,7 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     stages = [
         _Stage(lambda: _reader(job, to_model), stop, "geopix2pix-read"),
         _Stage(lambda: _blender(job, to_blend, to_write), stop, "geopix2pix-blend"),
-        _Stage(lambda: _writer(write, to_write), stop, "geopix2pix-write"),
+        _Stage(lambda: _writer(write, job.spec, to_write), stop, "geopix2pix-write"),
     ]
     for stage in stages:
         stage.start()
@@ -262,10 +294,14 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
         generator.to(memory_format=torch.channels_last)
     try:
         with torch.inference_mode():
+            running: _Launched | None = None
             for batch, rows in to_model:
-                to_blend.put((_forward(generator, batch, device), rows))
-                if on_batch:
-                    on_batch(len(batch))
+                queued = _launch(generator, batch, rows, device)
+                if running is not None:  # one batch stays queued behind the one collected
+                    _hand_over(running, to_blend, on_batch)
+                running = queued
+            if running is not None:
+                _hand_over(running, to_blend, on_batch)
         to_blend.put(_DONE)
         for stage in stages:
             stage.join()
