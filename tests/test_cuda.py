@@ -1,0 +1,61 @@
+"""The CUDA paths, on a machine with a GPU (skipped elsewhere): predict with bf16 autocast,
+channels_last and batches queued ahead matches the CPU, and a mixed-precision training run
+writes a model that predicts on the GPU.
+
+Run them where a GPU is: ``pytest tests/test_cuda.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import write_raster
+from predict_helpers import unet_file, write_scene
+
+from geopix2pix.chips.export import export_chips
+from geopix2pix.models import load_model
+from geopix2pix.prediction import predict
+from geopix2pix.training import train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_predict_on_cuda_matches_the_cpu(tmp_path):
+    model = unet_file(tmp_path / "model.safetensors")  # target minmax 100..3000, float32
+    scene = write_scene(tmp_path / "scene.tif", 301, 203)
+    outputs = {}
+    for device in ("cpu", "cuda"):
+        outputs[device] = tmp_path / f"{device}.tif"
+        # batch 7: batches cross window rows, and several are queued ahead on the GPU
+        predict(scene, outputs[device], model=model, device=device, batch_size=7, overlap=0.5,
+                progress=False)
+    with rasterio.open(outputs["cpu"]) as cpu, rasterio.open(outputs["cuda"]) as gpu:
+        assert (gpu.crs, gpu.transform, gpu.shape, gpu.nodata, gpu.dtypes) == \
+            (cpu.crs, cpu.transform, cpu.shape, cpu.nodata, cpu.dtypes)
+        a, b = cpu.read(1), gpu.read(1)
+    difference = np.abs(a.astype(np.float64) - b)
+    # bf16 keeps ~3 significant digits of the model's [-1, 1] output (range 2900 units)
+    assert difference.mean() < 0.005 * 2900 and difference.max() < 0.05 * 2900
+
+
+def test_mixed_precision_training_on_cuda_writes_a_usable_model(tmp_path):
+    y, x = np.mgrid[0:256, 0:256]
+    dem = (100 + 30 * np.sin(x / 17.0) + 25 * np.cos(y / 23.0)).astype("float32")
+    shade = np.clip(128 + 40 * np.gradient(dem)[1], 0, 255).astype("uint8")
+    source = write_raster(tmp_path / "dem.tif", dem, nodata=-9999)
+    target = write_raster(tmp_path / "shade.tif", shade)
+    export_chips(source, target, tmp_path / "chips", chip_size=64, stride=32, split_block=128,
+                 workers=1, progress=False)
+    result = train(tmp_path / "chips", tmp_path / "run", ngf=8, ndf=8, batch_size=8, workers=0,
+                   quiet=True, device="cuda", amp=True, max_steps=30, epochs=1, decay_epochs=0)
+    assert result.steps == 30
+    losses = [float(row["val_l1"]) for row in result.metrics if row.get("val_l1")]
+    assert losses and all(np.isfinite(losses))
+    model = load_model(result.model_path, device=torch.device("cpu"))
+    assert model.spec.in_channels == 1
+    out = tmp_path / "pred.tif"
+    predict(source, out, model=result.model_path, device="cuda", progress=False)
+    with rasterio.open(source) as src, rasterio.open(out) as dst:
+        assert (dst.crs, dst.transform, dst.shape, dst.dtypes) == \
+            (src.crs, src.transform, src.shape, ("uint8",))
