@@ -26,10 +26,14 @@ import rasterio.shutil
 
 from geopix2pix.chips.scaling import Scaling, to_dtype
 from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.write import COMPRESSIONS, gtiff_profile
 
 BLOCK = 512
-COG_CACHE = 256 * 2**20  # GDAL block cache while building the COG, whatever the RAM
+# GDAL block cache while building the COG, whatever the RAM: the conversion fills whatever cache it
+# is given (a 20000^2 float32 scene: 432 MB peak with 256 MB, 218 MB with 32 MB) and runs no slower
+# with 32 MB (23 s against 29 s there), since it reads each block once per overview level.
+COG_CACHE = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -153,5 +157,6 @@ def convert_to_cog(tiled: Path, out: Path, spec: OutputSpec, compress: str) -> N
                    RESAMPLING="AVERAGE" if floating else "NEAREST")
     if compress != "none":
         options["PREDICTOR"] = "YES"
+    release_free_heap()  # the pipeline's freed buffers, before GDAL allocates its own
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=COG_CACHE):
         rasterio.shutil.copy(str(tiled), str(out), driver="COG", **options)
