@@ -163,14 +163,15 @@ def child(args) -> None:
         start, cpu = time.perf_counter(), cpu_seconds()
         result = predict(args.scene, args.out, model=model, batch_size=args.batch_size,
                          overlap=args.overlap, device=args.device, overwrite=True,
-                         progress=False)[0]
+                         progress=False, cog=args.cog)[0]
         return {"predict_s": time.perf_counter() - start, "predict_cpu": cpu_seconds() - cpu,
                 "windows": result.windows}
 
     def run_pipeline() -> dict:
         start = time.perf_counter()
         predict(args.scene, args.out, model=pipeline_alone(model), batch_size=args.batch_size,
-                overlap=args.overlap, device=args.device, overwrite=True, progress=False)
+                overlap=args.overlap, device=args.device, overwrite=True, progress=False,
+                cog=args.cog)
         return {"pipeline_s": time.perf_counter() - start}
 
     def run_bare(windows: int) -> dict:
@@ -245,6 +246,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="predict runs per scene")
+    parser.add_argument("--cog", action="store_true",
+                        help="write Cloud-Optimized GeoTIFFs (predict's --cog), overviews included")
     parser.add_argument("--no-bare", dest="bare", action="store_false",
                         help="skip the bare generator timing (memory runs)")
     parser.add_argument("--omp-wait-policy", choices=("default", "passive", "active"),
@@ -266,7 +269,7 @@ def main() -> None:
     print(machine(str(resolve_device(args.device))))
     print(f"model: U-Net chip {args.chip_size}, ngf {args.ngf}; batch {args.batch_size}, "
           f"overlap {args.overlap}, blend hann; {args.repeats} run(s) per scene, medians; "
-          f"OMP_WAIT_POLICY {args.omp_wait_policy}")
+          f"OMP_WAIT_POLICY {args.omp_wait_policy}{'; --cog' if args.cog else ''}")
     lines = []
     for text in args.scenes.split(","):
         width, height = parse_scene(text)
@@ -279,6 +282,8 @@ def main() -> None:
                "--chip-size", str(args.chip_size), "--repeats", str(max(1, args.repeats))]
         if not args.bare:
             cmd.append("--no-bare")
+        if args.cog:
+            cmd.append("--cog")
         env = dict(os.environ)
         if args.omp_wait_policy != "default":
             env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
