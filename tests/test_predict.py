@@ -175,6 +175,41 @@ def test_cog_is_valid_with_overviews(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "s.tif"]
 
 
+def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_file, capsys):
+    """--co goes to GDAL's GTiff driver (or the COG driver with --cog), over geopix2pix's own
+    options; the values are the same whatever the blocks."""
+    scene = write_scene(tmp_path / "s.tif", 600, 530)
+    plain, blocks, cog = (tmp_path / f"{name}.tif" for name in ("plain", "blocks", "cog"))
+    assert main(["predict", scene, str(plain), "-m", model_file, "-q"]) == 0
+    assert main(["predict", scene, str(blocks), "-m", model_file, "-q", "--co", "BLOCKXSIZE=256",
+                 "--co", "blockysize=128", "--co", "ZLEVEL=1"]) == 0
+    assert main(["predict", scene, str(cog), "-m", model_file, "-q", "--cog",
+                 "--co", "BLOCKSIZE=256", "--co", "LEVEL=1"]) == 0
+    with rasterio.open(plain) as a, rasterio.open(blocks) as b, rasterio.open(cog) as c:
+        assert a.block_shapes == [(512, 512)]
+        assert b.block_shapes == [(128, 256)] and c.block_shapes == [(256, 256)]
+        assert c.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and c.overviews(1)
+        for other in (b, c):
+            assert (other.crs, other.transform, other.shape, other.nodata) == \
+                (a.crs, a.transform, a.shape, a.nodata)
+            np.testing.assert_array_equal(other.read(1), a.read(1))
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    (["--co", "FOO=bar"], "driver GTiff does not support creation option FOO"),
+    (["--co", "PREDICTOR=7"], "PREDICTOR=7"),
+    (["--cog", "--co", "ZLEVEL=1"], "driver COG does not support creation option ZLEVEL"),
+    (["--co", "nodata=5"], "not a creation option"),
+])
+def test_bad_creation_options_are_refused_before_any_work(tmp_path, model_file, capsys, options,
+                                                          expected):
+    scene = write_scene(tmp_path / "s.tif", 100, 100)
+    code = main(["predict", scene, str(tmp_path / "o.tif"), "-m", model_file, "-q", *options])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+
+
 class Failing(torch.nn.Module):
     def __init__(self):
         super().__init__()

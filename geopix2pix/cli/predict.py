@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geopix2pix.cli.options import BANDS
+from geopix2pix.cli.options import BANDS, creation_options
 from geopix2pix.errors import GeoPix2PixError
 
 
@@ -30,6 +30,11 @@ from geopix2pix.errors import GeoPix2PixError
 @click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "none"]),
               default="deflate",
               help="Compression of the output GeoTIFF (with a predictor suited to the dtype).")
+@click.option("--co", "creation_options", metavar="NAME=VALUE", multiple=True,
+              callback=creation_options,
+              help="GDAL creation option of the output's driver (GTiff, or COG with --cog), "
+                   "over geopix2pix's own; repeatable. E.g. ZLEVEL=1 (GTiff) or LEVEL=1 (COG) "
+                   "for faster, larger deflate files; NAME=none drops an option.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--resample-to-model", is_flag=True,
               help="Predict at the training pixel size (warping the scene) and write back on the "

@@ -23,6 +23,7 @@ from geopix2pix.prediction.predictor import (
     PathLike,
     PredictOptions,
     SceneResult,
+    check_creation_options_for,
     output_paths,
     predict,
     predict_scenes,
@@ -70,6 +71,7 @@ def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None 
         rank, world = distributed.rank(), distributed.world_size()
         loaded = load_model(model, device=device)  # on every rank: same errors everywhere
         loaded.generator.to(device)
+        check_creation_options_for(opts, loaded)
         opts = dataclasses.replace(opts, progress=opts.progress and rank == 0)
         results = predict_scenes(shard(pairs, rank, world), loaded, opts, on_warning=on_warning)
         gathered = distributed.all_gather_object(

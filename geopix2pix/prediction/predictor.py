@@ -14,7 +14,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from geopix2pix.prediction.writer import (
     finish,
     open_output,
 )
+from geopix2pix.raster.creation import check_creation_options
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, warped_view
 from geopix2pix.raster.write import atomic_path, check_can_write, partial_name
@@ -60,6 +61,7 @@ class PredictOptions:
     blend: str = "hann"
     cog: bool = False
     compress: str = "deflate"
+    creation_options: Mapping[str, str | None] = field(default_factory=dict)
     overwrite: bool = False
     resample_to_model: bool = False
     allow_no_crs: bool = False
@@ -126,11 +128,18 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
     device = resolve_device(opts.device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+    check_creation_options_for(opts, loaded)
     loaded.generator.to(device)
     results = predict_scenes(pairs, loaded, opts, on_warning=on_warning)
     if out is not None and results[0].exception is not None:
         raise results[0].exception
     return results
+
+
+def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> None:
+    """Refuse, before any work, creation options that the output's driver would refuse or ignore."""
+    check_creation_options("COG" if options.cog else "GTiff", options.creation_options,
+                           dtype=ModelInfo.of(model).target.dtype)
 
 
 def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
@@ -196,7 +205,7 @@ def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: Lo
                  disable=not options.progress, leave=False) as bar, \
             rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True,
                          GDAL_CACHEMAX=strip_cache_bytes(source, layout, chunks, band)), \
-            open_output(tiled, grid, spec, options.compress) as dst:
+            _open_tiled(tiled, grid, spec, options) as dst:
         writer = BandWriter(dst, spec)
         pipeline.run(job, model.generator, device, writer.add, on_batch=bar.update)
         writer.flush()
@@ -213,9 +222,16 @@ def _tiled_output(path: Path, spec: OutputSpec, options: PredictOptions) -> Iter
     tiled = partial_name(path)
     try:
         yield tiled
-        convert_to_cog(tiled, path, spec, options.compress)
+        convert_to_cog(tiled, path, spec, options.compress, options.creation_options)
     finally:
         tiled.unlink(missing_ok=True)
+
+
+def _open_tiled(tiled: Path, grid: Grid, spec: OutputSpec, options: PredictOptions):
+    """Open the tiled GTiff: the output itself, with the user's creation options, or with --cog
+    the temporary it is converted from (the options then go to the COG driver)."""
+    return open_output(tiled, grid, spec, options.compress,
+                       {} if options.cog else options.creation_options)
 
 
 def model_grid(grid: Grid, ratio: float) -> Grid:
@@ -231,7 +247,8 @@ def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, mode
     scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratio)
     units = OutputSpec("float32", spec.count, math.nan, False, spec.descriptions, spec.scaling)
     temp = partial_name(path)
-    tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate"})
+    tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate",
+                                   "creation_options": {}})
     integer = spec.dtype[0] in "iu"
     try:
         with warped_view(dataset, coarse, "bilinear") as vrt:
@@ -250,7 +267,7 @@ def _write_on_grid(dataset, bands: list[int], values, path: Path, grid: Grid, sp
     step = max(BLOCK, options.chunk_width // BLOCK * BLOCK)
     with _tiled_output(path, spec, options) as tiled, \
             rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=MIN_CACHE), \
-            open_output(tiled, grid, spec, options.compress) as dst:
+            _open_tiled(tiled, grid, spec, options) as dst:
         writer = BandWriter(dst, spec)
         for col in range(0, grid.width, step):
             for row in range(0, grid.height, BLOCK):

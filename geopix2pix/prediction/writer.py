@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import rasterio
 import rasterio.shutil
 
 from geopix2pix.chips.scaling import Scaling, to_dtype
+from geopix2pix.raster.creation import with_creation_options
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.write import COMPRESSIONS, gtiff_profile
@@ -83,14 +84,16 @@ def finish(values: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.ndarra
     return out
 
 
-def creation_profile(grid: Grid, spec: OutputSpec, compress: str) -> dict:
-    """The tiled, compressed GTiff profile of the output."""
+def creation_profile(grid: Grid, spec: OutputSpec, compress: str,
+                     creation_options: Mapping[str, str | None] | None = None) -> dict:
+    """The tiled, compressed GTiff profile of the output, with the user's creation options (see
+    `with_creation_options`) over it."""
     if compress not in COMPRESSIONS:
         raise ValueError(f"compress {compress!r}: use one of {', '.join(COMPRESSIONS)}")
     profile = gtiff_profile(spec.dtype, spec.count, grid.crs, grid.transform, grid.width,
                             grid.height, spec.nodata, compress=compress, blocksize=BLOCK)
     profile["NUM_THREADS"] = "ALL_CPUS"
-    return profile
+    return with_creation_options(profile, creation_options or {})
 
 
 class BandWriter:
@@ -144,19 +147,23 @@ class BandWriter:
         self.rows = 0
 
 
-def open_output(path: Path, grid: Grid, spec: OutputSpec, compress: str):
+def open_output(path: Path, grid: Grid, spec: OutputSpec, compress: str,
+                creation_options: Mapping[str, str | None] | None = None):
     """Open the tiled GTiff for writing (call inside the thread that writes it)."""
-    return rasterio.open(path, "w", **creation_profile(grid, spec, compress))
+    return rasterio.open(path, "w", **creation_profile(grid, spec, compress, creation_options))
 
 
-def convert_to_cog(tiled: Path, out: Path, spec: OutputSpec, compress: str) -> None:
-    """Copy a finished tiled GTiff to a Cloud-Optimized GeoTIFF with overviews."""
+def convert_to_cog(tiled: Path, out: Path, spec: OutputSpec, compress: str,
+                   creation_options: Mapping[str, str | None] | None = None) -> None:
+    """Copy a finished tiled GTiff to a Cloud-Optimized GeoTIFF with overviews (the user's COG
+    creation options over ours)."""
     floating = np.issubdtype(np.dtype(spec.dtype), np.floating)
     options = dict(COMPRESS=compress.upper(), BLOCKSIZE=BLOCK, BIGTIFF="IF_SAFER",
                    OVERVIEWS="AUTO", NUM_THREADS="ALL_CPUS",
                    RESAMPLING="AVERAGE" if floating else "NEAREST")
     if compress != "none":
         options["PREDICTOR"] = "YES"
+    options = with_creation_options(options, creation_options or {})
     release_free_heap()  # the pipeline's freed buffers, before GDAL allocates its own
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=COG_CACHE):
         rasterio.shutil.copy(str(tiled), str(out), driver="COG", **options)
