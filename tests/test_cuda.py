@@ -27,16 +27,19 @@ def test_predict_on_cuda_matches_the_cpu(tmp_path):
     outputs = {}
     for device in ("cpu", "cuda"):
         outputs[device] = tmp_path / f"{device}.tif"
-        # batch 7: batches cross window rows, and several are queued ahead on the GPU
+        # batch 7: batches cross window rows, and one is queued ahead on the GPU
         predict(scene, outputs[device], model=model, device=device, batch_size=7, overlap=0.5,
                 progress=False)
     with rasterio.open(outputs["cpu"]) as cpu, rasterio.open(outputs["cuda"]) as gpu:
         assert (gpu.crs, gpu.transform, gpu.shape, gpu.nodata, gpu.dtypes) == \
             (cpu.crs, cpu.transform, cpu.shape, cpu.nodata, cpu.dtypes)
         a, b = cpu.read(1), gpu.read(1)
-    difference = np.abs(a.astype(np.float64) - b)
-    # bf16 keeps ~3 significant digits of the model's [-1, 1] output (range 2900 units)
-    assert difference.mean() < 0.005 * 2900 and difference.max() < 0.05 * 2900
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    # the untrained model's outputs vary little (std ~5 units): compare against that spread, so
+    # that zeros, unfinished copies or windows out of place would fail; bf16 keeps ~3 digits
+    assert a.std() > 1
+    assert np.abs(a - b).mean() < 0.1 * a.std()
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
 
 
 def test_mixed_precision_training_on_cuda_writes_a_usable_model(tmp_path):

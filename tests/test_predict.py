@@ -181,13 +181,14 @@ def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_f
     scene = write_scene(tmp_path / "s.tif", 600, 530)
     plain, blocks, cog = (tmp_path / f"{name}.tif" for name in ("plain", "blocks", "cog"))
     assert main(["predict", scene, str(plain), "-m", model_file, "-q"]) == 0
-    assert main(["predict", scene, str(blocks), "-m", model_file, "-q", "--co", "BLOCKXSIZE=256",
-                 "--co", "blockysize=128", "--co", "ZLEVEL=1"]) == 0
+    # one of the two block sizes alone: the other keeps ours
+    assert main(["predict", scene, str(blocks), "-m", model_file, "-q", "--co", "blockxsize=256",
+                 "--co", "ZLEVEL=1"]) == 0
     assert main(["predict", scene, str(cog), "-m", model_file, "-q", "--cog",
                  "--co", "BLOCKSIZE=256", "--co", "LEVEL=1"]) == 0
     with rasterio.open(plain) as a, rasterio.open(blocks) as b, rasterio.open(cog) as c:
         assert a.block_shapes == [(512, 512)]
-        assert b.block_shapes == [(128, 256)] and c.block_shapes == [(256, 256)]
+        assert b.block_shapes == [(512, 256)] and c.block_shapes == [(256, 256)]
         assert c.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and c.overviews(1)
         for other in (b, c):
             assert (other.crs, other.transform, other.shape, other.nodata) == \
@@ -200,6 +201,9 @@ def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_f
     (["--co", "PREDICTOR=7"], "PREDICTOR=7"),
     (["--cog", "--co", "ZLEVEL=1"], "driver COG does not support creation option ZLEVEL"),
     (["--co", "nodata=5"], "not a creation option"),
+    (["--co", "BLOCKYSIZE=768"], "tiles must divide 512"),
+    (["--co", "TILED=NO"], "writes a tiled GeoTIFF"),
+    (["--cog", "--co", "BLOCKSIZE=100"], "BLOCKSIZE=100"),
 ])
 def test_bad_creation_options_are_refused_before_any_work(tmp_path, model_file, capsys, options,
                                                           expected):
@@ -208,6 +212,28 @@ def test_bad_creation_options_are_refused_before_any_work(tmp_path, model_file, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+
+
+class Broadcast(torch.nn.Module):
+    """One value for every pixel, returned as a broadcast view (all pixels share memory)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        return torch.full((1, 1, 1, 1), 0.5).expand(n, 1, h, w)
+
+
+@pytest.mark.parametrize("blend", ["hann", "none"])
+def test_a_broadcast_output_blends_like_any_other(tmp_path, blend):
+    """The blender weights outputs in place only when they are a plain array of their own."""
+    scene = write_scene(tmp_path / "s.tif", 130, 70)
+    out = tmp_path / "o.tif"
+    predict(scene, out, model=loaded(Broadcast()), progress=False, batch_size=64, blend=blend)
+    with rasterio.open(out) as dst:  # 0.5 on [-1, 1] -> 100 + 0.75 * 2900
+        np.testing.assert_array_equal(dst.read(1), np.float32(2275.0))
 
 
 class Failing(torch.nn.Module):

@@ -24,13 +24,12 @@ class BandList(click.ParamType):
 BANDS = BandList()
 
 
-def creation_options(ctx, param, values) -> dict[str, str | None]:
-    """`--co NAME=VALUE ...` -> {NAME: VALUE}, as rasterio's `rio` commands take them; a value of
-    none (any case) becomes None, which drops the option."""
-    options: dict[str, str | None] = {}
+def creation_options(ctx, param, values) -> dict[str, str]:
+    """`--co NAME=VALUE ...` -> {NAME: VALUE}, as rasterio's `rio` commands take them."""
+    options: dict[str, str] = {}
     for pair in values:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise click.BadParameter(f"{pair!r}: use NAME=VALUE, e.g. ZLEVEL=1", ctx, param)
-        options[name.strip().upper()] = None if value.lower() == "none" else value
+        options[name.strip().upper()] = value
     return options

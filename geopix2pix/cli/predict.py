@@ -34,7 +34,8 @@ from geopix2pix.errors import GeoPix2PixError
               callback=creation_options,
               help="GDAL creation option of the output's driver (GTiff, or COG with --cog), "
                    "over geopix2pix's own; repeatable. E.g. ZLEVEL=1 (GTiff) or LEVEL=1 (COG) "
-                   "for faster, larger deflate files; NAME=none drops an option.")
+                   "for faster, larger deflate files. Tiles must divide 512 (any BLOCKSIZE "
+                   "with --cog).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--resample-to-model", is_flag=True,
               help="Predict at the training pixel size (warping the scene) and write back on the "

@@ -218,8 +218,11 @@ def _blender(job: Job, inbox: _Channel, out: _Channel) -> None:
         weight_sums, reached = row_weights(len(chunk.cols))
         for i, row in enumerate(layout.rows):
             outputs, valid = next(rows)
-            outputs *= weights  # the outputs are this stage's own
-            sums = overlap_add(outputs, layout.stride)
+            # in place when the outputs are a plain array (a model's own output or a copy);
+            # a broadcast or strided view may share memory between windows
+            weighted = (np.multiply(outputs, weights, out=outputs)
+                        if outputs.flags.c_contiguous else outputs * weights)
+            sums = overlap_add(weighted, layout.stride)
             acc.add(sums, weight_sums, valid & reached, row, chunk.cols[0])
             until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
             first, blended, ok = acc.pop(until)
@@ -264,7 +267,7 @@ def _launch(generator: torch.nn.Module, batch: np.ndarray, rows: list,
     outputs = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
     outputs.copy_(y, non_blocking=True)
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(device))  # `device` need not be the current GPU
     return _Launched(outputs, done, len(batch), rows)
 
 
@@ -294,12 +297,16 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
         generator.to(memory_format=torch.channels_last)
     try:
         with torch.inference_mode():
-            running: _Launched | None = None
+            running: _Launched | None = None  # on CUDA: the batch queued before this one
             for batch, rows in to_model:
                 queued = _launch(generator, batch, rows, device)
-                if running is not None:  # one batch stays queued behind the one collected
+                if running is not None:
                     _hand_over(running, to_blend, on_batch)
-                running = queued
+                    running = None
+                if queued.done is None:  # computed already (CPU)
+                    _hand_over(queued, to_blend, on_batch)
+                else:
+                    running = queued
             if running is not None:
                 _hand_over(running, to_blend, on_batch)
         to_blend.put(_DONE)

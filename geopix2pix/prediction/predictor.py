@@ -38,11 +38,11 @@ from geopix2pix.prediction.writer import (
     BLOCK,
     BandWriter,
     OutputSpec,
+    check_output_options,
     convert_to_cog,
     finish,
     open_output,
 )
-from geopix2pix.raster.creation import check_creation_options
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, warped_view
 from geopix2pix.raster.write import atomic_path, check_can_write, partial_name
@@ -61,7 +61,7 @@ class PredictOptions:
     blend: str = "hann"
     cog: bool = False
     compress: str = "deflate"
-    creation_options: Mapping[str, str | None] = field(default_factory=dict)
+    creation_options: Mapping[str, str] = field(default_factory=dict)
     overwrite: bool = False
     resample_to_model: bool = False
     allow_no_crs: bool = False
@@ -136,10 +136,17 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     return results
 
 
+def output_spec(model: LoadedModel, info: ModelInfo) -> OutputSpec:
+    """The output's bands, dtype, nodata and scaling: the model's target."""
+    return OutputSpec.for_target(info.target.dtype, model.spec.out_channels, info.target.nodata,
+                                 info.target.descriptions, info.target.scaling)
+
+
 def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> None:
-    """Refuse, before any work, creation options that the output's driver would refuse or ignore."""
-    check_creation_options("COG" if options.cog else "GTiff", options.creation_options,
-                           dtype=ModelInfo.of(model).target.dtype)
+    """Refuse, before any work, creation options that the output's driver would refuse or
+    ignore, or that the band writer cannot fill."""
+    check_output_options(output_spec(model, ModelInfo.of(model)), options.compress, options.cog,
+                         options.creation_options)
 
 
 def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
@@ -176,9 +183,7 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
         check_crs(dataset, options.allow_no_crs)
         bands = check_bands(dataset, options.bands, model, info)
         ratio = check_pixel_size(dataset, info, warn)
-        spec = OutputSpec.for_target(info.target.dtype, model.spec.out_channels,
-                                     info.target.nodata, info.target.descriptions,
-                                     info.target.scaling)
+        spec = output_spec(model, info)
         check_can_write(result.out, options.overwrite)
         with atomic_path(result.out, options.overwrite) as temp:
             if options.resample_to_model and ratio is not None and not math.isclose(ratio, 1):

@@ -23,9 +23,13 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.crs import CRS
+from rasterio.io import MemoryFile
+from rasterio.transform import from_origin
 
 from geopix2pix.chips.scaling import Scaling, to_dtype
-from geopix2pix.raster.creation import with_creation_options
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.creation import check_creation_options, with_creation_options
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.write import COMPRESSIONS, gtiff_profile
@@ -85,7 +89,7 @@ def finish(values: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.ndarra
 
 
 def creation_profile(grid: Grid, spec: OutputSpec, compress: str,
-                     creation_options: Mapping[str, str | None] | None = None) -> dict:
+                     creation_options: Mapping[str, str] | None = None) -> dict:
     """The tiled, compressed GTiff profile of the output, with the user's creation options (see
     `with_creation_options`) over it."""
     if compress not in COMPRESSIONS:
@@ -148,22 +152,64 @@ class BandWriter:
 
 
 def open_output(path: Path, grid: Grid, spec: OutputSpec, compress: str,
-                creation_options: Mapping[str, str | None] | None = None):
+                creation_options: Mapping[str, str] | None = None):
     """Open the tiled GTiff for writing (call inside the thread that writes it)."""
     return rasterio.open(path, "w", **creation_profile(grid, spec, compress, creation_options))
 
 
-def convert_to_cog(tiled: Path, out: Path, spec: OutputSpec, compress: str,
-                   creation_options: Mapping[str, str | None] | None = None) -> None:
-    """Copy a finished tiled GTiff to a Cloud-Optimized GeoTIFF with overviews (the user's COG
-    creation options over ours)."""
+def cog_options(spec: OutputSpec, compress: str,
+                creation_options: Mapping[str, str] | None = None) -> dict:
+    """The COG driver's options for the output, with the user's over ours."""
     floating = np.issubdtype(np.dtype(spec.dtype), np.floating)
     options = dict(COMPRESS=compress.upper(), BLOCKSIZE=BLOCK, BIGTIFF="IF_SAFER",
                    OVERVIEWS="AUTO", NUM_THREADS="ALL_CPUS",
                    RESAMPLING="AVERAGE" if floating else "NEAREST")
     if compress != "none":
         options["PREDICTOR"] = "YES"
-    options = with_creation_options(options, creation_options or {})
+    return with_creation_options(options, creation_options or {})
+
+
+def convert_to_cog(tiled: Path, out: Path, spec: OutputSpec, compress: str,
+                   creation_options: Mapping[str, str] | None = None) -> None:
+    """Copy a finished tiled GTiff to a Cloud-Optimized GeoTIFF with overviews."""
+    options = cog_options(spec, compress, creation_options)
     release_free_heap()  # the pipeline's freed buffers, before GDAL allocates its own
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=COG_CACHE):
         rasterio.shutil.copy(str(tiled), str(out), driver="COG", **options)
+
+
+def _check_tiling(creation_options: Mapping[str, str]) -> None:
+    """The tiled output is written in bands of `BLOCK` rows and chunks of a multiple of `BLOCK`
+    columns: tiles that do not divide those would be written in parts, then rewritten."""
+    for name, value in creation_options.items():
+        key = name.upper()
+        if key == "TILED" and value.upper() in ("NO", "FALSE", "OFF", "0"):
+            raise GeoPix2PixError(f"--co {name}={value}: predict writes a tiled GeoTIFF (use "
+                                  "gdal_translate on it for a striped one)")
+        if key in ("BLOCKXSIZE", "BLOCKYSIZE") and not (
+                value.isdigit() and int(value) >= 16 and BLOCK % int(value) == 0):
+            raise GeoPix2PixError(f"--co {name}={value}: predict writes the output in bands of "
+                                  f"{BLOCK} rows, so tiles must divide {BLOCK}: 16, 32, 64, "
+                                  "128, 256 or 512 (with --cog, BLOCKSIZE may be any)")
+
+
+def check_output_options(spec: OutputSpec, compress: str, cog: bool,
+                         creation_options: Mapping[str, str]) -> None:
+    """Refuse creation options the output's driver (GTiff, or COG with `cog`) would refuse or
+    ignore, by writing a `BLOCK` x `BLOCK` raster in memory with the output's profile and them."""
+    grid = Grid(CRS.from_epsg(32633), from_origin(0, BLOCK, 1, 1), BLOCK, BLOCK)
+    zeros = np.zeros((spec.count, BLOCK, BLOCK), dtype=spec.dtype)
+    if not cog:
+        _check_tiling(creation_options)
+
+    def probe() -> None:
+        with MemoryFile() as tiled:
+            ours = {} if cog else creation_options
+            with tiled.open(**creation_profile(grid, spec, compress, ours)) as dst:
+                dst.write(zeros)
+            if cog:
+                with MemoryFile() as out:
+                    rasterio.shutil.copy(tiled.name, out.name, driver="COG",
+                                         **cog_options(spec, compress, creation_options))
+
+    check_creation_options(creation_options, "COG" if cog else "GTiff", probe)

@@ -1,18 +1,12 @@
 """GDAL creation options given by the user (`--co NAME=VALUE`, as in rasterio's `rio` commands):
-laid over the options geopix2pix chooses, and checked against the output's driver before any
-work, since GDAL itself only warns about an option it does not know and then ignores it."""
+laid over the options geopix2pix chooses, and tried on a small raster in memory before any work,
+since GDAL itself only warns about an option it does not know and then ignores it."""
 
 from __future__ import annotations
 
 import logging
 import re
-import uuid
-from collections.abc import Mapping
-
-import numpy as np
-import rasterio
-import rasterio.shutil
-from rasterio.transform import from_origin
+from collections.abc import Callable, Mapping
 
 from geopix2pix.errors import GeoPix2PixError
 
@@ -22,19 +16,20 @@ NOT_CREATION_OPTIONS = ("driver", "dtype", "count", "width", "height", "crs", "t
 _GDAL_COMPLAINTS = ("CPLE_NotSupported", "CPLE_IllegalArg")
 
 
-def with_creation_options(options: Mapping, user: Mapping[str, str | None]) -> dict:
-    """`options` with the user's creation options replacing any of the same name (in any case);
-    a value of None removes the option (GDAL's default applies)."""
+def with_creation_options(options: Mapping, user: Mapping[str, str]) -> dict:
+    """`options` with the user's creation options replacing those of the same name in any case
+    (keeping our key's spelling: rasterio reads lowercase ``tiled``/``blockxsize``/``blockysize``
+    itself), the others added in upper case."""
     merged = dict(options)
     for name, value in user.items():
-        for key in [k for k in merged if k.upper() == name.upper()]:
-            del merged[key]
-        if value is not None:
-            merged[name.upper()] = value
+        same = [key for key in merged if key.upper() == name.upper()]
+        merged[same[0] if same else name.upper()] = value
     return merged
 
 
 class _Complaints(logging.Handler):
+    """GDAL's warnings about creation options, as rasterio logs them."""
+
     def __init__(self):
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
@@ -45,40 +40,31 @@ class _Complaints(logging.Handler):
             self.messages.append(message.split(" in ", 1)[-1])
 
 
-def check_creation_options(driver: str, user: Mapping[str, str | None], dtype: str = "float32",
-                           flag: str = "--co") -> None:
-    """Raise `GeoPix2PixError` when GDAL would refuse or ignore one of the user's creation
-    options for `driver` ("GTiff" or "COG"), found by writing a 32 x 32 raster in memory with
-    them."""
+def check_creation_options(user: Mapping[str, str], driver: str,
+                           probe: Callable[[], None], flag: str = "--co") -> None:
+    """Raise `GeoPix2PixError` when the user's creation options are not creation options, or
+    when `probe()` (a small write through `driver` with them laid over ours) fails or makes GDAL
+    warn that it refuses or ignores one of them."""
     for name in user:
         if name.lower() in NOT_CREATION_OPTIONS:
             raise GeoPix2PixError(f"{flag} {name}: not a creation option (the output keeps the "
                                   "scene's grid and the model's dtype and nodata)")
-    options = {k.upper(): v for k, v in user.items() if v is not None}
-    if not options:
+    if not user:
         return
     logger = logging.getLogger("rasterio._env")
     complaints = _Complaints()
     logger.addHandler(complaints)
-    base = f"/vsimem/geopix2pix-co-{uuid.uuid4().hex}"
-    profile = dict(driver="GTiff", width=32, height=32, count=1, dtype=dtype,
-                   crs="EPSG:32633", transform=from_origin(0, 32, 1, 1))
+    level = logger.level
+    logger.setLevel(min(level or logging.WARNING, logging.WARNING))
     try:
-        if driver == "COG":
-            with rasterio.open(f"{base}.src.tif", "w", **profile) as dst:
-                dst.write(np.zeros((1, 32, 32), dtype=dtype))
-            rasterio.shutil.copy(f"{base}.src.tif", f"{base}.tif", driver="COG", **options)
-        else:
-            with rasterio.open(f"{base}.tif", "w", **{**profile, **options}) as dst:
-                dst.write(np.zeros((1, 32, 32), dtype=dtype))
-    except (rasterio.errors.RasterioError, ValueError, TypeError) as exc:
-        complaints.messages.append(re.sub(r"^\S*geopix2pix-co-\w+(\.src)?\.tif: ", "", str(exc)))
+        probe()
+    except Exception as exc:  # anything GDAL raises here comes from the user's options
+        complaints.messages.append(str(exc))
     finally:
         logger.removeHandler(complaints)
-        for path in (f"{base}.src.tif", f"{base}.tif"):
-            if rasterio.shutil.exists(path):
-                rasterio.shutil.delete(path)
+        logger.setLevel(level)
     if complaints.messages:
-        shown = " ".join(f"{k}={v}" for k, v in options.items())
-        raise GeoPix2PixError(f"{flag} {shown}: {complaints.messages[0].rstrip('.')} (GDAL's "
-                              f"{driver} driver); see its documentation for the options")
+        shown = " ".join(f"{k}={v}" for k, v in user.items())
+        reason = re.sub(r"\S*\.tif: ", "", complaints.messages[0]).rstrip(".")
+        raise GeoPix2PixError(f"{flag} {shown}: {reason} (GDAL's {driver} driver); see the "
+                              "driver's documentation for its creation options")
