@@ -158,12 +158,13 @@ def child(args) -> None:
 
     device = resolve_device(args.device)
     model = load_model(args.model, device=device)
+    creation_options = dict(pair.split("=", 1) for pair in args.co)
 
     def run_predict() -> dict:
         start, cpu = time.perf_counter(), cpu_seconds()
         result = predict(args.scene, args.out, model=model, batch_size=args.batch_size,
                          overlap=args.overlap, device=args.device, overwrite=True,
-                         progress=False, cog=args.cog)[0]
+                         progress=False, cog=args.cog, creation_options=creation_options)[0]
         return {"predict_s": time.perf_counter() - start, "predict_cpu": cpu_seconds() - cpu,
                 "windows": result.windows}
 
@@ -171,7 +172,7 @@ def child(args) -> None:
         start = time.perf_counter()
         predict(args.scene, args.out, model=pipeline_alone(model), batch_size=args.batch_size,
                 overlap=args.overlap, device=args.device, overwrite=True, progress=False,
-                cog=args.cog)
+                cog=args.cog, creation_options=creation_options)
         return {"pipeline_s": time.perf_counter() - start}
 
     def run_bare(windows: int) -> dict:
@@ -246,6 +247,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="predict runs per scene")
+    parser.add_argument("--co", action="append", default=[], metavar="NAME=VALUE",
+                        help="a GDAL creation option of the output (predict's --co), repeatable")
     parser.add_argument("--cog", action="store_true",
                         help="write Cloud-Optimized GeoTIFFs (predict's --cog), overviews included")
     parser.add_argument("--no-bare", dest="bare", action="store_false",
@@ -269,7 +272,8 @@ def main() -> None:
     print(machine(str(resolve_device(args.device))))
     print(f"model: U-Net chip {args.chip_size}, ngf {args.ngf}; batch {args.batch_size}, "
           f"overlap {args.overlap}, blend hann; {args.repeats} run(s) per scene, medians; "
-          f"OMP_WAIT_POLICY {args.omp_wait_policy}{'; --cog' if args.cog else ''}")
+          f"OMP_WAIT_POLICY {args.omp_wait_policy}{'; --cog' if args.cog else ''}"
+          f"{''.join(f'; --co {pair}' for pair in args.co)}")
     lines = []
     for text in args.scenes.split(","):
         width, height = parse_scene(text)
@@ -284,6 +288,8 @@ def main() -> None:
             cmd.append("--no-bare")
         if args.cog:
             cmd.append("--cog")
+        for pair in args.co:
+            cmd += ["--co", pair]
         env = dict(os.environ)
         if args.omp_wait_policy != "default":
             env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
