@@ -11,6 +11,9 @@
   row bands aligned to the 512-pixel blocks so no compressed block is written twice. With
   ``cog=True`` the finished tiled GTiff is converted in one pass by GDAL's COG driver, which builds
   the overviews (average for floats, nearest for integers, which may be class maps).
+- The user's GDAL creation options (`--co`) go over ours, for the GTiff driver or with ``cog`` for
+  the COG driver; before any work they are tried on a 512 x 512 raster in memory with the output's
+  profile (`check_output_options`), and tiles must divide the 512-row bands.
 """
 
 from __future__ import annotations
