@@ -338,6 +338,19 @@ def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, 
             np.testing.assert_array_equal(rolled_strip.data, convert(strip.data, strip.valid))
 
 
+def test_gdal_cache_for_strips_covers_a_strip_not_the_scene(tmp_path):
+    """The block cache predict (and export) give GDAL: the decoded blocks one read of a row of
+    windows can touch, whatever the scene's size."""
+    from geopix2pix.raster.io import decoded_block_bytes
+
+    data = np.zeros((3, 1000, 3000), np.uint16)
+    path = write_raster(tmp_path / "s.tif", data, tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(path) as ds:
+        # 64 rows can touch 2 block rows, 500 columns 3 block columns; 3 bands of 2 bytes
+        assert decoded_block_bytes(ds, 64, 500) == 512 * 768 * 3 * 2
+        assert decoded_block_bytes(ds, 5000, 9000) == 1000 * 3000 * 3 * 2  # never past the scene
+
+
 @pytest.mark.parametrize(("size", "stride", "n"), [(64, 32, 5), (64, 45, 4), (64, 16, 7),
                                                   (64, 64, 3), (8, 3, 1), (8, 5, 2)])
 def test_overlap_add_sums_windows_like_a_loop(size, stride, n):

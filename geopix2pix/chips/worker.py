@@ -5,7 +5,6 @@ Each job opens its own datasets (rasterio handles are never shared across proces
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
-from geopix2pix.raster.io import chip_nodata
+from geopix2pix.raster.io import chip_nodata, decoded_block_bytes
 from geopix2pix.raster.pair import PairReader
 from geopix2pix.raster.write import gtiff_profile
 
@@ -104,12 +103,7 @@ def cache_bytes(datasets, chip_size: int) -> int:
     """A GDAL block cache that holds the block rows one row of chips touches in every raster (so
     no block is decoded twice) but never grows with the scene: GDAL's default, 5% of the RAM,
     would keep most of a large scene's decoded blocks."""
-    total = 0
-    for ds in datasets:
-        block_rows = ds.block_shapes[0][0]
-        rows = (math.ceil(chip_size / block_rows) + 1) * block_rows
-        itemsize = max(np.dtype(dt).itemsize for dt in ds.dtypes)
-        total += rows * ds.width * ds.count * itemsize
+    total = sum(decoded_block_bytes(ds, chip_size, ds.width) for ds in datasets)
     return int(min(max(total, MIN_CACHE), MAX_CACHE))
 
 

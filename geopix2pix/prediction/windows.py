@@ -20,7 +20,6 @@ strip above rather than read again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.io import read_window
+from geopix2pix.raster.io import decoded_block_bytes, read_window
 
 BLENDS = ("hann", "none")
 DEFAULT_CHUNK_WIDTH = 8192
@@ -222,9 +221,6 @@ def strip_cache_bytes(dataset, layout: Layout, chunks: Sequence[Chunk], reserve:
     GDAL's default (5% of the RAM) would keep most of a large scene's decoded blocks; this bound
     keeps memory independent of the scene's size while no input block is decoded twice.
     """
-    block_rows, block_cols = dataset.block_shapes[0]
     span_cols = max(c.cols[-1] + layout.size - c.cols[0] for c in chunks)
-    rows = (math.ceil(layout.size / block_rows) + 1) * block_rows
-    cols = min((math.ceil(span_cols / block_cols) + 1) * block_cols, dataset.width)
-    pixel = dataset.count * max(np.dtype(dt).itemsize for dt in dataset.dtypes)
-    return int(min(max(rows * cols * pixel + reserve, MIN_CACHE), MAX_CACHE))
+    needed = decoded_block_bytes(dataset, layout.size, span_cols) + reserve
+    return int(min(max(needed, MIN_CACHE), MAX_CACHE))

@@ -7,6 +7,7 @@ dataset's mask (internal mask, per-dataset mask or alpha band) says so. Every re
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +109,17 @@ def read_window(dataset, bands: Sequence[int], window: Window) -> tuple[np.ndarr
     """Read a window: (data (bands, rows, cols) in the file's dtype, valid mask (rows, cols))."""
     data = dataset.read(list(bands), window=window)
     return data, ~invalid_pixels(dataset, data, bands, window)
+
+
+def decoded_block_bytes(dataset, rows: int, cols: int) -> int:
+    """Bytes of the decoded blocks that a read of `rows` x `cols` pixels can touch (one block more
+    each way, since a read need not start on a block edge; all bands, which GDAL decodes
+    together): the GDAL block cache that reading a row of windows needs so that no block is
+    decoded twice."""
+    block_rows, block_cols = dataset.block_shapes[0]
+    rows = min((math.ceil(rows / block_rows) + 1) * block_rows, dataset.height)
+    cols = min((math.ceil(cols / block_cols) + 1) * block_cols, dataset.width)
+    return rows * cols * dataset.count * max(np.dtype(dt).itemsize for dt in dataset.dtypes)
 
 
 def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
