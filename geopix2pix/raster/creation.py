@@ -54,8 +54,10 @@ def check_creation_options(user: Mapping[str, str], driver: str,
     logger = logging.getLogger("rasterio._env")
     complaints = _Complaints()
     logger.addHandler(complaints)
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
+    # the probe's warnings become our one-line error, not lines in the application's log too
     logger.setLevel(min(level or logging.WARNING, logging.WARNING))
+    logger.propagate = False
     try:
         probe()
     except Exception as exc:  # anything GDAL raises here comes from the user's options
@@ -63,6 +65,7 @@ def check_creation_options(user: Mapping[str, str], driver: str,
     finally:
         logger.removeHandler(complaints)
         logger.setLevel(level)
+        logger.propagate = propagate
     if complaints.messages:
         shown = " ".join(f"{k}={v}" for k, v in user.items())
         reason = re.sub(r"\S*\.tif: ", "", complaints.messages[0]).rstrip(".")
