@@ -164,7 +164,8 @@ def child(args) -> None:
         start, cpu = time.perf_counter(), cpu_seconds()
         result = predict(args.scene, args.out, model=model, batch_size=args.batch_size,
                          overlap=args.overlap, device=args.device, overwrite=True,
-                         progress=False, cog=args.cog, creation_options=creation_options)[0]
+                         progress=False, cog=args.cog, compress=args.compress,
+                         creation_options=creation_options)[0]
         return {"predict_s": time.perf_counter() - start, "predict_cpu": cpu_seconds() - cpu,
                 "windows": result.windows}
 
@@ -172,7 +173,7 @@ def child(args) -> None:
         start = time.perf_counter()
         predict(args.scene, args.out, model=pipeline_alone(model), batch_size=args.batch_size,
                 overlap=args.overlap, device=args.device, overwrite=True, progress=False,
-                cog=args.cog, creation_options=creation_options)
+                cog=args.cog, compress=args.compress, creation_options=creation_options)
         return {"pipeline_s": time.perf_counter() - start}
 
     def run_bare(windows: int) -> dict:
@@ -247,6 +248,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="predict runs per scene")
+    parser.add_argument("--compress", default="deflate",
+                        choices=("deflate", "zstd", "lzw", "none"), help="predict's --compress")
     parser.add_argument("--co", action="append", default=[], metavar="NAME=VALUE",
                         help="a GDAL creation option of the output (predict's --co), repeatable")
     parser.add_argument("--cog", action="store_true",
@@ -272,7 +275,8 @@ def main() -> None:
     print(machine(str(resolve_device(args.device))))
     print(f"model: U-Net chip {args.chip_size}, ngf {args.ngf}; batch {args.batch_size}, "
           f"overlap {args.overlap}, blend hann; {args.repeats} run(s) per scene, medians; "
-          f"OMP_WAIT_POLICY {args.omp_wait_policy}{'; --cog' if args.cog else ''}"
+          f"OMP_WAIT_POLICY {args.omp_wait_policy}; --compress {args.compress}"
+          f"{'; --cog' if args.cog else ''}"
           f"{''.join(f'; --co {pair}' for pair in args.co)}")
     lines = []
     for text in args.scenes.split(","):
@@ -286,6 +290,7 @@ def main() -> None:
                "--chip-size", str(args.chip_size), "--repeats", str(max(1, args.repeats))]
         if not args.bare:
             cmd.append("--no-bare")
+        cmd += ["--compress", args.compress]
         if args.cog:
             cmd.append("--cog")
         for pair in args.co:
