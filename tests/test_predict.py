@@ -3,6 +3,9 @@ checks."""
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from rasterio.transform import from_origin
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction import predict
+from geopix2pix.prediction import pipeline, predict
 from geopix2pix.prediction.windows import make_layout
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -130,6 +133,16 @@ def test_hann_blend_has_no_seams_with_window_varying_model(tmp_path):
     assert diffs[[e - 1 for e in crop_edges if 0 < e < 300]].mean() > 10 * inside_none
 
 
+def _whole_scene_conv(scene: Path, conv: torch.nn.Conv2d) -> np.ndarray:
+    """ConvModel over the whole reflect-padded scene at once: what seam-free windows give."""
+    with rasterio.open(scene) as src:
+        scaled = Scaling("percentile", (0.0,) * 3, (255.0,) * 3).forward(
+            src.read(), np.ones((src.height, src.width), bool))
+    padded = torch.from_numpy(np.pad(scaled, ((0, 0), (2, 2), (2, 2)), mode="reflect"))[None]
+    with torch.no_grad():
+        return torch.tanh(torch.nn.functional.conv2d(padded, conv.weight, conv.bias))[0, 0].numpy()
+
+
 def test_centre_crop_is_seam_free_for_translation_equivariant_model(tmp_path):
     scene = write_scene(tmp_path / "s.tif", 211, 150)
     model = loaded(ConvModel(), target_scaling=IDENTITY)
@@ -137,17 +150,47 @@ def test_centre_crop_is_seam_free_for_translation_equivariant_model(tmp_path):
     for blend in ("none", "hann"):
         outs[blend] = tmp_path / f"{blend}.tif"
         predict(scene, outs[blend], model=model, progress=False, blend=blend, batch_size=5)
-    with rasterio.open(scene) as src:
-        scaled = Scaling("percentile", (0.0,) * 3, (255.0,) * 3).forward(
-            src.read(), np.ones((150, 211), bool))
-    padded = torch.from_numpy(np.pad(scaled, ((0, 0), (2, 2), (2, 2)), mode="reflect"))[None]
-    with torch.no_grad():
-        whole = torch.tanh(torch.nn.functional.conv2d(padded, model.generator.conv.weight,
-                                                      model.generator.conv.bias))[0, 0].numpy()
+    whole = _whole_scene_conv(scene, model.generator.conv)
     with rasterio.open(outs["none"]) as a, rasterio.open(outs["hann"]) as b:
         np.testing.assert_allclose(a.read(1), whole, atol=1e-5)
         # Hann also gives the whole-scene result up to the floored weight of window edges.
         np.testing.assert_allclose(b.read(1), whole, atol=2e-3)
+
+
+class SlowEvenBatches(ConvModel):
+    """ConvModel whose even-numbered batches take longer: with several model threads, later
+    batches finish first. Records the threads that ran it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.threads = itertools.count(), set()
+
+    def forward(self, x):
+        self.threads.add(threading.get_ident())
+        if next(self.calls) % 2 == 0:
+            time.sleep(0.02)
+        return super().forward(x)
+
+
+def test_cpu_model_threads_hand_outputs_on_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "cpu_workers", lambda threads: (3, 1))
+    threads = torch.get_num_threads()
+    scene = write_scene(tmp_path / "s.tif", 211, 150)
+    generator = SlowEvenBatches()
+    out = tmp_path / "o.tif"
+    predict(scene, out, model=loaded(generator, target_scaling=IDENTITY), progress=False,
+            blend="none", batch_size=2)
+    assert len(generator.threads) == 3
+    assert torch.get_num_threads() == threads  # the model threads' setting is undone
+    with rasterio.open(out) as dst:
+        np.testing.assert_allclose(dst.read(1), _whole_scene_conv(scene, generator.conv),
+                                   atol=1e-5)
+
+
+@pytest.mark.parametrize("threads, expected", [(1, (1, 1)), (2, (2, 1)), (3, (3, 1)),
+                                               (6, (4, 1)), (16, (4, 4))])
+def test_cpu_workers_share_torch_threads(threads, expected):
+    assert pipeline.cpu_workers(threads) == expected
 
 
 def test_column_chunks_give_the_same_result(tmp_path, model_file):

@@ -5,9 +5,14 @@ Four stages joined by small bounded queues, so the scene is never held whole:
   reading only the rows the strip above did not have), scales it with the model's source
   `Scaling` (``centre`` mode per window) and copies its windows (strided views of it) into
   batches;
-- the calling thread runs the generator on each batch (eval mode, ``torch.inference_mode``; bf16
-  autocast and channels_last on CUDA, where the next batch is queued on the GPU before the
-  outputs of the one before are collected, so the GPU does not wait for the hand-over);
+- the generator runs on each batch (eval mode, ``torch.inference_mode``). On CUDA the calling
+  thread runs it (bf16 autocast, channels_last), queueing the next batch on the GPU before
+  collecting the outputs of the one before, so the GPU does not wait for the hand-over. On the
+  CPU several model threads each run whole batches with a share of torch's threads
+  (`cpu_workers`) and hand their outputs on in the batches' order: a layer run on every core waits
+  at its end for the slowest core, so a pipeline thread that takes a core from it costs it about
+  twice its own CPU time, while independent single-threaded forwards just share the cores (and
+  small convolutions run faster that way; docs/benchmarks.md);
 - a blender thread regroups the outputs by window row, weights and sums each row's windows at
   once (`overlap_add`) into a `StripAccumulator` and pops the finished rows;
 - a writer thread turns them into output values (the target's units and dtype, nodata) and
@@ -38,7 +43,15 @@ from geopix2pix.prediction.writer import OutputSpec, to_output
 
 QUEUE_DEPTH = 4
 SCALE_PIECE = 1024  # columns scaled at a time
+MAX_CPU_WORKERS = 4  # forwards at once on the CPU (each holds a batch's activations)
 _DONE = object()
+
+
+def cpu_workers(threads: int) -> tuple[int, int]:
+    """(model threads, torch threads each) for running the generator on `threads` CPU threads:
+    one forward per thread, at most `MAX_CPU_WORKERS` at once, sharing the threads."""
+    workers = max(1, min(threads, MAX_CPU_WORKERS))
+    return workers, max(1, threads // workers)
 
 
 class _Stopped(Exception):
@@ -278,6 +291,50 @@ def _hand_over(launched: _Launched, to_blend: _Channel,
         on_batch(launched.size)
 
 
+class _InOrder:
+    """Batches taken by several model threads, their outputs handed on in the batches' order."""
+
+    def __init__(self, inbox: _Channel, outbox: _Channel, stop: threading.Event,
+                 on_batch: Callable[[int], None] | None):
+        self.inbox, self.outbox, self.stop, self.on_batch = inbox, outbox, stop, on_batch
+        self._taking = threading.Lock()
+        self._turn = threading.Condition()
+        self._taken = self._handed = 0
+        self._exhausted = False
+
+    def take(self) -> tuple[int, tuple] | None:
+        """(sequence number, (batch, rows)), or None once the batches are all taken."""
+        with self._taking:
+            if self._exhausted:
+                return None
+            item = self.inbox.get()
+            if item is _DONE:
+                self._exhausted = True
+                return None
+            self._taken += 1
+            return self._taken - 1, item
+
+    def hand_over(self, number: int, launched: _Launched) -> None:
+        """Waits for the batches before `number` to be handed on, then hands this one on."""
+        with self._turn:
+            while self._handed != number:
+                if self.stop.is_set():
+                    raise _Stopped
+                self._turn.wait(0.05)
+            _hand_over(launched, self.outbox, self.on_batch)
+            self._handed += 1
+            self._turn.notify_all()
+
+
+def _cpu_worker(generator: torch.nn.Module, batches: _InOrder, threads: int,
+                device: torch.device) -> None:
+    torch.set_num_threads(threads)  # this thread's OpenMP team
+    with torch.inference_mode():
+        while (item := batches.take()) is not None:
+            number, (batch, rows) = item
+            batches.hand_over(number, _launch(generator, batch, rows, device))
+
+
 def run(job: Job, generator: torch.nn.Module, device: torch.device,
         write: Callable[[int, int, np.ndarray, np.ndarray], None],
         on_batch: Callable[[int], None] | None = None) -> None:
@@ -290,34 +347,50 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
         _Stage(lambda: _blender(job, to_blend, to_write), stop, "geopix2pix-blend"),
         _Stage(lambda: _writer(write, job.spec, to_write), stop, "geopix2pix-write"),
     ]
-    for stage in stages:
-        stage.start()
     generator.eval()
-    if device.type == "cuda":
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        batches = _InOrder(to_model, to_blend, stop, on_batch)
+        workers, each = cpu_workers(threads)
+        model_stages = [_Stage(lambda: _cpu_worker(generator, batches, each, device), stop,
+                               f"geopix2pix-model-{i}") for i in range(workers)]
+    else:
+        model_stages = []
         generator.to(memory_format=torch.channels_last)
+    for stage in stages + model_stages:
+        stage.start()
     try:
-        with torch.inference_mode():
-            running: _Launched | None = None  # on CUDA: the batch queued before this one
-            for batch, rows in to_model:
-                queued = _launch(generator, batch, rows, device)
-                if running is not None:
-                    _hand_over(running, to_blend, on_batch)
-                    running = None
-                if queued.done is None:  # computed already (CPU)
-                    _hand_over(queued, to_blend, on_batch)
-                else:
-                    running = queued
-            if running is not None:
-                _hand_over(running, to_blend, on_batch)
-        to_blend.put(_DONE)
+        if model_stages:
+            for stage in model_stages:
+                stage.join()
+        else:
+            _run_queued(generator, device, to_model, to_blend, on_batch)
+        if not stop.is_set():
+            to_blend.put(_DONE)
         for stage in stages:
             stage.join()
     except _Stopped:
         pass
     finally:
         stop.set()  # ends the stages early when the caller failed; a no-op once they are done
-        for stage in stages:
+        for stage in stages + model_stages:
             stage.join()
-    for stage in stages:
+        torch.set_num_threads(threads)  # the model threads changed the process-wide default
+    for stage in stages + model_stages:
         if stage.error is not None:
             raise stage.error
+
+
+def _run_queued(generator: torch.nn.Module, device: torch.device, to_model: _Channel,
+                to_blend: _Channel, on_batch: Callable[[int], None] | None) -> None:
+    """The generator over the batches in the calling thread, each batch queued on the
+    accelerator before the outputs of the one before are collected."""
+    with torch.inference_mode():
+        running: _Launched | None = None
+        for batch, rows in to_model:
+            queued = _launch(generator, batch, rows, device)
+            if running is not None:
+                _hand_over(running, to_blend, on_batch)
+            running = queued
+        if running is not None:
+            _hand_over(running, to_blend, on_batch)
