@@ -5,8 +5,10 @@ is predicted in a fresh subprocess, which reports its own peak RSS
 (``getrusage(RUSAGE_SELF).ru_maxrss``: the whole process, torch and GDAL included) and times, in
 the same process and alternating with the predict runs, the bare generator forward over the same
 number of windows at the same batch size (random input already on the device: no reading,
-scaling, blending or writing), and the pipeline alone (predict with the generator replaced by a
-slice of its input: the windows per second the pipeline could feed a fast accelerator). Per scene
+scaling, blending or writing; on the CPU both one forward at a time on all of torch's threads and
+several at once as predict runs them, the faster of the two being the baseline), and the
+pipeline alone (predict with the generator replaced by a slice of its input: the windows per
+second the pipeline could feed a fast accelerator). Per scene
 it prints medians over ``--repeats`` runs: predict and bare seconds, the wall-time ratio (the
 issue's goal: at most 1.10), the ratio of the process's CPU time (less sensitive to other
 processes sharing the machine), the pipeline alone, and the peak RSS; then the peak RSS
@@ -98,10 +100,17 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bare_forward(generator, device, windows: int, batch: int, chip: int) -> tuple[float, float]:
-    """(wall, CPU) seconds of the generator alone over `windows` windows, input pre-made on the
-    device, exactly as predict runs it (inference mode; bf16 autocast, channels_last on CUDA)."""
+def bare_forward(generator, device, windows: int, batch: int, chip: int,
+                 workers: int = 1) -> tuple[float, float]:
+    """(wall, CPU) seconds of the generator alone over `windows` windows at `batch` windows a
+    forward, input pre-made on the device (inference mode; bf16 autocast, channels_last on CUDA).
+    `workers` > 1 (CPU): that many threads run forwards at once, sharing torch's threads, as
+    predict does (`pipeline.cpu_workers`); 1: one forward at a time on all of torch's threads."""
+    import threading
+
     import torch
+
+    from geopix2pix.prediction.pipeline import cpu_workers
 
     x = torch.rand(batch, 3, chip, chip, device=device) * 2 - 1
     cuda = device.type == "cuda"
@@ -115,16 +124,38 @@ def bare_forward(generator, device, windows: int, batch: int, chip: int) -> tupl
                 return generator(x[:n]).float().cpu()
         return generator(x[:n])
 
+    sizes = [min(batch, windows - i) for i in range(0, windows, batch)]
+    threads = torch.get_num_threads()
+    each = cpu_workers(threads)[1] if workers > 1 else threads
+    taking = threading.Lock()
+
+    def work():
+        torch.set_num_threads(each)
+        with torch.inference_mode():
+            while True:
+                with taking:
+                    if not sizes:
+                        return
+                    n = sizes.pop()
+                step(n)
+
     with torch.inference_mode():
         step(batch)
-        if cuda:
-            torch.cuda.synchronize()
-        start, cpu = time.perf_counter(), cpu_seconds()
-        for i in range(0, windows, batch):
-            step(min(batch, windows - i))
-        if cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, cpu_seconds() - cpu
+    if cuda:
+        torch.cuda.synchronize()
+    start, cpu = time.perf_counter(), cpu_seconds()
+    if workers > 1:
+        pool = [threading.Thread(target=work) for _ in range(workers)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        torch.set_num_threads(threads)
+    else:
+        work()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def pipeline_alone(model):
@@ -154,6 +185,7 @@ def child(args) -> None:
 
     from geopix2pix.models import load_model
     from geopix2pix.prediction import predict
+    from geopix2pix.prediction.pipeline import cpu_workers
     from geopix2pix.prediction.predictor import resolve_device
 
     device = resolve_device(args.device)
@@ -177,9 +209,19 @@ def child(args) -> None:
         return {"pipeline_s": time.perf_counter() - start}
 
     def run_bare(windows: int) -> dict:
+        """The bare forward one batch at a time and, on the CPU, as predict runs it (several
+        at once); the ratio is taken against the faster of the two."""
         wall, cpu = bare_forward(model.generator, device, windows, args.batch_size,
                                  args.chip_size)
-        return {"bare_s": wall, "bare_cpu": cpu}
+        run = {"bare_one_s": wall, "bare_s": wall, "bare_cpu": cpu}
+        workers = cpu_workers(torch.get_num_threads())[0] if device.type == "cpu" else 1
+        if workers > 1:
+            wall, cpu = bare_forward(model.generator, device, windows, args.batch_size,
+                                     args.chip_size, workers)
+            run["bare_par_s"] = wall
+            if wall < run["bare_s"]:
+                run.update(bare_s=wall, bare_cpu=cpu)
+        return run
 
     runs, windows, rss_first = [], 0, 0.0
     for i in range(args.repeats):  # alternate the order: P B, B P, P B, ...
@@ -207,7 +249,8 @@ def summarise(name: str, r: dict, bare: bool) -> dict:
     line = {"scene": name, "windows": r["windows"], "predict_s": med["predict_s"],
             "rss_mb": r["rss_mb"], "load": r["load"]}
     if bare:
-        line.update(bare_s=med["bare_s"],
+        line.update(bare_s=med["bare_s"], bare_one_s=med["bare_one_s"],
+                    bare_par_s=med.get("bare_par_s"),
                     ratio=statistics.median(x["predict_s"] / x["bare_s"] for x in r["runs"]),
                     best_ratio=min(x["predict_s"] for x in r["runs"])
                     / min(x["bare_s"] for x in r["runs"]),
@@ -220,7 +263,9 @@ def summarise(name: str, r: dict, bare: bool) -> dict:
 def print_line(s: dict) -> None:
     text = (f"{s['scene']:>12}: {s['windows']:7d} windows; predict {s['predict_s']:8.2f} s")
     if "ratio" in s:
-        text += (f", bare {s['bare_s']:8.2f} s, ratio {s['ratio']:.3f} (best/best "
+        par = f", at once {s['bare_par_s']:.2f}" if s["bare_par_s"] else ""
+        text += (f", bare {s['bare_s']:8.2f} s (one at a time {s['bare_one_s']:.2f}{par}), "
+                 f"ratio {s['ratio']:.3f} (best/best "
                  f"{s['best_ratio']:.3f}, CPU time {s['cpu_ratio']:.3f}); pipeline alone "
                  f"{s['pipeline_s']:.2f} s = {s['windows'] / s['pipeline_s']:.0f} windows/s")
     print(text + f"; peak RSS {s['rss_mb']:6.0f} MB; load {s['load']:.1f}", flush=True)
