@@ -11,7 +11,9 @@ pipeline alone (predict with the generator replaced by a slice of its input: the
 second the pipeline could feed a fast accelerator). Per scene
 it prints medians over ``--repeats`` runs: predict and bare seconds, the wall-time ratio (the
 issue's goal: at most 1.10), the ratio of the process's CPU time (less sensitive to other
-processes sharing the machine), the pipeline alone, and the peak RSS; then the peak RSS
+processes sharing the machine), the pipeline alone, the share of predict's CPU time spent outside
+the generator's forwards (on the CPU, where the model threads run one forward each: what the
+pipeline costs, whatever the machine's noise), and the peak RSS; then the peak RSS
 of the largest scene over the smallest (goal: at most 1.25, and at most 1.5 GB at 20000 x 20000
 on CPU). The machine (CPUs, torch threads, device, load average) is printed with the figures.
 
@@ -179,6 +181,29 @@ def pipeline_alone(model):
     return dataclasses.replace(model, generator=Slice(model.spec.out_channels, device))
 
 
+class ModelThreadCPU:
+    """The CPU seconds of predict's model threads on the CPU (each thread's own clock when it
+    ends), so that predict's CPU time splits into the forwards and everything else. Only where
+    each model thread runs its forwards alone (one torch thread each): otherwise OpenMP's
+    helper threads would be counted as everything else."""
+
+    def __init__(self):
+        import threading
+
+        from geopix2pix.prediction import pipeline
+
+        self.seconds, self._lock, original = 0.0, threading.Lock(), pipeline._cpu_worker
+
+        def timed(*args, **kwargs):
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds += time.thread_time()
+
+        pipeline._cpu_worker = timed
+
+
 def child(args) -> None:
     """Predict one scene `repeats` times, alternating with the bare forward; print JSON."""
     import torch
@@ -192,14 +217,22 @@ def child(args) -> None:
     model = load_model(args.model, device=device)
     creation_options = dict(pair.split("=", 1) for pair in args.co)
 
+    split = (ModelThreadCPU() if device.type == "cpu"
+             and cpu_workers(torch.get_num_threads())[1] == 1 else None)
+
     def run_predict() -> dict:
+        if split:
+            split.seconds = 0.0
         start, cpu = time.perf_counter(), cpu_seconds()
         result = predict(args.scene, args.out, model=model, batch_size=args.batch_size,
                          overlap=args.overlap, device=args.device, overwrite=True,
                          progress=False, cog=args.cog, compress=args.compress,
                          creation_options=creation_options)[0]
-        return {"predict_s": time.perf_counter() - start, "predict_cpu": cpu_seconds() - cpu,
-                "windows": result.windows}
+        run = {"predict_s": time.perf_counter() - start, "predict_cpu": cpu_seconds() - cpu,
+               "windows": result.windows}
+        if split:
+            run["outside_share"] = 1 - split.seconds / run["predict_cpu"]
+        return run
 
     def run_pipeline() -> dict:
         start = time.perf_counter()
@@ -256,7 +289,7 @@ def summarise(name: str, r: dict, bare: bool) -> dict:
                     / min(x["bare_s"] for x in r["runs"]),
                     cpu_ratio=statistics.median(x["predict_cpu"] / x["bare_cpu"]
                                                 for x in r["runs"]),
-                    pipeline_s=med["pipeline_s"])
+                    pipeline_s=med["pipeline_s"], outside_share=med.get("outside_share"))
     return line
 
 
@@ -268,6 +301,8 @@ def print_line(s: dict) -> None:
                  f"ratio {s['ratio']:.3f} (best/best "
                  f"{s['best_ratio']:.3f}, CPU time {s['cpu_ratio']:.3f}); pipeline alone "
                  f"{s['pipeline_s']:.2f} s = {s['windows'] / s['pipeline_s']:.0f} windows/s")
+        if s["outside_share"] is not None:
+            text += f"; CPU outside the forwards {100 * s['outside_share']:.1f}%"
     print(text + f"; peak RSS {s['rss_mb']:6.0f} MB; load {s['load']:.1f}", flush=True)
 
 
