@@ -172,23 +172,32 @@ class SlowEvenBatches(ConvModel):
         return super().forward(x)
 
 
+def _torch_threads_of_a_new_thread() -> int:
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
 def test_cpu_model_threads_hand_outputs_on_in_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "cpu_workers", lambda threads: (3, 1))
-    threads = torch.get_num_threads()
+    monkeypatch.setattr(pipeline, "cpu_workers", lambda threads: [1, 1, 1])
+    threads = _torch_threads_of_a_new_thread()
     scene = write_scene(tmp_path / "s.tif", 211, 150)
     generator = SlowEvenBatches()
     out = tmp_path / "o.tif"
     predict(scene, out, model=loaded(generator, target_scaling=IDENTITY), progress=False,
             blend="none", batch_size=2)
     assert len(generator.threads) == 3
-    assert torch.get_num_threads() == threads  # the model threads' setting is undone
+    # the model threads' setting of torch's process-wide thread count is undone
+    assert _torch_threads_of_a_new_thread() == threads
     with rasterio.open(out) as dst:
         np.testing.assert_allclose(dst.read(1), _whole_scene_conv(scene, generator.conv),
                                    atol=1e-5)
 
 
-@pytest.mark.parametrize("threads, expected", [(1, (1, 1)), (2, (2, 1)), (3, (3, 1)),
-                                               (6, (4, 1)), (16, (4, 4))])
+@pytest.mark.parametrize("threads, expected", [(1, [1]), (2, [1, 1]), (3, [2, 1]),
+                                               (6, [3, 3]), (16, [8, 8])])
 def test_cpu_workers_share_torch_threads(threads, expected):
     assert pipeline.cpu_workers(threads) == expected
 

@@ -43,15 +43,17 @@ from geopix2pix.prediction.writer import OutputSpec, to_output
 
 QUEUE_DEPTH = 4
 SCALE_PIECE = 1024  # columns scaled at a time
-MAX_CPU_WORKERS = 4  # forwards at once on the CPU (each holds a batch's activations)
+# forwards at once on the CPU: each holds a batch's activations, and the gain is largest on few
+# cores, where a pipeline thread takes the biggest share of them
+MAX_CPU_WORKERS = 2
 _DONE = object()
 
 
-def cpu_workers(threads: int) -> tuple[int, int]:
-    """(model threads, torch threads each) for running the generator on `threads` CPU threads:
-    one forward per thread, at most `MAX_CPU_WORKERS` at once, sharing the threads."""
+def cpu_workers(threads: int) -> list[int]:
+    """The torch threads of each model thread, for running the generator on `threads` CPU
+    threads: one forward per model thread, at most `MAX_CPU_WORKERS` at once, sharing them all."""
     workers = max(1, min(threads, MAX_CPU_WORKERS))
-    return workers, max(1, threads // workers)
+    return [threads // workers + (i < threads % workers) for i in range(workers)]
 
 
 class _Stopped(Exception):
@@ -328,7 +330,10 @@ class _InOrder:
 
 def _cpu_worker(generator: torch.nn.Module, batches: _InOrder, threads: int,
                 device: torch.device) -> None:
-    torch.set_num_threads(threads)  # this thread's OpenMP team
+    # this thread's OpenMP team; torch first sets a new thread up from the process-wide count,
+    # which would undo a count set before that
+    torch.get_num_threads()
+    torch.set_num_threads(threads)
     with torch.inference_mode():
         while (item := batches.take()) is not None:
             number, (batch, rows) = item
@@ -339,7 +344,9 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
         write: Callable[[int, int, np.ndarray, np.ndarray], None],
         on_batch: Callable[[int], None] | None = None) -> None:
     """Predict `job` through `generator`, handing finished strips to `write(row0, col0, data,
-    valid)` (called from the writer thread)."""
+    valid)` (called from the writer thread). On the CPU the generator runs in model threads of
+    its own, so thread-local torch settings of the caller (grad mode, autocast) do not reach it;
+    it runs in eval mode under `torch.inference_mode` in any case."""
     stop = threading.Event()
     to_model, to_blend, to_write = _Channel(stop), _Channel(stop), _Channel(stop)
     stages = [
@@ -349,17 +356,17 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     ]
     generator.eval()
     threads = torch.get_num_threads()
+    model_stages = []
     if device.type == "cpu":
         batches = _InOrder(to_model, to_blend, stop, on_batch)
-        workers, each = cpu_workers(threads)
-        model_stages = [_Stage(lambda: _cpu_worker(generator, batches, each, device), stop,
-                               f"geopix2pix-model-{i}") for i in range(workers)]
-    else:
-        model_stages = []
+        model_stages = [_Stage(lambda n=n: _cpu_worker(generator, batches, n, device), stop,
+                               f"geopix2pix-model-{i}")
+                        for i, n in enumerate(cpu_workers(threads))]
+    elif device.type == "cuda":
         generator.to(memory_format=torch.channels_last)
-    for stage in stages + model_stages:
-        stage.start()
     try:
+        for stage in stages + model_stages:
+            stage.start()
         if model_stages:
             for stage in model_stages:
                 stage.join()
@@ -374,7 +381,8 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     finally:
         stop.set()  # ends the stages early when the caller failed; a no-op once they are done
         for stage in stages + model_stages:
-            stage.join()
+            if stage.is_alive():
+                stage.join()
         torch.set_num_threads(threads)  # the model threads changed the process-wide default
     for stage in stages + model_stages:
         if stage.error is not None:
