@@ -67,23 +67,33 @@ def main() -> None:
     path = Path(tempfile.mkdtemp(prefix="bench_cpu_forward_")) / "model.safetensors"
     make_model(path, args.chip_size, args.ngf)
     generator = load_model(path, device=torch.device("cpu")).generator.eval()
-    workers, each = cpu_workers(torch.get_num_threads())
+    together = cpu_workers(torch.get_num_threads())
     print(machine("cpu"))
     print(f"model: U-Net chip {args.chip_size}, ngf {args.ngf}; {args.forwards} forwards of "
-          f"{args.batch_size} windows; as predict: {workers} model threads x {each} torch "
-          f"thread(s); background thread at {args.duty:.0%} duty")
+          f"{args.batch_size} windows; as predict: model threads of "
+          f"{'+'.join(map(str, together))} torch thread(s); background thread at "
+          f"{args.duty:.0%} duty")
     windows = args.forwards * args.batch_size
-    ways = (("one at a time", 1), (f"{workers} at once", workers))
+    ways = (("one at a time", None), (f"{len(together)} at once", together))
+
+    def timed(way, background: bool) -> tuple[float, float]:
+        """(wall seconds, the background thread's CPU seconds)"""
+        if not background:
+            return bare_forward(generator, torch.device("cpu"), windows, args.batch_size,
+                                args.chip_size, way)[0], 0.0
+        with Background(args.duty) as thread:
+            wall = bare_forward(generator, torch.device("cpu"), windows, args.batch_size,
+                                args.chip_size, way)[0]
+        return wall, thread.cpu
+
     for round_ in range(1, args.rounds + 1):
-        for name, count in ways:
-            alone, _ = bare_forward(generator, torch.device("cpu"), windows, args.batch_size,
-                                    args.chip_size, count)
-            with Background(args.duty) as background:
-                busy, _ = bare_forward(generator, torch.device("cpu"), windows,
-                                       args.batch_size, args.chip_size, count)
+        for name, way in ways:
+            order = (False, True) if round_ % 2 else (True, False)  # alternate which runs first
+            times = {busy: timed(way, busy) for busy in order}
+            (alone, _), (busy, cpu) = times[False], times[True]
             print(f"round {round_}, {name:>14}: alone {alone:6.2f} s, beside the background "
-                  f"thread {busy:6.2f} s (+{busy - alone:.2f} s for its {background.cpu:.2f} "
-                  f"CPU-s: {(busy - alone) / max(background.cpu, 1e-9):.2f} s per CPU-s)",
+                  f"thread {busy:6.2f} s (+{busy - alone:.2f} s for its {cpu:.2f} "
+                  f"CPU-s: {(busy - alone) / max(cpu, 1e-9):.2f} s per CPU-s)",
                   flush=True)
 
 

@@ -103,16 +103,15 @@ def cpu_seconds() -> float:
 
 
 def bare_forward(generator, device, windows: int, batch: int, chip: int,
-                 workers: int = 1) -> tuple[float, float]:
+                 together: list[int] | None = None) -> tuple[float, float]:
     """(wall, CPU) seconds of the generator alone over `windows` windows at `batch` windows a
     forward, input pre-made on the device (inference mode; bf16 autocast, channels_last on CUDA).
-    `workers` > 1 (CPU): that many threads run forwards at once, sharing torch's threads, as
-    predict does (`pipeline.cpu_workers`); 1: one forward at a time on all of torch's threads."""
+    `together` (CPU): the torch threads of each of several threads running forwards at once, as
+    predict runs them (`pipeline.cpu_workers`); None: one forward at a time on all of torch's
+    threads."""
     import threading
 
     import torch
-
-    from geopix2pix.prediction.pipeline import cpu_workers
 
     x = torch.rand(batch, 3, chip, chip, device=device) * 2 - 1
     cuda = device.type == "cuda"
@@ -128,10 +127,10 @@ def bare_forward(generator, device, windows: int, batch: int, chip: int,
 
     sizes = [min(batch, windows - i) for i in range(0, windows, batch)]
     threads = torch.get_num_threads()
-    each = cpu_workers(threads)[1] if workers > 1 else threads
-    taking = threading.Lock()
+    taking, errors = threading.Lock(), []
 
-    def work():
+    def work(each: int) -> None:
+        torch.get_num_threads()  # set the thread up first, or torch redoes it over our count
         torch.set_num_threads(each)
         with torch.inference_mode():
             while True:
@@ -146,15 +145,26 @@ def bare_forward(generator, device, windows: int, batch: int, chip: int,
     if cuda:
         torch.cuda.synchronize()
     start, cpu = time.perf_counter(), cpu_seconds()
-    if workers > 1:
-        pool = [threading.Thread(target=work) for _ in range(workers)]
-        for thread in pool:
-            thread.start()
-        for thread in pool:
-            thread.join()
-        torch.set_num_threads(threads)
+    if together:
+        def guarded(each: int) -> None:
+            try:
+                work(each)
+            except BaseException as exc:  # re-raised below
+                errors.append(exc)
+
+        pool = [threading.Thread(target=guarded, args=(each,)) for each in together]
+        try:
+            for thread in pool:
+                thread.start()
+        finally:
+            for thread in pool:
+                if thread.is_alive():
+                    thread.join()
+            torch.set_num_threads(threads)
+        if errors:
+            raise errors[0]
     else:
-        work()
+        work(threads)
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start, cpu_seconds() - cpu
@@ -218,7 +228,7 @@ def child(args) -> None:
     creation_options = dict(pair.split("=", 1) for pair in args.co)
 
     split = (ModelThreadCPU() if device.type == "cpu"
-             and cpu_workers(torch.get_num_threads())[1] == 1 else None)
+             and set(cpu_workers(torch.get_num_threads())) == {1} else None)
 
     def run_predict() -> dict:
         if split:
@@ -247,10 +257,10 @@ def child(args) -> None:
         wall, cpu = bare_forward(model.generator, device, windows, args.batch_size,
                                  args.chip_size)
         run = {"bare_one_s": wall, "bare_s": wall, "bare_cpu": cpu}
-        workers = cpu_workers(torch.get_num_threads())[0] if device.type == "cpu" else 1
-        if workers > 1:
+        together = cpu_workers(torch.get_num_threads()) if device.type == "cpu" else [1]
+        if len(together) > 1:
             wall, cpu = bare_forward(model.generator, device, windows, args.batch_size,
-                                     args.chip_size, workers)
+                                     args.chip_size, together)
             run["bare_par_s"] = wall
             if wall < run["bare_s"]:
                 run.update(bare_s=wall, bare_cpu=cpu)
