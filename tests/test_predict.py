@@ -19,7 +19,7 @@ from rasterio.transform import from_origin
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction import pipeline, predict
+from geopix2pix.prediction import forward, predict
 from geopix2pix.prediction.windows import make_layout
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -181,7 +181,7 @@ def _torch_threads_of_a_new_thread() -> int:
 
 
 def test_cpu_model_threads_hand_outputs_on_in_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "cpu_workers", lambda threads: [1, 1, 1])
+    monkeypatch.setattr(forward, "cpu_workers", lambda threads: [1, 1, 1])
     threads = _torch_threads_of_a_new_thread()
     scene = write_scene(tmp_path / "s.tif", 211, 150)
     generator = SlowEvenBatches()
@@ -199,7 +199,7 @@ def test_cpu_model_threads_hand_outputs_on_in_order(tmp_path, monkeypatch):
 @pytest.mark.parametrize("threads, expected", [(1, [1]), (2, [1, 1]), (3, [2, 1]),
                                                (6, [3, 3]), (16, [8, 8])])
 def test_cpu_workers_share_torch_threads(threads, expected):
-    assert pipeline.cpu_workers(threads) == expected
+    assert forward.cpu_workers(threads) == expected
 
 
 def test_column_chunks_give_the_same_result(tmp_path, model_file):

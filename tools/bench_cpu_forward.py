@@ -1,6 +1,6 @@
 """Benchmark: how the generator's forward on the CPU shares the cores with other work.
 
-Why predict runs several model threads of one forward each on the CPU (`pipeline.cpu_workers`):
+Why predict runs several model threads of one forward each on the CPU (`forward.cpu_workers`):
 it times the same forwards (random input, inference mode) one batch at a time on all of torch's
 threads, and as predict runs them, each alone and beside a background thread doing numpy work for
 a share (``--duty``) of its time, like predict's reading, blending and writing threads. It prints
@@ -53,7 +53,7 @@ class Background:
 
 def main() -> None:
     from geopix2pix.models import load_model
-    from geopix2pix.prediction.pipeline import cpu_workers
+    from geopix2pix.prediction.forward import cpu_workers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chip-size", type=int, default=64)

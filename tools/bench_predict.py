@@ -107,7 +107,7 @@ def bare_forward(generator, device, windows: int, batch: int, chip: int,
     """(wall, CPU) seconds of the generator alone over `windows` windows at `batch` windows a
     forward, input pre-made on the device (inference mode; bf16 autocast, channels_last on CUDA).
     `together` (CPU): the torch threads of each of several threads running forwards at once, as
-    predict runs them (`pipeline.cpu_workers`); None: one forward at a time on all of torch's
+    predict runs them (`forward.cpu_workers`); None: one forward at a time on all of torch's
     threads."""
     import threading
 
@@ -200,9 +200,9 @@ class ModelThreadCPU:
     def __init__(self):
         import threading
 
-        from geopix2pix.prediction import pipeline
+        from geopix2pix.prediction import forward
 
-        self.seconds, self._lock, original = 0.0, threading.Lock(), pipeline._cpu_worker
+        self.seconds, self._lock, original = 0.0, threading.Lock(), forward.cpu_worker
 
         def timed(*args, **kwargs):
             try:
@@ -211,7 +211,7 @@ class ModelThreadCPU:
                 with self._lock:
                     self.seconds += time.thread_time()
 
-        pipeline._cpu_worker = timed
+        forward.cpu_worker = timed
 
 
 def child(args) -> None:
@@ -220,7 +220,7 @@ def child(args) -> None:
 
     from geopix2pix.models import load_model
     from geopix2pix.prediction import predict
-    from geopix2pix.prediction.pipeline import cpu_workers
+    from geopix2pix.prediction.forward import cpu_workers
     from geopix2pix.prediction.predictor import resolve_device
 
     device = resolve_device(args.device)

@@ -5,14 +5,9 @@ Four stages joined by small bounded queues, so the scene is never held whole:
   reading only the rows the strip above did not have), scales it with the model's source
   `Scaling` (``centre`` mode per window) and copies its windows (strided views of it) into
   batches;
-- the generator runs on each batch (eval mode, ``torch.inference_mode``). On CUDA the calling
-  thread runs it (bf16 autocast, channels_last), queueing the next batch on the GPU before
-  collecting the outputs of the one before, so the GPU does not wait for the hand-over. On the
-  CPU several model threads each run whole batches with a share of torch's threads
-  (`cpu_workers`) and hand their outputs on in the batches' order: a layer run on every core waits
-  at its end for the slowest core, so a pipeline thread that takes a core from it costs it about
-  twice its own CPU time, while independent single-threaded forwards just share the cores (and
-  small convolutions run faster that way; docs/benchmarks.md);
+- the generator runs on each batch (eval mode, ``torch.inference_mode``; see `forward`): on
+  CUDA in the calling thread, each batch queued on the GPU before the one before is collected;
+  on the CPU in model threads of their own, which hand their outputs on in the batches' order;
 - a blender thread regroups the outputs by window row, weights and sums each row's windows at
   once (`overlap_add`) into a `StripAccumulator` and pops the finished rows;
 - a writer thread turns them into output values (the target's units and dtype, nodata) and
@@ -22,7 +17,6 @@ An error in any stage stops all of them and is raised in the caller.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -32,83 +26,18 @@ import numpy as np
 import torch
 
 from geopix2pix.chips.scaling import Scaling
+from geopix2pix.prediction import forward
 from geopix2pix.prediction.blend import (
     RowWeights,
     StripAccumulator,
     overlap_add,
     window_weights,
 )
+from geopix2pix.prediction.channels import DONE, Channel, Stage, Stopped
 from geopix2pix.prediction.windows import Chunk, Layout, iter_chunk_strips, iter_strips
 from geopix2pix.prediction.writer import OutputSpec, to_output
 
-QUEUE_DEPTH = 4
 SCALE_PIECE = 1024  # columns scaled at a time
-# forwards at once on the CPU: each holds a batch's activations, and the gain is largest on few
-# cores, where a pipeline thread takes the biggest share of them
-MAX_CPU_WORKERS = 2
-_DONE = object()
-
-
-def cpu_workers(threads: int) -> list[int]:
-    """The torch threads of each model thread, for running the generator on `threads` CPU
-    threads: one forward per model thread, at most `MAX_CPU_WORKERS` at once, sharing them all."""
-    workers = max(1, min(threads, MAX_CPU_WORKERS))
-    return [threads // workers + (i < threads % workers) for i in range(workers)]
-
-
-class _Stopped(Exception):
-    """Another stage failed; this one gives up quietly."""
-
-
-@dataclass
-class _Channel:
-    """A bounded queue whose put/get give up when the pipeline is stopped."""
-
-    stop: threading.Event
-    depth: int = QUEUE_DEPTH
-
-    def __post_init__(self) -> None:
-        self.queue: queue.Queue = queue.Queue(self.depth)
-
-    def put(self, item) -> None:
-        while True:
-            if self.stop.is_set():
-                raise _Stopped
-            try:
-                self.queue.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                continue
-
-    def get(self):
-        while True:
-            if self.stop.is_set():
-                raise _Stopped
-            try:
-                return self.queue.get(timeout=0.05)
-            except queue.Empty:
-                continue
-
-    def __iter__(self) -> Iterator:
-        while (item := self.get()) is not _DONE:
-            yield item
-
-
-class _Stage(threading.Thread):
-    """A pipeline thread recording its exception and stopping the others on failure."""
-
-    def __init__(self, target: Callable[[], None], stop: threading.Event, name: str):
-        super().__init__(name=name, daemon=True)
-        self._target_fn, self._stop_event, self.error = target, stop, None
-
-    def run(self) -> None:
-        try:
-            self._target_fn()
-        except _Stopped:
-            pass
-        except BaseException as exc:  # re-raised in the caller
-            self.error = exc
-            self._stop_event.set()
 
 
 @dataclass
@@ -182,7 +111,7 @@ def _window_rows(job: Job) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             yield windows, strip.valid
 
 
-def _reader(job: Job, out: _Channel) -> None:
+def _reader(job: Job, out: Channel) -> None:
     """Batches of `job.batch_size` windows, each with the validity of the window rows that start
     in it: (windows, [validity, ...])."""
     batch, fill, rows = None, 0, []
@@ -200,10 +129,10 @@ def _reader(job: Job, out: _Channel) -> None:
                 batch, fill, rows = None, 0, []
     if fill:  # a row's validity always travels with its first window
         out.put((batch[:fill], rows))
-    out.put(_DONE)
+    out.put(DONE)
 
 
-def _output_rows(job: Job, inbox: _Channel) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _output_rows(job: Job, inbox: Channel) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(outputs (n, bands, size, size), input validity (size, span)) of each window row, in
     processing order, regrouped from the model's batches."""
     batches = iter(inbox)
@@ -221,7 +150,7 @@ def _output_rows(job: Job, inbox: _Channel) -> Iterator[tuple[np.ndarray, np.nda
         yield (parts[0] if len(parts) == 1 else np.concatenate(parts)), valids.popleft()
 
 
-def _blender(job: Job, inbox: _Channel, out: _Channel) -> None:
+def _blender(job: Job, inbox: Channel, out: Channel) -> None:
     layout, spec = job.layout, job.spec
     weights = window_weights(layout.size, layout.stride, layout.margin, layout.blend)
     row_weights = RowWeights(weights, layout.stride)
@@ -243,101 +172,13 @@ def _blender(job: Job, inbox: _Channel, out: _Channel) -> None:
             first, blended, ok = acc.pop(until)
             if blended.shape[1]:
                 out.put((first, chunk.col0, blended, ok))
-    out.put(_DONE)
+    out.put(DONE)
 
 
 def _writer(write: Callable[[int, int, np.ndarray, np.ndarray], None], spec: OutputSpec,
-            inbox: _Channel) -> None:
+            inbox: Channel) -> None:
     for first, col0, blended, valid in inbox:
         write(first, col0, to_output(blended, valid, spec), valid)
-
-
-@dataclass
-class _Launched:
-    """A batch whose outputs are being computed (asynchronously on CUDA)."""
-
-    outputs: torch.Tensor  # float32, on the host once `done` has passed
-    done: torch.cuda.Event | None
-    size: int
-    rows: list
-
-    def result(self) -> np.ndarray:
-        if self.done is not None:
-            self.done.synchronize()
-        return self.outputs.numpy()
-
-
-def _launch(generator: torch.nn.Module, batch: np.ndarray, rows: list,
-            device: torch.device) -> _Launched:
-    """Start the generator on a batch. On CUDA this only queues the copy in, the forward (bf16
-    autocast, channels_last) and the copy out into pinned memory, and returns at once, so the
-    next batch can be queued while this one runs; elsewhere it computes the outputs."""
-    x = torch.from_numpy(batch)
-    if device.type != "cuda":
-        return _Launched(generator(x).float(), None, len(batch), rows)
-    x = x.pin_memory().to(device, non_blocking=True).contiguous(
-        memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        y = generator(x).float()
-    outputs = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
-    outputs.copy_(y, non_blocking=True)
-    done = torch.cuda.Event()
-    done.record(torch.cuda.current_stream(device))  # `device` need not be the current GPU
-    return _Launched(outputs, done, len(batch), rows)
-
-
-def _hand_over(launched: _Launched, to_blend: _Channel,
-               on_batch: Callable[[int], None] | None) -> None:
-    to_blend.put((launched.result(), launched.rows))
-    if on_batch:
-        on_batch(launched.size)
-
-
-class _InOrder:
-    """Batches taken by several model threads, their outputs handed on in the batches' order."""
-
-    def __init__(self, inbox: _Channel, outbox: _Channel, stop: threading.Event,
-                 on_batch: Callable[[int], None] | None):
-        self.inbox, self.outbox, self.stop, self.on_batch = inbox, outbox, stop, on_batch
-        self._taking = threading.Lock()
-        self._turn = threading.Condition()
-        self._taken = self._handed = 0
-        self._exhausted = False
-
-    def take(self) -> tuple[int, tuple] | None:
-        """(sequence number, (batch, rows)), or None once the batches are all taken."""
-        with self._taking:
-            if self._exhausted:
-                return None
-            item = self.inbox.get()
-            if item is _DONE:
-                self._exhausted = True
-                return None
-            self._taken += 1
-            return self._taken - 1, item
-
-    def hand_over(self, number: int, launched: _Launched) -> None:
-        """Waits for the batches before `number` to be handed on, then hands this one on."""
-        with self._turn:
-            while self._handed != number:
-                if self.stop.is_set():
-                    raise _Stopped
-                self._turn.wait(0.05)
-            _hand_over(launched, self.outbox, self.on_batch)
-            self._handed += 1
-            self._turn.notify_all()
-
-
-def _cpu_worker(generator: torch.nn.Module, batches: _InOrder, threads: int,
-                device: torch.device) -> None:
-    # this thread's OpenMP team; torch first sets a new thread up from the process-wide count,
-    # which would undo a count set before that
-    torch.get_num_threads()
-    torch.set_num_threads(threads)
-    with torch.inference_mode():
-        while (item := batches.take()) is not None:
-            number, (batch, rows) = item
-            batches.hand_over(number, _launch(generator, batch, rows, device))
 
 
 def run(job: Job, generator: torch.nn.Module, device: torch.device,
@@ -348,20 +189,20 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     its own, so thread-local torch settings of the caller (grad mode, autocast) do not reach it;
     it runs in eval mode under `torch.inference_mode` in any case."""
     stop = threading.Event()
-    to_model, to_blend, to_write = _Channel(stop), _Channel(stop), _Channel(stop)
+    to_model, to_blend, to_write = Channel(stop), Channel(stop), Channel(stop)
     stages = [
-        _Stage(lambda: _reader(job, to_model), stop, "geopix2pix-read"),
-        _Stage(lambda: _blender(job, to_blend, to_write), stop, "geopix2pix-blend"),
-        _Stage(lambda: _writer(write, job.spec, to_write), stop, "geopix2pix-write"),
+        Stage(lambda: _reader(job, to_model), stop, "geopix2pix-read"),
+        Stage(lambda: _blender(job, to_blend, to_write), stop, "geopix2pix-blend"),
+        Stage(lambda: _writer(write, job.spec, to_write), stop, "geopix2pix-write"),
     ]
     generator.eval()
     threads = torch.get_num_threads()
     model_stages = []
     if device.type == "cpu":
-        batches = _InOrder(to_model, to_blend, stop, on_batch)
-        model_stages = [_Stage(lambda n=n: _cpu_worker(generator, batches, n, device), stop,
-                               f"geopix2pix-model-{i}")
-                        for i, n in enumerate(cpu_workers(threads))]
+        batches = forward.InOrder(to_model, to_blend, stop, on_batch)
+        model_stages = [Stage(lambda n=n: forward.cpu_worker(generator, batches, n, device),
+                              stop, f"geopix2pix-model-{i}")
+                        for i, n in enumerate(forward.cpu_workers(threads))]
     elif device.type == "cuda":
         generator.to(memory_format=torch.channels_last)
     try:
@@ -371,12 +212,12 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
             for stage in model_stages:
                 stage.join()
         else:
-            _run_queued(generator, device, to_model, to_blend, on_batch)
+            forward.run_queued(generator, device, to_model, to_blend, on_batch)
         if not stop.is_set():
-            to_blend.put(_DONE)
+            to_blend.put(DONE)
         for stage in stages:
             stage.join()
-    except _Stopped:
+    except Stopped:
         pass
     finally:
         stop.set()  # ends the stages early when the caller failed; a no-op once they are done
@@ -389,16 +230,3 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
             raise stage.error
 
 
-def _run_queued(generator: torch.nn.Module, device: torch.device, to_model: _Channel,
-                to_blend: _Channel, on_batch: Callable[[int], None] | None) -> None:
-    """The generator over the batches in the calling thread, each batch queued on the
-    accelerator before the outputs of the one before are collected."""
-    with torch.inference_mode():
-        running: _Launched | None = None
-        for batch, rows in to_model:
-            queued = _launch(generator, batch, rows, device)
-            if running is not None:
-                _hand_over(running, to_blend, on_batch)
-            running = queued
-        if running is not None:
-            _hand_over(running, to_blend, on_batch)
