@@ -228,5 +228,3 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     for stage in stages + model_stages:
         if stage.error is not None:
             raise stage.error
-
-
