@@ -43,6 +43,9 @@ def test_predict_on_cuda_matches_the_cpu(tmp_path):
 
 
 def test_mixed_precision_training_on_cuda_writes_a_usable_model(tmp_path):
+    # export writes the chips' footprint index with geopandas, which GPU images may lack
+    # (tools/gpu_check.sh); tools/bench_train.py then still times the CUDA training step
+    pytest.importorskip("geopandas", reason="export-chips needs geopandas")
     y, x = np.mgrid[0:256, 0:256]
     dem = (100 + 30 * np.sin(x / 17.0) + 25 * np.cos(y / 23.0)).astype("float32")
     shade = np.clip(128 + 40 * np.gradient(dem)[1], 0, 255).astype("uint8")
