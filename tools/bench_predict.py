@@ -192,9 +192,9 @@ def pipeline_alone(model):
 
 
 class ModelThreadCPU:
-    """The CPU seconds of predict's model threads on the CPU (each thread's own clock when it
-    ends), so that predict's CPU time splits into the forwards and everything else. Only where
-    each model thread runs its forwards alone (one torch thread each): otherwise OpenMP's
+    """The CPU seconds of predict's forwards on the CPU (each model thread's own clock around
+    each forward), so that predict's CPU time splits into the forwards and everything else. Only
+    where each model thread runs its forwards alone (one torch thread each): otherwise OpenMP's
     helper threads would be counted as everything else."""
 
     def __init__(self):
@@ -202,16 +202,17 @@ class ModelThreadCPU:
 
         from geopix2pix.prediction import forward
 
-        self.seconds, self._lock, original = 0.0, threading.Lock(), forward.cpu_worker
+        self.seconds, self._lock, original = 0.0, threading.Lock(), forward.cpu_forward
 
         def timed(*args, **kwargs):
+            start = time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
                 with self._lock:
-                    self.seconds += time.thread_time()
+                    self.seconds += time.thread_time() - start
 
-        forward.cpu_worker = timed
+        forward.cpu_forward = timed
 
 
 def child(args) -> None:

@@ -5,9 +5,9 @@ Four stages joined by small bounded queues, so the scene is never held whole:
   reading only the rows the strip above did not have), scales it with the model's source
   `Scaling` (``centre`` mode per window) and copies its windows (strided views of it) into
   batches;
-- the generator runs on each batch (eval mode, ``torch.inference_mode``; see `forward`): on
-  CUDA in the calling thread, each batch queued on the GPU before the one before is collected;
-  on the CPU in model threads of their own, which hand their outputs on in the batches' order;
+- the calling thread runs the generator on the batches (eval mode, ``torch.inference_mode``; see
+  `forward`): queued ahead on CUDA, in a pool of model threads on the CPU, the outputs handed on
+  in the batches' order;
 - a blender thread regroups the outputs by window row, weights and sums each row's windows at
   once (`overlap_add`) into a `StripAccumulator` and pops the finished rows;
 - a writer thread turns them into output values (the target's units and dtype, nodata) and
@@ -196,35 +196,20 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
         Stage(lambda: _writer(write, job.spec, to_write), stop, "geopix2pix-write"),
     ]
     generator.eval()
-    threads = torch.get_num_threads()
-    model_stages = []
-    if device.type == "cpu":
-        batches = forward.InOrder(to_model, to_blend, stop, on_batch)
-        model_stages = [Stage(lambda n=n: forward.cpu_worker(generator, batches, n, device),
-                              stop, f"geopix2pix-model-{i}")
-                        for i, n in enumerate(forward.cpu_workers(threads))]
-    elif device.type == "cuda":
-        generator.to(memory_format=torch.channels_last)
     try:
-        for stage in stages + model_stages:
+        for stage in stages:
             stage.start()
-        if model_stages:
-            for stage in model_stages:
-                stage.join()
-        else:
-            forward.run_queued(generator, device, to_model, to_blend, on_batch)
-        if not stop.is_set():
-            to_blend.put(DONE)
+        forward.run(generator, device, to_model, to_blend, on_batch)
+        to_blend.put(DONE)
         for stage in stages:
             stage.join()
     except Stopped:
         pass
     finally:
         stop.set()  # ends the stages early when the caller failed; a no-op once they are done
-        for stage in stages + model_stages:
+        for stage in stages:
             if stage.is_alive():
                 stage.join()
-        torch.set_num_threads(threads)  # the model threads changed the process-wide default
-    for stage in stages + model_stages:
+    for stage in stages:
         if stage.error is not None:
             raise stage.error
