@@ -19,7 +19,7 @@ from rasterio.transform import from_origin
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction import forward, predict
+from geopix2pix.prediction import blend, forward, pipeline, predict
 from geopix2pix.prediction.windows import make_layout
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -413,6 +413,41 @@ def test_overlap_add_sums_windows_like_a_loop(size, stride, n):
     for i in range(n):
         expected[..., i * stride:i * stride + size] += windows[i]
     np.testing.assert_allclose(overlap_add(windows, stride), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lengths", [[5], [3, 1, 4], [1, 1]])
+def test_fold_segments_weights_and_sums_each_run_like_overlap_add(lengths):
+    rng = np.random.default_rng(2)
+    windows = rng.random((sum(lengths), 2, 16, 16)).astype(np.float32)
+    weights = blend.window_weights(16, 6, 5, "hann")
+    sums = blend.fold_segments(torch.from_numpy(windows), torch.from_numpy(weights), lengths, 6)
+    starts = np.cumsum([0, *lengths])
+    assert len(sums) == len(lengths)
+    for got, a, b in zip(sums, starts, starts[1:]):
+        np.testing.assert_allclose(got.numpy(), blend.overlap_add(windows[a:b] * weights, 6),
+                                   rtol=1e-6)
+
+
+@pytest.mark.parametrize("blend_mode", ["hann", "none"])
+def test_folding_where_the_model_ran_blends_like_the_blender(tmp_path, model_file, monkeypatch,
+                                                             blend_mode):
+    """On CUDA each run of a batch's windows is weighted and summed on the GPU and only the sums
+    are handed on (`pipeline.FOLD_ON`); checked here on the CPU against the blender's numpy, with
+    batches crossing window rows (batch 7) and column chunks."""
+    folds = []
+    monkeypatch.setattr(pipeline, "fold_segments",
+                        lambda *args: folds.append(args[2]) or blend.fold_segments(*args))
+    scene = write_scene(tmp_path / "s.tif", 1100, 203)
+    values = {}
+    for fold_on in (frozenset(), frozenset({"cpu"})):
+        monkeypatch.setattr(pipeline, "FOLD_ON", fold_on)
+        out = tmp_path / f"fold_{len(fold_on)}.tif"
+        predict(scene, out, model=model_file, progress=False, batch_size=7, chunk_width=512,
+                blend=blend_mode)
+        with rasterio.open(out) as dst:
+            values[fold_on] = dst.read(1)
+    assert folds and any(len(lengths) > 1 for lengths in folds)  # runs from two window rows
+    np.testing.assert_allclose(values[frozenset({"cpu"})], values[frozenset()], rtol=1e-5)
 
 
 def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):

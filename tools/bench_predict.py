@@ -23,8 +23,9 @@ on CPU). The machine (CPUs, torch threads, device, load average) is printed with
     # memory: tiny model, one predict run per scene, no bare timing:
     python tools/bench_predict.py --scenes 2000,20000,40000x2000 --chip-size 64 --ngf 4 \\
         --overlap 0.25 --repeats 1 --no-bare
-    # GPU:
+    # GPU, and with the windows weighted and summed on the host instead of the GPU:
     python tools/bench_predict.py --scenes 2000,20000 --device cuda --batch-size 32
+    python tools/bench_predict.py --scenes 2000 --device cuda --batch-size 32 --host-blend
 """
 
 from __future__ import annotations
@@ -225,6 +226,10 @@ def child(args) -> None:
     from geopix2pix.prediction.predictor import resolve_device
 
     device = resolve_device(args.device)
+    if args.host_blend:
+        from geopix2pix.prediction import pipeline
+
+        pipeline.FOLD_ON = frozenset()
     model = load_model(args.model, device=device)
     creation_options = dict(pair.split("=", 1) for pair in args.co)
 
@@ -345,6 +350,9 @@ def main() -> None:
                         help="a GDAL creation option of the output (predict's --co), repeatable")
     parser.add_argument("--cog", action="store_true",
                         help="write Cloud-Optimized GeoTIFFs (predict's --cog), overviews included")
+    parser.add_argument("--host-blend", action="store_true",
+                        help="on CUDA, weight and sum the windows in the blender thread, as on "
+                             "the CPU, instead of on the GPU (pipeline.FOLD_ON): to compare")
     parser.add_argument("--no-bare", dest="bare", action="store_false",
                         help="skip the bare generator timing (memory runs)")
     parser.add_argument("--omp-wait-policy", choices=("default", "passive", "active"),
@@ -368,7 +376,8 @@ def main() -> None:
           f"overlap {args.overlap}, blend hann; {args.repeats} run(s) per scene, medians; "
           f"OMP_WAIT_POLICY {args.omp_wait_policy}; --compress {args.compress}"
           f"{'; --cog' if args.cog else ''}"
-          f"{''.join(f'; --co {pair}' for pair in args.co)}")
+          f"{''.join(f'; --co {pair}' for pair in args.co)}"
+          f"{'; --host-blend' if args.host_blend else ''}")
     lines = []
     for text in args.scenes.split(","):
         width, height = parse_scene(text)
@@ -381,6 +390,8 @@ def main() -> None:
                "--chip-size", str(args.chip_size), "--repeats", str(max(1, args.repeats))]
         if not args.bare:
             cmd.append("--no-bare")
+        if args.host_blend:
+            cmd.append("--host-blend")
         cmd += ["--compress", args.compress]
         if args.cog:
             cmd.append("--cog")

@@ -31,5 +31,7 @@ nvidia-smi > "$out/nvidia-smi.log" 2>&1
 step test_cuda 240 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
 step bench_predict 420 python3 tools/bench_predict.py --device cuda --batch-size 32 \
     --scenes 2000,8000 --repeats 3
+step bench_predict_host_blend 240 python3 tools/bench_predict.py --device cuda --batch-size 32 \
+    --scenes 2000,8000 --repeats 3 --host-blend
 step bench_train 300 python3 tools/bench_train.py --device cuda --batch-sizes 8,32 --steps 30
 cat "$out/summary.log"

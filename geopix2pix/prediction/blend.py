@@ -6,16 +6,20 @@ constant over a lattice with stride size/2, so blended outputs have no seams (Pi
 ``stride x stride`` crop by 1 and the rest by 0: the crops tile the scene (the margin dropped at
 each window edge hides the zero padding of convolutions).
 
-A row of windows is weighted and summed at once (`overlap_add`), and `StripAccumulator` holds the
-weighted sums for only the rows that windows still contribute to (at most window + stride rows,
-in a buffer of twice that) and the columns of one chunk, never the whole scene.
+A run of windows of one row is weighted and summed at once (`overlap_add` with numpy, or
+`fold_segments` with torch where the model's outputs are, on the GPU), and `StripAccumulator`
+holds the weighted sums for only the rows that windows still contribute to (at most window +
+stride rows, in a buffer of twice that) and the columns of one chunk, never the whole scene.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 WEIGHT_FLOOR = 1e-3
 
@@ -51,6 +55,23 @@ def overlap_add(windows: np.ndarray, stride: int) -> np.ndarray:
     return out[..., :(n - 1) * stride + size]
 
 
+def fold_segments(windows: torch.Tensor, weights: torch.Tensor, lengths: Sequence[int],
+                  stride: int) -> list[torch.Tensor]:
+    """The weighted sums of consecutive runs of a batch's windows (n, bands, size, size), where
+    they are (on the GPU, so only the sums are copied back): `weights` (size, size) times each
+    window, then each run of `lengths` windows, placed `stride` columns apart, summed into one
+    block (bands, size, (length - 1) * stride + size) by ``F.fold``, as `overlap_add` does."""
+    n, bands, size, _ = windows.shape
+    weighted = (windows * weights).reshape(n, bands * size * size)
+    sums, start = [], 0
+    for length in lengths:
+        columns = weighted[start:start + length].T.unsqueeze(0)  # (1, bands * size^2, length)
+        block = F.fold(columns, (size, (length - 1) * stride + size), size, stride=stride)
+        sums.append(block[0])
+        start += length
+    return sums
+
+
 class RowWeights:
     """The sums of window weights over a row of `n` windows, and where they are positive (the
     pixels that some window's output reaches), per row length."""
@@ -84,22 +105,34 @@ class StripAccumulator:
         self.origin = 0  # scene row of buffer row 0
         self.first = 0  # scene row of the first row not popped yet
 
-    def add(self, sums: np.ndarray, weights: np.ndarray, valid: np.ndarray, row: int,
-            col: int) -> None:
-        """Add a block of weighted sums (bands, rows, cols), its sums of weights and validity
-        (rows, cols) at scene (row, col), clipped to the scene rows and the chunk's columns."""
-        rows, cols = weights.shape
+    def add(self, sums: np.ndarray, row: int, col: int) -> None:
+        """Add a block of weighted sums (bands, rows, cols) at scene (row, col), clipped to the
+        scene rows and the chunk's columns."""
+        places = self._places(sums.shape[-2:], row, col)
+        if places:
+            (wr, wc), (br, bc) = places
+            self.sums[:, br, bc] += sums[:, wr, wc]
+
+    def add_weights(self, weights: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
+        """Add a block's sums of weights and validity (rows, cols) at scene (row, col)."""
+        places = self._places(weights.shape, row, col)
+        if places:
+            (wr, wc), (br, bc) = places
+            self.weights[br, bc] += weights[wr, wc]
+            self.valid[br, bc] |= valid[wr, wc]
+
+    def _places(self, shape: tuple[int, int], row: int, col: int):
+        """((block rows, block cols), (buffer rows, buffer cols)) where a block of `shape` at
+        scene (row, col) lands, or None when it lands on no open row or column."""
+        rows, cols = shape
         r0, r1 = max(row, self.first, 0), min(row + rows, self.height)
         c0, c1 = max(col, self.col0), min(col + cols, self.col1)
         if r0 >= r1 or c0 >= c1:
-            return
+            return None
         if r1 - self.origin > self.weights.shape[0]:
             self._compact()
-        wr, wc = slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
-        br, bc = slice(r0 - self.origin, r1 - self.origin), slice(c0 - self.col0, c1 - self.col0)
-        self.sums[:, br, bc] += sums[:, wr, wc]
-        self.weights[br, bc] += weights[wr, wc]
-        self.valid[br, bc] |= valid[wr, wc]
+        return ((slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)),
+                (slice(r0 - self.origin, r1 - self.origin), slice(c0 - self.col0, c1 - self.col0)))
 
     def _compact(self) -> None:
         """Move the rows from `first` on to the top of the buffers and zero the rest."""

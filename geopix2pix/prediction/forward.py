@@ -2,8 +2,9 @@
 
 Both devices launch batches ahead and hand the outputs on in the batches' order:
 - on CUDA the calling thread queues each batch on the GPU (pinned copy in, bf16 autocast,
-  channels_last, copy out into pinned memory) before collecting the outputs of the one before,
-  so the GPU does not wait for the hand-over;
+  channels_last, the windows weighted and summed there into their runs' sums by the pipeline's
+  `fold`, one copy out into pinned memory) before collecting the outputs of the one before, so
+  the GPU does not wait for the hand-over;
 - on the CPU a thread pool runs whole batches at once, each thread on its share of torch's threads
   (`cpu_workers`). A layer run on every core waits at its end for the slowest core, so a pipeline
   thread that takes a core from it costs it about twice its own CPU time, while independent
@@ -28,7 +29,12 @@ from geopix2pix.prediction.channels import Channel
 # cores, where a pipeline thread takes the biggest share of them
 MAX_CPU_WORKERS = 2
 
-Result = Callable[[], np.ndarray]  # waits for a launched batch's outputs (float32, on the host)
+# a launched batch's outputs (float32, on the host): its windows, or its runs' weighted sums
+Outputs = np.ndarray | list[np.ndarray]
+Result = Callable[[], Outputs]  # waits for a launched batch's outputs
+# (window outputs (n, bands, size, size), runs' lengths) -> each run's weighted sums, computed
+# where the outputs are (`blend.fold_segments`)
+Fold = Callable[[torch.Tensor, Sequence[int]], list[torch.Tensor]]
 
 
 def cpu_workers(threads: int) -> list[int]:
@@ -38,10 +44,15 @@ def cpu_workers(threads: int) -> list[int]:
     return [threads // workers + (i < threads % workers) for i in range(workers)]
 
 
-def cpu_forward(generator: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
-    """The generator's outputs for a batch, in the calling model thread."""
+def cpu_forward(generator: torch.nn.Module, batch: np.ndarray, lengths: Sequence[int] = (),
+                fold: Fold | None = None) -> Outputs:
+    """The generator's outputs for a batch, in the calling model thread (folded into its runs'
+    sums with `fold`)."""
     with torch.inference_mode():
-        return generator(torch.from_numpy(batch)).float().numpy()
+        outputs = generator(torch.from_numpy(batch)).float()
+        if fold is None:
+            return outputs.numpy()
+        return [sums.numpy() for sums in fold(outputs, lengths)]
 
 
 def _set_threads(counts: Sequence[int]) -> Callable[[], None]:
@@ -57,60 +68,73 @@ def _set_threads(counts: Sequence[int]) -> Callable[[], None]:
     return initializer
 
 
-def _launch_cuda(generator: torch.nn.Module, batch: np.ndarray, device: torch.device) -> Result:
-    """Queue the copy in, the forward and the copy out of a batch on the GPU; return at once."""
+def _launch_cuda(generator: torch.nn.Module, batch: np.ndarray, lengths: Sequence[int],
+                 device: torch.device, fold: Fold | None) -> Result:
+    """Queue the copy in, the forward (and `fold`) and the copy out of a batch on the GPU; return
+    at once."""
     x = torch.from_numpy(batch).pin_memory().to(device, non_blocking=True).contiguous(
         memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         y = generator(x).float()
-    outputs = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
-    outputs.copy_(y, non_blocking=True)
+    parts = [y] if fold is None else fold(y, lengths)
+    shapes = [part.shape for part in parts]
+    flat = torch.cat([part.reshape(-1) for part in parts]) if fold else y.reshape(-1)
+    outputs = torch.empty(flat.shape, dtype=torch.float32, pin_memory=True)  # one copy out
+    outputs.copy_(flat, non_blocking=True)
     done = torch.cuda.Event()
     done.record(torch.cuda.current_stream(device))  # `device` need not be the current GPU
 
-    def result() -> np.ndarray:
+    def result() -> Outputs:
         done.synchronize()
-        return outputs.numpy()
+        host, arrays, start = outputs.numpy(), [], 0
+        for shape in shapes:
+            arrays.append(host[start:start + shape.numel()].reshape(shape))
+            start += shape.numel()
+        return arrays[0] if fold is None else arrays
 
     return result
 
 
+Launch = Callable[[np.ndarray, Sequence[int]], Result]
+
+
 @contextlib.contextmanager
-def _launcher(generator: torch.nn.Module,
-              device: torch.device) -> Iterator[tuple[Callable[[np.ndarray], Result], int]]:
-    """(launch(batch) -> result, batches launched ahead of the oldest one collected), on the CPU
-    or on CUDA."""
+def _launcher(generator: torch.nn.Module, device: torch.device,
+              fold: Fold | None) -> Iterator[tuple[Launch, int]]:
+    """(launch(batch, runs' lengths) -> result, batches launched ahead of the oldest one
+    collected), on the CPU or on CUDA."""
     if device.type == "cpu":
         counts = cpu_workers(torch.get_num_threads())
         threads = torch.get_num_threads()
         try:
             with ThreadPoolExecutor(len(counts), "geopix2pix-model",
                                     initializer=_set_threads(counts)) as pool:
-                yield (lambda batch: pool.submit(cpu_forward, generator, batch).result,
-                       len(counts))
+                yield (lambda batch, lengths: pool.submit(
+                    cpu_forward, generator, batch, lengths, fold).result, len(counts))
         finally:  # the model threads changed the count new threads start with
             torch.set_num_threads(threads)
         return
     generator.to(memory_format=torch.channels_last)
     with torch.inference_mode():
-        yield (lambda batch: _launch_cuda(generator, batch, device)), 1
+        yield (lambda batch, lengths: _launch_cuda(generator, batch, lengths, device, fold)), 1
 
 
 def run(generator: torch.nn.Module, device: torch.device, to_model: Channel, to_blend: Channel,
-        on_batch: Callable[[int], None] | None = None) -> None:
-    """The generator over the batches of `to_model` ((windows, rows) items), their outputs handed
-    on to `to_blend` as (outputs, rows) in the batches' order."""
-    with _launcher(generator, device) as (launch, ahead):
+        on_batch: Callable[[int], None] | None = None, fold: Fold | None = None) -> None:
+    """The generator over the batches of `to_model` ((windows, runs) items, each run a (length,
+    ...) tuple), their outputs handed on to `to_blend` as (outputs, runs) in the batches' order:
+    the window outputs, or with `fold` each run's sums."""
+    with _launcher(generator, device, fold) as (launch, ahead):
         pending: deque[tuple[Result, list, int]] = deque()
 
         def hand_over() -> None:
-            result, rows, size = pending.popleft()
-            to_blend.put((result(), rows))
+            result, runs, size = pending.popleft()
+            to_blend.put((result(), runs))
             if on_batch:
                 on_batch(size)
 
-        for batch, rows in to_model:
-            pending.append((launch(batch), rows, len(batch)))
+        for batch, runs in to_model:
+            pending.append((launch(batch, [run[0] for run in runs]), runs, len(batch)))
             if len(pending) > ahead:
                 hand_over()
         while pending:

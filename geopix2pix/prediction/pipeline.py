@@ -4,12 +4,13 @@ Four stages joined by small bounded queues, so the scene is never held whole:
 - a reader thread reads the input one window row at a time (one `Strip` per row of windows,
   reading only the rows the strip above did not have), scales it with the model's source
   `Scaling` (``centre`` mode per window) and copies its windows (strided views of it) into
-  batches;
+  batches, noting the runs of consecutive windows of one row each batch holds;
 - the calling thread runs the generator on the batches (eval mode, ``torch.inference_mode``; see
   `forward`): queued ahead on CUDA, in a pool of model threads on the CPU, the outputs handed on
-  in the batches' order;
-- a blender thread regroups the outputs by window row, weights and sums each row's windows at
-  once (`overlap_add`) into a `StripAccumulator` and pops the finished rows;
+  in the batches' order. On CUDA (`FOLD_ON`) the windows are also weighted and each run summed
+  there (`fold_segments`), so only the runs' sums are copied back;
+- a blender thread weights and sums each run of windows at once (`overlap_add`) unless that is
+  done, adds the sums into a `StripAccumulator` and pops the finished rows;
 - a writer thread turns them into output values (the target's units and dtype, nodata) and
   writes them (rasterio releases the GIL in reads and writes).
 An error in any stage stops all of them and is raised in the caller.
@@ -18,7 +19,6 @@ An error in any stage stops all of them and is raised in the caller.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -30,14 +30,19 @@ from geopix2pix.prediction import forward
 from geopix2pix.prediction.blend import (
     RowWeights,
     StripAccumulator,
+    fold_segments,
     overlap_add,
     window_weights,
 )
 from geopix2pix.prediction.channels import DONE, Channel, Stage, Stopped
-from geopix2pix.prediction.windows import Chunk, Layout, iter_chunk_strips, iter_strips
+from geopix2pix.prediction.windows import Chunk, Layout, iter_chunk_strips
 from geopix2pix.prediction.writer import OutputSpec, to_output
 
 SCALE_PIECE = 1024  # columns scaled at a time
+# devices where the window outputs are weighted and summed where the model ran (`fold_segments`),
+# so that only the sums are copied back; on the CPU the blender thread's numpy does it faster and
+# leaves the model threads their cores
+FOLD_ON = frozenset({"cuda"})
 
 
 @dataclass
@@ -111,63 +116,65 @@ def _window_rows(job: Job) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             yield windows, strip.valid
 
 
+Segment = tuple[int, "np.ndarray | None"]  # (windows, validity of their row if they start it)
+
+
 def _reader(job: Job, out: Channel) -> None:
-    """Batches of `job.batch_size` windows, each with the validity of the window rows that start
-    in it: (windows, [validity, ...])."""
-    batch, fill, rows = None, 0, []
+    """Batches of `job.batch_size` windows, with the runs of consecutive windows of one row they
+    hold: (windows, [(length, validity of the row where the run starts it, else None), ...])."""
+    batch, fill, segments = None, 0, []
     for windows, valid in _window_rows(job):
-        rows.append(valid)
         start = 0
         while start < len(windows):
             if batch is None:
                 batch = np.empty((job.batch_size, *windows.shape[1:]), dtype=np.float32)
             take = min(job.batch_size - fill, len(windows) - start)
             batch[fill:fill + take] = windows[start:start + take]
+            segments.append((take, valid if start == 0 else None))
             fill, start = fill + take, start + take
             if fill == job.batch_size:
-                out.put((batch, rows))
-                batch, fill, rows = None, 0, []
-    if fill:  # a row's validity always travels with its first window
-        out.put((batch[:fill], rows))
+                out.put((batch, segments))
+                batch, fill, segments = None, 0, []
+    if fill:
+        out.put((batch[:fill], segments))
     out.put(DONE)
 
 
-def _output_rows(job: Job, inbox: Channel) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(outputs (n, bands, size, size), input validity (size, span)) of each window row, in
-    processing order, regrouped from the model's batches."""
-    batches = iter(inbox)
-    outputs, used, valids = None, 0, deque()
-    for _, chunk, _ in iter_strips(job.layout, job.chunks):
-        parts, missing = [], len(chunk.cols)
-        while missing:
-            if outputs is None or used == len(outputs):
-                outputs, row_valids = next(batches)
-                used = 0
-                valids.extend(row_valids)
-            take = min(missing, len(outputs) - used)
-            parts.append(outputs[used:used + take])
-            used, missing = used + take, missing - take
-        yield (parts[0] if len(parts) == 1 else np.concatenate(parts)), valids.popleft()
+def _segment_sums(inbox: Channel, weights: np.ndarray,
+                  stride: int) -> Iterator[tuple[np.ndarray, int, np.ndarray | None]]:
+    """(weighted sums (bands, size, span), windows, row validity or None) of each run of windows
+    in processing order: summed here from the model's window outputs, or already summed where
+    the model ran (`blend.fold_segments`)."""
+    for outputs, segments in inbox:
+        if isinstance(outputs, np.ndarray):
+            # in place when the outputs are a plain array (a model's own output or a copy);
+            # a broadcast or strided view may share memory between windows
+            weighted = (np.multiply(outputs, weights, out=outputs)
+                        if outputs.flags.c_contiguous else outputs * weights)
+            starts = np.cumsum([0] + [length for length, _ in segments])
+            outputs = [overlap_add(weighted[a:b], stride) for a, b in zip(starts, starts[1:])]
+        for sums, (length, valid) in zip(outputs, segments):
+            yield sums, length, valid
 
 
 def _blender(job: Job, inbox: Channel, out: Channel) -> None:
     layout, spec = job.layout, job.spec
     weights = window_weights(layout.size, layout.stride, layout.margin, layout.blend)
     row_weights = RowWeights(weights, layout.stride)
-    rows = _output_rows(job, inbox)
+    runs = _segment_sums(inbox, weights, layout.stride)
     last_row = layout.rows[-1]
     reach = layout.size + layout.stride
     for chunk in job.chunks:
         acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, reach, layout.height)
         weight_sums, reached = row_weights(len(chunk.cols))
         for i, row in enumerate(layout.rows):
-            outputs, valid = next(rows)
-            # in place when the outputs are a plain array (a model's own output or a copy);
-            # a broadcast or strided view may share memory between windows
-            weighted = (np.multiply(outputs, weights, out=outputs)
-                        if outputs.flags.c_contiguous else outputs * weights)
-            sums = overlap_add(weighted, layout.stride)
-            acc.add(sums, weight_sums, valid & reached, row, chunk.cols[0])
+            done = 0
+            while done < len(chunk.cols):
+                sums, length, valid = next(runs)
+                if done == 0:  # a row's validity travels with its first run
+                    acc.add_weights(weight_sums, valid & reached, row, chunk.cols[0])
+                acc.add(sums, row, chunk.cols[done])
+                done += length
             until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
             first, blended, ok = acc.pop(until)
             if blended.shape[1]:
@@ -179,6 +186,13 @@ def _writer(write: Callable[[int, int, np.ndarray, np.ndarray], None], spec: Out
             inbox: Channel) -> None:
     for first, col0, blended, valid in inbox:
         write(first, col0, to_output(blended, valid, spec), valid)
+
+
+def _fold(layout: Layout, device: torch.device) -> forward.Fold:
+    """`fold_segments` with the layout's window weights, on `device`."""
+    weights = torch.from_numpy(
+        window_weights(layout.size, layout.stride, layout.margin, layout.blend)).to(device)
+    return lambda windows, lengths: fold_segments(windows, weights, lengths, layout.stride)
 
 
 def run(job: Job, generator: torch.nn.Module, device: torch.device,
@@ -196,10 +210,11 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
         Stage(lambda: _writer(write, job.spec, to_write), stop, "geopix2pix-write"),
     ]
     generator.eval()
+    fold = _fold(job.layout, device) if device.type in FOLD_ON else None
     try:
         for stage in stages:
             stage.start()
-        forward.run(generator, device, to_model, to_blend, on_batch)
+        forward.run(generator, device, to_model, to_blend, on_batch, fold)
         to_blend.put(DONE)
         for stage in stages:
             stage.join()

@@ -105,13 +105,6 @@ def make_layout(height: int, width: int, size: int, overlap: float, blend: str) 
                   tuple(_offsets(width, size, stride, margin, blend)))
 
 
-def iter_strips(layout: Layout, chunks: Sequence[Chunk]) -> Iterator[tuple[int, Chunk, int]]:
-    """(chunk index, chunk, window row origin) in processing order: chunk, then window row."""
-    for index, chunk in enumerate(chunks):
-        for row in layout.rows:
-            yield index, chunk, row
-
-
 def _reflect_source(start: int, stop: int, n: int) -> tuple[int, int]:
     """The pixels [a, b) of an axis of length `n` that the reflect-padded range [start, stop)
     needs: the part inside [0, n) and the pixels that reflect padding mirrors past either edge."""
