@@ -19,7 +19,8 @@ from rasterio.transform import from_origin
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction import blend, forward, pipeline, predict
+from geopix2pix.prediction import forward, pipeline, predict, predictor, reading
+from geopix2pix.prediction.blend import fold_segments, overlap_add, window_weights
 from geopix2pix.prediction.windows import make_layout
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -406,8 +407,6 @@ def test_gdal_cache_for_strips_covers_a_strip_not_the_scene(tmp_path):
 @pytest.mark.parametrize(("size", "stride", "n"), [(64, 32, 5), (64, 45, 4), (64, 16, 7),
                                                   (64, 64, 3), (8, 3, 1), (8, 5, 2)])
 def test_overlap_add_sums_windows_like_a_loop(size, stride, n):
-    from geopix2pix.prediction.blend import overlap_add
-
     windows = np.random.default_rng(1).random((n, 2, 5, size)).astype(np.float32)
     expected = np.zeros((2, 5, (n - 1) * stride + size), np.float32)
     for i in range(n):
@@ -419,12 +418,12 @@ def test_overlap_add_sums_windows_like_a_loop(size, stride, n):
 def test_fold_segments_weights_and_sums_each_run_like_overlap_add(lengths):
     rng = np.random.default_rng(2)
     windows = rng.random((sum(lengths), 2, 16, 16)).astype(np.float32)
-    weights = blend.window_weights(16, 6, 5, "hann")
-    sums = blend.fold_segments(torch.from_numpy(windows), torch.from_numpy(weights), lengths, 6)
+    weights = window_weights(16, 6, 5, "hann")
+    sums = fold_segments(torch.from_numpy(windows), torch.from_numpy(weights), lengths, 6)
     starts = np.cumsum([0, *lengths])
     assert len(sums) == len(lengths)
     for got, a, b in zip(sums, starts, starts[1:]):
-        np.testing.assert_allclose(got.numpy(), blend.overlap_add(windows[a:b] * weights, 6),
+        np.testing.assert_allclose(got.numpy(), overlap_add(windows[a:b] * weights, 6),
                                    rtol=1e-6)
 
 
@@ -436,7 +435,7 @@ def test_folding_where_the_model_ran_blends_like_the_blender(tmp_path, model_fil
     batches crossing window rows (batch 7) and column chunks."""
     folds = []
     monkeypatch.setattr(pipeline, "fold_segments",
-                        lambda *args: folds.append(args[2]) or blend.fold_segments(*args))
+                        lambda *args: folds.append(args[2]) or fold_segments(*args))
     scene = write_scene(tmp_path / "s.tif", 1100, 203)
     values = {}
     for fold_on in (frozenset(), frozenset({"cpu"})):
@@ -448,6 +447,54 @@ def test_folding_where_the_model_ran_blends_like_the_blender(tmp_path, model_fil
             values[fold_on] = dst.read(1)
     assert folds and any(len(lengths) > 1 for lengths in folds)  # runs from two window rows
     np.testing.assert_allclose(values[frozenset({"cpu"})], values[frozenset()], rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["percentile", "centre", "resampled"])
+def test_several_reader_threads_give_one_readers_result(tmp_path, model_file, monkeypatch, case):
+    """On a GPU several reader threads read groups of window rows, each through its own handle
+    on the scene (`reading`). Forced here on the CPU, the output matches one reader's: with
+    pixel-wise and per-window (``centre``) scaling, and through a warped view of the scene
+    (--resample-to-model)."""
+    handles = []
+    reopen = predictor._reopen
+    monkeypatch.setattr(predictor, "_reopen", lambda *args: handles.append(
+        threading.current_thread()) or reopen(*args))
+    options = dict(progress=False, batch_size=3)
+    if case == "centre":
+        rng = np.random.default_rng(4)
+        data = np.clip(rng.normal(100, 20, (1, 230, 300)), 40, 160).astype("float32")
+        scene = write_scene(tmp_path / "s.tif", 300, 230, count=1, dtype="float32", data=data)
+        model = loaded(ConvModel(in_ch=1), in_ch=1, target_scaling=IDENTITY,
+                       source_scaling=Scaling("centre", (-50.0,), (50.0,)))
+    else:
+        pixel = 60.0 if case == "resampled" else 30.0
+        scene = write_scene(tmp_path / "s.tif", 300, 230,
+                            transform=from_origin(500000.0, 4_000_000.0, pixel, pixel))
+        model, options["resample_to_model"] = model_file, case == "resampled"
+    values = {}
+    for readers in (1, 3):
+        monkeypatch.setattr(reading, "reader_count", lambda device, readers=readers: readers)
+        out = tmp_path / f"readers_{readers}.tif"
+        predict(scene, out, model=model, **options)
+        with rasterio.open(out) as dst:
+            values[readers] = dst.read(1)
+    # readers 1 and 2 read through handles of their own, opened in their threads
+    assert len(handles) == 2 and threading.main_thread() not in handles
+    assert np.isfinite(values[1]).all() and values[1].std() > 0
+    np.testing.assert_allclose(values[3], values[1], rtol=1e-6)
+
+
+def test_reader_groups_deal_out_every_window_row_once():
+    layout = make_layout(1000, 700, 64, 0.5, "hann")
+    chunks = layout.chunks(512)
+    assert reading.plan_groups(layout, chunks, 8, 1) == [(c, layout.rows) for c in chunks]
+    groups = reading.plan_groups(layout, chunks, 8, 3)
+    for chunk in chunks:
+        rows = [row for c, part in groups if c == chunk for row in part]
+        assert rows == list(layout.rows)
+        # about GROUP_BATCHES batches of windows a group, at least 2 window rows
+        per = [len(part) for c, part in groups if c == chunk]
+        assert min(per[:-1]) >= 2 and max(per) * len(chunk.cols) >= 4 * 8
 
 
 def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -119,9 +119,9 @@ def _launcher(generator: torch.nn.Module, device: torch.device,
         yield (lambda batch, lengths: _launch_cuda(generator, batch, lengths, device, fold)), 1
 
 
-def run(generator: torch.nn.Module, device: torch.device, to_model: Channel, to_blend: Channel,
+def run(generator: torch.nn.Module, device: torch.device, to_model: Iterable, to_blend: Channel,
         on_batch: Callable[[int], None] | None = None, fold: Fold | None = None) -> None:
-    """The generator over the batches of `to_model` ((windows, runs) items, each run a (length,
+    """The generator over the batches from `to_model` ((windows, runs) items, each run a (length,
     ...) tuple), their outputs handed on to `to_blend` as (outputs, runs) in the batches' order:
     the window outputs, or with `fold` each run's sums."""
     with _launcher(generator, device, fold) as (launch, ahead):

@@ -1,10 +1,10 @@
 """The predict pipeline for one raster: read -> generator -> blend -> write, overlapped.
 
 Four stages joined by small bounded queues, so the scene is never held whole:
-- a reader thread reads the input one window row at a time (one `Strip` per row of windows,
-  reading only the rows the strip above did not have), scales it with the model's source
-  `Scaling` (``centre`` mode per window) and copies its windows (strided views of it) into
-  batches, noting the runs of consecutive windows of one row each batch holds;
+- a reader thread (several on a GPU; `reading`) reads the input one window row at a time (one
+  `Strip` per row of windows, reading only the rows the strip above did not have), scales it
+  with the model's source `Scaling` and copies its windows into batches, noting the runs of
+  consecutive windows of one row each batch holds;
 - the calling thread runs the generator on the batches (eval mode, ``torch.inference_mode``; see
   `forward`): queued ahead on CUDA, in a pool of model threads on the CPU, the outputs handed on
   in the batches' order. On CUDA (`FOLD_ON`) the windows are also weighted and each run summed
@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
 from geopix2pix.chips.scaling import Scaling
-from geopix2pix.prediction import forward
+from geopix2pix.prediction import forward, reading
 from geopix2pix.prediction.blend import (
     RowWeights,
     StripAccumulator,
@@ -34,11 +36,10 @@ from geopix2pix.prediction.blend import (
     overlap_add,
     window_weights,
 )
-from geopix2pix.prediction.channels import DONE, Channel, Stage, Stopped
-from geopix2pix.prediction.windows import Chunk, Layout, iter_chunk_strips
+from geopix2pix.prediction.channels import DONE, QUEUE_DEPTH, Channel, Stage, Stopped
+from geopix2pix.prediction.windows import Chunk, Layout
 from geopix2pix.prediction.writer import OutputSpec, to_output
 
-SCALE_PIECE = 1024  # columns scaled at a time
 # devices where the window outputs are weighted and summed where the model ran (`fold_segments`),
 # so that only the sums are copied back; on the CPU the blender thread's numpy does it faster and
 # leaves the model threads their cores
@@ -56,88 +57,8 @@ class Job:
     source_scaling: Scaling
     spec: OutputSpec
     batch_size: int
-
-
-class StripScaler:
-    """A whole strip through the source `Scaling.forward`, for the pixel-wise modes (all but
-    ``centre``).
-
-    Integer data of up to 16 bits goes through a lookup table holding `forward` of every value of
-    the dtype (built on the first strip), which gives the same values as `forward` for a fraction
-    of the work; other data is scaled in column pieces so the float64 temporaries stay small.
-    """
-
-    def __init__(self, scaling: Scaling):
-        self.scaling = scaling
-        self.table: np.ndarray | None = None
-
-    def _lookup_table(self, bands: int, dtype: np.dtype) -> np.ndarray:
-        """(bands, 2**bits) float32: forward of each value, indexed by its unsigned bit pattern."""
-        if self.table is None or self.table.shape[0] != bands:
-            codes = np.arange(2 ** (8 * dtype.itemsize)).astype(f"u{dtype.itemsize}")
-            values = np.broadcast_to(codes.view(dtype), (bands, 1, codes.size))
-            self.table = self.scaling.forward(values, np.ones((1, codes.size), bool))[:, 0]
-        return self.table
-
-    def __call__(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        out = np.empty(data.shape, dtype=np.float32)
-        if data.dtype.kind in "iu" and data.dtype.itemsize <= 2:
-            table = self._lookup_table(data.shape[0], data.dtype)
-            codes = data.view(f"u{data.dtype.itemsize}")
-            for band in range(data.shape[0]):
-                # every code is in the table: "clip" never clips, and is the fastest mode
-                table[band].take(codes[band], out=out[band], mode="clip")
-            if not valid.all():
-                out[:, ~valid] = 0.0
-            return out
-        for c in range(0, out.shape[-1], SCALE_PIECE):
-            piece = slice(c, c + SCALE_PIECE)
-            out[..., piece] = self.scaling.forward(data[..., piece], valid[:, piece])
-        return out
-
-
-def _window_rows(job: Job) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(scaled windows (n, bands, size, size), validity (size, span)) of each window row of each
-    chunk, in processing order, read strip by strip.
-
-    ``centre`` scaling depends on each window's mean, so it is applied per window; the other
-    modes are pixel-wise and applied to the strips' rows as they are read (the windows are then
-    views of the scaled strip)."""
-    scaling = job.source_scaling
-    centre = scaling.mode == "centre"
-    convert = None if centre else StripScaler(scaling)
-    for chunk in job.chunks:
-        for strip in iter_chunk_strips(job.dataset, job.bands, job.layout, chunk, convert):
-            if centre:
-                windows = np.stack([scaling.forward(data, valid) for data, valid in
-                                    zip(strip.windows(strip.data), strip.windows(strip.valid))])
-            else:
-                windows = strip.windows(strip.data)
-            yield windows, strip.valid
-
-
-Segment = tuple[int, "np.ndarray | None"]  # (windows, validity of their row if they start it)
-
-
-def _reader(job: Job, out: Channel) -> None:
-    """Batches of `job.batch_size` windows, with the runs of consecutive windows of one row they
-    hold: (windows, [(length, validity of the row where the run starts it, else None), ...])."""
-    batch, fill, segments = None, 0, []
-    for windows, valid in _window_rows(job):
-        start = 0
-        while start < len(windows):
-            if batch is None:
-                batch = np.empty((job.batch_size, *windows.shape[1:]), dtype=np.float32)
-            take = min(job.batch_size - fill, len(windows) - start)
-            batch[fill:fill + take] = windows[start:start + take]
-            segments.append((take, valid if start == 0 else None))
-            fill, start = fill + take, start + take
-            if fill == job.batch_size:
-                out.put((batch, segments))
-                batch, fill, segments = None, 0, []
-    if fill:
-        out.put((batch[:fill], segments))
-    out.put(DONE)
+    readers: int = 1  # reader threads (`reading.reader_count`); more than 1 needs `reopen`
+    reopen: Callable[[], AbstractContextManager] | None = None  # another handle on `dataset`
 
 
 def _segment_sums(inbox: Channel, weights: np.ndarray,
@@ -203,9 +124,15 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     its own, so thread-local torch settings of the caller (grad mode, autocast) do not reach it;
     it runs in eval mode under `torch.inference_mode` in any case."""
     stop = threading.Event()
-    to_model, to_blend, to_write = Channel(stop), Channel(stop), Channel(stop)
-    stages = [
-        Stage(lambda: _reader(job, to_model), stop, "geopix2pix-read"),
+    to_blend, to_write = Channel(stop), Channel(stop)
+    readers = job.readers if job.reopen is not None else 1
+    groups = reading.plan_groups(job.layout, job.chunks, job.batch_size, readers)
+    to_model = [Channel(stop, QUEUE_DEPTH if readers == 1 else 2) for _ in range(readers)]
+    stages = [Stage(partial(reading.read, job.dataset, job.bands, job.layout, groups[k::readers],
+                            job.source_scaling, job.batch_size, to_model[k],
+                            job.reopen if k else None), stop, f"geopix2pix-read-{k}")
+              for k in range(readers)]
+    stages += [
         Stage(lambda: _blender(job, to_blend, to_write), stop, "geopix2pix-blend"),
         Stage(lambda: _writer(write, job.spec, to_write), stop, "geopix2pix-write"),
     ]
@@ -214,7 +141,8 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     try:
         for stage in stages:
             stage.start()
-        forward.run(generator, device, to_model, to_blend, on_batch, fold)
+        forward.run(generator, device, reading.merged(to_model, len(groups)), to_blend,
+                    on_batch, fold)
         to_blend.put(DONE)
         for stage in stages:
             stage.join()

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel, load_model
-from geopix2pix.prediction import pipeline
+from geopix2pix.prediction import pipeline, reading
 from geopix2pix.prediction.checks import ModelInfo, check_bands, check_crs, check_pixel_size
 from geopix2pix.prediction.windows import (
     DEFAULT_CHUNK_WIDTH,
@@ -190,31 +191,46 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
                 result.windows = _predict_resampled(dataset, bands, ratio, temp, model, info,
                                                     spec, options)
             else:
-                result.windows = _predict_to_file(dataset, bands, Grid.of(dataset), temp, model,
-                                                  info, spec, options)
+                result.windows = _predict_to_file(
+                    dataset, bands, Grid.of(dataset), temp, model, info, spec, options,
+                    reopen=partial(_reopen, result.scene))
     result.seconds = time.perf_counter() - start
 
 
 def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
-                     info: ModelInfo, spec: OutputSpec, options: PredictOptions) -> int:
-    """Run the pipeline over `source` (a dataset or VRT on `grid`) into the GTiff/COG `path`."""
+                     info: ModelInfo, spec: OutputSpec, options: PredictOptions,
+                     reopen: Callable[[], contextlib.AbstractContextManager] | None) -> int:
+    """Run the pipeline over `source` (a dataset or VRT on `grid`; `reopen` gives another handle
+    on it for another reader thread) into the GTiff/COG `path`."""
     layout = make_layout(grid.height, grid.width, info.chip_size, options.overlap, options.blend)
     chunks = layout.chunks(options.chunk_width)
-    job = pipeline.Job(source, bands, layout, chunks, info.source.scaling, spec,
-                       max(1, options.batch_size))
     device = next(model.generator.parameters()).device
+    readers = reading.reader_count(device) if reopen else 1
+    job = pipeline.Job(source, bands, layout, chunks, info.source.scaling, spec,
+                       max(1, options.batch_size), readers, reopen)
     total = layout.count(chunks)
     band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
+    cache = strip_cache_bytes(source, layout, chunks, band, readers)
     with _tiled_output(path, spec, options) as tiled, \
             tqdm(total=total, unit="window", desc=Path(str(source.name)).name,
                  disable=not options.progress, leave=False) as bar, \
-            rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True,
-                         GDAL_CACHEMAX=strip_cache_bytes(source, layout, chunks, band)), \
+            rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=cache), \
             _open_tiled(tiled, grid, spec, options) as dst:
         writer = BandWriter(dst, spec)
         pipeline.run(job, model.generator, device, writer.add, on_batch=bar.update)
         writer.flush()
     return total
+
+
+@contextlib.contextmanager
+def _reopen(scene: Path, grid: Grid | None = None) -> Iterator:
+    """Another handle on `scene` (warped onto `grid` when given), for another reader thread."""
+    with rasterio.open(scene) as dataset:
+        if grid is None:
+            yield dataset
+        else:
+            with warped_view(dataset, grid, "bilinear") as vrt:
+                yield vrt
 
 
 @contextlib.contextmanager
@@ -257,7 +273,8 @@ def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, mode
     integer = spec.dtype[0] in "iu"
     try:
         with warped_view(dataset, coarse, "bilinear") as vrt:
-            windows = _predict_to_file(vrt, bands, coarse, temp, model, info, units, tiled_opts)
+            windows = _predict_to_file(vrt, bands, coarse, temp, model, info, units, tiled_opts,
+                                       reopen=partial(_reopen, Path(dataset.name), coarse))
         with rasterio.open(temp) as pred, \
                 warped_view(pred, scene_grid, "nearest" if integer else "bilinear") as back:
             _write_on_grid(dataset, bands, back, path, scene_grid, spec, options)

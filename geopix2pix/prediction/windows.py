@@ -181,10 +181,11 @@ def read_strip(dataset, bands: Sequence[int], row: int, cols: Sequence[int], siz
 
 
 def iter_chunk_strips(dataset, bands: Sequence[int], layout: Layout, chunk: Chunk,
-                      convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
-                      ) -> Iterator[Strip]:
-    """The strips of a chunk's window rows, top to bottom, as `read_strip` reads them, with
-    `convert(data, valid)` (e.g. the source scaling) applied to their data when given.
+                      convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                      rows: Sequence[int] | None = None) -> Iterator[Strip]:
+    """The strips of a chunk's window rows (`rows`, consecutive, else all), top to bottom, as
+    `read_strip` reads them, with `convert(data, valid)` (e.g. the source scaling) applied to
+    their data when given.
 
     Consecutive window rows overlap by ``size - stride`` rows; those are taken from the strip
     above instead of being read and converted again, so each row of the scene is read about once
@@ -193,7 +194,7 @@ def iter_chunk_strips(dataset, bands: Sequence[int], layout: Layout, chunk: Chun
     stride = cols[1] - cols[0] if len(cols) > 1 else size
     span = (cols[0], cols[-1] + size)
     above: Strip | None = None
-    for row in layout.rows:
+    for row in layout.rows if rows is None else rows:
         start = row if above is None or above.row + size <= row else above.row + size
         data, valid = read_block(dataset, bands, (start, row + size), span)
         if convert is not None:
@@ -206,14 +207,15 @@ def iter_chunk_strips(dataset, bands: Sequence[int], layout: Layout, chunk: Chun
         yield above
 
 
-def strip_cache_bytes(dataset, layout: Layout, chunks: Sequence[Chunk], reserve: int = 0) -> int:
+def strip_cache_bytes(dataset, layout: Layout, chunks: Sequence[Chunk], reserve: int = 0,
+                      readers: int = 1) -> int:
     """A GDAL block cache size for reading strips: the decoded blocks one strip touches (all bands
-    of a block are decoded together) plus `reserve` bytes (e.g. the output blocks being written),
-    within [MIN_CACHE, MAX_CACHE].
+    of a block are decoded together) for each of `readers` reading at once, plus `reserve` bytes
+    (e.g. the output blocks being written), within [MIN_CACHE, MAX_CACHE].
 
     GDAL's default (5% of the RAM) would keep most of a large scene's decoded blocks; this bound
     keeps memory independent of the scene's size while no input block is decoded twice.
     """
     span_cols = max(c.cols[-1] + layout.size - c.cols[0] for c in chunks)
-    needed = decoded_block_bytes(dataset, layout.size, span_cols) + reserve
+    needed = readers * decoded_block_bytes(dataset, layout.size, span_cols) + reserve
     return int(min(max(needed, MIN_CACHE), MAX_CACHE))
