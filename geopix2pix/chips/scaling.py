@@ -77,13 +77,18 @@ class Scaling:
             raise ValueError("centre scaling is relative to each window and cannot be inverted; "
                              "use percentile or minmax for targets")
         centre, half = self._centre_and_half_range(scaled.shape[0])
-        return scaled.astype(np.float64) * half + centre
+        values = scaled.astype(np.float64)
+        values *= half  # in place: no float64 temporaries (predict's writer runs this per strip)
+        values += centre
+        return values
 
 
-def to_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
-    """Values in data units -> `dtype`, rounded and clipped to its range for integer types."""
+def to_dtype(values: np.ndarray, dtype: str, overwrite: bool = False) -> np.ndarray:
+    """Values in data units -> `dtype`, rounded and clipped to its range for integer types (in
+    `values` itself with `overwrite`, sparing the temporaries)."""
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        rounded = np.rint(values, out=values if overwrite else None)
+        return np.clip(rounded, info.min, info.max, out=rounded).astype(dtype)
     return values.astype(dtype)

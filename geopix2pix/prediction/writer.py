@@ -79,8 +79,11 @@ def to_output(blended: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.nd
 
 
 def finish(values: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.ndarray:
-    """Values in data units -> the target's dtype (rounded, clipped), nodata where invalid."""
-    out = to_dtype(np.nan_to_num(values), spec.dtype)
+    """Values in data units (float64, overwritten) -> the target's dtype (rounded, clipped),
+    nodata where invalid."""
+    if not np.isfinite(values).all():  # one pass where all are finite, as they mostly are
+        np.nan_to_num(values, copy=False)
+    out = to_dtype(values, spec.dtype, overwrite=True)
     if spec.nodata is None:
         out[:, ~valid] = 0
         return out
