@@ -1,10 +1,10 @@
 """Running the generator over the predict pipeline's batches (see `pipeline`).
 
 Both devices launch batches ahead and hand the outputs on in the batches' order:
-- on CUDA the calling thread queues each batch on the GPU (pinned copy in, bf16 autocast,
-  channels_last, the windows weighted and summed there into their runs' sums by the pipeline's
-  `fold`, one copy out into pinned memory) before collecting the outputs of the one before, so
-  the GPU does not wait for the hand-over;
+- on CUDA the calling thread queues each batch on the GPU (copy in from the readers' pinned
+  batches, bf16 autocast, channels_last, the windows weighted and summed there into their runs'
+  sums by the pipeline's `fold`, one copy out into pinned memory) before collecting the outputs
+  of the one before, so the GPU does not wait for the hand-over;
 - on the CPU a thread pool runs whole batches at once, each thread on its share of torch's threads
   (`cpu_workers`). A layer run on every core waits at its end for the slowest core, so a pipeline
   thread that takes a core from it costs it about twice its own CPU time, while independent
@@ -72,8 +72,10 @@ def _launch_cuda(generator: torch.nn.Module, batch: np.ndarray, lengths: Sequenc
                  device: torch.device, fold: Fold | None) -> Result:
     """Queue the copy in, the forward (and `fold`) and the copy out of a batch on the GPU; return
     at once."""
-    x = torch.from_numpy(batch).pin_memory().to(device, non_blocking=True).contiguous(
-        memory_format=torch.channels_last)
+    host = torch.from_numpy(batch)
+    if not host.is_pinned():  # the readers' batches are (`reading`); others are copied first
+        host = host.pin_memory()
+    x = host.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         y = generator(x).float()
     parts = [y] if fold is None else fold(y, lengths)
@@ -83,12 +85,14 @@ def _launch_cuda(generator: torch.nn.Module, batch: np.ndarray, lengths: Sequenc
     outputs.copy_(flat, non_blocking=True)
     done = torch.cuda.Event()
     done.record(torch.cuda.current_stream(device))  # `device` need not be the current GPU
+    held = [host]  # a reader's pinned batch must not be freed, and reused, while copied in
 
     def result() -> Outputs:
         done.synchronize()
-        host, arrays, start = outputs.numpy(), [], 0
+        held.clear()  # the copy in is done as well
+        values, arrays, start = outputs.numpy(), [], 0
         for shape in shapes:
-            arrays.append(host[start:start + shape.numel()].reshape(shape))
+            arrays.append(values[start:start + shape.numel()].reshape(shape))
             start += shape.numel()
         return arrays[0] if fold is None else arrays
 

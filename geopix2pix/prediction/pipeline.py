@@ -128,9 +128,10 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     readers = job.readers if job.reopen is not None else 1
     groups = reading.plan_groups(job.layout, job.chunks, job.batch_size, readers)
     to_model = [Channel(stop, QUEUE_DEPTH if readers == 1 else 2) for _ in range(readers)]
+    pinned = device.type == "cuda"
     stages = [Stage(partial(reading.read, job.dataset, job.bands, job.layout, groups[k::readers],
                             job.source_scaling, job.batch_size, to_model[k],
-                            job.reopen if k else None), stop, f"geopix2pix-read-{k}")
+                            job.reopen if k else None, pinned), stop, f"geopix2pix-read-{k}")
               for k in range(readers)]
     stages += [
         Stage(lambda: _blender(job, to_blend, to_write), stop, "geopix2pix-blend"),

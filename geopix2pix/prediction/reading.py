@@ -117,7 +117,16 @@ def _window_rows(dataset, bands: list[int], layout: Layout, group: Group, scalin
         yield windows, strip.valid
 
 
-def _batches(rows: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int) -> Iterator[Batch]:
+def _empty(shape: tuple[int, ...], pinned: bool) -> np.ndarray:
+    """A float32 batch, in page-locked memory with `pinned` (copied to a GPU without a staging
+    copy; the array keeps its torch tensor alive)."""
+    if pinned:
+        return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+    return np.empty(shape, dtype=np.float32)
+
+
+def _batches(rows: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int,
+             pinned: bool = False) -> Iterator[Batch]:
     """Batches of `batch_size` windows (the last one shorter), with the runs of consecutive
     windows of one row they hold: (windows, [(length, validity of the row where the run starts
     it, else None), ...])."""
@@ -126,7 +135,7 @@ def _batches(rows: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int) -> 
         start = 0
         while start < len(windows):
             if batch is None:
-                batch = np.empty((batch_size, *windows.shape[1:]), dtype=np.float32)
+                batch = _empty((batch_size, *windows.shape[1:]), pinned)
             take = min(batch_size - fill, len(windows) - start)
             batch[fill:fill + take] = windows[start:start + take]
             runs.append((take, valid if start == 0 else None))
@@ -139,15 +148,16 @@ def _batches(rows: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int) -> 
 
 
 def read(dataset, bands: list[int], layout: Layout, groups: Sequence[Group], scaling: Scaling,
-         batch_size: int, out: Channel,
-         reopen: Callable[[], AbstractContextManager] | None = None) -> None:
+         batch_size: int, out: Channel, reopen: Callable[[], AbstractContextManager] | None = None,
+         pinned: bool = False) -> None:
     """A reader thread: the batches of `groups` into `out`, each group ended by `GROUP_END`;
-    through a handle of its own from `reopen` when given, else through `dataset`."""
+    through a handle of its own from `reopen` when given, else through `dataset`; the batches in
+    page-locked memory with `pinned` (for a GPU)."""
     convert = None if scaling.mode == "centre" else StripScaler(scaling)
     with reopen() if reopen else contextlib.nullcontext(dataset) as handle:
         for group in groups:
             for batch in _batches(_window_rows(handle, bands, layout, group, scaling, convert),
-                                  batch_size):
+                                  batch_size, pinned):
                 out.put(batch)
             out.put(GROUP_END)
 
