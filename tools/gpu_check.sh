@@ -8,6 +8,7 @@
 #   2. the device tool: run(command="bash tools/gpu_check.sh", carry=[".whl"])
 # Anywhere else with a GPU and the project installed, .whl/ may be absent: nothing is installed.
 # Logs go to $OUT (the device tool brings them back) or /tmp/gpu_check; summary.log has the tails.
+# The steps' time limits add up to 580 s, within the device tool's 10 minutes a command.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu_check}
@@ -28,10 +29,12 @@ step() {  # step NAME SECONDS COMMAND...: run it into NAME.log, its status and t
 }
 
 nvidia-smi > "$out/nvidia-smi.log" 2>&1
-step test_cuda 240 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
-step bench_predict 420 python3 tools/bench_predict.py --device cuda --batch-size 32 \
+step test_cuda 100 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
+step bench_predict 180 python3 tools/bench_predict.py --device cuda --batch-size 32 \
     --scenes 2000,8000 --repeats 3
-step bench_predict_host_blend 240 python3 tools/bench_predict.py --device cuda --batch-size 32 \
-    --scenes 2000,8000 --repeats 3 --host-blend
-step bench_train 300 python3 tools/bench_train.py --device cuda --batch-sizes 8,32 --steps 30
+step bench_predict_host_blend 100 python3 tools/bench_predict.py --device cuda --batch-size 32 \
+    --scenes 8000 --repeats 3 --host-blend
+step bench_pipeline 100 python3 tools/bench_pipeline.py --scene 8000 --device cuda \
+    --batch-size 32 --readers 1,2,4
+step bench_train 100 python3 tools/bench_train.py --device cuda --batch-sizes 8,32 --steps 30
 cat "$out/summary.log"

@@ -1,0 +1,147 @@
+"""Benchmark: how many windows a second the CPU side of predict can feed a fast accelerator, and
+which stage limits it.
+
+The pipeline runs alone (`bench_predict.pipeline_alone`: the generator replaced by a slice of its
+input) on a generated scene (uint8, 3 bands, tiled 512, deflate), and each stage's thread CPU
+seconds are summed: the readers (`reading.read`), the blender and the writer (GDAL's compression
+threads are not in any of them). A stage's windows per CPU-second is its ceiling when it has a
+core to itself. Each configuration is run ``--repeats`` times, interleaved; medians.
+
+- ``--blend host,device``: the windows weighted and summed in the blender thread, or where the
+  model ran (`pipeline.FOLD_ON`: the GPU's way; on the CPU the fold then runs in the model
+  threads, so it shows the blender's share only).
+- ``--readers 1,2,4``: reader threads (`reading.reader_count`).
+- Reading alone, without the other stages: ``--readers`` threads against one thread, measured in
+  the same run (the baseline of the ratio).
+
+    python tools/bench_pipeline.py --scene 3000 --readers 1,2
+    python tools/bench_pipeline.py --scene 8000 --device cuda --batch-size 32 --readers 1,2,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+from bench_predict import machine, make_model, make_scene, parse_scene, pipeline_alone
+
+
+class StageClock:
+    """The thread CPU seconds spent in each of the pipeline's stage functions."""
+
+    STAGES = (("reading", "read"), ("pipeline", "_blender"), ("pipeline", "_writer"))
+
+    def __init__(self):
+        from geopix2pix.prediction import pipeline, reading
+
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+        for module, name in self.STAGES:
+            target = {"reading": reading, "pipeline": pipeline}[module]
+            setattr(target, name, self._timed(name, getattr(target, name)))
+
+    def _timed(self, name, function):
+        def timed(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds[name] = self.seconds.get(name, 0.0) + time.thread_time() - start
+
+        return timed
+
+
+def reading_alone(scene: Path, chip: int, batch: int, threads: int) -> float:
+    """Wall seconds of reading, scaling and batching the scene's windows in `threads` reader
+    threads (each with its own handle, as predict's readers), nothing else running."""
+    import rasterio
+
+    from geopix2pix.chips.scaling import Scaling
+    from geopix2pix.prediction import reading
+    from geopix2pix.prediction.windows import make_layout, strip_cache_bytes
+
+    class Sink:
+        def put(self, item) -> None:
+            pass
+
+    scaling = Scaling("percentile", (0.0,) * 3, (255.0,) * 3)
+    with rasterio.open(scene) as dataset:
+        layout = make_layout(dataset.height, dataset.width, chip, 0.5, "hann")
+        chunks = layout.chunks()
+        groups = reading.plan_groups(layout, chunks, batch, threads)
+        pool = [threading.Thread(target=reading.read, args=(
+            dataset, [1, 2, 3], layout, groups[k::threads], scaling, batch, Sink(),
+            (lambda: rasterio.open(scene)) if k else None)) for k in range(threads)]
+        with rasterio.Env(GDAL_CACHEMAX=strip_cache_bytes(dataset, layout, chunks, 0, threads)):
+            start = time.perf_counter()
+            for thread in pool:
+                thread.start()
+            for thread in pool:
+                thread.join()
+            return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scene", default="3000", help="WIDTHxHEIGHT or one number")
+    parser.add_argument("--chip-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--blend", default="host,device")
+    parser.add_argument("--readers", default="1,2")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from geopix2pix.models import load_model
+    from geopix2pix.prediction import pipeline, predict, reading
+
+    device = torch.device(args.device)
+    work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
+    width, height = parse_scene(args.scene)
+    scene, out = work / "scene.tif", work / "out.tif"
+    make_scene(scene, width, height)
+    make_model(work / "model.safetensors", args.chip_size, 8)
+    model = pipeline_alone(load_model(work / "model.safetensors", device=device))
+    clock = StageClock()
+    print(machine(str(device)))
+    print(f"scene {width}x{height}, chip {args.chip_size}, batch {args.batch_size}; "
+          f"{args.repeats} runs each, medians; the pipeline alone (no model)")
+    configs = [(blend, int(n)) for blend in args.blend.split(",")
+               for n in args.readers.split(",")]
+    runs: dict[tuple[str, int], list[tuple[float, dict]]] = {c: [] for c in configs}
+    windows = 0
+    for _ in range(args.repeats):
+        for blend, readers in configs:
+            pipeline.FOLD_ON = frozenset({device.type}) if blend == "device" else frozenset()
+            reading.reader_count = lambda device, readers=readers: readers
+            clock.seconds = {}
+            start = time.perf_counter()
+            windows = predict(scene, out, model=model, batch_size=args.batch_size,
+                              device=args.device, overwrite=True, progress=False)[0].windows
+            runs[(blend, readers)].append((time.perf_counter() - start, dict(clock.seconds)))
+    for (blend, readers), results in runs.items():
+        wall = statistics.median(r[0] for r in results)
+        stages = {name: statistics.median(r[1].get(name, 0.0) for r in results)
+                  for _, name in StageClock.STAGES}
+        text = ", ".join(f"{name.strip('_')} {cpu:.3f} CPU-s ({windows / cpu:.0f}/s)"
+                         for name, cpu in stages.items() if cpu)
+        print(f"blend on {blend:>6}, {readers} reader(s): {wall:.3f} s = "
+              f"{windows / wall:.0f} windows/s; {text}")
+    base = None
+    for threads in sorted({1, *(int(n) for n in args.readers.split(","))}):
+        times = [reading_alone(scene, args.chip_size, args.batch_size, threads)
+                 for _ in range(args.repeats)]
+        wall = statistics.median(times)
+        base = base or wall
+        print(f"reading alone, {threads} thread(s): {wall:.3f} s = {windows / wall:.0f} "
+              f"windows/s, {base / wall:.2f}x one thread")
+
+
+if __name__ == "__main__":
+    main()
