@@ -97,12 +97,15 @@ def main() -> None:
     parser.add_argument("--readers", default="1,2")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as work:
+        run(args, device, Path(work))
 
+
+def run(args, device: torch.device, work: Path) -> None:
     from geopix2pix.models import load_model
     from geopix2pix.prediction import pipeline, predict, reading
 
-    device = torch.device(args.device)
-    work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     width, height = parse_scene(args.scene)
     scene, out = work / "scene.tif", work / "out.tif"
     make_scene(scene, width, height)
