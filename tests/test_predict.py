@@ -484,6 +484,20 @@ def test_several_reader_threads_give_one_readers_result(tmp_path, model_file, mo
     np.testing.assert_allclose(values[3], values[1], rtol=1e-6)
 
 
+@pytest.mark.parametrize("cpus, processes, expected", [(16, None, 4), (64, None, 4), (6, None, 1),
+                                                      (2, None, 1), (16, "2", 2), (16, "4", 1),
+                                                      (32, "2", 4)])
+def test_reader_threads_per_gpu(monkeypatch, cpus, processes, expected):
+    monkeypatch.setattr(reading.os, "sched_getaffinity", lambda pid: set(range(cpus)),
+                        raising=False)
+    if processes is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+    assert reading.reader_count(torch.device("cuda")) == expected
+    assert reading.reader_count(torch.device("cpu")) == 1
+
+
 def test_reader_groups_deal_out_every_window_row_once():
     layout = make_layout(1000, 700, 64, 0.5, "hann")
     chunks = layout.chunks(512)

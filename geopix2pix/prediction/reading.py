@@ -41,11 +41,16 @@ Batch = tuple[np.ndarray, list[Run]]
 
 def reader_count(device: torch.device) -> int:
     """Reader threads for predicting on `device`: one on the CPU, where the model threads need
-    the cores; on a GPU one per `CPUS_PER_READER` CPUs, at most `MAX_READERS`."""
+    the cores; on a GPU one per `CPUS_PER_READER` of this process's share of the CPUs (torchrun
+    starts LOCAL_WORLD_SIZE processes on a machine), at most `MAX_READERS`."""
     if device.type == "cpu":
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(MAX_READERS, (cpus or 1) // CPUS_PER_READER))
+    try:
+        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes = 1
+    return max(1, min(MAX_READERS, (cpus or 1) // processes // CPUS_PER_READER))
 
 
 def plan_groups(layout: Layout, chunks: Sequence[Chunk], batch_size: int,
