@@ -257,6 +257,8 @@ def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_f
     (["--co", "BLOCKYSIZE=768"], "tiles must divide 512"),
     (["--co", "TILED=NO"], "writes a tiled GeoTIFF"),
     (["--cog", "--co", "BLOCKSIZE=100"], "BLOCKSIZE=100"),
+    # the float32 output: GDAL's reason, not rasterio's "Write failed. See previous exception"
+    (["--co", "COMPRESS=JPEG"], "BitsPerSample 32 not allowed for JPEG"),
 ])
 def test_bad_creation_options_are_refused_before_any_work(tmp_path, model_file, capsys, options,
                                                           expected):

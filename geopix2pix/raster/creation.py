@@ -40,6 +40,14 @@ class _Complaints(logging.Handler):
             self.messages.append(message.split(" in ", 1)[-1])
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The GDAL error behind `exc`: rasterio raises "Write failed. See previous exception for
+    details." from the error that says what failed (e.g. JPEG on 32-bit data)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
 def check_creation_options(user: Mapping[str, str], driver: str,
                            probe: Callable[[], None], flag: str = "--co") -> None:
     """Raise `GeoPix2PixError` when the user's creation options are not creation options, or
@@ -61,7 +69,7 @@ def check_creation_options(user: Mapping[str, str], driver: str,
     try:
         probe()
     except Exception as exc:  # anything GDAL raises here comes from the user's options
-        complaints.messages.append(str(exc))
+        complaints.messages.append(str(_root_cause(exc)))
     finally:
         logger.removeHandler(complaints)
         logger.setLevel(level)
