@@ -259,6 +259,11 @@ def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_f
     (["--cog", "--co", "BLOCKSIZE=100"], "BLOCKSIZE=100"),
     # the float32 output: GDAL's reason, not rasterio's "Write failed. See previous exception"
     (["--co", "COMPRESS=JPEG"], "BitsPerSample 32 not allowed for JPEG"),
+    # accepted by GDAL and silently ignored: options of another compression
+    (["--compress", "zstd", "--co", "ZLEVEL=1"], "ZLEVEL=1: only DEFLATE/LERC_DEFLATE"),
+    (["--co", "COMPRESS=LZW", "--co", "ZLEVEL=1"], "compressed with LZW"),
+    (["--compress", "none", "--co", "PREDICTOR=3"], "compressed with NONE"),
+    (["--cog", "--compress", "lzw", "--co", "LEVEL=3"], "LEVEL=3: only DEFLATE/ZSTD"),
 ])
 def test_bad_creation_options_are_refused_before_any_work(tmp_path, model_file, capsys, options,
                                                           expected):

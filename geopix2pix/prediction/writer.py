@@ -32,7 +32,11 @@ from rasterio.transform import from_origin
 
 from geopix2pix.chips.scaling import Scaling, to_dtype
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.creation import check_creation_options, with_creation_options
+from geopix2pix.raster.creation import (
+    check_compression_options,
+    check_creation_options,
+    with_creation_options,
+)
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.write import COMPRESSIONS, gtiff_profile
@@ -202,11 +206,13 @@ def _check_tiling(creation_options: Mapping[str, str]) -> None:
 def check_output_options(spec: OutputSpec, compress: str, cog: bool,
                          creation_options: Mapping[str, str]) -> None:
     """Refuse creation options the output's driver (GTiff, or COG with `cog`) would refuse or
-    ignore, by writing a `BLOCK` x `BLOCK` raster in memory with the output's profile and them."""
+    ignore (also those its compression does not use), by writing a `BLOCK` x `BLOCK` raster in
+    memory with the output's profile and them."""
     grid = Grid(CRS.from_epsg(32633), from_origin(0, BLOCK, 1, 1), BLOCK, BLOCK)
     zeros = np.zeros((spec.count, BLOCK, BLOCK), dtype=spec.dtype)
     if not cog:
         _check_tiling(creation_options)
+    check_compression_options(creation_options, compress, "COG" if cog else "GTiff")
 
     def probe() -> None:
         with MemoryFile() as tiled:

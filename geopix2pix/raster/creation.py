@@ -14,6 +14,18 @@ from geopix2pix.errors import GeoPix2PixError
 NOT_CREATION_OPTIONS = ("driver", "dtype", "count", "width", "height", "crs", "transform",
                         "nodata")
 _GDAL_COMPLAINTS = ("CPLE_NotSupported", "CPLE_IllegalArg")
+_LERC = ("LERC", "LERC_DEFLATE", "LERC_ZSTD")
+# creation options that only some compressions use: GDAL accepts them with any other and silently
+# ignores them (GTiff and COG driver documentation)
+COMPRESSION_OPTIONS = {
+    "GTiff": {"ZLEVEL": ("DEFLATE", "LERC_DEFLATE"), "ZSTD_LEVEL": ("ZSTD", "LERC_ZSTD"),
+              "LZMA_PRESET": ("LZMA",), "JPEG_QUALITY": ("JPEG",), "WEBP_LEVEL": ("WEBP",),
+              "MAX_Z_ERROR": _LERC, "PREDICTOR": ("LZW", "DEFLATE", "ZSTD")},
+    "COG": {"LEVEL": ("DEFLATE", "ZSTD", "LZMA", "LERC_DEFLATE", "LERC_ZSTD"),
+            "QUALITY": ("JPEG", "WEBP"), "MAX_Z_ERROR": _LERC,
+            "PREDICTOR": ("LZW", "DEFLATE", "ZSTD")},
+}
+_NO_PREDICTOR = ("1", "NO", "NONE", "FALSE")
 
 
 def with_creation_options(options: Mapping, user: Mapping[str, str]) -> dict:
@@ -38,6 +50,22 @@ class _Complaints(logging.Handler):
         message = record.getMessage()
         if message.startswith(_GDAL_COMPLAINTS):
             self.messages.append(message.split(" in ", 1)[-1])
+
+
+def check_compression_options(user: Mapping[str, str], compress: str, driver: str,
+                              flag: str = "--co") -> None:
+    """Raise `GeoPix2PixError` for a creation option that the output's compression (the user's
+    COMPRESS, else `compress`) does not use, such as ZLEVEL with ZSTD: GDAL would ignore it."""
+    chosen = next((v for k, v in user.items() if k.upper() == "COMPRESS"), compress).upper()
+    for name, value in user.items():
+        used_by = COMPRESSION_OPTIONS.get(driver, {}).get(name.upper())
+        if name.upper() == "PREDICTOR" and value.upper() in _NO_PREDICTOR:
+            continue
+        if used_by and chosen not in used_by:
+            raise GeoPix2PixError(
+                f"{flag} {name}={value}: only {'/'.join(used_by)} compression uses it and the "
+                f"output is compressed with {chosen}, so GDAL would ignore it; change the "
+                "compression (--compress) or drop the option")
 
 
 def _root_cause(exc: BaseException) -> BaseException:
