@@ -83,7 +83,7 @@ def _launch_cuda(generator: torch.nn.Module, batch: np.ndarray, lengths: Sequenc
     flat = torch.cat([part.reshape(-1) for part in parts]) if fold else y.reshape(-1)
     outputs = torch.empty(flat.shape, dtype=torch.float32, pin_memory=True)  # one copy out
     outputs.copy_(flat, non_blocking=True)
-    done = torch.cuda.Event()
+    done = torch.cuda.Event(blocking=True)  # waiting sleeps, leaving the core to the readers
     done.record(torch.cuda.current_stream(device))  # `device` need not be the current GPU
     held = [host]  # a reader's pinned batch must not be freed, and reused, while copied in
 
