@@ -363,17 +363,22 @@ def test_crs_and_pixel_size_checks(tmp_path, model_file):
 
 @pytest.mark.parametrize("shape", [(1, 70), (20, 20), (53, 37), (300, 200)])
 @pytest.mark.parametrize("overlap", [0.5, 0.3, 0.0, 0.75])
-def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, overlap):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, overlap,
+                                                               workers):
     """One read per window row (what predict does, each row reusing the rows it shares with the
     row above) gives, for every window of the lattice, the window of the whole scene
     reflect-padded (data and validity), also for scenes smaller than a window, where the padding
-    mirrors pixels outside the strip's own rows; a conversion applies to every pixel once."""
+    mirrors pixels outside the strip's own rows; a conversion applies to every pixel once. Also
+    when each read is split by columns among 3 threads, each with a handle of its own (16-pixel
+    blocks: the pieces meet inside the scene and next to its edges)."""
     from geopix2pix.prediction.windows import iter_chunk_strips, make_layout, read_strip
 
     rng = np.random.default_rng(0)
     data = rng.integers(1, 200, (2, *shape), dtype=np.uint8)
     data[:, : shape[0] // 3, : shape[1] // 4] = 0  # some nodata
-    path = write_raster(tmp_path / "s.tif", data, nodata=0)
+    path = write_raster(tmp_path / "s.tif", data, nodata=0, tiled=True, blockxsize=16,
+                        blockysize=16)
     layout = make_layout(shape[0], shape[1], 64, overlap, "hann")
     [chunk] = layout.chunks()
     pad = 256  # more than any window reaches past the scene
@@ -383,9 +388,20 @@ def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, 
     def convert(values, valid):  # not idempotent: applying it twice would show
         return values.astype(np.float32) * 2 + valid
 
-    with rasterio.open(path) as ds:
-        rolled = list(iter_chunk_strips(ds, [1, 2], layout, chunk, convert))
+    opened = []
+
+    def reopen():
+        opened.append(threading.current_thread())
+        return rasterio.open(path)
+
+    with rasterio.open(path) as ds, \
+            reading.ColumnReader(ds, [1, 2], convert, workers, reopen) as read:
+        rolled = list(iter_chunk_strips(read, layout, chunk))
         assert [strip.row for strip in rolled] == list(layout.rows)
+        split = reading.column_parts((layout.cols[0], layout.cols[-1] + 64), shape[1], 16, 3)
+        # the other threads read through their own handles, when the strips are split at all
+        assert len(set(opened)) == (min(len(split), workers) - 1)
+        assert threading.current_thread() not in opened
         for row, rolled_strip in zip(layout.rows, rolled):
             strip = read_strip(ds, [1, 2], row, layout.cols, 64)
             windows, valids = strip.windows(strip.data), strip.windows(strip.valid)
@@ -457,65 +473,97 @@ def test_folding_where_the_model_ran_blends_like_the_blender(tmp_path, model_fil
 
 
 @pytest.mark.parametrize("case", ["percentile", "centre", "resampled"])
-def test_several_reader_threads_give_one_readers_result(tmp_path, model_file, monkeypatch, case):
-    """On a GPU several reader threads read groups of window rows, each through its own handle
-    on the scene (`reading`). Forced here on the CPU, the output matches one reader's: with
-    pixel-wise and per-window (``centre``) scaling, and through a warped view of the scene
-    (--resample-to-model)."""
+def test_strips_read_by_several_threads_give_one_threads_result(tmp_path, model_file,
+                                                                  monkeypatch, case):
+    """On a GPU each strip is read by several threads, split by columns, each through its own
+    handle on the scene (`reading.ColumnReader`). Forced here on the CPU, the output matches one
+    thread's: with pixel-wise and per-window (``centre``) scaling, and through a warped view of
+    the scene (--resample-to-model)."""
     handles = []
     reopen = predictor._reopen
     monkeypatch.setattr(predictor, "_reopen", lambda *args: handles.append(
         threading.current_thread()) or reopen(*args))
     options = dict(progress=False, batch_size=3)
+    blocks = dict(tiled=True, blockxsize=64, blockysize=64)
     if case == "centre":
         rng = np.random.default_rng(4)
         data = np.clip(rng.normal(100, 20, (1, 230, 300)), 40, 160).astype("float32")
-        scene = write_scene(tmp_path / "s.tif", 300, 230, count=1, dtype="float32", data=data)
+        scene = str(write_raster(tmp_path / "s.tif", data, nodata=0, **blocks))
         model = loaded(ConvModel(in_ch=1), in_ch=1, target_scaling=IDENTITY,
                        source_scaling=Scaling("centre", (-50.0,), (50.0,)))
     else:
         pixel = 60.0 if case == "resampled" else 30.0
-        scene = write_scene(tmp_path / "s.tif", 300, 230,
-                            transform=from_origin(500000.0, 4_000_000.0, pixel, pixel))
+        data = np.clip(np.random.default_rng(5).normal(128, 40, (3, 230, 300)), 1, 254)
+        scene = str(write_raster(tmp_path / "s.tif", data.astype("uint8"), nodata=0,
+                                 transform=from_origin(500000.0, 4_000_000.0, pixel, pixel),
+                                 **blocks))
         model, options["resample_to_model"] = model_file, case == "resampled"
     values = {}
-    for readers in (1, 3):
-        monkeypatch.setattr(reading, "reader_count", lambda device, readers=readers: readers)
-        out = tmp_path / f"readers_{readers}.tif"
+    for workers in (1, 3):
+        monkeypatch.setenv(reading.WORKERS_VARIABLE, str(workers))
+        out = tmp_path / f"workers_{workers}.tif"
         predict(scene, out, model=model, **options)
         with rasterio.open(out) as dst:
-            values[readers] = dst.read(1)
-    # readers 1 and 2 read through handles of their own, opened in their threads
-    assert len(handles) == 2 and threading.main_thread() not in handles
+            values[workers] = dst.read(1)
+    # more threads read through handles of their own, opened in their threads: two with the
+    # scene's 64-pixel blocks, one through the warped view's 512-pixel blocks (600 columns)
+    assert len(handles) == (1 if case == "resampled" else 2)
+    assert threading.main_thread() not in handles
     assert np.isfinite(values[1]).all() and values[1].std() > 0
-    np.testing.assert_allclose(values[3], values[1], rtol=1e-6)
+    np.testing.assert_array_equal(values[3], values[1])
 
 
-@pytest.mark.parametrize("cpus, processes, expected", [(16, None, 4), (64, None, 4), (6, None, 1),
-                                                      (2, None, 1), (16, "2", 2), (16, "4", 1),
-                                                      (32, "2", 4)])
-def test_reader_threads_per_gpu(monkeypatch, cpus, processes, expected):
+def test_a_failing_read_thread_stops_predict_cleanly(tmp_path, model_file, monkeypatch):
+    def broken(*args):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(predictor, "_reopen", broken)
+    monkeypatch.setenv(reading.WORKERS_VARIABLE, "3")
+    scene = str(write_raster(tmp_path / "s.tif", np.full((3, 200, 300), 7, np.uint8), nodata=0,
+                             tiled=True, blockxsize=64, blockysize=64))
+    before = threading.active_count()
+    with pytest.raises(OSError, match="disk gone"):
+        predict(scene, tmp_path / "o.tif", model=model_file, progress=False)
+    assert not (tmp_path / "o.tif").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+    assert threading.active_count() == before  # no thread left behind
+
+
+@pytest.mark.parametrize("cpus, quota, processes, expected", [
+    (16, None, None, 4), (64, None, None, 4), (6, None, None, 1), (2, None, None, 1),
+    (16, None, "2", 2), (16, None, "4", 1), (32, None, "2", 4),
+    (64, "400000 100000", None, 1), (64, "800000 100000", None, 2), (64, "max 100000", None, 4)])
+def test_read_workers_per_gpu(monkeypatch, tmp_path, cpus, quota, processes, expected):
     monkeypatch.setattr(reading.os, "sched_getaffinity", lambda pid: set(range(cpus)),
                         raising=False)
+    cpu_max = tmp_path / "cpu.max"
+    if quota:
+        cpu_max.write_text(quota + "\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        cpu_max if str(path) == "/sys/fs/cgroup/cpu.max" else path, *a, **k))
+    monkeypatch.delenv(reading.WORKERS_VARIABLE, raising=False)
     if processes is None:
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     else:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
-    assert reading.reader_count(torch.device("cuda")) == expected
-    assert reading.reader_count(torch.device("cpu")) == 1
+    assert reading.read_workers(torch.device("cuda")) == expected
+    assert reading.read_workers(torch.device("cpu")) == 1
+    monkeypatch.setenv(reading.WORKERS_VARIABLE, "3")  # the user's word goes
+    assert reading.read_workers(torch.device("cpu")) == 3
 
 
-def test_reader_groups_deal_out_every_window_row_once():
-    layout = make_layout(1000, 700, 64, 0.5, "hann")
-    chunks = layout.chunks(512)
-    assert reading.plan_groups(layout, chunks, 8, 1) == [(c, layout.rows) for c in chunks]
-    groups = reading.plan_groups(layout, chunks, 8, 3)
-    for chunk in chunks:
-        rows = [row for c, part in groups if c == chunk for row in part]
-        assert rows == list(layout.rows)
-        # about GROUP_BATCHES batches of windows a group, at least 2 window rows
-        per = [len(part) for c, part in groups if c == chunk]
-        assert min(per[:-1]) >= 2 and max(per) * len(chunk.cols) >= 4 * 8
+@pytest.mark.parametrize("cols, width, parts, expected", [
+    ((-64, 3064), 3000, 4, [(-64, 512), (512, 1536), (1536, 2048), (2048, 3064)]),
+    ((-64, 3064), 3000, 2, [(-64, 1536), (1536, 3064)]),
+    ((-32, 400), 380, 3, [(-32, 400)]),  # narrower than two blocks: one piece
+    ((1000, 1800), 5000, 2, [(1000, 1536), (1536, 1800)]),
+    ((0, 1024), 1024, 2, [(0, 512), (512, 1024)]),
+])
+def test_column_parts_split_at_block_edges_inside_the_scene(cols, width, parts, expected):
+    got = reading.column_parts(cols, width, 512, parts)
+    assert got == expected
+    assert got[0][0] == cols[0] and got[-1][1] == cols[1]
 
 
 def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):

@@ -3,24 +3,26 @@ which stage limits it.
 
 The pipeline runs alone (`bench_predict.pipeline_alone`: the generator replaced by a slice of its
 input) on a generated scene (uint8, 3 bands, tiled 512, deflate), and each stage's thread CPU
-seconds are summed: the readers (`reading.read`), the blender and the writer (GDAL's compression
-threads are not in any of them). A stage's windows per CPU-second is its ceiling when it has a
-core to itself. Each configuration is run ``--repeats`` times, interleaved; medians.
+seconds are summed: the reader (`reading.read`; without the threads helping it read), the
+blender and the writer (GDAL's compression threads are not in any of them). A stage's windows
+per CPU-second is its ceiling when it has a core to itself. Each configuration is run
+``--repeats`` times, in turn; medians, printed as each configuration completes.
 
 - ``--blend host,device``: the windows weighted and summed in the blender thread, or where the
   model ran (`pipeline.FOLD_ON`: the GPU's way; on the CPU the fold then runs in the model
   threads, so it shows the blender's share only).
-- ``--readers 1,2,4``: reader threads (`reading.reader_count`).
-- Reading alone, without the other stages: ``--readers`` threads against one thread, measured in
-  the same run (the baseline of the ratio).
+- ``--workers 1,2,4``: threads reading each strip (`reading.read_workers`, split by columns).
+- Reading alone (read, scale, batch), without the other stages: ``--workers`` threads against
+  one thread, measured in the same run (the baseline of the ratio).
 
-    python tools/bench_pipeline.py --scene 3000 --readers 1,2
-    python tools/bench_pipeline.py --scene 8000 --device cuda --batch-size 32 --readers 1,2,4
+    python tools/bench_pipeline.py --scene 3000 --workers 1,2
+    python tools/bench_pipeline.py --scene 8000 --device cuda --batch-size 32 --workers 1,2,4
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -57,16 +59,17 @@ class StageClock:
         return timed
 
 
-def reading_alone(scene: Path, chip: int, batch: int, threads: int) -> float:
-    """Wall seconds of reading, scaling and batching the scene's windows in `threads` reader
-    threads (each with its own handle, as predict's readers), nothing else running."""
+def reading_alone(scene: Path, chip: int, batch: int, workers: int) -> float:
+    """Wall seconds of reading, scaling and batching the scene's windows as predict's reader does
+    with `workers` threads reading each strip, nothing else running."""
     import rasterio
 
     from geopix2pix.chips.scaling import Scaling
     from geopix2pix.prediction import reading
+    from geopix2pix.prediction.channels import Channel
     from geopix2pix.prediction.windows import make_layout, strip_cache_bytes
 
-    class Sink:
+    class Sink(Channel):
         def put(self, item) -> None:
             pass
 
@@ -74,16 +77,10 @@ def reading_alone(scene: Path, chip: int, batch: int, threads: int) -> float:
     with rasterio.open(scene) as dataset:
         layout = make_layout(dataset.height, dataset.width, chip, 0.5, "hann")
         chunks = layout.chunks()
-        groups = reading.plan_groups(layout, chunks, batch, threads)
-        pool = [threading.Thread(target=reading.read, args=(
-            dataset, [1, 2, 3], layout, groups[k::threads], scaling, batch, Sink(),
-            (lambda: rasterio.open(scene)) if k else None)) for k in range(threads)]
-        with rasterio.Env(GDAL_CACHEMAX=strip_cache_bytes(dataset, layout, chunks, 0, threads)):
+        with rasterio.Env(GDAL_CACHEMAX=strip_cache_bytes(dataset, layout, chunks)):
             start = time.perf_counter()
-            for thread in pool:
-                thread.start()
-            for thread in pool:
-                thread.join()
+            reading.read(dataset, [1, 2, 3], layout, chunks, scaling, batch,
+                         Sink(threading.Event()), workers, lambda: rasterio.open(scene))
             return time.perf_counter() - start
 
 
@@ -94,7 +91,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--blend", default="host,device")
-    parser.add_argument("--readers", default="1,2")
+    parser.add_argument("--workers", default="1,2")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -116,34 +113,40 @@ def run(args, device: torch.device, work: Path) -> None:
     print(f"scene {width}x{height}, chip {args.chip_size}, batch {args.batch_size}; "
           f"{args.repeats} runs each, medians; the pipeline alone (no model)")
     configs = [(blend, int(n)) for blend in args.blend.split(",")
-               for n in args.readers.split(",")]
+               for n in args.workers.split(",")]
     runs: dict[tuple[str, int], list[tuple[float, dict]]] = {c: [] for c in configs}
     windows = 0
-    for _ in range(args.repeats):
-        for blend, readers in configs:
+    for repeat in range(args.repeats):
+        for blend, workers in configs:
             pipeline.FOLD_ON = frozenset({device.type}) if blend == "device" else frozenset()
-            reading.reader_count = lambda device, readers=readers: readers
+            os.environ[reading.WORKERS_VARIABLE] = str(workers)
             clock.seconds = {}
             start = time.perf_counter()
             windows = predict(scene, out, model=model, batch_size=args.batch_size,
                               device=args.device, overwrite=True, progress=False)[0].windows
-            runs[(blend, readers)].append((time.perf_counter() - start, dict(clock.seconds)))
-    for (blend, readers), results in runs.items():
-        wall = statistics.median(r[0] for r in results)
-        stages = {name: statistics.median(r[1].get(name, 0.0) for r in results)
-                  for _, name in StageClock.STAGES}
-        text = ", ".join(f"{name.strip('_')} {cpu:.3f} CPU-s ({windows / cpu:.0f}/s)"
-                         for name, cpu in stages.items() if cpu)
-        print(f"blend on {blend:>6}, {readers} reader(s): {wall:.3f} s = "
-              f"{windows / wall:.0f} windows/s; {text}")
+            runs[(blend, workers)].append((time.perf_counter() - start, dict(clock.seconds)))
+            if repeat == args.repeats - 1:
+                print_config(blend, workers, runs[(blend, workers)], windows)
+    os.environ.pop(reading.WORKERS_VARIABLE, None)
     base = None
-    for threads in sorted({1, *(int(n) for n in args.readers.split(","))}):
-        times = [reading_alone(scene, args.chip_size, args.batch_size, threads)
+    for workers in sorted({1, *(int(n) for n in args.workers.split(","))}):
+        times = [reading_alone(scene, args.chip_size, args.batch_size, workers)
                  for _ in range(args.repeats)]
         wall = statistics.median(times)
         base = base or wall
-        print(f"reading alone, {threads} thread(s): {wall:.3f} s = {windows / wall:.0f} "
-              f"windows/s, {base / wall:.2f}x one thread")
+        print(f"reading alone, {workers} thread(s): {wall:.3f} s = {windows / wall:.0f} "
+              f"windows/s, {base / wall:.2f}x one thread", flush=True)
+
+
+def print_config(blend: str, workers: int, results: list[tuple[float, dict]],
+                 windows: int) -> None:
+    wall = statistics.median(r[0] for r in results)
+    stages = {name: statistics.median(r[1].get(name, 0.0) for r in results)
+              for _, name in StageClock.STAGES}
+    text = ", ".join(f"{name.strip('_')} {cpu:.3f} CPU-s ({windows / cpu:.0f}/s)"
+                     for name, cpu in stages.items() if cpu)
+    print(f"blend on {blend:>6}, {workers} read thread(s): {wall:.3f} s = "
+          f"{windows / wall:.0f} windows/s; {text}", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,6 @@ step bench_predict 180 python3 tools/bench_predict.py --device cuda --batch-size
 step bench_predict_host_blend 100 python3 tools/bench_predict.py --device cuda --batch-size 32 \
     --scenes 8000 --repeats 3 --host-blend
 step bench_pipeline 100 python3 tools/bench_pipeline.py --scene 8000 --device cuda \
-    --batch-size 32 --readers 1,2,4
+    --batch-size 32 --workers 1,2,4
 step bench_train 100 python3 tools/bench_train.py --device cuda --batch-sizes 8,32 --steps 30
 cat "$out/summary.log"

@@ -1,10 +1,10 @@
 """The predict pipeline for one raster: read -> generator -> blend -> write, overlapped.
 
 Four stages joined by small bounded queues, so the scene is never held whole:
-- a reader thread (several on a GPU; `reading`) reads the input one window row at a time (one
-  `Strip` per row of windows, reading only the rows the strip above did not have), scales it
-  with the model's source `Scaling` and copies its windows into batches, noting the runs of
-  consecutive windows of one row each batch holds;
+- a reader thread (`reading`; helped by more threads on a GPU) reads the input one window row
+  at a time (one `Strip` per row of windows, reading only the rows the strip above did not
+  have), scales it with the model's source `Scaling` and copies its windows into batches,
+  noting the runs of consecutive windows of one row each batch holds;
 - the calling thread runs the generator on the batches (eval mode, ``torch.inference_mode``; see
   `forward`): queued ahead on CUDA, in a pool of model threads on the CPU, the outputs handed on
   in the batches' order. On CUDA (`FOLD_ON`) the windows are also weighted and each run summed
@@ -36,7 +36,7 @@ from geopix2pix.prediction.blend import (
     overlap_add,
     window_weights,
 )
-from geopix2pix.prediction.channels import DONE, QUEUE_DEPTH, Channel, Stage, Stopped
+from geopix2pix.prediction.channels import DONE, Channel, Stage, Stopped
 from geopix2pix.prediction.windows import Chunk, Layout
 from geopix2pix.prediction.writer import OutputSpec, to_output
 
@@ -57,7 +57,7 @@ class Job:
     source_scaling: Scaling
     spec: OutputSpec
     batch_size: int
-    readers: int = 1  # reader threads (`reading.reader_count`); more than 1 needs `reopen`
+    read_workers: int = 1  # threads reading each strip (`reading.read_workers`): needs `reopen`
     reopen: Callable[[], AbstractContextManager] | None = None  # another handle on `dataset`
 
 
@@ -124,16 +124,12 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     its own, so thread-local torch settings of the caller (grad mode, autocast) do not reach it;
     it runs in eval mode under `torch.inference_mode` in any case."""
     stop = threading.Event()
-    to_blend, to_write = Channel(stop), Channel(stop)
-    readers = job.readers if job.reopen is not None else 1
-    groups = reading.plan_groups(job.layout, job.chunks, job.batch_size, readers)
-    to_model = [Channel(stop, QUEUE_DEPTH if readers == 1 else 2) for _ in range(readers)]
-    pinned = device.type == "cuda"
-    stages = [Stage(partial(reading.read, job.dataset, job.bands, job.layout, groups[k::readers],
-                            job.source_scaling, job.batch_size, to_model[k],
-                            job.reopen if k else None, pinned), stop, f"geopix2pix-read-{k}")
-              for k in range(readers)]
-    stages += [
+    to_model, to_blend, to_write = Channel(stop), Channel(stop), Channel(stop)
+    read = partial(reading.read, job.dataset, job.bands, job.layout, job.chunks,
+                   job.source_scaling, job.batch_size, to_model, job.read_workers, job.reopen,
+                   device.type == "cuda")
+    stages = [
+        Stage(read, stop, "geopix2pix-read"),
         Stage(lambda: _blender(job, to_blend, to_write), stop, "geopix2pix-blend"),
         Stage(lambda: _writer(write, job.spec, to_write), stop, "geopix2pix-write"),
     ]
@@ -142,8 +138,7 @@ def run(job: Job, generator: torch.nn.Module, device: torch.device,
     try:
         for stage in stages:
             stage.start()
-        forward.run(generator, device, reading.merged(to_model, len(groups)), to_blend,
-                    on_batch, fold)
+        forward.run(generator, device, to_model, to_blend, on_batch, fold)
         to_blend.put(DONE)
         for stage in stages:
             stage.join()

@@ -201,16 +201,15 @@ def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: Lo
                      info: ModelInfo, spec: OutputSpec, options: PredictOptions,
                      reopen: Callable[[], contextlib.AbstractContextManager] | None) -> int:
     """Run the pipeline over `source` (a dataset or VRT on `grid`; `reopen` gives another handle
-    on it for another reader thread) into the GTiff/COG `path`."""
+    on it for another thread reading it) into the GTiff/COG `path`."""
     layout = make_layout(grid.height, grid.width, info.chip_size, options.overlap, options.blend)
     chunks = layout.chunks(options.chunk_width)
     device = next(model.generator.parameters()).device
-    readers = reading.reader_count(device) if reopen else 1
     job = pipeline.Job(source, bands, layout, chunks, info.source.scaling, spec,
-                       max(1, options.batch_size), readers, reopen)
+                       max(1, options.batch_size), reading.read_workers(device), reopen)
     total = layout.count(chunks)
     band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
-    cache = strip_cache_bytes(source, layout, chunks, band, readers)
+    cache = strip_cache_bytes(source, layout, chunks, band)
     with _tiled_output(path, spec, options) as tiled, \
             tqdm(total=total, unit="window", desc=Path(str(source.name)).name,
                  disable=not options.progress, leave=False) as bar, \
@@ -224,7 +223,7 @@ def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: Lo
 
 @contextlib.contextmanager
 def _reopen(scene: Path, grid: Grid | None = None) -> Iterator:
-    """Another handle on `scene` (warped onto `grid` when given), for another reader thread."""
+    """Another handle on `scene` (warped onto `grid` when given), for another thread reading it."""
     with rasterio.open(scene) as dataset:
         if grid is None:
             yield dataset

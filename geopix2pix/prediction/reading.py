@@ -1,23 +1,22 @@
-"""The predict pipeline's reading: the scene's window rows -> scaled windows -> batches, in one or
-several reader threads.
+"""The predict pipeline's reading: the scene's window rows -> scaled windows -> batches.
 
-A reader reads a chunk's window rows strip by strip (`iter_chunk_strips`: each strip reuses the
-rows it shares with the strip above), scales them with the model's source `Scaling` and copies
-the windows into batches, each batch noting the runs of consecutive windows of one row it holds.
+The reader thread reads a chunk's window rows strip by strip (`iter_chunk_strips`: each strip
+reuses the rows it shares with the strip above), scales them with the model's source `Scaling`
+and copies the windows into batches, each batch noting the runs of consecutive windows of one row
+it holds.
 
-One reader keeps up with a model on the CPU. A GPU needs several (`reader_count`): the window
-rows are then cut into groups of a few batches' worth (`plan_groups`), dealt out to the readers in
-turn, each reading with its own handle on the scene (a GDAL dataset is not for concurrent use;
-GDAL and numpy release the GIL), and `merged` takes their batches back in processing order.
-A group starts with a whole strip, so reading in groups reads ``size - stride`` extra rows per
-group, and no batch spans two groups.
+One thread reads fast enough for a model on the CPU. For a GPU each strip's new rows are read and
+scaled by several threads at once (`read_workers`, `ColumnReader`): split by columns at the file's
+block edges, so no block is decoded twice, each through its own handle on the scene (a GDAL
+dataset is not for concurrent use; GDAL and numpy release the GIL), and joined again. Nothing is
+read twice or out of order, and batches stay full.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 
@@ -25,45 +24,144 @@ import numpy as np
 import torch
 
 from geopix2pix.chips.scaling import Scaling
-from geopix2pix.prediction.channels import Channel
-from geopix2pix.prediction.windows import Chunk, Layout, iter_chunk_strips
+from geopix2pix.prediction.channels import DONE, Channel
+from geopix2pix.prediction.windows import Chunk, Layout, block_reader, iter_chunk_strips
 
 SCALE_PIECE = 1024  # columns scaled at a time
-MAX_READERS = 4  # reader threads feeding a GPU
-CPUS_PER_READER = 4  # ... one for each of these CPUs, leaving the others to the other stages
-GROUP_BATCHES = 4  # with several readers, each group of window rows holds about this many batches
-GROUP_END = object()  # a reader's last item of a group
+MAX_READ_WORKERS = 4  # threads reading each strip for a GPU
+CPUS_PER_READ_WORKER = 4  # ... one for each of these CPUs, leaving the others to the other stages
+WORKERS_VARIABLE = "GEOPIX2PIX_READ_WORKERS"  # overrides `read_workers`
 
-Group = tuple[Chunk, Sequence[int]]  # a chunk and some of its window rows
 Run = tuple[int, "np.ndarray | None"]  # (windows, validity of their row if they start it)
 Batch = tuple[np.ndarray, list[Run]]
 
 
-def reader_count(device: torch.device) -> int:
-    """Reader threads for predicting on `device`: one on the CPU, where the model threads need
-    the cores; on a GPU one per `CPUS_PER_READER` of this process's share of the CPUs (torchrun
-    starts LOCAL_WORLD_SIZE processes on a machine), at most `MAX_READERS`."""
+def _cpu_count() -> int:
+    """The CPUs this process may use: its affinity, within a cgroup v2 CPU quota (containers)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limit:
+            quota, period = limit.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus or 1, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cpus or 1
+
+
+def read_workers(device: torch.device) -> int:
+    """Threads reading each strip when predicting on `device`: one on the CPU, where the model
+    threads need the cores; on a GPU one per `CPUS_PER_READ_WORKER` of this process's share of
+    the CPUs (torchrun starts LOCAL_WORLD_SIZE processes on a machine), at most
+    `MAX_READ_WORKERS`. The environment variable GEOPIX2PIX_READ_WORKERS overrides both."""
+    try:
+        override = int(os.environ.get(WORKERS_VARIABLE, "0"))
+    except ValueError:
+        override = 0
+    if override > 0:
+        return override
     if device.type == "cpu":
         return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
         processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:
         processes = 1
-    return max(1, min(MAX_READERS, (cpus or 1) // processes // CPUS_PER_READER))
+    return max(1, min(MAX_READ_WORKERS, _cpu_count() // processes // CPUS_PER_READ_WORKER))
 
 
-def plan_groups(layout: Layout, chunks: Sequence[Chunk], batch_size: int,
-                readers: int) -> list[Group]:
-    """The groups of window rows read in turn, in processing order: each chunk whole for one
-    reader; for several, groups of at least 2 window rows and about `GROUP_BATCHES` batches."""
-    if readers == 1:
-        return [(chunk, layout.rows) for chunk in chunks]
-    groups = []
-    for chunk in chunks:
-        per = max(2, math.ceil(GROUP_BATCHES * batch_size / len(chunk.cols)))
-        groups += [(chunk, layout.rows[i:i + per]) for i in range(0, len(layout.rows), per)]
-    return groups
+def column_parts(cols: tuple[int, int], width: int, block: int,
+                 parts: int) -> list[tuple[int, int]]:
+    """Columns [start, stop) (possibly past the scene's edges) cut into at most `parts` pieces of
+    about equal width, at multiples of `block` inside the scene."""
+    start, stop = cols
+    cuts: list[int] = []
+    for k in range(1, parts):
+        cut = round((start + (stop - start) * k / parts) / block) * block
+        if max(start, 0) < cut < min(stop, width) and (not cuts or cut > cuts[-1]):
+            cuts.append(cut)
+    edges = [start, *cuts, stop]
+    return list(zip(edges, edges[1:]))
+
+
+class _PieceReader:
+    """A thread reading column pieces of strips through a handle of its own on the scene, opened
+    and closed in it (rasterio ties a dataset to the thread that opened it)."""
+
+    def __init__(self, reopen: Callable[[], AbstractContextManager], bands: Sequence[int],
+                 convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, name: str):
+        self.reopen, self.bands, self.convert = reopen, bands, convert
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.results: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            opened = self.reopen()
+            read = block_reader(opened.__enter__(), self.bands, self.convert)
+        except BaseException as exc:  # every piece asked for gets the error
+            while self.tasks.get() is not None:
+                self.results.put((exc, None))
+            return
+        try:
+            while (task := self.tasks.get()) is not None:
+                try:
+                    self.results.put((None, read(*task)))
+                except BaseException as exc:
+                    self.results.put((exc, None))
+        finally:
+            opened.__exit__(None, None, None)
+
+    def submit(self, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+        self.tasks.put((rows, cols))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        error, piece = self.results.get()
+        if error is not None:
+            raise error
+        return piece
+
+    def close(self) -> None:
+        self.tasks.put(None)
+        self.thread.join()
+
+
+class ColumnReader:
+    """`read(rows, cols)` -> (data, valid) as `block_reader` gives them, read in `workers`
+    threads: the calling thread reads the first column piece through `dataset`, and each of
+    `workers - 1` threads always the same other piece, through a handle of its own from
+    `reopen`. One thread without `reopen`, or for a block too narrow to split."""
+
+    def __init__(self, dataset, bands: Sequence[int],
+                 convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+                 workers: int = 1, reopen: Callable[[], AbstractContextManager] | None = None):
+        self.dataset = dataset
+        self.workers = workers if reopen is not None else 1
+        self.block = dataset.block_shapes[0][1] if dataset.block_shapes else 512
+        self._read = block_reader(dataset, bands, convert)
+        self._threads: list[_PieceReader] = []
+        self._make = lambda k: _PieceReader(reopen, bands, convert, f"geopix2pix-read-{k}")
+
+    def __call__(self, rows: tuple[int, int],
+                 cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        parts = column_parts(cols, self.dataset.width, self.block, self.workers)
+        if len(parts) == 1:
+            return self._read(rows, cols)
+        while len(self._threads) < len(parts) - 1:  # started on the first strip split this wide
+            self._threads.append(self._make(len(self._threads) + 1))
+        for thread, part in zip(self._threads, parts[1:]):
+            thread.submit(rows, part)
+        first = self._read(rows, parts[0])
+        pieces = [first] + [thread.result() for thread in self._threads[:len(parts) - 1]]
+        return (np.concatenate([data for data, _ in pieces], axis=-1),
+                np.concatenate([valid for _, valid in pieces], axis=-1))
+
+    def __enter__(self) -> ColumnReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for thread in self._threads:
+            thread.close()
 
 
 class StripScaler:
@@ -104,22 +202,22 @@ class StripScaler:
         return out
 
 
-def _window_rows(dataset, bands: list[int], layout: Layout, group: Group, scaling: Scaling,
-                 convert: StripScaler | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(scaled windows (n, bands, size, size), validity (size, span)) of each window row of a
-    group, read strip by strip.
+def _window_rows(read: Callable, layout: Layout, chunks: Sequence[Chunk], scaling: Scaling,
+                 centre: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(scaled windows (n, bands, size, size), validity (size, span)) of each window row of each
+    chunk, in processing order, read strip by strip through `read` (a `ColumnReader`).
 
-    ``centre`` scaling depends on each window's mean, so it is applied per window (`convert` is
-    None); the other modes are pixel-wise and applied to the strips' rows as they are read (the
-    windows are then views of the scaled strip)."""
-    chunk, rows = group
-    for strip in iter_chunk_strips(dataset, bands, layout, chunk, convert, rows):
-        if convert is None:
-            windows = np.stack([scaling.forward(data, valid) for data, valid in
-                                zip(strip.windows(strip.data), strip.windows(strip.valid))])
-        else:
-            windows = strip.windows(strip.data)
-        yield windows, strip.valid
+    ``centre`` scaling depends on each window's mean, so it is applied per window; the other
+    modes are pixel-wise and applied by `read` to the strips' rows as they are read (the windows
+    are then views of the scaled strip)."""
+    for chunk in chunks:
+        for strip in iter_chunk_strips(read, layout, chunk):
+            if centre:
+                windows = np.stack([scaling.forward(data, valid) for data, valid in
+                                    zip(strip.windows(strip.data), strip.windows(strip.valid))])
+            else:
+                windows = strip.windows(strip.data)
+            yield windows, strip.valid
 
 
 def _empty(shape: tuple[int, ...], pinned: bool) -> np.ndarray:
@@ -152,25 +250,17 @@ def _batches(rows: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int,
         yield batch[:fill], runs
 
 
-def read(dataset, bands: list[int], layout: Layout, groups: Sequence[Group], scaling: Scaling,
-         batch_size: int, out: Channel, reopen: Callable[[], AbstractContextManager] | None = None,
+def read(dataset, bands: list[int], layout: Layout, chunks: Sequence[Chunk], scaling: Scaling,
+         batch_size: int, out: Channel, workers: int = 1,
+         reopen: Callable[[], AbstractContextManager] | None = None,
          pinned: bool = False) -> None:
-    """A reader thread: the batches of `groups` into `out`, each group ended by `GROUP_END`;
-    through a handle of its own from `reopen` when given, else through `dataset`; the batches in
-    page-locked memory with `pinned` (for a GPU)."""
-    convert = None if scaling.mode == "centre" else StripScaler(scaling)
-    with reopen() if reopen else contextlib.nullcontext(dataset) as handle:
-        for group in groups:
-            for batch in _batches(_window_rows(handle, bands, layout, group, scaling, convert),
-                                  batch_size, pinned):
-                out.put(batch)
-            out.put(GROUP_END)
-
-
-def merged(channels: Sequence[Channel], groups: int) -> Iterator[Batch]:
-    """The batches of `groups` groups dealt out in turn to readers writing to `channels`, in
-    processing order."""
-    for group in range(groups):
-        channel = channels[group % len(channels)]
-        while (item := channel.get()) is not GROUP_END:
-            yield item
+    """The reader thread: the batches of the chunks' windows into `out`, then `DONE`; each strip
+    read by `workers` threads (`ColumnReader`, with `reopen` giving the others their handles);
+    the batches in page-locked memory with `pinned` (for a GPU)."""
+    centre = scaling.mode == "centre"
+    with ColumnReader(dataset, bands, None if centre else StripScaler(scaling), workers,
+                      reopen) as read_columns:
+        rows = _window_rows(read_columns, layout, chunks, scaling, centre)
+        for batch in _batches(rows, batch_size, pinned):
+            out.put(batch)
+    out.put(DONE)

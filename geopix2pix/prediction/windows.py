@@ -180,12 +180,24 @@ def read_strip(dataset, bands: Sequence[int], row: int, cols: Sequence[int], siz
     return Strip(row, cols[0], size, stride, len(cols), data, valid)
 
 
-def iter_chunk_strips(dataset, bands: Sequence[int], layout: Layout, chunk: Chunk,
-                      convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                      rows: Sequence[int] | None = None) -> Iterator[Strip]:
-    """The strips of a chunk's window rows (`rows`, consecutive, else all), top to bottom, as
-    `read_strip` reads them, with `convert(data, valid)` (e.g. the source scaling) applied to
-    their data when given.
+BlockRead = Callable[[tuple[int, int], tuple[int, int]], tuple[np.ndarray, np.ndarray]]
+
+
+def block_reader(dataset, bands: Sequence[int],
+                 convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+                 ) -> BlockRead:
+    """`read(rows, cols)` -> `read_block` of the dataset, with `convert(data, valid)` (e.g. the
+    source scaling) applied to the data when given."""
+    def read(rows: tuple[int, int], cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        data, valid = read_block(dataset, bands, rows, cols)
+        return (data if convert is None else convert(data, valid)), valid
+
+    return read
+
+
+def iter_chunk_strips(read: BlockRead, layout: Layout, chunk: Chunk) -> Iterator[Strip]:
+    """The strips of a chunk's window rows, top to bottom, as `read_strip` reads them, through
+    `read(rows, cols)` (a `block_reader`, possibly converting the data).
 
     Consecutive window rows overlap by ``size - stride`` rows; those are taken from the strip
     above instead of being read and converted again, so each row of the scene is read about once
@@ -194,11 +206,9 @@ def iter_chunk_strips(dataset, bands: Sequence[int], layout: Layout, chunk: Chun
     stride = cols[1] - cols[0] if len(cols) > 1 else size
     span = (cols[0], cols[-1] + size)
     above: Strip | None = None
-    for row in layout.rows if rows is None else rows:
+    for row in layout.rows:
         start = row if above is None or above.row + size <= row else above.row + size
-        data, valid = read_block(dataset, bands, (start, row + size), span)
-        if convert is not None:
-            data = convert(data, valid)
+        data, valid = read((start, row + size), span)
         if start > row:  # the rows shared with the strip above come first
             keep = row - above.row
             data = np.concatenate([above.data[:, keep:], data], axis=1)
@@ -207,15 +217,14 @@ def iter_chunk_strips(dataset, bands: Sequence[int], layout: Layout, chunk: Chun
         yield above
 
 
-def strip_cache_bytes(dataset, layout: Layout, chunks: Sequence[Chunk], reserve: int = 0,
-                      readers: int = 1) -> int:
+def strip_cache_bytes(dataset, layout: Layout, chunks: Sequence[Chunk], reserve: int = 0) -> int:
     """A GDAL block cache size for reading strips: the decoded blocks one strip touches (all bands
-    of a block are decoded together) for each of `readers` reading at once, plus `reserve` bytes
-    (e.g. the output blocks being written), within [MIN_CACHE, MAX_CACHE].
+    of a block are decoded together) plus `reserve` bytes (e.g. the output blocks being written),
+    within [MIN_CACHE, MAX_CACHE].
 
     GDAL's default (5% of the RAM) would keep most of a large scene's decoded blocks; this bound
     keeps memory independent of the scene's size while no input block is decoded twice.
     """
     span_cols = max(c.cols[-1] + layout.size - c.cols[0] for c in chunks)
-    needed = readers * decoded_block_bytes(dataset, layout.size, span_cols) + reserve
+    needed = decoded_block_bytes(dataset, layout.size, span_cols) + reserve
     return int(min(max(needed, MIN_CACHE), MAX_CACHE))
