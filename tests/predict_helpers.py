@@ -73,7 +73,7 @@ class ConvModel(nn.Module):
 
 
 def write_scene(path, width, height, crs="EPSG:32633", transform=None, count=3, dtype="uint8",
-                nodata=0, seed=0, data=None) -> str:
+                nodata=0, seed=0, data=None, **profile) -> str:
     transform = transform or from_origin(500000.0, 4_000_000.0, 30.0, 30.0)
     if data is None:
         rng = np.random.default_rng(seed)
@@ -82,6 +82,7 @@ def write_scene(path, width, height, crs="EPSG:32633", transform=None, count=3, 
         data = np.clip(smooth[None] + rng.normal(0, 10, (count, height, width)), 1, 254)
         data = data.astype(dtype)
     with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
-                       dtype=dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+                       dtype=dtype, crs=crs, transform=transform, nodata=nodata,
+                       **profile) as dst:
         dst.write(data)
     return str(path)

@@ -15,17 +15,22 @@ from predict_helpers import unet_file, write_scene
 
 from geopix2pix.chips.export import export_chips
 from geopix2pix.models import load_model
-from geopix2pix.prediction import predict
+from geopix2pix.prediction import pipeline, predict, reading
 from geopix2pix.training import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_predict_on_cuda_matches_the_cpu(tmp_path):
+@pytest.mark.parametrize("workers, fold_on", [("1", {"cuda"}), ("3", {"cuda"}), ("1", set())])
+def test_predict_on_cuda_matches_the_cpu(tmp_path, monkeypatch, workers, fold_on):
+    """Also with each strip read by 3 threads, and with the windows blended on the host."""
     model = unet_file(tmp_path / "model.safetensors")  # target minmax 100..3000, float32
-    scene = write_scene(tmp_path / "scene.tif", 301, 203)
+    scene = write_scene(tmp_path / "scene.tif", 301, 203, tiled=True, blockxsize=64,
+                        blockysize=64)
     outputs = {}
     for device in ("cpu", "cuda"):
+        monkeypatch.setenv(reading.WORKERS_VARIABLE, "1" if device == "cpu" else workers)
+        monkeypatch.setattr(pipeline, "FOLD_ON", frozenset(fold_on))
         outputs[device] = tmp_path / f"{device}.tif"
         # batch 7: batches cross window rows, and one is queued ahead on the GPU
         predict(scene, outputs[device], model=model, device=device, batch_size=7, overlap=0.5,

@@ -438,16 +438,44 @@ def test_overlap_add_sums_windows_like_a_loop(size, stride, n):
 
 
 @pytest.mark.parametrize("lengths", [[5], [3, 1, 4], [1, 1]])
-def test_fold_segments_weights_and_sums_each_run_like_overlap_add(lengths):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fold_segments_weights_and_sums_each_run_like_overlap_add(lengths, memory_format):
     rng = np.random.default_rng(2)
     windows = rng.random((sum(lengths), 2, 16, 16)).astype(np.float32)
     weights = window_weights(16, 6, 5, "hann")
-    sums = fold_segments(torch.from_numpy(windows), torch.from_numpy(weights), lengths, 6)
+    # on CUDA the model's outputs are channels_last
+    tensor = torch.from_numpy(windows).contiguous(memory_format=memory_format)
+    sums = fold_segments(tensor, torch.from_numpy(weights), lengths, 6)
     starts = np.cumsum([0, *lengths])
     assert len(sums) == len(lengths)
     for got, a, b in zip(sums, starts, starts[1:]):
         np.testing.assert_allclose(got.numpy(), overlap_add(windows[a:b] * weights, 6),
                                    rtol=1e-6)
+
+
+@pytest.mark.parametrize("folded", [False, True])
+@pytest.mark.parametrize("precision", [None, torch.bfloat16])
+def test_the_gpu_launch_computes_what_the_cpu_forward_does(folded, precision):
+    """What `forward._launch_cuda` does around its copies and events (channels_last, autocast,
+    `fold`, the outputs flattened for one copy out and split again), run on the CPU: the same
+    outputs as the CPU's forward, to autocast's precision."""
+    torch.manual_seed(0)
+    generator = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Tanh()).eval()
+    generator.to(memory_format=torch.channels_last)
+    batch = np.random.default_rng(0).random((7, 3, 16, 16)).astype(np.float32)
+    fold = pipeline._fold(make_layout(300, 300, 16, 0.5, "hann"), torch.device("cpu"))
+    fold = fold if folded else None
+    with torch.inference_mode():
+        flat, shapes = forward.device_outputs(generator, torch.from_numpy(batch), [3, 4], fold,
+                                              precision)
+        got = forward.host_outputs(flat.numpy(), shapes, folded)
+        expected = forward.cpu_forward(generator, batch, [3, 4], fold)
+    if not folded:
+        got, expected = [got], [expected]
+    assert [a.shape for a in got] == [b.shape for b in expected]
+    assert len(got) == (2 if folded else 1)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 if precision is None else 0.05)
 
 
 @pytest.mark.parametrize("blend_mode", ["hann", "none"])

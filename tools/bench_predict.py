@@ -106,13 +106,16 @@ def cpu_seconds() -> float:
 def bare_forward(generator, device, windows: int, batch: int, chip: int,
                  together: list[int] | None = None) -> tuple[float, float]:
     """(wall, CPU) seconds of the generator alone over `windows` windows at `batch` windows a
-    forward, input pre-made on the device (inference mode; bf16 autocast, channels_last on CUDA).
+    forward, input pre-made on the device (inference mode; on CUDA channels_last and autocast to
+    predict's precision: bf16, fp16 on GPUs without bf16).
     `together` (CPU): the torch threads of each of several threads running forwards at once, as
     predict runs them (`forward.cpu_workers`); None: one forward at a time on all of torch's
     threads."""
     import threading
 
     import torch
+
+    from geopix2pix.training.device import cuda_autocast_dtype
 
     x = torch.rand(batch, 3, chip, chip, device=device) * 2 - 1
     cuda = device.type == "cuda"
@@ -122,7 +125,7 @@ def bare_forward(generator, device, windows: int, batch: int, chip: int,
 
     def step(n):
         if cuda:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast("cuda", dtype=cuda_autocast_dtype()):
                 return generator(x[:n]).float().cpu()
         return generator(x[:n])
 

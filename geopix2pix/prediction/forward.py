@@ -1,10 +1,10 @@
 """Running the generator over the predict pipeline's batches (see `pipeline`).
 
 Both devices launch batches ahead and hand the outputs on in the batches' order:
-- on CUDA the calling thread queues each batch on the GPU (copy in from the readers' pinned
-  batches, bf16 autocast, channels_last, the windows weighted and summed there into their runs'
-  sums by the pipeline's `fold`, one copy out into pinned memory) before collecting the outputs
-  of the one before, so the GPU does not wait for the hand-over;
+- on CUDA the calling thread queues each batch on the GPU (copy in from the reader's pinned
+  batches, bf16 autocast (fp16 on GPUs without bf16), channels_last, the windows weighted and
+  summed there into their runs' sums by the pipeline's `fold`, one copy out into pinned memory)
+  before collecting the outputs of the one before, so the GPU does not wait for the hand-over;
 - on the CPU a thread pool runs whole batches at once, each thread on its share of torch's threads
   (`cpu_workers`). A layer run on every core waits at its end for the slowest core, so a pipeline
   thread that takes a core from it costs it about twice its own CPU time, while independent
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from geopix2pix.prediction.channels import Channel
+from geopix2pix.training.device import cuda_autocast_dtype
 
 # forwards at once on the CPU: each holds a batch's activations, and the gain is largest on few
 # cores, where a pipeline thread takes the biggest share of them
@@ -68,19 +69,36 @@ def _set_threads(counts: Sequence[int]) -> Callable[[], None]:
     return initializer
 
 
+def device_outputs(generator: torch.nn.Module, x: torch.Tensor, lengths: Sequence[int],
+                   fold: Fold | None, precision: torch.dtype | None = None
+                   ) -> tuple[torch.Tensor, list[torch.Size]]:
+    """(the batch's outputs flattened into one float32 tensor, the shape of each part), where `x`
+    is: the window outputs, or with `fold` each run's sums; under autocast to `precision`."""
+    with torch.autocast(x.device.type, dtype=precision, enabled=precision is not None):
+        y = generator(x.contiguous(memory_format=torch.channels_last)).float()
+    parts = [y] if fold is None else fold(y, lengths)
+    flat = torch.cat([part.reshape(-1) for part in parts]) if fold else y.reshape(-1)
+    return flat, [part.shape for part in parts]
+
+
+def host_outputs(values: np.ndarray, shapes: Sequence[torch.Size], folded: bool) -> Outputs:
+    """`device_outputs`' flat values, copied to the host, back in their parts' shapes."""
+    arrays, start = [], 0
+    for shape in shapes:
+        arrays.append(values[start:start + shape.numel()].reshape(shape))
+        start += shape.numel()
+    return arrays if folded else arrays[0]
+
+
 def _launch_cuda(generator: torch.nn.Module, batch: np.ndarray, lengths: Sequence[int],
-                 device: torch.device, fold: Fold | None) -> Result:
+                 device: torch.device, fold: Fold | None, precision: torch.dtype) -> Result:
     """Queue the copy in, the forward (and `fold`) and the copy out of a batch on the GPU; return
     at once."""
     host = torch.from_numpy(batch)
-    if not host.is_pinned():  # the readers' batches are (`reading`); others are copied first
+    if not host.is_pinned():  # the reader's batches are (`reading`); others are copied first
         host = host.pin_memory()
-    x = host.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        y = generator(x).float()
-    parts = [y] if fold is None else fold(y, lengths)
-    shapes = [part.shape for part in parts]
-    flat = torch.cat([part.reshape(-1) for part in parts]) if fold else y.reshape(-1)
+    flat, shapes = device_outputs(generator, host.to(device, non_blocking=True), lengths, fold,
+                                  precision)
     outputs = torch.empty(flat.shape, dtype=torch.float32, pin_memory=True)  # one copy out
     outputs.copy_(flat, non_blocking=True)
     done = torch.cuda.Event(blocking=True)  # waiting sleeps, leaving the core to the readers
@@ -90,11 +108,7 @@ def _launch_cuda(generator: torch.nn.Module, batch: np.ndarray, lengths: Sequenc
     def result() -> Outputs:
         done.synchronize()
         held.clear()  # the copy in is done as well
-        values, arrays, start = outputs.numpy(), [], 0
-        for shape in shapes:
-            arrays.append(values[start:start + shape.numel()].reshape(shape))
-            start += shape.numel()
-        return arrays[0] if fold is None else arrays
+        return host_outputs(outputs.numpy(), shapes, fold is not None)
 
     return result
 
@@ -119,8 +133,13 @@ def _launcher(generator: torch.nn.Module, device: torch.device,
             torch.set_num_threads(threads)
         return
     generator.to(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        yield (lambda batch, lengths: _launch_cuda(generator, batch, lengths, device, fold)), 1
+    precision = cuda_autocast_dtype()
+    try:
+        with torch.inference_mode():
+            yield (lambda batch, lengths: _launch_cuda(generator, batch, lengths, device, fold,
+                                                       precision)), 1
+    finally:  # after a failure, batches dropped uncollected may still be copied in: let them
+        torch.cuda.current_stream(device).synchronize()
 
 
 def run(generator: torch.nn.Module, device: torch.device, to_model: Iterable, to_blend: Channel,

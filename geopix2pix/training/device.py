@@ -57,6 +57,16 @@ class DeviceSetup:
         return f"{self.device} ({name}), {precision}" + (", channels_last" * self.channels_last)
 
 
+def cuda_autocast_dtype() -> torch.dtype:
+    """bf16 where the GPU computes it natively (Ampere and later), else fp16 (V100, T4, where
+    torch would otherwise emulate bf16 slowly)."""
+    try:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument
+        native = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native else torch.float16
+
+
 def resolve_device(name: str = "auto", amp: bool = True, local_rank: int = 0) -> DeviceSetup:
     """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error.
     Under torchrun each process of a node takes the GPU of its ``local_rank``."""
@@ -72,9 +82,7 @@ def resolve_device(name: str = "auto", amp: bool = True, local_rank: int = 0) ->
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    amp_dtype = None
-    if amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = cuda_autocast_dtype() if amp else None
     if local_rank >= torch.cuda.device_count():
         raise GeoPix2PixError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
                               "GPU(s) visible; start at most that many processes per node")
