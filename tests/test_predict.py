@@ -385,8 +385,12 @@ def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, 
     padded = np.pad(data, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
     padded_valid = np.pad(data[0] != 0, pad, mode="reflect")
 
-    def convert(values, valid):  # not idempotent: applying it twice would show
-        return values.astype(np.float32) * 2 + valid
+    def convert(values, valid, out=None):  # not idempotent: applying it twice would show
+        converted = values.astype(np.float32) * 2 + valid
+        if out is None:
+            return converted
+        out[...] = converted
+        return out
 
     opened = []
 
@@ -396,13 +400,11 @@ def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, 
 
     with rasterio.open(path) as ds, \
             reading.ColumnReader(ds, [1, 2], convert, workers, reopen) as read:
-        rolled = list(iter_chunk_strips(read, layout, chunk))
-        assert [strip.row for strip in rolled] == list(layout.rows)
-        split = reading.column_parts((layout.cols[0], layout.cols[-1] + 64), shape[1], 16, 3)
-        # the other threads read through their own handles, when the strips are split at all
-        assert len(set(opened)) == (min(len(split), workers) - 1)
-        assert threading.current_thread() not in opened
-        for row, rolled_strip in zip(layout.rows, rolled):
+        rows = []
+        # each strip checked before the next is read: they share one reused buffer
+        for rolled_strip in iter_chunk_strips(read, layout, chunk):
+            row = rolled_strip.row
+            rows.append(row)
             strip = read_strip(ds, [1, 2], row, layout.cols, 64)
             windows, valids = strip.windows(strip.data), strip.windows(strip.valid)
             assert windows.shape == (len(layout.cols), 2, 64, 64)
@@ -412,6 +414,11 @@ def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, 
                 np.testing.assert_array_equal(valids[i], padded_valid[r, c])
             np.testing.assert_array_equal(rolled_strip.valid, strip.valid)
             np.testing.assert_array_equal(rolled_strip.data, convert(strip.data, strip.valid))
+        assert rows == list(layout.rows)
+        split = reading.column_parts((layout.cols[0], layout.cols[-1] + 64), shape[1], 16, 3)
+        # the other threads read through their own handles, when the strips are split at all
+        assert len(set(opened)) == (min(len(split), workers) - 1)
+        assert threading.current_thread() not in opened
 
 
 def test_gdal_cache_for_strips_covers_a_strip_not_the_scene(tmp_path):

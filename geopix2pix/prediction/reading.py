@@ -25,7 +25,13 @@ import torch
 
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.prediction.channels import DONE, Channel
-from geopix2pix.prediction.windows import Chunk, Layout, block_reader, iter_chunk_strips
+from geopix2pix.prediction.windows import (
+    Chunk,
+    Convert,
+    Layout,
+    block_reader,
+    iter_chunk_strips,
+)
 
 SCALE_PIECE = 1024  # columns scaled at a time
 MAX_READ_WORKERS = 4  # threads reading each strip for a GPU
@@ -88,7 +94,7 @@ class _PieceReader:
     and closed in it (rasterio ties a dataset to the thread that opened it)."""
 
     def __init__(self, reopen: Callable[[], AbstractContextManager], bands: Sequence[int],
-                 convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, name: str):
+                 convert: Convert | None, name: str):
         self.reopen, self.bands, self.convert = reopen, bands, convert
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self.results: queue.SimpleQueue = queue.SimpleQueue()
@@ -112,8 +118,9 @@ class _PieceReader:
         finally:
             opened.__exit__(None, None, None)
 
-    def submit(self, rows: tuple[int, int], cols: tuple[int, int]) -> None:
-        self.tasks.put((rows, cols))
+    def submit(self, rows: tuple[int, int], cols: tuple[int, int],
+               out: np.ndarray | None) -> None:
+        self.tasks.put((rows, cols, out))
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         error, piece = self.results.get()
@@ -132,8 +139,7 @@ class ColumnReader:
     `workers - 1` threads always the same other piece, through a handle of its own from
     `reopen`. One thread without `reopen`, or for a block too narrow to split."""
 
-    def __init__(self, dataset, bands: Sequence[int],
-                 convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    def __init__(self, dataset, bands: Sequence[int], convert: Convert | None,
                  workers: int = 1, reopen: Callable[[], AbstractContextManager] | None = None):
         self.dataset = dataset
         self.workers = workers if reopen is not None else 1
@@ -142,19 +148,25 @@ class ColumnReader:
         self._threads: list[_PieceReader] = []
         self._make = lambda k: _PieceReader(reopen, bands, convert, f"geopix2pix-read-{k}")
 
-    def __call__(self, rows: tuple[int, int],
-                 cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, rows: tuple[int, int], cols: tuple[int, int],
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         parts = column_parts(cols, self.dataset.width, self.block, self.workers)
         if len(parts) == 1:
-            return self._read(rows, cols)
+            return self._read(rows, cols, out)
         while len(self._threads) < len(parts) - 1:  # started on the first strip split this wide
             self._threads.append(self._make(len(self._threads) + 1))
+
+        def piece_out(part: tuple[int, int]) -> np.ndarray | None:  # each its own columns
+            return None if out is None else out[..., part[0] - cols[0]:part[1] - cols[0]]
+
         for thread, part in zip(self._threads, parts[1:]):
-            thread.submit(rows, part)
-        first = self._read(rows, parts[0])
+            thread.submit(rows, part, piece_out(part))
+        first = self._read(rows, parts[0], piece_out(parts[0]))
         pieces = [first] + [thread.result() for thread in self._threads[:len(parts) - 1]]
-        return (np.concatenate([data for data, _ in pieces], axis=-1),
-                np.concatenate([valid for _, valid in pieces], axis=-1))
+        valid = np.concatenate([valid for _, valid in pieces], axis=-1)
+        if out is None:
+            out = np.concatenate([data for data, _ in pieces], axis=-1)
+        return out, valid
 
     def __enter__(self) -> ColumnReader:
         return self
@@ -185,8 +197,11 @@ class StripScaler:
             self.table = self.scaling.forward(values, np.ones((1, codes.size), bool))[:, 0]
         return self.table
 
-    def __call__(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        out = np.empty(data.shape, dtype=np.float32)
+    def __call__(self, data: np.ndarray, valid: np.ndarray,
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """The scaled data (float32), written into `out` when given."""
+        if out is None:
+            out = np.empty(data.shape, dtype=np.float32)
         if data.dtype.kind in "iu" and data.dtype.itemsize <= 2:
             table = self._lookup_table(data.shape[0], data.dtype)
             codes = data.view(f"u{data.dtype.itemsize}")

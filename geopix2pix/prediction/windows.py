@@ -180,40 +180,64 @@ def read_strip(dataset, bands: Sequence[int], row: int, cols: Sequence[int], siz
     return Strip(row, cols[0], size, stride, len(cols), data, valid)
 
 
-BlockRead = Callable[[tuple[int, int], tuple[int, int]], tuple[np.ndarray, np.ndarray]]
+# read(rows, cols, out=None) -> (data, valid): a block, its data written into `out` when given
+BlockRead = Callable[..., tuple[np.ndarray, np.ndarray]]
+# convert(data, valid, out=None) -> converted data (float32), written into `out` when given
+Convert = Callable[..., np.ndarray]
 
 
-def block_reader(dataset, bands: Sequence[int],
-                 convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
-                 ) -> BlockRead:
-    """`read(rows, cols)` -> `read_block` of the dataset, with `convert(data, valid)` (e.g. the
-    source scaling) applied to the data when given."""
-    def read(rows: tuple[int, int], cols: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def block_reader(dataset, bands: Sequence[int], convert: Convert | None = None) -> BlockRead:
+    """`read(rows, cols, out=None)` -> `read_block` of the dataset, with `convert` (e.g. the
+    source scaling) applied to the data when given; the data written into `out` when given."""
+    def read(rows: tuple[int, int], cols: tuple[int, int],
+             out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         data, valid = read_block(dataset, bands, rows, cols)
-        return (data if convert is None else convert(data, valid)), valid
+        if convert is not None:
+            return convert(data, valid, out=out), valid
+        if out is not None:
+            out[...] = data
+            data = out
+        return data, valid
 
     return read
 
 
 def iter_chunk_strips(read: BlockRead, layout: Layout, chunk: Chunk) -> Iterator[Strip]:
     """The strips of a chunk's window rows, top to bottom, as `read_strip` reads them, through
-    `read(rows, cols)` (a `block_reader`, possibly converting the data).
+    `read(rows, cols, out)` (a `block_reader`, possibly converting the data).
 
     Consecutive window rows overlap by ``size - stride`` rows; those are taken from the strip
     above instead of being read and converted again, so each row of the scene is read about once
-    (at overlap 0.5 that halves the reading and scaling)."""
+    (at overlap 0.5 that halves the reading and scaling). The strips' data lie in one buffer of
+    twice a strip's rows, reused for every strip: the new rows are read into it below the shared
+    ones, which move to its top only when it runs out of room (no new memory, and no page faults,
+    per strip). So a strip's data is valid until the next strip is asked for; its validity is an
+    array of its own."""
     size, cols = layout.size, chunk.cols
     stride = cols[1] - cols[0] if len(cols) > 1 else size
     span = (cols[0], cols[-1] + size)
     above: Strip | None = None
+    buffer: np.ndarray | None = None
+    top = 0  # the buffer row of the strip's first row
     for row in layout.rows:
-        start = row if above is None or above.row + size <= row else above.row + size
-        data, valid = read((start, row + size), span)
-        if start > row:  # the rows shared with the strip above come first
-            keep = row - above.row
-            data = np.concatenate([above.data[:, keep:], data], axis=1)
-            valid = np.concatenate([above.valid[keep:], valid], axis=0)
-        above = Strip(row, cols[0], size, stride, len(cols), data, valid)
+        shared = 0 if above is None else max(0, above.row + size - row)
+        if shared:
+            top += row - above.row
+            if top + size > buffer.shape[1]:  # no room below: the shared rows to the top
+                buffer[:, :shared] = buffer[:, top:top + shared]  # never overlapping
+                top = 0
+        else:
+            top = 0
+        rows = (row + shared, row + size)
+        if buffer is None:
+            data, valid = read(rows, span)
+            buffer = np.empty((data.shape[0], 2 * size, data.shape[2]), data.dtype)
+            buffer[:, :size] = data
+        else:
+            _, valid = read(rows, span, out=buffer[:, top + shared:top + size])
+        if shared:
+            valid = np.concatenate([above.valid[size - shared:], valid], axis=0)
+        above = Strip(row, cols[0], size, stride, len(cols), buffer[:, top:top + size], valid)
         yield above
 
 
