@@ -27,10 +27,18 @@ import statistics
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from bench_predict import machine, make_model, make_scene, parse_scene, pipeline_alone
+from bench_predict import (
+    machine,
+    make_model,
+    make_scene,
+    parse_scene,
+    pipeline_alone,
+    thread_timed,
+)
 
 
 class StageClock:
@@ -45,18 +53,11 @@ class StageClock:
         self._lock = threading.Lock()
         for module, name in self.STAGES:
             target = {"reading": reading, "pipeline": pipeline}[module]
-            setattr(target, name, self._timed(name, getattr(target, name)))
+            setattr(target, name, thread_timed(getattr(target, name), partial(self._add, name)))
 
-    def _timed(self, name, function):
-        def timed(*args, **kwargs):
-            start = time.thread_time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                with self._lock:
-                    self.seconds[name] = self.seconds.get(name, 0.0) + time.thread_time() - start
-
-        return timed
+    def _add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
 
 def reading_alone(scene: Path, chip: int, batch: int, workers: int) -> float:

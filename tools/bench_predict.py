@@ -206,17 +206,24 @@ class ModelThreadCPU:
 
         from geopix2pix.prediction import forward
 
-        self.seconds, self._lock, original = 0.0, threading.Lock(), forward.cpu_forward
+        self.seconds, self._lock = 0.0, threading.Lock()
+        forward.cpu_forward = thread_timed(forward.cpu_forward, self._add)
 
-        def timed(*args, **kwargs):
-            start = time.thread_time()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                with self._lock:
-                    self.seconds += time.thread_time() - start
+    def _add(self, seconds: float) -> None:
+        with self._lock:
+            self.seconds += seconds
 
-        forward.cpu_forward = timed
+
+def thread_timed(function, record):
+    """`function`, passing the CPU seconds of the thread calling it to `record(seconds)`."""
+    def timed(*args, **kwargs):
+        start = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            record(time.thread_time() - start)
+
+    return timed
 
 
 def child(args) -> None:
