@@ -19,8 +19,7 @@ An error in any stage stops all of them and is raised in the caller.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -37,7 +36,7 @@ from geopix2pix.prediction.blend import (
     window_weights,
 )
 from geopix2pix.prediction.channels import DONE, Channel, Stage, Stopped
-from geopix2pix.prediction.windows import Chunk, Layout
+from geopix2pix.prediction.windows import Layout
 from geopix2pix.prediction.writer import OutputSpec, to_output
 
 # devices where the window outputs are weighted and summed where the model ran (`fold_segments`),
@@ -48,17 +47,12 @@ FOLD_ON = frozenset({"cuda"})
 
 @dataclass
 class Job:
-    """Everything the pipeline needs for one raster."""
+    """One raster of a pipeline run: where its windows come from, what its output holds, and
+    `write(row0, col0, data, valid)`, called from the writer thread with its finished strips."""
 
-    dataset: object  # rasterio dataset or WarpedVRT
-    bands: list[int]
-    layout: Layout
-    chunks: list[Chunk]
-    source_scaling: Scaling
+    source: reading.Source
     spec: OutputSpec
-    batch_size: int
-    read_workers: int = 1  # threads reading each strip (`reading.read_workers`): needs `reopen`
-    reopen: Callable[[], AbstractContextManager] | None = None  # another handle on `dataset`
+    write: Callable[[int, int, np.ndarray, np.ndarray], None]
 
 
 def _segment_sums(inbox: Channel, weights: np.ndarray,
@@ -78,35 +72,39 @@ def _segment_sums(inbox: Channel, weights: np.ndarray,
             yield sums, length, valid
 
 
-def _blender(job: Job, inbox: Channel, out: Channel) -> None:
-    layout, spec = job.layout, job.spec
-    weights = window_weights(layout.size, layout.stride, layout.margin, layout.blend)
-    row_weights = RowWeights(weights, layout.stride)
-    runs = _segment_sums(inbox, weights, layout.stride)
-    last_row = layout.rows[-1]
-    reach = layout.size + layout.stride
-    for chunk in job.chunks:
-        acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, reach, layout.height)
-        weight_sums, reached = row_weights(len(chunk.cols))
-        for i, row in enumerate(layout.rows):
-            done = 0
-            while done < len(chunk.cols):
-                sums, length, valid = next(runs)
-                if done == 0:  # a row's validity travels with its first run
-                    acc.add_weights(weight_sums, valid & reached, row, chunk.cols[0])
-                acc.add(sums, row, chunk.cols[done])
-                done += length
-            until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
-            first, blended, ok = acc.pop(until)
-            if blended.shape[1]:
-                out.put((first, chunk.col0, blended, ok))
+def _blender(jobs: Sequence[Job], inbox: Channel, out: Channel) -> None:
+    """Each job's runs of windows into its strip accumulators, its finished rows handed on as
+    (job index, first row, first column, blended, valid)."""
+    runs = None
+    for index, job in enumerate(jobs):
+        layout, spec = job.source.layout, job.spec
+        weights = window_weights(layout.size, layout.stride, layout.margin, layout.blend)
+        row_weights = RowWeights(weights, layout.stride)
+        runs = runs or _segment_sums(inbox, weights, layout.stride)  # the same for every job
+        last_row = layout.rows[-1]
+        reach = layout.size + layout.stride
+        for chunk in job.source.chunks:
+            acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, reach, layout.height)
+            weight_sums, reached = row_weights(len(chunk.cols))
+            for i, row in enumerate(layout.rows):
+                done = 0
+                while done < len(chunk.cols):
+                    sums, length, valid = next(runs)
+                    if done == 0:  # a row's validity travels with its first run
+                        acc.add_weights(weight_sums, valid & reached, row, chunk.cols[0])
+                    acc.add(sums, row, chunk.cols[done])
+                    done += length
+                until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
+                first, blended, ok = acc.pop(until)
+                if blended.shape[1]:
+                    out.put((index, first, chunk.col0, blended, ok))
     out.put(DONE)
 
 
-def _writer(write: Callable[[int, int, np.ndarray, np.ndarray], None], spec: OutputSpec,
-            inbox: Channel) -> None:
-    for first, col0, blended, valid in inbox:
-        write(first, col0, to_output(blended, valid, spec), valid)
+def _writer(jobs: Sequence[Job], inbox: Channel) -> None:
+    for index, first, col0, blended, valid in inbox:
+        job = jobs[index]
+        job.write(first, col0, to_output(blended, valid, job.spec), valid)
 
 
 def _fold(layout: Layout, device: torch.device) -> forward.Fold:
@@ -116,25 +114,30 @@ def _fold(layout: Layout, device: torch.device) -> forward.Fold:
     return lambda windows, lengths: fold_segments(windows, weights, lengths, layout.stride)
 
 
-def run(job: Job, generator: torch.nn.Module, device: torch.device,
-        write: Callable[[int, int, np.ndarray, np.ndarray], None],
+def run(jobs: Sequence[Job], generator: torch.nn.Module, device: torch.device,
+        source_scaling: Scaling, batch_size: int,
         on_batch: Callable[[int], None] | None = None) -> None:
-    """Predict `job` through `generator`, handing finished strips to `write(row0, col0, data,
-    valid)` (called from the writer thread). On the CPU the generator runs in model threads of
+    """Predict `jobs` through `generator` in one pipeline (batches run across the jobs, so each
+    job's start and end overlap with its neighbours'), at `batch_size` windows a batch, handing
+    each job's finished strips to its `write` (called from the writer thread). The jobs share
+    the window size, overlap and blending. On the CPU the generator runs in model threads of
     its own, so thread-local torch settings of the caller (grad mode, autocast) do not reach it;
     it runs in eval mode under `torch.inference_mode` in any case."""
+    layouts = {(j.source.layout.size, j.source.layout.stride, j.source.layout.blend)
+               for j in jobs}
+    if len(layouts) != 1:
+        raise ValueError(f"the jobs of one run must share their windows; got {layouts}")
     stop = threading.Event()
     to_model, to_blend, to_write = Channel(stop), Channel(stop), Channel(stop)
-    read = partial(reading.read, job.dataset, job.bands, job.layout, job.chunks,
-                   job.source_scaling, job.batch_size, to_model, job.read_workers, job.reopen,
-                   device.type == "cuda")
+    read = partial(reading.read, [job.source for job in jobs], source_scaling, batch_size,
+                   to_model, device.type == "cuda")
     stages = [
         Stage(read, stop, "geopix2pix-read"),
-        Stage(lambda: _blender(job, to_blend, to_write), stop, "geopix2pix-blend"),
-        Stage(lambda: _writer(write, job.spec, to_write), stop, "geopix2pix-write"),
+        Stage(lambda: _blender(jobs, to_blend, to_write), stop, "geopix2pix-blend"),
+        Stage(lambda: _writer(jobs, to_write), stop, "geopix2pix-write"),
     ]
     generator.eval()
-    fold = _fold(job.layout, device) if device.type in FOLD_ON else None
+    fold = _fold(jobs[0].source.layout, device) if device.type in FOLD_ON else None
     try:
         for stage in stages:
             stage.start()

@@ -197,28 +197,60 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
     result.seconds = time.perf_counter() - start
 
 
+@dataclass
+class Target:
+    """A raster to predict and where its output goes."""
+
+    source: object  # the scene, or a view of it (WarpedVRT) on `grid`
+    bands: list[int]
+    grid: Grid
+    path: Path  # the output (a temporary name, renamed when complete)
+    spec: OutputSpec
+    reopen: Callable[[], contextlib.AbstractContextManager] | None  # another handle on `source`
+
+
+def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelInfo,
+                    options: PredictOptions, desc: str) -> list[int]:
+    """Run the pipeline once over all `targets` into their GTiff/COG outputs; the number of
+    windows of each."""
+    device = next(model.generator.parameters()).device
+    workers = reading.read_workers(device)
+    jobs, writers, caches = [], [], []
+    for target in targets:
+        layout = make_layout(target.grid.height, target.grid.width, info.chip_size,
+                             options.overlap, options.blend)
+        chunks = layout.chunks(options.chunk_width)
+        spec = target.spec
+        band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
+        caches.append(strip_cache_bytes(target.source, layout, chunks, band))
+        jobs.append(reading.Source(target.source, target.bands, layout, chunks, workers,
+                                   target.reopen))
+    total = sum(job.layout.count(job.chunks) for job in jobs)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True,
+                                         GDAL_CACHEMAX=max(caches)))
+        for target in targets:
+            tiled = stack.enter_context(_tiled_output(target.path, target.spec, options))
+            dst = stack.enter_context(_open_tiled(tiled, target.grid, target.spec, options))
+            writers.append(BandWriter(dst, target.spec))
+        bar = stack.enter_context(tqdm(total=total, unit="window", desc=desc,
+                                       disable=not options.progress, leave=False))
+        pipeline.run([pipeline.Job(source, target.spec, writer.add)
+                      for source, target, writer in zip(jobs, targets, writers)],
+                     model.generator, device, info.source.scaling, max(1, options.batch_size),
+                     on_batch=bar.update)
+        for writer in writers:
+            writer.flush()
+    return [job.layout.count(job.chunks) for job in jobs]
+
+
 def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
                      info: ModelInfo, spec: OutputSpec, options: PredictOptions,
                      reopen: Callable[[], contextlib.AbstractContextManager] | None) -> int:
     """Run the pipeline over `source` (a dataset or VRT on `grid`; `reopen` gives another handle
     on it for another thread reading it) into the GTiff/COG `path`."""
-    layout = make_layout(grid.height, grid.width, info.chip_size, options.overlap, options.blend)
-    chunks = layout.chunks(options.chunk_width)
-    device = next(model.generator.parameters()).device
-    job = pipeline.Job(source, bands, layout, chunks, info.source.scaling, spec,
-                       max(1, options.batch_size), reading.read_workers(device), reopen)
-    total = layout.count(chunks)
-    band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
-    cache = strip_cache_bytes(source, layout, chunks, band)
-    with _tiled_output(path, spec, options) as tiled, \
-            tqdm(total=total, unit="window", desc=Path(str(source.name)).name,
-                 disable=not options.progress, leave=False) as bar, \
-            rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=cache), \
-            _open_tiled(tiled, grid, spec, options) as dst:
-        writer = BandWriter(dst, spec)
-        pipeline.run(job, model.generator, device, writer.add, on_batch=bar.update)
-        writer.flush()
-    return total
+    return predict_targets([Target(source, bands, grid, path, spec, reopen)], model, info,
+                           options, Path(str(source.name)).name)[0]
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -265,17 +266,34 @@ def _batches(rows: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int,
         yield batch[:fill], runs
 
 
-def read(dataset, bands: list[int], layout: Layout, chunks: Sequence[Chunk], scaling: Scaling,
-         batch_size: int, out: Channel, workers: int = 1,
-         reopen: Callable[[], AbstractContextManager] | None = None,
-         pinned: bool = False) -> None:
-    """The reader thread: the batches of the chunks' windows into `out`, then `DONE`; each strip
-    read by `workers` threads (`ColumnReader`, with `reopen` giving the others their handles);
-    the batches in page-locked memory with `pinned` (for a GPU)."""
+@dataclass
+class Source:
+    """A raster to read the windows of: its chunks' window rows, in processing order."""
+
+    dataset: object  # rasterio dataset or WarpedVRT
+    bands: list[int]
+    layout: Layout
+    chunks: list[Chunk]
+    workers: int = 1  # threads reading each strip (`read_workers`): needs `reopen`
+    reopen: Callable[[], AbstractContextManager] | None = None  # another handle on `dataset`
+
+
+def _sources_window_rows(sources: Sequence[Source],
+                         scaling: Scaling) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`_window_rows` of each source in turn, each read through a `ColumnReader` of its own."""
     centre = scaling.mode == "centre"
-    with ColumnReader(dataset, bands, None if centre else StripScaler(scaling), workers,
-                      reopen) as read_columns:
-        rows = _window_rows(read_columns, layout, chunks, scaling, centre)
-        for batch in _batches(rows, batch_size, pinned):
-            out.put(batch)
+    for source in sources:
+        convert = None if centre else StripScaler(scaling)  # its table is per dtype
+        with ColumnReader(source.dataset, source.bands, convert, source.workers,
+                          source.reopen) as read_columns:
+            yield from _window_rows(read_columns, source.layout, source.chunks, scaling, centre)
+
+
+def read(sources: Sequence[Source], scaling: Scaling, batch_size: int, out: Channel,
+         pinned: bool = False) -> None:
+    """The reader thread: the batches of the sources' windows into `out` (a batch may hold the
+    last windows of one source and the first of the next), then `DONE`; the batches in
+    page-locked memory with `pinned` (for a GPU)."""
+    for batch in _batches(_sources_window_rows(sources, scaling), batch_size, pinned):
+        out.put(batch)
     out.put(DONE)
