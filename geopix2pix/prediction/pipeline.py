@@ -9,8 +9,9 @@ Four stages joined by small bounded queues, so the scene is never held whole:
   `forward`): queued ahead on CUDA, in a pool of model threads on the CPU, the outputs handed on
   in the batches' order. On CUDA (`FOLD_ON`) the windows are also weighted and each run summed
   there (`fold_segments`), so only the runs' sums are copied back;
-- a blender thread weights and sums each run of windows at once (`overlap_add`) unless that is
-  done, adds the sums into a `StripAccumulator` and pops the finished rows;
+- a blender thread weights each row's windows and sums them at once (`overlap_add`, so the sums
+  do not depend on how batches cut the rows) unless that was done where the model ran, adds the
+  sums into a `StripAccumulator` and pops the finished rows;
 - a writer thread turns them into output values (the target's units and dtype, nodata) and
   writes them (rasterio releases the GIL in reads and writes).
 An error in any stage stops all of them and is raised in the caller.
@@ -55,21 +56,22 @@ class Job:
     write: Callable[[int, int, np.ndarray, np.ndarray], None]
 
 
-def _segment_sums(inbox: Channel, weights: np.ndarray,
-                  stride: int) -> Iterator[tuple[np.ndarray, int, np.ndarray | None]]:
-    """(weighted sums (bands, size, span), windows, row validity or None) of each run of windows
-    in processing order: summed here from the model's window outputs, or already summed where
-    the model ran (`blend.fold_segments`)."""
-    for outputs, segments in inbox:
-        if isinstance(outputs, np.ndarray):
+def _runs(inbox: Channel,
+          weights: np.ndarray) -> Iterator[tuple[bool, np.ndarray, int, np.ndarray | None]]:
+    """(summed, array, windows, row validity or None) of each run of windows in processing order:
+    the run's weighted windows (n, bands, size, size), or their weighted sums (bands, size, span)
+    where the model ran (`blend.fold_segments`)."""
+    for outputs, runs in inbox:
+        summed = not isinstance(outputs, np.ndarray)  # a list: each run's sums
+        if not summed:
             # in place when the outputs are a plain array (a model's own output or a copy);
             # a broadcast or strided view may share memory between windows
             weighted = (np.multiply(outputs, weights, out=outputs)
                         if outputs.flags.c_contiguous else outputs * weights)
-            starts = np.cumsum([0] + [length for length, _ in segments])
-            outputs = [overlap_add(weighted[a:b], stride) for a, b in zip(starts, starts[1:])]
-        for sums, (length, valid) in zip(outputs, segments):
-            yield sums, length, valid
+            starts = np.cumsum([0] + [length for length, _ in runs])
+            outputs = [weighted[a:b] for a, b in zip(starts, starts[1:])]
+        for array, (length, valid) in zip(outputs, runs):
+            yield summed, array, length, valid
 
 
 def _blender(jobs: Sequence[Job], inbox: Channel, out: Channel) -> None:
@@ -80,20 +82,26 @@ def _blender(jobs: Sequence[Job], inbox: Channel, out: Channel) -> None:
         layout, spec = job.source.layout, job.spec
         weights = window_weights(layout.size, layout.stride, layout.margin, layout.blend)
         row_weights = RowWeights(weights, layout.stride)
-        runs = runs or _segment_sums(inbox, weights, layout.stride)  # the same for every job
+        runs = runs or _runs(inbox, weights)  # the same weights for every job
         last_row = layout.rows[-1]
         reach = layout.size + layout.stride
         for chunk in job.source.chunks:
             acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, reach, layout.height)
             weight_sums, reached = row_weights(len(chunk.cols))
             for i, row in enumerate(layout.rows):
-                done = 0
+                done, windows = 0, []
                 while done < len(chunk.cols):
-                    sums, length, valid = next(runs)
+                    summed, array, length, valid = next(runs)
                     if done == 0:  # a row's validity travels with its first run
                         acc.add_weights(weight_sums, valid & reached, row, chunk.cols[0])
-                    acc.add(sums, row, chunk.cols[done])
+                    if summed:
+                        acc.add(array, row, chunk.cols[done])
+                    else:
+                        windows.append(array)
                     done += length
+                if windows:  # a row's windows summed at once, however the batches cut it
+                    row_windows = windows[0] if len(windows) == 1 else np.concatenate(windows)
+                    acc.add(overlap_add(row_windows, layout.stride), row, chunk.cols[0])
                 until = layout.span(layout.rows[i + 1])[0] if row != last_row else layout.height
                 first, blended, ok = acc.pop(until)
                 if blended.shape[1]:
