@@ -19,7 +19,7 @@ from rasterio.transform import from_origin
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction import forward, pipeline, predict, predictor, reading
+from geopix2pix.prediction import forward, grouped, pipeline, predict, predictor, reading
 from geopix2pix.prediction.blend import fold_segments, overlap_add, window_weights
 from geopix2pix.prediction.windows import make_layout
 
@@ -343,6 +343,75 @@ def test_multi_scene_failure_reported_others_written(tmp_path, model_file, capsy
     assert (tmp_path / "out" / "good.tif").exists() and not (tmp_path / "out" / "bad.tif").exists()
 
 
+def _scenes_of_tiles(tmp_path) -> list[str]:
+    """Small scenes of several sizes and dtypes (one smaller than a window)."""
+    scenes = [write_scene(tmp_path / f"t{i}.tif", w, h, seed=i)
+              for i, (w, h) in enumerate([(150, 90), (64, 64), (17, 61), (301, 203), (90, 150)])]
+    deep = np.clip(np.random.default_rng(9).normal(30000, 9000, (3, 80, 120)), 1, 65000)
+    scenes.append(write_scene(tmp_path / "t_uint16.tif", 120, 80, dtype="uint16",
+                              data=deep.astype("uint16")))
+    return scenes
+
+
+def _run_counter(monkeypatch) -> list[int]:
+    runs = []
+    real = pipeline.run
+    monkeypatch.setattr(pipeline, "run", lambda jobs, *a, **k: runs.append(len(jobs)) or
+                        real(jobs, *a, **k))
+    return runs
+
+
+def test_small_scenes_are_predicted_together_as_they_would_be_alone(tmp_path, model_file,
+                                                                    monkeypatch):
+    """Consecutive small scenes go through one pipeline run (`grouped`): the same outputs, on
+    the same grids, as predicting each alone; uint8 and uint16 scenes in one run."""
+    scenes = _scenes_of_tiles(tmp_path)
+    runs = _run_counter(monkeypatch)
+    together = predict(scenes, out_dir=tmp_path / "together", model=model_file,
+                       progress=False, batch_size=5)
+    assert runs == [len(scenes)]
+    monkeypatch.setattr(grouped, "SMALL_WINDOWS", 0)  # every scene alone
+    alone = predict(scenes, out_dir=tmp_path / "alone", model=model_file, progress=False,
+                    batch_size=5)
+    assert runs == [len(scenes)] + [1] * len(scenes)
+    for a, b in zip(together, alone):
+        assert a.ok and b.ok and a.windows == b.windows > 0 and a.seconds > 0
+        with rasterio.open(a.out) as x, rasterio.open(b.out) as y, rasterio.open(a.scene) as s:
+            assert (x.crs, x.transform, x.shape, x.nodata) == (s.crs, s.transform, s.shape,
+                                                                y.nodata)
+            np.testing.assert_array_equal(x.read(1), y.read(1))  # batches cut rows alike
+    assert sorted(p.name for p in (tmp_path / "together").iterdir()) == \
+        sorted(Path(s).name for s in scenes)
+
+
+def test_a_scene_failing_in_a_group_is_reported_and_the_others_written(tmp_path, model_file,
+                                                                       monkeypatch):
+    """A scene that cannot be read makes its group's run fail: nothing of the run is kept, each
+    scene is predicted again alone, and only the broken one fails. A scene failing its checks
+    (band count) is kept out of the run from the start. Nothing partial is left."""
+    scenes = _scenes_of_tiles(tmp_path)[:3]
+    broken = write_raster(tmp_path / "broken.tif",
+                          np.random.default_rng(1).integers(1, 250, (3, 256, 256), np.uint8),
+                          nodata=0, tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    raw = bytearray(broken.read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 4000] = b"\x55" * 4000  # tiles that do not decode
+    broken.write_bytes(bytes(raw))
+    two = write_scene(tmp_path / "two.tif", 70, 70, count=2)
+    order = [scenes[0], str(broken), scenes[1], two, scenes[2]]
+    runs = _run_counter(monkeypatch)
+    results = predict(order, out_dir=tmp_path / "out", model=model_file, progress=False)
+    assert [r.scene.name for r in results] == [Path(s).name for s in order]
+    assert [r.ok for r in results] == [True, False, True, False, True]
+    assert "broken.tif" in results[1].error and "band" in results[3].error
+    # the group (4 scenes that passed their checks), then each of them alone
+    assert runs == [4, 1, 1, 1, 1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        sorted(Path(s).name for s in scenes)
+    for result in results[::2]:
+        with rasterio.open(result.out) as dst:
+            assert dst.read(1).std() > 0
+
+
 def test_crs_and_pixel_size_checks(tmp_path, model_file):
     no_crs = write_scene(tmp_path / "nocrs.tif", 40, 40, crs=None)
     with pytest.raises(GeoPix2PixError, match="no CRS"):
@@ -515,8 +584,8 @@ def test_strips_read_by_several_threads_give_one_threads_result(tmp_path, model_
     thread's: with pixel-wise and per-window (``centre``) scaling, and through a warped view of
     the scene (--resample-to-model)."""
     handles = []
-    reopen = predictor._reopen
-    monkeypatch.setattr(predictor, "_reopen", lambda *args: handles.append(
+    reopen = predictor.reopen_scene
+    monkeypatch.setattr(predictor, "reopen_scene", lambda *args: handles.append(
         threading.current_thread()) or reopen(*args))
     options = dict(progress=False, batch_size=3)
     blocks = dict(tiled=True, blockxsize=64, blockysize=64)
@@ -552,7 +621,7 @@ def test_a_failing_read_thread_stops_predict_cleanly(tmp_path, model_file, monke
     def broken(*args):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(predictor, "_reopen", broken)
+    monkeypatch.setattr(predictor, "reopen_scene", broken)
     monkeypatch.setenv(reading.WORKERS_VARIABLE, "3")
     scene = str(write_raster(tmp_path / "s.tif", np.full((3, 200, 300), 7, np.uint8), nodata=0,
                              tiled=True, blockxsize=64, blockysize=64))

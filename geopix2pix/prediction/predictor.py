@@ -14,35 +14,37 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import rasterio
 import torch
 from affine import Affine
-from tqdm.auto import tqdm
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel, load_model
-from geopix2pix.prediction import pipeline, reading
+from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import ModelInfo, check_bands, check_crs, check_pixel_size
+from geopix2pix.prediction.runner import (
+    Target,
+    open_tiled,
+    output_spec,
+    predict_targets,
+    reopen_scene,
+    tiled_output,
+)
 from geopix2pix.prediction.windows import (
     DEFAULT_CHUNK_WIDTH,
     MIN_CACHE,
-    make_layout,
-    strip_cache_bytes,
 )
 from geopix2pix.prediction.writer import (
     BLOCK,
     BandWriter,
     OutputSpec,
     check_output_options,
-    convert_to_cog,
     finish,
-    open_output,
 )
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, warped_view
@@ -81,6 +83,7 @@ class SceneResult:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
+    written: bool = False  # the output is complete and in place
 
     @property
     def ok(self) -> bool:
@@ -137,12 +140,6 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     return results
 
 
-def output_spec(model: LoadedModel, info: ModelInfo) -> OutputSpec:
-    """The output's bands, dtype, nodata and scaling: the model's target."""
-    return OutputSpec.for_target(info.target.dtype, model.spec.out_channels, info.target.nodata,
-                                 info.target.descriptions, info.target.scaling)
-
-
 def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> None:
     """Refuse, before any work, creation options that the output's driver would refuse or
     ignore, or that the band writer cannot fill."""
@@ -153,27 +150,39 @@ def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> N
 def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
                    options: PredictOptions,
                    on_warning: Callable[[str], None] | None = None) -> list[SceneResult]:
-    """Predict each (scene, output) pair in turn; one scene's failure never stops the others."""
+    """Predict each (scene, output) pair, consecutive small scenes together in one pipeline run
+    (`grouped`); one scene's failure never stops the others."""
     info = ModelInfo.of(model)
-    results = []
-    for scene, out in pairs:
-        result = SceneResult(Path(scene), Path(out))
+    results = [SceneResult(Path(scene), Path(out)) for scene, out in pairs]
 
-        def warn(message: str, result=result) -> None:
-            result.warnings.append(message)
-            if on_warning:
-                on_warning(message)
+    def warn_for(result: SceneResult) -> Callable[[str], None]:
+        def warn(message: str) -> None:
+            if message not in result.warnings:  # a group that failed warned once already
+                result.warnings.append(message)
+                if on_warning:
+                    on_warning(message)
 
-        try:
-            predict_scene(result, model, info, options, warn)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except GeoPix2PixError as exc:
-            result.error, result.exception = str(exc), exc
-        except Exception as exc:  # a scene GDAL cannot process must not stop the others
-            result.error, result.exception = f"{scene}: {type(exc).__name__}: {exc}", exc
-        results.append(result)
+        return warn
+
+    for group in grouped.plan(results, info, options):
+        alone = group if len(group) == 1 else grouped.predict_group(group, model, info, options,
+                                                                    warn_for)
+        for result in alone:
+            _predict_alone(result, model, info, options, warn_for(result))
     return results
+
+
+def _predict_alone(result: SceneResult, model: LoadedModel, info: ModelInfo,
+                   options: PredictOptions, warn: Callable[[str], None]) -> None:
+    """`predict_scene`, its error recorded in `result`."""
+    try:
+        predict_scene(result, model, info, options, warn)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except GeoPix2PixError as exc:
+        result.error, result.exception = str(exc), exc
+    except Exception as exc:  # a scene GDAL cannot process must not stop the others
+        result.error, result.exception = f"{result.scene}: {type(exc).__name__}: {exc}", exc
 
 
 def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
@@ -193,55 +202,9 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
             else:
                 result.windows = _predict_to_file(
                     dataset, bands, Grid.of(dataset), temp, model, info, spec, options,
-                    reopen=partial(_reopen, result.scene))
+                    reopen=partial(reopen_scene, result.scene))
+    result.written = True
     result.seconds = time.perf_counter() - start
-
-
-@dataclass
-class Target:
-    """A raster to predict and where its output goes."""
-
-    source: object  # the scene, or a view of it (WarpedVRT) on `grid`
-    bands: list[int]
-    grid: Grid
-    path: Path  # the output (a temporary name, renamed when complete)
-    spec: OutputSpec
-    reopen: Callable[[], contextlib.AbstractContextManager] | None  # another handle on `source`
-
-
-def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelInfo,
-                    options: PredictOptions, desc: str) -> list[int]:
-    """Run the pipeline once over all `targets` into their GTiff/COG outputs; the number of
-    windows of each."""
-    device = next(model.generator.parameters()).device
-    workers = reading.read_workers(device)
-    jobs, writers, caches = [], [], []
-    for target in targets:
-        layout = make_layout(target.grid.height, target.grid.width, info.chip_size,
-                             options.overlap, options.blend)
-        chunks = layout.chunks(options.chunk_width)
-        spec = target.spec
-        band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
-        caches.append(strip_cache_bytes(target.source, layout, chunks, band))
-        jobs.append(reading.Source(target.source, target.bands, layout, chunks, workers,
-                                   target.reopen))
-    total = sum(job.layout.count(job.chunks) for job in jobs)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True,
-                                         GDAL_CACHEMAX=max(caches)))
-        for target in targets:
-            tiled = stack.enter_context(_tiled_output(target.path, target.spec, options))
-            dst = stack.enter_context(_open_tiled(tiled, target.grid, target.spec, options))
-            writers.append(BandWriter(dst, target.spec))
-        bar = stack.enter_context(tqdm(total=total, unit="window", desc=desc,
-                                       disable=not options.progress, leave=False))
-        pipeline.run([pipeline.Job(source, target.spec, writer.add)
-                      for source, target, writer in zip(jobs, targets, writers)],
-                     model.generator, device, info.source.scaling, max(1, options.batch_size),
-                     on_batch=bar.update)
-        for writer in writers:
-            writer.flush()
-    return [job.layout.count(job.chunks) for job in jobs]
 
 
 def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
@@ -251,39 +214,6 @@ def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: Lo
     on it for another thread reading it) into the GTiff/COG `path`."""
     return predict_targets([Target(source, bands, grid, path, spec, reopen)], model, info,
                            options, Path(str(source.name)).name)[0]
-
-
-@contextlib.contextmanager
-def _reopen(scene: Path, grid: Grid | None = None) -> Iterator:
-    """Another handle on `scene` (warped onto `grid` when given), for another thread reading it."""
-    with rasterio.open(scene) as dataset:
-        if grid is None:
-            yield dataset
-        else:
-            with warped_view(dataset, grid, "bilinear") as vrt:
-                yield vrt
-
-
-@contextlib.contextmanager
-def _tiled_output(path: Path, spec: OutputSpec, options: PredictOptions) -> Iterator[Path]:
-    """Yield where to write the tiled GeoTIFF: `path` itself, or with --cog a temporary that is
-    converted into the COG `path` once the block completes (and removed in any case)."""
-    if not options.cog:
-        yield path
-        return
-    tiled = partial_name(path)
-    try:
-        yield tiled
-        convert_to_cog(tiled, path, spec, options.compress, options.creation_options)
-    finally:
-        tiled.unlink(missing_ok=True)
-
-
-def _open_tiled(tiled: Path, grid: Grid, spec: OutputSpec, options: PredictOptions):
-    """Open the tiled GTiff: the output itself, with the user's creation options, or with --cog
-    the temporary it is converted from (the options then go to the COG driver)."""
-    return open_output(tiled, grid, spec, options.compress,
-                       {} if options.cog else options.creation_options)
 
 
 def model_grid(grid: Grid, ratio: float) -> Grid:
@@ -305,7 +235,7 @@ def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, mode
     try:
         with warped_view(dataset, coarse, "bilinear") as vrt:
             windows = _predict_to_file(vrt, bands, coarse, temp, model, info, units, tiled_opts,
-                                       reopen=partial(_reopen, Path(dataset.name), coarse))
+                                       reopen=partial(reopen_scene, Path(dataset.name), coarse))
         with rasterio.open(temp) as pred, \
                 warped_view(pred, scene_grid, "nearest" if integer else "bilinear") as back:
             _write_on_grid(dataset, bands, back, path, scene_grid, spec, options)
@@ -318,9 +248,9 @@ def _write_on_grid(dataset, bands: list[int], values, path: Path, grid: Grid, sp
                    options: PredictOptions) -> None:
     """Stream `values` (a view on `grid`, data units) into the output, masked by the scene."""
     step = max(BLOCK, options.chunk_width // BLOCK * BLOCK)
-    with _tiled_output(path, spec, options) as tiled, \
+    with tiled_output(path, spec, options) as tiled, \
             rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=MIN_CACHE), \
-            _open_tiled(tiled, grid, spec, options) as dst:
+            open_tiled(tiled, grid, spec, options) as dst:
         writer = BandWriter(dst, spec)
         for col in range(0, grid.width, step):
             for row in range(0, grid.height, BLOCK):

@@ -1,0 +1,117 @@
+"""Many small scenes predicted through one pipeline run.
+
+Every pipeline run pays a fixed cost: starting its threads, filling the pipeline at the start and
+draining it at the end (about 40 ms a scene with a tiny model on 2 cores, docs/benchmarks.md).
+For a folder of small tiles that rivals the model's own time, and on a GPU it is most of it. So
+consecutive small scenes (at most `SMALL_WINDOWS` windows each) are opened and checked together
+and predicted in one run (`predictor.predict_targets`), up to `GROUP_WINDOWS` windows or
+`GROUP_SCENES` scenes at a time. Each output is still written under a temporary name and renamed
+only when complete.
+
+A scene whose checks fail (band count, CRS, existing output) gets its error and stays out of the
+run. If the run itself fails, nothing of it is kept and each of its scenes is predicted again on
+its own by the caller, so the error is reported for the scene it belongs to and the others are
+still written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+
+import rasterio
+
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.prediction.checks import ModelInfo, check_bands, check_crs, check_pixel_size
+from geopix2pix.prediction.runner import Target, output_spec, predict_targets, reopen_scene
+from geopix2pix.prediction.windows import make_layout
+from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.io import open_raster
+from geopix2pix.raster.write import atomic_path, check_can_write
+
+SMALL_WINDOWS = 1024  # scenes of at most this many windows are predicted in groups
+GROUP_WINDOWS = 8192  # a group ends once it holds this many windows
+GROUP_SCENES = 32  # ... or this many scenes (each holds two open files)
+
+
+def scene_windows(scene: Path, info: ModelInfo, options) -> int | None:
+    """How many windows predicting `scene` takes, or None when it cannot be opened (it is then
+    predicted alone, which reports why)."""
+    try:
+        with rasterio.open(scene) as dataset:
+            layout = make_layout(dataset.height, dataset.width, info.chip_size, options.overlap,
+                                 options.blend)
+    except Exception:  # any failure is reported when the scene is predicted alone
+        return None
+    return layout.count(layout.chunks(options.chunk_width))
+
+
+def plan(results: Sequence, info: ModelInfo, options) -> Iterator[list]:
+    """The results in order, in groups: consecutive small scenes together, any other alone."""
+    group, windows = [], 0
+    for result in results:
+        count = None if options.resample_to_model else scene_windows(result.scene, info,
+                                                                      options)
+        if count is None or count > SMALL_WINDOWS:
+            if group:
+                yield group
+            group, windows = [], 0
+            yield [result]
+            continue
+        group.append(result)
+        windows += count
+        if windows >= GROUP_WINDOWS or len(group) >= GROUP_SCENES:
+            yield group
+            group, windows = [], 0
+    if group:
+        yield group
+
+
+@contextlib.contextmanager
+def _written(result, overwrite: bool) -> Iterator[Path]:
+    """`atomic_path` for the result's output, marking the result written once renamed."""
+    with atomic_path(result.out, overwrite) as temp:
+        yield temp
+    result.written = True
+
+
+def predict_group(results: Sequence, model, info: ModelInfo, options,
+                  warn_for: Callable[[object], Callable[[str], None]]) -> list:
+    """Predict `results`' scenes in one pipeline run; the results still to predict one at a
+    time: none when the run succeeded, those not written when it failed."""
+    start = time.perf_counter()
+    spec = output_spec(model, info)
+    targets, members = [], []
+    try:
+        with contextlib.ExitStack() as stack:
+            for result in results:
+                try:
+                    dataset = stack.enter_context(open_raster(result.scene, require_crs=False))
+                    check_crs(dataset, options.allow_no_crs)
+                    bands = check_bands(dataset, options.bands, model, info)
+                    check_pixel_size(dataset, info, warn_for(result))
+                    check_can_write(result.out, options.overwrite)
+                except GeoPix2PixError as exc:
+                    result.error, result.exception = str(exc), exc
+                    continue
+                temp = stack.enter_context(_written(result, options.overwrite))
+                targets.append(Target(dataset, bands, Grid.of(dataset), temp, spec,
+                                      partial(reopen_scene, result.scene)))
+                members.append(result)
+            if targets:
+                counts = predict_targets(targets, model, info, options,
+                                         f"{len(targets)} scenes")
+                for result, count in zip(members, counts):
+                    result.windows = count
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception:  # predicted again one at a time, which reports the error for its scene
+        return [result for result in members if not result.written]
+    seconds = time.perf_counter() - start
+    total = sum(result.windows for result in members) or 1
+    for result in members:  # the run's time, shared by windows
+        result.seconds = seconds * result.windows / total
+    return []

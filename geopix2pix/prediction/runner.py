@@ -1,0 +1,125 @@
+"""Running the predict pipeline over rasters into their output GeoTIFFs.
+
+`predict_targets` opens each target's output (tiled GeoTIFF, or with --cog a temporary tiled
+GeoTIFF converted into the COG when complete), runs the pipeline once over all the targets, and
+closes the outputs. The callers (`predictor`, `grouped`) open the scenes, check them against the
+model and write each output under a temporary name renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import rasterio
+from tqdm.auto import tqdm
+
+from geopix2pix.models import LoadedModel
+from geopix2pix.prediction import pipeline, reading
+from geopix2pix.prediction.checks import ModelInfo
+from geopix2pix.prediction.windows import make_layout, strip_cache_bytes
+from geopix2pix.prediction.writer import (
+    BLOCK,
+    BandWriter,
+    OutputSpec,
+    convert_to_cog,
+    open_output,
+)
+from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.io import warped_view
+from geopix2pix.raster.write import partial_name
+
+if TYPE_CHECKING:
+    from geopix2pix.prediction.predictor import PredictOptions
+
+
+def output_spec(model: LoadedModel, info: ModelInfo) -> OutputSpec:
+    """The output's bands, dtype, nodata and scaling: the model's target."""
+    return OutputSpec.for_target(info.target.dtype, model.spec.out_channels, info.target.nodata,
+                                 info.target.descriptions, info.target.scaling)
+
+
+@dataclass
+class Target:
+    """A raster to predict and where its output goes."""
+
+    source: object  # the scene, or a view of it (WarpedVRT) on `grid`
+    bands: list[int]
+    grid: Grid
+    path: Path  # the output (a temporary name, renamed when complete)
+    spec: OutputSpec
+    reopen: Callable[[], contextlib.AbstractContextManager] | None  # another handle on `source`
+
+
+def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelInfo,
+                    options: PredictOptions, desc: str) -> list[int]:
+    """Run the pipeline once over all `targets` into their GTiff/COG outputs; the number of
+    windows of each."""
+    device = next(model.generator.parameters()).device
+    workers = reading.read_workers(device)
+    jobs, writers, caches = [], [], []
+    for target in targets:
+        layout = make_layout(target.grid.height, target.grid.width, info.chip_size,
+                             options.overlap, options.blend)
+        chunks = layout.chunks(options.chunk_width)
+        spec = target.spec
+        band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
+        caches.append(strip_cache_bytes(target.source, layout, chunks, band))
+        jobs.append(reading.Source(target.source, target.bands, layout, chunks, workers,
+                                   target.reopen))
+    total = sum(job.layout.count(job.chunks) for job in jobs)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True,
+                                         GDAL_CACHEMAX=max(caches)))
+        for target in targets:
+            tiled = stack.enter_context(tiled_output(target.path, target.spec, options))
+            dst = stack.enter_context(open_tiled(tiled, target.grid, target.spec, options))
+            writers.append(BandWriter(dst, target.spec))
+        bar = stack.enter_context(tqdm(total=total, unit="window", desc=desc,
+                                       disable=not options.progress, leave=False))
+        pipeline.run([pipeline.Job(source, target.spec, writer.add)
+                      for source, target, writer in zip(jobs, targets, writers)],
+                     model.generator, device, info.source.scaling, max(1, options.batch_size),
+                     on_batch=bar.update)
+        for writer in writers:
+            writer.flush()
+    return [job.layout.count(job.chunks) for job in jobs]
+
+
+@contextlib.contextmanager
+def reopen_scene(scene: Path, grid: Grid | None = None) -> Iterator:
+    """Another handle on `scene` (warped onto `grid` when given), for another thread reading it."""
+    with rasterio.open(scene) as dataset:
+        if grid is None:
+            yield dataset
+        else:
+            with warped_view(dataset, grid, "bilinear") as vrt:
+                yield vrt
+
+
+@contextlib.contextmanager
+def tiled_output(path: Path, spec: OutputSpec, options: PredictOptions) -> Iterator[Path]:
+    """Yield where to write the tiled GeoTIFF: `path` itself, or with --cog a temporary that is
+    converted into the COG `path` once the block completes (and removed in any case)."""
+    if not options.cog:
+        yield path
+        return
+    tiled = partial_name(path)
+    try:
+        yield tiled
+        convert_to_cog(tiled, path, spec, options.compress, options.creation_options)
+    finally:
+        tiled.unlink(missing_ok=True)
+
+
+def open_tiled(tiled: Path, grid: Grid, spec: OutputSpec, options: PredictOptions):
+    """Open the tiled GTiff: the output itself, with the user's creation options, or with --cog
+    the temporary it is converted from (the options then go to the COG driver)."""
+    return open_output(tiled, grid, spec, options.compress,
+                       {} if options.cog else options.creation_options)
+
+
