@@ -30,11 +30,13 @@ step() {  # step NAME SECONDS COMMAND...: run it into NAME.log, its status and t
 
 nvidia-smi > "$out/nvidia-smi.log" 2>&1
 step test_cuda 100 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
-step bench_predict 180 python3 tools/bench_predict.py --device cuda --batch-size 32 \
+step bench_predict 170 python3 tools/bench_predict.py --device cuda --batch-size 32 \
     --scenes 2000,8000 --repeats 3
-step bench_predict_host_blend 100 python3 tools/bench_predict.py --device cuda --batch-size 32 \
+step bench_predict_host_blend 90 python3 tools/bench_predict.py --device cuda --batch-size 32 \
     --scenes 8000 --repeats 3 --host-blend
 step bench_pipeline 100 python3 tools/bench_pipeline.py --scene 8000 --device cuda \
     --batch-size 32 --workers 1,2,4
-step bench_train 100 python3 tools/bench_train.py --device cuda --batch-sizes 8,32 --steps 30
+step bench_tiles 60 python3 tools/bench_tiles.py --tiles 60 --size 512 --chip-size 256 --ngf 64 \
+    --device cuda --batch-size 32 --repeats 2
+step bench_train 60 python3 tools/bench_train.py --device cuda --batch-sizes 8,32 --steps 30
 cat "$out/summary.log"
