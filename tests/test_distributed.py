@@ -52,7 +52,7 @@ if _watch and _log and _rank is not None:
             mode, flags = args[1], args[2]
             if (mode is None and flags & _write) or (mode and any(c in mode for c in "wax+")):
                 _seen.append(os.fspath(args[0]))
-        elif event in ("os.rename", "os.replace"):
+        elif event in ("os.rename", "os.replace", "os.link"):
             _seen.append(os.fspath(args[1]))
         elif event in ("os.mkdir", "os.remove", "shutil.rmtree"):
             _seen.append(os.fspath(args[0]))

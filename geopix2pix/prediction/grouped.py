@@ -6,10 +6,13 @@ For a folder of small tiles that rivals the model's own time, and on a GPU it is
 consecutive small scenes (at most `SMALL_WINDOWS` windows each) are opened and checked together
 and predicted in one run (`predictor.predict_targets`), up to `GROUP_WINDOWS` windows or
 `GROUP_SCENES` scenes at a time. Each output is still written under a temporary name and renamed
-only when complete.
+only when complete. On the CPU the outputs are bit-identical to predicting each scene alone (the
+blender sums a row's windows at once, however batches cut it); on CUDA the windows are summed on
+the GPU per batch (`pipeline.FOLD_ON`), so the last bits can differ.
 
 A scene whose checks fail (band count, CRS, existing output) gets its error and stays out of the
-run. If the run itself fails, nothing of it is kept and each of its scenes is predicted again on
+run; one that cannot even be opened or checked is left to be predicted on its own, which reports
+why. If the run itself fails, nothing of it is kept and each of its scenes is predicted again on
 its own by the caller, so the error is reported for the scene it belongs to and the others are
 still written.
 """
@@ -17,6 +20,7 @@ still written.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -30,7 +34,9 @@ from geopix2pix.prediction.runner import Target, output_spec, predict_targets, r
 from geopix2pix.prediction.windows import make_layout
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster
-from geopix2pix.raster.write import atomic_path, check_can_write
+from geopix2pix.raster.write import atomic_path
+
+log = logging.getLogger(__name__)
 
 SMALL_WINDOWS = 1024  # scenes of at most this many windows are predicted in groups
 GROUP_WINDOWS = 8192  # a group ends once it holds this many windows
@@ -81,7 +87,8 @@ def _written(result, overwrite: bool) -> Iterator[Path]:
 def predict_group(results: Sequence, model, info: ModelInfo, options,
                   warn_for: Callable[[object], Callable[[str], None]]) -> list:
     """Predict `results`' scenes in one pipeline run; the results still to predict one at a
-    time: none when the run succeeded, those not written when it failed."""
+    time: those that could not be opened or checked, and when the run failed all not written
+    (and not failed their checks)."""
     start = time.perf_counter()
     spec = output_spec(model, info)
     targets, members = [], []
@@ -93,11 +100,12 @@ def predict_group(results: Sequence, model, info: ModelInfo, options,
                     check_crs(dataset, options.allow_no_crs)
                     bands = check_bands(dataset, options.bands, model, info)
                     check_pixel_size(dataset, info, warn_for(result))
-                    check_can_write(result.out, options.overwrite)
+                    temp = stack.enter_context(_written(result, options.overwrite))
                 except GeoPix2PixError as exc:
                     result.error, result.exception = str(exc), exc
                     continue
-                temp = stack.enter_context(_written(result, options.overwrite))
+                except Exception:  # reported for its scene when predicted alone
+                    continue
                 targets.append(Target(dataset, bands, Grid.of(dataset), temp, spec,
                                       partial(reopen_scene, result.scene)))
                 members.append(result)
@@ -108,10 +116,15 @@ def predict_group(results: Sequence, model, info: ModelInfo, options,
                     result.windows = count
     except (KeyboardInterrupt, SystemExit):
         raise
-    except Exception:  # predicted again one at a time, which reports the error for its scene
-        return [result for result in members if not result.written]
+    except Exception as exc:  # predicted again one at a time, which reports the error
+        log.info("predicting %d scenes together failed (%s: %s); predicting each alone",
+                 len(members), type(exc).__name__, exc)
+    written = [result for result in members if result.written]
     seconds = time.perf_counter() - start
-    total = sum(result.windows for result in members) or 1
-    for result in members:  # the run's time, shared by windows
+    total = sum(result.windows for result in written) or 1
+    for result in written:  # the run's time, shared by windows
         result.seconds = seconds * result.windows / total
-    return []
+    for result in members:
+        if not result.written:
+            result.windows = 0
+    return [result for result in results if not result.written and result.error is None]

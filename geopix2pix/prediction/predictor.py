@@ -112,11 +112,24 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
     if out_dir is None or out is not None:
         raise GeoPix2PixError("give either OUT (one scene) or --out-dir DIR, not both or neither")
     outs = [Path(out_dir) / f"{s.stem}.tif" for s in scenes]
-    dupes = {o.name for o in outs if outs.count(o) > 1}
-    if dupes:
-        raise GeoPix2PixError(f"several scenes would be written to {sorted(dupes)[0]} in "
-                              f"{out_dir}; rename the scenes or predict them separately")
+    for later, first in shared_outputs(outs).items():
+        raise GeoPix2PixError(f"{scenes[first]} and {scenes[later]} would both be "
+                              f"written to {outs[first].name} in {out_dir} (names that differ "
+                              "only in case are one file on macOS and Windows); rename the "
+                              "scenes or predict them separately")
     return list(zip(scenes, outs))
+
+
+def shared_outputs(outs: Sequence[PathLike]) -> dict[int, int]:
+    """{index: index of the first output it shares}: the same path, or one differing only in
+    case (the same file on case-insensitive filesystems, so never safe to write both)."""
+    first: dict[str, int] = {}
+    shared = {}
+    for index, out in enumerate(outs):
+        key = os.path.normcase(os.path.abspath(out)).casefold()
+        if first.setdefault(key, index) != index:
+            shared[index] = first[key]
+    return shared
 
 
 def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
@@ -154,6 +167,11 @@ def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
     (`grouped`); one scene's failure never stops the others."""
     info = ModelInfo.of(model)
     results = [SceneResult(Path(scene), Path(out)) for scene, out in pairs]
+    for later, first in shared_outputs([result.out for result in results]).items():
+        error = GeoPix2PixError(f"{results[later].scene}: its output {results[later].out} is "
+                                f"also the output of {results[first].scene}; give each scene "
+                                "its own output")
+        results[later].error, results[later].exception = str(error), error
 
     def warn_for(result: SceneResult) -> Callable[[str], None]:
         def warn(message: str) -> None:
@@ -164,7 +182,7 @@ def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
 
         return warn
 
-    for group in grouped.plan(results, info, options):
+    for group in grouped.plan([r for r in results if r.error is None], info, options):
         alone = group if len(group) == 1 else grouped.predict_group(group, model, info, options,
                                                                     warn_for)
         for result in alone:

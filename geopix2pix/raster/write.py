@@ -36,7 +36,11 @@ def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GeoPix2PixError(f"cannot make the folder {path.parent} for {path.name} "
+                              f"({exc.strerror or exc}); choose another output folder") from None
     return path
 
 
@@ -47,18 +51,39 @@ def partial_name(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write to; rename it to `path` only if the block completes."""
+    """Yield a temporary path to write to; rename it to `path` only if the block completes.
+
+    Without `overwrite` the rename never replaces a file that appeared at `path` meanwhile
+    (another run, or another name for the same file on a case-insensitive filesystem)."""
     final = check_can_write(path, overwrite)
     temp = partial_name(final)
     try:
         yield temp
-        os.replace(temp, final)
+        if overwrite:
+            os.replace(temp, final)
+        else:
+            _rename_without_replacing(temp, final)
     finally:
         if temp.exists():
             temp.unlink()
         aux = temp.with_name(temp.name + ".aux.xml")
         if aux.exists():
             aux.unlink()
+
+
+def _rename_without_replacing(temp: Path, final: Path) -> None:
+    """Move `temp` to `final` unless `final` exists: a hard link, which fails rather than
+    replace (the caller removes `temp`); where links are not supported, check and rename."""
+    appeared = GeoPix2PixError(f"{final} appeared while it was being written and was kept; "
+                               "pass --overwrite to replace it")
+    try:
+        os.link(temp, final)
+    except FileExistsError:
+        raise appeared from None
+    except OSError:  # no hard links on this filesystem (or `temp` is a folder)
+        if final.exists():
+            raise appeared from None
+        os.replace(temp, final)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

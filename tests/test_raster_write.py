@@ -1,0 +1,43 @@
+"""Outputs are written under a temporary name and renamed only when complete."""
+
+from __future__ import annotations
+
+import pytest
+
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.write import atomic_path
+
+
+def test_output_is_renamed_only_when_complete(tmp_path):
+    out = tmp_path / "sub" / "out.tif"
+    with pytest.raises(RuntimeError), atomic_path(out) as temp:
+        temp.write_text("half")
+        raise RuntimeError("killed")
+    assert not out.exists() and list((tmp_path / "sub").iterdir()) == []
+    with atomic_path(out) as temp:
+        assert temp.parent == out.parent and temp.name.startswith(".out.")
+        temp.write_text("whole")
+    assert out.read_text() == "whole" and list((tmp_path / "sub").iterdir()) == [out]
+
+
+def test_an_output_that_appears_meanwhile_is_kept_without_overwrite(tmp_path):
+    out = tmp_path / "out.tif"
+    with pytest.raises(GeoPix2PixError, match="appeared while it was being written"), \
+            atomic_path(out) as temp:
+        temp.write_text("ours")
+        out.write_text("another run's")  # e.g. a second process, or another case of the name
+    assert out.read_text() == "another run's" and list(tmp_path.iterdir()) == [out]
+    with atomic_path(out, overwrite=True) as temp:
+        temp.write_text("ours")
+    assert out.read_text() == "ours" and list(tmp_path.iterdir()) == [out]
+
+
+def test_existing_output_is_refused_and_a_bad_folder_explained(tmp_path):
+    (tmp_path / "out.tif").write_text("old")
+    with pytest.raises(GeoPix2PixError, match="already exists; pass --overwrite"), \
+            atomic_path(tmp_path / "out.tif"):
+        pass
+    (tmp_path / "file").write_text("")
+    with pytest.raises(GeoPix2PixError, match="cannot make the folder"), \
+            atomic_path(tmp_path / "file" / "out.tif"):
+        pass
