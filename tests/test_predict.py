@@ -19,7 +19,7 @@ from rasterio.transform import from_origin
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction import forward, grouped, pipeline, predict, predictor, reading
+from geopix2pix.prediction import forward, pipeline, predict, predictor, reading
 from geopix2pix.prediction.blend import fold_segments, overlap_add, window_weights
 from geopix2pix.prediction.windows import make_layout
 
@@ -333,85 +333,6 @@ def test_band_count_error_via_cli(tmp_path, model_file, capsys):
     assert not (tmp_path / "o.tif").exists()
 
 
-def test_multi_scene_failure_reported_others_written(tmp_path, model_file, capsys):
-    good = write_scene(tmp_path / "good.tif", 40, 40)
-    bad = write_scene(tmp_path / "bad.tif", 40, 40, count=2)
-    code = main(["predict", bad, good, "--out-dir", str(tmp_path / "out"), "--model",
-                 model_file, "-q"])
-    err = capsys.readouterr().err
-    assert code == 2 and "bad.tif" in err and "1 of 2 scene(s) failed" in err
-    assert (tmp_path / "out" / "good.tif").exists() and not (tmp_path / "out" / "bad.tif").exists()
-
-
-def _scenes_of_tiles(tmp_path) -> list[str]:
-    """Small scenes of several sizes and dtypes (one smaller than a window)."""
-    scenes = [write_scene(tmp_path / f"t{i}.tif", w, h, seed=i)
-              for i, (w, h) in enumerate([(150, 90), (64, 64), (17, 61), (301, 203), (90, 150)])]
-    deep = np.clip(np.random.default_rng(9).normal(30000, 9000, (3, 80, 120)), 1, 65000)
-    scenes.append(write_scene(tmp_path / "t_uint16.tif", 120, 80, dtype="uint16",
-                              data=deep.astype("uint16")))
-    return scenes
-
-
-def _run_counter(monkeypatch) -> list[int]:
-    runs = []
-    real = pipeline.run
-    monkeypatch.setattr(pipeline, "run", lambda jobs, *a, **k: runs.append(len(jobs)) or
-                        real(jobs, *a, **k))
-    return runs
-
-
-def test_small_scenes_are_predicted_together_as_they_would_be_alone(tmp_path, model_file,
-                                                                    monkeypatch):
-    """Consecutive small scenes go through one pipeline run (`grouped`): the same outputs, on
-    the same grids, as predicting each alone; uint8 and uint16 scenes in one run."""
-    scenes = _scenes_of_tiles(tmp_path)
-    runs = _run_counter(monkeypatch)
-    together = predict(scenes, out_dir=tmp_path / "together", model=model_file,
-                       progress=False, batch_size=5)
-    assert runs == [len(scenes)]
-    monkeypatch.setattr(grouped, "SMALL_WINDOWS", 0)  # every scene alone
-    alone = predict(scenes, out_dir=tmp_path / "alone", model=model_file, progress=False,
-                    batch_size=5)
-    assert runs == [len(scenes)] + [1] * len(scenes)
-    for a, b in zip(together, alone):
-        assert a.ok and b.ok and a.windows == b.windows > 0 and a.seconds > 0
-        with rasterio.open(a.out) as x, rasterio.open(b.out) as y, rasterio.open(a.scene) as s:
-            assert (x.crs, x.transform, x.shape, x.nodata) == (s.crs, s.transform, s.shape,
-                                                                y.nodata)
-            np.testing.assert_array_equal(x.read(1), y.read(1))  # batches cut rows alike
-    assert sorted(p.name for p in (tmp_path / "together").iterdir()) == \
-        sorted(Path(s).name for s in scenes)
-
-
-def test_a_scene_failing_in_a_group_is_reported_and_the_others_written(tmp_path, model_file,
-                                                                       monkeypatch):
-    """A scene that cannot be read makes its group's run fail: nothing of the run is kept, each
-    scene is predicted again alone, and only the broken one fails. A scene failing its checks
-    (band count) is kept out of the run from the start. Nothing partial is left."""
-    scenes = _scenes_of_tiles(tmp_path)[:3]
-    broken = write_raster(tmp_path / "broken.tif",
-                          np.random.default_rng(1).integers(1, 250, (3, 256, 256), np.uint8),
-                          nodata=0, tiled=True, blockxsize=64, blockysize=64, compress="deflate")
-    raw = bytearray(broken.read_bytes())
-    raw[len(raw) // 2:len(raw) // 2 + 4000] = b"\x55" * 4000  # tiles that do not decode
-    broken.write_bytes(bytes(raw))
-    two = write_scene(tmp_path / "two.tif", 70, 70, count=2)
-    order = [scenes[0], str(broken), scenes[1], two, scenes[2]]
-    runs = _run_counter(monkeypatch)
-    results = predict(order, out_dir=tmp_path / "out", model=model_file, progress=False)
-    assert [r.scene.name for r in results] == [Path(s).name for s in order]
-    assert [r.ok for r in results] == [True, False, True, False, True]
-    assert "broken.tif" in results[1].error and "band" in results[3].error
-    # the group (4 scenes that passed their checks), then each of them alone
-    assert runs == [4, 1, 1, 1, 1]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
-        sorted(Path(s).name for s in scenes)
-    for result in results[::2]:
-        with rasterio.open(result.out) as dst:
-            assert dst.read(1).std() > 0
-
-
 def test_crs_and_pixel_size_checks(tmp_path, model_file):
     no_crs = write_scene(tmp_path / "nocrs.tif", 40, 40, crs=None)
     with pytest.raises(GeoPix2PixError, match="no CRS"):
@@ -636,16 +557,22 @@ def test_a_failing_read_thread_stops_predict_cleanly(tmp_path, model_file, monke
 @pytest.mark.parametrize("cpus, quota, processes, expected", [
     (16, None, None, 4), (64, None, None, 4), (6, None, None, 1), (2, None, None, 1),
     (16, None, "2", 2), (16, None, "4", 1), (32, None, "2", 4),
-    (64, "400000 100000", None, 1), (64, "800000 100000", None, 2), (64, "max 100000", None, 4)])
+    (64, {"cpu.max": "400000 100000"}, None, 1), (64, {"cpu.max": "800000 100000"}, None, 2),
+    (64, {"cpu.max": "max 100000"}, None, 4),
+    (64, {"cpu/cpu.cfs_quota_us": "800000", "cpu/cpu.cfs_period_us": "100000"}, None, 2),
+    (64, {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None, 4)])
 def test_read_workers_per_gpu(monkeypatch, tmp_path, cpus, quota, processes, expected):
+    """One reading thread per 4 CPUs that this process may use: within a cgroup v2 or v1 CPU
+    quota (containers) and sharing the machine with torchrun's other processes."""
     monkeypatch.setattr(reading.os, "sched_getaffinity", lambda pid: set(range(cpus)),
                         raising=False)
-    cpu_max = tmp_path / "cpu.max"
-    if quota:
-        cpu_max.write_text(quota + "\n")
+    cgroup = tmp_path / "cgroup"
+    for name, text in (quota or {}).items():
+        (cgroup / name).parent.mkdir(parents=True, exist_ok=True)
+        (cgroup / name).write_text(text + "\n")
     real_open = open
     monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
-        cpu_max if str(path) == "/sys/fs/cgroup/cpu.max" else path, *a, **k))
+        str(path).replace("/sys/fs/cgroup", str(cgroup), 1), *a, **k))
     monkeypatch.delenv(reading.WORKERS_VARIABLE, raising=False)
     if processes is None:
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)

@@ -48,12 +48,14 @@ FOLD_ON = frozenset({"cuda"})
 
 @dataclass
 class Job:
-    """One raster of a pipeline run: where its windows come from, what its output holds, and
-    `write(row0, col0, data, valid)`, called from the writer thread with its finished strips."""
+    """One raster of a pipeline run: where its windows come from, what its output holds,
+    `write(row0, col0, data, valid)`, called from the writer thread with its finished strips,
+    and `finish()`, called from there after its last strip."""
 
     source: reading.Source
     spec: OutputSpec
     write: Callable[[int, int, np.ndarray, np.ndarray], None]
+    finish: Callable[[], None] = lambda: None
 
 
 def _runs(inbox: Channel,
@@ -110,9 +112,15 @@ def _blender(jobs: Sequence[Job], inbox: Channel, out: Channel) -> None:
 
 
 def _writer(jobs: Sequence[Job], inbox: Channel) -> None:
+    current = 0
     for index, first, col0, blended, valid in inbox:
+        while current < index:  # the jobs before have had all their strips
+            jobs[current].finish()
+            current += 1
         job = jobs[index]
         job.write(first, col0, to_output(blended, valid, job.spec), valid)
+    for job in jobs[current:]:
+        job.finish()
 
 
 def _fold(layout: Layout, device: torch.device) -> forward.Fold:

@@ -9,15 +9,19 @@ One thread reads fast enough for a model on the CPU. For a GPU each strip's new 
 scaled by several threads at once (`read_workers`, `ColumnReader`): split by columns at the file's
 block edges, so no block is decoded twice, each through its own handle on the scene (a GDAL
 dataset is not for concurrent use; GDAL and numpy release the GIL), and joined again. Nothing is
-read twice or out of order, and batches stay full.
+read twice or out of order, and batches stay full. Small scenes predicted together (`grouped`)
+have too few blocks to split: they are read ahead in parallel instead, each whole by one thread
+through its own dataset (`_read_ahead`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 
 from geopix2pix.chips.scaling import Scaling
-from geopix2pix.prediction.channels import DONE, Channel
+from geopix2pix.prediction.channels import DONE, Channel, Stopped
 from geopix2pix.prediction.windows import (
     Chunk,
     Convert,
@@ -43,17 +47,34 @@ Run = tuple[int, "np.ndarray | None"]  # (windows, validity of their row if they
 Batch = tuple[np.ndarray, list[Run]]
 
 
+def _cpu_quota() -> int | None:
+    """The CPUs a container's cgroup quota allows (v2 cpu.max, else v1 cfs), or None."""
+    for quota_file, period_file in (("/sys/fs/cgroup/cpu.max", None),
+                                    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+                                     "/sys/fs/cgroup/cpu/cpu.cfs_period_us")):
+        try:
+            with open(quota_file) as limit:
+                fields = limit.read().split()
+            if period_file is not None:
+                with open(period_file) as period:
+                    fields = fields[:1] + period.read().split()[:1]
+            quota, period_us = fields[:2]
+        except (OSError, ValueError):
+            continue
+        if quota in ("max", "-1"):
+            return None
+        try:
+            return max(1, int(quota) // int(period_us))
+        except ValueError:
+            return None
+    return None
+
+
 def _cpu_count() -> int:
-    """The CPUs this process may use: its affinity, within a cgroup v2 CPU quota (containers)."""
+    """The CPUs this process may use: its affinity, within a container's CPU quota."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as limit:
-            quota, period = limit.read().split()[:2]
-        if quota != "max":
-            cpus = min(cpus or 1, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return cpus or 1
+    quota = _cpu_quota()
+    return max(1, min(cpus or 1, quota or cpus or 1))
 
 
 def read_workers(device: torch.device) -> int:
@@ -218,22 +239,39 @@ class StripScaler:
         return out
 
 
-def _window_rows(read: Callable, layout: Layout, chunks: Sequence[Chunk], scaling: Scaling,
-                 centre: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+@dataclass
+class Source:
+    """A raster to read the windows of: its chunks' window rows, in processing order."""
+
+    dataset: object  # rasterio dataset or WarpedVRT
+    bands: list[int]
+    layout: Layout
+    chunks: list[Chunk]
+    workers: int = 1  # threads reading each strip (`read_workers`): needs `reopen`
+    reopen: Callable[[], AbstractContextManager] | None = None  # another handle on `dataset`
+
+
+def _source_window_rows(source: Source, scaling: Scaling, workers: int,
+                        copy: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(scaled windows (n, bands, size, size), validity (size, span)) of each window row of each
-    chunk, in processing order, read strip by strip through `read` (a `ColumnReader`).
+    of the source's chunks, in processing order, read strip by strip through a `ColumnReader` of
+    `workers` threads.
 
     ``centre`` scaling depends on each window's mean, so it is applied per window; the other
-    modes are pixel-wise and applied by `read` to the strips' rows as they are read (the windows
-    are then views of the scaled strip)."""
-    for chunk in chunks:
-        for strip in iter_chunk_strips(read, layout, chunk):
-            if centre:
-                windows = np.stack([scaling.forward(data, valid) for data, valid in
-                                    zip(strip.windows(strip.data), strip.windows(strip.valid))])
-            else:
-                windows = strip.windows(strip.data)
-            yield windows, strip.valid
+    modes are pixel-wise and applied to the strips' rows as they are read (the windows are then
+    views of the scaled strip, valid until the next row is asked for unless `copy`)."""
+    centre = scaling.mode == "centre"
+    convert = None if centre else StripScaler(scaling)  # its table is per dtype
+    with ColumnReader(source.dataset, source.bands, convert, workers, source.reopen) as read:
+        for chunk in source.chunks:
+            for strip in iter_chunk_strips(read, source.layout, chunk):
+                if centre:
+                    windows = np.stack([scaling.forward(data, valid) for data, valid in
+                                        zip(strip.windows(strip.data),
+                                            strip.windows(strip.valid))])
+                else:
+                    windows = strip.windows(strip.data.copy() if copy else strip.data)
+                yield windows, strip.valid
 
 
 def _empty(shape: tuple[int, ...], pinned: bool) -> np.ndarray:
@@ -267,26 +305,56 @@ def _batches(rows: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int,
 
 
 @dataclass
-class Source:
-    """A raster to read the windows of: its chunks' window rows, in processing order."""
+class _Failed:
+    error: BaseException
 
-    dataset: object  # rasterio dataset or WarpedVRT
-    bands: list[int]
-    layout: Layout
-    chunks: list[Chunk]
-    workers: int = 1  # threads reading each strip (`read_workers`): needs `reopen`
-    reopen: Callable[[], AbstractContextManager] | None = None  # another handle on `dataset`
+
+def _read_ahead(sources: Sequence[Source], scaling: Scaling,
+                workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`_source_window_rows` of each source in turn, `workers` sources at a time read ahead, each
+    whole by one thread through its own dataset (so no handle is opened and no thread started
+    per source), into a channel of one window row."""
+    halt = threading.Event()
+    channels = [Channel(halt, depth=1) for _ in sources]
+
+    def fill(source: Source, channel: Channel) -> None:
+        if halt.is_set():
+            return
+        try:
+            for item in _source_window_rows(source, scaling, 1, copy=True):
+                channel.put(item)
+            channel.put(DONE)
+        except Stopped:
+            pass
+        except BaseException as exc:  # raised where the rows are taken
+            with contextlib.suppress(Stopped):
+                channel.put(_Failed(exc))
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="geopix2pix-read-ahead") as pool:
+        try:
+            for source, channel in zip(sources, channels):
+                pool.submit(fill, source, channel)
+            for channel in channels:
+                for item in channel:
+                    if isinstance(item, _Failed):
+                        raise item.error
+                    yield item
+        finally:  # the threads stop at their next row; the pool waits for them
+            halt.set()
+            pool.shutdown(cancel_futures=True)
 
 
 def _sources_window_rows(sources: Sequence[Source],
                          scaling: Scaling) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """`_window_rows` of each source in turn, each read through a `ColumnReader` of its own."""
-    centre = scaling.mode == "centre"
+    """The window rows of each source in turn. With several sources and read workers (a GPU)
+    the sources are read ahead in parallel (`_read_ahead`: a small scene has too few blocks to
+    split); otherwise each strip is split by columns among its workers."""
+    workers = max(source.workers for source in sources)
+    if len(sources) > 1 and workers > 1:
+        yield from _read_ahead(sources, scaling, workers)
+        return
     for source in sources:
-        convert = None if centre else StripScaler(scaling)  # its table is per dtype
-        with ColumnReader(source.dataset, source.bands, convert, source.workers,
-                          source.reopen) as read_columns:
-            yield from _window_rows(read_columns, source.layout, source.chunks, scaling, centre)
+        yield from _source_window_rows(source, scaling, source.workers)
 
 
 def read(sources: Sequence[Source], scaling: Scaling, batch_size: int, out: Channel,
@@ -294,6 +362,8 @@ def read(sources: Sequence[Source], scaling: Scaling, batch_size: int, out: Chan
     """The reader thread: the batches of the sources' windows into `out` (a batch may hold the
     last windows of one source and the first of the next), then `DONE`; the batches in
     page-locked memory with `pinned` (for a GPU)."""
-    for batch in _batches(_sources_window_rows(sources, scaling), batch_size, pinned):
-        out.put(batch)
+    rows = _sources_window_rows(sources, scaling)
+    with contextlib.closing(rows):  # its threads end here, whatever stops this one
+        for batch in _batches(rows, batch_size, pinned):
+            out.put(batch)
     out.put(DONE)

@@ -81,12 +81,10 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelIn
             writers.append(BandWriter(dst, target.spec))
         bar = stack.enter_context(tqdm(total=total, unit="window", desc=desc,
                                        disable=not options.progress, leave=False))
-        pipeline.run([pipeline.Job(source, target.spec, writer.add)
+        pipeline.run([pipeline.Job(source, target.spec, writer.add, writer.finish)
                       for source, target, writer in zip(jobs, targets, writers)],
                      model.generator, device, info.source.scaling, max(1, options.batch_size),
                      on_batch=bar.update)
-        for writer in writers:
-            writer.flush()
     return [job.layout.count(job.chunks) for job in jobs]
 
 

@@ -152,6 +152,11 @@ class BandWriter:
             self._write()
         self.col0 = None
 
+    def finish(self) -> None:
+        """Write what is held and let the buffer go (the output is complete)."""
+        self.flush()
+        self.data = self.valid = None
+
     def _write(self) -> None:
         window = rasterio.windows.Window(self.col0, self.first, self.data.shape[2], self.rows)
         self.dataset.write(self.data[:, :self.rows], window=window)

@@ -1,0 +1,187 @@
+"""Predicting several scenes: outputs, grouping of small scenes, and failures of one scene."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import write_raster
+from predict_helpers import unet_file, write_scene
+
+from geopix2pix.cli import main
+from geopix2pix.models import load_model
+from geopix2pix.prediction import grouped, pipeline, predict, predictor, reading
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return unet_file(tmp_path_factory.mktemp("model") / "model.safetensors")
+
+
+def test_multi_scene_failure_reported_others_written(tmp_path, model_file, capsys):
+    good = write_scene(tmp_path / "good.tif", 40, 40)
+    bad = write_scene(tmp_path / "bad.tif", 40, 40, count=2)
+    code = main(["predict", bad, good, "--out-dir", str(tmp_path / "out"), "--model",
+                 model_file, "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.tif" in err and "1 of 2 scene(s) failed" in err
+    assert (tmp_path / "out" / "good.tif").exists() and not (tmp_path / "out" / "bad.tif").exists()
+
+
+def _scenes_of_tiles(tmp_path) -> list[str]:
+    """Small scenes of several sizes and dtypes (one smaller than a window)."""
+    scenes = [write_scene(tmp_path / f"t{i}.tif", w, h, seed=i)
+              for i, (w, h) in enumerate([(150, 90), (64, 64), (17, 61), (301, 203), (90, 150)])]
+    deep = np.clip(np.random.default_rng(9).normal(30000, 9000, (3, 80, 120)), 1, 65000)
+    scenes.append(write_scene(tmp_path / "t_uint16.tif", 120, 80, dtype="uint16",
+                              data=deep.astype("uint16")))
+    return scenes
+
+
+def _pipeline_threads() -> list[str]:
+    """The predict pipeline's threads still alive (none once predict has returned)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("geopix2pix")]
+
+
+def _no_reopen(*args):
+    raise AssertionError("a scene read ahead needs no other handle")
+
+
+def _run_counter(monkeypatch) -> list[int]:
+    runs = []
+    real = pipeline.run
+    monkeypatch.setattr(pipeline, "run", lambda jobs, *a, **k: runs.append(len(jobs)) or
+                        real(jobs, *a, **k))
+    return runs
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_small_scenes_are_predicted_together_as_they_would_be_alone(tmp_path, model_file,
+                                                                    monkeypatch, workers):
+    """Consecutive small scenes go through one pipeline run (`grouped`): the same outputs, on
+    the same grids, as predicting each alone; uint8 and uint16 scenes in one run. With several
+    read workers (a GPU; forced here) the scenes are read ahead in parallel, each by one thread
+    through its own dataset: no other handle is opened."""
+    scenes = _scenes_of_tiles(tmp_path)
+    runs = _run_counter(monkeypatch)
+    monkeypatch.setattr(grouped, "reopen_scene", _no_reopen)
+    monkeypatch.setenv(reading.WORKERS_VARIABLE, str(workers))
+    readers = set()
+    real_rows = reading._source_window_rows
+    monkeypatch.setattr(reading, "_source_window_rows", lambda *a, **k: readers.add(
+        threading.current_thread().name) or real_rows(*a, **k))
+    together = predict(scenes, out_dir=tmp_path / "together", model=model_file,
+                       progress=False, batch_size=5)
+    assert runs == [len(scenes)]
+    if workers == 1:
+        assert readers == {"geopix2pix-read"}
+    else:  # scenes read at once by several threads of the read-ahead pool
+        assert len(readers) > 1 and all(r.startswith("geopix2pix-read-ahead_") for r in readers)
+    assert _pipeline_threads() == []
+    monkeypatch.setenv(reading.WORKERS_VARIABLE, "1")
+    monkeypatch.setattr(grouped, "SMALL_WINDOWS", 0)  # every scene alone
+    alone = predict(scenes, out_dir=tmp_path / "alone", model=model_file, progress=False,
+                    batch_size=5)
+    assert runs == [len(scenes)] + [1] * len(scenes)
+    for a, b in zip(together, alone):
+        assert a.ok and b.ok and a.windows == b.windows > 0 and a.seconds > 0
+        with rasterio.open(a.out) as x, rasterio.open(b.out) as y, rasterio.open(a.scene) as s:
+            assert (x.crs, x.transform, x.shape, x.nodata) == (s.crs, s.transform, s.shape,
+                                                                y.nodata)
+            np.testing.assert_array_equal(x.read(1), y.read(1))  # batches cut rows alike
+    assert sorted(p.name for p in (tmp_path / "together").iterdir()) == \
+        sorted(Path(s).name for s in scenes)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_scene_failing_in_a_group_is_reported_and_the_others_written(tmp_path, model_file,
+                                                                       monkeypatch, workers):
+    """A scene that cannot be read makes its group's run fail: nothing of the run is kept, each
+    scene is predicted again alone, and only the broken one fails. A scene failing its checks
+    (band count) is kept out of the run from the start. Nothing partial is left."""
+    scenes = _scenes_of_tiles(tmp_path)[:3]
+    broken = write_raster(tmp_path / "broken.tif",
+                          np.random.default_rng(1).integers(1, 250, (3, 256, 256), np.uint8),
+                          nodata=0, tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    raw = bytearray(broken.read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 4000] = b"\x55" * 4000  # tiles that do not decode
+    broken.write_bytes(bytes(raw))
+    two = write_scene(tmp_path / "two.tif", 70, 70, count=2)
+    order = [scenes[0], str(broken), scenes[1], two, scenes[2]]
+    runs = _run_counter(monkeypatch)
+    monkeypatch.setenv(reading.WORKERS_VARIABLE, str(workers))  # >1: read ahead in parallel
+    results = predict(order, out_dir=tmp_path / "out", model=model_file, progress=False)
+    assert _pipeline_threads() == []
+    assert [r.scene.name for r in results] == [Path(s).name for s in order]
+    assert [r.ok for r in results] == [True, False, True, False, True]
+    assert "broken.tif" in results[1].error and "band" in results[3].error
+    # the group (4 scenes that passed their checks), then each of them alone
+    assert runs == [4, 1, 1, 1, 1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        sorted(Path(s).name for s in scenes)
+    for result in results[::2]:
+        with rasterio.open(result.out) as dst:
+            assert dst.read(1).std() > 0
+
+
+def test_a_scene_that_cannot_be_checked_in_a_group_is_predicted_alone(tmp_path, model_file,
+                                                                      monkeypatch):
+    """An unexpected error while a group's scenes are opened and checked (not one of ours, e.g.
+    an OSError) keeps that scene out of the run; it is predicted alone, which reports its error
+    or, as here where the failure does not repeat, writes it. No scene is silently dropped."""
+    scenes = _scenes_of_tiles(tmp_path)[:4]
+    failing = {Path(scenes[1]).name}
+    real_check = grouped.check_crs
+
+    def flaky_check(dataset, allow):
+        if Path(dataset.name).name in failing:
+            raise OSError("transient NFS hiccup")
+        return real_check(dataset, allow)
+
+    monkeypatch.setattr(grouped, "check_crs", flaky_check)
+    runs = _run_counter(monkeypatch)
+    results = predict(scenes, out_dir=tmp_path / "out", model=model_file, progress=False)
+    assert runs == [3, 1]
+    assert all(r.ok and r.written and r.windows > 0 for r in results)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        sorted(Path(s).name for s in scenes)
+
+
+def test_an_output_folder_that_cannot_be_made_fails_every_scene_clearly(tmp_path, model_file,
+                                                                         capsys):
+    scenes = _scenes_of_tiles(tmp_path)[:3]
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code = main(["predict", *scenes, "--out-dir", str(tmp_path / "taken" / "out"),
+                 "--model", model_file, "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "3 of 3 scene(s) failed" in err
+    assert err.count("cannot make the folder") == 3 and "Traceback" not in err
+    assert (tmp_path / "taken").read_text() == "a file, not a folder"
+
+
+def test_two_scenes_for_one_output_are_refused(tmp_path, model_file, capsys):
+    """Outputs that are one file (the same path, or on macOS and Windows names differing only in
+    case) would overwrite each other: refused before any work on the command line, and for the
+    later scene in the API, whose other scenes are still written."""
+    a, b, c = _scenes_of_tiles(tmp_path)[:3]
+    (tmp_path / "other").mkdir()
+    same_name = write_scene(tmp_path / "other" / Path(a).name, 40, 40)
+    code = main(["predict", a, same_name, "--out-dir", str(tmp_path / "out"),
+                 "--model", model_file, "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "would both be written to" in err
+    assert not (tmp_path / "out").exists()
+
+    out = tmp_path / "api"
+    pairs = [(Path(a), out / "x.tif"), (Path(b), out / "X.tif"), (Path(c), out / "y.tif"),
+             (Path(same_name), out / "y.tif")]
+    results = predictor.predict_scenes(pairs, load_model(model_file),
+                                       predictor.PredictOptions(progress=False))
+    assert [r.ok for r in results] == [True, False, True, False]
+    assert "also the output of" in results[1].error and str(b) in results[1].error
+    assert sorted(p.name for p in out.iterdir()) == ["x.tif", "y.tif"]
+    with rasterio.open(out / "y.tif") as dst:  # the first scene's, not overwritten
+        assert dst.shape == rasterio.open(c).shape
