@@ -37,6 +37,6 @@ step bench_predict_host_blend 90 python3 tools/bench_predict.py --device cuda --
 step bench_pipeline 100 python3 tools/bench_pipeline.py --scene 8000 --device cuda \
     --batch-size 32 --workers 1,2,4
 step bench_tiles 60 python3 tools/bench_tiles.py --tiles 60 --size 512 --chip-size 256 --ngf 64 \
-    --device cuda --batch-size 32 --repeats 2
+    --device cuda --batch-size 32 --repeats 2 --workers 1,4
 step bench_train 60 python3 tools/bench_train.py --device cuda --batch-sizes 8,32 --steps 30
 cat "$out/summary.log"
