@@ -1,5 +1,46 @@
-"""Errors a user can fix: the CLI prints them on one line and exits with status 2."""
+"""Errors a user can fix: the CLI prints them on one line and exits with status 2.
+
+GDAL's errors reach us through rasterio as a chain: rasterio raises "Read failed. See previous
+exception for details." from the GDAL error that says what failed, itself raised from the
+decoder's. `describe` makes that chain one line."""
+
+from __future__ import annotations
 
 
 class GeoPix2PixError(Exception):
     """Bad input the user can fix: the CLI prints it on one line and exits with status 2."""
+
+
+PLACEHOLDER = "See previous exception"  # rasterio's message that points down the chain
+READ_FAILURES = ("IReadBlock failed", "Read failed")
+
+
+def data_errors() -> tuple[type[BaseException], ...]:
+    """The errors of reading or writing data (GDAL through rasterio, the OS): a damaged or
+    missing file, a full disk, a permission; the user's to fix, not a bug of ours."""
+    from rasterio.errors import RasterioError
+
+    try:
+        from rasterio._err import CPLE_BaseError
+    except ImportError:  # rasterio's private module moved: its public errors still count
+        return RasterioError, OSError
+    return RasterioError, CPLE_BaseError, OSError
+
+
+def describe(exc: BaseException) -> str:
+    """One line for `exc` and the errors it was raised from: each message that says something
+    new, outermost first, and for a block that failed to decode a hint at what to check."""
+    messages: list[str] = []
+    read_failure = False
+    cause: BaseException | None = exc
+    while cause is not None:
+        text = " ".join(str(cause).split()).rstrip(".")
+        read_failure |= any(failure in text for failure in READ_FAILURES)
+        if text and PLACEHOLDER not in text and not any(text in m for m in messages):
+            messages.append(text)
+        cause = cause.__cause__
+    line = ": ".join(messages) or type(exc).__name__
+    if read_failure:
+        line += " (the file may be damaged or incomplete; `gdalinfo -checksum FILE` reads " \
+                "every block)"
+    return line

@@ -28,6 +28,18 @@ def write_raster(path: Path, data: np.ndarray, crs="EPSG:32633",
     return path
 
 
+def write_damaged(path: Path, bands: int = 3, size: int = 256) -> Path:
+    """A GeoTIFF that opens but whose middle tiles do not decode (a truncated copy, bad disk)."""
+    data = np.random.default_rng(1).integers(1, 250, (bands, size, size), np.uint8)
+    write_raster(path, data, nodata=0, tiled=True, blockxsize=64, blockysize=64,
+                 compress="deflate")
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + len(raw) // 4] = b"\x55" * (len(raw) // 4)
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def shared(*parts: str) -> Path:
     """A file of ../shared/data, or skip the test when the folder is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import rasterio
 import torch
@@ -86,3 +88,8 @@ def write_scene(path, width, height, crs="EPSG:32633", transform=None, count=3, 
                        **profile) as dst:
         dst.write(data)
     return str(path)
+
+
+def pipeline_threads() -> list[str]:
+    """The predict pipeline's threads still alive (none once predict has returned)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("geopix2pix")]

@@ -8,7 +8,7 @@ import pytest
 from affine import Affine
 
 from geopix2pix.cli import main
-from tests.conftest import write_raster
+from tests.conftest import write_damaged, write_raster
 
 
 @pytest.fixture
@@ -108,3 +108,16 @@ def test_incomplete_folder_is_refused_by_the_dataset(tmp_path, pair):
     (out / "dataset.json").unlink()
     with pytest.raises(GeoPix2PixError, match="incomplete chips folder"):
         ChipDataset(out)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_damaged_raster_is_one_clear_line(tmp_path, capsys, workers):
+    """Tiles that do not decode: GDAL's own words, also from a worker process (whose error
+    would otherwise arrive as rasterio's bare "Read failed. See previous exception")."""
+    broken = write_damaged(tmp_path / "broken.tif", bands=1)
+    target = write_raster(tmp_path / "t.tif", np.ones((1, 256, 256), np.uint8))
+    err = run_error(capsys, export_args(broken, target, tmp_path / "chips", "--chip-size", 32,
+                                        "--workers", workers))
+    assert "broken.tif" in err and "IReadBlock failed" in err and "gdalinfo -checksum" in err
+    assert "See previous" not in err
+    assert not (tmp_path / "chips" / "dataset.json").exists()

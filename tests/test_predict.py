@@ -13,7 +13,14 @@ import pytest
 import rasterio
 import torch
 from conftest import write_raster
-from predict_helpers import ConvModel, RandomOffset, loaded, unet_file, write_scene
+from predict_helpers import (
+    ConvModel,
+    RandomOffset,
+    loaded,
+    pipeline_threads,
+    unet_file,
+    write_scene,
+)
 from rasterio.transform import from_origin
 
 from geopix2pix.chips.scaling import Scaling
@@ -546,12 +553,12 @@ def test_a_failing_read_thread_stops_predict_cleanly(tmp_path, model_file, monke
     monkeypatch.setenv(reading.WORKERS_VARIABLE, "3")
     scene = str(write_raster(tmp_path / "s.tif", np.full((3, 200, 300), 7, np.uint8), nodata=0,
                              tiled=True, blockxsize=64, blockysize=64))
-    before = threading.active_count()
-    with pytest.raises(OSError, match="disk gone"):
+    with pytest.raises(GeoPix2PixError, match="s.tif: disk gone") as raised:
         predict(scene, tmp_path / "o.tif", model=model_file, progress=False)
+    assert isinstance(raised.value.__cause__, OSError)  # a data error: the user's to fix
     assert not (tmp_path / "o.tif").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
-    assert threading.active_count() == before  # no thread left behind
+    assert pipeline_threads() == []  # no thread left behind
 
 
 @pytest.mark.parametrize("cpus, quota, processes, expected", [

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_raster
-from predict_helpers import unet_file, write_scene
+from conftest import write_damaged
+from predict_helpers import pipeline_threads, unet_file, write_scene
 
 from geopix2pix.cli import main
 from geopix2pix.models import load_model
@@ -39,11 +39,6 @@ def _scenes_of_tiles(tmp_path) -> list[str]:
     scenes.append(write_scene(tmp_path / "t_uint16.tif", 120, 80, dtype="uint16",
                               data=deep.astype("uint16")))
     return scenes
-
-
-def _pipeline_threads() -> list[str]:
-    """The predict pipeline's threads still alive (none once predict has returned)."""
-    return [t.name for t in threading.enumerate() if t.name.startswith("geopix2pix")]
 
 
 def _no_reopen(*args):
@@ -80,7 +75,7 @@ def test_small_scenes_are_predicted_together_as_they_would_be_alone(tmp_path, mo
         assert readers == {"geopix2pix-read"}
     else:  # scenes read at once by several threads of the read-ahead pool
         assert len(readers) > 1 and all(r.startswith("geopix2pix-read-ahead_") for r in readers)
-    assert _pipeline_threads() == []
+    assert pipeline_threads() == []
     monkeypatch.setenv(reading.WORKERS_VARIABLE, "1")
     monkeypatch.setattr(grouped, "SMALL_WINDOWS", 0)  # every scene alone
     alone = predict(scenes, out_dir=tmp_path / "alone", model=model_file, progress=False,
@@ -103,18 +98,13 @@ def test_a_scene_failing_in_a_group_is_reported_and_the_others_written(tmp_path,
     scene is predicted again alone, and only the broken one fails. A scene failing its checks
     (band count) is kept out of the run from the start. Nothing partial is left."""
     scenes = _scenes_of_tiles(tmp_path)[:3]
-    broken = write_raster(tmp_path / "broken.tif",
-                          np.random.default_rng(1).integers(1, 250, (3, 256, 256), np.uint8),
-                          nodata=0, tiled=True, blockxsize=64, blockysize=64, compress="deflate")
-    raw = bytearray(broken.read_bytes())
-    raw[len(raw) // 2:len(raw) // 2 + 4000] = b"\x55" * 4000  # tiles that do not decode
-    broken.write_bytes(bytes(raw))
+    broken = write_damaged(tmp_path / "broken.tif")
     two = write_scene(tmp_path / "two.tif", 70, 70, count=2)
     order = [scenes[0], str(broken), scenes[1], two, scenes[2]]
     runs = _run_counter(monkeypatch)
     monkeypatch.setenv(reading.WORKERS_VARIABLE, str(workers))  # >1: read ahead in parallel
     results = predict(order, out_dir=tmp_path / "out", model=model_file, progress=False)
-    assert _pipeline_threads() == []
+    assert pipeline_threads() == []
     assert [r.scene.name for r in results] == [Path(s).name for s in order]
     assert [r.ok for r in results] == [True, False, True, False, True]
     assert "broken.tif" in results[1].error and "band" in results[3].error
@@ -185,3 +175,26 @@ def test_two_scenes_for_one_output_are_refused(tmp_path, model_file, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["x.tif", "y.tif"]
     with rasterio.open(out / "y.tif") as dst:  # the first scene's, not overwritten
         assert dst.shape == rasterio.open(c).shape
+
+
+def test_a_damaged_scene_is_one_clear_line(tmp_path, model_file, capsys):
+    """A scene whose tiles do not decode: GDAL's own words (not rasterio's "Read failed. See
+    previous exception"), the scene named once, what to check, exit 2, no traceback; alone and
+    among other scenes."""
+    broken = str(write_damaged(tmp_path / "broken.tif"))
+    good = write_scene(tmp_path / "good.tif", 40, 40)
+    code = main(["predict", broken, str(tmp_path / "o.tif"), "--model", model_file, "-q"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    err, = [line for line in err.splitlines() if not line.startswith("Warning: ")]  # pixel size
+    assert code == 2
+    assert "IReadBlock failed" in err and "gdalinfo -checksum" in err and "See previous" not in err
+    assert not (tmp_path / "o.tif").exists()
+    code = main(["predict", good, broken, "--out-dir", str(tmp_path / "out"), "--model",
+                 model_file, "-q"])
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if not line.startswith("Warning: ")]
+    assert code == 2 and len(lines) == 2 and "1 of 2 scene(s) failed" in lines[1]
+    assert lines[0].startswith(f"Error: {broken}: ") and lines[0].count("broken.tif") == 2
+    assert "IReadBlock failed" in lines[0]  # GDAL's message names the file once more
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.tif"]

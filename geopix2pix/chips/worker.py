@@ -15,6 +15,7 @@ import rasterio
 
 from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.stats import BandStatistics
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.io import chip_nodata, decoded_block_bytes
@@ -108,12 +109,18 @@ def cache_bytes(datasets, chip_size: int) -> int:
 
 
 def run_job(job: Job) -> JobResult:
-    """Process one batch of chips; returns their index records and partial statistics."""
-    with rasterio.open(job.pair.source) as src, rasterio.open(job.pair.target) as tgt:
-        cache = cache_bytes((src, tgt), job.chips[0][0].size)
+    """Process one batch of chips; returns their index records and partial statistics. An error
+    reading or writing data (a damaged raster, a full disk) is raised as a `GeoPix2PixError`
+    that says what GDAL said, here where its chain of causes is whole (a process pool passes
+    on only the outermost, "Read failed. See previous exception for details.")."""
     try:
+        with rasterio.open(job.pair.source) as src, rasterio.open(job.pair.target) as tgt:
+            cache = cache_bytes((src, tgt), job.chips[0][0].size)
         with rasterio.Env(GDAL_CACHEMAX=cache):
             return _run_job(job)
+    except data_errors() as exc:
+        raise GeoPix2PixError(f"cutting chips from {job.pair.source} and {job.pair.target}: "
+                              f"{describe(exc)}") from None
     finally:
         release_free_heap()
 

@@ -10,7 +10,7 @@ import click
 
 from geopix2pix import __version__
 from geopix2pix.cli.export_chips import export_chips_command
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -51,11 +51,15 @@ _add_optional_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the group, turning GeoPix2PixError into one line and exit status 2."""
+    """Entry point: runs the group, turning GeoPix2PixError, and the errors of reading or
+    writing data (a damaged file, a full disk), into one line and exit status 2."""
     try:
         cli.main(args=argv, prog_name="geopix2pix", standalone_mode=False)
     except GeoPix2PixError as exc:
         click.echo(f"Error: {exc}", err=True)
+        return 2
+    except data_errors() as exc:
+        click.echo(f"Error: {describe(exc)}", err=True)
         return 2
     except click.exceptions.Abort:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once

@@ -72,6 +72,6 @@ def predict_command(paths, model, out_dir, quiet, **options):
         if r.ok and not quiet:
             click.echo(f"{r.out}: {r.windows} windows in {r.seconds:.1f} s")
         elif not r.ok:
-            click.echo(f"Error: {r.scene}: {r.error}", err=True)
+            click.echo(f"Error: {r.error}", err=True)
     if failed:
         raise GeoPix2PixError(f"{len(failed)} of {len(results)} scene(s) failed (see above)")

@@ -102,7 +102,7 @@ def predict_group(results: Sequence, model, info: ModelInfo, options,
                     check_pixel_size(dataset, info, warn_for(result))
                     temp = stack.enter_context(_written(result, options.overwrite))
                 except GeoPix2PixError as exc:
-                    result.error, result.exception = str(exc), exc
+                    result.fail(exc)
                     continue
                 except Exception:  # reported for its scene when predicted alone
                     continue

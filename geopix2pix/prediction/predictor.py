@@ -23,7 +23,7 @@ import rasterio
 import torch
 from affine import Affine
 
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import ModelInfo, check_bands, check_crs, check_pixel_size
@@ -89,6 +89,13 @@ class SceneResult:
     def ok(self) -> bool:
         return self.error is None
 
+    def fail(self, exc: BaseException) -> None:
+        """Record `exc` as this scene's error, in one line that starts with the scene."""
+        message = str(exc) if isinstance(exc, GeoPix2PixError) else describe(exc)
+        if not message.startswith(str(self.scene)):
+            message = f"{self.scene}: {message}"
+        self.error, self.exception = message, exc
+
 
 def resolve_device(device: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU."""
@@ -148,8 +155,11 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     check_creation_options_for(opts, loaded)
     loaded.generator.to(device)
     results = predict_scenes(pairs, loaded, opts, on_warning=on_warning)
-    if out is not None and results[0].exception is not None:
-        raise results[0].exception
+    failure = results[0].exception
+    if out is not None and failure is not None:
+        if isinstance(failure, data_errors()):  # a damaged scene, a full disk: the user's
+            raise GeoPix2PixError(results[0].error) from failure
+        raise failure
     return results
 
 
@@ -168,10 +178,9 @@ def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
     info = ModelInfo.of(model)
     results = [SceneResult(Path(scene), Path(out)) for scene, out in pairs]
     for later, first in shared_outputs([result.out for result in results]).items():
-        error = GeoPix2PixError(f"{results[later].scene}: its output {results[later].out} is "
-                                f"also the output of {results[first].scene}; give each scene "
-                                "its own output")
-        results[later].error, results[later].exception = str(error), error
+        results[later].fail(GeoPix2PixError(
+            f"{results[later].scene}: its output {results[later].out} is also the output of "
+            f"{results[first].scene}; give each scene its own output"))
 
     def warn_for(result: SceneResult) -> Callable[[str], None]:
         def warn(message: str) -> None:
@@ -197,10 +206,8 @@ def _predict_alone(result: SceneResult, model: LoadedModel, info: ModelInfo,
         predict_scene(result, model, info, options, warn)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except GeoPix2PixError as exc:
-        result.error, result.exception = str(exc), exc
     except Exception as exc:  # a scene GDAL cannot process must not stop the others
-        result.error, result.exception = f"{result.scene}: {type(exc).__name__}: {exc}", exc
+        result.fail(exc)
 
 
 def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
