@@ -28,6 +28,7 @@ from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.prediction import forward, pipeline, predict, predictor, reading
 from geopix2pix.prediction.blend import fold_segments, overlap_add, window_weights
+from geopix2pix.prediction.channels import DONE, Channel
 from geopix2pix.prediction.windows import make_layout
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -628,3 +629,21 @@ def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):
         predict(scene, out, model=model, progress=False, batch_size=7, overwrite=True)
     with rasterio.open(outs[0]) as a, rasterio.open(outs[1]) as b:
         assert np.abs(a.read(1) - b.read(1)).mean() > 1e-2
+
+
+def test_each_output_is_finished_once_right_after_its_last_strip(monkeypatch):
+    """The writer thread finishes a job (writes its last band of rows, lets its buffer go) as
+    soon as the next job's strips come, each job once, the last one at the end."""
+    monkeypatch.setattr(pipeline, "to_output", lambda blended, valid, spec: blended)
+    events = []
+    jobs = [pipeline.Job(None, None, lambda row, col, data, valid, k=k: events.append(
+        ("write", k, row)), lambda k=k: events.append(("finish", k))) for k in range(4)]
+    inbox = Channel(threading.Event(), depth=16)
+    strip = (np.zeros((1, 2, 3)), np.ones((2, 3), bool))
+    for index, row in [(0, 0), (0, 2), (2, 0), (3, 0), (3, 2)]:
+        inbox.put((index, row, 0, *strip))
+    inbox.put(DONE)
+    pipeline._writer(jobs, inbox)
+    assert events == [("write", 0, 0), ("write", 0, 2), ("finish", 0), ("finish", 1),
+                      ("write", 2, 0), ("finish", 2), ("write", 3, 0), ("write", 3, 2),
+                      ("finish", 3)]

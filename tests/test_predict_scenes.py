@@ -14,6 +14,7 @@ from predict_helpers import pipeline_threads, unet_file, write_scene
 from geopix2pix.cli import main
 from geopix2pix.models import load_model
 from geopix2pix.prediction import grouped, pipeline, predict, predictor, reading
+from geopix2pix.raster.write import case_insensitive
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +153,13 @@ def test_an_output_folder_that_cannot_be_made_fails_every_scene_clearly(tmp_path
     assert (tmp_path / "taken").read_text() == "a file, not a folder"
 
 
-def test_two_scenes_for_one_output_are_refused(tmp_path, model_file, capsys):
-    """Outputs that are one file (the same path, or on macOS and Windows names differing only in
-    case) would overwrite each other: refused before any work on the command line, and for the
-    later scene in the API, whose other scenes are still written."""
+@pytest.mark.parametrize("folds_case", [False, True])
+def test_two_scenes_for_one_output_are_refused(tmp_path, model_file, capsys, monkeypatch,
+                                               folds_case):
+    """Outputs that are one file (the same path, or names differing only in case where case
+    does not tell files apart: macOS and Windows by default; forced here) would overwrite each
+    other: refused before any work on the command line, and for the later scene in the API,
+    whose other scenes are still written. Where case tells files apart, both are written."""
     a, b, c = _scenes_of_tiles(tmp_path)[:3]
     (tmp_path / "other").mkdir()
     same_name = write_scene(tmp_path / "other" / Path(a).name, 40, 40)
@@ -165,16 +169,73 @@ def test_two_scenes_for_one_output_are_refused(tmp_path, model_file, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "would both be written to" in err
     assert not (tmp_path / "out").exists()
 
+    monkeypatch.setattr(predictor, "case_insensitive", lambda folder: folds_case)
     out = tmp_path / "api"
     pairs = [(Path(a), out / "x.tif"), (Path(b), out / "X.tif"), (Path(c), out / "y.tif"),
              (Path(same_name), out / "y.tif")]
     results = predictor.predict_scenes(pairs, load_model(model_file),
                                        predictor.PredictOptions(progress=False))
-    assert [r.ok for r in results] == [True, False, True, False]
-    assert "also the output of" in results[1].error and str(b) in results[1].error
-    assert sorted(p.name for p in out.iterdir()) == ["x.tif", "y.tif"]
+    assert [r.ok for r in results] == [True, not folds_case, True, False]
+    if folds_case:
+        assert "also the output of" in results[1].error and str(b) in results[1].error
+    assert results[3].error.startswith(f"{same_name}: its output")
+    assert sorted(p.name for p in out.iterdir()) == \
+        (["x.tif", "y.tif"] if folds_case else ["X.tif", "x.tif", "y.tif"])
     with rasterio.open(out / "y.tif") as dst:  # the first scene's, not overwritten
         assert dst.shape == rasterio.open(c).shape
+
+
+def test_case_insensitive_tells_how_the_folder_compares_names(tmp_path):
+    (tmp_path / "probe").write_text("")
+    expected = (tmp_path / "PROBE").exists()  # True on macOS and Windows by default
+    assert case_insensitive(tmp_path) is expected
+    assert case_insensitive(tmp_path / "not" / "yet") is expected  # its nearest existing parent
+    assert list(tmp_path.iterdir()) == [tmp_path / "probe"]
+
+
+def test_an_output_appearing_during_a_group_fails_that_scene_only(tmp_path, model_file,
+                                                                   monkeypatch):
+    """A group's outputs are renamed one by one once the run is done: one whose file appeared
+    meanwhile (another process) is kept and that scene fails; the others are kept, not
+    predicted again."""
+    scenes = _scenes_of_tiles(tmp_path)[:4]
+    out = tmp_path / "out"
+    runs = _run_counter(monkeypatch)
+    real_run = pipeline.run
+
+    def run_then_another_writes(jobs, *args, **kwargs):
+        real_run(jobs, *args, **kwargs)
+        (out / "t2.tif").write_text("another process's")
+
+    monkeypatch.setattr(pipeline, "run", run_then_another_writes)
+    results = predict(scenes, out_dir=out, model=model_file, progress=False)
+    assert runs == [4] and [r.ok for r in results] == [True, True, False, True]  # no rerun
+    assert "appeared while it was being written" in results[2].error
+    assert (out / "t2.tif").read_text() == "another process's"
+    assert sorted(p.name for p in out.iterdir()) == ["t0.tif", "t1.tif", "t2.tif", "t3.tif"]
+
+
+def test_a_model_failing_while_scenes_are_read_ahead_leaves_no_thread(tmp_path, model_file,
+                                                                       monkeypatch):
+    scenes = _scenes_of_tiles(tmp_path)
+    monkeypatch.setenv(reading.WORKERS_VARIABLE, "3")
+    model = load_model(model_file)
+    calls = []
+    forward = model.generator.forward
+
+    def failing(x):
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return forward(x)
+
+    monkeypatch.setattr(model.generator, "forward", failing)
+    results = predict(scenes, out_dir=tmp_path / "out", model=model, progress=False,
+                      batch_size=4)
+    assert pipeline_threads() == []
+    assert all(r.ok for r in results)  # the group failed once; each alone then succeeded
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        sorted(Path(s).name for s in scenes)
 
 
 def test_a_damaged_scene_is_one_clear_line(tmp_path, model_file, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from geopix2pix.errors import GeoPix2PixError
@@ -32,10 +34,31 @@ def test_an_output_that_appears_meanwhile_is_kept_without_overwrite(tmp_path):
     assert out.read_text() == "ours" and list(tmp_path.iterdir()) == [out]
 
 
+def test_without_hard_links_an_output_that_appeared_is_still_kept(tmp_path, monkeypatch):
+    def no_links(*args):
+        raise PermissionError("links not supported here")  # e.g. some network filesystems
+
+    monkeypatch.setattr(os, "link", no_links)
+    out = tmp_path / "out.tif"
+    with atomic_path(out) as temp:
+        temp.write_text("first")
+    assert out.read_text() == "first" and list(tmp_path.iterdir()) == [out]
+    out.unlink()
+    with pytest.raises(GeoPix2PixError, match="appeared while it was being written"), \
+            atomic_path(out) as temp:
+        temp.write_text("ours")
+        out.write_text("another run's")
+    assert out.read_text() == "another run's" and list(tmp_path.iterdir()) == [out]
+
+
 def test_existing_output_is_refused_and_a_bad_folder_explained(tmp_path):
     (tmp_path / "out.tif").write_text("old")
     with pytest.raises(GeoPix2PixError, match="already exists; pass --overwrite"), \
             atomic_path(tmp_path / "out.tif"):
+        pass
+    (tmp_path / "link.tif").symlink_to(tmp_path / "gone.tif")  # a broken link is there too
+    with pytest.raises(GeoPix2PixError, match="link.tif already exists"), \
+            atomic_path(tmp_path / "link.tif"):
         pass
     (tmp_path / "file").write_text("")
     with pytest.raises(GeoPix2PixError, match="cannot make the folder"), \

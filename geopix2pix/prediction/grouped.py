@@ -34,7 +34,7 @@ from geopix2pix.prediction.runner import Target, output_spec, predict_targets, r
 from geopix2pix.prediction.windows import make_layout
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster
-from geopix2pix.raster.write import atomic_path
+from geopix2pix.raster.write import check_can_write, discard, partial_name, publish
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,16 @@ def plan(results: Sequence, info: ModelInfo, options) -> Iterator[list]:
         yield group
 
 
-@contextlib.contextmanager
-def _written(result, overwrite: bool) -> Iterator[Path]:
-    """`atomic_path` for the result's output, marking the result written once renamed."""
-    with atomic_path(result.out, overwrite) as temp:
-        yield temp
-    result.written = True
+def _publish(members: Sequence, temps: Sequence[Path], overwrite: bool) -> None:
+    """Give each member's complete output its final name; one that cannot be renamed (its output
+    appeared meanwhile) is that scene's error, and the others are still kept."""
+    for result, temp in zip(members, temps):
+        try:
+            publish(temp, result.out, overwrite)
+        except Exception as exc:
+            result.fail(exc)
+        else:
+            result.written = True
 
 
 def predict_group(results: Sequence, model, info: ModelInfo, options,
@@ -100,12 +104,13 @@ def predict_group(results: Sequence, model, info: ModelInfo, options,
                     check_crs(dataset, options.allow_no_crs)
                     bands = check_bands(dataset, options.bands, model, info)
                     check_pixel_size(dataset, info, warn_for(result))
-                    temp = stack.enter_context(_written(result, options.overwrite))
+                    temp = partial_name(check_can_write(result.out, options.overwrite))
                 except GeoPix2PixError as exc:
                     result.fail(exc)
                     continue
                 except Exception:  # reported for its scene when predicted alone
                     continue
+                stack.callback(discard, temp)  # once renamed, or when the run failed
                 targets.append(Target(dataset, bands, Grid.of(dataset), temp, spec,
                                       partial(reopen_scene, result.scene)))
                 members.append(result)
@@ -114,6 +119,7 @@ def predict_group(results: Sequence, model, info: ModelInfo, options,
                                          f"{len(targets)} scenes")
                 for result, count in zip(members, counts):
                     result.windows = count
+                _publish(members, [target.path for target in targets], options.overwrite)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # predicted again one at a time, which reports the error

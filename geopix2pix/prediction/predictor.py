@@ -48,7 +48,12 @@ from geopix2pix.prediction.writer import (
 )
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, warped_view
-from geopix2pix.raster.write import atomic_path, check_can_write, partial_name
+from geopix2pix.raster.write import (
+    atomic_path,
+    case_insensitive,
+    check_can_write,
+    partial_name,
+)
 
 PathLike = str | os.PathLike
 
@@ -129,13 +134,19 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
 
 def shared_outputs(outs: Sequence[PathLike]) -> dict[int, int]:
     """{index: index of the first output it shares}: the same path, or one differing only in
-    case (the same file on case-insensitive filesystems, so never safe to write both)."""
-    first: dict[str, int] = {}
+    case in a folder where case does not tell files apart (macOS and Windows by default)."""
+    exact: dict[str, int] = {}
+    folded: dict[str, int] = {}
     shared = {}
     for index, out in enumerate(outs):
-        key = os.path.normcase(os.path.abspath(out)).casefold()
-        if first.setdefault(key, index) != index:
-            shared[index] = first[key]
+        path = os.path.normcase(os.path.abspath(out))
+        if path in exact:
+            shared[index] = exact[path]
+        elif path.casefold() in folded and case_insensitive(Path(path).parent):
+            shared[index] = folded[path.casefold()]
+        else:
+            exact[path] = index
+            folded.setdefault(path.casefold(), index)
     return shared
 
 

@@ -344,14 +344,20 @@ def _read_ahead(sources: Sequence[Source], scaling: Scaling,
             pool.shutdown(cancel_futures=True)
 
 
+def sources_at_once(sources: Sequence[Source]) -> int:
+    """How many of `sources` are read at the same time: with several sources and read workers
+    (a GPU) that many are read ahead in parallel (`_read_ahead`: a small scene has too few
+    blocks to split), otherwise one at a time, each strip split by columns among its workers."""
+    workers = max(source.workers for source in sources)
+    return min(workers, len(sources)) if len(sources) > 1 else 1
+
+
 def _sources_window_rows(sources: Sequence[Source],
                          scaling: Scaling) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The window rows of each source in turn. With several sources and read workers (a GPU)
-    the sources are read ahead in parallel (`_read_ahead`: a small scene has too few blocks to
-    split); otherwise each strip is split by columns among its workers."""
-    workers = max(source.workers for source in sources)
-    if len(sources) > 1 and workers > 1:
-        yield from _read_ahead(sources, scaling, workers)
+    """The window rows of each source in turn (`sources_at_once` of them read at once)."""
+    at_once = sources_at_once(sources)
+    if at_once > 1:
+        yield from _read_ahead(sources, scaling, at_once)
         return
     for source in sources:
         yield from _source_window_rows(source, scaling, source.workers)

@@ -72,9 +72,10 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelIn
         jobs.append(reading.Source(target.source, target.bands, layout, chunks, workers,
                                    target.reopen))
     total = sum(job.layout.count(job.chunks) for job in jobs)
+    # the blocks of every source read at once, so none is decoded twice
+    cache = sum(sorted(caches)[-reading.sources_at_once(jobs):])
     with contextlib.ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True,
-                                         GDAL_CACHEMAX=max(caches)))
+        stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=cache))
         for target in targets:
             tiled = stack.enter_context(tiled_output(target.path, target.spec, options))
             dst = stack.enter_context(open_tiled(tiled, target.grid, target.spec, options))

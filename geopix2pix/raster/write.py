@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,9 +33,10 @@ def gtiff_profile(dtype: str, count: int, crs, transform, width: int, height: in
 
 
 def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless asked to; make the parent folder."""
+    """Refuse to replace an existing output (or a link there, even a broken one) unless asked
+    to; make the parent folder."""
     path = Path(path)
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,39 +53,54 @@ def partial_name(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write to; rename it to `path` only if the block completes.
-
-    Without `overwrite` the rename never replaces a file that appeared at `path` meanwhile
-    (another run, or another name for the same file on a case-insensitive filesystem)."""
+    """Yield a temporary path to write to; rename it to `path` only if the block completes
+    (`publish`), and remove it in any case (`discard`)."""
     final = check_can_write(path, overwrite)
     temp = partial_name(final)
     try:
         yield temp
-        if overwrite:
-            os.replace(temp, final)
-        else:
-            _rename_without_replacing(temp, final)
+        publish(temp, final, overwrite)
     finally:
-        if temp.exists():
-            temp.unlink()
-        aux = temp.with_name(temp.name + ".aux.xml")
-        if aux.exists():
-            aux.unlink()
+        discard(temp)
 
 
-def _rename_without_replacing(temp: Path, final: Path) -> None:
-    """Move `temp` to `final` unless `final` exists: a hard link, which fails rather than
-    replace (the caller removes `temp`); where links are not supported, check and rename."""
+def publish(temp: Path, final: Path, overwrite: bool) -> None:
+    """Give the complete `temp` its final name. Without `overwrite` never replace a file that
+    appeared at `final` meanwhile (another run, or another name for the same file on a
+    case-insensitive filesystem): a hard link fails rather than replace (`discard` then removes
+    `temp`); where links are not supported, check and rename."""
+    if overwrite:
+        os.replace(temp, final)
+        return
     appeared = GeoPix2PixError(f"{final} appeared while it was being written and was kept; "
                                "pass --overwrite to replace it")
     try:
         os.link(temp, final)
     except FileExistsError:
         raise appeared from None
-    except OSError:  # no hard links on this filesystem (or `temp` is a folder)
-        if final.exists():
+    except OSError:  # no hard links on this filesystem
+        if os.path.lexists(final):
             raise appeared from None
         os.replace(temp, final)
+
+
+def discard(temp: Path) -> None:
+    """Remove a temporary output and the .aux.xml GDAL may have written beside it, if there."""
+    for leftover in (temp, temp.with_name(temp.name + ".aux.xml")):
+        leftover.unlink(missing_ok=True)
+
+
+def case_insensitive(folder: Path) -> bool:
+    """Whether names that differ only in case are one file in `folder` (or, while it does not
+    exist yet, in its nearest existing parent): macOS and Windows by default."""
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".geopix2pix-case-", dir=folder) as probe:
+            name = Path(probe.name)
+            return name.with_name(name.name.swapcase()).exists()
+    except OSError:  # cannot write there: writing the outputs will say so
+        return False
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
