@@ -4,6 +4,11 @@ checks."""
 from __future__ import annotations
 
 import itertools
+import os
+import resource
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -330,6 +335,28 @@ def test_failed_run_leaves_no_output_and_existing_out_is_kept(tmp_path, model_fi
     predict(scene, out, model=model_file, progress=False, overwrite=True)
     with rasterio.open(out) as dst:
         assert dst.width == 200
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a file-size limit needs POSIX")
+@pytest.mark.parametrize("cog", [False, True])
+def test_an_output_that_could_not_be_written_whole_is_not_published(tmp_path, model_file, cog):
+    """libtiff's write errors reach neither rasterio nor GDAL's error log: a GeoTIFF cut short
+    (here by a file-size limit, as by a full disk) closes without complaint. Predict checks the
+    closed file and refuses it: one line, exit 2, nothing at OUT."""
+    scene = write_scene(tmp_path / "s.tif", 300, 300)
+    out = tmp_path / "out.tif"
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    done = subprocess.run([sys.executable, "-m", "geopix2pix", "predict", scene, str(out),
+                           "--model", model_file, "-q", *(["--cog"] if cog else [])],
+                          preexec_fn=limit_file_size, capture_output=True, text=True)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(errors) == 1 and f"could not write {out}: " in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
 
 
 def test_band_count_error_via_cli(tmp_path, model_file, capsys):

@@ -112,7 +112,7 @@ def predict_group(results: Sequence, model, info: ModelInfo, options,
                     continue
                 stack.callback(discard, temp)  # once renamed, or when the run failed
                 targets.append(Target(dataset, bands, Grid.of(dataset), temp, spec,
-                                      partial(reopen_scene, result.scene)))
+                                      partial(reopen_scene, result.scene), result.out))
                 members.append(result)
             if targets:
                 counts = predict_targets(targets, model, info, options,

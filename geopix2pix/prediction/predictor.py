@@ -46,6 +46,7 @@ from geopix2pix.prediction.writer import (
     check_output_options,
     finish,
 )
+from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, warped_view
 from geopix2pix.raster.write import (
@@ -234,22 +235,23 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
         with atomic_path(result.out, options.overwrite) as temp:
             if options.resample_to_model and ratio is not None and not math.isclose(ratio, 1):
                 result.windows = _predict_resampled(dataset, bands, ratio, temp, model, info,
-                                                    spec, options)
+                                                    spec, options, result.out)
             else:
                 result.windows = _predict_to_file(
                     dataset, bands, Grid.of(dataset), temp, model, info, spec, options,
-                    reopen=partial(reopen_scene, result.scene))
+                    reopen=partial(reopen_scene, result.scene), name=result.out)
     result.written = True
     result.seconds = time.perf_counter() - start
 
 
 def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
                      info: ModelInfo, spec: OutputSpec, options: PredictOptions,
-                     reopen: Callable[[], contextlib.AbstractContextManager] | None) -> int:
+                     reopen: Callable[[], contextlib.AbstractContextManager] | None,
+                     name: Path) -> int:
     """Run the pipeline over `source` (a dataset or VRT on `grid`; `reopen` gives another handle
-    on it for another thread reading it) into the GTiff/COG `path`."""
-    return predict_targets([Target(source, bands, grid, path, spec, reopen)], model, info,
-                           options, Path(str(source.name)).name)[0]
+    on it for another thread reading it) into the GTiff/COG `path` (to be `name`)."""
+    return predict_targets([Target(source, bands, grid, path, spec, reopen, name)], model,
+                           info, options, Path(str(source.name)).name)[0]
 
 
 def model_grid(grid: Grid, ratio: float) -> Grid:
@@ -259,7 +261,8 @@ def model_grid(grid: Grid, ratio: float) -> Grid:
 
 
 def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model: LoadedModel,
-                       info: ModelInfo, spec: OutputSpec, options: PredictOptions) -> int:
+                       info: ModelInfo, spec: OutputSpec, options: PredictOptions,
+                       name: Path) -> int:
     """Predict at the training resolution (through a WarpedVRT) into a float32 temporary, then
     warp that back onto the scene's grid (bilinear, nearest for integer targets)."""
     scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratio)
@@ -271,20 +274,23 @@ def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, mode
     try:
         with warped_view(dataset, coarse, "bilinear") as vrt:
             windows = _predict_to_file(vrt, bands, coarse, temp, model, info, units, tiled_opts,
-                                       reopen=partial(reopen_scene, Path(dataset.name), coarse))
-        with rasterio.open(temp) as pred, \
-                warped_view(pred, scene_grid, "nearest" if integer else "bilinear") as back:
-            _write_on_grid(dataset, bands, back, path, scene_grid, spec, options)
+                                       reopen=partial(reopen_scene, Path(dataset.name), coarse),
+                                       name=name)
+        resampling = "nearest" if integer else "bilinear"
+        with signalled_errors() as failures, rasterio.open(temp) as pred, \
+                warped_view(pred, scene_grid, resampling) as back:  # a full disk does not raise
+            _write_on_grid(dataset, bands, back, path, scene_grid, spec, options, name)
+        check_written(path, name, failures)
     finally:
         temp.unlink(missing_ok=True)
     return windows
 
 
 def _write_on_grid(dataset, bands: list[int], values, path: Path, grid: Grid, spec: OutputSpec,
-                   options: PredictOptions) -> None:
+                   options: PredictOptions, name: Path) -> None:
     """Stream `values` (a view on `grid`, data units) into the output, masked by the scene."""
     step = max(BLOCK, options.chunk_width // BLOCK * BLOCK)
-    with tiled_output(path, spec, options) as tiled, \
+    with tiled_output(path, spec, options, name) as tiled, \
             rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=MIN_CACHE), \
             open_tiled(tiled, grid, spec, options) as dst:
         writer = BandWriter(dst, spec)

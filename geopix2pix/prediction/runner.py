@@ -29,6 +29,7 @@ from geopix2pix.prediction.writer import (
     convert_to_cog,
     open_output,
 )
+from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import warped_view
 from geopix2pix.raster.write import partial_name
@@ -53,6 +54,7 @@ class Target:
     path: Path  # the output (a temporary name, renamed when complete)
     spec: OutputSpec
     reopen: Callable[[], contextlib.AbstractContextManager] | None  # another handle on `source`
+    name: Path | None = None  # the output's final name, for messages (default `path`)
 
 
 def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelInfo,
@@ -75,9 +77,11 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelIn
     # the blocks of every source read at once, so none is decoded twice
     cache = sum(sorted(caches)[-reading.sources_at_once(jobs):])
     with contextlib.ExitStack() as stack:
+        failures = stack.enter_context(signalled_errors())  # a full disk does not raise
         stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=cache))
         for target in targets:
-            tiled = stack.enter_context(tiled_output(target.path, target.spec, options))
+            tiled = stack.enter_context(tiled_output(target.path, target.spec, options,
+                                                     target.name))
             dst = stack.enter_context(open_tiled(tiled, target.grid, target.spec, options))
             writers.append(BandWriter(dst, target.spec))
         bar = stack.enter_context(tqdm(total=total, unit="window", desc=desc,
@@ -86,6 +90,8 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelIn
                       for source, target, writer in zip(jobs, targets, writers)],
                      model.generator, device, info.source.scaling, max(1, options.batch_size),
                      on_batch=bar.update)
+    for target in targets:  # the outputs are closed (and converted into COGs) now
+        check_written(target.path, target.name or target.path, failures)
     return [job.layout.count(job.chunks) for job in jobs]
 
 
@@ -101,7 +107,8 @@ def reopen_scene(scene: Path, grid: Grid | None = None) -> Iterator:
 
 
 @contextlib.contextmanager
-def tiled_output(path: Path, spec: OutputSpec, options: PredictOptions) -> Iterator[Path]:
+def tiled_output(path: Path, spec: OutputSpec, options: PredictOptions,
+                 name: Path | None = None) -> Iterator[Path]:
     """Yield where to write the tiled GeoTIFF: `path` itself, or with --cog a temporary that is
     converted into the COG `path` once the block completes (and removed in any case)."""
     if not options.cog:
@@ -109,7 +116,9 @@ def tiled_output(path: Path, spec: OutputSpec, options: PredictOptions) -> Itera
         return
     tiled = partial_name(path)
     try:
-        yield tiled
+        with signalled_errors() as failures:
+            yield tiled
+        check_written(tiled, name or path, failures)  # before GDAL reads it back
         convert_to_cog(tiled, path, spec, options.compress, options.creation_options)
     finally:
         tiled.unlink(missing_ok=True)

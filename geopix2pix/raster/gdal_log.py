@@ -1,0 +1,90 @@
+"""Writing that failed without an exception: GDAL signals some errors that rasterio only logs
+("GDAL signalled an error: ..."), and some write errors (libtiff's, e.g. a file-size limit)
+reach neither, so a GeoTIFF whose blocks could not all be written can close without complaint.
+Writers watch the log while writing and check the closed file before publishing it: it opens,
+and no block lies past its end."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from geopix2pix.errors import GeoPix2PixError
+
+LOGGER = "rasterio"  # rasterio._env and rasterio._err log them
+_SIGNALLED = re.compile(r"GDAL signalled an error: err_no=\d+, msg=(['\"])(?P<msg>.*)\1$")
+LOW_SPACE = 1 << 20  # bytes: below this a failed write is put down to a full disk
+
+
+class _Failures(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = _SIGNALLED.match(record.getMessage())
+        if match:
+            self.messages.append(match.group("msg"))
+
+
+@contextlib.contextmanager
+def signalled_errors() -> Iterator[list[str]]:
+    """The messages of the errors GDAL signals, from any thread, while the block runs."""
+    logger = logging.getLogger(LOGGER)
+    failures = _Failures()
+    level = logger.level
+    logger.addHandler(failures)
+    if logger.getEffectiveLevel() > logging.INFO:  # rasterio logs them at INFO
+        logger.setLevel(logging.INFO)
+    try:
+        yield failures.messages
+    finally:
+        logger.removeHandler(failures)
+        logger.setLevel(level)
+
+
+def _blocks_end(dataset) -> int:
+    """The byte just past the last of the GeoTIFF's data blocks (0 when GDAL gives no offsets)."""
+    end = 0
+    for band, (height, width) in enumerate(dataset.block_shapes, start=1):
+        for row in range(-(-dataset.height // height)):
+            for col in range(-(-dataset.width // width)):
+                offset = dataset.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+                size = dataset.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+                if offset and size:
+                    end = max(end, int(offset) + int(size))
+    return end
+
+
+def _file_problem(path: Path) -> str | None:
+    """What is wrong with the closed GeoTIFF at `path`, or None."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as dataset:
+            end = _blocks_end(dataset)
+    except rasterio.errors.RasterioError as exc:
+        return str(exc)
+    written = path.stat().st_size
+    if end > written:
+        return f"only {written} of its {end} bytes were written"
+    return None
+
+
+def check_written(path: Path, name: Path, failures: list[str]) -> None:
+    """Raise `GeoPix2PixError` when writing `path` (to be published as `name`) went wrong:
+    GDAL signalled errors, or the file does not open or is shorter than its blocks."""
+    problem = failures[0] if failures else _file_problem(path)
+    if problem is None:
+        return
+    reason = problem.replace(str(path), str(name))
+    advice = "; check the free space and any file-size limit there"
+    free = shutil.disk_usage(path.parent).free
+    if free < LOW_SPACE:
+        reason = f"the disk is full ({free // 1024} KiB free); GDAL said: {reason}"
+        advice = "; free some space or choose another output folder"
+    raise GeoPix2PixError(f"could not write {name}: {reason}{advice}")
