@@ -270,8 +270,11 @@ def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_f
     (["--co", "BLOCKYSIZE=768"], "tiles must divide 512"),
     (["--co", "TILED=NO"], "writes a tiled GeoTIFF"),
     (["--cog", "--co", "BLOCKSIZE=100"], "BLOCKSIZE=100"),
-    # the float32 output: GDAL's reason, not rasterio's "Write failed. See previous exception"
-    (["--co", "COMPRESS=JPEG"], "BitsPerSample 32 not allowed for JPEG"),
+    # GDAL's reason, not rasterio's "Write failed. See previous exception"
+    (["--co", "COMPRESS=WEBP", "--co", "WEBP_LOSSLESS=TRUE"], "doesn't support 1 bands"),
+    # lossy: nodata pixels would not stay nodata
+    (["--co", "COMPRESS=JPEG"], "COMPRESS=JPEG: a lossy compression"),
+    (["--cog", "--co", "COMPRESS=webp"], "COMPRESS=webp: a lossy compression"),
     # accepted by GDAL and silently ignored: options of another compression
     (["--compress", "zstd", "--co", "ZLEVEL=1"], "ZLEVEL=1: only DEFLATE/LERC_DEFLATE"),
     (["--co", "COMPRESS=LZW", "--co", "ZLEVEL=1"], "compressed with LZW"),
@@ -359,6 +362,15 @@ def test_an_output_that_could_not_be_written_whole_is_not_published(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
 
 
+@pytest.mark.parametrize("batch", ["0", "-3"])
+def test_a_batch_of_no_windows_is_refused(tmp_path, model_file, capsys, batch):
+    scene = write_scene(tmp_path / "s.tif", 40, 40)
+    code = main(["predict", scene, str(tmp_path / "o.tif"), "-m", model_file, "-q",
+                 "--batch-size", batch])
+    assert code == 2 and "--batch-size" in capsys.readouterr().err
+    assert not (tmp_path / "o.tif").exists()
+
+
 def test_band_count_error_via_cli(tmp_path, model_file, capsys):
     scene = write_scene(tmp_path / "two.tif", 40, 40, count=2)
     code = main(["predict", scene, str(tmp_path / "o.tif"), "--model", model_file, "-q"])
@@ -380,6 +392,10 @@ def test_crs_and_pixel_size_checks(tmp_path, model_file):
     predict(coarse, out, model=model_file, progress=False, on_warning=messages.append,
             resample_to_model=True)
     assert len(messages) == 1 and "100x100" in messages[0] and "30x30" in messages[0]
+    assert "predicting at the training pixel size" in messages[0]  # not "consider" it
+    predict(coarse, tmp_path / "c.tif", model=model_file, progress=False,
+            on_warning=messages.append)
+    assert messages[1].endswith("consider --resample-to-model")
     with rasterio.open(coarse) as src, rasterio.open(out) as dst:
         assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
         values = dst.read(1)

@@ -259,3 +259,19 @@ def test_a_damaged_scene_is_one_clear_line(tmp_path, model_file, capsys):
     assert lines[0].startswith(f"Error: {broken}: ") and lines[0].count("broken.tif") == 2
     assert "IReadBlock failed" in lines[0]  # GDAL's message names the file once more
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.tif"]
+
+
+def test_an_output_is_never_one_of_the_input_scenes(tmp_path, model_file, capsys):
+    """Even with --overwrite: OUT the scene itself, or --out-dir the scenes' own folder, would
+    replace the inputs with predictions."""
+    scenes = _scenes_of_tiles(tmp_path)[:2]
+    before = [Path(s).read_bytes() for s in scenes]
+    code = main(["predict", scenes[0], scenes[0], "--model", model_file, "--overwrite", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "is the input scene" in err
+    code = main(["predict", *scenes, "--out-dir", str(tmp_path), "--model", model_file,
+                 "--overwrite", "-q"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "2 of 2 scene(s) failed" in lines[-1]
+    assert all("which it would replace" in line for line in lines[:-1])
+    assert [Path(s).read_bytes() for s in scenes] == before

@@ -17,7 +17,8 @@ from geopix2pix.errors import GeoPix2PixError
                    "scene.")
 @click.option("--overlap", default=0.5, type=float,
               help="Fraction of the window shared by neighbouring windows.")
-@click.option("--batch-size", default=8, type=int, help="Windows per generator call.")
+@click.option("--batch-size", default=8, type=click.IntRange(min=1),
+              help="Windows per generator call.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto uses CUDA when present (bf16, channels_last), else the CPU; under "
                    "torchrun each process uses its own GPU.")

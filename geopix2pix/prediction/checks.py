@@ -116,13 +116,17 @@ def pixel_size_ratio(grid: Grid, info: ModelInfo) -> float | None:
     return scene / train if train > 0 else None
 
 
-def check_pixel_size(dataset, info: ModelInfo, warn: Callable[[str], None]) -> float | None:
-    """Warn when the scene's pixel size differs from the training one by more than 2x."""
+def check_pixel_size(dataset, info: ModelInfo, warn: Callable[[str], None],
+                     resampling: bool = False) -> float | None:
+    """Warn when the scene's pixel size differs from the training one by more than 2x (saying
+    what to do about it, or with `resampling` what is done about it)."""
     grid = Grid.of(dataset)
     ratio = pixel_size_ratio(grid, info)
     if ratio is not None and not (1 / PIXEL_SIZE_TOLERANCE <= ratio <= PIXEL_SIZE_TOLERANCE):
         scene = "x".join(f"{v:.6g}" for v in grid.pixel_size)
         train = "x".join(f"{v:.6g}" for v in info.pixel_size)
         warn(f"{dataset.name}: pixel size {scene} ({grid.crs}) differs {ratio:.3g}x from the "
-             f"training pixel size {train} ({info.crs}); consider --resample-to-model")
+             f"training pixel size {train} ({info.crs}); " +
+             ("predicting at the training pixel size (--resample-to-model)" if resampling
+              else "consider --resample-to-model"))
     return ratio

@@ -126,11 +126,26 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
         raise GeoPix2PixError("give either OUT (one scene) or --out-dir DIR, not both or neither")
     outs = [Path(out_dir) / f"{s.stem}.tif" for s in scenes]
     for later, first in shared_outputs(outs).items():
+        case = "" if outs[later].name == outs[first].name else \
+            " (names that differ only in case are one file in this folder)"
         raise GeoPix2PixError(f"{scenes[first]} and {scenes[later]} would both be "
-                              f"written to {outs[first].name} in {out_dir} (names that differ "
-                              "only in case are one file on macOS and Windows); rename the "
+                              f"written to {outs[first].name} in {out_dir}{case}; rename the "
                               "scenes or predict them separately")
     return list(zip(scenes, outs))
+
+
+def replaced_inputs(outs: Sequence[Path], inputs: Sequence[Path]) -> dict[int, Path]:
+    """{index: input}: the outputs that are (would overwrite) one of the input files."""
+    def identity(path: Path) -> tuple[int, int] | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    files = {key: path for path in inputs if (key := identity(path)) is not None}
+    return {index: files[key] for index, out in enumerate(outs)
+            if (key := identity(out)) is not None and key in files}
 
 
 def shared_outputs(outs: Sequence[PathLike]) -> dict[int, int]:
@@ -189,10 +204,15 @@ def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
     (`grouped`); one scene's failure never stops the others."""
     info = ModelInfo.of(model)
     results = [SceneResult(Path(scene), Path(out)) for scene, out in pairs]
-    for later, first in shared_outputs([result.out for result in results]).items():
+    outs = [result.out for result in results]
+    for later, first in shared_outputs(outs).items():
         results[later].fail(GeoPix2PixError(
             f"{results[later].scene}: its output {results[later].out} is also the output of "
             f"{results[first].scene}; give each scene its own output"))
+    for index, scene in replaced_inputs(outs, [result.scene for result in results]).items():
+        results[index].fail(GeoPix2PixError(
+            f"{results[index].scene}: its output {results[index].out} is the input scene "
+            f"{scene}, which it would replace; choose another output"))
 
     def warn_for(result: SceneResult) -> Callable[[str], None]:
         def warn(message: str) -> None:
@@ -229,7 +249,7 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
     with open_raster(result.scene, require_crs=False) as dataset:
         check_crs(dataset, options.allow_no_crs)
         bands = check_bands(dataset, options.bands, model, info)
-        ratio = check_pixel_size(dataset, info, warn)
+        ratio = check_pixel_size(dataset, info, warn, options.resample_to_model)
         spec = output_spec(model, info)
         check_can_write(result.out, options.overwrite)
         with atomic_path(result.out, options.overwrite) as temp:

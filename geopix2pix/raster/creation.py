@@ -76,15 +76,27 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _lossy(compression: str, user: Mapping[str, str]) -> bool:
+    """Whether GDAL's `compression` (with the user's options) loses information."""
+    lossless_webp = any(k.upper() == "WEBP_LOSSLESS" and str(v).upper() in ("TRUE", "YES", "1")
+                        for k, v in user.items())
+    return compression.upper() == "JPEG" or (compression.upper() == "WEBP" and not lossless_webp)
+
+
 def check_creation_options(user: Mapping[str, str], driver: str,
                            probe: Callable[[], None], flag: str = "--co") -> None:
     """Raise `GeoPix2PixError` when the user's creation options are not creation options, or
     when `probe()` (a small write through `driver` with them laid over ours) fails or makes GDAL
     warn that it refuses or ignores one of them."""
-    for name in user:
+    for name, value in user.items():
         if name.lower() in NOT_CREATION_OPTIONS:
             raise GeoPix2PixError(f"{flag} {name}: not a creation option (the output keeps the "
                                   "scene's grid and the model's dtype and nodata)")
+        if name.upper() == "COMPRESS" and _lossy(str(value), user):
+            raise GeoPix2PixError(f"{flag} {name}={value}: a lossy compression changes the "
+                                  "values, and pixels at nodata would no longer be nodata; use "
+                                  "a lossless one (DEFLATE, ZSTD, LZW, or WEBP with "
+                                  "WEBP_LOSSLESS=TRUE)")
     if not user:
         return
     logger = logging.getLogger("rasterio._env")
