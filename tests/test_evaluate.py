@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,21 @@ def test_cli_prints_table_and_json(tmp_path, capsys):
     assert json.loads((tmp_path / "e.json").read_text())["overall"]["mae"] == 0
     two = _write(tmp_path / "two.tif", np.zeros((2, 5, 5), "uint8"))
     assert main(["evaluate", two, ref]) == 2
+
+
+def test_json_is_not_written_over_a_file_without_overwrite_nor_ever_over_an_input(tmp_path,
+                                                                                  capsys):
+    ref = _write(tmp_path / "r.tif", np.clip(_smooth(), 0, 255).astype("uint8"))
+    before = Path(ref).read_bytes()
+    for target in (ref, str(tmp_path / "r.tif")):
+        assert main(["evaluate", ref, ref, "--json", str(target), "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "being compared" in err
+    assert Path(ref).read_bytes() == before
+    notes = tmp_path / "notes.json"
+    notes.write_text("mine")
+    assert main(["evaluate", ref, ref, "--json", str(notes)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert notes.read_text() == "mine"
+    assert main(["evaluate", ref, ref, "--json", str(notes), "--overwrite"]) == 0
+    assert json.loads(notes.read_text())["overall"]["mae"] == 0

@@ -10,12 +10,14 @@ import click
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the results as JSON to this file.  [default: none]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 @click.option("--categorical", is_flag=True,
               help="Class maps: pixel accuracy and per-class IoU instead of MAE/RMSE/PSNR/SSIM "
                    "(the reference is then warped with nearest).  [default: off]")
-def evaluate_command(pred, reference, json_path, categorical):
+def evaluate_command(pred, reference, json_path, overwrite, categorical):
     """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both."""
     from geopix2pix.prediction.evaluate import evaluate
 
-    report = evaluate(pred, reference, categorical=categorical, json_path=json_path)
+    report = evaluate(pred, reference, categorical=categorical, json_path=json_path,
+                      overwrite=overwrite)
     click.echo(report.table())

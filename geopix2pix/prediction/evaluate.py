@@ -19,6 +19,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import data_bands, open_raster, read_window, warped_view
-from geopix2pix.raster.write import write_text_atomic
+from geopix2pix.raster.write import atomic_path, check_can_write
 
 BLOCK = 1024
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
@@ -115,8 +116,12 @@ def _read_pair(pred, pred_bands, ref, ref_bands, window):
 
 
 def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical: bool = False,
-             json_path: str | os.PathLike | None = None, block: int = BLOCK) -> EvaluationReport:
-    """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both."""
+             json_path: str | os.PathLike | None = None, block: int = BLOCK,
+             overwrite: bool = False) -> EvaluationReport:
+    """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both; with
+    `json_path` also write the report there (an existing file only with `overwrite`)."""
+    if json_path is not None:
+        _check_json_path(Path(json_path), [Path(pred), Path(reference)], overwrite)
     with open_raster(pred, require_crs=False) as p, open_raster(reference, require_crs=False) as r:
         pb, rb = data_bands(p), data_bands(r)
         if len(pb) != len(rb):
@@ -141,8 +146,19 @@ def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical:
     for b in report.bands:
         b.description = report_descs[b.band - 1]
     if json_path is not None:
-        write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
+        with atomic_path(json_path, overwrite) as temp:
+            temp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def _check_json_path(path: Path, inputs: list[Path], overwrite: bool) -> None:
+    """Refuse, before any work, a --json file that is one of the rasters compared, or that
+    exists without --overwrite."""
+    for raster in inputs:
+        if path.exists() and raster.exists() and path.samefile(raster):
+            raise GeoPix2PixError(f"--json {path} is the raster {raster} being compared; "
+                                  "choose another file for the JSON")
+    check_can_write(path, overwrite)
 
 
 def _data_ranges(p, pb, ref, rb, dtype: np.dtype, block: int) -> tuple[np.ndarray, str]:
