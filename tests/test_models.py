@@ -301,3 +301,23 @@ def test_foreign_or_unknown_safetensors_files_are_refused(tmp_path):
     save_file({"w": torch.zeros(2)}, str(future), metadata={"geopix2pix": json.dumps(header)})
     assert "format_version 99" in assert_refused(future)
     assert_refused(tmp_path / "missing.safetensors")
+
+
+def test_a_model_with_non_finite_weights_is_refused(tmp_path):
+    """Bytes damaged inside a tensor (or a diverged training) load without complaint from
+    safetensors and predict nonsense everywhere: refused, naming a damaged tensor."""
+    from safetensors import safe_open
+
+    spec = GeneratorSpec(chip_size=64, ngf=4)
+    path = tmp_path / "m.safetensors"
+    save_model(path, build_generator(spec), spec, {})
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    name = next(key for key in tensors if key.endswith("weight"))
+    tensors[name].view(-1)[3] = float("nan")
+    damaged = tmp_path / "damaged.safetensors"
+    save_file(tensors, str(damaged), metadata=metadata)
+    message = assert_refused(damaged)
+    assert "NaN or infinite weights" in message and name in message
+    load_model(path)  # the undamaged file still loads

@@ -155,6 +155,12 @@ def _build(path: Path, spec: GeneratorSpec, tensors: dict[str, torch.Tensor]) ->
             f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} wrongly shaped "
             f"tensors (e.g. {', '.join((missing + unexpected + wrong)[:3])})"
         )
+    damaged = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    if damaged:
+        raise GeoPix2PixError(
+            f"model file {path} holds NaN or infinite weights ({len(damaged)} tensor(s), e.g. "
+            f"{damaged[0]}): the file is damaged or training diverged; use another model file "
+            "(e.g. model-best.safetensors, or retrain with a lower --lr)")
     generator.load_state_dict(tensors, strict=True)
     return generator
 
