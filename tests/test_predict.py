@@ -362,6 +362,32 @@ def test_an_output_that_could_not_be_written_whole_is_not_published(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
 
 
+def test_bands_default_to_those_the_model_was_trained_on(tmp_path):
+    """A model trained on bands 4,3,2 of a 6-band raster reads those of a 6-band scene by
+    default, all bands of a scene already cut to 3, and refuses (pointing at --bands) where it
+    cannot tell; one trained on the first 3 bands never guesses them out of a 6-band scene."""
+    rng = np.random.default_rng(8)
+    six = rng.integers(1, 250, (6, 70, 80)).astype("uint8")
+    wide = str(write_raster(tmp_path / "six.tif", six, nodata=0,
+                            transform=from_origin(500000.0, 4_000_000.0, 30.0, 30.0)))
+    cut = str(write_raster(tmp_path / "cut.tif", six[[3, 2, 1]], nodata=0,
+                           transform=from_origin(500000.0, 4_000_000.0, 30.0, 30.0)))
+    model = unet_file(tmp_path / "m432.safetensors", source_bands=[4, 3, 2])
+
+    def values(scene, name, **options):
+        predict(scene, tmp_path / name, model=model, progress=False, **options)
+        with rasterio.open(tmp_path / name) as dst:
+            return dst.read(1)
+
+    chosen = values(wide, "default.tif")
+    np.testing.assert_array_equal(chosen, values(wide, "explicit.tif", bands=[4, 3, 2]))
+    np.testing.assert_array_equal(chosen, values(cut, "from_cut.tif"))
+    assert not np.array_equal(chosen, values(wide, "other.tif", bands=[1, 2, 3]))
+    first3 = unet_file(tmp_path / "m123.safetensors")
+    with pytest.raises(GeoPix2PixError, match="gives 6 band.* choose bands with --bands"):
+        predict(wide, tmp_path / "x.tif", model=first3, progress=False)
+
+
 @pytest.mark.parametrize("batch", ["0", "-3"])
 def test_a_batch_of_no_windows_is_refused(tmp_path, model_file, capsys, batch):
     scene = write_scene(tmp_path / "s.tif", 40, 40)

@@ -66,11 +66,28 @@ class ModelInfo:
             ) from None
 
 
+def default_bands(dataset, trained: Sequence[int], expected: int) -> list[int]:
+    """The scene bands to read without --bands: all its data bands when they are as many as the
+    model takes (a scene like the training one, or one already cut to its bands); else the
+    bands chosen from the training raster at export (e.g. 4,3,2 of a Sentinel-2 scene) when
+    they were a choice (not just the first ones, which says nothing of what the other bands
+    were) and the scene has them."""
+    data = select_bands(dataset, None)
+    chose = list(trained) != list(range(1, expected + 1))
+    if len(data) != expected and trained and chose and max(trained) <= dataset.count:
+        return list(trained)
+    return data
+
+
 def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
                 info: ModelInfo) -> list[int]:
-    """The scene bands to read; error when their number differs from the model's input."""
-    chosen = select_bands(dataset, bands or None)
+    """The scene bands to read (`bands`, else `default_bands`); error when their number differs
+    from the model's input."""
     expected = model.spec.in_channels
+    if bands:
+        chosen = select_bands(dataset, bands)
+    else:
+        chosen = default_bands(dataset, info.source.bands, expected)
     if len(chosen) != expected:
         raise GeoPix2PixError(
             f"{dataset.name} gives {len(chosen)} band(s) but the model takes {expected} "
