@@ -80,13 +80,16 @@ def test_aoi_without_crs_or_elsewhere(tmp_path, pair, capsys):
 
 def test_non_empty_output_needs_overwrite(tmp_path, pair, capsys):
     out = tmp_path / "chips"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    assert main(export_args(*pair, out, "--chip-size", 64)) == 0
+    capsys.readouterr()
     err = run_error(capsys, export_args(*pair, out, "--chip-size", 64))
     assert "not empty" in err and "--overwrite" in err
-    assert (out / "keep.txt").read_text() == "mine"
     assert main(export_args(*pair, out, "--chip-size", 64, "--overwrite")) == 0
-    assert (out / "dataset.json").exists() and not (out / "keep.txt").exists()
+    capsys.readouterr()
+    (out / "keep.txt").write_text("mine")  # not export's: --overwrite never removes it
+    err = run_error(capsys, export_args(*pair, out, "--chip-size", 64, "--overwrite"))
+    assert "keep.txt" in err and (out / "keep.txt").read_text() == "mine"
+    assert (out / "dataset.json").exists()
 
 
 def test_no_chip_left_says_why_and_leaves_no_complete_folder(tmp_path, capsys):

@@ -26,20 +26,23 @@ from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import RESAMPLING, chip_nodata, open_raster, select_bands
-from geopix2pix.raster.write import prepare_output_dir
+from geopix2pix.raster.write import owned_names, prepare_output_dir
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"
 REJECT_STRADDLE = "straddling the train/val split"
+OUTPUTS = owned_names(MANIFEST, INDEX, "source", "target")  # all export writes in its folder
 
 
 @dataclass
 class ExportSummary:
-    """What an export produced: chips kept per split and chips skipped, by reason."""
+    """What an export produced: chips kept per split, chips skipped by reason, and warnings
+    (one line each) about a result that will not train well."""
 
     out_dir: Path
     kept: dict[str, int]
     skipped: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         lines = [f"{self.out_dir}: {self.kept.get('train', 0)} train chips, "
@@ -91,6 +94,38 @@ def _check_options(chip_size: int, stride: int, max_nodata: float, val_fraction:
     if source_scaling not in SCALING_MODES or target_scaling not in ("percentile", "minmax"):
         raise GeoPix2PixError("scaling: source uses percentile|minmax|centre, target uses "
                               "percentile|minmax (centre cannot be inverted at prediction)")
+
+
+def _check_runtime(chip_size: int, split_block: int, seed: int, workers: int) -> None:
+    """The split and the process options; a block smaller than a chip puts no chip in val."""
+    if split_block < chip_size:
+        raise GeoPix2PixError(f"--split-block {split_block}: use at least the chip size "
+                              f"({chip_size}), so that whole chips fit in a block")
+    if seed < 0:
+        raise GeoPix2PixError(f"--seed {seed}: use 0 or more")
+    if workers < 0:
+        raise GeoPix2PixError(f"--workers {workers}: use 0 or more (0 and 1 export in this "
+                              "process)")
+
+
+def _inputs(pair_paths: list[tuple[Path, Path]], pairs, aoi) -> list[Path]:
+    """Every file the export reads: the rasters, the --pairs CSV and the AOI."""
+    inputs = [path for pair in pair_paths for path in pair]
+    inputs += [Path(extra) for extra in (pairs, aoi) if isinstance(extra, (str, os.PathLike))]
+    return inputs
+
+
+def _val_warnings(kept: Counter, val_fraction: float, split_block: int,
+                  chip_size: int) -> list[str]:
+    """A warning when val was asked for but no val chip was kept (train then has nothing to
+    validate on)."""
+    if val_fraction == 0 or kept["val"]:
+        return []
+    smaller = (f"a smaller --split-block (down to the chip size, {chip_size}) or "
+               if split_block > chip_size else "")
+    return [f"0 val chips: the {kept['train']} chips lie in too few --split-block blocks of "
+            f"{split_block} px to give any whole block to val at --val-fraction "
+            f"{val_fraction}; use {smaller}a larger --val-fraction"]
 
 
 def _open_pair(index: int, source: Path, target: Path, source_bands, target_bands,
@@ -182,11 +217,12 @@ def export_chips(
     path or a list of path pairs) into `out_dir`. Options mirror `geopix2pix export-chips`."""
     if out_dir is None:
         raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")
-    stride = stride or chip_size
-    split_block = split_block or 8 * chip_size
-    workers = workers or default_workers()
+    stride = chip_size if stride is None else stride
+    split_block = 8 * chip_size if split_block is None else split_block
+    workers = default_workers() if workers is None else workers
     _check_options(chip_size, stride, max_nodata, val_fraction, target_resampling,
                    source_scaling, target_scaling)
+    _check_runtime(chip_size, split_block, seed, workers)
     if pairs is None:
         if source is None or target is None:
             raise GeoPix2PixError("give SOURCE and TARGET, or --pairs pairs.csv")
@@ -213,7 +249,8 @@ def export_chips(
     splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
     skipped[REJECT_STRADDLE] += len(candidates) - len(splits)
 
-    out = prepare_output_dir(out_dir, overwrite, MANIFEST)
+    out = prepare_output_dir(out_dir, overwrite, MANIFEST, owned=OUTPUTS,
+                             inputs=_inputs(pair_paths, pairs, aoi), command="export-chips")
     (out / "source").mkdir()
     (out / "target").mkdir()
     jobs = _jobs(pair_list, splits, out, max_nodata, seed, sample_size)
@@ -243,7 +280,8 @@ def export_chips(
                      source_scaling=source_scaling, target_scaling=target_scaling),
         version=_version(),
     ).save(out)
-    return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n})
+    return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
+                         _val_warnings(kept, val_fraction, split_block, chip_size))
 
 
 def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> None:

@@ -22,14 +22,15 @@ OFF = "  [default: off]"
 @click.option("--seed", type=int, default=0,
               help="Seed of the generated landscapes, the chip split and the training.")
 @click.option("--steps", "max_steps", type=int, default=DEFAULT_STEPS,
-              help="Training steps (batches of 8 chips of 64 x 64 pixels).")
+              help="Training steps (batches of 8 chips of 64 x 64 pixels), at least 1.")
 @click.option("--quick", is_flag=True,
               help="Smaller scenes and 150 steps: a run of about a minute that shows every "
                    "step (the model learns less)." + OFF)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto uses CUDA when present, else the CPU.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace the contents of a non-empty output folder." + OFF)
+              help="Replace the outputs of an earlier demo in the output folder (a folder "
+                   "holding anything else is refused)." + OFF)
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bars; print only the summary." + OFF)
 def demo_command(out_dir, task, seed, max_steps, quick, device, overwrite, quiet):

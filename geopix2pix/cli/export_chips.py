@@ -38,8 +38,8 @@ from geopix2pix.cli.options import BANDS
 @click.option("--val-fraction", type=float, default=0.2,
               help="Share of chips in the validation split.")
 @click.option("--split-block", type=int, default=None,
-              help="Side in pixels of the spatial blocks given whole to train or val  "
-                   "[default: 8 x chip size]")
+              help="Side in pixels of the spatial blocks given whole to train or val, at "
+                   "least the chip size  [default: 8 x chip size]")
 @click.option("--seed", type=int, default=0, help="Seed of the split and the statistics sample.")
 @click.option("--source-scaling", type=click.Choice(["percentile", "minmax", "centre"]),
               default="percentile",
@@ -48,9 +48,11 @@ from geopix2pix.cli.options import BANDS
 @click.option("--target-scaling", type=click.Choice(["minmax", "percentile"]), default="minmax",
               help="How target values map to [-1, 1] (and back at prediction).")
 @click.option("--workers", type=int, default=None,
-              help="Worker processes  [default: one per core, at most 8]")
+              help="Worker processes (0 or 1: export in this process)  "
+                   "[default: one per core, at most 8]")
 @click.option("--overwrite", is_flag=True,
-              help="Replace the contents of a non-empty output folder.")
+              help="Replace the outputs of an earlier export in the output folder (a folder "
+                   "holding anything else is refused).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def export_chips_command(source, target, out_dir, pairs, quiet, **options):
     """Cut aligned training chips from SOURCE and TARGET rasters (or from --pairs).
@@ -65,3 +67,5 @@ def export_chips_command(source, target, out_dir, pairs, quiet, **options):
     summary = export_chips(source, target, out_dir, pairs=pairs, progress=not quiet, **options)
     for line in summary.lines():
         click.echo(line)
+    for warning in summary.warnings:
+        click.echo(f"Warning: {warning}", err=True)

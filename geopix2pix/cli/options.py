@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.io import parse_bands
 
 
@@ -13,12 +14,14 @@ class BandList(click.ParamType):
     name = "BANDS"
 
     def convert(self, value, param, ctx):
+        """Parse the band list; a bad one is a one-line error naming the option."""
         if value is None or isinstance(value, list):
             return value
         try:
             return parse_bands(value)
-        except ValueError:
-            self.fail(f"{value!r} is not a band list like 1,2,3 or 1-3", param, ctx)
+        except ValueError as exc:
+            option = param.opts[0] if param is not None and param.opts else "BANDS"
+            raise GeoPix2PixError(f"{option} {value}: {exc}") from None
 
 
 BANDS = BandList()

@@ -27,11 +27,15 @@ from geopix2pix.raster.io import open_raster, read_window
 from geopix2pix.raster.write import (
     atomic_path,
     gtiff_profile,
+    owned_names,
     prepare_output_dir,
     write_text_atomic,
 )
 
 SUMMARY = "demo.json"
+# Everything a demo writes in its folder: --overwrite removes these and refuses anything else.
+OUTPUTS = owned_names(SUMMARY, "scenes", "chips", "run", "prediction.tif", "baseline.tif",
+                      "evaluation.json", "evaluation_baseline.json", "quicklook.png")
 STAGES = 6
 
 # What each task needs, and why (the same choices a user makes on real data).
@@ -188,6 +192,28 @@ class _Clock:
         return result
 
 
+def check_demo_options(task: str, seed: int, settings: DemoSettings) -> None:
+    """Refuse bad options before any work, naming the demo's own options (the CLI's for those
+    it has, the `DemoSettings` field for the others)."""
+    from geopix2pix.training.device import resolve_device
+
+    if task not in TASKS:
+        raise GeoPix2PixError(f"--task {task}: use one of {', '.join(TASKS)}")
+    if seed < 0:
+        raise GeoPix2PixError(f"--seed {seed}: use 0 or more")
+    if settings.max_steps < 1:
+        raise GeoPix2PixError(f"--steps {settings.max_steps}: use at least 1 training step")
+    resolve_device(settings.device)  # --device cuda without a GPU: say so before the scenes
+    for name in ("n_train", "ngf", "ndf", "batch_size"):
+        if getattr(settings, name) < 1:
+            raise GeoPix2PixError(f"DemoSettings.{name} {getattr(settings, name)}: use at "
+                                  "least 1")
+    for name in ("train_size", "split_block"):
+        if getattr(settings, name) < settings.chip_size:
+            raise GeoPix2PixError(f"DemoSettings.{name} {getattr(settings, name)}: use at least "
+                                  f"the chip size ({settings.chip_size})")
+
+
 def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2image",
              seed: int = 0, progress: bool = True, *, overwrite: bool = False,
              settings: DemoSettings | None = None) -> DemoResult:
@@ -197,11 +223,10 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
     from geopix2pix.prediction.predictor import predict
     from geopix2pix.training import train
 
-    if task not in TASKS:
-        raise GeoPix2PixError(f"--task {task}: use one of {', '.join(TASKS)}")
     s = settings or DemoSettings()
+    check_demo_options(task, seed, s)
     options = TASK_OPTIONS[task]
-    out = prepare_output_dir(out_dir, overwrite, SUMMARY)
+    out = prepare_output_dir(out_dir, overwrite, SUMMARY, owned=OUTPUTS, command="demo")
     clock = _Clock()
 
     _stage(progress, 1, f"generating {s.n_train + 1} {task} scenes (procedural terrain)")

@@ -66,18 +66,30 @@ def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") 
 
 
 def parse_bands(text: str | None) -> list[int] | None:
-    """'1,2,3' or '1-3' -> [1, 2, 3]; None or '' -> None (all bands)."""
+    """'1,2,3' or '1-3' -> [1, 2, 3]; None or '' -> None (all bands). A part that is not a
+    number or a rising range (4-2) is a ValueError saying what to write instead."""
     if not text:
         return None
     bands: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if "-" in part:
-            first, last = part.split("-", 1)
-            bands.extend(range(int(first), int(last) + 1))
+            first, last = (_band_number(p) for p in part.split("-", 1))
+            if last < first:
+                raise ValueError(f"a range goes up, e.g. {last}-{first}")
+            bands.extend(range(first, last + 1))
         else:
-            bands.append(int(part))
+            bands.append(_band_number(part))
     return bands
+
+
+def _band_number(text: str) -> int:
+    """A 1-based band number; anything else is a ValueError."""
+    text = text.strip()
+    if not text.isdigit():
+        what = repr(text) if text else "an empty part"
+        raise ValueError(f"{what} is not a band number; write bands like 1,2,3 or 1-3")
+    return int(text)
 
 
 def needs_mask_read(dataset, bands: Sequence[int]) -> bool:

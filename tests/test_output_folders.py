@@ -1,0 +1,262 @@
+"""Output folders of export-chips, train and demo: --overwrite removes only what the command
+writes, and a folder that holds anything else, or the command's own inputs, is refused with one
+line and kept as it was. Also the one-line errors of bad band lists and export/demo options."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.write import owned_names, prepare_output_dir
+from tests.conftest import write_raster
+
+TRAIN = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
+         "--device", "cpu", "-q"]
+
+
+def one_line_error(capsys, args) -> str:
+    """Run the CLI, expect exit 2 and exactly one line on stderr; return it."""
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def make_pair(folder, size: int = 128):
+    folder.mkdir(parents=True, exist_ok=True)
+    data = np.random.default_rng(0).random((2, size, size), dtype=np.float32)
+    return (write_raster(folder / "dem.tif", data), write_raster(folder / "hs.tif", data[:1]))
+
+
+def export(source, target, out, *extra) -> list[str]:
+    args = ["export-chips", source, target, "-o", out, "-q", "--chip-size", "64", *extra]
+    return [str(a) for a in args]
+
+
+def snapshot(folder) -> dict[str, bytes | None]:
+    """Every entry under `folder` with its bytes (None for folders)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def chips(tmp_path):
+    source, target = make_pair(tmp_path / "rasters", 256)
+    out = tmp_path / "chips"
+    assert main(export(source, target, out, "--split-block", "64")) == 0
+    return out
+
+
+# --- export-chips ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_export_refuses_a_folder_holding_its_inputs(tmp_path, capsys, overwrite):
+    source, target = make_pair(tmp_path / "pairdir")
+    before = snapshot(tmp_path / "pairdir")
+    err = one_line_error(capsys, export(source, target, tmp_path / "pairdir", *overwrite))
+    assert f"pairdir contains an input of export-chips ({source})" in err
+    assert snapshot(tmp_path / "pairdir") == before
+
+
+def test_export_refuses_a_folder_holding_its_pairs_csv(tmp_path, capsys):
+    source, target = make_pair(tmp_path / "rasters")
+    folder = tmp_path / "csvdir"
+    folder.mkdir()
+    (folder / "pairs.csv").write_text(f"source,target\n{source},{target}\n")
+    err = one_line_error(capsys, ["export-chips", "--pairs", folder / "pairs.csv", "-o", folder,
+                                  "-q", "--chip-size", "64", "--overwrite"])
+    assert "pairs.csv" in err and "input of export-chips" in err
+    assert [p.name for p in folder.iterdir()] == ["pairs.csv"]
+
+
+def test_export_overwrite_keeps_foreign_files(tmp_path, capsys):
+    source, target = make_pair(tmp_path / "rasters")
+    out = tmp_path / "userdir"
+    assert main(export(source, target, out)) == 0
+    (out / "notes.txt").write_text("mine")
+    write_raster(out / "my_scene.tif", np.ones((8, 8), np.uint8))
+    (out / "sub").mkdir()
+    (out / "sub" / "keep.txt").write_text("mine too")
+    capsys.readouterr()
+    before = snapshot(out)
+    err = one_line_error(capsys, export(source, target, out, "--overwrite"))
+    assert "userdir is not empty" in err
+    assert "my_scene.tif, notes.txt, sub/" in err and "move them away" in err
+    assert snapshot(out) == before
+
+
+def test_export_overwrite_replaces_its_own_outputs_and_leftovers(tmp_path, capsys):
+    source, target = make_pair(tmp_path / "rasters", 256)
+    out = tmp_path / "chips"
+    assert main(export(source, target, out, "--split-block", "64")) == 0
+    first = json.loads((out / "dataset.json").read_text())["counts"]
+    # temporaries a killed run leaves (see raster.write.partial_name)
+    (out / ".chips.0123abcd.partial.gpkg").write_bytes(b"x")
+    (out / ".chips.0123abcd.partial.gpkg-journal").write_bytes(b"x")
+    (out / ".dataset.0123abcd.partial.json").write_text("{}")
+    assert main(export(source, target, out, "--split-block", "64", "--stride", "32",
+                       "--overwrite")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["chips.gpkg", "dataset.json", "source",
+                                                       "target"]
+    counts = json.loads((out / "dataset.json").read_text())["counts"]
+    assert counts["train"] + counts["val"] > first["train"] + first["val"]
+    chip_files = len(list((out / "source").iterdir()))
+    assert chip_files == counts["train"] + counts["val"]
+
+
+def test_export_into_the_current_folder_keeps_its_files(tmp_path, capsys, monkeypatch):
+    source, target = make_pair(tmp_path / "rasters")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    err = one_line_error(capsys, export(source, target, ".", "--overwrite"))
+    assert "notes.txt" in err
+    assert [p.name for p in work.iterdir()] == ["notes.txt"]
+
+
+def test_marker_goes_first_so_a_killed_clear_never_looks_complete(tmp_path, monkeypatch):
+    import geopix2pix.raster.write as write
+
+    out = tmp_path / "chips"
+    (out / "source").mkdir(parents=True)
+    (out / "dataset.json").write_text("{}")
+
+    def killed(_child):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(write, "_remove", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_output_dir(out, True, "dataset.json", owned=owned_names("source"))
+    assert not (out / "dataset.json").exists() and (out / "source").is_dir()
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def test_train_refuses_its_chips_folder_as_output(chips, capsys):
+    before = snapshot(chips)
+    for extra in ([], ["--overwrite"]):
+        err = one_line_error(capsys, ["train", chips, "-o", chips, *TRAIN, *extra])
+        assert f"the output folder {chips} is an input of train ({chips})" in err
+    assert snapshot(chips) == before
+
+
+def test_train_refuses_a_folder_holding_its_chips(chips, capsys):
+    before = snapshot(chips)
+    err = one_line_error(capsys, ["train", chips, "-o", chips.parent, "--overwrite", *TRAIN])
+    assert f"{chips.parent} contains an input of train ({chips})" in err
+    assert snapshot(chips) == before
+
+
+def test_train_overwrite_replaces_a_run_but_keeps_foreign_files(chips, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(chips), "-o", str(run), *TRAIN]) == 0
+    (run / ".model.safetensors.x1y2z3.tmp").write_bytes(b"x")  # save_model's temporary
+    assert main(["train", str(chips), "-o", str(run), "--overwrite", *TRAIN]) == 0
+    assert not (run / ".model.safetensors.x1y2z3.tmp").exists()
+    assert (run / "checkpoint.pt").is_file() and (run / "model.safetensors").is_file()
+    capsys.readouterr()
+    (run / "notes.txt").write_text("mine")
+    err = one_line_error(capsys, ["train", chips, "-o", run, "--overwrite", *TRAIN])
+    assert "notes.txt" in err and "train did not write" in err
+    assert (run / "notes.txt").read_text() == "mine" and (run / "checkpoint.pt").is_file()
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, needle", [(["--steps", "0"], "--steps 0: use at least 1"),
+                                          (["--seed", "-1"], "--seed -1: use 0 or more")])
+def test_demo_checks_its_options_before_any_work(tmp_path, capsys, args, needle):
+    out = tmp_path / "demo0"
+    err = one_line_error(capsys, ["demo", "-o", out, "--quick", "-q", *args])
+    assert needle in err and "--max-steps" not in err
+    assert not out.exists()  # nothing built: a corrected retry needs no --overwrite
+
+
+def test_demo_overwrite_removes_only_demo_outputs(tmp_path, capsys):
+    from geopix2pix.demo.pipeline import OUTPUTS, SUMMARY
+
+    out = tmp_path / "demo"
+    for folder in ("scenes", "chips", "run"):
+        (out / folder).mkdir(parents=True)
+        (out / folder / "x.tif").write_bytes(b"x")
+    for name in ("prediction.tif", ".prediction.0123abcd.partial.tif", "baseline.tif",
+                 "evaluation.json", "quicklook.png", SUMMARY):
+        (out / name).write_bytes(b"x")
+    prepare_output_dir(out, True, SUMMARY, owned=OUTPUTS, command="demo")
+    assert list(out.iterdir()) == []
+    (out / "notes.txt").write_text("mine")
+    (out / "demo.json").write_text("{}")
+    err = one_line_error(capsys, ["demo", "-o", out, "--quick", "-q", "--overwrite"])
+    assert "notes.txt" in err and "demo did not write" in err
+    assert sorted(p.name for p in out.iterdir()) == ["demo.json", "notes.txt"]
+
+
+# --- band lists and export options -------------------------------------------------------------
+
+def test_reversed_band_range_is_one_line(tmp_path, capsys):
+    source, target = make_pair(tmp_path / "rasters")
+    err = one_line_error(capsys, export(source, target, tmp_path / "out",
+                                        "--source-bands", "4-2"))
+    assert "--source-bands 4-2: a range goes up, e.g. 2-4" in err
+    err = one_line_error(capsys, export(source, target, tmp_path / "out",
+                                        "--target-bands", "1,x"))
+    assert "--target-bands 1,x: 'x' is not a band number" in err
+    err = one_line_error(capsys, ["predict", source, tmp_path / "p.tif", "-m",
+                                  tmp_path / "none.safetensors", "--bands", "4-2"])
+    assert "--bands 4-2: a range goes up, e.g. 2-4" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_band_ranges_still_parse():
+    from geopix2pix.raster.io import parse_bands
+
+    assert parse_bands("1-3") == [1, 2, 3] and parse_bands("2, 4-5") == [2, 4, 5]
+    assert parse_bands("3-3") == [3] and parse_bands("") is None
+    with pytest.raises(ValueError, match="a range goes up"):
+        parse_bands("4-2")
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--stride", "0", "--stride 0: use a positive number"),
+    ("--workers", "-1", "--workers -1: use 0 or more"),
+    ("--split-block", "0", "--split-block 0: use at least the chip size (64)"),
+    ("--split-block", "1", "--split-block 1: use at least the chip size (64)"),
+    ("--seed", "-1", "--seed -1: use 0 or more"),
+])
+def test_bad_export_options_are_one_line(tmp_path, capsys, option, value, needle):
+    source, target = make_pair(tmp_path / "rasters")
+    err = one_line_error(capsys, export(source, target, tmp_path / "out", option, value))
+    assert needle in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_warns_when_no_val_chip_is_kept(tmp_path, capsys):
+    source, target = make_pair(tmp_path / "rasters")
+    assert main(export(source, target, tmp_path / "a")) == 0
+    captured = capsys.readouterr()
+    assert "4 train chips, 0 val chips" in captured.out
+    warning = captured.err.strip()
+    assert len(warning.splitlines()) == 1 and warning.startswith("Warning: 0 val chips")
+    assert "--split-block" in warning and "--val-fraction" in warning
+    assert main(export(source, target, tmp_path / "b", "--split-block", "64",
+                       "--val-fraction", "0.25")) == 0
+    captured = capsys.readouterr()
+    assert "3 train chips, 1 val chips" in captured.out and captured.err == ""
+    assert main(export(source, target, tmp_path / "c", "--val-fraction", "0")) == 0
+    assert capsys.readouterr().err == ""  # no val asked for: nothing to warn about
+
+
+def test_export_api_reports_the_warning(tmp_path):
+    from geopix2pix.chips.export import export_chips
+
+    source, target = make_pair(tmp_path / "rasters")
+    summary = export_chips(source, target, tmp_path / "a", chip_size=64, progress=False,
+                           workers=1)
+    assert summary.kept.get("val", 0) == 0 and summary.warnings[0].startswith("0 val chips")
+    with pytest.raises(GeoPix2PixError, match="--stride 0"):
+        export_chips(source, target, tmp_path / "b", chip_size=64, stride=0, progress=False)
