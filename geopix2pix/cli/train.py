@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import click
+
+CHECKPOINT = "checkpoint.pt"  # geopix2pix.training.checkpoint.CHECKPOINT, without importing torch
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size) or "
                   "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
@@ -57,7 +63,8 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
 @click.option("--ngf", type=int, default=64, help="Filters of the U-Net's outer level.")
 @click.option("--ndf", type=int, default=64, help="Filters of the discriminator's first layer.")
 @click.option("--n-layers", type=int, default=3,
-              help="PatchGAN layers: 3 = the paper's 70x70 patches.")
+              help="PatchGAN layers: 3 = the paper's 70x70 patches; at most log2(chip size) - 2 "
+                   "(4 for 64-px chips).")
 @click.option("--norm", type=click.Choice(["batch", "instance"]), default="batch",
               help=NORM_HELP)
 @click.option("--augment", type=click.Choice(["none", "flip", "d4"]), default="none",
@@ -71,21 +78,16 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
 def train_command(chips_dir, out_dir, compile_, **options):
     """Train Pix2Pix on CHIPS_DIR (from geopix2pix export-chips) into RUN_DIR (-o).
 
-    Ctrl-C writes the checkpoint; continue with --resume. Under
+    Ctrl-C or SIGTERM finishes the step and writes the checkpoint; continue with --resume. Under
     `torchrun --nproc-per-node N -m geopix2pix train ...` it trains with DistributedDataParallel
     (one process per GPU; rank 0 writes the run folder).
     """
-    from geopix2pix.training import train
-    from geopix2pix.training.distributed import env
-
-    writer = env().rank == 0
+    writer = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks
     try:
-        result = train(chips_dir, out_dir, compile=compile_, log=_log, **options)
-    except KeyboardInterrupt:
-        if writer:
-            click.echo(f"Interrupted: continue from {out_dir}/checkpoint.pt with --resume",
-                       err=True)
-        raise
+        result = _train(chips_dir, out_dir, compile=compile_, **options)
+    except KeyboardInterrupt as exc:
+        message = _stop_message(exc, Path(out_dir), options["resume"]) if writer else ""
+        raise Stopped(message, getattr(exc, "signum", None) or signal.SIGINT) from None
     if not writer:
         return
     best = ", ".join(f"{k} {v:.4g}" for k, v in result.best.items()
@@ -93,6 +95,41 @@ def train_command(chips_dir, out_dir, compile_, **options):
     click.echo(f"{result.run_dir}: {result.steps} steps in {result.epochs} epochs; "
                f"model {result.model_path.name}, best {result.best_model_path.name}"
                + (f" ({best})" if best else ""))
+
+
+def _train(chips_dir, out_dir, **options):
+    """`geopix2pix.training.train`, with SIGTERM stopping it as Ctrl-C does."""
+    from geopix2pix.training import train
+    from geopix2pix.training.signals import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        return train(chips_dir, out_dir, log=_log, **options)
+
+
+class Stopped(click.ClickException):
+    """A run stopped by Ctrl-C or SIGTERM: its one line (no "Error:"), exit 128 + the signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+    def show(self, file=None) -> None:
+        if self.message:
+            click.echo(self.message, err=True)
+
+
+def _stop_message(exc: KeyboardInterrupt, run_dir: Path, resume: bool) -> str:
+    """Where to continue from, or that nothing was saved (stopped before the first checkpoint).
+    A stop while setting up carries no checkpoint: a --resume run still has the one it began
+    from."""
+    checkpoint = getattr(exc, "checkpoint", None)
+    if checkpoint is None and resume and (run_dir / CHECKPOINT).is_file():
+        checkpoint = run_dir / CHECKPOINT
+    if checkpoint is not None:
+        return f"Stopped: continue from {checkpoint} with --resume"
+    again = " with --overwrite" if run_dir.is_dir() and any(run_dir.iterdir()) else ""
+    return (f"Stopped before the first checkpoint: nothing was saved to continue from; run the "
+            f"command again{again}")
 
 
 def _log(message: str) -> None:

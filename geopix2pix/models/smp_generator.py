@@ -127,9 +127,60 @@ class SmpGenerator(nn.Module):
         return self.model(x)
 
 
+WEIGHTS_FILES = ("a local .pt/.pth (torch.save of a state dict) or .safetensors file of "
+                 "encoder weights")
+TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, its legacy pickle
+KNOWN_STARTS = {b"II*\x00": "a TIFF image", b"MM\x00*": "a TIFF image",
+                b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image"}
+
+
+def _first_sentence(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
+
+
+def _what_it_is(head: bytes) -> str:
+    """What a file that torch.save did not write looks like, from its first bytes."""
+    for start, kind in KNOWN_STARTS.items():
+        if head.startswith(start):
+            return kind
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "a text file"
+    return f"a file that begins with {head[:8]!r}"
+
+
+def _torch_load_failure(head: bytes, exc: BaseException) -> str:
+    """Why torch.load (weights only) refused a file, in words."""
+    if not head.startswith(TORCH_SAVE_STARTS):
+        return f"it is not a file written by torch.save but {_what_it_is(head)}"
+    if "Weights only load failed" in str(exc):
+        return ("it holds pickled Python objects, not only tensors (save the encoder's "
+                "state_dict(), not the model)")
+    return f"it is damaged or incomplete ({_first_sentence(exc)})"
+
+
+def _load_failure(path: Path, exc: BaseException) -> str:
+    """Why a weights file could not be read, in words."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a folder"
+    if isinstance(exc, OSError):
+        return exc.strerror or _first_sentence(exc)
+    if path.suffix == ".safetensors":
+        return f"it is not a safetensors file ({_first_sentence(exc)})"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        head = b""
+    return _torch_load_failure(head, exc)
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Tensors of a local weights file (.safetensors, or a torch.save state dict without pickle
-    code execution); a ``{"state_dict": ...}`` wrapper is unwrapped."""
+    code execution); a ``{"state_dict": ...}`` wrapper is unwrapped. Any other file is a
+    GeoPix2PixError that says why it could not be read."""
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
@@ -139,11 +190,13 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is the user's to fix
-        raise GeoPix2PixError(f"cannot read encoder weights file {path}: {exc}") from exc
+        raise GeoPix2PixError(f"cannot read encoder weights file {path}: "
+                              f"{_load_failure(path, exc)}; pass {WEIGHTS_FILES}") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise GeoPix2PixError(f"encoder weights file {path} does not hold a state dict of tensors")
+        raise GeoPix2PixError(f"encoder weights file {path} does not hold a state dict of "
+                              f"tensors; pass {WEIGHTS_FILES}")
     return dict(state)
 
 

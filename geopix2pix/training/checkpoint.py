@@ -20,6 +20,8 @@ import torch
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.write import atomic_path
 
+from .outputs import writing
+
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
 
@@ -52,11 +54,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (plus the RNG states) to RUN_DIR/checkpoint.pt atomically."""
+    """Write ``state`` (plus the RNG states) to RUN_DIR/checkpoint.pt atomically; a failure to
+    write it (a full disk) is a GeoPix2PixError naming it, and the previous one stays intact.
+
+    torch.save writes into a Python file, so an OS error reaches us as such (saving to a path,
+    torch's C++ writer says only "iostream error")."""
     path = Path(run_dir) / CHECKPOINT
     content = {"format_version": FORMAT_VERSION, **state, "rng": rng_state()}
-    with atomic_path(path, overwrite=True) as temp:
-        torch.save(content, temp)
+    with writing(path), atomic_path(path, overwrite=True) as temp, temp.open("wb") as handle:
+        torch.save(content, handle)
     return path
 
 

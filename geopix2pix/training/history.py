@@ -14,6 +14,8 @@ from typing import Any
 
 from geopix2pix.raster.write import write_text_atomic
 
+from .outputs import writing
+
 METRICS = "metrics.csv"
 COLUMNS = ("epoch", "step", "lr", "loss_g_gan", "loss_g_l1", "loss_d", "val_l1", "val_mae",
            "val_rmse", "val_psnr", "val_ssim", "images_per_second", "epoch_seconds")
@@ -47,7 +49,8 @@ class MetricsLog:
         writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        write_text_atomic(self.path, out.getvalue())
+        with writing(self.path):
+            write_text_atomic(self.path, out.getvalue())
         if self.writer is not None:
             for key, value in row.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import random
-import signal
-import threading
 import time
 from collections.abc import Callable
 
@@ -26,6 +24,7 @@ from . import distributed
 from .data import augment_batch
 from .samples import write_samples
 from .schedule import LinearDecaySchedule
+from .signals import StopRequest
 from .validate import evaluate
 
 LOSSES = ("loss_g_gan", "loss_g_l1", "loss_d")
@@ -35,30 +34,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class StopRequest:
-    """Context manager turning the first Ctrl-C / SIGTERM into a flag checked between steps;
-    a second Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class EpochRunner:

@@ -14,6 +14,8 @@ import torch
 
 from geopix2pix.raster.write import atomic_path
 
+from .outputs import writing
+
 GAP = 4  # pixels of white between panels and rows
 
 
@@ -58,6 +60,7 @@ def write_samples(path: Path, source: torch.Tensor, pred: torch.Tensor, target: 
                                t.float().cpu().numpy(), v[0].cpu().numpy()))
         rows.append(np.full((GAP, rows[-1].shape[1], 3), 255, np.uint8))
     image = np.concatenate(rows[:-1], axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, overwrite=True) as temp:
-        Image.fromarray(image).save(temp, format="PNG")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, overwrite=True) as temp:
+            Image.fromarray(image).save(temp, format="PNG")

@@ -24,20 +24,22 @@ from typing import Any
 
 import torch
 
-from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.models import GeneratorSpec, build_discriminator, build_generator, save_model
+from geopix2pix.models import save_model
 from geopix2pix.raster.write import prepare_output_dir, write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
-from .data import EpochBatchSampler, make_loader
+from .data import EpochBatchSampler, TrainingChips, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import MetricsLog
-from .loop import EpochRunner, StopRequest, seed_everything
+from .loop import EpochRunner, seed_everything
 from .metadata import model_metadata
+from .networks import build_networks
+from .outputs import writing
+from .signals import StopRequest, TrainingStopped
 from .step import Pix2PixStep
 
 MODEL = "model.safetensors"
@@ -76,28 +78,22 @@ def _dataset_fingerprint(chips_dir: Path) -> str:
     return hashlib.sha256((chips_dir / MANIFEST).read_bytes()).hexdigest()[:16]
 
 
-def _build_networks(info: DatasetInfo, config: TrainConfig):
-    """G (from its spec) and D; unknown generators or unfit chip sizes are one-line errors."""
-    bands_in, bands_out = len(info.source.bands), len(info.target.bands)
-    try:
-        spec = GeneratorSpec(config.generator, bands_in, bands_out, info.chip_size,
-                             ngf=config.ngf, norm=config.norm)
-        generator = build_generator(spec, config.encoder_weights)
-        discriminator = build_discriminator(bands_in + bands_out, config.ndf, config.n_layers,
-                                            config.norm)
-    except ValueError as exc:
-        raise GeoPix2PixError(f"--generator {config.generator} with chips of "
-                              f"{info.chip_size} px: {exc}") from None
-    return spec, generator, discriminator
-
-
-def _prepare_run_dir(out_dir: Path, config: TrainConfig) -> None:
+def _prepare_run_dir(out_dir: Path, config: TrainConfig, chips_dir: Path) -> None:
+    """Check the run folder for --resume, or make it; --overwrite removes only what a run
+    writes (see `owned_names`), never the chips folder or anything else."""
     if config.resume:
         if not (out_dir / CHECKPOINT).is_file():
             raise GeoPix2PixError(f"--resume: {out_dir / CHECKPOINT} does not exist; start the "
                                   "run without --resume")
         return
-    prepare_output_dir(out_dir, config.overwrite, marker=CHECKPOINT)
+    from geopix2pix.raster.write import owned_names
+
+    from .history import METRICS
+
+    outputs = owned_names(MODEL, BEST_MODEL, CHECKPOINT, METRICS, OPTIONS, "samples",
+                          "tensorboard")
+    prepare_output_dir(out_dir, config.overwrite, marker=CHECKPOINT, owned=outputs,
+                       inputs=[chips_dir], command="train")
 
 
 class Trainer:
@@ -111,16 +107,17 @@ class Trainer:
         self.info = DatasetInfo.load(self.chips_dir)
         self.setup = setup or resolve_device(config.device, config.amp)
         seed_everything(config.seed)  # the same initial weights on every rank
-        self.spec, generator, discriminator = _build_networks(self.info, config)
+        self.spec, generator, discriminator = build_networks(self.info, config)
         if self.world > 1:
             seed_everything(config.seed + self.rank)  # but each rank its own dropout draws
-        self.train_set = ChipDataset(self.chips_dir, "train")
-        self.val_set = ChipDataset(self.chips_dir, "val")
+        self.train_set = TrainingChips(self.chips_dir, "train")
+        self.val_set = TrainingChips(self.chips_dir, "val")
         self._check_sizes()
         if config.sync_bn:
             generator = distributed.sync_batch_norm(generator, self.setup.device)
             discriminator = distributed.sync_batch_norm(discriminator, self.setup.device)
-        distributed.writer_first(lambda: _prepare_run_dir(self.run_dir, config))
+        distributed.writer_first(lambda: _prepare_run_dir(self.run_dir, config,
+                                                          self.chips_dir))
         self.generator = self.setup.prepare(generator)
         self.discriminator = self.setup.prepare(discriminator)
         betas = (config.beta1, 0.999)
@@ -138,6 +135,7 @@ class Trainer:
                                          rank=self.rank, world_size=self.world)
         self.state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": math.inf,
                       "best_scores": {}, "partial": {}}
+        self.has_checkpoint = config.resume  # one to continue from: resumed from, or written
         if config.resume:
             self._restore()
 
@@ -208,6 +206,7 @@ class Trainer:
                 "options": self.options(), **self.state, "partial": partial,
                 "world_size": self.world, "rng_ranks": rngs,
             })
+        self.has_checkpoint = True
         distributed.barrier()  # no rank goes on (or exits) before the checkpoint is written
 
     def save_model(self, path: Path, validation: dict[str, float]) -> None:
@@ -217,7 +216,8 @@ class Trainer:
                    "effective_batch_size": self.effective_batch}
         metadata = model_metadata(self.info, options, self.state["epoch"], self.state["step"],
                                   validation)
-        save_model(path, self.generator, self.spec, metadata)
+        with writing(path):
+            save_model(path, self.generator, self.spec, metadata)
 
     def write_options(self, replicas: dict[str, Any] | None = None) -> None:
         """RUN_DIR/train.json: options, device, ranks and batch sizes (and, at the end of a
@@ -230,7 +230,8 @@ class Trainer:
                        "effective_batch_size": self.effective_batch}
             if replicas:
                 content["replicas"] = replicas
-            write_text_atomic(self.run_dir / OPTIONS, json.dumps(content, indent=2))
+            with writing(self.run_dir / OPTIONS):
+                write_text_atomic(self.run_dir / OPTIONS, json.dumps(content, indent=2))
 
     def check_replicas(self) -> None:
         """Compare every rank's G and D (they must be identical under DDP); record the
@@ -251,8 +252,18 @@ class Trainer:
     def schedule(self):
         return self.runner.schedule
 
+    def _run(self, stop: StopRequest, callback: Callable[[dict], bool | None] | None) -> None:
+        """The epochs; a stop (signal or callback) raises ``TrainingStopped`` saying which
+        checkpoint to continue from (None when nothing was saved)."""
+        try:
+            self.runner.run(stop, callback)
+        except KeyboardInterrupt:
+            checkpoint = self.run_dir / CHECKPOINT if self.has_checkpoint else None
+            raise TrainingStopped(checkpoint, stop.signum) from None
+
     def fit(self, callback: Callable[[dict], bool | None] | None = None) -> TrainResult:
-        """Train to the end of the schedule (or until interrupted: KeyboardInterrupt)."""
+        """Train to the end of the schedule (or until stopped: ``TrainingStopped``, a
+        KeyboardInterrupt)."""
         config = self.config
         self.write_options()
         if not self.val_set:
@@ -275,7 +286,7 @@ class Trainer:
                  f"{self.runner.schedule.total_steps} steps")
         try:
             with StopRequest() as stop:
-                self.runner.run(stop, callback)
+                self._run(stop, callback)
         finally:
             history.close()
         self.check_replicas()
@@ -289,7 +300,8 @@ def train(chips_dir, out_dir, *, callback: Callable[[dict], bool | None] | None 
     """Train Pix2Pix on a chips folder into ``out_dir`` (options as `geopix2pix train`'s).
 
     ``callback(info)`` is called after each step with {"epoch", "step", "lr", losses}; returning
-    True stops the run as Ctrl-C does (checkpoint written, KeyboardInterrupt raised).
+    True stops the run as Ctrl-C does (checkpoint written, ``TrainingStopped``, a
+    KeyboardInterrupt, raised).
     Under torchrun, this joins the process group (NCCL on CUDA, gloo on the CPU), trains with
     DDP, and leaves the group at the end.
     """

@@ -1,0 +1,45 @@
+"""G and D of a run, built from the chips folder's description and the options.
+
+Everything that makes a generator or discriminator unfit for the chips (an unknown generator, a
+chip size the U-Net or an smp model cannot take, a PatchGAN deeper than the chips allow) is a
+one-line GeoPix2PixError here, before the run folder is touched.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from geopix2pix.chips.manifest import DatasetInfo
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models import GeneratorSpec, build_discriminator, build_generator
+from geopix2pix.models.patchgan import max_layers, min_input_size
+
+from .config import TrainConfig
+
+
+def check_discriminator_depth(chip_size: int, n_layers: int) -> None:
+    """Refuse an ``--n-layers`` whose PatchGAN cannot take chips of ``chip_size`` pixels."""
+    deepest = max_layers(chip_size)
+    if n_layers <= deepest:
+        return
+    raise GeoPix2PixError(
+        f"--n-layers {n_layers} needs chips of at least {min_input_size(n_layers)} px; with "
+        f"{chip_size}-px chips use --n-layers {deepest} or less (or export larger chips with "
+        "geopix2pix export-chips --chip-size)")
+
+
+def build_networks(info: DatasetInfo,
+                   config: TrainConfig) -> tuple[GeneratorSpec, nn.Module, nn.Module]:
+    """The generator's spec, G and D for the chips ``info`` describes."""
+    bands_in, bands_out = len(info.source.bands), len(info.target.bands)
+    check_discriminator_depth(info.chip_size, config.n_layers)
+    try:
+        spec = GeneratorSpec(config.generator, bands_in, bands_out, info.chip_size,
+                             ngf=config.ngf, norm=config.norm)
+        generator = build_generator(spec, config.encoder_weights)
+        discriminator = build_discriminator(bands_in + bands_out, config.ndf, config.n_layers,
+                                            config.norm)
+    except ValueError as exc:
+        raise GeoPix2PixError(f"--generator {config.generator} with chips of "
+                              f"{info.chip_size} px: {exc}") from None
+    return spec, generator, discriminator

@@ -1,0 +1,249 @@
+"""What goes wrong in `geopix2pix train`, on real chips: a PatchGAN too deep for the chips, a full
+disk, SIGTERM and Ctrl-C (with DataLoader workers), a damaged chip, a bad encoder weights file.
+Each gets one line (and no traceback); a stop says whether and where it can be resumed."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import rasterio
+import torch
+from test_training import _pair
+
+from geopix2pix.chips.export import export_chips
+from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models import build_discriminator
+from geopix2pix.models.patchgan import max_layers, min_input_size, patch_map_size
+from geopix2pix.training import train
+from geopix2pix.training.checkpoint import load_checkpoint
+from geopix2pix.training.outputs import writing
+from geopix2pix.training.signals import TrainingStopped
+
+TINY = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "-q", "--device", "cpu"]
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory) -> Path:
+    """64-pixel chips: 33 train, 9 val."""
+    folder = tmp_path_factory.mktemp("failures")
+    source, target = _pair(folder)
+    export_chips(source, target, folder / "chips", chip_size=64, stride=32, split_block=128,
+                 workers=1, progress=False)
+    return folder / "chips"
+
+
+def _args(chips: Path, run: Path, *more: str) -> list[str]:
+    return ["train", str(chips), "-o", str(run), *TINY, *more]
+
+
+def _one_line_error(capsys, args: list[str]) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("Error:"), err
+    return err
+
+
+# --- PatchGAN depth and chip size -------------------------------------------------------------
+
+def test_patch_map_size_is_what_the_patchgan_returns():
+    for size in (32, 48, 64, 128):
+        for n_layers in range(1, 7):
+            disc = build_discriminator(2, ndf=2, n_layers=n_layers).eval()
+            expected = patch_map_size(size, n_layers)
+            if expected < 1:
+                with pytest.raises(ValueError, match=f"at least {min_input_size(n_layers)} px"):
+                    disc(torch.zeros(1, 2, size, size))
+                assert n_layers > max_layers(size)
+            else:
+                assert disc(torch.zeros(1, 2, size, size)).shape[-1] == expected
+                assert n_layers <= max_layers(size)
+    assert (max_layers(64), min_input_size(5), min_input_size(3)) == (4, 128, 32)
+
+
+def test_n_layers_too_deep_for_the_chips_is_refused_before_any_file(chips, tmp_path, capsys):
+    run = tmp_path / "run"
+    err = _one_line_error(capsys, _args(chips, run, "--n-layers", "5", "--workers", "0"))
+    assert "--n-layers 5 needs chips of at least 128 px" in err
+    assert "--n-layers 4 or less" in err
+    assert not run.exists()
+    assert main(_args(chips, run, "--n-layers", "4", "--workers", "0", "--max-steps", "1")) == 0
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+def test_a_full_disk_while_saving_the_model_names_the_file(chips, tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full(*_args, **_kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    run = tmp_path / "run"
+    err = _one_line_error(capsys, _args(chips, run, "--workers", "0", "--max-steps", "1"))
+    assert err == f"Error: cannot write {run / 'model.safetensors'}: No space left on device"
+    assert not list(run.glob(".*"))  # no temporary file left behind
+
+
+def test_a_full_disk_while_saving_the_checkpoint_names_it(chips, tmp_path, capsys, monkeypatch):
+    """torch.save fails with a RuntimeError whose context is the OS's error."""
+    save = torch.save
+
+    class FullDisk:
+        def __init__(self, handle) -> None:
+            self.handle, self.written = handle, 0
+
+        def write(self, data) -> int:
+            self.written += len(data)
+            if self.written > 4096:
+                raise ENOSPC
+            return self.handle.write(data)
+
+        def flush(self) -> None:
+            self.handle.flush()
+
+    def save_to_full_disk(obj, f, **kwargs) -> None:
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, "wb") as handle:
+                return save(obj, FullDisk(handle), **kwargs)
+        return save(obj, FullDisk(f), **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_to_full_disk)
+    run = tmp_path / "run"
+    err = _one_line_error(capsys, _args(chips, run, "--workers", "0", "--max-steps", "1"))
+    assert err == f"Error: cannot write {run / 'checkpoint.pt'}: No space left on device"
+    assert not (run / "checkpoint.pt").exists() and not list(run.glob(".*"))
+
+
+def test_writing_turns_write_failures_into_one_line_and_lets_bugs_through(tmp_path):
+    target = tmp_path / "metrics.csv"
+    denied = r"cannot write .*metrics.csv: Permission denied$"
+    with pytest.raises(GeoPix2PixError, match=denied), writing(target):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+    with pytest.raises(RuntimeError, match="a bug"), writing(target):
+        raise RuntimeError("a bug")
+
+
+# --- stops: SIGTERM, Ctrl-C -------------------------------------------------------------------
+
+def test_sigterm_to_the_process_group_with_workers_stops_cleanly(chips, tmp_path):
+    """As `timeout -s TERM` does: the main process and its DataLoader workers get SIGTERM."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "geopix2pix", *_args(chips, run, "--workers", "1",
+                                                          "--max-steps", "100000")]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as process:
+        try:
+            while "training on" not in (line := process.stderr.readline()):
+                assert line, "the run ended before training"
+            time.sleep(1.0)  # into the steps
+            os.killpg(process.pid, signal.SIGTERM)
+            _, err = process.communicate(timeout=120)  # until the workers are gone too
+            assert process.returncode == 128 + signal.SIGTERM, err
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    assert "Traceback" not in err and "killed by signal" not in err, err
+    assert err.strip() == f"Stopped: continue from {run / 'checkpoint.pt'} with --resume"
+    assert load_checkpoint(run)["step"] >= 1
+    with pytest.raises(ProcessLookupError):  # the workers are gone too
+        os.killpg(process.pid, 0)
+
+
+def test_a_stop_before_the_first_checkpoint_says_nothing_was_saved(chips, tmp_path, capsys,
+                                                                   monkeypatch):
+    import geopix2pix.training.trainer as trainer
+
+    def interrupted(*_args, **_kwargs):  # Ctrl-C while the loaders start, after train.json
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "make_loader", interrupted)
+    run = tmp_path / "run"
+    assert main(_args(chips, run, "--workers", "0")) == 128 + signal.SIGINT
+    err = capsys.readouterr().err.strip()
+    assert err == ("Stopped before the first checkpoint: nothing was saved to continue from; "
+                   "run the command again with --overwrite")
+    assert not (run / "checkpoint.pt").exists() and (run / "train.json").is_file()
+    monkeypatch.undo()
+    assert main(_args(chips, run, "--workers", "0", "--max-steps", "1", "--overwrite")) == 0
+
+
+def test_a_stopped_run_says_which_checkpoint_to_resume(chips, tmp_path):
+    with pytest.raises(TrainingStopped) as stopped:
+        train(chips, tmp_path / "run", callback=lambda info: info["step"] == 2, max_steps=50,
+              ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu")
+    assert stopped.value.checkpoint == tmp_path / "run" / "checkpoint.pt"
+    assert load_checkpoint(tmp_path / "run")["step"] == 2
+
+
+# --- a damaged chip ---------------------------------------------------------------------------
+
+def _damage(path: Path) -> None:
+    """Rewrite a chip as small deflate tiles and overwrite its middle bytes."""
+    with rasterio.open(path) as src:
+        profile, data = src.profile, src.read()
+    profile.update(tiled=True, blockxsize=16, blockysize=16, compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    raw = bytearray(path.read_bytes())
+    middle, quarter = len(raw) // 2, len(raw) // 4
+    raw[middle:middle + quarter] = b"\x55" * quarter
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture(scope="module")
+def damaged_chips(chips, tmp_path_factory) -> Path:
+    """A copy of `chips` whose train source chips do not decode (the val chips are intact)."""
+    import shutil
+
+    import geopix2pix.chips.dataset as dataset
+
+    copy = tmp_path_factory.mktemp("damaged") / "chips"
+    shutil.copytree(chips, copy)
+    for chip_id in dataset.chip_ids(copy, "train"):
+        _damage(copy / "source" / f"{chip_id}.tif")
+    return copy
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_damaged_chip_is_named_with_and_without_workers(damaged_chips, tmp_path, capsys,
+                                                          workers):
+    err = _one_line_error(capsys, _args(damaged_chips, tmp_path / "run", "--workers", workers,
+                                        "--max-steps", "2"))
+    source = re.escape(str(damaged_chips / "source"))
+    assert re.match(rf"Error: cannot read chip {source}/p\d+_r\d+_c\d+\.tif: .*IReadBlock failed",
+                    err), err
+    assert "DataLoader" not in err and "Traceback" not in err
+
+
+# --- encoder weights ----------------------------------------------------------------------------
+
+def test_an_encoder_weights_file_that_is_not_a_state_dict_says_what_it_should_be(chips, tmp_path,
+                                                                                 capsys):
+    text = tmp_path / "text.tif"
+    text.write_text("not weights at all\n")
+    err = _one_line_error(capsys, _args(chips, tmp_path / "run", "--workers", "0",
+                                        "--generator", "smp:Unet:resnet18",
+                                        "--encoder-weights", str(text)))
+    assert f"cannot read encoder weights file {text}" in err
+    assert "not a file written by torch.save but a text file" in err
+    assert ".pt/.pth" in err and ".safetensors" in err and "101" not in err
+    weights = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(2, 2), weights)  # a whole model, not a state dict
+    err = _one_line_error(capsys, _args(chips, tmp_path / "run", "--workers", "0",
+                                        "--generator", "smp:Unet:resnet18",
+                                        "--encoder-weights", str(weights)))
+    assert "pickled Python objects" in err and "state_dict()" in err
+    assert not (tmp_path / "run").exists()
