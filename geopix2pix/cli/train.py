@@ -70,7 +70,8 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
 @click.option("--augment", type=click.Choice(["none", "flip", "d4"]), default="none",
               help=AUGMENT_HELP)
 @click.option("--overwrite", is_flag=True, default=False,
-              help="Replace the contents of a non-empty RUN_DIR.  [default: off]")
+              help="Replace the files of an earlier run in RUN_DIR (a folder holding anything "
+                   "else, or the chips, is refused).  [default: off]")
 @click.option("--sync-bn", is_flag=True, default=False,
               help="Under torchrun on GPUs: batch norm statistics over the effective batch "
                    "(SyncBatchNorm) instead of each process's own.  [default: off]")
