@@ -397,6 +397,32 @@ def test_a_batch_of_no_windows_is_refused(tmp_path, model_file, capsys, batch):
     assert not (tmp_path / "o.tif").exists()
 
 
+def test_sigterm_stops_predict_like_ctrl_c_and_leaves_nothing(tmp_path, model_file):
+    """kill/timeout/a scheduler send SIGTERM, which by default ends a process on the spot and
+    leaves the temporary output behind: it now stops like Ctrl-C, cleaning up, exit 143."""
+    scene = write_scene(tmp_path / "s.tif", 3000, 3000)
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "geopix2pix", "predict", scene, "--out-dir",
+                            str(out), "--model", model_file, "-q", "--batch-size", "2"],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.iterdir())) and time.monotonic() < deadline:
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)  # while the temporary output is being written
+    assert run.wait(60) == 143
+    assert run.stderr.read().strip().splitlines()[-1] == "Terminated."
+    assert list(out.iterdir()) == []
+
+
+def test_an_output_not_named_as_a_geotiff_is_refused(tmp_path, model_file, capsys):
+    scene = write_scene(tmp_path / "s.tif", 40, 40)
+    code = main(["predict", scene, str(tmp_path / "map.png"), "--model", model_file, "-q"])
+    assert code == 2 and "writes a GeoTIFF; name the output .tif" in capsys.readouterr().err
+    assert main(["predict", scene, str(tmp_path / "map.TIFF"), "--model", model_file,
+                 "-q"]) == 0
+
+
 def test_band_count_error_via_cli(tmp_path, model_file, capsys):
     scene = write_scene(tmp_path / "two.tif", 40, 40, count=2)
     code = main(["predict", scene, str(tmp_path / "o.tif"), "--model", model_file, "-q"])

@@ -64,3 +64,13 @@ def test_existing_output_is_refused_and_a_bad_folder_explained(tmp_path):
     with pytest.raises(GeoPix2PixError, match="cannot make the folder"), \
             atomic_path(tmp_path / "file" / "out.tif"):
         pass
+
+
+def test_a_failure_to_write_the_temporary_names_the_output(tmp_path):
+    out = tmp_path / "report.json"
+    with pytest.raises(GeoPix2PixError, match=r"cannot write .*report.json \(Permission denied"), \
+            atomic_path(out) as temp:
+        raise PermissionError(13, "Permission denied", str(temp))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(PermissionError), atomic_path(out):  # another file's error is not ours
+        raise PermissionError(13, "Permission denied", str(tmp_path / "elsewhere"))

@@ -4,6 +4,7 @@ each a thin layer over the Python API. Errors a user can fix print one line and 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -61,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     except data_errors() as exc:
         click.echo(f"Error: {describe(exc)}", err=True)
         return 2
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        terminated = isinstance(exc.__cause__, Terminated)
         if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
-            click.echo("Aborted.", err=True)
-        return 130
+            click.echo("Terminated." if terminated else "Aborted.", err=True)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
@@ -73,5 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, a batch scheduler), raised where the program is, as Ctrl-C is:
+    outputs being written are removed on the way out, as after Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def run() -> None:
+    """The `geopix2pix` program: `main`, with SIGTERM stopping it as Ctrl-C does (by default
+    it would end the process at once, leaving temporary files behind)."""
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(main())

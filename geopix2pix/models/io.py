@@ -85,12 +85,28 @@ def save_model(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={METADATA_KEY: header})
+        os.chmod(tmp, 0o666 & ~_umask())  # as any new file (mkstemp's are private, 0600)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """This process's umask: from /proc on Linux, else read by setting it and setting it back
+    (which other threads could notice, so only where /proc cannot tell)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _not_a_model(path: Path, why: str = "") -> GeoPix2PixError:

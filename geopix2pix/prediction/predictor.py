@@ -121,6 +121,8 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
     if out is not None and out_dir is None:
         if len(scenes) != 1:
             raise GeoPix2PixError("several scenes need --out-dir DIR, not one OUT")
+        if Path(out).suffix.lower() not in (".tif", ".tiff"):
+            raise GeoPix2PixError(f"{out}: predict writes a GeoTIFF; name the output .tif")
         return [(scenes[0], Path(out))]
     if out_dir is None or out is not None:
         raise GeoPix2PixError("give either OUT (one scene) or --out-dir DIR, not both or neither")

@@ -18,6 +18,7 @@ import numpy as np
 import rasterio
 from tqdm.auto import tqdm
 
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.models import LoadedModel
 from geopix2pix.prediction import pipeline, reading
 from geopix2pix.prediction.checks import ModelInfo
@@ -82,7 +83,7 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelIn
         for target in targets:
             tiled = stack.enter_context(tiled_output(target.path, target.spec, options,
                                                      target.name))
-            dst = stack.enter_context(open_tiled(tiled, target.grid, target.spec, options))
+            dst = stack.enter_context(_created(tiled, target, options))
             writers.append(BandWriter(dst, target.spec))
         bar = stack.enter_context(tqdm(total=total, unit="window", desc=desc,
                                        disable=not options.progress, leave=False))
@@ -93,6 +94,17 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelIn
     for target in targets:  # the outputs are closed (and converted into COGs) now
         check_written(target.path, target.name or target.path, failures)
     return [job.layout.count(job.chunks) for job in jobs]
+
+
+def _created(tiled: Path, target: Target, options: PredictOptions):
+    """`open_tiled`, a failure to create the file said of the output's final name."""
+    name = target.name or target.path
+    try:
+        return open_tiled(tiled, target.grid, target.spec, options)
+    except data_errors() as exc:
+        reason = describe(exc).replace(str(tiled), str(name))
+        raise GeoPix2PixError(f"cannot create {name}: {reason}; choose another output "
+                              "folder") from None
 
 
 @contextlib.contextmanager

@@ -61,6 +61,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     try:
         yield temp
         publish(temp, final, overwrite)
+    except OSError as exc:
+        if exc.filename not in (str(temp), temp):
+            raise
+        raise GeoPix2PixError(f"cannot write {final} ({exc.strerror or exc}); choose another "
+                              "output folder") from None
     finally:
         discard(temp)
 
@@ -146,7 +151,11 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *,
         (path / marker).unlink(missing_ok=True)
         for child in entries:
             _remove(child)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GeoPix2PixError(f"cannot make the folder {path} ({exc.strerror or exc}); choose "
+                              "another output folder") from None
     return path
 
 
