@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,18 +92,24 @@ def test_landsat_nodata_border_preserved_and_uint8(tmp_path):
 
 
 def test_float_target_in_metres_with_nan_invalid(tmp_path, model_file):
+    """NaN and infinite input pixels (and signalling NaNs, garbage bits) are invalid: nodata
+    out, without numpy warnings."""
     data = np.full((3, 70, 90), 120, dtype="float32")
     data[:, 10:20, 30:40] = np.nan
+    data[1, 50, 70], data[2, 55:58, 80] = np.inf, -np.inf
+    data[0, 60, 10] = np.array(0x7F800001, np.uint32).view(np.float32)  # a signalling NaN
+    invalid = np.zeros((70, 90), bool)
+    invalid[10:20, 30:40] = invalid[50, 70] = invalid[55:58, 80] = invalid[60, 10] = True
     scene = write_scene(tmp_path / "s.tif", 90, 70, dtype="float32", nodata=None, data=data)
     out = tmp_path / "out.tif"
-    predict(scene, out, model=model_file, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        predict(scene, out, model=model_file, progress=False)
     with rasterio.open(out) as dst:
         values = dst.read(1)
         assert dst.dtypes[0] == "float32" and dst.nodata == -9999.0
-        assert (values[10:20, 30:40] == -9999).all()
-        rest = np.ones_like(values, dtype=bool)
-        rest[10:20, 30:40] = False
-        assert (values[rest] >= 100).all() and (values[rest] <= 3000).all()
+        assert (values[invalid] == -9999).all()
+        assert (values[~invalid] >= 100).all() and (values[~invalid] <= 3000).all()
 
 
 def test_integer_target_without_nodata_uses_internal_mask(tmp_path):

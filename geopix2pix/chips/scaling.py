@@ -61,7 +61,8 @@ class Scaling:
 
     def forward(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(bands, rows, cols) values -> float32 in [-1, 1]; invalid pixels become 0."""
-        values = data.astype(np.float64)
+        with np.errstate(invalid="ignore"):  # signalling NaNs (garbage bits) are invalid anyway
+            values = data.astype(np.float64)
         if self.mode == "centre":
             count = max(int(valid.sum()), 1)
             means = np.where(valid, values, 0).sum(axis=(1, 2)) / count

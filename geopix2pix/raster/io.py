@@ -103,7 +103,8 @@ def needs_mask_read(dataset, bands: Sequence[int]) -> bool:
 
 def invalid_pixels(dataset, data: np.ndarray, bands: Sequence[int],
                    window: Window | None = None) -> np.ndarray:
-    """Boolean (rows, cols) array: True where any selected band is invalid."""
+    """Boolean (rows, cols) array: True where any selected band is invalid: masked, at nodata,
+    or (floating point) NaN or infinite."""
     invalid = np.zeros(data.shape[1:], dtype=bool)
     if needs_mask_read(dataset, bands):
         invalid |= (dataset.read_masks(list(bands), window=window, boundless=False) == 0).any(0)
@@ -112,8 +113,8 @@ def invalid_pixels(dataset, data: np.ndarray, bands: Sequence[int],
         if nodata is None:
             continue
         invalid |= np.isnan(data[i]) if np.isnan(nodata) else data[i] == nodata
-    if np.issubdtype(data.dtype, np.floating):
-        invalid |= np.isnan(data).any(0)
+    if np.issubdtype(data.dtype, np.floating):  # NaN, and infinities (no measurement either)
+        invalid |= ~np.isfinite(data).all(0)
     return invalid
 
 
