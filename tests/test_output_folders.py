@@ -5,13 +5,15 @@ line and kept as it was. Also the one-line errors of bad band lists and export/d
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.write import owned_names, prepare_output_dir
+from geopix2pix.raster import folders
+from geopix2pix.raster.folders import Owned, prepare_output_dir
 from tests.conftest import write_raster
 
 TRAIN = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
@@ -120,8 +122,6 @@ def test_export_into_the_current_folder_keeps_its_files(tmp_path, capsys, monkey
 
 
 def test_marker_goes_first_so_a_killed_clear_never_looks_complete(tmp_path, monkeypatch):
-    import geopix2pix.raster.write as write
-
     out = tmp_path / "chips"
     (out / "source").mkdir(parents=True)
     (out / "dataset.json").write_text("{}")
@@ -129,9 +129,9 @@ def test_marker_goes_first_so_a_killed_clear_never_looks_complete(tmp_path, monk
     def killed(_child):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(write, "_remove", killed)
+    monkeypatch.setattr(folders, "_remove", killed)
     with pytest.raises(KeyboardInterrupt):
-        prepare_output_dir(out, True, "dataset.json", owned=owned_names("source"))
+        prepare_output_dir(out, True, "dataset.json", owned=Owned(folders={"source": Owned()}))
     assert not (out / "dataset.json").exists() and (out / "source").is_dir()
 
 
@@ -142,6 +142,43 @@ def test_train_refuses_its_chips_folder_as_output(chips, capsys):
     for extra in ([], ["--overwrite"]):
         err = one_line_error(capsys, ["train", chips, "-o", chips, *TRAIN, *extra])
         assert f"the output folder {chips} is an input of train ({chips})" in err
+    assert snapshot(chips) == before
+
+
+def test_train_never_replaces_its_encoder_weights(chips, tmp_path, capsys):
+    """Hugging Face names downloaded weights model.safetensors, as train names its model."""
+    from safetensors.torch import save_file
+
+    from geopix2pix.models import GeneratorSpec, build_generator
+
+    run = tmp_path / "run"
+    run.mkdir()
+    encoder = build_generator(GeneratorSpec(name="smp:Unet:resnet18", in_channels=3,
+                                            chip_size=64)).encoder
+    save_file(encoder.state_dict(), str(run / "model.safetensors"))
+    before = (run / "model.safetensors").read_bytes()
+    err = one_line_error(capsys, ["train", chips, "-o", run, "--overwrite", *TRAIN,
+                                  "--generator", "smp:Unet:resnet18", "--encoder-weights",
+                                  run / "model.safetensors"])
+    assert "is an input of train" in err or "contains an input of train" in err
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_litter_and_an_unfinished_run_do_not_block_a_rerun(chips, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    for name in ("metrics.csv", ".DS_Store", "samples/Thumbs.db", "samples/epoch_001.png"):
+        (run / name).write_text("x")
+    err = one_line_error(capsys, ["train", chips, "-o", run, *TRAIN])
+    assert "what an unfinished train left" in err  # no checkpoint: not "an earlier train"
+    assert main([str(a) for a in ["train", chips, "-o", run, "--overwrite", *TRAIN]]) == 0
+    assert not (run / ".DS_Store").exists() and (run / "model.safetensors").exists()
+
+
+def test_train_refuses_a_run_folder_inside_its_chips(chips, capsys):
+    before = snapshot(chips)
+    err = one_line_error(capsys, ["train", chips, "-o", chips / "source" / "run", *TRAIN])
+    assert "lies inside the chips folder" in err
     assert snapshot(chips) == before
 
 
@@ -181,14 +218,24 @@ def test_demo_overwrite_removes_only_demo_outputs(tmp_path, capsys):
     from geopix2pix.demo.pipeline import OUTPUTS, SUMMARY
 
     out = tmp_path / "demo"
-    for folder in ("scenes", "chips", "run"):
-        (out / folder).mkdir(parents=True)
-        (out / folder / "x.tif").write_bytes(b"x")
+    for inner in ("scenes/train_1_dem.tif", "chips/source/p0_r0_c0.tif", "chips/chips.gpkg-wal",
+                  "run/model.safetensors", "run/samples/epoch_001.png", "run/.DS_Store"):
+        (out / inner).parent.mkdir(parents=True, exist_ok=True)
+        (out / inner).write_bytes(b"x")
     for name in ("prediction.tif", ".prediction.0123abcd.partial.tif", "baseline.tif",
                  "evaluation.json", "quicklook.png", SUMMARY):
         (out / name).write_bytes(b"x")
     prepare_output_dir(out, True, SUMMARY, owned=OUTPUTS, command="demo")
     assert list(out.iterdir()) == []
+    # a user's own chips/ and run/ (the README's layout) are not the demo's: refused
+    for inner in ("chips/source/p0_r0_c0.tif", "chips/my_notes.txt", "run/weights.pt"):
+        (out / inner).parent.mkdir(parents=True, exist_ok=True)
+        (out / inner).write_bytes(b"x")
+    with pytest.raises(GeoPix2PixError, match=r"chips/my_notes.txt, run/weights.pt, which demo"):
+        prepare_output_dir(out, True, SUMMARY, owned=OUTPUTS, command="demo")
+    assert (out / "chips" / "source" / "p0_r0_c0.tif").exists()
+    shutil.rmtree(out)
+    out.mkdir()
     (out / "notes.txt").write_text("mine")
     (out / "demo.json").write_text("{}")
     err = one_line_error(capsys, ["demo", "-o", out, "--quick", "-q", "--overwrite"])

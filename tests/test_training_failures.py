@@ -180,6 +180,22 @@ def test_a_stop_before_the_first_checkpoint_says_nothing_was_saved(chips, tmp_pa
     assert main(_args(chips, run, "--workers", "0", "--max-steps", "1", "--overwrite")) == 0
 
 
+def test_a_stop_after_the_last_step_points_at_the_checkpoint(chips, tmp_path, capsys,
+                                                            monkeypatch):
+    """A signal while the finished run closes (outside the steps) must not say that nothing
+    was saved and to start again with --overwrite: the checkpoint is there."""
+    import geopix2pix.training.trainer as trainer
+
+    def stopped(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.Trainer, "check_replicas", stopped)
+    run = tmp_path / "run"
+    assert main(_args(chips, run, "--workers", "0", "--max-steps", "2")) == 128 + signal.SIGINT
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"Stopped: continue from {run / 'checkpoint.pt'} with --resume"
+
+
 def test_a_stopped_run_says_which_checkpoint_to_resume(chips, tmp_path):
     with pytest.raises(TrainingStopped) as stopped:
         train(chips, tmp_path / "run", callback=lambda info: info["step"] == 2, max_steps=50,

@@ -24,14 +24,15 @@ from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.folders import Owned, prepare_output_dir
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import RESAMPLING, chip_nodata, open_raster, select_bands
-from geopix2pix.raster.write import owned_names, prepare_output_dir
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"
 REJECT_STRADDLE = "straddling the train/val split"
-OUTPUTS = owned_names(MANIFEST, INDEX, "source", "target")  # all export writes in its folder
+CHIP_FILES = Owned(("*.tif",))
+OUTPUTS = Owned((MANIFEST, INDEX), {"source": CHIP_FILES, "target": CHIP_FILES})  # all it writes
 
 
 @dataclass

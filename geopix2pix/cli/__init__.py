@@ -79,6 +79,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (kill, timeout, a batch scheduler), raised where the program is, as Ctrl-C is:
     outputs being written are removed on the way out, as after Ctrl-C."""
 
+    signum = signal.SIGTERM  # read by commands that report how they stopped (train)
+
 
 def _terminate(signum, frame) -> None:
     raise Terminated

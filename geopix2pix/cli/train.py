@@ -87,7 +87,7 @@ def train_command(chips_dir, out_dir, compile_, **options):
     try:
         result = _train(chips_dir, out_dir, compile=compile_, **options)
     except KeyboardInterrupt as exc:
-        message = _stop_message(exc, Path(out_dir), options["resume"]) if writer else ""
+        message = _stop_message(exc, Path(out_dir)) if writer else ""
         raise Stopped(message, getattr(exc, "signum", None) or signal.SIGINT) from None
     if not writer:
         return
@@ -119,12 +119,12 @@ class Stopped(click.ClickException):
             click.echo(self.message, err=True)
 
 
-def _stop_message(exc: KeyboardInterrupt, run_dir: Path, resume: bool) -> str:
+def _stop_message(exc: KeyboardInterrupt, run_dir: Path) -> str:
     """Where to continue from, or that nothing was saved (stopped before the first checkpoint).
-    A stop while setting up carries no checkpoint: a --resume run still has the one it began
-    from."""
+    A stop outside the steps (setting up, finishing) carries no checkpoint: the run folder may
+    still hold one (the run's own, or the one a --resume run began from)."""
     checkpoint = getattr(exc, "checkpoint", None)
-    if checkpoint is None and resume and (run_dir / CHECKPOINT).is_file():
+    if checkpoint is None and (run_dir / CHECKPOINT).is_file():  # e.g. stopped after the loop
         checkpoint = run_dir / CHECKPOINT
     if checkpoint is not None:
         return f"Stopped: continue from {checkpoint} with --resume"

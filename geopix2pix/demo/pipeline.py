@@ -19,23 +19,25 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from geopix2pix.chips.export import OUTPUTS as CHIP_OUTPUTS
 from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.chips.scaling import to_dtype
 from geopix2pix.demo.scenes import TASKS, DemoScenes, make_demo_scenes
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.folders import Owned, prepare_output_dir
 from geopix2pix.raster.io import open_raster, read_window
 from geopix2pix.raster.write import (
     atomic_path,
     gtiff_profile,
-    owned_names,
-    prepare_output_dir,
     write_text_atomic,
 )
+from geopix2pix.training.trainer import RUN_OUTPUTS
 
 SUMMARY = "demo.json"
 # Everything a demo writes in its folder: --overwrite removes these and refuses anything else.
-OUTPUTS = owned_names(SUMMARY, "scenes", "chips", "run", "prediction.tif", "baseline.tif",
-                      "evaluation.json", "evaluation_baseline.json", "quicklook.png")
+OUTPUTS = Owned((SUMMARY, "prediction.tif", "baseline.tif", "evaluation.json",
+                 "evaluation_baseline.json", "quicklook.png"),
+                {"scenes": Owned(("*.tif",)), "chips": CHIP_OUTPUTS, "run": RUN_OUTPUTS})
 STAGES = 6
 
 # What each task needs, and why (the same choices a user makes on real data).

@@ -4,12 +4,10 @@ partial file under the final name."""
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
-import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -113,94 +111,3 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file in one rename, so readers see the old file or the whole new one."""
     with atomic_path(path, overwrite=True) as temp:
         temp.write_text(text)
-
-
-def owned_names(*names: str) -> tuple[str, ...]:
-    """Glob patterns of what writing each of `names` into a folder leaves there: the name
-    itself, GDAL's .aux.xml beside it, and the temporaries it goes through (`partial_name`,
-    also nested, with a SQLite journal or .aux.xml beside them; `.NAME.*` as mkstemp makes)."""
-    patterns: list[str] = []
-    for name in names:
-        stem, suffix = Path(name).stem, Path(name).suffix
-        patterns += [name, f"{name}.aux.xml", f".*{stem}.*.partial{suffix}*", f".{name}.*"]
-    return tuple(patterns)
-
-
-def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *,
-                       owned: Sequence[str], inputs: Sequence[str | os.PathLike] = (),
-                       command: str = "this command") -> Path:
-    """Create the output folder of `command`, refusing a non-empty one without --overwrite.
-
-    `owned` are the glob patterns (see `owned_names`) of everything `command` writes there: with
-    --overwrite only those are removed, and a folder that holds anything else is refused, as is
-    a folder that is, or contains, one of the command's `inputs`. The completeness `marker` file
-    goes first, so a run killed while clearing never leaves a folder that looks complete.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise GeoPix2PixError(f"{path} exists and is not a folder; choose another output folder")
-    _refuse_inputs(path, inputs, command)
-    entries = sorted(path.iterdir()) if path.exists() else []
-    if entries:
-        _refuse_foreign(path, entries, (marker, *owned), command)
-        if not overwrite:
-            raise GeoPix2PixError(
-                f"{path} is not empty (it holds the outputs of an earlier {command}); pass "
-                "--overwrite to replace them or choose another output folder"
-            )
-        (path / marker).unlink(missing_ok=True)
-        for child in entries:
-            _remove(child)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GeoPix2PixError(f"cannot make the folder {path} ({exc.strerror or exc}); choose "
-                              "another output folder") from None
-    return path
-
-
-def _relation(candidate: Path, folder: Path) -> str | None:
-    """'is' when `candidate` is `folder`, 'contains' when it lies inside it, else None (by file
-    identity, so links and case-insensitive names count)."""
-    for chain in dict.fromkeys((Path(os.path.abspath(candidate)), candidate.resolve())):
-        for place in (chain, *chain.parents):
-            with contextlib.suppress(OSError):
-                if os.path.samefile(place, folder):
-                    return "is" if place == chain else "contains"
-    return None
-
-
-def _refuse_inputs(path: Path, inputs: Sequence[str | os.PathLike], command: str) -> None:
-    """Refuse an output folder that is, or contains, one of the command's inputs."""
-    if not path.exists():
-        return
-    for item in inputs:
-        relation = _relation(Path(item), path)
-        if relation:
-            raise GeoPix2PixError(
-                f"the output folder {path} {relation} an input of {command} ({item}); choose an "
-                "output folder apart from the inputs"
-            )
-
-
-def _refuse_foreign(path: Path, entries: Sequence[Path], owned: Sequence[str],
-                    command: str) -> None:
-    """Refuse a folder holding entries `command` does not write: --overwrite never removes
-    them."""
-    foreign = [e for e in entries if not any(fnmatch.fnmatchcase(e.name, p) for p in owned)]
-    if not foreign:
-        return
-    names = [e.name + ("/" if e.is_dir() and not e.is_symlink() else "") for e in foreign]
-    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    raise GeoPix2PixError(
-        f"{path} is not empty: it holds {listed}, which {command} did not write and "
-        "--overwrite would not remove; move them away or choose another output folder"
-    )
-
-
-def _remove(child: Path) -> None:
-    """Remove a file, a link (not what it points to) or a folder tree."""
-    if child.is_dir() and not child.is_symlink():
-        shutil.rmtree(child)
-    else:
-        child.unlink(missing_ok=True)

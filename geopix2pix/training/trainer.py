@@ -27,14 +27,15 @@ import torch
 from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import save_model
-from geopix2pix.raster.write import prepare_output_dir, write_text_atomic
+from geopix2pix.raster.folders import Owned, prepare_output_dir
+from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .data import EpochBatchSampler, TrainingChips, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
-from .history import MetricsLog
+from .history import METRICS, MetricsLog
 from .loop import EpochRunner, seed_everything
 from .metadata import model_metadata
 from .networks import build_networks
@@ -45,6 +46,10 @@ from .step import Pix2PixStep
 MODEL = "model.safetensors"
 BEST_MODEL = "model-best.safetensors"
 OPTIONS = "train.json"
+# all a run writes in RUN_DIR: --overwrite removes these and refuses anything else
+RUN_OUTPUTS = Owned((MODEL, BEST_MODEL, CHECKPOINT, METRICS, OPTIONS),
+                    {"samples": Owned(("epoch_*.png",)),
+                     "tensorboard": Owned(("events.out.tfevents.*",))})
 
 
 def is_writer() -> bool:
@@ -80,20 +85,19 @@ def _dataset_fingerprint(chips_dir: Path) -> str:
 
 def _prepare_run_dir(out_dir: Path, config: TrainConfig, chips_dir: Path) -> None:
     """Check the run folder for --resume, or make it; --overwrite removes only what a run
-    writes (see `owned_names`), never the chips folder or anything else."""
+    writes (`RUN_OUTPUTS`), never the chips folder, the encoder weights or anything else."""
     if config.resume:
         if not (out_dir / CHECKPOINT).is_file():
             raise GeoPix2PixError(f"--resume: {out_dir / CHECKPOINT} does not exist; start the "
                                   "run without --resume")
         return
-    from geopix2pix.raster.write import owned_names
-
-    from .history import METRICS
-
-    outputs = owned_names(MODEL, BEST_MODEL, CHECKPOINT, METRICS, OPTIONS, "samples",
-                          "tensorboard")
-    prepare_output_dir(out_dir, config.overwrite, marker=CHECKPOINT, owned=outputs,
-                       inputs=[chips_dir], command="train")
+    run, chips = out_dir.resolve(), chips_dir.resolve()
+    if run != chips and run.is_relative_to(chips):  # (the chips folder itself: see below)
+        raise GeoPix2PixError(f"the run folder {out_dir} lies inside the chips folder "
+                              f"{chips_dir}; choose a run folder apart from the chips")
+    inputs = [chips_dir, *([config.encoder_weights] if config.encoder_weights else [])]
+    prepare_output_dir(out_dir, config.overwrite, marker=CHECKPOINT, owned=RUN_OUTPUTS,
+                       inputs=inputs, command="train")
 
 
 class Trainer:
