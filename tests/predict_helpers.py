@@ -16,18 +16,20 @@ from geopix2pix.models import GeneratorSpec, LoadedModel, init_weights, save_mod
 from geopix2pix.models import build_generator as build
 
 
-def side(bands, dtype, nodata, scaling: Scaling, descriptions=None) -> dict:
+def side(bands, dtype, nodata, scaling: Scaling, descriptions=None, raster_bands=None) -> dict:
     return {"bands": list(bands), "dtype": dtype, "nodata": encode_nodata(nodata),
             "descriptions": descriptions or [f"band {b}" for b in bands],
-            "scaling": scaling.to_dict()}
+            "scaling": scaling.to_dict(), "raster_bands": raster_bands}
 
 
 def metadata(in_ch=3, out_ch=1, target_dtype="float32", target_nodata=-9999.0,
              target_scaling=None, source_scaling=None, descriptions=None, pixel_size=(30, 30),
-             crs="EPSG:32633", chip_size=64, source_bands=None) -> dict:
+             crs="EPSG:32633", chip_size=64, source_bands=None,
+             source_raster_bands=None) -> dict:
     source_scaling = source_scaling or Scaling("percentile", (0.0,) * in_ch, (255.0,) * in_ch)
     target_scaling = target_scaling or Scaling("minmax", (100.0,) * out_ch, (3000.0,) * out_ch)
-    return {"source": side(source_bands or range(1, in_ch + 1), "uint8", 0.0, source_scaling),
+    return {"source": side(source_bands or range(1, in_ch + 1), "uint8", 0.0, source_scaling,
+                           raster_bands=source_raster_bands),
             "target": side(range(1, out_ch + 1), target_dtype, target_nodata, target_scaling,
                            descriptions),
             "chip_size": chip_size, "crs": crs, "pixel_size": list(pixel_size),

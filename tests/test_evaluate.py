@@ -141,3 +141,12 @@ def test_json_is_not_written_over_a_file_without_overwrite_nor_ever_over_an_inpu
     assert notes.read_text() == "mine"
     assert main(["evaluate", ref, ref, "--json", str(notes), "--overwrite"]) == 0
     assert json.loads(notes.read_text())["overall"]["mae"] == 0
+
+
+@pytest.mark.parametrize("categorical", [False, True])
+def test_rasters_without_a_common_valid_pixel_are_one_line(tmp_path, capsys, categorical):
+    ref = _write(tmp_path / "r.tif", np.clip(_smooth(), 1, 255).astype("uint8"))
+    empty = _write(tmp_path / "e.tif", np.zeros(_smooth().shape, "uint8"), nodata=0)  # all nodata
+    code = main(["evaluate", ref, empty, *(["--categorical"] if categorical else [])])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "no valid pixel in common" in err

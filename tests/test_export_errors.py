@@ -124,3 +124,14 @@ def test_a_damaged_raster_is_one_clear_line(tmp_path, capsys, workers):
     assert "broken.tif" in err and "IReadBlock failed" in err and "gdalinfo -checksum" in err
     assert "See previous" not in err
     assert not (tmp_path / "chips" / "dataset.json").exists()
+
+
+def test_a_source_listed_twice_in_pairs_is_refused(tmp_path, pair, capsys):
+    """Its chips would be exported twice, and a copy could land in train and another in val."""
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"source,target\n{pair[0].name},{pair[1].name}\n./{pair[0].name},"
+                   f"{pair[1].name}\n")
+    err = run_error(capsys, ["export-chips", "--pairs", str(csv), "-o", str(tmp_path / "c"),
+                             "-q"])
+    assert "is the source of pairs 1 and 2" in err
+    assert not (tmp_path / "c").exists()

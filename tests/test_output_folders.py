@@ -214,11 +214,25 @@ def test_demo_checks_its_options_before_any_work(tmp_path, capsys, args, needle)
     assert not out.exists()  # nothing built: a corrected retry needs no --overwrite
 
 
+def test_demo_never_takes_a_users_chips_and_run_for_its_own(tmp_path, capsys):
+    """export-chips and train outputs (the README's chips/ and run/) look like the demo's: the
+    demo replaces them only beside its own scenes/pairs.csv or demo.json."""
+    out = tmp_path / "work"
+    for inner in ("chips/dataset.json", "chips/source/p0_r0_c0.tif", "run/model.safetensors"):
+        (out / inner).parent.mkdir(parents=True, exist_ok=True)
+        (out / inner).write_bytes(b"the user's")
+    before = snapshot(out)
+    err = one_line_error(capsys, ["demo", "-o", out, "--quick", "-q", "--overwrite"])
+    assert "holds chips/ and run/ that no demo made" in err
+    assert snapshot(out) == before
+
+
 def test_demo_overwrite_removes_only_demo_outputs(tmp_path, capsys):
     from geopix2pix.demo.pipeline import OUTPUTS, SUMMARY
 
     out = tmp_path / "demo"
-    for inner in ("scenes/train_1_dem.tif", "chips/source/p0_r0_c0.tif", "chips/chips.gpkg-wal",
+    for inner in ("scenes/train_1_dem.tif", "scenes/pairs.csv", "chips/source/p0_r0_c0.tif",
+                  "chips/chips.gpkg-wal",
                   "run/model.safetensors", "run/samples/epoch_001.png", "run/.DS_Store"):
         (out / inner).parent.mkdir(parents=True, exist_ok=True)
         (out / inner).write_bytes(b"x")

@@ -282,6 +282,9 @@ def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_f
     # lossy: nodata pixels would not stay nodata
     (["--co", "COMPRESS=JPEG"], "COMPRESS=JPEG: a lossy compression"),
     (["--cog", "--co", "COMPRESS=webp"], "COMPRESS=webp: a lossy compression"),
+    (["--co", "COMPRESS=LERC", "--co", "MAX_Z_ERROR=5"], "COMPRESS=LERC: a lossy compression"),
+    (["--cog", "--co", "COMPRESS=LERC_ZSTD", "--co", "MAX_Z_ERROR=0.5"],
+     "COMPRESS=LERC_ZSTD: a lossy compression"),
     # accepted by GDAL and silently ignored: options of another compression
     (["--compress", "zstd", "--co", "ZLEVEL=1"], "ZLEVEL=1: only DEFLATE/LERC_DEFLATE"),
     (["--co", "COMPRESS=LZW", "--co", "ZLEVEL=1"], "compressed with LZW"),
@@ -372,7 +375,8 @@ def test_an_output_that_could_not_be_written_whole_is_not_published(tmp_path, mo
 def test_bands_default_to_those_the_model_was_trained_on(tmp_path):
     """A model trained on bands 4,3,2 of a 6-band raster reads those of a 6-band scene by
     default, all bands of a scene already cut to 3, and refuses (pointing at --bands) where it
-    cannot tell; one trained on the first 3 bands never guesses them out of a 6-band scene."""
+    cannot tell. Without the training rasters' band count (older files) a model trained on the
+    first 3 bands never guesses them out of a 6-band scene; with it, it reads them."""
     rng = np.random.default_rng(8)
     six = rng.integers(1, 250, (6, 70, 80)).astype("uint8")
     wide = str(write_raster(tmp_path / "six.tif", six, nodata=0,
@@ -390,9 +394,20 @@ def test_bands_default_to_those_the_model_was_trained_on(tmp_path):
     np.testing.assert_array_equal(chosen, values(wide, "explicit.tif", bands=[4, 3, 2]))
     np.testing.assert_array_equal(chosen, values(cut, "from_cut.tif"))
     assert not np.array_equal(chosen, values(wide, "other.tif", bands=[1, 2, 3]))
-    first3 = unet_file(tmp_path / "m123.safetensors")
+    first3 = unet_file(tmp_path / "m123.safetensors")  # an older file: no raster band count
     with pytest.raises(GeoPix2PixError, match="gives 6 band.* choose bands with --bands"):
         predict(wide, tmp_path / "x.tif", model=first3, progress=False)
+    # trained on the first 3 of 6-band rasters (recorded): the same bands of a 6-band scene,
+    # all of a 3-band one, and an error for a scene of another band count
+    first3 = unet_file(tmp_path / "m123_of6.safetensors", source_raster_bands=6)
+    model = first3
+    np.testing.assert_array_equal(values(wide, "first3.tif"),
+                                  values(wide, "first3_explicit.tif", bands=[1, 2, 3]))
+    values(cut, "first3_cut.tif")
+    five = str(write_raster(tmp_path / "five.tif", six[:5], nodata=0,
+                            transform=from_origin(500000.0, 4_000_000.0, 30.0, 30.0)))
+    with pytest.raises(GeoPix2PixError, match="gives 5 band"):
+        predict(five, tmp_path / "y.tif", model=model, progress=False)
 
 
 @pytest.mark.parametrize("batch", ["0", "-3"])

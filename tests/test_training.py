@@ -82,6 +82,8 @@ def test_model_metadata_round_trips_through_load_model(short_run, chips):
     assert loaded.spec.name == "unet" and loaded.spec.chip_size == 64 and loaded.spec.ngf == 8
     assert meta["source"]["nodata"] == -9999 and meta["source"]["dtype"] == "float32"
     assert meta["target"]["dtype"] == "uint8" and meta["target"]["bands"] == [1]
+    # the band count of the rasters cut, so predict reads the same bands of a like scene
+    assert meta["source"]["raster_bands"] == info["source"]["raster_bands"] == 1
     assert meta["source"]["scaling"]["mode"] == info["source"]["scaling_mode"]
     assert meta["crs"] == info["crs"] and meta["pixel_size"] == info["pixel_size"]
     assert meta["chip_size"] == 64 and meta["training"]["lambda_l1"] == 100.0

@@ -73,6 +73,17 @@ def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path, Path]]:
     return [(path.parent / r["source"].strip(), path.parent / r["target"].strip()) for r in rows]
 
 
+def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
+    """Refuse a source raster listed twice: its chips would be exported twice, and the split
+    could put one copy in train and the other in val (leakage)."""
+    first: dict[Path, int] = {}
+    for row, (source, _) in enumerate(pair_paths, start=1):
+        earlier = first.setdefault(source.resolve(), row)
+        if earlier != row:
+            raise GeoPix2PixError(f"{source} is the source of pairs {earlier} and {row}; list each "
+                                  "source raster once (its chips would land in train and val)")
+
+
 def default_workers() -> int:
     """One process per available core, at most 8 (chip export is I/O and compression bound)."""
     return max(1, min(8, len(os.sched_getaffinity(0))))
@@ -149,7 +160,8 @@ def _open_pair(index: int, source: Path, target: Path, source_bands, target_band
 def _side_info(dataset, bands: list[int]) -> SideInfo:
     return SideInfo(bands=bands, dtype=dataset.dtypes[bands[0] - 1],
                     nodata=chip_nodata(dataset, bands),
-                    descriptions=[dataset.descriptions[b - 1] for b in bands], scaling_mode="")
+                    descriptions=[dataset.descriptions[b - 1] for b in bands], scaling_mode="",
+                    raster_bands=dataset.count)
 
 
 def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path]) -> None:
@@ -233,12 +245,17 @@ def export_chips(
     else:
         pair_paths = [(Path(s), Path(t)) for s, t in pairs]
 
+    _check_distinct(pair_paths)
     opened = [_open_pair(i, s, t, source_bands, target_bands, target_resampling, chip_size,
                          stride) for i, (s, t) in enumerate(pair_paths)]
     pair_list = [p for p, _, _ in opened]
     _check_consistent([s for _, s, _ in opened], "source", [s for s, _ in pair_paths])
     _check_consistent([t for _, _, t in opened], "target", [t for _, t in pair_paths])
     source_side, target_side = opened[0][1], opened[0][2]
+    for side, all_sides in ((source_side, [s for _, s, _ in opened]),
+                            (target_side, [t for _, _, t in opened])):
+        if len({other.raster_bands for other in all_sides}) > 1:
+            side.raster_bands = None  # rasters of several band counts: none to match at predict
     source_side.scaling_mode, target_side.scaling_mode = source_scaling, target_scaling
 
     skipped: Counter = Counter()

@@ -36,6 +36,7 @@ class SideInfo:
     descriptions: list[str | None]
     scaling_mode: str
     stats: list[dict] = field(default_factory=list)
+    raster_bands: int | None = None  # bands of the rasters cut (None: they differ, or unknown)
 
     @property
     def scaling(self) -> Scaling:

@@ -37,7 +37,8 @@ SUMMARY = "demo.json"
 # Everything a demo writes in its folder: --overwrite removes these and refuses anything else.
 OUTPUTS = Owned((SUMMARY, "prediction.tif", "baseline.tif", "evaluation.json",
                  "evaluation_baseline.json", "quicklook.png"),
-                {"scenes": Owned(("*.tif",)), "chips": CHIP_OUTPUTS, "run": RUN_OUTPUTS})
+                {"scenes": Owned(("*.tif", "pairs.csv")), "chips": CHIP_OUTPUTS,
+                 "run": RUN_OUTPUTS})
 STAGES = 6
 
 # What each task needs, and why (the same choices a user makes on real data).
@@ -216,6 +217,17 @@ def check_demo_options(task: str, seed: int, settings: DemoSettings) -> None:
                                   f"the chip size ({settings.chip_size})")
 
 
+def _refuse_foreign_runs(out_dir: Path) -> None:
+    """A chips/ or run/ folder made by export-chips or train (the README's layout) looks like a
+    demo's: it counts as the demo's only beside the demo's own scenes/pairs.csv or demo.json."""
+    theirs = [name for name in ("chips", "run") if (out_dir / name).exists()]
+    ours = (out_dir / SUMMARY).exists() or (out_dir / "scenes" / "pairs.csv").exists()
+    if theirs and not ours:
+        raise GeoPix2PixError(
+            f"{out_dir} holds {' and '.join(f'{n}/' for n in theirs)} that no demo made (there is "
+            "no demo.json or scenes/pairs.csv); choose another folder for the demo")
+
+
 def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2image",
              seed: int = 0, progress: bool = True, *, overwrite: bool = False,
              settings: DemoSettings | None = None) -> DemoResult:
@@ -228,6 +240,7 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
     s = settings or DemoSettings()
     check_demo_options(task, seed, s)
     options = TASK_OPTIONS[task]
+    _refuse_foreign_runs(Path(out_dir))
     out = prepare_output_dir(out_dir, overwrite, SUMMARY, owned=OUTPUTS, command="demo")
     clock = _Clock()
 

@@ -33,12 +33,14 @@ class Side:
     nodata: float | None
     descriptions: list[str | None]
     scaling: Scaling
+    raster_bands: int | None = None  # bands of the training rasters (None: unknown)
 
     @classmethod
     def from_metadata(cls, data: dict) -> Side:
+        count = data.get("raster_bands")
         return cls(list(data.get("bands") or []), str(data["dtype"]),
                    decode_nodata(data.get("nodata")), list(data.get("descriptions") or []),
-                   Scaling.from_dict(data["scaling"]))
+                   Scaling.from_dict(data["scaling"]), int(count) if count else None)
 
 
 @dataclass(frozen=True)
@@ -66,16 +68,20 @@ class ModelInfo:
             ) from None
 
 
-def default_bands(dataset, trained: Sequence[int], expected: int) -> list[int]:
-    """The scene bands to read without --bands: all its data bands when they are as many as the
-    model takes (a scene like the training one, or one already cut to its bands); else the
-    bands chosen from the training raster at export (e.g. 4,3,2 of a Sentinel-2 scene) when
-    they were a choice (not just the first ones, which says nothing of what the other bands
-    were) and the scene has them."""
+def default_bands(dataset, trained: Side, expected: int) -> list[int]:
+    """The scene bands to read without --bands: the training bands when the scene has as many
+    bands as the training rasters had (a like scene: e.g. 4,3,2 or 1,2 of Sentinel-2); else all
+    its data bands when they are as many as the model takes (a scene already cut to the model's
+    bands). For a model file that does not record the training rasters' band count, the bands
+    chosen at export are used when they were a choice (not just the first ones, which says
+    nothing of what the other bands were) and the scene has them."""
     data = select_bands(dataset, None)
-    chose = list(trained) != list(range(1, expected + 1))
-    if len(data) != expected and trained and chose and max(trained) <= dataset.count:
-        return list(trained)
+    bands = list(trained.bands)
+    if bands and trained.raster_bands is not None:
+        return bands if dataset.count == trained.raster_bands else data
+    chose = bands != list(range(1, expected + 1))
+    if len(data) != expected and bands and chose and max(bands) <= dataset.count:
+        return bands
     return data
 
 
@@ -87,7 +93,7 @@ def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
     if bands:
         chosen = select_bands(dataset, bands)
     else:
-        chosen = default_bands(dataset, info.source.bands, expected)
+        chosen = default_bands(dataset, info.source, expected)
     if len(chosen) != expected:
         raise GeoPix2PixError(
             f"{dataset.name} gives {len(chosen)} band(s) but the model takes {expected} "

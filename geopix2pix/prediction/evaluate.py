@@ -216,15 +216,15 @@ def _categorical(report, p, pb, ref, rb, block: int) -> None:
         pv, rv, valid = _read_pair(p, pb, ref, rb, window)
         values |= set(np.unique(pv[:, valid]).tolist()) | set(np.unique(rv[:, valid]).tolist())
     classes = sorted(values)
+    if not classes:  # no pixel valid in both (a confusion matrix of no class cannot be filled)
+        raise GeoPix2PixError(f"{report.pred} and {report.reference} have no valid pixel in "
+                              "common; check that they overlap")
     cm = torch.zeros(len(classes), len(classes), dtype=torch.int64)
     for window, _ in _blocks(p.height, p.width, 0, block):
         pv, rv, valid = _read_pair(p, pb, ref, rb, window)
         cm += metrics.confusion_matrix(torch.from_numpy(pv), torch.from_numpy(rv),
                                        torch.from_numpy(valid)[None], classes)
     report.valid_pixels = int(cm.sum()) // max(len(pb), 1)
-    if report.valid_pixels == 0:
-        raise GeoPix2PixError(f"{report.pred} and {report.reference} have no valid pixel in "
-                              "common; check that they overlap")
     iou = metrics.per_class_iou(cm)
     report.classes = [float(c) for c in classes]
     report.iou = [float(v) for v in iou]

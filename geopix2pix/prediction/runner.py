@@ -30,7 +30,7 @@ from geopix2pix.prediction.writer import (
     convert_to_cog,
     open_output,
 )
-from geopix2pix.raster.gdal_log import check_written, signalled_errors
+from geopix2pix.raster.gdal_log import check_written, disk_full, signalled_errors, write_error
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import warped_view
 from geopix2pix.raster.write import partial_name
@@ -77,7 +77,7 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelIn
     total = sum(job.layout.count(job.chunks) for job in jobs)
     # the blocks of every source read at once, so none is decoded twice
     cache = sum(sorted(caches)[-reading.sources_at_once(jobs):])
-    with contextlib.ExitStack() as stack:
+    with _write_errors_said_of(targets), contextlib.ExitStack() as stack:
         failures = stack.enter_context(signalled_errors())  # a full disk does not raise
         stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=cache))
         for target in targets:
@@ -94,6 +94,20 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelIn
     for target in targets:  # the outputs are closed (and converted into COGs) now
         check_written(target.path, target.name or target.path, failures)
     return [job.layout.count(job.chunks) for job in jobs]
+
+
+@contextlib.contextmanager
+def _write_errors_said_of(targets: Sequence[Target]) -> Iterator[None]:
+    """A GDAL error raised while writing on a full disk, said as the disk being full, of the
+    output whose folder is full (GDAL says "TIFFAppendToStrip:Write error at scanline 0")."""
+    try:
+        yield
+    except data_errors() as exc:
+        for target in targets:
+            full = disk_full(target.path)
+            if full:
+                raise write_error(target.name or target.path, describe(exc), full) from exc
+        raise
 
 
 def _created(tiled: Path, target: Target, options: PredictOptions):

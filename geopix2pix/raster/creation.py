@@ -78,9 +78,15 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def _lossy(compression: str, user: Mapping[str, str]) -> bool:
     """Whether GDAL's `compression` (with the user's options) loses information."""
-    lossless_webp = any(k.upper() == "WEBP_LOSSLESS" and str(v).upper() in ("TRUE", "YES", "1")
-                        for k, v in user.items())
-    return compression.upper() == "JPEG" or (compression.upper() == "WEBP" and not lossless_webp)
+    options = {k.upper(): str(v).upper() for k, v in user.items()}
+    lossless_webp = options.get("WEBP_LOSSLESS") in ("TRUE", "YES", "ON", "1")
+    try:  # LERC is lossless at MAX_Z_ERROR=0, its default
+        lossy_lerc = float(options.get("MAX_Z_ERROR", "0")) != 0
+    except ValueError:
+        lossy_lerc = False  # GDAL refuses the value itself
+    compression = compression.upper()
+    return (compression == "JPEG" or (compression == "WEBP" and not lossless_webp)
+            or (compression in _LERC and lossy_lerc))
 
 
 def check_creation_options(user: Mapping[str, str], driver: str,
@@ -95,8 +101,8 @@ def check_creation_options(user: Mapping[str, str], driver: str,
         if name.upper() == "COMPRESS" and _lossy(str(value), user):
             raise GeoPix2PixError(f"{flag} {name}={value}: a lossy compression changes the "
                                   "values, and pixels at nodata would no longer be nodata; use "
-                                  "a lossless one (DEFLATE, ZSTD, LZW, or WEBP with "
-                                  "WEBP_LOSSLESS=TRUE)")
+                                  "a lossless one (DEFLATE, ZSTD, LZW, LERC with MAX_Z_ERROR=0, "
+                                  "or WEBP with WEBP_LOSSLESS=TRUE)")
     if not user:
         return
     logger = logging.getLogger("rasterio._env")

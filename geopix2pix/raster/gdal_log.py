@@ -75,16 +75,27 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
+def disk_full(path: Path) -> str | None:
+    """'the disk is full (N KiB free)' when the folder of `path` has (almost) no room left."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    return f"the disk is full ({free // 1024} KiB free)" if free < LOW_SPACE else None
+
+
+def write_error(name: Path, reason: str, full: str | None) -> GeoPix2PixError:
+    """The one-line error for an output `name` that could not be written."""
+    if full:
+        return GeoPix2PixError(f"could not write {name}: {full} ({reason}); free some space "
+                               "or choose another output folder")
+    return GeoPix2PixError(f"could not write {name}: {reason}; check the free space and any "
+                           "file-size limit there")
+
+
 def check_written(path: Path, name: Path, failures: list[str]) -> None:
     """Raise `GeoPix2PixError` when writing `path` (to be published as `name`) went wrong:
     GDAL signalled errors, or the file does not open or is shorter than its blocks."""
     problem = failures[0] if failures else _file_problem(path)
-    if problem is None:
-        return
-    reason = problem.replace(str(path), str(name))
-    advice = "; check the free space and any file-size limit there"
-    free = shutil.disk_usage(path.parent).free
-    if free < LOW_SPACE:
-        reason = f"the disk is full ({free // 1024} KiB free); GDAL said: {reason}"
-        advice = "; free some space or choose another output folder"
-    raise GeoPix2PixError(f"could not write {name}: {reason}{advice}")
+    if problem is not None:
+        raise write_error(name, problem.replace(str(path), str(name)), disk_full(path))

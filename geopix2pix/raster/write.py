@@ -4,6 +4,7 @@ partial file under the final name."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import uuid
@@ -15,6 +16,7 @@ import numpy as np
 from geopix2pix.errors import GeoPix2PixError
 
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors, which name no file
 
 
 def gtiff_profile(dtype: str, count: int, crs, transform, width: int, height: int,
@@ -59,11 +61,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     try:
         yield temp
         publish(temp, final, overwrite)
-    except OSError as exc:
-        if exc.filename not in (str(temp), temp):
+    except OSError as exc:  # writing the temporary: said of the output
+        if exc.filename not in (str(temp), temp) and exc.errno not in _NO_ROOM:
             raise
         raise GeoPix2PixError(f"cannot write {final} ({exc.strerror or exc}); choose another "
-                              "output folder") from None
+                              "output folder or free some space") from None
     finally:
         discard(temp)
 

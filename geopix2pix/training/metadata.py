@@ -15,13 +15,15 @@ from geopix2pix.chips.manifest import DatasetInfo, SideInfo, encode_nodata
 
 
 def side_metadata(side: SideInfo) -> dict[str, Any]:
-    """Bands, dtype, nodata (NaN as "nan"), descriptions and scaling of one side."""
+    """Bands, dtype, nodata (NaN as "nan"), descriptions and scaling of one side, and the band
+    count of the rasters they were chosen from (predict reads the same bands of a like scene)."""
     return {
         "bands": list(side.bands),
         "dtype": side.dtype,
         "nodata": encode_nodata(side.nodata),
         "descriptions": list(side.descriptions),
         "scaling": side.scaling.to_dict(),
+        "raster_bands": side.raster_bands,
     }
 
 
