@@ -3,6 +3,11 @@ folder left behind."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from affine import Affine
@@ -99,7 +104,7 @@ def test_no_chip_left_says_why_and_leaves_no_complete_folder(tmp_path, capsys):
     out = tmp_path / "chips"
     err = run_error(capsys, export_args(src, src, out, "--chip-size", 64))
     assert "no chip kept from 4 candidate(s)" in err and "4 too many invalid pixels" in err
-    assert not (out / "dataset.json").exists()
+    assert list(out.iterdir()) == []  # nothing left: a corrected rerun needs no --overwrite
 
 
 def test_incomplete_folder_is_refused_by_the_dataset(tmp_path, pair):
@@ -123,7 +128,7 @@ def test_a_damaged_raster_is_one_clear_line(tmp_path, capsys, workers):
                                         "--workers", workers))
     assert "broken.tif" in err and "IReadBlock failed" in err and "gdalinfo -checksum" in err
     assert "See previous" not in err
-    assert not (tmp_path / "chips" / "dataset.json").exists()
+    assert list((tmp_path / "chips").iterdir()) == []  # the chips written before are removed
 
 
 def test_a_source_listed_twice_in_pairs_is_refused(tmp_path, pair, capsys):
@@ -135,3 +140,21 @@ def test_a_source_listed_twice_in_pairs_is_refused(tmp_path, pair, capsys):
                              "-q"])
     assert "is the source of pairs 1 and 2" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_sigterm_during_export_leaves_an_empty_folder(tmp_path):
+    """A stopped export (kill, timeout, a scheduler) removes the chips it wrote: there is no
+    resuming an export, and a rerun then needs no --overwrite."""
+    data = np.random.default_rng(0).random((1, 1024, 1024), dtype=np.float32)
+    source, target = write_raster(tmp_path / "s.tif", data), write_raster(tmp_path / "t.tif", data)
+    out = tmp_path / "chips"
+    run = subprocess.Popen([sys.executable, "-m", "geopix2pix", *map(str, export_args(
+        source, target, out, "--chip-size", 32, "--stride", 8, "--workers", 0))],
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any((out / "source").glob("*.tif")) and time.monotonic() < deadline:
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(60) == 143 and "Traceback" not in run.stderr.read()
+    assert list(out.iterdir()) == []

@@ -24,7 +24,7 @@ from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.folders import Owned, prepare_output_dir
+from geopix2pix.raster.folders import Owned, prepare_output_dir, remove_outputs
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import RESAMPLING, chip_nodata, open_raster, select_bands
 
@@ -269,17 +269,20 @@ def export_chips(
 
     out = prepare_output_dir(out_dir, overwrite, MANIFEST, owned=OUTPUTS,
                              inputs=_inputs(pair_paths, pairs, aoi), command="export-chips")
-    (out / "source").mkdir()
-    (out / "target").mkdir()
-    jobs = _jobs(pair_list, splits, out, max_nodata, seed, sample_size)
-    records, stats = _export(jobs, workers, len(splits), progress, skipped)
-    if not records:
-        raise GeoPix2PixError(
-            f"no chip kept from {len(candidates)} candidate(s): "
-            + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
-            + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
-
-    _write_index(out, records, pair_list, pair_paths, chip_size)
+    try:  # a failed or stopped export leaves an empty folder (nothing to resume from)
+        (out / "source").mkdir()
+        (out / "target").mkdir()
+        jobs = _jobs(pair_list, splits, out, max_nodata, seed, sample_size)
+        records, stats = _export(jobs, workers, len(splits), progress, skipped)
+        if not records:
+            raise GeoPix2PixError(
+                f"no chip kept from {len(candidates)} candidate(s): "
+                + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
+                + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
+        _write_index(out, records, pair_list, pair_paths, chip_size)
+    except BaseException:
+        remove_outputs(out, OUTPUTS)
+        raise
     source_side.stats, target_side.stats = stats[0].summary(), stats[1].summary()
     kept = Counter(r["split"] for r in records)
     first = pair_list[0].grid

@@ -42,6 +42,13 @@ class Owned:
     files: Sequence[str] = ()
     folders: Mapping[str, Owned] = field(default_factory=dict)
 
+    def owns(self, entry: Path) -> bool:
+        """Whether `entry` (in the folder) is one of the command's, by its name."""
+        if entry.is_dir() and not entry.is_symlink():
+            return entry.name in self.folders
+        return any(fnmatch.fnmatchcase(entry.name, p) for f in self.files
+                   for p in file_patterns(f))
+
     def foreign(self, folder: Path) -> list[str]:
         """The entries of `folder` (relative paths, folders with a trailing /) that the command
         does not write; a folder of ours is looked into."""
@@ -87,6 +94,14 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *,
         raise GeoPix2PixError(f"cannot make the folder {path} ({exc.strerror or exc}); choose "
                               "another output folder") from None
     return path
+
+
+def remove_outputs(path: Path, owned: Owned) -> None:
+    """Remove what a run that failed or was stopped wrote in its (prepared) folder, so that it
+    is empty again and a rerun needs no --overwrite."""
+    for entry in sorted(path.iterdir()) if path.is_dir() else []:
+        if owned.owns(entry):
+            _remove(entry)
 
 
 def _relation(candidate: Path, folder: Path) -> str | None:
