@@ -138,7 +138,7 @@ def test_a_source_listed_twice_in_pairs_is_refused(tmp_path, pair, capsys):
                    f"{pair[1].name}\n")
     err = run_error(capsys, ["export-chips", "--pairs", str(csv), "-o", str(tmp_path / "c"),
                              "-q"])
-    assert "is the source of pairs 1 and 2" in err
+    assert "pairs 1 and 2 are the same" in err
     assert not (tmp_path / "c").exists()
 
 

@@ -215,15 +215,21 @@ def test_demo_checks_its_options_before_any_work(tmp_path, capsys, args, needle)
 
 
 def test_demo_never_takes_a_users_chips_and_run_for_its_own(tmp_path, capsys):
-    """export-chips and train outputs (the README's chips/ and run/) look like the demo's: the
-    demo replaces them only beside its own scenes/pairs.csv or demo.json."""
+    """export-chips and train outputs (the README's chips/ and run/, and scenes with a
+    pairs.csv) look like the demo's: the demo replaces them only in a folder a demo started."""
     out = tmp_path / "work"
     for inner in ("chips/dataset.json", "chips/source/p0_r0_c0.tif", "run/model.safetensors"):
         (out / inner).parent.mkdir(parents=True, exist_ok=True)
         (out / inner).write_bytes(b"the user's")
     before = snapshot(out)
     err = one_line_error(capsys, ["demo", "-o", out, "--quick", "-q", "--overwrite"])
-    assert "holds chips/ and run/ that no demo made" in err
+    assert "holds chips/, run/ that no demo made" in err
+    (out / "scenes").mkdir()
+    (out / "scenes" / "pairs.csv").write_text("source,target\n")
+    (out / "scenes" / "mosaic.tif").write_bytes(b"the user's")
+    before = snapshot(out)
+    err = one_line_error(capsys, ["demo", "-o", out, "--quick", "-q", "--overwrite"])
+    assert "holds scenes/, chips/, run/ that no demo made" in err
     assert snapshot(out) == before
 
 
@@ -321,3 +327,14 @@ def test_export_api_reports_the_warning(tmp_path):
     assert summary.kept.get("val", 0) == 0 and summary.warnings[0].startswith("0 val chips")
     with pytest.raises(GeoPix2PixError, match="--stride 0"):
         export_chips(source, target, tmp_path / "b", chip_size=64, stride=0, progress=False)
+
+
+def test_only_litter_files_are_litter_not_folders_named_like_them(tmp_path):
+    """macOS's ._name files are litter; a folder named ._backup is the user's."""
+    out = tmp_path / "chips"
+    (out / "._backup").mkdir(parents=True)
+    (out / "._backup" / "precious.tif").write_bytes(b"mine")
+    (out / "._dataset.json").write_bytes(b"AppleDouble")
+    with pytest.raises(GeoPix2PixError, match=r"holds \._backup/"):
+        prepare_output_dir(out, True, "dataset.json", owned=Owned(("dataset.json",)))
+    assert (out / "._backup" / "precious.tif").read_bytes() == b"mine"

@@ -27,6 +27,7 @@ from predict_helpers import (
     unet_file,
     write_scene,
 )
+from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
 from geopix2pix.chips.scaling import Scaling
@@ -408,6 +409,16 @@ def test_bands_default_to_those_the_model_was_trained_on(tmp_path):
                             transform=from_origin(500000.0, 4_000_000.0, 30.0, 30.0)))
     with pytest.raises(GeoPix2PixError, match="gives 5 band"):
         predict(five, tmp_path / "y.tif", model=model, progress=False)
+    # trained on 4 of 4 bands (RGBN): an RGBA scene's alpha is never read as data
+    rgba = write_raster(tmp_path / "rgba.tif", six[:4], nodata=0,
+                        transform=from_origin(500000.0, 4_000_000.0, 30.0, 30.0))
+    with rasterio.open(rgba, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
+                           ColorInterp.alpha]
+    rgba = str(rgba)
+    rgbn = unet_file(tmp_path / "rgbn.safetensors", in_ch=4, source_raster_bands=4)
+    with pytest.raises(GeoPix2PixError, match="gives 3 band"):
+        predict(rgba, tmp_path / "z.tif", model=rgbn, progress=False)
 
 
 @pytest.mark.parametrize("batch", ["0", "-3"])

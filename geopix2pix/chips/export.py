@@ -74,14 +74,15 @@ def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path, Path]]:
 
 
 def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
-    """Refuse a source raster listed twice: its chips would be exported twice, and the split
-    could put one copy in train and the other in val (leakage)."""
-    first: dict[Path, int] = {}
-    for row, (source, _) in enumerate(pair_paths, start=1):
-        earlier = first.setdefault(source.resolve(), row)
+    """Refuse a pair listed twice: its chips would be exported twice, and the split could put
+    one copy in train and the other in val (leakage). One source against several targets (a
+    mosaic and its tiles) is fine."""
+    first: dict[tuple[Path, Path], int] = {}
+    for row, (source, target) in enumerate(pair_paths, start=1):
+        earlier = first.setdefault((source.resolve(), target.resolve()), row)
         if earlier != row:
-            raise GeoPix2PixError(f"{source} is the source of pairs {earlier} and {row}; list each "
-                                  "source raster once (its chips would land in train and val)")
+            raise GeoPix2PixError(f"pairs {earlier} and {row} are the same ({source}, {target}); "
+                                  "list each pair once (its chips would land in train and val)")
 
 
 def default_workers() -> int:
@@ -280,27 +281,27 @@ def export_chips(
                 + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
                 + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
         _write_index(out, records, pair_list, pair_paths, chip_size)
+        source_side.stats, target_side.stats = stats[0].summary(), stats[1].summary()
+        kept = Counter(r["split"] for r in records)
+        first = pair_list[0].grid
+        DatasetInfo(
+            chip_size=chip_size, stride=stride, source=source_side, target=target_side,
+            crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
+            pairs=[dict(source=str(Path(s).resolve()), target=str(Path(t).resolve()),
+                        crs=p.grid.crs.to_string(), pixel_size=list(p.grid.pixel_size))
+                   for (s, t), p in zip(pair_paths, pair_list)],
+            counts=dict(train=kept["train"], val=kept["val"],
+                        skipped={k: n for k, n in skipped.items() if n}),
+            options=dict(chip_size=chip_size, stride=stride, source_bands=source_side.bands,
+                         target_bands=target_side.bands, target_resampling=target_resampling,
+                         aoi=str(aoi) if aoi else None, aoi_mode=aoi_mode, max_nodata=max_nodata,
+                         val_fraction=val_fraction, split_block=split_block, seed=seed,
+                         source_scaling=source_scaling, target_scaling=target_scaling),
+            version=_version(),
+        ).save(out)
     except BaseException:
         remove_outputs(out, OUTPUTS)
         raise
-    source_side.stats, target_side.stats = stats[0].summary(), stats[1].summary()
-    kept = Counter(r["split"] for r in records)
-    first = pair_list[0].grid
-    DatasetInfo(
-        chip_size=chip_size, stride=stride, source=source_side, target=target_side,
-        crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
-        pairs=[dict(source=str(Path(s).resolve()), target=str(Path(t).resolve()),
-                    crs=p.grid.crs.to_string(), pixel_size=list(p.grid.pixel_size))
-               for (s, t), p in zip(pair_paths, pair_list)],
-        counts=dict(train=kept["train"], val=kept["val"],
-                    skipped={k: n for k, n in skipped.items() if n}),
-        options=dict(chip_size=chip_size, stride=stride, source_bands=source_side.bands,
-                     target_bands=target_side.bands, target_resampling=target_resampling,
-                     aoi=str(aoi) if aoi else None, aoi_mode=aoi_mode, max_nodata=max_nodata,
-                     val_fraction=val_fraction, split_block=split_block, seed=seed,
-                     source_scaling=source_scaling, target_scaling=target_scaling),
-        version=_version(),
-    ).save(out)
     return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
                          _val_warnings(kept, val_fraction, split_block, chip_size))
 

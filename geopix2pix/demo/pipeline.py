@@ -35,10 +35,11 @@ from geopix2pix.training.trainer import RUN_OUTPUTS
 
 SUMMARY = "demo.json"
 # Everything a demo writes in its folder: --overwrite removes these and refuses anything else.
-OUTPUTS = Owned((SUMMARY, "prediction.tif", "baseline.tif", "evaluation.json",
+STARTED = ".geopix2pix-demo"  # written first: the folder is a demo's, finished or not
+OUTPUTS = Owned((SUMMARY, STARTED, "prediction.tif", "baseline.tif", "evaluation.json",
                  "evaluation_baseline.json", "quicklook.png"),
-                {"scenes": Owned(("*.tif", "pairs.csv")), "chips": CHIP_OUTPUTS,
-                 "run": RUN_OUTPUTS})
+                {"scenes": Owned(("train_*_*.tif", "heldout_*.tif", "pairs.csv")),
+                 "chips": CHIP_OUTPUTS, "run": RUN_OUTPUTS})
 STAGES = 6
 
 # What each task needs, and why (the same choices a user makes on real data).
@@ -218,14 +219,15 @@ def check_demo_options(task: str, seed: int, settings: DemoSettings) -> None:
 
 
 def _refuse_foreign_runs(out_dir: Path) -> None:
-    """A chips/ or run/ folder made by export-chips or train (the README's layout) looks like a
-    demo's: it counts as the demo's only beside the demo's own scenes/pairs.csv or demo.json."""
-    theirs = [name for name in ("chips", "run") if (out_dir / name).exists()]
-    ours = (out_dir / SUMMARY).exists() or (out_dir / "scenes" / "pairs.csv").exists()
+    """Scenes, chips and a run made by a user (the README's layout: scenes/, chips/, run/) look
+    like a demo's: they count as the demo's only in a folder a demo started (its marker file,
+    written first, or its demo.json)."""
+    theirs = [name for name in ("scenes", "chips", "run") if (out_dir / name).exists()]
+    ours = (out_dir / SUMMARY).exists() or (out_dir / STARTED).exists()
     if theirs and not ours:
         raise GeoPix2PixError(
-            f"{out_dir} holds {' and '.join(f'{n}/' for n in theirs)} that no demo made (there is "
-            "no demo.json or scenes/pairs.csv); choose another folder for the demo")
+            f"{out_dir} holds {', '.join(f'{n}/' for n in theirs)} that no demo made (there is "
+            f"no {SUMMARY} or {STARTED}); choose another folder for the demo")
 
 
 def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2image",
@@ -242,6 +244,7 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
     options = TASK_OPTIONS[task]
     _refuse_foreign_runs(Path(out_dir))
     out = prepare_output_dir(out_dir, overwrite, SUMMARY, owned=OUTPUTS, command="demo")
+    (out / STARTED).write_text("a geopix2pix demo writes this folder\n")
     clock = _Clock()
 
     _stage(progress, 1, f"generating {s.n_train + 1} {task} scenes (procedural terrain)")

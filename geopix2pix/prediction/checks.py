@@ -77,8 +77,9 @@ def default_bands(dataset, trained: Side, expected: int) -> list[int]:
     nothing of what the other bands were) and the scene has them."""
     data = select_bands(dataset, None)
     bands = list(trained.bands)
-    if bands and trained.raster_bands is not None:
-        return bands if dataset.count == trained.raster_bands else data
+    if bands and trained.raster_bands is not None:  # never an alpha band (RGBA for RGBN)
+        like = dataset.count == trained.raster_bands and set(bands) <= set(data)
+        return bands if like else data
     chose = bands != list(range(1, expected + 1))
     if len(data) != expected and bands and chose and max(bands) <= dataset.count:
         return bands

@@ -103,10 +103,12 @@ def _write_errors_said_of(targets: Sequence[Target]) -> Iterator[None]:
     try:
         yield
     except data_errors() as exc:
-        for target in targets:
+        reason = describe(exc)
+        writing = any(word in reason.lower() for word in ("writ", "space", "too large"))
+        for target in targets if writing else []:  # a read error is not the disk's
             full = disk_full(target.path)
             if full:
-                raise write_error(target.name or target.path, describe(exc), full) from exc
+                raise write_error(target.name or target.path, reason, full) from exc
         raise
 
 

@@ -55,9 +55,10 @@ class Owned:
         found = []
         for entry in sorted(folder.iterdir()):
             name = entry.name
-            if any(fnmatch.fnmatchcase(name, p) for p in LITTER):
+            is_folder = entry.is_dir() and not entry.is_symlink()
+            if not is_folder and any(fnmatch.fnmatchcase(name, p) for p in LITTER):
                 continue
-            if entry.is_dir() and not entry.is_symlink():
+            if is_folder:
                 inner = self.folders.get(name)
                 found += [f"{name}/"] if inner is None else \
                     [f"{name}/{sub}" for sub in inner.foreign(entry)]
