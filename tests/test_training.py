@@ -37,13 +37,17 @@ def _pair(folder: Path) -> tuple[Path, Path]:
     return source, target
 
 
-@pytest.fixture(scope="module")
-def chips(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("train")
+def make_chips(folder: Path) -> Path:
+    """64-pixel chips of `_pair`: 33 train, 9 val."""
     source, target = _pair(folder)
     export_chips(source, target, folder / "chips", chip_size=64, stride=32, split_block=128,
                  workers=1, progress=False)
     return folder / "chips"
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory) -> Path:
+    return make_chips(tmp_path_factory.mktemp("train"))
 
 
 @pytest.fixture(scope="module")

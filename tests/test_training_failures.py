@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import rasterio
 import torch
-from test_training import _pair
+from test_training import make_chips
 
-from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import build_discriminator
@@ -34,12 +33,7 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory) -> Path:
-    """64-pixel chips: 33 train, 9 val."""
-    folder = tmp_path_factory.mktemp("failures")
-    source, target = _pair(folder)
-    export_chips(source, target, folder / "chips", chip_size=64, stride=32, split_block=128,
-                 workers=1, progress=False)
-    return folder / "chips"
+    return make_chips(tmp_path_factory.mktemp("failures"))
 
 
 def _args(chips: Path, run: Path, *more: str) -> list[str]:
