@@ -6,6 +6,8 @@ decoder's. `describe` makes that chain one line."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class GeoPix2PixError(Exception):
     """Bad input the user can fix: the CLI prints it on one line and exits with status 2."""
@@ -27,18 +29,27 @@ def data_errors() -> tuple[type[BaseException], ...]:
     return RasterioError, CPLE_BaseError, OSError
 
 
+def causes(exc: BaseException, context: bool = False) -> Iterator[BaseException]:
+    """`exc` and the errors it was raised from (with `context`, or while handling), outermost
+    first, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or (current.__context__ if context else None)
+
+
 def describe(exc: BaseException) -> str:
     """One line for `exc` and the errors it was raised from: each message that says something
     new, outermost first, and for a block that failed to decode a hint at what to check."""
     messages: list[str] = []
     read_failure = False
-    cause: BaseException | None = exc
-    while cause is not None:
+    for cause in causes(exc):
         text = " ".join(str(cause).split()).rstrip(".")
         read_failure |= any(failure in text for failure in READ_FAILURES)
         if text and PLACEHOLDER not in text and not any(text in m for m in messages):
             messages.append(text)
-        cause = cause.__cause__
     line = ": ".join(messages) or type(exc).__name__
     if read_failure:
         line += " (the file may be damaged or incomplete; `gdalinfo -checksum FILE` reads " \

@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, causes
 
 # keys of a rasterio profile that fix the grid and the values: not creation options
 NOT_CREATION_OPTIONS = ("driver", "dtype", "count", "width", "height", "crs", "transform",
@@ -68,14 +68,6 @@ def check_compression_options(user: Mapping[str, str], compress: str, driver: st
                 "compression (--compress) or drop the option")
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """The GDAL error behind `exc`: rasterio raises "Write failed. See previous exception for
-    details." from the error that says what failed (e.g. JPEG on 32-bit data)."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return exc
-
-
 def _lossy(compression: str, user: Mapping[str, str]) -> bool:
     """Whether GDAL's `compression` (with the user's options) loses information."""
     options = {k.upper(): str(v).upper() for k, v in user.items()}
@@ -115,7 +107,7 @@ def check_creation_options(user: Mapping[str, str], driver: str,
     try:
         probe()
     except Exception as exc:  # anything GDAL raises here comes from the user's options
-        complaints.messages.append(str(_root_cause(exc)))
+        complaints.messages.append(str(list(causes(exc))[-1]))  # GDAL's own reason
     finally:
         logger.removeHandler(complaints)
         logger.setLevel(level)

@@ -13,19 +13,9 @@ import os
 import re
 from collections.abc import Iterator
 
-from geopix2pix.errors import GeoPix2PixError, data_errors, describe
+from geopix2pix.errors import GeoPix2PixError, causes, data_errors, describe
 
 _SAFETENSORS_IO = re.compile(r"I/O error: (?P<reason>.+?)(?: \(os error \d+\))?$")
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the errors it was raised from or while handling, outermost first."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def _is_safetensors_error(exc: BaseException) -> bool:
@@ -35,7 +25,7 @@ def _is_safetensors_error(exc: BaseException) -> bool:
 def write_failure(exc: BaseException) -> str | None:
     """The reason, in words, why a write failed with ``exc``; None when ``exc`` is not a failure
     to write (a bug, not the user's to fix)."""
-    for error in _chain(exc):
+    for error in causes(exc, context=True):
         if isinstance(error, OSError):
             return error.strerror or describe(error)
         if _is_safetensors_error(error):
