@@ -83,9 +83,11 @@ def train_command(chips_dir, out_dir, compile_, **options):
     `torchrun --nproc-per-node N -m geopix2pix train ...` it trains with DistributedDataParallel
     (one process per GPU; rank 0 writes the run folder).
     """
+    from geopix2pix.training import train
+
     writer = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks
-    try:
-        result = _train(chips_dir, out_dir, compile=compile_, **options)
+    try:  # SIGTERM raises KeyboardInterrupt too (`cli.Terminated`, set up by the program)
+        result = train(chips_dir, out_dir, compile=compile_, log=_log, **options)
     except KeyboardInterrupt as exc:
         message = _stop_message(exc, Path(out_dir)) if writer else ""
         raise Stopped(message, getattr(exc, "signum", None) or signal.SIGINT) from None
@@ -96,15 +98,6 @@ def train_command(chips_dir, out_dir, compile_, **options):
     click.echo(f"{result.run_dir}: {result.steps} steps in {result.epochs} epochs; "
                f"model {result.model_path.name}, best {result.best_model_path.name}"
                + (f" ({best})" if best else ""))
-
-
-def _train(chips_dir, out_dir, **options):
-    """`geopix2pix.training.train`, with SIGTERM stopping it as Ctrl-C does."""
-    from geopix2pix.training import train
-    from geopix2pix.training.signals import sigterm_as_interrupt
-
-    with sigterm_as_interrupt():
-        return train(chips_dir, out_dir, log=_log, **options)
 
 
 class Stopped(click.ClickException):

@@ -3,20 +3,19 @@
 While the steps run, ``StopRequest`` turns the first of either signal into a flag that the loop
 checks between steps: it finishes the step, writes checkpoint.pt and raises ``TrainingStopped``
 (a KeyboardInterrupt) that says where the checkpoint is. A second Ctrl-C interrupts at once.
-Outside the steps (setting up), ``sigterm_as_interrupt`` makes SIGTERM raise KeyboardInterrupt as
-Ctrl-C does. DataLoader workers ignore both signals unless the main process sends them
-(``ignore_stop_signals``): a terminal's Ctrl-C and ``timeout`` signal the whole process group, and
-a worker killed by one would make the main process fail with "DataLoader worker ... killed by
-signal" instead of stopping cleanly; the main process ends them when it is done.
+Outside the steps (setting up), the `geopix2pix` program makes SIGTERM raise KeyboardInterrupt
+as Ctrl-C does (``cli.Terminated``). DataLoader workers ignore both signals unless the main
+process sends them (``ignore_stop_signals``): a terminal's Ctrl-C and ``timeout`` signal the
+whole process group, and a worker killed by one would make the main process fail with
+"DataLoader worker ... killed by signal" instead of stopping cleanly; the main process ends
+them when it is done.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -61,24 +60,6 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise TrainingStopped(None, signum)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises KeyboardInterrupt (a ``TrainingStopped`` with no
-    checkpoint) as Ctrl-C does, instead of ending the process without a word."""
-    if not _on_main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _exit_on_sigterm_from(main: int) -> None:
