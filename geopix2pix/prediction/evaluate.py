@@ -29,7 +29,7 @@ from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import data_bands, open_raster, read_window, warped_view
-from geopix2pix.raster.write import atomic_path, check_can_write
+from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
 
 BLOCK = 1024
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
@@ -154,10 +154,9 @@ def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical:
 def _check_json_path(path: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse, before any work, a --json file that is one of the rasters compared, or that
     exists without --overwrite."""
-    for raster in inputs:
-        if path.exists() and raster.exists() and path.samefile(raster):
-            raise GeoPix2PixError(f"--json {path} is the raster {raster} being compared; "
-                                  "choose another file for the JSON")
+    for raster in replaced_inputs([path], inputs).values():
+        raise GeoPix2PixError(f"--json {path} is the raster {raster} being compared; "
+                              "choose another file for the JSON")
     check_can_write(path, overwrite)
 
 

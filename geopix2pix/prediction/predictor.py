@@ -54,6 +54,7 @@ from geopix2pix.raster.write import (
     case_insensitive,
     check_can_write,
     partial_name,
+    replaced_inputs,
 )
 
 PathLike = str | os.PathLike
@@ -134,20 +135,6 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
                               f"written to {outs[first].name} in {out_dir}{case}; rename the "
                               "scenes or predict them separately")
     return list(zip(scenes, outs))
-
-
-def replaced_inputs(outs: Sequence[Path], inputs: Sequence[Path]) -> dict[int, Path]:
-    """{index: input}: the outputs that are (would overwrite) one of the input files."""
-    def identity(path: Path) -> tuple[int, int] | None:
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        return stat.st_dev, stat.st_ino
-
-    files = {key: path for path in inputs if (key := identity(path)) is not None}
-    return {index: files[key] for index, out in enumerate(outs)
-            if (key := identity(out)) is not None and key in files}
 
 
 def shared_outputs(outs: Sequence[PathLike]) -> dict[int, int]:

@@ -8,7 +8,7 @@ import errno
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,20 @@ def discard(temp: Path) -> None:
     """Remove a temporary output and the .aux.xml GDAL may have written beside it, if there."""
     for leftover in (temp, temp.with_name(temp.name + ".aux.xml")):
         leftover.unlink(missing_ok=True)
+
+
+def replaced_inputs(outs: Sequence[Path], inputs: Sequence[Path]) -> dict[int, Path]:
+    """{index: input}: the outputs that are (would overwrite) one of the input files."""
+    def identity(path: Path) -> tuple[int, int] | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    files = {key: path for path in inputs if (key := identity(path)) is not None}
+    return {index: files[key] for index, out in enumerate(outs)
+            if (key := identity(out)) is not None and key in files}
 
 
 def case_insensitive(folder: Path) -> bool:
