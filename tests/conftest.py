@@ -51,3 +51,12 @@ def shared(*parts: str) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory) -> str:
+    """A small U-Net model file (3 bands in, one float32 "elevation" band out)."""
+    from predict_helpers import unet_file
+
+    return unet_file(tmp_path_factory.mktemp("model") / "model.safetensors",
+                     descriptions=["elevation"])

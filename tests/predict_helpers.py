@@ -95,3 +95,16 @@ def write_scene(path, width, height, crs="EPSG:32633", transform=None, count=3, 
 def pipeline_threads() -> list[str]:
     """The predict pipeline's threads still alive (none once predict has returned)."""
     return [t.name for t in threading.enumerate() if t.name.startswith("geopix2pix")]
+
+
+IDENTITY = Scaling("minmax", (-1.0,), (1.0,))
+
+
+def whole_scene_conv(scene, conv: torch.nn.Conv2d) -> np.ndarray:
+    """ConvModel over the whole reflect-padded scene at once: what seam-free windows give."""
+    with rasterio.open(scene) as src:
+        scaled = Scaling("percentile", (0.0,) * 3, (255.0,) * 3).forward(
+            src.read(), np.ones((src.height, src.width), bool))
+    padded = torch.from_numpy(np.pad(scaled, ((0, 0), (2, 2), (2, 2)), mode="reflect"))[None]
+    with torch.no_grad():
+        return torch.tanh(torch.nn.functional.conv2d(padded, conv.weight, conv.bias))[0, 0].numpy()

@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import write_damaged
-from predict_helpers import pipeline_threads, unet_file, write_scene
+from predict_helpers import pipeline_threads, write_scene
 
 from geopix2pix.cli import main
 from geopix2pix.models import load_model
 from geopix2pix.prediction import grouped, pipeline, predict, predictor, reading
 from geopix2pix.raster.write import case_insensitive
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    return unet_file(tmp_path_factory.mktemp("model") / "model.safetensors")
 
 
 def test_multi_scene_failure_reported_others_written(tmp_path, model_file, capsys):

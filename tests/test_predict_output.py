@@ -1,0 +1,170 @@
+"""Predict's output file: COG, creation options, atomic publishing, full disks, SIGTERM,
+names."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from predict_helpers import (
+    IDENTITY,
+    ConvModel,
+    loaded,
+    write_scene,
+)
+
+from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.prediction import predict
+
+
+def test_cog_is_valid_with_overviews(tmp_path):
+    scene = write_scene(tmp_path / "s.tif", 1100, 1030)
+    out = tmp_path / "out.tif"
+    model = loaded(ConvModel(), target_scaling=IDENTITY)
+    predict(scene, out, model=model, progress=False, overlap=0.0, batch_size=32, cog=True,
+            compress="zstd")
+    with rasterio.open(out) as dst:
+        assert dst.profile["tiled"] and dst.block_shapes[0] == (512, 512)
+        assert dst.overviews(1)
+        assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert dst.compression.value == "ZSTD"
+        with rasterio.open(scene) as src:
+            assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "s.tif"]
+
+
+def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_file, capsys):
+    """--co goes to GDAL's GTiff driver (or the COG driver with --cog), over geopix2pix's own
+    options; the values are the same whatever the blocks."""
+    scene = write_scene(tmp_path / "s.tif", 600, 530)
+    plain, blocks, cog = (tmp_path / f"{name}.tif" for name in ("plain", "blocks", "cog"))
+    assert main(["predict", scene, str(plain), "-m", model_file, "-q"]) == 0
+    # one of the two block sizes alone: the other keeps ours
+    assert main(["predict", scene, str(blocks), "-m", model_file, "-q", "--co", "blockxsize=256",
+                 "--co", "ZLEVEL=1"]) == 0
+    assert main(["predict", scene, str(cog), "-m", model_file, "-q", "--cog",
+                 "--co", "BLOCKSIZE=256", "--co", "LEVEL=1"]) == 0
+    with rasterio.open(plain) as a, rasterio.open(blocks) as b, rasterio.open(cog) as c:
+        assert a.block_shapes == [(512, 512)]
+        assert b.block_shapes == [(512, 256)] and c.block_shapes == [(256, 256)]
+        assert c.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and c.overviews(1)
+        for other in (b, c):
+            assert (other.crs, other.transform, other.shape, other.nodata) == \
+                (a.crs, a.transform, a.shape, a.nodata)
+            np.testing.assert_array_equal(other.read(1), a.read(1))
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    (["--co", "FOO=bar"], "driver GTiff does not support creation option FOO"),
+    (["--co", "PREDICTOR=7"], "PREDICTOR=7"),
+    (["--cog", "--co", "ZLEVEL=1"], "driver COG does not support creation option ZLEVEL"),
+    (["--co", "nodata=5"], "not a creation option"),
+    (["--co", "BLOCKYSIZE=768"], "tiles must divide 512"),
+    (["--co", "TILED=NO"], "writes a tiled GeoTIFF"),
+    (["--cog", "--co", "BLOCKSIZE=100"], "BLOCKSIZE=100"),
+    # GDAL's reason, not rasterio's "Write failed. See previous exception"
+    (["--co", "COMPRESS=WEBP", "--co", "WEBP_LOSSLESS=TRUE"], "doesn't support 1 bands"),
+    # lossy: nodata pixels would not stay nodata
+    (["--co", "COMPRESS=JPEG"], "COMPRESS=JPEG: a lossy compression"),
+    (["--cog", "--co", "COMPRESS=webp"], "COMPRESS=webp: a lossy compression"),
+    (["--co", "COMPRESS=LERC", "--co", "MAX_Z_ERROR=5"], "COMPRESS=LERC: a lossy compression"),
+    (["--cog", "--co", "COMPRESS=LERC_ZSTD", "--co", "MAX_Z_ERROR=0.5"],
+     "COMPRESS=LERC_ZSTD: a lossy compression"),
+    # accepted by GDAL and silently ignored: options of another compression
+    (["--compress", "zstd", "--co", "ZLEVEL=1"], "ZLEVEL=1: only DEFLATE/LERC_DEFLATE"),
+    (["--co", "COMPRESS=LZW", "--co", "ZLEVEL=1"], "compressed with LZW"),
+    (["--compress", "none", "--co", "PREDICTOR=3"], "compressed with NONE"),
+    (["--cog", "--compress", "lzw", "--co", "LEVEL=3"], "LEVEL=3: only DEFLATE/ZSTD"),
+])
+def test_bad_creation_options_are_refused_before_any_work(tmp_path, model_file, capsys, options,
+                                                          expected):
+    scene = write_scene(tmp_path / "s.tif", 100, 100)
+    code = main(["predict", scene, str(tmp_path / "o.tif"), "-m", model_file, "-q", *options])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+
+
+class Failing(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 2:
+            raise RuntimeError("boom")
+        return x[:, :1]
+
+
+def test_failed_run_leaves_no_output_and_existing_out_is_kept(tmp_path, model_file):
+    scene = write_scene(tmp_path / "s.tif", 200, 200)
+    out = tmp_path / "out.tif"
+    with pytest.raises(RuntimeError, match="boom"):
+        predict(scene, out, model=loaded(Failing()), progress=False, batch_size=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+    out.write_bytes(b"previous")
+    with pytest.raises(GeoPix2PixError, match="already exists"):
+        predict(scene, out, model=model_file, progress=False)
+    assert out.read_bytes() == b"previous"
+    predict(scene, out, model=model_file, progress=False, overwrite=True)
+    with rasterio.open(out) as dst:
+        assert dst.width == 200
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a file-size limit needs POSIX")
+@pytest.mark.parametrize("cog", [False, True])
+def test_an_output_that_could_not_be_written_whole_is_not_published(tmp_path, model_file, cog):
+    """libtiff's write errors reach neither rasterio nor GDAL's error log: a GeoTIFF cut short
+    (here by a file-size limit, as by a full disk) closes without complaint. Predict checks the
+    closed file and refuses it: one line, exit 2, nothing at OUT."""
+    scene = write_scene(tmp_path / "s.tif", 300, 300)
+    out = tmp_path / "out.tif"
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    done = subprocess.run([sys.executable, "-m", "geopix2pix", "predict", scene, str(out),
+                           "--model", model_file, "-q", *(["--cog"] if cog else [])],
+                          preexec_fn=limit_file_size, capture_output=True, text=True)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(errors) == 1 and f"could not write {out}: " in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+
+
+def test_sigterm_stops_predict_like_ctrl_c_and_leaves_nothing(tmp_path, model_file):
+    """kill/timeout/a scheduler send SIGTERM, which by default ends a process on the spot and
+    leaves the temporary output behind: it now stops like Ctrl-C, cleaning up, exit 143."""
+    scene = write_scene(tmp_path / "s.tif", 3000, 3000)
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "geopix2pix", "predict", scene, "--out-dir",
+                            str(out), "--model", model_file, "-q", "--batch-size", "2"],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.iterdir())) and time.monotonic() < deadline:
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)  # while the temporary output is being written
+    assert run.wait(60) == 143
+    assert run.stderr.read().strip().splitlines()[-1] == "Terminated."
+    assert list(out.iterdir()) == []
+
+
+def test_an_output_not_named_as_a_geotiff_is_refused(tmp_path, model_file, capsys):
+    scene = write_scene(tmp_path / "s.tif", 40, 40)
+    code = main(["predict", scene, str(tmp_path / "map.png"), "--model", model_file, "-q"])
+    assert code == 2 and "writes a GeoTIFF; name the output .tif" in capsys.readouterr().err
+    assert main(["predict", scene, str(tmp_path / "map.TIFF"), "--model", model_file,
+                 "-q"]) == 0
