@@ -13,6 +13,11 @@ class GeoPix2PixError(Exception):
     """Bad input the user can fix: the CLI prints it on one line and exits with status 2."""
 
 
+class ReportedElsewhere(GeoPix2PixError):
+    """An error another process reports (rank 0 under torchrun): this one stops with exit
+    status 2 without printing it a second time."""
+
+
 PLACEHOLDER = "See previous exception"  # rasterio's message that points down the chain
 READ_FAILURES = ("IReadBlock failed", "Read failed")
 

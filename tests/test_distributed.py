@@ -16,8 +16,11 @@ any output, so the comparison is on outputs and logged losses/metrics, not on ra
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 import textwrap
@@ -69,8 +72,17 @@ if _watch and _log and _rank is not None:
 """
 
 
-def torchrun(args: list[str], tmp: Path, watch: Path | None = None) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc-per-node 2 ARGS` on the CPU, one thread per process."""
+def _limit_file_size(size: int) -> None:
+    """In the child: files may not grow past ``size`` bytes (a full disk, for the writes that
+    pass it); a write past it fails with EFBIG instead of the process being killed."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def torchrun(args: list[str], tmp: Path, watch: Path | None = None,
+             file_size: int | None = None) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2 ARGS` on the CPU, one thread per process
+    (with ``file_size``, no process may write a file larger than that)."""
     hook = tmp / "audit"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(AUDIT)
@@ -78,7 +90,8 @@ def torchrun(args: list[str], tmp: Path, watch: Path | None = None) -> subproces
            "AUDIT_WATCH": str(watch.resolve()) if watch else "", "AUDIT_LOG": str(hook)}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc-per-node", "2", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, preexec_fn=None if file_size is None else
+                          functools.partial(_limit_file_size, file_size))
 
 
 def audit(tmp: Path, rank: int) -> list[str]:
@@ -207,6 +220,21 @@ def test_two_rank_checkpoint_resumes_in_one_process(chips, one_process, tmp_path
     assert main(base + ["--batch-size", "4"]) == 0
     assert load_checkpoint(run)["step"] == 6
     assert_like_one_process(run, one_process.run_dir, chips)
+
+
+def test_a_write_failing_on_rank_0_stops_every_rank_with_its_one_line(chips, tmp_path):
+    """Rank 0 cannot write the model file (files may not pass 30 kB, as on a full disk): it
+    says so in one line, and rank 1, waiting for it, stops with it (exit 2) instead of
+    hanging or printing a lost-connection traceback of its own."""
+    run = tmp_path / "run"
+    done = torchrun(["-m", "geopix2pix", "train", str(chips), "-o", str(run), "--batch-size",
+                     "2", *cli_args(OPTIONS)], tmp_path, file_size=30_000)
+    assert done.returncode != 0
+    assert done.stderr.count("Error: cannot write") == 1, done.stderr[-3000:]
+    assert f"{run / 'model.safetensors'}: File too large" in done.stderr
+    assert "[rank1]" not in done.stderr and "[rank0]" not in done.stderr  # no traceback
+    assert "exitcode  : 2" in done.stderr  # both ranks: torchrun's summary of the failure
+    assert not (run / "model.safetensors").exists()
 
 
 def test_sync_bn_needs_cuda_and_is_a_no_op_on_one_rank(monkeypatch):

@@ -11,7 +11,7 @@ import click
 
 from geopix2pix import __version__
 from geopix2pix.cli.export_chips import export_chips_command
-from geopix2pix.errors import GeoPix2PixError, data_errors, describe
+from geopix2pix.errors import GeoPix2PixError, ReportedElsewhere, data_errors, describe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="geopix2pix", standalone_mode=False)
     except GeoPix2PixError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        if not isinstance(exc, ReportedElsewhere):
+            click.echo(f"Error: {exc}", err=True)
         return 2
     except data_errors() as exc:
         click.echo(f"Error: {describe(exc)}", err=True)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, ReportedElsewhere
 
 T = TypeVar("T")
 _control_group = None
@@ -129,20 +129,24 @@ def all_gather_object(obj: T) -> list[T]:
 
 
 def writer_first(action: Callable[[], T]) -> T | None:
-    """Run ``action`` on rank 0 only; a GeoPix2PixError it raises is raised on every rank (so
-    all stop with the same one-line error instead of waiting on rank 0). None on other ranks."""
+    """Run ``action`` (writing files) on rank 0 only, the other ranks waiting until it is done;
+    None on the other ranks. When it fails, every rank stops: rank 0 with its own error (one
+    line for a full disk), the others with ``ReportedElsewhere``, so the user reads rank 0's
+    error once, not a peer's lost-connection traceback after it."""
     if not active():
         return action()
-    result, message = None, None
+    result, failure = None, None
     if is_writer():
         try:
             result = action()
-        except GeoPix2PixError as exc:
-            message = str(exc)
-    box = [message]
+        except Exception as exc:  # any: the other ranks must not wait for a rank that is gone
+            failure = exc
+    box = [None if failure is None else f"rank 0 failed: {failure}"]
     dist.broadcast_object_list(box, src=0, group=_control_group)
+    if failure is not None:
+        raise failure
     if box[0] is not None:
-        raise GeoPix2PixError(box[0])
+        raise ReportedElsewhere(box[0])
     return result
 
 

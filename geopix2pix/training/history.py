@@ -14,6 +14,7 @@ from typing import Any
 
 from geopix2pix.raster.write import write_text_atomic
 
+from . import distributed
 from .outputs import writing
 
 METRICS = "metrics.csv"
@@ -42,7 +43,11 @@ class MetricsLog:
         self.writer = _tensorboard(Path(run_dir) / "tensorboard") if enabled else None
 
     def append(self, row: dict[str, Any]) -> None:
+        """Add an epoch's row (on every rank; rank 0 writes the files)."""
         self.rows.append({c: _format(row.get(c)) for c in COLUMNS})
+        distributed.writer_first(lambda: self._write(row))
+
+    def _write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         out = io.StringIO()

@@ -149,10 +149,14 @@ class EpochRunner:
             trainer.save_model(trainer.run_dir / "model-best.safetensors", scores)
         trainer.save_checkpoint()
 
-    @torch.no_grad()
     def _write_samples(self, epoch: int) -> None:
+        """samples/epoch_NNN.png: the fixed chips, their prediction and target (rank 0)."""
+        distributed.writer_first(lambda: self._draw_samples(epoch))
+
+    @torch.no_grad()
+    def _draw_samples(self, epoch: int) -> None:
         batch, trainer = self.sample_batch, self.trainer
-        if batch is None or not distributed.is_writer():
+        if batch is None:
             return
         generator = trainer.generator
         generator.eval()

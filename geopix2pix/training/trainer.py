@@ -201,21 +201,22 @@ class Trainer:
             sums = distributed.all_reduce_sum(torch.tensor(partial["sums"])) / self.world
             partial = {**partial, "sums": sums.tolist()}
         step_fn = self.step_fn
-        if is_writer():
-            save_checkpoint(self.run_dir, {
-                "generator": self.generator.state_dict(),
-                "discriminator": self.discriminator.state_dict(),
-                "opt_g": step_fn.opt_g.state_dict(), "opt_d": step_fn.opt_d.state_dict(),
-                "scaler": step_fn.scaler.state_dict(), "schedule": self.schedule.state_dict(),
-                "options": self.options(), **self.state, "partial": partial,
-                "world_size": self.world, "rng_ranks": rngs,
-            })
+        # no rank goes on (or exits) before the checkpoint is written
+        distributed.writer_first(lambda: save_checkpoint(self.run_dir, {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": step_fn.opt_g.state_dict(), "opt_d": step_fn.opt_d.state_dict(),
+            "scaler": step_fn.scaler.state_dict(), "schedule": self.schedule.state_dict(),
+            "options": self.options(), **self.state, "partial": partial,
+            "world_size": self.world, "rng_ranks": rngs,
+        }))
         self.has_checkpoint = True
-        distributed.barrier()  # no rank goes on (or exits) before the checkpoint is written
 
     def save_model(self, path: Path, validation: dict[str, float]) -> None:
-        if not is_writer():
-            return
+        """The generator and its metadata at ``path`` (written by rank 0; every rank calls)."""
+        distributed.writer_first(lambda: self._write_model(path, validation))
+
+    def _write_model(self, path: Path, validation: dict[str, float]) -> None:
         options = {**self.config.to_dict(), "world_size": self.world,
                    "effective_batch_size": self.effective_batch}
         metadata = model_metadata(self.info, options, self.state["epoch"], self.state["step"],
@@ -225,17 +226,19 @@ class Trainer:
 
     def write_options(self, replicas: dict[str, Any] | None = None) -> None:
         """RUN_DIR/train.json: options, device, ranks and batch sizes (and, at the end of a
-        multi-rank run, each rank's parameter fingerprints)."""
-        if is_writer():
-            content = {"chips_dir": str(self.chips_dir.resolve()),
-                       "options": self.config.to_dict(), "device": self.setup.describe(),
-                       "dataset": _dataset_fingerprint(self.chips_dir),
-                       "world_size": self.world, "batch_size_per_rank": self.config.batch_size,
-                       "effective_batch_size": self.effective_batch}
-            if replicas:
-                content["replicas"] = replicas
-            with writing(self.run_dir / OPTIONS):
-                write_text_atomic(self.run_dir / OPTIONS, json.dumps(content, indent=2))
+        multi-rank run, each rank's parameter fingerprints; written by rank 0)."""
+        distributed.writer_first(lambda: self._write_options(replicas))
+
+    def _write_options(self, replicas: dict[str, Any] | None) -> None:
+        content = {"chips_dir": str(self.chips_dir.resolve()),
+                   "options": self.config.to_dict(), "device": self.setup.describe(),
+                   "dataset": _dataset_fingerprint(self.chips_dir),
+                   "world_size": self.world, "batch_size_per_rank": self.config.batch_size,
+                   "effective_batch_size": self.effective_batch}
+        if replicas:
+            content["replicas"] = replicas
+        with writing(self.run_dir / OPTIONS):
+            write_text_atomic(self.run_dir / OPTIONS, json.dumps(content, indent=2))
 
     def check_replicas(self) -> None:
         """Compare every rank's G and D (they must be identical under DDP); record the
