@@ -162,6 +162,28 @@ def test_sigterm_stops_predict_like_ctrl_c_and_leaves_nothing(tmp_path, model_fi
     assert list(out.iterdir()) == []
 
 
+def test_a_rerun_after_sigkill_removes_the_killed_runs_temporary(tmp_path, model_file):
+    """SIGKILL (the out-of-memory killer) leaves no chance to clean up: the temporary stays,
+    hidden, never under the final name. Rerunning the command removes it and writes OUT."""
+    scene = write_scene(tmp_path / "s.tif", 1500, 1500)
+    out = tmp_path / "out" / "pred.tif"
+    command = [sys.executable, "-m", "geopix2pix", "predict", scene, str(out), "--model",
+               model_file, "-q", "--batch-size", "2"]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.parent.is_dir() and any(out.parent.iterdir())) and \
+            time.monotonic() < deadline:
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.05)
+    run.kill()
+    run.wait(60)
+    left = [p.name for p in out.parent.iterdir()]
+    assert left and all(name.startswith(".pred.") and ".partial" in name for name in left)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in out.parent.iterdir()] == ["pred.tif"]
+
+
 def test_an_output_not_named_as_a_geotiff_is_refused(tmp_path, model_file, capsys):
     scene = write_scene(tmp_path / "s.tif", 40, 40)
     code = main(["predict", scene, str(tmp_path / "map.png"), "--model", model_file, "-q"])

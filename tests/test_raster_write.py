@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.partials import HOST, is_stale, partial_name
 from geopix2pix.raster.write import atomic_path
 
 
@@ -74,3 +77,33 @@ def test_a_failure_to_write_the_temporary_names_the_output(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(PermissionError), atomic_path(out):  # another file's error is not ours
         raise PermissionError(13, "Permission denied", str(tmp_path / "elsewhere"))
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_killed_runs_are_removed_before_the_output_is_written(tmp_path):
+    """A run killed outright leaves its temporary (gigabytes for a large scene); the next write
+    of that output removes it, and only what is surely stale: this host's, of a process that
+    is gone. A running process's, another host's, or another output's are kept."""
+    out = tmp_path / "out.tif"
+    dead, alive = _gone_pid(), os.getpid()
+    stale = [f".out.{HOST}-{dead}-0a1b2c.partial.tif",
+             f".out.{HOST}-{dead}-0a1b2c.partial.tif.aux.xml",  # GDAL's sidecar
+             f"..out.{HOST}-{dead}-0a1b2c.partial.{HOST}-{dead}-3d4e5f.partial.tif"]  # COG's
+    kept = [f".out.{HOST}-{alive}-0a1b2c.partial.tif",  # a running write of it
+            f".out.{'f' if HOST[0] != 'f' else 'e'}{HOST[1:]}-{dead}-0a1b2c.partial.tif",
+            f".out.b.{HOST}-{dead}-0a1b2c.partial.tif",  # out.b.tif's, not out.tif's
+            ".out.0123abcd.partial.tif",  # no process named: not ours to judge
+            "out.2.tif", ".out.notes.partial.tif"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"x")
+    assert partial_name(out).name.startswith(f".out.{HOST}-{alive}-")
+    assert all(is_stale(name, out) for name in stale)
+    with atomic_path(out) as temp:
+        temp.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["out.tif"])

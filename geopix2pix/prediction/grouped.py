@@ -34,7 +34,8 @@ from geopix2pix.prediction.runner import Target, output_spec, predict_targets, r
 from geopix2pix.prediction.windows import make_layout
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster
-from geopix2pix.raster.write import check_can_write, discard, partial_name, publish
+from geopix2pix.raster.partials import discard, partial_name
+from geopix2pix.raster.write import check_can_write, publish
 
 log = logging.getLogger(__name__)
 

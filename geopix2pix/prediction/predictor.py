@@ -49,11 +49,11 @@ from geopix2pix.prediction.writer import (
 from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, warped_view
+from geopix2pix.raster.partials import partial_name
 from geopix2pix.raster.write import (
     atomic_path,
     case_insensitive,
     check_can_write,
-    partial_name,
     replaced_inputs,
 )
 

@@ -26,10 +26,10 @@ LITTER = (".DS_Store", "._*", "Thumbs.db", "desktop.ini")
 
 def file_patterns(name: str) -> tuple[str, ...]:
     """Glob patterns of what writing the file `name` leaves: the file, GDAL's .aux.xml and
-    SQLite's journals beside it, and its temporaries (`write.partial_name`, also nested, and
-    save_model's mkstemp `.NAME.*.tmp`)."""
+    SQLite's journals beside it, and its temporaries (`partials.partial_name`, also nested, and
+    the `.NAME.*.tmp` model files were written as before)."""
     stem, suffix = Path(name).stem, Path(name).suffix
-    partial = f".{stem}.????????.partial{suffix}"
+    partial = f".{stem}.*.partial{suffix}"
     return (name, f"{name}.aux.xml", f"{name}-wal", f"{name}-shm", f"{name}-journal",
             f"{partial}*", f".{partial}*", f".{name}.*.tmp")
 

@@ -7,13 +7,14 @@ import contextlib
 import errno
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from geopix2pix.errors import GeoPix2PixError
+
+from .partials import discard, partial_name, remove_stale
 
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors, which name no file
@@ -35,7 +36,7 @@ def gtiff_profile(dtype: str, count: int, crs, transform, width: int, height: in
 
 def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
     """Refuse to replace an existing output (or a link there, even a broken one) unless asked
-    to; make the parent folder."""
+    to; make the parent folder, and remove the temporaries killed runs left for `path`."""
     path = Path(path)
     if os.path.lexists(path) and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
@@ -44,12 +45,8 @@ def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
     except OSError as exc:
         raise GeoPix2PixError(f"cannot make the folder {path.parent} for {path.name} "
                               f"({exc.strerror or exc}); choose another output folder") from None
+    remove_stale(path)
     return path
-
-
-def partial_name(path: Path) -> Path:
-    """A unique temporary name beside `path`; it never looks like a finished output."""
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
 
 
 @contextlib.contextmanager
@@ -64,10 +61,21 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     except OSError as exc:  # writing the temporary: said of the output
         if exc.filename not in (str(temp), temp) and exc.errno not in _NO_ROOM:
             raise
-        raise GeoPix2PixError(f"cannot write {final} ({exc.strerror or exc}); choose another "
-                              "output folder or free some space") from None
+        raise cannot_write(final, exc.strerror or str(exc), exc.errno) from None
     finally:
         discard(temp)
+
+
+def cannot_write(path: str | os.PathLike, reason: str, code: int | None = None) -> GeoPix2PixError:
+    """The one-line error for an output that could not be written: which, why (the operating
+    system's words) and what to do about it (by the error number `code`)."""
+    if code in _NO_ROOM:
+        hint = "free some space or choose another output folder"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "choose a folder you can write to"
+    else:
+        hint = "choose another output folder"
+    return GeoPix2PixError(f"cannot write {os.fspath(path)} ({reason}); {hint}")
 
 
 def publish(temp: Path, final: Path, overwrite: bool) -> None:
@@ -88,12 +96,6 @@ def publish(temp: Path, final: Path, overwrite: bool) -> None:
         if os.path.lexists(final):
             raise appeared from None
         os.replace(temp, final)
-
-
-def discard(temp: Path) -> None:
-    """Remove a temporary output and the .aux.xml GDAL may have written beside it, if there."""
-    for leftover in (temp, temp.with_name(temp.name + ".aux.xml")):
-        leftover.unlink(missing_ok=True)
 
 
 def replaced_inputs(outs: Sequence[Path], inputs: Sequence[Path]) -> dict[int, Path]:
