@@ -231,7 +231,7 @@ def test_a_write_failing_on_rank_0_stops_every_rank_with_its_one_line(chips, tmp
                      "2", *cli_args(OPTIONS)], tmp_path, file_size=30_000)
     assert done.returncode != 0
     assert done.stderr.count("Error: cannot write") == 1, done.stderr[-3000:]
-    assert f"{run / 'model.safetensors'}: File too large" in done.stderr
+    assert f"{run / 'model.safetensors'} (File too large); free some space" in done.stderr
     assert "[rank1]" not in done.stderr and "[rank0]" not in done.stderr  # no traceback
     assert "exitcode  : 2" in done.stderr  # both ranks: torchrun's summary of the failure
     assert not (run / "model.safetensors").exists()

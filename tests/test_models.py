@@ -20,7 +20,6 @@ from geopix2pix.models import (
     load_model,
     save_model,
 )
-from geopix2pix.models.io import _umask
 
 
 def n_params(module: nn.Module) -> int:
@@ -237,7 +236,9 @@ def test_save_load_round_trip(tmp_path, spec):
     path = tmp_path / "model.safetensors"
     save_model(path, generator, spec, metadata)
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp file left
-    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # as other outputs, not 0600
+    plain = tmp_path / "plain.txt"
+    plain.write_text("")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # as any file, not 0600
 
     loaded = load_model(path)
     assert loaded.spec == spec and loaded.metadata == metadata

@@ -76,17 +76,18 @@ def test_n_layers_too_deep_for_the_chips_is_refused_before_any_file(chips, tmp_p
 # --- a full disk ------------------------------------------------------------------------------
 
 def test_a_full_disk_while_saving_the_model_names_the_file(chips, tmp_path, capsys, monkeypatch):
-    import safetensors.torch
-    from safetensors import SafetensorError
+    """The model file's data reaches the disk at fsync, which reports a full disk there
+    (delayed allocation, network filesystems)."""
+    import geopix2pix.models.io
 
-    def full(*_args, **_kwargs):
-        raise SafetensorError("Error while serializing: I/O error: No space left on device "
-                              "(os error 28)")
+    def full(_fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr(geopix2pix.models.io.os, "fsync", full)
     run = tmp_path / "run"
     err = _one_line_error(capsys, _args(chips, run, "--workers", "0", "--max-steps", "1"))
-    assert err == f"Error: cannot write {run / 'model.safetensors'}: No space left on device"
+    assert err == f"Error: cannot write {run / 'model.safetensors'} (No space left on device); " \
+        "free some space or choose another output folder"
     assert not list(run.glob(".*"))  # no temporary file left behind
 
 
@@ -116,13 +117,14 @@ def test_a_full_disk_while_saving_the_checkpoint_names_it(chips, tmp_path, capsy
     monkeypatch.setattr(torch, "save", save_to_full_disk)
     run = tmp_path / "run"
     err = _one_line_error(capsys, _args(chips, run, "--workers", "0", "--max-steps", "1"))
-    assert err == f"Error: cannot write {run / 'checkpoint.pt'}: No space left on device"
+    assert err == f"Error: cannot write {run / 'checkpoint.pt'} (No space left on device); " \
+        "free some space or choose another output folder"
     assert not (run / "checkpoint.pt").exists() and not list(run.glob(".*"))
 
 
 def test_writing_turns_write_failures_into_one_line_and_lets_bugs_through(tmp_path):
     target = tmp_path / "metrics.csv"
-    denied = r"cannot write .*metrics.csv: Permission denied$"
+    denied = r"cannot write .*metrics.csv \(Permission denied\); choose a folder you can write to$"
     with pytest.raises(GeoPix2PixError, match=denied), writing(target):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
     with pytest.raises(RuntimeError, match="a bug"), writing(target):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.write import atomic_path
 
 from .factory import GeneratorSpec, build_generator
 
@@ -75,38 +75,18 @@ def save_model(
     The file is written under a temporary name in the same folder and then renamed over
     ``path``, so a reader never sees a half-written model.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     header = _header(spec, metadata)
     state = _unwrap(generator).state_dict()
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: header})
-        os.chmod(tmp, 0o666 & ~_umask())  # as any new file (mkstemp's are private, 0600)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """This process's umask: from /proc on Linux, else read by setting it and setting it back
-    (which other threads could notice, so only where /proc cannot tell)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    content = save(tensors, metadata={METADATA_KEY: header})
+    with atomic_path(path, overwrite=True) as temp, open(temp, "wb") as handle:
+        # written by us, not save_file: its files are private (0600), unlike any other output
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _not_a_model(path: Path, why: str = "") -> GeoPix2PixError:
