@@ -51,6 +51,10 @@ def _add_optional_commands() -> None:
 _add_optional_commands()
 
 
+# click >= 8.2 raises this for a group run without a command (older ones print the help)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the group, turning GeoPix2PixError, and the errors of reading or
     writing data (a damaged file, a full disk), into one line and exit status 2."""
@@ -68,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
             click.echo("Terminated." if terminated else "Aborted.", err=True)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    except _NO_ARGS_IS_HELP as exc:  # `geopix2pix` alone: the help, not an error
+        exc.show()
+        return exc.exit_code
+    except click.UsageError as exc:  # click's own shows usage, a hint and the error: 3 lines
+        where = exc.ctx.command_path if exc.ctx else "geopix2pix"
+        click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
