@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from geopix2pix.cli import main
@@ -27,3 +30,20 @@ def test_the_program_alone_shows_its_help(capsys):
     assert main([]) in (0, 2)  # click >= 8.2 exits 2, as `git` alone does
     err = capsys.readouterr()
     assert "export-chips" in err.out + err.err and "Error" not in err.out + err.err
+
+
+LATE_SIGTERM = """
+import atexit, os, signal
+from geopix2pix import cli
+cli.main = lambda: 0  # a command that finished
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))  # SIGTERM while shutting down
+cli.run()
+"""
+
+
+def test_a_sigterm_after_the_command_finished_ends_with_its_status():
+    """A SIGTERM once the command is done (Python shutting down) raised Terminated from
+    wherever shutdown was, printing a traceback: it now ends the process with the status."""
+    done = subprocess.run([sys.executable, "-c", LATE_SIGTERM], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")

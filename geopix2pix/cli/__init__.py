@@ -3,6 +3,8 @@ each a thin layer over the Python API. Errors a user can fix print one line and 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import sys
@@ -98,8 +100,19 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+def _exit_with(code: int, signum, frame) -> None:
+    """SIGTERM once the command is done (while Python shuts down): its outputs are complete, so
+    end now with its exit status (rather than a traceback from wherever shutdown was)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def run() -> None:
     """The `geopix2pix` program: `main`, with SIGTERM stopping it as Ctrl-C does (by default
     it would end the process at once, leaving temporary files behind)."""
     signal.signal(signal.SIGTERM, _terminate)
-    sys.exit(main())
+    code = main()
+    signal.signal(signal.SIGTERM, functools.partial(_exit_with, code))
+    sys.exit(code)
