@@ -5,6 +5,7 @@ Each gets one line (and no traceback); a stop says whether and where it can be r
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import signal
@@ -25,7 +26,7 @@ from geopix2pix.models.patchgan import max_layers, min_input_size, patch_map_siz
 from geopix2pix.training import train
 from geopix2pix.training.checkpoint import load_checkpoint
 from geopix2pix.training.outputs import writing
-from geopix2pix.training.signals import TrainingStopped
+from geopix2pix.training.signals import TrainingStopped, ignore_stop_signals
 
 TINY = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "-q", "--device", "cpu"]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -259,3 +260,74 @@ def test_an_encoder_weights_file_that_is_not_a_state_dict_says_what_it_should_be
                                         "--encoder-weights", str(weights)))
     assert "pickled Python objects" in err and "state_dict()" in err
     assert not (tmp_path / "run").exists()
+
+
+
+class _WorkerPids(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 10_000
+
+    def __getitem__(self, index: int) -> int:
+        time.sleep(0.01)
+        return os.getpid()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigwaitinfo") or not Path("/proc/self").exists(),
+                    reason="SIGTERM keeps its default action here")
+def test_a_loader_worker_stops_only_when_its_main_process_says_so():
+    """A terminal's Ctrl-C and `timeout` signal the whole process group: a DataLoader worker
+    ignores them (the main process checkpoints, then ends its workers) and ends at once on a
+    SIGTERM from its main process, as DataLoader sends to a worker that does not finish."""
+    loader = torch.utils.data.DataLoader(
+        _WorkerPids(), batch_size=None, num_workers=1,
+        worker_init_fn=functools.partial(ignore_stop_signals, main=os.getpid()))
+    batches = iter(loader)
+    worker = next(batches)
+    os.kill(worker, signal.SIGINT)
+    subprocess.run(["kill", "-TERM", str(worker)], check=True)  # not from the main process
+    time.sleep(0.5)
+    assert _running(worker) and next(batches) == worker
+    os.kill(worker, signal.SIGTERM)  # from the main process: this test
+    deadline = time.monotonic() + 10
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(worker)
+    del batches
+
+
+WORKER = """
+import os, time
+import torch  # starts a thread, as in a spawned DataLoader worker
+from geopix2pix.training.signals import ignore_stop_signals
+assert len(os.listdir("/proc/self/task")) > 1
+ignore_stop_signals()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigwaitinfo") or not Path("/proc/self").exists(),
+                    reason="SIGTERM keeps its default action here")
+def test_a_spawned_worker_with_an_earlier_thread_ignores_a_group_sigterm():
+    """Under spawn or forkserver a worker imports torch, which starts a thread, before
+    ``ignore_stop_signals``: that thread does not block SIGTERM, and a SIGTERM it got took the
+    default action, killing the worker."""
+    worker = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "ready"
+        worker.send_signal(signal.SIGINT)
+        for _ in range(5):
+            subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)
+        time.sleep(0.5)
+        assert worker.poll() is None
+    finally:
+        worker.kill()
+        worker.wait()

@@ -62,6 +62,10 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def _sender_unknown(signum, frame) -> None:
+    """A SIGTERM that reached a thread not blocking it: ignored (see ``ignore_stop_signals``)."""
+
+
 def _exit_on_sigterm_from(main: int) -> None:
     """Wait for SIGTERMs (blocked in the worker); exit on one from ``main``, ignore others."""
     while True:
@@ -76,11 +80,17 @@ def ignore_stop_signals(_worker_id: int = 0, main: int | None = None) -> None:
     SIGINT is ignored. SIGTERM is blocked and a thread waits for it: one from the ``main``
     process (default: the parent; DataLoader and multiprocessing end their workers with
     SIGTERM) ends the worker at once, any other (``timeout``, ``kill`` of the process group) is
-    ignored. Without ``sigwaitinfo`` (macOS) SIGTERM keeps its default action.
+    ignored. A thread started before this call does not block it (under the spawn and
+    forkserver start methods importing torch starts one): a SIGTERM it receives runs a handler
+    that ignores it, since it cannot tell who sent it; such a worker still ends when DataLoader
+    tells it to, or when the main process is gone. Without ``sigwaitinfo`` (macOS) SIGTERM
+    keeps its default action.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not hasattr(signal, "sigwaitinfo"):
         return
+    # a handler, not SIG_IGN: an ignored signal is discarded, never reaching sigwaitinfo
+    signal.signal(signal.SIGTERM, _sender_unknown)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     threading.Thread(target=_exit_on_sigterm_from, args=(main or os.getppid(),), daemon=True,
                      name="geopix2pix-sigterm").start()
