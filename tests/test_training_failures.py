@@ -241,6 +241,19 @@ def test_a_damaged_chip_is_named_with_and_without_workers(damaged_chips, tmp_pat
     assert "DataLoader" not in err and "Traceback" not in err
 
 
+def test_the_chip_dataset_of_the_python_api_names_a_damaged_chip(damaged_chips):
+    """Also outside `train`: a user's own DataLoader over ChipDataset, with a worker."""
+    from geopix2pix.chips.dataset import ChipDataset, ChipReadError
+
+    loader = torch.utils.data.DataLoader(ChipDataset(damaged_chips, "train"), batch_size=2,
+                                         num_workers=1)
+    with pytest.raises(ChipReadError) as caught:
+        next(iter(loader))
+    assert re.match(rf"cannot read chip {re.escape(str(damaged_chips))}/source/p\d+_r\d+_c\d+"
+                    r"\.tif: .*IReadBlock failed", str(caught.value)), str(caught.value)
+    assert ChipDataset(damaged_chips, "val")[0]["source"].shape[0] > 0  # intact chips read
+
+
 # --- encoder weights ----------------------------------------------------------------------------
 
 def test_an_encoder_weights_file_that_is_not_a_state_dict_says_what_it_should_be(chips, tmp_path,

@@ -5,6 +5,8 @@ Each item is a dict: ``source`` (bands, H, W) and ``target`` (bands, H, W) float
 [-1, 1] by `geopix2pix.chips.scaling` with the statistics in dataset.json, ``valid`` (1, H, W) bool
 (pixels valid in both rasters; invalid ones hold 0 in both tensors) and the chip ``id``.
 The chip list comes from chips.gpkg read with sqlite3, so training never imports geopandas.
+A chip that cannot be read is a one-line ``ChipReadError`` naming its file, also when a DataLoader
+worker read it.
 """
 
 from __future__ import annotations
@@ -18,10 +20,32 @@ from torch.utils.data import Dataset
 
 from geopix2pix.chips.manifest import INDEX, DatasetInfo
 from geopix2pix.chips.scaling import Scaling
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.io import open_raster, read_window
 
 AUGMENTATIONS = ("none", "flip", "d4")
+
+
+def _worker_message(message: str, name: str) -> str:
+    """The one-line message of a ``name`` error that a DataLoader worker raised. torch re-raises
+    it in the main process as ``type(text)``, with text "Caught NAME in DataLoader worker process
+    N.\nOriginal Traceback ...", whose last line is "module.NAME: message"."""
+    if "\n" not in message:
+        return message
+    marker = f"{name}: "
+    for line in reversed(message.splitlines()):
+        if marker in line:
+            return line.split(marker, 1)[1]
+    return message
+
+
+class ChipReadError(GeoPix2PixError):
+    """A chip file that cannot be read. GDAL's message names the file without its folder, and a
+    worker's error reaches the main process without its cause chain, so the error is made one
+    line naming the file where it happens; that line survives a DataLoader worker."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_worker_message(message, type(self).__name__))
 
 
 def chip_ids(chips_dir: str | Path, split: str | None) -> list[str]:
@@ -75,8 +99,15 @@ class ChipDataset(Dataset):
         return len(self.ids)
 
     def _read(self, side: str, chip_id: str) -> tuple[np.ndarray, np.ndarray]:
-        with open_raster(self.chips_dir / side / f"{chip_id}.tif") as ds:
-            return read_window(ds, list(range(1, ds.count + 1)), None)
+        path = self.chips_dir / side / f"{chip_id}.tif"
+        try:
+            with open_raster(path) as ds:
+                return read_window(ds, list(range(1, ds.count + 1)), None)
+        except GeoPix2PixError as exc:
+            raise ChipReadError(str(exc)) from exc
+        except data_errors() as exc:
+            raise ChipReadError(f"cannot read chip {path}: {describe(exc)}; re-export the "
+                                "chips (geopix2pix export-chips --overwrite)") from exc
 
     def __getitem__(self, index: int) -> dict:
         chip_id = self.ids[index]

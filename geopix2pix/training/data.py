@@ -5,8 +5,6 @@ function of (seed, step), so a resumed run sees exactly the batches the uninterr
 have seen, even when it stopped in the middle of an epoch. Loading never draws from the global
 RNG (the loader has its own generator), so dropout draws are unaffected by worker start-ups.
 Under DDP the batch sampler gives each rank its slice of every global batch.
-A chip that cannot be read is a one-line error naming its file, whether it was read in the main
-process or in a DataLoader worker (see ``ChipReadError``).
 """
 
 from __future__ import annotations
@@ -14,51 +12,13 @@ from __future__ import annotations
 import os
 from functools import partial
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from geopix2pix.chips.dataset import ChipDataset, augment_pair
-from geopix2pix.errors import GeoPix2PixError, data_errors, describe
+from geopix2pix.chips.dataset import augment_pair
 
 from .device import DeviceSetup
 from .signals import ignore_stop_signals
-
-
-def _worker_message(message: str, name: str) -> str:
-    """The one-line message of a ``name`` error that a DataLoader worker raised. torch re-raises
-    it in the main process as ``type(text)``, with text "Caught NAME in DataLoader worker process
-    N.\nOriginal Traceback ...", whose last line is "module.NAME: message"."""
-    if "\n" not in message:
-        return message
-    marker = f"{name}: "
-    for line in reversed(message.splitlines()):
-        if marker in line:
-            return line.split(marker, 1)[1]
-    return message
-
-
-class ChipReadError(GeoPix2PixError):
-    """A chip file that cannot be read; its one-line message survives a DataLoader worker."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(_worker_message(message, type(self).__name__))
-
-
-class TrainingChips(ChipDataset):
-    """``ChipDataset`` whose read errors name the chip file: GDAL's message names the file
-    without its folder, and a worker's error reaches the main process without its cause chain,
-    so the error is made a one-line ``ChipReadError`` where it happens, in the worker."""
-
-    def _read(self, side: str, chip_id: str) -> tuple[np.ndarray, np.ndarray]:
-        path = self.chips_dir / side / f"{chip_id}.tif"
-        try:
-            return super()._read(side, chip_id)
-        except GeoPix2PixError as exc:
-            raise ChipReadError(str(exc)) from exc
-        except data_errors() as exc:
-            raise ChipReadError(f"cannot read chip {path}: {describe(exc)}; re-export the "
-                                "chips (geopix2pix export-chips --overwrite)") from exc
 
 
 class EpochBatchSampler(Sampler):

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import save_model
@@ -33,7 +34,7 @@ from geopix2pix.raster.write import write_text_atomic
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
-from .data import EpochBatchSampler, TrainingChips, make_loader
+from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import METRICS, MetricsLog
 from .loop import EpochRunner, seed_everything
@@ -114,8 +115,8 @@ class Trainer:
         self.spec, generator, discriminator = build_networks(self.info, config)
         if self.world > 1:
             seed_everything(config.seed + self.rank)  # but each rank its own dropout draws
-        self.train_set = TrainingChips(self.chips_dir, "train")
-        self.val_set = TrainingChips(self.chips_dir, "val")
+        self.train_set = ChipDataset(self.chips_dir, "train")
+        self.val_set = ChipDataset(self.chips_dir, "val")
         self._check_sizes()
         if config.sync_bn:
             generator = distributed.sync_batch_norm(generator, self.setup.device)
