@@ -194,7 +194,15 @@ def test_only_rank_0_writes_files(two_ranks, one_process):
 
 
 STOP_AT_3 = """
-import sys
+import atexit, gc, sys
+
+
+@atexit.register  # runs last: after geopix2pix's own exit handler
+def count_ddp():
+    alive = [o for o in gc.get_objects() if type(o).__name__ == "DistributedDataParallel"]
+    print(f"DDP wrappers alive at exit: {len(alive)}", file=sys.stderr)
+
+
 from geopix2pix.training import train
 try:
     train(sys.argv[1], sys.argv[2], callback=lambda info: info["step"] == 3, batch_size=2,
@@ -210,6 +218,8 @@ def test_two_rank_checkpoint_resumes_in_one_process(chips, one_process, tmp_path
     script.write_text(textwrap.dedent(STOP_AT_3.replace("{options}", repr(OPTIONS))))
     done = torchrun([str(script), str(chips), str(run)], tmp_path)
     assert done.returncode == 0 and done.stderr.count("stopped") == 2, done.stderr[-3000:]
+    # freed while Python still ran: freed during its shutdown, gloo's threads could abort it
+    assert done.stderr.count("DDP wrappers alive at exit: 0") == 2, done.stderr[-3000:]
     saved = load_checkpoint(run)
     assert (saved["step"], saved["world_size"], len(saved["rng_ranks"])) == (3, 2, 2)
     assert not (run / "metrics.csv").exists()  # stopped mid-epoch, before any epoch end

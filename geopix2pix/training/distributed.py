@@ -10,6 +10,8 @@ waits on the GPU stream. ``is_writer()`` is the one rank-0 predicate: only the w
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +81,8 @@ def init_from_env(device: torch.device, control_only: bool = False,
     global _control_group
     if active() or not env().launched:
         return False
+    atexit.unregister(_free_before_exit)  # once, however many runs this process makes
+    atexit.register(_free_before_exit)
     extra = {} if timeout is None else {"timeout": timeout}
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -91,9 +95,18 @@ def init_from_env(device: torch.device, control_only: bool = False,
     return True
 
 
+def _free_before_exit() -> None:
+    """DDP wrappers hold the process group, and a run's objects refer to each other, so only
+    the garbage collector frees them. Left to the interpreter's shutdown, freeing them could
+    abort the process (gloo: "terminate called without an active exception", SIGABRT, after
+    a finished or stopped run): at exit they are freed first, while Python still runs."""
+    gc.collect()
+
+
 def cleanup() -> None:
-    """Leave the process group (after a barrier, so no rank leaves while others still talk)."""
+    """Leave the process group, first freeing what no longer uses it (`_free_before_exit`)."""
     global _control_group
+    gc.collect()
     if active():
         dist.destroy_process_group()
     _control_group = None
