@@ -96,7 +96,7 @@ def test_export_overwrite_replaces_its_own_outputs_and_leftovers(tmp_path, capsy
     out = tmp_path / "chips"
     assert main(export(source, target, out, "--split-block", "64")) == 0
     first = json.loads((out / "dataset.json").read_text())["counts"]
-    # temporaries a killed run leaves (see raster.write.partial_name)
+    # temporaries a killed run leaves (see raster.partials.partial_name)
     (out / ".chips.0123abcd.partial.gpkg").write_bytes(b"x")
     (out / ".chips.0123abcd.partial.gpkg-journal").write_bytes(b"x")
     (out / ".dataset.0123abcd.partial.json").write_text("{}")

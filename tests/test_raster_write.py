@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.partials import HOST, is_stale, partial_name
+from geopix2pix.raster.partials import WHERE, is_stale, partial_name
 from geopix2pix.raster.write import atomic_path
 
 
@@ -88,22 +88,51 @@ def _gone_pid() -> int:
 
 def test_temporaries_of_killed_runs_are_removed_before_the_output_is_written(tmp_path):
     """A run killed outright leaves its temporary (gigabytes for a large scene); the next write
-    of that output removes it, and only what is surely stale: this host's, of a process that
-    is gone. A running process's, another host's, or another output's are kept."""
+    of that output removes it, and only what is surely stale: of this process-id space, of a
+    process that is gone. A running process's, another host's or container's, or another
+    output's are kept."""
     out = tmp_path / "out.tif"
     dead, alive = _gone_pid(), os.getpid()
-    stale = [f".out.{HOST}-{dead}-0a1b2c.partial.tif",
-             f".out.{HOST}-{dead}-0a1b2c.partial.tif.aux.xml",  # GDAL's sidecar
-             f"..out.{HOST}-{dead}-0a1b2c.partial.{HOST}-{dead}-3d4e5f.partial.tif"]  # COG's
-    kept = [f".out.{HOST}-{alive}-0a1b2c.partial.tif",  # a running write of it
-            f".out.{'f' if HOST[0] != 'f' else 'e'}{HOST[1:]}-{dead}-0a1b2c.partial.tif",
-            f".out.b.{HOST}-{dead}-0a1b2c.partial.tif",  # out.b.tif's, not out.tif's
+    elsewhere = ("f" if WHERE[0] != "f" else "e") + WHERE[1:]
+    stale = [f".out.{WHERE}-{dead}-0a1b2c.partial.tif",
+             f".out.{WHERE}-{dead}-0a1b2c.partial.tif.aux.xml",  # GDAL's sidecar
+             f"..out.{WHERE}-{dead}-0a1b2c.partial.{WHERE}-{dead}-3d4e5f.partial.tif"]  # COG's
+    kept = [f".out.{WHERE}-{alive}-0a1b2c.partial.tif",  # a running write of it
+            f".out.{elsewhere}-{dead}-0a1b2c.partial.tif",  # another host's or container's
+            f".out.b.{WHERE}-{dead}-0a1b2c.partial.tif",  # out.b.tif's, not out.tif's
+            f".out.{WHERE}-{dead}-0a1b2c.partial.png",  # out.png's
+            f".out.{WHERE}-99999999999-0a1b2c.partial.tif",  # no such pid: not judged
             ".out.0123abcd.partial.tif",  # no process named: not ours to judge
             "out.2.tif", ".out.notes.partial.tif"]
     for name in stale + kept:
         (tmp_path / name).write_bytes(b"x")
-    assert partial_name(out).name.startswith(f".out.{HOST}-{alive}-")
+    assert partial_name(out).name.startswith(f".out.{WHERE}-{alive}-")
     assert all(is_stale(name, out) for name in stale)
     with atomic_path(out) as temp:
         temp.write_text("whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["out.tif"])
+
+
+def test_a_hidden_output_has_its_own_temporaries_removed(tmp_path):
+    out = tmp_path / ".hidden.tif"
+    dead = _gone_pid()
+    (tmp_path / f"..hidden.{WHERE}-{dead}-0a1b2c.partial.tif").write_bytes(b"x")
+    assert partial_name(out).name.startswith(f"..hidden.{WHERE}-")
+    with atomic_path(out) as temp:
+        temp.write_text("whole")
+    assert [p.name for p in tmp_path.iterdir()] == [".hidden.tif"]
+
+
+def test_temporaries_of_another_pid_namespace_are_not_this_ones(tmp_path):
+    """Containers with host networking share the host name but number processes anew: a
+    temporary written in another pid namespace names another process-id space."""
+    if not os.path.exists("/proc/self/ns/pid"):
+        pytest.skip("no pid namespaces here")
+    code = "from geopix2pix.raster.partials import WHERE; print(WHERE)"
+    here = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert here.stdout.strip() == WHERE  # the same space: the same name
+    inside = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                             code], capture_output=True, text=True)
+    if inside.returncode != 0:
+        pytest.skip(f"cannot make a pid namespace here: {inside.stderr.strip()[-200:]}")
+    assert inside.stdout.strip() != WHERE

@@ -1,11 +1,15 @@
 """Temporary names for outputs being written, and removing the ones a killed run left.
 
-An output is written as `.NAME.HOST-PID-RANDOM.partial.EXT` beside it and renamed when it is
+An output is written as `.NAME.WHERE-PID-RANDOM.partial.EXT` beside it and renamed when it is
 complete, so nothing under the final name is ever half written. A run killed outright (SIGKILL,
 the out-of-memory killer, a power cut) cannot remove its temporary, which for a large scene
-holds gigabytes; the next write of the same output removes it once its process is gone: written
-on this host (a hash of the host name) by a process id no process has now. A temporary of a
-running process, or of another host sharing the folder, is never touched.
+holds gigabytes; the next write of the same output removes it once its process is gone.
+
+WHERE says in which set of process ids PID is one: a hash of the host name, the boot and (on
+Linux) the process-id namespace, since containers sharing a host name (host networking) each
+number their processes anew. A temporary is stale when WHERE is this process's and no process
+has PID now. One written elsewhere (another host sharing the folder, another container, before
+a reboot) is never judged, so never removed; nor is a running process's.
 """
 
 from __future__ import annotations
@@ -18,14 +22,34 @@ import socket
 import uuid
 from pathlib import Path
 
-HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
-_TOKEN = re.compile(r"\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{6}\.partial")
+_TOKEN = re.compile(r"\.(?P<where>[0-9a-f]{10})-(?P<pid>\d{1,10})-[0-9a-f]{6}\.partial")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read().strip()
+    except OSError:
+        return ""
+
+
+def _where() -> str:
+    """This process's process-id space: host name, boot, pid namespace (10 hex digits)."""
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = ""
+    key = "\n".join((socket.gethostname(), _read("/proc/sys/kernel/random/boot_id"), namespace))
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+WHERE = _where()
 
 
 def partial_name(path: Path) -> Path:
-    """A unique temporary name beside `path`, naming this host and process; it never looks
-    like a finished output."""
-    token = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    """A unique temporary name beside `path`, naming this process; it never looks like a
+    finished output."""
+    token = f"{WHERE}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     return path.with_name(f".{path.stem}.{token}.partial{path.suffix}")
 
 
@@ -40,20 +64,23 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process (EPERM): running
+    except (OSError, OverflowError):  # another user's process (EPERM), or no valid pid
         return True
     return True
 
 
 def is_stale(name: str, final: Path) -> bool:
-    """Whether the file `name` is a temporary (or a sidecar GDAL wrote beside one) of `final`
-    left by a process of this host that is gone."""
-    rest = name.lstrip(".")
-    if not (name.startswith(".") and rest.startswith(final.stem)
-            and _TOKEN.match(rest, len(final.stem))):
+    """Whether the file `name` is a temporary of `final` (or of a temporary of it, or a sidecar
+    GDAL wrote beside one) left by a process of this process-id space that is gone."""
+    if f".partial{final.suffix}" not in name:
         return False
-    writers = [(m["host"], int(m["pid"])) for m in _TOKEN.finditer(rest)]
-    return all(host == HOST and not _running(pid) for host, pid in writers)
+    for dots in (1, 2):  # its temporary, or a temporary of that (COG's tiled first pass)
+        start = dots + len(final.stem)
+        if name[:dots] == "." * dots and name[dots:start] == final.stem \
+                and _TOKEN.match(name, start):
+            writers = [(m["where"], int(m["pid"])) for m in _TOKEN.finditer(name, start)]
+            return all(where == WHERE and not _running(pid) for where, pid in writers)
+    return False
 
 
 def remove_stale(final: Path) -> list[Path]:
