@@ -18,6 +18,29 @@ class ReportedElsewhere(GeoPix2PixError):
     status 2 without printing it a second time."""
 
 
+_REPORTED = "_geopix2pix_reported"
+
+
+def mark_reported(exc: BaseException) -> None:
+    """Note that `exc` was already shown to the user (see `error_line`)."""
+    setattr(exc, _REPORTED, True)
+
+
+def was_reported(exc: BaseException) -> bool:
+    """Whether `exc` was already shown to the user, here or by another process."""
+    return isinstance(exc, ReportedElsewhere) or getattr(exc, _REPORTED, False)
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line the user reads for `exc` ("Error: ..."): for bad input (GeoPix2PixError)
+    and the errors of reading or writing data; None for anything else (a bug)."""
+    if isinstance(exc, GeoPix2PixError):
+        return f"Error: {exc}"
+    if isinstance(exc, data_errors()):
+        return f"Error: {describe(exc)}"
+    return None
+
+
 PLACEHOLDER = "See previous exception"  # rasterio's message that points down the chain
 READ_FAILURES = ("IReadBlock failed", "Read failed")
 

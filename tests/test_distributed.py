@@ -241,10 +241,82 @@ def test_a_write_failing_on_rank_0_stops_every_rank_with_its_one_line(chips, tmp
                      "2", *cli_args(OPTIONS)], tmp_path, file_size=30_000)
     assert done.returncode != 0
     assert done.stderr.count("Error: cannot write") == 1, done.stderr[-3000:]
-    assert f"{run / 'model.safetensors'} (File too large); free some space" in done.stderr
+    assert f"{run / 'model.safetensors'} (File too large); the file is larger than this " \
+        "file system" in done.stderr
     assert "[rank1]" not in done.stderr and "[rank0]" not in done.stderr  # no traceback
-    assert "exitcode  : 2" in done.stderr  # both ranks: torchrun's summary of the failure
+    assert "exitcode  : 2" in done.stderr  # rank 1 stopped on it (torchrun's summary)
     assert not (run / "model.safetensors").exists()
+
+
+WRITER_FAILS = """
+import sys
+import torch
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.training import distributed
+
+
+def interrupted():
+    raise KeyboardInterrupt
+
+
+def full():
+    raise GeoPix2PixError("cannot write x.tif (No space left on device)")
+
+
+distributed.init_from_env(torch.device("cpu"))
+for action in (interrupted, full):
+    try:
+        distributed.writer_first(action)
+    except BaseException as exc:
+        print(f"rank {distributed.rank()}: {type(exc).__name__}", file=sys.stderr, flush=True)
+distributed.cleanup()
+"""
+
+
+def test_a_failed_or_interrupted_write_on_rank_0_stops_every_rank_the_same_way(tmp_path):
+    """writer_first: rank 0 interrupted -> every rank KeyboardInterrupt; rank 0's error ->
+    its one line printed once, at once, and the other ranks ReportedElsewhere."""
+    script = tmp_path / "writer_fails.py"
+    script.write_text(WRITER_FAILS)
+    done = torchrun([str(script)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert sorted(line for line in lines if line.startswith("rank ")) == [
+        "rank 0: GeoPix2PixError", "rank 0: KeyboardInterrupt", "rank 1: KeyboardInterrupt",
+        "rank 1: ReportedElsewhere"]
+    assert lines.count("Error: cannot write x.tif (No space left on device)") == 1
+
+
+FAIL_AT_3 = """
+import atexit, gc, sys
+
+
+@atexit.register  # runs last: after geopix2pix's own exit handler
+def count_ddp():
+    alive = [o for o in gc.get_objects() if type(o).__name__ == "DistributedDataParallel"]
+    print(f"DDP wrappers alive at exit: {len(alive)}", file=sys.stderr)
+
+
+from geopix2pix.training import train
+
+
+def fail(info):
+    if info["step"] == 3:
+        raise RuntimeError("a bug in the callback")
+
+
+train(sys.argv[1], sys.argv[2], callback=fail, batch_size=2, **{options})
+"""
+
+
+def test_a_run_ending_in_an_uncaught_exception_frees_ddp_before_python_exits(chips, tmp_path):
+    """The traceback Python keeps of an uncaught exception (sys.last_traceback) holds the
+    trainer through exit; its DDP wrappers are let go all the same."""
+    script = tmp_path / "fail_at_3.py"
+    script.write_text(textwrap.dedent(FAIL_AT_3.replace("{options}", repr(OPTIONS))))
+    done = torchrun([str(script), str(chips), str(tmp_path / "run")], tmp_path)
+    assert done.returncode != 0 and "a bug in the callback" in done.stderr
+    assert done.stderr.count("DDP wrappers alive at exit: 0") == 2, done.stderr[-3000:]
 
 
 def test_sync_bn_needs_cuda_and_is_a_no_op_on_one_rank(monkeypatch):

@@ -13,7 +13,7 @@ import click
 
 from geopix2pix import __version__
 from geopix2pix.cli.export_chips import export_chips_command
-from geopix2pix.errors import GeoPix2PixError, ReportedElsewhere, data_errors, describe
+from geopix2pix.errors import GeoPix2PixError, data_errors, error_line, was_reported
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -62,12 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     writing data (a damaged file, a full disk), into one line and exit status 2."""
     try:
         cli.main(args=argv, prog_name="geopix2pix", standalone_mode=False)
-    except GeoPix2PixError as exc:
-        if not isinstance(exc, ReportedElsewhere):
-            click.echo(f"Error: {exc}", err=True)
-        return 2
-    except data_errors() as exc:
-        click.echo(f"Error: {describe(exc)}", err=True)
+    except (GeoPix2PixError, *data_errors()) as exc:
+        if not was_reported(exc):
+            click.echo(error_line(exc), err=True)
         return 2
     except click.exceptions.Abort as exc:
         terminated = isinstance(exc.__cause__, Terminated)

@@ -69,7 +69,10 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
 def cannot_write(path: str | os.PathLike, reason: str, code: int | None = None) -> GeoPix2PixError:
     """The one-line error for an output that could not be written: which, why (the operating
     system's words) and what to do about it (by the error number `code`)."""
-    if code in _NO_ROOM:
+    if code == errno.EFBIG:
+        hint = "the file is larger than this file system (or `ulimit -f`) allows; choose an " \
+               "output folder on another file system"
+    elif code in _NO_ROOM:
         hint = "free some space or choose another output folder"
     elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = "choose a folder you can write to"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,7 +22,13 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from geopix2pix.errors import GeoPix2PixError, ReportedElsewhere
+from geopix2pix.errors import (
+    GeoPix2PixError,
+    ReportedElsewhere,
+    error_line,
+    mark_reported,
+    was_reported,
+)
 
 T = TypeVar("T")
 _control_group = None
@@ -143,24 +150,42 @@ def all_gather_object(obj: T) -> list[T]:
 
 def writer_first(action: Callable[[], T]) -> T | None:
     """Run ``action`` (writing files) on rank 0 only, the other ranks waiting until it is done;
-    None on the other ranks. When it fails, every rank stops: rank 0 with its own error (one
-    line for a full disk), the others with ``ReportedElsewhere``, so the user reads rank 0's
-    error once, not a peer's lost-connection traceback after it."""
+    None on the other ranks. When it fails, every rank stops: rank 0 with its own error, the
+    others with ``ReportedElsewhere`` (or KeyboardInterrupt when rank 0 was interrupted), so
+    the user reads rank 0's error, not a peer's lost-connection traceback after it.
+
+    Rank 0 prints a one-line error at once, before the others stop: torchrun ends the
+    remaining processes as soon as one exits, which could be before rank 0 got to say it."""
     if not active():
         return action()
     result, failure = None, None
     if is_writer():
         try:
             result = action()
-        except Exception as exc:  # any: the other ranks must not wait for a rank that is gone
+        except BaseException as exc:  # any: the others must not wait for a rank that is gone
             failure = exc
-    box = [None if failure is None else f"rank 0 failed: {failure}"]
+            _report_now(exc)
+    box = [None if failure is None else
+           _INTERRUPTED if isinstance(failure, KeyboardInterrupt) else f"rank 0 failed: {failure}"]
     dist.broadcast_object_list(box, src=0, group=_control_group)
     if failure is not None:
         raise failure
+    if box[0] == _INTERRUPTED:
+        raise KeyboardInterrupt
     if box[0] is not None:
         raise ReportedElsewhere(box[0])
     return result
+
+
+_INTERRUPTED = "interrupted"
+
+
+def _report_now(exc: BaseException) -> None:
+    """Print rank 0's one-line error now (marked, so the CLI does not print it again)."""
+    line = error_line(exc)
+    if line is not None and not was_reported(exc):
+        print(line, file=sys.stderr, flush=True)
+        mark_reported(exc)
 
 
 def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:

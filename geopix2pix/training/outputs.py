@@ -2,7 +2,7 @@
 is a one-line GeoPix2PixError that names the file and gives the operating system's reason.
 
 The writers fail in their own ways: Python's files raise OSError; ``torch.save`` into a Python
-file raises a RuntimeError whose context is the OSError; GDAL (PNG samples) a rasterio error.
+file raises a RuntimeError whose context is the OSError; other data writes a rasterio error.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ checkpoint.pt. Ctrl-C / SIGTERM finish the current step, write the checkpoint an
 
 Under torchrun (see `distributed`) every rank runs this same code: G and D are wrapped in
 DistributedDataParallel, each rank trains on its slice of every global batch (``--batch-size``
-per rank), validates its shard of the val chips, and all writes go through ``is_writer()``
-(rank 0). Checkpoints hold the plain modules' state, so a run can resume on any number of ranks
-with the same effective batch.
+per rank), validates its shard of the val chips, and all writes go through
+``distributed.writer_first`` (rank 0 writes, the others wait, and a failed write stops all).
+Checkpoints hold the plain modules' state, so a run can resume on any number of ranks with the
+same effective batch.
 """
 
 from __future__ import annotations
@@ -256,6 +257,14 @@ class Trainer:
                      f"{OPTIONS}); the model file holds rank 0's")
         self.write_options(replicas)
 
+    def release(self) -> None:
+        """Let go of the DDP wrappers and the loaders (their worker processes), also while an
+        exception's traceback keeps this trainer alive: leaving the process group then frees
+        them while Python still runs (see ``distributed.cleanup``)."""
+        step_fn = self.step_fn
+        step_fn.generator = step_fn.discriminator = step_fn.adversary = None
+        self.runner = None
+
     @property
     def schedule(self):
         return self.runner.schedule
@@ -316,8 +325,12 @@ def train(chips_dir, out_dir, *, callback: Callable[[dict], bool | None] | None 
     config = TrainConfig.from_options(**options)
     setup = resolve_device(config.device, config.amp, distributed.env().local_rank)
     joined = distributed.init_from_env(setup.device)
+    trainer = None
     try:
-        return Trainer(chips_dir, out_dir, config, log, setup).fit(callback)
+        trainer = Trainer(chips_dir, out_dir, config, log, setup)
+        return trainer.fit(callback)
     finally:
+        if trainer is not None:
+            trainer.release()
         if joined:
             distributed.cleanup()
