@@ -53,7 +53,6 @@ from geopix2pix.raster.partials import partial_name
 from geopix2pix.raster.write import (
     atomic_path,
     case_insensitive,
-    check_can_write,
     replaced_inputs,
 )
 
@@ -240,7 +239,6 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
         bands = check_bands(dataset, options.bands, model, info)
         ratio = check_pixel_size(dataset, info, warn, options.resample_to_model)
         spec = output_spec(model, info)
-        check_can_write(result.out, options.overwrite)
         with atomic_path(result.out, options.overwrite) as temp:
             if options.resample_to_model and ratio is not None and not math.isclose(ratio, 1):
                 result.windows = _predict_resampled(dataset, bands, ratio, temp, model, info,
