@@ -2,11 +2,18 @@
 ("GDAL signalled an error: ..."), and some write errors (libtiff's, e.g. a file-size limit)
 reach neither, so a GeoTIFF whose blocks could not all be written can close without complaint.
 Writers watch the log while writing and check the closed file before publishing it: it opens,
-and no block lies past its end."""
+and no block lies past its end.
+
+libtiff's own error handler prints those write errors straight to stderr, a line per block
+("_tiffWriteProc: No space left on device."), before our one-line error; it is unset while
+writing (found among the libraries loaded in the process; where it cannot be, nothing
+changes)."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 import re
 import shutil
@@ -33,7 +40,8 @@ class _Failures(logging.Handler):
 
 @contextlib.contextmanager
 def signalled_errors() -> Iterator[list[str]]:
-    """The messages of the errors GDAL signals, from any thread, while the block runs."""
+    """The messages of the errors GDAL signals, from any thread, while the block runs (with
+    libtiff's own printing of them off)."""
     logger = logging.getLogger(LOGGER)
     failures = _Failures()
     level = logger.level
@@ -41,10 +49,56 @@ def signalled_errors() -> Iterator[list[str]]:
     if logger.getEffectiveLevel() > logging.INFO:  # rasterio logs them at INFO
         logger.setLevel(logging.INFO)
     try:
-        yield failures.messages
+        with _libtiff_quiet():
+            yield failures.messages
     finally:
         logger.removeHandler(failures)
         logger.setLevel(level)
+
+
+def _loaded_libtiff() -> str | None:
+    """The path of the libtiff GDAL uses (rasterio's own copy in its wheels), if loaded."""
+    import rasterio
+
+    package = Path(rasterio.__file__).parent
+    for libs in (package.with_name("rasterio.libs"), package / ".dylibs"):  # Linux, macOS wheels
+        found = sorted(libs.glob("libtiff*")) if libs.is_dir() else []
+        if found:
+            return str(found[0])
+    try:  # a GDAL built elsewhere (conda, the system): the libtiff this process has mapped
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libtiff" in line}
+    except OSError:
+        return None
+    return min(paths) if len(paths) == 1 else None  # two copies: cannot tell which
+
+
+@functools.cache
+def _libtiff():
+    """libtiff's TIFFSetErrorHandler, or None."""
+    path = _loaded_libtiff()
+    try:
+        setter = ctypes.CDLL(path).TIFFSetErrorHandler if path else None
+    except (OSError, AttributeError):
+        return None
+    if setter is not None:
+        setter.restype, setter.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    return setter
+
+
+@contextlib.contextmanager
+def _libtiff_quiet() -> Iterator[None]:
+    """libtiff's global error handler unset (errors GDAL does not route still fail the write,
+    which `check_written` reports), and restored after."""
+    setter = _libtiff()
+    if setter is None:
+        yield
+        return
+    previous = setter(None)
+    try:
+        yield
+    finally:
+        setter(previous)
 
 
 def _blocks_end(dataset) -> int:
