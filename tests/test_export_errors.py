@@ -3,6 +3,9 @@ folder left behind."""
 
 from __future__ import annotations
 
+import functools
+import os
+import resource
 import signal
 import subprocess
 import sys
@@ -157,4 +160,29 @@ def test_sigterm_during_export_leaves_an_empty_folder(tmp_path):
         time.sleep(0.05)
     run.send_signal(signal.SIGTERM)
     assert run.wait(60) == 143 and "Traceback" not in run.stderr.read()
+    assert list(out.iterdir()) == []
+
+
+def _limit_file_size(size: int) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a file-size limit needs POSIX")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_full_disk_is_one_line_and_leaves_an_empty_folder(tmp_path, workers):
+    """A chip that cannot be written (a file-size limit stands in for a full disk): one line,
+    not also libtiff's own line per block, from the main process or from a worker."""
+    noise = np.random.default_rng(0).integers(0, 10_000, (3, 512, 512)).astype("uint16")
+    source = write_raster(tmp_path / "s.tif", noise)
+    target = write_raster(tmp_path / "t.tif", noise[:1])
+    out = tmp_path / "chips"
+    done = subprocess.run(
+        [sys.executable, "-m", "geopix2pix", *export_args(source, target, out, "--chip-size",
+                                                          256, "--workers", workers)],
+        preexec_fn=functools.partial(_limit_file_size, 150_000), capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("Error: cutting chips from ") and "Write error" in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
     assert list(out.iterdir()) == []

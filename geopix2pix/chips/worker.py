@@ -16,6 +16,7 @@ import rasterio
 from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
+from geopix2pix.raster.gdal_log import libtiff_quiet
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.io import chip_nodata, decoded_block_bytes
@@ -116,7 +117,7 @@ def run_job(job: Job) -> JobResult:
     try:
         with rasterio.open(job.pair.source) as src, rasterio.open(job.pair.target) as tgt:
             cache = cache_bytes((src, tgt), job.chips[0][0].size)
-        with rasterio.Env(GDAL_CACHEMAX=cache):
+        with rasterio.Env(GDAL_CACHEMAX=cache), libtiff_quiet():  # a full disk: one line
             return _run_job(job)
     except data_errors() as exc:
         raise GeoPix2PixError(f"cutting chips from {job.pair.source} and {job.pair.target}: "

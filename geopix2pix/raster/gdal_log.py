@@ -49,7 +49,7 @@ def signalled_errors() -> Iterator[list[str]]:
     if logger.getEffectiveLevel() > logging.INFO:  # rasterio logs them at INFO
         logger.setLevel(logging.INFO)
     try:
-        with _libtiff_quiet():
+        with libtiff_quiet():
             yield failures.messages
     finally:
         logger.removeHandler(failures)
@@ -87,7 +87,7 @@ def _libtiff():
 
 
 @contextlib.contextmanager
-def _libtiff_quiet() -> Iterator[None]:
+def libtiff_quiet() -> Iterator[None]:
     """libtiff's global error handler unset (errors GDAL does not route still fail the write,
     which `check_written` reports), and restored after."""
     setter = _libtiff()
