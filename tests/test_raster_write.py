@@ -136,3 +136,22 @@ def test_temporaries_of_another_pid_namespace_are_not_this_ones(tmp_path):
     if inside.returncode != 0:
         pytest.skip(f"cannot make a pid namespace here: {inside.stderr.strip()[-200:]}")
     assert inside.stdout.strip() != WHERE
+
+
+def test_libtiff_stays_quiet_until_the_last_overlapping_writer_ends():
+    """Writers in several threads overlap: the first to end must not give libtiff its
+    printing back while another still writes."""
+    from geopix2pix.raster import gdal_log
+
+    setter = gdal_log._libtiff()
+    if setter is None:
+        pytest.skip("libtiff not found in this process")
+    original = setter(None)
+    setter(original)
+    first, second = gdal_log.libtiff_quiet(), gdal_log.libtiff_quiet()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert setter(None) is None  # still quiet (and the probe leaves it so)
+    second.__exit__(None, None, None)
+    assert setter(original) == original  # the last one restored libtiff's own handler

@@ -17,6 +17,7 @@ import functools
 import logging
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,19 +87,35 @@ def _libtiff():
     return setter
 
 
+class _Quiet:
+    """How many blocks keep libtiff quiet now (writers in several threads overlap), and the
+    handler to restore when the last one ends."""
+
+    lock = threading.Lock()
+    holders = 0
+    previous = None
+
+
 @contextlib.contextmanager
 def libtiff_quiet() -> Iterator[None]:
-    """libtiff's global error handler unset (errors GDAL does not route still fail the write,
-    which `check_written` reports), and restored after."""
+    """libtiff's global error handler unset while the block runs (errors GDAL does not route
+    still fail the write, which `check_written` reports), restored when the last such block in
+    the process ends."""
     setter = _libtiff()
     if setter is None:
         yield
         return
-    previous = setter(None)
+    with _Quiet.lock:
+        if _Quiet.holders == 0:
+            _Quiet.previous = setter(None)
+        _Quiet.holders += 1
     try:
         yield
     finally:
-        setter(previous)
+        with _Quiet.lock:
+            _Quiet.holders -= 1
+            if _Quiet.holders == 0:
+                setter(_Quiet.previous)
 
 
 def _blocks_end(dataset) -> int:
