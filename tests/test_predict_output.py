@@ -79,6 +79,11 @@ def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_f
     (["--co", "COMPRESS=LERC", "--co", "MAX_Z_ERROR=5"], "COMPRESS=LERC: a lossy compression"),
     (["--cog", "--co", "COMPRESS=LERC_ZSTD", "--co", "MAX_Z_ERROR=0.5"],
      "COMPRESS=LERC_ZSTD: a lossy compression"),
+    # the output would leave the scene's grid or lose its georeferencing
+    (["--co", "PROFILE=BASELINE"], "PROFILE=BASELINE: it would move the output off"),
+    (["--co", "profile=GeoTIFF"], "PROFILE=GeoTIFF: it would move the output off"),
+    (["--cog", "--co", "TILING_SCHEME=GoogleMapsCompatible"], "TILING_SCHEME=GoogleMaps"),
+    (["--cog", "--co", "TARGET_SRS=EPSG:4326"], "TARGET_SRS=EPSG:4326: it would move"),
     # accepted by GDAL and silently ignored: options of another compression
     (["--compress", "zstd", "--co", "ZLEVEL=1"], "ZLEVEL=1: only DEFLATE/LERC_DEFLATE"),
     (["--co", "COMPRESS=LZW", "--co", "ZLEVEL=1"], "compressed with LZW"),

@@ -26,6 +26,13 @@ COMPRESSION_OPTIONS = {
             "PREDICTOR": ("LZW", "DEFLATE", "ZSTD")},
 }
 _NO_PREDICTOR = ("1", "NO", "NONE", "FALSE")
+# creation options that move the output off the scene's grid or drop its georeferencing or band
+# descriptions (name -> the one value that keeps them; None: any value does it)
+REGRIDDING_OPTIONS = {
+    "GTiff": {"PROFILE": "GDALGEOTIFF"},  # BASELINE: no CRS, no transform; GeoTIFF: no metadata
+    "COG": {"TILING_SCHEME": "CUSTOM", "TARGET_SRS": None, "RES": None, "EXTENT": None,
+            "ZOOM_LEVEL": None, "ZOOM_LEVEL_STRATEGY": None, "ALIGNED_LEVELS": None},
+}
 
 
 def with_creation_options(options: Mapping, user: Mapping[str, str]) -> dict:
@@ -90,6 +97,13 @@ def check_creation_options(user: Mapping[str, str], driver: str,
         if name.lower() in NOT_CREATION_OPTIONS:
             raise GeoPix2PixError(f"{flag} {name}: not a creation option (the output keeps the "
                                   "scene's grid and the model's dtype and nodata)")
+        keeps = REGRIDDING_OPTIONS.get(driver, {})
+        if name.upper() in keeps and str(value).upper() != keeps[name.upper()]:
+            raise GeoPix2PixError(f"{flag} {name}={value}: it would move the output off the "
+                                  "scene's grid or drop its georeferencing (the output keeps "
+                                  "the scene's CRS, transform, size and band descriptions); "
+                                  "drop the option, and reproject the output afterwards if "
+                                  "needed (gdalwarp)")
         if name.upper() == "COMPRESS" and _lossy(str(value), user):
             raise GeoPix2PixError(f"{flag} {name}={value}: a lossy compression changes the "
                                   "values, and pixels at nodata would no longer be nodata; use "
