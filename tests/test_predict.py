@@ -282,3 +282,26 @@ def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):
         predict(scene, out, model=model, progress=False, batch_size=7, overwrite=True)
     with rasterio.open(outs[0]) as a, rasterio.open(outs[1]) as b:
         assert np.abs(a.read(1) - b.read(1)).mean() > 1e-2
+
+
+def test_a_scene_inside_a_zip_is_read_through_gdal_virtual_files(tmp_path, model_file,
+                                                                  monkeypatch):
+    """GDAL's virtual file systems name no file on disk: GDAL, not an existence check, says
+    whether they exist (absolute archive paths: GDAL's /vsizip/{/path/a.zip}/b.tif form)."""
+    import zipfile
+
+    scene = write_scene(tmp_path / "s.tif", 70, 50)
+    with zipfile.ZipFile(tmp_path / "scenes.zip", "w") as archive:
+        archive.write(scene, "s.tif")
+    out = tmp_path / "o.tif"
+    predict(f"/vsizip/{{{tmp_path / 'scenes.zip'}}}/s.tif", out, model=model_file,
+            progress=False)
+    monkeypatch.chdir(tmp_path)
+    predict("/vsizip/scenes.zip/s.tif", tmp_path / "r.tif", model=model_file, progress=False)
+    with rasterio.open(scene) as src, rasterio.open(out) as a, \
+            rasterio.open(tmp_path / "r.tif") as b:
+        assert (a.crs, a.transform, a.shape) == (src.crs, src.transform, src.shape)
+        np.testing.assert_array_equal(a.read(), b.read())
+    with pytest.raises(GeoPix2PixError, match="is not a raster GDAL can read"):
+        predict("/vsizip/scenes.zip/missing.tif", tmp_path / "m.tif", model=model_file,
+                progress=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,10 +27,20 @@ RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear,
               "cubic": Resampling.cubic}
 
 
+_GDAL_NAME = re.compile(r"^(/vsi[a-z0-9_]+/|[A-Za-z][A-Za-z0-9_]+:)")  # /vsizip/..., NETCDF:..
+
+
+def is_gdal_name(path: str | os.PathLike) -> bool:
+    """Whether `path` names a dataset to GDAL rather than a file: a virtual file system path
+    (/vsizip/a.zip/b.tif) or a driver's subdataset syntax (NETCDF:"f.nc":var)."""
+    return bool(_GDAL_NAME.match(os.fspath(path)))
+
+
 def open_raster(path: str | os.PathLike, require_crs: bool = True):
     """Open a raster for reading, turning the usual mistakes into one-line errors."""
-    path = Path(path)
-    if not path.exists():
+    if is_gdal_name(path):  # GDAL alone can tell whether it exists
+        path = os.fspath(path)
+    elif not Path(path).exists():
         raise GeoPix2PixError(f"{path}: no such file; check the path")
     try:
         dataset = rasterio.open(path)
