@@ -115,6 +115,18 @@ def test_categorical_accuracy_and_iou(tmp_path):
     assert report.iou == pytest.approx([125 / 150, 150 / 175])
 
 
+def test_categorical_needs_class_codes_not_floats(tmp_path, capsys):
+    """A float map would make each of its values a class (thousands of 'classes')."""
+    ref = _write(tmp_path / "r.tif", np.arange(400, dtype="uint8").reshape(20, 20) % 4)
+    noisy = _write(tmp_path / "p.tif", (np.arange(400).reshape(20, 20) % 4 + 0.3)
+                   .astype("float32"))
+    assert main(["evaluate", noisy, ref, "--categorical"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"Error: --categorical: {noisy} holds float32 values, not class codes; " \
+        "compare class maps of an integer type, or drop --categorical to compare values"
+    assert main(["evaluate", noisy, ref]) == 0  # as values: fine
+
+
 def test_cli_prints_table_and_json(tmp_path, capsys):
     ref = _write(tmp_path / "r.tif", np.clip(_smooth(), 0, 255).astype("uint8"))
     code = main(["evaluate", ref, ref, "--json", str(tmp_path / "e.json")])

@@ -127,6 +127,8 @@ def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical:
         if len(pb) != len(rb):
             raise GeoPix2PixError(f"{pred} has {len(pb)} band(s) but {reference} has {len(rb)}; "
                                   "compare rasters with the same bands")
+        if categorical:
+            _check_class_codes((pred, p, pb), (reference, r, rb))
         grid = Grid.of(p)
         warped = not grid.is_same(Grid.of(r))
         if warped and (p.crs is None or r.crs is None):
@@ -207,6 +209,17 @@ def _continuous(report, p, pb, ref, rb, dtype: np.dtype, block: int) -> None:
                       "rmse": float(math.sqrt(mse.mean())),
                       "psnr": float(metrics.psnr(float(mse.mean()), overall_range)),
                       "ssim": float(ssim_sum.sum() / (count * n)), "data_range": overall_range}
+
+
+def _check_class_codes(*rasters) -> None:
+    """--categorical compares class codes: integer rasters (a float map would make each of its
+    values a class)."""
+    for path, dataset, bands in rasters:
+        floats = [b for b in bands if np.dtype(dataset.dtypes[b - 1]).kind == "f"]
+        if floats:
+            raise GeoPix2PixError(f"--categorical: {path} holds {dataset.dtypes[floats[0] - 1]} "
+                                  "values, not class codes; compare class maps of an integer "
+                                  "type, or drop --categorical to compare values")
 
 
 def _categorical(report, p, pb, ref, rb, block: int) -> None:
