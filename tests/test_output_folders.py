@@ -173,6 +173,12 @@ def test_litter_and_an_unfinished_run_do_not_block_a_rerun(chips, tmp_path, caps
     assert "what an unfinished train left" in err  # no checkpoint: not "an earlier train"
     assert main([str(a) for a in ["train", chips, "-o", run, "--overwrite", *TRAIN]]) == 0
     assert not (run / ".DS_Store").exists() and (run / "model.safetensors").exists()
+    # with a checkpoint (a finished or killed run): --resume is the way on, said first
+    capsys.readouterr()
+    err = one_line_error(capsys, ["train", chips, "-o", run, *TRAIN])
+    assert err == f"Error: {run} is not empty (it holds the outputs of an earlier train); " \
+        "pass --resume to continue it from checkpoint.pt, --overwrite to replace them, or " \
+        "choose another output folder"
 
 
 def test_train_refuses_a_run_folder_inside_its_chips(chips, capsys):

@@ -70,10 +70,11 @@ class Owned:
 
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, owned: Owned,
                        inputs: Sequence[str | os.PathLike] = (),
-                       command: str = "this command") -> Path:
+                       command: str = "this command", resume: str | None = None) -> Path:
     """Create the output folder of `command`, refusing a non-empty one without --overwrite, and
     with it one holding anything but what `owned` says the command writes, or any of `inputs`
-    (see the module's docstring). `marker` is the file that says a run completed."""
+    (see the module's docstring). `marker` is the file that says a run completed, or with
+    `resume` (how to continue it) one that can be continued."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise GeoPix2PixError(f"{path} exists and is not a folder; choose another output folder")
@@ -84,8 +85,11 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *,
         if not overwrite:
             what = (f"the outputs of an earlier {command}" if (path / marker).exists()
                     else f"what an unfinished {command} left")
-            raise GeoPix2PixError(f"{path} is not empty (it holds {what}); pass --overwrite to "
-                                  "replace them or choose another output folder")
+            options = "pass --overwrite to replace them"
+            if resume and (path / marker).exists():
+                options = f"pass {resume}, --overwrite to replace them,"
+            raise GeoPix2PixError(f"{path} is not empty (it holds {what}); {options} or choose "
+                                  "another output folder")
         (path / marker).unlink(missing_ok=True)
         for child in sorted(path.iterdir()):
             _remove(child)

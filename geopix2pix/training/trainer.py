@@ -99,7 +99,8 @@ def _prepare_run_dir(out_dir: Path, config: TrainConfig, chips_dir: Path) -> Non
                               f"{chips_dir}; choose a run folder apart from the chips")
     inputs = [chips_dir, *([config.encoder_weights] if config.encoder_weights else [])]
     prepare_output_dir(out_dir, config.overwrite, marker=CHECKPOINT, owned=RUN_OUTPUTS,
-                       inputs=inputs, command="train")
+                       inputs=inputs, command="train",
+                       resume=f"--resume to continue it from {CHECKPOINT}")
 
 
 class Trainer:
