@@ -6,6 +6,7 @@ decoder's. `describe` makes that chain one line."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 
@@ -39,6 +40,20 @@ def error_line(exc: BaseException) -> str | None:
     if isinstance(exc, data_errors()):
         return f"Error: {describe(exc)}"
     return None
+
+
+def refuse_spawned_reimport(function: str) -> None:
+    """Raise when `function` runs while a spawned worker process imports the user's script
+    (multiprocessing runs it as ``__mp_main__``): a script calling it without an
+    ``if __name__ == "__main__":`` guard would start it again in every worker."""
+    frame = sys._getframe(1)
+    while frame is not None:  # the script's own top level, run as __mp_main__, is calling
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+            break
+        frame = frame.f_back
+    if frame is not None:
+        raise GeoPix2PixError(f"{function} was called while a worker process imported your "
+                              f"script; put the call under `if __name__ == \"__main__\":`")
 
 
 PLACEHOLDER = "See previous exception"  # rasterio's message that points down the chain

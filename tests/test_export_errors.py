@@ -186,3 +186,25 @@ def test_a_full_disk_is_one_line_and_leaves_an_empty_folder(tmp_path, workers):
     assert done.stderr.startswith("Error: cutting chips from ") and "Write error" in done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert list(out.iterdir()) == []
+
+
+UNGUARDED = """
+import geopix2pix as g
+g.export_chips({source!r}, {target!r}, {out!r}, chip_size=32, workers=2, progress=False)
+"""
+
+
+def test_a_script_without_a_main_guard_is_told_what_to_do(tmp_path):
+    """export's workers are spawned processes, which import the calling script again: without
+    an `if __name__ == "__main__":` guard each would start the export once more."""
+    data = np.random.default_rng(0).random((1, 256, 256), dtype=np.float32)
+    source, target = write_raster(tmp_path / "s.tif", data), write_raster(tmp_path / "t.tif", data)
+    script = tmp_path / "script.py"
+    script.write_text(UNGUARDED.format(source=str(source), target=str(target),
+                                       out=str(tmp_path / "chips")))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "export_chips was called while a worker process imported your script; put the " \
+        'call under `if __name__ == "__main__":`' in done.stderr
+    assert done.stderr.rstrip().endswith("since each worker imports the script)")

@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -23,7 +24,7 @@ from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
 from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.raster.folders import Owned, prepare_output_dir, remove_outputs
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import RESAMPLING, chip_nodata, open_raster, select_bands
@@ -198,6 +199,12 @@ def _run(jobs: list[Job], workers: int) -> Iterator[tuple[Job, JobResult]]:
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
+        except BrokenProcessPool:
+            pool.shutdown(cancel_futures=True)
+            raise GeoPix2PixError(
+                "an export worker process ended unexpectedly (killed, or out of memory: try "
+                "fewer --workers; from a Python script, call export_chips under `if __name__ == "
+                "\"__main__\":`, since each worker imports the script)") from None
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
@@ -229,6 +236,7 @@ def export_chips(
 ) -> ExportSummary:
     """Export aligned training chips from one pair (`source`, `target`) or many (`pairs`: a CSV
     path or a list of path pairs) into `out_dir`. Options mirror `geopix2pix export-chips`."""
+    refuse_spawned_reimport("export_chips")
     if out_dir is None:
         raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")
     stride = chip_size if stride is None else stride

@@ -27,7 +27,7 @@ import torch
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.models import save_model
 from geopix2pix.raster.folders import Owned, prepare_output_dir
 from geopix2pix.raster.write import write_text_atomic
@@ -323,6 +323,7 @@ def train(chips_dir, out_dir, *, callback: Callable[[dict], bool | None] | None 
     Under torchrun, this joins the process group (NCCL on CUDA, gloo on the CPU), trains with
     DDP, and leaves the group at the end.
     """
+    refuse_spawned_reimport("train")
     config = TrainConfig.from_options(**options)
     setup = resolve_device(config.device, config.amp, distributed.env().local_rank)
     joined = distributed.init_from_env(setup.device)
