@@ -4,6 +4,10 @@ on the held-out scene's exact grid, the summary says where, and the model beats 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -93,3 +97,18 @@ def test_demo_help_shows_every_default(capsys):
                             ("--seed", "0"), ("--steps", str(DemoSettings().max_steps)),
                             ("--device", "auto"), ("--quick", "off"), ("--overwrite", "off")):
         assert option in text and f"[default: {default}]" in text, option
+
+
+def test_sigterm_while_the_demo_trains_says_terminated(tmp_path):
+    """Training turns SIGTERM into a stop at the next step (here after its first checkpoint);
+    within the demo that stop was reported as a Ctrl-C ("Aborted.", 130)."""
+    out = tmp_path / "demo"
+    run = subprocess.Popen([sys.executable, "-m", "geopix2pix", "demo", "--quick", "-o",
+                            str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "run" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(120) == 143
+    assert run.stderr.read().strip().splitlines()[-1] == "Terminated."

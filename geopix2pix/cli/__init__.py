@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             click.echo(error_line(exc), err=True)
         return 2
     except click.exceptions.Abort as exc:
-        terminated = isinstance(exc.__cause__, Terminated)
+        # Terminated, or a stop that says SIGTERM caused it (train's, also within the demo)
+        terminated = getattr(exc.__cause__, "signum", None) == signal.SIGTERM
         if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
             click.echo("Terminated." if terminated else "Aborted.", err=True)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
