@@ -16,6 +16,7 @@ from shapely.geometry import box
 from geopix2pix.chips.dataset import ChipDataset, chip_ids
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
 from tests.conftest import write_raster
 
 UTM = "EPSG:32633"
@@ -259,6 +260,9 @@ def test_dataset_scales_to_unit_range_and_augments_pairs_identically(tmp_path, r
             assert item["source"].abs().max() <= 1.0
             assert torch_equal(item["source"], item["target"])
     assert ChipDataset(out, "val").__len__() == 0
+    for split in ("test", "Train"):  # not an empty dataset: a mistake to say
+        with pytest.raises(GeoPix2PixError, match=f"split '{split}': use 'train', 'val' or None"):
+            ChipDataset(out, split)
 
 
 def torch_equal(a, b) -> bool:

@@ -304,6 +304,11 @@ def test_foreign_or_unknown_safetensors_files_are_refused(tmp_path):
     save_file({"w": torch.zeros(2)}, str(future), metadata={"geopix2pix": json.dumps(header)})
     assert "format_version 99" in assert_refused(future)
     assert_refused(tmp_path / "missing.safetensors")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model-best.safetensors").write_bytes(future.read_bytes())
+    assert f"{run} is a folder, not a model file; pass {run / 'model-best.safetensors'}" in \
+        assert_refused(run)
 
 
 def test_a_model_with_non_finite_weights_is_refused(tmp_path):

@@ -24,6 +24,7 @@ from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.io import open_raster, read_window
 
 AUGMENTATIONS = ("none", "flip", "d4")
+SPLITS = ("train", "val", None)
 
 
 def _worker_message(message: str, name: str) -> str:
@@ -87,6 +88,8 @@ class ChipDataset(Dataset):
                  target_scaling: Scaling | None = None):
         if augment not in AUGMENTATIONS:
             raise GeoPix2PixError(f"--augment {augment}: use one of {', '.join(AUGMENTATIONS)}")
+        if split not in SPLITS:
+            raise GeoPix2PixError(f"split {split!r}: use 'train', 'val' or None (all chips)")
         self.chips_dir = Path(chips_dir)
         self.info = DatasetInfo.load(chips_dir)
         self.ids = chip_ids(chips_dir, split)

@@ -101,6 +101,11 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """Metadata and tensors of a safetensors file; GeoPix2PixError for anything else."""
     from safetensors import safe_open
 
+    if path.is_dir():
+        inside = [name for name in ("model-best.safetensors", "model.safetensors")
+                  if (path / name).is_file()]
+        hint = f"; pass {path / inside[0]}" if inside else ""
+        raise GeoPix2PixError(f"{path} is a folder, not a model file{hint}")
     if not path.is_file():
         raise GeoPix2PixError(f"model file {path} does not exist")
     try:
