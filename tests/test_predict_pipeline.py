@@ -4,6 +4,8 @@ the GPU launch, and the writer's order."""
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
 import time
 
@@ -346,3 +348,42 @@ def test_each_output_is_finished_once_right_after_its_last_strip(monkeypatch):
     assert events == [("write", 0, 0), ("write", 0, 2), ("finish", 0), ("finish", 1),
                       ("write", 2, 0), ("finish", 2), ("write", 3, 0), ("write", 3, 2),
                       ("finish", 3)]
+
+
+class InterruptsOnThirdBatch(ConvModel):
+    """ConvModel that sends the process SIGINT (Ctrl-C) from a model thread on its 3rd batch."""
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__()
+        self.calls, self.signum = itertools.count(), signum
+
+    def forward(self, x):
+        if next(self.calls) == 2:
+            os.kill(os.getpid(), self.signum)
+        return super().forward(x)
+
+
+def test_ctrl_c_stops_the_pipeline_and_is_raised_once_its_threads_are_joined(tmp_path):
+    """Raised anywhere in the main thread, KeyboardInterrupt can leave a lock held that a
+    pipeline thread then waits on forever. Ctrl-C now stops the stages and is raised after."""
+    scene = write_scene(tmp_path / "s.tif", 600, 300)
+    out = tmp_path / "o.tif"
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        predict(scene, out, model=loaded(InterruptsOnThirdBatch(), target_scaling=IDENTITY),
+                progress=False, batch_size=2)
+    assert pipeline_threads() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    # SIGTERM reaches the handler that was there before (the program's raises Terminated)
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with pytest.raises(KeyboardInterrupt):  # the handler returned, but the run was cut short
+            predict(scene, out, model=loaded(InterruptsOnThirdBatch(signal.SIGTERM),
+                                             target_scaling=IDENTITY), progress=False,
+                    batch_size=2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [signal.SIGTERM]  # once, after the run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]

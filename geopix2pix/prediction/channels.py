@@ -16,11 +16,26 @@ class Stopped(Exception):
     """Another stage failed; this one gives up quietly."""
 
 
+class StopFlag:
+    """Set once to stop the pipeline; the stages poll it. A plain attribute, unlike an Event
+    (whose set takes a lock): a signal handler may set it whatever the code it interrupted
+    holds."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 @dataclass
 class Channel:
     """A bounded queue whose put/get give up when the pipeline is stopped."""
 
-    stop: threading.Event
+    stop: StopFlag
     depth: int = QUEUE_DEPTH
 
     def __post_init__(self) -> None:
@@ -53,7 +68,7 @@ class Channel:
 class Stage(threading.Thread):
     """A pipeline thread recording its exception and stopping the others on failure."""
 
-    def __init__(self, target: Callable[[], None], stop: threading.Event, name: str):
+    def __init__(self, target: Callable[[], None], stop: StopFlag, name: str):
         super().__init__(name=name, daemon=True)
         self._target_fn, self._stop_event, self.error = target, stop, None
 

@@ -14,12 +14,12 @@ Four stages joined by small bounded queues, so the scene is never held whole:
   sums into a `StripAccumulator` and pops the finished rows;
 - a writer thread turns them into output values (the target's units and dtype, nodata) and
   writes them (rasterio releases the GIL in reads and writes).
-An error in any stage stops all of them and is raised in the caller.
+An error in any stage stops all of them and is raised in the caller; so does Ctrl-C or SIGTERM,
+raised once the threads are joined (`interrupts`).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -36,7 +36,8 @@ from geopix2pix.prediction.blend import (
     overlap_add,
     window_weights,
 )
-from geopix2pix.prediction.channels import DONE, Channel, Stage, Stopped
+from geopix2pix.prediction.channels import DONE, Channel, Stage, StopFlag, Stopped
+from geopix2pix.prediction.interrupts import deferred_stop_signals
 from geopix2pix.prediction.windows import Layout
 from geopix2pix.prediction.writer import OutputSpec, to_output
 
@@ -143,7 +144,7 @@ def run(jobs: Sequence[Job], generator: torch.nn.Module, device: torch.device,
                for j in jobs}
     if len(layouts) != 1:
         raise ValueError(f"the jobs of one run must share their windows; got {layouts}")
-    stop = threading.Event()
+    stop = StopFlag()
     to_model, to_blend, to_write = Channel(stop), Channel(stop), Channel(stop)
     read = partial(reading.read, [job.source for job in jobs], source_scaling, batch_size,
                    to_model, device.type == "cuda")
@@ -154,20 +155,21 @@ def run(jobs: Sequence[Job], generator: torch.nn.Module, device: torch.device,
     ]
     generator.eval()
     fold = _fold(jobs[0].source.layout, device) if device.type in FOLD_ON else None
-    try:
-        for stage in stages:
-            stage.start()
-        forward.run(generator, device, to_model, to_blend, on_batch, fold)
-        to_blend.put(DONE)
-        for stage in stages:
-            stage.join()
-    except Stopped:
-        pass
-    finally:
-        stop.set()  # ends the stages early when the caller failed; a no-op once they are done
-        for stage in stages:
-            if stage.is_alive():
+    with deferred_stop_signals(stop):  # Ctrl-C stops the stages; raised once they are joined
+        try:
+            for stage in stages:
+                stage.start()
+            forward.run(generator, device, to_model, to_blend, on_batch, fold)
+            to_blend.put(DONE)
+            for stage in stages:
                 stage.join()
+        except Stopped:
+            pass
+        finally:
+            stop.set()  # ends the stages early when the caller failed; a no-op once done
+            for stage in stages:
+                if stage.is_alive():
+                    stage.join()
     for stage in stages:
         if stage.error is not None:
             raise stage.error
