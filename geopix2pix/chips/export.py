@@ -25,6 +25,7 @@ from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
+from geopix2pix.options import check_types
 from geopix2pix.raster.folders import Owned, prepare_output_dir, remove_outputs
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import RESAMPLING, chip_nodata, open_raster, select_bands
@@ -236,6 +237,11 @@ def export_chips(
 ) -> ExportSummary:
     """Export aligned training chips from one pair (`source`, `target`) or many (`pairs`: a CSV
     path or a list of path pairs) into `out_dir`. Options mirror `geopix2pix export-chips`."""
+    given = check_types(locals(), export_chips)  # numpy numbers and tuples made Python's
+    chip_size, stride, split_block, seed, workers, sample_size, max_nodata, val_fraction = (
+        given[name] for name in ("chip_size", "stride", "split_block", "seed", "workers",
+                                 "sample_size", "max_nodata", "val_fraction"))
+    source_bands, target_bands = given["source_bands"], given["target_bands"]
     refuse_spawned_reimport("export_chips")
     if out_dir is None:
         raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")

@@ -62,7 +62,7 @@ def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None 
     if not where.launched:
         return predict(scenes, out, model=model, out_dir=out_dir, on_warning=on_warning,
                        **options)
-    opts = PredictOptions(**options)
+    opts = PredictOptions.from_options(**options)
     single = isinstance(scenes, (str, os.PathLike))
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
     device = rank_device(opts.device, where.local_rank)

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from affine import Affine
 
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.models import LoadedModel, load_model
+from geopix2pix.options import check_types
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import ModelInfo, check_bands, check_crs, check_pixel_size
 from geopix2pix.prediction.runner import (
@@ -76,6 +77,17 @@ class PredictOptions:
     allow_no_crs: bool = False
     progress: bool = True
     chunk_width: int = DEFAULT_CHUNK_WIDTH
+
+    @classmethod
+    def from_options(cls, **options) -> PredictOptions:
+        """Build from keyword options named like the CLI's; an unknown name or a value of the
+        wrong type is a one-line error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise GeoPix2PixError(f"unknown predict option(s): {', '.join(unknown)}; "
+                                  f"valid: {', '.join(sorted(known))}")
+        return cls(**check_types(options, cls))
 
 
 @dataclass
@@ -162,7 +174,7 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     With one scene and OUT, a failure raises; with several scenes every failure is reported in
     the returned results and the other scenes are still written.
     """
-    opts = PredictOptions(**options)
+    opts = PredictOptions.from_options(**options)
     single = isinstance(scenes, (str, os.PathLike))
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
     device = resolve_device(opts.device)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.options import check_types
 
 GAN_MODES = ("vanilla", "lsgan")
 DEVICES = ("auto", "cpu", "cuda")
@@ -90,6 +91,7 @@ class TrainConfig:
         if unknown:
             raise GeoPix2PixError(f"unknown training option(s): {', '.join(unknown)}; "
                                   f"valid: {', '.join(sorted(known))}")
+        options = check_types(options, cls)
         return cls(**{k: v for k, v in options.items() if v is not None or k in (
             "workers", "max_steps", "encoder_weights")})
 

@@ -1,0 +1,84 @@
+"""The Python API's options checked as the command line's are: a value of the wrong type is a
+one-line GeoPix2PixError naming the option and what it takes (``chip_size='64': expected an
+integer``), not a TypeError from deep inside. Types come from the annotations of the function
+or dataclass that takes the options; only the simple ones are checked (numbers, strings, bools,
+lists and dicts of them, None); anything else (paths, models) is left to the code that uses it.
+"""
+
+from __future__ import annotations
+
+import numbers
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from geopix2pix.errors import GeoPix2PixError
+
+_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
+          type(None): "None"}
+
+
+def check_types(values: Mapping[str, Any], owner: Any) -> dict[str, Any]:
+    """`values` as Python's own numbers (numpy's 64 -> 64, a tuple of band numbers -> a list);
+    GeoPix2PixError for the first whose type its annotation in `owner` (a function or dataclass)
+    rules out."""
+    hints = typing.get_type_hints(owner)
+    checked = dict(values)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is not None and _matches(value, hint) is False:
+            raise GeoPix2PixError(f"{name}={value!r}: expected {_describe(hint)}")
+        checked[name] = _plain(value)
+    return checked
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Number, list, tuple)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Integral) for v in value):
+        return [int(v) for v in value]
+    return value
+
+
+def _matches(value: Any, hint: Any) -> bool | None:
+    """Whether `value` fits `hint`; None when the hint is not one this checks."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        results = [_matches(value, arg) for arg in args]
+        return None if None in results and not any(results) else any(results)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint in (str, type(None)):
+        return isinstance(value, hint)
+    if origin is Sequence and args:
+        return isinstance(value, Sequence) and not isinstance(value, str) and all(
+            _matches(item, args[0]) is not False for item in value)
+    if origin is Mapping and len(args) == 2:
+        return isinstance(value, Mapping) and all(
+            _matches(k, args[0]) is not False and _matches(v, args[1]) is not False
+            for k, v in value.items())
+    return None
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if origin is Sequence and args:
+        return f"a list of {_plural(args[0])}"
+    if origin is Mapping and len(args) == 2:
+        return f"a dict of {_plural(args[0])} to {_plural(args[1])}"
+    return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _plural(hint: Any) -> str:
+    return {int: "integers", float: "numbers", str: "strings"}.get(hint, _describe(hint))
