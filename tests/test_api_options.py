@@ -39,6 +39,8 @@ def test_export_options_of_the_wrong_type_are_one_line(pair, tmp_path, options, 
     (dict(creation_options=["ZLEVEL=1"]),
      "creation_options=['ZLEVEL=1']: expected a dict of strings to strings"),
     (dict(co={"ZLEVEL": "1"}), "unknown predict option(s): co; valid: allow_no_crs, bands, "),
+    (dict(device="gpu"), "--device gpu: use auto, cpu, cuda or cuda:N"),
+    (dict(device="mps"), "--device mps: use auto, cpu, cuda or cuda:N"),
 ])
 def test_predict_options_of_the_wrong_type_or_name_are_one_line(tmp_path, model_file, options,
                                                                  message):

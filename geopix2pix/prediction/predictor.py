@@ -116,12 +116,18 @@ class SceneResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N' as given."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda"):
+        raise GeoPix2PixError(f"--device {device}: use auto, cpu, cuda or cuda:N")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
         raise GeoPix2PixError("--device cuda: no CUDA device is available; use --device cpu")
-    return torch.device(device)
+    return chosen
 
 
 def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
