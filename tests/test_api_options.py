@@ -57,6 +57,9 @@ def test_train_options_of_the_wrong_type_are_one_line(tmp_path):
     with pytest.raises(GeoPix2PixError, match=r"^lr='1e-3': expected a number$"):
         g.train(tmp_path / "chips", tmp_path / "run", lr="1e-3")
     assert not (tmp_path / "run").exists()
+    from geopix2pix.training import TrainConfig
+
+    assert TrainConfig.from_options(epochs=None, max_steps=None).epochs == 100  # None: default
 
 
 def test_numbers_of_any_kind_and_tuples_are_accepted(pair, tmp_path):

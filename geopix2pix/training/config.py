@@ -91,9 +91,9 @@ class TrainConfig:
         if unknown:
             raise GeoPix2PixError(f"unknown training option(s): {', '.join(unknown)}; "
                                   f"valid: {', '.join(sorted(known))}")
-        options = check_types(options, cls)
-        return cls(**{k: v for k, v in options.items() if v is not None or k in (
-            "workers", "max_steps", "encoder_weights")})
+        given = {k: v for k, v in options.items() if v is not None or k in (
+            "workers", "max_steps", "encoder_weights")}  # None elsewhere: the default
+        return cls(**check_types(given, cls))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
