@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,16 @@ def write_damaged(path: Path, bands: int = 3, size: int = 256) -> Path:
     raw[middle:middle + len(raw) // 4] = b"\x55" * (len(raw) // 4)
     path.write_bytes(bytes(raw))
     return path
+
+
+def limit_file_size(size: int):
+    """A subprocess `preexec_fn`: no file may grow past `size` bytes (a full disk, for the
+    writes that pass it); a write past it fails with EFBIG instead of killing the process."""
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
 
 
 def shared(*parts: str) -> Path:

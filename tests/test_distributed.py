@@ -16,11 +16,8 @@ any output, so the comparison is on outputs and logged losses/metrics, not on ra
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
 import textwrap
@@ -30,7 +27,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import write_raster
+from conftest import limit_file_size, write_raster
 from predict_helpers import unet_file, write_scene
 
 from geopix2pix.chips.dataset import ChipDataset
@@ -72,13 +69,6 @@ if _watch and _log and _rank is not None:
 """
 
 
-def _limit_file_size(size: int) -> None:
-    """In the child: files may not grow past ``size`` bytes (a full disk, for the writes that
-    pass it); a write past it fails with EFBIG instead of the process being killed."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-
-
 def torchrun(args: list[str], tmp: Path, watch: Path | None = None,
              file_size: int | None = None) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node 2 ARGS` on the CPU, one thread per process
@@ -91,7 +81,7 @@ def torchrun(args: list[str], tmp: Path, watch: Path | None = None,
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc-per-node", "2", *args], env=env, capture_output=True,
                           text=True, timeout=300, preexec_fn=None if file_size is None else
-                          functools.partial(_limit_file_size, file_size))
+                          limit_file_size(file_size))
 
 
 def audit(tmp: Path, rank: int) -> list[str]:

@@ -3,9 +3,7 @@ folder left behind."""
 
 from __future__ import annotations
 
-import functools
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -16,7 +14,7 @@ import pytest
 from affine import Affine
 
 from geopix2pix.cli import main
-from tests.conftest import write_damaged, write_raster
+from tests.conftest import limit_file_size, write_damaged, write_raster
 
 
 @pytest.fixture
@@ -163,11 +161,6 @@ def test_sigterm_during_export_leaves_an_empty_folder(tmp_path):
     assert list(out.iterdir()) == []
 
 
-def _limit_file_size(size: int) -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="a file-size limit needs POSIX")
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_full_disk_is_one_line_and_leaves_an_empty_folder(tmp_path, workers):
@@ -180,7 +173,7 @@ def test_a_full_disk_is_one_line_and_leaves_an_empty_folder(tmp_path, workers):
     done = subprocess.run(
         [sys.executable, "-m", "geopix2pix", *export_args(source, target, out, "--chip-size",
                                                           256, "--workers", workers)],
-        preexec_fn=functools.partial(_limit_file_size, 150_000), capture_output=True,
+        preexec_fn=limit_file_size(150_000), capture_output=True,
         text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("Error: cutting chips from ") and "Write error" in done.stderr

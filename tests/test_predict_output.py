@@ -4,7 +4,6 @@ names."""
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import limit_file_size
 from predict_helpers import (
     IDENTITY,
     ConvModel,
@@ -136,13 +136,9 @@ def test_an_output_that_could_not_be_written_whole_is_not_published(tmp_path, mo
     scene = write_scene(tmp_path / "s.tif", 300, 300)
     out = tmp_path / "out.tif"
 
-    def limit_file_size():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
-
     done = subprocess.run([sys.executable, "-m", "geopix2pix", "predict", scene, str(out),
                            "--model", model_file, "-q", *(["--cog"] if cog else [])],
-                          preexec_fn=limit_file_size, capture_output=True, text=True)
+                          preexec_fn=limit_file_size(60_000), capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"Error: could not write {out}: ")  # one line, libtiff's
     assert len(done.stderr.splitlines()) == 1, done.stderr  # own printing of it silenced
