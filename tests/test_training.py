@@ -77,6 +77,10 @@ def test_short_run_lowers_validation_l1_and_writes_outputs(short_run):
     assert float(rows[-1]["val_psnr"]) != pytest.approx(-10 * math.log10(
         float(rows[-1]["val_l1"]) / 2))
     assert json.loads((run / "train.json").read_text())["options"]["ngf"] == 8
+    # the API's result has the same rows, as numbers
+    last = short_run.metrics[-1]
+    assert last["step"] == 120 and isinstance(last["epoch"], int)
+    assert last["val_l1"] == pytest.approx(float(rows[-1]["val_l1"]))
 
 
 def test_model_metadata_round_trips_through_load_model(short_run, chips):

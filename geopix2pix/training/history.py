@@ -30,6 +30,12 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def typed_row(row: dict[str, str]) -> dict[str, int | float | None]:
+    """A metrics.csv row as numbers: epoch and step int, the rest float, an empty cell None."""
+    return {key: None if value == "" else int(value) if key in ("epoch", "step") else float(value)
+            for key, value in row.items()}
+
+
 class MetricsLog:
     """The per-epoch metrics of a run, mirrored to metrics.csv (and TensorBoard if present)."""
 

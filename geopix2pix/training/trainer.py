@@ -37,7 +37,7 @@ from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_sta
 from .config import TrainConfig
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
-from .history import METRICS, MetricsLog
+from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
 from .metadata import model_metadata
 from .networks import build_networks
@@ -69,7 +69,7 @@ class TrainResult:
     checkpoint_path: Path
     epochs: int
     steps: int
-    metrics: list[dict[str, str]] = field(default_factory=list)
+    metrics: list[dict[str, int | float | None]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
 
 
@@ -310,7 +310,7 @@ class Trainer:
         self.check_replicas()
         return TrainResult(self.run_dir, self.run_dir / MODEL, self.run_dir / BEST_MODEL,
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
-                           history.rows, self.state["best_scores"])
+                           [typed_row(r) for r in history.rows], self.state["best_scores"])
 
 
 def train(chips_dir, out_dir, *, callback: Callable[[dict], bool | None] | None = None,
