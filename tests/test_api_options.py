@@ -62,6 +62,17 @@ def test_train_options_of_the_wrong_type_are_one_line(tmp_path):
     assert TrainConfig.from_options(epochs=None, max_steps=None).epochs == 100  # None: default
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(block=0), "block=0: expected a block size of at least 1 pixel"),
+    (dict(block="512"), "block='512': expected an integer"),
+    (dict(categorical="yes"), "categorical='yes': expected True or False"),
+])
+def test_evaluate_options_of_the_wrong_type_or_value_are_one_line(pair, options, message):
+    with pytest.raises(GeoPix2PixError) as caught:
+        g.evaluate(pair[1], pair[1], **options)
+    assert str(caught.value) == message
+
+
 def test_numbers_of_any_kind_and_tuples_are_accepted(pair, tmp_path):
     summary = g.export_chips(*pair, tmp_path / "chips", chip_size=np.int64(32),
                              source_bands=(1, 2), max_nodata=np.float32(0.5), progress=False)

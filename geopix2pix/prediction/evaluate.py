@@ -27,6 +27,7 @@ from rasterio.windows import Window
 
 from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.options import check_types
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import data_bands, open_raster, read_window, warped_view
 from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
@@ -120,6 +121,9 @@ def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical:
              overwrite: bool = False) -> EvaluationReport:
     """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both; with
     `json_path` also write the report there (an existing file only with `overwrite`)."""
+    check_types(locals(), evaluate)
+    if block < 1:
+        raise GeoPix2PixError(f"block={block}: expected a block size of at least 1 pixel")
     if json_path is not None:
         _check_json_path(Path(json_path), [Path(pred), Path(reference)], overwrite)
     with open_raster(pred, require_crs=False) as p, open_raster(reference, require_crs=False) as r:
