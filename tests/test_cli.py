@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import geopix2pix as g
 from geopix2pix.cli import main
 
 
@@ -47,3 +49,30 @@ def test_a_sigterm_after_the_command_finished_ends_with_its_status():
     done = subprocess.run([sys.executable, "-c", LATE_SIGTERM], capture_output=True, text=True,
                           timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+CTRL_C_WHILE_LOADING = """
+import builtins
+real_import = builtins.__import__
+def interrupted_import(name, *args, **kwargs):
+    if name == "torch":  # Ctrl-C while the program loads its libraries
+        raise KeyboardInterrupt
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupted_import
+from geopix2pix.__main__ import run
+run()
+"""
+
+
+def test_ctrl_c_while_the_program_loads_is_aborted_not_a_traceback():
+    done = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_LOADING, "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "Aborted.\n", "")
+
+
+def test_the_installed_program_runs_the_command_line():
+    """The console script (pyproject's entry point, beside the interpreter pip installed into)."""
+    program = Path(sys.executable).with_name("geopix2pix")
+    done = subprocess.run([str(program), "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, f"geopix2pix, version {g.__version__}")
