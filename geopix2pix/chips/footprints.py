@@ -34,6 +34,28 @@ def footprints(chips: Sequence[ChipWindow], grid: Grid) -> np.ndarray:
     return shapely.polygons(np.stack([xs, ys], axis=-1))
 
 
+def _shift_lon(geometry, degrees: float):
+    return shapely.transform(geometry, lambda xy: xy + np.array([degrees, 0.0]))
+
+
+def split_at_antimeridian(polygons: np.ndarray) -> np.ndarray:
+    """EPSG:4326 footprints with longitudes in -180..180, those crossing the antimeridian split
+    there into two parts (as GeoJSON, RFC 7946, asks), instead of polygons that seem to span the
+    globe the other way; longitudes beyond +-180 (a grid defined past it) are brought back."""
+    polygons = np.array(polygons, dtype=object)
+    bounds = shapely.bounds(polygons)
+    crossing = bounds[:, 2] - bounds[:, 0] > 180  # a chip is never half the globe wide
+    for i in np.flatnonzero(crossing | (bounds[:, 0] < -180) | (bounds[:, 2] > 180)):
+        polygon = polygons[i]
+        if crossing[i]:  # take its western longitudes past +180
+            polygon = shapely.transform(polygon, lambda xy: np.where(
+                xy < [0.0, -np.inf], xy + [360.0, 0.0], xy))
+        parts = [_shift_lon(shapely.intersection(polygon, shapely.box(lo, -90, lo + 360, 90)),
+                         -lo - 180) for lo in (-540.0, -180.0, 180.0)]
+        polygons[i] = shapely.union_all([p for p in parts if not p.is_empty])
+    return polygons
+
+
 def read_aoi(path: str | os.PathLike) -> gpd.GeoDataFrame:
     """Read AOI polygons from any vector format, refusing files without a CRS or polygons."""
     path = Path(path)
@@ -59,6 +81,8 @@ def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
     if not chips:
         return np.zeros(0, dtype=bool)
     area = shapely.union_all(aoi.to_crs(grid.crs).geometry.values)
+    if grid.crs.is_geographic:  # a grid defined past +-180 degrees meets the AOI a turn away
+        area = shapely.union_all([area, _shift_lon(area, 360.0), _shift_lon(area, -360.0)])
     shapely.prepare(area)
     polygons = footprints(chips, grid)
     test = shapely.within if mode == "within" else shapely.intersects
@@ -79,6 +103,7 @@ def write_index(path: Path, records: Sequence[dict], chips: Sequence[ChipWindow]
                   crs=grid.crs.to_string()) for r, _ in rows],
             geometry=footprints([c for _, c in rows], grid), crs=grid.crs,
         ).to_crs(INDEX_CRS)
+        frame.geometry = split_at_antimeridian(frame.geometry.values)
         frames.append(frame)
     index = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=INDEX_CRS)
     with atomic_path(path, overwrite=True) as temp:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.warp import transform
+from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
 
@@ -73,11 +74,32 @@ class Grid:
         return int(round(row)), int(round(col))
 
 
-def bounds_in(bounds: Bounds, src_crs: CRS, dst_crs: CRS) -> Bounds:
-    """Bounds reprojected to another CRS, densified so curved edges are enclosed."""
-    if src_crs == dst_crs:
-        return bounds
-    return transform_bounds(src_crs, dst_crs, *bounds, densify_pts=21)
+def _edge_points(grid: Grid, per_edge: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    """Points along the grid's outline (corners included), in its CRS: (xs, ys)."""
+    steps = np.linspace(0.0, 1.0, per_edge)
+    cols = np.concatenate([steps, np.ones_like(steps), steps[::-1], np.zeros_like(steps)])
+    rows = np.concatenate([np.zeros_like(steps), steps, np.ones_like(steps), steps[::-1]])
+    t = grid.transform
+    cols, rows = cols * grid.width, rows * grid.height
+    return t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+
+
+def outline_in_pixels(grid: Grid, reference: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """`grid`'s densified outline in `reference`'s pixel coordinates: (cols, rows).
+
+    Longitudes in a geographic reference CRS are taken on the same side of the antimeridian as
+    the reference's centre, so a footprint crossing it (e.g. a UTM zone 60 scene seen from a
+    grid spanning 179.5..180.5 degrees) is not read as spanning the globe the other way.
+    """
+    xs, ys = _edge_points(grid)
+    if grid.crs != reference.crs:
+        xs, ys = (np.asarray(v) for v in transform(grid.crs, reference.crs, xs, ys))
+        if reference.crs.is_geographic:
+            centre = reference.transform @ (reference.width / 2, reference.height / 2)
+            xs = centre[0] + (xs - centre[0] + 180.0) % 360.0 - 180.0
+    inverse = ~reference.transform
+    return (inverse.a * xs + inverse.b * ys + inverse.c,
+            inverse.d * xs + inverse.e * ys + inverse.f)
 
 
 def overlap_window(source: Grid, target: Grid, source_name: str, target_name: str) -> Window:
@@ -85,17 +107,23 @@ def overlap_window(source: Grid, target: Grid, source_name: str, target_name: st
 
     Raises GeoPix2PixError (with both bounds in the source CRS) when they do not overlap.
     """
-    target_bounds = bounds_in(target.bounds, target.crs, source.crs)
-    window = from_bounds(*target_bounds, transform=source.transform)
-    col0 = max(0, math.ceil(window.col_off - 1e-6))
-    row0 = max(0, math.ceil(window.row_off - 1e-6))
-    col1 = min(source.width, math.floor(window.col_off + window.width + 1e-6))
-    row1 = min(source.height, math.floor(window.row_off + window.height + 1e-6))
-    if col1 <= col0 or row1 <= row0:
-        sb = ", ".join(f"{v:.6g}" for v in source.bounds)
-        tb = ", ".join(f"{v:.6g}" for v in target_bounds)
+    cols, rows = outline_in_pixels(target, source)
+    finite = np.isfinite(cols) & np.isfinite(rows)  # points PROJ cannot transform are inf
+    if finite.any():
+        cols, rows = cols[finite], rows[finite]
+        col0 = max(0, math.ceil(cols.min() - 1e-6))
+        row0 = max(0, math.ceil(rows.min() - 1e-6))
+        col1 = min(source.width, math.floor(cols.max() + 1e-6))
+        row1 = min(source.height, math.floor(rows.max() + 1e-6))
+    if not finite.any() or col1 <= col0 or row1 <= row0:
         raise GeoPix2PixError(
-            f"{source_name} and {target_name} do not overlap: source bounds ({sb}) vs target "
-            f"bounds ({tb}) in {source.crs}; pass a target that covers the source scene"
+            f"{source_name} and {target_name} do not overlap: source bounds "
+            f"({_format_bounds(source)}) in "
+            f"{source.crs} vs target bounds ({_format_bounds(target)}) in {target.crs}; pass a "
+            "target that covers the source scene"
         )
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _format_bounds(grid: Grid) -> str:
+    return ", ".join(f"{v:.6g}" for v in grid.bounds)

@@ -1,0 +1,83 @@
+"""Scenes at the antimeridian (Fiji, Kamchatka, the Aleutians): a grid in degrees defined past
+180 and a UTM grid across it pair with each other, AOIs reach them, and the chips.gpkg
+footprints are split at 180 degrees instead of spanning the globe the other way."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from conftest import write_raster
+from rasterio.warp import transform
+
+import geopix2pix as g
+
+DEGREES = Affine(0.005, 0, 179.6, 0, -0.005, -16.0)  # 179.6 .. 180.24 E, 128 px
+UTM60S = Affine(320, 0, 770000, 0, -320, 8236000)  # 82 km wide across 180 E near 16 S
+
+
+def field(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """A smooth field of position, continuous across the antimeridian (period 1.8 degrees)."""
+    return (100 + 40 * np.sin(np.radians(lon) * 200) + 40 * np.cos(np.radians(lat) * 150)
+            ).astype(np.float32)
+
+
+def write_field(path, crs: str, grid: Affine, size: int):
+    cols, rows = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5)
+    xs, ys = grid @ (cols.ravel(), rows.ravel())
+    lon, lat = transform(crs, "EPSG:4326", xs, ys) if crs != "EPSG:4326" else (xs, ys)
+    values = field(np.asarray(lon), np.asarray(lat)).reshape(size, size)
+    return write_raster(path, values, crs=crs, transform=grid)
+
+
+def chip_pairs(chips_dir):
+    import rasterio
+
+    index = gpd.read_file(chips_dir / "chips.gpkg")
+    for chip_id in index["id"]:
+        with rasterio.open(chips_dir / "source" / f"{chip_id}.tif") as s, \
+                rasterio.open(chips_dir / "target" / f"{chip_id}.tif") as t:
+            yield s.read(1), t.read(1)
+
+
+def test_degrees_past_180_pair_with_a_utm_target(tmp_path):
+    source = write_field(tmp_path / "s.tif", "EPSG:4326", DEGREES, 128)
+    target = write_field(tmp_path / "t.tif", "EPSG:32760", UTM60S, 256)
+    summary = g.export_chips(source, target, tmp_path / "chips", chip_size=32, val_fraction=0,
+                             progress=False)
+    assert summary.kept["train"] == 16  # the whole scene: the target covers it
+    errors = [np.abs(s - t).mean() for s, t in chip_pairs(tmp_path / "chips")]
+    assert max(errors) < 1.0, errors  # aligned: the field spans 20..180 units
+    index = gpd.read_file(tmp_path / "chips" / "chips.gpkg")
+    bounds = index.geometry.bounds
+    assert bounds.minx.min() >= -180 and bounds.maxx.max() <= 180
+    # chips past 180 E come back at -180..-179.76, as two parts for the chip across 180
+    parts = [len(getattr(geom, "geoms", [geom])) for geom in index.geometry]
+    assert (bounds.maxx < -179.7).sum() == 4 and parts.count(2) == 4
+    assert index.geometry.area.sum() == pytest.approx(0.64 * 0.64, rel=1e-9)
+
+
+def test_an_aoi_reaches_a_grid_defined_past_180(tmp_path):
+    source = write_field(tmp_path / "s.tif", "EPSG:4326", DEGREES, 128)
+    aoi = tmp_path / "aoi.gpkg"
+    east_of_180 = shapely.box(-179.9, -16.5, -179.85, -16.1)  # as any GIS stores it
+    gpd.GeoDataFrame(geometry=[east_of_180], crs="EPSG:4326").to_crs("EPSG:32760").to_file(aoi)
+    summary = g.export_chips(source, source, tmp_path / "chips", chip_size=32, val_fraction=0,
+                             aoi=aoi, progress=False)
+    index = gpd.read_file(tmp_path / "chips" / "chips.gpkg")
+    assert summary.kept["train"] == len(index) > 0
+    assert (index["col"] == 96).all()  # only chips of the column 180.08 .. 180.24 E
+
+
+def test_utm_footprints_across_180_are_split_there(tmp_path):
+    scene = write_field(tmp_path / "s.tif", "EPSG:32760", UTM60S, 256)
+    g.export_chips(scene, scene, tmp_path / "chips", chip_size=64, val_fraction=0,
+                   progress=False)
+    index = gpd.read_file(tmp_path / "chips" / "chips.gpkg")
+    widths = [max(p.bounds[2] - p.bounds[0] for p in getattr(geom, "geoms", [geom]))
+              for geom in index.geometry]
+    assert max(widths) < 0.25  # 20 km chips: no part spans the globe
+    assert any(len(getattr(geom, "geoms", [])) == 2 for geom in index.geometry)
+    assert index.total_bounds[0] == pytest.approx(-180) or index.total_bounds[0] < -179
