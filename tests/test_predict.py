@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from affine import Affine
 from conftest import shared, write_raster
 from predict_helpers import (
     IDENTITY,
@@ -19,9 +20,13 @@ from predict_helpers import (
     whole_scene_conv,
     write_scene,
 )
+from rasterio.control import GroundControlPoint
+from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin
 
+import geopix2pix as g
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
@@ -256,6 +261,43 @@ def test_crs_and_pixel_size_checks(tmp_path, model_file):
         assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
         values = dst.read(1)
         assert (values >= 100).all() and (values <= 3000).all()
+
+
+def test_a_scene_placed_by_gcps_is_refused_or_predicted_keeping_them(tmp_path, model_file,
+                                                                     capsys):
+    """A raw scene georeferenced by ground control points has no CRS of its own: it is told to
+    be warped first, and with --allow-no-crs its output carries the same GCPs (QGIS places it)."""
+    gcps = [GroundControlPoint(row, col, 500000.0 + 30 * col, 4e6 - 30 * row, 0.0)
+            for row, col in ((0, 0), (0, 40), (50, 0), (50, 40))]
+    scene = write_scene(tmp_path / "raw.tif", 40, 50, transform=Affine.identity(), gcps=gcps)
+    assert main(["predict", scene, str(tmp_path / "a.tif"), "-m", model_file, "-q"]) == 2
+    assert capsys.readouterr().err == (
+        f"Error: {scene} is placed by 4 ground control points, not on a map grid; warp it onto "
+        f"one first (e.g. gdalwarp -t_srs EPSG:<code> {scene} warped.tif); or pass "
+        "--allow-no-crs to predict on its pixels (the output keeps them)\n")
+    for cog in (False, True):
+        out = tmp_path / f"cog{cog}.tif"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NotGeoreferencedWarning)
+            predict(scene, out, model=model_file, progress=False, allow_no_crs=True, cog=cog)
+        with rasterio.open(scene) as src, rasterio.open(out) as dst:
+            assert (dst.crs, dst.transform, dst.shape) == (None, Affine.identity(), (50, 40))
+            assert dst.gcps[1] == src.gcps[1] == CRS.from_epsg(32633)
+            assert [(p.row, p.col, p.x, p.y) for p in dst.gcps[0]] == [
+                (p.row, p.col, p.x, p.y) for p in src.gcps[0]]
+
+
+def test_complex_rasters_are_refused_in_one_line(tmp_path, model_file):
+    data = (np.ones((3, 40, 40)) * (1 + 2j)).astype("complex64")
+    scene = write_scene(tmp_path / "slc.tif", 40, 40, dtype="complex64", data=data, nodata=None)
+    with pytest.raises(GeoPix2PixError, match=r"slc.tif has complex \(complex64\) bands, which "
+                                              "geopix2pix does not read; convert them"):
+        predict(scene, tmp_path / "a.tif", model=model_file, progress=False)
+    with pytest.raises(GeoPix2PixError, match="complex"):
+        g.evaluate(scene, scene)
+    with pytest.raises(GeoPix2PixError, match="complex"):
+        g.export_chips(scene, scene, tmp_path / "chips", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slc.tif"]
 
 
 def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):

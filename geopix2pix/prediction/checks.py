@@ -18,7 +18,7 @@ from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import select_bands
+from geopix2pix.raster.io import no_crs_message, select_bands
 
 PIXEL_SIZE_TOLERANCE = 2.0
 METRES_PER_DEGREE = 111_319.49
@@ -105,10 +105,10 @@ def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
 
 def check_crs(dataset, allow_no_crs: bool) -> None:
     if dataset.crs is None and not allow_no_crs:
-        raise GeoPix2PixError(
-            f"{dataset.name} has no CRS; assign one (gdal_edit.py -a_srs EPSG:<code>) or pass "
-            "--allow-no-crs to predict in pixel coordinates"
-        )
+        placed = dataset.gcps[0] or dataset.rpcs is not None
+        keeps = " (the output keeps them)" if placed else ""
+        raise GeoPix2PixError(f"{no_crs_message(dataset, dataset.name)}; or pass --allow-no-crs "
+                              f"to predict on its pixels{keeps}")
 
 
 def _metres(size: tuple[float, float], crs: CRS | None, lat: float = 0.0) -> float | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.shutil
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
@@ -106,6 +107,9 @@ def creation_profile(grid: Grid, spec: OutputSpec, compress: str,
         raise ValueError(f"compress {compress!r}: use one of {', '.join(COMPRESSIONS)}")
     profile = gtiff_profile(spec.dtype, spec.count, grid.crs, grid.transform, grid.width,
                             grid.height, spec.nodata, compress=compress, blocksize=BLOCK)
+    if grid.crs is None and grid.transform == Affine.identity():
+        del profile["transform"]  # pixel coordinates: nothing to write (rasterio would warn)
+    profile.update(grid.control_points)  # a scene placed by GCPs or RPCs: its output too
     profile["NUM_THREADS"] = "ALL_CPUS"
     return with_creation_options(profile, creation_options or {})
 

@@ -7,7 +7,8 @@ footprints) is expressed in that grid's pixel coordinates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -28,11 +29,15 @@ class Grid:
     transform: Affine
     width: int
     height: int
+    # A raster without CRS may still be placed on the Earth by ground control points or RPCs:
+    # rasterio's creation keywords for them (gcps and their crs, rpcs), kept on outputs
+    control_points: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, dataset) -> Grid:
         """The grid of an open rasterio dataset."""
-        return cls(dataset.crs, dataset.transform, dataset.width, dataset.height)
+        return cls(dataset.crs, dataset.transform, dataset.width, dataset.height,
+                   control_points(dataset))
 
     @property
     def bounds(self) -> Bounds:
@@ -72,6 +77,19 @@ class Grid:
         if abs(col - round(col)) > tolerance or abs(row - round(row)) > tolerance:
             return None
         return int(round(row)), int(round(col))
+
+
+def control_points(dataset) -> dict[str, Any]:
+    """The GCPs (with their CRS) and RPCs of a raster without CRS, as creation keywords."""
+    if dataset.crs is not None:
+        return {}
+    keywords: dict[str, Any] = {}
+    gcps, gcp_crs = dataset.gcps
+    if gcps:
+        keywords.update(gcps=gcps, crs=gcp_crs)
+    if dataset.rpcs is not None:
+        keywords["rpcs"] = dataset.rpcs
+    return keywords
 
 
 def _edge_points(grid: Grid, per_edge: int = 21) -> tuple[np.ndarray, np.ndarray]:

@@ -49,12 +49,29 @@ def open_raster(path: str | os.PathLike, require_crs: bool = True):
             f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF "
             "or another GDAL raster"
         ) from None
-    if require_crs and dataset.crs is None:
+    complex_types = sorted({dt for dt in dataset.dtypes if np.dtype(dt).kind == "c"})
+    if complex_types:
         dataset.close()
         raise GeoPix2PixError(
-            f"{path} has no CRS; assign one first (e.g. gdal_edit.py -a_srs EPSG:<code> {path})"
-        )
+            f"{path} has complex ({', '.join(complex_types)}) bands, which geopix2pix does not "
+            "read; convert them to real values first (amplitude, intensity or dB)")
+    if require_crs and dataset.crs is None:
+        message = no_crs_message(dataset, path)
+        dataset.close()
+        raise GeoPix2PixError(message)
     return dataset
+
+
+def no_crs_message(dataset, path: str | os.PathLike) -> str:
+    """Why a raster without CRS cannot be used, and what to do: assign a CRS, or for a raster
+    placed by ground control points or RPCs (a raw satellite scene), warp it onto a grid."""
+    gcps = dataset.gcps[0]
+    if gcps or dataset.rpcs is not None:
+        what = f"{len(gcps)} ground control points" if gcps else "RPCs"
+        rpc = "" if gcps else "-rpc "
+        return (f"{path} is placed by {what}, not on a map grid; warp it onto one first "
+                f"(e.g. gdalwarp {rpc}-t_srs EPSG:<code> {path} warped.tif)")
+    return f"{path} has no CRS; assign one first (e.g. gdal_edit.py -a_srs EPSG:<code> {path})"
 
 
 def data_bands(dataset) -> list[int]:
