@@ -199,6 +199,34 @@ def test_split_has_no_shared_pixel_and_is_deterministic(tmp_path, rng):
     assert info_a["counts"]["skipped"]["straddling the train/val split"] > 0
 
 
+@pytest.mark.parametrize("second", ["same grid", "shifted 40 px", "other crs and pixel size"])
+def test_pairs_over_the_same_ground_share_their_split(tmp_path, rng, second):
+    """Several dates of one place (or overlapping scenes in other CRSs): no ground is in a val
+    chip of one pair and a train chip of another (the blocks are shared, not per scene)."""
+    data = rng.random((1, 384, 384), dtype=np.float32)
+    first = write_raster(tmp_path / "date1.tif", data)
+    if second == "same grid":
+        other = write_raster(tmp_path / "date2.tif", data)
+    elif second == "shifted 40 px":
+        other = write_raster(tmp_path / "date2.tif", data,
+                             transform=ORIGIN @ Affine.translation(40, 40))
+    else:  # UTM 32N at 15 m over the same ground, rotated by the zone change
+        lon, lat = warp_transform(UTM, "EPSG:32632", [500000.0], [5200000.0])
+        other = write_raster(tmp_path / "date2.tif", data, crs="EPSG:32632",
+                             transform=Affine(15.0, 0, lon[0] - 300, 0, -15.0, lat[0] + 300))
+    out = tmp_path / "chips"
+    export_chips(pairs=[(first, first), (other, other)], out_dir=out, chip_size=32,
+                 split_block=64, val_fraction=0.4, seed=5, progress=False, workers=1)
+    index = gpd.read_file(out / "chips.gpkg").to_crs(UTM)
+    val = index[index.split == "val"].geometry.union_all()
+    train = index[index.split == "train"].geometry.union_all()
+    assert set(index.pair) == {0, 1} and val.area > 0 and train.area > 0
+    assert val.intersection(train).area < 1e-3 * 320 ** 2  # edges may touch, nothing more
+    if second == "same grid":  # the same chip of both dates: the same split
+        splits = index.pivot(index=["row", "col"], columns="pair", values="split").dropna()
+        assert len(splits) == len(index) / 2 and (splits[0] == splits[1]).all()
+
+
 def test_statistics_come_from_train_chips_only(tmp_path, rng):
     data = rng.normal(100, 20, (2, 256, 256)).astype(np.float32)
     data[:, :128] += 1000  # the top half is very different

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from geopix2pix.chips.layout import ChipWindow, assign_splits, chip_windows
+from geopix2pix.chips.layout import ChipWindow, assign_splits, chip_windows, split_extents
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
 from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.chips.stats import BandStatistics
@@ -277,8 +277,9 @@ def export_chips(
     if aoi is not None:
         _apply_aoi(pair_list, aoi, aoi_mode, skipped)
     candidates = [c for p in pair_list for c in p.chips]
-    origins = {p.spec.index: p.overlap for p in pair_list}
-    split_of = assign_splits(candidates, origins, split_block, val_fraction, seed)
+    extents = split_extents(candidates, {p.spec.index: p.grid for p in pair_list},
+                            pair_list[0].overlap)
+    split_of = assign_splits(extents, split_block, val_fraction, seed)
     splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
     skipped[REJECT_STRADDLE] += len(candidates) - len(splits)
 

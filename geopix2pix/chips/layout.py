@@ -3,12 +3,17 @@ block-based train/val split in which no pixel is shared between a train chip and
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from rasterio.windows import Window
+
+from geopix2pix.raster.grid import Grid, points_in_pixels
+
+_EDGE = 1e-6  # pixels: footprints meeting at a block edge do not touch across it
 
 
 @dataclass(frozen=True)
@@ -47,34 +52,63 @@ def chip_windows(pair: int, overlap: Window, size: int, stride: int) -> list[Chi
     return [ChipWindow(pair, r, c, size) for r in rows for c in cols]
 
 
-def _blocks(chip: ChipWindow, origin: tuple[int, int], block: int) -> set[tuple[int, int, int]]:
-    """The split blocks a chip touches."""
-    r0, c0 = chip.row - origin[0], chip.col - origin[1]
-    return {(chip.pair, br, bc)
-            for br in range(r0 // block, (r0 + chip.size - 1) // block + 1)
-            for bc in range(c0 // block, (c0 + chip.size - 1) // block + 1)}
+def split_extents(chips: Sequence[ChipWindow], grids: Mapping[int, Grid],
+                  origin: tuple[int, int]) -> np.ndarray:
+    """Each chip's extent (row0, col0, row1, col1) in the split frame: the first pair's source
+    pixels counted from `origin` (its chip lattice's top-left), whatever the chip's own pair's
+    CRS and resolution (the bounding box of its footprint there)."""
+    frame = grids[min(grids)]
+    extents = np.empty((len(chips), 4))
+    by_pair: dict[int, list[int]] = {}
+    for i, chip in enumerate(chips):
+        by_pair.setdefault(chip.pair, []).append(i)
+    for pair, members in by_pair.items():
+        grid = grids[pair]
+        corners = np.array([[(c.col, c.row), (c.col + c.size, c.row), (c.col, c.row + c.size),
+                             (c.col + c.size, c.row + c.size)]
+                            for c in (chips[i] for i in members)], dtype=float)
+        xs, ys = grid.transform @ (corners[..., 0], corners[..., 1])
+        if grid.is_same(frame):
+            cols, rows = corners[..., 0], corners[..., 1]  # exact: no round trip
+        else:
+            cols, rows = points_in_pixels(xs.ravel(), ys.ravel(), grid.crs, frame)
+            cols, rows = cols.reshape(xs.shape), rows.reshape(ys.shape)
+        extents[members] = np.stack([rows.min(1) - origin[0], cols.min(1) - origin[1],
+                                     rows.max(1) - origin[0], cols.max(1) - origin[1]], axis=1)
+    return extents
 
 
-def assign_splits(chips: Sequence[ChipWindow], origins: dict[int, tuple[int, int]], block: int,
-                  val_fraction: float, seed: int) -> list[str | None]:
-    """'train', 'val' or None (straddles both: dropped) for each chip.
+def _blocks(extent: np.ndarray, block: int) -> set[tuple[int, int]]:
+    """The split blocks a chip's extent touches (a shared edge is not touching)."""
+    if not np.isfinite(extent).all():  # a footprint the frame's CRS cannot hold: on its own
+        return {(math.inf, math.inf)}
+    r0, c0, r1, c1 = (extent + [_EDGE, _EDGE, -_EDGE, -_EDGE]) / block
+    return {(br, bc) for br in range(math.floor(r0), math.floor(r1) + 1)
+            for bc in range(math.floor(c0), math.floor(c1) + 1)}
 
-    Each pair's source is cut into square blocks of `block` pixels anchored at its chip lattice's
-    origin. Blocks are visited in an order shuffled with `seed`; a block goes to val when that
-    brings the val share closer to `val_fraction` (never taking every chip); every other block is
-    train. A chip touching blocks of both
-    splits is dropped, so no pixel is shared across the split even with overlapping chips.
+
+def assign_splits(extents: np.ndarray, block: int, val_fraction: float,
+                  seed: int) -> list[str | None]:
+    """'train', 'val' or None (straddles both: dropped) for each chip, from `split_extents`.
+
+    The split frame (the first pair's source grid, from its chip lattice's origin) is cut into
+    square blocks of `block` pixels, shared by every pair: scenes over the same ground (several
+    dates, or overlapping scenes in other CRSs) get the same split there. Blocks are visited in
+    an order shuffled with `seed`; a block goes to val when that brings the val share closer to
+    `val_fraction` (never taking every chip); every other block is train. A chip touching
+    blocks of both splits is dropped, so no pixel is shared across the split even with
+    overlapping chips or scenes.
     """
-    touched = [_blocks(c, origins[c.pair], block) for c in chips]
+    touched = [_blocks(extent, block) for extent in extents]
     home = Counter(min(t) for t in touched)
     order = sorted(home)
     np.random.default_rng(seed).shuffle(order)
-    wanted = val_fraction * len(chips)
-    val_blocks: set[tuple[int, int, int]] = set()
+    wanted = val_fraction * len(extents)
+    val_blocks: set[tuple[int, int]] = set()
     val_count = 0
     for key in order:
         closer = abs(val_count + home[key] - wanted) < abs(val_count - wanted)
-        takes_all = val_count + home[key] >= len(chips) and val_fraction < 1
+        takes_all = val_count + home[key] >= len(extents) and val_fraction < 1
         if not closer or takes_all:
             continue
         val_blocks.add(key)

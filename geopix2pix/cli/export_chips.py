@@ -38,8 +38,9 @@ from geopix2pix.cli.options import BANDS
 @click.option("--val-fraction", type=float, default=0.2,
               help="Share of chips in the validation split.")
 @click.option("--split-block", type=int, default=None,
-              help="Side in pixels of the spatial blocks given whole to train or val, at "
-                   "least the chip size  [default: 8 x chip size]")
+              help="Side of the spatial blocks given whole to train or val, in pixels of the "
+                   "first pair's source (the blocks are shared by all pairs), at least the chip "
+                   "size  [default: 8 x chip size]")
 @click.option("--seed", type=int, default=0, help="Seed of the split and the statistics sample.")
 @click.option("--source-scaling", type=click.Choice(["percentile", "minmax", "centre"]),
               default="percentile",

@@ -103,15 +103,21 @@ def _edge_points(grid: Grid, per_edge: int = 21) -> tuple[np.ndarray, np.ndarray
 
 
 def outline_in_pixels(grid: Grid, reference: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """`grid`'s densified outline in `reference`'s pixel coordinates: (cols, rows).
+    """`grid`'s densified outline in `reference`'s pixel coordinates: (cols, rows)."""
+    return points_in_pixels(*_edge_points(grid), grid.crs, reference)
+
+
+def points_in_pixels(xs: np.ndarray, ys: np.ndarray, crs: CRS | None,
+                     reference: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Points in `crs` as `reference`'s pixel coordinates: (cols, rows).
 
     Longitudes in a geographic reference CRS are taken on the same side of the antimeridian as
     the reference's centre, so a footprint crossing it (e.g. a UTM zone 60 scene seen from a
     grid spanning 179.5..180.5 degrees) is not read as spanning the globe the other way.
     """
-    xs, ys = _edge_points(grid)
-    if grid.crs != reference.crs:
-        xs, ys = (np.asarray(v) for v in transform(grid.crs, reference.crs, xs, ys))
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if crs != reference.crs:
+        xs, ys = (np.asarray(v) for v in transform(crs, reference.crs, xs, ys))
         if reference.crs.is_geographic:
             centre = reference.transform @ (reference.width / 2, reference.height / 2)
             xs = centre[0] + (xs - centre[0] + 180.0) % 360.0 - 180.0
