@@ -227,6 +227,26 @@ def test_pairs_over_the_same_ground_share_their_split(tmp_path, rng, second):
         assert len(splits) == len(index) / 2 and (splits[0] == splits[1]).all()
 
 
+def test_a_pair_the_first_pairs_crs_cannot_hold_gets_blocks_of_its_own():
+    """An orthographic first scene cannot place a scene on the far side of the Earth (PROJ
+    refuses the points): that pair's chips are split on their own blocks, not lumped as one."""
+    from rasterio.crs import CRS
+
+    from geopix2pix.chips.layout import ChipWindow, assign_splits, split_extents
+    from geopix2pix.raster.grid import Grid
+
+    ortho = Grid(CRS.from_proj4("+proj=ortho +lat_0=0 +lon_0=0 +datum=WGS84"),
+                 Affine(10, 0, 0, 0, -10, 0), 512, 512)
+    far = Grid(CRS.from_epsg(4326), Affine(0.001, 0, 179, 0, -0.001, 1), 512, 512)
+    chips = [ChipWindow(p, r, c, 64) for p in (0, 1) for r in range(0, 512, 64)
+             for c in range(0, 512, 64)]
+    extents = split_extents(chips, {0: ortho, 1: far}, (0, 0))
+    assert np.isfinite(extents).all()
+    np.testing.assert_array_equal(extents[:64], extents[64:] - [2.0**40, 0, 2.0**40, 0])
+    splits = assign_splits(extents, 128, 0.25, 0)
+    assert {"train", "val"} <= set(splits[:64]) and {"train", "val"} <= set(splits[64:])
+
+
 def test_statistics_come_from_train_chips_only(tmp_path, rng):
     data = rng.normal(100, 20, (2, 256, 256)).astype(np.float32)
     data[:, :128] += 1000  # the top half is very different

@@ -14,6 +14,7 @@ from rasterio.windows import Window
 from geopix2pix.raster.grid import Grid, points_in_pixels
 
 _EDGE = 1e-6  # pixels: footprints meeting at a block edge do not touch across it
+_APART = 2.0**40  # rows between the frame and a pair it cannot hold (exact in float64)
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,17 @@ def split_extents(chips: Sequence[ChipWindow], grids: Mapping[int, Grid],
             cols, rows = cols.reshape(xs.shape), rows.reshape(ys.shape)
         extents[members] = np.stack([rows.min(1) - origin[0], cols.min(1) - origin[1],
                                      rows.max(1) - origin[0], cols.max(1) - origin[1]], axis=1)
+        lost = [i for i in members if not np.isfinite(extents[i]).all()]
+        for i in lost:  # the frame's CRS cannot hold it (the far side of the Earth): its own
+            # pixels, far from every other pair's, so it gets blocks of its own
+            chip = chips[i]
+            extents[i] = [chip.row + _APART * pair, chip.col,
+                          chip.row + chip.size + _APART * pair, chip.col + chip.size]
     return extents
 
 
 def _blocks(extent: np.ndarray, block: int) -> set[tuple[int, int]]:
     """The split blocks a chip's extent touches (a shared edge is not touching)."""
-    if not np.isfinite(extent).all():  # a footprint the frame's CRS cannot hold: on its own
-        return {(math.inf, math.inf)}
     r0, c0, r1, c1 = (extent + [_EDGE, _EDGE, -_EDGE, -_EDGE]) / block
     return {(br, bc) for br in range(math.floor(r0), math.floor(r1) + 1)
             for bc in range(math.floor(c0), math.floor(c1) + 1)}

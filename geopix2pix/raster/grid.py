@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.warp import transform
 from rasterio.windows import Window
@@ -117,7 +118,10 @@ def points_in_pixels(xs: np.ndarray, ys: np.ndarray, crs: CRS | None,
     """
     xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
     if crs != reference.crs:
-        xs, ys = (np.asarray(v) for v in transform(crs, reference.crs, xs, ys))
+        try:
+            xs, ys = (np.asarray(v) for v in transform(crs, reference.crs, xs, ys))
+        except CPLE_BaseError:  # a point outside the reference CRS's domain: none is placed
+            return np.full_like(xs, np.inf), np.full_like(ys, np.inf)
         if reference.crs.is_geographic:
             centre = reference.transform @ (reference.width / 2, reference.height / 2)
             xs = centre[0] + (xs - centre[0] + 180.0) % 360.0 - 180.0
@@ -150,4 +154,5 @@ def overlap_window(source: Grid, target: Grid, source_name: str, target_name: st
 
 
 def _format_bounds(grid: Grid) -> str:
-    return ", ".join(f"{v:.6g}" for v in grid.bounds)
+    """Bounds to a millimetre in metres, 1e-7 degree or better (10 significant digits)."""
+    return ", ".join(f"{v:.10g}" for v in grid.bounds)
