@@ -113,7 +113,8 @@ def test_resume_after_interrupt_reproduces_uninterrupted_run(chips, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(chips, tmp_path / "cut", callback=stop_at_5, **options)
     assert load_checkpoint(tmp_path / "cut")["step"] == 5
-    resumed = train(chips, tmp_path / "cut", resume=True, **options)
+    # the run's own options come back from its train.json: only runtime ones are given
+    resumed = train(chips, tmp_path / "cut", resume=True, workers=0, quiet=True)
     assert resumed.steps == full.steps == 14
     cut_rows, full_rows = _rows(tmp_path / "cut"), _rows(tmp_path / "full")
     assert [(r["epoch"], r["step"], r["lr"]) for r in cut_rows] == \
@@ -196,6 +197,11 @@ def test_cli_refuses_resume_with_other_options_and_non_empty_run_dir(chips, tmp_
     assert "different options" in _cli_error(capsys, args + ["--resume", "--lr", "0.001"])
     assert "not empty" in _cli_error(capsys, args)
     assert main(args + ["--resume"]) == 0  # already complete: nothing left to do
+    # the options need not be typed again, and runtime ones may change
+    assert main(["train", str(chips), "-o", str(run), "--resume", "-q", "--workers", "1"]) == 0
+    capsys.readouterr()
+    err = _cli_error(capsys, ["train", str(chips), "-o", str(run), "--resume", "--ngf", "16"])
+    assert "different options (ngf: 8 -> 16)" in err
 
 
 def test_cli_refuses_chip_size_the_generator_cannot_take(chips, tmp_path, capsys):
@@ -231,3 +237,18 @@ def test_without_val_chips_best_model_is_picked_by_train_l1(tmp_path):
     rows = _rows(tmp_path / "run")
     assert rows[-1]["val_mae"] == "" and float(rows[-1]["loss_g_l1"]) > 0
     assert result.best_model_path.is_file() and "loss_g_l1" in result.best
+
+
+def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks(
+        tmp_path, monkeypatch):
+    from geopix2pix.training.trainer import saved_options
+
+    (tmp_path / "train.json").write_text(json.dumps({
+        "options": {"ngf": 8, "batch_size": 4, "workers": 3, "device": "cuda", "lr": 0.001},
+        "effective_batch_size": 8, "world_size": 2}))
+    monkeypatch.setenv("WORLD_SIZE", "4")  # resumed on 4 ranks
+    assert saved_options(tmp_path, {"resume": True, "lr": 0.002}) == {
+        "ngf": 8, "batch_size": 2, "lr": 0.002, "resume": True}  # no runtime option taken
+    monkeypatch.setenv("WORLD_SIZE", "3")  # 8 chips cannot be split: the check says so later
+    assert saved_options(tmp_path, {"resume": True})["batch_size"] == 4
+    assert saved_options(tmp_path / "nothing", {"resume": True}) == {"resume": True}

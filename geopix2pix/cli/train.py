@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 CHECKPOINT = "checkpoint.pt"  # geopix2pix.training.checkpoint.CHECKPOINT, without importing torch
 
@@ -44,8 +45,8 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
                    "[default: off]")
 @click.option("--seed", type=int, default=0, help="Seed of weights, batch order, augmentation.")
 @click.option("--resume", is_flag=True, default=False,
-              help="Continue the run in RUN_DIR from its checkpoint.pt, with the same options  "
-                   "[default: off]")
+              help="Continue the run in RUN_DIR from its checkpoint.pt, with the options it was "
+                   "started with (those that shape the result may not change)  [default: off]")
 @click.option("--epochs", type=int, default=100, help="Epochs at the constant learning rate.")
 @click.option("--decay-epochs", type=int, default=100,
               help="Epochs of linear learning-rate decay to zero after --epochs.")
@@ -85,6 +86,10 @@ def train_command(chips_dir, out_dir, compile_, **options):
     """
     from geopix2pix.training import train
 
+    if options["resume"]:  # the run's own options, but for those typed again
+        context = click.get_current_context()
+        options = {name: value for name, value in options.items()
+                   if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
     writer = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks
     try:  # SIGTERM raises KeyboardInterrupt too (`cli.Terminated`, set up by the program)
         result = train(chips_dir, out_dir, compile=compile_, log=_log, **options)

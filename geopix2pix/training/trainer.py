@@ -34,7 +34,7 @@ from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
-from .config import TrainConfig
+from .config import RUNTIME_OPTIONS, TrainConfig
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import METRICS, MetricsLog, typed_row
@@ -313,6 +313,23 @@ class Trainer:
                            [typed_row(r) for r in history.rows], self.state["best_scores"])
 
 
+def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """--resume: the options the run in `run_dir` was started with (its train.json), those
+    `given` over them, so resuming needs no option repeated (one given differently from the
+    checkpoint's is then refused). Runtime options (device, workers, ...) are not taken; the
+    batch size per rank is the run's chips per step over this run's ranks."""
+    try:
+        saved = json.loads((run_dir / OPTIONS).read_text())
+        options = {k: v for k, v in saved["options"].items() if k not in RUNTIME_OPTIONS}
+        effective = int(saved["effective_batch_size"])
+    except (OSError, ValueError, KeyError, TypeError):  # none: the checkpoint's check decides
+        return given
+    world = distributed.env().world_size
+    if effective % world == 0:
+        options["batch_size"] = effective // world
+    return {**options, **given}
+
+
 def train(chips_dir, out_dir, *, callback: Callable[[dict], bool | None] | None = None,
           log: Callable[[str], None] = _stderr, **options: Any) -> TrainResult:
     """Train Pix2Pix on a chips folder into ``out_dir`` (options as `geopix2pix train`'s).
@@ -324,6 +341,8 @@ def train(chips_dir, out_dir, *, callback: Callable[[dict], bool | None] | None 
     DDP, and leaves the group at the end.
     """
     refuse_spawned_reimport("train")
+    if options.get("resume"):
+        options = saved_options(Path(out_dir), options)
     config = TrainConfig.from_options(**options)
     setup = resolve_device(config.device, config.amp, distributed.env().local_rank)
     joined = distributed.init_from_env(setup.device)
