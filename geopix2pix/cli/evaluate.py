@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from geopix2pix.cli.options import BANDS
+
 
 @click.command("evaluate", context_settings={"show_default": True})
 @click.argument("pred", type=click.Path(dir_okay=False))
@@ -14,10 +16,18 @@ import click
 @click.option("--categorical", is_flag=True,
               help="Class maps: pixel accuracy and per-class IoU instead of MAE/RMSE/PSNR/SSIM "
                    "(the reference is then warped with nearest).  [default: off]")
-def evaluate_command(pred, reference, json_path, overwrite, categorical):
+@click.option("--bands", type=BANDS, default=None,
+              help="1-based PRED bands, e.g. 1,2,3 or 1-3  [default: all but alpha]")
+@click.option("--reference-bands", type=BANDS, default=None,
+              help="1-based REFERENCE bands compared with PRED's, in order, e.g. 4,3,2  "
+                   "[default: all but alpha; when that is not as many as PRED's, the bands "
+                   "with PRED's band descriptions]")
+def evaluate_command(pred, reference, json_path, overwrite, categorical, bands, reference_bands):
     """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both."""
     from geopix2pix.prediction.evaluate import evaluate
 
     report = evaluate(pred, reference, categorical=categorical, json_path=json_path,
-                      overwrite=overwrite)
+                      overwrite=overwrite, bands=bands, reference_bands=reference_bands)
     click.echo(report.table())
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)

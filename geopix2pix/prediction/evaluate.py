@@ -8,8 +8,15 @@ borders equals SSIM of the whole raster.
 Continuous: per band and overall MAE and RMSE in the data's units, PSNR from the MSE with the data
 range stated (the reference dtype's range for integers; for floats the reference's max - min over
 the compared pixels, per band, and the widest band range overall), and SSIM (Gaussian window 11,
-sigma 1.5, same data range). Categorical: pixel accuracy and per-class IoU (classes = the values
-found in either raster).
+sigma 1.5, same data range). Categorical: pixel accuracy and per-class IoU (classes = the integer
+codes found in either raster), with a warning when the prediction holds codes the reference never
+does (a regressed map compared as classes: each such code is a "class" of IoU 0).
+
+Bands: PRED's `bands` (default all data bands) are compared in order with the reference's
+`reference_bands` (default all data bands). When the counts differ and no reference bands are
+given, each PRED band is paired with the reference band of the same description (B04 with B04),
+if every PRED band's description names exactly one reference band; the report says which
+reference band each PRED band was compared with, and how they were paired.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,17 +36,21 @@ from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.options import check_types
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import data_bands, open_raster, read_window, warped_view
+from geopix2pix.raster.io import open_raster, read_window, select_bands, warped_view
 from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
 
 BLOCK = 1024
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
+MATCHING = {"in order": "in order", "given": "as given",
+            "by description": "matched by band description"}
 
 
 @dataclass
 class BandMetrics:
     band: int
     description: str | None
+    reference_band: int
+    reference_description: str | None
     mae: float
     rmse: float
     psnr: float
@@ -56,13 +67,17 @@ class EvaluationReport:
     categorical: bool
     valid_pixels: int
     warped: bool
+    pred_bands: list[int] = field(default_factory=list)
+    reference_bands: list[int] = field(default_factory=list)
+    band_matching: str = "in order"  # "in order", "given" or "by description"
     data_range_rule: str = ""
     bands: list[BandMetrics] = field(default_factory=list)
     overall: dict = field(default_factory=dict)
     pixel_accuracy: float | None = None
-    classes: list[float] = field(default_factory=list)
+    classes: list[int] = field(default_factory=list)
     iou: list[float] = field(default_factory=list)
     mean_iou: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready: infinities and NaN become the strings 'inf' and 'nan'."""
@@ -71,22 +86,30 @@ class EvaluationReport:
     def table(self) -> str:
         head = [f"prediction {self.pred}", f"reference  {self.reference}"
                 + (" (warped onto the prediction's grid)" if self.warped else ""),
-                f"compared pixels (valid in both): {self.valid_pixels}"]
+                f"compared pixels (valid in both): {self.valid_pixels}",
+                f"bands compared: prediction {_band_text(self.pred_bands)} with reference "
+                f"{_band_text(self.reference_bands)} ({MATCHING[self.band_matching]})"]
         if self.categorical:
             rows = [f"{'class':>10} {'IoU':>8}"]
             rows += [f"{c:>10g} {v:>8.4f}" for c, v in zip(self.classes, self.iou)]
             rows += [f"pixel accuracy {self.pixel_accuracy:.4f}, mean IoU {self.mean_iou:.4f}"]
             return "\n".join(head + rows)
         rows = [f"PSNR data range: {self.data_range_rule}",
-                f"{'band':<16} {'MAE':>12} {'RMSE':>12} {'PSNR dB':>9} {'SSIM':>7} {'range':>10}"]
+                f"{'band':<16} {'reference band':<16} {'MAE':>12} {'RMSE':>12} {'PSNR dB':>9} "
+                f"{'SSIM':>7} {'range':>10}"]
         for b in self.bands:
             name = f"{b.band} {b.description or ''}".strip()[:16]
-            rows.append(f"{name:<16} {b.mae:>12.6g} {b.rmse:>12.6g} {b.psnr:>9.3f} {b.ssim:>7.4f} "
-                        f"{b.data_range:>10.6g}")
+            ref = f"{b.reference_band} {b.reference_description or ''}".strip()[:16]
+            rows.append(f"{name:<16} {ref:<16} {b.mae:>12.6g} {b.rmse:>12.6g} {b.psnr:>9.3f} "
+                        f"{b.ssim:>7.4f} {b.data_range:>10.6g}")
         o = self.overall
-        rows.append(f"{'overall':<16} {o['mae']:>12.6g} {o['rmse']:>12.6g} {o['psnr']:>9.3f} "
+        rows.append(f"{'overall':<33} {o['mae']:>12.6g} {o['rmse']:>12.6g} {o['psnr']:>9.3f} "
                     f"{o['ssim']:>7.4f} {o['data_range']:>10.6g}")
         return "\n".join(head + rows)
+
+
+def _band_text(bands: Sequence[int]) -> str:
+    return ",".join(map(str, bands))
 
 
 def _jsonable(value):
@@ -118,43 +141,105 @@ def _read_pair(pred, pred_bands, ref, ref_bands, window):
 
 def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical: bool = False,
              json_path: str | os.PathLike | None = None, block: int = BLOCK,
-             overwrite: bool = False) -> EvaluationReport:
+             overwrite: bool = False, bands: Sequence[int] | None = None,
+             reference_bands: Sequence[int] | None = None) -> EvaluationReport:
     """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both; with
-    `json_path` also write the report there (an existing file only with `overwrite`)."""
-    check_types(locals(), evaluate)
+    `json_path` also write the report there (an existing file only with `overwrite`).
+
+    `bands` and `reference_bands` are 1-based band lists (default: all data bands; with as many
+    reference bands as PRED has by band description when the counts differ)."""
+    checked = check_types(locals(), evaluate)
     if block < 1:
         raise GeoPix2PixError(f"block={block}: expected a block size of at least 1 pixel")
     if json_path is not None:
         _check_json_path(Path(json_path), [Path(pred), Path(reference)], overwrite)
     with open_raster(pred, require_crs=False) as p, open_raster(reference, require_crs=False) as r:
-        pb, rb = data_bands(p), data_bands(r)
-        if len(pb) != len(rb):
-            raise GeoPix2PixError(f"{pred} has {len(pb)} band(s) but {reference} has {len(rb)}; "
-                                  "compare rasters with the same bands")
-        if categorical:
-            _check_class_codes((pred, p, pb), (reference, r, rb))
-        grid = Grid.of(p)
-        warped = not grid.is_same(Grid.of(r))
-        if warped and (p.crs is None or r.crs is None):
-            raise GeoPix2PixError(f"{pred} and {reference} are on different grids and one has no "
-                                  "CRS, so they cannot be aligned; assign a CRS")
-        view = warped_view(r, grid, "nearest" if categorical else "bilinear") if warped else r
-        try:
-            report = EvaluationReport(str(pred), str(reference), categorical, 0, warped)
-            if categorical:
-                _categorical(report, p, pb, view, rb, block)
-            else:
-                _continuous(report, p, pb, view, rb, np.dtype(r.dtypes[rb[0] - 1]), block)
-            report_descs = p.descriptions
-        finally:
-            if warped:
-                view.close()
-    for b in report.bands:
-        b.description = report_descs[b.band - 1]
+        report = _compare(str(pred), p, checked["bands"], str(reference), r,
+                          checked["reference_bands"], categorical, block)
     if json_path is not None:
         with atomic_path(json_path, overwrite) as temp:
             temp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorical: bool,
+             block: int) -> EvaluationReport:
+    """The report for the open rasters P and R (R read on P's grid)."""
+    pb, rb, matching = _pair_bands(pred, p, bands, reference, r, reference_bands)
+    if categorical:
+        _check_class_codes((pred, p, pb), (reference, r, rb))
+    grid = Grid.of(p)
+    warped = not grid.is_same(Grid.of(r))
+    if warped and (p.crs is None or r.crs is None):
+        raise GeoPix2PixError(f"{pred} and {reference} are on different grids and one has no "
+                              "CRS, so they cannot be aligned; assign a CRS")
+    report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
+    view = warped_view(r, grid, "nearest" if categorical else "bilinear") if warped else r
+    try:
+        if categorical:
+            _categorical(report, p, pb, view, rb, block)
+        else:
+            _continuous(report, p, pb, view, rb, np.dtype(r.dtypes[rb[0] - 1]), block)
+        if report.valid_pixels == 0:
+            raise _no_common_pixel(report, p, view, r, block)
+    finally:
+        if warped:
+            view.close()
+    for b in report.bands:
+        b.description = p.descriptions[b.band - 1]
+        b.reference_description = r.descriptions[b.reference_band - 1]
+    return report
+
+
+def _pair_bands(pred: str, p, bands, reference: str, r,
+                reference_bands) -> tuple[list[int], list[int], str]:
+    """(PRED's bands, the reference band compared with each, how they were paired)."""
+    pb = select_bands(p, bands, "--bands")
+    rb = select_bands(r, reference_bands, "--reference-bands")
+    if len(pb) == len(rb):
+        return pb, rb, "given" if reference_bands else "in order"
+    pred_has = (f"--bands {_band_text(bands)} selects {len(pb)} band(s) of {pred}" if bands
+                else f"{pred} has {len(pb)} band(s)")
+    if reference_bands:
+        raise GeoPix2PixError(f"{pred_has} but --reference-bands {_band_text(reference_bands)} "
+                              f"selects {len(rb)} of {reference}; select as many bands of each, "
+                              "in the same order")
+    if len(pb) > len(rb):  # not every PRED band can have its own reference band
+        raise GeoPix2PixError(
+            f"{pred_has} but {reference} has {len(rb)}; choose the {len(rb)} prediction band(s) "
+            "to compare, in the reference's band order, with --bands (1-based, e.g. 4,3,2 or "
+            "2-4), or the reference's with --reference-bands")
+    matched, why = _match_descriptions(pred, p, pb, reference, r, rb)
+    if matched is None:
+        raise GeoPix2PixError(
+            f"{pred_has} but {reference} has {len(rb)}, and {why}; choose the {len(pb)} "
+            f"reference band(s) to compare, in the prediction's band order, with "
+            f"--reference-bands (1-based, e.g. 4,3,2 or 2-4), or the prediction's with --bands")
+    return pb, matched, "by description"
+
+
+def _match_descriptions(pred: str, p, pb: list[int], reference: str, r,
+                        rb: list[int]) -> tuple[list[int] | None, str]:
+    """The reference band whose description is each PRED band's (B04 -> the reference's B04),
+    or None and why not: a PRED band without description, or one naming no reference band or
+    several, or two PRED bands with one description."""
+    named: dict[str, list[int]] = {}
+    for band in rb:
+        named.setdefault(r.descriptions[band - 1] or "", []).append(band)
+    matched: list[int] = []
+    for band in pb:
+        name = p.descriptions[band - 1]
+        if not name:
+            return None, f"band {band} of {pred} has no description to find it by"
+        found = named.get(name, [])
+        if len(found) != 1:
+            what = f"{len(found)} bands" if found else "no band"
+            return None, f"the description {name} of band {band} of {pred} names {what} of " \
+                         f"{reference}"
+        if found[0] in matched:
+            return None, f"two bands of {pred} are described {name}"
+        matched.append(found[0])
+    return matched, ""
 
 
 def _check_json_path(path: Path, inputs: list[Path], overwrite: bool) -> None:
@@ -200,13 +285,13 @@ def _continuous(report, p, pb, ref, rb, dtype: np.dtype, block: int) -> None:
         ssim_sum += smap[(slice(None), *core)][:, vc].sum(1)
         count += int(vc.sum())
     report.valid_pixels = count
-    if count == 0:
-        raise GeoPix2PixError(f"{report.pred} and {report.reference} have no valid pixel in "
-                              "common; check that they overlap")
+    if count == 0:  # the caller says why
+        return
     mse = sq_sum / count
     psnr = metrics.psnr(torch.from_numpy(mse), torch.from_numpy(ranges)).numpy()
-    report.bands = [BandMetrics(b, None, float(abs_sum[i] / count), float(math.sqrt(mse[i])),
-                                float(psnr[i]), float(ssim_sum[i] / count), float(ranges[i]))
+    report.bands = [BandMetrics(b, None, rb[i], None, float(abs_sum[i] / count),
+                                float(math.sqrt(mse[i])), float(psnr[i]),
+                                float(ssim_sum[i] / count), float(ranges[i]))
                     for i, b in enumerate(pb)]
     overall_range = float(ranges.max())
     report.overall = {"mae": float(abs_sum.sum() / (count * n)),
@@ -232,9 +317,8 @@ def _categorical(report, p, pb, ref, rb, block: int) -> None:
         pv, rv, valid = _read_pair(p, pb, ref, rb, window)
         values |= set(np.unique(pv[:, valid]).tolist()) | set(np.unique(rv[:, valid]).tolist())
     classes = sorted(values)
-    if not classes:  # no pixel valid in both (a confusion matrix of no class cannot be filled)
-        raise GeoPix2PixError(f"{report.pred} and {report.reference} have no valid pixel in "
-                              "common; check that they overlap")
+    if not classes:  # no pixel valid in both: the caller says why
+        return
     cm = torch.zeros(len(classes), len(classes), dtype=torch.int64)
     for window, _ in _blocks(p.height, p.width, 0, block):
         pv, rv, valid = _read_pair(p, pb, ref, rb, window)
@@ -242,7 +326,58 @@ def _categorical(report, p, pb, ref, rb, block: int) -> None:
                                        torch.from_numpy(valid)[None], classes)
     report.valid_pixels = int(cm.sum()) // max(len(pb), 1)
     iou = metrics.per_class_iou(cm)
-    report.classes = [float(c) for c in classes]
+    report.classes = [int(c) for c in classes]  # integer rasters only (_check_class_codes)
     report.iou = [float(v) for v in iou]
     report.pixel_accuracy = metrics.pixel_accuracy(cm)
     report.mean_iou = float(np.nanmean(iou.numpy()))
+    report.warnings += _absent_classes(report, cm)
+
+
+def _absent_classes(report: EvaluationReport, cm: torch.Tensor) -> list[str]:
+    """A warning when PRED holds class codes the reference never does on the compared pixels
+    (a regressed map compared as classes): each is a 'class' of IoU 0."""
+    absent = cm.sum(1) == 0  # rows: the reference's classes
+    if not absent.any():
+        return []
+    codes = [c for c, gone in zip(report.classes, absent.tolist()) if gone]
+    share = float(cm[:, absent].sum()) / float(cm.sum())
+    return [f"{report.pred} holds {len(codes)} class code(s) that {report.reference} does not "
+            f"({_code_text(codes)}), on {100 * share:.3g}% of the compared pixels, all counted "
+            "as errors; check that both rasters use the same class codes"]
+
+
+def _code_text(codes: list[int], most: int = 6) -> str:
+    """Sorted codes as runs: [0, 107, 108, 109, 255] -> '0, 107-109, 255' (the first `most`
+    runs, then '...')."""
+    runs: list[list[int]] = []
+    for code in codes:
+        if runs and code == runs[-1][1] + 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
+    return ", ".join(text[:most] + (["..."] if len(text) > most else []))
+
+
+def _no_common_pixel(report: EvaluationReport, p, view, r, block: int) -> GeoPix2PixError:
+    """Why no pixel is valid in both rasters: one has no valid pixel at all, the reference has
+    none on PRED's extent, or their valid pixels do not meet."""
+    pb, rb = report.pred_bands, report.reference_bands
+    for path, dataset, bands in ((report.pred, p, pb), (report.reference, r, rb)):
+        if not _any_valid(dataset, bands, block):
+            return GeoPix2PixError(
+                f"{path} has no valid pixel in band(s) {_band_text(bands)} (all are nodata, NaN "
+                "or masked), so there is nothing to compare; check that it is the right file, "
+                "and its nodata value")
+    if view is not r and not _any_valid(view, rb, block):
+        return GeoPix2PixError(f"{report.reference} has no valid pixel within the extent of "
+                               f"{report.pred}; check that they overlap")
+    return GeoPix2PixError(f"{report.pred} and {report.reference} have no valid pixel in "
+                           "common: each has valid pixels, but never where the other does; "
+                           "check their nodata values and masks")
+
+
+def _any_valid(dataset, bands: list[int], block: int) -> bool:
+    """Whether any pixel of `dataset` is valid in `bands` (stops at the first block with one)."""
+    return any(read_window(dataset, bands, window)[1].any()
+               for window, _ in _blocks(dataset.height, dataset.width, 0, block))
