@@ -218,6 +218,17 @@ def test_fewer_bands_are_paired_with_the_references_by_description(tmp_path, cap
             for b in saved["bands"]] == [(1, 4, "B04"), (2, 3, "B03"), (3, 2, "B02")]
 
 
+def test_the_same_bands_in_another_order_are_paired_by_description(tmp_path):
+    data = np.random.default_rng(6).integers(100, 5000, (3, 20, 20)).astype("uint16")
+    pred = str(write_raster(tmp_path / "p.tif", data, descriptions=("B04", "B03", "B02")))
+    ref = str(write_raster(tmp_path / "r.tif", data[::-1], descriptions=("B02", "B03", "B04")))
+    report = evaluate(pred, ref)
+    assert (report.reference_bands, report.band_matching) == ([3, 2, 1], "by description")
+    assert report.overall["mae"] == 0
+    in_order = evaluate(pred, ref, reference_bands=[1, 2, 3])  # as asked, even if unnamed
+    assert in_order.band_matching == "given" and in_order.overall["mae"] > 0
+
+
 def _choose(pred, ref, why):
     return (f"Error: {pred} has 3 band(s) but {ref} has 13, and {why}; choose the 3 reference "
             "band(s) to compare, in the prediction's band order, with --reference-bands "

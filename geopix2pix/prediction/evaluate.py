@@ -14,9 +14,10 @@ does (a regressed map compared as classes: each such code is a "class" of IoU 0)
 
 Bands: PRED's `bands` (default all data bands) are compared in order with the reference's
 `reference_bands` (default all data bands). When the counts differ and no reference bands are
-given, each PRED band is paired with the reference band of the same description (B04 with B04),
-if every PRED band's description names exactly one reference band; the report says which
-reference band each PRED band was compared with, and how they were paired.
+given (or the same bands in another order), each PRED band is paired with the reference band of
+the same description (B04 with B04), if every PRED band's description names exactly one
+reference band; the report says which reference band each PRED band was compared with, and how
+they were paired.
 """
 
 from __future__ import annotations
@@ -197,6 +198,10 @@ def _pair_bands(pred: str, p, bands, reference: str, r,
     pb = select_bands(p, bands, "--bands")
     rb = select_bands(r, reference_bands, "--reference-bands")
     if len(pb) == len(rb):
+        if not bands and not reference_bands:  # B04,B03,B02 against B02,B03,B04: by name
+            matched, _ = _match_descriptions(pred, p, pb, reference, r, rb)
+            if matched is not None and matched != rb:
+                return pb, matched, "by description"
         return pb, rb, "given" if reference_bands else "in order"
     pred_has = (f"--bands {_band_text(bands)} selects {len(pb)} band(s) of {pred}" if bands
                 else f"{pred} has {len(pb)} band(s)")
