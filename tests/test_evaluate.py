@@ -341,3 +341,15 @@ def test_json_class_codes_are_integers(tmp_path):
     assert '"classes": [\n    0,\n    1000\n  ],' in text
     assert all(type(c) is int for c in report.classes)
     assert report.warnings == []
+
+
+def test_rasters_storing_different_kinds_of_values_get_a_warning(tmp_path, capsys):
+    data = np.random.default_rng(7).random((1, 20, 20)).astype("float32")
+    ref = str(write_raster(tmp_path / "r.tif", data))
+    pred = str(write_raster(tmp_path / "p.tif", (data * 255).astype("uint8")))
+    assert main(["evaluate", pred, ref]) == 0
+    assert capsys.readouterr().err == (f"warning: {pred} is uint8 but {ref} is float32: values "
+                                       "are compared as stored, so check that both are in the "
+                                       "same units\n")
+    as_float64 = str(write_raster(tmp_path / "d.tif", data.astype("float64")))
+    assert evaluate(as_float64, ref).warnings == []

@@ -175,6 +175,7 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
         raise GeoPix2PixError(f"{pred} and {reference} are on different grids and one has no "
                               "CRS, so they cannot be aligned; assign a CRS")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
+    report.warnings += _dtype_warning(pred, p.dtypes[pb[0] - 1], reference, r.dtypes[rb[0] - 1])
     view = warped_view(r, grid, "nearest" if categorical else "bilinear") if warped else r
     try:
         if categorical:
@@ -190,6 +191,15 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
         b.description = p.descriptions[b.band - 1]
         b.reference_description = r.descriptions[b.reference_band - 1]
     return report
+
+
+def _dtype_warning(pred: str, pred_dtype: str, reference: str, ref_dtype: str) -> list[str]:
+    """A warning when the rasters store different kinds of values (uint8 against float32 0..1):
+    they are compared as stored, so a difference in units shows as a huge error, not a note."""
+    if pred_dtype == ref_dtype or all(np.dtype(d).kind == "f" for d in (pred_dtype, ref_dtype)):
+        return []
+    return [f"{pred} is {pred_dtype} but {reference} is {ref_dtype}: values are compared as "
+            "stored, so check that both are in the same units"]
 
 
 def _pair_bands(pred: str, p, bands, reference: str, r,
