@@ -11,9 +11,23 @@ __version__ = "0.1.0"
 
 __all__ = ["__version__", "GeoPix2PixError", "export_chips", "ChipDataset", "train", "predict",
            "evaluate", "load_model", "make_demo_scenes", "run_demo", "show_chips", "show_results",
-           "plot_metrics", "plot_footprints"]
+           "plot_metrics", "plot_footprints", "ExportSummary", "TrainResult", "SceneResult",
+           "EvaluationReport", "LoadedModel", "DemoScenes", "DemoResult"]
+
+from typing import TYPE_CHECKING
 
 from geopix2pix.errors import GeoPix2PixError
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `_LAZY` imports on first use
+    from geopix2pix.chips.dataset import ChipDataset
+    from geopix2pix.chips.export import ExportSummary, export_chips
+    from geopix2pix.demo.pipeline import DemoResult, run_demo
+    from geopix2pix.demo.scenes import DemoScenes, make_demo_scenes
+    from geopix2pix.models.io import LoadedModel, load_model
+    from geopix2pix.plot import plot_footprints, plot_metrics, show_chips, show_results
+    from geopix2pix.prediction.evaluate import EvaluationReport, evaluate
+    from geopix2pix.prediction.predictor import SceneResult, predict
+    from geopix2pix.training.trainer import TrainResult, train
 
 _LAZY = {
     "export_chips": "geopix2pix.chips.export:export_chips",
@@ -28,10 +42,18 @@ _LAZY = {
     "show_results": "geopix2pix.plot:show_results",
     "plot_metrics": "geopix2pix.plot:plot_metrics",
     "plot_footprints": "geopix2pix.plot:plot_footprints",
+    # what they return
+    "ExportSummary": "geopix2pix.chips.export:ExportSummary",
+    "TrainResult": "geopix2pix.training.trainer:TrainResult",
+    "SceneResult": "geopix2pix.prediction.predictor:SceneResult",
+    "EvaluationReport": "geopix2pix.prediction.evaluate:EvaluationReport",
+    "LoadedModel": "geopix2pix.models.io:LoadedModel",
+    "DemoScenes": "geopix2pix.demo.scenes:DemoScenes",
+    "DemoResult": "geopix2pix.demo.pipeline:DemoResult",
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     # Imported lazily so `import geopix2pix` stays light and the train/predict paths never pull
     # in geopandas (or matplotlib, which only the plotting helpers use).
     if name in _LAZY:

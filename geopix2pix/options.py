@@ -3,17 +3,26 @@ one-line GeoPix2PixError naming the option and what it takes (``chip_size='64': 
 integer``), not a TypeError from deep inside. Types come from the annotations of the function
 or dataclass that takes the options; only the simple ones are checked (numbers, strings, bools,
 lists and dicts of them, None); anything else (paths, models) is left to the code that uses it.
+
+`api_function` does the same for the call itself: a misspelt keyword (``chipsize=64``), a
+missing argument or one positional argument too many is a one-line GeoPix2PixError naming it
+and the valid names, not Python's TypeError.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 import types
 import typing
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from geopix2pix.errors import GeoPix2PixError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 _NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
           type(None): "None"}
@@ -82,3 +91,52 @@ def _describe(hint: Any) -> str:
 
 def _plural(hint: Any) -> str:
     return {int: "integers", float: "numbers", str: "strings"}.get(hint, _describe(hint))
+
+
+def api_function(function: F) -> F:
+    """Decorate a public API function (or a class's ``__init__``): a call that does not fit its
+    signature is a one-line GeoPix2PixError (``unknown export_chips option(s): chipsize; valid:
+    ...``) instead of a TypeError; otherwise the call is unchanged.
+    ``functools.wraps`` keeps the real signature for help() and IDEs."""
+    signature = inspect.signature(function)
+    name = _api_name(function)
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise GeoPix2PixError(_call_error(name, signature, args, kwargs, exc)) from None
+        return function(*args, **kwargs)
+
+    return typing.cast(F, call)
+
+
+def _api_name(function: Callable[..., Any]) -> str:
+    """``export_chips``; ``ChipDataset`` for ``ChipDataset.__init__``."""
+    if function.__name__ == "__init__":
+        return function.__qualname__.rsplit(".", 2)[-2]
+    return function.__name__
+
+
+def _keywords(signature: inspect.Signature) -> list[str]:
+    return sorted(name for name, p in signature.parameters.items()
+                  if p.kind in _KEYWORD_KINDS and name != "self")
+
+
+def _call_error(name: str, signature: inspect.Signature, args: tuple, kwargs: dict,
+                exc: TypeError) -> str:
+    """The one line for a call `signature.bind` refused with `exc`."""
+    valid = _keywords(signature)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD
+                    for p in signature.parameters.values())
+    unknown = [] if takes_any else [k for k in kwargs if k not in valid]
+    if unknown:
+        return f"unknown {name} option(s): {', '.join(unknown)}; valid: {', '.join(valid)}"
+    positional = [n for n, p in signature.parameters.items()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"]
+    if "too many positional" in str(exc):
+        given = len(args) - ("self" in signature.parameters)
+        return (f"{name}() takes at most {len(positional)} positional argument(s) "
+                f"({', '.join(positional)}) but got {given}; pass the others by name")
+    return f"{name}(): {exc}; see help(geopix2pix.{name})"

@@ -10,12 +10,19 @@ needs it.
 from __future__ import annotations
 
 import csv
+import numbers
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.options import api_function
+
+if TYPE_CHECKING:  # torch, which the model module imports, only when a function is called
+    from geopix2pix.chips.manifest import DatasetInfo
+    from geopix2pix.models import LoadedModel
 
 PathLike = str | os.PathLike
 
@@ -36,9 +43,18 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return read_window(ds, list(range(1, ds.count + 1)), None)
 
 
+def _check_count(n: object) -> None:
+    """`n`, the number of chips to show: a whole number of at least 1."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise GeoPix2PixError(f"n={n!r}: expected an integer")
+    if n < 1:
+        raise GeoPix2PixError(f"n={n}: expected the number of chips to show, at least 1")
+
+
 def _pick(chips_dir: PathLike, split: str | None, n: int, seed: int) -> list[str]:
     from geopix2pix.chips.dataset import chip_ids
 
+    _check_count(n)
     ids = chip_ids(chips_dir, split)
     if not ids:
         raise GeoPix2PixError(f"{chips_dir} has no {split or ''} chips to show".replace("  ", " "))
@@ -57,6 +73,7 @@ def _grid(rows: int, titles: list[str], size: float):
     return fig, axes
 
 
+@api_function
 def show_chips(chips_dir: PathLike, n: int = 4, split: str | None = "train", seed: int = 0,
                size: float = 3.0):
     """`n` random chips of a split (None: any) as source | target pairs, one row each."""
@@ -76,21 +93,24 @@ def show_chips(chips_dir: PathLike, n: int = 4, split: str | None = "train", see
     return fig
 
 
-def _as_model(model):
+def _as_model(model: PathLike | LoadedModel) -> LoadedModel:
     from geopix2pix.models import LoadedModel, load_model
 
     return model if isinstance(model, LoadedModel) else load_model(model)
 
 
-def predict_chips(model, chips_dir: PathLike, ids: list[str]) -> list[tuple[np.ndarray, ...]]:
+def predict_chips(model: PathLike | LoadedModel, chips_dir: PathLike,
+                  ids: list[str]) -> list[tuple[np.ndarray, ...]]:
     """(source, prediction, target, valid) in data units for chips of a folder, with the model's
     own scaling (as `geopix2pix predict` applies it)."""
     import torch
 
     from geopix2pix.chips.dataset import ChipDataset
+    from geopix2pix.chips.manifest import DatasetInfo
     from geopix2pix.chips.scaling import Scaling
 
     loaded = _as_model(model)
+    _check_bands(loaded, DatasetInfo.load(chips_dir), chips_dir)
     meta = loaded.metadata
     dataset = ChipDataset(chips_dir, split=None,
                           source_scaling=Scaling.from_dict(meta["source"]["scaling"]),
@@ -109,15 +129,28 @@ def predict_chips(model, chips_dir: PathLike, ids: list[str]) -> list[tuple[np.n
     return results
 
 
-def show_results(model, chips_dir: PathLike, n: int = 4, split: str | None = "val", seed: int = 0,
-                 size: float = 3.0):
+def _check_bands(model: LoadedModel, info: DatasetInfo, chips_dir: PathLike) -> None:
+    """Refuse chips whose bands the model cannot take (or does not give)."""
+    chips = (len(info.source.bands), len(info.target.bands))
+    takes = (model.spec.in_channels, model.spec.out_channels)
+    if chips != takes:
+        raise GeoPix2PixError(
+            f"{chips_dir}: its chips have {chips[0]} source and {chips[1]} target band(s) but "
+            f"the model takes {takes[0]} and gives {takes[1]}; pass the chips folder the model "
+            "was trained on (or chips exported with the same bands)")
+
+
+@api_function
+def show_results(model: PathLike | LoadedModel, chips_dir: PathLike, n: int = 4,
+                 split: str | None = "val", seed: int = 0, size: float = 3.0):
     """input | prediction | target for `n` chips of a split; `model` is a model file or a loaded
     model (`geopix2pix.load_model`)."""
     from geopix2pix.training.samples import GAP, sample_row
 
     ids = _pick(chips_dir, split, n, seed)
+    results = predict_chips(model, chips_dir, ids)  # a model unfit for the chips: no figure
     fig, axes = _grid(len(ids), ["input", "prediction", "target"], size)
-    for row, (source, pred, target, valid) in zip(axes, predict_chips(model, chips_dir, ids)):
+    for row, (source, pred, target, valid) in zip(axes, results):
         image = sample_row(source, pred, target, valid)
         width = source.shape[-1]
         for k, ax in enumerate(row):
@@ -137,6 +170,7 @@ def read_metrics(run_dir: PathLike) -> dict[str, np.ndarray]:
             for key in (rows[0] if rows else {})}
 
 
+@api_function
 def plot_metrics(run_dir: PathLike, size: float = 3.5):
     """Training curves from metrics.csv: losses, validation errors, PSNR and SSIM per epoch."""
     columns = read_metrics(run_dir)
@@ -159,6 +193,7 @@ def plot_metrics(run_dir: PathLike, size: float = 3.5):
     return fig
 
 
+@api_function
 def plot_footprints(chips_dir: PathLike, scene: PathLike | None = None, size: float = 6.0):
     """The chips of chips.gpkg coloured by split, over `scene` (a raster) when given.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_raster
 from predict_helpers import write_scene
 
@@ -77,3 +78,230 @@ def test_numbers_of_any_kind_and_tuples_are_accepted(pair, tmp_path):
     summary = g.export_chips(*pair, tmp_path / "chips", chip_size=np.int64(32),
                              source_bands=(1, 2), max_nodata=np.float32(0.5), progress=False)
     assert summary.kept["train"] + summary.kept.get("val", 0) > 0
+
+
+# --- calls that do not fit the signature (api_function) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def chips(pair, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chips") / "chips"
+    g.export_chips(*pair, out, chip_size=32, val_fraction=0, workers=0, progress=False)
+    return out
+
+
+def test_an_unknown_keyword_is_one_line_naming_it_and_the_valid_ones(pair, tmp_path):
+    with pytest.raises(GeoPix2PixError) as caught:
+        g.export_chips(*pair, tmp_path / "chips", chipsize=3)
+    assert str(caught.value).startswith(
+        "unknown export_chips option(s): chipsize; valid: aoi, aoi_mode, chip_size, ")
+    assert "\n" not in str(caught.value) and "workers" in str(caught.value)
+    assert not (tmp_path / "chips").exists()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, c: g.load_model(m, devce="cpu"),
+     "unknown load_model option(s): devce; valid: device, path"),
+    (lambda m, c: g.load_model(m, "cpu", 3),
+     "load_model() takes at most 2 positional argument(s) (path, device) but got 3; pass the "
+     "others by name"),
+    (lambda m, c: g.load_model(),
+     "load_model(): missing a required argument: 'path'; see help(geopix2pix.load_model)"),
+    (lambda m, c: g.predict(c / "s.tif", c / "o.tif"),
+     "predict(): missing a required argument: 'model'; see help(geopix2pix.predict)"),
+    (lambda m, c: g.show_chips(c, nn=2),
+     "unknown show_chips option(s): nn; valid: chips_dir, n, seed, size, split"),
+    (lambda m, c: g.show_results(m, c, nn=2, spilt="val"),
+     "unknown show_results option(s): nn, spilt; valid: chips_dir, model, n, seed, size, split"),
+    (lambda m, c: g.plot_metrics(c, sise=3),
+     "unknown plot_metrics option(s): sise; valid: run_dir, size"),
+    (lambda m, c: g.plot_footprints(c, secne="s.tif"),
+     "unknown plot_footprints option(s): secne; valid: chips_dir, scene, size"),
+    (lambda m, c: g.ChipDataset(c, splt="val"),
+     "unknown ChipDataset option(s): splt; valid: augment, chips_dir, source_scaling, split, "
+     "target_scaling"),
+    (lambda m, c: g.make_demo_scenes(c / "demo", ntrain=1),
+     "unknown make_demo_scenes option(s): ntrain; valid: heldout_size, n_train, out_dir, "
+     "overwrite, progress, seed, task, train_size"),
+    (lambda m, c: g.run_demo(c / "demo", tsk="sat2map"),
+     "unknown run_demo option(s): tsk; valid: out_dir, overwrite, progress, seed, settings, "
+     "task"),
+])
+def test_calls_that_do_not_fit_the_signature_are_one_line(model_file, tmp_path, call, message):
+    with pytest.raises(GeoPix2PixError) as caught:
+        call(model_file, tmp_path)
+    assert str(caught.value) == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_checked_functions_keep_their_signature_and_help():
+    import inspect
+    import typing
+
+    assert list(inspect.signature(g.export_chips).parameters)[:4] == [
+        "source", "target", "out_dir", "pairs"]
+    assert "Export aligned training chips" in g.export_chips.__doc__
+    assert typing.get_type_hints(g.load_model)["return"].__name__ == "LoadedModel"
+    assert g.predict.__wrapped__.__name__ == "predict"
+    assert list(inspect.signature(g.ChipDataset).parameters)[:2] == ["chips_dir", "split"]
+
+
+# --- export_chips(pairs=...) --------------------------------------------------------------------
+
+def test_malformed_pairs_are_one_line(pair, tmp_path):
+    source, target = (str(p) for p in pair)
+    out = tmp_path / "chips"
+    cases = [
+        (dict(pairs=[(source,)]), f"pairs[0]=({source!r},): expected a (source, target) pair "
+                                  "of paths, as in pairs=[(source, target), ...]"),
+        (dict(pairs=[(source, target), (source, target, target)]),
+         f"pairs[1]=({source!r}, {target!r}, {target!r}): expected a (source, target) pair of "
+         "paths, as in pairs=[(source, target), ...]"),
+        (dict(pairs=(source, target)), f"pairs[0]={source!r}: expected a (source, target) pair "
+                                       "of paths, as in pairs=[(source, target), ...]"),
+        (dict(pairs=[(source, None)]), f"pairs[0]=({source!r}, None): expected a (source, "
+                                       "target) pair of paths, as in pairs=[(source, target), "
+                                       "...]"),
+        (dict(pairs=[]), "pairs=[]: expected at least one (source, target) pair of paths"),
+        (dict(pairs=3), "pairs=3: expected a CSV path or a list of (source, target) pairs of "
+                        "paths"),
+    ]
+    for options, message in cases:
+        with pytest.raises(GeoPix2PixError) as caught:
+            g.export_chips(out_dir=out, progress=False, **options)
+        assert str(caught.value) == message
+    assert not out.exists()
+
+
+def test_pairs_with_source_and_target_are_refused(pair, tmp_path):
+    for args in (pair, (pair[0], None)):
+        with pytest.raises(GeoPix2PixError) as caught:
+            g.export_chips(*args, tmp_path / "chips", pairs=[pair], progress=False)
+        assert str(caught.value) == ("give source and target (one pair) or pairs (a CSV or a "
+                                     "list of (source, target) pairs), not both")
+    assert not (tmp_path / "chips").exists()
+
+
+def test_pairs_may_be_any_iterable_of_pairs(pair, tmp_path):
+    summary = g.export_chips(pairs=zip([pair[0]], [pair[1]]), out_dir=tmp_path / "chips",
+                             chip_size=32, val_fraction=0, workers=0, progress=False)
+    assert summary.kept["train"] == 4
+
+
+# --- predict and load_model ---------------------------------------------------------------------
+
+def test_predict_compression_and_model_are_checked_in_one_line(tmp_path, model_file):
+    scene = write_scene(tmp_path / "s.tif", 40, 40)
+    for options, message in [
+        (dict(model=model_file, compress="jpeg"),
+         "compress 'jpeg': use one of deflate, zstd, lzw, none"),
+        (dict(model=None), "model=None: expected a model file (e.g. run/model.safetensors) or a "
+                           "model from geopix2pix.load_model"),
+    ]:
+        with pytest.raises(GeoPix2PixError) as caught:
+            g.predict(scene, tmp_path / "o.tif", progress=False, **options)
+        assert str(caught.value) == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "device='tpu': use auto, cpu, cuda or cuda:N"),
+    ("gpu", "device='gpu': use auto, cpu, cuda or cuda:N"),
+    pytest.param("cuda", "device='cuda': no CUDA device is available; use device='cpu'",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
+])
+def test_load_model_refuses_a_device_it_cannot_use_in_one_line(model_file, device, message):
+    with pytest.raises(GeoPix2PixError) as caught:
+        g.load_model(model_file, device=device)
+    assert str(caught.value) == message
+
+
+def test_a_gpu_number_beyond_the_visible_ones_is_one_line(model_file, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(GeoPix2PixError) as caught:
+        g.load_model(model_file, device="cuda:2")
+    assert str(caught.value) == ("device='cuda:2': only 2 CUDA device(s) are visible; use "
+                                 "cuda:0 to cuda:1")
+
+
+def test_load_model_needs_a_path_and_takes_auto(model_file):
+    with pytest.raises(GeoPix2PixError) as caught:
+        g.load_model(None)
+    assert str(caught.value) == ("path=None: expected the path of a model file, e.g. "
+                                 "run/model.safetensors")
+    model = g.load_model(model_file, device="auto")
+    assert isinstance(model, g.LoadedModel) and not model.generator.training
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n, message", [
+    (0, "n=0: expected the number of chips to show, at least 1"),
+    (-2, "n=-2: expected the number of chips to show, at least 1"),
+    ("2", "n='2': expected an integer"),
+])
+def test_show_chips_needs_a_number_of_chips(chips, model_file, n, message):
+    pytest.importorskip("matplotlib")
+    for show in (lambda: g.show_chips(chips, n=n), lambda: g.show_results(model_file, chips, n)):
+        with pytest.raises(GeoPix2PixError) as caught:
+            show()
+        assert str(caught.value) == message
+
+
+def test_show_results_refuses_a_model_for_other_bands(chips, tmp_path):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from predict_helpers import unet_file
+
+    model = unet_file(tmp_path / "rgbn.safetensors", in_ch=4)
+    figures = plt.get_fignums()
+    with pytest.raises(GeoPix2PixError) as caught:
+        g.show_results(model, chips, n=1, split="train")
+    assert str(caught.value) == (
+        f"{chips}: its chips have 2 source and 1 target band(s) but the model takes 4 and gives "
+        "1; pass the chips folder the model was trained on (or chips exported with the same "
+        "bands)")
+    assert plt.get_fignums() == figures  # no figure left open
+
+
+# --- the package: typed, light to import, every name it lists ------------------------------------
+
+def test_the_package_is_typed_and_ships_its_marker():
+    from pathlib import Path
+
+    root = Path(g.__file__).parent
+    assert (root / "py.typed").is_file()
+    pyproject = (root.parent / "pyproject.toml").read_text()
+    assert '[tool.setuptools.package-data]\ngeopix2pix = ["py.typed"]' in pyproject
+
+
+IMPORT_LIGHT = """
+import sys
+import geopix2pix
+heavy = sorted(m for m in ("torch", "geopandas", "matplotlib") if m in sys.modules)
+print(heavy)
+"""
+
+
+def test_import_stays_light_and_every_listed_name_resolves():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", IMPORT_LIGHT], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+    for name in g.__all__:
+        assert name == "__version__" or getattr(g, name).__name__ == name
+    assert g.TrainResult.__module__ == "geopix2pix.training.trainer"
+    summary_fields = g.ExportSummary.__dataclass_fields__
+    assert {"out_dir", "kept", "skipped", "warnings"} <= set(summary_fields)
+    assert {"EvaluationReport", "SceneResult", "LoadedModel"} <= set(g.__all__)
+
+
+def test_evaluate_and_train_name_a_wrong_keyword_or_argument(pair, tmp_path):
+    with pytest.raises(GeoPix2PixError) as caught:
+        g.evaluate(pair[1], pair[1], categoricl=True)
+    assert str(caught.value) == (
+        "unknown evaluate option(s): categoricl; valid: bands, block, categorical, json_path, "
+        "overwrite, pred, reference, reference_bands")
+    with pytest.raises(GeoPix2PixError, match=r"^train\(\): missing a required argument"):
+        g.train(tmp_path / "chips")

@@ -76,3 +76,98 @@ def test_the_installed_program_runs_the_command_line():
     done = subprocess.run([str(program), "--version"], capture_output=True, text=True,
                           timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, f"geopix2pix, version {g.__version__}")
+
+
+# --- messages: what a user reads ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rasters(tmp_path_factory):
+    import numpy as np
+    from conftest import write_raster
+
+    folder = tmp_path_factory.mktemp("rasters")
+    data = np.random.default_rng(0).random((2, 64, 64), dtype=np.float32)
+    source, target = write_raster(folder / "s.tif", data), write_raster(folder / "t.tif", data[:1])
+    g.export_chips(source, target, folder / "chips", chip_size=32, val_fraction=0, workers=0,
+                   progress=False)
+    return folder
+
+
+def one_line(capsys, args) -> str:
+    """Run the CLI, expect exit 2 and exactly one line on stderr; return it."""
+    assert main([str(a) for a in args]) == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.splitlines()) == 1 and captured.out == "", captured.err
+    return captured.err.rstrip("\n")
+
+
+def test_predict_help_says_how_the_default_bands_are_chosen(capsys):
+    assert main(["predict", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("[default: the source bands chosen at export (e.g. 4,3,2) when the scene is like the "
+            "training rasters, else all its bands but alpha; a scene giving another number of "
+            "bands than the model takes needs --bands]") in text
+    assert "all but alpha]" not in text
+
+
+@pytest.mark.parametrize("option, value", [("--source-bands", "1-0"), ("--target-bands", "0")])
+def test_band_zero_says_band_numbers_start_at_1(rasters, tmp_path, capsys, option, value):
+    err = one_line(capsys, ["export-chips", rasters / "s.tif", rasters / "t.tif", "-o",
+                            tmp_path / "c", option, value])
+    assert err == (f"Error: {option} {value}: band numbers start at 1 (there is no band 0); "
+                   "write bands like 1,2,3 or 1-3")
+    assert not (tmp_path / "c").exists()
+
+
+def test_encoder_weights_with_the_unet_names_the_option(rasters, tmp_path, capsys):
+    err = one_line(capsys, ["train", rasters / "chips", "-o", tmp_path / "run",
+                            "--encoder-weights", "X", "--max-steps", "1", "--device", "cpu"])
+    assert err == ("Error: --encoder-weights X: only an smp generator has an encoder to load "
+                   "them into (--generator unet is trained from scratch); pass --generator "
+                   "smp:<Architecture>:<encoder> (e.g. smp:Unet:resnet34) or drop "
+                   "--encoder-weights")
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_with_a_run_folder_as_model_says_which_file(rasters, tmp_path, capsys):
+    run = tmp_path / "dem_run"
+    run.mkdir()
+    args = ["predict", rasters / "s.tif", tmp_path / "o.tif", "-m", run]
+    assert one_line(capsys, args) == (
+        f"Error: {run} is a folder, not a model file; pass the model.safetensors (or "
+        f"model-best.safetensors) that `geopix2pix train` writes in its run folder (there is "
+        f"none in {run})")
+    (run / "model.safetensors").write_bytes(b"")
+    (run / "model-best.safetensors").write_bytes(b"")
+    assert one_line(capsys, args) == (
+        f"Error: {run} is a folder, not a model file; pass {run / 'model.safetensors'} (the "
+        f"latest epoch) or {run / 'model-best.safetensors'} (the lowest validation L1)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dem_run"]
+
+
+def test_predict_into_a_folder_hints_out_dir(rasters, tmp_path, capsys, model_file):
+    err = one_line(capsys, ["predict", rasters / "s.tif", tmp_path, "-m", model_file])
+    assert err == (f"Error: OUT {tmp_path} is a folder; to write <scene name>.tif into it, pass "
+                   f"--out-dir {tmp_path} (predict SCENES... --out-dir {tmp_path} -m MODEL)")
+    err = one_line(capsys, ["predict", rasters, tmp_path / "o.tif", "-m", model_file])
+    assert err == (f"Error: SCENE {rasters} is a folder, not a raster; pass its rasters (e.g. "
+                   f"{rasters / '*.tif'}) with --out-dir DIR")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_warnings_start_with_lower_case_warning(rasters, tmp_path, capsys):
+    out = tmp_path / "chips"
+    assert main(["export-chips", str(rasters / "s.tif"), str(rasters / "t.tif"), "-o", str(out),
+                 "--chip-size", "32", "-q", "--workers", "0"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: 0 val chips") and "Warning" not in err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--lr", "-1", "Error: --lr -1.0: use a learning rate above 0 (e.g. 2e-4)"),
+    ("--lambda-l1", "-2", "Error: --lambda-l1 -2.0: use 0 or more"),
+])
+def test_train_numbers_out_of_range_name_the_option(tmp_path, capsys, option, value, message):
+    assert main(["train", str(tmp_path / "chips"), "-o", str(tmp_path / "run"), option,
+                 value]) == 2
+    assert capsys.readouterr().err.strip() == message

@@ -57,6 +57,15 @@ def test_pair_that_does_not_overlap_says_both_bounds(tmp_path, pair, capsys):
     assert "do not overlap" in err and "500000" in err and "700000" in err
 
 
+def test_bounds_that_do_not_overlap_keep_their_metres(tmp_path, pair, capsys):
+    """With 6 significant digits, 4833540.25 printed as 4.83354e+06: 40 m lost."""
+    far = write_raster(tmp_path / "far.tif", np.zeros((1, 64, 64), np.float32),
+                       transform=Affine(10, 0, 4700000.5, 0, -10, 4833540.25))
+    err = run_error(capsys, export_args(pair[0], far, tmp_path / "chips"))
+    assert ("source bounds (500000, 5198720, 501280, 5200000) in EPSG:32633 vs target bounds "
+            "(4700000.5, 4832900.25, 4700640.5, 4833540.25) in EPSG:32633") in err
+
+
 @pytest.mark.parametrize("size,needle", [(100, "power of two"), (16, "power of two"),
                                          (256, "larger than the overlap")])
 def test_bad_chip_size(tmp_path, pair, capsys, size, needle):

@@ -314,7 +314,7 @@ def test_export_warns_when_no_val_chip_is_kept(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "4 train chips, 0 val chips" in captured.out
     warning = captured.err.strip()
-    assert len(warning.splitlines()) == 1 and warning.startswith("Warning: 0 val chips")
+    assert len(warning.splitlines()) == 1 and warning.startswith("warning: 0 val chips")
     assert "--split-block" in warning and "--val-fraction" in warning
     assert main(export(source, target, tmp_path / "b", "--split-block", "64",
                        "--val-fraction", "0.25")) == 0

@@ -242,14 +242,14 @@ def test_a_damaged_scene_is_one_clear_line(tmp_path, model_file, capsys):
     code = main(["predict", broken, str(tmp_path / "o.tif"), "--model", model_file, "-q"])
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    err, = [line for line in err.splitlines() if not line.startswith("Warning: ")]  # pixel size
+    err, = [line for line in err.splitlines() if not line.startswith("warning: ")]  # pixel size
     assert code == 2
     assert "IReadBlock failed" in err and "gdalinfo -checksum" in err and "See previous" not in err
     assert not (tmp_path / "o.tif").exists()
     code = main(["predict", good, broken, "--out-dir", str(tmp_path / "out"), "--model",
                  model_file, "-q"])
     lines = [line for line in capsys.readouterr().err.splitlines()
-             if not line.startswith("Warning: ")]
+             if not line.startswith("warning: ")]
     assert code == 2 and len(lines) == 2 and "1 of 2 scene(s) failed" in lines[1]
     assert lines[0].startswith(f"Error: {broken}: ") and lines[0].count("broken.tif") == 2
     assert "IReadBlock failed" in lines[0]  # GDAL's message names the file once more

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from geopix2pix.chips.manifest import INDEX, DatasetInfo
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
+from geopix2pix.options import api_function
 from geopix2pix.raster.io import open_raster, read_window
 
 AUGMENTATIONS = ("none", "flip", "d4")
@@ -83,6 +84,7 @@ def augment_pair(source: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
 class ChipDataset(Dataset):
     """Chips of one split (`train`, `val`, or None for all) scaled for the generator."""
 
+    @api_function
     def __init__(self, chips_dir: str | Path, split: str | None = "train",
                  augment: str = "none", source_scaling: Scaling | None = None,
                  target_scaling: Scaling | None = None):

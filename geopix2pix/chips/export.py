@@ -21,11 +21,13 @@ from tqdm.auto import tqdm
 
 from geopix2pix.chips.layout import ChipWindow, assign_splits, chip_windows, split_extents
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
+from geopix2pix.chips.pairs import checked_pairs
 from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
-from geopix2pix.options import check_types
+from geopix2pix.options import api_function, check_types
+from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.folders import Owned, prepare_output_dir, remove_outputs
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import RESAMPLING, chip_nodata, open_raster, select_bands
@@ -164,7 +166,8 @@ def _side_info(dataset, bands: list[int]) -> SideInfo:
     return SideInfo(bands=bands, dtype=dataset.dtypes[bands[0] - 1],
                     nodata=chip_nodata(dataset, bands),
                     descriptions=[dataset.descriptions[b - 1] for b in bands], scaling_mode="",
-                    raster_bands=dataset.count)
+                    raster_bands=dataset.count,
+                    band_metadata=BandMetadata.of(dataset, bands))
 
 
 def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path]) -> None:
@@ -211,6 +214,7 @@ def _run(jobs: list[Job], workers: int) -> Iterator[tuple[Job, JobResult]]:
             raise
 
 
+@api_function
 def export_chips(
     source: str | os.PathLike | None = None,
     target: str | os.PathLike | None = None,
@@ -237,6 +241,7 @@ def export_chips(
 ) -> ExportSummary:
     """Export aligned training chips from one pair (`source`, `target`) or many (`pairs`: a CSV
     path or a list of path pairs) into `out_dir`. Options mirror `geopix2pix export-chips`."""
+    pairs = checked_pairs(source, target, pairs)
     given = check_types(locals(), export_chips)  # numpy numbers and tuples made Python's
     chip_size, stride, split_block, seed, workers, sample_size, max_nodata, val_fraction = (
         given[name] for name in ("chip_size", "stride", "split_block", "seed", "workers",

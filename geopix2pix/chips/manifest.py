@@ -1,5 +1,8 @@
-"""dataset.json: what a chips folder holds (bands, dtypes, nodata, statistics, scaling, pairs,
-options). It is written last and atomically, so a folder without it is incomplete and refused."""
+"""dataset.json: what a chips folder holds (bands, dtypes, nodata, band metadata, statistics,
+scaling, pairs, options). It is written last and atomically, so a folder without it is incomplete
+and refused. Each side's band metadata (units, scales, offsets, colour interpretation and table;
+`BandMetadata`) is stored as keys of the side beside its descriptions; a dataset.json written
+before those keys existed reads as having none."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from pathlib import Path
 
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.band_metadata import KEYS as BAND_METADATA_KEYS
+from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.write import write_text_atomic
 
 MANIFEST = "dataset.json"
@@ -37,6 +42,7 @@ class SideInfo:
     scaling_mode: str
     stats: list[dict] = field(default_factory=list)
     raster_bands: int | None = None  # bands of the rasters cut (None: they differ, or unknown)
+    band_metadata: BandMetadata = field(default_factory=BandMetadata)  # units, scales, colours
 
     @property
     def scaling(self) -> Scaling:
@@ -45,12 +51,15 @@ class SideInfo:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        del data["band_metadata"]
         data["nodata"] = encode_nodata(self.nodata)
-        return data
+        return {**data, **self.band_metadata.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> SideInfo:
-        return cls(**{**data, "nodata": decode_nodata(data["nodata"])})
+        fields = {k: v for k, v in data.items() if k not in BAND_METADATA_KEYS}
+        return cls(**{**fields, "nodata": decode_nodata(data["nodata"]),
+                      "band_metadata": BandMetadata.from_dict(data)})
 
 
 @dataclass

@@ -16,6 +16,7 @@ import rasterio
 from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
+from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.gdal_log import libtiff_quiet
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
@@ -58,7 +59,8 @@ class JobResult:
 
 class ChipWriter:
     """Writes one side's chips as GeoTIFFs with the raster's dtype, nodata, descriptions and
-    colours, on the chip's exact transform."""
+    band metadata (units, scales, offsets, colour interpretation and table), on the chip's exact
+    transform."""
 
     def __init__(self, dataset, bands: tuple[int, ...], folder: Path, grid: Grid):
         self.folder = folder
@@ -67,11 +69,7 @@ class ChipWriter:
         self.dtype = dataset.dtypes[bands[0] - 1]
         self.nodata = chip_nodata(dataset, bands)
         self.descriptions = [dataset.descriptions[b - 1] for b in bands]
-        self.colorinterp = [dataset.colorinterp[b - 1] for b in bands]
-        try:
-            self.colormap = dataset.colormap(bands[0]) if len(bands) == 1 else None
-        except ValueError:
-            self.colormap = None
+        self.band_metadata = BandMetadata.of(dataset, bands)
 
     def write(self, chip: ChipWindow, data: np.ndarray, valid: np.ndarray) -> None:
         profile = gtiff_profile(self.dtype, len(self.bands), self.grid.crs,
@@ -92,10 +90,7 @@ class ChipWriter:
         for band, text in enumerate(self.descriptions, start=1):
             if text:
                 dst.set_band_description(band, text)
-        if self.colorinterp != list(dst.colorinterp):
-            dst.colorinterp = self.colorinterp
-        if self.colormap:
-            dst.write_colormap(1, self.colormap)
+        self.band_metadata.apply(dst)
 
 
 MIN_CACHE, MAX_CACHE = 64 << 20, 512 << 20

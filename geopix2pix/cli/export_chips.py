@@ -69,4 +69,4 @@ def export_chips_command(source, target, out_dir, pairs, quiet, **options):
     for line in summary.lines():
         click.echo(line)
     for warning in summary.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+        click.echo(f"warning: {warning}", err=True)

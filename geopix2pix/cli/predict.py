@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from geopix2pix.cli.options import BANDS, creation_options
@@ -9,9 +11,10 @@ from geopix2pix.errors import GeoPix2PixError
 
 
 @click.command("predict", context_settings={"show_default": True})
-@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False),
-              help="Model file written by `geopix2pix train` (model.safetensors).")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "-m", required=True, type=click.Path(),
+              help="Model file written by `geopix2pix train`: RUN_DIR/model.safetensors (or "
+                   "model-best.safetensors).")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for several scenes' outputs (<scene name>.tif); then every PATH is a "
                    "scene.")
@@ -23,7 +26,10 @@ from geopix2pix.errors import GeoPix2PixError
               help="auto uses CUDA when present (bf16, channels_last), else the CPU; under "
                    "torchrun each process uses its own GPU.")
 @click.option("--bands", type=BANDS, default=None,
-              help="1-based scene bands to feed the model  [default: all but alpha]")
+              help="1-based scene bands to feed the model  [default: the source bands chosen "
+                   "at export (e.g. 4,3,2) when the scene is like the training rasters, else "
+                   "all its bands but alpha; a scene giving another number of bands than the "
+                   "model takes needs --bands]")
 @click.option("--blend", type=click.Choice(["hann", "none"]), default="hann",
               help="Hann-weighted blending of overlapping windows, or none (each window's "
                    "centre crop).")
@@ -58,11 +64,13 @@ def predict_command(paths, model, out_dir, quiet, **options):
         if len(paths) != 2:
             raise click.UsageError("give SCENE OUT, or several scenes with --out-dir DIR")
         scenes, out = paths[0], paths[1]
+        _refuse_folder_output(out)
     else:
         scenes, out = list(paths), None
+    _refuse_folder_scenes([scenes] if out is not None else scenes)
 
     def warn(message: str) -> None:
-        click.echo(f"Warning: {message}", err=True)
+        click.echo(f"warning: {message}", err=True)
 
     results = predict_sharded(scenes, out, model=model, out_dir=out_dir, on_warning=warn,
                               progress=not quiet, **options)
@@ -76,3 +84,17 @@ def predict_command(paths, model, out_dir, quiet, **options):
             click.echo(f"Error: {r.error}", err=True)
     if failed:
         raise GeoPix2PixError(f"{len(failed)} of {len(results)} scene(s) failed (see above)")
+
+
+def _refuse_folder_output(out: str) -> None:
+    """OUT is a file: an existing folder there means --out-dir was meant."""
+    if Path(out).is_dir():
+        raise GeoPix2PixError(f"OUT {out} is a folder; to write <scene name>.tif into it, pass "
+                              f"--out-dir {out} (predict SCENES... --out-dir {out} -m MODEL)")
+
+
+def _refuse_folder_scenes(scenes: list[str]) -> None:
+    for scene in scenes:
+        if Path(scene).is_dir():
+            raise GeoPix2PixError(f"SCENE {scene} is a folder, not a raster; pass its rasters "
+                                  f"(e.g. {Path(scene) / '*.tif'}) with --out-dir DIR")

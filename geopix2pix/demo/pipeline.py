@@ -24,6 +24,7 @@ from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.chips.scaling import to_dtype
 from geopix2pix.demo.scenes import TASKS, DemoScenes, make_demo_scenes
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.options import api_function
 from geopix2pix.raster.folders import Owned, prepare_output_dir
 from geopix2pix.raster.io import open_raster, read_window
 from geopix2pix.raster.write import (
@@ -230,6 +231,7 @@ def _refuse_foreign_runs(out_dir: Path) -> None:
             f"no {SUMMARY} or {STARTED}); choose another folder for the demo")
 
 
+@api_function
 def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2image",
              seed: int = 0, progress: bool = True, *, overwrite: bool = False,
              settings: DemoSettings | None = None) -> DemoResult:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from geopix2pix.demo.render import RENDERERS, RenderedPair
 from geopix2pix.demo.terrain import make_landscape
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.options import api_function
 from geopix2pix.raster.write import atomic_path, check_can_write, gtiff_profile
 
 TASKS = ("dsm2image", "sar2optical", "sat2map")
@@ -118,6 +119,7 @@ def _write_pair(pair: RenderedPair, source: Path, target: Path, transform: Affin
                  pair.target_units, overwrite)
 
 
+@api_function
 def make_demo_scenes(out_dir: str | os.PathLike, task: str = "dsm2image", seed: int = 0, *,
                      n_train: int = 2, train_size: int = 768, heldout_size: int = 512,
                      overwrite: bool = False, progress: bool = True) -> DemoScenes:

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.options import api_function
 from geopix2pix.raster.write import atomic_path
 
+from .device import resolve_device
 from .factory import GeneratorSpec, build_generator
 
 METADATA_KEY = "geopix2pix"
@@ -97,15 +99,23 @@ def _not_a_model(path: Path, why: str = "") -> GeoPix2PixError:
     )
 
 
+def _model_in(folder: Path) -> str:
+    """What to pass instead of a folder: the model files of a run folder, as far as it has any."""
+    latest, best = folder / "model.safetensors", folder / "model-best.safetensors"
+    if latest.is_file() and best.is_file():
+        return f"pass {latest} (the latest epoch) or {best} (the lowest validation L1)"
+    if latest.is_file() or best.is_file():
+        return f"pass {latest if latest.is_file() else best}"
+    return (f"pass the {latest.name} (or {best.name}) that `geopix2pix train` writes in its "
+            f"run folder (there is none in {folder})")
+
+
 def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """Metadata and tensors of a safetensors file; GeoPix2PixError for anything else."""
     from safetensors import safe_open
 
     if path.is_dir():
-        inside = [name for name in ("model-best.safetensors", "model.safetensors")
-                  if (path / name).is_file()]
-        hint = f"; pass {path / inside[0]}" if inside else ""
-        raise GeoPix2PixError(f"{path} is a folder, not a model file{hint}")
+        raise GeoPix2PixError(f"{path} is a folder, not a model file; {_model_in(path)}")
     if not path.is_file():
         raise GeoPix2PixError(f"model file {path} does not exist")
     try:
@@ -166,10 +176,15 @@ def _build(path: Path, spec: GeneratorSpec, tensors: dict[str, torch.Tensor]) ->
     return generator
 
 
+@api_function
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
-    """Read a model file written by ``save_model``: the generator (eval mode, on ``device``),
-    its spec and its metadata. Raises GeoPix2PixError for any other kind of file."""
-    path = Path(path)
+    """Read a model file written by ``save_model``: the generator (eval mode, on ``device``:
+    auto, cpu, cuda or cuda:N), its spec and its metadata. Raises GeoPix2PixError for any other
+    kind of file, and for a device that does not exist here."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise GeoPix2PixError(f"path={path!r}: expected the path of a model file, e.g. "
+                              "run/model.safetensors")
+    path, device = Path(path), resolve_device(device, "device=")
     raw_metadata, tensors = _read(path)
     spec, metadata = _parse_header(path, raw_metadata)
     generator = _build(path, spec, tensors).to(device).eval()

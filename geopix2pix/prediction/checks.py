@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rasterio.crs import CRS
 
@@ -17,6 +17,7 @@ from geopix2pix.chips.manifest import decode_nodata
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel
+from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import no_crs_message, select_bands
 
@@ -34,13 +35,15 @@ class Side:
     descriptions: list[str | None]
     scaling: Scaling
     raster_bands: int | None = None  # bands of the training rasters (None: unknown)
+    band_metadata: BandMetadata = field(default_factory=BandMetadata)  # none in older files
 
     @classmethod
     def from_metadata(cls, data: dict) -> Side:
         count = data.get("raster_bands")
         return cls(list(data.get("bands") or []), str(data["dtype"]),
                    decode_nodata(data.get("nodata")), list(data.get("descriptions") or []),
-                   Scaling.from_dict(data["scaling"]), int(count) if count else None)
+                   Scaling.from_dict(data["scaling"]), int(count) if count else None,
+                   BandMetadata.from_dict(data))
 
 
 @dataclass(frozen=True)

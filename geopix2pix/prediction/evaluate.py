@@ -35,7 +35,7 @@ from rasterio.windows import Window
 
 from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.options import check_types
+from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, select_bands, warped_view
 from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
@@ -140,6 +140,7 @@ def _read_pair(pred, pred_bands, ref, ref_bands, window):
     return p.astype(np.float64), r.astype(np.float64), pv & rv
 
 
+@api_function
 def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical: bool = False,
              json_path: str | os.PathLike | None = None, block: int = BLOCK,
              overwrite: bool = False, bands: Sequence[int] | None = None,

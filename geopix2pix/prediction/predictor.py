@@ -20,12 +20,12 @@ from functools import partial
 from pathlib import Path
 
 import rasterio
-import torch
 from affine import Affine
 
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.models import LoadedModel, load_model
-from geopix2pix.options import check_types
+from geopix2pix.models.device import resolve_device
+from geopix2pix.options import api_function, check_types
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import ModelInfo, check_bands, check_crs, check_pixel_size
 from geopix2pix.prediction.runner import (
@@ -115,21 +115,6 @@ class SceneResult:
         self.error, self.exception = message, exc
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N' as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        chosen = None
-    if chosen is None or chosen.type not in ("cpu", "cuda"):
-        raise GeoPix2PixError(f"--device {device}: use auto, cpu, cuda or cuda:N")
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise GeoPix2PixError("--device cuda: no CUDA device is available; use --device cpu")
-    return chosen
-
-
 def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
                  out_dir: PathLike | None) -> list[tuple[Path, Path]]:
     """(scene, output) pairs: OUT for one scene, or DIR/<scene stem>.tif for each."""
@@ -172,6 +157,7 @@ def shared_outputs(outs: Sequence[PathLike]) -> dict[int, int]:
     return shared
 
 
+@api_function
 def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
             model: PathLike | LoadedModel, out_dir: PathLike | None = None,
             on_warning: Callable[[str], None] | None = None, **options) -> list[SceneResult]:
@@ -181,6 +167,7 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     the returned results and the other scenes are still written.
     """
     opts = PredictOptions.from_options(**options)
+    check_model_argument(model)
     single = isinstance(scenes, (str, os.PathLike))
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
     device = resolve_device(opts.device)
@@ -194,6 +181,13 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
             raise GeoPix2PixError(results[0].error) from failure
         raise failure
     return results
+
+
+def check_model_argument(model: object) -> None:
+    """Refuse a `model` that is neither a model file's path nor a loaded model (None)."""
+    if not isinstance(model, (str, os.PathLike, LoadedModel)):
+        raise GeoPix2PixError(f"model={model!r}: expected a model file (e.g. "
+                              "run/model.safetensors) or a model from geopix2pix.load_model")
 
 
 def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> None:

@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 
 
 def output_spec(model: LoadedModel, info: ModelInfo) -> OutputSpec:
-    """The output's bands, dtype, nodata and scaling: the model's target."""
+    """The output's bands, dtype, nodata, band metadata and scaling: the model's target."""
     return OutputSpec.for_target(info.target.dtype, model.spec.out_channels, info.target.nodata,
-                                 info.target.descriptions, info.target.scaling)
+                                 info.target.descriptions, info.target.scaling,
+                                 info.target.band_metadata)
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 - Values: the blended [-1, 1] output goes through the target's `Scaling.inverse` and `to_dtype`
   (rounded and clipped for integers), the same code that made the training chips.
+- Band metadata: the target's descriptions, units, scales, offsets, colour interpretation and
+  colour table (`BandMetadata`, from the model file) are written with the values, which are in the
+  target's dtype and so mean what the target's did (DNs with a scale of 1e-4 stay reflectance).
 - Nodata: invalid scene pixels get the target's nodata. A valid pixel whose prediction equals the
   nodata value is nudged off it (to nodata + 1, or - 1 at the top of an integer range; the next
   representable float for floats), so it is not mistaken for nodata. A float target without nodata
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ from rasterio.transform import from_origin
 
 from geopix2pix.chips.scaling import Scaling, to_dtype
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.creation import (
     check_compression_options,
     check_creation_options,
@@ -51,7 +55,8 @@ COG_CACHE = 32 * 2**20
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """What the output raster holds: the model's target bands, dtype, nodata and units."""
+    """What the output raster holds: the model's target bands, dtype, nodata and units (band
+    metadata: none by default, as for a temporary in data units)."""
 
     dtype: str
     count: int
@@ -59,16 +64,19 @@ class OutputSpec:
     internal_mask: bool
     descriptions: tuple[str | None, ...]
     scaling: Scaling
+    band_metadata: BandMetadata = field(default_factory=BandMetadata)
 
     @classmethod
     def for_target(cls, dtype: str, count: int, nodata: float | None,
-                   descriptions: Sequence[str | None], scaling: Scaling) -> OutputSpec:
+                   descriptions: Sequence[str | None], scaling: Scaling,
+                   band_metadata: BandMetadata | None = None) -> OutputSpec:
         floating = np.issubdtype(np.dtype(dtype), np.floating)
         internal_mask = nodata is None and not floating
         if nodata is None and floating:
             nodata = math.nan
         descs = tuple(descriptions)[:count] + (None,) * max(0, count - len(descriptions))
-        return cls(dtype, count, nodata, internal_mask, descs, scaling)
+        return cls(dtype, count, nodata, internal_mask, descs, scaling,
+                   (band_metadata or BandMetadata()).fitted(count))
 
 
 def _nudge(nodata: float, dtype: np.dtype):
@@ -104,7 +112,7 @@ def creation_profile(grid: Grid, spec: OutputSpec, compress: str,
     """The tiled, compressed GTiff profile of the output, with the user's creation options (see
     `with_creation_options`) over it."""
     if compress not in COMPRESSIONS:
-        raise ValueError(f"compress {compress!r}: use one of {', '.join(COMPRESSIONS)}")
+        raise GeoPix2PixError(f"compress {compress!r}: use one of {', '.join(COMPRESSIONS)}")
     profile = gtiff_profile(spec.dtype, spec.count, grid.crs, grid.transform, grid.width,
                             grid.height, spec.nodata, compress=compress, blocksize=BLOCK)
     if grid.crs is None and grid.transform == Affine.identity():
@@ -129,6 +137,7 @@ class BandWriter:
             for i, desc in enumerate(spec.descriptions, start=1):
                 if desc:
                     dataset.set_band_description(i, desc)
+        spec.band_metadata.apply(dataset)
 
     def add(self, row0: int, col0: int, data: np.ndarray, valid: np.ndarray) -> None:
         """Rows [row0, row0 + rows) of the chunk starting at `col0`, following the rows added
@@ -227,6 +236,7 @@ def check_output_options(spec: OutputSpec, compress: str, cog: bool,
         with MemoryFile() as tiled:
             ours = {} if cog else creation_options
             with tiled.open(**creation_profile(grid, spec, compress, ours)) as dst:
+                spec.band_metadata.apply(dst)  # before the data, as `BandWriter` does
                 dst.write(zeros)
             if cog:
                 with MemoryFile() as out:

@@ -112,11 +112,14 @@ def parse_bands(text: str | None) -> list[int] | None:
 
 
 def _band_number(text: str) -> int:
-    """A 1-based band number; anything else is a ValueError."""
+    """A 1-based band number; anything else (0 included) is a ValueError."""
     text = text.strip()
     if not text.isdigit():
         what = repr(text) if text else "an empty part"
         raise ValueError(f"{what} is not a band number; write bands like 1,2,3 or 1-3")
+    if int(text) == 0:
+        raise ValueError("band numbers start at 1 (there is no band 0); write bands like "
+                         "1,2,3 or 1-3")
     return int(text)
 
 

@@ -80,8 +80,12 @@ class TrainConfig:
             raise GeoPix2PixError("--max-steps must be at least 1")
         if self.workers is not None and self.workers < 0:
             raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
-        if not self.lr > 0 or self.lambda_l1 < 0 or self.samples < 0:
-            raise GeoPix2PixError("--lr must be > 0, --lambda-l1 and samples >= 0")
+        if not self.lr > 0:
+            raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
+        if self.lambda_l1 < 0:
+            raise GeoPix2PixError(f"--lambda-l1 {self.lambda_l1}: use 0 or more")
+        if self.samples < 0:
+            raise GeoPix2PixError(f"samples={self.samples}: use 0 or more")
 
     @classmethod
     def from_options(cls, **options: Any) -> TrainConfig:

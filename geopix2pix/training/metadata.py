@@ -1,9 +1,11 @@
 """The metadata stored in a model file: everything prediction needs besides the weights.
 
 Prediction reads the model file alone, so it must say which bands go in and come out, their
-dtypes and nodata, how values were scaled (and so how to scale back), the chip size, and the
-CRS and pixel size of the training data (to warn when a scene differs), plus the training
-options and the validation scores of these weights.
+dtypes and nodata, how values were scaled (and so how to scale back), the band metadata that
+gives the values their meaning (units, scales, offsets, colour interpretation and table, which
+predict writes to its output), the chip size, and the CRS and pixel size of the training data
+(to warn when a scene differs), plus the training options and the validation scores of these
+weights. It is plain JSON.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from geopix2pix.chips.manifest import DatasetInfo, SideInfo, encode_nodata
 
 
 def side_metadata(side: SideInfo) -> dict[str, Any]:
-    """Bands, dtype, nodata (NaN as "nan"), descriptions and scaling of one side, and the band
-    count of the rasters they were chosen from (predict reads the same bands of a like scene)."""
+    """Bands, dtype, nodata (NaN as "nan"), descriptions, band metadata (units, scales, offsets,
+    colorinterp, colormap) and scaling of one side, and the band count of the rasters they were
+    chosen from (predict reads the same bands of a like scene)."""
     return {
         "bands": list(side.bands),
         "dtype": side.dtype,
         "nodata": encode_nodata(side.nodata),
         "descriptions": list(side.descriptions),
+        **side.band_metadata.to_dict(),
         "scaling": side.scaling.to_dict(),
         "raster_bands": side.raster_bands,
     }

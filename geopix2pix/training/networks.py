@@ -28,11 +28,21 @@ def check_discriminator_depth(chip_size: int, n_layers: int) -> None:
         "geopix2pix export-chips --chip-size)")
 
 
+def check_encoder_weights(generator: str, encoder_weights: str | None) -> None:
+    """Refuse ``--encoder-weights`` for a generator without a pretrained encoder (the U-Net)."""
+    if encoder_weights is not None and not generator.startswith("smp:"):
+        raise GeoPix2PixError(
+            f"--encoder-weights {encoder_weights}: only an smp generator has an encoder to load "
+            f"them into (--generator {generator} is trained from scratch); pass --generator "
+            "smp:<Architecture>:<encoder> (e.g. smp:Unet:resnet34) or drop --encoder-weights")
+
+
 def build_networks(info: DatasetInfo,
                    config: TrainConfig) -> tuple[GeneratorSpec, nn.Module, nn.Module]:
     """The generator's spec, G and D for the chips ``info`` describes."""
     bands_in, bands_out = len(info.source.bands), len(info.target.bands)
     check_discriminator_depth(info.chip_size, config.n_layers)
+    check_encoder_weights(config.generator, config.encoder_weights)
     try:
         spec = GeneratorSpec(config.generator, bands_in, bands_out, info.chip_size,
                              ngf=config.ngf, norm=config.norm)

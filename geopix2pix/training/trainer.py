@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.models import save_model
+from geopix2pix.options import api_function
 from geopix2pix.raster.folders import Owned, prepare_output_dir
 from geopix2pix.raster.write import write_text_atomic
 
@@ -330,7 +332,9 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
     return {**options, **given}
 
 
-def train(chips_dir, out_dir, *, callback: Callable[[dict], bool | None] | None = None,
+@api_function
+def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+          callback: Callable[[dict], bool | None] | None = None,
           log: Callable[[str], None] = _stderr, **options: Any) -> TrainResult:
     """Train Pix2Pix on a chips folder into ``out_dir`` (options as `geopix2pix train`'s).
 

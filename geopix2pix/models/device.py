@@ -1,0 +1,36 @@
+"""The torch device a model runs on: ``auto`` (CUDA when present, else the CPU), ``cpu``,
+``cuda`` or ``cuda:N``, checked before anything is loaded, so a typo or a missing GPU is one
+GeoPix2PixError rather than torch's RuntimeError ("Found no NVIDIA driver")."""
+
+from __future__ import annotations
+
+import torch
+
+from geopix2pix.errors import GeoPix2PixError
+
+
+def resolve_device(device: str | torch.device, option: str = "--device ") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N' as given.
+    `option` starts the error line: ``--device `` for the commands, ``device=`` for an API
+    argument of that name."""
+    shown = _show(option, device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda"):
+        raise GeoPix2PixError(f"{shown}: use auto, cpu, cuda or cuda:N")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise GeoPix2PixError(f"{shown}: no CUDA device is available; use "
+                              f"{_show(option, 'cpu')}")
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise GeoPix2PixError(f"{shown}: only {torch.cuda.device_count()} CUDA device(s) are "
+                              f"visible; use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return chosen
+
+
+def _show(option: str, value: object) -> str:
+    """``--device cuda`` for a command's option, ``device='cuda'`` for an API argument."""
+    return f"{option}{value!r}" if option.endswith("=") else f"{option}{value}"
