@@ -30,9 +30,12 @@ def test_outputs_are_on_the_heldout_grid(demo):
     with rasterio.open(demo.scenes.heldout_source) as scene:
         grid = (scene.crs, scene.transform, scene.width, scene.height)
         void = scene.read(1) == scene.nodata
+    with rasterio.open(demo.scenes.heldout_target) as truth:
+        metadata = (truth.units, truth.scales, truth.offsets, truth.colorinterp)
     for path in (demo.prediction, demo.baseline):
         with rasterio.open(path) as ds:
             assert (ds.crs, ds.transform, ds.width, ds.height) == grid
+            assert (ds.units, ds.scales, ds.offsets, ds.colorinterp) == metadata
             assert ds.dtypes == ("uint8",) and ds.nodata == 0
             values = ds.read(1)
         assert (values[void] == 0).all()  # nodata where the DEM has its void

@@ -157,6 +157,7 @@ def write_baseline(info: DatasetInfo, like: Path, out: Path) -> Path:
     if nodata is not None:
         values = np.where(valid[None], values, np.asarray(nodata).astype(values.dtype))
     with atomic_path(out, overwrite=True) as temp, rasterio.open(temp, "w", **profile) as dst:
+        target.band_metadata.apply(dst)  # units and colours, as the prediction's
         dst.write(values)
         for band, text in enumerate(descriptions, 1):
             if text:
