@@ -20,6 +20,7 @@ from predict_helpers import (
     loaded,
     write_scene,
 )
+from rasterio.transform import from_origin
 
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
@@ -191,3 +192,27 @@ def test_an_output_not_named_as_a_geotiff_is_refused(tmp_path, model_file, capsy
     assert code == 2 and "writes a GeoTIFF; name the output .tif" in capsys.readouterr().err
     assert main(["predict", scene, str(tmp_path / "map.TIFF"), "--model", model_file,
                  "-q"]) == 0
+
+
+def test_resampled_prediction_keeps_its_temporary_under_the_outputs_name(tmp_path, model_file,
+                                                                         monkeypatch):
+    """--resample-to-model's float32 temporary is named after the output (one `.partial`), so
+    the next write of that output removes it if a kill (SIGKILL, out of memory) left it."""
+    from geopix2pix.prediction import predictor
+
+    coarse = write_scene(tmp_path / "coarse.tif", 60, 50,
+                         transform=from_origin(500000.0, 4_000_000.0, 100.0, 100.0))
+    seen: list[list[str]] = []
+    write_on_grid = predictor._write_on_grid
+
+    def listing_first(*args, **kwargs):
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        return write_on_grid(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "_write_on_grid", listing_first)
+    predict(coarse, tmp_path / "out.tif", model=model_file, progress=False,
+            resample_to_model=True, on_warning=lambda _: None)
+    temporaries = [name for name in seen[0] if name != "coarse.tif"]
+    assert len(temporaries) == 1 and temporaries[0].startswith(".out.")
+    assert temporaries[0].count(".partial") == 1 and temporaries[0].endswith(".partial.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coarse.tif", "out.tif"]

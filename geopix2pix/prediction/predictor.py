@@ -286,7 +286,7 @@ def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, mode
     warp that back onto the scene's grid (bilinear, nearest for integer targets)."""
     scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratio)
     units = OutputSpec("float32", spec.count, math.nan, False, spec.descriptions, spec.scaling)
-    temp = partial_name(path)
+    temp = partial_name(name)  # beside the output, named after it (a killed run's is removed)
     tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate",
                                    "creation_options": {}})
     integer = spec.dtype[0] in "iu"
