@@ -300,6 +300,25 @@ def test_complex_rasters_are_refused_in_one_line(tmp_path, model_file):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slc.tif"]
 
 
+def test_a_scene_storing_other_values_than_the_training_sources_gets_a_warning(tmp_path,
+                                                                                model_file):
+    reflectance = write_scene(tmp_path / "r.tif", 40, 40, dtype="float32", nodata=None,
+                              data=np.full((3, 40, 40), 0.05, "float32"))
+    messages: list[str] = []
+    predict(reflectance, tmp_path / "a.tif", model=model_file, progress=False,
+            on_warning=messages.append)
+    assert messages == [f"{reflectance} is float32 but the model was trained on uint8 sources; "
+                        "its values are scaled as the training rasters' were, so check that "
+                        "they are in the same units"]
+    g.predict([reflectance], out_dir=tmp_path / "many", model=model_file, progress=False,
+              on_warning=messages.append)
+    assert len(messages) == 2 and messages[1].endswith(messages[0])  # per scene, named
+    like_training = write_scene(tmp_path / "u.tif", 40, 40)  # uint8, as trained
+    predict(like_training, tmp_path / "b.tif", model=model_file, progress=False,
+            on_warning=messages.append)
+    assert len(messages) == 2
+
+
 def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):
     """With ``centre`` source scaling (DEM inputs) each window is centred on its own mean, so a
     scene raised by a constant predicts the same; the window rows cross batches (batch 7)."""

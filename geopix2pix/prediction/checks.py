@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from rasterio.crs import CRS
 
 from geopix2pix.chips.manifest import decode_nodata
@@ -141,6 +142,18 @@ def pixel_size_ratio(grid: Grid, info: ModelInfo) -> float | None:
         if scene is None or train is None:
             return None
     return scene / train if train > 0 else None
+
+
+def check_source_dtype(dataset, bands: Sequence[int], info: ModelInfo,
+                       warn: Callable[[str], None]) -> None:
+    """Warn when the scene stores another kind of values than the training sources (float32
+    0..1 reflectance fed to a model of uint16 DNs): they are scaled as the training values were,
+    so a difference in units gives a confident nonsense prediction, not an error."""
+    dtype, trained = dataset.dtypes[bands[0] - 1], info.source.dtype
+    if dtype == trained or all(np.dtype(d).kind == "f" for d in (dtype, trained)):
+        return
+    warn(f"{dataset.name} is {dtype} but the model was trained on {trained} sources; its values "
+         "are scaled as the training rasters' were, so check that they are in the same units")
 
 
 def check_pixel_size(dataset, info: ModelInfo, warn: Callable[[str], None],

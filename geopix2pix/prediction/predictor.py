@@ -27,7 +27,13 @@ from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.device import resolve_device
 from geopix2pix.options import api_function, check_types
 from geopix2pix.prediction import grouped
-from geopix2pix.prediction.checks import ModelInfo, check_bands, check_crs, check_pixel_size
+from geopix2pix.prediction.checks import (
+    ModelInfo,
+    check_bands,
+    check_crs,
+    check_pixel_size,
+    check_source_dtype,
+)
 from geopix2pix.prediction.runner import (
     Target,
     open_tiled,
@@ -249,6 +255,7 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
     with open_raster(result.scene, require_crs=False) as dataset:
         check_crs(dataset, options.allow_no_crs)
         bands = check_bands(dataset, options.bands, model, info)
+        check_source_dtype(dataset, bands, info, warn)
         ratio = check_pixel_size(dataset, info, warn, options.resample_to_model)
         spec = output_spec(model, info)
         with atomic_path(result.out, options.overwrite) as temp:
