@@ -310,7 +310,7 @@ def test_bad_export_options_are_one_line(tmp_path, capsys, option, value, needle
 
 def test_export_warns_when_no_val_chip_is_kept(tmp_path, capsys):
     source, target = make_pair(tmp_path / "rasters")
-    assert main(export(source, target, tmp_path / "a")) == 0
+    assert main(export(source, target, tmp_path / "a", "--split-block", "512")) == 0
     captured = capsys.readouterr()
     assert "4 train chips, 0 val chips" in captured.out
     warning = captured.err.strip()
@@ -320,6 +320,12 @@ def test_export_warns_when_no_val_chip_is_kept(tmp_path, capsys):
                        "--val-fraction", "0.25")) == 0
     captured = capsys.readouterr()
     assert "3 train chips, 1 val chips" in captured.out and captured.err == ""
+    # by default, blocks small enough for this small scene to give val a chip
+    assert main(export(source, target, tmp_path / "d")) == 0
+    captured = capsys.readouterr()
+    assert "3 train chips, 1 val chips" in captured.out and captured.err == ""
+    options = json.loads((tmp_path / "d" / "dataset.json").read_text())["options"]
+    assert options["split_block"] == 64  # recorded: 8, 4 and 2 chip sizes gave val nothing
     assert main(export(source, target, tmp_path / "c", "--val-fraction", "0")) == 0
     assert capsys.readouterr().err == ""  # no val asked for: nothing to warn about
 
@@ -329,7 +335,7 @@ def test_export_api_reports_the_warning(tmp_path):
 
     source, target = make_pair(tmp_path / "rasters")
     summary = export_chips(source, target, tmp_path / "a", chip_size=64, progress=False,
-                           workers=1)
+                           workers=1, split_block=256)
     assert summary.kept.get("val", 0) == 0 and summary.warnings[0].startswith("0 val chips")
     with pytest.raises(GeoPix2PixError, match="--stride 0"):
         export_chips(source, target, tmp_path / "b", chip_size=64, stride=0, progress=False)

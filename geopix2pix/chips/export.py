@@ -39,6 +39,9 @@ CHIP_FILES = Owned(("*.tif",))
 OUTPUTS = Owned((MANIFEST, INDEX), {"source": CHIP_FILES, "target": CHIP_FILES})  # all it writes
 
 
+DEFAULT_BLOCKS = (8, 4, 2, 1)  # default --split-block, in chip sizes, tried in turn
+
+
 @dataclass
 class ExportSummary:
     """What an export produced: chips kept per split, chips skipped by reason, and warnings
@@ -130,6 +133,19 @@ def _inputs(pair_paths: list[tuple[Path, Path]], pairs, aoi) -> list[Path]:
     inputs = [path for pair in pair_paths for path in pair]
     inputs += [Path(extra) for extra in (pairs, aoi) if isinstance(extra, (str, os.PathLike))]
     return inputs
+
+
+def _assign(extents, split_block: int | None, chip_size: int, val_fraction: float,
+            seed: int) -> tuple[list[str | None], int]:
+    """The split and the --split-block it used: the one given or, by default, the largest of
+    `DEFAULT_BLOCKS` chip sizes that gives val a chip (a small scene holds too few big blocks)."""
+    if split_block is not None:
+        return assign_splits(extents, split_block, val_fraction, seed), split_block
+    for factor in DEFAULT_BLOCKS:
+        splits = assign_splits(extents, factor * chip_size, val_fraction, seed)
+        if val_fraction == 0 or "val" in splits:
+            break
+    return splits, factor * chip_size
 
 
 def _val_warnings(kept: Counter, val_fraction: float, split_block: int,
@@ -251,11 +267,10 @@ def export_chips(
     if out_dir is None:
         raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")
     stride = chip_size if stride is None else stride
-    split_block = 8 * chip_size if split_block is None else split_block
     workers = default_workers() if workers is None else workers
     _check_options(chip_size, stride, max_nodata, val_fraction, target_resampling,
                    source_scaling, target_scaling)
-    _check_runtime(chip_size, split_block, seed, workers)
+    _check_runtime(chip_size, chip_size if split_block is None else split_block, seed, workers)
     if pairs is None:
         if source is None or target is None:
             raise GeoPix2PixError("give SOURCE and TARGET, or --pairs pairs.csv")
@@ -284,7 +299,7 @@ def export_chips(
     candidates = [c for p in pair_list for c in p.chips]
     extents = split_extents(candidates, {p.spec.index: p.grid for p in pair_list},
                             pair_list[0].overlap)
-    split_of = assign_splits(extents, split_block, val_fraction, seed)
+    split_of, split_block = _assign(extents, split_block, chip_size, val_fraction, seed)
     splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
     skipped[REJECT_STRADDLE] += len(candidates) - len(splits)
 
