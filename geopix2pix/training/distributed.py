@@ -4,8 +4,9 @@
 WORLD_SIZE, LOCAL_RANK and the rendezvous variables; ``init_from_env`` joins that process group
 (NCCL on CUDA, gloo on the CPU). Without those variables everything here is a no-op and the
 program runs as one process. Besides the main group, a gloo group on the CPU carries the small
-control messages (stop flags, validation sums, gathered Python objects), so exchanging them never
-waits on the GPU stream. ``is_writer()`` is the one rank-0 predicate: only the writer writes files.
+control messages (stop flags, validation sums, gathered Python objects, the batch norms'
+running statistics at an epoch end), so exchanging them never waits on the GPU stream.
+``is_writer()`` is the one rank-0 predicate: only the writer writes files.
 """
 
 from __future__ import annotations
@@ -203,9 +204,45 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
                                    else None, find_unused_parameters=False)
 
 
+def running_stats(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The floating-point running statistics (running_mean, running_var) of ``module``'s norm
+    layers that track them (batch norm, SyncBatchNorm, instance norm with
+    ``track_running_stats``), in module order; not num_batches_tracked, an integer count that
+    is the same on every rank."""
+    stats = []
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._NormBase):
+            stats += [t for t in (layer.running_mean, layer.running_var)
+                      if t is not None and t.is_floating_point()]
+    return stats
+
+
+def average_running_stats(*modules: torch.nn.Module) -> None:
+    """Replace the norm layers' running statistics of ``modules``, in place, by their mean over
+    the ranks (the sum over the ranks / the number of ranks, as timm's
+    ``distribute_bn(reduce=True)``); nothing, and no collective call, in one process.
+
+    DDP averages the gradients, so every rank holds the same weights, but each rank updates
+    its batch norms' running statistics from its own batches: without this the ranks would
+    validate (and rank 0 save) different networks in eval mode. The statistics travel as one
+    float64 tensor over the gloo control group (two numbers per channel; every rank receives
+    the same sum, so every rank ends with the same statistics)."""
+    if world_size() < 2:
+        return
+    stats = [t for module in modules for t in running_stats(module)]
+    if not stats:  # instance norm without running statistics: the same networks on every rank
+        return
+    flat = torch.cat([t.detach().reshape(-1).to("cpu", torch.float64) for t in stats])
+    mean = all_reduce_sum(flat) / world_size()
+    with torch.no_grad():
+        for tensor, part in zip(stats, mean.split([t.numel() for t in stats])):
+            tensor.copy_(part.view_as(tensor))
+
+
 def sync_batch_norm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``module`` with its batch norms synchronised across the ranks (SyncBatchNorm), so the
-    statistics are those of the effective batch; CUDA only, as PyTorch's SyncBatchNorm."""
+    statistics are those of the effective batch; CUDA only: PyTorch's SyncBatchNorm refuses
+    CPU tensors in its forward whatever the backend, gloo included."""
     if world_size() < 2:
         return module
     if device.type != "cuda":

@@ -7,6 +7,11 @@ written for the state after the last whole step and KeyboardInterrupt is raised.
 Under DDP the ranks agree after every step whether any of them was asked to stop, so all stop
 after the same step; rank 0 writes the checkpoint while the others wait, and every rank raises
 KeyboardInterrupt. Epoch losses and validation sums are added across the ranks.
+Each rank updates its batch norms' running statistics from its own batches, so an epoch end
+first replaces them by their mean over the ranks: every rank then validates, and the model files
+and checkpoint hold, the same network. A stop in mid-epoch leaves them as they are: the
+checkpoint holds rank 0's, which DDP (broadcasting rank 0's buffers at each forward) would have
+carried on with too, so the resumed run is the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -125,6 +130,8 @@ class EpochRunner:
         trainer, state = self.trainer, self.trainer.state
         partial = state["partial"]
         epoch = state["epoch"] + 1
+        # before validation and any file: every rank the same statistics (one process: a no-op)
+        distributed.average_running_stats(trainer.generator, trainer.discriminator)
         reduce = distributed.all_reduce_sum if trainer.world > 1 else None
         scores = evaluate(trainer.generator, self.val_loader, trainer.setup,
                           trainer.val_set.target_scaling, reduce,
