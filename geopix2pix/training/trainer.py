@@ -8,6 +8,8 @@ Under torchrun (see `distributed`) every rank runs this same code: G and D are w
 DistributedDataParallel, each rank trains on its slice of every global batch (``--batch-size``
 per rank), validates its shard of the val chips, and all writes go through
 ``distributed.writer_first`` (rank 0 writes, the others wait, and a failed write stops all).
+At each epoch end the ranks' batch-norm running statistics are averaged
+(``distributed.average_running_stats``), so every rank validates and saves the same network.
 Checkpoints hold the plain modules' state, so a run can resume on any number of ranks with the
 same effective batch.
 """
