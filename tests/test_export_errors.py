@@ -152,6 +152,38 @@ def test_a_source_listed_twice_in_pairs_is_refused(tmp_path, pair, capsys):
     assert not (tmp_path / "c").exists()
 
 
+def test_pairs_whose_values_mean_different_things_are_refused(tmp_path, pair, capsys):
+    """A date of L2A reflectance (scale 1e-4) beside one of raw DNs: the same numbers would be
+    different quantities in one dataset."""
+    import rasterio
+
+    other = write_raster(tmp_path / "s2.tif", np.ones((2, 128, 128), np.float32))
+    with rasterio.open(other, "r+") as ds:
+        ds.scales = (1e-4, 1e-4)
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"source,target\n{pair[0].name},{pair[1].name}\ns2.tif,{pair[1].name}\n")
+    err = run_error(capsys, ["export-chips", "--pairs", str(csv), "-o", str(tmp_path / "c"),
+                             "-q", "--chip-size", "64"])
+    assert err == (f"Error: {other}: band scales 0.0001, 0.0001 where the first source has 1.0, "
+                   "1.0; all pairs need values in the same units (convert them, or set the "
+                   "metadata right with gdal_edit.py)")
+
+
+def test_the_aoi_is_recorded_by_its_full_path(tmp_path, pair, monkeypatch):
+    import json
+
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    gpd.GeoDataFrame(geometry=[box(500000, 5198720, 501280, 5200000)],
+                     crs="EPSG:32633").to_file(tmp_path / "aoi.gpkg")
+    monkeypatch.chdir(tmp_path)
+    assert main(export_args(pair[0], pair[1], tmp_path / "c", "--aoi", "aoi.gpkg",
+                            "--chip-size", "64")) == 0
+    options = json.loads((tmp_path / "c" / "dataset.json").read_text())["options"]
+    assert options["aoi"] == str(tmp_path / "aoi.gpkg")  # as the pairs are, not as typed
+
+
 def test_sigterm_during_export_leaves_an_empty_folder(tmp_path):
     """A stopped export (kill, timeout, a scheduler) removes the chips it wrote: there is no
     resuming an export, and a rerun then needs no --overwrite."""

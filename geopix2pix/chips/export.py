@@ -193,6 +193,17 @@ def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path]) -> No
             raise GeoPix2PixError(
                 f"{path}: {len(side.bands)} {side.dtype} band(s) where the first {name} has "
                 f"{len(first.bands)} {first.dtype}; all pairs need the same bands and dtype")
+        for what in ("units", "scales", "offsets"):
+            mine, theirs = (getattr(s.band_metadata, what) for s in (side, first))
+            if mine != theirs:  # the same numbers would mean different things
+                raise GeoPix2PixError(
+                    f"{path}: band {what} {_listed(mine)} where the first {name} has "
+                    f"{_listed(theirs)}; all pairs need values in the same units (convert them, "
+                    "or set the metadata right with gdal_edit.py)")
+
+
+def _listed(values: tuple) -> str:
+    return ", ".join(map(str, values)) if values else "none"
 
 
 def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
@@ -329,7 +340,8 @@ def export_chips(
                         skipped={k: n for k, n in skipped.items() if n}),
             options=dict(chip_size=chip_size, stride=stride, source_bands=source_side.bands,
                          target_bands=target_side.bands, target_resampling=target_resampling,
-                         aoi=str(aoi) if aoi else None, aoi_mode=aoi_mode, max_nodata=max_nodata,
+                         aoi=str(Path(aoi).resolve()) if aoi else None, aoi_mode=aoi_mode,
+                         max_nodata=max_nodata,
                          val_fraction=val_fraction, split_block=split_block, seed=seed,
                          source_scaling=source_scaling, target_scaling=target_scaling),
             version=_version(),
