@@ -158,7 +158,7 @@ def test_predict_into_a_folder_hints_out_dir(rasters, tmp_path, capsys, model_fi
 def test_warnings_start_with_lower_case_warning(rasters, tmp_path, capsys):
     out = tmp_path / "chips"
     assert main(["export-chips", str(rasters / "s.tif"), str(rasters / "t.tif"), "-o", str(out),
-                 "--chip-size", "32", "-q", "--workers", "0"]) == 0
+                 "--chip-size", "32", "-q", "--workers", "0", "--split-block", "512"]) == 0
     err = capsys.readouterr().err
     assert err.startswith("warning: 0 val chips") and "Warning" not in err
 
