@@ -1,6 +1,7 @@
-"""Scenes at the antimeridian (Fiji, Kamchatka, the Aleutians): a grid in degrees defined past
-180 and a UTM grid across it pair with each other, AOIs reach them, and the chips.gpkg
-footprints are split at 180 degrees instead of spanning the globe the other way."""
+"""Scenes at the antimeridian (Fiji, Kamchatka, the Aleutians) and near a pole: a grid in
+degrees defined past 180 and a UTM grid across it pair with each other (as do two grids in
+degrees written 360 apart), AOIs reach them, the chips.gpkg footprints are split at 180 degrees
+instead of spanning the globe the other way, and a scene inside a polar target pairs with it."""
 
 from __future__ import annotations
 
@@ -81,3 +82,27 @@ def test_utm_footprints_across_180_are_split_there(tmp_path):
     assert max(widths) < 0.25  # 20 km chips: no part spans the globe
     assert any(len(getattr(geom, "geoms", [])) == 2 for geom in index.geometry)
     assert index.total_bounds[0] == pytest.approx(-180) or index.total_bounds[0] < -179
+
+
+def test_grids_in_degrees_written_360_apart_pair_bit_exactly(tmp_path):
+    data = np.random.default_rng(0).random((1, 128, 128)).astype("float32")
+    east = write_raster(tmp_path / "east.tif", data, crs="EPSG:4326", transform=DEGREES)
+    west = write_raster(tmp_path / "west.tif", data * 2, crs="EPSG:4326",
+                        transform=Affine(0.005, 0, 179.6 - 360, 0, -0.005, -16.0))
+    summary = g.export_chips(east, west, tmp_path / "chips", chip_size=32, val_fraction=0.25,
+                             split_block=32, progress=False)
+    assert summary.kept["train"] + summary.kept["val"] == 16
+    for s, t in chip_pairs(tmp_path / "chips"):
+        np.testing.assert_array_equal(s * 2, t)  # the same pixels, not a warp
+
+
+def test_a_scene_inside_a_polar_target_pairs_with_it(tmp_path):
+    """Svalbard in degrees inside an Arctic polar stereographic target: the target's outline
+    is a ring around the pole, in degrees far south of the scene, yet the scene is inside."""
+    svalbard = write_raster(tmp_path / "s.tif", np.ones((1, 256, 256), np.float32),
+                            crs="EPSG:4326", transform=Affine(0.002, 0, 15.0, 0, -0.002, 78.5))
+    arctic = write_raster(tmp_path / "t.tif", np.ones((1, 600, 600), np.float32),
+                          crs="EPSG:3413", transform=Affine(10000, 0, -3e6, 0, -10000, 3e6))
+    summary = g.export_chips(svalbard, arctic, tmp_path / "chips", chip_size=64,
+                             split_block=64, progress=False)
+    assert summary.kept["train"] + summary.kept["val"] == 16  # the whole scene

@@ -74,7 +74,9 @@ class Grid:
                    for x, y in zip(self.transform[:2] + self.transform[3:5],
                                    other.transform[:2] + other.transform[3:5])):
             return None
-        col, row = ~other.transform @ (self.transform.c, self.transform.f)
+        cols, rows = points_in_pixels(np.array([self.transform.c]),
+                                      np.array([self.transform.f]), self.crs, other)
+        col, row = float(cols[0]), float(rows[0])  # a grid in degrees may be written 360 off
         if abs(col - round(col)) > tolerance or abs(row - round(row)) > tolerance:
             return None
         return int(round(row)), int(round(col))
@@ -122,20 +124,24 @@ def points_in_pixels(xs: np.ndarray, ys: np.ndarray, crs: CRS | None,
             xs, ys = (np.asarray(v) for v in transform(crs, reference.crs, xs, ys))
         except CPLE_BaseError:  # a point outside the reference CRS's domain: none is placed
             return np.full_like(xs, np.inf), np.full_like(ys, np.inf)
-        if reference.crs.is_geographic:
-            centre = reference.transform @ (reference.width / 2, reference.height / 2)
-            xs = centre[0] + (xs - centre[0] + 180.0) % 360.0 - 180.0
+    if reference.crs is not None and reference.crs.is_geographic:  # -179.9 is 180.1 here
+        centre = reference.transform @ (reference.width / 2, reference.height / 2)
+        xs = centre[0] + (xs - centre[0] + 180.0) % 360.0 - 180.0
     inverse = ~reference.transform
     return (inverse.a * xs + inverse.b * ys + inverse.c,
             inverse.d * xs + inverse.e * ys + inverse.f)
 
 
 def overlap_window(source: Grid, target: Grid, source_name: str, target_name: str) -> Window:
-    """The window of the source grid, in whole pixels, covered by both rasters' footprints.
+    """The window of the source grid, in whole pixels, covered by both rasters' footprints:
+    the target's outline seen in source pixels, with the source pixels that see the target (a
+    target's outline does not bound it everywhere: around a pole, a polar target's outline is a
+    ring that the land inside it lies outside of, in degrees).
 
-    Raises GeoPix2PixError (with both bounds in the source CRS) when they do not overlap.
+    Raises GeoPix2PixError (with both bounds) when they do not overlap.
     """
-    cols, rows = outline_in_pixels(target, source)
+    outline, seen = outline_in_pixels(target, source), _pixels_seeing(source, target)
+    cols, rows = (np.concatenate(pair) for pair in zip(outline, seen))
     finite = np.isfinite(cols) & np.isfinite(rows)  # points PROJ cannot transform are inf
     if finite.any():
         cols, rows = cols[finite], rows[finite]
@@ -151,6 +157,23 @@ def overlap_window(source: Grid, target: Grid, source_name: str, target_name: st
             "target that covers the source scene"
         )
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _pixels_seeing(source: Grid, target: Grid, steps: int = 32) -> tuple[np.ndarray, ...]:
+    """Corners, in source pixels, of the box around the points of a `steps` x `steps` lattice
+    over the source that fall inside the target, widened by a lattice step (what lies between
+    the points is unknown); empty arrays when none does."""
+    fractions = np.linspace(0.0, 1.0, steps + 1)
+    cols, rows = np.meshgrid(fractions * source.width, fractions * source.height)
+    xs, ys = source.transform @ (cols.ravel(), rows.ravel())
+    tcols, trows = points_in_pixels(xs, ys, source.crs, target)
+    inside = (tcols >= 0) & (tcols <= target.width) & (trows >= 0) & (trows <= target.height)
+    if not inside.any():
+        return np.empty(0), np.empty(0)
+    step_c, step_r = source.width / steps, source.height / steps
+    cols, rows = cols.ravel()[inside], rows.ravel()[inside]
+    return (np.array([cols.min() - step_c, cols.max() + step_c]),
+            np.array([rows.min() - step_r, rows.max() + step_r]))
 
 
 def _format_bounds(grid: Grid) -> str:
