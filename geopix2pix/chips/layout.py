@@ -14,7 +14,6 @@ from rasterio.windows import Window
 from geopix2pix.raster.grid import Grid, points_in_pixels
 
 _EDGE = 1e-6  # pixels: footprints meeting at a block edge do not touch across it
-_APART = 2.0**40  # rows between the frame and a pair it cannot hold (exact in float64)
 
 
 @dataclass(frozen=True)
@@ -55,11 +54,13 @@ def chip_windows(pair: int, overlap: Window, size: int, stride: int) -> list[Chi
 
 def split_extents(chips: Sequence[ChipWindow], grids: Mapping[int, Grid],
                   origin: tuple[int, int]) -> np.ndarray:
-    """Each chip's extent (row0, col0, row1, col1) in the split frame: the first pair's source
-    pixels counted from `origin` (its chip lattice's top-left), whatever the chip's own pair's
-    CRS and resolution (the bounding box of its footprint there)."""
+    """Each chip's (frame, row0, col0, row1, col1): its extent in the split frame, the first
+    pair's source pixels counted from `origin` (its chip lattice's top-left), whatever the
+    chip's own pair's CRS and resolution (the bounding box of its footprint there); frame 0.
+    A chip the frame's CRS cannot place (the far side of the Earth) keeps its own pixels, in a
+    frame of its pair's (pair + 1), so its blocks are its own."""
     frame = grids[min(grids)]
-    extents = np.empty((len(chips), 4))
+    extents = np.empty((len(chips), 5))
     by_pair: dict[int, list[int]] = {}
     for i, chip in enumerate(chips):
         by_pair.setdefault(chip.pair, []).append(i)
@@ -74,21 +75,22 @@ def split_extents(chips: Sequence[ChipWindow], grids: Mapping[int, Grid],
         else:
             cols, rows = points_in_pixels(xs.ravel(), ys.ravel(), grid.crs, frame)
             cols, rows = cols.reshape(xs.shape), rows.reshape(ys.shape)
-        extents[members] = np.stack([rows.min(1) - origin[0], cols.min(1) - origin[1],
+        extents[members] = np.stack([np.zeros(len(members)),
+                                     rows.min(1) - origin[0], cols.min(1) - origin[1],
                                      rows.max(1) - origin[0], cols.max(1) - origin[1]], axis=1)
-        lost = [i for i in members if not np.isfinite(extents[i]).all()]
-        for i in lost:  # the frame's CRS cannot hold it (the far side of the Earth): its own
-            # pixels, far from every other pair's, so it gets blocks of its own
-            chip = chips[i]
-            extents[i] = [chip.row + _APART * pair, chip.col,
-                          chip.row + chip.size + _APART * pair, chip.col + chip.size]
+        for i in members:
+            if not np.isfinite(extents[i]).all():
+                chip = chips[i]
+                extents[i] = [pair + 1, chip.row, chip.col, chip.row + chip.size,
+                              chip.col + chip.size]
     return extents
 
 
-def _blocks(extent: np.ndarray, block: int) -> set[tuple[int, int]]:
-    """The split blocks a chip's extent touches (a shared edge is not touching)."""
-    r0, c0, r1, c1 = (extent + [_EDGE, _EDGE, -_EDGE, -_EDGE]) / block
-    return {(br, bc) for br in range(math.floor(r0), math.floor(r1) + 1)
+def _blocks(extent: np.ndarray, block: int) -> set[tuple[int, int, int]]:
+    """The split blocks (frame, row, col) a chip's extent touches (a shared edge is not
+    touching)."""
+    r0, c0, r1, c1 = (extent[1:] + [_EDGE, _EDGE, -_EDGE, -_EDGE]) / block
+    return {(int(extent[0]), br, bc) for br in range(math.floor(r0), math.floor(r1) + 1)
             for bc in range(math.floor(c0), math.floor(c1) + 1)}
 
 
@@ -109,7 +111,7 @@ def assign_splits(extents: np.ndarray, block: int, val_fraction: float,
     order = sorted(home)
     np.random.default_rng(seed).shuffle(order)
     wanted = val_fraction * len(extents)
-    val_blocks: set[tuple[int, int]] = set()
+    val_blocks: set[tuple[int, int, int]] = set()
     val_count = 0
     for key in order:
         closer = abs(val_count + home[key] - wanted) < abs(val_count - wanted)
