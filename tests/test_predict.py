@@ -298,6 +298,12 @@ def test_complex_rasters_are_refused_in_one_line(tmp_path, model_file):
     with pytest.raises(GeoPix2PixError, match="complex"):
         g.export_chips(scene, scene, tmp_path / "chips", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slc.tif"]
+    sentinel1 = tmp_path / "cint16.vrt"  # Sentinel-1 SLC's type, which numpy has not
+    sentinel1.write_text('<VRTDataset rasterXSize="8" rasterYSize="8"><SRS>EPSG:32633</SRS>'
+                         '<GeoTransform>500000,10,0,5200000,0,-10</GeoTransform>'
+                         '<VRTRasterBand dataType="CInt16" band="1"/></VRTDataset>')
+    with pytest.raises(GeoPix2PixError, match=r"has complex \(complex_int16\) bands"):
+        g.evaluate(sentinel1, sentinel1)
 
 
 def test_a_scene_storing_other_values_than_the_training_sources_gets_a_warning(tmp_path,

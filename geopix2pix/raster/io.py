@@ -49,7 +49,7 @@ def open_raster(path: str | os.PathLike, require_crs: bool = True):
             f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF "
             "or another GDAL raster"
         ) from None
-    complex_types = sorted({dt for dt in dataset.dtypes if np.dtype(dt).kind == "c"})
+    complex_types = sorted({dt for dt in dataset.dtypes if dt.startswith("complex")})
     if complex_types:
         dataset.close()
         raise GeoPix2PixError(
