@@ -66,19 +66,15 @@ def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None 
     single = isinstance(scenes, (str, os.PathLike))
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
     device = rank_device(opts.device, where.local_rank)
-    joined = distributed.init_from_env(device, control_only=True, timeout=GATHER_TIMEOUT)
-    try:
-        rank, world = distributed.rank(), distributed.world_size()
-        loaded = load_model(model, device=device)  # on every rank: same errors everywhere
-        loaded.generator.to(device)
-        check_creation_options_for(opts, loaded)
-        opts = dataclasses.replace(opts, progress=opts.progress and rank == 0)
-        results = predict_scenes(shard(pairs, rank, world), loaded, opts, on_warning=on_warning)
-        gathered = distributed.all_gather_object(
-            [dataclasses.replace(r, exception=None) for r in results])
-    finally:
-        if joined:
-            distributed.cleanup()
+    distributed.init_from_env(device, control_only=True, timeout=GATHER_TIMEOUT)  # until exit
+    rank, world = distributed.rank(), distributed.world_size()
+    loaded = load_model(model, device=device)  # on every rank: same errors everywhere
+    loaded.generator.to(device)
+    check_creation_options_for(opts, loaded)
+    opts = dataclasses.replace(opts, progress=opts.progress and rank == 0)
+    results = predict_scenes(shard(pairs, rank, world), loaded, opts, on_warning=on_warning)
+    gathered = distributed.all_gather_object(
+        [dataclasses.replace(r, exception=None) for r in results])
     if out is not None and results and results[0].exception is not None:
         raise results[0].exception
     ordered: list[SceneResult | None] = [None] * len(pairs)

@@ -82,6 +82,9 @@ def init_from_env(device: torch.device, control_only: bool = False,
     """Join torchrun's process group (NCCL for a CUDA ``device``, else gloo) when launched by
     torchrun and not already joined; returns whether this call initialised it.
 
+    Once joined, the process stays in the group until it exits (`_leave_at_exit`): torch does
+    not reliably join a group again after leaving one (the second rendezvous may wait forever),
+    so a script that trains or predicts several times under torchrun reuses the first group.
     ``control_only``: the ranks only exchange small Python objects (no tensors on the GPU),
     so a gloo group serves whatever the device. ``timeout``: how long a collective may wait for
     a slow rank (PyTorch's default otherwise).
@@ -89,8 +92,8 @@ def init_from_env(device: torch.device, control_only: bool = False,
     global _control_group
     if active() or not env().launched:
         return False
-    atexit.unregister(_free_before_exit)  # once, however many runs this process makes
-    atexit.register(_free_before_exit)
+    atexit.unregister(_leave_at_exit)  # once, however many runs this process makes
+    atexit.register(_leave_at_exit)
     extra = {} if timeout is None else {"timeout": timeout}
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -103,16 +106,18 @@ def init_from_env(device: torch.device, control_only: bool = False,
     return True
 
 
-def _free_before_exit() -> None:
-    """DDP wrappers hold the process group, and a run's objects refer to each other, so only
-    the garbage collector frees them. Left to the interpreter's shutdown, freeing them could
-    abort the process (gloo: "terminate called without an active exception", SIGABRT, after
-    a finished or stopped run): at exit they are freed first, while Python still runs."""
-    gc.collect()
+def _leave_at_exit() -> None:
+    """Leave the group while Python still runs (see `cleanup`)."""
+    cleanup()
 
 
 def cleanup() -> None:
-    """Leave the process group, first freeing what no longer uses it (`_free_before_exit`)."""
+    """Leave the process group, first freeing what still refers to it.
+
+    DDP wrappers hold the process group, and a run's objects refer to each other, so only the
+    garbage collector frees them. Left to the interpreter's shutdown, freeing them could abort
+    the process (gloo: "terminate called without an active exception", SIGABRT, after a
+    finished or stopped run), so they are collected first."""
     global _control_group
     gc.collect()
     if active():

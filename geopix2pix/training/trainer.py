@@ -343,15 +343,15 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     ``callback(info)`` is called after each step with {"epoch", "step", "lr", losses}; returning
     True stops the run as Ctrl-C does (checkpoint written, ``TrainingStopped``, a
     KeyboardInterrupt, raised).
-    Under torchrun, this joins the process group (NCCL on CUDA, gloo on the CPU), trains with
-    DDP, and leaves the group at the end.
+    Under torchrun, this joins the process group (NCCL on CUDA, gloo on the CPU) and trains with
+    DDP; the process stays in the group (a later run reuses it) until it exits.
     """
     refuse_spawned_reimport("train")
     if options.get("resume"):
         options = saved_options(Path(out_dir), options)
     config = TrainConfig.from_options(**options)
     setup = resolve_device(config.device, config.amp, distributed.env().local_rank)
-    joined = distributed.init_from_env(setup.device)
+    distributed.init_from_env(setup.device)  # left when the process exits
     trainer = None
     try:
         trainer = Trainer(chips_dir, out_dir, config, log, setup)
@@ -359,5 +359,3 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     finally:
         if trainer is not None:
             trainer.release()
-        if joined:
-            distributed.cleanup()

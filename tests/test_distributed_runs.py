@@ -1,0 +1,54 @@
+"""A script that trains and predicts several times in one torchrun launch: the processes join
+the process group once and keep it (torch does not reliably join a second one after leaving the
+first: the second rendezvous sometimes waited forever)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import rasterio
+from conftest import write_raster
+
+from geopix2pix.chips.export import export_chips
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from geopix2pix.prediction.distributed import predict_sharded
+    from geopix2pix.training import train
+    from geopix2pix.training import distributed
+
+    if __name__ == "__main__":
+        chips, out, scene = sys.argv[1:]
+        for run in ("a", "b"):
+            result = train(chips, f"{out}/{run}", max_steps=2, ngf=8, ndf=8, batch_size=2,
+                           workers=0, quiet=True, log=lambda message: None)
+            for name in ("p1", "p2"):
+                predict_sharded([scene], out_dir=f"{out}/{run}-{name}", model=result.model_path,
+                                progress=False)
+        print("rank", distributed.rank(), "of", distributed.world_size(), "done", flush=True)
+""")
+
+
+def test_a_torchrun_script_trains_and_predicts_several_times(tmp_path):
+    y, x = np.mgrid[0:96, 0:96]
+    dem = (100 + 30 * np.sin(x / 11.0) + 25 * np.cos(y / 13.0)).astype("float32")
+    scene = write_raster(tmp_path / "dem.tif", dem)
+    target = write_raster(tmp_path / "shade.tif", (dem * 2).astype("float32"))
+    export_chips(scene, target, tmp_path / "chips", chip_size=32, val_fraction=0.25,
+                 progress=False, workers=1)
+    (tmp_path / "script.py").write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", str(tmp_path / "script.py"),
+                           str(tmp_path / "chips"), str(tmp_path / "out"), str(scene)],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(done.stdout.split("\n")[:2]) == ["rank 0 of 2 done", "rank 1 of 2 done"]
+    for run in ("a", "b"):
+        for name in ("p1", "p2"):
+            with rasterio.open(tmp_path / "out" / f"{run}-{name}" / "dem.tif") as out:
+                assert out.shape == (96, 96)
