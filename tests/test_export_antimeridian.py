@@ -106,3 +106,20 @@ def test_a_scene_inside_a_polar_target_pairs_with_it(tmp_path):
     summary = g.export_chips(svalbard, arctic, tmp_path / "chips", chip_size=64,
                              split_block=64, progress=False)
     assert summary.kept["train"] + summary.kept["val"] == 16  # the whole scene
+
+
+def test_a_target_in_degrees_past_180_is_read_east_of_180_too(tmp_path):
+    """GDAL's warper maps each source pixel back into the target: east of 180 it found -179.9,
+    outside a target written 179.6..180.24, and those chips came out empty."""
+    source = write_field(tmp_path / "s.tif", "EPSG:32760", UTM60S, 256)
+    target = write_field(tmp_path / "t.tif", "EPSG:4326", DEGREES, 128)
+    g.export_chips(source, target, tmp_path / "chips", chip_size=32, val_fraction=0,
+                   max_nodata=1.0, progress=False)
+    index = gpd.read_file(tmp_path / "chips" / "chips.gpkg")
+    box = index.geometry.bounds  # chips wholly east of 180 and inside the target (to 180.24)
+    east = index[(box.minx > -180) & (box.maxx < -179.76) & (box.miny > -16.64) &
+                 (box.maxy < -16.0)]
+    assert len(east) >= 2 and (east.valid_fraction == 1).all()
+    errors = [np.abs(s - t).mean() for s, t in chip_pairs(tmp_path / "chips")
+              if not np.isnan(t).any()]
+    assert len(errors) >= len(east) and max(errors) < 1.0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
@@ -176,6 +177,9 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     # approximation, which shows as a visible shift between source and target chips
     kwargs = dict(crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                   resampling=RESAMPLING[resampling], tolerance=0.01)
+    wrapped = _longitudes_past_180(dataset)
+    if wrapped is not None:
+        kwargs["src_crs"] = wrapped
     if dataset.nodata is not None:
         kwargs.update(src_nodata=dataset.nodata, nodata=dataset.nodata)
     elif np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating) and not needs_mask_read(
@@ -184,6 +188,21 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     else:
         kwargs.update(add_alpha=True)
     return WarpedVRT(dataset, **kwargs)
+
+
+def _longitudes_past_180(dataset) -> CRS | None:
+    """For a raster in degrees defined past +-180 (179.9..180.2), its CRS with PROJ's lon_wrap
+    about that meridian, else None. GDAL's warper goes from each output pixel back to the
+    raster, and without it finds 180.1 degrees as -179.9, outside the raster: the ground east
+    of 180 would be lost."""
+    crs = dataset.crs
+    if crs is None or not crs.is_geographic:
+        return None
+    left, _, right, _ = Grid.of(dataset).bounds
+    meridian = 180 if right > 180 else -180 if left < -180 else None
+    if meridian is None:
+        return None
+    return CRS.from_proj4(f"{crs.to_proj4()} +lon_wrap={meridian}")
 
 
 def chip_nodata(dataset, bands: Sequence[int]) -> float | None:
