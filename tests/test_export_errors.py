@@ -242,3 +242,31 @@ def test_a_script_without_a_main_guard_is_told_what_to_do(tmp_path):
     assert "export_chips was called while a worker process imported your script; put the " \
         'call under `if __name__ == "__main__":`' in done.stderr
     assert done.stderr.rstrip().endswith("since each worker imports the script)")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"source,target\n/a.tif\n", "--pairs {csv}, line 2: a source and a target path are "
+                                 "needed; fill them in or remove the line"),
+    (b"source,target\ns.tif,\n", "--pairs {csv}, line 2: a source and a target path are "
+                                 "needed; fill them in or remove the line"),
+    ("source,target\n".encode("utf-16"), "--pairs {csv} is not a UTF-8 text file (a raster, "
+                                         "or a spreadsheet saved as UTF-16?); save it as CSV "
+                                         "UTF-8 with source,target columns"),
+    (b"II*\x00\xda\xff", "--pairs {csv} is not a UTF-8 text file (a raster, or a spreadsheet "
+                         "saved as UTF-16?); save it as CSV UTF-8 with source,target columns"),
+    (b"source,target\n", "--pairs {csv} needs a header with 'source' and 'target' columns and "
+                         "at least one row"),
+])
+def test_a_pairs_csv_that_cannot_be_read_is_one_line(tmp_path, capsys, content, message):
+    csv = tmp_path / "pairs.csv"
+    csv.write_bytes(content)
+    err = run_error(capsys, ["export-chips", "--pairs", str(csv), "-o", str(tmp_path / "c")])
+    assert err == "Error: " + message.format(csv=csv)
+
+
+def test_a_pairs_csv_from_excel_with_a_byte_order_mark_is_read(tmp_path, pair):
+    from geopix2pix.chips.pairs import read_pairs_csv
+
+    csv = tmp_path / "pairs.csv"
+    csv.write_bytes(f"\ufeffsource, target\r\n{pair[0].name},{pair[1].name}\r\n".encode())
+    assert read_pairs_csv(csv) == [pair]

@@ -7,7 +7,6 @@ write the chips.gpkg index -> write dataset.json last (its presence marks a comp
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from geopix2pix.chips.layout import ChipWindow, assign_splits, chip_windows, split_extents
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
-from geopix2pix.chips.pairs import checked_pairs
+from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
@@ -65,19 +64,6 @@ class _Pair:
     grid: Grid
     overlap: tuple[int, int]
     chips: list[ChipWindow]
-
-
-def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """Pairs from a CSV with `source,target` columns, paths relative to the CSV's folder."""
-    path = Path(path)
-    if not path.exists():
-        raise GeoPix2PixError(f"--pairs {path}: no such file; check the path")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"source", "target"} <= set(rows[0]):
-        raise GeoPix2PixError(f"--pairs {path} needs a header with 'source' and 'target' columns "
-                              "and at least one row")
-    return [(path.parent / r["source"].strip(), path.parent / r["target"].strip()) for r in rows]
 
 
 def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
