@@ -353,3 +353,14 @@ def test_rasters_storing_different_kinds_of_values_get_a_warning(tmp_path, capsy
                                        "same units\n")
     as_float64 = str(write_raster(tmp_path / "d.tif", data.astype("float64")))
     assert evaluate(as_float64, ref).warnings == []
+
+
+def test_rasters_whose_values_mean_other_quantities_get_a_warning(tmp_path):
+    data = np.random.default_rng(8).integers(0, 5000, (1, 20, 20)).astype("uint16")
+    pred = str(write_raster(tmp_path / "p.tif", data))
+    ref = str(write_raster(tmp_path / "r.tif", data))
+    with rasterio.open(pred, "r+") as ds:
+        ds.scales = (2e-4,)
+    assert evaluate(pred, ref).warnings == [
+        f"{pred}: band 1 scale 0.0002 ({ref}: 1): values are compared as stored, so check "
+        "that both are in the same units"]

@@ -164,9 +164,9 @@ def test_pairs_whose_values_mean_different_things_are_refused(tmp_path, pair, ca
     csv.write_text(f"source,target\n{pair[0].name},{pair[1].name}\ns2.tif,{pair[1].name}\n")
     err = run_error(capsys, ["export-chips", "--pairs", str(csv), "-o", str(tmp_path / "c"),
                              "-q", "--chip-size", "64"])
-    assert err == (f"Error: {other}: band scales 0.0001, 0.0001 where the first source has 1.0, "
-                   "1.0; all pairs need values in the same units (convert them, or set the "
-                   "metadata right with gdal_edit.py)")
+    assert err == (f"Error: {other}: band 1 scale 0.0001 (the first source: 1); band 2 scale "
+                   "0.0001 (the first source: 1); all pairs need values in the same units "
+                   "(convert them, or set the metadata right with gdal_edit.py)")
 
 
 def test_the_aoi_is_recorded_by_its_full_path(tmp_path, pair, monkeypatch):

@@ -319,10 +319,29 @@ def test_a_scene_storing_other_values_than_the_training_sources_gets_a_warning(t
     g.predict([reflectance], out_dir=tmp_path / "many", model=model_file, progress=False,
               on_warning=messages.append)
     assert len(messages) == 2 and messages[1].endswith(messages[0])  # per scene, named
-    like_training = write_scene(tmp_path / "u.tif", 40, 40)  # uint8, as trained
+    with rasterio.open(write_scene(tmp_path / "u.tif", 40, 40), "r+") as ds:  # uint8, as trained
+        ds.units = ("DN", "DN", "DN")  # the model file records none: nothing to compare
+        like_training = ds.name
     predict(like_training, tmp_path / "b.tif", model=model_file, progress=False,
             on_warning=messages.append)
     assert len(messages) == 2
+
+
+def test_a_scene_in_other_units_or_scale_than_the_training_sources_gets_a_warning(tmp_path):
+    from geopix2pix.models import load_model
+
+    model = load_model(unet_file(tmp_path / "m.safetensors"))
+    model.metadata["source"].update(units=["reflectance"] * 3, scales=[1e-4] * 3,
+                                    offsets=[0.0] * 3)
+    scene = write_scene(tmp_path / "s.tif", 40, 40)
+    with rasterio.open(scene, "r+") as ds:
+        ds.units = ("reflectance", "reflectance", "dB")
+        ds.scales = (1e-4, 2e-4, 1e-4)
+    messages: list[str] = []
+    predict(scene, tmp_path / "a.tif", model=model, progress=False, on_warning=messages.append)
+    assert messages == [f"{scene}: band 3 unit dB (training sources: reflectance); band 2 scale "
+                        "0.0002 (training sources: 0.0001); its values are scaled as the "
+                        "training rasters' were, so check that they are in the same units"]
 
 
 def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):

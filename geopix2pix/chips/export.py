@@ -26,7 +26,7 @@ from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.options import api_function, check_types
-from geopix2pix.raster.band_metadata import BandMetadata
+from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
 from geopix2pix.raster.folders import Owned, prepare_output_dir, remove_outputs
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import RESAMPLING, chip_nodata, open_raster, select_bands
@@ -179,17 +179,12 @@ def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path]) -> No
             raise GeoPix2PixError(
                 f"{path}: {len(side.bands)} {side.dtype} band(s) where the first {name} has "
                 f"{len(first.bands)} {first.dtype}; all pairs need the same bands and dtype")
-        for what in ("units", "scales", "offsets"):
-            mine, theirs = (getattr(s.band_metadata, what) for s in (side, first))
-            if mine != theirs:  # the same numbers would mean different things
-                raise GeoPix2PixError(
-                    f"{path}: band {what} {_listed(mine)} where the first {name} has "
-                    f"{_listed(theirs)}; all pairs need values in the same units (convert them, "
-                    "or set the metadata right with gdal_edit.py)")
-
-
-def _listed(values: tuple) -> str:
-    return ", ".join(map(str, values)) if values else "none"
+        differences = meaning_differences(side.band_metadata, first.band_metadata,
+                                          f"the first {name}")
+        if differences:  # the same numbers would mean different things
+            raise GeoPix2PixError(
+                f"{path}: {'; '.join(differences)}; all pairs need values in the same units "
+                "(convert them, or set the metadata right with gdal_edit.py)")
 
 
 def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,

@@ -11,14 +11,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from rasterio.crs import CRS
 
 from geopix2pix.chips.manifest import decode_nodata
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel
-from geopix2pix.raster.band_metadata import BandMetadata
+from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import no_crs_message, select_bands
 
@@ -144,16 +143,22 @@ def pixel_size_ratio(grid: Grid, info: ModelInfo) -> float | None:
     return scene / train if train > 0 else None
 
 
-def check_source_dtype(dataset, bands: Sequence[int], info: ModelInfo,
-                       warn: Callable[[str], None]) -> None:
-    """Warn when the scene stores another kind of values than the training sources (float32
-    0..1 reflectance fed to a model of uint16 DNs): they are scaled as the training values were,
-    so a difference in units gives a confident nonsense prediction, not an error."""
+def check_source_values(dataset, bands: Sequence[int], info: ModelInfo,
+                        warn: Callable[[str], None]) -> None:
+    """Warn when the scene's values are another kind (float32 0..1 reflectance fed to a model of
+    uint16 DNs) or mean other quantities (another unit, scale or offset) than the training
+    sources': they are scaled as the training values were, so a difference in units gives a
+    confident nonsense prediction, not an error."""
     dtype, trained = dataset.dtypes[bands[0] - 1], info.source.dtype
-    if dtype == trained or all(np.dtype(d).kind == "f" for d in (dtype, trained)):
-        return
-    warn(f"{dataset.name} is {dtype} but the model was trained on {trained} sources; its values "
-         "are scaled as the training rasters' were, so check that they are in the same units")
+    if not stored_alike(dtype, trained):
+        warn(f"{dataset.name} is {dtype} but the model was trained on {trained} sources; its "
+             "values are scaled as the training rasters' were, so check that they are in the "
+             "same units")
+    differences = meaning_differences(BandMetadata.of(dataset, bands),
+                                      info.source.band_metadata, "training sources")
+    if differences:
+        warn(f"{dataset.name}: {'; '.join(differences)}; its values are scaled as the training "
+             "rasters' were, so check that they are in the same units")
 
 
 def check_pixel_size(dataset, info: ModelInfo, warn: Callable[[str], None],

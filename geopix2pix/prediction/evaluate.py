@@ -36,6 +36,7 @@ from rasterio.windows import Window
 from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.options import api_function, check_types
+from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, select_bands, warped_view
 from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
@@ -176,7 +177,7 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
         raise GeoPix2PixError(f"{pred} and {reference} are on different grids and one has no "
                               "CRS, so they cannot be aligned; assign a CRS")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
-    report.warnings += _dtype_warning(pred, p.dtypes[pb[0] - 1], reference, r.dtypes[rb[0] - 1])
+    report.warnings += _values_warning(pred, p, pb, reference, r, rb)
     view = warped_view(r, grid, "nearest" if categorical else "bilinear") if warped else r
     try:
         if categorical:
@@ -194,13 +195,22 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
     return report
 
 
-def _dtype_warning(pred: str, pred_dtype: str, reference: str, ref_dtype: str) -> list[str]:
-    """A warning when the rasters store different kinds of values (uint8 against float32 0..1):
-    they are compared as stored, so a difference in units shows as a huge error, not a note."""
-    if pred_dtype == ref_dtype or all(np.dtype(d).kind == "f" for d in (pred_dtype, ref_dtype)):
-        return []
-    return [f"{pred} is {pred_dtype} but {reference} is {ref_dtype}: values are compared as "
-            "stored, so check that both are in the same units"]
+def _values_warning(pred: str, p, pb: list[int], reference: str, r,
+                    rb: list[int]) -> list[str]:
+    """Warnings when the rasters store different kinds of values (uint8 against float32 0..1)
+    or values meaning other quantities (another unit, scale or offset): they are compared as
+    stored, so a difference in units shows as a huge error, not a note."""
+    warnings = []
+    pred_dtype, ref_dtype = p.dtypes[pb[0] - 1], r.dtypes[rb[0] - 1]
+    if not stored_alike(pred_dtype, ref_dtype):
+        warnings.append(f"{pred} is {pred_dtype} but {reference} is {ref_dtype}: values are "
+                        "compared as stored, so check that both are in the same units")
+    differences = meaning_differences(BandMetadata.of(p, pb), BandMetadata.of(r, rb),
+                                      reference)
+    if differences:
+        warnings.append(f"{pred}: {'; '.join(differences)}: values are compared as stored, "
+                        "so check that both are in the same units")
+    return warnings
 
 
 def _pair_bands(pred: str, p, bands, reference: str, r,

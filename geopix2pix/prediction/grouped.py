@@ -34,7 +34,7 @@ from geopix2pix.prediction.checks import (
     check_bands,
     check_crs,
     check_pixel_size,
-    check_source_dtype,
+    check_source_values,
 )
 from geopix2pix.prediction.runner import Target, output_spec, predict_targets, reopen_scene
 from geopix2pix.prediction.windows import make_layout
@@ -110,7 +110,7 @@ def predict_group(results: Sequence, model, info: ModelInfo, options,
                     dataset = stack.enter_context(open_raster(result.scene, require_crs=False))
                     check_crs(dataset, options.allow_no_crs)
                     bands = check_bands(dataset, options.bands, model, info)
-                    check_source_dtype(dataset, bands, info, warn_for(result))
+                    check_source_values(dataset, bands, info, warn_for(result))
                     check_pixel_size(dataset, info, warn_for(result))
                     temp = partial_name(check_can_write(result.out, options.overwrite))
                 except GeoPix2PixError as exc:

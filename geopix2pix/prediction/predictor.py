@@ -32,7 +32,7 @@ from geopix2pix.prediction.checks import (
     check_bands,
     check_crs,
     check_pixel_size,
-    check_source_dtype,
+    check_source_values,
 )
 from geopix2pix.prediction.runner import (
     Target,
@@ -255,7 +255,7 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
     with open_raster(result.scene, require_crs=False) as dataset:
         check_crs(dataset, options.allow_no_crs)
         bands = check_bands(dataset, options.bands, model, info)
-        check_source_dtype(dataset, bands, info, warn)
+        check_source_values(dataset, bands, info, warn)
         ratio = check_pixel_size(dataset, info, warn, options.resample_to_model)
         spec = output_spec(model, info)
         with atomic_path(result.out, options.overwrite) as temp:

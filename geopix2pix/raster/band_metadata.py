@@ -103,6 +103,34 @@ class BandMetadata:
                    colormap=tuple(_rgba(entry) for entry in colormap) if colormap else None)
 
 
+MEANING = (("units", "unit"), ("scales", "scale"), ("offsets", "offset"))
+
+
+def meaning_differences(these: BandMetadata, those: BandMetadata, theirs_name: str) -> list[str]:
+    """How the stored values of `these` bands mean other quantities than those of `those`
+    (band by band, in order), e.g. ['band 2 scale 0.0002 (the first source: 0.0001)'] with
+    `theirs_name` 'the first source'; [] when they agree. Metadata of no band (a file from
+    before it was recorded) agrees with anything."""
+    if not these.scales or not those.scales:
+        return []
+    found = []
+    for key, word in MEANING:
+        for band, (mine, theirs) in enumerate(zip(getattr(these, key), getattr(those, key)), 1):
+            if mine != theirs:
+                found.append(f"band {band} {word} {_shown(mine)} ({theirs_name}: "
+                             f"{_shown(theirs)})")
+    return found
+
+
+def _shown(value: str | float | None) -> str:
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else value
+
+
+def stored_alike(dtype: str, other: str) -> bool:
+    """Whether two rasters store the same kind of values: one dtype, or floating point both."""
+    return dtype == other or (dtype.startswith("float") and other.startswith("float"))
+
+
 def _read_colormap(dataset, bands: Sequence[int]) -> tuple[Rgba, ...] | None:
     try:
         table = dataset.colormap(bands[0])
@@ -136,4 +164,3 @@ def _rgba(entry: Any) -> Rgba:
     if len(values) != 4 or not all(isinstance(v, int) and 0 <= v <= 255 for v in values):
         raise ValueError(f"colour table entry {entry!r} is not 4 integers from 0 to 255")
     return values  # type: ignore[return-value]
-
