@@ -350,3 +350,31 @@ def test_only_litter_files_are_litter_not_folders_named_like_them(tmp_path):
     with pytest.raises(GeoPix2PixError, match=r"holds \._backup/"):
         prepare_output_dir(out, True, "dataset.json", owned=Owned(("dataset.json",)))
     assert (out / "._backup" / "precious.tif").read_bytes() == b"mine"
+
+
+def test_a_run_from_encoder_weights_resumes_from_elsewhere_without_them(chips, tmp_path,
+                                                                       monkeypatch):
+    """The weights file is recorded by its full path and only read when the run starts: the
+    resumed run's weights come from its checkpoint."""
+    from safetensors.torch import save_file
+
+    from geopix2pix.models import GeneratorSpec, build_generator
+    from geopix2pix.training import train
+
+    encoder = build_generator(GeneratorSpec(name="smp:Unet:resnet18", in_channels=3,
+                                            chip_size=64)).encoder
+    (tmp_path / "weights").mkdir()
+    save_file(encoder.state_dict(), str(tmp_path / "weights" / "resnet18.safetensors"))
+    monkeypatch.chdir(tmp_path / "weights")
+    options = dict(generator="smp:Unet:resnet18", ndf=8, batch_size=2, workers=0, quiet=True,
+                   max_steps=4, epochs=1, decay_epochs=1, log=lambda message: None)
+    with pytest.raises(KeyboardInterrupt):
+        train(chips, tmp_path / "run", encoder_weights="resnet18.safetensors",
+              callback=lambda info: info["step"] == 2, **options)
+    recorded = json.loads((tmp_path / "run" / "train.json").read_text())["options"]
+    assert recorded["encoder_weights"] == str(tmp_path / "weights" / "resnet18.safetensors")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights" / "resnet18.safetensors").unlink()
+    result = train(chips, tmp_path / "run", resume=True, workers=0, quiet=True,
+                   log=lambda message: None)
+    assert result.steps == 4

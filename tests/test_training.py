@@ -247,8 +247,12 @@ def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks
         "options": {"ngf": 8, "batch_size": 4, "workers": 3, "device": "cuda", "lr": 0.001},
         "effective_batch_size": 8, "world_size": 2}))
     monkeypatch.setenv("WORLD_SIZE", "4")  # resumed on 4 ranks
-    assert saved_options(tmp_path, {"resume": True, "lr": 0.002}) == {
-        "ngf": 8, "batch_size": 2, "lr": 0.002, "resume": True}  # no runtime option taken
+    (tmp_path / "train.json").write_text(json.dumps({  # and a key this version does not know
+        "options": {"ngf": 8, "batch_size": 4, "workers": 3, "device": "cuda", "lr": 0.001,
+                    "dropped_option": 1, "resume": False, "quiet": False},
+        "effective_batch_size": 8, "world_size": 2}))
+    assert saved_options(tmp_path, {"resume": True, "lr": 0.002, "device": "cpu"}) == {
+        "ngf": 8, "batch_size": 2, "workers": 3, "lr": 0.002, "device": "cpu", "resume": True}
     monkeypatch.setenv("WORLD_SIZE", "3")  # 8 chips cannot be split: the check says so later
     assert saved_options(tmp_path, {"resume": True})["batch_size"] == 4
     assert saved_options(tmp_path / "nothing", {"resume": True}) == {"resume": True}

@@ -21,8 +21,9 @@ NORMS = ("batch", "instance")
 AUGMENTS = ("none", "flip", "d4")
 # May differ between a run and its --resume: they change speed or output, not what is learned.
 # sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
+# encoder_weights too: a resumed run takes its weights from the checkpoint, not from that file.
 RUNTIME_OPTIONS = ("workers", "device", "amp", "compile", "resume", "overwrite", "quiet",
-                   "sync_bn")
+                   "sync_bn", "encoder_weights")
 
 
 @dataclass

@@ -46,7 +46,7 @@ def build_networks(info: DatasetInfo,
     try:
         spec = GeneratorSpec(config.generator, bands_in, bands_out, info.chip_size,
                              ngf=config.ngf, norm=config.norm)
-        generator = build_generator(spec, config.encoder_weights)
+        generator = build_generator(spec, None if config.resume else config.encoder_weights)
         discriminator = build_discriminator(bands_in + bands_out, config.ndf, config.n_layers,
                                             config.norm)
     except ValueError as exc:

@@ -16,6 +16,7 @@ same effective batch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,7 +39,7 @@ from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
-from .config import RUNTIME_OPTIONS, TrainConfig
+from .config import TrainConfig
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import METRICS, MetricsLog, typed_row
@@ -319,12 +320,14 @@ class Trainer:
 
 def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
     """--resume: the options the run in `run_dir` was started with (its train.json), those
-    `given` over them, so resuming needs no option repeated (one given differently from the
-    checkpoint's is then refused). Runtime options (device, workers, ...) are not taken; the
-    batch size per rank is the run's chips per step over this run's ranks."""
+    `given` over them, so resuming needs no option repeated (one that shapes the result, given
+    differently from the checkpoint's, is then refused; a runtime one such as --workers or
+    --device may change). Options this version does not know are dropped; the batch size per
+    rank is the run's chips per step over this run's ranks."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"resume", "overwrite", "quiet"}
     try:
         saved = json.loads((run_dir / OPTIONS).read_text())
-        options = {k: v for k, v in saved["options"].items() if k not in RUNTIME_OPTIONS}
+        options = {k: v for k, v in saved["options"].items() if k in known}
         effective = int(saved["effective_batch_size"])
     except (OSError, ValueError, KeyError, TypeError):  # none: the checkpoint's check decides
         return given
@@ -349,6 +352,8 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     refuse_spawned_reimport("train")
     if options.get("resume"):
         options = saved_options(Path(out_dir), options)
+    if isinstance(options.get("encoder_weights"), (str, os.PathLike)):  # recorded in full
+        options["encoder_weights"] = os.path.abspath(options["encoder_weights"])
     config = TrainConfig.from_options(**options)
     setup = resolve_device(config.device, config.amp, distributed.env().local_rank)
     distributed.init_from_env(setup.device)  # left when the process exits
