@@ -364,3 +364,13 @@ def test_rasters_whose_values_mean_other_quantities_get_a_warning(tmp_path):
     assert evaluate(pred, ref).warnings == [
         f"{pred}: band 1 scale 0.0002 ({ref}: 1): values are compared as stored, so check "
         "that both are in the same units"]
+
+
+def test_bands_compared_in_order_but_described_differently_get_a_warning(tmp_path):
+    data = np.random.default_rng(9).integers(100, 5000, (2, 20, 20)).astype("uint16")
+    pred = str(write_raster(tmp_path / "p.tif", data, descriptions=("B04", "B03")))
+    ref = str(write_raster(tmp_path / "r.tif", data, descriptions=("B02", "B03")))
+    assert evaluate(pred, ref).warnings == [
+        "bands compared in order are described differently: 1 (B04) with 1 (B02); choose "
+        "the reference's with --reference-bands"]
+    assert evaluate(pred, ref, reference_bands=[1, 2]).warnings == []  # as asked

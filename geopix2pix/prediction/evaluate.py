@@ -178,6 +178,8 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
                               "CRS, so they cannot be aligned; assign a CRS")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
     report.warnings += _values_warning(pred, p, pb, reference, r, rb)
+    if matching == "in order":
+        report.warnings += _unlike_descriptions(p, pb, r, rb)
     view = warped_view(r, grid, "nearest" if categorical else "bilinear") if warped else r
     try:
         if categorical:
@@ -211,6 +213,18 @@ def _values_warning(pred: str, p, pb: list[int], reference: str, r,
         warnings.append(f"{pred}: {'; '.join(differences)}: values are compared as stored, "
                         "so check that both are in the same units")
     return warnings
+
+
+def _unlike_descriptions(p, pb: list[int], r, rb: list[int]) -> list[str]:
+    """A warning when bands compared in order are described differently (B04 against B02)."""
+    unlike = [f"{a} ({p.descriptions[a - 1]}) with {b} ({r.descriptions[b - 1]})"
+              for a, b in zip(pb, rb)
+              if p.descriptions[a - 1] and r.descriptions[b - 1]
+              and p.descriptions[a - 1] != r.descriptions[b - 1]]
+    if not unlike:
+        return []
+    return [f"bands compared in order are described differently: {', '.join(unlike)}; choose "
+            "the reference's with --reference-bands"]
 
 
 def _pair_bands(pred: str, p, bands, reference: str, r,
