@@ -11,6 +11,7 @@ and the valid names, not Python's TypeError.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import numbers
@@ -139,4 +140,10 @@ def _call_error(name: str, signature: inspect.Signature, args: tuple, kwargs: di
         given = len(args) - ("self" in signature.parameters)
         return (f"{name}() takes at most {len(positional)} positional argument(s) "
                 f"({', '.join(positional)}) but got {given}; pass the others by name")
+    extra = [k for k in kwargs if k not in signature.parameters]  # into **options
+    missing = str(exc).rsplit("'", 2)[-2] if str(exc).count("'") >= 2 else ""
+    close = difflib.get_close_matches(missing, extra, n=1)
+    if close:  # predict(modle=...): say the slip, not only that `model` is missing
+        return (f"{name}(): missing '{missing}' (given as '{close[0]}'?); "
+                f"see help(geopix2pix.{name})")
     return f"{name}(): {exc}; see help(geopix2pix.{name})"

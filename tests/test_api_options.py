@@ -305,3 +305,10 @@ def test_evaluate_and_train_name_a_wrong_keyword_or_argument(pair, tmp_path):
         "overwrite, pred, reference, reference_bands")
     with pytest.raises(GeoPix2PixError, match=r"^train\(\): missing a required argument"):
         g.train(tmp_path / "chips")
+
+
+def test_a_misspelt_required_keyword_is_named(tmp_path):
+    with pytest.raises(GeoPix2PixError) as caught:
+        g.predict(tmp_path / "a.tif", tmp_path / "b.tif", modle="m.safetensors")
+    assert str(caught.value) == ("predict(): missing 'model' (given as 'modle'?); "
+                                 "see help(geopix2pix.predict)")
