@@ -34,7 +34,8 @@ def footprints(chips: Sequence[ChipWindow], grid: Grid) -> np.ndarray:
     return shapely.polygons(np.stack([xs, ys], axis=-1))
 
 
-def _shift_lon(geometry, degrees: float):
+def _shift_lon(geometry: shapely.Geometry, degrees: float) -> shapely.Geometry:
+    """`geometry` moved east by `degrees` of longitude."""
     return shapely.transform(geometry, lambda xy: xy + np.array([degrees, 0.0]))
 
 

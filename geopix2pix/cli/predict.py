@@ -94,6 +94,7 @@ def _refuse_folder_output(out: str) -> None:
 
 
 def _refuse_folder_scenes(scenes: list[str]) -> None:
+    """A folder given as a scene (meant: its rasters) is one line, not GDAL's complaint."""
     for scene in scenes:
         if Path(scene).is_dir():
             raise GeoPix2PixError(f"SCENE {scene} is a folder, not a raster; pass its rasters "

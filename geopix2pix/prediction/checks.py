@@ -18,7 +18,7 @@ from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
-from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.grid import Grid, control_points
 from geopix2pix.raster.io import no_crs_message, select_bands
 
 PIXEL_SIZE_TOLERANCE = 2.0
@@ -107,9 +107,9 @@ def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
 
 
 def check_crs(dataset, allow_no_crs: bool) -> None:
+    """Refuse a scene without CRS unless `allow_no_crs` (predicting on its pixels)."""
     if dataset.crs is None and not allow_no_crs:
-        placed = dataset.gcps[0] or dataset.rpcs is not None
-        keeps = " (the output keeps them)" if placed else ""
+        keeps = " (the output keeps them)" if control_points(dataset) else ""
         raise GeoPix2PixError(f"{no_crs_message(dataset, dataset.name)}; or pass --allow-no-crs "
                               f"to predict on its pixels{keeps}")
 

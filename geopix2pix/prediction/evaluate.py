@@ -111,6 +111,7 @@ class EvaluationReport:
 
 
 def _band_text(bands: Sequence[int]) -> str:
+    """[4, 3, 2] -> '4,3,2', as band options are written."""
     return ",".join(map(str, bands))
 
 

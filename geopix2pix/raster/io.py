@@ -22,7 +22,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.grid import Grid, control_points
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear,
               "cubic": Resampling.cubic}
@@ -66,8 +66,9 @@ def open_raster(path: str | os.PathLike, require_crs: bool = True):
 def no_crs_message(dataset, path: str | os.PathLike) -> str:
     """Why a raster without CRS cannot be used, and what to do: assign a CRS, or for a raster
     placed by ground control points or RPCs (a raw satellite scene), warp it onto a grid."""
-    gcps = dataset.gcps[0]
-    if gcps or dataset.rpcs is not None:
+    placed = control_points(dataset)
+    if placed:
+        gcps = placed.get("gcps")
         what = f"{len(gcps)} ground control points" if gcps else "RPCs"
         rpc = "" if gcps else "-rpc "
         return (f"{path} is placed by {what}, not on a map grid; warp it onto one first "
