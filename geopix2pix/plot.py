@@ -209,10 +209,12 @@ def plot_footprints(chips_dir: PathLike, scene: PathLike | None = None, size: fl
     chips = gpd.read_file(index, layer="chips")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(size, size))
-    crs = chips["crs"].iloc[0]
+    crs, centre = chips["crs"].iloc[0], None
     if scene is not None:
-        crs = _draw_scene(ax, Path(scene))
+        crs, centre = _draw_scene(ax, Path(scene))
     chips = chips.to_crs(crs)
+    if chips.crs.is_geographic:  # the index splits chips at 180: draw them beside the scene
+        chips.geometry = _beside(chips.geometry, centre)
     colours = {"train": "tab:blue", "val": "tab:orange"}
     for split, group in chips.groupby("split"):
         group.plot(ax=ax, facecolor="none", edgecolor=colours.get(split, "grey"), linewidth=0.8)
@@ -224,8 +226,25 @@ def plot_footprints(chips_dir: PathLike, scene: PathLike | None = None, size: fl
     return fig
 
 
+def _beside(geometry, centre: float | None):
+    """Footprints in degrees with their longitudes taken within 180 of `centre` (default: the
+    first footprint's), so parts split at 180 meet again next to a scene defined past it."""
+    import shapely
+
+    if centre is None:
+        centre = float(geometry.iloc[0].centroid.x)
+
+    def unwrap(xy: np.ndarray) -> np.ndarray:
+        xy = xy.copy()
+        xy[:, 0] = centre + (xy[:, 0] - centre + 180.0) % 360.0 - 180.0
+        return xy
+
+    return geometry.apply(lambda part: shapely.transform(part, unwrap))
+
+
 def _draw_scene(ax, scene: Path, max_side: int = 1024):
-    """Draw a raster (decimated to at most `max_side` pixels) in its CRS; return the CRS."""
+    """Draw a raster (decimated to at most `max_side` pixels) in its CRS; return the CRS and
+    the longitude or x of its centre."""
     from rasterio.enums import Resampling
 
     from geopix2pix.raster.io import data_bands, open_raster
@@ -241,4 +260,4 @@ def _draw_scene(ax, scene: Path, max_side: int = 1024):
         crs = ds.crs
     valid = ~np.ma.getmaskarray(data).any(0)
     ax.imshow(render(data.filled(0), valid), extent=(left, right, bottom, top))
-    return crs
+    return crs, (left + right) / 2

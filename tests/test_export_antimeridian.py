@@ -123,3 +123,12 @@ def test_a_target_in_degrees_past_180_is_read_east_of_180_too(tmp_path):
     errors = [np.abs(s - t).mean() for s, t in chip_pairs(tmp_path / "chips")
               if not np.isnan(t).any()]
     assert len(errors) >= len(east) and max(errors) < 1.0
+
+
+def test_footprints_are_drawn_beside_a_scene_defined_past_180(tmp_path):
+    source = write_field(tmp_path / "s.tif", "EPSG:4326", DEGREES, 128)
+    g.export_chips(source, source, tmp_path / "chips", chip_size=32, val_fraction=0,
+                   progress=False)
+    figure = g.plot_footprints(tmp_path / "chips", scene=source)
+    left, right = figure.axes[0].get_xlim()
+    assert 179.5 < left < 179.7 and 180.2 < right < 180.3  # not -180 .. 180
