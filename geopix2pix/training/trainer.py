@@ -238,8 +238,11 @@ class Trainer:
         distributed.writer_first(lambda: self._write_options(replicas))
 
     def _write_options(self, replicas: dict[str, Any] | None) -> None:
+        options = self.config.to_dict()
+        if options["encoder_weights"]:  # in full, so that a resume from elsewhere finds it
+            options["encoder_weights"] = os.path.abspath(options["encoder_weights"])
         content = {"chips_dir": str(self.chips_dir.resolve()),
-                   "options": self.config.to_dict(), "device": self.setup.describe(),
+                   "options": options, "device": self.setup.describe(),
                    "dataset": _dataset_fingerprint(self.chips_dir),
                    "world_size": self.world, "batch_size_per_rank": self.config.batch_size,
                    "effective_batch_size": self.effective_batch}
@@ -352,8 +355,6 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     refuse_spawned_reimport("train")
     if options.get("resume"):
         options = saved_options(Path(out_dir), options)
-    if isinstance(options.get("encoder_weights"), (str, os.PathLike)):  # recorded in full
-        options["encoder_weights"] = os.path.abspath(options["encoder_weights"])
     config = TrainConfig.from_options(**options)
     setup = resolve_device(config.device, config.amp, distributed.env().local_rank)
     distributed.init_from_env(setup.device)  # left when the process exits
