@@ -312,3 +312,16 @@ def test_a_misspelt_required_keyword_is_named(tmp_path):
         g.predict(tmp_path / "a.tif", tmp_path / "b.tif", modle="m.safetensors")
     assert str(caught.value) == ("predict(): missing 'model' (given as 'modle'?); "
                                  "see help(geopix2pix.predict)")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(source_scaling="zscore"), "--source-scaling zscore: use one of percentile, minmax, "
+                                    "centre"),
+    (dict(target_scaling="centre"), "--target-scaling centre: use percentile or minmax (centre "
+                                    "cannot be inverted at prediction)"),
+    (dict(aoi_mode="inside"), "--aoi-mode inside: use one of intersects, within"),  # no aoi
+])
+def test_export_choices_name_the_bad_value(pair, tmp_path, options, message):
+    with pytest.raises(GeoPix2PixError) as caught:
+        g.export_chips(*pair, tmp_path / "chips", progress=False, **options)
+    assert str(caught.value) == message

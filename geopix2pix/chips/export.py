@@ -97,9 +97,20 @@ def _check_options(chip_size: int, stride: int, max_nodata: float, val_fraction:
     if resampling not in RESAMPLING:
         raise GeoPix2PixError(f"--target-resampling {resampling}: use one of "
                               f"{', '.join(RESAMPLING)}")
-    if source_scaling not in SCALING_MODES or target_scaling not in ("percentile", "minmax"):
-        raise GeoPix2PixError("scaling: source uses percentile|minmax|centre, target uses "
-                              "percentile|minmax (centre cannot be inverted at prediction)")
+    if source_scaling not in SCALING_MODES:
+        raise GeoPix2PixError(f"--source-scaling {source_scaling}: use one of "
+                              f"{', '.join(SCALING_MODES)}")
+    if target_scaling not in ("percentile", "minmax"):
+        raise GeoPix2PixError(f"--target-scaling {target_scaling}: use percentile or minmax "
+                              "(centre cannot be inverted at prediction)")
+
+
+def _check_aoi_mode(aoi_mode: str) -> None:
+    """Checked with or without --aoi (an API call may pass the mode alone)."""
+    from geopix2pix.chips.footprints import AOI_MODES
+
+    if aoi_mode not in AOI_MODES:
+        raise GeoPix2PixError(f"--aoi-mode {aoi_mode}: use one of {', '.join(AOI_MODES)}")
 
 
 def _check_runtime(chip_size: int, split_block: int, seed: int, workers: int) -> None:
@@ -263,6 +274,7 @@ def export_chips(
     _check_options(chip_size, stride, max_nodata, val_fraction, target_resampling,
                    source_scaling, target_scaling)
     _check_runtime(chip_size, chip_size if split_block is None else split_block, seed, workers)
+    _check_aoi_mode(aoi_mode)
     if pairs is None:
         if source is None or target is None:
             raise GeoPix2PixError("give SOURCE and TARGET, or --pairs pairs.csv")
@@ -335,10 +347,8 @@ def export_chips(
 
 
 def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> None:
-    from geopix2pix.chips.footprints import AOI_MODES, aoi_filter, read_aoi
+    from geopix2pix.chips.footprints import aoi_filter, read_aoi
 
-    if aoi_mode not in AOI_MODES:
-        raise GeoPix2PixError(f"--aoi-mode {aoi_mode}: use one of {', '.join(AOI_MODES)}")
     polygons = read_aoi(aoi)
     for pair in pair_list:
         keep = aoi_filter(pair.chips, pair.grid, polygons, aoi_mode)
