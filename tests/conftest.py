@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,17 @@ def model_file(tmp_path_factory) -> str:
 
     return unet_file(tmp_path_factory.mktemp("model") / "model.safetensors",
                      descriptions=["elevation"])
+
+
+def run_whole(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(command, capture_output=True, text=True)` in a process group of its own,
+    killed whole on timeout: torchrun's workers would otherwise outlive a killed torchrun."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, **kwargs) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)

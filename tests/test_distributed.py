@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import limit_file_size, write_raster
+from conftest import limit_file_size, run_whole, write_raster
 from predict_helpers import unet_file, write_scene
 
 from geopix2pix.chips.dataset import ChipDataset
@@ -79,10 +79,9 @@ def torchrun(args: list[str], tmp: Path, watch: Path | None = None,
     (hook / "sitecustomize.py").write_text(AUDIT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(hook),
            "AUDIT_WATCH": str(watch.resolve()) if watch else "", "AUDIT_LOG": str(hook)}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", *args], env=env, capture_output=True,
-                          text=True, timeout=300, preexec_fn=None if file_size is None else
-                          limit_file_size(file_size))
+    return run_whole([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                      "--nproc-per-node", "2", *args], timeout=300, env=env,
+                     preexec_fn=None if file_size is None else limit_file_size(file_size))
 
 
 def audit(tmp: Path, rank: int) -> list[str]:

@@ -5,13 +5,12 @@ first: the second rendezvous sometimes waited forever)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import rasterio
-from conftest import write_raster
+from conftest import run_whole, write_raster
 
 from geopix2pix.chips.export import export_chips
 
@@ -29,7 +28,8 @@ SCRIPT = textwrap.dedent("""
             for name in ("p1", "p2"):
                 predict_sharded([scene], out_dir=f"{out}/{run}-{name}", model=result.model_path,
                                 progress=False)
-        print("rank", distributed.rank(), "of", distributed.world_size(), "done", flush=True)
+        with open(f"{out}/rank{distributed.rank()}.txt", "w") as done:
+            done.write(f"{distributed.rank()} of {distributed.world_size()} done")
 """)
 
 
@@ -42,12 +42,13 @@ def test_a_torchrun_script_trains_and_predicts_several_times(tmp_path):
                  progress=False, workers=1)
     (tmp_path / "script.py").write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", str(tmp_path / "script.py"),
-                           str(tmp_path / "chips"), str(tmp_path / "out"), str(scene)],
-                          env=env, capture_output=True, text=True, timeout=240)
+    done = run_whole([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                      "--nproc-per-node", "2", str(tmp_path / "script.py"),
+                      str(tmp_path / "chips"), str(tmp_path / "out"), str(scene)],
+                     timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(done.stdout.split("\n")[:2]) == ["rank 0 of 2 done", "rank 1 of 2 done"]
+    assert [(tmp_path / "out" / f"rank{r}.txt").read_text() for r in (0, 1)] == [
+        "0 of 2 done", "1 of 2 done"]
     for run in ("a", "b"):
         for name in ("p1", "p2"):
             with rasterio.open(tmp_path / "out" / f"{run}-{name}" / "dem.tif") as out:
