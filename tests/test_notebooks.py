@@ -3,7 +3,7 @@ committed without outputs."""
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
 import pytest
@@ -41,4 +41,5 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]
     assert len(images) >= 5  # scenes, chips, footprints, curves, results, quicklook
-    assert os.environ["GEOPIX2PIX_QUICKSTART_SMALL"] == "1"
+    train = json.loads((out / "run" / "train.json").read_text())
+    assert train["options"]["max_steps"] == 20  # the small settings took effect
