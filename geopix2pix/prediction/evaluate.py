@@ -5,19 +5,16 @@ bilinear, nearest for categorical maps) and compared on the pixels valid in both
 streamed in blocks; each block is read with a halo of the SSIM window's radius so SSIM near block
 borders equals SSIM of the whole raster.
 
-Continuous: per band and overall MAE and RMSE in the data's units, PSNR from the MSE with the data
-range stated (the reference dtype's range for integers; for floats the reference's max - min over
-the compared pixels, per band, and the widest band range overall), and SSIM (Gaussian window 11,
-sigma 1.5, same data range). Categorical: pixel accuracy and per-class IoU (classes = the integer
-codes found in either raster), with a warning when the prediction holds codes the reference never
-does (a regressed map compared as classes: each such code is a "class" of IoU 0).
+Continuous: per band and overall MAE and RMSE in the values as stored, PSNR from the MSE with the
+data range stated (the reference dtype's range for integers; for floats the reference's
+max - min over the compared pixels, per band, and the widest band range overall), and SSIM
+(Gaussian window 11, sigma 1.5, same data range). Categorical: pixel accuracy and per-class IoU
+(classes = the integer codes found in either raster), with a warning when the prediction holds
+codes the reference never does (a regressed map compared as classes: each such code is a "class"
+of IoU 0).
 
-Bands: PRED's `bands` (default all data bands) are compared in order with the reference's
-`reference_bands` (default all data bands). When the counts differ and no reference bands are
-given (or the same bands in another order), each PRED band is paired with the reference band of
-the same description (B04 with B04), if every PRED band's description names exactly one
-reference band; the report says which reference band each PRED band was compared with, and how
-they were paired.
+Bands: which are compared, and the warnings about what they hold, are `band_pairing`'s; the
+report says which reference band each PRED band was compared with, and how they were paired.
 """
 
 from __future__ import annotations
@@ -36,15 +33,19 @@ from rasterio.windows import Window
 from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.options import api_function, check_types
-from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
+from geopix2pix.prediction.band_pairing import (
+    MATCHING,
+    band_text,
+    pair_bands,
+    unlike_descriptions,
+    values_warnings,
+)
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import open_raster, read_window, select_bands, warped_view
+from geopix2pix.raster.io import open_raster, read_window, warped_view
 from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
 
 BLOCK = 1024
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
-MATCHING = {"in order": "in order", "given": "as given",
-            "by description": "matched by band description"}
 
 
 @dataclass
@@ -89,8 +90,8 @@ class EvaluationReport:
         head = [f"prediction {self.pred}", f"reference  {self.reference}"
                 + (" (warped onto the prediction's grid)" if self.warped else ""),
                 f"compared pixels (valid in both): {self.valid_pixels}",
-                f"bands compared: prediction {_band_text(self.pred_bands)} with reference "
-                f"{_band_text(self.reference_bands)} ({MATCHING[self.band_matching]})"]
+                f"bands compared: prediction {band_text(self.pred_bands)} with reference "
+                f"{band_text(self.reference_bands)} ({MATCHING[self.band_matching]})"]
         if self.categorical:
             rows = [f"{'class':>10} {'IoU':>8}"]
             rows += [f"{c:>10g} {v:>8.4f}" for c, v in zip(self.classes, self.iou)]
@@ -108,11 +109,6 @@ class EvaluationReport:
         rows.append(f"{'overall':<33} {o['mae']:>12.6g} {o['rmse']:>12.6g} {o['psnr']:>9.3f} "
                     f"{o['ssim']:>7.4f} {o['data_range']:>10.6g}")
         return "\n".join(head + rows)
-
-
-def _band_text(bands: Sequence[int]) -> str:
-    """[4, 3, 2] -> '4,3,2', as band options are written."""
-    return ",".join(map(str, bands))
 
 
 def _jsonable(value):
@@ -169,7 +165,7 @@ def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical:
 def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorical: bool,
              block: int) -> EvaluationReport:
     """The report for the open rasters P and R (R read on P's grid)."""
-    pb, rb, matching = _pair_bands(pred, p, bands, reference, r, reference_bands)
+    pb, rb, matching = pair_bands(pred, p, bands, reference, r, reference_bands)
     if categorical:
         _check_class_codes((pred, p, pb), (reference, r, rb))
     grid = Grid.of(p)
@@ -178,9 +174,9 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
         raise GeoPix2PixError(f"{pred} and {reference} are on different grids and one has no "
                               "CRS, so they cannot be aligned; assign a CRS")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
-    report.warnings += _values_warning(pred, p, pb, reference, r, rb)
+    report.warnings += values_warnings(pred, p, pb, reference, r, rb)
     if matching == "in order":
-        report.warnings += _unlike_descriptions(p, pb, r, rb)
+        report.warnings += unlike_descriptions(p, pb, r, rb)
     view = warped_view(r, grid, "nearest" if categorical else "bilinear") if warped else r
     try:
         if categorical:
@@ -196,91 +192,6 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
         b.description = p.descriptions[b.band - 1]
         b.reference_description = r.descriptions[b.reference_band - 1]
     return report
-
-
-def _values_warning(pred: str, p, pb: list[int], reference: str, r,
-                    rb: list[int]) -> list[str]:
-    """Warnings when the rasters store different kinds of values (uint8 against float32 0..1)
-    or values meaning other quantities (another unit, scale or offset): they are compared as
-    stored, so a difference in units shows as a huge error, not a note."""
-    warnings = []
-    pred_dtype, ref_dtype = p.dtypes[pb[0] - 1], r.dtypes[rb[0] - 1]
-    if not stored_alike(pred_dtype, ref_dtype):
-        warnings.append(f"{pred} is {pred_dtype} but {reference} is {ref_dtype}: values are "
-                        "compared as stored, so check that both are in the same units")
-    differences = meaning_differences(BandMetadata.of(p, pb), BandMetadata.of(r, rb),
-                                      reference)
-    if differences:
-        warnings.append(f"{pred}: {'; '.join(differences)}: values are compared as stored, "
-                        "so check that both are in the same units")
-    return warnings
-
-
-def _unlike_descriptions(p, pb: list[int], r, rb: list[int]) -> list[str]:
-    """A warning when bands compared in order are described differently (B04 against B02)."""
-    unlike = [f"{a} ({p.descriptions[a - 1]}) with {b} ({r.descriptions[b - 1]})"
-              for a, b in zip(pb, rb)
-              if p.descriptions[a - 1] and r.descriptions[b - 1]
-              and p.descriptions[a - 1] != r.descriptions[b - 1]]
-    if not unlike:
-        return []
-    return [f"bands compared in order are described differently: {', '.join(unlike)}; choose "
-            "the reference's with --reference-bands"]
-
-
-def _pair_bands(pred: str, p, bands, reference: str, r,
-                reference_bands) -> tuple[list[int], list[int], str]:
-    """(PRED's bands, the reference band compared with each, how they were paired)."""
-    pb = select_bands(p, bands, "--bands")
-    rb = select_bands(r, reference_bands, "--reference-bands")
-    if len(pb) == len(rb):
-        if not bands and not reference_bands:  # B04,B03,B02 against B02,B03,B04: by name
-            matched, _ = _match_descriptions(pred, p, pb, reference, r, rb)
-            if matched is not None and matched != rb:
-                return pb, matched, "by description"
-        return pb, rb, "given" if reference_bands else "in order"
-    pred_has = (f"--bands {_band_text(bands)} selects {len(pb)} band(s) of {pred}" if bands
-                else f"{pred} has {len(pb)} band(s)")
-    if reference_bands:
-        raise GeoPix2PixError(f"{pred_has} but --reference-bands {_band_text(reference_bands)} "
-                              f"selects {len(rb)} of {reference}; select as many bands of each, "
-                              "in the same order")
-    if len(pb) > len(rb):  # not every PRED band can have its own reference band
-        raise GeoPix2PixError(
-            f"{pred_has} but {reference} has {len(rb)}; choose the {len(rb)} prediction band(s) "
-            "to compare, in the reference's band order, with --bands (1-based, e.g. 4,3,2 or "
-            "2-4), or the reference's with --reference-bands")
-    matched, why = _match_descriptions(pred, p, pb, reference, r, rb)
-    if matched is None:
-        raise GeoPix2PixError(
-            f"{pred_has} but {reference} has {len(rb)}, and {why}; choose the {len(pb)} "
-            f"reference band(s) to compare, in the prediction's band order, with "
-            f"--reference-bands (1-based, e.g. 4,3,2 or 2-4), or the prediction's with --bands")
-    return pb, matched, "by description"
-
-
-def _match_descriptions(pred: str, p, pb: list[int], reference: str, r,
-                        rb: list[int]) -> tuple[list[int] | None, str]:
-    """The reference band whose description is each PRED band's (B04 -> the reference's B04),
-    or None and why not: a PRED band without description, or one naming no reference band or
-    several, or two PRED bands with one description."""
-    named: dict[str, list[int]] = {}
-    for band in rb:
-        named.setdefault(r.descriptions[band - 1] or "", []).append(band)
-    matched: list[int] = []
-    for band in pb:
-        name = p.descriptions[band - 1]
-        if not name:
-            return None, f"band {band} of {pred} has no description to find it by"
-        found = named.get(name, [])
-        if len(found) != 1:
-            what = f"{len(found)} bands" if found else "no band"
-            return None, f"the description {name} of band {band} of {pred} names {what} of " \
-                         f"{reference}"
-        if found[0] in matched:
-            return None, f"two bands of {pred} are described {name}"
-        matched.append(found[0])
-    return matched, ""
 
 
 def _check_json_path(path: Path, inputs: list[Path], overwrite: bool) -> None:
@@ -407,7 +318,7 @@ def _no_common_pixel(report: EvaluationReport, p, view, r, block: int) -> GeoPix
     for path, dataset, bands in ((report.pred, p, pb), (report.reference, r, rb)):
         if not _any_valid(dataset, bands, block):
             return GeoPix2PixError(
-                f"{path} has no valid pixel in band(s) {_band_text(bands)} (all are nodata, NaN "
+                f"{path} has no valid pixel in band(s) {band_text(bands)} (all are nodata, NaN "
                 "or masked), so there is nothing to compare; check that it is the right file, "
                 "and its nodata value")
     if view is not r and not _any_valid(view, rb, block):
