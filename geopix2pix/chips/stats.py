@@ -64,10 +64,6 @@ class BandStatistics:
         self._values.extend(other._values)
         self._deviations.extend(other._deviations)
 
-    @property
-    def sample_count(self) -> int:
-        return sum(v.shape[1] for v in self._values)
-
     def summary(self) -> list[dict]:
         """Per-band dicts: count, min, max, mean, std, p01, p99, abs_dev_p99."""
         if self.count == 0:

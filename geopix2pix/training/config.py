@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models.unet import NORMS
 from geopix2pix.options import check_types
 
 GAN_MODES = ("vanilla", "lsgan")
 DEVICES = ("auto", "cpu", "cuda")
-NORMS = ("batch", "instance")
 AUGMENTS = ("none", "flip", "d4")
 # May differ between a run and its --resume: they change speed or output, not what is learned.
 # sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
