@@ -378,3 +378,22 @@ def test_a_run_from_encoder_weights_resumes_from_elsewhere_without_them(chips, t
     result = train(chips, tmp_path / "run", resume=True, workers=0, quiet=True,
                    log=lambda message: None)
     assert result.steps == 4
+
+
+def test_the_default_split_block_gives_val_a_share_near_the_one_asked(tmp_path, capsys):
+    """192 x 128 px of 32-px chips: 128-px blocks give val one block of 8 of 24 chips (33%),
+    64-px blocks one of 4 (17%, near 20%): the default takes those; a given 128 warns."""
+    data = np.random.default_rng(0).random((1, 128, 192), dtype=np.float32)
+    source = write_raster(tmp_path / "s.tif", data)
+    target = write_raster(tmp_path / "t.tif", data)
+    args = ["export-chips", str(source), str(target), "--chip-size", "32", "-q"]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 0
+    assert "20 train chips, 4 val chips" in capsys.readouterr().out
+    options = json.loads((tmp_path / "a" / "dataset.json").read_text())["options"]
+    assert options["split_block"] == 64
+    assert main([*args, "-o", str(tmp_path / "b"), "--split-block", "128"]) == 0
+    captured = capsys.readouterr()
+    assert "16 train chips, 8 val chips" in captured.out
+    assert captured.err == ("warning: val holds 8 of 24 chips (33%, --val-fraction 0.2): "
+                            "--split-block blocks of 128 px are too few to come nearer; use a "
+                            "smaller --split-block (down to the chip size, 32) or more data\n")

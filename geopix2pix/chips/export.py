@@ -18,7 +18,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from geopix2pix.chips.layout import ChipWindow, assign_splits, chip_windows, split_extents
+from geopix2pix.chips.layout import (
+    ChipWindow,
+    chip_windows,
+    choose_split,
+    split_extents,
+    val_warnings,
+)
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.scaling import SCALING_MODES
@@ -38,7 +44,6 @@ CHIP_FILES = Owned(("*.tif",))
 OUTPUTS = Owned((MANIFEST, INDEX), {"source": CHIP_FILES, "target": CHIP_FILES})  # all it writes
 
 
-DEFAULT_BLOCKS = (8, 4, 2, 1)  # default --split-block, in chip sizes, tried in turn
 
 
 @dataclass
@@ -130,32 +135,6 @@ def _inputs(pair_paths: list[tuple[Path, Path]], pairs, aoi) -> list[Path]:
     inputs = [path for pair in pair_paths for path in pair]
     inputs += [Path(extra) for extra in (pairs, aoi) if isinstance(extra, (str, os.PathLike))]
     return inputs
-
-
-def _assign(extents, split_block: int | None, chip_size: int, val_fraction: float,
-            seed: int) -> tuple[list[str | None], int]:
-    """The split and the --split-block it used: the one given or, by default, the largest of
-    `DEFAULT_BLOCKS` chip sizes that gives val a chip (a small scene holds too few big blocks)."""
-    if split_block is not None:
-        return assign_splits(extents, split_block, val_fraction, seed), split_block
-    for factor in DEFAULT_BLOCKS:
-        splits = assign_splits(extents, factor * chip_size, val_fraction, seed)
-        if val_fraction == 0 or "val" in splits:
-            break
-    return splits, factor * chip_size
-
-
-def _val_warnings(kept: Counter, val_fraction: float, split_block: int,
-                  chip_size: int) -> list[str]:
-    """A warning when val was asked for but no val chip was kept (train then has nothing to
-    validate on)."""
-    if val_fraction == 0 or kept["val"]:
-        return []
-    smaller = (f"a smaller --split-block (down to the chip size, {chip_size}) or "
-               if split_block > chip_size else "")
-    return [f"0 val chips: the {kept['train']} chips lie in too few --split-block blocks of "
-            f"{split_block} px to give any whole block to val at --val-fraction "
-            f"{val_fraction}; use {smaller}a larger --val-fraction"]
 
 
 def _open_pair(index: int, source: Path, target: Path, source_bands, target_bands,
@@ -303,7 +282,7 @@ def export_chips(
     candidates = [c for p in pair_list for c in p.chips]
     extents = split_extents(candidates, {p.spec.index: p.grid for p in pair_list},
                             pair_list[0].overlap)
-    split_of, split_block = _assign(extents, split_block, chip_size, val_fraction, seed)
+    split_of, split_block = choose_split(extents, split_block, chip_size, val_fraction, seed)
     splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
     skipped[REJECT_STRADDLE] += len(candidates) - len(splits)
 
@@ -343,7 +322,7 @@ def export_chips(
         remove_outputs(out, OUTPUTS)
         raise
     return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
-                         _val_warnings(kept, val_fraction, split_block, chip_size))
+                         val_warnings(kept, val_fraction, split_block, chip_size))
 
 
 def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> None:

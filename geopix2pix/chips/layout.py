@@ -1,5 +1,6 @@
 """Where chips go: a regular lattice of windows over each pair's overlap, and a spatial,
-block-based train/val split in which no pixel is shared between a train chip and a val chip."""
+block-based train/val split in which no pixel is shared between a train chip and a val chip
+(by default with the largest blocks that give val a share near the one asked for)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,55 @@ def assign_splits(extents: np.ndarray, block: int, val_fraction: float,
         in_val = len(blocks & val_blocks)
         splits.append("val" if in_val == len(blocks) else "train" if in_val == 0 else None)
     return splits
+
+
+DEFAULT_BLOCKS = (8, 4, 2, 1)  # default --split-block, in chip sizes, tried in turn
+
+
+def choose_split(extents, split_block: int | None, chip_size: int, val_fraction: float,
+            seed: int) -> tuple[list[str | None], int]:
+    """The split and the --split-block it used: the one given or, by default, the largest of
+    `DEFAULT_BLOCKS` chip sizes whose val share is near `val_fraction` (a small scene holds
+    too few big blocks: one may be half of it), else the one nearest it."""
+    if split_block is not None:
+        return assign_splits(extents, split_block, val_fraction, seed), split_block
+    tried = []
+    for factor in DEFAULT_BLOCKS:
+        splits = assign_splits(extents, factor * chip_size, val_fraction, seed)
+        miss = abs(_val_share(splits) - val_fraction)
+        if miss <= _share_tolerance(val_fraction):
+            return splits, factor * chip_size
+        tried.append((miss, -factor, splits))
+    miss, factor, splits = min(tried, key=lambda t: t[:2])
+    return splits, -factor * chip_size
+
+
+def _val_share(splits: Sequence[str | None]) -> float:
+    kept = [s for s in splits if s is not None]
+    return sum(s == "val" for s in kept) / len(kept) if kept else 0.0
+
+
+def _share_tolerance(val_fraction: float) -> float:
+    """How far the val share may be from --val-fraction before it is worth a word."""
+    return max(0.05, 0.25 * val_fraction)
+
+
+def val_warnings(kept: Counter, val_fraction: float, split_block: int,
+                 chip_size: int) -> list[str]:
+    """A warning when val was asked for but holds no chip (train then has nothing to validate
+    on) or a share far from --val-fraction (few, big blocks)."""
+    if val_fraction == 0:
+        return []
+    smaller = (f"a smaller --split-block (down to the chip size, {chip_size}) or "
+               if split_block > chip_size else "")
+    total = kept["train"] + kept["val"]
+    if not kept["val"]:
+        return [f"0 val chips: the {kept['train']} chips lie in too few --split-block blocks "
+                f"of {split_block} px to give any whole block to val at --val-fraction "
+                f"{val_fraction}; use {smaller}a larger --val-fraction"]
+    share = kept["val"] / total
+    if abs(share - val_fraction) <= _share_tolerance(val_fraction):
+        return []
+    return [f"val holds {kept['val']} of {total} chips ({share:.0%}, --val-fraction "
+            f"{val_fraction}): --split-block blocks of {split_block} px are too few to come "
+            f"nearer; use {smaller}more data"]

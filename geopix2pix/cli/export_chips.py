@@ -40,7 +40,8 @@ from geopix2pix.cli.options import BANDS
 @click.option("--split-block", type=int, default=None,
               help="Side of the spatial blocks given whole to train or val, in pixels of the "
                    "first pair's source (the blocks are shared by all pairs), at least the chip "
-                   "size  [default: 8 x chip size, or 4, 2 or 1 when that gives val no chip]")
+                   "size  [default: 8 x chip size, or 4, 2 or 1 for a val share nearer "
+                   "--val-fraction]")
 @click.option("--seed", type=int, default=0, help="Seed of the split and the statistics sample.")
 @click.option("--source-scaling", type=click.Choice(["percentile", "minmax", "centre"]),
               default="percentile",
