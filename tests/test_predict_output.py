@@ -216,3 +216,13 @@ def test_resampled_prediction_keeps_its_temporary_under_the_outputs_name(tmp_pat
     assert len(temporaries) == 1 and temporaries[0].startswith(".out.")
     assert temporaries[0].count(".partial") == 1 and temporaries[0].endswith(".partial.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coarse.tif", "out.tif"]
+
+
+def test_the_progress_bar_names_the_scene_when_resampling(tmp_path, model_file, capsys):
+    coarse = write_scene(tmp_path / "coarse.tif", 60, 50,
+                         transform=from_origin(500000.0, 4_000_000.0, 100.0, 100.0))
+    assert main(["predict", coarse, str(tmp_path / "o.tif"), "-m", model_file,
+                 "--resample-to-model"]) == 0
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+            if "window" in line]
+    assert bars and all(bar.startswith("coarse.tif: ") for bar in bars), bars  # not "...tif):"

@@ -276,8 +276,9 @@ def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: Lo
                      name: Path) -> int:
     """Run the pipeline over `source` (a dataset or VRT on `grid`; `reopen` gives another handle
     on it for another thread reading it) into the GTiff/COG `path` (to be `name`)."""
+    scene = getattr(source, "src_dataset", source)  # a WarpedVRT's name is "WarpedVRT(...)"
     return predict_targets([Target(source, bands, grid, path, spec, reopen, name)], model,
-                           info, options, Path(str(source.name)).name)[0]
+                           info, options, Path(str(scene.name)).name)[0]
 
 
 def model_grid(grid: Grid, ratio: float) -> Grid:
