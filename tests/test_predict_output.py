@@ -226,3 +226,12 @@ def test_the_progress_bar_names_the_scene_when_resampling(tmp_path, model_file, 
     bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
             if "window" in line]
     assert bars and all(bar.startswith("coarse.tif: ") for bar in bars), bars  # not "...tif):"
+
+
+def test_allow_no_crs_prints_no_rasterio_warning(tmp_path, model_file):
+    scene = write_scene(tmp_path / "nocrs.tif", 40, 40, crs=None,
+                        transform=rasterio.Affine.identity())
+    done = subprocess.run([sys.executable, "-m", "geopix2pix", "predict", scene,
+                           str(tmp_path / "o.tif"), "-m", model_file, "-q", "--allow-no-crs"],
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")

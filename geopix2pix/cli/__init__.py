@@ -8,6 +8,7 @@ import functools
 import os
 import signal
 import sys
+import warnings
 
 import click
 
@@ -60,6 +61,11 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the group, turning GeoPix2PixError, and the errors of reading or
     writing data (a damaged file, a full disk), into one line and exit status 2."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    # A raster without CRS is refused in our own words, or used with --allow-no-crs: rasterio's
+    # multi-line warning about it says nothing more
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     try:
         cli.main(args=argv, prog_name="geopix2pix", standalone_mode=False)
     except (GeoPix2PixError, *data_errors()) as exc:
