@@ -1,21 +1,21 @@
-"""`geopix2pix demo`: the whole pipeline on generated scenes, in about five minutes on a CPU."""
+"""`geopix2pix demo`: the whole pipeline on generated scenes, in about a minute on a CPU."""
 
 from __future__ import annotations
 
 import click
 
+from geopix2pix.cli.options import OFF
 from geopix2pix.demo.pipeline import DemoSettings
 from geopix2pix.demo.scenes import TASKS
 
 DEFAULT_STEPS = DemoSettings().max_steps
-OFF = "  [default: off]"
 
 
 @click.command("demo", context_settings={"show_default": True})
 @click.option("-o", "--output", "out_dir", default="geopix2pix-demo",
               type=click.Path(file_okay=False),
               help="Folder for everything the demo writes (scenes/, chips/, run/, "
-                   "prediction.tif, baseline.tif, quicklook.png, demo.json).")
+                   "prediction.tif, baseline.tif, quicklook.png, evaluation*.json, demo.json).")
 @click.option("--task", type=click.Choice(TASKS), default="dsm2image",
               help="dsm2image: elevation -> shaded relief; sar2optical: speckled SAR backscatter "
                    "(dB) -> optical RGB; sat2map: satellite-like image -> cartographic map.")
@@ -24,7 +24,7 @@ OFF = "  [default: off]"
 @click.option("--steps", "max_steps", type=int, default=DEFAULT_STEPS,
               help="Training steps (batches of 8 chips of 64 x 64 pixels), at least 1.")
 @click.option("--quick", is_flag=True,
-              help="Smaller scenes and 150 steps: a run of about a minute that shows every "
+              help="Smaller scenes and 150 steps: a run of about 15 seconds that shows every "
                    "step (the model learns less)." + OFF)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="auto uses CUDA when present, else the CPU.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geopix2pix.cli.options import BANDS
+from geopix2pix.cli.options import BANDS, OFF
 
 
 @click.command("evaluate", context_settings={"show_default": True})
@@ -12,7 +12,7 @@ from geopix2pix.cli.options import BANDS
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the results as JSON to this file.  [default: none]")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json file." + OFF)
 @click.option("--categorical", is_flag=True,
               help="Class maps: pixel accuracy and per-class IoU instead of MAE/RMSE/PSNR/SSIM "
                    "(the reference is then warped with nearest).  [default: off]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geopix2pix.cli.options import BANDS
+from geopix2pix.cli.options import BANDS, OFF
 
 
 @click.command("export-chips", context_settings={"show_default": True})
@@ -54,8 +54,8 @@ from geopix2pix.cli.options import BANDS
                    "[default: one per core, at most 8]")
 @click.option("--overwrite", is_flag=True,
               help="Replace the outputs of an earlier export in the output folder (a folder "
-                   "holding anything else is refused).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+                   "holding anything else is refused)." + OFF)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar." + OFF)
 def export_chips_command(source, target, out_dir, pairs, quiet, **options):
     """Cut aligned training chips from SOURCE and TARGET rasters (or from --pairs).
 

@@ -7,6 +7,8 @@ import click
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.io import parse_bands
 
+OFF = "  [default: off]"  # click shows no default for a flag that is off
+
 
 class BandList(click.ParamType):
     """A 1-based band list: '1,2,3' or '1-3'."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from geopix2pix.cli.options import BANDS, creation_options
+from geopix2pix.cli.options import BANDS, OFF, creation_options
 from geopix2pix.errors import GeoPix2PixError
 
 
@@ -33,7 +33,7 @@ from geopix2pix.errors import GeoPix2PixError
 @click.option("--blend", type=click.Choice(["hann", "none"]), default="hann",
               help="Hann-weighted blending of overlapping windows, or none (each window's "
                    "centre crop).")
-@click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
+@click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews." + OFF)
 @click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "none"]),
               default="deflate",
               help="Compression of the output GeoTIFF (with a predictor suited to the dtype).")
@@ -41,14 +41,15 @@ from geopix2pix.errors import GeoPix2PixError
               callback=creation_options,
               help="GDAL creation option of the output's driver (GTiff, or COG with --cog), "
                    "over geopix2pix's own; repeatable. E.g. ZLEVEL=1 (GTiff) or LEVEL=1 (COG) "
-                   "for faster, larger deflate files. Tiles must divide 512 (any BLOCKSIZE "
-                   "with --cog).")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+                   "for faster, larger deflate files. Tiles must divide 512 (with --cog, "
+                   "BLOCKSIZE a multiple of 16, at least 128).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs." + OFF)
 @click.option("--resample-to-model", is_flag=True,
               help="Predict at the training pixel size (warping the scene) and write back on the "
-                   "scene's grid.")
-@click.option("--allow-no-crs", is_flag=True, help="Accept scenes without a CRS.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+                   "scene's grid." + OFF)
+@click.option("--allow-no-crs", is_flag=True,
+              help="Accept scenes without a CRS (predicted on their pixels)." + OFF)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar." + OFF)
 def predict_command(paths, model, out_dir, quiet, **options):
     """Predict SCENE into OUT (`predict SCENE OUT -m MODEL`), or several scenes into --out-dir
     (`predict A.tif B.tif --out-dir DIR -m MODEL`).
