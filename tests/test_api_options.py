@@ -325,3 +325,11 @@ def test_export_choices_name_the_bad_value(pair, tmp_path, options, message):
     with pytest.raises(GeoPix2PixError) as caught:
         g.export_chips(*pair, tmp_path / "chips", progress=False, **options)
     assert str(caught.value) == message
+
+
+def test_a_bad_overlap_is_refused_before_any_scene_is_opened(tmp_path, model_file):
+    warnings: list[str] = []
+    with pytest.raises(GeoPix2PixError, match=r"^--overlap 1.0: use a fraction"):
+        g.predict(tmp_path / "missing.tif", tmp_path / "o.tif", model=model_file, overlap=1.0,
+                  progress=False, on_warning=warnings.append)
+    assert warnings == []  # not "no such file" either: the options come first

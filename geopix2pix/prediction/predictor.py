@@ -45,6 +45,7 @@ from geopix2pix.prediction.runner import (
 from geopix2pix.prediction.windows import (
     DEFAULT_CHUNK_WIDTH,
     MIN_CACHE,
+    check_layout_options,
 )
 from geopix2pix.prediction.writer import (
     BLOCK,
@@ -94,6 +95,9 @@ class PredictOptions:
             raise GeoPix2PixError(f"unknown predict option(s): {', '.join(unknown)}; "
                                   f"valid: {', '.join(sorted(known))}")
         return cls(**check_types(options, cls))
+
+    def __post_init__(self) -> None:
+        check_layout_options(self.overlap, self.blend)  # before any scene is opened
 
 
 @dataclass

@@ -92,12 +92,17 @@ class Chunk:
         return self.col1 - self.col0
 
 
-def make_layout(height: int, width: int, size: int, overlap: float, blend: str) -> Layout:
-    """The window lattice for a scene; `overlap` is the fraction of the window shared."""
+def check_layout_options(overlap: float, blend: str) -> None:
+    """Refuse an --overlap or --blend the lattice cannot take."""
     if blend not in BLENDS:
         raise GeoPix2PixError(f"--blend {blend}: use one of {', '.join(BLENDS)}")
     if not 0 <= overlap < 1:
         raise GeoPix2PixError(f"--overlap {overlap}: use a fraction from 0 up to (not incl.) 1")
+
+
+def make_layout(height: int, width: int, size: int, overlap: float, blend: str) -> Layout:
+    """The window lattice for a scene; `overlap` is the fraction of the window shared."""
+    check_layout_options(overlap, blend)
     stride = max(1, int(round(size * (1 - overlap))))
     margin = (size - stride) // 2
     return Layout(height, width, size, stride, margin, blend,
