@@ -196,7 +196,9 @@ def test_cli_refuses_resume_with_other_options_and_non_empty_run_dir(chips, tmp_
     capsys.readouterr()
     assert "different options" in _cli_error(capsys, args + ["--resume", "--lr", "0.001"])
     assert "not empty" in _cli_error(capsys, args)
-    assert main(args + ["--resume"]) == 0  # already complete: nothing left to do
+    capsys.readouterr()
+    assert main([a for a in args if a != "-q"] + ["--resume"]) == 0  # already complete
+    assert f"{run} is complete (2 steps): nothing left to train" in capsys.readouterr().err
     # the options need not be typed again, and runtime ones may change
     assert main(["train", str(chips), "-o", str(run), "--resume", "-q", "--workers", "1"]) == 0
     capsys.readouterr()

@@ -310,6 +310,9 @@ class Trainer:
                  f"{len(self.val_set)} val chips, batch {config.batch_size} per rank x "
                  f"{self.world} = {self.effective_batch} per step, "
                  f"{self.runner.schedule.total_steps} steps")
+        if self.state["step"] >= self.runner.schedule.total_steps:
+            self.log(f"{self.run_dir} is complete ({self.state['step']} steps): nothing left to "
+                     "train; start a new run (-o) to train longer")
         try:
             with StopRequest() as stop:
                 self._run(stop, callback)
