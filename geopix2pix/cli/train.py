@@ -35,8 +35,9 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
                    "processes); batch norm learns steadier statistics with more than 1.")
 @click.option("--workers", type=int, default=None,
               help="Data-loading processes, 0 = main process  [default: cores - 1, at most 8]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              help="auto uses CUDA when present, else the CPU.")
+@click.option("--device", default="auto",
+              help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N (under torchrun, "
+                   "each process takes the GPU of its LOCAL_RANK).")
 @click.option("--amp/--no-amp", default=True,
               help="Mixed precision on CUDA (bf16 autocast, or fp16 with a grad scaler where "
                    "bf16 is unsupported); the CPU always trains in fp32.")

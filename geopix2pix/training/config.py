@@ -17,7 +17,6 @@ from geopix2pix.models.unet import NORMS
 from geopix2pix.options import check_types
 
 GAN_MODES = ("vanilla", "lsgan")
-DEVICES = ("auto", "cpu", "cuda")
 AUGMENTS = ("none", "flip", "d4")
 # May differ between a run and its --resume: they change speed or output, not what is learned.
 # sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
@@ -63,7 +62,7 @@ class TrainConfig:
             raise GeoPix2PixError("--resume and --overwrite contradict each other; pass one")
 
     def _check_choices(self) -> None:
-        for name, choices in (("gan_mode", GAN_MODES), ("device", DEVICES), ("norm", NORMS),
+        for name, choices in (("gan_mode", GAN_MODES), ("norm", NORMS),
                               ("augment", AUGMENTS)):
             value = getattr(self, name)
             if value not in choices:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models.device import resolve_device as resolve_torch_device
 
 
 @dataclass(frozen=True)
@@ -68,21 +69,19 @@ def cuda_autocast_dtype() -> torch.dtype:
 
 
 def resolve_device(name: str = "auto", amp: bool = True, local_rank: int = 0) -> DeviceSetup:
-    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error.
-    Under torchrun each process of a node takes the GPU of its ``local_rank``."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise GeoPix2PixError(f"--device {name}: use auto, cpu or cuda")
-    cuda = torch.cuda.is_available()
-    if name == "cuda" and not cuda:
-        why = "this PyTorch has no CUDA support" if torch.version.cuda is None else \
-            "no CUDA GPU is visible"
-        raise GeoPix2PixError(f"--device cuda: {why}; use --device cpu or --device auto")
-    if name == "cpu" or not cuda:
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error;
+    ``cuda:N`` takes GPU N. Under torchrun each process of a node takes the GPU of its
+    ``local_rank`` (with ``cuda`` or ``auto``). The name is checked as predict checks it
+    (`models.device.resolve_device`)."""
+    chosen = resolve_torch_device(name)
+    if chosen.type == "cpu":
         return DeviceSetup(torch.device("cpu"), None, False)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     amp_dtype = cuda_autocast_dtype() if amp else None
+    if chosen.index is not None:
+        return DeviceSetup(chosen, amp_dtype, True)
     if local_rank >= torch.cuda.device_count():
         raise GeoPix2PixError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
                               "GPU(s) visible; start at most that many processes per node")
