@@ -177,11 +177,14 @@ def test_train_numbers_out_of_range_name_the_option(tmp_path, capsys, option, va
     ("gpu", "Error: --device gpu: use auto, cpu, cuda or cuda:N"),
     ("cuda:1", "Error: --device cuda:1: no CUDA device is available; use --device cpu"),
 ])
-def test_train_checks_its_device_as_predict_does(tmp_path, capsys, monkeypatch, device,
-                                                 message):
+def test_train_and_predict_check_their_device_alike(tmp_path, capsys, monkeypatch, device,
+                                                    message):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["train", str(tmp_path / "chips"), "-o", str(tmp_path / "run"), "--device",
                  device]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert main(["predict", str(tmp_path / "s.tif"), str(tmp_path / "o.tif"), "-m",
+                 str(tmp_path / "m.safetensors"), "--device", device]) == 2
     assert capsys.readouterr().err.strip() == message

@@ -22,9 +22,9 @@ from geopix2pix.errors import GeoPix2PixError
               help="Fraction of the window shared by neighbouring windows.")
 @click.option("--batch-size", default=8, type=click.IntRange(min=1),
               help="Windows per generator call.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              help="auto uses CUDA when present (bf16, channels_last), else the CPU; under "
-                   "torchrun each process uses its own GPU.")
+@click.option("--device", default="auto",
+              help="auto (CUDA when present: bf16, channels_last; else the CPU), cpu, cuda or "
+                   "cuda:N; under torchrun each process uses its own GPU.")
 @click.option("--bands", type=BANDS, default=None,
               help="1-based scene bands to feed the model  [default: the source bands chosen "
                    "at export (e.g. 4,3,2) when the scene is like the training rasters, else "
