@@ -333,3 +333,11 @@ def test_a_bad_overlap_is_refused_before_any_scene_is_opened(tmp_path, model_fil
         g.predict(tmp_path / "missing.tif", tmp_path / "o.tif", model=model_file, overlap=1.0,
                   progress=False, on_warning=warnings.append)
     assert warnings == []  # not "no such file" either: the options come first
+
+
+def test_a_folder_as_scene_or_output_is_named_in_the_api_too(tmp_path, model_file):
+    scene = write_scene(tmp_path / "s.tif", 40, 40)
+    with pytest.raises(GeoPix2PixError, match=r"^SCENE .* is a folder, not a raster"):
+        g.predict(tmp_path, tmp_path / "o.tif", model=model_file, progress=False)
+    with pytest.raises(GeoPix2PixError, match=r"^OUT .* is a folder; .* pass --out-dir"):
+        g.predict(scene, tmp_path, model=model_file, progress=False)

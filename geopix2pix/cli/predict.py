@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from geopix2pix.cli.options import BANDS, OFF, creation_options
@@ -65,10 +63,8 @@ def predict_command(paths, model, out_dir, quiet, **options):
         if len(paths) != 2:
             raise click.UsageError("give SCENE OUT, or several scenes with --out-dir DIR")
         scenes, out = paths[0], paths[1]
-        _refuse_folder_output(out)
     else:
         scenes, out = list(paths), None
-    _refuse_folder_scenes([scenes] if out is not None else scenes)
 
     def warn(message: str) -> None:
         click.echo(f"warning: {message}", err=True)
@@ -86,17 +82,3 @@ def predict_command(paths, model, out_dir, quiet, **options):
     if failed:
         raise GeoPix2PixError(f"{len(failed)} of {len(results)} scene(s) failed (see above)")
 
-
-def _refuse_folder_output(out: str) -> None:
-    """OUT is a file: an existing folder there means --out-dir was meant."""
-    if Path(out).is_dir():
-        raise GeoPix2PixError(f"OUT {out} is a folder; to write <scene name>.tif into it, pass "
-                              f"--out-dir {out} (predict SCENES... --out-dir {out} -m MODEL)")
-
-
-def _refuse_folder_scenes(scenes: list[str]) -> None:
-    """A folder given as a scene (meant: its rasters) is one line, not GDAL's complaint."""
-    for scene in scenes:
-        if Path(scene).is_dir():
-            raise GeoPix2PixError(f"SCENE {scene} is a folder, not a raster; pass its rasters "
-                                  f"(e.g. {Path(scene) / '*.tif'}) with --out-dir DIR")

@@ -131,9 +131,17 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
     scenes = [Path(s) for s in scenes]
     if not scenes:
         raise GeoPix2PixError("no scene given; pass SCENE OUT or SCENES... --out-dir DIR")
+    for scene in scenes:  # meant: its rasters (GDAL's complaint would not say so)
+        if scene.is_dir():
+            raise GeoPix2PixError(f"SCENE {scene} is a folder, not a raster; pass its rasters "
+                                  f"(e.g. {scene / '*.tif'}) with --out-dir DIR")
     if out is not None and out_dir is None:
         if len(scenes) != 1:
             raise GeoPix2PixError("several scenes need --out-dir DIR, not one OUT")
+        if Path(out).is_dir():  # meant: --out-dir
+            raise GeoPix2PixError(f"OUT {out} is a folder; to write <scene name>.tif into it, "
+                                  f"pass --out-dir {out} (predict SCENES... --out-dir {out} -m "
+                                  "MODEL)")
         if Path(out).suffix.lower() not in (".tif", ".tiff"):
             raise GeoPix2PixError(f"{out}: predict writes a GeoTIFF; name the output .tif")
         return [(scenes[0], Path(out))]
