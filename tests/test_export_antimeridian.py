@@ -132,3 +132,16 @@ def test_footprints_are_drawn_beside_a_scene_defined_past_180(tmp_path):
     figure = g.plot_footprints(tmp_path / "chips", scene=source)
     left, right = figure.axes[0].get_xlim()
     assert 179.5 < left < 179.7 and 180.2 < right < 180.3  # not -180 .. 180
+
+
+def test_a_target_over_part_of_the_scene_bounds_the_chips_exactly(tmp_path):
+    """The polar case's extra source points must not widen an ordinary partial overlap: a
+    target over the left half gives chips there and no chip half outside it."""
+    data = np.random.default_rng(1).random((1, 256, 256)).astype("float32")
+    source = write_raster(tmp_path / "s.tif", data)
+    target = write_raster(tmp_path / "t.tif", data[:, :, :128])  # the same grid's left half
+    summary = g.export_chips(source, target, tmp_path / "chips", chip_size=32, val_fraction=0,
+                             max_nodata=1.0, progress=False)
+    index = gpd.read_file(tmp_path / "chips" / "chips.gpkg")
+    assert summary.kept["train"] == 32 and sorted(set(index["col"])) == [0, 32, 64, 96]
+    assert (index.valid_fraction == 1).all()

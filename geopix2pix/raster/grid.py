@@ -20,6 +20,7 @@ from rasterio.windows import Window
 from geopix2pix.errors import GeoPix2PixError
 
 Bounds = tuple[float, float, float, float]
+LATTICE = 32  # steps per side of the source points tried inside a target (overlap_window)
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,12 @@ def overlap_window(source: Grid, target: Grid, source_name: str, target_name: st
 
     Raises GeoPix2PixError (with both bounds) when they do not overlap.
     """
-    outline, seen = outline_in_pixels(target, source), _pixels_seeing(source, target)
-    cols, rows = (np.concatenate(pair) for pair in zip(outline, seen))
+    cols, rows = outline_in_pixels(target, source)
+    seen_cols, seen_rows = _pixels_seeing(source, target)
+    if _outside_box(seen_cols, seen_rows, cols, rows):  # the outline does not bound the target
+        step_c, step_r = source.width / LATTICE, source.height / LATTICE  # between the points
+        cols = np.concatenate([cols, [seen_cols.min() - step_c, seen_cols.max() + step_c]])
+        rows = np.concatenate([rows, [seen_rows.min() - step_r, seen_rows.max() + step_r]])
     finite = np.isfinite(cols) & np.isfinite(rows)  # points PROJ cannot transform are inf
     if finite.any():
         cols, rows = cols[finite], rows[finite]
@@ -159,21 +164,32 @@ def overlap_window(source: Grid, target: Grid, source_name: str, target_name: st
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def _pixels_seeing(source: Grid, target: Grid, steps: int = 32) -> tuple[np.ndarray, ...]:
-    """Corners, in source pixels, of the box around the points of a `steps` x `steps` lattice
-    over the source that fall inside the target, widened by a lattice step (what lies between
-    the points is unknown); empty arrays when none does."""
-    fractions = np.linspace(0.0, 1.0, steps + 1)
+def _outside_box(cols: np.ndarray, rows: np.ndarray, box_cols: np.ndarray,
+                 box_rows: np.ndarray) -> bool:
+    """Whether any point (cols, rows) lies outside the bounding box of the finite box points
+    (with a pixel's slack)."""
+    finite = np.isfinite(box_cols) & np.isfinite(box_rows)
+    if not len(cols):
+        return False
+    if not finite.any():
+        return True
+    inner = (cols >= box_cols[finite].min() - 1) & (cols <= box_cols[finite].max() + 1) \
+        & (rows >= box_rows[finite].min() - 1) & (rows <= box_rows[finite].max() + 1)
+    return not inner.all()
+
+
+def _pixels_seeing(source: Grid, target: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Points, in source pixels, of a `LATTICE` x `LATTICE` lattice over the source that fall
+    inside the target; empty arrays when none does."""
+    fractions = np.linspace(0.0, 1.0, LATTICE + 1)
     cols, rows = np.meshgrid(fractions * source.width, fractions * source.height)
     xs, ys = source.transform @ (cols.ravel(), rows.ravel())
     tcols, trows = points_in_pixels(xs, ys, source.crs, target)
     inside = (tcols >= 0) & (tcols <= target.width) & (trows >= 0) & (trows <= target.height)
     if not inside.any():
         return np.empty(0), np.empty(0)
-    step_c, step_r = source.width / steps, source.height / steps
     cols, rows = cols.ravel()[inside], rows.ravel()[inside]
-    return (np.array([cols.min() - step_c, cols.max() + step_c]),
-            np.array([rows.min() - step_r, rows.max() + step_r]))
+    return cols, rows
 
 
 def _format_bounds(grid: Grid) -> str:
