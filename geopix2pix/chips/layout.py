@@ -57,7 +57,8 @@ def split_extents(chips: Sequence[ChipWindow], grids: Mapping[int, Grid],
                   origin: tuple[int, int]) -> np.ndarray:
     """Each chip's (frame, row0, col0, row1, col1): its extent in the split frame, the first
     pair's source pixels counted from `origin` (its chip lattice's top-left), whatever the
-    chip's own pair's CRS and resolution (the bounding box of its footprint there); frame 0.
+    chip's own pair's CRS and resolution (the bounding box of its densified outline there);
+    frame 0.
     A chip the frame's CRS cannot place (the far side of the Earth) keeps its own pixels, in a
     frame of its pair's (pair + 1), so its blocks are its own."""
     frame = grids[min(grids)]
@@ -67,13 +68,13 @@ def split_extents(chips: Sequence[ChipWindow], grids: Mapping[int, Grid],
         by_pair.setdefault(chip.pair, []).append(i)
     for pair, members in by_pair.items():
         grid = grids[pair]
-        corners = np.array([[(c.col, c.row), (c.col + c.size, c.row), (c.col, c.row + c.size),
-                             (c.col + c.size, c.row + c.size)]
-                            for c in (chips[i] for i in members)], dtype=float)
-        xs, ys = grid.transform @ (corners[..., 0], corners[..., 1])
-        if grid.is_same(frame):
-            cols, rows = corners[..., 0], corners[..., 1]  # exact: no round trip
+        if grid.is_same(frame):  # exact: the corners, no round trip
+            corners = np.array([[(c.col, c.row), (c.col + c.size, c.row + c.size)]
+                                for c in (chips[i] for i in members)], dtype=float)
+            cols, rows = corners[..., 0], corners[..., 1]
         else:
+            outline = np.array([_outline(c) for c in (chips[i] for i in members)], dtype=float)
+            xs, ys = grid.transform @ (outline[..., 0], outline[..., 1])
             cols, rows = points_in_pixels(xs.ravel(), ys.ravel(), grid.crs, frame)
             cols, rows = cols.reshape(xs.shape), rows.reshape(ys.shape)
         extents[members] = np.stack([np.zeros(len(members)),
@@ -85,6 +86,17 @@ def split_extents(chips: Sequence[ChipWindow], grids: Mapping[int, Grid],
                 extents[i] = [pair + 1, chip.row, chip.col, chip.row + chip.size,
                               chip.col + chip.size]
     return extents
+
+
+EDGE_POINTS = 8  # per chip side: a chip's edges may bend in another CRS (high latitudes)
+
+
+def _outline(chip: ChipWindow) -> list[tuple[float, float]]:
+    """(col, row) points around a chip's outline, corners included."""
+    steps = np.linspace(0.0, chip.size, EDGE_POINTS + 1)
+    top, left = chip.row, chip.col
+    return ([(left + t, top) for t in steps] + [(left + t, top + chip.size) for t in steps]
+            + [(left, top + t) for t in steps] + [(left + chip.size, top + t) for t in steps])
 
 
 def _blocks(extent: np.ndarray, block: int) -> set[tuple[int, int, int]]:
