@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "GeoPix2PixError", "export_chips", "ChipDataset", "train", "predict",
            "evaluate", "load_model", "make_demo_scenes", "run_demo", "show_chips", "show_results",
            "plot_metrics", "plot_footprints", "ExportSummary", "TrainResult", "SceneResult",
-           "EvaluationReport", "LoadedModel", "DemoScenes", "DemoResult"]
+           "EvaluationReport", "LoadedModel", "ModelMetadata", "DemoScenes", "DemoResult"]
 
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `_LAZY` import
     from geopix2pix.demo.pipeline import DemoResult, run_demo
     from geopix2pix.demo.scenes import DemoScenes, make_demo_scenes
     from geopix2pix.models.io import LoadedModel, load_model
+    from geopix2pix.models.metadata import ModelMetadata
     from geopix2pix.plot import plot_footprints, plot_metrics, show_chips, show_results
     from geopix2pix.prediction.evaluate import EvaluationReport, evaluate
     from geopix2pix.prediction.predictor import SceneResult, predict
@@ -48,6 +49,7 @@ _LAZY = {
     "SceneResult": "geopix2pix.prediction.predictor:SceneResult",
     "EvaluationReport": "geopix2pix.prediction.evaluate:EvaluationReport",
     "LoadedModel": "geopix2pix.models.io:LoadedModel",
+    "ModelMetadata": "geopix2pix.models.metadata:ModelMetadata",
     "DemoScenes": "geopix2pix.demo.scenes:DemoScenes",
     "DemoResult": "geopix2pix.demo.pipeline:DemoResult",
 }

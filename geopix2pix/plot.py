@@ -107,16 +107,16 @@ def predict_chips(model: PathLike | LoadedModel, chips_dir: PathLike,
 
     from geopix2pix.chips.dataset import ChipDataset
     from geopix2pix.chips.manifest import DatasetInfo
-    from geopix2pix.chips.scaling import Scaling
+    from geopix2pix.models.metadata import ModelMetadata
 
     loaded = _as_model(model)
     _check_bands(loaded, DatasetInfo.load(chips_dir), chips_dir)
-    meta = loaded.metadata
-    dataset = ChipDataset(chips_dir, split=None,
-                          source_scaling=Scaling.from_dict(meta["source"]["scaling"]),
-                          target_scaling=Scaling.from_dict(meta["target"]["scaling"]))
+    meta = ModelMetadata.of(loaded, str(model) if isinstance(model, (str, os.PathLike))
+                            else "model")
+    target_scaling = meta.target.scaling
+    dataset = ChipDataset(chips_dir, split=None, source_scaling=meta.source.scaling,
+                          target_scaling=target_scaling)
     index = {chip_id: i for i, chip_id in enumerate(dataset.ids)}
-    target_scaling = Scaling.from_dict(meta["target"]["scaling"])
     device = next(loaded.generator.parameters()).device
     results = []
     for chip_id in ids:

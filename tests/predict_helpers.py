@@ -10,16 +10,16 @@ import torch
 from rasterio.transform import from_origin
 from torch import nn
 
-from geopix2pix.chips.manifest import encode_nodata
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.models import GeneratorSpec, LoadedModel, init_weights, save_model
 from geopix2pix.models import build_generator as build
+from geopix2pix.models.metadata import ModelMetadata, SideMetadata
 
 
-def side(bands, dtype, nodata, scaling: Scaling, descriptions=None, raster_bands=None) -> dict:
-    return {"bands": list(bands), "dtype": dtype, "nodata": encode_nodata(nodata),
-            "descriptions": descriptions or [f"band {b}" for b in bands],
-            "scaling": scaling.to_dict(), "raster_bands": raster_bands}
+def side(bands, dtype, nodata, scaling: Scaling, descriptions=None,
+         raster_bands=None) -> SideMetadata:
+    return SideMetadata(list(bands), dtype, nodata,
+                        descriptions or [f"band {b}" for b in bands], scaling, raster_bands)
 
 
 def metadata(in_ch=3, out_ch=1, target_dtype="float32", target_nodata=-9999.0,
@@ -28,12 +28,11 @@ def metadata(in_ch=3, out_ch=1, target_dtype="float32", target_nodata=-9999.0,
              source_raster_bands=None) -> dict:
     source_scaling = source_scaling or Scaling("percentile", (0.0,) * in_ch, (255.0,) * in_ch)
     target_scaling = target_scaling or Scaling("minmax", (100.0,) * out_ch, (3000.0,) * out_ch)
-    return {"source": side(source_bands or range(1, in_ch + 1), "uint8", 0.0, source_scaling,
-                           raster_bands=source_raster_bands),
-            "target": side(range(1, out_ch + 1), target_dtype, target_nodata, target_scaling,
-                           descriptions),
-            "chip_size": chip_size, "crs": crs, "pixel_size": list(pixel_size),
-            "training": {}, "validation": {}, "version": "0.1.0"}
+    return ModelMetadata(side(source_bands or range(1, in_ch + 1), "uint8", 0.0, source_scaling,
+                              raster_bands=source_raster_bands),
+                         side(range(1, out_ch + 1), target_dtype, target_nodata, target_scaling,
+                              descriptions),
+                         chip_size, crs, pixel_size, version="0.1.0").to_dict()
 
 
 def unet_file(path, in_ch=3, out_ch=1, **meta) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -247,8 +249,46 @@ def test_save_load_round_trip(tmp_path, spec):
     assert torch.equal(predict(loaded.generator, x), predict(generator, x))
 
 
+def test_model_metadata_round_trips_nan_and_infinity(tmp_path):
+    """A NaN nodata and an infinite validation score survive the model file (JSON has neither:
+    they are stored as "nan" and "inf", as dataset.json and evaluate's JSON store them)."""
+    from geopix2pix.chips.scaling import Scaling
+    from geopix2pix.models import ModelMetadata, SideMetadata
+    from geopix2pix.raster.band_metadata import BandMetadata
+
+    spec = GeneratorSpec(in_channels=2, out_channels=1, chip_size=64, ngf=4)
+    units = BandMetadata(units=("m",), scales=(0.5,), offsets=(10.0,))
+    meta = ModelMetadata(
+        SideMetadata([1, 2], "float32", math.nan, ["VV", "VH"],
+                     Scaling("centre", (-20.0, -25.0), (5.0, 0.0)), 2),
+        SideMetadata([3], "float32", -9999.0, ["elevation"],
+                     Scaling("minmax", (0.0,), (3000.0,)), 4, units),
+        64, "EPSG:32719", (30.0, 30.0), {"lr": 2e-4, "epoch": 3, "step": 90},
+        {"val_psnr": math.inf, "val_ssim": math.nan, "val_l1": 0.25}, "0.1.0")
+    path = tmp_path / "model.safetensors"
+    save_model(path, build_generator(spec), spec, meta.to_dict())
+    with safe_open(str(path), framework="pt") as handle:
+        header = json.loads(handle.metadata()["geopix2pix"])
+    assert header["source"]["nodata"] == "nan" and header["validation"]["val_psnr"] == "inf"
+    read = ModelMetadata.of(load_model(path))
+    assert math.isnan(read.source.nodata) and math.isnan(read.validation["val_ssim"])
+    assert read.validation["val_psnr"] == math.inf and read.validation["val_l1"] == 0.25
+    assert read.target == meta.target and read.source.scaling == meta.source.scaling
+    assert (read.crs, read.pixel_size, read.chip_size) == ("EPSG:32719", (30.0, 30.0), 64)
+    assert read.training == meta.training and read.version == "0.1.0"
+
+
+def test_model_metadata_lacking_what_prediction_needs_is_one_error(tmp_path):
+    from geopix2pix.models import ModelMetadata
+
+    spec = GeneratorSpec(in_channels=1, out_channels=1, chip_size=64, ngf=4)
+    path = tmp_path / "model.safetensors"
+    save_model(path, build_generator(spec), spec, {"source": {"bands": [1]}})
+    with pytest.raises(GeoPix2PixError, match="model metadata lacks what prediction needs"):
+        ModelMetadata.of(load_model(path), str(path))
+
+
 def test_model_file_layout(tmp_path):
-    from safetensors import safe_open
 
     spec = GeneratorSpec(chip_size=64, ngf=4)
     path = tmp_path / "m.safetensors"
@@ -314,7 +354,6 @@ def test_foreign_or_unknown_safetensors_files_are_refused(tmp_path):
 def test_a_model_with_non_finite_weights_is_refused(tmp_path):
     """Bytes damaged inside a tensor (or a diverged training) load without complaint from
     safetensors and predict nonsense everywhere: refused, naming a damaged tensor."""
-    from safetensors import safe_open
 
     spec = GeneratorSpec(chip_size=64, ngf=4)
     path = tmp_path / "m.safetensors"

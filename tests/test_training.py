@@ -14,8 +14,9 @@ import torch
 from conftest import write_raster
 
 from geopix2pix.chips.export import export_chips
+from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.cli import main
-from geopix2pix.models import load_model
+from geopix2pix.models import ModelMetadata, SideMetadata, load_model
 from geopix2pix.training import TrainConfig, train
 from geopix2pix.training.checkpoint import load_checkpoint
 from geopix2pix.training.losses import GANLoss, discriminator_loss, generator_losses, masked_l1
@@ -97,6 +98,12 @@ def test_model_metadata_round_trips_through_load_model(short_run, chips):
     assert meta["chip_size"] == 64 and meta["training"]["lambda_l1"] == 100.0
     assert meta["validation"]["val_l1"] == pytest.approx(short_run.best["val_l1"])
     assert "version" in meta
+    # read as prediction reads it: each side is what the chips folder says of it
+    described = ModelMetadata.of(loaded)
+    dataset = DatasetInfo.load(chips)
+    assert described.source == SideMetadata.of(dataset.source)
+    assert described.target == SideMetadata.of(dataset.target)
+    assert described.target.scaling == dataset.target.scaling
     state = torch.load(short_run.checkpoint_path, weights_only=True)
     latest = load_model(short_run.model_path).generator.state_dict()
     for key, value in state["generator"].items():

@@ -73,16 +73,21 @@ def make_scene(path: Path, width: int, height: int) -> None:
 
 def make_model(path: Path, chip: int, ngf: int) -> None:
     from geopix2pix.chips.scaling import Scaling
-    from geopix2pix.models import GeneratorSpec, build_generator, init_weights, save_model
+    from geopix2pix.models import (
+        GeneratorSpec,
+        ModelMetadata,
+        SideMetadata,
+        build_generator,
+        init_weights,
+        save_model,
+    )
 
     spec = GeneratorSpec(name="unet", in_channels=3, out_channels=1, chip_size=chip, ngf=ngf)
-    side = {"bands": [1, 2, 3], "dtype": "uint8", "nodata": 0.0, "descriptions": ["r", "g", "b"],
-            "scaling": Scaling("percentile", (0.0,) * 3, (255.0,) * 3).to_dict()}
-    target = {"bands": [1], "dtype": "float32", "nodata": -9999.0, "descriptions": ["value"],
-              "scaling": Scaling("minmax", (0.0,), (1000.0,)).to_dict()}
-    meta = {"source": side, "target": target, "chip_size": chip, "crs": "EPSG:32633",
-            "pixel_size": [10, 10], "training": {}, "validation": {}, "version": "bench"}
-    save_model(path, init_weights(build_generator(spec)).eval(), spec, meta)
+    source = SideMetadata([1, 2, 3], "uint8", 0.0, ["r", "g", "b"],
+                          Scaling("percentile", (0.0,) * 3, (255.0,) * 3))
+    target = SideMetadata([1], "float32", -9999.0, ["value"], Scaling("minmax", (0.0,), (1000.0,)))
+    meta = ModelMetadata(source, target, chip, "EPSG:32633", (10.0, 10.0), version="bench")
+    save_model(path, init_weights(build_generator(spec)).eval(), spec, meta.to_dict())
 
 
 def peak_rss_mb() -> float:

@@ -7,12 +7,12 @@ before those keys existed reads as having none."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.jsonvalues import decode_number, encode_number
 from geopix2pix.raster.band_metadata import KEYS as BAND_METADATA_KEYS
 from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.write import write_text_atomic
@@ -20,15 +20,6 @@ from geopix2pix.raster.write import write_text_atomic
 MANIFEST = "dataset.json"
 INDEX = "chips.gpkg"
 FORMAT_VERSION = 1
-
-
-def encode_nodata(value: float | None) -> float | str | None:
-    """JSON has no NaN: store it as the string 'nan'."""
-    return "nan" if value is not None and math.isnan(value) else value
-
-
-def decode_nodata(value: float | str | None) -> float | None:
-    return float("nan") if value == "nan" else value
 
 
 @dataclass
@@ -52,13 +43,13 @@ class SideInfo:
     def to_dict(self) -> dict:
         data = asdict(self)
         del data["band_metadata"]
-        data["nodata"] = encode_nodata(self.nodata)
+        data["nodata"] = encode_number(self.nodata)
         return {**data, **self.band_metadata.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> SideInfo:
         fields = {k: v for k, v in data.items() if k not in BAND_METADATA_KEYS}
-        return cls(**{**fields, "nodata": decode_nodata(data["nodata"]),
+        return cls(**{**fields, "nodata": decode_number(data["nodata"]),
                       "band_metadata": BandMetadata.from_dict(data)})
 
 

@@ -1,4 +1,4 @@
-"""What prediction needs from the model file, and the checks of a scene against the model.
+"""The checks of a scene against the model file's metadata (`ModelMetadata`).
 
 A scene must have the model's number of input bands (error), a CRS (error unless
 ``allow_no_crs``), and should have about the training pixel size (a warning naming both sizes when
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from rasterio.crs import CRS
+from rasterio.errors import CRSError
 
-from geopix2pix.chips.manifest import decode_nodata
-from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel
+from geopix2pix.models.metadata import ModelMetadata, SideMetadata
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
 from geopix2pix.raster.grid import Grid, control_points
 from geopix2pix.raster.io import no_crs_message, select_bands
@@ -25,53 +24,7 @@ PIXEL_SIZE_TOLERANCE = 2.0
 METRES_PER_DEGREE = 111_319.49
 
 
-@dataclass(frozen=True)
-class Side:
-    """One side (source or target) of the training data, as stored in the model file."""
-
-    bands: list[int]
-    dtype: str
-    nodata: float | None
-    descriptions: list[str | None]
-    scaling: Scaling
-    raster_bands: int | None = None  # bands of the training rasters (None: unknown)
-    band_metadata: BandMetadata = field(default_factory=BandMetadata)  # none in older files
-
-    @classmethod
-    def from_metadata(cls, data: dict) -> Side:
-        count = data.get("raster_bands")
-        return cls(list(data.get("bands") or []), str(data["dtype"]),
-                   decode_nodata(data.get("nodata")), list(data.get("descriptions") or []),
-                   Scaling.from_dict(data["scaling"]), int(count) if count else None,
-                   BandMetadata.from_dict(data))
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """The model file's metadata that prediction uses."""
-
-    source: Side
-    target: Side
-    chip_size: int
-    crs: CRS | None
-    pixel_size: tuple[float, float] | None
-
-    @classmethod
-    def of(cls, model: LoadedModel, path: str = "model") -> ModelInfo:
-        meta = model.metadata
-        try:
-            crs = CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
-            pixel = tuple(map(float, meta["pixel_size"])) if meta.get("pixel_size") else None
-            return cls(Side.from_metadata(meta["source"]), Side.from_metadata(meta["target"]),
-                       int(meta.get("chip_size") or model.spec.chip_size), crs, pixel)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GeoPix2PixError(
-                f"{path}: model metadata lacks what prediction needs ({exc!r}); use a model file "
-                "written by `geopix2pix train`"
-            ) from None
-
-
-def default_bands(dataset, trained: Side, expected: int) -> list[int]:
+def default_bands(dataset, trained: SideMetadata, expected: int) -> list[int]:
     """The scene bands to read without --bands: the training bands when the scene has as many
     bands as the training rasters had (a like scene: e.g. 4,3,2 or 1,2 of Sentinel-2); else all
     its data bands when they are as many as the model takes (a scene already cut to the model's
@@ -90,7 +43,7 @@ def default_bands(dataset, trained: Side, expected: int) -> list[int]:
 
 
 def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
-                info: ModelInfo) -> list[int]:
+                info: ModelMetadata) -> list[int]:
     """The scene bands to read (`bands`, else `default_bands`); error when their number differs
     from the model's input."""
     expected = model.spec.in_channels
@@ -114,6 +67,15 @@ def check_crs(dataset, allow_no_crs: bool) -> None:
                               f"to predict on its pixels{keeps}")
 
 
+def training_crs(info: ModelMetadata) -> CRS | None:
+    """The CRS of the training data, or None when the model file records none (or one this
+    PROJ cannot read: its pixel size is then not compared)."""
+    try:
+        return CRS.from_user_input(info.crs) if info.crs else None
+    except CRSError:
+        return None
+
+
 def _metres(size: tuple[float, float], crs: CRS | None, lat: float = 0.0) -> float | None:
     """Mean pixel side in metres, or None when the CRS units are unknown."""
     side = (size[0] + size[1]) / 2
@@ -127,23 +89,24 @@ def _metres(size: tuple[float, float], crs: CRS | None, lat: float = 0.0) -> flo
         return None
 
 
-def pixel_size_ratio(grid: Grid, info: ModelInfo) -> float | None:
+def pixel_size_ratio(grid: Grid, info: ModelMetadata) -> float | None:
     """Scene pixel size / training pixel size (in metres where units differ), or None."""
+    trained = training_crs(info)
     if info.pixel_size is None:
         return None
-    if grid.crs is not None and info.crs is not None and grid.crs == info.crs:
+    if grid.crs is not None and trained is not None and grid.crs == trained:
         scene, train = sum(grid.pixel_size) / 2, sum(info.pixel_size) / 2
     else:
         lat = 0.0
         if grid.crs is not None and grid.crs.is_geographic:
             lat = (grid.bounds[1] + grid.bounds[3]) / 2
-        scene, train = _metres(grid.pixel_size, grid.crs, lat), _metres(info.pixel_size, info.crs)
+        scene, train = _metres(grid.pixel_size, grid.crs, lat), _metres(info.pixel_size, trained)
         if scene is None or train is None:
             return None
     return scene / train if train > 0 else None
 
 
-def check_source_values(dataset, bands: Sequence[int], info: ModelInfo,
+def check_source_values(dataset, bands: Sequence[int], info: ModelMetadata,
                         warn: Callable[[str], None]) -> None:
     """Warn when the scene's values are another kind (float32 0..1 reflectance fed to a model of
     uint16 DNs) or mean other quantities (another unit, scale or offset) than the training
@@ -161,7 +124,7 @@ def check_source_values(dataset, bands: Sequence[int], info: ModelInfo,
              "rasters' were, so check that they are in the same units")
 
 
-def check_pixel_size(dataset, info: ModelInfo, warn: Callable[[str], None],
+def check_pixel_size(dataset, info: ModelMetadata, warn: Callable[[str], None],
                      resampling: bool = False) -> float | None:
     """Warn when the scene's pixel size differs from the training one by more than 2x (saying
     what to do about it, or with `resampling` what is done about it)."""

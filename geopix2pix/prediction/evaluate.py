@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.jsonvalues import jsonable
 from geopix2pix.options import api_function, check_types
 from geopix2pix.prediction.band_pairing import (
     MATCHING,
@@ -84,7 +85,7 @@ class EvaluationReport:
 
     def to_dict(self) -> dict:
         """JSON-ready: infinities and NaN become the strings 'inf' and 'nan'."""
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
     def table(self) -> str:
         head = [f"prediction {self.pred}", f"reference  {self.reference}"
@@ -109,16 +110,6 @@ class EvaluationReport:
         rows.append(f"{'overall':<33} {o['mae']:>12.6g} {o['rmse']:>12.6g} {o['psnr']:>9.3f} "
                     f"{o['ssim']:>7.4f} {o['data_range']:>10.6g}")
         return "\n".join(head + rows)
-
-
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _blocks(height: int, width: int, halo: int, block: int) -> Iterator[tuple[Window, tuple]]:

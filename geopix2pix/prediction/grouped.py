@@ -29,8 +29,8 @@ from pathlib import Path
 import rasterio
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction.checks import (
-    ModelInfo,
     check_bands,
     check_crs,
     check_pixel_size,
@@ -50,7 +50,7 @@ GROUP_WINDOWS = 8192  # a group ends once it holds this many windows
 GROUP_SCENES = 32  # ... or this many scenes (each holds two open files)
 
 
-def scene_windows(scene: Path, info: ModelInfo, options) -> int | None:
+def scene_windows(scene: Path, info: ModelMetadata, options) -> int | None:
     """How many windows predicting `scene` takes, or None when it cannot be opened (it is then
     predicted alone, which reports why)."""
     try:
@@ -62,7 +62,7 @@ def scene_windows(scene: Path, info: ModelInfo, options) -> int | None:
     return layout.count(layout.chunks(options.chunk_width))
 
 
-def plan(results: Sequence, info: ModelInfo, options) -> Iterator[list]:
+def plan(results: Sequence, info: ModelMetadata, options) -> Iterator[list]:
     """The results in order, in groups: consecutive small scenes together, any other alone."""
     group, windows = [], 0
     for result in results:
@@ -95,7 +95,7 @@ def _publish(members: Sequence, temps: Sequence[Path], overwrite: bool) -> None:
             result.written = True
 
 
-def predict_group(results: Sequence, model, info: ModelInfo, options,
+def predict_group(results: Sequence, model, info: ModelMetadata, options,
                   warn_for: Callable[[object], Callable[[str], None]]) -> list:
     """Predict `results`' scenes in one pipeline run; the results still to predict one at a
     time: those that could not be opened or checked, and when the run failed all not written

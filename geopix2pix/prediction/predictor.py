@@ -25,10 +25,10 @@ from affine import Affine
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.device import resolve_device
+from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.options import api_function, check_types
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import (
-    ModelInfo,
     check_bands,
     check_crs,
     check_pixel_size,
@@ -211,8 +211,8 @@ def check_model_argument(model: object) -> None:
 def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> None:
     """Refuse, before any work, creation options that the output's driver would refuse or
     ignore, or that the band writer cannot fill."""
-    check_output_options(output_spec(model, ModelInfo.of(model)), options.compress, options.cog,
-                         options.creation_options)
+    check_output_options(output_spec(model, ModelMetadata.of(model)), options.compress,
+                         options.cog, options.creation_options)
 
 
 def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
@@ -220,7 +220,7 @@ def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
                    on_warning: Callable[[str], None] | None = None) -> list[SceneResult]:
     """Predict each (scene, output) pair, consecutive small scenes together in one pipeline run
     (`grouped`); one scene's failure never stops the others."""
-    info = ModelInfo.of(model)
+    info = ModelMetadata.of(model)
     results = [SceneResult(Path(scene), Path(out)) for scene, out in pairs]
     outs = [result.out for result in results]
     for later, first in shared_outputs(outs).items():
@@ -249,7 +249,7 @@ def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
     return results
 
 
-def _predict_alone(result: SceneResult, model: LoadedModel, info: ModelInfo,
+def _predict_alone(result: SceneResult, model: LoadedModel, info: ModelMetadata,
                    options: PredictOptions, warn: Callable[[str], None]) -> None:
     """`predict_scene`, its error recorded in `result`."""
     try:
@@ -260,7 +260,7 @@ def _predict_alone(result: SceneResult, model: LoadedModel, info: ModelInfo,
         result.fail(exc)
 
 
-def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
+def predict_scene(result: SceneResult, model: LoadedModel, info: ModelMetadata,
                   options: PredictOptions, warn: Callable[[str], None]) -> None:
     """Predict one scene into `result.out` (atomically)."""
     start = time.perf_counter()
@@ -283,7 +283,7 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelInfo,
 
 
 def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
-                     info: ModelInfo, spec: OutputSpec, options: PredictOptions,
+                     info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
                      reopen: Callable[[], contextlib.AbstractContextManager] | None,
                      name: Path) -> int:
     """Run the pipeline over `source` (a dataset or VRT on `grid`; `reopen` gives another handle
@@ -300,7 +300,7 @@ def model_grid(grid: Grid, ratio: float) -> Grid:
 
 
 def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model: LoadedModel,
-                       info: ModelInfo, spec: OutputSpec, options: PredictOptions,
+                       info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
                        name: Path) -> int:
     """Predict at the training resolution (through a WarpedVRT) into a float32 temporary, then
     warp that back onto the scene's grid (bilinear, nearest for integer targets)."""

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.models import LoadedModel
+from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction import pipeline, reading
-from geopix2pix.prediction.checks import ModelInfo
 from geopix2pix.prediction.windows import make_layout, strip_cache_bytes
 from geopix2pix.prediction.writer import (
     BLOCK,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from geopix2pix.prediction.predictor import PredictOptions
 
 
-def output_spec(model: LoadedModel, info: ModelInfo) -> OutputSpec:
+def output_spec(model: LoadedModel, info: ModelMetadata) -> OutputSpec:
     """The output's bands, dtype, nodata, band metadata and scaling: the model's target."""
     return OutputSpec.for_target(info.target.dtype, model.spec.out_channels, info.target.nodata,
                                  info.target.descriptions, info.target.scaling,
@@ -59,7 +59,7 @@ class Target:
     name: Path | None = None  # the output's final name, for messages (default `path`)
 
 
-def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelInfo,
+def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMetadata,
                     options: PredictOptions, desc: str) -> list[int]:
     """Run the pipeline once over all `targets` into their GTiff/COG outputs; the number of
     windows of each."""

@@ -33,6 +33,7 @@ from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.models import save_model
+from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.options import api_function
 from geopix2pix.raster.folders import Owned, prepare_output_dir
 from geopix2pix.raster.write import write_text_atomic
@@ -44,7 +45,6 @@ from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
-from .metadata import model_metadata
 from .networks import build_networks
 from .outputs import writing
 from .signals import StopRequest, TrainingStopped
@@ -227,10 +227,10 @@ class Trainer:
     def _write_model(self, path: Path, validation: dict[str, float]) -> None:
         options = {**self.config.to_dict(), "world_size": self.world,
                    "effective_batch_size": self.effective_batch}
-        metadata = model_metadata(self.info, options, self.state["epoch"], self.state["step"],
-                                  validation)
+        metadata = ModelMetadata.of_training(self.info, options, self.state["epoch"],
+                                             self.state["step"], validation)
         with writing(path):
-            save_model(path, self.generator, self.spec, metadata)
+            save_model(path, self.generator, self.spec, metadata.to_dict())
 
     def write_options(self, replicas: dict[str, Any] | None = None) -> None:
         """RUN_DIR/train.json: options, device, ranks and batch sizes (and, at the end of a
