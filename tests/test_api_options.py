@@ -145,6 +145,40 @@ def test_the_checked_functions_keep_their_signature_and_help():
     assert list(inspect.signature(g.ChipDataset).parameters)[:2] == ["chips_dir", "split"]
 
 
+@pytest.mark.parametrize("keywords, options", [
+    ("geopix2pix.training.config:TrainKeywords", "geopix2pix.training.config:TrainConfig"),
+    ("geopix2pix.prediction.options:PredictKeywords",
+     "geopix2pix.prediction.options:PredictOptions"),
+])
+def test_keyword_types_name_every_option_with_its_type(keywords, options):
+    """`train(**options)` and `predict(**options)` are typed by TypedDicts (PEP 692): each must
+    name exactly its options dataclass's fields, with the same types, so an IDE or a type
+    checker sees every option and no option is hidden or left out."""
+    import dataclasses
+    import importlib
+    import typing
+
+    def resolve(name):
+        module, attr = name.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    typed, config = resolve(keywords), resolve(options)
+    fields = [f.name for f in dataclasses.fields(config)]
+    assert list(typing.get_type_hints(typed)) == fields
+    hints = typing.get_type_hints(config)
+    assert typing.get_type_hints(typed) == {name: hints[name] for name in fields}
+    assert typed.__total__ is False  # every option may be left out
+
+
+def test_train_and_predict_declare_their_options_typed():
+    import inspect
+
+    for function, keywords in ((g.train, "TrainKeywords"), (g.predict, "PredictKeywords")):
+        options = inspect.signature(function).parameters["options"]
+        assert options.kind is inspect.Parameter.VAR_KEYWORD
+        assert options.annotation == f"Unpack[{keywords}]"
+
+
 # --- export_chips(pairs=...) --------------------------------------------------------------------
 
 def test_malformed_pairs_are_one_line(pair, tmp_path):

@@ -4,14 +4,15 @@ evaluation of predictions against references.
 ``predict(scene, out, model=...)`` (see `predictor`) and ``evaluate(pred, reference)`` (see
 `evaluate`). Modules: `windows` (window lattice, padded reads), `blend` (Hann weights, strip
 accumulator), `pipeline` (overlapped read/compute/blend/write), `writer` (values and GeoTIFF/COG
-output), `checks` (scene vs model).
+output), `checks` (scene vs model), `options` (predict's options).
 """
 
 from __future__ import annotations
 
-from geopix2pix.prediction.predictor import PredictOptions, SceneResult, predict, predict_scenes
+from geopix2pix.prediction.options import PredictKeywords, PredictOptions
+from geopix2pix.prediction.predictor import SceneResult, predict, predict_scenes
 
-__all__ = ["PredictOptions", "SceneResult", "predict", "predict_scenes"]
+__all__ = ["PredictKeywords", "PredictOptions", "SceneResult", "predict", "predict_scenes"]
 
 # `evaluate` lives in geopix2pix.prediction.evaluate (the module and its function share the name);
 # the package top level exposes the function as geopix2pix.evaluate.

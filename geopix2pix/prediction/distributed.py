@@ -15,13 +15,14 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 
 from geopix2pix.models import load_model
+from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.predictor import (
     PathLike,
-    PredictOptions,
     SceneResult,
     check_creation_options_for,
     output_paths,
@@ -30,6 +31,9 @@ from geopix2pix.prediction.predictor import (
     resolve_device,
 )
 from geopix2pix.training import distributed
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # A rank waits for the slowest rank's scenes before the results are gathered: allow for days.
 GATHER_TIMEOUT = timedelta(days=7)
@@ -51,7 +55,7 @@ def rank_device(device: str, local_rank: int) -> torch.device:
 def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
                     model: PathLike, out_dir: PathLike | None = None,
                     on_warning: Callable[[str], None] | None = None,
-                    **options) -> list[SceneResult]:
+                    **options: Unpack[PredictKeywords]) -> list[SceneResult]:
     """`predict`, with the scenes shared among torchrun's ranks when launched by torchrun.
 
     Returns every scene's result, in the order given, on every rank (a result gathered from

@@ -14,10 +14,11 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rasterio
 from affine import Affine
@@ -26,7 +27,7 @@ from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.device import resolve_device
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.options import api_function, check_types
+from geopix2pix.options import api_function
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import (
     check_bands,
@@ -34,6 +35,7 @@ from geopix2pix.prediction.checks import (
     check_pixel_size,
     check_source_values,
 )
+from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.runner import (
     Target,
     open_tiled,
@@ -42,11 +44,7 @@ from geopix2pix.prediction.runner import (
     reopen_scene,
     tiled_output,
 )
-from geopix2pix.prediction.windows import (
-    DEFAULT_CHUNK_WIDTH,
-    MIN_CACHE,
-    check_layout_options,
-)
+from geopix2pix.prediction.windows import MIN_CACHE
 from geopix2pix.prediction.writer import (
     BLOCK,
     BandWriter,
@@ -64,40 +62,10 @@ from geopix2pix.raster.write import (
     replaced_inputs,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 PathLike = str | os.PathLike
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """The options of `predict` (see the CLI's help for each)."""
-
-    overlap: float = 0.5
-    batch_size: int = 8
-    device: str = "auto"
-    bands: Sequence[int] | None = None
-    blend: str = "hann"
-    cog: bool = False
-    compress: str = "deflate"
-    creation_options: Mapping[str, str] = field(default_factory=dict)
-    overwrite: bool = False
-    resample_to_model: bool = False
-    allow_no_crs: bool = False
-    progress: bool = True
-    chunk_width: int = DEFAULT_CHUNK_WIDTH
-
-    @classmethod
-    def from_options(cls, **options) -> PredictOptions:
-        """Build from keyword options named like the CLI's; an unknown name or a value of the
-        wrong type is a one-line error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise GeoPix2PixError(f"unknown predict option(s): {', '.join(unknown)}; "
-                                  f"valid: {', '.join(sorted(known))}")
-        return cls(**check_types(options, cls))
-
-    def __post_init__(self) -> None:
-        check_layout_options(self.overlap, self.blend)  # before any scene is opened
 
 
 @dataclass
@@ -178,8 +146,9 @@ def shared_outputs(outs: Sequence[PathLike]) -> dict[int, int]:
 @api_function
 def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
             model: PathLike | LoadedModel, out_dir: PathLike | None = None,
-            on_warning: Callable[[str], None] | None = None, **options) -> list[SceneResult]:
-    """Predict scenes into GeoTIFFs on their exact grids; see `PredictOptions` for `options`.
+            on_warning: Callable[[str], None] | None = None,
+            **options: Unpack[PredictKeywords]) -> list[SceneResult]:
+    """Predict scenes into GeoTIFFs on their exact grids; `options` are `PredictOptions`'s fields.
 
     With one scene and OUT, a failure raises; with several scenes every failure is reported in
     the returned results and the other scenes are still written.

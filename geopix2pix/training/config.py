@@ -1,8 +1,9 @@
 """`TrainConfig`: every option of `geopix2pix train`, its default, and its validation.
 
 The field names are the CLI's option names (``--batch-size`` -> ``batch_size``), so the Python API
-``train(chips_dir, out_dir, **options)`` and the command take the same options. Options fall in
-two groups: those that shape the result (a resumed run must use the same ones, see
+``train(chips_dir, out_dir, **options)`` and the command take the same options; `TrainKeywords`
+names them with their types for type checkers and IDEs (``**options: Unpack[TrainKeywords]``).
+Options fall in two groups: those that shape the result (a resumed run must use the same ones, see
 ``RESULT_OPTIONS``) and runtime options that may change between a run and its resumption.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.unet import NORMS
@@ -23,6 +24,38 @@ AUGMENTS = ("none", "flip", "d4")
 # encoder_weights too: a resumed run takes its weights from the checkpoint, not from that file.
 RUNTIME_OPTIONS = ("workers", "device", "amp", "compile", "resume", "overwrite", "quiet",
                    "sync_bn", "encoder_weights")
+
+
+class TrainKeywords(TypedDict, total=False):
+    """The keyword options of `train`, as type checkers see them: `TrainConfig`'s fields (a
+    test keeps the two the same). Defaults and meanings: `TrainConfig` and `geopix2pix train
+    --help`."""
+
+    batch_size: int
+    workers: int | None
+    device: str
+    amp: bool
+    compile: bool
+    seed: int
+    resume: bool
+    epochs: int
+    decay_epochs: int
+    max_steps: int | None
+    lr: float
+    beta1: float
+    lambda_l1: float
+    gan_mode: str
+    generator: str
+    encoder_weights: str | None
+    ngf: int
+    ndf: int
+    n_layers: int
+    norm: str
+    augment: str
+    samples: int
+    overwrite: bool
+    quiet: bool
+    sync_bn: bool
 
 
 @dataclass

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -40,7 +40,7 @@ from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
-from .config import TrainConfig
+from .config import TrainConfig, TrainKeywords
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import METRICS, MetricsLog, typed_row
@@ -49,6 +49,9 @@ from .networks import build_networks
 from .outputs import writing
 from .signals import StopRequest, TrainingStopped
 from .step import Pix2PixStep
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 MODEL = "model.safetensors"
 BEST_MODEL = "model-best.safetensors"
@@ -346,7 +349,8 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
 @api_function
 def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
           callback: Callable[[dict], bool | None] | None = None,
-          log: Callable[[str], None] = _stderr, **options: Any) -> TrainResult:
+          log: Callable[[str], None] = _stderr,
+          **options: Unpack[TrainKeywords]) -> TrainResult:
     """Train Pix2Pix on a chips folder into ``out_dir`` (options as `geopix2pix train`'s).
 
     ``callback(info)`` is called after each step with {"epoch", "step", "lr", losses}; returning
@@ -356,9 +360,10 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     DDP; the process stays in the group (a later run reuses it) until it exits.
     """
     refuse_spawned_reimport("train")
-    if options.get("resume"):
-        options = saved_options(Path(out_dir), options)
-    config = TrainConfig.from_options(**options)
+    given: dict[str, Any] = dict(options)
+    if given.get("resume"):
+        given = saved_options(Path(out_dir), given)
+    config = TrainConfig.from_options(**given)
     setup = resolve_device(config.device, config.amp, distributed.env().local_rank)
     distributed.init_from_env(setup.device)  # left when the process exits
     trainer = None
