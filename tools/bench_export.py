@@ -29,7 +29,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from geopix2pix.chips.export import default_workers
+from geopix2pix.chips.options import default_workers
 from geopix2pix.raster.write import gtiff_profile
 
 

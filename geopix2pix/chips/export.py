@@ -1,8 +1,9 @@
 """`export_chips`: paired georeferenced rasters -> aligned training chips.
 
-Pipeline: open and check every pair -> lay chips over each pair's overlap -> keep those in the
-AOI -> split train/val by spatial blocks -> read, check and write chips in worker processes ->
-write the chips.gpkg index -> write dataset.json last (its presence marks a complete folder).
+Pipeline: check the options (`ExportOptions`) -> open and check every pair -> lay chips over each
+pair's overlap -> keep those in the AOI -> split train/val by spatial blocks -> read, check and
+write chips in worker processes -> write the chips.gpkg index -> write dataset.json last (its
+presence marks a complete folder).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from geopix2pix.chips.layout import (
     val_warnings,
 )
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
+from geopix2pix.chips.options import ExportOptions
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
-from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.chips.stats import BandStatistics
 from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
@@ -35,15 +36,13 @@ from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
 from geopix2pix.raster.folders import Owned, prepare_output_dir, remove_outputs
 from geopix2pix.raster.grid import Grid, overlap_window
-from geopix2pix.raster.io import RESAMPLING, chip_nodata, open_raster, select_bands
+from geopix2pix.raster.io import chip_nodata, open_raster, select_bands
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"
 REJECT_STRADDLE = "straddling the train/val split"
 CHIP_FILES = Owned(("*.tif",))
 OUTPUTS = Owned((MANIFEST, INDEX), {"source": CHIP_FILES, "target": CHIP_FILES})  # all it writes
-
-
 
 
 @dataclass
@@ -83,53 +82,6 @@ def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
                                   "list each pair once (its chips would land in train and val)")
 
 
-def default_workers() -> int:
-    """One process per available core, at most 8 (chip export is I/O and compression bound)."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))
-
-
-def _check_options(chip_size: int, stride: int, max_nodata: float, val_fraction: float,
-                   resampling: str, source_scaling: str, target_scaling: str) -> None:
-    if chip_size < 32 or chip_size > 2048 or chip_size & (chip_size - 1):
-        raise GeoPix2PixError(f"--chip-size {chip_size}: use a power of two from 32 to 2048 "
-                              "(the U-Net halves it down to 1 pixel)")
-    if stride < 1:
-        raise GeoPix2PixError(f"--stride {stride}: use a positive number of pixels")
-    if not 0 <= max_nodata <= 1:
-        raise GeoPix2PixError(f"--max-nodata {max_nodata}: use a fraction from 0 to 1")
-    if not 0 <= val_fraction < 1:
-        raise GeoPix2PixError(f"--val-fraction {val_fraction}: use a fraction from 0 to below 1")
-    if resampling not in RESAMPLING:
-        raise GeoPix2PixError(f"--target-resampling {resampling}: use one of "
-                              f"{', '.join(RESAMPLING)}")
-    if source_scaling not in SCALING_MODES:
-        raise GeoPix2PixError(f"--source-scaling {source_scaling}: use one of "
-                              f"{', '.join(SCALING_MODES)}")
-    if target_scaling not in ("percentile", "minmax"):
-        raise GeoPix2PixError(f"--target-scaling {target_scaling}: use percentile or minmax "
-                              "(centre cannot be inverted at prediction)")
-
-
-def _check_aoi_mode(aoi_mode: str) -> None:
-    """Checked with or without --aoi (an API call may pass the mode alone)."""
-    from geopix2pix.chips.footprints import AOI_MODES
-
-    if aoi_mode not in AOI_MODES:
-        raise GeoPix2PixError(f"--aoi-mode {aoi_mode}: use one of {', '.join(AOI_MODES)}")
-
-
-def _check_runtime(chip_size: int, split_block: int, seed: int, workers: int) -> None:
-    """The split and the process options; a block smaller than a chip puts no chip in val."""
-    if split_block < chip_size:
-        raise GeoPix2PixError(f"--split-block {split_block}: use at least the chip size "
-                              f"({chip_size}), so that whole chips fit in a block")
-    if seed < 0:
-        raise GeoPix2PixError(f"--seed {seed}: use 0 or more")
-    if workers < 0:
-        raise GeoPix2PixError(f"--workers {workers}: use 0 or more (0 and 1 export in this "
-                              "process)")
-
-
 def _inputs(pair_paths: list[tuple[Path, Path]], pairs, aoi) -> list[Path]:
     """Every file the export reads: the rasters, the --pairs CSV and the AOI."""
     inputs = [path for pair in pair_paths for path in pair]
@@ -137,11 +89,13 @@ def _inputs(pair_paths: list[tuple[Path, Path]], pairs, aoi) -> list[Path]:
     return inputs
 
 
-def _open_pair(index: int, source: Path, target: Path, source_bands, target_bands,
-               resampling: str, chip_size: int, stride: int) -> tuple[_Pair, SideInfo, SideInfo]:
+def _open_pair(index: int, source: Path, target: Path,
+               options: ExportOptions) -> tuple[_Pair, SideInfo, SideInfo]:
+    """Open one pair, check its bands and overlap, and lay its chips over the overlap."""
+    chip_size = options.chip_size
     with open_raster(source) as src, open_raster(target) as tgt:
-        s_bands = select_bands(src, source_bands, "--source-bands")
-        t_bands = select_bands(tgt, target_bands, "--target-bands")
+        s_bands = select_bands(src, options.source_bands, "--source-bands")
+        t_bands = select_bands(tgt, options.target_bands, "--target-bands")
         grid = Grid.of(src)
         window = overlap_window(grid, Grid.of(tgt), str(source), str(target))
         if chip_size > min(window.width, window.height):
@@ -149,8 +103,9 @@ def _open_pair(index: int, source: Path, target: Path, source_bands, target_band
                 f"--chip-size {chip_size} is larger than the overlap of {source} and {target} "
                 f"({window.width} x {window.height} source pixels); use a smaller chip size")
         sides = (_side_info(src, s_bands), _side_info(tgt, t_bands))
-    spec = PairSpec(index, str(source), str(target), tuple(s_bands), tuple(t_bands), resampling)
-    chips = chip_windows(index, window, chip_size, stride)
+    spec = PairSpec(index, str(source), str(target), tuple(s_bands), tuple(t_bands),
+                    options.target_resampling)
+    chips = chip_windows(index, window, chip_size, options.stride)
     return _Pair(spec, grid, (int(window.row_off), int(window.col_off)), chips), *sides
 
 
@@ -241,19 +196,36 @@ def export_chips(
     path or a list of path pairs) into `out_dir`. Options mirror `geopix2pix export-chips`."""
     pairs = checked_pairs(source, target, pairs)
     given = check_types(locals(), export_chips)  # numpy numbers and tuples made Python's
-    chip_size, stride, split_block, seed, workers, sample_size, max_nodata, val_fraction = (
-        given[name] for name in ("chip_size", "stride", "split_block", "seed", "workers",
-                                 "sample_size", "max_nodata", "val_fraction"))
-    source_bands, target_bands = given["source_bands"], given["target_bands"]
     refuse_spawned_reimport("export_chips")
     if out_dir is None:
         raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")
-    stride = chip_size if stride is None else stride
-    workers = default_workers() if workers is None else workers
-    _check_options(chip_size, stride, max_nodata, val_fraction, target_resampling,
-                   source_scaling, target_scaling)
-    _check_runtime(chip_size, chip_size if split_block is None else split_block, seed, workers)
-    _check_aoi_mode(aoi_mode)
+    options = ExportOptions.from_arguments(given)
+    pair_paths = _pair_paths(source, target, pairs)
+    pair_list, sides = _open_pairs(pair_paths, options)
+    skipped: Counter = Counter()
+    if options.aoi is not None:
+        _apply_aoi(pair_list, options.aoi, options.aoi_mode, skipped)
+    splits, options = _split(pair_list, options, skipped)
+
+    out = prepare_output_dir(out_dir, options.overwrite, MANIFEST, owned=OUTPUTS,
+                             inputs=_inputs(pair_paths, pairs, options.aoi),
+                             command="export-chips")
+    try:  # a failed or stopped export leaves an empty folder (nothing to resume from)
+        records, stats = _write_chips(out, pair_list, splits, options, skipped)
+        _write_index(out, records, pair_list, options.chip_size)
+        kept = Counter(r["split"] for r in records)
+        _dataset_info(options, pair_list, sides, stats, kept, skipped).save(out)
+    except BaseException:
+        remove_outputs(out, OUTPUTS)
+        raise
+    return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
+                         val_warnings(kept, options.val_fraction, options.split_block,
+                                      options.chip_size))
+
+
+def _pair_paths(source, target, pairs) -> list[tuple[Path, Path]]:
+    """The (source, target) paths to export: SOURCE and TARGET, the rows of a --pairs CSV, or
+    a list of pairs; each pair listed once."""
     if pairs is None:
         if source is None or target is None:
             raise GeoPix2PixError("give SOURCE and TARGET, or --pairs pairs.csv")
@@ -262,67 +234,85 @@ def export_chips(
         pair_paths = read_pairs_csv(pairs)
     else:
         pair_paths = [(Path(s), Path(t)) for s, t in pairs]
-
     _check_distinct(pair_paths)
-    opened = [_open_pair(i, s, t, source_bands, target_bands, target_resampling, chip_size,
-                         stride) for i, (s, t) in enumerate(pair_paths)]
-    pair_list = [p for p, _, _ in opened]
-    _check_consistent([s for _, s, _ in opened], "source", [s for s, _ in pair_paths])
-    _check_consistent([t for _, _, t in opened], "target", [t for _, t in pair_paths])
-    source_side, target_side = opened[0][1], opened[0][2]
-    for side, all_sides in ((source_side, [s for _, s, _ in opened]),
-                            (target_side, [t for _, _, t in opened])):
-        if len({other.raster_bands for other in all_sides}) > 1:
-            side.raster_bands = None  # rasters of several band counts: none to match at predict
-    source_side.scaling_mode, target_side.scaling_mode = source_scaling, target_scaling
+    return pair_paths
 
-    skipped: Counter = Counter()
-    if aoi is not None:
-        _apply_aoi(pair_list, aoi, aoi_mode, skipped)
+
+def _open_pairs(pair_paths: list[tuple[Path, Path]],
+                options: ExportOptions) -> tuple[list[_Pair], tuple[SideInfo, SideInfo]]:
+    """Open and check every pair and lay its chips; also the source and target descriptions
+    dataset.json records, once every pair is checked to hold the same bands as the first."""
+    opened = [_open_pair(i, s, t, options) for i, (s, t) in enumerate(pair_paths)]
+    source = _shared_side([s for _, s, _ in opened], "source", [s for s, _ in pair_paths],
+                          options.source_scaling)
+    target = _shared_side([t for _, _, t in opened], "target", [t for _, t in pair_paths],
+                          options.target_scaling)
+    return [p for p, _, _ in opened], (source, target)
+
+
+def _shared_side(sides: list[SideInfo], name: str, paths: list[Path],
+                 scaling_mode: str) -> SideInfo:
+    """The first pair's `name` side, checked against every pair's, with its scaling mode and
+    no raster band count where the rasters have several (none to match at predict)."""
+    _check_consistent(sides, name, paths)
+    first = sides[0]
+    if len({side.raster_bands for side in sides}) > 1:
+        first.raster_bands = None
+    first.scaling_mode = scaling_mode
+    return first
+
+
+def _split(pair_list: list[_Pair], options: ExportOptions,
+           skipped: Counter) -> tuple[dict[ChipWindow, str], ExportOptions]:
+    """Each chip's split ("train" or "val") by spatial blocks shared by every pair, and the
+    options with the --split-block used; a chip straddling both splits is dropped (counted in
+    `skipped`)."""
     candidates = [c for p in pair_list for c in p.chips]
-    extents = split_extents(candidates, {p.spec.index: p.grid for p in pair_list},
-                            pair_list[0].overlap)
-    split_of, split_block = choose_split(extents, split_block, chip_size, val_fraction, seed)
+    extents = split_extents(candidates, _grids(pair_list), pair_list[0].overlap)
+    split_of, split_block = choose_split(extents, options.split_block, options.chip_size,
+                                         options.val_fraction, options.seed)
     splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
     skipped[REJECT_STRADDLE] += len(candidates) - len(splits)
+    return splits, options.with_split_block(split_block)
 
-    out = prepare_output_dir(out_dir, overwrite, MANIFEST, owned=OUTPUTS,
-                             inputs=_inputs(pair_paths, pairs, aoi), command="export-chips")
-    try:  # a failed or stopped export leaves an empty folder (nothing to resume from)
-        (out / "source").mkdir()
-        (out / "target").mkdir()
-        jobs = _jobs(pair_list, splits, out, max_nodata, seed, sample_size)
-        records, stats = _export(jobs, workers, len(splits), progress, skipped)
-        if not records:
-            raise GeoPix2PixError(
-                f"no chip kept from {len(candidates)} candidate(s): "
-                + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
-                + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
-        _write_index(out, records, pair_list, pair_paths, chip_size)
-        source_side.stats, target_side.stats = stats[0].summary(), stats[1].summary()
-        kept = Counter(r["split"] for r in records)
-        first = pair_list[0].grid
-        DatasetInfo(
-            chip_size=chip_size, stride=stride, source=source_side, target=target_side,
-            crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
-            pairs=[dict(source=str(Path(s).resolve()), target=str(Path(t).resolve()),
-                        crs=p.grid.crs.to_string(), pixel_size=list(p.grid.pixel_size))
-                   for (s, t), p in zip(pair_paths, pair_list)],
-            counts=dict(train=kept["train"], val=kept["val"],
-                        skipped={k: n for k, n in skipped.items() if n}),
-            options=dict(chip_size=chip_size, stride=stride, source_bands=source_side.bands,
-                         target_bands=target_side.bands, target_resampling=target_resampling,
-                         aoi=str(Path(aoi).resolve()) if aoi else None, aoi_mode=aoi_mode,
-                         max_nodata=max_nodata,
-                         val_fraction=val_fraction, split_block=split_block, seed=seed,
-                         source_scaling=source_scaling, target_scaling=target_scaling),
-            version=_version(),
-        ).save(out)
-    except BaseException:
-        remove_outputs(out, OUTPUTS)
-        raise
-    return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
-                         val_warnings(kept, val_fraction, split_block, chip_size))
+
+def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str],
+                 options: ExportOptions,
+                 skipped: Counter) -> tuple[list[dict], tuple[BandStatistics, ...]]:
+    """Read, check and write the chips of `splits` into out/source and out/target; their
+    records and the train chips' statistics. No chip kept is an error saying why."""
+    (out / "source").mkdir()
+    (out / "target").mkdir()
+    jobs = _jobs(pair_list, splits, out, options.max_nodata, options.seed, options.sample_size)
+    records, stats = _export(jobs, options.workers, len(splits), options.progress, skipped)
+    if not records:
+        raise GeoPix2PixError(
+            f"no chip kept from {sum(len(p.chips) for p in pair_list)} candidate(s): "
+            + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
+            + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
+    return records, stats
+
+
+def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
+                  sides: tuple[SideInfo, SideInfo], stats: tuple[BandStatistics, ...],
+                  kept: Counter, skipped: Counter) -> DatasetInfo:
+    """What dataset.json records: the chips' grid and bands, the train statistics (set on
+    `sides` here), every pair, the counts and the options (`ExportOptions.recorded`)."""
+    source, target = sides
+    source.stats, target.stats = stats[0].summary(), stats[1].summary()
+    first = pair_list[0].grid
+    return DatasetInfo(
+        chip_size=options.chip_size, stride=options.stride, source=source, target=target,
+        crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
+        pairs=[dict(source=str(Path(p.spec.source).resolve()),
+                    target=str(Path(p.spec.target).resolve()),
+                    crs=p.grid.crs.to_string(), pixel_size=list(p.grid.pixel_size))
+               for p in pair_list],
+        counts=dict(train=kept["train"], val=kept["val"],
+                    skipped={k: n for k, n in skipped.items() if n}),
+        options=options.recorded(source.bands, target.bands),
+        version=_version(),
+    )
 
 
 def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> None:
@@ -356,13 +346,18 @@ def _export(jobs: list[Job], workers: int, total: int, progress: bool,
     return records, stats
 
 
-def _write_index(out: Path, records: list[dict], pair_list: list[_Pair],
-                 pair_paths: list[tuple[Path, Path]], chip_size: int) -> None:
+def _write_index(out: Path, records: list[dict], pair_list: list[_Pair], chip_size: int) -> None:
+    """Write chips.gpkg: every kept chip's footprint, split and pair."""
     from geopix2pix.chips.footprints import write_index
 
     chips = [ChipWindow(r["pair"], r["row"], r["col"], chip_size) for r in records]
-    write_index(out / INDEX, records, chips, {p.spec.index: p.grid for p in pair_list},
-                {p.spec.index: (str(s), str(t)) for p, (s, t) in zip(pair_list, pair_paths)})
+    write_index(out / INDEX, records, chips, _grids(pair_list),
+                {p.spec.index: (p.spec.source, p.spec.target) for p in pair_list})
+
+
+def _grids(pair_list: list[_Pair]) -> dict[int, Grid]:
+    """Each pair's source grid, by pair index."""
+    return {p.spec.index: p.grid for p in pair_list}
 
 
 def _version() -> str:
