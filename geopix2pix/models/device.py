@@ -1,6 +1,7 @@
 """The torch device a model runs on: ``auto`` (CUDA when present, else the CPU), ``cpu``,
 ``cuda`` or ``cuda:N``, checked before anything is loaded, so a typo or a missing GPU is one
-GeoPix2PixError rather than torch's RuntimeError ("Found no NVIDIA driver")."""
+GeoPix2PixError rather than torch's RuntimeError ("Found no NVIDIA driver"); and the precision
+a model runs in under CUDA autocast (training and prediction alike)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,13 @@ def resolve_device(device: str | torch.device, option: str = "--device ") -> tor
 def _show(option: str, value: object) -> str:
     """``--device cuda`` for a command's option, ``device='cuda'`` for an API argument."""
     return f"{option}{value!r}" if option.endswith("=") else f"{option}{value}"
+
+
+def cuda_autocast_dtype() -> torch.dtype:
+    """bf16 where the GPU computes it natively (Ampere and later), else fp16 (V100, T4, where
+    torch would otherwise emulate bf16 slowly)."""
+    try:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument
+        native = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native else torch.float16

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models.device import cuda_autocast_dtype
 from geopix2pix.models.device import resolve_device as resolve_torch_device
 
 
@@ -56,16 +57,6 @@ class DeviceSetup:
         precision = {None: "fp32", torch.bfloat16: "bf16 autocast",
                      torch.float16: "fp16 autocast + grad scaler"}[self.amp_dtype]
         return f"{self.device} ({name}), {precision}" + (", channels_last" * self.channels_last)
-
-
-def cuda_autocast_dtype() -> torch.dtype:
-    """bf16 where the GPU computes it natively (Ampere and later), else fp16 (V100, T4, where
-    torch would otherwise emulate bf16 slowly)."""
-    try:
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # a torch without the argument
-        native = torch.cuda.is_bf16_supported()
-    return torch.bfloat16 if native else torch.float16
 
 
 def resolve_device(name: str = "auto", amp: bool = True, local_rank: int = 0) -> DeviceSetup:
