@@ -270,6 +270,40 @@ def test_statistics_come_from_train_chips_only(tmp_path, rng):
         assert stats[band]["p99"] == pytest.approx(np.percentile(pixels[band], 99), rel=0.02)
 
 
+@pytest.mark.parametrize("dtype, nodata", [("uint8", 255), ("int16", -1), ("uint16", 0)])
+def test_a_class_map_target_gets_its_exact_class_table(tmp_path, rng, dtype, nodata):
+    """The train chips' per-code pixel counts of an integer target, exact (not sampled), with
+    nodata left out: the class table `train --categorical` learns."""
+    codes = np.array([1, 5, 7, 300 if dtype != "uint8" else 200])
+    target = codes[rng.integers(0, 4, (1, 256, 256))].astype(dtype)
+    target[0, :10, :] = nodata
+    source = rng.random((2, 256, 256), dtype=np.float32)
+    out = tmp_path / "chips"
+    export_chips(write_raster(tmp_path / "s.tif", source),
+                 write_raster(tmp_path / "t.tif", target, nodata=nodata), out, chip_size=64,
+                 split_block=128, val_fraction=0.5, seed=1, progress=False, workers=2,
+                 sample_size=100)  # a small sample: the counts must not come from it
+    train = [r for r in index_rows(out) if r["split"] == "train"]
+    pixels = np.concatenate([target[0, r["row"]:r["row"] + 64, r["col"]:r["col"] + 64].ravel()
+                             for r in train])
+    values, counts = np.unique(pixels[pixels != nodata], return_counts=True)
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["target"]["stats"][0]["classes"] == [[int(v), int(n)]
+                                                    for v, n in zip(values, counts)]
+    assert "classes" not in info["source"]["stats"][0] or \
+        info["source"]["stats"][0]["classes"] is None
+
+
+def test_a_continuous_target_has_no_class_table(tmp_path, rng):
+    dem = (rng.random((1, 128, 128)) * 3000).astype("int16")  # integers, thousands of values
+    out = tmp_path / "chips"
+    export_chips(write_raster(tmp_path / "s.tif", rng.random((1, 128, 128), dtype=np.float32)),
+                 write_raster(tmp_path / "t.tif", dem), out, chip_size=64, progress=False,
+                 workers=1)
+    assert json.loads((out / "dataset.json").read_text())["target"]["stats"][0]["classes"] \
+        is None
+
+
 def test_pairs_csv_with_scenes_in_different_crss(tmp_path, rng):
     a = rng.random((1, 128, 128), dtype=np.float32)
     mercator = Affine(20.0, 0, 1_000_000.0, 0, -20.0, 6_000_000.0)

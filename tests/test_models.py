@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -368,3 +369,37 @@ def test_a_model_with_non_finite_weights_is_refused(tmp_path):
     message = assert_refused(damaged)
     assert "NaN or infinite weights" in message and name in message
     load_model(path)  # the undamaged file still loads
+
+
+@pytest.mark.parametrize("spec", [GeneratorSpec(in_channels=3, out_channels=5, chip_size=64,
+                                                ngf=8, output="logits"),
+                                  smp_spec(in_channels=3, out_channels=5, output="logits")],
+                         ids=["unet", "smp"])
+def test_a_logits_generator_gives_raw_class_scores_and_round_trips(tmp_path, spec):
+    """output="logits" (a categorical target): the same network without the final tanh, so
+    scores leave [-1, 1]; the spec and weights survive the model file."""
+    generator = build_generator(spec)
+    tanh_twin = build_generator(dataclasses.replace(spec, output="tanh"))
+    assert sum(p.numel() for p in generator.parameters()) == \
+        sum(p.numel() for p in tanh_twin.parameters())
+    tanh_twin.load_state_dict(generator.state_dict())  # the same tensors, names and shapes
+    generator.eval()
+    tanh_twin.eval()
+    x = torch.randn(2, 3, 64, 64) * 3
+    scores = predict(generator, x)
+    assert scores.shape == (2, 5, 64, 64)
+    assert torch.allclose(torch.tanh(scores), predict(tanh_twin, x), atol=1e-6)
+    path = tmp_path / "model.safetensors"
+    save_model(path, generator, spec, {})
+    loaded = load_model(path)
+    assert loaded.spec == spec and loaded.spec.output == "logits"
+    assert torch.equal(predict(loaded.generator, x), scores)
+
+
+def test_a_spec_without_output_is_the_papers_tanh():
+    """Model files written before the output field existed rebuild as tanh generators."""
+    data = GeneratorSpec(in_channels=1, out_channels=1, chip_size=64).to_dict()
+    del data["output"]
+    assert GeneratorSpec.from_dict(data).output == "tanh"
+    with pytest.raises(ValueError, match="unknown output 'softmax'"):
+        GeneratorSpec(output="softmax")

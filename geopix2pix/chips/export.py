@@ -338,7 +338,7 @@ def _export(jobs: list[Job], workers: int, total: int, progress: bool,
             skipped.update(result.rejected)
             if stats is None:
                 stats = (BandStatistics(len(job.pair.source_bands)),
-                         BandStatistics(len(job.pair.target_bands)))
+                         BandStatistics(len(job.pair.target_bands), count_classes=True))
             stats[0].merge(result.source_stats)
             stats[1].merge(result.target_stats)
             bar.update(len(job.chips))

@@ -4,6 +4,12 @@ Count, min, max, mean and std are exact (running sums in float64). The 1st/99th 
 the spread that ``centre`` scaling uses) come from a uniform random sample: every valid pixel is
 kept with the same probability `rate`, chosen from the number of pixels expected, so the sample
 stays near `sample_size` pixels per band and memory never grows with the dataset.
+
+With ``count_classes`` (the targets), bands of integers also get exact per-value pixel counts
+(``classes``), as long as they hold at
+most `MAX_CLASSES` distinct values: the class table of a categorical target (land cover codes, a
+road mask), which `geopix2pix train --categorical` learns. A band with more values is not a
+class map; its counts are dropped as soon as it has too many, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+MAX_CLASSES = 256
+
 
 class BandStatistics:
     """Accumulates statistics of valid pixels for a fixed number of bands."""
 
-    def __init__(self, bands: int, rate: float = 1.0, seed: int | Sequence[int] = 0):
+    def __init__(self, bands: int, rate: float = 1.0, seed: int | Sequence[int] = 0,
+                 count_classes: bool = False):
         self.bands = bands
         self.rate = min(1.0, rate)
         self.count = 0
@@ -27,6 +36,9 @@ class BandStatistics:
         self._rng = np.random.default_rng(seed)
         self._values: list[np.ndarray] = []
         self._deviations: list[np.ndarray] = []
+        # per band {value: pixels} while it is a band of integers with few values, else None
+        self.classes: list[dict[int, int] | None] = [{} if count_classes else None
+                                                     for _ in range(bands)]
 
     @staticmethod
     def rate_for(sample_size: int, expected_pixels: int) -> float:
@@ -44,6 +56,7 @@ class BandStatistics:
         self.sumsq += np.square(values, dtype=np.float64).sum(axis=1)
         self.min = np.minimum(self.min, values.min(axis=1))
         self.max = np.maximum(self.max, values.max(axis=1))
+        self._count_classes(values)
         keep = self._rng.binomial(n, self.rate)
         if keep:
             picked = values[:, self._rng.choice(n, keep, replace=False) if keep < n
@@ -51,6 +64,25 @@ class BandStatistics:
             means = values.mean(axis=1, dtype=np.float64)[:, None]
             self._values.append(picked)
             self._deviations.append(np.abs(picked - means))
+
+    def _count_classes(self, values: np.ndarray) -> None:
+        """Add the valid pixels' per-value counts of each band of integers, (bands, pixels)."""
+        for band, counts in enumerate(self.classes):
+            if counts is None:
+                continue
+            if values.dtype.kind not in "iu":
+                self.classes[band] = None
+                continue
+            if values.dtype.kind == "u" and values.dtype.itemsize <= 2:  # fast: a histogram
+                numbers = np.bincount(values[band].ravel())
+                codes = np.flatnonzero(numbers)
+                numbers = numbers[codes]
+            else:
+                codes, numbers = np.unique(values[band], return_counts=True)
+            for code, number in zip(codes.tolist(), numbers.tolist()):
+                counts[code] = counts.get(code, 0) + number
+            if len(counts) > MAX_CLASSES:
+                self.classes[band] = None
 
     def merge(self, other: BandStatistics) -> None:
         """Fold another accumulator (e.g. from a worker process) into this one."""
@@ -63,12 +95,23 @@ class BandStatistics:
         self.max = np.maximum(self.max, other.max)
         self._values.extend(other._values)
         self._deviations.extend(other._deviations)
+        for band, counts in enumerate(other.classes):
+            mine = self.classes[band]
+            if mine is None or counts is None:
+                self.classes[band] = None
+                continue
+            for code, number in counts.items():
+                mine[code] = mine.get(code, 0) + number
+            if len(mine) > MAX_CLASSES:
+                self.classes[band] = None
 
     def summary(self) -> list[dict]:
-        """Per-band dicts: count, min, max, mean, std, p01, p99, abs_dev_p99."""
+        """Per-band dicts: count, min, max, mean, std, p01, p99, abs_dev_p99, and classes:
+        [[value, pixels], ...] by value for a band of integers with at most `MAX_CLASSES`
+        values, else None."""
         if self.count == 0:
             return [dict(count=0, min=None, max=None, mean=None, std=None, p01=None, p99=None,
-                         abs_dev_p99=None) for _ in range(self.bands)]
+                         abs_dev_p99=None, classes=None) for _ in range(self.bands)]
         mean = self.sum / self.count
         std = np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0))
         values = np.concatenate(self._values, axis=1)
@@ -77,6 +120,10 @@ class BandStatistics:
         return [
             dict(count=int(self.count), min=float(self.min[b]), max=float(self.max[b]),
                  mean=float(mean[b]), std=float(std[b]), p01=float(p01[b]), p99=float(p99[b]),
-                 abs_dev_p99=float(spread[b]))
+                 abs_dev_p99=float(spread[b]), classes=self._class_table(b))
             for b in range(self.bands)
         ]
+
+    def _class_table(self, band: int) -> list[list[int]] | None:
+        counts = self.classes[band]
+        return None if counts is None else [[int(c), int(n)] for c, n in sorted(counts.items())]

@@ -126,7 +126,8 @@ def _run_job(job: Job) -> JobResult:
     out = Path(job.out_dir)
     rng_seed = [job.seed, spec.index, job.chips[0][0].row, job.chips[0][0].col]
     source_stats = BandStatistics(len(spec.source_bands), job.sample_rate, seed=rng_seed)
-    target_stats = BandStatistics(len(spec.target_bands), job.sample_rate, seed=rng_seed + [1])
+    target_stats = BandStatistics(len(spec.target_bands), job.sample_rate, seed=rng_seed + [1],
+                                  count_classes=True)
     records, rejected = [], Counter()
     # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
     # writing with the next chip's reading and statistics (at most one job's chips are pending)

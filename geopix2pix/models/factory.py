@@ -25,7 +25,7 @@ from .init import init_weights
 from .patchgan import NLayerDiscriminator
 from .smp_generator import PREFIX as SMP_PREFIX
 from .smp_generator import SmpGenerator, load_encoder_weights
-from .unet import NORMS, UnetGenerator, depth_for_chip_size
+from .unet import NORMS, OUTPUTS, UnetGenerator, depth_for_chip_size
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -42,6 +42,9 @@ class GeneratorSpec:
     chip_size: training chip side in pixels; the U-Net's depth is ``log2(chip_size)``.
     ngf: filters of the U-Net's outermost level. norm: ``"batch"`` (default) or ``"instance"``.
     dropout: dropout 0.5 in the decoder blocks next to the bottleneck, as in the paper.
+    output: ``"tanh"`` (the paper's: each band's values on the [-1, 1] training scale) or
+    ``"logits"`` (a categorical target: ``out_channels`` is the number of classes and each
+    channel a raw score of its class).
     """
 
     name: str = "unet"
@@ -51,6 +54,7 @@ class GeneratorSpec:
     ngf: int = 64
     norm: str = "batch"
     dropout: bool = True
+    output: str = "tanh"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not (
@@ -64,6 +68,9 @@ class GeneratorSpec:
             _check_positive_int(field, getattr(self, field))
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; expected one of {', '.join(NORMS)}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"unknown output {self.output!r}; expected one of "
+                             f"{', '.join(OUTPUTS)}")
         if not isinstance(self.dropout, bool):
             raise ValueError(f"dropout must be true or false, got {self.dropout!r}")
         if self.name == "unet":
@@ -101,9 +108,10 @@ def build_generator(
             ngf=spec.ngf,
             norm=spec.norm,
             dropout=spec.dropout,
+            output=spec.output,
         )
         return init_weights(generator)
-    generator = SmpGenerator(spec.name, spec.in_channels, spec.out_channels)
+    generator = SmpGenerator(spec.name, spec.in_channels, spec.out_channels, spec.output)
     step = generator.input_multiple
     if spec.chip_size % step:
         raise ValueError(f"{spec.name} needs a chip size that is a multiple of {step}, "

@@ -35,26 +35,32 @@ class SideMetadata:
     scaling: Scaling
     raster_bands: int | None = None  # bands of the rasters the chips were cut from (None: unknown)
     band_metadata: BandMetadata = field(default_factory=BandMetadata)  # none in older files
+    # a categorical target's class codes, in the order of the generator's output channels
+    # (None: values regressed on the scaling's [-1, 1] scale)
+    classes: list[int] | None = None
 
     @classmethod
-    def of(cls, side: SideInfo) -> SideMetadata:
-        """What a chips folder's side (its dataset.json) tells prediction."""
+    def of(cls, side: SideInfo, classes: list[int] | None = None) -> SideMetadata:
+        """What a chips folder's side (its dataset.json) tells prediction, with the class codes
+        a categorical model was trained on."""
         return cls(list(side.bands), side.dtype, side.nodata, list(side.descriptions),
-                   side.scaling, side.raster_bands, side.band_metadata)
+                   side.scaling, side.raster_bands, side.band_metadata,
+                   None if classes is None else [int(c) for c in classes])
 
     def to_dict(self) -> dict[str, Any]:
         return {"bands": list(self.bands), "dtype": self.dtype,
                 "nodata": encode_number(self.nodata), "descriptions": list(self.descriptions),
                 **self.band_metadata.to_dict(), "scaling": self.scaling.to_dict(),
-                "raster_bands": self.raster_bands}
+                "raster_bands": self.raster_bands, "classes": self.classes}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SideMetadata:
-        count = data.get("raster_bands")
+        count, classes = data.get("raster_bands"), data.get("classes")
         return cls(list(data.get("bands") or []), str(data["dtype"]),
                    decode_number(data.get("nodata")), list(data.get("descriptions") or []),
                    Scaling.from_dict(data["scaling"]), int(count) if count else None,
-                   BandMetadata.from_dict(data))
+                   BandMetadata.from_dict(data),
+                   None if classes is None else [int(c) for c in classes])
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,13 @@ class ModelMetadata:
 
     @classmethod
     def of_training(cls, info: DatasetInfo, options: dict[str, Any], epoch: int, step: int,
-                    validation: dict[str, float] | None = None) -> ModelMetadata:
-        """The metadata of weights trained on the chips folder `info` describes."""
+                    validation: dict[str, float] | None = None,
+                    classes: list[int] | None = None) -> ModelMetadata:
+        """The metadata of weights trained on the chips folder `info` describes (`classes`: the
+        class codes of a categorical target, in the order of the generator's channels)."""
         from geopix2pix import __version__
 
-        return cls(SideMetadata.of(info.source), SideMetadata.of(info.target),
+        return cls(SideMetadata.of(info.source), SideMetadata.of(info.target, classes),
                    int(info.chip_size), info.crs, _pixel_size(info.pixel_size),
                    {**options, "epoch": int(epoch), "step": int(step)},
                    {k: float(v) for k, v in (validation or {}).items()}, __version__)
@@ -105,17 +113,31 @@ class ModelMetadata:
                    {k: decode_number(v) for k, v in (data.get("validation") or {}).items()},
                    str(data.get("version") or ""))
 
+    @property
+    def categorical(self) -> bool:
+        """Whether the model gives one score per class of a categorical target (argmax: the
+        class code) rather than the target's values."""
+        return self.target.classes is not None
+
     @classmethod
     def of(cls, model: LoadedModel, path: str = "model") -> ModelMetadata:
         """A loaded model's metadata; GeoPix2PixError naming `path` when it lacks what
         prediction needs."""
         try:
-            return cls.from_dict(model.metadata, model.spec.chip_size)
+            metadata = cls.from_dict(model.metadata, model.spec.chip_size)
         except (KeyError, TypeError, ValueError) as exc:
             raise GeoPix2PixError(
                 f"{path}: model metadata lacks what prediction needs ({exc!r}); use a model file "
                 "written by `geopix2pix train`"
             ) from None
+        classes, spec = metadata.target.classes, model.spec
+        if (spec.output == "logits") != (classes is not None) or (
+                classes is not None and len(classes) != spec.out_channels):
+            raise GeoPix2PixError(
+                f"{path}: its generator gives {spec.out_channels} {spec.output} channel(s) but "
+                f"its metadata lists {'no' if classes is None else len(classes)} target classes; "
+                "use a model file written by `geopix2pix train`")
+        return metadata
 
 
 def _pixel_size(values) -> tuple[float, float]:

@@ -75,9 +75,11 @@ def parse_smp_name(name: str) -> SmpName:
 
 
 class SmpGenerator(nn.Module):
-    """Wraps an smp model: tanh output, and a ValueError for input sizes it cannot take."""
+    """Wraps an smp model: tanh output (raw class scores with ``output="logits"``), and a
+    ValueError for input sizes it cannot take."""
 
-    def __init__(self, name: str, in_channels: int, out_channels: int) -> None:
+    def __init__(self, name: str, in_channels: int, out_channels: int,
+                 output: str = "tanh") -> None:
         super().__init__()
         parsed = parse_smp_name(name)
         arch = architectures()[parsed.architecture.lower()]
@@ -87,7 +89,7 @@ class SmpGenerator(nn.Module):
                 encoder_weights=None,
                 in_channels=in_channels,
                 classes=out_channels,
-                activation="tanh",
+                activation="tanh" if output == "tanh" else None,
             )
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
             raise ValueError(

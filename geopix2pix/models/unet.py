@@ -4,8 +4,9 @@ The module tree mirrors ``UnetGenerator``/``UnetSkipConnectionBlock`` of the ref
 implementation (junyanz/pytorch-CycleGAN-and-pix2pix), so layer names, parameter counts and the
 forward computation are the same: 4x4 stride-2 convolutions, LeakyReLU(0.2) in the encoder, ReLU
 in the decoder, a skip concatenation at every level, dropout 0.5 in the ``depth - 5`` ngf*8
-decoder blocks next to the bottleneck, and a tanh output. Convolutions carry a bias only when the
-norm is not batch norm (batch norm's shift makes it redundant).
+decoder blocks next to the bottleneck, and a tanh output (or, for a categorical target, one raw
+score per class: ``output="logits"``). Convolutions carry a bias only when the norm is not batch
+norm (batch norm's shift makes it redundant).
 
 The depth is ``log2(chip_size)``, so the innermost feature map of a chip is 1x1.
 """
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 NORMS = ("batch", "instance")
+OUTPUTS = ("tanh", "logits")  # values in [-1, 1]; one raw score (logit) per class
 MIN_DEPTH = 5  # the outer four levels plus the innermost one
 
 
@@ -57,6 +59,7 @@ class UnetSkipConnectionBlock(nn.Module):
         innermost: bool = False,
         norm: str = "batch",
         use_dropout: bool = False,
+        tanh: bool = True,
     ) -> None:
         super().__init__()
         self.outermost = outermost
@@ -68,7 +71,7 @@ class UnetSkipConnectionBlock(nn.Module):
         layers: list[nn.Module]
         if outermost:
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
-            layers = [downconv, submodule, uprelu, upconv, nn.Tanh()]
+            layers = [downconv, submodule, uprelu, upconv] + ([nn.Tanh()] if tanh else [])
         elif innermost:
             # No norm after the innermost down-conv: its output is 1x1 for a chip, where instance
             # norm is undefined (a single value per channel; PyTorch refuses it in training) and
@@ -93,7 +96,8 @@ class UnetSkipConnectionBlock(nn.Module):
 
 
 class UnetGenerator(nn.Module):
-    """Pix2Pix U-Net: ``in_channels`` bands in, ``out_channels`` bands in [-1, 1] out.
+    """Pix2Pix U-Net: ``in_channels`` bands in, ``out_channels`` bands in [-1, 1] out (with
+    ``output="logits"``, ``out_channels`` raw class scores).
 
     Input height and width must be multiples of ``2**depth`` (the chip size it was built for).
     """
@@ -106,8 +110,11 @@ class UnetGenerator(nn.Module):
         ngf: int = 64,
         norm: str = "batch",
         dropout: bool = True,
+        output: str = "tanh",
     ) -> None:
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
         if depth < MIN_DEPTH:
             raise ValueError(f"U-Net depth must be >= {MIN_DEPTH}, got {depth}")
         if norm not in NORMS:
@@ -125,7 +132,8 @@ class UnetGenerator(nn.Module):
         for mult in (4, 2, 1):
             block = UnetSkipConnectionBlock(ngf * mult, ngf * mult * 2, submodule=block, norm=norm)
         self.model = UnetSkipConnectionBlock(
-            out_channels, ngf, input_nc=in_channels, submodule=block, outermost=True, norm=norm
+            out_channels, ngf, input_nc=in_channels, submodule=block, outermost=True, norm=norm,
+            tanh=output == "tanh",
         )
 
     def check_input(self, x: torch.Tensor) -> None:
