@@ -172,14 +172,18 @@ def read_metrics(run_dir: PathLike) -> dict[str, np.ndarray]:
 
 @api_function
 def plot_metrics(run_dir: PathLike, size: float = 3.5):
-    """Training curves from metrics.csv: losses, validation errors, PSNR and SSIM per epoch."""
+    """Training curves from metrics.csv: losses, validation errors, PSNR and SSIM per epoch
+    (for a class map, --categorical: cross-entropy, pixel accuracy and mean IoU)."""
     columns = read_metrics(run_dir)
     if not columns:
         raise GeoPix2PixError(f"{run_dir}/metrics.csv has no epoch yet")
     plt = _pyplot()
-    panels = [("losses", ["loss_g_gan", "loss_g_l1", "loss_d"]),
+    panels = [("losses", ["loss_g_gan", "loss_g_l1", "loss_g_ce", "loss_d"]),
               ("validation error (target units)", ["val_mae", "val_rmse"]),
               ("validation PSNR (dB)", ["val_psnr"]), ("validation SSIM", ["val_ssim"])]
+    if np.isfinite(columns.get("val_ce", np.array([np.nan]))).any():  # a class map's run
+        panels[1:] = [("validation cross-entropy", ["val_ce"]),
+                      ("validation accuracy and mean IoU", ["val_accuracy", "val_miou"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size))
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:

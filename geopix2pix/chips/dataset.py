@@ -3,7 +3,9 @@ relies on.
 
 Each item is a dict: ``source`` (bands, H, W) and ``target`` (bands, H, W) float32 tensors scaled to
 [-1, 1] by `geopix2pix.chips.scaling` with the statistics in dataset.json, ``valid`` (1, H, W) bool
-(pixels valid in both rasters; invalid ones hold 0 in both tensors) and the chip ``id``.
+(pixels valid in both rasters; invalid ones hold 0 in both tensors) and the chip ``id``. With
+``classes`` (a class map's codes), ``target`` (1, H, W) holds each pixel's class index instead,
+and a pixel whose code is none of them is invalid.
 The chip list comes from chips.gpkg read with sqlite3, so training never imports geopandas.
 A chip that cannot be read is a one-line ``ChipReadError`` naming its file, also when a DataLoader
 worker read it.
@@ -12,6 +14,7 @@ worker read it.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +90,7 @@ class ChipDataset(Dataset):
     @api_function
     def __init__(self, chips_dir: str | Path, split: str | None = "train",
                  augment: str = "none", source_scaling: Scaling | None = None,
-                 target_scaling: Scaling | None = None):
+                 target_scaling: Scaling | None = None, classes: Sequence[int] | None = None):
         if augment not in AUGMENTATIONS:
             raise GeoPix2PixError(f"--augment {augment}: use one of {', '.join(AUGMENTATIONS)}")
         if split not in SPLITS:
@@ -99,6 +102,7 @@ class ChipDataset(Dataset):
         self.augment = augment
         self.source_scaling = source_scaling or self.info.source.scaling
         self.target_scaling = target_scaling or self.info.target.scaling
+        self.classes = None if classes is None else np.sort(np.asarray(classes, np.int64))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -119,8 +123,20 @@ class ChipDataset(Dataset):
         source, source_valid = self._read("source", chip_id)
         target, target_valid = self._read("target", chip_id)
         valid = source_valid & target_valid
+        if self.classes is not None:
+            target, valid = self._class_index(target, valid)
         source_t = torch.from_numpy(self.source_scaling.forward(source, valid))
-        target_t = torch.from_numpy(self.target_scaling.forward(target, valid))
+        target_t = torch.from_numpy(target if self.classes is not None
+                                    else self.target_scaling.forward(target, valid))
         valid_t = torch.from_numpy(valid)[None]
         source_t, target_t, valid_t = augment_pair(source_t, target_t, valid_t, self.augment)
         return {"source": source_t, "target": target_t, "valid": valid_t, "id": chip_id}
+
+    def _class_index(self, target: np.ndarray, valid: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(1, H, W) float32 class indices of a class map's codes (0 where invalid), and the
+        validity without the pixels of codes that are no class."""
+        codes = target[:1].astype(np.int64)
+        index = np.searchsorted(self.classes, codes).clip(0, len(self.classes) - 1)
+        valid = valid & (self.classes[index[0]] == codes[0])
+        return np.where(valid, index, 0).astype(np.float32), valid

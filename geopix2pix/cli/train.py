@@ -55,7 +55,8 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
               help="Train this many steps instead (same constant/decay proportions)  "
                    "[default: none]")
 @click.option("--lr", type=float, default=2e-4, help="Adam learning rate (betas 0.5, 0.999).")
-@click.option("--lambda-l1", type=float, default=100.0, help="Weight of the L1 loss.")
+@click.option("--lambda-l1", type=float, default=100.0,
+              help="Weight of the L1 loss (of the cross-entropy with --categorical).")
 @click.option("--gan-mode", type=click.Choice(["vanilla", "lsgan"]), default="vanilla",
               help="Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares).")
 @click.option("--generator", default="unet", help=GENERATOR_HELP)
@@ -71,6 +72,11 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
               help=NORM_HELP)
 @click.option("--augment", type=click.Choice(["none", "flip", "d4"]), default="none",
               help=AUGMENT_HELP)
+@click.option("--categorical", is_flag=True, default=False,
+              help="The target is a class map (land cover codes, a road mask): learn one score "
+                   "per class code of the train chips with cross-entropy, so predict writes the "
+                   "most probable class, never a blend of codes. Export such targets with "
+                   "--target-resampling nearest.  [default: off]")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace the files of an earlier run in RUN_DIR (a folder holding anything "
                    "else, or the chips, is refused).  [default: off]")

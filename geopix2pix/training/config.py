@@ -52,6 +52,7 @@ class TrainKeywords(TypedDict, total=False):
     n_layers: int
     norm: str
     augment: str
+    categorical: bool
     samples: int
     overwrite: bool
     quiet: bool
@@ -83,6 +84,7 @@ class TrainConfig:
     n_layers: int = 3
     norm: str = "batch"
     augment: str = "none"
+    categorical: bool = False  # a class map: one score per class, cross-entropy (classes.py)
     samples: int = 4
     overwrite: bool = False
     quiet: bool = False

@@ -18,8 +18,11 @@ from . import distributed
 from .outputs import writing
 
 METRICS = "metrics.csv"
-COLUMNS = ("epoch", "step", "lr", "loss_g_gan", "loss_g_l1", "loss_d", "val_l1", "val_mae",
-           "val_rmse", "val_psnr", "val_ssim", "images_per_second", "epoch_seconds")
+# A class map's run (--categorical) fills loss_g_ce and val_ce/accuracy/miou instead of the L1
+# and value scores; the columns are the same for every run.
+COLUMNS = ("epoch", "step", "lr", "loss_g_gan", "loss_g_l1", "loss_g_ce", "loss_d", "val_l1",
+           "val_mae", "val_rmse", "val_psnr", "val_ssim", "val_ce", "val_accuracy", "val_miou",
+           "images_per_second", "epoch_seconds")
 
 
 def _format(value: Any) -> str:

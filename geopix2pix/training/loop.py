@@ -27,12 +27,10 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .data import augment_batch
-from .samples import write_samples
+from .samples import class_colours, write_samples
 from .schedule import LinearDecaySchedule
 from .signals import StopRequest
-from .validate import evaluate
-
-LOSSES = ("loss_g_gan", "loss_g_l1", "loss_d")
+from .validate import evaluate, evaluate_classes
 
 
 def seed_everything(seed: int) -> None:
@@ -55,6 +53,9 @@ class EpochRunner:
                                                   config.decay_epochs, config.max_steps)
         self.n_epochs = math.ceil(self.schedule.total_steps / self.steps_per_epoch)
         self.sample_batch = self._sample_batch()
+        # metrics.csv's loss columns, and the validation score that picks model-best
+        self.losses = ("loss_g_gan", trainer.objective.loss_name, "loss_d")
+        self.score_name = "val_l1" if trainer.classes is None else "val_ce"
 
     def _sample_batch(self) -> dict | None:
         """The fixed chips shown in samples/: the first val chips (train chips without val)."""
@@ -97,7 +98,7 @@ class EpochRunner:
             lr = self.schedule.apply([step_fn.opt_g, step_fn.opt_d], state["step"])
             losses = step_fn(setup.to_device(batch["source"]), setup.to_device(batch["target"]),
                              setup.to_device(batch["valid"]))
-            sums += torch.stack([losses.g_gan, losses.g_l1, losses.d]).double()
+            sums += torch.stack([losses.g_gan, losses.g_pixel, losses.d]).double()
             state["step"] += 1
             state["batch_in_epoch"] += 1
             partial["batches"] += 1
@@ -122,8 +123,9 @@ class EpochRunner:
         info = {"epoch": state["epoch"] + 1, "step": state["step"], "lr": lr}
         bar.update(1)
         if not bar.disable and (state["step"] % 10 == 0 or state["step"] == 1):
-            bar.set_postfix(epoch=info["epoch"], G_gan=f"{float(losses.g_gan):.3f}",
-                            G_L1=f"{float(losses.g_l1):.4f}", D=f"{float(losses.d):.3f}")
+            bar.set_postfix({"epoch": info["epoch"], "G_gan": f"{float(losses.g_gan):.3f}",
+                             f"G_{self.trainer.objective.label}": f"{float(losses.g_pixel):.4f}",
+                             "D": f"{float(losses.d):.3f}"})
         return info
 
     def _end_epoch(self) -> None:
@@ -132,29 +134,38 @@ class EpochRunner:
         epoch = state["epoch"] + 1
         # before validation and any file: every rank the same statistics (one process: a no-op)
         distributed.average_running_stats(trainer.generator, trainer.discriminator)
-        reduce = distributed.all_reduce_sum if trainer.world > 1 else None
-        scores = evaluate(trainer.generator, self.val_loader, trainer.setup,
-                          trainer.val_set.target_scaling, reduce,
-                          trainer.spec.out_channels) if self.val_loader is not None else {}
+        scores = self._validate()
         # the ranks' losses and images together (a resumed epoch's restored part is per rank)
         totals = distributed.all_reduce_sum(torch.tensor(
             [*partial["sums"], partial["batches"], partial["images"]], dtype=torch.float64))
         means = [float(s) / max(float(totals[3]), 1) for s in totals[:3]]
         row = {"epoch": epoch, "step": state["step"],
                "lr": self.schedule.lr_at(max(state["step"] - 1, 0)),
-               **dict(zip(LOSSES, means)), **scores,
+               **dict(zip(self.losses, means)), **scores,
                "images_per_second": float(totals[4]) / max(partial["seconds"], 1e-9),
                "epoch_seconds": partial["seconds"]}
         self._write_samples(epoch)
         state.update(epoch=epoch, batch_in_epoch=0, partial={})
         self.history.append(row)
-        score = scores.get("val_l1", means[1])
+        score = scores.get(self.score_name, means[1])
         trainer.save_model(trainer.run_dir / "model.safetensors", scores)
         if score < state["best"]:
             state["best"] = score
-            state["best_scores"] = {**scores, "loss_g_l1": means[1], "epoch": epoch}
+            state["best_scores"] = {**scores, self.losses[1]: means[1], "epoch": epoch}
             trainer.save_model(trainer.run_dir / "model-best.safetensors", scores)
         trainer.save_checkpoint()
+
+    def _validate(self) -> dict[str, float]:
+        """The validation scores of this epoch's generator (none without val chips)."""
+        trainer = self.trainer
+        if self.val_loader is None:
+            return {}
+        reduce = distributed.all_reduce_sum if trainer.world > 1 else None
+        if trainer.classes is not None:
+            return evaluate_classes(trainer.generator, self.val_loader, trainer.setup,
+                                    len(trainer.classes), reduce)
+        return evaluate(trainer.generator, self.val_loader, trainer.setup,
+                        trainer.val_set.target_scaling, reduce, trainer.spec.out_channels)
 
     def _write_samples(self, epoch: int) -> None:
         """samples/epoch_NNN.png: the fixed chips, their prediction and target (rank 0)."""
@@ -171,4 +182,6 @@ class EpochRunner:
             pred = generator(trainer.setup.to_device(batch["source"]))
         generator.train()
         path = trainer.run_dir / "samples" / f"epoch_{epoch:03d}.png"
-        write_samples(path, batch["source"], pred, batch["target"], batch["valid"])
+        colours = None if trainer.classes is None else class_colours(
+            trainer.classes, trainer.info.target.band_metadata.colormap)
+        write_samples(path, batch["source"], pred, batch["target"], batch["valid"], colours)

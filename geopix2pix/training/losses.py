@@ -1,5 +1,9 @@
 """The Pix2Pix objective with nodata: adversarial loss + lambda * L1, invalid pixels left out.
 
+The pixel term and what the discriminator sees depend on the target (`Regression`, the paper's:
+L1 on the tanh output, D judges the output itself; `Categorical`, for class maps: cross-entropy
+on the class scores, D judges the class probabilities against the one-hot truth).
+
 Invalid (nodata) pixels carry no answer, so:
 - the L1 term averages over valid pixels only;
 - the discriminator's "real" pair shows the generator's own (detached) output wherever the target
@@ -35,6 +39,61 @@ def real_with_fake_fill(target: torch.Tensor, fake: torch.Tensor,
     return torch.where(valid, target, fake.detach())
 
 
+def masked_cross_entropy(logits: torch.Tensor, classes: torch.Tensor,
+                         valid: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over valid pixels; ``logits`` (N, K, H, W), ``classes`` the class
+    index of each pixel (N, 1, H, W, any dtype), ``valid`` bool (N, 1, H, W)."""
+    index = classes[:, 0].long().clamp(0, logits.shape[1] - 1)
+    loss = F.cross_entropy(logits.float(), index, reduction="none")
+    weight = valid[:, 0].to(loss.dtype)
+    return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+class Regression:
+    """The paper's objective: L1 between the tanh output and the scaled target; D judges the
+    output as it is."""
+
+    loss_name = "loss_g_l1"  # the pixel term's metrics.csv column
+    label = "L1"
+
+    def pixel_loss(self, fake: torch.Tensor, target: torch.Tensor,
+                   valid: torch.Tensor) -> torch.Tensor:
+        return masked_l1(fake.float(), target.float(), valid)
+
+    def shown(self, fake: torch.Tensor) -> torch.Tensor:
+        """What D sees of the generator's output."""
+        return fake
+
+    def truth(self, target: torch.Tensor) -> torch.Tensor:
+        """What D sees of the target, as it sees the output."""
+        return target
+
+
+class Categorical:
+    """A class map: cross-entropy between the class scores and each pixel's class index; D
+    judges the softmax probabilities, and the truth as one-hot probabilities."""
+
+    loss_name = "loss_g_ce"
+    label = "CE"
+
+    def __init__(self, classes: int) -> None:
+        self.classes = classes
+
+    def pixel_loss(self, fake: torch.Tensor, target: torch.Tensor,
+                   valid: torch.Tensor) -> torch.Tensor:
+        return masked_cross_entropy(fake, target, valid)
+
+    def shown(self, fake: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(fake.float(), 1).to(fake.dtype)
+
+    def truth(self, target: torch.Tensor) -> torch.Tensor:
+        index = target[:, 0].long().clamp(0, self.classes - 1)
+        return F.one_hot(index, self.classes).permute(0, 3, 1, 2).to(target.dtype)
+
+
+Objective = Regression | Categorical
+
+
 class GANLoss(nn.Module):
     """Adversarial loss on raw PatchGAN logits: ``vanilla`` (BCE with logits) or ``lsgan`` (MSE),
     optionally weighted per logit (e.g. by ``patch_weights``)."""
@@ -60,10 +119,13 @@ class GANLoss(nn.Module):
 
 
 def discriminator_loss(gan: GANLoss, disc: nn.Module, source: torch.Tensor, target: torch.Tensor,
-                       fake: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+                       fake: torch.Tensor, valid: torch.Tensor,
+                       objective: Objective | None = None) -> torch.Tensor:
     """Half the sum of D's losses on the real pair and the (detached) fake pair."""
-    real_pair = torch.cat([source, real_with_fake_fill(target, fake, valid)], 1)
-    fake_pair = torch.cat([source, fake.detach()], 1)
+    objective = objective or Regression()
+    shown = objective.shown(fake.detach())
+    real_pair = torch.cat([source, real_with_fake_fill(objective.truth(target), shown, valid)], 1)
+    fake_pair = torch.cat([source, shown], 1)
     logits_real = disc(real_pair)
     logits_fake = disc(fake_pair)
     weights = patch_weights(valid, tuple(logits_real.shape[-2:]))
@@ -71,9 +133,11 @@ def discriminator_loss(gan: GANLoss, disc: nn.Module, source: torch.Tensor, targ
 
 
 def generator_losses(gan: GANLoss, disc: nn.Module, source: torch.Tensor, target: torch.Tensor,
-                     fake: torch.Tensor, valid: torch.Tensor
+                     fake: torch.Tensor, valid: torch.Tensor, objective: Objective | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(adversarial, L1) terms of the generator's loss; the caller combines them with lambda."""
-    logits = disc(torch.cat([source, fake], 1))
+    """(adversarial, pixel) terms of the generator's loss (the pixel term L1, or cross-entropy
+    for a categorical `objective`); the caller combines them with lambda."""
+    objective = objective or Regression()
+    logits = disc(torch.cat([source, objective.shown(fake)], 1))
     weights = patch_weights(valid, tuple(logits.shape[-2:]))
-    return gan(logits, True, weights), masked_l1(fake.float(), target.float(), valid)
+    return gan(logits, True, weights), objective.pixel_loss(fake, target, valid)

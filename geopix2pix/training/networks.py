@@ -37,15 +37,18 @@ def check_encoder_weights(generator: str, encoder_weights: str | None) -> None:
             "smp:<Architecture>:<encoder> (e.g. smp:Unet:resnet34) or drop --encoder-weights")
 
 
-def build_networks(info: DatasetInfo,
-                   config: TrainConfig) -> tuple[GeneratorSpec, nn.Module, nn.Module]:
-    """The generator's spec, G and D for the chips ``info`` describes."""
-    bands_in, bands_out = len(info.source.bands), len(info.target.bands)
+def build_networks(info: DatasetInfo, config: TrainConfig, classes: list[int] | None = None
+                   ) -> tuple[GeneratorSpec, nn.Module, nn.Module]:
+    """The generator's spec, G and D for the chips ``info`` describes; for a class map
+    (``classes``), a generator of one score per class, judged by D as class probabilities."""
+    bands_in = len(info.source.bands)
+    bands_out = len(info.target.bands) if classes is None else len(classes)
     check_discriminator_depth(info.chip_size, config.n_layers)
     check_encoder_weights(config.generator, config.encoder_weights)
     try:
         spec = GeneratorSpec(config.generator, bands_in, bands_out, info.chip_size,
-                             ngf=config.ngf, norm=config.norm)
+                             ngf=config.ngf, norm=config.norm,
+                             output="tanh" if classes is None else "logits")
         generator = build_generator(spec, None if config.resume else config.encoder_weights)
         discriminator = build_discriminator(bands_in + bands_out, config.ndf, config.n_layers,
                                             config.norm)

@@ -2,7 +2,9 @@
 
 Each panel is rendered to RGB from its first three bands (or one band as grey) with a 2-98
 percentile stretch; prediction and target share the target's stretch so they compare directly.
-Invalid pixels are drawn black.
+A class map (``--categorical``) is drawn in its classes' colours: the target's colour table where
+it has one, else a fixed qualitative palette; the prediction is each pixel's highest-scoring
+class. Invalid pixels are drawn black.
 """
 
 from __future__ import annotations
@@ -17,6 +19,27 @@ from geopix2pix.raster.write import atomic_path
 from .outputs import writing
 
 GAP = 4  # pixels of white between panels and rows
+# a qualitative palette (Tableau 10) for classes without a colour table
+PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+                    (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
+                    (188, 189, 34), (23, 190, 207)], np.uint8)
+
+
+def class_colours(codes: list[int], colormap=None) -> np.ndarray:
+    """(K, 3) uint8 RGB of each class: its entry in the target's colour table (indexed by code)
+    where there is one, else the palette's colour of its index."""
+    colours = PALETTE[np.arange(len(codes)) % len(PALETTE)].copy()
+    for index, code in enumerate(codes):
+        if colormap is not None and 0 <= code < len(colormap):
+            colours[index] = colormap[code][:3]
+    return colours
+
+
+def render_classes(index: np.ndarray, valid: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 image in the classes' colours."""
+    image = colours[np.clip(index.astype(np.int64), 0, len(colours) - 1)]
+    image[~valid] = 0
+    return image
 
 
 def _rgb_bands(chip: np.ndarray) -> np.ndarray:
@@ -49,15 +72,27 @@ def sample_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray,
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
 
 
+def class_row(source: np.ndarray, scores: np.ndarray, target: np.ndarray, valid: np.ndarray,
+              colours: np.ndarray) -> np.ndarray:
+    """input | predicted classes | target classes for a class map: ``scores`` (K, H, W), the
+    ``target``'s first band the class indices."""
+    panels = [render(source, valid), render_classes(scores.argmax(0), valid, colours),
+              render_classes(target[0], valid, colours)]
+    gap = np.full((source.shape[1], GAP, 3), 255, np.uint8)
+    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+
+
 def write_samples(path: Path, source: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
-                  valid: torch.Tensor) -> None:
-    """Write one PNG with a row per chip of the (N, C, H, W) batches (valid: (N, 1, H, W))."""
+                  valid: torch.Tensor, colours: np.ndarray | None = None) -> None:
+    """Write one PNG with a row per chip of the (N, C, H, W) batches (valid: (N, 1, H, W)); with
+    ``colours`` (`class_colours`), ``pred`` holds class scores and ``target`` class indices."""
     from PIL import Image
 
     rows = []
     for s, p, t, v in zip(source, pred, target, valid):
-        rows.append(sample_row(s.float().cpu().numpy(), p.float().cpu().numpy(),
-                               t.float().cpu().numpy(), v[0].cpu().numpy()))
+        arrays = (s.float().cpu().numpy(), p.float().cpu().numpy(), t.float().cpu().numpy(),
+                  v[0].cpu().numpy())
+        rows.append(sample_row(*arrays) if colours is None else class_row(*arrays, colours))
         rows.append(np.full((GAP, rows[-1].shape[1], 3), 255, np.uint8))
     image = np.concatenate(rows[:-1], axis=0)
     with writing(path):

@@ -15,15 +15,16 @@ import torch
 from torch import nn
 
 from .device import DeviceSetup
-from .losses import GANLoss, discriminator_loss, generator_losses
+from .losses import GANLoss, Objective, Regression, discriminator_loss, generator_losses
 
 
 @dataclass
 class StepLosses:
-    """Detached losses of one step: G's adversarial and L1 terms, and D's (halved) loss."""
+    """Detached losses of one step: G's adversarial and pixel terms (L1, or cross-entropy for a
+    class map), and D's (halved) loss."""
 
     g_gan: torch.Tensor
-    g_l1: torch.Tensor
+    g_pixel: torch.Tensor
     d: torch.Tensor
 
 
@@ -38,7 +39,7 @@ class Pix2PixStep:
     def __init__(self, generator: nn.Module, discriminator: nn.Module,
                  opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                  setup: DeviceSetup, gan_mode: str, lambda_l1: float,
-                 adversary: nn.Module | None = None) -> None:
+                 adversary: nn.Module | None = None, objective: Objective | None = None) -> None:
         self.generator = generator
         self.discriminator = discriminator
         self.adversary = discriminator if adversary is None else adversary
@@ -47,6 +48,7 @@ class Pix2PixStep:
         self.setup = setup
         self.gan = GANLoss(gan_mode)
         self.lambda_l1 = lambda_l1
+        self.objective = objective or Regression()
         self.scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.use_grad_scaler)
 
     def __call__(self, source: torch.Tensor, target: torch.Tensor,
@@ -57,17 +59,18 @@ class Pix2PixStep:
         set_requires_grad(disc, True)
         self.opt_d.zero_grad(set_to_none=True)
         with setup.autocast():
-            loss_d = discriminator_loss(self.gan, disc, source, target, fake, valid)
+            loss_d = discriminator_loss(self.gan, disc, source, target, fake, valid,
+                                        self.objective)
         self.scaler.scale(loss_d).backward()
         self.scaler.step(self.opt_d)
 
         set_requires_grad(disc, False)
         self.opt_g.zero_grad(set_to_none=True)
         with setup.autocast():
-            g_gan, g_l1 = generator_losses(self.gan, self.adversary, source, target, fake,
-                                           valid)
-            loss_g = g_gan + self.lambda_l1 * g_l1
+            g_gan, g_pixel = generator_losses(self.gan, self.adversary, source, target, fake,
+                                              valid, self.objective)
+            loss_g = g_gan + self.lambda_l1 * g_pixel
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()
-        return StepLosses(g_gan.detach(), g_l1.detach(), loss_d.detach())
+        return StepLosses(g_gan.detach(), g_pixel.detach(), loss_d.detach())

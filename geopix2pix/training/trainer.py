@@ -40,11 +40,13 @@ from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
+from .classes import class_codes, resampling_warning
 from .config import TrainConfig, TrainKeywords
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
+from .losses import Categorical, Regression
 from .networks import build_networks
 from .outputs import writing
 from .signals import StopRequest, TrainingStopped
@@ -121,12 +123,14 @@ class Trainer:
         self.config, self.log = config, log if is_writer() else _quiet
         self.info = DatasetInfo.load(self.chips_dir)
         self.setup = setup or resolve_device(config.device, config.amp)
+        self.classes = class_codes(self.info, self.chips_dir) if config.categorical else None
+        self.objective = Regression() if self.classes is None else Categorical(len(self.classes))
         seed_everything(config.seed)  # the same initial weights on every rank
-        self.spec, generator, discriminator = build_networks(self.info, config)
+        self.spec, generator, discriminator = build_networks(self.info, config, self.classes)
         if self.world > 1:
             seed_everything(config.seed + self.rank)  # but each rank its own dropout draws
-        self.train_set = ChipDataset(self.chips_dir, "train")
-        self.val_set = ChipDataset(self.chips_dir, "val")
+        self.train_set = ChipDataset(self.chips_dir, "train", classes=self.classes)
+        self.val_set = ChipDataset(self.chips_dir, "val", classes=self.classes)
         self._check_sizes()
         if config.sync_bn:
             generator = distributed.sync_batch_norm(generator, self.setup.device)
@@ -144,7 +148,7 @@ class Trainer:
                           config.compile),
             opt_g, opt_d, self.setup, config.gan_mode, config.lambda_l1,
             adversary=maybe_compile(self.discriminator, config.compile)
-            if self.world > 1 else None)
+            if self.world > 1 else None, objective=self.objective)
         self.workers = default_workers() if config.workers is None else config.workers
         self.sampler = EpochBatchSampler(len(self.train_set), config.batch_size, config.seed,
                                          rank=self.rank, world_size=self.world)
@@ -231,7 +235,7 @@ class Trainer:
         options = {**self.config.to_dict(), "world_size": self.world,
                    "effective_batch_size": self.effective_batch}
         metadata = ModelMetadata.of_training(self.info, options, self.state["epoch"],
-                                             self.state["step"], validation)
+                                             self.state["step"], validation, self.classes)
         with writing(path):
             save_model(path, self.generator, self.spec, metadata.to_dict())
 
@@ -313,6 +317,8 @@ class Trainer:
                  f"{len(self.val_set)} val chips, batch {config.batch_size} per rank x "
                  f"{self.world} = {self.effective_batch} per step, "
                  f"{self.runner.schedule.total_steps} steps")
+        if self.classes is not None:
+            self._describe_classes()
         if self.state["step"] >= self.runner.schedule.total_steps:
             self.log(f"{self.run_dir} is complete ({self.state['step']} steps): nothing left to "
                      "train; start a new run (-o) to train longer")
@@ -325,6 +331,16 @@ class Trainer:
         return TrainResult(self.run_dir, self.run_dir / MODEL, self.run_dir / BEST_MODEL,
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
                            [typed_row(r) for r in history.rows], self.state["best_scores"])
+
+
+    def _describe_classes(self) -> None:
+        """Log the class map's classes (and a warning when its codes may have been averaged)."""
+        codes = ", ".join(map(str, self.classes[:12])) + (", ..." if len(self.classes) > 12
+                                                          else "")
+        self.log(f"class map: {len(self.classes)} classes (codes {codes}); cross-entropy")
+        warning = resampling_warning(self.info, self.chips_dir)
+        if warning:
+            self.log(warning)
 
 
 def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,10 @@ Scores, over the valid pixels of all val chips, averaged over bands:
   10*log10(1 / MSE), not from the MAE;
 - ``val_ssim``: SSIM on the same [0, 1] scale, over valid pixels only.
 
+For a class map (``--categorical``, `evaluate_classes`): ``val_ce`` (mean cross-entropy, what picks
+the best model), ``val_accuracy`` (pixel accuracy) and ``val_miou`` (mean IoU over the classes
+present in the truth or the prediction), from a confusion matrix of the valid pixels.
+
 Every score is a sum over valid pixels divided by their count, so under DDP each rank validates
 its shard of the val chips and the sums and counts are added across ranks (``reduce``) before
 dividing: the result is the one-process result, up to float rounding.
@@ -22,9 +26,17 @@ import torch
 from torch import nn
 
 from geopix2pix.chips.scaling import Scaling
-from geopix2pix.metrics import masked_mae, masked_mse, masked_ssim, psnr
+from geopix2pix.metrics import (
+    masked_mae,
+    masked_mse,
+    masked_ssim,
+    per_class_iou,
+    pixel_accuracy,
+    psnr,
+)
 
 from .device import DeviceSetup
+from .losses import masked_cross_entropy
 
 VAL_METRICS = ("val_l1", "val_mae", "val_rmse", "val_psnr", "val_ssim")
 SUMS = ("l1", "mae", "mse", "mse01", "ssim")
@@ -114,3 +126,39 @@ def evaluate(generator: nn.Module, loader, setup: DeviceSetup, target_scaling: S
         "val_psnr": float(psnr(mse01, 1.0)),
         "val_ssim": float(totals.mean("ssim").mean()),
     }
+
+
+@torch.no_grad()
+def evaluate_classes(generator: nn.Module, loader, setup: DeviceSetup, classes: int,
+                     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+                     ) -> dict[str, float]:
+    """Scores of a class-map generator (``classes`` scores per pixel) on every chip of
+    ``loader``, whose targets hold class indices; empty dict when it has no valid pixel.
+    ``reduce`` adds the ranks' sums as for `evaluate`."""
+    was_training = generator.training
+    generator.eval()
+    totals = torch.zeros(2 + classes * classes, dtype=torch.float64)  # CE sum, count, confusion
+    try:
+        for batch in loader:
+            with setup.autocast():
+                scores = generator(setup.to_device(batch["source"]))
+            scores, target, valid = scores.float().cpu(), batch["target"], batch["valid"]
+            count = float(valid.sum())
+            if count == 0:
+                continue
+            truth = target[:, 0].long().clamp(0, classes - 1)[valid[:, 0]]
+            guess = scores.argmax(1)[valid[:, 0]]
+            totals[0] += float(masked_cross_entropy(scores, target, valid)) * count
+            totals[1] += count
+            totals[2:] += torch.bincount(truth * classes + guess,
+                                         minlength=classes * classes).double()
+    finally:
+        generator.train(was_training)
+    if reduce is not None:
+        totals = reduce(totals)
+    if totals[1] == 0:
+        return {}
+    confusion = totals[2:].view(classes, classes)
+    iou = per_class_iou(confusion)
+    return {"val_ce": float(totals[0] / totals[1]), "val_accuracy": pixel_accuracy(confusion),
+            "val_miou": float(iou[~iou.isnan()].mean())}

@@ -1,0 +1,55 @@
+"""``--categorical``: training on a class map (land cover codes, a road mask) instead of values.
+
+The generator gives one score per class (`GeneratorSpec.output` "logits"), trained with
+cross-entropy against each pixel's class (`losses.Categorical`), so prediction can write the most
+probable class code, never a blend of two codes that is no class at all. The classes are the codes
+the train chips' target holds, counted exactly at export (dataset.json's class table); the
+generator's channels follow them in ascending order, and the model file records them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from geopix2pix.chips.manifest import DatasetInfo
+from geopix2pix.chips.stats import MAX_CLASSES
+from geopix2pix.errors import GeoPix2PixError
+
+
+def class_codes(info: DatasetInfo, chips_dir: Path) -> list[int]:
+    """The class codes of the chips' target (ascending); GeoPix2PixError when the target is not
+    a class map: several bands, not integers, too many values, one class only, or a chips
+    folder exported before class tables were counted."""
+    target = info.target
+    if len(target.bands) != 1:
+        raise GeoPix2PixError(
+            f"--categorical: the target of {chips_dir} has {len(target.bands)} bands; a class "
+            "map has one (export it with --target-bands N)")
+    if not target.stats or "classes" not in target.stats[0]:
+        raise GeoPix2PixError(
+            f"--categorical: {chips_dir} has no class table (exported by an older geopix2pix); "
+            "re-export the chips (geopix2pix export-chips --overwrite)")
+    table = target.stats[0]["classes"]
+    if table is None:
+        raise GeoPix2PixError(
+            f"--categorical: the target of {chips_dir} is not a class map ({target.dtype} with "
+            f"more than {MAX_CLASSES} values, or not integers); train without --categorical to "
+            "regress its values")
+    codes = sorted(int(code) for code, _ in table)
+    if len(codes) < 2:
+        raise GeoPix2PixError(
+            f"--categorical: the train chips of {chips_dir} hold one class only "
+            f"({codes[0] if codes else 'none'}); export chips that cover several classes")
+    return codes
+
+
+def resampling_warning(info: DatasetInfo, chips_dir: Path) -> str | None:
+    """A warning when the chips' targets may have been resampled with a method that averages
+    codes (a pair on another grid is resampled; one on the same grid never is)."""
+    method = info.options.get("target_resampling", "nearest")
+    if method == "nearest":
+        return None
+    return (f"warning: {chips_dir} was exported with --target-resampling {method}: where a "
+            "target was resampled onto its source's grid, neighbouring class codes were "
+            "averaged into codes of no class; re-export with --target-resampling nearest "
+            "unless every target shares its source's grid")

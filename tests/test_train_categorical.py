@@ -1,0 +1,181 @@
+"""`train --categorical`: a class map learned as classes (cross-entropy on one score per class),
+its class table from the chips, its scores and samples, and the refusals of targets that are
+not class maps."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import write_raster
+from PIL import Image
+
+from geopix2pix.chips.dataset import ChipDataset
+from geopix2pix.chips.export import export_chips
+from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models import ModelMetadata, load_model
+from geopix2pix.training import train
+from geopix2pix.training.losses import Categorical, masked_cross_entropy
+
+TINY = dict(ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu")
+CODES = (3, 7, 12)
+COLOURS = {0: (0, 0, 0, 0), 3: (230, 200, 40, 255), 7: (20, 140, 30, 255),
+           12: (30, 80, 220, 255)}
+
+
+def class_pair(folder: Path, size: int = 256) -> tuple[Path, Path]:
+    """A smooth 2-band 'image' and a paletted uint8 class map made from it by thresholds
+    (nodata 0 in a corner), so the classes are learnable from each pixel's neighbourhood."""
+    y, x = np.mgrid[0:size, 0:size]
+    field = np.sin(x / 19.0) + np.cos(y / 13.0) + 0.5 * np.sin((x + y) / 7.0)
+    image = np.stack([field, np.cos(x / 11.0)]).astype("float32")
+    classes = np.where(field < -0.5, 3, np.where(field < 0.6, 7, 12)).astype("uint8")
+    classes[:8, :8] = 0
+    source = write_raster(folder / "image.tif", image)
+    target = write_raster(folder / "classes.tif", classes, nodata=0)
+    with rasterio.open(target, "r+") as dst:
+        dst.write_colormap(1, COLOURS)
+    return source, target
+
+
+@pytest.fixture(scope="module")
+def class_chips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("classes")
+    source, target = class_pair(folder)
+    export_chips(source, target, folder / "chips", chip_size=64, stride=32, split_block=128,
+                 target_resampling="nearest", workers=1, progress=False)
+    return folder / "chips"
+
+
+@pytest.fixture(scope="module")
+def class_run(class_chips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    return train(class_chips, out, categorical=True, max_steps=100, epochs=1, decay_epochs=0,
+                 lr=1e-3, samples=2, **TINY)
+
+
+def rows_of(run_dir: Path) -> list[dict]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_dataset_gives_class_indices_and_drops_codes_of_no_class(class_chips):
+    dataset = ChipDataset(class_chips, "train", classes=[3, 7])  # 12 is no class here
+    for i in range(len(dataset)):
+        item = dataset[i]
+        target, valid = item["target"], item["valid"]
+        assert target.dtype == torch.float32 and target.shape[0] == 1
+        assert set(target[valid].unique().tolist()) <= {0.0, 1.0}
+        assert (target[~valid] == 0).all()
+    raw = ChipDataset(class_chips, "train")  # without classes: scaled values, as before
+    assert raw[0]["target"].min() >= -1 and raw[0]["target"].max() <= 1
+
+
+def test_a_class_map_is_learned_as_classes(class_run, class_chips):
+    model = load_model(class_run.best_model_path)
+    meta = ModelMetadata.of(model)
+    assert model.spec.output == "logits" and model.spec.out_channels == 3
+    assert meta.categorical and meta.target.classes == list(CODES)
+    assert meta.target.dtype == "uint8" and meta.target.nodata == 0
+    assert meta.target.band_metadata.colormap[7][:3] == COLOURS[7][:3]
+    assert meta.training["categorical"] is True
+    rows = rows_of(class_run.run_dir)
+    for row in rows:
+        assert row["loss_g_l1"] == "" and row["val_l1"] == "" and row["val_psnr"] == ""
+        assert float(row["loss_g_ce"]) > 0 and 0 <= float(row["val_accuracy"]) <= 1
+    # better than always answering the most frequent class of the val chips
+    counts = np.zeros(3)
+    for item in ChipDataset(class_chips, "val", classes=list(CODES)):
+        counts += np.bincount(item["target"][item["valid"]].long().numpy(), minlength=3)
+    majority = counts.max() / counts.sum()
+    best = max(float(r["val_accuracy"]) for r in rows)
+    assert best > max(0.8, majority + 0.1), (best, majority)
+    assert float(rows[-1]["val_ce"]) < float(rows[0]["val_ce"])
+    assert float(rows[-1]["val_miou"]) > 0.5
+    assert class_run.best["val_ce"] == pytest.approx(min(float(r["val_ce"]) for r in rows),
+                                                    rel=1e-5)
+
+
+def test_samples_show_the_classes_in_their_colours(class_run):
+    sample = sorted((class_run.run_dir / "samples").glob("epoch_*.png"))[-1]
+    image = np.asarray(Image.open(sample))
+    width = (image.shape[1] - 8) // 3
+    target_panel = image[:64, 2 * (width + 4):]
+    colours = {tuple(c) for c in target_panel.reshape(-1, 3)}
+    assert colours <= {COLOURS[c][:3] for c in CODES} | {(0, 0, 0)}  # nodata: black
+
+
+def test_cross_entropy_ignores_pixels_under_the_mask():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8)
+    classes = torch.randint(0, 4, (2, 1, 8, 8)).float()
+    valid = torch.rand(2, 1, 8, 8) > 0.3
+    changed = classes.clone()
+    changed[~valid] = 3 - changed[~valid]
+    assert masked_cross_entropy(logits, classes, valid) == \
+        masked_cross_entropy(logits, changed, valid)
+    expected = torch.nn.functional.cross_entropy(
+        logits.permute(0, 2, 3, 1)[valid[:, 0]], classes[:, 0][valid[:, 0]].long())
+    assert torch.allclose(masked_cross_entropy(logits, classes, valid), expected)
+    truth = Categorical(4).truth(classes)
+    assert truth.shape == (2, 4, 8, 8) and torch.equal(truth.argmax(1), classes[:, 0].long())
+
+
+def test_the_cli_trains_a_class_map_and_says_so(class_chips, tmp_path, capsys):
+    code = main(["train", str(class_chips), "-o", str(tmp_path / "run"), "--categorical",
+                 "--max-steps", "2", "--epochs", "1", "--decay-epochs", "0", "--ngf", "8",
+                 "--ndf", "8", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+                 "-q"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "class map: 3 classes (codes 3, 7, 12)" in err and "warning" not in err
+    saved = json.loads((tmp_path / "run" / "train.json").read_text())["options"]
+    assert saved["categorical"] is True
+
+
+def test_a_resumed_run_keeps_categorical(class_chips, tmp_path):
+    out = tmp_path / "run"
+    train(class_chips, out, categorical=True, max_steps=2, epochs=1, decay_epochs=1,
+          samples=0, **TINY)
+    with pytest.raises(GeoPix2PixError, match="categorical"):
+        train(class_chips, out, resume=True, categorical=False, max_steps=2, epochs=1,
+              decay_epochs=1, **TINY)
+
+
+def _chips_of(folder: Path, target: np.ndarray, nodata=None, **options) -> Path:
+    source = np.random.default_rng(0).random((1,) + target.shape[-2:], dtype=np.float32)
+    export_chips(write_raster(folder / "s.tif", source),
+                 write_raster(folder / "t.tif", target, nodata=nodata), folder / "chips",
+                 chip_size=64, workers=0, progress=False, **options)
+    return folder / "chips"
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("float", "is not a class map (float32 with more than 256 values, or not integers)"),
+    ("bands", "has 2 bands; a class map has one (export it with --target-bands N)"),
+    ("one class", "hold one class only (5); export chips that cover several classes"),
+])
+def test_targets_that_are_not_class_maps_are_refused_in_one_line(tmp_path, kind, message):
+    rng = np.random.default_rng(1)
+    target = {"float": rng.random((1, 128, 128), dtype=np.float32),
+              "bands": rng.integers(1, 4, (2, 128, 128)).astype("uint8"),
+              "one class": np.full((1, 128, 128), 5, "uint8")}[kind]
+    chips = _chips_of(tmp_path, target)
+    with pytest.raises(GeoPix2PixError) as caught:
+        train(chips, tmp_path / "run", categorical=True, max_steps=1, **TINY)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_chips_of_an_averaging_resampling_get_a_warning(tmp_path, capsys):
+    target = np.random.default_rng(2).integers(1, 4, (1, 128, 128)).astype("uint8")
+    chips = _chips_of(tmp_path, target, target_resampling="bilinear")
+    main(["train", str(chips), "-o", str(tmp_path / "run"), "--categorical", "--max-steps",
+          "1", "--ngf", "8", "--ndf", "8", "--workers", "0", "--device", "cpu", "-q"])
+    assert "warning: " in capsys.readouterr().err
