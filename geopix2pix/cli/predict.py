@@ -53,8 +53,10 @@ def predict_command(paths, model, out_dir, quiet, **options):
     (`predict A.tif B.tif --out-dir DIR -m MODEL`).
 
     The output has the scene's exact grid (CRS, transform, size) and the model's target bands,
-    dtype, units and nodata. Under `torchrun --nproc-per-node N -m geopix2pix predict ...` the
-    scenes are shared among the N processes (one GPU each); rank 0 prints the summary.
+    dtype, units and nodata (a model trained with --categorical: one band, the code of the class
+    of highest blended probability, with the target's colour table). Under
+    `torchrun --nproc-per-node N -m geopix2pix predict ...` the scenes are shared among the N
+    processes (one GPU each); rank 0 prints the summary.
     """
     from geopix2pix.prediction.distributed import predict_sharded
     from geopix2pix.training.distributed import env

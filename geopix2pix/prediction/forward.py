@@ -38,6 +38,19 @@ Result = Callable[[], Outputs]  # waits for a launched batch's outputs
 Fold = Callable[[torch.Tensor, Sequence[int]], list[torch.Tensor]]
 
 
+class ClassProbabilities(torch.nn.Module):
+    """A categorical generator giving each pixel's class probabilities: the softmax of its raw
+    class scores over the channels, in float32 (also under autocast), so that the pipeline blends
+    probabilities wherever it weights and sums the windows."""
+
+    def __init__(self, generator: torch.nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.generator(x).float(), dim=1)
+
+
 def cpu_workers(threads: int) -> list[int]:
     """The torch threads of each model thread, for running the generator on `threads` CPU
     threads: one forward per model thread, at most `MAX_CPU_WORKERS` at once, sharing them all."""

@@ -37,7 +37,7 @@ from geopix2pix.prediction.checks import (
     check_source_values,
 )
 from geopix2pix.prediction.runner import Target, output_spec, predict_targets, reopen_scene
-from geopix2pix.prediction.windows import make_layout
+from geopix2pix.prediction.windows import chunk_width_for, make_layout
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster
 from geopix2pix.raster.partials import discard, partial_name
@@ -59,7 +59,8 @@ def scene_windows(scene: Path, info: ModelMetadata, options) -> int | None:
                                  options.blend)
     except Exception:  # any failure is reported when the scene is predicted alone
         return None
-    return layout.count(layout.chunks(options.chunk_width))
+    channels = len(info.target.classes or info.target.bands)
+    return layout.count(layout.chunks(chunk_width_for(options.chunk_width, channels)))
 
 
 def plan(results: Sequence, info: ModelMetadata, options) -> Iterator[list]:

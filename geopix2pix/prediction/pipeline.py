@@ -7,13 +7,16 @@ Four stages joined by small bounded queues, so the scene is never held whole:
   noting the runs of consecutive windows of one row each batch holds;
 - the calling thread runs the generator on the batches (eval mode, ``torch.inference_mode``; see
   `forward`): queued ahead on CUDA, in a pool of model threads on the CPU, the outputs handed on
-  in the batches' order. On CUDA (`FOLD_ON`) the windows are also weighted and each run summed
-  there (`fold_segments`), so only the runs' sums are copied back;
+  in the batches' order. A categorical model's class scores become probabilities right there
+  (`forward.ClassProbabilities`), so probabilities are what every path blends. On CUDA
+  (`FOLD_ON`) the windows are also weighted and each run summed there (`fold_segments`), so only
+  the runs' sums are copied back;
 - a blender thread weights each row's windows and sums them at once (`overlap_add`, so the sums
   do not depend on how batches cut the rows) unless that was done where the model ran, adds the
-  sums into a `StripAccumulator` and pops the finished rows;
-- a writer thread turns them into output values (the target's units and dtype, nodata) and
-  writes them (rasterio releases the GIL in reads and writes).
+  sums into a `StripAccumulator` (one channel per band, or per class) and pops the finished rows;
+- a writer thread turns them into output values (the target's units and dtype, nodata; for a
+  categorical model the most probable class's code, `writer.to_output`) and writes them
+  (rasterio releases the GIL in reads and writes).
 An error in any stage stops all of them and is raised in the caller; so does Ctrl-C or SIGTERM,
 raised once the threads are joined (`interrupts`).
 """
@@ -89,7 +92,7 @@ def _blender(jobs: Sequence[Job], inbox: Channel, out: Channel) -> None:
         last_row = layout.rows[-1]
         reach = layout.size + layout.stride
         for chunk in job.source.chunks:
-            acc = StripAccumulator(spec.count, chunk.col0, chunk.col1, reach, layout.height)
+            acc = StripAccumulator(spec.channels, chunk.col0, chunk.col1, reach, layout.height)
             weight_sums, reached = row_weights(len(chunk.cols))
             for i, row in enumerate(layout.rows):
                 done, windows = 0, []
@@ -131,6 +134,15 @@ def _fold(layout: Layout, device: torch.device) -> forward.Fold:
     return lambda windows, lengths: fold_segments(windows, weights, lengths, layout.stride)
 
 
+def _blended_outputs(generator: torch.nn.Module, jobs: Sequence[Job]) -> torch.nn.Module:
+    """The generator giving what the jobs blend: its values, or a categorical model's class
+    probabilities (the jobs of one run are all categorical or none is)."""
+    categorical = {job.spec.categorical for job in jobs}
+    if len(categorical) != 1:
+        raise ValueError("the jobs of one run must all be categorical or all not")
+    return forward.ClassProbabilities(generator) if categorical.pop() else generator
+
+
 def run(jobs: Sequence[Job], generator: torch.nn.Module, device: torch.device,
         source_scaling: Scaling, batch_size: int,
         on_batch: Callable[[int], None] | None = None) -> None:
@@ -139,11 +151,13 @@ def run(jobs: Sequence[Job], generator: torch.nn.Module, device: torch.device,
     each job's finished strips to its `write` (called from the writer thread). The jobs share
     the window size, overlap and blending. On the CPU the generator runs in model threads of
     its own, so thread-local torch settings of the caller (grad mode, autocast) do not reach it;
-    it runs in eval mode under `torch.inference_mode` in any case."""
+    it runs in eval mode under `torch.inference_mode` in any case. For categorical jobs
+    (`OutputSpec.categorical`) the windows' class probabilities are blended."""
     layouts = {(j.source.layout.size, j.source.layout.stride, j.source.layout.blend)
                for j in jobs}
     if len(layouts) != 1:
         raise ValueError(f"the jobs of one run must share their windows; got {layouts}")
+    generator = _blended_outputs(generator, jobs)
     stop = StopFlag()
     to_model, to_blend, to_write = Channel(stop), Channel(stop), Channel(stop)
     read = partial(reading.read, [job.source for job in jobs], source_scaling, batch_size,

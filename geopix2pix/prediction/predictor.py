@@ -11,6 +11,7 @@ distributed run can hand each rank its own share of the list).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -52,6 +53,7 @@ from geopix2pix.prediction.writer import (
     check_output_options,
     finish,
 )
+from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, warped_view
@@ -271,20 +273,20 @@ def model_grid(grid: Grid, ratio: float) -> Grid:
 def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model: LoadedModel,
                        info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
                        name: Path) -> int:
-    """Predict at the training resolution (through a WarpedVRT) into a float32 temporary, then
-    warp that back onto the scene's grid (bilinear, nearest for integer targets)."""
+    """Predict at the training resolution (through a WarpedVRT) into a float temporary in data
+    units (a categorical model's: class codes), then warp that back onto the scene's grid
+    (bilinear; nearest for integer targets and class codes, which must not be averaged)."""
     scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratio)
-    units = OutputSpec("float32", spec.count, math.nan, False, spec.descriptions, spec.scaling)
+    units = temporary_spec(spec)
     temp = partial_name(name)  # beside the output, named after it (a killed run's is removed)
     tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate",
                                    "creation_options": {}})
-    integer = spec.dtype[0] in "iu"
     try:
         with warped_view(dataset, coarse, "bilinear") as vrt:
             windows = _predict_to_file(vrt, bands, coarse, temp, model, info, units, tiled_opts,
                                        reopen=partial(reopen_scene, Path(dataset.name), coarse),
                                        name=name)
-        resampling = "nearest" if integer else "bilinear"
+        resampling = "nearest" if spec.categorical or spec.dtype[0] in "iu" else "bilinear"
         with signalled_errors() as failures, rasterio.open(temp) as pred, \
                 warped_view(pred, scene_grid, resampling) as back:  # a full disk does not raise
             _write_on_grid(dataset, bands, back, path, scene_grid, spec, options, name)
@@ -292,6 +294,15 @@ def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, mode
     finally:
         temp.unlink(missing_ok=True)
     return windows
+
+
+def temporary_spec(spec: OutputSpec) -> OutputSpec:
+    """The float temporary of `_predict_resampled`: the output's values (class codes for a
+    categorical model) in float32 (float64 for codes float32 cannot hold exactly), NaN where
+    invalid, no band metadata."""
+    exact = not spec.categorical or all(abs(code) <= 2**24 for code in spec.classes)
+    return dataclasses.replace(spec, dtype="float32" if exact else "float64", nodata=math.nan,
+                               internal_mask=False, band_metadata=BandMetadata())
 
 
 def _write_on_grid(dataset, bands: list[int], values, path: Path, grid: Grid, spec: OutputSpec,

@@ -22,7 +22,7 @@ from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.models import LoadedModel
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction import pipeline, reading
-from geopix2pix.prediction.windows import make_layout, strip_cache_bytes
+from geopix2pix.prediction.windows import chunk_width_for, make_layout, strip_cache_bytes
 from geopix2pix.prediction.writer import (
     BLOCK,
     BandWriter,
@@ -40,10 +40,11 @@ if TYPE_CHECKING:
 
 
 def output_spec(model: LoadedModel, info: ModelMetadata) -> OutputSpec:
-    """The output's bands, dtype, nodata, band metadata and scaling: the model's target."""
+    """The output's bands, dtype, nodata, band metadata and scaling: the model's target; for a
+    categorical model (its target's class codes) one band of class codes."""
     return OutputSpec.for_target(info.target.dtype, model.spec.out_channels, info.target.nodata,
                                  info.target.descriptions, info.target.scaling,
-                                 info.target.band_metadata)
+                                 info.target.band_metadata, info.target.classes)
 
 
 @dataclass
@@ -69,8 +70,8 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMe
     for target in targets:
         layout = make_layout(target.grid.height, target.grid.width, info.chip_size,
                              options.overlap, options.blend)
-        chunks = layout.chunks(options.chunk_width)
         spec = target.spec
+        chunks = layout.chunks(chunk_width_for(options.chunk_width, spec.channels))
         band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
         caches.append(strip_cache_bytes(target.source, layout, chunks, band))
         jobs.append(reading.Source(target.source, target.bands, layout, chunks, workers,

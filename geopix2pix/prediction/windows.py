@@ -33,6 +33,15 @@ from geopix2pix.raster.io import decoded_block_bytes, read_window
 BLENDS = ("hann", "none")
 DEFAULT_CHUNK_WIDTH = 8192
 MIN_CACHE, MAX_CACHE = 32 * 2**20, 512 * 2**20
+CHUNK_CHANNELS = 4  # a chunk of the full width blends up to this many channels (bands, classes)
+
+
+def chunk_width_for(chunk_width: int, channels: int) -> int:
+    """The column chunk width for blending `channels` channels: `chunk_width` up to
+    `CHUNK_CHANNELS` channels, narrower beyond (a categorical model blends one probability per
+    class: 256 classes would hold 64 times the strip of one band), so the blend buffers stay
+    about as large whatever the number of classes."""
+    return max(512, chunk_width * CHUNK_CHANNELS // max(channels, CHUNK_CHANNELS))
 
 
 def _offsets(n: int, size: int, stride: int, margin: int, blend: str) -> list[int]:

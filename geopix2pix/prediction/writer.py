@@ -2,6 +2,9 @@
 
 - Values: the blended [-1, 1] output goes through the target's `Scaling.inverse` and `to_dtype`
   (rounded and clipped for integers), the same code that made the training chips.
+- Classes: for a categorical model (`OutputSpec.categorical`: the spec lists the target's class
+  codes) the blended output is one probability per class, and the output is one band: the code
+  of the most probable class (`class_codes`), already of the target's dtype (no scaling).
 - Band metadata: the target's descriptions, units, scales, offsets, colour interpretation and
   colour table (`BandMetadata`, from the model file) are written with the values, which are in the
   target's dtype and so mean what the target's did (DNs with a scale of 1e-4 stay reflectance).
@@ -9,11 +12,14 @@
   nodata value is nudged off it (to nodata + 1, or - 1 at the top of an integer range; the next
   representable float for floats), so it is not mistaken for nodata. A float target without nodata
   gets NaN. An integer target without nodata gets no nodata value: invalid pixels are 0 and an
-  internal GDAL mask (255 = valid) marks them, as GDAL does for masked integer rasters.
+  internal GDAL mask (255 = valid) marks them, as GDAL does for masked integer rasters. Class
+  codes are masked the same way (export counts classes on valid pixels only, so no class code is
+  the nodata value and none is nudged).
 - File: tiled 512, compressed with the predictor suited to the dtype, BIGTIFF=IF_SAFER, written in
   row bands aligned to the 512-pixel blocks so no compressed block is written twice. With
   ``cog=True`` the finished tiled GTiff is converted in one pass by GDAL's COG driver, which builds
-  the overviews (average for floats, nearest for integers, which may be class maps).
+  the overviews (average for floats, nearest for integers, which may be class maps, and for
+  class codes of any dtype).
 - The user's GDAL creation options (`--co`) go over ours, for the GTiff driver or with ``cog`` for
   the COG driver; before any work they are tried on a 512 x 512 raster in memory with the output's
   profile (`check_output_options`), and tiles must divide the 512-row bands.
@@ -56,7 +62,8 @@ COG_CACHE = 32 * 2**20
 @dataclass(frozen=True)
 class OutputSpec:
     """What the output raster holds: the model's target bands, dtype, nodata and units (band
-    metadata: none by default, as for a temporary in data units)."""
+    metadata: none by default, as for a temporary in data units), and for a categorical model
+    its class codes in the order of the generator's channels (None: values regressed)."""
 
     dtype: str
     count: int
@@ -65,18 +72,35 @@ class OutputSpec:
     descriptions: tuple[str | None, ...]
     scaling: Scaling
     band_metadata: BandMetadata = field(default_factory=BandMetadata)
+    classes: tuple[int, ...] | None = None
 
     @classmethod
-    def for_target(cls, dtype: str, count: int, nodata: float | None,
+    def for_target(cls, dtype: str, channels: int, nodata: float | None,
                    descriptions: Sequence[str | None], scaling: Scaling,
-                   band_metadata: BandMetadata | None = None) -> OutputSpec:
+                   band_metadata: BandMetadata | None = None,
+                   classes: Sequence[int] | None = None) -> OutputSpec:
+        """The output of a generator with `channels` output channels: one band each, or with
+        `classes` (a categorical model, one channel per class) one band of class codes."""
         floating = np.issubdtype(np.dtype(dtype), np.floating)
         internal_mask = nodata is None and not floating
         if nodata is None and floating:
             nodata = math.nan
+        count = channels if classes is None else 1
         descs = tuple(descriptions)[:count] + (None,) * max(0, count - len(descriptions))
         return cls(dtype, count, nodata, internal_mask, descs, scaling,
-                   (band_metadata or BandMetadata()).fitted(count))
+                   (band_metadata or BandMetadata()).fitted(count),
+                   None if classes is None else tuple(int(c) for c in classes))
+
+    @property
+    def categorical(self) -> bool:
+        """Whether the output is the code of the most probable of a categorical model's
+        classes."""
+        return self.classes is not None
+
+    @property
+    def channels(self) -> int:
+        """The channels blended into the output: one probability per class, or one per band."""
+        return self.count if self.classes is None else len(self.classes)
 
 
 def _nudge(nodata: float, dtype: np.dtype):
@@ -87,8 +111,19 @@ def _nudge(nodata: float, dtype: np.dtype):
 
 
 def to_output(blended: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.ndarray:
-    """Blended [-1, 1] (bands, rows, cols) -> values in the target's dtype, nodata where invalid."""
+    """Blended (channels, rows, cols) -> values in the target's dtype, nodata where invalid:
+    [-1, 1] values through the target's scaling, or a categorical model's class probabilities
+    as the code of the most probable class (one band)."""
+    if spec.categorical:
+        return masked(class_codes(blended, spec), valid, spec)
     return finish(spec.scaling.inverse(blended), valid, spec)
+
+
+def class_codes(probabilities: np.ndarray, spec: OutputSpec) -> np.ndarray:
+    """(classes, rows, cols) -> (1, rows, cols): the code of the most probable class (the first
+    of equals), in the output's dtype."""
+    codes = np.asarray(spec.classes, dtype=spec.dtype)
+    return codes[np.argmax(probabilities, axis=0)][None]
 
 
 def finish(values: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.ndarray:
@@ -96,7 +131,12 @@ def finish(values: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.ndarra
     nodata where invalid."""
     if not np.isfinite(values).all():  # one pass where all are finite, as they mostly are
         np.nan_to_num(values, copy=False)
-    out = to_dtype(values, spec.dtype, overwrite=True)
+    return masked(to_dtype(values, spec.dtype, overwrite=True), valid, spec)
+
+
+def masked(out: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.ndarray:
+    """Values in the output's dtype (bands, rows, cols; overwritten): nodata (0 under an
+    internal mask) where not `valid`, and valid values equal to nodata nudged off it."""
     if spec.nodata is None:
         out[:, ~valid] = 0
         return out
@@ -191,7 +231,7 @@ def cog_options(spec: OutputSpec, compress: str,
     floating = np.issubdtype(np.dtype(spec.dtype), np.floating)
     options = dict(COMPRESS=compress.upper(), BLOCKSIZE=BLOCK, BIGTIFF="IF_SAFER",
                    OVERVIEWS="AUTO", NUM_THREADS="ALL_CPUS",
-                   RESAMPLING="AVERAGE" if floating else "NEAREST")
+                   RESAMPLING="AVERAGE" if floating and not spec.categorical else "NEAREST")
     if compress != "none":
         options["PREDICTOR"] = "YES"
     return with_creation_options(options, creation_options or {})
