@@ -4,18 +4,17 @@
     python examples/image2map.py --source image.tif --target classes.tif --chip-size 128
 
 The choices that matter for a categorical target:
+- Classes, not values: `categorical=True` learns one score per class code of the train chips
+  (cross-entropy); predict writes the most probable code, with the map's dtype, nodata and colour
+  table. Regressed as numbers, an uncertain pixel or a class edge would come out as an intermediate
+  code (between 2 = forest and 8 = artificial surface lies 5 = water).
 - Resampling: `target_resampling="nearest"`. When the map is on another grid it is warped onto the
-  image's grid; bilinear or cubic would invent classes between neighbours (between 2 = forest and
-  8 = artificial surface lies 5 = water). The prediction is rounded to the map's integer dtype.
-- Scaling: the target keeps `minmax`, so every class code seen in training can be predicted.
+  image's grid; bilinear or cubic would average neighbouring codes into codes of other classes.
 - Evaluation: `categorical=True` reports pixel accuracy and per-class IoU instead of PSNR.
 - Augmentation: `augment="d4"` (flips and 90-degree rotations). A land cover class does not depend
   on the orientation of the chip, and eight times more variety helps with few chips.
 - Chip size vs pixel size: a chip must hold enough context to recognise a class (fields, towns);
   at 10 m, 32 px is 320 m. This sample is only 100 x 101 pixels, hence the small chips.
-Pix2Pix regresses the class codes as numbers, so an uncertain pixel can come out as an
-intermediate code; for many classes, train on a colour rendering of the map (like
-`geopix2pix demo --task sat2map`) or use a segmentation model.
 """
 
 from __future__ import annotations
@@ -46,7 +45,8 @@ def main() -> None:
         args.source, args.target, chips, chip_size=args.chip_size, stride=args.chip_size // 4,
         split_block=2 * args.chip_size, target_resampling="nearest", overwrite=True).lines()))
     result = geopix2pix.train(chips, run, max_steps=args.steps, epochs=1, decay_epochs=1,
-                              ngf=32, batch_size=8, augment="d4", overwrite=True)
+                              ngf=32, batch_size=8, augment="d4", categorical=True,
+                              overwrite=True)
     # The whole scene, training area included: for an honest score, predict another scene.
     geopix2pix.predict(args.source, prediction, model=result.best_model_path, overwrite=True)
     print(geopix2pix.evaluate(prediction, args.target, categorical=True).table())
