@@ -18,6 +18,7 @@ from predict_helpers import (
     IDENTITY,
     ConvModel,
     loaded,
+    unet_file,
     write_scene,
 )
 from rasterio.transform import from_origin
@@ -235,3 +236,30 @@ def test_allow_no_crs_prints_no_rasterio_warning(tmp_path, model_file):
                            str(tmp_path / "o.tif"), "-m", model_file, "-q", "--allow-no-crs"],
                           capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("pixel_size", [15.0, 27.3, 45.0])
+@pytest.mark.parametrize("target", ["float32", "uint8"])  # warped back bilinear, nearest
+def test_resampled_prediction_is_nodata_exactly_where_the_scene_is(tmp_path, pixel_size,
+                                                                  target):
+    """--resample-to-model predicts at the training pixel size and warps back: every valid
+    pixel of the scene gets a value, also beside its nodata (a tester found hundreds of valid
+    pixels along a reprojected scene's nodata border written as nodata), and every invalid one
+    is nodata."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:120, 0:150]
+    data = np.clip(rng.normal(128, 30, (3, 120, 150)), 1, 254).astype("uint8")
+    data[:, (xx + 2 * yy < 90) | (xx - yy > 100)] = 0  # a slanted nodata border, as reprojected
+    data[:, 50:58, 60:75] = 0  # and a hole
+    scene = write_scene(tmp_path / "s.tif", 150, 120, data=data,
+                        transform=from_origin(500000.0, 4_000_000.0, pixel_size, pixel_size))
+    out = tmp_path / "out.tif"
+    model = unet_file(tmp_path / "m.safetensors", target_dtype=target,
+                      target_nodata=-9999.0 if target == "float32" else None)
+    predict(scene, out, model=model, progress=False, resample_to_model=True,
+            on_warning=lambda _: None)
+    with rasterio.open(out) as dst, rasterio.open(scene) as src:
+        assert (dst.transform, dst.width, dst.height) == (src.transform, src.width, src.height)
+        written = dst.read_masks(1) > 0  # nodata or, for uint8 without one, the internal mask
+    invalid = (data == 0).any(0)
+    np.testing.assert_array_equal(written, ~invalid)

@@ -298,11 +298,14 @@ def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, mode
 
 def temporary_spec(spec: OutputSpec) -> OutputSpec:
     """The float temporary of `_predict_resampled`: the output's values (class codes for a
-    categorical model) in float32 (float64 for codes float32 cannot hold exactly), NaN where
-    invalid, no band metadata."""
+    categorical model) in float32 (float64 for codes float32 cannot hold exactly), no band
+    metadata, and a prediction at every pixel, invalid ones too: were they nodata, warping back
+    would spread it onto the scene's valid pixels beside them (the output is masked by the
+    scene's own validity)."""
     exact = not spec.categorical or all(abs(code) <= 2**24 for code in spec.classes)
     return dataclasses.replace(spec, dtype="float32" if exact else "float64", nodata=math.nan,
-                               internal_mask=False, band_metadata=BandMetadata())
+                               internal_mask=False, band_metadata=BandMetadata(),
+                               mask_invalid=False)
 
 
 def _write_on_grid(dataset, bands: list[int], values, path: Path, grid: Grid, spec: OutputSpec,
