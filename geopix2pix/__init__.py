@@ -9,14 +9,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "GeoPix2PixError", "export_chips", "ChipDataset", "train", "predict",
-           "evaluate", "load_model", "make_demo_scenes", "run_demo", "show_chips", "show_results",
-           "plot_metrics", "plot_footprints", "ExportSummary", "TrainResult", "SceneResult",
-           "EvaluationReport", "LoadedModel", "ModelMetadata", "DemoScenes", "DemoResult"]
+__all__ = ["__version__", "GeoPix2PixError", "GeoPix2PixWarning", "export_chips", "ChipDataset",
+           "train", "predict", "evaluate", "load_model", "make_demo_scenes", "run_demo",
+           "show_chips", "show_results", "plot_metrics", "plot_footprints", "ExportSummary",
+           "TrainResult", "SceneResult", "EvaluationReport", "LoadedModel", "ModelMetadata",
+           "DemoScenes", "DemoResult"]
 
 from typing import TYPE_CHECKING
 
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, GeoPix2PixWarning
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `_LAZY` imports on first use
     from geopix2pix.chips.dataset import ChipDataset

@@ -14,6 +14,12 @@ class GeoPix2PixError(Exception):
     """Bad input the user can fix: the CLI prints it on one line and exits with status 2."""
 
 
+class GeoPix2PixWarning(UserWarning):
+    """Something the user should know about a result that was still produced (a scene predicted
+    at another pixel size than the training's, a scene of several that failed): the Python API
+    issues it through `warnings` where no callback takes it; the CLI prints "warning: ..."."""
+
+
 class ReportedElsewhere(GeoPix2PixError):
     """An error another process reports (rank 0 under torchrun): this one stops with exit
     status 2 without printing it a second time."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,33 @@ def test_multi_scene_failure_reported_others_written(tmp_path, model_file, capsy
     err = capsys.readouterr().err
     assert code == 2 and "bad.tif" in err and "1 of 2 scene(s) failed" in err
     assert (tmp_path / "out" / "good.tif").exists() and not (tmp_path / "out" / "bad.tif").exists()
+
+
+def test_the_api_warns_of_a_failed_scene_and_of_warnings_without_a_callback(tmp_path,
+                                                                           model_file):
+    """A notebook user calling predict on several scenes hears of a failure (it is not only in
+    the results) and of the warnings, through Python's warnings, unless on_warning takes them."""
+    from geopix2pix.errors import GeoPix2PixWarning
+
+    good = write_scene(tmp_path / "good.tif", 40, 40)
+    bad = write_scene(tmp_path / "bad.tif", 40, 40, count=2)
+    coarse = write_scene(tmp_path / "coarse.tif", 40, 40,
+                         transform=rasterio.transform.from_origin(500000.0, 4e6, 200.0, 200.0))
+    with pytest.warns(GeoPix2PixWarning) as caught:
+        results = predict([bad, good, coarse], out_dir=tmp_path / "out", model=model_file,
+                          progress=False)
+    messages = [str(w.message) for w in caught]
+    assert [r.ok for r in results] == [False, True, True]
+    assert any(m.startswith(f"{bad}") and m.endswith("(not written; the other scenes were "
+                                                    "predicted)") for m in messages), messages
+    assert any("differs" in m and "coarse.tif" in m for m in messages), messages
+    heard: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeoPix2PixWarning)  # none, with a callback
+        results = predict([bad, coarse], out_dir=tmp_path / "again", model=model_file,
+                          progress=False, on_warning=heard.append)
+    assert not results[0].ok and any("differs" in m for m in heard)
+    assert not any("not written" in m for m in heard)  # a failure is in the results
 
 
 def _scenes_of_tiles(tmp_path) -> list[str]:

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 import rasterio
 from affine import Affine
 
-from geopix2pix.errors import GeoPix2PixError, data_errors, describe
+from geopix2pix.errors import GeoPix2PixError, GeoPix2PixWarning, data_errors, describe
 from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.device import resolve_device
 from geopix2pix.models.metadata import ModelMetadata
@@ -153,8 +154,12 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     """Predict scenes into GeoTIFFs on their exact grids; `options` are `PredictOptions`'s fields.
 
     With one scene and OUT, a failure raises; with several scenes every failure is reported in
-    the returned results and the other scenes are still written.
+    the returned results and the other scenes are still written. Warnings (and, with several
+    scenes, each failure) go to ``on_warning(message)``, or without it are issued as
+    `GeoPix2PixWarning`s (Python's `warnings`, shown in a notebook or a script's stderr).
     """
+    to_python = on_warning is None  # a caller with a callback reads failures in the results
+    on_warning = _issue_warning if on_warning is None else on_warning
     opts = PredictOptions.from_options(**options)
     check_model_argument(model)
     single = isinstance(scenes, (str, os.PathLike))
@@ -165,11 +170,19 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     loaded.generator.to(device)
     results = predict_scenes(pairs, loaded, opts, on_warning=on_warning)
     failure = results[0].exception
+    for result in results if to_python and out is None else []:
+        if result.error is not None:
+            on_warning(f"{result.error} (not written; the other scenes were predicted)")
     if out is not None and failure is not None:
         if isinstance(failure, data_errors()):  # a damaged scene, a full disk: the user's
             raise GeoPix2PixError(results[0].error) from failure
         raise failure
     return results
+
+
+def _issue_warning(message: str) -> None:
+    """A warning of `predict` called without ``on_warning``, to Python's `warnings`."""
+    warnings.warn(message, GeoPix2PixWarning, stacklevel=2)
 
 
 def check_model_argument(model: object) -> None:
