@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from conftest import write_raster
 from predict_helpers import write_scene
@@ -38,7 +39,8 @@ def test_export_options_of_the_wrong_type_are_one_line(pair, tmp_path, options, 
     (dict(overlap="0.5"), "overlap='0.5': expected a number"),
     (dict(bands=1), "bands=1: expected a list of integers or None"),
     (dict(creation_options=["ZLEVEL=1"]),
-     "creation_options=['ZLEVEL=1']: expected a dict of strings to strings"),
+     "creation_options=['ZLEVEL=1']: expected a dict of strings to a string or an integer or "
+     "a number or True or False"),
     (dict(co={"ZLEVEL": "1"}), "unknown predict option(s): co; valid: allow_no_crs, bands, "),
     (dict(device="gpu"), "--device gpu: use auto, cpu, cuda or cuda:N"),
     (dict(device="mps"), "--device mps: use auto, cpu, cuda or cuda:N"),
@@ -50,6 +52,20 @@ def test_predict_options_of_the_wrong_type_or_name_are_one_line(tmp_path, model_
         g.predict(scene, tmp_path / "o.tif", model=model_file, progress=False, **options)
     assert str(caught.value).startswith(message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
+
+
+def test_creation_options_take_python_numbers_and_booleans(tmp_path, model_file):
+    """creation_options={"ZLEVEL": 1} is how Python writes it: numbers become GDAL's text and
+    booleans YES/NO (a tester's ZLEVEL=1 was refused: only "1" was accepted)."""
+    scene = write_scene(tmp_path / "s.tif", 40, 40)
+    out = tmp_path / "o.tif"
+    g.predict(scene, out, model=model_file, progress=False,
+              creation_options={"ZLEVEL": 1, "BLOCKXSIZE": 256, "SPARSE_OK": True})
+    from geopix2pix.prediction.options import PredictOptions
+    assert PredictOptions(creation_options={"ZLEVEL": 1, "SPARSE_OK": False}).creation_options \
+        == {"ZLEVEL": "1", "SPARSE_OK": "NO"}
+    with rasterio.open(out) as dst:
+        assert dst.profile["blockxsize"] == 256
 
 
 def test_train_options_of_the_wrong_type_are_one_line(tmp_path):

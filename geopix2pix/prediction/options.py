@@ -24,7 +24,7 @@ class PredictKeywords(TypedDict, total=False):
     blend: str
     cog: bool
     compress: str
-    creation_options: Mapping[str, str]
+    creation_options: Mapping[str, str | int | float | bool]
     overwrite: bool
     resample_to_model: bool
     allow_no_crs: bool
@@ -43,7 +43,7 @@ class PredictOptions:
     blend: str = "hann"
     cog: bool = False
     compress: str = "deflate"
-    creation_options: Mapping[str, str] = field(default_factory=dict)
+    creation_options: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     overwrite: bool = False
     resample_to_model: bool = False
     allow_no_crs: bool = False
@@ -63,3 +63,13 @@ class PredictOptions:
 
     def __post_init__(self) -> None:
         check_layout_options(self.overlap, self.blend)  # before any scene is opened
+        # GDAL's options are strings; Python callers write ZLEVEL=1 or SPARSE_OK=True
+        object.__setattr__(self, "creation_options", {
+            str(key): _gdal_value(value) for key, value in self.creation_options.items()})
+
+
+def _gdal_value(value: str | int | float | bool) -> str:
+    """A creation option's value as GDAL takes it: True/False as YES/NO, numbers as text."""
+    if isinstance(value, bool):
+        return "YES" if value else "NO"
+    return str(value)
