@@ -198,8 +198,13 @@ def test_bands_default_to_those_the_model_was_trained_on(tmp_path):
     np.testing.assert_array_equal(chosen, values(cut, "from_cut.tif"))
     assert not np.array_equal(chosen, values(wide, "other.tif", bands=[1, 2, 3]))
     first3 = unet_file(tmp_path / "m123.safetensors")  # an older file: no raster band count
-    with pytest.raises(GeoPix2PixError, match="gives 6 band.* choose bands with --bands"):
+    with pytest.raises(GeoPix2PixError, match="gives 6 band.* choose 3 of its bands with --ba"):
         predict(wide, tmp_path / "x.tif", model=first3, progress=False)
+    with pytest.raises(GeoPix2PixError) as caught:  # chosen: say so, not "choose bands"
+        predict(wide, tmp_path / "x.tif", model=first3, progress=False, bands=[1, 2])
+    assert str(caught.value) == (
+        f"--bands 1,2 selects 2 band(s) of {wide} but the model takes 3 (trained on source "
+        "bands [1, 2, 3]); pass 3 band numbers to --bands")
     # trained on the first 3 of 6-band rasters (recorded): the same bands of a 6-band scene,
     # all of a 3-band one, and an error for a scene of another band count
     first3 = unet_file(tmp_path / "m123_of6.safetensors", source_raster_bands=6)

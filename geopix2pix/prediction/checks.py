@@ -52,9 +52,15 @@ def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
     else:
         chosen = default_bands(dataset, info.source, expected)
     if len(chosen) != expected:
+        trained = f"trained on source bands {info.source.bands}"
+        if bands:  # the user chose them: say so, not "choose bands"
+            raise GeoPix2PixError(
+                f"--bands {','.join(map(str, bands))} selects {len(chosen)} band(s) of "
+                f"{dataset.name} but the model takes {expected} ({trained}); pass {expected} "
+                "band numbers to --bands")
         raise GeoPix2PixError(
             f"{dataset.name} gives {len(chosen)} band(s) but the model takes {expected} "
-            f"(trained on source bands {info.source.bands}); choose bands with --bands"
+            f"({trained}); choose {expected} of its bands with --bands"
         )
     return chosen
 
