@@ -318,9 +318,11 @@ def test_a_scene_storing_other_values_than_the_training_sources_gets_a_warning(t
     messages: list[str] = []
     predict(reflectance, tmp_path / "a.tif", model=model_file, progress=False,
             on_warning=messages.append)
-    assert messages == [f"{reflectance} is float32 but the model was trained on uint8 sources; "
-                        "its values are scaled as the training rasters' were, so check that "
-                        "they are in the same units"]
+    assert messages == [f"{reflectance}: it is float32 but the model was trained on uint8 "
+                        "sources; its values are used as stored and scaled as the training "
+                        "rasters' were, so check that they are in the same units, and convert "
+                        "them to the training sources' first if not (gdal_translate -scale / "
+                        "-unscale)"]
     g.predict([reflectance], out_dir=tmp_path / "many", model=model_file, progress=False,
               on_warning=messages.append)
     assert len(messages) == 2 and messages[1].endswith(messages[0])  # per scene, named
@@ -345,8 +347,33 @@ def test_a_scene_in_other_units_or_scale_than_the_training_sources_gets_a_warnin
     messages: list[str] = []
     predict(scene, tmp_path / "a.tif", model=model, progress=False, on_warning=messages.append)
     assert messages == [f"{scene}: band 3 unit dB (training sources: reflectance); band 2 scale "
-                        "0.0002 (training sources: 0.0001); its values are scaled as the "
-                        "training rasters' were, so check that they are in the same units"]
+                        "0.0002 (training sources: 0.0001); its values are used as stored and "
+                        "scaled as the training rasters' were, so check that they are in the "
+                        "same units, and convert them to the training sources' first if not "
+                        "(gdal_translate -scale / -unscale)"]
+
+
+def test_scaled_integers_fed_to_a_model_of_plain_values_are_told_how_to_convert(tmp_path):
+    """A tester's Sentinel-2 scene stored as uint16 DNs with a declared scale of 1e-4, fed to a
+    model trained on float32 reflectance: one warning, saying how to apply that scale."""
+    from geopix2pix.models import load_model
+
+    model = load_model(unet_file(tmp_path / "m.safetensors"))
+    model.metadata["source"].update(dtype="float32", units=["reflectance"] * 3,
+                                    scales=[1.0] * 3, offsets=[0.0] * 3)
+    scene = write_scene(tmp_path / "s2.tif", 40, 40, dtype="uint16",
+                        data=np.full((3, 40, 40), 1200, "uint16"))
+    with rasterio.open(scene, "r+") as ds:
+        ds.units = ("reflectance",) * 3
+        ds.scales = (1e-4,) * 3
+    messages: list[str] = []
+    predict(scene, tmp_path / "a.tif", model=model, progress=False, on_warning=messages.append)
+    assert messages == [
+        f"{scene}: it is uint16 but the model was trained on float32 sources; band 1 scale "
+        "0.0001 (training sources: 1); band 2 scale 0.0001 (training sources: 1); band 3 scale "
+        "0.0001 (training sources: 1); its values are used as stored and scaled as the training "
+        f"rasters' were, so convert them first: `gdal_translate -unscale -ot Float32 {scene} "
+        f"{tmp_path / 's2'}_unscaled.tif` applies the scale and offset its bands declare"]
 
 
 def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
@@ -114,20 +115,31 @@ def pixel_size_ratio(grid: Grid, info: ModelMetadata) -> float | None:
 
 def check_source_values(dataset, bands: Sequence[int], info: ModelMetadata,
                         warn: Callable[[str], None]) -> None:
-    """Warn when the scene's values are another kind (float32 0..1 reflectance fed to a model of
-    uint16 DNs) or mean other quantities (another unit, scale or offset) than the training
-    sources': they are scaled as the training values were, so a difference in units gives a
-    confident nonsense prediction, not an error."""
+    """Warn, once, when the scene's values are another kind (float32 0..1 reflectance fed to a
+    model of uint16 DNs) or mean other quantities (another unit, scale or offset) than the
+    training sources': they are scaled as the training values were, so a difference in units
+    gives a confident nonsense prediction, not an error. The warning says how to convert."""
     dtype, trained = dataset.dtypes[bands[0] - 1], info.source.dtype
-    if not stored_alike(dtype, trained):
-        warn(f"{dataset.name} is {dtype} but the model was trained on {trained} sources; its "
-             "values are scaled as the training rasters' were, so check that they are in the "
-             "same units")
-    differences = meaning_differences(BandMetadata.of(dataset, bands),
-                                      info.source.band_metadata, "training sources")
-    if differences:
-        warn(f"{dataset.name}: {'; '.join(differences)}; its values are scaled as the training "
-             "rasters' were, so check that they are in the same units")
+    scene = BandMetadata.of(dataset, bands)
+    reasons = [] if stored_alike(dtype, trained) else [
+        f"it is {dtype} but the model was trained on {trained} sources"]
+    reasons += meaning_differences(scene, info.source.band_metadata, "training sources")
+    if reasons:
+        warn(f"{dataset.name}: {'; '.join(reasons)}; its values are used as stored and scaled as "
+             f"the training rasters' were, so {_conversion(dataset.name, scene, info)}")
+
+
+def _conversion(name: str, scene: BandMetadata, info: ModelMetadata) -> str:
+    """What to do about a scene whose values differ from the training sources'."""
+    declared = any(s != 1 for s in scene.scales) or any(o != 0 for o in scene.offsets)
+    trained = info.source.band_metadata
+    plain = all(s == 1 for s in trained.scales) and all(o == 0 for o in trained.offsets)
+    if declared and plain:  # e.g. DNs with a scale of 1e-4 fed to a model of reflectance
+        unscaled = f"{Path(name).with_suffix('')}_unscaled.tif"
+        return (f"convert them first: `gdal_translate -unscale -ot Float32 {name} {unscaled}` "
+                "applies the scale and offset its bands declare")
+    return ("check that they are in the same units, and convert them to the training sources' "
+            "first if not (gdal_translate -scale / -unscale)")
 
 
 def check_pixel_size(dataset, info: ModelMetadata, warn: Callable[[str], None],
