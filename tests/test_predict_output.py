@@ -68,6 +68,9 @@ def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_f
 @pytest.mark.parametrize(("options", "expected"), [
     (["--co", "FOO=bar"], "driver GTiff does not support creation option FOO"),
     (["--co", "PREDICTOR=7"], "PREDICTOR=7"),
+    # GDAL itself says "ignoring"; what we do is refuse, and we say so first
+    (["--co", "ZLEVEL=99"], "--co ZLEVEL=99: GDAL's GTiff driver would refuse or ignore it "
+                            "(GDAL says: ZLEVEL=99 value not recognised, ignoring)"),
     (["--cog", "--co", "ZLEVEL=1"], "driver COG does not support creation option ZLEVEL"),
     (["--co", "nodata=5"], "not a creation option"),
     (["--co", "BLOCKYSIZE=768"], "tiles must divide 512"),

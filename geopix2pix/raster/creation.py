@@ -129,5 +129,6 @@ def check_creation_options(user: Mapping[str, str], driver: str,
     if complaints.messages:
         shown = " ".join(f"{k}={v}" for k, v in user.items())
         reason = re.sub(r"\S*\.tif: ", "", complaints.messages[0]).rstrip(".")
-        raise GeoPix2PixError(f"{flag} {shown}: {reason} (GDAL's {driver} driver); see the "
-                              "driver's documentation for its creation options")
+        raise GeoPix2PixError(f"{flag} {shown}: GDAL's {driver} driver would refuse or "
+                              f"ignore it (GDAL says: {reason}); see the driver's "
+                              "documentation for its creation options")
