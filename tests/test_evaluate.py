@@ -374,3 +374,20 @@ def test_bands_compared_in_order_but_described_differently_get_a_warning(tmp_pat
         "bands compared in order are described differently: 1 (B04) with 1 (B02); choose "
         "the reference's with --reference-bands"]
     assert evaluate(pred, ref, reference_bands=[1, 2]).warnings == []  # as asked
+
+
+def test_class_maps_compared_as_numbers_get_a_hint_to_pass_categorical(tmp_path):
+    """Two paletted rasters (a categorical model's prediction and its land cover reference)
+    compared without --categorical: told to pass it, since MAE of class codes means nothing."""
+    codes = np.random.default_rng(0).choice([10, 20, 40], (1, 32, 32)).astype("uint8")
+    paths = [write_raster(tmp_path / f"{name}.tif", codes) for name in ("pred", "ref")]
+    for path in paths:
+        with rasterio.open(path, "r+") as dst:
+            dst.write_colormap(1, {10: (255, 0, 0, 255), 20: (0, 255, 0, 255),
+                                   40: (0, 0, 255, 255)})
+    hint = "are class maps (colour tables): their codes are compared as numbers; pass " \
+           "--categorical for pixel accuracy and per-class IoU"
+    assert any(hint in w for w in evaluate(*paths).warnings)
+    assert not any(hint in w for w in evaluate(*paths, categorical=True).warnings)
+    plain = write_raster(tmp_path / "plain.tif", codes)  # one is no class map: no hint
+    assert not any(hint in w for w in evaluate(paths[0], plain).warnings)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from geopix2pix import metrics
@@ -166,6 +167,10 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
                               "CRS, so they cannot be aligned; assign a CRS")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
     report.warnings += values_warnings(pred, p, pb, reference, r, rb)
+    if not categorical and _paletted(p, pb) and _paletted(r, rb):
+        report.warnings.append(f"{pred} and {reference} are class maps (colour tables): their "
+                               "codes are compared as numbers; pass --categorical for pixel "
+                               "accuracy and per-class IoU")
     if matching == "in order":
         report.warnings += unlike_descriptions(p, pb, r, rb)
     view = warped_view(r, grid, "nearest" if categorical else "bilinear") if warped else r
@@ -183,6 +188,11 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
         b.description = p.descriptions[b.band - 1]
         b.reference_description = r.descriptions[b.reference_band - 1]
     return report
+
+
+def _paletted(dataset, bands: list[int]) -> bool:
+    """Whether the one band compared is a class map's (its colour interpretation a palette)."""
+    return len(bands) == 1 and dataset.colorinterp[bands[0] - 1] == ColorInterp.palette
 
 
 def _check_json_path(path: Path, inputs: list[Path], overwrite: bool) -> None:
