@@ -304,9 +304,8 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
     return DatasetInfo(
         chip_size=options.chip_size, stride=options.stride, source=source, target=target,
         crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
-        pairs=[dict(source=str(Path(p.spec.source).resolve()),
-                    target=str(Path(p.spec.target).resolve()),
-                    crs=p.grid.crs.to_string(), pixel_size=list(p.grid.pixel_size))
+        pairs=[dict(zip(("source", "target"), _full_paths(p.spec)), crs=p.grid.crs.to_string(),
+                    pixel_size=list(p.grid.pixel_size))
                for p in pair_list],
         counts=dict(train=kept["train"], val=kept["val"],
                     skipped={k: n for k, n in skipped.items() if n}),
@@ -347,12 +346,19 @@ def _export(jobs: list[Job], workers: int, total: int, progress: bool,
 
 
 def _write_index(out: Path, records: list[dict], pair_list: list[_Pair], chip_size: int) -> None:
-    """Write chips.gpkg: every kept chip's footprint, split and pair."""
+    """Write chips.gpkg: every kept chip's footprint, split and pair (its full paths)."""
     from geopix2pix.chips.footprints import write_index
 
     chips = [ChipWindow(r["pair"], r["row"], r["col"], chip_size) for r in records]
     write_index(out / INDEX, records, chips, _grids(pair_list),
-                {p.spec.index: (p.spec.source, p.spec.target) for p in pair_list})
+                {p.spec.index: _full_paths(p.spec) for p in pair_list})
+
+
+def _full_paths(spec: PairSpec) -> tuple[str, str]:
+    """A pair's source and target as dataset.json and chips.gpkg record them: full paths, which
+    hold wherever the chips are used from (not as typed, relative to a CSV or the folder the
+    export ran in)."""
+    return str(Path(spec.source).resolve()), str(Path(spec.target).resolve())
 
 
 def _grids(pair_list: list[_Pair]) -> dict[int, Grid]:

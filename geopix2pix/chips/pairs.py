@@ -1,8 +1,10 @@
 """The pairs `export_chips` is given, checked before any raster is opened: SOURCE and TARGET
 (one pair) or ``pairs`` (a CSV path, or a list of (source, target) paths), never both, every
 listed pair exactly two paths, and a CSV that is UTF-8 text (with or without Excel's byte-order
-mark) with `source` and `target` columns and both filled in on every row; a slip is one line
-naming it rather than Python's "not enough values to unpack" or a UnicodeDecodeError."""
+mark) with `source` and `target` columns, both filled in on every row, no cell beyond the
+header's columns, and files that exist; a slip is one line naming the CSV and its line rather
+than Python's "not enough values to unpack", a UnicodeDecodeError, or a missing raster named
+without the row that lists it."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.io import is_gdal_name
 
 PATHS = (str, os.PathLike)
 
@@ -62,16 +65,35 @@ def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path, Path]]:
     reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
     if not {"source", "target"} <= set(reader.fieldnames):
         raise _needs_header(path)
-    pairs = []
-    for row in reader:
-        source, target = ((row.get(name) or "").strip() for name in ("source", "target"))
-        if not source or not target:
-            raise GeoPix2PixError(f"--pairs {path}, line {reader.line_num}: a source and a "
-                                  "target path are needed; fill them in or remove the line")
-        pairs.append((path.parent / source, path.parent / target))
+    pairs = [_row_pair(row, path, reader.line_num, len(reader.fieldnames)) for row in reader]
     if not pairs:
         raise _needs_header(path)
     return pairs
+
+
+def _row_pair(row: dict, path: Path, line: int, columns: int) -> tuple[Path, Path]:
+    """One row's (source, target), relative to the CSV's folder: both filled in, no cell
+    beyond the header's columns, and both files there (a GDAL name, /vsizip/... or NETCDF:...,
+    is left to GDAL)."""
+    where = f"--pairs {path}, line {line}"
+    extra = [cell.strip() for cell in row.get(None) or [] if cell.strip()]  # csv's rest key
+    if extra:
+        raise GeoPix2PixError(
+            f"{where}: more cells than the header's {columns} column(s) (extra: "
+            f"{', '.join(extra)}); a line holds one source and one target path: remove the "
+            "extra cells, or quote a path that holds a comma")
+    source, target = ((row.get(name) or "").strip() for name in ("source", "target"))
+    if not source or not target:
+        raise GeoPix2PixError(f"{where}: a source and a target path are needed; fill them in "
+                              "or remove the line")
+    pair = (path.parent / source, path.parent / target)
+    for name, typed, full in zip(("source", "target"), (source, target), pair):
+        if not is_gdal_name(full) and not full.exists():
+            looked = "" if str(full) == typed else \
+                f" (looked for {full}: paths are relative to the CSV's folder)"
+            raise GeoPix2PixError(f"{where}: {name} {typed} does not exist{looked}; check the "
+                                  "path")
+    return pair
 
 
 def _needs_header(path: Path) -> GeoPix2PixError:

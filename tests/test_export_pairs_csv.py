@@ -1,0 +1,79 @@
+"""export-chips --pairs: a CSV row that is not one source and one target path, or that names a
+raster that is not there, is one line naming the CSV and the line; and the chips.gpkg index
+records each pair by its full paths, as dataset.json does."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from geopix2pix.cli import main
+from tests.conftest import write_raster
+from tests.test_export_errors import run_error
+
+
+@pytest.fixture
+def pair(tmp_path):
+    data = np.random.default_rng(0).random((2, 64, 64), dtype=np.float32)
+    return (write_raster(tmp_path / "s.tif", data), write_raster(tmp_path / "t.tif", data[:1]))
+
+
+def export_pairs(csv, out, *extra) -> list[str]:
+    return ["export-chips", "--pairs", str(csv), "-o", str(out), "-q", "--chip-size", "32",
+            "--workers", "0", *map(str, extra)]
+
+
+def test_a_row_with_an_extra_cell_names_the_csv_and_line(tmp_path, pair, capsys):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("source,target\ns.tif,t.tif\ns.tif,t.tif,c.tif\n")
+    err = run_error(capsys, export_pairs(csv, tmp_path / "c"))
+    assert err == (f"Error: --pairs {csv}, line 3: more cells than the header's 2 column(s) "
+                   "(extra: c.tif); a line holds one source and one target path: remove the "
+                   "extra cells, or quote a path that holds a comma")
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_header_with_more_named_columns_and_empty_trailing_cells_are_read(tmp_path, pair):
+    """The header names the columns (a 'date' column beside them is fine), and a spreadsheet's
+    empty trailing cells are no extra path."""
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("date,source,target\n2024-05-01,s.tif,t.tif,,\n")
+    assert main(export_pairs(csv, tmp_path / "c", "--val-fraction", 0)) == 0
+    assert (tmp_path / "c" / "dataset.json").is_file()
+
+
+@pytest.mark.parametrize("row, side, missing", [("nope.tif,t.tif", "source", "nope.tif"),
+                                                ("s.tif,sub/nope.tif", "target", "sub/nope.tif")])
+def test_a_missing_raster_names_the_csv_line_and_side(tmp_path, pair, capsys, row, side,
+                                                      missing):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"source,target\ns.tif,t.tif\n{row}\n")
+    err = run_error(capsys, export_pairs(csv, tmp_path / "c"))
+    assert err == (f"Error: --pairs {csv}, line 3: {side} {missing} does not exist (looked for "
+                   f"{tmp_path / missing}: paths are relative to the CSV's folder); check the "
+                   "path")
+
+
+def test_a_missing_raster_of_a_csv_in_the_working_folder_is_said_as_typed(tmp_path, pair,
+                                                                          capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pairs.csv").write_text("source,target\ns.tif,nope.tif\n")
+    err = run_error(capsys, export_pairs("pairs.csv", "c"))
+    assert err == "Error: --pairs pairs.csv, line 2: target nope.tif does not exist; check the path"
+
+
+def test_the_index_records_full_paths_as_dataset_json_does(tmp_path, pair, monkeypatch):
+    """A CSV's paths are relative to it, and the CSV relative to the working folder: chips.gpkg
+    must record paths that hold wherever the chips are used from."""
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "pairs.csv").write_text("source,target\n../s.tif,../t.tif\n")
+    monkeypatch.chdir(tmp_path / "lists")
+    assert main(export_pairs("pairs.csv", "../c", "--val-fraction", 0)) == 0
+    with sqlite3.connect(tmp_path / "c" / "chips.gpkg") as db:
+        recorded = set(db.execute("SELECT DISTINCT source, target FROM chips"))
+    assert recorded == {(str(pair[0].resolve()), str(pair[1].resolve()))}
+    info = json.loads((tmp_path / "c" / "dataset.json").read_text())
+    assert [(p["source"], p["target"]) for p in info["pairs"]] == list(recorded)
