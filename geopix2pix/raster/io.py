@@ -83,7 +83,8 @@ def data_bands(dataset) -> list[int]:
 
 
 def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") -> list[int]:
-    """Validate 1-based band indexes against a dataset; None means all data bands."""
+    """Validate 1-based band indexes against a dataset (each must exist, and be listed once);
+    None means all data bands."""
     if not bands:
         return data_bands(dataset)
     bad = [b for b in bands if not 1 <= b <= dataset.count]
@@ -92,12 +93,17 @@ def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") 
             f"{option} {','.join(map(str, bands))}: band {bad[0]} does not exist in "
             f"{dataset.name}, which has {dataset.count} band(s); use indexes 1..{dataset.count}"
         )
+    try:
+        check_listed_once(bands)
+    except ValueError as exc:
+        raise GeoPix2PixError(f"{option} {','.join(map(str, bands))}: {exc}") from None
     return list(bands)
 
 
 def parse_bands(text: str | None) -> list[int] | None:
     """'1,2,3' or '1-3' -> [1, 2, 3]; None or '' -> None (all bands). A part that is not a
-    number or a rising range (4-2) is a ValueError saying what to write instead."""
+    number or a rising range (4-2), or a band listed twice (1,1 or 1-3,2), is a ValueError
+    saying what to write instead."""
     if not text:
         return None
     bands: list[int] = []
@@ -110,7 +116,18 @@ def parse_bands(text: str | None) -> list[int] | None:
             bands.extend(range(first, last + 1))
         else:
             bands.append(_band_number(part))
+    check_listed_once(bands)
     return bands
+
+
+def check_listed_once(bands: Sequence[int]) -> None:
+    """A ValueError naming the first band listed more than once: a band given twice is one
+    input twice (it says nothing more), most likely a slip for another band."""
+    seen: set[int] = set()
+    for band in bands:
+        if band in seen:
+            raise ValueError(f"band {band} is listed more than once; list each band once")
+        seen.add(band)
 
 
 def _band_number(text: str) -> int:
