@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geopix2pix.cli.options import BANDS, OFF
+from geopix2pix.cli.stops import export_stopped, reports_stop
 
 
 @click.command("export-chips", context_settings={"show_default": True})
@@ -56,11 +57,13 @@ from geopix2pix.cli.options import BANDS, OFF
               help="Replace the outputs of an earlier export in the output folder (a folder "
                    "holding anything else is refused)." + OFF)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar." + OFF)
+@reports_stop(export_stopped)
 def export_chips_command(source, target, out_dir, pairs, quiet, **options):
     """Cut aligned training chips from SOURCE and TARGET rasters (or from --pairs).
 
     The SOURCE grid is the reference: TARGET is warped onto it whatever its CRS, resolution or
-    extent, and copied bit for bit when both grids are the same.
+    extent, and copied bit for bit when both grids are the same. Ctrl-C or SIGTERM removes the
+    chips written so far (an export cannot be continued).
     """
     from geopix2pix.chips.export import export_chips
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geopix2pix.cli.options import BANDS, OFF, creation_options
+from geopix2pix.cli.stops import predict_stopped, reports_stop
 from geopix2pix.errors import GeoPix2PixError
 
 
@@ -48,6 +49,7 @@ from geopix2pix.errors import GeoPix2PixError
 @click.option("--allow-no-crs", is_flag=True,
               help="Accept scenes without a CRS (predicted on their pixels)." + OFF)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar." + OFF)
+@reports_stop(predict_stopped)
 def predict_command(paths, model, out_dir, quiet, **options):
     """Predict SCENE into OUT (`predict SCENE OUT -m MODEL`), or several scenes into --out-dir
     (`predict A.tif B.tif --out-dir DIR -m MODEL`).

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from geopix2pix.cli.stops import Stopped
+
 CHECKPOINT = "checkpoint.pt"  # geopix2pix.training.checkpoint.CHECKPOINT, without importing torch
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size) or "
@@ -110,18 +112,6 @@ def train_command(chips_dir, out_dir, compile_, **options):
     click.echo(f"{result.run_dir}: {result.steps} steps in {result.epochs} epochs; "
                f"model {result.model_path.name}, best {result.best_model_path.name}"
                + (f" ({best})" if best else ""))
-
-
-class Stopped(click.ClickException):
-    """A run stopped by Ctrl-C or SIGTERM: its one line (no "Error:"), exit 128 + the signal."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + int(signum)
-
-    def show(self, file=None) -> None:
-        if self.message:
-            click.echo(self.message, err=True)
 
 
 def _stop_message(exc: KeyboardInterrupt, run_dir: Path) -> str:

@@ -1,0 +1,129 @@
+"""What a command stopped by Ctrl-C or SIGTERM says of its outputs, in train's one line
+(`Stopped`: no "Error:", exit status 128 + the signal), rather than a bare "Aborted.".
+
+It must be true of what the stop left. export-chips empties its folder again when stopped, and
+predict writes each output under a temporary name, renamed into place once complete, and removes
+the temporary when stopped. So an output is complete exactly when the run put it in place: its
+file identity (device, inode, modification time) then differs from the one before the run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import click
+
+Describe = Callable[[dict], Callable[[], str]]
+
+
+class Stopped(click.ClickException):
+    """A run stopped by Ctrl-C or SIGTERM: its one line (no "Error:"), exit 128 + the signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+    def show(self, file=None) -> None:
+        if self.message:
+            click.echo(self.message, err=True)
+
+
+class Outputs:
+    """Files a command puts in place whole, with their identities before it ran."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+        self.before = [_identity(path) for path in self.paths]
+
+    def finished(self) -> list[Path]:
+        """The outputs put in place since: there now, and not the files that were there."""
+        return [path for path, before in zip(self.paths, self.before)
+                if _identity(path) not in (None, before)]
+
+    def kept(self) -> list[Path]:
+        """The outputs that were there before the run and are still there, untouched."""
+        return [path for path, before in zip(self.paths, self.before)
+                if before is not None and _identity(path) == before]
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """(device, inode, modification time) of `path`, or None when nothing is there."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns
+
+
+def reports_stop(describe: Describe) -> Callable[[Callable], Callable]:
+    """Decorator of a command's callback: a Ctrl-C or SIGTERM (KeyboardInterrupt, or the
+    program's `Terminated`) ends it with `Stopped`, whose line `describe(params)` (called
+    before the run, with the command's parameters) returns once the stop has happened. Under
+    torchrun only rank 0 speaks."""
+
+    def decorate(callback: Callable) -> Callable:
+        @functools.wraps(callback)
+        def run(**params):
+            say = describe(params)
+            try:
+                return callback(**params)
+            except KeyboardInterrupt as exc:
+                message = say() if os.environ.get("RANK", "0") == "0" else ""
+                raise Stopped(message, getattr(exc, "signum", None) or signal.SIGINT) from None
+
+        return run
+
+    return decorate
+
+
+def export_stopped(params: dict) -> Callable[[], str]:
+    """export-chips: complete (dataset.json, written last, is new), the folder as it was (the
+    stop came before the export touched it), or no chips (those cut were removed)."""
+    from geopix2pix.chips.manifest import MANIFEST
+
+    out = Path(params["out_dir"])
+    manifest = Outputs([out / MANIFEST])
+
+    def say() -> str:
+        if manifest.finished():
+            return f"Stopped after the export finished: {out} is complete"
+        if manifest.kept():
+            return f"Stopped before any chip was written: the earlier export in {out} is as it was"
+        return f"Stopped: no chips were exported to {out} (none cut before the stop is left)"
+
+    return say
+
+
+def _predict_outputs(paths: Sequence[str], out_dir: str | None) -> list[Path]:
+    """The outputs of `predict PATHS [--out-dir DIR]`, named as the prediction names them
+    (`geopix2pix.prediction.predictor.output_paths`, which loads torch): OUT of `SCENE OUT`,
+    or DIR/<scene name>.tif for each scene; none for arguments predict refuses."""
+    if out_dir is None:
+        return [Path(paths[1])] if len(paths) == 2 else []
+    return [Path(out_dir) / f"{Path(path).stem}.tif" for path in paths]
+
+
+def predict_stopped(params: dict) -> Callable[[], str]:
+    """predict: how many outputs the run completed before the stop (those are kept, whole);
+    those being written were removed (their temporaries), and an output that was there
+    before (--overwrite) and not yet replaced is as it was."""
+    outputs = Outputs(_predict_outputs(params.get("paths", ()), params.get("out_dir")))
+
+    def say() -> str:
+        done = len(outputs.finished())
+        if len(outputs.paths) == 1:
+            out = outputs.paths[0]
+            if done:
+                return f"Stopped after {out} was written: it is complete"
+            what = "not replaced" if outputs.kept() else "not written"
+            return f"Stopped: {out} was {what} (no partial output is left)"
+        if not done:
+            return "Stopped: nothing was written (no partial outputs are left)"
+        return (f"Stopped after {done} of {len(outputs.paths)} scenes: their outputs are "
+                "complete; those being written were removed")
+
+    return say

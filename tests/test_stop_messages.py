@@ -1,0 +1,163 @@
+"""Ctrl-C or SIGTERM during export-chips or predict: one line saying what the stop left of the
+outputs (as train says where to resume), exit 128 + the signal, and no partial file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from predict_helpers import write_scene
+
+from geopix2pix.cli import main
+from tests.conftest import write_raster
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="signals to a child need POSIX")
+
+
+def _catch_ctrl_c() -> None:
+    """A child's Ctrl-C handling as in a terminal, also when this test runs where SIGINT is
+    ignored (a background job), which the child would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt(command: list, ready) -> tuple[int, str]:
+    """Run `command`, send it SIGINT once `ready()` is true; its exit status and stderr."""
+    run = subprocess.Popen([sys.executable, "-m", "geopix2pix", *map(str, command)],
+                           stderr=subprocess.PIPE, text=True, preexec_fn=_catch_ctrl_c)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready() and time.monotonic() < deadline:
+            assert run.poll() is None, run.stderr.read()
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        code = run.wait(120)
+    finally:
+        run.kill()
+    return code, run.stderr.read()
+
+
+def only_line(err: str) -> str:
+    """The one line on stderr (not also "Aborted." or a traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_ctrl_c_during_export_says_no_chips_were_exported(tmp_path):
+    data = np.random.default_rng(0).random((1, 1024, 1024), dtype=np.float32)
+    source, target = write_raster(tmp_path / "s.tif", data), write_raster(tmp_path / "t.tif", data)
+    out = tmp_path / "chips"
+    code, err = interrupt(["export-chips", source, target, "-o", out, "-q", "--chip-size", 32,
+                           "--stride", 8, "--workers", 0],
+                          lambda: any((out / "source").glob("*.tif")))
+    assert code == 130
+    assert only_line(err) == f"Stopped: no chips were exported to {out} (none cut before the " \
+                             "stop is left)"
+    assert list(out.iterdir()) == []
+
+
+def test_ctrl_c_during_predict_says_the_output_was_not_written(tmp_path, model_file):
+    scene = write_scene(tmp_path / "s.tif", 3000, 3000)
+    out = tmp_path / "out" / "pred.tif"
+    code, err = interrupt(["predict", scene, out, "--model", model_file, "-q", "--batch-size",
+                           2], lambda: out.parent.is_dir() and any(out.parent.iterdir()))
+    assert code == 130
+    assert only_line(err) == f"Stopped: {out} was not written (no partial output is left)"
+    assert list(out.parent.iterdir()) == []
+
+
+def test_ctrl_c_during_predict_of_scenes_counts_those_complete(tmp_path, model_file):
+    """The first scene's output is complete and kept; the second's temporary is removed."""
+    first = write_scene(tmp_path / "a.tif", 200, 200)
+    second = write_scene(tmp_path / "b.tif", 3000, 3000)
+    out = tmp_path / "out"
+    code, err = interrupt(["predict", first, second, "--out-dir", out, "--model", model_file,
+                           "-q", "--batch-size", 2],
+                          lambda: (out / "a.tif").exists() and len(list(out.iterdir())) > 1)
+    assert code == 130
+    assert only_line(err) == ("Stopped after 1 of 2 scenes: their outputs are complete; those "
+                              "being written were removed")
+    assert [p.name for p in out.iterdir()] == ["a.tif"]
+
+
+def _stop_after(written: list[Path], signum=signal.SIGINT):
+    """A stand-in for the command's work: writes `written` whole, then is stopped."""
+
+    def work(*args, **kwargs):
+        for path in written:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".new").write_text("complete")
+            path.with_suffix(".new").replace(path)  # put in place whole, as outputs are
+        if signum == signal.SIGTERM:
+            from geopix2pix.cli import Terminated
+
+            raise Terminated
+        raise KeyboardInterrupt
+
+    return work
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_once_the_export_finished_says_it_is_complete(tmp_path, capsys, monkeypatch,
+                                                             signum):
+    import geopix2pix.chips.export as export
+
+    out = tmp_path / "chips"
+    monkeypatch.setattr(export, "export_chips", _stop_after([out / "dataset.json"], signum))
+    assert main(["export-chips", "s.tif", "t.tif", "-o", str(out)]) == 128 + signum
+    assert capsys.readouterr().err == f"Stopped after the export finished: {out} is complete\n"
+
+
+def test_a_stop_before_an_overwrite_began_says_the_earlier_export_is_as_it_was(
+        tmp_path, capsys, monkeypatch):
+    import geopix2pix.chips.export as export
+
+    out = tmp_path / "chips"
+    out.mkdir()
+    (out / "dataset.json").write_text("{}")
+    monkeypatch.setattr(export, "export_chips", _stop_after([]))
+    assert main(["export-chips", "s.tif", "t.tif", "-o", str(out), "--overwrite"]) == 130
+    assert capsys.readouterr().err == ("Stopped before any chip was written: the earlier export "
+                                       f"in {out} is as it was\n")
+
+
+@pytest.mark.parametrize("done, message", [
+    (0, "Stopped: nothing was written (no partial outputs are left)"),
+    (2, "Stopped after 2 of 3 scenes: their outputs are complete; those being written were "
+        "removed"),
+])
+def test_a_stop_of_predict_counts_the_outputs_put_in_place(tmp_path, capsys, monkeypatch, done,
+                                                           message):
+    """Outputs there before the run (--overwrite) count only once replaced."""
+    import geopix2pix.prediction.distributed as distributed
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "c.tif").write_text("earlier")
+    written = [out / "a.tif", out / "b.tif"][:done]
+    monkeypatch.setattr(distributed, "predict_sharded", _stop_after(written))
+    assert main(["predict", "a.tif", "b.tif", "c.tif", "--out-dir", str(out), "-m", "m",
+                 "--overwrite"]) == 130
+    assert capsys.readouterr().err == message + "\n"
+
+
+@pytest.mark.parametrize("earlier, message", [(False, "not written"), (True, "not replaced")])
+def test_a_stop_of_predict_says_whether_out_was_replaced(tmp_path, capsys, monkeypatch, earlier,
+                                                         message):
+    import geopix2pix.prediction.distributed as distributed
+
+    out = tmp_path / "o.tif"
+    if earlier:
+        out.write_text("earlier")
+    monkeypatch.setattr(distributed, "predict_sharded", _stop_after([]))
+    assert main(["predict", "s.tif", str(out), "-m", "m", "--overwrite"]) == 130
+    assert capsys.readouterr().err == f"Stopped: {out} was {message} (no partial output is left)\n"
+    monkeypatch.setattr(distributed, "predict_sharded", _stop_after([out]))
+    assert main(["predict", "s.tif", str(out), "-m", "m", "--overwrite"]) == 130
+    assert capsys.readouterr().err == f"Stopped after {out} was written: it is complete\n"
