@@ -23,6 +23,7 @@ from geopix2pix.options import api_function
 if TYPE_CHECKING:  # torch, which the model module imports, only when a function is called
     from geopix2pix.chips.manifest import DatasetInfo
     from geopix2pix.models import LoadedModel
+    from geopix2pix.models.metadata import ModelMetadata
 
 PathLike = str | os.PathLike
 
@@ -102,7 +103,8 @@ def _as_model(model: PathLike | LoadedModel) -> LoadedModel:
 def predict_chips(model: PathLike | LoadedModel, chips_dir: PathLike,
                   ids: list[str]) -> list[tuple[np.ndarray, ...]]:
     """(source, prediction, target, valid) in data units for chips of a folder, with the model's
-    own scaling (as `geopix2pix predict` applies it)."""
+    own scaling (as `geopix2pix predict` applies it); a categorical model's prediction is the
+    code of each pixel's most probable class."""
     import torch
 
     from geopix2pix.chips.dataset import ChipDataset
@@ -110,9 +112,9 @@ def predict_chips(model: PathLike | LoadedModel, chips_dir: PathLike,
     from geopix2pix.models.metadata import ModelMetadata
 
     loaded = _as_model(model)
-    _check_bands(loaded, DatasetInfo.load(chips_dir), chips_dir)
     meta = ModelMetadata.of(loaded, str(model) if isinstance(model, (str, os.PathLike))
                             else "model")
+    _check_bands(loaded, meta, DatasetInfo.load(chips_dir), chips_dir)
     target_scaling = meta.target.scaling
     dataset = ChipDataset(chips_dir, split=None, source_scaling=meta.source.scaling,
                           target_scaling=target_scaling)
@@ -125,14 +127,17 @@ def predict_chips(model: PathLike | LoadedModel, chips_dir: PathLike,
             scaled = loaded.generator(item["source"][None].to(device))[0].float().cpu().numpy()
         source, _ = _read(Path(chips_dir) / "source" / f"{chip_id}.tif")
         target, _ = _read(Path(chips_dir) / "target" / f"{chip_id}.tif")
-        results.append((source, target_scaling.inverse(scaled), target, item["valid"][0].numpy()))
+        pred = np.asarray(meta.target.classes)[scaled.argmax(0)][None] if meta.categorical \
+            else target_scaling.inverse(scaled)
+        results.append((source, pred, target, item["valid"][0].numpy()))
     return results
 
 
-def _check_bands(model: LoadedModel, info: DatasetInfo, chips_dir: PathLike) -> None:
+def _check_bands(model: LoadedModel, meta: ModelMetadata, info: DatasetInfo,
+                 chips_dir: PathLike) -> None:
     """Refuse chips whose bands the model cannot take (or does not give)."""
     chips = (len(info.source.bands), len(info.target.bands))
-    takes = (model.spec.in_channels, model.spec.out_channels)
+    takes = (model.spec.in_channels, 1 if meta.categorical else model.spec.out_channels)
     if chips != takes:
         raise GeoPix2PixError(
             f"{chips_dir}: its chips have {chips[0]} source and {chips[1]} target band(s) but "
@@ -140,18 +145,35 @@ def _check_bands(model: LoadedModel, info: DatasetInfo, chips_dir: PathLike) -> 
             "was trained on (or chips exported with the same bands)")
 
 
+def _class_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray, valid: np.ndarray,
+               meta: ModelMetadata) -> np.ndarray:
+    """input | prediction | target of a class map, in its classes' colours (a target code that
+    is no class of the model drawn black)."""
+    from geopix2pix.training.samples import class_colours, class_index_row
+
+    codes = np.asarray(meta.target.classes)
+    colours = class_colours(meta.target.classes, meta.target.band_metadata.colormap)
+    index = np.searchsorted(codes, target[0]).clip(0, len(codes) - 1)
+    known = valid & (codes[index] == target[0])
+    return class_index_row(source, np.searchsorted(codes, pred[0]), index, known, colours)
+
+
 @api_function
 def show_results(model: PathLike | LoadedModel, chips_dir: PathLike, n: int = 4,
                  split: str | None = "val", seed: int = 0, size: float = 3.0):
     """input | prediction | target for `n` chips of a split; `model` is a model file or a loaded
     model (`geopix2pix.load_model`)."""
+    from geopix2pix.models.metadata import ModelMetadata
     from geopix2pix.training.samples import GAP, sample_row
 
     ids = _pick(chips_dir, split, n, seed)
-    results = predict_chips(model, chips_dir, ids)  # a model unfit for the chips: no figure
+    loaded = _as_model(model)
+    results = predict_chips(loaded, chips_dir, ids)  # a model unfit for the chips: no figure
+    meta = ModelMetadata.of(loaded)
     fig, axes = _grid(len(ids), ["input", "prediction", "target"], size)
     for row, (source, pred, target, valid) in zip(axes, results):
-        image = sample_row(source, pred, target, valid)
+        image = _class_row(source, pred, target, valid, meta) if meta.categorical \
+            else sample_row(source, pred, target, valid)
         width = source.shape[-1]
         for k, ax in enumerate(row):
             ax.imshow(image[:, k * (width + GAP): k * (width + GAP) + width])

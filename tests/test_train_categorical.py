@@ -14,6 +14,7 @@ import rasterio
 import torch
 from conftest import write_raster
 from PIL import Image
+from rasterio.transform import from_origin
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.export import export_chips
@@ -66,14 +67,20 @@ def rows_of(run_dir: Path) -> list[dict]:
 
 
 def test_the_dataset_gives_class_indices_and_drops_codes_of_no_class(class_chips):
-    dataset = ChipDataset(class_chips, "train", classes=[3, 7])  # 12 is no class here
+    dataset = ChipDataset(class_chips, "train", classes=[7, 3])  # 12 is no class here
+    raw = ChipDataset(class_chips, "train")  # without classes: scaled values, as before
     for i in range(len(dataset)):
-        item = dataset[i]
+        item, plain = dataset[i], raw[i]
         target, valid = item["target"], item["valid"]
         assert target.dtype == torch.float32 and target.shape[0] == 1
-        assert set(target[valid].unique().tolist()) <= {0.0, 1.0}
+        with rasterio.open(class_chips / "target" / f"{item['id']}.tif") as chip:
+            codes = torch.from_numpy(chip.read().astype("float32"))
+        # the classes in ascending order of code: 3 -> 0, 7 -> 1; 12 and nodata invalid
+        assert torch.equal(valid, plain["valid"] & ((codes == 3) | (codes == 7)))
+        assert torch.equal(target[valid], (codes[valid] == 7).float())
         assert (target[~valid] == 0).all()
-    raw = ChipDataset(class_chips, "train")  # without classes: scaled values, as before
+        # the input is kept where a code is no class (only the loss leaves the pixel out)
+        assert torch.equal(item["source"], plain["source"])
     assert raw[0]["target"].min() >= -1 and raw[0]["target"].max() <= 1
 
 
@@ -173,9 +180,121 @@ def test_targets_that_are_not_class_maps_are_refused_in_one_line(tmp_path, kind,
     assert not (tmp_path / "run").exists()
 
 
-def test_chips_of_an_averaging_resampling_get_a_warning(tmp_path, capsys):
-    target = np.random.default_rng(2).integers(1, 4, (1, 128, 128)).astype("uint8")
-    chips = _chips_of(tmp_path, target, target_resampling="bilinear")
-    main(["train", str(chips), "-o", str(tmp_path / "run"), "--categorical", "--max-steps",
-          "1", "--ngf", "8", "--ndf", "8", "--workers", "0", "--device", "cpu", "-q"])
-    assert "warning: " in capsys.readouterr().err
+@pytest.mark.parametrize("shifted", [False, True])
+def test_chips_whose_codes_were_averaged_get_a_warning(tmp_path, capsys, shifted):
+    """A class map resampled with bilinear onto its source's grid (a half-pixel shift) gets a
+    warning; on the source's own grid nothing is resampled whatever the option: no warning."""
+    rng = np.random.default_rng(2)
+    target = rng.integers(1, 4, (1, 128, 128)).astype("uint8")
+    source = rng.random((1, 128, 128), dtype=np.float32)
+    shift = 5.0 if shifted else 0.0
+    export_chips(write_raster(tmp_path / "s.tif", source),
+                 write_raster(tmp_path / "t.tif", target, transform=from_origin(
+                     500000.0 + shift, 5200000.0, 10.0, 10.0)), tmp_path / "chips",
+                 chip_size=64, workers=0, progress=False, target_resampling="bilinear")
+    pairs = json.loads((tmp_path / "chips" / "dataset.json").read_text())["pairs"]
+    assert pairs[0]["target_resampled"] is shifted
+    main(["train", str(tmp_path / "chips"), "-o", str(tmp_path / "run"), "--categorical",
+          "--max-steps", "1", "--ngf", "8", "--ndf", "8", "--workers", "0", "--device", "cpu",
+          "-q"])
+    err = capsys.readouterr().err
+    assert ("warning: " in err) is shifted, err
+    if shifted:
+        assert "--target-resampling bilinear and a target resampled" in err
+
+
+def test_a_class_code_that_is_also_the_nodata_is_refused(tmp_path):
+    """Two pairs disagreeing on nodata: the first declares 0, the second has valid 0s, so the
+    class table holds 0, which prediction would write as nodata."""
+    rng = np.random.default_rng(4)
+    first = rng.integers(0, 3, (1, 128, 128)).astype("uint8")
+    second = rng.integers(0, 3, (1, 128, 128)).astype("uint8")
+    source = rng.random((1, 128, 128), dtype=np.float32)
+    pairs = []
+    for k, (target, nodata) in enumerate([(first, 0), (second, None)]):
+        transform = from_origin(500000.0 + 5000 * k, 5200000.0, 10.0, 10.0)
+        pairs.append((write_raster(tmp_path / f"s{k}.tif", source, transform=transform),
+                      write_raster(tmp_path / f"t{k}.tif", target, nodata=nodata,
+                                   transform=transform)))
+    export_chips(pairs=pairs, out_dir=tmp_path / "chips", chip_size=64, workers=0,
+                 progress=False, max_nodata=1.0)
+    with pytest.raises(GeoPix2PixError, match="class code 0 of .* is also its target's nodata"):
+        train(tmp_path / "chips", tmp_path / "run", categorical=True, max_steps=1, **TINY)
+
+
+def test_a_run_from_before_categorical_existed_resumes(class_chips, tmp_path):
+    """A checkpoint and train.json written before the option existed lack it: they resume as
+    the regression they were (a reviewer found them refused: categorical None -> False)."""
+    out = tmp_path / "run"
+    options = dict(max_steps=4, epochs=1, decay_epochs=1, samples=0, **TINY)
+    with pytest.raises(KeyboardInterrupt):  # stopped after 2 steps, as by Ctrl-C
+        train(class_chips, out, callback=lambda info: info["step"] == 2, **options)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    del state["options"]["categorical"]
+    torch.save(state, out / "checkpoint.pt")
+    saved = json.loads((out / "train.json").read_text())
+    del saved["options"]["categorical"]
+    (out / "train.json").write_text(json.dumps(saved))
+    result = train(class_chips, out, resume=True, **options)
+    assert result.steps == 4
+    with pytest.raises(GeoPix2PixError, match="categorical: False -> True"):  # still checked
+        train(class_chips, out, resume=True, categorical=True, **options)
+
+
+def test_show_results_draws_a_class_map_in_its_colours(class_run, class_chips):
+    """The notebook helper takes a categorical model on its own chips (a reviewer found it
+    refused: "the model gives 3 target bands"), predicting each pixel's most probable code."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from geopix2pix.plot import predict_chips, show_results
+
+    ids = ChipDataset(class_chips, "val").ids[:2]
+    for _, pred, target, valid in predict_chips(class_run.best_model_path, class_chips, ids):
+        assert pred.shape == target.shape == (1, 64, 64)
+        assert set(np.unique(pred).tolist()) <= set(CODES)
+        assert (pred[0][valid] == target[0][valid]).mean() > 0.7
+    figure = show_results(class_run.best_model_path, class_chips, n=2)
+    panel = figure.axes[1].get_images()[0].get_array()  # the first row's prediction
+    colours = {tuple(c) for c in np.asarray(panel).reshape(-1, 3)}
+    assert colours <= {COLOURS[c][:3] for c in CODES} | {(0, 0, 0)}
+
+
+def test_validation_scores_of_a_class_map_match_a_count_by_hand():
+    """val_ce, val_accuracy and val_miou over the valid pixels of every batch; with the batches
+    split between two 'ranks' whose sums are added, the same scores."""
+    from geopix2pix.training.device import resolve_device
+    from geopix2pix.training.validate import evaluate_classes
+
+    torch.manual_seed(0)
+    batches = []
+    for _ in range(3):
+        scores = torch.randn(2, 3, 8, 8)  # the stand-in generator returns its input
+        target = torch.randint(0, 3, (2, 1, 8, 8)).float()
+        valid = torch.rand(2, 1, 8, 8) > 0.25
+        batches.append({"source": scores, "target": target, "valid": valid})
+    setup = resolve_device("cpu", False)
+    identity = torch.nn.Identity()
+    got = evaluate_classes(identity, batches, setup, 3)
+    guess = torch.cat([b["source"].argmax(1)[b["valid"][:, 0]] for b in batches])
+    truth = torch.cat([b["target"][:, 0][b["valid"][:, 0]].long() for b in batches])
+    ious = [((guess == k) & (truth == k)).sum() / ((guess == k) | (truth == k)).sum()
+            for k in range(3)]
+    ce = torch.nn.functional.cross_entropy(
+        torch.cat([b["source"].permute(0, 2, 3, 1)[b["valid"][:, 0]] for b in batches]), truth)
+    assert got["val_accuracy"] == pytest.approx(float((guess == truth).float().mean()))
+    assert got["val_miou"] == pytest.approx(float(sum(ious) / 3))
+    assert got["val_ce"] == pytest.approx(float(ce), rel=1e-6)
+    assert evaluate_classes(identity, batches[:1], setup, 3) != got  # one rank's share alone
+    other: dict = {}
+
+    def add_other_rank(totals):  # the 2-rank all-reduce: this rank's sums + the other's
+        return totals + other["totals"]
+
+    def keep(totals):
+        other["totals"] = totals
+        return totals
+
+    evaluate_classes(identity, batches[1:], setup, 3, reduce=keep)
+    reduced = evaluate_classes(identity, batches[:1], setup, 3, reduce=add_other_rank)
+    assert reduced == pytest.approx(got)

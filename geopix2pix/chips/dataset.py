@@ -5,7 +5,7 @@ Each item is a dict: ``source`` (bands, H, W) and ``target`` (bands, H, W) float
 [-1, 1] by `geopix2pix.chips.scaling` with the statistics in dataset.json, ``valid`` (1, H, W) bool
 (pixels valid in both rasters; invalid ones hold 0 in both tensors) and the chip ``id``. With
 ``classes`` (a class map's codes), ``target`` (1, H, W) holds each pixel's class index instead,
-and a pixel whose code is none of them is invalid.
+and a pixel whose code is none of them is invalid (left out of the loss; its input is kept).
 The chip list comes from chips.gpkg read with sqlite3, so training never imports geopandas.
 A chip that cannot be read is a one-line ``ChipReadError`` naming its file, also when a DataLoader
 worker read it.
@@ -123,9 +123,9 @@ class ChipDataset(Dataset):
         source, source_valid = self._read("source", chip_id)
         target, target_valid = self._read("target", chip_id)
         valid = source_valid & target_valid
-        if self.classes is not None:
-            target, valid = self._class_index(target, valid)
         source_t = torch.from_numpy(self.source_scaling.forward(source, valid))
+        if self.classes is not None:  # the input stays whole where a code is no class
+            target, valid = self._class_index(target, valid)
         target_t = torch.from_numpy(target if self.classes is not None
                                     else self.target_scaling.forward(target, valid))
         valid_t = torch.from_numpy(valid)[None]

@@ -68,6 +68,7 @@ class _Pair:
     grid: Grid
     overlap: tuple[int, int]
     chips: list[ChipWindow]
+    resampled: bool = False  # the target is warped onto the source grid, not copied
 
 
 def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
@@ -103,10 +104,12 @@ def _open_pair(index: int, source: Path, target: Path,
                 f"--chip-size {chip_size} is larger than the overlap of {source} and {target} "
                 f"({window.width} x {window.height} source pixels); use a smaller chip size")
         sides = (_side_info(src, s_bands), _side_info(tgt, t_bands))
+        resampled = Grid.of(tgt).integer_offset(grid) is None  # as the PairReader decides
     spec = PairSpec(index, str(source), str(target), tuple(s_bands), tuple(t_bands),
                     options.target_resampling)
     chips = chip_windows(index, window, chip_size, options.stride)
-    return _Pair(spec, grid, (int(window.row_off), int(window.col_off)), chips), *sides
+    return _Pair(spec, grid, (int(window.row_off), int(window.col_off)), chips,
+                 resampled), *sides
 
 
 def _side_info(dataset, bands: list[int]) -> SideInfo:
@@ -305,7 +308,7 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
         chip_size=options.chip_size, stride=options.stride, source=source, target=target,
         crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
         pairs=[dict(zip(("source", "target"), _full_paths(p.spec)), crs=p.grid.crs.to_string(),
-                    pixel_size=list(p.grid.pixel_size))
+                    pixel_size=list(p.grid.pixel_size), target_resampled=p.resampled)
                for p in pair_list],
         counts=dict(train=kept["train"], val=kept["val"],
                     skipped={k: n for k, n in skipped.items() if n}),

@@ -81,9 +81,12 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     return state
 
 
-def check_same_options(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """Refuse to resume a run with options that change what it learns."""
-    saved = json.loads(json.dumps(saved))
+def check_same_options(saved: dict[str, Any], current: dict[str, Any], path: Path,
+                       defaults: dict[str, Any] | None = None) -> None:
+    """Refuse to resume a run with options that change what it learns. An option the checkpoint
+    lacks (one added since it was written, e.g. categorical) counts as its default in
+    `defaults`, which is what that run used."""
+    saved = json.loads(json.dumps({**(defaults or {}), **saved}))
     current = json.loads(json.dumps(current))
     differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if differ:

@@ -16,10 +16,11 @@ from geopix2pix.chips.stats import MAX_CLASSES
 from geopix2pix.errors import GeoPix2PixError
 
 
-def class_codes(info: DatasetInfo, chips_dir: Path) -> list[int]:
+def trained_classes(info: DatasetInfo, chips_dir: Path) -> list[int]:
     """The class codes of the chips' target (ascending); GeoPix2PixError when the target is not
-    a class map: several bands, not integers, too many values, one class only, or a chips
-    folder exported before class tables were counted."""
+    a class map: several bands, not integers, too many values, one class only, a class code
+    that is also the target's nodata, or a chips folder exported before class tables were
+    counted."""
     target = info.target
     if len(target.bands) != 1:
         raise GeoPix2PixError(
@@ -36,6 +37,12 @@ def class_codes(info: DatasetInfo, chips_dir: Path) -> list[int]:
             f"more than {MAX_CLASSES} values, or not integers); train without --categorical to "
             "regress its values")
     codes = sorted(int(code) for code, _ in table)
+    if target.nodata is not None and target.nodata in codes:  # pairs that disagree on nodata
+        raise GeoPix2PixError(
+            f"--categorical: class code {target.nodata:g} of {chips_dir} is also its target's "
+            "nodata (a pair whose target declares another nodata, or none, has valid pixels of "
+            "that code); give every target the same nodata (gdal_edit.py -a_nodata) and "
+            "re-export")
     if len(codes) < 2:
         raise GeoPix2PixError(
             f"--categorical: the train chips of {chips_dir} hold one class only "
@@ -44,12 +51,12 @@ def class_codes(info: DatasetInfo, chips_dir: Path) -> list[int]:
 
 
 def resampling_warning(info: DatasetInfo, chips_dir: Path) -> str | None:
-    """A warning when the chips' targets may have been resampled with a method that averages
-    codes (a pair on another grid is resampled; one on the same grid never is)."""
+    """A warning when the chips' targets were resampled with a method that averages codes (a
+    pair on another grid is resampled; one on the same grid never is; dataset.json records
+    which, and a folder from before it did may have been)."""
     method = info.options.get("target_resampling", "nearest")
-    if method == "nearest":
+    if method == "nearest" or not any(p.get("target_resampled", True) for p in info.pairs):
         return None
-    return (f"warning: {chips_dir} was exported with --target-resampling {method}: where a "
-            "target was resampled onto its source's grid, neighbouring class codes were "
-            "averaged into codes of no class; re-export with --target-resampling nearest "
-            "unless every target shares its source's grid")
+    return (f"warning: {chips_dir} was exported with --target-resampling {method} and a target "
+            "resampled onto its source's grid: neighbouring class codes were averaged into "
+            "codes of other classes or none; re-export with --target-resampling nearest")

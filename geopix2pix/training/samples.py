@@ -76,8 +76,14 @@ def class_row(source: np.ndarray, scores: np.ndarray, target: np.ndarray, valid:
               colours: np.ndarray) -> np.ndarray:
     """input | predicted classes | target classes for a class map: ``scores`` (K, H, W), the
     ``target``'s first band the class indices."""
-    panels = [render(source, valid), render_classes(scores.argmax(0), valid, colours),
-              render_classes(target[0], valid, colours)]
+    return class_index_row(source, scores.argmax(0), target[0], valid, colours)
+
+
+def class_index_row(source: np.ndarray, predicted: np.ndarray, target: np.ndarray,
+                    valid: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """input | predicted classes | target classes, both (H, W) class indices."""
+    panels = [render(source, valid), render_classes(predicted, valid, colours),
+              render_classes(target, valid, colours)]
     gap = np.full((source.shape[1], GAP, 3), 255, np.uint8)
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
 

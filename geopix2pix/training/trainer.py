@@ -40,7 +40,7 @@ from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
-from .classes import class_codes, resampling_warning
+from .classes import resampling_warning, trained_classes
 from .config import TrainConfig, TrainKeywords
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
@@ -123,7 +123,7 @@ class Trainer:
         self.config, self.log = config, log if is_writer() else _quiet
         self.info = DatasetInfo.load(self.chips_dir)
         self.setup = setup or resolve_device(config.device, config.amp)
-        self.classes = class_codes(self.info, self.chips_dir) if config.categorical else None
+        self.classes = trained_classes(self.info, self.chips_dir) if config.categorical else None
         self.objective = Regression() if self.classes is None else Categorical(len(self.classes))
         seed_everything(config.seed)  # the same initial weights on every rank
         self.spec, generator, discriminator = build_networks(self.info, config, self.classes)
@@ -180,7 +180,8 @@ class Trainer:
     def _restore(self) -> None:
         saved = load_checkpoint(self.run_dir)
         self._check_effective_batch(saved)
-        check_same_options(saved["options"], self.options(), self.run_dir / CHECKPOINT)
+        check_same_options(saved["options"], self.options(), self.run_dir / CHECKPOINT,
+                           defaults=TrainConfig().result_options())
         self.generator.load_state_dict(saved["generator"])
         self.discriminator.load_state_dict(saved["discriminator"])
         self.step_fn.opt_g.load_state_dict(saved["opt_g"])
@@ -301,7 +302,8 @@ class Trainer:
         self.write_options()
         if not self.val_set:
             self.log("warning: the chips folder has no val chips; validation metrics stay "
-                     "empty and model-best.safetensors is picked by the train L1 loss")
+                     "empty and model-best.safetensors is picked by the train "
+                     f"{self.objective.label} loss")
         train_loader = make_loader(self.train_set, self.sampler, self.workers, self.setup,
                                    config.seed)
         val_sampler = EpochBatchSampler(len(self.val_set), config.batch_size, 0, shuffle=False,
@@ -331,7 +333,6 @@ class Trainer:
         return TrainResult(self.run_dir, self.run_dir / MODEL, self.run_dir / BEST_MODEL,
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
                            [typed_row(r) for r in history.rows], self.state["best_scores"])
-
 
     def _describe_classes(self) -> None:
         """Log the class map's classes (and a warning when its codes may have been averaged)."""

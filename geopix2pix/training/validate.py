@@ -27,6 +27,7 @@ from torch import nn
 
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.metrics import (
+    confusion_matrix,
     masked_mae,
     masked_mse,
     masked_ssim,
@@ -150,8 +151,7 @@ def evaluate_classes(generator: nn.Module, loader, setup: DeviceSetup, classes: 
             guess = scores.argmax(1)[valid[:, 0]]
             totals[0] += float(masked_cross_entropy(scores, target, valid)) * count
             totals[1] += count
-            totals[2:] += torch.bincount(truth * classes + guess,
-                                         minlength=classes * classes).double()
+            totals[2:] += confusion_matrix(guess, truth, None, range(classes)).flatten()
     finally:
         generator.train(was_training)
     if reduce is not None:
