@@ -105,8 +105,9 @@ def test_a_class_map_is_learned_as_classes(class_run, class_chips):
     assert best > max(0.8, majority + 0.1), (best, majority)
     assert float(rows[-1]["val_ce"]) < float(rows[0]["val_ce"])
     assert float(rows[-1]["val_miou"]) > 0.5
-    assert class_run.best["val_ce"] == pytest.approx(min(float(r["val_ce"]) for r in rows),
-                                                    rel=1e-5)
+    # model-best: the highest validation mean IoU
+    assert class_run.best["val_miou"] == pytest.approx(
+        max(float(r["val_miou"]) for r in rows), rel=1e-5)
 
 
 def test_samples_show_the_classes_in_their_colours(class_run):
@@ -298,3 +299,39 @@ def test_validation_scores_of_a_class_map_match_a_count_by_hand():
     evaluate_classes(identity, batches[1:], setup, 3, reduce=keep)
     reduced = evaluate_classes(identity, batches[:1], setup, 3, reduce=add_other_rank)
     assert reduced == pytest.approx(got)
+
+
+def test_balanced_class_weights_follow_the_class_table(class_chips, tmp_path, capsys):
+    """--class-weights balanced: each class weighs pixels / (classes x its pixels) of the train
+    chips' exact counts; the weighted cross-entropy is torch's cross_entropy(weight=...)."""
+    from geopix2pix.chips.manifest import DatasetInfo
+    from geopix2pix.training.classes import MAX_WEIGHT, balanced_weights
+
+    info = DatasetInfo.load(class_chips)
+    counts = dict((c, n) for c, n in info.target.stats[0]["classes"])
+    weights = balanced_weights(info, list(CODES))
+    total = sum(counts.values())
+    assert weights.tolist() == pytest.approx([total / (3 * counts[c]) for c in CODES])
+    info.target.stats[0]["classes"] = [[3, 1], [7, 10**6]]  # a class of one pixel: capped
+    assert balanced_weights(info, [3, 7]).tolist() == pytest.approx(
+        [MAX_WEIGHT, (10**6 + 1) / 2e6])
+    torch.manual_seed(1)
+    logits, classes = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 1, 8, 8)).float()
+    valid = torch.rand(2, 1, 8, 8) > 0.3
+    w = torch.tensor([0.5, 2.0, 4.0])
+    expected = torch.nn.functional.cross_entropy(
+        logits.permute(0, 2, 3, 1)[valid[:, 0]], classes[:, 0][valid[:, 0]].long(), weight=w)
+    assert torch.allclose(masked_cross_entropy(logits, classes, valid, w), expected)
+    assert main(["train", str(class_chips), "-o", str(tmp_path / "run"), "--categorical",
+                 "--class-weights", "balanced", "--max-steps", "1", "--ngf", "8", "--ndf", "8",
+                 "--workers", "0", "--device", "cpu", "-q"]) == 0
+    shown = ", ".join(f"{v:.3g}" for v in balanced_weights(DatasetInfo.load(class_chips),
+                                                             list(CODES)))
+    assert f"cross-entropy, weights {shown}" in capsys.readouterr().err
+
+
+def test_class_weights_need_categorical(class_chips, tmp_path):
+    with pytest.raises(GeoPix2PixError, match="--class-weights balanced weighs the classes of a "
+                                              "class map; pass --categorical too"):
+        train(class_chips, tmp_path / "run", class_weights="balanced", max_steps=1, **TINY)
+    assert not (tmp_path / "run").exists()

@@ -79,6 +79,10 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
                    "per class code of the train chips with cross-entropy, so predict writes the "
                    "most probable class, never a blend of codes. Export such targets with "
                    "--target-resampling nearest.  [default: off]")
+@click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none",
+              help="With --categorical: balanced weighs each class's pixels by the inverse of "
+                   "its share of the train pixels (at most 100), for rare classes such as "
+                   "roads; none counts every pixel alike.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace the files of an earlier run in RUN_DIR (a folder holding anything "
                    "else, or the chips, is refused).  [default: off]")

@@ -5,15 +5,25 @@ cross-entropy against each pixel's class (`losses.Categorical`), so prediction c
 probable class code, never a blend of two codes that is no class at all. The classes are the codes
 the train chips' target holds, counted exactly at export (dataset.json's class table); the
 generator's channels follow them in ascending order, and the model file records them.
+``--class-weights balanced`` weighs each class's pixels by the inverse of its share of the train
+pixels (scikit-learn's "balanced": pixels / (classes x the class's pixels), at most
+`MAX_WEIGHT`), so a road mask with 3% roads is not learned as all background.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.chips.stats import MAX_CLASSES
 from geopix2pix.errors import GeoPix2PixError
+
+from .losses import Categorical, Regression
+
+MAX_WEIGHT = 100.0  # a class of a few pixels must not swamp the loss
 
 
 def trained_classes(info: DatasetInfo, chips_dir: Path) -> list[int]:
@@ -60,3 +70,35 @@ def resampling_warning(info: DatasetInfo, chips_dir: Path) -> str | None:
     return (f"warning: {chips_dir} was exported with --target-resampling {method} and a target "
             "resampled onto its source's grid: neighbouring class codes were averaged into "
             "codes of other classes or none; re-export with --target-resampling nearest")
+
+
+def balanced_weights(info: DatasetInfo, classes: list[int]) -> np.ndarray:
+    """Per class (in the order of `classes`): the train pixels / (classes x its pixels), at
+    most `MAX_WEIGHT`; 1 for every class of an evenly shared map."""
+    counts = dict((int(code), int(n)) for code, n in info.target.stats[0]["classes"])
+    pixels = np.array([counts[code] for code in classes], dtype=np.float64)
+    return np.minimum(pixels.sum() / (len(classes) * pixels), MAX_WEIGHT)
+
+
+def objective_for(info: DatasetInfo, classes: list[int] | None,
+                  class_weights: str = "none") -> Regression | Categorical:
+    """The pixel loss and what D sees: values (L1), or classes (cross-entropy, weighted by the
+    classes' shares with ``class_weights="balanced"``)."""
+    if classes is None:
+        return Regression()
+    weights = None
+    if class_weights == "balanced":
+        weights = torch.from_numpy(balanced_weights(info, classes)).float()
+    return Categorical(len(classes), weights)
+
+
+def describe_classes(classes: list[int], objective: Categorical, info: DatasetInfo,
+                     chips_dir: Path) -> list[str]:
+    """What the run log says of a class map: its classes and weights, and a warning when its
+    codes may have been averaged."""
+    codes = ", ".join(map(str, classes[:12])) + (", ..." if len(classes) > 12 else "")
+    weights = "" if objective.weights is None else ", weights " + ", ".join(
+        f"{w:.3g}" for w in objective.weights.tolist()[:12])
+    lines = [f"class map: {len(classes)} classes (codes {codes}); cross-entropy{weights}"]
+    warning = resampling_warning(info, chips_dir)
+    return lines + ([warning] if warning else [])

@@ -18,6 +18,7 @@ from geopix2pix.models.unet import NORMS
 from geopix2pix.options import check_types
 
 GAN_MODES = ("vanilla", "lsgan")
+CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTS = ("none", "flip", "d4")
 # May differ between a run and its --resume: they change speed or output, not what is learned.
 # sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
@@ -53,6 +54,7 @@ class TrainKeywords(TypedDict, total=False):
     norm: str
     augment: str
     categorical: bool
+    class_weights: str
     samples: int
     overwrite: bool
     quiet: bool
@@ -85,6 +87,7 @@ class TrainConfig:
     norm: str = "batch"
     augment: str = "none"
     categorical: bool = False  # a class map: one score per class, cross-entropy (classes.py)
+    class_weights: str = "none"  # "balanced": rare classes weigh more in the cross-entropy
     samples: int = 4
     overwrite: bool = False
     quiet: bool = False
@@ -95,10 +98,13 @@ class TrainConfig:
         self._check_numbers()
         if self.resume and self.overwrite:
             raise GeoPix2PixError("--resume and --overwrite contradict each other; pass one")
+        if self.class_weights != "none" and not self.categorical:
+            raise GeoPix2PixError(f"--class-weights {self.class_weights} weighs the classes of a "
+                                  "class map; pass --categorical too")
 
     def _check_choices(self) -> None:
         for name, choices in (("gan_mode", GAN_MODES), ("norm", NORMS),
-                              ("augment", AUGMENTS)):
+                              ("augment", AUGMENTS), ("class_weights", CLASS_WEIGHTS)):
             value = getattr(self, name)
             if value not in choices:
                 raise GeoPix2PixError(f"--{name.replace('_', '-')} {value}: use one of "

@@ -53,9 +53,8 @@ class EpochRunner:
                                                   config.decay_epochs, config.max_steps)
         self.n_epochs = math.ceil(self.schedule.total_steps / self.steps_per_epoch)
         self.sample_batch = self._sample_batch()
-        # metrics.csv's loss columns, and the validation score that picks model-best
+        # metrics.csv's loss columns
         self.losses = ("loss_g_gan", trainer.objective.loss_name, "loss_d")
-        self.score_name = "val_l1" if trainer.classes is None else "val_ce"
 
     def _sample_batch(self) -> dict | None:
         """The fixed chips shown in samples/: the first val chips (train chips without val)."""
@@ -147,13 +146,21 @@ class EpochRunner:
         self._write_samples(epoch)
         state.update(epoch=epoch, batch_in_epoch=0, partial={})
         self.history.append(row)
-        score = scores.get(self.score_name, means[1])
+        score = self._score(scores, means[1])
         trainer.save_model(trainer.run_dir / "model.safetensors", scores)
         if score < state["best"]:
             state["best"] = score
             state["best_scores"] = {**scores, self.losses[1]: means[1], "epoch": epoch}
             trainer.save_model(trainer.run_dir / "model-best.safetensors", scores)
         trainer.save_checkpoint()
+
+    def _score(self, scores: dict[str, float], pixel_loss: float) -> float:
+        """What picks model-best, lower being better: the validation L1 of values; 1 - the
+        validation mean IoU of a class map (the segmentation score, which a rare class moves
+        as much as a common one); the train pixel loss without val chips."""
+        if self.trainer.classes is None:
+            return scores.get("val_l1", pixel_loss)
+        return 1.0 - scores["val_miou"] if "val_miou" in scores else pixel_loss
 
     def _validate(self) -> dict[str, float]:
         """The validation scores of this epoch's generator (none without val chips)."""

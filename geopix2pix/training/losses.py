@@ -39,14 +39,18 @@ def real_with_fake_fill(target: torch.Tensor, fake: torch.Tensor,
     return torch.where(valid, target, fake.detach())
 
 
-def masked_cross_entropy(logits: torch.Tensor, classes: torch.Tensor,
-                         valid: torch.Tensor) -> torch.Tensor:
+def masked_cross_entropy(logits: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor,
+                         class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy over valid pixels; ``logits`` (N, K, H, W), ``classes`` the class
-    index of each pixel (N, 1, H, W, any dtype), ``valid`` bool (N, 1, H, W)."""
+    index of each pixel (N, 1, H, W, any dtype), ``valid`` bool (N, 1, H, W). With
+    ``class_weights`` (K,), each pixel counts its class's weight (the weighted mean, as
+    torch's ``cross_entropy(weight=...)`` takes it)."""
     index = classes[:, 0].long().clamp(0, logits.shape[1] - 1)
     loss = F.cross_entropy(logits.float(), index, reduction="none")
     weight = valid[:, 0].to(loss.dtype)
-    return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+    if class_weights is not None:
+        weight = weight * class_weights.to(loss.device, loss.dtype)[index]
+    return (loss * weight).sum() / weight.sum().clamp_min(1e-12)  # 0 without a valid pixel
 
 
 class Regression:
@@ -76,12 +80,13 @@ class Categorical:
     loss_name = "loss_g_ce"
     label = "CE"
 
-    def __init__(self, classes: int) -> None:
+    def __init__(self, classes: int, weights: torch.Tensor | None = None) -> None:
         self.classes = classes
+        self.weights = weights  # (K,) per class, or None: every pixel alike
 
     def pixel_loss(self, fake: torch.Tensor, target: torch.Tensor,
                    valid: torch.Tensor) -> torch.Tensor:
-        return masked_cross_entropy(fake, target, valid)
+        return masked_cross_entropy(fake, target, valid, self.weights)
 
     def shown(self, fake: torch.Tensor) -> torch.Tensor:
         return torch.softmax(fake.float(), 1).to(fake.dtype)

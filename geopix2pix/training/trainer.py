@@ -40,13 +40,12 @@ from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
-from .classes import resampling_warning, trained_classes
+from .classes import describe_classes, objective_for, trained_classes
 from .config import TrainConfig, TrainKeywords
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
-from .losses import Categorical, Regression
 from .networks import build_networks
 from .outputs import writing
 from .signals import StopRequest, TrainingStopped
@@ -124,7 +123,7 @@ class Trainer:
         self.info = DatasetInfo.load(self.chips_dir)
         self.setup = setup or resolve_device(config.device, config.amp)
         self.classes = trained_classes(self.info, self.chips_dir) if config.categorical else None
-        self.objective = Regression() if self.classes is None else Categorical(len(self.classes))
+        self.objective = objective_for(self.info, self.classes, config.class_weights)
         seed_everything(config.seed)  # the same initial weights on every rank
         self.spec, generator, discriminator = build_networks(self.info, config, self.classes)
         if self.world > 1:
@@ -320,7 +319,9 @@ class Trainer:
                  f"{self.world} = {self.effective_batch} per step, "
                  f"{self.runner.schedule.total_steps} steps")
         if self.classes is not None:
-            self._describe_classes()
+            for line in describe_classes(self.classes, self.objective, self.info,
+                                         self.chips_dir):
+                self.log(line)
         if self.state["step"] >= self.runner.schedule.total_steps:
             self.log(f"{self.run_dir} is complete ({self.state['step']} steps): nothing left to "
                      "train; start a new run (-o) to train longer")
@@ -333,15 +334,6 @@ class Trainer:
         return TrainResult(self.run_dir, self.run_dir / MODEL, self.run_dir / BEST_MODEL,
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
                            [typed_row(r) for r in history.rows], self.state["best_scores"])
-
-    def _describe_classes(self) -> None:
-        """Log the class map's classes (and a warning when its codes may have been averaged)."""
-        codes = ", ".join(map(str, self.classes[:12])) + (", ..." if len(self.classes) > 12
-                                                          else "")
-        self.log(f"class map: {len(self.classes)} classes (codes {codes}); cross-entropy")
-        warning = resampling_warning(self.info, self.chips_dir)
-        if warning:
-            self.log(warning)
 
 
 def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,10 @@ Scores, over the valid pixels of all val chips, averaged over bands:
   10*log10(1 / MSE), not from the MAE;
 - ``val_ssim``: SSIM on the same [0, 1] scale, over valid pixels only.
 
-For a class map (``--categorical``, `evaluate_classes`): ``val_ce`` (mean cross-entropy, what picks
-the best model), ``val_accuracy`` (pixel accuracy) and ``val_miou`` (mean IoU over the classes
-present in the truth or the prediction), from a confusion matrix of the valid pixels.
+For a class map (``--categorical``, `evaluate_classes`): ``val_ce`` (mean cross-entropy, not
+weighted), ``val_accuracy`` (pixel accuracy) and ``val_miou`` (mean IoU over the classes present
+in the truth or the prediction, what picks the best model), from a confusion matrix of the valid
+pixels.
 
 Every score is a sum over valid pixels divided by their count, so under DDP each rank validates
 its shard of the val chips and the sums and counts are added across ranks (``reduce``) before
