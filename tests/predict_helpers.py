@@ -102,6 +102,18 @@ class PixelLogits(nn.Module):
         return np.array(CLASSES, dtype="uint8")[distance.argmin(0)]
 
 
+class PixelValue(nn.Module):
+    """Output = band 1 of the scaled input, pixel by pixel: with the helpers' percentile 0..255
+    source scaling and a minmax 0..255 target scaling, each pixel's band 1 DN."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1), requires_grad=False)
+
+    def forward(self, x):
+        return x[:, :1] + self.dummy
+
+
 class RandomOffset(nn.Module):
     """Output = a random constant per window: varies from window to window."""
 

@@ -25,10 +25,11 @@ from torch import nn
 
 from geopix2pix.cli import main
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.prediction import grouped, pipeline, predict, predictor
+from geopix2pix.prediction import grouped, pipeline, predict, resample
 from geopix2pix.prediction.blend import window_weights
 from geopix2pix.prediction.options import PredictOptions
-from geopix2pix.prediction.predictor import check_creation_options_for, temporary_spec
+from geopix2pix.prediction.predictor import check_creation_options_for
+from geopix2pix.prediction.resample import temporary_spec
 from geopix2pix.prediction.runner import output_spec, predict_targets
 from geopix2pix.prediction.windows import make_layout
 from geopix2pix.prediction.writer import to_output
@@ -216,7 +217,7 @@ def test_resample_to_model_writes_codes_on_the_scenes_grid(tmp_path, monkeypatch
     """--resample-to-model predicts at the training 30 m into a temporary of class codes, warped
     back with nearest: only codes on the scene's exact grid, nodata where it is invalid."""
     warps = []
-    monkeypatch.setattr(predictor, "warped_view", lambda dataset, grid, resampling: warps.append(
+    monkeypatch.setattr(resample, "warped_view", lambda dataset, grid, resampling: warps.append(
         (grid.width, resampling)) or warped_view(dataset, grid, resampling))
     scene = scene_with_holes(tmp_path / "s.tif",
                              transform=from_origin(500000.0, 4_000_000.0, pixel_size, pixel_size))
@@ -248,15 +249,20 @@ def test_small_scenes_predicted_together_are_each_class_maps(tmp_path, monkeypat
         np.testing.assert_array_equal(values[valid], PixelLogits.expected(band1)[valid])
 
 
-def test_many_classes_blend_in_narrower_chunks():
+@pytest.mark.parametrize("chip", [64, 256, 512])
+def test_many_classes_blend_in_narrower_chunks(chip):
     """One probability per class is blended: the column chunks narrow as the classes grow, so
-    the blend buffers stay about the size of a 4-band regression's."""
+    the blend buffers stay about the size of a 4-band regression's, but never below 8 windows,
+    so that the windows computed twice at the chunks' edges stay within 1/8 of the scene's."""
     from geopix2pix.prediction.windows import DEFAULT_CHUNK_WIDTH, chunk_width_for
 
-    assert chunk_width_for(DEFAULT_CHUNK_WIDTH, 1) == DEFAULT_CHUNK_WIDTH
-    assert chunk_width_for(DEFAULT_CHUNK_WIDTH, 4) == DEFAULT_CHUNK_WIDTH
-    assert chunk_width_for(DEFAULT_CHUNK_WIDTH, 16) == DEFAULT_CHUNK_WIDTH // 4
-    assert chunk_width_for(DEFAULT_CHUNK_WIDTH, 256) == 512  # never below a block
-    for classes in (5, 12, 40, 256):
-        assert chunk_width_for(DEFAULT_CHUNK_WIDTH, classes) * classes <= 4 * DEFAULT_CHUNK_WIDTH \
-            or chunk_width_for(DEFAULT_CHUNK_WIDTH, classes) == 512
+    layout = make_layout(10_000, 10_000, chip, 0.5, "hann")
+    whole = layout.count(layout.chunks(10_000))  # one chunk: every window computed once
+    for channels in (1, 4, 5, 12, 44, 256):
+        width = chunk_width_for(DEFAULT_CHUNK_WIDTH, channels, chip)
+        assert layout.count(layout.chunks(width)) <= whole * 1.125
+        assert width * channels <= 4 * DEFAULT_CHUNK_WIDTH or width <= max(8 * chip, 512)
+        if channels <= 4:
+            assert width == DEFAULT_CHUNK_WIDTH
+    assert chunk_width_for(DEFAULT_CHUNK_WIDTH, 256, chip) == max(8 * chip, 512)
+    assert chunk_width_for(512, 44, chip) == 512  # never wider than asked

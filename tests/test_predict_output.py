@@ -203,18 +203,18 @@ def test_resampled_prediction_keeps_its_temporary_under_the_outputs_name(tmp_pat
                                                                          monkeypatch):
     """--resample-to-model's float32 temporary is named after the output (one `.partial`), so
     the next write of that output removes it if a kill (SIGKILL, out of memory) left it."""
-    from geopix2pix.prediction import predictor
+    from geopix2pix.prediction import resample
 
     coarse = write_scene(tmp_path / "coarse.tif", 60, 50,
                          transform=from_origin(500000.0, 4_000_000.0, 100.0, 100.0))
     seen: list[list[str]] = []
-    write_on_grid = predictor._write_on_grid
+    write_on_grid = resample.write_on_grid
 
     def listing_first(*args, **kwargs):
         seen.append(sorted(p.name for p in tmp_path.iterdir()))
         return write_on_grid(*args, **kwargs)
 
-    monkeypatch.setattr(predictor, "_write_on_grid", listing_first)
+    monkeypatch.setattr(resample, "write_on_grid", listing_first)
     predict(coarse, tmp_path / "out.tif", model=model_file, progress=False,
             resample_to_model=True, on_warning=lambda _: None)
     temporaries = [name for name in seen[0] if name != "coarse.tif"]

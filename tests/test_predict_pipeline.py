@@ -26,7 +26,7 @@ from rasterio.transform import from_origin
 
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction import forward, pipeline, predict, predictor, reading
+from geopix2pix.prediction import forward, pipeline, predict, predictor, reading, resample
 from geopix2pix.prediction.blend import fold_segments, overlap_add, window_weights
 from geopix2pix.prediction.channels import DONE, Channel
 from geopix2pix.prediction.windows import make_layout
@@ -241,8 +241,9 @@ def test_strips_read_by_several_threads_give_one_threads_result(tmp_path, model_
     the scene (--resample-to-model)."""
     handles = []
     reopen = predictor.reopen_scene
-    monkeypatch.setattr(predictor, "reopen_scene", lambda *args: handles.append(
-        threading.current_thread()) or reopen(*args))
+    for module in (predictor, resample):  # the scene's handles, or its warped view's
+        monkeypatch.setattr(module, "reopen_scene", lambda *args: handles.append(
+            threading.current_thread()) or reopen(*args))
     options = dict(progress=False, batch_size=3)
     blocks = dict(tiled=True, blockxsize=64, blockysize=64)
     if case == "centre":

@@ -46,6 +46,9 @@ def test_the_api_warns_of_a_failed_scene_and_of_warnings_without_a_callback(tmp_
     assert any(m.startswith(f"{bad}") and m.endswith("(not written; the other scenes were "
                                                     "predicted)") for m in messages), messages
     assert any("differs" in m and "coarse.tif" in m for m in messages), messages
+    with pytest.warns(GeoPix2PixWarning) as caught:  # one scene: there are no others
+        predict([bad], out_dir=tmp_path / "alone", model=model_file, progress=False)
+    assert f"{results[0].error} (not written)" in [str(w.message) for w in caught]
     heard: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", GeoPix2PixWarning)  # none, with a callback

@@ -4,7 +4,7 @@ evaluation of predictions against references.
 ``predict(scene, out, model=...)`` (see `predictor`) and ``evaluate(pred, reference)`` (see
 `evaluate`). Modules: `windows` (window lattice, padded reads), `blend` (Hann weights, strip
 accumulator), `pipeline` (overlapped read/compute/blend/write), `writer` (values and GeoTIFF/COG
-output), `checks` (scene vs model), `options` (predict's options).
+output), `checks` (scene vs model), `options` (predict's options), `resample` (--resample-to-model).
 """
 
 from __future__ import annotations

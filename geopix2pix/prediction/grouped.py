@@ -60,7 +60,8 @@ def scene_windows(scene: Path, info: ModelMetadata, options) -> int | None:
     except Exception:  # any failure is reported when the scene is predicted alone
         return None
     channels = len(info.target.classes or info.target.bands)
-    return layout.count(layout.chunks(chunk_width_for(options.chunk_width, channels)))
+    return layout.count(layout.chunks(chunk_width_for(options.chunk_width, channels,
+                                                      layout.size)))
 
 
 def plan(results: Sequence, info: ModelMetadata, options) -> Iterator[list]:

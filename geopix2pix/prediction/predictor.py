@@ -2,16 +2,15 @@
 
 ``predict(scene, out, model=...)`` or ``predict([a, b], out_dir=DIR, model=...)``. Each scene is
 checked against the model (`checks`), predicted window by window through the overlapped pipeline
-(`pipeline`) and written to a temporary file beside its output that is renamed only when complete
-(`raster.write.atomic_path`). `predict_scenes` takes a list of (scene, output) pairs and returns
-one `SceneResult` each; a failed scene is reported there and the others are still written (a
-distributed run can hand each rank its own share of the list).
+(`pipeline`; with --resample-to-model at the training pixel size, `resample`) and written to a
+temporary file beside its output that is renamed only when complete (`raster.write.atomic_path`).
+`predict_scenes` takes a list of (scene, output) pairs and returns one `SceneResult` each; a
+failed scene is reported there and the others are still written (a distributed run can hand each
+rank its own share of the list).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 import os
 import time
@@ -21,9 +20,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import rasterio
-from affine import Affine
 
 from geopix2pix.errors import GeoPix2PixError, GeoPix2PixWarning, data_errors, describe
 from geopix2pix.models import LoadedModel, load_model
@@ -38,27 +34,11 @@ from geopix2pix.prediction.checks import (
     check_source_values,
 )
 from geopix2pix.prediction.options import PredictKeywords, PredictOptions
-from geopix2pix.prediction.runner import (
-    Target,
-    open_tiled,
-    output_spec,
-    predict_targets,
-    reopen_scene,
-    tiled_output,
-)
-from geopix2pix.prediction.windows import MIN_CACHE
-from geopix2pix.prediction.writer import (
-    BLOCK,
-    BandWriter,
-    OutputSpec,
-    check_output_options,
-    finish,
-)
-from geopix2pix.raster.band_metadata import BandMetadata
-from geopix2pix.raster.gdal_log import check_written, signalled_errors
+from geopix2pix.prediction.resample import predict_resampled
+from geopix2pix.prediction.runner import output_spec, predict_to_file, reopen_scene
+from geopix2pix.prediction.writer import check_output_options
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import open_raster, read_window, warped_view
-from geopix2pix.raster.partials import partial_name
+from geopix2pix.raster.io import open_raster
 from geopix2pix.raster.write import (
     atomic_path,
     case_insensitive,
@@ -170,9 +150,10 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     loaded.generator.to(device)
     results = predict_scenes(pairs, loaded, opts, on_warning=on_warning)
     failure = results[0].exception
+    others = "; the other scenes were predicted" if len(results) > 1 else ""
     for result in results if to_python and out is None else []:
         if result.error is not None:
-            on_warning(f"{result.error} (not written; the other scenes were predicted)")
+            on_warning(f"{result.error} (not written{others})")
     if out is not None and failure is not None:
         if isinstance(failure, data_errors()):  # a damaged scene, a full disk: the user's
             raise GeoPix2PixError(results[0].error) from failure
@@ -256,85 +237,11 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelMetadata,
         spec = output_spec(model, info)
         with atomic_path(result.out, options.overwrite) as temp:
             if options.resample_to_model and ratio is not None and not math.isclose(ratio, 1):
-                result.windows = _predict_resampled(dataset, bands, ratio, temp, model, info,
-                                                    spec, options, result.out)
+                result.windows = predict_resampled(dataset, bands, ratio, temp, model, info,
+                                                   spec, options, result.out)
             else:
-                result.windows = _predict_to_file(
+                result.windows = predict_to_file(
                     dataset, bands, Grid.of(dataset), temp, model, info, spec, options,
                     reopen=partial(reopen_scene, result.scene), name=result.out)
     result.written = True
     result.seconds = time.perf_counter() - start
-
-
-def _predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
-                     info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
-                     reopen: Callable[[], contextlib.AbstractContextManager] | None,
-                     name: Path) -> int:
-    """Run the pipeline over `source` (a dataset or VRT on `grid`; `reopen` gives another handle
-    on it for another thread reading it) into the GTiff/COG `path` (to be `name`)."""
-    scene = getattr(source, "src_dataset", source)  # a WarpedVRT's name is "WarpedVRT(...)"
-    return predict_targets([Target(source, bands, grid, path, spec, reopen, name)], model,
-                           info, options, Path(str(scene.name)).name)[0]
-
-
-def model_grid(grid: Grid, ratio: float) -> Grid:
-    """The scene's extent at the training pixel size (scene pixel size / ratio)."""
-    return Grid(grid.crs, grid.transform @ Affine.scale(1 / ratio),
-                max(1, math.ceil(grid.width * ratio)), max(1, math.ceil(grid.height * ratio)))
-
-
-def _predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model: LoadedModel,
-                       info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
-                       name: Path) -> int:
-    """Predict at the training resolution (through a WarpedVRT) into a float temporary in data
-    units (a categorical model's: class codes), then warp that back onto the scene's grid
-    (bilinear; nearest for integer targets and class codes, which must not be averaged)."""
-    scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratio)
-    units = temporary_spec(spec)
-    temp = partial_name(name)  # beside the output, named after it (a killed run's is removed)
-    tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate",
-                                   "creation_options": {}})
-    try:
-        with warped_view(dataset, coarse, "bilinear") as vrt:
-            windows = _predict_to_file(vrt, bands, coarse, temp, model, info, units, tiled_opts,
-                                       reopen=partial(reopen_scene, Path(dataset.name), coarse),
-                                       name=name)
-        resampling = "nearest" if spec.categorical or spec.dtype[0] in "iu" else "bilinear"
-        with signalled_errors() as failures, rasterio.open(temp) as pred, \
-                warped_view(pred, scene_grid, resampling) as back:  # a full disk does not raise
-            _write_on_grid(dataset, bands, back, path, scene_grid, spec, options, name)
-        check_written(path, name, failures)
-    finally:
-        temp.unlink(missing_ok=True)
-    return windows
-
-
-def temporary_spec(spec: OutputSpec) -> OutputSpec:
-    """The float temporary of `_predict_resampled`: the output's values (class codes for a
-    categorical model) in float32 (float64 for codes float32 cannot hold exactly), no band
-    metadata, and a prediction at every pixel, invalid ones too: were they nodata, warping back
-    would spread it onto the scene's valid pixels beside them (the output is masked by the
-    scene's own validity)."""
-    exact = not spec.categorical or all(abs(code) <= 2**24 for code in spec.classes)
-    return dataclasses.replace(spec, dtype="float32" if exact else "float64", nodata=math.nan,
-                               internal_mask=False, band_metadata=BandMetadata(),
-                               mask_invalid=False)
-
-
-def _write_on_grid(dataset, bands: list[int], values, path: Path, grid: Grid, spec: OutputSpec,
-                   options: PredictOptions, name: Path) -> None:
-    """Stream `values` (a view on `grid`, data units) into the output, masked by the scene."""
-    step = max(BLOCK, options.chunk_width // BLOCK * BLOCK)
-    with tiled_output(path, spec, options, name) as tiled, \
-            rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=MIN_CACHE), \
-            open_tiled(tiled, grid, spec, options) as dst:
-        writer = BandWriter(dst, spec)
-        for col in range(0, grid.width, step):
-            for row in range(0, grid.height, BLOCK):
-                window = rasterio.windows.Window(col, row, min(step, grid.width - col),
-                                                 min(BLOCK, grid.height - row))
-                data = values.read(list(range(1, spec.count + 1)), window=window)
-                valid = read_window(dataset, bands, window)[1]
-                valid &= ~(data != data).any(0)
-                writer.add(row, col, finish(data.astype("float64"), valid, spec), valid)
-            writer.flush()

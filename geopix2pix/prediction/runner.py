@@ -71,7 +71,7 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMe
         layout = make_layout(target.grid.height, target.grid.width, info.chip_size,
                              options.overlap, options.blend)
         spec = target.spec
-        chunks = layout.chunks(chunk_width_for(options.chunk_width, spec.channels))
+        chunks = layout.chunks(chunk_width_for(options.chunk_width, spec.channels, layout.size))
         band = BLOCK * max(c.width for c in chunks) * spec.count * np.dtype(spec.dtype).itemsize
         caches.append(strip_cache_bytes(target.source, layout, chunks, band))
         jobs.append(reading.Source(target.source, target.bands, layout, chunks, workers,
@@ -96,6 +96,18 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMe
     for target in targets:  # the outputs are closed (and converted into COGs) now
         check_written(target.path, target.name or target.path, failures)
     return [job.layout.count(job.chunks) for job in jobs]
+
+
+def predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
+                    info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
+                    reopen: Callable[[], contextlib.AbstractContextManager] | None,
+                    name: Path) -> int:
+    """Run the pipeline over `source` alone (a dataset or VRT on `grid`; `reopen` gives another
+    handle on it for another thread reading it) into the GTiff/COG `path` (to be `name`); the
+    number of windows."""
+    scene = getattr(source, "src_dataset", source)  # a WarpedVRT's name is "WarpedVRT(...)"
+    return predict_targets([Target(source, bands, grid, path, spec, reopen, name)], model,
+                           info, options, Path(str(scene.name)).name)[0]
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ crop, and the crops of the lattice tile the scene exactly from pixel 0.
 A scene is processed in column chunks (aligned to the output's 512-pixel blocks) and, within a
 chunk, window row by window row, so the accumulation buffers are bounded in both dimensions.
 Windows straddling a chunk border are computed for both chunks (a few percent of extra windows on
-scenes wider than one chunk, none on narrower ones).
+scenes wider than one chunk, at most about 1/8 in the narrower chunks of a model of many classes,
+none on scenes narrower than one chunk).
 
 The input of a window row is one `Strip` (the rows of the whole row of windows of a chunk),
 reflect-padded past the scene's edges exactly as the whole scene would be, and the row's windows
@@ -34,14 +35,19 @@ BLENDS = ("hann", "none")
 DEFAULT_CHUNK_WIDTH = 8192
 MIN_CACHE, MAX_CACHE = 32 * 2**20, 512 * 2**20
 CHUNK_CHANNELS = 4  # a chunk of the full width blends up to this many channels (bands, classes)
+CHUNK_WINDOWS = 8  # ... and a narrower one is still this many windows wide
 
 
-def chunk_width_for(chunk_width: int, channels: int) -> int:
-    """The column chunk width for blending `channels` channels: `chunk_width` up to
-    `CHUNK_CHANNELS` channels, narrower beyond (a categorical model blends one probability per
-    class: 256 classes would hold 64 times the strip of one band), so the blend buffers stay
-    about as large whatever the number of classes."""
-    return max(512, chunk_width * CHUNK_CHANNELS // max(channels, CHUNK_CHANNELS))
+def chunk_width_for(chunk_width: int, channels: int, window: int) -> int:
+    """The column chunk width for blending `channels` channels of `window`-pixel windows:
+    `chunk_width` up to `CHUNK_CHANNELS` channels, narrower beyond (a categorical model blends
+    one probability per class: 256 classes would hold 64 times the strip of one band), but at
+    least `CHUNK_WINDOWS` windows wide (in whole 512-pixel blocks, up to `chunk_width`): the
+    windows straddling a chunk's edge are computed for both chunks, which in chunks of a few
+    windows would cost up to twice the forward passes, and in chunks of 8 about 1/8 more."""
+    narrowed = chunk_width * CHUNK_CHANNELS // max(channels, CHUNK_CHANNELS)
+    floor = -(-CHUNK_WINDOWS * window // 512) * 512
+    return max(512, min(chunk_width, max(narrowed, floor)))
 
 
 def _offsets(n: int, size: int, stride: int, margin: int, blend: str) -> list[int]:

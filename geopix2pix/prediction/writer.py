@@ -73,8 +73,6 @@ class OutputSpec:
     scaling: Scaling
     band_metadata: BandMetadata = field(default_factory=BandMetadata)
     classes: tuple[int, ...] | None = None
-    # False for a temporary whose every pixel keeps its prediction (masked later by the scene)
-    mask_invalid: bool = True
 
     @classmethod
     def for_target(cls, dtype: str, channels: int, nodata: float | None,
@@ -138,10 +136,7 @@ def finish(values: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.ndarra
 
 def masked(out: np.ndarray, valid: np.ndarray, spec: OutputSpec) -> np.ndarray:
     """Values in the output's dtype (bands, rows, cols; overwritten): nodata (0 under an
-    internal mask) where not `valid`, and valid values equal to nodata nudged off it (unchanged
-    when the spec does not `mask_invalid`)."""
-    if not spec.mask_invalid:
-        return out
+    internal mask) where not `valid`, and valid values equal to nodata nudged off it."""
     if spec.nodata is None:
         out[:, ~valid] = 0
         return out
