@@ -47,6 +47,28 @@ def test_predict_on_cuda_matches_the_cpu(tmp_path, monkeypatch, workers, fold_on
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
 
 
+@pytest.mark.parametrize("fold_on", [{"cuda"}, set()])
+def test_a_categorical_model_on_cuda_writes_the_cpus_classes(tmp_path, monkeypatch, fold_on):
+    """Class probabilities (softmax in float32 under bf16 autocast) blended on the GPU (fold)
+    or on the host give the CPU's class codes but at near ties."""
+    model = unet_file(tmp_path / "model.safetensors", out_ch=4, target_dtype="uint8",
+                      target_nodata=255, classes=[3, 7, 12, 40])
+    scene = write_scene(tmp_path / "scene.tif", 301, 203)
+    outputs = {}
+    for device in ("cpu", "cuda"):
+        monkeypatch.setattr(pipeline, "FOLD_ON", frozenset(fold_on))
+        outputs[device] = tmp_path / f"{device}.tif"
+        predict(scene, outputs[device], model=model, device=device, batch_size=7,
+                progress=False)
+    with rasterio.open(outputs["cpu"]) as cpu, rasterio.open(outputs["cuda"]) as gpu:
+        assert (gpu.transform, gpu.shape, gpu.nodata, gpu.dtypes) == \
+            (cpu.transform, cpu.shape, cpu.nodata, cpu.dtypes)
+        a, b = cpu.read(1), gpu.read(1)
+    assert set(np.unique(b).tolist()) <= {3, 7, 12, 40, 255}
+    assert len(set(np.unique(a).tolist()) - {255}) > 1  # not one class everywhere
+    assert (a == b).mean() > 0.99
+
+
 def test_mixed_precision_training_on_cuda_writes_a_usable_model(tmp_path):
     # export writes the chips' footprint index with geopandas, which GPU images may lack
     # (tools/gpu_check.sh); tools/bench_train.py then still times the CUDA training step
