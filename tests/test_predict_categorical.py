@@ -224,7 +224,8 @@ def test_resample_to_model_writes_codes_on_the_scenes_grid(tmp_path, monkeypatch
     out = tmp_path / "out.tif"
     predict(scene, out, model=categorical(PixelLogits()), progress=False, resample_to_model=True)
     coarse = int(np.ceil(WIDTH * pixel_size / 30))  # the scene's width in 30 m pixels
-    assert warps == [(coarse, "bilinear"), (WIDTH, "nearest")]  # the scene in, the codes back
+    # the scene in (averaged onto larger model pixels), the codes back
+    assert warps == [(coarse, resample.scene_resampling(pixel_size / 30)), (WIDTH, "nearest")]
     band1, valid = scene_pixels(scene)
     # nodata exactly where the scene is invalid: never spread from the 30 m temporary
     values = assert_class_map(out, scene, valid)

@@ -87,6 +87,28 @@ def test_class_codes_beside_the_nodata_are_those_of_the_valid_input(tmp_path, pi
     np.testing.assert_array_equal(values.data[valid], expected)
 
 
+@pytest.mark.parametrize("pixel_size", [3.0, 10.0])
+def test_small_valid_patches_in_nodata_get_their_prediction(tmp_path, pixel_size):
+    """Single valid pixels and 2 x 2 patches amid nodata, the model's pixels 3 to 10 times
+    larger: each model pixel holding any valid scene pixel is predicted (the scene averaged onto
+    it), so every valid pixel gets its value (a reviewer found 24 of 25 such pixels written as
+    nodata when bilinear called those model pixels invalid)."""
+    data = np.zeros((3, 200, 200), "uint8")
+    data[:, 7::19, 5::23] = UNIFORM
+    for row, col in [(40, 40), (101, 150), (160, 33)]:
+        data[:, row:row + 2, col:col + 2] = UNIFORM
+    scene = write_scene(tmp_path / "s.tif", 200, 200, data=data,
+                        transform=from_origin(500000.0, 4_000_000.0, pixel_size, pixel_size))
+    valid = (data != 0).all(0)
+    model = loaded(PixelValue(), target_dtype="float32", target_nodata=-9999.0,
+                   target_scaling=Scaling("minmax", (0.0,), (255.0,)))
+    values = predicted(scene, model, tmp_path)
+    np.testing.assert_array_equal(values.mask, ~valid)
+    np.testing.assert_allclose(values.data[valid], UNIFORM, atol=1e-3)
+    assert resample.scene_resampling(pixel_size / 30.0) == "average"
+    assert resample.scene_resampling(45.0 / 30.0) == "bilinear"
+
+
 def test_fill_takes_a_neighbours_code_or_the_mean_of_neighbours_values():
     """Missing (NaN) pixels take the value of their nearest valid neighbours: one neighbour's
     code, never a mean of codes; or the mean of the valid neighbours' values. Pixels farther

@@ -32,8 +32,8 @@ from geopix2pix.prediction.writer import BLOCK, BandWriter, OutputSpec, finish
 from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import read_window, warped_view
-from geopix2pix.raster.partials import partial_name
+from geopix2pix.raster.io import raster_path, read_window, warped_view
+from geopix2pix.raster.partials import discard, partial_name
 
 MAX_FILL_MARGIN = 128  # scene pixels: two model pixels of a scene up to 63x finer than it
 # the 8 neighbours, the 4 sharing a side first (the one whose code a missing pixel takes)
@@ -57,11 +57,13 @@ def predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model
     temp = partial_name(name)  # beside the output, named after it (a killed run's is removed)
     tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate",
                                    "creation_options": {}})
+    resampling = scene_resampling(ratio)
     try:
-        with warped_view(dataset, coarse, "bilinear") as vrt:
+        with warped_view(dataset, coarse, resampling) as vrt:
             windows = predict_to_file(vrt, bands, coarse, temp, model, info, temporary_spec(spec),
                                       tiled_opts, name=name,
-                                      reopen=partial(reopen_scene, Path(dataset.name), coarse))
+                                      reopen=partial(reopen_scene, raster_path(dataset.name),
+                                                     coarse, resampling))
         exact = spec.categorical or spec.dtype[0] in "iu"
         with signalled_errors() as failures, rasterio.open(temp) as pred, \
                 warped_view(pred, scene_grid, "nearest" if exact else "bilinear") as back:
@@ -69,8 +71,16 @@ def predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model
                           Fill(fill_margin(ratio), average=not exact))
         check_written(path, name, failures)  # a full disk does not raise
     finally:
-        temp.unlink(missing_ok=True)
+        discard(temp)  # and the .aux.xml GDAL may have written beside it
     return windows
+
+
+def scene_resampling(ratio: float) -> str:
+    """How the scene is resampled to the training pixel size: averaged when the training pixels
+    are larger (each then holds several scene pixels, and is valid when any of them is, so a
+    small valid patch beside nodata still gets a prediction: bilinear would call a 30 m pixel
+    with one valid 10 m pixel of nine invalid), bilinear when they are smaller."""
+    return "average" if ratio < 1 else "bilinear"
 
 
 def temporary_spec(spec: OutputSpec) -> OutputSpec:

@@ -138,13 +138,14 @@ def _created(tiled: Path, target: Target, options: PredictOptions):
 
 
 @contextlib.contextmanager
-def reopen_scene(scene: Path, grid: Grid | None = None) -> Iterator:
-    """Another handle on `scene` (warped onto `grid` when given), for another thread reading it."""
+def reopen_scene(scene: Path, grid: Grid | None = None, resampling: str = "bilinear") -> Iterator:
+    """Another handle on `scene` (warped onto `grid` with `resampling` when given), for another
+    thread reading it."""
     with rasterio.open(scene) as dataset:
         if grid is None:
             yield dataset
         else:
-            with warped_view(dataset, grid, "bilinear") as vrt:
+            with warped_view(dataset, grid, resampling) as vrt:
                 yield vrt
 
 

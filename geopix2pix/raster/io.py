@@ -25,7 +25,9 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.grid import Grid, control_points
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear,
-              "cubic": Resampling.cubic}
+              "cubic": Resampling.cubic}  # a target's, at export
+# and a scene's, read at a coarser pixel size (predict --resample-to-model)
+WARP_RESAMPLING = {**RESAMPLING, "average": Resampling.average}
 
 
 _GDAL_NAME = re.compile(r"^(/vsi[a-z0-9_]+/|[A-Za-z][A-Za-z0-9_]+:)")  # /vsizip/..., NETCDF:..
@@ -35,6 +37,17 @@ def is_gdal_name(path: str | os.PathLike) -> bool:
     """Whether `path` names a dataset to GDAL rather than a file: a virtual file system path
     (/vsizip/a.zip/b.tif) or a driver's subdataset syntax (NETCDF:"f.nc":var)."""
     return bool(_GDAL_NAME.match(os.fspath(path)))
+
+
+def raster_path(path: str | os.PathLike) -> Path | str:
+    """`path` as a Path, but a GDAL name as the string it is (Path would fold the double slash
+    of /vsizip//abs/a.zip/b.tif)."""
+    return os.fspath(path) if is_gdal_name(path) else Path(path)
+
+
+def full_path(path: str | os.PathLike) -> str:
+    """The absolute path of a raster file, or a GDAL name as it is (it names no file here)."""
+    return os.fspath(path) if is_gdal_name(path) else str(Path(path).resolve())
 
 
 def open_raster(path: str | os.PathLike, require_crs: bool = True):
@@ -186,7 +199,8 @@ def decoded_block_bytes(dataset, rows: int, cols: int) -> int:
 
 
 def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
-    """A view of `dataset` on `grid` (GDAL warping), with invalid pixels kept invalid.
+    """A view of `dataset` on `grid` (GDAL warping with `resampling`, one of `WARP_RESAMPLING`),
+    with invalid pixels kept invalid.
 
     Nodata and NaN are excluded from the resampling kernel; where the source declares neither, an
     alpha band marks what lies outside its footprint or under its mask.
@@ -194,7 +208,7 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     # tolerance 0.01 pixel instead of GDAL's default 0.125-pixel
     # approximation, which shows as a visible shift between source and target chips
     kwargs = dict(crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                  resampling=RESAMPLING[resampling], tolerance=0.01)
+                  resampling=WARP_RESAMPLING[resampling], tolerance=0.01)
     wrapped = _longitudes_past_180(dataset)
     if wrapped is not None:
         kwargs["src_crs"] = wrapped
