@@ -127,6 +127,29 @@ def test_a_stop_before_an_overwrite_began_says_the_earlier_export_is_as_it_was(
                                        f"in {out} is as it was\n")
 
 
+def test_a_stop_while_an_overwrite_clears_the_earlier_export_says_it_is_incomplete(
+        tmp_path, capsys, monkeypatch):
+    """--overwrite removes the earlier export's dataset.json first, then its chips: a stop in
+    between leaves old chips without the manifest (a reviewer found the line said only that no
+    chips were exported)."""
+    import geopix2pix.chips.export as export
+
+    out = tmp_path / "chips"
+    (out / "source").mkdir(parents=True)
+    (out / "source" / "old.tif").write_text("")
+    (out / "dataset.json").write_text("{}")
+
+    def clears_then_stops(*args, **kwargs):
+        (out / "dataset.json").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_chips", clears_then_stops)
+    assert main(["export-chips", "s.tif", "t.tif", "-o", str(out), "--overwrite"]) == 130
+    assert capsys.readouterr().err == (
+        f"Stopped: no chips were exported to {out}, and the earlier export there is no longer "
+        "complete (its dataset.json was removed); run the export again\n")
+
+
 @pytest.mark.parametrize("done, message", [
     (0, "Stopped: nothing was written (no partial outputs are left)"),
     (2, "Stopped after 2 of 3 scenes: their outputs are complete; those being written were "

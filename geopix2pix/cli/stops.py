@@ -93,6 +93,9 @@ def export_stopped(params: dict) -> Callable[[], str]:
             return f"Stopped after the export finished: {out} is complete"
         if manifest.kept():
             return f"Stopped before any chip was written: the earlier export in {out} is as it was"
+        if manifest.before[0] is not None:  # --overwrite: the stop came while or after clearing
+            return (f"Stopped: no chips were exported to {out}, and the earlier export there is "
+                    "no longer complete (its dataset.json was removed); run the export again")
         return f"Stopped: no chips were exported to {out} (none cut before the stop is left)"
 
     return say
