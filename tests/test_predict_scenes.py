@@ -43,9 +43,18 @@ def test_the_api_warns_of_a_failed_scene_and_of_warnings_without_a_callback(tmp_
                           progress=False)
     messages = [str(w.message) for w in caught]
     assert [r.ok for r in results] == [False, True, True]
-    assert any(m.startswith(f"{bad}") and m.endswith("(not written; the other scenes were "
-                                                    "predicted)") for m in messages), messages
+    assert any(m.startswith(f"{bad}") and m.endswith("(not written)") for m in messages), \
+        messages
     assert any("differs" in m and "coarse.tif" in m for m in messages), messages
+    ours = [w for w in caught if w.category is GeoPix2PixWarning]
+    assert {w.filename for w in ours} == {__file__}  # at the caller's line, not inside
+    with pytest.warns(GeoPix2PixWarning) as again:  # a notebook cell run again warns again
+        predict([coarse], out_dir=tmp_path / "twice", model=model_file, progress=False)
+    assert any("differs" in str(w.message) for w in again)
+    done: list = []
+    predict([bad, good], out_dir=tmp_path / "heard", model=model_file, progress=False,
+            on_result=done.append, on_warning=lambda _: None)
+    assert [(r.scene, r.ok) for r in done] == [(Path(bad), False), (Path(good), True)]
     with pytest.warns(GeoPix2PixWarning) as caught:  # one scene: there are no others
         predict([bad], out_dir=tmp_path / "alone", model=model_file, progress=False)
     assert f"{results[0].error} (not written)" in [str(w.message) for w in caught]
@@ -301,3 +310,22 @@ def test_an_output_is_never_one_of_the_input_scenes(tmp_path, model_file, capsys
     assert code == 2 and "2 of 2 scene(s) failed" in lines[-1]
     assert all("which it would replace" in line for line in lines[:-1])
     assert [Path(s).read_bytes() for s in scenes] == before
+
+
+def test_a_scene_named_for_gdal_is_predicted_as_named(tmp_path, model_file):
+    """/vsizip//abs/a.zip/s.tif (and so /vsicurl/https://.../s.tif): the name is GDAL's, not a
+    path to fold into /vsizip/abs/... (which would name nothing); the output is named s.tif."""
+    import zipfile
+
+    scene = write_scene(tmp_path / "s.tif", 70, 50)
+    archive = tmp_path / "scenes.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(scene, "s.tif")
+    name = f"/vsizip//{str(archive).lstrip('/')}/s.tif"
+    assert "//" in name
+    results = predict([name], out_dir=tmp_path / "out", model=model_file, progress=False)
+    assert results[0].ok and results[0].scene == name, results[0].error
+    with rasterio.open(tmp_path / "out" / "s.tif") as dst, rasterio.open(scene) as src:
+        assert (dst.transform, dst.shape) == (src.transform, src.shape)
+    assert main(["predict", name, str(tmp_path / "one.tif"), "-m", model_file, "-q",
+                 "--resample-to-model"]) == 0

@@ -73,16 +73,21 @@ def predict_command(paths, model, out_dir, quiet, **options):
     def warn(message: str) -> None:
         click.echo(f"warning: {message}", err=True)
 
-    results = predict_sharded(scenes, out, model=model, out_dir=out_dir, on_warning=warn,
-                              progress=not quiet, **options)
-    if env().rank != 0:
-        return
-    failed = [r for r in results if not r.ok]
-    for r in results:
+    def report(r) -> None:  # as each scene is done, so a later stop loses no failure
         if r.ok and not quiet:
             click.echo(f"{r.out}: {r.windows} windows in {r.seconds:.1f} s")
-        elif not r.ok:
+        elif not r.ok and out is None:  # (one scene's failure is raised, and said once)
             click.echo(f"Error: {r.error}", err=True)
+
+    launched = env().launched  # under torchrun, rank 0 reports every rank's scenes at the end
+    results = predict_sharded(scenes, out, model=model, out_dir=out_dir, on_warning=warn,
+                              on_result=None if launched else report, progress=not quiet,
+                              **options)
+    if env().rank != 0:
+        return
+    for r in results if launched else []:
+        report(r)
+    failed = [r for r in results if not r.ok]
     if failed:
         raise GeoPix2PixError(f"{len(failed)} of {len(results)} scene(s) failed (see above)")
 

@@ -55,17 +55,19 @@ def rank_device(device: str, local_rank: int) -> torch.device:
 def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
                     model: PathLike, out_dir: PathLike | None = None,
                     on_warning: Callable[[str], None] | None = None,
+                    on_result: Callable[[SceneResult], None] | None = None,
                     **options: Unpack[PredictKeywords]) -> list[SceneResult]:
     """`predict`, with the scenes shared among torchrun's ranks when launched by torchrun.
 
     Returns every scene's result, in the order given, on every rank (a result gathered from
     another rank carries its ``error`` text but not its exception object). With one scene and
-    OUT, a failure raises on the rank that predicted it, as `predict` does.
+    OUT, a failure raises on the rank that predicted it, as `predict` does. `on_result` hears
+    of each of this rank's results as it is known.
     """
     where = distributed.env()
     if not where.launched:
         return predict(scenes, out, model=model, out_dir=out_dir, on_warning=on_warning,
-                       **options)
+                       on_result=on_result, **options)
     opts = PredictOptions.from_options(**options)
     single = isinstance(scenes, (str, os.PathLike))
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
@@ -76,7 +78,8 @@ def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None 
     loaded.generator.to(device)
     check_creation_options_for(opts, loaded)
     opts = dataclasses.replace(opts, progress=opts.progress and rank == 0)
-    results = predict_scenes(shard(pairs, rank, world), loaded, opts, on_warning=on_warning)
+    results = predict_scenes(shard(pairs, rank, world), loaded, opts, on_warning=on_warning,
+                             on_result=on_result)
     gathered = distributed.all_gather_object(
         [dataclasses.replace(r, exception=None) for r in results])
     if out is not None and results and results[0].exception is not None:

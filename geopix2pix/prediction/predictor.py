@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from geopix2pix.prediction.resample import predict_resampled
 from geopix2pix.prediction.runner import output_spec, predict_to_file, reopen_scene
 from geopix2pix.prediction.writer import check_output_options
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import open_raster
+from geopix2pix.raster.io import open_raster, raster_path
 from geopix2pix.raster.write import (
     atomic_path,
     case_insensitive,
@@ -49,13 +50,14 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 PathLike = str | os.PathLike
+_PACKAGE = str(Path(__file__).parents[1])  # geopix2pix/, whose frames a warning skips
 
 
 @dataclass
 class SceneResult:
     """What happened to one scene: its output, or the error that stopped it."""
 
-    scene: Path
+    scene: Path | str  # a GDAL name (/vsicurl/https://...) stays the string it is
     out: Path
     windows: int = 0
     seconds: float = 0.0
@@ -77,13 +79,14 @@ class SceneResult:
 
 
 def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
-                 out_dir: PathLike | None) -> list[tuple[Path, Path]]:
-    """(scene, output) pairs: OUT for one scene, or DIR/<scene stem>.tif for each."""
-    scenes = [Path(s) for s in scenes]
+                 out_dir: PathLike | None) -> list[tuple[Path | str, Path]]:
+    """(scene, output) pairs: OUT for one scene, or DIR/<scene stem>.tif for each (a scene
+    given by a GDAL name, /vsicurl/https://.../x.tif, stays that string)."""
+    scenes = [raster_path(s) for s in scenes]
     if not scenes:
         raise GeoPix2PixError("no scene given; pass SCENE OUT or SCENES... --out-dir DIR")
     for scene in scenes:  # meant: its rasters (GDAL's complaint would not say so)
-        if scene.is_dir():
+        if isinstance(scene, Path) and scene.is_dir():
             raise GeoPix2PixError(f"SCENE {scene} is a folder, not a raster; pass its rasters "
                                   f"(e.g. {scene / '*.tif'}) with --out-dir DIR")
     if out is not None and out_dir is None:
@@ -98,7 +101,7 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
         return [(scenes[0], Path(out))]
     if out_dir is None or out is not None:
         raise GeoPix2PixError("give either OUT (one scene) or --out-dir DIR, not both or neither")
-    outs = [Path(out_dir) / f"{s.stem}.tif" for s in scenes]
+    outs = [Path(out_dir) / f"{Path(str(s)).stem}.tif" for s in scenes]
     for later, first in shared_outputs(outs).items():
         case = "" if outs[later].name == outs[first].name else \
             " (names that differ only in case are one file in this folder)"
@@ -130,16 +133,26 @@ def shared_outputs(outs: Sequence[PathLike]) -> dict[int, int]:
 def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
             model: PathLike | LoadedModel, out_dir: PathLike | None = None,
             on_warning: Callable[[str], None] | None = None,
+            on_result: Callable[[SceneResult], None] | None = None,
             **options: Unpack[PredictKeywords]) -> list[SceneResult]:
     """Predict scenes into GeoTIFFs on their exact grids; `options` are `PredictOptions`'s fields.
 
     With one scene and OUT, a failure raises; with several scenes every failure is reported in
-    the returned results and the other scenes are still written. Warnings (and, with several
-    scenes, each failure) go to ``on_warning(message)``, or without it are issued as
-    `GeoPix2PixWarning`s (Python's `warnings`, shown in a notebook or a script's stderr).
+    the returned results and the other scenes are still written. ``on_result(result)`` is
+    called with each scene's `SceneResult` as soon as it is known (written or failed).
+    Warnings (and, with --out-dir, each failure as it happens) go to ``on_warning(message)``,
+    or without it are issued as `GeoPix2PixWarning`s (Python's `warnings`, at the caller's
+    line, every time).
     """
     to_python = on_warning is None  # a caller with a callback reads failures in the results
     on_warning = _issue_warning if on_warning is None else on_warning
+
+    def reported(result: SceneResult) -> None:
+        if to_python and out is None and not result.ok:
+            on_warning(f"{result.error} (not written)")
+        if on_result is not None:
+            on_result(result)
+
     opts = PredictOptions.from_options(**options)
     check_model_argument(model)
     single = isinstance(scenes, (str, os.PathLike))
@@ -148,12 +161,8 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     check_creation_options_for(opts, loaded)
     loaded.generator.to(device)
-    results = predict_scenes(pairs, loaded, opts, on_warning=on_warning)
+    results = predict_scenes(pairs, loaded, opts, on_warning=on_warning, on_result=reported)
     failure = results[0].exception
-    others = "; the other scenes were predicted" if len(results) > 1 else ""
-    for result in results if to_python and out is None else []:
-        if result.error is not None:
-            on_warning(f"{result.error} (not written{others})")
     if out is not None and failure is not None:
         if isinstance(failure, data_errors()):  # a damaged scene, a full disk: the user's
             raise GeoPix2PixError(results[0].error) from failure
@@ -162,8 +171,14 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
 
 
 def _issue_warning(message: str) -> None:
-    """A warning of `predict` called without ``on_warning``, to Python's `warnings`."""
-    warnings.warn(message, GeoPix2PixWarning, stacklevel=2)
+    """A warning of `predict` called without ``on_warning``, to Python's `warnings`: at the
+    line that called geopix2pix (not inside it), and shown every time (a notebook cell run
+    again warns again; the default filter shows a message once per line)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+    where = (frame.f_code.co_filename, frame.f_lineno) if frame else ("geopix2pix", 0)
+    warnings.warn_explicit(message, GeoPix2PixWarning, *where, registry=None)
 
 
 def check_model_argument(model: object) -> None:
@@ -182,11 +197,14 @@ def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> N
 
 def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
                    options: PredictOptions,
-                   on_warning: Callable[[str], None] | None = None) -> list[SceneResult]:
+                   on_warning: Callable[[str], None] | None = None,
+                   on_result: Callable[[SceneResult], None] | None = None
+                   ) -> list[SceneResult]:
     """Predict each (scene, output) pair, consecutive small scenes together in one pipeline run
-    (`grouped`); one scene's failure never stops the others."""
+    (`grouped`); one scene's failure never stops the others. `on_result` hears of each result
+    once it is final (in the order the scenes are done)."""
     info = ModelMetadata.of(model)
-    results = [SceneResult(Path(scene), Path(out)) for scene, out in pairs]
+    results = [SceneResult(raster_path(scene), Path(out)) for scene, out in pairs]
     outs = [result.out for result in results]
     for later, first in shared_outputs(outs).items():
         results[later].fail(GeoPix2PixError(
@@ -206,11 +224,17 @@ def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
 
         return warn
 
+    report = on_result or (lambda result: None)
+    for result in results:
+        if result.error is not None:  # refused before any scene was read
+            report(result)
     for group in grouped.plan([r for r in results if r.error is None], info, options):
         alone = group if len(group) == 1 else grouped.predict_group(group, model, info, options,
                                                                     warn_for)
         for result in alone:
             _predict_alone(result, model, info, options, warn_for(result))
+        for result in group:
+            report(result)
     return results
 
 
