@@ -77,3 +77,24 @@ def test_the_index_records_full_paths_as_dataset_json_does(tmp_path, pair, monke
     assert recorded == {(str(pair[0].resolve()), str(pair[1].resolve()))}
     info = json.loads((tmp_path / "c" / "dataset.json").read_text())
     assert [(p["source"], p["target"]) for p in info["pairs"]] == list(recorded)
+
+
+def test_gdal_names_in_the_csv_are_taken_as_typed(tmp_path, pair):
+    """A /vsizip/ path is GDAL's to open: not joined to the CSV's folder, not refused as a
+    missing file, and recorded as given (a reviewer found it refused as 'does not exist')."""
+    import zipfile
+
+    archive = tmp_path / "scenes.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(pair[1], "t.tif")
+    target = f"/vsizip/{archive}/t.tif"
+    (tmp_path / "sub").mkdir()
+    csv = tmp_path / "sub" / "pairs.csv"
+    csv.write_text(f"source,target\n../s.tif,{target}\n")
+    out = tmp_path / "c"
+    assert main(export_pairs(csv, out)) == 0
+    recorded = json.loads((out / "dataset.json").read_text())["pairs"][0]
+    assert (recorded["source"], recorded["target"]) == (str(pair[0].resolve()), target)
+    with sqlite3.connect(out / "chips.gpkg") as db:
+        assert {row for row in db.execute("SELECT source, target FROM chips")} == {
+            (str(pair[0].resolve()), target)}

@@ -36,7 +36,14 @@ from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
 from geopix2pix.raster.folders import Owned, prepare_output_dir, remove_outputs
 from geopix2pix.raster.grid import Grid, overlap_window
-from geopix2pix.raster.io import chip_nodata, open_raster, select_bands
+from geopix2pix.raster.io import (
+    chip_nodata,
+    full_path,
+    is_gdal_name,
+    open_raster,
+    raster_path,
+    select_bands,
+)
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"
@@ -75,17 +82,17 @@ def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
     """Refuse a pair listed twice: its chips would be exported twice, and the split could put
     one copy in train and the other in val (leakage). One source against several targets (a
     mosaic and its tiles) is fine."""
-    first: dict[tuple[Path, Path], int] = {}
+    first: dict[tuple[str, str], int] = {}
     for row, (source, target) in enumerate(pair_paths, start=1):
-        earlier = first.setdefault((source.resolve(), target.resolve()), row)
+        earlier = first.setdefault((full_path(source), full_path(target)), row)
         if earlier != row:
             raise GeoPix2PixError(f"pairs {earlier} and {row} are the same ({source}, {target}); "
                                   "list each pair once (its chips would land in train and val)")
 
 
 def _inputs(pair_paths: list[tuple[Path, Path]], pairs, aoi) -> list[Path]:
-    """Every file the export reads: the rasters, the --pairs CSV and the AOI."""
-    inputs = [path for pair in pair_paths for path in pair]
+    """Every file the export reads: the rasters (not GDAL names), the --pairs CSV and the AOI."""
+    inputs = [path for pair in pair_paths for path in pair if not is_gdal_name(path)]
     inputs += [Path(extra) for extra in (pairs, aoi) if isinstance(extra, (str, os.PathLike))]
     return inputs
 
@@ -232,11 +239,11 @@ def _pair_paths(source, target, pairs) -> list[tuple[Path, Path]]:
     if pairs is None:
         if source is None or target is None:
             raise GeoPix2PixError("give SOURCE and TARGET, or --pairs pairs.csv")
-        pair_paths = [(Path(source), Path(target))]
+        pair_paths = [(raster_path(source), raster_path(target))]
     elif isinstance(pairs, (str, os.PathLike)):
         pair_paths = read_pairs_csv(pairs)
     else:
-        pair_paths = [(Path(s), Path(t)) for s, t in pairs]
+        pair_paths = [(raster_path(s), raster_path(t)) for s, t in pairs]
     _check_distinct(pair_paths)
     return pair_paths
 
@@ -360,8 +367,8 @@ def _write_index(out: Path, records: list[dict], pair_list: list[_Pair], chip_si
 def _full_paths(spec: PairSpec) -> tuple[str, str]:
     """A pair's source and target as dataset.json and chips.gpkg record them: full paths, which
     hold wherever the chips are used from (not as typed, relative to a CSV or the folder the
-    export ran in)."""
-    return str(Path(spec.source).resolve()), str(Path(spec.target).resolve())
+    export ran in); a GDAL name (/vsizip/..., NETCDF:...) as it was given."""
+    return full_path(spec.source), full_path(spec.target)
 
 
 def _grids(pair_list: list[_Pair]) -> dict[int, Grid]:

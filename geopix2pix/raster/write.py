@@ -101,11 +101,12 @@ def publish(temp: Path, final: Path, overwrite: bool) -> None:
         os.replace(temp, final)
 
 
-def replaced_inputs(outs: Sequence[Path], inputs: Sequence[Path]) -> dict[int, Path]:
-    """{index: input}: the outputs that are (would overwrite) one of the input files."""
-    def identity(path: Path) -> tuple[int, int] | None:
+def replaced_inputs(outs: Sequence[Path], inputs: Sequence[Path | str]) -> dict[int, Path]:
+    """{index: input}: the outputs that are (would overwrite) one of the input files (a GDAL
+    name, /vsicurl/..., is no file here)."""
+    def identity(path: Path | str) -> tuple[int, int] | None:
         try:
-            stat = path.stat()
+            stat = os.stat(path)
         except OSError:
             return None
         return stat.st_dev, stat.st_ino
