@@ -42,6 +42,7 @@ from geopix2pix.raster.io import (
     is_gdal_name,
     open_raster,
     raster_path,
+    repeated_band_warning,
     select_bands,
 )
 
@@ -228,9 +229,11 @@ def export_chips(
     except BaseException:
         remove_outputs(out, OUTPUTS)
         raise
+    repeated = [repeated_band_warning(f"--{name.replace('_', '-')}", getattr(options, name))
+                for name in ("source_bands", "target_bands")]
     return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
                          val_warnings(kept, options.val_fraction, options.split_block,
-                                      options.chip_size))
+                                      options.chip_size) + [w for w in repeated if w])
 
 
 def _pair_paths(source, target, pairs) -> list[tuple[Path, Path]]:

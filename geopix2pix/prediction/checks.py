@@ -19,7 +19,7 @@ from geopix2pix.models import LoadedModel
 from geopix2pix.models.metadata import ModelMetadata, SideMetadata
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
 from geopix2pix.raster.grid import Grid, control_points
-from geopix2pix.raster.io import no_crs_message, select_bands
+from geopix2pix.raster.io import no_crs_message, repeated_band_warning, select_bands
 
 PIXEL_SIZE_TOLERANCE = 2.0
 METRES_PER_DEGREE = 111_319.49
@@ -119,6 +119,9 @@ def check_source_values(dataset, bands: Sequence[int], info: ModelMetadata,
     model of uint16 DNs) or mean other quantities (another unit, scale or offset) than the
     training sources': they are scaled as the training values were, so a difference in units
     gives a confident nonsense prediction, not an error. The warning says how to convert."""
+    repeated = repeated_band_warning("--bands", bands)
+    if repeated:
+        warn(f"{dataset.name}: {repeated}")
     dtype, trained = dataset.dtypes[bands[0] - 1], info.source.dtype
     scene = BandMetadata.of(dataset, bands)
     reasons = [] if stored_alike(dtype, trained) else [

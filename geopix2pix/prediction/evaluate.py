@@ -43,7 +43,7 @@ from geopix2pix.prediction.band_pairing import (
     values_warnings,
 )
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import open_raster, read_window, warped_view
+from geopix2pix.raster.io import open_raster, read_window, repeated_band_warning, warped_view
 from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
 
 BLOCK = 1024
@@ -167,6 +167,9 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
                               "CRS, so they cannot be aligned; assign a CRS")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
     report.warnings += values_warnings(pred, p, pb, reference, r, rb)
+    report.warnings += [w for w in (repeated_band_warning("--bands", bands),
+                                    repeated_band_warning("--reference-bands", reference_bands))
+                        if w]
     if not categorical and _paletted(p, pb) and _paletted(r, rb):
         report.warnings.append(f"{pred} and {reference} are class maps (colour tables): their "
                                "codes are compared as numbers; pass --categorical for pixel "

@@ -106,17 +106,12 @@ def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") 
             f"{option} {','.join(map(str, bands))}: band {bad[0]} does not exist in "
             f"{dataset.name}, which has {dataset.count} band(s); use indexes 1..{dataset.count}"
         )
-    try:
-        check_listed_once(bands)
-    except ValueError as exc:
-        raise GeoPix2PixError(f"{option} {','.join(map(str, bands))}: {exc}") from None
     return list(bands)
 
 
 def parse_bands(text: str | None) -> list[int] | None:
     """'1,2,3' or '1-3' -> [1, 2, 3]; None or '' -> None (all bands). A part that is not a
-    number or a rising range (4-2), or a band listed twice (1,1 or 1-3,2), is a ValueError
-    saying what to write instead."""
+    number or a rising range (4-2) is a ValueError saying what to write instead."""
     if not text:
         return None
     bands: list[int] = []
@@ -129,18 +124,21 @@ def parse_bands(text: str | None) -> list[int] | None:
             bands.extend(range(first, last + 1))
         else:
             bands.append(_band_number(part))
-    check_listed_once(bands)
     return bands
 
 
-def check_listed_once(bands: Sequence[int]) -> None:
-    """A ValueError naming the first band listed more than once: a band given twice is one
-    input twice (it says nothing more), most likely a slip for another band."""
+def repeated_band_warning(option: str, bands: Sequence[int] | None) -> str | None:
+    """A warning when `bands` lists a band more than once: legitimate (a grey scene fed to a
+    model of three bands, a panchromatic band repeated for an encoder pretrained on RGB) but
+    more often a slip for another band, so it is said, not refused."""
     seen: set[int] = set()
-    for band in bands:
+    for band in bands or ():
         if band in seen:
-            raise ValueError(f"band {band} is listed more than once; list each band once")
+            return (f"{option} {','.join(map(str, bands))} reads band {band} more than once: "
+                    "the model gets the same values in several inputs (as for a grey scene fed "
+                    "to a model of more bands); check that it is not a slip for another band")
         seen.add(band)
+    return None
 
 
 def _band_number(text: str) -> int:
