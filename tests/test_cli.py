@@ -141,7 +141,7 @@ def test_predict_with_a_run_folder_as_model_says_which_file(rasters, tmp_path, c
     (run / "model-best.safetensors").write_bytes(b"")
     assert one_line(capsys, args) == (
         f"Error: {run} is a folder, not a model file; pass {run / 'model.safetensors'} (the "
-        f"latest epoch) or {run / 'model-best.safetensors'} (the lowest validation L1)")
+        f"latest epoch) or {run / 'model-best.safetensors'} (the best validation score)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dem_run"]
 
 

@@ -103,7 +103,7 @@ def _model_in(folder: Path) -> str:
     """What to pass instead of a folder: the model files of a run folder, as far as it has any."""
     latest, best = folder / "model.safetensors", folder / "model-best.safetensors"
     if latest.is_file() and best.is_file():
-        return f"pass {latest} (the latest epoch) or {best} (the lowest validation L1)"
+        return f"pass {latest} (the latest epoch) or {best} (the best validation score)"
     if latest.is_file() or best.is_file():
         return f"pass {latest if latest.is_file() else best}"
     return (f"pass the {latest.name} (or {best.name}) that `geopix2pix train` writes in its "

@@ -98,7 +98,8 @@ def describe_classes(classes: list[int], objective: Categorical, info: DatasetIn
     codes may have been averaged."""
     codes = ", ".join(map(str, classes[:12])) + (", ..." if len(classes) > 12 else "")
     weights = "" if objective.weights is None else ", weights " + ", ".join(
-        f"{w:.3g}" for w in objective.weights.tolist()[:12])
+        f"{w:.3g}" for w in objective.weights.tolist()[:12]) + (
+        ", ..." if len(classes) > 12 else "")
     lines = [f"class map: {len(classes)} classes (codes {codes}); cross-entropy{weights}"]
     warning = resampling_warning(info, chips_dir)
     return lines + ([warning] if warning else [])
