@@ -385,9 +385,12 @@ def test_class_maps_compared_as_numbers_get_a_hint_to_pass_categorical(tmp_path)
         with rasterio.open(path, "r+") as dst:
             dst.write_colormap(1, {10: (255, 0, 0, 255), 20: (0, 255, 0, 255),
                                    40: (0, 0, 255, 255)})
-    hint = "are class maps (colour tables): their codes are compared as numbers; pass " \
-           "--categorical for pixel accuracy and per-class IoU"
+    hint = "look like class maps (integers, one with a colour table): their codes are " \
+           "compared as numbers; pass --categorical for pixel accuracy and per-class IoU"
     assert any(hint in w for w in evaluate(*paths).warnings)
     assert not any(hint in w for w in evaluate(*paths, categorical=True).warnings)
-    plain = write_raster(tmp_path / "plain.tif", codes)  # one is no class map: no hint
-    assert not any(hint in w for w in evaluate(paths[0], plain).warnings)
+    plain = write_raster(tmp_path / "plain.tif", codes)  # a land cover map without colours
+    assert any(hint in w for w in evaluate(paths[0], plain).warnings)
+    values = write_raster(tmp_path / "values.tif", codes.astype("float32"))  # values: no hint
+    assert not any(hint in w for w in evaluate(paths[0], values).warnings)
+    assert not any(hint in w for w in evaluate(plain, plain).warnings)  # no colour table

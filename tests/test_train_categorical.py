@@ -165,7 +165,8 @@ def _chips_of(folder: Path, target: np.ndarray, nodata=None, **options) -> Path:
 
 
 @pytest.mark.parametrize("kind, message", [
-    ("float", "is not a class map (float32 with more than 256 values, or not integers)"),
+    ("float", "is float32; class codes are integers: store the class map as integers"),
+    ("many", "holds more than 256 values, too many for a class map"),
     ("bands", "has 2 bands; a class map has one (export it with --target-bands N)"),
     ("one class", "hold one class only (5); export chips that cover several classes"),
 ])
@@ -173,7 +174,8 @@ def test_targets_that_are_not_class_maps_are_refused_in_one_line(tmp_path, kind,
     rng = np.random.default_rng(1)
     target = {"float": rng.random((1, 128, 128), dtype=np.float32),
               "bands": rng.integers(1, 4, (2, 128, 128)).astype("uint8"),
-              "one class": np.full((1, 128, 128), 5, "uint8")}[kind]
+              "one class": np.full((1, 128, 128), 5, "uint8"),
+              "many": rng.integers(0, 1000, (1, 128, 128)).astype("uint16")}[kind]
     chips = _chips_of(tmp_path, target)
     with pytest.raises(GeoPix2PixError) as caught:
         train(chips, tmp_path / "run", categorical=True, max_steps=1, **TINY)
@@ -335,3 +337,26 @@ def test_class_weights_need_categorical(class_chips, tmp_path):
                                               "class map; pass --categorical too"):
         train(class_chips, tmp_path / "run", class_weights="balanced", max_steps=1, **TINY)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("shift, resampling, warned", [(5.0, "bilinear", True),
+                                                       (5.0, "nearest", False),
+                                                       (0.0, "bilinear", False)])
+def test_export_warns_when_a_paletted_class_map_is_averaged(tmp_path, shift, resampling,
+                                                            warned):
+    """A colour-table target resampled with bilinear gets codes of no class: export says so
+    (a tester found it said only at train --categorical, after the export)."""
+    source, target = class_pair(tmp_path, size=128)
+    with rasterio.open(target) as src:
+        codes, profile, table = src.read(), src.profile, src.colormap(1)
+    profile["transform"] = from_origin(500000.0 + shift, 5200000.0, 10.0, 10.0)
+    moved = tmp_path / "moved.tif"
+    with rasterio.open(moved, "w", **profile) as dst:
+        dst.write(codes)
+        dst.write_colormap(1, table)
+    summary = export_chips(source, moved, tmp_path / "chips", chip_size=64, workers=0,
+                           progress=False, target_resampling=resampling)
+    said = [w for w in summary.warnings if "is a class map (a colour table)" in w]
+    assert bool(said) is warned, summary.warnings
+    if warned:
+        assert said[0].startswith("the target moved.tif is a class map")

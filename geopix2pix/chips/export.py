@@ -229,11 +229,25 @@ def export_chips(
     except BaseException:
         remove_outputs(out, OUTPUTS)
         raise
-    repeated = [repeated_band_warning(f"--{name.replace('_', '-')}", getattr(options, name))
-                for name in ("source_bands", "target_bands")]
     return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
                          val_warnings(kept, options.val_fraction, options.split_block,
-                                      options.chip_size) + [w for w in repeated if w])
+                                      options.chip_size) + _warnings(options, pair_list, sides))
+
+
+def _warnings(options: ExportOptions, pair_list: list[_Pair],
+              sides: tuple[SideInfo, SideInfo]) -> list[str]:
+    """Warnings of a finished export: bands listed twice, and a class map (a paletted target)
+    resampled with a method that averages its codes."""
+    found = [repeated_band_warning(f"--{name.replace('_', '-')}", getattr(options, name))
+             for name in ("source_bands", "target_bands")]
+    resampled = [Path(p.spec.target).name for p in pair_list if p.resampled]
+    if sides[1].band_metadata.colorinterp == ("palette",) and resampled and \
+            options.target_resampling != "nearest":
+        found.append(f"the target {resampled[0]} is a class map (a colour table) resampled onto "
+                     f"its source's grid with --target-resampling {options.target_resampling}, "
+                     "which averages neighbouring codes into codes of other classes or none; "
+                     "re-export with --target-resampling nearest")
+    return [warning for warning in found if warning]
 
 
 def _pair_paths(source, target, pairs) -> list[tuple[Path, Path]]:

@@ -170,10 +170,10 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
     report.warnings += [w for w in (repeated_band_warning("--bands", bands),
                                     repeated_band_warning("--reference-bands", reference_bands))
                         if w]
-    if not categorical and _paletted(p, pb) and _paletted(r, rb):
-        report.warnings.append(f"{pred} and {reference} are class maps (colour tables): their "
-                               "codes are compared as numbers; pass --categorical for pixel "
-                               "accuracy and per-class IoU")
+    if not categorical and _class_maps(p, pb, r, rb):
+        report.warnings.append(f"{pred} and {reference} look like class maps (integers, one "
+                               "with a colour table): their codes are compared as numbers; pass "
+                               "--categorical for pixel accuracy and per-class IoU")
     if matching == "in order":
         report.warnings += unlike_descriptions(p, pb, r, rb)
     view = warped_view(r, grid, "nearest" if categorical else "bilinear") if warped else r
@@ -193,9 +193,14 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
     return report
 
 
-def _paletted(dataset, bands: list[int]) -> bool:
-    """Whether the one band compared is a class map's (its colour interpretation a palette)."""
-    return len(bands) == 1 and dataset.colorinterp[bands[0] - 1] == ColorInterp.palette
+def _class_maps(p, pb: list[int], r, rb: list[int]) -> bool:
+    """Whether the one band compared of each is a class map's: both integers, and one (a
+    categorical model's prediction, or the land cover it learned) with a colour table."""
+    if len(pb) != 1 or len(rb) != 1:
+        return False
+    integers = all(np.dtype(d.dtypes[b[0] - 1]).kind in "iu" for d, b in ((p, pb), (r, rb)))
+    return integers and ColorInterp.palette in (p.colorinterp[pb[0] - 1],
+                                                r.colorinterp[rb[0] - 1])
 
 
 def _check_json_path(path: Path, inputs: list[Path], overwrite: bool) -> None:

@@ -41,11 +41,16 @@ def trained_classes(info: DatasetInfo, chips_dir: Path) -> list[int]:
             f"--categorical: {chips_dir} has no class table (exported by an older geopix2pix); "
             "re-export the chips (geopix2pix export-chips --overwrite)")
     table = target.stats[0]["classes"]
+    if table is None and target.dtype.startswith("float"):
+        raise GeoPix2PixError(
+            f"--categorical: the target of {chips_dir} is {target.dtype}; class codes are "
+            "integers: store the class map as integers (e.g. gdal_translate -ot Byte, or "
+            "UInt16 for codes above 255) and re-export, or train without --categorical to "
+            "regress its values")
     if table is None:
         raise GeoPix2PixError(
-            f"--categorical: the target of {chips_dir} is not a class map ({target.dtype} with "
-            f"more than {MAX_CLASSES} values, or not integers); train without --categorical to "
-            "regress its values")
+            f"--categorical: the target of {chips_dir} holds more than {MAX_CLASSES} values, "
+            "too many for a class map; train without --categorical to regress its values")
     codes = sorted(int(code) for code, _ in table)
     if target.nodata is not None and target.nodata in codes:  # pairs that disagree on nodata
         raise GeoPix2PixError(
