@@ -360,3 +360,26 @@ def test_export_warns_when_a_paletted_class_map_is_averaged(tmp_path, shift, res
     assert bool(said) is warned, summary.warnings
     if warned:
         assert said[0].startswith("the target moved.tif is a class map")
+
+
+def test_a_class_map_stuck_on_one_class_keeps_its_best_by_cross_entropy_and_warns(tmp_path):
+    """A rare class that the input does not show (2% of pixels, at random): the model answers
+    the common class everywhere, so the validation mean IoU is the same every epoch. model-best
+    is then the epoch of the lowest validation cross-entropy, not the first (a tester got
+    epoch 1's untrained weights), and the log says once what to try."""
+    rng = np.random.default_rng(5)
+    classes = np.where(rng.random((1, 256, 256)) < 0.02, 9, 1).astype("uint8")
+    source = rng.random((1, 256, 256), dtype=np.float32)
+    export_chips(write_raster(tmp_path / "s.tif", source), write_raster(tmp_path / "t.tif",
+                                                                        classes),
+                 tmp_path / "chips", chip_size=64, stride=32, split_block=128, workers=0,
+                 progress=False, target_resampling="nearest")
+    lines: list[str] = []
+    result = train(tmp_path / "chips", tmp_path / "run", categorical=True, max_steps=40,
+                   epochs=1, decay_epochs=0, lr=1e-3, samples=0, log=lines.append, **TINY)
+    rows = rows_of(tmp_path / "run")
+    assert len(rows) >= 4 and len({r["val_miou"] for r in rows}) == 1, rows
+    ces = [float(r["val_ce"]) for r in rows]
+    assert result.best["epoch"] == 1 + ces.index(min(ces)) != 1
+    stuck = [line for line in lines if "mean IoU has stayed" in line]
+    assert len(stuck) == 1 and "--class-weights balanced" in stuck[0]

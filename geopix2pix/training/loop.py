@@ -32,6 +32,8 @@ from .schedule import LinearDecaySchedule
 from .signals import StopRequest
 from .validate import evaluate, evaluate_classes
 
+STUCK_EPOCHS = 3  # a class map's mean IoU unchanged this long: warn (see _warn_if_one_class)
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -55,6 +57,7 @@ class EpochRunner:
         self.sample_batch = self._sample_batch()
         # metrics.csv's loss columns
         self.losses = ("loss_g_gan", trainer.objective.loss_name, "loss_d")
+        self.warned_stuck = False
 
     def _sample_batch(self) -> dict | None:
         """The fixed chips shown in samples/: the first val chips (train chips without val)."""
@@ -148,11 +151,34 @@ class EpochRunner:
         self.history.append(row)
         score = self._score(scores, means[1])
         trainer.save_model(trainer.run_dir / "model.safetensors", scores)
-        if score < state["best"]:
+        if self._better(score, scores):
             state["best"] = score
             state["best_scores"] = {**scores, self.losses[1]: means[1], "epoch": epoch}
             trainer.save_model(trainer.run_dir / "model-best.safetensors", scores)
+        self._warn_if_one_class()
         trainer.save_checkpoint()
+
+    def _better(self, score: float, scores: dict[str, float]) -> bool:
+        """Whether this epoch's score beats model-best's; on a tie of a class map's mean IoU
+        (a model that still answers the most common class everywhere keeps it for epochs) the
+        lower validation cross-entropy wins, so model-best is not the first epoch's."""
+        best = self.trainer.state["best"]
+        if score != best or "val_ce" not in scores:
+            return score < best
+        return scores["val_ce"] < self.trainer.state["best_scores"].get("val_ce", math.inf)
+
+    def _warn_if_one_class(self) -> None:
+        """Once, when a class map's validation mean IoU has not moved for `STUCK_EPOCHS`
+        epochs: the model likely answers one class everywhere."""
+        trainer = self.trainer
+        if trainer.classes is None or self.warned_stuck or trainer.objective.weights is not None:
+            return
+        recent = [row.get("val_miou") for row in self.history.rows[-STUCK_EPOCHS:]]
+        if len(recent) == STUCK_EPOCHS and recent[0] and len(set(recent)) == 1:
+            self.warned_stuck = True
+            trainer.log(f"warning: the validation mean IoU has stayed at {recent[0]} for "
+                        f"{STUCK_EPOCHS} epochs: the model may answer the most common class "
+                        "everywhere; with rare classes, train with --class-weights balanced")
 
     def _score(self, scores: dict[str, float], pixel_loss: float) -> float:
         """What picks model-best, lower being better: the validation L1 of values; 1 - the
