@@ -21,7 +21,8 @@ from geopix2pix.errors import GeoPix2PixError, GeoPix2PixWarning
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `_LAZY` imports on first use
     from geopix2pix.chips.dataset import ChipDataset
-    from geopix2pix.chips.export import ExportSummary, export_chips
+    from geopix2pix.chips.export import export_chips
+    from geopix2pix.chips.summary import ExportSummary
     from geopix2pix.demo.pipeline import DemoResult, run_demo
     from geopix2pix.demo.scenes import DemoScenes, make_demo_scenes
     from geopix2pix.models.io import LoadedModel, load_model
@@ -45,7 +46,7 @@ _LAZY = {
     "plot_metrics": "geopix2pix.plot:plot_metrics",
     "plot_footprints": "geopix2pix.plot:plot_footprints",
     # what they return
-    "ExportSummary": "geopix2pix.chips.export:ExportSummary",
+    "ExportSummary": "geopix2pix.chips.summary:ExportSummary",
     "TrainResult": "geopix2pix.training.trainer:TrainResult",
     "SceneResult": "geopix2pix.prediction.predictor:SceneResult",
     "EvaluationReport": "geopix2pix.prediction.evaluate:EvaluationReport",

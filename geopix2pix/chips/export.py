@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -29,9 +29,10 @@ from geopix2pix.chips.layout import (
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
 from geopix2pix.chips.options import ExportOptions
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
-from geopix2pix.chips.stats import BandStatistics
+from geopix2pix.chips.stats import BandStatistics, ClassCounts
+from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
-from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
+from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
 from geopix2pix.raster.folders import Owned, prepare_output_dir, remove_outputs
@@ -42,7 +43,6 @@ from geopix2pix.raster.io import (
     is_gdal_name,
     open_raster,
     raster_path,
-    repeated_band_warning,
     select_bands,
 )
 
@@ -51,23 +51,6 @@ REJECT_AOI = "outside the AOI"
 REJECT_STRADDLE = "straddling the train/val split"
 CHIP_FILES = Owned(("*.tif",))
 OUTPUTS = Owned((MANIFEST, INDEX), {"source": CHIP_FILES, "target": CHIP_FILES})  # all it writes
-
-
-@dataclass
-class ExportSummary:
-    """What an export produced: chips kept per split, chips skipped by reason, and warnings
-    (one line each) about a result that will not train well."""
-
-    out_dir: Path
-    kept: dict[str, int]
-    skipped: dict[str, int] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        lines = [f"{self.out_dir}: {self.kept.get('train', 0)} train chips, "
-                 f"{self.kept.get('val', 0)} val chips"]
-        lines += [f"skipped {n} chips {reason}" for reason, n in self.skipped.items() if n]
-        return lines
 
 
 @dataclass
@@ -229,25 +212,15 @@ def export_chips(
     except BaseException:
         remove_outputs(out, OUTPUTS)
         raise
-    return ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
-                         val_warnings(kept, options.val_fraction, options.split_block,
-                                      options.chip_size) + _warnings(options, pair_list, sides))
-
-
-def _warnings(options: ExportOptions, pair_list: list[_Pair],
-              sides: tuple[SideInfo, SideInfo]) -> list[str]:
-    """Warnings of a finished export: bands listed twice, and a class map (a paletted target)
-    resampled with a method that averages its codes."""
-    found = [repeated_band_warning(f"--{name.replace('_', '-')}", getattr(options, name))
-             for name in ("source_bands", "target_bands")]
-    resampled = [Path(p.spec.target).name for p in pair_list if p.resampled]
-    if sides[1].band_metadata.colorinterp == ("palette",) and resampled and \
-            options.target_resampling != "nearest":
-        found.append(f"the target {resampled[0]} is a class map (a colour table) resampled onto "
-                     f"its source's grid with --target-resampling {options.target_resampling}, "
-                     "which averages neighbouring codes into codes of other classes or none; "
-                     "re-export with --target-resampling nearest")
-    return [warning for warning in found if warning]
+    summary = ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
+                            val_warnings(kept, options.val_fraction, options.split_block,
+                                         options.chip_size)
+                            + export_warnings(options, [Path(p.spec.target).name
+                                                        for p in pair_list if p.resampled],
+                                              sides[1]))
+    for warning in summary.warnings:  # also in the summary; the command line prints those
+        warn_user(warning)
+    return summary
 
 
 def _pair_paths(source, target, pairs) -> list[tuple[Path, Path]]:
@@ -327,6 +300,7 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
     `sides` here), every pair, the counts and the options (`ExportOptions.recorded`)."""
     source, target = sides
     source.stats, target.stats = stats[0].summary(), stats[1].summary()
+    target.val_classes = stats[2].tables()
     first = pair_list[0].grid
     return DatasetInfo(
         chip_size=options.chip_size, stride=options.stride, source=source, target=target,
@@ -355,18 +329,22 @@ def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> 
 
 
 def _export(jobs: list[Job], workers: int, total: int, progress: bool,
-            skipped: Counter) -> tuple[list[dict], tuple[BandStatistics, ...]]:
+            skipped: Counter) -> tuple[list[dict], tuple]:
+    """The chips' records, and the train chips' source and target statistics and the val
+    chips' target class counts."""
     records: list[dict] = []
-    stats: tuple[BandStatistics, BandStatistics] | None = None
+    stats: tuple[BandStatistics, BandStatistics, ClassCounts] | None = None
     with tqdm(total=total, unit="chip", desc="export-chips", disable=not progress) as bar:
         for job, result in _run(jobs, workers):
             records.extend(result.records)
             skipped.update(result.rejected)
             if stats is None:
                 stats = (BandStatistics(len(job.pair.source_bands)),
-                         BandStatistics(len(job.pair.target_bands), count_classes=True))
+                         BandStatistics(len(job.pair.target_bands), count_classes=True),
+                         ClassCounts(len(job.pair.target_bands)))
             stats[0].merge(result.source_stats)
             stats[1].merge(result.target_stats)
+            stats[2].merge(result.val_classes)
             bar.update(len(job.chips))
     records.sort(key=lambda r: (r["pair"], r["row"], r["col"]))
     return records, stats

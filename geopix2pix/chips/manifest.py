@@ -34,6 +34,8 @@ class SideInfo:
     stats: list[dict] = field(default_factory=list)
     raster_bands: int | None = None  # bands of the rasters cut (None: they differ, or unknown)
     band_metadata: BandMetadata = field(default_factory=BandMetadata)  # units, scales, colours
+    # per band, the val chips' [[code, pixels], ...] (None: no class map; [] : not recorded)
+    val_classes: list = field(default_factory=list)
 
     @property
     def scaling(self) -> Scaling:

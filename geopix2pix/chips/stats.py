@@ -21,6 +21,55 @@ import numpy as np
 MAX_CLASSES = 256
 
 
+class ClassCounts:
+    """Exact pixels per value of each band of integers, while it holds at most `MAX_CLASSES`
+    values (a band of floats, or with more values, is no class map: its counts become None)."""
+
+    def __init__(self, bands: int) -> None:
+        self.counts: list[dict[int, int] | None] = [{} for _ in range(bands)]
+
+    def add(self, values: np.ndarray) -> None:
+        """Add valid pixels, (bands, pixels)."""
+        for band, counts in enumerate(self.counts):
+            if counts is None:
+                continue
+            if values.dtype.kind not in "iu":
+                self.counts[band] = None
+                continue
+            if values.dtype.kind == "u" and values.dtype.itemsize <= 2:  # fast: a histogram
+                numbers = np.bincount(values[band].ravel())
+                codes = np.flatnonzero(numbers)
+                numbers = numbers[codes]
+            else:
+                codes, numbers = np.unique(values[band], return_counts=True)
+            self._add(band, zip(codes.tolist(), numbers.tolist()))
+
+    def merge(self, other: ClassCounts) -> None:
+        """Fold in another's counts (e.g. from a worker process)."""
+        for band, counts in enumerate(other.counts):
+            if counts is None:
+                self.counts[band] = None
+            else:
+                self._add(band, counts.items())
+
+    def _add(self, band: int, pairs) -> None:
+        counts = self.counts[band]
+        if counts is None:
+            return
+        for code, number in pairs:
+            counts[code] = counts.get(code, 0) + number
+        if len(counts) > MAX_CLASSES:
+            self.counts[band] = None
+
+    def table(self, band: int) -> list[list[int]] | None:
+        """[[value, pixels], ...] by value, or None when the band is no class map."""
+        counts = self.counts[band]
+        return None if counts is None else [[int(c), int(n)] for c, n in sorted(counts.items())]
+
+    def tables(self) -> list[list[list[int]] | None]:
+        return [self.table(band) for band in range(len(self.counts))]
+
+
 class BandStatistics:
     """Accumulates statistics of valid pixels for a fixed number of bands."""
 
@@ -36,9 +85,7 @@ class BandStatistics:
         self._rng = np.random.default_rng(seed)
         self._values: list[np.ndarray] = []
         self._deviations: list[np.ndarray] = []
-        # per band {value: pixels} while it is a band of integers with few values, else None
-        self.classes: list[dict[int, int] | None] = [{} if count_classes else None
-                                                     for _ in range(bands)]
+        self.classes = ClassCounts(bands) if count_classes else None
 
     @staticmethod
     def rate_for(sample_size: int, expected_pixels: int) -> float:
@@ -56,7 +103,8 @@ class BandStatistics:
         self.sumsq += np.square(values, dtype=np.float64).sum(axis=1)
         self.min = np.minimum(self.min, values.min(axis=1))
         self.max = np.maximum(self.max, values.max(axis=1))
-        self._count_classes(values)
+        if self.classes is not None:
+            self.classes.add(values)
         keep = self._rng.binomial(n, self.rate)
         if keep:
             picked = values[:, self._rng.choice(n, keep, replace=False) if keep < n
@@ -64,25 +112,6 @@ class BandStatistics:
             means = values.mean(axis=1, dtype=np.float64)[:, None]
             self._values.append(picked)
             self._deviations.append(np.abs(picked - means))
-
-    def _count_classes(self, values: np.ndarray) -> None:
-        """Add the valid pixels' per-value counts of each band of integers, (bands, pixels)."""
-        for band, counts in enumerate(self.classes):
-            if counts is None:
-                continue
-            if values.dtype.kind not in "iu":
-                self.classes[band] = None
-                continue
-            if values.dtype.kind == "u" and values.dtype.itemsize <= 2:  # fast: a histogram
-                numbers = np.bincount(values[band].ravel())
-                codes = np.flatnonzero(numbers)
-                numbers = numbers[codes]
-            else:
-                codes, numbers = np.unique(values[band], return_counts=True)
-            for code, number in zip(codes.tolist(), numbers.tolist()):
-                counts[code] = counts.get(code, 0) + number
-            if len(counts) > MAX_CLASSES:
-                self.classes[band] = None
 
     def merge(self, other: BandStatistics) -> None:
         """Fold another accumulator (e.g. from a worker process) into this one."""
@@ -95,15 +124,8 @@ class BandStatistics:
         self.max = np.maximum(self.max, other.max)
         self._values.extend(other._values)
         self._deviations.extend(other._deviations)
-        for band, counts in enumerate(other.classes):
-            mine = self.classes[band]
-            if mine is None or counts is None:
-                self.classes[band] = None
-                continue
-            for code, number in counts.items():
-                mine[code] = mine.get(code, 0) + number
-            if len(mine) > MAX_CLASSES:
-                self.classes[band] = None
+        if self.classes is not None and other.classes is not None:
+            self.classes.merge(other.classes)
 
     def summary(self) -> list[dict]:
         """Per-band dicts: count, min, max, mean, std, p01, p99, abs_dev_p99, and classes:
@@ -120,10 +142,7 @@ class BandStatistics:
         return [
             dict(count=int(self.count), min=float(self.min[b]), max=float(self.max[b]),
                  mean=float(mean[b]), std=float(std[b]), p01=float(p01[b]), p99=float(p99[b]),
-                 abs_dev_p99=float(spread[b]), classes=self._class_table(b))
+                 abs_dev_p99=float(spread[b]),
+                 classes=None if self.classes is None else self.classes.table(b))
             for b in range(self.bands)
         ]
-
-    def _class_table(self, band: int) -> list[list[int]] | None:
-        counts = self.classes[band]
-        return None if counts is None else [[int(c), int(n)] for c, n in sorted(counts.items())]

@@ -14,7 +14,7 @@ import numpy as np
 import rasterio
 
 from geopix2pix.chips.layout import ChipWindow
-from geopix2pix.chips.stats import BandStatistics
+from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.gdal_log import libtiff_quiet
@@ -55,6 +55,7 @@ class JobResult:
     rejected: Counter
     source_stats: BandStatistics
     target_stats: BandStatistics
+    val_classes: ClassCounts  # the val chips' target codes (a class that val holds, train not)
 
 
 class ChipWriter:
@@ -128,6 +129,7 @@ def _run_job(job: Job) -> JobResult:
     source_stats = BandStatistics(len(spec.source_bands), job.sample_rate, seed=rng_seed)
     target_stats = BandStatistics(len(spec.target_bands), job.sample_rate, seed=rng_seed + [1],
                                   count_classes=True)
+    val_classes = ClassCounts(len(spec.target_bands))
     records, rejected = [], Counter()
     # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
     # writing with the next chip's reading and statistics (at most one job's chips are pending)
@@ -148,8 +150,10 @@ def _run_job(job: Job) -> JobResult:
             if split == "train":
                 source_stats.add(read.source, read.valid)
                 target_stats.add(read.target, read.valid)
+            else:
+                val_classes.add(read.target[:, read.valid])
             records.append(dict(id=chip.id, pair=spec.index, row=chip.row, col=chip.col,
                                 split=split, valid_fraction=round(valid_fraction, 6)))
         for future in pending:
             future.result()  # re-raise a failed write here
-    return JobResult(records, rejected, source_stats, target_stats)
+    return JobResult(records, rejected, source_stats, target_stats, val_classes)

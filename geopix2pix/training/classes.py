@@ -106,5 +106,19 @@ def describe_classes(classes: list[int], objective: Categorical, info: DatasetIn
         f"{w:.3g}" for w in objective.weights.tolist()[:12]) + (
         ", ..." if len(classes) > 12 else "")
     lines = [f"class map: {len(classes)} classes (codes {codes}); cross-entropy{weights}"]
-    warning = resampling_warning(info, chips_dir)
-    return lines + ([warning] if warning else [])
+    warnings = [resampling_warning(info, chips_dir), val_only_warning(info, classes, chips_dir)]
+    return lines + [warning for warning in warnings if warning]
+
+
+def val_only_warning(info: DatasetInfo, classes: list[int], chips_dir: Path) -> str | None:
+    """A warning when the val chips hold codes no train chip has: the model can never predict
+    them, and validation leaves their pixels out (dataset.json's val class counts; a folder
+    exported before they were counted says nothing)."""
+    table = (info.target.val_classes or [None])[0] or []
+    missing = [(code, pixels) for code, pixels in table if code not in set(classes)]
+    if not missing:
+        return None
+    shown = ", ".join(f"{code} ({pixels} pixels)" for code, pixels in missing[:8])
+    return (f"warning: the val chips of {chips_dir} hold class code(s) {shown} that no train chip "
+            "has: the model cannot learn them and validation leaves them out; export so that "
+            "train chips cover every class (e.g. another --seed or a smaller --split-block)")
