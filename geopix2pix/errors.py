@@ -6,7 +6,9 @@ decoder's. `describe` makes that chain one line."""
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 
@@ -18,6 +20,21 @@ class GeoPix2PixWarning(UserWarning):
     """Something the user should know about a result that was still produced (a scene predicted
     at another pixel size than the training's, a scene of several that failed): the Python API
     issues it through `warnings` where no callback takes it; the CLI prints "warning: ..."."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))  # geopix2pix/: frames a warning skips
+
+
+def warn_user(message: str) -> None:
+    """Issue `message` as a GeoPix2PixWarning at the line that called geopix2pix (not inside
+    it), every time (Python's default filter shows a message once per line, so a notebook
+    cell run again would say nothing). The command line prints its own "warning: ..." lines
+    and ignores these."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back
+    where = (frame.f_code.co_filename, frame.f_lineno) if frame else ("geopix2pix", 0)
+    warnings.warn_explicit(message, GeoPix2PixWarning, *where, registry=None)
 
 
 class ReportedElsewhere(GeoPix2PixError):

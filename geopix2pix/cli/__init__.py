@@ -14,7 +14,13 @@ import click
 
 from geopix2pix import __version__
 from geopix2pix.cli.export_chips import export_chips_command
-from geopix2pix.errors import GeoPix2PixError, data_errors, error_line, was_reported
+from geopix2pix.errors import (
+    GeoPix2PixError,
+    GeoPix2PixWarning,
+    data_errors,
+    error_line,
+    was_reported,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -65,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # A raster without CRS is refused in our own words, or used with --allow-no-crs: rasterio's
     # multi-line warning about it says nothing more
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     try:
-        cli.main(args=argv, prog_name="geopix2pix", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+            # the commands print "warning: ..." lines of their own
+            warnings.filterwarnings("ignore", category=GeoPix2PixWarning)
+            cli.main(args=argv, prog_name="geopix2pix", standalone_mode=False)
     except (GeoPix2PixError, *data_errors()) as exc:
         if not was_reported(exc):
             click.echo(error_line(exc), err=True)

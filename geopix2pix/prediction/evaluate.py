@@ -32,7 +32,7 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from geopix2pix import metrics
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.jsonvalues import jsonable
 from geopix2pix.options import api_function, check_types
 from geopix2pix.prediction.band_pairing import (
@@ -151,6 +151,8 @@ def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical:
     if json_path is not None:
         with atomic_path(json_path, overwrite) as temp:
             temp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    for warning in report.warnings:  # also in the report; the command line prints those
+        warn_user(warning)
     return report
 
 

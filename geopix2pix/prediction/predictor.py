@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geopix2pix.errors import GeoPix2PixError, GeoPix2PixWarning, data_errors, describe
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe, warn_user
 from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.device import resolve_device
 from geopix2pix.models.metadata import ModelMetadata
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 PathLike = str | os.PathLike
-_PACKAGE = str(Path(__file__).parents[1])  # geopix2pix/, whose frames a warning skips
 
 
 @dataclass
@@ -145,7 +142,7 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     line, every time).
     """
     to_python = on_warning is None  # a caller with a callback reads failures in the results
-    on_warning = _issue_warning if on_warning is None else on_warning
+    on_warning = warn_user if on_warning is None else on_warning
 
     def reported(result: SceneResult) -> None:
         if to_python and out is None and not result.ok:
@@ -168,17 +165,6 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
             raise GeoPix2PixError(results[0].error) from failure
         raise failure
     return results
-
-
-def _issue_warning(message: str) -> None:
-    """A warning of `predict` called without ``on_warning``, to Python's `warnings`: at the
-    line that called geopix2pix (not inside it), and shown every time (a notebook cell run
-    again warns again; the default filter shows a message once per line)."""
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame = frame.f_back
-    where = (frame.f_code.co_filename, frame.f_lineno) if frame else ("geopix2pix", 0)
-    warnings.warn_explicit(message, GeoPix2PixWarning, *where, registry=None)
 
 
 def check_model_argument(model: object) -> None:

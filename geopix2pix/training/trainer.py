@@ -31,7 +31,7 @@ import torch
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
-from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
+from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.models import save_model
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.options import api_function
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 MODEL = "model.safetensors"
 BEST_MODEL = "model-best.safetensors"
+WARNING = "warning: "  # how a log line that is a warning starts
 OPTIONS = "train.json"
 # all a run writes in RUN_DIR: --overwrite removes these and refuses anything else
 RUN_OUTPUTS = Owned((MODEL, BEST_MODEL, CHECKPOINT, METRICS, OPTIONS),
@@ -83,7 +84,11 @@ class TrainResult:
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+    """The API's default log: lines to stderr, warnings as GeoPix2PixWarnings (catchable)."""
+    if message.startswith(WARNING):
+        warn_user(message[len(WARNING):])
+    else:
+        print(message, file=sys.stderr)
 
 
 def _quiet(_message: str) -> None:
