@@ -22,7 +22,7 @@ class GeoPix2PixWarning(UserWarning):
     issues it through `warnings` where no callback takes it; the CLI prints "warning: ..."."""
 
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))  # geopix2pix/: frames a warning skips
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # frames a warning skips
 
 
 def warn_user(message: str) -> None:
@@ -33,8 +33,12 @@ def warn_user(message: str) -> None:
     frame = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
         frame = frame.f_back
-    where = (frame.f_code.co_filename, frame.f_lineno) if frame else ("geopix2pix", 0)
-    warnings.warn_explicit(message, GeoPix2PixWarning, *where, registry=None)
+    if frame is None:
+        warnings.warn_explicit(message, GeoPix2PixWarning, "geopix2pix", 0, registry=None)
+        return
+    warnings.warn_explicit(message, GeoPix2PixWarning, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__"), registry=None,
+                           module_globals=frame.f_globals)
 
 
 class ReportedElsewhere(GeoPix2PixError):

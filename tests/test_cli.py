@@ -188,3 +188,18 @@ def test_train_and_predict_check_their_device_alike(tmp_path, capsys, monkeypatc
     assert main(["predict", str(tmp_path / "s.tif"), str(tmp_path / "o.tif"), "-m",
                  str(tmp_path / "m.safetensors"), "--device", device]) == 2
     assert capsys.readouterr().err.strip() == message
+
+
+def test_the_demo_command_prints_the_apis_warnings_as_lines(capsys):
+    """The command line ignores GeoPix2PixWarnings (each command prints its own lines), but the
+    demo runs the API: its warnings are shown as "warning: ..." lines."""
+    import warnings
+
+    from geopix2pix.cli.demo import warnings_as_lines
+    from geopix2pix.errors import GeoPix2PixWarning, warn_user
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=GeoPix2PixWarning)  # as main() sets
+        with warnings_as_lines():
+            warn_user("the held-out scene differs")
+    assert capsys.readouterr().err == "warning: the held-out scene differs\n"

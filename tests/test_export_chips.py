@@ -350,3 +350,41 @@ def test_dataset_scales_to_unit_range_and_augments_pairs_identically(tmp_path, r
 
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
+
+
+def test_class_counts_merge_and_give_up_past_256_codes():
+    """ClassCounts: exact per-code pixels of integer bands, merged across workers; a band of
+    floats, or one past 256 codes (also only once merged), is no class map (None)."""
+    from geopix2pix.chips.stats import MAX_CLASSES, ClassCounts
+
+    a, b, empty = ClassCounts(2), ClassCounts(2), ClassCounts(2)
+    a.add(np.array([[-3, 5, 5, 70000], [1, 1, 2, 2]], dtype=np.int32))
+    b.add(np.array([[5, -3], [2, 9]], dtype=np.int32))
+    a.merge(b)
+    a.merge(empty)  # a worker that saw no val chip
+    assert a.tables() == [[[-3, 2], [5, 3], [70000, 1]], [[1, 2], [2, 3], [9, 1]]]
+    floats = ClassCounts(1)
+    floats.add(np.array([[0.5, 1.0]], dtype=np.float32))
+    assert floats.tables() == [None]
+    low, high = ClassCounts(1), ClassCounts(1)
+    low.add(np.arange(200, dtype=np.uint16)[None])
+    high.add(np.arange(150, 350, dtype=np.uint16)[None])  # 350 codes only together
+    assert low.table(0) is not None and high.table(0) is not None
+    low.merge(high)
+    assert low.table(0) is None and MAX_CLASSES == 256
+    none_band = ClassCounts(1)
+    none_band.merge(floats)  # None spreads through a merge
+    assert none_band.tables() == [None]
+
+
+def test_a_dataset_json_from_before_val_class_counts_loads(tmp_path, rng):
+    src = write_raster(tmp_path / "s.tif", rng.random((1, 64, 64), dtype=np.float32))
+    tgt = write_raster(tmp_path / "t.tif", rng.integers(0, 3, (1, 64, 64)).astype("uint8"))
+    out = tmp_path / "chips"
+    export_chips(src, tgt, out, chip_size=32, progress=False, workers=0)
+    manifest = json.loads((out / "dataset.json").read_text())
+    del manifest["target"]["val_classes"], manifest["source"]["val_classes"]
+    (out / "dataset.json").write_text(json.dumps(manifest))
+    from geopix2pix.chips.manifest import DatasetInfo
+
+    assert DatasetInfo.load(out).target.val_classes == []

@@ -353,6 +353,24 @@ def test_a_scene_in_other_units_or_scale_than_the_training_sources_gets_a_warnin
                         "(gdal_translate -scale / -unscale)"]
 
 
+def test_a_model_of_a_repeated_band_warns_only_when_the_user_repeats_one(tmp_path):
+    """A model trained on --source-bands 1,1,1 (a grey band fed to three inputs) reads a grey
+    scene the same way without a word; --bands 1,1,2 given at predict is said (a slip?)."""
+    model = unet_file(tmp_path / "m.safetensors", source_bands=[1, 1, 1],
+                      source_raster_bands=1)
+    grey = write_scene(tmp_path / "grey.tif", 40, 40, count=1)
+    messages: list[str] = []
+    predict(grey, tmp_path / "a.tif", model=model, progress=False, on_warning=messages.append)
+    assert not any("more than once" in m for m in messages), messages
+    rgb = write_scene(tmp_path / "rgb.tif", 40, 40)
+    predict(rgb, tmp_path / "b.tif", model=model, progress=False, bands=[1, 1, 2],
+            on_warning=messages.append)
+    assert [m for m in messages if "more than once" in m] == [
+        f"{rgb}: --bands 1,1,2 reads band 1 more than once: the model gets the same values in "
+        "several inputs (as for a grey scene fed to a model of more bands); check that it is "
+        "not a slip for another band"]
+
+
 def test_scaled_integers_fed_to_a_model_of_plain_values_are_told_how_to_convert(tmp_path):
     """A tester's Sentinel-2 scene stored as uint16 DNs with a declared scale of 1e-4, fed to a
     model trained on float32 reflectance: one warning, saying how to apply that scale."""

@@ -223,7 +223,7 @@ def export_chips(
     return summary
 
 
-def _pair_paths(source, target, pairs) -> list[tuple[Path, Path]]:
+def _pair_paths(source, target, pairs) -> list[tuple[Path | str, Path | str]]:
     """The (source, target) paths to export: SOURCE and TARGET, the rows of a --pairs CSV, or
     a list of pairs; each pair listed once."""
     if pairs is None:

@@ -50,7 +50,7 @@ def _is_pair(pair: object) -> bool:
             and all(isinstance(path, PATHS) for path in pair))
 
 
-def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path, Path]]:
+def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path | str, Path | str]]:
     """Pairs from a CSV with `source,target` columns, paths relative to the CSV's folder."""
     path = Path(path)
     if not path.exists():
@@ -71,7 +71,8 @@ def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _row_pair(row: dict, path: Path, line: int, columns: int) -> tuple[Path, Path]:
+def _row_pair(row: dict, path: Path, line: int,
+              columns: int) -> tuple[Path | str, Path | str]:
     """One row's (source, target), relative to the CSV's folder: both filled in, no cell
     beyond the header's columns, and both files there (a GDAL name, /vsizip/... or NETCDF:...,
     is taken as typed and left to GDAL)."""

@@ -67,6 +67,7 @@ class ClassCounts:
         return None if counts is None else [[int(c), int(n)] for c, n in sorted(counts.items())]
 
     def tables(self) -> list[list[list[int]] | None]:
+        """`table` of every band."""
         return [self.table(band) for band in range(len(self.counts))]
 
 

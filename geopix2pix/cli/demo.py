@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 import click
 
 from geopix2pix.cli.options import OFF
 from geopix2pix.demo.pipeline import DemoSettings
 from geopix2pix.demo.scenes import TASKS
+from geopix2pix.errors import GeoPix2PixWarning
 
 DEFAULT_STEPS = DemoSettings().max_steps
 
@@ -47,7 +52,26 @@ def demo_command(out_dir, task, seed, max_steps, quick, device, overwrite, quiet
     settings = replace(DemoSettings.small() if quick else DemoSettings(), device=device)
     if max_steps != DEFAULT_STEPS:
         settings = replace(settings, max_steps=max_steps)
-    result = run_demo(out_dir, task, seed, progress=not quiet, overwrite=overwrite,
-                      settings=settings)
+    with warnings_as_lines():
+        result = run_demo(out_dir, task, seed, progress=not quiet, overwrite=overwrite,
+                          settings=settings)
     if quiet:
         click.echo("\n".join(result.lines()))
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """The API's GeoPix2PixWarnings (which the command line otherwise ignores, printing its own)
+    as the program's "warning: ..." lines, as they come: the demo calls the API."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", GeoPix2PixWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs) -> None:
+            if issubclass(category, GeoPix2PixWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield

@@ -107,7 +107,9 @@ def _predict_outputs(paths: Sequence[str], out_dir: str | None) -> list[Path]:
     or DIR/<scene name>.tif for each scene; none for arguments predict refuses."""
     if out_dir is None:
         return [Path(paths[1])] if len(paths) == 2 else []
-    return [Path(out_dir) / f"{Path(path).stem}.tif" for path in paths]
+    from geopix2pix.raster.io import scene_name
+
+    return [Path(out_dir) / f"{scene_name(path)}.tif" for path in paths]
 
 
 def predict_stopped(params: dict) -> Callable[[], str]:

@@ -114,12 +114,13 @@ def pixel_size_ratio(grid: Grid, info: ModelMetadata) -> float | None:
 
 
 def check_source_values(dataset, bands: Sequence[int], info: ModelMetadata,
-                        warn: Callable[[str], None]) -> None:
+                        warn: Callable[[str], None], given: Sequence[int] | None = None) -> None:
     """Warn, once, when the scene's values are another kind (float32 0..1 reflectance fed to a
     model of uint16 DNs) or mean other quantities (another unit, scale or offset) than the
     training sources': they are scaled as the training values were, so a difference in units
-    gives a confident nonsense prediction, not an error. The warning says how to convert."""
-    repeated = repeated_band_warning("--bands", bands)
+    gives a confident nonsense prediction, not an error. The warning says how to convert. Bands
+    the user `given` that repeat one are said too (a slip, or a grey scene fed to more)."""
+    repeated = repeated_band_warning("--bands", given)  # the model's own choice is no slip
     if repeated:
         warn(f"{dataset.name}: {repeated}")
     dtype, trained = dataset.dtypes[bands[0] - 1], info.source.dtype

@@ -50,7 +50,7 @@ GROUP_WINDOWS = 8192  # a group ends once it holds this many windows
 GROUP_SCENES = 32  # ... or this many scenes (each holds two open files)
 
 
-def scene_windows(scene: Path, info: ModelMetadata, options) -> int | None:
+def scene_windows(scene: Path | str, info: ModelMetadata, options) -> int | None:
     """How many windows predicting `scene` takes, or None when it cannot be opened (it is then
     predicted alone, which reports why)."""
     try:
@@ -112,7 +112,7 @@ def predict_group(results: Sequence, model, info: ModelMetadata, options,
                     dataset = stack.enter_context(open_raster(result.scene, require_crs=False))
                     check_crs(dataset, options.allow_no_crs)
                     bands = check_bands(dataset, options.bands, model, info)
-                    check_source_values(dataset, bands, info, warn_for(result))
+                    check_source_values(dataset, bands, info, warn_for(result), options.bands)
                     check_pixel_size(dataset, info, warn_for(result))
                     temp = partial_name(check_can_write(result.out, options.overwrite))
                 except GeoPix2PixError as exc:

@@ -37,7 +37,7 @@ from geopix2pix.prediction.resample import predict_resampled
 from geopix2pix.prediction.runner import output_spec, predict_to_file, reopen_scene
 from geopix2pix.prediction.writer import check_output_options
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import open_raster, raster_path
+from geopix2pix.raster.io import open_raster, raster_path, scene_name
 from geopix2pix.raster.write import (
     atomic_path,
     case_insensitive,
@@ -77,8 +77,8 @@ class SceneResult:
 
 def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
                  out_dir: PathLike | None) -> list[tuple[Path | str, Path]]:
-    """(scene, output) pairs: OUT for one scene, or DIR/<scene stem>.tif for each (a scene
-    given by a GDAL name, /vsicurl/https://.../x.tif, stays that string)."""
+    """(scene, output) pairs: OUT for one scene, or DIR/<scene name>.tif for each (`scene_name`;
+    a scene given by a GDAL name, /vsicurl/https://.../x.tif, stays that string)."""
     scenes = [raster_path(s) for s in scenes]
     if not scenes:
         raise GeoPix2PixError("no scene given; pass SCENE OUT or SCENES... --out-dir DIR")
@@ -98,7 +98,7 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
         return [(scenes[0], Path(out))]
     if out_dir is None or out is not None:
         raise GeoPix2PixError("give either OUT (one scene) or --out-dir DIR, not both or neither")
-    outs = [Path(out_dir) / f"{Path(str(s)).stem}.tif" for s in scenes]
+    outs = [Path(out_dir) / f"{scene_name(s)}.tif" for s in scenes]
     for later, first in shared_outputs(outs).items():
         case = "" if outs[later].name == outs[first].name else \
             " (names that differ only in case are one file in this folder)"
@@ -181,7 +181,7 @@ def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> N
                          options.cog, options.creation_options)
 
 
-def predict_scenes(pairs: Sequence[tuple[Path, Path]], model: LoadedModel,
+def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
                    options: PredictOptions,
                    on_warning: Callable[[str], None] | None = None,
                    on_result: Callable[[SceneResult], None] | None = None
@@ -242,7 +242,7 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelMetadata,
     with open_raster(result.scene, require_crs=False) as dataset:
         check_crs(dataset, options.allow_no_crs)
         bands = check_bands(dataset, options.bands, model, info)
-        check_source_values(dataset, bands, info, warn)
+        check_source_values(dataset, bands, info, warn, options.bands)
         ratio = check_pixel_size(dataset, info, warn, options.resample_to_model)
         spec = output_spec(model, info)
         with atomic_path(result.out, options.overwrite) as temp:

@@ -138,7 +138,8 @@ def _created(tiled: Path, target: Target, options: PredictOptions):
 
 
 @contextlib.contextmanager
-def reopen_scene(scene: Path, grid: Grid | None = None, resampling: str = "bilinear") -> Iterator:
+def reopen_scene(scene: Path | str, grid: Grid | None = None,
+                 resampling: str = "bilinear") -> Iterator:
     """Another handle on `scene` (warped onto `grid` with `resampling` when given), for another
     thread reading it."""
     with rasterio.open(scene) as dataset:

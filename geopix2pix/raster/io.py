@@ -39,6 +39,21 @@ def is_gdal_name(path: str | os.PathLike) -> bool:
     return bool(_GDAL_NAME.match(os.fspath(path)))
 
 
+_SUBDATASET = re.compile(r'^[A-Za-z][A-Za-z0-9_]+:(?:[A-Za-z0-9_]+:)*"([^"]+)":?(.*)$')
+
+
+def scene_name(path: str | os.PathLike) -> str:
+    """A raster's name for the files made from it (predict --out-dir writes NAME.tif): its file
+    stem; for a driver's subdataset (NETCDF:"a.nc":sst) the file's stem and the subdataset
+    (a_sst), so two variables of one file do not share an output."""
+    text = os.fspath(path)
+    match = _SUBDATASET.match(text)
+    if match is None:
+        return Path(text).stem
+    sub = re.sub(r"[^A-Za-z0-9]+", "_", match.group(2)).strip("_")
+    return Path(match.group(1)).stem + (f"_{sub}" if sub else "")
+
+
 def raster_path(path: str | os.PathLike) -> Path | str:
     """`path` as a Path, but a GDAL name as the string it is (Path would fold the double slash
     of /vsizip//abs/a.zip/b.tif)."""

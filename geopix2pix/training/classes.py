@@ -114,11 +114,12 @@ def val_only_warning(info: DatasetInfo, classes: list[int], chips_dir: Path) -> 
     """A warning when the val chips hold codes no train chip has: the model can never predict
     them, and validation leaves their pixels out (dataset.json's val class counts; a folder
     exported before they were counted says nothing)."""
-    table = (info.target.val_classes or [None])[0] or []
-    missing = [(code, pixels) for code, pixels in table if code not in set(classes)]
+    table, known = (info.target.val_classes or [None])[0] or [], set(classes)
+    missing = [(code, pixels) for code, pixels in table if code not in known]
     if not missing:
         return None
-    shown = ", ".join(f"{code} ({pixels} pixels)" for code, pixels in missing[:8])
+    shown = ", ".join(f"{code} ({pixels} pixels)" for code, pixels in missing[:8]) + (
+        ", ..." if len(missing) > 8 else "")
     return (f"warning: the val chips of {chips_dir} hold class code(s) {shown} that no train chip "
             "has: the model cannot learn them and validation leaves them out; export so that "
             "train chips cover every class (e.g. another --seed or a smaller --split-block)")

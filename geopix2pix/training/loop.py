@@ -155,8 +155,8 @@ class EpochRunner:
             state["best"] = score
             state["best_scores"] = {**scores, self.losses[1]: means[1], "epoch": epoch}
             trainer.save_model(trainer.run_dir / "model-best.safetensors", scores)
-        self._warn_if_one_class()
         trainer.save_checkpoint()
+        self._warn_if_one_class()
 
     def _better(self, score: float, scores: dict[str, float]) -> bool:
         """Whether this epoch's score beats model-best's; on a tie of a class map's mean IoU
@@ -174,7 +174,8 @@ class EpochRunner:
         if trainer.classes is None or self.warned_stuck or trainer.objective.weights is not None:
             return
         recent = [row.get("val_miou") for row in self.history.rows[-STUCK_EPOCHS:]]
-        if len(recent) == STUCK_EPOCHS and recent[0] and len(set(recent)) == 1:
+        if len(recent) == STUCK_EPOCHS and recent[0] and float(recent[0]) < 1 \
+                and len(set(recent)) == 1:  # (a perfect model stays at 1)
             self.warned_stuck = True
             trainer.log(f"warning: the validation mean IoU has stayed at {recent[0]} for "
                         f"{STUCK_EPOCHS} epochs: the model may answer the most common class "
