@@ -36,9 +36,10 @@ def warn_user(message: str) -> None:
     if frame is None:
         warnings.warn_explicit(message, GeoPix2PixWarning, "geopix2pix", 0, registry=None)
         return
+    # no module_globals: in a REPL or `python -c`, __main__'s loader cannot give its source
+    # and warnings would raise ImportError for it
     warnings.warn_explicit(message, GeoPix2PixWarning, frame.f_code.co_filename, frame.f_lineno,
-                           module=frame.f_globals.get("__name__"), registry=None,
-                           module_globals=frame.f_globals)
+                           module=frame.f_globals.get("__name__"), registry=None)
 
 
 class ReportedElsewhere(GeoPix2PixError):

@@ -391,3 +391,23 @@ def test_a_folder_as_scene_or_output_is_named_in_the_api_too(tmp_path, model_fil
         g.predict(tmp_path, tmp_path / "o.tif", model=model_file, progress=False)
     with pytest.raises(GeoPix2PixError, match=r"^OUT .* is a folder; .* pass --out-dir"):
         g.predict(scene, tmp_path, model=model_file, progress=False)
+
+
+@pytest.mark.parametrize("how", ["-c", "stdin"])
+def test_a_warning_from_a_repl_or_python_c_is_shown_not_raised(tmp_path, how):
+    """In `python -c`, a piped script or a REPL, __main__ has no source to show; the warning
+    must still be a warning (a tester's evaluate raised ImportError there)."""
+    import subprocess
+    import sys
+
+    code = ("import geopix2pix\n"
+            "from geopix2pix.errors import warn_user\n"
+            "warn_user('the scene differs')\n"
+            "print('after')\n")
+    args, given = ([sys.executable, "-c", code], None) if how == "-c" else \
+        ([sys.executable, "-"], code)
+    done = subprocess.run(args, input=given, capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "after\n"
+    assert "GeoPix2PixWarning: the scene differs" in done.stderr
