@@ -160,3 +160,28 @@ def test_blocks_read_with_the_margin_are_filled_as_the_whole_raster(average):
             block = resample.read_filled(ArrayView(values), window, grid, 2, fill, wanted)
             np.testing.assert_array_equal(block, whole[(slice(None), *window.toslices())])
     assert not np.isnan(whole).any()
+
+
+def test_a_resampled_prediction_far_finer_than_the_scene_is_refused(tmp_path):
+    """A tester's 300 m Landsat scene and a 4.5 m model: --resample-to-model began a 52700 x
+    47900 grid. Past 64 times the scene's pixels it is refused in one line, naming the size;
+    25 times (150 m against 30 m) is predicted."""
+    from geopix2pix.errors import GeoPix2PixError
+
+    model = loaded(PixelValue(), target_dtype="float32", target_nodata=-9999.0,
+                   target_scaling=Scaling("minmax", (0.0,), (255.0,)))
+    coarse = write_scene(tmp_path / "coarse.tif", 40, 30,
+                         transform=from_origin(500000.0, 4_000_000.0, 300.0, 300.0))
+    with pytest.raises(GeoPix2PixError) as caught:
+        predict(coarse, tmp_path / "a.tif", model=model, progress=False,
+                resample_to_model=True, on_warning=lambda _: None)
+    assert str(caught.value) == (
+        f"{coarse}: its pixels are 10x the training's, so --resample-to-model would predict a "
+        "400 x 300 grid (100 times the scene's pixels); predict without --resample-to-model, "
+        "or use a model trained nearer the scene's pixel size")
+    assert not (tmp_path / "a.tif").exists()
+    medium = write_scene(tmp_path / "medium.tif", 40, 30,
+                         transform=from_origin(500000.0, 4_000_000.0, 150.0, 150.0))
+    predict(medium, tmp_path / "b.tif", model=model, progress=False, resample_to_model=True,
+            on_warning=lambda _: None)
+    assert (tmp_path / "b.tif").exists()

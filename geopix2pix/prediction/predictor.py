@@ -33,7 +33,7 @@ from geopix2pix.prediction.checks import (
     check_source_values,
 )
 from geopix2pix.prediction.options import PredictKeywords, PredictOptions
-from geopix2pix.prediction.resample import predict_resampled
+from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
 from geopix2pix.prediction.runner import output_spec, predict_to_file, reopen_scene
 from geopix2pix.prediction.writer import check_output_options
 from geopix2pix.raster.grid import Grid
@@ -244,9 +244,12 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelMetadata,
         bands = check_bands(dataset, options.bands, model, info)
         check_source_values(dataset, bands, info, warn, options.bands)
         ratio = check_pixel_size(dataset, info, warn, options.resample_to_model)
+        resampled = options.resample_to_model and ratio is not None and not math.isclose(ratio, 1)
+        if resampled:
+            check_resampled_size(dataset, ratio)
         spec = output_spec(model, info)
         with atomic_path(result.out, options.overwrite) as temp:
-            if options.resample_to_model and ratio is not None and not math.isclose(ratio, 1):
+            if resampled:
                 result.windows = predict_resampled(dataset, bands, ratio, temp, model, info,
                                                    spec, options, result.out)
             else:

@@ -23,6 +23,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
+from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction.options import PredictOptions
@@ -44,6 +45,24 @@ def model_grid(grid: Grid, ratio: float) -> Grid:
     """The scene's extent at the training pixel size (scene pixel size / ratio)."""
     return Grid(grid.crs, grid.transform @ Affine.scale(1 / ratio),
                 max(1, math.ceil(grid.width * ratio)), max(1, math.ceil(grid.height * ratio)))
+
+
+MAX_PIXELS_FACTOR = 64  # --resample-to-model: at most this many training pixels per scene pixel
+
+
+def check_resampled_size(dataset, ratio: float) -> None:
+    """Refuse --resample-to-model when the training pixels are so much smaller than the scene's
+    that the prediction at their size would hold more than `MAX_PIXELS_FACTOR` times the scene's
+    pixels (a 300 m Landsat scene and a 4.5 m model: a 52700 x 47900 grid, hours and gigabytes
+    for a result no finer than the scene)."""
+    grid = model_grid(Grid.of(dataset), ratio)
+    factor = grid.width * grid.height / (dataset.width * dataset.height)
+    if factor > MAX_PIXELS_FACTOR:
+        raise GeoPix2PixError(
+            f"{dataset.name}: its pixels are {ratio:.3g}x the training's, so --resample-to-model "
+            f"would predict a {grid.width} x {grid.height} grid ({factor:.0f} times the scene's "
+            "pixels); predict without --resample-to-model, or use a model trained nearer the "
+            "scene's pixel size")
 
 
 def predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model: LoadedModel,
