@@ -371,6 +371,23 @@ def test_a_model_of_a_repeated_band_warns_only_when_the_user_repeats_one(tmp_pat
         "not a slip for another band"]
 
 
+def test_a_unit_difference_names_the_scenes_band_not_the_models_input(tmp_path):
+    """--bands 2,3,1: the scene's band 1 is the model's input 3; a tester's warning called the
+    scene's band 2 'band 1'."""
+    from geopix2pix.models import load_model
+
+    model = load_model(unet_file(tmp_path / "m.safetensors"))
+    model.metadata["source"].update(units=["metre"] * 3, scales=[1.0] * 3, offsets=[0.0] * 3)
+    scene = write_scene(tmp_path / "s.tif", 40, 40)
+    with rasterio.open(scene, "r+") as ds:
+        ds.units = ("W/m2", "metre", "metre")
+    messages: list[str] = []
+    predict(scene, tmp_path / "a.tif", model=model, progress=False, bands=[2, 3, 1],
+            on_warning=messages.append)
+    assert len(messages) == 1 and messages[0].startswith(
+        f"{scene}: band 1 (model input 3) unit W/m2 (training sources: metre); its values")
+
+
 def test_scaled_integers_fed_to_a_model_of_plain_values_are_told_how_to_convert(tmp_path):
     """A tester's Sentinel-2 scene stored as uint16 DNs with a declared scale of 1e-4, fed to a
     model trained on float32 reflectance: one warning, saying how to apply that scale."""

@@ -37,7 +37,7 @@ def values_warnings(pred: str, p, pb: list[int], reference: str, r,
         warnings.append(f"{pred} is {pred_dtype} but {reference} is {ref_dtype}: values are "
                         "compared as stored, so check that both are in the same units")
     differences = meaning_differences(BandMetadata.of(p, pb), BandMetadata.of(r, rb),
-                                      reference)
+                                      reference, [f"band {band}" for band in pb])
     if differences:
         warnings.append(f"{pred}: {'; '.join(differences)}: values are compared as stored, "
                         "so check that both are in the same units")

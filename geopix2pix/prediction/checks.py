@@ -127,7 +127,9 @@ def check_source_values(dataset, bands: Sequence[int], info: ModelMetadata,
     scene = BandMetadata.of(dataset, bands)
     reasons = [] if stored_alike(dtype, trained) else [
         f"it is {dtype} but the model was trained on {trained} sources"]
-    reasons += meaning_differences(scene, info.source.band_metadata, "training sources")
+    labels = [f"band {band}" + ("" if band == index else f" (model input {index})")
+              for index, band in enumerate(bands, 1)]
+    reasons += meaning_differences(scene, info.source.band_metadata, "training sources", labels)
     if reasons:
         warn(f"{dataset.name}: {'; '.join(reasons)}; its values are used as stored and scaled as "
              f"the training rasters' were, so {_conversion(dataset.name, scene, info)}")

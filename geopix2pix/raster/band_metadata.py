@@ -106,19 +106,22 @@ class BandMetadata:
 MEANING = (("units", "unit"), ("scales", "scale"), ("offsets", "offset"))
 
 
-def meaning_differences(these: BandMetadata, those: BandMetadata, theirs_name: str) -> list[str]:
+def meaning_differences(these: BandMetadata, those: BandMetadata, theirs_name: str,
+                        labels: Sequence[str] | None = None) -> list[str]:
     """How the stored values of `these` bands mean other quantities than those of `those`
     (band by band, in order), e.g. ['band 2 scale 0.0002 (the first source: 0.0001)'] with
-    `theirs_name` 'the first source'; [] when they agree. Metadata of no band (a file from
-    before it was recorded) agrees with anything."""
+    `theirs_name` 'the first source'; [] when they agree. `labels` names `these` bands (by
+    default 'band 1', 'band 2', ...). Metadata of no band (a file from before it was recorded)
+    agrees with anything."""
     if not these.scales or not those.scales:
         return []
     found = []
     for key, word in MEANING:
-        for band, (mine, theirs) in enumerate(zip(getattr(these, key), getattr(those, key)), 1):
+        pairs = zip(getattr(these, key), getattr(those, key))
+        for index, (mine, theirs) in enumerate(pairs):
             if mine != theirs:
-                found.append(f"band {band} {word} {_shown(mine)} ({theirs_name}: "
-                             f"{_shown(theirs)})")
+                label = labels[index] if labels else f"band {index + 1}"
+                found.append(f"{label} {word} {_shown(mine)} ({theirs_name}: {_shown(theirs)})")
     return found
 
 
