@@ -243,6 +243,9 @@ def test_band_count_error_via_cli(tmp_path, model_file, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "2 band(s)" in err and "takes 3" in err
+    # fewer bands than the model takes: "choose 3 of its bands" could not be followed
+    assert err.endswith("predict a scene with the training's bands, or repeat one with --bands "
+                        "(e.g. 1,2,2) if that is what you mean")
     assert not (tmp_path / "o.tif").exists()
 
 

@@ -148,6 +148,13 @@ def test_a_stop_while_an_overwrite_clears_the_earlier_export_says_it_is_incomple
     assert capsys.readouterr().err == (
         f"Stopped: no chips were exported to {out}, and the earlier export there is no longer "
         "complete (its dataset.json was removed); run the export again\n")
+    (out / "source" / "old.tif").unlink()  # all cleared (a tester's folder was left empty)
+    (out / "source").rmdir()
+    (out / "dataset.json").write_text("{}")
+    assert main(["export-chips", "s.tif", "t.tif", "-o", str(out), "--overwrite"]) == 130
+    assert capsys.readouterr().err == (
+        f"Stopped: no chips were exported to {out}, and the earlier export there was removed; "
+        "run the export again\n")
 
 
 @pytest.mark.parametrize("done, message", [

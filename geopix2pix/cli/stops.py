@@ -83,7 +83,7 @@ def reports_stop(describe: Describe) -> Callable[[Callable], Callable]:
 def export_stopped(params: dict) -> Callable[[], str]:
     """export-chips: complete (dataset.json, written last, is new), the folder as it was (the
     stop came before the export touched it), or no chips (those cut were removed)."""
-    from geopix2pix.chips.manifest import MANIFEST
+    from geopix2pix.chips.manifest import INDEX, MANIFEST
 
     out = Path(params["out_dir"])
     manifest = Outputs([out / MANIFEST])
@@ -94,8 +94,11 @@ def export_stopped(params: dict) -> Callable[[], str]:
         if manifest.kept():
             return f"Stopped before any chip was written: the earlier export in {out} is as it was"
         if manifest.before[0] is not None:  # --overwrite: the stop came while or after clearing
-            return (f"Stopped: no chips were exported to {out}, and the earlier export there is "
-                    "no longer complete (its dataset.json was removed); run the export again")
+            left = [name for name in ("source", "target", INDEX) if (out / name).exists()]
+            what = "is no longer complete (its dataset.json was removed)" if left else \
+                "was removed"
+            return (f"Stopped: no chips were exported to {out}, and the earlier export there "
+                    f"{what}; run the export again")
         return f"Stopped: no chips were exported to {out} (none cut before the stop is left)"
 
     return say

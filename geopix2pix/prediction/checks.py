@@ -59,10 +59,14 @@ def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
                 f"--bands {','.join(map(str, bands))} selects {len(chosen)} band(s) of "
                 f"{dataset.name} but the model takes {expected} ({trained}); pass {expected} "
                 "band numbers to --bands")
-        raise GeoPix2PixError(
-            f"{dataset.name} gives {len(chosen)} band(s) but the model takes {expected} "
-            f"({trained}); choose {expected} of its bands with --bands"
-        )
+        if len(chosen) > expected:
+            hint = f"choose {expected} of its bands with --bands"
+        else:  # fewer: only a repeated band could fill the inputs
+            example = ",".join(map(str, chosen + [chosen[-1]] * (expected - len(chosen))))
+            hint = (f"predict a scene with the training's bands, or repeat one with --bands "
+                    f"(e.g. {example}) if that is what you mean")
+        raise GeoPix2PixError(f"{dataset.name} gives {len(chosen)} band(s) but the model takes "
+                              f"{expected} ({trained}); {hint}")
     return chosen
 
 
