@@ -98,3 +98,23 @@ def test_gdal_names_in_the_csv_are_taken_as_typed(tmp_path, pair):
     with sqlite3.connect(out / "chips.gpkg") as db:
         assert {row for row in db.execute("SELECT source, target FROM chips")} == {
             (str(pair[0].resolve()), target)}
+
+
+def test_a_gdal_names_own_file_is_relative_to_the_csv_folder(tmp_path, pair, monkeypatch):
+    """/vsizip/scenes.zip/t.tif in sub/pairs.csv reads sub/scenes.zip wherever the export runs
+    from, as the plain paths beside it do, and is recorded in full."""
+    import zipfile
+
+    (tmp_path / "sub").mkdir()
+    with zipfile.ZipFile(tmp_path / "sub" / "scenes.zip", "w") as zipped:
+        zipped.write(pair[1], "t.tif")
+    csv = tmp_path / "sub" / "pairs.csv"
+    csv.write_text("source,target\n../s.tif,/vsizip/scenes.zip/t.tif\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "c"
+    assert main(export_pairs(csv, out)) == 0
+    recorded = json.loads((out / "dataset.json").read_text())["pairs"][0]["target"]
+    assert recorded == f"/vsizip//{str((tmp_path / 'sub' / 'scenes.zip').resolve()).lstrip('/')}" \
+                      "/t.tif"

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.io import is_gdal_name, raster_path
+from geopix2pix.raster.io import anchored, is_gdal_name, raster_path
 
 PATHS = (str, os.PathLike)
 
@@ -75,7 +75,7 @@ def _row_pair(row: dict, path: Path, line: int,
               columns: int) -> tuple[Path | str, Path | str]:
     """One row's (source, target), relative to the CSV's folder: both filled in, no cell
     beyond the header's columns, and both files there (a GDAL name, /vsizip/... or NETCDF:...,
-    is taken as typed and left to GDAL)."""
+    is left to GDAL, its own file relative to the CSV's folder too: `anchored`)."""
     where = f"--pairs {path}, line {line}"
     extra = [cell.strip() for cell in row.get(None) or [] if cell.strip()]  # csv's rest key
     if extra:
@@ -87,8 +87,7 @@ def _row_pair(row: dict, path: Path, line: int,
     if not source or not target:
         raise GeoPix2PixError(f"{where}: a source and a target path are needed; fill them in "
                               "or remove the line")
-    pair = tuple(raster_path(typed if is_gdal_name(typed) else path.parent / typed)
-                 for typed in (source, target))
+    pair = tuple(raster_path(anchored(typed, path.parent)) for typed in (source, target))
     for name, typed, full in zip(("source", "target"), (source, target), pair):
         if not is_gdal_name(full) and not full.exists():
             looked = "" if str(full) == typed else \

@@ -54,6 +54,24 @@ def scene_name(path: str | os.PathLike) -> str:
     return Path(match.group(1)).stem + (f"_{sub}" if sub else "")
 
 
+_VSI_FILE = re.compile(r"^(/vsi(?:zip|tar|gzip|7z|rar)/)(?!/)(.*)$")  # an archive's path
+
+
+def anchored(name: str, folder: Path) -> Path | str:
+    """`name` as written in a file of `folder` (a --pairs CSV): a path relative to that folder,
+    and so is a GDAL name's own file (/vsizip/a.zip/b.tif -> /vsizip//abs/folder/a.zip/b.tif,
+    NETCDF:"a.nc":v -> NETCDF:"/abs/folder/a.nc":v); URLs and absolute names as they are."""
+    if not is_gdal_name(name):
+        return folder / name
+    archive = _VSI_FILE.match(name)
+    if archive:
+        return f"{archive.group(1)}/{(folder / archive.group(2)).resolve().as_posix().lstrip('/')}"
+    quoted = re.match(r'^([^"]*)"([^"]+)"(.*)$', name)
+    if quoted and not Path(quoted.group(2)).is_absolute():
+        return f'{quoted.group(1)}"{(folder / quoted.group(2)).resolve()}"{quoted.group(3)}'
+    return name
+
+
 def raster_path(path: str | os.PathLike) -> Path | str:
     """`path` as a Path, but a GDAL name as the string it is (Path would fold the double slash
     of /vsizip//abs/a.zip/b.tif)."""
