@@ -17,7 +17,8 @@ from pathlib import Path
 
 import click
 
-Describe = Callable[[dict], Callable[[], str]]
+CHECKPOINT = "checkpoint.pt"  # geopix2pix.training.checkpoint.CHECKPOINT, without torch
+Describe = Callable[[dict], Callable[[KeyboardInterrupt], str]]
 
 
 class Stopped(click.ClickException):
@@ -62,8 +63,8 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 def reports_stop(describe: Describe) -> Callable[[Callable], Callable]:
     """Decorator of a command's callback: a Ctrl-C or SIGTERM (KeyboardInterrupt, or the
     program's `Terminated`) ends it with `Stopped`, whose line `describe(params)` (called
-    before the run, with the command's parameters) returns once the stop has happened. Under
-    torchrun only rank 0 speaks."""
+    before the run, with the command's parameters) returns, given the interrupt, once the stop
+    has happened. Under torchrun only rank 0 speaks."""
 
     def decorate(callback: Callable) -> Callable:
         @functools.wraps(callback)
@@ -72,7 +73,7 @@ def reports_stop(describe: Describe) -> Callable[[Callable], Callable]:
             try:
                 return callback(**params)
             except KeyboardInterrupt as exc:
-                message = say() if os.environ.get("RANK", "0") == "0" else ""
+                message = say(exc) if os.environ.get("RANK", "0") == "0" else ""
                 raise Stopped(message, getattr(exc, "signum", None) or signal.SIGINT) from None
 
         return run
@@ -80,7 +81,7 @@ def reports_stop(describe: Describe) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def export_stopped(params: dict) -> Callable[[], str]:
+def export_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
     """export-chips: complete (dataset.json, written last, is new), the folder as it was (the
     stop came before the export touched it), or no chips (those cut were removed)."""
     from geopix2pix.chips.manifest import INDEX, MANIFEST
@@ -88,7 +89,7 @@ def export_stopped(params: dict) -> Callable[[], str]:
     out = Path(params["out_dir"])
     manifest = Outputs([out / MANIFEST])
 
-    def say() -> str:
+    def say(_stop: KeyboardInterrupt) -> str:
         if manifest.finished():
             return f"Stopped after the export finished: {out} is complete"
         if manifest.kept():
@@ -115,13 +116,13 @@ def _predict_outputs(paths: Sequence[str], out_dir: str | None) -> list[Path]:
     return [Path(out_dir) / f"{scene_name(path)}.tif" for path in paths]
 
 
-def predict_stopped(params: dict) -> Callable[[], str]:
+def predict_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
     """predict: how many outputs the run completed before the stop (those are kept, whole);
     those being written were removed (their temporaries), and an output that was there
     before (--overwrite) and not yet replaced is as it was."""
     outputs = Outputs(_predict_outputs(params.get("paths", ()), params.get("out_dir")))
 
-    def say() -> str:
+    def say(_stop: KeyboardInterrupt) -> str:
         done = len(outputs.finished())
         if len(outputs.paths) == 1:
             out = outputs.paths[0]
@@ -133,5 +134,25 @@ def predict_stopped(params: dict) -> Callable[[], str]:
             return "Stopped: nothing was written (no partial outputs are left)"
         return (f"Stopped after {done} of {len(outputs.paths)} scenes: their outputs are "
                 "complete; those being written were removed")
+
+    return say
+
+
+def train_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
+    """train: where to continue from (the checkpoint the stop wrote, which the interrupt
+    carries), or that nothing was saved (stopped before the first checkpoint). A stop outside
+    the steps (setting up, finishing) carries none: the run folder may still hold one (the
+    run's own, or the one a --resume run began from)."""
+    run_dir = Path(params["out_dir"])
+
+    def say(stop: KeyboardInterrupt) -> str:
+        checkpoint = getattr(stop, "checkpoint", None)
+        if checkpoint is None and (run_dir / CHECKPOINT).is_file():  # e.g. after the loop
+            checkpoint = run_dir / CHECKPOINT
+        if checkpoint is not None:
+            return f"Stopped: continue from {checkpoint} with --resume"
+        again = " with --overwrite" if run_dir.is_dir() and any(run_dir.iterdir()) else ""
+        return (f"Stopped before the first checkpoint: nothing was saved to continue from; run "
+                f"the command again{again}")
 
     return say

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
-from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from geopix2pix.cli.stops import Stopped
-
-CHECKPOINT = "checkpoint.pt"  # geopix2pix.training.checkpoint.CHECKPOINT, without importing torch
+from geopix2pix.cli.stops import reports_stop, train_stopped
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size) or "
                   "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
@@ -90,6 +86,7 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
               help="Under torchrun on GPUs: batch norm statistics over the effective batch "
                    "(SyncBatchNorm) instead of each process's own.  [default: off]")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bar.  [default: off]")
+@reports_stop(train_stopped)
 def train_command(chips_dir, out_dir, compile_, **options):
     """Train Pix2Pix on CHIPS_DIR (from geopix2pix export-chips) into RUN_DIR (-o).
 
@@ -103,33 +100,15 @@ def train_command(chips_dir, out_dir, compile_, **options):
         context = click.get_current_context()
         options = {name: value for name, value in options.items()
                    if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
-    writer = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks
-    try:  # SIGTERM raises KeyboardInterrupt too (`cli.Terminated`, set up by the program)
-        result = train(chips_dir, out_dir, compile=compile_, log=_log, **options)
-    except KeyboardInterrupt as exc:
-        message = _stop_message(exc, Path(out_dir)) if writer else ""
-        raise Stopped(message, getattr(exc, "signum", None) or signal.SIGINT) from None
-    if not writer:
+    # SIGTERM raises KeyboardInterrupt too (`cli.Terminated`): `reports_stop` says what is left
+    result = train(chips_dir, out_dir, compile=compile_, log=_log, **options)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks
         return
     best = ", ".join(f"{k} {v:.4g}" for k, v in result.best.items()
                      if isinstance(v, float) and k.startswith("val_"))
     click.echo(f"{result.run_dir}: {result.steps} steps in {result.epochs} epochs; "
                f"model {result.model_path.name}, best {result.best_model_path.name}"
                + (f" ({best})" if best else ""))
-
-
-def _stop_message(exc: KeyboardInterrupt, run_dir: Path) -> str:
-    """Where to continue from, or that nothing was saved (stopped before the first checkpoint).
-    A stop outside the steps (setting up, finishing) carries no checkpoint: the run folder may
-    still hold one (the run's own, or the one a --resume run began from)."""
-    checkpoint = getattr(exc, "checkpoint", None)
-    if checkpoint is None and (run_dir / CHECKPOINT).is_file():  # e.g. stopped after the loop
-        checkpoint = run_dir / CHECKPOINT
-    if checkpoint is not None:
-        return f"Stopped: continue from {checkpoint} with --resume"
-    again = " with --overwrite" if run_dir.is_dir() and any(run_dir.iterdir()) else ""
-    return (f"Stopped before the first checkpoint: nothing was saved to continue from; run the "
-            f"command again{again}")
 
 
 def _log(message: str) -> None:
