@@ -1,0 +1,402 @@
+"""The fault battery, bad inputs: what each command promises when it is given a missing, empty,
+damaged or odd input. Read each table as a list of promises: the command exits with status 2,
+prints one line (after a stated number of `warning:` lines) naming the file or option and what
+to do, shows no traceback, changes none of its inputs and leaves nothing behind in the output's
+folder. docs/faults.md counts these cases."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from predict_helpers import unet_file, write_scene
+
+from geopix2pix.chips.export import export_chips
+from geopix2pix.cli import main
+from tests.conftest import write_damaged, write_raster
+
+FAR = Affine(10.0, 0.0, 900000.0, 0.0, -10.0, 5200000.0)
+
+
+# --- the inputs ----------------------------------------------------------------------------------
+
+def _rasters(w: Path) -> None:
+    """The good pair, scene, model and prediction, and every kind of bad raster."""
+    data = np.random.default_rng(0).random((2, 128, 128), dtype=np.float32)
+    write_raster(w / "src.tif", data)
+    write_raster(w / "tgt.tif", data[:1])
+    write_raster(w / "far.tif", data[:1], transform=FAR)
+    write_raster(w / "nocrs.tif", data, crs=None)
+    write_raster(w / "tiny.tif", data[:, :1, :1])
+    write_raster(w / "nodata.tif", np.full((2, 128, 128), -9999, np.float32), nodata=-9999)
+    write_raster(w / "nan.tif", np.full((2, 128, 128), np.nan, np.float32))
+    write_damaged(w / "damaged.tif", bands=3, size=128)
+    (w / "empty.tif").write_bytes(b"")
+    (w / "text.tif").write_text("not a raster\n")
+    with rasterio.open(w / "plain.png", "w", driver="PNG", width=64, height=64, count=3,
+                       dtype="uint8") as png:  # no georeferencing at all
+        png.write(np.full((3, 64, 64), 100, np.uint8))
+    (w / "adir").mkdir()
+    write_scene(w / "scene.tif", 96, 96)
+    write_scene(w / "scene_nocrs.tif", 96, 96, crs=None)
+    write_scene(w / "scene_tiny.tif", 1, 1)
+    unet_file(w / "model.safetensors", descriptions=["elevation"])
+    (w / "model_text.safetensors").write_text("not a model\n")
+    (w / "model_empty.safetensors").write_bytes(b"")
+    raw = (w / "model.safetensors").read_bytes()
+    (w / "model_cut.safetensors").write_bytes(raw[:len(raw) // 2])
+    pred = np.random.default_rng(1).random((1, 128, 128), dtype=np.float32)
+    write_raster(w / "pred.tif", pred)
+    write_raster(w / "ref.tif", pred + 0.1)
+    write_raster(w / "pred_nan.tif", np.full((1, 128, 128), np.nan, np.float32))
+    write_raster(w / "pred_far.tif", pred, transform=FAR)
+
+
+def _vectors(w: Path) -> None:
+    (w / "aoi_text.gpkg").write_text("not a vector\n")
+    (w / "aoi_empty.gpkg").write_bytes(b"")
+    (w / "pairs_missing.csv").write_text("source,target\nnope.tif,tgt.tif\n")
+    (w / "pairs_empty_raster.csv").write_text("source,target\nsrc.tif,empty.tif\n")
+    (w / "pairs_dir.csv").mkdir()
+
+
+def _chips(w: Path) -> None:
+    """A good chips folder and damaged copies of it."""
+    chips = w / "chips"
+    export_chips(w / "src.tif", w / "tgt.tif", chips, chip_size=32, split_block=64, workers=0,
+                 progress=False)
+    first = sorted((chips / "source").glob("*.tif"))[0].name
+    breakages = {
+        "chips_nojson": lambda c: (c / "dataset.json").unlink(),
+        "chips_json_empty": lambda c: (c / "dataset.json").write_bytes(b""),
+        "chips_json_text": lambda c: (c / "dataset.json").write_text("not json\n"),
+        "chips_json_list": lambda c: (c / "dataset.json").write_text("[]\n"),
+        "chips_chip_missing": lambda c: (c / "source" / first).unlink(),
+        "chips_chip_empty": lambda c: (c / "source" / first).write_bytes(b""),
+        "chips_chip_text": lambda c: (c / "target" / first).write_text("not a raster\n"),
+    }
+    for name, breaking in breakages.items():
+        shutil.copytree(chips, w / name)
+        breaking(w / name)
+    (w / "chips_empty").mkdir()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    w = tmp_path_factory.mktemp("world")
+    _rasters(w)
+    _vectors(w)
+    _chips(w)
+    return w
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int] | None]:
+    """Every entry under `folder`: size and modification time of files, None for folders."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else (p.stat().st_size,
+                                                                p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def world_before(world) -> dict:
+    return snapshot(world)
+
+
+# --- the promise -----------------------------------------------------------------------------
+
+def refused(capsys, args: list[str], *needles: str, before: tuple[str, ...] = ()) -> str:
+    """Run the command line: exit 2, then on stderr one line starting with each prefix of
+    `before` (a stated `warning: ` or progress line) and one "Error: " line holding every
+    needle; no traceback, nothing on stdout. Returns the error line."""
+    code = main(args)
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert code == 2, captured.err
+    assert "Traceback" not in captured.err, captured.err
+    assert len(lines) == len(before) + 1, captured.err
+    assert all(line.startswith(prefix) for line, prefix in zip(lines, before)), captured.err
+    assert lines[-1].startswith("Error: "), captured.err
+    for needle in needles:
+        assert needle in lines[-1], f"{needle!r} not in {lines[-1]!r}"
+    assert captured.out == "", captured.out
+    return lines[-1]
+
+
+def check(capsys, world, world_before, tmp_path, args, needles, before=(), files=None) -> str:
+    """`refused`, with `files` ({path under tmp_path: bytes}, an earlier run's outputs) there
+    first; then no input changed and the output's folder is as it was before the run."""
+    for name, content in (files or {}).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    earlier = snapshot(tmp_path)
+    err = refused(capsys, [part.format(w=world, t=tmp_path) for part in args],
+                  *(n.format(w=world, t=tmp_path) for n in needles), before=before)
+    assert snapshot(world) == world_before, "an input was changed"
+    assert snapshot(tmp_path) == earlier, "the run changed or left something in its output"
+    return err
+
+
+def case(cid: str, args: list[str], *needles: str, before: tuple[str, ...] = (),
+         files: dict[str, bytes] | None = None, xfail: str = ""):
+    """One row: the arguments ({w}: the inputs' folder, {t}: an empty folder for outputs), what
+    the error line must name, the lines stated before it, and earlier outputs to keep."""
+    marks = [pytest.mark.xfail(strict=True, reason=f"issue 17: {xfail}")] if xfail else []
+    return pytest.param(args, needles, before, files, id=cid, marks=marks)
+
+
+PARAMS = "args, needles, before, files"
+
+
+# --- export-chips --------------------------------------------------------------------------------
+
+LEFT_EMPTY = "a failed export leaves behind the empty folder it created (helper: --overwrite)"
+
+
+def export(source: str, target: str, *extra: str) -> list[str]:
+    return ["export-chips", f"{{w}}/{source}", f"{{w}}/{target}", "-o", "{t}/chips", "-q",
+            "--chip-size", "32", "--workers", "0", *extra]
+
+
+def pairs(csv: str) -> list[str]:
+    return ["export-chips", "--pairs", f"{{w}}/{csv}", "-o", "{t}/chips", "-q"]
+
+
+EXPORT = [
+    case("missing-source", export("nope.tif", "tgt.tif"), "{w}/nope.tif", "no such file"),
+    case("missing-target", export("src.tif", "nope.tif"), "{w}/nope.tif", "no such file"),
+    case("empty-source", export("empty.tif", "tgt.tif"), "{w}/empty.tif", "not a raster"),
+    case("empty-target", export("src.tif", "empty.tif"), "{w}/empty.tif", "not a raster"),
+    case("damaged-source", export("damaged.tif", "tgt.tif"), "damaged.tif", "damaged",
+         xfail=LEFT_EMPTY),
+    case("damaged-target", export("src.tif", "damaged.tif"), "damaged.tif", "damaged",
+         xfail=LEFT_EMPTY),
+    case("text-source", export("text.tif", "tgt.tif"), "{w}/text.tif is not a raster"),
+    case("text-target", export("src.tif", "text.tif"), "{w}/text.tif is not a raster"),
+    case("png-without-georeferencing", export("plain.png", "tgt.tif"), "{w}/plain.png",
+         "no CRS"),
+    case("folder-as-source", export("adir", "tgt.tif"), "{w}/adir"),
+    case("folder-as-target", export("src.tif", "adir"), "{w}/adir"),
+    case("target-without-crs", export("src.tif", "nocrs.tif"), "{w}/nocrs.tif", "no CRS"),
+    case("source-of-one-pixel", export("tiny.tif", "tgt.tif"), "tiny.tif"),
+    case("target-of-one-pixel", export("src.tif", "tiny.tif"), "tiny.tif"),
+    case("all-nodata-source", export("nodata.tif", "tgt.tif"), "no chip", xfail=LEFT_EMPTY),
+    case("nan-only-source", export("nan.tif", "tgt.tif"), "no chip", xfail=LEFT_EMPTY),
+    case("all-nodata-target", export("src.tif", "nodata.tif"), "no chip", xfail=LEFT_EMPTY),
+    case("target-band-out-of-range", export("src.tif", "tgt.tif", "--target-bands", "2"),
+         "band 2 does not exist", "tgt.tif"),
+    case("missing-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/nope.gpkg"),
+         "{w}/nope.gpkg"),
+    case("text-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/aoi_text.gpkg"),
+         "{w}/aoi_text.gpkg"),
+    case("empty-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/aoi_empty.gpkg"),
+         "{w}/aoi_empty.gpkg"),
+    case("raster-as-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/tgt.tif"),
+         "{w}/tgt.tif"),
+    case("folder-as-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/adir"), "{w}/adir"),
+    case("max-nodata-above-1", export("src.tif", "tgt.tif", "--max-nodata", "1.5"),
+         "--max-nodata"),
+    case("val-fraction-above-1", export("src.tif", "tgt.tif", "--val-fraction", "1.5"),
+         "--val-fraction"),
+    case("negative-val-fraction", export("src.tif", "tgt.tif", "--val-fraction", "-0.1"),
+         "--val-fraction"),
+    case("chip-size-not-a-number", export("src.tif", "tgt.tif", "--chip-size", "big"),
+         "--chip-size"),
+    case("unknown-resampling", export("src.tif", "tgt.tif", "--target-resampling", "lanczos"),
+         "--target-resampling"),
+    case("chip-larger-than-the-rasters", export("src.tif", "tgt.tif", "--chip-size", "256"),
+         "256"),
+    case("missing-pairs-csv", pairs("nope.csv"), "{w}/nope.csv"),
+    case("folder-as-pairs-csv", pairs("pairs_dir.csv"), "{w}/pairs_dir.csv"),
+    case("pairs-csv-naming-a-missing-raster", pairs("pairs_missing.csv"), "nope.tif"),
+    case("pairs-csv-naming-an-empty-raster", pairs("pairs_empty_raster.csv"), "empty.tif"),
+    case("pairs-and-rasters-together",
+         ["export-chips", "{w}/src.tif", "{w}/tgt.tif", "--pairs", "{w}/pairs_missing.csv",
+          "-o", "{t}/chips"], "--pairs"),
+    case("neither-pairs-nor-rasters", ["export-chips", "-o", "{t}/chips"], "--pairs"),
+    case("only-a-source", ["export-chips", "{w}/src.tif", "-o", "{t}/chips"]),
+    case("output-is-a-file", ["export-chips", "{w}/src.tif", "{w}/tgt.tif", "-o",
+                              "{w}/text.tif"], "{w}/text.tif"),
+]
+
+
+@pytest.mark.parametrize(PARAMS, EXPORT)
+def test_export_chips_refuses(capsys, world, world_before, tmp_path, args, needles, before,
+                              files):
+    check(capsys, world, world_before, tmp_path, args, needles, before, files)
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+TINY = ["--ngf", "8", "--ndf", "8", "--batch-size", "2", "--workers", "0", "--max-steps", "1",
+        "--device", "cpu", "-q"]
+STARTED = ("training on cpu",)  # the line train prints once its data and model are ready
+LEFT_TRAIN_JSON = ("a train that fails once started leaves train.json in a new run folder, so a "
+                   "corrected rerun needs --overwrite (helper: failed runs keep/remove outputs)")
+EARLIER_RUN = {"run/model.safetensors": b"earlier", "run/train.json": b"{}"}
+
+
+def train(chips: str, *extra: str) -> list[str]:
+    return ["train", f"{{w}}/{chips}", "-o", "{t}/run", *TINY, *extra]
+
+
+TRAIN = [
+    case("missing-chips-folder", train("nope"), "{w}/nope", "export-chips"),
+    case("file-as-chips-folder", train("src.tif"), "{w}/src.tif"),
+    case("empty-chips-folder", train("chips_empty"), "{w}/chips_empty", "export-chips"),
+    case("chips-without-dataset-json", train("chips_nojson"), "{w}/chips_nojson",
+         "incomplete"),
+    case("empty-dataset-json", train("chips_json_empty"), "{w}/chips_json_empty"),
+    case("dataset-json-not-json", train("chips_json_text"), "{w}/chips_json_text"),
+    case("dataset-json-a-list", train("chips_json_list"), "{w}/chips_json_list",
+         "not a JSON object"),
+    case("a-chip-missing", train("chips_chip_missing"), "{w}/chips_chip_missing/source/",
+         "no such file", before=STARTED, xfail=LEFT_TRAIN_JSON),
+    case("an-empty-chip", train("chips_chip_empty"), "{w}/chips_chip_empty/source/",
+         before=STARTED, xfail=LEFT_TRAIN_JSON),
+    case("a-text-chip", train("chips_chip_text"), "{w}/chips_chip_text/target/",
+         before=STARTED, xfail=LEFT_TRAIN_JSON),
+    case("resume-without-a-run", train("chips", "--resume"), "{t}/run"),
+    case("resume-without-a-checkpoint", train("chips", "--resume"), "checkpoint.pt",
+         files={"run/train.json": b"{}"}),
+    case("earlier-run-without-overwrite", train("chips"), "{t}/run", "--overwrite",
+         files=EARLIER_RUN),
+    case("missing-encoder-weights", train("chips", "--generator", "smp:Unet:resnet18",
+                                          "--encoder-weights", "{w}/nope.pt"), "{w}/nope.pt"),
+    case("empty-encoder-weights", train("chips", "--generator", "smp:Unet:resnet18",
+                                        "--encoder-weights", "{w}/empty.tif"), "{w}/empty.tif"),
+    case("folder-as-encoder-weights", train("chips", "--generator", "smp:Unet:resnet18",
+                                            "--encoder-weights", "{w}/adir"), "{w}/adir"),
+    case("unknown-generator", train("chips", "--generator", "vgg"), "--generator"),
+    case("unknown-smp-encoder", train("chips", "--generator", "smp:Unet:nosuchnet"),
+         "nosuchnet"),
+    case("batch-size-0", train("chips", "--batch-size", "0"), "--batch-size"),
+    case("max-steps-0", train("chips", "--max-steps", "0"), "--max-steps"),
+    case("epochs-0", train("chips", "--epochs", "0", "--decay-epochs", "0"), "--epochs"),
+    case("negative-decay-epochs", train("chips", "--decay-epochs", "-1"), "--decay-epochs"),
+    case("ngf-0", train("chips", "--ngf", "0"), "--ngf"),
+    case("negative-workers", train("chips", "--workers", "-1"), "--workers"),
+    case("output-is-a-file", ["train", "{w}/chips", "-o", "{w}/text.tif", *TINY],
+         "{w}/text.tif"),
+]
+
+
+@pytest.mark.parametrize(PARAMS, TRAIN)
+def test_train_refuses(capsys, world, world_before, tmp_path, args, needles, before, files):
+    check(capsys, world, world_before, tmp_path, args, needles, before, files)
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+def predict(scene: str, *extra: str, model: str = "model.safetensors") -> list[str]:
+    return ["predict", f"{{w}}/{scene}", "{t}/out.tif", "-m", f"{{w}}/{model}", "-q",
+            "--device", "cpu", *extra]
+
+
+PREDICT = [
+    case("missing-scene", predict("nope.tif"), "{w}/nope.tif", "no such file"),
+    case("empty-scene", predict("empty.tif"), "{w}/empty.tif", "not a raster"),
+    case("text-scene", predict("text.tif"), "{w}/text.tif", "not a raster"),
+    case("png-without-georeferencing", predict("plain.png"), "{w}/plain.png",
+         "--allow-no-crs"),
+    case("scene-without-crs", predict("scene_nocrs.tif"), "scene_nocrs.tif", "--allow-no-crs"),
+    case("band-out-of-range", predict("scene.tif", "--bands", "1,2,9"), "9"),
+    case("band-0", predict("scene.tif", "--bands", "0,1,2"), "start at 1"),
+    case("too-few-bands", predict("scene.tif", "--bands", "1,2"), "--bands"),
+    case("missing-model", predict("scene.tif", model="nope.safetensors"),
+         "{w}/nope.safetensors"),
+    case("empty-model", predict("scene.tif", model="model_empty.safetensors"),
+         "{w}/model_empty.safetensors"),
+    case("text-model", predict("scene.tif", model="model_text.safetensors"),
+         "{w}/model_text.safetensors"),
+    case("truncated-model", predict("scene.tif", model="model_cut.safetensors"),
+         "{w}/model_cut.safetensors"),
+    case("raster-as-model", predict("scene.tif", model="scene.tif"), "{w}/scene.tif"),
+    case("overlap-1", predict("scene.tif", "--overlap", "1"), "--overlap"),
+    case("negative-overlap", predict("scene.tif", "--overlap", "-0.5"), "--overlap"),
+    case("batch-size-0", predict("scene.tif", "--batch-size", "0"), "--batch-size"),
+    case("unknown-compression", predict("scene.tif", "--compress", "jpeg2000"), "--compress"),
+    case("bad-creation-option", predict("scene.tif", "--co", "NOEQUALS"), "NOEQUALS"),
+    case("earlier-output-without-overwrite", predict("scene.tif"), "{t}/out.tif",
+         "--overwrite", files={"out.tif": b"earlier"}),
+    case("two-scenes-one-out", ["predict", "{w}/scene.tif", "{w}/scene_tiny.tif",
+                                "{t}/out.tif", "-m", "{w}/model.safetensors"], "--out-dir"),
+    case("out-dir-is-a-file", ["predict", "{w}/scene.tif", "--out-dir", "{w}/text.tif", "-m",
+                               "{w}/model.safetensors"], "{w}/text.tif"),
+]
+
+
+@pytest.mark.parametrize(PARAMS, PREDICT)
+def test_predict_refuses(capsys, world, world_before, tmp_path, args, needles, before, files):
+    check(capsys, world, world_before, tmp_path, args, needles, before, files)
+
+
+def test_predict_takes_a_scene_of_one_pixel(world, tmp_path, capsys):
+    """Odd but valid: a 1 x 1 scene is predicted (its window reflect-padded) on its grid."""
+    out = tmp_path / "out.tif"
+    assert main(["predict", str(world / "scene_tiny.tif"), str(out), "-m",
+                 str(world / "model.safetensors"), "-q", "--device", "cpu"]) == 0
+    assert capsys.readouterr().err == ""
+    with rasterio.open(out) as pred, rasterio.open(world / "scene_tiny.tif") as scene:
+        assert (pred.width, pred.height, pred.crs, pred.transform) == (1, 1, scene.crs,
+                                                                       scene.transform)
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+def evaluate(pred: str, reference: str, *extra: str) -> list[str]:
+    return ["evaluate", f"{{w}}/{pred}", f"{{w}}/{reference}", *extra]
+
+
+EVALUATE = [
+    case("missing-prediction", evaluate("nope.tif", "ref.tif"), "{w}/nope.tif", "no such file"),
+    case("missing-reference", evaluate("pred.tif", "nope.tif"), "{w}/nope.tif", "no such file"),
+    case("empty-prediction", evaluate("empty.tif", "ref.tif"), "{w}/empty.tif", "not a raster"),
+    case("empty-reference", evaluate("pred.tif", "empty.tif"), "{w}/empty.tif", "not a raster"),
+    case("damaged-prediction", evaluate("damaged.tif", "ref.tif", "--bands", "1"),
+         "damaged.tif", "damaged"),
+    case("damaged-reference", evaluate("pred.tif", "damaged.tif", "--reference-bands", "1"),
+         "damaged.tif", "damaged"),
+    case("text-reference", evaluate("pred.tif", "text.tif"), "{w}/text.tif", "not a raster"),
+    case("png-without-georeferencing", evaluate("plain.png", "ref.tif", "--bands", "1"),
+         "{w}/plain.png"),
+    case("folder-as-prediction", evaluate("adir", "ref.tif"), "{w}/adir"),
+    case("no-overlap", evaluate("pred_far.tif", "ref.tif"), "overlap"),
+    case("prediction-without-crs", evaluate("nocrs.tif", "ref.tif", "--bands", "1"),
+         "nocrs.tif"),
+    case("nan-only-prediction", evaluate("pred_nan.tif", "ref.tif"), "pred_nan.tif"),
+    case("band-out-of-range", evaluate("pred.tif", "ref.tif", "--bands", "3"), "3"),
+    case("band-0", evaluate("pred.tif", "ref.tif", "--bands", "0"), "start at 1"),
+    case("reference-band-out-of-range", evaluate("pred.tif", "ref.tif", "--reference-bands",
+                                                 "2"), "2"),
+    case("json-into-a-folder", evaluate("pred.tif", "ref.tif", "--json", "{w}/adir"),
+         "{w}/adir"),
+    case("json-over-an-input", evaluate("pred.tif", "ref.tif", "--json", "{w}/ref.tif",
+                                        "--overwrite"), "{w}/ref.tif"),
+]
+
+
+@pytest.mark.parametrize(PARAMS, EVALUATE)
+def test_evaluate_refuses(capsys, world, world_before, tmp_path, args, needles, before, files):
+    check(capsys, world, world_before, tmp_path, args, needles, before, files)
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+DEMO = [
+    case("output-is-a-file", ["demo", "-o", "{w}/text.tif", "--quick", "-q"], "{w}/text.tif"),
+    case("earlier-files-without-overwrite", ["demo", "-o", "{t}/demo", "--quick", "-q"],
+         "{t}/demo", "--overwrite", files={"demo/notes.txt": b"mine"}),
+    case("unknown-task", ["demo", "-o", "{t}/demo", "--task", "nosuch"], "--task"),
+    case("unknown-device", ["demo", "-o", "{t}/demo", "--device", "tpu"], "--device"),
+    case("steps-not-a-number", ["demo", "-o", "{t}/demo", "--steps", "many"], "--steps"),
+    case("seed-not-a-number", ["demo", "-o", "{t}/demo", "--seed", "x"], "--seed"),
+]
+
+
+@pytest.mark.parametrize(PARAMS, DEMO)
+def test_demo_refuses(capsys, world, world_before, tmp_path, args, needles, before, files):
+    check(capsys, world, world_before, tmp_path, args, needles, before, files)
