@@ -6,7 +6,10 @@ folder. docs/faults.md counts these cases."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -400,3 +403,18 @@ DEMO = [
 @pytest.mark.parametrize(PARAMS, DEMO)
 def test_demo_refuses(capsys, world, world_before, tmp_path, args, needles, before, files):
     check(capsys, world, world_before, tmp_path, args, needles, before, files)
+
+
+# --- the count in the docs -------------------------------------------------------------------
+
+def test_the_docs_do_not_overstate_the_battery():
+    """docs/faults.md says how many cases the battery has: never more than are collected."""
+    root = Path(__file__).resolve().parents[1]
+    claimed = int(re.search(r"\*\*(\d+) cases\*\*", (root / "docs" / "faults.md").read_text())
+                  .group(1))
+    battery = sorted(str(p.relative_to(root)) for p in (root / "tests").glob("test_faults_*.py"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
+                           "no:cacheprovider", *battery], cwd=root, capture_output=True,
+                          text=True, timeout=600)
+    collected = int(re.search(r"^(\d+) tests? collected", done.stdout, re.M).group(1))
+    assert claimed <= collected, f"docs/faults.md claims {claimed}, {collected} collected"

@@ -236,15 +236,24 @@ def test_a_stopped_train_resumes_to_the_uninterrupted_weights(chips, uninterrupt
     assert_same_run(run_dir, uninterrupted_run)
 
 
-def test_a_stop_before_the_first_checkpoint_is_rerun_with_overwrite(chips, uninterrupted_run,
-                                                                    tmp_path):
+def test_a_stop_as_training_starts_says_what_to_run_and_that_gives_the_same_weights(
+        chips, uninterrupted_run, tmp_path):
+    """SIGTERM as soon as train says it starts: whether the stop came before the first step (no
+    checkpoint: start again with --overwrite) or after one (--resume), doing what the line says
+    gives the uninterrupted run's weights."""
     run_dir = tmp_path / "run"
-    command = Command(["train", chips, "-o", run_dir, *TRAIN])
+    command = Command(["train", chips, "-o", run_dir, "-q", *TRAIN])
     code, err = command.stop_when(lambda: "training on" in command.err, signal.SIGTERM)
-    assert stopped_line(code, err.split("\n", 1)[1], signal.SIGTERM) == (
-        "Stopped before the first checkpoint: nothing was saved to continue from; run the "
-        "command again with --overwrite")
-    run(["train", chips, "-o", run_dir, "-q", *TRAIN, "--overwrite"])
+    started, line = err.split("\n", 1)
+    assert started.startswith("training on cpu")
+    line = stopped_line(code, line, signal.SIGTERM)
+    if line == f"Stopped: continue from {run_dir / 'checkpoint.pt'} with --resume":
+        run(["train", chips, "-o", run_dir, "--resume", "-q", "--workers", "0", "--device",
+             "cpu"])
+    else:
+        assert line == ("Stopped before the first checkpoint: nothing was saved to continue "
+                        "from; run the command again with --overwrite")
+        run(["train", chips, "-o", run_dir, "-q", *TRAIN, "--overwrite"])
     assert_same_run(run_dir, uninterrupted_run)
 
 
