@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +41,11 @@ def _rasters(w: Path) -> None:
     write_damaged(w / "damaged.tif", bands=3, size=128)
     (w / "empty.tif").write_bytes(b"")
     (w / "text.tif").write_text("not a raster\n")
-    with rasterio.open(w / "plain.png", "w", driver="PNG", width=64, height=64, count=3,
-                       dtype="uint8") as png:  # no georeferencing at all
-        png.write(np.full((3, 64, 64), 100, np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(w / "plain.png", "w", driver="PNG", width=64, height=64, count=3,
+                           dtype="uint8") as png:  # no georeferencing at all
+            png.write(np.full((3, 64, 64), 100, np.uint8))
     (w / "adir").mkdir()
     write_scene(w / "scene.tif", 96, 96)
     write_scene(w / "scene_nocrs.tif", 96, 96, crs=None)
@@ -156,7 +159,8 @@ PARAMS = "args, needles, before, files"
 
 # --- export-chips --------------------------------------------------------------------------------
 
-LEFT_EMPTY = "a failed export leaves behind the empty folder it created (helper: --overwrite)"
+LEFT_EMPTY = ("a failed export leaves behind the empty folder it created (section 'Earlier work "
+              "must survive a failed run')")
 
 
 def export(source: str, target: str, *extra: str) -> list[str]:
@@ -181,25 +185,26 @@ EXPORT = [
     case("text-target", export("src.tif", "text.tif"), "{w}/text.tif is not a raster"),
     case("png-without-georeferencing", export("plain.png", "tgt.tif"), "{w}/plain.png",
          "no CRS"),
-    case("folder-as-source", export("adir", "tgt.tif"), "{w}/adir"),
-    case("folder-as-target", export("src.tif", "adir"), "{w}/adir"),
+    case("folder-as-source", export("adir", "tgt.tif"), "{w}/adir", "is a directory"),
+    case("folder-as-target", export("src.tif", "adir"), "{w}/adir", "is a directory"),
     case("target-without-crs", export("src.tif", "nocrs.tif"), "{w}/nocrs.tif", "no CRS"),
-    case("source-of-one-pixel", export("tiny.tif", "tgt.tif"), "tiny.tif"),
-    case("target-of-one-pixel", export("src.tif", "tiny.tif"), "tiny.tif"),
+    case("source-of-one-pixel", export("tiny.tif", "tgt.tif"), "{w}/tiny.tif", "1 x 1"),
+    case("target-of-one-pixel", export("src.tif", "tiny.tif"), "{w}/tiny.tif", "1 x 1"),
     case("all-nodata-source", export("nodata.tif", "tgt.tif"), "no chip", xfail=LEFT_EMPTY),
     case("nan-only-source", export("nan.tif", "tgt.tif"), "no chip", xfail=LEFT_EMPTY),
     case("all-nodata-target", export("src.tif", "nodata.tif"), "no chip", xfail=LEFT_EMPTY),
     case("target-band-out-of-range", export("src.tif", "tgt.tif", "--target-bands", "2"),
          "band 2 does not exist", "tgt.tif"),
     case("missing-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/nope.gpkg"),
-         "{w}/nope.gpkg"),
+         "{w}/nope.gpkg", "no such file"),
     case("text-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/aoi_text.gpkg"),
-         "{w}/aoi_text.gpkg"),
+         "{w}/aoi_text.gpkg", "not a vector file"),
     case("empty-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/aoi_empty.gpkg"),
-         "{w}/aoi_empty.gpkg"),
+         "{w}/aoi_empty.gpkg", "not a vector file"),
     case("raster-as-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/tgt.tif"),
-         "{w}/tgt.tif"),
-    case("folder-as-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/adir"), "{w}/adir"),
+         "{w}/tgt.tif", "not a vector file"),
+    case("folder-as-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/adir"), "{w}/adir",
+         "is a directory"),
     case("max-nodata-above-1", export("src.tif", "tgt.tif", "--max-nodata", "1.5"),
          "--max-nodata"),
     case("val-fraction-above-1", export("src.tif", "tgt.tif", "--val-fraction", "1.5"),
@@ -212,17 +217,22 @@ EXPORT = [
          "--target-resampling"),
     case("chip-larger-than-the-rasters", export("src.tif", "tgt.tif", "--chip-size", "256"),
          "256"),
-    case("missing-pairs-csv", pairs("nope.csv"), "{w}/nope.csv"),
-    case("folder-as-pairs-csv", pairs("pairs_dir.csv"), "{w}/pairs_dir.csv"),
-    case("pairs-csv-naming-a-missing-raster", pairs("pairs_missing.csv"), "nope.tif"),
-    case("pairs-csv-naming-an-empty-raster", pairs("pairs_empty_raster.csv"), "empty.tif"),
+    case("missing-pairs-csv", pairs("nope.csv"), "{w}/nope.csv", "no such file"),
+    case("folder-as-pairs-csv", pairs("pairs_dir.csv"), "{w}/pairs_dir.csv",
+         "is a directory"),
+    case("pairs-csv-naming-a-missing-raster", pairs("pairs_missing.csv"),
+         "{w}/pairs_missing.csv, line 2", "{w}/nope.tif"),
+    case("pairs-csv-naming-an-empty-raster", pairs("pairs_empty_raster.csv"),
+         "{w}/empty.tif", "not a raster"),
     case("pairs-and-rasters-together",
          ["export-chips", "{w}/src.tif", "{w}/tgt.tif", "--pairs", "{w}/pairs_missing.csv",
-          "-o", "{t}/chips"], "--pairs"),
-    case("neither-pairs-nor-rasters", ["export-chips", "-o", "{t}/chips"], "--pairs"),
-    case("only-a-source", ["export-chips", "{w}/src.tif", "-o", "{t}/chips"]),
+          "-o", "{t}/chips"], "--pairs, not both"),
+    case("neither-pairs-nor-rasters", ["export-chips", "-o", "{t}/chips"],
+         "give SOURCE and TARGET, or --pairs"),
+    case("only-a-source", ["export-chips", "{w}/src.tif", "-o", "{t}/chips"],
+         "give SOURCE and TARGET"),
     case("output-is-a-file", ["export-chips", "{w}/src.tif", "{w}/tgt.tif", "-o",
-                              "{w}/text.tif"], "{w}/text.tif"),
+                              "{w}/text.tif"], "{w}/text.tif", "is a file"),
 ]
 
 
@@ -238,7 +248,8 @@ TINY = ["--ngf", "8", "--ndf", "8", "--batch-size", "2", "--workers", "0", "--ma
         "--device", "cpu", "-q"]
 STARTED = ("training on cpu",)  # the line train prints once its data and model are ready
 LEFT_TRAIN_JSON = ("a train that fails once started leaves train.json in a new run folder, so a "
-                   "corrected rerun needs --overwrite (helper: failed runs keep/remove outputs)")
+                   "corrected rerun needs --overwrite (section 'Earlier work must survive a "
+                   "failed run')")
 EARLIER_RUN = {"run/model.safetensors": b"earlier", "run/train.json": b"{}"}
 
 
@@ -248,12 +259,14 @@ def train(chips: str, *extra: str) -> list[str]:
 
 TRAIN = [
     case("missing-chips-folder", train("nope"), "{w}/nope", "export-chips"),
-    case("file-as-chips-folder", train("src.tif"), "{w}/src.tif"),
+    case("file-as-chips-folder", train("src.tif"), "{w}/src.tif", "is a file"),
     case("empty-chips-folder", train("chips_empty"), "{w}/chips_empty", "export-chips"),
     case("chips-without-dataset-json", train("chips_nojson"), "{w}/chips_nojson",
          "incomplete"),
-    case("empty-dataset-json", train("chips_json_empty"), "{w}/chips_json_empty"),
-    case("dataset-json-not-json", train("chips_json_text"), "{w}/chips_json_text"),
+    case("empty-dataset-json", train("chips_json_empty"), "{w}/chips_json_empty/dataset.json",
+         "rerun geopix2pix export-chips"),
+    case("dataset-json-not-json", train("chips_json_text"), "{w}/chips_json_text/dataset.json",
+         "rerun geopix2pix export-chips"),
     case("dataset-json-a-list", train("chips_json_list"), "{w}/chips_json_list",
          "not a JSON object"),
     case("a-chip-missing", train("chips_chip_missing"), "{w}/chips_chip_missing/source/",
@@ -262,20 +275,25 @@ TRAIN = [
          before=STARTED, xfail=LEFT_TRAIN_JSON),
     case("a-text-chip", train("chips_chip_text"), "{w}/chips_chip_text/target/",
          before=STARTED, xfail=LEFT_TRAIN_JSON),
-    case("resume-without-a-run", train("chips", "--resume"), "{t}/run"),
-    case("resume-without-a-checkpoint", train("chips", "--resume"), "checkpoint.pt",
+    case("resume-without-a-run", train("chips", "--resume"),
+         "{t}/run/checkpoint.pt does not exist"),
+    case("resume-without-a-checkpoint", train("chips", "--resume"),
+         "{t}/run/checkpoint.pt does not exist",
          files={"run/train.json": b"{}"}),
     case("earlier-run-without-overwrite", train("chips"), "{t}/run", "--overwrite",
          files=EARLIER_RUN),
     case("missing-encoder-weights", train("chips", "--generator", "smp:Unet:resnet18",
-                                          "--encoder-weights", "{w}/nope.pt"), "{w}/nope.pt"),
+                                          "--encoder-weights", "{w}/nope.pt"), "{w}/nope.pt",
+         "no such file"),
     case("empty-encoder-weights", train("chips", "--generator", "smp:Unet:resnet18",
                                         "--encoder-weights", "{w}/empty.tif"), "{w}/empty.tif"),
     case("folder-as-encoder-weights", train("chips", "--generator", "smp:Unet:resnet18",
-                                            "--encoder-weights", "{w}/adir"), "{w}/adir"),
-    case("unknown-generator", train("chips", "--generator", "vgg"), "--generator"),
+                                            "--encoder-weights", "{w}/adir"), "{w}/adir",
+         "is a directory"),
+    case("unknown-generator", train("chips", "--generator", "vgg"), "--generator vgg",
+         "unknown generator"),
     case("unknown-smp-encoder", train("chips", "--generator", "smp:Unet:nosuchnet"),
-         "nosuchnet"),
+         "unknown smp encoder 'nosuchnet'"),
     case("batch-size-0", train("chips", "--batch-size", "0"), "--batch-size"),
     case("max-steps-0", train("chips", "--max-steps", "0"), "--max-steps"),
     case("epochs-0", train("chips", "--epochs", "0", "--decay-epochs", "0"), "--epochs"),
@@ -283,7 +301,7 @@ TRAIN = [
     case("ngf-0", train("chips", "--ngf", "0"), "--ngf"),
     case("negative-workers", train("chips", "--workers", "-1"), "--workers"),
     case("output-is-a-file", ["train", "{w}/chips", "-o", "{w}/text.tif", *TINY],
-         "{w}/text.tif"),
+         "{w}/text.tif", "is a file"),
 ]
 
 
@@ -306,18 +324,21 @@ PREDICT = [
     case("png-without-georeferencing", predict("plain.png"), "{w}/plain.png",
          "--allow-no-crs"),
     case("scene-without-crs", predict("scene_nocrs.tif"), "scene_nocrs.tif", "--allow-no-crs"),
-    case("band-out-of-range", predict("scene.tif", "--bands", "1,2,9"), "9"),
+    case("band-out-of-range", predict("scene.tif", "--bands", "1,2,9"),
+         "band 9 does not exist in {w}/scene.tif"),
     case("band-0", predict("scene.tif", "--bands", "0,1,2"), "start at 1"),
-    case("too-few-bands", predict("scene.tif", "--bands", "1,2"), "--bands"),
+    case("too-few-bands", predict("scene.tif", "--bands", "1,2"), "--bands 1,2",
+         "the model takes 3"),
     case("missing-model", predict("scene.tif", model="nope.safetensors"),
-         "{w}/nope.safetensors"),
+         "{w}/nope.safetensors does not exist"),
     case("empty-model", predict("scene.tif", model="model_empty.safetensors"),
-         "{w}/model_empty.safetensors"),
+         "{w}/model_empty.safetensors is not a geopix2pix model file"),
     case("text-model", predict("scene.tif", model="model_text.safetensors"),
-         "{w}/model_text.safetensors"),
+         "{w}/model_text.safetensors is not a geopix2pix model file"),
     case("truncated-model", predict("scene.tif", model="model_cut.safetensors"),
-         "{w}/model_cut.safetensors"),
-    case("raster-as-model", predict("scene.tif", model="scene.tif"), "{w}/scene.tif"),
+         "{w}/model_cut.safetensors is not a geopix2pix model file"),
+    case("raster-as-model", predict("scene.tif", model="scene.tif"),
+         "{w}/scene.tif is not a geopix2pix model file"),
     case("overlap-1", predict("scene.tif", "--overlap", "1"), "--overlap"),
     case("negative-overlap", predict("scene.tif", "--overlap", "-0.5"), "--overlap"),
     case("batch-size-0", predict("scene.tif", "--batch-size", "0"), "--batch-size"),
@@ -326,9 +347,10 @@ PREDICT = [
     case("earlier-output-without-overwrite", predict("scene.tif"), "{t}/out.tif",
          "--overwrite", files={"out.tif": b"earlier"}),
     case("two-scenes-one-out", ["predict", "{w}/scene.tif", "{w}/scene_tiny.tif",
-                                "{t}/out.tif", "-m", "{w}/model.safetensors"], "--out-dir"),
+                                "{t}/out.tif", "-m", "{w}/model.safetensors"],
+         "several scenes with --out-dir"),
     case("out-dir-is-a-file", ["predict", "{w}/scene.tif", "--out-dir", "{w}/text.tif", "-m",
-                               "{w}/model.safetensors"], "{w}/text.tif"),
+                               "{w}/model.safetensors"], "{w}/text.tif", "is a file"),
 ]
 
 
@@ -360,25 +382,29 @@ EVALUATE = [
     case("empty-prediction", evaluate("empty.tif", "ref.tif"), "{w}/empty.tif", "not a raster"),
     case("empty-reference", evaluate("pred.tif", "empty.tif"), "{w}/empty.tif", "not a raster"),
     case("damaged-prediction", evaluate("damaged.tif", "ref.tif", "--bands", "1"),
-         "damaged.tif", "damaged"),
+         "damaged.tif", "damaged", "gdalinfo -checksum"),
     case("damaged-reference", evaluate("pred.tif", "damaged.tif", "--reference-bands", "1"),
          "damaged.tif", "damaged"),
     case("text-reference", evaluate("pred.tif", "text.tif"), "{w}/text.tif", "not a raster"),
     case("png-without-georeferencing", evaluate("plain.png", "ref.tif", "--bands", "1"),
-         "{w}/plain.png"),
-    case("folder-as-prediction", evaluate("adir", "ref.tif"), "{w}/adir"),
-    case("no-overlap", evaluate("pred_far.tif", "ref.tif"), "overlap"),
+         "{w}/plain.png", "no CRS"),
+    case("folder-as-prediction", evaluate("adir", "ref.tif"), "{w}/adir", "is a directory"),
+    case("no-overlap", evaluate("pred_far.tif", "ref.tif"), "{w}/pred_far.tif",
+         "check that they overlap"),
     case("prediction-without-crs", evaluate("nocrs.tif", "ref.tif", "--bands", "1"),
-         "nocrs.tif"),
-    case("nan-only-prediction", evaluate("pred_nan.tif", "ref.tif"), "pred_nan.tif"),
-    case("band-out-of-range", evaluate("pred.tif", "ref.tif", "--bands", "3"), "3"),
+         "{w}/nocrs.tif", "no CRS"),
+    case("nan-only-prediction", evaluate("pred_nan.tif", "ref.tif"), "{w}/pred_nan.tif",
+         "no valid pixel"),
+    case("band-out-of-range", evaluate("pred.tif", "ref.tif", "--bands", "3"),
+         "band 3 does not exist in {w}/pred.tif"),
     case("band-0", evaluate("pred.tif", "ref.tif", "--bands", "0"), "start at 1"),
     case("reference-band-out-of-range", evaluate("pred.tif", "ref.tif", "--reference-bands",
-                                                 "2"), "2"),
+                                                 "2"),
+         "band 2 does not exist in {w}/ref.tif"),
     case("json-into-a-folder", evaluate("pred.tif", "ref.tif", "--json", "{w}/adir"),
-         "{w}/adir"),
+         "{w}/adir", "is a directory"),
     case("json-over-an-input", evaluate("pred.tif", "ref.tif", "--json", "{w}/ref.tif",
-                                        "--overwrite"), "{w}/ref.tif"),
+                                        "--overwrite"), "--json {w}/ref.tif is the raster"),
 ]
 
 
@@ -390,10 +416,11 @@ def test_evaluate_refuses(capsys, world, world_before, tmp_path, args, needles, 
 # --- demo ------------------------------------------------------------------------------------
 
 DEMO = [
-    case("output-is-a-file", ["demo", "-o", "{w}/text.tif", "--quick", "-q"], "{w}/text.tif"),
+    case("output-is-a-file", ["demo", "-o", "{w}/text.tif", "--quick", "-q"], "{w}/text.tif",
+         "is a file"),
     case("earlier-files-without-overwrite", ["demo", "-o", "{t}/demo", "--quick", "-q"],
-         "{t}/demo", "--overwrite", files={"demo/notes.txt": b"mine"}),
-    case("unknown-task", ["demo", "-o", "{t}/demo", "--task", "nosuch"], "--task"),
+         "{t}/demo", "notes.txt", files={"demo/notes.txt": b"mine"}),
+    case("unknown-task", ["demo", "-o", "{t}/demo", "--task", "nosuch"], "--task", "nosuch"),
     case("unknown-device", ["demo", "-o", "{t}/demo", "--device", "tpu"], "--device"),
     case("steps-not-a-number", ["demo", "-o", "{t}/demo", "--steps", "many"], "--steps"),
     case("seed-not-a-number", ["demo", "-o", "{t}/demo", "--seed", "x"], "--seed"),
