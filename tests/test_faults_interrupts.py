@@ -93,8 +93,10 @@ def files(folder: Path) -> dict[str, bytes | None]:
             for p in sorted(folder.rglob("*"))}
 
 
-def count(folder: Path, pattern: str = "*.tif") -> int:
-    return len(list(folder.glob(pattern))) if folder.is_dir() else 0
+def count(folder: Path, pattern: str) -> int:
+    """Files matching `pattern` anywhere under `folder`, hidden folders too (where an export
+    may build its chips before putting them in place)."""
+    return len(list(folder.glob(f"**/{pattern}")))
 
 
 # --- export-chips ----------------------------------------------------------------------------
@@ -129,10 +131,10 @@ def exported(out: Path) -> dict:
     return {**content, "chips.gpkg": gpd.read_file(out / "chips.gpkg").to_json()}
 
 
-EXPORT_POINTS = {  # when the stop comes
-    "first-chip": lambda out: count(out / "source") >= 1,
-    "half-the-chips": lambda out: count(out / "target") >= 18,
-    "the-index": lambda out: (out / "chips.gpkg").exists(),
+EXPORT_POINTS = {  # when the stop comes: `folder` holds the export's output folder
+    "first-chip": lambda folder: count(folder, "source/*.tif") >= 1,
+    "half-the-chips": lambda folder: count(folder, "target/*.tif") >= 18,
+    "the-index": lambda folder: count(folder, "chips.gpkg") >= 1,
 }
 
 
@@ -143,10 +145,10 @@ def test_a_stopped_export_leaves_nothing_and_a_rerun_is_uninterrupted(
         rasters, tmp_path, uninterrupted_export, signum, point):
     out = tmp_path / "chips"
     code, err = Command(export_args(rasters, out)).stop_when(
-        lambda: EXPORT_POINTS[point](out), signum)
+        lambda: EXPORT_POINTS[point](tmp_path), signum)
     assert stopped_line(code, err, signum) == (f"Stopped: no chips were exported to {out} "
                                                "(none cut before the stop is left)")
-    assert list(out.iterdir()) == []  # a rerun needs no --overwrite
+    assert [p for p in tmp_path.rglob("*") if p != out] == []  # a rerun needs no --overwrite
     run_here(export_args(rasters, out))
     assert exported(out) == uninterrupted_export
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chips"]
@@ -158,7 +160,7 @@ def test_a_killed_export_is_redone_by_a_rerun(rasters, tmp_path, uninterrupted_e
     train takes it), and the rerun the refusal asks for (--overwrite) replaces it whole."""
     out = tmp_path / "chips"
     code, _ = Command(export_args(rasters, out)).stop_when(
-        lambda: EXPORT_POINTS[point](out), signal.SIGKILL)
+        lambda: EXPORT_POINTS[point](tmp_path), signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert not (out / "dataset.json").exists()
     run_here(export_args(rasters, out, "--overwrite"))
