@@ -1,8 +1,9 @@
 """The fault battery, bad inputs: what each command promises when it is given a missing, empty,
 damaged or odd input. Read each table as a list of promises: the command exits with status 2,
-prints one line (after a stated number of `warning:` lines) naming the file or option and what
-to do, shows no traceback, changes none of its inputs and leaves nothing behind in the output's
-folder. docs/faults.md counts these cases."""
+prints one line (after the `warning:` or progress lines a row states) naming the file or option
+and what to do, shows no traceback, changes none of its inputs and leaves nothing behind in the
+output's folder (earlier outputs there are kept as they were). docs/faults.md counts these
+cases; a row marked xfail is a promise not kept yet (issue 17)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ def _rasters(w: Path) -> None:
     data = np.random.default_rng(0).random((2, 128, 128), dtype=np.float32)
     write_raster(w / "src.tif", data)
     write_raster(w / "tgt.tif", data[:1])
-    write_raster(w / "far.tif", data[:1], transform=FAR)
     write_raster(w / "nocrs.tif", data, crs=None)
     write_raster(w / "tiny.tif", data[:, :1, :1])
     write_raster(w / "nodata.tif", np.full((2, 128, 128), -9999, np.float32), nodata=-9999)
