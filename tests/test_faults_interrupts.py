@@ -23,6 +23,7 @@ import pytest
 from predict_helpers import unet_file, write_scene
 
 from geopix2pix.cli import main
+from geopix2pix.raster.partials import WHERE
 from tests.conftest import write_raster
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="signals to a child need POSIX")
@@ -269,18 +270,24 @@ def test_a_stop_as_training_starts_says_what_to_run_and_that_gives_the_same_weig
 def test_a_killed_train_resumes_or_restarts_to_the_uninterrupted_weights(
         chips, uninterrupted_run, tmp_path, point):
     """kill -9: resumed from the last epoch's checkpoint (or, before there is one, started
-    again with --overwrite); a model file being written when the kill came is never taken
-    for a complete one, and its temporary is removed by the rerun."""
+    again with --overwrite). A kill while a model file or the checkpoint is being saved leaves
+    its temporary (named after the killed process): the rerun removes those."""
     run_dir = tmp_path / "run"
     command = Command(["train", chips, "-o", run_dir, *TRAIN])
     code, _ = command.stop_when(TRAIN_POINTS[point](command, run_dir), signal.SIGKILL)
     assert code == -signal.SIGKILL
-    if (run_dir / "checkpoint.pt").exists():
+    for name in ("checkpoint.pt", "model.safetensors", "model-best.safetensors"):
+        stem, suffix = name.rsplit(".", 1)
+        (run_dir / f".{stem}.{WHERE}-{command.process.pid}-0a1b2c.partial.{suffix}").write_bytes(
+            b"cut short by the kill")
+    resumable = point != "mid-first-epoch"  # the first epoch's end wrote the checkpoint
+    assert (run_dir / "checkpoint.pt").exists() == resumable
+    if resumable:
         run(["train", chips, "-o", run_dir, "--resume", "-q", "--workers", "0", "--device",
              "cpu"])
     else:
         run(["train", chips, "-o", run_dir, "-q", *TRAIN, "--overwrite"])
-    assert_same_run(run_dir, uninterrupted_run)
+    assert_same_run(run_dir, uninterrupted_run)  # and no temporary left
 
 
 # --- predict ---------------------------------------------------------------------------------
