@@ -34,16 +34,6 @@ def export_args(source, target, out, *extra):
     return ["export-chips", str(source), str(target), "-o", str(out), "-q", *map(str, extra)]
 
 
-def test_missing_and_non_raster_files(tmp_path, pair, capsys):
-    out = tmp_path / "chips"
-    err = run_error(capsys, export_args(tmp_path / "nope.tif", pair[1], out))
-    assert "nope.tif" in err and "no such file" in err
-    (tmp_path / "notes.tif").write_text("not a raster")
-    err = run_error(capsys, export_args(pair[0], tmp_path / "notes.tif", out))
-    assert "notes.tif is not a raster" in err
-    assert not (out / "dataset.json").exists()
-
-
 def test_raster_without_crs(tmp_path, pair, capsys):
     bare = write_raster(tmp_path / "bare.tif", np.zeros((1, 64, 64), np.uint8), crs=None)
     err = run_error(capsys, export_args(bare, pair[1], tmp_path / "chips"))

@@ -92,6 +92,8 @@ class DatasetInfo:
                                   "rerun geopix2pix export-chips with --overwrite")
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             if data.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"format_version {data.get('format_version')}")
             data["source"] = SideInfo.from_dict(data["source"])
