@@ -19,6 +19,8 @@ from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
 
+from .schema import shown
+
 PREFIX = "smp:"
 
 
@@ -58,18 +60,19 @@ def parse_smp_name(name: str) -> SmpName:
     if len(parts) != 3 or parts[0] != PREFIX[:-1] or not parts[1] or not parts[2]:
         raise ValueError(
             f"smp generator must be written 'smp:<Architecture>:<encoder>' "
-            f"(e.g. 'smp:Unet:resnet34'), got {name!r}"
+            f"(e.g. 'smp:Unet:resnet34'), got {shown(name)}"
         )
     archs = architectures()
     arch = archs.get(parts[1].lower())
     if arch is None:
         valid = ", ".join(cls.__name__ for cls in archs.values())
-        raise ValueError(f"unknown smp architecture {parts[1]!r}; valid choices: {valid}")
+        raise ValueError(f"unknown smp architecture {shown(parts[1])}; valid choices: {valid}")
     encoder = parts[2]
     if not encoder.startswith("tu-") and encoder not in encoder_names():
         valid = ", ".join(encoder_names())
         raise ValueError(
-            f"unknown smp encoder {encoder!r}; valid choices: {valid}, or 'tu-<timm model name>'"
+            f"unknown smp encoder {shown(encoder)}; valid choices: {valid}, or "
+            "'tu-<timm model name>'"
         )
     return SmpName(arch.__name__, encoder)
 
