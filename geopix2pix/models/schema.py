@@ -61,7 +61,7 @@ def optional(data: Mapping[str, Any], key: str, read: Callable[[Any, str], T],
 
 def mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise SchemaError(where, f"is {shown(value)}, not a JSON object")
+        raise SchemaError(where, f"is {shown(value)}, not a key-value object")
     return value
 
 

@@ -40,6 +40,7 @@ from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
+from .checkpoint_check import Expected
 from .classes import describe_classes, objective_for, trained_classes
 from .config import TrainConfig, TrainKeywords
 from .data import EpochBatchSampler, make_loader
@@ -182,7 +183,9 @@ class Trainer:
                 "dataset": _dataset_fingerprint(self.chips_dir)}
 
     def _restore(self) -> None:
-        saved = load_checkpoint(self.run_dir)
+        saved = load_checkpoint(self.run_dir, Expected(
+            {"generator": self.generator, "discriminator": self.discriminator},
+            {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}, self.state))
         self._check_effective_batch(saved)
         check_same_options(saved["options"], self.options(), self.run_dir / CHECKPOINT,
                            defaults=TrainConfig().result_options())

@@ -1,0 +1,456 @@
+"""Fault battery: model files, checkpoints and encoder weights are untrusted input.
+
+A real model file (trained for two steps, or written by the project's own writer) is tampered
+with through the safetensors library the way a damaged or hostile file could be, and each
+version must be refused by `geopix2pix predict` (and `load_model`, `show_results`) with exit 2
+and one line naming the file, before anything is built from it: no traceback, no huge
+allocation, no pickle run. The same for checkpoint.pt on `train --resume` and for
+`--encoder-weights`. Files written by earlier versions (fields missing) still load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_raster
+from predict_helpers import categorical_meta, metadata, unet_file
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from geopix2pix.chips.export import export_chips
+from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models import GeneratorSpec, build_generator, load_model, save_model
+from geopix2pix.training import train
+
+TINY = ["--ngf", "4", "--ndf", "4", "--batch-size", "2", "--workers", "0", "-q",
+        "--device", "cpu"]
+
+
+class Marker:
+    """Unpickling this creates the marker file: proof that pickle code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """Chips, a run trained for 2 steps (model file, checkpoint), a categorical and an smp
+    model file written by the project's writer, and a scene to predict."""
+    folder = tmp_path_factory.mktemp("faults_models")
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:128, 0:128]
+    dem = (100 + 30 * np.sin(x / 9.0) + 20 * np.cos(y / 7.0)).astype("float32")
+    shade = np.clip(128 + 40 * np.gradient(dem)[1], 0, 255).astype("uint8")
+    source = write_raster(folder / "dem.tif", dem)
+    target = write_raster(folder / "shade.tif", shade)
+    export_chips(source, target, folder / "chips", chip_size=64, stride=32, split_block=64,
+                 workers=1, progress=False)
+    train(folder / "chips", folder / "run", ngf=4, ndf=4, batch_size=2, workers=0, quiet=True,
+          device="cpu", max_steps=2, epochs=1, decay_epochs=0)
+    scene = write_raster(folder / "scene.tif", rng.normal(100, 20, (1, 64, 64)).astype("f4"))
+    rgb = write_raster(folder / "rgb.tif", rng.integers(1, 250, (3, 64, 64), np.uint8))
+    categorical = unet_file(folder / "classes.safetensors", out_ch=4, **categorical_meta())
+    spec = GeneratorSpec("smp:Unet:resnet18", 3, 1, 64)
+    torch.manual_seed(0)
+    save_model(folder / "smp.safetensors", build_generator(spec).eval(), spec, metadata(3, 1))
+    return {"folder": folder, "chips": folder / "chips", "run": folder / "run",
+            "model": folder / "run" / "model.safetensors", "scene": scene, "rgb": rgb,
+            "classes": Path(categorical), "smp": folder / "smp.safetensors"}
+
+
+def read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    with safe_open(str(path), framework="pt") as handle:
+        header = json.loads(handle.metadata()["geopix2pix"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    return header, tensors
+
+
+def write(path: Path, header: dict | str, tensors: dict[str, torch.Tensor]) -> Path:
+    text = header if isinstance(header, str) else json.dumps(header)  # NaN as JSON's NaN
+    save_file(tensors, str(path), metadata={"geopix2pix": text})
+    return path
+
+
+def tampered(source: Path, out: Path, edit: Callable[[dict, dict], object]) -> Path:
+    """`source` with `edit(header, tensors)` applied (a new header when it returns one)."""
+    header, tensors = read(source)
+    replaced = edit(header, tensors)
+    return write(out, header if replaced is None else replaced, tensors)
+
+
+def first(tensors: dict, suffix: str = "weight") -> str:
+    return next(key for key in tensors if key.endswith(suffix) and tensors[key].dim() == 4)
+
+
+def one_error_line(capsys, code: int) -> str:
+    """The single stderr line of a command that exited 2 (no traceback, nothing else)."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured.err
+    assert len(lines) == 1 and lines[0].startswith("Error: "), captured.err
+    assert "Traceback" not in captured.err and len(lines[0]) < 600, captured.err
+    return lines[0]
+
+
+# --- the model file: (case, what the file is made from, the edit, words of the message) -----
+
+def _set(*path_and_value):
+    *keys, value = path_and_value
+
+    def edit(header, tensors):
+        node = header
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return edit
+
+
+def _drop_tensor(header, tensors):
+    del tensors[first(tensors)]
+
+
+def _extra_tensor(header, tensors):
+    tensors["model.extra.weight"] = torch.zeros(3)
+
+
+def _wrong_shape(header, tensors):
+    key = first(tensors)
+    tensors[key] = torch.zeros(*tensors[key].shape[:-1], tensors[key].shape[-1] + 1)
+
+
+def _wrong_kind(header, tensors):
+    key = first(tensors)
+    tensors[key] = tensors[key].to(torch.complex64)
+
+
+def _source_bands(header, tensors):
+    header["source"]["bands"] = [1, 2, 3, 4]
+
+
+def _drop_class(header, tensors):
+    header["target"]["classes"] = header["target"]["classes"][:-1]
+
+
+def _deep(header, tensors):
+    return "[" * 100_000 + "]" * 100_000
+
+
+MODEL_CASES = [
+    ("ngf-4096", "model", _set("generator", "ngf", 4096), "ngf 4096"),
+    ("ngf-512-real-tensors", "model", _set("generator", "ngf", 512), "ngf 512"),
+    ("complex64-target", "model", _set("target", "dtype", "complex64"), "complex64"),
+    ("nan-target-scaling", "model", _set("target", "scaling", "low", [math.nan]),
+     "target.scaling.low[0] is nan"),
+    ("inf-source-scaling", "model", _set("source", "scaling", "high", [math.inf]),
+     "source.scaling.high[0] is inf"),
+    ("scaling-out-of-order", "model", _set("target", "scaling", "low", [1e6]),
+     "target.scaling.low[0]"),
+    ("centre-target-scaling", "model", _set("target", "scaling", "mode", "centre"),
+     "cannot be inverted"),
+    ("missing-tensor", "model", _drop_tensor, "1 missing"),
+    ("extra-tensor", "model", _extra_tensor, "1 unexpected (e.g. model.extra.weight)"),
+    ("wrong-shape", "model", _wrong_shape, "1 wrong shape"),
+    ("complex-tensor", "model", _wrong_kind, "complex values"),
+    ("more-source-bands-than-inputs", "model", _source_bands, "source.bands lists 4 band(s)"),
+    ("more-input-channels", "model", _set("generator", "in_channels", 3), "takes 3"),
+    ("classes-inconsistent-with-head", "classes", _drop_class, "lists 3 class(es)"),
+    ("classes-on-a-regression", "model", _set("target", "classes", [1, 2, 3]), "target.classes"),
+    ("classes-out-of-order", "classes", _set("target", "classes", [10, 30, 20, 40]),
+     "ascending"),
+    ("class-code-beyond-dtype", "classes", _set("target", "classes", [10, 20, 30, 300]),
+     "cannot be stored in uint8"),
+    ("nodata-beyond-dtype", "model", _set("target", "nodata", -1.0), "cannot be stored in uint8"),
+    ("unknown-smp-architecture", "smp", _set("generator", "name", "smp:NoSuchNet:resnet18"),
+     "unknown smp architecture 'NoSuchNet'"),
+    ("unknown-generator", "model", _set("generator", "name", "resnet"),
+     "unknown generator 'resnet'"),
+    ("smp-wrong-shape", "smp", _wrong_shape, "1 wrong shape"),
+    ("smp-in-channels", "smp", _set("generator", "in_channels", 4), "takes 4"),
+    ("smp-logits-without-classes", "smp", _set("generator", "output", "logits"),
+     "lists no class(es)"),
+    ("non-json-metadata", "model", lambda h, t: "{not json", "unreadable"),
+    ("metadata-not-an-object", "model", lambda h, t: "[1, 2]", "unreadable"),
+    ("deeply-nested-metadata", "model", _deep, "unreadable"),
+    ("generator-not-an-object", "model", _set("generator", "unet"),
+     "generator's description is 'unet'"),
+    ("huge-chip-size", "model", _set("generator", "chip_size", 2**20), "chip_size 1048576"),
+    ("chip-size-differs", "model", _set("chip_size", 128), "chip_size is 128"),
+    ("hostile-long-dtype", "model", _set("target", "dtype", "x\n" * 100_000), "target.dtype"),
+    ("missing-scaling", "model", _set("target", "scaling", None), "lacks what prediction needs"),
+    ("future-format", "model", _set("format_version", 2), "format_version 2"),
+    ("zero-pixel-size", "model", _set("pixel_size", [0, 30]), "pixel_size"),
+]
+
+
+def make_case(world, name: str, base: str, edit) -> Path:
+    out = world["folder"] / f"{name}.safetensors"
+    if not out.exists():
+        tampered(world[base], out, edit)
+    return out
+
+
+def scene_for(world, base: str) -> Path:
+    return world["scene"] if base == "model" else world["rgb"]
+
+
+@pytest.mark.parametrize("name, base, edit, words", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_a_tampered_model_file_is_one_line_from_predict(world, capsys, tmp_path, name, base,
+                                                        edit, words):
+    path = make_case(world, name, base, edit)
+    out = tmp_path / "out.tif"
+    line = one_error_line(capsys, main(["predict", "-m", str(path), str(scene_for(world, base)),
+                                        str(out), "-q", "--device", "cpu"]))
+    assert str(path) in line and words in line, line
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["ngf-4096", "complex64-target", "missing-tensor",
+                                  "classes-inconsistent-with-head"])
+def test_load_model_and_show_results_refuse_it_too(world, name):
+    case = next(c for c in MODEL_CASES if c[0] == name)
+    path = make_case(world, *case[:3])
+    for call in (lambda: load_model(path), lambda: _show_results(path, world["chips"])):
+        with pytest.raises(GeoPix2PixError) as caught:
+            call()
+        assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _show_results(path: Path, chips: Path):
+    from geopix2pix.plot import show_results
+
+    return show_results(path, chips, n=1)
+
+
+def test_pickles_and_damaged_files_are_refused_without_running_code(world, capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    pickled = tmp_path / "pickle.safetensors"
+    pickled.write_bytes(pickle.dumps({"w": Marker(marker)}))
+    zipped = tmp_path / "torch.safetensors"
+    torch.save({"w": Marker(marker)}, zipped)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(world["model"].read_bytes()[:-100])
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    for path in (pickled, zipped, truncated, empty, foreign):
+        line = one_error_line(capsys, main(["predict", "-m", str(path), str(world["scene"]),
+                                            str(tmp_path / "out.tif"), "-q"]))
+        assert str(path) in line and "not a geopix2pix model file" in line, line
+    assert not marker.exists() and not (tmp_path / "out.tif").exists()
+
+
+LIMIT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))
+from geopix2pix.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("name", ["ngf-4096", "ngf-512-real-tensors"])
+def test_a_model_file_asking_for_gigabytes_is_refused_under_a_memory_limit(world, tmp_path,
+                                                                           name):
+    """Nothing is built from the header before the tensors are compared with it: under a 3 GB
+    data limit (the U-Net it describes needs over 60 GB, or 4 GB) the refusal is one line."""
+    case = next(c for c in MODEL_CASES if c[0] == name)
+    path = make_case(world, *case[:3])
+    done = subprocess.run([sys.executable, "-c", LIMIT, "predict", "-m", str(path),
+                           str(world["scene"]), str(tmp_path / "out.tif"), "-q", "--device",
+                           "cpu"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and str(path) in done.stderr, done.stderr
+
+
+# --- files of earlier versions, and the untouched files, still work ----------------------
+
+def _old(header, tensors):
+    del header["generator"]["output"]
+    del header["chip_size"], header["crs"], header["pixel_size"], header["version"]
+    for side in ("source", "target"):
+        for key in ("raster_bands", "classes", "units", "scales", "offsets", "colorinterp",
+                    "colormap", "descriptions"):
+            header[side].pop(key, None)
+
+
+@pytest.mark.parametrize("base", ["model", "classes", "smp", "old"])
+def test_real_and_older_model_files_predict(world, capsys, tmp_path, base):
+    path = world[base] if base != "old" else make_case(world, "old", "model", _old)
+    out = tmp_path / "out.tif"
+    scene = scene_for(world, "model" if base == "old" else base)
+    code = main(["predict", "-m", str(path), str(scene), str(out), "-q", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert out.exists()
+
+
+# --- checkpoint.pt on --resume --------------------------------------------------------------
+
+def _ckpt_edit(edit):
+    def apply(state):
+        edit(state)
+        return state
+    return apply
+
+
+def _generator_key(state) -> str:
+    return next(k for k, v in state["generator"].items() if v.dim() == 4)
+
+
+def _ckpt_wrong_shape(state):
+    key = _generator_key(state)
+    state["generator"][key] = torch.zeros(1, 2, 3, 4)
+
+
+def _ckpt_missing(state):
+    del state["discriminator"][next(iter(state["discriminator"]))]
+
+
+def _ckpt_adam_shape(state):
+    entry = next(iter(state["opt_g"]["state"].values()))
+    entry["exp_avg"] = torch.zeros(7)
+
+
+def _ckpt_groups(state):
+    state["opt_d"]["param_groups"][0]["params"] = state["opt_d"]["param_groups"][0]["params"][1:]
+
+
+def _ckpt_rng(state):
+    state["rng"]["torch"] = torch.zeros(10, dtype=torch.uint8)
+
+
+def _ckpt_step(state):
+    state["step"] = "two"
+
+
+def _ckpt_options(state):
+    state["options"]["batch_size"] = torch.zeros(3)
+
+
+def _ckpt_partial(state):
+    state["partial"] = {"sums": [0.0], "batches": 1, "images": 2, "seconds": 1.0}
+
+
+CHECKPOINT_CASES = [
+    ("generator-wrong-shape", _ckpt_wrong_shape, "generator is not this run's network"),
+    ("discriminator-missing-tensor", _ckpt_missing, "1 missing"),
+    ("adam-state-wrong-shape", _ckpt_adam_shape, "opt_g.state"),
+    ("optimizer-groups", _ckpt_groups, "opt_d.param_groups[0].params"),
+    ("rng-state", _ckpt_rng, "rng.torch"),
+    ("step-not-a-number", _ckpt_step, "step is 'two'"),
+    ("options-with-a-tensor", _ckpt_options, "options['batch_size']"),
+    ("partial-epoch-sums", _ckpt_partial, "partial.sums"),
+]
+
+
+def resume(world, run: Path) -> list[str]:
+    return ["train", str(world["chips"]), "-o", str(run), "--resume", "-q", "--workers", "0",
+            "--device", "cpu"]
+
+
+def copy_run(world, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    return run
+
+
+@pytest.mark.parametrize("name, edit, words", CHECKPOINT_CASES,
+                         ids=[c[0] for c in CHECKPOINT_CASES])
+def test_a_tampered_checkpoint_is_one_line_on_resume(world, capsys, tmp_path, name, edit, words):
+    run = copy_run(world, tmp_path)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    edit(state)
+    torch.save(state, run / "checkpoint.pt")
+    before = sorted(p.name for p in run.iterdir())
+    line = one_error_line(capsys, main(resume(world, run)))
+    assert str(run / "checkpoint.pt") in line and words in line, line
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle", "text"])
+def test_a_damaged_or_hostile_checkpoint_is_one_line_without_a_warning(world, capsys, tmp_path,
+                                                                       damage):
+    run = copy_run(world, tmp_path)
+    path, marker = run / "checkpoint.pt", tmp_path / "pwned"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:2000])
+    elif damage == "pickle":
+        path.write_bytes(pickle.dumps({"format_version": 1, "x": Marker(marker)}, protocol=4))
+    else:
+        path.write_text("not a checkpoint\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = one_error_line(capsys, main(resume(world, run)))
+    assert f"cannot read {path}" in line and not marker.exists(), line
+    assert [str(w.message) for w in caught] == []
+
+
+def test_an_untouched_checkpoint_resumes(world, capsys, tmp_path):
+    """(The run is complete: its checkpoint is checked and restored, and nothing is left.)"""
+    run = copy_run(world, tmp_path)
+    assert main(resume(world, run)) == 0, capsys.readouterr().err
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+# --- --encoder-weights ------------------------------------------------------------------------
+
+def _encoder_state() -> dict[str, torch.Tensor]:
+    return build_generator(GeneratorSpec("smp:Unet:resnet18", 1, 1, 64)).encoder.state_dict()
+
+
+def _encoder_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / ("weights.safetensors" if kind == "wrong-kind" else "weights.pt")
+    if kind == "legacy-pickle":
+        path.write_bytes(pickle.dumps({"conv1.weight": [1.0, 2.0]}, protocol=4))
+        return path
+    if kind == "pickle-code":
+        path.write_bytes(pickle.dumps({"conv1.weight": Marker(tmp_path / "pwned")}))
+        return path
+    state = _encoder_state()
+    if kind == "wrong-keys":
+        state = {f"backbone.{k}": v for k, v in state.items()}
+    elif kind == "wrong-shape":
+        state["conv1.weight"] = torch.zeros(64, 1, 3, 3)
+    else:
+        state["layer1.0.conv1.weight"] = state["layer1.0.conv1.weight"].to(torch.int32)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        return path
+    torch.save(state, path)
+    return path
+
+
+ENCODER_CASES = [("legacy-pickle", "cannot read encoder weights file"),
+                 ("pickle-code", "pickled Python objects"),
+                 ("wrong-keys", "missing (e.g."),
+                 ("wrong-shape", "1 wrong shape (e.g. conv1.weight is [64, 1, 3, 3]"),
+                 ("wrong-kind", "integer values")]
+
+
+@pytest.mark.parametrize("kind, words", ENCODER_CASES, ids=[c[0] for c in ENCODER_CASES])
+def test_bad_encoder_weights_are_one_line_without_a_warning(world, capsys, tmp_path, kind,
+                                                            words):
+    path = _encoder_file(tmp_path, kind)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = one_error_line(capsys, main([
+            "train", str(world["chips"]), "-o", str(tmp_path / "run"), "--generator",
+            "smp:Unet:resnet18", "--encoder-weights", str(path), "--max-steps", "1", *TINY]))
+    assert str(path) in line and words in line, line
+    assert [str(w.message) for w in caught] == []
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "run").exists()
+
