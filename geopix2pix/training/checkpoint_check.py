@@ -11,6 +11,7 @@ that does not fit.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +37,26 @@ MAX_RANKS = 4096
 
 @dataclass(frozen=True)
 class Expected:
-    """What a resumed run has: its networks and optimizers by their checkpoint keys, and its
-    state (epoch, step...) whose values' kinds the checkpoint's must have."""
+    """What a resumed run has: its networks and optimizers by their checkpoint keys, its state
+    (epoch, step...) whose values' kinds the checkpoint's must have, and its own check of the
+    saved options (`same_run(saved)`: the same options, as many chips per step), run once they
+    are known to be plain values and before the networks are compared (options that differ
+    are the likelier cause of networks that differ, and say it better)."""
 
     networks: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     state: dict[str, Any]
+    same_run: Callable[[dict[str, Any]], None] | None = None
 
 
 def check_checkpoint(saved: dict[str, Any], expected: Expected) -> None:
     """SchemaError naming the first part of `saved` that does not fit `expected`."""
+    options = mapping(required(saved, "options", ""), "options")
+    _plain(options, "options", finite=False)
+    optional(options, "batch_size", _positive, "options")
+    optional(saved, "world_size", _positive)
+    if expected.same_run is not None:
+        expected.same_run(saved)
     for name, module in expected.networks.items():
         found = mapping(required(saved, name, ""), name)
         _only_tensors(found, name)
@@ -57,10 +68,6 @@ def check_checkpoint(saved: dict[str, Any], expected: Expected) -> None:
     for key, template in expected.state.items():
         _check_like(required(saved, key, ""), template, key)
     _check_partial(mapping(saved.get("partial") or {}, "partial"))
-    options = mapping(required(saved, "options", ""), "options")
-    _plain(options, "options", finite=False)
-    optional(options, "batch_size", _positive, "options")
-    optional(saved, "world_size", _positive)
     _plain(mapping(required(saved, "scaler", ""), "scaler"), "scaler")
     _check_rng(required(saved, "rng", ""), "rng")
     for index, rng in enumerate(optional(saved, "rng_ranks", _ranks) or []):

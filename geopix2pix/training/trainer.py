@@ -185,10 +185,8 @@ class Trainer:
     def _restore(self) -> None:
         saved = load_checkpoint(self.run_dir, Expected(
             {"generator": self.generator, "discriminator": self.discriminator},
-            {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}, self.state))
-        self._check_effective_batch(saved)
-        check_same_options(saved["options"], self.options(), self.run_dir / CHECKPOINT,
-                           defaults=TrainConfig().result_options())
+            {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}, self.state,
+            same_run=self._check_same_run))
         self.generator.load_state_dict(saved["generator"])
         self.discriminator.load_state_dict(saved["discriminator"])
         self.step_fn.opt_g.load_state_dict(saved["opt_g"])
@@ -200,6 +198,12 @@ class Trainer:
             set_rng_state(ranks[self.rank])  # exactly where this rank left off
         else:  # another number of ranks: fresh per-rank draws (batches and schedule still exact)
             seed_everything(self.config.seed + self.rank + 1_000_003 * int(saved["step"]))
+
+    def _check_same_run(self, saved: dict[str, Any]) -> None:
+        """Refuse a checkpoint of other options, or of another number of chips per step."""
+        self._check_effective_batch(saved)
+        check_same_options(saved["options"], self.options(), self.run_dir / CHECKPOINT,
+                           defaults=TrainConfig().result_options())
 
     def _check_effective_batch(self, saved: dict[str, Any]) -> None:
         """A run resumes on any number of ranks with the same chips per step (its schedule and
