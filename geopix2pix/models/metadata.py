@@ -8,6 +8,9 @@ predict writes to its output), the chip size, and the CRS and pixel size of the 
 (to warn when a scene differs), plus the training options and the validation scores of these
 weights. It is stored as plain JSON (`to_dict`); numbers JSON cannot hold (a NaN nodata, an
 infinite PSNR) are written as the strings "nan", "inf" and "-inf" (`geopix2pix.jsonvalues`).
+Read back, every value is checked (`schema.py`: raster dtypes only, finite and ordered scaling,
+nodata and class codes the dtype can hold, bounded sizes), and `check_against` checks that the
+metadata describes the generator of the file (band counts, classes, chip size).
 """
 
 from __future__ import annotations
@@ -201,21 +204,30 @@ class ModelMetadata:
     def from_dict(cls, data: dict[str, Any], chip_size: int | None = None) -> ModelMetadata:
         """Read `to_dict`'s output, checking every value; `chip_size` stands in for a file that
         does not record one. SchemaError (a ValueError) naming the first value that is missing
-        or wrong. A field a file may lack (written before it existed) is read with
-        `schema.optional`: one line per field, here and in `to_dict`."""
+        or wrong.
+
+        A field that files may lack (written before it existed) is read with `schema.optional`
+        and a reader that checks it (absent or null: None): a new one is a dataclass field, a
+        line here and a key in `to_dict`; one that must agree with the generator is checked in
+        `check_against`."""
         data = mapping(data, "metadata")
         target = SideMetadata.from_dict(required(data, "target", ""), "target")
         if target.scaling.mode not in TARGET_SCALINGS:
             raise SchemaError("target.scaling.mode", f"is {target.scaling.mode!r}, which cannot "
                                                      f"be inverted; expected one of "
                                                      f"{', '.join(TARGET_SCALINGS)}")
-        size = optional(data, "chip_size", _chip_size) or _chip_size(chip_size, "chip_size")
-        return cls(SideMetadata.from_dict(required(data, "source", ""), "source"), target, size,
-                   optional(data, "crs", text), optional(data, "pixel_size", _pixel_size),
-                   optional(data, "training", mapping) or {},
-                   {k: None if v is None else number_or_nan(v, f"validation.{k}")
-                    for k, v in (optional(data, "validation", mapping) or {}).items()},
-                   optional(data, "version", text) or "")
+        validation = optional(data, "validation", mapping) or {}
+        return cls(
+            source=SideMetadata.from_dict(required(data, "source", ""), "source"),
+            target=target,
+            chip_size=optional(data, "chip_size", _chip_size) or _chip_size(chip_size,
+                                                                            "chip_size"),
+            crs=optional(data, "crs", text),
+            pixel_size=optional(data, "pixel_size", _pixel_size),
+            training=optional(data, "training", mapping) or {},
+            validation={k: optional(validation, k, number_or_nan, "validation")
+                        for k in validation},
+            version=optional(data, "version", text) or "")
 
     def check_against(self, spec: GeneratorSpec) -> None:
         """Refuse metadata that does not describe the generator `spec`: its band counts, its
