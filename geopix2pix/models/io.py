@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -32,6 +33,8 @@ from .factory import GeneratorSpec, build_generator
 from .layout import Layout
 from .metadata import ModelMetadata, metadata_error
 from .schema import SchemaError, shown
+
+T = TypeVar("T")
 
 METADATA_KEY = "geopix2pix"
 FORMAT_VERSION = 1
@@ -181,25 +184,32 @@ def _described(spec: GeneratorSpec) -> str:
             f"channels, {spec.chip_size}-px chips")
 
 
-def _read(path: Path) -> tuple[GeneratorSpec, dict[str, Any], dict[str, torch.Tensor]]:
-    """Spec, metadata and tensors of a model file, every part checked before the next is
-    read: the header, the metadata, the tensors' names, shapes and kinds against the
-    generator the header describes, and only then the tensors themselves."""
+def _safetensors(path: Path, read: Callable[[Any], T]) -> T:
+    """`read(handle)` of the open safetensors file; GeoPix2PixError for a file safetensors
+    cannot read (not one, damaged, truncated)."""
     from safetensors import safe_open
 
-    _check_path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            spec, metadata = _parse_header(path, handle.metadata() or {})
-            _check_metadata(path, spec, metadata)
-            _check_layout(path, spec, layout.of_safetensors(handle))
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except GeoPix2PixError:
-        raise
+            return read(handle)
     except Exception as exc:  # safetensors raises its own error types for malformed files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _not_a_model(path, f"damaged, incomplete or another format: {first[:120]}") \
             from None
+
+
+def _read(path: Path) -> tuple[GeneratorSpec, dict[str, Any], dict[str, torch.Tensor]]:
+    """Spec, metadata and tensors of a model file, every part checked before the next is
+    read: the header, the metadata, the tensors' names, shapes and kinds against the
+    generator the header describes, and only then the tensors themselves."""
+    _check_path(path)
+    header, found = _safetensors(path, lambda h: (h.metadata() or {}, layout.of_safetensors(h)))
+    spec, metadata = _parse_header(path, header)
+    _check_metadata(path, spec, metadata)
+    _check_layout(path, spec, found)
+    tensors = _safetensors(path, lambda h: {k: h.get_tensor(k) for k in h.keys()})  # noqa: SIM118
+    if layout.of_state(tensors) != found:  # replaced since its header was read
+        raise GeoPix2PixError(f"model file {path} changed while it was read; try again")
     return spec, metadata, tensors
 
 
