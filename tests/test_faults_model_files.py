@@ -31,7 +31,13 @@ from safetensors.torch import save_file
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.models import GeneratorSpec, build_generator, load_model, save_model
+from geopix2pix.models import (
+    GeneratorSpec,
+    ModelMetadata,
+    build_generator,
+    load_model,
+    save_model,
+)
 from geopix2pix.training import train
 
 TINY = ["--ngf", "4", "--ndf", "4", "--batch-size", "2", "--workers", "0", "-q",
@@ -297,6 +303,22 @@ def test_real_and_older_model_files_predict(world, capsys, tmp_path, base):
     code = main(["predict", "-m", str(path), str(scene), str(out), "-q", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert out.exists()
+    meta = ModelMetadata.of(load_model(path))
+    assert meta.chip_size == 64 and meta.categorical == (base == "classes")
+    if base == "old":  # what the file lacks reads as unknown, the chip size as the generator's
+        assert (meta.crs, meta.pixel_size, meta.target.raster_bands) == (None, None, None)
+
+
+def test_a_loaded_model_with_hostile_metadata_is_refused_by_the_api(world, tmp_path):
+    """A LoadedModel handed to predict() (not read from a file) is checked the same way."""
+    from geopix2pix import predict
+
+    loaded = load_model(world["model"])
+    loaded.metadata["target"]["dtype"] = "complex64"
+    with pytest.raises(GeoPix2PixError, match=r"^model: its model metadata is invalid \(target"
+                                              r"\.dtype is 'complex64'"):
+        predict(world["scene"], tmp_path / "out.tif", model=loaded, progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- checkpoint.pt on --resume --------------------------------------------------------------
