@@ -1,11 +1,11 @@
-"""Fault battery: model files, checkpoints and encoder weights are untrusted input.
+"""Fault battery: model files are untrusted input.
 
 A real model file (trained for two steps, or written by the project's own writer) is tampered
 with through the safetensors library the way a damaged or hostile file could be, and each
 version must be refused by `geopix2pix predict` (and `load_model`, `show_results`) with exit 2
 and one line naming the file, before anything is built from it: no traceback, no huge
-allocation, no pickle run. The same for checkpoint.pt on `train --resume` and for
-`--encoder-weights`. Files written by earlier versions (fields missing) still load.
+allocation, no pickle run. Files written by earlier versions (fields missing) still load.
+(checkpoint.pt and --encoder-weights: test_faults_checkpoints.py.)
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import shutil
 import subprocess
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,11 +22,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_raster
+from fault_helpers import Marker, one_error_line, trained_run
 from predict_helpers import categorical_meta, metadata, unet_file
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import (
@@ -38,46 +36,24 @@ from geopix2pix.models import (
     load_model,
     save_model,
 )
-from geopix2pix.training import train
-
-TINY = ["--ngf", "4", "--ndf", "4", "--batch-size", "2", "--workers", "0", "-q",
-        "--device", "cpu"]
-
-
-class Marker:
-    """Unpickling this creates the marker file: proof that pickle code ran."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
-    """Chips, a run trained for 2 steps (model file, checkpoint), a categorical and an smp
+    """Chips and the model file of a run trained for 2 steps, a categorical and an smp
     model file written by the project's writer, and a scene to predict."""
     folder = tmp_path_factory.mktemp("faults_models")
     rng = np.random.default_rng(5)
-    y, x = np.mgrid[0:128, 0:128]
-    dem = (100 + 30 * np.sin(x / 9.0) + 20 * np.cos(y / 7.0)).astype("float32")
-    shade = np.clip(128 + 40 * np.gradient(dem)[1], 0, 255).astype("uint8")
-    source = write_raster(folder / "dem.tif", dem)
-    target = write_raster(folder / "shade.tif", shade)
-    export_chips(source, target, folder / "chips", chip_size=64, stride=32, split_block=64,
-                 workers=1, progress=False)
-    train(folder / "chips", folder / "run", ngf=4, ndf=4, batch_size=2, workers=0, quiet=True,
-          device="cpu", max_steps=2, epochs=1, decay_epochs=0)
+    chips, run = trained_run(folder)
     scene = write_raster(folder / "scene.tif", rng.normal(100, 20, (1, 64, 64)).astype("f4"))
     rgb = write_raster(folder / "rgb.tif", rng.integers(1, 250, (3, 64, 64), np.uint8))
     categorical = unet_file(folder / "classes.safetensors", out_ch=4, **categorical_meta())
     spec = GeneratorSpec("smp:Unet:resnet18", 3, 1, 64)
     torch.manual_seed(0)
     save_model(folder / "smp.safetensors", build_generator(spec).eval(), spec, metadata(3, 1))
-    return {"folder": folder, "chips": folder / "chips", "run": folder / "run",
-            "model": folder / "run" / "model.safetensors", "scene": scene, "rgb": rgb,
-            "classes": Path(categorical), "smp": folder / "smp.safetensors"}
+    return {"folder": folder, "chips": chips, "model": run / "model.safetensors",
+            "scene": scene, "rgb": rgb, "classes": Path(categorical),
+            "smp": folder / "smp.safetensors"}
 
 
 def read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -102,16 +78,6 @@ def tampered(source: Path, out: Path, edit: Callable[[dict, dict], object]) -> P
 
 def first(tensors: dict, suffix: str = "weight") -> str:
     return next(key for key in tensors if key.endswith(suffix) and tensors[key].dim() == 4)
-
-
-def one_error_line(capsys, code: int) -> str:
-    """The single stderr line of a command that exited 2 (no traceback, nothing else)."""
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert code == 2, captured.err
-    assert len(lines) == 1 and lines[0].startswith("Error: "), captured.err
-    assert "Traceback" not in captured.err and len(lines[0]) < 600, captured.err
-    return lines[0]
 
 
 # --- the model file: (case, what the file is made from, the edit, words of the message) -----
@@ -320,159 +286,4 @@ def test_a_loaded_model_with_hostile_metadata_is_refused_by_the_api(world, tmp_p
         predict(world["scene"], tmp_path / "out.tif", model=loaded, progress=False)
     assert list(tmp_path.iterdir()) == []
 
-
-# --- checkpoint.pt on --resume --------------------------------------------------------------
-
-def _ckpt_edit(edit):
-    def apply(state):
-        edit(state)
-        return state
-    return apply
-
-
-def _generator_key(state) -> str:
-    return next(k for k, v in state["generator"].items() if v.dim() == 4)
-
-
-def _ckpt_wrong_shape(state):
-    key = _generator_key(state)
-    state["generator"][key] = torch.zeros(1, 2, 3, 4)
-
-
-def _ckpt_missing(state):
-    del state["discriminator"][next(iter(state["discriminator"]))]
-
-
-def _ckpt_adam_shape(state):
-    entry = next(iter(state["opt_g"]["state"].values()))
-    entry["exp_avg"] = torch.zeros(7)
-
-
-def _ckpt_groups(state):
-    state["opt_d"]["param_groups"][0]["params"] = state["opt_d"]["param_groups"][0]["params"][1:]
-
-
-def _ckpt_rng(state):
-    state["rng"]["torch"] = torch.zeros(10, dtype=torch.uint8)
-
-
-def _ckpt_step(state):
-    state["step"] = "two"
-
-
-def _ckpt_options(state):
-    state["options"]["batch_size"] = torch.zeros(3)
-
-
-def _ckpt_partial(state):
-    state["partial"] = {"sums": [0.0], "batches": 1, "images": 2, "seconds": 1.0}
-
-
-CHECKPOINT_CASES = [
-    ("generator-wrong-shape", _ckpt_wrong_shape, "generator is not this run's network"),
-    ("discriminator-missing-tensor", _ckpt_missing, "1 missing"),
-    ("adam-state-wrong-shape", _ckpt_adam_shape, "opt_g.state"),
-    ("optimizer-groups", _ckpt_groups, "opt_d.param_groups[0].params"),
-    ("rng-state", _ckpt_rng, "rng.torch"),
-    ("step-not-a-number", _ckpt_step, "step is 'two'"),
-    ("options-with-a-tensor", _ckpt_options, "options['batch_size']"),
-    ("partial-epoch-sums", _ckpt_partial, "partial.sums"),
-]
-
-
-def resume(world, run: Path) -> list[str]:
-    return ["train", str(world["chips"]), "-o", str(run), "--resume", "-q", "--workers", "0",
-            "--device", "cpu"]
-
-
-def copy_run(world, tmp_path) -> Path:
-    run = tmp_path / "run"
-    shutil.copytree(world["run"], run)
-    return run
-
-
-@pytest.mark.parametrize("name, edit, words", CHECKPOINT_CASES,
-                         ids=[c[0] for c in CHECKPOINT_CASES])
-def test_a_tampered_checkpoint_is_one_line_on_resume(world, capsys, tmp_path, name, edit, words):
-    run = copy_run(world, tmp_path)
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
-    edit(state)
-    torch.save(state, run / "checkpoint.pt")
-    before = sorted(p.name for p in run.iterdir())
-    line = one_error_line(capsys, main(resume(world, run)))
-    assert str(run / "checkpoint.pt") in line and words in line, line
-    assert sorted(p.name for p in run.iterdir()) == before
-
-
-@pytest.mark.parametrize("damage", ["truncated", "pickle", "text"])
-def test_a_damaged_or_hostile_checkpoint_is_one_line_without_a_warning(world, capsys, tmp_path,
-                                                                       damage):
-    run = copy_run(world, tmp_path)
-    path, marker = run / "checkpoint.pt", tmp_path / "pwned"
-    if damage == "truncated":
-        path.write_bytes(path.read_bytes()[:2000])
-    elif damage == "pickle":
-        path.write_bytes(pickle.dumps({"format_version": 1, "x": Marker(marker)}, protocol=4))
-    else:
-        path.write_text("not a checkpoint\n")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        line = one_error_line(capsys, main(resume(world, run)))
-    assert f"cannot read {path}" in line and not marker.exists(), line
-    assert [str(w.message) for w in caught] == []
-
-
-def test_an_untouched_checkpoint_resumes(world, capsys, tmp_path):
-    """(The run is complete: its checkpoint is checked and restored, and nothing is left.)"""
-    run = copy_run(world, tmp_path)
-    assert main(resume(world, run)) == 0, capsys.readouterr().err
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
-
-
-# --- --encoder-weights ------------------------------------------------------------------------
-
-def _encoder_state() -> dict[str, torch.Tensor]:
-    return build_generator(GeneratorSpec("smp:Unet:resnet18", 1, 1, 64)).encoder.state_dict()
-
-
-def _encoder_file(tmp_path: Path, kind: str) -> Path:
-    path = tmp_path / ("weights.safetensors" if kind == "wrong-kind" else "weights.pt")
-    if kind == "legacy-pickle":
-        path.write_bytes(pickle.dumps({"conv1.weight": [1.0, 2.0]}, protocol=4))
-        return path
-    if kind == "pickle-code":
-        path.write_bytes(pickle.dumps({"conv1.weight": Marker(tmp_path / "pwned")}))
-        return path
-    state = _encoder_state()
-    if kind == "wrong-keys":
-        state = {f"backbone.{k}": v for k, v in state.items()}
-    elif kind == "wrong-shape":
-        state["conv1.weight"] = torch.zeros(64, 1, 3, 3)
-    else:
-        state["layer1.0.conv1.weight"] = state["layer1.0.conv1.weight"].to(torch.int32)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-        return path
-    torch.save(state, path)
-    return path
-
-
-ENCODER_CASES = [("legacy-pickle", "cannot read encoder weights file"),
-                 ("pickle-code", "pickled Python objects"),
-                 ("wrong-keys", "missing (e.g."),
-                 ("wrong-shape", "1 wrong shape (e.g. conv1.weight is [64, 1, 3, 3]"),
-                 ("wrong-kind", "integer values")]
-
-
-@pytest.mark.parametrize("kind, words", ENCODER_CASES, ids=[c[0] for c in ENCODER_CASES])
-def test_bad_encoder_weights_are_one_line_without_a_warning(world, capsys, tmp_path, kind,
-                                                            words):
-    path = _encoder_file(tmp_path, kind)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        line = one_error_line(capsys, main([
-            "train", str(world["chips"]), "-o", str(tmp_path / "run"), "--generator",
-            "smp:Unet:resnet18", "--encoder-weights", str(path), "--max-steps", "1", *TINY]))
-    assert str(path) in line and words in line, line
-    assert [str(w.message) for w in caught] == []
-    assert not (tmp_path / "pwned").exists() and not (tmp_path / "run").exists()
 
