@@ -275,6 +275,17 @@ def test_real_and_older_model_files_predict(world, capsys, tmp_path, base):
         assert (meta.crs, meta.pixel_size, meta.target.raster_bands) == (None, None, None)
 
 
+def test_an_smp_encoder_that_cannot_be_built_on_the_meta_device_still_loads(tmp_path):
+    """mit_b0 computes with its weights while being built: its layout comes from a real
+    build, and a tampered file of it is still refused."""
+    spec = GeneratorSpec("smp:MAnet:mit_b0", 3, 1, 64)
+    path = tmp_path / "mit.safetensors"
+    save_model(path, build_generator(spec).eval(), spec, metadata(3, 1))
+    assert load_model(path).spec == spec
+    with pytest.raises(GeoPix2PixError, match="1 unexpected"):
+        load_model(tampered(path, tmp_path / "extra.safetensors", _extra_tensor))
+
+
 def test_a_loaded_model_with_hostile_metadata_is_refused_by_the_api(world, tmp_path):
     """A LoadedModel handed to predict() (not read from a file) is checked the same way."""
     from geopix2pix import predict
