@@ -167,6 +167,8 @@ MODEL_CASES = [
     ("missing-scaling", "model", _set("target", "scaling", None), "lacks what prediction needs"),
     ("future-format", "model", _set("format_version", 2), "format_version 2"),
     ("zero-pixel-size", "model", _set("pixel_size", [0, 30]), "pixel_size"),
+    ("huge-colour-table", "classes", _set("target", "colormap", [[1, 2, 3, 255]] * 70_000),
+     "target.colormap has 70000 entries"),
 ]
 
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 TARGET_SCALINGS = ("percentile", "minmax")  # invertible: prediction maps [-1, 1] back
 BAND_LISTS = ("units", "scales", "offsets", "colorinterp")  # band metadata, one per band
+MAX_COLOURS = 65536  # a colour table indexes uint8 or uint16 values
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,10 @@ class SideMetadata:
             if values and len(values) != count:
                 raise SchemaError(f"{where}.{key}", f"lists {len(values)} band(s) but "
                                                     f"{where}.scaling {count}")
+        colormap = self.band_metadata.colormap or ()
+        if len(colormap) > MAX_COLOURS:
+            raise SchemaError(f"{where}.colormap", f"has {len(colormap)} entries; a colour "
+                                                   f"table has at most {MAX_COLOURS}")
         if self.bands and self.raster_bands is not None and max(self.bands) > self.raster_bands:
             raise SchemaError(f"{where}.bands", f"has band {max(self.bands)} of rasters of "
                                                 f"{self.raster_bands} (raster_bands)")
