@@ -23,14 +23,22 @@ from torch import nn
 
 from .init import init_weights
 from .patchgan import NLayerDiscriminator
+from .schema import MAX_BANDS, MAX_CHIP_SIZE, MAX_NGF, shown
 from .smp_generator import PREFIX as SMP_PREFIX
 from .smp_generator import SmpGenerator, load_encoder_weights
 from .unet import NORMS, OUTPUTS, UnetGenerator, depth_for_chip_size
 
+# the most each size may be: a file's spec is built (on the meta device) before its tensors
+# are compared with it, and training builds it for real
+BOUNDS = {"in_channels": MAX_BANDS, "out_channels": MAX_BANDS, "chip_size": MAX_CHIP_SIZE,
+          "ngf": MAX_NGF}
 
-def _check_positive_int(name: str, value: Any) -> None:
+
+def _check_positive_int(name: str, value: Any, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be a positive integer, got {shown(value)}")
+    if value > high:
+        raise ValueError(f"{name} {value} is more than geopix2pix takes (at most {high})")
 
 
 @dataclass(frozen=True)
@@ -61,18 +69,19 @@ class GeneratorSpec:
             self.name == "unet" or self.name.startswith(SMP_PREFIX)
         ):
             raise ValueError(
-                f"unknown generator {self.name!r}; expected 'unet' or "
+                f"unknown generator {shown(self.name)}; expected 'unet' or "
                 f"'smp:<Architecture>:<encoder>' (e.g. 'smp:Unet:resnet34')"
             )
-        for field in ("in_channels", "out_channels", "chip_size", "ngf"):
-            _check_positive_int(field, getattr(self, field))
+        for field, high in BOUNDS.items():
+            _check_positive_int(field, getattr(self, field), high)
         if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; expected one of {', '.join(NORMS)}")
+            raise ValueError(f"unknown norm {shown(self.norm)}; expected one of "
+                             f"{', '.join(NORMS)}")
         if self.output not in OUTPUTS:
-            raise ValueError(f"unknown output {self.output!r}; expected one of "
+            raise ValueError(f"unknown output {shown(self.output)}; expected one of "
                              f"{', '.join(OUTPUTS)}")
         if not isinstance(self.dropout, bool):
-            raise ValueError(f"dropout must be true or false, got {self.dropout!r}")
+            raise ValueError(f"dropout must be true or false, got {shown(self.dropout)}")
         if self.name == "unet":
             depth_for_chip_size(self.chip_size)
 
@@ -83,10 +92,12 @@ class GeneratorSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorSpec:
         """Inverse of ``to_dict``; unknown keys raise ValueError, missing ones take defaults."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the generator's description is {shown(data)}, not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown generator spec keys: {', '.join(unknown)}")
+            raise ValueError(f"unknown generator spec keys: {shown(', '.join(unknown))}")
         return cls(**data)
 
 

@@ -5,16 +5,20 @@ running statistics included); the safetensors string metadata holds one key, ``"
 whose value is ``json.dumps({"format_version": 1, "generator": spec.to_dict(), **metadata})``.
 
 Model files are only ever read through safetensors, never through pickle or ``torch.load``, so
-opening a model file from someone else cannot run code.
+opening a model file from someone else cannot run code. Nor is anything built from what it says
+before that is checked: the header against its schema (`metadata.py`, `schema.py`), then the
+names, shapes and kinds of the tensors (from the safetensors header, no data read) against the
+generator the header describes, built on the meta device (`layout.py`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -23,8 +27,14 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.options import api_function
 from geopix2pix.raster.write import atomic_path
 
+from . import layout
 from .device import resolve_device
 from .factory import GeneratorSpec, build_generator
+from .layout import Layout
+from .metadata import ModelMetadata, metadata_error
+from .schema import SchemaError, shown
+
+T = TypeVar("T")
 
 METADATA_KEY = "geopix2pix"
 FORMAT_VERSION = 1
@@ -110,21 +120,11 @@ def _model_in(folder: Path) -> str:
             f"run folder (there is none in {folder})")
 
 
-def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """Metadata and tensors of a safetensors file; GeoPix2PixError for anything else."""
-    from safetensors import safe_open
-
+def _check_path(path: Path) -> None:
     if path.is_dir():
         raise GeoPix2PixError(f"{path} is a folder, not a model file; {_model_in(path)}")
     if not path.is_file():
         raise GeoPix2PixError(f"model file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except Exception as exc:  # safetensors raises its own error types for malformed files
-        raise _not_a_model(path) from exc
-    return metadata, tensors
 
 
 def _parse_header(path: Path, metadata: dict[str, str]) -> tuple[GeneratorSpec, dict[str, Any]]:
@@ -133,45 +133,109 @@ def _parse_header(path: Path, metadata: dict[str, str]) -> tuple[GeneratorSpec, 
         raise _not_a_model(path, f"no {METADATA_KEY!r} metadata")
     try:
         content = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested past the parser's depth
         raise _not_a_model(path, f"unreadable {METADATA_KEY!r} metadata") from exc
     if not isinstance(content, dict):
         raise _not_a_model(path, f"unreadable {METADATA_KEY!r} metadata")
     version = content.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise GeoPix2PixError(
-            f"model file {path} has format_version {version!r}; this geopix2pix reads version "
-            f"{FORMAT_VERSION} only (upgrade geopix2pix or re-export the model)"
+            f"model file {path} has format_version {shown(version)}; this geopix2pix reads "
+            f"version {FORMAT_VERSION} only (upgrade geopix2pix or re-export the model)"
         )
     try:
-        spec = GeneratorSpec.from_dict(content.pop("generator"))
+        spec = GeneratorSpec.from_dict(content.pop("generator", None))
     except (KeyError, TypeError, ValueError) as exc:
         raise _not_a_model(path, f"bad generator description: {exc}") from exc
     return spec, content
 
 
-def _build(path: Path, spec: GeneratorSpec, tensors: dict[str, torch.Tensor]) -> nn.Module:
-    """Rebuild the generator and load its weights strictly."""
+def _check_metadata(path: Path, spec: GeneratorSpec, metadata: dict[str, Any]) -> None:
+    """Refuse training metadata (a file with a source or target) that is invalid or does not
+    describe `spec`'s generator. A file of a generator alone (save_model with other metadata)
+    is checked when its metadata is read (`ModelMetadata.of`)."""
+    if "source" not in metadata and "target" not in metadata:
+        return
     try:
-        generator = build_generator(spec)
+        ModelMetadata.from_dict(metadata, spec.chip_size).check_against(spec)
+    except SchemaError as exc:
+        raise GeoPix2PixError(metadata_error(f"model file {path}", exc)) from None
+
+
+def _check_layout(path: Path, spec: GeneratorSpec, found: Layout) -> None:
+    """Refuse tensors that are not exactly those of the generator `spec` describes, comparing
+    the file's header with the generator built on the meta device (nothing allocated)."""
+    try:
+        expected = _expected_layout(spec)
     except ValueError as exc:
-        raise GeoPix2PixError(f"model file {path}: cannot rebuild generator: {exc}") from exc
-    own = generator.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
+        raise GeoPix2PixError(f"model file {path}: cannot rebuild generator: {exc}") from None
+    differ = layout.mismatch(expected, found)
+    if differ:
         raise GeoPix2PixError(
-            f"model file {path} does not match its generator {spec.name!r}: "
-            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} wrongly shaped "
-            f"tensors (e.g. {', '.join((missing + unexpected + wrong)[:3])})"
-        )
+            f"model file {path}: its tensors are not those of its generator ({_described(spec)}):"
+            f" {differ}; the file is damaged or was edited: use a model file written by "
+            "`geopix2pix train`")
+
+
+def _expected_layout(spec: GeneratorSpec) -> Layout:
+    """The layout of the generator `spec` describes, built on the meta device; ValueError when
+    it cannot be built."""
+    try:
+        with torch.device("meta"):
+            return layout.of_state(build_generator(spec).state_dict())
+    except ValueError:
+        if spec.name == "unet":
+            raise
+    # some smp encoders compute with their weights while being built (mit_b0 calls .item()),
+    # which meta tensors cannot: built for real, as bounded as its band counts (the encoder's
+    # own size is fixed)
+    return layout.of_state(build_generator(spec).state_dict())
+
+
+def _described(spec: GeneratorSpec) -> str:
+    ngf = f", ngf {spec.ngf}" if spec.name == "unet" else ""
+    return (f"{spec.name}{ngf}, {spec.in_channels} -> {spec.out_channels} {spec.output} "
+            f"channels, {spec.chip_size}-px chips")
+
+
+def _safetensors(path: Path, read: Callable[[Any], T]) -> T:
+    """`read(handle)` of the open safetensors file; GeoPix2PixError for a file safetensors
+    cannot read (not one, damaged, truncated)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return read(handle)
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _not_a_model(path, f"damaged, incomplete or another format: {first[:120]}") \
+            from None
+
+
+def _read(path: Path) -> tuple[GeneratorSpec, dict[str, Any], dict[str, torch.Tensor]]:
+    """Spec, metadata and tensors of a model file, every part checked before the next is
+    read: the header, the metadata, the tensors' names, shapes and kinds against the
+    generator the header describes, and only then the tensors themselves."""
+    _check_path(path)
+    header, found = _safetensors(path, lambda h: (h.metadata() or {}, layout.of_safetensors(h)))
+    spec, metadata = _parse_header(path, header)
+    _check_metadata(path, spec, metadata)
+    _check_layout(path, spec, found)
+    tensors = _safetensors(path, lambda h: {k: h.get_tensor(k) for k in h.keys()})  # noqa: SIM118
+    if layout.of_state(tensors) != found:  # replaced since its header was read
+        raise GeoPix2PixError(f"model file {path} changed while it was read; try again")
+    return spec, metadata, tensors
+
+
+def _build(path: Path, spec: GeneratorSpec, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Rebuild the generator and load its weights (checked by `_read`) strictly."""
     damaged = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
     if damaged:
         raise GeoPix2PixError(
             f"model file {path} holds NaN or infinite weights ({len(damaged)} tensor(s), e.g. "
-            f"{damaged[0]}): the file is damaged or training diverged; use another model file "
-            "(e.g. model-best.safetensors, or retrain with a lower --lr)")
+            f"{shown(damaged[0])}): the file is damaged or training diverged; use another model "
+            "file (e.g. model-best.safetensors, or retrain with a lower --lr)")
+    generator = build_generator(spec)
     generator.load_state_dict(tensors, strict=True)
     return generator
 
@@ -180,12 +244,13 @@ def _build(path: Path, spec: GeneratorSpec, tensors: dict[str, torch.Tensor]) ->
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
     """Read a model file written by ``save_model``: the generator (eval mode, on ``device``:
     auto, cpu, cuda or cuda:N), its spec and its metadata. Raises GeoPix2PixError for any other
-    kind of file, and for a device that does not exist here."""
+    kind of file (one whose metadata is invalid, or whose tensors are not exactly those of the
+    generator it describes: nothing is built from it), and for a device that does not exist
+    here."""
     if not isinstance(path, (str, os.PathLike)):
         raise GeoPix2PixError(f"path={path!r}: expected the path of a model file, e.g. "
                               "run/model.safetensors")
     path, device = Path(path), resolve_device(device, "device=")
-    raw_metadata, tensors = _read(path)
-    spec, metadata = _parse_header(path, raw_metadata)
+    spec, metadata, tensors = _read(path)
     generator = _build(path, spec, tensors).to(device).eval()
     return LoadedModel(generator=generator, spec=spec, metadata=metadata)

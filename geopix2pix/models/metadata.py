@@ -8,20 +8,47 @@ predict writes to its output), the chip size, and the CRS and pixel size of the 
 (to warn when a scene differs), plus the training options and the validation scores of these
 weights. It is stored as plain JSON (`to_dict`); numbers JSON cannot hold (a NaN nodata, an
 infinite PSNR) are written as the strings "nan", "inf" and "-inf" (`geopix2pix.jsonvalues`).
+Read back, every value is checked (`schema.py`: raster dtypes only, finite and ordered scaling,
+nodata and class codes the dtype can hold, bounded sizes), and `check_against` checks that the
+metadata describes the generator of the file (band counts, classes, chip size).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geopix2pix.chips.manifest import DatasetInfo, SideInfo
-from geopix2pix.chips.scaling import Scaling
+from geopix2pix.chips.scaling import SCALING_MODES, Scaling
+from geopix2pix.chips.stats import MAX_CLASSES
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.jsonvalues import decode_number, encode_number, jsonable
+from geopix2pix.jsonvalues import encode_number, jsonable
 from geopix2pix.raster.band_metadata import BandMetadata
 
-from .io import LoadedModel
+from .schema import (
+    MAX_BAND_INDEX,
+    MAX_CHIP_SIZE,
+    SchemaError,
+    ascending,
+    fits_dtype,
+    integer,
+    mapping,
+    number,
+    optional,
+    raster_dtype,
+    required,
+    sequence,
+    shown,
+    text,
+)
+
+if TYPE_CHECKING:
+    from .factory import GeneratorSpec
+    from .io import LoadedModel
+
+TARGET_SCALINGS = ("percentile", "minmax")  # invertible: prediction maps [-1, 1] back
+BAND_LISTS = ("units", "scales", "offsets", "colorinterp")  # band metadata, one per band
+MAX_COLOURS = 65536  # a colour table indexes uint8 or uint16 values
 
 
 @dataclass(frozen=True)
@@ -54,13 +81,90 @@ class SideMetadata:
                 "raster_bands": self.raster_bands, "classes": self.classes}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SideMetadata:
-        count, classes = data.get("raster_bands"), data.get("classes")
-        return cls(list(data.get("bands") or []), str(data["dtype"]),
-                   decode_number(data.get("nodata")), list(data.get("descriptions") or []),
-                   Scaling.from_dict(data["scaling"]), int(count) if count else None,
-                   BandMetadata.from_dict(data),
-                   None if classes is None else [int(c) for c in classes])
+    def from_dict(cls, data: Any, where: str = "side") -> SideMetadata:
+        """Read `to_dict`'s output, checking every value (`where`: "source" or "target");
+        SchemaError naming the first that is missing or wrong."""
+        data = mapping(data, where)
+        dtype = raster_dtype(required(data, "dtype", where), f"{where}.dtype")
+        scaling = _scaling(required(data, "scaling", where), f"{where}.scaling")
+        count = len(scaling.low)
+        bands = [integer(b, f"{where}.bands[{i}]", 1, MAX_BAND_INDEX)
+                 for i, b in enumerate(sequence(data.get("bands") or [], f"{where}.bands"))]
+        nodata = optional(data, "nodata", number_or_nan, where)
+        if nodata is not None:
+            fits_dtype(nodata, dtype, f"{where}.nodata")
+        descriptions = [None if d is None else text(d, f"{where}.descriptions[{i}]")
+                        for i, d in enumerate(sequence(data.get("descriptions") or [],
+                                                       f"{where}.descriptions"))]
+        raster_bands = optional(data, "raster_bands", _count, where)
+        try:
+            band_metadata = BandMetadata.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise SchemaError(where, f"band metadata: {exc}") from None
+        classes = optional(data, "classes", _classes, where)
+        side = cls(bands, dtype, nodata, descriptions, scaling,
+                   raster_bands or None, band_metadata, classes)
+        side._check_counts(count, where)
+        return side
+
+    def _check_counts(self, count: int, where: str) -> None:
+        """Refuse lists of another length than the side's bands (`count`: its scaling's)."""
+        listed = {"bands": self.bands, "descriptions": self.descriptions,
+                  **{key: getattr(self.band_metadata, key) for key in BAND_LISTS}}
+        for key, values in listed.items():
+            if values and len(values) != count:
+                raise SchemaError(f"{where}.{key}", f"lists {len(values)} band(s) but "
+                                                    f"{where}.scaling {count}")
+        colormap = self.band_metadata.colormap or ()
+        if len(colormap) > MAX_COLOURS:
+            raise SchemaError(f"{where}.colormap", f"has {len(colormap)} entries; a colour "
+                                                   f"table has at most {MAX_COLOURS}")
+        if self.bands and self.raster_bands is not None and max(self.bands) > self.raster_bands:
+            raise SchemaError(f"{where}.bands", f"has band {max(self.bands)} of rasters of "
+                                                f"{self.raster_bands} (raster_bands)")
+        for code in self.classes or []:
+            fits_dtype(code, self.dtype, f"{where}.classes")
+        if self.classes and self.nodata in self.classes:
+            raise SchemaError(f"{where}.classes", f"include {self.nodata:g}, its nodata")
+
+
+def number_or_nan(value: Any, where: str) -> float:
+    """A number, NaN and infinities included (a nodata may be NaN)."""
+    return number(value, where, finite=False)
+
+
+def _count(value: Any, where: str) -> int:
+    return integer(value, where, 0, MAX_BAND_INDEX)
+
+
+def _scaling(data: Any, where: str) -> Scaling:
+    """A side's scaling: a known mode and, per band, finite bounds with low <= high."""
+    data = mapping(data, where)
+    mode = required(data, "mode", where)
+    if mode not in SCALING_MODES:
+        raise SchemaError(f"{where}.mode", f"is {shown(mode)}; expected one of "
+                                           f"{', '.join(SCALING_MODES)}")
+    low, high = (sequence(required(data, key, where), f"{where}.{key}")
+                 for key in ("low", "high"))
+    if not low or len(low) != len(high):
+        raise SchemaError(where, f"has {len(low)} low and {len(high)} high value(s); expected "
+                                 "as many, one per band")
+    low = [number(v, f"{where}.low[{i}]") for i, v in enumerate(low)]
+    high = [number(v, f"{where}.high[{i}]") for i, v in enumerate(high)]
+    for index, (a, b) in enumerate(zip(low, high)):
+        if a > b:
+            raise SchemaError(f"{where}.low[{index}]", f"{a:g} is above high {b:g}")
+    return Scaling(str(mode), tuple(low), tuple(high))
+
+
+def _classes(value: Any, where: str) -> list[int]:
+    """A categorical target's class codes: 2 to MAX_CLASSES integers, ascending."""
+    codes = [integer(c, f"{where}[{i}]") for i, c in enumerate(sequence(value, where,
+                                                                         MAX_CLASSES))]
+    if len(codes) < 2:
+        raise SchemaError(where, f"lists {len(codes)} class(es); a class map has at least 2")
+    ascending(codes, where)
+    return codes
 
 
 @dataclass(frozen=True)
@@ -103,15 +207,48 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], chip_size: int | None = None) -> ModelMetadata:
-        """Read `to_dict`'s output; `chip_size` stands in for a file that does not record one.
-        KeyError, TypeError or ValueError when what prediction needs is missing."""
-        return cls(SideMetadata.from_dict(data["source"]), SideMetadata.from_dict(data["target"]),
-                   int(data.get("chip_size") or chip_size),
-                   str(data["crs"]) if data.get("crs") else None,
-                   _pixel_size(data["pixel_size"]) if data.get("pixel_size") else None,
-                   dict(data.get("training") or {}),
-                   {k: decode_number(v) for k, v in (data.get("validation") or {}).items()},
-                   str(data.get("version") or ""))
+        """Read `to_dict`'s output, checking every value; `chip_size` stands in for a file that
+        does not record one. SchemaError (a ValueError) naming the first value that is missing
+        or wrong.
+
+        A field that files may lack (written before it existed) is read with `schema.optional`
+        and a reader that checks it (absent or null: None): a new one is a dataclass field, a
+        line here and a key in `to_dict`; one that must agree with the generator is checked in
+        `check_against`."""
+        data = mapping(data, "metadata")
+        target = SideMetadata.from_dict(required(data, "target", ""), "target")
+        if target.scaling.mode not in TARGET_SCALINGS:
+            raise SchemaError("target.scaling.mode", f"is {target.scaling.mode!r}, which cannot "
+                                                     f"be inverted; expected one of "
+                                                     f"{', '.join(TARGET_SCALINGS)}")
+        validation = optional(data, "validation", mapping) or {}
+        return cls(
+            source=SideMetadata.from_dict(required(data, "source", ""), "source"),
+            target=target,
+            chip_size=optional(data, "chip_size", _chip_size) or _chip_size(chip_size,
+                                                                            "chip_size"),
+            crs=optional(data, "crs", text),
+            pixel_size=optional(data, "pixel_size", _pixel_size),
+            training=optional(data, "training", mapping) or {},
+            validation={k: optional(validation, k, number_or_nan, "validation")
+                        for k in validation},
+            version=optional(data, "version", text) or "")
+
+    def check_against(self, spec: GeneratorSpec) -> None:
+        """Refuse metadata that does not describe the generator `spec`: its band counts, its
+        output and classes, its chip size (SchemaError)."""
+        if self.chip_size != spec.chip_size:
+            raise SchemaError("chip_size", f"is {self.chip_size} but the generator was built "
+                                           f"for {spec.chip_size}-px chips")
+        _check_channels(self.source, "source", spec.in_channels, "takes")
+        classes = self.target.classes
+        if (spec.output == "logits") != (classes is not None) or (
+                classes is not None and len(classes) != spec.out_channels):
+            listed = "no" if classes is None else len(classes)
+            raise SchemaError("target.classes", f"lists {listed} class(es) but the generator "
+                                                f"gives {spec.out_channels} {spec.output} "
+                                                "channel(s)")
+        _check_channels(self.target, "target", 1 if classes else spec.out_channels, "gives")
 
     @property
     def categorical(self) -> bool:
@@ -122,24 +259,38 @@ class ModelMetadata:
     @classmethod
     def of(cls, model: LoadedModel, path: str = "model") -> ModelMetadata:
         """A loaded model's metadata; GeoPix2PixError naming `path` when it lacks what
-        prediction needs."""
+        prediction needs or does not fit the model's generator."""
         try:
             metadata = cls.from_dict(model.metadata, model.spec.chip_size)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GeoPix2PixError(
-                f"{path}: model metadata lacks what prediction needs ({exc!r}); use a model file "
-                "written by `geopix2pix train`"
-            ) from None
-        classes, spec = metadata.target.classes, model.spec
-        if (spec.output == "logits") != (classes is not None) or (
-                classes is not None and len(classes) != spec.out_channels):
-            raise GeoPix2PixError(
-                f"{path}: its generator gives {spec.out_channels} {spec.output} channel(s) but "
-                f"its metadata lists {'no' if classes is None else len(classes)} target classes; "
-                "use a model file written by `geopix2pix train`")
+            metadata.check_against(model.spec)
+        except SchemaError as exc:
+            raise GeoPix2PixError(metadata_error(path, exc)) from None
         return metadata
 
 
-def _pixel_size(values) -> tuple[float, float]:
-    x, y = (float(v) for v in values)
+def metadata_error(path: object, exc: SchemaError) -> str:
+    """The one line of a model file whose metadata `exc` refused."""
+    what = "lacks what prediction needs" if exc.missing else "is invalid"
+    return (f"{path}: its model metadata {what} ({exc}); the file is damaged or was edited: "
+            "use a model file written by `geopix2pix train`")
+
+
+def _check_channels(side: SideMetadata, where: str, channels: int, verb: str) -> None:
+    count = len(side.scaling.low)
+    if count != channels:
+        raise SchemaError(f"{where}.scaling", f"is for {count} band(s) but the generator "
+                                              f"{verb} {channels}")
+
+
+def _chip_size(value: Any, where: str) -> int:
+    return integer(value, where, 1, MAX_CHIP_SIZE)
+
+
+def _pixel_size(values: Any, where: str = "pixel_size") -> tuple[float, float]:
+    values = sequence(values, where)
+    if len(values) != 2:
+        raise SchemaError(where, f"has {len(values)} values; expected 2 (x, y)")
+    x, y = (number(v, f"{where}[{i}]") for i, v in enumerate(values))
+    if not (x > 0 and y > 0):
+        raise SchemaError(where, f"is {x:g} x {y:g}; expected positive sizes")
     return x, y

@@ -19,6 +19,10 @@ from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
 
+from . import layout
+from .schema import shown
+from .torchfile import load_failure, load_weights_only
+
 PREFIX = "smp:"
 
 
@@ -58,18 +62,19 @@ def parse_smp_name(name: str) -> SmpName:
     if len(parts) != 3 or parts[0] != PREFIX[:-1] or not parts[1] or not parts[2]:
         raise ValueError(
             f"smp generator must be written 'smp:<Architecture>:<encoder>' "
-            f"(e.g. 'smp:Unet:resnet34'), got {name!r}"
+            f"(e.g. 'smp:Unet:resnet34'), got {shown(name)}"
         )
     archs = architectures()
     arch = archs.get(parts[1].lower())
     if arch is None:
         valid = ", ".join(cls.__name__ for cls in archs.values())
-        raise ValueError(f"unknown smp architecture {parts[1]!r}; valid choices: {valid}")
+        raise ValueError(f"unknown smp architecture {shown(parts[1])}; valid choices: {valid}")
     encoder = parts[2]
     if not encoder.startswith("tu-") and encoder not in encoder_names():
         valid = ", ".join(encoder_names())
         raise ValueError(
-            f"unknown smp encoder {encoder!r}; valid choices: {valid}, or 'tu-<timm model name>'"
+            f"unknown smp encoder {shown(encoder)}; valid choices: {valid}, or "
+            "'tu-<timm model name>'"
         )
     return SmpName(arch.__name__, encoder)
 
@@ -131,52 +136,7 @@ class SmpGenerator(nn.Module):
 
 WEIGHTS_FILES = ("a local .pt/.pth (torch.save of a state dict) or .safetensors file of "
                  "encoder weights")
-TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, its legacy pickle
-KNOWN_STARTS = {b"II*\x00": "a TIFF image", b"MM\x00*": "a TIFF image",
-                b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image"}
-
-
-def _first_sentence(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text.split(". ")[0].rstrip(".")
-
-
-def _what_it_is(head: bytes) -> str:
-    """What a file that torch.save did not write looks like, from its first bytes."""
-    for start, kind in KNOWN_STARTS.items():
-        if head.startswith(start):
-            return kind
-    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
-        return "a text file"
-    return f"a file that begins with {head[:8]!r}"
-
-
-def _torch_load_failure(head: bytes, exc: BaseException) -> str:
-    """Why torch.load (weights only) refused a file, in words."""
-    if not head.startswith(TORCH_SAVE_STARTS):
-        return f"it is not a file written by torch.save but {_what_it_is(head)}"
-    if "Weights only load failed" in str(exc):
-        return ("it holds pickled Python objects, not only tensors (save the encoder's "
-                "state_dict(), not the model)")
-    return f"it is damaged or incomplete ({_first_sentence(exc)})"
-
-
-def _load_failure(path: Path, exc: BaseException) -> str:
-    """Why a weights file could not be read, in words."""
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, IsADirectoryError):
-        return "it is a folder"
-    if isinstance(exc, OSError):
-        return exc.strerror or _first_sentence(exc)
-    if path.suffix == ".safetensors":
-        return f"it is not a safetensors file ({_first_sentence(exc)})"
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(16)
-    except OSError:
-        head = b""
-    return _torch_load_failure(head, exc)
+ENCODER_HINT = "save the encoder's state_dict(), not the model"
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -190,10 +150,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_weights_only(path)
     except Exception as exc:  # any unreadable file is the user's to fix
-        raise GeoPix2PixError(f"cannot read encoder weights file {path}: "
-                              f"{_load_failure(path, exc)}; pass {WEIGHTS_FILES}") from exc
+        why = load_failure(path, exc, ENCODER_HINT)
+        raise GeoPix2PixError(f"cannot read encoder weights file {path}: {why}; pass "
+                              f"{WEIGHTS_FILES}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -223,7 +184,8 @@ def adapt_input_convs(
         want = target.get(key)
         if want is None or weight.dim() != 4 or want.dim() != 4 or weight.shape == want.shape:
             continue
-        if weight.shape[0] != want.shape[0] or weight.shape[2:] != want.shape[2:]:
+        if weight.shape[0] != want.shape[0] or weight.shape[2:] != want.shape[2:] \
+                or weight.shape[1] == 0:
             continue
         old_in, new_in = weight.shape[1], want.shape[1]
         if new_in == 1:
@@ -234,28 +196,14 @@ def adapt_input_convs(
     return adapted
 
 
-def _mismatch_message(encoder: nn.Module, state: dict[str, torch.Tensor]) -> str:
-    """One line summarising missing, unexpected and wrongly shaped keys."""
-    own = encoder.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    parts = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
-        if keys:
-            parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
-    return "; ".join(parts) or "keys do not match"
-
-
 def load_encoder_weights(generator: SmpGenerator, path: str | os.PathLike[str]) -> None:
     """Load a local state dict into ``generator.encoder``; GeoPix2PixError when it doesn't fit."""
     encoder = generator.encoder
     own = encoder.state_dict()
     state = adapt_input_convs(_encoder_part(read_state_dict(path), set(own)), own)
-    try:
-        encoder.load_state_dict(dict(state), strict=True)
-    except RuntimeError as exc:
-        raise GeoPix2PixError(
-            f"encoder weights file {path} does not match encoder "
-            f"{type(encoder).__name__}: {_mismatch_message(encoder, state)}"
-        ) from exc
+    differ = layout.mismatch(layout.of_state(own), layout.of_state(state))
+    if differ:
+        raise GeoPix2PixError(f"encoder weights file {path} does not match encoder "
+                              f"{type(encoder).__name__}: {differ}; pass the weights of that "
+                              "encoder")
+    encoder.load_state_dict(state, strict=True)

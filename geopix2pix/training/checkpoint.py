@@ -3,8 +3,10 @@
 Networks, optimizers, grad scaler, schedule, epoch, step (and batches done in the epoch), the
 best validation score so far, the options, and every RNG state (Python, NumPy, torch, CUDA). All
 of it is stored as tensors, numbers, strings, lists and dicts, so the file loads with
-``torch.load(weights_only=True)``: reading a checkpoint never runs code from it. It is written
-under a temporary name and renamed, so a crash while saving leaves the previous one intact.
+``torch.load(weights_only=True)``: reading a checkpoint never runs code from it, and nothing
+of it is loaded into the run before its structure and tensor shapes are checked against the
+run's networks (`checkpoint_check`). It is written under a temporary name and renamed, so a
+crash while saving leaves the previous one intact.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import numpy as np
 import torch
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models.schema import SchemaError
+from geopix2pix.models.torchfile import load_failure, load_weights_only
 from geopix2pix.raster.write import atomic_path
 
+from .checkpoint_check import Expected, check_checkpoint
 from .outputs import writing
 
 CHECKPOINT = "checkpoint.pt"
@@ -66,18 +71,28 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """Read RUN_DIR/checkpoint.pt (weights only, no code); GeoPix2PixError when missing/bad."""
+def load_checkpoint(run_dir: Path, expected: Expected | None = None) -> dict[str, Any]:
+    """Read RUN_DIR/checkpoint.pt (weights only, no code); GeoPix2PixError when missing/bad,
+    or (with `expected`: the run's networks, optimizers and state) when its structure, tensor
+    shapes or values do not fit the run (`check_checkpoint`): nothing is loaded from it then."""
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise GeoPix2PixError(f"--resume: {path} does not exist; start the run without --resume")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception as exc:  # any unreadable file is the user's to fix
-        raise GeoPix2PixError(f"--resume: cannot read {path} ({type(exc).__name__}); "
-                              "start a new run with --overwrite") from None
+        why = load_failure(path, exc, "a checkpoint holds tensors, numbers and strings only")
+        raise GeoPix2PixError(f"--resume: cannot read {path}: {why}; start a new run with "
+                              "--overwrite") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise GeoPix2PixError(f"--resume: {path} is not a geopix2pix checkpoint")
+        raise GeoPix2PixError(f"--resume: {path} is not a geopix2pix checkpoint; start a new run "
+                              "with --overwrite")
+    if expected is not None:
+        try:
+            check_checkpoint(state, expected)
+        except SchemaError as exc:
+            raise GeoPix2PixError(f"--resume: {path} does not fit this run ({exc}); it is damaged "
+                                  "or another run's: start a new run with --overwrite") from None
     return state
 
 

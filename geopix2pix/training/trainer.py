@@ -40,6 +40,7 @@ from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
+from .checkpoint_check import Expected
 from .classes import describe_classes, objective_for, trained_classes
 from .config import TrainConfig, TrainKeywords
 from .data import EpochBatchSampler, make_loader
@@ -182,10 +183,10 @@ class Trainer:
                 "dataset": _dataset_fingerprint(self.chips_dir)}
 
     def _restore(self) -> None:
-        saved = load_checkpoint(self.run_dir)
-        self._check_effective_batch(saved)
-        check_same_options(saved["options"], self.options(), self.run_dir / CHECKPOINT,
-                           defaults=TrainConfig().result_options())
+        saved = load_checkpoint(self.run_dir, Expected(
+            {"generator": self.generator, "discriminator": self.discriminator},
+            {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}, self.state,
+            same_run=self._check_same_run))
         self.generator.load_state_dict(saved["generator"])
         self.discriminator.load_state_dict(saved["discriminator"])
         self.step_fn.opt_g.load_state_dict(saved["opt_g"])
@@ -197,6 +198,12 @@ class Trainer:
             set_rng_state(ranks[self.rank])  # exactly where this rank left off
         else:  # another number of ranks: fresh per-rank draws (batches and schedule still exact)
             seed_everything(self.config.seed + self.rank + 1_000_003 * int(saved["step"]))
+
+    def _check_same_run(self, saved: dict[str, Any]) -> None:
+        """Refuse a checkpoint of other options, or of another number of chips per step."""
+        self._check_effective_batch(saved)
+        check_same_options(saved["options"], self.options(), self.run_dir / CHECKPOINT,
+                           defaults=TrainConfig().result_options())
 
     def _check_effective_batch(self, saved: dict[str, Any]) -> None:
         """A run resumes on any number of ranks with the same chips per step (its schedule and

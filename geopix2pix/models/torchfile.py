@@ -1,0 +1,65 @@
+"""Reading tensors that torch.save wrote (encoder weights, checkpoint.pt) without running code:
+``torch.load(weights_only=True)`` only, without torch's warnings, and why a file could not be
+read said in words (a text file, a pickle of Python objects, a truncated archive)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, its legacy pickle
+KNOWN_STARTS = {b"II*\x00": "a TIFF image", b"MM\x00*": "a TIFF image",
+                b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image"}
+
+
+def _first_sentence(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
+
+
+def _what_it_is(head: bytes) -> str:
+    """What a file that torch.save did not write looks like, from its first bytes."""
+    for start, kind in KNOWN_STARTS.items():
+        if head.startswith(start):
+            return kind
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "a text file"
+    return f"a file that begins with {head[:8]!r}"
+
+
+def _torch_load_failure(head: bytes, exc: BaseException, hint: str) -> str:
+    """Why torch.load (weights only) refused a file, in words."""
+    if not head.startswith(TORCH_SAVE_STARTS):
+        return f"it is not a file written by torch.save but {_what_it_is(head)}"
+    if "Weights only load failed" in str(exc):
+        return f"it holds pickled Python objects, not only tensors ({hint})"
+    return f"it is damaged or incomplete ({_first_sentence(exc)})"
+
+
+def load_failure(path: Path, exc: BaseException, hint: str) -> str:
+    """Why a file of tensors could not be read, in words (`hint`: what to do about a pickle of
+    Python objects)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a folder"
+    if isinstance(exc, OSError):
+        return exc.strerror or _first_sentence(exc)
+    if path.suffix == ".safetensors":
+        return f"it is not a safetensors file ({_first_sentence(exc)})"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        head = b""
+    return _torch_load_failure(head, exc, hint)
+
+
+def load_weights_only(path: Path):
+    """``torch.load(path, weights_only=True)`` on the CPU, without torch's warnings (a legacy
+    pickle's protocol warning would precede our own one-line error)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
