@@ -17,7 +17,7 @@ from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.band_metadata import BandMetadata
-from geopix2pix.raster.gdal_log import libtiff_quiet
+from geopix2pix.raster.gdal_log import check_written, signalled_errors, write_error
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.io import chip_nodata, decoded_block_bytes
@@ -61,10 +61,14 @@ class JobResult:
 class ChipWriter:
     """Writes one side's chips as GeoTIFFs with the raster's dtype, nodata, descriptions and
     band metadata (units, scales, offsets, colour interpretation and table), on the chip's exact
-    transform."""
+    transform. A chip GDAL could not write whole (a full disk, which GDAL may only log) is a
+    one-line GeoPix2PixError naming it (`gdal_log.check_written`); `failures` are the errors
+    GDAL signals meanwhile (`gdal_log.signalled_errors`)."""
 
-    def __init__(self, dataset, bands: tuple[int, ...], folder: Path, grid: Grid):
+    def __init__(self, dataset, bands: tuple[int, ...], folder: Path, grid: Grid,
+                 failures: list[str]):
         self.folder = folder
+        self.failures = failures
         self.grid = grid
         self.bands = bands
         self.dtype = dataset.dtypes[bands[0] - 1]
@@ -80,12 +84,17 @@ class ChipWriter:
         if not all_valid and self.nodata is not None:
             data = data.copy()
             data[:, ~valid] = self.nodata
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
-                rasterio.open(self.folder / f"{chip.id}.tif", "w", **profile) as dst:
-            dst.write(data)
-            if not all_valid and self.nodata is None:
-                dst.write_mask(valid.astype(np.uint8) * 255)
-            self._write_tags(dst)
+        path = self.folder / f"{chip.id}.tif"
+        try:
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                    rasterio.open(path, "w", **profile) as dst:
+                dst.write(data)
+                if not all_valid and self.nodata is None:
+                    dst.write_mask(valid.astype(np.uint8) * 255)
+                self._write_tags(dst)
+        except data_errors() as exc:
+            raise write_error(path, describe(exc), path) from None
+        check_written(path, path, self.failures)
 
     def _write_tags(self, dst) -> None:
         for band, text in enumerate(self.descriptions, start=1):
@@ -113,8 +122,8 @@ def run_job(job: Job) -> JobResult:
     try:
         with rasterio.open(job.pair.source) as src, rasterio.open(job.pair.target) as tgt:
             cache = cache_bytes((src, tgt), job.chips[0][0].size)
-        with rasterio.Env(GDAL_CACHEMAX=cache), libtiff_quiet():  # a full disk: one line
-            return _run_job(job)
+        with rasterio.Env(GDAL_CACHEMAX=cache), signalled_errors() as failures:
+            return _run_job(job, failures)
     except data_errors() as exc:
         raise GeoPix2PixError(f"cutting chips from {job.pair.source} and {job.pair.target}: "
                               f"{describe(exc)}") from None
@@ -122,7 +131,7 @@ def run_job(job: Job) -> JobResult:
         release_free_heap()
 
 
-def _run_job(job: Job) -> JobResult:
+def _run_job(job: Job, failures: list[str]) -> JobResult:
     spec = job.pair
     out = Path(job.out_dir)
     rng_seed = [job.seed, spec.index, job.chips[0][0].row, job.chips[0][0].col]
@@ -132,12 +141,14 @@ def _run_job(job: Job) -> JobResult:
     val_classes = ClassCounts(len(spec.target_bands))
     records, rejected = [], Counter()
     # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
-    # writing with the next chip's reading and statistics (at most one job's chips are pending)
+    # writing with the next chip's reading and statistics; a failed write (a full disk) stops
+    # the job at the next chip
     with PairReader(spec.source, spec.target, spec.source_bands, spec.target_bands,
                     spec.resampling) as reader, ThreadPoolExecutor(1) as writer:
-        source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid)
+        source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid,
+                                   failures)
         target_writer = ChipWriter(reader.target_file, spec.target_bands, out / "target",
-                                   reader.grid)
+                                   reader.grid, failures)
         pending = []
         for chip, split in job.chips:
             read = reader.read(chip.window)
@@ -145,8 +156,10 @@ def _run_job(job: Job) -> JobResult:
             if 1.0 - valid_fraction > job.max_nodata:
                 rejected[REJECT_NODATA] += 1
                 continue
-            pending.append(writer.submit(source_writer.write, chip, read.source, read.valid))
-            pending.append(writer.submit(target_writer.write, chip, read.target, read.valid))
+            for future in pending:  # the previous chip's, written while this one was read
+                future.result()  # re-raise a failed write here
+            pending = [writer.submit(source_writer.write, chip, read.source, read.valid),
+                       writer.submit(target_writer.write, chip, read.target, read.valid)]
             if split == "train":
                 source_stats.add(read.source, read.valid)
                 target_stats.add(read.target, read.valid)
@@ -155,5 +168,5 @@ def _run_job(job: Job) -> JobResult:
             records.append(dict(id=chip.id, pair=spec.index, row=chip.row, col=chip.col,
                                 split=split, valid_fraction=round(valid_fraction, 6)))
         for future in pending:
-            future.result()  # re-raise a failed write here
+            future.result()
     return JobResult(records, rejected, source_stats, target_stats, val_classes)

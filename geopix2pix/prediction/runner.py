@@ -30,7 +30,7 @@ from geopix2pix.prediction.writer import (
     convert_to_cog,
     open_output,
 )
-from geopix2pix.raster.gdal_log import check_written, disk_full, signalled_errors, write_error
+from geopix2pix.raster.gdal_log import check_written, room_error, signalled_errors, write_error
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import warped_view
 from geopix2pix.raster.partials import partial_name
@@ -120,9 +120,8 @@ def _write_errors_said_of(targets: Sequence[Target]) -> Iterator[None]:
         reason = describe(exc)
         writing = any(word in reason.lower() for word in ("writ", "space", "too large"))
         for target in targets if writing else []:  # a read error is not the disk's
-            full = disk_full(target.path)
-            if full:
-                raise write_error(target.name or target.path, reason, full) from exc
+            if room_error(reason, target.path):
+                raise write_error(target.name or target.path, reason, target.path) from exc
         raise
 
 
