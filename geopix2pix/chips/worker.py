@@ -17,7 +17,7 @@ from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.band_metadata import BandMetadata
-from geopix2pix.raster.gdal_log import check_written, signalled_errors, write_error
+from geopix2pix.raster.gdal_log import checked_write, libtiff_quiet
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.io import chip_nodata, decoded_block_bytes
@@ -62,13 +62,10 @@ class ChipWriter:
     """Writes one side's chips as GeoTIFFs with the raster's dtype, nodata, descriptions and
     band metadata (units, scales, offsets, colour interpretation and table), on the chip's exact
     transform. A chip GDAL could not write whole (a full disk, which GDAL may only log) is a
-    one-line GeoPix2PixError naming it (`gdal_log.check_written`); `failures` are the errors
-    GDAL signals meanwhile (`gdal_log.signalled_errors`)."""
+    one-line GeoPix2PixError naming it (`gdal_log.checked_write`)."""
 
-    def __init__(self, dataset, bands: tuple[int, ...], folder: Path, grid: Grid,
-                 failures: list[str]):
+    def __init__(self, dataset, bands: tuple[int, ...], folder: Path, grid: Grid):
         self.folder = folder
-        self.failures = failures
         self.grid = grid
         self.bands = bands
         self.dtype = dataset.dtypes[bands[0] - 1]
@@ -85,16 +82,12 @@ class ChipWriter:
             data = data.copy()
             data[:, ~valid] = self.nodata
         path = self.folder / f"{chip.id}.tif"
-        try:
-            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
-                    rasterio.open(path, "w", **profile) as dst:
-                dst.write(data)
-                if not all_valid and self.nodata is None:
-                    dst.write_mask(valid.astype(np.uint8) * 255)
-                self._write_tags(dst)
-        except data_errors() as exc:
-            raise write_error(path, describe(exc), path) from None
-        check_written(path, path, self.failures)
+        with checked_write(path), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+            if not all_valid and self.nodata is None:
+                dst.write_mask(valid.astype(np.uint8) * 255)
+            self._write_tags(dst)
 
     def _write_tags(self, dst) -> None:
         for band, text in enumerate(self.descriptions, start=1):
@@ -122,8 +115,8 @@ def run_job(job: Job) -> JobResult:
     try:
         with rasterio.open(job.pair.source) as src, rasterio.open(job.pair.target) as tgt:
             cache = cache_bytes((src, tgt), job.chips[0][0].size)
-        with rasterio.Env(GDAL_CACHEMAX=cache), signalled_errors() as failures:
-            return _run_job(job, failures)
+        with rasterio.Env(GDAL_CACHEMAX=cache), libtiff_quiet():  # a full disk: one line
+            return _run_job(job)
     except data_errors() as exc:
         raise GeoPix2PixError(f"cutting chips from {job.pair.source} and {job.pair.target}: "
                               f"{describe(exc)}") from None
@@ -131,7 +124,7 @@ def run_job(job: Job) -> JobResult:
         release_free_heap()
 
 
-def _run_job(job: Job, failures: list[str]) -> JobResult:
+def _run_job(job: Job) -> JobResult:
     spec = job.pair
     out = Path(job.out_dir)
     rng_seed = [job.seed, spec.index, job.chips[0][0].row, job.chips[0][0].col]
@@ -145,10 +138,9 @@ def _run_job(job: Job, failures: list[str]) -> JobResult:
     # the job at the next chip
     with PairReader(spec.source, spec.target, spec.source_bands, spec.target_bands,
                     spec.resampling) as reader, ThreadPoolExecutor(1) as writer:
-        source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid,
-                                   failures)
+        source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid)
         target_writer = ChipWriter(reader.target_file, spec.target_bands, out / "target",
-                                   reader.grid, failures)
+                                   reader.grid)
         pending = []
         for chip, split in job.chips:
             read = reader.read(chip.window)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.write import NO_ROOM, cannot_write, free_space
 
 LOGGER = "rasterio"  # rasterio._env and rasterio._err log them
@@ -174,3 +174,17 @@ def check_written(path: Path, name: Path, failures: list[str]) -> None:
     problem = failures[0] if failures else _file_problem(path)
     if problem is not None:
         raise write_error(name, problem.replace(str(path), str(name)), path)
+
+
+@contextlib.contextmanager
+def checked_write(path: Path, name: Path | None = None) -> Iterator[None]:
+    """Run the block that writes and closes the GeoTIFF `path` (to be published as `name`); a
+    failure, raised by GDAL or only signalled (a full disk), becomes one line (`write_error`)
+    said of `name`."""
+    name = name or path
+    with signalled_errors() as failures:
+        try:
+            yield
+        except data_errors() as exc:
+            raise write_error(name, describe(exc).replace(str(path), str(name)), path) from None
+    check_written(path, name, failures)
