@@ -30,7 +30,7 @@ from geopix2pix.prediction.writer import (
     convert_to_cog,
     open_output,
 )
-from geopix2pix.raster.gdal_log import check_written, room_error, signalled_errors, write_error
+from geopix2pix.raster.gdal_log import check_written, no_room_errno, signalled_errors, write_error
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import warped_view
 from geopix2pix.raster.partials import partial_name
@@ -125,7 +125,7 @@ def _write_errors_said_of(outputs: Sequence[tuple[Path, Path]]) -> Iterator[None
         writing = any(word in reason.lower() for word in ("writ", "space", "too large",
                                                              "create"))
         for path, name in outputs if writing else []:  # a read error is not the disk's
-            if room_error(reason, path):
+            if no_room_errno(reason, path):
                 raise write_error(name, reason, path) from exc
         raise
 

@@ -2,7 +2,9 @@
 ("GDAL signalled an error: ..."), and some write errors (libtiff's, e.g. a file-size limit)
 reach neither, so a GeoTIFF whose blocks could not all be written can close without complaint.
 Writers watch the log while writing and check the closed file before publishing it: it opens,
-and no block lies past its end.
+and no block lies past its end (`checked_write`). A failure is one line naming the file
+(`raster.write.cannot_write`); one that ran out of room (a full disk: GDAL's errors carry no
+error number) says how much is left there.
 
 libtiff's own error handler prints those write errors straight to stderr, a line per block
 ("_tiffWriteProc: No space left on device."), before our one-line error; it is unset while
@@ -148,7 +150,7 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def room_error(reason: str, path: Path) -> int | None:
+def no_room_errno(reason: str, path: Path) -> int | None:
     """The OS error a failed write of `path` that GDAL described as `reason` was, if it ran out
     of room (ENOSPC, EDQUOT, EFBIG): as GDAL says it, or ENOSPC when the folder of `path` has
     (almost) no room left; None otherwise (GDAL's errors carry no error number)."""
@@ -164,7 +166,7 @@ def room_error(reason: str, path: Path) -> int | None:
 def write_error(name: Path, reason: str, path: Path) -> GeoPix2PixError:
     """The one-line error (`raster.write.cannot_write`) for the output `name`, written at
     `path`, that GDAL could not write."""
-    return cannot_write(name, reason, room_error(reason, path),
+    return cannot_write(name, reason, no_room_errno(reason, path),
                         hint="check the free space and any file-size limit there")
 
 
