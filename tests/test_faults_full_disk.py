@@ -182,29 +182,26 @@ def test_export_whose_dataset_json_does_not_fit_leaves_nothing(namespaces, tmp_p
 
 # --- train ------------------------------------------------------------------------------------
 
-def test_train_that_cannot_write_its_model_file_leaves_no_part_of_it(namespaces, tmp_path,
-                                                                      data):
-    """train.json, metrics.csv and the samples fit; the model file does not."""
-    room = pages(data["run"] / "model.safetensors") // 4 // PAGE * PAGE
-    run = tmp_path / "disk" / "run"
-    outcome = on_full_disk(tmp_path, room, "train", data["chips"], "-o", run, *TRAIN, "-q")
-    assert_no_room(outcome.error(), run / "model.safetensors")
-    assert "run/train.json" in outcome.left  # written before: the run's record
-    assert not any("safetensors" in name or "partial" in name or name.endswith(".pt")
-                   for name in outcome.left), outcome.left
+# train's writes in order: train.json first, then at the end of the epoch the samples,
+# metrics.csv, the model files and checkpoint.pt (each: what is written before it)
+WRITTEN_BEFORE = {
+    "samples/epoch_001.png": ["train.json"],
+    "model.safetensors": ["train.json", "samples/epoch_001.png", "metrics.csv"],
+    "checkpoint.pt": ["train.json", "samples/epoch_001.png", "metrics.csv", "model.safetensors",
+                      "model-best.safetensors"],
+}
 
 
-def test_train_that_cannot_write_its_checkpoint_leaves_no_part_of_it(namespaces, tmp_path,
-                                                                      data):
-    """Both model files fit, checkpoint.pt (the optimizers' state too) does not."""
-    models = pages(data["run"] / "model.safetensors", data["run"] / "model-best.safetensors")
-    room = models + pages(data["run"] / "checkpoint.pt") // 4 // PAGE * PAGE
+@pytest.mark.parametrize("fails", list(WRITTEN_BEFORE))
+def test_train_that_cannot_write_a_file_leaves_no_part_of_it(namespaces, tmp_path, data, fails):
+    """A disk with room for the files written before `fails` (and a quarter of it): one line
+    naming it, and no part of it left (the files before stay: the run's record)."""
+    before = [data["run"] / name for name in WRITTEN_BEFORE[fails]]
+    room = pages(*before) + pages(data["run"] / fails) // 4 // PAGE * PAGE
     run = tmp_path / "disk" / "run"
     outcome = on_full_disk(tmp_path, room, "train", data["chips"], "-o", run, *TRAIN, "-q")
-    assert_no_room(outcome.error(), run / "checkpoint.pt")
-    assert "run/model.safetensors" in outcome.left
-    assert not any(name.endswith(".pt") or "partial" in name for name in outcome.left), \
-        outcome.left
+    assert_no_room(outcome.error(), run / fails)
+    assert outcome.left == sorted(f"run/{name}" for name in WRITTEN_BEFORE[fails])
 
 
 # --- predict and evaluate ---------------------------------------------------------------------
