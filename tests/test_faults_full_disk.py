@@ -5,6 +5,11 @@ no privileges), filled to leave a chosen room, so the failure lands in the write
 The promise: exit status 2; one line (no traceback, no GDAL or libtiff line beside it) naming
 the file that could not be written, the folder and the room left there; nothing of the failed
 step left behind (no chip, no index, no partial model file or output, no temporary).
+
+The cases: export-chips failing at a chip (with and without worker processes), at chips.gpkg
+and at dataset.json; train at its samples, its model file and its checkpoint; predict at its
+GeoTIFF, a COG's tiled temporary and --resample-to-model's temporary; evaluate --json; the
+demo's generated scenes; and the message for ENOSPC, EDQUOT and EFBIG.
 """
 
 from __future__ import annotations
@@ -229,6 +234,17 @@ def test_evaluate_json_on_a_full_disk_leaves_no_file(namespaces, tmp_path, data)
                            report)
     assert_no_room(outcome.error(), report)
     assert outcome.left == []
+
+
+def test_demo_that_cannot_write_a_scene_says_which_in_one_line(namespaces, tmp_path):
+    """The demo's generated rasters are checked like every GeoTIFF written: not libtiff's line
+    and GDAL's "Write error at scanline 0" without a file name."""
+    demo = tmp_path / "disk" / "demo"
+    outcome = on_full_disk(tmp_path, 16 * PAGE, "demo", "-o", demo, "--quick", "-q")
+    line = outcome.error()
+    assert_no_room(line, Path(line.split()[3]))
+    assert Path(line.split()[3]).parent == demo / "scenes", line
+    assert not any(name.endswith(".tif") for name in outcome.left), outcome.left
 
 
 # --- the message itself -----------------------------------------------------------------------
