@@ -38,12 +38,12 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096  # tmpfs c
 FILLER = 4 * PAGE  # what fills the tmpfs beyond the room left (its size cannot be 0)
 TRAIN = ("--ngf", "8", "--ndf", "8", "--max-steps", "2", "--workers", "0", "--batch-size", "4",
          "--device", "cpu")
-# in the namespace: mount the tmpfs ($1, size $2), fill it but for the room asked ($3 bytes of
-# filler), run the command, list the files left in the tmpfs into $4 (outside it)
+# in the namespace: mount the tmpfs ($1, options $2), fill it but for the room asked ($3 bytes
+# of filler), run the command, list the files left in the tmpfs into $4 (outside it)
 SCRIPT = """
-disk=$1 size=$2 fill=$3 listing=$4
+disk=$1 options=$2 fill=$3 listing=$4
 shift 4
-mount -t tmpfs -o size="$size" tmpfs "$disk" || exit 99
+mount -t tmpfs -o "$options" tmpfs "$disk" || exit 99
 head -c "$fill" /dev/zero > "$disk/.filler" || exit 98
 "$@"
 status=$?
@@ -92,12 +92,13 @@ class Outcome:
         return lines[-1]
 
 
-def on_full_disk(tmp_path: Path, room: int, *args: str | Path) -> Outcome:
+def on_full_disk(tmp_path: Path, room: int, *args: str | Path, files: int = 0) -> Outcome:
     """Run `geopix2pix ARGS` with `tmp_path`/disk a fresh tmpfs with `room` bytes (a multiple of
-    the page size) free."""
+    the page size) free, and with `files` room for that many files and folders only."""
     disk, listing = tmp_path / "disk", tmp_path / "left.txt"
     disk.mkdir(exist_ok=True)
-    command = ["unshare", "-Urm", "sh", "-c", SCRIPT, "sh", str(disk), str(room + FILLER),
+    options = f"size={room + FILLER}" + (f",nr_inodes={files + 2}" if files else "")
+    command = ["unshare", "-Urm", "sh", "-c", SCRIPT, "sh", str(disk), options,
                str(FILLER), str(listing), sys.executable, "-m", "geopix2pix",
                *[str(arg) for arg in args]]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -161,6 +162,19 @@ def test_export_stops_at_the_first_chip_it_cannot_write(namespaces, tmp_path, da
     assert file.parent in (out / "source", out / "target") and file.suffix == ".tif", line
     assert_no_room(line, file)
     assert outcome.left == []  # no chip of the failed export
+
+
+def test_export_on_a_disk_out_of_inodes_says_so(namespaces, tmp_path, data):
+    """Room for bytes but not for files (a file system out of inodes): the export makes its
+    folder, and no more (here its source/ folder)."""
+    out = tmp_path / "disk" / "chips"
+    outcome = on_full_disk(tmp_path, 64 * PAGE, *export_args(data, out), files=1)
+    line = outcome.error()
+    assert line.startswith(f"Error: cannot write {out / 'source'} (No space left on device): "
+                           f"no more files fit on the filesystem of {out}/ (its inodes are used "
+                           "up; "), line
+    assert line.endswith(" free); free some space or choose another output folder"), line
+    assert outcome.left == []
 
 
 def test_export_whose_index_does_not_fit_says_so_in_one_line(namespaces, tmp_path, data):

@@ -67,6 +67,15 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         discard(temp)
 
 
+def make_folder(path: Path) -> None:
+    """Make the folder `path` (its parent exists); a failure (a full disk, out of inodes) is one
+    line (`cannot_write`)."""
+    try:
+        path.mkdir()
+    except OSError as exc:
+        raise cannot_write(path, exc.strerror or str(exc), exc.errno) from None
+
+
 def cannot_write(path: str | os.PathLike, reason: str, code: int | None = None,
                  hint: str | None = None) -> GeoPix2PixError:
     """The one-line error for an output that could not be written: which, why (the operating
@@ -84,9 +93,13 @@ def _no_room(path: Path, code: int) -> GeoPix2PixError:
     """`cannot_write` for a full disk (ENOSPC), an exhausted quota (EDQUOT) or a file larger
     than the file system or `ulimit -f` allow (EFBIG), with the room left in its folder."""
     folder = path.parent
-    free = free_space(folder)
-    room = f"{format_size(free)} free on the filesystem of {folder}{os.sep}" \
-        if free is not None else f"the filesystem of {folder}{os.sep} is full"
+    free, where = free_space(folder), f"the filesystem of {folder}{os.sep}"
+    if free is None:
+        room = f"{where} is full"
+    elif code == errno.ENOSPC and free_inodes(folder) == 0:
+        room = f"no more files fit on {where} (its inodes are used up; {format_size(free)} free)"
+    else:
+        room = f"{format_size(free)} free on {where}"
     if code == errno.EFBIG:
         what = f"the file is larger than this file system (or `ulimit -f`) allows ({room}); " \
                "choose an output folder on another file system"
@@ -101,12 +114,27 @@ def _no_room(path: Path, code: int) -> GeoPix2PixError:
 def free_space(folder: Path) -> int | None:
     """The bytes free to this user on the file system of `folder` (or of its nearest existing
     parent); None when it cannot be told."""
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
     try:
-        return shutil.disk_usage(folder).free
+        return shutil.disk_usage(_existing(folder)).free
     except OSError:
         return None
+
+
+def free_inodes(folder: Path) -> int | None:
+    """How many more files the file system of `folder` (or of its nearest existing parent) can
+    hold; None when it cannot be told (or it sets no limit)."""
+    try:
+        stat = os.statvfs(_existing(folder))
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return stat.f_favail if stat.f_files else None
+
+
+def _existing(folder: Path) -> Path:
+    """`folder`, or its nearest parent that exists (a folder not made yet is on its disk)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def format_size(size: int) -> str:
