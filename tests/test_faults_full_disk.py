@@ -7,9 +7,10 @@ the file that could not be written, the folder and the room left there; nothing 
 step left behind (no chip, no index, no partial model file or output, no temporary).
 
 The cases: export-chips failing at a chip (with and without worker processes), at chips.gpkg
-and at dataset.json; train at its samples, its model file and its checkpoint; predict at its
-GeoTIFF, a COG's tiled temporary and --resample-to-model's temporary; evaluate --json; the
-demo's generated scenes; and the message for ENOSPC, EDQUOT and EFBIG.
+and at dataset.json, and on a disk out of inodes; train at its samples, its model file and its
+checkpoint; predict at its GeoTIFF, a COG's tiled temporary and --resample-to-model's
+temporary; evaluate --json; the demo's generated scenes; and the message for ENOSPC, EDQUOT
+and EFBIG.
 """
 
 from __future__ import annotations
