@@ -323,7 +323,7 @@ def test_a_write_failing_on_rank_0_stops_every_rank_with_its_one_line(chips, tmp
                      "2", *cli_args(OPTIONS)], tmp_path, file_size=30_000)
     assert done.returncode != 0
     assert done.stderr.count("Error: cannot write") == 1, done.stderr[-3000:]
-    assert f"{run / 'model.safetensors'} (File too large); the file is larger than this " \
+    assert f"{run / 'model.safetensors'} (File too large): the file is larger than this " \
         "file system" in done.stderr
     assert "[rank1]" not in done.stderr and "[rank0]" not in done.stderr  # no traceback
     assert "exitcode  : 2" in done.stderr  # rank 1 stopped on it (torchrun's summary)

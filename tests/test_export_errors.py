@@ -209,7 +209,8 @@ def test_a_full_disk_is_one_line_and_leaves_an_empty_folder(tmp_path, workers):
         preexec_fn=limit_file_size(150_000), capture_output=True,
         text=True, timeout=300)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("Error: cutting chips from ") and "Write error" in done.stderr
+    assert done.stderr.startswith(f"Error: cannot write {out / 'source'}/p000_") \
+        and "Write error" in done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert list(out.iterdir()) == []
 

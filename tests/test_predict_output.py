@@ -145,7 +145,7 @@ def test_an_output_that_could_not_be_written_whole_is_not_published(tmp_path, mo
                            "--model", model_file, "-q", *(["--cog"] if cog else [])],
                           preexec_fn=limit_file_size(60_000), capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(f"Error: could not write {out}: ")  # one line, libtiff's
+    assert done.stderr.startswith(f"Error: cannot write {out} (")  # one line, libtiff's
     assert len(done.stderr.splitlines()) == 1, done.stderr  # own printing of it silenced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
 

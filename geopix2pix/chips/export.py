@@ -45,6 +45,7 @@ from geopix2pix.raster.io import (
     raster_path,
     select_bands,
 )
+from geopix2pix.raster.write import make_folder
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"
@@ -281,8 +282,8 @@ def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str
                  skipped: Counter) -> tuple[list[dict], tuple[BandStatistics, ...]]:
     """Read, check and write the chips of `splits` into out/source and out/target; their
     records and the train chips' statistics. No chip kept is an error saying why."""
-    (out / "source").mkdir()
-    (out / "target").mkdir()
+    make_folder(out / "source")
+    make_folder(out / "target")
     jobs = _jobs(pair_list, splits, out, options.max_nodata, options.seed, options.sample_size)
     records, stats = _export(jobs, options.workers, len(splits), options.progress, skipped)
     if not records:

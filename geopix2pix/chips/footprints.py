@@ -6,17 +6,20 @@ never import it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import shapely
 
 from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.gdal_log import write_error
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.write import atomic_path
 
@@ -108,4 +111,30 @@ def write_index(path: Path, records: Sequence[dict], chips: Sequence[ChipWindow]
         frames.append(frame)
     index = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=INDEX_CRS)
     with atomic_path(path, overwrite=True) as temp:
-        index.to_file(temp, layer="chips", driver="GPKG")
+        try:
+            with _no_journal():
+                index.to_file(temp, layer="chips", driver="GPKG")
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+            raise write_error(path, _ogr_reason(exc), temp) from None
+
+
+@contextlib.contextmanager
+def _no_journal() -> Iterator[None]:
+    """SQLite's rollback journal off while the block writes a GeoPackage: the index is written
+    under a temporary name and renamed when complete, so the journal would protect nothing, and
+    it needs room beyond the finished file (a disk with room for the index could refuse it)."""
+    before = pyogrio.get_gdal_config_option("OGR_SQLITE_JOURNAL")
+    pyogrio.set_gdal_config_options({"OGR_SQLITE_JOURNAL": "OFF"})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_SQLITE_JOURNAL": before})
+
+
+def _ogr_reason(exc: Exception) -> str:
+    """What went wrong in OGR's words, without the SQL it ran: SQLite's errors quote the whole
+    statement ("sqlite3_exec(CREATE TABLE ...) failed: database or disk is full")."""
+    text = " ".join(str(exc).split())
+    if text.startswith("sqlite3_exec(") and ") failed: " in text:
+        text = text.rsplit(") failed: ", 1)[1]
+    return text if len(text) <= 200 else text[:200] + "..."

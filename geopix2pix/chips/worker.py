@@ -17,7 +17,7 @@ from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.band_metadata import BandMetadata
-from geopix2pix.raster.gdal_log import libtiff_quiet
+from geopix2pix.raster.gdal_log import checked_write, libtiff_quiet
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.io import chip_nodata, decoded_block_bytes
@@ -61,7 +61,8 @@ class JobResult:
 class ChipWriter:
     """Writes one side's chips as GeoTIFFs with the raster's dtype, nodata, descriptions and
     band metadata (units, scales, offsets, colour interpretation and table), on the chip's exact
-    transform."""
+    transform. A chip GDAL could not write whole (a full disk, which GDAL may only log) is a
+    one-line GeoPix2PixError naming it (`gdal_log.checked_write`)."""
 
     def __init__(self, dataset, bands: tuple[int, ...], folder: Path, grid: Grid):
         self.folder = folder
@@ -80,8 +81,9 @@ class ChipWriter:
         if not all_valid and self.nodata is not None:
             data = data.copy()
             data[:, ~valid] = self.nodata
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
-                rasterio.open(self.folder / f"{chip.id}.tif", "w", **profile) as dst:
+        path = self.folder / f"{chip.id}.tif"
+        with checked_write(path), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                rasterio.open(path, "w", **profile) as dst:
             dst.write(data)
             if not all_valid and self.nodata is None:
                 dst.write_mask(valid.astype(np.uint8) * 255)
@@ -132,7 +134,8 @@ def _run_job(job: Job) -> JobResult:
     val_classes = ClassCounts(len(spec.target_bands))
     records, rejected = [], Counter()
     # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
-    # writing with the next chip's reading and statistics (at most one job's chips are pending)
+    # writing with the next chip's reading and statistics; a failed write (a full disk) stops
+    # the job at the next chip
     with PairReader(spec.source, spec.target, spec.source_bands, spec.target_bands,
                     spec.resampling) as reader, ThreadPoolExecutor(1) as writer:
         source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid)
@@ -145,8 +148,10 @@ def _run_job(job: Job) -> JobResult:
             if 1.0 - valid_fraction > job.max_nodata:
                 rejected[REJECT_NODATA] += 1
                 continue
-            pending.append(writer.submit(source_writer.write, chip, read.source, read.valid))
-            pending.append(writer.submit(target_writer.write, chip, read.target, read.valid))
+            for future in pending:  # the previous chip's, written while this one was read
+                future.result()  # re-raise a failed write here
+            pending = [writer.submit(source_writer.write, chip, read.source, read.valid),
+                       writer.submit(target_writer.write, chip, read.target, read.valid)]
             if split == "train":
                 source_stats.add(read.source, read.valid)
                 target_stats.add(read.target, read.valid)
@@ -155,5 +160,5 @@ def _run_job(job: Job) -> JobResult:
             records.append(dict(id=chip.id, pair=spec.index, row=chip.row, col=chip.col,
                                 split=split, valid_fraction=round(valid_fraction, 6)))
         for future in pending:
-            future.result()  # re-raise a failed write here
+            future.result()
     return JobResult(records, rejected, source_stats, target_stats, val_classes)

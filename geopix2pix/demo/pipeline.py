@@ -26,6 +26,7 @@ from geopix2pix.demo.scenes import TASKS, DemoScenes, make_demo_scenes
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.options import api_function
 from geopix2pix.raster.folders import Owned, prepare_output_dir
+from geopix2pix.raster.gdal_log import checked_write
 from geopix2pix.raster.io import open_raster, read_window
 from geopix2pix.raster.write import (
     atomic_path,
@@ -156,7 +157,8 @@ def write_baseline(info: DatasetInfo, like: Path, out: Path) -> Path:
     values = to_dtype(np.broadcast_to(means[:, None, None], data.shape), dtype)
     if nodata is not None:
         values = np.where(valid[None], values, np.asarray(nodata).astype(values.dtype))
-    with atomic_path(out, overwrite=True) as temp, rasterio.open(temp, "w", **profile) as dst:
+    with atomic_path(out, overwrite=True) as temp, checked_write(temp, out), \
+            rasterio.open(temp, "w", **profile) as dst:
         target.band_metadata.apply(dst)  # units and colours, as the prediction's
         dst.write(values)
         for band, text in enumerate(descriptions, 1):

@@ -24,6 +24,7 @@ from geopix2pix.demo.render import RENDERERS, RenderedPair
 from geopix2pix.demo.terrain import make_landscape
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.options import api_function
+from geopix2pix.raster.gdal_log import checked_write
 from geopix2pix.raster.write import atomic_path, check_can_write, gtiff_profile
 
 TASKS = ("dsm2image", "sar2optical", "sat2map")
@@ -100,7 +101,8 @@ def write_raster(path: Path, data: np.ndarray, transform: Affine, nodata: float 
     bands, height, width = data.shape
     profile = gtiff_profile(str(data.dtype), bands, CRS.from_string(CRS_CODE), transform, width,
                             height, nodata, blocksize=256)
-    with atomic_path(path, overwrite) as temp, rasterio.open(temp, "w", **profile) as dst:
+    with atomic_path(path, overwrite) as temp, checked_write(temp, path), \
+            rasterio.open(temp, "w", **profile) as dst:
         dst.write(data)
         for band, text in enumerate(descriptions, 1):
             dst.set_band_description(band, text)

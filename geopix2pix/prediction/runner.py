@@ -30,7 +30,7 @@ from geopix2pix.prediction.writer import (
     convert_to_cog,
     open_output,
 )
-from geopix2pix.raster.gdal_log import check_written, disk_full, signalled_errors, write_error
+from geopix2pix.raster.gdal_log import check_written, no_room_errno, signalled_errors, write_error
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import warped_view
 from geopix2pix.raster.partials import partial_name
@@ -79,7 +79,8 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMe
     total = sum(job.layout.count(job.chunks) for job in jobs)
     # the blocks of every source read at once, so none is decoded twice
     cache = sum(sorted(caches)[-reading.sources_at_once(jobs):])
-    with _write_errors_said_of(targets), contextlib.ExitStack() as stack:
+    outputs = [(target.path, target.name or target.path) for target in targets]
+    with _write_errors_said_of(outputs), contextlib.ExitStack() as stack:
         failures = stack.enter_context(signalled_errors())  # a full disk does not raise
         stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=cache))
         for target in targets:
@@ -87,6 +88,8 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMe
                                                      target.name))
             dst = stack.enter_context(_created(tiled, target, options))
             writers.append(BandWriter(dst, target.spec))
+        # said before the partial outputs are removed, while their disk is still full
+        stack.enter_context(_write_errors_said_of(outputs))
         bar = stack.enter_context(tqdm(total=total, unit="window", desc=desc,
                                        disable=not options.progress, leave=False))
         pipeline.run([pipeline.Job(source, target.spec, writer.add, writer.finish)
@@ -111,18 +114,19 @@ def predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: Loa
 
 
 @contextlib.contextmanager
-def _write_errors_said_of(targets: Sequence[Target]) -> Iterator[None]:
+def _write_errors_said_of(outputs: Sequence[tuple[Path, Path]]) -> Iterator[None]:
     """A GDAL error raised while writing on a full disk, said as the disk being full, of the
-    output whose folder is full (GDAL says "TIFFAppendToStrip:Write error at scanline 0")."""
+    output (path, final name) whose folder is full (GDAL says "TIFFAppendToStrip:Write error at
+    scanline 0", or "Failed to create mask")."""
     try:
         yield
     except data_errors() as exc:
         reason = describe(exc)
-        writing = any(word in reason.lower() for word in ("writ", "space", "too large"))
-        for target in targets if writing else []:  # a read error is not the disk's
-            full = disk_full(target.path)
-            if full:
-                raise write_error(target.name or target.path, reason, full) from exc
+        writing = any(word in reason.lower() for word in ("writ", "space", "too large",
+                                                             "create"))
+        for path, name in outputs if writing else []:  # a read error is not the disk's
+            if no_room_errno(reason, path):
+                raise write_error(name, reason, path) from exc
         raise
 
 
@@ -163,7 +167,8 @@ def tiled_output(path: Path, spec: OutputSpec, options: PredictOptions,
         with signalled_errors() as failures:
             yield tiled
         check_written(tiled, name or path, failures)  # before GDAL reads it back
-        convert_to_cog(tiled, path, spec, options.compress, options.creation_options)
+        with _write_errors_said_of([(path, name or path)]):
+            convert_to_cog(tiled, path, spec, options.compress, options.creation_options)
     finally:
         tiled.unlink(missing_ok=True)
 

@@ -37,6 +37,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.env import env_ctx_if_needed
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 
@@ -212,10 +213,13 @@ class BandWriter:
 
     def _write(self) -> None:
         window = rasterio.windows.Window(self.col0, self.first, self.data.shape[2], self.rows)
-        self.dataset.write(self.data[:, :self.rows], window=window)
-        if self.spec.internal_mask:
-            self.dataset.write_mask(np.where(self.valid[:self.rows], 255, 0).astype(np.uint8),
-                                    window=window)
+        # rasterio's handler of GDAL's errors is per thread: without it in the writer thread,
+        # GDAL prints a write failure (a full disk) as "ERROR 1: ..." besides raising it
+        with env_ctx_if_needed():
+            self.dataset.write(self.data[:, :self.rows], window=window)
+            if self.spec.internal_mask:
+                self.dataset.write_mask(np.where(self.valid[:self.rows], 255, 0)
+                                        .astype(np.uint8), window=window)
         self.rows = 0
 
 

@@ -2,7 +2,9 @@
 ("GDAL signalled an error: ..."), and some write errors (libtiff's, e.g. a file-size limit)
 reach neither, so a GeoTIFF whose blocks could not all be written can close without complaint.
 Writers watch the log while writing and check the closed file before publishing it: it opens,
-and no block lies past its end.
+and no block lies past its end (`checked_write`). A failure is one line naming the file
+(`raster.write.cannot_write`); one that ran out of room (a full disk: GDAL's errors carry no
+error number) says how much is left there.
 
 libtiff's own error handler prints those write errors straight to stderr, a line per block
 ("_tiffWriteProc: No space left on device."), before our one-line error; it is unset while
@@ -13,15 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import logging
+import os
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe
+from geopix2pix.raster.write import NO_ROOM, cannot_write, free_space
 
 LOGGER = "rasterio"  # rasterio._env and rasterio._err log them
 _SIGNALLED = re.compile(r"GDAL signalled an error: err_no=\d+, msg=(['\"])(?P<msg>.*)\1$")
@@ -146,22 +150,24 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def disk_full(path: Path) -> str | None:
-    """'the disk is full (N KiB free)' when the folder of `path` has (almost) no room left."""
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        return None
-    return f"the disk is full ({free // 1024} KiB free)" if free < LOW_SPACE else None
+def no_room_errno(reason: str, path: Path) -> int | None:
+    """The OS error a failed write of `path` that GDAL described as `reason` was, if it ran out
+    of room (ENOSPC, EDQUOT, EFBIG): as GDAL says it, or ENOSPC when the folder of `path` has
+    (almost) no room left; None otherwise (GDAL's errors carry no error number)."""
+    for code in NO_ROOM:
+        if os.strerror(code).lower() in reason.lower():
+            return code
+    if "disk is full" in reason:  # SQLite's words (a GeoPackage)
+        return errno.ENOSPC
+    free = free_space(path.parent)
+    return errno.ENOSPC if free is not None and free < LOW_SPACE else None
 
 
-def write_error(name: Path, reason: str, full: str | None) -> GeoPix2PixError:
-    """The one-line error for an output `name` that could not be written."""
-    if full:
-        return GeoPix2PixError(f"could not write {name}: {full} ({reason}); free some space "
-                               "or choose another output folder")
-    return GeoPix2PixError(f"could not write {name}: {reason}; check the free space and any "
-                           "file-size limit there")
+def write_error(name: Path, reason: str, path: Path) -> GeoPix2PixError:
+    """The one-line error (`raster.write.cannot_write`) for the output `name`, written at
+    `path`, that GDAL could not write."""
+    return cannot_write(name, reason, no_room_errno(reason, path),
+                        hint="check the free space and any file-size limit there")
 
 
 def check_written(path: Path, name: Path, failures: list[str]) -> None:
@@ -169,4 +175,18 @@ def check_written(path: Path, name: Path, failures: list[str]) -> None:
     GDAL signalled errors, or the file does not open or is shorter than its blocks."""
     problem = failures[0] if failures else _file_problem(path)
     if problem is not None:
-        raise write_error(name, problem.replace(str(path), str(name)), disk_full(path))
+        raise write_error(name, problem.replace(str(path), str(name)), path)
+
+
+@contextlib.contextmanager
+def checked_write(path: Path, name: Path | None = None) -> Iterator[None]:
+    """Run the block that writes and closes the GeoTIFF `path` (to be published as `name`); a
+    failure, raised by GDAL or only signalled (a full disk), becomes one line (`write_error`)
+    said of `name`."""
+    name = name or path
+    with signalled_errors() as failures:
+        try:
+            yield
+        except data_errors() as exc:
+            raise write_error(name, describe(exc).replace(str(path), str(name)), path) from None
+    check_written(path, name, failures)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from geopix2pix.errors import GeoPix2PixError
 from .partials import discard, partial_name, remove_stale
 
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
-_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors, which name no file
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors, which name no file
 
 
 def gtiff_profile(dtype: str, count: int, crs, transform, width: int, height: int,
@@ -59,26 +60,92 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         yield temp
         publish(temp, final, overwrite)
     except OSError as exc:  # writing the temporary: said of the output
-        if exc.filename not in (str(temp), temp) and exc.errno not in _NO_ROOM:
+        if exc.filename not in (str(temp), temp) and exc.errno not in NO_ROOM:
             raise
         raise cannot_write(final, exc.strerror or str(exc), exc.errno) from None
     finally:
         discard(temp)
 
 
-def cannot_write(path: str | os.PathLike, reason: str, code: int | None = None) -> GeoPix2PixError:
+def make_folder(path: Path) -> None:
+    """Make the folder `path` (its parent exists); a failure (a full disk, out of inodes) is one
+    line (`cannot_write`)."""
+    try:
+        path.mkdir()
+    except OSError as exc:
+        raise cannot_write(path, exc.strerror or str(exc), exc.errno) from None
+
+
+def cannot_write(path: str | os.PathLike, reason: str, code: int | None = None,
+                 hint: str | None = None) -> GeoPix2PixError:
     """The one-line error for an output that could not be written: which, why (the operating
-    system's words) and what to do about it (by the error number `code`)."""
-    if code == errno.EFBIG:
-        hint = "the file is larger than this file system (or `ulimit -f`) allows; choose an " \
-               "output folder on another file system"
-    elif code in _NO_ROOM:
-        hint = "free some space or choose another output folder"
-    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+    system's words) and what to do about it (by the error number `code`, or `hint`); for a full
+    disk (or quota, or file-size limit) also how much room is left where it was written."""
+    if code in NO_ROOM:
+        return _no_room(Path(path), code)
+    if hint is None and code in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = "choose a folder you can write to"
+    return GeoPix2PixError(f"cannot write {os.fspath(path)} ({reason}); "
+                           f"{hint or 'choose another output folder'}")
+
+
+def _no_room(path: Path, code: int) -> GeoPix2PixError:
+    """`cannot_write` for a full disk (ENOSPC), an exhausted quota (EDQUOT) or a file larger
+    than the file system or `ulimit -f` allow (EFBIG), with the room left in its folder."""
+    folder = path.parent
+    free, where = free_space(folder), f"the filesystem of {folder}{os.sep}"
+    if free is None:
+        room = f"{where} is full"
+    elif code == errno.ENOSPC and free_inodes(folder) == 0:
+        room = f"no more files fit on {where} (its inodes are used up; {format_size(free)} free)"
     else:
-        hint = "choose another output folder"
-    return GeoPix2PixError(f"cannot write {os.fspath(path)} ({reason}); {hint}")
+        room = f"{format_size(free)} free on {where}"
+    if code == errno.EFBIG:
+        what = f"the file is larger than this file system (or `ulimit -f`) allows ({room}); " \
+               "choose an output folder on another file system"
+    elif code == errno.EDQUOT:
+        what = f"your disk quota there is used up ({room}); free some of your files or choose " \
+               "another output folder"
+    else:
+        what = f"{room}; free some space or choose another output folder"
+    return GeoPix2PixError(f"cannot write {path} ({os.strerror(code)}): {what}")
+
+
+def free_space(folder: Path) -> int | None:
+    """The bytes free to this user on the file system of `folder` (or of its nearest existing
+    parent); None when it cannot be told."""
+    try:
+        return shutil.disk_usage(_existing(folder)).free
+    except OSError:
+        return None
+
+
+def free_inodes(folder: Path) -> int | None:
+    """How many more files the file system of `folder` (or of its nearest existing parent) can
+    hold; None when it cannot be told (or it sets no limit)."""
+    try:
+        stat = os.statvfs(_existing(folder))
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return stat.f_favail if stat.f_files else None
+
+
+def _existing(folder: Path) -> Path:
+    """`folder`, or its nearest parent that exists (a folder not made yet is on its disk)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def format_size(size: int) -> str:
+    """`size` bytes in words: "512 bytes", "8.0 KiB", "1.2 MiB"."""
+    if size < 1024:
+        return f"{size} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"
 
 
 def publish(temp: Path, final: Path, overwrite: bool) -> None:
