@@ -38,7 +38,6 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
-from rasterio.transform import from_origin
 
 from geopix2pix.chips.scaling import Scaling, to_dtype
 from geopix2pix.errors import GeoPix2PixError
@@ -173,6 +172,7 @@ class BandWriter:
         self.valid: np.ndarray | None = None
         self.col0: int | None = None
         self.first = self.rows = 0  # scene row of the band's first row, rows filled
+        self.any_valid = False  # whether any pixel written is valid (else all nodata)
         if any(spec.descriptions):
             for i, desc in enumerate(spec.descriptions, start=1):
                 if desc:
@@ -185,6 +185,7 @@ class BandWriter:
         if self.col0 is not None and col0 != self.col0:
             self.flush()
         self.col0 = col0
+        self.any_valid = self.any_valid or bool(valid.any())
         if self.data is None or self.data.shape[2] != data.shape[2]:
             self.data = np.empty((data.shape[0], BLOCK, data.shape[2]), dtype=data.dtype)
             self.valid = np.empty((BLOCK, data.shape[2]), dtype=bool)
@@ -266,7 +267,8 @@ def check_output_options(spec: OutputSpec, compress: str, cog: bool,
     """Refuse creation options the output's driver (GTiff, or COG with `cog`) would refuse or
     ignore (also those its compression does not use), by writing a `BLOCK` x `BLOCK` raster in
     memory with the output's profile and them."""
-    grid = Grid(CRS.from_epsg(32633), from_origin(0, BLOCK, 1, 1), BLOCK, BLOCK)
+    # 1 m pixels, north up (rasterio's from_origin composes with `*`, which affine deprecates)
+    grid = Grid(CRS.from_epsg(32633), Affine(1, 0, 0, 0, -1, BLOCK), BLOCK, BLOCK)
     zeros = np.zeros((spec.count, BLOCK, BLOCK), dtype=spec.dtype)
     if not cog:
         _check_tiling(creation_options)
