@@ -398,6 +398,33 @@ def test_an_export_with_no_train_chip_is_refused_with_advice(tmp_path, capsys):
     assert not (tmp_path / "chips").exists()
 
 
+def test_an_export_whose_train_chips_are_all_invalid_is_refused(tmp_path, capsys):
+    """The split gives train chips, but every one holds too many invalid pixels: refused once
+    the chips are cut, and what was cut is removed."""
+    import sqlite3
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 255, (1, 160, 160), np.uint8)
+    target = write_raster(tmp_path / "t.tif", data)
+    args = ["--chip-size", "32", "--split-block", "64", "--workers", "0", "-q"]
+    first = tmp_path / "first"
+    assert main(["export-chips", str(write_raster(tmp_path / "s.tif", data, nodata=0)),
+                 str(target), "-o", str(first), *args]) == 0
+    with sqlite3.connect(first / "chips.gpkg") as db:
+        val = db.execute("SELECT row, col FROM chips WHERE split = 'val'").fetchall()
+    valid = np.zeros_like(data)
+    for row, col in val:  # only the val chips keep their pixels
+        valid[:, row:row + 32, col:col + 32] = data[:, row:row + 32, col:col + 32]
+    source = write_raster(tmp_path / "s2.tif", valid, nodata=0)
+    capsys.readouterr()
+    err = one_line(capsys, ["export-chips", source, target, "-o", tmp_path / "chips", *args])
+    assert err.startswith(f"Error: no train chip: {len(val)} chip(s) in val and none in train "
+                          f"(skipped: {25 - len(val)} too many invalid pixels)")
+    assert err.endswith("or a smaller --val-fraction (or a higher --max-nodata)")
+    chips = tmp_path / "chips"  # (the folder the run made is another promise's: issue 17)
+    assert not chips.exists() or list(chips.iterdir()) == []
+
+
 @pytest.mark.parametrize("older, expected", [
     ("no train chips", "has no train chips (3 val chips): nothing to train on; re-export"),
     ("null statistics", "dataset.json has no statistics of the train chips (none has a valid "
