@@ -99,8 +99,14 @@ def test_predict_with_allow_no_crs_predicts_a_crs_only_scene_on_its_pixels(files
     assert main(["predict", str(files / "crs_only.tif"), str(out), "-m",
                  str(files / "model.safetensors"), "-q", "--allow-no-crs"]) == 0
     assert "pixel size" not in capsys.readouterr().err  # there is none to compare
-    with rasterio.open(out) as dst:
-        assert dst.transform.is_identity and dst.shape == (96, 96)
+    with warnings.catch_warnings():  # the API too (rasterio warns of pixel coordinates)
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        predict(files / "crs_only.tif", tmp_path / "api.tif", model=files / "model.safetensors",
+                allow_no_crs=True, progress=False)
+    for path in (out, tmp_path / "api.tif"):
+        with rasterio.open(path) as dst:
+            assert dst.transform.is_identity and dst.shape == (96, 96)
+            assert dst.crs == "EPSG:32633"  # kept, as the scene has it
 
 
 @pytest.mark.parametrize("name", list(PLACEMENT))

@@ -14,21 +14,18 @@ worker read it.
 from __future__ import annotations
 
 import sqlite3
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from torch.utils.data import Dataset
 
 from geopix2pix.chips.manifest import INDEX, DatasetInfo
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.options import api_function
-from geopix2pix.raster.io import placement_problem, read_window
+from geopix2pix.raster.io import open_dataset, placement_problem, read_window
 
 AUGMENTATIONS = ("none", "flip", "d4")
 SPLITS = ("train", "val", None)
@@ -70,9 +67,7 @@ def _open_chip(path: Path):
     if not path.is_file():
         raise ChipReadError(f"chip {path} is missing; {RERUN}")
     try:
-        with warnings.catch_warnings():  # rasterio's, for a file without geotransform
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(path)
+        dataset = open_dataset(path)
     except data_errors() as exc:
         raise ChipReadError(_damaged(path, describe(exc, hint=False))) from exc
     if placement_problem(dataset, path):

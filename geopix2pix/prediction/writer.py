@@ -154,8 +154,8 @@ def creation_profile(grid: Grid, spec: OutputSpec, compress: str,
         raise GeoPix2PixError(f"compress {compress!r}: use one of {', '.join(COMPRESSIONS)}")
     profile = gtiff_profile(spec.dtype, spec.count, grid.crs, grid.transform, grid.width,
                             grid.height, spec.nodata, compress=compress, blocksize=BLOCK)
-    if grid.crs is None and grid.transform == Affine.identity():
-        del profile["transform"]  # pixel coordinates: nothing to write (rasterio would warn)
+    if grid.transform.is_identity:  # pixel coordinates (no CRS, or a CRS only: --allow-no-crs)
+        del profile["transform"]  # nothing to write (rasterio would warn)
     profile.update(grid.control_points)  # a scene placed by GCPs or RPCs: its output too
     profile["NUM_THREADS"] = "ALL_CPUS"
     return with_creation_options(profile, creation_options or {})

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import stat
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -92,7 +93,7 @@ def open_raster(path: str | os.PathLike, require_crs: bool = True):
     (`interruptible`)."""
     path = check_raster_file(path)
     try:
-        dataset = interruptible(rasterio.open, path)
+        dataset = interruptible(open_dataset, path)
     except RasterioIOError as exc:
         if isinstance(path, Path) and path.is_dir():
             raise GeoPix2PixError(f"{path} is a folder, not a raster GDAL can read; pass the "
@@ -112,6 +113,14 @@ def open_raster(path: str | os.PathLike, require_crs: bool = True):
         dataset.close()
         raise GeoPix2PixError(message)
     return dataset
+
+
+def open_dataset(path: str | os.PathLike):
+    """`rasterio.open(path)` without rasterio's warning for a raster without geotransform, which
+    `placement_problem` says in our words (or --allow-no-crs accepts)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
 
 
 _NOT_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
