@@ -111,9 +111,10 @@ def causes(exc: BaseException, context: bool = False) -> Iterator[BaseException]
         current = current.__cause__ or (current.__context__ if context else None)
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, hint: bool = True) -> str:
     """One line for `exc` and the errors it was raised from: each message that says something
-    new, outermost first, and for a block that failed to decode a hint at what to check."""
+    new, outermost first, and (with `hint`) for a block that failed to decode a hint at what to
+    check."""
     messages: list[str] = []
     read_failure = False
     for cause in causes(exc):
@@ -122,7 +123,7 @@ def describe(exc: BaseException) -> str:
         if text and PLACEHOLDER not in text and not any(text in m for m in messages):
             messages.append(text)
     line = ": ".join(messages) or type(exc).__name__
-    if read_failure:
+    if read_failure and hint:
         line += " (the file may be damaged or incomplete; `gdalinfo -checksum FILE` reads " \
                 "every block)"
     return line

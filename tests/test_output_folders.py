@@ -289,7 +289,7 @@ def test_band_ranges_still_parse():
     from geopix2pix.raster.io import parse_bands
 
     assert parse_bands("1-3") == [1, 2, 3] and parse_bands("2, 4-5") == [2, 4, 5]
-    assert parse_bands("3-3") == [3] and parse_bands("") is None
+    assert parse_bands("3-3") == [3] and parse_bands(None) is None
     with pytest.raises(ValueError, match="a range goes up"):
         parse_bands("4-2")
 

@@ -25,7 +25,7 @@ from geopix2pix.chips.manifest import INDEX, DatasetInfo
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.options import api_function
-from geopix2pix.raster.io import open_raster, read_window
+from geopix2pix.raster.io import open_dataset, placement_problem, read_window
 
 AUGMENTATIONS = ("none", "flip", "d4")
 SPLITS = ("train", "val", None)
@@ -51,6 +51,30 @@ class ChipReadError(GeoPix2PixError):
 
     def __init__(self, message: str) -> None:
         super().__init__(_worker_message(message, type(self).__name__))
+
+
+RERUN = "rerun the export that made it (geopix2pix export-chips with --overwrite)"
+
+
+def _damaged(path: Path, reason: str) -> str:
+    return f"chip {path} is damaged ({reason}); {RERUN}"
+
+
+def _open_chip(path: Path):
+    """Open a chip file, which the export wrote whole and georeferenced: one that is missing,
+    does not open, or opens without CRS or geotransform (a truncated file: GDAL finds no
+    georeferencing tags) is a `ChipReadError` saying it is damaged."""
+    if not path.is_file():
+        raise ChipReadError(f"chip {path} is missing; {RERUN}")
+    try:
+        dataset = open_dataset(path)
+    except data_errors() as exc:
+        raise ChipReadError(_damaged(path, describe(exc, hint=False))) from exc
+    if placement_problem(dataset, path):
+        dataset.close()
+        what = "CRS" if dataset.crs is None else "geotransform"
+        raise ChipReadError(_damaged(path, f"it opens without its {what}"))
+    return dataset
 
 
 def chip_ids(chips_dir: str | Path, split: str | None) -> list[str]:
@@ -109,14 +133,11 @@ class ChipDataset(Dataset):
 
     def _read(self, side: str, chip_id: str) -> tuple[np.ndarray, np.ndarray]:
         path = self.chips_dir / side / f"{chip_id}.tif"
-        try:
-            with open_raster(path) as ds:
+        with _open_chip(path) as ds:
+            try:
                 return read_window(ds, list(range(1, ds.count + 1)), None)
-        except GeoPix2PixError as exc:
-            raise ChipReadError(str(exc)) from exc
-        except data_errors() as exc:
-            raise ChipReadError(f"cannot read chip {path}: {describe(exc)}; re-export the "
-                                "chips (geopix2pix export-chips --overwrite)") from exc
+            except data_errors() as exc:
+                raise ChipReadError(_damaged(path, describe(exc, hint=False))) from exc
 
     def __getitem__(self, index: int) -> dict:
         chip_id = self.ids[index]

@@ -23,6 +23,7 @@ from geopix2pix.chips.layout import (
     ChipWindow,
     chip_windows,
     choose_split,
+    no_train_error,
     split_extents,
     val_warnings,
 )
@@ -31,7 +32,7 @@ from geopix2pix.chips.options import ExportOptions
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
-from geopix2pix.chips.worker import Job, JobResult, PairSpec, run_job
+from geopix2pix.chips.worker import REJECT_NODATA, Job, JobResult, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
@@ -274,6 +275,9 @@ def _split(pair_list: list[_Pair], options: ExportOptions,
                                          options.val_fraction, options.seed)
     splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
     skipped[REJECT_STRADDLE] += len(candidates) - len(splits)
+    if splits and "train" not in splits.values():  # refused before anything is written
+        raise no_train_error(len(splits), skipped, options.val_fraction, split_block,
+                             options.chip_size)
     return splits, options.with_split_block(split_block)
 
 
@@ -291,6 +295,9 @@ def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str
             f"no chip kept from {sum(len(p.chips) for p in pair_list)} candidate(s): "
             + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
             + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
+    if all(r["split"] == "val" for r in records):  # the train chips were all skipped
+        raise no_train_error(len(records), skipped, options.val_fraction, options.split_block,
+                             options.chip_size, invalid=bool(skipped[REJECT_NODATA]))
     return records, stats
 
 

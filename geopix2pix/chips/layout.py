@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
+from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.grid import Grid, points_in_pixels
 
 _EDGE = 1e-6  # pixels: footprints meeting at a block edge do not touch across it
@@ -169,6 +170,21 @@ def _val_share(splits: Sequence[str | None]) -> float:
 def _share_tolerance(val_fraction: float) -> float:
     """How far the val share may be from --val-fraction before it is worth a word."""
     return max(0.05, 0.25 * val_fraction)
+
+
+def no_train_error(val: int, skipped: Mapping[str, int], val_fraction: float, split_block: int,
+                   chip_size: int, invalid: bool = False) -> GeoPix2PixError:
+    """The error for an export that leaves no chip to train on (`val` chips, all in val): a
+    small area cut into few big --split-block blocks, whose chips are either in val or
+    straddle it; or train chips all `skipped` (with `invalid`, some for invalid pixels)."""
+    dropped = "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n) or "none"
+    smaller = (f"a smaller --split-block (down to the chip size, {chip_size}) or "
+               if split_block > chip_size else "")
+    nodata = " (or a higher --max-nodata)" if invalid else ""
+    return GeoPix2PixError(
+        f"no train chip: {val} chip(s) in val and none in train (skipped: {dropped}) with "
+        f"--split-block blocks of {split_block} px and --val-fraction {val_fraction}; there "
+        f"would be nothing to train on: use {smaller}a smaller --val-fraction{nodata}")
 
 
 def val_warnings(kept: Counter, val_fraction: float, split_block: int,

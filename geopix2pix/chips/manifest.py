@@ -79,6 +79,22 @@ class DatasetInfo:
     def save(self, chips_dir: str | Path) -> None:
         write_text_atomic(Path(chips_dir) / MANIFEST, json.dumps(self.to_dict(), indent=2))
 
+    def check_trainable(self, chips_dir: str | Path) -> None:
+        """Refuse a chips folder with nothing to train on: no train chips (an export that gave
+        every chip to val, as exports before this check did), or no statistics of them (their
+        pixels all invalid), from which the values would be scaled."""
+        train, val = self.counts.get("train", 0), self.counts.get("val", 0)
+        again = ("re-export it with a smaller --split-block or a smaller --val-fraction "
+                 "(geopix2pix export-chips --overwrite)")
+        if not train:
+            raise GeoPix2PixError(f"{chips_dir} has no train chips ({val} val chips): nothing "
+                                  f"to train on; {again}")
+        sides = (self.source, self.target)
+        if any(not side.stats or any(s.get("min") is None for s in side.stats)
+               for side in sides):
+            raise GeoPix2PixError(f"{Path(chips_dir) / MANIFEST} has no statistics of the train "
+                                  f"chips (none has a valid pixel); {again}")
+
     @classmethod
     def load(cls, chips_dir: str | Path) -> DatasetInfo:
         """Read a chips folder's dataset.json, refusing missing or incomplete folders."""

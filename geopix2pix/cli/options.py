@@ -23,7 +23,8 @@ class BandList(click.ParamType):
             return parse_bands(value)
         except ValueError as exc:
             option = param.opts[0] if param is not None and param.opts else "BANDS"
-            raise GeoPix2PixError(f"{option} {value}: {exc}") from None
+            shown = value if value.strip() else '""'
+            raise GeoPix2PixError(f"{option} {shown}: {exc}") from None
 
 
 BANDS = BandList()

@@ -47,7 +47,8 @@ from geopix2pix.errors import GeoPix2PixError
               help="Predict at the training pixel size (warping the scene) and write back on the "
                    "scene's grid." + OFF)
 @click.option("--allow-no-crs", is_flag=True,
-              help="Accept scenes without a CRS (predicted on their pixels)." + OFF)
+              help="Accept scenes without a CRS or without a geotransform (predicted on "
+              "their pixels)." + OFF)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar." + OFF)
 @reports_stop(predict_stopped)
 def predict_command(paths, model, out_dir, quiet, **options):

@@ -1,8 +1,9 @@
 """The checks of a scene against the model file's metadata (`ModelMetadata`).
 
-A scene must have the model's number of input bands (error), a CRS (error unless
-``allow_no_crs``), and should have about the training pixel size (a warning naming both sizes when
-they differ by more than 2x; ``--resample-to-model`` then predicts at the training resolution).
+A scene must have the model's number of input bands (error), a CRS and a geotransform (error
+unless ``allow_no_crs``), and should have about the training pixel size (a warning naming both
+sizes when they differ by more than 2x; ``--resample-to-model`` then predicts at the training
+resolution).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from geopix2pix.models import LoadedModel
 from geopix2pix.models.metadata import ModelMetadata, SideMetadata
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
 from geopix2pix.raster.grid import Grid, control_points
-from geopix2pix.raster.io import no_crs_message, repeated_band_warning, select_bands
+from geopix2pix.raster.io import (
+    has_geotransform,
+    placement_problem,
+    repeated_band_warning,
+    select_bands,
+)
 
 PIXEL_SIZE_TOLERANCE = 2.0
 METRES_PER_DEGREE = 111_319.49
@@ -71,11 +77,13 @@ def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
 
 
 def check_crs(dataset, allow_no_crs: bool) -> None:
-    """Refuse a scene without CRS unless `allow_no_crs` (predicting on its pixels)."""
-    if dataset.crs is None and not allow_no_crs:
+    """Refuse a scene not placed on a map (no CRS, or no geotransform: `placement_problem`)
+    unless `allow_no_crs` (predicting on its pixels)."""
+    problem = placement_problem(dataset, dataset.name)
+    if problem and not allow_no_crs:
         keeps = " (the output keeps them)" if control_points(dataset) else ""
-        raise GeoPix2PixError(f"{no_crs_message(dataset, dataset.name)}; or pass --allow-no-crs "
-                              f"to predict on its pixels{keeps}")
+        raise GeoPix2PixError(f"{problem}; or pass --allow-no-crs to predict on its "
+                              f"pixels{keeps}")
 
 
 def training_crs(info: ModelMetadata) -> CRS | None:
@@ -157,7 +165,8 @@ def check_pixel_size(dataset, info: ModelMetadata, warn: Callable[[str], None],
     """Warn when the scene's pixel size differs from the training one by more than 2x (saying
     what to do about it, or with `resampling` what is done about it)."""
     grid = Grid.of(dataset)
-    ratio = pixel_size_ratio(grid, info)
+    # a scene without geotransform (--allow-no-crs) has no pixel size to compare
+    ratio = pixel_size_ratio(grid, info) if has_geotransform(dataset) else None
     if ratio is not None and not (1 / PIXEL_SIZE_TOLERANCE <= ratio <= PIXEL_SIZE_TOLERANCE):
         scene = "x".join(f"{v:.6g}" for v in grid.pixel_size)
         train = "x".join(f"{v:.6g}" for v in info.pixel_size)

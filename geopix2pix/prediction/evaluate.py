@@ -43,7 +43,13 @@ from geopix2pix.prediction.band_pairing import (
     values_warnings,
 )
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import open_raster, read_window, repeated_band_warning, warped_view
+from geopix2pix.raster.io import (
+    open_raster,
+    placement_problem,
+    read_window,
+    repeated_band_warning,
+    warped_view,
+)
 from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
 
 BLOCK = 1024
@@ -164,9 +170,10 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
         _check_class_codes((pred, p, pb), (reference, r, rb))
     grid = Grid.of(p)
     warped = not grid.is_same(Grid.of(r))
-    if warped and (p.crs is None or r.crs is None):
-        raise GeoPix2PixError(f"{pred} and {reference} are on different grids and one has no "
-                              "CRS, so they cannot be aligned; assign a CRS")
+    unplaced = placement_problem(p, pred) or placement_problem(r, reference)
+    if warped and unplaced:  # no CRS or no geotransform: nothing to align it by
+        raise GeoPix2PixError(f"{pred} and {reference} are on different grids, which cannot be "
+                              f"aligned: {unplaced}")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
     report.warnings += values_warnings(pred, p, pb, reference, r, rb)
     report.warnings += [w for w in (repeated_band_warning("--bands", bands),

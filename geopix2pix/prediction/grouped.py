@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
-import rasterio
-
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction.checks import (
@@ -54,7 +52,7 @@ def scene_windows(scene: Path | str, info: ModelMetadata, options) -> int | None
     """How many windows predicting `scene` takes, or None when it cannot be opened (it is then
     predicted alone, which reports why)."""
     try:
-        with rasterio.open(scene) as dataset:
+        with open_raster(scene, require_crs=False) as dataset:  # not a pipe; a stop stops
             layout = make_layout(dataset.height, dataset.width, info.chip_size, options.overlap,
                                  options.blend)
     except Exception:  # any failure is reported when the scene is predicted alone
@@ -122,7 +120,8 @@ def predict_group(results: Sequence, model, info: ModelMetadata, options,
                     continue
                 stack.callback(discard, temp)  # once renamed, or when the run failed
                 targets.append(Target(dataset, bands, Grid.of(dataset), temp, spec,
-                                      partial(reopen_scene, result.scene), result.out))
+                                      partial(reopen_scene, result.scene), result.out,
+                                      warn_for(result)))
                 members.append(result)
             if targets:
                 counts = predict_targets(targets, model, info, options,

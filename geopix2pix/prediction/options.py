@@ -11,6 +11,7 @@ from typing import TypedDict
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.options import check_types
 from geopix2pix.prediction.windows import DEFAULT_CHUNK_WIDTH, check_layout_options
+from geopix2pix.raster.io import check_band_list
 
 
 class PredictKeywords(TypedDict, total=False):
@@ -63,6 +64,7 @@ class PredictOptions:
 
     def __post_init__(self) -> None:
         check_layout_options(self.overlap, self.blend)  # before any scene is opened
+        check_band_list(self.bands, "--bands")
         # GDAL's options are strings; Python callers write ZLEVEL=1 or SPARSE_OK=True
         object.__setattr__(self, "creation_options", {
             str(key): _gdal_value(value) for key, value in self.creation_options.items()})

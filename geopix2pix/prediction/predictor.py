@@ -251,10 +251,10 @@ def predict_scene(result: SceneResult, model: LoadedModel, info: ModelMetadata,
         with atomic_path(result.out, options.overwrite) as temp:
             if resampled:
                 result.windows = predict_resampled(dataset, bands, ratio, temp, model, info,
-                                                   spec, options, result.out)
+                                                   spec, options, result.out, warn)
             else:
                 result.windows = predict_to_file(
                     dataset, bands, Grid.of(dataset), temp, model, info, spec, options,
-                    reopen=partial(reopen_scene, result.scene), name=result.out)
+                    reopen=partial(reopen_scene, result.scene), name=result.out, warn=warn)
     result.written = True
     result.seconds = time.perf_counter() - start

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -67,11 +68,11 @@ def check_resampled_size(dataset, ratio: float) -> None:
 
 def predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model: LoadedModel,
                       info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
-                      name: Path) -> int:
+                      name: Path, warn: Callable[[str], None] | None = None) -> int:
     """Predict at the training resolution (through a WarpedVRT) into a float temporary in data
     units (a categorical model's: class codes), then warp that back onto the scene's grid
     (bilinear; nearest for integer targets and class codes, which must not be averaged) into
-    `path`; the number of windows."""
+    `path`; the number of windows. `warn` hears when no pixel of the scene is valid."""
     scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratio)
     temp = partial_name(name)  # beside the output, named after it (a killed run's is removed)
     tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate",
@@ -80,7 +81,7 @@ def predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model
     try:
         with warped_view(dataset, coarse, resampling) as vrt:
             windows = predict_to_file(vrt, bands, coarse, temp, model, info, temporary_spec(spec),
-                                      tiled_opts, name=name,
+                                      tiled_opts, name=name, warn=warn,
                                       reopen=partial(reopen_scene, raster_path(dataset.name),
                                                      coarse, resampling))
         exact = spec.categorical or spec.dtype[0] in "iu"

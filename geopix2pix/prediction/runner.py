@@ -58,6 +58,7 @@ class Target:
     spec: OutputSpec
     reopen: Callable[[], contextlib.AbstractContextManager] | None  # another handle on `source`
     name: Path | None = None  # the output's final name, for messages (default `path`)
+    warn: Callable[[str], None] | None = None  # told when the output is all nodata
 
 
 def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMetadata,
@@ -96,21 +97,35 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMe
                       for source, target, writer in zip(jobs, targets, writers)],
                      model.generator, device, info.source.scaling, max(1, options.batch_size),
                      on_batch=bar.update)
-    for target in targets:  # the outputs are closed (and converted into COGs) now
+    for target, writer in zip(targets, writers):  # closed (and converted into COGs) now
         check_written(target.path, target.name or target.path, failures)
+        if not writer.any_valid and target.warn is not None:
+            target.warn(_all_nodata(target))
     return [job.layout.count(job.chunks) for job in jobs]
 
 
 def predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
                     info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
                     reopen: Callable[[], contextlib.AbstractContextManager] | None,
-                    name: Path) -> int:
+                    name: Path, warn: Callable[[str], None] | None = None) -> int:
     """Run the pipeline over `source` alone (a dataset or VRT on `grid`; `reopen` gives another
     handle on it for another thread reading it) into the GTiff/COG `path` (to be `name`); the
-    number of windows."""
-    scene = getattr(source, "src_dataset", source)  # a WarpedVRT's name is "WarpedVRT(...)"
-    return predict_targets([Target(source, bands, grid, path, spec, reopen, name)], model,
-                           info, options, Path(str(scene.name)).name)[0]
+    number of windows. `warn` hears when no pixel of the scene is valid."""
+    return predict_targets([Target(source, bands, grid, path, spec, reopen, name, warn)], model,
+                           info, options, Path(_scene_name(source)).name)[0]
+
+
+def _scene_name(source) -> str:
+    """The scene's name, also of a view of it (a WarpedVRT's name is "WarpedVRT(...)")."""
+    return str(getattr(source, "src_dataset", source).name)
+
+
+def _all_nodata(target: Target) -> str:
+    """The warning for a scene whose output holds no valid pixel."""
+    bands = ",".join(map(str, target.bands))
+    return (f"{_scene_name(target.source)}: no pixel is valid in band(s) {bands} (all nodata, "
+            f"NaN or masked), so its output {target.name or target.path} is all nodata; check "
+            "the scene, its nodata value and --bands")
 
 
 @contextlib.contextmanager

@@ -39,7 +39,6 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.env import env_ctx_if_needed
 from rasterio.io import MemoryFile
-from rasterio.transform import from_origin
 
 from geopix2pix.chips.scaling import Scaling, to_dtype
 from geopix2pix.errors import GeoPix2PixError
@@ -156,8 +155,8 @@ def creation_profile(grid: Grid, spec: OutputSpec, compress: str,
         raise GeoPix2PixError(f"compress {compress!r}: use one of {', '.join(COMPRESSIONS)}")
     profile = gtiff_profile(spec.dtype, spec.count, grid.crs, grid.transform, grid.width,
                             grid.height, spec.nodata, compress=compress, blocksize=BLOCK)
-    if grid.crs is None and grid.transform == Affine.identity():
-        del profile["transform"]  # pixel coordinates: nothing to write (rasterio would warn)
+    if grid.transform.is_identity:  # pixel coordinates (no CRS, or a CRS only: --allow-no-crs)
+        del profile["transform"]  # nothing to write (rasterio would warn)
     profile.update(grid.control_points)  # a scene placed by GCPs or RPCs: its output too
     profile["NUM_THREADS"] = "ALL_CPUS"
     return with_creation_options(profile, creation_options or {})
@@ -174,6 +173,7 @@ class BandWriter:
         self.valid: np.ndarray | None = None
         self.col0: int | None = None
         self.first = self.rows = 0  # scene row of the band's first row, rows filled
+        self.any_valid = False  # whether any pixel written is valid (else all nodata)
         if any(spec.descriptions):
             for i, desc in enumerate(spec.descriptions, start=1):
                 if desc:
@@ -186,6 +186,7 @@ class BandWriter:
         if self.col0 is not None and col0 != self.col0:
             self.flush()
         self.col0 = col0
+        self.any_valid = self.any_valid or bool(valid.any())
         if self.data is None or self.data.shape[2] != data.shape[2]:
             self.data = np.empty((data.shape[0], BLOCK, data.shape[2]), dtype=data.dtype)
             self.valid = np.empty((BLOCK, data.shape[2]), dtype=bool)
@@ -270,7 +271,8 @@ def check_output_options(spec: OutputSpec, compress: str, cog: bool,
     """Refuse creation options the output's driver (GTiff, or COG with `cog`) would refuse or
     ignore (also those its compression does not use), by writing a `BLOCK` x `BLOCK` raster in
     memory with the output's profile and them."""
-    grid = Grid(CRS.from_epsg(32633), from_origin(0, BLOCK, 1, 1), BLOCK, BLOCK)
+    # 1 m pixels, north up (rasterio's from_origin composes with `*`, which affine deprecates)
+    grid = Grid(CRS.from_epsg(32633), Affine(1, 0, 0, 0, -1, BLOCK), BLOCK, BLOCK)
     zeros = np.zeros((spec.count, BLOCK, BLOCK), dtype=spec.dtype)
     if not cog:
         _check_tiling(creation_options)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,12 +19,13 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.grid import Grid, control_points
+from geopix2pix.raster.interruptible import interruptible
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear,
               "cubic": Resampling.cubic}  # a target's, at export
@@ -84,17 +87,20 @@ def full_path(path: str | os.PathLike) -> str:
 
 
 def open_raster(path: str | os.PathLike, require_crs: bool = True):
-    """Open a raster for reading, turning the usual mistakes into one-line errors."""
-    if is_gdal_name(path):  # GDAL alone can tell whether it exists
-        path = os.fspath(path)
-    elif not Path(path).exists():
-        raise GeoPix2PixError(f"{path}: no such file; check the path")
+    """Open a raster for reading, turning the usual mistakes into one-line errors. With
+    `require_crs`, the raster must be placed on a map: a CRS and a geotransform (see
+    `placement_problem`). A Ctrl-C or SIGTERM while GDAL opens it stops the program
+    (`interruptible`)."""
+    path = check_raster_file(path)
     try:
-        dataset = rasterio.open(path)
+        dataset = interruptible(open_dataset, path)
     except RasterioIOError as exc:
+        if isinstance(path, Path) and path.is_dir():
+            raise GeoPix2PixError(f"{path} is a folder, not a raster GDAL can read; pass the "
+                                  f"rasters in it (e.g. {path / '*.tif'})") from None
         raise GeoPix2PixError(
-            f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF "
-            "or another GDAL raster"
+            f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a "
+            "GeoTIFF or another GDAL raster"
         ) from None
     complex_types = sorted({dt for dt in dataset.dtypes if dt.startswith("complex")})
     if complex_types:
@@ -102,16 +108,69 @@ def open_raster(path: str | os.PathLike, require_crs: bool = True):
         raise GeoPix2PixError(
             f"{path} has complex ({', '.join(complex_types)}) bands, which geopix2pix does not "
             "read; convert them to real values first (amplitude, intensity or dB)")
-    if require_crs and dataset.crs is None:
-        message = no_crs_message(dataset, path)
+    message = placement_problem(dataset, path) if require_crs else None
+    if message:
         dataset.close()
         raise GeoPix2PixError(message)
     return dataset
 
 
+def open_dataset(path: str | os.PathLike):
+    """`rasterio.open(path)` without rasterio's warning for a raster without geotransform, which
+    `placement_problem` says in our words (or --allow-no-crs accepts)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
+_NOT_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def check_raster_file(path: str | os.PathLike) -> Path | str:
+    """`path` as `raster_path` gives it, once it names something GDAL can open without blocking:
+    an existing file or folder (GDAL reads a few rasters as folders), not a pipe, socket or
+    device (GDAL would wait on a pipe for a writer; it needs a file it can seek in). A GDAL
+    name (/vsizip/..., NETCDF:"f.nc":v) goes as it is: GDAL alone can tell what it names."""
+    if is_gdal_name(path):
+        return os.fspath(path)
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise GeoPix2PixError(f"{path}: no such file; check the path") from None
+    except OSError as exc:
+        raise GeoPix2PixError(f"{path} cannot be read: {exc.strerror}") from None
+    for test, what in _NOT_FILES:
+        if test(mode):
+            raise GeoPix2PixError(f"{path} is {what}, not a raster file; GDAL reads rasters "
+                                  "from files it can seek in: save the data to a file first")
+    return path
+
+
+def placement_problem(dataset, path: str | os.PathLike) -> str | None:
+    """Why a raster is not placed on a map grid, and what to do; None when it is (a CRS and a
+    geotransform). Without CRS: `no_crs_message`. With a CRS but no geotransform (rasterio then
+    gives the identity matrix), its pixels are nowhere in that CRS."""
+    if dataset.crs is None:
+        return no_crs_message(dataset, path)
+    if not has_geotransform(dataset):
+        return (f"{path} has a CRS ({dataset.crs}) but no geotransform, so its pixels are "
+                "not placed on the map; set one first (e.g. gdal_edit.py -a_ullr <ulx> <uly> "
+                f"<lrx> <lry> {path})")
+    return None
+
+
+def has_geotransform(dataset) -> bool:
+    """Whether the raster has a geotransform: rasterio gives the identity matrix (pixel
+    coordinates) for one without, and GDAL does not write the identity as one."""
+    return not dataset.transform.is_identity
+
+
 def no_crs_message(dataset, path: str | os.PathLike) -> str:
-    """Why a raster without CRS cannot be used, and what to do: assign a CRS, or for a raster
-    placed by ground control points or RPCs (a raw satellite scene), warp it onto a grid."""
+    """Why a raster without CRS cannot be used, and what to do: assign a CRS (and a
+    geotransform, where it has none either), or for a raster placed by ground control points
+    or RPCs (a raw satellite scene), warp it onto a grid."""
     placed = control_points(dataset)
     if placed:
         gcps = placed.get("gcps")
@@ -119,6 +178,10 @@ def no_crs_message(dataset, path: str | os.PathLike) -> str:
         rpc = "" if gcps else "-rpc "
         return (f"{path} is placed by {what}, not on a map grid; warp it onto one first "
                 f"(e.g. gdalwarp {rpc}-t_srs EPSG:<code> {path} warped.tif)")
+    if not has_geotransform(dataset):
+        return (f"{path} has no CRS and no geotransform: nothing places it on the map; assign "
+                f"both first (e.g. gdal_edit.py -a_srs EPSG:<code> -a_ullr <ulx> <uly> <lrx> "
+                f"<lry> {path})")
     return f"{path} has no CRS; assign one first (e.g. gdal_edit.py -a_srs EPSG:<code> {path})"
 
 
@@ -131,8 +194,9 @@ def data_bands(dataset) -> list[int]:
 def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") -> list[int]:
     """Validate 1-based band indexes against a dataset (each must exist, and be listed once);
     None means all data bands."""
-    if not bands:
+    if bands is None:
         return data_bands(dataset)
+    check_band_list(bands, option)
     bad = [b for b in bands if not 1 <= b <= dataset.count]
     if bad:
         raise GeoPix2PixError(
@@ -142,14 +206,40 @@ def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") 
     return list(bands)
 
 
+BAND_HELP = "write bands like 1,2,3 or 1-3"
+NO_BANDS = f"no band given; leave the option out for the default bands, or {BAND_HELP}"
+
+
+def check_band_list(bands: Sequence[int] | None, option: str) -> None:
+    """Refuse a band list of the Python API that names no band: an empty one (all bands is
+    None, as on the command line, where `parse_bands` refuses '') or one with a number below
+    1 (bands are 1-based)."""
+    if bands is None:
+        return
+    if len(bands) == 0:
+        raise GeoPix2PixError(f"{option} []: {NO_BANDS}")
+    low = [b for b in bands if b < 1]
+    if low:
+        raise GeoPix2PixError(f"{option} {','.join(map(str, bands))}: {_below_one(low[0])}")
+
+
+def _below_one(number: int) -> str:
+    return f"band numbers start at 1 (there is no band {number}); {BAND_HELP}"
+
+
 def parse_bands(text: str | None) -> list[int] | None:
-    """'1,2,3' or '1-3' -> [1, 2, 3]; None or '' -> None (all bands). A part that is not a
-    number or a rising range (4-2) is a ValueError saying what to write instead."""
-    if not text:
+    """'1,2,3' or '1-3' -> [1, 2, 3]; None -> None (all bands). An empty text, a part that is
+    not a number (-1 included: bands are 1-based) or a rising range (4-2) is a ValueError
+    saying what to write instead."""
+    if text is None:
         return None
+    if not text.strip():
+        raise ValueError(NO_BANDS)
     bands: list[int] = []
     for part in text.split(","):
         part = part.strip()
+        if part.startswith("-") and part[1:].strip().isdigit():  # -1: no band, no range
+            raise ValueError(_below_one(-int(part[1:])))
         if "-" in part:
             first, last = (_band_number(p) for p in part.split("-", 1))
             if last < first:
@@ -179,10 +269,9 @@ def _band_number(text: str) -> int:
     text = text.strip()
     if not text.isdigit():
         what = repr(text) if text else "an empty part"
-        raise ValueError(f"{what} is not a band number; write bands like 1,2,3 or 1-3")
+        raise ValueError(f"{what} is not a band number; {BAND_HELP}")
     if int(text) == 0:
-        raise ValueError("band numbers start at 1 (there is no band 0); write bands like "
-                         "1,2,3 or 1-3")
+        raise ValueError(_below_one(0))
     return int(text)
 
 
