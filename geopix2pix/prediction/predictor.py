@@ -188,7 +188,8 @@ def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
                    ) -> list[SceneResult]:
     """Predict each (scene, output) pair, consecutive small scenes together in one pipeline run
     (`grouped`); one scene's failure never stops the others. `on_result` hears of each result
-    once it is final (in the order the scenes are done)."""
+    once it is final (in the order the scenes are done). A stop (Ctrl-C, SIGTERM: a
+    KeyboardInterrupt) carries `written`, the outputs this run completed before it."""
     info = ModelMetadata.of(model)
     results = [SceneResult(raster_path(scene), Path(out)) for scene, out in pairs]
     outs = [result.out for result in results]
@@ -214,13 +215,17 @@ def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
     for result in results:
         if result.error is not None:  # refused before any scene was read
             report(result)
-    for group in grouped.plan([r for r in results if r.error is None], info, options):
-        alone = group if len(group) == 1 else grouped.predict_group(group, model, info, options,
-                                                                    warn_for)
-        for result in alone:
-            _predict_alone(result, model, info, options, warn_for(result))
-        for result in group:
-            report(result)
+    try:
+        for group in grouped.plan([r for r in results if r.error is None], info, options):
+            alone = group if len(group) == 1 else grouped.predict_group(group, model, info,
+                                                                        options, warn_for)
+            for result in alone:
+                _predict_alone(result, model, info, options, warn_for(result))
+            for result in group:
+                report(result)
+    except KeyboardInterrupt as stop:  # what this run put in place, for the stop's report
+        stop.written = [result.out for result in results if result.written]
+        raise
     return results
 
 
