@@ -139,13 +139,17 @@ def predict_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
 
 
 def train_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
-    """train: where to continue from (the checkpoint the stop wrote, which the interrupt
+    """train: that an earlier run (--overwrite) is as it was (the stop carries `kept`), where
+    to continue from (the checkpoint the stop wrote, which the interrupt
     carries), or that nothing was saved (stopped before the first checkpoint). A stop outside
     the steps (setting up, finishing) carries none: the run folder may still hold one (the
     run's own, or the one a --resume run began from)."""
     run_dir = Path(params["out_dir"])
 
     def say(stop: KeyboardInterrupt) -> str:
+        if getattr(stop, "kept", None) is not None:  # --overwrite, before the first epoch end
+            return (f"Stopped before the new run's first epoch ended: the earlier run in "
+                    f"{run_dir} is as it was (nothing of the new one is left)")
         checkpoint = getattr(stop, "checkpoint", None)
         if checkpoint is None and (run_dir / CHECKPOINT).is_file():  # e.g. after the loop
             checkpoint = run_dir / CHECKPOINT

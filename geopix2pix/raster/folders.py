@@ -224,12 +224,12 @@ def _check_swappable(path: Path, full: Path) -> None:
     """Refuse to replace a folder that cannot be swapped with one built beside it (a mount
     point), rather than fail once the new outputs are built; and one not writable (its earlier
     outputs could not be removed)."""
+    _check_writable(full, path)
     if os.path.ismount(full):
         raise GeoPix2PixError(
             f"{path} is a mount point: --overwrite builds the new outputs beside it and swaps "
             "them in, which a mount point does not allow; empty it first, or choose a folder "
             "inside it")
-    _check_writable(full, path)
 
 
 def remove_outputs(path: Path, owned: Owned) -> None:
