@@ -36,6 +36,7 @@ from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
 from geopix2pix.prediction.runner import output_spec, predict_to_file, reopen_scene
 from geopix2pix.prediction.writer import check_output_options
+from geopix2pix.raster.folders import refuse_read_only
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, raster_path, scene_name
 from geopix2pix.raster.write import (
@@ -154,6 +155,8 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     check_model_argument(model)
     single = isinstance(scenes, (str, os.PathLike))
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
+    for folder, first in {Path(o).parent: Path(o) for _, o in reversed(pairs)}.items():
+        refuse_read_only(folder, first)  # once, before the model is loaded
     device = resolve_device(opts.device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     check_creation_options_for(opts, loaded)

@@ -145,6 +145,7 @@ def open_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, ow
         _check_writable(path, path)
         return OutputDir(path, path, owned)
     if not earlier and not stage_new:
+        refuse_read_only(path, path)
         return OutputDir(path, path, owned, _make_folders(path))
     if earlier:
         _check_swappable(path, full)
@@ -201,7 +202,7 @@ def _remove_folders(created: list[Path]) -> None:
 def _cannot_write(folder: Path, out: Path, exc: OSError | None = None) -> GeoPix2PixError:
     reason = (exc.strerror if exc is not None else None) or \
         ("read-only file system" if _read_only_fs(folder) else "permission denied")
-    where = "" if folder == out else f" (where {out} is built before it is put in place)"
+    where = "" if folder == out else f" (to write {out})"
     return GeoPix2PixError(f"cannot write in the folder {folder}{where}: {reason.lower()}; "
                            "make it writable or choose another output folder")
 
@@ -212,12 +213,22 @@ def _read_only_fs(folder: Path) -> bool:
     return False
 
 
+def refuse_read_only(folder: Path, out: Path) -> None:
+    """Refuse, before any work, to write `out` in `folder` (or, where that does not exist yet,
+    in the folder it would be made in) when this process cannot: its mode, or a read-only file
+    system. One line naming the folder and what to do."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not os.access(existing, os.W_OK | os.X_OK) or _read_only_fs(existing):
+        raise _cannot_write(existing, out)
+
+
 def _check_writable(folder: Path, out: Path, created: Sequence[Path] = ()) -> None:
-    """Refuse a folder this process cannot write in (read-only: its mode, or its file system),
-    before any work."""
-    if not os.access(folder, os.W_OK | os.X_OK) or _read_only_fs(folder):
+    """`refuse_read_only`, removing the folders this run `created` when refused."""
+    try:
+        refuse_read_only(folder, out)
+    except GeoPix2PixError:
         _remove_folders(list(created))
-        raise _cannot_write(folder, out)
+        raise
 
 
 def _check_swappable(path: Path, full: Path) -> None:
