@@ -114,6 +114,8 @@ def test_an_overwrite_replaces_the_earlier_run_at_its_first_epoch_end(chips, ear
     after = digest(run)
     assert set(after) >= RUN_FILES and leftovers(run.parent) == []
     assert all(after[name] != before[name] for name in RUN_FILES)
+    for name in RUN_FILES:  # nothing names the folder the run was built in
+        assert b".partial" not in (run / name).read_bytes(), name
 
 
 def test_a_killed_overwrite_keeps_the_earlier_run_and_a_rerun_cleans_up(chips, earlier,

@@ -218,6 +218,8 @@ def refuse_read_only(folder: Path, out: Path) -> None:
     in the folder it would be made in) when this process cannot: its mode, or a read-only file
     system. One line naming the folder and what to do."""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not existing.is_dir():  # making the folder fails, and says so
+        return
     if not os.access(existing, os.W_OK | os.X_OK) or _read_only_fs(existing):
         raise _cannot_write(existing, out)
 
