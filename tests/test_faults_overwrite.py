@@ -217,14 +217,35 @@ def test_a_killed_overwrite_keeps_the_earlier_export_and_a_rerun_completes(tmp_p
     assert len(chips) > 2 * len([k for k in before if k.endswith(".tif")])
 
 
+def dead_pid() -> int:
+    """The process id of a process that has ended."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+def test_a_killed_runs_staging_folder_counts_as_the_commands_own(tmp_path):
+    """A folder holding chips/ (the demo's) may hold what a killed export left beside it; not
+    what a running one is building."""
+    from geopix2pix.raster.folders import Owned
+    from geopix2pix.raster.partials import WHERE
+
+    owned = Owned(("demo.json",), {"chips": Owned()})
+    stale = tmp_path / f".chips.{WHERE}-{dead_pid()}-abcdef.partial"
+    running = tmp_path / f".chips.{WHERE}-{os.getpid()}-abcdef.partial"
+    other = tmp_path / f".scenes.{WHERE}-{dead_pid()}-abcdef.partial"
+    for folder in (stale, running, other):
+        folder.mkdir()
+    assert owned.foreign(tmp_path) == sorted([f"{running.name}/", f"{other.name}/"])
+    assert owned.owns(stale) and not owned.owns(running)
+
+
 def test_a_killed_swap_is_put_back_by_the_next_run(tmp_path, rasters, earlier):
     """A run killed between renaming the earlier export aside and the new one in (where the
     system has no atomic exchange) leaves it aside: the next run puts it back first."""
     from geopix2pix.raster.partials import WHERE
 
     out, before = earlier
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = dead_pid()
     aside = tmp_path / f".chips.{WHERE}-{dead}-abcdef.partial.earlier"
     staging = tmp_path / f".chips.{WHERE}-{dead}-123456.partial"
     out.rename(aside)

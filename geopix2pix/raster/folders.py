@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.partials import stale_folder
 from geopix2pix.raster.staging import make_staging, remove_stale_folders, swap_in
 
 # left by file browsers and apps, anywhere: never the user's work
@@ -52,9 +53,14 @@ class Owned:
     def owns(self, entry: Path) -> bool:
         """Whether `entry` (in the folder) is one of the command's, by its name."""
         if entry.is_dir() and not entry.is_symlink():
-            return entry.name in self.folders
+            return entry.name in self.folders or self._stale_staging(entry.name)
         return any(fnmatch.fnmatchcase(entry.name, p) for f in self.files
                    for p in file_patterns(f))
+
+    def _stale_staging(self, name: str) -> bool:
+        """Whether the folder `name` is what a killed run left while building (or swapping in)
+        one of our folders (`raster.staging`)."""
+        return any(stale_folder(name, Path(ours)) for ours in self.folders)
 
     def foreign(self, folder: Path) -> list[str]:
         """The entries of `folder` (relative paths, folders with a trailing /) that the command
@@ -64,6 +70,8 @@ class Owned:
             name = entry.name
             is_folder = entry.is_dir() and not entry.is_symlink()
             if not is_folder and any(fnmatch.fnmatchcase(name, p) for p in LITTER):
+                continue
+            if is_folder and self._stale_staging(name):
                 continue
             if is_folder:
                 inner = self.folders.get(name)
