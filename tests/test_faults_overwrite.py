@@ -261,3 +261,15 @@ def test_the_index_names_no_staging_folder(earlier):
     out, _ = earlier
     for name in ("chips.gpkg", "dataset.json"):
         assert b".partial" not in (out / name).read_bytes()
+
+
+def test_an_overwrite_of_the_current_folder_is_refused_and_kept(capsys, rasters, earlier,
+                                                                monkeypatch):
+    """Swapping the current folder away would leave the user's shell in the removed one."""
+    out, before = earlier
+    monkeypatch.chdir(out)
+    line = fails(capsys, export_args(rasters["source"], rasters["target"], ".", "--overwrite"))
+    assert line == ("Error: . is the current folder: --overwrite builds the new outputs beside "
+                    "it and swaps them in, which would leave this shell in the removed one; run "
+                    "from its parent folder (-o chips)")
+    assert digest(out) == before and leftovers(out.parent) == []

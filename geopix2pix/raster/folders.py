@@ -246,11 +246,15 @@ def _check_swappable(path: Path, full: Path) -> None:
     point), rather than fail once the new outputs are built; and one not writable (its earlier
     outputs could not be removed)."""
     _check_writable(full, path)
+    swap = "--overwrite builds the new outputs beside it and swaps them in"
     if os.path.ismount(full):
-        raise GeoPix2PixError(
-            f"{path} is a mount point: --overwrite builds the new outputs beside it and swaps "
-            "them in, which a mount point does not allow; empty it first, or choose a folder "
-            "inside it")
+        raise GeoPix2PixError(f"{path} is a mount point: {swap}, which a mount point does not "
+                              "allow; empty it first, or choose a folder inside it")
+    with contextlib.suppress(OSError):
+        if os.path.samefile(full, os.getcwd()):
+            raise GeoPix2PixError(f"{path} is the current folder: {swap}, which would leave "
+                                  f"this shell in the removed one; run from its parent folder "
+                                  f"(-o {full.name})")
 
 
 def remove_outputs(path: Path, owned: Owned) -> None:
