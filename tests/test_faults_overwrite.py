@@ -273,3 +273,32 @@ def test_an_overwrite_of_the_current_folder_is_refused_and_kept(capsys, rasters,
                     "it and swaps them in, which would leave this shell in the removed one; run "
                     "from its parent folder (-o chips)")
     assert digest(out) == before and leftovers(out.parent) == []
+
+
+def test_without_an_atomic_exchange_a_stop_mid_swap_puts_the_earlier_back(tmp_path,
+                                                                          monkeypatch):
+    """Where the system has no atomic exchange the earlier folder is renamed aside first: a
+    stop before the new one is in puts it back, and a swap that completes leaves only the new."""
+    from geopix2pix.raster import staging
+
+    final = tmp_path / "chips"
+    final.mkdir()
+    (final / "dataset.json").write_text("earlier")
+    new = staging.make_staging(final)
+    (new / "dataset.json").write_text("new")
+    monkeypatch.setattr(staging, "_exchange", lambda first, second: False)
+    rename = os.rename
+
+    def stopped_putting_the_new_in(source, destination):
+        if Path(source) == new:
+            raise KeyboardInterrupt
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", stopped_putting_the_new_in)
+    with pytest.raises(KeyboardInterrupt):
+        staging.swap_in(new, final)
+    assert (final / "dataset.json").read_text() == "earlier"
+    assert leftovers(tmp_path) == [new.name]
+    monkeypatch.setattr(os, "rename", rename)
+    staging.swap_in(new, final)
+    assert (final / "dataset.json").read_text() == "new" and leftovers(tmp_path) == []
