@@ -132,9 +132,7 @@ class OutputDir:
             shutil.rmtree(self.path, ignore_errors=True)
         else:
             remove_outputs(self.path, self.owned)
-        for folder in reversed(self.created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        _remove_folders(self.created)
 
 
 def open_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, owned: Owned,
