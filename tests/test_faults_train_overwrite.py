@@ -60,7 +60,8 @@ def earlier(chips, tmp_path) -> tuple[Path, dict[str, str]]:
     return run, before
 
 
-def test_a_damaged_chip_keeps_the_earlier_run(damaged_chips, earlier, capsys, monkeypatch):
+def test_a_damaged_chip_keeps_the_earlier_run(chips, damaged_chips, earlier, capsys,
+                                              monkeypatch):
     from geopix2pix.raster import folders
 
     run, before = earlier
@@ -73,6 +74,9 @@ def test_a_damaged_chip_keeps_the_earlier_run(damaged_chips, earlier, capsys, mo
     assert len(made) == 1 and not made[0].exists()  # it failed while building the new run
     assert digest(run) == before  # train.json too: a --resume of the earlier run stays right
     assert leftovers(run.parent) == []
+    capsys.readouterr()
+    assert main([str(a) for a in ["train", chips, "-o", run, "--resume"]]) == 0
+    assert f"{run} is complete (2 steps)" in capsys.readouterr().err  # its own train.json
 
 
 def test_a_damaged_chip_in_a_new_folder_leaves_no_folder(damaged_chips, tmp_path, capsys):
