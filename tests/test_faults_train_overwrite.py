@@ -97,6 +97,8 @@ def test_a_stop_before_the_first_epoch_end_keeps_the_earlier_run(chips, earlier)
         train(chips, run, overwrite=True, ngf=8, ndf=8, batch_size=4, workers=0, max_steps=50,
               device="cpu", quiet=True, callback=lambda info: True, log=lambda line: None)
     assert stopped.value.kept == run and stopped.value.checkpoint is None
+    assert str(stopped.value) == (f"stopped before the new run replaced the earlier one in "
+                                  f"{run}, which is as it was")
     assert digest(run) == before and leftovers(run.parent) == []
     assert train_stopped({"out_dir": str(run)})(stopped.value) == (
         f"Stopped before the new run's first epoch ended: the earlier run in {run} is as it "

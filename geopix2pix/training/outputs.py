@@ -58,8 +58,9 @@ def leave_failed(output: OutputDir | None, saved: bool, exc: BaseException) -> N
         return
     output.abandon()
     if output.staged and isinstance(exc, KeyboardInterrupt):
-        exc.kept = output.final
-        exc.checkpoint = None
+        exc.kept, exc.checkpoint = output.final, None
+        exc.args = (f"stopped before the new run replaced the earlier one in {output.final}, "
+                    "which is as it was",)
 
 
 def write_failure(exc: BaseException) -> tuple[str, int | None] | None:

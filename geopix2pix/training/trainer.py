@@ -2,7 +2,8 @@
 
 chips folder -> datasets and loaders -> G, D, optimizers (fresh or from checkpoint.pt) -> epochs of
 steps -> at each epoch end: validation, samples, metrics.csv, model.safetensors (+ model-best),
-checkpoint.pt. Ctrl-C / SIGTERM finish the current step, write the checkpoint and stop.
+checkpoint.pt. Ctrl-C / SIGTERM finish the current step, write the checkpoint and stop. With
+--overwrite the earlier run stays until the new one's first epoch end (see `outputs`).
 
 Under torchrun (see `distributed`) every rank runs this same code: G and D are wrapped in
 DistributedDataParallel, each rank trains on its slice of every global batch (``--batch-size``
