@@ -104,7 +104,8 @@ def test_no_chip_left_says_why_and_leaves_no_complete_folder(tmp_path, capsys):
     out = tmp_path / "chips"
     err = run_error(capsys, export_args(src, src, out, "--chip-size", 64))
     assert "no chip kept from 4 candidate(s)" in err and "4 too many invalid pixels" in err
-    assert list(out.iterdir()) == []  # nothing left: a corrected rerun needs no --overwrite
+    assert not out.exists()  # nothing left: a corrected rerun needs no --overwrite
+    assert not list(tmp_path.glob(".chips.*"))
 
 
 def test_incomplete_folder_is_refused_by_the_dataset(tmp_path, pair):
@@ -128,7 +129,8 @@ def test_a_damaged_raster_is_one_clear_line(tmp_path, capsys, workers):
                                         "--workers", workers))
     assert "broken.tif" in err and "IReadBlock failed" in err and "gdalinfo -checksum" in err
     assert "See previous" not in err
-    assert list((tmp_path / "chips").iterdir()) == []  # the chips written before are removed
+    assert not (tmp_path / "chips").exists()  # the chips written before are removed
+    assert not list(tmp_path.glob(".chips.*"))
 
 
 def test_a_source_listed_twice_in_pairs_is_refused(tmp_path, pair, capsys):
@@ -174,7 +176,7 @@ def test_the_aoi_is_recorded_by_its_full_path(tmp_path, pair, monkeypatch):
     assert options["aoi"] == str(tmp_path / "aoi.gpkg")  # as the pairs are, not as typed
 
 
-def test_sigterm_during_export_leaves_an_empty_folder(tmp_path):
+def test_sigterm_during_export_leaves_nothing(tmp_path):
     """A stopped export (kill, timeout, a scheduler) removes the chips it wrote: there is no
     resuming an export, and a rerun then needs no --overwrite."""
     data = np.random.default_rng(0).random((1, 1024, 1024), dtype=np.float32)
@@ -184,19 +186,20 @@ def test_sigterm_during_export_leaves_an_empty_folder(tmp_path):
         source, target, out, "--chip-size", 32, "--stride", 8, "--workers", 0))],
         stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not any((out / "source").glob("*.tif")) and time.monotonic() < deadline:
+    while not any(tmp_path.glob(".chips.*.partial/source/*.tif")) and \
+            time.monotonic() < deadline:  # built beside chips/, swapped in once complete
         assert run.poll() is None, run.stderr.read()
         time.sleep(0.05)
     run.send_signal(signal.SIGTERM)
     assert run.wait(60) == 143
     assert run.stderr.read() == (f"Stopped: no chips were exported to {out} (none cut before "
                                  "the stop is left)\n")  # one line: no "Terminated." either
-    assert list(out.iterdir()) == []
+    assert not out.exists() and not list(tmp_path.glob(".chips.*"))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="a file-size limit needs POSIX")
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_full_disk_is_one_line_and_leaves_an_empty_folder(tmp_path, workers):
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, workers):
     """A chip that cannot be written (a file-size limit stands in for a full disk): one line,
     not also libtiff's own line per block, from the main process or from a worker."""
     noise = np.random.default_rng(0).integers(0, 10_000, (3, 512, 512)).astype("uint16")
@@ -212,7 +215,7 @@ def test_a_full_disk_is_one_line_and_leaves_an_empty_folder(tmp_path, workers):
     assert done.stderr.startswith(f"Error: cannot write {out / 'source'}/p000_") \
         and "Write error" in done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
-    assert list(out.iterdir()) == []
+    assert not out.exists() and not list(tmp_path.glob(".chips.*"))
 
 
 UNGUARDED = """

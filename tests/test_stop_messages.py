@@ -55,11 +55,11 @@ def test_ctrl_c_during_export_says_no_chips_were_exported(tmp_path):
     out = tmp_path / "chips"
     code, err = interrupt(["export-chips", source, target, "-o", out, "-q", "--chip-size", 32,
                            "--stride", 8, "--workers", 0],
-                          lambda: any((out / "source").glob("*.tif")))
+                          lambda: any(tmp_path.glob(".chips.*.partial/source/*.tif")))
     assert code == 130
     assert only_line(err) == f"Stopped: no chips were exported to {out} (none cut before the " \
                              "stop is left)"
-    assert list(out.iterdir()) == []
+    assert sorted(tmp_path.iterdir()) == sorted([source, target])  # no folder, no staging
 
 
 def test_ctrl_c_during_predict_says_the_output_was_not_written(tmp_path, model_file):
@@ -87,18 +87,19 @@ def test_ctrl_c_during_predict_of_scenes_counts_those_complete(tmp_path, model_f
 
 
 def _stop_after(written: list[Path], signum=signal.SIGINT):
-    """A stand-in for the command's work: writes `written` whole, then is stopped."""
+    """A stand-in for the command's work: writes `written` whole, then is stopped (the stop
+    saying what was written, as predict's does)."""
 
     def work(*args, **kwargs):
         for path in written:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.with_suffix(".new").write_text("complete")
             path.with_suffix(".new").replace(path)  # put in place whole, as outputs are
-        if signum == signal.SIGTERM:
-            from geopix2pix.cli import Terminated
+        from geopix2pix.cli import Terminated
 
-            raise Terminated
-        raise KeyboardInterrupt
+        stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        stop.written = list(written)
+        raise stop
 
     return work
 
@@ -114,7 +115,7 @@ def test_a_stop_once_the_export_finished_says_it_is_complete(tmp_path, capsys, m
     assert capsys.readouterr().err == f"Stopped after the export finished: {out} is complete\n"
 
 
-def test_a_stop_before_an_overwrite_began_says_the_earlier_export_is_as_it_was(
+def test_a_stop_of_an_overwrite_says_the_earlier_export_is_as_it_was(
         tmp_path, capsys, monkeypatch):
     import geopix2pix.chips.export as export
 
@@ -123,38 +124,9 @@ def test_a_stop_before_an_overwrite_began_says_the_earlier_export_is_as_it_was(
     (out / "dataset.json").write_text("{}")
     monkeypatch.setattr(export, "export_chips", _stop_after([]))
     assert main(["export-chips", "s.tif", "t.tif", "-o", str(out), "--overwrite"]) == 130
-    assert capsys.readouterr().err == ("Stopped before any chip was written: the earlier export "
-                                       f"in {out} is as it was\n")
-
-
-def test_a_stop_while_an_overwrite_clears_the_earlier_export_says_it_is_incomplete(
-        tmp_path, capsys, monkeypatch):
-    """--overwrite removes the earlier export's dataset.json first, then its chips: a stop in
-    between leaves old chips without the manifest (a reviewer found the line said only that no
-    chips were exported)."""
-    import geopix2pix.chips.export as export
-
-    out = tmp_path / "chips"
-    (out / "source").mkdir(parents=True)
-    (out / "source" / "old.tif").write_text("")
-    (out / "dataset.json").write_text("{}")
-
-    def clears_then_stops(*args, **kwargs):
-        (out / "dataset.json").unlink()
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(export, "export_chips", clears_then_stops)
-    assert main(["export-chips", "s.tif", "t.tif", "-o", str(out), "--overwrite"]) == 130
-    assert capsys.readouterr().err == (
-        f"Stopped: no chips were exported to {out}, and the earlier export there is no longer "
-        "complete (its dataset.json was removed); run the export again\n")
-    (out / "source" / "old.tif").unlink()  # all cleared (a tester's folder was left empty)
-    (out / "source").rmdir()
-    (out / "dataset.json").write_text("{}")
-    assert main(["export-chips", "s.tif", "t.tif", "-o", str(out), "--overwrite"]) == 130
-    assert capsys.readouterr().err == (
-        f"Stopped: no chips were exported to {out}, and the earlier export there was removed; "
-        "run the export again\n")
+    assert capsys.readouterr().err == ("Stopped before the new export was complete: the "
+                                       f"earlier export in {out} is as it was (nothing of the "
+                                       "new one is left)\n")
 
 
 @pytest.mark.parametrize("done, message", [
@@ -191,3 +163,20 @@ def test_a_stop_of_predict_says_whether_out_was_replaced(tmp_path, capsys, monke
     monkeypatch.setattr(distributed, "predict_sharded", _stop_after([out]))
     assert main(["predict", "s.tif", str(out), "-m", "m", "--overwrite"]) == 130
     assert capsys.readouterr().err == f"Stopped after {out} was written: it is complete\n"
+
+
+def test_a_stop_of_predict_speaks_only_of_what_it_wrote(tmp_path, capsys, monkeypatch):
+    """Another process writing at OUT meanwhile is not this run's output (a tester's SIGTERM'd
+    predict said "was written: it is complete" of it)."""
+    import geopix2pix.prediction.distributed as distributed
+
+    out = tmp_path / "o.tif"
+
+    def another_process_writes_then_stop(*args, **kwargs):
+        out.write_text("someone else's")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "predict_sharded", another_process_writes_then_stop)
+    assert main(["predict", "s.tif", str(out), "-m", "m", "--overwrite"]) == 130
+    assert capsys.readouterr().err == \
+        f"Stopped: {out} was not written (no partial output is left)\n"

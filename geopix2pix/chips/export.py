@@ -3,7 +3,9 @@
 Pipeline: check the options (`ExportOptions`) -> open and check every pair -> lay chips over each
 pair's overlap -> keep those in the AOI -> split train/val by spatial blocks -> read, check and
 write chips in worker processes -> write the chips.gpkg index -> write dataset.json last (its
-presence marks a complete folder).
+presence marks a complete folder). All is written in a staging folder beside the output folder
+and swapped in once complete, so an earlier export there (--overwrite) stays complete and usable
+until then, and a failed or stopped export leaves nothing (`raster.folders.open_output_dir`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from geopix2pix.chips.worker import REJECT_NODATA, Job, JobResult, PairSpec, run
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
-from geopix2pix.raster.folders import Owned, prepare_output_dir, remove_outputs
+from geopix2pix.raster.folders import Owned, open_output_dir
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import (
     chip_nodata,
@@ -203,18 +205,18 @@ def export_chips(
         _apply_aoi(pair_list, options.aoi, options.aoi_mode, skipped)
     splits, options = _split(pair_list, options, skipped)
 
-    out = prepare_output_dir(out_dir, options.overwrite, MANIFEST, owned=OUTPUTS,
-                             inputs=_inputs(pair_paths, pairs, options.aoi),
-                             command="export-chips")
-    try:  # a failed or stopped export leaves an empty folder (nothing to resume from)
-        records, stats = _write_chips(out, pair_list, splits, options, skipped)
-        _write_index(out, records, pair_list, options.chip_size)
+    out = open_output_dir(out_dir, options.overwrite, MANIFEST, owned=OUTPUTS,
+                          inputs=_inputs(pair_paths, pairs, options.aoi), command="export-chips")
+    try:  # built beside an earlier export, swapped in once complete (`raster.staging`)
+        records, stats = _write_chips(out.path, pair_list, splits, options, skipped)
+        _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)
-        _dataset_info(options, pair_list, sides, stats, kept, skipped).save(out)
-    except BaseException:
-        remove_outputs(out, OUTPUTS)
+        _dataset_info(options, pair_list, sides, stats, kept, skipped).save(out.path)
+        out.commit()
+    except BaseException:  # the earlier export (if any) is as it was; nothing of this one left
+        out.abandon()
         raise
-    summary = ExportSummary(out, dict(kept), {k: n for k, n in skipped.items() if n},
+    summary = ExportSummary(out.final, dict(kept), {k: n for k, n in skipped.items() if n},
                             val_warnings(kept, options.val_fraction, options.split_block,
                                          options.chip_size)
                             + export_warnings(options, [Path(p.spec.target).name

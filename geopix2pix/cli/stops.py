@@ -1,10 +1,12 @@
 """What a command stopped by Ctrl-C or SIGTERM says of its outputs, in train's one line
 (`Stopped`: no "Error:", exit status 128 + the signal), rather than a bare "Aborted.".
 
-It must be true of what the stop left. export-chips empties its folder again when stopped, and
-predict writes each output under a temporary name, renamed into place once complete, and removes
-the temporary when stopped. So an output is complete exactly when the run put it in place: its
-file identity (device, inode, modification time) then differs from the one before the run.
+It must be true of what the stop left. export-chips builds its folder beside the earlier one and
+swaps it in once complete, removing what it built when stopped: its dataset.json is complete
+exactly when it is new (its file identity, device, inode and modification time, differs from
+the one before the run). predict writes each output under a temporary name, renamed into place
+once complete, and removes the temporary when stopped; its stop says which outputs it put in
+place, since another process may write at the same paths.
 """
 
 from __future__ import annotations
@@ -82,9 +84,10 @@ def reports_stop(describe: Describe) -> Callable[[Callable], Callable]:
 
 
 def export_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
-    """export-chips: complete (dataset.json, written last, is new), the folder as it was (the
-    stop came before the export touched it), or no chips (those cut were removed)."""
-    from geopix2pix.chips.manifest import INDEX, MANIFEST
+    """export-chips: complete (dataset.json, written last, is new), or not: then the earlier
+    export (--overwrite) is as it was, since the new one is built beside it and swapped in
+    once complete, and nothing of the new one is left."""
+    from geopix2pix.chips.manifest import MANIFEST
 
     out = Path(params["out_dir"])
     manifest = Outputs([out / MANIFEST])
@@ -93,13 +96,8 @@ def export_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
         if manifest.finished():
             return f"Stopped after the export finished: {out} is complete"
         if manifest.kept():
-            return f"Stopped before any chip was written: the earlier export in {out} is as it was"
-        if manifest.before[0] is not None:  # --overwrite: the stop came while or after clearing
-            left = [name for name in ("source", "target", INDEX) if (out / name).exists()]
-            what = "is no longer complete (its dataset.json was removed)" if left else \
-                "was removed"
-            return (f"Stopped: no chips were exported to {out}, and the earlier export there "
-                    f"{what}; run the export again")
+            return (f"Stopped before the new export was complete: the earlier export in {out} "
+                    "is as it was (nothing of the new one is left)")
         return f"Stopped: no chips were exported to {out} (none cut before the stop is left)"
 
     return say
@@ -117,18 +115,20 @@ def _predict_outputs(paths: Sequence[str], out_dir: str | None) -> list[Path]:
 
 
 def predict_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
-    """predict: how many outputs the run completed before the stop (those are kept, whole);
-    those being written were removed (their temporaries), and an output that was there
-    before (--overwrite) and not yet replaced is as it was."""
+    """predict: how many outputs this run completed before the stop (those are kept, whole),
+    as the prediction reports them (the interrupt's `written`, not what is on disk: another
+    process may have written there meanwhile); those being written were removed (their
+    temporaries), and an output that was there before (--overwrite) and not yet replaced is
+    as it was."""
     outputs = Outputs(_predict_outputs(params.get("paths", ()), params.get("out_dir")))
 
-    def say(_stop: KeyboardInterrupt) -> str:
-        done = len(outputs.finished())
+    def say(stop: KeyboardInterrupt) -> str:
+        done = len(getattr(stop, "written", ()))
         if len(outputs.paths) == 1:
             out = outputs.paths[0]
             if done:
                 return f"Stopped after {out} was written: it is complete"
-            what = "not replaced" if outputs.kept() else "not written"
+            what = "not replaced" if outputs.before[0] is not None else "not written"
             return f"Stopped: {out} was {what} (no partial output is left)"
         if not done:
             return "Stopped: nothing was written (no partial outputs are left)"
@@ -139,13 +139,17 @@ def predict_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
 
 
 def train_stopped(params: dict) -> Callable[[KeyboardInterrupt], str]:
-    """train: where to continue from (the checkpoint the stop wrote, which the interrupt
+    """train: that an earlier run (--overwrite) is as it was (the stop carries `kept`), where
+    to continue from (the checkpoint the stop wrote, which the interrupt
     carries), or that nothing was saved (stopped before the first checkpoint). A stop outside
     the steps (setting up, finishing) carries none: the run folder may still hold one (the
     run's own, or the one a --resume run began from)."""
     run_dir = Path(params["out_dir"])
 
     def say(stop: KeyboardInterrupt) -> str:
+        if getattr(stop, "kept", None) is not None:  # --overwrite, before the first epoch end
+            return (f"Stopped before the new run's first epoch ended: the earlier run in "
+                    f"{run_dir} is as it was (nothing of the new one is left)")
         checkpoint = getattr(stop, "checkpoint", None)
         if checkpoint is None and (run_dir / CHECKPOINT).is_file():  # e.g. after the loop
             checkpoint = run_dir / CHECKPOINT

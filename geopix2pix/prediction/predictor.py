@@ -36,6 +36,7 @@ from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
 from geopix2pix.prediction.runner import output_spec, predict_to_file, reopen_scene
 from geopix2pix.prediction.writer import check_output_options
+from geopix2pix.raster.folders import refuse_read_only
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, raster_path, scene_name
 from geopix2pix.raster.write import (
@@ -154,6 +155,8 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     check_model_argument(model)
     single = isinstance(scenes, (str, os.PathLike))
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
+    for folder, first in {Path(o).parent: Path(o) for _, o in reversed(pairs)}.items():
+        refuse_read_only(folder, first)  # once, before the model is loaded
     device = resolve_device(opts.device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     check_creation_options_for(opts, loaded)
@@ -188,7 +191,8 @@ def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
                    ) -> list[SceneResult]:
     """Predict each (scene, output) pair, consecutive small scenes together in one pipeline run
     (`grouped`); one scene's failure never stops the others. `on_result` hears of each result
-    once it is final (in the order the scenes are done)."""
+    once it is final (in the order the scenes are done). A stop (Ctrl-C, SIGTERM: a
+    KeyboardInterrupt) carries `written`, the outputs this run completed before it."""
     info = ModelMetadata.of(model)
     results = [SceneResult(raster_path(scene), Path(out)) for scene, out in pairs]
     outs = [result.out for result in results]
@@ -214,13 +218,17 @@ def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
     for result in results:
         if result.error is not None:  # refused before any scene was read
             report(result)
-    for group in grouped.plan([r for r in results if r.error is None], info, options):
-        alone = group if len(group) == 1 else grouped.predict_group(group, model, info, options,
-                                                                    warn_for)
-        for result in alone:
-            _predict_alone(result, model, info, options, warn_for(result))
-        for result in group:
-            report(result)
+    try:
+        for group in grouped.plan([r for r in results if r.error is None], info, options):
+            alone = group if len(group) == 1 else grouped.predict_group(group, model, info,
+                                                                        options, warn_for)
+            for result in alone:
+                _predict_alone(result, model, info, options, warn_for(result))
+            for result in group:
+                report(result)
+    except KeyboardInterrupt as stop:  # what this run put in place, for the stop's report
+        stop.written = [result.out for result in results if result.written]
+        raise
     return results
 
 

@@ -4,8 +4,14 @@ A command names what it writes (`Owned`: file patterns, and folders with what ma
 recursively). With --overwrite only those are removed; a folder holding anything else is
 refused (naming it), as is a folder that is, or contains, one of the command's inputs. Files
 that operating systems and apps leave behind (.DS_Store, Thumbs.db, SQLite journals of an index
-open in QGIS) count as the command's. The completeness marker goes first, so a run killed while
-clearing never leaves a folder that looks complete.
+open in QGIS) count as the command's.
+
+export-chips and train (`open_output_dir`) keep an earlier run's outputs complete and in place
+until the new ones are: the new run writes into a hidden folder beside them, swapped in whole
+(`raster.staging`); a run that fails or is stopped before then removes what it wrote, and the
+folders it made. The demo (`prepare_output_dir`) clears its folder first, the completeness
+marker first, so a run killed while clearing never leaves a folder that looks complete.
+A folder the command cannot write in (read-only) is refused before any work.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.partials import stale_folder
+from geopix2pix.raster.staging import make_staging, remove_stale_folders, swap_in
 
 # left by file browsers and apps, anywhere: never the user's work
 LITTER = (".DS_Store", "._*", "Thumbs.db", "desktop.ini")
@@ -45,9 +53,14 @@ class Owned:
     def owns(self, entry: Path) -> bool:
         """Whether `entry` (in the folder) is one of the command's, by its name."""
         if entry.is_dir() and not entry.is_symlink():
-            return entry.name in self.folders
+            return entry.name in self.folders or self._stale_staging(entry.name)
         return any(fnmatch.fnmatchcase(entry.name, p) for f in self.files
                    for p in file_patterns(f))
+
+    def _stale_staging(self, name: str) -> bool:
+        """Whether the folder `name` is what a killed run left while building (or swapping in)
+        one of our folders (`raster.staging`)."""
+        return any(stale_folder(name, Path(ours)) for ours in self.folders)
 
     def foreign(self, folder: Path) -> list[str]:
         """The entries of `folder` (relative paths, folders with a trailing /) that the command
@@ -57,6 +70,8 @@ class Owned:
             name = entry.name
             is_folder = entry.is_dir() and not entry.is_symlink()
             if not is_folder and any(fnmatch.fnmatchcase(name, p) for p in LITTER):
+                continue
+            if is_folder and self._stale_staging(name):
                 continue
             if is_folder:
                 inner = self.folders.get(name)
@@ -74,8 +89,87 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *,
     """Create the output folder of `command`, refusing a non-empty one without --overwrite, and
     with it one holding anything but what `owned` says the command writes, or any of `inputs`
     (see the module's docstring). `marker` is the file that says a run completed, or with
-    `resume` (how to continue it) one that can be continued."""
+    `resume` (how to continue it) one that can be continued. With --overwrite the earlier
+    outputs are removed here (`open_output_dir` keeps them until the new ones are complete)."""
     path = Path(path)
+    if _check_output_dir(path, overwrite, marker, owned, inputs, command, resume):
+        (path / marker).unlink(missing_ok=True)
+        for child in sorted(path.iterdir()):
+            _remove(child)
+    _make_folders(path)
+    return path
+
+
+@dataclass
+class OutputDir:
+    """A command's output folder: `final`, where its outputs end up, and `path`, where this run
+    writes them: a hidden staging folder beside `final` (`raster.staging`), or `final` itself
+    when that was empty."""
+
+    final: Path
+    path: Path
+    owned: Owned
+    created: list[Path] = field(default_factory=list)  # folders this run made, outermost first
+    committed: bool = False
+
+    @property
+    def staged(self) -> bool:
+        return self.path != self.final
+
+    def commit(self) -> None:
+        """Put this run's outputs at `final` (swapping the staging folder in, the earlier
+        outputs out); from then on `path` is `final`."""
+        if self.staged and not self.committed:
+            swap_in(self.path, Path(os.path.realpath(self.final)))
+        self.path, self.committed = self.final, True
+
+    def abandon(self) -> None:
+        """Remove what this run wrote, when it failed or was stopped before `commit`: its
+        staging folder, or its outputs in `final`, and the folders it made (only when empty)."""
+        if self.committed:
+            return
+        if self.staged:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            remove_outputs(self.path, self.owned)
+        _remove_folders(self.created)
+
+
+def open_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, owned: Owned,
+                    inputs: Sequence[str | os.PathLike] = (), command: str = "this command",
+                    resume: str | None = None, stage_new: bool = True) -> OutputDir:
+    """The output folder of `command`, checked as by `prepare_output_dir`, to write in: an
+    earlier run's outputs (--overwrite) stay in place, complete, while this run writes into a
+    staging folder beside them; so does a folder that does not exist yet (unless not
+    `stage_new`: then this run makes it and writes in it). An empty folder is written in.
+    Staging folders that killed runs left beside it are removed first."""
+    path = Path(path)
+    full = Path(os.path.realpath(path))
+    remove_stale_folders(full)
+    earlier = _check_output_dir(path, overwrite, marker, owned, inputs, command, resume)
+    if path.is_dir() and not earlier:
+        _check_writable(path, path)
+        return OutputDir(path, path, owned)
+    if not earlier and not stage_new:
+        refuse_read_only(path, path)
+        return OutputDir(path, path, owned, _make_folders(path))
+    if earlier:
+        _check_swappable(path, full)
+    created = _make_folders(full.parent)
+    _check_writable(full.parent, path, created)
+    try:
+        staging = make_staging(full)
+    except OSError as exc:
+        _remove_folders(created)
+        raise _cannot_write(full.parent, path, exc) from None
+    return OutputDir(path, staging, owned, created)
+
+
+def _check_output_dir(path: Path, overwrite: bool, marker: str, owned: Owned,
+                      inputs: Sequence[str | os.PathLike], command: str,
+                      resume: str | None) -> bool:
+    """Refuse an output folder `command` may not write in (see `prepare_output_dir`); whether
+    it holds an earlier run's outputs, which --overwrite replaces."""
     if path.exists() and not path.is_dir():
         raise GeoPix2PixError(f"{path} exists and is not a folder; choose another output folder")
     _refuse_inputs(path, inputs, command)
@@ -90,15 +184,75 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *,
                 options = f"pass {resume}, --overwrite to replace them,"
             raise GeoPix2PixError(f"{path} is not empty (it holds {what}); {options} or choose "
                                   "another output folder")
-        (path / marker).unlink(missing_ok=True)
-        for child in sorted(path.iterdir()):
-            _remove(child)
+    return bool(entries)
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """Make `path` and its missing parents; those made, outermost first."""
+    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_folders(missing)
         raise GeoPix2PixError(f"cannot make the folder {path} ({exc.strerror or exc}); choose "
                               "another output folder") from None
-    return path
+    return missing
+
+
+def _remove_folders(created: list[Path]) -> None:
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _cannot_write(folder: Path, out: Path, exc: OSError | None = None) -> GeoPix2PixError:
+    reason = (exc.strerror if exc is not None else None) or \
+        ("read-only file system" if _read_only_fs(folder) else "permission denied")
+    where = "" if folder == out else f" (to write {out})"
+    return GeoPix2PixError(f"cannot write in the folder {folder}{where}: {reason.lower()}; "
+                           "make it writable or choose another output folder")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    with contextlib.suppress(OSError, AttributeError):
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    return False
+
+
+def refuse_read_only(folder: Path, out: Path) -> None:
+    """Refuse, before any work, to write `out` in `folder` (or, where that does not exist yet,
+    in the folder it would be made in) when this process cannot: its mode, or a read-only file
+    system. One line naming the folder and what to do."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not existing.is_dir():  # making the folder fails, and says so
+        return
+    if not os.access(existing, os.W_OK | os.X_OK) or _read_only_fs(existing):
+        raise _cannot_write(existing, out)
+
+
+def _check_writable(folder: Path, out: Path, created: Sequence[Path] = ()) -> None:
+    """`refuse_read_only`, removing the folders this run `created` when refused."""
+    try:
+        refuse_read_only(folder, out)
+    except GeoPix2PixError:
+        _remove_folders(list(created))
+        raise
+
+
+def _check_swappable(path: Path, full: Path) -> None:
+    """Refuse to replace a folder that cannot be swapped with one built beside it (a mount
+    point), rather than fail once the new outputs are built; and one not writable (its earlier
+    outputs could not be removed)."""
+    _check_writable(full, path)
+    swap = "--overwrite builds the new outputs beside it and swaps them in"
+    if os.path.ismount(full):
+        raise GeoPix2PixError(f"{path} is a mount point: {swap}, which a mount point does not "
+                              "allow; empty it first, or choose a folder inside it")
+    with contextlib.suppress(OSError):
+        if os.path.samefile(full, os.getcwd()):
+            raise GeoPix2PixError(f"{path} is the current folder: {swap}, which would leave "
+                                  f"this shell in the removed one; run from its parent folder "
+                                  f"(-o {full.name})")
 
 
 def remove_outputs(path: Path, owned: Owned) -> None:

@@ -46,11 +46,21 @@ def _where() -> str:
 WHERE = _where()
 
 
+def _token() -> str:
+    return f"{WHERE}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
 def partial_name(path: Path) -> Path:
     """A unique temporary name beside `path`, naming this process; it never looks like a
     finished output."""
-    token = f"{WHERE}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    return path.with_name(f".{path.stem}.{token}.partial{path.suffix}")
+    return path.with_name(f".{path.stem}.{_token()}.partial{path.suffix}")
+
+
+def partial_folder_name(path: Path, earlier: bool = False) -> Path:
+    """A unique hidden name beside the folder `path` for the folder being built in its stead
+    (`.NAME.WHERE-PID-RANDOM.partial`), or with `earlier` for the folder it replaces while the
+    two are swapped (`...partial.earlier`)."""
+    return path.with_name(f".{path.name}.{_token()}.partial" + (".earlier" * earlier))
 
 
 def discard(temp: Path) -> None:
@@ -78,9 +88,24 @@ def is_stale(name: str, final: Path) -> bool:
         start = dots + len(final.stem)
         if name[:dots] == "." * dots and name[dots:start] == final.stem \
                 and _TOKEN.match(name, start):
-            writers = [(m["where"], int(m["pid"])) for m in _TOKEN.finditer(name, start)]
-            return all(where == WHERE and not _running(pid) for where, pid in writers)
+            return all(_gone(m) for m in _TOKEN.finditer(name, start))
     return False
+
+
+def _gone(token: re.Match) -> bool:
+    """Whether the writer a token names is a process of this process-id space that is gone."""
+    return token["where"] == WHERE and not _running(int(token["pid"]))
+
+
+def stale_folder(name: str, final: Path) -> str | None:
+    """What the folder `name` beside `final` is, when a killed run of this process-id space
+    left it (`partial_folder_name`): "partial" (a folder being built) or "earlier" (the one
+    it was replacing); None otherwise."""
+    prefix = f".{final.name}"
+    token = _TOKEN.match(name, len(prefix)) if name.startswith(prefix) else None
+    if token is None or not _gone(token):
+        return None
+    return {"": "partial", ".earlier": "earlier"}.get(name[token.end():])
 
 
 def remove_stale(final: Path) -> list[Path]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from geopix2pix.errors import GeoPix2PixError
 
+from .folders import refuse_read_only
 from .partials import discard, partial_name, remove_stale
 
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
@@ -41,6 +42,7 @@ def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(path)
     if os.path.lexists(path) and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
+    refuse_read_only(path.parent, path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -51,6 +51,11 @@ class MetricsLog:
                 self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < keep_before_epoch]
         self.writer = _tensorboard(Path(run_dir) / "tensorboard") if enabled else None
 
+    def moved(self, run_dir: Path) -> None:
+        """The run's folder was moved (swapped in over an earlier run): write there now (the
+        TensorBoard file, open, moved with it)."""
+        self.path = Path(run_dir) / METRICS
+
     def append(self, row: dict[str, Any]) -> None:
         """Add an epoch's row (on every rank; rank 0 writes the files)."""
         self.rows.append({c: _format(row.get(c)) for c in COLUMNS})

@@ -1,5 +1,17 @@
-"""Writing a run's files: a failure to write one (a full disk, a read-only folder, a permission)
-is a one-line GeoPix2PixError that names the file and gives the operating system's reason.
+"""A run's folder and files: where a run writes, what a failed run leaves, and a failure to
+write a file (a full disk, a read-only folder, a permission) as a one-line GeoPix2PixError that
+names the file and gives the operating system's reason.
+
+Nothing of an earlier run is lost before the new run has something as good: `train -o RUN
+--overwrite` over an earlier run writes into a hidden folder beside RUN
+(`raster.folders.open_output_dir`), swapped in whole at its first epoch end, once it has written
+its own model.safetensors, model-best.safetensors, checkpoint.pt, metrics.csv and samples; from
+then on the run goes on in RUN. Until then RUN holds the earlier run complete, train.json
+included, so a --resume of it stays consistent, and a failure or a stop (whose checkpoint would
+be of a run that never replaced the earlier one) removes the new run's folder: the earlier run
+is as it was. A new run in a new or empty folder writes there from the start (a stop writes a
+checkpoint to --resume from); one that fails before its first checkpoint removes what it wrote,
+and the folders it made.
 
 The writers fail in their own ways: Python's files raise OSError; ``torch.save`` into a Python
 file raises a RuntimeError whose context is the OSError; other data writes a rasterio error.
@@ -9,10 +21,46 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError, causes, data_errors, describe
+from geopix2pix.raster.folders import OutputDir, Owned, open_output_dir
 from geopix2pix.raster.write import cannot_write
+
+
+def open_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
+                 inputs: Sequence[Path], owned: Owned, checkpoint: str) -> OutputDir:
+    """The run folder to write in (see the module's docstring): checked for --resume (then
+    written in as it is), or made, or an earlier run's kept while the new one is built beside
+    it. --overwrite never touches anything but what a run writes (`owned`), nor the chips
+    folder or the encoder weights (`inputs`). `checkpoint`: the checkpoint file's name."""
+    if resume:
+        if not (out_dir / checkpoint).is_file():
+            raise GeoPix2PixError(f"--resume: {out_dir / checkpoint} does not exist; start the "
+                                  "run without --resume")
+        return OutputDir(out_dir, out_dir, owned, committed=True)
+    run, chips = out_dir.resolve(), chips_dir.resolve()
+    if run != chips and run.is_relative_to(chips):  # (the chips folder itself: an input)
+        raise GeoPix2PixError(f"the run folder {out_dir} lies inside the chips folder "
+                              f"{chips_dir}; choose a run folder apart from the chips")
+    return open_output_dir(out_dir, overwrite, marker=checkpoint, owned=owned,
+                           inputs=[chips_dir, *inputs], command="train",
+                           resume=f"--resume to continue it from {checkpoint}",
+                           stage_new=False)
+
+
+def leave_failed(output: OutputDir | None, saved: bool, exc: BaseException) -> None:
+    """Remove what a run that failed or was stopped (`exc`) wrote, unless it replaced the
+    earlier run already or (in its own folder) `saved` a checkpoint to continue from. A stop
+    of a run built beside an earlier one then carries `kept`: the folder holding that run."""
+    if output is None or output.committed or (saved and not output.staged):
+        return
+    output.abandon()
+    if output.staged and isinstance(exc, KeyboardInterrupt):
+        exc.kept, exc.checkpoint = output.final, None
+        exc.args = (f"stopped before the new run replaced the earlier one in {output.final}, "
+                    "which is as it was",)
 
 
 def write_failure(exc: BaseException) -> tuple[str, int | None] | None:

@@ -2,7 +2,8 @@
 
 chips folder -> datasets and loaders -> G, D, optimizers (fresh or from checkpoint.pt) -> epochs of
 steps -> at each epoch end: validation, samples, metrics.csv, model.safetensors (+ model-best),
-checkpoint.pt. Ctrl-C / SIGTERM finish the current step, write the checkpoint and stop.
+checkpoint.pt. Ctrl-C / SIGTERM finish the current step, write the checkpoint and stop. With
+--overwrite the earlier run stays until the new one's first epoch end (see `outputs`).
 
 Under torchrun (see `distributed`) every rank runs this same code: G and D are wrapped in
 DistributedDataParallel, each rank trains on its slice of every global batch (``--batch-size``
@@ -35,7 +36,7 @@ from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_use
 from geopix2pix.models import save_model
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.options import api_function
-from geopix2pix.raster.folders import Owned, prepare_output_dir
+from geopix2pix.raster.folders import Owned
 from geopix2pix.raster.write import write_text_atomic
 
 from . import distributed
@@ -48,7 +49,7 @@ from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
 from .networks import build_networks
-from .outputs import writing
+from .outputs import leave_failed, open_run_dir, writing
 from .signals import StopRequest, TrainingStopped
 from .step import Pix2PixStep
 
@@ -100,24 +101,6 @@ def _dataset_fingerprint(chips_dir: Path) -> str:
     return hashlib.sha256((chips_dir / MANIFEST).read_bytes()).hexdigest()[:16]
 
 
-def _prepare_run_dir(out_dir: Path, config: TrainConfig, chips_dir: Path) -> None:
-    """Check the run folder for --resume, or make it; --overwrite removes only what a run
-    writes (`RUN_OUTPUTS`), never the chips folder, the encoder weights or anything else."""
-    if config.resume:
-        if not (out_dir / CHECKPOINT).is_file():
-            raise GeoPix2PixError(f"--resume: {out_dir / CHECKPOINT} does not exist; start the "
-                                  "run without --resume")
-        return
-    run, chips = out_dir.resolve(), chips_dir.resolve()
-    if run != chips and run.is_relative_to(chips):  # (the chips folder itself: see below)
-        raise GeoPix2PixError(f"the run folder {out_dir} lies inside the chips folder "
-                              f"{chips_dir}; choose a run folder apart from the chips")
-    inputs = [chips_dir, *([config.encoder_weights] if config.encoder_weights else [])]
-    prepare_output_dir(out_dir, config.overwrite, marker=CHECKPOINT, owned=RUN_OUTPUTS,
-                       inputs=inputs, command="train",
-                       resume=f"--resume to continue it from {CHECKPOINT}")
-
-
 class Trainer:
     """One training run: set up from options (and checkpoint), then ``fit``."""
 
@@ -141,8 +124,8 @@ class Trainer:
         if config.sync_bn:
             generator = distributed.sync_batch_norm(generator, self.setup.device)
             discriminator = distributed.sync_batch_norm(discriminator, self.setup.device)
-        distributed.writer_first(lambda: _prepare_run_dir(self.run_dir, config,
-                                                          self.chips_dir))
+        self.output = None  # where rank 0 writes (`outputs.open_run_dir`)
+        distributed.writer_first(self._open_run_dir)
         self.generator = self.setup.prepare(generator)
         self.discriminator = self.setup.prepare(discriminator)
         betas = (config.beta1, 0.999)
@@ -163,6 +146,24 @@ class Trainer:
         self.has_checkpoint = config.resume  # one to continue from: resumed from, or written
         if config.resume:
             self._restore()
+
+    def _open_run_dir(self) -> None:
+        weights = [self.config.encoder_weights] if self.config.encoder_weights else []
+        self.output = open_run_dir(self.run_dir, self.config.resume, self.config.overwrite,
+                                   self.chips_dir, weights, RUN_OUTPUTS, CHECKPOINT)
+        self.run_dir = self.output.path
+
+    def _replace_earlier(self) -> None:
+        """At the first epoch end: the new run, built beside an earlier one, replaces it."""
+        if self.output is not None and self.output.staged:
+            self.output.commit()
+            self.run_dir = self.output.final
+            self.runner.history.moved(self.run_dir)
+
+    def failed(self, exc: BaseException) -> None:
+        """Remove what this run wrote, when `exc` ended it before it had something to keep
+        (see `outputs`)."""
+        leave_failed(self.output, self.has_checkpoint, exc)
 
     @property
     def effective_batch(self) -> int:
@@ -239,6 +240,8 @@ class Trainer:
             "world_size": self.world, "rng_ranks": rngs,
         }))
         self.has_checkpoint = True
+        if not self.state["partial"]:  # an epoch end: model files and checkpoint written
+            distributed.writer_first(self._replace_earlier)
 
     def save_model(self, path: Path, validation: dict[str, float]) -> None:
         """The generator and its metadata at ``path`` (written by rank 0; every rank calls)."""
@@ -392,6 +395,10 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     try:
         trainer = Trainer(chips_dir, out_dir, config, log, setup)
         return trainer.fit(callback)
+    except BaseException as exc:
+        if trainer is not None:
+            trainer.failed(exc)
+        raise
     finally:
         if trainer is not None:
             trainer.release()

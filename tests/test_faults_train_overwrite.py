@@ -1,0 +1,143 @@
+"""Fault battery: `train --overwrite` keeps the earlier run (model files, checkpoint, metrics,
+samples, train.json) byte-identical until the new run has written its own at its first epoch
+end: a damaged chip, a stop, or a kill before then leave it as it was, and nothing of the new
+run. A run that fails in a new folder leaves no folder."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geopix2pix.cli import main
+from geopix2pix.cli.stops import train_stopped
+from tests.conftest import write_raster
+from tests.test_faults_overwrite import digest, leftovers, one_line
+
+TRAIN = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
+         "--device", "cpu", "-q"]
+RUN_FILES = {"model.safetensors", "model-best.safetensors", "checkpoint.pt", "metrics.csv",
+             "train.json"}
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("chips")
+    data = np.random.default_rng(0).random((2, 256, 256), dtype=np.float32)
+    source = write_raster(folder / "dem.tif", data)
+    target = write_raster(folder / "hs.tif", data[:1])
+    out = folder / "chips"
+    assert main([str(a) for a in ["export-chips", source, target, "-o", out, "-q",
+                                  "--chip-size", "64", "--split-block", "64"]]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def damaged_chips(chips, tmp_path_factory) -> Path:
+    """A copy of `chips` whose source chips open but do not decode."""
+    copy = tmp_path_factory.mktemp("damaged") / "chips"
+    shutil.copytree(chips, copy)
+    for chip in (copy / "source").glob("*.tif"):
+        raw = bytearray(chip.read_bytes())
+        raw[len(raw) // 2:] = b"\x55" * (len(raw) - len(raw) // 2)
+        chip.write_bytes(bytes(raw))
+    return copy
+
+
+@pytest.fixture
+def earlier(chips, tmp_path) -> tuple[Path, dict[str, str]]:
+    """A complete earlier run in tmp/work/run and its digest."""
+    run = tmp_path / "work" / "run"
+    assert main([str(a) for a in ["train", chips, "-o", run, *TRAIN]]) == 0
+    before = digest(run)
+    assert set(before) >= RUN_FILES and any(k.startswith("samples/") for k in before)
+    return run, before
+
+
+def test_a_damaged_chip_keeps_the_earlier_run(chips, damaged_chips, earlier, capsys,
+                                              monkeypatch):
+    from geopix2pix.raster import folders
+
+    run, before = earlier
+    made, make_staging = [], folders.make_staging
+    monkeypatch.setattr(folders, "make_staging",
+                        lambda final: made.append(make_staging(final)) or made[-1])
+    assert main([str(a) for a in ["train", damaged_chips, "-o", run, "--overwrite",
+                                  *TRAIN]]) == 2
+    assert one_line(capsys.readouterr().err).startswith("Error: cannot read chip ")
+    assert len(made) == 1 and not made[0].exists()  # it failed while building the new run
+    assert digest(run) == before  # train.json too: a --resume of the earlier run stays right
+    assert leftovers(run.parent) == []
+    capsys.readouterr()
+    assert main([str(a) for a in ["train", chips, "-o", run, "--resume"]]) == 0
+    assert f"{run} is complete (2 steps)" in capsys.readouterr().err  # its own train.json
+
+
+def test_a_damaged_chip_in_a_new_folder_leaves_no_folder(damaged_chips, tmp_path, capsys):
+    run = tmp_path / "new" / "run"
+    assert main([str(a) for a in ["train", damaged_chips, "-o", run, *TRAIN]]) == 2
+    one_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_stop_before_the_first_epoch_end_keeps_the_earlier_run(chips, earlier):
+    """The stop's checkpoint would be of a run that never replaced the earlier one: both it
+    and the new run's folder are dropped, and the stop line says the earlier run is kept."""
+    from geopix2pix import train
+    from geopix2pix.training.signals import TrainingStopped
+
+    run, before = earlier
+    with pytest.raises(TrainingStopped) as stopped:
+        train(chips, run, overwrite=True, ngf=8, ndf=8, batch_size=4, workers=0, max_steps=50,
+              device="cpu", quiet=True, callback=lambda info: True, log=lambda line: None)
+    assert stopped.value.kept == run and stopped.value.checkpoint is None
+    assert str(stopped.value) == (f"stopped before the new run replaced the earlier one in "
+                                  f"{run}, which is as it was")
+    assert digest(run) == before and leftovers(run.parent) == []
+    assert train_stopped({"out_dir": str(run)})(stopped.value) == (
+        f"Stopped before the new run's first epoch ended: the earlier run in {run} is as it "
+        "was (nothing of the new one is left)")
+
+
+def test_an_overwrite_replaces_the_earlier_run_at_its_first_epoch_end(chips, earlier):
+    """A stop after the first epoch end: the new run is in place, resumable."""
+    from geopix2pix import train
+    from geopix2pix.training.signals import TrainingStopped
+
+    run, before = earlier
+    steps = []
+    with pytest.raises(TrainingStopped) as stopped:
+        train(chips, run, overwrite=True, ngf=8, ndf=8, batch_size=4, workers=0, max_steps=50,
+              device="cpu", quiet=True, seed=7, log=lambda line: None,
+              callback=lambda info: steps.append(info["step"]) or info["epoch"] == 2)
+    assert stopped.value.checkpoint == run / "checkpoint.pt"
+    after = digest(run)
+    assert set(after) >= RUN_FILES and leftovers(run.parent) == []
+    assert all(after[name] != before[name] for name in RUN_FILES)
+    for name in RUN_FILES:  # nothing names the folder the run was built in
+        assert b".partial" not in (run / name).read_bytes(), name
+
+
+def test_a_killed_overwrite_keeps_the_earlier_run_and_a_rerun_cleans_up(chips, earlier,
+                                                                        capsys):
+    run, before = earlier
+    command = [sys.executable, "-m", "geopix2pix", "train", str(chips), "-o", str(run),
+               "--overwrite", *TRAIN, "--max-steps", "1000000"]  # the last one counts
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list(run.parent.glob(".run.*.partial/train.json")):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(60)
+    process.stderr.close()
+    assert digest(run) == before and len(leftovers(run.parent)) == 1
+    assert main([str(a) for a in ["train", chips, "-o", run, "--overwrite", *TRAIN]]) == 0
+    assert leftovers(run.parent) == [] and digest(run) != before
