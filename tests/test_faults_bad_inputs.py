@@ -3,7 +3,7 @@ damaged or odd input. Read each table as a list of promises: the command exits w
 prints one line (after the `warning:` or progress lines a row states) naming the file or option
 and what to do, shows no traceback, changes none of its inputs and leaves nothing behind in the
 output's folder (earlier outputs there are kept as they were). docs/faults.md counts these
-cases; a row marked xfail is a promise not kept yet (issue 17)."""
+cases."""
 
 from __future__ import annotations
 
@@ -59,11 +59,10 @@ def refused(capsys, args: list[str], *needles: str, before: tuple[str, ...] = ()
 
 
 def case(cid: str, args: list[str], *needles: str, before: tuple[str, ...] = (),
-         files: dict[str, bytes] | None = None, xfail: str = ""):
+         files: dict[str, bytes] | None = None):
     """One row: the arguments ({w}: the inputs' folder, {t}: an empty folder for outputs), what
     the error line must name, the lines stated before it, and earlier outputs to keep."""
-    marks = [pytest.mark.xfail(strict=True, reason=f"issue 17: {xfail}")] if xfail else []
-    return pytest.param(args, needles, before, files, id=f"{args[0]}-{cid}", marks=marks)
+    return pytest.param(args, needles, before, files, id=f"{args[0]}-{cid}")
 
 
 PARAMS = "args, needles, before, files"
@@ -71,8 +70,6 @@ PARAMS = "args, needles, before, files"
 
 # --- export-chips --------------------------------------------------------------------------------
 
-LEFT_EMPTY = ("a failed export leaves behind the empty folder it created (section 'Earlier work "
-              "must survive a failed run')")
 
 
 def export(source: str, target: str, *extra: str) -> list[str]:
@@ -89,10 +86,8 @@ EXPORT = [
     case("missing-target", export("src.tif", "nope.tif"), "{w}/nope.tif", "no such file"),
     case("empty-source", export("empty.tif", "tgt.tif"), "{w}/empty.tif", "not a raster"),
     case("empty-target", export("src.tif", "empty.tif"), "{w}/empty.tif", "not a raster"),
-    case("damaged-source", export("damaged.tif", "tgt.tif"), "damaged.tif", "damaged",
-         xfail=LEFT_EMPTY),
-    case("damaged-target", export("src.tif", "damaged.tif"), "damaged.tif", "damaged",
-         xfail=LEFT_EMPTY),
+    case("damaged-source", export("damaged.tif", "tgt.tif"), "damaged.tif", "damaged"),
+    case("damaged-target", export("src.tif", "damaged.tif"), "damaged.tif", "damaged"),
     case("text-source", export("text.tif", "tgt.tif"), "{w}/text.tif is not a raster"),
     case("text-target", export("src.tif", "text.tif"), "{w}/text.tif is not a raster"),
     case("png-without-georeferencing", export("plain.png", "tgt.tif"), "{w}/plain.png",
@@ -102,9 +97,9 @@ EXPORT = [
     case("target-without-crs", export("src.tif", "nocrs.tif"), "{w}/nocrs.tif", "no CRS"),
     case("source-of-one-pixel", export("tiny.tif", "tgt.tif"), "{w}/tiny.tif", "1 x 1"),
     case("target-of-one-pixel", export("src.tif", "tiny.tif"), "{w}/tiny.tif", "1 x 1"),
-    case("all-nodata-source", export("nodata.tif", "tgt.tif"), "no chip", xfail=LEFT_EMPTY),
-    case("nan-only-source", export("nan.tif", "tgt.tif"), "no chip", xfail=LEFT_EMPTY),
-    case("all-nodata-target", export("src.tif", "nodata.tif"), "no chip", xfail=LEFT_EMPTY),
+    case("all-nodata-source", export("nodata.tif", "tgt.tif"), "no chip"),
+    case("nan-only-source", export("nan.tif", "tgt.tif"), "no chip"),
+    case("all-nodata-target", export("src.tif", "nodata.tif"), "no chip"),
     case("target-band-out-of-range", export("src.tif", "tgt.tif", "--target-bands", "2"),
          "band 2 does not exist", "tgt.tif"),
     case("missing-aoi", export("src.tif", "tgt.tif", "--aoi", "{w}/nope.gpkg"),
@@ -154,9 +149,6 @@ EXPORT = [
 TINY = ["--ngf", "8", "--ndf", "8", "--batch-size", "2", "--workers", "0", "--max-steps", "1",
         "--device", "cpu", "-q"]
 STARTED = ("training on cpu",)  # the line train prints once its data and model are ready
-LEFT_TRAIN_JSON = ("a train that fails once started leaves train.json in a new run folder, so a "
-                   "corrected rerun needs --overwrite (section 'Earlier work must survive a "
-                   "failed run')")
 EARLIER_RUN = {"run/model.safetensors": b"earlier", "run/train.json": b"{}"}
 
 
@@ -177,11 +169,11 @@ TRAIN = [
     case("dataset-json-a-list", train("chips_json_list"), "{w}/chips_json_list",
          "not a JSON object"),
     case("a-chip-missing", train("chips_chip_missing"), "{w}/chips_chip_missing/source/",
-         "no such file", before=STARTED, xfail=LEFT_TRAIN_JSON),
+         "no such file", before=STARTED),
     case("an-empty-chip", train("chips_chip_empty"), "{w}/chips_chip_empty/source/",
-         before=STARTED, xfail=LEFT_TRAIN_JSON),
+         before=STARTED),
     case("a-text-chip", train("chips_chip_text"), "{w}/chips_chip_text/target/",
-         before=STARTED, xfail=LEFT_TRAIN_JSON),
+         before=STARTED),
     case("resume-without-a-run", train("chips", "--resume"),
          "{t}/run/checkpoint.pt does not exist"),
     case("resume-without-a-checkpoint", train("chips", "--resume"),
