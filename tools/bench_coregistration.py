@@ -43,7 +43,7 @@ def shifted_copy(source: Path, target: Path, dx: float, dy: float, folder: Path)
     out = folder / f"target_{dx:+.2f}_{dy:+.2f}.tif"
     shutil.copyfile(target, out)
     with rasterio.open(out, "r+") as dst:
-        dst.transform = Affine.translation(dx * ref.a, dy * ref.e) * dst.transform
+        dst.transform = Affine.translation(dx * ref.a, dy * ref.e) @ dst.transform
     return out
 
 

@@ -1,10 +1,13 @@
 """Co-registration check for one chip pair: the sub-pixel shift of the target against the source.
 
 Works across modalities (SAR -> optical, DEM -> hillshade, image -> map) by correlating edge
-structure rather than intensities: each side is band-averaged after per-band standardisation,
-turned into its gradient magnitude, standardised again over the valid pixels, set to zero on the
-invalid ones and Hann-apodised; the two are phase-correlated (whitened cross-power spectrum,
-lightly low-passed) and the peak is refined to 1/20 px with an upsampled DFT (Guizar-Sicairos et
+structure rather than intensities: each side is band-averaged after per-band standardisation and
+seen as its gradient magnitude (edges), its level and its gradient's two components (slope), each
+standardised over the valid pixels, zero on the invalid ones and Hann-apodised. Edges are
+phase-correlated with edges, and each side's level with the other's slope (a hillshade is its
+DEM's slope along the sun: its correlations with both components combine as a root sum of
+squares, whatever the azimuth); the most distinct peak wins (whitened cross-power spectra, tapered
+to LOWPASS cycles/px), and is refined to 1/20 px with an upsampled DFT (Guizar-Sicairos et
 al. 2008, as in scikit-image's `phase_cross_correlation`). The confidence is the peak-to-sidelobe
 ratio of the correlation surface: how many standard deviations the peak stands above the rest.
 
@@ -48,14 +51,16 @@ class Shift:
 NO_SHIFT = Shift(float("nan"), float("nan"), 0.0)
 
 
-def estimate_shift(source: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> Shift:
+def estimate_shift(source: np.ndarray, target: np.ndarray,
+                   valid: np.ndarray | None = None) -> Shift:
     """The shift of `target` against `source`: (bands, rows, cols) or (rows, cols) arrays of one
     chip's extent, any band count and dtype; `valid` (rows, cols) marks the pixels both sides hold
     (non-finite values are treated as invalid too). `NO_SHIFT` where too few pixels are valid."""
     source = _as_bands(source)
     target = _as_bands(target)
     if source.shape[1:] != target.shape[1:]:
-        raise ValueError(f"source {source.shape[1:]} and target {target.shape[1:]} chips differ in size")
+        raise ValueError(f"source {source.shape[1:]} and target {target.shape[1:]} chips "
+                         "differ in size")
     mask = np.ones(source.shape[1:], bool) if valid is None else np.asarray(valid, bool).copy()
     mask &= np.isfinite(source).all(0) & np.isfinite(target).all(0)
     inner = _interior(mask)
@@ -66,7 +71,7 @@ def estimate_shift(source: np.ndarray, target: np.ndarray, valid: np.ndarray | N
     b = Views(_band_mean(target, mask), inner, window)
     best = NO_SHIFT
     for first, second in PAIRINGS:
-        found = phase_correlate(getattr(a, first), getattr(b, second))
+        found = phase_correlate([(x, y) for x in getattr(a, first) for y in getattr(b, second)])
         if found.confidence > best.confidence:
             best = found
     return best
@@ -79,17 +84,17 @@ PAIRINGS = (("edges", "edges"), ("level", "slope"), ("slope", "level"))
 
 
 class Views:
-    """One side's band mean seen three ways, each standardised over the interior valid pixels,
-    zero elsewhere and Hann-apodised: its level, its gradient magnitude (edges) and its complex
-    gradient gx + i*gy (slope)."""
+    """One side's band mean seen three ways, each a list of images standardised over the interior
+    valid pixels, zero elsewhere and Hann-apodised: its level, its gradient magnitude (edges) and
+    its gradient's components (slope: gx, gy, scaled together)."""
 
     def __init__(self, mean: np.ndarray, inner: np.ndarray, window: np.ndarray):
         gy, gx = np.gradient(mean)
-        self.level = _standardised(mean, inner) * window
-        self.edges = _standardised(np.hypot(gx, gy), inner) * window
-        slope = np.where(inner, gx + 1j * gy, 0)
-        rms = np.sqrt(np.mean(np.abs(slope[inner]) ** 2))
-        self.slope = slope / rms * window if rms > 0 else slope
+        self.level = [_standardised(mean, inner) * window]
+        self.edges = [_standardised(np.hypot(gx, gy), inner) * window]
+        rms = np.sqrt(np.mean(gx[inner] ** 2 + gy[inner] ** 2))
+        scale = window / rms if rms > 0 else 0.0
+        self.slope = [np.where(inner, g, 0.0) * scale for g in (gx, gy)]
 
 
 def _as_bands(array: np.ndarray) -> np.ndarray:
@@ -120,19 +125,28 @@ def _band_mean(bands: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.mean([_standardised(np.where(mask, band, 0.0), mask) for band in bands], axis=0)
 
 
-def phase_correlate(a: np.ndarray, b: np.ndarray) -> Shift:
-    """Where `b`'s content lies against `a`'s, refined to 1/UPSAMPLE px, with the peak-to-sidelobe
-    ratio of the whitened correlation surface (its modulus where a side is complex)."""
-    product = np.conj(np.fft.fft2(a)) * np.fft.fft2(b)
-    product /= np.maximum(np.abs(product), 1e-12)
-    product *= _lowpass(a.shape)
-    strength = np.abs if np.iscomplexobj(a) or np.iscomplexobj(b) else np.real
-    surface = strength(np.fft.ifft2(product))
+def phase_correlate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Shift:
+    """Where the second images' content lies against the first's, refined to 1/UPSAMPLE px, with
+    the peak-to-sidelobe ratio of the whitened correlation surface (the root sum of squares of
+    the pairs' surfaces where there are several)."""
+    products = []
+    for a, b in pairs:
+        product = np.conj(np.fft.fft2(a)) * np.fft.fft2(b)
+        products.append(product * _lowpass(a.shape) / np.maximum(np.abs(product), 1e-12))
+    surface = _combined([np.fft.ifft2(p) for p in products])
     peak = np.unravel_index(np.argmax(surface), surface.shape)
     confidence = _peak_to_sidelobe(surface, peak)
     coarse = np.array([p - n if p > n // 2 else p for p, n in zip(peak, surface.shape)], float)
-    fine = _refine(product, coarse, strength)
+    fine = _refine(products, coarse)
     return Shift(float(fine[1]), float(fine[0]), confidence)
+
+
+def _combined(surfaces: list[np.ndarray]) -> np.ndarray:
+    """One correlation surface: the real part, or the root sum of squares of several (a slope
+    correlates with either sign, along any direction)."""
+    if len(surfaces) == 1:
+        return surfaces[0].real
+    return np.sqrt(sum(s.real ** 2 for s in surfaces))
 
 
 def _lowpass(shape: tuple[int, int]) -> np.ndarray:
@@ -154,18 +168,19 @@ def _peak_to_sidelobe(surface: np.ndarray, peak: tuple[int, ...]) -> float:
     return float((surface[peak] - rest.mean()) / spread) if spread > 0 else 0.0
 
 
-def _refine(product: np.ndarray, coarse: np.ndarray, strength) -> np.ndarray:
-    """The correlation peak near `coarse` (rows, cols), from an inverse DFT of `product` sampled
+def _refine(products: list[np.ndarray], coarse: np.ndarray) -> np.ndarray:
+    """The correlation peak near `coarse` (rows, cols), from inverse DFTs of `products` sampled
     every 1/UPSAMPLE px over +-0.75 px around it."""
     coarse = np.round(coarse * UPSAMPLE) / UPSAMPLE
     region = int(np.ceil(UPSAMPLE * 1.5))
     centre = region // 2
     offsets = coarse * UPSAMPLE - centre
-    data = product
+    kernels = []
     for axis in (0, 1):
-        n = product.shape[axis]
         positions = (np.arange(region) + offsets[axis]) / UPSAMPLE
-        kernel = np.exp(2j * np.pi * positions[:, None] * np.fft.fftfreq(n)[None, :]) / n
-        data = np.tensordot(kernel, data, axes=(1, 0)) if axis == 0 else data @ kernel.T
-    peak = np.unravel_index(np.argmax(strength(data)), data.shape)
+        frequencies = np.fft.fftfreq(products[0].shape[axis])
+        kernels.append(np.exp(2j * np.pi * positions[:, None] * frequencies[None, :])
+                       / len(frequencies))
+    surface = _combined([kernels[0] @ p @ kernels[1].T for p in products])
+    peak = np.unravel_index(np.argmax(surface), surface.shape)
     return coarse + (np.array(peak, float) - centre) / UPSAMPLE
