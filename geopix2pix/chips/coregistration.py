@@ -27,7 +27,7 @@ UPSAMPLE = 20  # sub-pixel refinement to 1/UPSAMPLE px
 SIDELOBE_EXCLUDE = 3  # the peak's neighbourhood (+-px) left out of the sidelobe statistics
 MIN_VALID_SHARE = 0.25  # fewer valid gradient pixels than this: no estimate
 LOWPASS = 0.35  # spectrum taper's cut-off, cycles per pixel
-CONFIDENT = 12.0  # peak-to-sidelobe ratio from which a shift is trusted (docs/benchmarks.md)
+CONFIDENT = 15.0  # peak-to-sidelobe ratio from which a shift is trusted (docs/benchmarks.md)
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,10 @@ def phase_correlate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Shift:
     for a, b in pairs:
         product = np.conj(np.fft.fft2(a)) * np.fft.fft2(b)
         products.append(product * _lowpass(a.shape) / np.maximum(np.abs(product), 1e-12))
-    surface = _combined([np.fft.ifft2(p) for p in products])
+    surfaces = [np.fft.ifft2(p).real for p in products]
+    surface = _combined(surfaces)
     peak = np.unravel_index(np.argmax(surface), surface.shape)
-    confidence = _peak_to_sidelobe(surface, peak)
+    confidence = _peak_to_sidelobe(_projected(surfaces, peak), peak)
     coarse = np.array([p - n if p > n // 2 else p for p, n in zip(peak, surface.shape)], float)
     fine = _refine(products, coarse)
     return Shift(float(fine[1]), float(fine[0]), confidence)
@@ -156,6 +157,17 @@ def _lowpass(shape: tuple[int, int]) -> np.ndarray:
     fx = np.abs(np.fft.fftfreq(shape[1]))[None, :]
     radius = np.minimum(np.hypot(fx, fy) / LOWPASS, 1.0)
     return 0.5 * (1 + np.cos(np.pi * radius))
+
+
+def _projected(surfaces: list[np.ndarray], peak: tuple[int, ...]) -> np.ndarray:
+    """The surfaces' combination along their direction at `peak` (the slope's azimuth there): a
+    plain correlation surface whose sidelobes compare with a single pair's, where the root sum of
+    squares would lift them all."""
+    weights = np.array([s[peak] for s in surfaces])
+    norm = np.sqrt(np.sum(weights ** 2))
+    if len(surfaces) == 1 or norm == 0:
+        return surfaces[0]
+    return sum(w / norm * s for w, s in zip(weights, surfaces))
 
 
 def _peak_to_sidelobe(surface: np.ndarray, peak: tuple[int, ...]) -> float:
