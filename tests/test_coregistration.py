@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geopix2pix.chips.coregistration import NO_SHIFT, estimate_shift
+from geopix2pix.chips.coregistration import NO_SHIFT, Shift, estimate_shift, scene_shift
 from tests.conftest import shared
 
 SIZE = 128
@@ -100,6 +100,19 @@ def test_too_few_valid_pixels_give_no_shift():
 
 def test_flat_rasters_give_no_shift():
     assert estimate_shift(np.ones((SIZE, SIZE)), np.ones((SIZE, SIZE))) is NO_SHIFT
+
+
+def test_scene_shift_is_the_median_of_the_confident_chips():
+    shifts = [Shift(2.0, -0.5, 30), Shift(2.2, -0.4, 20), Shift(1.9, -0.6, 16),
+              Shift(-9.0, 7.0, 3), NO_SHIFT]
+    scene = scene_shift(shifts)
+    assert (scene.dx, scene.dy, scene.confident, scene.chips) == (2.0, -0.5, 3, 5)
+    assert scene.spread == pytest.approx(np.hypot(0.1, 0.1))
+    assert scene.describe() == ("target is shifted by (+2.0, -0.5) px against the source, "
+                                "consistent within 0.1 px over 3 of 5 chips")
+    none = scene_shift([NO_SHIFT, Shift(1, 1, 5)])
+    assert none.confident == 0 and np.isnan(none.dx)
+    assert none.describe() == "shift not measurable: no chip of 2 matched its source confidently"
 
 
 def _scene(name: str, offsets):

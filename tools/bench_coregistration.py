@@ -21,7 +21,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from geopix2pix.chips.coregistration import Shift, estimate_shift
+from geopix2pix.chips.coregistration import Shift, estimate_shift, scene_shift
 from geopix2pix.raster.pair import PairReader
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -69,15 +69,6 @@ def _all_bands(*paths: Path) -> list[list[int]]:
     return bands
 
 
-def scene_shift(shifts: list[Shift]) -> tuple[float, float, int]:
-    """The median (dx, dy) of the confident chips and how many there are (nan, nan, 0: none)."""
-    confident = [s for s in shifts if s.confident]
-    if not confident:
-        return float("nan"), float("nan"), 0
-    return (float(np.median([s.dx for s in confident])),
-            float(np.median([s.dy for s in confident])), len(confident))
-
-
 def measure(name: str, data: Path, chip_size: int, offsets=OFFSETS) -> list[dict]:
     source, target = (data / p for p in PAIRS[name])
     rows = []
@@ -90,7 +81,8 @@ def measure(name: str, data: Path, chip_size: int, offsets=OFFSETS) -> list[dict
                         for s, s0 in zip(shifts, unshifted) if s.confident and s0.confident]
             confident = [s for s in shifts if s.confident]
             errors = [np.hypot(s.dx - dx, s.dy - dy) for s in confident]
-            sx, sy, n = scene_shift(shifts)
+            scene = scene_shift(shifts)
+            sx, sy, n = scene.dx, scene.dy, scene.confident
             rows.append(dict(pair=name, dx=dx, dy=dy, chips=len(shifts), confident=n,
                              scene_dx=sx, scene_dy=sy,
                              scene_error=float(np.hypot(sx - dx, sy - dy)),

@@ -77,6 +77,43 @@ def estimate_shift(source: np.ndarray, target: np.ndarray,
     return best
 
 
+
+@dataclass(frozen=True)
+class SceneShift:
+    """A pair's systematic shift: the median of its confident chips' shifts, their spread (the
+    median distance from it, px) and how many chips were confident out of how many estimated."""
+
+    dx: float
+    dy: float
+    spread: float
+    confident: int
+    chips: int
+
+    @property
+    def size(self) -> float:
+        return float(np.hypot(self.dx, self.dy))
+
+    def describe(self) -> str:
+        """One line for the summary."""
+        if not self.confident:
+            return (f"shift not measurable: no chip of {self.chips} matched its source "
+                    "confidently")
+        return (f"target is shifted by ({self.dx:+.1f}, {self.dy:+.1f}) px against the source, "
+                f"consistent within {self.spread:.1f} px over {self.confident} of {self.chips} "
+                "chips")
+
+
+def scene_shift(shifts: list[Shift]) -> SceneShift:
+    """The robust scene shift of a pair's chip shifts (nan where none is confident)."""
+    confident = [s for s in shifts if s.confident]
+    if not confident:
+        return SceneShift(float("nan"), float("nan"), float("nan"), 0, len(shifts))
+    dx = float(np.median([s.dx for s in confident]))
+    dy = float(np.median([s.dy for s in confident]))
+    spread = float(np.median([np.hypot(s.dx - dx, s.dy - dy) for s in confident]))
+    return SceneShift(dx, dy, spread, len(confident), len(shifts))
+
+
 # which views of the two sides are correlated; the most distinct peak wins: edges with edges
 # (SAR -> optical, image -> map), or a side with the other's slope (DEM -> hillshade and back:
 # a hillshade is the DEM's slope along the sun, whatever its azimuth)
