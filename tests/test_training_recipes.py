@@ -134,3 +134,16 @@ def test_recipe_options_out_of_range_are_one_line_errors(chips, tmp_path, capsys
 def test_recipe_options_are_checked_in_the_api_too(chips, tmp_path):
     with pytest.raises(GeoPix2PixError, match="--ema"):
         train(chips, tmp_path / "run", ema=-0.1, **TINY)
+
+
+def test_centre_scaling_keeps_steeper_relief_than_the_training_chips():
+    """A DEM window whose relief exceeds the train spread keeps its shape (a clip at 1 would
+    flatten its ridge, and the hillshade there); only outliers are clipped, at CENTRE_CLIP."""
+    from geopix2pix.chips.scaling import CENTRE_CLIP, Scaling
+
+    scaling = Scaling("centre", (-100.0,), (100.0,))
+    ridge = np.array([[[0.0, 150.0, 300.0, 150.0, 0.0]]])  # mean 120: -1.2 .. 1.8
+    scaled = scaling.forward(ridge, np.ones((1, 5), bool))[0, 0]
+    assert scaled == pytest.approx([-1.2, 0.3, 1.8, 0.3, -1.2], abs=1e-6)
+    spike = np.array([[[0.0] * 9 + [20_000.0]]])
+    assert scaling.forward(spike, np.ones((1, 10), bool))[0, 0, 9] == CENTRE_CLIP
