@@ -134,15 +134,16 @@ def fit_baselines(x, y, valid, categorical: bool) -> dict:
             "constant": lambda src: np.repeat(mean, src.shape[1], 1)}
 
 
-def write_like(path: Path, values: np.ndarray, valid: np.ndarray, like: Path) -> Path:
-    """Values (bands, rows, cols) as a raster with the grid of `like` and the dtype, nodata and
-    colour table of the model's prediction there."""
+def write_like(path: Path, values: np.ndarray, valid: np.ndarray, like: Path,
+               written: str) -> Path:
+    """Values (bands, rows, cols) as a raster with the grid, dtype, nodata and colour table of
+    the cropped prediction `like`, rounded as predict rounds to its dtype `written`."""
     with rasterio.open(like) as ref:
         profile = ref.profile
         colormap = ref.colormap(1) if ref.count == 1 and _has_colormap(ref) else None
     dtype = np.dtype(profile["dtype"])
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
+    if np.dtype(written).kind in "iu":
+        info = np.iinfo(written)
         values = np.clip(np.rint(values), info.min, info.max)
     nodata = profile.get("nodata")
     out = values.astype(dtype)
@@ -163,12 +164,18 @@ def _has_colormap(dataset) -> bool:
         return False
 
 
-def crop(path: Path, window: Window, out: Path) -> Path:
+def crop(path: Path, window: Window, out: Path, valid: np.ndarray, categorical: bool) -> Path:
+    """The window of `path`; values as float32, NaN where the source is invalid (a class map
+    keeps its dtype: its source has no invalid pixels here)."""
     with rasterio.open(path) as src:
         profile = {**src.profile, "height": int(window.height), "width": int(window.width),
                    "transform": src.window_transform(window)}
         data = src.read(window=window)
         colormap = src.colormap(1) if src.count == 1 and _has_colormap(src) else None
+    if not categorical:
+        data = data.astype("float32")
+        data[:, ~valid] = np.nan
+        profile.update(dtype="float32", nodata=np.nan)
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(data)
         if colormap:
@@ -183,16 +190,47 @@ def scores(report) -> dict:
     return {"MAE": o["mae"], "PSNR": o["psnr"], "SSIM": o["ssim"]}
 
 
+def judge(case: Case, work: Path, x, xv, y, yv) -> dict:
+    """Scores of the model's prediction (work/pred.tif) and the baselines on the judged part,
+    on the pixels where the source is valid (elsewhere NaN: a prediction there is no guess)."""
+    from geopix2pix import evaluate
+
+    target = DATA / case.target
+    train_w, judge_w = windows(x.shape[1:], case.split)
+    jx, jv = part(x, judge_w), part(xv, judge_w)
+    judged = crop(work / "pred.tif", judge_w, work / "pred_judged.tif", jv, case.categorical)
+    row = {"model": scores(evaluate(judged, target, categorical=case.categorical))}
+    train_valid = part(xv & yv, train_w)
+    models = fit_baselines(part(x, train_w), part(y, train_w), train_valid, case.categorical)
+    for name, model in models.items():
+        values = model(jx.reshape(jx.shape[0], -1)).reshape(-1, *jx.shape[1:])
+        with rasterio.open(work / "pred.tif") as written:
+            dtype = written.dtypes[0]
+        path = write_like(work / f"{name}_judged.tif", values, jv, judged, dtype)
+        row[name] = scores(evaluate(path, target, categorical=case.categorical))
+    return row
+
+
+def rejudge(case: Case, out: Path) -> dict:
+    """`judge` again the prediction an earlier run of the case's recipe (no --set) left in
+    OUT/CASE (--judge-only)."""
+    work = out / case.name
+    x, xv, y, yv, _, _ = read_pair(DATA / case.source, DATA / case.target, case.categorical)
+    metrics = (work / "run" / "metrics.csv").read_text().splitlines()
+    return {**judge(case, work, x, xv, y, yv), "steps": int(metrics[-1].split(",")[1]),
+            "options": {**case.export, **case.train}}
+
+
 def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
              extra: dict) -> dict:
     """Export, train, predict, crop, evaluate; the baselines on the same judged pixels."""
-    from geopix2pix import evaluate, export_chips, predict, train
+    from geopix2pix import export_chips, predict, train
     from geopix2pix.training.signals import TrainingStopped
 
     source, target = DATA / case.source, DATA / case.target
     work = out / case.name
     work.mkdir(parents=True, exist_ok=True)
-    x, xv, y, yv, profile, _ = read_pair(source, target, case.categorical)
+    x, xv, y, yv, _, _ = read_pair(source, target, case.categorical)
     train_w, judge_w = windows(x.shape[1:], case.split)
     aoi = write_aoi(source, train_w, work / "train_aoi.gpkg")
     export = {**case.export, **{k: v for k, v in extra.items() if k in EXPORT_KEYS}}
@@ -212,15 +250,7 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
     whole = work / "pred.tif"
     predict(source, whole, model=work / "run" / "model.safetensors", overwrite=True,
             progress=False, device="cpu")
-    judged = crop(whole, judge_w, work / "pred_judged.tif")
-    row = {"model": scores(evaluate(judged, target, categorical=case.categorical))}
-    train_valid = part(xv & yv, train_w)
-    models = fit_baselines(part(x, train_w), part(y, train_w), train_valid, case.categorical)
-    jx, jv = part(x, judge_w), part(xv, judge_w)
-    for name, model in models.items():
-        values = model(jx.reshape(jx.shape[0], -1)).reshape(-1, *jx.shape[1:])
-        path = write_like(work / f"{name}_judged.tif", values, jv, judged)
-        row[name] = scores(evaluate(path, target, categorical=case.categorical))
+    row = judge(case, work, x, xv, y, yv)
     row["steps"] = done
     row["options"] = {**export, **{k: v for k, v in options.items() if k not in (
         "quiet", "overwrite", "workers", "categorical")}}
@@ -258,6 +288,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                         help="override an export or training option of every case, "
                         "e.g. --set ngf=64")
+    parser.add_argument("--judge-only", action="store_true",
+                        help="judge again the predictions an earlier run left in --out")
     parser.add_argument("--centre-clip", type=float, default=None,
                         help="clip centre-scaled inputs at this instead (1 = the clip before "
                         "issue 22: the DEM A/B of docs/benchmarks.md)")
@@ -292,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path(temp)
         rows = {}
         for name in names:
-            rows[name] = run_case(CASES[name], steps, args.minutes, out, overrides(args.set))
+            rows[name] = rejudge(CASES[name], out) if args.judge_only else run_case(
+                CASES[name], steps, args.minutes, out, overrides(args.set))
             print(table({name: rows[name]}), file=sys.stderr, flush=True)
     print(table(rows))
     return 0
