@@ -149,8 +149,12 @@ def write_like(path: Path, values: np.ndarray, valid: np.ndarray, like: Path,
     out = values.astype(dtype)
     if nodata is not None:
         out[:, ~valid] = nodata
+    return _write(path, profile, out, colormap)
+
+
+def _write(path: Path, profile: dict, data: np.ndarray, colormap: dict | None) -> Path:
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write(out)
+        dst.write(data)
         if colormap:
             dst.write_colormap(1, colormap)
     return path
@@ -176,11 +180,7 @@ def crop(path: Path, window: Window, out: Path, valid: np.ndarray, categorical: 
         data = data.astype("float32")
         data[:, ~valid] = np.nan
         profile.update(dtype="float32", nodata=np.nan)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(data)
-        if colormap:
-            dst.write_colormap(1, colormap)
-    return out
+    return _write(out, profile, data, colormap)
 
 
 def scores(report) -> dict:
