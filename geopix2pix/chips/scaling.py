@@ -11,7 +11,9 @@ Modes, per side of a pair:
   away).
 - ``centre``: each chip or window minus its own mean, divided by the 99th percentile of absolute
   deviations from chip means. For elevation inputs: a hillshade or image depends on the relief, not
-  on the absolute height. Not invertible, so inputs only.
+  on the absolute height. Not invertible, so inputs only. Clipped at +-`CENTRE_CLIP`, not +-1: a
+  window of steeper relief than the training chips' (a clip at 1 flattened 6 to 15 % of the
+  pixels of a judged part of a real DEM, and with them its hillshade) keeps its shape.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 SCALING_MODES = ("percentile", "minmax", "centre")
+CENTRE_CLIP = 8.0  # centre-scaled values are clipped to +-this (outliers), not to +-1
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ class Scaling:
         return ((low + high) / 2)[:, None, None], half[:, None, None]
 
     def forward(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """(bands, rows, cols) values -> float32 in [-1, 1]; invalid pixels become 0."""
+        """(bands, rows, cols) values -> float32 in [-1, 1] (``centre``: +-`CENTRE_CLIP`);
+        invalid pixels become 0."""
         with np.errstate(invalid="ignore"):  # signalling NaNs (garbage bits) are invalid anyway
             values = data.astype(np.float64)
         if self.mode == "centre":
@@ -68,7 +72,8 @@ class Scaling:
             means = np.where(valid, values, 0).sum(axis=(1, 2)) / count
             values = values - means[:, None, None]
         centre, half = self._centre_and_half_range(values.shape[0])
-        scaled = np.clip((values - centre) / half, -1.0, 1.0)
+        bound = CENTRE_CLIP if self.mode == "centre" else 1.0
+        scaled = np.clip((values - centre) / half, -bound, bound)
         scaled[:, ~valid] = 0.0
         return np.nan_to_num(scaled, nan=0.0).astype(np.float32)
 

@@ -57,6 +57,15 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
               help="Weight of the L1 loss (of the cross-entropy with --categorical).")
 @click.option("--gan-mode", type=click.Choice(["vanilla", "lsgan"]), default="vanilla",
               help="Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares).")
+@click.option("--gan-warmup", type=float, default=0.0,
+              help="Share of the steps (0 to 1) in which G learns from the L1 (cross-entropy) "
+                   "loss alone and D is idle; 1 = no adversarial term at all.")
+@click.option("--ema", type=float, default=0.0,
+              help="Decay of an average of G's weights kept over the steps (e.g. 0.999); "
+                   "validation, samples and the model files use the average. 0 = off.")
+@click.option("--val-every", type=int, default=None,
+              help="Validate and write the model files and checkpoint at the first epoch end "
+                   "after every N steps, and at the end  [default: a tenth of the run]")
 @click.option("--generator", default="unet", help=GENERATOR_HELP)
 @click.option("--encoder-weights", type=click.Path(dir_okay=False), default=None,
               help="Local state dict (.pt/.pth/.safetensors) to initialise an smp encoder  "

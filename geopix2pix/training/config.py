@@ -23,8 +23,9 @@ AUGMENTS = ("none", "flip", "d4")
 # May differ between a run and its --resume: they change speed or output, not what is learned.
 # sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
 # encoder_weights too: a resumed run takes its weights from the checkpoint, not from that file.
+# val_every too: when to validate and write files, not what is learned.
 RUNTIME_OPTIONS = ("workers", "device", "amp", "compile", "resume", "overwrite", "quiet",
-                   "sync_bn", "encoder_weights")
+                   "sync_bn", "encoder_weights", "val_every")
 
 
 class TrainKeywords(TypedDict, total=False):
@@ -46,6 +47,9 @@ class TrainKeywords(TypedDict, total=False):
     beta1: float
     lambda_l1: float
     gan_mode: str
+    gan_warmup: float
+    ema: float
+    val_every: int | None
     generator: str
     encoder_weights: str | None
     ngf: int
@@ -79,6 +83,9 @@ class TrainConfig:
     beta1: float = 0.5
     lambda_l1: float = 100.0
     gan_mode: str = "vanilla"
+    gan_warmup: float = 0.0  # share of the steps with G on its pixel loss alone (D idle)
+    ema: float = 0.0  # decay of the generator's weight average (0: off); see ema.py
+    val_every: int | None = None  # steps between validations; None: a tenth of the run
     generator: str = "unet"
     encoder_weights: str | None = None
     ngf: int = 64
@@ -125,6 +132,14 @@ class TrainConfig:
             raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
         if self.lambda_l1 < 0:
             raise GeoPix2PixError(f"--lambda-l1 {self.lambda_l1}: use 0 or more")
+        if not 0 <= self.gan_warmup <= 1:
+            raise GeoPix2PixError(f"--gan-warmup {self.gan_warmup}: use a share of the steps "
+                                  "from 0 (adversarial from the start) to 1 (never)")
+        if not 0 <= self.ema < 1:
+            raise GeoPix2PixError(f"--ema {self.ema}: use a decay from 0 (off) to below 1, "
+                                  "e.g. 0.999")
+        if self.val_every is not None and self.val_every < 1:
+            raise GeoPix2PixError(f"--val-every {self.val_every}: use at least 1 step")
         if self.samples < 0:
             raise GeoPix2PixError(f"samples={self.samples}: use 0 or more")
 

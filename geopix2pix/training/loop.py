@@ -1,7 +1,11 @@
 """The epoch loop of a run: steps with a live progress bar, then the epoch-end work.
 
-Epoch end: validation (G in eval mode), samples/epoch_NNN.png, a metrics.csv row,
-model.safetensors, model-best.safetensors when the score improved, and checkpoint.pt.
+Epoch end, when validation is due (``--val-every`` steps have passed since the last one, checked
+at epoch ends, and always at the end of the run): validation (G, or its weight average with
+``--ema``, in eval mode), samples/epoch_NNN.png, a metrics.csv row (losses averaged since the
+previous row), model.safetensors, model-best.safetensors when the score improved, and
+checkpoint.pt. The cadence is a function of the step alone, so a resumed run keeps it.
+With ``--gan-warmup`` the first share of the steps trains G on its pixel loss alone.
 A stop request (Ctrl-C, SIGTERM, or the callback) is honoured between steps: the checkpoint is
 written for the state after the last whole step and KeyboardInterrupt is raised.
 Under DDP the ranks agree after every step whether any of them was asked to stop, so all stop
@@ -33,6 +37,7 @@ from .signals import StopRequest
 from .validate import evaluate, evaluate_classes
 
 STUCK_EPOCHS = 3  # a class map's mean IoU unchanged this long: warn (see _warn_if_one_class)
+VALIDATIONS = 10  # without --val-every: validations (and model files) per run
 
 
 def seed_everything(seed: int) -> None:
@@ -54,6 +59,9 @@ class EpochRunner:
         self.schedule = LinearDecaySchedule.build(config.lr, self.steps_per_epoch, config.epochs,
                                                   config.decay_epochs, config.max_steps)
         self.n_epochs = math.ceil(self.schedule.total_steps / self.steps_per_epoch)
+        total = self.schedule.total_steps
+        self.warmup_steps = round(config.gan_warmup * total)
+        self.val_every = config.val_every or max(1, math.ceil(total / VALIDATIONS))
         self.sample_batch = self._sample_batch()
         # metrics.csv's loss columns
         self.losses = ("loss_g_gan", trainer.objective.loss_name, "loss_d")
@@ -76,9 +84,11 @@ class EpochRunner:
         try:
             while state["step"] < self.schedule.total_steps:
                 self._train_epoch(bar, stop, callback)
-                self._end_epoch()
+                saved = self._end_epoch()
                 stop.requested = distributed.any_rank(stop.requested)
                 if stop.requested and state["step"] < self.schedule.total_steps:
+                    if not saved:
+                        self.trainer.save_checkpoint()
                     raise KeyboardInterrupt
         finally:
             bar.close()
@@ -99,7 +109,10 @@ class EpochRunner:
                                   state["step"])
             lr = self.schedule.apply([step_fn.opt_g, step_fn.opt_d], state["step"])
             losses = step_fn(setup.to_device(batch["source"]), setup.to_device(batch["target"]),
-                             setup.to_device(batch["valid"]))
+                             setup.to_device(batch["valid"]),
+                             adversarial=state["step"] >= self.warmup_steps)
+            if trainer.ema is not None:
+                trainer.ema.update()
             sums += torch.stack([losses.g_gan, losses.g_pixel, losses.d]).double()
             state["step"] += 1
             state["batch_in_epoch"] += 1
@@ -130,10 +143,22 @@ class EpochRunner:
                              "D": f"{float(losses.d):.3f}"})
         return info
 
-    def _end_epoch(self) -> None:
+    def _due(self) -> bool:
+        """Whether this epoch end validates: a multiple of ``val_every`` steps was passed in
+        the epoch, or the run is over."""
+        state = self.trainer.state
+        start = state["step"] - state["batch_in_epoch"]
+        return state["step"] // self.val_every > start // self.val_every or \
+            state["step"] >= self.schedule.total_steps
+
+    def _end_epoch(self) -> bool:
+        """The epoch-end work when due (see the module's docstring); whether it was done."""
         trainer, state = self.trainer, self.trainer.state
         partial = state["partial"]
         epoch = state["epoch"] + 1
+        if not self._due():  # the losses go on adding up to the next metrics row
+            state.update(epoch=epoch, batch_in_epoch=0)
+            return False
         # before validation and any file: every rank the same statistics (one process: a no-op)
         distributed.average_running_stats(trainer.generator, trainer.discriminator)
         scores = self._validate()
@@ -157,6 +182,7 @@ class EpochRunner:
             trainer.save_model(trainer.run_dir / "model-best.safetensors", scores)
         trainer.save_checkpoint()
         self._warn_if_one_class()
+        return True
 
     def _better(self, score: float, scores: dict[str, float]) -> bool:
         """Whether this epoch's score beats model-best's; on a tie of a class map's mean IoU
@@ -196,9 +222,9 @@ class EpochRunner:
             return {}
         reduce = distributed.all_reduce_sum if trainer.world > 1 else None
         if trainer.classes is not None:
-            return evaluate_classes(trainer.generator, self.val_loader, trainer.setup,
+            return evaluate_classes(trainer.eval_generator(), self.val_loader, trainer.setup,
                                     len(trainer.classes), reduce)
-        return evaluate(trainer.generator, self.val_loader, trainer.setup,
+        return evaluate(trainer.eval_generator(), self.val_loader, trainer.setup,
                         trainer.val_set.target_scaling, reduce, trainer.spec.out_channels)
 
     def _write_samples(self, epoch: int) -> None:
@@ -210,11 +236,12 @@ class EpochRunner:
         batch, trainer = self.sample_batch, self.trainer
         if batch is None:
             return
-        generator = trainer.generator
+        generator = trainer.eval_generator()
+        was_training = generator.training
         generator.eval()
         with trainer.setup.autocast():
             pred = generator(trainer.setup.to_device(batch["source"]))
-        generator.train()
+        generator.train(was_training)
         path = trainer.run_dir / "samples" / f"epoch_{epoch:03d}.png"
         colours = None if trainer.classes is None else class_colours(
             trainer.classes, trainer.info.target.band_metadata.colormap)

@@ -52,19 +52,16 @@ class Pix2PixStep:
         self.scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.use_grad_scaler)
 
     def __call__(self, source: torch.Tensor, target: torch.Tensor,
-                 valid: torch.Tensor) -> StepLosses:
-        setup, disc = self.setup, self.discriminator
+                 valid: torch.Tensor, adversarial: bool = True) -> StepLosses:
+        """One step; with ``adversarial`` False (``--gan-warmup``) G learns from its pixel loss
+        alone and D is neither trained nor run: both GAN losses are reported as 0."""
+        setup = self.setup
         with setup.autocast():
             fake = self.generator(source)
-        set_requires_grad(disc, True)
-        self.opt_d.zero_grad(set_to_none=True)
-        with setup.autocast():
-            loss_d = discriminator_loss(self.gan, disc, source, target, fake, valid,
-                                        self.objective)
-        self.scaler.scale(loss_d).backward()
-        self.scaler.step(self.opt_d)
-
-        set_requires_grad(disc, False)
+        if not adversarial:
+            return self._pixel_step(source, target, fake, valid)
+        loss_d = self._discriminator_step(source, target, fake, valid)
+        set_requires_grad(self.discriminator, False)
         self.opt_g.zero_grad(set_to_none=True)
         with setup.autocast():
             g_gan, g_pixel = generator_losses(self.gan, self.adversary, source, target, fake,
@@ -74,3 +71,24 @@ class Pix2PixStep:
         self.scaler.step(self.opt_g)
         self.scaler.update()
         return StepLosses(g_gan.detach(), g_pixel.detach(), loss_d.detach())
+
+    def _discriminator_step(self, source, target, fake, valid) -> torch.Tensor:
+        disc = self.discriminator
+        set_requires_grad(disc, True)
+        self.opt_d.zero_grad(set_to_none=True)
+        with self.setup.autocast():
+            loss_d = discriminator_loss(self.gan, disc, source, target, fake, valid,
+                                        self.objective)
+        self.scaler.scale(loss_d).backward()
+        self.scaler.step(self.opt_d)
+        return loss_d
+
+    def _pixel_step(self, source, target, fake, valid) -> StepLosses:
+        self.opt_g.zero_grad(set_to_none=True)
+        with self.setup.autocast():
+            g_pixel = self.objective.pixel_loss(fake, target, valid)
+        self.scaler.scale(self.lambda_l1 * g_pixel).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        zero = torch.zeros((), device=g_pixel.device)
+        return StepLosses(zero, g_pixel.detach(), zero)

@@ -46,6 +46,7 @@ from .classes import describe_classes, objective_for, trained_classes
 from .config import TrainConfig, TrainKeywords
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
+from .ema import WeightAverage
 from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
 from .networks import build_networks
@@ -138,6 +139,7 @@ class Trainer:
             opt_g, opt_d, self.setup, config.gan_mode, config.lambda_l1,
             adversary=maybe_compile(self.discriminator, config.compile)
             if self.world > 1 else None, objective=self.objective)
+        self.ema = WeightAverage(self.generator, config.ema) if config.ema else None
         self.workers = default_workers() if config.workers is None else config.workers
         self.sampler = EpochBatchSampler(len(self.train_set), config.batch_size, config.seed,
                                          rank=self.rank, world_size=self.world)
@@ -194,6 +196,8 @@ class Trainer:
         self.step_fn.opt_g.load_state_dict(saved["opt_g"])
         self.step_fn.opt_d.load_state_dict(saved["opt_d"])
         self.step_fn.scaler.load_state_dict(saved["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved)
         self.state = {k: saved[k] for k in self.state}
         ranks = saved.get("rng_ranks") or [saved["rng"]]
         if len(ranks) == self.world:
@@ -238,10 +242,15 @@ class Trainer:
             "scaler": step_fn.scaler.state_dict(), "schedule": self.schedule.state_dict(),
             "options": self.options(), **self.state, "partial": partial,
             "world_size": self.world, "rng_ranks": rngs,
+            **(self.ema.state_dict() if self.ema is not None else {}),
         }))
         self.has_checkpoint = True
         if not self.state["partial"]:  # an epoch end: model files and checkpoint written
             distributed.writer_first(self._replace_earlier)
+
+    def eval_generator(self) -> torch.nn.Module:
+        """What validation, samples and model files use: G, or its weight average (--ema)."""
+        return self.generator if self.ema is None else self.ema.copy_buffers()
 
     def save_model(self, path: Path, validation: dict[str, float]) -> None:
         """The generator and its metadata at ``path`` (written by rank 0; every rank calls)."""
@@ -253,7 +262,7 @@ class Trainer:
         metadata = ModelMetadata.of_training(self.info, options, self.state["epoch"],
                                              self.state["step"], validation, self.classes)
         with writing(path):
-            save_model(path, self.generator, self.spec, metadata.to_dict())
+            save_model(path, self.eval_generator(), self.spec, metadata.to_dict())
 
     def write_options(self, replicas: dict[str, Any] | None = None) -> None:
         """RUN_DIR/train.json: options, device, ranks and batch sizes (and, at the end of a

@@ -1,0 +1,335 @@
+"""Quality benchmark: the model against simple baselines on a spatial part it never saw.
+
+Runs the three real-data cases of issue 22 end to end with the product's Python API:
+export chips inside an AOI polygon (a GeoPackage in a temp folder) covering the train part,
+train, predict the whole scene, crop the judged part, `evaluate` it; then fits the simple
+baselines on the train part's valid pixels and scores them, written as rasters on the same
+judged grid, with the same `evaluate`. Prints one table.
+
+    python tools/bench_quality.py                      # all three cases, their recipes
+    python tools/bench_quality.py --case dem --steps 400 --out /tmp/bq
+
+Splits: train north 60 % / judge south 38 % (DEM -> hillshade, Sentinel-2 -> land cover), train
+west 60 % / judge east 38 % (SAR -> RGB); the 2 % between them keeps every chip (exported with
+``aoi_mode="within"``) off the judged part. Data: ../shared/data beside the repository.
+Baselines (numpy, fitted on the train part, on the source grid): the train mean per band, the
+per-band least-squares linear map of the source bands with an intercept; for a class map the
+majority class and the nearest class mean of the source bands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TRAIN_SHARE, JUDGE_START = 0.60, 0.62
+EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
+               "val_fraction", "target_resampling")
+# the training recipe of every case (the README's for a short CPU run), see docs/benchmarks.md
+RECIPE = {"ngf": 32, "lr": 1e-3, "gan_warmup": 0.5, "ema": 0.999}
+
+
+@dataclass
+class Case:
+    """One benchmark pair, its split and its recipe (export and train options)."""
+
+    name: str
+    source: str
+    target: str
+    split: str  # "north" (train rows first) or "west" (train columns first)
+    export: dict
+    train: dict
+    categorical: bool = False
+    predict: dict = field(default_factory=dict)
+
+
+CASES = {
+    "dem": Case("dem", "dem_hillshade_exploradores/exploradores_aster_dem_30m.tif",
+                "dem_hillshade_exploradores/exploradores_aster_hillshade_gdal_az315_alt45.tif",
+                "north", {"chip_size": 64, "stride": 16, "source_scaling": "centre"},
+                {**RECIPE}),
+    "sar": Case("sar", "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
+                "sar_optical_spacenet6_rotterdam/rgb_unmasked.tif",
+                "west", {"chip_size": 32, "stride": 8, "max_nodata": 0.5},
+                {**RECIPE, "augment": "flip"}),
+    "landcover": Case("landcover", "image_map_eolearn_slovenia/s2_l1c_2015-07-11_clear.tif",
+                      "image_map_eolearn_slovenia/lulc.tif", "north",
+                      {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},
+                      {**RECIPE, "augment": "d4", "class_weights": "balanced"},
+                      categorical=True),
+}
+
+
+def windows(shape: tuple[int, int], split: str) -> tuple[Window, Window]:
+    """(train part, judged part) of a (rows, cols) grid."""
+    rows, cols = shape
+    if split == "north":
+        cut, start = int(rows * TRAIN_SHARE), int(math.ceil(rows * JUDGE_START))
+        return Window(0, 0, cols, cut), Window(0, start, cols, rows - start)
+    cut, start = int(cols * TRAIN_SHARE), int(math.ceil(cols * JUDGE_START))
+    return Window(0, 0, cut, rows), Window(start, 0, cols - start, rows)
+
+
+def write_aoi(source: Path, train: Window, path: Path) -> Path:
+    """A GeoPackage with the train part's polygon, in the source's CRS."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    with rasterio.open(source) as src:
+        left, bottom, right, top = rasterio.windows.bounds(train, src.transform)
+        crs = src.crs
+    gpd.GeoDataFrame(geometry=[box(left, bottom, right, top)], crs=crs).to_file(path)
+    return path
+
+
+def read_pair(source: Path, target: Path, categorical: bool):
+    """Source values and validity, target values (read on the source's grid) and validity."""
+    with rasterio.open(source) as src:
+        x = src.read(masked=True).astype(np.float64)
+        profile = src.profile
+        with rasterio.open(target) as tgt, WarpedVRT(
+                tgt, crs=src.crs, transform=src.transform, width=src.width, height=src.height,
+                resampling=Resampling.nearest if categorical else Resampling.bilinear) as vrt:
+            y = vrt.read(masked=True).astype(np.float64)
+            target_profile = tgt.profile
+    xv = ~np.ma.getmaskarray(x).any(0) & np.isfinite(x.filled(np.nan)).all(0)
+    yv = ~np.ma.getmaskarray(y).any(0)
+    return x.filled(0), xv, y.filled(0), yv, profile, target_profile
+
+
+def part(array: np.ndarray, window: Window) -> np.ndarray:
+    rows, cols = window.toslices()
+    return array[..., rows, cols]
+
+
+def fit_baselines(x, y, valid, categorical: bool) -> dict:
+    """Callables source (bands, n) -> prediction (bands, n), fitted on the valid pixels."""
+    xs, ys = x[:, valid], y[:, valid]
+    if categorical:
+        codes, counts = np.unique(ys[0], return_counts=True)
+        majority = codes[np.argmax(counts)]
+        means = np.stack([xs[:, ys[0] == c].mean(1) for c in codes])  # (classes, bands)
+
+        def nearest(src):
+            d = ((src.T[:, None, :] - means[None]) ** 2).sum(-1)
+            return codes[np.argmin(d, 1)][None]
+        return {"majority": lambda src: np.full((1, src.shape[1]), majority),
+                "nearest-mean": nearest}
+    design = np.vstack([xs, np.ones(xs.shape[1])]).T
+    coef, *_ = np.linalg.lstsq(design, ys.T, rcond=None)
+    mean = ys.mean(1, keepdims=True)
+    return {"linear": lambda src: (np.vstack([src, np.ones(src.shape[1])]).T @ coef).T,
+            "constant": lambda src: np.repeat(mean, src.shape[1], 1)}
+
+
+def write_like(path: Path, values: np.ndarray, valid: np.ndarray, like: Path,
+               written: str) -> Path:
+    """Values (bands, rows, cols) as a raster with the grid, dtype, nodata and colour table of
+    the cropped prediction `like`, rounded as predict rounds to its dtype `written`."""
+    with rasterio.open(like) as ref:
+        profile = ref.profile
+        colormap = ref.colormap(1) if ref.count == 1 and _has_colormap(ref) else None
+    dtype = np.dtype(profile["dtype"])
+    if np.dtype(written).kind in "iu":
+        info = np.iinfo(written)
+        values = np.clip(np.rint(values), info.min, info.max)
+    nodata = profile.get("nodata")
+    out = values.astype(dtype)
+    if nodata is not None:
+        out[:, ~valid] = nodata
+    return _write(path, profile, out, colormap)
+
+
+def _write(path: Path, profile: dict, data: np.ndarray, colormap: dict | None) -> Path:
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if colormap:
+            dst.write_colormap(1, colormap)
+    return path
+
+
+def _has_colormap(dataset) -> bool:
+    try:
+        dataset.colormap(1)
+        return True
+    except ValueError:
+        return False
+
+
+def crop(path: Path, window: Window, out: Path, valid: np.ndarray, categorical: bool) -> Path:
+    """The window of `path`; values as float32, NaN where the source is invalid (a class map
+    keeps its dtype: its source has no invalid pixels here)."""
+    with rasterio.open(path) as src:
+        profile = {**src.profile, "height": int(window.height), "width": int(window.width),
+                   "transform": src.window_transform(window)}
+        data = src.read(window=window)
+        colormap = src.colormap(1) if src.count == 1 and _has_colormap(src) else None
+    if not categorical:
+        data = data.astype("float32")
+        data[:, ~valid] = np.nan
+        profile.update(dtype="float32", nodata=np.nan)
+    return _write(out, profile, data, colormap)
+
+
+def scores(report) -> dict:
+    if report.categorical:
+        return {"acc": report.pixel_accuracy, "mIoU": report.mean_iou}
+    o = report.overall
+    return {"MAE": o["mae"], "PSNR": o["psnr"], "SSIM": o["ssim"]}
+
+
+def judge(case: Case, work: Path, x, xv, y, yv) -> dict:
+    """Scores of the model's prediction (work/pred.tif) and the baselines on the judged part,
+    on the pixels where the source is valid (elsewhere NaN: a prediction there is no guess)."""
+    from geopix2pix import evaluate
+
+    target = DATA / case.target
+    train_w, judge_w = windows(x.shape[1:], case.split)
+    jx, jv = part(x, judge_w), part(xv, judge_w)
+    judged = crop(work / "pred.tif", judge_w, work / "pred_judged.tif", jv, case.categorical)
+    row = {"model": scores(evaluate(judged, target, categorical=case.categorical))}
+    train_valid = part(xv & yv, train_w)
+    models = fit_baselines(part(x, train_w), part(y, train_w), train_valid, case.categorical)
+    for name, model in models.items():
+        values = model(jx.reshape(jx.shape[0], -1)).reshape(-1, *jx.shape[1:])
+        with rasterio.open(work / "pred.tif") as written:
+            dtype = written.dtypes[0]
+        path = write_like(work / f"{name}_judged.tif", values, jv, judged, dtype)
+        row[name] = scores(evaluate(path, target, categorical=case.categorical))
+    return row
+
+
+def rejudge(case: Case, out: Path) -> dict:
+    """`judge` again the prediction an earlier run of the case's recipe (no --set) left in
+    OUT/CASE (--judge-only)."""
+    work = out / case.name
+    x, xv, y, yv, _, _ = read_pair(DATA / case.source, DATA / case.target, case.categorical)
+    metrics = (work / "run" / "metrics.csv").read_text().splitlines()
+    return {**judge(case, work, x, xv, y, yv), "steps": int(metrics[-1].split(",")[1]),
+            "options": {**case.export, **case.train}}
+
+
+def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
+             extra: dict) -> dict:
+    """Export, train, predict, crop, evaluate; the baselines on the same judged pixels."""
+    from geopix2pix import export_chips, predict, train
+    from geopix2pix.training.signals import TrainingStopped
+
+    source, target = DATA / case.source, DATA / case.target
+    work = out / case.name
+    work.mkdir(parents=True, exist_ok=True)
+    x, xv, y, yv, _, _ = read_pair(source, target, case.categorical)
+    train_w, judge_w = windows(x.shape[1:], case.split)
+    aoi = write_aoi(source, train_w, work / "train_aoi.gpkg")
+    export = {**case.export, **{k: v for k, v in extra.items() if k in EXPORT_KEYS}}
+    extra = {k: v for k, v in extra.items() if k not in EXPORT_KEYS}
+    export_chips(source, target, work / "chips", aoi=aoi, aoi_mode="within", overwrite=True,
+                 progress=False, workers=1, **export)
+    options = {**case.train, **extra, "categorical": case.categorical, "quiet": True,
+               "overwrite": True, "workers": 0, "max_steps": steps or 10**6}
+    deadline = time.monotonic() + minutes * 60 if minutes else None
+    try:
+        result = train(work / "chips", work / "run", log=lambda m: None,
+                       callback=(lambda info: time.monotonic() > deadline) if deadline else None,
+                       **options)
+        done = result.steps
+    except TrainingStopped:  # --minutes: the last model file written
+        done = None
+    whole = work / "pred.tif"
+    predict(source, whole, model=work / "run" / "model.safetensors", overwrite=True,
+            progress=False, device="cpu")
+    row = judge(case, work, x, xv, y, yv)
+    row["steps"] = done
+    row["options"] = {**export, **{k: v for k, v in options.items() if k not in (
+        "quiet", "overwrite", "workers", "categorical")}}
+    return row
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:>9.4g}" if value is not None else f"{'':>9}"
+
+
+def table(rows: dict[str, dict]) -> str:
+    """One line per case and metric: model, then each baseline; the recipe under it."""
+    lines = [f"{'case':<10} {'metric':<6} {'model':>9} {'linear':>9} {'constant':>9} "
+             f"{'majority':>9} {'nearest':>9}"]
+    for name, row in rows.items():
+        for metric in row["model"]:
+            cells = " ".join(_cell(row.get(key, {}).get(metric)) for key in (
+                "model", "linear", "constant", "majority", "nearest-mean"))
+            lines.append(f"{name:<10} {metric:<6} {cells}")
+        lines.append(f"{'':<10} steps {row['steps']}; " + ", ".join(
+            f"{k}={v}" for k, v in row["options"].items() if k != "max_steps"))
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=[*CASES, "all"], default="all")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=None,
+                        help="training steps per case (default 600)")
+    budget.add_argument("--minutes", type=float, default=None,
+                        help="training minutes per case instead (the last model file is used)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="work folder (default: a temporary one, removed)")
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                        help="override an export or training option of every case, "
+                        "e.g. --set ngf=64")
+    parser.add_argument("--judge-only", action="store_true",
+                        help="judge again the predictions an earlier run left in --out")
+    parser.add_argument("--centre-clip", type=float, default=None,
+                        help="clip centre-scaled inputs at this instead (1 = the clip before "
+                        "issue 22: the DEM A/B of docs/benchmarks.md)")
+    return parser.parse_args(argv)
+
+
+def overrides(pairs: list[str]) -> dict:
+    import json
+
+    extra = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            extra[key.replace("-", "_")] = json.loads(value)
+        except ValueError:
+            extra[key.replace("-", "_")] = value
+    return extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if not DATA.is_dir():
+        print(f"no sample data at {DATA}", file=sys.stderr)
+        return 2
+    if args.centre_clip is not None:  # export, training and predict all run in this process
+        from geopix2pix.chips import scaling
+
+        scaling.CENTRE_CLIP = args.centre_clip
+    steps = None if args.minutes else (args.steps or 600)
+    names = list(CASES) if args.case == "all" else [args.case]
+    with tempfile.TemporaryDirectory() as temp:
+        out = args.out or Path(temp)
+        rows = {}
+        for name in names:
+            rows[name] = rejudge(CASES[name], out) if args.judge_only else run_case(
+                CASES[name], steps, args.minutes, out, overrides(args.set))
+            print(table({name: rows[name]}), file=sys.stderr, flush=True)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
