@@ -141,9 +141,17 @@ def test_centre_scaling_keeps_steeper_relief_than_the_training_chips():
     flatten its ridge, and the hillshade there); only outliers are clipped, at CENTRE_CLIP."""
     from geopix2pix.chips.scaling import CENTRE_CLIP, Scaling
 
-    scaling = Scaling("centre", (-100.0,), (100.0,))
+    scaling = Scaling.from_stats([{"abs_dev_p99": 100.0}], "centre")
+    assert scaling == Scaling("centre", (-100.0,), (100.0,), CENTRE_CLIP)
     ridge = np.array([[[0.0, 150.0, 300.0, 150.0, 0.0]]])  # mean 120: -1.2 .. 1.8
     scaled = scaling.forward(ridge, np.ones((1, 5), bool))[0, 0]
     assert scaled == pytest.approx([-1.2, 0.3, 1.8, 0.3, -1.2], abs=1e-6)
     spike = np.array([[[0.0] * 9 + [20_000.0]]])
     assert scaling.forward(spike, np.ones((1, 10), bool))[0, 0, 9] == CENTRE_CLIP
+    # the clip travels with the scaling (model files); one stored without it is from before
+    # the clip was raised, and its model was trained on inputs clipped at 1
+    assert Scaling.from_dict(scaling.to_dict()) == scaling
+    old = Scaling.from_dict({"mode": "centre", "low": [-100.0], "high": [100.0]})
+    assert old.clip == 1.0
+    assert old.forward(ridge, np.ones((1, 5), bool))[0, 0] == pytest.approx(
+        [-1.0, 0.3, 1.0, 0.3, -1.0], abs=1e-6)

@@ -13,7 +13,9 @@ Modes, per side of a pair:
   deviations from chip means. For elevation inputs: a hillshade or image depends on the relief, not
   on the absolute height. Not invertible, so inputs only. Clipped at +-`CENTRE_CLIP`, not +-1: a
   window of steeper relief than the training chips' (a clip at 1 flattened 6 to 15 % of the
-  pixels of a judged part of a real DEM, and with them its hillshade) keeps its shape.
+  pixels of a judged part of a real DEM, and with them its hillshade) keeps its shape. The clip
+  is part of the scaling (`clip`, stored with it): a model trained before it was recorded read
+  its inputs clipped at +-1, and is given them so again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Scaling:
     mode: str
     low: tuple[float, ...]
     high: tuple[float, ...]
+    clip: float = 1.0  # |scaled values| are clipped to this
 
     @classmethod
     def from_stats(cls, stats: list[dict], mode: str) -> Scaling:
@@ -46,11 +49,14 @@ class Scaling:
         else:
             spread = [s["abs_dev_p99"] or 1.0 for s in stats]
             low, high = [-v for v in spread], spread
-        return cls(mode, tuple(map(float, low)), tuple(map(float, high)))
+        return cls(mode, tuple(map(float, low)), tuple(map(float, high)),
+                   CENTRE_CLIP if mode == "centre" else 1.0)
 
     @classmethod
     def from_dict(cls, data: dict) -> Scaling:
-        return cls(data["mode"], tuple(data["low"]), tuple(data["high"]))
+        """Read back `to_dict`; a scaling stored without `clip` (before it was) clips at 1."""
+        return cls(data["mode"], tuple(data["low"]), tuple(data["high"]),
+                   float(data.get("clip", 1.0)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,8 +69,8 @@ class Scaling:
         return ((low + high) / 2)[:, None, None], half[:, None, None]
 
     def forward(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """(bands, rows, cols) values -> float32 in [-1, 1] (``centre``: +-`CENTRE_CLIP`);
-        invalid pixels become 0."""
+        """(bands, rows, cols) values -> float32 in [-clip, clip] (1, or `CENTRE_CLIP` for a
+        ``centre`` scaling); invalid pixels become 0."""
         with np.errstate(invalid="ignore"):  # signalling NaNs (garbage bits) are invalid anyway
             values = data.astype(np.float64)
         if self.mode == "centre":
@@ -72,8 +78,7 @@ class Scaling:
             means = np.where(valid, values, 0).sum(axis=(1, 2)) / count
             values = values - means[:, None, None]
         centre, half = self._centre_and_half_range(values.shape[0])
-        bound = CENTRE_CLIP if self.mode == "centre" else 1.0
-        scaled = np.clip((values - centre) / half, -bound, bound)
+        scaled = np.clip((values - centre) / half, -self.clip, self.clip)
         scaled[:, ~valid] = 0.0
         return np.nan_to_num(scaled, nan=0.0).astype(np.float32)
 

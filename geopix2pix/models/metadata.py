@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 TARGET_SCALINGS = ("percentile", "minmax")  # invertible: prediction maps [-1, 1] back
 BAND_LISTS = ("units", "scales", "offsets", "colorinterp")  # band metadata, one per band
 MAX_COLOURS = 65536  # a colour table indexes uint8 or uint16 values
+MAX_CLIP = 1000.0  # a scaling's clip: CENTRE_CLIP today; beyond this no value is an outlier
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,10 @@ def _scaling(data: Any, where: str) -> Scaling:
     for index, (a, b) in enumerate(zip(low, high)):
         if a > b:
             raise SchemaError(f"{where}.low[{index}]", f"{a:g} is above high {b:g}")
-    return Scaling(str(mode), tuple(low), tuple(high))
+    clip = number(data.get("clip", 1.0), f"{where}.clip")  # files from before it: 1
+    if not 1.0 <= clip <= MAX_CLIP:
+        raise SchemaError(f"{where}.clip", f"is {clip:g}; expected 1 to {MAX_CLIP:g}")
+    return Scaling(str(mode), tuple(low), tuple(high), clip)
 
 
 def _classes(value: Any, where: str) -> list[int]:
