@@ -23,6 +23,7 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.options import api_function
 from geopix2pix.raster.write import atomic_path
 
+from .baseline import BaselineMaps, ResidualGenerator, with_residual
 from .device import resolve_device
 from .factory import GeneratorSpec, build_generator
 
@@ -44,11 +45,14 @@ class LoadedModel:
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
-    """The plain module inside torch.compile / DataParallel / DistributedDataParallel wrappers."""
+    """The plain module inside torch.compile / DataParallel / DistributedDataParallel wrappers
+    (and a residual generator's own: the file's metadata says to add the linear map back)."""
     parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
     while True:
         if isinstance(module, parallel):
             module = module.module
+        elif isinstance(module, ResidualGenerator):
+            module = module.inner
         elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
             module = module._orig_mod
         else:
@@ -187,5 +191,18 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     path, device = Path(path), resolve_device(device, "device=")
     raw_metadata, tensors = _read(path)
     spec, metadata = _parse_header(path, raw_metadata)
-    generator = _build(path, spec, tensors).to(device).eval()
+    generator = _build(path, spec, tensors).to(device)
+    generator = with_residual(generator, _baselines(path, spec, metadata)).eval()
     return LoadedModel(generator=generator, spec=spec, metadata=metadata)
+
+
+def _baselines(path: Path, spec: GeneratorSpec, metadata: dict[str, Any]) -> BaselineMaps | None:
+    """The baselines the file's metadata carries (None in files from before them)."""
+    if metadata.get("baselines") is None:
+        return None
+    try:
+        maps = BaselineMaps.from_dict(metadata["baselines"])
+        maps.check_shape(spec.in_channels, spec.out_channels)
+    except ValueError as exc:
+        raise _not_a_model(path, f"bad baselines metadata: {exc}") from None
+    return maps

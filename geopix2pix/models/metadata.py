@@ -21,6 +21,7 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.jsonvalues import decode_number, encode_number, jsonable
 from geopix2pix.raster.band_metadata import BandMetadata
 
+from .baseline import BaselineMaps
 from .io import LoadedModel
 
 
@@ -79,11 +80,14 @@ class ModelMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, float | None] = field(default_factory=dict)
     version: str = ""
+    # the simple baselines fitted on the train chips (`models.baseline`; None in older files)
+    baselines: BaselineMaps | None = None
 
     @classmethod
     def of_training(cls, info: DatasetInfo, options: dict[str, Any], epoch: int, step: int,
                     validation: dict[str, float] | None = None,
-                    classes: list[int] | None = None) -> ModelMetadata:
+                    classes: list[int] | None = None,
+                    baselines: BaselineMaps | None = None) -> ModelMetadata:
         """The metadata of weights trained on the chips folder `info` describes (`classes`: the
         class codes of a categorical target, in the order of the generator's channels)."""
         from geopix2pix import __version__
@@ -91,7 +95,8 @@ class ModelMetadata:
         return cls(SideMetadata.of(info.source), SideMetadata.of(info.target, classes),
                    int(info.chip_size), info.crs, _pixel_size(info.pixel_size),
                    {**options, "epoch": int(epoch), "step": int(step)},
-                   {k: float(v) for k, v in (validation or {}).items()}, __version__)
+                   {k: float(v) for k, v in (validation or {}).items()}, __version__,
+                   baselines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the model file's header, besides the generator's description)."""
@@ -99,7 +104,8 @@ class ModelMetadata:
                 "chip_size": int(self.chip_size), "crs": self.crs,
                 "pixel_size": list(self.pixel_size) if self.pixel_size else None,
                 "training": jsonable(self.training),
-                "validation": jsonable(self.validation), "version": self.version}
+                "validation": jsonable(self.validation), "version": self.version,
+                **({"baselines": self.baselines.to_dict()} if self.baselines else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], chip_size: int | None = None) -> ModelMetadata:
@@ -111,7 +117,8 @@ class ModelMetadata:
                    _pixel_size(data["pixel_size"]) if data.get("pixel_size") else None,
                    dict(data.get("training") or {}),
                    {k: decode_number(v) for k, v in (data.get("validation") or {}).items()},
-                   str(data.get("version") or ""))
+                   str(data.get("version") or ""),
+                   BaselineMaps.from_dict(data["baselines"]) if data.get("baselines") else None)
 
     @property
     def categorical(self) -> bool:
