@@ -280,3 +280,81 @@ def test_residual_run_predicts_linear_plus_generator_from_the_model_file(linear_
 def test_residual_is_refused_for_a_class_map(linear_chips, tmp_path):
     with pytest.raises(GeoPix2PixError, match="--residual linear"):
         train(linear_chips, tmp_path / "run", residual="linear", categorical=True, **TINY)
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    """One step of a class map (`class_pair`'s thresholds of a smooth field)."""
+    from test_train_categorical import class_pair
+
+    folder = tmp_path_factory.mktemp("classes")
+    source, target = class_pair(folder, size=128)
+    export_chips(source, target, folder / "chips", chip_size=32, stride=32, split_block=64,
+                 target_resampling="nearest", workers=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeoPix2PixWarning)
+        result = train(folder / "chips", folder / "run", max_steps=1, epochs=1, decay_epochs=0,
+                       categorical=True, **TINY)
+    return result, folder / "chips", source
+
+
+def _class_pixels(chips: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The split's valid scaled source pixels (n, bands) and class indices (n,)."""
+    data = ChipDataset(chips, split, classes=ModelMetadata.of(
+        load_model(chips.parent / "run" / "model.safetensors")).target.classes)
+    items = [data[i] for i in range(len(data))]
+    x = np.concatenate([it["source"].permute(1, 2, 0)[it["valid"][0]].numpy() for it in items])
+    k = np.concatenate([it["target"][0][it["valid"][0]].numpy() for it in items]).astype(int)
+    return x, k
+
+
+def test_class_map_baselines_are_scored_like_the_model(class_run):
+    result, chips, _ = class_run
+    x_train, k_train = _class_pixels(chips, "train")
+    x_val, k_val = _class_pixels(chips, "val")
+    majority = np.bincount(k_train).argmax()
+    means = np.stack([x_train[k_train == c].mean(0) for c in range(3)])
+    nearest = ((x_val[:, None] - means[None]) ** 2).sum(-1).argmin(1)
+    scores = result.baselines
+    assert scores["constant"]["val_accuracy"] == pytest.approx((k_val == majority).mean())
+    assert scores["linear"]["val_accuracy"] == pytest.approx((nearest == k_val).mean())
+    ious = [((nearest == c) & (k_val == c)).sum() / ((nearest == c) | (k_val == c)).sum()
+            for c in range(3) if ((nearest == c) | (k_val == c)).any()]
+    assert scores["linear"]["val_miou"] == pytest.approx(np.mean(ious))
+    assert result.comparison.startswith("model-best: val accuracy ")
+    assert "nearest class mean" in result.comparison and "majority class" in result.comparison
+
+
+def test_predict_baseline_linear_writes_the_nearest_class_codes(class_run, tmp_path):
+    result, chips, scene = class_run
+    model = load_model(result.best_model_path)
+    info = ModelMetadata.of(model)
+    out = tmp_path / "nearest.tif"
+    predict(scene, out, model=model, baseline="linear", progress=False)
+    scaled, valid = _scaled_input(scene, info)
+    x_train, k_train = _class_pixels(chips, "train")
+    means = np.stack([x_train[k_train == c].mean(0) for c in range(3)])
+    distance = ((scaled.transpose(1, 2, 0)[..., None, :] - means) ** 2).sum(-1)
+    expected = np.asarray(info.target.classes)[distance.argmin(-1)]
+    with rasterio.open(out) as dst, rasterio.open(scene) as src:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        assert dst.dtypes[0] == "uint8" and dst.nodata == 0
+        written = dst.read(1)
+    # equal but where two class means are nearly equally near (float32 against float64)
+    gap = np.sort(distance, -1)[..., 1] - np.sort(distance, -1)[..., 0]
+    assert np.array_equal(written[valid & (gap > 1e-4)], expected[valid & (gap > 1e-4)])
+
+
+def test_show_results_shows_the_baseline_beside_the_model(class_run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from geopix2pix.plot import show_results
+
+    result, chips, _ = class_run
+    figure = show_results(result.best_model_path, chips, n=1)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["input", "prediction", "nearest class mean", "target"]
+    assert [ax.get_title() for ax in show_results(result.best_model_path, chips, n=1,
+                                                  baseline=False).axes] == \
+        ["input", "prediction", "target"]
