@@ -205,7 +205,10 @@ def test_chips_whose_codes_were_averaged_get_a_warning(tmp_path, capsys, shifted
           "--max-steps", "1", "--ngf", "8", "--ndf", "8", "--workers", "0", "--device", "cpu",
           "-q"])
     err = capsys.readouterr().err
-    assert ("warning: " in err) is shifted, err
+    # (one step on random classes may lose to the simple baselines: a warning of its own)
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")
+              and "does not beat the best simple baseline" not in line]
+    assert bool(warned) is shifted, err
     if shifted:
         assert "--target-resampling bilinear and a target resampled" in err
 
