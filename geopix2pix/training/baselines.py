@@ -204,6 +204,16 @@ def comparison(best: dict[str, Any], baselines: RunBaselines, categorical: bool)
             f"majority class {_pair(constant)} (accuracy, mean IoU)")
 
 
+def report(trainer, best: dict[str, Any]) -> str | None:
+    """The end of a run: the warning (logged) when model-best loses to the baselines, and the
+    comparison line for the summary."""
+    categorical = trainer.classes is not None
+    losing = shortfall(best, trainer.baselines, categorical)
+    if losing:
+        trainer.log("warning: " + losing)
+    return comparison(best, trainer.baselines, categorical)
+
+
 def _pair(scores: dict[str, float]) -> str:
     return f"{scores['val_accuracy']:.3f}, {scores['val_miou']:.3f}" if \
         "val_accuracy" in scores else f"{scores['val_miou']:.3f}"

@@ -344,14 +344,11 @@ class Trainer:
         finally:
             history.close()
         self.check_replicas()
-        categorical, best = self.classes is not None, self.state["best_scores"]
-        losing = baselines.shortfall(best, self.baselines, categorical)
-        if losing:
-            self.log(WARNING + losing)
+        best = self.state["best_scores"]
         return TrainResult(self.run_dir, self.run_dir / MODEL, self.run_dir / BEST_MODEL,
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
                            [typed_row(r) for r in history.rows], best, self.baselines.scores,
-                           baselines.comparison(best, self.baselines, categorical))
+                           baselines.report(self, best))
 
 
 def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
