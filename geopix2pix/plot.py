@@ -158,25 +158,43 @@ def _class_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray, valid: 
     return class_index_row(source, np.searchsorted(codes, pred[0]), index, known, colours)
 
 
+def _panels(source: np.ndarray, pred: np.ndarray, target: np.ndarray, valid: np.ndarray,
+            meta: ModelMetadata) -> list[np.ndarray]:
+    """The input, prediction and target images of one chip."""
+    from geopix2pix.training.samples import GAP, sample_row
+
+    image = _class_row(source, pred, target, valid, meta) if meta.categorical \
+        else sample_row(source, pred, target, valid)
+    width = source.shape[-1]
+    return [image[:, k * (width + GAP): k * (width + GAP) + width] for k in range(3)]
+
+
 @api_function
 def show_results(model: PathLike | LoadedModel, chips_dir: PathLike, n: int = 4,
-                 split: str | None = "val", seed: int = 0, size: float = 3.0):
+                 split: str | None = "val", seed: int = 0, size: float = 3.0,
+                 baseline: bool = True):
     """input | prediction | target for `n` chips of a split; `model` is a model file or a loaded
-    model (`geopix2pix.load_model`)."""
+    model (`geopix2pix.load_model`). With ``baseline`` and a model file that carries its
+    baselines, the linear baseline's prediction (a class map's nearest class mean) is shown
+    beside the model's."""
     from geopix2pix.models.metadata import ModelMetadata
-    from geopix2pix.training.samples import GAP, sample_row
+    from geopix2pix.prediction.predictor import baseline_model
 
     ids = _pick(chips_dir, split, n, seed)
     loaded = _as_model(model)
     results = predict_chips(loaded, chips_dir, ids)  # a model unfit for the chips: no figure
     meta = ModelMetadata.of(loaded)
-    fig, axes = _grid(len(ids), ["input", "prediction", "target"], size)
-    for row, (source, pred, target, valid) in zip(axes, results):
-        image = _class_row(source, pred, target, valid, meta) if meta.categorical \
-            else sample_row(source, pred, target, valid)
-        width = source.shape[-1]
-        for k, ax in enumerate(row):
-            ax.imshow(image[:, k * (width + GAP): k * (width + GAP) + width])
+    titles = ["input", "prediction", "target"]
+    if baseline and meta.baselines is not None:
+        titles.insert(2, "nearest class mean" if meta.categorical else "linear baseline")
+        linear = predict_chips(baseline_model(loaded, meta, "linear"), chips_dir, ids)
+    fig, axes = _grid(len(ids), titles, size)
+    for index, (row, chip) in enumerate(zip(axes, results)):
+        panels = _panels(*chip, meta)
+        if len(titles) == 4:
+            panels.insert(2, _panels(*linear[index], meta)[1])
+        for ax, panel in zip(row, panels):
+            ax.imshow(panel)
     fig.tight_layout()
     return fig
 

@@ -127,7 +127,8 @@ def test_an_unknown_keyword_is_one_line_naming_it_and_the_valid_ones(pair, tmp_p
     (lambda m, c: g.show_chips(c, nn=2),
      "unknown show_chips option(s): nn; valid: chips_dir, n, seed, size, split"),
     (lambda m, c: g.show_results(m, c, nn=2, spilt="val"),
-     "unknown show_results option(s): nn, spilt; valid: chips_dir, model, n, seed, size, split"),
+     "unknown show_results option(s): nn, spilt; valid: baseline, chips_dir, model, n, seed, size, "
+     "split"),
     (lambda m, c: g.plot_metrics(c, sise=3),
      "unknown plot_metrics option(s): sise; valid: run_dir, size"),
     (lambda m, c: g.plot_footprints(c, secne="s.tif"),

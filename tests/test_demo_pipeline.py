@@ -32,7 +32,7 @@ def test_outputs_are_on_the_heldout_grid(demo):
         void = scene.read(1) == scene.nodata
     with rasterio.open(demo.scenes.heldout_target) as truth:
         metadata = (truth.units, truth.scales, truth.offsets, truth.colorinterp)
-    for path in (demo.prediction, demo.baseline):
+    for path in (demo.prediction, demo.baseline, demo.linear):
         with rasterio.open(path) as ds:
             assert (ds.crs, ds.transform, ds.width, ds.height) == grid
             assert (ds.units, ds.scales, ds.offsets, ds.colorinterp) == metadata

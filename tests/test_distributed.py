@@ -173,6 +173,21 @@ def test_two_ranks_keep_replicas_identical_and_train_like_one_process(two_ranks,
     assert_like_one_process(run, one_process.run_dir, chips)
 
 
+def test_two_ranks_fit_and_score_the_baselines_of_one_process(two_ranks, one_process):
+    """Each rank reads its shard of the chips and the sums are added: one fit, not two."""
+    _, run, done = two_ranks
+    ours = json.loads((run / "baselines.json").read_text())
+    ref = json.loads((one_process.run_dir / "baselines.json").read_text())
+    assert ours["pixels"] == ref["pixels"]
+    for name in ("linear", "constant"):
+        for key in ("weight", "bias"):
+            np.testing.assert_allclose(ours["maps"][name][key], ref["maps"][name][key],
+                                       rtol=1e-9, atol=1e-12)
+        for key, value in ref["scores"][name].items():
+            assert ours["scores"][name][key] == pytest.approx(value, rel=1e-6), key
+    assert done.stdout.count("model-best: val MAE") == 1  # rank 0 alone reports
+
+
 def test_only_rank_0_writes_files(two_ranks, one_process):
     tmp, run, _ = two_ranks
     written = audit(tmp, 0)

@@ -143,7 +143,10 @@ def test_the_cli_trains_a_class_map_and_says_so(class_chips, tmp_path, capsys):
                  "-q"])
     assert code == 0
     err = capsys.readouterr().err
-    assert "class map: 3 classes (codes 3, 7, 12)" in err and "warning" not in err
+    assert "class map: 3 classes (codes 3, 7, 12)" in err
+    # two steps do not beat the simple baselines, which is the one warning
+    assert [line for line in err.splitlines() if "warning" in line] == [
+        line for line in err.splitlines() if line.startswith("warning: model-best (val accuracy")]
     saved = json.loads((tmp_path / "run" / "train.json").read_text())["options"]
     assert saved["categorical"] is True
 
@@ -202,7 +205,10 @@ def test_chips_whose_codes_were_averaged_get_a_warning(tmp_path, capsys, shifted
           "--max-steps", "1", "--ngf", "8", "--ndf", "8", "--workers", "0", "--device", "cpu",
           "-q"])
     err = capsys.readouterr().err
-    assert ("warning: " in err) is shifted, err
+    # (one step on random classes may lose to the simple baselines: a warning of its own)
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")
+              and "does not beat the best simple baseline" not in line]
+    assert bool(warned) is shifted, err
     if shifted:
         assert "--target-resampling bilinear and a target resampled" in err
 

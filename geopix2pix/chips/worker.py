@@ -84,10 +84,12 @@ class ChipWriter:
         path = self.folder / f"{chip.id}.tif"
         with checked_write(path), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
                 rasterio.open(path, "w", **profile) as dst:
+            # tags first: libtiff cannot change the photometric tag (a palette) once pixels
+            # are written, and GDAL signals that as an error (a failed write)
+            self._write_tags(dst)
             dst.write(data)
             if not all_valid and self.nodata is None:
                 dst.write_mask(valid.astype(np.uint8) * 255)
-            self._write_tags(dst)
 
     def _write_tags(self, dst) -> None:
         for band, text in enumerate(self.descriptions, start=1):

@@ -49,6 +49,11 @@ from geopix2pix.errors import GeoPix2PixError
 @click.option("--allow-no-crs", is_flag=True,
               help="Accept scenes without a CRS or without a geotransform (predicted on "
               "their pixels)." + OFF)
+@click.option("--baseline", type=click.Choice(["none", "linear", "constant"]), default="none",
+              help="Write a simple baseline the model file carries instead of the model's "
+                   "prediction (same grid, dtype, nodata): linear (the least-squares map of the "
+                   "source bands; for a class map the nearest class mean) or constant (the "
+                   "train mean; the majority class), fitted on the train chips.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar." + OFF)
 @reports_stop(predict_stopped)
 def predict_command(paths, model, out_dir, quiet, **options):

@@ -27,7 +27,7 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
 @click.argument("chips_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: model.safetensors, model-best.safetensors, checkpoint.pt, "
-                   "metrics.csv, samples/, train.json.")
+                   "metrics.csv, baselines.json, samples/, train.json.")
 @click.option("--batch-size", type=int, default=8,
               help="Chips per step, per process under torchrun (effective batch = this x "
                    "processes); batch norm learns steadier statistics with more than 1.")
@@ -88,6 +88,11 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
               help="With --categorical: balanced weighs each class's pixels by the inverse of "
                    "its share of the train pixels (at most 100), for rare classes such as "
                    "roads; none counts every pixel alike.")
+@click.option("--residual", type=click.Choice(["none", "linear"]), default="none",
+              help="linear: the generator learns the target minus the linear baseline (the "
+                   "least-squares map of the source bands fitted on the train chips, see "
+                   "baselines.json), which it starts from and predict adds back; for values, "
+                   "not --categorical.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace the files of an earlier run in RUN_DIR (a folder holding anything "
                    "else, or the chips, is refused).  [default: off]")
@@ -118,6 +123,8 @@ def train_command(chips_dir, out_dir, compile_, **options):
     click.echo(f"{result.run_dir}: {result.steps} steps in {result.epochs} epochs; "
                f"model {result.model_path.name}, best {result.best_model_path.name}"
                + (f" ({best})" if best else ""))
+    if result.comparison:
+        click.echo(result.comparison)
 
 
 def _log(message: str) -> None:

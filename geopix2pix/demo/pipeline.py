@@ -1,7 +1,8 @@
 """`run_demo`: the whole geopix2pix pipeline on generated scenes, end to end.
 
 generate scenes -> export chips -> train a small Pix2Pix -> predict the held-out scene ->
-evaluate it against the held-out truth, beside a trivial baseline (the training mean) ->
+evaluate it against the held-out truth, beside two baselines fitted on the training chips (the
+training mean, and the linear map of the input bands that the model file carries) ->
 quicklook PNG (input | prediction | truth) -> demo.json, written last.
 
 The default `DemoSettings` finish in about five minutes on a 2-core CPU; a GPU is used when present.
@@ -39,7 +40,8 @@ SUMMARY = "demo.json"
 # Everything a demo writes in its folder: --overwrite removes these and refuses anything else.
 STARTED = ".geopix2pix-demo"  # written first: the folder is a demo's, finished or not
 OUTPUTS = Owned((SUMMARY, STARTED, "prediction.tif", "baseline.tif", "evaluation.json",
-                 "evaluation_baseline.json", "quicklook.png"),
+                 "evaluation_baseline.json", "linear.tif", "evaluation_linear.json",
+                 "quicklook.png"),
                 {"scenes": Owned(("train_*_*.tif", "heldout_*.tif", "pairs.csv")),
                  "chips": CHIP_OUTPUTS, "run": RUN_OUTPUTS})
 STAGES = 6
@@ -101,16 +103,26 @@ class DemoResult:
     metrics: dict  # overall metrics of the prediction vs the held-out truth
     baseline_metrics: dict  # the same for the baseline
     seconds: dict = field(default_factory=dict)
+    linear: Path | None = None  # the linear baseline's prediction (`predict --baseline linear`)
+    linear_metrics: dict = field(default_factory=dict)  # and its metrics
 
     @property
     def beats_baseline(self) -> bool:
         m, b = self.metrics, self.baseline_metrics
         return m["mae"] < b["mae"] and m["rmse"] < b["rmse"] and m["psnr"] > b["psnr"]
 
+    @property
+    def beats_linear(self) -> bool | None:
+        """Whether the model's MAE is below the linear baseline's (None without one)."""
+        return self.metrics["mae"] < self.linear_metrics["mae"] if self.linear_metrics else None
+
     def table(self) -> list[str]:
         rows = [f"{'held-out scene':<24} {'MAE':>9} {'RMSE':>9} {'PSNR dB':>8} {'SSIM':>7}"]
         for name, m in (("geopix2pix model", self.metrics),
-                        ("baseline (train mean)", self.baseline_metrics)):
+                        ("baseline (train mean)", self.baseline_metrics),
+                        ("linear baseline", self.linear_metrics)):
+            if not m:
+                continue
             rows.append(f"{name:<24} {m['mae']:>9.3f} {m['rmse']:>9.3f} {m['psnr']:>8.2f} "
                         f"{m['ssim']:>7.3f}")
         return rows
@@ -122,7 +134,10 @@ class DemoResult:
             f"geopix2pix demo ({self.task}, seed {self.seed}) in "
             f"{sum(self.seconds.values()):.0f} s",
             *self.table(),
-            f"The model {verdict} the baseline on ground it never saw.",
+            f"The model {verdict} the baseline on ground it never saw"
+            + ("." if self.beats_linear is None else
+               f" and {'beats' if self.beats_linear else 'does NOT beat'} the linear baseline "
+               "in MAE."),
             "Outputs (GeoTIFFs in " + self.scenes.crs + ": drag them into QGIS):",
             f"  training scenes    {self.scenes.out_dir}/train_*_{source}.tif, "
             f"train_*_{target}.tif",
@@ -133,6 +148,7 @@ class DemoResult:
             f"  model              {self.model}",
             f"  prediction         {self.prediction}",
             f"  baseline           {self.baseline}",
+            *([f"  linear baseline    {self.linear}"] if self.linear else []),
             f"  quicklook          {self.quicklook} (input | prediction | truth)",
             f"  summary            {self.out_dir / SUMMARY}",
         ]
@@ -141,6 +157,7 @@ class DemoResult:
         data = {k: v for k, v in asdict(self).items() if k != "scenes"}
         data["scenes"] = self.scenes.to_dict()
         data["beats_baseline"] = self.beats_baseline
+        data["beats_linear"] = self.beats_linear
         return json.loads(json.dumps(data, default=str))
 
 
@@ -277,11 +294,17 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
                        json_path=out / "evaluation.json")
     base_report = evaluate(baseline, scenes.heldout_target,
                            json_path=out / "evaluation_baseline.json")
+    linear = out / "linear.tif"
+    predict(scenes.heldout_source, linear, model=model, device=s.device, baseline="linear",
+            batch_size=s.batch_size, progress=False)
+    linear_report = evaluate(linear, scenes.heldout_target,
+                             json_path=out / "evaluation_linear.json")
     _stage(progress, 6, "writing the quicklook")
     quicklook = clock.run("quicklook", write_quicklook, scenes.heldout_source, prediction,
                           scenes.heldout_target, out / "quicklook.png")
     result = DemoResult(out, task, seed, scenes, chips, run, model, prediction, baseline,
-                        quicklook, report.overall, base_report.overall, clock.seconds)
+                        quicklook, report.overall, base_report.overall, clock.seconds, linear,
+                        linear_report.overall)
     write_text_atomic(out / SUMMARY, json.dumps(
         {**result.to_dict(), "settings": asdict(s)}, indent=2) + "\n")
     if progress:

@@ -28,6 +28,7 @@ from geopix2pix.options import api_function
 from geopix2pix.raster.write import atomic_path
 
 from . import layout
+from .baseline import BaselineMaps, ResidualGenerator, with_residual
 from .device import resolve_device
 from .factory import GeneratorSpec, build_generator
 from .layout import Layout
@@ -54,11 +55,14 @@ class LoadedModel:
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
-    """The plain module inside torch.compile / DataParallel / DistributedDataParallel wrappers."""
+    """The plain module inside torch.compile / DataParallel / DistributedDataParallel wrappers
+    (and a residual generator's own: the file's metadata says to add the linear map back)."""
     parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
     while True:
         if isinstance(module, parallel):
             module = module.module
+        elif isinstance(module, ResidualGenerator):
+            module = module.inner
         elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
             module = module._orig_mod
         else:
@@ -252,5 +256,18 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
                               "run/model.safetensors")
     path, device = Path(path), resolve_device(device, "device=")
     spec, metadata, tensors = _read(path)
-    generator = _build(path, spec, tensors).to(device).eval()
+    generator = _build(path, spec, tensors).to(device)
+    generator = with_residual(generator, _baselines(path, spec, metadata)).eval()
     return LoadedModel(generator=generator, spec=spec, metadata=metadata)
+
+
+def _baselines(path: Path, spec: GeneratorSpec, metadata: dict[str, Any]) -> BaselineMaps | None:
+    """The baselines the file's metadata carries (None in files from before them)."""
+    if metadata.get("baselines") is None:
+        return None
+    try:
+        maps = BaselineMaps.from_dict(metadata["baselines"])
+        maps.check_shape(spec.in_channels, spec.out_channels)
+    except ValueError as exc:
+        raise _not_a_model(path, f"bad baselines metadata: {exc}") from None
+    return maps

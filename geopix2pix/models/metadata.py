@@ -25,6 +25,7 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.jsonvalues import encode_number, jsonable
 from geopix2pix.raster.band_metadata import BandMetadata
 
+from .baseline import BaselineMaps
 from .schema import (
     MAX_BAND_INDEX,
     MAX_CHIP_SIZE,
@@ -161,6 +162,14 @@ def _scaling(data: Any, where: str) -> Scaling:
     return Scaling(str(mode), tuple(low), tuple(high), clip)
 
 
+def _baselines(value: Any, where: str) -> BaselineMaps:
+    """The baselines' per-pixel maps (`models.baseline`): finite numbers, agreeing shapes."""
+    try:
+        return BaselineMaps.from_dict(value)
+    except ValueError as exc:
+        raise SchemaError(where, str(exc)) from None
+
+
 def _classes(value: Any, where: str) -> list[int]:
     """A categorical target's class codes: 2 to MAX_CLASSES integers, ascending."""
     codes = [integer(c, f"{where}[{i}]") for i, c in enumerate(sequence(value, where,
@@ -187,11 +196,14 @@ class ModelMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, float | None] = field(default_factory=dict)
     version: str = ""
+    # the simple baselines fitted on the train chips (`models.baseline`; None in older files)
+    baselines: BaselineMaps | None = None
 
     @classmethod
     def of_training(cls, info: DatasetInfo, options: dict[str, Any], epoch: int, step: int,
                     validation: dict[str, float] | None = None,
-                    classes: list[int] | None = None) -> ModelMetadata:
+                    classes: list[int] | None = None,
+                    baselines: BaselineMaps | None = None) -> ModelMetadata:
         """The metadata of weights trained on the chips folder `info` describes (`classes`: the
         class codes of a categorical target, in the order of the generator's channels)."""
         from geopix2pix import __version__
@@ -199,7 +211,8 @@ class ModelMetadata:
         return cls(SideMetadata.of(info.source), SideMetadata.of(info.target, classes),
                    int(info.chip_size), info.crs, _pixel_size(info.pixel_size),
                    {**options, "epoch": int(epoch), "step": int(step)},
-                   {k: float(v) for k, v in (validation or {}).items()}, __version__)
+                   {k: float(v) for k, v in (validation or {}).items()}, __version__,
+                   baselines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the model file's header, besides the generator's description)."""
@@ -207,7 +220,8 @@ class ModelMetadata:
                 "chip_size": int(self.chip_size), "crs": self.crs,
                 "pixel_size": list(self.pixel_size) if self.pixel_size else None,
                 "training": jsonable(self.training),
-                "validation": jsonable(self.validation), "version": self.version}
+                "validation": jsonable(self.validation), "version": self.version,
+                **({"baselines": self.baselines.to_dict()} if self.baselines else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], chip_size: int | None = None) -> ModelMetadata:
@@ -236,7 +250,8 @@ class ModelMetadata:
             training=optional(data, "training", mapping) or {},
             validation={k: optional(validation, k, number_or_nan, "validation")
                         for k in validation},
-            version=optional(data, "version", text) or "")
+            version=optional(data, "version", text) or "",
+            baselines=optional(data, "baselines", _baselines))
 
     def check_against(self, spec: GeneratorSpec) -> None:
         """Refuse metadata that does not describe the generator `spec`: its band counts, its
@@ -253,6 +268,11 @@ class ModelMetadata:
                                                 f"gives {spec.out_channels} {spec.output} "
                                                 "channel(s)")
         _check_channels(self.target, "target", 1 if classes else spec.out_channels, "gives")
+        if self.baselines is not None:
+            try:
+                self.baselines.check_shape(spec.in_channels, spec.out_channels)
+            except ValueError as exc:
+                raise SchemaError("baselines", str(exc)) from None
 
     @property
     def categorical(self) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models.baseline import BASELINES
 from geopix2pix.options import check_types
 from geopix2pix.prediction.windows import DEFAULT_CHUNK_WIDTH, check_layout_options
 from geopix2pix.raster.io import check_band_list
@@ -31,6 +32,7 @@ class PredictKeywords(TypedDict, total=False):
     allow_no_crs: bool
     progress: bool
     chunk_width: int
+    baseline: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class PredictOptions:
     allow_no_crs: bool = False
     progress: bool = True
     chunk_width: int = DEFAULT_CHUNK_WIDTH
+    baseline: str = "none"  # "linear"/"constant": that baseline of the model file instead
 
     @classmethod
     def from_options(cls, **options) -> PredictOptions:
@@ -65,6 +68,9 @@ class PredictOptions:
     def __post_init__(self) -> None:
         check_layout_options(self.overlap, self.blend)  # before any scene is opened
         check_band_list(self.bands, "--bands")
+        if self.baseline not in ("none", *BASELINES):
+            raise GeoPix2PixError(f"--baseline {self.baseline}: use none (the model), "
+                                  f"{' or '.join(BASELINES)}")
         # GDAL's options are strings; Python callers write ZLEVEL=1 or SPARSE_OK=True
         object.__setattr__(self, "creation_options", {
             str(key): _gdal_value(value) for key, value in self.creation_options.items()})

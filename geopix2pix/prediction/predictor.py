@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe, warn_user
 from geopix2pix.models import LoadedModel, load_model
+from geopix2pix.models.baseline import baseline_generator
 from geopix2pix.models.device import resolve_device
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.options import api_function
@@ -170,6 +171,20 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     return results
 
 
+def baseline_model(model: LoadedModel, info: ModelMetadata, baseline: str) -> LoadedModel:
+    """`model`, or with `baseline` (linear or constant) that baseline of its file in its place:
+    a per-pixel map that goes through the same pipeline into the same kind of output."""
+    if baseline == "none":
+        return model
+    if info.baselines is None:
+        raise GeoPix2PixError(f"--baseline {baseline}: this model file carries no baselines "
+                              "(it was written before geopix2pix fitted them); train again to "
+                              "get them")
+    device = next(model.generator.parameters()).device
+    generator = baseline_generator(info.baselines, baseline, info.categorical, device)
+    return LoadedModel(generator, model.spec, model.metadata)
+
+
 def check_model_argument(model: object) -> None:
     """Refuse a `model` that is neither a model file's path nor a loaded model (None)."""
     if not isinstance(model, (str, os.PathLike, LoadedModel)):
@@ -194,6 +209,7 @@ def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
     once it is final (in the order the scenes are done). A stop (Ctrl-C, SIGTERM: a
     KeyboardInterrupt) carries `written`, the outputs this run completed before it."""
     info = ModelMetadata.of(model)
+    model = baseline_model(model, info, options.baseline)
     results = [SceneResult(raster_path(scene), Path(out)) for scene, out in pairs]
     outs = [result.out for result in results]
     for later, first in shared_outputs(outs).items():

@@ -20,6 +20,7 @@ from geopix2pix.options import check_types
 GAN_MODES = ("vanilla", "lsgan")
 CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTS = ("none", "flip", "d4")
+RESIDUALS = ("none", "linear")
 # May differ between a run and its --resume: they change speed or output, not what is learned.
 # sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
 # encoder_weights too: a resumed run takes its weights from the checkpoint, not from that file.
@@ -59,6 +60,7 @@ class TrainKeywords(TypedDict, total=False):
     augment: str
     categorical: bool
     class_weights: str
+    residual: str
     samples: int
     overwrite: bool
     quiet: bool
@@ -95,6 +97,7 @@ class TrainConfig:
     augment: str = "none"
     categorical: bool = False  # a class map: one score per class, cross-entropy (classes.py)
     class_weights: str = "none"  # "balanced": rare classes weigh more in the cross-entropy
+    residual: str = "none"  # "linear": G learns the target minus the linear baseline
     samples: int = 4
     overwrite: bool = False
     quiet: bool = False
@@ -108,10 +111,14 @@ class TrainConfig:
         if self.class_weights != "none" and not self.categorical:
             raise GeoPix2PixError(f"--class-weights {self.class_weights} weighs the classes of a "
                                   "class map; pass --categorical too")
+        if self.residual != "none" and self.categorical:
+            raise GeoPix2PixError(f"--residual {self.residual} adds a linear map to values; a "
+                                  "class map (--categorical) has none: drop --residual")
 
     def _check_choices(self) -> None:
         for name, choices in (("gan_mode", GAN_MODES), ("norm", NORMS),
-                              ("augment", AUGMENTS), ("class_weights", CLASS_WEIGHTS)):
+                              ("augment", AUGMENTS), ("class_weights", CLASS_WEIGHTS),
+                              ("residual", RESIDUALS)):
             value = getattr(self, name)
             if value not in choices:
                 raise GeoPix2PixError(f"--{name.replace('_', '-')} {value}: use one of "

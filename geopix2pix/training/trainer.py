@@ -34,12 +34,13 @@ from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.models import save_model
+from geopix2pix.models.baseline import ResidualGenerator, zero_output_layer
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.options import api_function
 from geopix2pix.raster.folders import Owned
 from geopix2pix.raster.write import write_text_atomic
 
-from . import distributed
+from . import baselines, distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
 from .checkpoint_check import Expected
 from .classes import describe_classes, objective_for, trained_classes
@@ -62,7 +63,7 @@ BEST_MODEL = "model-best.safetensors"
 WARNING = "warning: "  # how a log line that is a warning starts
 OPTIONS = "train.json"
 # all a run writes in RUN_DIR: --overwrite removes these and refuses anything else
-RUN_OUTPUTS = Owned((MODEL, BEST_MODEL, CHECKPOINT, METRICS, OPTIONS),
+RUN_OUTPUTS = Owned((MODEL, BEST_MODEL, CHECKPOINT, METRICS, OPTIONS, baselines.BASELINES),
                     {"samples": Owned(("epoch_*.png",)),
                      "tensorboard": Owned(("events.out.tfevents.*",))})
 
@@ -84,6 +85,8 @@ class TrainResult:
     steps: int
     metrics: list[dict[str, int | float | None]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # baselines.json's scores
+    comparison: str | None = None  # "model-best: val MAE 3.1 · linear 5.2 · constant 18.9"
 
 
 def _stderr(message: str) -> None:
@@ -127,6 +130,10 @@ class Trainer:
             discriminator = distributed.sync_batch_norm(discriminator, self.setup.device)
         self.output = None  # where rank 0 writes (`outputs.open_run_dir`)
         distributed.writer_first(self._open_run_dir)
+        self.baselines = baselines.for_run(self, _dataset_fingerprint(self.chips_dir))
+        if config.residual == "linear":  # G learns target - linear, from exactly linear
+            zero_output_layer(generator)
+            generator = ResidualGenerator(generator, self.baselines.maps.linear)
         self.generator = self.setup.prepare(generator)
         self.discriminator = self.setup.prepare(discriminator)
         betas = (config.beta1, 0.999)
@@ -260,7 +267,8 @@ class Trainer:
         options = {**self.config.to_dict(), "world_size": self.world,
                    "effective_batch_size": self.effective_batch}
         metadata = ModelMetadata.of_training(self.info, options, self.state["epoch"],
-                                             self.state["step"], validation, self.classes)
+                                             self.state["step"], validation, self.classes,
+                                             self.baselines.maps)
         with writing(path):
             save_model(path, self.eval_generator(), self.spec, metadata.to_dict())
 
@@ -356,9 +364,11 @@ class Trainer:
         finally:
             history.close()
         self.check_replicas()
+        best = self.state["best_scores"]
         return TrainResult(self.run_dir, self.run_dir / MODEL, self.run_dir / BEST_MODEL,
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
-                           [typed_row(r) for r in history.rows], self.state["best_scores"])
+                           [typed_row(r) for r in history.rows], best, self.baselines.scores,
+                           baselines.report(self, best))
 
 
 def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:

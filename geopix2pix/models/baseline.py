@@ -1,0 +1,165 @@
+"""The simple baselines a model file carries, as per-pixel affine maps on the scaled values.
+
+Training fits two baselines (`geopix2pix.training.baselines`): for values, ``linear`` (the
+per-band least-squares map of the source bands with an intercept) and ``constant`` (the train
+mean of each band); for a class map, ``linear`` is the nearest class mean of the source bands
+and ``constant`` the majority class. Each is an affine map of a pixel's source values on the
+[-1, 1] scale the generator sees, ``weight @ x + bias``: a nearest class mean's scores are
+``2 mu_k . x - |mu_k|^2`` (the squared distance but for |x|^2, the same for every class), the
+majority class's a one-hot bias. So `PixelAffine`, a 1x1 "generator", stands in for the model in
+the unchanged prediction pipeline (``predict --baseline``), and `ResidualGenerator` adds the
+linear map to a generator trained on the residual (``train --residual linear``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+BASELINES = ("linear", "constant")
+RESIDUALS = ("none", "linear")
+
+
+@dataclass(frozen=True)
+class PixelMap:
+    """``out = weight @ x + bias`` per pixel: ``weight`` (out bands) x (in bands)."""
+
+    weight: tuple[tuple[float, ...], ...]
+    bias: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight": [list(row) for row in self.weight], "bias": list(self.bias)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PixelMap:
+        """ValueError unless a {weight: rows of numbers, bias: numbers}, all finite, one row
+        per bias value and rows of one length."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a baseline map must be an object, not {data!r}")
+        weight, bias = data.get("weight"), data.get("bias")
+        if not isinstance(weight, list) or not all(isinstance(r, list) for r in weight):
+            raise ValueError("a baseline map's weight must be a list of rows")
+        rows = tuple(_finite_numbers(row, "weight") for row in weight)
+        bias = _finite_numbers(bias, "bias")
+        if len(rows) != len(bias) or len({len(row) for row in rows}) > 1:
+            raise ValueError(f"a baseline map's weight ({len(rows)} rows) must have one row of "
+                             f"equal length per bias value ({len(bias)})")
+        return cls(rows, bias)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(out bands, in bands)."""
+        return len(self.bias), len(self.weight[0]) if self.weight else 0
+
+
+def _finite_numbers(values: Any, name: str) -> tuple[float, ...]:
+    if not isinstance(values, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"a baseline map's {name} must be a list of numbers")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"a baseline map's {name} holds a NaN or infinite number")
+    return tuple(float(v) for v in values)
+
+
+@dataclass(frozen=True)
+class BaselineMaps:
+    """The baselines of a model file (``ModelMetadata.baselines``), and whether its generator
+    predicts the residual over ``linear`` (``residual == "linear"``)."""
+
+    linear: PixelMap
+    constant: PixelMap
+    residual: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"linear": self.linear.to_dict(), "constant": self.constant.to_dict(),
+                "residual": self.residual}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BaselineMaps:
+        """ValueError when malformed (see `PixelMap.from_dict`)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"baselines must be an object, not {data!r}")
+        residual = data.get("residual", "none")
+        if residual not in RESIDUALS:
+            raise ValueError(f"baselines: unknown residual {residual!r}")
+        maps = cls(PixelMap.from_dict(data.get("linear")),
+                   PixelMap.from_dict(data.get("constant")), residual)
+        if maps.linear.shape != maps.constant.shape:
+            raise ValueError("baselines: the linear and constant maps differ in shape")
+        return maps
+
+    def check_shape(self, in_channels: int, out_channels: int) -> None:
+        """ValueError unless the maps take ``in_channels`` and give ``out_channels``."""
+        if self.linear.shape != (out_channels, in_channels):
+            raise ValueError(f"baselines map {self.linear.shape[1]} bands to "
+                             f"{self.linear.shape[0]}, the generator {in_channels} to "
+                             f"{out_channels}")
+
+    def map(self, name: str) -> PixelMap:
+        return {"linear": self.linear, "constant": self.constant}[name]
+
+
+class PixelAffine(nn.Module):
+    """A `PixelMap` as a generator: (N, in, H, W) -> (N, out, H, W); clamped to [-1, 1] like
+    the U-Net's tanh for values (``clamp``), raw class scores otherwise."""
+
+    def __init__(self, pixel_map: PixelMap, clamp: bool = True) -> None:
+        super().__init__()
+        # fixed parameters (not learned), so that code asking a generator for its parameters'
+        # device finds it
+        weight = torch.tensor(pixel_map.weight, dtype=torch.float32).reshape(pixel_map.shape)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = nn.Parameter(torch.tensor(pixel_map.bias, dtype=torch.float32),
+                                 requires_grad=False)
+        self.clamp = clamp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # float32 under mixed precision too
+            out = torch.einsum("oi,nihw->nohw", self.weight, x.float())
+            out = out + self.bias[None, :, None, None]
+        return out.clamp(-1.0, 1.0) if self.clamp else out
+
+
+class ResidualGenerator(nn.Module):
+    """``clamp(linear(x) + generator(x), -1, 1)``: a generator trained on the residual over the
+    linear baseline. Its state is the inner generator's alone (``inner``), so the model file
+    holds that generator and says in its metadata to add the map back (`with_residual`)."""
+
+    def __init__(self, inner: nn.Module, linear: PixelMap) -> None:
+        super().__init__()
+        self.inner = inner
+        self.linear = PixelAffine(linear, clamp=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.linear(x) + self.inner(x)).clamp(-1.0, 1.0)
+
+
+def zero_output_layer(generator: nn.Module) -> None:
+    """Zero the weights and bias of the generator's last convolution (its output layer: the
+    U-Net's outermost up-convolution, an smp model's head), so that an untrained residual
+    generator adds nothing and starts exactly at the linear baseline."""
+    convs = [m for m in generator.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    if convs:
+        with torch.no_grad():
+            convs[-1].weight.zero_()
+            if convs[-1].bias is not None:
+                convs[-1].bias.zero_()
+
+
+def with_residual(generator: nn.Module, maps: BaselineMaps | None) -> nn.Module:
+    """The generator as it predicts: wrapped in `ResidualGenerator` when ``maps`` says it was
+    trained on the residual over the linear map."""
+    if maps is None or maps.residual == "none":
+        return generator
+    device = next(generator.parameters()).device
+    return ResidualGenerator(generator, maps.linear).to(device)
+
+
+def baseline_generator(maps: BaselineMaps, name: str, categorical: bool,
+                       device: torch.device | str = "cpu") -> nn.Module:
+    """The ``name`` baseline (linear or constant) as a generator in eval mode."""
+    return PixelAffine(maps.map(name), clamp=not categorical).to(device).eval()

@@ -1,0 +1,243 @@
+"""The simple baselines of a run, fitted on the train chips and scored like the model.
+
+What a user gets without training: for values, the train mean of each band (``constant``) and the
+per-band least-squares linear map of the source bands with an intercept (``linear``); for a class
+map, the majority class (``constant``) and the nearest class mean of the source bands
+(``linear``). All are fitted on exactly what the generator sees and learns: the valid pixels of
+the train chips, scaled to [-1, 1] (so with ``--source-scaling centre`` each chip centred), and
+scored on the val chips by the model's own validation (`validate.evaluate`), so their val MAE,
+RMSE, PSNR, SSIM (accuracy, mean IoU) are in the units of metrics.csv.
+
+The fit streams over the chips, one batch at a time, adding float64 sums: the normal equations
+X^T X and X^T y of the valid pixels (the linear map and, from its intercept row, the means), or
+per-class pixel counts and source sums. Under DDP each rank reads its shard and the sums are added
+across ranks, so every rank holds the one-process fit. The run writes them to baselines.json; a
+resumed run reads them back from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geopix2pix.models.baseline import BaselineMaps, PixelMap, baseline_generator
+from geopix2pix.raster.write import write_text_atomic
+
+from . import distributed
+from .data import EpochBatchSampler, make_loader
+from .outputs import writing
+from .validate import evaluate, evaluate_classes
+
+BASELINES = "baselines.json"
+ABSENT = -1e6  # a class without train pixels: its nearest-class-mean score (never the nearest)
+
+
+@dataclass
+class RunBaselines:
+    """The fitted maps, their validation scores ({"linear": {...}, "constant": {...}}; empty
+    without val chips) and the train pixels they were fitted on."""
+
+    maps: BaselineMaps
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    pixels: int = 0
+
+    def to_json(self, dataset: str, categorical: bool) -> str:
+        return json.dumps({"dataset": dataset, "categorical": categorical,
+                           "pixels": self.pixels, "maps": self.maps.to_dict(),
+                           "scores": self.scores}, indent=2)
+
+
+def accumulate(loader, in_bands: int, out_bands: int, classes: int | None) -> torch.Tensor:
+    """The fit's float64 sums over the valid pixels of every chip of ``loader``: X^T X
+    ((in + 1) x (in + 1), X the source values and a 1) then X^T y ((in + 1) x out), or for
+    ``classes`` classes each one's pixel count then its source sums (classes x (1 + in))."""
+    size = (in_bands + 1) * (in_bands + 1 + out_bands) if classes is None \
+        else classes * (1 + in_bands)
+    sums = torch.zeros(size, dtype=torch.float64)
+    for batch in loader:
+        valid = batch["valid"][:, 0]
+        x = batch["source"].permute(0, 2, 3, 1)[valid].double()
+        ones = torch.ones(len(x), 1, dtype=torch.float64)
+        if classes is None:
+            xs = torch.cat([x, ones], dim=1)
+            y = batch["target"].permute(0, 2, 3, 1)[valid].double()
+            sums += torch.cat([(xs.T @ xs).flatten(), (xs.T @ y).flatten()])
+        else:
+            index = batch["target"][:, 0][valid].long()
+            per_class = torch.zeros(classes, 1 + in_bands, dtype=torch.float64)
+            per_class.index_add_(0, index, torch.cat([ones, x], dim=1))
+            sums += per_class.flatten()
+    return sums
+
+
+def solve_linear(sums: torch.Tensor, in_bands: int, out_bands: int
+                 ) -> tuple[PixelMap, PixelMap, int]:
+    """The least-squares linear map and the means from `accumulate`'s normal equations (the
+    minimum-norm solution when they are singular, e.g. a constant source band), and the pixel
+    count."""
+    k = in_bands + 1
+    xtx = sums[:k * k].reshape(k, k).numpy()
+    xty = sums[k * k:].reshape(k, out_bands).numpy()
+    count = float(xtx[-1, -1])
+    if count == 0:
+        zero = PixelMap(tuple((0.0,) * in_bands for _ in range(out_bands)), (0.0,) * out_bands)
+        return zero, zero, 0
+    beta = np.linalg.lstsq(xtx, xty, rcond=None)[0]  # (in + 1, out)
+    linear = PixelMap(tuple(tuple(map(float, row)) for row in beta[:-1].T),
+                      tuple(map(float, beta[-1])))
+    means = xty[-1] / count
+    constant = PixelMap(tuple((0.0,) * in_bands for _ in range(out_bands)),
+                        tuple(map(float, means)))
+    return linear, constant, int(count)
+
+
+def solve_classes(sums: torch.Tensor, in_bands: int, classes: int
+                  ) -> tuple[PixelMap, PixelMap, int]:
+    """The nearest-class-mean scores (2 mu_k . x - |mu_k|^2) and the majority class (a one-hot
+    bias) from `accumulate`'s per-class sums, and the pixel count."""
+    table = sums.reshape(classes, 1 + in_bands).numpy()
+    counts, totals = table[:, 0], table[:, 1:]
+    present = counts > 0
+    means = np.where(present[:, None], totals / np.maximum(counts, 1)[:, None], 0.0)
+    bias = np.where(present, -(means ** 2).sum(axis=1), ABSENT)
+    nearest = PixelMap(tuple(tuple(map(float, 2 * row)) for row in means),
+                       tuple(map(float, bias)))
+    onehot = np.zeros(classes)
+    onehot[int(np.argmax(counts))] = 1.0
+    majority = PixelMap(tuple((0.0,) * in_bands for _ in range(classes)),
+                        tuple(map(float, onehot)))
+    return nearest, majority, int(counts.sum())
+
+
+def fit(trainer) -> RunBaselines:
+    """Fit the baselines on ``trainer``'s train chips (each rank its shard, the sums added)."""
+    in_bands = len(trainer.info.source.bands)
+    classes = None if trainer.classes is None else len(trainer.classes)
+    out_bands = len(trainer.info.target.bands) if classes is None else classes
+    loader = _loader(trainer, trainer.train_set)
+    sums = accumulate(loader, in_bands, out_bands, classes)
+    if trainer.world > 1:
+        sums = distributed.all_reduce_sum(sums.to(trainer.setup.device)).cpu()
+    solved = solve_linear(sums, in_bands, out_bands) if classes is None \
+        else solve_classes(sums, in_bands, classes)
+    linear, constant, pixels = solved
+    return RunBaselines(BaselineMaps(linear, constant, trainer.config.residual), pixels=pixels)
+
+
+def score(trainer, baselines: RunBaselines) -> None:
+    """Score the baselines on the val chips as the model is scored (in place)."""
+    if not trainer.val_set:
+        return
+    loader = _loader(trainer, trainer.val_set)
+    reduce = distributed.all_reduce_sum if trainer.world > 1 else None
+    categorical = trainer.classes is not None
+    for name in ("linear", "constant"):
+        module = baseline_generator(baselines.maps, name, categorical, trainer.setup.device)
+        baselines.scores[name] = evaluate_classes(
+            module, loader, trainer.setup, len(trainer.classes), reduce) if categorical else \
+            evaluate(module, loader, trainer.setup, trainer.val_set.target_scaling, reduce,
+                     trainer.spec.out_channels)
+
+
+def _loader(trainer, dataset):
+    """The chips of ``dataset`` in order, this rank's shard of them."""
+    sampler = EpochBatchSampler(len(dataset), trainer.config.batch_size, 0, shuffle=False,
+                                rank=trainer.rank, world_size=trainer.world)
+    return make_loader(dataset, sampler, 0, trainer.setup, 0)
+
+
+def for_run(trainer, dataset: str) -> RunBaselines:
+    """The run's baselines: read back from RUN_DIR/baselines.json on --resume when it holds
+    this dataset's, else fitted and scored (and written by rank 0)."""
+    path = trainer.run_dir / BASELINES
+    categorical = trainer.classes is not None
+    if trainer.config.resume:
+        saved = read(path, dataset, categorical, trainer.config.residual)
+        if saved is not None:
+            return saved
+    baselines = fit(trainer)
+    score(trainer, baselines)
+    distributed.writer_first(lambda: _write(path, baselines.to_json(dataset, categorical)))
+    return baselines
+
+
+def _write(path: Path, text: str) -> None:
+    with writing(path):
+        write_text_atomic(path, text)
+
+
+def read(path: Path, dataset: str, categorical: bool, residual: str) -> RunBaselines | None:
+    """baselines.json's baselines when it was written for this dataset and kind of target;
+    None otherwise (fit again)."""
+    try:
+        data = json.loads(path.read_text())
+        if data["dataset"] != dataset or bool(data["categorical"]) != categorical:
+            return None
+        maps = BaselineMaps.from_dict({**data["maps"], "residual": residual})
+        scores = {name: {k: float(v) for k, v in values.items()}
+                  for name, values in data["scores"].items()}
+        return RunBaselines(maps, scores, int(data["pixels"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def comparison(best: dict[str, Any], baselines: RunBaselines, categorical: bool) -> str | None:
+    """"model-best: val MAE 3.1 · linear 5.2 · constant 18.9" (a class map: accuracy and mean
+    IoU against nearest class mean and majority class); None without val scores."""
+    linear, constant = (baselines.scores.get(k) for k in ("linear", "constant"))
+    if not linear or not constant:
+        return None
+    if not categorical:
+        if "val_mae" not in best:
+            return None
+        return (f"model-best: val MAE {best['val_mae']:.4g} · linear {linear['val_mae']:.4g} · "
+                f"constant {constant['val_mae']:.4g}")
+    if "val_miou" not in best:
+        return None
+    return (f"model-best: val accuracy {_pair(best)} · nearest class mean {_pair(linear)} · "
+            f"majority class {_pair(constant)} (accuracy, mean IoU)")
+
+
+def report(trainer, best: dict[str, Any]) -> str | None:
+    """The end of a run: the warning (logged) when model-best loses to the baselines, and the
+    comparison line for the summary."""
+    categorical = trainer.classes is not None
+    losing = shortfall(best, trainer.baselines, categorical)
+    if losing:
+        trainer.log("warning: " + losing)
+    return comparison(best, trainer.baselines, categorical)
+
+
+def _pair(scores: dict[str, float]) -> str:
+    return f"{scores['val_accuracy']:.3f}, {scores['val_miou']:.3f}" if \
+        "val_accuracy" in scores else f"{scores['val_miou']:.3f}"
+
+
+def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool) -> str | None:
+    """The warning when model-best does not beat the linear baseline (a class map: the better
+    of nearest class mean and majority class, in accuracy and in mean IoU); None otherwise."""
+    if comparison(best, baselines, categorical) is None:
+        return None
+    if not categorical:
+        linear = baselines.scores["linear"]["val_mae"]
+        if best["val_mae"] < linear or not math.isfinite(best["val_mae"]):
+            return None
+        return (f"model-best (val MAE {best['val_mae']:.4g}) does not beat the linear baseline "
+                f"fitted on the train chips (val MAE {linear:.4g}, see {BASELINES}): train "
+                "longer or with --residual linear; `geopix2pix predict --baseline linear` "
+                "writes that baseline's prediction")
+    scores = baselines.scores.values()
+    accuracy = max(s.get("val_accuracy", 0.0) for s in scores)
+    miou = max(s.get("val_miou", 0.0) for s in scores)
+    if best.get("val_accuracy", 0.0) > accuracy and best["val_miou"] > miou:
+        return None
+    return (f"model-best (val accuracy {best.get('val_accuracy', math.nan):.3f}, mean IoU "
+            f"{best['val_miou']:.3f}) does not beat the best simple baseline (accuracy "
+            f"{accuracy:.3f}, mean IoU {miou:.3f}, see {BASELINES}: majority class and nearest "
+            "class mean of the source bands): train longer, or with --class-weights balanced")
