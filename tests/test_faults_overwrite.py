@@ -148,8 +148,10 @@ def test_a_file_size_limit_during_an_overwrite_keeps_the_earlier_export(tmp_path
                      preexec_fn=limit_file_size(1500))
     assert digest(out) == before
     assert leftovers(tmp_path) == []
-    # its one line (exit 2) is the full-disk checks' promise (tests/test_faults_*disk*)
-    assert run.returncode != 0, run.stderr
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert "Traceback" not in run.stderr and len(lines) == 1, run.stderr
+    assert lines[0].startswith("Error: cannot write ") and "file-size limit" in lines[0], lines
 
 
 def start_export(args: list[str], staged: Path) -> subprocess.Popen:
