@@ -10,12 +10,16 @@ Options fall in two groups: those that shape the result (a resumed run must use 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.unet import NORMS
 from geopix2pix.options import check_types
+
+from . import distributed
 
 GAN_MODES = ("vanilla", "lsgan")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -25,6 +29,7 @@ RESIDUALS = ("none", "linear")
 # sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
 # encoder_weights too: a resumed run takes its weights from the checkpoint, not from that file.
 # val_every too: when to validate and write files, not what is learned.
+OPTIONS = "train.json"  # a run's options, in its folder
 RUNTIME_OPTIONS = ("workers", "device", "amp", "compile", "resume", "overwrite", "quiet",
                    "sync_bn", "encoder_weights", "val_every")
 
@@ -168,3 +173,22 @@ class TrainConfig:
     def result_options(self) -> dict[str, Any]:
         """The options a resumed run must share with the run that wrote the checkpoint."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_OPTIONS}
+
+
+def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """--resume: the options the run in `run_dir` was started with (its train.json), those
+    `given` over them, so resuming needs no option repeated (one that shapes the result, given
+    differently from the checkpoint's, is then refused; a runtime one such as --workers or
+    --device may change). Options this version does not know are dropped; the batch size per
+    rank is the run's chips per step over this run's ranks."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"resume", "overwrite", "quiet"}
+    try:
+        saved = json.loads((run_dir / OPTIONS).read_text())
+        options = {k: v for k, v in saved["options"].items() if k in known}
+        effective = int(saved["effective_batch_size"])
+    except (OSError, ValueError, KeyError, TypeError):  # none: the checkpoint's check decides
+        return given
+    world = distributed.env().world_size
+    if effective % world == 0:
+        options["batch_size"] = effective // world
+    return {**options, **given}

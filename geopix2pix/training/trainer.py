@@ -17,7 +17,6 @@ same effective batch.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -44,7 +43,7 @@ from . import baselines, distributed
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
 from .checkpoint_check import Expected
 from .classes import describe_classes, objective_for, trained_classes
-from .config import TrainConfig, TrainKeywords
+from .config import OPTIONS, TrainConfig, TrainKeywords, saved_options
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
 from .ema import WeightAverage
@@ -61,7 +60,6 @@ if TYPE_CHECKING:
 MODEL = "model.safetensors"
 BEST_MODEL = "model-best.safetensors"
 WARNING = "warning: "  # how a log line that is a warning starts
-OPTIONS = "train.json"
 # all a run writes in RUN_DIR: --overwrite removes these and refuses anything else
 RUN_OUTPUTS = Owned((MODEL, BEST_MODEL, CHECKPOINT, METRICS, OPTIONS, baselines.BASELINES),
                     {"samples": Owned(("epoch_*.png",)),
@@ -369,25 +367,6 @@ class Trainer:
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
                            [typed_row(r) for r in history.rows], best, self.baselines.scores,
                            baselines.report(self, best))
-
-
-def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
-    """--resume: the options the run in `run_dir` was started with (its train.json), those
-    `given` over them, so resuming needs no option repeated (one that shapes the result, given
-    differently from the checkpoint's, is then refused; a runtime one such as --workers or
-    --device may change). Options this version does not know are dropped; the batch size per
-    rank is the run's chips per step over this run's ranks."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"resume", "overwrite", "quiet"}
-    try:
-        saved = json.loads((run_dir / OPTIONS).read_text())
-        options = {k: v for k, v in saved["options"].items() if k in known}
-        effective = int(saved["effective_batch_size"])
-    except (OSError, ValueError, KeyError, TypeError):  # none: the checkpoint's check decides
-        return given
-    world = distributed.env().world_size
-    if effective % world == 0:
-        options["batch_size"] = effective // world
-    return {**options, **given}
 
 
 @api_function
