@@ -203,3 +203,21 @@ def test_the_demo_command_prints_the_apis_warnings_as_lines(capsys):
         with warnings_as_lines():
             warn_user("the held-out scene differs")
     assert capsys.readouterr().err == "warning: the held-out scene differs\n"
+
+
+HELP_WITHOUT_TORCH = """
+import sys
+from geopix2pix.cli import main
+for command in ([], ["export-chips"], ["train"], ["predict"], ["evaluate"], ["demo"]):
+    assert main([*command, "--help"]) == 0
+print(sorted(m for m in ("torch", "geopandas") if m in sys.modules))
+"""
+
+
+def test_every_help_starts_without_torch():
+    """`geopix2pix --help` and each `COMMAND --help` import neither torch nor geopandas: the
+    help of a command-line tool must come at once (torch alone takes seconds to import)."""
+    done = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import click
 
 from geopix2pix.cli.options import OFF
-from geopix2pix.demo.pipeline import DemoSettings
 from geopix2pix.demo.scenes import TASKS
+from geopix2pix.demo.settings import DemoSettings
 from geopix2pix.errors import GeoPix2PixWarning
 
 DEFAULT_STEPS = DemoSettings().max_steps

@@ -24,6 +24,7 @@ from geopix2pix.chips.export import OUTPUTS as CHIP_OUTPUTS
 from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.chips.scaling import to_dtype
 from geopix2pix.demo.scenes import TASKS, DemoScenes, make_demo_scenes
+from geopix2pix.demo.settings import DemoSettings
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.options import api_function
 from geopix2pix.raster.folders import Owned, prepare_output_dir
@@ -61,29 +62,6 @@ TASK_OPTIONS = {
     "sar2optical": dict(export=dict(source_scaling="percentile", target_resampling="bilinear"),
                         train=dict(augment="none")),
 }
-
-
-@dataclass
-class DemoSettings:
-    """Sizes of a demo run. The defaults take about five minutes on a 2-core CPU."""
-
-    n_train: int = 2
-    train_size: int = 768
-    heldout_size: int = 512
-    chip_size: int = 64
-    stride: int = 32
-    split_block: int = 256  # side of the spatial blocks given whole to train or val
-    ngf: int = 16
-    ndf: int = 16
-    batch_size: int = 8
-    max_steps: int = 800
-    device: str = "auto"
-    workers: int | None = None
-
-    @classmethod
-    def small(cls) -> DemoSettings:
-        """A run of a few dozen seconds, for tests and a first look."""
-        return cls(n_train=1, train_size=256, heldout_size=192, split_block=128, max_steps=150)
 
 
 @dataclass
