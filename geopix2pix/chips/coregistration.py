@@ -20,6 +20,7 @@ dy > 0 means dy rows down (south)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -69,12 +70,12 @@ def estimate_shift(source: np.ndarray, target: np.ndarray,
     window = np.outer(np.hanning(mask.shape[0]), np.hanning(mask.shape[1]))
     a = Views(_band_mean(source, mask), inner, window)
     b = Views(_band_mean(target, mask), inner, window)
-    best = NO_SHIFT
+    best = None
     for first, second in PAIRINGS:
-        found = phase_correlate([(x, y) for x in getattr(a, first) for y in getattr(b, second)])
-        if found.confidence > best.confidence:
+        found = _correlate([(x, y) for x in getattr(a, first) for y in getattr(b, second)])
+        if best is None or found[0] > best[0]:
             best = found
-    return best
+    return _refined(*best) if best[0] > 0 else NO_SHIFT
 
 
 
@@ -166,6 +167,12 @@ def phase_correlate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Shift:
     """Where the second images' content lies against the first's, refined to 1/UPSAMPLE px, with
     the peak-to-sidelobe ratio of the whitened correlation surface (the root sum of squares of
     the pairs' surfaces where there are several)."""
+    return _refined(*_correlate(pairs))
+
+
+def _correlate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, np.ndarray, list]:
+    """The peak-to-sidelobe ratio, the whole-pixel peak (rows, cols) and the whitened
+    cross-power spectra of `pairs` (refined by `_refined` for the pairing that wins only)."""
     products = []
     for a, b in pairs:
         product = np.conj(np.fft.fft2(a)) * np.fft.fft2(b)
@@ -175,6 +182,10 @@ def phase_correlate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Shift:
     peak = np.unravel_index(np.argmax(surface), surface.shape)
     confidence = _peak_to_sidelobe(_projected(surfaces, peak), peak)
     coarse = np.array([p - n if p > n // 2 else p for p, n in zip(peak, surface.shape)], float)
+    return confidence, coarse, products
+
+
+def _refined(confidence: float, coarse: np.ndarray, products: list) -> Shift:
     fine = _refine(products, coarse)
     return Shift(float(fine[1]), float(fine[0]), confidence)
 
@@ -187,6 +198,7 @@ def _combined(surfaces: list[np.ndarray]) -> np.ndarray:
     return np.sqrt(sum(s.real ** 2 for s in surfaces))
 
 
+@lru_cache(maxsize=8)
 def _lowpass(shape: tuple[int, int]) -> np.ndarray:
     """A Hann taper of the spectrum to its Nyquist limit: whitening lifts the high frequencies,
     where the two modalities share the least and resampling noise lives."""
