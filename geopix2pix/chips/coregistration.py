@@ -28,6 +28,11 @@ UPSAMPLE = 20  # sub-pixel refinement to 1/UPSAMPLE px
 SIDELOBE_EXCLUDE = 3  # the peak's neighbourhood (+-px) left out of the sidelobe statistics
 MIN_VALID_SHARE = 0.25  # fewer valid gradient pixels than this: no estimate
 LOWPASS = 0.35  # spectrum taper's cut-off, cycles per pixel
+# a slope pairing whose surface, along the peak's direction, holds a trough deeper than this
+# share of its peak is a dipole: a level correlated with its own gradient (a monotone function
+# of a DEM, not a hillshade) peaks on a ring a feature's width off the true shift, with a
+# mirrored trough; real DEM -> hillshade chips stay below 0.6, such rings above 0.75
+DIPOLE = 0.7
 CONFIDENT = 15.0  # peak-to-sidelobe ratio from which a shift is trusted (docs/benchmarks.md)
 
 
@@ -180,7 +185,10 @@ def _correlate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, np.nd
     surfaces = [np.fft.ifft2(p).real for p in products]
     surface = _combined(surfaces)
     peak = np.unravel_index(np.argmax(surface), surface.shape)
-    confidence = _peak_to_sidelobe(_projected(surfaces, peak), peak)
+    projected = _projected(surfaces, peak)
+    confidence = _peak_to_sidelobe(projected, peak)
+    if len(surfaces) > 1 and -projected.min() > DIPOLE * projected[peak]:
+        confidence = 0.0  # a level against its own derivative: no match (see DIPOLE)
     coarse = np.array([p - n if p > n // 2 else p for p, n in zip(peak, surface.shape)], float)
     return confidence, coarse, products
 
