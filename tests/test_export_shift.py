@@ -16,7 +16,8 @@ from scipy.ndimage import gaussian_filter
 
 from geopix2pix.chips.coregistration import CONFIDENT
 from geopix2pix.chips.export import export_chips
-from geopix2pix.chips.shiftcheck import REJECT_SHIFT
+from geopix2pix.chips.layout import ChipWindow
+from geopix2pix.chips.shiftcheck import REJECT_SHIFT, SAMPLE_EVERY, ShiftCheck
 from geopix2pix.cli import main
 from tests.conftest import shared, write_raster
 
@@ -153,3 +154,16 @@ def test_the_real_dem_hillshade_pair_shows_no_shift(tmp_path):
     assert recorded["confident"] >= 0.5 * recorded["chips"] > 0
     assert math.hypot(recorded["dx"], recorded["dy"]) < 0.5
     assert not [w for w in summary.warnings if "co-registration" in w]
+
+
+def test_a_large_pair_has_a_spread_out_sample_estimated_and_max_shift_all():
+    assert ShiftCheck.for_pair(20, True, None).every == 1  # a small pair: every chip
+    assert ShiftCheck.for_pair(100, False, None).every == 0
+    assert ShiftCheck.for_pair(10_000, True, 2.0) == ShiftCheck(1, 2.0)
+    check = ShiftCheck.for_pair(32 * 32, True, None)
+    assert check.every == SAMPLE_EVERY
+    chips = [ChipWindow(0, r * 256, c * 256, 256) for r in range(32) for c in range(32)]
+    chosen = [c for c in chips if check.chosen(c)]
+    assert len(chosen) == len(chips) // SAMPLE_EVERY
+    assert {c.col for c in chosen} == {c.col for c in chips}  # every column and row sampled
+    assert {c.row for c in chosen} == {c.row for c in chips}

@@ -250,6 +250,9 @@ def _refine(products: list[np.ndarray], coarse: np.ndarray) -> np.ndarray:
         frequencies = np.fft.fftfreq(products[0].shape[axis])
         kernels.append(np.exp(2j * np.pi * positions[:, None] * frequencies[None, :])
                        / len(frequencies))
-    surface = _combined([kernels[0] @ p @ kernels[1].T for p in products])
+    # numpy's own loops, not BLAS's matmul: its threads, on a busy machine or beside export's
+    # other workers, made these small products twenty times slower
+    surface = _combined([np.einsum("ij,jk->ik", np.einsum("ij,jk->ik", kernels[0], p),
+                                   kernels[1].T) for p in products])
     peak = np.unravel_index(np.argmax(surface), surface.shape)
     return coarse + (np.array(peak, float) - centre) / UPSAMPLE

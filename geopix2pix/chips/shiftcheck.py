@@ -2,8 +2,9 @@
 shift on (`chips.coregistration.estimate_shift`), the chips.gpkg columns it records, the chips
 --max-shift drops, and each pair's scene shift for dataset.json, the summary and its warning.
 
-The estimate costs several times a chip's reading and writing, so a pair of many chips has only
-a spread-out sample of them estimated (at least `MIN_CHECKED`, about one in `SAMPLE_EVERY`
+The estimate costs several times a chip's reading and writing (docs/benchmarks.md), so it looks
+at a chip's central `ESTIMATE_SIZE` pixels square only, and a pair of many chips has only a
+spread-out sample of them estimated (at least `MIN_CHECKED`, about one in `SAMPLE_EVERY`
 beyond); with --max-shift every chip is, since each one may be dropped. Chip pixels are never
 changed by the check."""
 
@@ -18,8 +19,9 @@ from geopix2pix.jsonvalues import jsonable
 
 REJECT_SHIFT = "shifted beyond --max-shift"
 WARN_SHIFT = 0.5  # px: a systematic shift above this is warned about
-SAMPLE_EVERY = 4  # a large pair: about one chip in this many estimated
-MIN_CHECKED = 64  # ... but at least this many
+SAMPLE_EVERY = 8  # a large pair: about one chip in this many estimated
+ESTIMATE_SIZE = 128  # larger chips are estimated on their central window of this size
+MIN_CHECKED = 32  # ... but at least this many
 COLUMNS = ("shift_x", "shift_y", "shift_confidence")
 
 
@@ -52,11 +54,19 @@ class ShiftCheck:
         """The shift of one chip pair read (`raster.pair.PairRead`), None where not estimated."""
         if not self.chosen(chip):
             return None
-        return estimate_shift(read.source, read.target, read.valid)
+        centre = _centre(read.valid.shape)
+        return estimate_shift(read.source[(slice(None), *centre)],
+                              read.target[(slice(None), *centre)], read.valid[centre])
 
     def rejects(self, shift: Shift | None) -> bool:
         return (self.max_shift is not None and shift is not None and shift.confident
                 and shift.size > self.max_shift)
+
+
+def _centre(shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The central ESTIMATE_SIZE x ESTIMATE_SIZE window of a chip (all of a smaller one)."""
+    return tuple(slice(max(0, (n - ESTIMATE_SIZE) // 2), max(0, (n - ESTIMATE_SIZE) // 2)
+                       + min(n, ESTIMATE_SIZE)) for n in shape)
 
 
 def columns(shift: Shift | None) -> dict[str, float]:
