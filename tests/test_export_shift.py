@@ -167,3 +167,17 @@ def test_a_large_pair_has_a_spread_out_sample_estimated_and_max_shift_all():
     assert len(chosen) == len(chips) // SAMPLE_EVERY
     assert {c.col for c in chosen} == {c.col for c in chips}  # every column and row sampled
     assert {c.row for c in chosen} == {c.row for c in chips}
+
+
+def test_the_command_line_takes_the_options_and_refuses_max_shift_without_the_check(
+        shifted, tmp_path, capsys):
+    pair, out, _ = shifted
+    args = ["export-chips", str(pair[0]), str(pair[1]), "--chip-size", str(CHIP), "-q",
+            "--workers", "0"]
+    assert main([*args, "-o", str(tmp_path / "bad"), "--max-shift", "1",
+                 "--no-shift-check"]) == 2
+    assert "--max-shift 1.0 needs the shift check; drop --no-shift-check" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "off"), "--no-shift-check"]) == 0
+    assert "pair 0:" not in capsys.readouterr().out
+    assert index(tmp_path / "off").shift_x.isna().all()
+    assert not (tmp_path / "bad").exists()
