@@ -17,6 +17,7 @@ from scipy.ndimage import gaussian_filter
 from geopix2pix.chips.coregistration import CONFIDENT
 from geopix2pix.chips.export import export_chips
 from geopix2pix.chips.layout import ChipWindow
+from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.chips.shiftcheck import REJECT_SHIFT, SAMPLE_EVERY, ShiftCheck
 from geopix2pix.cli import main
 from tests.conftest import shared, write_raster
@@ -181,3 +182,18 @@ def test_the_command_line_takes_the_options_and_refuses_max_shift_without_the_ch
     assert "pair 0:" not in capsys.readouterr().out
     assert index(tmp_path / "off").shift_x.isna().all()
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_dataset_json_written_before_the_check_still_loads(shifted, tmp_path):
+    _, out, _ = shifted
+    old = tmp_path / "old"
+    old.mkdir()
+    data = json.loads((out / "dataset.json").read_text())
+    for pair in data["pairs"]:
+        del pair["shift"]
+    for name in ("max_shift", "shift_check"):
+        del data["options"][name]
+    (old / "dataset.json").write_text(json.dumps(data))
+    info = DatasetInfo.load(old)
+    assert "shift" not in info.pairs[0] and info.chip_size == CHIP
+    assert DatasetInfo.load(out).pairs[0]["shift"]["chips"] == len(index(out))
