@@ -197,3 +197,11 @@ def test_a_dataset_json_written_before_the_check_still_loads(shifted, tmp_path):
     info = DatasetInfo.load(old)
     assert "shift" not in info.pairs[0] and info.chip_size == CHIP
     assert DatasetInfo.load(out).pairs[0]["shift"]["chips"] == len(index(out))
+
+
+def test_worker_processes_give_the_same_shifts(shifted, tmp_path):
+    pair, out, _ = shifted
+    export_chips(*pair, tmp_path / "two", chip_size=CHIP, workers=2, progress=False)
+    columns = ["id", "shift_x", "shift_y", "shift_confidence"]
+    assert index(tmp_path / "two")[columns].equals(index(out)[columns])
+    assert scene(tmp_path / "two") == scene(out)
