@@ -5,6 +5,9 @@ Generates a tiled, compressed source/target pair (default 8192 x 8192: 3-band ui
 - the bare loop: read the same chip windows from both rasters and write the same chip GeoTIFFs
   (same profile) with plain rasterio, in one process;
 - `export_chips` with 1 worker and with all cores;
+- the co-registration check's cost: `export_chips` with 1 worker and `shift_check=False`
+  against the same export with the check on (issue 20's goal: within 1.3x), and with every chip
+  checked (as `--max-shift` does);
 - peak memory (max RSS) of an export of the large scene and of a small one, each in its own
   process, to show that memory does not grow with the scene.
 Prints times and the ratios export / bare loop.
@@ -73,7 +76,9 @@ import sys, time, json, resource
 from geopix2pix.chips.export import export_chips
 start = time.perf_counter()
 export_chips(sys.argv[1], sys.argv[2], sys.argv[3], chip_size=int(sys.argv[4]),
-             workers=int(sys.argv[5]), progress=False, overwrite=True)
+             workers=int(sys.argv[5]), progress=False, overwrite=True,
+             shift_check=sys.argv[6] != "off",
+             max_shift=1000.0 if sys.argv[6] == "all" else None)  # "all": every chip checked
 elapsed = time.perf_counter() - start
 # VmHWM is this process's own peak; ru_maxrss would include the parent's RSS at fork/exec
 rss = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
@@ -82,10 +87,11 @@ print(json.dumps(dict(seconds=elapsed, max_rss_mb=rss / 1024, worker_max_rss_mb=
 """
 
 
-def run_export(source: Path, target: Path, out: Path, chip: int, workers: int) -> dict:
+def run_export(source: Path, target: Path, out: Path, chip: int, workers: int,
+               shift_check: str = "on") -> dict:
     """Export in a fresh process, so its peak memory is its own."""
     result = subprocess.run([sys.executable, "-c", EXPORT_SNIPPET, str(source), str(target),
-                             str(out), str(chip), str(workers)],
+                             str(out), str(chip), str(workers), shift_check],
                             check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -123,10 +129,18 @@ def main() -> None:
                           args.workers)
         small = run_export(tmp / "small_s.tif", tmp / "small_t.tif", tmp / "chips_small",
                            args.chip_size, 1)
+        off = run_export(tmp / "big_s.tif", tmp / "big_t.tif", tmp / "chips_off",
+                         args.chip_size, 1, shift_check="off")
+        every = run_export(tmp / "big_s.tif", tmp / "big_t.tif", tmp / "chips_all",
+                           args.chip_size, 1, shift_check="all")
         print(f"chips: {len(windows)} pairs")
         print(f"bare rasterio loop (1 process): {bare:8.2f} s")
         print(f"export, 1 worker:               {one['seconds']:8.2f} s   "
               f"ratio {one['seconds'] / bare:.2f}")
+        print(f"export, 1 worker, --no-shift-check: {off['seconds']:8.2f} s   "
+              f"check on / off {one['seconds'] / off['seconds']:.2f}")
+        print(f"export, 1 worker, every chip checked (--max-shift): {every['seconds']:8.2f} s   "
+              f"/ off {every['seconds'] / off['seconds']:.2f}")
         print(f"export, {args.workers} workers:              {many['seconds']:8.2f} s   "
               f"ratio {many['seconds'] / bare:.2f}")
         print(f"peak RSS, 1 worker, {args.size}^2: {one['max_rss_mb']:.0f} MB; "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from geopix2pix.chips.coregistration import SceneShift, Shift
 from geopix2pix.chips.layout import (
     ChipWindow,
     chip_windows,
@@ -32,6 +33,7 @@ from geopix2pix.chips.layout import (
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
 from geopix2pix.chips.options import ExportOptions
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
+from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA, Job, JobResult, PairSpec, run_job
@@ -131,15 +133,16 @@ def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path]) -> No
 
 
 def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
-          max_nodata: float, seed: int, sample_size: int) -> list[Job]:
+          options: ExportOptions) -> list[Job]:
     train_pixels = sum(c.size * c.size for c, s in splits.items() if s == "train")
-    rate = BandStatistics.rate_for(sample_size, train_pixels)
+    rate = BandStatistics.rate_for(options.sample_size, train_pixels)
     jobs = []
     for pair in pairs:
         kept = [(c, splits[c]) for c in pair.chips if c in splits]
+        check = ShiftCheck.for_pair(len(kept), options.shift_check, options.max_shift)
         for i in range(0, len(kept), CHIPS_PER_JOB):
-            jobs.append(Job(pair.spec, kept[i:i + CHIPS_PER_JOB], str(out_dir), max_nodata,
-                            seed, rate))
+            jobs.append(Job(pair.spec, kept[i:i + CHIPS_PER_JOB], str(out_dir),
+                            options.max_nodata, options.seed, rate, check))
     return jobs
 
 
@@ -180,6 +183,8 @@ def export_chips(
     aoi: str | os.PathLike | None = None,
     aoi_mode: str = "intersects",
     max_nodata: float = 0.1,
+    max_shift: float | None = None,
+    shift_check: bool = True,
     val_fraction: float = 0.2,
     split_block: int | None = None,
     seed: int = 0,
@@ -208,10 +213,11 @@ def export_chips(
     out = open_output_dir(out_dir, options.overwrite, MANIFEST, owned=OUTPUTS,
                           inputs=_inputs(pair_paths, pairs, options.aoi), command="export-chips")
     try:  # built beside an earlier export, swapped in once complete (`raster.staging`)
-        records, stats = _write_chips(out.path, pair_list, splits, options, skipped)
+        records, stats, shifts = _write_chips(out.path, pair_list, splits, options, skipped)
         _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)
-        _dataset_info(options, pair_list, sides, stats, kept, skipped).save(out.path)
+        scenes = scene_shifts(shifts, [p.spec.index for p in pair_list], options.shift_check)
+        _dataset_info(options, pair_list, sides, stats, kept, skipped, scenes).save(out.path)
         out.commit()
     except BaseException:  # the earlier export (if any) is as it was; nothing of this one left
         out.abandon()
@@ -221,7 +227,9 @@ def export_chips(
                                          options.chip_size)
                             + export_warnings(options, [Path(p.spec.target).name
                                                         for p in pair_list if p.resampled],
-                                              sides[1]))
+                                              sides[1])
+                            + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
+                                                      for p in pair_list}), scenes)
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary
@@ -285,13 +293,15 @@ def _split(pair_list: list[_Pair], options: ExportOptions,
 
 def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str],
                  options: ExportOptions,
-                 skipped: Counter) -> tuple[list[dict], tuple[BandStatistics, ...]]:
+                 skipped: Counter) -> tuple[list[dict], tuple, dict[int, list[Shift]]]:
     """Read, check and write the chips of `splits` into out/source and out/target; their
-    records and the train chips' statistics. No chip kept is an error saying why."""
+    records, the train chips' statistics and each pair's estimated shifts. No chip kept is an
+    error saying why."""
     make_folder(out / "source")
     make_folder(out / "target")
-    jobs = _jobs(pair_list, splits, out, options.max_nodata, options.seed, options.sample_size)
-    records, stats = _export(jobs, options.workers, len(splits), options.progress, skipped)
+    jobs = _jobs(pair_list, splits, out, options)
+    records, stats, shifts = _export(jobs, options.workers, len(splits), options.progress,
+                                     skipped)
     if not records:
         raise GeoPix2PixError(
             f"no chip kept from {sum(len(p.chips) for p in pair_list)} candidate(s): "
@@ -300,14 +310,15 @@ def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str
     if all(r["split"] == "val" for r in records):  # the train chips were all skipped
         raise no_train_error(len(records), skipped, options.val_fraction, options.split_block,
                              options.chip_size, invalid=bool(skipped[REJECT_NODATA]))
-    return records, stats
+    return records, stats, shifts
 
 
 def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
                   sides: tuple[SideInfo, SideInfo], stats: tuple[BandStatistics, ...],
-                  kept: Counter, skipped: Counter) -> DatasetInfo:
+                  kept: Counter, skipped: Counter, scenes: dict[int, SceneShift]) -> DatasetInfo:
     """What dataset.json records: the chips' grid and bands, the train statistics (set on
-    `sides` here), every pair, the counts and the options (`ExportOptions.recorded`)."""
+    `sides` here), every pair (its scene shift too), the counts and the options
+    (`ExportOptions.recorded`)."""
     source, target = sides
     source.stats, target.stats = stats[0].summary(), stats[1].summary()
     target.val_classes = stats[2].tables()
@@ -316,7 +327,8 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
         chip_size=options.chip_size, stride=options.stride, source=source, target=target,
         crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
         pairs=[dict(zip(("source", "target"), _full_paths(p.spec)), crs=p.grid.crs.to_string(),
-                    pixel_size=list(p.grid.pixel_size), target_resampled=p.resampled)
+                    pixel_size=list(p.grid.pixel_size), target_resampled=p.resampled,
+                    shift=recorded(scenes.get(p.spec.index)))
                for p in pair_list],
         counts=dict(train=kept["train"], val=kept["val"],
                     skipped={k: n for k, n in skipped.items() if n}),
@@ -339,14 +351,16 @@ def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> 
 
 
 def _export(jobs: list[Job], workers: int, total: int, progress: bool,
-            skipped: Counter) -> tuple[list[dict], tuple]:
-    """The chips' records, and the train chips' source and target statistics and the val
-    chips' target class counts."""
+            skipped: Counter) -> tuple[list[dict], tuple, dict[int, list[Shift]]]:
+    """The chips' records; the train chips' source and target statistics and the val
+    chips' target class counts; each pair's estimated shifts."""
     records: list[dict] = []
+    shifts: dict[int, list[Shift]] = {}
     stats: tuple[BandStatistics, BandStatistics, ClassCounts] | None = None
     with tqdm(total=total, unit="chip", desc="export-chips", disable=not progress) as bar:
         for job, result in _run(jobs, workers):
             records.extend(result.records)
+            shifts.setdefault(job.pair.index, []).extend(result.shifts)
             skipped.update(result.rejected)
             if stats is None:
                 stats = (BandStatistics(len(job.pair.source_bands)),
@@ -357,7 +371,7 @@ def _export(jobs: list[Job], workers: int, total: int, progress: bool,
             stats[2].merge(result.val_classes)
             bar.update(len(job.chips))
     records.sort(key=lambda r: (r["pair"], r["row"], r["col"]))
-    return records, stats
+    return records, stats, shifts
 
 
 def _write_index(out: Path, records: list[dict], pair_list: list[_Pair], chip_size: int) -> None:

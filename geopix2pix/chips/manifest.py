@@ -2,7 +2,9 @@
 scaling, pairs, options). It is written last and atomically, so a folder without it is incomplete
 and refused. Each side's band metadata (units, scales, offsets, colour interpretation and table;
 `BandMetadata`) is stored as keys of the side beside its descriptions; a dataset.json written
-before those keys existed reads as having none."""
+before those keys existed reads as having none. Each pair may hold `shift`, its scene shift from
+the co-registration check (`chips.shiftcheck.recorded`; null when the check was off, absent in
+files written before it)."""
 
 from __future__ import annotations
 

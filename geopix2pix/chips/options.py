@@ -41,6 +41,8 @@ class ExportOptions:
     aoi: str | os.PathLike | None
     aoi_mode: str
     max_nodata: float
+    max_shift: float | None  # None: keep chips whatever their shift
+    shift_check: bool
     val_fraction: float
     split_block: int | None  # None: the split chooses it (see layout.choose_split)
     seed: int
@@ -66,6 +68,7 @@ class ExportOptions:
         self._check_chips()
         self._check_runtime()
         self._check_aoi_mode()
+        self._check_shift()
 
     def _check_chips(self) -> None:
         """The chips' size, overlap, validity, split share, resampling and scaling."""
@@ -109,6 +112,17 @@ class ExportOptions:
         if self.aoi_mode not in AOI_MODES:
             raise GeoPix2PixError(f"--aoi-mode {self.aoi_mode}: use one of "
                                   f"{', '.join(AOI_MODES)}")
+
+    def _check_shift(self) -> None:
+        """--max-shift: a positive number of pixels, which needs the shift check."""
+        if self.max_shift is None:
+            return
+        if not self.max_shift > 0:
+            raise GeoPix2PixError(f"--max-shift {self.max_shift}: use a positive number of "
+                                  "source pixels")
+        if not self.shift_check:
+            raise GeoPix2PixError(f"--max-shift {self.max_shift} needs the shift check; drop "
+                                  "--no-shift-check")
 
     def with_split_block(self, split_block: int) -> ExportOptions:
         """These options with the --split-block the split used (the one given, or the one it

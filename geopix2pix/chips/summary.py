@@ -1,11 +1,13 @@
-"""What an export tells its caller: the chips kept per split, those skipped by reason, and
-warnings (one line each) about a result that will not train well."""
+"""What an export tells its caller: the chips kept per split, those skipped by reason, each
+pair's shift of the target against the source (the co-registration check), and warnings
+(one line each) about a result that will not train well."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geopix2pix.chips.coregistration import SceneShift
 from geopix2pix.chips.manifest import SideInfo
 from geopix2pix.chips.options import ExportOptions
 from geopix2pix.raster.io import repeated_band_warning
@@ -20,11 +22,13 @@ class ExportSummary:
     kept: dict[str, int]
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    shifts: dict[int, SceneShift] = field(default_factory=dict)  # by pair; {}: not checked
 
     def lines(self) -> list[str]:
         lines = [f"{self.out_dir}: {self.kept.get('train', 0)} train chips, "
                  f"{self.kept.get('val', 0)} val chips"]
         lines += [f"skipped {n} chips {reason}" for reason, n in self.skipped.items() if n]
+        lines += [f"pair {pair}: {scene.describe()}" for pair, scene in self.shifts.items()]
         return lines
 
 

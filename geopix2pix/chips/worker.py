@@ -1,5 +1,6 @@
 """The per-process part of chip export: read a batch of chip windows of one pair, reject those
-with too many invalid pixels, write the GeoTIFF pairs and accumulate train statistics.
+with too many invalid pixels, estimate the target's shift (`shiftcheck`; dropping those shifted
+beyond --max-shift), write the GeoTIFF pairs and accumulate train statistics.
 
 Each job opens its own datasets (rasterio handles are never shared across processes)."""
 
@@ -13,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from geopix2pix.chips.coregistration import Shift
 from geopix2pix.chips.layout import ChipWindow
+from geopix2pix.chips.shiftcheck import REJECT_SHIFT, ShiftCheck, columns
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.band_metadata import BandMetadata
@@ -47,6 +50,7 @@ class Job:
     max_nodata: float
     seed: int
     sample_rate: float
+    shift_check: ShiftCheck = ShiftCheck(0)
 
 
 @dataclass
@@ -56,6 +60,7 @@ class JobResult:
     source_stats: BandStatistics
     target_stats: BandStatistics
     val_classes: ClassCounts  # the val chips' target codes (a class that val holds, train not)
+    shifts: list[Shift]  # the chips' estimated shifts, those --max-shift dropped included
 
 
 class ChipWriter:
@@ -134,7 +139,7 @@ def _run_job(job: Job) -> JobResult:
     target_stats = BandStatistics(len(spec.target_bands), job.sample_rate, seed=rng_seed + [1],
                                   count_classes=True)
     val_classes = ClassCounts(len(spec.target_bands))
-    records, rejected = [], Counter()
+    records, rejected, shifts = [], Counter(), []
     # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
     # writing with the next chip's reading and statistics; a failed write (a full disk) stops
     # the job at the next chip
@@ -150,6 +155,11 @@ def _run_job(job: Job) -> JobResult:
             if 1.0 - valid_fraction > job.max_nodata:
                 rejected[REJECT_NODATA] += 1
                 continue
+            shift = job.shift_check.estimate(chip, read)  # never changes the chip's pixels
+            shifts += [shift] if shift is not None else []
+            if job.shift_check.rejects(shift):
+                rejected[REJECT_SHIFT] += 1
+                continue
             for future in pending:  # the previous chip's, written while this one was read
                 future.result()  # re-raise a failed write here
             pending = [writer.submit(source_writer.write, chip, read.source, read.valid),
@@ -160,7 +170,8 @@ def _run_job(job: Job) -> JobResult:
             else:
                 val_classes.add(read.target[:, read.valid])
             records.append(dict(id=chip.id, pair=spec.index, row=chip.row, col=chip.col,
-                                split=split, valid_fraction=round(valid_fraction, 6)))
+                                split=split, valid_fraction=round(valid_fraction, 6),
+                                **columns(shift)))
         for future in pending:
             future.result()
-    return JobResult(records, rejected, source_stats, target_stats, val_classes)
+    return JobResult(records, rejected, source_stats, target_stats, val_classes, shifts)

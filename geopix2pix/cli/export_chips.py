@@ -36,6 +36,12 @@ from geopix2pix.cli.stops import export_stopped, reports_stop
 @click.option("--max-nodata", type=float, default=0.1,
               help="Keep a chip when at most this fraction of its pixels is invalid in either "
                    "raster.")
+@click.option("--max-shift", type=float, default=None, metavar="PX",
+              help="Drop chips whose target is confidently shifted by more than PX source "
+                   "pixels against their source (the shift check's estimate).")
+@click.option("--shift-check/--no-shift-check", default=True,
+              help="Estimate each chip's shift of the target against the source (chips.gpkg's "
+                   "shift_x, shift_y, shift_confidence; the summary's line per pair).")
 @click.option("--val-fraction", type=float, default=0.2,
               help="Share of chips in the validation split.")
 @click.option("--split-block", type=int, default=None,
