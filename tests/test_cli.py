@@ -55,7 +55,7 @@ CTRL_C_WHILE_LOADING = """
 import builtins
 real_import = builtins.__import__
 def interrupted_import(name, *args, **kwargs):
-    if name == "torch":  # Ctrl-C while the program loads its libraries
+    if name == "rasterio":  # Ctrl-C while the program loads its libraries
         raise KeyboardInterrupt
     return real_import(name, *args, **kwargs)
 builtins.__import__ = interrupted_import

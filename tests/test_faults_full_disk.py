@@ -202,26 +202,27 @@ def test_export_whose_dataset_json_does_not_fit_leaves_nothing(namespaces, tmp_p
 
 # --- train ------------------------------------------------------------------------------------
 
-# train's writes in order: train.json first, then at the end of the epoch the samples,
-# metrics.csv, the model files and checkpoint.pt (each: what is written before it)
+# train's writes in order: train.json and baselines.json first, then at the end of the epoch
+# the samples, metrics.csv, the model files and checkpoint.pt (each: what is written before it)
 WRITTEN_BEFORE = {
-    "samples/epoch_001.png": ["train.json"],
-    "model.safetensors": ["train.json", "samples/epoch_001.png", "metrics.csv"],
-    "checkpoint.pt": ["train.json", "samples/epoch_001.png", "metrics.csv", "model.safetensors",
-                      "model-best.safetensors"],
+    "samples/epoch_001.png": ["baselines.json", "train.json"],
+    "model.safetensors": ["baselines.json", "train.json", "samples/epoch_001.png", "metrics.csv"],
+    "checkpoint.pt": ["baselines.json", "train.json", "samples/epoch_001.png", "metrics.csv",
+                      "model.safetensors", "model-best.safetensors"],
 }
 
 
 @pytest.mark.parametrize("fails", list(WRITTEN_BEFORE))
 def test_train_that_cannot_write_a_file_leaves_no_part_of_it(namespaces, tmp_path, data, fails):
     """A disk with room for the files written before `fails` (and a quarter of it): one line
-    naming it, and no part of it left (the files before stay: the run's record)."""
+    naming it, and nothing left: a new run that fails before its first checkpoint (there is
+    nothing to resume) removes the folder it made."""
     before = [data["run"] / name for name in WRITTEN_BEFORE[fails]]
     room = pages(*before) + pages(data["run"] / fails) // 4 // PAGE * PAGE
     run = tmp_path / "disk" / "run"
     outcome = on_full_disk(tmp_path, room, "train", data["chips"], "-o", run, *TRAIN, "-q")
     assert_no_room(outcome.error(), run / fails)
-    assert outcome.left == sorted(f"run/{name}" for name in WRITTEN_BEFORE[fails])
+    assert outcome.left == []
 
 
 # --- predict and evaluate ---------------------------------------------------------------------

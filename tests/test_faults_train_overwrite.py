@@ -5,6 +5,7 @@ run. A run that fails in a new folder leaves no folder."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import signal
 import subprocess
@@ -70,7 +71,8 @@ def test_a_damaged_chip_keeps_the_earlier_run(chips, damaged_chips, earlier, cap
                         lambda final: made.append(make_staging(final)) or made[-1])
     assert main([str(a) for a in ["train", damaged_chips, "-o", run, "--overwrite",
                                   *TRAIN]]) == 2
-    assert one_line(capsys.readouterr().err).startswith("Error: cannot read chip ")
+    error = one_line(capsys.readouterr().err)
+    assert error.startswith("Error: chip ") and "is damaged" in error, error
     assert len(made) == 1 and not made[0].exists()  # it failed while building the new run
     assert digest(run) == before  # train.json too: a --resume of the earlier run stays right
     assert leftovers(run.parent) == []
@@ -105,8 +107,29 @@ def test_a_stop_before_the_first_epoch_end_keeps_the_earlier_run(chips, earlier)
         "was (nothing of the new one is left)")
 
 
+@pytest.mark.parametrize("stop_epoch", [2, 3])
+def test_a_stop_at_an_epoch_end_before_the_first_validation_keeps_the_earlier_run(
+        chips, earlier, stop_epoch):
+    """With validations (and so model files) only at the end (--val-every past the run), a
+    stop at a later epoch end writes a checkpoint but the new run has no model file yet: it
+    does not replace the earlier run, whose files all stay."""
+    from geopix2pix import train
+    from geopix2pix.chips.manifest import DatasetInfo
+    from geopix2pix.training.signals import TrainingStopped
+
+    run, before = earlier
+    per_epoch = math.ceil(DatasetInfo.load(chips).counts["train"] / 4)
+    with pytest.raises(TrainingStopped) as stopped:  # at the last step of epoch `stop_epoch`
+        train(chips, run, overwrite=True, ngf=8, ndf=8, batch_size=4, workers=0, max_steps=50,
+              val_every=1000, device="cpu", quiet=True, log=lambda line: None,
+              callback=lambda info: info["step"] == stop_epoch * per_epoch)
+    assert stopped.value.kept == run
+    assert digest(run) == before and leftovers(run.parent) == []
+
+
 def test_an_overwrite_replaces_the_earlier_run_at_its_first_epoch_end(chips, earlier):
-    """A stop after the first epoch end: the new run is in place, resumable."""
+    """A stop after the first epoch end that wrote the run's files (every one, with
+    --val-every 1): the new run is in place, resumable."""
     from geopix2pix import train
     from geopix2pix.training.signals import TrainingStopped
 
@@ -114,7 +137,7 @@ def test_an_overwrite_replaces_the_earlier_run_at_its_first_epoch_end(chips, ear
     steps = []
     with pytest.raises(TrainingStopped) as stopped:
         train(chips, run, overwrite=True, ngf=8, ndf=8, batch_size=4, workers=0, max_steps=50,
-              device="cpu", quiet=True, seed=7, log=lambda line: None,
+              val_every=1, device="cpu", quiet=True, seed=7, log=lambda line: None,
               callback=lambda info: steps.append(info["step"]) or info["epoch"] == 2)
     assert stopped.value.checkpoint == run / "checkpoint.pt"
     after = digest(run)

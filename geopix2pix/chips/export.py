@@ -219,8 +219,8 @@ def export_chips(
         scenes = scene_shifts(shifts, [p.spec.index for p in pair_list], options.shift_check)
         _dataset_info(options, pair_list, sides, stats, kept, skipped, scenes).save(out.path)
         out.commit()
-    except BaseException:  # the earlier export (if any) is as it was; nothing of this one left
-        out.abandon()
+    except BaseException as exc:  # the earlier export (if any) is as it was; none of this one
+        out.abandon(exc)
         raise
     summary = ExportSummary(out.final, dict(kept), {k: n for k, n in skipped.items() if n},
                             val_warnings(kept, options.val_fraction, options.split_block,

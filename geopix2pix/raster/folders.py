@@ -123,11 +123,16 @@ class OutputDir:
             swap_in(self.path, Path(os.path.realpath(self.final)))
         self.path, self.committed = self.final, True
 
-    def abandon(self) -> None:
-        """Remove what this run wrote, when it failed or was stopped before `commit`: its
-        staging folder, or its outputs in `final`, and the folders it made (only when empty)."""
+    def abandon(self, exc: BaseException | None = None) -> None:
+        """Remove what this run wrote, when it failed or was stopped (`exc`) before `commit`:
+        its staging folder, or its outputs in `final`, and the folders it made (only when
+        empty). An error message of ours names the outputs where the user will look for them,
+        in `final`, not in the hidden staging folder that is gone."""
         if self.committed:
             return
+        if self.staged and isinstance(exc, GeoPix2PixError) and exc.args:
+            exc.args = (str(exc.args[0]).replace(str(self.path), str(self.final)),
+                        *exc.args[1:])
         if self.staged:
             shutil.rmtree(self.path, ignore_errors=True)
         else:

@@ -56,7 +56,7 @@ def leave_failed(output: OutputDir | None, saved: bool, exc: BaseException) -> N
     of a run built beside an earlier one then carries `kept`: the folder holding that run."""
     if output is None or output.committed or (saved and not output.staged):
         return
-    output.abandon()
+    output.abandon(exc)
     if output.staged and isinstance(exc, KeyboardInterrupt):
         exc.kept, exc.checkpoint = output.final, None
         exc.args = (f"stopped before the new run replaced the earlier one in {output.final}, "

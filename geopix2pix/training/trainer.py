@@ -128,6 +128,16 @@ class Trainer:
             discriminator = distributed.sync_batch_norm(discriminator, self.setup.device)
         self.output = None  # where rank 0 writes (`outputs.open_run_dir`)
         distributed.writer_first(self._open_run_dir)
+        try:  # a failure from here on removes what the run wrote (`outputs.leave_failed`)
+            self._set_up(generator, discriminator)
+        except BaseException as exc:
+            leave_failed(self.output, config.resume, exc)
+            raise
+
+    def _set_up(self, generator: torch.nn.Module, discriminator: torch.nn.Module) -> None:
+        """Baselines, networks on the device, optimizers, the step and the state (restored on
+        --resume), once the run folder is open."""
+        config = self.config
         self.baselines = baselines.for_run(self, _dataset_fingerprint(self.chips_dir))
         if config.residual == "linear":  # G learns target - linear, from exactly linear
             zero_output_layer(generator)
@@ -161,8 +171,9 @@ class Trainer:
         self.run_dir = self.output.path
 
     def _replace_earlier(self) -> None:
-        """At the first epoch end: the new run, built beside an earlier one, replaces it."""
-        if self.output is not None and self.output.staged:
+        """At the first epoch end with the run's own files (its model files are written at
+        validations, `--val-every`): the new run, built beside an earlier one, replaces it."""
+        if self.output is not None and self.output.staged and (self.run_dir / MODEL).exists():
             self.output.commit()
             self.run_dir = self.output.final
             self.runner.history.moved(self.run_dir)
