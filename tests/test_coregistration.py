@@ -111,8 +111,14 @@ def test_scene_shift_is_the_median_of_the_confident_chips():
     assert scene.describe() == ("target is shifted by (+2.0, -0.5) px against the source, "
                                 "consistent within 0.1 px over 3 of 5 chips")
     none = scene_shift([NO_SHIFT, Shift(1, 1, 5)])
-    assert none.confident == 0 and np.isnan(none.dx)
-    assert none.describe() == "shift not measurable: no chip of 2 matched its source confidently"
+    assert none.confident == 0 and np.isnan(none.dx) and not none.measured
+    assert none.describe() == ("shift not measurable: no chip of 2 chips matched its source "
+                               "confidently (a shift needs 3)")
+    # one or two confident chips can be chance peaks: no scene shift from them
+    two = scene_shift([Shift(-1.7, -0.1, 17.6), Shift(2.0, 0.0, 16), NO_SHIFT])
+    assert two.confident == 2 and np.isnan(two.dx) and not two.measured
+    assert two.describe() == ("shift not measurable: only 2 of 3 chips matched its source "
+                              "confidently (a shift needs 3)")
 
 
 def _scene(name: str, offsets):

@@ -34,6 +34,9 @@ LOWPASS = 0.35  # spectrum taper's cut-off, cycles per pixel
 # mirrored trough; real DEM -> hillshade chips stay below 0.6, such rings above 0.75
 DIPOLE = 0.7
 CONFIDENT = 15.0  # peak-to-sidelobe ratio from which a shift is trusted (docs/benchmarks.md)
+# confident chips a pair's shift needs: one or two can be chance peaks (random texture whose
+# bands only partly agree gave one confident chip 1.7 px off), a median of three agrees or not
+MIN_CONFIDENT_CHIPS = 3
 
 
 @dataclass(frozen=True)
@@ -96,24 +99,32 @@ class SceneShift:
     chips: int
 
     @property
+    def measured(self) -> bool:
+        """Whether enough chips were confident for a scene shift (`MIN_CONFIDENT_CHIPS`)."""
+        return self.confident >= MIN_CONFIDENT_CHIPS
+
+    @property
     def size(self) -> float:
         return float(np.hypot(self.dx, self.dy))
 
     def describe(self) -> str:
         """One line for the summary."""
-        if not self.confident:
-            return (f"shift not measurable: no chip of {self.chips} matched its source "
-                    "confidently")
+        if not self.measured:
+            found = "no chip" if not self.confident else f"only {self.confident}"
+            return (f"shift not measurable: {found} of {self.chips} chips matched its source "
+                    f"confidently (a shift needs {MIN_CONFIDENT_CHIPS})")
         return (f"target is shifted by ({self.dx:+.1f}, {self.dy:+.1f}) px against the source, "
                 f"consistent within {self.spread:.1f} px over {self.confident} of {self.chips} "
                 "chips")
 
 
 def scene_shift(shifts: list[Shift]) -> SceneShift:
-    """The robust scene shift of a pair's chip shifts (nan where none is confident)."""
+    """The robust scene shift of a pair's chip shifts (nan where fewer than
+    `MIN_CONFIDENT_CHIPS` are confident)."""
     confident = [s for s in shifts if s.confident]
-    if not confident:
-        return SceneShift(float("nan"), float("nan"), float("nan"), 0, len(shifts))
+    if len(confident) < MIN_CONFIDENT_CHIPS:
+        nan = float("nan")
+        return SceneShift(nan, nan, nan, len(confident), len(shifts))
     dx = float(np.median([s.dx for s in confident]))
     dy = float(np.median([s.dy for s in confident]))
     spread = float(np.median([np.hypot(s.dx - dx, s.dy - dy) for s in confident]))

@@ -97,4 +97,4 @@ def shift_warnings(scenes: dict[int, SceneShift], targets: dict[int, str]) -> li
             f"{scene.dy:+.1f}) px against its source (more than {WARN_SHIFT} px over "
             f"{scene.confident} chips): check the co-registration of the two rasters, or drop "
             "the misaligned chips with --max-shift"
-            for pair, scene in scenes.items() if scene.confident and scene.size > WARN_SHIFT]
+            for pair, scene in scenes.items() if scene.measured and scene.size > WARN_SHIFT]

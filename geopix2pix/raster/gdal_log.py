@@ -61,27 +61,46 @@ def signalled_errors() -> Iterator[list[str]]:
         logger.setLevel(level)
 
 
-def _loaded_libtiff() -> str | None:
-    """The path of the libtiff GDAL uses (rasterio's own copy in its wheels), if loaded."""
+def _loaded_library(stem: str) -> str | None:
+    """The path of the library `stem` (libtiff, libgdal) that GDAL uses (rasterio's own copy in
+    its wheels), if loaded."""
     import rasterio
 
     package = Path(rasterio.__file__).parent
     for libs in (package.with_name("rasterio.libs"), package / ".dylibs"):  # Linux, macOS wheels
-        found = sorted(libs.glob("libtiff*")) if libs.is_dir() else []
+        found = sorted(libs.glob(f"{stem}*")) if libs.is_dir() else []
         if found:
             return str(found[0])
-    try:  # a GDAL built elsewhere (conda, the system): the libtiff this process has mapped
+    try:  # a GDAL built elsewhere (conda, the system): the library this process has mapped
         with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "/libtiff" in line}
+            paths = {line.split()[-1] for line in maps if f"/{stem}" in line}
     except OSError:
         return None
     return min(paths) if len(paths) == 1 else None  # two copies: cannot tell which
 
 
 @functools.cache
+def _cpl_error_reset():
+    """GDAL's CPLErrorReset, or None."""
+    path = _loaded_library("libgdal")
+    try:
+        return ctypes.CDLL(path).CPLErrorReset if path else None
+    except (OSError, AttributeError):
+        return None
+
+
+def reset_gdal_errors() -> None:
+    """Clear GDAL's last error in this thread, as opening a dataset here would: rasterio raises
+    a stale one (a libtiff complaint left by an earlier write) at its next check otherwise."""
+    reset = _cpl_error_reset()
+    if reset is not None:
+        reset()
+
+
+@functools.cache
 def _libtiff():
     """libtiff's TIFFSetErrorHandler, or None."""
-    path = _loaded_libtiff()
+    path = _loaded_library("libtiff")
     try:
         setter = ctypes.CDLL(path).TIFFSetErrorHandler if path else None
     except (OSError, AttributeError):

@@ -78,4 +78,9 @@ def interruptible(function: Callable[..., T], *args: Any) -> T:
     helper.join()
     if call.error is not None:
         raise call.error
+    # GDAL's error state is per thread: the open in the helper left this thread's as it was,
+    # where rasterio would raise an error an earlier call left there
+    from geopix2pix.raster.gdal_log import reset_gdal_errors
+
+    reset_gdal_errors()
     return call.result
