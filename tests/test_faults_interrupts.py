@@ -163,7 +163,9 @@ def test_a_killed_export_is_redone_by_a_rerun(rasters, tmp_path, uninterrupted_e
     code, _ = Command(export_args(rasters, out)).stop_when(
         lambda: EXPORT_POINTS[point](tmp_path), signal.SIGKILL)
     assert code == -signal.SIGKILL
-    assert not (out / "dataset.json").exists()
+    # the kill lands a moment after the point: by then a small export may have been swapped in
+    # whole (dataset.json is written last); never a folder that only looks complete
+    assert not (out / "dataset.json").exists() or exported(out) == uninterrupted_export
     run_here(export_args(rasters, out, "--overwrite"))
     assert exported(out) == uninterrupted_export
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chips"]  # nothing stale beside it
