@@ -119,6 +119,10 @@ def test_scene_shift_is_the_median_of_the_confident_chips():
     assert two.confident == 2 and np.isnan(two.dx) and not two.measured
     assert two.describe() == ("shift not measurable: only 2 of 3 chips matched its source "
                               "confidently (a shift needs 3)")
+    # confident chips that disagree are chance peaks too
+    apart = scene_shift([Shift(-1.5, 0.1, 16), Shift(2.0, 2.0, 17), Shift(-4.0, -1.0, 18)])
+    assert apart.confident == 3 and apart.spread > 1 and not apart.measured
+    assert apart.describe().startswith("shift not measurable: the 3 of 3 chips that matched")
 
 
 def _scene(name: str, offsets):

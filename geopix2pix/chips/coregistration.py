@@ -37,6 +37,9 @@ CONFIDENT = 15.0  # peak-to-sidelobe ratio from which a shift is trusted (docs/b
 # confident chips a pair's shift needs: one or two can be chance peaks (random texture whose
 # bands only partly agree gave one confident chip 1.7 px off), a median of three agrees or not
 MIN_CONFIDENT_CHIPS = 3
+# and they must agree: confident chips spread more than this around their median are chance
+# peaks too (SAR -> RGB at 32 px chips: 3 of 35 confident, 2.9 px apart), not a shift
+MAX_SPREAD = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,9 @@ class SceneShift:
 
     @property
     def measured(self) -> bool:
-        """Whether enough chips were confident for a scene shift (`MIN_CONFIDENT_CHIPS`)."""
-        return self.confident >= MIN_CONFIDENT_CHIPS
+        """Whether enough chips were confident (`MIN_CONFIDENT_CHIPS`), and agree within
+        `MAX_SPREAD` px, for a scene shift."""
+        return self.confident >= MIN_CONFIDENT_CHIPS and self.spread <= MAX_SPREAD
 
     @property
     def size(self) -> float:
@@ -109,6 +113,9 @@ class SceneShift:
 
     def describe(self) -> str:
         """One line for the summary."""
+        if self.confident >= MIN_CONFIDENT_CHIPS and not self.measured:
+            return (f"shift not measurable: the {self.confident} of {self.chips} chips that "
+                    f"matched their source confidently disagree by {self.spread:.1f} px")
         if not self.measured:
             found = "no chip" if not self.confident else f"only {self.confident}"
             return (f"shift not measurable: {found} of {self.chips} chips matched its source "
