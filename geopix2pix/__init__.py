@@ -25,10 +25,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `_LAZY` import
     from geopix2pix.chips.summary import ExportSummary
     from geopix2pix.demo.pipeline import DemoResult, run_demo
     from geopix2pix.demo.scenes import DemoScenes, make_demo_scenes
+    from geopix2pix.evaluation.evaluate import EvaluationReport, evaluate
     from geopix2pix.models.io import LoadedModel, load_model
     from geopix2pix.models.metadata import ModelMetadata
     from geopix2pix.plot import plot_footprints, plot_metrics, show_chips, show_results
-    from geopix2pix.prediction.evaluate import EvaluationReport, evaluate
     from geopix2pix.prediction.predictor import SceneResult, predict
     from geopix2pix.training.trainer import TrainResult, train
 
@@ -38,7 +38,7 @@ _LAZY = {
     "train": "geopix2pix.training.trainer:train",
     "load_model": "geopix2pix.models.io:load_model",
     "predict": "geopix2pix.prediction.predictor:predict",
-    "evaluate": "geopix2pix.prediction.evaluate:evaluate",
+    "evaluate": "geopix2pix.evaluation.evaluate:evaluate",
     "make_demo_scenes": "geopix2pix.demo.scenes:make_demo_scenes",
     "run_demo": "geopix2pix.demo.pipeline:run_demo",
     "show_chips": "geopix2pix.plot:show_chips",
@@ -49,7 +49,7 @@ _LAZY = {
     "ExportSummary": "geopix2pix.chips.summary:ExportSummary",
     "TrainResult": "geopix2pix.training.trainer:TrainResult",
     "SceneResult": "geopix2pix.prediction.predictor:SceneResult",
-    "EvaluationReport": "geopix2pix.prediction.evaluate:EvaluationReport",
+    "EvaluationReport": "geopix2pix.evaluation.evaluate:EvaluationReport",
     "LoadedModel": "geopix2pix.models.io:LoadedModel",
     "ModelMetadata": "geopix2pix.models.metadata:ModelMetadata",
     "DemoScenes": "geopix2pix.demo.scenes:DemoScenes",

@@ -15,7 +15,8 @@ from predict_helpers import unet_file, write_scene
 
 from geopix2pix.chips.export import export_chips
 from geopix2pix.models import load_model
-from geopix2pix.prediction import pipeline, predict, reading
+from geopix2pix.prediction import predict
+from geopix2pix.prediction.engine import pipeline, reading
 from geopix2pix.training import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

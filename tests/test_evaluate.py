@@ -16,7 +16,7 @@ from rasterio.transform import from_origin
 from geopix2pix import metrics
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction.evaluate import evaluate
+from geopix2pix.evaluation.evaluate import evaluate
 
 T = from_origin(500000.0, 4_000_000.0, 10.0, 10.0)
 
@@ -326,7 +326,7 @@ def test_categorical_codes_absent_from_the_reference_are_a_warning(tmp_path, cap
 
 
 def test_code_text_groups_runs():
-    from geopix2pix.prediction.evaluate import _code_text
+    from geopix2pix.evaluation.evaluate import _code_text
 
     assert _code_text([0, 107, 108, 109, 255]) == "0, 107-109, 255"
     assert _code_text(list(range(0, 20, 2))) == "0, 2, 4, 6, 8, 10, ..."

@@ -31,7 +31,7 @@ from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.prediction import predict
-from geopix2pix.prediction.windows import make_layout
+from geopix2pix.prediction.engine.windows import make_layout
 
 
 @pytest.mark.parametrize("crs, transform, width, height", [

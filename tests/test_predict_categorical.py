@@ -25,14 +25,15 @@ from torch import nn
 
 from geopix2pix.cli import main
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.prediction import grouped, pipeline, predict, resample
-from geopix2pix.prediction.blend import window_weights
+from geopix2pix.prediction import grouped, predict, resample
+from geopix2pix.prediction.engine import pipeline
+from geopix2pix.prediction.engine.blend import window_weights
+from geopix2pix.prediction.engine.runner import output_spec, predict_targets
+from geopix2pix.prediction.engine.windows import make_layout
+from geopix2pix.prediction.engine.writer import to_output
 from geopix2pix.prediction.options import PredictOptions
 from geopix2pix.prediction.predictor import check_creation_options_for
 from geopix2pix.prediction.resample import temporary_spec
-from geopix2pix.prediction.runner import output_spec, predict_targets
-from geopix2pix.prediction.windows import make_layout
-from geopix2pix.prediction.writer import to_output
 from geopix2pix.raster.io import read_window, warped_view
 
 NODATA = 255
@@ -256,7 +257,7 @@ def test_many_classes_blend_in_narrower_chunks(chip):
     """One probability per class is blended: the column chunks narrow as the classes grow, so
     the blend buffers stay about the size of a 4-band regression's, but never below 8 windows,
     so that the windows computed twice at the chunks' edges stay within 1/8 of the scene's."""
-    from geopix2pix.prediction.windows import DEFAULT_CHUNK_WIDTH, chunk_width_for
+    from geopix2pix.prediction.engine.windows import DEFAULT_CHUNK_WIDTH, chunk_width_for
 
     layout = make_layout(10_000, 10_000, chip, 0.5, "hann")
     whole = layout.count(layout.chunks(10_000))  # one chunk: every window computed once

@@ -26,10 +26,11 @@ from rasterio.transform import from_origin
 
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction import forward, pipeline, predict, predictor, reading, resample
-from geopix2pix.prediction.blend import fold_segments, overlap_add, window_weights
-from geopix2pix.prediction.channels import DONE, Channel
-from geopix2pix.prediction.windows import make_layout
+from geopix2pix.prediction import predict, predictor, resample
+from geopix2pix.prediction.engine import forward, pipeline, reading
+from geopix2pix.prediction.engine.blend import fold_segments, overlap_add, window_weights
+from geopix2pix.prediction.engine.channels import DONE, Channel
+from geopix2pix.prediction.engine.windows import make_layout
 
 
 class SlowEvenBatches(ConvModel):
@@ -97,7 +98,7 @@ def test_strip_windows_are_windows_of_the_reflect_padded_scene(tmp_path, shape, 
     mirrors pixels outside the strip's own rows; a conversion applies to every pixel once. Also
     when each read is split by columns among 3 threads, each with a handle of its own (16-pixel
     blocks: the pieces meet inside the scene and next to its edges)."""
-    from geopix2pix.prediction.windows import iter_chunk_strips, make_layout, read_strip
+    from geopix2pix.prediction.engine.windows import iter_chunk_strips, make_layout, read_strip
 
     rng = np.random.default_rng(0)
     data = rng.integers(1, 200, (2, *shape), dtype=np.uint8)

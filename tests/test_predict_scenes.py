@@ -14,7 +14,8 @@ from predict_helpers import pipeline_threads, write_scene
 
 from geopix2pix.cli import main
 from geopix2pix.models import load_model
-from geopix2pix.prediction import grouped, pipeline, predict, predictor, reading
+from geopix2pix.prediction import grouped, predict, predictor
+from geopix2pix.prediction.engine import pipeline, reading
 from geopix2pix.raster.write import case_insensitive
 
 

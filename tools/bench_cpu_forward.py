@@ -53,7 +53,7 @@ class Background:
 
 def main() -> None:
     from geopix2pix.models import load_model
-    from geopix2pix.prediction.forward import cpu_workers
+    from geopix2pix.prediction.engine.forward import cpu_workers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chip-size", type=int, default=64)

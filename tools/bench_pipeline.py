@@ -47,7 +47,7 @@ class StageClock:
     STAGES = (("reading", "read"), ("pipeline", "_blender"), ("pipeline", "_writer"))
 
     def __init__(self):
-        from geopix2pix.prediction import pipeline, reading
+        from geopix2pix.prediction.engine import pipeline, reading
 
         self.seconds: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -66,9 +66,9 @@ def reading_alone(scene: Path, chip: int, batch: int, workers: int) -> float:
     import rasterio
 
     from geopix2pix.chips.scaling import Scaling
-    from geopix2pix.prediction import reading
-    from geopix2pix.prediction.channels import Channel
-    from geopix2pix.prediction.windows import make_layout, strip_cache_bytes
+    from geopix2pix.prediction.engine import reading
+    from geopix2pix.prediction.engine.channels import Channel
+    from geopix2pix.prediction.engine.windows import make_layout, strip_cache_bytes
 
     class Sink(Channel):
         def put(self, item) -> None:
@@ -102,7 +102,8 @@ def main() -> None:
 
 def run(args, device: torch.device, work: Path) -> None:
     from geopix2pix.models import load_model
-    from geopix2pix.prediction import pipeline, predict, reading
+    from geopix2pix.prediction import predict
+    from geopix2pix.prediction.engine import pipeline, reading
 
     width, height = parse_scene(args.scene)
     scene, out = work / "scene.tif", work / "out.tif"

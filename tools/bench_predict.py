@@ -209,7 +209,7 @@ class ModelThreadCPU:
     def __init__(self):
         import threading
 
-        from geopix2pix.prediction import forward
+        from geopix2pix.prediction.engine import forward
 
         self.seconds, self._lock = 0.0, threading.Lock()
         forward.cpu_forward = thread_timed(forward.cpu_forward, self._add)
@@ -237,12 +237,12 @@ def child(args) -> None:
 
     from geopix2pix.models import load_model
     from geopix2pix.prediction import predict
-    from geopix2pix.prediction.forward import cpu_workers
+    from geopix2pix.prediction.engine.forward import cpu_workers
     from geopix2pix.prediction.predictor import resolve_device
 
     device = resolve_device(args.device)
     if args.host_blend:
-        from geopix2pix.prediction import pipeline
+        from geopix2pix.prediction.engine import pipeline
 
         pipeline.FOLD_ON = frozenset()
     model = load_model(args.model, device=device)

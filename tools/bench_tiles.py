@@ -40,8 +40,8 @@ def main() -> None:
 
     from geopix2pix.models import load_model
     from geopix2pix.prediction import grouped, predict
-    from geopix2pix.prediction.forward import cpu_workers
-    from geopix2pix.prediction.reading import WORKERS_VARIABLE
+    from geopix2pix.prediction.engine.forward import cpu_workers
+    from geopix2pix.prediction.engine.reading import WORKERS_VARIABLE
 
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="bench_tiles_") as work:

@@ -24,7 +24,7 @@ from geopix2pix.cli.options import BANDS, OFF
                    "with PRED's band descriptions]")
 def evaluate_command(pred, reference, json_path, overwrite, categorical, bands, reference_bands):
     """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both."""
-    from geopix2pix.prediction.evaluate import evaluate
+    from geopix2pix.evaluation.evaluate import evaluate
 
     report = evaluate(pred, reference, categorical=categorical, json_path=json_path,
                       overwrite=overwrite, bands=bands, reference_bands=reference_bands)

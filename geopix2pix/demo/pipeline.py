@@ -235,7 +235,7 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
              settings: DemoSettings | None = None) -> DemoResult:
     """Run the whole pipeline on generated scenes for `task` into `out_dir` (see module doc)."""
     from geopix2pix.chips.export import export_chips
-    from geopix2pix.prediction.evaluate import evaluate
+    from geopix2pix.evaluation.evaluate import evaluate
     from geopix2pix.prediction.predictor import predict
     from geopix2pix.training import train
 

@@ -14,5 +14,5 @@ from geopix2pix.prediction.predictor import SceneResult, predict, predict_scenes
 
 __all__ = ["PredictKeywords", "PredictOptions", "SceneResult", "predict", "predict_scenes"]
 
-# `evaluate` lives in geopix2pix.prediction.evaluate (the module and its function share the name);
+# `evaluate` lives in geopix2pix.evaluation.evaluate (the module and its function share the name);
 # the package top level exposes the function as geopix2pix.evaluate.

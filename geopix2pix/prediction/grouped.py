@@ -34,8 +34,8 @@ from geopix2pix.prediction.checks import (
     check_pixel_size,
     check_source_values,
 )
-from geopix2pix.prediction.runner import Target, output_spec, predict_targets, reopen_scene
-from geopix2pix.prediction.windows import chunk_width_for, make_layout
+from geopix2pix.prediction.engine.runner import Target, output_spec, predict_targets, reopen_scene
+from geopix2pix.prediction.engine.windows import chunk_width_for, make_layout
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster
 from geopix2pix.raster.partials import discard, partial_name

@@ -17,7 +17,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from geopix2pix.prediction.channels import StopFlag
+from geopix2pix.prediction.engine.channels import StopFlag
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -11,7 +11,7 @@ from typing import TypedDict
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.baseline import BASELINES
 from geopix2pix.options import check_types
-from geopix2pix.prediction.windows import DEFAULT_CHUNK_WIDTH, check_layout_options
+from geopix2pix.prediction.engine.windows import DEFAULT_CHUNK_WIDTH, check_layout_options
 from geopix2pix.raster.io import check_band_list
 
 

@@ -33,10 +33,10 @@ from geopix2pix.prediction.checks import (
     check_pixel_size,
     check_source_values,
 )
+from geopix2pix.prediction.engine.runner import output_spec, predict_to_file, reopen_scene
+from geopix2pix.prediction.engine.writer import check_output_options
 from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
-from geopix2pix.prediction.runner import output_spec, predict_to_file, reopen_scene
-from geopix2pix.prediction.writer import check_output_options
 from geopix2pix.raster.folders import refuse_read_only
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, raster_path, scene_name

@@ -27,10 +27,15 @@ from rasterio.windows import Window
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel
 from geopix2pix.models.metadata import ModelMetadata
+from geopix2pix.prediction.engine.runner import (
+    open_tiled,
+    predict_to_file,
+    reopen_scene,
+    tiled_output,
+)
+from geopix2pix.prediction.engine.windows import MIN_CACHE
+from geopix2pix.prediction.engine.writer import BLOCK, BandWriter, OutputSpec, finish
 from geopix2pix.prediction.options import PredictOptions
-from geopix2pix.prediction.runner import open_tiled, predict_to_file, reopen_scene, tiled_output
-from geopix2pix.prediction.windows import MIN_CACHE
-from geopix2pix.prediction.writer import BLOCK, BandWriter, OutputSpec, finish
 from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.models import LoadedModel
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.prediction import pipeline, reading
-from geopix2pix.prediction.windows import chunk_width_for, make_layout, strip_cache_bytes
-from geopix2pix.prediction.writer import (
+from geopix2pix.prediction.engine import pipeline, reading
+from geopix2pix.prediction.engine.windows import chunk_width_for, make_layout, strip_cache_bytes
+from geopix2pix.prediction.engine.writer import (
     BLOCK,
     BandWriter,
     OutputSpec,

@@ -31,18 +31,18 @@ import numpy as np
 import torch
 
 from geopix2pix.chips.scaling import Scaling
-from geopix2pix.prediction import forward, reading
-from geopix2pix.prediction.blend import (
+from geopix2pix.prediction.engine import forward, reading
+from geopix2pix.prediction.engine.blend import (
     RowWeights,
     StripAccumulator,
     fold_segments,
     overlap_add,
     window_weights,
 )
-from geopix2pix.prediction.channels import DONE, Channel, Stage, StopFlag, Stopped
+from geopix2pix.prediction.engine.channels import DONE, Channel, Stage, StopFlag, Stopped
+from geopix2pix.prediction.engine.windows import Layout
+from geopix2pix.prediction.engine.writer import OutputSpec, to_output
 from geopix2pix.prediction.interrupts import deferred_stop_signals
-from geopix2pix.prediction.windows import Layout
-from geopix2pix.prediction.writer import OutputSpec, to_output
 
 # devices where the window outputs are weighted and summed where the model ran (`fold_segments`),
 # so that only the sums are copied back; on the CPU the blender thread's numpy does it faster and

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from geopix2pix.chips.scaling import Scaling
-from geopix2pix.prediction.channels import DONE, Channel, Stopped
-from geopix2pix.prediction.windows import (
+from geopix2pix.prediction.engine.channels import DONE, Channel, Stopped
+from geopix2pix.prediction.engine.windows import (
     Chunk,
     Convert,
     Layout,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from geopix2pix.models.device import cuda_autocast_dtype
-from geopix2pix.prediction.channels import Channel
+from geopix2pix.prediction.engine.channels import Channel
 
 # forwards at once on the CPU: each holds a batch's activations, and the gain is largest on few
 # cores, where a pipeline thread takes the biggest share of them

@@ -33,15 +33,15 @@ from rasterio.windows import Window
 
 from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError, warn_user
-from geopix2pix.jsonvalues import jsonable
-from geopix2pix.options import api_function, check_types
-from geopix2pix.prediction.band_pairing import (
+from geopix2pix.evaluation.band_pairing import (
     MATCHING,
     band_text,
     pair_bands,
     unlike_descriptions,
     values_warnings,
 )
+from geopix2pix.jsonvalues import jsonable
+from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import (
     open_raster,
