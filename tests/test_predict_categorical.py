@@ -24,11 +24,11 @@ from rasterio.transform import from_origin
 from torch import nn
 
 from geopix2pix.cli import main
-from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction import grouped, predict, resample
 from geopix2pix.prediction.engine import pipeline
 from geopix2pix.prediction.engine.blend import window_weights
-from geopix2pix.prediction.engine.runner import output_spec, predict_targets
+from geopix2pix.prediction.engine.model import PredictionModel
+from geopix2pix.prediction.engine.runner import predict_targets
 from geopix2pix.prediction.engine.windows import make_layout
 from geopix2pix.prediction.engine.writer import to_output
 from geopix2pix.prediction.options import PredictOptions
@@ -176,7 +176,7 @@ def test_probabilities_not_logits_are_blended(tmp_path, monkeypatch, fold_on):
 def test_class_codes_of_blended_probabilities():
     """`to_output` of a categorical spec: the code of the highest probability (the first of
     equals), nodata where invalid."""
-    spec = output_spec(categorical(PixelLogits()), ModelMetadata.of(categorical(PixelLogits())))
+    spec = PredictionModel.of(categorical(PixelLogits())).output
     probabilities = np.array([[[0.1, 0.5, 0.25]], [[0.6, 0.2, 0.25]], [[0.2, 0.2, 0.25]],
                               [[0.1, 0.1, 0.25]]], dtype=np.float32)
     valid = np.array([[True, True, False]])
@@ -185,7 +185,7 @@ def test_class_codes_of_blended_probabilities():
 
 def test_output_spec_counts_one_band_of_the_targets_codes():
     model = categorical(PixelLogits())
-    spec = output_spec(model, ModelMetadata.of(model))
+    spec = PredictionModel.of(model).output
     assert spec.categorical and spec.count == 1 and spec.channels == len(CLASSES)
     assert (spec.dtype, spec.nodata, spec.classes) == ("uint8", NODATA, tuple(CLASSES))
     assert spec.descriptions == ("land cover",) and spec.band_metadata.colormap == PALETTE
@@ -194,7 +194,7 @@ def test_output_spec_counts_one_band_of_the_targets_codes():
     temporary = temporary_spec(spec)
     assert (temporary.dtype, temporary.count, temporary.classes) == ("float32", 1, spec.classes)
     wide = categorical(PixelLogits(), classes=[1, 2, 3, 2**24 + 1], target_dtype="int32")
-    assert temporary_spec(output_spec(wide, ModelMetadata.of(wide))).dtype == "float64"
+    assert temporary_spec(PredictionModel.of(wide).output).dtype == "float64"
 
 
 def test_untrained_unet_file_via_the_cli_as_a_cog(tmp_path):

@@ -163,14 +163,14 @@ def test_a_scene_that_cannot_be_checked_in_a_group_is_predicted_alone(tmp_path, 
     or, as here where the failure does not repeat, writes it. No scene is silently dropped."""
     scenes = _scenes_of_tiles(tmp_path)[:4]
     failing = {Path(scenes[1]).name}
-    real_check = grouped.check_crs
+    real_check = grouped.check_scene
 
-    def flaky_check(dataset, allow):
+    def flaky_check(dataset, *args):
         if Path(dataset.name).name in failing:
             raise OSError("transient NFS hiccup")
-        return real_check(dataset, allow)
+        return real_check(dataset, *args)
 
-    monkeypatch.setattr(grouped, "check_crs", flaky_check)
+    monkeypatch.setattr(grouped, "check_scene", flaky_check)
     runs = _run_counter(monkeypatch)
     results = predict(scenes, out_dir=tmp_path / "out", model=model_file, progress=False)
     assert runs == [3, 1]

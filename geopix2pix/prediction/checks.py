@@ -1,5 +1,6 @@
 """The checks of a scene against the model file's metadata (`ModelMetadata`).
 
+`check_scene` runs them all, for a scene predicted alone (`predictor`) or in a group (`grouped`).
 A scene must have the model's number of input bands (error), a CRS and a geotransform (error
 unless ``allow_no_crs``), and should have about the training pixel size (a warning naming both
 sizes when they differ by more than 2x; ``--resample-to-model`` then predicts at the training
@@ -16,8 +17,8 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.models import LoadedModel
 from geopix2pix.models.metadata import ModelMetadata, SideMetadata
+from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
 from geopix2pix.raster.grid import Grid, control_points
 from geopix2pix.raster.io import (
@@ -49,11 +50,21 @@ def default_bands(dataset, trained: SideMetadata, expected: int) -> list[int]:
     return data
 
 
-def check_bands(dataset, bands: Sequence[int] | None, model: LoadedModel,
-                info: ModelMetadata) -> list[int]:
+def check_scene(dataset, model: PredictionModel, options,
+                warn: Callable[[str], None]) -> tuple[list[int], float | None]:
+    """Check an open scene against the model with `options` (a `PredictOptions`): errors for
+    what cannot be predicted, warnings to `warn`; (the scene bands to read, scene pixel size /
+    training pixel size or None when unknown)."""
+    check_crs(dataset, options.allow_no_crs)
+    bands = check_bands(dataset, options.bands, model)
+    check_source_values(dataset, bands, model.info, warn, options.bands)
+    return bands, check_pixel_size(dataset, model.info, warn, options.resample_to_model)
+
+
+def check_bands(dataset, bands: Sequence[int] | None, model: PredictionModel) -> list[int]:
     """The scene bands to read (`bands`, else `default_bands`); error when their number differs
     from the model's input."""
-    expected = model.spec.in_channels
+    expected, info = model.in_channels, model.info
     if bands:
         chosen = select_bands(dataset, bands)
     else:

@@ -27,14 +27,9 @@ from functools import partial
 from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.prediction.checks import (
-    check_bands,
-    check_crs,
-    check_pixel_size,
-    check_source_values,
-)
-from geopix2pix.prediction.engine.runner import Target, output_spec, predict_targets, reopen_scene
+from geopix2pix.prediction.checks import check_scene
+from geopix2pix.prediction.engine.model import PredictionModel
+from geopix2pix.prediction.engine.runner import Target, predict_targets, reopen_scene
 from geopix2pix.prediction.engine.windows import chunk_width_for, make_layout
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster
@@ -48,9 +43,10 @@ GROUP_WINDOWS = 8192  # a group ends once it holds this many windows
 GROUP_SCENES = 32  # ... or this many scenes (each holds two open files)
 
 
-def scene_windows(scene: Path | str, info: ModelMetadata, options) -> int | None:
+def scene_windows(scene: Path | str, model: PredictionModel, options) -> int | None:
     """How many windows predicting `scene` takes, or None when it cannot be opened (it is then
     predicted alone, which reports why)."""
+    info = model.info
     try:
         with open_raster(scene, require_crs=False) as dataset:  # not a pipe; a stop stops
             layout = make_layout(dataset.height, dataset.width, info.chip_size, options.overlap,
@@ -62,11 +58,11 @@ def scene_windows(scene: Path | str, info: ModelMetadata, options) -> int | None
                                                       layout.size)))
 
 
-def plan(results: Sequence, info: ModelMetadata, options) -> Iterator[list]:
+def plan(results: Sequence, model: PredictionModel, options) -> Iterator[list]:
     """The results in order, in groups: consecutive small scenes together, any other alone."""
     group, windows = [], 0
     for result in results:
-        count = None if options.resample_to_model else scene_windows(result.scene, info,
+        count = None if options.resample_to_model else scene_windows(result.scene, model,
                                                                       options)
         if count is None or count > SMALL_WINDOWS:
             if group:
@@ -95,23 +91,19 @@ def _publish(members: Sequence, temps: Sequence[Path], overwrite: bool) -> None:
             result.written = True
 
 
-def predict_group(results: Sequence, model, info: ModelMetadata, options,
+def predict_group(results: Sequence, model: PredictionModel, options,
                   warn_for: Callable[[object], Callable[[str], None]]) -> list:
     """Predict `results`' scenes in one pipeline run; the results still to predict one at a
     time: those that could not be opened or checked, and when the run failed all not written
     (and not failed their checks)."""
     start = time.perf_counter()
-    spec = output_spec(model, info)
     targets, members = [], []
     try:
         with contextlib.ExitStack() as stack:
             for result in results:
                 try:
                     dataset = stack.enter_context(open_raster(result.scene, require_crs=False))
-                    check_crs(dataset, options.allow_no_crs)
-                    bands = check_bands(dataset, options.bands, model, info)
-                    check_source_values(dataset, bands, info, warn_for(result), options.bands)
-                    check_pixel_size(dataset, info, warn_for(result))
+                    bands, _ = check_scene(dataset, model, options, warn_for(result))
                     temp = partial_name(check_can_write(result.out, options.overwrite))
                 except GeoPix2PixError as exc:
                     result.fail(exc)
@@ -119,13 +111,12 @@ def predict_group(results: Sequence, model, info: ModelMetadata, options,
                 except Exception:  # reported for its scene when predicted alone
                     continue
                 stack.callback(discard, temp)  # once renamed, or when the run failed
-                targets.append(Target(dataset, bands, Grid.of(dataset), temp, spec,
+                targets.append(Target(dataset, bands, Grid.of(dataset), temp, model.output,
                                       partial(reopen_scene, result.scene), result.out,
                                       warn_for(result)))
                 members.append(result)
             if targets:
-                counts = predict_targets(targets, model, info, options,
-                                         f"{len(targets)} scenes")
+                counts = predict_targets(targets, model, options, f"{len(targets)} scenes")
                 for result, count in zip(members, counts):
                     result.windows = count
                 _publish(members, [target.path for target in targets], options.overwrite)

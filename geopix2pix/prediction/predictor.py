@@ -27,13 +27,9 @@ from geopix2pix.models.device import resolve_device
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.options import api_function
 from geopix2pix.prediction import grouped
-from geopix2pix.prediction.checks import (
-    check_bands,
-    check_crs,
-    check_pixel_size,
-    check_source_values,
-)
-from geopix2pix.prediction.engine.runner import output_spec, predict_to_file, reopen_scene
+from geopix2pix.prediction.checks import check_scene
+from geopix2pix.prediction.engine.model import PredictionModel
+from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
 from geopix2pix.prediction.engine.writer import check_output_options
 from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
@@ -195,8 +191,8 @@ def check_model_argument(model: object) -> None:
 def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> None:
     """Refuse, before any work, creation options that the output's driver would refuse or
     ignore, or that the band writer cannot fill."""
-    check_output_options(output_spec(model, ModelMetadata.of(model)), options.compress,
-                         options.cog, options.creation_options)
+    check_output_options(PredictionModel.of(model).output, options.compress, options.cog,
+                         options.creation_options)
 
 
 def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
@@ -209,7 +205,7 @@ def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
     once it is final (in the order the scenes are done). A stop (Ctrl-C, SIGTERM: a
     KeyboardInterrupt) carries `written`, the outputs this run completed before it."""
     info = ModelMetadata.of(model)
-    model = baseline_model(model, info, options.baseline)
+    ready = PredictionModel.of(baseline_model(model, info, options.baseline), info)
     results = [SceneResult(raster_path(scene), Path(out)) for scene, out in pairs]
     outs = [result.out for result in results]
     for later, first in shared_outputs(outs).items():
@@ -235,11 +231,11 @@ def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
         if result.error is not None:  # refused before any scene was read
             report(result)
     try:
-        for group in grouped.plan([r for r in results if r.error is None], info, options):
-            alone = group if len(group) == 1 else grouped.predict_group(group, model, info,
-                                                                        options, warn_for)
+        for group in grouped.plan([r for r in results if r.error is None], ready, options):
+            alone = group if len(group) == 1 else grouped.predict_group(group, ready, options,
+                                                                        warn_for)
             for result in alone:
-                _predict_alone(result, model, info, options, warn_for(result))
+                _predict_alone(result, ready, options, warn_for(result))
             for result in group:
                 report(result)
     except KeyboardInterrupt as stop:  # what this run put in place, for the stop's report
@@ -248,37 +244,33 @@ def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
     return results
 
 
-def _predict_alone(result: SceneResult, model: LoadedModel, info: ModelMetadata,
-                   options: PredictOptions, warn: Callable[[str], None]) -> None:
+def _predict_alone(result: SceneResult, model: PredictionModel, options: PredictOptions,
+                   warn: Callable[[str], None]) -> None:
     """`predict_scene`, its error recorded in `result`."""
     try:
-        predict_scene(result, model, info, options, warn)
+        predict_scene(result, model, options, warn)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # a scene GDAL cannot process must not stop the others
         result.fail(exc)
 
 
-def predict_scene(result: SceneResult, model: LoadedModel, info: ModelMetadata,
-                  options: PredictOptions, warn: Callable[[str], None]) -> None:
+def predict_scene(result: SceneResult, model: PredictionModel, options: PredictOptions,
+                  warn: Callable[[str], None]) -> None:
     """Predict one scene into `result.out` (atomically)."""
     start = time.perf_counter()
     with open_raster(result.scene, require_crs=False) as dataset:
-        check_crs(dataset, options.allow_no_crs)
-        bands = check_bands(dataset, options.bands, model, info)
-        check_source_values(dataset, bands, info, warn, options.bands)
-        ratio = check_pixel_size(dataset, info, warn, options.resample_to_model)
+        bands, ratio = check_scene(dataset, model, options, warn)
         resampled = options.resample_to_model and ratio is not None and not math.isclose(ratio, 1)
         if resampled:
             check_resampled_size(dataset, ratio)
-        spec = output_spec(model, info)
         with atomic_path(result.out, options.overwrite) as temp:
             if resampled:
-                result.windows = predict_resampled(dataset, bands, ratio, temp, model, info,
-                                                   spec, options, result.out, warn)
+                result.windows = predict_resampled(dataset, bands, ratio, temp, model, options,
+                                                   result.out, warn)
             else:
                 result.windows = predict_to_file(
-                    dataset, bands, Grid.of(dataset), temp, model, info, spec, options,
+                    dataset, bands, Grid.of(dataset), temp, model, model.output, options,
                     reopen=partial(reopen_scene, result.scene), name=result.out, warn=warn)
     result.written = True
     result.seconds = time.perf_counter() - start

@@ -25,8 +25,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.models import LoadedModel
-from geopix2pix.models.metadata import ModelMetadata
+from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import (
     open_tiled,
     predict_to_file,
@@ -71,21 +70,22 @@ def check_resampled_size(dataset, ratio: float) -> None:
             "scene's pixel size")
 
 
-def predict_resampled(dataset, bands: list[int], ratio: float, path: Path, model: LoadedModel,
-                      info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
-                      name: Path, warn: Callable[[str], None] | None = None) -> int:
+def predict_resampled(dataset, bands: list[int], ratio: float, path: Path,
+                      model: PredictionModel, options: PredictOptions, name: Path,
+                      warn: Callable[[str], None] | None = None) -> int:
     """Predict at the training resolution (through a WarpedVRT) into a float temporary in data
     units (a categorical model's: class codes), then warp that back onto the scene's grid
     (bilinear; nearest for integer targets and class codes, which must not be averaged) into
     `path`; the number of windows. `warn` hears when no pixel of the scene is valid."""
     scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratio)
+    spec = model.output
     temp = partial_name(name)  # beside the output, named after it (a killed run's is removed)
     tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate",
                                    "creation_options": {}})
     resampling = scene_resampling(ratio)
     try:
         with warped_view(dataset, coarse, resampling) as vrt:
-            windows = predict_to_file(vrt, bands, coarse, temp, model, info, temporary_spec(spec),
+            windows = predict_to_file(vrt, bands, coarse, temp, model, temporary_spec(spec),
                                       tiled_opts, name=name, warn=warn,
                                       reopen=partial(reopen_scene, raster_path(dataset.name),
                                                      coarse, resampling))

@@ -19,9 +19,8 @@ import rasterio
 from tqdm.auto import tqdm
 
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
-from geopix2pix.models import LoadedModel
-from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction.engine import pipeline, reading
+from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.windows import chunk_width_for, make_layout, strip_cache_bytes
 from geopix2pix.prediction.engine.writer import (
     BLOCK,
@@ -39,14 +38,6 @@ if TYPE_CHECKING:
     from geopix2pix.prediction.options import PredictOptions
 
 
-def output_spec(model: LoadedModel, info: ModelMetadata) -> OutputSpec:
-    """The output's bands, dtype, nodata, band metadata and scaling: the model's target; for a
-    categorical model (its target's class codes) one band of class codes."""
-    return OutputSpec.for_target(info.target.dtype, model.spec.out_channels, info.target.nodata,
-                                 info.target.descriptions, info.target.scaling,
-                                 info.target.band_metadata, info.target.classes)
-
-
 @dataclass
 class Target:
     """A raster to predict and where its output goes."""
@@ -61,15 +52,15 @@ class Target:
     warn: Callable[[str], None] | None = None  # told when the output is all nodata
 
 
-def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMetadata,
+def predict_targets(targets: Sequence[Target], model: PredictionModel,
                     options: PredictOptions, desc: str) -> list[int]:
     """Run the pipeline once over all `targets` into their GTiff/COG outputs; the number of
     windows of each."""
-    device = next(model.generator.parameters()).device
+    device = model.device
     workers = reading.read_workers(device)
     jobs, writers, caches = [], [], []
     for target in targets:
-        layout = make_layout(target.grid.height, target.grid.width, info.chip_size,
+        layout = make_layout(target.grid.height, target.grid.width, model.info.chip_size,
                              options.overlap, options.blend)
         spec = target.spec
         chunks = layout.chunks(chunk_width_for(options.chunk_width, spec.channels, layout.size))
@@ -95,7 +86,8 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMe
                                        disable=not options.progress, leave=False))
         pipeline.run([pipeline.Job(source, target.spec, writer.add, writer.finish)
                       for source, target, writer in zip(jobs, targets, writers)],
-                     model.generator, device, info.source.scaling, max(1, options.batch_size),
+                     model.generator, device, model.info.source.scaling,
+                     max(1, options.batch_size),
                      on_batch=bar.update)
     for target, writer in zip(targets, writers):  # closed (and converted into COGs) now
         check_written(target.path, target.name or target.path, failures)
@@ -104,15 +96,15 @@ def predict_targets(targets: Sequence[Target], model: LoadedModel, info: ModelMe
     return [job.layout.count(job.chunks) for job in jobs]
 
 
-def predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: LoadedModel,
-                    info: ModelMetadata, spec: OutputSpec, options: PredictOptions,
+def predict_to_file(source, bands: list[int], grid: Grid, path: Path, model: PredictionModel,
+                    spec: OutputSpec, options: PredictOptions,
                     reopen: Callable[[], contextlib.AbstractContextManager] | None,
                     name: Path, warn: Callable[[str], None] | None = None) -> int:
     """Run the pipeline over `source` alone (a dataset or VRT on `grid`; `reopen` gives another
     handle on it for another thread reading it) into the GTiff/COG `path` (to be `name`); the
     number of windows. `warn` hears when no pixel of the scene is valid."""
     return predict_targets([Target(source, bands, grid, path, spec, reopen, name, warn)], model,
-                           info, options, Path(_scene_name(source)).name)[0]
+                           options, Path(_scene_name(source)).name)[0]
 
 
 def _scene_name(source) -> str:
