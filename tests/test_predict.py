@@ -3,6 +3,8 @@ checks."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -31,6 +33,7 @@ from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.prediction import predict
+from geopix2pix.prediction.engine.blend_windows import BLEND_WINDOWS, BlendWindow
 from geopix2pix.prediction.engine.windows import make_layout
 
 
@@ -151,6 +154,37 @@ def test_centre_crop_is_seam_free_for_translation_equivariant_model(tmp_path):
         np.testing.assert_allclose(a.read(1), whole, atol=1e-5)
         # Hann also gives the whole-scene result up to the floored weight of window edges.
         np.testing.assert_allclose(b.read(1), whole, atol=2e-3)
+
+
+def test_a_blend_window_is_one_entry_of_the_registry(tmp_path, monkeypatch):
+    """A window added to `BLEND_WINDOWS` (here flat, its 2 edge pixels dropped, where the 5x5
+    convolution's zero padding shows) is a --blend choice, and the weights and the lattice
+    follow it: the translation-equivariant model gives the whole-scene result (Hann does only
+    up to 2e-3)."""
+    def trimmed(size, stride, margin):
+        weights = np.ones(size)
+        weights[:2] = weights[-2:] = 0
+        return weights
+
+    monkeypatch.setitem(BLEND_WINDOWS, "trimmed", BlendWindow(trimmed, centre_only=False))
+    scene = write_scene(tmp_path / "s.tif", 211, 150)
+    model = loaded(ConvModel(), target_scaling=IDENTITY)
+    predict(scene, tmp_path / "o.tif", model=model, progress=False, blend="trimmed",
+            batch_size=5)
+    with rasterio.open(tmp_path / "o.tif") as dst:
+        np.testing.assert_allclose(dst.read(1), whole_scene_conv(scene, model.generator.conv),
+                                   atol=1e-5)
+    with pytest.raises(GeoPix2PixError, match="use one of hann, none, trimmed$"):
+        predict(scene, tmp_path / "x.tif", model=model, blend="bartlett")
+
+
+def test_the_blend_choices_are_known_without_torch():
+    code = ("import sys; from geopix2pix.prediction.engine.blend_windows import BLENDS; "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(','.join(BLENDS))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["hann,none"]
 
 
 class Broadcast(torch.nn.Module):

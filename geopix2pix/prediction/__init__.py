@@ -1,18 +1,32 @@
-"""Prediction: seamless sliding-window inference into GeoTIFFs on the input's exact grid, and
-evaluation of predictions against references.
+"""Prediction: seamless sliding-window inference into GeoTIFFs on the input's exact grid.
 
-``predict(scene, out, model=...)`` (see `predictor`) and ``evaluate(pred, reference)`` (see
-`evaluate`). Modules: `windows` (window lattice, padded reads), `blend` (Hann weights, strip
-accumulator), `pipeline` (overlapped read/compute/blend/write), `writer` (values and GeoTIFF/COG
-output), `checks` (scene vs model), `options` (predict's options), `resample` (--resample-to-model).
+``predict(scene, out, model=...)`` (see `predictor`). The per-scene API lives here: `predictor`
+(predict, SceneResult), `options` (predict's options), `checks` (scene vs model), `grouped`
+(small scenes in one run), `resample` (--resample-to-model), `distributed` (torchrun). Below it,
+`engine` runs rasters through the model into GeoTIFFs window by window. Evaluation of predictions
+against references is `geopix2pix.evaluation`.
+
+The names below are imported on first use, so that importing a torch-free module of the package
+(`engine.blend_windows`, whose names are ``--blend``'s choices) does not load torch.
 """
 
 from __future__ import annotations
 
-from geopix2pix.prediction.options import PredictKeywords, PredictOptions
-from geopix2pix.prediction.predictor import SceneResult, predict, predict_scenes
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geopix2pix.prediction.options import PredictKeywords, PredictOptions
+    from geopix2pix.prediction.predictor import SceneResult, predict, predict_scenes
 
 __all__ = ["PredictKeywords", "PredictOptions", "SceneResult", "predict", "predict_scenes"]
 
-# `evaluate` lives in geopix2pix.evaluation.evaluate (the module and its function share the name);
-# the package top level exposes the function as geopix2pix.evaluate.
+_LAZY = {"PredictKeywords": "options", "PredictOptions": "options", "SceneResult": "predictor",
+         "predict": "predictor", "predict_scenes": "predictor"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,15 +1,10 @@
 """Blending overlapping window predictions: the weights and a rolling strip accumulator.
 
-Hann weights (``sin^2(pi (i + 0.5) / size)`` per axis, floored at 1e-3 as MONAI does) sum to a
-constant over a lattice with stride size/2, so blended outputs have no seams (Pielawski & Wahlby
-2020 found Hann the best window for stitching). ``blend="none"`` weights a window's centre
-``stride x stride`` crop by 1 and the rest by 0: the crops tile the scene (the margin dropped at
-each window edge hides the zero padding of convolutions).
-
-A run of windows of one row is weighted and summed at once (`overlap_add` with numpy, or
-`fold_segments` with torch where the model's outputs are, on the GPU), and `StripAccumulator`
-holds the weighted sums for only the rows that windows still contribute to (at most window +
-stride rows, in a buffer of twice that) and the columns of one chunk, never the whole scene.
+A window's output is weighted by its `--blend` window (`blend_windows`) along both axes. A run of
+windows of one row is weighted and summed at once (`overlap_add` with numpy, or `fold_segments`
+with torch where the model's outputs are, on the GPU), and `StripAccumulator` holds the weighted
+sums for only the rows that windows still contribute to (at most window + stride rows, in a
+buffer of twice that) and the columns of one chunk, never the whole scene.
 """
 
 from __future__ import annotations
@@ -21,17 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-WEIGHT_FLOOR = 1e-3
+from geopix2pix.prediction.engine.blend_windows import BLEND_WINDOWS
 
 
 def window_weights(size: int, stride: int, margin: int, blend: str) -> np.ndarray:
-    """(size, size) float32 weights of one window's output."""
-    if blend == "none":
-        w1 = np.zeros(size, dtype=np.float64)
-        w1[margin:margin + stride] = 1.0
-    else:
-        w1 = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
-        w1 = np.maximum(w1, WEIGHT_FLOOR)
+    """(size, size) float32 weights of one window's output: the `blend` window's along both
+    axes."""
+    w1 = BLEND_WINDOWS[blend].weights(size, stride, margin)
     return np.outer(w1, w1).astype(np.float32)
 
 

@@ -4,8 +4,9 @@ The windows lie on one global lattice with step ``stride = size * (1 - overlap)`
 origin at ``-margin`` (``margin = (size - stride) // 2``), extended beyond the scene edges so that
 every scene pixel is covered by as many windows as an interior pixel: with Hann blending each pixel
 then gets the same total weight as in the interior (the part of a window outside the scene is
-reflect-padded input). With ``blend="none"`` each window keeps only its centre ``stride x stride``
-crop, and the crops of the lattice tile the scene exactly from pixel 0.
+reflect-padded input). With a blend window that keeps only its centre ``stride x stride`` crop
+(``blend="none"``, `BlendWindow.centre_only`), the crops of the lattice tile the scene exactly
+from pixel 0.
 
 A scene is processed in column chunks (aligned to the output's 512-pixel blocks) and, within a
 chunk, window row by window row, so the accumulation buffers are bounded in both dimensions.
@@ -29,9 +30,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.prediction.engine.blend_windows import BLEND_WINDOWS
 from geopix2pix.raster.io import decoded_block_bytes, read_window
 
-BLENDS = ("hann", "none")
 DEFAULT_CHUNK_WIDTH = 8192
 MIN_CACHE, MAX_CACHE = 32 * 2**20, 512 * 2**20
 CHUNK_CHANNELS = 4  # a chunk of the full width blends up to this many channels (bands, classes)
@@ -53,7 +54,7 @@ def chunk_width_for(chunk_width: int, channels: int, window: int) -> int:
 def _offsets(n: int, size: int, stride: int, margin: int, blend: str) -> list[int]:
     """Window origins along one axis of length n."""
     first = -margin
-    if blend == "hann":
+    if not BLEND_WINDOWS[blend].centre_only:
         while first - stride > -size:
             first -= stride
         return list(range(first, n, stride))
@@ -75,7 +76,7 @@ class Layout:
 
     def span(self, origin: int) -> tuple[int, int]:
         """The pixels [start, stop) a window at `origin` contributes to along one axis."""
-        if self.blend == "none":
+        if BLEND_WINDOWS[self.blend].centre_only:
             return origin + self.margin, origin + self.margin + self.stride
         return origin, origin + self.size
 
@@ -109,8 +110,8 @@ class Chunk:
 
 def check_layout_options(overlap: float, blend: str) -> None:
     """Refuse an --overlap or --blend the lattice cannot take."""
-    if blend not in BLENDS:
-        raise GeoPix2PixError(f"--blend {blend}: use one of {', '.join(BLENDS)}")
+    if blend not in BLEND_WINDOWS:
+        raise GeoPix2PixError(f"--blend {blend}: use one of {', '.join(BLEND_WINDOWS)}")
     if not 0 <= overlap < 1:
         raise GeoPix2PixError(f"--overlap {overlap}: use a fraction from 0 up to (not incl.) 1")
 
