@@ -28,9 +28,9 @@ from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.options import api_function
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import check_scene
+from geopix2pix.prediction.engine.formats import check_output_options
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
-from geopix2pix.prediction.engine.writer import check_output_options
 from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
 from geopix2pix.raster.folders import refuse_read_only

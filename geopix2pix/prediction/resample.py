@@ -25,13 +25,9 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.prediction.engine.formats import open_tiled, tiled_output
 from geopix2pix.prediction.engine.model import PredictionModel
-from geopix2pix.prediction.engine.runner import (
-    open_tiled,
-    predict_to_file,
-    reopen_scene,
-    tiled_output,
-)
+from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
 from geopix2pix.prediction.engine.windows import MIN_CACHE
 from geopix2pix.prediction.engine.writer import BLOCK, BandWriter, OutputSpec, finish
 from geopix2pix.prediction.options import PredictOptions

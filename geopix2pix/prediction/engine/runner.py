@@ -1,7 +1,7 @@
 """Running the predict pipeline over rasters into their output GeoTIFFs.
 
-`predict_targets` opens each target's output (tiled GeoTIFF, or with --cog a temporary tiled
-GeoTIFF converted into the COG when complete), runs the pipeline once over all the targets, and
+`predict_targets` opens each target's output in its format (`formats`: a tiled GeoTIFF, or with
+--cog a temporary tiled GeoTIFF converted into the COG when complete), runs the pipeline once over all the targets, and
 closes the outputs. The callers (`predictor`, `grouped`) open the scenes, check them against the
 model and write each output under a temporary name renamed only when complete.
 """
@@ -20,19 +20,13 @@ from tqdm.auto import tqdm
 
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.prediction.engine import pipeline, reading
+from geopix2pix.prediction.engine.formats import open_tiled, tiled_output
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.windows import chunk_width_for, make_layout, strip_cache_bytes
-from geopix2pix.prediction.engine.writer import (
-    BLOCK,
-    BandWriter,
-    OutputSpec,
-    convert_to_cog,
-    open_output,
-)
-from geopix2pix.raster.gdal_log import check_written, no_room_errno, signalled_errors, write_error
+from geopix2pix.prediction.engine.writer import BLOCK, BandWriter, OutputSpec, write_errors_said_of
+from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import warped_view
-from geopix2pix.raster.partials import partial_name
 
 if TYPE_CHECKING:
     from geopix2pix.prediction.options import PredictOptions
@@ -72,7 +66,7 @@ def predict_targets(targets: Sequence[Target], model: PredictionModel,
     # the blocks of every source read at once, so none is decoded twice
     cache = sum(sorted(caches)[-reading.sources_at_once(jobs):])
     outputs = [(target.path, target.name or target.path) for target in targets]
-    with _write_errors_said_of(outputs), contextlib.ExitStack() as stack:
+    with write_errors_said_of(outputs), contextlib.ExitStack() as stack:
         failures = stack.enter_context(signalled_errors())  # a full disk does not raise
         stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=cache))
         for target in targets:
@@ -81,7 +75,7 @@ def predict_targets(targets: Sequence[Target], model: PredictionModel,
             dst = stack.enter_context(_created(tiled, target, options))
             writers.append(BandWriter(dst, target.spec))
         # said before the partial outputs are removed, while their disk is still full
-        stack.enter_context(_write_errors_said_of(outputs))
+        stack.enter_context(write_errors_said_of(outputs))
         bar = stack.enter_context(tqdm(total=total, unit="window", desc=desc,
                                        disable=not options.progress, leave=False))
         pipeline.run([pipeline.Job(source, target.spec, writer.add, writer.finish)
@@ -120,23 +114,6 @@ def _all_nodata(target: Target) -> str:
             "the scene, its nodata value and --bands")
 
 
-@contextlib.contextmanager
-def _write_errors_said_of(outputs: Sequence[tuple[Path, Path]]) -> Iterator[None]:
-    """A GDAL error raised while writing on a full disk, said as the disk being full, of the
-    output (path, final name) whose folder is full (GDAL says "TIFFAppendToStrip:Write error at
-    scanline 0", or "Failed to create mask")."""
-    try:
-        yield
-    except data_errors() as exc:
-        reason = describe(exc)
-        writing = any(word in reason.lower() for word in ("writ", "space", "too large",
-                                                             "create"))
-        for path, name in outputs if writing else []:  # a read error is not the disk's
-            if no_room_errno(reason, path):
-                raise write_error(name, reason, path) from exc
-        raise
-
-
 def _created(tiled: Path, target: Target, options: PredictOptions):
     """`open_tiled`, a failure to create the file said of the output's final name."""
     name = target.name or target.path
@@ -159,31 +136,3 @@ def reopen_scene(scene: Path | str, grid: Grid | None = None,
         else:
             with warped_view(dataset, grid, resampling) as vrt:
                 yield vrt
-
-
-@contextlib.contextmanager
-def tiled_output(path: Path, spec: OutputSpec, options: PredictOptions,
-                 name: Path | None = None) -> Iterator[Path]:
-    """Yield where to write the tiled GeoTIFF: `path` itself, or with --cog a temporary that is
-    converted into the COG `path` once the block completes (and removed in any case)."""
-    if not options.cog:
-        yield path
-        return
-    tiled = partial_name(path)
-    try:
-        with signalled_errors() as failures:
-            yield tiled
-        check_written(tiled, name or path, failures)  # before GDAL reads it back
-        with _write_errors_said_of([(path, name or path)]):
-            convert_to_cog(tiled, path, spec, options.compress, options.creation_options)
-    finally:
-        tiled.unlink(missing_ok=True)
-
-
-def open_tiled(tiled: Path, grid: Grid, spec: OutputSpec, options: PredictOptions):
-    """Open the tiled GTiff: the output itself, with the user's creation options, or with --cog
-    the temporary it is converted from (the options then go to the COG driver)."""
-    return open_output(tiled, grid, spec, options.compress,
-                       {} if options.cog else options.creation_options)
-
-

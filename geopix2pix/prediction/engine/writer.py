@@ -16,47 +16,32 @@
   codes are masked the same way (export counts classes on valid pixels only, so no class code is
   the nodata value and none is nudged).
 - File: tiled 512, compressed with the predictor suited to the dtype, BIGTIFF=IF_SAFER, written in
-  row bands aligned to the 512-pixel blocks so no compressed block is written twice. With
-  ``cog=True`` the finished tiled GTiff is converted in one pass by GDAL's COG driver, which builds
-  the overviews (average for floats, nearest for integers, which may be class maps, and for
-  class codes of any dtype).
-- The user's GDAL creation options (`--co`) go over ours, for the GTiff driver or with ``cog`` for
-  the COG driver; before any work they are tried on a 512 x 512 raster in memory with the output's
-  profile (`check_output_options`), and tiles must divide the 512-row bands.
+  row bands aligned to the 512-pixel blocks so no compressed block is written twice. What becomes
+  of it (the output itself, or converted into a COG) and where the user's GDAL creation options
+  (`--co`) go is the output format's (`formats`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
-import rasterio.shutil
-from affine import Affine
-from rasterio.crs import CRS
 from rasterio.env import env_ctx_if_needed
-from rasterio.io import MemoryFile
 
 from geopix2pix.chips.scaling import Scaling, to_dtype
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.band_metadata import BandMetadata
-from geopix2pix.raster.creation import (
-    check_compression_options,
-    check_creation_options,
-    with_creation_options,
-)
+from geopix2pix.raster.creation import with_creation_options
+from geopix2pix.raster.gdal_log import no_room_errno, write_error
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.write import COMPRESSIONS, gtiff_profile
 
 BLOCK = 512
-# GDAL block cache while building the COG, whatever the RAM: the conversion fills whatever cache it
-# is given (a 20000^2 float32 scene: 432 MB peak with 256 MB, 218 MB with 32 MB) and runs no slower
-# with 32 MB (23 s against 29 s there), since it reads each block once per overview level.
-COG_CACHE = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -230,63 +215,18 @@ def open_output(path: Path, grid: Grid, spec: OutputSpec, compress: str,
     return rasterio.open(path, "w", **creation_profile(grid, spec, compress, creation_options))
 
 
-def cog_options(spec: OutputSpec, compress: str,
-                creation_options: Mapping[str, str] | None = None) -> dict:
-    """The COG driver's options for the output, with the user's over ours."""
-    floating = np.issubdtype(np.dtype(spec.dtype), np.floating)
-    options = dict(COMPRESS=compress.upper(), BLOCKSIZE=BLOCK, BIGTIFF="IF_SAFER",
-                   OVERVIEWS="AUTO", NUM_THREADS="ALL_CPUS",
-                   RESAMPLING="AVERAGE" if floating and not spec.categorical else "NEAREST")
-    if compress != "none":
-        options["PREDICTOR"] = "YES"
-    return with_creation_options(options, creation_options or {})
-
-
-def convert_to_cog(tiled: Path, out: Path, spec: OutputSpec, compress: str,
-                   creation_options: Mapping[str, str] | None = None) -> None:
-    """Copy a finished tiled GTiff to a Cloud-Optimized GeoTIFF with overviews."""
-    options = cog_options(spec, compress, creation_options)
-    release_free_heap()  # the pipeline's freed buffers, before GDAL allocates its own
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=COG_CACHE):
-        rasterio.shutil.copy(str(tiled), str(out), driver="COG", **options)
-
-
-def _check_tiling(creation_options: Mapping[str, str]) -> None:
-    """The tiled output is written in bands of `BLOCK` rows and chunks of a multiple of `BLOCK`
-    columns: tiles that do not divide those would be written in parts, then rewritten."""
-    for name, value in creation_options.items():
-        key = name.upper()
-        if key == "TILED" and value.upper() in ("NO", "FALSE", "OFF", "0"):
-            raise GeoPix2PixError(f"--co {name}={value}: predict writes a tiled GeoTIFF (use "
-                                  "gdal_translate on it for a striped one)")
-        if key in ("BLOCKXSIZE", "BLOCKYSIZE") and not (
-                value.isdigit() and int(value) >= 16 and BLOCK % int(value) == 0):
-            raise GeoPix2PixError(f"--co {name}={value}: predict writes the output in bands of "
-                                  f"{BLOCK} rows, so tiles must divide {BLOCK}: 16, 32, 64, "
-                                  "128, 256 or 512 (with --cog, BLOCKSIZE may be any)")
-
-
-def check_output_options(spec: OutputSpec, compress: str, cog: bool,
-                         creation_options: Mapping[str, str]) -> None:
-    """Refuse creation options the output's driver (GTiff, or COG with `cog`) would refuse or
-    ignore (also those its compression does not use), by writing a `BLOCK` x `BLOCK` raster in
-    memory with the output's profile and them."""
-    # 1 m pixels, north up (rasterio's from_origin composes with `*`, which affine deprecates)
-    grid = Grid(CRS.from_epsg(32633), Affine(1, 0, 0, 0, -1, BLOCK), BLOCK, BLOCK)
-    zeros = np.zeros((spec.count, BLOCK, BLOCK), dtype=spec.dtype)
-    if not cog:
-        _check_tiling(creation_options)
-    check_compression_options(creation_options, compress, "COG" if cog else "GTiff")
-
-    def probe() -> None:
-        with MemoryFile() as tiled:
-            ours = {} if cog else creation_options
-            with tiled.open(**creation_profile(grid, spec, compress, ours)) as dst:
-                spec.band_metadata.apply(dst)  # before the data, as `BandWriter` does
-                dst.write(zeros)
-            if cog:
-                with MemoryFile() as out:
-                    rasterio.shutil.copy(tiled.name, out.name, driver="COG",
-                                         **cog_options(spec, compress, creation_options))
-
-    check_creation_options(creation_options, "COG" if cog else "GTiff", probe)
+@contextlib.contextmanager
+def write_errors_said_of(outputs: Sequence[tuple[Path, Path]]) -> Iterator[None]:
+    """A GDAL error raised while writing on a full disk, said as the disk being full, of the
+    output (path, final name) whose folder is full (GDAL says "TIFFAppendToStrip:Write error at
+    scanline 0", or "Failed to create mask")."""
+    try:
+        yield
+    except data_errors() as exc:
+        reason = describe(exc)
+        writing = any(word in reason.lower() for word in ("writ", "space", "too large",
+                                                             "create"))
+        for path, name in outputs if writing else []:  # a read error is not the disk's
+            if no_room_errno(reason, path):
+                raise write_error(name, reason, path) from exc
+        raise
