@@ -78,7 +78,7 @@ def _grid(rows: int, titles: list[str], size: float):
 def show_chips(chips_dir: PathLike, n: int = 4, split: str | None = "train", seed: int = 0,
                size: float = 3.0):
     """`n` random chips of a split (None: any) as source | target pairs, one row each."""
-    from geopix2pix.training.samples import render, stretch_limits
+    from geopix2pix.raster.render import render, stretch_limits
 
     ids = _pick(chips_dir, split, n, seed)
     fig, axes = _grid(len(ids), ["source", "target"], size)
@@ -149,7 +149,7 @@ def _class_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray, valid: 
                meta: ModelMetadata) -> np.ndarray:
     """input | prediction | target of a class map, in its classes' colours (a target code that
     is no class of the model drawn black)."""
-    from geopix2pix.training.samples import class_colours, class_index_row
+    from geopix2pix.raster.render import class_colours, class_index_row
 
     codes = np.asarray(meta.target.classes)
     colours = class_colours(meta.target.classes, meta.target.band_metadata.colormap)
@@ -161,7 +161,7 @@ def _class_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray, valid: 
 def _panels(source: np.ndarray, pred: np.ndarray, target: np.ndarray, valid: np.ndarray,
             meta: ModelMetadata) -> list[np.ndarray]:
     """The input, prediction and target images of one chip."""
-    from geopix2pix.training.samples import GAP, sample_row
+    from geopix2pix.raster.render import GAP, sample_row
 
     image = _class_row(source, pred, target, valid, meta) if meta.categorical \
         else sample_row(source, pred, target, valid)
@@ -292,7 +292,7 @@ def _draw_scene(ax, scene: Path, max_side: int = 1024):
     from rasterio.enums import Resampling
 
     from geopix2pix.raster.io import data_bands, open_raster
-    from geopix2pix.training.samples import render
+    from geopix2pix.raster.render import render
 
     with open_raster(scene) as ds:
         factor = max(1, int(np.ceil(max(ds.width, ds.height) / max_side)))

@@ -166,7 +166,7 @@ def write_quicklook(source: Path, prediction: Path, truth: Path, out: Path) -> P
     """input | prediction | truth of a whole (small) scene as one PNG."""
     from PIL import Image
 
-    from geopix2pix.training.samples import sample_row
+    from geopix2pix.raster.render import sample_row
 
     arrays = []
     for path in (source, prediction, truth):

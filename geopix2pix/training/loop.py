@@ -29,9 +29,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from geopix2pix.raster.render import class_colours
+
 from . import distributed
 from .data import augment_batch
-from .samples import class_colours, write_samples
+from .samples import write_samples
 from .schedule import LinearDecaySchedule
 from .signals import StopRequest
 from .validate import evaluate, evaluate_classes

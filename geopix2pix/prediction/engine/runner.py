@@ -1,9 +1,10 @@
 """Running the predict pipeline over rasters into their output GeoTIFFs.
 
 `predict_targets` opens each target's output in its format (`formats`: a tiled GeoTIFF, or with
---cog a temporary tiled GeoTIFF converted into the COG when complete), runs the pipeline once over all the targets, and
-closes the outputs. The callers (`predictor`, `grouped`) open the scenes, check them against the
-model and write each output under a temporary name renamed only when complete.
+--cog a temporary tiled GeoTIFF converted into the COG when complete), runs the pipeline once
+over all the targets, and closes the outputs. The callers (`predictor`, `grouped`) open the
+scenes, check them against the model and write each output under a temporary name renamed only
+when complete.
 """
 
 from __future__ import annotations
