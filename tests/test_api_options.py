@@ -61,7 +61,7 @@ def test_creation_options_take_python_numbers_and_booleans(tmp_path, model_file)
     out = tmp_path / "o.tif"
     g.predict(scene, out, model=model_file, progress=False,
               creation_options={"ZLEVEL": 1, "BLOCKXSIZE": 256, "SPARSE_OK": True})
-    from geopix2pix.prediction.options import PredictOptions
+    from geopix2pix.settings.predict import PredictOptions
     assert PredictOptions(creation_options={"ZLEVEL": 1, "SPARSE_OK": False}).creation_options \
         == {"ZLEVEL": "1", "SPARSE_OK": "NO"}
     with rasterio.open(out) as dst:
@@ -163,9 +163,9 @@ def test_the_checked_functions_keep_their_signature_and_help():
 
 
 @pytest.mark.parametrize("keywords, options", [
-    ("geopix2pix.training.config:TrainKeywords", "geopix2pix.training.config:TrainConfig"),
-    ("geopix2pix.prediction.options:PredictKeywords",
-     "geopix2pix.prediction.options:PredictOptions"),
+    ("geopix2pix.settings.train:TrainKeywords", "geopix2pix.settings.train:TrainConfig"),
+    ("geopix2pix.settings.predict:PredictKeywords",
+     "geopix2pix.settings.predict:PredictOptions"),
 ])
 def test_keyword_types_name_every_option_with_its_type(keywords, options):
     """`train(**options)` and `predict(**options)` are typed by TypedDicts (PEP 692): each must

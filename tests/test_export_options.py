@@ -11,8 +11,8 @@ import pytest
 from conftest import write_raster
 
 from geopix2pix.chips.export import export_chips
-from geopix2pix.chips.options import ExportOptions, default_workers
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.settings.export import ExportOptions, default_workers
 
 
 def defaults(**changes) -> dict:

@@ -32,8 +32,8 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from geopix2pix.chips.options import default_workers
 from geopix2pix.raster.write import gtiff_profile
+from geopix2pix.settings.export import default_workers
 
 
 def generate(path: Path, size: int, bands: int, dtype: str, seed: int) -> None:

@@ -31,14 +31,12 @@ from geopix2pix.chips.layout import (
     val_warnings,
 )
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
-from geopix2pix.chips.options import ExportOptions
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA, Job, JobResult, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
-from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
 from geopix2pix.raster.folders import Owned, open_output_dir
 from geopix2pix.raster.grid import Grid, overlap_window
@@ -51,6 +49,8 @@ from geopix2pix.raster.io import (
     select_bands,
 )
 from geopix2pix.raster.write import make_folder
+from geopix2pix.settings.checking import api_function, check_types
+from geopix2pix.settings.export import ExportOptions
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"

@@ -10,8 +10,8 @@ import click
 
 from geopix2pix.cli.options import OFF
 from geopix2pix.demo.scenes import TASKS
-from geopix2pix.demo.settings import DemoSettings
 from geopix2pix.errors import GeoPix2PixWarning
+from geopix2pix.settings.demo import DemoSettings
 
 DEFAULT_STEPS = DemoSettings().max_steps
 

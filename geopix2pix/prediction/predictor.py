@@ -25,7 +25,6 @@ from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.baseline import baseline_generator
 from geopix2pix.models.device import resolve_device
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.options import api_function
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import (
     check_bands,
@@ -33,7 +32,6 @@ from geopix2pix.prediction.checks import (
     check_pixel_size,
     check_source_values,
 )
-from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
 from geopix2pix.prediction.runner import output_spec, predict_to_file, reopen_scene
 from geopix2pix.prediction.writer import check_output_options
@@ -45,6 +43,8 @@ from geopix2pix.raster.write import (
     case_insensitive,
     replaced_inputs,
 )
+from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -10,9 +10,9 @@ from typing import TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.baseline import BASELINES
-from geopix2pix.options import check_types
 from geopix2pix.prediction.windows import DEFAULT_CHUNK_WIDTH, check_layout_options
 from geopix2pix.raster.io import check_band_list
+from geopix2pix.settings.checking import check_types
 
 
 class PredictKeywords(TypedDict, total=False):

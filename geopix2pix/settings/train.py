@@ -17,9 +17,7 @@ from typing import Any, TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.unet import NORMS
-from geopix2pix.options import check_types
-
-from . import distributed
+from geopix2pix.settings.checking import check_types
 
 GAN_MODES = ("vanilla", "lsgan")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -188,6 +186,8 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
         effective = int(saved["effective_batch_size"])
     except (OSError, ValueError, KeyError, TypeError):  # none: the checkpoint's check decides
         return given
+    from geopix2pix.training import distributed
+
     world = distributed.env().world_size
     if effective % world == 0:
         options["batch_size"] = effective // world

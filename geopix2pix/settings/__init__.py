@@ -1,0 +1,1 @@
+"""Every command's options, declared once and torch-free."""
