@@ -166,11 +166,12 @@ def test_the_checked_functions_keep_their_signature_and_help():
     ("geopix2pix.settings.train:TrainKeywords", "geopix2pix.settings.train:TrainConfig"),
     ("geopix2pix.settings.predict:PredictKeywords",
      "geopix2pix.settings.predict:PredictOptions"),
+    ("geopix2pix.settings.export:ExportKeywords", "geopix2pix.settings.export:ExportOptions"),
 ])
 def test_keyword_types_name_every_option_with_its_type(keywords, options):
-    """`train(**options)` and `predict(**options)` are typed by TypedDicts (PEP 692): each must
-    name exactly its options dataclass's fields, with the same types, so an IDE or a type
-    checker sees every option and no option is hidden or left out."""
+    """`train(**options)`, `predict(**options)` and `export_chips(**options)` are typed by
+    TypedDicts (PEP 692): each must name exactly its options dataclass's fields, with the same
+    types, so an IDE or a type checker sees every option and no option is hidden or left out."""
     import dataclasses
     import importlib
     import typing
@@ -190,7 +191,8 @@ def test_keyword_types_name_every_option_with_its_type(keywords, options):
 def test_train_and_predict_declare_their_options_typed():
     import inspect
 
-    for function, keywords in ((g.train, "TrainKeywords"), (g.predict, "PredictKeywords")):
+    for function, keywords in ((g.train, "TrainKeywords"), (g.predict, "PredictKeywords"),
+                               (g.export_chips, "ExportKeywords")):
         options = inspect.signature(function).parameters["options"]
         assert options.kind is inspect.Parameter.VAR_KEYWORD
         assert options.annotation == f"Unpack[{keywords}]"

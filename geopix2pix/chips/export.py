@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -49,8 +50,11 @@ from geopix2pix.raster.io import (
     select_bands,
 )
 from geopix2pix.raster.write import make_folder
-from geopix2pix.settings.checking import api_function, check_types
-from geopix2pix.settings.export import ExportOptions
+from geopix2pix.settings.checking import api_function, checked_keywords
+from geopix2pix.settings.export import ExportKeywords, ExportOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"
@@ -175,34 +179,17 @@ def export_chips(
     out_dir: str | os.PathLike | None = None,
     *,
     pairs: str | os.PathLike | Sequence[tuple[str | os.PathLike, str | os.PathLike]] | None = None,
-    chip_size: int = 256,
-    stride: int | None = None,
-    source_bands: Sequence[int] | None = None,
-    target_bands: Sequence[int] | None = None,
-    target_resampling: str = "bilinear",
-    aoi: str | os.PathLike | None = None,
-    aoi_mode: str = "intersects",
-    max_nodata: float = 0.1,
-    max_shift: float | None = None,
-    shift_check: bool = True,
-    val_fraction: float = 0.2,
-    split_block: int | None = None,
-    seed: int = 0,
-    source_scaling: str = "percentile",
-    target_scaling: str = "minmax",
-    workers: int | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    sample_size: int = 200_000,
+    **options: Unpack[ExportKeywords],
 ) -> ExportSummary:
     """Export aligned training chips from one pair (`source`, `target`) or many (`pairs`: a CSV
-    path or a list of path pairs) into `out_dir`. Options mirror `geopix2pix export-chips`."""
+    path or a list of path pairs) into `out_dir`. `options` are `ExportOptions`'s fields (those
+    of `geopix2pix export-chips`)."""
     pairs = checked_pairs(source, target, pairs)
-    given = check_types(locals(), export_chips)  # numpy numbers and tuples made Python's
+    given = checked_keywords(ExportOptions, options, "export_chips")  # numpy numbers -> Python's
     refuse_spawned_reimport("export_chips")
     if out_dir is None:
         raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")
-    options = ExportOptions.from_arguments(given)
+    options = ExportOptions(**given)
     pair_paths = _pair_paths(source, target, pairs)
     pair_list, sides = _open_pairs(pair_paths, options)
     skipped: Counter = Counter()

@@ -1,6 +1,7 @@
-"""The Python API's options checked as the command line's are: a value of the wrong type is a
-one-line GeoPix2PixError naming the option and what it takes (``chip_size='64': expected an
-integer``), not a TypeError from deep inside. Types come from the annotations of the function
+"""The Python API's options checked as the command line's are: a misspelt name or a value of the
+wrong type is a one-line GeoPix2PixError naming the option and what it takes (``chip_size='64':
+expected an integer``), not a TypeError from deep inside; `from_keywords` builds a command's
+settings (`geopix2pix.settings`) so. Types come from the annotations of the function
 or dataclass that takes the options; only the simple ones are checked (numbers, strings, bools,
 lists and dicts of them, None); anything else (paths, models) is left to the code that uses it.
 
@@ -11,6 +12,7 @@ and the valid names, not Python's TypeError.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -23,10 +25,29 @@ from typing import Any, TypeVar
 from geopix2pix.errors import GeoPix2PixError
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 _NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
           type(None): "None"}
+
+
+def from_keywords(settings: type[T], options: Mapping[str, Any], what: str) -> T:
+    """`settings` (a dataclass of options) built from keyword `options` (`checked_keywords`);
+    the dataclass checks the values."""
+    return settings(**checked_keywords(settings, options, what))
+
+
+def checked_keywords(settings: type, options: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """`options` for `settings` (a dataclass of options) as Python's own numbers: an unknown
+    name or a value of the wrong type is a one-line GeoPix2PixError naming it (``unknown
+    predict option(s): co; valid: ...``)."""
+    known = [f.name for f in dataclasses.fields(settings)]
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        raise GeoPix2PixError(f"unknown {what} option(s): {', '.join(sorted(unknown))}; "
+                              f"valid: {', '.join(sorted(known))}")
+    return check_types(options, settings)
 
 
 def check_types(values: Mapping[str, Any], owner: Any) -> dict[str, Any]:

@@ -1,26 +1,28 @@
-"""`ExportOptions`: the options of `export_chips` (and `geopix2pix export-chips`), checked before
-any raster is opened.
-
-The defaults live in one place, `export_chips`'s signature, which also checks the options' types;
-`ExportOptions.from_arguments` takes its arguments, fills in the stride and the number of workers
-when they are None, and the dataclass checks the values (a one-line GeoPix2PixError naming the
-option). `--split-block` stays None until the split chooses one (`with_split_block`).
+"""`geopix2pix export-chips`'s options (`ExportOptions`), declared once: names, types, defaults,
+choices, help and checks (a one-line GeoPix2PixError naming the option, before any raster is
+opened); the command line derives its options from these fields and ``export_chips(source,
+target, out_dir, **options)`` takes the same names. `ExportKeywords` names them with their types
+for type checkers and IDEs (a test keeps the two the same). The stride and the number of workers
+are filled in when None; `--split-block` stays None until the split chooses one
+(`with_split_block`). dataset.json records all but the runtime options (`recorded`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.io import RESAMPLING
+from geopix2pix.settings import common
+from geopix2pix.settings.declare import check_choice, declared, option
 
-# How the export runs rather than what it makes: dataset.json does not record them.
-UNRECORDED = ("workers", "overwrite", "progress", "sample_size")
+RESAMPLINGS = ("nearest", "bilinear", "cubic")  # of a target warped onto the source grid
+AOI_MODES = ("intersects", "within")
+SCALING_MODES = ("percentile", "minmax", "centre")
+TARGET_SCALINGS = ("minmax", "percentile")  # centre cannot be inverted at prediction
 
 
 def default_workers() -> int:
@@ -28,46 +30,88 @@ def default_workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
-@dataclass(frozen=True)
-class ExportOptions:
-    """The options of an export (see `geopix2pix export-chips --help` for what each one does),
-    in the order dataset.json records them. No defaults here: they are `export_chips`'s."""
+class ExportKeywords(TypedDict, total=False):
+    """The keyword options of `export_chips`, as type checkers see them: `ExportOptions`'s
+    fields (a test keeps the two the same)."""
 
     chip_size: int
-    stride: int
-    source_bands: list[int] | None
-    target_bands: list[int] | None
+    stride: int | None
+    source_bands: Sequence[int] | None
+    target_bands: Sequence[int] | None
     target_resampling: str
     aoi: str | os.PathLike | None
     aoi_mode: str
     max_nodata: float
-    max_shift: float | None  # None: keep chips whatever their shift
+    max_shift: float | None
     shift_check: bool
     val_fraction: float
-    split_block: int | None  # None: the split chooses it (see layout.choose_split)
+    split_block: int | None
     seed: int
     source_scaling: str
     target_scaling: str
-    workers: int
+    workers: int | None
     overwrite: bool
     progress: bool
     sample_size: int
 
-    @classmethod
-    def from_arguments(cls, arguments: Mapping[str, Any]) -> ExportOptions:
-        """The options among `export_chips`'s (type-checked) arguments, with the stride (the
-        chip size) and the workers (`default_workers`) filled in where they are None."""
-        values = {f.name: arguments[f.name] for f in fields(cls)}
-        if values["stride"] is None:
-            values["stride"] = values["chip_size"]
-        if values["workers"] is None:
-            values["workers"] = default_workers()
-        return cls(**values)
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """The options of an export (see `geopix2pix export-chips --help` for what each one does),
+    in the order dataset.json records them."""
+
+    chip_size: int = option(256, help="Chip width and height in source pixels: a power of two "
+                            "from 32 to 2048.")
+    stride: int | None = option(None, help="Pixels between chip origins",
+                                shown_default="the chip size")
+    source_bands: Sequence[int] | None = option(
+        None, kind="bands", help="1-based source bands, e.g. 1,2,3 or 1-3",
+        shown_default="all but alpha")
+    target_bands: Sequence[int] | None = option(None, kind="bands", help="1-based target bands",
+                                                shown_default="all but alpha")
+    target_resampling: str = option("bilinear", choices=RESAMPLINGS, help=(
+        "Resampling when the target is warped onto the source grid; nearest for categorical "
+        "maps. Identical grids are never resampled."))
+    aoi: str | os.PathLike | None = option(None, kind="file", help=(
+        "Vector file (any format geopandas reads, any CRS): keep chips touching its polygons."))
+    aoi_mode: str = option("intersects", choices=AOI_MODES, help=(
+        "Keep chips that intersect the AOI, or only those entirely within it."))
+    max_nodata: float = option(0.1, help="Keep a chip when at most this fraction of its pixels "
+                               "is invalid in either raster.")
+    max_shift: float | None = option(None, metavar="PX", help=(  # None: whatever their shift
+        "Drop chips whose target is confidently shifted by more than PX source pixels against "
+        "their source (the shift check's estimate)."))
+    shift_check: bool = option(True, negatable=True, help=(
+        "Estimate each chip's shift of the target against the source (chips.gpkg's shift_x, "
+        "shift_y, shift_confidence; the summary's line per pair)."))
+    val_fraction: float = option(0.2, help="Share of chips in the validation split.")
+    split_block: int | None = option(None, help=(  # None: the split chooses it (layout.py)
+        "Side of the spatial blocks given whole to train or val, in pixels of the first pair's "
+        "source (the blocks are shared by all pairs), at least the chip size"), shown_default=(
+        "8 x chip size, or 4, 2 or 1 for a val share nearer --val-fraction"))
+    seed: int = common.seed("Seed of the split and the statistics sample.")
+    source_scaling: str = option("percentile", choices=SCALING_MODES, help=(
+        "How source values map to [-1, 1]: 1st-99th percentiles, min-max, or centre (each chip "
+        "minus its mean: for elevation inputs)."))
+    target_scaling: str = option("minmax", choices=TARGET_SCALINGS, help=(
+        "How target values map to [-1, 1] (and back at prediction)."))
+    workers: int | None = common.workers("Worker processes (0 or 1: export in this process)",
+                                         "one per core, at most 8")
+    overwrite: bool = common.overwrite(
+        "Replace the outputs of an earlier export in the output folder (a folder holding "
+        "anything else is refused).")
+    progress: bool = common.progress()
+    sample_size: int = option(200_000, cli=False, runtime=True)
 
     def __post_init__(self) -> None:
+        """Fill in the stride (the chip size) and the workers (`default_workers`) where None,
+        then check every value."""
+        if self.stride is None:
+            object.__setattr__(self, "stride", self.chip_size)
+        if self.workers is None:
+            object.__setattr__(self, "workers", default_workers())
         self._check_chips()
         self._check_runtime()
-        self._check_aoi_mode()
         self._check_shift()
 
     def _check_chips(self) -> None:
@@ -83,18 +127,15 @@ class ExportOptions:
         if not 0 <= self.val_fraction < 1:
             raise GeoPix2PixError(f"--val-fraction {self.val_fraction}: use a fraction from 0 "
                                   "to below 1")
-        if self.target_resampling not in RESAMPLING:
-            raise GeoPix2PixError(f"--target-resampling {self.target_resampling}: use one of "
-                                  f"{', '.join(RESAMPLING)}")
-        if self.source_scaling not in SCALING_MODES:
-            raise GeoPix2PixError(f"--source-scaling {self.source_scaling}: use one of "
-                                  f"{', '.join(SCALING_MODES)}")
-        if self.target_scaling not in ("percentile", "minmax"):
+        check_choice(self, "target_resampling")
+        check_choice(self, "source_scaling")
+        if self.target_scaling not in TARGET_SCALINGS:
             raise GeoPix2PixError(f"--target-scaling {self.target_scaling}: use percentile or "
                                   "minmax (centre cannot be inverted at prediction)")
 
     def _check_runtime(self) -> None:
-        """The split and the process options; a block smaller than a chip puts no chip in val."""
+        """The split and the process options; a block smaller than a chip puts no chip in val.
+        The AOI mode is checked with or without --aoi (an API call may pass the mode alone)."""
         split_block = self.chip_size if self.split_block is None else self.split_block
         if split_block < self.chip_size:
             raise GeoPix2PixError(f"--split-block {split_block}: use at least the chip size "
@@ -104,14 +145,7 @@ class ExportOptions:
         if self.workers < 0:
             raise GeoPix2PixError(f"--workers {self.workers}: use 0 or more (0 and 1 export in "
                                   "this process)")
-
-    def _check_aoi_mode(self) -> None:
-        """Checked with or without --aoi (an API call may pass the mode alone)."""
-        from geopix2pix.chips.footprints import AOI_MODES
-
-        if self.aoi_mode not in AOI_MODES:
-            raise GeoPix2PixError(f"--aoi-mode {self.aoi_mode}: use one of "
-                                  f"{', '.join(AOI_MODES)}")
+        check_choice(self, "aoi_mode")
 
     def _check_shift(self) -> None:
         """--max-shift: a positive number of pixels, which needs the shift check."""
@@ -130,10 +164,11 @@ class ExportOptions:
         return replace(self, split_block=split_block)
 
     def recorded(self, source_bands: list[int], target_bands: list[int]) -> dict[str, Any]:
-        """The options dataset.json records: all but `UNRECORDED`, with the bands read (all but
-        alpha where none were given) and the AOI as an absolute path."""
-        recorded = {f.name: getattr(self, f.name) for f in fields(self)
-                    if f.name not in UNRECORDED}
+        """The options dataset.json records: all but the runtime ones, with the bands read (all
+        but alpha where none were given) and the AOI as an absolute path."""
+        recorded = {f.name: getattr(self, f.name) for f, meaning in declared(self)
+                    if not meaning.runtime}
         recorded.update(source_bands=source_bands, target_bands=target_bands,
                         aoi=str(Path(self.aoi).resolve()) if self.aoi else None)
         return recorded
+

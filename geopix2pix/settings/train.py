@@ -1,35 +1,42 @@
-"""`TrainConfig`: every option of `geopix2pix train`, its default, and its validation.
-
-The field names are the CLI's option names (``--batch-size`` -> ``batch_size``), so the Python API
-``train(chips_dir, out_dir, **options)`` and the command take the same options; `TrainKeywords`
-names them with their types for type checkers and IDEs (``**options: Unpack[TrainKeywords]``).
-Options fall in two groups: those that shape the result (a resumed run must use the same ones, see
-``RESULT_OPTIONS``) and runtime options that may change between a run and its resumption.
+"""`geopix2pix train`'s options (`TrainConfig`), declared once: their names (the CLI's,
+``--batch-size`` -> ``batch_size``), types, defaults, choices and help, and their checks. The
+command line derives its options from these fields; ``train(chips_dir, out_dir, **options)``
+takes the same names;
+`TrainKeywords` names them with their types for type checkers and IDEs (a test keeps the two the
+same). Options fall in two groups: those that shape the result (a resumed run must use the same
+ones, `TrainConfig.result_options`) and runtime ones that may change between a run and its
+resumption (declared ``runtime=True``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.models.unet import NORMS
-from geopix2pix.settings.checking import check_types
+from geopix2pix.settings import common
+from geopix2pix.settings.checking import from_keywords
+from geopix2pix.settings.declare import check_choice, option, runtime_names
 
 GAN_MODES = ("vanilla", "lsgan")
 CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTS = ("none", "flip", "d4")
 RESIDUALS = ("none", "linear")
-# May differ between a run and its --resume: they change speed or output, not what is learned.
-# sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
-# encoder_weights too: a resumed run takes its weights from the checkpoint, not from that file.
-# val_every too: when to validate and write files, not what is learned.
-OPTIONS = "train.json"  # a run's options, in its folder
-RUNTIME_OPTIONS = ("workers", "device", "amp", "compile", "resume", "overwrite", "quiet",
-                   "sync_bn", "encoder_weights", "val_every")
+NORMS = ("batch", "instance")
+
+GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size) or "
+                  "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
+                  "smp:Unet:resnet34 (no weights are downloaded).")
+NORM_HELP = ("Normalisation in G and D. batch: at prediction, eval-mode batch norm uses the "
+             "statistics learned in training, so a pixel's value does not depend on its window's "
+             "neighbours or batch and stitched scenes show no seams. instance: normalises each "
+             "window by its own statistics (can show seams between prediction windows).")
+AUGMENT_HELP = ("Random transforms applied identically to input and target. none: when the "
+                "answer depends on orientation (a hillshade depends on the sun azimuth, shadows "
+                "and slopes have a direction). flip: mirror images are as plausible as the "
+                "originals. d4: flips and 90-degree rotations, for orientation-free mappings "
+                "(e.g. land cover from imagery).")
 
 
 class TrainKeywords(TypedDict, total=False):
@@ -74,37 +81,73 @@ class TrainKeywords(TypedDict, total=False):
 class TrainConfig:
     """Options of a training run (see `geopix2pix train --help` for what each one does)."""
 
-    batch_size: int = 8  # per rank (process) under torchrun; effective = batch_size * ranks
-    workers: int | None = None
-    device: str = "auto"
-    amp: bool = True
-    compile: bool = False
-    seed: int = 0
-    resume: bool = False
-    epochs: int = 100
-    decay_epochs: int = 100
-    max_steps: int | None = None
-    lr: float = 2e-4
-    beta1: float = 0.5
-    lambda_l1: float = 100.0
-    gan_mode: str = "vanilla"
-    gan_warmup: float = 0.0  # share of the steps with G on its pixel loss alone (D idle)
-    ema: float = 0.0  # decay of the generator's weight average (0: off); see ema.py
-    val_every: int | None = None  # steps between validations; None: a tenth of the run
-    generator: str = "unet"
-    encoder_weights: str | None = None
-    ngf: int = 64
-    ndf: int = 64
-    n_layers: int = 3
-    norm: str = "batch"
-    augment: str = "none"
-    categorical: bool = False  # a class map: one score per class, cross-entropy (classes.py)
-    class_weights: str = "none"  # "balanced": rare classes weigh more in the cross-entropy
-    residual: str = "none"  # "linear": G learns the target minus the linear baseline
-    samples: int = 4
-    overwrite: bool = False
-    quiet: bool = False
-    sync_bn: bool = False
+    batch_size: int = option(8, help="Chips per step, per process under torchrun (effective "
+                             "batch = this x processes); batch norm learns steadier statistics "
+                             "with more than 1.")
+    workers: int | None = common.workers("Data-loading processes, 0 = main process",
+                                         "cores - 1, at most 8")
+    device: str = common.device("auto (CUDA when present, else the CPU), cpu, cuda or cuda:N "
+                                "(under torchrun, each process takes the GPU of its LOCAL_RANK).")
+    amp: bool = option(True, negatable=True, runtime=True, help=(
+        "Mixed precision on CUDA (bf16 autocast, or fp16 with a grad scaler where bf16 is "
+        "unsupported); the CPU always trains in fp32."))
+    compile: bool = option(False, runtime=True, help="Compile G and D with torch.compile (slow "
+                           "start, faster steps on a GPU)")
+    seed: int = common.seed("Seed of weights, batch order, augmentation.")
+    resume: bool = option(False, runtime=True, help=(
+        "Continue the run in RUN_DIR from its checkpoint.pt, with the options it was started "
+        "with (those that shape the result may not change)"))
+    epochs: int = option(100, help="Epochs at the constant learning rate.")
+    decay_epochs: int = option(100, help="Epochs of linear learning-rate decay to zero after "
+                               "--epochs.")
+    max_steps: int | None = option(None, shown_default="none", help=(
+        "Train this many steps instead (same constant/decay proportions)"))
+    lr: float = option(2e-4, help="Adam learning rate (betas 0.5, 0.999).")
+    beta1: float = option(0.5, cli=False)
+    lambda_l1: float = option(100.0, help="Weight of the L1 loss (of the cross-entropy with "
+                              "--categorical).")
+    gan_mode: str = option("vanilla", choices=GAN_MODES, help=(
+        "Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares)."))
+    gan_warmup: float = option(0.0, help=(  # share of the steps with G on its pixel loss alone
+        "Share of the steps (0 to 1) in which G learns from the L1 (cross-entropy) loss alone "
+        "and D is idle; 1 = no adversarial term at all."))
+    ema: float = option(0.0, help=(  # decay of the generator's weight average (0: off); ema.py
+        "Decay of an average of G's weights kept over the steps (e.g. 0.999); validation, "
+        "samples and the model files use the average. 0 = off."))
+    val_every: int | None = option(None, runtime=True, shown_default="a tenth of the run", help=(
+        "Validate and write the model files and checkpoint at the first epoch end after every "
+        "N steps, and at the end"))
+    generator: str = option("unet", help=GENERATOR_HELP)
+    encoder_weights: str | None = option(None, kind="file", runtime=True, shown_default="none",
+                                         help="Local state dict (.pt/.pth/.safetensors) to "
+                                              "initialise an smp encoder")
+    ngf: int = option(64, help="Filters of the U-Net's outer level.")
+    ndf: int = option(64, help="Filters of the discriminator's first layer.")
+    n_layers: int = option(3, help="PatchGAN layers: 3 = the paper's 70x70 patches; at most "
+                           "log2(chip size) - 2 (4 for 64-px chips).")
+    norm: str = option("batch", choices=NORMS, help=NORM_HELP)
+    augment: str = option("none", choices=AUGMENTS, help=AUGMENT_HELP)
+    categorical: bool = option(False, help=(  # one score per class, cross-entropy (classes.py)
+        "The target is a class map (land cover codes, a road mask): learn one score per class "
+        "code of the train chips with cross-entropy, so predict writes the most probable "
+        "class, never a blend of codes. Export such targets with --target-resampling nearest."))
+    class_weights: str = option("none", choices=CLASS_WEIGHTS, help=(
+        "With --categorical: balanced weighs each class's pixels by the inverse of its share of "
+        "the train pixels (at most 100), for rare classes such as roads; none counts every "
+        "pixel alike."))
+    residual: str = option("none", choices=RESIDUALS, help=(
+        "linear: the generator learns the target minus the linear baseline (the least-squares "
+        "map of the source bands fitted on the train chips, see baselines.json), which it "
+        "starts from and predict adds back; for values, not --categorical."))
+    samples: int = option(4, cli=False)
+    overwrite: bool = common.overwrite(
+        "Replace the files of an earlier run in RUN_DIR (a folder holding anything else, or the "
+        "chips, is refused).")
+    quiet: bool = common.quiet()
+    # a run may resume on another number of ranks, where it means nothing (1 rank)
+    sync_bn: bool = option(False, runtime=True, help=(
+        "Under torchrun on GPUs: batch norm statistics over the effective batch (SyncBatchNorm) "
+        "instead of each process's own."))
 
     def __post_init__(self) -> None:
         self._check_choices()
@@ -119,13 +162,8 @@ class TrainConfig:
                                   "class map (--categorical) has none: drop --residual")
 
     def _check_choices(self) -> None:
-        for name, choices in (("gan_mode", GAN_MODES), ("norm", NORMS),
-                              ("augment", AUGMENTS), ("class_weights", CLASS_WEIGHTS),
-                              ("residual", RESIDUALS)):
-            value = getattr(self, name)
-            if value not in choices:
-                raise GeoPix2PixError(f"--{name.replace('_', '-')} {value}: use one of "
-                                      f"{', '.join(choices)}")
+        for name in ("gan_mode", "norm", "augment", "class_weights", "residual"):
+            check_choice(self, name)
 
     def _check_numbers(self) -> None:
         positive = ("batch_size", "ngf", "ndf", "n_layers")
@@ -156,14 +194,9 @@ class TrainConfig:
     @classmethod
     def from_options(cls, **options: Any) -> TrainConfig:
         """Build from keyword options named like the CLI's; unknown names are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise GeoPix2PixError(f"unknown training option(s): {', '.join(unknown)}; "
-                                  f"valid: {', '.join(sorted(known))}")
         given = {k: v for k, v in options.items() if v is not None or k in (
             "workers", "max_steps", "encoder_weights")}  # None elsewhere: the default
-        return cls(**check_types(given, cls))
+        return from_keywords(cls, given, "training")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,22 +206,5 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_OPTIONS}
 
 
-def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
-    """--resume: the options the run in `run_dir` was started with (its train.json), those
-    `given` over them, so resuming needs no option repeated (one that shapes the result, given
-    differently from the checkpoint's, is then refused; a runtime one such as --workers or
-    --device may change). Options this version does not know are dropped; the batch size per
-    rank is the run's chips per step over this run's ranks."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"resume", "overwrite", "quiet"}
-    try:
-        saved = json.loads((run_dir / OPTIONS).read_text())
-        options = {k: v for k, v in saved["options"].items() if k in known}
-        effective = int(saved["effective_batch_size"])
-    except (OSError, ValueError, KeyError, TypeError):  # none: the checkpoint's check decides
-        return given
-    from geopix2pix.training import distributed
-
-    world = distributed.env().world_size
-    if effective % world == 0:
-        options["batch_size"] = effective // world
-    return {**options, **given}
+# May differ between a run and its --resume: they change speed or output, not what is learned.
+RUNTIME_OPTIONS = runtime_names(TrainConfig)
