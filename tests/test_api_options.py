@@ -188,6 +188,32 @@ def test_keyword_types_name_every_option_with_its_type(keywords, options):
     assert typed.__total__ is False  # every option may be left out
 
 
+@pytest.mark.parametrize("function, options", [
+    ("geopix2pix.prediction.evaluate:evaluate", "geopix2pix.settings.evaluate:EvaluateOptions"),
+    ("geopix2pix.demo.pipeline:run_demo", "geopix2pix.settings.demo:DemoOptions"),
+])
+def test_functions_with_their_own_signature_take_the_declared_defaults(function, options):
+    """evaluate and run_demo keep their arguments in their signature (they may be passed by
+    position): each option the command line declares for them is one of those arguments (or,
+    for the demo, a size of `DemoSettings`), with the declared default."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    from geopix2pix.settings.demo import DemoSettings
+
+    module, attr = function.split(":")
+    parameters = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
+    module, attr = options.split(":")
+    declared = {f.name: f.default for f in dataclasses.fields(
+        getattr(importlib.import_module(module), attr))}
+    for name, default in declared.items():
+        if name in parameters:
+            assert parameters[name].default == default, name
+        elif name != "quick":  # --quick: DemoSettings.small()
+            assert getattr(DemoSettings(), name) == default, name
+
+
 def test_train_and_predict_declare_their_options_typed():
     import inspect
 
