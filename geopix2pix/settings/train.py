@@ -194,8 +194,9 @@ class TrainConfig:
     @classmethod
     def from_options(cls, **options: Any) -> TrainConfig:
         """Build from keyword options named like the CLI's; unknown names are an error."""
-        given = {k: v for k, v in options.items() if v is not None or k in (
-            "workers", "max_steps", "encoder_weights")}  # None elsewhere: the default
+        nullable = {f.name for f in dataclasses.fields(cls) if f.default is None}
+        given = {k: v for k, v in options.items()
+                 if v is not None or k in nullable}  # None elsewhere: the default
         return from_keywords(cls, given, "training")
 
     def to_dict(self) -> dict[str, Any]:
