@@ -26,9 +26,9 @@ from rasterio.windows import Window
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.grid import Grid, control_points
 from geopix2pix.raster.interruptible import interruptible
-from geopix2pix.settings.export import RESAMPLINGS
 
-RESAMPLING = {name: Resampling[name] for name in RESAMPLINGS}  # a target's, at export
+RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear,
+              "cubic": Resampling.cubic}  # a target's, at export
 # and a scene's, read at a coarser pixel size (predict --resample-to-model)
 WARP_RESAMPLING = {**RESAMPLING, "average": Resampling.average}
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.io import RESAMPLING
 from geopix2pix.settings import common
 from geopix2pix.settings.declare import check_choice, declared, option
 
-RESAMPLINGS = ("nearest", "bilinear", "cubic")  # of a target warped onto the source grid
+RESAMPLINGS = tuple(RESAMPLING)  # of a target warped onto the source grid
 AOI_MODES = ("intersects", "within")
 SCALING_MODES = ("percentile", "minmax", "centre")
 TARGET_SCALINGS = ("minmax", "percentile")  # centre cannot be inverted at prediction
