@@ -172,7 +172,7 @@ def _run(jobs: list[Job], workers: int) -> Iterator[tuple[Job, JobResult]]:
             raise
 
 
-@api_function
+@api_function(settings=ExportOptions)
 def export_chips(
     source: str | os.PathLike | None = None,
     target: str | os.PathLike | None = None,

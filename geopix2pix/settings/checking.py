@@ -115,13 +115,18 @@ def _plural(hint: Any) -> str:
     return {int: "integers", float: "numbers", str: "strings"}.get(hint, _describe(hint))
 
 
-def api_function(function: F) -> F:
+def api_function(function: F | None = None, *, settings: type | None = None) -> Any:
     """Decorate a public API function (or a class's ``__init__``): a call that does not fit its
     signature is a one-line GeoPix2PixError (``unknown export_chips option(s): chipsize; valid:
-    ...``) instead of a TypeError; otherwise the call is unchanged.
-    ``functools.wraps`` keeps the real signature for help() and IDEs."""
+    ...``) instead of a TypeError; otherwise the call is unchanged. With `settings` (the
+    dataclass whose fields its ``**options`` take), a keyword that is neither an argument nor an
+    option is refused so too, naming both. ``functools.wraps`` keeps the real signature for
+    help() and IDEs."""
+    if function is None:
+        return functools.partial(api_function, settings=settings)
     signature = inspect.signature(function)
     name = _api_name(function)
+    options = [f.name for f in dataclasses.fields(settings)] if settings is not None else None
 
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -129,9 +134,20 @@ def api_function(function: F) -> F:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise GeoPix2PixError(_call_error(name, signature, args, kwargs, exc)) from None
+        if options is not None:
+            _refuse_unknown(name, signature, options, kwargs)
         return function(*args, **kwargs)
 
     return typing.cast(F, call)
+
+
+def _refuse_unknown(name: str, signature: inspect.Signature, options: list[str],
+                    kwargs: dict) -> None:
+    unknown = [k for k in kwargs if k not in signature.parameters and k not in options]
+    if unknown:
+        valid = sorted({*_keywords(signature), *options})
+        raise GeoPix2PixError(f"unknown {name} option(s): {', '.join(unknown)}; valid: "
+                              f"{', '.join(valid)}")
 
 
 def _api_name(function: Callable[..., Any]) -> str:
