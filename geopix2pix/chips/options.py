@@ -9,6 +9,7 @@ option). `--split-block` stays None until the split chooses one (`with_split_blo
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -43,6 +44,10 @@ class ExportOptions:
     max_nodata: float
     max_shift: float | None  # None: keep chips whatever their shift
     shift_check: bool
+    correct_shift: bool  # move each pair's target by its measured shift (chips.shift_correction)
+    source_mask: str | os.PathLike | None  # validity masks (chips.masks)
+    target_mask: str | os.PathLike | None
+    mask_values: list[float] | None  # None: a 0/1 mask, 1 invalid
     val_fraction: float
     split_block: int | None  # None: the split chooses it (see layout.choose_split)
     seed: int
@@ -69,6 +74,7 @@ class ExportOptions:
         self._check_runtime()
         self._check_aoi_mode()
         self._check_shift()
+        self._check_mask_values()
 
     def _check_chips(self) -> None:
         """The chips' size, overlap, validity, split share, resampling and scaling."""
@@ -114,7 +120,10 @@ class ExportOptions:
                                   f"{', '.join(AOI_MODES)}")
 
     def _check_shift(self) -> None:
-        """--max-shift: a positive number of pixels, which needs the shift check."""
+        """--max-shift (a positive number of pixels) and --correct-shift need the shift
+        check."""
+        if self.correct_shift and not self.shift_check:
+            raise GeoPix2PixError("--correct-shift needs the shift check; drop --no-shift-check")
         if self.max_shift is None:
             return
         if not self.max_shift > 0:
@@ -124,6 +133,16 @@ class ExportOptions:
             raise GeoPix2PixError(f"--max-shift {self.max_shift} needs the shift check; drop "
                                   "--no-shift-check")
 
+    def _check_mask_values(self) -> None:
+        """--mask-values: at least one finite number (the masks' dtypes are checked when
+        they are opened: `chips.masks`)."""
+        if self.mask_values is None:
+            return
+        if not self.mask_values or not all(math.isfinite(v) for v in self.mask_values):
+            shown = ",".join(f"{v:g}" for v in self.mask_values) or '""'
+            raise GeoPix2PixError(f"--mask-values {shown}: give the mask codes that mark a "
+                                  "pixel invalid, e.g. 3,8,9,10")
+
     def with_split_block(self, split_block: int) -> ExportOptions:
         """These options with the --split-block the split used (the one given, or the one it
         chose)."""
@@ -131,9 +150,15 @@ class ExportOptions:
 
     def recorded(self, source_bands: list[int], target_bands: list[int]) -> dict[str, Any]:
         """The options dataset.json records: all but `UNRECORDED`, with the bands read (all but
-        alpha where none were given) and the AOI as an absolute path."""
+        alpha where none were given) and the AOI and masks as absolute paths."""
         recorded = {f.name: getattr(self, f.name) for f in fields(self)
                     if f.name not in UNRECORDED}
         recorded.update(source_bands=source_bands, target_bands=target_bands,
-                        aoi=str(Path(self.aoi).resolve()) if self.aoi else None)
+                        **{name: _absolute(getattr(self, name))
+                           for name in ("aoi", "source_mask", "target_mask")})
         return recorded
+
+
+def _absolute(path: str | os.PathLike | None) -> str | None:
+    """A file option as dataset.json records it: an absolute path (None where not given)."""
+    return str(Path(path).resolve()) if path else None

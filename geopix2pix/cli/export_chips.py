@@ -8,6 +8,13 @@ from geopix2pix.cli.options import BANDS, OFF
 from geopix2pix.cli.stops import export_stopped, reports_stop
 
 
+def mask_values(ctx, param, text: str | None) -> list[float] | None:
+    """--mask-values 3,8,9,10 -> [3.0, 8.0, 9.0, 10.0]; a slip is one line naming the option."""
+    from geopix2pix.chips.masks import parse_mask_values
+
+    return parse_mask_values(text)
+
+
 @click.command("export-chips", context_settings={"show_default": True})
 @click.argument("source", required=False, type=click.Path(dir_okay=False))
 @click.argument("target", required=False, type=click.Path(dir_okay=False))
@@ -27,7 +34,8 @@ from geopix2pix.cli.stops import export_stopped, reports_stop
 @click.option("--target-resampling", type=click.Choice(["nearest", "bilinear", "cubic"]),
               default="bilinear",
               help="Resampling when the target is warped onto the source grid; nearest for "
-                   "categorical maps. Identical grids are never resampled.")
+                   "categorical maps. Identical grids are never resampled, unless --correct-shift "
+                   "moves the target.")
 @click.option("--aoi", type=click.Path(dir_okay=False), default=None,
               help="Vector file (any format geopandas reads, any CRS): keep chips touching its "
                    "polygons.")
@@ -42,6 +50,20 @@ from geopix2pix.cli.stops import export_stopped, reports_stop
 @click.option("--shift-check/--no-shift-check", default=True,
               help="Estimate each chip's shift of the target against the source (chips.gpkg's "
                    "shift_x, shift_y, shift_confidence; the summary's line per pair).")
+@click.option("--correct-shift", is_flag=True,
+              help="Measure each pair's systematic shift first and move its target by it (its "
+                   "warp's transform), so the chips come out aligned; the target is then "
+                   "resampled (--target-resampling) even on an identical grid. dataset.json "
+                   "records the shift applied." + OFF)
+@click.option("--source-mask", type=click.Path(dir_okay=False), default=None, metavar="MASK",
+              help="Validity mask raster of the source (any grid and CRS, warped with nearest): "
+                   "its masked pixels are invalid in both chips, like nodata.")
+@click.option("--target-mask", type=click.Path(dir_okay=False), default=None, metavar="MASK",
+              help="Validity mask raster of the target (clouds, shadows, changes), as "
+                   "--source-mask.")
+@click.option("--mask-values", callback=mask_values, default=None, metavar="CODES",
+              help="Mask codes that mark a pixel invalid, e.g. 3,8,9,10 for Sentinel-2 SCL's "
+                   "cloud shadows and clouds  [default: a 0/1 mask, 1 invalid]")
 @click.option("--val-fraction", type=float, default=0.2,
               help="Share of chips in the validation split.")
 @click.option("--split-block", type=int, default=None,
@@ -68,7 +90,8 @@ def export_chips_command(source, target, out_dir, pairs, quiet, **options):
     """Cut aligned training chips from SOURCE and TARGET rasters (or from --pairs).
 
     The SOURCE grid is the reference: TARGET is warped onto it whatever its CRS, resolution or
-    extent, and copied bit for bit when both grids are the same. Ctrl-C or SIGTERM removes the
+    extent, and copied bit for bit when both grids are the same (unless --correct-shift moves
+    it). Ctrl-C or SIGTERM removes the
     chips written so far (an export cannot be continued).
     """
     from geopix2pix.chips.export import export_chips
