@@ -31,6 +31,7 @@ from geopix2pix.chips.layout import (
     val_warnings,
 )
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
+from geopix2pix.chips.masks import attach_masks, mask_inputs, pair_masks, recorded_masks
 from geopix2pix.chips.options import ExportOptions
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
@@ -209,13 +210,15 @@ def export_chips(
     options = ExportOptions.from_arguments(given)
     pair_paths = _pair_paths(source, target, pairs)
     pair_list, sides = _open_pairs(pair_paths, options)
+    attach_masks(pair_list, pair_masks(pairs, len(pair_list), options))
     skipped: Counter = Counter()
     if options.aoi is not None:
         _apply_aoi(pair_list, options.aoi, options.aoi_mode, skipped)
     splits, options = _split(pair_list, options, skipped)
 
     out = open_output_dir(out_dir, options.overwrite, MANIFEST, owned=OUTPUTS,
-                          inputs=_inputs(pair_paths, pairs, options.aoi), command="export-chips")
+                          inputs=_inputs(pair_paths, pairs, options.aoi) + mask_inputs(pair_list),
+                          command="export-chips")
     try:  # built beside an earlier export, swapped in once complete (`raster.staging`)
         records, stats, shifts = _write_chips(out.path, pair_list, splits, options, skipped)
         _write_index(out.path, records, pair_list, options.chip_size)
@@ -332,6 +335,7 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
         crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
         pairs=[dict(zip(("source", "target"), _full_paths(p.spec)), crs=p.grid.crs.to_string(),
                     pixel_size=list(p.grid.pixel_size), target_resampled=p.resampled,
+                    **recorded_masks(p.spec.masks),
                     shift=recorded(scenes.get(p.spec.index)))
                for p in pair_list],
         counts=dict(train=kept["train"], val=kept["val"],
