@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from geopix2pix.chips import shift_correction
 from geopix2pix.chips.coregistration import SceneShift, Shift
 from geopix2pix.chips.layout import (
     ChipWindow,
@@ -220,15 +221,18 @@ def export_chips(
                           inputs=_inputs(pair_paths, pairs, options.aoi) + mask_inputs(pair_list),
                           command="export-chips")
     try:  # built beside an earlier export, swapped in once complete (`raster.staging`)
+        corrected = shift_correction.correct_shifts(pair_list, splits, options.correct_shift)
         records, stats, shifts = _write_chips(out.path, pair_list, splits, options, skipped)
         _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)
         scenes = scene_shifts(shifts, [p.spec.index for p in pair_list], options.shift_check)
-        _dataset_info(options, pair_list, sides, stats, kept, skipped, scenes).save(out.path)
+        _dataset_info(options, pair_list, sides, stats, kept, skipped, scenes,
+                      corrected).save(out.path)
         out.commit()
     except BaseException as exc:  # the earlier export (if any) is as it was; none of this one
         out.abandon(exc)
         raise
+    said = shift_correction.said(corrected, pair_list)
     summary = ExportSummary(out.final, dict(kept), {k: n for k, n in skipped.items() if n},
                             val_warnings(kept, options.val_fraction, options.split_block,
                                          options.chip_size)
@@ -236,7 +240,8 @@ def export_chips(
                                                         for p in pair_list if p.resampled],
                                               sides[1])
                             + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
-                                                      for p in pair_list}), scenes)
+                                                      for p in pair_list})
+                            + said[1], scenes, said[0])
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary
@@ -322,7 +327,8 @@ def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str
 
 def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
                   sides: tuple[SideInfo, SideInfo], stats: tuple[BandStatistics, ...],
-                  kept: Counter, skipped: Counter, scenes: dict[int, SceneShift]) -> DatasetInfo:
+                  kept: Counter, skipped: Counter, scenes: dict[int, SceneShift],
+                  corrected: dict[int, SceneShift]) -> DatasetInfo:
     """What dataset.json records: the chips' grid and bands, the train statistics (set on
     `sides` here), every pair (its scene shift too), the counts and the options
     (`ExportOptions.recorded`)."""
@@ -336,7 +342,8 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
         pairs=[dict(zip(("source", "target"), _full_paths(p.spec)), crs=p.grid.crs.to_string(),
                     pixel_size=list(p.grid.pixel_size), target_resampled=p.resampled,
                     **recorded_masks(p.spec.masks),
-                    shift=recorded(scenes.get(p.spec.index)))
+                    shift=recorded(scenes.get(p.spec.index)),
+                    **shift_correction.recorded_correction(p.spec, corrected))
                for p in pair_list],
         counts=dict(train=kept["train"], val=kept["val"],
                     skipped={k: n for k, n in skipped.items() if n}),

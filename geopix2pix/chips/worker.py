@@ -43,6 +43,12 @@ class PairSpec:
     target_bands: tuple[int, ...]
     resampling: str
     masks: tuple[MaskSpec, ...] = ()  # validity masks (chips.masks)
+    correction: tuple[float, float] | None = None  # --correct-shift's (chips.shift_correction)
+
+    def reader(self) -> PairReader:
+        """The pair opened for reading, its target moved by the `correction` if any."""
+        return PairReader(self.source, self.target, self.source_bands, self.target_bands,
+                          self.resampling, self.correction)
 
 
 @dataclass
@@ -146,8 +152,7 @@ def _run_job(job: Job) -> JobResult:
     # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
     # writing with the next chip's reading and statistics; a failed write (a full disk) stops
     # the job at the next chip
-    with PairReader(spec.source, spec.target, spec.source_bands, spec.target_bands,
-                    spec.resampling) as reader, MaskReader(spec.masks, reader.grid) as masks, \
+    with spec.reader() as reader, MaskReader(spec.masks, reader.grid) as masks, \
             ThreadPoolExecutor(1) as writer:
         source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid)
         target_writer = ChipWriter(reader.target_file, spec.target_bands, out / "target",
