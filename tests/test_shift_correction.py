@@ -104,3 +104,17 @@ def test_an_unmeasurable_pair_is_warned_about_and_cut_as_it_is(tmp_path, capsys)
     warning = [x for x in capsys.readouterr().err.splitlines() if "--correct-shift" in x]
     assert len(warning) == 1 and "left the target" in warning[0] and "noise.tif" in warning[0]
     assert pair_info(tmp_path / "chips")["target_resampled"] is False
+
+
+def test_worker_processes_give_the_same_corrected_and_masked_chips(tmp_path):
+    pair = make_pair(tmp_path, (0.7, -0.4))
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[:40, :200] = 1
+    write_raster(tmp_path / "mask.tif", mask)
+    for name, workers in (("one", 0), ("two", 2)):
+        export_chips(*pair, tmp_path / name, chip_size=CHIP, workers=workers, progress=False,
+                     correct_shift=True, target_mask=tmp_path / "mask.tif", max_nodata=0.5)
+    assert chip_bytes(tmp_path / "two") == chip_bytes(tmp_path / "one")
+    assert pair_info(tmp_path / "two") == pair_info(tmp_path / "one")
+    assert_corrected(tmp_path / "two", (0.7, -0.4))
+    assert (index(tmp_path / "one").valid_fraction < 1).sum() >= 2  # the mask is applied
