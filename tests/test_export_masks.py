@@ -199,13 +199,15 @@ def bad_mask(tmp_path, case: str) -> tuple[list[str], str]:
             f"--target-mask {path} holds uint8 values, which cannot be 2.5"
     if case == "bad codes":
         return ["--mask-values", "3,cloud"], "--mask-values 3,cloud: give the mask codes"
+    if case == "codes alone":
+        return ["--mask-values", "3"], "--mask-values needs a mask: give --target-mask"
     mask[5, 5] = 255  # a GDAL-style 0/255 mask without --mask-values
     write_raster(path, mask)
     return ["--target-mask", str(path)], f"--target-mask {path} holds 255 where a 0/1 mask"
 
 
 @pytest.mark.parametrize("case", ["missing", "far", "no crs", "code too big", "fraction",
-                                  "bad codes", "not 0/1"])
+                                  "bad codes", "codes alone", "not 0/1"])
 def test_a_bad_mask_is_one_line_and_exit_2(plain, tmp_path, capsys, case):
     extra, message = bad_mask(tmp_path, case)
     out = tmp_path / "chips"

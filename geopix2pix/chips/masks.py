@@ -88,6 +88,9 @@ def pair_masks(pairs, count: int, options) -> list[tuple[MaskSpec, ...]]:
                     raise GeoPix2PixError(f"{option} {path}: no such file; check the path")
                 specs.append(MaskSpec(side, option, os.fspath(path), values))
         masks.append(tuple(specs))
+    if values is not None and not any(masks):
+        raise GeoPix2PixError("--mask-values needs a mask: give --target-mask or --source-mask "
+                              "(or source_mask/target_mask columns in the --pairs CSV)")
     return masks
 
 
