@@ -129,6 +129,8 @@ EXPORT = [
          "--mask-values needs a mask"),
     case("mask-values-not-numbers", export("src.tif", "tgt.tif", "--mask-values", "cloud"),
          "--mask-values cloud: give the mask codes"),
+    case("damaged-target-with-correct-shift", export("src.tif", "damaged.tif",
+                                                     "--correct-shift"), "damaged.tif", "damaged"),
     case("correct-shift-without-the-check", export("src.tif", "tgt.tif", "--correct-shift",
                                                    "--no-shift-check"),
          "--correct-shift needs the shift check"),

@@ -38,7 +38,7 @@ from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
-from geopix2pix.chips.worker import REJECT_NODATA, Job, JobResult, PairSpec, run_job
+from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
@@ -148,14 +148,14 @@ def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
     return jobs
 
 
-def _run(jobs: list[Job], workers: int) -> Iterator[tuple[Job, JobResult]]:
+def _run(jobs: list, workers: int, work=run_job) -> Iterator[tuple]:
     """Run jobs inline (one worker) or in spawned processes, yielding results as they finish."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield job, run_job(job)
+            yield job, work(job)
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
+        futures = {pool.submit(work, job): job for job in jobs}
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
@@ -221,7 +221,8 @@ def export_chips(
                           inputs=_inputs(pair_paths, pairs, options.aoi) + mask_inputs(pair_list),
                           command="export-chips")
     try:  # built beside an earlier export, swapped in once complete (`raster.staging`)
-        corrected = shift_correction.correct_shifts(pair_list, splits, options.correct_shift)
+        corrected = shift_correction.correct_shifts(
+            pair_list, splits, options.correct_shift, lambda j, w: _run(j, options.workers, w))
         records, stats, shifts = _write_chips(out.path, pair_list, splits, options, skipped)
         _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)

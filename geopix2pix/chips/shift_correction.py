@@ -6,50 +6,64 @@ translation of the warp's transform), so the chips come out aligned. A pair whos
 be measured is cut as it is, and said so.
 
 The pass reads only each sampled chip's central `shiftcheck.ESTIMATE_SIZE` window, through the
-pair's validity masks, in this process; it writes nothing, so the export's staging, overwrite
-and stop guarantees hold as they are (it runs inside the export's staging, after the output
-folder is checked). The shift check of the export itself then measures the residual shift of
-the corrected chips (dataset.json's `shift`)."""
+pair's validity masks, in the export's worker processes (or this one). It writes nothing, so the
+export's staging, overwrite and stop guarantees hold as they are (it runs inside the export's
+staging, after the output folder is checked). The shift check of the export itself then
+measures the residual shift of the corrected chips (dataset.json's `shift`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from rasterio.windows import Window
 
-from geopix2pix.chips.coregistration import SceneShift, estimate_shift, scene_shift
+from geopix2pix.chips.coregistration import SceneShift, Shift, estimate_shift, scene_shift
 from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.masks import MaskReader
 from geopix2pix.chips.shiftcheck import ESTIMATE_SIZE, ShiftCheck, recorded
+from geopix2pix.errors import GeoPix2PixError, data_errors, describe
+
+MEASURED_PER_JOB = 16  # chips a worker measures at a time
 
 
-def correct_shifts(pair_list, splits: dict[ChipWindow, str],
-                   asked: bool = True) -> dict[int, SceneShift]:
+def correct_shifts(pair_list, splits: dict[ChipWindow, str], asked: bool,
+                   run: Callable) -> dict[int, SceneShift]:
     """Measure each pair's shift on its kept chips (`splits`) and set the measured ones'
-    correction on their spec (the target is then resampled); each pair's first-pass shift
-    ({} where not `asked`)."""
-    measured = {}
+    correction on their spec (the target is then resampled unless it is (0, 0)); each pair's
+    first-pass shift ({} where not `asked`). `run(jobs, work)` yields (job, work(job)) for each
+    job, in worker processes or not (as the export's own jobs)."""
     if not asked:
-        return measured
+        return {}
+    jobs = []
     for pair in pair_list:
-        scene = measure_pair(pair.spec, [c for c in pair.chips if c in splits])
-        measured[pair.spec.index] = scene
+        kept = [c for c in pair.chips if c in splits]
+        chosen = list(filter(ShiftCheck.for_pair(len(kept), True, None).chosen, kept))
+        jobs += [(pair.spec, chosen[i:i + MEASURED_PER_JOB])
+                 for i in range(0, len(chosen), MEASURED_PER_JOB)]
+    shifts: dict[int, list[Shift]] = {pair.spec.index: [] for pair in pair_list}
+    for (spec, _), found in run(jobs, measure_chips):
+        shifts[spec.index] += found
+    measured = {index: scene_shift(found) for index, found in shifts.items()}  # a median: in
+    for pair in pair_list:  # any order the same
+        scene = measured[pair.spec.index]
         if scene.measured:
             pair.spec = replace(pair.spec, correction=(scene.dx, scene.dy))
             pair.resampled = pair.resampled or any(pair.spec.correction)  # (0, 0): copied
     return measured
 
 
-def measure_pair(spec, chips: list[ChipWindow]) -> SceneShift:
-    """The scene shift of one pair (`worker.PairSpec`, uncorrected) from a sample of `chips`."""
-    check = ShiftCheck.for_pair(len(chips), True, None)
-    shifts = []
-    with spec.reader() as reader, MaskReader(spec.masks, reader.grid) as masks:
-        for chip in filter(check.chosen, chips):
-            window = centre_window(chip)
-            read = masks.apply(reader.read(window), window)
-            shifts.append(estimate_shift(read.source, read.target, read.valid))
-    return scene_shift(shifts)
+def measure_chips(job: tuple) -> list[Shift]:
+    """The shifts of one pair's chips (a job: its `worker.PairSpec`, uncorrected, and chips),
+    each on its central window; an error reading data is one line naming the pair."""
+    spec, chips = job
+    try:
+        with spec.reader() as reader, MaskReader(spec.masks, reader.grid) as masks:
+            reads = (masks.apply(reader.read(w), w) for w in map(centre_window, chips))
+            return [estimate_shift(r.source, r.target, r.valid) for r in reads]
+    except data_errors() as exc:
+        raise GeoPix2PixError(f"measuring the shift of {spec.target} against {spec.source}: "
+                              f"{describe(exc)}") from None
 
 
 def centre_window(chip: ChipWindow) -> Window:
