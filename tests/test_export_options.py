@@ -34,6 +34,9 @@ def test_the_stride_and_workers_default_to_the_chip_size_and_the_cores():
     (dict(aoi_mode="inside"), "--aoi-mode inside: use one of intersects, within"),
     (dict(max_shift=0.0), "--max-shift 0.0: use a positive number of source pixels"),
     (dict(max_shift=1.0, shift_check=False), "--max-shift 1.0 needs the shift check; drop "),
+    (dict(correct_shift=True, shift_check=False), "--correct-shift needs the shift check; drop"),
+    (dict(mask_values=[]), "--mask-values \"\": give the mask codes"),
+    (dict(mask_values=[3.0, float("nan")]), "--mask-values 3,nan: give the mask codes"),
 ])
 def test_bad_values_are_one_line_naming_the_option(changes, message):
     with pytest.raises(GeoPix2PixError) as caught:
@@ -49,7 +52,9 @@ def test_dataset_json_records_the_options_as_used(tmp_path):
     options = json.loads((tmp_path / "chips" / "dataset.json").read_text())["options"]
     assert options == dict(chip_size=32, stride=32, source_bands=[1, 2], target_bands=[1],
                            target_resampling="bilinear", aoi=None, aoi_mode="intersects",
-                           max_nodata=0.1, max_shift=None, shift_check=True, val_fraction=0.2,
+                           max_nodata=0.1, max_shift=None, shift_check=True,
+                           correct_shift=False, source_mask=None, target_mask=None,
+                           mask_values=None, val_fraction=0.2,
                            split_block=options["split_block"],
                            seed=0, source_scaling="percentile", target_scaling="minmax")
     assert list(options) == [f.name for f in dataclasses.fields(ExportOptions)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
+from geopix2pix.chips import shift_correction
 from geopix2pix.chips.coregistration import SceneShift, Shift
 from geopix2pix.chips.layout import (
     ChipWindow,
@@ -32,11 +33,12 @@ from geopix2pix.chips.layout import (
     val_warnings,
 )
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
+from geopix2pix.chips.masks import attach_masks, mask_inputs, pair_masks, recorded_masks
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
-from geopix2pix.chips.worker import REJECT_NODATA, Job, JobResult, PairSpec, run_job
+from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
 from geopix2pix.raster.folders import Owned, open_output_dir
@@ -150,14 +152,14 @@ def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
     return jobs
 
 
-def _run(jobs: list[Job], workers: int) -> Iterator[tuple[Job, JobResult]]:
+def _run(jobs: list, workers: int, work=run_job) -> Iterator[tuple]:
     """Run jobs inline (one worker) or in spawned processes, yielding results as they finish."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield job, run_job(job)
+            yield job, work(job)
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
+        futures = {pool.submit(work, job): job for job in jobs}
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
@@ -192,23 +194,29 @@ def export_chips(
     options = ExportOptions(**given)
     pair_paths = _pair_paths(source, target, pairs)
     pair_list, sides = _open_pairs(pair_paths, options)
+    attach_masks(pair_list, pair_masks(pairs, len(pair_list), options))
     skipped: Counter = Counter()
     if options.aoi is not None:
         _apply_aoi(pair_list, options.aoi, options.aoi_mode, skipped)
     splits, options = _split(pair_list, options, skipped)
 
     out = open_output_dir(out_dir, options.overwrite, MANIFEST, owned=OUTPUTS,
-                          inputs=_inputs(pair_paths, pairs, options.aoi), command="export-chips")
+                          inputs=_inputs(pair_paths, pairs, options.aoi) + mask_inputs(pair_list),
+                          command="export-chips")
     try:  # built beside an earlier export, swapped in once complete (`raster.staging`)
+        corrected = shift_correction.correct_shifts(
+            pair_list, splits, options.correct_shift, lambda j, w: _run(j, options.workers, w))
         records, stats, shifts = _write_chips(out.path, pair_list, splits, options, skipped)
         _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)
         scenes = scene_shifts(shifts, [p.spec.index for p in pair_list], options.shift_check)
-        _dataset_info(options, pair_list, sides, stats, kept, skipped, scenes).save(out.path)
+        _dataset_info(options, pair_list, sides, stats, kept, skipped, scenes,
+                      corrected).save(out.path)
         out.commit()
     except BaseException as exc:  # the earlier export (if any) is as it was; none of this one
         out.abandon(exc)
         raise
+    said = shift_correction.said(corrected, pair_list)
     summary = ExportSummary(out.final, dict(kept), {k: n for k, n in skipped.items() if n},
                             val_warnings(kept, options.val_fraction, options.split_block,
                                          options.chip_size)
@@ -216,7 +224,8 @@ def export_chips(
                                                         for p in pair_list if p.resampled],
                                               sides[1])
                             + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
-                                                      for p in pair_list}), scenes)
+                                                      for p in pair_list})
+                            + said[1], scenes, said[0])
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary
@@ -302,7 +311,8 @@ def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str
 
 def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
                   sides: tuple[SideInfo, SideInfo], stats: tuple[BandStatistics, ...],
-                  kept: Counter, skipped: Counter, scenes: dict[int, SceneShift]) -> DatasetInfo:
+                  kept: Counter, skipped: Counter, scenes: dict[int, SceneShift],
+                  corrected: dict[int, SceneShift]) -> DatasetInfo:
     """What dataset.json records: the chips' grid and bands, the train statistics (set on
     `sides` here), every pair (its scene shift too), the counts and the options
     (`ExportOptions.recorded`)."""
@@ -315,7 +325,9 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
         crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
         pairs=[dict(zip(("source", "target"), _full_paths(p.spec)), crs=p.grid.crs.to_string(),
                     pixel_size=list(p.grid.pixel_size), target_resampled=p.resampled,
-                    shift=recorded(scenes.get(p.spec.index)))
+                    **recorded_masks(p.spec.masks),
+                    shift=recorded(scenes.get(p.spec.index)),
+                    **shift_correction.recorded_correction(p.spec, corrected))
                for p in pair_list],
         counts=dict(train=kept["train"], val=kept["val"],
                     skipped={k: n for k, n in skipped.items() if n}),

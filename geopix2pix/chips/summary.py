@@ -23,11 +23,13 @@ class ExportSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     shifts: dict[int, SceneShift] = field(default_factory=dict)  # by pair; {}: not checked
+    corrections: list[str] = field(default_factory=list)  # --correct-shift's lines
 
     def lines(self) -> list[str]:
         lines = [f"{self.out_dir}: {self.kept.get('train', 0)} train chips, "
                  f"{self.kept.get('val', 0)} val chips"]
         lines += [f"skipped {n} chips {reason}" for reason, n in self.skipped.items() if n]
+        lines += self.corrections
         lines += [f"pair {pair}: {scene.describe()}" for pair, scene in self.shifts.items()]
         return lines
 

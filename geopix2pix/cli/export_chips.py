@@ -23,7 +23,8 @@ def export_chips_command(source, target, out_dir, pairs, **options):
     """Cut aligned training chips from SOURCE and TARGET rasters (or from --pairs).
 
     The SOURCE grid is the reference: TARGET is warped onto it whatever its CRS, resolution or
-    extent, and copied bit for bit when both grids are the same. Ctrl-C or SIGTERM removes the
+    extent, and copied bit for bit when both grids are the same (unless --correct-shift moves
+    it). Ctrl-C or SIGTERM removes the
     chips written so far (an export cannot be continued).
     """
     from geopix2pix.chips.export import export_chips

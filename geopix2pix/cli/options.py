@@ -53,11 +53,19 @@ def _inverted(ctx, param, value: bool) -> bool:
     return not value
 
 
+def mask_codes(ctx, param, text: str | None) -> list[float] | None:
+    """--mask-values 3,8,9,10 -> [3.0, 8.0, 9.0, 10.0]; a slip is one line naming the option."""
+    from geopix2pix.chips.masks import parse_mask_values
+
+    return parse_mask_values(text)
+
+
 KINDS: dict[str, dict[str, Any]] = {
     "file": dict(type=click.Path(dir_okay=False)),
     "folder": dict(type=click.Path(file_okay=False)),
     "bands": dict(type=BANDS),
     "gdal": dict(metavar="NAME=VALUE", multiple=True, callback=creation_options),
+    "codes": dict(callback=mask_codes),
 }
 
 

@@ -4,8 +4,8 @@ How to add an option (e.g. ``--lambda-ssim`` to train):
 1. Add a field to the command's settings dataclass (train.py `TrainConfig`, predict.py
    `PredictOptions`, export.py `ExportOptions`, evaluate.py, demo.py), where it should appear in
    --help: ``lambda_ssim: float = option(0.0, help="Weight of ...")``. `option` (declare.py) takes
-   choices=, short=, flag= (a CLI name other than the field's), metavar=, negatable=,
-   kind="file"/"folder"/"bands"/"gdal", shown_default=, cli=False (Python only), runtime=True
+   choices=, short=, flag= (a CLI name other than the field's), metavar=, negatable=, kind=
+   (file, folder, bands, gdal, codes), shown_default=, cli=False (Python only), runtime=True
    (how a run goes, not what it makes: dataset.json leaves it out, --resume may change it).
    A flag shared by several commands comes from common.py (quiet, progress, overwrite, device,
    seed, workers); a list of choices is a constant here, which the torch modules import.

@@ -24,7 +24,8 @@ class Option:
     short: its one-letter alias (``-q``). metavar: its value's name in --help (``PX``).
     negatable: a boolean given as ``--x/--no-x`` (else a flag that sets it).
     inverted: a boolean the flag turns off (``--quiet`` sets ``progress`` False).
-    kind: "file" or "folder" (a path), "bands" (1,2,3 or 1-3), "gdal" (repeated NAME=VALUE).
+    kind: "file" or "folder" (a path), "bands" (1,2,3 or 1-3), "gdal" (repeated NAME=VALUE),
+        "codes" (3,8,9,10: numbers).
     minimum: the least whole number the command line accepts.
     shown_default: what --help says of the default (``[default: ...]``) where click shows none.
     cli: on the command line at all (else Python only, e.g. ``sample_size``).

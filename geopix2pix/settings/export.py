@@ -9,6 +9,7 @@ are filled in when None; `--split-block` stays None until the split chooses one
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +46,10 @@ class ExportKeywords(TypedDict, total=False):
     max_nodata: float
     max_shift: float | None
     shift_check: bool
+    correct_shift: bool
+    source_mask: str | os.PathLike | None
+    target_mask: str | os.PathLike | None
+    mask_values: Sequence[float] | None
     val_fraction: float
     split_block: int | None
     seed: int
@@ -72,7 +77,7 @@ class ExportOptions:
                                                 shown_default="all but alpha")
     target_resampling: str = option("bilinear", choices=RESAMPLINGS, help=(
         "Resampling when the target is warped onto the source grid; nearest for categorical "
-        "maps. Identical grids are never resampled."))
+        "maps. Identical grids are never resampled, unless --correct-shift moves the target."))
     aoi: str | os.PathLike | None = option(None, kind="file", help=(
         "Vector file (any format geopandas reads, any CRS): keep chips touching its polygons."))
     aoi_mode: str = option("intersects", choices=AOI_MODES, help=(
@@ -85,6 +90,20 @@ class ExportOptions:
     shift_check: bool = option(True, negatable=True, help=(
         "Estimate each chip's shift of the target against the source (chips.gpkg's shift_x, "
         "shift_y, shift_confidence; the summary's line per pair)."))
+    correct_shift: bool = option(False, help=(  # chips.shift_correction
+        "Measure each pair's systematic shift first and move its target by it (its warp's "
+        "transform), so the chips come out aligned; the target is then resampled "
+        "(--target-resampling) even on an identical grid. dataset.json records the shift "
+        "applied."))
+    source_mask: str | os.PathLike | None = option(None, kind="file", metavar="MASK", help=(
+        "Validity mask raster of the source (any grid and CRS, warped with nearest): its masked "
+        "pixels are invalid in both chips, like nodata."))  # chips.masks
+    target_mask: str | os.PathLike | None = option(None, kind="file", metavar="MASK", help=(
+        "Validity mask raster of the target (clouds, shadows, changes), as --source-mask."))
+    mask_values: Sequence[float] | None = option(
+        None, kind="codes", metavar="CODES", shown_default="a 0/1 mask, 1 invalid", help=(
+            "Mask codes that mark a pixel invalid, e.g. 3,8,9,10 for Sentinel-2 SCL's cloud "
+            "shadows and clouds"))
     val_fraction: float = option(0.2, help="Share of chips in the validation split.")
     split_block: int | None = option(None, help=(  # None: the split chooses it (layout.py)
         "Side of the spatial blocks given whole to train or val, in pixels of the first pair's "
@@ -114,6 +133,7 @@ class ExportOptions:
         self._check_chips()
         self._check_runtime()
         self._check_shift()
+        self._check_mask_values()
 
     def _check_chips(self) -> None:
         """The chips' size, overlap, validity, split share, resampling and scaling."""
@@ -149,7 +169,10 @@ class ExportOptions:
         check_choice(self, "aoi_mode")
 
     def _check_shift(self) -> None:
-        """--max-shift: a positive number of pixels, which needs the shift check."""
+        """--max-shift (a positive number of pixels) and --correct-shift need the shift
+        check."""
+        if self.correct_shift and not self.shift_check:
+            raise GeoPix2PixError("--correct-shift needs the shift check; drop --no-shift-check")
         if self.max_shift is None:
             return
         if not self.max_shift > 0:
@@ -159,6 +182,16 @@ class ExportOptions:
             raise GeoPix2PixError(f"--max-shift {self.max_shift} needs the shift check; drop "
                                   "--no-shift-check")
 
+    def _check_mask_values(self) -> None:
+        """--mask-values: at least one finite number (the masks' dtypes are checked when
+        they are opened: `chips.masks`)."""
+        if self.mask_values is None:
+            return
+        if not self.mask_values or not all(math.isfinite(v) for v in self.mask_values):
+            shown = ",".join(f"{v:g}" for v in self.mask_values) or '""'
+            raise GeoPix2PixError(f"--mask-values {shown}: give the mask codes that mark a "
+                                  "pixel invalid, e.g. 3,8,9,10")
+
     def with_split_block(self, split_block: int) -> ExportOptions:
         """These options with the --split-block the split used (the one given, or the one it
         chose)."""
@@ -166,10 +199,16 @@ class ExportOptions:
 
     def recorded(self, source_bands: list[int], target_bands: list[int]) -> dict[str, Any]:
         """The options dataset.json records: all but the runtime ones, with the bands read (all
-        but alpha where none were given) and the AOI as an absolute path."""
+        but alpha where none were given) and the AOI and masks as absolute paths."""
         recorded = {f.name: getattr(self, f.name) for f, meaning in declared(self)
                     if not meaning.runtime}
         recorded.update(source_bands=source_bands, target_bands=target_bands,
-                        aoi=str(Path(self.aoi).resolve()) if self.aoi else None)
+                        **{name: _absolute(getattr(self, name))
+                           for name in ("aoi", "source_mask", "target_mask")})
         return recorded
+
+
+def _absolute(path: str | os.PathLike | None) -> str | None:
+    """A file option as dataset.json records it: an absolute path (None where not given)."""
+    return str(Path(path).resolve()) if path else None
 
