@@ -74,3 +74,13 @@ def test_a_declared_field_becomes_its_option():
         assert shown in help_text
     assert "hidden" not in help_text
     assert runner.invoke(toy, ["--mode", "c"]).exit_code == 2
+
+
+def test_options_may_be_left_out_or_moved_last():
+    @click.command()
+    @click_options(Toy, exclude=("mode",), last=("size",))
+    def toy(**options):
+        pass
+
+    names = [p.name for p in toy.params]
+    assert names == ["check", "progress", "bands", "size"]
