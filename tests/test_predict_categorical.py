@@ -31,10 +31,10 @@ from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_targets
 from geopix2pix.prediction.engine.windows import make_layout
 from geopix2pix.prediction.engine.writer import to_output
-from geopix2pix.prediction.options import PredictOptions
 from geopix2pix.prediction.predictor import check_creation_options_for
 from geopix2pix.prediction.resample import temporary_spec
 from geopix2pix.raster.io import read_window, warped_view
+from geopix2pix.settings.predict import PredictOptions
 
 NODATA = 255
 WIDTH, HEIGHT = 301, 187  # odd, and neither a multiple of the window nor of its stride

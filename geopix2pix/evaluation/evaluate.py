@@ -41,7 +41,6 @@ from geopix2pix.evaluation.band_pairing import (
     values_warnings,
 )
 from geopix2pix.jsonvalues import jsonable
-from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import (
     open_raster,
@@ -51,6 +50,7 @@ from geopix2pix.raster.io import (
     warped_view,
 )
 from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
+from geopix2pix.settings.checking import api_function, check_types
 
 BLOCK = 1024
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from geopix2pix.models import load_model
-from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.predictor import (
     PathLike,
     SceneResult,
@@ -30,6 +29,7 @@ from geopix2pix.prediction.predictor import (
     predict_scenes,
     resolve_device,
 )
+from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 from geopix2pix.training import distributed
 
 if TYPE_CHECKING:

@@ -25,13 +25,11 @@ from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.baseline import baseline_generator
 from geopix2pix.models.device import resolve_device
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.options import api_function
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import check_scene
 from geopix2pix.prediction.engine.formats import check_output_options
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
-from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
 from geopix2pix.raster.folders import refuse_read_only
 from geopix2pix.raster.grid import Grid
@@ -41,6 +39,8 @@ from geopix2pix.raster.write import (
     case_insensitive,
     replaced_inputs,
 )
+from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -48,7 +48,7 @@ from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.partials import partial_name
 
 if TYPE_CHECKING:
-    from geopix2pix.prediction.options import PredictOptions
+    from geopix2pix.settings.predict import PredictOptions
 
 # GDAL block cache while building the COG, whatever the RAM: the conversion fills whatever cache it
 # is given (a 20000^2 float32 scene: 432 MB peak with 256 MB, 218 MB with 32 MB) and runs no slower

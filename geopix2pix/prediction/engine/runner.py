@@ -30,7 +30,7 @@ from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import warped_view
 
 if TYPE_CHECKING:
-    from geopix2pix.prediction.options import PredictOptions
+    from geopix2pix.settings.predict import PredictOptions
 
 
 @dataclass
