@@ -6,13 +6,18 @@ from __future__ import annotations
 import copy
 import io
 
+import numpy as np
 import pytest
+import rasterio
 import torch
+from predict_helpers import metadata, write_scene
 from torch import nn
 
+from geopix2pix import predict
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import (
     GeneratorSpec,
+    ModelMetadata,
     build_discriminator,
     build_generator,
     load_model,
@@ -122,6 +127,29 @@ def test_resnet_model_file_round_trip(tmp_path):
     x = torch.rand(1, 2, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.equal(loaded.generator(x), generator(x))
+
+
+def test_resnet_model_file_predicts_a_scene_on_its_exact_grid(tmp_path):
+    """A trained-run-like file (full metadata) of a ResNet generator: load_model checks its
+    metadata against the generator, and predict writes the scene's grid, nodata kept."""
+    spec = GeneratorSpec("resnet_6blocks", 3, 2, 32, ngf=4, **RESNET_DEFAULTS)
+    torch.manual_seed(0)
+    path = tmp_path / "model.safetensors"
+    save_model(path, build_generator(spec).eval(), spec, metadata(3, 2, chip_size=32))
+    assert ModelMetadata.of(load_model(path)).chip_size == 32
+    data = np.full((3, 45, 70), 90, dtype="uint8")
+    data += np.arange(70, dtype="uint8")[None, None]
+    data[:, :5, :7] = 0  # nodata corner
+    scene = write_scene(tmp_path / "scene.tif", 70, 45, data=data)
+    out = tmp_path / "out.tif"
+    predict(scene, out, model=str(path), progress=False, overlap=0.25)
+    with rasterio.open(scene) as src, rasterio.open(out) as dst:
+        assert (dst.crs, dst.transform, dst.shape, dst.count) == (src.crs, src.transform,
+                                                                  src.shape, 2)
+        values = dst.read()
+        assert (values[:, :5, :7] == dst.nodata).all()
+        valid = values[:, 5:, 7:]
+        assert ((valid >= 100) & (valid <= 3000)).all() and valid.std() > 0
 
 
 def test_resnet_model_file_with_other_tensors_is_refused(tmp_path):
