@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .unet import NORMS, OUTPUTS, norm_layer
+from .unet import check_generator_args, norm_layer
 
 BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # generator name -> residual blocks
 INPUT_MULTIPLE = 4  # 2 ** the number of down-samplings
@@ -100,12 +100,9 @@ class ResnetGenerator(nn.Module):
         output: str = "tanh",
     ) -> None:
         super().__init__()
-        if output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
-        if min(in_channels, out_channels, ngf) < 1 or n_blocks < 0:
-            raise ValueError("in_channels, out_channels and ngf must be positive, n_blocks >= 0")
+        check_generator_args(in_channels, out_channels, ngf, norm, output)
+        if n_blocks < 0:
+            raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         use_bias = norm != "batch"
