@@ -257,13 +257,14 @@ def smooth_images(count: int, bands: int, size: int = 32, seed: int = 0) -> torc
 
 
 def make_step(bands_a: int, bands_b: int, seed: int = 0, setup: DeviceSetup = CPU,
-              lr: float = 2e-4, **weights) -> CycleGANStep:
+              lr: float = 2e-4, pool_size: int = 4, **weights) -> CycleGANStep:
     torch.manual_seed(seed)
     g_a, g_b = resnet(bands_a, bands_b), resnet(bands_b, bands_a)
     d_a, d_b = patchgan(bands_b), patchgan(bands_a)
     opt_g, opt_d = cyclegan_optimizers(g_a, g_b, d_a, d_b, lr=lr)
-    return CycleGANStep(g_a, g_b, d_a, d_b, opt_g, opt_d, setup, ImagePool(4, seed + 1),
-                        ImagePool(4, seed + 2), CycleWeights(**weights))
+    return CycleGANStep(g_a, g_b, d_a, d_b, opt_g, opt_d, setup,
+                        ImagePool(pool_size, seed + 1, bands_b),
+                        ImagePool(pool_size, seed + 2, bands_a), CycleWeights(**weights))
 
 
 def all_valid(images: torch.Tensor) -> torch.Tensor:
@@ -349,3 +350,36 @@ def test_step_under_bf16_autocast():
         assert all(torch.isfinite(v) and v.dtype == torch.float32
                    for v in vars(losses).values())
     check_pool_state(step.fake_b_pool.state_dict(), 4, channels=3)
+
+
+def step_state(step: CycleGANStep) -> dict:
+    """What a checkpoint keeps of a step, through torch.save and a weights-only load."""
+    state = {name: getattr(step, name).state_dict()
+             for name in ("g_a", "g_b", "d_a", "d_b", "opt_g", "opt_d", "fake_b_pool",
+                          "fake_a_pool", "scaler")}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_a_step_restored_from_its_state_continues_exactly():
+    """Networks, optimizers and both pools (their images and draws) are all a resumed step
+    needs: it gives the uninterrupted run's losses and weights."""
+    data = [(smooth_images(2, 3, seed=10 + i), smooth_images(2, 3, seed=20 + i))
+            for i in range(4)]
+    through = make_step(3, 3, pool_size=2)
+    whole = [through(a, all_valid(a), b, all_valid(b)) for a, b in data]
+    first = make_step(3, 3, pool_size=2)
+    for a, b in data[:2]:
+        first(a, all_valid(a), b, all_valid(b))
+    resumed = make_step(3, 3, seed=5, pool_size=2)
+    for name, value in step_state(first).items():
+        getattr(resumed, name).load_state_dict(value)
+    for (a, b), expected in zip(data[2:], whole[2:]):
+        losses = resumed(a, all_valid(a), b, all_valid(b))
+        for name, value in vars(expected).items():
+            assert torch.equal(getattr(losses, name), value), name
+    assert len(resumed.fake_b_pool) == 2
+    for mine, theirs in zip(resumed.g_b.parameters(), through.g_b.parameters()):
+        assert torch.equal(mine, theirs)
