@@ -11,6 +11,11 @@ not batch norm, as in the reference. CycleGAN's defaults are instance norm witho
 
 Input height and width must be multiples of 4 (two halvings and two doublings give the input size
 back) and at least 8 (the 1-pixel reflection padding of the blocks needs a bottleneck of 2x2).
+Every chip size export writes (powers of two from 32) fits, and prediction feeds the generator
+windows of the chip size it was trained on (a scene smaller than one is reflect-padded to it).
+With instance norm each window is normalised by its own statistics, which differ from window to
+window: prediction's overlap and blending hide the seams this leaves (factory.py says why
+Pix2Pix's default is batch norm).
 """
 
 from __future__ import annotations
