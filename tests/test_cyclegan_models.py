@@ -225,6 +225,8 @@ def test_empty_pool_state_round_trips():
 @pytest.mark.parametrize("change, message", [
     (lambda s: s.update(pool_size=5), "pool.pool_size"),
     (lambda s: s.update(images=s["images"][:, :1]), "pool.images"),
+    (lambda s: s.update(images=s["images"][:, :0]), "pool.images"),
+    (lambda s: s.update(images=torch.cat([s["images"]] * 2)), "pool.images"),
     (lambda s: s.update(images=s["images"].long()), "pool.images"),
     (lambda s: s.update(images=s["images"] * float("nan")), "pool.images"),
     (lambda s: s.update(valid=s["valid"].float()), "pool.valid"),

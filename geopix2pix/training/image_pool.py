@@ -103,7 +103,8 @@ def check_pool_state(value: Any, pool_size: int, where: str = "pool",
             or not images.is_floating_point():
         raise SchemaError(f"{where}.images", "is not a (K, C, H, W) float tensor")
     count = images.shape[0]
-    if count > pool_size or (channels is not None and count and images.shape[1] != channels):
+    if count > pool_size or (count and min(images.shape[1:]) < 1) \
+            or (channels is not None and count and images.shape[1] != channels):
         raise SchemaError(f"{where}.images", f"is {list(images.shape)}; expected at most "
                                              f"{pool_size} images of {channels or 'C'} bands")
     if count and not bool(torch.isfinite(images).all()):
