@@ -181,6 +181,9 @@ def export_chips(
     out_dir: str | os.PathLike | None = None,
     *,
     pairs: str | os.PathLike | Sequence[tuple[str | os.PathLike, str | os.PathLike]] | None = None,
+    sources: Sequence[str | os.PathLike] | None = None,
+    targets: Sequence[str | os.PathLike] | None = None,
+    rasters: str | os.PathLike | Sequence[tuple[str | os.PathLike, str]] | None = None,
     **options: Unpack[ExportKeywords],
 ) -> ExportSummary:
     """Export aligned training chips from one pair (`source`, `target`) or many (`pairs`: a CSV
