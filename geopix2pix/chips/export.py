@@ -187,14 +187,20 @@ def export_chips(
     **options: Unpack[ExportKeywords],
 ) -> ExportSummary:
     """Export aligned training chips from one pair (`source`, `target`) or many (`pairs`: a CSV
-    path or a list of path pairs) into `out_dir`. `options` are `ExportOptions`'s fields (those
-    of `geopix2pix export-chips`)."""
+    path or a list of path pairs) into `out_dir`, or with `unpaired` from two unpaired
+    collections (`sources`, `targets` or `rasters`: `chips.unpaired`). `options` are
+    `ExportOptions`'s fields (those of `geopix2pix export-chips`)."""
     pairs = checked_pairs(source, target, pairs)
     given = checked_keywords(ExportOptions, options, "export_chips")  # numpy numbers -> Python's
     refuse_spawned_reimport("export_chips")
     if out_dir is None:
         raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")
     options = ExportOptions(**given)
+    if options.unpaired or sources or targets or rasters:  # two unpaired collections
+        from geopix2pix.chips.unpaired import export_unpaired
+
+        return export_unpaired(dict(source=source, target=target, pairs=pairs, out_dir=out_dir,
+                                    sources=sources, targets=targets, rasters=rasters), options)
     pair_paths = _pair_paths(source, target, pairs)
     pair_list, sides = _open_pairs(pair_paths, options)
     attach_masks(pair_list, pair_masks(pairs, len(pair_list), options))
@@ -382,7 +388,8 @@ def _write_index(out: Path, records: list[dict], pair_list: list[_Pair], chip_si
 
     chips = [ChipWindow(r["pair"], r["row"], r["col"], chip_size) for r in records]
     write_index(out / INDEX, records, chips, _grids(pair_list),
-                {p.spec.index: _full_paths(p.spec) for p in pair_list})
+                {p.spec.index: dict(zip(("source", "target"), _full_paths(p.spec)))
+                 for p in pair_list})
 
 
 def _full_paths(spec: PairSpec) -> tuple[str, str]:
