@@ -230,6 +230,8 @@ def test_the_cli_reads_a_rasters_csv_relative_to_it_with_workers(tmp_path, rng, 
     (["--unpaired", "--source", "a1.tif", "--target", "a1.tif"], "is listed twice (source "
                                                                  "and target)"),
     (["a1.tif", "b1.tif", "--pixel-size", "10"], "--pixel-size 10.0 is for unpaired exports"),
+    (["--unpaired", "--source", "a1.tif", "--target", "b1.tif", "--max-shift", "2"],
+     "--max-shift 2.0 is for pairs"),
     (["--unpaired", "--source", "a1.tif", "--target", "empty.tif"],
      "no chip of the target domain kept from"),
 ])

@@ -84,6 +84,9 @@ def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
     paired_inputs = any(given[name] is not None for name in ("source", "target", "pairs"))
     listed = domain_rasters(options.unpaired, paired_inputs, given["sources"],
                             given["targets"], given["rasters"])
+    if options.max_shift is not None:
+        raise GeoPix2PixError(f"--max-shift {options.max_shift} is for pairs (a target's shift "
+                              "against its source); drop it with --unpaired")
     rasters, sides = _open_rasters(listed, options)
     skipped = {domain: Counter() for domain in DOMAINS}
     if options.aoi is not None:

@@ -33,6 +33,9 @@ def export_chips_command(source, target, out_dir, pairs, sources, targets, raste
     extent, and copied bit for bit when both grids are the same (unless --correct-shift moves
     it). Ctrl-C or SIGTERM removes the
     chips written so far (an export cannot be continued).
+
+    With --unpaired, the chips of two unpaired collections (--source and --target rasters, or
+    --rasters) are cut, each raster's on its own grid, for a model that learns without pairs.
     """
     from geopix2pix.chips.export import export_chips
 
