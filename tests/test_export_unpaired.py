@@ -234,6 +234,9 @@ def test_the_cli_reads_a_rasters_csv_relative_to_it_with_workers(tmp_path, rng, 
      "--max-shift 2.0 is for pairs"),
     (["--unpaired", "--source", "a1.tif", "--target", "empty.tif"],
      "no chip of the target domain kept from"),
+    (["--unpaired", "--source", "a1.tif", "--source", "b1.tif", "--target", "empty.tif"],
+     "b1.tif: 3 float32 band(s) where the first source has 2 uint16; all source rasters need "
+     "the same bands and dtype"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, rng, capsys, monkeypatch, arguments,
                                           message):

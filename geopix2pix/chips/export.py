@@ -123,18 +123,19 @@ def _side_info(dataset, bands: list[int]) -> SideInfo:
                     band_metadata=BandMetadata.of(dataset, bands))
 
 
-def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path]) -> None:
+def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path],
+                      group: str = "pairs") -> None:
     first = sides[0]
     for side, path in zip(sides[1:], paths[1:]):
         if (len(side.bands), side.dtype) != (len(first.bands), first.dtype):
             raise GeoPix2PixError(
                 f"{path}: {len(side.bands)} {side.dtype} band(s) where the first {name} has "
-                f"{len(first.bands)} {first.dtype}; all pairs need the same bands and dtype")
+                f"{len(first.bands)} {first.dtype}; all {group} need the same bands and dtype")
         differences = meaning_differences(side.band_metadata, first.band_metadata,
                                           f"the first {name}")
         if differences:  # the same numbers would mean different things
             raise GeoPix2PixError(
-                f"{path}: {'; '.join(differences)}; all pairs need values in the same units "
+                f"{path}: {'; '.join(differences)}; all {group} need values in the same units "
                 "(convert them, or set the metadata right with gdal_edit.py)")
 
 
@@ -268,10 +269,10 @@ def _open_pairs(pair_paths: list[tuple[Path, Path]],
 
 
 def _shared_side(sides: list[SideInfo], name: str, paths: list[Path],
-                 scaling_mode: str) -> SideInfo:
+                 scaling_mode: str, group: str = "pairs") -> SideInfo:
     """The first pair's `name` side, checked against every pair's, with its scaling mode and
     no raster band count where the rasters have several (none to match at predict)."""
-    _check_consistent(sides, name, paths)
+    _check_consistent(sides, name, paths, group)
     first = sides[0]
     if len({side.raster_bands for side in sides}) > 1:
         first.raster_bands = None

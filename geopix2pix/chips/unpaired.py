@@ -120,7 +120,8 @@ def _open_rasters(listed, options: ExportOptions) -> tuple[list[_Raster], dict[s
         members = [(raster, side) for raster, side in opened if raster.spec.domain == domain]
         sides[domain] = _shared_side([side for _, side in members], domain,
                                      [Path(raster.spec.path) for raster, _ in members],
-                                     getattr(options, f"{domain}_scaling"))
+                                     getattr(options, f"{domain}_scaling"),
+                                     f"{domain} rasters")
     return [raster for raster, _ in opened], sides
 
 
