@@ -349,3 +349,42 @@ def test_a_stopped_unpaired_export_leaves_nothing(tmp_path):
     assert stopped_line(code, err, signal.SIGINT) == (
         f"Stopped: no chips were exported to {out} (none cut before the stop is left)")
     assert list(out.parent.iterdir()) == []
+
+
+def test_pixel_size_resampling_keeps_the_values_where_they_are_on_the_ground(tmp_path):
+    rows, cols = np.mgrid[0:128, 0:128] + 0.5
+    xs, ys = UTM33 @ (cols, rows)
+    ramp = ((xs - 500000.0) * 0.5 + (5200000.0 - ys) * 0.25).astype(np.float32)
+    source = write_raster(tmp_path / "s.tif", ramp)
+    target = write_raster(tmp_path / "t.tif", ramp, transform=UTM33_FAR)
+    export_chips(out_dir=tmp_path / "chips", unpaired=True, sources=[source], targets=[target],
+                 chip_size=32, pixel_size=20.0, max_nodata=0.0, progress=False, workers=0)
+    chip_path = tmp_path / "chips" / "source" / "p000_r000000_c000032.tif"
+    with rasterio.open(chip_path) as chip:  # inside the scene: no edge
+        values = chip.read(1)
+        r, c = np.mgrid[0:32, 0:32] + 0.5
+        x, y = chip.transform @ (c, r)
+    assert chip.res == (20.0, 20.0)
+    expected = (x - 500000.0) * 0.5 + (5200000.0 - y) * 0.25
+    np.testing.assert_allclose(values[1:-1, 1:-1], expected[1:-1, 1:-1], atol=1e-3)
+
+
+def test_an_aoi_keeps_each_domains_chips_in_it_and_must_reach_both(tmp_path, rng):
+    from rasterio.warp import transform_bounds
+
+    a1, a2, b1 = collections(tmp_path, rng)
+    boxes = []
+    for path in (a1, b1):
+        with rasterio.open(path) as src:
+            boxes.append(shapely.box(*transform_bounds(src.crs, "EPSG:4326", *src.bounds)))
+    for name, polygons in (("a1", boxes[:1]), ("both", boxes)):
+        gpd.GeoDataFrame(geometry=polygons, crs="EPSG:4326").to_file(tmp_path / f"{name}.gpkg")
+    options = dict(unpaired=True, sources=[a1, a2], targets=[b1], chip_size=32,
+                   max_nodata=0.5, progress=False, workers=0)
+    with pytest.raises(GeoPix2PixError, match="no chip of the target rasters intersects its "
+                                              "polygons"):
+        export_chips(out_dir=tmp_path / "chips", aoi=tmp_path / "a1.gpkg", **options)
+    summary = export_chips(out_dir=tmp_path / "chips", aoi=tmp_path / "both.gpkg", **options)
+    assert summary.domains["source"]["skipped"]["outside the AOI"] == 3 * 4  # all of a2's
+    assert "outside the AOI" not in summary.domains["target"]["skipped"]
+    assert {r["raster"] for r in index_rows(tmp_path / "chips")} == {0, 2}
