@@ -84,9 +84,7 @@ def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
     paired_inputs = any(given[name] is not None for name in ("source", "target", "pairs"))
     listed = domain_rasters(options.unpaired, paired_inputs, given["sources"],
                             given["targets"], given["rasters"])
-    if options.max_shift is not None:
-        raise GeoPix2PixError(f"--max-shift {options.max_shift} is for pairs (a target's shift "
-                              "against its source); drop it with --unpaired")
+    _refuse_paired_options(options)
     rasters, sides = _open_rasters(listed, options)
     skipped = {domain: Counter() for domain in DOMAINS}
     if options.aoi is not None:
@@ -108,6 +106,20 @@ def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary
+
+
+PAIRED_ONLY = ("max_shift", "correct_shift", "source_mask", "target_mask", "mask_values")
+
+
+def _refuse_paired_options(options: ExportOptions) -> None:
+    """The options of a pair's target against its source (its shift, a mask over both) mean
+    nothing between unpaired domains: one line rather than silently ignoring them."""
+    for name in PAIRED_ONLY:
+        value = getattr(options, name)
+        if value not in (None, False):
+            option = f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
+            raise GeoPix2PixError(f"{option} is for pairs (a target against its source); drop "
+                                  "it with --unpaired")
 
 
 def _open_rasters(listed, options: ExportOptions) -> tuple[list[_Raster], dict[str, SideInfo]]:
