@@ -392,3 +392,18 @@ def test_an_aoi_keeps_each_domains_chips_in_it_and_must_reach_both(tmp_path, rng
     assert summary.domains["source"]["skipped"]["outside the AOI"] == 3 * 4  # all of a2's
     assert "outside the AOI" not in summary.domains["target"]["skipped"]
     assert {r["raster"] for r in index_rows(tmp_path / "chips")} == {0, 2}
+
+
+@pytest.mark.parametrize("inputs, message", [
+    (dict(sources=[1], targets=["b1.tif"]), "sources=[1]: expected a list of raster paths"),
+    (dict(rasters=[("a1.tif", "source"), ("b1.tif", "optical")]),
+     "rasters[1]=('b1.tif', 'optical'): expected a (path, domain) pair"),
+    (dict(rasters=3), "rasters=3: expected a path,domain CSV"),
+    (dict(sources=["a1.tif"], targets=["b1.tif"]), "--source/--target list(s) the rasters of an "
+                                                   "unpaired export: add --unpaired"),
+])
+def test_the_python_api_checks_the_unpaired_inputs(tmp_path, inputs, message):
+    unpaired = "sources" not in inputs or inputs["sources"] != ["a1.tif"]
+    with pytest.raises(GeoPix2PixError) as caught:
+        export_chips(out_dir=tmp_path / "chips", unpaired=unpaired, **inputs)
+    assert message in str(caught.value)

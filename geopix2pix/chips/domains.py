@@ -42,8 +42,8 @@ def domain_rasters(unpaired: bool, paired_inputs: bool, sources, targets, raster
         raise GeoPix2PixError("give the unpaired rasters as --source/--target or as --rasters "
                               "CSV, not both")
     listed = _from_csv_or_list(rasters) if rasters is not None else \
-        [(raster_path(p), "source") for p in sources or []] + \
-        [(raster_path(p), "target") for p in targets or []]
+        [(path, "source") for path in _paths(sources, "sources")] + \
+        [(path, "target") for path in _paths(targets, "targets")]
     for domain in DOMAINS:
         if not any(d == domain for _, d in listed):
             raise GeoPix2PixError(f"--unpaired needs rasters of both domains and none is of the "
@@ -53,9 +53,24 @@ def domain_rasters(unpaired: bool, paired_inputs: bool, sources, targets, raster
     return sorted(listed, key=lambda item: DOMAINS.index(item[1]))
 
 
+def _paths(paths, name: str) -> list[Path | str]:
+    """A domain's rasters given as a list of paths (a single path is a list of one)."""
+    if paths is None:
+        return []
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not isinstance(paths, Sequence) or not all(isinstance(p, (str, os.PathLike))
+                                                  for p in paths):
+        raise GeoPix2PixError(f"{name}={paths!r}: expected a list of raster paths")
+    return [raster_path(p) for p in paths]
+
+
 def _from_csv_or_list(rasters) -> Listed:
     if isinstance(rasters, (str, os.PathLike)):
         return read_rasters_csv(rasters)
+    if not isinstance(rasters, Sequence):
+        raise GeoPix2PixError(f"rasters={rasters!r}: expected a path,domain CSV or a list of "
+                              "(path, domain) pairs")
     listed = []
     for index, item in enumerate(rasters):
         if not (isinstance(item, Sequence) and len(item) == 2
