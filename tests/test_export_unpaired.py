@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -299,62 +298,6 @@ def test_sar_of_one_part_and_optical_of_another_part_of_a_real_scene(tmp_path):
     assert float(item["source"].abs().max()) <= 1.0
 
 
-def noise_collections(folder):
-    """A 3-band uint16 source and a 1-band uint8 target of noise (chips that compress little),
-    in other CRSs."""
-    noise = np.random.default_rng(0).integers(1, 10_000, (4, 128, 128)).astype("uint16")
-    return (write_raster(folder / "a.tif", noise[:3]),
-            write_raster(folder / "b.tif", (noise[3:] % 250 + 1).astype("uint8"),
-                         crs="EPSG:32631"))
-
-
-def unpaired_args(source, target, out, workers=0) -> list:
-    return ["export-chips", "--unpaired", "--source", source, "--target", target, "-o", out,
-            "--chip-size", "32", "--workers", workers, "-q"]
-
-
-@pytest.mark.parametrize("workers", [0, 2])
-def test_an_unpaired_export_on_a_full_disk_stops_in_one_line_and_leaves_nothing(tmp_path,
-                                                                                 workers):
-    from tests.test_faults_full_disk import (
-        PAGE,
-        _no_namespaces,
-        assert_no_room,
-        on_full_disk,
-        pages,
-    )
-
-    if _no_namespaces():
-        pytest.skip(_no_namespaces())
-    source, target = noise_collections(tmp_path)
-    assert main([str(a) for a in unpaired_args(source, target, tmp_path / "roomy")]) == 0
-    room = pages(*(tmp_path / "roomy").rglob("*.tif")) // 2 // PAGE * PAGE
-    out = tmp_path / "disk" / "chips"
-    outcome = on_full_disk(tmp_path, room, *unpaired_args(source, target, out, workers))
-    line = outcome.error()
-    file = Path(line.split()[3])
-    assert file.parent in (out / "source", out / "target") and file.suffix == ".tif", line
-    assert_no_room(line, file)
-    assert outcome.left == []
-
-
-def test_a_stopped_unpaired_export_leaves_nothing(tmp_path):
-    import signal
-
-    from tests.test_faults_interrupts import Command, count, stopped_line
-
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    source, target = noise_collections(inputs)
-    out = tmp_path / "work" / "chips"
-    out.parent.mkdir()
-    code, err = Command(unpaired_args(source, target, out)).stop_when(
-        lambda: count(out.parent, "target/*.tif") >= 4, signal.SIGINT)
-    assert stopped_line(code, err, signal.SIGINT) == (
-        f"Stopped: no chips were exported to {out} (none cut before the stop is left)")
-    assert list(out.parent.iterdir()) == []
-
-
 def test_pixel_size_resampling_keeps_the_values_where_they_are_on_the_ground(tmp_path):
     rows, cols = np.mgrid[0:128, 0:128] + 0.5
     xs, ys = UTM33 @ (cols, rows)
@@ -407,3 +350,14 @@ def test_the_python_api_checks_the_unpaired_inputs(tmp_path, inputs, message):
     with pytest.raises(GeoPix2PixError) as caught:
         export_chips(out_dir=tmp_path / "chips", unpaired=unpaired, **inputs)
     assert message in str(caught.value)
+
+
+def test_loader_workers_draw_the_targets_the_dataset_draws(tmp_path, rng):
+    from torch.utils.data import DataLoader
+
+    export(tmp_path, rng, max_nodata=0.5)
+    data = ChipDataset(tmp_path / "chips", "train", unpaired=True, seed=3)
+    data.set_epoch(2)
+    loaded = [i for batch in DataLoader(data, batch_size=4, num_workers=2)
+              for i in batch["target_id"]]
+    assert loaded == [data[i]["target_id"] for i in range(len(data))]
