@@ -33,7 +33,7 @@ from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import full_path, open_raster, select_bands
 from geopix2pix.raster.write import make_folder
-from geopix2pix.settings.export import ExportOptions
+from geopix2pix.settings.export import PAIRED_ONLY, ExportOptions
 
 
 @dataclass
@@ -83,13 +83,13 @@ def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
     return summary
 
 
-PAIRED_ONLY = ("max_shift", "correct_shift", "source_mask", "target_mask", "mask_values")
+REFUSED = tuple(name for name in PAIRED_ONLY if name != "shift_check")  # that one is on by default
 
 
 def _refuse_paired_options(options: ExportOptions) -> None:
     """The options of a pair's target against its source (its shift, a mask over both) mean
     nothing between unpaired domains: one line rather than silently ignoring them."""
-    for name in PAIRED_ONLY:
+    for name in REFUSED:
         value = getattr(options, name)
         if value not in (None, False):
             option = f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
