@@ -17,8 +17,10 @@ from rasterio.windows import Window
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.export import export_chips
+from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.settings.export import PAIRED_ONLY
 from tests.conftest import shared, write_raster
 
 UTM33 = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0)
@@ -361,3 +363,26 @@ def test_loader_workers_draw_the_targets_the_dataset_draws(tmp_path, rng):
     loaded = [i for batch in DataLoader(data, batch_size=4, num_workers=2)
               for i in batch["target_id"]]
     assert loaded == [data[i]["target_id"] for i in range(len(data))]
+
+
+def test_a_class_map_resampled_to_pixel_size_is_warned_of_and_no_pair_option_recorded(
+        tmp_path, rng):
+    """An unpaired class map is resampled onto its own grid at --pixel-size (no source's grid
+    there), and dataset.json leaves out the options of a target against its source."""
+    source = write_raster(tmp_path / "a.tif", rng.integers(1, 4000, (2, 128, 128), dtype=np.uint16))
+    target = write_raster(tmp_path / "map.tif", rng.integers(1, 4, (1, 128, 128), dtype=np.uint8),
+                          crs="EPSG:32631", photometric="palette")
+    with rasterio.open(target, "r+") as dst:
+        dst.write_colormap(1, {1: (255, 0, 0, 255), 2: (0, 255, 0, 255), 3: (0, 0, 255, 255)})
+    with pytest.warns(UserWarning, match="class map"):
+        summary = export_chips(out_dir=tmp_path / "chips", unpaired=True, sources=[source],
+                               targets=[target], chip_size=32, pixel_size=20.0, workers=0,
+                               progress=False, target_resampling="bilinear")
+    said = [w for w in summary.warnings if "class map" in w]
+    assert said == ["the target map.tif is a class map (a colour table) resampled onto its own "
+                    "grid at --pixel-size 20.0 with --target-resampling bilinear, which averages "
+                    "neighbouring codes into codes of other classes or none; re-export with "
+                    "--target-resampling nearest"]
+    options = json.loads((tmp_path / "chips" / "dataset.json").read_text())["options"]
+    assert set(PAIRED_ONLY).isdisjoint(options) and options["pixel_size"] == 20.0
+    assert DatasetInfo.load(tmp_path / "chips").options == options

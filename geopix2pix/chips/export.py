@@ -5,18 +5,15 @@ pair's overlap -> keep those in the AOI -> split train/val by spatial blocks -> 
 write chips in worker processes -> write the chips.gpkg index -> write dataset.json last (its
 presence marks a complete folder). All is written in a staging folder beside the output folder
 and swapped in once complete, so an earlier export there (--overwrite) stays complete and usable
-until then, and a failed or stopped export leaves nothing (`raster.folders.open_output_dir`).
+until then, and a failed or stopped export leaves nothing (`chips.pipeline.staged_output`).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,45 +21,36 @@ from tqdm.auto import tqdm
 
 from geopix2pix.chips import shift_correction
 from geopix2pix.chips.coregistration import SceneShift, Shift
-from geopix2pix.chips.layout import (
-    ChipWindow,
-    chip_windows,
-    choose_split,
-    no_train_error,
-    split_extents,
-    val_warnings,
-)
-from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
+from geopix2pix.chips.layout import ChipWindow, chip_windows, val_warnings
+from geopix2pix.chips.manifest import INDEX, DatasetInfo, SideInfo
 from geopix2pix.chips.masks import attach_masks, mask_inputs, pair_masks, recorded_masks
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
+from geopix2pix.chips.pipeline import (
+    CHIPS_PER_JOB,
+    REJECT_AOI,
+    check_kept,
+    counted,
+    input_files,
+    run_jobs,
+    shared_side,
+    side_info,
+    split_chips,
+    staged_output,
+    version,
+)
 from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
-from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
+from geopix2pix.chips.worker import Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
-from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
-from geopix2pix.raster.folders import Owned, open_output_dir
 from geopix2pix.raster.grid import Grid, overlap_window
-from geopix2pix.raster.io import (
-    chip_nodata,
-    full_path,
-    is_gdal_name,
-    open_raster,
-    raster_path,
-    select_bands,
-)
+from geopix2pix.raster.io import full_path, open_raster, raster_path, select_bands
 from geopix2pix.raster.write import make_folder
 from geopix2pix.settings.checking import api_function, checked_keywords
 from geopix2pix.settings.export import ExportKeywords, ExportOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-CHIPS_PER_JOB = 32
-REJECT_AOI = "outside the AOI"
-REJECT_STRADDLE = "straddling the train/val split"
-CHIP_FILES = Owned(("*.tif",))
-OUTPUTS = Owned((MANIFEST, INDEX), {"source": CHIP_FILES, "target": CHIP_FILES})  # all it writes
 
 
 @dataclass
@@ -86,13 +74,6 @@ def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
                                   "list each pair once (its chips would land in train and val)")
 
 
-def _inputs(pair_paths: list[tuple[Path, Path]], pairs, aoi) -> list[Path]:
-    """Every file the export reads: the rasters (not GDAL names), the --pairs CSV and the AOI."""
-    inputs = [path for pair in pair_paths for path in pair if not is_gdal_name(path)]
-    inputs += [Path(extra) for extra in (pairs, aoi) if isinstance(extra, (str, os.PathLike))]
-    return inputs
-
-
 def _open_pair(index: int, source: Path, target: Path,
                options: ExportOptions) -> tuple[_Pair, SideInfo, SideInfo]:
     """Open one pair, check its bands and overlap, and lay its chips over the overlap."""
@@ -106,37 +87,13 @@ def _open_pair(index: int, source: Path, target: Path,
             raise GeoPix2PixError(
                 f"--chip-size {chip_size} is larger than the overlap of {source} and {target} "
                 f"({window.width} x {window.height} source pixels); use a smaller chip size")
-        sides = (_side_info(src, s_bands), _side_info(tgt, t_bands))
+        sides = (side_info(src, s_bands), side_info(tgt, t_bands))
         resampled = Grid.of(tgt).integer_offset(grid) is None  # as the PairReader decides
     spec = PairSpec(index, str(source), str(target), tuple(s_bands), tuple(t_bands),
                     options.target_resampling)
     chips = chip_windows(index, window, chip_size, options.stride)
     return _Pair(spec, grid, (int(window.row_off), int(window.col_off)), chips,
                  resampled), *sides
-
-
-def _side_info(dataset, bands: list[int]) -> SideInfo:
-    return SideInfo(bands=bands, dtype=dataset.dtypes[bands[0] - 1],
-                    nodata=chip_nodata(dataset, bands),
-                    descriptions=[dataset.descriptions[b - 1] for b in bands], scaling_mode="",
-                    raster_bands=dataset.count,
-                    band_metadata=BandMetadata.of(dataset, bands))
-
-
-def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path],
-                      group: str = "pairs") -> None:
-    first = sides[0]
-    for side, path in zip(sides[1:], paths[1:]):
-        if (len(side.bands), side.dtype) != (len(first.bands), first.dtype):
-            raise GeoPix2PixError(
-                f"{path}: {len(side.bands)} {side.dtype} band(s) where the first {name} has "
-                f"{len(first.bands)} {first.dtype}; all {group} need the same bands and dtype")
-        differences = meaning_differences(side.band_metadata, first.band_metadata,
-                                          f"the first {name}")
-        if differences:  # the same numbers would mean different things
-            raise GeoPix2PixError(
-                f"{path}: {'; '.join(differences)}; all {group} need values in the same units "
-                "(convert them, or set the metadata right with gdal_edit.py)")
 
 
 def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
@@ -151,28 +108,6 @@ def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
             jobs.append(Job(pair.spec, kept[i:i + CHIPS_PER_JOB], str(out_dir),
                             options.max_nodata, options.seed, rate, check))
     return jobs
-
-
-def _run(jobs: list, workers: int, work=run_job) -> Iterator[tuple]:
-    """Run jobs inline (one worker) or in spawned processes, yielding results as they finish."""
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield job, work(job)
-        return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(work, job): job for job in jobs}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        except BrokenProcessPool:
-            pool.shutdown(cancel_futures=True)
-            raise GeoPix2PixError(
-                "an export worker process ended unexpectedly (killed, or out of memory: try "
-                "fewer --workers; from a Python script, call export_chips under `if __name__ == "
-                "\"__main__\":`, since each worker imports the script)") from None
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
 
 
 @api_function(settings=ExportOptions)
@@ -210,24 +145,19 @@ def export_chips(
         _apply_aoi(pair_list, options.aoi, options.aoi_mode, skipped)
     splits, options = _split(pair_list, options, skipped)
 
-    out = open_output_dir(out_dir, options.overwrite, MANIFEST, owned=OUTPUTS,
-                          inputs=_inputs(pair_paths, pairs, options.aoi) + mask_inputs(pair_list),
-                          command="export-chips")
-    try:  # built beside an earlier export, swapped in once complete (`raster.staging`)
+    inputs = input_files([path for pair in pair_paths for path in pair], pairs, options.aoi)
+    with staged_output(out_dir, options.overwrite, inputs + mask_inputs(pair_list)) as out:
         corrected = shift_correction.correct_shifts(
-            pair_list, splits, options.correct_shift, lambda j, w: _run(j, options.workers, w))
+            pair_list, splits, options.correct_shift,
+            lambda j, w: run_jobs(j, options.workers, w))
         records, stats, shifts = _write_chips(out.path, pair_list, splits, options, skipped)
         _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)
         scenes = scene_shifts(shifts, [p.spec.index for p in pair_list], options.shift_check)
         _dataset_info(options, pair_list, sides, stats, kept, skipped, scenes,
                       corrected).save(out.path)
-        out.commit()
-    except BaseException as exc:  # the earlier export (if any) is as it was; none of this one
-        out.abandon(exc)
-        raise
     said = shift_correction.said(corrected, pair_list)
-    summary = ExportSummary(out.final, dict(kept), {k: n for k, n in skipped.items() if n},
+    summary = ExportSummary(out.final, dict(kept), counted(skipped),
                             val_warnings(kept, options.val_fraction, options.split_block,
                                          options.chip_size)
                             + export_warnings(options, [Path(p.spec.target).name
@@ -261,23 +191,11 @@ def _open_pairs(pair_paths: list[tuple[Path, Path]],
     """Open and check every pair and lay its chips; also the source and target descriptions
     dataset.json records, once every pair is checked to hold the same bands as the first."""
     opened = [_open_pair(i, s, t, options) for i, (s, t) in enumerate(pair_paths)]
-    source = _shared_side([s for _, s, _ in opened], "source", [s for s, _ in pair_paths],
-                          options.source_scaling)
-    target = _shared_side([t for _, _, t in opened], "target", [t for _, t in pair_paths],
-                          options.target_scaling)
+    source = shared_side([s for _, s, _ in opened], "source", [s for s, _ in pair_paths],
+                         options.source_scaling)
+    target = shared_side([t for _, _, t in opened], "target", [t for _, t in pair_paths],
+                         options.target_scaling)
     return [p for p, _, _ in opened], (source, target)
-
-
-def _shared_side(sides: list[SideInfo], name: str, paths: list[Path],
-                 scaling_mode: str, group: str = "pairs") -> SideInfo:
-    """The first pair's `name` side, checked against every pair's, with its scaling mode and
-    no raster band count where the rasters have several (none to match at predict)."""
-    _check_consistent(sides, name, paths, group)
-    first = sides[0]
-    if len({side.raster_bands for side in sides}) > 1:
-        first.raster_bands = None
-    first.scaling_mode = scaling_mode
-    return first
 
 
 def _split(pair_list: list[_Pair], options: ExportOptions,
@@ -286,14 +204,8 @@ def _split(pair_list: list[_Pair], options: ExportOptions,
     options with the --split-block used; a chip straddling both splits is dropped (counted in
     `skipped`)."""
     candidates = [c for p in pair_list for c in p.chips]
-    extents = split_extents(candidates, _grids(pair_list), pair_list[0].overlap)
-    split_of, split_block = choose_split(extents, options.split_block, options.chip_size,
-                                         options.val_fraction, options.seed)
-    splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
-    skipped[REJECT_STRADDLE] += len(candidates) - len(splits)
-    if splits and "train" not in splits.values():  # refused before anything is written
-        raise no_train_error(len(splits), skipped, options.val_fraction, split_block,
-                             options.chip_size)
+    splits, split_block = split_chips(candidates, _grids(pair_list), pair_list[0].overlap,
+                                      options, skipped)
     return splits, options.with_split_block(split_block)
 
 
@@ -308,14 +220,8 @@ def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str
     jobs = _jobs(pair_list, splits, out, options)
     records, stats, shifts = _export(jobs, options.workers, len(splits), options.progress,
                                      skipped)
-    if not records:
-        raise GeoPix2PixError(
-            f"no chip kept from {sum(len(p.chips) for p in pair_list)} candidate(s): "
-            + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
-            + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
-    if all(r["split"] == "val" for r in records):  # the train chips were all skipped
-        raise no_train_error(len(records), skipped, options.val_fraction, options.split_block,
-                             options.chip_size, invalid=bool(skipped[REJECT_NODATA]))
+    check_kept(records, sum(len(p.chips) for p in pair_list), skipped, options,
+               options.split_block)
     return records, stats, shifts
 
 
@@ -340,9 +246,9 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
                     **shift_correction.recorded_correction(p.spec, corrected))
                for p in pair_list],
         counts=dict(train=kept["train"], val=kept["val"],
-                    skipped={k: n for k, n in skipped.items() if n}),
+                    skipped=counted(skipped)),
         options=options.recorded(source.bands, target.bands),
-        version=_version(),
+        version=version(),
     )
 
 
@@ -367,7 +273,7 @@ def _export(jobs: list[Job], workers: int, total: int, progress: bool,
     shifts: dict[int, list[Shift]] = {}
     stats: tuple[BandStatistics, BandStatistics, ClassCounts] | None = None
     with tqdm(total=total, unit="chip", desc="export-chips", disable=not progress) as bar:
-        for job, result in _run(jobs, workers):
+        for job, result in run_jobs(jobs, workers, run_job):
             records.extend(result.records)
             shifts.setdefault(job.pair.index, []).extend(result.shifts)
             skipped.update(result.rejected)
@@ -404,8 +310,3 @@ def _grids(pair_list: list[_Pair]) -> dict[int, Grid]:
     """Each pair's source grid, by pair index."""
     return {p.spec.index: p.grid for p in pair_list}
 
-
-def _version() -> str:
-    from geopix2pix import __version__
-
-    return __version__

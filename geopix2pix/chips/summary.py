@@ -36,13 +36,16 @@ class ExportSummary:
 
 def export_warnings(options: ExportOptions, resampled: list[str], target: SideInfo) -> list[str]:
     """Warnings of a finished export: bands listed twice, and a class map (a paletted target)
-    resampled (the targets named in `resampled` were) with a method that averages its codes."""
+    resampled (the targets named in `resampled` were: a pair's onto its source's grid, an
+    unpaired one onto its own at --pixel-size) with a method that averages its codes."""
     found = [repeated_band_warning(f"--{name.replace('_', '-')}", getattr(options, name))
              for name in ("source_bands", "target_bands")]
     if target.band_metadata.colorinterp == ("palette",) and resampled and \
             options.target_resampling != "nearest":
+        onto = (f"its own grid at --pixel-size {options.pixel_size}" if options.unpaired
+                else "its source's grid")
         found.append(f"the target {resampled[0]} is a class map (a colour table) resampled onto "
-                     f"its source's grid with --target-resampling {options.target_resampling}, "
+                     f"{onto} with --target-resampling {options.target_resampling}, "
                      "which averages neighbouring codes into codes of other classes or none; "
                      "re-export with --target-resampling nearest")
     return [warning for warning in found if warning]

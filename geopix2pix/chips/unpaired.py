@@ -8,8 +8,8 @@ spatial block split (`layout.choose_split` on its rasters alone), its own validi
 (--max-nodata) and its own train-only statistics, hence its own scaling. The chips go to
 source/ and target/ (ids p<raster>_r..._c..., each raster numbered among all), chips.gpkg gains a
 `domain` column and each raster's `path`, and dataset.json says ``"paired": false`` with the
-counts per domain. The output folder is handled as the paired export's is (`chips.export`):
-staged beside the final folder and swapped in when complete.
+counts per domain. The output folder, worker pool, split and checks are the paired export's
+(`chips.pipeline`): staged beside the final folder and swapped in when complete.
 """
 
 from __future__ import annotations
@@ -22,37 +22,18 @@ from pathlib import Path
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from geopix2pix.chips import pipeline
 from geopix2pix.chips.domain_worker import DomainJob, DomainSpec, run_domain_job
 from geopix2pix.chips.domains import DOMAINS, cut_grid, domain_rasters, pixel_size_warning
-from geopix2pix.chips.export import (
-    CHIPS_PER_JOB,
-    OUTPUTS,
-    REJECT_AOI,
-    REJECT_STRADDLE,
-    _inputs,
-    _run,
-    _shared_side,
-    _side_info,
-    _version,
-)
-from geopix2pix.chips.layout import (
-    ChipWindow,
-    chip_windows,
-    choose_split,
-    no_train_error,
-    split_extents,
-    val_warnings,
-)
-from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
+from geopix2pix.chips.layout import ChipWindow, chip_windows, val_warnings
+from geopix2pix.chips.manifest import INDEX, DatasetInfo, SideInfo
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
-from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError, warn_user
-from geopix2pix.raster.folders import open_output_dir
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import full_path, open_raster, select_bands
 from geopix2pix.raster.write import make_folder
-from geopix2pix.settings.export import ExportOptions
+from geopix2pix.settings.export import PAIRED_ONLY, ExportOptions
 
 
 @dataclass
@@ -90,31 +71,25 @@ def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
     if options.aoi is not None:
         _apply_aoi(rasters, options, skipped)
     splits, blocks = _split(rasters, options, skipped)
-    out = open_output_dir(given["out_dir"], options.overwrite, MANIFEST, owned=OUTPUTS,
-                          inputs=_inputs([(p,) for p, _ in listed], given["rasters"],
-                                         options.aoi), command="export-chips")
-    try:  # built beside an earlier export, swapped in once complete (`raster.staging`)
+    inputs = pipeline.input_files([path for path, _ in listed], given["rasters"], options.aoi)
+    with pipeline.staged_output(given["out_dir"], options.overwrite, inputs) as out:
         records, stats = _write_chips(out.path, rasters, splits, options, skipped)
         _write_index(out.path, records, rasters, options.chip_size)
         kept = {d: Counter(r["split"] for r in records if r["domain"] == d) for d in DOMAINS}
         _dataset_info(options, rasters, sides, stats, kept, skipped, blocks).save(out.path)
-        out.commit()
-    except BaseException as exc:  # the earlier export (if any) is as it was; none of this one
-        out.abandon(exc)
-        raise
     summary = _summary(out.final, options, rasters, sides, kept, skipped, blocks)
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary
 
 
-PAIRED_ONLY = ("max_shift", "correct_shift", "source_mask", "target_mask", "mask_values")
+REFUSED = tuple(name for name in PAIRED_ONLY if name != "shift_check")  # that one is on by default
 
 
 def _refuse_paired_options(options: ExportOptions) -> None:
     """The options of a pair's target against its source (its shift, a mask over both) mean
     nothing between unpaired domains: one line rather than silently ignoring them."""
-    for name in PAIRED_ONLY:
+    for name in REFUSED:
         value = getattr(options, name)
         if value not in (None, False):
             option = f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
@@ -130,10 +105,10 @@ def _open_rasters(listed, options: ExportOptions) -> tuple[list[_Raster], dict[s
     sides = {}
     for domain in DOMAINS:
         members = [(raster, side) for raster, side in opened if raster.spec.domain == domain]
-        sides[domain] = _shared_side([side for _, side in members], domain,
-                                     [Path(raster.spec.path) for raster, _ in members],
-                                     getattr(options, f"{domain}_scaling"),
-                                     f"{domain} rasters")
+        sides[domain] = pipeline.shared_side(
+            [side for _, side in members], domain,
+            [Path(raster.spec.path) for raster, _ in members],
+            getattr(options, f"{domain}_scaling"), f"{domain} rasters")
     return [raster for raster, _ in opened], sides
 
 
@@ -142,7 +117,7 @@ def _open_raster(index: int, path, domain: str,
     with open_raster(path) as dataset:
         bands = select_bands(dataset, getattr(options, f"{domain}_bands"), f"--{domain}-bands")
         native = Grid.of(dataset)
-        side = _side_info(dataset, bands)
+        side = pipeline.side_info(dataset, bands)
     grid = cut_grid(native, options.pixel_size)
     if options.chip_size > min(grid.width, grid.height):
         at = f" at --pixel-size {options.pixel_size}" if options.pixel_size else ""
@@ -164,7 +139,7 @@ def _apply_aoi(rasters: list[_Raster], options: ExportOptions,
     polygons = read_aoi(options.aoi)
     for raster in rasters:
         keep = aoi_filter(raster.chips, raster.spec.grid, polygons, options.aoi_mode)
-        skipped[raster.spec.domain][REJECT_AOI] += int((~keep).sum())
+        skipped[raster.spec.domain][pipeline.REJECT_AOI] += int((~keep).sum())
         raster.chips = [c for c, k in zip(raster.chips, keep) if k]
     for domain in DOMAINS:
         if not any(r.chips for r in rasters if r.spec.domain == domain):
@@ -181,22 +156,11 @@ def _split(rasters: list[_Raster], options: ExportOptions,
     blocks = {}
     for domain in DOMAINS:
         members = [r for r in rasters if r.spec.domain == domain]
-        candidates = [c for r in members for c in r.chips]
-        extents = split_extents(candidates, {r.spec.index: r.spec.grid for r in members}, (0, 0))
-        split_of, blocks[domain] = choose_split(extents, options.split_block, options.chip_size,
-                                                options.val_fraction, options.seed)
-        kept = {c: s for c, s in zip(candidates, split_of) if s is not None}
-        skipped[domain][REJECT_STRADDLE] += len(candidates) - len(kept)
-        if kept and "train" not in kept.values():  # refused before anything is written
-            raise _in_domain(domain, no_train_error(len(kept), skipped[domain],
-                                                    options.val_fraction, blocks[domain],
-                                                    options.chip_size))
+        kept, blocks[domain] = pipeline.split_chips(
+            [c for r in members for c in r.chips], {r.spec.index: r.spec.grid for r in members},
+            (0, 0), options, skipped[domain], domain)
         splits.update(kept)
     return splits, blocks
-
-
-def _in_domain(domain: str, error: GeoPix2PixError) -> GeoPix2PixError:
-    return GeoPix2PixError(f"the {domain} domain: {error}")
 
 
 def _write_chips(out: Path, rasters: list[_Raster], splits: dict[ChipWindow, str],
@@ -212,7 +176,7 @@ def _write_chips(out: Path, rasters: list[_Raster], splits: dict[ChipWindow, str
                  ClassCounts(len(_bands(rasters, d)))) for d in DOMAINS}
     with tqdm(total=len(splits), unit="chip", desc="export-chips",
               disable=not options.progress) as bar:
-        for job, result in _run(jobs, options.workers, run_domain_job):
+        for job, result in pipeline.run_jobs(jobs, options.workers, run_domain_job):
             domain = job.raster.domain
             records.extend(result.records)
             skipped[domain].update(result.rejected)
@@ -221,8 +185,10 @@ def _write_chips(out: Path, rasters: list[_Raster], splits: dict[ChipWindow, str
             bar.update(len(job.chips))
     records.sort(key=lambda r: (r["raster"], r["row"], r["col"]))
     for domain in DOMAINS:
-        _check_kept(domain, [r for r in records if r["domain"] == domain], rasters, options,
-                    skipped[domain])
+        pipeline.check_kept(
+            [r for r in records if r["domain"] == domain],
+            sum(len(r.chips) for r in rasters if r.spec.domain == domain), skipped[domain],
+            options, options.split_block or options.chip_size, domain)
     return records, stats
 
 
@@ -241,24 +207,10 @@ def _jobs(rasters: list[_Raster], splits: dict[ChipWindow, str], out: Path,
     jobs = []
     for raster in rasters:
         kept = [(c, splits[c]) for c in raster.chips if c in splits]
-        for i in range(0, len(kept), CHIPS_PER_JOB):
-            jobs.append(DomainJob(raster.spec, kept[i:i + CHIPS_PER_JOB], str(out),
+        for i in range(0, len(kept), pipeline.CHIPS_PER_JOB):
+            jobs.append(DomainJob(raster.spec, kept[i:i + pipeline.CHIPS_PER_JOB], str(out),
                                   options.max_nodata, options.seed, rates[raster.spec.domain]))
     return jobs
-
-
-def _check_kept(domain: str, records: list[dict], rasters: list[_Raster],
-                options: ExportOptions, skipped: Counter) -> None:
-    if not records:
-        candidates = sum(len(r.chips) for r in rasters if r.spec.domain == domain)
-        raise GeoPix2PixError(
-            f"no chip of the {domain} domain kept from {candidates} candidate(s): "
-            + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
-            + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
-    if all(r["split"] == "val" for r in records):  # the train chips were all skipped
-        raise _in_domain(domain, no_train_error(
-            len(records), skipped, options.val_fraction, options.split_block or
-            options.chip_size, options.chip_size, invalid=bool(skipped[REJECT_NODATA])))
 
 
 def _write_index(out: Path, records: list[dict], rasters: list[_Raster], chip_size: int) -> None:
@@ -280,7 +232,7 @@ def _dataset_info(options: ExportOptions, rasters: list[_Raster], sides: dict[st
     sides["target"].val_classes = stats["target"][1].tables()
     first = rasters[0].spec.grid
     per_domain = {d: dict(train=kept[d]["train"], val=kept[d]["val"], split_block=blocks[d],
-                          skipped={k: n for k, n in skipped[d].items() if n}) for d in DOMAINS}
+                          skipped=pipeline.counted(skipped[d])) for d in DOMAINS}
     return DatasetInfo(
         chip_size=options.chip_size, stride=options.stride, source=sides["source"],
         target=sides["target"], crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
@@ -288,7 +240,7 @@ def _dataset_info(options: ExportOptions, rasters: list[_Raster], sides: dict[st
                               val=sum(k["val"] for k in kept.values()),
                               skipped=dict(sum(skipped.values(), Counter())), **per_domain),
         options=options.recorded(sides["source"].bands, sides["target"].bands),
-        version=_version(), paired=False,
+        version=pipeline.version(), paired=False,
         rasters=[dict(path=full_path(r.spec.path), domain=r.spec.domain,
                       crs=r.spec.grid.crs.to_string(), pixel_size=list(r.spec.grid.pixel_size),
                       resampled=r.spec.resampled) for r in rasters],
@@ -308,6 +260,6 @@ def _summary(out: Path, options: ExportOptions, rasters: list[_Raster],
     warnings += export_warnings(options, resampled, sides["target"])
     return UnpairedSummary(
         out, dict(sum(kept.values(), Counter())),
-        {k: n for k, n in sum(skipped.values(), Counter()).items() if n}, warnings,
-        domains={d: dict(kept=dict(kept[d]), skipped={k: n for k, n in skipped[d].items() if n})
+        pipeline.counted(sum(skipped.values(), Counter())), warnings,
+        domains={d: dict(kept=dict(kept[d]), skipped=pipeline.counted(skipped[d]))
                  for d in DOMAINS})

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from geopix2pix.chips.export import OUTPUTS as CHIP_OUTPUTS
 from geopix2pix.chips.manifest import DatasetInfo
+from geopix2pix.chips.pipeline import OUTPUTS as CHIP_OUTPUTS
 from geopix2pix.chips.scaling import to_dtype
 from geopix2pix.demo.scenes import TASKS, DemoScenes, make_demo_scenes
 from geopix2pix.errors import GeoPix2PixError

@@ -26,6 +26,9 @@ AOI_MODES = ("intersects", "within")
 SCALING_MODES = ("percentile", "minmax", "centre")
 TARGET_SCALINGS = ("minmax", "percentile")  # centre cannot be inverted at prediction
 UNPAIRED_ONLY = ("unpaired", "pixel_size")  # recorded by unpaired exports only
+# a target against its source (its shift, masks over both): recorded by paired exports only
+PAIRED_ONLY = ("max_shift", "shift_check", "correct_shift", "source_mask", "target_mask",
+               "mask_values")
 
 
 def default_workers() -> int:
@@ -223,13 +226,16 @@ class ExportOptions:
     def recorded(self, source_bands: list[int], target_bands: list[int]) -> dict[str, Any]:
         """The options dataset.json records: all but the runtime ones, with the bands read (all
         but alpha where none were given) and the AOI and masks as absolute paths; the
-        unpaired options only for an unpaired export (a paired dataset.json is as it was)."""
-        skipped = () if self.unpaired else UNPAIRED_ONLY
+        unpaired options only for an unpaired export (a paired dataset.json is as it was), the
+        options of a pair's target against its source (shift check, masks) only for a paired
+        one."""
+        skipped = PAIRED_ONLY if self.unpaired else UNPAIRED_ONLY
         recorded = {f.name: getattr(self, f.name) for f, meaning in declared(self)
                     if not meaning.runtime and f.name not in skipped}
         recorded.update(source_bands=source_bands, target_bands=target_bands,
                         **{name: _absolute(getattr(self, name))
-                           for name in ("aoi", "source_mask", "target_mask")})
+                           for name in ("aoi", "source_mask", "target_mask")
+                           if name not in skipped})
         return recorded
 
 

@@ -1,0 +1,165 @@
+"""What the paired export (`chips.export`) and the unpaired one (`chips.unpaired`) share: the
+files an export owns and its staged output folder, the worker pool that reads and writes the
+chips, the train/val split of a set of chips, the checks of the chips kept, and each side's
+description (`SideInfo`) with the version dataset.json records."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+
+from geopix2pix.chips.layout import ChipWindow, choose_split, no_train_error, split_extents
+from geopix2pix.chips.manifest import INDEX, MANIFEST, SideInfo
+from geopix2pix.chips.worker import REJECT_NODATA
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
+from geopix2pix.raster.folders import OutputDir, Owned, open_output_dir
+from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.io import chip_nodata, is_gdal_name
+from geopix2pix.settings.export import ExportOptions
+
+CHIPS_PER_JOB = 32
+REJECT_AOI = "outside the AOI"
+REJECT_STRADDLE = "straddling the train/val split"
+CHIP_FILES = Owned(("*.tif",))
+OUTPUTS = Owned((MANIFEST, INDEX), {"source": CHIP_FILES, "target": CHIP_FILES})  # all it writes
+
+
+def input_files(rasters: Iterable[str | os.PathLike], *extras) -> list[Path]:
+    """Every file an export reads: its rasters (not GDAL names) and the `extras` given as paths
+    (a --pairs or --rasters CSV, the AOI); an output folder holding one is refused."""
+    inputs = [path for path in rasters if not is_gdal_name(path)]
+    inputs += [Path(extra) for extra in extras if isinstance(extra, (str, os.PathLike))]
+    return inputs
+
+
+@contextmanager
+def staged_output(out_dir: str | os.PathLike, overwrite: bool,
+                  inputs: Sequence[str | os.PathLike]) -> Iterator[OutputDir]:
+    """The export's output folder, built beside an earlier export (`raster.staging`) and
+    swapped in once the body is done; on any failure or stop the earlier export (if any) is as
+    it was and nothing of this one is left."""
+    out = open_output_dir(out_dir, overwrite, MANIFEST, owned=OUTPUTS, inputs=inputs,
+                          command="export-chips")
+    try:
+        yield out
+        out.commit()
+    except BaseException as exc:
+        out.abandon(exc)
+        raise
+
+
+def run_jobs(jobs: list, workers: int, work: Callable) -> Iterator[tuple]:
+    """Run jobs inline (one worker) or in spawned processes, yielding (job, result) pairs as
+    they finish."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield job, work(job)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(work, job): job for job in jobs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BrokenProcessPool:
+            pool.shutdown(cancel_futures=True)
+            raise GeoPix2PixError(
+                "an export worker process ended unexpectedly (killed, or out of memory: try "
+                "fewer --workers; from a Python script, call export_chips under `if __name__ == "
+                "\"__main__\":`, since each worker imports the script)") from None
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def split_chips(candidates: list[ChipWindow], grids: dict[int, Grid], origin: tuple[int, int],
+                options: ExportOptions, skipped: Counter,
+                domain: str | None = None) -> tuple[dict[ChipWindow, str], int]:
+    """Each chip's split ("train" or "val") by spatial blocks (`layout.choose_split`) and the
+    --split-block used; a chip straddling both splits is dropped (counted in `skipped`). No
+    chip left in train is refused before anything is written (the error names the `domain`)."""
+    extents = split_extents(candidates, grids, origin)
+    split_of, split_block = choose_split(extents, options.split_block, options.chip_size,
+                                         options.val_fraction, options.seed)
+    splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
+    skipped[REJECT_STRADDLE] += len(candidates) - len(splits)
+    if splits and "train" not in splits.values():
+        raise _in_domain(domain, no_train_error(len(splits), skipped, options.val_fraction,
+                                                split_block, options.chip_size))
+    return splits, split_block
+
+
+def check_kept(records: list[dict], candidates: int, skipped: Counter, options: ExportOptions,
+               split_block: int, domain: str | None = None) -> None:
+    """Refuse an export (or a `domain` of one) that kept no chip, or none in train (those were
+    all skipped), saying why."""
+    if not records:
+        of = f" of the {domain} domain" if domain else ""
+        raise GeoPix2PixError(
+            f"no chip{of} kept from {candidates} candidate(s): "
+            + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
+            + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
+    if all(r["split"] == "val" for r in records):  # the train chips were all skipped
+        raise _in_domain(domain, no_train_error(
+            len(records), skipped, options.val_fraction, split_block, options.chip_size,
+            invalid=bool(skipped[REJECT_NODATA])))
+
+
+def _in_domain(domain: str | None, error: GeoPix2PixError) -> GeoPix2PixError:
+    return GeoPix2PixError(f"the {domain} domain: {error}") if domain else error
+
+
+def counted(counts: Mapping[str, int]) -> dict[str, int]:
+    """The counts that are not zero, as dataset.json and the summary record them."""
+    return {k: n for k, n in counts.items() if n}
+
+
+def side_info(dataset, bands: list[int]) -> SideInfo:
+    """What the chips of `bands` of an open raster hold (its scaling and statistics come
+    later)."""
+    return SideInfo(bands=bands, dtype=dataset.dtypes[bands[0] - 1],
+                    nodata=chip_nodata(dataset, bands),
+                    descriptions=[dataset.descriptions[b - 1] for b in bands], scaling_mode="",
+                    raster_bands=dataset.count,
+                    band_metadata=BandMetadata.of(dataset, bands))
+
+
+def shared_side(sides: list[SideInfo], name: str, paths: list[Path],
+                scaling_mode: str, group: str = "pairs") -> SideInfo:
+    """The first raster's `name` side, checked against every raster's (the same bands, dtype
+    and meaning), with its scaling mode and no raster band count where the rasters have several
+    (none to match at predict)."""
+    _check_consistent(sides, name, paths, group)
+    first = sides[0]
+    if len({side.raster_bands for side in sides}) > 1:
+        first.raster_bands = None
+    first.scaling_mode = scaling_mode
+    return first
+
+
+def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path], group: str) -> None:
+    first = sides[0]
+    for side, path in zip(sides[1:], paths[1:]):
+        if (len(side.bands), side.dtype) != (len(first.bands), first.dtype):
+            raise GeoPix2PixError(
+                f"{path}: {len(side.bands)} {side.dtype} band(s) where the first {name} has "
+                f"{len(first.bands)} {first.dtype}; all {group} need the same bands and dtype")
+        differences = meaning_differences(side.band_metadata, first.band_metadata,
+                                          f"the first {name}")
+        if differences:  # the same numbers would mean different things
+            raise GeoPix2PixError(
+                f"{path}: {'; '.join(differences)}; all {group} need values in the same units "
+                "(convert them, or set the metadata right with gdal_edit.py)")
+
+
+def version() -> str:
+    """The geopix2pix version dataset.json records."""
+    from geopix2pix import __version__
+
+    return __version__
