@@ -5,7 +5,7 @@ pair's overlap -> keep those in the AOI -> split train/val by spatial blocks -> 
 write chips in worker processes -> write the chips.gpkg index -> write dataset.json last (its
 presence marks a complete folder). All is written in a staging folder beside the output folder
 and swapped in once complete, so an earlier export there (--overwrite) stays complete and usable
-until then, and a failed or stopped export leaves nothing (`raster.folders.open_output_dir`).
+until then, and a failed or stopped export leaves nothing (`runtime.folders.open_output_dir`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from geopix2pix.chips.worker import REJECT_NODATA, Job, JobResult, PairSpec, run
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
-from geopix2pix.raster.folders import Owned, open_output_dir
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import (
     chip_nodata,
@@ -51,6 +50,7 @@ from geopix2pix.raster.io import (
     select_bands,
 )
 from geopix2pix.raster.write import make_folder
+from geopix2pix.runtime.folders import Owned, open_output_dir
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"
@@ -212,7 +212,7 @@ def export_chips(
 
     out = open_output_dir(out_dir, options.overwrite, MANIFEST, owned=OUTPUTS,
                           inputs=_inputs(pair_paths, pairs, options.aoi), command="export-chips")
-    try:  # built beside an earlier export, swapped in once complete (`raster.staging`)
+    try:  # built beside an earlier export, swapped in once complete (`runtime.staging`)
         records, stats, shifts = _write_chips(out.path, pair_list, splits, options, skipped)
         _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)

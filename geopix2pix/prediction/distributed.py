@@ -30,7 +30,7 @@ from geopix2pix.prediction.predictor import (
     predict_scenes,
     resolve_device,
 )
-from geopix2pix.training import distributed
+from geopix2pix.runtime import distributed
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -33,7 +33,7 @@ from geopix2pix.prediction.writer import (
 from geopix2pix.raster.gdal_log import check_written, no_room_errno, signalled_errors, write_error
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import warped_view
-from geopix2pix.raster.partials import partial_name
+from geopix2pix.runtime.partials import partial_name
 
 if TYPE_CHECKING:
     from geopix2pix.prediction.options import PredictOptions

@@ -18,8 +18,7 @@ from typing import Any, TypedDict
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.unet import NORMS
 from geopix2pix.options import check_types
-
-from . import distributed
+from geopix2pix.runtime import distributed
 
 GAN_MODES = ("vanilla", "lsgan")
 CLASS_WEIGHTS = ("none", "balanced")

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.models.device import cuda_autocast_dtype
-from geopix2pix.models.device import resolve_device as resolve_torch_device
+from geopix2pix.runtime.device import cuda_autocast_dtype
+from geopix2pix.runtime.device import resolve_device as resolve_torch_device
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def resolve_device(name: str = "auto", amp: bool = True, local_rank: int = 0) ->
     """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error;
     ``cuda:N`` takes GPU N. Under torchrun each process of a node takes the GPU of its
     ``local_rank`` (with ``cuda`` or ``auto``). The name is checked as predict checks it
-    (`models.device.resolve_device`)."""
+    (`runtime.device.resolve_device`)."""
     chosen = resolve_torch_device(name)
     if chosen.type == "cpu":
         return DeviceSetup(torch.device("cpu"), None, False)

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed
+from geopix2pix.runtime import distributed
+from geopix2pix.runtime.stopping import StopRequest
+
 from .data import augment_batch
 from .samples import class_colours, write_samples
 from .schedule import LinearDecaySchedule
-from .signals import StopRequest
 from .validate import evaluate, evaluate_classes
 
 STUCK_EPOCHS = 3  # a class map's mean IoU unchanged this long: warn (see _warn_if_one_class)

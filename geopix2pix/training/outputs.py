@@ -4,7 +4,7 @@ names the file and gives the operating system's reason.
 
 Nothing of an earlier run is lost before the new run has something as good: `train -o RUN
 --overwrite` over an earlier run writes into a hidden folder beside RUN
-(`raster.folders.open_output_dir`), swapped in whole at its first epoch end, once it has written
+(`runtime.folders.open_output_dir`), swapped in whole at its first epoch end, once it has written
 its own model.safetensors, model-best.safetensors, checkpoint.pt, metrics.csv and samples; from
 then on the run goes on in RUN. Until then RUN holds the earlier run complete, train.json
 included, so a --resume of it stays consistent, and a failure or a stop (whose checkpoint would
@@ -25,8 +25,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError, causes, data_errors, describe
-from geopix2pix.raster.folders import OutputDir, Owned, open_output_dir
 from geopix2pix.raster.write import cannot_write
+from geopix2pix.runtime.folders import OutputDir, Owned, open_output_dir
 
 
 def open_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,

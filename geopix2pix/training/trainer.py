@@ -36,10 +36,12 @@ from geopix2pix.models import save_model
 from geopix2pix.models.baseline import ResidualGenerator, zero_output_layer
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.options import api_function
-from geopix2pix.raster.folders import Owned
 from geopix2pix.raster.write import write_text_atomic
+from geopix2pix.runtime import distributed
+from geopix2pix.runtime.folders import Owned
+from geopix2pix.runtime.stopping import StopRequest, TrainingStopped
 
-from . import baselines, distributed
+from . import baselines
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
 from .checkpoint_check import Expected
 from .classes import describe_classes, objective_for, trained_classes
@@ -51,7 +53,6 @@ from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
 from .networks import build_networks
 from .outputs import leave_failed, open_run_dir, writing
-from .signals import StopRequest, TrainingStopped
 from .step import Pix2PixStep
 
 if TYPE_CHECKING:
