@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from geopix2pix.models import GeneratorSpec, build_discriminator, build_generator
-from geopix2pix.training.device import DeviceSetup, maybe_compile, resolve_device
+from geopix2pix.training.device import DeviceSetup, device_setup, maybe_compile
 from geopix2pix.training.step import Pix2PixStep
 
 GFLOP_PER_IMAGE = 87.0
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile our G and D")
     args = parser.parse_args()
 
-    setup = resolve_device(args.device, amp=not args.no_amp)
+    setup = device_setup(args.device, amp=not args.no_amp)
     device = setup.device
     cuda = setup.is_cuda
     steps = args.steps or (30 if cuda else 3)

@@ -18,14 +18,10 @@ from typing import Any
 from geopix2pix.chips.scaling import SCALING_MODES
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.io import RESAMPLING
+from geopix2pix.runtime.device import default_workers
 
 # How the export runs rather than what it makes: dataset.json does not record them.
 UNRECORDED = ("workers", "overwrite", "progress", "sample_size")
-
-
-def default_workers() -> int:
-    """One process per available core, at most 8 (chip export is I/O and compression bound)."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,7 @@ class _Clock:
 def check_demo_options(task: str, seed: int, settings: DemoSettings) -> None:
     """Refuse bad options before any work, naming the demo's own options (the CLI's for those
     it has, the `DemoSettings` field for the others)."""
-    from geopix2pix.training.device import resolve_device
+    from geopix2pix.runtime.device import resolve_device
 
     if task not in TASKS:
         raise GeoPix2PixError(f"--task {task}: use one of {', '.join(TASKS)}")
