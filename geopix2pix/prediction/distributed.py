@@ -15,10 +15,12 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import load_model
 from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.predictor import (
@@ -31,6 +33,7 @@ from geopix2pix.prediction.predictor import (
     resolve_device,
 )
 from geopix2pix.runtime import distributed
+from geopix2pix.runtime.stopping import Outputs, StopReport, stop_signal
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -89,3 +92,45 @@ def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None 
         for index, result in zip(range(r, len(pairs), world), share):
             ordered[index] = result
     return [r for r in ordered if r is not None]
+
+
+def stop_reporter(paths: Sequence[PathLike],
+                  out_dir: PathLike | None) -> Callable[[BaseException], StopReport]:
+    """What a stop of `predict PATHS [--out-dir DIR]` left: how many outputs this run completed
+    before the stop (kept, whole), as the prediction reports them (the interrupt's `written`,
+    not what is on disk: another process may have written there meanwhile); those being
+    written were removed (their temporaries), and an output that was there before
+    (--overwrite) and not yet replaced is as it was."""
+    outputs = Outputs(_outputs(paths, out_dir))
+
+    def report(stop: BaseException) -> StopReport:
+        signum, written = stop_signal(stop), tuple(getattr(stop, "written", ()))
+        if len(outputs.paths) == 1:
+            out = outputs.paths[0]
+            if written:
+                return StopReport("predict", signum, f"Stopped after {out} was written: it is "
+                                  "complete", completed=written)
+            earlier = outputs.before[0] is not None
+            return StopReport("predict", signum, f"Stopped: {out} was "
+                              f"{'not replaced' if earlier else 'not written'} (no partial "
+                              "output is left)", kept=out if earlier else None)
+        if not written:
+            return StopReport("predict", signum, "Stopped: nothing was written (no partial "
+                              "outputs are left)")
+        return StopReport("predict", signum, f"Stopped after {len(written)} of "
+                          f"{len(outputs.paths)} scenes: their outputs are complete; those "
+                          "being written were removed", completed=written)
+
+    return report
+
+
+def _outputs(paths: Sequence[PathLike], out_dir: PathLike | None) -> list[Path]:
+    """The outputs of `predict PATHS [--out-dir DIR]` (`output_paths`): OUT of `SCENE OUT`, or
+    DIR/<scene name>.tif for each scene; none for arguments predict refuses."""
+    if out_dir is None and len(paths) != 2:
+        return []
+    scenes, out = (list(paths), None) if out_dir is not None else ([paths[0]], paths[1])
+    try:
+        return [Path(output) for _, output in output_paths(scenes, out, out_dir)]
+    except GeoPix2PixError:
+        return []

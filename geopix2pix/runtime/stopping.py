@@ -1,21 +1,28 @@
 """Stopping a run: Ctrl-C (SIGINT) and SIGTERM (``kill``, ``timeout``, a batch scheduler) alike.
 
-While the steps run, ``StopRequest`` turns the first of either signal into a flag that the loop
-checks between steps: it finishes the step, writes checkpoint.pt and raises ``TrainingStopped``
-(a KeyboardInterrupt) that says where the checkpoint is. A second Ctrl-C interrupts at once.
-Outside the steps (setting up), the `geopix2pix` program makes SIGTERM raise KeyboardInterrupt
-as Ctrl-C does (``cli.Terminated``). DataLoader workers ignore both signals unless the main
-process sends them (``ignore_stop_signals``): a terminal's Ctrl-C and ``timeout`` signal the
-whole process group, and a worker killed by one would make the main process fail with
-"DataLoader worker ... killed by signal" instead of stopping cleanly; the main process ends
-them when it is done.
+The `geopix2pix` program makes SIGTERM raise ``Terminated`` (a KeyboardInterrupt), as Ctrl-C
+does, so outputs being written are removed on the way out. Where stopping at any bytecode is not
+safe, ``StopRequest`` turns the first of either signal into a flag: training checks it between
+steps (it finishes the step, writes checkpoint.pt and raises ``TrainingStopped``, which says
+where the checkpoint is); prediction's stages give up at their next put or get and the signal
+is delivered once the threads are joined (``deferred_stop_signals``). A second Ctrl-C
+interrupts at once. DataLoader workers ignore both signals unless the main process sends them
+(``ignore_stop_signals``): a terminal's Ctrl-C and ``timeout`` signal the whole process group,
+and a worker killed by one would make the main process fail with "DataLoader worker ... killed
+by signal" instead of stopping cleanly; the main process ends them when it is done.
+
+What a stopped run left is a ``StopReport``, written by the library that ran it (which owns the
+names of its outputs); the command prints its line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -36,30 +43,141 @@ def _on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-class StopRequest:
-    """Context manager turning the first Ctrl-C / SIGTERM into a flag checked between steps;
-    a second Ctrl-C interrupts at once. ``signum`` is the signal received (None: none yet)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, a batch scheduler), raised where the program is, as Ctrl-C is:
+    outputs being written are removed on the way out, as after Ctrl-C."""
 
-    def __init__(self) -> None:
+    signum = signal.SIGTERM  # read by what reports how a run stopped
+
+
+def raise_terminated(signum, frame) -> None:
+    """The program's SIGTERM handler."""
+    raise Terminated
+
+
+class StopRequest:
+    """Context manager turning the first Ctrl-C / SIGTERM into a flag (``requested``; ``signum``
+    is the signal, None: none yet), also calling `on_stop`, which must take no lock; a second
+    Ctrl-C interrupts at once. `keep_ignored`: a signal ignored before (a background job's
+    SIGINT) stays ignored."""
+
+    def __init__(self, on_stop: Callable[[], None] | None = None,
+                 keep_ignored: bool = False) -> None:
         self.requested = False
         self.signum: int | None = None
-        self._previous: dict = {}
+        self.on_stop = on_stop
+        self.keep_ignored = keep_ignored
+        self.previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            self.interrupt(signum, frame)
         self.requested = True
         self.signum = self.signum or signum
+        if self.on_stop is not None:
+            self.on_stop()
+
+    def interrupt(self, signum: int, frame) -> None:
+        """A second Ctrl-C: KeyboardInterrupt now."""
+        raise KeyboardInterrupt
 
     def __enter__(self) -> StopRequest:
-        if _on_main_thread():
+        if _on_main_thread():  # Python runs handlers only there
             for sig in STOP_SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if self.keep_ignored and signal.getsignal(sig) in (signal.SIG_IGN, None):
+                    continue
+                self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
+        for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+class DeferredStop(StopRequest):
+    """A stop delivered late: the signal goes to the handler it was meant for once the block
+    ends (a second Ctrl-C at once)."""
+
+    def interrupt(self, signum: int, frame) -> None:
+        self.deliver(signum, frame)
+
+    def deliver(self, signum: int, frame=None) -> None:
+        """Run the handler `signum` was meant for (raising KeyboardInterrupt or the program's
+        Terminated), or its default action."""
+        handler = self.previous.get(signum, signal.SIG_DFL)
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def deferred_stop_signals(on_stop: Callable[[], None]) -> Iterator[DeferredStop]:
+    """Within the block, the first Ctrl-C/SIGTERM calls `on_stop` (which must take no lock: it
+    may run while the main thread holds any); the first one received is delivered when the
+    block ends (only in the main thread, where Python runs handlers), and the block counts as
+    stopped even if its handler returns (KeyboardInterrupt). For threads: Python raises a
+    signal's KeyboardInterrupt between any two bytecodes, also at the entry of an ``__exit__``
+    that would release a lock (a Condition's, as ``Future.result`` and ``queue.Queue`` use);
+    raised there the lock stays held and a thread waits for it forever (Ctrl-C froze predict
+    about once in 110 tries)."""
+    with DeferredStop(on_stop, keep_ignored=True) as deferred:
+        yield deferred
+    if deferred.requested:
+        deferred.deliver(deferred.signum)
+        # a handler that returned has not undone the stop: the run is incomplete all the same
+        raise KeyboardInterrupt
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """What a run stopped by Ctrl-C or SIGTERM left, said by the library that ran it: the
+    command, the signal, the outputs it completed, the earlier output it kept as it was (None:
+    none), the checkpoint to continue from with --resume (None: none), and the one line a
+    command prints."""
+
+    command: str
+    signum: int
+    line: str
+    completed: tuple[Path, ...] = ()
+    kept: Path | None = None
+    resume: Path | None = None
+
+    def __str__(self) -> str:
+        return self.line
+
+
+def stop_signal(stop: BaseException) -> int:
+    """The signal that caused `stop` (SIGINT unless it says SIGTERM)."""
+    return getattr(stop, "signum", None) or signal.SIGINT
+
+
+class Outputs:
+    """Files a run puts in place whole, with their identities before it ran."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+        self.before = [_identity(path) for path in self.paths]
+
+    def finished(self) -> list[Path]:
+        """The outputs put in place since: there now, and not the files that were there."""
+        return [path for path, before in zip(self.paths, self.before)
+                if _identity(path) not in (None, before)]
+
+    def kept(self) -> list[Path]:
+        """The outputs that were there before the run and are still there, untouched."""
+        return [path for path, before in zip(self.paths, self.before)
+                if before is not None and _identity(path) == before]
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """(device, inode, modification time) of `path`, or None when nothing is there."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns
 
 
 def _sender_unknown(signum, frame) -> None:
