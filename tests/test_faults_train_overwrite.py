@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from geopix2pix.cli import main
-from geopix2pix.training.outputs import stop_reporter
 from tests.conftest import write_raster
 from tests.test_faults_overwrite import digest, leftovers, one_line
 
@@ -102,7 +101,7 @@ def test_a_stop_before_the_first_epoch_end_keeps_the_earlier_run(chips, earlier)
     assert str(stopped.value) == (f"stopped before the new run replaced the earlier one in "
                                   f"{run}, which is as it was")
     assert digest(run) == before and leftovers(run.parent) == []
-    assert stop_reporter(run)(stopped.value).line == (
+    assert stopped.value.report.line == (  # train attaches what the stop left
         f"Stopped before the new run's first epoch ended: the earlier run in {run} is as it "
         "was (nothing of the new one is left)")
 

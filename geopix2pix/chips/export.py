@@ -30,7 +30,7 @@ from geopix2pix.chips.layout import (
     split_extents,
     val_warnings,
 )
-from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
+from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo, stop_reporter
 from geopix2pix.chips.options import ExportOptions
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
@@ -51,6 +51,7 @@ from geopix2pix.raster.io import (
 )
 from geopix2pix.raster.write import make_folder
 from geopix2pix.runtime.folders import Owned, open_output_dir
+from geopix2pix.runtime.stopping import attaches_stop_report
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"
@@ -169,6 +170,7 @@ def _run(jobs: list[Job], workers: int) -> Iterator[tuple[Job, JobResult]]:
 
 
 @api_function
+@attaches_stop_report(lambda call: stop_reporter(call["out_dir"]))  # none without out_dir
 def export_chips(
     source: str | os.PathLike | None = None,
     target: str | os.PathLike | None = None,

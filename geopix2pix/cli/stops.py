@@ -11,9 +11,7 @@ from collections.abc import Callable
 
 import click
 
-from geopix2pix.runtime.stopping import StopReport
-
-Reporter = Callable[[BaseException], StopReport]
+from geopix2pix.runtime.stopping import Reporter
 
 
 class Stopped(click.ClickException):
@@ -30,9 +28,10 @@ class Stopped(click.ClickException):
 
 def reports_stop(reporter: Callable[[dict], Reporter]) -> Callable[[Callable], Callable]:
     """Decorator of a command's callback: a Ctrl-C or SIGTERM (KeyboardInterrupt, or the
-    program's `Terminated`) ends it with `Stopped`, saying the `StopReport` that
-    `reporter(params)` (asked before the run, with the command's parameters) makes of the
-    interrupt once the stop has happened. Under torchrun only rank 0 speaks."""
+    program's `Terminated`) ends it with `Stopped`, saying the `StopReport` the library attached
+    to the interrupt, or (a stop outside the library's call) the one that `reporter(params)`,
+    asked before the run with the command's parameters, makes of it. Under torchrun only rank
+    0 speaks."""
 
     def decorate(callback: Callable) -> Callable:
         @functools.wraps(callback)
@@ -41,7 +40,7 @@ def reports_stop(reporter: Callable[[dict], Reporter]) -> Callable[[Callable], C
             try:
                 return callback(**params)
             except KeyboardInterrupt as exc:
-                stopped = report(exc)
+                stopped = getattr(exc, "report", None) or report(exc)
                 message = stopped.line if os.environ.get("RANK", "0") == "0" else ""
                 raise Stopped(message, stopped.signum) from None
 
@@ -58,10 +57,13 @@ def export_stopped(params: dict) -> Reporter:
 
 
 def predict_stopped(params: dict) -> Reporter:
-    """predict: `prediction.distributed.stop_reporter`."""
+    """predict: `prediction.distributed.stop_reporter` (SCENE OUT, or SCENES... --out-dir)."""
     from geopix2pix.prediction.distributed import stop_reporter
 
-    return stop_reporter(params.get("paths", ()), params.get("out_dir"))
+    paths, out_dir = list(params.get("paths", ())), params.get("out_dir")
+    if out_dir is None:
+        return stop_reporter(paths[:1], paths[1] if len(paths) == 2 else None)
+    return stop_reporter(paths, None, out_dir)
 
 
 def train_stopped(params: dict) -> Reporter:

@@ -33,7 +33,13 @@ from geopix2pix.prediction.predictor import (
     resolve_device,
 )
 from geopix2pix.runtime import distributed
-from geopix2pix.runtime.stopping import Outputs, StopReport, stop_signal
+from geopix2pix.runtime.stopping import (
+    Outputs,
+    Reporter,
+    StopReport,
+    attaches_stop_report,
+    stop_signal,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -55,6 +61,7 @@ def rank_device(device: str, local_rank: int) -> torch.device:
     return resolved
 
 
+@attaches_stop_report(lambda call: stop_reporter(call["scenes"], call["out"], call["out_dir"]))
 def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
                     model: PathLike, out_dir: PathLike | None = None,
                     on_warning: Callable[[str], None] | None = None,
@@ -94,14 +101,14 @@ def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None 
     return [r for r in ordered if r is not None]
 
 
-def stop_reporter(paths: Sequence[PathLike],
-                  out_dir: PathLike | None) -> Callable[[BaseException], StopReport]:
-    """What a stop of `predict PATHS [--out-dir DIR]` left: how many outputs this run completed
-    before the stop (kept, whole), as the prediction reports them (the interrupt's `written`,
-    not what is on disk: another process may have written there meanwhile); those being
-    written were removed (their temporaries), and an output that was there before
-    (--overwrite) and not yet replaced is as it was."""
-    outputs = Outputs(_outputs(paths, out_dir))
+def stop_reporter(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None,
+                  out_dir: PathLike | None = None) -> Reporter:
+    """What a stop of a prediction of `scenes` (into OUT or DIR/<scene name>.tif) left: how
+    many outputs this run completed before the stop (kept, whole), as the prediction reports
+    them (the interrupt's `written`, not what is on disk: another process may have written
+    there meanwhile); those being written were removed (their temporaries), and an output that
+    was there before (--overwrite) and not yet replaced is as it was."""
+    outputs = Outputs(_outputs(scenes, out, out_dir))
 
     def report(stop: BaseException) -> StopReport:
         signum, written = stop_signal(stop), tuple(getattr(stop, "written", ()))
@@ -124,13 +131,12 @@ def stop_reporter(paths: Sequence[PathLike],
     return report
 
 
-def _outputs(paths: Sequence[PathLike], out_dir: PathLike | None) -> list[Path]:
-    """The outputs of `predict PATHS [--out-dir DIR]` (`output_paths`): OUT of `SCENE OUT`, or
-    DIR/<scene name>.tif for each scene; none for arguments predict refuses."""
-    if out_dir is None and len(paths) != 2:
-        return []
-    scenes, out = (list(paths), None) if out_dir is not None else ([paths[0]], paths[1])
+def _outputs(scenes: PathLike | Sequence[PathLike], out: PathLike | None,
+             out_dir: PathLike | None) -> list[Path]:
+    """The outputs `output_paths` names; none for arguments predict refuses."""
+    single = isinstance(scenes, (str, os.PathLike))
     try:
-        return [Path(output) for _, output in output_paths(scenes, out, out_dir)]
+        return [Path(path) for _, path in output_paths([scenes] if single else list(scenes),
+                                                       out, out_dir)]
     except GeoPix2PixError:
         return []

@@ -18,12 +18,15 @@ names of its outputs); the command prints its line.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -146,6 +149,46 @@ class StopReport:
 
     def __str__(self) -> str:
         return self.line
+
+
+Reporter = Callable[[BaseException], StopReport]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def attaches_stop_report(reporter_for: Callable[[dict], Reporter | None]) -> Callable[[F], F]:
+    """Decorator of a library entry point: a stop (KeyboardInterrupt) it raises carries
+    ``report``, the `StopReport` of the reporter that `reporter_for` (called before the run
+    with the call's arguments by name, defaults included) returns; None: no report."""
+
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            reporter = _reporter(signature, reporter_for, args, kwargs)
+            try:
+                return function(*args, **kwargs)
+            except KeyboardInterrupt as stop:
+                if reporter is not None and getattr(stop, "report", None) is None:
+                    stop.report = reporter(stop)
+                raise
+
+        return cast(F, run)
+
+    return decorate
+
+
+def _reporter(signature: inspect.Signature, reporter_for: Callable[[dict], Reporter | None],
+              args: tuple, kwargs: dict) -> Reporter | None:
+    """`reporter_for` of the call's arguments; None for arguments the call itself refuses (it
+    says what is wrong with them), such as a missing or mistyped folder (Path(None) is a
+    TypeError)."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return reporter_for(bound.arguments)
+    except (TypeError, ValueError):
+        return None
 
 
 def stop_signal(stop: BaseException) -> int:

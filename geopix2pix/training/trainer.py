@@ -40,7 +40,7 @@ from geopix2pix.raster.write import write_text_atomic
 from geopix2pix.runtime import distributed
 from geopix2pix.runtime.device import default_workers
 from geopix2pix.runtime.folders import Owned
-from geopix2pix.runtime.stopping import StopRequest, TrainingStopped
+from geopix2pix.runtime.stopping import StopRequest, TrainingStopped, attaches_stop_report
 
 from . import baselines
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
@@ -53,7 +53,7 @@ from .ema import WeightAverage
 from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
 from .networks import build_networks
-from .outputs import leave_failed, open_run_dir, writing
+from .outputs import leave_failed, open_run_dir, stop_reporter, writing
 from .step import Pix2PixStep
 
 if TYPE_CHECKING:
@@ -383,6 +383,7 @@ class Trainer:
 
 
 @api_function
+@attaches_stop_report(lambda call: stop_reporter(call["out_dir"]))
 def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
           callback: Callable[[dict], bool | None] | None = None,
           log: Callable[[str], None] = _stderr,
