@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.options import api_function
+from geopix2pix.settings.checking import api_function
 
 if TYPE_CHECKING:  # torch, which the model module imports, only when a function is called
     from geopix2pix.chips.manifest import DatasetInfo

@@ -58,6 +58,7 @@ def _rasters(w: Path) -> None:
     write_raster(w / "ref.tif", pred + 0.1)
     write_raster(w / "pred_nan.tif", np.full((1, 128, 128), np.nan, np.float32))
     write_raster(w / "pred_far.tif", pred, transform=FAR)
+    write_raster(w / "mask_u8.tif", np.zeros((128, 128), np.uint8))  # a validity mask
 
 
 def _vectors(w: Path) -> None:

@@ -61,7 +61,7 @@ def test_creation_options_take_python_numbers_and_booleans(tmp_path, model_file)
     out = tmp_path / "o.tif"
     g.predict(scene, out, model=model_file, progress=False,
               creation_options={"ZLEVEL": 1, "BLOCKXSIZE": 256, "SPARSE_OK": True})
-    from geopix2pix.prediction.options import PredictOptions
+    from geopix2pix.settings.predict import PredictOptions
     assert PredictOptions(creation_options={"ZLEVEL": 1, "SPARSE_OK": False}).creation_options \
         == {"ZLEVEL": "1", "SPARSE_OK": "NO"}
     with rasterio.open(out) as dst:
@@ -163,14 +163,15 @@ def test_the_checked_functions_keep_their_signature_and_help():
 
 
 @pytest.mark.parametrize("keywords, options", [
-    ("geopix2pix.training.config:TrainKeywords", "geopix2pix.training.config:TrainConfig"),
-    ("geopix2pix.prediction.options:PredictKeywords",
-     "geopix2pix.prediction.options:PredictOptions"),
+    ("geopix2pix.settings.train:TrainKeywords", "geopix2pix.settings.train:TrainConfig"),
+    ("geopix2pix.settings.predict:PredictKeywords",
+     "geopix2pix.settings.predict:PredictOptions"),
+    ("geopix2pix.settings.export:ExportKeywords", "geopix2pix.settings.export:ExportOptions"),
 ])
 def test_keyword_types_name_every_option_with_its_type(keywords, options):
-    """`train(**options)` and `predict(**options)` are typed by TypedDicts (PEP 692): each must
-    name exactly its options dataclass's fields, with the same types, so an IDE or a type
-    checker sees every option and no option is hidden or left out."""
+    """`train(**options)`, `predict(**options)` and `export_chips(**options)` are typed by
+    TypedDicts (PEP 692): each must name exactly its options dataclass's fields, with the same
+    types, so an IDE or a type checker sees every option and no option is hidden or left out."""
     import dataclasses
     import importlib
     import typing
@@ -187,10 +188,37 @@ def test_keyword_types_name_every_option_with_its_type(keywords, options):
     assert typed.__total__ is False  # every option may be left out
 
 
+@pytest.mark.parametrize("function, options", [
+    ("geopix2pix.prediction.evaluate:evaluate", "geopix2pix.settings.evaluate:EvaluateOptions"),
+    ("geopix2pix.demo.pipeline:run_demo", "geopix2pix.settings.demo:DemoOptions"),
+])
+def test_functions_with_their_own_signature_take_the_declared_defaults(function, options):
+    """evaluate and run_demo keep their arguments in their signature (they may be passed by
+    position): each option the command line declares for them is one of those arguments (or,
+    for the demo, a size of `DemoSettings`), with the declared default."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    from geopix2pix.settings.demo import DemoSettings
+
+    module, attr = function.split(":")
+    parameters = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
+    module, attr = options.split(":")
+    declared = {f.name: f.default for f in dataclasses.fields(
+        getattr(importlib.import_module(module), attr))}
+    for name, default in declared.items():
+        if name in parameters:
+            assert parameters[name].default == default, name
+        elif name != "quick":  # --quick: DemoSettings.small()
+            assert getattr(DemoSettings(), name) == default, name
+
+
 def test_train_and_predict_declare_their_options_typed():
     import inspect
 
-    for function, keywords in ((g.train, "TrainKeywords"), (g.predict, "PredictKeywords")):
+    for function, keywords in ((g.train, "TrainKeywords"), (g.predict, "PredictKeywords"),
+                               (g.export_chips, "ExportKeywords")):
         options = inspect.signature(function).parameters["options"]
         assert options.kind is inspect.Parameter.VAR_KEYWORD
         assert options.annotation == f"Unpack[{keywords}]"

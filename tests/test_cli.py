@@ -177,8 +177,9 @@ def test_train_numbers_out_of_range_name_the_option(tmp_path, capsys, option, va
     ("gpu", "Error: --device gpu: use auto, cpu, cuda or cuda:N"),
     ("cuda:1", "Error: --device cuda:1: no CUDA device is available; use --device cpu"),
 ])
-def test_train_and_predict_check_their_device_alike(tmp_path, capsys, monkeypatch, device,
-                                                    message):
+def test_train_predict_and_demo_check_their_device_alike(tmp_path, capsys, monkeypatch, device,
+                                                         message):
+    """--device is declared once (settings/common.py): the demo's took only auto, cpu or cuda."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -188,6 +189,9 @@ def test_train_and_predict_check_their_device_alike(tmp_path, capsys, monkeypatc
     assert main(["predict", str(tmp_path / "s.tif"), str(tmp_path / "o.tif"), "-m",
                  str(tmp_path / "m.safetensors"), "--device", device]) == 2
     assert capsys.readouterr().err.strip() == message
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--device", device]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "demo").exists()
 
 
 def test_the_demo_command_prints_the_apis_warnings_as_lines(capsys):

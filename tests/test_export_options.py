@@ -1,9 +1,10 @@
-"""`ExportOptions`: export_chips's options, their defaults taken from its signature, checked
-before any file is read, and recorded in dataset.json as they were used."""
+"""`ExportOptions`: export_chips's options, declared (with their defaults) once in
+geopix2pix.settings.export, checked before any file is read, and recorded in dataset.json as
+they were used."""
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import json
 
 import numpy as np
@@ -11,18 +12,13 @@ import pytest
 from conftest import write_raster
 
 from geopix2pix.chips.export import export_chips
-from geopix2pix.chips.options import ExportOptions, default_workers
 from geopix2pix.errors import GeoPix2PixError
-
-
-def defaults(**changes) -> dict:
-    """export_chips's defaults (the only place they live), with `changes`."""
-    values = {name: p.default for name, p in inspect.signature(export_chips).parameters.items()}
-    return {**values, **changes}
+from geopix2pix.runtime.device import default_workers
+from geopix2pix.settings.export import ExportOptions
 
 
 def test_the_stride_and_workers_default_to_the_chip_size_and_the_cores():
-    options = ExportOptions.from_arguments(defaults(chip_size=64))
+    options = ExportOptions(chip_size=64)
     assert (options.stride, options.workers, options.split_block) == (64, default_workers(), None)
     assert options.with_split_block(128).split_block == 128
 
@@ -39,10 +35,13 @@ def test_the_stride_and_workers_default_to_the_chip_size_and_the_cores():
     (dict(aoi_mode="inside"), "--aoi-mode inside: use one of intersects, within"),
     (dict(max_shift=0.0), "--max-shift 0.0: use a positive number of source pixels"),
     (dict(max_shift=1.0, shift_check=False), "--max-shift 1.0 needs the shift check; drop "),
+    (dict(correct_shift=True, shift_check=False), "--correct-shift needs the shift check; drop"),
+    (dict(mask_values=[]), "--mask-values \"\": give the mask codes"),
+    (dict(mask_values=[3.0, float("nan")]), "--mask-values 3,nan: give the mask codes"),
 ])
 def test_bad_values_are_one_line_naming_the_option(changes, message):
     with pytest.raises(GeoPix2PixError) as caught:
-        ExportOptions.from_arguments(defaults(**changes))
+        ExportOptions(**changes)
     assert str(caught.value).startswith(message)
 
 
@@ -54,9 +53,11 @@ def test_dataset_json_records_the_options_as_used(tmp_path):
     options = json.loads((tmp_path / "chips" / "dataset.json").read_text())["options"]
     assert options == dict(chip_size=32, stride=32, source_bands=[1, 2], target_bands=[1],
                            target_resampling="bilinear", aoi=None, aoi_mode="intersects",
-                           max_nodata=0.1, max_shift=None, shift_check=True, val_fraction=0.2,
+                           max_nodata=0.1, max_shift=None, shift_check=True,
+                           correct_shift=False, source_mask=None, target_mask=None,
+                           mask_values=None, val_fraction=0.2,
                            split_block=options["split_block"],
                            seed=0, source_scaling="percentile", target_scaling="minmax")
-    assert list(options) == [name for name in inspect.signature(export_chips).parameters
-                             if name in options]  # in the signature's order
+    assert list(options) == [f.name for f in dataclasses.fields(ExportOptions)
+                             if f.name in options]  # in the declaration's order
     assert options["split_block"] in (32, 64, 128, 256)  # chosen: 8, 4, 2 or 1 chips

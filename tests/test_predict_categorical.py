@@ -27,13 +27,13 @@ from geopix2pix.cli import main
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction import grouped, pipeline, predict, resample
 from geopix2pix.prediction.blend import window_weights
-from geopix2pix.prediction.options import PredictOptions
 from geopix2pix.prediction.predictor import check_creation_options_for
 from geopix2pix.prediction.resample import temporary_spec
 from geopix2pix.prediction.runner import output_spec, predict_targets
 from geopix2pix.prediction.windows import make_layout
 from geopix2pix.prediction.writer import to_output
 from geopix2pix.raster.io import read_window, warped_view
+from geopix2pix.settings.predict import PredictOptions
 
 NODATA = 255
 WIDTH, HEIGHT = 301, 187  # odd, and neither a multiple of the window nor of its stride

@@ -250,7 +250,7 @@ def test_without_val_chips_best_model_is_picked_by_train_l1(tmp_path):
 
 def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks(
         tmp_path, monkeypatch):
-    from geopix2pix.training.config import saved_options
+    from geopix2pix.training.resume import saved_options
 
     (tmp_path / "train.json").write_text(json.dumps({
         "options": {"ngf": 8, "batch_size": 4, "workers": 3, "device": "cuda", "lr": 0.001},

@@ -24,10 +24,10 @@ from torch.utils.data import Dataset
 from geopix2pix.chips.manifest import INDEX, DatasetInfo
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
-from geopix2pix.options import api_function
 from geopix2pix.raster.io import open_dataset, placement_problem, read_window
+from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.train import AUGMENTS as AUGMENTATIONS
 
-AUGMENTATIONS = ("none", "flip", "d4")
 SPLITS = ("train", "val", None)
 
 

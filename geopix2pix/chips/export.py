@@ -18,9 +18,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
+from geopix2pix.chips import shift_correction
 from geopix2pix.chips.coregistration import SceneShift, Shift
 from geopix2pix.chips.layout import (
     ChipWindow,
@@ -31,14 +33,13 @@ from geopix2pix.chips.layout import (
     val_warnings,
 )
 from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo, stop_reporter
-from geopix2pix.chips.options import ExportOptions
+from geopix2pix.chips.masks import attach_masks, mask_inputs, pair_masks, recorded_masks
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
-from geopix2pix.chips.worker import REJECT_NODATA, Job, JobResult, PairSpec, run_job
+from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
-from geopix2pix.options import api_function, check_types
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import (
@@ -52,6 +53,11 @@ from geopix2pix.raster.io import (
 from geopix2pix.raster.write import make_folder
 from geopix2pix.runtime.folders import Owned, open_output_dir
 from geopix2pix.runtime.stopping import attaches_stop_report
+from geopix2pix.settings.checking import api_function, checked_keywords
+from geopix2pix.settings.export import ExportKeywords, ExportOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 CHIPS_PER_JOB = 32
 REJECT_AOI = "outside the AOI"
@@ -147,14 +153,14 @@ def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
     return jobs
 
 
-def _run(jobs: list[Job], workers: int) -> Iterator[tuple[Job, JobResult]]:
+def _run(jobs: list, workers: int, work=run_job) -> Iterator[tuple]:
     """Run jobs inline (one worker) or in spawned processes, yielding results as they finish."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield job, run_job(job)
+            yield job, work(job)
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
+        futures = {pool.submit(work, job): job for job in jobs}
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
@@ -169,7 +175,7 @@ def _run(jobs: list[Job], workers: int) -> Iterator[tuple[Job, JobResult]]:
             raise
 
 
-@api_function
+@api_function(settings=ExportOptions)
 @attaches_stop_report(lambda call: stop_reporter(call["out_dir"]))  # none without out_dir
 def export_chips(
     source: str | os.PathLike | None = None,
@@ -177,53 +183,42 @@ def export_chips(
     out_dir: str | os.PathLike | None = None,
     *,
     pairs: str | os.PathLike | Sequence[tuple[str | os.PathLike, str | os.PathLike]] | None = None,
-    chip_size: int = 256,
-    stride: int | None = None,
-    source_bands: Sequence[int] | None = None,
-    target_bands: Sequence[int] | None = None,
-    target_resampling: str = "bilinear",
-    aoi: str | os.PathLike | None = None,
-    aoi_mode: str = "intersects",
-    max_nodata: float = 0.1,
-    max_shift: float | None = None,
-    shift_check: bool = True,
-    val_fraction: float = 0.2,
-    split_block: int | None = None,
-    seed: int = 0,
-    source_scaling: str = "percentile",
-    target_scaling: str = "minmax",
-    workers: int | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    sample_size: int = 200_000,
+    **options: Unpack[ExportKeywords],
 ) -> ExportSummary:
     """Export aligned training chips from one pair (`source`, `target`) or many (`pairs`: a CSV
-    path or a list of path pairs) into `out_dir`. Options mirror `geopix2pix export-chips`."""
+    path or a list of path pairs) into `out_dir`. `options` are `ExportOptions`'s fields (those
+    of `geopix2pix export-chips`)."""
     pairs = checked_pairs(source, target, pairs)
-    given = check_types(locals(), export_chips)  # numpy numbers and tuples made Python's
+    given = checked_keywords(ExportOptions, options, "export_chips")  # numpy numbers -> Python's
     refuse_spawned_reimport("export_chips")
     if out_dir is None:
         raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")
-    options = ExportOptions.from_arguments(given)
+    options = ExportOptions(**given)
     pair_paths = _pair_paths(source, target, pairs)
     pair_list, sides = _open_pairs(pair_paths, options)
+    attach_masks(pair_list, pair_masks(pairs, len(pair_list), options))
     skipped: Counter = Counter()
     if options.aoi is not None:
         _apply_aoi(pair_list, options.aoi, options.aoi_mode, skipped)
     splits, options = _split(pair_list, options, skipped)
 
     out = open_output_dir(out_dir, options.overwrite, MANIFEST, owned=OUTPUTS,
-                          inputs=_inputs(pair_paths, pairs, options.aoi), command="export-chips")
+                          inputs=_inputs(pair_paths, pairs, options.aoi) + mask_inputs(pair_list),
+                          command="export-chips")
     try:  # built beside an earlier export, swapped in once complete (`runtime.staging`)
+        corrected = shift_correction.correct_shifts(
+            pair_list, splits, options.correct_shift, lambda j, w: _run(j, options.workers, w))
         records, stats, shifts = _write_chips(out.path, pair_list, splits, options, skipped)
         _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)
         scenes = scene_shifts(shifts, [p.spec.index for p in pair_list], options.shift_check)
-        _dataset_info(options, pair_list, sides, stats, kept, skipped, scenes).save(out.path)
+        _dataset_info(options, pair_list, sides, stats, kept, skipped, scenes,
+                      corrected).save(out.path)
         out.commit()
     except BaseException as exc:  # the earlier export (if any) is as it was; none of this one
         out.abandon(exc)
         raise
+    said = shift_correction.said(corrected, pair_list)
     summary = ExportSummary(out.final, dict(kept), {k: n for k, n in skipped.items() if n},
                             val_warnings(kept, options.val_fraction, options.split_block,
                                          options.chip_size)
@@ -231,7 +226,8 @@ def export_chips(
                                                         for p in pair_list if p.resampled],
                                               sides[1])
                             + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
-                                                      for p in pair_list}), scenes)
+                                                      for p in pair_list})
+                            + said[1], scenes, said[0])
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary
@@ -317,7 +313,8 @@ def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str
 
 def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
                   sides: tuple[SideInfo, SideInfo], stats: tuple[BandStatistics, ...],
-                  kept: Counter, skipped: Counter, scenes: dict[int, SceneShift]) -> DatasetInfo:
+                  kept: Counter, skipped: Counter, scenes: dict[int, SceneShift],
+                  corrected: dict[int, SceneShift]) -> DatasetInfo:
     """What dataset.json records: the chips' grid and bands, the train statistics (set on
     `sides` here), every pair (its scene shift too), the counts and the options
     (`ExportOptions.recorded`)."""
@@ -330,7 +327,9 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
         crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
         pairs=[dict(zip(("source", "target"), _full_paths(p.spec)), crs=p.grid.crs.to_string(),
                     pixel_size=list(p.grid.pixel_size), target_resampled=p.resampled,
-                    shift=recorded(scenes.get(p.spec.index)))
+                    **recorded_masks(p.spec.masks),
+                    shift=recorded(scenes.get(p.spec.index)),
+                    **shift_correction.recorded_correction(p.spec, corrected))
                for p in pair_list],
         counts=dict(train=kept["train"], val=kept["val"],
                     skipped={k: n for k, n in skipped.items() if n}),

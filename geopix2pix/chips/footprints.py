@@ -23,7 +23,6 @@ from geopix2pix.raster.gdal_log import write_error
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.write import atomic_path
 
-AOI_MODES = ("intersects", "within")
 INDEX_CRS = "EPSG:4326"
 
 

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-SCALING_MODES = ("percentile", "minmax", "centre")
+from geopix2pix.settings.export import SCALING_MODES
+
 CENTRE_CLIP = 8.0  # centre-scaled values are clipped to +-this (outliers), not to +-1
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from geopix2pix.chips.coregistration import SceneShift
 from geopix2pix.chips.manifest import SideInfo
-from geopix2pix.chips.options import ExportOptions
 from geopix2pix.raster.io import repeated_band_warning
+from geopix2pix.settings.export import ExportOptions
 
 
 @dataclass
@@ -23,11 +23,13 @@ class ExportSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     shifts: dict[int, SceneShift] = field(default_factory=dict)  # by pair; {}: not checked
+    corrections: list[str] = field(default_factory=list)  # --correct-shift's lines
 
     def lines(self) -> list[str]:
         lines = [f"{self.out_dir}: {self.kept.get('train', 0)} train chips, "
                  f"{self.kept.get('val', 0)} val chips"]
         lines += [f"skipped {n} chips {reason}" for reason, n in self.skipped.items() if n]
+        lines += self.corrections
         lines += [f"pair {pair}: {scene.describe()}" for pair, scene in self.shifts.items()]
         return lines
 

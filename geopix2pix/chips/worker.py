@@ -1,6 +1,7 @@
-"""The per-process part of chip export: read a batch of chip windows of one pair, reject those
-with too many invalid pixels, estimate the target's shift (`shiftcheck`; dropping those shifted
-beyond --max-shift), write the GeoTIFF pairs and accumulate train statistics.
+"""The per-process part of chip export: read a batch of chip windows of one pair (its validity
+masks applied: `masks`), reject those with too many invalid pixels, estimate the target's shift
+(`shiftcheck`; dropping those shifted beyond --max-shift), write the GeoTIFF pairs and
+accumulate train statistics.
 
 Each job opens its own datasets (rasterio handles are never shared across processes)."""
 
@@ -16,6 +17,7 @@ import rasterio
 
 from geopix2pix.chips.coregistration import Shift
 from geopix2pix.chips.layout import ChipWindow
+from geopix2pix.chips.masks import MaskReader, MaskSpec
 from geopix2pix.chips.shiftcheck import REJECT_SHIFT, ShiftCheck, columns
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
@@ -40,6 +42,13 @@ class PairSpec:
     source_bands: tuple[int, ...]
     target_bands: tuple[int, ...]
     resampling: str
+    masks: tuple[MaskSpec, ...] = ()  # validity masks (chips.masks)
+    correction: tuple[float, float] | None = None  # --correct-shift's (chips.shift_correction)
+
+    def reader(self) -> PairReader:
+        """The pair opened for reading, its target moved by the `correction` if any."""
+        return PairReader(self.source, self.target, self.source_bands, self.target_bands,
+                          self.resampling, self.correction)
 
 
 @dataclass
@@ -143,14 +152,14 @@ def _run_job(job: Job) -> JobResult:
     # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
     # writing with the next chip's reading and statistics; a failed write (a full disk) stops
     # the job at the next chip
-    with PairReader(spec.source, spec.target, spec.source_bands, spec.target_bands,
-                    spec.resampling) as reader, ThreadPoolExecutor(1) as writer:
+    with spec.reader() as reader, MaskReader(spec.masks, reader.grid) as masks, \
+            ThreadPoolExecutor(1) as writer:
         source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid)
         target_writer = ChipWriter(reader.target_file, spec.target_bands, out / "target",
                                    reader.grid)
         pending = []
         for chip, split in job.chips:
-            read = reader.read(chip.window)
+            read = masks.apply(reader.read(chip.window), chip.window)
             valid_fraction = float(read.valid.mean())
             if 1.0 - valid_fraction > job.max_nodata:
                 rejected[REJECT_NODATA] += 1

@@ -8,12 +8,9 @@ from collections.abc import Iterator
 
 import click
 
-from geopix2pix.cli.options import OFF
-from geopix2pix.demo.scenes import TASKS
-from geopix2pix.demo.settings import DemoSettings
+from geopix2pix.cli.options import click_options
 from geopix2pix.errors import GeoPix2PixWarning
-
-DEFAULT_STEPS = DemoSettings().max_steps
+from geopix2pix.settings.demo import DemoOptions
 
 
 @click.command("demo", context_settings={"show_default": True})
@@ -21,41 +18,21 @@ DEFAULT_STEPS = DemoSettings().max_steps
               type=click.Path(file_okay=False),
               help="Folder for everything the demo writes (scenes/, chips/, run/, "
                    "prediction.tif, baseline.tif, quicklook.png, evaluation*.json, demo.json).")
-@click.option("--task", type=click.Choice(TASKS), default="dsm2image",
-              help="dsm2image: elevation -> shaded relief; sar2optical: speckled SAR backscatter "
-                   "(dB) -> optical RGB; sat2map: satellite-like image -> cartographic map.")
-@click.option("--seed", type=int, default=0,
-              help="Seed of the generated landscapes, the chip split and the training.")
-@click.option("--steps", "max_steps", type=int, default=DEFAULT_STEPS,
-              help="Training steps (batches of 8 chips of 64 x 64 pixels), at least 1.")
-@click.option("--quick", is_flag=True,
-              help="Smaller scenes and 150 steps: a run of about 15 seconds that shows every "
-                   "step (the model learns less)." + OFF)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              help="auto uses CUDA when present, else the CPU.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace the outputs of an earlier demo in the output folder (a folder "
-                   "holding anything else is refused)." + OFF)
-@click.option("--quiet", "-q", is_flag=True,
-              help="No progress bars; print only the summary." + OFF)
-def demo_command(out_dir, task, seed, max_steps, quick, device, overwrite, quiet):
+@click_options(DemoOptions)
+def demo_command(out_dir, **options):
     """Run geopix2pix end to end on built-in generated data.
 
     Generates georeferenced training scenes and a held-out scene (GeoTIFFs in UTM 33N that open
     in QGIS), exports chips, trains a small Pix2Pix, predicts the held-out scene, and prints its
     metrics beside a baseline that predicts the training mean, then where every output is.
     """
-    from dataclasses import replace
-
     from geopix2pix.demo.pipeline import run_demo
 
-    settings = replace(DemoSettings.small() if quick else DemoSettings(), device=device)
-    if max_steps != DEFAULT_STEPS:
-        settings = replace(settings, max_steps=max_steps)
+    demo = DemoOptions(**options)
     with warnings_as_lines():
-        result = run_demo(out_dir, task, seed, progress=not quiet, overwrite=overwrite,
-                          settings=settings)
-    if quiet:
+        result = run_demo(out_dir, demo.task, demo.seed, progress=demo.progress,
+                          overwrite=demo.overwrite, settings=demo.settings())
+    if not demo.progress:
         click.echo("\n".join(result.lines()))
 
 

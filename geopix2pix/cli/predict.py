@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from geopix2pix.cli.options import BANDS, OFF, creation_options
+from geopix2pix.cli.options import click_options
 from geopix2pix.cli.stops import predict_stopped, reports_stop
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.settings.predict import PredictOptions
 
 
 @click.command("predict", context_settings={"show_default": True})
@@ -17,46 +18,9 @@ from geopix2pix.errors import GeoPix2PixError
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for several scenes' outputs (<scene name>.tif); then every PATH is a "
                    "scene.")
-@click.option("--overlap", default=0.5, type=float,
-              help="Fraction of the window shared by neighbouring windows.")
-@click.option("--batch-size", default=8, type=click.IntRange(min=1),
-              help="Windows per generator call.")
-@click.option("--device", default="auto",
-              help="auto (CUDA when present: bf16, channels_last; else the CPU), cpu, cuda or "
-                   "cuda:N; under torchrun each process uses its own GPU.")
-@click.option("--bands", type=BANDS, default=None,
-              help="1-based scene bands to feed the model  [default: the source bands chosen "
-                   "at export (e.g. 4,3,2) when the scene is like the training rasters, else "
-                   "all its bands but alpha; a scene giving another number of bands than the "
-                   "model takes needs --bands]")
-@click.option("--blend", type=click.Choice(["hann", "none"]), default="hann",
-              help="Hann-weighted blending of overlapping windows, or none (each window's "
-                   "centre crop).")
-@click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews." + OFF)
-@click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "none"]),
-              default="deflate",
-              help="Compression of the output GeoTIFF (with a predictor suited to the dtype).")
-@click.option("--co", "creation_options", metavar="NAME=VALUE", multiple=True,
-              callback=creation_options,
-              help="GDAL creation option of the output's driver (GTiff, or COG with --cog), "
-                   "over geopix2pix's own; repeatable. E.g. ZLEVEL=1 (GTiff) or LEVEL=1 (COG) "
-                   "for faster, larger deflate files. Tiles must divide 512 (with --cog, "
-                   "BLOCKSIZE a multiple of 16, at least 128).")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs." + OFF)
-@click.option("--resample-to-model", is_flag=True,
-              help="Predict at the training pixel size (warping the scene) and write back on the "
-                   "scene's grid." + OFF)
-@click.option("--allow-no-crs", is_flag=True,
-              help="Accept scenes without a CRS or without a geotransform (predicted on "
-              "their pixels)." + OFF)
-@click.option("--baseline", type=click.Choice(["none", "linear", "constant"]), default="none",
-              help="Write a simple baseline the model file carries instead of the model's "
-                   "prediction (same grid, dtype, nodata): linear (the least-squares map of the "
-                   "source bands; for a class map the nearest class mean) or constant (the "
-                   "train mean; the majority class), fitted on the train chips.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar." + OFF)
+@click_options(PredictOptions, last=("progress",))
 @reports_stop(predict_stopped)
-def predict_command(paths, model, out_dir, quiet, **options):
+def predict_command(paths, model, out_dir, progress, **options):
     """Predict SCENE into OUT (`predict SCENE OUT -m MODEL`), or several scenes into --out-dir
     (`predict A.tif B.tif --out-dir DIR -m MODEL`).
 
@@ -80,14 +44,14 @@ def predict_command(paths, model, out_dir, quiet, **options):
         click.echo(f"warning: {message}", err=True)
 
     def report(r) -> None:  # as each scene is done, so a later stop loses no failure
-        if r.ok and not quiet:
+        if r.ok and progress:
             click.echo(f"{r.out}: {r.windows} windows in {r.seconds:.1f} s")
         elif not r.ok and out is None:  # (one scene's failure is raised, and said once)
             click.echo(f"Error: {r.error}", err=True)
 
     launched = env().launched  # under torchrun, rank 0 reports every rank's scenes at the end
     results = predict_sharded(scenes, out, model=model, out_dir=out_dir, on_warning=warn,
-                              on_result=None if launched else report, progress=not quiet,
+                              on_result=None if launched else report, progress=progress,
                               **options)
     if env().rank != 0:
         return

@@ -24,9 +24,7 @@ from geopix2pix.chips.export import OUTPUTS as CHIP_OUTPUTS
 from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.chips.scaling import to_dtype
 from geopix2pix.demo.scenes import TASKS, DemoScenes, make_demo_scenes
-from geopix2pix.demo.settings import DemoSettings
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.options import api_function
 from geopix2pix.raster.gdal_log import checked_write
 from geopix2pix.raster.io import open_raster, read_window
 from geopix2pix.raster.write import (
@@ -35,6 +33,8 @@ from geopix2pix.raster.write import (
     write_text_atomic,
 )
 from geopix2pix.runtime.folders import Owned, prepare_output_dir
+from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.demo import DemoSettings
 from geopix2pix.training.trainer import RUN_OUTPUTS
 
 SUMMARY = "demo.json"

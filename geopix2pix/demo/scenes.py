@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 from geopix2pix.demo.render import RENDERERS, RenderedPair
 from geopix2pix.demo.terrain import make_landscape
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.options import api_function
 from geopix2pix.raster.gdal_log import checked_write
 from geopix2pix.raster.write import atomic_path, check_can_write, gtiff_profile
+from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.demo import TASKS
 
-TASKS = ("dsm2image", "sar2optical", "sat2map")
 # What the two sides of each task are called in file names.
 SIDE_NAMES = {"dsm2image": ("dem", "hillshade"), "sat2map": ("image", "map"),
               "sar2optical": ("sar", "optical")}

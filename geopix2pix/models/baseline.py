@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-BASELINES = ("linear", "constant")
-RESIDUALS = ("none", "linear")
+from geopix2pix.settings.train import RESIDUALS
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,14 @@ from typing import Any
 
 from torch import nn
 
+from geopix2pix.settings.train import NORMS
+
 from .init import init_weights
 from .patchgan import NLayerDiscriminator
 from .schema import MAX_BANDS, MAX_CHIP_SIZE, MAX_NGF, shown
 from .smp_generator import PREFIX as SMP_PREFIX
 from .smp_generator import SmpGenerator, load_encoder_weights
-from .unet import NORMS, OUTPUTS, UnetGenerator, depth_for_chip_size
+from .unet import OUTPUTS, UnetGenerator, depth_for_chip_size
 
 # the most each size may be: a file's spec is built (on the meta device) before its tensors
 # are compared with it, and training builds it for real

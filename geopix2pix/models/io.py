@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.options import api_function
 from geopix2pix.raster.write import atomic_path
 from geopix2pix.runtime.device import resolve_device
+from geopix2pix.settings.checking import api_function
 
 from . import layout
 from .baseline import BaselineMaps, ResidualGenerator, with_residual

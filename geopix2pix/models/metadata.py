@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from geopix2pix.chips.manifest import DatasetInfo, SideInfo
-from geopix2pix.chips.scaling import SCALING_MODES, Scaling
+from geopix2pix.chips.scaling import Scaling
 from geopix2pix.chips.stats import MAX_CLASSES
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.jsonvalues import encode_number, jsonable
 from geopix2pix.raster.band_metadata import BandMetadata
+from geopix2pix.settings.export import SCALING_MODES
 
 from .baseline import BaselineMaps
 from .schema import (

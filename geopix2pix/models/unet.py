@@ -18,7 +18,8 @@ import math
 import torch
 from torch import nn
 
-NORMS = ("batch", "instance")
+from geopix2pix.settings.train import NORMS
+
 OUTPUTS = ("tanh", "logits")  # values in [-1, 1]; one raw score (logit) per class
 MIN_DEPTH = 5  # the outer four levels plus the innermost one
 

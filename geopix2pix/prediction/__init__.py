@@ -9,8 +9,8 @@ output), `checks` (scene vs model), `options` (predict's options), `resample` (-
 
 from __future__ import annotations
 
-from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.predictor import SceneResult, predict, predict_scenes
+from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 
 __all__ = ["PredictKeywords", "PredictOptions", "SceneResult", "predict", "predict_scenes"]
 

@@ -22,7 +22,6 @@ import torch
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import load_model
-from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.predictor import (
     PathLike,
     SceneResult,
@@ -40,6 +39,7 @@ from geopix2pix.runtime.stopping import (
     attaches_stop_report,
     stop_signal,
 )
+from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

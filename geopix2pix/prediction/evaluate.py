@@ -34,7 +34,6 @@ from rasterio.windows import Window
 from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.jsonvalues import jsonable
-from geopix2pix.options import api_function, check_types
 from geopix2pix.prediction.band_pairing import (
     MATCHING,
     band_text,
@@ -51,6 +50,7 @@ from geopix2pix.raster.io import (
     warped_view,
 )
 from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
+from geopix2pix.settings.checking import api_function, check_types
 
 BLOCK = 1024
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5

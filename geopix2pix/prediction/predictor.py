@@ -24,7 +24,6 @@ from geopix2pix.errors import GeoPix2PixError, data_errors, describe, warn_user
 from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.baseline import baseline_generator
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.options import api_function
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import (
     check_bands,
@@ -32,7 +31,6 @@ from geopix2pix.prediction.checks import (
     check_pixel_size,
     check_source_values,
 )
-from geopix2pix.prediction.options import PredictKeywords, PredictOptions
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
 from geopix2pix.prediction.runner import output_spec, predict_to_file, reopen_scene
 from geopix2pix.prediction.writer import check_output_options
@@ -45,6 +43,8 @@ from geopix2pix.raster.write import (
 )
 from geopix2pix.runtime.device import resolve_device
 from geopix2pix.runtime.folders import refuse_read_only
+from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

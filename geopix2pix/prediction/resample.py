@@ -27,7 +27,6 @@ from rasterio.windows import Window
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import LoadedModel
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.prediction.options import PredictOptions
 from geopix2pix.prediction.runner import open_tiled, predict_to_file, reopen_scene, tiled_output
 from geopix2pix.prediction.windows import MIN_CACHE
 from geopix2pix.prediction.writer import BLOCK, BandWriter, OutputSpec, finish
@@ -36,6 +35,7 @@ from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import raster_path, read_window, warped_view
 from geopix2pix.runtime.partials import discard, partial_name
+from geopix2pix.settings.predict import PredictOptions
 
 MAX_FILL_MARGIN = 128  # scene pixels: two model pixels of a scene up to 63x finer than it
 # the 8 neighbours, the 4 sharing a side first (the one whose code a missing pixel takes)

@@ -36,7 +36,7 @@ from geopix2pix.raster.io import warped_view
 from geopix2pix.runtime.partials import partial_name
 
 if TYPE_CHECKING:
-    from geopix2pix.prediction.options import PredictOptions
+    from geopix2pix.settings.predict import PredictOptions
 
 
 def output_spec(model: LoadedModel, info: ModelMetadata) -> OutputSpec:

@@ -28,11 +28,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
-from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.io import decoded_block_bytes, read_window
+from geopix2pix.settings.predict import DEFAULT_CHUNK_WIDTH, check_layout_options
 
-BLENDS = ("hann", "none")
-DEFAULT_CHUNK_WIDTH = 8192
 MIN_CACHE, MAX_CACHE = 32 * 2**20, 512 * 2**20
 CHUNK_CHANNELS = 4  # a chunk of the full width blends up to this many channels (bands, classes)
 CHUNK_WINDOWS = 8  # ... and a narrower one is still this many windows wide
@@ -105,14 +103,6 @@ class Chunk:
     @property
     def width(self) -> int:
         return self.col1 - self.col0
-
-
-def check_layout_options(overlap: float, blend: str) -> None:
-    """Refuse an --overlap or --blend the lattice cannot take."""
-    if blend not in BLENDS:
-        raise GeoPix2PixError(f"--blend {blend}: use one of {', '.join(BLENDS)}")
-    if not 0 <= overlap < 1:
-        raise GeoPix2PixError(f"--overlap {overlap}: use a fraction from 0 up to (not incl.) 1")
 
 
 def make_layout(height: int, width: int, size: int, overlap: float, blend: str) -> Layout:

@@ -50,7 +50,8 @@ from geopix2pix.raster.creation import (
 )
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
-from geopix2pix.raster.write import COMPRESSIONS, gtiff_profile
+from geopix2pix.raster.write import gtiff_profile
+from geopix2pix.settings.predict import COMPRESSIONS
 
 BLOCK = 512
 # GDAL block cache while building the COG, whatever the RAM: the conversion fills whatever cache it

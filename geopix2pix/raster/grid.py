@@ -58,6 +58,11 @@ class Grid:
         """The transform of a window of this grid (exact, no rounding)."""
         return self.transform @ Affine.translation(window.col_off, window.row_off)
 
+    def moved(self, dx: float, dy: float) -> Grid:
+        """This grid moved by (dx, dy) of its own pixels (columns, rows)."""
+        return Grid(self.crs, self.transform @ Affine.translation(dx, dy), self.width,
+                    self.height, self.control_points)
+
     def is_same(self, other: Grid) -> bool:
         """True when both grids are the same pixels: same CRS, transform and size."""
         return (

@@ -29,24 +29,29 @@ class PairRead:
 
 
 class PairReader:
-    """Opens a pair once and reads aligned windows from it (one per process or thread)."""
+    """Opens a pair once and reads aligned windows from it (one per process or thread). A
+    `shift` (dx, dy) in source pixels, where the target's content lies against the source's,
+    is corrected: the target is warped onto the source grid moved by it, so its content lands
+    where the source's is (resampled, even on the same grid, unless the shift is zero)."""
 
     def __init__(self, source: str | os.PathLike, target: str | os.PathLike,
                  source_bands: Sequence[int], target_bands: Sequence[int],
-                 resampling: str = "bilinear"):
+                 resampling: str = "bilinear", shift: tuple[float, float] | None = None):
         self._stack = ExitStack()
         self.source = self._stack.enter_context(open_raster(source))
         self.target_file = self._stack.enter_context(open_raster(target))
         self.source_bands = list(source_bands)
         self.target_bands = list(target_bands)
         self.grid = Grid.of(self.source)
-        offset = Grid.of(self.target_file).integer_offset(self.grid)
+        shift = shift if shift is not None and any(shift) else None  # (0, 0): no move
+        offset = None if shift else Grid.of(self.target_file).integer_offset(self.grid)
         if offset is not None:
             # target pixel (0, 0) sits at source pixel `offset`: read it directly, no resampling
             self.target, self._shift = self.target_file, (-offset[0], -offset[1])
         else:
             self.target = self._stack.enter_context(
-                warped_view(self.target_file, self.grid, resampling))
+                warped_view(self.target_file, self.grid.moved(*shift) if shift else self.grid,
+                            resampling))
             self._shift = (0, 0)
 
     @property

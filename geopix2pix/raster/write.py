@@ -17,7 +17,6 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.runtime.folders import refuse_read_only
 from geopix2pix.runtime.partials import discard, partial_name, remove_stale
 
-COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors, which name no file
 
 

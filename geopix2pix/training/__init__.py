@@ -5,7 +5,8 @@ model.safetensors (latest), model-best.safetensors, checkpoint.pt, metrics.csv, 
 train.json.
 """
 
-from .config import TrainConfig
+from geopix2pix.settings.train import TrainConfig
+
 from .trainer import TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "train"]

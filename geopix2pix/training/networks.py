@@ -13,8 +13,7 @@ from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import GeneratorSpec, build_discriminator, build_generator
 from geopix2pix.models.patchgan import max_layers, min_input_size
-
-from .config import TrainConfig
+from geopix2pix.settings.train import TrainConfig
 
 
 def check_discriminator_depth(chip_size: int, n_layers: int) -> None:

@@ -35,18 +35,18 @@ from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_use
 from geopix2pix.models import save_model
 from geopix2pix.models.baseline import ResidualGenerator, zero_output_layer
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.options import api_function
 from geopix2pix.raster.write import write_text_atomic
 from geopix2pix.runtime import distributed
 from geopix2pix.runtime.device import default_workers
 from geopix2pix.runtime.folders import Owned
 from geopix2pix.runtime.stopping import StopRequest, TrainingStopped, attaches_stop_report
+from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.train import TrainConfig, TrainKeywords
 
 from . import baselines
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
 from .checkpoint_check import Expected
 from .classes import describe_classes, objective_for, trained_classes
-from .config import OPTIONS, TrainConfig, TrainKeywords, saved_options
 from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, device_setup, maybe_compile
 from .ema import WeightAverage
@@ -54,6 +54,7 @@ from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
 from .networks import build_networks
 from .outputs import leave_failed, open_run_dir, stop_reporter, writing
+from .resume import OPTIONS, saved_options
 from .step import Pix2PixStep
 
 if TYPE_CHECKING:

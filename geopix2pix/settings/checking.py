@@ -1,6 +1,7 @@
-"""The Python API's options checked as the command line's are: a value of the wrong type is a
-one-line GeoPix2PixError naming the option and what it takes (``chip_size='64': expected an
-integer``), not a TypeError from deep inside. Types come from the annotations of the function
+"""The Python API's options checked as the command line's are: a misspelt name or a value of the
+wrong type is a one-line GeoPix2PixError naming the option and what it takes (``chip_size='64':
+expected an integer``), not a TypeError from deep inside; `from_keywords` builds a command's
+settings (`geopix2pix.settings`) so. Types come from the annotations of the function
 or dataclass that takes the options; only the simple ones are checked (numbers, strings, bools,
 lists and dicts of them, None); anything else (paths, models) is left to the code that uses it.
 
@@ -11,6 +12,7 @@ and the valid names, not Python's TypeError.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -23,10 +25,29 @@ from typing import Any, TypeVar
 from geopix2pix.errors import GeoPix2PixError
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 _NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
           type(None): "None"}
+
+
+def from_keywords(settings: type[T], options: Mapping[str, Any], what: str) -> T:
+    """`settings` (a dataclass of options) built from keyword `options` (`checked_keywords`);
+    the dataclass checks the values."""
+    return settings(**checked_keywords(settings, options, what))
+
+
+def checked_keywords(settings: type, options: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """`options` for `settings` (a dataclass of options) as Python's own numbers: an unknown
+    name or a value of the wrong type is a one-line GeoPix2PixError naming it (``unknown
+    predict option(s): co; valid: ...``)."""
+    known = [f.name for f in dataclasses.fields(settings)]
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        raise GeoPix2PixError(f"unknown {what} option(s): {', '.join(sorted(unknown))}; "
+                              f"valid: {', '.join(sorted(known))}")
+    return check_types(options, settings)
 
 
 def check_types(values: Mapping[str, Any], owner: Any) -> dict[str, Any]:
@@ -94,13 +115,18 @@ def _plural(hint: Any) -> str:
     return {int: "integers", float: "numbers", str: "strings"}.get(hint, _describe(hint))
 
 
-def api_function(function: F) -> F:
+def api_function(function: F | None = None, *, settings: type | None = None) -> Any:
     """Decorate a public API function (or a class's ``__init__``): a call that does not fit its
     signature is a one-line GeoPix2PixError (``unknown export_chips option(s): chipsize; valid:
-    ...``) instead of a TypeError; otherwise the call is unchanged.
-    ``functools.wraps`` keeps the real signature for help() and IDEs."""
+    ...``) instead of a TypeError; otherwise the call is unchanged. With `settings` (the
+    dataclass whose fields its ``**options`` take), a keyword that is neither an argument nor an
+    option is refused so too, naming both. ``functools.wraps`` keeps the real signature for
+    help() and IDEs."""
+    if function is None:
+        return functools.partial(api_function, settings=settings)
     signature = inspect.signature(function)
     name = _api_name(function)
+    options = [f.name for f in dataclasses.fields(settings)] if settings is not None else None
 
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -108,9 +134,20 @@ def api_function(function: F) -> F:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise GeoPix2PixError(_call_error(name, signature, args, kwargs, exc)) from None
+        if options is not None:
+            _refuse_unknown(name, signature, options, kwargs)
         return function(*args, **kwargs)
 
     return typing.cast(F, call)
+
+
+def _refuse_unknown(name: str, signature: inspect.Signature, options: list[str],
+                    kwargs: dict) -> None:
+    unknown = [k for k in kwargs if k not in signature.parameters and k not in options]
+    if unknown:
+        valid = sorted({*_keywords(signature), *options})
+        raise GeoPix2PixError(f"unknown {name} option(s): {', '.join(unknown)}; valid: "
+                              f"{', '.join(valid)}")
 
 
 def _api_name(function: Callable[..., Any]) -> str:

@@ -1,0 +1,39 @@
+"""The options several commands share (--quiet, --overwrite, --device, --seed, --workers), declared
+once: each command's settings take these fields with their own help, and so the same name, type,
+default and short flag everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geopix2pix.settings.declare import option
+
+
+def quiet(help: str = "No progress bar.") -> Any:
+    """``--quiet``/``-q``: a `quiet` option (False: progress bars shown)."""
+    return option(False, short="-q", runtime=True, help=help)
+
+
+def progress(help: str = "No progress bar.") -> Any:
+    """``--quiet``/``-q`` on the command line, a `progress` option (True) in Python."""
+    return option(True, flag="--quiet", short="-q", inverted=True, runtime=True, help=help)
+
+
+def overwrite(help: str) -> Any:
+    """``--overwrite``: replace the outputs of an earlier run."""
+    return option(False, help=help, runtime=True)
+
+
+def device(help: str) -> Any:
+    """``--device``: auto, cpu, cuda or cuda:N."""
+    return option("auto", help=help, runtime=True)
+
+
+def seed(help: str) -> Any:
+    """``--seed``: the seed of whatever the command draws at random."""
+    return option(0, help=help)
+
+
+def workers(help: str, shown_default: str) -> Any:
+    """``--workers``: worker processes, None for the command's own default."""
+    return option(None, help=help, shown_default=shown_default, runtime=True)

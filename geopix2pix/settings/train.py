@@ -1,0 +1,211 @@
+"""`geopix2pix train`'s options (`TrainConfig`), declared once: their names (the CLI's,
+``--batch-size`` -> ``batch_size``), types, defaults, choices and help, and their checks. The
+command line derives its options from these fields; ``train(chips_dir, out_dir, **options)``
+takes the same names;
+`TrainKeywords` names them with their types for type checkers and IDEs (a test keeps the two the
+same). Options fall in two groups: those that shape the result (a resumed run must use the same
+ones, `TrainConfig.result_options`) and runtime ones that may change between a run and its
+resumption (declared ``runtime=True``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.settings import common
+from geopix2pix.settings.checking import from_keywords
+from geopix2pix.settings.declare import check_choice, option, runtime_names
+
+GAN_MODES = ("vanilla", "lsgan")
+CLASS_WEIGHTS = ("none", "balanced")
+AUGMENTS = ("none", "flip", "d4")
+RESIDUALS = ("none", "linear")
+NORMS = ("batch", "instance")
+
+GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size) or "
+                  "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
+                  "smp:Unet:resnet34 (no weights are downloaded).")
+NORM_HELP = ("Normalisation in G and D. batch: at prediction, eval-mode batch norm uses the "
+             "statistics learned in training, so a pixel's value does not depend on its window's "
+             "neighbours or batch and stitched scenes show no seams. instance: normalises each "
+             "window by its own statistics (can show seams between prediction windows).")
+AUGMENT_HELP = ("Random transforms applied identically to input and target. none: when the "
+                "answer depends on orientation (a hillshade depends on the sun azimuth, shadows "
+                "and slopes have a direction). flip: mirror images are as plausible as the "
+                "originals. d4: flips and 90-degree rotations, for orientation-free mappings "
+                "(e.g. land cover from imagery).")
+
+
+class TrainKeywords(TypedDict, total=False):
+    """The keyword options of `train`, as type checkers see them: `TrainConfig`'s fields (a
+    test keeps the two the same). Defaults and meanings: `TrainConfig` and `geopix2pix train
+    --help`."""
+
+    batch_size: int
+    workers: int | None
+    device: str
+    amp: bool
+    compile: bool
+    seed: int
+    resume: bool
+    epochs: int
+    decay_epochs: int
+    max_steps: int | None
+    lr: float
+    beta1: float
+    lambda_l1: float
+    gan_mode: str
+    gan_warmup: float
+    ema: float
+    val_every: int | None
+    generator: str
+    encoder_weights: str | None
+    ngf: int
+    ndf: int
+    n_layers: int
+    norm: str
+    augment: str
+    categorical: bool
+    class_weights: str
+    residual: str
+    samples: int
+    overwrite: bool
+    quiet: bool
+    sync_bn: bool
+
+
+@dataclass
+class TrainConfig:
+    """Options of a training run (see `geopix2pix train --help` for what each one does)."""
+
+    batch_size: int = option(8, help="Chips per step, per process under torchrun (effective "
+                             "batch = this x processes); batch norm learns steadier statistics "
+                             "with more than 1.")
+    workers: int | None = common.workers("Data-loading processes, 0 = main process",
+                                         "cores - 1, at most 8")
+    device: str = common.device("auto (CUDA when present, else the CPU), cpu, cuda or cuda:N "
+                                "(under torchrun, each process takes the GPU of its LOCAL_RANK).")
+    amp: bool = option(True, negatable=True, runtime=True, help=(
+        "Mixed precision on CUDA (bf16 autocast, or fp16 with a grad scaler where bf16 is "
+        "unsupported); the CPU always trains in fp32."))
+    compile: bool = option(False, runtime=True, help="Compile G and D with torch.compile (slow "
+                           "start, faster steps on a GPU)")
+    seed: int = common.seed("Seed of weights, batch order, augmentation.")
+    resume: bool = option(False, runtime=True, help=(
+        "Continue the run in RUN_DIR from its checkpoint.pt, with the options it was started "
+        "with (those that shape the result may not change)"))
+    epochs: int = option(100, help="Epochs at the constant learning rate.")
+    decay_epochs: int = option(100, help="Epochs of linear learning-rate decay to zero after "
+                               "--epochs.")
+    max_steps: int | None = option(None, shown_default="none", help=(
+        "Train this many steps instead (same constant/decay proportions)"))
+    lr: float = option(2e-4, help="Adam learning rate (betas 0.5, 0.999).")
+    beta1: float = option(0.5, cli=False)
+    lambda_l1: float = option(100.0, help="Weight of the L1 loss (of the cross-entropy with "
+                              "--categorical).")
+    gan_mode: str = option("vanilla", choices=GAN_MODES, help=(
+        "Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares)."))
+    gan_warmup: float = option(0.0, help=(  # share of the steps with G on its pixel loss alone
+        "Share of the steps (0 to 1) in which G learns from the L1 (cross-entropy) loss alone "
+        "and D is idle; 1 = no adversarial term at all."))
+    ema: float = option(0.0, help=(  # decay of the generator's weight average (0: off); ema.py
+        "Decay of an average of G's weights kept over the steps (e.g. 0.999); validation, "
+        "samples and the model files use the average. 0 = off."))
+    val_every: int | None = option(None, runtime=True, shown_default="a tenth of the run", help=(
+        "Validate and write the model files and checkpoint at the first epoch end after every "
+        "N steps, and at the end"))
+    generator: str = option("unet", help=GENERATOR_HELP)
+    encoder_weights: str | None = option(None, kind="file", runtime=True, shown_default="none",
+                                         help="Local state dict (.pt/.pth/.safetensors) to "
+                                              "initialise an smp encoder")
+    ngf: int = option(64, help="Filters of the U-Net's outer level.")
+    ndf: int = option(64, help="Filters of the discriminator's first layer.")
+    n_layers: int = option(3, help="PatchGAN layers: 3 = the paper's 70x70 patches; at most "
+                           "log2(chip size) - 2 (4 for 64-px chips).")
+    norm: str = option("batch", choices=NORMS, help=NORM_HELP)
+    augment: str = option("none", choices=AUGMENTS, help=AUGMENT_HELP)
+    categorical: bool = option(False, help=(  # one score per class, cross-entropy (classes.py)
+        "The target is a class map (land cover codes, a road mask): learn one score per class "
+        "code of the train chips with cross-entropy, so predict writes the most probable "
+        "class, never a blend of codes. Export such targets with --target-resampling nearest."))
+    class_weights: str = option("none", choices=CLASS_WEIGHTS, help=(
+        "With --categorical: balanced weighs each class's pixels by the inverse of its share of "
+        "the train pixels (at most 100), for rare classes such as roads; none counts every "
+        "pixel alike."))
+    residual: str = option("none", choices=RESIDUALS, help=(
+        "linear: the generator learns the target minus the linear baseline (the least-squares "
+        "map of the source bands fitted on the train chips, see baselines.json), which it "
+        "starts from and predict adds back; for values, not --categorical."))
+    samples: int = option(4, cli=False)
+    overwrite: bool = common.overwrite(
+        "Replace the files of an earlier run in RUN_DIR (a folder holding anything else, or the "
+        "chips, is refused).")
+    quiet: bool = common.quiet()
+    # a run may resume on another number of ranks, where it means nothing (1 rank)
+    sync_bn: bool = option(False, runtime=True, help=(
+        "Under torchrun on GPUs: batch norm statistics over the effective batch (SyncBatchNorm) "
+        "instead of each process's own."))
+
+    def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_numbers()
+        if self.resume and self.overwrite:
+            raise GeoPix2PixError("--resume and --overwrite contradict each other; pass one")
+        if self.class_weights != "none" and not self.categorical:
+            raise GeoPix2PixError(f"--class-weights {self.class_weights} weighs the classes of a "
+                                  "class map; pass --categorical too")
+        if self.residual != "none" and self.categorical:
+            raise GeoPix2PixError(f"--residual {self.residual} adds a linear map to values; a "
+                                  "class map (--categorical) has none: drop --residual")
+
+    def _check_choices(self) -> None:
+        for name in ("gan_mode", "norm", "augment", "class_weights", "residual"):
+            check_choice(self, name)
+
+    def _check_numbers(self) -> None:
+        positive = ("batch_size", "ngf", "ndf", "n_layers")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise GeoPix2PixError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.epochs < 0 or self.decay_epochs < 0 or self.epochs + self.decay_epochs < 1:
+            raise GeoPix2PixError("--epochs and --decay-epochs must be >= 0 and not both 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise GeoPix2PixError("--max-steps must be at least 1")
+        if self.workers is not None and self.workers < 0:
+            raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
+        if not self.lr > 0:
+            raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
+        if self.lambda_l1 < 0:
+            raise GeoPix2PixError(f"--lambda-l1 {self.lambda_l1}: use 0 or more")
+        if not 0 <= self.gan_warmup <= 1:
+            raise GeoPix2PixError(f"--gan-warmup {self.gan_warmup}: use a share of the steps "
+                                  "from 0 (adversarial from the start) to 1 (never)")
+        if not 0 <= self.ema < 1:
+            raise GeoPix2PixError(f"--ema {self.ema}: use a decay from 0 (off) to below 1, "
+                                  "e.g. 0.999")
+        if self.val_every is not None and self.val_every < 1:
+            raise GeoPix2PixError(f"--val-every {self.val_every}: use at least 1 step")
+        if self.samples < 0:
+            raise GeoPix2PixError(f"samples={self.samples}: use 0 or more")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> TrainConfig:
+        """Build from keyword options named like the CLI's; unknown names are an error."""
+        nullable = {f.name for f in dataclasses.fields(cls) if f.default is None}
+        given = {k: v for k, v in options.items()
+                 if v is not None or k in nullable}  # None elsewhere: the default
+        return from_keywords(cls, given, "training")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def result_options(self) -> dict[str, Any]:
+        """The options a resumed run must share with the run that wrote the checkpoint."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_OPTIONS}
+
+
+# May differ between a run and its --resume: they change speed or output, not what is learned.
+RUNTIME_OPTIONS = runtime_names(TrainConfig)

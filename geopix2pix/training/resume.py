@@ -1,0 +1,34 @@
+"""--resume: a run's options are saved in its folder (train.json); resuming reads them back, so
+that only the options typed again override them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from geopix2pix.runtime import distributed
+from geopix2pix.settings.train import TrainConfig
+
+OPTIONS = "train.json"  # a run's options, in its folder
+
+
+def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """--resume: the options the run in `run_dir` was started with (its train.json), those
+    `given` over them, so resuming needs no option repeated (one that shapes the result, given
+    differently from the checkpoint's, is then refused; a runtime one such as --workers or
+    --device may change). Options this version does not know are dropped; the batch size per
+    rank is the run's chips per step over this run's ranks."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"resume", "overwrite", "quiet"}
+    try:
+        saved = json.loads((run_dir / OPTIONS).read_text())
+        options = {k: v for k, v in saved["options"].items() if k in known}
+        effective = int(saved["effective_batch_size"])
+    except (OSError, ValueError, KeyError, TypeError):  # none: the checkpoint's check decides
+        return given
+
+    world = distributed.env().world_size
+    if effective % world == 0:
+        options["batch_size"] = effective // world
+    return {**options, **given}
