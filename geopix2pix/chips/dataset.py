@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from geopix2pix.chips.domains import DOMAINS
 from geopix2pix.chips.manifest import INDEX, DatasetInfo
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
@@ -77,17 +78,18 @@ def _open_chip(path: Path):
     return dataset
 
 
-def chip_ids(chips_dir: str | Path, split: str | None) -> list[str]:
-    """Ids of the chips of a split (None: all), in index order."""
+def chip_ids(chips_dir: str | Path, split: str | None, domain: str | None = None) -> list[str]:
+    """Ids of the chips of a split (None: all), in index order; with `domain`, only that
+    domain's (an unpaired chips folder)."""
     path = Path(chips_dir) / INDEX
     if not path.exists():
         raise GeoPix2PixError(f"{chips_dir} has no {INDEX}; rerun geopix2pix export-chips")
+    where = [(column, value) for column, value in (("split", split), ("domain", domain))
+             if value is not None]
+    query = "SELECT id FROM chips" + (" WHERE " if where else "") + \
+        " AND ".join(f"{column} = ?" for column, _ in where) + " ORDER BY fid"
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        if split is None:
-            rows = db.execute("SELECT id FROM chips ORDER BY fid").fetchall()
-        else:
-            rows = db.execute("SELECT id FROM chips WHERE split = ? ORDER BY fid",
-                              (split,)).fetchall()
+        rows = db.execute(query, [value for _, value in where]).fetchall()
     return [r[0] for r in rows]
 
 
@@ -109,26 +111,60 @@ def augment_pair(source: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
 
 
 class ChipDataset(Dataset):
-    """Chips of one split (`train`, `val`, or None for all) scaled for the generator."""
+    """Chips of one split (`train`, `val`, or None for all) scaled for the generator.
+
+    With `unpaired` (for a model that learns without pairs), each item is one chip of each
+    domain drawn independently, as the reference CycleGAN's unaligned dataset does: ``source``
+    is chip ``index % len(sources)``, ``target`` one drawn at random with a generator seeded by
+    (`seed`, the epoch set by `set_epoch`, `index`), so a resumed run draws the same; each with
+    its own validity (``source_valid``, ``target_valid``) and id (``source_id``,
+    ``target_id``). The dataset is as long as the larger domain. A paired chips folder is read
+    so too (its pairing ignored); an unpaired one is refused without `unpaired`."""
 
     @api_function
     def __init__(self, chips_dir: str | Path, split: str | None = "train",
                  augment: str = "none", source_scaling: Scaling | None = None,
-                 target_scaling: Scaling | None = None, classes: Sequence[int] | None = None):
+                 target_scaling: Scaling | None = None, classes: Sequence[int] | None = None,
+                 unpaired: bool = False, seed: int = 0):
         if augment not in AUGMENTATIONS:
             raise GeoPix2PixError(f"--augment {augment}: use one of {', '.join(AUGMENTATIONS)}")
         if split not in SPLITS:
             raise GeoPix2PixError(f"split {split!r}: use 'train', 'val' or None (all chips)")
         self.chips_dir = Path(chips_dir)
         self.info = DatasetInfo.load(chips_dir)
-        self.ids = chip_ids(chips_dir, split)
+        self.unpaired, self.seed, self.epoch = unpaired, seed, 0
+        if unpaired:
+            self.domain_ids = self._domain_ids(split, classes)
+        else:
+            self.info.check_paired(chips_dir)
+        self.ids = self.domain_ids["source"] if unpaired else chip_ids(chips_dir, split)
         self.split = split
         self.augment = augment
         self.source_scaling = source_scaling or self.info.source.scaling
         self.target_scaling = target_scaling or self.info.target.scaling
         self.classes = None if classes is None else np.sort(np.asarray(classes, np.int64))
 
+    def _domain_ids(self, split: str | None, classes) -> dict[str, list[str]]:
+        """Each domain's chip ids (a paired folder's: the same ids in both)."""
+        if classes is not None:
+            raise GeoPix2PixError("classes are for paired chips (a class map learnt pixel for "
+                                  "pixel); drop them with unpaired")
+        found = {d: chip_ids(self.chips_dir, split, None if self.info.paired else d)
+                 for d in DOMAINS}
+        for domain, ids in found.items():
+            if not ids:
+                raise GeoPix2PixError(f"{self.chips_dir} holds no {split or ''} chip of the "
+                                      f"{domain} domain; re-export it with a smaller "
+                                      "--val-fraction or more rasters")
+        return found
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose random target chips (`unpaired`) the items draw."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
+        if self.unpaired:
+            return max(len(ids) for ids in self.domain_ids.values())
         return len(self.ids)
 
     def _read(self, side: str, chip_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +176,8 @@ class ChipDataset(Dataset):
                 raise ChipReadError(_damaged(path, describe(exc, hint=False))) from exc
 
     def __getitem__(self, index: int) -> dict:
+        if self.unpaired:
+            return self._unpaired_item(index)
         chip_id = self.ids[index]
         source, source_valid = self._read("source", chip_id)
         target, target_valid = self._read("target", chip_id)
@@ -152,6 +190,28 @@ class ChipDataset(Dataset):
         valid_t = torch.from_numpy(valid)[None]
         source_t, target_t, valid_t = augment_pair(source_t, target_t, valid_t, self.augment)
         return {"source": source_t, "target": target_t, "valid": valid_t, "id": chip_id}
+
+    def target_index(self, index: int) -> int:
+        """The target chip item `index` draws (`unpaired`): random, but the same for the same
+        seed, epoch and index whichever process asks."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return int(rng.integers(len(self.domain_ids["target"])))
+
+    def _unpaired_item(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        item = {}
+        sources = self.domain_ids["source"]
+        for domain, chip_id, scaling in (
+                ("source", sources[index % len(sources)], self.source_scaling),
+                ("target", self.domain_ids["target"][self.target_index(index)],
+                 self.target_scaling)):
+            data, valid = self._read(domain, chip_id)
+            tensor, valid_t = augment_pair(torch.from_numpy(scaling.forward(data, valid)),
+                                           torch.from_numpy(valid)[None],
+                                           torch.from_numpy(valid)[None], self.augment)[:2]
+            item.update({domain: tensor, f"{domain}_valid": valid_t, f"{domain}_id": chip_id})
+        return item
 
     def _class_index(self, target: np.ndarray, valid: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:

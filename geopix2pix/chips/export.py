@@ -124,18 +124,19 @@ def _side_info(dataset, bands: list[int]) -> SideInfo:
                     band_metadata=BandMetadata.of(dataset, bands))
 
 
-def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path]) -> None:
+def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path],
+                      group: str = "pairs") -> None:
     first = sides[0]
     for side, path in zip(sides[1:], paths[1:]):
         if (len(side.bands), side.dtype) != (len(first.bands), first.dtype):
             raise GeoPix2PixError(
                 f"{path}: {len(side.bands)} {side.dtype} band(s) where the first {name} has "
-                f"{len(first.bands)} {first.dtype}; all pairs need the same bands and dtype")
+                f"{len(first.bands)} {first.dtype}; all {group} need the same bands and dtype")
         differences = meaning_differences(side.band_metadata, first.band_metadata,
                                           f"the first {name}")
         if differences:  # the same numbers would mean different things
             raise GeoPix2PixError(
-                f"{path}: {'; '.join(differences)}; all pairs need values in the same units "
+                f"{path}: {'; '.join(differences)}; all {group} need values in the same units "
                 "(convert them, or set the metadata right with gdal_edit.py)")
 
 
@@ -183,17 +184,26 @@ def export_chips(
     out_dir: str | os.PathLike | None = None,
     *,
     pairs: str | os.PathLike | Sequence[tuple[str | os.PathLike, str | os.PathLike]] | None = None,
+    sources: Sequence[str | os.PathLike] | None = None,
+    targets: Sequence[str | os.PathLike] | None = None,
+    rasters: str | os.PathLike | Sequence[tuple[str | os.PathLike, str]] | None = None,
     **options: Unpack[ExportKeywords],
 ) -> ExportSummary:
     """Export aligned training chips from one pair (`source`, `target`) or many (`pairs`: a CSV
-    path or a list of path pairs) into `out_dir`. `options` are `ExportOptions`'s fields (those
-    of `geopix2pix export-chips`)."""
+    path or a list of path pairs) into `out_dir`, or with `unpaired` from two unpaired
+    collections (`sources`, `targets` or `rasters`: `chips.unpaired`). `options` are
+    `ExportOptions`'s fields (those of `geopix2pix export-chips`)."""
     pairs = checked_pairs(source, target, pairs)
     given = checked_keywords(ExportOptions, options, "export_chips")  # numpy numbers -> Python's
     refuse_spawned_reimport("export_chips")
     if out_dir is None:
         raise GeoPix2PixError("no output folder given; pass -o CHIPS_DIR")
     options = ExportOptions(**given)
+    if options.unpaired or sources or targets or rasters:  # two unpaired collections
+        from geopix2pix.chips.unpaired import export_unpaired
+
+        return export_unpaired(dict(source=source, target=target, pairs=pairs, out_dir=out_dir,
+                                    sources=sources, targets=targets, rasters=rasters), options)
     pair_paths = _pair_paths(source, target, pairs)
     pair_list, sides = _open_pairs(pair_paths, options)
     attach_masks(pair_list, pair_masks(pairs, len(pair_list), options))
@@ -261,10 +271,10 @@ def _open_pairs(pair_paths: list[tuple[Path, Path]],
 
 
 def _shared_side(sides: list[SideInfo], name: str, paths: list[Path],
-                 scaling_mode: str) -> SideInfo:
+                 scaling_mode: str, group: str = "pairs") -> SideInfo:
     """The first pair's `name` side, checked against every pair's, with its scaling mode and
     no raster band count where the rasters have several (none to match at predict)."""
-    _check_consistent(sides, name, paths)
+    _check_consistent(sides, name, paths, group)
     first = sides[0]
     if len({side.raster_bands for side in sides}) > 1:
         first.raster_bands = None
@@ -381,7 +391,8 @@ def _write_index(out: Path, records: list[dict], pair_list: list[_Pair], chip_si
 
     chips = [ChipWindow(r["pair"], r["row"], r["col"], chip_size) for r in records]
     write_index(out / INDEX, records, chips, _grids(pair_list),
-                {p.spec.index: _full_paths(p.spec) for p in pair_list})
+                {p.spec.index: dict(zip(("source", "target"), _full_paths(p.spec)))
+                 for p in pair_list})
 
 
 def _full_paths(spec: PairSpec) -> tuple[str, str]:

@@ -93,17 +93,18 @@ def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
 
 
 def write_index(path: Path, records: Sequence[dict], chips: Sequence[ChipWindow],
-                grids: dict[int, Grid], pair_names: dict[int, tuple[str, str]]) -> None:
-    """chips.gpkg: one feature per chip (id, pair, offsets, split, valid fraction, native CRS),
-    footprints in EPSG:4326 so scenes in different CRSs share one layer."""
+                grids: dict[int, Grid], columns: dict[int, dict]) -> None:
+    """chips.gpkg: one feature per chip (its record: id, pair, offsets, split, valid fraction;
+    the `columns` of its pair or raster, e.g. their paths; its native CRS), footprints in
+    EPSG:4326 so scenes in different CRSs share one layer. `grids` and `columns` are by the
+    chips' `ChipWindow.pair`."""
     frames = []
     for pair, grid in grids.items():
-        rows = [(r, c) for r, c in zip(records, chips) if r["pair"] == pair]
+        rows = [(r, c) for r, c in zip(records, chips) if c.pair == pair]
         if not rows:
             continue
         frame = gpd.GeoDataFrame(
-            [dict(r, source=pair_names[pair][0], target=pair_names[pair][1],
-                  crs=grid.crs.to_string()) for r, _ in rows],
+            [dict(r, **columns[pair], crs=grid.crs.to_string()) for r, _ in rows],
             geometry=footprints([c for _, c in rows], grid), crs=grid.crs,
         ).to_crs(INDEX_CRS)
         frame.geometry = split_at_antimeridian(frame.geometry.values)

@@ -74,6 +74,11 @@ class DatasetInfo:
     options: dict
     version: str
     format_version: int = FORMAT_VERSION
+    # False: two unpaired collections (`chips.unpaired`): `pairs` is empty, `rasters` lists
+    # every raster with its domain, `counts` holds each domain's, and `source`/`target` describe
+    # the domains; absent (a file written before) reads as paired
+    paired: bool = True
+    rasters: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -98,6 +103,14 @@ class DatasetInfo:
                for side in sides):
             raise GeoPix2PixError(f"{Path(chips_dir) / MANIFEST} has no statistics of the train "
                                   f"chips (none has a valid pixel); {again}")
+
+    def check_paired(self, chips_dir: str | Path) -> None:
+        """Refuse an unpaired chips folder where pairs are needed (Pix2Pix learns from aligned
+        pairs)."""
+        if not self.paired:
+            raise GeoPix2PixError(f"{chips_dir} holds unpaired chips (export-chips --unpaired): "
+                                  "Pix2Pix learns from aligned pairs; export pairs (SOURCE TARGET "
+                                  "or --pairs) or train an unpaired model")
 
     @classmethod
     def load(cls, chips_dir: str | Path) -> DatasetInfo:

@@ -52,51 +52,62 @@ def _is_pair(pair: object) -> bool:
 
 def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path | str, Path | str]]:
     """Pairs from a CSV with `source,target` columns, paths relative to the CSV's folder."""
+    rows = csv_rows(path, "--pairs", ("source", "target"), "one source and one target path")
+    return [_row_pair(row, Path(path), where) for where, row in rows]
+
+
+def csv_rows(path: str | os.PathLike, option: str, columns: tuple[str, ...],
+             holds: str) -> list[tuple[str, dict]]:
+    """The rows of the CSV `option` names, each with where it is ("--pairs a.csv, line 3"): a
+    UTF-8 text file (with or without Excel's byte-order mark) with `columns` in its header and
+    at least one row, whose rows (each `holds` what) have no cell beyond the header's
+    columns."""
     path = Path(path)
     if not path.exists():
-        raise GeoPix2PixError(f"--pairs {path}: no such file; check the path")
+        raise GeoPix2PixError(f"{option} {path}: no such file; check the path")
     try:
         text = path.read_text(encoding="utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
     except UnicodeDecodeError:
-        raise GeoPix2PixError(f"--pairs {path} is not a UTF-8 text file (a raster, or a "
+        raise GeoPix2PixError(f"{option} {path} is not a UTF-8 text file (a raster, or a "
                               "spreadsheet saved as UTF-16?); save it as CSV UTF-8 with "
-                              "source,target columns") from None
+                              f"{','.join(columns)} columns") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-    if not {"source", "target"} <= set(reader.fieldnames):
-        raise _needs_header(path)
-    pairs = [_row_pair(row, path, reader.line_num, len(reader.fieldnames)) for row in reader]
-    if not pairs:
-        raise _needs_header(path)
-    return pairs
+    rows = []
+    for row in reader if set(columns) <= set(reader.fieldnames) else ():
+        where = f"{option} {path}, line {reader.line_num}"
+        extra = [cell.strip() for cell in row.get(None) or [] if cell.strip()]  # csv's rest key
+        if extra:
+            raise GeoPix2PixError(
+                f"{where}: more cells than the header's {len(reader.fieldnames)} column(s) "
+                f"(extra: {', '.join(extra)}); a line holds {holds}: remove the extra cells, "
+                "or quote a path that holds a comma")
+        rows.append((where, row))
+    if not rows:
+        raise GeoPix2PixError(f"{option} {path} needs a header with "
+                              f"{' and '.join(repr(c) for c in columns)} columns and at least "
+                              "one row")
+    return rows
 
 
-def _row_pair(row: dict, path: Path, line: int,
-              columns: int) -> tuple[Path | str, Path | str]:
-    """One row's (source, target), relative to the CSV's folder: both filled in, no cell
-    beyond the header's columns, and both files there (a GDAL name, /vsizip/... or NETCDF:...,
-    is left to GDAL, its own file relative to the CSV's folder too: `anchored`)."""
-    where = f"--pairs {path}, line {line}"
-    extra = [cell.strip() for cell in row.get(None) or [] if cell.strip()]  # csv's rest key
-    if extra:
-        raise GeoPix2PixError(
-            f"{where}: more cells than the header's {columns} column(s) (extra: "
-            f"{', '.join(extra)}); a line holds one source and one target path: remove the "
-            "extra cells, or quote a path that holds a comma")
+def listed_file(typed: str, csv_path: Path, where: str, name: str) -> Path | str:
+    """A raster a CSV lists, relative to the CSV's folder, which must exist (a GDAL name,
+    /vsizip/... or NETCDF:..., is left to GDAL, its own file relative to the CSV's folder too:
+    `anchored`)."""
+    full = raster_path(anchored(typed, csv_path.parent))
+    if not is_gdal_name(full) and not full.exists():
+        looked = "" if str(full) == typed else \
+            f" (looked for {full}: paths are relative to the CSV's folder)"
+        raise GeoPix2PixError(f"{where}: {name} {typed} does not exist{looked}; check the path")
+    return full
+
+
+def _row_pair(row: dict, path: Path, where: str) -> tuple[Path | str, Path | str]:
+    """One row's (source, target), relative to the CSV's folder: both filled in and both files
+    there."""
     source, target = ((row.get(name) or "").strip() for name in ("source", "target"))
     if not source or not target:
         raise GeoPix2PixError(f"{where}: a source and a target path are needed; fill them in "
                               "or remove the line")
-    pair = tuple(raster_path(anchored(typed, path.parent)) for typed in (source, target))
-    for name, typed, full in zip(("source", "target"), (source, target), pair):
-        if not is_gdal_name(full) and not full.exists():
-            looked = "" if str(full) == typed else \
-                f" (looked for {full}: paths are relative to the CSV's folder)"
-            raise GeoPix2PixError(f"{where}: {name} {typed} does not exist{looked}; check the "
-                                  "path")
-    return pair
-
-
-def _needs_header(path: Path) -> GeoPix2PixError:
-    return GeoPix2PixError(f"--pairs {path} needs a header with 'source' and 'target' columns "
-                           "and at least one row")
+    return tuple(listed_file(typed, path, where, name)
+                 for name, typed in (("source", source), ("target", target)))

@@ -26,17 +26,20 @@ RESAMPLINGS = tuple(RESAMPLING)  # of a target warped onto the source grid
 AOI_MODES = ("intersects", "within")
 SCALING_MODES = ("percentile", "minmax", "centre")
 TARGET_SCALINGS = ("minmax", "percentile")  # centre cannot be inverted at prediction
+UNPAIRED_ONLY = ("unpaired", "pixel_size")  # recorded by unpaired exports only
 
 
 class ExportKeywords(TypedDict, total=False):
     """The keyword options of `export_chips`, as type checkers see them: `ExportOptions`'s
     fields (a test keeps the two the same)."""
 
+    unpaired: bool
     chip_size: int
     stride: int | None
     source_bands: Sequence[int] | None
     target_bands: Sequence[int] | None
     target_resampling: str
+    pixel_size: float | None
     aoi: str | os.PathLike | None
     aoi_mode: str
     max_nodata: float
@@ -62,6 +65,9 @@ class ExportOptions:
     """The options of an export (see `geopix2pix export-chips --help` for what each one does),
     in the order dataset.json records them."""
 
+    unpaired: bool = option(False, help=(  # chips.unpaired
+        "Cut chips from two unpaired collections (--source and --target rasters, or "
+        "--rasters), each on its own rasters' grids."))
     chip_size: int = option(256, help="Chip width and height in source pixels: a power of two "
                             "from 32 to 2048.")
     stride: int | None = option(None, help="Pixels between chip origins",
@@ -74,6 +80,9 @@ class ExportOptions:
     target_resampling: str = option("bilinear", choices=RESAMPLINGS, help=(
         "Resampling when the target is warped onto the source grid; nearest for categorical "
         "maps. Identical grids are never resampled, unless --correct-shift moves the target."))
+    pixel_size: float | None = option(None, metavar="METRES", help=(  # unpaired: chips.domains
+        "Unpaired: resample both domains to this ground pixel size"),
+        shown_default="each raster's own")
     aoi: str | os.PathLike | None = option(None, kind="file", help=(
         "Vector file (any format geopandas reads, any CRS): keep chips touching its polygons."))
     aoi_mode: str = option("intersects", choices=AOI_MODES, help=(
@@ -130,6 +139,7 @@ class ExportOptions:
         self._check_runtime()
         self._check_shift()
         self._check_mask_values()
+        self._check_pixel_size()
 
     def _check_chips(self) -> None:
         """The chips' size, overlap, validity, split share, resampling and scaling."""
@@ -188,6 +198,19 @@ class ExportOptions:
             raise GeoPix2PixError(f"--mask-values {shown}: give the mask codes that mark a "
                                   "pixel invalid, e.g. 3,8,9,10")
 
+    def _check_pixel_size(self) -> None:
+        """--pixel-size: a positive ground size, for unpaired exports only (a paired export
+        cuts its chips on each pair's source grid)."""
+        if self.pixel_size is None:
+            return
+        if not self.unpaired:
+            raise GeoPix2PixError(f"--pixel-size {self.pixel_size} is for unpaired exports; "
+                                  "add --unpaired, or drop it (pairs are cut on their source "
+                                  "grid)")
+        if not self.pixel_size > 0:
+            raise GeoPix2PixError(f"--pixel-size {self.pixel_size}: use a positive ground size "
+                                  "in metres")
+
     def with_split_block(self, split_block: int) -> ExportOptions:
         """These options with the --split-block the split used (the one given, or the one it
         chose)."""
@@ -195,9 +218,11 @@ class ExportOptions:
 
     def recorded(self, source_bands: list[int], target_bands: list[int]) -> dict[str, Any]:
         """The options dataset.json records: all but the runtime ones, with the bands read (all
-        but alpha where none were given) and the AOI and masks as absolute paths."""
+        but alpha where none were given) and the AOI and masks as absolute paths; the
+        unpaired options only for an unpaired export (a paired dataset.json is as it was)."""
+        skipped = () if self.unpaired else UNPAIRED_ONLY
         recorded = {f.name: getattr(self, f.name) for f, meaning in declared(self)
-                    if not meaning.runtime}
+                    if not meaning.runtime and f.name not in skipped}
         recorded.update(source_bands=source_bands, target_bands=target_bands,
                         **{name: _absolute(getattr(self, name))
                            for name in ("aoi", "source_mask", "target_mask")})

@@ -25,7 +25,8 @@ AUGMENTS = ("none", "flip", "d4")
 RESIDUALS = ("none", "linear")
 NORMS = ("batch", "instance")
 
-GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size) or "
+GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), "
+                  "'resnet_9blocks' or 'resnet_6blocks' (the CycleGAN paper's ResNet), or "
                   "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
                   "smp:Unet:resnet34 (no weights are downloaded).")
 NORM_HELP = ("Normalisation in G and D. batch: at prediction, eval-mode batch norm uses the "

@@ -116,6 +116,7 @@ class Trainer:
         self.config, self.log = config, log if is_writer() else _quiet
         self.info = DatasetInfo.load(self.chips_dir)
         self.info.check_trainable(self.chips_dir)
+        self.info.check_paired(self.chips_dir)  # Pix2Pix learns from pairs
         self.setup = setup or device_setup(config.device, config.amp)
         self.classes = trained_classes(self.info, self.chips_dir) if config.categorical else None
         self.objective = objective_for(self.info, self.classes, config.class_weights)

@@ -1,0 +1,313 @@
+"""`export_chips(..., unpaired=True)`: chips from two unpaired collections of rasters, a source
+domain and a target domain, for a model that learns without pairs (CycleGAN).
+
+The domains need not overlap, share a CRS or hold as many rasters. Each raster's chips are cut
+on its own grid (nothing is warped from one domain onto the other) or, with --pixel-size, on a
+grid of that ground size over the same bounds (`domains.cut_grid`). Each domain gets its own
+spatial block split (`layout.choose_split` on its rasters alone), its own validity check
+(--max-nodata) and its own train-only statistics, hence its own scaling. The chips go to
+source/ and target/ (ids p<raster>_r..._c..., each raster numbered among all), chips.gpkg gains a
+`domain` column and each raster's `path`, and dataset.json says ``"paired": false`` with the
+counts per domain. The output folder is handled as the paired export's is (`chips.export`):
+staged beside the final folder and swapped in when complete.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from geopix2pix.chips.domain_worker import DomainJob, DomainSpec, run_domain_job
+from geopix2pix.chips.domains import DOMAINS, cut_grid, domain_rasters, pixel_size_warning
+from geopix2pix.chips.export import (
+    CHIPS_PER_JOB,
+    OUTPUTS,
+    REJECT_AOI,
+    REJECT_STRADDLE,
+    _inputs,
+    _run,
+    _shared_side,
+    _side_info,
+    _version,
+)
+from geopix2pix.chips.layout import (
+    ChipWindow,
+    chip_windows,
+    choose_split,
+    no_train_error,
+    split_extents,
+    val_warnings,
+)
+from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo, SideInfo
+from geopix2pix.chips.stats import BandStatistics, ClassCounts
+from geopix2pix.chips.summary import ExportSummary, export_warnings
+from geopix2pix.chips.worker import REJECT_NODATA
+from geopix2pix.errors import GeoPix2PixError, warn_user
+from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.io import full_path, open_raster, select_bands
+from geopix2pix.raster.write import make_folder
+from geopix2pix.runtime.folders import open_output_dir
+from geopix2pix.settings.export import ExportOptions
+
+
+@dataclass
+class _Raster:
+    spec: DomainSpec
+    native: Grid  # its own grid (spec.grid is the one chips are cut on)
+    chips: list[ChipWindow]
+
+
+@dataclass
+class UnpairedSummary(ExportSummary):
+    """An unpaired export's summary: `kept` and `skipped` are both domains' together,
+    `domains` each domain's kept and skipped chips."""
+
+    domains: dict[str, dict] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        counts = "; ".join(f"{domain} {c['kept'].get('train', 0)} train, "
+                           f"{c['kept'].get('val', 0)} val chips"
+                           for domain, c in self.domains.items())
+        return [f"{self.out_dir}: unpaired, {counts}"] + [
+            f"skipped {n} {domain} chips {reason}" for domain, c in self.domains.items()
+            for reason, n in c["skipped"].items() if n]
+
+
+def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
+    """The unpaired export of `export_chips`: `given` are its inputs (source, target, pairs,
+    out_dir, sources, targets, rasters), `options` its options."""
+    paired_inputs = any(given[name] is not None for name in ("source", "target", "pairs"))
+    listed = domain_rasters(options.unpaired, paired_inputs, given["sources"],
+                            given["targets"], given["rasters"])
+    _refuse_paired_options(options)
+    rasters, sides = _open_rasters(listed, options)
+    skipped = {domain: Counter() for domain in DOMAINS}
+    if options.aoi is not None:
+        _apply_aoi(rasters, options, skipped)
+    splits, blocks = _split(rasters, options, skipped)
+    out = open_output_dir(given["out_dir"], options.overwrite, MANIFEST, owned=OUTPUTS,
+                          inputs=_inputs([(p,) for p, _ in listed], given["rasters"],
+                                         options.aoi), command="export-chips")
+    try:  # built beside an earlier export, swapped in once complete (`runtime.staging`)
+        records, stats = _write_chips(out.path, rasters, splits, options, skipped)
+        _write_index(out.path, records, rasters, options.chip_size)
+        kept = {d: Counter(r["split"] for r in records if r["domain"] == d) for d in DOMAINS}
+        _dataset_info(options, rasters, sides, stats, kept, skipped, blocks).save(out.path)
+        out.commit()
+    except BaseException as exc:  # the earlier export (if any) is as it was; none of this one
+        out.abandon(exc)
+        raise
+    summary = _summary(out.final, options, rasters, sides, kept, skipped, blocks)
+    for warning in summary.warnings:  # also in the summary; the command line prints those
+        warn_user(warning)
+    return summary
+
+
+PAIRED_ONLY = ("max_shift", "correct_shift", "source_mask", "target_mask", "mask_values")
+
+
+def _refuse_paired_options(options: ExportOptions) -> None:
+    """The options of a pair's target against its source (its shift, a mask over both) mean
+    nothing between unpaired domains: one line rather than silently ignoring them."""
+    for name in PAIRED_ONLY:
+        value = getattr(options, name)
+        if value not in (None, False):
+            option = f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
+            raise GeoPix2PixError(f"{option} is for pairs (a target against its source); drop "
+                                  "it with --unpaired")
+
+
+def _open_rasters(listed, options: ExportOptions) -> tuple[list[_Raster], dict[str, SideInfo]]:
+    """Open every raster, check its bands, lay its chips on its cut grid; each domain's
+    description (every raster of a domain holds the same bands as its first)."""
+    opened = [_open_raster(index, path, domain, options)
+              for index, (path, domain) in enumerate(listed)]
+    sides = {}
+    for domain in DOMAINS:
+        members = [(raster, side) for raster, side in opened if raster.spec.domain == domain]
+        sides[domain] = _shared_side([side for _, side in members], domain,
+                                     [Path(raster.spec.path) for raster, _ in members],
+                                     getattr(options, f"{domain}_scaling"),
+                                     f"{domain} rasters")
+    return [raster for raster, _ in opened], sides
+
+
+def _open_raster(index: int, path, domain: str,
+                 options: ExportOptions) -> tuple[_Raster, SideInfo]:
+    with open_raster(path) as dataset:
+        bands = select_bands(dataset, getattr(options, f"{domain}_bands"), f"--{domain}-bands")
+        native = Grid.of(dataset)
+        side = _side_info(dataset, bands)
+    grid = cut_grid(native, options.pixel_size)
+    if options.chip_size > min(grid.width, grid.height):
+        at = f" at --pixel-size {options.pixel_size}" if options.pixel_size else ""
+        raise GeoPix2PixError(f"--chip-size {options.chip_size} is larger than the {domain} "
+                              f"raster {path} ({grid.width} x {grid.height} pixels{at}); use a "
+                              "smaller chip size")
+    resampling = options.target_resampling if domain == "target" else "bilinear"
+    spec = DomainSpec(index, str(path), domain, tuple(bands), grid, not grid.is_same(native),
+                      resampling)
+    chips = chip_windows(index, Window(0, 0, grid.width, grid.height), options.chip_size,
+                         options.stride)
+    return _Raster(spec, native, chips), side
+
+
+def _apply_aoi(rasters: list[_Raster], options: ExportOptions,
+               skipped: dict[str, Counter]) -> None:
+    from geopix2pix.chips.footprints import aoi_filter, read_aoi
+
+    polygons = read_aoi(options.aoi)
+    for raster in rasters:
+        keep = aoi_filter(raster.chips, raster.spec.grid, polygons, options.aoi_mode)
+        skipped[raster.spec.domain][REJECT_AOI] += int((~keep).sum())
+        raster.chips = [c for c, k in zip(raster.chips, keep) if k]
+    for domain in DOMAINS:
+        if not any(r.chips for r in rasters if r.spec.domain == domain):
+            raise GeoPix2PixError(f"--aoi {options.aoi}: no chip of the {domain} rasters "
+                                  f"{options.aoi_mode} its polygons; check that the AOI covers "
+                                  "rasters of both domains")
+
+
+def _split(rasters: list[_Raster], options: ExportOptions,
+           skipped: dict[str, Counter]) -> tuple[dict[ChipWindow, str], dict[str, int]]:
+    """Each chip's split, by spatial blocks of each domain's own (in its first raster's pixels),
+    and the --split-block each domain used; a chip straddling both splits is dropped."""
+    splits: dict[ChipWindow, str] = {}
+    blocks = {}
+    for domain in DOMAINS:
+        members = [r for r in rasters if r.spec.domain == domain]
+        candidates = [c for r in members for c in r.chips]
+        extents = split_extents(candidates, {r.spec.index: r.spec.grid for r in members}, (0, 0))
+        split_of, blocks[domain] = choose_split(extents, options.split_block, options.chip_size,
+                                                options.val_fraction, options.seed)
+        kept = {c: s for c, s in zip(candidates, split_of) if s is not None}
+        skipped[domain][REJECT_STRADDLE] += len(candidates) - len(kept)
+        if kept and "train" not in kept.values():  # refused before anything is written
+            raise _in_domain(domain, no_train_error(len(kept), skipped[domain],
+                                                    options.val_fraction, blocks[domain],
+                                                    options.chip_size))
+        splits.update(kept)
+    return splits, blocks
+
+
+def _in_domain(domain: str, error: GeoPix2PixError) -> GeoPix2PixError:
+    return GeoPix2PixError(f"the {domain} domain: {error}")
+
+
+def _write_chips(out: Path, rasters: list[_Raster], splits: dict[ChipWindow, str],
+                 options: ExportOptions, skipped: dict[str, Counter]) -> tuple[list[dict], dict]:
+    """Read, check and write the chips of `splits` into out/source and out/target; their
+    records and each domain's train statistics (and the target's val class counts). A domain
+    with no chip kept, or none in train, is an error saying why."""
+    for domain in DOMAINS:
+        make_folder(out / domain)
+    jobs = _jobs(rasters, splits, out, options)
+    records: list[dict] = []
+    stats = {d: (BandStatistics(len(_bands(rasters, d)), count_classes=d == "target"),
+                 ClassCounts(len(_bands(rasters, d)))) for d in DOMAINS}
+    with tqdm(total=len(splits), unit="chip", desc="export-chips",
+              disable=not options.progress) as bar:
+        for job, result in _run(jobs, options.workers, run_domain_job):
+            domain = job.raster.domain
+            records.extend(result.records)
+            skipped[domain].update(result.rejected)
+            stats[domain][0].merge(result.stats)
+            stats[domain][1].merge(result.val_classes)
+            bar.update(len(job.chips))
+    records.sort(key=lambda r: (r["raster"], r["row"], r["col"]))
+    for domain in DOMAINS:
+        _check_kept(domain, [r for r in records if r["domain"] == domain], rasters, options,
+                    skipped[domain])
+    return records, stats
+
+
+def _bands(rasters: list[_Raster], domain: str) -> tuple[int, ...]:
+    return next(r.spec.bands for r in rasters if r.spec.domain == domain)
+
+
+def _jobs(rasters: list[_Raster], splits: dict[ChipWindow, str], out: Path,
+          options: ExportOptions) -> list[DomainJob]:
+    domain_of = {r.spec.index: r.spec.domain for r in rasters}
+    rates = {}
+    for domain in DOMAINS:
+        pixels = sum(c.size * c.size for c, s in splits.items()
+                     if s == "train" and domain_of[c.pair] == domain)
+        rates[domain] = BandStatistics.rate_for(options.sample_size, pixels)
+    jobs = []
+    for raster in rasters:
+        kept = [(c, splits[c]) for c in raster.chips if c in splits]
+        for i in range(0, len(kept), CHIPS_PER_JOB):
+            jobs.append(DomainJob(raster.spec, kept[i:i + CHIPS_PER_JOB], str(out),
+                                  options.max_nodata, options.seed, rates[raster.spec.domain]))
+    return jobs
+
+
+def _check_kept(domain: str, records: list[dict], rasters: list[_Raster],
+                options: ExportOptions, skipped: Counter) -> None:
+    if not records:
+        candidates = sum(len(r.chips) for r in rasters if r.spec.domain == domain)
+        raise GeoPix2PixError(
+            f"no chip of the {domain} domain kept from {candidates} candidate(s): "
+            + "; ".join(f"{n} {reason}" for reason, n in skipped.items() if n)
+            + " (raise --max-nodata, use a smaller --chip-size, or check the AOI and nodata)")
+    if all(r["split"] == "val" for r in records):  # the train chips were all skipped
+        raise _in_domain(domain, no_train_error(
+            len(records), skipped, options.val_fraction, options.split_block or
+            options.chip_size, options.chip_size, invalid=bool(skipped[REJECT_NODATA])))
+
+
+def _write_index(out: Path, records: list[dict], rasters: list[_Raster], chip_size: int) -> None:
+    """chips.gpkg: every kept chip's footprint, domain, split and raster (its full path)."""
+    from geopix2pix.chips.footprints import write_index
+
+    chips = [ChipWindow(r["raster"], r["row"], r["col"], chip_size) for r in records]
+    write_index(out / INDEX, records, chips, {r.spec.index: r.spec.grid for r in rasters},
+                {r.spec.index: dict(path=full_path(r.spec.path)) for r in rasters})
+
+
+def _dataset_info(options: ExportOptions, rasters: list[_Raster], sides: dict[str, SideInfo],
+                  stats: dict, kept: dict[str, Counter], skipped: dict[str, Counter],
+                  blocks: dict[str, int]) -> DatasetInfo:
+    """dataset.json of an unpaired export: each domain's bands and train statistics (set on
+    `sides` here), every raster with its domain, the counts in all and per domain."""
+    for domain in DOMAINS:
+        sides[domain].stats = stats[domain][0].summary()
+    sides["target"].val_classes = stats["target"][1].tables()
+    first = rasters[0].spec.grid
+    per_domain = {d: dict(train=kept[d]["train"], val=kept[d]["val"], split_block=blocks[d],
+                          skipped={k: n for k, n in skipped[d].items() if n}) for d in DOMAINS}
+    return DatasetInfo(
+        chip_size=options.chip_size, stride=options.stride, source=sides["source"],
+        target=sides["target"], crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
+        pairs=[], counts=dict(train=sum(k["train"] for k in kept.values()),
+                              val=sum(k["val"] for k in kept.values()),
+                              skipped=dict(sum(skipped.values(), Counter())), **per_domain),
+        options=options.recorded(sides["source"].bands, sides["target"].bands),
+        version=_version(), paired=False,
+        rasters=[dict(path=full_path(r.spec.path), domain=r.spec.domain,
+                      crs=r.spec.grid.crs.to_string(), pixel_size=list(r.spec.grid.pixel_size),
+                      resampled=r.spec.resampled) for r in rasters],
+    )
+
+
+def _summary(out: Path, options: ExportOptions, rasters: list[_Raster],
+             sides: dict[str, SideInfo], kept: dict[str, Counter], skipped: dict[str, Counter],
+             blocks: dict[str, int]) -> UnpairedSummary:
+    warnings = [f"the {domain} domain: {warning}" for domain in DOMAINS
+                for warning in val_warnings(kept[domain], options.val_fraction, blocks[domain],
+                                            options.chip_size)]
+    warnings += pixel_size_warning({d: [r.native for r in rasters if r.spec.domain == d]
+                                    for d in DOMAINS}, options.pixel_size)
+    resampled = [Path(r.spec.path).name for r in rasters
+                 if r.spec.domain == "target" and r.spec.resampled]
+    warnings += export_warnings(options, resampled, sides["target"])
+    return UnpairedSummary(
+        out, dict(sum(kept.values(), Counter())),
+        {k: n for k, n in sum(skipped.values(), Counter()).items() if n}, warnings,
+        domains={d: dict(kept=dict(kept[d]), skipped={k: n for k, n in skipped[d].items() if n})
+                 for d in DOMAINS})
