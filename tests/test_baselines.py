@@ -26,9 +26,9 @@ from geopix2pix.models.baseline import (
     zero_output_layer,
 )
 from geopix2pix.prediction import predict
+from geopix2pix.runtime.stopping import TrainingStopped
 from geopix2pix.training import train
 from geopix2pix.training.baselines import accumulate, solve_classes, solve_linear
-from geopix2pix.training.signals import TrainingStopped
 
 TINY = dict(ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu", samples=0)
 COEFFS = (0.8, -1.5, 40.0)  # target = a * band1 + b * band2 + c

@@ -241,7 +241,8 @@ def test_two_rank_checkpoint_resumes_in_one_process(chips, one_process, tmp_path
 BATCH_NORM_RUNS = """
 import shutil, sys
 import torch
-from geopix2pix.training import distributed, train
+from geopix2pix.runtime import distributed
+from geopix2pix.training import train
 
 chips, out = sys.argv[1], sys.argv[2]
 average, epoch_ends = distributed.average_running_stats, []
@@ -313,7 +314,7 @@ def test_two_ranks_average_batch_norm_statistics_at_each_epoch_end(chips, tmp_pa
 def test_one_process_leaves_batch_norm_statistics_alone(monkeypatch):
     """No collective call and no change in one process; instance norm has nothing to average."""
     from geopix2pix.models import build_discriminator
-    from geopix2pix.training import distributed
+    from geopix2pix.runtime import distributed
 
     def no_collective(values):
         raise AssertionError("a collective call in one process")
@@ -350,7 +351,7 @@ WRITER_FAILS = """
 import sys
 import torch
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.training import distributed
+from geopix2pix.runtime import distributed
 
 
 def interrupted():
@@ -421,7 +422,7 @@ def test_a_run_ending_in_an_uncaught_exception_frees_ddp_before_python_exits(chi
 def test_sync_bn_needs_cuda_and_is_a_no_op_on_one_rank(monkeypatch):
     from geopix2pix.errors import GeoPix2PixError
     from geopix2pix.models import build_discriminator
-    from geopix2pix.training import distributed
+    from geopix2pix.runtime import distributed
 
     disc = build_discriminator(2, ndf=4, n_layers=2)
     assert distributed.sync_batch_norm(disc, torch.device("cpu")) is disc  # one process

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent("""
     import sys
     from geopix2pix.prediction.distributed import predict_sharded
     from geopix2pix.training import train
-    from geopix2pix.training import distributed
+    from geopix2pix.runtime import distributed
 
     if __name__ == "__main__":
         chips, out, scene = sys.argv[1:]

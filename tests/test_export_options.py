@@ -13,7 +13,8 @@ from conftest import write_raster
 
 from geopix2pix.chips.export import export_chips
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.settings.export import ExportOptions, default_workers
+from geopix2pix.runtime.device import default_workers
+from geopix2pix.settings.export import ExportOptions
 
 
 def test_the_stride_and_workers_default_to_the_chip_size_and_the_cores():

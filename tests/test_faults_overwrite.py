@@ -228,8 +228,8 @@ def dead_pid() -> int:
 def test_a_killed_runs_staging_folder_counts_as_the_commands_own(tmp_path):
     """A folder holding chips/ (the demo's) may hold what a killed export left beside it; not
     what a running one is building."""
-    from geopix2pix.raster.folders import Owned
-    from geopix2pix.raster.partials import WHERE
+    from geopix2pix.runtime.folders import Owned
+    from geopix2pix.runtime.partials import WHERE
 
     owned = Owned(("demo.json",), {"chips": Owned()})
     stale = tmp_path / f".chips.{WHERE}-{dead_pid()}-abcdef.partial"
@@ -244,7 +244,7 @@ def test_a_killed_runs_staging_folder_counts_as_the_commands_own(tmp_path):
 def test_a_killed_swap_is_put_back_by_the_next_run(tmp_path, rasters, earlier):
     """A run killed between renaming the earlier export aside and the new one in (where the
     system has no atomic exchange) leaves it aside: the next run puts it back first."""
-    from geopix2pix.raster.partials import WHERE
+    from geopix2pix.runtime.partials import WHERE
 
     out, before = earlier
     dead = dead_pid()
@@ -281,7 +281,7 @@ def test_without_an_atomic_exchange_a_stop_mid_swap_puts_the_earlier_back(tmp_pa
                                                                           monkeypatch):
     """Where the system has no atomic exchange the earlier folder is renamed aside first: a
     stop before the new one is in puts it back, and a swap that completes leaves only the new."""
-    from geopix2pix.raster import staging
+    from geopix2pix.runtime import staging
 
     final = tmp_path / "chips"
     final.mkdir()

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from geopix2pix.cli import main
-from geopix2pix.cli.stops import train_stopped
 from tests.conftest import write_raster
 from tests.test_faults_overwrite import digest, leftovers, one_line
 
@@ -63,7 +62,7 @@ def earlier(chips, tmp_path) -> tuple[Path, dict[str, str]]:
 
 def test_a_damaged_chip_keeps_the_earlier_run(chips, damaged_chips, earlier, capsys,
                                               monkeypatch):
-    from geopix2pix.raster import folders
+    from geopix2pix.runtime import folders
 
     run, before = earlier
     made, make_staging = [], folders.make_staging
@@ -92,7 +91,7 @@ def test_a_stop_before_the_first_epoch_end_keeps_the_earlier_run(chips, earlier)
     """The stop's checkpoint would be of a run that never replaced the earlier one: both it
     and the new run's folder are dropped, and the stop line says the earlier run is kept."""
     from geopix2pix import train
-    from geopix2pix.training.signals import TrainingStopped
+    from geopix2pix.runtime.stopping import TrainingStopped
 
     run, before = earlier
     with pytest.raises(TrainingStopped) as stopped:
@@ -102,7 +101,7 @@ def test_a_stop_before_the_first_epoch_end_keeps_the_earlier_run(chips, earlier)
     assert str(stopped.value) == (f"stopped before the new run replaced the earlier one in "
                                   f"{run}, which is as it was")
     assert digest(run) == before and leftovers(run.parent) == []
-    assert train_stopped({"out_dir": str(run)})(stopped.value) == (
+    assert stopped.value.report.line == (  # train attaches what the stop left
         f"Stopped before the new run's first epoch ended: the earlier run in {run} is as it "
         "was (nothing of the new one is left)")
 
@@ -115,7 +114,7 @@ def test_a_stop_at_an_epoch_end_before_the_first_validation_keeps_the_earlier_ru
     does not replace the earlier run, whose files all stay."""
     from geopix2pix import train
     from geopix2pix.chips.manifest import DatasetInfo
-    from geopix2pix.training.signals import TrainingStopped
+    from geopix2pix.runtime.stopping import TrainingStopped
 
     run, before = earlier
     per_epoch = math.ceil(DatasetInfo.load(chips).counts["train"] / 4)
@@ -131,7 +130,7 @@ def test_an_overwrite_replaces_the_earlier_run_at_its_first_epoch_end(chips, ear
     """A stop after the first epoch end that wrote the run's files (every one, with
     --val-every 1): the new run is in place, resumable."""
     from geopix2pix import train
-    from geopix2pix.training.signals import TrainingStopped
+    from geopix2pix.runtime.stopping import TrainingStopped
 
     run, before = earlier
     steps = []

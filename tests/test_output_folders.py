@@ -12,8 +12,8 @@ import pytest
 
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster import folders
-from geopix2pix.raster.folders import Owned, prepare_output_dir
+from geopix2pix.runtime import folders
+from geopix2pix.runtime.folders import Owned, prepare_output_dir
 from tests.conftest import write_raster
 
 TRAIN = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
@@ -96,7 +96,7 @@ def test_export_overwrite_replaces_its_own_outputs_and_leftovers(tmp_path, capsy
     out = tmp_path / "chips"
     assert main(export(source, target, out, "--split-block", "64")) == 0
     first = json.loads((out / "dataset.json").read_text())["counts"]
-    # temporaries a killed run leaves (see raster.partials.partial_name)
+    # temporaries a killed run leaves (see runtime.partials.partial_name)
     (out / ".chips.0123abcd.partial.gpkg").write_bytes(b"x")
     (out / ".chips.0123abcd.partial.gpkg-journal").write_bytes(b"x")
     (out / ".dataset.0123abcd.partial.json").write_text("{}")

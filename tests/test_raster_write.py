@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.partials import WHERE, is_stale, partial_name
 from geopix2pix.raster.write import atomic_path
+from geopix2pix.runtime.partials import WHERE, is_stale, partial_name
 
 
 def test_output_is_renamed_only_when_complete(tmp_path):
@@ -128,7 +128,7 @@ def test_temporaries_of_another_pid_namespace_are_not_this_ones(tmp_path):
     temporary written in another pid namespace names another process-id space."""
     if not os.path.exists("/proc/self/ns/pid"):
         pytest.skip("no pid namespaces here")
-    code = "from geopix2pix.raster.partials import WHERE; print(WHERE)"
+    code = "from geopix2pix.runtime.partials import WHERE; print(WHERE)"
     here = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert here.stdout.strip() == WHERE  # the same space: the same name
     inside = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",

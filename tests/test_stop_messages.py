@@ -95,7 +95,7 @@ def _stop_after(written: list[Path], signum=signal.SIGINT):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.with_suffix(".new").write_text("complete")
             path.with_suffix(".new").replace(path)  # put in place whole, as outputs are
-        from geopix2pix.cli import Terminated
+        from geopix2pix.runtime.stopping import Terminated
 
         stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         stop.written = list(written)

@@ -273,7 +273,7 @@ def test_show_results_draws_a_class_map_in_its_colours(class_run, class_chips):
 def test_validation_scores_of_a_class_map_match_a_count_by_hand():
     """val_ce, val_accuracy and val_miou over the valid pixels of every batch; with the batches
     split between two 'ranks' whose sums are added, the same scores."""
-    from geopix2pix.training.device import resolve_device
+    from geopix2pix.training.device import device_setup
     from geopix2pix.training.validate import evaluate_classes
 
     torch.manual_seed(0)
@@ -283,7 +283,7 @@ def test_validation_scores_of_a_class_map_match_a_count_by_hand():
         target = torch.randint(0, 3, (2, 1, 8, 8)).float()
         valid = torch.rand(2, 1, 8, 8) > 0.25
         batches.append({"source": scores, "target": target, "valid": valid})
-    setup = resolve_device("cpu", False)
+    setup = device_setup("cpu", False)
     identity = torch.nn.Identity()
     got = evaluate_classes(identity, batches, setup, 3)
     guess = torch.cat([b["source"].argmax(1)[b["valid"][:, 0]] for b in batches])

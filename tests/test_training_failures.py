@@ -23,10 +23,10 @@ from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import build_discriminator
 from geopix2pix.models.patchgan import max_layers, min_input_size, patch_map_size
+from geopix2pix.runtime.stopping import TrainingStopped, ignore_stop_signals
 from geopix2pix.training import train
 from geopix2pix.training.checkpoint import load_checkpoint
 from geopix2pix.training.outputs import writing
-from geopix2pix.training.signals import TrainingStopped, ignore_stop_signals
 
 TINY = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "-q", "--device", "cpu"]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -327,7 +327,7 @@ def test_a_loader_worker_stops_only_when_its_main_process_says_so():
 WORKER = """
 import os, time
 import torch  # starts a thread, as in a spawned DataLoader worker
-from geopix2pix.training.signals import ignore_stop_signals
+from geopix2pix.runtime.stopping import ignore_stop_signals
 assert len(os.listdir("/proc/self/task")) > 1
 ignore_stop_signals()
 print("ready", flush=True)

@@ -17,9 +17,9 @@ from geopix2pix.chips.dataset import chip_ids
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.runtime.stopping import TrainingStopped
 from geopix2pix.training import train
 from geopix2pix.training.checkpoint import load_checkpoint
-from geopix2pix.training.signals import TrainingStopped
 
 # 32-px chips, 2 per step, 3 steps per epoch (6 train chips)
 TINY = dict(ngf=4, ndf=4, n_layers=2, batch_size=2, workers=0, quiet=True, device="cpu",

@@ -35,7 +35,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geopix2pix.raster.write import gtiff_profile
-from geopix2pix.settings.export import default_workers
+from geopix2pix.runtime.device import default_workers
 
 
 def generate(path: Path, size: int, bands: int, dtype: str, seed: int) -> None:

@@ -120,7 +120,7 @@ def bare_forward(generator, device, windows: int, batch: int, chip: int,
 
     import torch
 
-    from geopix2pix.models.device import cuda_autocast_dtype
+    from geopix2pix.runtime.device import cuda_autocast_dtype
 
     x = torch.rand(batch, 3, chip, chip, device=device) * 2 - 1
     cuda = device.type == "cuda"

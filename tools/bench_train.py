@@ -31,7 +31,7 @@ from torch import nn
 from geopix2pix.models import GeneratorSpec, build_discriminator, build_generator
 from geopix2pix.models.resnet_generator import RESNET_DEFAULTS
 from geopix2pix.training.cyclegan_step import CycleGANStep, cyclegan_optimizers
-from geopix2pix.training.device import DeviceSetup, maybe_compile, resolve_device
+from geopix2pix.training.device import DeviceSetup, device_setup, maybe_compile
 from geopix2pix.training.image_pool import ImagePool
 from geopix2pix.training.step import Pix2PixStep
 
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile our G and D")
     args = parser.parse_args()
 
-    setup = resolve_device(args.device, amp=not args.no_amp)
+    setup = device_setup(args.device, amp=not args.no_amp)
     device = setup.device
     cuda = setup.is_cuda
     steps = args.steps or (30 if cuda else 3)

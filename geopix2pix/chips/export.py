@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from geopix2pix.chips import shift_correction
 from geopix2pix.chips.coregistration import SceneShift, Shift
 from geopix2pix.chips.layout import ChipWindow, chip_windows, val_warnings
-from geopix2pix.chips.manifest import INDEX, DatasetInfo, SideInfo
+from geopix2pix.chips.manifest import INDEX, DatasetInfo, SideInfo, stop_reporter
 from geopix2pix.chips.masks import attach_masks, mask_inputs, pair_masks, recorded_masks
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.pipeline import (
@@ -46,6 +46,7 @@ from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_use
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.io import full_path, open_raster, raster_path, select_bands
 from geopix2pix.raster.write import make_folder
+from geopix2pix.runtime.stopping import attaches_stop_report
 from geopix2pix.settings.checking import api_function, checked_keywords
 from geopix2pix.settings.export import ExportKeywords, ExportOptions
 
@@ -111,6 +112,7 @@ def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
 
 
 @api_function(settings=ExportOptions)
+@attaches_stop_report(lambda call: stop_reporter(call["out_dir"]))  # none without out_dir
 def export_chips(
     source: str | os.PathLike | None = None,
     target: str | os.PathLike | None = None,

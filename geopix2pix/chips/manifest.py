@@ -9,6 +9,7 @@ files written before it)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from geopix2pix.jsonvalues import decode_number, encode_number
 from geopix2pix.raster.band_metadata import KEYS as BAND_METADATA_KEYS
 from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.write import write_text_atomic
+from geopix2pix.runtime.stopping import Outputs, StopReport, stop_signal
 
 MANIFEST = "dataset.json"
 INDEX = "chips.gpkg"
@@ -133,3 +135,26 @@ class DatasetInfo:
         except (ValueError, KeyError, TypeError) as exc:
             raise GeoPix2PixError(f"{path} is not a geopix2pix {MANIFEST} ({exc}); rerun "
                                   "geopix2pix export-chips") from None
+
+
+def stop_reporter(out_dir: str | Path) -> Callable[[BaseException], StopReport]:
+    """What a stop of an export into `out_dir` left, asked of the folder before the run:
+    complete (dataset.json, written last, is new), or not: then an earlier export (--overwrite)
+    is as it was, since the new one is built beside it and swapped in once complete, and
+    nothing of the new one is left."""
+    out = Path(out_dir)
+    manifest = Outputs([out / MANIFEST])
+
+    def report(stop: BaseException) -> StopReport:
+        signum = stop_signal(stop)
+        if manifest.finished():
+            return StopReport("export-chips", signum, f"Stopped after the export finished: {out} "
+                              "is complete", completed=(out,))
+        if manifest.kept():
+            return StopReport("export-chips", signum, "Stopped before the new export was "
+                              f"complete: the earlier export in {out} is as it was (nothing of "
+                              "the new one is left)", kept=out)
+        return StopReport("export-chips", signum, f"Stopped: no chips were exported to {out} "
+                          "(none cut before the stop is left)")
+
+    return report

@@ -19,9 +19,9 @@ from geopix2pix.chips.manifest import INDEX, MANIFEST, SideInfo
 from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
-from geopix2pix.raster.folders import OutputDir, Owned, open_output_dir
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import chip_nodata, is_gdal_name
+from geopix2pix.runtime.folders import OutputDir, Owned, open_output_dir
 from geopix2pix.settings.export import ExportOptions
 
 CHIPS_PER_JOB = 32
@@ -42,7 +42,7 @@ def input_files(rasters: Iterable[str | os.PathLike], *extras) -> list[Path]:
 @contextmanager
 def staged_output(out_dir: str | os.PathLike, overwrite: bool,
                   inputs: Sequence[str | os.PathLike]) -> Iterator[OutputDir]:
-    """The export's output folder, built beside an earlier export (`raster.staging`) and
+    """The export's output folder, built beside an earlier export (`runtime.staging`) and
     swapped in once the body is done; on any failure or stop the earlier export (if any) is as
     it was and nothing of this one is left."""
     out = open_output_dir(out_dir, overwrite, MANIFEST, owned=OUTPUTS, inputs=inputs,

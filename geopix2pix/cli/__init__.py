@@ -21,6 +21,7 @@ from geopix2pix.errors import (
     error_line,
     was_reported,
 )
+from geopix2pix.runtime.stopping import raise_terminated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -102,17 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, timeout, a batch scheduler), raised where the program is, as Ctrl-C is:
-    outputs being written are removed on the way out, as after Ctrl-C."""
-
-    signum = signal.SIGTERM  # read by commands that report how they stopped (train)
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
-
-
 def _exit_with(code: int, signum, frame) -> None:
     """SIGTERM once the command is done (while Python shuts down): its outputs are complete, so
     end now with its exit status (rather than a traceback from wherever shutdown was)."""
@@ -125,7 +115,7 @@ def _exit_with(code: int, signum, frame) -> None:
 def run() -> None:
     """The `geopix2pix` program: `main`, with SIGTERM stopping it as Ctrl-C does (by default
     it would end the process at once, leaving temporary files behind)."""
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, raise_terminated)
     code = main()
     signal.signal(signal.SIGTERM, functools.partial(_exit_with, code))
     sys.exit(code)

@@ -31,7 +31,7 @@ def predict_command(paths, model, out_dir, progress, **options):
     processes (one GPU each); rank 0 prints the summary.
     """
     from geopix2pix.prediction.distributed import predict_sharded
-    from geopix2pix.training.distributed import env
+    from geopix2pix.runtime.distributed import env
 
     if out_dir is None:
         if len(paths) != 2:

@@ -25,7 +25,6 @@ from geopix2pix.chips.pipeline import OUTPUTS as CHIP_OUTPUTS
 from geopix2pix.chips.scaling import to_dtype
 from geopix2pix.demo.scenes import TASKS, DemoScenes, make_demo_scenes
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.folders import Owned, prepare_output_dir
 from geopix2pix.raster.gdal_log import checked_write
 from geopix2pix.raster.io import open_raster, read_window
 from geopix2pix.raster.write import (
@@ -33,6 +32,7 @@ from geopix2pix.raster.write import (
     gtiff_profile,
     write_text_atomic,
 )
+from geopix2pix.runtime.folders import Owned, prepare_output_dir
 from geopix2pix.settings.checking import api_function
 from geopix2pix.settings.demo import DemoSettings
 from geopix2pix.training.trainer import RUN_OUTPUTS
@@ -198,7 +198,7 @@ class _Clock:
 def check_demo_options(task: str, seed: int, settings: DemoSettings) -> None:
     """Refuse bad options before any work, naming the demo's own options (the CLI's for those
     it has, the `DemoSettings` field for the others)."""
-    from geopix2pix.training.device import resolve_device
+    from geopix2pix.runtime.device import resolve_device
 
     if task not in TASKS:
         raise GeoPix2PixError(f"--task {task}: use one of {', '.join(TASKS)}")

@@ -25,11 +25,11 @@ from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.write import atomic_path
+from geopix2pix.runtime.device import resolve_device
 from geopix2pix.settings.checking import api_function
 
 from . import layout
 from .baseline import BaselineMaps, ResidualGenerator, with_residual
-from .device import resolve_device
 from .factory import GeneratorSpec, build_generator
 from .layout import Layout
 from .metadata import ModelMetadata, metadata_error

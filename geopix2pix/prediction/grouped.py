@@ -33,8 +33,8 @@ from geopix2pix.prediction.engine.runner import Target, predict_targets, reopen_
 from geopix2pix.prediction.engine.windows import chunk_width_for, make_layout
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster
-from geopix2pix.raster.partials import discard, partial_name
 from geopix2pix.raster.write import check_can_write, publish
+from geopix2pix.runtime.partials import discard, partial_name
 
 log = logging.getLogger(__name__)
 

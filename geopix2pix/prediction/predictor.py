@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe, warn_user
 from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.baseline import baseline_generator
-from geopix2pix.models.device import resolve_device
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction import grouped
 from geopix2pix.prediction.checks import check_scene
@@ -31,7 +30,6 @@ from geopix2pix.prediction.engine.formats import check_output_options
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
-from geopix2pix.raster.folders import refuse_read_only
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, raster_path, scene_name
 from geopix2pix.raster.write import (
@@ -39,6 +37,8 @@ from geopix2pix.raster.write import (
     case_insensitive,
     replaced_inputs,
 )
+from geopix2pix.runtime.device import resolve_device
+from geopix2pix.runtime.folders import refuse_read_only
 from geopix2pix.settings.checking import api_function
 from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 

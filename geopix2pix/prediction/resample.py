@@ -34,7 +34,7 @@ from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import raster_path, read_window, warped_view
-from geopix2pix.raster.partials import discard, partial_name
+from geopix2pix.runtime.partials import discard, partial_name
 from geopix2pix.settings.predict import PredictOptions
 
 MAX_FILL_MARGIN = 128  # scene pixels: two model pixels of a scene up to 63x finer than it

@@ -7,7 +7,7 @@ blocking GDAL call it runs them inside rasterio's logging callback, whose except
 ("Exception ignored in ...") and dropped, so the stop was lost and the open then failed as an
 unreadable file. `interruptible` makes the call in a helper thread (with both signals blocked
 there, so they reach the main thread) while the main thread waits, where the program's handler
-raises KeyboardInterrupt (or the CLI's Terminated) as usual. The helper, if abandoned, closes
+raises KeyboardInterrupt (or the program's Terminated) as usual. The helper, if abandoned, closes
 whatever its call opened once the call returns.
 """
 
@@ -18,9 +18,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from geopix2pix.runtime.stopping import STOP_SIGNALS
+
 T = TypeVar("T")
 POLL = 0.05  # seconds between the main thread's checks for a pending signal
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class _Call:
@@ -36,7 +37,7 @@ class _Call:
 
     def run(self) -> None:
         if hasattr(signal, "pthread_sigmask"):  # the main thread takes the stop signals
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
         try:
             self.result = self.function(*self.args)
         except BaseException as exc:  # re-raised in the caller's thread

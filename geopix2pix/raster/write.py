@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from geopix2pix.errors import GeoPix2PixError
-
-from .folders import refuse_read_only
-from .partials import discard, partial_name, remove_stale
+from geopix2pix.runtime.folders import refuse_read_only
+from geopix2pix.runtime.partials import discard, partial_name, remove_stale
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors, which name no file
 

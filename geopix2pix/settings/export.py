@@ -18,6 +18,7 @@ from typing import Any, TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.io import RESAMPLING
+from geopix2pix.runtime.device import default_workers
 from geopix2pix.settings import common
 from geopix2pix.settings.declare import check_choice, declared, option
 
@@ -29,11 +30,6 @@ UNPAIRED_ONLY = ("unpaired", "pixel_size")  # recorded by unpaired exports only
 # a target against its source (its shift, masks over both): recorded by paired exports only
 PAIRED_ONLY = ("max_shift", "shift_check", "correct_shift", "source_mask", "target_mask",
                "mask_values")
-
-
-def default_workers() -> int:
-    """One process per available core, at most 8 (chip export is I/O and compression bound)."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 class ExportKeywords(TypedDict, total=False):

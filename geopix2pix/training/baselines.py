@@ -28,8 +28,8 @@ import torch
 
 from geopix2pix.models.baseline import BaselineMaps, PixelMap, baseline_generator
 from geopix2pix.raster.write import write_text_atomic
+from geopix2pix.runtime import distributed
 
-from . import distributed
 from .data import EpochBatchSampler, make_loader
 from .outputs import writing
 from .validate import evaluate, evaluate_classes

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from geopix2pix.chips.dataset import augment_pair
+from geopix2pix.runtime.stopping import ignore_stop_signals
 
 from .device import DeviceSetup
-from .signals import ignore_stop_signals
 
 
 class EpochBatchSampler(Sampler):

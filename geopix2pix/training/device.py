@@ -8,15 +8,13 @@ slower than fp32 on most CPUs without AMX, so ``--amp`` only acts on CUDA.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.models.device import cuda_autocast_dtype
-from geopix2pix.models.device import resolve_device as resolve_torch_device
+from geopix2pix.runtime.device import cuda_autocast_dtype, resolve_device
 
 
 @dataclass(frozen=True)
@@ -59,12 +57,12 @@ class DeviceSetup:
         return f"{self.device} ({name}), {precision}" + (", channels_last" * self.channels_last)
 
 
-def resolve_device(name: str = "auto", amp: bool = True, local_rank: int = 0) -> DeviceSetup:
-    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error;
-    ``cuda:N`` takes GPU N. Under torchrun each process of a node takes the GPU of its
-    ``local_rank`` (with ``cuda`` or ``auto``). The name is checked as predict checks it
-    (`models.device.resolve_device`)."""
-    chosen = resolve_torch_device(name)
+def device_setup(name: str = "auto", amp: bool = True, local_rank: int = 0) -> DeviceSetup:
+    """How training runs on the device `name`: ``auto`` picks CUDA when present, else the CPU;
+    ``cuda`` without CUDA is an error; ``cuda:N`` takes GPU N. Under torchrun each process of
+    a node takes the GPU of its ``local_rank`` (with ``cuda`` or ``auto``). The name is
+    checked as predict checks it (`runtime.device.resolve_device`)."""
+    chosen = resolve_device(name)
     if chosen.type == "cpu":
         return DeviceSetup(torch.device("cpu"), None, False)
     torch.backends.cudnn.benchmark = True
@@ -77,12 +75,6 @@ def resolve_device(name: str = "auto", amp: bool = True, local_rank: int = 0) ->
         raise GeoPix2PixError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
                               "GPU(s) visible; start at most that many processes per node")
     return DeviceSetup(torch.device("cuda", local_rank), amp_dtype, True)
-
-
-def default_workers() -> int:
-    """Data-loading processes: one per available core but one (left to the training loop),
-    at most 8."""
-    return max(0, min(8, len(os.sched_getaffinity(0)) - 1))
 
 
 def maybe_compile(module: nn.Module, enabled: bool) -> nn.Module:

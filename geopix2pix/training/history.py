@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from geopix2pix.raster.write import write_text_atomic
+from geopix2pix.runtime import distributed
 
-from . import distributed
 from .outputs import writing
 
 METRICS = "metrics.csv"

@@ -30,12 +30,12 @@ import torch
 from tqdm.auto import tqdm
 
 from geopix2pix.raster.render import class_colours
+from geopix2pix.runtime import distributed
+from geopix2pix.runtime.stopping import StopRequest
 
-from . import distributed
 from .data import augment_batch
 from .samples import write_samples
 from .schedule import LinearDecaySchedule
-from .signals import StopRequest
 from .validate import evaluate, evaluate_classes
 
 STUCK_EPOCHS = 3  # a class map's mean IoU unchanged this long: warn (see _warn_if_one_class)

@@ -4,7 +4,7 @@ names the file and gives the operating system's reason.
 
 Nothing of an earlier run is lost before the new run has something as good: `train -o RUN
 --overwrite` over an earlier run writes into a hidden folder beside RUN
-(`raster.folders.open_output_dir`), swapped in whole at its first epoch end, once it has written
+(`runtime.folders.open_output_dir`), swapped in whole at its first epoch end, once it has written
 its own model.safetensors, model-best.safetensors, checkpoint.pt, metrics.csv and samples; from
 then on the run goes on in RUN. Until then RUN holds the earlier run complete, train.json
 included, so a --resume of it stays consistent, and a failure or a stop (whose checkpoint would
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError, causes, data_errors, describe
-from geopix2pix.raster.folders import OutputDir, Owned, open_output_dir
 from geopix2pix.raster.write import cannot_write
+from geopix2pix.runtime.folders import OutputDir, Owned, open_output_dir
+from geopix2pix.runtime.stopping import StopReport, stop_signal
 
 
 def open_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
@@ -87,3 +88,32 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
         if failure is None:
             raise
         raise cannot_write(path, *failure) from exc
+
+
+def stop_reporter(out_dir: str | os.PathLike) -> Callable[[BaseException], StopReport]:
+    """What a stop of a run into `out_dir` left: an earlier run (--overwrite) as it was (the stop
+    carries `kept`), the checkpoint to continue from (the one the stop wrote, which it carries),
+    or nothing saved (stopped before the first checkpoint). A stop outside the steps (setting
+    up, finishing) carries none: the run folder may still hold one (the run's own, or the one
+    a --resume run began from)."""
+    from geopix2pix.training.checkpoint import CHECKPOINT
+
+    run_dir = Path(out_dir)
+
+    def report(stop: BaseException) -> StopReport:
+        signum = stop_signal(stop)
+        if getattr(stop, "kept", None) is not None:  # --overwrite, before the first epoch end
+            return StopReport("train", signum, "Stopped before the new run's first epoch "
+                              f"ended: the earlier run in {run_dir} is as it was (nothing of the "
+                              "new one is left)", kept=run_dir)
+        saved = getattr(stop, "checkpoint", None)
+        if saved is None and (run_dir / CHECKPOINT).is_file():  # e.g. after the loop
+            saved = run_dir / CHECKPOINT
+        if saved is not None:
+            return StopReport("train", signum, f"Stopped: continue from {saved} with --resume",
+                              resume=Path(saved))
+        again = " with --overwrite" if run_dir.is_dir() and any(run_dir.iterdir()) else ""
+        return StopReport("train", signum, "Stopped before the first checkpoint: nothing was "
+                          f"saved to continue from; run the command again{again}")
+
+    return report

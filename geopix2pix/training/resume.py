@@ -8,9 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from geopix2pix.runtime import distributed
 from geopix2pix.settings.train import TrainConfig
-
-from . import distributed
 
 OPTIONS = "train.json"  # a run's options, in its folder
 

@@ -35,24 +35,26 @@ from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_use
 from geopix2pix.models import save_model
 from geopix2pix.models.baseline import ResidualGenerator, zero_output_layer
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.raster.folders import Owned
 from geopix2pix.raster.write import write_text_atomic
+from geopix2pix.runtime import distributed
+from geopix2pix.runtime.device import default_workers
+from geopix2pix.runtime.folders import Owned
+from geopix2pix.runtime.stopping import StopRequest, TrainingStopped, attaches_stop_report
 from geopix2pix.settings.checking import api_function
 from geopix2pix.settings.train import TrainConfig, TrainKeywords
 
-from . import baselines, distributed
+from . import baselines
 from .checkpoint import CHECKPOINT, check_same_options, load_checkpoint, rng_state, set_rng_state
 from .checkpoint_check import Expected
 from .classes import describe_classes, objective_for, trained_classes
 from .data import EpochBatchSampler, make_loader
-from .device import DeviceSetup, default_workers, maybe_compile, resolve_device
+from .device import DeviceSetup, device_setup, maybe_compile
 from .ema import WeightAverage
 from .history import METRICS, MetricsLog, typed_row
 from .loop import EpochRunner, seed_everything
 from .networks import build_networks
-from .outputs import leave_failed, open_run_dir, writing
+from .outputs import leave_failed, open_run_dir, stop_reporter, writing
 from .resume import OPTIONS, saved_options
-from .signals import StopRequest, TrainingStopped
 from .step import Pix2PixStep
 
 if TYPE_CHECKING:
@@ -115,7 +117,7 @@ class Trainer:
         self.info = DatasetInfo.load(self.chips_dir)
         self.info.check_trainable(self.chips_dir)
         self.info.check_paired(self.chips_dir)  # Pix2Pix learns from pairs
-        self.setup = setup or resolve_device(config.device, config.amp)
+        self.setup = setup or device_setup(config.device, config.amp)
         self.classes = trained_classes(self.info, self.chips_dir) if config.categorical else None
         self.objective = objective_for(self.info, self.classes, config.class_weights)
         seed_everything(config.seed)  # the same initial weights on every rank
@@ -157,7 +159,7 @@ class Trainer:
             adversary=maybe_compile(self.discriminator, config.compile)
             if self.world > 1 else None, objective=self.objective)
         self.ema = WeightAverage(self.generator, config.ema) if config.ema else None
-        self.workers = default_workers() if config.workers is None else config.workers
+        self.workers = default_workers(leave=1) if config.workers is None else config.workers
         self.sampler = EpochBatchSampler(len(self.train_set), config.batch_size, config.seed,
                                          rank=self.rank, world_size=self.world)
         self.state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": math.inf,
@@ -383,6 +385,7 @@ class Trainer:
 
 
 @api_function
+@attaches_stop_report(lambda call: stop_reporter(call["out_dir"]))
 def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
           callback: Callable[[dict], bool | None] | None = None,
           log: Callable[[str], None] = _stderr,
@@ -400,7 +403,7 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     if given.get("resume"):
         given = saved_options(Path(out_dir), given)
     config = TrainConfig.from_options(**given)
-    setup = resolve_device(config.device, config.amp, distributed.env().local_rank)
+    setup = device_setup(config.device, config.amp, distributed.env().local_rank)
     distributed.init_from_env(setup.device)  # left when the process exits
     trainer = None
     try:

@@ -45,7 +45,7 @@ from geopix2pix.raster.creation import (
 from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
-from geopix2pix.raster.partials import partial_name
+from geopix2pix.runtime.partials import partial_name
 
 if TYPE_CHECKING:
     from geopix2pix.settings.predict import PredictOptions

@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from geopix2pix.models.device import cuda_autocast_dtype
 from geopix2pix.prediction.engine.channels import Channel
+from geopix2pix.runtime.device import cuda_autocast_dtype
 
 # forwards at once on the CPU: each holds a batch's activations, and the gain is largest on few
 # cores, where a pipeline thread takes the biggest share of them

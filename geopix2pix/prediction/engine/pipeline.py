@@ -18,7 +18,7 @@ Four stages joined by small bounded queues, so the scene is never held whole:
   categorical model the most probable class's code, `writer.to_output`) and writes them
   (rasterio releases the GIL in reads and writes).
 An error in any stage stops all of them and is raised in the caller; so does Ctrl-C or SIGTERM,
-raised once the threads are joined (`interrupts`).
+raised once the threads are joined (`runtime.stopping.deferred_stop_signals`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from geopix2pix.prediction.engine.blend import (
 from geopix2pix.prediction.engine.channels import DONE, Channel, Stage, StopFlag, Stopped
 from geopix2pix.prediction.engine.windows import Layout
 from geopix2pix.prediction.engine.writer import OutputSpec, to_output
-from geopix2pix.prediction.interrupts import deferred_stop_signals
+from geopix2pix.runtime.stopping import deferred_stop_signals
 
 # devices where the window outputs are weighted and summed where the model ran (`fold_segments`),
 # so that only the sums are copied back; on the CPU the blender thread's numpy does it faster and
@@ -169,7 +169,7 @@ def run(jobs: Sequence[Job], generator: torch.nn.Module, device: torch.device,
     ]
     generator.eval()
     fold = _fold(jobs[0].source.layout, device) if device.type in FOLD_ON else None
-    with deferred_stop_signals(stop):  # Ctrl-C stops the stages; raised once they are joined
+    with deferred_stop_signals(stop.set):  # Ctrl-C stops the stages; raised once they are joined
         try:
             for stage in stages:
                 stage.start()

@@ -8,7 +8,7 @@ open in QGIS) count as the command's.
 
 export-chips and train (`open_output_dir`) keep an earlier run's outputs complete and in place
 until the new ones are: the new run writes into a hidden folder beside them, swapped in whole
-(`raster.staging`); a run that fails or is stopped before then removes what it wrote, and the
+(`runtime.staging`); a run that fails or is stopped before then removes what it wrote, and the
 folders it made. The demo (`prepare_output_dir`) clears its folder first, the completeness
 marker first, so a run killed while clearing never leaves a folder that looks complete.
 A folder the command cannot write in (read-only) is refused before any work.
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.partials import stale_folder
-from geopix2pix.raster.staging import make_staging, remove_stale_folders, swap_in
+from geopix2pix.runtime.partials import stale_folder
+from geopix2pix.runtime.staging import make_staging, remove_stale_folders, swap_in
 
 # left by file browsers and apps, anywhere: never the user's work
 LITTER = (".DS_Store", "._*", "Thumbs.db", "desktop.ini")
@@ -59,7 +59,7 @@ class Owned:
 
     def _stale_staging(self, name: str) -> bool:
         """Whether the folder `name` is what a killed run left while building (or swapping in)
-        one of our folders (`raster.staging`)."""
+        one of our folders (`runtime.staging`)."""
         return any(stale_folder(name, Path(ours)) for ours in self.folders)
 
     def foreign(self, folder: Path) -> list[str]:
@@ -103,7 +103,7 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *,
 @dataclass
 class OutputDir:
     """A command's output folder: `final`, where its outputs end up, and `path`, where this run
-    writes them: a hidden staging folder beside `final` (`raster.staging`), or `final` itself
+    writes them: a hidden staging folder beside `final` (`runtime.staging`), or `final` itself
     when that was empty."""
 
     final: Path

@@ -1,19 +1,26 @@
-"""The torch device a model runs on: ``auto`` (CUDA when present, else the CPU), ``cpu``,
-``cuda`` or ``cuda:N``, checked before anything is loaded, so a typo or a missing GPU is one
-GeoPix2PixError rather than torch's RuntimeError ("Found no NVIDIA driver"); and the precision
-a model runs in under CUDA autocast (training and prediction alike)."""
+"""Where a command runs: the torch device (``auto``: CUDA when present, else the CPU; ``cpu``,
+``cuda`` or ``cuda:N``), checked before anything is loaded, so a typo or a missing GPU is one
+GeoPix2PixError rather than torch's RuntimeError ("Found no NVIDIA driver"); the precision a
+model runs in under CUDA autocast; and how many worker processes to start by default. torch is
+imported only when a device is resolved (export-chips never loads it)."""
 
 from __future__ import annotations
 
-import torch
+import os
+from typing import TYPE_CHECKING
 
 from geopix2pix.errors import GeoPix2PixError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(device: str | torch.device, option: str = "--device ") -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N' as given.
     `option` starts the error line: ``--device `` for the commands, ``device=`` for an API
     argument of that name."""
+    import torch
+
     shown = _show(option, device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -40,8 +47,17 @@ def _show(option: str, value: object) -> str:
 def cuda_autocast_dtype() -> torch.dtype:
     """bf16 where the GPU computes it natively (Ampere and later), else fp16 (V100, T4, where
     torch would otherwise emulate bf16 slowly)."""
+    import torch
+
     try:
         native = torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # a torch without the argument
         native = torch.cuda.is_bf16_supported()
     return torch.bfloat16 if native else torch.float16
+
+
+def default_workers(leave: int = 0) -> int:
+    """Worker processes: one per available core but `leave` (cores kept for the main process),
+    at most 8. export-chips leaves none (it is I/O and compression bound); train leaves one
+    to its training loop."""
+    return max(0, min(8, len(os.sched_getaffinity(0)) - leave))

@@ -22,7 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from geopix2pix.raster.partials import partial_folder_name, stale_folder
+from geopix2pix.runtime.partials import partial_folder_name, stale_folder
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2

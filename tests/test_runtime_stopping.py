@@ -1,0 +1,75 @@
+"""runtime.stopping: the library attaches what a stop left (a StopReport) to the interrupt it
+raises, and Ctrl-C or SIGTERM within a StopRequest is a flag, not an interrupt."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from geopix2pix.runtime.stopping import (
+    StopReport,
+    StopRequest,
+    Terminated,
+    attaches_stop_report,
+    deferred_stop_signals,
+)
+
+
+def test_a_stop_carries_the_report_of_the_call_s_arguments(tmp_path):
+    seen = []
+
+    def reporter_for(call: dict):
+        seen.append(dict(call))
+        return lambda stop: StopReport("demo", stop.signum, f"Stopped: {call['out']}")
+
+    @attaches_stop_report(reporter_for)
+    def work(out, *, size=2):
+        raise Terminated
+
+    with pytest.raises(Terminated) as stopped:
+        work(tmp_path / "o.tif")
+    assert seen == [{"out": tmp_path / "o.tif", "size": 2}]  # defaults included
+    report = stopped.value.report
+    assert (report.command, report.signum, str(report)) == \
+        ("demo", signal.SIGTERM, f"Stopped: {tmp_path / 'o.tif'}")
+
+
+def test_a_call_with_arguments_it_refuses_carries_no_report():
+    @attaches_stop_report(lambda call: pytest.fail("asked of a call that does not fit"))
+    def work(out):
+        raise KeyboardInterrupt
+
+    with pytest.raises(TypeError):
+        work(1, 2)
+
+
+def test_predict_attaches_what_the_stop_left(tmp_path, monkeypatch):
+    """predict_sharded (the commands' predict) says of OUT that it was not written."""
+    import geopix2pix.prediction.distributed as distributed
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "predict", stopped)
+    out = tmp_path / "o.tif"
+    with pytest.raises(KeyboardInterrupt) as stop:
+        distributed.predict_sharded("s.tif", out, model="m.safetensors")
+    assert stop.value.report == StopReport(
+        "predict", signal.SIGINT, f"Stopped: {out} was not written (no partial output is left)")
+
+
+def test_a_signal_within_a_stop_request_sets_its_flag():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert (stop.requested, stop.signum) == (True, signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == before  # restored
+
+
+def test_a_deferred_stop_is_raised_when_its_block_ends():
+    calls = []
+    with pytest.raises(KeyboardInterrupt), deferred_stop_signals(lambda: calls.append("stop")):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert calls == ["stop"]  # not raised inside the block
