@@ -2,8 +2,10 @@
 
 ``GeneratorSpec`` says which generator to build; it is stored in each model file so that
 ``load_model`` can rebuild the network before loading its weights. ``build_generator`` dispatches
-on ``spec.name``: ``"unet"`` is the Pix2Pix U-Net, ``"smp:<Architecture>:<encoder>"`` a
-segmentation-models-pytorch model. ``build_discriminator`` builds the conditional PatchGAN.
+on ``spec.name``: ``"unet"`` is the Pix2Pix U-Net, ``"local"`` a full-resolution network of
+each pixel's 3x3 neighbourhood for near-local mappings (`local`), ``"smp:<Architecture>:
+<encoder>"`` a segmentation-models-pytorch model. ``build_discriminator`` builds the
+conditional PatchGAN.
 
 Why the default norm is batch norm: in eval mode batch norm normalises with the running
 statistics gathered in training, so a pixel's prediction depends neither on the batch nor on
@@ -22,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from .init import init_weights
+from .local import MAX_LAYERS, LocalNet
 from .patchgan import NLayerDiscriminator
 from .schema import MAX_BANDS, MAX_CHIP_SIZE, MAX_NGF, shown
 from .smp_generator import PREFIX as SMP_PREFIX
@@ -31,7 +34,7 @@ from .unet import NORMS, OUTPUTS, UnetGenerator, depth_for_chip_size
 # the most each size may be: a file's spec is built (on the meta device) before its tensors
 # are compared with it, and training builds it for real
 BOUNDS = {"in_channels": MAX_BANDS, "out_channels": MAX_BANDS, "chip_size": MAX_CHIP_SIZE,
-          "ngf": MAX_NGF}
+          "ngf": MAX_NGF, "layers": MAX_LAYERS}
 
 
 def _check_positive_int(name: str, value: Any, high: int) -> None:
@@ -43,13 +46,16 @@ def _check_positive_int(name: str, value: Any, high: int) -> None:
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """Which generator to build. ``ngf``, ``norm`` and ``dropout`` apply to ``"unet"`` only.
+    """Which generator to build. ``ngf`` applies to ``"unet"`` and ``"local"``, ``norm`` and
+    ``dropout`` to ``"unet"``, ``layers`` to ``"local"`` only.
 
-    name: ``"unet"`` or ``"smp:<Architecture>:<encoder>"`` (e.g. ``"smp:Unet:resnet34"``).
+    name: ``"unet"``, ``"local"`` or ``"smp:<Architecture>:<encoder>"`` (e.g.
+    ``"smp:Unet:resnet34"``).
     in_channels / out_channels: source and target band counts.
     chip_size: training chip side in pixels; the U-Net's depth is ``log2(chip_size)``.
     ngf: filters of the U-Net's outermost level. norm: ``"batch"`` (default) or ``"instance"``.
     dropout: dropout 0.5 in the decoder blocks next to the bottleneck, as in the paper.
+    layers: the local generator's convolutions (a 3x3 one, then 1x1 ones; at least 2).
     output: ``"tanh"`` (the paper's: each band's values on the [-1, 1] training scale) or
     ``"logits"`` (a categorical target: ``out_channels`` is the number of classes and each
     channel a raw score of its class).
@@ -63,13 +69,14 @@ class GeneratorSpec:
     norm: str = "batch"
     dropout: bool = True
     output: str = "tanh"
+    layers: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not (
-            self.name == "unet" or self.name.startswith(SMP_PREFIX)
+            self.name in ("unet", "local") or self.name.startswith(SMP_PREFIX)
         ):
             raise ValueError(
-                f"unknown generator {shown(self.name)}; expected 'unet' or "
+                f"unknown generator {shown(self.name)}; expected 'unet', 'local' or "
                 f"'smp:<Architecture>:<encoder>' (e.g. 'smp:Unet:resnet34')"
             )
         for field, high in BOUNDS.items():
@@ -86,8 +93,12 @@ class GeneratorSpec:
             depth_for_chip_size(self.chip_size)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of all fields."""
-        return dataclasses.asdict(self)
+        """Plain JSON-serialisable dict of the fields (``layers`` for a ``"local"`` only, so
+        other generators' descriptions stay as they were before it)."""
+        data = dataclasses.asdict(self)
+        if self.name != "local":
+            del data["layers"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorSpec:
@@ -109,9 +120,9 @@ def build_generator(
     The U-Net gets the paper's N(0, 0.02) initialisation. An smp generator keeps smp's own
     initialisation; ``encoder_weights_path`` (smp only) loads a local encoder state dict.
     """
+    if encoder_weights_path is not None and not spec.name.startswith(SMP_PREFIX):
+        raise ValueError("encoder_weights_path only applies to 'smp:...' generators")
     if spec.name == "unet":
-        if encoder_weights_path is not None:
-            raise ValueError("encoder_weights_path only applies to 'smp:...' generators")
         generator = UnetGenerator(
             spec.in_channels,
             spec.out_channels,
@@ -122,6 +133,8 @@ def build_generator(
             output=spec.output,
         )
         return init_weights(generator)
+    if spec.name == "local":
+        return LocalNet(spec.in_channels, spec.out_channels, spec.ngf, spec.layers, spec.output)
     generator = SmpGenerator(spec.name, spec.in_channels, spec.out_channels, spec.output)
     step = generator.input_multiple
     if spec.chip_size % step:

@@ -197,7 +197,9 @@ def _expected_layout(spec: GeneratorSpec) -> Layout:
 
 
 def _described(spec: GeneratorSpec) -> str:
-    ngf = f", ngf {spec.ngf}" if spec.name == "unet" else ""
+    ngf = f", ngf {spec.ngf}" if spec.name in ("unet", "local") else ""
+    if spec.name == "local":
+        ngf += f", {spec.layers} layers"
     return (f"{spec.name}{ngf}, {spec.in_channels} -> {spec.out_channels} {spec.output} "
             f"channels, {spec.chip_size}-px chips")
 
