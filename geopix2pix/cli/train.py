@@ -9,7 +9,9 @@ from click.core import ParameterSource
 
 from geopix2pix.cli.stops import reports_stop, train_stopped
 
-GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size) or "
+GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), 'local' "
+                  "(each pixel from its 3x3 neighbourhood, at full resolution: for near-local "
+                  "mappings such as terrain derivatives or SAR -> optical) or "
                   "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
                   "smp:Unet:resnet34 (no weights are downloaded).")
 NORM_HELP = ("Normalisation in G and D. batch: at prediction, eval-mode batch norm uses the "
@@ -70,7 +72,10 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
 @click.option("--encoder-weights", type=click.Path(dir_okay=False), default=None,
               help="Local state dict (.pt/.pth/.safetensors) to initialise an smp encoder  "
                    "[default: none]")
-@click.option("--ngf", type=int, default=64, help="Filters of the U-Net's outer level.")
+@click.option("--ngf", type=int, default=64,
+              help="Filters of the U-Net's outer level (the local generator's width).")
+@click.option("--local-layers", type=int, default=3,
+              help="--generator local: its layers (a 3x3 convolution, then 1x1 ones; >= 2).")
 @click.option("--ndf", type=int, default=64, help="Filters of the discriminator's first layer.")
 @click.option("--n-layers", type=int, default=3,
               help="PatchGAN layers: 3 = the paper's 70x70 patches; at most log2(chip size) - 2 "

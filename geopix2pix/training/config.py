@@ -59,6 +59,7 @@ class TrainKeywords(TypedDict, total=False):
     generator: str
     encoder_weights: str | None
     ngf: int
+    local_layers: int
     ndf: int
     n_layers: int
     norm: str
@@ -96,6 +97,7 @@ class TrainConfig:
     generator: str = "unet"
     encoder_weights: str | None = None
     ngf: int = 64
+    local_layers: int = 3  # --generator local: its layers (3x3, then 1x1 ones)
     ndf: int = 64
     n_layers: int = 3
     norm: str = "batch"
@@ -130,7 +132,7 @@ class TrainConfig:
                                       f"{', '.join(choices)}")
 
     def _check_numbers(self) -> None:
-        positive = ("batch_size", "ngf", "ndf", "n_layers")
+        positive = ("batch_size", "ngf", "local_layers", "ndf", "n_layers")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise GeoPix2PixError(f"--{name.replace('_', '-')} must be at least 1")
