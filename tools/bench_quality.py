@@ -8,6 +8,7 @@ judged grid, with the same `evaluate`. Prints one table.
 
     python tools/bench_quality.py                      # all three cases, their recipes
     python tools/bench_quality.py --case dem --steps 400 --out /tmp/bq
+    python tools/bench_quality.py --recipes            # the recipes as docs/train.md gives them
 
 Splits: train north 60 % / judge south 38 % (DEM -> hillshade, Sentinel-2 -> land cover), train
 west 60 % / judge east 38 % (SAR -> RGB); the 2 % between them keeps every chip (exported with
@@ -37,8 +38,11 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAIN_SHARE, JUDGE_START = 0.60, 0.62
 EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
                "val_fraction", "target_resampling")
-# the training recipe of every case (the README's for a short CPU run), see docs/benchmarks.md
-RECIPE = {"ngf": 32, "lr": 1e-3, "gan_warmup": 0.5, "ema": 0.999}
+# the training recipe per kind of data (docs/train.md's, for a short CPU run): near-local
+# mappings (a terrain derivative, SAR -> optical) by the local generator on L1 alone; where the
+# pairs are few (SAR -> optical), a narrow one over the linear baseline; a class map by the U-Net
+LOCAL = {"generator": "local", "ngf": 64, "local_layers": 3, "lr": 1e-3, "gan_warmup": 1.0}
+UNET = {"ngf": 32, "lr": 1e-3, "gan_warmup": 0.5, "ema": 0.999}
 
 
 @dataclass
@@ -59,17 +63,33 @@ CASES = {
     "dem": Case("dem", "dem_hillshade_exploradores/exploradores_aster_dem_30m.tif",
                 "dem_hillshade_exploradores/exploradores_aster_hillshade_gdal_az315_alt45.tif",
                 "north", {"chip_size": 64, "stride": 16, "source_scaling": "centre"},
-                {**RECIPE}),
+                {**LOCAL, "max_steps": 1500}),
     "sar": Case("sar", "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
                 "sar_optical_spacenet6_rotterdam/rgb_unmasked.tif",
                 "west", {"chip_size": 32, "stride": 8, "max_nodata": 0.5},
-                {**RECIPE, "augment": "flip"}),
+                {**LOCAL, "ngf": 16, "local_layers": 2, "residual": "linear", "augment": "flip",
+                 "max_steps": 600}),
     "landcover": Case("landcover", "image_map_eolearn_slovenia/s2_l1c_2015-07-11_clear.tif",
                       "image_map_eolearn_slovenia/lulc.tif", "north",
                       {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},
-                      {**RECIPE, "augment": "d4", "class_weights": "balanced"},
+                      {**UNET, "augment": "d4", "class_weights": "balanced", "max_steps": 200},
                       categorical=True),
 }
+
+
+def _flags(options: dict) -> str:
+    """Options as the commands' flags: {"ngf": 64, "categorical": True} -> --ngf 64
+    --categorical."""
+    return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                    for k, v in options.items())
+
+
+def recipe(case: Case) -> list[str]:
+    """The case's export and train commands, as docs/train.md gives them (a test keeps the two
+    the same)."""
+    train = {**case.train, **({"categorical": True} if case.categorical else {})}
+    return [f"geopix2pix export-chips SOURCE TARGET -o chips/ {_flags(case.export)}",
+            f"geopix2pix train chips/ -o run/ {_flags(train)}"]
 
 
 def windows(shape: tuple[int, int], split: str) -> tuple[Window, Window]:
@@ -238,7 +258,8 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
     export_chips(source, target, work / "chips", aoi=aoi, aoi_mode="within", overwrite=True,
                  progress=False, workers=1, **export)
     options = {**case.train, **extra, "categorical": case.categorical, "quiet": True,
-               "overwrite": True, "workers": 0, "max_steps": steps or 10**6}
+               "overwrite": True, "workers": 0,
+               "max_steps": steps or (10**6 if minutes else case.train["max_steps"])}
     deadline = time.monotonic() + minutes * 60 if minutes else None
     try:
         result = train(work / "chips", work / "run", log=lambda m: None,
@@ -280,7 +301,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None,
-                        help="training steps per case (default 600)")
+                        help="training steps of every case (default: each recipe's --max-steps)")
     budget.add_argument("--minutes", type=float, default=None,
                         help="training minutes per case instead (the last model file is used)")
     parser.add_argument("--out", type=Path, default=None,
@@ -288,6 +309,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                         help="override an export or training option of every case, "
                         "e.g. --set ngf=64")
+    parser.add_argument("--recipes", action="store_true",
+                        help="print each case's export and train commands and stop")
     parser.add_argument("--judge-only", action="store_true",
                         help="judge again the predictions an earlier run left in --out")
     parser.add_argument("--centre-clip", type=float, default=None,
@@ -318,7 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         from geopix2pix.chips import scaling
 
         scaling.CENTRE_CLIP = args.centre_clip
-    steps = None if args.minutes else (args.steps or 600)
+    if args.recipes:
+        print("\n".join(line for case in CASES.values() for line in recipe(case)))
+        return 0
+    steps = None if args.minutes else args.steps
     names = list(CASES) if args.case == "all" else [args.case]
     with tempfile.TemporaryDirectory() as temp:
         out = args.out or Path(temp)

@@ -2,10 +2,11 @@
 
 ``GeneratorSpec`` says which generator to build; it is stored in each model file so that
 ``load_model`` can rebuild the network before loading its weights. ``build_generator`` dispatches
-on ``spec.name``: ``"unet"`` is the Pix2Pix U-Net, ``"resnet_9blocks"``/``"resnet_6blocks"``
-CycleGAN's ResNet generator, ``"smp:<Architecture>:<encoder>"`` a segmentation-models-pytorch
-model. ``build_discriminator`` builds the PatchGAN: conditional for Pix2Pix (source and target
-bands), unconditional for CycleGAN (one domain's bands).
+on ``spec.name``: ``"unet"`` is the Pix2Pix U-Net, ``"local"`` a full-resolution network of
+each pixel's 3x3 neighbourhood for near-local mappings (`local`), ``"resnet_9blocks"``/
+``"resnet_6blocks"`` CycleGAN's ResNet generator, ``"smp:<Architecture>:<encoder>"`` a
+segmentation-models-pytorch model. ``build_discriminator`` builds the PatchGAN: conditional for
+Pix2Pix (source and target bands), unconditional for CycleGAN (one domain's bands).
 
 Why the default norm is batch norm: in eval mode batch norm normalises with the running
 statistics gathered in training, so a pixel's prediction depends neither on the batch nor on
@@ -26,6 +27,7 @@ from torch import nn
 from geopix2pix.settings.train import NORMS
 
 from .init import init_weights
+from .local import MAX_LAYERS, LocalNet
 from .patchgan import NLayerDiscriminator
 from .resnet_generator import BLOCKS as RESNET_BLOCKS
 from .resnet_generator import ResnetGenerator, check_resnet_size
@@ -36,9 +38,9 @@ from .unet import OUTPUTS, UnetGenerator, depth_for_chip_size
 
 # the most each size may be: a file's spec is built (on the meta device) before its tensors
 # are compared with it, and training builds it for real
-BUILT_IN = ("unet", *RESNET_BLOCKS)  # generators of geopix2pix's own (not smp)
+BUILT_IN = ("unet", "local", *RESNET_BLOCKS)  # generators of geopix2pix's own (not smp)
 BOUNDS = {"in_channels": MAX_BANDS, "out_channels": MAX_BANDS, "chip_size": MAX_CHIP_SIZE,
-          "ngf": MAX_NGF}
+          "ngf": MAX_NGF, "layers": MAX_LAYERS}
 
 
 def _check_positive_int(name: str, value: Any, high: int) -> None:
@@ -50,10 +52,11 @@ def _check_positive_int(name: str, value: Any, high: int) -> None:
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """Which generator to build. ``ngf``, ``norm`` and ``dropout`` apply to ``"unet"`` and the
-    ResNet generators, not to smp ones.
+    """Which generator to build. ``ngf`` applies to ``"unet"``, ``"local"`` and the ResNet
+    generators, ``norm`` and ``dropout`` to ``"unet"`` and the ResNets, ``layers`` to ``"local"``
+    only; none of them to smp ones.
 
-    name: ``"unet"``, ``"resnet_9blocks"``, ``"resnet_6blocks"`` or
+    name: ``"unet"``, ``"local"``, ``"resnet_9blocks"``, ``"resnet_6blocks"`` or
     ``"smp:<Architecture>:<encoder>"`` (e.g. ``"smp:Unet:resnet34"``).
     in_channels / out_channels: source and target band counts.
     chip_size: training chip side in pixels; the U-Net's depth is ``log2(chip_size)``, a ResNet
@@ -62,6 +65,7 @@ class GeneratorSpec:
     (CycleGAN's, with ``dropout=False``: ``resnet_generator.RESNET_DEFAULTS``).
     dropout: dropout 0.5 in the U-Net's decoder blocks next to the bottleneck, as in the paper,
     or between the two convolutions of each residual block.
+    layers: the local generator's convolutions (a 3x3 one, then 1x1 ones; at least 2).
     output: ``"tanh"`` (the paper's: each band's values on the [-1, 1] training scale) or
     ``"logits"`` (a categorical target: ``out_channels`` is the number of classes and each
     channel a raw score of its class).
@@ -75,14 +79,16 @@ class GeneratorSpec:
     norm: str = "batch"
     dropout: bool = True
     output: str = "tanh"
+    layers: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not (
             self.name in BUILT_IN or self.name.startswith(SMP_PREFIX)
         ):
             raise ValueError(
-                f"unknown generator {shown(self.name)}; expected 'unet', 'resnet_9blocks', "
-                f"'resnet_6blocks' or 'smp:<Architecture>:<encoder>' (e.g. 'smp:Unet:resnet34')"
+                f"unknown generator {shown(self.name)}; expected 'unet', 'local', "
+                f"'resnet_9blocks', 'resnet_6blocks' or 'smp:<Architecture>:<encoder>' "
+                f"(e.g. 'smp:Unet:resnet34')"
             )
         for field, high in BOUNDS.items():
             _check_positive_int(field, getattr(self, field), high)
@@ -100,8 +106,12 @@ class GeneratorSpec:
             check_resnet_size(self.chip_size)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of all fields."""
-        return dataclasses.asdict(self)
+        """Plain JSON-serialisable dict of the fields (``layers`` for a ``"local"`` only, so
+        other generators' descriptions stay as they were before it)."""
+        data = dataclasses.asdict(self)
+        if self.name != "local":
+            del data["layers"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorSpec:
@@ -124,7 +134,7 @@ def build_generator(
     generator keeps smp's own initialisation; ``encoder_weights_path`` (smp only) loads a local
     encoder state dict.
     """
-    if spec.name in BUILT_IN and encoder_weights_path is not None:
+    if encoder_weights_path is not None and not spec.name.startswith(SMP_PREFIX):
         raise ValueError("encoder_weights_path only applies to 'smp:...' generators")
     if spec.name in RESNET_BLOCKS:
         return init_weights(ResnetGenerator(
@@ -141,6 +151,8 @@ def build_generator(
             output=spec.output,
         )
         return init_weights(generator)
+    if spec.name == "local":
+        return LocalNet(spec.in_channels, spec.out_channels, spec.ngf, spec.layers, spec.output)
     generator = SmpGenerator(spec.name, spec.in_channels, spec.out_channels, spec.output)
     step = generator.input_multiple
     if spec.chip_size % step:

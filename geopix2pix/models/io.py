@@ -199,6 +199,8 @@ def _expected_layout(spec: GeneratorSpec) -> Layout:
 
 def _described(spec: GeneratorSpec) -> str:
     ngf = "" if spec.name.startswith(SMP_PREFIX) else f", ngf {spec.ngf}"
+    if spec.name == "local":
+        ngf += f", {spec.layers} layers"
     return (f"{spec.name}{ngf}, {spec.in_channels} -> {spec.out_channels} {spec.output} "
             f"channels, {spec.chip_size}-px chips")
 

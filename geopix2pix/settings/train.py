@@ -26,6 +26,8 @@ RESIDUALS = ("none", "linear")
 NORMS = ("batch", "instance")
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), "
+                  "'local' (each pixel from its 3x3 neighbourhood, at full resolution: for "
+                  "near-local mappings such as terrain derivatives or SAR -> optical), "
                   "'resnet_9blocks' or 'resnet_6blocks' (the CycleGAN paper's ResNet), or "
                   "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
                   "smp:Unet:resnet34 (no weights are downloaded).")
@@ -65,6 +67,7 @@ class TrainKeywords(TypedDict, total=False):
     generator: str
     encoder_weights: str | None
     ngf: int
+    local_layers: int
     ndf: int
     n_layers: int
     norm: str
@@ -122,7 +125,9 @@ class TrainConfig:
     encoder_weights: str | None = option(None, kind="file", runtime=True, shown_default="none",
                                          help="Local state dict (.pt/.pth/.safetensors) to "
                                               "initialise an smp encoder")
-    ngf: int = option(64, help="Filters of the U-Net's outer level.")
+    ngf: int = option(64, help="Filters of the U-Net's outer level (the local generator's width).")
+    local_layers: int = option(
+        3, help="--generator local: its layers (a 3x3 convolution, then 1x1 ones; >= 2).")
     ndf: int = option(64, help="Filters of the discriminator's first layer.")
     n_layers: int = option(3, help="PatchGAN layers: 3 = the paper's 70x70 patches; at most "
                            "log2(chip size) - 2 (4 for 64-px chips).")
@@ -167,7 +172,7 @@ class TrainConfig:
             check_choice(self, name)
 
     def _check_numbers(self) -> None:
-        positive = ("batch_size", "ngf", "ndf", "n_layers")
+        positive = ("batch_size", "ngf", "local_layers", "ndf", "n_layers")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise GeoPix2PixError(f"--{name.replace('_', '-')} must be at least 1")

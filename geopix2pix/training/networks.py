@@ -46,7 +46,7 @@ def build_networks(info: DatasetInfo, config: TrainConfig, classes: list[int] | 
     check_encoder_weights(config.generator, config.encoder_weights)
     try:
         spec = GeneratorSpec(config.generator, bands_in, bands_out, info.chip_size,
-                             ngf=config.ngf, norm=config.norm,
+                             ngf=config.ngf, norm=config.norm, layers=config.local_layers,
                              output="tanh" if classes is None else "logits")
         generator = build_generator(spec, None if config.resume else config.encoder_weights)
         discriminator = build_discriminator(bands_in + bands_out, config.ndf, config.n_layers,
