@@ -31,8 +31,8 @@ from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.prediction import predict
-from geopix2pix.prediction.engine.blend_windows import BLEND_WINDOWS, BlendWindow
 from geopix2pix.prediction.engine.windows import make_layout
+from geopix2pix.raster.blend_windows import BLEND_WINDOWS, BlendWindow
 
 
 @pytest.mark.parametrize("crs, transform, width, height", [

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction.engine.blend_windows import BLEND_WINDOWS, BLENDS
+from geopix2pix.raster.blend_windows import BLEND_WINDOWS, BLENDS
 from geopix2pix.raster.io import check_band_list
 from geopix2pix.settings import common
 from geopix2pix.settings.checking import from_keywords

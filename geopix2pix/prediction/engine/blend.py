@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geopix2pix.prediction.engine.blend_windows import BLEND_WINDOWS
+from geopix2pix.raster.blend_windows import BLEND_WINDOWS
 
 
 def window_weights(size: int, stride: int, margin: int, blend: str) -> np.ndarray:

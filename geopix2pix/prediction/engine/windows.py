@@ -29,7 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
-from geopix2pix.prediction.engine.blend_windows import BLEND_WINDOWS
+from geopix2pix.raster.blend_windows import BLEND_WINDOWS
 from geopix2pix.raster.io import decoded_block_bytes, read_window
 from geopix2pix.settings.predict import DEFAULT_CHUNK_WIDTH, check_layout_options
 
