@@ -7,7 +7,7 @@ Below it, `engine` runs rasters through the model into GeoTIFFs window by window
 predictions against references is `geopix2pix.evaluation`.
 
 The names below are imported on first use, so that importing a torch-free module of the package
-(`engine.blend_windows`, whose names are ``--blend``'s choices) does not load torch.
+(such as `engine.windows`) does not load torch.
 """
 
 from __future__ import annotations

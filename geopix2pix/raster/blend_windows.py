@@ -2,9 +2,10 @@
 
 A window is one entry of `BLEND_WINDOWS`: its name (the ``--blend`` choice), its weights along
 one axis and whether it keeps only its centre crop; `BLENDS`, the choices, are its names. The
-weights of a window's output are the outer product of its axis weights (`blend.window_weights`),
-and the lattice of windows follows `BlendWindow.centre_only` (`windows.make_layout`). Numpy only,
-so the choices are known without loading torch.
+weights of a window's output are the outer product of its axis weights
+(`prediction.engine.blend.window_weights`), and the lattice of windows follows
+`BlendWindow.centre_only` (`prediction.engine.windows.make_layout`). Numpy only and below
+settings, so that --blend's choices are known without loading torch.
 
 - ``hann``: ``sin^2(pi (i + 0.5) / size)``, floored at 1e-3 as MONAI does; summed over a lattice
   with stride size/2 it is constant, so blended outputs have no seams (Pielawski & Wahlby 2020

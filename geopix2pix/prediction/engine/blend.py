@@ -1,10 +1,10 @@
 """Blending overlapping window predictions: the weights and a rolling strip accumulator.
 
-A window's output is weighted by its `--blend` window (`blend_windows`) along both axes. A run of
-windows of one row is weighted and summed at once (`overlap_add` with numpy, or `fold_segments`
-with torch where the model's outputs are, on the GPU), and `StripAccumulator` holds the weighted
-sums for only the rows that windows still contribute to (at most window + stride rows, in a
-buffer of twice that) and the columns of one chunk, never the whole scene.
+A window's output is weighted by its `--blend` window (`geopix2pix.raster.blend_windows`) along
+both axes. A run of windows of one row is weighted and summed at once (`overlap_add` with numpy, or
+`fold_segments` with torch where the model's outputs are, on the GPU), and `StripAccumulator` holds
+the weighted sums for only the rows that windows still contribute to (at most window + stride rows,
+in a buffer of twice that) and the columns of one chunk, never the whole scene.
 """
 
 from __future__ import annotations
