@@ -269,7 +269,7 @@ def _refine(products: list[np.ndarray], coarse: np.ndarray) -> np.ndarray:
         kernels.append(np.exp(2j * np.pi * positions[:, None] * frequencies[None, :])
                        / len(frequencies))
     # numpy's own loops, not BLAS's matmul: its threads, on a busy machine or beside export's
-    # other workers, made these small products twenty times slower
+    # other workers, made these small products many times slower (docs/benchmarks.md)
     surface = _combined([np.einsum("ij,jk->ik", np.einsum("ij,jk->ik", kernels[0], p),
                                    kernels[1].T) for p in products])
     peak = np.unravel_index(np.argmax(surface), surface.shape)

@@ -12,14 +12,13 @@ Modes, per side of a pair:
 - ``centre``: each chip or window minus its own mean, divided by the 99th percentile of absolute
   deviations from chip means. For elevation inputs: a hillshade or image depends on the relief, not
   on the absolute height. Not invertible, so inputs only. Clipped at +-`CENTRE_CLIP`, not +-1: a
-  window of steeper relief than the training chips' (a clip at 1 flattened 6 to 15 % of the
-  pixels of a judged part of a real DEM, and with them its hillshade) keeps its shape. The clip
+  window of steeper relief than the training chips' keeps its shape (a clip at 1 flattened the
+  steep parts of a real DEM, and with them its hillshade; docs/benchmarks.md). The clip
   is part of the scaling (`clip`, stored with it): a model trained before it was recorded read
   its inputs clipped at +-1, and is given them so again. Invalid pixels (a DEM's voids) are
   filled from the valid ones around them (GDAL's FillNodata) rather than set to the mean: a
   cliff down to the mean at a void's edge would give its valid neighbours a slope, and their
-  hillshade a shadow, that is not there (errors within 2 px of the voids of a real DEM held a
-  hillshade model at 26 dB that reached 32 dB with the fill, docs/benchmarks.md).
+  hillshade a shadow, that is not there (docs/benchmarks.md, quality, "Voids").
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ For mappings where a pixel's answer lies in the few source pixels around it: a t
 derivative (a hillshade, a slope) is a fixed 3x3 operator of the DEM; SAR backscatter -> optical
 reflectance is close to per-pixel. The U-Net sees its input only through a 4x4 stride-2
 convolution and builds its output from half-resolution features, so it must learn each pixel's
-neighbourhood back through its levels (23 dB on a DEM -> hillshade that this reaches 30+ dB on
-in fewer steps, docs/benchmarks.md). Here every layer is at full resolution:
+neighbourhood back through its levels, and learns such mappings worse and more slowly
+(docs/benchmarks.md). Here every layer is at full resolution:
 
 - the first layer sums two paths: 3x3 kernels constrained to sum to zero (local differences: a
   slope, an edge, a texture, unmoved by the window's level), and a 1x1 convolution of the values

@@ -1,8 +1,8 @@
 """Many small scenes predicted through one pipeline run.
 
 Every pipeline run pays a fixed cost: starting its threads, filling the pipeline at the start and
-draining it at the end (about 40 ms a scene with a tiny model on 2 cores, docs/benchmarks.md).
-For a folder of small tiles that rivals the model's own time, and on a GPU it is most of it. So
+draining it at the end (docs/benchmarks.md, "Many small scenes"). For a folder of small tiles
+that rivals the model's own time, and on a GPU it is most of it. So
 consecutive small scenes (at most `SMALL_WINDOWS` windows each) are opened and checked together
 and predicted in one run (`predictor.predict_targets`), up to `GROUP_WINDOWS` windows or
 `GROUP_SCENES` scenes at a time. Each output is still written under a temporary name and renamed

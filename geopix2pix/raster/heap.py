@@ -3,8 +3,8 @@
 glibc's growing mmap threshold puts chip- and strip-sized buffers on the heap, and when they are
 allocated in one thread and freed in another (a reader and a writer) the heap fragments and the
 free pages stay in the process. Two places call `release_free_heap`:
-- export, after each job of chips: without it a single-process export grew by about 45 KB per chip
-  (466 MB peak at 16384^2 against 284 MB at 8192^2; flat with it);
+- export, after each job of chips: without it a single-process export's memory grew with the
+  number of chips (docs/benchmarks.md, export-chips, "Memory");
 - predict with ``--cog``, between writing the tiled GeoTIFF and converting it, so that GDAL's
   conversion buffers do not add to the pipeline's leftover heap.
 """

@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from geopix2pix.settings.predict import PredictOptions
 
 # GDAL block cache while building the COG, whatever the RAM: the conversion fills whatever cache it
-# is given (a 20000^2 float32 scene: 432 MB peak with 256 MB, 218 MB with 32 MB) and runs no slower
-# with 32 MB (23 s against 29 s there), since it reads each block once per overview level.
+# is given, and a small one costs it no time since it reads each block once per overview level
+# (docs/benchmarks.md, predict, "Memory").
 COG_CACHE = 32 * 2**20
 
 

@@ -7,7 +7,7 @@ Both devices launch batches ahead and hand the outputs on in the batches' order:
   before collecting the outputs of the one before, so the GPU does not wait for the hand-over;
 - on the CPU a thread pool runs whole batches at once, each thread on its share of torch's threads
   (`cpu_workers`). A layer run on every core waits at its end for the slowest core, so a pipeline
-  thread that takes a core from it costs it about twice its own CPU time, while independent
+  thread that takes a core from it stalls the other cores too, while independent
   forwards just share the cores (and small convolutions run faster that way; docs/benchmarks.md,
   tools/bench_cpu_forward.py).
 """
