@@ -1,8 +1,19 @@
 """geopix2pix: Pix2Pix image-to-image translation for georeferenced rasters.
 
-The Python API under the `geopix2pix` command. Data flows one way: raster I/O and grids
-(`geopix2pix.raster`) -> chips (`geopix2pix.chips`) -> model (`geopix2pix.models`) -> training
-(`geopix2pix.training`) -> prediction (`geopix2pix.prediction`); `geopix2pix.cli` sits on top.
+The Python API under the `geopix2pix` command. Its layers, earliest first; each imports only
+from itself and earlier ones (tests/test_layers.py checks it):
+- `errors`, `jsonvalues`, `metrics`: shared support;
+- `runtime`: device selection, torchrun ranks, stopping, output folders;
+- `raster`: raster I/O, grids, writing, the blend windows;
+- `settings`: every command's options, declared once and torch-free;
+- `chips`: chip export and the chip dataset;
+- `models`: the generators, discriminators and the model file;
+- `training`: training runs;
+- `prediction`: its `engine` (rasters through a model into GeoTIFFs, window by window) and the
+  per-scene API above it; it never imports training;
+- `evaluation`: predictions against reference rasters;
+- `demo`, `plot`: the demo run and the quicklooks;
+- `cli`: the commands, a thin skin over the rest (nothing imports it).
 """
 
 from __future__ import annotations
