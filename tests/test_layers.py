@@ -131,6 +131,14 @@ def test_every_import_goes_to_the_same_or_an_earlier_layer():
     assert violations(PACKAGE.parent) == []
 
 
+def test_every_layer_names_modules_that_exist():
+    """A renamed or removed package must leave `LAYERS` too (a layer of nothing checks nothing)."""
+    modules = {module_name(path, PACKAGE.parent)[0] for path in PACKAGE.rglob("*.py")}
+    for prefix in [prefix for layer in LAYERS for prefix in layer]:
+        if prefix != "geopix2pix.__version__":
+            assert any(m == prefix or m.startswith(prefix + ".") for m in modules), prefix
+
+
 def test_known_exceptions_are_still_needed():
     """An exception whose import is gone must leave the list (so it cannot hide a new one)."""
     for (module, imported), reason in KNOWN_EXCEPTIONS.items():
