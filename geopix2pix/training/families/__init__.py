@@ -1,0 +1,25 @@
+"""Model families by name: what ``train(..., model=NAME)`` trains (see `base.ModelFamily`).
+
+Adding a family is one module defining a `ModelFamily` subclass and its line in `FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from geopix2pix.errors import GeoPix2PixError
+
+from .base import ModelExport, ModelFamily, RunContext
+from .pix2pix import Pix2Pix
+
+FAMILIES: dict[str, type[ModelFamily]] = {Pix2Pix.name: Pix2Pix}
+
+
+def family_for(name: str) -> type[ModelFamily]:
+    """The family called ``name``; a GeoPix2PixError naming the known ones otherwise."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise GeoPix2PixError(f"--model {name}: unknown model family; use one of "
+                              f"{', '.join(FAMILIES)}") from None
+
+
+__all__ = ["FAMILIES", "ModelExport", "ModelFamily", "RunContext", "family_for"]
