@@ -40,3 +40,43 @@ def test_families_are_found_by_name():
     with pytest.raises(GeoPix2PixError, match="--model nope: unknown model family; use one of "
                                               "pix2pix"):
         family_for("nope")
+
+
+def test_each_family_refuses_the_options_of_the_other():
+    from geopix2pix.training import TrainConfig
+
+    with pytest.raises(GeoPix2PixError, match="^--lambda-identity is an option of --model "
+                                              "cyclegan, not of --model pix2pix: drop it$"):
+        TrainConfig(lambda_identity=0.5)
+    for option in ({"lambda_l1": 50.0}, {"categorical": True}, {"gan_mode": "vanilla"},
+                   {"ema": 0.9}, {"residual": "linear"}):
+        with pytest.raises(GeoPix2PixError, match="is an option of --model pix2pix"):
+            TrainConfig(model="cyclegan", **option)
+    with pytest.raises(GeoPix2PixError, match="--model nope: use one of pix2pix, cyclegan"):
+        TrainConfig(model="nope")
+
+
+def test_a_family_fills_in_its_own_defaults():
+    from geopix2pix.training import TrainConfig
+
+    pix2pix, cyclegan = TrainConfig(), TrainConfig(model="cyclegan")
+    assert (pix2pix.generator, pix2pix.norm, pix2pix.gan_mode, pix2pix.lambda_l1) == (
+        "unet", "batch", "vanilla", 100.0)
+    assert pix2pix.lambda_a is None and pix2pix.pool_size is None
+    assert (cyclegan.generator, cyclegan.norm, cyclegan.gan_mode, cyclegan.lambda_l1) == (
+        "resnet_9blocks", "instance", "lsgan", None)
+    assert (cyclegan.lambda_a, cyclegan.lambda_b, cyclegan.pool_size) == (10.0, 10.0, 50)
+    # what train.json and a checkpoint hold reads back (a --resume)
+    assert TrainConfig(**cyclegan.to_dict()) == cyclegan
+    assert TrainConfig(**pix2pix.to_dict()) == pix2pix
+
+
+def test_the_cli_refuses_another_familys_option_in_one_line(tmp_path, capsys):
+    from geopix2pix.cli import main
+
+    code = main(["train", str(tmp_path), "-o", str(tmp_path / "run"), "--pool-size", "10"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("--pool-size is an option of --model cyclegan, not of --model "
+                            "pix2pix: drop it"), err
+    assert len(err) == 1

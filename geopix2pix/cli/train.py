@@ -53,10 +53,12 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
               help="Train this many steps instead (same constant/decay proportions)  "
                    "[default: none]")
 @click.option("--lr", type=float, default=2e-4, help="Adam learning rate (betas 0.5, 0.999).")
-@click.option("--lambda-l1", type=float, default=100.0,
-              help="Weight of the L1 loss (of the cross-entropy with --categorical).")
-@click.option("--gan-mode", type=click.Choice(["vanilla", "lsgan"]), default="vanilla",
-              help="Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares).")
+@click.option("--lambda-l1", type=float, default=None,
+              help="Weight of the L1 loss (of the cross-entropy with --categorical).  "
+                   "[default: 100.0]")
+@click.option("--gan-mode", type=click.Choice(["vanilla", "lsgan"]), default=None,
+              help="Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares).  "
+                   "[default: vanilla]")
 @click.option("--gan-warmup", type=float, default=0.0,
               help="Share of the steps (0 to 1) in which G learns from the L1 (cross-entropy) "
                    "loss alone and D is idle; 1 = no adversarial term at all.")
@@ -66,7 +68,7 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
 @click.option("--val-every", type=int, default=None,
               help="Validate and write the model files and checkpoint at the first epoch end "
                    "after every N steps, and at the end  [default: a tenth of the run]")
-@click.option("--generator", default="unet", help=GENERATOR_HELP)
+@click.option("--generator", default=None, help=GENERATOR_HELP + "  [default: unet]")
 @click.option("--encoder-weights", type=click.Path(dir_okay=False), default=None,
               help="Local state dict (.pt/.pth/.safetensors) to initialise an smp encoder  "
                    "[default: none]")
@@ -75,8 +77,8 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
 @click.option("--n-layers", type=int, default=3,
               help="PatchGAN layers: 3 = the paper's 70x70 patches; at most log2(chip size) - 2 "
                    "(4 for 64-px chips).")
-@click.option("--norm", type=click.Choice(["batch", "instance"]), default="batch",
-              help=NORM_HELP)
+@click.option("--norm", type=click.Choice(["batch", "instance"]), default=None,
+              help=NORM_HELP + "  [default: batch]")
 @click.option("--augment", type=click.Choice(["none", "flip", "d4"]), default="none",
               help=AUGMENT_HELP)
 @click.option("--categorical", is_flag=True, default=False,
@@ -99,6 +101,20 @@ AUGMENT_HELP = ("Random transforms applied identically to input and target. none
 @click.option("--sync-bn", is_flag=True, default=False,
               help="Under torchrun on GPUs: batch norm statistics over the effective batch "
                    "(SyncBatchNorm) instead of each process's own.  [default: off]")
+@click.option("--model", type=click.Choice(["pix2pix", "cyclegan"]), default="pix2pix",
+              help="Model family: pix2pix learns from paired chips; cyclegan from two unpaired "
+                   "collections (the chips' pairing, if any, is ignored). cyclegan defaults: "
+                   "--generator resnet_9blocks, --norm instance, LSGAN.")
+@click.option("--lambda-a", type=float, default=None,
+              help="cyclegan: weight of the cycle L1 of A -> B -> A.  [default: 10.0]")
+@click.option("--lambda-b", type=float, default=None,
+              help="cyclegan: weight of the cycle L1 of B -> A -> B.  [default: 10.0]")
+@click.option("--lambda-identity", type=float, default=None,
+              help="cyclegan: weight of the identity L1 (relative to the cycle weights); only "
+                   "when both domains have as many bands (else 0).  [default: 0.5]")
+@click.option("--pool-size", type=int, default=None,
+              help="cyclegan: generated images each discriminator keeps to learn from.  "
+                   "[default: 50]")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bar.  [default: off]")
 @reports_stop(train_stopped)
 def train_command(chips_dir, out_dir, compile_, **options):

@@ -25,6 +25,17 @@ GAN_MODES = ("vanilla", "lsgan")
 CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTS = ("none", "flip", "d4")
 RESIDUALS = ("none", "linear")
+MODELS = ("pix2pix", "cyclegan")  # the model families (`families.FAMILIES`)
+# options of one family only: given to another, they are refused (`_check_family`)
+CYCLEGAN_OPTIONS = ("lambda_a", "lambda_b", "lambda_identity", "pool_size")
+PIX2PIX_OPTIONS = ("lambda_l1", "gan_mode", "gan_warmup", "ema", "categorical",
+                   "class_weights", "residual")
+# defaults that depend on the family (None in `TrainConfig`: the family's)
+FAMILY_DEFAULTS = {"pix2pix": {"generator": "unet", "norm": "batch", "gan_mode": "vanilla",
+                               "lambda_l1": 100.0},
+                   "cyclegan": {"generator": "resnet_9blocks", "norm": "instance",
+                                "gan_mode": "lsgan", "lambda_a": 10.0, "lambda_b": 10.0,
+                                "pool_size": 50}}
 # May differ between a run and its --resume: they change speed or output, not what is learned.
 # sync_bn is one too: a run may resume on another number of ranks, where it means nothing (1 rank).
 # encoder_weights too: a resumed run takes its weights from the checkpoint, not from that file.
@@ -70,6 +81,11 @@ class TrainKeywords(TypedDict, total=False):
     overwrite: bool
     quiet: bool
     sync_bn: bool
+    model: str
+    lambda_a: float | None
+    lambda_b: float | None
+    lambda_identity: float | None
+    pool_size: int | None
 
 
 @dataclass
@@ -88,17 +104,17 @@ class TrainConfig:
     max_steps: int | None = None
     lr: float = 2e-4
     beta1: float = 0.5
-    lambda_l1: float = 100.0
-    gan_mode: str = "vanilla"
+    lambda_l1: float | None = None  # None: the family's default (FAMILY_DEFAULTS)
+    gan_mode: str | None = None
     gan_warmup: float = 0.0  # share of the steps with G on its pixel loss alone (D idle)
     ema: float = 0.0  # decay of the generator's weight average (0: off); see ema.py
     val_every: int | None = None  # steps between validations; None: a tenth of the run
-    generator: str = "unet"
+    generator: str | None = None
     encoder_weights: str | None = None
     ngf: int = 64
     ndf: int = 64
     n_layers: int = 3
-    norm: str = "batch"
+    norm: str | None = None
     augment: str = "none"
     categorical: bool = False  # a class map: one score per class, cross-entropy (classes.py)
     class_weights: str = "none"  # "balanced": rare classes weigh more in the cross-entropy
@@ -107,8 +123,14 @@ class TrainConfig:
     overwrite: bool = False
     quiet: bool = False
     sync_bn: bool = False
+    model: str = "pix2pix"  # the model family (`families`)
+    lambda_a: float | None = None  # cyclegan: weight of the A -> B -> A cycle L1
+    lambda_b: float | None = None  # cyclegan: weight of the B -> A -> B cycle L1
+    lambda_identity: float | None = None  # cyclegan: identity L1 (None: 0.5, 0 when it cannot)
+    pool_size: int | None = None  # cyclegan: generated images each discriminator remembers
 
     def __post_init__(self) -> None:
+        self._check_family()
         self._check_choices()
         self._check_numbers()
         if self.resume and self.overwrite:
@@ -119,6 +141,24 @@ class TrainConfig:
         if self.residual != "none" and self.categorical:
             raise GeoPix2PixError(f"--residual {self.residual} adds a linear map to values; a "
                                   "class map (--categorical) has none: drop --residual")
+
+    def _check_family(self) -> None:
+        """Refuse another family's options, then fill in this family's defaults."""
+        if self.model not in MODELS:
+            raise GeoPix2PixError(f"--model {self.model}: use one of {', '.join(MODELS)}")
+        defaults = dataclasses.fields(self)
+        foreign = CYCLEGAN_OPTIONS if self.model == "pix2pix" else PIX2PIX_OPTIONS
+        own = FAMILY_DEFAULTS[self.model]
+        for field in defaults:
+            value = getattr(self, field.name)
+            if field.name in foreign and value not in (field.default, own.get(field.name)):
+                raise GeoPix2PixError(
+                    f"--{field.name.replace('_', '-')} is an option of --model "
+                    f"{'cyclegan' if self.model == 'pix2pix' else 'pix2pix'}, not of --model "
+                    f"{self.model}: drop it")
+        for name, value in FAMILY_DEFAULTS[self.model].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def _check_choices(self) -> None:
         for name, choices in (("gan_mode", GAN_MODES), ("norm", NORMS),
@@ -142,8 +182,12 @@ class TrainConfig:
             raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
         if not self.lr > 0:
             raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
-        if self.lambda_l1 < 0:
-            raise GeoPix2PixError(f"--lambda-l1 {self.lambda_l1}: use 0 or more")
+        for name in ("lambda_l1", "lambda_a", "lambda_b", "lambda_identity"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise GeoPix2PixError(f"--{name.replace('_', '-')} {value}: use 0 or more")
+        if self.pool_size is not None and self.pool_size < 0:
+            raise GeoPix2PixError(f"--pool-size {self.pool_size}: use 0 (no history) or more")
         if not 0 <= self.gan_warmup <= 1:
             raise GeoPix2PixError(f"--gan-warmup {self.gan_warmup}: use a share of the steps "
                                   "from 0 (adversarial from the start) to 1 (never)")

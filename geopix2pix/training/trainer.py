@@ -100,7 +100,7 @@ class Trainer:
                               log if is_writer() else _quiet, _dataset_fingerprint(chips_dir),
                               Path(out_dir))
         self.config, self.log = config, self.run.log
-        self.family = family_for("pix2pix")(self.run)
+        self.family = family_for(config.model)(self.run)
         seed_everything(config.seed)  # the same initial weights on every rank
         self.family.build_networks()
         if self.run.world > 1:

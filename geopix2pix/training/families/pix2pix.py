@@ -25,6 +25,7 @@ from geopix2pix.models.metadata import ModelMetadata
 
 from .. import baselines, distributed
 from ..classes import describe_classes, objective_for, trained_classes
+from ..config import CYCLEGAN_OPTIONS
 from ..data import augment_batch
 from ..device import maybe_compile
 from ..ema import WeightAverage
@@ -35,6 +36,8 @@ from ..validate import evaluate, evaluate_classes
 from .base import ModelExport, ModelFamily, Reduce, RunContext
 
 STUCK_EPOCHS = 3  # a class map's mean IoU unchanged this long: warn (see after_validation)
+# options a Pix2Pix model file does not record (other families')
+OTHERS = ("model", *CYCLEGAN_OPTIONS)
 EXPORTS = (ModelExport("model.safetensors", "model-best.safetensors"),)
 
 
@@ -207,8 +210,8 @@ class Pix2Pix(ModelFamily):
 
     def write_model(self, export: ModelExport, path: Path, validation: dict[str, float],
                     progress: dict[str, int]) -> None:
-        options = {**self.config.to_dict(), "world_size": self.world,
-                   "effective_batch_size": self.run.effective_batch}
+        options = {**{k: v for k, v in self.config.to_dict().items() if k not in OTHERS},
+                   "world_size": self.world, "effective_batch_size": self.run.effective_batch}
         metadata = ModelMetadata.of_training(self.info, options, progress["epoch"],
                                              progress["step"], validation, self.classes,
                                              self.baselines.maps)
