@@ -115,7 +115,7 @@ def test_spec_dict_round_trip_and_validation():
     with pytest.raises(ValueError, match="norm"):
         GeneratorSpec(norm="group")
     with pytest.raises(ValueError, match="unknown generator"):
-        GeneratorSpec(name="resnet_9blocks")
+        GeneratorSpec(name="resnet_7blocks")  # resnet_9blocks is CycleGAN's
 
 
 def test_eval_prediction_does_not_depend_on_the_batch():

@@ -1,4 +1,5 @@
-"""Networks of geopix2pix: the Pix2Pix U-Net and PatchGAN, smp generators, and the model file.
+"""Networks of geopix2pix: the Pix2Pix U-Net and PatchGAN, CycleGAN's ResNet generators, smp
+generators, and the model file.
 
 Build networks with ``build_generator(GeneratorSpec(...))`` and ``build_discriminator(...)``;
 save a trained generator with ``save_model`` and read it back with ``load_model``; its

@@ -2,8 +2,10 @@
 
 ``GeneratorSpec`` says which generator to build; it is stored in each model file so that
 ``load_model`` can rebuild the network before loading its weights. ``build_generator`` dispatches
-on ``spec.name``: ``"unet"`` is the Pix2Pix U-Net, ``"smp:<Architecture>:<encoder>"`` a
-segmentation-models-pytorch model. ``build_discriminator`` builds the conditional PatchGAN.
+on ``spec.name``: ``"unet"`` is the Pix2Pix U-Net, ``"resnet_9blocks"``/``"resnet_6blocks"``
+CycleGAN's ResNet generator, ``"smp:<Architecture>:<encoder>"`` a segmentation-models-pytorch
+model. ``build_discriminator`` builds the PatchGAN: conditional for Pix2Pix (source and target
+bands), unconditional for CycleGAN (one domain's bands).
 
 Why the default norm is batch norm: in eval mode batch norm normalises with the running
 statistics gathered in training, so a pixel's prediction depends neither on the batch nor on
@@ -23,6 +25,8 @@ from torch import nn
 
 from .init import init_weights
 from .patchgan import NLayerDiscriminator
+from .resnet_generator import BLOCKS as RESNET_BLOCKS
+from .resnet_generator import ResnetGenerator, check_resnet_size
 from .schema import MAX_BANDS, MAX_CHIP_SIZE, MAX_NGF, shown
 from .smp_generator import PREFIX as SMP_PREFIX
 from .smp_generator import SmpGenerator, load_encoder_weights
@@ -30,6 +34,7 @@ from .unet import NORMS, OUTPUTS, UnetGenerator, depth_for_chip_size
 
 # the most each size may be: a file's spec is built (on the meta device) before its tensors
 # are compared with it, and training builds it for real
+BUILT_IN = ("unet", *RESNET_BLOCKS)  # generators of geopix2pix's own (not smp)
 BOUNDS = {"in_channels": MAX_BANDS, "out_channels": MAX_BANDS, "chip_size": MAX_CHIP_SIZE,
           "ngf": MAX_NGF}
 
@@ -43,13 +48,18 @@ def _check_positive_int(name: str, value: Any, high: int) -> None:
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """Which generator to build. ``ngf``, ``norm`` and ``dropout`` apply to ``"unet"`` only.
+    """Which generator to build. ``ngf``, ``norm`` and ``dropout`` apply to ``"unet"`` and the
+    ResNet generators, not to smp ones.
 
-    name: ``"unet"`` or ``"smp:<Architecture>:<encoder>"`` (e.g. ``"smp:Unet:resnet34"``).
+    name: ``"unet"``, ``"resnet_9blocks"``, ``"resnet_6blocks"`` or
+    ``"smp:<Architecture>:<encoder>"`` (e.g. ``"smp:Unet:resnet34"``).
     in_channels / out_channels: source and target band counts.
-    chip_size: training chip side in pixels; the U-Net's depth is ``log2(chip_size)``.
-    ngf: filters of the U-Net's outermost level. norm: ``"batch"`` (default) or ``"instance"``.
-    dropout: dropout 0.5 in the decoder blocks next to the bottleneck, as in the paper.
+    chip_size: training chip side in pixels; the U-Net's depth is ``log2(chip_size)``, a ResNet
+    generator takes multiples of 4 (at least 8).
+    ngf: filters of the outermost level. norm: ``"batch"`` (default) or ``"instance"``
+    (CycleGAN's, with ``dropout=False``: ``resnet_generator.RESNET_DEFAULTS``).
+    dropout: dropout 0.5 in the U-Net's decoder blocks next to the bottleneck, as in the paper,
+    or between the two convolutions of each residual block.
     output: ``"tanh"`` (the paper's: each band's values on the [-1, 1] training scale) or
     ``"logits"`` (a categorical target: ``out_channels`` is the number of classes and each
     channel a raw score of its class).
@@ -66,11 +76,11 @@ class GeneratorSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not (
-            self.name == "unet" or self.name.startswith(SMP_PREFIX)
+            self.name in BUILT_IN or self.name.startswith(SMP_PREFIX)
         ):
             raise ValueError(
-                f"unknown generator {shown(self.name)}; expected 'unet' or "
-                f"'smp:<Architecture>:<encoder>' (e.g. 'smp:Unet:resnet34')"
+                f"unknown generator {shown(self.name)}; expected 'unet', 'resnet_9blocks', "
+                f"'resnet_6blocks' or 'smp:<Architecture>:<encoder>' (e.g. 'smp:Unet:resnet34')"
             )
         for field, high in BOUNDS.items():
             _check_positive_int(field, getattr(self, field), high)
@@ -84,6 +94,8 @@ class GeneratorSpec:
             raise ValueError(f"dropout must be true or false, got {shown(self.dropout)}")
         if self.name == "unet":
             depth_for_chip_size(self.chip_size)
+        elif self.name in RESNET_BLOCKS:
+            check_resnet_size(self.chip_size)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of all fields."""
@@ -106,12 +118,17 @@ def build_generator(
 ) -> nn.Module:
     """Build the generator ``spec`` describes, in training mode, on the CPU.
 
-    The U-Net gets the paper's N(0, 0.02) initialisation. An smp generator keeps smp's own
-    initialisation; ``encoder_weights_path`` (smp only) loads a local encoder state dict.
+    The U-Net and the ResNet generators get the papers' N(0, 0.02) initialisation. An smp
+    generator keeps smp's own initialisation; ``encoder_weights_path`` (smp only) loads a local
+    encoder state dict.
     """
+    if spec.name in BUILT_IN and encoder_weights_path is not None:
+        raise ValueError("encoder_weights_path only applies to 'smp:...' generators")
+    if spec.name in RESNET_BLOCKS:
+        return init_weights(ResnetGenerator(
+            spec.in_channels, spec.out_channels, n_blocks=RESNET_BLOCKS[spec.name], ngf=spec.ngf,
+            norm=spec.norm, dropout=spec.dropout, output=spec.output))
     if spec.name == "unet":
-        if encoder_weights_path is not None:
-            raise ValueError("encoder_weights_path only applies to 'smp:...' generators")
         generator = UnetGenerator(
             spec.in_channels,
             spec.out_channels,
@@ -135,8 +152,10 @@ def build_generator(
 def build_discriminator(
     in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch"
 ) -> nn.Module:
-    """Conditional PatchGAN for source+target bands (``in_channels`` = in + out bands), with the
-    paper's initialisation. It returns raw logits (use BCEWithLogitsLoss or an LSGAN MSE)."""
+    """The PatchGAN with the paper's initialisation; it returns raw logits (use
+    BCEWithLogitsLoss or an LSGAN MSE). Pix2Pix's is conditional: ``in_channels`` = source +
+    target bands. CycleGAN's is unconditional: ``in_channels`` = the bands of the domain it
+    judges, with ``norm="instance"`` (3 bands at ndf 64: 2,764,737 parameters)."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
     return init_weights(NLayerDiscriminator(in_channels, ndf=ndf, n_layers=n_layers, norm=norm))

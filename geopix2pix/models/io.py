@@ -34,6 +34,7 @@ from .factory import GeneratorSpec, build_generator
 from .layout import Layout
 from .metadata import ModelMetadata, metadata_error
 from .schema import SchemaError, shown
+from .smp_generator import PREFIX as SMP_PREFIX
 
 T = TypeVar("T")
 
@@ -188,7 +189,7 @@ def _expected_layout(spec: GeneratorSpec) -> Layout:
         with torch.device("meta"):
             return layout.of_state(build_generator(spec).state_dict())
     except ValueError:
-        if spec.name == "unet":
+        if not spec.name.startswith(SMP_PREFIX):
             raise
     # some smp encoders compute with their weights while being built (mit_b0 calls .item()),
     # which meta tensors cannot: built for real, as bounded as its band counts (the encoder's
@@ -197,7 +198,7 @@ def _expected_layout(spec: GeneratorSpec) -> Layout:
 
 
 def _described(spec: GeneratorSpec) -> str:
-    ngf = f", ngf {spec.ngf}" if spec.name == "unet" else ""
+    ngf = "" if spec.name.startswith(SMP_PREFIX) else f", ngf {spec.ngf}"
     return (f"{spec.name}{ngf}, {spec.in_channels} -> {spec.out_channels} {spec.output} "
             f"channels, {spec.chip_size}-px chips")
 

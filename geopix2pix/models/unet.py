@@ -32,6 +32,17 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
 
 
+def check_generator_args(in_channels: int, out_channels: int, ngf: int, norm: str,
+                         output: str) -> None:
+    """Raise ValueError for a norm or output geopix2pix does not know, or a size below 1."""
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+    if min(in_channels, out_channels, ngf) < 1:
+        raise ValueError("in_channels, out_channels and ngf must be positive")
+
+
 def depth_for_chip_size(chip_size: int) -> int:
     """Number of down-samplings that bring a ``chip_size`` chip to 1x1 (chip must be 2**k)."""
     if chip_size < 2**MIN_DEPTH or chip_size & (chip_size - 1):
@@ -113,14 +124,9 @@ class UnetGenerator(nn.Module):
         output: str = "tanh",
     ) -> None:
         super().__init__()
-        if output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
         if depth < MIN_DEPTH:
             raise ValueError(f"U-Net depth must be >= {MIN_DEPTH}, got {depth}")
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
-        if min(in_channels, out_channels, ngf) < 1:
-            raise ValueError("in_channels, out_channels and ngf must be positive")
+        check_generator_args(in_channels, out_channels, ngf, norm, output)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.depth = depth
