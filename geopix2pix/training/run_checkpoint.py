@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models.schema import SchemaError
 
 from . import distributed
 from .checkpoint import (
@@ -31,6 +32,8 @@ from .config import TrainConfig
 from .families.base import ModelFamily, RunContext
 from .loop import seed_everything
 from .run_folder import RunFolder
+
+FAMILY_RANKS = "family_ranks"  # each rank's `ModelFamily.rank_state`
 
 
 def fresh_state() -> dict[str, Any]:
@@ -57,8 +60,11 @@ class RunCheckpoint:
         run = self.run
         saved = load_checkpoint(run.run_dir, Expected(
             self.family.networks(), self.family.optimizers(), state,
-            same_run=self._check_same_run))
+            same_run=self._check_same_run, losses=len(self.family.loss_names)))
         self.family.load_state_dict(saved)
+        family_ranks = saved.get(FAMILY_RANKS) or []
+        if run.rank < len(family_ranks):  # (on more ranks than saved, the others start afresh)
+            self.family.load_rank_state(family_ranks[run.rank])
         state.update({k: saved[k] for k in state})
         ranks = saved.get("rng_ranks") or [saved["rng"]]
         if len(ranks) == run.world:
@@ -67,10 +73,17 @@ class RunCheckpoint:
             seed_everything(run.config.seed + run.rank + 1_000_003 * int(saved["step"]))
 
     def _check_same_run(self, saved: dict[str, Any]) -> None:
-        """Refuse a checkpoint of other options, or of another number of chips per step."""
+        """Refuse a checkpoint of other options, or of another number of chips per step, or
+        (SchemaError) with ranks' family state that does not fit."""
         self._check_effective_batch(saved)
         check_same_options(saved["options"], self.options(), self.run.run_dir / CHECKPOINT,
                            defaults=TrainConfig().result_options())
+        if self.family.rank_state() is not None:
+            family_ranks = saved.get(FAMILY_RANKS)
+            if not isinstance(family_ranks, list) or not family_ranks:
+                raise SchemaError(FAMILY_RANKS, "is missing or not a list")
+            for index, value in enumerate(family_ranks):
+                self.family.check_rank_state(value, f"{FAMILY_RANKS}[{index}]")
 
     def _check_effective_batch(self, saved: dict[str, Any]) -> None:
         """A run resumes on any number of ranks with the same chips per step (its schedule and
@@ -91,6 +104,8 @@ class RunCheckpoint:
         earlier run (see `run_folder`)."""
         run = self.run
         rngs = distributed.all_gather_object(rng_state())  # every rank's, to resume exactly
+        own = self.family.rank_state()
+        family_ranks = {} if own is None else {FAMILY_RANKS: distributed.all_gather_object(own)}
         partial = state["partial"]
         if partial and run.world > 1:  # mid-epoch: the ranks' mean losses so far, not rank 0's
             sums = distributed.all_reduce_sum(torch.tensor(partial["sums"])) / run.world
@@ -99,7 +114,7 @@ class RunCheckpoint:
         distributed.writer_first(lambda: save_checkpoint(run.run_dir, {
             **self.family.state_dict(), "schedule": self.schedule.state_dict(),
             "options": self.options(), **state, "partial": partial,
-            "world_size": run.world, "rng_ranks": rngs}))
+            "world_size": run.world, "rng_ranks": rngs, **family_ranks}))
         self.saved = True
         if not state["partial"]:  # an epoch end: model files and checkpoint written
             self.folder.replace_earlier()

@@ -18,6 +18,7 @@ from geopix2pix.raster.write import write_text_atomic
 from . import baselines, distributed
 from .checkpoint import CHECKPOINT
 from .config import OPTIONS
+from .families import MODEL_FILES
 from .families.base import ModelExport, ModelFamily, RunContext
 from .history import METRICS, MetricsLog
 from .outputs import leave_failed, open_run_dir, writing
@@ -25,7 +26,7 @@ from .outputs import leave_failed, open_run_dir, writing
 MODEL = "model.safetensors"
 BEST_MODEL = "model-best.safetensors"
 # all a run writes in RUN_DIR: --overwrite removes these and refuses anything else
-RUN_OUTPUTS = Owned((MODEL, BEST_MODEL, CHECKPOINT, METRICS, OPTIONS, baselines.BASELINES),
+RUN_OUTPUTS = Owned((*MODEL_FILES, CHECKPOINT, METRICS, OPTIONS, baselines.BASELINES),
                     {"samples": Owned(("epoch_*.png",)),
                      "tensorboard": Owned(("events.out.tfevents.*",))})
 
@@ -53,10 +54,10 @@ class RunFolder:
                                    self.run.chips_dir, weights, RUN_OUTPUTS, CHECKPOINT)
         self.run.run_dir = self.output.path
 
-    def open_history(self, epoch: int) -> MetricsLog:
-        """metrics.csv (rows of epochs before ``epoch`` kept on a resume)."""
+    def open_history(self, epoch: int, columns: tuple[str, ...]) -> MetricsLog:
+        """metrics.csv of ``columns`` (rows of epochs before ``epoch`` kept on a resume)."""
         self.history = MetricsLog(self.path, keep_before_epoch=epoch + 1,
-                                  enabled=distributed.is_writer())
+                                  enabled=distributed.is_writer(), columns=columns)
         return self.history
 
     def replace_earlier(self) -> None:

@@ -63,13 +63,18 @@ def render(chip: np.ndarray, valid: np.ndarray, limits=None) -> np.ndarray:
     return (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
 
 
+def side_by_side(panels: list[np.ndarray]) -> np.ndarray:
+    """(H, W, 3) panels in a row, GAP white pixels apart."""
+    gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
+    return np.concatenate([part for panel in panels for part in (panel, gap)][:-1], axis=1)
+
+
 def sample_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray,
                valid: np.ndarray) -> np.ndarray:
     """input | prediction | target side by side, (H, 3W + 2 GAP, 3) uint8."""
     limits = stretch_limits(_rgb_bands(target.astype(np.float64)), valid)
     panels = [render(source, valid), render(pred, valid, limits), render(target, valid, limits)]
-    gap = np.full((source.shape[1], GAP, 3), 255, np.uint8)
-    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    return side_by_side(panels)
 
 
 def class_row(source: np.ndarray, scores: np.ndarray, target: np.ndarray, valid: np.ndarray,
@@ -84,23 +89,38 @@ def class_index_row(source: np.ndarray, predicted: np.ndarray, target: np.ndarra
     """input | predicted classes | target classes, both (H, W) class indices."""
     panels = [render(source, valid), render_classes(predicted, valid, colours),
               render_classes(target, valid, colours)]
-    gap = np.full((source.shape[1], GAP, 3), 255, np.uint8)
-    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    return side_by_side(panels)
 
 
 def write_samples(path: Path, source: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
                   valid: torch.Tensor, colours: np.ndarray | None = None) -> None:
     """Write one PNG with a row per chip of the (N, C, H, W) batches (valid: (N, 1, H, W)); with
     ``colours`` (`class_colours`), ``pred`` holds class scores and ``target`` class indices."""
-    from PIL import Image
-
     rows = []
     for s, p, t, v in zip(source, pred, target, valid):
         arrays = (s.float().cpu().numpy(), p.float().cpu().numpy(), t.float().cpu().numpy(),
                   v[0].cpu().numpy())
         rows.append(sample_row(*arrays) if colours is None else class_row(*arrays, colours))
-        rows.append(np.full((GAP, rows[-1].shape[1], 3), 255, np.uint8))
-    image = np.concatenate(rows[:-1], axis=0)
+    write_rows(path, rows)
+
+
+def cycle_row(real: np.ndarray, fake: np.ndarray, back: np.ndarray, valid: np.ndarray
+              ) -> np.ndarray:
+    """input | translated | translated back (an unpaired model's cycle), (H, 3W + 2 GAP, 3)
+    uint8: the translation in its own stretch, the way back in the input's."""
+    limits = stretch_limits(_rgb_bands(real.astype(np.float64)), valid)
+    panels = [render(real, valid, limits), render(fake, valid), render(back, valid, limits)]
+    return side_by_side(panels)
+
+
+def write_rows(path: Path, rows: list[np.ndarray]) -> None:
+    """One PNG of ``rows`` (each (H, W, 3) uint8, all as wide) one under another."""
+    from PIL import Image
+
+    spaced = []
+    for row in rows:
+        spaced += [row, np.full((GAP, row.shape[1], 3), 255, np.uint8)]
+    image = np.concatenate(spaced[:-1], axis=0)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, overwrite=True) as temp:

@@ -199,7 +199,7 @@ class Trainer:
                      "empty and model-best.safetensors is picked by "
                      f"{self.family.criterion_without_val()}")
         loaders = self._loaders()
-        history = self.folder.open_history(self.state["epoch"])
+        history = self.folder.open_history(self.state["epoch"], self.family.metrics_columns)
         schedule = build_schedule(self.config, self.sampler.batches_per_epoch())
         self.checkpoint.schedule = schedule
         self.runner = EpochRunner(self.family, self.state, self.config, self.sampler, schedule,
@@ -223,7 +223,8 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
           callback: Callable[[dict], bool | None] | None = None,
           log: Callable[[str], None] = _stderr,
           **options: Unpack[TrainKeywords]) -> TrainResult:
-    """Train Pix2Pix on a chips folder into ``out_dir`` (options as `geopix2pix train`'s).
+    """Train a model (``model``: pix2pix or cyclegan) on a chips folder into ``out_dir`` (options
+    as `geopix2pix train`'s).
 
     ``callback(info)`` is called after each step with {"epoch", "step", "lr", losses}; returning
     True stops the run as Ctrl-C does (checkpoint written, ``TrainingStopped``, a

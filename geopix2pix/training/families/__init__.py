@@ -8,9 +8,14 @@ from __future__ import annotations
 from geopix2pix.errors import GeoPix2PixError
 
 from .base import ModelExport, ModelFamily, RunContext
+from .cyclegan import CycleGAN
 from .pix2pix import Pix2Pix
 
-FAMILIES: dict[str, type[ModelFamily]] = {Pix2Pix.name: Pix2Pix}
+FAMILIES: dict[str, type[ModelFamily]] = {Pix2Pix.name: Pix2Pix, CycleGAN.name: CycleGAN}
+# every model file any family writes (what --overwrite may replace in a run folder)
+MODEL_FILES = tuple(dict.fromkeys(name for family in FAMILIES.values()
+                                  for export in family.EXPORTS
+                                  for name in (export.latest, export.best)))
 
 
 def family_for(name: str) -> type[ModelFamily]:
@@ -22,4 +27,4 @@ def family_for(name: str) -> type[ModelFamily]:
                               f"{', '.join(FAMILIES)}") from None
 
 
-__all__ = ["FAMILIES", "ModelExport", "ModelFamily", "RunContext", "family_for"]
+__all__ = ["FAMILIES", "MODEL_FILES", "ModelExport", "ModelFamily", "RunContext", "family_for"]

@@ -107,8 +107,20 @@ class ModelFamily(ABC):
         """Restore a checkpoint checked by `checkpoint_check` against ``networks`` and
         ``optimizers``."""
 
+    def rank_state(self) -> dict[str, Any] | None:
+        """State each rank holds for itself (CycleGAN's history pools), saved for every rank;
+        None: none."""
+        return None
+
+    def check_rank_state(self, state: Any, where: str) -> None:  # noqa: B027 (optional hook)
+        """SchemaError naming what in a saved `rank_state` does not fit this run."""
+
+    def load_rank_state(self, state: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Restore this rank's `rank_state`."""
+
     # --- training -----------------------------------------------------------------------------
     loss_names: tuple[str, ...] = ()  # metrics.csv's loss columns, in the order of the step's
+    metrics_columns: tuple[str, ...] = ()  # all of metrics.csv's columns
 
     def begin_epoch(self, epoch: int) -> None:
         """Before an epoch's (first or remaining) steps: the networks in train mode."""
@@ -148,9 +160,10 @@ class ModelFamily(ABC):
         """Once a validation's row is in metrics.csv (``rows``: all of them)."""
 
     # --- outputs ------------------------------------------------------------------------------
-    @abstractmethod
+    EXPORTS: tuple[ModelExport, ...] = ()  # the model files the family writes
+
     def exports(self) -> tuple[ModelExport, ...]:
-        """The model files the family writes."""
+        return self.EXPORTS
 
     @abstractmethod
     def write_model(self, export: ModelExport, path: Path, validation: dict[str, float],

@@ -29,6 +29,7 @@ from ..config import CYCLEGAN_OPTIONS
 from ..data import augment_batch
 from ..device import maybe_compile
 from ..ema import WeightAverage
+from ..history import COLUMNS
 from ..networks import build_networks
 from ..samples import class_colours, write_samples
 from ..step import Pix2PixStep
@@ -45,6 +46,8 @@ class Pix2Pix(ModelFamily):
     """Pix2Pix (Isola et al. 2017) on paired chips."""
 
     name = "pix2pix"
+    EXPORTS = EXPORTS
+    metrics_columns = COLUMNS  # the same for values and class maps
 
     def __init__(self, run: RunContext) -> None:
         super().__init__(run)
@@ -205,9 +208,6 @@ class Pix2Pix(ModelFamily):
                      "everywhere; with rare classes, train with --class-weights balanced")
 
     # --- outputs ------------------------------------------------------------------------------
-    def exports(self) -> tuple[ModelExport, ...]:
-        return EXPORTS
-
     def write_model(self, export: ModelExport, path: Path, validation: dict[str, float],
                     progress: dict[str, int]) -> None:
         options = {**{k: v for k, v in self.config.to_dict().items() if k not in OTHERS},
