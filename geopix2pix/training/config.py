@@ -62,17 +62,17 @@ class TrainKeywords(TypedDict, total=False):
     max_steps: int | None
     lr: float
     beta1: float
-    lambda_l1: float
-    gan_mode: str
+    lambda_l1: float | None
+    gan_mode: str | None
     gan_warmup: float
     ema: float
     val_every: int | None
-    generator: str
+    generator: str | None
     encoder_weights: str | None
     ngf: int
     ndf: int
     n_layers: int
-    norm: str
+    norm: str | None
     augment: str
     categorical: bool
     class_weights: str
