@@ -99,13 +99,24 @@ class ModelFamily(ABC):
         """The optimizers by their checkpoint keys (the schedule sets their learning rate)."""
 
     @abstractmethod
-    def state_dict(self) -> dict[str, Any]:
-        """What checkpoint.pt holds of the family (networks, optimizers, scaler, extras)."""
+    def scaler(self) -> torch.amp.GradScaler:
+        """The step's grad scaler."""
 
-    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """What checkpoint.pt holds of the family: its networks, optimizers and grad scaler
+        (a family adds its extras)."""
+        return {**{k: m.state_dict() for k, m in self.networks().items()},
+                **{k: o.state_dict() for k, o in self.optimizers().items()},
+                "scaler": self.scaler().state_dict()}
+
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Restore a checkpoint checked by `checkpoint_check` against ``networks`` and
         ``optimizers``."""
+        for key, module in self.networks().items():
+            module.load_state_dict(saved[key])
+        for key, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(saved[key])
+        self.scaler().load_state_dict(saved["scaler"])
 
     def rank_state(self) -> dict[str, Any] | None:
         """State each rank holds for itself (CycleGAN's history pools), saved for every rank;

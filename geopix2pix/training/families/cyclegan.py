@@ -143,17 +143,8 @@ class CycleGAN(ModelFamily):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**{k: m.state_dict() for k, m in self.nets.items()},
-                **{k: o.state_dict() for k, o in self.optimizers().items()},
-                "scaler": self.step_fn.scaler.state_dict()}
-
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        for key, module in self.nets.items():
-            module.load_state_dict(saved[key])
-        for key, optimizer in self.optimizers().items():
-            optimizer.load_state_dict(saved[key])
-        self.step_fn.scaler.load_state_dict(saved["scaler"])
+    def scaler(self) -> torch.amp.GradScaler:
+        return self.step_fn.scaler
 
     def rank_state(self) -> dict[str, Any]:
         return {f"pool_{side}": pool.state_dict() for side, pool in self.pools.items()}

@@ -124,18 +124,15 @@ class Pix2Pix(ModelFamily):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}
 
+    def scaler(self) -> torch.amp.GradScaler:
+        return self.step_fn.scaler
+
     def state_dict(self) -> dict[str, Any]:
-        return {**{k: m.state_dict() for k, m in self.networks().items()},
-                **{k: o.state_dict() for k, o in self.optimizers().items()},
-                "scaler": self.step_fn.scaler.state_dict(),
+        return {**super().state_dict(),
                 **(self.ema.state_dict() if self.ema is not None else {})}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        for key, module in self.networks().items():
-            module.load_state_dict(saved[key])
-        for key, optimizer in self.optimizers().items():
-            optimizer.load_state_dict(saved[key])
-        self.step_fn.scaler.load_state_dict(saved["scaler"])
+        super().load_state_dict(saved)
         if self.ema is not None:
             self.ema.load_state_dict(saved)
 
