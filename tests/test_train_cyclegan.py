@@ -137,3 +137,21 @@ def test_model_metadata_names_a_known_family_and_direction(run):
         ModelMetadata.from_dict({**metadata, "direction": "sideways"})
     with pytest.raises(SchemaError, match="family"):
         ModelMetadata.from_dict({**metadata, "family": "stylegan"})
+
+
+def test_two_ranks_train_it_each_with_its_own_pools(chips, tmp_path):
+    """torchrun on the CPU: both ranks train, rank 0 writes both model files, and the
+    checkpoint holds each rank's history pools."""
+    from test_distributed import torchrun
+
+    script = tmp_path / "cyclegan.py"
+    script.write_text(
+        "from geopix2pix.training import train\n"
+        f"train({str(chips)!r}, {str(tmp_path / 'run')!r}, model='cyclegan', "
+        "generator='resnet_6blocks', ngf=8, ndf=8, batch_size=2, workers=0, quiet=True, "
+        "device='cpu', max_steps=4, epochs=1, decay_epochs=1, samples=1)\n")
+    done = torchrun([str(script)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved["world_size"] == 2 and len(saved["family_ranks"]) == 2
+    assert (tmp_path / "run" / "model-ba.safetensors").is_file()
