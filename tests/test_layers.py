@@ -4,8 +4,8 @@ The layers, earliest first (`LAYERS`): the support modules (errors, jsonvalues, 
 package's ``__version__``), runtime, raster, settings (torch-free option declarations), then the
 stages chips, models, training, the prediction engine, the per-scene prediction API, evaluation,
 demo and plot, the lazy public API (``geopix2pix/__init__.py``), the CLI, and ``__main__``; and
-prediction and evaluation, though after training, never import it (`APART`). So settings never imports a stage
-above it, and nothing but ``__main__`` imports the CLI.
+prediction and evaluation, though after training, never import it (`APART`). So settings never
+imports a stage above it, and nothing but ``__main__`` imports the CLI.
 
 The check reads the source with `ast` and runs none of it. It counts every import: top-level or
 inside a function, absolute or relative (``from . import x``, ``from ..raster import io``), and

@@ -189,12 +189,12 @@ def test_a_stop_after_the_last_step_points_at_the_checkpoint(chips, tmp_path, ca
                                                             monkeypatch):
     """A signal while the finished run closes (outside the steps) must not say that nothing
     was saved and to start again with --overwrite: the checkpoint is there."""
-    import geopix2pix.training.trainer as trainer
+    from geopix2pix.training.run_folder import RunFolder
 
-    def stopped(self):
+    def stopped(self, family):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer.Trainer, "check_replicas", stopped)
+    monkeypatch.setattr(RunFolder, "check_replicas", stopped)
     run = tmp_path / "run"
     assert main(_args(chips, run, "--workers", "0", "--max-steps", "2")) == 128 + signal.SIGINT
     last = capsys.readouterr().err.strip().splitlines()[-1]

@@ -125,7 +125,7 @@ class ChipDataset(Dataset):
     def __init__(self, chips_dir: str | Path, split: str | None = "train",
                  augment: str = "none", source_scaling: Scaling | None = None,
                  target_scaling: Scaling | None = None, classes: Sequence[int] | None = None,
-                 unpaired: bool = False, seed: int = 0):
+                 unpaired: bool = False, seed: int = 0, draw_targets: bool = True):
         if augment not in AUGMENTATIONS:
             raise GeoPix2PixError(f"--augment {augment}: use one of {', '.join(AUGMENTATIONS)}")
         if split not in SPLITS:
@@ -133,6 +133,7 @@ class ChipDataset(Dataset):
         self.chips_dir = Path(chips_dir)
         self.info = DatasetInfo.load(chips_dir)
         self.unpaired, self.seed, self.epoch = unpaired, seed, 0
+        self.draw_targets = draw_targets
         if unpaired:
             self.domain_ids = self._domain_ids(split, classes)
         else:
@@ -193,7 +194,10 @@ class ChipDataset(Dataset):
 
     def target_index(self, index: int) -> int:
         """The target chip item `index` draws (`unpaired`): random, but the same for the same
-        seed, epoch and index whichever process asks."""
+        seed, epoch and index whichever process asks; without `draw_targets`, the target chips
+        in turn (validation: each chip once)."""
+        if not self.draw_targets:
+            return index % len(self.domain_ids["target"])
         rng = np.random.default_rng([self.seed, self.epoch, index])
         return int(rng.integers(len(self.domain_ids["target"])))
 

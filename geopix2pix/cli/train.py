@@ -20,7 +20,8 @@ from geopix2pix.settings.train import TrainConfig
 @click_options(TrainConfig, last=("quiet",))
 @reports_stop(train_stopped)
 def train_command(chips_dir, out_dir, **options):
-    """Train Pix2Pix on CHIPS_DIR (from geopix2pix export-chips) into RUN_DIR (-o).
+    """Train Pix2Pix (or CycleGAN, --model cyclegan) on CHIPS_DIR (from geopix2pix export-chips)
+    into RUN_DIR (-o).
 
     Ctrl-C or SIGTERM finishes the step and writes the checkpoint; continue with --resume. Under
     `torchrun --nproc-per-node N -m geopix2pix train ...` it trains with DistributedDataParallel

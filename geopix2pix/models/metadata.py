@@ -15,6 +15,7 @@ metadata describes the generator of the file (band counts, classes, chip size).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,9 @@ TARGET_SCALINGS = ("percentile", "minmax")  # invertible: prediction maps [-1, 1
 BAND_LISTS = ("units", "scales", "offsets", "colorinterp")  # band metadata, one per band
 MAX_COLOURS = 65536  # a colour table indexes uint8 or uint16 values
 MAX_CLIP = 1000.0  # a scaling's clip: CENTRE_CLIP today; beyond this no value is an outlier
+# the model family that wrote a file (none recorded: pix2pix) and, of a family of two
+# generators, which one the file holds
+DIRECTIONS = {"pix2pix": (None,), "cyclegan": ("a_to_b", "b_to_a")}
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,8 @@ class ModelMetadata:
     version: str = ""
     # the simple baselines fitted on the train chips (`models.baseline`; None in older files)
     baselines: BaselineMaps | None = None
+    family: str | None = None  # the model family (None: pix2pix, which files do not record)
+    direction: str | None = None  # cyclegan: "a_to_b" (source -> target) or "b_to_a"
 
     @classmethod
     def of_training(cls, info: DatasetInfo, options: dict[str, Any], epoch: int, step: int,
@@ -215,6 +221,15 @@ class ModelMetadata:
                    {k: float(v) for k, v in (validation or {}).items()}, __version__,
                    baselines)
 
+    def of_family(self, family: str, direction: str | None) -> ModelMetadata:
+        """This metadata for the generator of ``family`` translating in ``direction``: for
+        "b_to_a", from the target side to the source side (the sides swapped)."""
+        _check_family(family, direction)
+        source, target = (self.target, self.source) if direction == "b_to_a" \
+            else (self.source, self.target)
+        return dataclasses.replace(self, source=source, target=target, family=family,
+                                   direction=direction)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the model file's header, besides the generator's description)."""
         return {"source": self.source.to_dict(), "target": self.target.to_dict(),
@@ -222,7 +237,9 @@ class ModelMetadata:
                 "pixel_size": list(self.pixel_size) if self.pixel_size else None,
                 "training": jsonable(self.training),
                 "validation": jsonable(self.validation), "version": self.version,
-                **({"baselines": self.baselines.to_dict()} if self.baselines else {})}
+                **({"baselines": self.baselines.to_dict()} if self.baselines else {}),
+                **({"family": self.family, "direction": self.direction} if self.family
+                   else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], chip_size: int | None = None) -> ModelMetadata:
@@ -241,6 +258,10 @@ class ModelMetadata:
                                                      f"be inverted; expected one of "
                                                      f"{', '.join(TARGET_SCALINGS)}")
         validation = optional(data, "validation", mapping) or {}
+        family = optional(data, "family", text)
+        direction = optional(data, "direction", text)
+        if family is not None or direction is not None:
+            _check_family(family, direction)
         return cls(
             source=SideMetadata.from_dict(required(data, "source", ""), "source"),
             target=target,
@@ -252,7 +273,8 @@ class ModelMetadata:
             validation={k: optional(validation, k, number_or_nan, "validation")
                         for k in validation},
             version=optional(data, "version", text) or "",
-            baselines=optional(data, "baselines", _baselines))
+            baselines=optional(data, "baselines", _baselines), family=family,
+            direction=direction)
 
     def check_against(self, spec: GeneratorSpec) -> None:
         """Refuse metadata that does not describe the generator `spec`: its band counts, its
@@ -298,6 +320,17 @@ def metadata_error(path: object, exc: SchemaError) -> str:
     what = "lacks what prediction needs" if exc.missing else "is invalid"
     return (f"{path}: its model metadata {what} ({exc}); the file is damaged or was edited: "
             "use a model file written by `geopix2pix train`")
+
+
+def _check_family(family: str | None, direction: str | None) -> None:
+    """SchemaError unless ``family`` is a known one and ``direction`` one of its generators."""
+    if family not in DIRECTIONS:
+        raise SchemaError("family", f"is {shown(family)}; expected one of "
+                                    f"{', '.join(DIRECTIONS)}")
+    if direction not in DIRECTIONS[family]:
+        expected = ", ".join(str(d) for d in DIRECTIONS[family])
+        raise SchemaError("direction", f"is {shown(direction)}; a {family} model file holds "
+                                       f"{expected}")
 
 
 def _check_channels(side: SideMetadata, where: str, channels: int, verb: str) -> None:

@@ -61,8 +61,7 @@ def sample_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray,
     """input | prediction | target side by side, (H, 3W + 2 GAP, 3) uint8."""
     limits = stretch_limits(_rgb_bands(target.astype(np.float64)), valid)
     panels = [render(source, valid), render(pred, valid, limits), render(target, valid, limits)]
-    gap = np.full((source.shape[1], GAP, 3), 255, np.uint8)
-    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    return side_by_side(panels)
 
 
 def class_row(source: np.ndarray, scores: np.ndarray, target: np.ndarray, valid: np.ndarray,
@@ -77,5 +76,19 @@ def class_index_row(source: np.ndarray, predicted: np.ndarray, target: np.ndarra
     """input | predicted classes | target classes, both (H, W) class indices."""
     panels = [render(source, valid), render_classes(predicted, valid, colours),
               render_classes(target, valid, colours)]
-    gap = np.full((source.shape[1], GAP, 3), 255, np.uint8)
-    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    return side_by_side(panels)
+
+
+def cycle_row(real: np.ndarray, fake: np.ndarray, back: np.ndarray, valid: np.ndarray
+              ) -> np.ndarray:
+    """input | translated | translated back (an unpaired model's cycle), (H, 3W + 2 GAP, 3)
+    uint8: the translation in its own stretch, the way back in the input's."""
+    limits = stretch_limits(_rgb_bands(real.astype(np.float64)), valid)
+    panels = [render(real, valid, limits), render(fake, valid), render(back, valid, limits)]
+    return side_by_side(panels)
+
+
+def side_by_side(panels: list[np.ndarray]) -> np.ndarray:
+    """(H, W, 3) panels in a row, GAP white pixels apart."""
+    gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
+    return np.concatenate([part for panel in panels for part in (panel, gap)][:-1], axis=1)

@@ -24,6 +24,17 @@ CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTS = ("none", "flip", "d4")
 RESIDUALS = ("none", "linear")
 NORMS = ("batch", "instance")
+MODELS = ("pix2pix", "cyclegan")  # the model families (`training.families.FAMILIES`)
+# options of one family only: given to another, they are refused (`_check_family`)
+CYCLEGAN_OPTIONS = ("lambda_a", "lambda_b", "lambda_identity", "pool_size")
+PIX2PIX_OPTIONS = ("lambda_l1", "gan_mode", "gan_warmup", "ema", "categorical",
+                   "class_weights", "residual")
+# defaults that depend on the family (None in `TrainConfig`: the family's)
+FAMILY_DEFAULTS = {"pix2pix": {"generator": "unet", "norm": "batch", "gan_mode": "vanilla",
+                               "lambda_l1": 100.0},
+                   "cyclegan": {"generator": "resnet_9blocks", "norm": "instance",
+                                "gan_mode": "lsgan", "lambda_a": 10.0, "lambda_b": 10.0,
+                                "pool_size": 50}}
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), "
                   "'local' (each pixel from its 3x3 neighbourhood, at full resolution: for "
@@ -59,18 +70,18 @@ class TrainKeywords(TypedDict, total=False):
     max_steps: int | None
     lr: float
     beta1: float
-    lambda_l1: float
-    gan_mode: str
+    lambda_l1: float | None
+    gan_mode: str | None
     gan_warmup: float
     ema: float
     val_every: int | None
-    generator: str
+    generator: str | None
     encoder_weights: str | None
     ngf: int
     local_layers: int
     ndf: int
     n_layers: int
-    norm: str
+    norm: str | None
     augment: str
     categorical: bool
     class_weights: str
@@ -79,6 +90,11 @@ class TrainKeywords(TypedDict, total=False):
     overwrite: bool
     quiet: bool
     sync_bn: bool
+    model: str
+    lambda_a: float | None
+    lambda_b: float | None
+    lambda_identity: float | None
+    pool_size: int | None
 
 
 @dataclass
@@ -108,9 +124,9 @@ class TrainConfig:
         "Train this many steps instead (same constant/decay proportions)"))
     lr: float = option(2e-4, help="Adam learning rate (betas 0.5, 0.999).")
     beta1: float = option(0.5, cli=False)
-    lambda_l1: float = option(100.0, help="Weight of the L1 loss (of the cross-entropy with "
-                              "--categorical).")
-    gan_mode: str = option("vanilla", choices=GAN_MODES, help=(
+    lambda_l1: float | None = option(None, shown_default="100.0", help=(
+        "Weight of the L1 loss (of the cross-entropy with --categorical)."))
+    gan_mode: str | None = option(None, choices=GAN_MODES, shown_default="vanilla", help=(
         "Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares)."))
     gan_warmup: float = option(0.0, help=(  # share of the steps with G on its pixel loss alone
         "Share of the steps (0 to 1) in which G learns from the L1 (cross-entropy) loss alone "
@@ -121,7 +137,7 @@ class TrainConfig:
     val_every: int | None = option(None, runtime=True, shown_default="a tenth of the run", help=(
         "Validate and write the model files and checkpoint at the first epoch end after every "
         "N steps, and at the end"))
-    generator: str = option("unet", help=GENERATOR_HELP)
+    generator: str | None = option(None, shown_default="unet", help=GENERATOR_HELP)
     encoder_weights: str | None = option(None, kind="file", runtime=True, shown_default="none",
                                          help="Local state dict (.pt/.pth/.safetensors) to "
                                               "initialise an smp encoder")
@@ -131,7 +147,7 @@ class TrainConfig:
     ndf: int = option(64, help="Filters of the discriminator's first layer.")
     n_layers: int = option(3, help="PatchGAN layers: 3 = the paper's 70x70 patches; at most "
                            "log2(chip size) - 2 (4 for 64-px chips).")
-    norm: str = option("batch", choices=NORMS, help=NORM_HELP)
+    norm: str | None = option(None, choices=NORMS, shown_default="batch", help=NORM_HELP)
     augment: str = option("none", choices=AUGMENTS, help=AUGMENT_HELP)
     categorical: bool = option(False, help=(  # one score per class, cross-entropy (classes.py)
         "The target is a class map (land cover codes, a road mask): learn one score per class "
@@ -154,8 +170,22 @@ class TrainConfig:
     sync_bn: bool = option(False, runtime=True, help=(
         "Under torchrun on GPUs: batch norm statistics over the effective batch (SyncBatchNorm) "
         "instead of each process's own."))
+    model: str = option("pix2pix", choices=MODELS, help=(
+        "Model family: pix2pix learns from paired chips; cyclegan from two unpaired collections "
+        "(the chips' pairing, if any, is ignored). cyclegan defaults: --generator "
+        "resnet_9blocks, --norm instance, LSGAN."))
+    lambda_a: float | None = option(None, shown_default="10.0", help=(
+        "cyclegan: weight of the cycle L1 of A -> B -> A."))
+    lambda_b: float | None = option(None, shown_default="10.0", help=(
+        "cyclegan: weight of the cycle L1 of B -> A -> B."))
+    lambda_identity: float | None = option(None, shown_default="0.5", help=(
+        "cyclegan: weight of the identity L1 (relative to the cycle weights); only when both "
+        "domains have as many bands (else 0)."))
+    pool_size: int | None = option(None, shown_default="50", help=(
+        "cyclegan: generated images each discriminator keeps to learn from."))
 
     def __post_init__(self) -> None:
+        self._check_family()
         self._check_choices()
         self._check_numbers()
         if self.resume and self.overwrite:
@@ -166,6 +196,21 @@ class TrainConfig:
         if self.residual != "none" and self.categorical:
             raise GeoPix2PixError(f"--residual {self.residual} adds a linear map to values; a "
                                   "class map (--categorical) has none: drop --residual")
+
+    def _check_family(self) -> None:
+        """Refuse another family's options, then fill in this family's defaults."""
+        check_choice(self, "model")
+        foreign = CYCLEGAN_OPTIONS if self.model == "pix2pix" else PIX2PIX_OPTIONS
+        own = FAMILY_DEFAULTS[self.model]
+        other = "cyclegan" if self.model == "pix2pix" else "pix2pix"
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in foreign and value not in (field.default, own.get(field.name)):
+                raise GeoPix2PixError(f"--{field.name.replace('_', '-')} is an option of --model "
+                                      f"{other}, not of --model {self.model}: drop it")
+        for name, value in own.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def _check_choices(self) -> None:
         for name in ("gan_mode", "norm", "augment", "class_weights", "residual"):
@@ -184,8 +229,12 @@ class TrainConfig:
             raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
         if not self.lr > 0:
             raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
-        if self.lambda_l1 < 0:
-            raise GeoPix2PixError(f"--lambda-l1 {self.lambda_l1}: use 0 or more")
+        for name in ("lambda_l1", "lambda_a", "lambda_b", "lambda_identity"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise GeoPix2PixError(f"--{name.replace('_', '-')} {value}: use 0 or more")
+        if self.pool_size is not None and self.pool_size < 0:
+            raise GeoPix2PixError(f"--pool-size {self.pool_size}: use 0 (no history) or more")
         if not 0 <= self.gan_warmup <= 1:
             raise GeoPix2PixError(f"--gan-warmup {self.gan_warmup}: use a share of the steps "
                                   "from 0 (adversarial from the start) to 1 (never)")

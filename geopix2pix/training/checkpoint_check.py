@@ -47,6 +47,7 @@ class Expected:
     optimizers: dict[str, torch.optim.Optimizer]
     state: dict[str, Any]
     same_run: Callable[[dict[str, Any]], None] | None = None
+    losses: int = 3  # the family's loss columns, summed in an epoch stopped halfway
 
 
 def check_checkpoint(saved: dict[str, Any], expected: Expected) -> None:
@@ -67,7 +68,7 @@ def check_checkpoint(saved: dict[str, Any], expected: Expected) -> None:
         _check_optimizer(required(saved, name, ""), name, optimizer)
     for key, template in expected.state.items():
         _check_like(required(saved, key, ""), template, key)
-    _check_partial(mapping(saved.get("partial") or {}, "partial"))
+    _check_partial(mapping(saved.get("partial") or {}, "partial"), expected.losses)
     _plain(mapping(required(saved, "scaler", ""), "scaler"), "scaler")
     _check_rng(required(saved, "rng", ""), "rng")
     for index, rng in enumerate(optional(saved, "rng_ranks", _ranks) or []):
@@ -115,14 +116,14 @@ def _check_like(value: Any, template: Any, where: str) -> None:
         number(value, where, finite=False)
 
 
-def _check_partial(partial: dict[str, Any]) -> None:
+def _check_partial(partial: dict[str, Any], losses: int) -> None:
     """The losses summed so far in an epoch stopped halfway: {} or sums, batches, images and
     seconds (training/loop.py)."""
     if not partial:
         return
     sums = sequence(required(partial, "sums", "partial"), "partial.sums")
-    if len(sums) != 3:
-        raise SchemaError("partial.sums", f"has {len(sums)} values; expected 3")
+    if len(sums) != losses:
+        raise SchemaError("partial.sums", f"has {len(sums)} values; expected {losses}")
     for index, value in enumerate(sums):
         number(value, f"partial.sums[{index}]")
     for key in ("batches", "images"):

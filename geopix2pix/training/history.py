@@ -42,8 +42,10 @@ def typed_row(row: dict[str, str]) -> dict[str, int | float | None]:
 class MetricsLog:
     """The per-epoch metrics of a run, mirrored to metrics.csv (and TensorBoard if present)."""
 
-    def __init__(self, run_dir: Path, keep_before_epoch: int = 0, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, keep_before_epoch: int = 0, enabled: bool = True,
+                 columns: tuple[str, ...] = COLUMNS) -> None:
         self.path = Path(run_dir) / METRICS
+        self.columns = columns  # a model family's own (`ModelFamily.metrics_columns`)
         self.enabled = enabled
         self.rows: list[dict[str, str]] = []
         if keep_before_epoch and self.path.exists():
@@ -58,14 +60,14 @@ class MetricsLog:
 
     def append(self, row: dict[str, Any]) -> None:
         """Add an epoch's row (on every rank; rank 0 writes the files)."""
-        self.rows.append({c: _format(row.get(c)) for c in COLUMNS})
+        self.rows.append({c: _format(row.get(c)) for c in self.columns})
         distributed.writer_first(lambda: self._write(row))
 
     def _write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         with writing(self.path):

@@ -7,6 +7,9 @@ one-line GeoPix2PixError here, before the run folder is touched.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from torch import nn
 
 from geopix2pix.chips.manifest import DatasetInfo
@@ -44,14 +47,22 @@ def build_networks(info: DatasetInfo, config: TrainConfig, classes: list[int] | 
     bands_out = len(info.target.bands) if classes is None else len(classes)
     check_discriminator_depth(info.chip_size, config.n_layers)
     check_encoder_weights(config.generator, config.encoder_weights)
-    try:
+    with unfit_for_chips(config.generator, info.chip_size):
         spec = GeneratorSpec(config.generator, bands_in, bands_out, info.chip_size,
                              ngf=config.ngf, norm=config.norm, layers=config.local_layers,
                              output="tanh" if classes is None else "logits")
         generator = build_generator(spec, None if config.resume else config.encoder_weights)
         discriminator = build_discriminator(bands_in + bands_out, config.ndf, config.n_layers,
                                             config.norm)
-    except ValueError as exc:
-        raise GeoPix2PixError(f"--generator {config.generator} with chips of "
-                              f"{info.chip_size} px: {exc}") from None
     return spec, generator, discriminator
+
+
+@contextlib.contextmanager
+def unfit_for_chips(generator: str, chip_size: int) -> Iterator[None]:
+    """Networks that cannot be built for the chips (the models' ValueError: an unknown
+    generator, a chip size it cannot take) as a one-line GeoPix2PixError naming both."""
+    try:
+        yield
+    except ValueError as exc:
+        raise GeoPix2PixError(f"--generator {generator} with chips of {chip_size} px: "
+                              f"{exc}") from None

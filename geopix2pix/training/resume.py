@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.runtime import distributed
 from geopix2pix.settings.train import TrainConfig
 
@@ -27,7 +28,11 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
         effective = int(saved["effective_batch_size"])
     except (OSError, ValueError, KeyError, TypeError):  # none: the checkpoint's check decides
         return given
-
+    family = options.get("model", "pix2pix")
+    if given.get("model", family) != family:
+        raise GeoPix2PixError(f"--resume: {run_dir} trains a {family} model, not "
+                              f"{given['model']}; resume it with --model {family} or start a "
+                              "new run")
     world = distributed.env().world_size
     if effective % world == 0:
         options["batch_size"] = effective // world

@@ -1,8 +1,6 @@
-"""RUN_DIR/samples/epoch_NNN.png: input | prediction | target for a fixed set of chips.
-
-Each row is rendered by `raster.render`: a class map (``--categorical``) in its classes'
-colours, the prediction being each pixel's highest-scoring class.
-"""
+"""RUN_DIR/samples/epoch_NNN.png: a row per chip (input | prediction | target, or an unpaired
+model's cycle), rendered by `raster.render`: a class map (``--categorical``) in its classes'
+colours, the prediction being each pixel's highest-scoring class."""
 
 from __future__ import annotations
 
@@ -21,15 +19,22 @@ def write_samples(path: Path, source: torch.Tensor, pred: torch.Tensor, target: 
                   valid: torch.Tensor, colours: np.ndarray | None = None) -> None:
     """Write one PNG with a row per chip of the (N, C, H, W) batches (valid: (N, 1, H, W)); with
     ``colours`` (`class_colours`), ``pred`` holds class scores and ``target`` class indices."""
-    from PIL import Image
-
     rows = []
     for s, p, t, v in zip(source, pred, target, valid):
         arrays = (s.float().cpu().numpy(), p.float().cpu().numpy(), t.float().cpu().numpy(),
                   v[0].cpu().numpy())
         rows.append(sample_row(*arrays) if colours is None else class_row(*arrays, colours))
-        rows.append(np.full((GAP, rows[-1].shape[1], 3), 255, np.uint8))
-    image = np.concatenate(rows[:-1], axis=0)
+    write_rows(path, rows)
+
+
+def write_rows(path: Path, rows: list[np.ndarray]) -> None:
+    """One PNG of ``rows`` (each (H, W, 3) uint8, all as wide) one under another."""
+    from PIL import Image
+
+    spaced = []
+    for row in rows:
+        spaced += [row, np.full((GAP, row.shape[1], 3), 255, np.uint8)]
+    image = np.concatenate(spaced[:-1], axis=0)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, overwrite=True) as temp:

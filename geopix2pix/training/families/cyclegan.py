@@ -1,0 +1,304 @@
+"""The CycleGAN family (Zhu et al. 2017): two generators and two unconditional PatchGANs learn
+A -> B and B -> A from two unpaired collections, held together by cycle consistency.
+
+Domain A is the chips' source side, B their target side; each item pairs an A chip with a B
+chip drawn independently (`ChipDataset(unpaired=True)`), so a paired chips folder trains it with its
+pairing ignored. The networks, losses, pools and step are `models.resnet_generator`,
+`cyclegan_losses`, `image_pool` and `cyclegan_step` (the reference's defaults); this module
+wires them into the run. The run writes model.safetensors (A -> B) and model-ba.safetensors
+(B -> A), each a complete model file of its direction; model-best is picked by the validation
+cycle L1 of both directions, plus the A -> B L1 when the val chips are paired. The history
+pools are each rank's own and travel in the checkpoint per rank.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from geopix2pix.chips.dataset import ChipDataset, chip_ids
+from geopix2pix.chips.domains import DOMAINS
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models import GeneratorSpec, build_discriminator, build_generator, save_model
+from geopix2pix.models.metadata import TARGET_SCALINGS, ModelMetadata
+from geopix2pix.models.schema import SchemaError
+from geopix2pix.raster.render import cycle_row
+from geopix2pix.runtime import distributed
+from geopix2pix.settings.train import PIX2PIX_OPTIONS
+
+from ..cyclegan_losses import LAMBDA_IDENTITY, CycleWeights, identity_applies, masked
+from ..cyclegan_step import CycleGANStep, cyclegan_optimizers
+from ..device import maybe_compile
+from ..image_pool import ImagePool, check_pool_state
+from ..losses import masked_l1
+from ..networks import check_discriminator_depth, unfit_for_chips
+from ..samples import write_rows
+from .base import ModelExport, ModelFamily, Reduce, RunContext
+
+NETWORKS = ("g_a", "g_b", "d_a", "d_b")  # G_A: A -> B, judged by D_A (the reference's names)
+EXPORTS = (ModelExport("model.safetensors", "model-best.safetensors", "a_to_b"),
+           ModelExport("model-ba.safetensors", "model-ba-best.safetensors", "b_to_a"))
+LOSSES = ("loss_G_A", "loss_G_B", "loss_cycle_A", "loss_cycle_B", "loss_idt_A", "loss_idt_B",
+          "loss_D_A", "loss_D_B")
+OTHERS = PIX2PIX_OPTIONS  # options a CycleGAN model file does not record
+
+
+class CycleGAN(ModelFamily):
+    """CycleGAN on the two sides of a chips folder (A: source, B: target)."""
+
+    name = "cyclegan"
+    needs_pairs = False
+    EXPORTS = EXPORTS
+    loss_names = LOSSES
+    metrics_columns = ("epoch", "step", "lr", *LOSSES, "val_cycle_a", "val_cycle_b", "val_l1",
+                       "images_per_second", "epoch_seconds")
+
+    def __init__(self, run: RunContext) -> None:
+        super().__init__(run)
+        self.config, self.info, self.setup = run.config, run.info, run.setup
+        self.bands = {"a": len(run.info.source.bands), "b": len(run.info.target.bands)}
+        self._check_scalings()
+        self.weights = CycleWeights(self.config.lambda_a, self.config.lambda_b,
+                                    self._lambda_identity())
+        self.pools: dict[str, ImagePool] = {}
+
+    def _check_scalings(self) -> None:
+        """Each generator writes its domain's values back: both sides' scaling must invert.
+        (And no pretrained encoder: both generators start from scratch.)"""
+        if self.config.encoder_weights:
+            raise GeoPix2PixError(f"--encoder-weights {self.config.encoder_weights}: --model "
+                                  "cyclegan trains its generators from scratch; drop it")
+        mode = self.info.source.scaling.mode
+        if mode not in TARGET_SCALINGS:
+            raise GeoPix2PixError(
+                f"--model cyclegan: {self.run.chips_dir} scales its source chips with {mode}, "
+                "which the B -> A model cannot write back; re-export with --source-scaling "
+                f"{TARGET_SCALINGS[0]}")
+
+    def _lambda_identity(self) -> float:
+        """The identity weight: asked for, or the reference's 0.5, and 0 (said in the log)
+        when the domains' band counts differ, where it cannot apply."""
+        asked = self.config.lambda_identity
+        if identity_applies(LAMBDA_IDENTITY if asked is None else asked, self.bands["a"],
+                            self.bands["b"]):
+            return LAMBDA_IDENTITY if asked is None else asked
+        if asked:
+            raise GeoPix2PixError(
+                f"--lambda-identity {asked}: the identity loss needs domains of as many bands "
+                f"(A has {self.bands['a']}, B {self.bands['b']}); drop --lambda-identity")
+        if asked is None:
+            self.run.log(f"identity loss off: domain A has {self.bands['a']} band(s), B "
+                         f"{self.bands['b']}")
+        return 0.0
+
+    # --- set-up -------------------------------------------------------------------------------
+    def _spec(self, bands_in: int, bands_out: int) -> GeneratorSpec:
+        config = self.config
+        return GeneratorSpec(config.generator, bands_in, bands_out, self.info.chip_size,
+                             ngf=config.ngf, norm=config.norm, dropout=False)
+
+    def build_networks(self) -> None:
+        config, (a, b) = self.config, self.bands.values()
+        check_discriminator_depth(self.info.chip_size, config.n_layers)
+        with unfit_for_chips(config.generator, self.info.chip_size):
+            self.specs = {"a_to_b": self._spec(a, b), "b_to_a": self._spec(b, a)}
+            self.nets = {"g_a": build_generator(self.specs["a_to_b"]),
+                         "g_b": build_generator(self.specs["b_to_a"]),
+                         "d_a": build_discriminator(b, config.ndf, config.n_layers, config.norm),
+                         "d_b": build_discriminator(a, config.ndf, config.n_layers, config.norm)}
+
+    def datasets(self) -> tuple[Any, Any]:
+        """Train items: one chip of each domain, drawn independently (a paired folder's pairing
+        ignored). Val items: a paired folder's pairs (also scored A -> B, see `validate`); an
+        unpaired folder's chips of each domain in turn (none when a domain has no val chip)."""
+        chips, seed = self.run.chips_dir, self.config.seed
+        self.train_set = ChipDataset(chips, "train", unpaired=True, seed=seed)
+        if self.info.paired:
+            self.val_set = ChipDataset(chips, "val")
+        elif all(chip_ids(chips, "val", domain) for domain in DOMAINS):
+            self.val_set = ChipDataset(chips, "val", unpaired=True, draw_targets=False)
+        else:
+            self.val_set = []
+        return self.train_set, self.val_set
+
+    def sync_batch_norm(self) -> None:
+        self.nets = {k: distributed.sync_batch_norm(m, self.setup.device)
+                     for k, m in self.nets.items()}
+
+    def set_up(self) -> None:
+        """Networks on the device, the reference's Adam pair, each rank's pools and the step."""
+        config, device = self.config, self.setup.device
+        self.nets = {k: self.setup.prepare(m) for k, m in self.nets.items()}
+        opt_g, opt_d = cyclegan_optimizers(*self.nets.values(), lr=config.lr,
+                                           betas=(config.beta1, 0.999))
+        self.pools = {side: ImagePool(config.pool_size, config.seed * 2 + i + 1_000 * self.run.rank,
+                                      self.bands[side])
+                      for i, side in enumerate(("b", "a"))}  # fakes of B (for D_A), of A
+        wrapped = [maybe_compile(distributed.wrap(m, device), config.compile)
+                   for m in self.nets.values()]
+        plain = self.run.world > 1
+        self.step_fn = CycleGANStep(
+            *wrapped, opt_g, opt_d, self.setup, self.pools["b"], self.pools["a"], self.weights,
+            config.gan_mode,
+            adversary_a=maybe_compile(self.nets["d_a"], config.compile) if plain else None,
+            adversary_b=maybe_compile(self.nets["d_b"], config.compile) if plain else None)
+
+    # --- checkpoint ---------------------------------------------------------------------------
+    def networks(self) -> dict[str, nn.Module]:
+        return dict(self.nets)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}
+
+    def scaler(self) -> torch.amp.GradScaler:
+        return self.step_fn.scaler
+
+    def rank_state(self) -> dict[str, Any]:
+        return {f"pool_{side}": pool.state_dict() for side, pool in self.pools.items()}
+
+    def check_rank_state(self, state: Any, where: str) -> None:
+        if not isinstance(state, dict):
+            raise SchemaError(where, "is not a mapping")
+        for side, pool in self.pools.items():
+            check_pool_state(state.get(f"pool_{side}"), pool.pool_size,
+                             f"{where}.pool_{side}", self.bands[side])
+
+    def load_rank_state(self, state: dict[str, Any]) -> None:
+        for side, pool in self.pools.items():
+            pool.load_state_dict(state[f"pool_{side}"])
+
+    # --- training -----------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        super().begin_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        to_device = self.setup.to_device
+        losses = self.step_fn(to_device(batch["source"]), to_device(batch["source_valid"]),
+                              to_device(batch["target"]), to_device(batch["target_valid"]))
+        return dict(zip(LOSSES, (losses.G_A, losses.G_B, losses.cycle_A, losses.cycle_B,
+                                 losses.idt_A, losses.idt_B, losses.D_A, losses.D_B)))
+
+    def postfix(self, losses: dict[str, torch.Tensor]) -> dict[str, str]:
+        return {name[5:]: f"{float(losses[name]):.3f}"
+                for name in ("loss_G_A", "loss_G_B", "loss_cycle_A", "loss_cycle_B",
+                             "loss_D_A", "loss_D_B")}
+
+    # --- validation and model-best ------------------------------------------------------------
+    def before_validation(self) -> None:
+        distributed.average_running_stats(*self.nets.values())
+
+    @torch.no_grad()
+    def validate(self, loader, reduce: Reduce | None) -> dict[str, float]:
+        """``val_cycle_a``/``val_cycle_b``: the masked L1 of A -> B -> A and B -> A -> B, and
+        ``val_l1`` of A -> B to the paired B, each over the val chips' valid pixels."""
+        g_a, g_b = self.nets["g_a"], self.nets["g_b"]
+        modes = [m.training for m in (g_a, g_b)]
+        g_a.eval()
+        g_b.eval()
+        sums = torch.zeros(3, dtype=torch.float64)  # cycle A, cycle B, A -> B (paired chips)
+        counts = torch.zeros(3, dtype=torch.float64)  # their valid pixels
+        try:
+            for batch in loader:
+                real_a, valid_a, real_b, valid_b, pair = (
+                    None if v is None else self.setup.to_device(v) for v in sides(batch))
+                with self.setup.autocast():
+                    fake_b = masked(g_a(real_a), valid_a)
+                    cycle_a = g_b(fake_b)
+                    cycle_b = g_a(masked(g_b(real_b), valid_b))
+                terms = [(cycle_a, real_a, valid_a), (cycle_b, real_b, valid_b)]
+                if pair is not None:  # a paired chip: A -> B against its own B
+                    terms.append((fake_b, real_b, pair))
+                for index, (pred, truth, valid) in enumerate(terms):
+                    count = float(valid.sum())
+                    sums[index] += float(masked_l1(pred.float(), truth, valid)) * count
+                    counts[index] += count
+        finally:
+            g_a.train(modes[0])
+            g_b.train(modes[1])
+        packed = torch.cat([sums, counts])
+        if reduce is not None:
+            packed = reduce(packed.to(self.setup.device)).cpu()
+        if packed[3] == 0 or packed[4] == 0:
+            return {}
+        scores = {"val_cycle_a": float(packed[0] / packed[3]),
+                  "val_cycle_b": float(packed[1] / packed[4])}
+        if packed[5] > 0:
+            scores["val_l1"] = float(packed[2] / packed[5])
+        return scores
+
+    def score(self, scores: dict[str, float], losses: dict[str, float]) -> float:
+        """Both directions' validation cycle L1 and the A -> B L1 (paired val chips); the
+        train cycle losses without val chips."""
+        if "val_cycle_a" not in scores:
+            return losses["loss_cycle_A"] + losses["loss_cycle_B"]
+        return scores["val_cycle_a"] + scores["val_cycle_b"] + scores.get("val_l1", 0.0)
+
+    def best_losses(self, losses: dict[str, float]) -> dict[str, float]:
+        return {k: losses[k] for k in ("loss_cycle_A", "loss_cycle_B")}
+
+    # --- outputs ------------------------------------------------------------------------------
+    def write_model(self, export: ModelExport, path: Path, validation: dict[str, float],
+                    progress: dict[str, int]) -> None:
+        """The generator of ``export.direction`` with metadata of its input and output domain
+        (B -> A: the target side as its source), ``family`` and ``direction``."""
+        options = {**{k: v for k, v in self.config.to_dict().items() if k not in OTHERS},
+                   "world_size": self.run.world,
+                   "effective_batch_size": self.run.effective_batch}
+        metadata = ModelMetadata.of_training(self.info, options, progress["epoch"],
+                                             progress["step"], validation)
+        metadata = metadata.of_family(self.name, export.direction)
+        generator = self.nets["g_a" if export.direction == "a_to_b" else "g_b"]
+        save_model(path, generator, self.specs[export.direction], metadata.to_dict())
+
+    def sample_batch(self, count: int) -> dict[str, torch.Tensor] | None:
+        """The first val chips of each domain (train chips without val)."""
+        dataset = self.val_set if self.val_set else self.train_set
+        items = [dataset[i] for i in range(min(count, len(dataset)))]
+        keys = [k for k in ("source", "target", "valid", "source_valid", "target_valid")
+                if items and k in items[0]]
+        return {k: torch.stack([it[k] for it in items]) for k in keys} if items else None
+
+    @torch.no_grad()
+    def draw_samples(self, path: Path, batch: dict[str, torch.Tensor]) -> None:
+        """A | A -> B | A -> B -> A for each chip, then B | B -> A | B -> A -> B."""
+        nets = (self.nets["g_a"], self.nets["g_b"])
+        modes = [m.training for m in nets]
+        for net in nets:
+            net.eval()
+        rows = []
+        real_a, valid_a, real_b, valid_b, _ = sides(batch)
+        try:
+            for real, valid, there, back in ((real_a, valid_a, *nets),
+                                             (real_b, valid_b, *nets[::-1])):
+                with self.setup.autocast():
+                    fake = there(self.setup.to_device(real))
+                    rec = back(fake)
+                for r, f, c, v in zip(real, fake.float().cpu(), rec.float().cpu(), valid):
+                    rows.append(cycle_row(r.float().numpy(), f.numpy(), c.numpy(),
+                                          v[0].numpy()))
+        finally:
+            for net, mode in zip(nets, modes):
+                net.train(mode)
+        write_rows(path, rows)
+
+    def criterion_without_val(self) -> str:
+        return "the train cycle losses"
+
+    def release(self) -> None:
+        step_fn = getattr(self, "step_fn", None)
+        if step_fn is not None:
+            step_fn.g_a = step_fn.g_b = step_fn.d_a = step_fn.d_b = None
+            step_fn.adversary_a = step_fn.adversary_b = None
+
+
+def sides(batch: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
+    """(A, A's validity, B, B's validity, the pair's validity or None) of a batch of paired
+    chips (one validity for both) or of unpaired ones (each its own)."""
+    if "valid" in batch:
+        return (batch["source"], batch["valid"], batch["target"], batch["valid"],
+                batch["valid"])
+    return batch["source"], batch["source_valid"], batch["target"], batch["target_valid"], None

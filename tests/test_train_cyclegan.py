@@ -1,0 +1,157 @@
+"""`train --model cyclegan`: a real CPU run on generated chips (pairing ignored), its resume,
+its two model files (A -> B, B -> A) predicted on exact grids, and its refusals."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import write_raster
+from safetensors import safe_open
+
+from geopix2pix.chips.export import export_chips
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models import ModelMetadata, load_model
+from geopix2pix.models.schema import SchemaError
+from geopix2pix.prediction.predictor import predict
+from geopix2pix.runtime.stopping import TrainingStopped
+from geopix2pix.training import train
+from geopix2pix.training.checkpoint import load_checkpoint
+
+TINY = dict(model="cyclegan", generator="resnet_6blocks", ngf=8, ndf=8, batch_size=4,
+            workers=0, quiet=True, device="cpu", samples=2)
+
+
+def _rasters(folder: Path) -> tuple[Path, Path]:
+    """A smooth 2-band 'image' (domain A) and a 1-band float map of it (domain B)."""
+    y, x = np.mgrid[0:128, 0:128]
+    field = np.sin(x / 9.0) + np.cos(y / 7.0)
+    image = np.stack([field, np.cos((x + y) / 11.0)]).astype("float32")
+    source = write_raster(folder / "a.tif", image)
+    target = write_raster(folder / "b.tif", (50 + 20 * field).astype("float32"), nodata=-1)
+    return source, target
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cyclegan")
+    source, target = _rasters(folder)
+    export_chips(source, target, folder / "chips", chip_size=32, stride=16, split_block=64,
+                 workers=1, progress=False)
+    return folder / "chips"
+
+
+@pytest.fixture(scope="module")
+def run(chips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    lines: list[str] = []
+    result = train(chips, out, max_steps=40, epochs=1, decay_epochs=0, lr=1e-3, log=lines.append,
+                   **TINY)
+    return result, lines
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_cpu_run_lowers_the_cycle_loss_and_writes_both_directions(run):
+    result, lines = run
+    rows = _rows(result.run_dir)
+    first = float(rows[0]["val_cycle_a"]) + float(rows[0]["val_cycle_b"])
+    last = float(rows[-1]["val_cycle_a"]) + float(rows[-1]["val_cycle_b"])
+    assert last < 0.7 * first, (first, last)
+    assert float(rows[-1]["loss_cycle_A"]) < float(rows[0]["loss_cycle_A"])
+    assert int(rows[-1]["step"]) == 40 == result.steps
+    for name in ("model.safetensors", "model-ba.safetensors", "model-best.safetensors",
+                 "model-ba-best.safetensors", "checkpoint.pt"):
+        assert (result.run_dir / name).is_file(), name
+    assert len(list((result.run_dir / "samples").glob("epoch_*.png"))) == len(rows)
+    # 2 bands in A, 1 in B: no identity loss, and the log says so
+    assert "identity loss off: domain A has 2 band(s), B 1" in lines
+    assert float(rows[-1]["loss_idt_A"]) == 0.0
+    saved = load_checkpoint(result.run_dir)
+    pools = saved["family_ranks"][0]
+    assert pools["pool_b"]["images"].shape[1:] == (1, 32, 32)  # fakes of B, for D_A
+    assert pools["pool_a"]["images"].shape[1:] == (2, 32, 32)
+
+
+def test_both_model_files_load_and_predict_on_exact_grids(run, chips, tmp_path):
+    result, _ = run
+    folder = chips.parent
+    for name, scene, bands_in, bands_out, direction in (
+            ("model.safetensors", folder / "a.tif", 2, 1, "a_to_b"),
+            ("model-ba.safetensors", folder / "b.tif", 1, 2, "b_to_a")):
+        model = load_model(result.run_dir / name)
+        meta = ModelMetadata.of(model)
+        assert (meta.family, meta.direction) == ("cyclegan", direction)
+        assert (model.spec.name, model.spec.in_channels, model.spec.out_channels) == (
+            "resnet_6blocks", bands_in, bands_out)
+        assert len(meta.source.scaling.low) == bands_in
+        assert meta.training["model"] == "cyclegan" and "lambda_l1" not in meta.training
+        out = tmp_path / f"{direction}.tif"
+        predict(scene, out, model=model, progress=False)
+        with rasterio.open(scene) as src, rasterio.open(out) as dst:
+            assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+            assert dst.count == bands_out
+            assert np.isfinite(dst.read()).all()
+
+
+def test_a_resumed_run_is_the_uninterrupted_one(chips, tmp_path):
+    options = dict(max_steps=10, epochs=1, decay_epochs=1, val_every=4, pool_size=3, **TINY)
+    full = train(chips, tmp_path / "full", **options)
+    with pytest.raises(TrainingStopped):
+        train(chips, tmp_path / "cut", callback=lambda info: info["step"] == 3, **options)
+    resumed = train(chips, tmp_path / "cut", resume=True, workers=0, quiet=True)
+    assert resumed.steps == full.steps == 10
+    for name in ("model.safetensors", "model-ba.safetensors", "model-best.safetensors"):
+        with safe_open(str(full.run_dir / name), "pt") as a, \
+                safe_open(str(resumed.run_dir / name), "pt") as b:
+            assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys()), name  # noqa: SIM118
+    saved = [load_checkpoint(run)["family_ranks"][0] for run in (full.run_dir,
+                                                                  resumed.run_dir)]
+    for side in ("pool_a", "pool_b"):
+        assert torch.equal(saved[0][side]["images"], saved[1][side]["images"])
+        assert torch.equal(saved[0][side]["generator"], saved[1][side]["generator"])
+    assert [r["loss_cycle_A"] for r in _rows(full.run_dir)] == \
+        [r["loss_cycle_A"] for r in _rows(resumed.run_dir)]
+
+
+def test_the_refusals_are_one_line(chips, tmp_path):
+    with pytest.raises(GeoPix2PixError, match="identity loss needs domains of as many bands"):
+        train(chips, tmp_path / "idt", lambda_identity=0.5, max_steps=1, **TINY)
+    train(chips, tmp_path / "p2p", max_steps=1, ngf=8, ndf=8, batch_size=4, workers=0,
+          quiet=True, device="cpu", samples=0)
+    with pytest.raises(GeoPix2PixError, match="trains a pix2pix model, not cyclegan"):
+        train(chips, tmp_path / "p2p", resume=True, model="cyclegan")
+
+
+def test_model_metadata_names_a_known_family_and_direction(run):
+    metadata = load_model(run[0].run_dir / "model-ba.safetensors").metadata
+    assert ModelMetadata.from_dict(metadata).direction == "b_to_a"
+    with pytest.raises(SchemaError, match="direction"):
+        ModelMetadata.from_dict({**metadata, "direction": "sideways"})
+    with pytest.raises(SchemaError, match="family"):
+        ModelMetadata.from_dict({**metadata, "family": "stylegan"})
+
+
+def test_two_ranks_train_it_each_with_its_own_pools(chips, tmp_path):
+    """torchrun on the CPU: both ranks train, rank 0 writes both model files, and the
+    checkpoint holds each rank's history pools."""
+    from test_distributed import torchrun
+
+    script = tmp_path / "cyclegan.py"
+    script.write_text(
+        "from geopix2pix.training import train\n"
+        f"train({str(chips)!r}, {str(tmp_path / 'run')!r}, model='cyclegan', "
+        "generator='resnet_6blocks', ngf=8, ndf=8, batch_size=2, workers=0, quiet=True, "
+        "device='cpu', max_steps=4, epochs=1, decay_epochs=1, samples=1)\n")
+    done = torchrun([str(script)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved["world_size"] == 2 and len(saved["family_ranks"]) == 2
+    assert (tmp_path / "run" / "model-ba.safetensors").is_file()
