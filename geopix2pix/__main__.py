@@ -1,5 +1,5 @@
 """The `geopix2pix` program and `python -m geopix2pix` (what torchrun launches): load the
-command-line interface and run it. Loading takes a second or two (torch), and a Ctrl-C then ends
+command-line interface and run it. Loading takes a moment (torch), and a Ctrl-C then ends
 the program as it does later ("Aborted.", exit status 130), not with a traceback from an import."""
 
 import sys

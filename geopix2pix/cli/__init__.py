@@ -1,5 +1,6 @@
-"""The `geopix2pix` command: a click group (like rasterio's `rio`), one small module per command,
-each a thin layer over the Python API. Errors a user can fix print one line and exit with 2."""
+"""The `geopix2pix` command: a click group (like rasterio's `rio`), one small module per command
+(registered in `COMMAND_MODULES`), each a thin layer over the Python API. Errors a user can fix
+print one line and exit with 2."""
 
 from __future__ import annotations
 

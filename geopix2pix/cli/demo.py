@@ -1,4 +1,4 @@
-"""`geopix2pix demo`: the whole pipeline on generated scenes, in about a minute on a CPU."""
+"""`geopix2pix demo`: the whole pipeline on generated scenes, sized to run on a CPU."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`geopix2pix train`: chips folder -> trained Pix2Pix run folder."""
+"""`geopix2pix train`: chips folder -> run folder of a trained model family (Pix2Pix, or CycleGAN
+with --model cyclegan)."""
 
 from __future__ import annotations
 
