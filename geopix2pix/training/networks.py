@@ -1,4 +1,5 @@
-"""G and D of a run, built from the chips folder's description and the options.
+"""Pix2Pix's G and D, built from the chips folder's description and the options, and the checks
+that every family's networks fit the chips.
 
 Everything that makes a generator or discriminator unfit for the chips (an unknown generator, a
 chip size the U-Net or an smp model cannot take, a PatchGAN deeper than the chips allow) is a

@@ -1,4 +1,5 @@
-"""Learning-rate schedule of Pix2Pix: constant, then linear decay to zero.
+"""The run's learning-rate schedule, for every family (as in the Pix2Pix and CycleGAN papers):
+constant, then linear decay to zero.
 
 The schedule is a pure function of the step, so a resumed run follows it exactly: with
 ``--epochs E --decay-epochs D`` the rate is constant for E epochs and falls linearly to zero over
