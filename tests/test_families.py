@@ -80,3 +80,11 @@ def test_the_cli_refuses_another_familys_option_in_one_line(tmp_path, capsys):
     assert err[-1].endswith("--pool-size is an option of --model cyclegan, not of --model "
                             "pix2pix: drop it"), err
     assert len(err) == 1
+
+
+def test_the_declared_models_are_the_registered_families():
+    """--model's choices (settings, torch-free) name exactly the families training registers."""
+    from geopix2pix.settings.train import FAMILY_DEFAULTS, MODELS
+    from geopix2pix.training.families import FAMILIES
+
+    assert tuple(FAMILIES) == MODELS and set(FAMILY_DEFAULTS) == set(MODELS)

@@ -1,4 +1,4 @@
-"""Validity masks of export-chips (issue 20): `--source-mask` / `--target-mask` rasters (or a
+"""Validity masks of export-chips: `--source-mask` / `--target-mask` rasters (or a
 --pairs CSV's `source_mask` / `target_mask` columns) warped onto each pair's source grid with
 nearest, whose masked pixels are invalid in both chips exactly like nodata.
 

@@ -1,4 +1,4 @@
-"""export-chips --correct-shift (issue 20): a first pass measures each pair's systematic shift
+"""export-chips --correct-shift: a first pass measures each pair's systematic shift
 (`coregistration.scene_shift`) on a spread-out sample of its kept chips, as the shift check
 would (`shiftcheck.ShiftCheck`), before any chip is cut; the export then warps each measured
 pair's target onto its source grid moved by that shift (`raster.pair.PairReader`'s `shift`: a

@@ -1,4 +1,4 @@
-"""export-chips' co-registration check (issue 20): which chips a worker estimates the target's
+"""export-chips' co-registration check: which chips a worker estimates the target's
 shift on (`chips.coregistration.estimate_shift`), the chips.gpkg columns it records, the chips
 --max-shift drops, and each pair's scene shift for dataset.json, the summary and its warning.
 

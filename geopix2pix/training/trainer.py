@@ -50,11 +50,6 @@ __all__ = ["BEST_MODEL", "MODEL", "RUN_OUTPUTS", "TrainResult", "Trainer", "trai
 WARNING = "warning: "  # how a log line that is a warning starts
 
 
-def is_writer() -> bool:
-    """Whether this process writes outputs: rank 0 under DDP, the only process otherwise."""
-    return distributed.is_writer()
-
-
 @dataclass
 class TrainResult:
     """What a run produced."""
@@ -100,7 +95,7 @@ class Trainer:
         self.run = RunContext(chips_dir, info, config, setup or device_setup(config.device,
                                                                              config.amp),
                               distributed.rank(), distributed.world_size(),
-                              log if is_writer() else _quiet, _dataset_fingerprint(chips_dir),
+                              log if distributed.is_writer() else _quiet, _dataset_fingerprint(chips_dir),
                               Path(out_dir))
         self.config, self.log = config, self.run.log
         self.family = family_for(config.model)(self.run)
