@@ -95,8 +95,8 @@ class Trainer:
         self.run = RunContext(chips_dir, info, config, setup or device_setup(config.device,
                                                                              config.amp),
                               distributed.rank(), distributed.world_size(),
-                              log if distributed.is_writer() else _quiet, _dataset_fingerprint(chips_dir),
-                              Path(out_dir))
+                              log if distributed.is_writer() else _quiet,
+                              _dataset_fingerprint(chips_dir), Path(out_dir))
         self.config, self.log = config, self.run.log
         self.family = family_for(config.model)(self.run)
         if self.family.needs_pairs:
