@@ -16,6 +16,13 @@ class GeoPix2PixError(Exception):
     """Bad input the user can fix: the CLI prints it on one line and exits with status 2."""
 
 
+class ModelError(GeoPix2PixError, ValueError):
+    """A network or model description that cannot be built as asked (an unknown generator, a
+    chip size it cannot take, a bad band count). Raised by `models` and `training` without the
+    caller's context; the caller that knows it (an option, a model file) says it in its own
+    line, and one that does not still gets a one-line error, never a traceback."""
+
+
 class GeoPix2PixWarning(UserWarning):
     """Something the user should know about a result that was still produced (a scene predicted
     at another pixel size than the training's, a scene of several that failed): the Python API

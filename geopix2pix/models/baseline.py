@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from geopix2pix.errors import ModelError
 from geopix2pix.settings.train import RESIDUALS
 
 
@@ -38,14 +39,14 @@ class PixelMap:
         """ValueError unless a {weight: rows of numbers, bias: numbers}, all finite, one row
         per bias value and rows of one length."""
         if not isinstance(data, dict):
-            raise ValueError(f"a baseline map must be an object, not {data!r}")
+            raise ModelError(f"a baseline map must be an object, not {data!r}")
         weight, bias = data.get("weight"), data.get("bias")
         if not isinstance(weight, list) or not all(isinstance(r, list) for r in weight):
-            raise ValueError("a baseline map's weight must be a list of rows")
+            raise ModelError("a baseline map's weight must be a list of rows")
         rows = tuple(_finite_numbers(row, "weight") for row in weight)
         bias = _finite_numbers(bias, "bias")
         if len(rows) != len(bias) or len({len(row) for row in rows}) > 1:
-            raise ValueError(f"a baseline map's weight ({len(rows)} rows) must have one row of "
+            raise ModelError(f"a baseline map's weight ({len(rows)} rows) must have one row of "
                              f"equal length per bias value ({len(bias)})")
         return cls(rows, bias)
 
@@ -58,9 +59,9 @@ class PixelMap:
 def _finite_numbers(values: Any, name: str) -> tuple[float, ...]:
     if not isinstance(values, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"a baseline map's {name} must be a list of numbers")
+        raise ModelError(f"a baseline map's {name} must be a list of numbers")
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"a baseline map's {name} holds a NaN or infinite number")
+        raise ModelError(f"a baseline map's {name} holds a NaN or infinite number")
     return tuple(float(v) for v in values)
 
 
@@ -81,20 +82,20 @@ class BaselineMaps:
     def from_dict(cls, data: Any) -> BaselineMaps:
         """ValueError when malformed (see `PixelMap.from_dict`)."""
         if not isinstance(data, dict):
-            raise ValueError(f"baselines must be an object, not {data!r}")
+            raise ModelError(f"baselines must be an object, not {data!r}")
         residual = data.get("residual", "none")
         if residual not in RESIDUALS:
-            raise ValueError(f"baselines: unknown residual {residual!r}")
+            raise ModelError(f"baselines: unknown residual {residual!r}")
         maps = cls(PixelMap.from_dict(data.get("linear")),
                    PixelMap.from_dict(data.get("constant")), residual)
         if maps.linear.shape != maps.constant.shape:
-            raise ValueError("baselines: the linear and constant maps differ in shape")
+            raise ModelError("baselines: the linear and constant maps differ in shape")
         return maps
 
     def check_shape(self, in_channels: int, out_channels: int) -> None:
         """ValueError unless the maps take ``in_channels`` and give ``out_channels``."""
         if self.linear.shape != (out_channels, in_channels):
-            raise ValueError(f"baselines map {self.linear.shape[1]} bands to "
+            raise ModelError(f"baselines map {self.linear.shape[1]} bands to "
                              f"{self.linear.shape[0]}, the generator {in_channels} to "
                              f"{out_channels}")
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from geopix2pix.errors import ModelError
 from geopix2pix.settings.train import NORMS
 
 from .init import init_weights
@@ -45,9 +46,9 @@ BOUNDS = {"in_channels": MAX_BANDS, "out_channels": MAX_BANDS, "chip_size": MAX_
 
 def _check_positive_int(name: str, value: Any, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {shown(value)}")
+        raise ModelError(f"{name} must be a positive integer, got {shown(value)}")
     if value > high:
-        raise ValueError(f"{name} {value} is more than geopix2pix takes (at most {high})")
+        raise ModelError(f"{name} {value} is more than geopix2pix takes (at most {high})")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class GeneratorSpec:
         if not isinstance(self.name, str) or not (
             self.name in BUILT_IN or self.name.startswith(SMP_PREFIX)
         ):
-            raise ValueError(
+            raise ModelError(
                 f"unknown generator {shown(self.name)}; expected 'unet', 'local', "
                 f"'resnet_9blocks', 'resnet_6blocks' or 'smp:<Architecture>:<encoder>' "
                 f"(e.g. 'smp:Unet:resnet34')"
@@ -93,13 +94,13 @@ class GeneratorSpec:
         for field, high in BOUNDS.items():
             _check_positive_int(field, getattr(self, field), high)
         if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {shown(self.norm)}; expected one of "
+            raise ModelError(f"unknown norm {shown(self.norm)}; expected one of "
                              f"{', '.join(NORMS)}")
         if self.output not in OUTPUTS:
-            raise ValueError(f"unknown output {shown(self.output)}; expected one of "
+            raise ModelError(f"unknown output {shown(self.output)}; expected one of "
                              f"{', '.join(OUTPUTS)}")
         if not isinstance(self.dropout, bool):
-            raise ValueError(f"dropout must be true or false, got {shown(self.dropout)}")
+            raise ModelError(f"dropout must be true or false, got {shown(self.dropout)}")
         if self.name == "unet":
             depth_for_chip_size(self.chip_size)
         elif self.name in RESNET_BLOCKS:
@@ -117,11 +118,11 @@ class GeneratorSpec:
     def from_dict(cls, data: dict[str, Any]) -> GeneratorSpec:
         """Inverse of ``to_dict``; unknown keys raise ValueError, missing ones take defaults."""
         if not isinstance(data, dict):
-            raise ValueError(f"the generator's description is {shown(data)}, not a JSON object")
+            raise ModelError(f"the generator's description is {shown(data)}, not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown generator spec keys: {shown(', '.join(unknown))}")
+            raise ModelError(f"unknown generator spec keys: {shown(', '.join(unknown))}")
         return cls(**data)
 
 
@@ -135,7 +136,7 @@ def build_generator(
     encoder state dict.
     """
     if encoder_weights_path is not None and not spec.name.startswith(SMP_PREFIX):
-        raise ValueError("encoder_weights_path only applies to 'smp:...' generators")
+        raise ModelError("encoder_weights_path only applies to 'smp:...' generators")
     if spec.name in RESNET_BLOCKS:
         return init_weights(ResnetGenerator(
             spec.in_channels, spec.out_channels, n_blocks=RESNET_BLOCKS[spec.name], ngf=spec.ngf,
@@ -156,7 +157,7 @@ def build_generator(
     generator = SmpGenerator(spec.name, spec.in_channels, spec.out_channels, spec.output)
     step = generator.input_multiple
     if spec.chip_size % step:
-        raise ValueError(f"{spec.name} needs a chip size that is a multiple of {step}, "
+        raise ModelError(f"{spec.name} needs a chip size that is a multiple of {step}, "
                          f"got {spec.chip_size}")
     if encoder_weights_path is not None:
         load_encoder_weights(generator, encoder_weights_path)
@@ -171,5 +172,5 @@ def build_discriminator(
     target bands. CycleGAN's is unconditional: ``in_channels`` = the bands of the domain it
     judges, with ``norm="instance"`` (3 bands at ndf 64: 2,764,737 parameters)."""
     if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+        raise ModelError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
     return init_weights(NLayerDiscriminator(in_channels, ndf=ndf, n_layers=n_layers, norm=norm))

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, ModelError
 from geopix2pix.raster.write import atomic_path
 from geopix2pix.runtime.device import resolve_device
 from geopix2pix.settings.checking import api_function
@@ -73,12 +73,12 @@ def _unwrap(module: nn.Module) -> nn.Module:
 def _header(spec: GeneratorSpec, metadata: dict[str, Any]) -> str:
     clash = [k for k in RESERVED_KEYS if k in metadata]
     if clash:
-        raise ValueError(f"metadata may not contain the reserved keys {', '.join(clash)}")
+        raise ModelError(f"metadata may not contain the reserved keys {', '.join(clash)}")
     content = {"format_version": FORMAT_VERSION, "generator": spec.to_dict(), **metadata}
     try:
         return json.dumps(content)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"model metadata must be JSON-serialisable: {exc}") from exc
+        raise ModelError(f"model metadata must be JSON-serialisable: {exc}") from exc
 
 
 def save_model(

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geopix2pix.errors import ModelError
+
 MIN_LAYERS, MAX_LAYERS = 2, 32
 
 
@@ -54,7 +56,7 @@ class LocalNet(nn.Module):
                  output: str = "tanh") -> None:
         super().__init__()
         if not MIN_LAYERS <= layers <= MAX_LAYERS:
-            raise ValueError(f"the local generator takes {MIN_LAYERS} to {MAX_LAYERS} layers, "
+            raise ModelError(f"the local generator takes {MIN_LAYERS} to {MAX_LAYERS} layers, "
                              f"got {layers}")
         self.in_channels, self.out_channels = in_channels, out_channels
         body: list[nn.Module] = [LocalDifferences(in_channels, ngf), nn.LeakyReLU(0.2, True)]
@@ -67,6 +69,6 @@ class LocalNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"the local generator expects input of shape "
+            raise ModelError(f"the local generator expects input of shape "
                              f"(N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         return self.model(x)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geopix2pix.errors import ModelError
+
 from .unet import norm_layer
 
 KERNEL, PADDING = 4, 1
@@ -60,7 +62,7 @@ class NLayerDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         if min(in_channels, ndf, n_layers) < 1:
-            raise ValueError("in_channels, ndf and n_layers must be positive")
+            raise ModelError("in_channels, ndf and n_layers must be positive")
         use_bias = norm != "batch"
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, ndf, kernel_size=4, stride=2, padding=1),
@@ -84,7 +86,7 @@ class NLayerDiscriminator(nn.Module):
         height, width = x.shape[-2:]
         if min(patch_map_size(int(height), self.n_layers),
                patch_map_size(int(width), self.n_layers)) < 1:
-            raise ValueError(
+            raise ModelError(
                 f"a PatchGAN of {self.n_layers} layers needs inputs of at least "
                 f"{min_input_size(self.n_layers)} px, got {height}x{width}; a {min(height, width)} "
                 f"px input takes at most {max_layers(int(min(height, width)))} layers")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geopix2pix.errors import ModelError
+
 from .unet import check_generator_args, norm_layer
 
 BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # generator name -> residual blocks
@@ -35,7 +37,7 @@ N_DOWNSAMPLING = 2
 def check_resnet_size(size: int) -> None:
     """Raise ValueError for a chip side the ResNet generator cannot take."""
     if size < MIN_INPUT or size % INPUT_MULTIPLE:
-        raise ValueError(f"a ResNet generator needs a chip size that is a multiple of "
+        raise ModelError(f"a ResNet generator needs a chip size that is a multiple of "
                          f"{INPUT_MULTIPLE} and at least {MIN_INPUT}, got {size}")
 
 
@@ -107,7 +109,7 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         check_generator_args(in_channels, out_channels, ngf, norm, output)
         if n_blocks < 0:
-            raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+            raise ModelError(f"n_blocks must be >= 0, got {n_blocks}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         use_bias = norm != "batch"
@@ -127,11 +129,11 @@ class ResnetGenerator(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless x is (N, in_channels, H, W), H and W multiples of 4, >= 8."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"ResNet generator expects input of shape (N, {self.in_channels}, "
+            raise ModelError(f"ResNet generator expects input of shape (N, {self.in_channels}, "
                              f"H, W), got {tuple(x.shape)}")
         height, width = (int(n) for n in x.shape[-2:])
         if min(height, width) < MIN_INPUT or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
-            raise ValueError(f"ResNet generator needs height and width that are multiples of "
+            raise ModelError(f"ResNet generator needs height and width that are multiples of "
                              f"{INPUT_MULTIPLE} and at least {MIN_INPUT}, got {height}x{width}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

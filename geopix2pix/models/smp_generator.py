@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, ModelError
 
 from . import layout
 from .schema import shown
@@ -60,7 +60,7 @@ def parse_smp_name(name: str) -> SmpName:
     """Validate ``smp:<Architecture>:<encoder>``; ValueError naming the valid choices otherwise."""
     parts = name.split(":")
     if len(parts) != 3 or parts[0] != PREFIX[:-1] or not parts[1] or not parts[2]:
-        raise ValueError(
+        raise ModelError(
             f"smp generator must be written 'smp:<Architecture>:<encoder>' "
             f"(e.g. 'smp:Unet:resnet34'), got {shown(name)}"
         )
@@ -68,11 +68,11 @@ def parse_smp_name(name: str) -> SmpName:
     arch = archs.get(parts[1].lower())
     if arch is None:
         valid = ", ".join(cls.__name__ for cls in archs.values())
-        raise ValueError(f"unknown smp architecture {shown(parts[1])}; valid choices: {valid}")
+        raise ModelError(f"unknown smp architecture {shown(parts[1])}; valid choices: {valid}")
     encoder = parts[2]
     if not encoder.startswith("tu-") and encoder not in encoder_names():
         valid = ", ".join(encoder_names())
-        raise ValueError(
+        raise ModelError(
             f"unknown smp encoder {shown(encoder)}; valid choices: {valid}, or "
             "'tu-<timm model name>'"
         )
@@ -97,7 +97,7 @@ class SmpGenerator(nn.Module):
                 activation="tanh" if output == "tanh" else None,
             )
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
-            raise ValueError(
+            raise ModelError(
                 f"cannot build {name!r} with {in_channels} input and {out_channels} output "
                 f"bands: {exc}"
             ) from exc
@@ -118,13 +118,13 @@ class SmpGenerator(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError for a tensor that is not (N, in_channels, H, W) with valid H, W."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise ModelError(
                 f"generator expects input of shape (N, {self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}"
             )
         step = self.input_multiple
         if x.shape[-2] % step or x.shape[-1] % step:
-            raise ValueError(
+            raise ModelError(
                 f"this smp generator needs height and width that are multiples of {step}, "
                 f"got {x.shape[-2]}x{x.shape[-1]}"
             )

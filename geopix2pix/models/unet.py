@@ -18,6 +18,7 @@ import math
 import torch
 from torch import nn
 
+from geopix2pix.errors import ModelError
 from geopix2pix.settings.train import NORMS
 
 OUTPUTS = ("tanh", "logits")  # values in [-1, 1]; one raw score (logit) per class
@@ -30,24 +31,24 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
     if norm == "instance":
         return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-    raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+    raise ModelError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
 
 
 def check_generator_args(in_channels: int, out_channels: int, ngf: int, norm: str,
                          output: str) -> None:
     """Raise ValueError for a norm or output geopix2pix does not know, or a size below 1."""
     if output not in OUTPUTS:
-        raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
+        raise ModelError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
     if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+        raise ModelError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
     if min(in_channels, out_channels, ngf) < 1:
-        raise ValueError("in_channels, out_channels and ngf must be positive")
+        raise ModelError("in_channels, out_channels and ngf must be positive")
 
 
 def depth_for_chip_size(chip_size: int) -> int:
     """Number of down-samplings that bring a ``chip_size`` chip to 1x1 (chip must be 2**k)."""
     if chip_size < 2**MIN_DEPTH or chip_size & (chip_size - 1):
-        raise ValueError(
+        raise ModelError(
             f"U-Net chip size must be a power of two >= {2**MIN_DEPTH} (e.g. 64, 128, 256, 512, "
             f"1024), got {chip_size}"
         )
@@ -126,7 +127,7 @@ class UnetGenerator(nn.Module):
     ) -> None:
         super().__init__()
         if depth < MIN_DEPTH:
-            raise ValueError(f"U-Net depth must be >= {MIN_DEPTH}, got {depth}")
+            raise ModelError(f"U-Net depth must be >= {MIN_DEPTH}, got {depth}")
         check_generator_args(in_channels, out_channels, ngf, norm, output)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -146,13 +147,13 @@ class UnetGenerator(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless x is (N, in_channels, H, W), H and W multiples of 2**depth."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise ModelError(
                 f"U-Net expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
         step = 2**self.depth
         height, width = x.shape[-2:]
         if height % step or width % step:
-            raise ValueError(
+            raise ModelError(
                 f"U-Net of depth {self.depth} needs height and width that are multiples of {step}, "
                 f"got {height}x{width}"
             )

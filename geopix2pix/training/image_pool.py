@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from geopix2pix.errors import ModelError
 from geopix2pix.models.schema import SchemaError, integer, mapping, required
 
 POOL_SIZE = 50  # the reference's --pool_size
@@ -33,7 +34,7 @@ class ImagePool:
     def __init__(self, pool_size: int = POOL_SIZE, seed: int = 0,
                  channels: int | None = None) -> None:
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
-            raise ValueError(f"pool_size must be an integer >= 0, got {pool_size!r}")
+            raise ModelError(f"pool_size must be an integer >= 0, got {pool_size!r}")
         self.pool_size = pool_size
         self.channels = channels
         self.generator = torch.Generator().manual_seed(seed)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geopix2pix.errors import ModelError
+
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean |pred - target| over valid pixels and all bands; ``valid`` is bool (N, 1, H, W)."""
@@ -106,7 +108,7 @@ class GANLoss(nn.Module):
     def __init__(self, mode: str = "vanilla") -> None:
         super().__init__()
         if mode not in ("vanilla", "lsgan"):
-            raise ValueError(f"unknown gan mode {mode!r}; use vanilla or lsgan")
+            raise ModelError(f"unknown gan mode {mode!r}; use vanilla or lsgan")
         self.mode = mode
 
     def forward(self, logits: torch.Tensor, real: bool,
