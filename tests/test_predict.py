@@ -463,6 +463,39 @@ def test_centre_scaled_input_ignores_the_absolute_level(tmp_path):
         assert np.abs(a.read(1) - b.read(1)).mean() > 1e-2
 
 
+class Gradient(torch.nn.Module):
+    """The east-west difference of band 1 (zero-sum 3x3 kernel): constant on a tilted plane."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[[[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]]]) / 8)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_centre_scaled_input_is_extrapolated_past_the_scene_edges(tmp_path):
+    """A centre-scaled (elevation) source is padded past the scene's edges by point reflection,
+    2 * edge - mirror, which continues the terrain's slope as `gdaldem -compute_edges` does: on a
+    tilted plane the slope comes out the same on the edge pixels as inside, where the mirror
+    would make it flat there (the test can fail: the mirror's edge columns are 0)."""
+    rows, cols = np.mgrid[0:90, 0:130]
+    plane = (1000 + 0.3 * cols + 0.15 * rows).astype("float32")[None]
+    scene = write_scene(tmp_path / "plane.tif", 130, 90, count=1, dtype="float32", data=plane,
+                        nodata=None)
+    model = loaded(Gradient(), in_ch=1, target_scaling=IDENTITY,
+                   source_scaling=Scaling("centre", (-50.0,), (50.0,)))
+    predict(scene, tmp_path / "slope.tif", model=model, progress=False, blend="none",
+            overlap=0.5)
+    with rasterio.open(tmp_path / "slope.tif") as out:
+        slope = out.read(1)
+    inside = slope[10:-10, 10:-10]
+    assert inside.std() < 1e-6 and abs(inside.mean()) > 1e-3
+    np.testing.assert_allclose(slope, inside.mean(), atol=1e-5)
+
+
 def test_a_scene_inside_a_zip_is_read_through_gdal_virtual_files(tmp_path, model_file,
                                                                   monkeypatch):
     """GDAL's virtual file systems name no file on disk: GDAL, not an existence check, says

@@ -2,9 +2,10 @@
 
 Runs the three real-data cases of issue 22 end to end with the product's Python API:
 export chips inside an AOI polygon (a GeoPackage in a temp folder) covering the train part,
-train, predict the whole scene, crop the judged part, `evaluate` it; then fits the simple
-baselines on the train part's valid pixels and scores them, written as rasters on the same
-judged grid, with the same `evaluate`. Prints one table.
+train, predict the whole scene, crop the judged part, `evaluate` it; the product's own simple
+baselines (`predict --baseline linear|constant`: fitted by `train` on the same train chips) are
+written for the whole scene, cropped and evaluated the same way, on the same pixels. Prints one
+table.
 
     python tools/bench_quality.py                      # all three cases, their recipes
     python tools/bench_quality.py --case dem --steps 400 --out /tmp/bq
@@ -13,9 +14,9 @@ judged grid, with the same `evaluate`. Prints one table.
 Splits: train north 60 % / judge south 38 % (DEM -> hillshade, Sentinel-2 -> land cover), train
 west 60 % / judge east 38 % (SAR -> RGB); the 2 % between them keeps every chip (exported with
 ``aoi_mode="within"``) off the judged part. Data: ../shared/data beside the repository.
-Baselines (numpy, fitted on the train part, on the source grid): the train mean per band, the
-per-band least-squares linear map of the source bands with an intercept; for a class map the
-majority class and the nearest class mean of the source bands.
+Baselines (models/baseline.py): the train mean per band (constant), the per-band least-squares
+linear map of the scaled source bands with an intercept (linear); for a class map the majority
+class and the nearest class mean of the source bands.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -114,62 +113,16 @@ def write_aoi(source: Path, train: Window, path: Path) -> Path:
     return path
 
 
-def read_pair(source: Path, target: Path, categorical: bool):
-    """Source values and validity, target values (read on the source's grid) and validity."""
+def source_validity(source: Path) -> np.ndarray:
+    """(rows, cols): where every band of the source is valid and finite."""
     with rasterio.open(source) as src:
-        x = src.read(masked=True).astype(np.float64)
-        profile = src.profile
-        with rasterio.open(target) as tgt, WarpedVRT(
-                tgt, crs=src.crs, transform=src.transform, width=src.width, height=src.height,
-                resampling=Resampling.nearest if categorical else Resampling.bilinear) as vrt:
-            y = vrt.read(masked=True).astype(np.float64)
-            target_profile = tgt.profile
-    xv = ~np.ma.getmaskarray(x).any(0) & np.isfinite(x.filled(np.nan)).all(0)
-    yv = ~np.ma.getmaskarray(y).any(0)
-    return x.filled(0), xv, y.filled(0), yv, profile, target_profile
+        x = src.read(masked=True)
+    return ~np.ma.getmaskarray(x).any(0) & np.isfinite(x.filled(np.nan)).all(0)
 
 
 def part(array: np.ndarray, window: Window) -> np.ndarray:
     rows, cols = window.toslices()
     return array[..., rows, cols]
-
-
-def fit_baselines(x, y, valid, categorical: bool) -> dict:
-    """Callables source (bands, n) -> prediction (bands, n), fitted on the valid pixels."""
-    xs, ys = x[:, valid], y[:, valid]
-    if categorical:
-        codes, counts = np.unique(ys[0], return_counts=True)
-        majority = codes[np.argmax(counts)]
-        means = np.stack([xs[:, ys[0] == c].mean(1) for c in codes])  # (classes, bands)
-
-        def nearest(src):
-            d = ((src.T[:, None, :] - means[None]) ** 2).sum(-1)
-            return codes[np.argmin(d, 1)][None]
-        return {"majority": lambda src: np.full((1, src.shape[1]), majority),
-                "nearest-mean": nearest}
-    design = np.vstack([xs, np.ones(xs.shape[1])]).T
-    coef, *_ = np.linalg.lstsq(design, ys.T, rcond=None)
-    mean = ys.mean(1, keepdims=True)
-    return {"linear": lambda src: (np.vstack([src, np.ones(src.shape[1])]).T @ coef).T,
-            "constant": lambda src: np.repeat(mean, src.shape[1], 1)}
-
-
-def write_like(path: Path, values: np.ndarray, valid: np.ndarray, like: Path,
-               written: str) -> Path:
-    """Values (bands, rows, cols) as a raster with the grid, dtype, nodata and colour table of
-    the cropped prediction `like`, rounded as predict rounds to its dtype `written`."""
-    with rasterio.open(like) as ref:
-        profile = ref.profile
-        colormap = ref.colormap(1) if ref.count == 1 and _has_colormap(ref) else None
-    dtype = np.dtype(profile["dtype"])
-    if np.dtype(written).kind in "iu":
-        info = np.iinfo(written)
-        values = np.clip(np.rint(values), info.min, info.max)
-    nodata = profile.get("nodata")
-    out = values.astype(dtype)
-    if nodata is not None:
-        out[:, ~valid] = nodata
-    return _write(path, profile, out, colormap)
 
 
 def _write(path: Path, profile: dict, data: np.ndarray, colormap: dict | None) -> Path:
@@ -210,48 +163,60 @@ def scores(report) -> dict:
     return {"MAE": o["mae"], "PSNR": o["psnr"], "SSIM": o["ssim"]}
 
 
-def judge(case: Case, work: Path, x, xv, y, yv) -> dict:
-    """Scores of the model's prediction (work/pred.tif) and the baselines on the judged part,
+# the table's columns: the model's prediction and the baselines its file carries, by the
+# names `predict --baseline` gives them; for a class map they are the majority class
+# (constant) and the nearest class mean (linear)
+PREDICTIONS = {"model": "none", "linear": "linear", "constant": "constant"}
+CLASS_NAMES = {"linear": "nearest-mean", "constant": "majority"}
+
+
+def write_predictions(source: Path, work: Path) -> None:
+    """The model's and its baselines' predictions of the whole scene (work/NAME.tif)."""
+    from geopix2pix import predict
+
+    for name, baseline in PREDICTIONS.items():
+        predict(source, work / f"{name}.tif", model=work / "run" / "model.safetensors",
+                baseline=baseline, overwrite=True, progress=False, device="cpu")
+
+
+def judge(case: Case, work: Path) -> dict:
+    """Scores of the model's prediction and its baselines' (work/NAME.tif) on the judged part,
     on the pixels where the source is valid (elsewhere NaN: a prediction there is no guess)."""
     from geopix2pix import evaluate
 
     target = DATA / case.target
-    train_w, judge_w = windows(x.shape[1:], case.split)
-    jx, jv = part(x, judge_w), part(xv, judge_w)
-    judged = crop(work / "pred.tif", judge_w, work / "pred_judged.tif", jv, case.categorical)
-    row = {"model": scores(evaluate(judged, target, categorical=case.categorical))}
-    train_valid = part(xv & yv, train_w)
-    models = fit_baselines(part(x, train_w), part(y, train_w), train_valid, case.categorical)
-    for name, model in models.items():
-        values = model(jx.reshape(jx.shape[0], -1)).reshape(-1, *jx.shape[1:])
-        with rasterio.open(work / "pred.tif") as written:
-            dtype = written.dtypes[0]
-        path = write_like(work / f"{name}_judged.tif", values, jv, judged, dtype)
-        row[name] = scores(evaluate(path, target, categorical=case.categorical))
+    valid = source_validity(DATA / case.source)
+    _, judge_w = windows(valid.shape, case.split)
+    row = {}
+    for name in PREDICTIONS:
+        judged = crop(work / f"{name}.tif", judge_w, work / f"{name}_judged.tif",
+                      part(valid, judge_w), case.categorical)
+        key = CLASS_NAMES.get(name, name) if case.categorical else name
+        row[key] = scores(evaluate(judged, target, categorical=case.categorical))
     return row
 
 
 def rejudge(case: Case, out: Path) -> dict:
-    """`judge` again the prediction an earlier run of the case's recipe (no --set) left in
-    OUT/CASE (--judge-only)."""
+    """Predict and `judge` again with the model an earlier run of the case's recipe (no --set)
+    left in OUT/CASE (--judge-only: e.g. after a change to `predict`)."""
     work = out / case.name
-    x, xv, y, yv, _, _ = read_pair(DATA / case.source, DATA / case.target, case.categorical)
+    write_predictions(DATA / case.source, work)
     metrics = (work / "run" / "metrics.csv").read_text().splitlines()
-    return {**judge(case, work, x, xv, y, yv), "steps": int(metrics[-1].split(",")[1]),
+    return {**judge(case, work), "steps": int(metrics[-1].split(",")[1]),
             "options": {**case.export, **case.train}}
 
 
 def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
              extra: dict) -> dict:
     """Export, train, predict, crop, evaluate; the baselines on the same judged pixels."""
-    from geopix2pix import export_chips, predict, train
+    from geopix2pix import export_chips, train
     from geopix2pix.runtime.stopping import TrainingStopped
 
     source, target = DATA / case.source, DATA / case.target
     work = out / case.name
     work.mkdir(parents=True, exist_ok=True)
-    x, xv, y, yv, _, _ = read_pair(source, target, case.categorical)
-    train_w, judge_w = windows(x.shape[1:], case.split)
+    with rasterio.open(source) as src:
+        train_w, _ = windows(src.shape, case.split)
     aoi = write_aoi(source, train_w, work / "train_aoi.gpkg")
     export = {**case.export, **{k: v for k, v in extra.items() if k in EXPORT_KEYS}}
     extra = {k: v for k, v in extra.items() if k not in EXPORT_KEYS}
@@ -268,10 +233,8 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
         done = result.steps
     except TrainingStopped:  # --minutes: the last model file written
         done = None
-    whole = work / "pred.tif"
-    predict(source, whole, model=work / "run" / "model.safetensors", overwrite=True,
-            progress=False, device="cpu")
-    row = judge(case, work, x, xv, y, yv)
+    write_predictions(source, work)
+    row = judge(case, work)
     row["steps"] = done
     row["options"] = {**export, **{k: v for k, v in options.items() if k not in (
         "quiet", "overwrite", "workers", "categorical")}}
@@ -312,7 +275,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recipes", action="store_true",
                         help="print each case's export and train commands and stop")
     parser.add_argument("--judge-only", action="store_true",
-                        help="judge again the predictions an earlier run left in --out")
+                        help="predict and judge again with the models an earlier run left in --out")
     parser.add_argument("--centre-clip", type=float, default=None,
                         help="clip centre-scaled inputs at this instead (1 = the clip before "
                         "issue 22: the DEM A/B of docs/benchmarks.md)")

@@ -36,6 +36,7 @@ from geopix2pix.prediction.engine.windows import (
     Layout,
     block_reader,
     iter_chunk_strips,
+    point_reflect,
 )
 
 SCALE_PIECE = 1024  # columns scaled at a time
@@ -265,10 +266,11 @@ def _source_window_rows(source: Source, scaling: Scaling, workers: int,
     with ColumnReader(source.dataset, source.bands, convert, workers, source.reopen) as read:
         for chunk in source.chunks:
             for strip in iter_chunk_strips(read, source.layout, chunk):
-                if centre:
-                    windows = np.stack([scaling.forward(data, valid) for data, valid in
-                                        zip(strip.windows(strip.data),
-                                            strip.windows(strip.valid))])
+                if centre:  # a relative height: extrapolated past the scene's edges
+                    data, valid = point_reflect(strip, source.layout.height,
+                                                source.layout.width)
+                    windows = np.stack([scaling.forward(d, v) for d, v in
+                                        zip(strip.windows(data), strip.windows(valid))])
                 else:
                     windows = strip.windows(strip.data.copy() if copy else strip.data)
                 yield windows, strip.valid

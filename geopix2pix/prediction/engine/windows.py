@@ -192,6 +192,31 @@ def read_strip(dataset, bands: Sequence[int], row: int, cols: Sequence[int], siz
     return Strip(row, cols[0], size, stride, len(cols), data, valid)
 
 
+def point_reflect(strip: Strip, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(data as float64, valid) of a strip whose padding past the scene's edges is the point
+    (odd) reflection ``2 * edge - mirror`` instead of the mirror: a linear extrapolation that
+    keeps the slope across the edge, as `gdaldem -compute_edges` assumes for a DEM (the mirror
+    makes the terrain flat there). A padded pixel is valid where its mirror and the edge are.
+    Values past the range of the data are left to the scaling's clip."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        data = strip.data.astype(np.float64)
+    valid = strip.valid.copy()
+    for axis, first, n in ((-2, strip.row, height), (-1, strip.col, width)):
+        length = data.shape[axis]
+        for edge, pad in ((-first, slice(0, max(0, -first))),
+                          (n - 1 - first, slice(max(0, n - first), length))):
+            if pad.start >= pad.stop or not 0 <= edge < length:
+                continue
+            line = [slice(None)] * data.ndim
+            line[axis] = slice(edge, edge + 1)
+            part = [slice(None)] * data.ndim
+            part[axis] = pad
+            with np.errstate(invalid="ignore", over="ignore"):
+                data[tuple(part)] = 2 * data[tuple(line)] - data[tuple(part)]
+            valid[tuple(part[1:])] &= valid[tuple(line[1:])]
+    return data, valid
+
+
 # read(rows, cols, out=None) -> (data, valid): a block, its data written into `out` when given
 BlockRead = Callable[..., tuple[np.ndarray, np.ndarray]]
 # convert(data, valid, out=None) -> converted data (float32), written into `out` when given
