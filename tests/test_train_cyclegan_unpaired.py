@@ -97,7 +97,7 @@ def test_a_resumed_unpaired_run_is_the_uninterrupted_one(chips, tmp_path):
 
 def test_pix2pix_refuses_the_unpaired_folder_in_one_line(chips, tmp_path, capsys):
     code = main(["train", str(chips), "-o", str(tmp_path / "run"), "--model", "pix2pix",
-                 "--steps", "1", "--device", "cpu", "--workers", "0"])
+                 "--max-steps", "1", "--device", "cpu", "--workers", "0"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1, err
