@@ -141,7 +141,7 @@ def test_an_unknown_keyword_is_one_line_naming_it_and_the_valid_ones(pair, tmp_p
      "overwrite, progress, seed, task, train_size"),
     (lambda m, c: g.run_demo(c / "demo", tsk="sat2map"),
      "unknown run_demo option(s): tsk; valid: out_dir, overwrite, progress, seed, settings, "
-     "task"),
+     "task, unpaired"),
 ])
 def test_calls_that_do_not_fit_the_signature_are_one_line(model_file, tmp_path, call, message):
     with pytest.raises(GeoPix2PixError) as caught:

@@ -16,6 +16,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = {
     "dsm2image.py": "dem_hillshade_exploradores/exploradores_aster_dem_30m.tif",
     "sar2optical.py": "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
+    # SAR of the scene's west half, optical of its east half: CycleGAN, no pixel paired
+    "sar2optical_unpaired.py": "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
     "image2map.py": "image_map_eolearn_slovenia/s2_l1c_2015-07-11_clear.tif",
 }
 

@@ -110,7 +110,7 @@ class DatasetInfo:
         if not self.paired:
             raise GeoPix2PixError(f"{chips_dir} holds unpaired chips (export-chips --unpaired): "
                                   "Pix2Pix learns from aligned pairs; export pairs (SOURCE TARGET "
-                                  "or --pairs) or train an unpaired model")
+                                  "or --pairs) or train CycleGAN on them (--model cyclegan)")
 
     @classmethod
     def load(cls, chips_dir: str | Path) -> DatasetInfo:

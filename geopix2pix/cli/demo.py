@@ -25,13 +25,15 @@ def demo_command(out_dir, **options):
     Generates georeferenced training scenes and a held-out scene (GeoTIFFs in UTM 33N that open
     in QGIS), exports chips, trains a small Pix2Pix, predicts the held-out scene, and prints its
     metrics beside a baseline that predicts the training mean, then where every output is.
+    With --unpaired (sar2optical), a small CycleGAN learns from scenes that share no pixel.
     """
     from geopix2pix.demo.pipeline import run_demo
 
     demo = DemoOptions(**options)
     with warnings_as_lines():
         result = run_demo(out_dir, demo.task, demo.seed, progress=demo.progress,
-                          overwrite=demo.overwrite, settings=demo.settings())
+                          overwrite=demo.overwrite, settings=demo.settings(),
+                          unpaired=demo.unpaired)
     if not demo.progress:
         click.echo("\n".join(result.lines()))
 

@@ -5,6 +5,10 @@ evaluate it against the held-out truth, beside two baselines fitted on the train
 training mean, and the linear map of the input bands that the model file carries) ->
 quicklook PNG (input | prediction | truth) -> demo.json, written last.
 
+With `unpaired` (sar2optical), a small CycleGAN learns instead from the SAR of the first training
+scene and the optical image of the second, scenes apart on the ground (no pixel is paired); there
+is then no linear baseline, which is fitted on pairs.
+
 The default `DemoSettings` finish in about five minutes on a 2-core CPU; a GPU is used when present.
 """
 
@@ -14,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +50,9 @@ OUTPUTS = Owned((SUMMARY, STARTED, "prediction.tif", "baseline.tif", "evaluation
                 {"scenes": Owned(("train_*_*.tif", "heldout_*.tif", "pairs.csv")),
                  "chips": CHIP_OUTPUTS, "run": RUN_OUTPUTS})
 STAGES = 6
+# The tasks whose unpaired demo (CycleGAN) is shown: SAR and optical images rarely come as pairs.
+UNPAIRED_TASKS = ("sar2optical",)
+UNPAIRED_TRAIN = dict(model="cyclegan", generator="resnet_6blocks")  # a small CycleGAN
 
 # What each task needs, and why (the same choices a user makes on real data).
 TASK_OPTIONS = {
@@ -195,13 +202,17 @@ class _Clock:
         return result
 
 
-def check_demo_options(task: str, seed: int, settings: DemoSettings) -> None:
+def check_demo_options(task: str, seed: int, settings: DemoSettings,
+                       unpaired: bool = False) -> None:
     """Refuse bad options before any work, naming the demo's own options (the CLI's for those
     it has, the `DemoSettings` field for the others)."""
     from geopix2pix.runtime.device import resolve_device
 
     if task not in TASKS:
         raise GeoPix2PixError(f"--task {task}: use one of {', '.join(TASKS)}")
+    if unpaired and task not in UNPAIRED_TASKS:
+        raise GeoPix2PixError(f"--unpaired is for --task {' or '.join(UNPAIRED_TASKS)}; drop it "
+                              f"with --task {task}")
     if seed < 0:
         raise GeoPix2PixError(f"--seed {seed}: use 0 or more")
     if settings.max_steps < 1:
@@ -229,18 +240,32 @@ def _refuse_foreign_runs(out_dir: Path) -> None:
             f"no {SUMMARY} or {STARTED}); choose another folder for the demo")
 
 
+def _export(scenes: DemoScenes, chips: Path, s: DemoSettings, seed: int, progress: bool,
+            options: dict, unpaired: bool) -> None:
+    """The training chips: every training pair, or (`unpaired`) the source of the first scene
+    and the target of the second, two collections that share no pixel."""
+    from geopix2pix.chips.export import export_chips
+
+    inputs = dict(pairs=scenes.pairs_csv) if not unpaired else dict(
+        unpaired=True, sources=[scenes.train[0][0]], targets=[scenes.train[1][1]])
+    export_chips(out_dir=chips, chip_size=s.chip_size, stride=s.stride,
+                 split_block=s.split_block, seed=seed, workers=s.workers, progress=progress,
+                 **inputs, **options)
+
+
 @api_function
 def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2image",
              seed: int = 0, progress: bool = True, *, overwrite: bool = False,
-             settings: DemoSettings | None = None) -> DemoResult:
+             settings: DemoSettings | None = None, unpaired: bool = False) -> DemoResult:
     """Run the whole pipeline on generated scenes for `task` into `out_dir` (see module doc)."""
-    from geopix2pix.chips.export import export_chips
     from geopix2pix.evaluation.evaluate import evaluate
     from geopix2pix.prediction.predictor import predict
     from geopix2pix.training import train
 
     s = settings or DemoSettings()
-    check_demo_options(task, seed, s)
+    check_demo_options(task, seed, s, unpaired)
+    if unpaired:  # one scene gives the SAR, another the optical image
+        s = replace(s, n_train=max(2, s.n_train))
     options = TASK_OPTIONS[task]
     _refuse_foreign_runs(Path(out_dir))
     out = prepare_output_dir(out_dir, overwrite, SUMMARY, owned=OUTPUTS, command="demo")
@@ -252,15 +277,15 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
                        train_size=s.train_size, heldout_size=s.heldout_size, progress=progress)
     _stage(progress, 2, f"exporting {s.chip_size} px chips")
     chips = out / "chips"
-    clock.run("export", export_chips, out_dir=chips, pairs=scenes.pairs_csv,
-              chip_size=s.chip_size, stride=s.stride, split_block=s.split_block, seed=seed,
-              workers=s.workers, progress=progress, **options["export"])
-    _stage(progress, 3, f"training a small Pix2Pix (ngf {s.ngf}, {s.max_steps} steps)")
+    clock.run("export", _export, scenes, chips, s, seed, progress, options["export"], unpaired)
+    family = "CycleGAN (unpaired scenes)" if unpaired else "Pix2Pix"
+    _stage(progress, 3, f"training a small {family} (ngf {s.ngf}, {s.max_steps} steps)")
     run = out / "run"
     trained = clock.run("train", train, chips, run, max_steps=s.max_steps, epochs=1,
                         decay_epochs=1, ngf=s.ngf, ndf=s.ndf, batch_size=s.batch_size,
                         device=s.device, seed=seed, quiet=not progress, workers=0,
-                        log=print if progress else (lambda _: None), **options["train"])
+                        log=print if progress else (lambda _: None), **options["train"],
+                        **(UNPAIRED_TRAIN if unpaired else {}))
     model = trained.best_model_path if trained.best_model_path.exists() else trained.model_path
     _stage(progress, 4, "predicting the held-out scene")
     prediction = out / "prediction.tif"
@@ -272,19 +297,21 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
                        json_path=out / "evaluation.json")
     base_report = evaluate(baseline, scenes.heldout_target,
                            json_path=out / "evaluation_baseline.json")
-    linear = out / "linear.tif"
-    predict(scenes.heldout_source, linear, model=model, device=s.device, baseline="linear",
-            batch_size=s.batch_size, progress=False)
-    linear_report = evaluate(linear, scenes.heldout_target,
-                             json_path=out / "evaluation_linear.json")
+    linear, linear_metrics = None, {}
+    if not unpaired:  # the linear baseline is fitted on pairs
+        linear = out / "linear.tif"
+        predict(scenes.heldout_source, linear, model=model, device=s.device, baseline="linear",
+                batch_size=s.batch_size, progress=False)
+        linear_metrics = evaluate(linear, scenes.heldout_target,
+                                  json_path=out / "evaluation_linear.json").overall
     _stage(progress, 6, "writing the quicklook")
     quicklook = clock.run("quicklook", write_quicklook, scenes.heldout_source, prediction,
                           scenes.heldout_target, out / "quicklook.png")
     result = DemoResult(out, task, seed, scenes, chips, run, model, prediction, baseline,
                         quicklook, report.overall, base_report.overall, clock.seconds, linear,
-                        linear_report.overall)
+                        linear_metrics)
     write_text_atomic(out / SUMMARY, json.dumps(
-        {**result.to_dict(), "settings": asdict(s)}, indent=2) + "\n")
+        {**result.to_dict(), "unpaired": unpaired, "settings": asdict(s)}, indent=2) + "\n")
     if progress:
         print("\n".join(result.lines()), flush=True)
     return result

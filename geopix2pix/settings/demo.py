@@ -45,6 +45,9 @@ class DemoOptions:
     task: str = option("dsm2image", choices=TASKS, help=(
         "dsm2image: elevation -> shaded relief; sar2optical: speckled SAR backscatter (dB) -> "
         "optical RGB; sat2map: satellite-like image -> cartographic map."))
+    unpaired: bool = option(False, help=(
+        "sar2optical only: train CycleGAN on the SAR of one training scene and the optical "
+        "image of another (no pixel paired), instead of Pix2Pix on pairs."))
     seed: int = common.seed("Seed of the generated landscapes, the chip split and the training.")
     max_steps: int = option(_SIZES.max_steps, flag="--steps", help=(
         f"Training steps (batches of {_SIZES.batch_size} chips of {_SIZES.chip_size} x "
