@@ -71,7 +71,7 @@ CASES = {
     "landcover": Case("landcover", "image_map_eolearn_slovenia/s2_l1c_2015-07-11_clear.tif",
                       "image_map_eolearn_slovenia/lulc.tif", "north",
                       {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},
-                      {**UNET, "augment": "d4", "class_weights": "balanced", "max_steps": 200},
+                      {**UNET, "augment": "d4", "class_weights": "balanced", "max_steps": 400},
                       categorical=True),
 }
 
