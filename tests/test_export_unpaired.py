@@ -365,6 +365,26 @@ def test_loader_workers_draw_the_targets_the_dataset_draws(tmp_path, rng):
     assert loaded == [data[i]["target_id"] for i in range(len(data))]
 
 
+def test_persistent_loader_workers_draw_each_epochs_targets(tmp_path, rng):
+    """Training's loader keeps its workers (and their copy of the dataset) across epochs: the
+    sampler's (epoch, index) items make them draw each epoch's targets all the same."""
+    from geopix2pix.training.data import EpochBatchSampler, make_loader
+    from geopix2pix.training.device import device_setup
+
+    export(tmp_path, rng, max_nodata=0.5)
+    data = ChipDataset(tmp_path / "chips", "train", unpaired=True, seed=3)
+    sampler = EpochBatchSampler(len(data), 4, 0, shuffle=False, with_epoch=True)
+    loader = make_loader(data, sampler, 1, device_setup("cpu", False), seed=0)
+    drawn = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        drawn.append([i for batch in loader for i in batch["target_id"]])
+    for epoch, ids in enumerate(drawn):
+        data.set_epoch(epoch)
+        assert ids == [data[i]["target_id"] for i in range(len(ids))]
+    assert drawn[0] != drawn[1]
+
+
 def test_a_class_map_resampled_to_pixel_size_is_warned_of_and_no_pair_option_recorded(
         tmp_path, rng):
     """An unpaired class map is resampled onto its own grid at --pixel-size (no source's grid

@@ -192,23 +192,26 @@ class ChipDataset(Dataset):
         source_t, target_t, valid_t = augment_pair(source_t, target_t, valid_t, self.augment)
         return {"source": source_t, "target": target_t, "valid": valid_t, "id": chip_id}
 
-    def target_index(self, index: int) -> int:
+    def target_index(self, index: int, epoch: int | None = None) -> int:
         """The target chip item `index` draws (`unpaired`): random, but the same for the same
         seed, epoch and index whichever process asks; without `draw_targets`, the target chips
         in turn (validation: each chip once)."""
         if not self.draw_targets:
             return index % len(self.domain_ids["target"])
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
         return int(rng.integers(len(self.domain_ids["target"])))
 
-    def _unpaired_item(self, index: int) -> dict:
+    def _unpaired_item(self, index: int | tuple[int, int]) -> dict:
+        """Item `index`, or (epoch, index): that epoch's draw whatever `set_epoch` said (loader
+        workers hold their own copy of the dataset)."""
+        epoch, index = index if isinstance(index, tuple) else (None, index)
         if not 0 <= index < len(self):
             raise IndexError(index)
         item = {}
         sources = self.domain_ids["source"]
         for domain, chip_id, scaling in (
                 ("source", sources[index % len(sources)], self.source_scaling),
-                ("target", self.domain_ids["target"][self.target_index(index)],
+                ("target", self.domain_ids["target"][self.target_index(index, epoch)],
                  self.target_scaling)):
             data, valid = self._read(domain, chip_id)
             tensor, valid_t = augment_pair(torch.from_numpy(scaling.forward(data, valid)),

@@ -32,8 +32,11 @@ class EpochBatchSampler(Sampler):
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, with_epoch: bool = False) -> None:
         self.size = size
+        # (epoch, index) items: a dataset that draws per epoch (`ChipDataset(unpaired=True)`)
+        # then draws the same in persistent loader workers, whose copy never sees `set_epoch`
+        self.with_epoch = with_epoch
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -61,7 +64,7 @@ class EpochBatchSampler(Sampler):
             start = index * self.global_batch + self.rank * self.batch_size
             batch = order[start:min(start + self.batch_size, (index + 1) * self.global_batch)]
             if batch:  # a short last global batch (no drop_last) may leave a rank nothing
-                yield batch
+                yield [(self.epoch, i) for i in batch] if self.with_epoch else batch
 
     def __len__(self) -> int:
         first = self.rank * self.batch_size  # this rank's offset in a global batch

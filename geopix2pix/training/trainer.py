@@ -130,6 +130,7 @@ class Trainer:
         self.family.set_up()
         self.workers = default_workers(leave=1) if config.workers is None else config.workers
         self.sampler = EpochBatchSampler(len(self.train_set), config.batch_size, config.seed,
+                                         with_epoch=getattr(self.train_set, "unpaired", False),
                                          rank=run.rank, world_size=run.world)
         self.state = fresh_state()
         if config.resume:
