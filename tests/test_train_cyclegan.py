@@ -54,6 +54,15 @@ def run(chips, tmp_path_factory):
     return result, lines
 
 
+def assert_same_tensors(one: Path, other: Path, names: tuple[str, ...]) -> None:
+    """The model files `names` of two run folders hold the same tensors (their metadata may
+    differ, e.g. the run folder's name)."""
+    for name in names:
+        with safe_open(str(one / name), "pt") as a, safe_open(str(other / name), "pt") as b:
+            assert list(a.keys()) == list(b.keys()), name  # noqa: SIM118
+            assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys()), name  # noqa: SIM118
+
+
 def _rows(run_dir: Path) -> list[dict]:
     with (run_dir / "metrics.csv").open() as f:
         return list(csv.DictReader(f))
@@ -108,10 +117,8 @@ def test_a_resumed_run_is_the_uninterrupted_one(chips, tmp_path):
         train(chips, tmp_path / "cut", callback=lambda info: info["step"] == 3, **options)
     resumed = train(chips, tmp_path / "cut", resume=True, workers=0, quiet=True)
     assert resumed.steps == full.steps == 10
-    for name in ("model.safetensors", "model-ba.safetensors", "model-best.safetensors"):
-        with safe_open(str(full.run_dir / name), "pt") as a, \
-                safe_open(str(resumed.run_dir / name), "pt") as b:
-            assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys()), name  # noqa: SIM118
+    assert_same_tensors(full.run_dir, resumed.run_dir,
+                        ("model.safetensors", "model-ba.safetensors", "model-best.safetensors"))
     saved = [load_checkpoint(run)["family_ranks"][0] for run in (full.run_dir,
                                                                   resumed.run_dir)]
     for side in ("pool_a", "pool_b"):

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from affine import Affine
 from conftest import write_raster
-from safetensors import safe_open
+from test_train_cyclegan import assert_same_tensors
 
 from geopix2pix.cli import main
 from geopix2pix.prediction.predictor import predict
@@ -89,10 +88,8 @@ def test_a_resumed_unpaired_run_is_the_uninterrupted_one(chips, tmp_path):
     resumed = train(chips, tmp_path / "cut", resume=True, workers=0, quiet=True)
     assert resumed.steps == full.steps == 8
     assert _rows(resumed.run_dir) == _rows(full.run_dir)
-    for name in ("model.safetensors", "model-ba.safetensors"):
-        with safe_open(str(full.run_dir / name), "pt") as a, \
-                safe_open(str(resumed.run_dir / name), "pt") as b:
-            assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys()), name  # noqa: SIM118
+    assert_same_tensors(full.run_dir, resumed.run_dir,
+                        ("model.safetensors", "model-ba.safetensors"))
 
 
 def test_pix2pix_refuses_the_unpaired_folder_in_one_line(chips, tmp_path, capsys):
