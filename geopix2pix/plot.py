@@ -218,7 +218,7 @@ def plot_metrics(run_dir: PathLike, size: float = 3.5):
     if not columns:
         raise GeoPix2PixError(f"{run_dir}/metrics.csv has no epoch yet")
     plt = _pyplot()
-    panels = [("losses", ["loss_g_gan", "loss_g_l1", "loss_g_ce", "loss_d"]),
+    panels = [("losses", ["loss_g_gan", "loss_g_l1", "loss_g_mse", "loss_g_ce", "loss_d"]),
               ("validation error (target units)", ["val_mae", "val_rmse"]),
               ("validation PSNR (dB)", ["val_psnr"]), ("validation SSIM", ["val_ssim"])]
     if np.isfinite(columns.get("val_ce", np.array([np.nan]))).any():  # a class map's run

@@ -49,7 +49,7 @@ def test_each_family_refuses_the_options_of_the_other():
                                               "cyclegan, not of --model pix2pix: drop it$"):
         TrainConfig(lambda_identity=0.5)
     for option in ({"lambda_l1": 50.0}, {"categorical": True}, {"gan_mode": "vanilla"},
-                   {"ema": 0.9}, {"residual": "linear"}):
+                   {"ema": 0.9}, {"residual": "linear"}, {"pixel_loss": "mse"}):
         with pytest.raises(GeoPix2PixError, match="is an option of --model pix2pix"):
             TrainConfig(model="cyclegan", **option)
     with pytest.raises(GeoPix2PixError, match="--model nope: use one of pix2pix, cyclegan"):

@@ -38,8 +38,9 @@ TRAIN_SHARE, JUDGE_START = 0.60, 0.62
 EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
                "val_fraction", "target_resampling")
 # the training recipe per kind of data (docs/train.md's, for a short CPU run): near-local
-# mappings (a terrain derivative, SAR -> optical) by the local generator on L1 alone; where the
-# pairs are few (SAR -> optical), a narrow one over the linear baseline; a class map by the U-Net
+# mappings (a terrain derivative, SAR -> optical) by the local generator on its pixel loss alone;
+# where the pairs are few (SAR -> optical), a narrow one over the linear baseline, on the squared
+# error the baseline is fitted with; a class map by the U-Net
 LOCAL = {"generator": "local", "ngf": 64, "local_layers": 3, "lr": 1e-3, "gan_warmup": 1.0}
 UNET = {"ngf": 32, "lr": 1e-3, "gan_warmup": 0.5, "ema": 0.999}
 
@@ -66,8 +67,8 @@ CASES = {
     "sar": Case("sar", "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
                 "sar_optical_spacenet6_rotterdam/rgb_unmasked.tif",
                 "west", {"chip_size": 32, "stride": 8, "max_nodata": 0.5},
-                {**LOCAL, "ngf": 16, "local_layers": 2, "residual": "linear", "augment": "flip",
-                 "max_steps": 600}),
+                {**LOCAL, "ngf": 16, "local_layers": 2, "residual": "linear", "pixel_loss": "mse",
+                 "augment": "flip", "max_steps": 600}),
     "landcover": Case("landcover", "image_map_eolearn_slovenia/s2_l1c_2015-07-11_clear.tif",
                       "image_map_eolearn_slovenia/lulc.tif", "north",
                       {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},

@@ -23,12 +23,13 @@ GAN_MODES = ("vanilla", "lsgan")
 CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTS = ("none", "flip", "d4")
 RESIDUALS = ("none", "linear")
+PIXEL_LOSSES = ("l1", "mse")
 NORMS = ("batch", "instance")
 MODELS = ("pix2pix", "cyclegan")  # the model families (`training.families.FAMILIES`)
 # options of one family only: given to another, they are refused (`_check_family`)
 CYCLEGAN_OPTIONS = ("lambda_a", "lambda_b", "lambda_identity", "pool_size")
 PIX2PIX_OPTIONS = ("lambda_l1", "gan_mode", "gan_warmup", "ema", "categorical",
-                   "class_weights", "residual")
+                   "class_weights", "residual", "pixel_loss")
 # defaults that depend on the family (None in `TrainConfig`: the family's)
 FAMILY_DEFAULTS = {"pix2pix": {"generator": "unet", "norm": "batch", "gan_mode": "vanilla",
                                "lambda_l1": 100.0},
@@ -86,6 +87,7 @@ class TrainKeywords(TypedDict, total=False):
     categorical: bool
     class_weights: str
     residual: str
+    pixel_loss: str
     samples: int
     overwrite: bool
     quiet: bool
@@ -125,7 +127,7 @@ class TrainConfig:
     lr: float = option(2e-4, help="Adam learning rate (betas 0.5, 0.999).")
     beta1: float = option(0.5, cli=False)
     lambda_l1: float | None = option(None, shown_default="100.0", help=(
-        "Weight of the L1 loss (of the cross-entropy with --categorical)."))
+        "Weight of the pixel loss (--pixel-loss; the cross-entropy with --categorical)."))
     gan_mode: str | None = option(None, choices=GAN_MODES, shown_default="vanilla", help=(
         "Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares)."))
     gan_warmup: float = option(0.0, help=(  # share of the steps with G on its pixel loss alone
@@ -161,6 +163,11 @@ class TrainConfig:
         "linear: the generator learns the target minus the linear baseline (the least-squares "
         "map of the source bands fitted on the train chips, see baselines.json), which it "
         "starts from and predict adds back; for values, not --categorical."))
+    pixel_loss: str = option("l1", choices=PIXEL_LOSSES, help=(
+        "G's pixel loss on values: l1 (the paper's: sharp, learns the median) or mse (learns "
+        "the mean, as the linear baseline is fitted: with --residual linear its residual "
+        "refines that fit instead of first moving it to the median, which transfers poorly "
+        "between parts of a scene with skewed values, e.g. SAR -> optical)."))
     samples: int = option(4, cli=False)
     overwrite: bool = common.overwrite(
         "Replace the files of an earlier run in RUN_DIR (a folder holding anything else, or the "
@@ -193,6 +200,9 @@ class TrainConfig:
         if self.class_weights != "none" and not self.categorical:
             raise GeoPix2PixError(f"--class-weights {self.class_weights} weighs the classes of a "
                                   "class map; pass --categorical too")
+        if self.pixel_loss != "l1" and self.categorical:
+            raise GeoPix2PixError(f"--pixel-loss {self.pixel_loss} is a loss on values; a class "
+                                  "map (--categorical) learns with cross-entropy: drop it")
         if self.residual != "none" and self.categorical:
             raise GeoPix2PixError(f"--residual {self.residual} adds a linear map to values; a "
                                   "class map (--categorical) has none: drop --residual")
@@ -213,7 +223,7 @@ class TrainConfig:
                 setattr(self, name, value)
 
     def _check_choices(self) -> None:
-        for name in ("gan_mode", "norm", "augment", "class_weights", "residual"):
+        for name in ("gan_mode", "norm", "augment", "class_weights", "residual", "pixel_loss"):
             check_choice(self, name)
 
     def _check_numbers(self) -> None:

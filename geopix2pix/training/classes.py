@@ -85,12 +85,12 @@ def balanced_weights(info: DatasetInfo, classes: list[int]) -> np.ndarray:
     return np.minimum(pixels.sum() / (len(classes) * pixels), MAX_WEIGHT)
 
 
-def objective_for(info: DatasetInfo, classes: list[int] | None,
-                  class_weights: str = "none") -> Regression | Categorical:
-    """The pixel loss and what D sees: values (L1), or classes (cross-entropy, weighted by the
-    classes' shares with ``class_weights="balanced"``)."""
+def objective_for(info: DatasetInfo, classes: list[int] | None, class_weights: str = "none",
+                  pixel_loss: str = "l1") -> Regression | Categorical:
+    """The pixel loss and what D sees: values (``pixel_loss``: L1 or MSE), or classes
+    (cross-entropy, weighted by the classes' shares with ``class_weights="balanced"``)."""
     if classes is None:
-        return Regression()
+        return Regression(pixel_loss)
     weights = None
     if class_weights == "balanced":
         weights = torch.from_numpy(balanced_weights(info, classes)).float()

@@ -19,10 +19,11 @@ from .outputs import writing
 
 METRICS = "metrics.csv"
 # A class map's run (--categorical) fills loss_g_ce and val_ce/accuracy/miou instead of the L1
-# and value scores; the columns are the same for every run.
-COLUMNS = ("epoch", "step", "lr", "loss_g_gan", "loss_g_l1", "loss_g_ce", "loss_d", "val_l1",
-           "val_mae", "val_rmse", "val_psnr", "val_ssim", "val_ce", "val_accuracy", "val_miou",
-           "images_per_second", "epoch_seconds")
+# and value scores, a --pixel-loss mse run loss_g_mse instead of loss_g_l1; the columns are the
+# same for every run.
+COLUMNS = ("epoch", "step", "lr", "loss_g_gan", "loss_g_l1", "loss_g_mse", "loss_g_ce", "loss_d",
+           "val_l1", "val_mae", "val_rmse", "val_psnr", "val_ssim", "val_ce", "val_accuracy",
+           "val_miou", "images_per_second", "epoch_seconds")
 
 
 def _format(value: Any) -> str:

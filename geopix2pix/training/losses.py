@@ -1,8 +1,9 @@
 """The Pix2Pix objective with nodata: adversarial loss + lambda * L1, invalid pixels left out.
 
 The pixel term and what the discriminator sees depend on the target (`Regression`, the paper's:
-L1 on the tanh output, D judges the output itself; `Categorical`, for class maps: cross-entropy
-on the class scores, D judges the class probabilities against the one-hot truth).
+L1 (or the squared error, ``--pixel-loss mse``) on the tanh output, D judges the output itself;
+`Categorical`, for class maps: cross-entropy on the class scores, D judges the class
+probabilities against the one-hot truth).
 
 Invalid (nodata) pixels carry no answer, so:
 - the L1 term averages over valid pixels only;
@@ -28,6 +29,17 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> 
     total = ((pred - target).abs() * weight).sum()
     count = weight.sum() * pred.shape[1]
     return total / count.clamp_min(1.0)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean (pred - target)^2 over valid pixels and all bands; ``valid`` is bool (N, 1, H, W)."""
+    weight = valid.to(pred.dtype)
+    total = ((pred - target).square() * weight).sum()
+    count = weight.sum() * pred.shape[1]
+    return total / count.clamp_min(1.0)
+
+
+PIXEL_LOSSES = {"l1": masked_l1, "mse": masked_mse}  # --pixel-loss -> the loss
 
 
 def patch_weights(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -56,15 +68,19 @@ def masked_cross_entropy(logits: torch.Tensor, classes: torch.Tensor, valid: tor
 
 
 class Regression:
-    """The paper's objective: L1 between the tanh output and the scaled target; D judges the
-    output as it is."""
+    """The paper's objective: L1 (or ``loss="mse"``, the squared error) between the tanh output
+    and the scaled target; D judges the output as it is."""
 
-    loss_name = "loss_g_l1"  # the pixel term's metrics.csv column
-    label = "L1"
+    def __init__(self, loss: str = "l1") -> None:
+        if loss not in PIXEL_LOSSES:
+            raise ModelError(f"unknown pixel loss {loss!r}; use {' or '.join(PIXEL_LOSSES)}")
+        self.loss = loss
+        self.loss_name = f"loss_g_{loss}"  # the pixel term's metrics.csv column
+        self.label = loss.upper()
 
     def pixel_loss(self, fake: torch.Tensor, target: torch.Tensor,
                    valid: torch.Tensor) -> torch.Tensor:
-        return masked_l1(fake.float(), target.float(), valid)
+        return PIXEL_LOSSES[self.loss](fake.float(), target.float(), valid)
 
     def shown(self, fake: torch.Tensor) -> torch.Tensor:
         """What D sees of the generator's output."""

@@ -56,7 +56,8 @@ class Pix2Pix(ModelFamily):
         self.config, self.info, self.setup = run.config, run.info, run.setup
         self.classes = trained_classes(run.info, run.chips_dir) if run.config.categorical \
             else None
-        self.objective = objective_for(run.info, self.classes, run.config.class_weights)
+        self.objective = objective_for(run.info, self.classes, run.config.class_weights,
+                                       run.config.pixel_loss)
         self.loss_names = ("loss_g_gan", self.objective.loss_name, "loss_d")
         self.warned_stuck = False
         self.ema: WeightAverage | None = None
