@@ -117,7 +117,7 @@ def predict_chips(model: PathLike | LoadedModel, chips_dir: PathLike,
     _check_bands(loaded, meta, DatasetInfo.load(chips_dir), chips_dir)
     target_scaling = meta.target.scaling
     dataset = ChipDataset(chips_dir, split=None, source_scaling=meta.source.scaling,
-                          target_scaling=target_scaling)
+                          target_scaling=target_scaling, validity_band=loaded.spec.validity)
     index = {chip_id: i for i, chip_id in enumerate(dataset.ids)}
     device = next(loaded.generator.parameters()).device
     results = []
@@ -137,7 +137,7 @@ def _check_bands(model: LoadedModel, meta: ModelMetadata, info: DatasetInfo,
                  chips_dir: PathLike) -> None:
     """Refuse chips whose bands the model cannot take (or does not give)."""
     chips = (len(info.source.bands), len(info.target.bands))
-    takes = (model.spec.in_channels, 1 if meta.categorical else model.spec.out_channels)
+    takes = (model.spec.source_bands, 1 if meta.categorical else model.spec.out_channels)
     if chips != takes:
         raise GeoPix2PixError(
             f"{chips_dir}: its chips have {chips[0]} source and {chips[1]} target band(s) but "

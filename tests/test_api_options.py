@@ -135,7 +135,7 @@ def test_an_unknown_keyword_is_one_line_naming_it_and_the_valid_ones(pair, tmp_p
      "unknown plot_footprints option(s): secne; valid: chips_dir, scene, size"),
     (lambda m, c: g.ChipDataset(c, splt="val"),
      "unknown ChipDataset option(s): splt; valid: augment, chips_dir, classes, draw_targets, seed, "
-     "source_scaling, split, target_scaling, unpaired"),
+     "source_scaling, split, target_scaling, unpaired, validity_band"),
     (lambda m, c: g.make_demo_scenes(c / "demo", ntrain=1),
      "unknown make_demo_scenes option(s): ntrain; valid: heldout_size, n_train, out_dir, "
      "overwrite, progress, seed, task, train_size"),

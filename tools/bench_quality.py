@@ -38,7 +38,8 @@ TRAIN_SHARE, JUDGE_START = 0.60, 0.62
 EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
                "val_fraction", "target_resampling")
 # the training recipe per kind of data (docs/train.md's, for a short CPU run): near-local
-# mappings (a terrain derivative, SAR -> optical) by the local generator on its pixel loss alone;
+# mappings (a terrain derivative, SAR -> optical) by the local generator on its pixel loss alone
+# (a DEM's: told where its voids are, so no slope is made up beside them);
 # where the pairs are few (SAR -> optical), a narrow one over the linear baseline, on the squared
 # error the baseline is fitted with; a class map by the U-Net
 LOCAL = {"generator": "local", "ngf": 64, "local_layers": 3, "lr": 1e-3, "gan_warmup": 1.0}
@@ -63,7 +64,7 @@ CASES = {
     "dem": Case("dem", "dem_hillshade_exploradores/exploradores_aster_dem_30m.tif",
                 "dem_hillshade_exploradores/exploradores_aster_hillshade_gdal_az315_alt45.tif",
                 "north", {"chip_size": 64, "stride": 16, "source_scaling": "centre"},
-                {**LOCAL, "max_steps": 1500}),
+                {**LOCAL, "local_layers": 4, "validity_band": True, "max_steps": 1500}),
     "sar": Case("sar", "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
                 "sar_optical_spacenet6_rotterdam/rgb_unmasked.tif",
                 "west", {"chip_size": 32, "stride": 8, "max_nodata": 0.5},

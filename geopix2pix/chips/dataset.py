@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from geopix2pix.chips.domains import DOMAINS
 from geopix2pix.chips.manifest import INDEX, DatasetInfo
-from geopix2pix.chips.scaling import Scaling
+from geopix2pix.chips.scaling import Scaling, with_validity
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.io import open_dataset, placement_problem, read_window
 from geopix2pix.settings.checking import api_function
@@ -125,7 +125,8 @@ class ChipDataset(Dataset):
     def __init__(self, chips_dir: str | Path, split: str | None = "train",
                  augment: str = "none", source_scaling: Scaling | None = None,
                  target_scaling: Scaling | None = None, classes: Sequence[int] | None = None,
-                 unpaired: bool = False, seed: int = 0, draw_targets: bool = True):
+                 unpaired: bool = False, seed: int = 0, draw_targets: bool = True,
+                 validity_band: bool = False):
         if augment not in AUGMENTATIONS:
             raise GeoPix2PixError(f"--augment {augment}: use one of {', '.join(AUGMENTATIONS)}")
         if split not in SPLITS:
@@ -134,6 +135,10 @@ class ChipDataset(Dataset):
         self.info = DatasetInfo.load(chips_dir)
         self.unpaired, self.seed, self.epoch = unpaired, seed, 0
         self.draw_targets = draw_targets
+        if unpaired and validity_band:
+            raise GeoPix2PixError("a validity band is for paired chips (Pix2Pix); drop it "
+                                  "with unpaired")
+        self.validity_band = validity_band
         if unpaired:
             self.domain_ids = self._domain_ids(split, classes)
         else:
@@ -183,7 +188,10 @@ class ChipDataset(Dataset):
         source, source_valid = self._read("source", chip_id)
         target, target_valid = self._read("target", chip_id)
         valid = source_valid & target_valid
-        source_t = torch.from_numpy(self.source_scaling.forward(source, valid))
+        source_t = self.source_scaling.forward(source, valid)
+        if self.validity_band:  # what predict knows: the source's validity alone
+            source_t = with_validity(source_t, source_valid)
+        source_t = torch.from_numpy(source_t)
         if self.classes is not None:  # the input stays whole where a code is no class
             target, valid = self._class_index(target, valid)
         target_t = torch.from_numpy(target if self.classes is not None

@@ -100,6 +100,14 @@ class Scaling:
         return values
 
 
+def with_validity(scaled: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Scaled values (..., bands, rows, cols) and their validity band (1 valid, 0 not) after
+    them: the input of a generator trained with ``--validity-band``; `valid` (..., rows,
+    cols)."""
+    band = np.expand_dims(valid, -3).astype(scaled.dtype)
+    return np.concatenate([scaled, band], axis=-3)
+
+
 def fill_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(bands, rows, cols) float64 values with each invalid pixel interpolated from the valid
     ones around it (GDAL's FillNodata, inverse-distance, no smoothing); `valid` (rows, cols)

@@ -105,7 +105,8 @@ class BaselineMaps:
 
 class PixelAffine(nn.Module):
     """A `PixelMap` as a generator: (N, in, H, W) -> (N, out, H, W); clamped to [-1, 1] like
-    the U-Net's tanh for values (``clamp``), raw class scores otherwise."""
+    the U-Net's tanh for values (``clamp``), raw class scores otherwise. Channels past ``in``
+    (a validity band) are not the map's and left out."""
 
     def __init__(self, pixel_map: PixelMap, clamp: bool = True) -> None:
         super().__init__()
@@ -119,7 +120,7 @@ class PixelAffine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):  # float32 under mixed precision too
-            out = torch.einsum("oi,nihw->nohw", self.weight, x.float())
+            out = torch.einsum("oi,nihw->nohw", self.weight, x[:, :self.weight.shape[1]].float())
             out = out + self.bias[None, :, None, None]
         return out.clamp(-1.0, 1.0) if self.clamp else out
 

@@ -67,6 +67,9 @@ class GeneratorSpec:
     dropout: dropout 0.5 in the U-Net's decoder blocks next to the bottleneck, as in the paper,
     or between the two convolutions of each residual block.
     layers: the local generator's convolutions (a 3x3 one, then 1x1 ones; at least 2).
+    validity: the last of the ``in_channels`` is the source's validity (1 where the source is
+    valid, 0 at its nodata), which prediction adds to the scene's bands (`source_bands`); the
+    local generator then takes its differences over valid neighbours only.
     output: ``"tanh"`` (the paper's: each band's values on the [-1, 1] training scale) or
     ``"logits"`` (a categorical target: ``out_channels`` is the number of classes and each
     channel a raw score of its class).
@@ -81,6 +84,7 @@ class GeneratorSpec:
     dropout: bool = True
     output: str = "tanh"
     layers: int = 3
+    validity: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not (
@@ -99,19 +103,31 @@ class GeneratorSpec:
         if self.output not in OUTPUTS:
             raise ModelError(f"unknown output {shown(self.output)}; expected one of "
                              f"{', '.join(OUTPUTS)}")
-        if not isinstance(self.dropout, bool):
-            raise ModelError(f"dropout must be true or false, got {shown(self.dropout)}")
+        for flag in ("dropout", "validity"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ModelError(f"{flag} must be true or false, got "
+                                 f"{shown(getattr(self, flag))}")
+        if self.validity and self.in_channels < 2:
+            raise ModelError("a generator with a validity band takes it after at least one "
+                             "source band: in_channels must be at least 2")
         if self.name == "unet":
             depth_for_chip_size(self.chip_size)
         elif self.name in RESNET_BLOCKS:
             check_resnet_size(self.chip_size)
 
+    @property
+    def source_bands(self) -> int:
+        """The scene bands the generator takes (``in_channels`` less the validity band)."""
+        return self.in_channels - int(self.validity)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of the fields (``layers`` for a ``"local"`` only, so
-        other generators' descriptions stay as they were before it)."""
+        """Plain JSON-serialisable dict of the fields (``layers`` for a ``"local"`` only,
+        ``validity`` when set, so other generators' descriptions stay as they were before)."""
         data = dataclasses.asdict(self)
         if self.name != "local":
             del data["layers"]
+        if not self.validity:
+            del data["validity"]
         return data
 
     @classmethod
@@ -153,7 +169,8 @@ def build_generator(
         )
         return init_weights(generator)
     if spec.name == "local":
-        return LocalNet(spec.in_channels, spec.out_channels, spec.ngf, spec.layers, spec.output)
+        return LocalNet(spec.in_channels, spec.out_channels, spec.ngf, spec.layers, spec.output,
+                        spec.validity)
     generator = SmpGenerator(spec.name, spec.in_channels, spec.out_channels, spec.output)
     step = generator.input_multiple
     if spec.chip_size % step:

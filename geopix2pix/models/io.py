@@ -270,7 +270,7 @@ def _baselines(path: Path, spec: GeneratorSpec, metadata: dict[str, Any]) -> Bas
         return None
     try:
         maps = BaselineMaps.from_dict(metadata["baselines"])
-        maps.check_shape(spec.in_channels, spec.out_channels)
+        maps.check_shape(spec.source_bands, spec.out_channels)
     except ValueError as exc:
         raise _not_a_model(path, f"bad baselines metadata: {exc}") from None
     return maps

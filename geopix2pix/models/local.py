@@ -18,6 +18,11 @@ neighbourhood back through its levels, and learns such mappings worse and more s
   never on the window or the batch: no seams, no train/eval gap);
 - a 1x1 output layer, then tanh (or raw class scores: ``output="logits"``).
 
+With ``validity`` (``train --validity-band``) the last input channel is the source's validity (1
+valid, 0 nodata) and the differences are taken over valid neighbours only: a kernel's term of an
+invalid neighbour counts it at the centre pixel's value, as gdaldem counts a void's neighbour, so
+a fill put into a void never makes a slope beside it.
+
 Borders are reflect-padded. PyTorch's default (He-uniform) initialisation.
 """
 
@@ -33,33 +38,52 @@ MIN_LAYERS, MAX_LAYERS = 2, 32
 
 
 class LocalDifferences(nn.Module):
-    """3x3 zero-sum kernels of the input plus a 1x1 map of its values (zero at the start)."""
+    """3x3 zero-sum kernels of the input plus a 1x1 map of its values (zero at the start); with
+    ``validity``, the value bands' differences over the valid neighbours alone."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, validity: bool = False) -> None:
         super().__init__()
         self.differences = nn.Conv2d(in_channels, out_channels, 3)
         self.values = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.validity = validity
         nn.init.zeros_(self.values.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self.differences.weight
         kernel = kernel - kernel.mean((2, 3), keepdim=True)
         padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        return F.conv2d(padded, kernel, self.differences.bias) + self.values(x)
+        if not self.validity:
+            return F.conv2d(padded, kernel, self.differences.bias) + self.values(x)
+        return self._valid_differences(x, padded, kernel) + self.values(x)
+
+    def _valid_differences(self, x: torch.Tensor, padded: torch.Tensor,
+                           kernel: torch.Tensor) -> torch.Tensor:
+        """sum over neighbours q of k_q * valid_q * (z_q - z_p) for each value band z and centre
+        p (= k * (valid z) - z_p * (k * valid)), plus the validity band's own differences."""
+        values, valid = padded[:, :-1], padded[:, -1:]
+        k_values, k_valid = kernel[:, :-1], kernel[:, -1:]
+        out = F.conv2d(values * valid, k_values, self.differences.bias)
+        out = out + F.conv2d(valid, k_valid)
+        out_channels, bands = k_values.shape[:2]
+        reach = F.conv2d(valid, k_values.reshape(out_channels * bands, 1, 3, 3))
+        centre = x[:, None, :-1]  # (N, 1, bands, H, W)
+        return out - (reach.view(len(x), out_channels, bands, *x.shape[2:]) * centre).sum(2)
 
 
 class LocalNet(nn.Module):
-    """``in_channels`` bands in, ``out_channels`` bands in [-1, 1] (or class scores) out, on
-    any height and width (at least 2 x 2)."""
+    """``in_channels`` bands in (with ``validity``, the last is the source's validity),
+    ``out_channels`` bands in [-1, 1] (or class scores) out, on any height and width (at least
+    2 x 2)."""
 
     def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, layers: int = 3,
-                 output: str = "tanh") -> None:
+                 output: str = "tanh", validity: bool = False) -> None:
         super().__init__()
         if not MIN_LAYERS <= layers <= MAX_LAYERS:
             raise ModelError(f"the local generator takes {MIN_LAYERS} to {MAX_LAYERS} layers, "
                              f"got {layers}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        body: list[nn.Module] = [LocalDifferences(in_channels, ngf), nn.LeakyReLU(0.2, True)]
+        body: list[nn.Module] = [LocalDifferences(in_channels, ngf, validity),
+                                 nn.LeakyReLU(0.2, True)]
         for _ in range(layers - 2):
             body += [nn.Conv2d(ngf, ngf, 1), nn.LeakyReLU(0.2, True)]
         body.append(nn.Conv2d(ngf, out_channels, 1))

@@ -282,7 +282,7 @@ class ModelMetadata:
         if self.chip_size != spec.chip_size:
             raise SchemaError("chip_size", f"is {self.chip_size} but the generator was built "
                                            f"for {spec.chip_size}-px chips")
-        _check_channels(self.source, "source", spec.in_channels, "takes")
+        _check_channels(self.source, "source", spec.source_bands, "takes")
         classes = self.target.classes
         if (spec.output == "logits") != (classes is not None) or (
                 classes is not None and len(classes) != spec.out_channels):
@@ -293,7 +293,7 @@ class ModelMetadata:
         _check_channels(self.target, "target", 1 if classes else spec.out_channels, "gives")
         if self.baselines is not None:
             try:
-                self.baselines.check_shape(spec.in_channels, spec.out_channels)
+                self.baselines.check_shape(spec.source_bands, spec.out_channels)
             except ValueError as exc:
                 raise SchemaError("baselines", str(exc)) from None
 

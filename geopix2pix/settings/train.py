@@ -29,7 +29,7 @@ MODELS = ("pix2pix", "cyclegan")  # the model families (`training.families.FAMIL
 # options of one family only: given to another, they are refused (`_check_family`)
 CYCLEGAN_OPTIONS = ("lambda_a", "lambda_b", "lambda_identity", "pool_size")
 PIX2PIX_OPTIONS = ("lambda_l1", "gan_mode", "gan_warmup", "ema", "categorical",
-                   "class_weights", "residual", "pixel_loss")
+                   "class_weights", "residual", "pixel_loss", "validity_band")
 # defaults that depend on the family (None in `TrainConfig`: the family's)
 FAMILY_DEFAULTS = {"pix2pix": {"generator": "unet", "norm": "batch", "gan_mode": "vanilla",
                                "lambda_l1": 100.0},
@@ -88,6 +88,7 @@ class TrainKeywords(TypedDict, total=False):
     class_weights: str
     residual: str
     pixel_loss: str
+    validity_band: bool
     samples: int
     overwrite: bool
     quiet: bool
@@ -168,6 +169,11 @@ class TrainConfig:
         "the mean, as the linear baseline is fitted: with --residual linear its residual "
         "refines that fit instead of first moving it to the median, which transfers poorly "
         "between parts of a scene with skewed values, e.g. SAR -> optical)."))
+    validity_band: bool = option(False, help=(
+        "Give G the source's validity as one more input band (1 where every source band is "
+        "valid, 0 at its nodata: a DEM's voids, SAR's NaN), which predict adds too; the local "
+        "generator then takes its differences over valid neighbours only, as gdaldem does "
+        "beside a void."))
     samples: int = option(4, cli=False)
     overwrite: bool = common.overwrite(
         "Replace the files of an earlier run in RUN_DIR (a folder holding anything else, or the "

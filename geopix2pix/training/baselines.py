@@ -62,7 +62,8 @@ def accumulate(loader, in_bands: int, out_bands: int, classes: int | None) -> to
     sums = torch.zeros(size, dtype=torch.float64)
     for batch in loader:
         valid = batch["valid"][:, 0]
-        x = batch["source"].permute(0, 2, 3, 1)[valid].double()
+        # (a validity band after the source bands is no input of the maps)
+        x = batch["source"][:, :in_bands].permute(0, 2, 3, 1)[valid].double()
         ones = torch.ones(len(x), 1, dtype=torch.float64)
         if classes is None:
             xs = torch.cat([x, ones], dim=1)

@@ -44,14 +44,15 @@ def build_networks(info: DatasetInfo, config: TrainConfig, classes: list[int] | 
                    ) -> tuple[GeneratorSpec, nn.Module, nn.Module]:
     """The generator's spec, G and D for the chips ``info`` describes; for a class map
     (``classes``), a generator of one score per class, judged by D as class probabilities."""
-    bands_in = len(info.source.bands)
+    validity = config.validity_band
+    bands_in = len(info.source.bands) + int(validity)
     bands_out = len(info.target.bands) if classes is None else len(classes)
     check_discriminator_depth(info.chip_size, config.n_layers)
     check_encoder_weights(config.generator, config.encoder_weights)
     with unfit_for_chips(config.generator, info.chip_size):
         spec = GeneratorSpec(config.generator, bands_in, bands_out, info.chip_size,
                              ngf=config.ngf, norm=config.norm, layers=config.local_layers,
-                             output="tanh" if classes is None else "logits")
+                             output="tanh" if classes is None else "logits", validity=validity)
         generator = build_generator(spec, None if config.resume else config.encoder_weights)
         discriminator = build_discriminator(bands_in + bands_out, config.ndf, config.n_layers,
                                             config.norm)

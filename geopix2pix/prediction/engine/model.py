@@ -45,5 +45,6 @@ class PredictionModel:
 
     @property
     def in_channels(self) -> int:
-        """The number of scene bands the generator takes."""
-        return self.spec.in_channels
+        """The number of scene bands the generator takes (without a validity band, which the
+        engine adds)."""
+        return self.spec.source_bands

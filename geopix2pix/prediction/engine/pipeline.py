@@ -145,14 +145,15 @@ def _blended_outputs(generator: torch.nn.Module, jobs: Sequence[Job]) -> torch.n
 
 def run(jobs: Sequence[Job], generator: torch.nn.Module, device: torch.device,
         source_scaling: Scaling, batch_size: int,
-        on_batch: Callable[[int], None] | None = None) -> None:
+        on_batch: Callable[[int], None] | None = None, validity: bool = False) -> None:
     """Predict `jobs` through `generator` in one pipeline (batches run across the jobs, so each
     job's start and end overlap with its neighbours'), at `batch_size` windows a batch, handing
     each job's finished strips to its `write` (called from the writer thread). The jobs share
     the window size, overlap and blending. On the CPU the generator runs in model threads of
     its own, so thread-local torch settings of the caller (grad mode, autocast) do not reach it;
     it runs in eval mode under `torch.inference_mode` in any case. For categorical jobs
-    (`OutputSpec.categorical`) the windows' class probabilities are blended."""
+    (`OutputSpec.categorical`) the windows' class probabilities are blended. With `validity`
+    the generator takes each window's validity band after its bands (``--validity-band``)."""
     layouts = {(j.source.layout.size, j.source.layout.stride, j.source.layout.blend)
                for j in jobs}
     if len(layouts) != 1:
@@ -161,7 +162,7 @@ def run(jobs: Sequence[Job], generator: torch.nn.Module, device: torch.device,
     stop = StopFlag()
     to_model, to_blend, to_write = Channel(stop), Channel(stop), Channel(stop)
     read = partial(reading.read, [job.source for job in jobs], source_scaling, batch_size,
-                   to_model, device.type == "cuda")
+                   to_model, device.type == "cuda", validity)
     stages = [
         Stage(read, stop, "geopix2pix-read"),
         Stage(lambda: _blender(jobs, to_blend, to_write), stop, "geopix2pix-blend"),

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geopix2pix.chips.scaling import Scaling
+from geopix2pix.chips.scaling import Scaling, with_validity
 from geopix2pix.prediction.engine.channels import DONE, Channel, Stopped
 from geopix2pix.prediction.engine.windows import (
     Chunk,
@@ -252,15 +252,17 @@ class Source:
     reopen: Callable[[], AbstractContextManager] | None = None  # another handle on `dataset`
 
 
-def _source_window_rows(source: Source, scaling: Scaling, workers: int,
-                        copy: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _source_window_rows(source: Source, scaling: Scaling, workers: int, copy: bool = False,
+                        validity: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(scaled windows (n, bands, size, size), validity (size, span)) of each window row of each
     of the source's chunks, in processing order, read strip by strip through a `ColumnReader` of
     `workers` threads.
 
     ``centre`` scaling depends on each window's mean, so it is applied per window; the other
     modes are pixel-wise and applied to the strips' rows as they are read (the windows are then
-    views of the scaled strip, valid until the next row is asked for unless `copy`)."""
+    views of the scaled strip, valid until the next row is asked for unless `copy`). With
+    `validity` each window gets its validity band after its bands (a model trained with
+    ``--validity-band``)."""
     centre = scaling.mode == "centre"
     convert = None if centre else StripScaler(scaling)  # its table is per dtype
     with ColumnReader(source.dataset, source.bands, convert, workers, source.reopen) as read:
@@ -272,7 +274,10 @@ def _source_window_rows(source: Source, scaling: Scaling, workers: int,
                     windows = np.stack([scaling.forward(d, v) for d, v in
                                         zip(strip.windows(data), strip.windows(valid))])
                 else:
+                    valid = strip.valid
                     windows = strip.windows(strip.data.copy() if copy else strip.data)
+                if validity:
+                    windows = with_validity(windows, strip.windows(valid))
                 yield windows, strip.valid
 
 
@@ -311,8 +316,8 @@ class _Failed:
     error: BaseException
 
 
-def _read_ahead(sources: Sequence[Source], scaling: Scaling,
-                workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _read_ahead(sources: Sequence[Source], scaling: Scaling, workers: int,
+                validity: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`_source_window_rows` of each source in turn, `workers` sources at a time read ahead, each
     whole by one thread through its own dataset (so no handle is opened and no thread started
     per source), into a channel of one window row."""
@@ -323,7 +328,7 @@ def _read_ahead(sources: Sequence[Source], scaling: Scaling,
         if halt.is_set():
             return
         try:
-            for item in _source_window_rows(source, scaling, 1, copy=True):
+            for item in _source_window_rows(source, scaling, 1, True, validity):
                 channel.put(item)
             channel.put(DONE)
         except Stopped:
@@ -354,23 +359,24 @@ def sources_at_once(sources: Sequence[Source]) -> int:
     return min(workers, len(sources)) if len(sources) > 1 else 1
 
 
-def _sources_window_rows(sources: Sequence[Source],
-                         scaling: Scaling) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _sources_window_rows(sources: Sequence[Source], scaling: Scaling,
+                         validity: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The window rows of each source in turn (`sources_at_once` of them read at once)."""
     at_once = sources_at_once(sources)
     if at_once > 1:
-        yield from _read_ahead(sources, scaling, at_once)
+        yield from _read_ahead(sources, scaling, at_once, validity)
         return
     for source in sources:
-        yield from _source_window_rows(source, scaling, source.workers)
+        yield from _source_window_rows(source, scaling, source.workers, validity=validity)
 
 
 def read(sources: Sequence[Source], scaling: Scaling, batch_size: int, out: Channel,
-         pinned: bool = False) -> None:
+         pinned: bool = False, validity: bool = False) -> None:
     """The reader thread: the batches of the sources' windows into `out` (a batch may hold the
     last windows of one source and the first of the next), then `DONE`; the batches in
-    page-locked memory with `pinned` (for a GPU)."""
-    rows = _sources_window_rows(sources, scaling)
+    page-locked memory with `pinned` (for a GPU); with `validity`, each window's validity band
+    after its bands."""
+    rows = _sources_window_rows(sources, scaling, validity)
     with contextlib.closing(rows):  # its threads end here, whatever stops this one
         for batch in _batches(rows, batch_size, pinned):
             out.put(batch)

@@ -83,7 +83,7 @@ def predict_targets(targets: Sequence[Target], model: PredictionModel,
                       for source, target, writer in zip(jobs, targets, writers)],
                      model.generator, device, model.info.source.scaling,
                      max(1, options.batch_size),
-                     on_batch=bar.update)
+                     on_batch=bar.update, validity=model.spec.validity)
     for target, writer in zip(targets, writers):  # closed (and converted into COGs) now
         check_written(target.path, target.name or target.path, failures)
         if not writer.any_valid and target.warn is not None:

@@ -85,8 +85,11 @@ class Pix2Pix(ModelFamily):
             self.info, self.config, self.classes)
 
     def datasets(self) -> tuple[ChipDataset, ChipDataset]:
-        self.train_set = ChipDataset(self.run.chips_dir, "train", classes=self.classes)
-        self.val_set = ChipDataset(self.run.chips_dir, "val", classes=self.classes)
+        validity = self.config.validity_band
+        self.train_set = ChipDataset(self.run.chips_dir, "train", classes=self.classes,
+                                     validity_band=validity)
+        self.val_set = ChipDataset(self.run.chips_dir, "val", classes=self.classes,
+                                   validity_band=validity)
         return self.train_set, self.val_set
 
     def sync_batch_norm(self) -> None:
@@ -234,7 +237,8 @@ class Pix2Pix(ModelFamily):
         generator.train(was_training)
         colours = None if self.classes is None else class_colours(
             self.classes, self.info.target.band_metadata.colormap)
-        write_samples(path, batch["source"], pred, batch["target"], batch["valid"], colours)
+        source = batch["source"][:, :self.spec.source_bands]  # without a validity band
+        write_samples(path, source, pred, batch["target"], batch["valid"], colours)
 
     # --- the run's log and result -------------------------------------------------------------
     def describe(self) -> list[str]:
