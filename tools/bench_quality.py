@@ -12,8 +12,8 @@ table.
     python tools/bench_quality.py --recipes            # the recipes as docs/train.md gives them
 
 Splits: train north 60 % / judge south 38 % (DEM -> hillshade, Sentinel-2 -> land cover), train
-west 60 % / judge east 38 % (SAR -> RGB); the 2 % between them keeps every chip (exported with
-``aoi_mode="within"``) off the judged part. Data: ../shared/data beside the repository.
+west 60 % / judge east 38 % (SAR -> RGB), or the other way round with --swap; the 2 % between
+them keeps every chip (exported with ``aoi_mode="within"``) off the judged part. Data: ../shared/data beside the repository.
 Baselines (models/baseline.py): the train mean per band (constant), the per-band least-squares
 linear map of the scaled source bands with an intercept (linear); for a class map the majority
 class and the nearest class mean of the source bands.
@@ -22,6 +22,7 @@ class and the nearest class mean of the source bands.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from rasterio.windows import Window
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAIN_SHARE, JUDGE_START = 0.60, 0.62
+SWAPPED = {"north": "south", "west": "east"}  # --swap: train on the other side
 EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
                "val_fraction", "target_resampling")
 # the training recipe per kind of data (docs/train.md's, for a short CPU run): near-local
@@ -53,7 +55,7 @@ class Case:
     name: str
     source: str
     target: str
-    split: str  # "north" (train rows first) or "west" (train columns first)
+    split: str  # the train part's side: "north" or "west" (with --swap "south" or "east")
     export: dict
     train: dict
     categorical: bool = False
@@ -94,13 +96,21 @@ def recipe(case: Case) -> list[str]:
 
 
 def windows(shape: tuple[int, int], split: str) -> tuple[Window, Window]:
-    """(train part, judged part) of a (rows, cols) grid."""
+    """(train part, judged part) of a (rows, cols) grid: the train part is the `split` side."""
     rows, cols = shape
-    if split == "north":
-        cut, start = int(rows * TRAIN_SHARE), int(math.ceil(rows * JUDGE_START))
-        return Window(0, 0, cols, cut), Window(0, start, cols, rows - start)
-    cut, start = int(cols * TRAIN_SHARE), int(math.ceil(cols * JUDGE_START))
-    return Window(0, 0, cut, rows), Window(start, 0, cols - start, rows)
+    along_rows = split in ("north", "south")
+    size = rows if along_rows else cols
+    cut, start = int(size * TRAIN_SHARE), int(math.ceil(size * JUDGE_START))
+    train, judged = (0, cut), (start, size)
+    if split in SWAPPED.values():  # the train part at the far end
+        train, judged = (size - cut, size), (0, size - start)
+
+    def window(span: tuple[int, int]) -> Window:
+        if along_rows:
+            return Window(0, span[0], cols, span[1] - span[0])
+        return Window(span[0], 0, span[1] - span[0], rows)
+
+    return window(train), window(judged)
 
 
 def write_aoi(source: Path, train: Window, path: Path) -> Path:
@@ -276,6 +286,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "e.g. --set ngf=64")
     parser.add_argument("--recipes", action="store_true",
                         help="print each case's export and train commands and stop")
+    parser.add_argument("--swap", action="store_true",
+                        help="train on the other side (south / east) and judge the first one: "
+                        "the same recipes on another part of each scene")
     parser.add_argument("--judge-only", action="store_true",
                         help="predict and judge again with the models an earlier run left in --out")
     parser.add_argument("--centre-clip", type=float, default=None,
@@ -311,12 +324,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     steps = None if args.minutes else args.steps
     names = list(CASES) if args.case == "all" else [args.case]
+    cases = {name: dataclasses.replace(case, split=SWAPPED[case.split]) if args.swap else case
+             for name, case in CASES.items()}
     with tempfile.TemporaryDirectory() as temp:
         out = args.out or Path(temp)
         rows = {}
         for name in names:
-            rows[name] = rejudge(CASES[name], out) if args.judge_only else run_case(
-                CASES[name], steps, args.minutes, out, overrides(args.set))
+            rows[name] = rejudge(cases[name], out) if args.judge_only else run_case(
+                cases[name], steps, args.minutes, out, overrides(args.set))
             print(table({name: rows[name]}), file=sys.stderr, flush=True)
     print(table(rows))
     return 0
