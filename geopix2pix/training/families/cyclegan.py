@@ -98,7 +98,8 @@ class CycleGAN(ModelFamily):
     def _spec(self, bands_in: int, bands_out: int) -> GeneratorSpec:
         config = self.config
         return GeneratorSpec(config.generator, bands_in, bands_out, self.info.chip_size,
-                             ngf=config.ngf, norm=config.norm, dropout=False)
+                             ngf=config.ngf, norm=config.norm, dropout=False,
+                             layers=config.local_layers)
 
     def build_networks(self) -> None:
         config, (a, b) = self.config, self.bands.values()
