@@ -162,3 +162,12 @@ def test_two_ranks_train_it_each_with_its_own_pools(chips, tmp_path):
     saved = load_checkpoint(tmp_path / "run")
     assert saved["world_size"] == 2 and len(saved["family_ranks"]) == 2
     assert (tmp_path / "run" / "model-ba.safetensors").is_file()
+
+
+def test_the_local_generator_takes_its_layers_in_both_directions(chips, tmp_path):
+    out = tmp_path / "run"
+    train(chips, out, max_steps=1, epochs=1, decay_epochs=0,
+          **{**TINY, "generator": "local", "local_layers": 5})
+    for name in ("model.safetensors", "model-ba.safetensors"):
+        spec = load_model(out / name).spec
+        assert (spec.name, spec.layers) == ("local", 5), name
