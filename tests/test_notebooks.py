@@ -36,10 +36,11 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     client.execute()
     out = tmp_path / "out"
     for name in ("prediction.tif", "baseline.tif", "quicklook.png", "run/model.safetensors",
-                 "chips/dataset.json"):
+                 "chips/dataset.json", "cyclegan_run/model.safetensors",
+                 "cyclegan_run/model-ba.safetensors", "cyclegan_prediction.tif"):
         assert (out / name).exists(), name
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]
-    assert len(images) >= 5  # scenes, chips, footprints, curves, results, quicklook
+    assert len(images) >= 6  # scenes, chips, footprints, curves, results, quicklooks
     train = json.loads((out / "run" / "train.json").read_text())
     assert train["options"]["max_steps"] == 20  # the small settings took effect
