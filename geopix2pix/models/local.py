@@ -59,15 +59,14 @@ class LocalDifferences(nn.Module):
     def _valid_differences(self, x: torch.Tensor, padded: torch.Tensor,
                            kernel: torch.Tensor) -> torch.Tensor:
         """sum over neighbours q of k_q * valid_q * (z_q - z_p) for each value band z and centre
-        p (= k * (valid z) - z_p * (k * valid)), plus the validity band's own differences."""
+        p (= k * (valid z) - z_p * (k * valid)), plus the validity band's own differences; one
+        band at a time, so memory stays that of the output whatever the band count."""
         values, valid = padded[:, :-1], padded[:, -1:]
-        k_values, k_valid = kernel[:, :-1], kernel[:, -1:]
-        out = F.conv2d(values * valid, k_values, self.differences.bias)
-        out = out + F.conv2d(valid, k_valid)
-        out_channels, bands = k_values.shape[:2]
-        reach = F.conv2d(valid, k_values.reshape(out_channels * bands, 1, 3, 3))
-        centre = x[:, None, :-1]  # (N, 1, bands, H, W)
-        return out - (reach.view(len(x), out_channels, bands, *x.shape[2:]) * centre).sum(2)
+        out = F.conv2d(values * valid, kernel[:, :-1], self.differences.bias)
+        out = out + F.conv2d(valid, kernel[:, -1:])
+        for band in range(values.shape[1]):
+            out = out - F.conv2d(valid, kernel[:, band:band + 1]) * x[:, band:band + 1]
+        return out
 
 
 class LocalNet(nn.Module):
