@@ -13,7 +13,8 @@ table.
 
 Splits: train north 60 % / judge south 38 % (DEM -> hillshade, Sentinel-2 -> land cover), train
 west 60 % / judge east 38 % (SAR -> RGB), or the other way round with --swap; the 2 % between
-them keeps every chip (exported with ``aoi_mode="within"``) off the judged part. Data: ../shared/data beside the repository.
+them keeps every chip (exported with ``aoi_mode="within"``) off the judged part. Data:
+../shared/data beside the repository.
 Baselines (models/baseline.py): the train mean per band (constant), the per-band least-squares
 linear map of the scaled source bands with an intercept (linear); for a class map the majority
 class and the nearest class mean of the source bands.
@@ -236,7 +237,8 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
                  progress=False, workers=1, **export)
     options = {**case.train, **extra, "categorical": case.categorical, "quiet": True,
                "overwrite": True, "workers": 0,
-               "max_steps": steps or (10**6 if minutes else case.train["max_steps"])}
+               "max_steps": steps or (10**6 if minutes else extra.get("max_steps",
+                                                                   case.train["max_steps"]))}
     deadline = time.monotonic() + minutes * 60 if minutes else None
     try:
         result = train(work / "chips", work / "run", log=lambda m: None,
