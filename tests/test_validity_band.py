@@ -177,3 +177,17 @@ def test_the_validity_band_is_refused_for_cyclegan(dem_scene, tmp_path):
         train(dem_scene / "chips", tmp_path / "run", model="cyclegan", validity_band=True,
               max_steps=1, workers=0, quiet=True)
 
+
+
+def test_show_results_of_a_validity_band_model_feeds_it_the_band(dem_scene, validity_run):
+    """The notebook helpers read chips as training did: with the band (the chip's source
+    validity), for the model and its linear baseline alike."""
+    pytest.importorskip("matplotlib")
+    from geopix2pix.chips.dataset import chip_ids
+    from geopix2pix.plot import predict_chips, show_results
+
+    model = load_model(validity_run / "model.safetensors")
+    ids = chip_ids(dem_scene / "chips", "val")[:2]
+    for _source, pred, target, _valid in predict_chips(model, dem_scene / "chips", ids):
+        assert pred.shape == target.shape == (1, 32, 32) and np.isfinite(pred).all()
+    assert show_results(model, dem_scene / "chips", n=2, split="val") is not None
