@@ -1,14 +1,20 @@
 """DSM/DEM -> image (here: shaded relief) on your own rasters, with the geopix2pix Python API.
 
     python examples/dsm2image.py                       # the sample pair in ../shared/data
-    python examples/dsm2image.py --source my_dem.tif --target my_image.tif --steps 2000
+    python examples/dsm2image.py --source my_dem.tif --target my_image.tif --steps 3000
 
-The choices that matter for elevation inputs:
+It trains the recipe docs/train.md gives for terrain derivatives (tools/bench_quality.py measures
+it on held-out ground: 38 dB on the sample DEM's south). The choices that matter for elevation
+inputs:
 - Scaling: `source_scaling="centre"` subtracts each chip's own mean elevation. A shaded relief (or
   an orthophoto) depends on the slopes, not on the height above sea level; without centring, a
   valley at 300 m and a plateau at 2000 m look like different inputs to the model, and a scene
   higher than anything in training falls outside the learnt range.
-- Nodata: DEM voids (-9999 here) are excluded from the loss and come out as nodata.
+- Nodata: DEM voids (-9999 here) are excluded from the loss and come out as nodata;
+  `validity_band=True` shows the model where they are, so it takes its slopes beside a void from
+  valid neighbours only (as gdaldem does).
+- Model: `generator="local"`, each pixel from its 3x3 neighbourhood at full resolution, on L1
+  alone (`gan_warmup=1.0`): a hillshade or slope is a fixed local operator of the DEM.
 - Augmentation: `augment="none"`. A hillshade is lit from one azimuth (315 degrees here); a flipped
   or rotated chip would be lit from another direction and teach the model the wrong answer.
   (For an elevation -> land cover map, `d4` would be safe.)
@@ -35,16 +41,17 @@ def main() -> None:
                         help="image to learn (e.g. a hillshade or an orthophoto)")
     parser.add_argument("--out", type=Path, default=Path("example-dsm2image"),
                         help="output folder")
-    parser.add_argument("--steps", type=int, default=300, help="training steps")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps")
     parser.add_argument("--chip-size", type=int, default=64, help="chip size in pixels")
     args = parser.parse_args()
 
     chips, run, prediction = args.out / "chips", args.out / "run", args.out / "prediction.tif"
     print("\n".join(geopix2pix.export_chips(
-        args.source, args.target, chips, chip_size=args.chip_size, stride=args.chip_size // 2,
+        args.source, args.target, chips, chip_size=args.chip_size, stride=args.chip_size // 4,
         source_scaling="centre", target_resampling="bilinear", overwrite=True).lines()))
-    result = geopix2pix.train(chips, run, max_steps=args.steps, epochs=1, decay_epochs=1,
-                              ngf=32, batch_size=8, augment="none", overwrite=True)
+    result = geopix2pix.train(chips, run, max_steps=args.steps, generator="local", ngf=64,
+                              local_layers=4, lr=1e-3, gan_warmup=1.0, validity_band=True,
+                              augment="none", overwrite=True)
     # This predicts the whole scene, training area included: for an honest score, predict a
     # scene (or an area, see export-chips --aoi) the model never saw.
     geopix2pix.predict(args.source, prediction, model=result.best_model_path, overwrite=True)
