@@ -63,6 +63,14 @@ def assert_same_tensors(one: Path, other: Path, names: tuple[str, ...]) -> None:
             assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys()), name  # noqa: SIM118
 
 
+def stopped_and_resumed(chips: Path, tmp_path: Path, stop_at: int, **options):
+    """(an uninterrupted run, the same run stopped after step `stop_at` and resumed)."""
+    full = train(chips, tmp_path / "full", **options)
+    with pytest.raises(TrainingStopped):
+        train(chips, tmp_path / "cut", callback=lambda info: info["step"] == stop_at, **options)
+    return full, train(chips, tmp_path / "cut", resume=True, workers=0, quiet=True)
+
+
 def _rows(run_dir: Path) -> list[dict]:
     with (run_dir / "metrics.csv").open() as f:
         return list(csv.DictReader(f))
@@ -111,11 +119,8 @@ def test_both_model_files_load_and_predict_on_exact_grids(run, chips, tmp_path):
 
 
 def test_a_resumed_run_is_the_uninterrupted_one(chips, tmp_path):
-    options = dict(max_steps=10, epochs=1, decay_epochs=1, val_every=4, pool_size=3, **TINY)
-    full = train(chips, tmp_path / "full", **options)
-    with pytest.raises(TrainingStopped):
-        train(chips, tmp_path / "cut", callback=lambda info: info["step"] == 3, **options)
-    resumed = train(chips, tmp_path / "cut", resume=True, workers=0, quiet=True)
+    full, resumed = stopped_and_resumed(chips, tmp_path, 3, max_steps=10, epochs=1,
+                                        decay_epochs=1, val_every=4, pool_size=3, **TINY)
     assert resumed.steps == full.steps == 10
     assert_same_tensors(full.run_dir, resumed.run_dir,
                         ("model.safetensors", "model-ba.safetensors", "model-best.safetensors"))

@@ -12,11 +12,10 @@ import pytest
 import rasterio
 from affine import Affine
 from conftest import write_raster
-from test_train_cyclegan import assert_same_tensors
+from test_train_cyclegan import assert_same_tensors, stopped_and_resumed
 
 from geopix2pix.cli import main
 from geopix2pix.prediction.predictor import predict
-from geopix2pix.runtime.stopping import TrainingStopped
 from geopix2pix.training import train
 
 TINY = dict(model="cyclegan", generator="resnet_6blocks", ngf=8, ndf=8, batch_size=4,
@@ -81,11 +80,8 @@ def test_cyclegan_trains_on_an_unpaired_export_and_predicts_both_ways(chips, tmp
 
 
 def test_a_resumed_unpaired_run_is_the_uninterrupted_one(chips, tmp_path):
-    options = dict(max_steps=8, epochs=1, decay_epochs=1, val_every=3, pool_size=3, **TINY)
-    full = train(chips, tmp_path / "full", **options)
-    with pytest.raises(TrainingStopped):
-        train(chips, tmp_path / "cut", callback=lambda info: info["step"] == 4, **options)
-    resumed = train(chips, tmp_path / "cut", resume=True, workers=0, quiet=True)
+    full, resumed = stopped_and_resumed(chips, tmp_path, 4, max_steps=8, epochs=1,
+                                        decay_epochs=1, val_every=3, pool_size=3, **TINY)
     assert resumed.steps == full.steps == 8
     assert _rows(resumed.run_dir) == _rows(full.run_dir)
     assert_same_tensors(full.run_dir, resumed.run_dir,
