@@ -176,3 +176,13 @@ def test_the_local_generator_takes_its_layers_in_both_directions(chips, tmp_path
     for name in ("model.safetensors", "model-ba.safetensors"):
         spec = load_model(out / name).spec
         assert (spec.name, spec.layers) == ("local", 5), name
+
+
+def test_augment_reaches_the_unpaired_train_chips(chips, tmp_path):
+    """--augment flip changes what G learns from (it was accepted and then ignored)."""
+    runs = {mode: tmp_path / mode for mode in ("none", "flip")}
+    for mode, out in runs.items():
+        train(chips, out, max_steps=2, epochs=1, decay_epochs=0, augment=mode, **TINY)
+    with safe_open(str(runs["none"] / "model.safetensors"), "pt") as a, \
+            safe_open(str(runs["flip"] / "model.safetensors"), "pt") as b:
+        assert any(not torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())  # noqa: SIM118

@@ -12,9 +12,11 @@ import pytest
 import rasterio
 from affine import Affine
 from conftest import write_raster
+from rasterio.crs import CRS
 from test_train_cyclegan import assert_same_tensors, stopped_and_resumed
 
 from geopix2pix.cli import main
+from geopix2pix.models import load_model
 from geopix2pix.prediction.predictor import predict
 from geopix2pix.training import train
 
@@ -66,6 +68,10 @@ def test_cyclegan_trains_on_an_unpaired_export_and_predicts_both_ways(chips, tmp
     for name, scene, like in (("model.safetensors", folder / "a.tif", folder / "b.tif"),
                               ("model-ba.safetensors", folder / "b.tif", folder / "a.tif")):
         out = tmp_path / f"{name}.tif"
+        with rasterio.open(scene) as src:  # the model file knows its input domain's grid
+            meta = load_model(result.run_dir / name).metadata
+            assert (CRS.from_user_input(meta["crs"]), tuple(meta["pixel_size"])) == (
+                src.crs, src.res)
         predict(scene, out, model=result.run_dir / name, progress=False)
         with rasterio.open(scene) as src, rasterio.open(like) as other, \
                 rasterio.open(out) as dst:

@@ -13,6 +13,7 @@ pools are each rank's own and travel in the checkpoint per rank.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,8 @@ class CycleGAN(ModelFamily):
         ignored). Val items: a paired folder's pairs (also scored A -> B, see `validate`); an
         unpaired folder's chips of each domain in turn (none when a domain has no val chip)."""
         chips, seed = self.run.chips_dir, self.config.seed
-        self.train_set = ChipDataset(chips, "train", unpaired=True, seed=seed)
+        self.train_set = ChipDataset(chips, "train", unpaired=True, seed=seed,
+                                     augment=self.config.augment)
         if self.info.paired:
             self.val_set = ChipDataset(chips, "val")
         elif all(chip_ids(chips, "val", domain) for domain in DOMAINS):
@@ -251,9 +253,20 @@ class CycleGAN(ModelFamily):
                    "effective_batch_size": self.run.effective_batch}
         metadata = ModelMetadata.of_training(self.info, options, progress["epoch"],
                                              progress["step"], validation)
-        metadata = metadata.of_family(self.name, export.direction)
+        metadata = self._on_input_grid(metadata.of_family(self.name, export.direction),
+                                       export.direction)
         generator = self.nets["g_a" if export.direction == "a_to_b" else "g_b"]
         save_model(path, generator, self.specs[export.direction], metadata.to_dict())
+
+    def _on_input_grid(self, metadata: ModelMetadata, direction: str) -> ModelMetadata:
+        """The CRS and pixel size of the direction's input domain (an unpaired export's first
+        raster of that domain; a paired folder has one grid): B -> A takes B's scenes."""
+        domain = "source" if direction == "a_to_b" else "target"
+        first = next((r for r in self.info.rasters if r.get("domain") == domain), None)
+        if first is None:
+            return metadata
+        return dataclasses.replace(metadata, crs=first["crs"],
+                                   pixel_size=tuple(map(float, first["pixel_size"])))
 
     def sample_batch(self, count: int) -> dict[str, torch.Tensor] | None:
         """The first val chips of each domain (train chips without val)."""
