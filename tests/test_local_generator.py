@@ -74,9 +74,15 @@ def test_local_generator_trains_saves_and_predicts_on_the_scenes_grid(scene, tmp
         assert pred.dtypes[0] == "uint8"
 
 
-def test_local_layers_below_two_is_refused_in_one_line(scene, tmp_path):
-    with pytest.raises(GeoPix2PixError, match="--generator local .*2 to 32 layers"):
+def test_local_layers_out_of_range_or_without_the_local_generator_are_refused(scene, tmp_path):
+    with pytest.raises(GeoPix2PixError, match="^--local-layers 1: the local generator takes 2 "
+                                              "to 32 layers$"):
         train(scene / "chips", tmp_path / "run", max_steps=1, **{**TINY, "local_layers": 1})
+    with pytest.raises(GeoPix2PixError, match="^--local-layers is for --generator local, not "
+                                              "unet: drop it$"):
+        train(scene / "chips", tmp_path / "run", max_steps=1,
+              **{**TINY, "generator": "unet", "local_layers": 4})
+    assert not (tmp_path / "run").exists()
 
 
 def test_centre_scaling_fills_a_void_from_its_neighbours():

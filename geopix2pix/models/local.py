@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from geopix2pix.errors import ModelError
+from geopix2pix.settings.train import LOCAL_LAYERS
 
-MIN_LAYERS, MAX_LAYERS = 2, 32
+MIN_LAYERS, MAX_LAYERS = LOCAL_LAYERS
 
 
 class LocalDifferences(nn.Module):

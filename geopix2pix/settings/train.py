@@ -24,6 +24,8 @@ CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTS = ("none", "flip", "d4")
 RESIDUALS = ("none", "linear")
 PIXEL_LOSSES = ("l1", "mse")
+LOCAL_LAYERS = (2, 32)  # the local generator's fewest and most layers
+LOCAL_DEFAULT = 3
 NORMS = ("batch", "instance")
 MODELS = ("pix2pix", "cyclegan")  # the model families (`training.families.FAMILIES`)
 # options of one family only: given to another, they are refused (`_check_family`)
@@ -146,7 +148,7 @@ class TrainConfig:
                                               "initialise an smp encoder")
     ngf: int = option(64, help="Filters of the U-Net's outer level (the local generator's width).")
     local_layers: int = option(
-        3, help="--generator local: its layers (a 3x3 convolution, then 1x1 ones; >= 2).")
+        LOCAL_DEFAULT, help="--generator local: its layers (a 3x3 convolution, then 1x1 ones; >= 2).")
     ndf: int = option(64, help="Filters of the discriminator's first layer.")
     n_layers: int = option(3, help="PatchGAN layers: 3 = the paper's 70x70 patches; at most "
                            "log2(chip size) - 2 (4 for 64-px chips).")
@@ -206,6 +208,13 @@ class TrainConfig:
         if self.class_weights != "none" and not self.categorical:
             raise GeoPix2PixError(f"--class-weights {self.class_weights} weighs the classes of a "
                                   "class map; pass --categorical too")
+        if self.local_layers != LOCAL_DEFAULT and self.generator != "local":
+            raise GeoPix2PixError(f"--local-layers is for --generator local, not "
+                                  f"{self.generator}: drop it")
+        low, high = LOCAL_LAYERS
+        if not low <= self.local_layers <= high:
+            raise GeoPix2PixError(f"--local-layers {self.local_layers}: the local generator "
+                                  f"takes {low} to {high} layers")
         if self.pixel_loss != "l1" and self.categorical:
             raise GeoPix2PixError(f"--pixel-loss {self.pixel_loss} is a loss on values; a class "
                                   "map (--categorical) learns with cross-entropy: drop it")
