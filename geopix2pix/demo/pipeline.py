@@ -284,8 +284,8 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
     trained = clock.run("train", train, chips, run, max_steps=s.max_steps, epochs=1,
                         decay_epochs=1, ngf=s.ngf, ndf=s.ndf, batch_size=s.batch_size,
                         device=s.device, seed=seed, quiet=not progress, workers=0,
-                        log=print if progress else (lambda _: None), **options["train"],
-                        **(UNPAIRED_TRAIN if unpaired else {}))
+                        log=print if progress else (lambda _: None),
+                        **{**options["train"], **(UNPAIRED_TRAIN if unpaired else {})})
     model = trained.best_model_path if trained.best_model_path.exists() else trained.model_path
     _stage(progress, 4, "predicting the held-out scene")
     prediction = out / "prediction.tif"

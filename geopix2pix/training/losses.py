@@ -23,20 +23,22 @@ from torch import nn
 from geopix2pix.errors import ModelError
 
 
+def _masked_mean(error: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of a per-pixel ``error`` (N, C, H, W) over valid pixels and all bands; ``valid`` is
+    bool (N, 1, H, W)."""
+    weight = valid.to(error.dtype)
+    count = weight.sum() * error.shape[1]
+    return (error * weight).sum() / count.clamp_min(1.0)
+
+
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean |pred - target| over valid pixels and all bands; ``valid`` is bool (N, 1, H, W)."""
-    weight = valid.to(pred.dtype)
-    total = ((pred - target).abs() * weight).sum()
-    count = weight.sum() * pred.shape[1]
-    return total / count.clamp_min(1.0)
+    """Mean |pred - target| over valid pixels and all bands."""
+    return _masked_mean((pred - target).abs(), valid)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean (pred - target)^2 over valid pixels and all bands; ``valid`` is bool (N, 1, H, W)."""
-    weight = valid.to(pred.dtype)
-    total = ((pred - target).square() * weight).sum()
-    count = weight.sum() * pred.shape[1]
-    return total / count.clamp_min(1.0)
+    """Mean (pred - target)^2 over valid pixels and all bands."""
+    return _masked_mean((pred - target).square(), valid)
 
 
 PIXEL_LOSSES = {"l1": masked_l1, "mse": masked_mse}  # --pixel-loss -> the loss

@@ -275,7 +275,9 @@ def _source_window_rows(source: Source, scaling: Scaling, workers: int, copy: bo
                                         zip(strip.windows(data), strip.windows(valid))])
                 else:
                     valid = strip.valid
-                    windows = strip.windows(strip.data.copy() if copy else strip.data)
+                    # (a validity band is concatenated below: that is the copy then)
+                    data = strip.data.copy() if copy and not validity else strip.data
+                    windows = strip.windows(data)
                 if validity:
                     windows = with_validity(windows, strip.windows(valid))
                 yield windows, strip.valid
