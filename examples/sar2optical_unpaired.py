@@ -13,8 +13,9 @@ pass the two collections as they are (any CRSs, grids and extents).
 - `train(..., model="cyclegan")` writes two model files: run/model.safetensors (SAR -> optical)
   and run/model-ba.safetensors (optical -> SAR).
 - With aligned pairs, Pix2Pix (examples/sar2optical.py) learns this far better: the score below
-  is on the pixels whose optical image the model saw as an unpaired target, an honest measure of
-  how well the SAR's structure comes through, not a held-out benchmark.
+  is on the whole scene, whose east half's optical image the model saw as an unpaired target
+  (its west half's it never saw): a measure of how well the SAR's structure comes through, not a
+  held-out benchmark.
 """
 
 from __future__ import annotations

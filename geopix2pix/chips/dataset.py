@@ -189,8 +189,8 @@ class ChipDataset(Dataset):
         target, target_valid = self._read("target", chip_id)
         valid = source_valid & target_valid
         source_t = self.source_scaling.forward(source, valid)
-        if self.validity_band:  # what predict knows: the source's validity alone
-            source_t = with_validity(source_t, source_valid)
+        if self.validity_band:  # the source chip's validity: the export stores the pair's
+            source_t = with_validity(source_t, source_valid)  # there (source and target valid)
         source_t = torch.from_numpy(source_t)
         if self.classes is not None:  # the input stays whole where a code is no class
             target, valid = self._class_index(target, valid)

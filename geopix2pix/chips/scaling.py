@@ -74,7 +74,8 @@ class Scaling:
 
     def forward(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(bands, rows, cols) values -> float32 in [-clip, clip] (1, or `CENTRE_CLIP` for a
-        ``centre`` scaling); invalid pixels become 0."""
+        ``centre`` scaling); invalid pixels become 0, or under ``centre`` scaling the values
+        FillNodata interpolates from the valid ones around them."""
         with np.errstate(invalid="ignore"):  # signalling NaNs (garbage bits) are invalid anyway
             values = data.astype(np.float64)
         filled = self.mode == "centre" and valid.any() and not valid.all()
