@@ -110,7 +110,7 @@ def test_target_in_another_crs_and_resolution_is_aligned_to_a_fraction_of_a_pixe
         assert abs(float((s - t).mean())) < 0.1, r["id"]  # 0.02 pixel
 
 
-def test_nodata_and_nan_make_pixels_invalid_in_both_chips(tmp_path):
+def test_nodata_and_nan_make_pixels_invalid_in_their_own_chip_and_for_the_loss(tmp_path):
     source = np.full((1, 128, 128), 5.0, dtype=np.float32)
     source[0, 10:20, 10:20] = np.nan  # 100 px in chip (0, 0)
     target = np.full((1, 128, 128), 100.0, dtype=np.float32)
@@ -129,23 +129,31 @@ def test_nodata_and_nan_make_pixels_invalid_in_both_chips(tmp_path):
     s, sp, _ = read(out / "source" / f"{rows[(0, 0)]['id']}.tif")
     t, tp, _ = read(out / "target" / f"{rows[(0, 0)]['id']}.tif")
     assert np.isnan(sp["nodata"]) and tp["nodata"] == -9999
-    assert np.isnan(s[0, 10:20, 10:20]).all() and (t[0, 10:20, 10:20] == -9999).all()
-    assert np.isnan(s).sum() == 100 and (t == -9999).sum() == 100
+    assert np.isnan(s[0, 10:20, 10:20]).all() and np.isnan(s).sum() == 100
+    assert (t == 100).all()  # the target keeps its values under the source's voids
     s, _, _ = read(out / "source" / f"{rows[(64, 64)]['id']}.tif")
-    assert np.isnan(s[0, 6:16, 6:10]).all() and np.isnan(s).sum() == 40
-    item = ChipDataset(out, split="train")[0]
-    assert item["valid"].shape == (1, 64, 64) and int((~item["valid"]).sum()) == 100
-    assert float(item["source"][~item["valid"]].abs().max()) == 0.0
+    t, _, _ = read(out / "target" / f"{rows[(64, 64)]['id']}.tif")
+    assert (s == 5).all()  # and the source under the target's
+    assert (t[0, 6:16, 6:10] == -9999).all() and (t == -9999).sum() == 40
+    data = ChipDataset(out, split="train")
+    for (row, col), count in (((0, 0), 100), ((64, 64), 40)):  # the loss: both sides valid
+        item = data[data.ids.index(rows[(row, col)]["id"])]
+        assert item["valid"].shape == (1, 64, 64) and int((~item["valid"]).sum()) == count
+    assert float(data[data.ids.index(rows[(0, 0)]["id"])]["source"][0, 10:20, 10:20]
+                 .abs().max()) == 0.0
 
 
 def test_integer_rasters_without_nodata_get_an_internal_mask(tmp_path, rng):
     source = rng.integers(1, 255, (3, 64, 64), dtype=np.uint8)
     target = np.full((1, 64, 64), 7.0, dtype=np.float32)
-    target[0, :4, :] = np.nan
+    masked = np.zeros((64, 64), np.uint8)
+    masked[:4] = 1  # the source's own invalid pixels (a mask: a uint8 raster has no NaN)
     src = write_raster(tmp_path / "s.tif", source)
     tgt = write_raster(tmp_path / "t.tif", target)
+    mask = write_raster(tmp_path / "mask.tif", masked)
     out = tmp_path / "chips"
-    export_chips(src, tgt, out, chip_size=64, max_nodata=0.1, val_fraction=0, progress=False)
+    export_chips(src, tgt, out, chip_size=64, max_nodata=0.1, val_fraction=0, progress=False,
+                 source_mask=mask)
     chip = out / "source" / f"{index_rows(out)[0]['id']}.tif"
     with rasterio.open(chip) as ds:
         assert ds.nodata is None

@@ -1,6 +1,6 @@
 """export-chips' validity masks (issue 20): --target-mask / --source-mask on another grid and CRS,
---mask-values codes, a 0/1 mask, --pairs CSV columns; masked pixels are invalid in both chips
-exactly like nodata (the same chips, statistics and counts; values under the mask change
+--mask-values codes, a 0/1 mask, --pairs CSV columns; masked pixels are invalid in their side's
+chip exactly like nodata (the same chips, statistics and counts; values under the mask change
 nothing); bad masks are one line and exit 2."""
 
 from __future__ import annotations
@@ -92,18 +92,27 @@ def test_a_target_mask_is_exactly_like_nodata_and_its_values_change_nothing(hole
     assert reference["counts"]["skipped"]  # the stripe's chips are dropped (more than half)
 
 
-def test_masked_pixels_are_invalid_in_both_chips_and_left_out_of_the_loss(tmp_path):
+def test_masked_pixels_are_invalid_in_the_target_chip_alone_and_left_out_of_the_loss(tmp_path):
     source, target = pair_data()
     s = write_raster(tmp_path / "s.tif", source)  # no nodata: the chips carry a mask
     t = write_raster(tmp_path / "t.tif", target)
     write_raster(tmp_path / "mask.tif", holes().astype(np.uint8))
     export(s, t, tmp_path / "chips", target_mask=tmp_path / "mask.tif")
-    data = ChipDataset(tmp_path / "chips", split=None)
+    data = ChipDataset(tmp_path / "chips", split=None, validity_band=True)
     checked = 0
     for item in (data[i] for i in range(len(data))):
         row, col = (int(x[1:]) for x in item["id"].split("_")[-2:])
         expected = torch.from_numpy(~holes()[row:row + CHIP, col:col + CHIP])
         assert torch.equal(item["valid"][0], expected)
+        with rasterio.open(tmp_path / "chips" / "source" / f"{item['id']}.tif") as chip:
+            assert (chip.read_masks(1) == 255).all()  # the SAR under a cloud is a valid input
+            assert np.array_equal(chip.read(1), source[row:row + CHIP, col:col + CHIP])
+        with rasterio.open(tmp_path / "chips" / "target" / f"{item['id']}.tif") as chip:
+            assert np.array_equal(chip.read_masks(1) == 255, expected.numpy())
+        whole = data.source_scaling.forward(source[None, row:row + CHIP, col:col + CHIP],
+                                            np.ones((CHIP, CHIP), bool))
+        assert torch.equal(item["source"][:1], torch.from_numpy(whole))
+        assert (item["source"][1] == 1).all()  # the validity band: the source's own
         cloud = torch.where(expected, item["target"], torch.full_like(item["target"], 9.0))
         prediction = torch.zeros_like(item["target"])
         assert torch.equal(masked_l1(prediction, cloud[None], item["valid"][None]),
@@ -218,3 +227,27 @@ def test_a_bad_mask_is_one_line_and_exit_2(plain, tmp_path, capsys, case):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert message in err
     assert not out.exists()
+
+
+def test_source_nodata_is_invalid_in_the_source_chip_alone(tmp_path):
+    """A source void: the target chip keeps its values there, the source chip and its validity
+    band say nodata, the loss leaves the pixel out."""
+    source, target = pair_data()
+    s = write_raster(tmp_path / "s.tif", np.where(holes(), NODATA, source), nodata=NODATA)
+    t = write_raster(tmp_path / "t.tif", target)
+    export(s, t, tmp_path / "chips")
+    data = ChipDataset(tmp_path / "chips", split=None, validity_band=True)
+    voids = 0
+    for item in (data[i] for i in range(len(data))):
+        row, col = (int(x[1:]) for x in item["id"].split("_")[-2:])
+        valid = ~holes()[row:row + CHIP, col:col + CHIP]
+        with rasterio.open(tmp_path / "chips" / "target" / f"{item['id']}.tif") as chip:
+            assert (chip.read_masks(1) == 255).all()
+            assert np.array_equal(chip.read(1), target[row:row + CHIP, col:col + CHIP])
+        with rasterio.open(tmp_path / "chips" / "source" / f"{item['id']}.tif") as chip:
+            assert chip.nodata == NODATA
+            assert np.array_equal(chip.read(1) != NODATA, valid)
+        assert torch.equal(item["valid"][0], torch.from_numpy(valid))
+        assert torch.equal(item["source"][1], torch.from_numpy(valid.astype(np.float32)))
+        voids += int((~valid).any())
+    assert voids >= 2

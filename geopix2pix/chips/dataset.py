@@ -3,7 +3,9 @@ relies on.
 
 Each item is a dict: ``source`` (bands, H, W) and ``target`` (bands, H, W) float32 tensors scaled to
 [-1, 1] by `geopix2pix.chips.scaling` with the statistics in dataset.json, ``valid`` (1, H, W) bool
-(pixels valid in both rasters; invalid ones hold 0 in both tensors) and the chip ``id``. With
+(pixels valid in both rasters: the loss's) and the chip ``id``. ``source`` holds every pixel valid
+in the source, also where the target is not (as predict sees the scene); the others hold 0 (under
+``centre`` scaling values filled in), as do the target's invalid pixels. With
 ``classes`` (a class map's codes), ``target`` (1, H, W) holds each pixel's class index instead,
 and a pixel whose code is none of them is invalid (left out of the loss; its input is kept).
 The chip list comes from chips.gpkg read with sqlite3, so training never imports geopandas.
@@ -188,9 +190,10 @@ class ChipDataset(Dataset):
         source, source_valid = self._read("source", chip_id)
         target, target_valid = self._read("target", chip_id)
         valid = source_valid & target_valid
-        source_t = self.source_scaling.forward(source, valid)
-        if self.validity_band:  # the source chip's validity: the export stores the pair's
-            source_t = with_validity(source_t, source_valid)  # there (source and target valid)
+        # the input as predict sees it: every valid source pixel, also where the target is not
+        source_t = self.source_scaling.forward(source, source_valid)
+        if self.validity_band:
+            source_t = with_validity(source_t, source_valid)
         source_t = torch.from_numpy(source_t)
         if self.classes is not None:  # the input stays whole where a code is no class
             target, valid = self._class_index(target, valid)

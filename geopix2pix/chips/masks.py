@@ -1,6 +1,7 @@
 """Validity masks of export-chips: `--source-mask` / `--target-mask` rasters (or a
 --pairs CSV's `source_mask` / `target_mask` columns) warped onto each pair's source grid with
-nearest, whose masked pixels are invalid in both chips exactly like nodata.
+nearest, whose masked pixels are invalid in their side's chip exactly like nodata (the pair's
+pixel is then left out of the loss; a target mask leaves the source's pixels as they are).
 
 A mask's first band is read. With `--mask-values` its pixels holding one of those codes are
 masked (Sentinel-2 SCL: 3 cloud shadow, 8 and 9 cloud, 10 cirrus); without, it is a 0/1 mask and
@@ -141,7 +142,7 @@ def _check_codes(mask: MaskSpec, dtype: str) -> None:
 
 class MaskReader:
     """A pair's masks warped onto its source grid with nearest (one per worker), applied to the
-    pair's reads: masked pixels become invalid in both chips."""
+    pair's reads: masked pixels become invalid on the mask's side."""
 
     def __init__(self, masks: tuple[MaskSpec, ...], grid: Grid):
         self._stack = ExitStack()
@@ -152,12 +153,12 @@ class MaskReader:
                 warped_view(dataset, grid, "nearest"))))
 
     def apply(self, read: PairRead, window: Window) -> PairRead:
-        """`read` with the pixels any mask marks invalid (on `window`) made invalid."""
-        valid = read.valid
+        """`read` with the pixels a mask marks invalid (on `window`) made invalid on its side."""
+        valid = {"source": read.source_valid, "target": read.target_valid}
         for mask, view in self._views:
             data, held = read_window(view, [1], window)
-            valid = valid & ~mask.masked(data[0], held)
-        return read if valid is read.valid else PairRead(read.source, read.target, valid)
+            valid[mask.side] = valid[mask.side] & ~mask.masked(data[0], held)
+        return PairRead(read.source, read.target, valid["source"], valid["target"])
 
     def __enter__(self) -> MaskReader:
         return self

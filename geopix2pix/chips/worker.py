@@ -171,8 +171,8 @@ def _run_job(job: Job) -> JobResult:
                 continue
             for future in pending:  # the previous chip's, written while this one was read
                 future.result()  # re-raise a failed write here
-            pending = [writer.submit(source_writer.write, chip, read.source, read.valid),
-                       writer.submit(target_writer.write, chip, read.target, read.valid)]
+            pending = [writer.submit(source_writer.write, chip, read.source, read.source_valid),
+                       writer.submit(target_writer.write, chip, read.target, read.target_valid)]
             if split == "train":
                 source_stats.add(read.source, read.valid)
                 target_stats.add(read.target, read.valid)

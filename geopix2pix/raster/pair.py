@@ -21,11 +21,17 @@ from geopix2pix.raster.io import open_raster, read_window, warped_view
 
 @dataclass(frozen=True)
 class PairRead:
-    """One window of a pair: data in each file's dtype and the validity of both together."""
+    """One window of a pair: data in each file's dtype and each one's validity (``valid``:
+    both together, the pixels a model can learn from)."""
 
     source: np.ndarray
     target: np.ndarray
-    valid: np.ndarray
+    source_valid: np.ndarray
+    target_valid: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.source_valid & self.target_valid
 
 
 class PairReader:
@@ -65,7 +71,7 @@ class PairReader:
         target_window = Window(window.col_off + self._shift[1], window.row_off + self._shift[0],
                                window.width, window.height)
         target, target_valid = read_window(self.target, self.target_bands, target_window)
-        return PairRead(source, target, source_valid & target_valid)
+        return PairRead(source, target, source_valid, target_valid)
 
     def close(self) -> None:
         self._stack.close()

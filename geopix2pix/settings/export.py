@@ -105,9 +105,10 @@ class ExportOptions:
         "applied."))
     source_mask: str | os.PathLike | None = option(None, kind="file", metavar="MASK", help=(
         "Validity mask raster of the source (any grid and CRS, warped with nearest): its masked "
-        "pixels are invalid in both chips, like nodata."))  # chips.masks
+        "pixels are invalid in the source chip, like its nodata."))  # chips.masks
     target_mask: str | os.PathLike | None = option(None, kind="file", metavar="MASK", help=(
-        "Validity mask raster of the target (clouds, shadows, changes), as --source-mask."))
+        "Validity mask raster of the target (clouds, shadows, changes; any grid and CRS): its "
+        "masked pixels are invalid in the target chip and left out of the loss."))
     mask_values: Sequence[float] | None = option(
         None, kind="codes", metavar="CODES", shown_default="a 0/1 mask, 1 invalid", help=(
             "Mask codes that mark a pixel invalid, e.g. 3,8,9,10 for Sentinel-2 SCL's cloud "
