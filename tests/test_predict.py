@@ -31,7 +31,7 @@ from geopix2pix.chips.scaling import Scaling
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.prediction import predict
-from geopix2pix.prediction.engine.windows import make_layout
+from geopix2pix.prediction.engine.windows import make_layout, point_reflect, read_strip
 from geopix2pix.raster.blend_windows import BLEND_WINDOWS, BlendWindow
 
 
@@ -494,6 +494,36 @@ def test_centre_scaled_input_is_extrapolated_past_the_scene_edges(tmp_path):
     inside = slope[10:-10, 10:-10]
     assert inside.std() < 1e-6 and abs(inside.mean()) > 1e-3
     np.testing.assert_allclose(slope, inside.mean(), atol=1e-5)
+
+
+def test_point_reflection_extrapolates_past_a_scene_smaller_than_the_padding(tmp_path):
+    """Padding wider than the scene (a 4 x 5 scene in 16-pixel windows): the point reflection
+    goes on extrapolating the plane (a mirror of a mirror would zig-zag); a pixel computed
+    from a void is invalid."""
+    rows, cols = np.mgrid[0:4, 0:5]
+    plane = (100 + 2.0 * cols + 3.0 * rows).astype("float32")
+    scene = write_scene(tmp_path / "tiny.tif", 5, 4, count=1, dtype="float32",
+                        data=plane[None], nodata=None)
+    with rasterio.open(scene) as dataset:
+        strip = read_strip(dataset, [1], -10, [-10, -2, 6], 16)
+    data, valid = point_reflect(strip, 4, 5)
+    rr, cc = np.mgrid[-10:6, -10:22]
+    np.testing.assert_allclose(data[0], 100 + 2.0 * cc + 3.0 * rr)
+    assert valid.all()
+    voided = plane.copy()
+    voided[1, 1] = -9999
+    scene = write_scene(tmp_path / "void.tif", 5, 4, count=1, dtype="float32",
+                        data=voided[None], nodata=-9999)
+    with rasterio.open(scene) as dataset:
+        strip = read_strip(dataset, [1], -10, [-10, -2, 6], 16)
+    valid = point_reflect(strip, 4, 5)[1]
+
+    def at(pixel: tuple[int, int]) -> bool:  # scene coordinates (the strip starts at -10, -10)
+        return bool(valid[pixel[0] + 10, pixel[1] + 10])
+
+    assert not at((1, 1)) and at((0, 0)) and at((2, 2))
+    assert not at((-1, 1)) and not at((1, -1))  # 2 * edge - the void
+    assert at((-1, 3)) and at((3, -1)) and at((-3, 3))
 
 
 def test_a_scene_inside_a_zip_is_read_through_gdal_virtual_files(tmp_path, model_file,

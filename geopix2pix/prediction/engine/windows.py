@@ -196,25 +196,27 @@ def point_reflect(strip: Strip, height: int, width: int) -> tuple[np.ndarray, np
     """(data as float64, valid) of a strip whose padding past the scene's edges is the point
     (odd) reflection ``2 * edge - mirror`` instead of the mirror: a linear extrapolation that
     keeps the slope across the edge, as `gdaldem -compute_edges` assumes for a DEM (the mirror
-    makes the terrain flat there). A padded pixel is valid where its mirror and the edge are.
-    Values past the range of the data are left to the scaling's clip."""
+    makes the terrain flat there); numpy's odd reflection, which goes on extrapolating where the
+    padding is wider than the scene. A padded pixel is valid where every pixel it is computed
+    from is. Values past the range of the data are left to the scaling's clip."""
     with np.errstate(invalid="ignore", over="ignore"):
         data = strip.data.astype(np.float64)
-    valid = strip.valid.copy()
+    # validity rides along as NaN: it propagates through the reflection's arithmetic exactly
+    invalid = np.where(strip.valid, 0.0, np.nan)
     for axis, first, n in ((-2, strip.row, height), (-1, strip.col, width)):
         length = data.shape[axis]
-        for edge, pad in ((-first, slice(0, max(0, -first))),
-                          (n - 1 - first, slice(max(0, n - first), length))):
-            if pad.start >= pad.stop or not 0 <= edge < length:
-                continue
-            line = [slice(None)] * data.ndim
-            line[axis] = slice(edge, edge + 1)
-            part = [slice(None)] * data.ndim
-            part[axis] = pad
-            with np.errstate(invalid="ignore", over="ignore"):
-                data[tuple(part)] = 2 * data[tuple(line)] - data[tuple(part)]
-            valid[tuple(part[1:])] &= valid[tuple(line[1:])]
-    return data, valid
+        pads = (max(0, -first), max(0, first + length - n))
+        if pads == (0, 0):
+            continue
+        inside = [slice(None)] * data.ndim
+        inside[axis] = slice(pads[0], length - pads[1])
+        widths = [(0, 0)] * data.ndim
+        widths[axis] = pads
+        with np.errstate(invalid="ignore", over="ignore"):
+            data = np.pad(data[tuple(inside)], widths, mode="reflect", reflect_type="odd")
+            invalid = np.pad(invalid[tuple(inside[1:])], widths[1:], mode="reflect",
+                             reflect_type="odd")
+    return data, ~np.isnan(invalid)
 
 
 # read(rows, cols, out=None) -> (data, valid): a block, its data written into `out` when given
