@@ -60,6 +60,31 @@ def test_predict_attaches_what_the_stop_left(tmp_path, monkeypatch):
         "predict", signal.SIGINT, f"Stopped: {out} was not written (no partial output is left)")
 
 
+def test_the_python_predict_attaches_what_the_stop_left_too(tmp_path, model_file, monkeypatch):
+    """`geopix2pix.predict` (the API, not only the command) says of each output what the stop
+    left: an earlier OUT not replaced, or the scenes completed."""
+    import geopix2pix.prediction.predictor as predictor
+
+    def stopped(pairs, *args, **kwargs):
+        stop = KeyboardInterrupt()
+        stop.written = [out for _, out in pairs][:1] if len(pairs) > 1 else []
+        raise stop
+
+    monkeypatch.setattr(predictor, "predict_scenes", stopped)
+    out = tmp_path / "o.tif"
+    out.write_text("earlier")
+    with pytest.raises(KeyboardInterrupt) as stop:
+        predictor.predict("s.tif", out, model=model_file)
+    assert stop.value.report == StopReport(
+        "predict", signal.SIGINT, f"Stopped: {out} was not replaced (no partial output is "
+        "left)", kept=out)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        predictor.predict(["a.tif", "b.tif"], out_dir=tmp_path, model=model_file)
+    assert stop.value.report.line == ("Stopped after 1 of 2 scenes: their outputs are complete; "
+                                      "those being written were removed")
+    assert stop.value.report.completed == (tmp_path / "a.tif",)
+
+
 def test_a_signal_within_a_stop_request_sets_its_flag():
     before = signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:

@@ -57,8 +57,8 @@ def export_stopped(params: dict) -> Reporter:
 
 
 def predict_stopped(params: dict) -> Reporter:
-    """predict: `prediction.distributed.stop_reporter` (SCENE OUT, or SCENES... --out-dir)."""
-    from geopix2pix.prediction.distributed import stop_reporter
+    """predict: `prediction.outputs.stop_reporter` (SCENE OUT, or SCENES... --out-dir)."""
+    from geopix2pix.prediction.outputs import stop_reporter
 
     paths, out_dir = list(params.get("paths", ())), params.get("out_dir")
     if out_dir is None:

@@ -15,30 +15,22 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import load_model
+from geopix2pix.prediction.outputs import output_paths, stop_reporter
 from geopix2pix.prediction.predictor import (
     PathLike,
     SceneResult,
     check_creation_options_for,
-    output_paths,
     predict,
     predict_scenes,
     resolve_device,
 )
 from geopix2pix.runtime import distributed
-from geopix2pix.runtime.stopping import (
-    Outputs,
-    Reporter,
-    StopReport,
-    attaches_stop_report,
-    stop_signal,
-)
+from geopix2pix.runtime.stopping import attaches_stop_report
 from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 
 if TYPE_CHECKING:
@@ -101,42 +93,3 @@ def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None 
     return [r for r in ordered if r is not None]
 
 
-def stop_reporter(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None,
-                  out_dir: PathLike | None = None) -> Reporter:
-    """What a stop of a prediction of `scenes` (into OUT or DIR/<scene name>.tif) left: how
-    many outputs this run completed before the stop (kept, whole), as the prediction reports
-    them (the interrupt's `written`, not what is on disk: another process may have written
-    there meanwhile); those being written were removed (their temporaries), and an output that
-    was there before (--overwrite) and not yet replaced is as it was."""
-    outputs = Outputs(_outputs(scenes, out, out_dir))
-
-    def report(stop: BaseException) -> StopReport:
-        signum, written = stop_signal(stop), tuple(getattr(stop, "written", ()))
-        if len(outputs.paths) == 1:
-            out = outputs.paths[0]
-            if written:
-                return StopReport("predict", signum, f"Stopped after {out} was written: it is "
-                                  "complete", completed=written)
-            earlier = outputs.before[0] is not None
-            return StopReport("predict", signum, f"Stopped: {out} was "
-                              f"{'not replaced' if earlier else 'not written'} (no partial "
-                              "output is left)", kept=out if earlier else None)
-        if not written:
-            return StopReport("predict", signum, "Stopped: nothing was written (no partial "
-                              "outputs are left)")
-        return StopReport("predict", signum, f"Stopped after {len(written)} of "
-                          f"{len(outputs.paths)} scenes: their outputs are complete; those "
-                          "being written were removed", completed=written)
-
-    return report
-
-
-def _outputs(scenes: PathLike | Sequence[PathLike], out: PathLike | None,
-             out_dir: PathLike | None) -> list[Path]:
-    """The outputs `output_paths` names; none for arguments predict refuses."""
-    single = isinstance(scenes, (str, os.PathLike))
-    try:
-        return [Path(path) for _, path in output_paths([scenes] if single else list(scenes),
-                                                       out, out_dir)]
-    except GeoPix2PixError:
-        return []

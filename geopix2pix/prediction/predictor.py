@@ -29,24 +29,22 @@ from geopix2pix.prediction.checks import check_scene
 from geopix2pix.prediction.engine.formats import check_output_options
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
+from geopix2pix.prediction.outputs import PathLike, output_paths, shared_outputs, stop_reporter
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import open_raster, raster_path, scene_name
+from geopix2pix.raster.io import open_raster, raster_path
 from geopix2pix.raster.write import (
     atomic_path,
-    case_insensitive,
     replaced_inputs,
 )
 from geopix2pix.runtime.device import resolve_device
 from geopix2pix.runtime.folders import refuse_read_only
+from geopix2pix.runtime.stopping import attaches_stop_report
 from geopix2pix.settings.checking import api_function
 from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-PathLike = str | os.PathLike
-
 
 @dataclass
 class SceneResult:
@@ -73,58 +71,8 @@ class SceneResult:
         self.error, self.exception = message, exc
 
 
-def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
-                 out_dir: PathLike | None) -> list[tuple[Path | str, Path]]:
-    """(scene, output) pairs: OUT for one scene, or DIR/<scene name>.tif for each (`scene_name`;
-    a scene given by a GDAL name, /vsicurl/https://.../x.tif, stays that string)."""
-    scenes = [raster_path(s) for s in scenes]
-    if not scenes:
-        raise GeoPix2PixError("no scene given; pass SCENE OUT or SCENES... --out-dir DIR")
-    for scene in scenes:  # meant: its rasters (GDAL's complaint would not say so)
-        if isinstance(scene, Path) and scene.is_dir():
-            raise GeoPix2PixError(f"SCENE {scene} is a folder, not a raster; pass its rasters "
-                                  f"(e.g. {scene / '*.tif'}) with --out-dir DIR")
-    if out is not None and out_dir is None:
-        if len(scenes) != 1:
-            raise GeoPix2PixError("several scenes need --out-dir DIR, not one OUT")
-        if Path(out).is_dir():  # meant: --out-dir
-            raise GeoPix2PixError(f"OUT {out} is a folder; to write <scene name>.tif into it, "
-                                  f"pass --out-dir {out} (predict SCENES... --out-dir {out} -m "
-                                  "MODEL)")
-        if Path(out).suffix.lower() not in (".tif", ".tiff"):
-            raise GeoPix2PixError(f"{out}: predict writes a GeoTIFF; name the output .tif")
-        return [(scenes[0], Path(out))]
-    if out_dir is None or out is not None:
-        raise GeoPix2PixError("give either OUT (one scene) or --out-dir DIR, not both or neither")
-    outs = [Path(out_dir) / f"{scene_name(s)}.tif" for s in scenes]
-    for later, first in shared_outputs(outs).items():
-        case = "" if outs[later].name == outs[first].name else \
-            " (names that differ only in case are one file in this folder)"
-        raise GeoPix2PixError(f"{scenes[first]} and {scenes[later]} would both be "
-                              f"written to {outs[first].name} in {out_dir}{case}; rename the "
-                              "scenes or predict them separately")
-    return list(zip(scenes, outs))
-
-
-def shared_outputs(outs: Sequence[PathLike]) -> dict[int, int]:
-    """{index: index of the first output it shares}: the same path, or one differing only in
-    case in a folder where case does not tell files apart (macOS and Windows by default)."""
-    exact: dict[str, int] = {}
-    folded: dict[str, int] = {}
-    shared = {}
-    for index, out in enumerate(outs):
-        path = os.path.normcase(os.path.abspath(out))
-        if path in exact:
-            shared[index] = exact[path]
-        elif path.casefold() in folded and case_insensitive(Path(path).parent):
-            shared[index] = folded[path.casefold()]
-        else:
-            exact[path] = index
-            folded.setdefault(path.casefold(), index)
-    return shared
-
-
 @api_function
+@attaches_stop_report(lambda call: stop_reporter(call["scenes"], call["out"], call["out_dir"]))
 def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
             model: PathLike | LoadedModel, out_dir: PathLike | None = None,
             on_warning: Callable[[str], None] | None = None,
