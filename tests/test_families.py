@@ -88,3 +88,17 @@ def test_the_declared_models_are_the_registered_families():
     from geopix2pix.training.families import FAMILIES
 
     assert tuple(FAMILIES) == MODELS and set(FAMILY_DEFAULTS) == set(MODELS)
+
+
+def test_evaluating_puts_each_network_back_in_its_own_mode_also_after_an_error():
+    """Validation and samples run the families' networks in eval mode, and hand them back in
+    the mode each was in (a generator in train mode, a frozen one in eval mode)."""
+    import torch
+
+    from geopix2pix.training.validate import evaluating
+
+    training_net, frozen = torch.nn.BatchNorm2d(1), torch.nn.BatchNorm2d(1).eval()
+    with pytest.raises(RuntimeError), evaluating(training_net, frozen):
+        assert not training_net.training and not frozen.training
+        raise RuntimeError("a failed validation")
+    assert training_net.training and not frozen.training

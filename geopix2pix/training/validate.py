@@ -19,8 +19,9 @@ dividing: the result is the one-process result, up to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,6 +40,21 @@ from geopix2pix.metrics import (
 
 from .device import DeviceSetup
 from .losses import masked_cross_entropy
+
+
+@contextlib.contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """The modules in eval mode for the block, each back in its own mode after it (also when
+    it fails)."""
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+
 
 VAL_METRICS = ("val_l1", "val_mae", "val_rmse", "val_psnr", "val_ssim")
 SUMS = ("l1", "mae", "mse", "mse01", "ssim")
@@ -91,10 +107,8 @@ def evaluate(generator: nn.Module, loader, setup: DeviceSetup, target_scaling: S
     ``generator`` must be the plain module, not its DDP wrapper (ranks may have different
     numbers of batches).
     """
-    was_training = generator.training
-    generator.eval()
     totals = _Totals()
-    try:
+    with evaluating(generator):
         for batch in loader:
             source = setup.to_device(batch["source"])
             with setup.autocast():
@@ -114,8 +128,6 @@ def evaluate(generator: nn.Module, loader, setup: DeviceSetup, target_scaling: S
                 "mse01": masked_mse(pred01, target01, valid),
                 "ssim": masked_ssim(pred01, target01, valid, 1.0),
             }, count)
-    finally:
-        generator.train(was_training)
     if reduce is not None:
         totals.reduce(reduce, channels)
     if totals.count == 0:
@@ -137,10 +149,8 @@ def evaluate_classes(generator: nn.Module, loader, setup: DeviceSetup, classes: 
     """Scores of a class-map generator (``classes`` scores per pixel) on every chip of
     ``loader``, whose targets hold class indices; empty dict when it has no valid pixel.
     ``reduce`` adds the ranks' sums as for `evaluate`."""
-    was_training = generator.training
-    generator.eval()
     totals = torch.zeros(2 + classes * classes, dtype=torch.float64)  # CE sum, count, confusion
-    try:
+    with evaluating(generator):
         for batch in loader:
             with setup.autocast():
                 scores = generator(setup.to_device(batch["source"]))
@@ -153,8 +163,6 @@ def evaluate_classes(generator: nn.Module, loader, setup: DeviceSetup, classes: 
             totals[0] += float(masked_cross_entropy(scores, target, valid)) * count
             totals[1] += count
             totals[2:] += confusion_matrix(guess, truth, None, range(classes)).flatten()
-    finally:
-        generator.train(was_training)
     if reduce is not None:
         totals = reduce(totals)
     if totals[1] == 0:

@@ -68,8 +68,12 @@ class ModelFamily(ABC):
     name: str = ""
     needs_pairs: bool = True  # whether it learns from aligned pairs only (refuses unpaired chips)
 
+    UNRECORDED: tuple[str, ...] = ()  # options its model files leave out (other families')
+
     def __init__(self, run: RunContext) -> None:
         self.run = run
+        self.train_set: Any = None  # set by `datasets`
+        self.val_set: Any = None
 
     # --- set-up -------------------------------------------------------------------------------
     @abstractmethod
@@ -183,9 +187,22 @@ class ModelFamily(ABC):
         """Write ``export``'s generator and metadata at ``path`` (rank 0; ``progress``: the
         epoch and step)."""
 
-    @abstractmethod
+    def recorded_options(self) -> dict[str, Any]:
+        """The options a model file records: this family's, the ranks and the batch over
+        them."""
+        return {**{k: v for k, v in self.run.config.to_dict().items()
+                   if k not in self.UNRECORDED},
+                "world_size": self.run.world, "effective_batch_size": self.run.effective_batch}
+
     def sample_batch(self, count: int) -> dict[str, torch.Tensor] | None:
-        """The fixed chips samples/ shows."""
+        """The fixed chips samples/ shows: the first val chips (train chips without val), each
+        tensor they hold stacked."""
+        dataset = self.val_set if self.val_set else self.train_set
+        items = [dataset[i] for i in range(min(count, len(dataset)))]
+        if not items:
+            return None
+        return {key: torch.stack([item[key] for item in items])
+                for key, value in items[0].items() if isinstance(value, torch.Tensor)}
 
     @abstractmethod
     def draw_samples(self, path: Path, batch: dict[str, torch.Tensor]) -> None:

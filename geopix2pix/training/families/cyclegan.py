@@ -37,6 +37,7 @@ from ..image_pool import ImagePool, check_pool_state
 from ..losses import masked_l1
 from ..networks import check_discriminator_depth, unfit_for_chips
 from ..samples import write_rows
+from ..validate import evaluating
 from .base import ModelExport, ModelFamily, Reduce, RunContext
 
 NETWORKS = ("g_a", "g_b", "d_a", "d_b")  # G_A: A -> B, judged by D_A (the reference's names)
@@ -44,7 +45,6 @@ EXPORTS = (ModelExport("model.safetensors", "model-best.safetensors", "a_to_b"),
            ModelExport("model-ba.safetensors", "model-ba-best.safetensors", "b_to_a"))
 LOSSES = ("loss_G_A", "loss_G_B", "loss_cycle_A", "loss_cycle_B", "loss_idt_A", "loss_idt_B",
           "loss_D_A", "loss_D_B")
-OTHERS = PIX2PIX_OPTIONS  # options a CycleGAN model file does not record
 
 
 class CycleGAN(ModelFamily):
@@ -53,6 +53,7 @@ class CycleGAN(ModelFamily):
     name = "cyclegan"
     needs_pairs = False
     EXPORTS = EXPORTS
+    UNRECORDED = PIX2PIX_OPTIONS  # the other family's options
     loss_names = LOSSES
     metrics_columns = ("epoch", "step", "lr", *LOSSES, "val_cycle_a", "val_cycle_b", "val_l1",
                        "images_per_second", "epoch_seconds")
@@ -199,12 +200,9 @@ class CycleGAN(ModelFamily):
         """``val_cycle_a``/``val_cycle_b``: the masked L1 of A -> B -> A and B -> A -> B, and
         ``val_l1`` of A -> B to the paired B, each over the val chips' valid pixels."""
         g_a, g_b = self.nets["g_a"], self.nets["g_b"]
-        modes = [m.training for m in (g_a, g_b)]
-        g_a.eval()
-        g_b.eval()
         sums = torch.zeros(3, dtype=torch.float64)  # cycle A, cycle B, A -> B (paired chips)
         counts = torch.zeros(3, dtype=torch.float64)  # their valid pixels
-        try:
+        with evaluating(g_a, g_b):
             for batch in loader:
                 real_a, valid_a, real_b, valid_b, pair = (
                     None if v is None else self.setup.to_device(v) for v in sides(batch))
@@ -219,9 +217,6 @@ class CycleGAN(ModelFamily):
                     count = float(valid.sum())
                     sums[index] += float(masked_l1(pred.float(), truth, valid)) * count
                     counts[index] += count
-        finally:
-            g_a.train(modes[0])
-            g_b.train(modes[1])
         packed = torch.cat([sums, counts])
         if reduce is not None:
             packed = reduce(packed.to(self.setup.device)).cpu()
@@ -248,10 +243,7 @@ class CycleGAN(ModelFamily):
                     progress: dict[str, int]) -> None:
         """The generator of ``export.direction`` with metadata of its input and output domain
         (B -> A: the target side as its source), ``family`` and ``direction``."""
-        options = {**{k: v for k, v in self.config.to_dict().items() if k not in OTHERS},
-                   "world_size": self.run.world,
-                   "effective_batch_size": self.run.effective_batch}
-        metadata = ModelMetadata.of_training(self.info, options, progress["epoch"],
+        metadata = ModelMetadata.of_training(self.info, self.recorded_options(), progress["epoch"],
                                              progress["step"], validation)
         metadata = self._on_input_grid(metadata.of_family(self.name, export.direction),
                                        export.direction)
@@ -268,24 +260,13 @@ class CycleGAN(ModelFamily):
         return dataclasses.replace(metadata, crs=first["crs"],
                                    pixel_size=tuple(map(float, first["pixel_size"])))
 
-    def sample_batch(self, count: int) -> dict[str, torch.Tensor] | None:
-        """The first val chips of each domain (train chips without val)."""
-        dataset = self.val_set if self.val_set else self.train_set
-        items = [dataset[i] for i in range(min(count, len(dataset)))]
-        keys = [k for k in ("source", "target", "valid", "source_valid", "target_valid")
-                if items and k in items[0]]
-        return {k: torch.stack([it[k] for it in items]) for k in keys} if items else None
-
     @torch.no_grad()
     def draw_samples(self, path: Path, batch: dict[str, torch.Tensor]) -> None:
         """A | A -> B | A -> B -> A for each chip, then B | B -> A | B -> A -> B."""
         nets = (self.nets["g_a"], self.nets["g_b"])
-        modes = [m.training for m in nets]
-        for net in nets:
-            net.eval()
         rows = []
         real_a, valid_a, real_b, valid_b, _ = sides(batch)
-        try:
+        with evaluating(*nets):
             for real, valid, there, back in ((real_a, valid_a, *nets),
                                              (real_b, valid_b, *nets[::-1])):
                 with self.setup.autocast():
@@ -294,9 +275,6 @@ class CycleGAN(ModelFamily):
                 for r, f, c, v in zip(real, fake.float().cpu(), rec.float().cpu(), valid):
                     rows.append(cycle_row(r.float().numpy(), f.numpy(), c.numpy(),
                                           v[0].numpy()))
-        finally:
-            for net, mode in zip(nets, modes):
-                net.train(mode)
         write_rows(path, rows)
 
     def criterion_without_val(self) -> str:

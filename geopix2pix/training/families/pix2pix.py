@@ -35,12 +35,11 @@ from ..history import COLUMNS
 from ..networks import build_networks
 from ..samples import write_samples
 from ..step import Pix2PixStep
-from ..validate import evaluate, evaluate_classes
+from ..validate import evaluate, evaluate_classes, evaluating
 from .base import ModelExport, ModelFamily, Reduce, RunContext
 
 STUCK_EPOCHS = 3  # a class map's mean IoU unchanged this long: warn (see after_validation)
 # options a Pix2Pix model file does not record (other families')
-OTHERS = ("model", *CYCLEGAN_OPTIONS)
 EXPORTS = (ModelExport("model.safetensors", "model-best.safetensors"),)
 
 
@@ -49,6 +48,7 @@ class Pix2Pix(ModelFamily):
 
     name = "pix2pix"
     EXPORTS = EXPORTS
+    UNRECORDED = ("model", *CYCLEGAN_OPTIONS)  # the other family's options
     metrics_columns = COLUMNS  # the same for values and class maps
 
     def __init__(self, run: RunContext) -> None:
@@ -213,28 +213,17 @@ class Pix2Pix(ModelFamily):
     # --- outputs ------------------------------------------------------------------------------
     def write_model(self, export: ModelExport, path: Path, validation: dict[str, float],
                     progress: dict[str, int]) -> None:
-        options = {**{k: v for k, v in self.config.to_dict().items() if k not in OTHERS},
-                   "world_size": self.world, "effective_batch_size": self.run.effective_batch}
-        metadata = ModelMetadata.of_training(self.info, options, progress["epoch"],
+        metadata = ModelMetadata.of_training(self.info, self.recorded_options(), progress["epoch"],
                                              progress["step"], validation, self.classes,
                                              self.baselines.maps)
         save_model(path, self.eval_generator(), self.spec, metadata.to_dict())
-
-    def sample_batch(self, count: int) -> dict[str, torch.Tensor] | None:
-        """The first val chips (train chips without val)."""
-        dataset = self.val_set if self.val_set else self.train_set
-        items = [dataset[i] for i in range(min(count, len(dataset)))]
-        return {k: torch.stack([it[k] for it in items]) for k in ("source", "target", "valid")}
 
     @torch.no_grad()
     def draw_samples(self, path: Path, batch: dict[str, torch.Tensor]) -> None:
         """Source | prediction | target of each chip."""
         generator = self.eval_generator()
-        was_training = generator.training
-        generator.eval()
-        with self.setup.autocast():
+        with evaluating(generator), self.setup.autocast():
             pred = generator(self.setup.to_device(batch["source"]))
-        generator.train(was_training)
         colours = None if self.classes is None else class_colours(
             self.classes, self.info.target.band_metadata.colormap)
         source = batch["source"][:, :self.spec.source_bands]  # without a validity band
