@@ -23,6 +23,18 @@ def test_the_stride_and_workers_default_to_the_chip_size_and_the_cores():
     assert options.with_split_block(128).split_block == 128
 
 
+def test_default_workers_count_the_cores_where_the_os_has_no_affinity(monkeypatch):
+    """macOS and Windows have no os.sched_getaffinity: the machine's cores count (a laptop's
+    export and train used to fail there with AttributeError)."""
+    import os
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    monkeypatch.setattr("geopix2pix.runtime.device._cpu_quota", lambda: None)
+    assert (default_workers(), default_workers(leave=1)) == (6, 5)
+    assert ExportOptions(chip_size=64).workers == 6
+
+
 @pytest.mark.parametrize("changes, message", [
     (dict(chip_size=48), "--chip-size 48: use a power of two from 32 to 2048"),
     (dict(stride=0), "--stride 0: use a positive number of pixels"),

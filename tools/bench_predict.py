@@ -341,8 +341,10 @@ def machine(device: str) -> str:
     import rasterio
     import torch
 
+    from geopix2pix.runtime.device import available_cpus
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = available_cpus()
     return (f"machine: {platform.processor() or platform.machine()}, {cpus} CPUs, "
             f"{torch.get_num_threads()} torch threads, device {device}, GPU {gpu}; "
             f"torch {torch.__version__}, GDAL {rasterio.__gdal_version__}, python "

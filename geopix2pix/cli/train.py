@@ -34,7 +34,8 @@ def train_command(chips_dir, out_dir, **options):
         context = click.get_current_context()
         options = {name: value for name, value in options.items()
                    if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
-    # SIGTERM raises KeyboardInterrupt too (`cli.Terminated`): `reports_stop` says what is left
+    # SIGTERM raises KeyboardInterrupt too (`runtime.stopping.Terminated`): `reports_stop`
+    # says what is left
     result = train(chips_dir, out_dir, log=_log, **options)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks
         return

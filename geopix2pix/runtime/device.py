@@ -1,7 +1,8 @@
 """Where a command runs: the torch device (``auto``: CUDA when present, else the CPU; ``cpu``,
 ``cuda`` or ``cuda:N``), checked before anything is loaded, so a typo or a missing GPU is one
 GeoPix2PixError rather than torch's RuntimeError ("Found no NVIDIA driver"); the precision a
-model runs in under CUDA autocast; and how many worker processes to start by default. torch is
+model runs in under CUDA autocast; the CPUs a process may use and how many worker processes to
+start by default. torch is
 imported only when a device is resolved (export-chips never loads it)."""
 
 from __future__ import annotations
@@ -60,4 +61,35 @@ def default_workers(leave: int = 0) -> int:
     """Worker processes: one per available core but `leave` (cores kept for the main process),
     at most 8. export-chips leaves none (it is I/O and compression bound); train leaves one
     to its training loop."""
-    return max(0, min(8, len(os.sched_getaffinity(0)) - leave))
+    return max(0, min(8, available_cpus() - leave))
+
+
+def _cpu_quota() -> int | None:
+    """The CPUs a container's cgroup quota allows (v2 cpu.max, else v1 cfs), or None."""
+    for quota_file, period_file in (("/sys/fs/cgroup/cpu.max", None),
+                                    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+                                     "/sys/fs/cgroup/cpu/cpu.cfs_period_us")):
+        try:
+            with open(quota_file) as limit:
+                fields = limit.read().split()
+            if period_file is not None:
+                with open(period_file) as period:
+                    fields = fields[:1] + period.read().split()[:1]
+            quota, period_us = fields[:2]
+        except (OSError, ValueError):
+            continue
+        if quota in ("max", "-1"):
+            return None
+        try:
+            return max(1, int(quota) // int(period_us))
+        except ValueError:
+            return None
+    return None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity (where the OS has one: not macOS or
+    Windows, which count the machine's), within a container's CPU quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = _cpu_quota()
+    return max(1, min(cpus or 1, quota or cpus or 1))

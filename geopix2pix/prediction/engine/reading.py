@@ -38,6 +38,7 @@ from geopix2pix.prediction.engine.windows import (
     iter_chunk_strips,
     point_reflect,
 )
+from geopix2pix.runtime.device import available_cpus
 
 SCALE_PIECE = 1024  # columns scaled at a time
 MAX_READ_WORKERS = 4  # threads reading each strip for a GPU
@@ -46,36 +47,6 @@ WORKERS_VARIABLE = "GEOPIX2PIX_READ_WORKERS"  # overrides `read_workers`
 
 Run = tuple[int, "np.ndarray | None"]  # (windows, validity of their row if they start it)
 Batch = tuple[np.ndarray, list[Run]]
-
-
-def _cpu_quota() -> int | None:
-    """The CPUs a container's cgroup quota allows (v2 cpu.max, else v1 cfs), or None."""
-    for quota_file, period_file in (("/sys/fs/cgroup/cpu.max", None),
-                                    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
-                                     "/sys/fs/cgroup/cpu/cpu.cfs_period_us")):
-        try:
-            with open(quota_file) as limit:
-                fields = limit.read().split()
-            if period_file is not None:
-                with open(period_file) as period:
-                    fields = fields[:1] + period.read().split()[:1]
-            quota, period_us = fields[:2]
-        except (OSError, ValueError):
-            continue
-        if quota in ("max", "-1"):
-            return None
-        try:
-            return max(1, int(quota) // int(period_us))
-        except ValueError:
-            return None
-    return None
-
-
-def _cpu_count() -> int:
-    """The CPUs this process may use: its affinity, within a container's CPU quota."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    quota = _cpu_quota()
-    return max(1, min(cpus or 1, quota or cpus or 1))
 
 
 def read_workers(device: torch.device) -> int:
@@ -95,7 +66,7 @@ def read_workers(device: torch.device) -> int:
         processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:
         processes = 1
-    return max(1, min(MAX_READ_WORKERS, _cpu_count() // processes // CPUS_PER_READ_WORKER))
+    return max(1, min(MAX_READ_WORKERS, available_cpus() // processes // CPUS_PER_READ_WORKER))
 
 
 def column_parts(cols: tuple[int, int], width: int, block: int,
