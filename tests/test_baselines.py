@@ -17,7 +17,7 @@ from conftest import write_raster
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
-from geopix2pix.errors import GeoPix2PixError, GeoPix2PixWarning
+from geopix2pix.errors import GeoPix2PixWarning
 from geopix2pix.models import GeneratorSpec, ModelMetadata, build_generator, load_model
 from geopix2pix.models.baseline import (
     BaselineMaps,
@@ -68,7 +68,7 @@ def test_class_fit_is_the_nearest_class_mean_and_the_majority(rng):
         classes = torch.tensor(rng.choice(3, (1, 1, 8, 8), p=[0.2, 0.7, 0.1]), dtype=torch.float32)
         batches.append({"source": torch.tensor(rng.normal(size=(1, 2, 8, 8))) + classes,
                         "target": classes, "valid": valid})
-    nearest, majority, pixels = solve_classes(accumulate(batches, 2, 4, 4), 2, 4)
+    nearest, majority, _, pixels = solve_classes(accumulate(batches, 2, 4, 4), 2, 4)
     x = np.concatenate([b["source"].permute(0, 2, 3, 1)[b["valid"][:, 0]].numpy()
                         for b in batches])
     k = np.concatenate([b["target"][:, 0][b["valid"][:, 0]].numpy() for b in batches]).astype(int)
@@ -79,10 +79,42 @@ def test_class_fit_is_the_nearest_class_mean_and_the_majority(rng):
     np.testing.assert_array_equal(scores.argmax(1), nearest_mean)  # class 3 absent: never
 
 
+def test_the_linear_discriminant_streamed_equals_fisher_s_on_the_valid_pixels(rng):
+    """Class means, pooled within-class covariance and log class shares, from the streamed sums
+    exactly as from all valid pixels at once; a class without pixels is never chosen."""
+    batches = []
+    for _ in range(4):
+        valid = torch.tensor(rng.random((1, 1, 8, 8)) > 0.3)
+        classes = torch.tensor(rng.choice(3, (1, 1, 8, 8), p=[0.2, 0.7, 0.1]), dtype=torch.float32)
+        noise = torch.tensor(rng.normal(size=(1, 3, 8, 8))) * torch.tensor([1.0, 0.2, 3.0])[
+            None, :, None, None]  # bands of unequal variance: not the nearest mean
+        batches.append({"source": noise + classes, "target": classes, "valid": valid})
+    *_, fisher, _ = solve_classes(accumulate(batches, 3, 4, 4), 3, 4)
+    x = np.concatenate([b["source"].permute(0, 2, 3, 1)[b["valid"][:, 0]].numpy()
+                        for b in batches])
+    k = np.concatenate([b["target"][:, 0][b["valid"][:, 0]].numpy() for b in batches]).astype(int)
+    means = np.stack([x[k == c].mean(0) for c in range(3)])
+    within = sum(((x[k == c] - means[c]).T @ (x[k == c] - means[c])) for c in range(3)) / len(x)
+    within += 1e-3 * np.trace(within) / 3 * np.eye(3)
+    inverse = np.linalg.inv(within)
+    expected = np.stack([x @ inverse @ m - m @ inverse @ m / 2 + np.log((k == c).mean())
+                         for c, m in enumerate(means)], 1)
+    scores = x @ np.array(fisher.weight).T + np.array(fisher.bias)
+    np.testing.assert_allclose(scores[:, :3], expected, rtol=1e-9, atol=1e-9)
+    assert (scores[:, 3] < scores[:, :3].min(1)).all()  # class 3 absent: never
+    assert (scores.argmax(1) == k).mean() > 0.6
+
+
 def test_baseline_maps_refuse_non_finite_or_misshapen_numbers():
     good = {"weight": [[1.0, 2.0]], "bias": [0.5]}
     maps = BaselineMaps.from_dict({"linear": good, "constant": good, "residual": "linear"})
     assert BaselineMaps.from_dict(maps.to_dict()) == maps
+    fisher = BaselineMaps.from_dict({**maps.to_dict(), "discriminant": good})
+    assert BaselineMaps.from_dict(fisher.to_dict()) == fisher
+    assert fisher.start == fisher.discriminant
+    assert maps.start == maps.linear and maps.names() == ("linear", "constant")
+    with pytest.raises(ValueError, match="differ in shape"):
+        BaselineMaps.from_dict({**maps.to_dict(), "discriminant": {"weight": [[1.0]], "bias": [0]}})
     for bad in ({"weight": [[1.0, float("nan")]], "bias": [0.5]},
                 {"weight": [[1.0, 2.0]], "bias": [0.5, 1.0]},
                 {"weight": [[1.0, "2"]], "bias": [0.5]}, [1.0]):
@@ -277,9 +309,42 @@ def test_residual_run_predicts_linear_plus_generator_from_the_model_file(linear_
         np.testing.assert_allclose(a.read(1), b.read(1), atol=1e-3)
 
 
-def test_residual_is_refused_for_a_class_map(linear_chips, tmp_path):
-    with pytest.raises(GeoPix2PixError, match="--residual linear"):
-        train(linear_chips, tmp_path / "run", residual="linear", categorical=True, **TINY)
+def test_a_class_map_residual_starts_at_the_discriminant_unclamped(tmp_path_factory):
+    """--residual linear with --categorical: G's class scores start as the linear discriminant
+    (log-posteriors, far outside [-1, 1]: never clamped), in training and from the model file;
+    predict writes the discriminant's classes until G has learnt anything."""
+    from test_train_categorical import class_pair
+
+    folder = tmp_path_factory.mktemp("residual_classes")
+    source, target = class_pair(folder, size=128)
+    export_chips(source, target, folder / "chips", chip_size=32, stride=32, split_block=64,
+                 target_resampling="nearest", workers=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeoPix2PixWarning)
+        result = train(folder / "chips", folder / "run", max_steps=1, epochs=1,
+                       decay_epochs=0, categorical=True, residual="linear", lr=1e-9, **TINY)
+    model = load_model(result.model_path)
+    info = ModelMetadata.of(model)
+    assert isinstance(model.generator, ResidualGenerator) and not model.generator.clamp
+    assert info.baselines.start == info.baselines.discriminant
+    assert set(result.baselines) == {"linear", "constant", "discriminant"}
+    assert "linear discriminant" in result.comparison
+    predict(source, folder / "model.tif", model=model, progress=False)
+    predict(source, folder / "fisher.tif", model=model, baseline="discriminant", progress=False)
+    with rasterio.open(folder / "model.tif") as a, rasterio.open(folder / "fisher.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    scaled, valid = _scaled_input(source, info)
+    scores = np.einsum("oi,ihw->ohw", np.array(info.baselines.discriminant.weight),
+                       scaled) + np.array(info.baselines.discriminant.bias)[:, None, None]
+    assert np.abs(scores[:, valid]).max() > 1.5  # what a clamp would have cut
+
+
+def test_predict_baseline_discriminant_is_refused_for_values(linear_run, tmp_path, capsys):
+    scene = _linear_pair(tmp_path)[0]
+    assert main(["predict", str(scene), str(tmp_path / "o.tif"), "-m",
+                 str(linear_run[0].model_path), "--baseline", "discriminant", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--baseline discriminant: this model file carries none" in err
 
 
 @pytest.fixture(scope="module")
@@ -323,6 +388,7 @@ def test_class_map_baselines_are_scored_like_the_model(class_run):
     assert scores["linear"]["val_miou"] == pytest.approx(np.mean(ious))
     assert result.comparison.startswith("model-best: val accuracy ")
     assert "nearest class mean" in result.comparison and "majority class" in result.comparison
+    assert "linear discriminant" in result.comparison
 
 
 def test_predict_baseline_linear_writes_the_nearest_class_codes(class_run, tmp_path):

@@ -17,7 +17,7 @@ them keeps every chip (exported with ``aoi_mode="within"``) off the judged part.
 ../shared/data beside the repository.
 Baselines (models/baseline.py): the train mean per band (constant), the per-band least-squares
 linear map of the scaled source bands with an intercept (linear); for a class map the majority
-class and the nearest class mean of the source bands.
+class, the nearest class mean and Fisher's linear discriminant of the source bands.
 """
 
 from __future__ import annotations
@@ -180,14 +180,19 @@ def scores(report) -> dict:
 # names `predict --baseline` gives them; for a class map they are the majority class
 # (constant) and the nearest class mean (linear)
 PREDICTIONS = {"model": "none", "linear": "linear", "constant": "constant"}
+CLASS_PREDICTIONS = {**PREDICTIONS, "discriminant": "discriminant"}  # a class map's third
 CLASS_NAMES = {"linear": "nearest-mean", "constant": "majority"}
 
 
-def write_predictions(source: Path, work: Path) -> None:
+def predictions(categorical: bool) -> dict[str, str]:
+    return CLASS_PREDICTIONS if categorical else PREDICTIONS
+
+
+def write_predictions(source: Path, work: Path, categorical: bool) -> None:
     """The model's and its baselines' predictions of the whole scene (work/NAME.tif)."""
     from geopix2pix import predict
 
-    for name, baseline in PREDICTIONS.items():
+    for name, baseline in predictions(categorical).items():
         predict(source, work / f"{name}.tif", model=work / "run" / "model.safetensors",
                 baseline=baseline, overwrite=True, progress=False, device="cpu")
 
@@ -201,7 +206,7 @@ def judge(case: Case, work: Path) -> dict:
     valid = source_validity(DATA / case.source)
     _, judge_w = windows(valid.shape, case.split)
     row = {}
-    for name in PREDICTIONS:
+    for name in predictions(case.categorical):
         judged = crop(work / f"{name}.tif", judge_w, work / f"{name}_judged.tif",
                       part(valid, judge_w), case.categorical)
         key = CLASS_NAMES.get(name, name) if case.categorical else name
@@ -213,7 +218,7 @@ def rejudge(case: Case, out: Path) -> dict:
     """Predict and `judge` again with the model an earlier run of the case's recipe (no --set)
     left in OUT/CASE (--judge-only: e.g. after a change to `predict`)."""
     work = out / case.name
-    write_predictions(DATA / case.source, work)
+    write_predictions(DATA / case.source, work, case.categorical)
     metrics = (work / "run" / "metrics.csv").read_text().splitlines()
     return {**judge(case, work), "steps": int(metrics[-1].split(",")[1]),
             "options": {**case.export, **case.train}}
@@ -247,7 +252,7 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
         done = result.steps
     except TrainingStopped:  # --minutes: the last model file written
         done = None
-    write_predictions(source, work)
+    write_predictions(source, work, case.categorical)
     row = judge(case, work)
     row["steps"] = done
     row["options"] = {**export, **{k: v for k, v in options.items() if k not in (
@@ -262,11 +267,11 @@ def _cell(value: float | None) -> str:
 def table(rows: dict[str, dict]) -> str:
     """One line per case and metric: model, then each baseline; the recipe under it."""
     lines = [f"{'case':<10} {'metric':<6} {'model':>9} {'linear':>9} {'constant':>9} "
-             f"{'majority':>9} {'nearest':>9}"]
+             f"{'majority':>9} {'nearest':>9} {'discrim.':>9}"]
     for name, row in rows.items():
         for metric in row["model"]:
             cells = " ".join(_cell(row.get(key, {}).get(metric)) for key in (
-                "model", "linear", "constant", "majority", "nearest-mean"))
+                "model", "linear", "constant", "majority", "nearest-mean", "discriminant"))
             lines.append(f"{name:<10} {metric:<6} {cells}")
         lines.append(f"{'':<10} steps {row['steps']}; " + ", ".join(
             f"{k}={v}" for k, v in row["options"].items() if k != "max_steps"))

@@ -3,12 +3,16 @@
 Training fits two baselines (`geopix2pix.training.baselines`): for values, ``linear`` (the
 per-band least-squares map of the source bands with an intercept) and ``constant`` (the train
 mean of each band); for a class map, ``linear`` is the nearest class mean of the source bands
-and ``constant`` the majority class. Each is an affine map of a pixel's source values on the
-[-1, 1] scale the generator sees, ``weight @ x + bias``: a nearest class mean's scores are
-``2 mu_k . x - |mu_k|^2`` (the squared distance but for |x|^2, the same for every class), the
+and ``constant`` the majority class, and a third, ``discriminant``, is Fisher's linear
+discriminant (the class means, their pooled covariance and the train class shares as priors).
+Each is an affine map of a pixel's source values on the [-1, 1] scale the generator sees,
+``weight @ x + bias``: a nearest class mean's scores are ``2 mu_k . x - |mu_k|^2`` (the squared
+distance but for |x|^2, the same for every class), the discriminant's ``(S^-1 mu_k) . x -
+mu_k . S^-1 mu_k / 2 + log p_k`` (log-posteriors but for a term the same for every class), the
 majority class's a one-hot bias. So `PixelAffine`, a 1x1 "generator", stands in for the model in
 the unchanged prediction pipeline (``predict --baseline``), and `ResidualGenerator` adds the
-linear map to a generator trained on the residual (``train --residual linear``).
+map a generator trained on the residual starts from (``train --residual linear``: the linear map
+of values, a class map's discriminant) back to it.
 """
 
 from __future__ import annotations
@@ -73,10 +77,12 @@ class BaselineMaps:
     linear: PixelMap
     constant: PixelMap
     residual: str = "none"
+    discriminant: PixelMap | None = None  # a class map's (None for values)
 
     def to_dict(self) -> dict[str, Any]:
         return {"linear": self.linear.to_dict(), "constant": self.constant.to_dict(),
-                "residual": self.residual}
+                "residual": self.residual,
+                **({"discriminant": self.discriminant.to_dict()} if self.discriminant else {})}
 
     @classmethod
     def from_dict(cls, data: Any) -> BaselineMaps:
@@ -86,11 +92,21 @@ class BaselineMaps:
         residual = data.get("residual", "none")
         if residual not in RESIDUALS:
             raise ModelError(f"baselines: unknown residual {residual!r}")
+        discriminant = data.get("discriminant")
         maps = cls(PixelMap.from_dict(data.get("linear")),
-                   PixelMap.from_dict(data.get("constant")), residual)
-        if maps.linear.shape != maps.constant.shape:
-            raise ModelError("baselines: the linear and constant maps differ in shape")
+                   PixelMap.from_dict(data.get("constant")), residual,
+                   None if discriminant is None else PixelMap.from_dict(discriminant))
+        if maps.linear.shape != maps.constant.shape or (
+                maps.discriminant is not None and maps.discriminant.shape != maps.linear.shape):
+            raise ModelError("baselines: the linear, constant and discriminant maps differ in "
+                             "shape")
         return maps
+
+    @property
+    def start(self) -> PixelMap:
+        """The map a generator trained on the residual starts from and adds to: a class map's
+        discriminant (when fitted), else the linear map."""
+        return self.discriminant or self.linear
 
     def check_shape(self, in_channels: int, out_channels: int) -> None:
         """ValueError unless the maps take ``in_channels`` and give ``out_channels``."""
@@ -99,8 +115,18 @@ class BaselineMaps:
                              f"{self.linear.shape[0]}, the generator {in_channels} to "
                              f"{out_channels}")
 
+    def names(self) -> tuple[str, ...]:
+        """The baselines these maps hold."""
+        return ("linear", "constant", *(("discriminant",) if self.discriminant else ()))
+
     def map(self, name: str) -> PixelMap:
-        return {"linear": self.linear, "constant": self.constant}[name]
+        """The ``name`` baseline's map; ModelError when these maps have none of that name."""
+        maps = {"linear": self.linear, "constant": self.constant,
+                "discriminant": self.discriminant}
+        if maps.get(name) is None:
+            raise ModelError(f"no {name} baseline: a linear discriminant is fitted for a class "
+                             "map (--categorical) only")
+        return maps[name]
 
 
 class PixelAffine(nn.Module):
@@ -126,17 +152,20 @@ class PixelAffine(nn.Module):
 
 
 class ResidualGenerator(nn.Module):
-    """``clamp(linear(x) + generator(x), -1, 1)``: a generator trained on the residual over the
-    linear baseline. Its state is the inner generator's alone (``inner``), so the model file
-    holds that generator and says in its metadata to add the map back (`with_residual`)."""
+    """``clamp(start(x) + generator(x), -1, 1)``: a generator trained on the residual over a
+    baseline (`BaselineMaps.start`); a class map's scores are not clamped (``clamp`` False).
+    Its state is the inner generator's alone (``inner``), so the model file holds that
+    generator and says in its metadata to add the map back (`with_residual`)."""
 
-    def __init__(self, inner: nn.Module, linear: PixelMap) -> None:
+    def __init__(self, inner: nn.Module, start: PixelMap, clamp: bool = True) -> None:
         super().__init__()
         self.inner = inner
-        self.linear = PixelAffine(linear, clamp=False)
+        self.linear = PixelAffine(start, clamp=False)
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.linear(x) + self.inner(x)).clamp(-1.0, 1.0)
+        out = self.linear(x) + self.inner(x)
+        return out.clamp(-1.0, 1.0) if self.clamp else out
 
 
 def zero_output_layer(generator: nn.Module) -> None:
@@ -151,13 +180,14 @@ def zero_output_layer(generator: nn.Module) -> None:
                 convs[-1].bias.zero_()
 
 
-def with_residual(generator: nn.Module, maps: BaselineMaps | None) -> nn.Module:
+def with_residual(generator: nn.Module, maps: BaselineMaps | None,
+                  categorical: bool = False) -> nn.Module:
     """The generator as it predicts: wrapped in `ResidualGenerator` when ``maps`` says it was
-    trained on the residual over the linear map."""
+    trained on the residual over a baseline (``categorical``: class scores, not clamped)."""
     if maps is None or maps.residual == "none":
         return generator
     device = next(generator.parameters()).device
-    return ResidualGenerator(generator, maps.linear).to(device)
+    return ResidualGenerator(generator, maps.start, clamp=not categorical).to(device)
 
 
 def baseline_generator(maps: BaselineMaps, name: str, categorical: bool,

@@ -260,7 +260,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     path, device = Path(path), resolve_device(device, "device=")
     spec, metadata, tensors = _read(path)
     generator = _build(path, spec, tensors).to(device)
-    generator = with_residual(generator, _baselines(path, spec, metadata)).eval()
+    categorical = (metadata.get("target") or {}).get("classes") is not None
+    generator = with_residual(generator, _baselines(path, spec, metadata), categorical).eval()
     return LoadedModel(generator=generator, spec=spec, metadata=metadata)
 
 

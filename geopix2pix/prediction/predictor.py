@@ -124,6 +124,10 @@ def baseline_model(model: LoadedModel, info: ModelMetadata, baseline: str) -> Lo
         raise GeoPix2PixError(f"--baseline {baseline}: this model file carries no baselines "
                               "(it was written before geopix2pix fitted them); train again to "
                               "get them")
+    if baseline not in info.baselines.names():
+        raise GeoPix2PixError(f"--baseline {baseline}: this model file carries none (a linear "
+                              "discriminant is fitted for a class map only, by geopix2pix "
+                              "from December 2026); use linear or constant")
     device = next(model.generator.parameters()).device
     generator = baseline_generator(info.baselines, baseline, info.categorical, device)
     return LoadedModel(generator, model.spec, model.metadata)

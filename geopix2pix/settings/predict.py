@@ -18,7 +18,8 @@ from geopix2pix.settings.checking import from_keywords
 from geopix2pix.settings.declare import option
 
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
-BASELINES = ("linear", "constant")  # the baselines a model file carries (models/baseline.py)
+# the baselines a model file carries (models/baseline.py; discriminant: a class map's only)
+BASELINES = ("linear", "constant", "discriminant")
 DEFAULT_CHUNK_WIDTH = 8192  # scene pixels blended at once (see prediction/engine/windows.py)
 
 
@@ -78,7 +79,8 @@ class PredictOptions:
     baseline: str = option("none", choices=("none", *BASELINES), help=(  # instead of the model
         "Write a simple baseline the model file carries instead of the model's prediction "
         "(same grid, dtype, nodata): linear (the least-squares map of the source bands; for a "
-        "class map the nearest class mean) or constant (the train mean; the majority class), "
+        "class map the nearest class mean), constant (the train mean; the majority class) or, "
+        "for a class map, discriminant (Fisher's linear discriminant of the source bands), "
         "fitted on the train chips."))
 
     @classmethod
@@ -92,7 +94,7 @@ class PredictOptions:
         check_band_list(self.bands, "--bands")
         if self.baseline not in ("none", *BASELINES):
             raise GeoPix2PixError(f"--baseline {self.baseline}: use none (the model), "
-                                  f"{' or '.join(BASELINES)}")
+                                  f"{', '.join(BASELINES[:-1])} or {BASELINES[-1]}")
         # GDAL's options are strings; Python callers write ZLEVEL=1 or SPARSE_OK=True
         object.__setattr__(self, "creation_options", {
             str(key): _gdal_value(value) for key, value in self.creation_options.items()})

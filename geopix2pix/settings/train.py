@@ -166,7 +166,8 @@ class TrainConfig:
     residual: str = option("none", choices=RESIDUALS, help=(
         "linear: the generator learns the target minus the linear baseline (the least-squares "
         "map of the source bands fitted on the train chips, see baselines.json), which it "
-        "starts from and predict adds back; for values, not --categorical."))
+        "starts from and predict adds back; for a class map (--categorical), its class scores "
+        "start from the linear discriminant of the source bands instead."))
     pixel_loss: str = option("l1", choices=PIXEL_LOSSES, help=(
         "G's pixel loss on values: l1 (the paper's: sharp, learns the median) or mse (learns "
         "the mean, as the linear baseline is fitted: with --residual linear its residual "
@@ -219,9 +220,6 @@ class TrainConfig:
         if self.pixel_loss != "l1" and self.categorical:
             raise GeoPix2PixError(f"--pixel-loss {self.pixel_loss} is a loss on values; a class "
                                   "map (--categorical) learns with cross-entropy: drop it")
-        if self.residual != "none" and self.categorical:
-            raise GeoPix2PixError(f"--residual {self.residual} adds a linear map to values; a "
-                                  "class map (--categorical) has none: drop --residual")
 
     def _check_family(self) -> None:
         """Refuse another family's options, then fill in this family's defaults."""

@@ -2,17 +2,19 @@
 
 What a user gets without training: for values, the train mean of each band (``constant``) and the
 per-band least-squares linear map of the source bands with an intercept (``linear``); for a class
-map, the majority class (``constant``) and the nearest class mean of the source bands
-(``linear``). All are fitted on exactly what the generator sees and learns: the valid pixels of
-the train chips, scaled to [-1, 1] (so with ``--source-scaling centre`` each chip centred), and
-scored on the val chips by the model's own validation (`validate.evaluate`), so their val MAE,
-RMSE, PSNR, SSIM (accuracy, mean IoU) are in the units of metrics.csv.
+map, the majority class (``constant``), the nearest class mean of the source bands (``linear``)
+and Fisher's linear discriminant (``discriminant``: the class means, their pooled covariance and
+the train class shares as priors; what ``--residual linear`` starts a class map from). All are
+fitted on exactly what the generator sees and learns: the valid pixels of the train chips, scaled
+to [-1, 1] (so with ``--source-scaling centre`` each chip centred), and scored on the val chips
+by the model's own validation (`validate.evaluate`), so their val MAE, RMSE, PSNR, SSIM
+(accuracy, mean IoU) are in the units of metrics.csv.
 
 The fit streams over the chips, one batch at a time, adding float64 sums: the normal equations
 X^T X and X^T y of the valid pixels (the linear map and, from its intercept row, the means), or
-per-class pixel counts and source sums. Under DDP each rank reads its shard and the sums are added
-across ranks, so every rank holds the one-process fit. The run writes them to baselines.json; a
-resumed run reads them back from there.
+per-class pixel counts and source sums and X^T X (the pooled scatter). Under DDP each rank reads
+its shard and the sums are added across ranks, so every rank holds the one-process fit. The run
+writes them to baselines.json; a resumed run reads them back from there.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ class RunBaselines:
 def accumulate(loader, in_bands: int, out_bands: int, classes: int | None) -> torch.Tensor:
     """The fit's float64 sums over the valid pixels of every chip of ``loader``: X^T X
     ((in + 1) x (in + 1), X the source values and a 1) then X^T y ((in + 1) x out), or for
-    ``classes`` classes each one's pixel count then its source sums (classes x (1 + in))."""
+    ``classes`` classes each one's pixel count then its source sums (classes x (1 + in)), then
+    X^T X of the source values (in x in)."""
     size = (in_bands + 1) * (in_bands + 1 + out_bands) if classes is None \
-        else classes * (1 + in_bands)
+        else classes * (1 + in_bands) + in_bands * in_bands
     sums = torch.zeros(size, dtype=torch.float64)
     for batch in loader:
         valid = batch["valid"][:, 0]
@@ -73,7 +76,7 @@ def accumulate(loader, in_bands: int, out_bands: int, classes: int | None) -> to
             index = batch["target"][:, 0][valid].long()
             per_class = torch.zeros(classes, 1 + in_bands, dtype=torch.float64)
             per_class.index_add_(0, index, torch.cat([ones, x], dim=1))
-            sums += per_class.flatten()
+            sums += torch.cat([per_class.flatten(), (x.T @ x).flatten()])
     return sums
 
 
@@ -99,21 +102,46 @@ def solve_linear(sums: torch.Tensor, in_bands: int, out_bands: int
 
 
 def solve_classes(sums: torch.Tensor, in_bands: int, classes: int
-                  ) -> tuple[PixelMap, PixelMap, int]:
-    """The nearest-class-mean scores (2 mu_k . x - |mu_k|^2) and the majority class (a one-hot
-    bias) from `accumulate`'s per-class sums, and the pixel count."""
-    table = sums.reshape(classes, 1 + in_bands).numpy()
+                  ) -> tuple[PixelMap, PixelMap, PixelMap, int]:
+    """The nearest-class-mean scores (2 mu_k . x - |mu_k|^2), the majority class (a one-hot
+    bias) and the linear discriminant from `accumulate`'s sums, and the pixel count."""
+    table = sums[:classes * (1 + in_bands)].reshape(classes, 1 + in_bands).numpy()
+    scatter = sums[classes * (1 + in_bands):].reshape(in_bands, in_bands).numpy()
     counts, totals = table[:, 0], table[:, 1:]
     present = counts > 0
     means = np.where(present[:, None], totals / np.maximum(counts, 1)[:, None], 0.0)
     bias = np.where(present, -(means ** 2).sum(axis=1), ABSENT)
-    nearest = PixelMap(tuple(tuple(map(float, 2 * row)) for row in means),
-                       tuple(map(float, bias)))
+    nearest = PixelMap(_rows(2 * means), tuple(map(float, bias)))
     onehot = np.zeros(classes)
     onehot[int(np.argmax(counts))] = 1.0
     majority = PixelMap(tuple((0.0,) * in_bands for _ in range(classes)),
                         tuple(map(float, onehot)))
-    return nearest, majority, int(counts.sum())
+    return nearest, majority, discriminant(counts, means, scatter), int(counts.sum())
+
+
+RIDGE = 1e-3  # of the pooled covariance's mean variance, added to its diagonal
+
+
+def discriminant(counts: np.ndarray, means: np.ndarray, scatter: np.ndarray) -> PixelMap:
+    """Fisher's linear discriminant: scores (S^-1 mu_k) . x - mu_k . S^-1 mu_k / 2 + log p_k,
+    with S the pooled within-class covariance (from the scatter X^T X less each class's n_k
+    mu_k mu_k^T; a ridge keeps a constant or collinear band from making it singular) and p_k
+    the class's share of the train pixels. A class without train pixels is never chosen."""
+    total = counts.sum()
+    if total == 0:
+        return PixelMap(_rows(np.zeros_like(means)), (0.0,) * len(counts))
+    within = (scatter - np.einsum("k,ki,kj->ij", counts, means, means)) / total
+    within = (within + within.T) / 2 + RIDGE * max(np.trace(within) / len(within), 1e-12) \
+        * np.eye(len(within))
+    weights = np.linalg.solve(within, means.T).T  # (classes, in): S^-1 mu_k
+    present = counts > 0
+    prior = np.log(np.where(present, counts, 1) / total)
+    bias = np.where(present, -0.5 * (weights * means).sum(axis=1) + prior, ABSENT)
+    return PixelMap(_rows(np.where(present[:, None], weights, 0.0)), tuple(map(float, bias)))
+
+
+def _rows(matrix: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(map(float, row)) for row in matrix)
 
 
 def fit(trainer) -> RunBaselines:
@@ -125,10 +153,13 @@ def fit(trainer) -> RunBaselines:
     sums = accumulate(loader, in_bands, out_bands, classes)
     if trainer.world > 1:
         sums = distributed.all_reduce_sum(sums.to(trainer.setup.device)).cpu()
-    solved = solve_linear(sums, in_bands, out_bands) if classes is None \
-        else solve_classes(sums, in_bands, classes)
-    linear, constant, pixels = solved
-    return RunBaselines(BaselineMaps(linear, constant, trainer.config.residual), pixels=pixels)
+    if classes is None:
+        linear, constant, pixels = solve_linear(sums, in_bands, out_bands)
+        maps = BaselineMaps(linear, constant, trainer.config.residual)
+    else:
+        nearest, majority, fisher, pixels = solve_classes(sums, in_bands, classes)
+        maps = BaselineMaps(nearest, majority, trainer.config.residual, fisher)
+    return RunBaselines(maps, pixels=pixels)
 
 
 def score(trainer, baselines: RunBaselines) -> None:
@@ -138,7 +169,7 @@ def score(trainer, baselines: RunBaselines) -> None:
     loader = _loader(trainer, trainer.val_set)
     reduce = distributed.all_reduce_sum if trainer.world > 1 else None
     categorical = trainer.classes is not None
-    for name in ("linear", "constant"):
+    for name in baselines.maps.names():
         module = baseline_generator(baselines.maps, name, categorical, trainer.setup.device)
         baselines.scores[name] = evaluate_classes(
             module, loader, trainer.setup, len(trainer.classes), reduce) if categorical else \
@@ -181,6 +212,8 @@ def read(path: Path, dataset: str, categorical: bool, residual: str) -> RunBasel
         if data["dataset"] != dataset or bool(data["categorical"]) != categorical:
             return None
         maps = BaselineMaps.from_dict({**data["maps"], "residual": residual})
+        if categorical and maps.discriminant is None:  # written before it was fitted
+            return None
         scores = {name: {k: float(v) for k, v in values.items()}
                   for name, values in data["scores"].items()}
         return RunBaselines(maps, scores, int(data["pixels"]))
@@ -190,7 +223,8 @@ def read(path: Path, dataset: str, categorical: bool, residual: str) -> RunBasel
 
 def comparison(best: dict[str, Any], baselines: RunBaselines, categorical: bool) -> str | None:
     """"model-best: val MAE 3.1 · linear 5.2 · constant 18.9" (a class map: accuracy and mean
-    IoU against nearest class mean and majority class); None without val scores."""
+    IoU against linear discriminant, nearest class mean and majority class); None without val
+    scores."""
     linear, constant = (baselines.scores.get(k) for k in ("linear", "constant"))
     if not linear or not constant:
         return None
@@ -201,8 +235,11 @@ def comparison(best: dict[str, Any], baselines: RunBaselines, categorical: bool)
                 f"constant {constant['val_mae']:.4g}")
     if "val_miou" not in best:
         return None
-    return (f"model-best: val accuracy {_pair(best)} · nearest class mean {_pair(linear)} · "
-            f"majority class {_pair(constant)} (accuracy, mean IoU)")
+    fisher = baselines.scores.get("discriminant")
+    return (f"model-best: val accuracy {_pair(best)} · "
+            + (f"linear discriminant {_pair(fisher)} · " if fisher else "")
+            + f"nearest class mean {_pair(linear)} · majority class {_pair(constant)} "
+            "(accuracy, mean IoU)")
 
 
 def report(trainer, best: dict[str, Any]) -> str | None:
@@ -240,5 +277,7 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool) 
         return None
     return (f"model-best (val accuracy {best.get('val_accuracy', math.nan):.3f}, mean IoU "
             f"{best['val_miou']:.3f}) does not beat the best simple baseline (accuracy "
-            f"{accuracy:.3f}, mean IoU {miou:.3f}, see {BASELINES}: majority class and nearest "
-            "class mean of the source bands): train longer, or with --class-weights balanced")
+            f"{accuracy:.3f}, mean IoU {miou:.3f}, see {BASELINES}: majority class, nearest "
+            "class mean and linear discriminant of the source bands): train longer, with "
+            "--class-weights balanced, or with --residual linear (from the discriminant); "
+            "`geopix2pix predict --baseline discriminant` writes that baseline's map")

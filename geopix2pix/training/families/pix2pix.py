@@ -103,9 +103,10 @@ class Pix2Pix(ModelFamily):
         config = self.config
         self.baselines = baselines.for_run(self, self.run.dataset)
         generator = self.generator
-        if config.residual == "linear":  # G learns target - linear, from exactly linear
+        if config.residual == "linear":  # G learns target - start, from exactly the start
             zero_output_layer(generator)
-            generator = ResidualGenerator(generator, self.baselines.maps.linear)
+            generator = ResidualGenerator(generator, self.baselines.maps.start,
+                                          clamp=self.classes is None)
         self.generator = self.setup.prepare(generator)
         self.discriminator = self.setup.prepare(self.discriminator)
         betas = (config.beta1, 0.999)
