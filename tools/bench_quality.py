@@ -44,9 +44,9 @@ EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_n
 # mappings (a terrain derivative, SAR -> optical) by the local generator on its pixel loss alone
 # (a DEM's: told where its voids are, so no slope is made up beside them);
 # where the pairs are few (SAR -> optical), a narrow one over the linear baseline, on the squared
-# error the baseline is fitted with; a class map by the U-Net
+# error the baseline is fitted with; a class map by the local generator over the linear
+# discriminant, rare classes weighted, adversarial for its second half
 LOCAL = {"generator": "local", "ngf": 64, "local_layers": 3, "lr": 1e-3, "gan_warmup": 1.0}
-UNET = {"ngf": 32, "lr": 1e-3, "gan_warmup": 0.5, "ema": 0.999}
 
 
 @dataclass
@@ -76,7 +76,8 @@ CASES = {
     "landcover": Case("landcover", "image_map_eolearn_slovenia/s2_l1c_2015-07-11_clear.tif",
                       "image_map_eolearn_slovenia/lulc.tif", "north",
                       {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},
-                      {**UNET, "augment": "d4", "class_weights": "balanced", "max_steps": 400},
+                      {**LOCAL, "gan_warmup": 0.5, "ema": 0.999, "residual": "linear",
+                       "augment": "d4", "class_weights": "balanced", "max_steps": 400},
                       categorical=True),
 }
 
