@@ -14,7 +14,7 @@ from predict_helpers import pipeline_threads, write_scene
 
 from geopix2pix.cli import main
 from geopix2pix.models import load_model
-from geopix2pix.prediction import grouped, predict, predictor
+from geopix2pix.prediction import grouped, outputs, predict, predictor
 from geopix2pix.prediction.engine import pipeline, reading
 from geopix2pix.raster.write import case_insensitive
 
@@ -207,7 +207,7 @@ def test_two_scenes_for_one_output_are_refused(tmp_path, model_file, capsys, mon
     assert code == 2 and len(err.splitlines()) == 1 and "would both be written to" in err
     assert not (tmp_path / "out").exists()
 
-    monkeypatch.setattr(predictor, "case_insensitive", lambda folder: folds_case)
+    monkeypatch.setattr(outputs, "case_insensitive", lambda folder: folds_case)
     out = tmp_path / "api"
     pairs = [(Path(a), out / "x.tif"), (Path(b), out / "X.tif"), (Path(c), out / "y.tif"),
              (Path(same_name), out / "y.tif")]
@@ -321,7 +321,7 @@ def test_an_output_is_never_one_of_the_input_scenes(tmp_path, model_file, capsys
     ("/vsizip//tmp/a.zip/s.tif", "s"), ("/vsicurl/https://host/x/y.tif", "y")])
 def test_outputs_are_named_after_the_scene_or_its_subdataset(tmp_path, name, expected):
     """Two variables of one NetCDF get outputs of their own (were both 'NETCDF:"a.tif')."""
-    assert predictor.output_paths([name], None, tmp_path)[0][1] == tmp_path / f"{expected}.tif"
+    assert outputs.output_paths([name], None, tmp_path)[0][1] == tmp_path / f"{expected}.tif"
 
 
 def test_a_scene_named_for_gdal_is_predicted_as_named(tmp_path, model_file):
