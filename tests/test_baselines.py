@@ -313,16 +313,8 @@ def test_a_class_map_residual_starts_at_the_discriminant_unclamped(tmp_path_fact
     """--residual linear with --categorical: G's class scores start as the linear discriminant
     (log-posteriors, far outside [-1, 1]: never clamped), in training and from the model file;
     predict writes the discriminant's classes until G has learnt anything."""
-    from test_train_categorical import class_pair
-
     folder = tmp_path_factory.mktemp("residual_classes")
-    source, target = class_pair(folder, size=128)
-    export_chips(source, target, folder / "chips", chip_size=32, stride=32, split_block=64,
-                 target_resampling="nearest", workers=1, progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GeoPix2PixWarning)
-        result = train(folder / "chips", folder / "run", max_steps=1, epochs=1,
-                       decay_epochs=0, categorical=True, residual="linear", lr=1e-9, **TINY)
+    result, _, source = _one_class_step(folder, residual="linear", lr=1e-9)
     model = load_model(result.model_path)
     info = ModelMetadata.of(model)
     assert isinstance(model.generator, ResidualGenerator) and not model.generator.clamp
@@ -347,20 +339,24 @@ def test_predict_baseline_discriminant_is_refused_for_values(linear_run, tmp_pat
     assert err.count("\n") == 1 and "--baseline discriminant: this model file carries none" in err
 
 
-@pytest.fixture(scope="module")
-def class_run(tmp_path_factory):
-    """One step of a class map (`class_pair`'s thresholds of a smooth field)."""
+def _one_class_step(folder: Path, **options):
+    """(result, chips, source) of one training step of a class map (`class_pair`'s thresholds
+    of a smooth field)."""
     from test_train_categorical import class_pair
 
-    folder = tmp_path_factory.mktemp("classes")
     source, target = class_pair(folder, size=128)
     export_chips(source, target, folder / "chips", chip_size=32, stride=32, split_block=64,
                  target_resampling="nearest", workers=1, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GeoPix2PixWarning)
         result = train(folder / "chips", folder / "run", max_steps=1, epochs=1, decay_epochs=0,
-                       categorical=True, **TINY)
+                       categorical=True, **TINY, **options)
     return result, folder / "chips", source
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    return _one_class_step(tmp_path_factory.mktemp("classes"))
 
 
 def _class_pixels(chips: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
