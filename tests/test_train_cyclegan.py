@@ -14,6 +14,7 @@ from conftest import write_raster
 from safetensors import safe_open
 
 from geopix2pix.chips.export import export_chips
+from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import ModelMetadata, load_model
 from geopix2pix.models.schema import SchemaError
@@ -87,6 +88,8 @@ def test_a_cpu_run_lowers_the_cycle_loss_and_writes_both_directions(run):
     for name in ("model.safetensors", "model-ba.safetensors", "model-best.safetensors",
                  "model-ba-best.safetensors", "checkpoint.pt"):
         assert (result.run_dir / name).is_file(), name
+    assert (result.reverse_model_path, result.reverse_best_model_path) == (
+        result.run_dir / "model-ba.safetensors", result.run_dir / "model-ba-best.safetensors")
     assert len(list((result.run_dir / "samples").glob("epoch_*.png"))) == len(rows)
     # 2 bands in A, 1 in B: no identity loss, and the log says so
     assert "identity loss off: domain A has 2 band(s), B 1" in lines
@@ -131,6 +134,14 @@ def test_a_resumed_run_is_the_uninterrupted_one(chips, tmp_path):
         assert torch.equal(saved[0][side]["generator"], saved[1][side]["generator"])
     assert [r["loss_cycle_A"] for r in _rows(full.run_dir)] == \
         [r["loss_cycle_A"] for r in _rows(resumed.run_dir)]
+
+
+def test_the_command_names_both_directions_model_files(chips, tmp_path, capsys):
+    assert main(["train", str(chips), "-o", str(tmp_path / "run"), "--model", "cyclegan",
+                 "--max-steps", "1", "--ngf", "8", "--ndf", "8", "--generator", "local",
+                 "--workers", "0", "-q"]) == 0
+    assert "model model.safetensors, best model-best.safetensors; B -> A: " \
+        "model-ba.safetensors, best model-ba-best.safetensors" in capsys.readouterr().out
 
 
 def test_the_refusals_are_one_line(chips, tmp_path):

@@ -64,6 +64,9 @@ class TrainResult:
     best: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # baselines.json's scores
     comparison: str | None = None  # "model-best: val MAE 3.1 · linear 5.2 · constant 18.9"
+    # the other direction's latest and best model files (CycleGAN: B -> A), else none
+    reverse_model_path: Path | None = None
+    reverse_best_model_path: Path | None = None
 
 
 def _stderr(message: str) -> None:
@@ -214,9 +217,12 @@ class Trainer:
         self.folder.check_replicas(self.family)
         best = self.state["best_scores"]
         scores, comparison = self.family.summary(best)
+        reverse = self.family.exports()[1:2]
         return TrainResult(self.run_dir, self.run_dir / MODEL, self.run_dir / BEST_MODEL,
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
-                           [typed_row(r) for r in history.rows], best, scores, comparison)
+                           [typed_row(r) for r in history.rows], best, scores, comparison,
+                           *((self.run_dir / reverse[0].latest, self.run_dir / reverse[0].best)
+                             if reverse else ()))
 
 
 @api_function
