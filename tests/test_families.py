@@ -14,7 +14,7 @@ from geopix2pix.training.families import FAMILIES, ModelFamily, family_for
 
 RUN_MODULES = ("trainer.py", "loop.py", "run_folder.py", "run_checkpoint.py")
 # what belongs to a family, not to the run
-FAMILY_PARTS = {"step", "networks", "losses", "ema", "validate", "samples", "classes",
+FAMILY_PARTS = {"step", "networks", "losses", "ema", "validate", "samples", "classes", "baselines",
                 "families.pix2pix", "geopix2pix.models.baseline", "geopix2pix.models.metadata"}
 
 
@@ -23,6 +23,8 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             names.add("." * node.level + (node.module or ""))
+            if node.module is None:  # from . import baselines
+                names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
     return names

@@ -16,9 +16,8 @@ from geopix2pix.raster.write import write_text_atomic
 from geopix2pix.runtime import distributed
 from geopix2pix.runtime.folders import Owned
 
-from . import baselines
 from .checkpoint import CHECKPOINT
-from .families import MODEL_FILES
+from .families import FAMILY_FILES
 from .families.base import ModelExport, ModelFamily, RunContext
 from .history import METRICS, MetricsLog
 from .outputs import leave_failed, open_run_dir, writing
@@ -27,7 +26,7 @@ from .resume import OPTIONS
 MODEL = "model.safetensors"
 BEST_MODEL = "model-best.safetensors"
 # all a run writes in RUN_DIR: --overwrite removes these and refuses anything else
-RUN_OUTPUTS = Owned((*MODEL_FILES, CHECKPOINT, METRICS, OPTIONS, baselines.BASELINES),
+RUN_OUTPUTS = Owned((*FAMILY_FILES, CHECKPOINT, METRICS, OPTIONS),
                     {"samples": Owned(("epoch_*.png",)),
                      "tensorboard": Owned(("events.out.tfevents.*",))})
 

@@ -12,10 +12,13 @@ from .cyclegan import CycleGAN
 from .pix2pix import Pix2Pix
 
 FAMILIES: dict[str, type[ModelFamily]] = {Pix2Pix.name: Pix2Pix, CycleGAN.name: CycleGAN}
-# every model file any family writes (what --overwrite may replace in a run folder)
+# every model file and other file any family writes (what --overwrite may replace in a run
+# folder, besides the run's own)
 MODEL_FILES = tuple(dict.fromkeys(name for family in FAMILIES.values()
                                   for export in family.EXPORTS
                                   for name in (export.latest, export.best)))
+FAMILY_FILES = tuple(dict.fromkeys((*MODEL_FILES, *(name for family in FAMILIES.values()
+                                                    for name in family.FILES))))
 
 
 def family_for(name: str) -> type[ModelFamily]:
@@ -27,4 +30,5 @@ def family_for(name: str) -> type[ModelFamily]:
                               f"{', '.join(FAMILIES)}") from None
 
 
-__all__ = ["FAMILIES", "MODEL_FILES", "ModelExport", "ModelFamily", "RunContext", "family_for"]
+__all__ = ["FAMILIES", "FAMILY_FILES", "MODEL_FILES", "ModelExport", "ModelFamily", "RunContext",
+           "family_for"]

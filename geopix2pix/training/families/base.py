@@ -177,6 +177,7 @@ class ModelFamily(ABC):
 
     # --- outputs ------------------------------------------------------------------------------
     EXPORTS: tuple[ModelExport, ...] = ()  # the model files the family writes
+    FILES: tuple[str, ...] = ()  # other files it writes in the run folder
 
     def exports(self) -> tuple[ModelExport, ...]:
         return self.EXPORTS
