@@ -526,6 +526,38 @@ def test_point_reflection_extrapolates_past_a_scene_smaller_than_the_padding(tmp
     assert at((-1, 3)) and at((3, -1)) and at((-3, 3))
 
 
+@pytest.mark.parametrize("height, width, row, cols, size", [
+    (37, 45, -12, [-12, 4, 20], 32),  # the first window row: in part inside the scene
+    (37, 45, 20, [-12, 4, 20], 32),  # the last: past its bottom and right edges
+    (70, 40, -48, [-48, -16], 64),  # padding wider than the strip's part inside the scene
+    (70, 40, 40, [-48, 8], 64),  # ... at the bottom and right
+    (37, 45, -4, [-4, 12, 28], 16),  # padding narrower than the scene's part in the strip
+    (300, 40, 192, [-8, 24], 128),  # a tall scene's last row of windows
+    (5, 4, 4, [-12, 2], 16),  # starts inside a scene smaller than its padding
+])
+def test_point_reflection_is_the_whole_scenes_odd_reflection(tmp_path, height, width, row,
+                                                              cols, size):
+    """Every strip, wherever it starts, is padded exactly as numpy's odd reflection of the whole
+    scene (values and validity; a terrain that is no plane, with voids near the edges)."""
+    rng = np.random.default_rng(height)
+    rows, columns = np.mgrid[0:height, 0:width]
+    scene = (0.05 * (rows - 9.0) ** 2 + 0.03 * columns ** 2 + rng.normal(0, 1, (height, width))
+             ).astype("float64")
+    valid = np.ones((height, width), bool)
+    valid[min(2, height - 1), min(1, width - 1)] = valid[-2, -1] = False
+    path = write_scene(tmp_path / "s.tif", width, height, count=1, dtype="float64",
+                       data=np.where(valid, scene, -9999)[None], nodata=-9999)
+    with rasterio.open(path) as dataset:
+        strip = read_strip(dataset, [1], row, cols, size)
+    data, got_valid = point_reflect(strip, height, width)
+    pad = 3 * size
+    whole = np.pad(np.where(valid, scene, np.nan), pad, mode="reflect", reflect_type="odd")
+    window = (slice(row + pad, row + pad + size), slice(cols[0] + pad, cols[0] + pad + strip.span))
+    expected = whole[window]
+    np.testing.assert_array_equal(got_valid, np.isfinite(expected))
+    np.testing.assert_allclose(data[0][got_valid], expected[got_valid], rtol=1e-12, atol=1e-9)
+
+
 def test_a_scene_inside_a_zip_is_read_through_gdal_virtual_files(tmp_path, model_file,
                                                                   monkeypatch):
     """GDAL's virtual file systems name no file on disk: GDAL, not an existence check, says

@@ -85,6 +85,32 @@ def test_the_python_predict_attaches_what_the_stop_left_too(tmp_path, model_file
     assert stop.value.report.completed == (tmp_path / "a.tif",)
 
 
+def test_predict_takes_scenes_from_an_iterator(tmp_path, model_file, monkeypatch):
+    """Working out what a stop would leave must not use up an iterator of scenes (a glob):
+    predict writes them all; a stop counts what was written."""
+    from predict_helpers import write_scene
+
+    import geopix2pix.prediction.predictor as predictor
+
+    for name in ("a", "b"):
+        write_scene(tmp_path / f"{name}.tif", 40, 30)
+    results = predictor.predict(tmp_path.glob("*.tif"), out_dir=tmp_path / "out",
+                                model=model_file, progress=False)
+    assert sorted(r.out.name for r in results if r.written) == ["a.tif", "b.tif"]
+
+    def stopped(pairs, *args, **kwargs):
+        stop = KeyboardInterrupt()
+        stop.written = [pairs[0][1]]
+        raise stop
+
+    monkeypatch.setattr(predictor, "predict_scenes", stopped)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        predictor.predict(iter([tmp_path / "a.tif", tmp_path / "b.tif"]), out_dir=tmp_path / "o",
+                          model=model_file)
+    assert stop.value.report.line == ("Stopped after 1 scene: their outputs are complete; those "
+                                      "being written were removed")
+
+
 def test_a_signal_within_a_stop_request_sets_its_flag():
     before = signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:

@@ -90,17 +90,21 @@ def stop_reporter(scenes: PathLike | Sequence[PathLike], out: PathLike | None = 
         if not written:
             return StopReport("predict", signum, "Stopped: nothing was written (no partial "
                               "outputs are left)")
-        return StopReport("predict", signum, f"Stopped after {len(written)} of "
-                          f"{len(outputs.paths)} scenes: their outputs are complete; those "
-                          "being written were removed", completed=written)
+        done = f"{len(written)} of {len(outputs.paths)} scenes" if outputs.paths else \
+            f"{len(written)} scene{'s' if len(written) > 1 else ''}"  # (scenes of an iterator)
+        return StopReport("predict", signum, f"Stopped after {done}: their outputs are "
+                          "complete; those being written were removed", completed=written)
 
     return report
 
 
 def _outputs(scenes: PathLike | Sequence[PathLike], out: PathLike | None,
              out_dir: PathLike | None) -> list[Path]:
-    """The outputs `output_paths` names; none for arguments predict refuses."""
+    """The outputs `output_paths` names; none for arguments predict refuses, or for scenes
+    that only an iterator yields (reading it here would leave predict none)."""
     single = isinstance(scenes, (str, os.PathLike))
+    if not single and not isinstance(scenes, Sequence):
+        return []
     try:
         return [Path(path) for _, path in output_paths([scenes] if single else list(scenes),
                                                        out, out_dir)]

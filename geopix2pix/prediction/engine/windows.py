@@ -196,27 +196,43 @@ def point_reflect(strip: Strip, height: int, width: int) -> tuple[np.ndarray, np
     """(data as float64, valid) of a strip whose padding past the scene's edges is the point
     (odd) reflection ``2 * edge - mirror`` instead of the mirror: a linear extrapolation that
     keeps the slope across the edge, as `gdaldem -compute_edges` assumes for a DEM (the mirror
-    makes the terrain flat there); numpy's odd reflection, which goes on extrapolating where the
-    padding is wider than the scene. A padded pixel is valid where every pixel it is computed
-    from is. Values past the range of the data are left to the scaling's clip."""
+    makes the terrain flat there). It is the whole scene's odd reflection (numpy's, which goes on
+    extrapolating where the padding is wider than the scene), built from the scene pixels the
+    strip holds, in it or mirrored into its padding. A padded pixel is valid where every pixel it
+    is computed from is. Values past the range of the data are left to the scaling's clip."""
     with np.errstate(invalid="ignore", over="ignore"):
         data = strip.data.astype(np.float64)
     # validity rides along as NaN: it propagates through the reflection's arithmetic exactly
     invalid = np.where(strip.valid, 0.0, np.nan)
     for axis, first, n in ((-2, strip.row, height), (-1, strip.col, width)):
         length = data.shape[axis]
-        pads = (max(0, -first), max(0, first + length - n))
-        if pads == (0, 0):
+        if first >= 0 and first + length <= n:
             continue
-        inside = [slice(None)] * data.ndim
-        inside[axis] = slice(pads[0], length - pads[1])
+        (lo, hi), take = _scene_block(first, length, n)
         widths = [(0, 0)] * data.ndim
-        widths[axis] = pads
+        widths[axis] = (max(0, lo - first), max(0, first + length - hi))
+        crop = [slice(None)] * data.ndim
+        crop[axis] = slice(first - lo + widths[axis][0], first - lo + widths[axis][0] + length)
         with np.errstate(invalid="ignore", over="ignore"):
-            data = np.pad(data[tuple(inside)], widths, mode="reflect", reflect_type="odd")
-            invalid = np.pad(invalid[tuple(inside[1:])], widths[1:], mode="reflect",
-                             reflect_type="odd")
+            data = np.pad(np.take(data, take, axis=axis), widths, mode="reflect",
+                          reflect_type="odd")[tuple(crop)]
+            invalid = np.pad(np.take(invalid, take, axis=axis), widths[1:], mode="reflect",
+                             reflect_type="odd")[tuple(crop[1:])]
     return data, ~np.isnan(invalid)
+
+
+def _scene_block(first: int, length: int, n: int) -> tuple[tuple[int, int], np.ndarray]:
+    """For a strip holding pixels [first, first + length) of an axis of length n, padded by
+    numpy's (even) reflection: the scene pixels [lo, hi) that the odd reflection of that range
+    needs (from the scene's edge on each padded side), and for each the strip index that holds
+    it (in the strip or mirrored into its padding)."""
+    period = max(2 * (n - 1), 1)
+    held = np.mod(np.abs(first + np.arange(length)), period)
+    held = np.where(held >= n, period - held, held)  # the scene pixel at each strip index
+    lo = 0 if first < 0 else max(0, min(first, 2 * n - 1 - first - length))
+    hi = n if first + length > n else min(n, max(first + length, 1 - first))
+    order = np.argsort(held, kind="stable")
+    return (lo, hi), order[np.searchsorted(held[order], np.arange(lo, hi))]
 
 
 # read(rows, cols, out=None) -> (data, valid): a block, its data written into `out` when given
