@@ -85,10 +85,10 @@ def show_chips(chips_dir: PathLike, n: int = 4, split: str | None = "train", see
     for row, chip_id in zip(axes, ids):
         source, source_valid = _read(Path(chips_dir) / "source" / f"{chip_id}.tif")
         target, target_valid = _read(Path(chips_dir) / "target" / f"{chip_id}.tif")
-        valid = source_valid & target_valid
-        row[0].imshow(render(source, valid))
+        row[0].imshow(render(source, source_valid))  # each chip as exported: its own validity
         rgb = target[:3] if target.shape[0] >= 3 else np.repeat(target[:1], 3, axis=0)
-        row[1].imshow(render(target, valid, stretch_limits(rgb.astype(np.float64), valid)))
+        row[1].imshow(render(target, target_valid,
+                             stretch_limits(rgb.astype(np.float64), target_valid)))
         row[0].text(2, 2, chip_id, color="yellow", fontsize=7, va="top")
     fig.tight_layout()
     return fig

@@ -251,3 +251,28 @@ def test_source_nodata_is_invalid_in_the_source_chip_alone(tmp_path):
         assert torch.equal(item["source"][1], torch.from_numpy(valid.astype(np.float32)))
         voids += int((~valid).any())
     assert voids >= 2
+
+
+def test_show_chips_shows_each_chip_with_its_own_validity(tmp_path):
+    """The source panel keeps the pixels under a target's cloud (the model sees them); the
+    target panel is black there."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from geopix2pix.plot import show_chips
+
+    source, target = pair_data()
+    s = write_raster(tmp_path / "s.tif", np.abs(source) + 1)  # no pixel renders black
+    t = write_raster(tmp_path / "t.tif", np.where(holes(), NODATA, target), nodata=NODATA)
+    export(s, t, tmp_path / "chips")
+    data = ChipDataset(tmp_path / "chips", split=None)
+    clouded = next(i for i in range(len(data)) if not data[i]["valid"].all())
+    row, col = (int(x[1:]) for x in data.ids[clouded].split("_")[-2:])
+    cloud = holes()[row:row + CHIP, col:col + CHIP]
+    figure = show_chips(tmp_path / "chips", n=len(data), split=None)
+    panels = {ax.texts[0].get_text(): ax for ax in figure.axes if ax.texts}
+    index = figure.axes.index(panels[data.ids[clouded]])
+    source_panel = figure.axes[index].images[0].get_array()
+    target_panel = figure.axes[index + 1].images[0].get_array()
+    assert (source_panel[cloud].max(axis=-1) > 0).mean() > 0.9
+    assert (target_panel[cloud] == 0).all()

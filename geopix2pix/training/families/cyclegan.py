@@ -289,7 +289,8 @@ class CycleGAN(ModelFamily):
 
 def sides(batch: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
     """(A, A's validity, B, B's validity, the pair's validity or None) of a batch of paired
-    chips (one validity for both) or of unpaired ones (each its own)."""
+    chips (scored where both are valid: the pair's validity for both) or of unpaired ones (each
+    its own)."""
     if "valid" in batch:
         return (batch["source"], batch["valid"], batch["target"], batch["valid"],
                 batch["valid"])
