@@ -18,8 +18,9 @@ categorical target:
 - Model: with a few thousand labelled pixels most of a class is in its spectrum: a
   `generator="local"` learns the residual over the linear discriminant of the bands
   (`residual="linear"`, starting from it), with rare classes weighted
-  (`class_weights="balanced"`). `predict --baseline discriminant` writes the discriminant itself,
-  to compare on ground the run never saw: on this scene it still scores a little higher.
+  (`class_weights="balanced"`). `predict --baseline discriminant` writes the discriminant itself;
+  compare the two on ground the run never saw (here the whole scene is scored, training area
+  included): on a held-out part of this scene the discriminant still scores a little higher.
 - Chip size vs pixel size: a chip must hold enough context to recognise a class (fields, towns);
   at 10 m, 32 px is 320 m. This sample is only 100 x 101 pixels, hence the small chips.
 """

@@ -175,8 +175,8 @@ def show_results(model: PathLike | LoadedModel, chips_dir: PathLike, n: int = 4,
                  baseline: bool = True):
     """input | prediction | target for `n` chips of a split; `model` is a model file or a loaded
     model (`geopix2pix.load_model`). With ``baseline`` and a model file that carries its
-    baselines, the linear baseline's prediction (a class map's nearest class mean) is shown
-    beside the model's."""
+    baselines, the linear baseline's prediction (a class map's linear discriminant, or in files
+    from before it the nearest class mean) is shown beside the model's."""
     from geopix2pix.models.metadata import ModelMetadata
     from geopix2pix.prediction.predictor import baseline_model
 
@@ -186,8 +186,10 @@ def show_results(model: PathLike | LoadedModel, chips_dir: PathLike, n: int = 4,
     meta = ModelMetadata.of(loaded)
     titles = ["input", "prediction", "target"]
     if baseline and meta.baselines is not None:
-        titles.insert(2, "nearest class mean" if meta.categorical else "linear baseline")
-        linear = predict_chips(baseline_model(loaded, meta, "linear"), chips_dir, ids)
+        name = "discriminant" if meta.baselines.discriminant is not None else "linear"
+        titles.insert(2, {"discriminant": "linear discriminant", "linear": "nearest class mean"
+                          if meta.categorical else "linear baseline"}[name])
+        linear = predict_chips(baseline_model(loaded, meta, name), chips_dir, ids)
     fig, axes = _grid(len(ids), titles, size)
     for index, (row, chip) in enumerate(zip(axes, results)):
         panels = _panels(*chip, meta)

@@ -13,11 +13,12 @@ import pytest
 import rasterio
 import torch
 from conftest import write_raster
+from safetensors import safe_open
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
-from geopix2pix.errors import GeoPix2PixWarning
+from geopix2pix.errors import GeoPix2PixError, GeoPix2PixWarning
 from geopix2pix.models import GeneratorSpec, ModelMetadata, build_generator, load_model
 from geopix2pix.models.baseline import (
     BaselineMaps,
@@ -100,9 +101,81 @@ def test_the_linear_discriminant_streamed_equals_fisher_s_on_the_valid_pixels(rn
     expected = np.stack([x @ inverse @ m - m @ inverse @ m / 2 + np.log((k == c).mean())
                          for c, m in enumerate(means)], 1)
     scores = x @ np.array(fisher.weight).T + np.array(fisher.bias)
-    np.testing.assert_allclose(scores[:, :3], expected, rtol=1e-9, atol=1e-9)
+    # the same but for a term shared by every class (the pooled mean's): equal less their mean
+    present = scores[:, :3] - scores[:, :3].mean(1, keepdims=True)
+    np.testing.assert_allclose(present, expected - expected.mean(1, keepdims=True), rtol=1e-9,
+                               atol=1e-9)
     assert (scores[:, 3] < scores[:, :3].min(1)).all()  # class 3 absent: never
     assert (scores.argmax(1) == k).mean() > 0.6
+
+
+def test_a_band_constant_in_the_train_chips_weighs_nothing_in_the_discriminant(rng):
+    """A band saturated in every train chip (e.g. at the scaling's clip) has only the ridge for
+    its variance: the discriminant ignores it, whatever it holds at prediction (uncentred, its
+    weights were ~1e6 and every pixel came out as a class without train pixels)."""
+    batches = []
+    for _ in range(4):
+        classes = torch.tensor(rng.choice(3, (1, 1, 8, 8), p=[0.3, 0.5, 0.2]), dtype=torch.float32)
+        noise = torch.tensor(rng.normal(0, 0.02, size=(1, 2, 8, 8)))
+        constant = torch.ones(1, 1, 8, 8, dtype=torch.float64)
+        batches.append({"source": torch.cat([noise + 0.1 * classes, constant], 1),
+                        "target": classes, "valid": torch.ones(1, 1, 8, 8, dtype=torch.bool)})
+    *_, fisher, _ = solve_classes(accumulate(batches, 3, 4, 4), 3, 4)
+    weight, bias = np.array(fisher.weight), np.array(fisher.bias)
+    assert np.abs(weight[:, 2]).max() < 1e-6 and np.abs(weight).max() < 1e4
+    x = np.concatenate([b["source"].permute(0, 2, 3, 1).reshape(-1, 3).numpy() for b in batches])
+    k = np.concatenate([b["target"].reshape(-1).numpy() for b in batches]).astype(int)
+    for value in (1.0, 0.0, -1.0):  # the band as the train chips hold it, and otherwise
+        guess = (np.c_[x[:, :2], np.full(len(x), value)] @ weight.T + bias).argmax(1)
+        assert (guess == k).mean() > 0.9
+
+
+def test_the_class_map_warning_names_the_leading_baselines_and_only_new_advice():
+    from types import SimpleNamespace
+
+    from geopix2pix.training.baselines import RunBaselines, shortfall
+
+    good = PixelMap(((1.0,),), (0.0,))
+    run = RunBaselines(BaselineMaps(good, good, "linear", good), scores={
+        "linear": {"val_accuracy": 0.5, "val_miou": 0.3},
+        "constant": {"val_accuracy": 0.9, "val_miou": 0.2},
+        "discriminant": {"val_accuracy": 0.8, "val_miou": 0.45}})
+    best = {"val_accuracy": 0.85, "val_miou": 0.4}
+    recipe = SimpleNamespace(residual="linear", class_weights="balanced")
+    line = shortfall(best, run, True, recipe)
+    assert "accuracy 0.900: majority class; mean IoU 0.450: linear discriminant" in line
+    assert line.endswith(": train longer; `geopix2pix predict --baseline discriminant` writes "
+                         "the linear discriminant's map")
+    plain = shortfall(best, run, True, SimpleNamespace(residual="none", class_weights="none"))
+    assert "train longer, with --residual linear (from the discriminant) or with " \
+        "--class-weights balanced;" in plain
+    assert shortfall({"val_accuracy": 0.95, "val_miou": 0.5}, run, True, recipe) is None
+
+
+def test_a_discriminant_belongs_to_a_class_map_and_a_class_residual_needs_one(class_run,
+                                                                            linear_run,
+                                                                            tmp_path):
+    """Model files that say otherwise (edited: no version writes them) are refused in one
+    line: a discriminant on a model of values; a class map's residual generator without one."""
+    import safetensors.torch
+
+    def edited(path, change, name):
+        tensors = safetensors.torch.load_file(path)
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["geopix2pix"])
+        change(meta["baselines"])
+        out = tmp_path / name
+        safetensors.torch.save_file(tensors, out, {"geopix2pix": json.dumps(meta)})
+        return out
+
+    values = linear_run[0].model_path
+    classes = class_run[0].model_path
+    good = {"weight": [[0.0] * 2], "bias": [0.0]}
+    for path, change, message in (
+            (values, lambda b: b.update(discriminant=good), "is for a class map"),
+            (classes, lambda b: b.update(residual="linear", discriminant=None), "is missing")):
+        with pytest.raises(GeoPix2PixError, match=message):
+            load_model(edited(path, change, f"{message[:5]}.safetensors"))
 
 
 def test_baseline_maps_refuse_non_finite_or_misshapen_numbers():
@@ -416,7 +489,7 @@ def test_show_results_shows_the_baseline_beside_the_model(class_run):
     result, chips, _ = class_run
     figure = show_results(result.best_model_path, chips, n=1)
     titles = [ax.get_title() for ax in figure.axes]
-    assert titles == ["input", "prediction", "nearest class mean", "target"]
+    assert titles == ["input", "prediction", "linear discriminant", "target"]
     assert [ax.get_title() for ax in show_results(result.best_model_path, chips, n=1,
                                                   baseline=False).axes] == \
         ["input", "prediction", "target"]

@@ -3,9 +3,9 @@
 Runs the three real-data cases of issue 22 end to end with the product's Python API:
 export chips inside an AOI polygon (a GeoPackage in a temp folder) covering the train part,
 train, predict the whole scene, crop the judged part, `evaluate` it; the product's own simple
-baselines (`predict --baseline linear|constant`: fitted by `train` on the same train chips) are
-written for the whole scene, cropped and evaluated the same way, on the same pixels. Prints one
-table.
+baselines (`predict --baseline linear|constant|discriminant`: fitted by `train` on the same
+train chips) are written for the whole scene, cropped and evaluated the same way, on the same
+pixels. Prints one table.
 
     python tools/bench_quality.py                      # all three cases, their recipes
     python tools/bench_quality.py --case dem --steps 400 --out /tmp/bq
@@ -179,7 +179,7 @@ def scores(report) -> dict:
 
 # the table's columns: the model's prediction and the baselines its file carries, by the
 # names `predict --baseline` gives them; for a class map they are the majority class
-# (constant) and the nearest class mean (linear)
+# (constant), the nearest class mean (linear) and the linear discriminant
 PREDICTIONS = {"model": "none", "linear": "linear", "constant": "constant"}
 CLASS_PREDICTIONS = {**PREDICTIONS, "discriminant": "discriminant"}  # a class map's third
 CLASS_NAMES = {"linear": "nearest-mean", "constant": "majority"}

@@ -192,5 +192,6 @@ def with_residual(generator: nn.Module, maps: BaselineMaps | None,
 
 def baseline_generator(maps: BaselineMaps, name: str, categorical: bool,
                        device: torch.device | str = "cpu") -> nn.Module:
-    """The ``name`` baseline (linear or constant) as a generator in eval mode."""
+    """The ``name`` baseline (linear, constant, a class map's discriminant) as a generator in
+    eval mode."""
     return PixelAffine(maps.map(name), clamp=not categorical).to(device).eval()

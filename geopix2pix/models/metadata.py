@@ -296,6 +296,7 @@ class ModelMetadata:
                 self.baselines.check_shape(spec.source_bands, spec.out_channels)
             except ValueError as exc:
                 raise SchemaError("baselines", str(exc)) from None
+            _check_discriminant(self.baselines, classes is not None)
 
     @property
     def categorical(self) -> bool:
@@ -331,6 +332,16 @@ def _check_family(family: str | None, direction: str | None) -> None:
         expected = ", ".join(str(d) for d in DIRECTIONS[family])
         raise SchemaError("direction", f"is {shown(direction)}; a {family} model file holds "
                                        f"{expected}")
+
+
+def _check_discriminant(baselines: BaselineMaps, categorical: bool) -> None:
+    """A linear discriminant belongs to a class map, and a class map's residual generator starts
+    from one (none written otherwise): refuse files that say otherwise (SchemaError)."""
+    if baselines.discriminant is not None and not categorical:
+        raise SchemaError("baselines.discriminant", "is for a class map; this model gives values")
+    if categorical and baselines.residual != "none" and baselines.discriminant is None:
+        raise SchemaError("baselines.discriminant", "is missing: a class map's residual "
+                                                    "generator starts from it")
 
 
 def _check_channels(side: SideMetadata, where: str, channels: int, verb: str) -> None:

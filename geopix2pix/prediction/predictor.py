@@ -116,7 +116,8 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
 
 
 def baseline_model(model: LoadedModel, info: ModelMetadata, baseline: str) -> LoadedModel:
-    """`model`, or with `baseline` (linear or constant) that baseline of its file in its place:
+    """`model`, or with `baseline` (linear, constant, a class map's discriminant) that baseline
+    of its file in its place:
     a per-pixel map that goes through the same pipeline into the same kind of output."""
     if baseline == "none":
         return model
@@ -126,8 +127,8 @@ def baseline_model(model: LoadedModel, info: ModelMetadata, baseline: str) -> Lo
                               "get them")
     if baseline not in info.baselines.names():
         raise GeoPix2PixError(f"--baseline {baseline}: this model file carries none (a linear "
-                              "discriminant is fitted for a class map only, by geopix2pix "
-                              "from December 2026); use linear or constant")
+                              "discriminant is fitted for a class map only, and files trained "
+                              "before it was added lack it); use linear or constant")
     device = next(model.generator.parameters()).device
     generator = baseline_generator(info.baselines, baseline, info.categorical, device)
     return LoadedModel(generator, model.spec, model.metadata)

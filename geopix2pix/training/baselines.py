@@ -42,8 +42,9 @@ ABSENT = -1e6  # a class without train pixels: its nearest-class-mean score (nev
 
 @dataclass
 class RunBaselines:
-    """The fitted maps, their validation scores ({"linear": {...}, "constant": {...}}; empty
-    without val chips) and the train pixels they were fitted on."""
+    """The fitted maps, their validation scores ({"linear": {...}, "constant": {...}} and a
+    class map's "discriminant"; empty without val chips) and the train pixels they were fitted
+    on."""
 
     maps: BaselineMaps
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -122,21 +123,28 @@ def solve_classes(sums: torch.Tensor, in_bands: int, classes: int
 RIDGE = 1e-3  # of the pooled covariance's mean variance, added to its diagonal
 
 
+FLOOR = 1e-6  # the least ridge (the scaled values span [-1, 1]): a constant band's
+
+
 def discriminant(counts: np.ndarray, means: np.ndarray, scatter: np.ndarray) -> PixelMap:
     """Fisher's linear discriminant: scores (S^-1 mu_k) . x - mu_k . S^-1 mu_k / 2 + log p_k,
     with S the pooled within-class covariance (from the scatter X^T X less each class's n_k
     mu_k mu_k^T; a ridge keeps a constant or collinear band from making it singular) and p_k
-    the class's share of the train pixels. A class without train pixels is never chosen."""
+    the class's share of the train pixels, less a term the same for every class: the means are
+    taken from the pooled mean m, w_k = S^-1 (mu_k - m) and b_k = -w_k . (mu_k + m) / 2 + log p_k,
+    so a band constant in the train chips weighs nothing (uncentred, its ridge-sized variance
+    made every score huge). A class without train pixels is never chosen."""
     total = counts.sum()
     if total == 0:
         return PixelMap(_rows(np.zeros_like(means)), (0.0,) * len(counts))
     within = (scatter - np.einsum("k,ki,kj->ij", counts, means, means)) / total
-    within = (within + within.T) / 2 + RIDGE * max(np.trace(within) / len(within), 1e-12) \
-        * np.eye(len(within))
-    weights = np.linalg.solve(within, means.T).T  # (classes, in): S^-1 mu_k
+    ridge = RIDGE * max(np.trace(within) / len(within), FLOOR / RIDGE)
+    within = (within + within.T) / 2 + ridge * np.eye(len(within))
+    pooled = counts @ means / total
+    weights = np.linalg.solve(within, (means - pooled).T).T  # (classes, in): S^-1 (mu_k - m)
     present = counts > 0
     prior = np.log(np.where(present, counts, 1) / total)
-    bias = np.where(present, -0.5 * (weights * means).sum(axis=1) + prior, ABSENT)
+    bias = np.where(present, -0.5 * (weights * (means + pooled)).sum(axis=1) + prior, ABSENT)
     return PixelMap(_rows(np.where(present[:, None], weights, 0.0)), tuple(map(float, bias)))
 
 
@@ -246,7 +254,7 @@ def report(trainer, best: dict[str, Any]) -> str | None:
     """The end of a run: the warning (logged) when model-best loses to the baselines, and the
     comparison line for the summary."""
     categorical = trainer.classes is not None
-    losing = shortfall(best, trainer.baselines, categorical)
+    losing = shortfall(best, trainer.baselines, categorical, trainer.config)
     if losing:
         trainer.log("warning: " + losing)
     return comparison(best, trainer.baselines, categorical)
@@ -257,27 +265,41 @@ def _pair(scores: dict[str, float]) -> str:
         "val_accuracy" in scores else f"{scores['val_miou']:.3f}"
 
 
-def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool) -> str | None:
-    """The warning when model-best does not beat the linear baseline (a class map: the better
-    of nearest class mean and majority class, in accuracy and in mean IoU); None otherwise."""
+CLASS_BASELINES = {"linear": "nearest class mean", "constant": "majority class",
+                   "discriminant": "linear discriminant"}
+
+
+def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
+              config=None) -> str | None:
+    """The warning when model-best does not beat the linear baseline (a class map: the best of
+    its baselines, in accuracy and in mean IoU, each named); None otherwise. Its advice leaves
+    out the options ``config`` (the run's) already uses."""
     if comparison(best, baselines, categorical) is None:
         return None
+    advice = ["train longer"]
+    if getattr(config, "residual", "none") == "none":
+        advice.append("with --residual linear" + (" (from the discriminant)" if categorical
+                                                  else ""))
     if not categorical:
         linear = baselines.scores["linear"]["val_mae"]
         if best["val_mae"] < linear or not math.isfinite(best["val_mae"]):
             return None
         return (f"model-best (val MAE {best['val_mae']:.4g}) does not beat the linear baseline "
-                f"fitted on the train chips (val MAE {linear:.4g}, see {BASELINES}): train "
-                "longer or with --residual linear; `geopix2pix predict --baseline linear` "
-                "writes that baseline's prediction")
-    scores = baselines.scores.values()
-    accuracy = max(s.get("val_accuracy", 0.0) for s in scores)
-    miou = max(s.get("val_miou", 0.0) for s in scores)
+                f"fitted on the train chips (val MAE {linear:.4g}, see {BASELINES}): "
+                f"{' or '.join(advice)}; `geopix2pix predict --baseline linear` writes that "
+                "baseline's prediction")
+    if getattr(config, "class_weights", "none") == "none":
+        advice.append("with --class-weights balanced")
+    leaders = {metric: max(baselines.scores, key=lambda name: baselines.scores[name].get(
+        f"val_{metric}", 0.0)) for metric in ("accuracy", "miou")}
+    accuracy, miou = (baselines.scores[leaders[m]].get(f"val_{m}", 0.0)
+                      for m in ("accuracy", "miou"))
     if best.get("val_accuracy", 0.0) > accuracy and best["val_miou"] > miou:
         return None
     return (f"model-best (val accuracy {best.get('val_accuracy', math.nan):.3f}, mean IoU "
-            f"{best['val_miou']:.3f}) does not beat the best simple baseline (accuracy "
-            f"{accuracy:.3f}, mean IoU {miou:.3f}, see {BASELINES}: majority class, nearest "
-            "class mean and linear discriminant of the source bands): train longer, with "
-            "--class-weights balanced, or with --residual linear (from the discriminant); "
-            "`geopix2pix predict --baseline discriminant` writes that baseline's map")
+            f"{best['val_miou']:.3f}) does not beat the best simple baselines fitted on the "
+            f"train chips (accuracy {accuracy:.3f}: {CLASS_BASELINES[leaders['accuracy']]}; "
+            f"mean IoU {miou:.3f}: {CLASS_BASELINES[leaders['miou']]}; see {BASELINES}): "
+            f"{', '.join(advice[:-1]) + ' or ' if len(advice) > 1 else ''}{advice[-1]}; "
+            f"`geopix2pix predict --baseline {leaders['miou']}` writes the "
+            f"{CLASS_BASELINES[leaders['miou']]}'s map")

@@ -1,8 +1,9 @@
 """The Pix2Pix family: a generator (paper U-Net or smp) judged by a conditional PatchGAN.
 
 Values (regression, L1) or a class map (``--categorical``, cross-entropy on one score per class);
-optionally a residual over the linear baseline (``--residual linear``: G starts as exactly that
-map) and a weight average of G (``--ema``) that validation, samples and the model file use.
+optionally a residual over a baseline (``--residual linear``: G starts as exactly the linear
+map, a class map's scores as the linear discriminant's) and a weight average of G (``--ema``)
+that validation, samples and the model file use.
 Under DDP, G and D are wrapped in DistributedDataParallel and D's plain module judges G's fakes
 (see `step`); at each validation the ranks' batch-norm running statistics are averaged first.
 The run's simple baselines (`baselines`) are fitted when the run folder opens, and model-best is
@@ -99,7 +100,7 @@ class Pix2Pix(ModelFamily):
         self.discriminator = distributed.sync_batch_norm(self.discriminator, device)
 
     def set_up(self) -> None:
-        """Baselines (fitted, or read back on --resume), G as a residual over the linear one,
+        """Baselines (fitted, or read back on --resume), G as a residual over one of them,
         networks on the device, Adam for each, the step and the weight average."""
         config = self.config
         self.baselines = baselines.for_run(self, self.run.dataset)
