@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geopix2pix.raster.write import gtiff_profile
-from geopix2pix.runtime.device import default_workers
+from geopix2pix.runtime.device import available_cpus, default_workers
 
 
 def generate(path: Path, size: int, bands: int, dtype: str, seed: int) -> None:
@@ -116,7 +115,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(dir=args.tmp, prefix="bench_export_"))
     try:
-        print(f"machine: {os.cpu_count()} cpus; scene {args.size}^2, chips {args.chip_size}^2")
+        print(f"machine: {available_cpus()} cpus; scene {args.size}^2, chips {args.chip_size}^2")
         t0 = time.perf_counter()
         for size, tag in ((args.size, "big"), (args.small_size, "small")):
             generate(tmp / f"{tag}_s.tif", size, 3, "uint16", 1)

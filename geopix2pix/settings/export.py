@@ -125,7 +125,8 @@ class ExportOptions:
     target_scaling: str = option("minmax", choices=TARGET_SCALINGS, help=(
         "How target values map to [-1, 1] (and back at prediction)."))
     workers: int | None = common.workers("Worker processes (0 or 1: export in this process)",
-                                         "one per core, at most 8")
+                                         "one per usable core (affinity, CPU quota), at "
+                                         "most 8")
     overwrite: bool = common.overwrite(
         "Replace the outputs of an earlier export in the output folder (a folder holding "
         "anything else is refused).")

@@ -45,10 +45,11 @@ GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip 
                   "'resnet_9blocks' or 'resnet_6blocks' (the CycleGAN paper's ResNet), or "
                   "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
                   "smp:Unet:resnet34 (no weights are downloaded).")
-NORM_HELP = ("Normalisation in G and D. batch: at prediction, eval-mode batch norm uses the "
-             "statistics learned in training, so a pixel's value does not depend on its window's "
-             "neighbours or batch and stitched scenes show no seams. instance: normalises each "
-             "window by its own statistics (can show seams between prediction windows).")
+NORM_HELP = ("Normalisation in G and D (the local generator has none: then in D only). batch: "
+             "at prediction, eval-mode batch norm uses the statistics learned in training, so a "
+             "pixel's value does not depend on its window's neighbours or batch and stitched "
+             "scenes show no seams. instance: normalises each window by its own statistics (can "
+             "show seams between prediction windows).")
 AUGMENT_HELP = ("Random transforms applied identically to input and target. none: when the "
                 "answer depends on orientation (a hillshade depends on the sun azimuth, shadows "
                 "and slopes have a direction). flip: mirror images are as plausible as the "
@@ -110,7 +111,7 @@ class TrainConfig:
                              "batch = this x processes); batch norm learns steadier statistics "
                              "with more than 1.")
     workers: int | None = common.workers("Data-loading processes, 0 = main process",
-                                         "cores - 1, at most 8")
+                                         "usable cores - 1, at most 8")
     device: str = common.device("auto (CUDA when present, else the CPU), cpu, cuda or cuda:N "
                                 "(under torchrun, each process takes the GPU of its LOCAL_RANK).")
     amp: bool = option(True, negatable=True, runtime=True, help=(
