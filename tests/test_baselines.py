@@ -130,6 +130,34 @@ def test_a_band_constant_in_the_train_chips_weighs_nothing_in_the_discriminant(r
         assert (guess == k).mean() > 0.9
 
 
+def test_a_class_map_file_from_before_the_discriminant_loads_and_shows_the_nearest_mean(
+        class_run, tmp_path):
+    """Files written before the discriminant (no discriminant, no class residual: earlier
+    versions refused one) still load, predict their baselines and show the nearest class mean;
+    `--baseline discriminant` is one line."""
+    import matplotlib
+    import safetensors.torch
+
+    matplotlib.use("Agg")
+    from geopix2pix.plot import show_results
+
+    result, chips, source = class_run
+    with safe_open(str(result.model_path), "pt") as f:
+        meta = json.loads(f.metadata()["geopix2pix"])
+    del meta["baselines"]["discriminant"]
+    old = tmp_path / "old.safetensors"
+    safetensors.torch.save_file(safetensors.torch.load_file(result.model_path), old,
+                                {"geopix2pix": json.dumps(meta)})
+    model = load_model(old)
+    assert ModelMetadata.of(model).baselines.names() == ("linear", "constant")
+    titles = [ax.get_title() for ax in show_results(old, chips, n=1).axes]
+    assert titles == ["input", "prediction", "nearest class mean", "target"]
+    predict(source, tmp_path / "nearest.tif", model=model, baseline="linear", progress=False)
+    with pytest.raises(GeoPix2PixError, match="--baseline discriminant: this model file"):
+        predict(source, tmp_path / "d.tif", model=model, baseline="discriminant",
+                progress=False)
+
+
 def test_the_class_map_warning_names_the_leading_baselines_and_only_new_advice():
     from types import SimpleNamespace
 

@@ -107,7 +107,7 @@ def test_predict_takes_scenes_from_an_iterator(tmp_path, model_file, monkeypatch
     with pytest.raises(KeyboardInterrupt) as stop:
         predictor.predict(iter([tmp_path / "a.tif", tmp_path / "b.tif"]), out_dir=tmp_path / "o",
                           model=model_file)
-    assert stop.value.report.line == ("Stopped after 1 scene: their outputs are complete; those "
+    assert stop.value.report.line == ("Stopped after 1 scene: its output is complete; those "
                                       "being written were removed")
 
 

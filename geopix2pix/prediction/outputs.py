@@ -90,10 +90,13 @@ def stop_reporter(scenes: PathLike | Sequence[PathLike], out: PathLike | None = 
         if not written:
             return StopReport("predict", signum, "Stopped: nothing was written (no partial "
                               "outputs are left)")
-        done = f"{len(written)} of {len(outputs.paths)} scenes" if outputs.paths else \
-            f"{len(written)} scene{'s' if len(written) > 1 else ''}"  # (scenes of an iterator)
-        return StopReport("predict", signum, f"Stopped after {done}: their outputs are "
-                          "complete; those being written were removed", completed=written)
+        if outputs.paths:
+            done = f"{len(written)} of {len(outputs.paths)} scenes: their outputs are"
+        else:  # scenes of an iterator: how many there were is not known
+            done = "1 scene: its output is" if len(written) == 1 else \
+                f"{len(written)} scenes: their outputs are"
+        return StopReport("predict", signum, f"Stopped after {done} complete; those being "
+                          "written were removed", completed=written)
 
     return report
 

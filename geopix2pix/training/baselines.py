@@ -121,9 +121,7 @@ def solve_classes(sums: torch.Tensor, in_bands: int, classes: int
 
 
 RIDGE = 1e-3  # of the pooled covariance's mean variance, added to its diagonal
-
-
-FLOOR = 1e-6  # the least ridge (the scaled values span [-1, 1]): a constant band's
+FLOOR = 1e-6  # the least ridge (the scaled values span [-1, 1]), for chips of constant bands
 
 
 def discriminant(counts: np.ndarray, means: np.ndarray, scatter: np.ndarray) -> PixelMap:

@@ -217,7 +217,7 @@ class Trainer:
         self.folder.check_replicas(self.family)
         best = self.state["best_scores"]
         scores, comparison = self.family.summary(best)
-        reverse = self.family.exports()[1:2]
+        reverse = [e for e in self.family.exports() if e.direction == "b_to_a"]
         return TrainResult(self.run_dir, self.run_dir / MODEL, self.run_dir / BEST_MODEL,
                            self.run_dir / CHECKPOINT, self.state["epoch"], self.state["step"],
                            [typed_row(r) for r in history.rows], best, scores, comparison,

@@ -225,7 +225,8 @@ def _scene_block(first: int, length: int, n: int) -> tuple[tuple[int, int], np.n
     """For a strip holding pixels [first, first + length) of an axis of length n, padded by
     numpy's (even) reflection: the scene pixels [lo, hi) that the odd reflection of that range
     needs (from the scene's edge on each padded side), and for each the strip index that holds
-    it (in the strip or mirrored into its padding)."""
+    it (in the strip or mirrored into its padding). The strip only is at hand here, not the
+    dataset `_reflect_source` reads from, so numpy's reflect indexing is worked out again."""
     period = max(2 * (n - 1), 1)
     held = np.mod(np.abs(first + np.arange(length)), period)
     held = np.where(held >= n, period - held, held)  # the scene pixel at each strip index
