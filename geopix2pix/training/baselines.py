@@ -282,7 +282,8 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
         linear = baselines.scores["linear"]["val_mae"]
         if best["val_mae"] < linear or not math.isfinite(best["val_mae"]):
             return None
-        return (f"model-best (val MAE {best['val_mae']:.4g}) does not beat the linear baseline "
+        return (f"{_start_note(best, 'the linear baseline')}model-best (val MAE "
+                f"{best['val_mae']:.4g}) does not beat the linear baseline "
                 f"fitted on the train chips (val MAE {linear:.4g}, see {BASELINES}): "
                 f"{' or '.join(advice)}; `geopix2pix predict --baseline linear` writes that "
                 "baseline's prediction")
@@ -294,10 +295,20 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
                       for m in ("accuracy", "miou"))
     if best.get("val_accuracy", 0.0) > accuracy and best["val_miou"] > miou:
         return None
-    return (f"model-best (val accuracy {best.get('val_accuracy', math.nan):.3f}, mean IoU "
+    return (f"{_start_note(best, 'the linear discriminant')}"
+            f"model-best (val accuracy {best.get('val_accuracy', math.nan):.3f}, mean IoU "
             f"{best['val_miou']:.3f}) does not beat the best simple baselines fitted on the "
             f"train chips (accuracy {accuracy:.3f}: {CLASS_BASELINES[leaders['accuracy']]}; "
             f"mean IoU {miou:.3f}: {CLASS_BASELINES[leaders['miou']]}; see {BASELINES}): "
             f"{', '.join(advice[:-1]) + ' or ' if len(advice) > 1 else ''}{advice[-1]}; "
             f"`geopix2pix predict --baseline {leaders['miou']}` writes the "
             f"{CLASS_BASELINES[leaders['miou']]}'s map")
+
+
+def _start_note(best: dict[str, Any], start: str) -> str:
+    """What the warning says first when model-best is the residual generator's start (epoch
+    0): the baseline itself, which no trained epoch beat."""
+    if best.get("epoch") != 0:
+        return ""
+    return (f"no trained epoch beat the generator's start ({start} itself) on the val chips, "
+            "so model-best is that start; ")

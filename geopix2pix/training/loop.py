@@ -2,6 +2,8 @@
 through the model family's interface (`families.base.ModelFamily`): the loop knows the cadence,
 the family what a step, a validation, a sample and a model file are.
 
+With a residual generator (`ModelFamily.scores_start`) the run first validates its start, the
+baseline itself, as epoch 0: model-best is never worse on the val chips than that baseline.
 Epoch end, when validation is due (``--val-every`` steps have passed since the last one, checked
 at epoch ends, and always at the end of the run): validation (the family's scores),
 samples/epoch_NNN.png, a metrics.csv row (losses averaged since the previous row), the model
@@ -80,6 +82,9 @@ class EpochRunner:
                    disable=self.config.quiet or not distributed.is_writer(),
                    dynamic_ncols=True)
         try:
+            if state["step"] == 0 and not self.folder.history.rows and \
+                    self.family.scores_start():
+                self._score_start()
             while state["step"] < self.schedule.total_steps:
                 self._train_epoch(bar, stop, callback)
                 saved = self._end_epoch()
@@ -143,7 +148,7 @@ class EpochRunner:
 
     def _end_epoch(self) -> bool:
         """The epoch-end work when due (see the module's docstring); whether it was done."""
-        state, family, folder = self.state, self.family, self.folder
+        state, family = self.state, self.family
         partial = state["partial"]
         epoch = state["epoch"] + 1
         if not self._due():  # the losses go on adding up to the next metrics row
@@ -162,19 +167,38 @@ class EpochRunner:
                **means, **scores,
                "images_per_second": float(totals[count + 1]) / max(partial["seconds"], 1e-9),
                "epoch_seconds": partial["seconds"]}
-        folder.write_samples(family, self.sample_batch, epoch)
         state.update(epoch=epoch, batch_in_epoch=0, partial={})
+        self._record(row, scores, means, latest=True)
+        self.checkpoint.save(state)
+        return True
+
+    def _score_start(self) -> None:
+        """Validate the networks before the first step (a residual generator's start: exactly
+        its baseline), as epoch 0: a candidate for model-best like every epoch, so model-best
+        is never worse on the val chips than where training began."""
+        self.family.before_validation()
+        scores = self._validate()
+        if scores:  # without val chips there is nothing to compare
+            self._record({"epoch": 0, "step": 0, "lr": self.schedule.lr_at(0), **scores},
+                         scores, {}, latest=False)
+
+    def _record(self, row: dict[str, Any], scores: dict[str, float], means: dict[str, float],
+                latest: bool) -> None:
+        """A validation's samples, metrics.csv row and model files: the latest ones
+        (``latest``) and the best ones when the family's score improved."""
+        family, folder, state = self.family, self.folder, self.state
+        epoch = row["epoch"]
+        folder.write_samples(family, self.sample_batch, epoch)
         folder.history.append(row)
         score = family.score(scores, means)
-        progress = {"epoch": state["epoch"], "step": state["step"]}
-        folder.save_models(family, scores, progress, best=False)
+        progress = {"epoch": epoch, "step": row["step"]}
+        if latest:
+            folder.save_models(family, scores, progress, best=False)
         if family.better(score, scores, state):
             state["best"] = score
             state["best_scores"] = {**scores, **family.best_losses(means), "epoch": epoch}
             folder.save_models(family, scores, progress, best=True)
-        self.checkpoint.save(state)
         family.after_validation(folder.history.rows)
-        return True
 
     def _validate(self) -> dict[str, float]:
         """The validation scores of this epoch's networks (none without val chips)."""

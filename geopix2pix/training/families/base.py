@@ -164,6 +164,11 @@ class ModelFamily(ABC):
     def score(self, scores: dict[str, float], losses: dict[str, float]) -> float:
         """What picks model-best, lower being better (``losses``: the epoch's mean losses)."""
 
+    def scores_start(self) -> bool:
+        """Whether the networks before the first step are a candidate for model-best (a
+        residual generator starts as exactly a baseline)."""
+        return False
+
     def better(self, score: float, scores: dict[str, float], state: dict[str, Any]) -> bool:
         """Whether ``score`` beats model-best's (``state["best"]``)."""
         return score < state["best"]

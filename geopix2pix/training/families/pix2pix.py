@@ -182,7 +182,7 @@ class Pix2Pix(ModelFamily):
         """The validation L1 of values; 1 - the validation mean IoU of a class map (the
         segmentation score, which a rare class moves as much as a common one); the train pixel
         loss without val chips."""
-        pixel_loss = losses[self.objective.loss_name]
+        pixel_loss = losses.get(self.objective.loss_name, math.inf)
         if self.classes is None:
             return scores.get("val_l1", pixel_loss)
         return 1.0 - scores["val_miou"] if "val_miou" in scores else pixel_loss
@@ -196,9 +196,13 @@ class Pix2Pix(ModelFamily):
             return score < best
         return scores["val_ce"] < state["best_scores"].get("val_ce", math.inf)
 
+    def scores_start(self) -> bool:
+        """A residual generator starts as exactly its baseline (its output layer zero)."""
+        return self.config.residual != "none"
+
     def best_losses(self, losses: dict[str, float]) -> dict[str, float]:
         name = self.objective.loss_name
-        return {name: losses[name]}
+        return {name: losses[name]} if name in losses else {}  # none before the first step
 
     def after_validation(self, rows: list[dict[str, Any]]) -> None:
         """Once, when a class map's validation mean IoU has not moved for `STUCK_EPOCHS`
