@@ -422,6 +422,10 @@ def test_a_class_map_residual_starts_at_the_discriminant_unclamped(tmp_path_fact
     assert info.baselines.start == info.baselines.discriminant
     assert set(result.baselines) == {"linear", "constant", "discriminant"}
     assert "linear discriminant" in result.comparison
+    start = result.metrics[0]  # validated before the first step: the discriminant's scores
+    assert start["epoch"] == 0 and start["loss_g_ce"] is None
+    assert start["val_miou"] == pytest.approx(result.baselines["discriminant"]["val_miou"],
+                                              abs=1e-6)
     predict(source, folder / "model.tif", model=model, progress=False)
     predict(source, folder / "fisher.tif", model=model, baseline="discriminant", progress=False)
     with rasterio.open(folder / "model.tif") as a, rasterio.open(folder / "fisher.tif") as b:

@@ -82,3 +82,23 @@ def test_without_a_residual_there_is_no_epoch_0(pair, tmp_path):
         warnings.simplefilter("ignore", GeoPix2PixWarning)
         result = train(chips, tmp_path / "run", max_steps=1, epochs=1, decay_epochs=0, **TINY)
     assert [row["epoch"] for row in result.metrics] == [1]
+
+
+def test_the_stuck_class_warning_counts_trained_epochs_only():
+    """A class map's mean IoU unchanged for 3 epochs warns that the model may answer one class
+    everywhere; the untrained start (epoch 0) is not one of those epochs."""
+    from types import SimpleNamespace
+
+    from geopix2pix.training.families.pix2pix import STUCK_EPOCHS, Pix2Pix
+
+    def warnings_after(rows):
+        said: list[str] = []
+        family = SimpleNamespace(classes=(1, 2), warned_stuck=False,
+                                 objective=SimpleNamespace(weights=None), log=said.append)
+        Pix2Pix.after_validation(family, rows)
+        return said
+
+    rows = [{"epoch": str(e), "val_miou": "0.45"} for e in range(STUCK_EPOCHS)]
+    assert warnings_after(rows) == []  # the start and two trained epochs
+    rows.append({"epoch": str(STUCK_EPOCHS), "val_miou": "0.45"})
+    assert len(warnings_after(rows)) == 1

@@ -280,7 +280,8 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
                                                   else ""))
     if not categorical:
         linear = baselines.scores["linear"]["val_mae"]
-        if best["val_mae"] < linear or not math.isfinite(best["val_mae"]):
+        if not _is_start(best) and (best["val_mae"] < linear
+                                    or not math.isfinite(best["val_mae"])):
             return None
         return (f"{_start_note(best, 'the linear baseline')}model-best (val MAE "
                 f"{best['val_mae']:.4g}) does not beat the linear baseline "
@@ -293,7 +294,8 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
         f"val_{metric}", 0.0)) for metric in ("accuracy", "miou")}
     accuracy, miou = (baselines.scores[leaders[m]].get(f"val_{m}", 0.0)
                       for m in ("accuracy", "miou"))
-    if best.get("val_accuracy", 0.0) > accuracy and best["val_miou"] > miou:
+    if not _is_start(best) and best.get("val_accuracy", 0.0) > accuracy and \
+            best["val_miou"] > miou:
         return None
     return (f"{_start_note(best, 'the linear discriminant')}"
             f"model-best (val accuracy {best.get('val_accuracy', math.nan):.3f}, mean IoU "
@@ -305,10 +307,15 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
             f"{CLASS_BASELINES[leaders['miou']]}'s map")
 
 
+def _is_start(best: dict[str, Any]) -> bool:
+    """Whether model-best is the residual generator's start (epoch 0): the baseline itself,
+    whatever the last bits of the two evaluations of it."""
+    return best.get("epoch") == 0
+
+
 def _start_note(best: dict[str, Any], start: str) -> str:
-    """What the warning says first when model-best is the residual generator's start (epoch
-    0): the baseline itself, which no trained epoch beat."""
-    if best.get("epoch") != 0:
+    """What the warning says first when model-best is the residual generator's start."""
+    if not _is_start(best):
         return ""
     return (f"no trained epoch beat the generator's start ({start} itself) on the val chips, "
             "so model-best is that start; ")

@@ -3,7 +3,9 @@ through the model family's interface (`families.base.ModelFamily`): the loop kno
 the family what a step, a validation, a sample and a model file are.
 
 With a residual generator (`ModelFamily.scores_start`) the run first validates its start, the
-baseline itself, as epoch 0: model-best is never worse on the val chips than that baseline.
+baseline itself, as epoch 0: model-best never has a worse validation score (the one that picks
+it) than that baseline.
+
 Epoch end, when validation is due (``--val-every`` steps have passed since the last one, checked
 at epoch ends, and always at the end of the run): validation (the family's scores),
 samples/epoch_NNN.png, a metrics.csv row (losses averaged since the previous row), the model
@@ -40,7 +42,7 @@ from .data import EpochBatchSampler
 from .families.base import ModelFamily
 from .schedule import LinearDecaySchedule
 
-VALIDATIONS = 10  # without --val-every: validations (and model files) per run
+VALIDATIONS = 10  # without --val-every: validations (and model files) per run, after the start
 
 
 def seed_everything(seed: int) -> None:
@@ -82,9 +84,8 @@ class EpochRunner:
                    disable=self.config.quiet or not distributed.is_writer(),
                    dynamic_ncols=True)
         try:
-            if state["step"] == 0 and not self.folder.history.rows and \
-                    self.family.scores_start():
-                self._score_start()
+            if state["step"] == 0 and self.family.scores_start():  # (no checkpoint before
+                self._score_start()  # step 1: every rank sees step 0 in a fresh run alone)
             while state["step"] < self.schedule.total_steps:
                 self._train_epoch(bar, stop, callback)
                 saved = self._end_epoch()

@@ -209,7 +209,8 @@ class Pix2Pix(ModelFamily):
         epochs: the model likely answers one class everywhere."""
         if self.classes is None or self.warned_stuck or self.objective.weights is not None:
             return
-        recent = [row.get("val_miou") for row in rows[-STUCK_EPOCHS:]]
+        trained = [row for row in rows if str(row.get("epoch")) != "0"]  # not the start
+        recent = [row.get("val_miou") for row in trained[-STUCK_EPOCHS:]]
         if len(recent) == STUCK_EPOCHS and recent[0] and float(recent[0]) < 1 \
                 and len(set(recent)) == 1:  # (a perfect model stays at 1)
             self.warned_stuck = True
