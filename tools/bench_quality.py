@@ -77,7 +77,7 @@ CASES = {
                       "image_map_eolearn_slovenia/lulc.tif", "north",
                       {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},
                       {**LOCAL, "gan_warmup": 0.5, "ema": 0.999, "residual": "linear",
-                       "augment": "d4", "class_weights": "balanced", "max_steps": 400},
+                       "augment": "d4", "max_steps": 400},
                       categorical=True),
 }
 
@@ -194,7 +194,7 @@ def write_predictions(source: Path, work: Path, categorical: bool) -> None:
     from geopix2pix import predict
 
     for name, baseline in predictions(categorical).items():
-        predict(source, work / f"{name}.tif", model=work / "run" / "model.safetensors",
+        predict(source, work / f"{name}.tif", model=work / "run" / "model-best.safetensors",
                 baseline=baseline, overwrite=True, progress=False, device="cpu")
 
 
