@@ -63,6 +63,8 @@ class Case:
     predict: dict = field(default_factory=dict)
 
 
+MINUTES_VAL_EVERY = 50  # --minutes: steps between validations
+
 CASES = {
     "dem": Case("dem", "dem_hillshade_exploradores/exploradores_aster_dem_30m.tif",
                 "dem_hillshade_exploradores/exploradores_aster_hillshade_gdal_az315_alt45.tif",
@@ -243,8 +245,10 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
                  progress=False, workers=1, **export)
     options = {**case.train, **extra, "categorical": case.categorical, "quiet": True,
                "overwrite": True, "workers": 0,
-               "max_steps": steps or (10**6 if minutes else extra.get("max_steps",
-                                                                   case.train["max_steps"]))}
+               "max_steps": steps or (10**6 if minutes else extra.get(
+                   "max_steps", case.train.get("max_steps")))}  # None: the default schedule
+    if minutes:  # the schedule is open-ended: validate (and write model files) on a cadence
+        options.setdefault("val_every", MINUTES_VAL_EVERY)
     deadline = time.monotonic() + minutes * 60 if minutes else None
     try:
         result = train(work / "chips", work / "run", log=lambda m: None,
@@ -286,7 +290,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     budget.add_argument("--steps", type=int, default=None,
                         help="training steps of every case (default: each recipe's --max-steps)")
     budget.add_argument("--minutes", type=float, default=None,
-                        help="training minutes per case instead (the last model file is used)")
+                        help="training minutes per case instead (model-best so far is used; "
+                        f"validation every {MINUTES_VAL_EVERY} steps unless --set val_every=N)")
     parser.add_argument("--out", type=Path, default=None,
                         help="work folder (default: a temporary one, removed)")
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
@@ -297,6 +302,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--swap", action="store_true",
                         help="train on the other side (south / east) and judge the first one: "
                         "the same recipes on another part of each scene")
+    parser.add_argument("--defaults", action="store_true",
+                        help="train with train's defaults instead of each case's recipe (the "
+                        "export options stay the case's; --set still applies)")
     parser.add_argument("--judge-only", action="store_true",
                         help="predict and judge again with the models an earlier run left in --out")
     parser.add_argument("--centre-clip", type=float, default=None,
@@ -334,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     names = list(CASES) if args.case == "all" else [args.case]
     cases = {name: dataclasses.replace(case, split=SWAPPED[case.split]) if args.swap else case
              for name, case in CASES.items()}
+    if args.defaults:
+        cases = {name: dataclasses.replace(case, train={}) for name, case in cases.items()}
     with tempfile.TemporaryDirectory() as temp:
         out = args.out or Path(temp)
         rows = {}
