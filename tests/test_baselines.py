@@ -178,6 +178,11 @@ def test_the_class_map_warning_names_the_leading_baselines_and_only_new_advice()
     assert "train longer, with --residual linear (from the discriminant) or with " \
         "--class-weights balanced;" in plain
     assert shortfall({"val_accuracy": 0.95, "val_miou": 0.5}, run, True, recipe) is None
+    # over the discriminant without weights (the land-cover recipe): weights would move the
+    # priors it starts from, so they are not advised
+    unweighted = shortfall(best, run, True, SimpleNamespace(residual="linear",
+                                                           class_weights="none"))
+    assert "class-weights" not in unweighted and ": train longer; " in unweighted
 
 
 def test_a_discriminant_belongs_to_a_class_map_and_a_class_residual_needs_one(class_run,

@@ -91,10 +91,11 @@ def test_the_stuck_class_warning_counts_trained_epochs_only():
 
     from geopix2pix.training.families.pix2pix import STUCK_EPOCHS, Pix2Pix
 
-    def warnings_after(rows):
+    def warnings_after(rows, residual="none"):
         said: list[str] = []
         family = SimpleNamespace(classes=(1, 2), warned_stuck=False,
-                                 objective=SimpleNamespace(weights=None), log=said.append)
+                                 objective=SimpleNamespace(weights=None), log=said.append,
+                                 config=SimpleNamespace(residual=residual))
         Pix2Pix.after_validation(family, rows)
         return said
 
@@ -102,3 +103,5 @@ def test_the_stuck_class_warning_counts_trained_epochs_only():
     assert warnings_after(rows) == []  # the start and two trained epochs
     rows.append({"epoch": str(STUCK_EPOCHS), "val_miou": "0.45"})
     assert len(warnings_after(rows)) == 1
+    # a residual over the discriminant may rightly stay at its start: no "one class" warning
+    assert warnings_after(rows, residual="linear") == []

@@ -288,8 +288,9 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
                 f"fitted on the train chips (val MAE {linear:.4g}, see {BASELINES}): "
                 f"{' or '.join(advice)}; `geopix2pix predict --baseline linear` writes that "
                 "baseline's prediction")
-    if getattr(config, "class_weights", "none") == "none":
-        advice.append("with --class-weights balanced")
+    if getattr(config, "class_weights", "none") == "none" and \
+            getattr(config, "residual", "none") == "none":  # (over the discriminant, weights
+        advice.append("with --class-weights balanced")  # move the priors it starts from)
     leaders = {metric: max(baselines.scores, key=lambda name: baselines.scores[name].get(
         f"val_{metric}", 0.0)) for metric in ("accuracy", "miou")}
     accuracy, miou = (baselines.scores[leaders[m]].get(f"val_{m}", 0.0)

@@ -207,8 +207,9 @@ class Pix2Pix(ModelFamily):
     def after_validation(self, rows: list[dict[str, Any]]) -> None:
         """Once, when a class map's validation mean IoU has not moved for `STUCK_EPOCHS`
         epochs: the model likely answers one class everywhere."""
-        if self.classes is None or self.warned_stuck or self.objective.weights is not None:
-            return
+        if self.classes is None or self.warned_stuck or self.objective.weights is not None \
+                or self.config.residual != "none":  # a residual starts from the discriminant,
+            return  # not from one class, and may rightly stay there
         trained = [row for row in rows if str(row.get("epoch")) != "0"]  # not the start
         recent = [row.get("val_miou") for row in trained[-STUCK_EPOCHS:]]
         if len(recent) == STUCK_EPOCHS and recent[0] and float(recent[0]) < 1 \
