@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from rasterio.windows import Window
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAIN_SHARE, JUDGE_START = 0.60, 0.62
 SWAPPED = {"north": "south", "west": "east"}  # --swap: train on the other side
+MINUTES_VAL_EVERY = 50  # --minutes: steps between validations
 EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
                "val_fraction", "target_resampling")
 # the training recipe per kind of data (docs/train.md's, for a short CPU run): near-local
@@ -45,7 +47,7 @@ EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_n
 # (a DEM's: told where its voids are, so no slope is made up beside them);
 # where the pairs are few (SAR -> optical), a narrow one over the linear baseline, on the squared
 # error the baseline is fitted with; a class map by the local generator over the linear
-# discriminant, rare classes weighted, adversarial for its second half
+# discriminant, on its unweighted cross-entropy, adversarial for its second half
 LOCAL = {"generator": "local", "ngf": 64, "local_layers": 3, "lr": 1e-3, "gan_warmup": 1.0}
 
 
@@ -62,8 +64,6 @@ class Case:
     categorical: bool = False
     predict: dict = field(default_factory=dict)
 
-
-MINUTES_VAL_EVERY = 50  # --minutes: steps between validations
 
 CASES = {
     "dem": Case("dem", "dem_hillshade_exploradores/exploradores_aster_dem_30m.tif",
@@ -217,14 +217,39 @@ def judge(case: Case, work: Path) -> dict:
     return row
 
 
+SPLIT_FILE = "split.txt"  # in OUT/CASE: the part the run trained on (--judge-only checks it)
+UNSHOWN = ("quiet", "overwrite", "workers", "categorical", "device", "amp", "compile",
+           "resume", "samples", "encoder_weights")
+
+
+def best_step(work: Path) -> int:
+    """The step of the run's model-best (0: the residual generator's start, the baseline)."""
+    from geopix2pix.models import ModelMetadata, load_model
+
+    model = load_model(work / "run" / "model-best.safetensors")
+    return int(ModelMetadata.of(model).training["step"])
+
+
 def rejudge(case: Case, out: Path) -> dict:
-    """Predict and `judge` again with the model an earlier run of the case's recipe (no --set)
-    left in OUT/CASE (--judge-only: e.g. after a change to `predict`)."""
+    """Predict and `judge` again with the model an earlier run left in OUT/CASE (--judge-only:
+    e.g. after a change to `predict`); its options are the run's own (train.json), and a run
+    trained on the other part of the scene (--swap or not) is refused."""
+    import json
+
     work = out / case.name
+    if not (work / SPLIT_FILE).is_file():
+        sys.exit(f"{work} has no {SPLIT_FILE} (a run of an earlier version): run the case again")
+    trained_on = (work / SPLIT_FILE).read_text().strip()
+    if trained_on != case.split:
+        sys.exit(f"{work} was trained on the {trained_on} part: judge it with"
+                 f"{'' if trained_on == CASES[case.name].split else ' --swap'}")
     write_predictions(DATA / case.source, work, case.categorical)
     metrics = (work / "run" / "metrics.csv").read_text().splitlines()
+    saved = json.loads((work / "run" / "train.json").read_text())["options"]
     return {**judge(case, work), "steps": int(metrics[-1].split(",")[1]),
-            "options": {**case.export, **case.train}}
+            "best_step": best_step(work),
+            "options": {**case.export, **{k: v for k, v in saved.items()
+                                          if k not in UNSHOWN and v is not None}}}
 
 
 def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
@@ -236,6 +261,8 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
     source, target = DATA / case.source, DATA / case.target
     work = out / case.name
     work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work / "run", ignore_errors=True)  # never judge an earlier run's model
+    (work / SPLIT_FILE).write_text(case.split + "\n")
     with rasterio.open(source) as src:
         train_w, _ = windows(src.shape, case.split)
     aoi = write_aoi(source, train_w, work / "train_aoi.gpkg")
@@ -255,13 +282,12 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
                        callback=(lambda info: time.monotonic() > deadline) if deadline else None,
                        **options)
         done = result.steps
-    except TrainingStopped:  # --minutes: the last model file written
+    except TrainingStopped:  # --minutes: model-best so far
         done = None
     write_predictions(source, work, case.categorical)
     row = judge(case, work)
-    row["steps"] = done
-    row["options"] = {**export, **{k: v for k, v in options.items() if k not in (
-        "quiet", "overwrite", "workers", "categorical")}}
+    row["steps"], row["best_step"] = done, best_step(work)
+    row["options"] = {**export, **{k: v for k, v in options.items() if k not in UNSHOWN}}
     return row
 
 
@@ -278,7 +304,8 @@ def table(rows: dict[str, dict]) -> str:
             cells = " ".join(_cell(row.get(key, {}).get(metric)) for key in (
                 "model", "linear", "constant", "majority", "nearest-mean", "discriminant"))
             lines.append(f"{name:<10} {metric:<6} {cells}")
-        lines.append(f"{'':<10} steps {row['steps']}; " + ", ".join(
+        lines.append(f"{'':<10} steps {row['steps']}, model-best at step {row['best_step']}"
+                     f"{' (the start)' if row['best_step'] == 0 else ''}; " + ", ".join(
             f"{k}={v}" for k, v in row["options"].items() if k != "max_steps"))
     return "\n".join(lines)
 
@@ -288,7 +315,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None,
-                        help="training steps of every case (default: each recipe's --max-steps)")
+                        help="training steps of every case (default: each recipe's --max-steps; "
+                        "with --defaults, train's 100 + 100 epochs: long on a CPU)")
     budget.add_argument("--minutes", type=float, default=None,
                         help="training minutes per case instead (model-best so far is used; "
                         f"validation every {MINUTES_VAL_EVERY} steps unless --set val_every=N)")
