@@ -19,7 +19,7 @@ categorical target:
   `generator="local"` learns the residual over the linear discriminant of the bands
   (`residual="linear"`, starting from it), on the same unweighted cross-entropy the
   discriminant's priors (the train class shares) stand for. Its start is validated too, so
-  `result.best_model_path` is never worse on the val chips than the discriminant: on a held-out
+  `result.best_model_path` never has a lower val mean IoU than the discriminant: on a held-out
   part of this scene it ties or beats it a little. `predict --baseline discriminant` writes the
   discriminant itself (here the whole scene is scored, training area included).
 - Chip size vs pixel size: a chip must hold enough context to recognise a class (fields, towns);
