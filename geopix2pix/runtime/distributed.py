@@ -12,7 +12,6 @@ running statistics at an epoch end), so exchanging them never waits on the GPU s
 from __future__ import annotations
 
 import atexit
-import contextlib
 import gc
 import os
 import sys
@@ -107,17 +106,8 @@ def init_from_env(device: torch.device, control_only: bool = False,
     return True
 
 
-EXIT_WAIT = timedelta(minutes=5)  # how long a rank at exit waits for the others to get there
-
-
 def _leave_at_exit() -> None:
-    """Leave the group while Python still runs (see `cleanup`), once every rank has got there:
-    a rank that tore its gloo connections down while another still used them aborted now and
-    then (SIGABRT after a finished run, under load). A rank that never comes (it died: torchrun
-    ends the others) costs at most `EXIT_WAIT`."""
-    if active():  # (a rank gone or a group already broken: leave all the same)
-        with contextlib.suppress(RuntimeError, ValueError):
-            dist.monitored_barrier(group=_control_group, timeout=EXIT_WAIT)
+    """Leave the group while Python still runs (see `cleanup`)."""
     cleanup()
 
 
