@@ -41,7 +41,9 @@ def test_a_torchrun_script_trains_and_predicts_several_times(tmp_path):
     export_chips(scene, target, tmp_path / "chips", chip_size=32, val_fraction=0.25,
                  progress=False, workers=1)
     (tmp_path / "script.py").write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the stacks of every thread if a rank aborts (a rare SIGABRT at exit, under load: where?)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
+           "TORCH_SHOW_CPP_STACKTRACES": "1"}
     done = run_whole([sys.executable, "-m", "torch.distributed.run", "--standalone",
                       "--nproc-per-node", "2", str(tmp_path / "script.py"),
                       str(tmp_path / "chips"), str(tmp_path / "out"), str(scene)],
