@@ -57,8 +57,12 @@ def test_the_start_is_epoch_0_and_stays_model_best_when_training_makes_it_worse(
     predict(source, tmp_path / "best.tif", model=result.best_model_path, progress=False)
     predict(source, tmp_path / "linear.tif", model=result.best_model_path, baseline="linear",
             progress=False)
-    with rasterio.open(tmp_path / "best.tif") as a, rasterio.open(tmp_path / "linear.tif") as b:
-        assert a.transform == b.transform and a.crs == b.crs
+    with rasterio.open(tmp_path / "best.tif") as a, rasterio.open(tmp_path / "linear.tif") as b, \
+            rasterio.open(source) as scene:
+        for out in (a, b):
+            assert (out.crs, out.transform, out.shape) == (scene.crs, scene.transform,
+                                                           scene.shape)
+        assert a.nodata == b.nodata is not None and a.dtypes == b.dtypes
         np.testing.assert_allclose(a.read(1), b.read(1), atol=1e-3)
     assert any("so model-best is that start" in m for m in messages), messages
 

@@ -241,8 +241,8 @@ def rejudge(case: Case, out: Path) -> dict:
         sys.exit(f"{work} has no {SPLIT_FILE} (a run of an earlier version): run the case again")
     trained_on = (work / SPLIT_FILE).read_text().strip()
     if trained_on != case.split:
-        sys.exit(f"{work} was trained on the {trained_on} part: judge it with"
-                 f"{'' if trained_on == CASES[case.name].split else ' --swap'}")
+        sys.exit(f"{work} was trained on the {trained_on} part: judge it "
+                 f"{'without' if trained_on == CASES[case.name].split else 'with'} --swap")
     write_predictions(DATA / case.source, work, case.categorical)
     metrics = (work / "run" / "metrics.csv").read_text().splitlines()
     saved = json.loads((work / "run" / "train.json").read_text())["options"]
