@@ -102,7 +102,8 @@ def _as_model(model: PathLike | LoadedModel) -> LoadedModel:
 
 def predict_chips(model: PathLike | LoadedModel, chips_dir: PathLike,
                   ids: list[str]) -> list[tuple[np.ndarray, ...]]:
-    """(source, prediction, target, valid) in data units for chips of a folder, with the model's
+    """(source, prediction, target, source_valid, target_valid) in data units for chips of a
+    folder (each side's validity as exported), with the model's
     own scaling (as `geopix2pix predict` applies it); a categorical model's prediction is the
     code of each pixel's most probable class."""
     import torch
@@ -125,11 +126,11 @@ def predict_chips(model: PathLike | LoadedModel, chips_dir: PathLike,
         item = dataset[index[chip_id]]
         with torch.no_grad():
             scaled = loaded.generator(item["source"][None].to(device))[0].float().cpu().numpy()
-        source, _ = _read(Path(chips_dir) / "source" / f"{chip_id}.tif")
-        target, _ = _read(Path(chips_dir) / "target" / f"{chip_id}.tif")
+        source, source_valid = _read(Path(chips_dir) / "source" / f"{chip_id}.tif")
+        target, target_valid = _read(Path(chips_dir) / "target" / f"{chip_id}.tif")
         pred = np.asarray(meta.target.classes)[scaled.argmax(0)][None] if meta.categorical \
             else target_scaling.inverse(scaled)
-        results.append((source, pred, target, item["valid"][0].numpy()))
+        results.append((source, pred, target, source_valid, target_valid))
     return results
 
 
@@ -145,7 +146,8 @@ def _check_bands(model: LoadedModel, meta: ModelMetadata, info: DatasetInfo,
             "was trained on (or chips exported with the same bands)")
 
 
-def _class_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray, valid: np.ndarray,
+def _class_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray,
+               source_valid: np.ndarray, target_valid: np.ndarray,
                meta: ModelMetadata) -> np.ndarray:
     """input | prediction | target of a class map, in its classes' colours (a target code that
     is no class of the model drawn black)."""
@@ -154,17 +156,19 @@ def _class_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray, valid: 
     codes = np.asarray(meta.target.classes)
     colours = class_colours(meta.target.classes, meta.target.band_metadata.colormap)
     index = np.searchsorted(codes, target[0]).clip(0, len(codes) - 1)
-    known = valid & (codes[index] == target[0])
-    return class_index_row(source, np.searchsorted(codes, pred[0]), index, known, colours)
+    known = target_valid & (codes[index] == target[0])
+    return class_index_row(source, np.searchsorted(codes, pred[0]), index, source_valid, known,
+                           colours)
 
 
-def _panels(source: np.ndarray, pred: np.ndarray, target: np.ndarray, valid: np.ndarray,
+def _panels(source: np.ndarray, pred: np.ndarray, target: np.ndarray,
+            source_valid: np.ndarray, target_valid: np.ndarray,
             meta: ModelMetadata) -> list[np.ndarray]:
     """The input, prediction and target images of one chip."""
     from geopix2pix.raster.render import GAP, sample_row
 
-    image = _class_row(source, pred, target, valid, meta) if meta.categorical \
-        else sample_row(source, pred, target, valid)
+    image = _class_row(source, pred, target, source_valid, target_valid, meta) \
+        if meta.categorical else sample_row(source, pred, target, source_valid, target_valid)
     width = source.shape[-1]
     return [image[:, k * (width + GAP): k * (width + GAP) + width] for k in range(3)]
 

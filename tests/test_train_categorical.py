@@ -260,7 +260,9 @@ def test_show_results_draws_a_class_map_in_its_colours(class_run, class_chips):
     from geopix2pix.plot import predict_chips, show_results
 
     ids = ChipDataset(class_chips, "val").ids[:2]
-    for _, pred, target, valid in predict_chips(class_run.best_model_path, class_chips, ids):
+    for _, pred, target, source_valid, target_valid in predict_chips(
+            class_run.best_model_path, class_chips, ids):
+        valid = source_valid & target_valid
         assert pred.shape == target.shape == (1, 64, 64)
         assert set(np.unique(pred).tolist()) <= set(CODES)
         assert (pred[0][valid] == target[0][valid]).mean() > 0.7

@@ -188,6 +188,6 @@ def test_show_results_of_a_validity_band_model_feeds_it_the_band(dem_scene, vali
 
     model = load_model(validity_run / "model.safetensors")
     ids = chip_ids(dem_scene / "chips", "val")[:2]
-    for _source, pred, target, _valid in predict_chips(model, dem_scene / "chips", ids):
+    for _source, pred, target, *_valid in predict_chips(model, dem_scene / "chips", ids):
         assert pred.shape == target.shape == (1, 32, 32) and np.isfinite(pred).all()
     assert show_results(model, dem_scene / "chips", n=2, split="val") is not None

@@ -3,7 +3,8 @@ relies on.
 
 Each item is a dict: ``source`` (bands, H, W) and ``target`` (bands, H, W) float32 tensors scaled to
 [-1, 1] by `geopix2pix.chips.scaling` with the statistics in dataset.json, ``valid`` (1, H, W) bool
-(pixels valid in both rasters: the loss's) and the chip ``id``. ``source`` holds every pixel valid
+(pixels valid in both rasters: the loss's), each side's own ``source_valid`` and ``target_valid``
+(what samples/ shows) and the chip ``id``. ``source`` holds every pixel valid
 in the source, also where the target is not (as predict sees the scene); the others hold 0 (under
 ``centre`` scaling values filled in), as do the target's invalid pixels. With
 ``classes`` (a class map's codes), ``target`` (1, H, W) holds each pixel's class index instead,
@@ -32,6 +33,8 @@ from geopix2pix.settings.checking import api_function
 from geopix2pix.settings.train import AUGMENTS as AUGMENTATIONS
 
 SPLITS = ("train", "val", None)
+# The tensors of a paired item, in the order `augment_chips` gets them.
+PAIRED_TENSORS = ("source", "target", "valid", "source_valid", "target_valid")
 
 
 def _worker_message(message: str, name: str) -> str:
@@ -95,14 +98,15 @@ def chip_ids(chips_dir: str | Path, split: str | None, domain: str | None = None
     return [r[0] for r in rows]
 
 
-def augment_pair(source: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, mode: str,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
-    """Apply one random flip (``flip``) or dihedral transform (``d4``) identically to all three."""
+def augment_chips(tensors: Sequence[torch.Tensor], mode: str,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """Apply one random flip (``flip``) or dihedral transform (``d4``) identically to every
+    (C, H, W) tensor of one chip (its bands and validity masks)."""
     if mode == "none":
-        return source, target, valid
+        return tuple(tensors)
     choices = 4 if mode == "flip" else 8
     k = int(torch.randint(choices, (1,), generator=generator))
-    tensors = (source, target, valid)
+    tensors = tuple(tensors)
     if k & 1:
         tensors = tuple(t.flip(-1) for t in tensors)
     if k & 2:
@@ -189,19 +193,18 @@ class ChipDataset(Dataset):
         chip_id = self.ids[index]
         source, source_valid = self._read("source", chip_id)
         target, target_valid = self._read("target", chip_id)
-        valid = source_valid & target_valid
         # the input as predict sees it: every valid source pixel, also where the target is not
         source_t = self.source_scaling.forward(source, source_valid)
         if self.validity_band:
             source_t = with_validity(source_t, source_valid)
-        source_t = torch.from_numpy(source_t)
         if self.classes is not None:  # the input stays whole where a code is no class
-            target, valid = self._class_index(target, valid)
-        target_t = torch.from_numpy(target if self.classes is not None
-                                    else self.target_scaling.forward(target, valid))
-        valid_t = torch.from_numpy(valid)[None]
-        source_t, target_t, valid_t = augment_pair(source_t, target_t, valid_t, self.augment)
-        return {"source": source_t, "target": target_t, "valid": valid_t, "id": chip_id}
+            target, target_valid = self._class_index(target, target_valid)
+        valid = source_valid & target_valid
+        target = target if self.classes is not None else self.target_scaling.forward(target, valid)
+        tensors = augment_chips([torch.from_numpy(source_t), torch.from_numpy(target),
+                                 *(torch.from_numpy(v)[None]
+                                   for v in (valid, source_valid, target_valid))], self.augment)
+        return {**dict(zip(PAIRED_TENSORS, tensors)), "id": chip_id}
 
     def target_index(self, index: int, epoch: int | None = None) -> int:
         """The target chip item `index` draws (`unpaired`): random, but the same for the same
@@ -225,9 +228,8 @@ class ChipDataset(Dataset):
                 ("target", self.domain_ids["target"][self.target_index(index, epoch)],
                  self.target_scaling)):
             data, valid = self._read(domain, chip_id)
-            tensor, valid_t = augment_pair(torch.from_numpy(scaling.forward(data, valid)),
-                                           torch.from_numpy(valid)[None],
-                                           torch.from_numpy(valid)[None], self.augment)[:2]
+            tensor, valid_t = augment_chips([torch.from_numpy(scaling.forward(data, valid)),
+                                             torch.from_numpy(valid)[None]], self.augment)
             item.update({domain: tensor, f"{domain}_valid": valid_t, f"{domain}_id": chip_id})
         return item
 

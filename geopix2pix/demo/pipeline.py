@@ -179,8 +179,8 @@ def write_quicklook(source: Path, prediction: Path, truth: Path, out: Path) -> P
     for path in (source, prediction, truth):
         with open_raster(path) as ds:
             arrays.append(read_window(ds, list(range(1, ds.count + 1)), None))
-    valid = arrays[0][1] & arrays[1][1] & arrays[2][1]
-    row = sample_row(arrays[0][0], arrays[1][0], arrays[2][0], valid)
+    (source_data, source_valid), (pred, pred_valid), (truth, truth_valid) = arrays
+    row = sample_row(source_data, pred, truth, source_valid, truth_valid, pred_valid)
     with atomic_path(out, overwrite=True) as temp:
         Image.fromarray(row).save(temp, format="PNG")
     return out

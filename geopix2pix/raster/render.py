@@ -3,8 +3,8 @@
 Each panel is rendered to RGB from its first three bands (or one band as grey) with a 2-98
 percentile stretch; a prediction and its target share the target's stretch so they compare
 directly. A class map is drawn in its classes' colours: the target's colour table where it has
-one, else a fixed qualitative palette. Invalid pixels are drawn black. Numpy only: used by the
-training samples, the plotting helpers and the demo's quicklook.
+one, else a fixed qualitative palette. Each panel is black where its own raster is invalid.
+Numpy only: used by the training samples, the plotting helpers and the demo's quicklook.
 """
 
 from __future__ import annotations
@@ -57,25 +57,34 @@ def render(chip: np.ndarray, valid: np.ndarray, limits=None) -> np.ndarray:
 
 
 def sample_row(source: np.ndarray, pred: np.ndarray, target: np.ndarray,
-               valid: np.ndarray) -> np.ndarray:
-    """input | prediction | target side by side, (H, 3W + 2 GAP, 3) uint8."""
-    limits = stretch_limits(_rgb_bands(target.astype(np.float64)), valid)
-    panels = [render(source, valid), render(pred, valid, limits), render(target, valid, limits)]
+               source_valid: np.ndarray, target_valid: np.ndarray,
+               pred_valid: np.ndarray | None = None) -> np.ndarray:
+    """input | prediction | target side by side, (H, 3W + 2 GAP, 3) uint8; each panel is black
+    where its own raster is invalid: the prediction where the input is (a model predicts every
+    valid input pixel), unless ``pred_valid`` says otherwise."""
+    limits = stretch_limits(_rgb_bands(target.astype(np.float64)), target_valid)
+    panels = [render(source, source_valid),
+              render(pred, source_valid if pred_valid is None else pred_valid, limits),
+              render(target, target_valid, limits)]
     return side_by_side(panels)
 
 
-def class_row(source: np.ndarray, scores: np.ndarray, target: np.ndarray, valid: np.ndarray,
+def class_row(source: np.ndarray, scores: np.ndarray, target: np.ndarray,
+              source_valid: np.ndarray, target_valid: np.ndarray,
               colours: np.ndarray) -> np.ndarray:
     """input | predicted classes | target classes for a class map: ``scores`` (K, H, W), the
     ``target``'s first band the class indices."""
-    return class_index_row(source, scores.argmax(0), target[0], valid, colours)
+    return class_index_row(source, scores.argmax(0), target[0], source_valid, target_valid,
+                           colours)
 
 
 def class_index_row(source: np.ndarray, predicted: np.ndarray, target: np.ndarray,
-                    valid: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """input | predicted classes | target classes, both (H, W) class indices."""
-    panels = [render(source, valid), render_classes(predicted, valid, colours),
-              render_classes(target, valid, colours)]
+                    source_valid: np.ndarray, target_valid: np.ndarray,
+                    colours: np.ndarray) -> np.ndarray:
+    """input | predicted classes | target classes, both (H, W) class indices; black where each
+    panel's own raster is invalid (the prediction where the input is)."""
+    panels = [render(source, source_valid), render_classes(predicted, source_valid, colours),
+              render_classes(target, target_valid, colours)]
     return side_by_side(panels)
 
 

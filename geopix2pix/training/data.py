@@ -15,7 +15,7 @@ from functools import partial
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from geopix2pix.chips.dataset import augment_pair
+from geopix2pix.chips.dataset import PAIRED_TENSORS, augment_chips
 from geopix2pix.runtime.stopping import ignore_stop_signals
 
 from .device import DeviceSetup
@@ -88,11 +88,11 @@ def make_loader(dataset, sampler: EpochBatchSampler, workers: int, setup: Device
 
 
 def augment_batch(batch: dict, mode: str, seed: int, step: int) -> dict:
-    """Apply ``mode`` (none|flip|d4) to each chip of a batch, drawn from (seed, step) alone."""
+    """Apply ``mode`` (none|flip|d4) to each chip of a batch, drawn from (seed, step) alone: one
+    transform per chip for all its tensors (bands and validity masks)."""
     if mode == "none":
         return batch
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step + 7)
-    parts = [augment_pair(s, t, v, mode, generator)
-             for s, t, v in zip(batch["source"], batch["target"], batch["valid"])]
-    source, target, valid = (torch.stack(items) for items in zip(*parts))
-    return {**batch, "source": source, "target": target, "valid": valid}
+    keys = [key for key in PAIRED_TENSORS if key in batch]
+    parts = [augment_chips(chip, mode, generator) for chip in zip(*(batch[k] for k in keys))]
+    return {**batch, **{key: torch.stack(items) for key, items in zip(keys, zip(*parts))}}

@@ -16,14 +16,17 @@ from .outputs import writing
 
 
 def write_samples(path: Path, source: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
-                  valid: torch.Tensor, colours: np.ndarray | None = None) -> None:
-    """Write one PNG with a row per chip of the (N, C, H, W) batches (valid: (N, 1, H, W)); with
-    ``colours`` (`class_colours`), ``pred`` holds class scores and ``target`` class indices."""
+                  source_valid: torch.Tensor, target_valid: torch.Tensor,
+                  colours: np.ndarray | None = None) -> None:
+    """Write one PNG with a row per chip of the (N, C, H, W) batches (each side's validity:
+    (N, 1, H, W)); with ``colours`` (`class_colours`), ``pred`` holds class scores and
+    ``target`` class indices."""
     rows = []
-    for s, p, t, v in zip(source, pred, target, valid):
-        arrays = (s.float().cpu().numpy(), p.float().cpu().numpy(), t.float().cpu().numpy(),
-                  v[0].cpu().numpy())
-        rows.append(sample_row(*arrays) if colours is None else class_row(*arrays, colours))
+    for chip in zip(source, pred, target, source_valid, target_valid):
+        s, p, t = (x.float().cpu().numpy() for x in chip[:3])
+        masks = (chip[3][0].cpu().numpy(), chip[4][0].cpu().numpy())
+        rows.append(sample_row(s, p, t, *masks) if colours is None
+                    else class_row(s, p, t, *masks, colours))
     write_rows(path, rows)
 
 

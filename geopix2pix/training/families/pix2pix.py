@@ -236,7 +236,8 @@ class Pix2Pix(ModelFamily):
         colours = None if self.classes is None else class_colours(
             self.classes, self.info.target.band_metadata.colormap)
         source = batch["source"][:, :self.spec.source_bands]  # without a validity band
-        write_samples(path, source, pred, batch["target"], batch["valid"], colours)
+        write_samples(path, source, pred, batch["target"], batch["source_valid"],
+                      batch["target_valid"], colours)
 
     # --- the run's log and result -------------------------------------------------------------
     def describe(self) -> list[str]:

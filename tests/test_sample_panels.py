@@ -1,0 +1,86 @@
+"""What the pictures show where only one side is invalid: each panel of samples/*.png, of
+`show_results` and of the demo's quicklook is black where its own raster is invalid, not where
+the other one is (a cloud mask on the target must not blank the input the model still sees)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_raster
+from PIL import Image
+
+from geopix2pix import export_chips, train
+from geopix2pix.chips.dataset import ChipDataset
+from geopix2pix.demo.pipeline import write_quicklook
+from geopix2pix.raster.render import GAP
+from geopix2pix.training.data import augment_batch
+
+SIZE, CHIP = 128, 32
+STRIPES = slice(0, None, 8)  # every 8th column of the target is nodata (chips start on them)
+
+
+@pytest.fixture(scope="module")
+def striped_chips(tmp_path_factory):
+    """A source valid everywhere and a target with a nodata stripe every 8 columns."""
+    folder = tmp_path_factory.mktemp("striped")
+    rng = np.random.default_rng(0)
+    source = rng.integers(60, 200, (3, SIZE, SIZE)).astype(np.uint8)
+    target = (255 - source).astype(np.uint8)
+    target[:, :, STRIPES] = 0
+    write_raster(folder / "source.tif", source)
+    write_raster(folder / "target.tif", target, nodata=0)
+    export_chips(folder / "source.tif", folder / "target.tif", folder / "chips", chip_size=CHIP,
+                 stride=CHIP, max_nodata=0.5, split_block=64, progress=False)
+    return folder / "chips"
+
+
+def panel(image: np.ndarray, row: int, column: int) -> np.ndarray:
+    """The (CHIP, CHIP, 3) panel `column` (0 input, 1 prediction, 2 target) of sample `row`."""
+    top, left = row * (CHIP + GAP), column * (CHIP + GAP)
+    return image[top:top + CHIP, left:left + CHIP]
+
+
+def test_a_paired_item_holds_each_sides_validity_and_augments_them_alike(striped_chips):
+    dataset = ChipDataset(striped_chips, "train")
+    item = dataset[0]
+    assert item["source_valid"].all()
+    assert not item["target_valid"][0, :, STRIPES].any() and item["target_valid"][0, :, 1].all()
+    assert torch.equal(item["valid"], item["source_valid"] & item["target_valid"])
+    batch = {key: torch.stack([dataset[i][key] for i in range(4)])
+             for key in ("source", "target", "valid", "source_valid", "target_valid")}
+    moved = augment_batch(batch, "d4", seed=3, step=1)
+    assert not torch.equal(moved["target_valid"], batch["target_valid"])  # some chip turned
+    for key in ("valid", "target_valid"):  # the masks travel with the target's zeros
+        assert torch.equal(moved["target"].eq(0).all(1, keepdim=True) | moved[key],
+                           torch.ones_like(moved[key]))
+    assert torch.equal(moved["valid"], moved["source_valid"] & moved["target_valid"])
+
+
+def test_training_samples_blank_only_the_target_where_the_target_is_invalid(striped_chips,
+                                                                            tmp_path):
+    # the linear start predicts this target (255 - source) at once: a prediction to look at
+    result = train(striped_chips, tmp_path / "run", max_steps=2, ngf=8, ndf=8, batch_size=2,
+                   workers=0, quiet=True, residual="linear")
+    image = np.asarray(Image.open(result.run_dir / "samples" / "epoch_001.png").convert("RGB"))
+    for column in (0, 1):  # the input and the prediction: the source is valid everywhere
+        stripes = panel(image, 0, column)[:, STRIPES]
+        assert stripes.max(axis=2).mean() > 20, column
+    target = panel(image, 0, 2)
+    assert (target[:, STRIPES] == 0).all()
+    assert target[:, 1::8].max(axis=2).mean() > 20
+
+
+def test_the_quicklook_shows_the_truth_where_the_input_is_missing(tmp_path):
+    rng = np.random.default_rng(1)
+    source = rng.normal(-10, 2, (2, 64, 64)).astype(np.float32)
+    source[:, :, :16] = np.nan  # beyond the SAR swath
+    prediction = rng.integers(1, 255, (3, 64, 64)).astype(np.uint8)
+    prediction[:, :, :16] = 0
+    truth = rng.integers(1, 255, (3, 64, 64)).astype(np.uint8)
+    paths = [write_raster(tmp_path / f"{name}.tif", data, nodata=nodata) for name, data, nodata
+             in (("sar", source, float("nan")), ("pred", prediction, 0), ("truth", truth, None))]
+    image = np.asarray(Image.open(write_quicklook(*paths, tmp_path / "quicklook.png")))
+    left = [image[:, k * (64 + GAP): k * (64 + GAP) + 16] for k in range(3)]
+    assert (left[0] == 0).all() and (left[1] == 0).all()
+    assert left[2].max(axis=2).mean() > 50  # the truth exists there
