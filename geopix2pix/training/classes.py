@@ -106,7 +106,8 @@ def describe_classes(classes: list[int], objective: Categorical, info: DatasetIn
         f"{w:.3g}" for w in objective.weights.tolist()[:12]) + (
         ", ..." if len(classes) > 12 else "")
     lines = [f"class map: {len(classes)} classes (codes {codes}); cross-entropy{weights}"]
-    warnings = [resampling_warning(info, chips_dir), val_only_warning(info, classes, chips_dir)]
+    warnings = [resampling_warning(info, chips_dir), val_only_warning(info, classes, chips_dir),
+                missing_from_val_warning(info, classes, chips_dir)]
     return lines + [warning for warning in warnings if warning]
 
 
@@ -123,3 +124,21 @@ def val_only_warning(info: DatasetInfo, classes: list[int], chips_dir: Path) -> 
     return (f"warning: the val chips of {chips_dir} hold class code(s) {shown} that no train chip "
             "has: the model cannot learn them and validation leaves them out; export so that "
             "train chips cover every class (e.g. another --seed or a smaller --split-block)")
+
+
+def missing_from_val_warning(info: DatasetInfo, classes: list[int], chips_dir: Path) -> str | None:
+    """A warning when the val chips hold no pixel of a train class: validation cannot judge
+    it, and their accuracy and mean IoU (which pick model-best and are set beside the
+    baselines') reward never predicting it: a road mask whose val chips hold no road scores the
+    all-background map perfectly. Silent without val chips or their class counts."""
+    table = (info.target.val_classes or [None])[0] or []
+    present = {code for code, pixels in table if pixels > 0}
+    missing = [code for code in classes if code not in present]
+    if not table or not missing:
+        return None
+    shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+    return (f"warning: the val chips of {chips_dir} hold no pixel of class code(s) {shown} of "
+            "the train chips: validation cannot judge them, and its scores (model-best, the "
+            "comparison with the baselines) favour never predicting them; export so that val "
+            "chips cover every class (another --seed, a smaller --split-block or a larger "
+            "--val-fraction)")
