@@ -121,6 +121,10 @@ def baseline_model(model: LoadedModel, info: ModelMetadata, baseline: str) -> Lo
     a per-pixel map that goes through the same pipeline into the same kind of output."""
     if baseline == "none":
         return model
+    if info.baselines is None and info.family not in (None, "pix2pix"):
+        raise GeoPix2PixError(f"--baseline {baseline}: a {info.family} model file carries no "
+                              "baselines (they are fitted on paired chips); predict with the "
+                              "model alone, or with a Pix2Pix model of the same data")
     if info.baselines is None:
         raise GeoPix2PixError(f"--baseline {baseline}: this model file carries no baselines "
                               "(it was written before geopix2pix fitted them); train again to "
