@@ -97,7 +97,7 @@ def test_a_shift_above_half_a_pixel_is_warned_about_on_the_command_line(shifted,
     assert f"pair 0: target is shifted by {shift} against the source" in captured.out
     warning = [x for x in captured.err.splitlines() if x.startswith("warning: pair 0: ")]
     assert len(warning) == 1 and f"target.tif is shifted by {shift}" in warning[0]
-    assert "check the co-registration" in warning[0]
+    assert "check the co-registration" in warning[0] and "--correct-shift" in warning[0]
 
 
 def test_max_shift_drops_exactly_the_chips_confidently_shifted_beyond_it(shifted, tmp_path):

@@ -102,7 +102,7 @@ def test_a_stop_before_the_first_epoch_end_keeps_the_earlier_run(chips, earlier)
                                   f"{run}, which is as it was")
     assert digest(run) == before and leftovers(run.parent) == []
     assert stopped.value.report.line == (  # train attaches what the stop left
-        f"Stopped before the new run's first epoch ended: the earlier run in {run} is as it "
+        f"Stopped before the new run's first validation: the earlier run in {run} is as it "
         "was (nothing of the new one is left)")
 
 

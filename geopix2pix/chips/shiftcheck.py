@@ -95,6 +95,7 @@ def shift_warnings(scenes: dict[int, SceneShift], targets: dict[int, str]) -> li
     """A warning per pair whose systematic shift exceeds `WARN_SHIFT` px."""
     return [f"pair {pair}: the target {targets[pair]} is shifted by ({scene.dx:+.1f}, "
             f"{scene.dy:+.1f}) px against its source (more than {WARN_SHIFT} px over "
-            f"{scene.confident} chips): check the co-registration of the two rasters, or drop "
-            "the misaligned chips with --max-shift"
+            f"{scene.confident} chips): check the co-registration of the two rasters, align "
+            "the target by export-chips --correct-shift, or drop the misaligned chips with "
+            "--max-shift"
             for pair, scene in scenes.items() if scene.measured and scene.size > WARN_SHIFT]

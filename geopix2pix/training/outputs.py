@@ -103,9 +103,9 @@ def stop_reporter(out_dir: str | os.PathLike) -> Callable[[BaseException], StopR
     def report(stop: BaseException) -> StopReport:
         signum = stop_signal(stop)
         if getattr(stop, "kept", None) is not None:  # --overwrite, before the first epoch end
-            return StopReport("train", signum, "Stopped before the new run's first epoch "
-                              f"ended: the earlier run in {run_dir} is as it was (nothing of the "
-                              "new one is left)", kept=run_dir)
+            return StopReport("train", signum, "Stopped before the new run's first "
+                              f"validation: the earlier run in {run_dir} is as it was (nothing "
+                              "of the new one is left)", kept=run_dir)
         saved = getattr(stop, "checkpoint", None)
         if saved is None and (run_dir / CHECKPOINT).is_file():  # e.g. after the loop
             saved = run_dir / CHECKPOINT
