@@ -29,6 +29,16 @@ def test_multi_scene_failure_reported_others_written(tmp_path, model_file, capsy
     assert (tmp_path / "out" / "good.tif").exists() and not (tmp_path / "out" / "bad.tif").exists()
 
 
+def test_one_failed_scene_under_out_dir_is_one_error_line(tmp_path, model_file, capsys):
+    """A tester got the scene's error and then "1 of 1 scene(s) failed (see above)"."""
+    bad = write_scene(tmp_path / "bad.tif", 40, 40, count=2)
+    code = main(["predict", str(bad), "--out-dir", str(tmp_path / "out"), "--model", model_file,
+                 "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("Error: ") and "bad.tif" in err[0]
+    assert "scene(s) failed" not in err[0]
+
+
 def test_the_api_warns_of_a_failed_scene_and_of_warnings_without_a_callback(tmp_path,
                                                                            model_file):
     """A notebook user calling predict on several scenes hears of a failure (it is not only in

@@ -43,10 +43,12 @@ def predict_command(paths, model, out_dir, progress, **options):
     def warn(message: str) -> None:
         click.echo(f"warning: {message}", err=True)
 
+    alone = out is not None or len(scenes) == 1  # one scene: its failure is the error line
+
     def report(r) -> None:  # as each scene is done, so a later stop loses no failure
         if r.ok and progress:
             click.echo(f"{r.out}: {r.windows} windows in {r.seconds:.1f} s")
-        elif not r.ok and out is None:  # (one scene's failure is raised, and said once)
+        elif not r.ok and not alone:
             click.echo(f"Error: {r.error}", err=True)
 
     launched = env().launched  # under torchrun, rank 0 reports every rank's scenes at the end
@@ -58,6 +60,8 @@ def predict_command(paths, model, out_dir, progress, **options):
     for r in results if launched else []:
         report(r)
     failed = [r for r in results if not r.ok]
+    if failed and len(results) == 1:
+        raise GeoPix2PixError(str(failed[0].error))
     if failed:
         raise GeoPix2PixError(f"{len(failed)} of {len(results)} scene(s) failed (see above)")
 

@@ -19,6 +19,7 @@ report says which reference band each PRED band was compared with, and how they 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -49,7 +50,7 @@ from geopix2pix.raster.io import (
     repeated_band_warning,
     warped_view,
 )
-from geopix2pix.raster.write import atomic_path, check_can_write, replaced_inputs
+from geopix2pix.raster.write import atomic_path, output_folder, replaced_inputs
 from geopix2pix.settings.checking import api_function, check_types
 
 BLOCK = 1024
@@ -149,14 +150,17 @@ def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical:
     checked = check_types(locals(), evaluate)
     if block < 1:
         raise GeoPix2PixError(f"block={block}: expected a block size of at least 1 pixel")
-    if json_path is not None:
-        _check_json_path(Path(json_path), [Path(pred), Path(reference)], overwrite)
-    with open_raster(pred, require_crs=False) as p, open_raster(reference, require_crs=False) as r:
-        report = _compare(str(pred), p, checked["bands"], str(reference), r,
-                          checked["reference_bands"], categorical, block)
-    if json_path is not None:
-        with atomic_path(json_path, overwrite) as temp:
-            temp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    with contextlib.ExitStack() as folder:  # a failure leaves the --json file's folder as it was
+        if json_path is not None:
+            _check_json_path(Path(json_path), [Path(pred), Path(reference)])
+            folder.enter_context(output_folder(json_path, overwrite))
+        with open_raster(pred, require_crs=False) as p, \
+                open_raster(reference, require_crs=False) as r:
+            report = _compare(str(pred), p, checked["bands"], str(reference), r,
+                              checked["reference_bands"], categorical, block)
+        if json_path is not None:
+            with atomic_path(json_path, overwrite) as temp:
+                temp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     for warning in report.warnings:  # also in the report; the command line prints those
         warn_user(warning)
     return report
@@ -212,13 +216,12 @@ def _class_maps(p, pb: list[int], r, rb: list[int]) -> bool:
                                                 r.colorinterp[rb[0] - 1])
 
 
-def _check_json_path(path: Path, inputs: list[Path], overwrite: bool) -> None:
-    """Refuse, before any work, a --json file that is one of the rasters compared, or that
-    exists without --overwrite."""
+def _check_json_path(path: Path, inputs: list[Path]) -> None:
+    """Refuse, before any work, a --json file that is one of the rasters compared (one that
+    exists without --overwrite: `output_folder`)."""
     for raster in replaced_inputs([path], inputs).values():
         raise GeoPix2PixError(f"--json {path} is the raster {raster} being compared; "
                               "choose another file for the JSON")
-    check_can_write(path, overwrite)
 
 
 def _data_ranges(p, pb, ref, rb, dtype: np.dtype, block: int) -> tuple[np.ndarray, str]:

@@ -33,7 +33,7 @@ from geopix2pix.prediction.engine.runner import Target, predict_targets, reopen_
 from geopix2pix.prediction.engine.windows import chunk_width_for, make_layout
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster
-from geopix2pix.raster.write import check_can_write, publish
+from geopix2pix.raster.write import output_folder, publish
 from geopix2pix.runtime.partials import discard, partial_name
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def predict_group(results: Sequence, model: PredictionModel, options,
                 try:
                     dataset = stack.enter_context(open_raster(result.scene, require_crs=False))
                     bands, _ = check_scene(dataset, model, options, warn_for(result))
-                    temp = partial_name(check_can_write(result.out, options.overwrite))
+                    temp = partial_name(stack.enter_context(  # its folders go if the run fails
+                        output_folder(result.out, options.overwrite)))
                 except GeoPix2PixError as exc:
                     result.fail(exc)
                     continue

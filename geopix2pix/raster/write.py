@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import shutil
 import tempfile
@@ -37,34 +38,58 @@ def gtiff_profile(dtype: str, count: int, crs, transform, width: int, height: in
 def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
     """Refuse to replace an existing output (or a link there, even a broken one) unless asked
     to; make the parent folder, and remove the temporaries killed runs left for `path`."""
-    path = Path(path)
+    return _prepare(Path(path), overwrite)[0]
+
+
+def _prepare(path: Path, overwrite: bool) -> tuple[Path, list[Path]]:
+    """`check_can_write`, and the folders it made (deepest first)."""
     if os.path.lexists(path) and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
     refuse_read_only(path.parent, path)
+    made = list(itertools.takewhile(lambda folder: not os.path.lexists(folder),
+                                    (path.parent, *path.parent.parents)))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GeoPix2PixError(f"cannot make the folder {path.parent} for {path.name} "
                               f"({exc.strerror or exc}); choose another output folder") from None
     remove_stale(path)
-    return path
+    return path, made
+
+
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """`check_can_write` for a block that writes `path`: if the block fails (or is stopped),
+    the folders made for it are removed again while empty, so a failed command leaves the
+    output's folder as it was."""
+    final, made = _prepare(Path(path), overwrite)
+    try:
+        yield final
+    except BaseException:
+        for folder in made:  # deepest first; one that holds something stays, with its parents
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write to; rename it to `path` only if the block completes
-    (`publish`), and remove it in any case (`discard`)."""
-    final = check_can_write(path, overwrite)
-    temp = partial_name(final)
-    try:
-        yield temp
-        publish(temp, final, overwrite)
-    except OSError as exc:  # writing the temporary: said of the output
-        if exc.filename not in (str(temp), temp) and exc.errno not in NO_ROOM:
-            raise
-        raise cannot_write(final, exc.strerror or str(exc), exc.errno) from None
-    finally:
-        discard(temp)
+    (`publish`), and remove it in any case (`discard`), with the folders made for it when the
+    block fails (`output_folder`)."""
+    with output_folder(path, overwrite) as final:
+        temp = partial_name(final)
+        try:
+            yield temp
+            publish(temp, final, overwrite)
+        except OSError as exc:  # writing the temporary: said of the output
+            if exc.filename not in (str(temp), temp) and exc.errno not in NO_ROOM:
+                raise
+            raise cannot_write(final, exc.strerror or str(exc), exc.errno) from None
+        finally:
+            discard(temp)
 
 
 def make_folder(path: Path) -> None:
