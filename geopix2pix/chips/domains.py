@@ -14,7 +14,7 @@ from affine import Affine
 
 from geopix2pix.chips.pairs import csv_rows, listed_file
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.grid import MAX_PIXELS_FACTOR, Grid
 from geopix2pix.raster.io import full_path, raster_path
 
 DOMAINS = ("source", "target")
@@ -130,6 +130,19 @@ def cut_grid(grid: Grid, pixel_size: float | None) -> Grid:
     left, bottom, right, top = grid.bounds
     return Grid(grid.crs, Affine(dx, 0.0, left, 0.0, -dy, top),
                 max(1, round((right - left) / dx)), max(1, round((top - bottom) / dy)))
+
+
+def check_cut_size(native: Grid, grid: Grid, path, domain: str, pixel_size: float) -> None:
+    """Refuse a --pixel-size that would cut a raster on a grid of more than `MAX_PIXELS_FACTOR`
+    times its own pixels (a 300 m raster at 10 m: 900 times, interpolated, no finer)."""
+    factor = grid.width * grid.height / (native.width * native.height)
+    if factor > MAX_PIXELS_FACTOR:
+        own = "x".join(f"{v:.3g}" for v in ground_size(native))
+        raise GeoPix2PixError(
+            f"--pixel-size {pixel_size:g}: the {domain} raster {path} has {own} m pixels, so its "
+            f"chips would be cut on a {grid.width} x {grid.height} grid ({factor:.0f} times its "
+            "pixels, interpolated, no finer); use a --pixel-size nearer the rasters' own, or "
+            "leave that raster out")
 
 
 def pixel_size_warning(grids: dict[str, list[Grid]], pixel_size: float | None) -> list[str]:

@@ -24,7 +24,13 @@ from tqdm.auto import tqdm
 
 from geopix2pix.chips import pipeline
 from geopix2pix.chips.domain_worker import DomainJob, DomainSpec, run_domain_job
-from geopix2pix.chips.domains import DOMAINS, cut_grid, domain_rasters, pixel_size_warning
+from geopix2pix.chips.domains import (
+    DOMAINS,
+    check_cut_size,
+    cut_grid,
+    domain_rasters,
+    pixel_size_warning,
+)
 from geopix2pix.chips.layout import ChipWindow, chip_windows, val_warnings
 from geopix2pix.chips.manifest import INDEX, DatasetInfo, SideInfo
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
@@ -119,6 +125,8 @@ def _open_raster(index: int, path, domain: str,
         native = Grid.of(dataset)
         side = pipeline.side_info(dataset, bands)
     grid = cut_grid(native, options.pixel_size)
+    if options.pixel_size is not None:
+        check_cut_size(native, grid, path, domain, options.pixel_size)
     if options.chip_size > min(grid.width, grid.height):
         at = f" at --pixel-size {options.pixel_size}" if options.pixel_size else ""
         raise GeoPix2PixError(f"--chip-size {options.chip_size} is larger than the {domain} "

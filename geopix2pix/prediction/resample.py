@@ -32,7 +32,7 @@ from geopix2pix.prediction.engine.windows import MIN_CACHE
 from geopix2pix.prediction.engine.writer import BLOCK, BandWriter, OutputSpec, finish
 from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.gdal_log import check_written, signalled_errors
-from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.grid import MAX_PIXELS_FACTOR, Grid
 from geopix2pix.raster.io import raster_path, read_window, warped_view
 from geopix2pix.runtime.partials import discard, partial_name
 from geopix2pix.settings.predict import PredictOptions
@@ -48,7 +48,6 @@ def model_grid(grid: Grid, ratio: float) -> Grid:
                 max(1, math.ceil(grid.width * ratio)), max(1, math.ceil(grid.height * ratio)))
 
 
-MAX_PIXELS_FACTOR = 64  # --resample-to-model: at most this many training pixels per scene pixel
 
 
 def check_resampled_size(dataset, ratio: float) -> None:

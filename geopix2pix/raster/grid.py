@@ -21,6 +21,9 @@ from geopix2pix.errors import GeoPix2PixError
 
 Bounds = tuple[float, float, float, float]
 LATTICE = 32  # steps per side of the source points tried inside a target (overlap_window)
+# A raster resampled to finer pixels holds at most this many pixels per pixel of its own (export
+# --pixel-size, predict --resample-to-model): past it, hours and gigabytes of interpolated pixels.
+MAX_PIXELS_FACTOR = 64
 
 
 @dataclass(frozen=True)
