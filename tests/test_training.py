@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,13 @@ def test_cli_refuses_resume_with_other_options_and_non_empty_run_dir(chips, tmp_
     capsys.readouterr()
     err = _cli_error(capsys, ["train", str(chips), "-o", str(run), "--resume", "--ngf", "16"])
     assert "different options (ngf: 8 -> 16)" in err
+    other = tmp_path / "other"  # chips exported again: a tester saw two digests, not why
+    shutil.copytree(chips, other)
+    info = json.loads((other / "dataset.json").read_text())
+    (other / "dataset.json").write_text(json.dumps(info, indent=1))  # other bytes
+    err = _cli_error(capsys, ["train", str(other), "-o", str(run), "--resume"])
+    assert "different options (the chips (not those the run began with: another folder, or " \
+           "re-exported since; dataset.json differs))" in err
 
 
 def test_cli_refuses_chip_size_the_generator_cannot_take(chips, tmp_path, capsys):

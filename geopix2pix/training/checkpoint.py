@@ -96,6 +96,15 @@ def load_checkpoint(run_dir: Path, expected: Expected | None = None) -> dict[str
     return state
 
 
+def _difference(option: str, saved: Any, current: Any) -> str:
+    """One option's change, as a resume refusal says it (the chips by what they are, not by
+    their dataset.json's digest)."""
+    if option == "dataset":
+        return ("the chips (not those the run began with: another folder, or re-exported since; "
+                "dataset.json differs)")
+    return f"{option}: {saved!r} -> {current!r}"
+
+
 def check_same_options(saved: dict[str, Any], current: dict[str, Any], path: Path,
                        defaults: dict[str, Any] | None = None) -> None:
     """Refuse to resume a run with options that change what it learns. An option the checkpoint
@@ -105,6 +114,6 @@ def check_same_options(saved: dict[str, Any], current: dict[str, Any], path: Pat
     current = json.loads(json.dumps(current))
     differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if differ:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ[:4])
+        detail = ", ".join(_difference(k, saved.get(k), current.get(k)) for k in differ[:4])
         raise GeoPix2PixError(f"--resume: {path} was written with different options ({detail}); "
                               "resume with the original options or start a new run")
