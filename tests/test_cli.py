@@ -43,11 +43,12 @@ cli.run()
 """
 
 
-def test_a_sigterm_after_the_command_finished_ends_with_its_status():
-    """A SIGTERM once the command is done (Python shutting down) raised Terminated from
-    wherever shutdown was, printing a traceback: it now ends the process with the status."""
-    done = subprocess.run([sys.executable, "-c", LATE_SIGTERM], capture_output=True, text=True,
-                          timeout=120)
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_after_the_command_finished_ends_with_its_status(signum):
+    """A SIGTERM or Ctrl-C once the command is done (Python shutting down) raised from wherever
+    shutdown was, printing a traceback: it now ends the process with the command's status."""
+    done = subprocess.run([sys.executable, "-c", LATE_SIGTERM.replace("SIGTERM", signum)],
+                          capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
 
 

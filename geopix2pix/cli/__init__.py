@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_with(code: int, signum, frame) -> None:
-    """SIGTERM once the command is done (while Python shuts down): its outputs are complete, so
-    end now with its exit status (rather than a traceback from wherever shutdown was)."""
+    """SIGTERM or Ctrl-C once the command is done (while Python shuts down): its outputs are
+    complete, so end now with its exit status (rather than a traceback from wherever shutdown
+    was)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -118,5 +119,6 @@ def run() -> None:
     it would end the process at once, leaving temporary files behind)."""
     signal.signal(signal.SIGTERM, raise_terminated)
     code = main()
-    signal.signal(signal.SIGTERM, functools.partial(_exit_with, code))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, functools.partial(_exit_with, code))
     sys.exit(code)
