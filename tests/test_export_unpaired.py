@@ -161,23 +161,6 @@ def test_pixel_sizes_far_apart_are_warned_of_unless_resampled(tmp_path, rng):
     assert not any("--pixel-size" in w for w in summary.warnings)
 
 
-def test_a_pixel_size_far_finer_than_a_raster_is_refused_in_one_line(tmp_path, rng, capsys):
-    """A tester's 300 m raster at --pixel-size 10 began cutting 500,116 chips of interpolated
-    pixels: 8x finer per side (64 times the pixels) is the limit, as for predict
-    --resample-to-model."""
-    source = write_raster(tmp_path / "s.tif", rng.random((1, 160, 160), dtype=np.float32))
-    coarse = Affine(300.0, 0.0, 600000.0, 0.0, -300.0, 5100000.0)
-    target = write_raster(tmp_path / "t.tif", rng.random((1, 40, 40), dtype=np.float32),
-                          transform=coarse)
-    args = ["export-chips", "--unpaired", "--source", str(source), "--target", str(target),
-            "--chip-size", "32", "--workers", "0", "-q", "-o"]
-    assert main([*args, str(tmp_path / "a"), "--pixel-size", "10"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("Error: --pixel-size 10: the target "
-                                                         f"raster {target} has 300x300 m pixels")
-    assert "(900 times its pixels" in err and not (tmp_path / "a").exists()
-    assert main([*args, str(tmp_path / "b"), "--pixel-size", "37.5"]) == 0  # 8x per side: 64
-
 def test_chip_dataset_draws_one_chip_per_domain_independently_and_reproducibly(tmp_path, rng):
     export(tmp_path, rng, max_nodata=0.5)
     out = tmp_path / "chips"

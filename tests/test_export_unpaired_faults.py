@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from affine import Affine
 
 from geopix2pix.cli import main
 from tests.conftest import write_raster
@@ -65,3 +66,21 @@ def test_a_stopped_unpaired_export_leaves_nothing(tmp_path):
     assert stopped_line(code, err, signal.SIGINT) == (
         f"Stopped: no chips were exported to {out} (none cut before the stop is left)")
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_pixel_size_far_finer_than_a_raster_is_refused_in_one_line(tmp_path, rng, capsys):
+    """A tester's 300 m raster at --pixel-size 10 began cutting 500,116 chips of interpolated
+    pixels: 8x finer per side (64 times the pixels) is the limit, as for predict
+    --resample-to-model."""
+    source = write_raster(tmp_path / "s.tif", rng.random((1, 160, 160), dtype=np.float32))
+    coarse = Affine(300.0, 0.0, 600000.0, 0.0, -300.0, 5100000.0)
+    target = write_raster(tmp_path / "t.tif", rng.random((1, 40, 40), dtype=np.float32),
+                          transform=coarse)
+    args = ["export-chips", "--unpaired", "--source", str(source), "--target", str(target),
+            "--chip-size", "32", "--workers", "0", "-q", "-o"]
+    assert main([*args, str(tmp_path / "a"), "--pixel-size", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("Error: --pixel-size 10: the target "
+                                                         f"raster {target} has 300x300 m pixels")
+    assert "(900 times its pixels" in err and not (tmp_path / "a").exists()
+    assert main([*args, str(tmp_path / "b"), "--pixel-size", "37.5"]) == 0  # 8x per side: 64

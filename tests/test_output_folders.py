@@ -397,30 +397,3 @@ def test_the_default_split_block_gives_val_a_share_near_the_one_asked(tmp_path, 
     assert captured.err == ("warning: val holds 8 of 24 chips (33%, --val-fraction 0.2): "
                             "--split-block blocks of 128 px are too few to come nearer; use a "
                             "smaller --split-block (down to the chip size, 32) or more data\n")
-
-
-# --- a failed predict or evaluate leaves no folder it made ---------------------------------------
-
-def test_a_failed_predict_or_evaluate_removes_the_folders_it_made(tmp_path, model_file, capsys):
-    """A tester's truncated scene failed mid-write and left the empty folders made for the
-    output (and --json's) behind; train and export-chips already left none."""
-    from conftest import write_damaged
-
-    def fails(args) -> str:  # exit 2 with one error line (the scene's pixel size is warned of)
-        assert main([str(a) for a in args]) == 2
-        errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("Error:")]
-        assert len(errors) == 1
-        return errors[0]
-
-    damaged = write_damaged(tmp_path / "damaged.tif")
-    assert "damaged.tif" in fails(["predict", damaged, tmp_path / "new" / "a" / "p.tif", "-m",
-                                   model_file, "-q"])
-    good = write_raster(tmp_path / "good.tif", np.ones((3, 32, 32), np.uint8))
-    fails(["evaluate", damaged, good, "--json", tmp_path / "n2" / "x" / "m.json"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.tif", "good.tif"]
-    (tmp_path / "kept").mkdir()  # a folder that was there stays
-    fails(["predict", damaged, tmp_path / "kept" / "b" / "p.tif", "-m", model_file, "-q"])
-    assert list((tmp_path / "kept").iterdir()) == []
-    assert main(["predict", str(good), str(tmp_path / "ok" / "c" / "p.tif"), "-m", model_file,
-                 "-q"]) == 0  # and one that succeeds keeps what it made
-    assert (tmp_path / "ok" / "c" / "p.tif").is_file()

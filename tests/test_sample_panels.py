@@ -71,6 +71,28 @@ def test_training_samples_blank_only_the_target_where_the_target_is_invalid(stri
     assert target[:, 1::8].max(axis=2).mean() > 20
 
 
+def test_training_samples_show_the_truth_where_only_the_input_is_invalid(tmp_path):
+    """The other side (a reviewer's find): beyond a SAR swath the target panel shows the
+    target, not a flat fill, while the input and the prediction are blank there."""
+    rng = np.random.default_rng(2)
+    source = rng.integers(60, 200, (3, SIZE, SIZE)).astype(np.uint8)
+    target = (255 - source).astype(np.uint8)
+    source[:, :, STRIPES] = 0
+    write_raster(tmp_path / "source.tif", source, nodata=0)
+    write_raster(tmp_path / "target.tif", target)
+    export_chips(tmp_path / "source.tif", tmp_path / "target.tif", tmp_path / "chips",
+                 chip_size=CHIP, stride=CHIP, max_nodata=0.5, split_block=64, progress=False)
+    item = ChipDataset(tmp_path / "chips", "val")[0]
+    assert item["target_valid"].all() and not item["source_valid"][0, :, STRIPES].any()
+    assert not (item["target"][:, :, STRIPES] == 0).all()  # the target's own values
+    result = train(tmp_path / "chips", tmp_path / "run", max_steps=2, ngf=8, ndf=8, batch_size=2,
+                   workers=0, quiet=True, residual="linear")
+    image = np.asarray(Image.open(result.run_dir / "samples" / "epoch_001.png").convert("RGB"))
+    for column in (0, 1):
+        assert (panel(image, 0, column)[:, STRIPES] == 0).all(), column
+    truth = panel(image, 0, 2)[:, STRIPES].astype(float)
+    assert truth.max(axis=2).mean() > 20 and truth.std() > 10  # the target, not one grey
+
 def test_the_quicklook_shows_the_truth_where_the_input_is_missing(tmp_path):
     rng = np.random.default_rng(1)
     source = rng.normal(-10, 2, (2, 64, 64)).astype(np.float32)

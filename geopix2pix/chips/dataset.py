@@ -200,7 +200,8 @@ class ChipDataset(Dataset):
         if self.classes is not None:  # the input stays whole where a code is no class
             target, target_valid = self._class_index(target, target_valid)
         valid = source_valid & target_valid
-        target = target if self.classes is not None else self.target_scaling.forward(target, valid)
+        if self.classes is None:  # every valid target pixel, also where the source is not
+            target = self.target_scaling.forward(target, target_valid)
         tensors = augment_chips([torch.from_numpy(source_t), torch.from_numpy(target),
                                  *(torch.from_numpy(v)[None]
                                    for v in (valid, source_valid, target_valid))], self.augment)

@@ -11,10 +11,12 @@ every rank holds all scenes' results, in the order given. Without torchrun, `pre
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -73,6 +75,9 @@ def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None 
     opts = PredictOptions.from_options(**options)
     single = isinstance(scenes, (str, os.PathLike))
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
+    for _, path in pairs:  # made by all ranks at the start, so that no rank whose scene fails
+        with contextlib.suppress(OSError):  # removes a folder another one writes in (the
+            Path(path).parent.mkdir(parents=True, exist_ok=True)  # scene says a failure)
     device = rank_device(opts.device, where.local_rank)
     distributed.init_from_env(device, control_only=True, timeout=GATHER_TIMEOUT)  # until exit
     rank, world = distributed.rank(), distributed.world_size()

@@ -46,15 +46,31 @@ def _prepare(path: Path, overwrite: bool) -> tuple[Path, list[Path]]:
     if os.path.lexists(path) and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
     refuse_read_only(path.parent, path)
-    made = list(itertools.takewhile(lambda folder: not os.path.lexists(folder),
-                                    (path.parent, *path.parent.parents)))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        made = _make_folders(path.parent)
     except OSError as exc:
         raise GeoPix2PixError(f"cannot make the folder {path.parent} for {path.name} "
                               f"({exc.strerror or exc}); choose another output folder") from None
     remove_stale(path)
     return path, made
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Make `folder` and its missing parents, top-down; return those this call made, deepest
+    first: not one another process made meanwhile, nor any of a path through "..", which the
+    system resolves (through links) where the path's text does not."""
+    made: list[Path] = []
+    if ".." not in folder.parts:
+        missing = itertools.takewhile(lambda each: not os.path.lexists(each),
+                                      (folder, *folder.parents))
+        for each in reversed(list(missing)):
+            try:
+                each.mkdir()
+            except FileExistsError:
+                continue
+            made.insert(0, each)
+    folder.mkdir(parents=True, exist_ok=True)  # (done already, or the error of a broken link)
+    return made
 
 
 @contextlib.contextmanager

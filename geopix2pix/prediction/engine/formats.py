@@ -94,7 +94,8 @@ class GeoTIFF(OutputFormat):
                     value.isdigit() and int(value) >= 16 and BLOCK % int(value) == 0):
                 raise GeoPix2PixError(f"--co {name}={value}: predict writes the output in bands "
                                       f"of {BLOCK} rows, so tiles must divide {BLOCK}: 16, 32, "
-                                      "64, 128, 256 or 512 (with --cog, BLOCKSIZE: a multiple of 16, at least 128)")
+                                      "64, 128, 256 or 512 (with --cog, BLOCKSIZE: a multiple "
+                                      "of 16, at least 128)")
 
 
 class CloudOptimizedGeoTIFF(OutputFormat):

@@ -262,10 +262,12 @@ class CycleGAN(ModelFamily):
 
     @torch.no_grad()
     def draw_samples(self, path: Path, batch: dict[str, torch.Tensor]) -> None:
-        """A | A -> B | A -> B -> A for each chip, then B | B -> A | B -> A -> B."""
+        """A | A -> B | A -> B -> A for each chip, then B | B -> A | B -> A -> B, each row
+        blank where its own raster is invalid (paired chips too)."""
         nets = (self.nets["g_a"], self.nets["g_b"])
         rows = []
-        real_a, valid_a, real_b, valid_b, _ = sides(batch)
+        real_a, valid_a, real_b, valid_b = (batch[key] for key in (
+            "source", "source_valid", "target", "target_valid"))
         with evaluating(*nets):
             for real, valid, there, back in ((real_a, valid_a, *nets),
                                              (real_b, valid_b, *nets[::-1])):
@@ -291,7 +293,7 @@ def sides(batch: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
     """(A, A's validity, B, B's validity, the pair's validity or None) of a batch of paired
     chips (scored where both are valid: the pair's validity for both) or of unpaired ones (each
     its own)."""
-    if "valid" in batch:
-        return (batch["source"], batch["valid"], batch["target"], batch["valid"],
-                batch["valid"])
+    if "valid" in batch:  # B zero where the pair is invalid, as its validation always saw it
+        valid = batch["valid"]
+        return batch["source"], valid, torch.where(valid, batch["target"], 0), valid, valid
     return batch["source"], batch["source_valid"], batch["target"], batch["target_valid"], None
