@@ -394,44 +394,6 @@ def test_a_class_map_stuck_on_one_class_keeps_its_best_by_cross_entropy_and_warn
     assert len(stuck) == 1 and "--class-weights balanced" in stuck[0]
 
 
-def test_a_class_only_in_val_chips_is_counted_at_export_and_warned_of(tmp_path):
-    """Code 9 only inside what becomes a val chip: dataset.json counts the val chips' codes,
-    and train --categorical says the model cannot learn it (a tester found it silently left
-    out of the scores)."""
-    source, target = class_pair(tmp_path, size=128)
-    export_chips(source, target, tmp_path / "probe", chip_size=64, split_block=64, seed=3,
-                 workers=0, progress=False, target_resampling="nearest", val_fraction=0.25)
-    rows = json.loads((tmp_path / "probe" / "dataset.json").read_text())
-    val_chip = next(p for p in (tmp_path / "probe" / "target").glob("*.tif")
-                    if _split_of(tmp_path / "probe", p.stem) == "val")
-    with rasterio.open(val_chip) as chip:
-        window = rasterio.windows.from_bounds(*chip.bounds, transform=rasterio.open(
-            target).transform).round_offsets().round_lengths()
-    with rasterio.open(target, "r+") as dst:
-        block = dst.read(1, window=window)
-        block[20:30, 20:30] = 9
-        dst.write(block, 1, window=window)
-    out = tmp_path / "chips"
-    export_chips(source, target, out, chip_size=64, split_block=64, seed=3, workers=2,
-                 progress=False, target_resampling="nearest", val_fraction=0.25)
-    info = json.loads((out / "dataset.json").read_text())["target"]
-    assert [9, 100] in info["val_classes"][0]
-    assert all(code != 9 for code, _ in info["stats"][0]["classes"])
-    assert rows["counts"] == json.loads((out / "dataset.json").read_text())["counts"]
-    lines: list[str] = []
-    train(out, tmp_path / "run", categorical=True, max_steps=1, samples=0, log=lines.append,
-          **TINY)
-    said = [line for line in lines if "hold class code(s) 9 (100 pixels)" in line]
-    assert len(said) == 1 and said[0].startswith("warning: the val chips of")
-
-
-def _split_of(chips: Path, chip_id: str) -> str:
-    import sqlite3
-
-    with sqlite3.connect(chips / "chips.gpkg") as db:
-        return db.execute("SELECT split FROM chips WHERE id = ?", (chip_id,)).fetchone()[0]
-
-
 def test_the_python_api_issues_its_warnings_as_geopix2pix_warnings(tmp_path):
     """export_chips, train (with its default log) and evaluate say their warnings through
     Python's warnings, as predict does, so a notebook shows them and a script can catch them
