@@ -109,3 +109,20 @@ def test_the_stuck_class_warning_counts_trained_epochs_only():
     assert len(warnings_after(rows)) == 1
     # a residual over the discriminant may rightly stay at its start: no "one class" warning
     assert warnings_after(rows, residual="linear") == []
+
+
+def test_a_new_run_keeps_no_row_of_an_earlier_runs_metrics(tmp_path):
+    """Under torchrun with --overwrite, ranks >= 1 see the earlier run's metrics.csv in the
+    folder (rank 0 writes the new run beside it): a new run reads no row of it, so their
+    result.metrics hold the new run's rows alone; a resume keeps the rows before its epoch."""
+    from types import SimpleNamespace
+
+    from geopix2pix.training.run_folder import RunFolder
+
+    (tmp_path / "metrics.csv").write_text("epoch,step\n0,0\n1,8\n2,16\n")
+    for resume, kept in ((False, []), (True, [{"epoch": "0", "step": "0"},
+                                              {"epoch": "1", "step": "8"}])):
+        run = SimpleNamespace(run_dir=tmp_path, config=SimpleNamespace(resume=resume))
+        history = RunFolder(run).open_history(1, ("epoch", "step"))
+        assert history.rows == kept
+        history.close()

@@ -55,8 +55,10 @@ class RunFolder:
         self.run.run_dir = self.output.path
 
     def open_history(self, epoch: int, columns: tuple[str, ...]) -> MetricsLog:
-        """metrics.csv of ``columns`` (rows of epochs before ``epoch`` kept on a resume)."""
-        self.history = MetricsLog(self.path, keep_before_epoch=epoch + 1,
+        """metrics.csv of ``columns`` (rows of epochs up to ``epoch`` kept on a resume; none of
+        an earlier run's, which ranks >= 1 of a --overwrite run still see in the folder)."""
+        keep = epoch + 1 if self.run.config.resume else 0
+        self.history = MetricsLog(self.path, keep_before_epoch=keep,
                                   enabled=distributed.is_writer(), columns=columns)
         return self.history
 
