@@ -147,8 +147,9 @@ class DemoResult:
 
 
 def write_baseline(info: DatasetInfo, like: Path, out: Path) -> Path:
-    """A raster on `like`'s grid holding the training mean of each target band, with nodata where
-    `like` (the prediction) has nodata, so both are compared on the same pixels."""
+    """A raster on `like`'s grid holding the training mean of each target band, invalid where
+    `like` (the prediction) is: its nodata, or its mask where it has no nodata value (a uint8
+    RGB target), so both are compared on the same pixels."""
     target = info.target
     means = np.array([s["mean"] for s in target.stats], dtype=np.float64)
     with open_raster(like) as ds:
@@ -163,6 +164,8 @@ def write_baseline(info: DatasetInfo, like: Path, out: Path) -> Path:
             rasterio.open(temp, "w", **profile) as dst:
         target.band_metadata.apply(dst)  # units and colours, as the prediction's
         dst.write(values)
+        if nodata is None and not valid.all():
+            dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
         for band, text in enumerate(descriptions, 1):
             if text:
                 dst.set_band_description(band, text)
