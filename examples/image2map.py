@@ -48,6 +48,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="training steps")
     parser.add_argument("--chip-size", type=int, default=32, help="chip size in pixels")
     args = parser.parse_args()
+    for raster in (args.source, args.target):  # the sample data lies beside a checkout
+        if not raster.exists():
+            parser.error(f"{raster} does not exist; run from a geopix2pix checkout with "
+                         "../shared/data beside it, or pass --source and --target")
 
     chips, run, prediction = args.out / "chips", args.out / "run", args.out / "prediction.tif"
     print("\n".join(geopix2pix.export_chips(

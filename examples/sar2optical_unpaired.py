@@ -57,6 +57,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="training steps")
     parser.add_argument("--chip-size", type=int, default=32, help="chip size in pixels")
     args = parser.parse_args()
+    for raster in (args.source, args.target):  # the sample data lies beside a checkout
+        if not raster.exists():
+            parser.error(f"{raster} does not exist; run from a geopix2pix checkout with "
+                         "../shared/data beside it, or pass --source and --target")
 
     sar = crop(args.source, args.out / "domains" / "sar_west.tif", east=False)
     optical = crop(args.target, args.out / "domains" / "optical_east.tif", east=True)
