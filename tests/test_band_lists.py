@@ -23,9 +23,9 @@ def pair(tmp_path):
 
 
 def warning(option: str, value: str, band: int) -> str:
-    return (f"{option} {value} reads band {band} more than once: the model gets the same values "
-            "in several inputs (as for a grey scene fed to a model of more bands); check that "
-            "it is not a slip for another band")
+    return (f"{option} {value} reads band {band} more than once: several bands get the same "
+            "values (as a grey scene fed to a model of more bands does); check that it is not a "
+            "slip for another band")
 
 
 @pytest.mark.parametrize("option, value, band", [("--source-bands", "1,1,1", 1),

@@ -392,9 +392,9 @@ def test_a_model_of_a_repeated_band_warns_only_when_the_user_repeats_one(tmp_pat
     predict(rgb, tmp_path / "b.tif", model=model, progress=False, bands=[1, 1, 2],
             on_warning=messages.append)
     assert [m for m in messages if "more than once" in m] == [
-        f"{rgb}: --bands 1,1,2 reads band 1 more than once: the model gets the same values in "
-        "several inputs (as for a grey scene fed to a model of more bands); check that it is "
-        "not a slip for another band"]
+        f"{rgb}: --bands 1,1,2 reads band 1 more than once: several bands get the same values "
+        "(as a grey scene fed to a model of more bands does); check that it is not a slip for "
+        "another band"]
 
 
 def test_a_unit_difference_names_the_scenes_band_not_the_models_input(tmp_path):

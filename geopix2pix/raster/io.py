@@ -258,8 +258,8 @@ def repeated_band_warning(option: str, bands: Sequence[int] | None) -> str | Non
     for band in bands or ():
         if band in seen:
             return (f"{option} {','.join(map(str, bands))} reads band {band} more than once: "
-                    "the model gets the same values in several inputs (as for a grey scene fed "
-                    "to a model of more bands); check that it is not a slip for another band")
+                    "several bands get the same values (as a grey scene fed to a model of more "
+                    "bands does); check that it is not a slip for another band")
         seen.add(band)
     return None
 
