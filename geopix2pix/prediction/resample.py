@@ -48,8 +48,6 @@ def model_grid(grid: Grid, ratio: float) -> Grid:
                 max(1, math.ceil(grid.width * ratio)), max(1, math.ceil(grid.height * ratio)))
 
 
-
-
 def check_resampled_size(dataset, ratio: float) -> None:
     """Refuse --resample-to-model when the training pixels are so much smaller than the scene's
     that the prediction at their size would hold more than `MAX_PIXELS_FACTOR` times the scene's
