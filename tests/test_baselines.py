@@ -183,6 +183,12 @@ def test_the_class_map_warning_names_the_leading_baselines_and_only_new_advice()
     unweighted = shortfall(best, run, True, SimpleNamespace(residual="linear",
                                                            class_weights="none"))
     assert "class-weights" not in unweighted and ": train longer; " in unweighted
+    # val chips without class 255: the majority map's lead is no advice (a tester's road mask)
+    blind = shortfall(best, run, True, recipe, unjudged=[255])
+    assert "--baseline" not in blind and blind.endswith(
+        "train longer; but the val chips hold no pixel of class code(s) 255, so these scores "
+        "favour never predicting them: export val chips that cover every class before "
+        "trusting this comparison")
 
 
 def test_a_discriminant_belongs_to_a_class_map_and_a_class_residual_needs_one(class_run,

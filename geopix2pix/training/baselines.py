@@ -32,6 +32,7 @@ from geopix2pix.models.baseline import BaselineMaps, PixelMap, baseline_generato
 from geopix2pix.raster.write import write_text_atomic
 from geopix2pix.runtime import distributed
 
+from .classes import classes_missing_from_val
 from .data import EpochBatchSampler, make_loader
 from .outputs import writing
 from .validate import evaluate, evaluate_classes
@@ -252,7 +253,8 @@ def report(trainer, best: dict[str, Any]) -> str | None:
     """The end of a run: the warning (logged) when model-best loses to the baselines, and the
     comparison line for the summary."""
     categorical = trainer.classes is not None
-    losing = shortfall(best, trainer.baselines, categorical, trainer.config)
+    unjudged = classes_missing_from_val(trainer.info, trainer.classes) if categorical else []
+    losing = shortfall(best, trainer.baselines, categorical, trainer.config, unjudged)
     if losing:
         trainer.log("warning: " + losing)
     return comparison(best, trainer.baselines, categorical)
@@ -268,10 +270,12 @@ CLASS_BASELINES = {"linear": "nearest class mean", "constant": "majority class",
 
 
 def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
-              config=None) -> str | None:
+              config=None, unjudged: list[int] | None = None) -> str | None:
     """The warning when model-best does not beat the linear baseline (a class map: the best of
     its baselines, in accuracy and in mean IoU, each named); None otherwise. Its advice leaves
-    out the options ``config`` (the run's) already uses."""
+    out the options ``config`` (the run's) already uses. ``unjudged``: train classes the val
+    chips lack, whose scores then favour a map without them (the majority class's): the
+    warning says so instead of recommending that map."""
     if comparison(best, baselines, categorical) is None:
         return None
     advice = ["train longer"]
@@ -304,8 +308,17 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
             f"train chips (accuracy {accuracy:.3f}: {CLASS_BASELINES[leaders['accuracy']]}; "
             f"mean IoU {miou:.3f}: {CLASS_BASELINES[leaders['miou']]}; see {BASELINES}): "
             f"{', '.join(advice[:-1]) + ' or ' if len(advice) > 1 else ''}{advice[-1]}; "
-            f"`geopix2pix predict --baseline {leaders['miou']}` writes the "
-            f"{CLASS_BASELINES[leaders['miou']]}'s map")
+            + (_unjudged_note(unjudged) if unjudged else
+               f"`geopix2pix predict --baseline {leaders['miou']}` writes the "
+               f"{CLASS_BASELINES[leaders['miou']]}'s map"))
+
+
+def _unjudged_note(unjudged: list[int]) -> str:
+    """Why a class map's comparison cannot be trusted when the val chips lack train classes."""
+    shown = ", ".join(map(str, unjudged[:8])) + (", ..." if len(unjudged) > 8 else "")
+    return (f"but the val chips hold no pixel of class code(s) {shown}, so these scores favour "
+            "never predicting them: export val chips that cover every class before trusting "
+            "this comparison")
 
 
 def _is_start(best: dict[str, Any]) -> bool:

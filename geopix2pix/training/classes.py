@@ -126,15 +126,21 @@ def val_only_warning(info: DatasetInfo, classes: list[int], chips_dir: Path) -> 
             "train chips cover every class (e.g. another --seed or a smaller --split-block)")
 
 
+def classes_missing_from_val(info: DatasetInfo, classes: list[int]) -> list[int]:
+    """The train classes of which the val chips hold no pixel (none without val chips or
+    their class counts)."""
+    table = (info.target.val_classes or [None])[0] or []
+    present = {code for code, pixels in table if pixels > 0}
+    return [code for code in classes if code not in present] if table else []
+
+
 def missing_from_val_warning(info: DatasetInfo, classes: list[int], chips_dir: Path) -> str | None:
     """A warning when the val chips hold no pixel of a train class: validation cannot judge
     it, and their accuracy and mean IoU (which pick model-best and are set beside the
     baselines') reward never predicting it: a road mask whose val chips hold no road scores the
     all-background map perfectly. Silent without val chips or their class counts."""
-    table = (info.target.val_classes or [None])[0] or []
-    present = {code for code, pixels in table if pixels > 0}
-    missing = [code for code in classes if code not in present]
-    if not table or not missing:
+    missing = classes_missing_from_val(info, classes)
+    if not missing:
         return None
     shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
     return (f"warning: the val chips of {chips_dir} hold no pixel of class code(s) {shown} of "
