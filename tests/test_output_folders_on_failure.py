@@ -51,6 +51,18 @@ def test_only_the_folders_made_for_the_output_are_removed(tmp_path, monkeypatch)
     assert (tmp_path / "c" / "d" / "x.tif").read_text() == "whole"
 
 
+def test_folders_made_before_a_deeper_one_fails_are_removed(tmp_path):
+    """The deepest folder cannot be made (a name too long for the file system): the two made
+    above it on the way go again, and the error is one line."""
+    from geopix2pix.errors import GeoPix2PixError
+
+    out = tmp_path / "new" / "a" / ("x" * 300) / "p.tif"
+    with pytest.raises(GeoPix2PixError, match="cannot make the folder"), \
+            output_folder(out, overwrite=False):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_scenes_predicted_together_keep_the_folder_when_one_fails(tmp_path, model_file, capsys):
     """Small scenes are predicted in one group; a damaged one fails the group, whose folders
     are removed, and each scene is predicted again alone: the good ones end up in the folder."""

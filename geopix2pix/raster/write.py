@@ -60,17 +60,30 @@ def _make_folders(folder: Path) -> list[Path]:
     first: not one another process made meanwhile, nor any of a path through "..", which the
     system resolves (through links) where the path's text does not."""
     made: list[Path] = []
-    if ".." not in folder.parts:
-        missing = itertools.takewhile(lambda each: not os.path.lexists(each),
-                                      (folder, *folder.parents))
-        for each in reversed(list(missing)):
-            try:
-                each.mkdir()
-            except FileExistsError:
-                continue
-            made.insert(0, each)
-    folder.mkdir(parents=True, exist_ok=True)  # (done already, or the error of a broken link)
+    try:
+        if ".." not in folder.parts:
+            missing = itertools.takewhile(lambda each: not os.path.lexists(each),
+                                          (folder, *folder.parents))
+            for each in reversed(list(missing)):
+                try:
+                    each.mkdir()
+                except FileExistsError:
+                    continue
+                made.insert(0, each)
+        folder.mkdir(parents=True, exist_ok=True)  # (done already, or a broken link's error)
+    except OSError:  # a deeper folder could not be made: those made above it go again
+        _remove_empty(made)
+        raise
     return made
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove the folders `made` (deepest first) while they are empty."""
+    for folder in made:  # one that holds something stays, with its parents
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 @contextlib.contextmanager
@@ -82,11 +95,7 @@ def output_folder(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     try:
         yield final
     except BaseException:
-        for folder in made:  # deepest first; one that holds something stays, with its parents
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        _remove_empty(made)
         raise
 
 
