@@ -459,6 +459,12 @@ def test_two_ranks_predict_the_same_files_as_one_process(tmp_path):
     assert any(p.endswith("b.tif") for p in audit(tmp_path, 1))
     assert not any(p.endswith(("b.tif", "d.tif")) for p in audit(tmp_path, 0))
     assert not any(p.endswith(("a.tif", "c.tif")) for p in audit(tmp_path, 1))
+    # every scene failed: the folders made for the outputs go again, as with one process
+    failed = torchrun(["-m", "geopix2pix", "predict", bad, "--out-dir",
+                       str(tmp_path / "new" / "deep"), "--model", model, "--device", "cpu",
+                       "-q"], tmp_path)
+    assert failed.returncode != 0 and "d.tif" in failed.stderr
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_class_map_on_two_ranks_trains_and_scores_like_one_process(tmp_path):

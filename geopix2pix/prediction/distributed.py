@@ -32,6 +32,7 @@ from geopix2pix.prediction.predictor import (
     resolve_device,
 )
 from geopix2pix.runtime import distributed
+from geopix2pix.runtime.folders import make_folders, remove_folders
 from geopix2pix.runtime.stopping import attaches_stop_report
 from geopix2pix.settings.predict import PredictKeywords, PredictOptions
 
@@ -45,6 +46,17 @@ GATHER_TIMEOUT = timedelta(days=7)
 def shard(items: Sequence, rank: int, world_size: int) -> list:
     """Rank ``rank``'s share of ``items``: items ``rank, rank + world_size, ...``."""
     return list(items[rank::world_size])
+
+
+def output_folders(pairs: Sequence[tuple[PathLike, PathLike]]) -> list[Path]:
+    """Make the outputs' folders (rank 0, before any rank writes, so that no rank whose scene
+    fails removes one another rank writes in); those made, outermost first. One that cannot be
+    made is left for its scene to fail on."""
+    made: list[Path] = []
+    for _, path in pairs:
+        with contextlib.suppress(OSError):
+            made += make_folders(Path(path).parent)
+    return made
 
 
 def rank_device(device: str, local_rank: int) -> torch.device:
@@ -75,20 +87,23 @@ def predict_sharded(scenes: PathLike | Sequence[PathLike], out: PathLike | None 
     opts = PredictOptions.from_options(**options)
     single = isinstance(scenes, (str, os.PathLike))
     pairs = output_paths([scenes] if single else list(scenes), out, out_dir)
-    for _, path in pairs:  # made by all ranks at the start, so that no rank whose scene fails
-        with contextlib.suppress(OSError):  # removes a folder another one writes in (the
-            Path(path).parent.mkdir(parents=True, exist_ok=True)  # scene says a failure)
     device = rank_device(opts.device, where.local_rank)
     distributed.init_from_env(device, control_only=True, timeout=GATHER_TIMEOUT)  # until exit
     rank, world = distributed.rank(), distributed.world_size()
-    loaded = load_model(model, device=device)  # on every rank: same errors everywhere
-    loaded.generator.to(device)
-    check_creation_options_for(opts, loaded)
+    made = distributed.writer_first(lambda: output_folders(pairs)) or []
+    try:
+        loaded = load_model(model, device=device)  # on every rank: same errors everywhere
+        loaded.generator.to(device)
+        check_creation_options_for(opts, loaded)
+    except BaseException:  # before any rank writes
+        remove_folders(made)
+        raise
     opts = dataclasses.replace(opts, progress=opts.progress and rank == 0)
     results = predict_scenes(shard(pairs, rank, world), loaded, opts, on_warning=on_warning,
                              on_result=on_result)
     gathered = distributed.all_gather_object(
         [dataclasses.replace(r, exception=None) for r in results])
+    remove_folders(made)  # every rank is done: those of failed scenes, while empty, go again
     if out is not None and results and results[0].exception is not None:
         raise results[0].exception
     ordered: list[SceneResult | None] = [None] * len(pairs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import os
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.runtime.folders import refuse_read_only
+from geopix2pix.runtime.folders import make_folders, refuse_read_only, remove_folders
 from geopix2pix.runtime.partials import discard, partial_name, remove_stale
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors, which name no file
@@ -42,48 +41,17 @@ def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
 
 
 def _prepare(path: Path, overwrite: bool) -> tuple[Path, list[Path]]:
-    """`check_can_write`, and the folders it made (deepest first)."""
+    """`check_can_write`, and the folders it made (outermost first)."""
     if os.path.lexists(path) and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
     refuse_read_only(path.parent, path)
     try:
-        made = _make_folders(path.parent)
+        made = make_folders(path.parent)
     except OSError as exc:
         raise GeoPix2PixError(f"cannot make the folder {path.parent} for {path.name} "
                               f"({exc.strerror or exc}); choose another output folder") from None
     remove_stale(path)
     return path, made
-
-
-def _make_folders(folder: Path) -> list[Path]:
-    """Make `folder` and its missing parents, top-down; return those this call made, deepest
-    first: not one another process made meanwhile, nor any of a path through "..", which the
-    system resolves (through links) where the path's text does not."""
-    made: list[Path] = []
-    try:
-        if ".." not in folder.parts:
-            missing = itertools.takewhile(lambda each: not os.path.lexists(each),
-                                          (folder, *folder.parents))
-            for each in reversed(list(missing)):
-                try:
-                    each.mkdir()
-                except FileExistsError:
-                    continue
-                made.insert(0, each)
-        folder.mkdir(parents=True, exist_ok=True)  # (done already, or a broken link's error)
-    except OSError:  # a deeper folder could not be made: those made above it go again
-        _remove_empty(made)
-        raise
-    return made
-
-
-def _remove_empty(made: list[Path]) -> None:
-    """Remove the folders `made` (deepest first) while they are empty."""
-    for folder in made:  # one that holds something stays, with its parents
-        try:
-            folder.rmdir()
-        except OSError:
-            break
 
 
 @contextlib.contextmanager
@@ -95,7 +63,7 @@ def output_folder(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     try:
         yield final
     except BaseException:
-        _remove_empty(made)
+        remove_folders(made)
         raise
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import itertools
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -137,7 +138,7 @@ class OutputDir:
             shutil.rmtree(self.path, ignore_errors=True)
         else:
             remove_outputs(self.path, self.owned)
-        _remove_folders(self.created)
+        remove_folders(self.created)
 
 
 def open_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, owned: Owned,
@@ -165,7 +166,7 @@ def open_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, ow
     try:
         staging = make_staging(full)
     except OSError as exc:
-        _remove_folders(created)
+        remove_folders(created)
         raise _cannot_write(full.parent, path, exc) from None
     return OutputDir(path, staging, owned, created)
 
@@ -192,22 +193,44 @@ def _check_output_dir(path: Path, overwrite: bool, marker: str, owned: Owned,
     return bool(entries)
 
 
-def _make_folders(path: Path) -> list[Path]:
-    """Make `path` and its missing parents; those made, outermost first."""
-    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
+def make_folders(folder: Path) -> list[Path]:
+    """Make `folder` and its missing parents, top-down; return those this call made, outermost
+    first: not one another process made meanwhile, nor any of a path through "..", which the
+    system resolves (through links) where the path's text does not. When one cannot be made,
+    those made above it go again and the OSError propagates."""
+    made: list[Path] = []
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        _remove_folders(missing)
-        raise GeoPix2PixError(f"cannot make the folder {path} ({exc.strerror or exc}); choose "
-                              "another output folder") from None
-    return missing
+        if ".." not in folder.parts:
+            missing = itertools.takewhile(lambda each: not os.path.lexists(each),
+                                          (folder, *folder.parents))
+            for each in reversed(list(missing)):
+                try:
+                    each.mkdir()
+                except FileExistsError:
+                    continue
+                made.append(each)
+        folder.mkdir(parents=True, exist_ok=True)  # (done already, or a broken link's error)
+    except OSError:
+        remove_folders(made)
+        raise
+    return made
 
 
-def _remove_folders(created: list[Path]) -> None:
-    for folder in reversed(created):
+def remove_folders(made: Sequence[Path]) -> None:
+    """Remove the folders `made` (outermost first, as `make_folders` returns them) while they
+    are empty: one that holds something stays, and so do its parents."""
+    for folder in reversed(made):
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """`make_folders`, its failure one line."""
+    try:
+        return make_folders(path)
+    except OSError as exc:
+        raise GeoPix2PixError(f"cannot make the folder {path} ({exc.strerror or exc}); choose "
+                              "another output folder") from None
 
 
 def _cannot_write(folder: Path, out: Path, exc: OSError | None = None) -> GeoPix2PixError:
@@ -240,7 +263,7 @@ def _check_writable(folder: Path, out: Path, created: Sequence[Path] = ()) -> No
     try:
         refuse_read_only(folder, out)
     except GeoPix2PixError:
-        _remove_folders(list(created))
+        remove_folders(list(created))
         raise
 
 
