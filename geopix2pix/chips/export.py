@@ -75,6 +75,18 @@ def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
                                   "list each pair once (its chips would land in train and val)")
 
 
+def _check_not_copied(source: Path, target: Path, s_bands: Sequence[int],
+                      t_bands: Sequence[int]) -> None:
+    """Refuse one raster as both sides with a band on both: the model would learn to copy it.
+    (Other bands of one raster, e.g. NIR from RGB, are a translation.)"""
+    shared = sorted(set(s_bands) & set(t_bands))
+    if shared and full_path(source) == full_path(target):
+        raise GeoPix2PixError(
+            f"{source} is both the source and the target, with band(s) "
+            f"{', '.join(map(str, shared))} on both sides: the model would learn to copy them; "
+            "pass the target raster, or choose other bands with --source-bands/--target-bands")
+
+
 def _open_pair(index: int, source: Path, target: Path,
                options: ExportOptions) -> tuple[_Pair, SideInfo, SideInfo]:
     """Open one pair, check its bands and overlap, and lay its chips over the overlap."""
@@ -82,6 +94,7 @@ def _open_pair(index: int, source: Path, target: Path,
     with open_raster(source) as src, open_raster(target) as tgt:
         s_bands = select_bands(src, options.source_bands, "--source-bands")
         t_bands = select_bands(tgt, options.target_bands, "--target-bands")
+        _check_not_copied(source, target, s_bands, t_bands)
         grid = Grid.of(src)
         window = overlap_window(grid, Grid.of(tgt), str(source), str(target))
         if chip_size > min(window.width, window.height):
