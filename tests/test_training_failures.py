@@ -185,6 +185,29 @@ def test_a_stop_before_the_first_checkpoint_says_nothing_was_saved(chips, tmp_pa
     assert main(_args(chips, run, "--workers", "0", "--max-steps", "1")) == 0
 
 
+def test_a_stop_during_the_start_validation_takes_no_step(chips, tmp_path, capsys,
+                                                        monkeypatch):
+    """Ctrl-C while a residual run validates its start: the run stops there (it took a step
+    first), saying that nothing was saved."""
+    from geopix2pix.training.loop import EpochRunner
+
+    scored = EpochRunner._score_start
+
+    def interrupted_while_scoring(self):
+        scored(self)
+        os.kill(os.getpid(), signal.SIGINT)  # the run's handler turns it into a stop request
+
+    monkeypatch.setattr(EpochRunner, "_score_start", interrupted_while_scoring)
+    run = tmp_path / "run"
+    assert main(_args(chips, run, "--workers", "0", "--residual", "linear")) == \
+        128 + signal.SIGINT
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[0].startswith("training on ") and said[1:] == [
+        "Stopped before the first checkpoint: nothing was saved to continue from; run the "
+        "command again"]
+    assert not run.exists()
+
+
 def test_a_stop_after_the_last_step_points_at_the_checkpoint(chips, tmp_path, capsys,
                                                             monkeypatch):
     """A signal while the finished run closes (outside the steps) must not say that nothing

@@ -12,7 +12,8 @@ samples/epoch_NNN.png, a metrics.csv row (losses averaged since the previous row
 files, the best ones when the family's score improved, and checkpoint.pt. The cadence is a
 function of the step alone, so a resumed run keeps it.
 A stop request (Ctrl-C, SIGTERM, or the callback) is honoured between steps: the checkpoint is
-written for the state after the last whole step and KeyboardInterrupt is raised.
+written for the state after the last whole step and KeyboardInterrupt is raised (one during the
+start's validation, before any step, leaves no checkpoint).
 Under DDP the ranks agree after every step whether any of them was asked to stop, so all stop
 after the same step; rank 0 writes the checkpoint while the others wait, and every rank raises
 KeyboardInterrupt. Epoch losses and validation sums are added across the ranks, and before a
@@ -86,6 +87,8 @@ class EpochRunner:
         try:
             if state["step"] == 0 and self.family.scores_start():  # (no checkpoint before
                 self._score_start()  # step 1: every rank sees step 0 in a fresh run alone)
+                if distributed.any_rank(stop.requested):  # asked during it: no step taken
+                    raise KeyboardInterrupt
             while state["step"] < self.schedule.total_steps:
                 self._train_epoch(bar, stop, callback)
                 saved = self._end_epoch()
