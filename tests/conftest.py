@@ -76,6 +76,30 @@ def model_file(tmp_path_factory) -> str:
                      descriptions=["elevation"])
 
 
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """The fault battery's inputs: a source (3 bands uint8) and target (1 band float32) on one
+    10 m grid, a model file, and rasters placed nowhere: a CRS without geotransform, and
+    neither."""
+    import warnings
+
+    from predict_helpers import unet_file
+    from rasterio.errors import NotGeoreferencedWarning
+
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(3)
+    write_raster(folder / "s.tif", rng.integers(1, 255, (3, 96, 96), np.uint8), nodata=0)
+    write_raster(folder / "t.tif", rng.normal(500, 50, (1, 96, 96)).astype(np.float32))
+    unet_file(folder / "model.safetensors", descriptions=["elevation"], pixel_size=(10, 10))
+    with warnings.catch_warnings():  # rasterio's, for a raster written without transform
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        for name, crs in (("crs_only.tif", "EPSG:32633"), ("nowhere.tif", None)):
+            with rasterio.open(folder / name, "w", driver="GTiff", width=96, height=96, count=3,
+                               dtype="uint8", crs=crs) as dst:
+                dst.write(rng.integers(1, 255, (3, 96, 96), np.uint8))
+    return folder
+
+
 def run_whole(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
     """`subprocess.run(command, capture_output=True, text=True)` in a process group of its own,
     killed whole on timeout: torchrun's workers would otherwise outlive a killed torchrun."""

@@ -1,4 +1,4 @@
-"""torchrun on the CPU (gloo, 2 processes): DDP training and sharded multi-scene prediction.
+"""torchrun on the CPU (gloo, 2 processes): DDP training (prediction: test_distributed_predict).
 
 Every run is real: `python -m torch.distributed.run --standalone --nproc-per-node 2 -m geopix2pix
 ...`. Which files each rank writes is recorded by an audit hook (a test-only sitecustomize on
@@ -27,16 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import torch
 from conftest import limit_file_size, run_whole, write_raster
-from predict_helpers import unet_file, write_scene
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.models import build_generator, load_model
-from geopix2pix.prediction import predict
 from geopix2pix.training import train
 from geopix2pix.training.checkpoint import load_checkpoint
 
@@ -433,63 +430,3 @@ def test_sync_bn_needs_cuda_and_is_a_no_op_on_one_rank(monkeypatch):
 
     assert shard(list("abcde"), 1, 2) == ["b", "d"]
 
-
-def test_two_ranks_predict_the_same_files_as_one_process(tmp_path):
-    model = unet_file(tmp_path / "model.safetensors")
-    scenes = [write_scene(tmp_path / "a.tif", 100, 90, seed=1),
-              write_scene(tmp_path / "b.tif", 70, 130, seed=2, crs="EPSG:4326",
-                          transform=rasterio.transform.from_origin(10.0, 50.0, 1e-3, 1e-3)),
-              write_scene(tmp_path / "c.tif", 64, 64, seed=3)]
-    bad = write_scene(tmp_path / "d.tif", 40, 40, count=2)  # the model takes 3 bands
-    predict(scenes, model=model, out_dir=tmp_path / "one", device="cpu", progress=False)
-    shared = tmp_path / "two"
-    done = torchrun(["-m", "geopix2pix", "predict", *scenes, bad, "--out-dir", str(shared),
-                     "--model", model, "--device", "cpu", "-q"], tmp_path, watch=shared)
-    assert done.returncode != 0  # one scene failed ...
-    assert "1 of 4 scene(s) failed" in done.stderr and "d.tif" in done.stderr
-    assert sorted(p.name for p in shared.iterdir()) == ["a.tif", "b.tif", "c.tif"]  # ... not these
-    for name in ("a.tif", "b.tif", "c.tif"):
-        with rasterio.open(tmp_path / "one" / name) as ref, rasterio.open(shared / name) as out:
-            assert (out.crs, out.transform, out.width, out.height, out.nodata, out.dtypes) == \
-                (ref.crs, ref.transform, ref.width, ref.height, ref.nodata, ref.dtypes)
-            assert np.array_equal(out.read(), ref.read())
-            assert np.array_equal(out.read_masks(), ref.read_masks())
-    # scenes 0, 2 went to rank 0 and scenes 1, 3 to rank 1: each wrote only its own
-    assert any(p.endswith("a.tif") for p in audit(tmp_path, 0))
-    assert any(p.endswith("b.tif") for p in audit(tmp_path, 1))
-    assert not any(p.endswith(("b.tif", "d.tif")) for p in audit(tmp_path, 0))
-    assert not any(p.endswith(("a.tif", "c.tif")) for p in audit(tmp_path, 1))
-    # every scene failed: the folders made for the outputs go again, as with one process
-    failed = torchrun(["-m", "geopix2pix", "predict", bad, "--out-dir",
-                       str(tmp_path / "new" / "deep"), "--model", model, "--device", "cpu",
-                       "-q"], tmp_path)
-    assert failed.returncode != 0 and "d.tif" in failed.stderr
-    assert not (tmp_path / "new").exists()
-
-
-def test_a_class_map_on_two_ranks_trains_and_scores_like_one_process(tmp_path):
-    """--categorical under torchrun: the ranks' validation confusion matrices and cross-entropy
-    sums are added (gloo), so the scores are one process's (the sums exactly, as the unit test
-    of the reduction shows; the argmaxes up to float rounding), and so is the training
-    (balanced class weights from the same exact counts)."""
-    y, x = np.mgrid[0:128, 0:128]
-    field = np.sin(x / 11.0) + np.cos(y / 13.0)
-    source = write_raster(tmp_path / "image.tif", field.astype("float32"))
-    target = write_raster(tmp_path / "classes.tif",
-                          np.where(field < -0.4, 2, np.where(field < 0.8, 5, 9)).astype("uint8"))
-    chips = tmp_path / "chips"
-    export_chips(source, target, chips, chip_size=32, stride=16, split_block=64, workers=1,
-                 progress=False, target_resampling="nearest")
-    options = {**OPTIONS, "categorical": True, "class_weights": "balanced"}
-    one = train(chips, tmp_path / "one", batch_size=4, **options)
-    done = torchrun(["-m", "geopix2pix", "train", str(chips), "-o", str(tmp_path / "two"),
-                     "--batch-size", "2", *cli_args(options)], tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ours, ref = rows(tmp_path / "two"), rows(one.run_dir)
-    assert [r["step"] for r in ours] == [r["step"] for r in ref]
-    for key in ("loss_g_ce", "val_ce"):
-        assert float(ours[-1][key]) == pytest.approx(float(ref[-1][key]), rel=1e-4), key
-    for key in ("val_accuracy", "val_miou"):  # argmaxes near a tie may flip with the rounding
-        assert float(ours[-1][key]) == pytest.approx(float(ref[-1][key]), abs=0.01), key
-    assert load_model(tmp_path / "two" / "model.safetensors").metadata["target"]["classes"] \
-        == [2, 5, 9]

@@ -1,23 +1,17 @@
 """Fault battery, inputs: rasters placed nowhere, damaged chips, band lists naming no band,
-pipes and devices, a signal while GDAL blocks in an open, an export with no train chip, scenes
-without a valid pixel, and library warnings on a correct run.
+pipes and devices, an export with no train chip, scenes without a valid pixel, and library
+warnings on a correct run (a signal while GDAL blocks in an open: test_faults_signals_in_opens).
 
 Each case: the exit status, one line naming the file or option (no traceback), and nothing
-partial left behind. In-process through `geopix2pix.cli.main`, but for the signals, which need
-a process of their own (bounded in time, killed whole if it does not end).
+partial left behind, in-process through `geopix2pix.cli.main`.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -27,7 +21,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from predict_helpers import unet_file, write_scene
+from predict_helpers import write_scene
 from rasterio.errors import NotGeoreferencedWarning
 
 from geopix2pix import GeoPix2PixError, GeoPix2PixWarning, evaluate, export_chips, predict
@@ -49,24 +43,6 @@ def one_line(capsys, args, code: int = 2, after_progress: bool = False) -> str:
     return err.rstrip("\n").splitlines()[-1]
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> Path:
-    """A source (3 bands uint8) and target (1 band float32) on one 10 m grid, a model file,
-    and rasters placed nowhere: a CRS without geotransform, and neither."""
-    folder = tmp_path_factory.mktemp("inputs")
-    rng = np.random.default_rng(3)
-    write_raster(folder / "s.tif", rng.integers(1, 255, (3, 96, 96), np.uint8), nodata=0)
-    write_raster(folder / "t.tif", rng.normal(500, 50, (1, 96, 96)).astype(np.float32))
-    unet_file(folder / "model.safetensors", descriptions=["elevation"], pixel_size=(10, 10))
-    with warnings.catch_warnings():  # rasterio's, for a raster written without transform
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        for name, crs in (("crs_only.tif", "EPSG:32633"), ("nowhere.tif", None)):
-            with rasterio.open(folder / name, "w", driver="GTiff", width=96, height=96, count=3,
-                               dtype="uint8", crs=crs) as dst:
-                dst.write(rng.integers(1, 255, (3, 96, 96), np.uint8))
-    return folder
-
-
 # --- rasters placed nowhere -------------------------------------------------------------------
 
 PLACEMENT = {"crs_only.tif": "has a CRS (EPSG:32633) but no geotransform",
@@ -75,33 +51,33 @@ PLACEMENT = {"crs_only.tif": "has a CRS (EPSG:32633) but no geotransform",
 
 @pytest.mark.parametrize("name", list(PLACEMENT))
 @pytest.mark.parametrize("side", ["source", "target"])
-def test_export_refuses_a_raster_placed_nowhere(files, tmp_path, capsys, name, side):
-    pair = [files / "s.tif", files / "t.tif"]
-    pair[side == "target"] = files / name
+def test_export_refuses_a_raster_placed_nowhere(inputs, tmp_path, capsys, name, side):
+    pair = [inputs / "s.tif", inputs / "t.tif"]
+    pair[side == "target"] = inputs / name
     err = one_line(capsys, ["export-chips", *pair, "-o", tmp_path / "chips"])
-    assert err.startswith(f"Error: {files / name} {PLACEMENT[name]}") and "gdal_edit.py" in err
+    assert err.startswith(f"Error: {inputs / name} {PLACEMENT[name]}") and "gdal_edit.py" in err
     assert "do not overlap" not in err and not (tmp_path / "chips").exists()
 
 
 @pytest.mark.parametrize("name", list(PLACEMENT))
-def test_predict_refuses_a_scene_placed_nowhere(files, tmp_path, capsys, name):
+def test_predict_refuses_a_scene_placed_nowhere(inputs, tmp_path, capsys, name):
     out = tmp_path / "out.tif"
-    err = one_line(capsys, ["predict", files / name, out, "-m", files / "model.safetensors",
+    err = one_line(capsys, ["predict", inputs / name, out, "-m", inputs / "model.safetensors",
                             "-q"])
-    assert err.startswith(f"Error: {files / name} {PLACEMENT[name]}")
+    assert err.startswith(f"Error: {inputs / name} {PLACEMENT[name]}")
     assert err.endswith("or pass --allow-no-crs to predict on its pixels")
     assert "pixel size" not in err and not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_predict_with_allow_no_crs_predicts_a_crs_only_scene_on_its_pixels(files, tmp_path,
+def test_predict_with_allow_no_crs_predicts_a_crs_only_scene_on_its_pixels(inputs, tmp_path,
                                                                           capsys):
     out = tmp_path / "out.tif"
-    assert main(["predict", str(files / "crs_only.tif"), str(out), "-m",
-                 str(files / "model.safetensors"), "-q", "--allow-no-crs"]) == 0
+    assert main(["predict", str(inputs / "crs_only.tif"), str(out), "-m",
+                 str(inputs / "model.safetensors"), "-q", "--allow-no-crs"]) == 0
     assert "pixel size" not in capsys.readouterr().err  # there is none to compare
     with warnings.catch_warnings():  # the API too (rasterio warns of pixel coordinates)
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        predict(files / "crs_only.tif", tmp_path / "api.tif", model=files / "model.safetensors",
+        predict(inputs / "crs_only.tif", tmp_path / "api.tif", model=inputs / "model.safetensors",
                 allow_no_crs=True, progress=False)
     for path in (out, tmp_path / "api.tif"):
         with rasterio.open(path) as dst:
@@ -110,10 +86,10 @@ def test_predict_with_allow_no_crs_predicts_a_crs_only_scene_on_its_pixels(files
 
 
 @pytest.mark.parametrize("name", list(PLACEMENT))
-def test_evaluate_refuses_to_align_a_raster_placed_nowhere(files, tmp_path, capsys, name):
+def test_evaluate_refuses_to_align_a_raster_placed_nowhere(inputs, tmp_path, capsys, name):
     json_path = tmp_path / "report.json"
-    err = one_line(capsys, ["evaluate", files / "s.tif", files / name, "--json", json_path])
-    assert err.startswith(f"Error: {files / 's.tif'} and {files / name} are on different "
+    err = one_line(capsys, ["evaluate", inputs / "s.tif", inputs / name, "--json", json_path])
+    assert err.startswith(f"Error: {inputs / 's.tif'} and {inputs / name} are on different "
                           "grids, which cannot be aligned:")
     assert PLACEMENT[name] in err and not json_path.exists()
 
@@ -121,9 +97,9 @@ def test_evaluate_refuses_to_align_a_raster_placed_nowhere(files, tmp_path, caps
 # --- damaged chips ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def chips(files, tmp_path_factory) -> Path:
+def chips(inputs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("chips") / "chips"
-    export_chips(files / "s.tif", files / "t.tif", out, chip_size=32, val_fraction=0.3,
+    export_chips(inputs / "s.tif", inputs / "t.tif", out, chip_size=32, val_fraction=0.3,
                  split_block=32, workers=0, progress=False)
     return out
 
@@ -196,29 +172,29 @@ BAND_CASES = [
 
 @pytest.mark.parametrize("command, option, value, expected", BAND_CASES)
 @pytest.mark.parametrize("joined", [False, True])  # --bands=-1 and --bands -1 alike
-def test_a_band_list_naming_no_band_is_refused(files, tmp_path, capsys, command, option, value,
+def test_a_band_list_naming_no_band_is_refused(inputs, tmp_path, capsys, command, option, value,
                                                expected, joined):
     given = [f"{option}={value}"] if joined else [option, value]
     out = tmp_path / "out"
-    args = {"export-chips": ["export-chips", files / "s.tif", files / "t.tif", "-o", out],
-            "predict": ["predict", files / "s.tif", out, "-m", files / "model.safetensors"],
-            "evaluate": ["evaluate", files / "s.tif", files / "s.tif", "--json", out]}[command]
+    args = {"export-chips": ["export-chips", inputs / "s.tif", inputs / "t.tif", "-o", out],
+            "predict": ["predict", inputs / "s.tif", out, "-m", inputs / "model.safetensors"],
+            "evaluate": ["evaluate", inputs / "s.tif", inputs / "s.tif", "--json", out]}[command]
     assert one_line(capsys, [*args, *given]) == f"Error: {expected}"
     assert not out.exists()
 
 
 @pytest.mark.parametrize("bands, expected", [([], "[]: " + EMPTY), ([0], "0: " + _below_one(0)),
                                              ([2, -1], "2,-1: " + _below_one(-1))])
-def test_the_api_refuses_band_lists_naming_no_band(files, tmp_path, bands, expected):
+def test_the_api_refuses_band_lists_naming_no_band(inputs, tmp_path, bands, expected):
     out = tmp_path / "out"
-    calls = [("--source-bands", lambda: export_chips(files / "s.tif", files / "t.tif", out,
+    calls = [("--source-bands", lambda: export_chips(inputs / "s.tif", inputs / "t.tif", out,
                                                      source_bands=bands, progress=False)),
-             ("--target-bands", lambda: export_chips(files / "s.tif", files / "t.tif", out,
+             ("--target-bands", lambda: export_chips(inputs / "s.tif", inputs / "t.tif", out,
                                                      target_bands=bands, progress=False)),
-             ("--bands", lambda: predict(files / "s.tif", out / "o.tif",
-                                         model=files / "model.safetensors", bands=bands)),
-             ("--bands", lambda: evaluate(files / "s.tif", files / "s.tif", bands=bands)),
-             ("--reference-bands", lambda: evaluate(files / "s.tif", files / "s.tif",
+             ("--bands", lambda: predict(inputs / "s.tif", out / "o.tif",
+                                         model=inputs / "model.safetensors", bands=bands)),
+             ("--bands", lambda: evaluate(inputs / "s.tif", inputs / "s.tif", bands=bands)),
+             ("--reference-bands", lambda: evaluate(inputs / "s.tif", inputs / "s.tif",
                                                     reference_bands=bands))]
     for option, call in calls:
         with pytest.raises(GeoPix2PixError) as caught:
@@ -255,13 +231,13 @@ def _not_files(fifo: Path) -> list[tuple[Path, str]]:
 
 @pytest.mark.parametrize("which", [0, 1])
 @pytest.mark.parametrize("command", ["export-chips", "predict", "evaluate"])
-def test_a_pipe_or_device_is_refused_before_gdal_opens_it(files, fifo, tmp_path, capsys, which,
+def test_a_pipe_or_device_is_refused_before_gdal_opens_it(inputs, fifo, tmp_path, capsys, which,
                                                           command):
     path, what = _not_files(fifo)[which]
     out = tmp_path / "out"
-    args = {"export-chips": ["export-chips", path, files / "t.tif", "-o", out],
-            "predict": ["predict", path, out / "o.tif", "-m", files / "model.safetensors"],
-            "evaluate": ["evaluate", path, files / "s.tif", "--json", out]}[command]
+    args = {"export-chips": ["export-chips", path, inputs / "t.tif", "-o", out],
+            "predict": ["predict", path, out / "o.tif", "-m", inputs / "model.safetensors"],
+            "evaluate": ["evaluate", path, inputs / "s.tif", "--json", out]}[command]
     start = time.monotonic()
     err = one_line(capsys, args)
     assert time.monotonic() - start < 25  # refused, not opened (the pipe unblocks at 30 s)
@@ -269,115 +245,26 @@ def test_a_pipe_or_device_is_refused_before_gdal_opens_it(files, fifo, tmp_path,
     assert not out.exists()
 
 
-def test_a_folder_is_not_a_raster(files, tmp_path):
+def test_a_folder_is_not_a_raster(inputs, tmp_path):
     """(The command line refuses folders as arguments; the API says it in its own words.)"""
     folder = tmp_path / "tiles"
     folder.mkdir()
     with pytest.raises(GeoPix2PixError) as caught:
-        export_chips(folder, files / "t.tif", tmp_path / "c", progress=False)
+        export_chips(folder, inputs / "t.tif", tmp_path / "c", progress=False)
     assert str(caught.value) == (f"{folder} is a folder, not a raster GDAL can read; pass the "
                                  f"rasters in it (e.g. {folder / '*.tif'})")
     assert not (tmp_path / "c").exists()
 
 
-def test_gdal_names_still_open(files, tmp_path):
+def test_gdal_names_still_open(inputs, tmp_path):
     """A /vsi name is GDAL's to resolve: it is not checked as a file."""
     import zipfile
 
     archive = tmp_path / "s.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
-        zipped.write(files / "s.tif", "s.tif")
-    report = evaluate(f"/vsizip/{archive}/s.tif", files / "s.tif")
+        zipped.write(inputs / "s.tif", "s.tif")
+    report = evaluate(f"/vsizip/{archive}/s.tif", inputs / "s.tif")
     assert report.valid_pixels > 0
-
-
-# --- a signal while GDAL blocks in an open ----------------------------------------------------
-
-def _wait_for_reader(path: Path, process: subprocess.Popen, timeout: float = 120) -> int:
-    """Once `process` has the pipe open for reading (GDAL is in its open), the write end,
-    held open so that GDAL's read blocks."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:  # ENXIO: no reader yet
-            if exc.errno != errno.ENXIO:
-                raise
-        time.sleep(0.1)
-    raise AssertionError(f"the command never opened {path}: {process.communicate()}")
-
-
-def _stopped(process: subprocess.Popen, signum: int) -> tuple[int, str]:
-    process.send_signal(signum)
-    try:
-        _, err = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise AssertionError("the signal did not stop the command within 30 s") from None
-    return process.returncode, err
-
-
-def _start(args: list) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "geopix2pix", *map(str, args)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-STOP_LINES = {"export-chips": "Stopped: no chips were exported to",
-              "predict": "Stopped: ", "evaluate": ""}
-
-
-@pytest.mark.parametrize("command, signum", [("predict", signal.SIGINT),
-                                             ("predict", signal.SIGTERM),
-                                             ("export-chips", signal.SIGINT),
-                                             ("evaluate", signal.SIGTERM)])
-def test_a_signal_while_gdal_blocks_in_an_open_stops_the_command(files, tmp_path, command,
-                                                                 signum):
-    pipe = tmp_path / "scene.tif.gz"
-    os.mkfifo(pipe)
-    name = f"/vsigzip/{pipe}"  # a GDAL name: opened, and blocked reading the pipe
-    out = tmp_path / "out"
-    args = {"export-chips": ["export-chips", name, files / "t.tif", "-o", out],
-            "predict": ["predict", name, out.with_suffix(".tif"), "-m",
-                        files / "model.safetensors", "-q"],
-            "evaluate": ["evaluate", name, files / "s.tif"]}[command]
-    process = _start(args)
-    writer = _wait_for_reader(pipe, process)
-    try:
-        code, err = _stopped(process, signum)
-    finally:
-        os.close(writer)
-    assert code == 128 + signum, err
-    last = err.strip().splitlines()[-1]
-    if command == "evaluate":
-        assert last == ("Aborted." if signum == signal.SIGINT else "Terminated.")
-    else:
-        assert last.startswith(STOP_LINES[command]), err
-    assert "Exception ignored" not in err and "Traceback" not in err and "not a raster" not in err
-    assert not out.exists() and not out.with_suffix(".tif").exists()
-
-
-def test_a_signal_while_a_server_does_not_answer_stops_predict(files, tmp_path):
-    """A /vsicurl/ scene whose server accepts and never answers: GDAL blocks in curl."""
-    server = socket.create_server(("127.0.0.1", 0))
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
-    out = tmp_path / "out.tif"
-    process = _start(["predict", f"/vsicurl/http://127.0.0.1:{server.getsockname()[1]}/s.tif",
-                      out, "-m", files / "model.safetensors", "-q"])
-    deadline = time.monotonic() + 120
-    while not accepted and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    try:
-        assert accepted, process.communicate()
-        code, err = _stopped(process, signal.SIGTERM)
-    finally:
-        server.close()
-    assert code == 143 and err.strip().splitlines() == [f"Stopped: {out} was not written (no "
-                                                        "partial output is left)"], err
-    assert not out.exists()
 
 
 # --- an export with no train chip -------------------------------------------------------------
@@ -465,10 +352,10 @@ def _empty_scene(path: Path, kind: str) -> str:
 
 
 @pytest.mark.parametrize("kind", ["nodata", "nan"])
-def test_predict_warns_of_a_scene_without_a_valid_pixel(files, tmp_path, capsys, kind):
+def test_predict_warns_of_a_scene_without_a_valid_pixel(inputs, tmp_path, capsys, kind):
     scene = _empty_scene(tmp_path / f"{kind}.tif", kind)
     out = tmp_path / "out.tif"
-    assert main(["predict", scene, str(out), "-m", str(files / "model.safetensors"), "-q"]) == 0
+    assert main(["predict", scene, str(out), "-m", str(inputs / "model.safetensors"), "-q"]) == 0
     err = capsys.readouterr().err
     expected = (f"warning: {scene}: no pixel is valid in band(s) 1,2,3 (all nodata, NaN or "
                 f"masked), so its output {out} is all nodata")
@@ -477,13 +364,13 @@ def test_predict_warns_of_a_scene_without_a_valid_pixel(files, tmp_path, capsys,
         assert not dst.dataset_mask().any() or (dst.read(1) == dst.nodata).all()
 
 
-def test_predict_api_warns_per_scene_in_a_group(files, tmp_path):
+def test_predict_api_warns_per_scene_in_a_group(inputs, tmp_path):
     """Small scenes predicted together: only the empty one is warned of, in its result."""
     empty = _empty_scene(tmp_path / "empty.tif", "nodata")
     full = write_scene(tmp_path / "full.tif", 64, 64, transform=TEN_METRES)
     with pytest.warns(GeoPix2PixWarning, match="no pixel is valid") as caught:
         results = predict([empty, full], out_dir=tmp_path / "out",
-                          model=files / "model.safetensors", progress=False)
+                          model=inputs / "model.safetensors", progress=False)
     assert [r.warnings for r in results] == [[
         f"{empty}: no pixel is valid in band(s) 1,2,3 (all nodata, NaN or masked), so its "
         f"output {tmp_path / 'out' / 'empty.tif'} is all nodata; check the scene, its nodata "
@@ -513,3 +400,4 @@ def test_a_real_run_issues_no_library_warning(tmp_path, capsys):
             err = capsys.readouterr().err
             assert "Warning" not in err and "Affine" not in err, err
     assert json.loads((tmp_path / "report.json").read_text())["valid_pixels"] > 0
+
