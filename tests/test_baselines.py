@@ -26,8 +26,7 @@ from geopix2pix.models.baseline import (
     zero_output_layer,
 )
 from geopix2pix.prediction import predict
-from geopix2pix.runtime.stopping import TrainingStopped
-from geopix2pix.training import train
+from geopix2pix.training import TrainingStopped, train
 
 TINY = dict(ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu", samples=0)
 COEFFS = (0.8, -1.5, 40.0)  # target = a * band1 + b * band2 + c

@@ -91,7 +91,7 @@ def test_a_stop_before_the_first_epoch_end_keeps_the_earlier_run(chips, earlier)
     """The stop's checkpoint would be of a run that never replaced the earlier one: both it
     and the new run's folder are dropped, and the stop line says the earlier run is kept."""
     from geopix2pix import train
-    from geopix2pix.runtime.stopping import TrainingStopped
+    from geopix2pix.training import TrainingStopped
 
     run, before = earlier
     with pytest.raises(TrainingStopped) as stopped:
@@ -114,7 +114,7 @@ def test_a_stop_at_an_epoch_end_before_the_first_validation_keeps_the_earlier_ru
     does not replace the earlier run, whose files all stay."""
     from geopix2pix import train
     from geopix2pix.chips.manifest import DatasetInfo
-    from geopix2pix.runtime.stopping import TrainingStopped
+    from geopix2pix.training import TrainingStopped
 
     run, before = earlier
     per_epoch = math.ceil(DatasetInfo.load(chips).counts["train"] / 4)
@@ -130,7 +130,7 @@ def test_an_overwrite_replaces_the_earlier_run_at_its_first_epoch_end(chips, ear
     """A stop after the first epoch end that wrote the run's files (every one, with
     --val-every 1): the new run is in place, resumable."""
     from geopix2pix import train
-    from geopix2pix.runtime.stopping import TrainingStopped
+    from geopix2pix.training import TrainingStopped
 
     run, before = earlier
     steps = []

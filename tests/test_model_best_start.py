@@ -15,8 +15,7 @@ from geopix2pix.chips.export import export_chips
 from geopix2pix.errors import GeoPix2PixWarning
 from geopix2pix.models import ModelMetadata, load_model
 from geopix2pix.prediction import predict
-from geopix2pix.runtime.stopping import TrainingStopped
-from geopix2pix.training import train
+from geopix2pix.training import TrainingStopped, train
 
 # a learning rate that wrecks the generator in its first steps: no trained epoch beats the start
 WRECKING = dict(residual="linear", lr=0.5, beta1=0.5, val_every=1, epochs=3, decay_epochs=0)

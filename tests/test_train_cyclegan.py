@@ -19,8 +19,7 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import ModelMetadata, load_model
 from geopix2pix.models.schema import SchemaError
 from geopix2pix.prediction.predictor import predict
-from geopix2pix.runtime.stopping import TrainingStopped
-from geopix2pix.training import train
+from geopix2pix.training import TrainingStopped, train
 from geopix2pix.training.checkpoint import load_checkpoint
 
 TINY = dict(model="cyclegan", generator="resnet_6blocks", ngf=8, ndf=8, batch_size=4,

@@ -23,8 +23,8 @@ from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import build_discriminator
 from geopix2pix.models.patchgan import max_layers, min_input_size, patch_map_size
-from geopix2pix.runtime.stopping import TrainingStopped, ignore_stop_signals
-from geopix2pix.training import train
+from geopix2pix.runtime.stopping import ignore_stop_signals
+from geopix2pix.training import TrainingStopped, train
 from geopix2pix.training.checkpoint import load_checkpoint
 from geopix2pix.training.outputs import writing
 

@@ -18,8 +18,7 @@ from geopix2pix.chips.dataset import chip_ids
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.runtime.stopping import TrainingStopped
-from geopix2pix.training import train
+from geopix2pix.training import TrainingStopped, train
 from geopix2pix.training.checkpoint import load_checkpoint
 
 # 32-px chips, 2 per step, 3 steps per epoch (6 train chips)

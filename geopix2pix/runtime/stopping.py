@@ -3,9 +3,9 @@
 The `geopix2pix` program makes SIGTERM raise ``Terminated`` (a KeyboardInterrupt), as Ctrl-C
 does, so outputs being written are removed on the way out. Where stopping at any bytecode is not
 safe, ``StopRequest`` turns the first of either signal into a flag: training checks it between
-steps (it finishes the step, writes checkpoint.pt and raises ``TrainingStopped``, which says
-where the checkpoint is); prediction's stages give up at their next put or get and the signal
-is delivered once the threads are joined (``deferred_stop_signals``). A second Ctrl-C
+steps (it finishes the step, writes checkpoint.pt and raises `training.TrainingStopped`, which
+says where the checkpoint is); prediction's stages give up at their next put or get and the
+signal is delivered once the threads are joined (``deferred_stop_signals``). A second Ctrl-C
 interrupts at once. DataLoader workers ignore both signals unless the main process sends them
 (``ignore_stop_signals``): a terminal's Ctrl-C and ``timeout`` signal the whole process group,
 and a worker killed by one would make the main process fail with "DataLoader worker ... killed
@@ -29,17 +29,6 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TrainingStopped(KeyboardInterrupt):
-    """A run stopped by a signal or the callback. ``checkpoint``: the checkpoint.pt to continue
-    from with --resume, None when nothing was saved; ``signum``: the signal (None: callback)."""
-
-    def __init__(self, checkpoint: Path | None = None, signum: int | None = None) -> None:
-        super().__init__(f"stopped; continue from {checkpoint} with --resume" if checkpoint
-                         else "stopped before a checkpoint was written")
-        self.checkpoint = checkpoint
-        self.signum = signum
 
 
 def _on_main_thread() -> bool:

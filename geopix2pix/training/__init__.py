@@ -9,6 +9,6 @@ train.json.
 
 from geopix2pix.settings.train import TrainConfig
 
-from .trainer import TrainResult, train
+from .trainer import TrainingStopped, TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingStopped", "train"]

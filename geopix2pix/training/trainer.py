@@ -28,7 +28,7 @@ from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.runtime import distributed
 from geopix2pix.runtime.device import default_workers
-from geopix2pix.runtime.stopping import StopRequest, TrainingStopped, attaches_stop_report
+from geopix2pix.runtime.stopping import StopRequest, attaches_stop_report
 from geopix2pix.settings.checking import api_function
 from geopix2pix.settings.train import TrainConfig, TrainKeywords
 
@@ -46,8 +46,20 @@ from .run_folder import BEST_MODEL, MODEL, RUN_OUTPUTS, RunFolder
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["BEST_MODEL", "MODEL", "RUN_OUTPUTS", "TrainResult", "Trainer", "train"]
+__all__ = ["BEST_MODEL", "MODEL", "RUN_OUTPUTS", "TrainResult", "Trainer", "TrainingStopped",
+           "train"]
 WARNING = "warning: "  # how a log line that is a warning starts
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """A run stopped by a signal or the callback. ``checkpoint``: the checkpoint.pt to continue
+    from with --resume, None when nothing was saved; ``signum``: the signal (None: callback)."""
+
+    def __init__(self, checkpoint: Path | None = None, signum: int | None = None) -> None:
+        super().__init__(f"stopped; continue from {checkpoint} with --resume" if checkpoint
+                         else "stopped before a checkpoint was written")
+        self.checkpoint = checkpoint
+        self.signum = signum
 
 
 @dataclass
