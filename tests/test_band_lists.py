@@ -50,6 +50,23 @@ def test_export_reads_a_band_listed_twice_and_warns(tmp_path, pair, capsys, opti
         np.testing.assert_array_equal(src.read(1), first)
 
 
+def test_one_raster_as_both_sides_is_warned_of_when_a_band_is_on_both(tmp_path, pair,
+                                                                      capsys):
+    """A tester's `export-chips X X`: the model would learn to copy its input (still exported:
+    a check of the pipeline does it too). Other bands of one raster are a translation."""
+    source = str(pair[0])
+    args = ["export-chips", source, source, "-q", "--chip-size", "32", "--workers", "0"]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 0
+    assert (f"warning: {source} is both the source and the target, with band(s) 1, 2, 3 on "
+            "both sides: the model learns to copy them; pass the target raster, or choose other "
+            "bands with --source-bands/--target-bands") in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "b"), "--target-bands", "3"]) == 0
+    assert "band(s) 3 on both sides" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "c"), "--source-bands", "1,2",
+                 "--target-bands", "3"]) == 0
+    assert "both the source and the target" not in capsys.readouterr().err
+
+
 def test_predict_reads_a_band_listed_twice_and_warns(tmp_path, pair, capsys, model_file):
     out = tmp_path / "out.tif"
     assert main(["predict", str(pair[0]), str(out), "--model", model_file, "-q",

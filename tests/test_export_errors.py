@@ -144,21 +144,6 @@ def test_a_source_listed_twice_in_pairs_is_refused(tmp_path, pair, capsys):
     assert not (tmp_path / "c").exists()
 
 
-def test_one_raster_as_both_sides_needs_other_bands_on_each(tmp_path, pair, capsys):
-    """A tester passed one file twice: the model would learn to copy its input. Other bands of
-    one raster (band 2 from band 1) are a translation, and are exported."""
-    err = run_error(capsys, export_args(pair[0], pair[0], tmp_path / "chips"))
-    assert err.startswith(f"Error: {pair[0]} is both the source and the target, with band(s) "
-                          "1, 2 on both sides") and "--source-bands" in err
-    assert not (tmp_path / "chips").exists()
-    err = run_error(capsys, export_args(pair[0], pair[0], tmp_path / "chips",
-                                        "--target-bands", "2"))
-    assert "band(s) 2 on both sides" in err
-    assert main(export_args(pair[0], pair[0], tmp_path / "chips", "--source-bands", "1",
-                            "--target-bands", "2", "--chip-size", "32")) == 0
-    assert any((tmp_path / "chips" / "target").glob("*.tif"))
-
-
 def test_pairs_whose_values_mean_different_things_are_refused(tmp_path, pair, capsys):
     """A date of L2A reflectance (scale 1e-4) beside one of raw DNs: the same numbers would be
     different quantities in one dataset."""

@@ -75,16 +75,20 @@ def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
                                   "list each pair once (its chips would land in train and val)")
 
 
-def _check_not_copied(source: Path, target: Path, s_bands: Sequence[int],
-                      t_bands: Sequence[int]) -> None:
-    """Refuse one raster as both sides with a band on both: the model would learn to copy it.
-    (Other bands of one raster, e.g. NIR from RGB, are a translation.)"""
-    shared = sorted(set(s_bands) & set(t_bands))
-    if shared and full_path(source) == full_path(target):
-        raise GeoPix2PixError(
-            f"{source} is both the source and the target, with band(s) "
-            f"{', '.join(map(str, shared))} on both sides: the model would learn to copy them; "
-            "pass the target raster, or choose other bands with --source-bands/--target-bands")
+def copied_band_warnings(pairs: Sequence[_Pair]) -> list[str]:
+    """A warning per pair whose one raster is both sides with a band on both: the model learns
+    to copy it (a mistake, or a check of the pipeline). Other bands of one raster, e.g. NIR
+    from RGB, are a translation."""
+    found = []
+    for pair in pairs:
+        spec = pair.spec
+        shared = sorted(set(spec.source_bands) & set(spec.target_bands))
+        if shared and full_path(spec.source) == full_path(spec.target):
+            found.append(f"{spec.source} is both the source and the target, with band(s) "
+                         f"{', '.join(map(str, shared))} on both sides: the model learns to copy "
+                         "them; pass the target raster, or choose other bands with "
+                         "--source-bands/--target-bands")
+    return found
 
 
 def _open_pair(index: int, source: Path, target: Path,
@@ -94,7 +98,6 @@ def _open_pair(index: int, source: Path, target: Path,
     with open_raster(source) as src, open_raster(target) as tgt:
         s_bands = select_bands(src, options.source_bands, "--source-bands")
         t_bands = select_bands(tgt, options.target_bands, "--target-bands")
-        _check_not_copied(source, target, s_bands, t_bands)
         grid = Grid.of(src)
         window = overlap_window(grid, Grid.of(tgt), str(source), str(target))
         if chip_size > min(window.width, window.height):
@@ -180,7 +183,7 @@ def export_chips(
                                               sides[1])
                             + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
                                                       for p in pair_list})
-                            + said[1], scenes, said[0])
+                            + said[1] + copied_band_warnings(pair_list), scenes, said[0])
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary
