@@ -50,7 +50,10 @@ def test_a_torchrun_script_trains_and_predicts_several_times(tmp_path):
                      timeout=240, env=env)
     # (which ranks got to the end tells an abort at exit from one in the work)
     finished = sorted(p.name for p in (tmp_path / "out").glob("rank*.txt"))
-    assert done.returncode == 0, f"ranks finished: {finished}\n{done.stderr[-3000:]}"
+    fatal = done.stderr.find("Fatal Python error")  # faulthandler's stacks, if a rank aborted
+    assert done.returncode == 0, (f"ranks finished: {finished}\n"
+                                  f"{done.stderr[max(fatal, 0):][:8000]}\n...\n"
+                                  f"{done.stderr[-1500:]}")
     assert [(tmp_path / "out" / f"rank{r}.txt").read_text() for r in (0, 1)] == [
         "0 of 2 done", "1 of 2 done"]
     for run in ("a", "b"):
