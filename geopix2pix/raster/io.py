@@ -323,7 +323,8 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     with invalid pixels kept invalid.
 
     Nodata and NaN are excluded from the resampling kernel; where the source declares neither, an
-    alpha band marks what lies outside its footprint or under its mask.
+    alpha band (its own, warped, or one added) marks what lies outside its footprint or under its
+    mask.
     """
     # tolerance 0.01 pixel instead of GDAL's default 0.125-pixel
     # approximation, which shows as a visible shift between source and target chips
@@ -337,8 +338,8 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     elif np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating) and not needs_mask_read(
             dataset, data_bands(dataset)):
         kwargs.update(src_nodata=np.nan, nodata=np.nan)
-    else:
-        kwargs.update(add_alpha=True)
+    elif ColorInterp.alpha not in dataset.colorinterp:  # (an alpha band of its own is warped,
+        kwargs.update(add_alpha=True)  # 0 outside the footprint too: GDAL adds no second one)
     return WarpedVRT(dataset, **kwargs)
 
 
