@@ -83,13 +83,50 @@ def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
     """Boolean array: which chips' footprints intersect (or lie within) the AOI polygons."""
     if not chips:
         return np.zeros(0, dtype=bool)
-    area = shapely.union_all(aoi.to_crs(grid.crs).geometry.values)
+    area = aoi_on_grid(aoi, grid)
     if grid.crs.is_geographic:  # a grid defined past +-180 degrees meets the AOI a turn away
         area = shapely.union_all([area, _shift_lon(area, 360.0), _shift_lon(area, -360.0)])
     shapely.prepare(area)
     polygons = footprints(chips, grid)
     test = shapely.within if mode == "within" else shapely.intersects
     return test(polygons, area)
+
+
+def aoi_on_grid(aoi: gpd.GeoDataFrame, grid: Grid) -> shapely.Geometry:
+    """The AOI's polygons in the grid's CRS, as drawn in their own CRS: clipped to the grid's
+    surroundings (a world-wide AOI in degrees has no shape in UTM), then densified, since a long
+    edge (a parallel in degrees) is a curve in another CRS, not the chord between its ends."""
+    area = shapely.union_all(aoi.geometry.values)
+    if aoi.crs != grid.crs:
+        around = _surroundings(grid, aoi.crs)
+        if around is not None:
+            area = shapely.intersection(area, around)
+            size = max(np.ptp(shapely.get_coordinates(around), axis=0))
+            area = shapely.segmentize(area, size / DENSIFY)
+        area = gpd.GeoSeries([area], crs=aoi.crs).to_crs(grid.crs).iloc[0]
+    return shapely.make_valid(area) if not area.is_valid else area
+
+
+DENSIFY = 1024  # AOI edges are cut into pieces of 1 / DENSIFY of the grid's surroundings
+
+
+def _surroundings(grid: Grid, crs) -> shapely.Geometry | None:
+    """A box in `crs` around the grid, three times its extent; None where the grid has no
+    finite place in `crs` (or lies across its edge, e.g. the antimeridian in degrees)."""
+    t = grid.transform
+    outline = shapely.segmentize(shapely.Polygon([t * (0, 0), t * (grid.width, 0),
+                                                  t * (grid.width, grid.height),
+                                                  t * (0, grid.height)]),
+                                 max(grid.width * abs(t.a), grid.height * abs(t.e)) / 64)
+    try:
+        left, bottom, right, top = gpd.GeoSeries([outline], crs=grid.crs).to_crs(crs).total_bounds
+    except Exception:  # pyproj cannot place it there
+        return None
+    if not np.isfinite([left, bottom, right, top]).all() or \
+            (crs.is_geographic and right - left > 180):
+        return None
+    width, height = right - left, top - bottom
+    return shapely.box(left - width, bottom - height, right + width, top + height)
 
 
 def write_index(path: Path, records: Sequence[dict], chips: Sequence[ChipWindow],

@@ -1,0 +1,50 @@
+"""--aoi in another CRS selects the chips its polygons meet as drawn in their own CRS: long edges
+(a parallel in degrees) are curves on a UTM grid, not chords, and an AOI far wider than the
+rasters (the whole world) keeps every chip it covers."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from affine import Affine
+
+import geopix2pix as g
+from tests.conftest import write_raster
+
+# 256 x 256 pixels of 30 m in UTM 18S, about 46.5 degrees south (the Exploradores glacier)
+UTM18S = Affine(30.0, 0.0, 600000.0, 0.0, -30.0, 4850000.0)
+PARALLEL = -46.53  # crosses the grid: a box north of it has a 34-degree-long edge along it
+
+
+def export(tmp_path, name, aoi=None):
+    rng = np.random.default_rng(0)
+    source = write_raster(tmp_path / "s.tif", rng.normal(size=(1, 256, 256)).astype("float32"),
+                          crs="EPSG:32718", transform=UTM18S)
+    target = write_raster(tmp_path / "t.tif", rng.normal(size=(1, 256, 256)).astype("float32"),
+                          crs="EPSG:32718", transform=UTM18S)
+    g.export_chips(source, target, tmp_path / name, chip_size=32, val_fraction=0,
+                   max_nodata=1.0, aoi=aoi, shift_check=False, workers=0, progress=False)
+    return gpd.read_file(tmp_path / name / "chips.gpkg")
+
+
+def aoi_file(tmp_path, name, polygon) -> str:
+    path = tmp_path / f"{name}.geojson"
+    gpd.GeoDataFrame(geometry=[polygon], crs="EPSG:4326").to_file(path, driver="GeoJSON")
+    return str(path)
+
+
+def test_a_long_edge_along_a_parallel_selects_as_drawn(tmp_path):
+    every = export(tmp_path, "all")
+    north = shapely.box(-90.0, PARALLEL, -56.0, -20.0)
+    kept = export(tmp_path, "north", aoi_file(tmp_path, "north", north))
+    expected = set(every[every.intersects(north)].id)  # footprints in EPSG:4326 (the index)
+    assert 0 < len(expected) < len(every)
+    assert set(kept.id) == expected
+
+
+def test_a_world_wide_aoi_keeps_every_chip(tmp_path):
+    every = export(tmp_path, "all")
+    world = export(tmp_path, "world", aoi_file(tmp_path, "world",
+                                               shapely.box(-180.0, -90.0, 180.0, 90.0)))
+    assert set(world.id) == set(every.id)
