@@ -109,7 +109,7 @@ def test_an_unknown_keyword_is_one_line_naming_it_and_the_valid_ones(pair, tmp_p
     with pytest.raises(GeoPix2PixError) as caught:
         g.export_chips(*pair, tmp_path / "chips", chipsize=3)
     assert str(caught.value).startswith(
-        "unknown export_chips option(s): chipsize; valid: aoi, aoi_mode, chip_size, ")
+        "unknown export_chips option(s): chipsize; valid: aoi, aoi_layer, aoi_mode, chip_size, ")
     assert "\n" not in str(caught.value) and "workers" in str(caught.value)
     assert not (tmp_path / "chips").exists()
 

@@ -1,15 +1,19 @@
 """--aoi in another CRS selects the chips its polygons meet as drawn in their own CRS: long edges
 (a parallel in degrees) are curves on a UTM grid, not chords, and an AOI far wider than the
-rasters (the whole world) keeps every chip it covers."""
+rasters (the whole world) keeps every chip it covers. A file of several layers is read by the
+layer that holds polygons, or the one --aoi-layer names."""
 
 from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pytest
 import shapely
 from affine import Affine
 
 import geopix2pix as g
+from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
 from tests.conftest import write_raster
 
 # 256 x 256 pixels of 30 m in UTM 18S, about 46.5 degrees south (the Exploradores glacier)
@@ -48,3 +52,41 @@ def test_a_world_wide_aoi_keeps_every_chip(tmp_path):
     world = export(tmp_path, "world", aoi_file(tmp_path, "world",
                                                shapely.box(-180.0, -90.0, 180.0, 90.0)))
     assert set(world.id) == set(every.id)
+
+
+def test_a_geopackage_of_several_layers_reads_its_polygons_or_the_layer_named(tmp_path,
+                                                                             capsys):
+    """A tester's aoi.gpkg held a point layer first: only it was read (with pyogrio's raw
+    warning), and the refusal said the file held no polygons."""
+    every = export(tmp_path, "all")
+    lon, lat = -73.65, -46.53
+    gpkg = tmp_path / "aoi.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.Point(lon, lat)], crs="EPSG:4326").to_file(
+        gpkg, layer="gauges")
+    west = shapely.box(-74.0, -47.0, lon, -46.0)
+    gpd.GeoDataFrame(geometry=[west], crs="EPSG:4326").to_file(gpkg, layer="fields")
+    kept = export(tmp_path, "fields", str(gpkg))  # the only layer of polygons
+    assert set(kept.id) == set(every[every.intersects(west)].id) != set(every.id)
+    east = shapely.box(lon, -47.0, -73.0, -46.0)
+    gpd.GeoDataFrame(geometry=[east], crs="EPSG:4326").to_file(gpkg, layer="other")
+    source, target = (str(tmp_path / name) for name in ("s.tif", "t.tif"))
+    args = ["export-chips", source, target, "--chip-size", "32", "--val-fraction", "0",
+            "--max-nodata", "1", "--no-shift-check", "--workers", "0", "-q", "--aoi", str(gpkg)]
+    assert main([*args, "-o", str(tmp_path / "two")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --aoi {gpkg} holds polygons in 2 layers (fields, other); choose one with "
+        "--aoi-layer")
+    assert main([*args, "-o", str(tmp_path / "none"), "--aoi-layer", "roads"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --aoi-layer roads: {gpkg} has no such layer; its layers: gauges, fields, other")
+    assert main([*args, "-o", str(tmp_path / "east"), "--aoi-layer", "other"]) == 0
+    assert set(gpd.read_file(tmp_path / "east" / "chips.gpkg").id) == \
+        set(every[every.intersects(east)].id)
+    assert main([*args, "-o", str(tmp_path / "pts"), "--aoi-layer", "gauges"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --aoi {gpkg} layer gauges holds no polygons; pass polygon features")
+
+
+def test_an_aoi_layer_needs_an_aoi(tmp_path):
+    with pytest.raises(GeoPix2PixError, match="--aoi-layer fields needs --aoi"):
+        g.export_chips(tmp_path / "s.tif", tmp_path / "t.tif", tmp_path / "c", aoi_layer="fields")

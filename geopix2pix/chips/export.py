@@ -160,7 +160,7 @@ def export_chips(
     attach_masks(pair_list, pair_masks(pairs, len(pair_list), options))
     skipped: Counter = Counter()
     if options.aoi is not None:
-        _apply_aoi(pair_list, options.aoi, options.aoi_mode, skipped)
+        _apply_aoi(pair_list, options, skipped)
     splits, options = _split(pair_list, options, skipped)
 
     inputs = input_files([path for pair in pair_paths for path in pair], pairs, options.aoi)
@@ -270,17 +270,17 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
     )
 
 
-def _apply_aoi(pair_list: list[_Pair], aoi, aoi_mode: str, skipped: Counter) -> None:
+def _apply_aoi(pair_list: list[_Pair], options: ExportOptions, skipped: Counter) -> None:
     from geopix2pix.chips.footprints import aoi_filter, read_aoi
 
-    polygons = read_aoi(aoi)
+    polygons = read_aoi(options.aoi, options.aoi_layer)
     for pair in pair_list:
-        keep = aoi_filter(pair.chips, pair.grid, polygons, aoi_mode)
+        keep = aoi_filter(pair.chips, pair.grid, polygons, options.aoi_mode)
         skipped[REJECT_AOI] += int((~keep).sum())
         pair.chips = [c for c, k in zip(pair.chips, keep) if k]
     if not any(p.chips for p in pair_list):
-        raise GeoPix2PixError(f"--aoi {aoi}: no chip of the pair(s) {aoi_mode} its polygons; "
-                              "check that the AOI covers the rasters")
+        raise GeoPix2PixError(f"--aoi {options.aoi}: no chip of the pair(s) {options.aoi_mode} "
+                              "its polygons; check that the AOI covers the rasters")
 
 
 def _export(jobs: list[Job], workers: int, total: int, progress: bool,

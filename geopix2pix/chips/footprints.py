@@ -59,23 +59,41 @@ def split_at_antimeridian(polygons: np.ndarray) -> np.ndarray:
     return polygons
 
 
-def read_aoi(path: str | os.PathLike) -> gpd.GeoDataFrame:
-    """Read AOI polygons from any vector format, refusing files without a CRS or polygons."""
+def read_aoi(path: str | os.PathLike, layer: str | None = None) -> gpd.GeoDataFrame:
+    """Read AOI polygons from any vector format (its `layer`, or its only layer, or its only
+    layer holding polygons), refusing files without a CRS or polygons."""
     path = Path(path)
     if not path.exists():
         raise GeoPix2PixError(f"--aoi {path}: no such file; check the path")
     try:
-        aoi = gpd.read_file(path)
+        names = [str(name) for name, _ in pyogrio.list_layers(path)]
+        if layer is not None and layer not in names:
+            raise GeoPix2PixError(f"--aoi-layer {layer}: {path} has no such layer; its layers: "
+                                  f"{', '.join(names)}")
+        frames = {name: _polygons(gpd.read_file(path, layer=name))
+                  for name in ([layer] if layer is not None else names)}
+    except GeoPix2PixError:
+        raise
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise GeoPix2PixError(f"--aoi {path} is not a vector file geopandas can read "
                               f"({str(exc).splitlines()[0]})") from None
+    holding = [name for name, frame in frames.items() if not frame.empty]
+    if len(holding) > 1:
+        raise GeoPix2PixError(f"--aoi {path} holds polygons in {len(holding)} layers "
+                              f"({', '.join(holding)}); choose one with --aoi-layer")
+    if not holding:
+        where = f" layer {layer}" if layer is not None else ""
+        raise GeoPix2PixError(f"--aoi {path}{where} holds no polygons; pass polygon features")
+    aoi = frames[holding[0]]
     if aoi.crs is None:
         raise GeoPix2PixError(f"--aoi {path} has no CRS; save it with one (e.g. a .prj file or "
                               "a GeoPackage)")
-    aoi = aoi[aoi.geometry.notna() & aoi.geometry.geom_type.isin(["Polygon", "MultiPolygon"])]
-    if aoi.empty:
-        raise GeoPix2PixError(f"--aoi {path} holds no polygons; pass polygon features")
     return aoi
+
+
+def _polygons(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    return frame[frame.geometry.notna() & frame.geometry.geom_type.isin(["Polygon",
+                                                                          "MultiPolygon"])]
 
 
 def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,

@@ -144,7 +144,7 @@ def _apply_aoi(rasters: list[_Raster], options: ExportOptions,
                skipped: dict[str, Counter]) -> None:
     from geopix2pix.chips.footprints import aoi_filter, read_aoi
 
-    polygons = read_aoi(options.aoi)
+    polygons = read_aoi(options.aoi, options.aoi_layer)
     for raster in rasters:
         keep = aoi_filter(raster.chips, raster.spec.grid, polygons, options.aoi_mode)
         skipped[raster.spec.domain][pipeline.REJECT_AOI] += int((~keep).sum())

@@ -44,6 +44,7 @@ class ExportKeywords(TypedDict, total=False):
     target_resampling: str
     pixel_size: float | None
     aoi: str | os.PathLike | None
+    aoi_layer: str | None
     aoi_mode: str
     max_nodata: float
     max_shift: float | None
@@ -88,6 +89,9 @@ class ExportOptions:
         shown_default="each raster's own")
     aoi: str | os.PathLike | None = option(None, kind="file", help=(
         "Vector file (any format geopandas reads, any CRS): keep chips touching its polygons."))
+    aoi_layer: str | None = option(None, metavar="NAME", help=(
+        "The AOI file's layer to read (a GeoPackage of several layers)"),
+        shown_default="its only layer, or its only layer of polygons")
     aoi_mode: str = option("intersects", choices=AOI_MODES, help=(
         "Keep chips that intersect the AOI, or only those entirely within it."))
     max_nodata: float = option(0.1, help="Keep a chip when at most this fraction of its pixels "
@@ -178,6 +182,9 @@ class ExportOptions:
             raise GeoPix2PixError(f"--workers {self.workers}: use 0 or more (0 and 1 export in "
                                   "this process)")
         check_choice(self, "aoi_mode")
+        if self.aoi_layer is not None and self.aoi is None:
+            raise GeoPix2PixError(f"--aoi-layer {self.aoi_layer} needs --aoi (the file whose "
+                                  "layer it names)")
 
     def _check_shift(self) -> None:
         """--max-shift (a positive number of pixels) and --correct-shift need the shift
