@@ -161,6 +161,31 @@ def test_pairs_whose_values_mean_different_things_are_refused(tmp_path, pair, ca
                    "(convert them, or set the metadata right with gdal_edit.py)")
 
 
+def test_pairs_whose_bands_are_the_same_in_another_order_are_refused(tmp_path, pair, capsys):
+    """A tester's second date stored B12..B01 (by the bands' descriptions) was exported beside
+    one stored B01..B12: the bands mixed in training. Other names say nothing of the order."""
+    import rasterio
+
+    def described(name, texts):
+        path = write_raster(tmp_path / name, np.ones((2, 128, 128), np.float32))
+        with rasterio.open(path, "r+") as ds:
+            for band, text in enumerate(texts, 1):
+                ds.set_band_description(band, text)
+        return path
+
+    described("a.tif", ("VV", "VH"))
+    swapped = described("b.tif", ("VH", "VV"))
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"source,target\na.tif,{pair[1].name}\nb.tif,{pair[1].name}\n")
+    args = ["export-chips", "--pairs", str(csv), "-q", "--chip-size", "64"]
+    err = run_error(capsys, [*args, "-o", str(tmp_path / "c")])
+    assert err == (f"Error: {swapped}: its bands are described VH, VV where the first source's "
+                   "are VV, VH: the same bands in another order; all pairs need their bands in "
+                   "one order (reorder them with gdal_translate -b)")
+    described("b.tif", ("Sigma0_VV", "Sigma0_VH"))
+    assert main([*args, "-o", str(tmp_path / "d")]) == 0
+
+
 def test_the_aoi_is_recorded_by_its_full_path(tmp_path, pair, monkeypatch):
     import json
 

@@ -112,3 +112,26 @@ def test_scaled_integers_fed_to_a_model_of_plain_values_are_told_how_to_convert(
         "0.0001 (training sources: 1); its values are used as stored and scaled as the training "
         f"rasters' were, so convert them first: `gdal_translate -unscale -ot Float32 {scene} "
         f"{tmp_path / 's2'}_unscaled.tif` applies the scale and offset its bands declare"]
+
+
+def test_a_scene_of_the_training_bands_in_another_order_gets_a_warning(tmp_path, model_file):
+    """A tester's scene stored B04, B03, B02 for a model of B02, B03, B04 (by the bands'
+    descriptions) was predicted silently from swapped bands."""
+    scene = write_scene(tmp_path / "s.tif", 40, 40)
+    with rasterio.open(scene, "r+") as ds:  # the model's inputs are described band 1..3
+        for band, text in zip((1, 2, 3), ("band 3", "band 1", "band 2")):
+            ds.set_band_description(band, text)
+    messages: list[str] = []
+    predict(scene, tmp_path / "a.tif", model=model_file, progress=False,
+            on_warning=messages.append)
+    assert messages == [f"{scene}: its bands 1,2,3 are described band 3, band 1, band 2 and the "
+                        "model's inputs band 1, band 2, band 3: the same bands in another order; "
+                        "pass --bands 2,3,1 to feed them in the model's order"]
+    predict(scene, tmp_path / "b.tif", model=model_file, bands=[2, 3, 1], progress=False,
+            on_warning=messages.append)
+    assert len(messages) == 1  # in the model's order now
+    with rasterio.open(scene, "r+") as ds:  # other names say nothing of the order
+        ds.set_band_description(1, "red")
+    predict(scene, tmp_path / "c.tif", model=model_file, progress=False,
+            on_warning=messages.append)
+    assert len(messages) == 1

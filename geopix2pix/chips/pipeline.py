@@ -18,7 +18,7 @@ from geopix2pix.chips.layout import ChipWindow, choose_split, no_train_error, sp
 from geopix2pix.chips.manifest import INDEX, MANIFEST, SideInfo
 from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences
+from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, reordered
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import chip_nodata, is_gdal_name
 from geopix2pix.runtime.folders import OutputDir, Owned, open_output_dir
@@ -150,6 +150,12 @@ def _check_consistent(sides: list[SideInfo], name: str, paths: list[Path], group
             raise GeoPix2PixError(
                 f"{path}: {len(side.bands)} {side.dtype} band(s) where the first {name} has "
                 f"{len(first.bands)} {first.dtype}; all {group} need the same bands and dtype")
+        if reordered(side.descriptions, first.descriptions) is not None:
+            raise GeoPix2PixError(
+                f"{path}: its bands are described {', '.join(side.descriptions)} where the first "
+                f"{name}'s are {', '.join(first.descriptions)}: the same bands in another order; "
+                f"all {group} need their bands in one order (reorder them with gdal_translate "
+                "-b)")
         differences = meaning_differences(side.band_metadata, first.band_metadata,
                                           f"the first {name}")
         if differences:  # the same numbers would mean different things

@@ -19,7 +19,12 @@ from rasterio.errors import CRSError
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.metadata import ModelMetadata, SideMetadata
 from geopix2pix.prediction.engine.model import PredictionModel
-from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
+from geopix2pix.raster.band_metadata import (
+    BandMetadata,
+    meaning_differences,
+    reordered,
+    stored_alike,
+)
 from geopix2pix.raster.grid import Grid, control_points
 from geopix2pix.raster.io import (
     has_geotransform,
@@ -153,9 +158,23 @@ def check_source_values(dataset, bands: Sequence[int], info: ModelMetadata,
     labels = [f"band {band}" + ("" if band == index else f" (model input {index})")
               for index, band in enumerate(bands, 1)]
     reasons += meaning_differences(scene, info.source.band_metadata, "training sources", labels)
+    _warn_of_reordering(dataset, bands, info, warn)
     if reasons:
         warn(f"{dataset.name}: {'; '.join(reasons)}; its values are used as stored and scaled as "
              f"the training rasters' were, so {_conversion(dataset.name, scene, info)}")
+
+
+def _warn_of_reordering(dataset, bands: Sequence[int], info: ModelMetadata,
+                        warn: Callable[[str], None]) -> None:
+    """Warn when the bands read are the training sources' (by their descriptions) in another
+    order, and say which --bands feeds them in the model's order."""
+    described = [dataset.descriptions[b - 1] for b in bands]
+    order = reordered(described, info.source.descriptions)
+    if order is not None:
+        warn(f"{dataset.name}: its bands {','.join(map(str, bands))} are described "
+             f"{', '.join(described)} and the model's inputs {', '.join(info.source.descriptions)}"
+             f": the same bands in another order; pass --bands "
+             f"{','.join(str(bands[i]) for i in order)} to feed them in the model's order")
 
 
 def _conversion(name: str, scene: BandMetadata, info: ModelMetadata) -> str:

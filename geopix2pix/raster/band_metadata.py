@@ -125,6 +125,18 @@ def meaning_differences(these: BandMetadata, those: BandMetadata, theirs_name: s
     return found
 
 
+def reordered(these: Sequence[str | None], those: Sequence[str | None]) -> list[int] | None:
+    """When `these` bands are described by `those` names in another order (every band described,
+    each name once), the 0-based positions in `these` of `those` names in their order (a scene
+    stored B04, B03, B02 for a model of B02, B03, B04: [2, 1, 0]); else None. Other names are
+    no sign of a reordering (naming conventions differ)."""
+    mine, theirs = list(these), list(those)
+    if not all(mine) or not all(theirs) or len(set(theirs)) != len(theirs) or \
+            sorted(mine) != sorted(theirs) or mine == theirs:
+        return None
+    return [mine.index(name) for name in theirs]
+
+
 def _shown(value: str | float | None) -> str:
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else value
 
