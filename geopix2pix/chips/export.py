@@ -43,7 +43,7 @@ from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
-from geopix2pix.raster.grid import Grid, overlap_window
+from geopix2pix.raster.grid import Grid, not_north_up_warning, overlap_window
 from geopix2pix.raster.io import full_path, open_raster, raster_path, select_bands
 from geopix2pix.raster.write import make_folder
 from geopix2pix.runtime.stopping import attaches_stop_report
@@ -89,6 +89,13 @@ def copied_band_warnings(pairs: Sequence[_Pair]) -> list[str]:
                          "them; pass the target raster, or choose other bands with "
                          "--source-bands/--target-bands")
     return found
+
+
+def turned_warnings(pairs: Sequence[_Pair]) -> list[str]:
+    """A warning per source raster not stored north-up (the chips are cut on its grid)."""
+    found = [not_north_up_warning(pair.spec.source, pair.grid.transform,
+                                  "its chips are cut in that order") for pair in pairs]
+    return list(dict.fromkeys(w for w in found if w))
 
 
 def _open_pair(index: int, source: Path, target: Path,
@@ -183,7 +190,8 @@ def export_chips(
                                               sides[1])
                             + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
                                                       for p in pair_list})
-                            + said[1] + copied_band_warnings(pair_list), scenes, said[0])
+                            + said[1] + copied_band_warnings(pair_list)
+                            + turned_warnings(pair_list), scenes, said[0])
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary

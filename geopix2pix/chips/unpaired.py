@@ -36,7 +36,7 @@ from geopix2pix.chips.manifest import INDEX, DatasetInfo, SideInfo
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.errors import GeoPix2PixError, warn_user
-from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.grid import Grid, not_north_up_warning
 from geopix2pix.raster.io import full_path, open_raster, select_bands
 from geopix2pix.raster.write import make_folder
 from geopix2pix.settings.export import PAIRED_ONLY, ExportOptions
@@ -266,6 +266,8 @@ def _summary(out: Path, options: ExportOptions, rasters: list[_Raster],
     resampled = [Path(r.spec.path).name for r in rasters
                  if r.spec.domain == "target" and r.spec.resampled]
     warnings += export_warnings(options, resampled, sides["target"])
+    warnings += [w for r in rasters if (w := not_north_up_warning(
+        r.spec.path, r.spec.grid.transform, "its chips are cut in that order"))]
     return UnpairedSummary(
         out, dict(sum(kept.values(), Counter())),
         pipeline.counted(sum(skipped.values(), Counter())), warnings,

@@ -25,7 +25,7 @@ from geopix2pix.raster.band_metadata import (
     reordered,
     stored_alike,
 )
-from geopix2pix.raster.grid import Grid, control_points
+from geopix2pix.raster.grid import Grid, control_points, not_north_up_warning
 from geopix2pix.raster.io import (
     has_geotransform,
     placement_problem,
@@ -63,6 +63,10 @@ def check_scene(dataset, model: PredictionModel, options,
     check_crs(dataset, options.allow_no_crs)
     bands = check_bands(dataset, options.bands, model)
     check_source_values(dataset, bands, model.info, warn, options.bands)
+    turned = not_north_up_warning(dataset.name, dataset.transform, "it is predicted in that "
+                                  "order") if has_geotransform(dataset) else None
+    if turned:
+        warn(turned)
     return bands, check_pixel_size(dataset, model.info, warn, options.resample_to_model)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,31 @@ LATTICE = 32  # steps per side of the source points tried inside a target (overl
 # A raster resampled to finer pixels holds at most this many pixels per pixel of its own (export
 # --pixel-size, predict --resample-to-model): past it, hours and gigabytes of interpolated pixels.
 MAX_PIXELS_FACTOR = 64
+
+
+def orientation(transform: Affine) -> str | None:
+    """How a grid's pixel order differs from north-up (rows from north to south, columns from
+    west to east), in words; None when north-up."""
+    if transform.b or transform.d:
+        return "rotated (its geotransform has rotation terms)"
+    if transform.e > 0:
+        return "bottom-up (its rows run from south to north)"
+    if transform.a < 0:
+        return "mirrored (its columns run from east to west)"
+    return None
+
+
+def not_north_up_warning(name: str, transform: Affine, use: str) -> str | None:
+    """A warning for a raster `name` whose pixels are not stored north-up: models see pixels in
+    their stored order, so its ground looks turned against north-up rasters' to a model; `use`
+    says what is done with it (e.g. 'its chips are cut in that order')."""
+    stored = orientation(transform)
+    if stored is None:
+        return None
+    northup = f"{Path(name).with_suffix('')}_northup.tif"
+    return (f"{name} is stored {stored}: {use}, so a model sees its ground turned against "
+            "north-up rasters' (a hillshade's sun, a radar's look direction), and learns or "
+            f"predicts it so; warp it north-up first (gdalwarp {name} {northup})")
 
 
 @dataclass(frozen=True)
