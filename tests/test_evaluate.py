@@ -75,6 +75,18 @@ def test_float_range_is_references_and_invalid_pixels_ignored(tmp_path):
     assert band.psnr == pytest.approx(10 * math.log10(band.data_range**2 / 4), rel=1e-5)
 
 
+def test_a_constant_float_band_has_a_range_of_1_and_says_so(tmp_path):
+    """A tester read 'range 1' for a constant band under a header promising max - min."""
+    ref = np.full((64, 64), 6.0, np.float32)
+    report = evaluate(_write(tmp_path / "p.tif", ref + 0.5), _write(tmp_path / "r.tif", ref))
+    assert report.bands[0].data_range == 1.0
+    assert report.data_range_rule.endswith("per band; 1 where a band is constant")
+    assert report.bands[0].psnr == pytest.approx(10 * math.log10(1 / 0.25), rel=1e-5)
+    varied = evaluate(_write(tmp_path / "q.tif", _smooth().astype("float32")),
+                      _write(tmp_path / "s.tif", _smooth().astype("float32")))
+    assert "constant" not in varied.data_range_rule
+
+
 def test_streamed_ssim_equals_whole_raster_ssim(tmp_path):
     ref = _smooth(70, 75)
     pred = ref + np.random.default_rng(3).normal(0, 8, ref.shape)

@@ -236,7 +236,10 @@ def _data_ranges(p, pb, ref, rb, dtype: np.dtype, block: int) -> tuple[np.ndarra
             low = np.minimum(low, r[:, valid].min(1))
             high = np.maximum(high, r[:, valid].max(1))
     ranges = np.where(high > low, high - low, 1.0)
-    return ranges, "the reference's max - min over the compared pixels (floats), per band"
+    rule = "the reference's max - min over the compared pixels (floats), per band"
+    if (high <= low).any():  # a constant (or empty) band has no range: PSNR and SSIM take 1
+        rule += "; 1 where a band is constant"
+    return ranges, rule
 
 
 def _continuous(report, p, pb, ref, rb, dtype: np.dtype, block: int) -> None:
