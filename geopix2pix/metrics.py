@@ -45,8 +45,10 @@ def _expand_valid(valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tenso
 
 
 def _masked_mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Per-channel mean of (N, C, H, W) values over valid pixels; NaN where none is valid."""
+    """Per-channel mean of (N, C, H, W) values over valid pixels; NaN where none is valid, or
+    where a valid pixel's value is (invalid pixels may hold anything, NaN included)."""
     weight = _expand_valid(valid, values)
+    values = torch.where(weight > 0, values, torch.zeros((), dtype=values.dtype))
     total = (values * weight).sum(dim=(0, 2, 3))
     count = weight.sum(dim=(0, 2, 3))
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
@@ -54,14 +56,12 @@ def _masked_mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tens
 
 def masked_mae(pred: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """Mean absolute error per band over valid pixels -> (C,)."""
-    diff = (pred.double() - ref.double()).abs()
-    return _masked_mean(torch.nan_to_num(diff), valid)
+    return _masked_mean((pred.double() - ref.double()).abs(), valid)
 
 
 def masked_mse(pred: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """Mean squared error per band over valid pixels -> (C,)."""
-    diff = (pred.double() - ref.double()) ** 2
-    return _masked_mean(torch.nan_to_num(diff), valid)
+    return _masked_mean((pred.double() - ref.double()) ** 2, valid)
 
 
 def psnr(mse: torch.Tensor | float, data_range: torch.Tensor | float) -> torch.Tensor:

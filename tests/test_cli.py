@@ -166,7 +166,9 @@ def test_warnings_start_with_lower_case_warning(rasters, tmp_path, capsys):
 
 @pytest.mark.parametrize("option, value, message", [
     ("--lr", "-1", "Error: --lr -1.0: use a learning rate above 0 (e.g. 2e-4)"),
-    ("--lambda-l1", "-2", "Error: --lambda-l1 -2.0: use 0 or more"),
+    ("--lambda-l1", "-2", "Error: --lambda-l1 -2.0: use 0 or more (a finite number)"),
+    ("--lambda-l1", "nan", "Error: --lambda-l1 nan: use 0 or more (a finite number)"),
+    ("--lr", "inf", "Error: --lr inf: use a learning rate above 0 (e.g. 2e-4)"),
 ])
 def test_train_numbers_out_of_range_name_the_option(tmp_path, capsys, option, value, message):
     assert main(["train", str(tmp_path / "chips"), "-o", str(tmp_path / "run"), option,

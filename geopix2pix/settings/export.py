@@ -219,7 +219,7 @@ class ExportOptions:
             raise GeoPix2PixError(f"--pixel-size {self.pixel_size} is for unpaired exports; "
                                   "add --unpaired, or drop it (pairs are cut on their source "
                                   "grid)")
-        if not self.pixel_size > 0:
+        if not 0 < self.pixel_size < math.inf:
             raise GeoPix2PixError(f"--pixel-size {self.pixel_size}: use a positive ground size "
                                   "in metres")
 

@@ -11,6 +11,7 @@ resumption (declared ``runtime=True``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -252,12 +253,13 @@ class TrainConfig:
             raise GeoPix2PixError("--max-steps must be at least 1")
         if self.workers is not None and self.workers < 0:
             raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
-        if not self.lr > 0:
+        if not 0 < self.lr < math.inf:
             raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
         for name in ("lambda_l1", "lambda_a", "lambda_b", "lambda_identity"):
             value = getattr(self, name)
-            if value is not None and value < 0:
-                raise GeoPix2PixError(f"--{name.replace('_', '-')} {value}: use 0 or more")
+            if value is not None and not 0 <= value < math.inf:  # (NaN is neither)
+                raise GeoPix2PixError(f"--{name.replace('_', '-')} {value}: use 0 or more "
+                                      "(a finite number)")
         if self.pool_size is not None and self.pool_size < 0:
             raise GeoPix2PixError(f"--pool-size {self.pool_size}: use 0 (no history) or more")
         if not 0 <= self.gan_warmup <= 1:

@@ -6,6 +6,9 @@ With a residual generator (`ModelFamily.scores_start`) the run first validates i
 baseline itself, as epoch 0: model-best never has a worse validation score (the one that picks
 it) than that baseline.
 
+Training stops at a due validation whose networks' weights are no longer finite (it diverged:
+`TrainingDiverged`), before that validation writes anything.
+
 Epoch end, when validation is due (``--val-every`` steps have passed since the last one, checked
 at epoch ends, and always at the end of the run): validation (the family's scores),
 samples/epoch_NNN.png, a metrics.csv row (losses averaged since the previous row), the model
@@ -44,6 +47,15 @@ from .families.base import ModelFamily
 from .schedule import LinearDecaySchedule
 
 VALIDATIONS = 10  # without --val-every: validations (and model files) per run, after the start
+
+
+class TrainingDiverged(Exception):
+    """The networks' weights were no longer finite numbers (NaN or infinite) at the validation
+    after ``step``: training stops there, before that validation writes anything."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"the weights are NaN or infinite by step {step}")
+        self.step = step
 
 
 def seed_everything(seed: int) -> None:
@@ -158,6 +170,8 @@ class EpochRunner:
         if not self._due():  # the losses go on adding up to the next metrics row
             state.update(epoch=epoch, batch_in_epoch=0)
             return False
+        if not _finite(family.networks()):  # (every rank holds the same weights)
+            raise TrainingDiverged(state["step"])
         family.before_validation()  # every rank the same networks before any score or file
         scores = self._validate()
         # the ranks' losses and images together (a resumed epoch's restored part is per rank)
@@ -210,3 +224,10 @@ class EpochRunner:
             return {}
         reduce = distributed.all_reduce_sum if self.world > 1 else None
         return self.family.validate(self.val_loader, reduce)
+
+
+def _finite(networks: dict[str, torch.nn.Module]) -> bool:
+    """Whether every weight of the networks is a finite number (a learning rate too high, or a
+    loss weight, can make them NaN; GradScaler's skipped fp16 steps never do)."""
+    return all(bool(torch.isfinite(p).all()) for net in networks.values()
+               for p in net.parameters())

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-from geopix2pix.raster.write import write_text_atomic
+from geopix2pix.raster.write import atomic_path, write_text_atomic
 from geopix2pix.runtime import distributed
 from geopix2pix.runtime.folders import Owned
 
@@ -93,6 +94,15 @@ class RunFolder:
         with writing(path):
             family.write_model(export, path, validation, progress)
 
+    def latest_from_best(self, family: ModelFamily) -> None:
+        """Where no validation after the start wrote the latest model files (a run that
+        diverged before its first), the best ones, the start's, are the latest validated
+        weights: copied there, so that every model file the run names exists."""
+        for export in family.exports():
+            latest, best = self.path / export.latest, self.path / export.best
+            if not latest.exists() and best.exists():
+                distributed.writer_first(lambda b=best, t=latest: _copy(b, t))
+
     def write_samples(self, family: ModelFamily, batch, epoch: int) -> None:
         """samples/epoch_NNN.png: the family's fixed chips (rank 0, the only one with
         ``batch``; every rank calls)."""
@@ -133,3 +143,8 @@ class RunFolder:
             self.run.log("warning: the ranks' networks differ at the end of the run (see "
                          f"{OPTIONS}); the model file holds rank 0's")
         self.write_options(replicas)
+
+
+def _copy(source: Path, target: Path) -> None:
+    with writing(target), atomic_path(target, overwrite=True) as temp:
+        shutil.copyfile(source, temp)

@@ -37,7 +37,7 @@ from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, device_setup
 from .families import RunContext, family_for
 from .history import typed_row
-from .loop import EpochRunner, build_schedule, seed_everything
+from .loop import EpochRunner, TrainingDiverged, build_schedule, seed_everything
 from .outputs import stop_reporter
 from .resume import saved_options
 from .run_checkpoint import RunCheckpoint, fresh_state
@@ -193,6 +193,20 @@ class Trainer:
             checkpoint = self.run_dir / CHECKPOINT if self.checkpoint.saved else None
             raise TrainingStopped(checkpoint, stop.signum) from None
 
+    def _diverged(self, step: int) -> None:
+        """Training diverged by `step`: a warning when a validation before it picked a
+        model-best (the run ends there, with it), else an error (nothing worth keeping)."""
+        best = self.state["best_scores"]
+        lower = f"train again with a lower --lr (this run's: {self.config.lr:g})"
+        said = (f"training diverged by step {step}: the networks' weights are no longer finite "
+                "numbers (NaN or infinite), so it stopped there")
+        if not best:
+            raise GeoPix2PixError(f"{said}, before any validation scored them: nothing worth "
+                                  f"keeping was trained; {lower}")
+        self.folder.latest_from_best(self.family)
+        self.log(f"warning: {said}; {BEST_MODEL} and {MODEL} hold the last validated weights "
+                 f"(model-best: epoch {best.get('epoch')}); {lower}")
+
     def _announce(self, total_steps: int) -> None:
         config, run = self.config, self.run
         ranks = f", {run.world} ranks ({torch.distributed.get_backend()})" \
@@ -224,6 +238,8 @@ class Trainer:
         try:
             with StopRequest() as stop:
                 self._run(stop, callback)
+        except TrainingDiverged as diverged:
+            self._diverged(diverged.step)
         finally:
             history.close()
         self.folder.check_replicas(self.family)

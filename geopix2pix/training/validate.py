@@ -12,6 +12,9 @@ weighted), ``val_accuracy`` (pixel accuracy) and ``val_miou`` (mean IoU over the
 in the truth or the prediction, what picks the best model), from a confusion matrix of the valid
 pixels.
 
+A generator whose output is NaN or infinite at a valid pixel (training diverged) scores NaN (SSIM
+aside), which is never better than any score: model-best keeps the last finite one.
+
 Every score is a sum over valid pixels divided by their count, so under DDP each rank validates
 its shard of the val chips and the sums and counts are added across ranks (``reduce``) before
 dividing: the result is the one-process result, up to float rounding.
@@ -77,7 +80,7 @@ class _Totals:
 
     def add(self, scores: dict[str, torch.Tensor], count: float) -> None:
         for key, value in scores.items():
-            value = torch.nan_to_num(value.double().cpu()) * count
+            value = value.double().cpu() * count  # NaN stays NaN: a diverged generator
             self.sums[key] = self.sums.get(key, 0) + value
         self.count += count
 
@@ -167,6 +170,8 @@ def evaluate_classes(generator: nn.Module, loader, setup: DeviceSetup, classes: 
         totals = reduce(totals)
     if totals[1] == 0:
         return {}
+    if totals[0].isnan():  # NaN class scores (training diverged): no argmax means anything
+        return dict.fromkeys(("val_ce", "val_accuracy", "val_miou"), math.nan)
     confusion = totals[2:].view(classes, classes)
     iou = per_class_iou(confusion)
     return {"val_ce": float(totals[0] / totals[1]), "val_accuracy": pixel_accuracy(confusion),
