@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,6 +221,38 @@ def test_sigterm_during_export_leaves_nothing(tmp_path):
     assert run.stderr.read() == (f"Stopped: no chips were exported to {out} (none cut before "
                                  "the stop is left)\n")  # one line: no "Terminated." either
     assert not out.exists() and not list(tmp_path.glob(".chips.*"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_export_workers_end_with_a_killed_export(tmp_path):
+    """kill -9 of an export: its workers, which it can no longer end, end themselves (a
+    tester's waited for work for 11 minutes, holding the killed command's output pipes open,
+    so a pipeline reading them hung)."""
+    data = np.random.default_rng(0).random((1, 1024, 1024), dtype=np.float32)
+    source, target = write_raster(tmp_path / "s.tif", data), write_raster(tmp_path / "t.tif", data)
+    run = subprocess.Popen([sys.executable, "-m", "geopix2pix", *map(str, export_args(
+        source, target, tmp_path / "chips", "--chip-size", 32, "--stride", 8, "--workers", 2))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob(".chips.*.partial/source/*.tif")):  # the workers are cutting
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    children = subprocess.run(["pgrep", "-P", str(run.pid)], capture_output=True,
+                              text=True).stdout.split()
+    assert children
+    run.kill()
+    run.wait()
+    run.communicate(timeout=30)  # EOF: no process holds the pipes any longer
+    assert all(_ended(int(pid)) for pid in children)
+
+
+def _ended(pid: int) -> bool:
+    """Whether a process is gone, or a zombie (ended, waiting for its new parent to reap it:
+    a container's first process may never do)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="a file-size limit needs POSIX")

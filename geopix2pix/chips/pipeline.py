@@ -22,6 +22,7 @@ from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, r
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import chip_nodata, is_gdal_name
 from geopix2pix.runtime.folders import OutputDir, Owned, open_output_dir
+from geopix2pix.runtime.stopping import end_with_parent
 from geopix2pix.settings.export import ExportOptions
 
 CHIPS_PER_JOB = 32
@@ -62,7 +63,8 @@ def run_jobs(jobs: list, workers: int, work: Callable) -> Iterator[tuple]:
         for job in jobs:
             yield job, work(job)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                             initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(work, job): job for job in jobs}
         try:
             for future in as_completed(futures):

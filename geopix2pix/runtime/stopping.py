@@ -23,12 +23,26 @@ import inspect
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def end_with_parent(parent: int, every: float = 0.5) -> None:
+    """A worker process's initializer: end the worker (``os._exit``) once its parent `parent`
+    is gone. A parent killed with SIGKILL cannot end its workers, which would otherwise wait
+    for work forever, holding the killed command's stdout and stderr open (a pipeline reading
+    them would hang)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
 def _on_main_thread() -> bool:
