@@ -43,7 +43,7 @@ def test_export_warps_a_targets_own_alpha_band(tmp_path):
     chips = ChipDataset(tmp_path / "chips", "train")
     assert chips.info.target.bands == [1, 2, 3]  # the alpha is a mask, not data
     with rasterio.open(target) as t:
-        hole_east, hole_south = t.transform * (40, 40)
+        hole_east, hole_south = t.transform @ (40, 40)
     seen = {"hole": 0, "clear": 0}
     for i in range(len(chips)):
         item = chips[i]

@@ -242,8 +242,11 @@ def test_export_workers_end_with_a_killed_export(tmp_path):
     assert children
     run.kill()
     run.wait()
-    run.communicate(timeout=30)  # EOF: no process holds the pipes any longer
-    assert all(_ended(int(pid)) for pid in children)
+    run.communicate(timeout=30)  # EOF: no worker holds the pipes any longer
+    deadline = time.monotonic() + 30  # (and multiprocessing's resource tracker ends after them)
+    while not all(_ended(int(pid)) for pid in children):
+        assert time.monotonic() < deadline, children
+        time.sleep(0.1)
 
 
 def _ended(pid: int) -> bool:

@@ -132,9 +132,9 @@ def _surroundings(grid: Grid, crs) -> shapely.Geometry | None:
     """A box in `crs` around the grid, three times its extent; None where the grid has no
     finite place in `crs` (or lies across its edge, e.g. the antimeridian in degrees)."""
     t = grid.transform
-    outline = shapely.segmentize(shapely.Polygon([t * (0, 0), t * (grid.width, 0),
-                                                  t * (grid.width, grid.height),
-                                                  t * (0, grid.height)]),
+    outline = shapely.segmentize(shapely.Polygon([t @ (0, 0), t @ (grid.width, 0),
+                                                  t @ (grid.width, grid.height),
+                                                  t @ (0, grid.height)]),
                                  max(grid.width * abs(t.a), grid.height * abs(t.e)) / 64)
     try:
         left, bottom, right, top = gpd.GeoSeries([outline], crs=grid.crs).to_crs(crs).total_bounds
