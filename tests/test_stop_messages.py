@@ -105,6 +105,25 @@ def _stop_after(written: list[Path], signum=signal.SIGINT):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_command_loads_is_a_stopped_line(tmp_path, capsys, monkeypatch,
+                                                          signum):
+    """A tester's Ctrl-C in train's first second (while it loaded torch) printed click's
+    "Aborted." instead of a Stopped line."""
+    import geopix2pix.training.outputs as outputs
+    from geopix2pix.runtime.stopping import Terminated
+
+    def loading(*_args, **_kwargs):
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    monkeypatch.setattr(outputs, "stop_reporter", loading)
+    assert main(["train", str(tmp_path / "chips"), "-o", str(tmp_path / "run")]) == \
+        128 + signum
+    assert capsys.readouterr().err == ("Stopped while the command was loading: nothing was "
+                                       "written\n")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_once_the_export_finished_says_it_is_complete(tmp_path, capsys, monkeypatch,
                                                              signum):
     import geopix2pix.chips.export as export

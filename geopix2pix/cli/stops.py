@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import click
 
-from geopix2pix.runtime.stopping import Reporter
+from geopix2pix.runtime.stopping import Reporter, stop_signal
 
 
 class Stopped(click.ClickException):
@@ -36,13 +36,17 @@ def reports_stop(reporter: Callable[[dict], Reporter]) -> Callable[[Callable], C
     def decorate(callback: Callable) -> Callable:
         @functools.wraps(callback)
         def run(**params):
-            report = reporter(params)
+            report = None
             try:
+                report = reporter(params)  # (it loads the library: a stop may come meanwhile)
                 return callback(**params)
             except KeyboardInterrupt as exc:
-                stopped = getattr(exc, "report", None) or report(exc)
-                message = stopped.line if os.environ.get("RANK", "0") == "0" else ""
-                raise Stopped(message, stopped.signum) from None
+                stopped = getattr(exc, "report", None) or (report(exc) if report else None)
+                line, signum = (stopped.line, stopped.signum) if stopped else (
+                    "Stopped while the command was loading: nothing was written",
+                    stop_signal(exc))
+                raise Stopped(line if os.environ.get("RANK", "0") == "0" else "",
+                              signum) from None
 
         return run
 
