@@ -18,7 +18,7 @@ from geopix2pix.chips.export import export_chips
 from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.cli import main
 from geopix2pix.models import ModelMetadata, SideMetadata, load_model
-from geopix2pix.training import TrainConfig, train
+from geopix2pix.training import TrainConfig, TrainingStopped, train
 from geopix2pix.training.checkpoint import load_checkpoint
 from geopix2pix.training.losses import GANLoss, discriminator_loss, generator_losses, masked_l1
 from geopix2pix.training.schedule import LinearDecaySchedule
@@ -273,3 +273,23 @@ def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks
     monkeypatch.setenv("WORLD_SIZE", "3")  # 8 chips cannot be split: the check says so later
     assert saved_options(tmp_path, {"resume": True})["batch_size"] == 4
     assert saved_options(tmp_path / "nothing", {"resume": True}) == {"resume": True}
+
+
+@pytest.mark.parametrize("damage", ["missing", "damaged"])
+def test_a_resume_without_a_usable_train_json_takes_the_checkpoints_options(chips, tmp_path,
+                                                                            capsys, damage):
+    """A tester's run folder lost train.json: --resume asked for '--batch-size 16', which the
+    tester never typed, and then for the next option. The checkpoint records the options."""
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped):  # stopped after step 2 of 4
+        train(chips, run, callback=lambda info: info["step"] == 2, max_steps=4, ngf=8, ndf=8,
+              batch_size=2, workers=0, quiet=True, device="cpu", lr=0.001)
+    if damage == "missing":
+        (run / "train.json").unlink()
+    else:
+        (run / "train.json").write_text("garbage")
+    assert main(["train", str(chips), "-o", str(run), "--resume", "-q"]) == 0
+    saved = json.loads((run / "train.json").read_text())  # written again, whole
+    assert saved["options"]["lr"] == 0.001 and saved["options"]["batch_size"] == 2
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
+    assert rows[-1]["step"] == "4"

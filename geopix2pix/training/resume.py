@@ -26,8 +26,11 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
         saved = json.loads((run_dir / OPTIONS).read_text())
         options = {k: v for k, v in saved["options"].items() if k in known}
         effective = int(saved["effective_batch_size"])
-    except (OSError, ValueError, KeyError, TypeError):  # none: the checkpoint's check decides
-        return given
+    except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: the checkpoint's
+        recorded = _checkpoint_options(run_dir, known)  # (the run writes train.json again)
+        if recorded is None:  # none either: the checkpoint's check says so
+            return given
+        options, effective = recorded
     family = options.get("model", "pix2pix")
     if given.get("model", family) != family:
         raise GeoPix2PixError(f"--resume: {run_dir} trains a {family} model, not "
@@ -37,3 +40,17 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
     if effective % world == 0:
         options["batch_size"] = effective // world
     return {**options, **given}
+
+
+def _checkpoint_options(run_dir: Path, known: set[str]) -> tuple[dict[str, Any], int] | None:
+    """The options checkpoint.pt records (its batch size: the chips per step), for a run whose
+    train.json is missing or damaged; None without a checkpoint or options in it."""
+    from .checkpoint import CHECKPOINT, load_checkpoint
+
+    if not (run_dir / CHECKPOINT).is_file():
+        return None
+    options = load_checkpoint(run_dir).get("options")
+    if not isinstance(options, dict) or not isinstance(options.get("batch_size"), int):
+        return None
+    return {k: v for k, v in options.items() if k in known and k != "batch_size"}, \
+        options["batch_size"]
