@@ -64,7 +64,8 @@ def test_a_discriminant_belongs_to_a_class_map_and_a_class_residual_needs_one(cl
                                                                             linear_run,
                                                                             tmp_path):
     """Model files that say otherwise (edited: no version writes them) are refused in one
-    line: a discriminant on a model of values; a class map's residual generator without one."""
+    line: a discriminant on a model of values; a class map's residual generator without one; a
+    residual the generator was not trained with (a tester's edit changed every prediction)."""
     import safetensors.torch
 
     def edited(path, change, name):
@@ -81,7 +82,8 @@ def test_a_discriminant_belongs_to_a_class_map_and_a_class_residual_needs_one(cl
     good = {"weight": [[0.0] * 2], "bias": [0.0]}
     for path, change, message in (
             (values, lambda b: b.update(discriminant=good), "is for a class map"),
-            (classes, lambda b: b.update(residual="linear", discriminant=None), "is missing")):
+            (classes, lambda b: b.update(residual="linear", discriminant=None), "is missing"),
+            (values, lambda b: b.update(residual="linear"), "trained with --residual none")):
         with pytest.raises(GeoPix2PixError, match=message):
             load_model(edited(path, change, f"{message[:5]}.safetensors"))
 

@@ -297,6 +297,11 @@ class ModelMetadata:
             except ValueError as exc:
                 raise SchemaError("baselines", str(exc)) from None
             _check_discriminant(self.baselines, classes is not None)
+            trained = self.training.get("residual", self.baselines.residual)
+            if trained != self.baselines.residual:  # what prediction adds back to G's output
+                raise SchemaError("baselines.residual", f"is {self.baselines.residual!r} but "
+                                                        f"the generator was trained with "
+                                                        f"--residual {trained}")
 
     @property
     def categorical(self) -> bool:
