@@ -313,6 +313,9 @@ class ModelMetadata:
     def of(cls, model: LoadedModel, path: str = "model") -> ModelMetadata:
         """A loaded model's metadata; GeoPix2PixError naming `path` when it lacks what
         prediction needs or does not fit the model's generator."""
+        if not hasattr(model, "metadata") or not hasattr(model, "spec"):
+            raise GeoPix2PixError(f"ModelMetadata.of takes a loaded model "
+                                  f"(geopix2pix.load_model(path)), not {type(model).__name__}")
         try:
             metadata = cls.from_dict(model.metadata, model.spec.chip_size)
             metadata.check_against(model.spec)

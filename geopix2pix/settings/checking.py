@@ -17,6 +17,7 @@ import difflib
 import functools
 import inspect
 import numbers
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -90,6 +91,10 @@ def _matches(value: Any, hint: Any) -> bool | None:
         return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if hint in (str, type(None)):
         return isinstance(value, hint)
+    if hint is os.PathLike:
+        return isinstance(value, os.PathLike)
+    if origin is Callable:
+        return callable(value)
     if origin is Sequence and args:
         return isinstance(value, Sequence) and not isinstance(value, str) and all(
             _matches(item, args[0]) is not False for item in value)
@@ -108,6 +113,10 @@ def _describe(hint: Any) -> str:
         return f"a list of {_plural(args[0])}"
     if origin is Mapping and len(args) == 2:
         return f"a dict of {_plural(args[0])} to {_plural(args[1])}"
+    if hint is os.PathLike:
+        return "a path"
+    if origin is Callable:
+        return "a function"
     return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
@@ -128,17 +137,51 @@ def api_function(function: F | None = None, *, settings: type | None = None) -> 
     name = _api_name(function)
     options = [f.name for f in dataclasses.fields(settings)] if settings is not None else None
 
+    checked: dict[str, Any] | None = None  # the arguments whose type is checked (first call)
+
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal checked
         try:
-            signature.bind(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise GeoPix2PixError(_call_error(name, signature, args, kwargs, exc)) from None
         if options is not None:
             _refuse_unknown(name, signature, options, kwargs)
+        if checked is None:
+            checked = _checked_arguments(function, signature)
+        for argument, hint in checked.items():
+            if argument in bound.arguments and not _matches(bound.arguments[argument], hint):
+                raise GeoPix2PixError(f"{name}(): {argument}={bound.arguments[argument]!r}: "
+                                      f"expected {_describe(hint)}")
         return function(*args, **kwargs)
 
     return typing.cast(F, call)
+
+
+def _checked_arguments(function: Callable[..., Any], signature: inspect.Signature
+                       ) -> dict[str, Any]:
+    """The arguments of `function` whose hints are paths (``str | os.PathLike``, maybe None)
+    or functions (``Callable``): checked before the call, which would otherwise fail deep
+    inside (a path given as a number), or only at the end (a callback that is not one)."""
+    found, names = {}, inspect.unwrap(function).__globals__  # (the module that wrote the hints)
+    for argument, parameter in signature.parameters.items():
+        try:
+            hint = eval(parameter.annotation, names) \
+                if isinstance(parameter.annotation, str) else parameter.annotation
+        except Exception:  # a name imported for type checkers only
+            continue
+        if _is_path_or_callable(hint):
+            found[argument] = hint
+    return found
+
+
+def _is_path_or_callable(hint: Any) -> bool:
+    args = [a for a in typing.get_args(hint) if a is not type(None)] \
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+    if all(typing.get_origin(a) is Callable for a in args):
+        return bool(args)
+    return os.PathLike in args and all(a in (str, os.PathLike) for a in args)
 
 
 def _refuse_unknown(name: str, signature: inspect.Signature, options: list[str],
