@@ -227,7 +227,8 @@ def test_pickles_and_damaged_files_are_refused_without_running_code(world, capsy
     empty.write_bytes(b"")
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign))
-    for path in (pickled, zipped, truncated, empty, foreign):
+    device = Path("/dev/null")  # a tester's --model /dev/null was said not to exist
+    for path in (pickled, zipped, truncated, empty, foreign, device):
         line = one_error_line(capsys, main(["predict", "-m", str(path), str(world["scene"]),
                                             str(tmp_path / "out.tif"), "-q"]))
         assert str(path) in line and "not a geopix2pix model file" in line, line

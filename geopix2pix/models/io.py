@@ -128,6 +128,8 @@ def _model_in(folder: Path) -> str:
 def _check_path(path: Path) -> None:
     if path.is_dir():
         raise GeoPix2PixError(f"{path} is a folder, not a model file; {_model_in(path)}")
+    if path.exists() and not path.is_file():  # a device, a pipe, a socket
+        raise _not_a_model(path, "it is not a regular file")
     if not path.is_file():
         raise GeoPix2PixError(f"model file {path} does not exist")
 
