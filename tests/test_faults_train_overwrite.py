@@ -161,5 +161,11 @@ def test_a_killed_overwrite_keeps_the_earlier_run_and_a_rerun_cleans_up(chips, e
     process.wait(60)
     process.stderr.close()
     assert digest(run) == before and len(leftovers(run.parent)) == 1
+    stale = leftovers(run.parent)
+    assert main([str(a) for a in ["train", chips, "-o", run, "--resume", "-q"]]) == 0
+    assert leftovers(run.parent) == []  # a resume of the earlier run cleans up too
+    for name in stale:  # (another kill, for the rerun below)
+        (run.parent / name).mkdir()
+    before = digest(run)
     assert main([str(a) for a in ["train", chips, "-o", run, "--overwrite", *TRAIN]]) == 0
     assert leftovers(run.parent) == [] and digest(run) != before

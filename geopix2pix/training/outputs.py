@@ -27,6 +27,7 @@ from pathlib import Path
 from geopix2pix.errors import GeoPix2PixError, causes, data_errors, describe
 from geopix2pix.raster.write import cannot_write
 from geopix2pix.runtime.folders import OutputDir, Owned, open_output_dir
+from geopix2pix.runtime.staging import remove_stale_folders
 from geopix2pix.runtime.stopping import StopReport, stop_signal
 
 
@@ -37,6 +38,7 @@ def open_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
     it. --overwrite never touches anything but what a run writes (`owned`), nor the chips
     folder or the encoder weights (`inputs`). `checkpoint`: the checkpoint file's name."""
     if resume:
+        remove_stale_folders(out_dir.resolve())  # what a killed --overwrite run was building
         if not (out_dir / checkpoint).is_file():
             raise GeoPix2PixError(f"--resume: {out_dir / checkpoint} does not exist; start the "
                                   "run without --resume")
