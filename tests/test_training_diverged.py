@@ -57,3 +57,35 @@ def test_nan_or_infinite_options_are_refused(option, value):
     model = "cyclegan" if option == "lambda_a" else "pix2pix"
     with pytest.raises(GeoPix2PixError, match=f"--{option.replace('_', '-')} {value}"):
         TrainConfig.from_options(model=model, **{option: value})
+
+
+def test_an_overwrite_run_diverging_before_it_replaced_the_earlier_keeps_it(chips, tmp_path,
+                                                                            capsys):
+    """A reviewer's --overwrite run diverged after its validated start: it exited 0 with its
+    files in the hidden folder it was built in, and the earlier run looked replaced."""
+    from test_faults_overwrite import digest, leftovers
+
+    run = tmp_path / "run"
+    assert main(["train", str(chips), "-o", str(run), *TINY, "--lr", "1e-3",
+                 "--max-steps", "2"]) == 0
+    before = digest(run)
+    assert main(["train", str(chips), "-o", str(run), *TINY, "--residual", "linear",
+                 "--overwrite"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"so it stopped there, before it replaced the earlier run in {run}, which is as it was; "
+        "train again with a lower --lr (this run's: 1e+30)")
+    assert digest(run) == before and leftovers(tmp_path) == []
+
+
+def test_two_ranks_diverging_after_a_validation_end_together(chips, tmp_path):
+    """A reviewer's torchrun run hung: a rank that saw model.safetensors already copied by rank
+    0 skipped the copy's rendezvous and waited for the others elsewhere."""
+    from test_distributed import torchrun
+
+    run = tmp_path / "run"
+    done = torchrun(["-m", "geopix2pix", "train", str(chips), "-o", str(run), *TINY,
+                     "--batch-size", "2", "--residual", "linear"], tmp_path)  # (the last counts)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("warning: training diverged by step") == 1  # rank 0 speaks
+    for name in ("model.safetensors", "model-best.safetensors"):
+        load_model(run / name)

@@ -98,10 +98,15 @@ class RunFolder:
         """Where no validation after the start wrote the latest model files (a run that
         diverged before its first), the best ones, the start's, are the latest validated
         weights: copied there, so that every model file the run names exists."""
-        for export in family.exports():
+        for export in family.exports():  # (every rank calls; rank 0 looks and copies)
             latest, best = self.path / export.latest, self.path / export.best
-            if not latest.exists() and best.exists():
-                distributed.writer_first(lambda b=best, t=latest: _copy(b, t))
+            distributed.writer_first(lambda b=best, t=latest: _copy(b, t)
+                                     if b.exists() and not t.exists() else None)
+
+    def replaces_earlier(self) -> bool:
+        """Whether this run is built beside an earlier one (--overwrite) that it has not
+        replaced yet."""
+        return self.output is not None and self.output.staged and not self.output.committed
 
     def write_samples(self, family: ModelFamily, batch, epoch: int) -> None:
         """samples/epoch_NNN.png: the family's fixed chips (rank 0, the only one with

@@ -195,7 +195,8 @@ class Trainer:
 
     def _diverged(self, step: int) -> None:
         """Training diverged by `step`: a warning when a validation before it picked a
-        model-best (the run ends there, with it), else an error (nothing worth keeping)."""
+        model-best (the run ends there, with it), else an error (nothing worth keeping), as it is
+        for a --overwrite run that has not replaced the earlier one yet (that one stays)."""
         best = self.state["best_scores"]
         lower = f"train again with a lower --lr (this run's: {self.config.lr:g})"
         said = (f"training diverged by step {step}: the networks' weights are no longer finite "
@@ -203,6 +204,11 @@ class Trainer:
         if not best:
             raise GeoPix2PixError(f"{said}, before any validation scored them: nothing worth "
                                   f"keeping was trained; {lower}")
+        if distributed.any_rank(self.folder.replaces_earlier()):  # (rank 0 knows) --overwrite
+            # replaces the earlier run only with one that went on past a validation
+            earlier = self.folder.output.final if self.folder.output else self.run_dir
+            raise GeoPix2PixError(f"{said}, before it replaced the earlier run in {earlier}, "
+                                  f"which is as it was; {lower}")
         self.folder.latest_from_best(self.family)
         self.log(f"warning: {said}; {BEST_MODEL} and {MODEL} hold the last validated weights "
                  f"(model-best: epoch {best.get('epoch')}); {lower}")
