@@ -90,3 +90,50 @@ def test_a_geopackage_of_several_layers_reads_its_polygons_or_the_layer_named(tm
 def test_an_aoi_layer_needs_an_aoi(tmp_path):
     with pytest.raises(GeoPix2PixError, match="--aoi-layer fields needs --aoi"):
         g.export_chips(tmp_path / "s.tif", tmp_path / "t.tif", tmp_path / "c", aoi_layer="fields")
+
+
+def test_an_aoi_across_the_antimeridian_reaches_grids_past_or_across_it():
+    """A reviewer's AOIs stored in -180..180 lost their part east of 180 once clipped to a grid
+    defined past it (lon 179..181), and a world-wide AOI kept nothing of a UTM grid across it."""
+    from pyproj import Transformer
+    from rasterio.crs import CRS
+
+    from geopix2pix.chips.footprints import aoi_filter
+    from geopix2pix.chips.layout import ChipWindow
+    from geopix2pix.raster.grid import Grid
+
+    past = Grid(CRS.from_epsg(4326), Affine(0.01, 0, 179.0, 0, -0.01, -51.0), 200, 100)
+    both_sides = shapely.MultiPolygon([shapely.box(179.0, -52, 180.0, -51),
+                                       shapely.box(-180.0, -52, -179.0, -51)])
+    chips = [ChipWindow(0, 0, c, 50) for c in range(0, 200, 50)]  # 179..181, 0.5 degrees each
+    for crs in ("EPSG:4326", "EPSG:4269"):  # WGS 84, and NAD83 (another geographic CRS)
+        aoi = gpd.GeoDataFrame(geometry=[both_sides], crs=crs)
+        assert aoi_filter(chips, past, aoi, "intersects").tolist() == [True] * 4, crs
+    x, y = Transformer.from_crs(4326, 32760, always_xy=True).transform(179.9, -45.0)
+    across = Grid(CRS.from_epsg(32760), Affine(100, 0, x, 0, -100, y), 256, 64)  # to -179.78
+    chips = [ChipWindow(0, 0, c, 32) for c in range(0, 256, 32)]
+    for area in (shapely.box(-180, -90, 180, 90), shapely.box(-180, -60, 180, -30)):
+        aoi = gpd.GeoDataFrame(geometry=[area], crs="EPSG:4326")
+        assert aoi_filter(chips, across, aoi, "intersects").all()
+    east = gpd.GeoDataFrame(geometry=[shapely.box(-180, -60, -179.9, -30)], crs="EPSG:4326")
+    # chips from 179.9, 179.941, 179.981, -179.978, -179.938, -179.897, ... degrees east
+    assert aoi_filter(chips, across, east, "intersects").tolist() == [False, False, True, True,
+                                                                      True, False, False, False]
+
+
+def test_a_geopackage_with_a_table_and_a_self_intersecting_polygon_is_read(tmp_path):
+    """QGIS saves its layer styles as a table beside the layers (it was read as a layer and
+    failed), and a hand-drawn bow tie is no valid polygon (its union failed, a traceback)."""
+    import pandas as pd
+    import pyogrio
+
+    every = export(tmp_path, "all")
+    lon = -73.65
+    gpkg = tmp_path / "aoi.gpkg"
+    bow_tie = shapely.Polygon([(-74.0, -47.0), (lon, -46.0), (lon, -47.0), (-74.0, -46.0)])
+    gpd.GeoDataFrame(geometry=[bow_tie], crs="EPSG:4326").to_file(gpkg, layer="fields")
+    pyogrio.write_dataframe(pd.DataFrame({"styleName": ["s"], "styleQML": ["<qgis/>"]}), gpkg,
+                            layer="layer_styles", driver="GPKG")
+    kept = export(tmp_path, "kept", str(gpkg))
+    valid = shapely.make_valid(bow_tie)
+    assert set(kept.id) == set(every[every.intersects(valid)].id) != set(every.id)

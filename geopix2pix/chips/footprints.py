@@ -66,12 +66,14 @@ def read_aoi(path: str | os.PathLike, layer: str | None = None) -> gpd.GeoDataFr
     if not path.exists():
         raise GeoPix2PixError(f"--aoi {path}: no such file; check the path")
     try:
-        names = [str(name) for name, _ in pyogrio.list_layers(path)]
+        layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
+        names = [name for name, _ in layers]
         if layer is not None and layer not in names:
             raise GeoPix2PixError(f"--aoi-layer {layer}: {path} has no such layer; its layers: "
                                   f"{', '.join(names)}")
+        mapped = [name for name, kind in layers if kind is not None]  # not a table (QGIS styles)
         frames = {name: _polygons(gpd.read_file(path, layer=name))
-                  for name in ([layer] if layer is not None else names)}
+                  for name in ([layer] if layer is not None else mapped)}
     except GeoPix2PixError:
         raise
     except Exception as exc:  # pyogrio raises several types for unreadable files
@@ -91,9 +93,14 @@ def read_aoi(path: str | os.PathLike, layer: str | None = None) -> gpd.GeoDataFr
     return aoi
 
 
-def _polygons(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    return frame[frame.geometry.notna() & frame.geometry.geom_type.isin(["Polygon",
-                                                                          "MultiPolygon"])]
+def _polygons(frame) -> gpd.GeoDataFrame:
+    """The polygons of a layer read (none of a table without geometry), made valid (a
+    self-intersecting ring, as hand-drawn AOIs have, would fail their union)."""
+    if not isinstance(frame, gpd.GeoDataFrame):
+        return gpd.GeoDataFrame(geometry=[])
+    kept = frame[frame.geometry.notna() & frame.geometry.geom_type.isin(["Polygon",
+                                                                         "MultiPolygon"])]
+    return kept.set_geometry(shapely.make_valid(kept.geometry.values), crs=frame.crs)
 
 
 def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
@@ -118,9 +125,8 @@ def aoi_on_grid(aoi: gpd.GeoDataFrame, grid: Grid) -> shapely.Geometry:
     if aoi.crs != grid.crs:
         around = _surroundings(grid, aoi.crs)
         if around is not None:
-            area = shapely.intersection(area, around)
-            size = max(np.ptp(shapely.get_coordinates(around), axis=0))
-            area = shapely.segmentize(area, size / DENSIFY)
+            box, size = around
+            area = shapely.segmentize(shapely.intersection(area, box), size / DENSIFY)
         area = gpd.GeoSeries([area], crs=aoi.crs).to_crs(grid.crs).iloc[0]
     return shapely.make_valid(area) if not area.is_valid else area
 
@@ -128,23 +134,29 @@ def aoi_on_grid(aoi: gpd.GeoDataFrame, grid: Grid) -> shapely.Geometry:
 DENSIFY = 1024  # AOI edges are cut into pieces of 1 / DENSIFY of the grid's surroundings
 
 
-def _surroundings(grid: Grid, crs) -> shapely.Geometry | None:
-    """A box in `crs` around the grid, three times its extent; None where the grid has no
-    finite place in `crs` (or lies across its edge, e.g. the antimeridian in degrees)."""
+def _surroundings(grid: Grid, crs) -> tuple[shapely.Geometry, float] | None:
+    """A box in `crs` around the grid, three times its extent (in degrees, with its copies a
+    turn east and west: a grid across the antimeridian, or defined past it, meets an AOI stored
+    in -180..180 there), and that extent; None where the grid has no finite place in `crs`."""
     t = grid.transform
     outline = shapely.segmentize(shapely.Polygon([t @ (0, 0), t @ (grid.width, 0),
                                                   t @ (grid.width, grid.height),
                                                   t @ (0, grid.height)]),
                                  max(grid.width * abs(t.a), grid.height * abs(t.e)) / 64)
     try:
-        left, bottom, right, top = gpd.GeoSeries([outline], crs=grid.crs).to_crs(crs).total_bounds
+        xy = shapely.get_coordinates(gpd.GeoSeries([outline], crs=grid.crs).to_crs(crs).iloc[0])
     except Exception:  # pyproj cannot place it there
         return None
-    if not np.isfinite([left, bottom, right, top]).all() or \
-            (crs.is_geographic and right - left > 180):
+    if not len(xy) or not np.isfinite(xy).all():
         return None
-    width, height = right - left, top - bottom
-    return shapely.box(left - width, bottom - height, right + width, top + height)
+    xs, ys = xy[:, 0], xy[:, 1]
+    if crs.is_geographic and np.ptp(xs) > 180:  # across the antimeridian: continuous longitudes
+        xs = np.where(xs < 0, xs + 360.0, xs)
+    width, height = np.ptp(xs), np.ptp(ys)
+    box = shapely.box(xs.min() - width, ys.min() - height, xs.max() + width, ys.max() + height)
+    if crs.is_geographic:
+        box = shapely.union_all([box, _shift_lon(box, 360.0), _shift_lon(box, -360.0)])
+    return box, 3 * max(width, height)
 
 
 def write_index(path: Path, records: Sequence[dict], chips: Sequence[ChipWindow],
