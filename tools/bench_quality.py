@@ -256,7 +256,7 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
              extra: dict) -> dict:
     """Export, train, predict, crop, evaluate; the baselines on the same judged pixels."""
     from geopix2pix import export_chips, train
-    from geopix2pix.runtime.stopping import TrainingStopped
+    from geopix2pix.training import TrainingStopped
 
     source, target = DATA / case.source, DATA / case.target
     work = out / case.name
