@@ -4,10 +4,14 @@ bottom-up DEM was predicted against north-up training as if flipped: MAE 68 inst
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import safetensors.torch
 from affine import Affine
-from predict_helpers import write_scene
+from predict_helpers import unet_file, write_scene
+from safetensors import safe_open
 
 import geopix2pix as g
 from geopix2pix.raster.grid import orientation
@@ -24,6 +28,15 @@ BOTTOM_UP = Affine(10.0, 0.0, 500000.0, 0.0, 10.0, 5198720.0)  # the same ground
     (NORTH_UP * Affine.rotation(10), "rotated (its geotransform has rotation terms)")])
 def test_orientation_names_how_pixels_are_stored(transform, said):
     assert orientation(transform) == said
+
+
+def test_rotation_terms_of_rounding_are_no_rotation():
+    """A reviewer's 10 m grid with rotation terms of 1e-13 (rasterio prints -0.00) was warned
+    of as rotated."""
+    noise = Affine(10.0, 1e-13, 500000.0, -1e-13, -10.0, 5200000.0)
+    assert orientation(noise, 10_000, 10_000) is None
+    tilted = Affine(10.0, 0.001, 500000.0, 0.0, -10.0, 5200000.0)  # 1 m over 1000 rows
+    assert orientation(tilted, 1000, 1000) == "rotated (its geotransform has rotation terms)"
 
 
 def test_export_and_predict_warn_of_a_bottom_up_raster(tmp_path, model_file):
@@ -50,3 +63,22 @@ def test_export_and_predict_warn_of_a_bottom_up_raster(tmp_path, model_file):
                     "rasters' (a hillshade's sun, a radar's look direction), and learns or "
                     f"predicts it so; warp it north-up first (gdalwarp {scene} "
                     f"{tmp_path / 'scene'}_northup.tif)"]
+
+
+def test_a_model_that_learnt_flips_is_not_warned_of_a_bottom_up_scene(tmp_path):
+    """--augment d4 trains on flipped chips: a bottom-up scene is one of them (a reviewer's
+    d4 model was warned of it); a rotated one is not."""
+    model = unet_file(tmp_path / "d4.safetensors", descriptions=["elevation"])
+    with safe_open(model, "pt") as f:
+        meta = json.loads(f.metadata()["geopix2pix"])
+    meta["training"] = {"augment": "d4"}
+    safetensors.torch.save_file(safetensors.torch.load_file(model), model,
+                                {"geopix2pix": json.dumps(meta)})
+    said: list[str] = []
+    for name, transform in (("flipped", Affine(30.0, 0.0, 500000.0, 0.0, 30.0, 3_998_800.0)),
+                            ("turned", Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4_000_000.0)
+                             * Affine.rotation(20))):
+        scene = write_scene(tmp_path / f"{name}.tif", 40, 40, transform=transform)
+        g.predict(scene, tmp_path / f"{name}_out.tif", model=model, progress=False,
+                  on_warning=said.append)
+    assert [w.split(" is stored ")[1].split(" (")[0] for w in said] == ["rotated"]

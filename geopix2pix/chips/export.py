@@ -93,8 +93,8 @@ def copied_band_warnings(pairs: Sequence[_Pair]) -> list[str]:
 
 def turned_warnings(pairs: Sequence[_Pair]) -> list[str]:
     """A warning per source raster not stored north-up (the chips are cut on its grid)."""
-    found = [not_north_up_warning(pair.spec.source, pair.grid.transform,
-                                  "its chips are cut in that order") for pair in pairs]
+    found = [not_north_up_warning(pair.spec.source, pair.grid, "its chips are cut in that order")
+             for pair in pairs]
     return list(dict.fromkeys(w for w in found if w))
 
 

@@ -267,7 +267,7 @@ def _summary(out: Path, options: ExportOptions, rasters: list[_Raster],
                  if r.spec.domain == "target" and r.spec.resampled]
     warnings += export_warnings(options, resampled, sides["target"])
     warnings += [w for r in rasters if (w := not_north_up_warning(
-        r.spec.path, r.spec.grid.transform, "its chips are cut in that order"))]
+        r.spec.path, r.spec.grid, "its chips are cut in that order"))]
     return UnpairedSummary(
         out, dict(sum(kept.values(), Counter())),
         pipeline.counted(sum(skipped.values(), Counter())), warnings,

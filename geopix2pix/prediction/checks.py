@@ -63,8 +63,9 @@ def check_scene(dataset, model: PredictionModel, options,
     check_crs(dataset, options.allow_no_crs)
     bands = check_bands(dataset, options.bands, model)
     check_source_values(dataset, bands, model.info, warn, options.bands)
-    turned = not_north_up_warning(dataset.name, dataset.transform, "it is predicted in that "
-                                  "order") if has_geotransform(dataset) else None
+    flips = model.info.training.get("augment") == "d4"  # it learnt flipped chips too
+    turned = not_north_up_warning(dataset.name, Grid.of(dataset), "it is predicted in that "
+                                  "order", flips) if has_geotransform(dataset) else None
     if turned:
         warn(turned)
     return bands, check_pixel_size(dataset, model.info, warn, options.resample_to_model)

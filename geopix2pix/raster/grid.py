@@ -27,10 +27,16 @@ LATTICE = 32  # steps per side of the source points tried inside a target (overl
 MAX_PIXELS_FACTOR = 64
 
 
-def orientation(transform: Affine) -> str | None:
+ROTATION_TOLERANCE = 0.01  # pixels a grid's rotation terms move its far corner: below, none
+
+
+def orientation(transform: Affine, width: int = 1, height: int = 1) -> str | None:
     """How a grid's pixel order differs from north-up (rows from north to south, columns from
-    west to east), in words; None when north-up."""
-    if transform.b or transform.d:
+    west to east), in words; None when north-up. Rotation terms that move no corner of a
+    `width` x `height` grid by `ROTATION_TOLERANCE` of a pixel are rounding, not rotation."""
+    x_size, y_size = math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e)
+    if abs(transform.b) * height > ROTATION_TOLERANCE * x_size or \
+            abs(transform.d) * width > ROTATION_TOLERANCE * y_size:
         return "rotated (its geotransform has rotation terms)"
     if transform.e > 0:
         return "bottom-up (its rows run from south to north)"
@@ -39,12 +45,14 @@ def orientation(transform: Affine) -> str | None:
     return None
 
 
-def not_north_up_warning(name: str, transform: Affine, use: str) -> str | None:
-    """A warning for a raster `name` whose pixels are not stored north-up: models see pixels in
-    their stored order, so its ground looks turned against north-up rasters' to a model; `use`
-    says what is done with it (e.g. 'its chips are cut in that order')."""
-    stored = orientation(transform)
-    if stored is None:
+def not_north_up_warning(name: str, grid: Grid, use: str, flips_learnt: bool = False
+                         ) -> str | None:
+    """A warning for a raster `name` on `grid` whose pixels are not stored north-up: models see
+    pixels in their stored order, so its ground looks turned against north-up rasters' to a
+    model; `use` says what is done with it (e.g. 'its chips are cut in that order'). A model
+    that learnt flips (`flips_learnt`: --augment d4) minds a bottom-up or mirrored one not."""
+    stored = orientation(grid.transform, grid.width, grid.height)
+    if stored is None or (flips_learnt and not stored.startswith("rotated")):
         return None
     northup = f"{Path(name).with_suffix('')}_northup.tif"
     return (f"{name} is stored {stored}: {use}, so a model sees its ground turned against "
