@@ -89,3 +89,10 @@ def test_two_ranks_diverging_after_a_validation_end_together(chips, tmp_path):
     assert done.stderr.count("warning: training diverged by step") == 1  # rank 0 speaks
     for name in ("model.safetensors", "model-best.safetensors"):
         load_model(run / name)
+
+
+@pytest.mark.parametrize("value", [math.nan, 1.0, -0.1])
+def test_adams_beta1_is_checked_like_the_others(value):
+    """A reviewer's train(beta1=nan) was torch's raw ValueError."""
+    with pytest.raises(GeoPix2PixError, match=f"beta1={value}: use a decay from 0 to below 1"):
+        TrainConfig.from_options(beta1=value)

@@ -255,6 +255,8 @@ class TrainConfig:
             raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
         if not 0 < self.lr < math.inf:
             raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
+        if not 0 <= self.beta1 < 1:  # (a Python option: Adam's first beta)
+            raise GeoPix2PixError(f"beta1={self.beta1}: use a decay from 0 to below 1 (e.g. 0.5)")
         for name in ("lambda_l1", "lambda_a", "lambda_b", "lambda_identity"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < math.inf:  # (NaN is neither)
