@@ -93,11 +93,22 @@ def test_demo_command_runs_quietly_and_prints_the_outputs(tmp_path, capsys, monk
         assert ds.count == 3 and ds.dtypes == ("uint8",) * 3
 
 
+def test_steps_typed_win_over_quick_also_when_they_are_the_full_runs():
+    """A tester's --quick --steps 800 trained 150 steps: 800 was taken for the default."""
+    from geopix2pix.settings.demo import DemoOptions
+
+    assert DemoOptions(quick=True, max_steps=800).settings().max_steps == 800
+    assert DemoOptions(quick=True).settings().max_steps == DemoSettings.small().max_steps
+    assert DemoOptions().settings().max_steps == DemoSettings().max_steps
+
+
 def test_demo_help_shows_every_default(capsys):
     assert main(["demo", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for option, default in (("--output", "geopix2pix-demo"), ("--task", "dsm2image"),
-                            ("--seed", "0"), ("--steps", str(DemoSettings().max_steps)),
+                            ("--seed", "0"),
+                            ("--steps", f"{DemoSettings().max_steps}, or "
+                                        f"{DemoSettings.small().max_steps} with --quick"),
                             ("--device", "auto"), ("--quick", "off"), ("--overwrite", "off")):
         assert option in text and f"[default: {default}]" in text, option
 

@@ -49,9 +49,10 @@ class DemoOptions:
         "sar2optical only: train CycleGAN on the SAR of one training scene and the optical "
         "image of another (no pixel paired), instead of Pix2Pix on pairs."))
     seed: int = common.seed("Seed of the generated landscapes, the chip split and the training.")
-    max_steps: int = option(_SIZES.max_steps, flag="--steps", help=(
+    max_steps: int | None = option(None, flag="--steps", help=(
         f"Training steps (batches of {_SIZES.batch_size} chips of {_SIZES.chip_size} x "
-        f"{_SIZES.chip_size} pixels), at least 1."))
+        f"{_SIZES.chip_size} pixels), at least 1."),
+        shown_default=f"{_SIZES.max_steps}, or {DemoSettings.small().max_steps} with --quick")
     quick: bool = option(False, help=(
         f"Smaller scenes and {DemoSettings.small().max_steps} steps: a run of about 15 seconds "
         "that shows every step (the model learns less)."))
@@ -66,6 +67,6 @@ class DemoOptions:
         given) over them."""
         settings = replace(DemoSettings.small() if self.quick else DemoSettings(),
                            device=self.device)
-        if self.max_steps != _SIZES.max_steps:
+        if self.max_steps is not None:  # given: over --quick's too
             settings = replace(settings, max_steps=self.max_steps)
         return settings
