@@ -56,6 +56,22 @@ def test_model_beats_the_baseline_on_the_heldout_scene(demo):
     assert demo.metrics["ssim"] > demo.baseline_metrics["ssim"] + 0.1, demo.table()
 
 
+def test_the_linear_baseline_is_beaten_by_the_train_means_rule(demo):
+    """A tester's sat2map demo 'beat the linear baseline in MAE' by 1 % while losing on RMSE,
+    PSNR and SSIM: both verdicts now need MAE, RMSE and PSNR."""
+    from dataclasses import replace
+
+    linear = dict(demo.metrics)
+    losing = replace(demo, linear_metrics={**linear, "mae": linear["mae"] * 1.01,
+                                           "rmse": linear["rmse"] * 0.95})
+    assert losing.beats_linear is False
+    assert "and does NOT beat the linear baseline." in "\n".join(losing.lines())
+    winning = replace(demo, linear_metrics={**linear, "mae": linear["mae"] * 1.01,
+                                            "rmse": linear["rmse"] * 1.01,
+                                            "psnr": linear["psnr"] - 0.1})
+    assert winning.beats_linear is True
+
+
 def test_summary_says_where_everything_is(demo):
     summary = json.loads((demo.out_dir / "demo.json").read_text())
     assert summary["beats_baseline"] is True
