@@ -17,7 +17,8 @@ from geopix2pix.settings.demo import DemoOptions
 @click.option("-o", "--output", "out_dir", default="geopix2pix-demo",
               type=click.Path(file_okay=False),
               help="Folder for everything the demo writes (scenes/, chips/, run/, "
-                   "prediction.tif, baseline.tif, quicklook.png, evaluation*.json, demo.json).")
+                   "prediction.tif, baseline.tif, linear.tif, quicklook.png, evaluation*.json, "
+                   "demo.json).")
 @click_options(DemoOptions)
 def demo_command(out_dir, **options):
     """Run geopix2pix end to end on built-in generated data.

@@ -55,7 +55,7 @@ class DemoOptions:
         shown_default=f"{_SIZES.max_steps}, or {DemoSettings.small().max_steps} with --quick")
     quick: bool = option(False, help=(
         f"Smaller scenes and {DemoSettings.small().max_steps} steps: a run of about 15 seconds "
-        "that shows every step (the model learns less)."))
+        "(a few times longer with --unpaired) that shows every step (the model learns less)."))
     device: str = common.device("auto uses CUDA when present, else the CPU.")
     overwrite: bool = common.overwrite(
         "Replace the outputs of an earlier demo in the output folder (a folder holding anything "
