@@ -5,6 +5,7 @@ run, both model files predict on exact grids, and `--model pix2pix` is refused i
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,14 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 def test_cyclegan_trains_on_an_unpaired_export_and_predicts_both_ways(chips, tmp_path):
+    said: list[str] = []
     result = train(chips, tmp_path / "run", max_steps=40, epochs=1, decay_epochs=0, lr=1e-3,
-                   **TINY)
+                   **{**TINY, "quiet": True}, log=said.append)
+    counts = json.loads((chips / "dataset.json").read_text())["counts"]
+    # each domain's chips (a tester read only the larger domain's)
+    assert (f"{counts['source']['train']} source + {counts['target']['train']} target train / "
+            f"{counts['source']['val']} source + {counts['target']['val']} target val chips"
+            ) in next(line for line in said if line.startswith("training on "))
     rows = _rows(result.run_dir)
     first = float(rows[0]["val_cycle_a"]) + float(rows[0]["val_cycle_b"])
     last = float(rows[-1]["val_cycle_a"]) + float(rows[-1]["val_cycle_b"])

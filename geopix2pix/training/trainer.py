@@ -217,8 +217,8 @@ class Trainer:
         config, run = self.config, self.run
         ranks = f", {run.world} ranks ({torch.distributed.get_backend()})" \
             if run.world > 1 else ""
-        self.log(f"training on {run.setup.describe()}{ranks}: {len(self.train_set)} train / "
-                 f"{len(self.val_set)} val chips, batch {config.batch_size} per rank x "
+        self.log(f"training on {run.setup.describe()}{ranks}: {_chips(self.train_set)} train / "
+                 f"{_chips(self.val_set)} val chips, batch {config.batch_size} per rank x "
                  f"{run.world} = {run.effective_batch} per step, {total_steps} steps")
         for line in self.family.describe():
             self.log(line)
@@ -292,3 +292,11 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     finally:
         if trainer is not None:
             trainer.release()
+
+
+def _chips(dataset) -> str:
+    """How many chips a split holds: of each domain for unpaired chips (an item is one of
+    each, drawn as many times as the larger domain has chips)."""
+    if getattr(dataset, "unpaired", False):
+        return " + ".join(f"{len(ids)} {domain}" for domain, ids in dataset.domain_ids.items())
+    return str(len(dataset))
