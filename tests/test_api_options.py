@@ -210,6 +210,8 @@ def test_functions_with_their_own_signature_take_the_declared_defaults(function,
     for name, default in declared.items():
         if name in parameters:
             assert parameters[name].default == default, name
+        elif name == "max_steps":  # --steps: the run size's (DemoSettings's, or small()'s)
+            assert default is None
         elif name != "quick":  # --quick: DemoSettings.small()
             assert getattr(DemoSettings(), name) == default, name
 
