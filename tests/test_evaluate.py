@@ -86,6 +86,18 @@ def test_a_constant_float_band_has_a_range_of_1_and_says_so(tmp_path):
     assert "constant" not in varied.data_range_rule
 
 
+def test_the_table_shows_whole_band_descriptions_in_aligned_columns(tmp_path):
+    """A tester read 'hillshade az31' for 'hillshade az315 alt45'."""
+    ref = _smooth().astype("float32")
+    pred = _write(tmp_path / "p.tif", ref + 1)
+    with rasterio.open(pred, "r+") as ds:
+        ds.set_band_description(1, "hillshade az315 alt45")
+    table = evaluate(pred, _write(tmp_path / "r.tif", ref)).table().splitlines()
+    header, band, overall = table[-3:]
+    assert band.startswith("1 hillshade az315 alt45 1 ")
+    assert len(header) == len(band) == len(overall)  # numbers end under their headers
+
+
 def test_streamed_ssim_equals_whole_raster_ssim(tmp_path):
     ref = _smooth(70, 75)
     pred = ref + np.random.default_rng(3).normal(0, 8, ref.shape)

@@ -106,17 +106,19 @@ class EvaluationReport:
             rows += [f"{c:>10g} {v:>8.4f}" for c, v in zip(self.classes, self.iou)]
             rows += [f"pixel accuracy {self.pixel_accuracy:.4f}, mean IoU {self.mean_iou:.4f}"]
             return "\n".join(head + rows)
+        labels = [(f"{b.band} {b.description or ''}".strip(),
+                   f"{b.reference_band} {b.reference_description or ''}".strip())
+                  for b in self.bands]
+        wide = max([16, *(len(text) for pair in labels for text in pair)])  # whole descriptions
         rows = [f"PSNR data range: {self.data_range_rule}",
-                f"{'band':<16} {'reference band':<16} {'MAE':>12} {'RMSE':>12} {'PSNR dB':>9} "
-                f"{'SSIM':>7} {'range':>10}"]
-        for b in self.bands:
-            name = f"{b.band} {b.description or ''}".strip()[:16]
-            ref = f"{b.reference_band} {b.reference_description or ''}".strip()[:16]
-            rows.append(f"{name:<16} {ref:<16} {b.mae:>12.6g} {b.rmse:>12.6g} {b.psnr:>9.3f} "
-                        f"{b.ssim:>7.4f} {b.data_range:>10.6g}")
+                f"{'band':<{wide}} {'reference band':<{wide}} {'MAE':>12} {'RMSE':>12} "
+                f"{'PSNR dB':>9} {'SSIM':>7} {'range':>10}"]
+        for b, (name, ref) in zip(self.bands, labels):
+            rows.append(f"{name:<{wide}} {ref:<{wide}} {b.mae:>12.6g} {b.rmse:>12.6g} "
+                        f"{b.psnr:>9.3f} {b.ssim:>7.4f} {b.data_range:>10.6g}")
         o = self.overall
-        rows.append(f"{'overall':<33} {o['mae']:>12.6g} {o['rmse']:>12.6g} {o['psnr']:>9.3f} "
-                    f"{o['ssim']:>7.4f} {o['data_range']:>10.6g}")
+        rows.append(f"{'overall':<{2 * wide + 1}} {o['mae']:>12.6g} {o['rmse']:>12.6g} "
+                    f"{o['psnr']:>9.3f} {o['ssim']:>7.4f} {o['data_range']:>10.6g}")
         return "\n".join(head + rows)
 
 
