@@ -55,6 +55,7 @@ class DomainResult:
     rejected: Counter
     stats: BandStatistics  # of the train chips
     val_classes: ClassCounts  # the val chips' codes (the target domain's class maps)
+    invalid: list[ChipWindow]  # the chips dropped for REJECT_NODATA (`pipeline.split_again`)
 
 
 def run_domain_job(job: DomainJob) -> DomainResult:
@@ -78,7 +79,7 @@ def _run_domain_job(job: DomainJob) -> DomainResult:
                            seed=[job.seed, spec.index, first.row, first.col],
                            count_classes=spec.domain == "target")
     val_classes = ClassCounts(len(spec.bands))
-    records, rejected = [], Counter()
+    records, rejected, invalid = [], Counter(), []
     with ExitStack() as stack, ThreadPoolExecutor(1) as writer:
         dataset = stack.enter_context(open_raster(spec.path))
         view = stack.enter_context(warped_view(dataset, spec.grid, spec.resampling)) \
@@ -91,6 +92,7 @@ def _run_domain_job(job: DomainJob) -> DomainResult:
             valid_fraction = float(valid.mean())
             if 1.0 - valid_fraction > job.max_nodata:
                 rejected[REJECT_NODATA] += 1
+                invalid.append(chip)
                 continue
             if pending is not None:  # the previous chip's, written while this one was read
                 pending.result()
@@ -104,4 +106,4 @@ def _run_domain_job(job: DomainJob) -> DomainResult:
                                 valid_fraction=round(valid_fraction, 6)))
         if pending is not None:
             pending.result()
-    return DomainResult(records, rejected, stats, val_classes)
+    return DomainResult(records, rejected, stats, val_classes, invalid)

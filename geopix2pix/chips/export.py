@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -28,12 +28,16 @@ from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.pipeline import (
     CHIPS_PER_JOB,
     REJECT_AOI,
+    REJECT_STRADDLE,
     check_kept,
+    clear_chips,
     counted,
     input_files,
+    resplit_line,
     run_jobs,
     shared_side,
     side_info,
+    split_again,
     split_chips,
     staged_output,
     version,
@@ -41,7 +45,7 @@ from geopix2pix.chips.pipeline import (
 from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
-from geopix2pix.chips.worker import Job, PairSpec, run_job
+from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.raster.grid import Grid, not_north_up_warning, overlap_window
 from geopix2pix.raster.io import full_path, open_raster, raster_path, select_bands
@@ -168,14 +172,19 @@ def export_chips(
     skipped: Counter = Counter()
     if options.aoi is not None:
         _apply_aoi(pair_list, options, skipped)
-    splits, options = _split(pair_list, options, skipped)
-
+    splits, chosen = _split(pair_list, options, skipped)
+    candidates = sum(len(p.chips) for p in pair_list)
     inputs = input_files([path for pair in pair_paths for path in pair], pairs, options.aoi)
     with staged_output(out_dir, options.overwrite, inputs + mask_inputs(pair_list)) as out:
-        corrected = shift_correction.correct_shifts(
-            pair_list, splits, options.correct_shift,
-            lambda j, w: run_jobs(j, options.workers, w))
-        records, stats, shifts = _write_chips(out.path, pair_list, splits, options, skipped)
+        written = _write_split(out.path, pair_list, splits, chosen, skipped)
+        again = _split_again(pair_list, options, written, skipped)
+        if again is not None:  # the chips found invalid took val's share far off: once more
+            splits, chosen, skipped, resplit = again
+            clear_chips(out.path)
+            written = _write_split(out.path, pair_list, splits, chosen, skipped)
+        options = chosen
+        check_kept(written.records, candidates, skipped, options, options.split_block)
+        records, stats, shifts, corrected = written[:4]
         _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)
         scenes = scene_shifts(shifts, [p.spec.index for p in pair_list], options.shift_check)
@@ -191,7 +200,8 @@ def export_chips(
                             + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
                                                       for p in pair_list})
                             + said[1] + copied_band_warnings(pair_list)
-                            + turned_warnings(pair_list), scenes, said[0])
+                            + turned_warnings(pair_list), scenes, said[0],
+                            resplit if again is not None else "")
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary
@@ -235,20 +245,45 @@ def _split(pair_list: list[_Pair], options: ExportOptions,
     return splits, options.with_split_block(split_block)
 
 
-def _write_chips(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str],
-                 options: ExportOptions,
-                 skipped: Counter) -> tuple[list[dict], tuple, dict[int, list[Shift]]]:
-    """Read, check and write the chips of `splits` into out/source and out/target; their
-    records, the train chips' statistics and each pair's estimated shifts. No chip kept is an
-    error saying why."""
+class _Written(NamedTuple):
+    """What one pass of reading and writing the chips of a split gives."""
+
+    records: list[dict]
+    stats: tuple
+    shifts: dict[int, list[Shift]]  # each pair's estimated shifts
+    corrected: dict[int, SceneShift]  # --correct-shift's
+    invalid: list[ChipWindow]  # the chips dropped for too many invalid pixels
+
+
+def _write_split(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str],
+                 options: ExportOptions, skipped: Counter) -> _Written:
+    """Measure and correct each pair's shift if asked (`shift_correction`), then read, check
+    and write the chips of `splits` into out/source and out/target."""
+    corrected = shift_correction.correct_shifts(
+        pair_list, splits, options.correct_shift, lambda j, w: run_jobs(j, options.workers, w))
     make_folder(out / "source")
     make_folder(out / "target")
     jobs = _jobs(pair_list, splits, out, options)
-    records, stats, shifts = _export(jobs, options.workers, len(splits), options.progress,
-                                     skipped)
-    check_kept(records, sum(len(p.chips) for p in pair_list), skipped, options,
-               options.split_block)
-    return records, stats, shifts
+    records, stats, shifts, invalid = _export(jobs, options.workers, len(splits),
+                                              options.progress, skipped)
+    return _Written(records, stats, shifts, corrected, invalid)
+
+
+def _split_again(pair_list: list[_Pair], options: ExportOptions, written: _Written,
+                 skipped: Counter) -> tuple[dict, ExportOptions, Counter, str] | None:
+    """The split drawn again without the chips `written` found invalid (`pipeline.split_again`),
+    with the options holding its --split-block, the counts of chips skipped by it and the
+    summary's line saying so; None when the first split stands."""
+    kept = Counter(r["split"] for r in written.records)
+    again = split_again([c for p in pair_list for c in p.chips], written.invalid, kept,
+                        _grids(pair_list), pair_list[0].overlap, options)
+    if again is None:
+        return None
+    splits, split_block, straddling = again
+    counts = Counter({REJECT_AOI: skipped[REJECT_AOI], REJECT_NODATA: len(written.invalid),
+                      REJECT_STRADDLE: straddling})
+    return (splits, options.with_split_block(split_block), counts,
+            resplit_line(len(written.invalid), kept, options.val_fraction))
 
 
 def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
@@ -292,10 +327,12 @@ def _apply_aoi(pair_list: list[_Pair], options: ExportOptions, skipped: Counter)
 
 
 def _export(jobs: list[Job], workers: int, total: int, progress: bool,
-            skipped: Counter) -> tuple[list[dict], tuple, dict[int, list[Shift]]]:
+            skipped: Counter) -> tuple[list[dict], tuple, dict[int, list[Shift]], list]:
     """The chips' records; the train chips' source and target statistics and the val
-    chips' target class counts; each pair's estimated shifts."""
+    chips' target class counts; each pair's estimated shifts; the chips dropped for too many
+    invalid pixels."""
     records: list[dict] = []
+    invalid: list[ChipWindow] = []
     shifts: dict[int, list[Shift]] = {}
     stats: tuple[BandStatistics, BandStatistics, ClassCounts] | None = None
     with tqdm(total=total, unit="chip", desc="export-chips", disable=not progress) as bar:
@@ -310,9 +347,10 @@ def _export(jobs: list[Job], workers: int, total: int, progress: bool,
             stats[0].merge(result.source_stats)
             stats[1].merge(result.target_stats)
             stats[2].merge(result.val_classes)
+            invalid.extend(result.invalid)
             bar.update(len(job.chips))
     records.sort(key=lambda r: (r["pair"], r["row"], r["col"]))
-    return records, stats, shifts
+    return records, stats, shifts, invalid
 
 
 def _write_index(out: Path, records: list[dict], pair_list: list[_Pair], chip_size: int) -> None:

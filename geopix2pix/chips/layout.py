@@ -172,6 +172,14 @@ def _share_tolerance(val_fraction: float) -> float:
     return max(0.05, 0.25 * val_fraction)
 
 
+def share_is_off(kept: Mapping[str, int], val_fraction: float) -> bool:
+    """Whether val's share of the `kept` chips (counts by split) is too far from
+    --val-fraction (0: no val asked, never off) to pass without a word."""
+    total = kept.get("train", 0) + kept.get("val", 0)
+    return bool(val_fraction and total) and \
+        abs(kept.get("val", 0) / total - val_fraction) > _share_tolerance(val_fraction)
+
+
 def no_train_error(val: int, skipped: Mapping[str, int], val_fraction: float, split_block: int,
                    chip_size: int, invalid: bool = False) -> GeoPix2PixError:
     """The error for an export that leaves no chip to train on (`val` chips, all in val): a
@@ -200,9 +208,9 @@ def val_warnings(kept: Counter, val_fraction: float, split_block: int,
         return [f"0 val chips: the {kept['train']} chips lie in too few --split-block blocks "
                 f"of {split_block} px to give any whole block to val at --val-fraction "
                 f"{val_fraction}; use {smaller}a larger --val-fraction"]
-    share = kept["val"] / total
-    if abs(share - val_fraction) <= _share_tolerance(val_fraction):
+    if not share_is_off(kept, val_fraction):
         return []
+    share = kept["val"] / total
     return [f"val holds {kept['val']} of {total} chips ({share:.0%}, --val-fraction "
             f"{val_fraction}): --split-block blocks of {split_block} px are too few to come "
             f"nearer; use {smaller}more data"]

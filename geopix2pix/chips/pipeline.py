@@ -6,6 +6,7 @@ description (`SideInfo`) with the version dataset.json records."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -14,7 +15,13 @@ from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
-from geopix2pix.chips.layout import ChipWindow, choose_split, no_train_error, split_extents
+from geopix2pix.chips.layout import (
+    ChipWindow,
+    choose_split,
+    no_train_error,
+    share_is_off,
+    split_extents,
+)
 from geopix2pix.chips.manifest import INDEX, MANIFEST, SideInfo
 from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError
@@ -95,6 +102,43 @@ def split_chips(candidates: list[ChipWindow], grids: dict[int, Grid], origin: tu
         raise _in_domain(domain, no_train_error(len(splits), skipped, options.val_fraction,
                                                 split_block, options.chip_size))
     return splits, split_block
+
+
+def split_again(candidates: list[ChipWindow], invalid: Iterable[ChipWindow], kept: Counter,
+                grids: dict[int, Grid], origin: tuple[int, int], options: ExportOptions,
+                domain: str | None = None) -> tuple[dict[ChipWindow, str], int, int] | None:
+    """The split drawn again without the chips found `invalid` (too many invalid pixels, which
+    only reading a chip tells), for an export whose first split, drawn over every candidate,
+    `kept` val a share far from --val-fraction once they were dropped; with the --split-block
+    given, or chosen again. Its splits, --split-block and number of chips straddling it; None
+    when no chip was invalid, the share is near enough, or the new split would come no nearer
+    (counting its chips not read yet as valid)."""
+    invalid = set(invalid)
+    if not invalid or not share_is_off(kept, options.val_fraction):
+        return None
+    remaining = [c for c in candidates if c not in invalid]
+    straddling: Counter = Counter()
+    splits, split_block = split_chips(remaining, grids, origin, options, straddling, domain)
+    val_fraction = options.val_fraction
+    share = sum(s == "val" for s in splits.values()) / max(len(splits), 1)
+    if abs(share - val_fraction) >= abs(kept["val"] / sum(kept.values()) - val_fraction):
+        return None
+    return splits, split_block, straddling[REJECT_STRADDLE]
+
+
+def resplit_line(invalid: int, kept: Counter, val_fraction: float) -> str:
+    """The summary's line for an export split again (`split_again`)."""
+    total = kept["train"] + kept["val"]
+    return (f"split again without the {invalid} chips with too many invalid pixels: val had "
+            f"{kept['val']} of the {total} chips kept ({kept['val'] / total:.0%}, "
+            f"--val-fraction {val_fraction})")
+
+
+def clear_chips(out: Path) -> None:
+    """Remove the chips a first pass wrote into the staged folder `out` (source/, target/)."""
+    for side in ("source", "target"):
+        if (out / side).exists():
+            shutil.rmtree(out / side)
 
 
 def check_kept(records: list[dict], candidates: int, skipped: Counter, options: ExportOptions,

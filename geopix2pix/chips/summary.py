@@ -24,11 +24,13 @@ class ExportSummary:
     warnings: list[str] = field(default_factory=list)
     shifts: dict[int, SceneShift] = field(default_factory=dict)  # by pair; {}: not checked
     corrections: list[str] = field(default_factory=list)  # --correct-shift's lines
+    resplit: str = ""  # the line of an export split again (`pipeline.split_again`)
 
     def lines(self) -> list[str]:
         lines = [f"{self.out_dir}: {self.kept.get('train', 0)} train chips, "
                  f"{self.kept.get('val', 0)} val chips"]
         lines += [f"skipped {n} chips {reason}" for reason, n in self.skipped.items() if n]
+        lines += [self.resplit] if self.resplit else []
         lines += self.corrections
         lines += [f"pair {pair}: {scene.describe()}" for pair, scene in self.shifts.items()]
         return lines

@@ -14,6 +14,7 @@ counts per domain. The output folder, worker pool, split and checks are the pair
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from geopix2pix.chips.layout import ChipWindow, chip_windows, val_warnings
 from geopix2pix.chips.manifest import INDEX, DatasetInfo, SideInfo
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
+from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.raster.grid import Grid, not_north_up_warning
 from geopix2pix.raster.io import full_path, open_raster, select_bands
@@ -79,11 +81,21 @@ def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
     splits, blocks = _split(rasters, options, skipped)
     inputs = pipeline.input_files([path for path, _ in listed], given["rasters"], options.aoi)
     with pipeline.staged_output(given["out_dir"], options.overwrite, inputs) as out:
-        records, stats = _write_chips(out.path, rasters, splits, options, skipped)
+        records, stats, invalid = _write_chips(out.path, rasters, splits, options, skipped)
+        resplit = []
+        for domain in DOMAINS:  # the chips found invalid took val's share far off: once more
+            again = _split_again(rasters, domain, options, records, invalid[domain], skipped)
+            if again is not None:
+                splits, blocks[domain], skipped[domain], line = again
+                resplit.append(f"the {domain} domain: {line}")
+                records, stats = _rewrite(out.path, rasters, splits, options, skipped, domain,
+                                          records, stats)
+        _check_kept(rasters, records, options, skipped)
         _write_index(out.path, records, rasters, options.chip_size)
         kept = {d: Counter(r["split"] for r in records if r["domain"] == d) for d in DOMAINS}
         _dataset_info(options, rasters, sides, stats, kept, skipped, blocks).save(out.path)
     summary = _summary(out.final, options, rasters, sides, kept, skipped, blocks)
+    summary.resplit = "; ".join(resplit)
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
     return summary
@@ -172,17 +184,20 @@ def _split(rasters: list[_Raster], options: ExportOptions,
 
 
 def _write_chips(out: Path, rasters: list[_Raster], splits: dict[ChipWindow, str],
-                 options: ExportOptions, skipped: dict[str, Counter]) -> tuple[list[dict], dict]:
-    """Read, check and write the chips of `splits` into out/source and out/target; their
-    records and each domain's train statistics (and the target's val class counts). A domain
-    with no chip kept, or none in train, is an error saying why."""
-    for domain in DOMAINS:
+                 options: ExportOptions, skipped: dict[str, Counter],
+                 domains: tuple[str, ...] = DOMAINS) -> tuple[list[dict], dict, dict]:
+    """Read, check and write the chips of `splits` of the `domains`' rasters into out/<domain>;
+    their records, each domain's train statistics (and the target's val class counts) and the
+    chips each dropped for too many invalid pixels."""
+    for domain in domains:
         make_folder(out / domain)
-    jobs = _jobs(rasters, splits, out, options)
+    members = [r for r in rasters if r.spec.domain in domains]
+    jobs = _jobs(members, splits, out, options)
     records: list[dict] = []
     stats = {d: (BandStatistics(len(_bands(rasters, d)), count_classes=d == "target"),
-                 ClassCounts(len(_bands(rasters, d)))) for d in DOMAINS}
-    with tqdm(total=len(splits), unit="chip", desc="export-chips",
+                 ClassCounts(len(_bands(rasters, d)))) for d in domains}
+    invalid: dict[str, list[ChipWindow]] = {d: [] for d in domains}
+    with tqdm(total=sum(len(job.chips) for job in jobs), unit="chip", desc="export-chips",
               disable=not options.progress) as bar:
         for job, result in pipeline.run_jobs(jobs, options.workers, run_domain_job):
             domain = job.raster.domain
@@ -190,14 +205,59 @@ def _write_chips(out: Path, rasters: list[_Raster], splits: dict[ChipWindow, str
             skipped[domain].update(result.rejected)
             stats[domain][0].merge(result.stats)
             stats[domain][1].merge(result.val_classes)
+            invalid[domain].extend(result.invalid)
             bar.update(len(job.chips))
     records.sort(key=lambda r: (r["raster"], r["row"], r["col"]))
+    return records, stats, invalid
+
+
+def _split_again(rasters: list[_Raster], domain: str, options: ExportOptions,
+                 records: list[dict], invalid: list[ChipWindow], skipped: dict[str, Counter]):
+    """All the splits with the `domain`'s drawn again without its chips found `invalid`
+    (`pipeline.split_again`), its --split-block, its counts of chips skipped and the summary's
+    line; None when its first split stands."""
+    members = [r for r in rasters if r.spec.domain == domain]
+    kept = Counter(r["split"] for r in records if r["domain"] == domain)
+    again = pipeline.split_again([c for r in members for c in r.chips], invalid, kept,
+                                 {r.spec.index: r.spec.grid for r in members}, (0, 0), options,
+                                 domain)
+    if again is None:
+        return None
+    splits, split_block, straddling = again
+    ours = {r.spec.index for r in members}
+    splits.update((c, s) for c, s in _current_splits(rasters, records).items()
+                  if c.pair not in ours)
+    counts = Counter({pipeline.REJECT_AOI: skipped[domain][pipeline.REJECT_AOI],
+                      REJECT_NODATA: len(invalid), pipeline.REJECT_STRADDLE: straddling})
+    return splits, split_block, counts, pipeline.resplit_line(len(invalid), kept,
+                                                              options.val_fraction)
+
+
+def _current_splits(rasters: list[_Raster], records: list[dict]) -> dict[ChipWindow, str]:
+    """The split of every chip `records` kept."""
+    size = rasters[0].chips[0].size if rasters[0].chips else 0
+    return {ChipWindow(r["raster"], r["row"], r["col"], size): r["split"] for r in records}
+
+
+def _rewrite(out: Path, rasters: list[_Raster], splits: dict[ChipWindow, str],
+             options: ExportOptions, skipped: dict[str, Counter], domain: str,
+             records: list[dict], stats: dict) -> tuple[list[dict], dict]:
+    """The `domain`'s chips written again on its new split; all the records and statistics."""
+    shutil.rmtree(out / domain)
+    ours, our_stats, _ = _write_chips(out, rasters, splits, options, skipped, (domain,))
+    records = sorted([r for r in records if r["domain"] != domain] + ours,
+                     key=lambda r: (r["raster"], r["row"], r["col"]))
+    return records, {**stats, **our_stats}
+
+
+def _check_kept(rasters: list[_Raster], records: list[dict], options: ExportOptions,
+                skipped: dict[str, Counter]) -> None:
+    """A domain with no chip kept, or none in train, is an error saying why."""
     for domain in DOMAINS:
         pipeline.check_kept(
             [r for r in records if r["domain"] == domain],
             sum(len(r.chips) for r in rasters if r.spec.domain == domain), skipped[domain],
             options, options.split_block or options.chip_size, domain)
-    return records, stats
 
 
 def _bands(rasters: list[_Raster], domain: str) -> tuple[int, ...]:
@@ -210,7 +270,7 @@ def _jobs(rasters: list[_Raster], splits: dict[ChipWindow, str], out: Path,
     rates = {}
     for domain in DOMAINS:
         pixels = sum(c.size * c.size for c, s in splits.items()
-                     if s == "train" and domain_of[c.pair] == domain)
+                     if s == "train" and domain_of.get(c.pair) == domain)
         rates[domain] = BandStatistics.rate_for(options.sample_size, pixels)
     jobs = []
     for raster in rasters:

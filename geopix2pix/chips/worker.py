@@ -70,6 +70,7 @@ class JobResult:
     target_stats: BandStatistics
     val_classes: ClassCounts  # the val chips' target codes (a class that val holds, train not)
     shifts: list[Shift]  # the chips' estimated shifts, those --max-shift dropped included
+    invalid: list[ChipWindow]  # the chips dropped for REJECT_NODATA (`pipeline.split_again`)
 
 
 class ChipWriter:
@@ -148,7 +149,7 @@ def _run_job(job: Job) -> JobResult:
     target_stats = BandStatistics(len(spec.target_bands), job.sample_rate, seed=rng_seed + [1],
                                   count_classes=True)
     val_classes = ClassCounts(len(spec.target_bands))
-    records, rejected, shifts = [], Counter(), []
+    records, rejected, shifts, invalid = [], Counter(), [], []
     # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
     # writing with the next chip's reading and statistics; a failed write (a full disk) stops
     # the job at the next chip
@@ -163,6 +164,7 @@ def _run_job(job: Job) -> JobResult:
             valid_fraction = float(read.valid.mean())
             if 1.0 - valid_fraction > job.max_nodata:
                 rejected[REJECT_NODATA] += 1
+                invalid.append(chip)
                 continue
             shift = job.shift_check.estimate(chip, read)  # never changes the chip's pixels
             shifts += [shift] if shift is not None else []
@@ -183,4 +185,5 @@ def _run_job(job: Job) -> JobResult:
                                 **columns(shift)))
         for future in pending:
             future.result()
-    return JobResult(records, rejected, source_stats, target_stats, val_classes, shifts)
+    return JobResult(records, rejected, source_stats, target_stats, val_classes, shifts,
+                     invalid)
