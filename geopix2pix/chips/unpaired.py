@@ -213,7 +213,7 @@ def _write_chips(out: Path, rasters: list[_Raster], splits: dict[ChipWindow, str
 
 def _split_again(rasters: list[_Raster], domain: str, options: ExportOptions,
                  records: list[dict], invalid: list[ChipWindow], skipped: dict[str, Counter]):
-    """All the splits with the `domain`'s drawn again without its chips found `invalid`
+    """The `domain`'s split drawn again without its chips found `invalid`
     (`pipeline.split_again`), its --split-block, its counts of chips skipped and the summary's
     line; None when its first split stands."""
     members = [r for r in rasters if r.spec.domain == domain]
@@ -224,25 +224,17 @@ def _split_again(rasters: list[_Raster], domain: str, options: ExportOptions,
     if again is None:
         return None
     splits, split_block, straddling = again
-    ours = {r.spec.index for r in members}
-    splits.update((c, s) for c, s in _current_splits(rasters, records).items()
-                  if c.pair not in ours)
     counts = Counter({pipeline.REJECT_AOI: skipped[domain][pipeline.REJECT_AOI],
                       REJECT_NODATA: len(invalid), pipeline.REJECT_STRADDLE: straddling})
     return splits, split_block, counts, pipeline.resplit_line(len(invalid), kept,
                                                               options.val_fraction)
 
 
-def _current_splits(rasters: list[_Raster], records: list[dict]) -> dict[ChipWindow, str]:
-    """The split of every chip `records` kept."""
-    size = rasters[0].chips[0].size if rasters[0].chips else 0
-    return {ChipWindow(r["raster"], r["row"], r["col"], size): r["split"] for r in records}
-
-
 def _rewrite(out: Path, rasters: list[_Raster], splits: dict[ChipWindow, str],
              options: ExportOptions, skipped: dict[str, Counter], domain: str,
              records: list[dict], stats: dict) -> tuple[list[dict], dict]:
-    """The `domain`'s chips written again on its new split; all the records and statistics."""
+    """The `domain`'s chips written again on its new `splits`; all the records and
+    statistics."""
     shutil.rmtree(out / domain)
     ours, our_stats, _ = _write_chips(out, rasters, splits, options, skipped, (domain,))
     records = sorted([r for r in records if r["domain"] != domain] + ours,
