@@ -293,3 +293,17 @@ def test_a_resume_without_a_usable_train_json_takes_the_checkpoints_options(chip
     assert saved["options"]["lr"] == 0.001 and saved["options"]["batch_size"] == 2
     rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
     assert rows[-1]["step"] == "4"
+
+
+def test_the_callback_gets_each_steps_losses_as_metrics_csv_names_them(chips, tmp_path):
+    """The API promised {"epoch", "step", "lr", ...losses}; a tester got the first three alone."""
+    seen = []
+    train(chips, tmp_path / "run", callback=lambda info: seen.append(info) and False,
+          max_steps=3, ngf=8, ndf=8, batch_size=2, workers=0, quiet=True, device="cpu")
+    columns = next(csv.reader((tmp_path / "run" / "metrics.csv").read_text().splitlines()))
+    losses = [name for name in seen[0] if name not in ("epoch", "step", "lr")]
+    assert losses and set(losses) <= set(columns)
+    assert [info["step"] for info in seen] == [1, 2, 3]
+    assert all(isinstance(info[n], float) and math.isfinite(info[n]) for info in seen
+               for n in losses)
+    assert len({info[losses[0]] for info in seen}) > 1  # each step's own, not one value

@@ -131,7 +131,7 @@ class EpochRunner:
             state["batch_in_epoch"] += 1
             partial["batches"] += 1
             partial["images"] += int(batch["source"].shape[0])
-            info = self._progress(bar, losses, lr)
+            info = self._progress(bar, losses, lr, callback is not None)
             stopping = distributed.any_rank(bool(callback and callback(info)) or stop.requested)
             if stopping or state["step"] >= self.schedule.total_steps:
                 break
@@ -146,9 +146,14 @@ class EpochRunner:
                 self.checkpoint.save(state)
                 raise KeyboardInterrupt
 
-    def _progress(self, bar, losses: dict[str, torch.Tensor], lr: float) -> dict:
+    def _progress(self, bar, losses: dict[str, torch.Tensor], lr: float,
+                  with_losses: bool) -> dict:
+        """Advance the progress bar; the step's info for a callback, `with_losses` its losses
+        as numbers (read from the device only then: each read waits for the step to end)."""
         state = self.state
         info = {"epoch": state["epoch"] + 1, "step": state["step"], "lr": lr}
+        if with_losses:
+            info.update((name, float(losses[name])) for name in self.losses)
         bar.update(1)
         if not bar.disable and (state["step"] % 10 == 0 or state["step"] == 1):
             bar.set_postfix({"epoch": info["epoch"], **self.family.postfix(losses)})
