@@ -28,7 +28,8 @@ def metadata(in_ch=3, out_ch=1, target_dtype="float32", target_nodata=-9999.0,
              target_scaling=None, source_scaling=None, descriptions=None, pixel_size=(30, 30),
              crs="EPSG:32633", chip_size=64, source_bands=None,
              source_raster_bands=None, classes=None,
-             target_band_metadata: BandMetadata | None = None) -> dict:
+             target_band_metadata: BandMetadata | None = None,
+             ground_pixel_size=None) -> dict:
     """A model file's metadata; with `classes` (the codes of the `out_ch` channels) that of a
     categorical model of a one-band target."""
     target_bands = out_ch if classes is None else 1
@@ -40,7 +41,8 @@ def metadata(in_ch=3, out_ch=1, target_dtype="float32", target_nodata=-9999.0,
                          side(range(1, target_bands + 1), target_dtype, target_nodata,
                               target_scaling, descriptions, band_metadata=target_band_metadata,
                               classes=classes),
-                         chip_size, crs, pixel_size, version="0.1.0").to_dict()
+                         chip_size, crs, pixel_size, version="0.1.0",
+                         ground_pixel_size=ground_pixel_size).to_dict()
 
 
 def _spec(in_ch: int, out_ch: int, meta: dict, **fields) -> GeneratorSpec:

@@ -5,7 +5,6 @@ raster is opened; the grid each raster's chips are cut on (its own, or resampled
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,12 +14,12 @@ from affine import Affine
 from geopix2pix.chips.pairs import csv_rows, listed_file
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.grid import MAX_PIXELS_FACTOR, Grid
+from geopix2pix.raster.ground import ground_pixel_size
 from geopix2pix.raster.io import full_path, raster_path
 
 DOMAINS = ("source", "target")
 PIXEL_SIZE_RATIO = 2.0  # domains whose ground pixel sizes differ more than this are warned of
 # metres per degree (WGS84 mean): a geographic raster's ground size; a chip's is what matters
-METRES_PER_DEGREE_LAT, METRES_PER_DEGREE_LON = 110_574.0, 111_320.0
 
 Listed = list[tuple[Path | str, str]]  # (raster, domain)
 
@@ -108,15 +107,9 @@ def _check_distinct(listed: Listed) -> None:
 
 
 def ground_size(grid: Grid) -> tuple[float, float]:
-    """(x, y) pixel size in metres on the ground: CRS units times their size in metres, or for
-    degrees their length at the grid's centre latitude."""
-    x, y = grid.pixel_size
-    if grid.crs is not None and grid.crs.is_geographic:
-        latitude = (grid.transform @ (grid.width / 2, grid.height / 2))[1]
-        return (x * METRES_PER_DEGREE_LON * math.cos(math.radians(latitude)),
-                y * METRES_PER_DEGREE_LAT)
-    factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
-    return x * factor, y * factor
+    """(x, y) pixel size in metres on the ground (`raster.ground`), or in the grid's units where
+    they cannot be measured (no CRS)."""
+    return ground_pixel_size(grid) or grid.pixel_size
 
 
 def cut_grid(grid: Grid, pixel_size: float | None) -> Grid:

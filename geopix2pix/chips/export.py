@@ -48,6 +48,7 @@ from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.raster.grid import Grid, not_north_up_warning, overlap_window
+from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import full_path, open_raster, raster_path, select_bands
 from geopix2pix.raster.write import make_folder
 from geopix2pix.runtime.stopping import attaches_stop_report
@@ -300,6 +301,7 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
     return DatasetInfo(
         chip_size=options.chip_size, stride=options.stride, source=source, target=target,
         crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
+        ground_pixel_size=ground_list(first),
         pairs=[dict(zip(("source", "target"), _full_paths(p.spec)), crs=p.grid.crs.to_string(),
                     pixel_size=list(p.grid.pixel_size), target_resampled=p.resampled,
                     **recorded_masks(p.spec.masks),

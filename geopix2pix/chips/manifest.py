@@ -79,6 +79,9 @@ class DatasetInfo:
     # the domains; absent (a file written before) reads as paired
     paired: bool = True
     rasters: list[dict] = field(default_factory=list)
+    # `pixel_size` in metres on the ground at the first grid's centre (`raster.ground`; None in
+    # files from before it, or a grid without CRS): what predict compares scenes' pixels with
+    ground_pixel_size: list[float] | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -39,6 +39,7 @@ from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.raster.grid import Grid, not_north_up_warning
+from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import full_path, open_raster, select_bands
 from geopix2pix.raster.write import make_folder
 from geopix2pix.settings.export import PAIRED_ONLY, ExportOptions
@@ -296,6 +297,7 @@ def _dataset_info(options: ExportOptions, rasters: list[_Raster], sides: dict[st
     return DatasetInfo(
         chip_size=options.chip_size, stride=options.stride, source=sides["source"],
         target=sides["target"], crs=first.crs.to_string(), pixel_size=list(first.pixel_size),
+        ground_pixel_size=ground_list(first),
         pairs=[], counts=dict(train=sum(k["train"] for k in kept.values()),
                               val=sum(k["val"] for k in kept.values()),
                               skipped=dict(sum(skipped.values(), Counter())), **per_domain),
@@ -303,6 +305,7 @@ def _dataset_info(options: ExportOptions, rasters: list[_Raster], sides: dict[st
         version=pipeline.version(), paired=False,
         rasters=[dict(path=full_path(r.spec.path), domain=r.spec.domain,
                       crs=r.spec.grid.crs.to_string(), pixel_size=list(r.spec.grid.pixel_size),
+                      ground_pixel_size=ground_list(r.spec.grid),
                       resampled=r.spec.resampled) for r in rasters],
     )
 

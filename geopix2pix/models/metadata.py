@@ -190,7 +190,8 @@ class ModelMetadata:
     """The metadata of a model file (`LoadedModel.metadata` as a dataclass: `ModelMetadata.of`).
 
     ``crs`` is the training CRS as dataset.json gives it (a string: EPSG code or WKT),
-    ``pixel_size`` its (x, y) pixel size; ``training`` holds the training options with the epoch
+    ``pixel_size`` its (x, y) pixel size, ``ground_pixel_size`` that in metres on the ground
+    (None in files from before it); ``training`` holds the training options with the epoch
     and step of these weights, ``validation`` their validation scores."""
 
     source: SideMetadata
@@ -205,6 +206,7 @@ class ModelMetadata:
     baselines: BaselineMaps | None = None
     family: str | None = None  # the model family (None: pix2pix, which files do not record)
     direction: str | None = None  # cyclegan: "a_to_b" (source -> target) or "b_to_a"
+    ground_pixel_size: tuple[float, float] | None = None
 
     @classmethod
     def of_training(cls, info: DatasetInfo, options: dict[str, Any], epoch: int, step: int,
@@ -219,7 +221,7 @@ class ModelMetadata:
                    int(info.chip_size), info.crs, _pixel_size(info.pixel_size),
                    {**options, "epoch": int(epoch), "step": int(step)},
                    {k: float(v) for k, v in (validation or {}).items()}, __version__,
-                   baselines)
+                   baselines, ground_pixel_size=_ground(info.ground_pixel_size))
 
     def of_family(self, family: str, direction: str | None) -> ModelMetadata:
         """This metadata for the generator of ``family`` translating in ``direction``: for
@@ -239,7 +241,9 @@ class ModelMetadata:
                 "validation": jsonable(self.validation), "version": self.version,
                 **({"baselines": self.baselines.to_dict()} if self.baselines else {}),
                 **({"family": self.family, "direction": self.direction} if self.family
-                   else {})}
+                   else {}),
+                **({"ground_pixel_size": list(self.ground_pixel_size)}
+                   if self.ground_pixel_size else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], chip_size: int | None = None) -> ModelMetadata:
@@ -274,7 +278,8 @@ class ModelMetadata:
                         for k in validation},
             version=optional(data, "version", text) or "",
             baselines=optional(data, "baselines", _baselines), family=family,
-            direction=direction)
+            direction=direction,
+            ground_pixel_size=optional(data, "ground_pixel_size", _pixel_size))
 
     def check_against(self, spec: GeneratorSpec) -> None:
         """Refuse metadata that does not describe the generator `spec`: its band counts, its
@@ -357,6 +362,11 @@ def _check_channels(side: SideMetadata, where: str, channels: int, verb: str) ->
     if count != channels:
         raise SchemaError(f"{where}.scaling", f"is for {count} band(s) but the generator "
                                               f"{verb} {channels}")
+
+
+def _ground(values: Any) -> tuple[float, float] | None:
+    """dataset.json's ground pixel size (None in folders from before it)."""
+    return None if values is None else _pixel_size(values, "ground_pixel_size")
 
 
 def _chip_size(value: Any, where: str) -> int:

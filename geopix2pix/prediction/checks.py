@@ -26,6 +26,7 @@ from geopix2pix.raster.band_metadata import (
     stored_alike,
 )
 from geopix2pix.raster.grid import Grid, control_points, not_north_up_warning
+from geopix2pix.raster.ground import ground_pixel_size
 from geopix2pix.raster.io import (
     has_geotransform,
     placement_problem,
@@ -129,11 +130,20 @@ def _metres(size: tuple[float, float], crs: CRS | None, lat: float = 0.0) -> flo
         return None
 
 
+SAME_GROUND = 0.005  # pixel sizes on the ground this near are the same (no resampling)
+
+
 def pixel_size_ratio(grid: Grid, info: ModelMetadata) -> float | None:
-    """Scene pixel size / training pixel size (in metres where units differ), or None."""
-    trained = training_crs(info)
+    """Scene pixel size / training pixel size, both in metres on the ground (`raster.ground`)
+    where the model file records the training's; else in CRS units where the CRSs are the
+    same, or in metres by the CRS units at the equator; None where unknown."""
     if info.pixel_size is None:
         return None
+    scene = ground_pixel_size(grid)
+    if info.ground_pixel_size is not None and scene is not None:
+        ratio = sum(scene) / sum(info.ground_pixel_size)
+        return 1.0 if abs(ratio - 1) <= SAME_GROUND else ratio
+    trained = training_crs(info)
     if grid.crs is not None and trained is not None and grid.crs == trained:
         scene, train = sum(grid.pixel_size) / 2, sum(info.pixel_size) / 2
     else:
@@ -144,6 +154,15 @@ def pixel_size_ratio(grid: Grid, info: ModelMetadata) -> float | None:
         if scene is None or train is None:
             return None
     return scene / train if train > 0 else None
+
+
+def _size_text(size: tuple[float, float], crs, ground: tuple[float, float] | None) -> str:
+    """'10x10 (EPSG:3857; 6.17x6.17 m on the ground)': a pixel size in its CRS units, and on
+    the ground where that differs."""
+    text = "x".join(f"{v:.6g}" for v in size)
+    if ground is None or all(math.isclose(g, s, rel_tol=1e-3) for g, s in zip(ground, size)):
+        return f"{text} ({crs})"
+    return f"{text} ({crs}; {'x'.join(f'{v:.3g}' for v in ground)} m on the ground)"
 
 
 def check_source_values(dataset, bands: Sequence[int], info: ModelMetadata,
@@ -203,10 +222,10 @@ def check_pixel_size(dataset, info: ModelMetadata, warn: Callable[[str], None],
     # a scene without geotransform (--allow-no-crs) has no pixel size to compare
     ratio = pixel_size_ratio(grid, info) if has_geotransform(dataset) else None
     if ratio is not None and not (1 / PIXEL_SIZE_TOLERANCE <= ratio <= PIXEL_SIZE_TOLERANCE):
-        scene = "x".join(f"{v:.6g}" for v in grid.pixel_size)
-        train = "x".join(f"{v:.6g}" for v in info.pixel_size)
-        warn(f"{dataset.name}: pixel size {scene} ({grid.crs}) differs {ratio:.3g}x from the "
-             f"training pixel size {train} ({info.crs}); " +
+        scene = _size_text(grid.pixel_size, grid.crs, ground_pixel_size(grid))
+        train = _size_text(info.pixel_size, info.crs, info.ground_pixel_size)
+        warn(f"{dataset.name}: pixel size {scene} differs {ratio:.3g}x from the training pixel "
+             f"size {train}; " +
              ("predicting at the training pixel size (--resample-to-model)" if resampling
               else "consider --resample-to-model"))
     return ratio

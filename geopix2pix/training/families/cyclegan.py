@@ -257,8 +257,10 @@ class CycleGAN(ModelFamily):
         first = next((r for r in self.info.rasters if r.get("domain") == domain), None)
         if first is None:
             return metadata
+        ground = first.get("ground_pixel_size")
         return dataclasses.replace(metadata, crs=first["crs"],
-                                   pixel_size=tuple(map(float, first["pixel_size"])))
+                                   pixel_size=tuple(map(float, first["pixel_size"])),
+                                   ground_pixel_size=tuple(map(float, ground)) if ground else None)
 
     @torch.no_grad()
     def draw_samples(self, path: Path, batch: dict[str, torch.Tensor]) -> None:
