@@ -13,12 +13,14 @@ import pytest
 import rasterio
 from affine import Affine
 from conftest import write_raster
+from PIL import Image
 from rasterio.crs import CRS
 from test_train_cyclegan import assert_same_tensors, stopped_and_resumed
 
 from geopix2pix.cli import main
 from geopix2pix.models import load_model
 from geopix2pix.prediction.predictor import predict
+from geopix2pix.raster.render import GAP
 from geopix2pix.training import train
 
 TINY = dict(model="cyclegan", generator="resnet_6blocks", ngf=8, ndf=8, batch_size=4,
@@ -109,3 +111,41 @@ def test_pix2pix_refuses_the_unpaired_folder_in_one_line(chips, tmp_path, capsys
     assert len(err.splitlines()) == 1, err
     assert "holds unpaired chips" in err and "--model cyclegan" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_domain_without_val_chips_leaves_the_other_domains_validation(tmp_path, capsys):
+    """A tester's target domain (one 32 px raster) had no val chip: validation was dropped for
+    both domains, with a warning that the folder had none; and samples/ repeated chips."""
+    a, b = _domains(tmp_path)
+    with rasterio.open(b) as ds:  # one chip's worth of domain B: no val chip
+        small = write_raster(tmp_path / "b_small.tif", ds.read(window=((0, 32), (0, 32))),
+                             nodata=0, crs="EPSG:4326", transform=DEGREES)
+    chips, run = tmp_path / "chips", tmp_path / "run"
+    assert main(["export-chips", "--unpaired", "--source", str(a), "--target", str(small),
+                 "-o", str(chips), "--chip-size", "32", "--split-block", "64", "--workers", "0",
+                 "--quiet"]) == 0
+    counts = json.loads((chips / "dataset.json").read_text())["counts"]
+    assert counts["target"]["val"] == 0 and counts["source"]["val"] > 0
+    lines: list[str] = []
+    train(chips, run, max_steps=4, epochs=1, decay_epochs=0, log=lines.append,
+          **{**TINY, "samples": 4})
+    said = "\n".join(lines)
+    assert "the target domain has no val chips" in said and "val_cycle_a" in said
+    assert "the chips folder has no val chips" not in said
+    rows = _rows(run)
+    assert rows[-1]["val_cycle_a"] and not rows[-1]["val_cycle_b"]
+    best = load_model(run / "model-best.safetensors").metadata["validation"]
+    assert set(best) == {"val_cycle_a"}
+    # samples: each domain's chips once (A: its val chips; B: its one train chip)
+    sample = np.asarray(Image.open(next((run / "samples").glob("*.png"))))
+    rows = min(4, counts["source"]["val"]) + 1
+    assert sample.shape[0] == rows * 32 + (rows - 1) * GAP
+
+
+def test_the_identity_line_comes_after_a_refused_resume(chips, tmp_path, capsys):
+    """A resume of a run that does not exist was one error line after 'identity loss off'."""
+    assert main(["train", str(chips), "-o", str(tmp_path / "none"), "--resume",
+                 "--model", "cyclegan"]) == 2
+    out = capsys.readouterr()
+    assert "identity loss off" not in out.out + out.err
+    assert len(out.err.strip().splitlines()) == 1

@@ -124,7 +124,9 @@ class ChipDataset(Dataset):
     is chip ``index % len(sources)``, ``target`` one drawn at random with a generator seeded by
     (`seed`, the epoch set by `set_epoch`, `index`), so a resumed run draws the same; each with
     its own validity (``source_valid``, ``target_valid``) and id (``source_id``,
-    ``target_id``). The dataset is as long as the larger domain. A paired chips folder is read
+    ``target_id``). The dataset is as long as the larger domain. Without `draw_targets`
+    (validation: each domain's chips in turn), a domain without chips in the split is left out
+    of the items (the other is scored alone). A paired chips folder is read
     so too (its pairing ignored); an unpaired one is refused without `unpaired`."""
 
     @api_function
@@ -163,8 +165,8 @@ class ChipDataset(Dataset):
                                   "pixel); drop them with unpaired")
         found = {d: chip_ids(self.chips_dir, split, None if self.info.paired else d)
                  for d in DOMAINS}
-        for domain, ids in found.items():
-            if not ids:
+        for domain, ids in found.items():  # validation may score one domain alone
+            if not ids and (self.draw_targets or not any(found.values())):
                 raise GeoPix2PixError(f"{self.chips_dir} holds no {split or ''} chip of the "
                                       f"{domain} domain; re-export it with a smaller "
                                       "--val-fraction or more rasters")
@@ -223,16 +225,23 @@ class ChipDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         item = {}
-        sources = self.domain_ids["source"]
-        for domain, chip_id, scaling in (
-                ("source", sources[index % len(sources)], self.source_scaling),
-                ("target", self.domain_ids["target"][self.target_index(index, epoch)],
-                 self.target_scaling)):
-            data, valid = self._read(domain, chip_id)
-            tensor, valid_t = augment_chips([torch.from_numpy(scaling.forward(data, valid)),
-                                             torch.from_numpy(valid)[None]], self.augment)
-            item.update({domain: tensor, f"{domain}_valid": valid_t, f"{domain}_id": chip_id})
+        for domain, ids in self.domain_ids.items():
+            if not ids:  # validation of the other domain alone
+                continue
+            chip = index % len(ids) if domain == "source" else self.target_index(index, epoch)
+            tensor, valid = self.domain_chip(domain, chip)
+            item.update({domain: tensor, f"{domain}_valid": valid,
+                         f"{domain}_id": self.domain_ids[domain][chip]})
         return item
+
+    def domain_chip(self, domain: str, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `domain`'s chip `index` (`unpaired`), scaled and augmented, and its validity
+        (1, H, W)."""
+        data, valid = self._read(domain, self.domain_ids[domain][index])
+        scaling = self.source_scaling if domain == "source" else self.target_scaling
+        tensor, valid_t = augment_chips([torch.from_numpy(scaling.forward(data, valid)),
+                                         torch.from_numpy(valid)[None]], self.augment)
+        return tensor, valid_t
 
     def _class_index(self, target: np.ndarray, valid: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:

@@ -91,9 +91,6 @@ class CycleGAN(ModelFamily):
             raise GeoPix2PixError(
                 f"--lambda-identity {asked}: the identity loss needs domains of as many bands "
                 f"(A has {self.bands['a']}, B {self.bands['b']}); drop --lambda-identity")
-        if asked is None:
-            self.run.log(f"identity loss off: domain A has {self.bands['a']} band(s), B "
-                         f"{self.bands['b']}")
         return 0.0
 
     # --- set-up -------------------------------------------------------------------------------
@@ -116,17 +113,35 @@ class CycleGAN(ModelFamily):
     def datasets(self) -> tuple[Any, Any]:
         """Train items: one chip of each domain, drawn independently (a paired folder's pairing
         ignored). Val items: a paired folder's pairs (also scored A -> B, see `validate`); an
-        unpaired folder's chips of each domain in turn (none when a domain has no val chip)."""
+        unpaired folder's chips of each domain in turn, of the one domain that has val chips
+        when the other has none (said in the log), none when neither has."""
         chips, seed = self.run.chips_dir, self.config.seed
         self.train_set = ChipDataset(chips, "train", unpaired=True, seed=seed,
                                      augment=self.config.augment)
+        self.val_missing = [] if self.info.paired else \
+            [d for d in DOMAINS if not chip_ids(chips, "val", d)]
         if self.info.paired:
             self.val_set = ChipDataset(chips, "val")
-        elif all(chip_ids(chips, "val", domain) for domain in DOMAINS):
+        elif len(self.val_missing) < len(DOMAINS):
             self.val_set = ChipDataset(chips, "val", unpaired=True, draw_targets=False)
         else:
             self.val_set = []
         return self.train_set, self.val_set
+
+    def describe(self) -> list[str]:
+        lines = []
+        if not self.weights.lambda_identity and self.config.lambda_identity is None:
+            lines.append(f"identity loss off: domain A has {self.bands['a']} band(s), B "
+                         f"{self.bands['b']}")
+        if len(self.val_missing) == 1:
+            missing = self.val_missing[0]
+            scored = "val_cycle_a (A -> B -> A)" if missing == "target" else \
+                "val_cycle_b (B -> A -> B)"
+            lines.append(f"warning: the {missing} domain has no val chips: validation scores "
+                         f"the other domain's cycle alone, {scored}, and model-best is picked "
+                         "by it; re-export with a smaller --split-block or more rasters of that "
+                         "domain to score both")
+        return lines
 
     def sync_batch_norm(self) -> None:
         self.nets = {k: distributed.sync_batch_norm(m, self.setup.device)
@@ -206,34 +221,32 @@ class CycleGAN(ModelFamily):
             for batch in loader:
                 real_a, valid_a, real_b, valid_b, pair = (
                     None if v is None else self.setup.to_device(v) for v in sides(batch))
+                terms = []  # (index, prediction, truth, validity); a domain without val: none
                 with self.setup.autocast():
-                    fake_b = masked(g_a(real_a), valid_a)
-                    cycle_a = g_b(fake_b)
-                    cycle_b = g_a(masked(g_b(real_b), valid_b))
-                terms = [(cycle_a, real_a, valid_a), (cycle_b, real_b, valid_b)]
+                    if real_a is not None:
+                        fake_b = masked(g_a(real_a), valid_a)
+                        terms.append((0, g_b(fake_b), real_a, valid_a))
+                    if real_b is not None:
+                        terms.append((1, g_a(masked(g_b(real_b), valid_b)), real_b, valid_b))
                 if pair is not None:  # a paired chip: A -> B against its own B
-                    terms.append((fake_b, real_b, pair))
-                for index, (pred, truth, valid) in enumerate(terms):
+                    terms.append((2, fake_b, real_b, pair))
+                for index, pred, truth, valid in terms:
                     count = float(valid.sum())
                     sums[index] += float(masked_l1(pred.float(), truth, valid)) * count
                     counts[index] += count
         packed = torch.cat([sums, counts])
         if reduce is not None:
             packed = reduce(packed.to(self.setup.device)).cpu()
-        if packed[3] == 0 or packed[4] == 0:
-            return {}
-        scores = {"val_cycle_a": float(packed[0] / packed[3]),
-                  "val_cycle_b": float(packed[1] / packed[4])}
-        if packed[5] > 0:
-            scores["val_l1"] = float(packed[2] / packed[5])
-        return scores
+        names = ("val_cycle_a", "val_cycle_b", "val_l1")
+        return {name: float(packed[i] / packed[i + 3]) for i, name in enumerate(names)
+                if packed[i + 3] > 0}
 
     def score(self, scores: dict[str, float], losses: dict[str, float]) -> float:
         """Both directions' validation cycle L1 and the A -> B L1 (paired val chips); the
         train cycle losses without val chips."""
-        if "val_cycle_a" not in scores:
+        if not scores:
             return losses["loss_cycle_A"] + losses["loss_cycle_B"]
-        return scores["val_cycle_a"] + scores["val_cycle_b"] + scores.get("val_l1", 0.0)
+        return sum(scores.values())
 
     def best_losses(self, losses: dict[str, float]) -> dict[str, float]:
         return {k: losses[k] for k in ("loss_cycle_A", "loss_cycle_B")}
@@ -261,6 +274,22 @@ class CycleGAN(ModelFamily):
         return dataclasses.replace(metadata, crs=first["crs"],
                                    pixel_size=tuple(map(float, first["pixel_size"])),
                                    ground_pixel_size=tuple(map(float, ground)) if ground else None)
+
+    def sample_batch(self, count: int) -> dict[str, torch.Tensor] | None:
+        """The fixed chips samples/ shows: of unpaired chips, each domain's first `count` val
+        chips, each once (its train chips where it has no val chip); of paired ones, the first
+        val pairs (`Family.sample_batch`)."""
+        if self.info.paired:
+            return super().sample_batch(count)
+        batch = {}
+        for domain in DOMAINS:
+            dataset = self.val_set if self.val_set and domain not in self.val_missing \
+                else self.train_set
+            chips = [dataset.domain_chip(domain, i)
+                     for i in range(min(count, len(dataset.domain_ids[domain])))]
+            batch[domain] = torch.stack([tensor for tensor, _ in chips])
+            batch[f"{domain}_valid"] = torch.stack([valid for _, valid in chips])
+        return batch
 
     @torch.no_grad()
     def draw_samples(self, path: Path, batch: dict[str, torch.Tensor]) -> None:
@@ -298,4 +327,5 @@ def sides(batch: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
     if "valid" in batch:  # B zero where the pair is invalid, as its validation always saw it
         valid = batch["valid"]
         return batch["source"], valid, torch.where(valid, batch["target"], 0), valid, valid
-    return batch["source"], batch["source_valid"], batch["target"], batch["target_valid"], None
+    return (batch.get("source"), batch.get("source_valid"), batch.get("target"),
+            batch.get("target_valid"), None)
