@@ -267,3 +267,37 @@ def test_resampled_prediction_is_nodata_exactly_where_the_scene_is(tmp_path, pix
         written = dst.read_masks(1) > 0  # nodata or, for uint8 without one, the internal mask
     invalid = (data == 0).any(0)
     np.testing.assert_array_equal(written, ~invalid)
+
+
+def _sidecars(out) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(out.name + "."))
+
+
+def test_an_overwritten_output_loses_the_replaced_files_sidecars(tmp_path, model_file):
+    """A tester's QGIS showed the old output's statistics, stretch and pyramids after
+    --overwrite: GDAL's .aux.xml, .ovr and .msk beside it described the replaced pixels."""
+    scene = write_scene(tmp_path / "s.tif", 120, 90)
+    out = tmp_path / "out.tif"
+    predict(scene, out, model=model_file, progress=False)
+    with rasterio.open(out) as dst:
+        dst.stats(approx=False)  # what gdalinfo -stats and QGIS do: writes out.tif.aux.xml
+        before = dst.read(1)
+    for suffix in (".ovr", ".msk"):
+        (tmp_path / f"out.tif{suffix}").write_bytes(b"stale")
+    assert _sidecars(out) == ["out.tif.aux.xml", "out.tif.msk", "out.tif.ovr"]
+    # a failed run keeps the earlier output with its sidecars
+    with pytest.raises(RuntimeError, match="boom"):
+        predict(scene, out, model=loaded(Failing()), progress=False, overwrite=True)
+    assert _sidecars(out) == ["out.tif.aux.xml", "out.tif.msk", "out.tif.ovr"]
+    predict(scene, out, model=loaded(ConvModel(), target_scaling=IDENTITY), progress=False,
+            overwrite=True)
+    assert _sidecars(out) == []
+    with rasterio.open(out) as dst:
+        data = dst.read(1, masked=True)
+        assert not np.array_equal(data.filled(0), before) and not dst.overviews(1)
+        assert "STATISTICS_MINIMUM" not in dst.tags(1)
+    # a sidecar left by an output removed by hand goes with the next one written there
+    out.unlink()
+    (tmp_path / "out.tif.aux.xml").write_text("<PAMDataset/>")
+    predict(scene, out, model=model_file, progress=False)
+    assert _sidecars(out) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.runtime.folders import make_folders, refuse_read_only, remove_folders
 from geopix2pix.runtime.partials import discard, partial_name, remove_stale
 
@@ -166,11 +166,32 @@ def format_size(size: int) -> str:
     return f"{size:.1f} {unit}"
 
 
+# Files GDAL keeps beside a raster about it: statistics, metadata and colour stretches (.aux.xml,
+# which QGIS and gdalinfo -stats write), pyramids (.ovr, QGIS's "Build pyramids") and a mask (.msk)
+SIDECARS = (".aux.xml", ".ovr", ".msk")
+
+
 def publish(temp: Path, final: Path, overwrite: bool) -> None:
-    """Give the complete `temp` its final name. Without `overwrite` never replace a file that
-    appeared at `final` meanwhile (another run, or another name for the same file on a
-    case-insensitive filesystem): a hard link fails rather than replace (`discard` then removes
-    `temp`); where links are not supported, check and rename."""
+    """Give the complete `temp` its final name, then remove the GDAL sidecars (`SIDECARS`) of
+    the file it replaced, or left by one removed earlier: they describe other pixels (QGIS
+    would show the old statistics, stretch and pyramids). Without `overwrite` never replace a
+    file that appeared at `final` meanwhile (another run, or another name for the same file on
+    a case-insensitive filesystem): a hard link fails rather than replace (`discard` then
+    removes `temp`); where links are not supported, check and rename."""
+    _give_name(temp, final, overwrite)
+    for suffix in SIDECARS:
+        sidecar = final.with_name(final.name + suffix)
+        try:
+            sidecar.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # the output itself is written: a warning, not a failure
+            warn_user(f"{sidecar} describes the file {final} replaced and could not be removed "
+                      f"({exc.strerror or exc}); remove it, or QGIS shows that file's "
+                      "statistics and pyramids")
+
+
+def _give_name(temp: Path, final: Path, overwrite: bool) -> None:
     if overwrite:
         os.replace(temp, final)
         return
