@@ -52,13 +52,16 @@ def _check_count(n: object) -> None:
         raise GeoPix2PixError(f"n={n}: expected the number of chips to show, at least 1")
 
 
-def _pick(chips_dir: PathLike, split: str | None, n: int, seed: int) -> list[str]:
+def _pick(chips_dir: PathLike, split: str | None, n: int, seed: int,
+          domain: str | None = None) -> list[str]:
     from geopix2pix.chips.dataset import chip_ids
 
     _check_count(n)
-    ids = chip_ids(chips_dir, split)
+    ids = chip_ids(chips_dir, split, domain)
     if not ids:
-        raise GeoPix2PixError(f"{chips_dir} has no {split or ''} chips to show".replace("  ", " "))
+        of = f" {domain} domain" if domain else ""
+        raise GeoPix2PixError(f"{chips_dir} has no {split or ''} chips{of} to show"
+                              .replace("  ", " "))
     chosen = np.random.default_rng(seed).choice(len(ids), size=min(n, len(ids)), replace=False)
     return [ids[i] for i in sorted(chosen)]
 
@@ -77,21 +80,34 @@ def _grid(rows: int, titles: list[str], size: float):
 @api_function
 def show_chips(chips_dir: PathLike, n: int = 4, split: str | None = "train", seed: int = 0,
                size: float = 3.0):
-    """`n` random chips of a split (None: any) as source | target pairs, one row each."""
-    from geopix2pix.raster.render import render, stretch_limits
+    """`n` random chips of a split (None: any) as source | target pairs, one row each; of an
+    unpaired chips folder, `n` chips of each domain, drawn independently (no row is a pair)."""
+    from geopix2pix.chips.manifest import DatasetInfo
 
-    ids = _pick(chips_dir, split, n, seed)
-    fig, axes = _grid(len(ids), ["source", "target"], size)
-    for row, chip_id in zip(axes, ids):
-        source, source_valid = _read(Path(chips_dir) / "source" / f"{chip_id}.tif")
-        target, target_valid = _read(Path(chips_dir) / "target" / f"{chip_id}.tif")
-        row[0].imshow(render(source, source_valid))  # each chip as exported: its own validity
-        rgb = target[:3] if target.shape[0] >= 3 else np.repeat(target[:1], 3, axis=0)
-        row[1].imshow(render(target, target_valid,
-                             stretch_limits(rgb.astype(np.float64), target_valid)))
-        row[0].text(2, 2, chip_id, color="yellow", fontsize=7, va="top")
+    paired = DatasetInfo.load(chips_dir).paired
+    columns = [_pick(chips_dir, split, n, seed)] * 2 if paired else \
+        [_pick(chips_dir, split, n, seed, domain) for domain in ("source", "target")]
+    titles = ["source", "target"] if paired else ["source domain", "target domain"]
+    fig, axes = _grid(max(len(ids) for ids in columns), titles, size)
+    for column, (side, ids) in enumerate(zip(("source", "target"), columns)):
+        for row, chip_id in zip(axes, ids):
+            _show_chip(row[column], Path(chips_dir) / side / f"{chip_id}.tif", side)
+            if column == 0 or not paired:
+                row[column].text(2, 2, chip_id, color="yellow", fontsize=7, va="top")
     fig.tight_layout()
     return fig
+
+
+def _show_chip(ax, path: Path, side: str) -> None:
+    """One chip as exported (its own validity); a target with the stretch of its RGB bands."""
+    from geopix2pix.raster.render import render, stretch_limits
+
+    data, valid = _read(path)
+    if side == "source":
+        ax.imshow(render(data, valid))
+        return
+    rgb = data[:3] if data.shape[0] >= 3 else np.repeat(data[:1], 3, axis=0)
+    ax.imshow(render(data, valid, stretch_limits(rgb.astype(np.float64), valid)))
 
 
 def _as_model(model: PathLike | LoadedModel) -> LoadedModel:
@@ -115,7 +131,13 @@ def predict_chips(model: PathLike | LoadedModel, chips_dir: PathLike,
     loaded = _as_model(model)
     meta = ModelMetadata.of(loaded, str(model) if isinstance(model, (str, os.PathLike))
                             else "model")
-    _check_bands(loaded, meta, DatasetInfo.load(chips_dir), chips_dir)
+    info = DatasetInfo.load(chips_dir)
+    if not info.paired:
+        raise GeoPix2PixError(
+            f"{chips_dir} holds unpaired chips: input | prediction | target needs aligned "
+            "pairs; predict a scene with the model (geopix2pix.predict) to see its output, and "
+            "show_chips shows each domain's chips")
+    _check_bands(loaded, meta, info, chips_dir)
     target_scaling = meta.target.scaling
     dataset = ChipDataset(chips_dir, split=None, source_scaling=meta.source.scaling,
                           target_scaling=target_scaling, validity_band=loaded.spec.validity)

@@ -18,6 +18,7 @@ from rasterio.crs import CRS
 from test_train_cyclegan import assert_same_tensors, stopped_and_resumed
 
 from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import load_model
 from geopix2pix.prediction.predictor import predict
 from geopix2pix.raster.render import GAP
@@ -149,3 +150,25 @@ def test_the_identity_line_comes_after_a_refused_resume(chips, tmp_path, capsys)
     out = capsys.readouterr()
     assert "identity loss off" not in out.out + out.err
     assert len(out.err.strip().splitlines()) == 1
+
+
+def test_show_chips_shows_each_domain_and_show_results_says_why_it_cannot(chips, tmp_path):
+    """A tester's show_chips looked up a target chip's id among the source chips ('no such
+    file'), and show_results told a CycleGAN model's user to train CycleGAN."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from geopix2pix import show_chips, show_results
+    from geopix2pix.chips.dataset import chip_ids
+
+    fig = show_chips(chips, n=3, split="train")
+    titles = [ax.get_title() for ax in fig.axes[:2]]
+    assert titles == ["source domain", "target domain"]
+    shown = [t.get_text() for ax in fig.axes for t in ax.texts]
+    sources, targets = (set(chip_ids(chips, "train", d)) for d in ("source", "target"))
+    assert len(shown) == 6 and sum(s in sources for s in shown) == 3
+    assert sum(s in targets for s in shown) == 3
+    run = train(chips, tmp_path / "run", max_steps=1, **TINY)
+    with pytest.raises(GeoPix2PixError, match="holds unpaired chips: input | prediction"):
+        show_results(run.model_path, chips, n=1)
