@@ -127,3 +127,14 @@ def test_a_warped_float_scene_keeps_its_values_under_alpha_1(tmp_path):
     clear = HOLE // 2 + 1  # the first column whose bilinear kernel reaches no alpha 0
     assert not valid[:, :HOLE // 2].any() and valid[:, clear - 1:].all()
     np.testing.assert_array_equal(warped[0][:, clear:], expected[:, clear:])
+
+
+def test_evaluate_leaves_out_what_lies_outside_a_warped_five_band_reference(tmp_path):
+    """The alpha band GDAL's warper adds to a view of 5 bands is no mask to GDAL either: the
+    pixels outside the reference's footprint were counted as zeros."""
+    prediction = write_raster(tmp_path / "p.tif", values(5, "uint16"), transform=GRID)
+    reference = write_raster(tmp_path / "r.tif", values(5, "uint16"),
+                             transform=Affine(10.0, 0.0, 499903.0, 0.0, -10.0, 5200000.0))
+    report = g.evaluate(prediction, reference)
+    # the reference covers the prediction's columns 0..53 (and 3 m of column 54)
+    assert abs(report.valid_pixels - SIZE * 54) <= SIZE
