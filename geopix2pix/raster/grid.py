@@ -71,12 +71,15 @@ class Grid:
     # A raster without CRS may still be placed on the Earth by ground control points or RPCs:
     # rasterio's creation keywords for them (gcps and their crs, rpcs), kept on outputs
     control_points: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Its AREA_OR_POINT tag, kept on outputs: GDAL reads a Point raster's transform shifted by
+    # half a pixel (none with GTIFF_POINT_GEO_IGNORE=TRUE), and writes one so it reads back
+    area_or_point: str | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, dataset) -> Grid:
         """The grid of an open rasterio dataset."""
         return cls(dataset.crs, dataset.transform, dataset.width, dataset.height,
-                   control_points(dataset))
+                   control_points(dataset), dataset.tags().get("AREA_OR_POINT"))
 
     @property
     def bounds(self) -> Bounds:
@@ -98,7 +101,7 @@ class Grid:
     def moved(self, dx: float, dy: float) -> Grid:
         """This grid moved by (dx, dy) of its own pixels (columns, rows)."""
         return Grid(self.crs, self.transform @ Affine.translation(dx, dy), self.width,
-                    self.height, self.control_points)
+                    self.height, self.control_points, self.area_or_point)
 
     def is_same(self, other: Grid) -> bool:
         """True when both grids are the same pixels: same CRS, transform and size."""

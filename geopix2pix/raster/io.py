@@ -1,7 +1,9 @@
 """Opening rasters with clear errors, choosing bands, and reading windows with their validity.
 
 Validity follows GDAL: a pixel is invalid when any selected band is nodata or NaN, or when the
-dataset's mask (internal mask, per-dataset mask or alpha band) says so. Every reader in geopix2pix
+dataset's mask (internal mask, per-dataset mask or alpha band) says so; and, as QGIS shows it,
+wherever a band whose colour interpretation is alpha is 0, also where GDAL builds no mask from
+it (a float alpha, or one of 5 bands: `unmasked_alpha_bands`). Every reader in geopix2pix
 (chip export, the chip dataset, prediction, evaluation) goes through `read_window`.
 """
 
@@ -187,8 +189,14 @@ def no_crs_message(dataset, path: str | os.PathLike) -> str:
 
 def data_bands(dataset) -> list[int]:
     """1-based indexes of the dataset's bands that are data, i.e. all but alpha bands."""
-    bands = [i + 1 for i, ci in enumerate(dataset.colorinterp) if ci != ColorInterp.alpha]
+    alpha = alpha_bands(dataset)
+    bands = [b for b in range(1, dataset.count + 1) if b not in alpha]
     return bands or list(range(1, dataset.count + 1))
+
+
+def alpha_bands(dataset) -> list[int]:
+    """1-based indexes of the dataset's bands whose colour interpretation is alpha."""
+    return [i + 1 for i, ci in enumerate(dataset.colorinterp) if ci == ColorInterp.alpha]
 
 
 def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") -> list[int]:
@@ -284,13 +292,24 @@ def needs_mask_read(dataset, bands: Sequence[int]) -> bool:
     )
 
 
+def unmasked_alpha_bands(dataset, bands: Sequence[int]) -> list[int]:
+    """The alpha bands whose zeros GDAL's mask of `bands` does not mark invalid: all, unless it
+    is GDAL's own from an alpha band (only from the last of 2 or 4 integer bands; a float
+    alpha, or one of 5 bands, gives none, though QGIS hides its zeros all the same)."""
+    if any(MaskFlags.alpha in dataset.mask_flag_enums[b - 1] for b in bands):
+        return []
+    return alpha_bands(dataset)
+
+
 def invalid_pixels(dataset, data: np.ndarray, bands: Sequence[int],
                    window: Window | None = None) -> np.ndarray:
     """Boolean (rows, cols) array: True where any selected band is invalid: masked, at nodata,
-    or (floating point) NaN or infinite."""
+    or (floating point) NaN or infinite; or where an alpha band is 0 (`unmasked_alpha_bands`)."""
     invalid = np.zeros(data.shape[1:], dtype=bool)
     if needs_mask_read(dataset, bands):
         invalid |= (dataset.read_masks(list(bands), window=window, boundless=False) == 0).any(0)
+    for alpha in unmasked_alpha_bands(dataset, bands):
+        invalid |= dataset.read(alpha, window=window) == 0
     for i, band in enumerate(bands):
         nodata = dataset.nodatavals[band - 1]
         if nodata is None:
@@ -324,7 +343,7 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
 
     Nodata and NaN are excluded from the resampling kernel; where the source declares neither, an
     alpha band (its own, warped, or one added) marks what lies outside its footprint or under its
-    mask.
+    mask. An alpha band of its own above 0 is opaque (`OPAQUE_ABOVE_ZERO`).
     """
     # tolerance 0.01 pixel instead of GDAL's default 0.125-pixel
     # approximation, which shows as a visible shift between source and target chips
@@ -340,7 +359,15 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
         kwargs.update(src_nodata=np.nan, nodata=np.nan)
     elif ColorInterp.alpha not in dataset.colorinterp:  # (an alpha band of its own is warped,
         kwargs.update(add_alpha=True)  # 0 outside the footprint too: GDAL adds no second one)
+    if alpha_bands(dataset):
+        kwargs.update(SRC_ALPHA_MAX=OPAQUE_ABOVE_ZERO)
     return WarpedVRT(dataset, **kwargs)
+
+
+# GDAL's warper weighs a pixel by alpha / SRC_ALPHA_MAX (255 for a float alpha), at most 1, and
+# blends it into the nodata it starts from (a float alpha of 1 gave all NaN): a tiny maximum
+# makes any alpha above 0 opaque, as `invalid_pixels` reads an alpha band.
+OPAQUE_ABOVE_ZERO = "1e-30"
 
 
 def _longitudes_past_180(dataset) -> CRS | None:

@@ -212,8 +212,14 @@ class BandWriter:
 
 def open_output(path: Path, grid: Grid, spec: OutputSpec, compress: str,
                 creation_options: Mapping[str, str] | None = None):
-    """Open the tiled GTiff for writing (call inside the thread that writes it)."""
-    return rasterio.open(path, "w", **creation_profile(grid, spec, compress, creation_options))
+    """Open the tiled GTiff for writing (call inside the thread that writes it), tagged
+    AREA_OR_POINT as the scene is (a Point scene's output read as Area would lie half a pixel
+    off it where GTIFF_POINT_GEO_IGNORE=TRUE; a COG keeps the tag)."""
+    dataset = rasterio.open(path, "w", **creation_profile(grid, spec, compress,
+                                                          creation_options))
+    if grid.area_or_point:
+        dataset.update_tags(AREA_OR_POINT=grid.area_or_point)
+    return dataset
 
 
 @contextlib.contextmanager
