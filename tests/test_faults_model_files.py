@@ -379,3 +379,26 @@ def test_a_digest_that_is_not_a_string_is_refused(world, tmp_path):
     with pytest.raises(GeoPix2PixError, match="bad 'weights_sha256' metadata"):
         load_model(path)
 
+
+# --- a training checkpoint given as the model -------------------------------------------
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "m.safetensors"])
+def test_a_training_checkpoint_given_as_the_model_is_named_as_one(world, capsys, tmp_path,
+                                                                 name):
+    """A tester's `-m run/checkpoint.pt` was 'not a geopix2pix model file (... header too
+    large)': it is recognised (from its pickle's keys, parsed, never run) and the run's model
+    files are named; a copy under another name is recognised too."""
+    run = world["model"].parent
+    path = run / name if name == "checkpoint.pt" else tmp_path / name
+    if name != "checkpoint.pt":
+        path.write_bytes((run / "checkpoint.pt").read_bytes())
+    out = tmp_path / "out.tif"
+    line = one_error_line(capsys, main(["predict", "-m", str(path), str(world["scene"]),
+                                        str(out), "-q", "--device", "cpu"]))
+    assert line.startswith(f"Error: {path} is a training checkpoint, not a model file; pass "), line
+    if name == "checkpoint.pt":
+        assert line.endswith(f"pass {run / 'model.safetensors'} (the latest epoch) or "
+                             f"{run / 'model-best.safetensors'} (the best validation score)")
+    else:
+        assert "model.safetensors (or model-best.safetensors) that `geopix2pix train`" in line
+    assert not out.exists()

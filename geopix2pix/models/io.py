@@ -38,6 +38,7 @@ from .layout import Layout
 from .metadata import ModelMetadata, metadata_error
 from .schema import SchemaError, shown
 from .smp_generator import PREFIX as SMP_PREFIX
+from .torchfile import pickled_strings
 
 T = TypeVar("T")
 
@@ -45,6 +46,7 @@ METADATA_KEY = "geopix2pix"
 FORMAT_VERSION = 1
 DIGEST_KEY = "weights_sha256"
 RESERVED_KEYS = ("format_version", "generator", DIGEST_KEY)
+CHECKPOINT_KEYS = {"format_version", "rng"}  # what every training/checkpoint.py file holds
 
 
 @dataclass
@@ -221,6 +223,9 @@ def _safetensors(path: Path, read: Callable[[Any], T]) -> T:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             return read(handle)
     except Exception as exc:  # safetensors raises its own error types for malformed files
+        if pickled_strings(path) >= CHECKPOINT_KEYS:
+            raise GeoPix2PixError(f"{path} is a training checkpoint, not a model file; "
+                                  f"{_model_in(path.parent)}") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _not_a_model(path, f"damaged, incomplete or another format: {first[:120]}") \
             from None
