@@ -1,11 +1,12 @@
 """Fault battery: model files are untrusted input.
 
 A real model file (trained for two steps, or written by the project's own writer) is tampered
-with through the safetensors library the way a damaged or hostile file could be, and each
-version must be refused by `geopix2pix predict` (and `load_model`, `show_results`) with exit 2
-and one line naming the file, before anything is built from it: no traceback, no huge
-allocation, no pickle run. Files written by earlier versions (fields missing) still load.
-(checkpoint.pt and --encoder-weights: test_faults_checkpoints.py.)
+with through the safetensors library the way a damaged or hostile file could be (or a byte of
+its weights flipped in place), and each version must be refused by `geopix2pix predict` (and
+`load_model`, `show_results`) with exit 2 and one line naming the file, before anything is
+built from it: no traceback, no huge allocation, no pickle run. Files written by earlier
+versions (fields missing) still load. (checkpoint.pt and --encoder-weights:
+test_faults_checkpoints.py.)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from geopix2pix.models import (
     load_model,
     save_model,
 )
+from geopix2pix.models.digest import weights_digest
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +262,7 @@ def test_a_model_file_asking_for_gigabytes_is_refused_under_a_memory_limit(world
 # --- files of earlier versions, and the untouched files, still work ----------------------
 
 def _old(header, tensors):
-    del header["generator"]["output"]
+    del header["generator"]["output"], header["weights_sha256"]
     del header["chip_size"], header["crs"], header["pixel_size"], header["version"]
     for side in ("source", "target"):
         for key in ("raster_bands", "classes", "units", "scales", "offsets", "colorinterp",
@@ -305,3 +307,98 @@ def test_a_loaded_model_with_hostile_metadata_is_refused_by_the_api(world, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+
+
+# --- weights changed after writing: the digest the file records --------------------------
+
+def _flip_a_weight_byte(source: Path, out: Path) -> Path:
+    """`source` with one bit of one byte in the middle of a conv weight's data flipped, in
+    place: a damaged disk or copy (safetensors itself reads it without complaint)."""
+    data = bytearray(source.read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    entries = json.loads(data[8:8 + size])
+    name = first({k: torch.zeros(v["shape"]) for k, v in entries.items() if k != "__metadata__"})
+    begin, end = entries[name]["data_offsets"]
+    data[8 + size + (begin + end) // 2 + 1] ^= 0x04  # a mantissa bit: the value stays finite
+    out.write_bytes(bytes(data))
+    return out
+
+
+def _scale_a_tensor(header, tensors):
+    tensors[first(tensors)] *= 1.5
+
+
+@pytest.mark.parametrize("damage", ["flipped-byte", "scaled-tensor"])
+def test_weights_changed_after_writing_are_refused(world, capsys, tmp_path, damage):
+    """Finite weights changed after writing (a tester's bit flips: predict exited 0 with 97.7 %
+    of the map different) are refused by predict and load_model: their digest differs."""
+    path = world["folder"] / f"{damage}.safetensors"
+    if damage == "flipped-byte":
+        _flip_a_weight_byte(world["model"], path)
+    else:
+        tampered(world["model"], path, _scale_a_tensor)
+    assert read(path)[1].keys() == read(world["model"])[1].keys()  # safetensors reads it
+    out = tmp_path / "out.tif"
+    line = one_error_line(capsys, main(["predict", "-m", str(path), str(world["scene"]),
+                                        str(out), "-q", "--device", "cpu"]))
+    assert line == (f"Error: model file {path}: its weights do not match the digest it records: "
+                    "the file is damaged; copy it again or retrain"), line
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(GeoPix2PixError, match="do not match the digest") as caught:
+        load_model(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_trained_model_file_records_the_digest_of_its_weights(world):
+    """The digest survives train -> model file -> predict: both files of a real run record
+    the digest of the tensors they hold, and load (predict: test_real_and_older_...)."""
+    for name in ("model.safetensors", "model-best.safetensors"):
+        path = world["model"].parent / name
+        header, tensors = read(path)
+        assert header["weights_sha256"] == weights_digest(tensors)
+        assert "weights_sha256" not in load_model(path).metadata  # not the caller's metadata
+
+
+def test_a_model_file_from_before_the_digest_loads_unchecked(world, capsys, tmp_path):
+    """A file written before the digest existed has none to compare: it loads and predicts."""
+    def without_digest(header, tensors):
+        del header["weights_sha256"]
+        _scale_a_tensor(header, tensors)
+    path = tampered(world["model"], tmp_path / "before.safetensors", without_digest)
+    assert load_model(path).metadata == load_model(world["model"]).metadata
+    out = tmp_path / "out.tif"
+    code = main(["predict", "-m", str(path), str(world["scene"]), str(out), "-q", "--device",
+                 "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert out.exists()
+
+
+def test_a_digest_that_is_not_a_string_is_refused(world, tmp_path):
+    path = tampered(world["model"], tmp_path / "odd.safetensors",
+                    _set("weights_sha256", [1, 2]))
+    with pytest.raises(GeoPix2PixError, match="bad 'weights_sha256' metadata"):
+        load_model(path)
+
+
+# --- a training checkpoint given as the model -------------------------------------------
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "m.safetensors"])
+def test_a_training_checkpoint_given_as_the_model_is_named_as_one(world, capsys, tmp_path,
+                                                                 name):
+    """A tester's `-m run/checkpoint.pt` was 'not a geopix2pix model file (... header too
+    large)': it is recognised (from its pickle's keys, parsed, never run) and the run's model
+    files are named; a copy under another name is recognised too."""
+    run = world["model"].parent
+    path = run / name if name == "checkpoint.pt" else tmp_path / name
+    if name != "checkpoint.pt":
+        path.write_bytes((run / "checkpoint.pt").read_bytes())
+    out = tmp_path / "out.tif"
+    line = one_error_line(capsys, main(["predict", "-m", str(path), str(world["scene"]),
+                                        str(out), "-q", "--device", "cpu"]))
+    assert line.startswith(f"Error: {path} is a training checkpoint, not a model file; pass "), line
+    if name == "checkpoint.pt":
+        assert line.endswith(f"pass {run / 'model.safetensors'} (the latest epoch) or "
+                             f"{run / 'model-best.safetensors'} (the best validation score)")
+    else:
+        assert "model.safetensors (or model-best.safetensors) that `geopix2pix train`" in line
+    assert not out.exists()

@@ -23,6 +23,7 @@ from geopix2pix.models import (
     load_model,
     save_model,
 )
+from geopix2pix.models.digest import weights_digest
 
 
 def n_params(module: nn.Module) -> int:
@@ -293,13 +294,16 @@ def test_model_file_layout(tmp_path):
 
     spec = GeneratorSpec(chip_size=64, ngf=4)
     path = tmp_path / "m.safetensors"
-    save_model(path, build_generator(spec), spec, {"epoch": 3})
+    generator = build_generator(spec)
+    save_model(path, generator, spec, {"epoch": 3})
     with safe_open(str(path), framework="pt") as handle:
         header = json.loads(handle.metadata()["geopix2pix"])
         assert any(k.endswith("running_mean") for k in handle.keys())  # noqa: SIM118
-    assert header == {"format_version": 1, "generator": spec.to_dict(), "epoch": 3}
-    with pytest.raises(ValueError, match="reserved"):
-        save_model(path, build_generator(spec), spec, {"generator": "x"})
+    assert header == {"format_version": 1, "generator": spec.to_dict(), "epoch": 3,
+                      "weights_sha256": weights_digest(generator.state_dict())}
+    for reserved in ("generator", "weights_sha256"):
+        with pytest.raises(ValueError, match="reserved"):
+            save_model(path, generator, spec, {reserved: "x"})
 
 
 class _Marker:

@@ -2,7 +2,9 @@
 
 Layout: the tensors are the generator's ``state_dict()`` (contiguous, on the CPU, batch-norm
 running statistics included); the safetensors string metadata holds one key, ``"geopix2pix"``,
-whose value is ``json.dumps({"format_version": 1, "generator": spec.to_dict(), **metadata})``.
+whose value is ``json.dumps({"format_version": 1, "generator": spec.to_dict(),
+"weights_sha256": ..., **metadata})``: the digest of the tensors (`digest.py`), compared when the
+file is read (files written before it, without the key, are read without the comparison).
 
 Model files are only ever read through safetensors, never through pickle or ``torch.load``, so
 opening a model file from someone else cannot run code. Nor is anything built from what it says
@@ -30,17 +32,21 @@ from geopix2pix.settings.checking import api_function
 
 from . import layout
 from .baseline import BaselineMaps, ResidualGenerator, with_residual
+from .digest import weights_digest
 from .factory import GeneratorSpec, build_generator
 from .layout import Layout
 from .metadata import ModelMetadata, metadata_error
 from .schema import SchemaError, shown
 from .smp_generator import PREFIX as SMP_PREFIX
+from .torchfile import pickled_strings
 
 T = TypeVar("T")
 
 METADATA_KEY = "geopix2pix"
 FORMAT_VERSION = 1
-RESERVED_KEYS = ("format_version", "generator")
+DIGEST_KEY = "weights_sha256"
+RESERVED_KEYS = ("format_version", "generator", DIGEST_KEY)
+CHECKPOINT_KEYS = {"format_version", "rng"}  # what every training/checkpoint.py file holds
 
 
 @dataclass
@@ -70,11 +76,12 @@ def _unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
-def _header(spec: GeneratorSpec, metadata: dict[str, Any]) -> str:
+def _header(spec: GeneratorSpec, metadata: dict[str, Any], digest: str) -> str:
     clash = [k for k in RESERVED_KEYS if k in metadata]
     if clash:
         raise ModelError(f"metadata may not contain the reserved keys {', '.join(clash)}")
-    content = {"format_version": FORMAT_VERSION, "generator": spec.to_dict(), **metadata}
+    content = {"format_version": FORMAT_VERSION, "generator": spec.to_dict(), DIGEST_KEY: digest,
+               **metadata}
     try:
         return json.dumps(content)
     except (TypeError, ValueError) as exc:
@@ -95,9 +102,9 @@ def save_model(
     from safetensors.torch import save
 
     path = Path(path)
-    header = _header(spec, metadata)
     state = _unwrap(generator).state_dict()
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    header = _header(spec, metadata, weights_digest(tensors))
     content = save(tensors, metadata={METADATA_KEY: header})
     with atomic_path(path, overwrite=True) as temp, open(temp, "wb") as handle:
         # written by us, not save_file: its files are private (0600), unlike any other output
@@ -216,6 +223,9 @@ def _safetensors(path: Path, read: Callable[[Any], T]) -> T:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             return read(handle)
     except Exception as exc:  # safetensors raises its own error types for malformed files
+        if pickled_strings(path) >= CHECKPOINT_KEYS:
+            raise GeoPix2PixError(f"{path} is a training checkpoint, not a model file; "
+                                  f"{_model_in(path.parent)}") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _not_a_model(path, f"damaged, incomplete or another format: {first[:120]}") \
             from None
@@ -224,26 +234,47 @@ def _safetensors(path: Path, read: Callable[[Any], T]) -> T:
 def _read(path: Path) -> tuple[GeneratorSpec, dict[str, Any], dict[str, torch.Tensor]]:
     """Spec, metadata and tensors of a model file, every part checked before the next is
     read: the header, the metadata, the tensors' names, shapes and kinds against the
-    generator the header describes, and only then the tensors themselves."""
+    generator the header describes, and only then the tensors themselves (finite, and those
+    whose digest the header records)."""
     _check_path(path)
     header, found = _safetensors(path, lambda h: (h.metadata() or {}, layout.of_safetensors(h)))
     spec, metadata = _parse_header(path, header)
+    recorded = metadata.pop(DIGEST_KEY, None)
     _check_metadata(path, spec, metadata)
     _check_layout(path, spec, found)
     tensors = _safetensors(path, lambda h: {k: h.get_tensor(k) for k in h.keys()})  # noqa: SIM118
     if layout.of_state(tensors) != found:  # replaced since its header was read
         raise GeoPix2PixError(f"model file {path} changed while it was read; try again")
+    _check_finite(path, tensors)
+    _check_digest(path, recorded, tensors)
     return spec, metadata, tensors
 
 
-def _build(path: Path, spec: GeneratorSpec, tensors: dict[str, torch.Tensor]) -> nn.Module:
-    """Rebuild the generator and load its weights (checked by `_read`) strictly."""
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinite weights (damaged bytes, or a diverged training)."""
     damaged = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
     if damaged:
         raise GeoPix2PixError(
             f"model file {path} holds NaN or infinite weights ({len(damaged)} tensor(s), e.g. "
             f"{shown(damaged[0])}): the file is damaged or training diverged; use another model "
             "file (e.g. model-best.safetensors, or retrain with a lower --lr)")
+
+
+def _check_digest(path: Path, recorded: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse weights changed since the file was written (a file from before the digest,
+    `recorded` None, is read without the comparison)."""
+    if recorded is None:
+        return
+    if not isinstance(recorded, str):
+        raise _not_a_model(path, f"bad {DIGEST_KEY!r} metadata: {shown(recorded)}")
+    if weights_digest(tensors) != recorded:
+        raise GeoPix2PixError(
+            f"model file {path}: its weights do not match the digest it records: the file is "
+            "damaged; copy it again or retrain")
+
+
+def _build(spec: GeneratorSpec, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Rebuild the generator and load its weights (checked by `_read`) strictly."""
     generator = build_generator(spec)
     generator.load_state_dict(tensors, strict=True)
     return generator
@@ -261,7 +292,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
                               "run/model.safetensors")
     path, device = Path(path), resolve_device(device, "device=")
     spec, metadata, tensors = _read(path)
-    generator = _build(path, spec, tensors).to(device)
+    generator = _build(spec, tensors).to(device)
     categorical = (metadata.get("target") or {}).get("classes") is not None
     generator = with_residual(generator, _baselines(path, spec, metadata), categorical).eval()
     return LoadedModel(generator=generator, spec=spec, metadata=metadata)

@@ -1,10 +1,13 @@
 """Reading tensors that torch.save wrote (encoder weights, checkpoint.pt) without running code:
 ``torch.load(weights_only=True)`` only, without torch's warnings, and why a file could not be
-read said in words (a text file, a pickle of Python objects, a truncated archive)."""
+read said in words (a text file, a pickle of Python objects, a truncated archive); and the
+strings of an archive's pickle, parsed and never run, to tell what it is (a checkpoint)."""
 
 from __future__ import annotations
 
+import pickletools
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -55,6 +58,25 @@ def load_failure(path: Path, exc: BaseException, hint: str) -> str:
     except OSError:
         head = b""
     return _torch_load_failure(head, exc, hint)
+
+
+def pickled_strings(path: Path, limit: int = 16 << 20) -> set[str]:
+    """The strings in the pickle of a torch.save zip archive (its ``data.pkl``: the keys and
+    other strings, not the tensors), parsed by pickletools, which runs nothing; an empty set
+    for any other file, or a pickle over `limit` bytes."""
+    try:
+        with path.open("rb") as handle:
+            if handle.read(4) != TORCH_SAVE_STARTS[0]:
+                return set()
+        with zipfile.ZipFile(path) as archive:
+            info = next(i for i in archive.infolist() if i.filename.endswith("/data.pkl"))
+            if info.file_size > limit:
+                return set()
+            with archive.open(info) as member:
+                pickled = member.read(limit + 1)
+        return {arg for _op, arg, _pos in pickletools.genops(pickled) if isinstance(arg, str)}
+    except Exception:  # unreadable, not a zip, no data.pkl, a malformed pickle
+        return set()
 
 
 def load_weights_only(path: Path):
