@@ -53,3 +53,14 @@ def test_a_cyclegan_run_folder_as_model_names_the_files_of_both_directions(tmp_p
         f"Error: {run} is a folder, not a model file; pass {run / 'model.safetensors'} (A -> B, "
         f"the latest epoch) or {run / 'model-ba.safetensors'} (B -> A, the latest epoch)")
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_a_scene_given_twice_is_said_to_be_given_twice(tmp_path, model_file, capsys):
+    """A tester was told a.tif and a.tif would both be written to a.tif: rename the scenes."""
+    scene = write_scene(tmp_path / "a.tif", 40, 40)
+    again = str(tmp_path / "." / "a.tif")  # the same file, spelt otherwise
+    assert main(["predict", scene, again, "--out-dir", str(tmp_path / "d"), "-m", model_file,
+                 "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: {again} is given twice (scenes 1 and 2); give each scene once")
+    assert not (tmp_path / "d").exists()
