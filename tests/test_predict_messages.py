@@ -1,6 +1,6 @@
-"""predict's one-line refusals that say what to do: a CycleGAN model file given a scene of its
-other domain, a run folder, a scene given twice, and paths that are files where folders are
-meant (and the other way round)."""
+"""predict's (and evaluate's) one-line refusals that say what to do: a CycleGAN model file given
+a scene of its other domain, a run folder, a scene given twice, a missing model file, and paths
+that are files where folders are meant (and the other way round)."""
 
 from __future__ import annotations
 
@@ -64,3 +64,46 @@ def test_a_scene_given_twice_is_said_to_be_given_twice(tmp_path, model_file, cap
     assert capsys.readouterr().err.strip() == (
         f"Error: {again} is given twice (scenes 1 and 2); give each scene once")
     assert not (tmp_path / "d").exists()
+
+
+def test_a_file_where_a_folder_is_meant_and_a_missing_model_say_what_to_do(tmp_path,
+                                                                          model_file, capsys):
+    """A tester got "cannot make the folder afile for o.tif (File exists)", and a missing
+    model file was named with no advice."""
+    scene = write_scene(tmp_path / "a.tif", 40, 40)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["predict", scene, str(afile / "o.tif"), "-m", model_file, "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: cannot make the folder {afile} for o.tif: {afile} is a file, not a folder; "
+        "choose another output folder")
+    assert main(["predict", scene, "--out-dir", str(afile), "-m", model_file, "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --out-dir {afile} is a file, not a folder; pass a folder for the outputs (one "
+        "that does not exist is made)")
+    missing = tmp_path / "notthere.safetensors"
+    assert main(["predict", scene, str(tmp_path / "o.tif"), "-m", str(missing), "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: model file {missing} does not exist; pass a run's model.safetensors or "
+        "model-best.safetensors (geopix2pix train writes them)")
+    assert afile.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.tif", "afile"]
+
+
+def test_evaluate_refuses_folders_for_rasters_and_the_json_file_in_its_own_words(tmp_path,
+                                                                                capsys):
+    """click said "Invalid value for 'PRED': File 'adir' is a directory." (its usage lines)."""
+    scene = write_scene(tmp_path / "a.tif", 40, 40)
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    for args in ([str(adir), scene], [scene, str(adir)]):
+        assert main(["evaluate", *args]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"Error: {adir} is a folder, not a raster GDAL can read; pass the rasters in it "
+            f"(e.g. {adir / '*.tif'})")
+    assert main(["evaluate", scene, scene, "--json", str(adir)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --json {adir} is a folder, not a file; pass a file to write the JSON report to "
+        f"(e.g. {adir / 'report.json'})")
+    assert list(adir.iterdir()) == []
+    assert main(["evaluate", scene, scene, "--json", str(adir / "report.json")]) == 0

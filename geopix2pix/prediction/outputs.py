@@ -39,6 +39,9 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
         return [(scenes[0], Path(out))]
     if out_dir is None or out is not None:
         raise GeoPix2PixError("give either OUT (one scene) or --out-dir DIR, not both or neither")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise GeoPix2PixError(f"--out-dir {out_dir} is a file, not a folder; pass a folder for "
+                              "the outputs (one that does not exist is made)")
     outs = [Path(out_dir) / f"{scene_name(s)}.tif" for s in scenes]
     for later, first in shared_outputs(outs).items():
         if _same_scene(scenes[first], scenes[later]):

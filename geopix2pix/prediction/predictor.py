@@ -140,12 +140,18 @@ def baseline_model(model: LoadedModel, info: ModelMetadata, baseline: str) -> Lo
 
 def check_model_argument(model: object) -> None:
     """Refuse a `model` that is neither a model file's path nor a loaded model (None), or that
-    is a run folder (`check_model_folder`)."""
+    is a run folder (`check_model_folder`) or missing."""
     if not isinstance(model, (str, os.PathLike, LoadedModel)):
         raise GeoPix2PixError(f"model={model!r}: expected a model file (e.g. "
                               "run/model.safetensors) or a model from geopix2pix.load_model")
-    if not isinstance(model, LoadedModel) and Path(model).is_dir():
+    if isinstance(model, LoadedModel):
+        return
+    if Path(model).is_dir():
         check_model_folder(Path(model))
+    elif not os.path.lexists(model):  # load_model says the rest
+        raise GeoPix2PixError(f"model file {model} does not exist; pass a run's "
+                              "model.safetensors or model-best.safetensors (geopix2pix train "
+                              "writes them)")
 
 
 def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> None:
