@@ -137,3 +137,28 @@ def test_a_geopackage_with_a_table_and_a_self_intersecting_polygon_is_read(tmp_p
     kept = export(tmp_path, "kept", str(gpkg))
     valid = shapely.make_valid(bow_tie)
     assert set(kept.id) == set(every[every.intersects(valid)].id) != set(every.id)
+
+
+def test_an_aoi_smaller_than_a_chip_within_says_no_chip_fits_not_that_it_misses(tmp_path,
+                                                                                 capsys):
+    """A tester's AOI lay inside the rasters but was smaller than a chip: --aoi-mode within
+    kept nothing and the refusal said to check that the AOI covers the rasters, which it did."""
+    export(tmp_path, "all")
+    x, y = UTM18S @ (50, 40)  # 60 x 100 pixels from column 50, row 40
+    inside = gpd.GeoDataFrame(geometry=[shapely.box(x, y - 100 * 30.0, x + 60 * 30.0, y)],
+                              crs="EPSG:32718")
+    inside.to_file(tmp_path / "inside.gpkg")
+    inside.translate(1e6, 0).to_file(tmp_path / "away.gpkg")
+    args = ["export-chips", str(tmp_path / "s.tif"), str(tmp_path / "t.tif"), "--chip-size",
+            "64", "--val-fraction", "0", "--no-shift-check", "--workers", "0", "-q",
+            "--aoi-mode", "within", "-o", str(tmp_path / "out")]
+    assert main([*args, "--aoi", str(tmp_path / "inside.gpkg")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --aoi {tmp_path / 'inside.gpkg'}: no 64-px chip of the pair(s) lies within its "
+        "polygons (the AOI covers up to about 60 x 100 pixels of the raster): use a smaller "
+        "--chip-size or --aoi-mode intersects")
+    assert main([*args, "--aoi", str(tmp_path / "away.gpkg")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --aoi {tmp_path / 'away.gpkg'}: no chip of the pair(s) within its polygons; "
+        "check that the AOI covers the rasters")
+    assert main([*args, "--aoi", str(tmp_path / "inside.gpkg"), "--chip-size", "32"]) == 0

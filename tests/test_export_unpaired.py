@@ -339,6 +339,27 @@ def test_an_aoi_keeps_each_domains_chips_in_it_and_must_reach_both(tmp_path, rng
     assert {r["raster"] for r in index_rows(tmp_path / "chips")} == {0, 2}
 
 
+def test_an_aoi_within_that_no_chip_fits_in_says_so_per_domain(tmp_path, rng):
+    """The AOI covers the target and a 20 x 30 pixel patch of a source raster: no 32-pixel
+    source chip lies within it, which the refusal says (not to check that the AOI covers both)."""
+    from rasterio.warp import transform_bounds
+
+    a1, a2, b1 = collections(tmp_path, rng)
+    with rasterio.open(b1) as src:
+        target = shapely.box(*transform_bounds(src.crs, "EPSG:32633", *src.bounds))
+    x, y = UTM33 @ (40, 40)
+    patch = shapely.box(x, y - 30 * 10.0, x + 20 * 10.0, y)
+    gpd.GeoDataFrame(geometry=[patch, target], crs="EPSG:32633").to_file(tmp_path / "aoi.gpkg")
+    with pytest.raises(GeoPix2PixError) as refused:
+        export_chips(out_dir=tmp_path / "chips", unpaired=True, sources=[a1, a2], targets=[b1],
+                     chip_size=32, aoi=tmp_path / "aoi.gpkg", aoi_mode="within",
+                     progress=False, workers=0)
+    assert str(refused.value) == (
+        f"--aoi {tmp_path / 'aoi.gpkg'}: no 32-px chip of the source rasters lies within its "
+        "polygons (the AOI covers up to about 20 x 30 pixels of a raster): use a smaller "
+        "--chip-size or --aoi-mode intersects")
+
+
 @pytest.mark.parametrize("inputs, message", [
     (dict(sources=[1], targets=["b1.tif"]), "sources=[1]: expected a list of raster paths"),
     (dict(rasters=[("a1.tif", "source"), ("b1.tif", "optical")]),

@@ -104,3 +104,13 @@ def test_evaluating_puts_each_network_back_in_its_own_mode_also_after_an_error()
         assert not training_net.training and not frozen.training
         raise RuntimeError("a failed validation")
     assert training_net.training and not frozen.training
+
+
+def test_train_help_gives_each_familys_default_generator_and_norm(capsys):
+    """--help said [default: unet] and [default: batch], which are Pix2Pix's alone."""
+    from geopix2pix.cli import main
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[default: unet (pix2pix), resnet_9blocks (cyclegan)]" in text
+    assert "[default: batch (pix2pix), instance (cyclegan)]" in text

@@ -302,7 +302,7 @@ EVALUATE = [
     case("text-reference", evaluate("pred.tif", "text.tif"), "{w}/text.tif", "not a raster"),
     case("png-without-georeferencing", evaluate("plain.png", "ref.tif", "--bands", "1"),
          "{w}/plain.png", "no CRS"),
-    case("folder-as-prediction", evaluate("adir", "ref.tif"), "{w}/adir", "is a directory"),
+    case("folder-as-prediction", evaluate("adir", "ref.tif"), "{w}/adir is a folder, not a raster"),
     case("no-overlap", evaluate("pred_far.tif", "ref.tif"), "{w}/pred_far.tif",
          "check that they overlap"),
     case("prediction-without-crs", evaluate("nocrs.tif", "ref.tif", "--bands", "1"),
@@ -316,7 +316,7 @@ EVALUATE = [
                                                  "2"),
          "band 2 does not exist in {w}/ref.tif"),
     case("json-into-a-folder", evaluate("pred.tif", "ref.tif", "--json", "{w}/adir"),
-         "{w}/adir", "is a directory"),
+         "--json {w}/adir is a folder, not a file"),
     case("json-over-an-input", evaluate("pred.tif", "ref.tif", "--json", "{w}/ref.tif",
                                         "--overwrite"), "--json {w}/ref.tif is the raster"),
 ]

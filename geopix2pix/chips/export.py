@@ -316,7 +316,7 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
 
 
 def _apply_aoi(pair_list: list[_Pair], options: ExportOptions, skipped: Counter) -> None:
-    from geopix2pix.chips.footprints import aoi_filter, read_aoi
+    from geopix2pix.chips.footprints import aoi_filter, no_chip_refusal, read_aoi
 
     polygons = read_aoi(options.aoi, options.aoi_layer)
     for pair in pair_list:
@@ -324,8 +324,8 @@ def _apply_aoi(pair_list: list[_Pair], options: ExportOptions, skipped: Counter)
         skipped[REJECT_AOI] += int((~keep).sum())
         pair.chips = [c for c, k in zip(pair.chips, keep) if k]
     if not any(p.chips for p in pair_list):
-        raise GeoPix2PixError(f"--aoi {options.aoi}: no chip of the pair(s) {options.aoi_mode} "
-                              "its polygons; check that the AOI covers the rasters")
+        raise no_chip_refusal(options.aoi, polygons, [p.grid for p in pair_list],
+                              options.chip_size, options.aoi_mode, "the pair(s)", "the rasters")
 
 
 def _export(jobs: list[Job], workers: int, total: int, progress: bool,

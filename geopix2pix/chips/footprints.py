@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
+import shapely.affinity
 
 from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.errors import GeoPix2PixError
@@ -108,13 +109,51 @@ def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
     """Boolean array: which chips' footprints intersect (or lie within) the AOI polygons."""
     if not chips:
         return np.zeros(0, dtype=bool)
-    area = aoi_on_grid(aoi, grid)
-    if grid.crs.is_geographic:  # a grid defined past +-180 degrees meets the AOI a turn away
-        area = shapely.union_all([area, _shift_lon(area, 360.0), _shift_lon(area, -360.0)])
+    area = _aoi_around_grid(aoi, grid)
     shapely.prepare(area)
     polygons = footprints(chips, grid)
     test = shapely.within if mode == "within" else shapely.intersects
     return test(polygons, area)
+
+
+def _aoi_around_grid(aoi: gpd.GeoDataFrame, grid: Grid) -> shapely.Geometry:
+    """`aoi_on_grid`, with its copies a turn east and west on a grid in degrees (one defined
+    past +-180 degrees meets the AOI a turn away)."""
+    area = aoi_on_grid(aoi, grid)
+    if grid.crs.is_geographic:
+        area = shapely.union_all([area, _shift_lon(area, 360.0), _shift_lon(area, -360.0)])
+    return area
+
+
+def no_chip_refusal(path, aoi: gpd.GeoDataFrame, grids: Sequence[Grid], chip_size: int,
+                    mode: str, whose: str, covers: str) -> GeoPix2PixError:
+    """The refusal of an --aoi that kept no chip of `whose` (e.g. "the pair(s)") on `grids`:
+    with --aoi-mode within, where its polygons do cover part of a grid, that no chip fits in
+    them and how large they are there; otherwise to check that it covers `covers`."""
+    extent = max((_covered_pixels(aoi, grid) for grid in grids), default=None,
+                 key=lambda e: 0 if e is None else e[0] * e[1]) if mode == "within" else None
+    if not extent:
+        return GeoPix2PixError(f"--aoi {path}: no chip of {whose} {mode} its polygons; check "
+                               f"that the AOI covers {covers}")
+    raster = "the raster" if len(grids) == 1 else "a raster"
+    return GeoPix2PixError(
+        f"--aoi {path}: no {chip_size}-px chip of {whose} lies within its polygons (the AOI "
+        f"covers up to about {extent[0]} x {extent[1]} pixels of {raster}): use a smaller "
+        "--chip-size or --aoi-mode intersects")
+
+
+def _covered_pixels(aoi: gpd.GeoDataFrame, grid: Grid) -> tuple[int, int] | None:
+    """Width and height in pixels of the largest part of the AOI on the grid (within its
+    bounds); None where it covers none of it."""
+    t = ~grid.transform
+    area = shapely.affinity.affine_transform(_aoi_around_grid(aoi, grid),
+                                             [t.a, t.b, t.d, t.e, t.c, t.f])
+    area = shapely.intersection(area, shapely.box(0, 0, grid.width, grid.height))
+    parts = [p for p in shapely.get_parts(area) if p.area > 0]
+    if not parts:
+        return None
+    x0, y0, x1, y1 = max(parts, key=lambda p: p.area).bounds
+    return round(x1 - x0), round(y1 - y0)
 
 
 def aoi_on_grid(aoi: gpd.GeoDataFrame, grid: Grid) -> shapely.Geometry:

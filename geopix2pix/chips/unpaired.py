@@ -155,7 +155,7 @@ def _open_raster(index: int, path, domain: str,
 
 def _apply_aoi(rasters: list[_Raster], options: ExportOptions,
                skipped: dict[str, Counter]) -> None:
-    from geopix2pix.chips.footprints import aoi_filter, read_aoi
+    from geopix2pix.chips.footprints import aoi_filter, no_chip_refusal, read_aoi
 
     polygons = read_aoi(options.aoi, options.aoi_layer)
     for raster in rasters:
@@ -163,9 +163,10 @@ def _apply_aoi(rasters: list[_Raster], options: ExportOptions,
         skipped[raster.spec.domain][pipeline.REJECT_AOI] += int((~keep).sum())
         raster.chips = [c for c, k in zip(raster.chips, keep) if k]
     for domain in DOMAINS:
-        if not any(r.chips for r in rasters if r.spec.domain == domain):
-            raise GeoPix2PixError(f"--aoi {options.aoi}: no chip of the {domain} rasters "
-                                  f"{options.aoi_mode} its polygons; check that the AOI covers "
+        members = [r for r in rasters if r.spec.domain == domain]
+        if not any(r.chips for r in members):
+            raise no_chip_refusal(options.aoi, polygons, [r.spec.grid for r in members],
+                                  options.chip_size, options.aoi_mode, f"the {domain} rasters",
                                   "rasters of both domains")
 
 

@@ -9,8 +9,8 @@ from geopix2pix.settings.evaluate import EvaluateOptions
 
 
 @click.command("evaluate", context_settings={"show_default": True})
-@click.argument("pred", type=click.Path(dir_okay=False))
-@click.argument("reference", type=click.Path(dir_okay=False))
+@click.argument("pred", type=click.Path())  # a folder: open_raster's one line
+@click.argument("reference", type=click.Path())
 @click_options(EvaluateOptions)
 def evaluate_command(pred, reference, **options):
     """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both."""

@@ -62,6 +62,7 @@ def mask_codes(ctx, param, text: str | None) -> list[float] | None:
 
 KINDS: dict[str, dict[str, Any]] = {
     "file": dict(type=click.Path(dir_okay=False)),
+    "output": dict(type=click.Path(), metavar="FILE"),  # checked by the API: one line, advice
     "folder": dict(type=click.Path(file_okay=False)),
     "bands": dict(type=BANDS),
     "gdal": dict(metavar="NAME=VALUE", multiple=True, callback=creation_options),

@@ -15,7 +15,7 @@ from geopix2pix.settings.predict import PredictOptions
 @click.option("--model", "-m", required=True, type=click.Path(),
               help="Model file written by `geopix2pix train`: RUN_DIR/model.safetensors (or "
                    "model-best.safetensors).")
-@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out-dir", type=click.Path(), metavar="DIRECTORY", default=None,
               help="Folder for several scenes' outputs (<scene name>.tif); then every PATH is a "
                    "scene.")
 @click_options(PredictOptions, last=("progress",))

@@ -220,7 +220,10 @@ def _class_maps(p, pb: list[int], r, rb: list[int]) -> bool:
 
 def _check_json_path(path: Path, inputs: list[Path]) -> None:
     """Refuse, before any work, a --json file that is one of the rasters compared (one that
-    exists without --overwrite: `output_folder`)."""
+    exists without --overwrite: `output_folder`), or a folder."""
+    if path.is_dir():
+        raise GeoPix2PixError(f"--json {path} is a folder, not a file; pass a file to write "
+                              f"the JSON report to (e.g. {path / 'report.json'})")
     for raster in replaced_inputs([path], inputs).values():
         raise GeoPix2PixError(f"--json {path} is the raster {raster} being compared; "
                               "choose another file for the JSON")

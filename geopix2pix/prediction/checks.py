@@ -87,7 +87,10 @@ def check_bands(dataset, bands: Sequence[int] | None, model: PredictionModel) ->
                 f"--bands {','.join(map(str, bands))} selects {len(chosen)} band(s) of "
                 f"{dataset.name} but the model takes {expected} ({trained}); pass {expected} "
                 "band numbers to --bands")
-        if len(chosen) > expected:
+        other = _other_direction(info, len(chosen), expected)
+        if other:
+            hint = other
+        elif len(chosen) > expected:
             hint = f"choose {expected} of its bands with --bands"
         else:  # fewer: only a repeated band could fill the inputs
             example = ",".join(map(str, chosen + [chosen[-1]] * (expected - len(chosen))))
@@ -96,6 +99,44 @@ def check_bands(dataset, bands: Sequence[int] | None, model: PredictionModel) ->
         raise GeoPix2PixError(f"{dataset.name} gives {len(chosen)} band(s) but the model takes "
                               f"{expected} ({trained}); {hint}")
     return chosen
+
+
+# a CycleGAN run's two model files: each direction's way, sides and file (the family's exports)
+CYCLEGAN_DIRECTIONS = {"a_to_b": ("A -> B", "source -> target", "model.safetensors"),
+                       "b_to_a": ("B -> A", "target -> source", "model-ba.safetensors")}
+
+
+def _other_direction(info: ModelMetadata, bands: int, expected: int) -> str | None:
+    """For a CycleGAN model file given a scene with the band count of its output domain (a
+    scene of the other domain): which way this file translates, and the run's file of the
+    other way; None otherwise."""
+    output = info.target
+    if info.family != "cyclegan" or bands not in {len(output.bands), output.raster_bands}:
+        return None
+    way, sides, _ = CYCLEGAN_DIRECTIONS[info.direction]
+    other_way, _, other_file = CYCLEGAN_DIRECTIONS[
+        "b_to_a" if info.direction == "a_to_b" else "a_to_b"]
+    domain = sides.split(" -> ")[1]
+    return (f"this CycleGAN model translates {way} ({sides}) and takes {expected} "
+            f"bands; if the scene is of the {domain} domain, use the run's {other_file} "
+            f"({other_way})")
+
+
+CYCLEGAN_RUN_MODELS = {"model.safetensors": "A -> B, the latest epoch",
+                       "model-best.safetensors": "A -> B, the best validation score",
+                       "model-ba.safetensors": "B -> A, the latest epoch",
+                       "model-ba-best.safetensors": "B -> A, the best validation score"}
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse a CycleGAN run folder given as the model, naming its model files of both
+    directions (`load_model` names a Pix2Pix run's two)."""
+    if not (folder / CYCLEGAN_DIRECTIONS["b_to_a"][2]).is_file():
+        return
+    found = [f"{folder / name} ({what})" for name, what in CYCLEGAN_RUN_MODELS.items()
+             if (folder / name).is_file()]
+    raise GeoPix2PixError(f"{folder} is a folder, not a model file; pass "
+                          f"{', '.join(found[:-1])} or {found[-1]}")
 
 
 def check_crs(dataset, allow_no_crs: bool) -> None:

@@ -39,14 +39,27 @@ def output_paths(scenes: Sequence[PathLike], out: PathLike | None,
         return [(scenes[0], Path(out))]
     if out_dir is None or out is not None:
         raise GeoPix2PixError("give either OUT (one scene) or --out-dir DIR, not both or neither")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise GeoPix2PixError(f"--out-dir {out_dir} is a file, not a folder; pass a folder for "
+                              "the outputs (one that does not exist is made)")
     outs = [Path(out_dir) / f"{scene_name(s)}.tif" for s in scenes]
     for later, first in shared_outputs(outs).items():
+        if _same_scene(scenes[first], scenes[later]):
+            raise GeoPix2PixError(f"{scenes[later]} is given twice (scenes {first + 1} and "
+                                  f"{later + 1}); give each scene once")
         case = "" if outs[later].name == outs[first].name else \
             " (names that differ only in case are one file in this folder)"
         raise GeoPix2PixError(f"{scenes[first]} and {scenes[later]} would both be "
                               f"written to {outs[first].name} in {out_dir}{case}; rename the "
                               "scenes or predict them separately")
     return list(zip(scenes, outs))
+
+
+def _same_scene(one: Path | str, other: Path | str) -> bool:
+    """Whether two scenes are one file (or one GDAL name)."""
+    if isinstance(one, Path) and isinstance(other, Path) and one.exists() and other.exists():
+        return os.path.samefile(one, other)
+    return one == other
 
 
 def shared_outputs(outs: Sequence[PathLike]) -> dict[int, int]:

@@ -14,7 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from geopix2pix.errors import GeoPix2PixError, warn_user
-from geopix2pix.runtime.folders import make_folders, refuse_read_only, remove_folders
+from geopix2pix.runtime.folders import (
+    cannot_make,
+    make_folders,
+    refuse_read_only,
+    remove_folders,
+)
 from geopix2pix.runtime.partials import discard, partial_name, remove_stale
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors, which name no file
@@ -48,8 +53,7 @@ def _prepare(path: Path, overwrite: bool) -> tuple[Path, list[Path]]:
     try:
         made = make_folders(path.parent)
     except OSError as exc:
-        raise GeoPix2PixError(f"cannot make the folder {path.parent} for {path.name} "
-                              f"({exc.strerror or exc}); choose another output folder") from None
+        raise cannot_make(path.parent, exc, f" for {path.name}") from None
     remove_stale(path)
     return path, made
 

@@ -229,8 +229,18 @@ def _make_folders(path: Path) -> list[Path]:
     try:
         return make_folders(path)
     except OSError as exc:
-        raise GeoPix2PixError(f"cannot make the folder {path} ({exc.strerror or exc}); choose "
-                              "another output folder") from None
+        raise cannot_make(path, exc) from None
+
+
+def cannot_make(folder: Path, exc: OSError, what: str = "") -> GeoPix2PixError:
+    """The one-line error of `make_folders(folder)` failing with `exc` (to hold `what`, e.g.
+    " for out.tif"): naming the file in the way where the folder or a parent is one."""
+    there = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), None)
+    if there is not None and there.exists() and not there.is_dir():
+        return GeoPix2PixError(f"cannot make the folder {folder}{what}: {there} is a file, not a "
+                               "folder; choose another output folder")
+    return GeoPix2PixError(f"cannot make the folder {folder}{what} ({exc.strerror or exc}); "
+                           "choose another output folder")
 
 
 def _cannot_write(folder: Path, out: Path, exc: OSError | None = None) -> GeoPix2PixError:

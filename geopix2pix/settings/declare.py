@@ -24,7 +24,8 @@ class Option:
     short: its one-letter alias (``-q``). metavar: its value's name in --help (``PX``).
     negatable: a boolean given as ``--x/--no-x`` (else a flag that sets it).
     inverted: a boolean the flag turns off (``--quiet`` sets ``progress`` False).
-    kind: "file" or "folder" (a path), "bands" (1,2,3 or 1-3), "gdal" (repeated NAME=VALUE),
+    kind: "file" or "folder" (a path), "output" (a file to write, that the API refuses
+        when a folder), "bands" (1,2,3 or 1-3), "gdal" (repeated NAME=VALUE),
         "codes" (3,8,9,10: numbers).
     minimum: the least whole number the command line accepts.
     shown_default: what --help says of the default (``[default: ...]``) where click shows none.

@@ -16,7 +16,7 @@ class EvaluateOptions:
     """The options of `geopix2pix evaluate` (`evaluate`'s keyword arguments but `block`)."""
 
     json_path: str | os.PathLike | None = option(
-        None, flag="--json", kind="file", shown_default="none",
+        None, flag="--json", kind="output", shown_default="none",
         help="Also write the results as JSON to this file.")
     overwrite: bool = common.overwrite("Replace an existing --json file.")
     categorical: bool = option(False, help=(

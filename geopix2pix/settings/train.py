@@ -51,6 +51,14 @@ NORM_HELP = ("Normalisation in G and D (the local generator has none: then in D 
              "pixel's value does not depend on its window's neighbours or batch and stitched "
              "scenes show no seams. instance: normalises each window by its own statistics (can "
              "show seams between prediction windows).")
+
+
+def family_default(name: str) -> str:
+    """--help's default of an option whose default is each family's own (`FAMILY_DEFAULTS`)."""
+    return ", ".join(f"{FAMILY_DEFAULTS[family][name]} ({family})"
+                     for family in ("pix2pix", "cyclegan"))
+
+
 AUGMENT_HELP = ("Random transforms applied identically to input and target. none: when the "
                 "answer depends on orientation (a hillshade depends on the sun azimuth, shadows "
                 "and slopes have a direction). flip: mirror images are as plausible as the "
@@ -144,7 +152,8 @@ class TrainConfig:
     val_every: int | None = option(None, runtime=True, shown_default="a tenth of the run", help=(
         "Validate and write the model files and checkpoint at the first epoch end after every "
         "N steps, and at the end"))
-    generator: str | None = option(None, shown_default="unet", help=GENERATOR_HELP)
+    generator: str | None = option(None, shown_default=family_default("generator"),
+                                    help=GENERATOR_HELP)
     encoder_weights: str | None = option(None, kind="file", runtime=True, shown_default="none",
                                          help="Local state dict (.pt/.pth/.safetensors) to "
                                               "initialise an smp encoder")
@@ -155,7 +164,8 @@ class TrainConfig:
     ndf: int = option(64, help="Filters of the discriminator's first layer.")
     n_layers: int = option(3, help="PatchGAN layers: 3 = the paper's 70x70 patches; at most "
                            "log2(chip size) - 2 (4 for 64-px chips).")
-    norm: str | None = option(None, choices=NORMS, shown_default="batch", help=NORM_HELP)
+    norm: str | None = option(None, choices=NORMS, shown_default=family_default("norm"),
+                              help=NORM_HELP)
     augment: str = option("none", choices=AUGMENTS, help=AUGMENT_HELP)
     categorical: bool = option(False, help=(  # one score per class, cross-entropy (classes.py)
         "The target is a class map (land cover codes, a road mask): learn one score per class "

@@ -1,0 +1,109 @@
+"""predict's (and evaluate's) one-line refusals that say what to do: a CycleGAN model file given
+a scene of its other domain, a run folder, a scene given twice, a missing model file, and paths
+that are files where folders are meant (and the other way round)."""
+
+from __future__ import annotations
+
+import torch
+from predict_helpers import _spec, metadata, write_scene
+
+from geopix2pix.cli import main
+from geopix2pix.models import build_generator, init_weights, save_model
+from geopix2pix.models.metadata import ModelMetadata
+
+
+def cyclegan_file(path, direction: str) -> str:
+    """A CycleGAN model file of `direction` for domain A of 4 bands and domain B of 3."""
+    meta = ModelMetadata.from_dict(metadata(4, 3)).of_family("cyclegan", direction)
+    in_ch, out_ch = len(meta.source.bands), len(meta.target.bands)
+    spec = _spec(in_ch, out_ch, {}, ngf=4)
+    torch.manual_seed(0)
+    save_model(path, init_weights(build_generator(spec)).eval(), spec, meta.to_dict())
+    return str(path)
+
+
+def test_a_cyclegan_file_given_a_scene_of_its_other_domain_names_the_other_file(tmp_path,
+                                                                                capsys):
+    """A tester's B scene for model.safetensors (A -> B) was told to repeat a band."""
+    run = tmp_path / "run"
+    run.mkdir()
+    ab = cyclegan_file(run / "model.safetensors", "a_to_b")
+    ba = cyclegan_file(run / "model-ba.safetensors", "b_to_a")
+    scene_b = write_scene(tmp_path / "b.tif", 64, 64, count=3, dtype="uint16")
+    scene_a = write_scene(tmp_path / "a.tif", 64, 64, count=4, dtype="uint16")
+    assert main(["predict", scene_b, str(tmp_path / "o.tif"), "-m", ab, "-q"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "; this CycleGAN model translates A -> B (source -> target) and takes 4 bands; if the "
+        "scene is of the target domain, use the run's model-ba.safetensors (B -> A)")
+    assert main(["predict", scene_a, str(tmp_path / "o.tif"), "-m", ba, "-q"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "; this CycleGAN model translates B -> A (target -> source) and takes 3 bands; if the "
+        "scene is of the source domain, use the run's model.safetensors (A -> B)")
+    assert main(["predict", scene_a, str(tmp_path / "o.tif"), "-m", ab, "-q"]) == 0
+
+
+def test_a_cyclegan_run_folder_as_model_names_the_files_of_both_directions(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    cyclegan_file(run / "model.safetensors", "a_to_b")
+    cyclegan_file(run / "model-ba.safetensors", "b_to_a")
+    scene = write_scene(tmp_path / "a.tif", 64, 64, count=4, dtype="uint16")
+    assert main(["predict", scene, str(tmp_path / "o.tif"), "-m", str(run), "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: {run} is a folder, not a model file; pass {run / 'model.safetensors'} (A -> B, "
+        f"the latest epoch) or {run / 'model-ba.safetensors'} (B -> A, the latest epoch)")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_a_scene_given_twice_is_said_to_be_given_twice(tmp_path, model_file, capsys):
+    """A tester was told a.tif and a.tif would both be written to a.tif: rename the scenes."""
+    scene = write_scene(tmp_path / "a.tif", 40, 40)
+    again = str(tmp_path / "." / "a.tif")  # the same file, spelt otherwise
+    assert main(["predict", scene, again, "--out-dir", str(tmp_path / "d"), "-m", model_file,
+                 "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: {again} is given twice (scenes 1 and 2); give each scene once")
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_file_where_a_folder_is_meant_and_a_missing_model_say_what_to_do(tmp_path,
+                                                                          model_file, capsys):
+    """A tester got "cannot make the folder afile for o.tif (File exists)", and a missing
+    model file was named with no advice."""
+    scene = write_scene(tmp_path / "a.tif", 40, 40)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["predict", scene, str(afile / "o.tif"), "-m", model_file, "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: cannot make the folder {afile} for o.tif: {afile} is a file, not a folder; "
+        "choose another output folder")
+    assert main(["predict", scene, "--out-dir", str(afile), "-m", model_file, "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --out-dir {afile} is a file, not a folder; pass a folder for the outputs (one "
+        "that does not exist is made)")
+    missing = tmp_path / "notthere.safetensors"
+    assert main(["predict", scene, str(tmp_path / "o.tif"), "-m", str(missing), "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: model file {missing} does not exist; pass a run's model.safetensors or "
+        "model-best.safetensors (geopix2pix train writes them)")
+    assert afile.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.tif", "afile"]
+
+
+def test_evaluate_refuses_folders_for_rasters_and_the_json_file_in_its_own_words(tmp_path,
+                                                                                capsys):
+    """click said "Invalid value for 'PRED': File 'adir' is a directory." (its usage lines)."""
+    scene = write_scene(tmp_path / "a.tif", 40, 40)
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    for args in ([str(adir), scene], [scene, str(adir)]):
+        assert main(["evaluate", *args]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"Error: {adir} is a folder, not a raster GDAL can read; pass the rasters in it "
+            f"(e.g. {adir / '*.tif'})")
+    assert main(["evaluate", scene, scene, "--json", str(adir)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --json {adir} is a folder, not a file; pass a file to write the JSON report to "
+        f"(e.g. {adir / 'report.json'})")
+    assert list(adir.iterdir()) == []
+    assert main(["evaluate", scene, scene, "--json", str(adir / "report.json")]) == 0
