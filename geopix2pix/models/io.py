@@ -121,9 +121,21 @@ def _not_a_model(path: Path, why: str = "") -> GeoPix2PixError:
     )
 
 
+# A CycleGAN run's model files (a Pix2Pix run writes the first two), by what each holds
+CYCLEGAN_RUN_MODELS = {"model.safetensors": "A -> B, the latest epoch",
+                       "model-best.safetensors": "A -> B, the best validation score",
+                       "model-ba.safetensors": "B -> A, the latest epoch",
+                       "model-ba-best.safetensors": "B -> A, the best validation score"}
+
+
 def _model_in(folder: Path) -> str:
-    """What to pass instead of a folder: the model files of a run folder, as far as it has any."""
+    """What to pass instead of a folder: the model files of a run folder, as far as it has any
+    (a CycleGAN run's of both directions)."""
     latest, best = folder / "model.safetensors", folder / "model-best.safetensors"
+    if (folder / "model-ba.safetensors").is_file():
+        found = [f"{folder / name} ({what})" for name, what in CYCLEGAN_RUN_MODELS.items()
+                 if (folder / name).is_file()]
+        return f"pass {', '.join(found[:-1])} or {found[-1]}"
     if latest.is_file() and best.is_file():
         return f"pass {latest} (the latest epoch) or {best} (the best validation score)"
     if latest.is_file() or best.is_file():
@@ -138,7 +150,9 @@ def _check_path(path: Path) -> None:
     if path.exists() and not path.is_file():  # a device, a pipe, a socket
         raise _not_a_model(path, "it is not a regular file")
     if not path.is_file():
-        raise GeoPix2PixError(f"model file {path} does not exist")
+        raise GeoPix2PixError(f"model file {path} does not exist; pass a run's "
+                              "model.safetensors or model-best.safetensors (geopix2pix train "
+                              "writes them)")
 
 
 def _parse_header(path: Path, metadata: dict[str, str]) -> tuple[GeneratorSpec, dict[str, Any]]:

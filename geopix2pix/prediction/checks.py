@@ -122,23 +122,6 @@ def _other_direction(info: ModelMetadata, bands: int, expected: int) -> str | No
             f"({other_way})")
 
 
-CYCLEGAN_RUN_MODELS = {"model.safetensors": "A -> B, the latest epoch",
-                       "model-best.safetensors": "A -> B, the best validation score",
-                       "model-ba.safetensors": "B -> A, the latest epoch",
-                       "model-ba-best.safetensors": "B -> A, the best validation score"}
-
-
-def check_model_folder(folder: Path) -> None:
-    """Refuse a CycleGAN run folder given as the model, naming its model files of both
-    directions (`load_model` names a Pix2Pix run's two)."""
-    if not (folder / CYCLEGAN_DIRECTIONS["b_to_a"][2]).is_file():
-        return
-    found = [f"{folder / name} ({what})" for name, what in CYCLEGAN_RUN_MODELS.items()
-             if (folder / name).is_file()]
-    raise GeoPix2PixError(f"{folder} is a folder, not a model file; pass "
-                          f"{', '.join(found[:-1])} or {found[-1]}")
-
-
 def check_crs(dataset, allow_no_crs: bool) -> None:
     """Refuse a scene not placed on a map (no CRS, or no geotransform: `placement_problem`)
     unless `allow_no_crs` (predicting on its pixels)."""

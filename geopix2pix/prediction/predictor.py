@@ -25,7 +25,7 @@ from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.baseline import baseline_generator
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction import grouped
-from geopix2pix.prediction.checks import check_model_folder, check_scene
+from geopix2pix.prediction.checks import check_scene
 from geopix2pix.prediction.engine.formats import check_output_options
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
@@ -139,19 +139,11 @@ def baseline_model(model: LoadedModel, info: ModelMetadata, baseline: str) -> Lo
 
 
 def check_model_argument(model: object) -> None:
-    """Refuse a `model` that is neither a model file's path nor a loaded model (None), or that
-    is a run folder (`check_model_folder`) or missing."""
+    """Refuse a `model` that is neither a model file's path nor a loaded model (None);
+    `load_model` says what is wrong with a path (a run folder, a missing file)."""
     if not isinstance(model, (str, os.PathLike, LoadedModel)):
         raise GeoPix2PixError(f"model={model!r}: expected a model file (e.g. "
                               "run/model.safetensors) or a model from geopix2pix.load_model")
-    if isinstance(model, LoadedModel):
-        return
-    if Path(model).is_dir():
-        check_model_folder(Path(model))
-    elif not os.path.lexists(model):  # load_model says the rest
-        raise GeoPix2PixError(f"model file {model} does not exist; pass a run's "
-                              "model.safetensors or model-best.safetensors (geopix2pix train "
-                              "writes them)")
 
 
 def check_creation_options_for(options: PredictOptions, model: LoadedModel) -> None:
