@@ -291,9 +291,9 @@ def test_an_export_with_no_train_chip_is_refused_with_advice(tmp_path, capsys):
     assert not (tmp_path / "chips").exists()
 
 
-def test_an_export_whose_train_chips_are_all_invalid_is_refused(tmp_path, capsys):
-    """The split gives train chips, but every one holds too many invalid pixels: refused once
-    the chips are cut, and what was cut is removed."""
+def test_an_export_whose_train_chips_are_all_invalid_is_split_again(tmp_path, capsys):
+    """The split gives train chips, but every one holds too many invalid pixels: this was
+    refused ('no train chip'); the valid chips are now split again on their own."""
     import sqlite3
 
     rng = np.random.default_rng(1)
@@ -310,12 +310,14 @@ def test_an_export_whose_train_chips_are_all_invalid_is_refused(tmp_path, capsys
         valid[:, row:row + 32, col:col + 32] = data[:, row:row + 32, col:col + 32]
     source = write_raster(tmp_path / "s2.tif", valid, nodata=0)
     capsys.readouterr()
-    err = one_line(capsys, ["export-chips", source, target, "-o", tmp_path / "chips", *args])
-    assert err.startswith(f"Error: no train chip: {len(val)} chip(s) in val and none in train "
-                          f"(skipped: {25 - len(val)} too many invalid pixels)")
-    assert err.endswith("or a smaller --val-fraction (or a higher --max-nodata)")
-    chips = tmp_path / "chips"  # (the folder the run made is another promise's: issue 17)
-    assert not chips.exists() or list(chips.iterdir()) == []
+    assert main(["export-chips", str(source), str(target), "-o", str(tmp_path / "chips"),
+                 *args[:-1]]) == 0
+    out = capsys.readouterr().out
+    assert f"split again without the {25 - len(val)} chips with too many invalid pixels" in out
+    with sqlite3.connect(tmp_path / "chips" / "chips.gpkg") as db:
+        kept = db.execute("SELECT row, col, split FROM chips").fetchall()
+    assert sorted((r, c) for r, c, _ in kept) == sorted(val)  # the valid chips, all kept
+    assert {s for _, _, s in kept} == {"train", "val"}
 
 
 @pytest.mark.parametrize("older, expected", [
