@@ -101,11 +101,27 @@ def test_a_tampered_checkpoint_is_one_line_on_resume(world, capsys, tmp_path, na
     run = copy_run(world, tmp_path)
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     edit(state)
+    del state["digest"]  # a crafted file: no digest to betray it, the checks still refuse it
     torch.save(state, run / "checkpoint.pt")
     before = sorted(p.name for p in run.iterdir())
     line = one_error_line(capsys, main(resume(world, run)))
     assert str(run / "checkpoint.pt") in line and words in line, line
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_checkpoint_changed_after_writing_is_refused_by_its_digest(world, capsys, tmp_path):
+    """A tester flipped one byte of a generator weight in checkpoint.pt: --resume carried on
+    from the damaged weights. The checkpoint records a digest of its contents."""
+    run = copy_run(world, tmp_path)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    key = _generator_key(state)
+    state["generator"][key].view(-1)[0] += 1e-3  # a value within range, of the right shape
+    torch.save(state, run / "checkpoint.pt")
+    line = one_error_line(capsys, main(resume(world, run)))
+    assert f"{run / 'checkpoint.pt'} does not match the digest it records" in line, line
+    state.pop("digest")  # a checkpoint from before the digest: not checked against one
+    torch.save(state, run / "checkpoint.pt")
+    assert main(resume(world, run)) == 0
 
 
 @pytest.mark.parametrize("damage", ["truncated", "pickle", "text"])

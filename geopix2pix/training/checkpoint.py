@@ -4,8 +4,9 @@ Networks, optimizers, grad scaler, schedule, epoch, step (and batches done in th
 best validation score so far, the options, and every RNG state (Python, NumPy, torch, CUDA). All
 of it is stored as tensors, numbers, strings, lists and dicts, so the file loads with
 ``torch.load(weights_only=True)``: reading a checkpoint never runs code from it, and nothing
-of it is loaded into the run before its structure and tensor shapes are checked against the
-run's networks (`checkpoint_check`). It is written under a temporary name and renamed, so a
+of it is loaded into the run before its digest (`models.digest.state_digest`: a file changed
+after writing is refused) and its structure and tensor shapes are checked against the run's
+networks (`checkpoint_check`). It is written under a temporary name and renamed, so a
 crash while saving leaves the previous one intact.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.models.digest import state_digest
 from geopix2pix.models.schema import SchemaError
 from geopix2pix.models.torchfile import load_failure, load_weights_only
 from geopix2pix.raster.write import atomic_path
@@ -29,6 +31,7 @@ from .outputs import writing
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
+DIGEST = "digest"  # `state_digest` of the rest, written last
 
 
 def rng_state() -> dict[str, Any]:
@@ -66,6 +69,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     torch's C++ writer says only "iostream error")."""
     path = Path(run_dir) / CHECKPOINT
     content = {"format_version": FORMAT_VERSION, **state, "rng": rng_state()}
+    content[DIGEST] = state_digest(content)
     with writing(path), atomic_path(path, overwrite=True) as temp, temp.open("wb") as handle:
         torch.save(content, handle)
     return path
@@ -87,6 +91,11 @@ def load_checkpoint(run_dir: Path, expected: Expected | None = None) -> dict[str
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise GeoPix2PixError(f"--resume: {path} is not a geopix2pix checkpoint; start a new run "
                               "with --overwrite")
+    recorded = state.pop(DIGEST, None)  # checkpoints from before the digest have none
+    if recorded is not None and recorded != state_digest(state):
+        raise GeoPix2PixError(f"--resume: {path} does not match the digest it records: the file "
+                              "is damaged (changed after it was written); restore it, or start "
+                              "a new run with --overwrite")
     if expected is not None:
         try:
             check_checkpoint(state, expected)
