@@ -106,3 +106,19 @@ def test_the_quicklook_shows_the_truth_where_the_input_is_missing(tmp_path):
     left = [image[:, k * (64 + GAP): k * (64 + GAP) + 16] for k in range(3)]
     assert (left[0] == 0).all() and (left[1] == 0).all()
     assert left[2].max(axis=2).mean() > 50  # the truth exists there
+
+
+def test_nan_values_are_drawn_as_invalid_without_a_warning():
+    """A tester's plot_footprints over a float SAR scene with NaN and no nodata tag gave numpy's
+    'invalid value encountered in cast'."""
+    import warnings
+
+    from geopix2pix.raster.render import render
+
+    chip = np.random.default_rng(0).random((2, 8, 8))
+    chip[:, :3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = render(chip, np.ones((8, 8), bool))
+        assert render(np.full((1, 4, 4), np.nan), np.ones((4, 4), bool)).max() == 0
+    assert image[:3].max() == 0 and image[3:].max() == 255

@@ -41,15 +41,19 @@ def _rgb_bands(chip: np.ndarray) -> np.ndarray:
 
 
 def stretch_limits(chip: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band 2nd and 98th percentiles of the valid pixels of an RGB (3, H, W) chip."""
-    values = chip[:, valid] if valid.any() else chip.reshape(3, -1)
+    """Per-band 2nd and 98th percentiles of the valid (and finite) pixels of an RGB (3, H, W)
+    chip."""
+    valid = valid & np.isfinite(chip).all(axis=0)
+    values = chip[:, valid] if valid.any() else np.zeros((3, 1))
     low, high = np.percentile(values, [2, 98], axis=1)
     return low[:, None, None], np.maximum(high, low + 1e-6)[:, None, None]
 
 
 def render(chip: np.ndarray, valid: np.ndarray, limits=None) -> np.ndarray:
-    """(C, H, W) float chip -> (H, W, 3) uint8 image with a percentile stretch."""
+    """(C, H, W) float chip -> (H, W, 3) uint8 image with a percentile stretch; NaN or infinite
+    values drawn as invalid (a float raster without a nodata tag)."""
     rgb = _rgb_bands(chip.astype(np.float64))
+    valid = valid & np.isfinite(rgb).all(axis=0)
     low, high = limits if limits is not None else stretch_limits(rgb, valid)
     image = np.clip((rgb - low) / (high - low), 0, 1)
     image[:, ~valid] = 0
