@@ -124,3 +124,22 @@ def test_each_unpaired_domain_is_split_again_on_its_own(tmp_path, rng):
     assert abs(share(summary.domains["target"]["kept"]) - 0.25) < 0.15
     index = gpd.read_file(tmp_path / "chips" / "chips.gpkg")
     assert chip_files(tmp_path / "chips" / "target") == set(index[index.domain == "target"].id)
+
+
+def test_a_split_again_keeps_the_shift_correction_measured_once(tmp_path, rng):
+    """The reviewer's case: the second pass measured the target through the first pass's
+    correction, found ~0 px and wrote that over it; the chips came out 3 px off."""
+    from scipy.ndimage import gaussian_filter
+
+    data = gaussian_filter(rng.random((1, SIZE, SIZE)), (0, 3, 3)).astype(np.float32)
+    data = (data - data.min()) / np.ptp(data)
+    target = write_raster(tmp_path / "t.tif", np.roll(data, (3, 2), axis=(1, 2)))
+    options = {**OPTIONS, "correct_shift": True}
+    export_chips(write_raster(tmp_path / "s.tif", data), target, tmp_path / "whole", **options)
+    holed = blanked(tmp_path / "holed.tif", data, val_ground(tmp_path / "whole"))
+    summary = export_chips(holed, target, tmp_path / "chips", **options)
+    assert summary.resplit
+    applied = json.loads((tmp_path / "chips" / "dataset.json").read_text())["pairs"][0]
+    correction = applied["shift_correction"]["applied"]
+    assert (correction["dx"], correction["dy"]) == (pytest.approx(2, abs=0.3),
+                                                    pytest.approx(3, abs=0.3))

@@ -177,6 +177,10 @@ def export_chips(
     candidates = sum(len(p.chips) for p in pair_list)
     inputs = input_files([path for pair in pair_paths for path in pair], pairs, options.aoi)
     with staged_output(out_dir, options.overwrite, inputs + mask_inputs(pair_list)) as out:
+        # measured once, on the first split's chips: a second split reads the corrected target
+        corrected = shift_correction.correct_shifts(
+            pair_list, splits, options.correct_shift,
+            lambda j, w: run_jobs(j, options.workers, w))
         written = _write_split(out.path, pair_list, splits, chosen, skipped)
         again = _split_again(pair_list, options, written, skipped)
         if again is not None:  # the chips found invalid took val's share far off: once more
@@ -185,7 +189,7 @@ def export_chips(
             written = _write_split(out.path, pair_list, splits, chosen, skipped)
         options = chosen
         check_kept(written.records, candidates, skipped, options, options.split_block)
-        records, stats, shifts, corrected = written[:4]
+        records, stats, shifts = written[:3]
         _write_index(out.path, records, pair_list, options.chip_size)
         kept = Counter(r["split"] for r in records)
         scenes = scene_shifts(shifts, [p.spec.index for p in pair_list], options.shift_check)
@@ -252,22 +256,17 @@ class _Written(NamedTuple):
     records: list[dict]
     stats: tuple
     shifts: dict[int, list[Shift]]  # each pair's estimated shifts
-    corrected: dict[int, SceneShift]  # --correct-shift's
     invalid: list[ChipWindow]  # the chips dropped for too many invalid pixels
 
 
 def _write_split(out: Path, pair_list: list[_Pair], splits: dict[ChipWindow, str],
                  options: ExportOptions, skipped: Counter) -> _Written:
-    """Measure and correct each pair's shift if asked (`shift_correction`), then read, check
-    and write the chips of `splits` into out/source and out/target."""
-    corrected = shift_correction.correct_shifts(
-        pair_list, splits, options.correct_shift, lambda j, w: run_jobs(j, options.workers, w))
+    """Read, check and write the chips of `splits` into out/source and out/target (each pair's
+    target moved by its --correct-shift correction, if any)."""
     make_folder(out / "source")
     make_folder(out / "target")
     jobs = _jobs(pair_list, splits, out, options)
-    records, stats, shifts, invalid = _export(jobs, options.workers, len(splits),
-                                              options.progress, skipped)
-    return _Written(records, stats, shifts, corrected, invalid)
+    return _Written(*_export(jobs, options.workers, len(splits), options.progress, skipped))
 
 
 def _split_again(pair_list: list[_Pair], options: ExportOptions, written: _Written,

@@ -118,7 +118,10 @@ def split_again(candidates: list[ChipWindow], invalid: Iterable[ChipWindow], kep
         return None
     remaining = [c for c in candidates if c not in invalid]
     straddling: Counter = Counter()
-    splits, split_block = split_chips(remaining, grids, origin, options, straddling, domain)
+    try:
+        splits, split_block = split_chips(remaining, grids, origin, options, straddling, domain)
+    except GeoPix2PixError:  # it would leave no train chip: the first split stands
+        return None
     val_fraction = options.val_fraction
     share = sum(s == "val" for s in splits.values()) / max(len(splits), 1)
     if abs(share - val_fraction) >= abs(kept["val"] / sum(kept.values()) - val_fraction):
