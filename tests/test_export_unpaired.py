@@ -131,9 +131,11 @@ def test_pixel_size_resamples_both_domains_to_one_ground_size(tmp_path, rng):
     source_size = info["rasters"][0]["pixel_size"]
     assert source_size == [20.0, 20.0]
     lon_size, lat_size = info["rasters"][2]["pixel_size"]
-    middle = 46.0 - 0.01  # the target's centre latitude
-    assert lon_size * 111_320 * np.cos(np.radians(middle)) == pytest.approx(20.0)
-    assert lat_size * 110_574 == pytest.approx(20.0)
+    phi = np.radians(46.0 - 0.01)  # the target's centre latitude; metres per degree there:
+    per_lon = 111_412.84 * np.cos(phi) - 93.5 * np.cos(3 * phi)  # (WGS84, textbook series)
+    per_lat = 111_132.954 - 559.822 * np.cos(2 * phi) + 1.175 * np.cos(4 * phi)
+    assert lon_size * per_lon == pytest.approx(20.0, rel=1e-3)
+    assert lat_size * per_lat == pytest.approx(20.0, rel=1e-3)
     for r in index_rows(out):
         raster = info["rasters"][r["raster"]]
         with rasterio.open(raster["path"]) as src, \

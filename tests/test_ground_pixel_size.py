@@ -45,27 +45,38 @@ def geodesic_width(path) -> float:
     return GEOD.inv(lon0, lat0, lon1, lat1)[2]
 
 
+PHI = math.radians(LAT)  # metres per degree there (textbook series for WGS84)
+PER_DEGREE_LON = 111_412.84 * math.cos(PHI) - 93.5 * math.cos(3 * PHI)
+PER_DEGREE_LAT = 111_132.954 - 559.822 * math.cos(2 * PHI) + 1.175 * math.cos(4 * PHI)
+
+
 @pytest.mark.parametrize("crs, size, expected", [
     ("EPSG:32631", 10.0, (10.0, 10.0)),  # UTM: its units exactly (scale 0.9997 is within 1 %)
-    ("EPSG:3857", 10.0, (10 * math.cos(math.radians(LAT)),) * 2),
-    ("EPSG:4326", 1e-4, (1e-4 * 111_320 * math.cos(math.radians(LAT)), 1e-4 * 110_574)),
+    ("EPSG:3857", 10.0, (10 * math.cos(PHI),) * 2),
+    ("EPSG:4326", 1e-4, (1e-4 * PER_DEGREE_LON, 1e-4 * PER_DEGREE_LAT)),
     ("+proj=utm +zone=31 +units=us-ft", 10.0, (10 * 0.3048006,) * 2),
+    # equidistant cylindrical: true along meridians, stretched 1 / cos(latitude) along parallels
+    ("EPSG:4087", 10.0, (10 * math.cos(PHI), 10.0)),
 ])
 def test_a_pixel_is_measured_in_metres_on_the_ground(crs, size, expected):
     crs = CRS.from_user_input(crs)
-    if crs.to_epsg() == 3857:
-        x, y = mercator_origin()
+    if crs.to_epsg() in (3857, 4087):
+        x, y = pyproj.Transformer.from_crs(4326, crs.to_wkt(), always_xy=True).transform(
+            LON, LAT)
     elif crs.is_geographic:
         x, y = LON, LAT
     else:
         x, y = utm_origin()
     ground = ground_pixel_size(Grid(crs, Affine(size, 0, x, 0, -size, y), 4, 4))
-    assert ground == pytest.approx(expected, rel=2e-3)
+    assert ground == pytest.approx(expected, rel=4e-3)
     assert ground_pixel_size(Grid(None, Affine(size, 0, x, 0, -size, y), 4, 4)) is None
+    local = CRS.from_wkt('LOCAL_CS["x",UNIT["unknown",1]]')  # not on the Earth: no ground
+    assert ground_pixel_size(Grid(local, Affine(size, 0, x, 0, -size, y), 4, 4)) is None
 
 
 def mercator_raster(path, ground_metres: float, size: int = 256, rng=None):
-    """A Web Mercator raster at 51.9 N whose pixels are `ground_metres` on the ground."""
+    """A Web Mercator raster at 51.9 N whose pixels are `ground_metres` on the ground (on the
+    sphere: on the WGS84 ellipsoid, within 0.3 %, Web Mercator being spherical)."""
     units = ground_metres / math.cos(math.radians(LAT))
     x, y = mercator_origin()
     data = (rng or np.random.default_rng(0)).random((3, size, size), dtype=np.float32)
@@ -91,7 +102,7 @@ def test_unpaired_pixel_size_is_ground_metres_in_web_mercator_too(tmp_path):
         assert ds.res == (6.0, 6.0)  # UTM: exactly the units asked
     info = json.loads((out / "dataset.json").read_text())
     assert [r["ground_pixel_size"] for r in info["rasters"]] == [
-        pytest.approx([6.0, 6.0], rel=1e-3)] * 2
+        pytest.approx([6.0, 6.0], rel=5e-3)] * 2
     assert not any("apart" in w for w in summary.warnings)
 
 
@@ -104,7 +115,7 @@ def test_domains_are_compared_on_the_ground(tmp_path):
     options = dict(unpaired=True, chip_size=32, progress=False, workers=1)
     quiet = export_chips(out_dir=tmp_path / "a", sources=[sar], targets=[near], **options)
     assert not any("apart" in w for w in quiet.warnings)
-    with pytest.warns(UserWarning, match=r"4.5 m and the target rasters' 20 m \(4.4x apart\)"):
+    with pytest.warns(UserWarning, match=r"4.5 m and the target rasters' 20 m \(4.[45]x apart\)"):
         export_chips(out_dir=tmp_path / "b", sources=[sar], targets=[far], **options)
 
 
@@ -117,7 +128,7 @@ def test_predict_compares_a_scene_with_the_training_on_the_ground(tmp_path):
     coarse = mercator_raster(tmp_path / "coarse.tif", 15.0)
     with rasterio.open(same) as a, rasterio.open(coarse) as b:
         assert pixel_size_ratio(Grid.of(a), trained) == 1.0
-        assert pixel_size_ratio(Grid.of(b), trained) == pytest.approx(15 / 4.5, rel=1e-3)
+        assert pixel_size_ratio(Grid.of(b), trained) == pytest.approx(15 / 4.5, rel=3e-3)
     # a file from before the ground size: CRS units as before (7.29 units, 1.62x)
     old = ModelMetadata.from_dict(metadata(pixel_size=(4.5, 4.5), crs="EPSG:32631"))
     with rasterio.open(same) as a:
@@ -142,8 +153,18 @@ def test_a_trained_model_file_records_the_chips_ground_pixel_size(tmp_path):
                           crs="EPSG:3857", transform=rasterio.open(source).transform)
     export_chips(source, target, tmp_path / "chips", chip_size=32, progress=False, workers=1)
     info = json.loads((tmp_path / "chips" / "dataset.json").read_text())
-    assert info["ground_pixel_size"] == pytest.approx([4.5, 4.5], rel=1e-3)
+    assert info["ground_pixel_size"] == pytest.approx([4.5, 4.5], rel=5e-3)
     run = train(tmp_path / "chips", tmp_path / "run", max_steps=1, ngf=8, ndf=8, batch_size=2,
                 workers=0, quiet=True, device="cpu")
     meta = ModelMetadata.of(load_model(run.model_path))
-    assert meta.ground_pixel_size == pytest.approx((4.5, 4.5), rel=1e-3)
+    assert meta.ground_pixel_size == pytest.approx((4.5, 4.5), rel=5e-3)
+
+
+def test_the_trainings_own_pixel_size_in_its_own_crs_is_the_same_anywhere(tmp_path):
+    """The reviewer's case: a model of 0.0001 degree pixels at 10 N and a scene of the same
+    pixels at 50 N were 0.83x apart on the ground (x alone shrinks), so --resample-to-model
+    rescaled both axes; the training's own grid units are taken as the same pixels."""
+    trained = ModelMetadata.from_dict(metadata(pixel_size=(1e-4, 1e-4), crs="EPSG:4326",
+                                               ground_pixel_size=[10.96, 11.06]))
+    scene = Grid(CRS.from_epsg(4326), Affine(1e-4, 0, 4.0, 0, -1e-4, 50.0), 64, 64)
+    assert pixel_size_ratio(scene, trained) == 1.0

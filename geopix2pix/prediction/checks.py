@@ -158,16 +158,21 @@ SAME_GROUND = 0.005  # pixel sizes on the ground this near are the same (no resa
 
 
 def pixel_size_ratio(grid: Grid, info: ModelMetadata) -> float | None:
-    """Scene pixel size / training pixel size, both in metres on the ground (`raster.ground`)
-    where the model file records the training's; else in CRS units where the CRSs are the
-    same, or in metres by the CRS units at the equator; None where unknown."""
+    """Scene pixel size / training pixel size: 1 for the training's own pixel size in its own
+    CRS (its units, wherever the scene lies); else both in metres on the ground
+    (`raster.ground`) where the model file records the training's; else in CRS units where the
+    CRSs are the same, or in metres by the CRS units at the equator; None where unknown."""
     if info.pixel_size is None:
         return None
+    trained = training_crs(info)
+    if grid.crs is not None and grid.crs == trained and all(
+            math.isclose(s, t, rel_tol=SAME_GROUND) for s, t in zip(grid.pixel_size,
+                                                                   info.pixel_size)):
+        return 1.0  # the training's own grid units (in degrees, a pixel's ground varies alike)
     scene = ground_pixel_size(grid)
     if info.ground_pixel_size is not None and scene is not None:
         ratio = sum(scene) / sum(info.ground_pixel_size)
         return 1.0 if abs(ratio - 1) <= SAME_GROUND else ratio
-    trained = training_crs(info)
     if grid.crs is not None and trained is not None and grid.crs == trained:
         scene, train = sum(grid.pixel_size) / 2, sum(info.pixel_size) / 2
     else:
