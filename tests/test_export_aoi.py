@@ -162,3 +162,14 @@ def test_an_aoi_smaller_than_a_chip_within_says_no_chip_fits_not_that_it_misses(
         f"Error: --aoi {tmp_path / 'away.gpkg'}: no chip of the pair(s) within its polygons; "
         "check that the AOI covers the rasters")
     assert main([*args, "--aoi", str(tmp_path / "inside.gpkg"), "--chip-size", "32"]) == 0
+    # 70 px wide from column 50: a 64-px chip fits, but none of the lattice at stride 64 does
+    wide = gpd.GeoDataFrame(geometry=[shapely.box(x, y - 100 * 30.0, x + 70 * 30.0, y)],
+                            crs="EPSG:32718")
+    wide.to_file(tmp_path / "wide.gpkg")
+    assert main([*args, "--aoi", str(tmp_path / "wide.gpkg")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "(the AOI covers up to about 70 x 100 pixels of the raster): use a smaller --stride "
+        "(chips laid closer, one may then fall inside), a smaller --chip-size or --aoi-mode "
+        "intersects")
+    assert main([*args, "--aoi", str(tmp_path / "wide.gpkg"), "--stride", "8",
+                 "--overwrite"]) == 0

@@ -136,10 +136,13 @@ def no_chip_refusal(path, aoi: gpd.GeoDataFrame, grids: Sequence[Grid], chip_siz
         return GeoPix2PixError(f"--aoi {path}: no chip of {whose} {mode} its polygons; check "
                                f"that the AOI covers {covers}")
     raster = "the raster" if len(grids) == 1 else "a raster"
+    fits = min(extent) >= chip_size  # a chip would fit, but none of the stride's lattice does
+    advice = ("a smaller --stride (chips laid closer, one may then fall inside), a smaller "
+              "--chip-size" if fits else "a smaller --chip-size")
     return GeoPix2PixError(
         f"--aoi {path}: no {chip_size}-px chip of {whose} lies within its polygons (the AOI "
-        f"covers up to about {extent[0]} x {extent[1]} pixels of {raster}): use a smaller "
-        "--chip-size or --aoi-mode intersects")
+        f"covers up to about {extent[0]} x {extent[1]} pixels of {raster}): use {advice} or "
+        "--aoi-mode intersects")
 
 
 def _covered_pixels(aoi: gpd.GeoDataFrame, grid: Grid) -> tuple[int, int] | None:
