@@ -37,7 +37,7 @@ from geopix2pix.models import (
     load_model,
     save_model,
 )
-from geopix2pix.models.digest import weights_digest
+from geopix2pix.models.digest import canonical_header, weights_digest
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +328,13 @@ def _scale_a_tensor(header, tensors):
     tensors[first(tensors)] *= 1.5
 
 
-@pytest.mark.parametrize("damage", ["flipped-byte", "scaled-tensor"])
+def _move_a_statistic(header, tensors):
+    """A scaling bound changed (a flipped bit in a number of the header): still valid
+    metadata, another map."""
+    header["target"]["scaling"]["high"][0] *= 1.5
+
+
+@pytest.mark.parametrize("damage", ["flipped-byte", "scaled-tensor", "moved-statistic"])
 def test_weights_changed_after_writing_are_refused(world, capsys, tmp_path, damage):
     """Finite weights changed after writing (a tester's bit flips: predict exited 0 with 97.7 %
     of the map different) are refused by predict and load_model: their digest differs."""
@@ -336,13 +342,14 @@ def test_weights_changed_after_writing_are_refused(world, capsys, tmp_path, dama
     if damage == "flipped-byte":
         _flip_a_weight_byte(world["model"], path)
     else:
-        tampered(world["model"], path, _scale_a_tensor)
+        tampered(world["model"], path, _scale_a_tensor if damage == "scaled-tensor"
+                 else _move_a_statistic)
     assert read(path)[1].keys() == read(world["model"])[1].keys()  # safetensors reads it
     out = tmp_path / "out.tif"
     line = one_error_line(capsys, main(["predict", "-m", str(path), str(world["scene"]),
                                         str(out), "-q", "--device", "cpu"]))
-    assert line == (f"Error: model file {path}: its weights do not match the digest it records: "
-                    "the file is damaged; copy it again or retrain"), line
+    assert line == (f"Error: model file {path}: its weights or metadata do not match the digest "
+                    "it records: the file is damaged; copy it again or retrain"), line
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(GeoPix2PixError, match="do not match the digest") as caught:
         load_model(path)
@@ -355,7 +362,8 @@ def test_a_trained_model_file_records_the_digest_of_its_weights(world):
     for name in ("model.safetensors", "model-best.safetensors"):
         path = world["model"].parent / name
         header, tensors = read(path)
-        assert header["weights_sha256"] == weights_digest(tensors)
+        recorded = header.pop("weights_sha256")
+        assert recorded == weights_digest(tensors, canonical_header(header))
         assert "weights_sha256" not in load_model(path).metadata  # not the caller's metadata
 
 

@@ -1,4 +1,4 @@
-"""The SHA-256 digest of a model file's tensors (and of a checkpoint's whole contents),
+"""The SHA-256 digest of a model file's header and tensors (and of a checkpoint's whole contents),
 recorded by its writer and compared by its reader, so that weights changed after writing (bit
 flips on a disk or in a copy, a tensor scaled by hand) are refused instead of predicting a
 different map, or resuming from damaged weights, without a word.
@@ -16,9 +16,12 @@ from collections.abc import Mapping
 import torch
 
 
-def weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """The hex SHA-256 of `tensors` (contiguous, on the CPU): names, dtypes, shapes, bytes."""
+def weights_digest(tensors: Mapping[str, torch.Tensor], header: str = "") -> str:
+    """The hex SHA-256 of `header` (a model file's canonical header: `canonical_header`) and
+    `tensors` (contiguous, on the CPU): names, dtypes, shapes, bytes."""
     digest = hashlib.sha256()
+    if header:
+        digest.update(header.encode() + b"\n")
     for name in sorted(tensors):
         tensor = tensors[name]
         described = json.dumps([name, str(tensor.dtype), list(tensor.shape)])
@@ -26,6 +29,13 @@ def weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
         if tensor.numel():  # reshape(-1) of a contiguous tensor is a view, as is view(uint8)
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def canonical_header(content: Mapping) -> str:
+    """A model file's header (its JSON content without the digest) in one fixed form (sorted
+    keys): the same before writing and after reading back, so a changed number in it (a
+    scaling statistic, nodata, a class code) changes the digest."""
+    return json.dumps(content, sort_keys=True)
 
 
 def state_digest(state: object) -> str:

@@ -3,8 +3,9 @@
 Layout: the tensors are the generator's ``state_dict()`` (contiguous, on the CPU, batch-norm
 running statistics included); the safetensors string metadata holds one key, ``"geopix2pix"``,
 whose value is ``json.dumps({"format_version": 1, "generator": spec.to_dict(),
-"weights_sha256": ..., **metadata})``: the digest of the tensors (`digest.py`), compared when the
-file is read (files written before it, without the key, are read without the comparison).
+"weights_sha256": ..., **metadata})``: the digest of the tensors and of the rest of the header
+(`digest.py`), compared when the file is read (files written before it, without the key, are
+read without the comparison).
 
 Model files are only ever read through safetensors, never through pickle or ``torch.load``, so
 opening a model file from someone else cannot run code. Nor is anything built from what it says
@@ -32,7 +33,7 @@ from geopix2pix.settings.checking import api_function
 
 from . import layout
 from .baseline import BaselineMaps, ResidualGenerator, with_residual
-from .digest import weights_digest
+from .digest import canonical_header, weights_digest
 from .factory import GeneratorSpec, build_generator
 from .layout import Layout
 from .metadata import ModelMetadata, metadata_error
@@ -76,14 +77,16 @@ def _unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
-def _header(spec: GeneratorSpec, metadata: dict[str, Any], digest: str) -> str:
+def _header(spec: GeneratorSpec, metadata: dict[str, Any],
+            tensors: dict[str, torch.Tensor]) -> str:
+    """The header: format, generator, metadata and the digest of all of them with `tensors`."""
     clash = [k for k in RESERVED_KEYS if k in metadata]
     if clash:
         raise ModelError(f"metadata may not contain the reserved keys {', '.join(clash)}")
-    content = {"format_version": FORMAT_VERSION, "generator": spec.to_dict(), DIGEST_KEY: digest,
-               **metadata}
+    content = {"format_version": FORMAT_VERSION, "generator": spec.to_dict(), **metadata}
     try:
-        return json.dumps(content)
+        digest = weights_digest(tensors, canonical_header(json.loads(json.dumps(content))))
+        return json.dumps({**content, DIGEST_KEY: digest})
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model metadata must be JSON-serialisable: {exc}") from exc
 
@@ -104,7 +107,7 @@ def save_model(
     path = Path(path)
     state = _unwrap(generator).state_dict()
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-    header = _header(spec, metadata, weights_digest(tensors))
+    header = _header(spec, metadata, tensors)
     content = save(tensors, metadata={METADATA_KEY: header})
     with atomic_path(path, overwrite=True) as temp, open(temp, "wb") as handle:
         # written by us, not save_file: its files are private (0600), unlike any other output
@@ -260,7 +263,9 @@ def _read(path: Path) -> tuple[GeneratorSpec, dict[str, Any], dict[str, torch.Te
     if layout.of_state(tensors) != found:  # replaced since its header was read
         raise GeoPix2PixError(f"model file {path} changed while it was read; try again")
     _check_finite(path, tensors)
-    _check_digest(path, recorded, tensors)
+    content = json.loads(header[METADATA_KEY])  # as written, parsed and checked above
+    content.pop(DIGEST_KEY, None)
+    _check_digest(path, recorded, weights_digest(tensors, canonical_header(content)))
     return spec, metadata, tensors
 
 
@@ -274,17 +279,17 @@ def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
             "file (e.g. model-best.safetensors, or retrain with a lower --lr)")
 
 
-def _check_digest(path: Path, recorded: Any, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse weights changed since the file was written (a file from before the digest,
-    `recorded` None, is read without the comparison)."""
+def _check_digest(path: Path, recorded: Any, digest: str) -> None:
+    """Refuse weights or metadata changed since the file was written (`digest`, as read, is
+    not the one `recorded`; a file from before the digest, None, is read without it)."""
     if recorded is None:
         return
     if not isinstance(recorded, str):
         raise _not_a_model(path, f"bad {DIGEST_KEY!r} metadata: {shown(recorded)}")
-    if weights_digest(tensors) != recorded:
+    if digest != recorded:
         raise GeoPix2PixError(
-            f"model file {path}: its weights do not match the digest it records: the file is "
-            "damaged; copy it again or retrain")
+            f"model file {path}: its weights or metadata do not match the digest it records: "
+            "the file is damaged; copy it again or retrain")
 
 
 def _build(spec: GeneratorSpec, tensors: dict[str, torch.Tensor]) -> nn.Module:
