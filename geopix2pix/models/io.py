@@ -240,7 +240,7 @@ def _safetensors(path: Path, read: Callable[[Any], T]) -> T:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             return read(handle)
     except Exception as exc:  # safetensors raises its own error types for malformed files
-        if pickled_strings(path) >= CHECKPOINT_KEYS:
+        if pickled_strings(path, CHECKPOINT_KEYS) >= CHECKPOINT_KEYS:
             raise GeoPix2PixError(f"{path} is a training checkpoint, not a model file; "
                                   f"{_model_in(path.parent)}") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

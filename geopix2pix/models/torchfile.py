@@ -60,10 +60,12 @@ def load_failure(path: Path, exc: BaseException, hint: str) -> str:
     return _torch_load_failure(head, exc, hint)
 
 
-def pickled_strings(path: Path, limit: int = 16 << 20) -> set[str]:
+def pickled_strings(path: Path, until: set[str] | None = None,
+                    limit: int = 4 << 20) -> set[str]:
     """The strings in the pickle of a torch.save zip archive (its ``data.pkl``: the keys and
-    other strings, not the tensors), parsed by pickletools, which runs nothing; an empty set
-    for any other file, or a pickle over `limit` bytes."""
+    other strings, not the tensors), parsed by pickletools, which runs nothing, up to where
+    they include all of `until`; an empty set for any other file, or a pickle over `limit`
+    bytes (a crafted one of nested opcodes takes seconds to parse per 16 MiB)."""
     try:
         with path.open("rb") as handle:
             if handle.read(4) != TORCH_SAVE_STARTS[0]:
@@ -74,7 +76,13 @@ def pickled_strings(path: Path, limit: int = 16 << 20) -> set[str]:
                 return set()
             with archive.open(info) as member:
                 pickled = member.read(limit + 1)
-        return {arg for _op, arg, _pos in pickletools.genops(pickled) if isinstance(arg, str)}
+        found: set[str] = set()
+        for _op, arg, _pos in pickletools.genops(pickled):
+            if isinstance(arg, str):
+                found.add(arg)
+                if until is not None and until <= found:
+                    break
+        return found
     except Exception:  # unreadable, not a zip, no data.pkl, a malformed pickle
         return set()
 
