@@ -17,10 +17,8 @@ from rasterio.windows import Window
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.export import export_chips
-from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.settings.export import PAIRED_ONLY
 from tests.conftest import shared, write_raster
 
 UTM33 = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0)
@@ -120,47 +118,6 @@ def test_statistics_come_from_each_domains_train_chips_only(tmp_path, rng):
             assert band_stats["count"] < everything[band].count()
     assert info["source"]["scaling_mode"] == "percentile"
     assert info["target"]["scaling_mode"] == "minmax"
-
-
-def test_pixel_size_resamples_both_domains_to_one_ground_size(tmp_path, rng):
-    export(tmp_path, rng, pixel_size=20.0)
-    out = tmp_path / "chips"
-    info = json.loads((out / "dataset.json").read_text())
-    assert info["options"]["pixel_size"] == 20.0
-    assert all(r["resampled"] for r in info["rasters"])
-    source_size = info["rasters"][0]["pixel_size"]
-    assert source_size == [20.0, 20.0]
-    lon_size, lat_size = info["rasters"][2]["pixel_size"]
-    phi = np.radians(46.0 - 0.01)  # the target's centre latitude; metres per degree there:
-    per_lon = 111_412.84 * np.cos(phi) - 93.5 * np.cos(3 * phi)  # (WGS84, textbook series)
-    per_lat = 111_132.954 - 559.822 * np.cos(2 * phi) + 1.175 * np.cos(4 * phi)
-    assert lon_size * per_lon == pytest.approx(20.0, rel=1e-3)
-    assert lat_size * per_lat == pytest.approx(20.0, rel=1e-3)
-    for r in index_rows(out):
-        raster = info["rasters"][r["raster"]]
-        with rasterio.open(raster["path"]) as src, \
-                rasterio.open(out / r["domain"] / f"{r['id']}.tif") as chip:
-            left, top = src.transform.c, src.transform.f  # the cut grid starts at its corner
-            size_x, size_y = raster["pixel_size"]
-            expected = Affine(size_x, 0, left, 0, -size_y, top) @ \
-                Affine.translation(r["col"], r["row"])
-            assert chip.transform.almost_equals(expected, precision=1e-9)
-            assert chip.crs == src.crs
-
-
-def test_pixel_sizes_far_apart_are_warned_of_unless_resampled(tmp_path, rng):
-    source = write_raster(tmp_path / "s.tif", rng.random((1, 96, 96), dtype=np.float32))
-    coarse = Affine(30.0, 0.0, 600000.0, 0.0, -30.0, 5100000.0)
-    target = write_raster(tmp_path / "t.tif", rng.random((1, 96, 96), dtype=np.float32),
-                          transform=coarse)
-    options = dict(unpaired=True, sources=[source], targets=[target], chip_size=32,
-                   progress=False, workers=0)
-    with pytest.warns(UserWarning, match="30 m"):
-        summary = export_chips(out_dir=tmp_path / "a", **options)
-    assert any("10 m and the target rasters' 30 m (3.0x apart)" in w and "--pixel-size" in w
-               for w in summary.warnings)
-    summary = export_chips(out_dir=tmp_path / "b", pixel_size=20.0, **options)
-    assert not any("--pixel-size" in w for w in summary.warnings)
 
 
 def test_chip_dataset_draws_one_chip_per_domain_independently_and_reproducibly(tmp_path, rng):
@@ -302,24 +259,6 @@ def test_sar_of_one_part_and_optical_of_another_part_of_a_real_scene(tmp_path):
     assert float(item["source"].abs().max()) <= 1.0
 
 
-def test_pixel_size_resampling_keeps_the_values_where_they_are_on_the_ground(tmp_path):
-    rows, cols = np.mgrid[0:128, 0:128] + 0.5
-    xs, ys = UTM33 @ (cols, rows)
-    ramp = ((xs - 500000.0) * 0.5 + (5200000.0 - ys) * 0.25).astype(np.float32)
-    source = write_raster(tmp_path / "s.tif", ramp)
-    target = write_raster(tmp_path / "t.tif", ramp, transform=UTM33_FAR)
-    export_chips(out_dir=tmp_path / "chips", unpaired=True, sources=[source], targets=[target],
-                 chip_size=32, pixel_size=20.0, max_nodata=0.0, progress=False, workers=0)
-    chip_path = tmp_path / "chips" / "source" / "p000_r000000_c000032.tif"
-    with rasterio.open(chip_path) as chip:  # inside the scene: no edge
-        values = chip.read(1)
-        r, c = np.mgrid[0:32, 0:32] + 0.5
-        x, y = chip.transform @ (c, r)
-    assert chip.res == (20.0, 20.0)
-    expected = (x - 500000.0) * 0.5 + (5200000.0 - y) * 0.25
-    np.testing.assert_allclose(values[1:-1, 1:-1], expected[1:-1, 1:-1], atol=1e-3)
-
-
 def test_an_aoi_keeps_each_domains_chips_in_it_and_must_reach_both(tmp_path, rng):
     from rasterio.warp import transform_bounds
 
@@ -406,26 +345,3 @@ def test_persistent_loader_workers_draw_each_epochs_targets(tmp_path, rng):
         data.set_epoch(epoch)
         assert ids == [data[i]["target_id"] for i in range(len(ids))]
     assert drawn[0] != drawn[1]
-
-
-def test_a_class_map_resampled_to_pixel_size_is_warned_of_and_no_pair_option_recorded(
-        tmp_path, rng):
-    """An unpaired class map is resampled onto its own grid at --pixel-size (no source's grid
-    there), and dataset.json leaves out the options of a target against its source."""
-    source = write_raster(tmp_path / "a.tif", rng.integers(1, 4000, (2, 128, 128), dtype=np.uint16))
-    target = write_raster(tmp_path / "map.tif", rng.integers(1, 4, (1, 128, 128), dtype=np.uint8),
-                          crs="EPSG:32631", photometric="palette")
-    with rasterio.open(target, "r+") as dst:
-        dst.write_colormap(1, {1: (255, 0, 0, 255), 2: (0, 255, 0, 255), 3: (0, 0, 255, 255)})
-    with pytest.warns(UserWarning, match="class map"):
-        summary = export_chips(out_dir=tmp_path / "chips", unpaired=True, sources=[source],
-                               targets=[target], chip_size=32, pixel_size=20.0, workers=0,
-                               progress=False, target_resampling="bilinear")
-    said = [w for w in summary.warnings if "class map" in w]
-    assert said == ["the target map.tif is a class map (a colour table) resampled onto its own "
-                    "grid at --pixel-size 20.0 with --target-resampling bilinear, which averages "
-                    "neighbouring codes into codes of other classes or none; re-export with "
-                    "--target-resampling nearest"]
-    options = json.loads((tmp_path / "chips" / "dataset.json").read_text())["options"]
-    assert set(PAIRED_ONLY).isdisjoint(options) and options["pixel_size"] == 20.0
-    assert DatasetInfo.load(tmp_path / "chips").options == options
