@@ -345,3 +345,28 @@ def test_persistent_loader_workers_draw_each_epochs_targets(tmp_path, rng):
         data.set_epoch(epoch)
         assert ids == [data[i]["target_id"] for i in range(len(ids))]
     assert drawn[0] != drawn[1]
+
+
+def test_a_domains_split_does_not_depend_on_the_order_of_its_rasters(tmp_path, rng):
+    """A tester's domain of a 4.5 m and a 300 m raster split in the first one's pixels: listed
+    first, the fine raster's 256-px blocks made every coarse chip straddle (232 dropped); listed
+    second, 8 were. The blocks are now in the coarsest raster's pixels, whatever the order."""
+    fine = write_raster(tmp_path / "fine.tif", rng.random((1, 256, 256), dtype=np.float32),
+                        transform=Affine(4.5, 0, 500000.0, 0, -4.5, 5200000.0))
+    coarse = write_raster(tmp_path / "coarse.tif", rng.random((1, 256, 256), dtype=np.float32),
+                          transform=Affine(300.0, 0, 460000.0, 0, -300.0, 5240000.0))
+    target = write_raster(tmp_path / "b.tif", rng.random((1, 128, 128), dtype=np.float32),
+                          transform=UTM33_FAR)
+    kept = {}
+    for order in ("fine first", "coarse first"):
+        sources = [fine, coarse] if order == "fine first" else [coarse, fine]
+        out = tmp_path / order.replace(" ", "_")
+        summary = export_chips(out_dir=out, unpaired=True, sources=sources, targets=[target],
+                               chip_size=32, progress=False, workers=0)
+        with sqlite3.connect(out / "chips.gpkg") as db:
+            rows = db.execute("SELECT path, row, col, split FROM chips WHERE domain = 'source'")
+            kept[order] = sorted(rows.fetchall())
+        straddling = summary.domains["source"]["skipped"].get(
+            "straddling the train/val split", 0)
+        assert straddling < 20, (order, straddling)
+    assert kept["fine first"] == kept["coarse first"]

@@ -55,14 +55,14 @@ def chip_windows(pair: int, overlap: Window, size: int, stride: int) -> list[Chi
 
 
 def split_extents(chips: Sequence[ChipWindow], grids: Mapping[int, Grid],
-                  origin: tuple[int, int]) -> np.ndarray:
-    """Each chip's (frame, row0, col0, row1, col1): its extent in the split frame, the first
-    pair's source pixels counted from `origin` (its chip lattice's top-left), whatever the
-    chip's own pair's CRS and resolution (the bounding box of its densified outline there);
-    frame 0.
+                  origin: tuple[int, int], frame_key: int | None = None) -> np.ndarray:
+    """Each chip's (frame, row0, col0, row1, col1): its extent in the split frame, the pixels
+    of grid `frame_key` (by default the first pair's source) counted from `origin` (its chip
+    lattice's top-left), whatever the chip's own pair's CRS and resolution (the bounding box of
+    its densified outline there); frame 0.
     A chip the frame's CRS cannot place (the far side of the Earth) keeps its own pixels, in a
     frame of its pair's (pair + 1), so its blocks are its own."""
-    frame = grids[min(grids)]
+    frame = grids[min(grids) if frame_key is None else frame_key]
     extents = np.empty((len(chips), 5))
     by_pair: dict[int, list[int]] = {}
     for i, chip in enumerate(chips):

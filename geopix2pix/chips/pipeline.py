@@ -27,6 +27,7 @@ from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, reordered
 from geopix2pix.raster.grid import Grid
+from geopix2pix.raster.ground import ground_pixel_size
 from geopix2pix.raster.io import chip_nodata, is_gdal_name
 from geopix2pix.runtime.folders import OutputDir, Owned, open_output_dir
 from geopix2pix.runtime.stopping import end_with_parent
@@ -92,8 +93,11 @@ def split_chips(candidates: list[ChipWindow], grids: dict[int, Grid], origin: tu
                 domain: str | None = None) -> tuple[dict[ChipWindow, str], int]:
     """Each chip's split ("train" or "val") by spatial blocks (`layout.choose_split`) and the
     --split-block used; a chip straddling both splits is dropped (counted in `skipped`). No
-    chip left in train is refused before anything is written (the error names the `domain`)."""
-    extents = split_extents(candidates, grids, origin)
+    chip left in train is refused before anything is written (the error names the `domain`).
+    The blocks are in the pixels of the first grid, or for a `domain` (unpaired) of its
+    coarsest (`coarsest`): in a finer one's, a coarse raster's chips would straddle many."""
+    frame = coarsest(grids) if domain is not None else None
+    extents = split_extents(candidates, grids, origin, frame)
     split_of, split_block = choose_split(extents, options.split_block, options.chip_size,
                                          options.val_fraction, options.seed)
     splits = {c: s for c, s in zip(candidates, split_of) if s is not None}
@@ -102,6 +106,16 @@ def split_chips(candidates: list[ChipWindow], grids: dict[int, Grid], origin: tu
         raise _in_domain(domain, no_train_error(len(splits), skipped, options.val_fraction,
                                                 split_block, options.chip_size))
     return splits, split_block
+
+
+def coarsest(grids: Mapping[int, Grid]) -> int:
+    """The key of the grid of the largest pixels on the ground (the first of equals): a
+    domain's split frame, whatever order its rasters were listed in."""
+    def size(key: int) -> float:
+        grid = grids[key]
+        return round(sum(ground_pixel_size(grid) or grid.pixel_size), 6)
+
+    return min(grids, key=lambda key: (-size(key), key))
 
 
 def split_again(candidates: list[ChipWindow], invalid: Iterable[ChipWindow], kept: Counter,
