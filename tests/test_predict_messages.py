@@ -34,11 +34,13 @@ def test_a_cyclegan_file_given_a_scene_of_its_other_domain_names_the_other_file(
     assert main(["predict", scene_b, str(tmp_path / "o.tif"), "-m", ab, "-q"]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "; this CycleGAN model translates A -> B (source -> target) and takes 4 bands; if the "
-        "scene is of the target domain, use the run's model-ba.safetensors (B -> A)")
+        "scene is of the target domain, use the run's model-ba.safetensors (B -> A; "
+        "model-ba-best.safetensors for its best validation)")
     assert main(["predict", scene_a, str(tmp_path / "o.tif"), "-m", ba, "-q"]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "; this CycleGAN model translates B -> A (target -> source) and takes 3 bands; if the "
-        "scene is of the source domain, use the run's model.safetensors (A -> B)")
+        "scene is of the source domain, use the run's model.safetensors (A -> B; "
+        "model-best.safetensors for its best validation)")
     assert main(["predict", scene_a, str(tmp_path / "o.tif"), "-m", ab, "-q"]) == 0
 
 

@@ -37,6 +37,7 @@ from .digest import canonical_header, weights_digest
 from .factory import GeneratorSpec, build_generator
 from .layout import Layout
 from .metadata import ModelMetadata, metadata_error
+from .run_files import RUN_MODELS, described_run_models
 from .schema import SchemaError, shown
 from .smp_generator import PREFIX as SMP_PREFIX
 from .torchfile import pickled_strings
@@ -124,19 +125,12 @@ def _not_a_model(path: Path, why: str = "") -> GeoPix2PixError:
     )
 
 
-# A CycleGAN run's model files (a Pix2Pix run writes the first two), by what each holds
-CYCLEGAN_RUN_MODELS = {"model.safetensors": "A -> B, the latest epoch",
-                       "model-best.safetensors": "A -> B, the best validation score",
-                       "model-ba.safetensors": "B -> A, the latest epoch",
-                       "model-ba-best.safetensors": "B -> A, the best validation score"}
-
-
 def _model_in(folder: Path) -> str:
     """What to pass instead of a folder: the model files of a run folder, as far as it has any
     (a CycleGAN run's of both directions)."""
-    latest, best = folder / "model.safetensors", folder / "model-best.safetensors"
-    if (folder / "model-ba.safetensors").is_file():
-        found = [f"{folder / name} ({what})" for name, what in CYCLEGAN_RUN_MODELS.items()
+    latest, best = (folder / name for name in RUN_MODELS["a_to_b"])
+    if (folder / RUN_MODELS["b_to_a"][0]).is_file():
+        found = [f"{folder / name} ({what})" for name, what in described_run_models().items()
                  if (folder / name).is_file()]
         return f"pass {', '.join(found[:-1])} or {found[-1]}"
     if latest.is_file() and best.is_file():

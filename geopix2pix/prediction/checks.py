@@ -18,6 +18,7 @@ from rasterio.errors import CRSError
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.metadata import ModelMetadata, SideMetadata
+from geopix2pix.models.run_files import RUN_MODELS, WAYS
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.raster.band_metadata import (
     BandMetadata,
@@ -101,25 +102,20 @@ def check_bands(dataset, bands: Sequence[int] | None, model: PredictionModel) ->
     return chosen
 
 
-# a CycleGAN run's two model files: each direction's way, sides and file (the family's exports)
-CYCLEGAN_DIRECTIONS = {"a_to_b": ("A -> B", "source -> target", "model.safetensors"),
-                       "b_to_a": ("B -> A", "target -> source", "model-ba.safetensors")}
-
-
 def _other_direction(info: ModelMetadata, bands: int, expected: int) -> str | None:
     """For a CycleGAN model file given a scene with the band count of its output domain (a
-    scene of the other domain): which way this file translates, and the run's file of the
-    other way; None otherwise."""
+    scene of the other domain): which way this file translates, and the run's files of the
+    other way (its latest and its best); None otherwise."""
     output = info.target
     if info.family != "cyclegan" or bands not in {len(output.bands), output.raster_bands}:
         return None
-    way, sides, _ = CYCLEGAN_DIRECTIONS[info.direction]
-    other_way, _, other_file = CYCLEGAN_DIRECTIONS[
-        "b_to_a" if info.direction == "a_to_b" else "a_to_b"]
+    way, sides = WAYS[info.direction]
+    other = "b_to_a" if info.direction == "a_to_b" else "a_to_b"
+    latest, best = RUN_MODELS[other]
     domain = sides.split(" -> ")[1]
     return (f"this CycleGAN model translates {way} ({sides}) and takes {expected} "
-            f"bands; if the scene is of the {domain} domain, use the run's {other_file} "
-            f"({other_way})")
+            f"bands; if the scene is of the {domain} domain, use the run's {latest} "
+            f"({WAYS[other][0]}; {best} for its best validation)")
 
 
 def check_crs(dataset, allow_no_crs: bool) -> None:

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from geopix2pix.models.run_files import RUN_MODELS
 from geopix2pix.raster.write import atomic_path, write_text_atomic
 from geopix2pix.runtime import distributed
 from geopix2pix.runtime.folders import Owned
@@ -24,8 +25,7 @@ from .history import METRICS, MetricsLog
 from .outputs import leave_failed, open_run_dir, writing
 from .resume import OPTIONS
 
-MODEL = "model.safetensors"
-BEST_MODEL = "model-best.safetensors"
+MODEL, BEST_MODEL = RUN_MODELS["a_to_b"]
 # all a run writes in RUN_DIR: --overwrite removes these and refuses anything else
 RUN_OUTPUTS = Owned((*FAMILY_FILES, CHECKPOINT, METRICS, OPTIONS),
                     {"samples": Owned(("epoch_*.png",)),

@@ -25,6 +25,7 @@ from geopix2pix.chips.domains import DOMAINS
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import GeneratorSpec, build_discriminator, build_generator, save_model
 from geopix2pix.models.metadata import TARGET_SCALINGS, ModelMetadata
+from geopix2pix.models.run_files import RUN_MODELS
 from geopix2pix.models.schema import SchemaError
 from geopix2pix.raster.render import cycle_row
 from geopix2pix.runtime import distributed
@@ -41,8 +42,7 @@ from ..validate import evaluating
 from .base import ModelExport, ModelFamily, Reduce, RunContext
 
 NETWORKS = ("g_a", "g_b", "d_a", "d_b")  # G_A: A -> B, judged by D_A (the reference's names)
-EXPORTS = (ModelExport("model.safetensors", "model-best.safetensors", "a_to_b"),
-           ModelExport("model-ba.safetensors", "model-ba-best.safetensors", "b_to_a"))
+EXPORTS = tuple(ModelExport(*names, direction) for direction, names in RUN_MODELS.items())
 LOSSES = ("loss_G_A", "loss_G_B", "loss_cycle_A", "loss_cycle_B", "loss_idt_A", "loss_idt_B",
           "loss_D_A", "loss_D_B")
 

@@ -23,6 +23,7 @@ from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.models import save_model
 from geopix2pix.models.baseline import ResidualGenerator, zero_output_layer
 from geopix2pix.models.metadata import ModelMetadata
+from geopix2pix.models.run_files import RUN_MODELS
 from geopix2pix.raster.render import class_colours
 from geopix2pix.runtime import distributed
 from geopix2pix.settings.train import CYCLEGAN_OPTIONS
@@ -41,7 +42,7 @@ from .base import ModelExport, ModelFamily, Reduce, RunContext
 
 STUCK_EPOCHS = 3  # a class map's mean IoU unchanged this long: warn (see after_validation)
 # options a Pix2Pix model file does not record (other families')
-EXPORTS = (ModelExport("model.safetensors", "model-best.safetensors"),)
+EXPORTS = (ModelExport(*RUN_MODELS["a_to_b"]),)
 
 
 class Pix2Pix(ModelFamily):
