@@ -138,3 +138,25 @@ def test_evaluate_leaves_out_what_lies_outside_a_warped_five_band_reference(tmp_
     report = g.evaluate(prediction, reference)
     # the reference covers the prediction's columns 0..53 (and 3 m of column 54)
     assert abs(report.valid_pixels - SIZE * 54) <= SIZE
+
+
+def test_an_rgba_scene_gdal_masks_itself_is_predicted_as_before(tmp_path):
+    """The common case the rule must leave alone: 4-band uint8 RGBA, whose alpha GDAL itself
+    turns into the mask (the rule adds nothing); the output is invalid exactly where alpha is
+    0, as with the same pixels hidden by an internal mask."""
+    data = values(3, "uint8")
+    path = tmp_path / "rgba.tif"
+    write_raster(path, np.concatenate([data, alpha("uint8") * np.uint8(255)]), transform=GRID,
+                 photometric="RGB", alpha="YES")
+    with rasterio.open(path) as src:
+        assert src.colorinterp[-1] == ColorInterp.alpha
+        assert not src.dataset_mask()[:, :HOLE].any()  # GDAL's own mask, from the alpha
+    model = unet_file(tmp_path / "m.safetensors", in_ch=3, pixel_size=(10, 10))
+    g.predict(str(path), tmp_path / "out.tif", model=model, progress=False)
+    g.predict(masked(tmp_path / "same.tif", data), tmp_path / "same_out.tif", model=model,
+              progress=False)
+    with rasterio.open(tmp_path / "out.tif") as out, \
+            rasterio.open(tmp_path / "same_out.tif") as same:
+        valid = out.dataset_mask() > 0
+        assert not valid[:, :HOLE].any() and valid[:, HOLE:].all()
+        np.testing.assert_array_equal(out.read(1)[valid], same.read(1)[valid])
