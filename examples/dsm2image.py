@@ -13,8 +13,10 @@ inputs:
 - Nodata: DEM voids (-9999 here) are excluded from the loss and come out as nodata;
   `validity_band=True` shows the model where they are, so it takes its slopes beside a void from
   valid neighbours only (as gdaldem does).
-- Model: `generator="local"`, each pixel from its 3x3 neighbourhood at full resolution, on L1
-  alone (`gan_warmup=1.0`): a hillshade or slope is a fixed local operator of the DEM.
+- Model: `recipe="local"` (what the default, `auto`, picks for a DEM -> hillshade: the linear
+  map of the height explains none of it), a local generator, each pixel from its 3x3
+  neighbourhood at full resolution, on L1 alone: a hillshade or slope is a fixed local operator
+  of the DEM. The recipe also gives `validity_band=True`.
 - Augmentation: `augment="none"`. A hillshade is lit from one azimuth (315 degrees here); a flipped
   or rotated chip would be lit from another direction and teach the model the wrong answer.
   (For an elevation -> land cover map, `d4` would be safe.)
@@ -53,9 +55,8 @@ def main() -> None:
     print("\n".join(geopix2pix.export_chips(
         args.source, args.target, chips, chip_size=args.chip_size, stride=args.chip_size // 4,
         source_scaling="centre", target_resampling="bilinear", overwrite=True).lines()))
-    result = geopix2pix.train(chips, run, max_steps=args.steps, generator="local", ngf=64,
-                              local_layers=4, lr=1e-3, gan_warmup=1.0, validity_band=True,
-                              augment="none", overwrite=True)
+    result = geopix2pix.train(chips, run, max_steps=args.steps, recipe="local", augment="none",
+                              overwrite=True)
     # This predicts the whole scene, training area included: for an honest score, predict a
     # scene (or an area, see export-chips --aoi) the model never saw.
     geopix2pix.predict(args.source, prediction, model=result.best_model_path, overwrite=True)

@@ -15,9 +15,10 @@ categorical target:
 - Evaluation: `categorical=True` reports pixel accuracy and per-class IoU instead of PSNR.
 - Augmentation: `augment="d4"` (flips and 90-degree rotations). A land cover class does not depend
   on the orientation of the chip, and eight times more variety helps with few chips.
-- Model: with a few thousand labelled pixels most of a class is in its spectrum: a
-  `generator="local"` learns the residual over the linear discriminant of the bands
-  (`residual="linear"`, starting from it), on the same unweighted cross-entropy the
+- Model: `recipe="classes"` (what the default, `auto`, picks for a class map): with a few
+  thousand labelled pixels most of a class is in its spectrum, so a local generator learns the
+  residual over the linear discriminant of the bands (starting from it), on the same unweighted
+  cross-entropy the
   discriminant's priors (the train class shares) stand for. Its start is validated too, so
   `result.best_model_path` never has a lower val mean IoU than the discriminant: on a held-out
   part of this scene it ties or beats it a little. `predict --baseline discriminant` writes the
@@ -57,10 +58,8 @@ def main() -> None:
     print("\n".join(geopix2pix.export_chips(
         args.source, args.target, chips, chip_size=args.chip_size, stride=args.chip_size // 4,
         split_block=2 * args.chip_size, target_resampling="nearest", overwrite=True).lines()))
-    result = geopix2pix.train(chips, run, max_steps=args.steps, generator="local", ngf=64,
-                              local_layers=3, lr=1e-3, gan_warmup=0.5, ema=0.999,
-                              residual="linear", augment="d4", categorical=True,
-                              overwrite=True)
+    result = geopix2pix.train(chips, run, max_steps=args.steps, recipe="classes", augment="d4",
+                              categorical=True, overwrite=True)
     # The whole scene, training area included: for an honest score, predict another scene.
     geopix2pix.predict(args.source, prediction, model=result.best_model_path, overwrite=True)
     print(geopix2pix.evaluate(prediction, args.target, categorical=True).table())

@@ -13,9 +13,10 @@ measures on held-out ground against the linear baseline. The choices that matter
   or most chips are rejected.
 - Grids: the optical image is warped onto the SAR grid (`target_resampling="bilinear"` for
   continuous imagery); here the two grids differ by a fraction of a pixel.
-- Model: with few pairs, little of the colour is in the backscatter: a narrow `generator="local"`
-  learns the residual over the least-squares linear baseline (`residual="linear"`, starting from
-  it), on the squared error that baseline is fitted with (`pixel_loss="mse"`); `predict
+- Model: `recipe="residual"` (what the default, `auto`, picks here: the linear map of the
+  bands explains part of the colour): with few pairs, little of the colour is in the
+  backscatter, so a narrow local generator learns the residual over the least-squares linear
+  baseline (starting from it), on the squared error that baseline is fitted with; `predict
   --baseline linear` writes the baseline itself, to compare on ground the run never saw.
 - Augmentation: `augment="flip"`, as the recipe measured: its 3x3 neighbourhood hardly sees the
   look direction. With a wide-context model (the U-Net) use `none`: layover and shadow fall away
@@ -54,9 +55,8 @@ def main() -> None:
         args.source, args.target, chips, chip_size=args.chip_size, stride=args.chip_size // 4,
         source_scaling="percentile", target_resampling="bilinear", max_nodata=0.5,
         overwrite=True).lines()))
-    result = geopix2pix.train(chips, run, max_steps=args.steps, generator="local", ngf=16,
-                              local_layers=2, lr=1e-3, gan_warmup=1.0, residual="linear",
-                              pixel_loss="mse", augment="flip", overwrite=True)
+    result = geopix2pix.train(chips, run, max_steps=args.steps, recipe="residual",
+                              augment="flip", overwrite=True)
     # The whole scene, training area included: for an honest score, predict another scene.
     geopix2pix.predict(args.source, prediction, model=result.best_model_path, overwrite=True)
     print(geopix2pix.evaluate(prediction, args.target).table())

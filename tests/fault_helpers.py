@@ -33,7 +33,7 @@ def trained_run(folder: Path) -> tuple[Path, Path]:
     export_chips(source, target, folder / "chips", chip_size=64, stride=32, split_block=64,
                  workers=1, progress=False)
     train(folder / "chips", folder / "run", ngf=4, ndf=4, batch_size=2, workers=0, quiet=True,
-          device="cpu", max_steps=2, epochs=1, decay_epochs=0)
+          device="cpu", max_steps=2, epochs=1, decay_epochs=0, recipe="paper")
     return folder / "chips", folder / "run"
 
 

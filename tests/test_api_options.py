@@ -71,7 +71,7 @@ def test_creation_options_take_python_numbers_and_booleans(tmp_path, model_file)
 def test_train_options_of_the_wrong_type_are_one_line(tmp_path):
     with pytest.raises(GeoPix2PixError, match=r"^max_steps='4': expected an integer or None$"):
         g.train(tmp_path / "chips", tmp_path / "run", max_steps="4")
-    with pytest.raises(GeoPix2PixError, match=r"^lr='1e-3': expected a number$"):
+    with pytest.raises(GeoPix2PixError, match=r"^lr='1e-3': expected a number or None$"):
         g.train(tmp_path / "chips", tmp_path / "run", lr="1e-3")
     assert not (tmp_path / "run").exists()
     from geopix2pix.training import TrainConfig

@@ -28,7 +28,8 @@ from geopix2pix.models.baseline import (
 from geopix2pix.prediction import predict
 from geopix2pix.training import TrainingStopped, train
 
-TINY = dict(ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu", samples=0)
+TINY = dict(recipe="paper",
+            ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu", samples=0)
 COEFFS = (0.8, -1.5, 40.0)  # target = a * band1 + b * band2 + c
 
 
@@ -153,7 +154,7 @@ def test_linear_target_gives_a_zero_error_linear_baseline_and_the_warning(linear
 def test_cli_prints_the_comparison_and_the_warning(linear_chips, tmp_path, capsys):
     code = main(["train", str(linear_chips), "-o", str(tmp_path / "run"), "--max-steps", "1",
                  "--epochs", "1", "--decay-epochs", "0", "--ngf", "8", "--ndf", "8",
-                 "--workers", "0", "--device", "cpu", "-q"])
+                 "--workers", "0", "--device", "cpu", "-q", "--recipe", "paper"])
     captured = capsys.readouterr()
     assert code == 0
     assert "model-best: val MAE " in captured.out and " · linear " in captured.out

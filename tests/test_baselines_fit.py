@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from geopix2pix.models.baseline import BaselineMaps, PixelMap
-from geopix2pix.training.baselines import accumulate, solve_classes, solve_linear
+from geopix2pix.training.baselines import (
+    accumulate,
+    explained_variance,
+    solve_classes,
+    solve_linear,
+)
 
 
 def _batches(rng, chips=5, bands=3, out=2, size=8):
@@ -25,7 +30,8 @@ def _batches(rng, chips=5, bands=3, out=2, size=8):
 def test_streaming_fit_equals_lstsq_on_the_valid_pixels(rng):
     batches = list(_batches(rng))
     sums = accumulate(batches, 3, 2, None)
-    assert sums.numel() == 4 * 6  # X^T X and X^T y: the same size for any number of pixels
+    # X^T X, X^T y and the target's squares: the same size for any number of pixels
+    assert sums.numel() == 4 * 6 + 2
     linear, constant, pixels = solve_linear(sums, 3, 2)
     x = np.concatenate([b["source"].permute(0, 2, 3, 1)[b["valid"][:, 0]].numpy()
                         for b in batches])
@@ -37,6 +43,20 @@ def test_streaming_fit_equals_lstsq_on_the_valid_pixels(rng):
     np.testing.assert_allclose(linear.bias, beta[3], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(constant.bias, y.mean(0), rtol=1e-12)
     assert np.array(constant.weight).shape == (2, 3) and not np.any(constant.weight)
+    # the linear map's R^2 over both bands, as numpy's residuals give it
+    residual = ((y - np.c_[x, np.ones(len(x))] @ beta) ** 2).sum()
+    assert explained_variance(sums, 3, 2) == pytest.approx(
+        1 - residual / ((y - y.mean(0)) ** 2).sum(), rel=1e-9)
+
+
+def test_explained_variance_is_one_for_an_exact_linear_target_and_zero_for_noise(rng):
+    source = rng.normal(size=(1, 2, 16, 16))
+    exact = 3 * source[:, :1] - source[:, 1:] + 0.5
+    valid = torch.ones(1, 1, 16, 16, dtype=torch.bool)
+    batch = {"source": torch.tensor(source), "target": torch.tensor(exact), "valid": valid}
+    assert explained_variance(accumulate([batch], 2, 1, None), 2, 1) == pytest.approx(1.0)
+    flat = {**batch, "target": torch.full((1, 1, 16, 16), 2.0, dtype=torch.float64)}
+    assert explained_variance(accumulate([flat], 2, 1, None), 2, 1) == 0.0
 
 
 def test_class_fit_is_the_nearest_class_mean_and_the_majority(rng):

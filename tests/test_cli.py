@@ -122,7 +122,8 @@ def test_band_zero_says_band_numbers_start_at_1(rasters, tmp_path, capsys, optio
 
 def test_encoder_weights_with_the_unet_names_the_option(rasters, tmp_path, capsys):
     err = one_line(capsys, ["train", rasters / "chips", "-o", tmp_path / "run",
-                            "--encoder-weights", "X", "--max-steps", "1", "--device", "cpu"])
+                            "--encoder-weights", "X", "--max-steps", "1", "--device", "cpu",
+                            "--recipe", "paper"])
     assert err == ("Error: --encoder-weights X: only an smp generator has an encoder to load "
                    "them into (--generator unet is trained from scratch); pass --generator "
                    "smp:<Architecture>:<encoder> (e.g. smp:Unet:resnet34) or drop "

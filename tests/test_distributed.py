@@ -37,7 +37,8 @@ from geopix2pix.models import build_generator, load_model
 from geopix2pix.training import train
 from geopix2pix.training.checkpoint import load_checkpoint
 
-OPTIONS = dict(ngf=4, ndf=4, n_layers=2, norm="instance", max_steps=6, epochs=1, decay_epochs=1,
+OPTIONS = dict(recipe="paper",
+               ngf=4, ndf=4, n_layers=2, norm="instance", max_steps=6, epochs=1, decay_epochs=1,
                workers=0, device="cpu", quiet=True)
 AUDIT = """
 import atexit, os

@@ -61,9 +61,11 @@ def test_each_family_refuses_the_options_of_the_other():
 def test_a_family_fills_in_its_own_defaults():
     from geopix2pix.training import TrainConfig
 
-    pix2pix, cyclegan = TrainConfig(), TrainConfig(model="cyclegan")
+    pix2pix, cyclegan = TrainConfig(recipe="paper"), TrainConfig(model="cyclegan")
     assert (pix2pix.generator, pix2pix.norm, pix2pix.gan_mode, pix2pix.lambda_l1) == (
         "unet", "batch", "vanilla", 100.0)
+    # the generator and what goes with it are Pix2Pix's recipe's (auto: picked from the chips)
+    assert TrainConfig().generator is None and TrainConfig().norm == "batch"
     assert pix2pix.lambda_a is None and pix2pix.pool_size is None
     assert (cyclegan.generator, cyclegan.norm, cyclegan.gan_mode, cyclegan.lambda_l1) == (
         "resnet_9blocks", "instance", "lsgan", None)
@@ -112,5 +114,5 @@ def test_train_help_gives_each_familys_default_generator_and_norm(capsys):
 
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "[default: unet (pix2pix), resnet_9blocks (cyclegan)]" in text
+    assert "[default: the recipe's (pix2pix), resnet_9blocks (cyclegan)]" in text
     assert "[default: batch (pix2pix), instance (cyclegan)]" in text

@@ -168,7 +168,8 @@ EXPORT = [
 
 # --- train ---------------------------------------------------------------------------------------
 
-TINY = ["--ngf", "8", "--ndf", "8", "--batch-size", "2", "--workers", "0", "--max-steps", "1",
+TINY = ["--recipe", "paper",
+        "--ngf", "8", "--ndf", "8", "--batch-size", "2", "--workers", "0", "--max-steps", "1",
         "--device", "cpu", "-q"]
 STARTED = ("training on cpu",)  # the line train prints once its data and model are ready
 EARLIER_RUN = {"run/model.safetensors": b"earlier", "run/train.json": b"{}"}

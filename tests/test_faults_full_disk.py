@@ -37,7 +37,8 @@ from tests.conftest import write_raster
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096  # tmpfs counts pages
 FILLER = 4 * PAGE  # what fills the tmpfs beyond the room left (its size cannot be 0)
-TRAIN = ("--ngf", "8", "--ndf", "8", "--max-steps", "2", "--workers", "0", "--batch-size", "4",
+TRAIN = ("--recipe", "paper",
+         "--ngf", "8", "--ndf", "8", "--max-steps", "2", "--workers", "0", "--batch-size", "4",
          "--device", "cpu")
 # in the namespace: mount the tmpfs ($1, options $2), fill it but for the room asked ($3 bytes
 # of filler), run the command, list the files left in the tmpfs into $4 (outside it)

@@ -173,7 +173,8 @@ def test_a_killed_export_is_redone_by_a_rerun(rasters, tmp_path, uninterrupted_e
 
 # --- train -----------------------------------------------------------------------------------
 
-TRAIN = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+TRAIN = ["--recipe", "paper",
+         "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--device", "cpu",
          "--max-steps", "21", "--seed", "5"]  # 28 train chips: 7 steps an epoch
 
 

@@ -20,7 +20,8 @@ from geopix2pix.cli import main
 from tests.conftest import write_raster
 from tests.test_faults_overwrite import digest, leftovers, one_line
 
-TRAIN = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
+TRAIN = ["--recipe", "paper",
+         "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
          "--device", "cpu", "-q"]
 RUN_FILES = {"model.safetensors", "model-best.safetensors", "checkpoint.pt", "metrics.csv",
              "train.json"}

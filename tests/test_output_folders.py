@@ -16,7 +16,8 @@ from geopix2pix.runtime import folders
 from geopix2pix.runtime.folders import Owned, prepare_output_dir
 from tests.conftest import write_raster
 
-TRAIN = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
+TRAIN = ["--recipe", "paper",
+         "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
          "--device", "cpu", "-q"]
 
 

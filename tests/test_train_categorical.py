@@ -25,7 +25,7 @@ from geopix2pix.models import ModelMetadata, load_model
 from geopix2pix.training import train
 from geopix2pix.training.losses import Categorical, masked_cross_entropy
 
-TINY = dict(ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu")
+TINY = dict(recipe="paper", ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu")
 CODES = (3, 7, 12)
 COLOURS = {0: (0, 0, 0, 0), 3: (230, 200, 40, 255), 7: (20, 140, 30, 255),
            12: (30, 80, 220, 255)}

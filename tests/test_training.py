@@ -23,7 +23,7 @@ from geopix2pix.training.checkpoint import load_checkpoint
 from geopix2pix.training.losses import GANLoss, discriminator_loss, generator_losses, masked_l1
 from geopix2pix.training.schedule import LinearDecaySchedule
 
-TINY = dict(ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu")
+TINY = dict(recipe="paper", ngf=8, ndf=8, batch_size=4, workers=0, quiet=True, device="cpu")
 
 
 def _pair(folder: Path) -> tuple[Path, Path]:
@@ -198,7 +198,8 @@ def test_cli_errors_are_one_line(chips, tmp_path, capsys, monkeypatch):
 
 def test_cli_refuses_resume_with_other_options_and_non_empty_run_dir(chips, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", str(chips), "-o", str(run), "--ngf", "8", "--ndf", "8", "-q",
+    args = ["train", str(chips), "-o", str(run), "--recipe", "paper", "--ngf", "8", "--ndf", "8",
+            "-q",
             "--workers", "0", "--max-steps", "2", "--device", "cpu", "--batch-size", "4"]
     assert main(args) == 0
     capsys.readouterr()
@@ -229,14 +230,17 @@ def test_cli_refuses_chip_size_the_generator_cannot_take(chips, tmp_path, capsys
     info = json.loads((bad / "dataset.json").read_text())
     info["chip_size"] = 48  # not a power of two: no U-Net depth brings it to 1x1
     (bad / "dataset.json").write_text(json.dumps(info))
-    err = _cli_error(capsys, ["train", str(bad), "-o", str(tmp_path / "r"), "-q"])
+    err = _cli_error(capsys, ["train", str(bad), "-o", str(tmp_path / "r"), "-q", "--recipe",
+                              "paper"])
     assert "48" in err
 
 
 def test_config_defaults_and_unknown_option():
     config = TrainConfig()
-    assert (config.lambda_l1, config.lr, config.norm, config.augment) == (100.0, 2e-4, "batch",
-                                                                          "none")
+    assert (config.lambda_l1, config.norm, config.augment, config.recipe) == (100.0, "batch",
+                                                                              "none", "auto")
+    assert config.lr is None  # auto's recipe gives it, once picked from the chips
+    assert TrainConfig(recipe="paper").lr == 2e-4
     from geopix2pix.errors import GeoPix2PixError
 
     with pytest.raises(GeoPix2PixError, match="unknown training option"):
@@ -299,7 +303,8 @@ def test_the_callback_gets_each_steps_losses_as_metrics_csv_names_them(chips, tm
     """The API promised {"epoch", "step", "lr", ...losses}; a tester got the first three alone."""
     seen = []
     train(chips, tmp_path / "run", callback=lambda info: seen.append(info) and False,
-          max_steps=3, ngf=8, ndf=8, batch_size=2, workers=0, quiet=True, device="cpu")
+          max_steps=3, ngf=8, ndf=8, batch_size=2, workers=0, quiet=True, device="cpu",
+          recipe="paper")
     columns = next(csv.reader((tmp_path / "run" / "metrics.csv").read_text().splitlines()))
     losses = [name for name in seen[0] if name not in ("epoch", "step", "lr")]
     assert losses and set(losses) <= set(columns)

@@ -16,7 +16,8 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import load_model
 from geopix2pix.settings.train import TrainConfig
 
-TINY = ["--ngf", "4", "--ndf", "4", "--batch-size", "4", "-q", "--device", "cpu", "--workers",
+TINY = ["--recipe", "paper",
+        "--ngf", "4", "--ndf", "4", "--batch-size", "4", "-q", "--device", "cpu", "--workers",
         "0", "--max-steps", "12", "--val-every", "4", "--lr", "1e30"]
 
 

@@ -28,7 +28,8 @@ from geopix2pix.training import TrainingStopped, train
 from geopix2pix.training.checkpoint import load_checkpoint
 from geopix2pix.training.outputs import writing
 
-TINY = ["--ngf", "8", "--ndf", "8", "--batch-size", "4", "-q", "--device", "cpu"]
+TINY = ["--recipe", "paper",
+        "--ngf", "8", "--ndf", "8", "--batch-size", "4", "-q", "--device", "cpu"]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 

@@ -22,7 +22,8 @@ from geopix2pix.training import TrainingStopped, train
 from geopix2pix.training.checkpoint import load_checkpoint
 
 # 32-px chips, 2 per step, 3 steps per epoch (6 train chips)
-TINY = dict(ngf=4, ndf=4, n_layers=2, batch_size=2, workers=0, quiet=True, device="cpu",
+TINY = dict(recipe="paper",
+            ngf=4, ndf=4, n_layers=2, batch_size=2, workers=0, quiet=True, device="cpu",
             samples=1, epochs=1, decay_epochs=0, lr=1e-3)
 
 

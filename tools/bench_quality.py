@@ -42,13 +42,9 @@ SWAPPED = {"north": "south", "west": "east"}  # --swap: train on the other side
 MINUTES_VAL_EVERY = 50  # --minutes: steps between validations
 EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
                "val_fraction", "target_resampling")
-# the training recipe per kind of data (docs/train.md's, for a short CPU run): near-local
-# mappings (a terrain derivative, SAR -> optical) by the local generator on its pixel loss alone
-# (a DEM's: told where its voids are, so no slope is made up beside them);
-# where the pairs are few (SAR -> optical), a narrow one over the linear baseline, on the squared
-# error the baseline is fitted with; a class map by the local generator over the linear
-# discriminant, on its unweighted cross-entropy, adversarial for its second half
-LOCAL = {"generator": "local", "ngf": 64, "local_layers": 3, "lr": 1e-3, "gan_warmup": 1.0}
+# each case's recipe (`--recipe`, settings/recipes.py, where its values are declared) is what
+# `--recipe auto`, train's default, picks for it; the case adds its augmentation and a length
+# for a short CPU run
 
 
 @dataclass
@@ -69,17 +65,15 @@ CASES = {
     "dem": Case("dem", "dem_hillshade_exploradores/exploradores_aster_dem_30m.tif",
                 "dem_hillshade_exploradores/exploradores_aster_hillshade_gdal_az315_alt45.tif",
                 "north", {"chip_size": 64, "stride": 16, "source_scaling": "centre"},
-                {**LOCAL, "local_layers": 4, "validity_band": True, "max_steps": 1500}),
+                {"recipe": "local", "max_steps": 1500}),
     "sar": Case("sar", "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
                 "sar_optical_spacenet6_rotterdam/rgb_unmasked.tif",
                 "west", {"chip_size": 32, "stride": 8, "max_nodata": 0.5},
-                {**LOCAL, "ngf": 16, "local_layers": 2, "residual": "linear", "pixel_loss": "mse",
-                 "augment": "flip", "max_steps": 600}),
+                {"recipe": "residual", "augment": "flip", "max_steps": 600}),
     "landcover": Case("landcover", "image_map_eolearn_slovenia/s2_l1c_2015-07-11_clear.tif",
                       "image_map_eolearn_slovenia/lulc.tif", "north",
                       {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},
-                      {**LOCAL, "gan_warmup": 0.5, "ema": 0.999, "residual": "linear",
-                       "augment": "d4", "max_steps": 400},
+                      {"recipe": "classes", "augment": "d4", "max_steps": 400},
                       categorical=True),
 }
 

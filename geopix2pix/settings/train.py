@@ -19,6 +19,14 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.settings import common
 from geopix2pix.settings.checking import from_keywords
 from geopix2pix.settings.declare import check_choice, option, runtime_names
+from geopix2pix.settings.recipes import (
+    RECIPE_CHOICES,
+    RECIPE_HELP,
+    RECIPE_OPTIONS,
+    RECIPES,
+    SHOWN,
+    auto_choice,
+)
 
 GAN_MODES = ("vanilla", "lsgan")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -32,13 +40,15 @@ MODELS = ("pix2pix", "cyclegan")  # the model families (`training.families.FAMIL
 # options of one family only: given to another, they are refused (`_check_family`)
 CYCLEGAN_OPTIONS = ("lambda_a", "lambda_b", "lambda_identity", "pool_size")
 PIX2PIX_OPTIONS = ("lambda_l1", "gan_mode", "gan_warmup", "ema", "categorical",
-                   "class_weights", "residual", "pixel_loss", "validity_band")
-# defaults that depend on the family (None in `TrainConfig`: the family's)
-FAMILY_DEFAULTS = {"pix2pix": {"generator": "unet", "norm": "batch", "gan_mode": "vanilla",
-                               "lambda_l1": 100.0},
+                   "class_weights", "residual", "pixel_loss", "validity_band", "recipe")
+# defaults that depend on the family (None in `TrainConfig`: the family's; Pix2Pix's options
+# that shape the model come from its recipe, `settings.recipes`)
+FAMILY_DEFAULTS = {"pix2pix": {"norm": "batch", "gan_mode": "vanilla", "lambda_l1": 100.0},
                    "cyclegan": {"generator": "resnet_9blocks", "norm": "instance",
                                 "gan_mode": "lsgan", "lambda_a": 10.0, "lambda_b": 10.0,
-                                "pool_size": 50}}
+                                "pool_size": 50, "ngf": 64, "local_layers": LOCAL_DEFAULT,
+                                "lr": 2e-4, "gan_warmup": 0.0, "ema": 0.0, "residual": "none",
+                                "pixel_loss": "l1", "validity_band": False}}
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), "
                   "'local' (each pixel from its 3x3 neighbourhood, at full resolution: for "
@@ -54,8 +64,9 @@ NORM_HELP = ("Normalisation in G and D (the local generator has none: then in D 
 
 
 def family_default(name: str) -> str:
-    """--help's default of an option whose default is each family's own (`FAMILY_DEFAULTS`)."""
-    return ", ".join(f"{FAMILY_DEFAULTS[family][name]} ({family})"
+    """--help's default of an option whose default is each family's own (`FAMILY_DEFAULTS`;
+    Pix2Pix's from its recipe)."""
+    return ", ".join(f"{FAMILY_DEFAULTS[family].get(name, SHOWN)} ({family})"
                      for family in ("pix2pix", "cyclegan"))
 
 
@@ -81,31 +92,32 @@ class TrainKeywords(TypedDict, total=False):
     epochs: int
     decay_epochs: int
     max_steps: int | None
-    lr: float
+    lr: float | None
     beta1: float
     lambda_l1: float | None
     gan_mode: str | None
-    gan_warmup: float
-    ema: float
+    gan_warmup: float | None
+    ema: float | None
     val_every: int | None
     generator: str | None
     encoder_weights: str | None
-    ngf: int
-    local_layers: int
+    ngf: int | None
+    local_layers: int | None
     ndf: int
     n_layers: int
     norm: str | None
     augment: str
     categorical: bool
     class_weights: str
-    residual: str
-    pixel_loss: str
-    validity_band: bool
+    residual: str | None
+    pixel_loss: str | None
+    validity_band: bool | None
     samples: int
     overwrite: bool
     quiet: bool
     sync_bn: bool
     model: str
+    recipe: str
     lambda_a: float | None
     lambda_b: float | None
     lambda_identity: float | None
@@ -137,16 +149,19 @@ class TrainConfig:
                                "--epochs.")
     max_steps: int | None = option(None, shown_default="none", help=(
         "Train this many steps instead (same constant/decay proportions)"))
-    lr: float = option(2e-4, help="Adam learning rate (betas 0.5, 0.999).")
+    lr: float | None = option(None, shown_default=family_default("lr"),
+                              help="Adam learning rate (betas 0.5, 0.999).")
     beta1: float = option(0.5, cli=False)
     lambda_l1: float | None = option(None, shown_default="100.0", help=(
         "Weight of the pixel loss (--pixel-loss; the cross-entropy with --categorical)."))
     gan_mode: str | None = option(None, choices=GAN_MODES, shown_default="vanilla", help=(
         "Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares)."))
-    gan_warmup: float = option(0.0, help=(  # share of the steps with G on its pixel loss alone
+    # the share of the steps with G on its pixel loss alone
+    gan_warmup: float | None = option(None, shown_default=SHOWN, help=(
         "Share of the steps (0 to 1) in which G learns from the L1 (cross-entropy) loss alone "
         "and D is idle; 1 = no adversarial term at all."))
-    ema: float = option(0.0, help=(  # decay of the generator's weight average (0: off); ema.py
+    # the decay of the generator's weight average (0: off); ema.py
+    ema: float | None = option(None, shown_default=SHOWN, help=(
         "Decay of an average of G's weights kept over the steps (e.g. 0.999); validation, "
         "samples and the model files use the average. 0 = off."))
     val_every: int | None = option(None, runtime=True, shown_default="a tenth of the run", help=(
@@ -157,9 +172,11 @@ class TrainConfig:
     encoder_weights: str | None = option(None, kind="file", runtime=True, shown_default="none",
                                          help="Local state dict (.pt/.pth/.safetensors) to "
                                               "initialise an smp encoder")
-    ngf: int = option(64, help="Filters of the U-Net's outer level (the local generator's width).")
-    local_layers: int = option(
-        LOCAL_DEFAULT, help="--generator local: its layers (a 3x3 convolution, then 1x1 ones; "
+    ngf: int | None = option(None, shown_default=family_default("ngf"), help=(
+        "Filters of the U-Net's outer level (the local generator's width)."))
+    local_layers: int | None = option(
+        None, shown_default=SHOWN, help="--generator local: its layers (a 3x3 convolution, "
+        "then 1x1 ones; "
         "2 to 32).")
     ndf: int = option(64, help="Filters of the discriminator's first layer.")
     n_layers: int = option(3, help="PatchGAN layers: 3 = the paper's 70x70 patches; at most "
@@ -175,17 +192,17 @@ class TrainConfig:
         "With --categorical: balanced weighs each class's pixels by the inverse of its share of "
         "the train pixels (at most 100), for rare classes such as roads; none counts every "
         "pixel alike."))
-    residual: str = option("none", choices=RESIDUALS, help=(
+    residual: str | None = option(None, choices=RESIDUALS, shown_default=SHOWN, help=(
         "linear: the generator learns the target minus the linear baseline (the least-squares "
         "map of the source bands fitted on the train chips, see baselines.json), which it "
         "starts from and predict adds back; for a class map (--categorical), its class scores "
         "start from the linear discriminant of the source bands instead."))
-    pixel_loss: str = option("l1", choices=PIXEL_LOSSES, help=(
+    pixel_loss: str | None = option(None, choices=PIXEL_LOSSES, shown_default=SHOWN, help=(
         "G's pixel loss on values: l1 (the paper's: sharp, learns the median) or mse (learns "
         "the mean, as the linear baseline is fitted: with --residual linear its residual "
         "refines that fit instead of first moving it to the median, which transfers poorly "
         "between parts of a scene with skewed values, e.g. SAR -> optical)."))
-    validity_band: bool = option(False, help=(
+    validity_band: bool | None = option(None, negatable=True, shown_default=SHOWN, help=(
         "Give G the source's validity as one more input band (1 where every source band is "
         "valid, 0 at its nodata: a DEM's voids, SAR's NaN), which predict adds too; the local "
         "generator then takes its differences over valid neighbours only, as gdaldem does "
@@ -203,6 +220,7 @@ class TrainConfig:
         "Model family: pix2pix learns from paired chips; cyclegan from two unpaired collections "
         "(the chips' pairing, if any, is ignored). cyclegan defaults: --generator "
         "resnet_9blocks, --norm instance, LSGAN."))
+    recipe: str = option("auto", choices=RECIPE_CHOICES, help=RECIPE_HELP)
     lambda_a: float | None = option(None, shown_default="10.0", help=(
         "cyclegan: weight of the cycle L1 of A -> B -> A."))
     lambda_b: float | None = option(None, shown_default="10.0", help=(
@@ -217,19 +235,21 @@ class TrainConfig:
         self._check_family()
         self._check_choices()
         self._check_numbers()
+        self._apply_recipe()
         if self.resume and self.overwrite:
             raise GeoPix2PixError("--resume and --overwrite contradict each other; pass one")
         if self.class_weights != "none" and not self.categorical:
             raise GeoPix2PixError(f"--class-weights {self.class_weights} weighs the classes of a "
                                   "class map; pass --categorical too")
-        if self.local_layers != LOCAL_DEFAULT and self.generator != "local":
+        if self.local_layers not in (None, LOCAL_DEFAULT) and self.generator not in (None,
+                                                                                   "local"):
             raise GeoPix2PixError(f"--local-layers is for --generator local, not "
                                   f"{self.generator}: drop it")
         low, high = LOCAL_LAYERS
-        if not low <= self.local_layers <= high:
+        if self.local_layers is not None and not low <= self.local_layers <= high:
             raise GeoPix2PixError(f"--local-layers {self.local_layers}: the local generator "
                                   f"takes {low} to {high} layers")
-        if self.pixel_loss != "l1" and self.categorical:
+        if self.pixel_loss not in (None, "l1") and self.categorical:
             raise GeoPix2PixError(f"--pixel-loss {self.pixel_loss} is a loss on values; a class "
                                   "map (--categorical) learns with cross-entropy: drop it")
 
@@ -248,14 +268,56 @@ class TrainConfig:
             if getattr(self, name) is None:
                 setattr(self, name, value)
 
+    def _apply_recipe(self) -> None:
+        """Pix2Pix: the options a run does not give, from its recipe (`settings.recipes`);
+        ``auto`` for values waits for the chips (`with_recipe`, called by the trainer)."""
+        if self.model != "pix2pix":
+            return
+        if self.recipe == "classes" and not self.categorical:
+            raise GeoPix2PixError("--recipe classes trains a class map: pass --categorical too, "
+                                  "or use --recipe residual or local for values")
+        if self.recipe == "residual" and self.categorical:
+            raise GeoPix2PixError("--recipe residual refines values on the squared error; for a "
+                                  "class map (--categorical) use --recipe classes")
+        name = auto_choice(self.categorical, None, self.generator) if self.recipe == "auto" \
+            else self.recipe
+        if name is not None:
+            for key, value in self._recipe_values(name).items():
+                setattr(self, key, value)
+
+    def _recipe_values(self, name: str) -> dict[str, Any]:
+        """Recipe ``name``'s values of the options not given; its width and layers only with its
+        own generator (another one, given, gets the paper's width)."""
+        values = RECIPES[name]
+        own_generator = self.generator in (None, values["generator"])
+        filled = {}
+        for key in RECIPE_OPTIONS:
+            if getattr(self, key) is None:
+                tied = key in ("ngf", "local_layers") and not own_generator
+                filled[key] = RECIPES["paper"][key] if tied else values[key]
+        if filled.get("local_layers", self.local_layers) is None:
+            filled["local_layers"] = LOCAL_DEFAULT
+        return filled
+
+    @property
+    def undecided(self) -> bool:
+        """Whether ``--recipe auto`` still has to pick a recipe from the chips."""
+        return any(getattr(self, key) is None for key in RECIPE_OPTIONS)
+
+    def with_recipe(self, name: str) -> TrainConfig:
+        """These options with recipe ``name``'s values where none is given (``auto``'s pick)."""
+        return dataclasses.replace(self, **self._recipe_values(name))
+
     def _check_choices(self) -> None:
-        for name in ("gan_mode", "norm", "augment", "class_weights", "residual", "pixel_loss"):
-            check_choice(self, name)
+        for name in ("gan_mode", "norm", "augment", "class_weights", "residual", "pixel_loss",
+                     "recipe"):
+            if getattr(self, name) is not None:
+                check_choice(self, name)
 
     def _check_numbers(self) -> None:
         positive = ("batch_size", "ngf", "local_layers", "ndf", "n_layers")
         for name in positive:
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise GeoPix2PixError(f"--{name.replace('_', '-')} must be at least 1")
         if self.epochs < 0 or self.decay_epochs < 0 or self.epochs + self.decay_epochs < 1:
             raise GeoPix2PixError("--epochs and --decay-epochs must be >= 0 and not both 0")
@@ -263,7 +325,7 @@ class TrainConfig:
             raise GeoPix2PixError("--max-steps must be at least 1")
         if self.workers is not None and self.workers < 0:
             raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
-        if not 0 < self.lr < math.inf:
+        if self.lr is not None and not 0 < self.lr < math.inf:
             raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
         if not 0 <= self.beta1 < 1:  # (a Python option: Adam's first beta)
             raise GeoPix2PixError(f"beta1={self.beta1}: use a decay from 0 to below 1 (e.g. 0.5)")
@@ -274,10 +336,10 @@ class TrainConfig:
                                       "(a finite number)")
         if self.pool_size is not None and self.pool_size < 0:
             raise GeoPix2PixError(f"--pool-size {self.pool_size}: use 0 (no history) or more")
-        if not 0 <= self.gan_warmup <= 1:
+        if self.gan_warmup is not None and not 0 <= self.gan_warmup <= 1:
             raise GeoPix2PixError(f"--gan-warmup {self.gan_warmup}: use a share of the steps "
                                   "from 0 (adversarial from the start) to 1 (never)")
-        if not 0 <= self.ema < 1:
+        if self.ema is not None and not 0 <= self.ema < 1:
             raise GeoPix2PixError(f"--ema {self.ema}: use a decay from 0 (off) to below 1, "
                                   "e.g. 0.999")
         if self.val_every is not None and self.val_every < 1:

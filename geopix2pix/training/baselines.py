@@ -59,10 +59,11 @@ class RunBaselines:
 
 def accumulate(loader, in_bands: int, out_bands: int, classes: int | None) -> torch.Tensor:
     """The fit's float64 sums over the valid pixels of every chip of ``loader``: X^T X
-    ((in + 1) x (in + 1), X the source values and a 1) then X^T y ((in + 1) x out), or for
+    ((in + 1) x (in + 1), X the source values and a 1), X^T y ((in + 1) x out), then each
+    target band's sum of squares (out; for `explained_variance`), or for
     ``classes`` classes each one's pixel count then its source sums (classes x (1 + in)), then
     X^T X of the source values (in x in)."""
-    size = (in_bands + 1) * (in_bands + 1 + out_bands) if classes is None \
+    size = (in_bands + 1) * (in_bands + 1 + out_bands) + out_bands if classes is None \
         else classes * (1 + in_bands) + in_bands * in_bands
     sums = torch.zeros(size, dtype=torch.float64)
     for batch in loader:
@@ -73,7 +74,7 @@ def accumulate(loader, in_bands: int, out_bands: int, classes: int | None) -> to
         if classes is None:
             xs = torch.cat([x, ones], dim=1)
             y = batch["target"].permute(0, 2, 3, 1)[valid].double()
-            sums += torch.cat([(xs.T @ xs).flatten(), (xs.T @ y).flatten()])
+            sums += torch.cat([(xs.T @ xs).flatten(), (xs.T @ y).flatten(), (y * y).sum(0)])
         else:
             index = batch["target"][:, 0][valid].long()
             per_class = torch.zeros(classes, 1 + in_bands, dtype=torch.float64)
@@ -87,9 +88,7 @@ def solve_linear(sums: torch.Tensor, in_bands: int, out_bands: int
     """The least-squares linear map and the means from `accumulate`'s normal equations (the
     minimum-norm solution when they are singular, e.g. a constant source band), and the pixel
     count."""
-    k = in_bands + 1
-    xtx = sums[:k * k].reshape(k, k).numpy()
-    xty = sums[k * k:].reshape(k, out_bands).numpy()
+    xtx, xty, _ = _normal_equations(sums, in_bands, out_bands)
     count = float(xtx[-1, -1])
     if count == 0:
         zero = PixelMap(tuple((0.0,) * in_bands for _ in range(out_bands)), (0.0,) * out_bands)
@@ -101,6 +100,30 @@ def solve_linear(sums: torch.Tensor, in_bands: int, out_bands: int
     constant = PixelMap(tuple((0.0,) * in_bands for _ in range(out_bands)),
                         tuple(map(float, means)))
     return linear, constant, int(count)
+
+
+def _normal_equations(sums: torch.Tensor, in_bands: int, out_bands: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`accumulate`'s sums for values as X^T X, X^T y and the target's sums of squares."""
+    k = in_bands + 1
+    xtx = sums[:k * k].reshape(k, k).numpy()
+    xty = sums[k * k:k * k + k * out_bands].reshape(k, out_bands).numpy()
+    return xtx, xty, sums[k * k + k * out_bands:].numpy()
+
+
+def explained_variance(sums: torch.Tensor, in_bands: int, out_bands: int) -> float:
+    """The linear map's R^2 on the pixels `accumulate` summed: 1 - its squared error over the
+    constant's (the mean's), both summed over the target bands; 0 without variance."""
+    xtx, xty, squares = _normal_equations(sums, in_bands, out_bands)
+    count = float(xtx[-1, -1])
+    if count == 0:
+        return 0.0
+    beta = np.linalg.lstsq(xtx, xty, rcond=None)[0]
+    about_mean = float((squares - xty[-1] ** 2 / count).sum())  # the constant's squared error
+    if about_mean <= 0:
+        return 0.0
+    linear_error = float((squares - (beta * xty).sum(0)).sum())  # y'y - b'X'y per band
+    return max(0.0, 1.0 - linear_error / about_mean)
 
 
 def solve_classes(sums: torch.Tensor, in_bands: int, classes: int
@@ -156,10 +179,11 @@ def fit(trainer) -> RunBaselines:
     in_bands = len(trainer.info.source.bands)
     classes = None if trainer.classes is None else len(trainer.classes)
     out_bands = len(trainer.info.target.bands) if classes is None else classes
-    loader = _loader(trainer, trainer.train_set)
-    sums = accumulate(loader, in_bands, out_bands, classes)
-    if trainer.world > 1:
-        sums = distributed.all_reduce_sum(sums.to(trainer.setup.device)).cpu()
+    sums = trainer.run.train_sums if classes is None else None  # (read by --recipe auto)
+    if sums is None:
+        sums = accumulate(_loader(trainer, trainer.train_set), in_bands, out_bands, classes)
+        if trainer.world > 1:
+            sums = distributed.all_reduce_sum(sums.to(trainer.setup.device)).cpu()
     if classes is None:
         linear, constant, pixels = solve_linear(sums, in_bands, out_bands)
         maps = BaselineMaps(linear, constant, trainer.config.residual)

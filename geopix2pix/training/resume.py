@@ -10,6 +10,7 @@ from typing import Any
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.runtime import distributed
+from geopix2pix.settings.recipes import BEFORE_RECIPES
 from geopix2pix.settings.train import TrainConfig
 
 OPTIONS = "train.json"  # a run's options, in its folder
@@ -31,6 +32,8 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
         if recorded is None:  # none either: the checkpoint's check says so
             return given
         options, effective = recorded
+    if "recipe" not in options and options.get("model", "pix2pix") == "pix2pix":
+        options = {**BEFORE_RECIPES, **options}  # a run from before --recipe: its defaults
     family = options.get("model", "pix2pix")
     if given.get("model", family) != family:
         raise GeoPix2PixError(f"--resume: {run_dir} trains a {family} model, not "

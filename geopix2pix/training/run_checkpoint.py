@@ -18,6 +18,7 @@ import torch
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.schema import SchemaError
 from geopix2pix.runtime import distributed
+from geopix2pix.settings.recipes import BEFORE_RECIPES
 from geopix2pix.settings.train import TrainConfig
 
 from .checkpoint import (
@@ -77,7 +78,7 @@ class RunCheckpoint:
         (SchemaError) with ranks' family state that does not fit."""
         self._check_effective_batch(saved)
         check_same_options(saved["options"], self.options(), self.run.run_dir / CHECKPOINT,
-                           defaults=TrainConfig().result_options())
+                           defaults=_defaults_of(saved["options"]))
         if self.family.rank_state() is not None:
             family_ranks = saved.get(FAMILY_RANKS)
             if not isinstance(family_ranks, list) or not family_ranks:
@@ -118,3 +119,12 @@ class RunCheckpoint:
         self.saved = True
         if not state["partial"]:  # an epoch end: model files and checkpoint written
             self.folder.replace_earlier()
+
+
+def _defaults_of(saved: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's run used for the options it does not record: today's defaults, and
+    for a Pix2Pix run from before --recipe, the paper's values (train's defaults then)."""
+    defaults = TrainConfig().result_options()
+    if "recipe" not in saved and saved.get("model", "pix2pix") == "pix2pix":
+        defaults.update(BEFORE_RECIPES)
+    return defaults

@@ -39,6 +39,7 @@ from .families import RunContext, family_for
 from .history import typed_row
 from .loop import EpochRunner, TrainingDiverged, build_schedule, seed_everything
 from .outputs import stop_reporter
+from .recipe_choice import choose_recipe
 from .resume import saved_options
 from .run_checkpoint import RunCheckpoint, fresh_state
 from .run_folder import BEST_MODEL, MODEL, RUN_OUTPUTS, RunFolder
@@ -107,11 +108,12 @@ class Trainer:
         chips_dir = Path(chips_dir)
         info = DatasetInfo.load(chips_dir)
         info.check_trainable(chips_dir)
-        self.run = RunContext(chips_dir, info, config, setup or device_setup(config.device,
-                                                                             config.amp),
-                              distributed.rank(), distributed.world_size(),
-                              log if distributed.is_writer() else _quiet,
-                              _dataset_fingerprint(chips_dir), Path(out_dir))
+        setup = setup or device_setup(config.device, config.amp)
+        log = log if distributed.is_writer() else _quiet
+        config, train_sums, self.recipe_note = choose_recipe(config, chips_dir, info, setup)
+        self.run = RunContext(chips_dir, info, config, setup, distributed.rank(),
+                              distributed.world_size(), log, _dataset_fingerprint(chips_dir),
+                              Path(out_dir), train_sums)
         self.config, self.log = config, self.run.log
         self.family = family_for(config.model)(self.run)
         if self.family.needs_pairs:
@@ -220,6 +222,8 @@ class Trainer:
         self.log(f"training on {run.setup.describe()}{ranks}: {_chips(self.train_set)} train / "
                  f"{_chips(self.val_set)} val chips, batch {config.batch_size} per rank x "
                  f"{run.world} = {run.effective_batch} per step, {total_steps} steps")
+        if self.recipe_note:
+            self.log(self.recipe_note)
         for line in self.family.describe():
             self.log(line)
         if self.state["step"] >= total_steps:

@@ -42,6 +42,7 @@ class RunContext:
     log: Callable[[str], None]
     dataset: str  # the chips folder's fingerprint (its manifest's hash)
     run_dir: Path
+    train_sums: torch.Tensor | None = None  # the baselines' sums, when --recipe auto read them
 
     @property
     def effective_batch(self) -> int:

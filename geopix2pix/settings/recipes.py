@@ -1,0 +1,83 @@
+"""Pix2Pix training recipes (`--recipe`), declared once: the values each one gives the options
+that shape a model (generator, width, learning rate, adversarial share, start, pixel loss), and
+the rule by which the default, ``auto``, picks one from the chips.
+
+A recipe fills only the options a run does not give; what a run gives wins. Why each recipe is
+what it is, and what each scores against the simple baselines on held-out parts of real scenes:
+docs/train.md ("Recipes") and docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# the options a recipe fills, each recipe's values for them
+RECIPE_OPTIONS = ("generator", "ngf", "local_layers", "lr", "gan_warmup", "ema", "residual",
+                  "pixel_loss", "validity_band")
+RECIPES: dict[str, dict[str, Any]] = {
+    # the paper's Pix2Pix: U-Net + PatchGAN, L1 + adversarial from the start
+    "paper": dict(generator="unet", ngf=64, local_layers=None, lr=2e-4, gan_warmup=0.0, ema=0.0,
+                  residual="none", pixel_loss="l1", validity_band=False),
+    # a near-local operator learned whole (a terrain derivative: DEM -> hillshade, slope): a
+    # wide local generator on L1 alone, told where the source's voids are
+    "local": dict(generator="local", ngf=64, local_layers=4, lr=1e-3, gan_warmup=1.0, ema=0.0,
+                  residual="none", pixel_loss="l1", validity_band=True),
+    # a mapping the linear map of the bands already explains in part, from few pairs (SAR ->
+    # optical): a narrow local generator refines that map on the squared error it is fitted with
+    "residual": dict(generator="local", ngf=16, local_layers=2, lr=1e-3, gan_warmup=1.0, ema=0.0,
+                     residual="linear", pixel_loss="mse", validity_band=False),
+    # a class map (--categorical) from a pixel's spectrum: over the linear discriminant, on the
+    # unweighted cross-entropy, adversarial for the second half, weights averaged
+    "classes": dict(generator="local", ngf=64, local_layers=3, lr=1e-3, gan_warmup=0.5,
+                    ema=0.999, residual="linear", pixel_loss="l1", validity_band=False),
+}
+RECIPE_CHOICES = ("auto", *RECIPES)
+# before --recipe, train's defaults were the paper's: a run (train.json, checkpoint) that records
+# no recipe used these values for the options it does not record
+BEFORE_RECIPES = {**{k: v for k, v in RECIPES["paper"].items() if v is not None},
+                  "local_layers": 3}
+# auto, for values: "residual" when the linear map of the source bands explains at least this
+# share of the train chips' target variance (its R^2, summed over the bands), else "local"
+AUTO_MIN_EXPLAINED = 0.10
+
+RECIPE_HELP = (
+    "The values of the options that shape the model, where not given: paper (the Pix2Pix "
+    "paper's U-Net + PatchGAN, lr 2e-4, L1 + adversarial); local (--generator local --ngf 64 "
+    "--local-layers 4 --lr 0.001 --gan-warmup 1 --validity-band: a near-local operator such as "
+    "a DEM's hillshade, learned whole on L1); residual (--generator local --ngf 16 "
+    "--local-layers 2 --lr 0.001 --gan-warmup 1 --residual linear --pixel-loss mse: refines the "
+    "linear map of the bands, for few pairs such as SAR -> optical); classes (--generator "
+    "local --ngf 64 --lr 0.001 --gan-warmup 0.5 --ema 0.999 --residual linear: a class map "
+    "over the linear discriminant). auto: paper with a --generator other than local; classes "
+    "with --categorical; else residual where the "
+    f"linear map explains at least {AUTO_MIN_EXPLAINED:.0%} of the train chips' target "
+    "variance, local where it does not (the log says which and why).")
+SHOWN = "the recipe's"  # --help's default of the options a recipe fills
+
+
+def auto_choice(categorical: bool, explained: float | None, generator: str | None = None
+                ) -> str | None:
+    """The recipe ``auto`` picks: ``paper`` for a given generator other than the local one
+    (the other recipes are the local generator's); for a class map, ``classes``; for values, by
+    ``explained`` (the linear map's R^2 on the train chips), or None while it is not known."""
+    if generator not in (None, "local"):
+        return "paper"
+    if categorical:
+        return "classes"
+    if explained is None:
+        return None
+    return "residual" if explained >= AUTO_MIN_EXPLAINED else "local"
+
+
+def flags(name: str) -> str:
+    """A recipe as the options it gives: ``--generator local --ngf 16 ...`` (those at their
+    paper values left out)."""
+    paper = RECIPES["paper"]
+    parts = []
+    for key, value in RECIPES[name].items():
+        if value is None or value is False or (name != "paper" and value == paper[key]):
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        parts.append(flag if value is True else f"{flag} {value:g}" if isinstance(value, float)
+                     else f"{flag} {value}")
+    return " ".join(parts)

@@ -1,0 +1,50 @@
+"""``--recipe auto`` for values: the recipe picked from the chips before any network is built.
+
+A Pix2Pix run on values that gives no recipe reads its train chips once for the linear
+baseline's normal equations (`baselines.accumulate`, each rank its shard, the sums added), and
+takes ``residual`` where that map explains enough of the target's variance, ``local`` where it
+does not (`settings.recipes.auto_choice`). The sums are kept for the baselines' fit, so the
+chips are read once for both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from geopix2pix.chips.dataset import ChipDataset
+from geopix2pix.chips.manifest import DatasetInfo
+from geopix2pix.runtime import distributed
+from geopix2pix.settings.recipes import AUTO_MIN_EXPLAINED, auto_choice, flags
+from geopix2pix.settings.train import TrainConfig
+
+from .baselines import accumulate, explained_variance
+from .data import EpochBatchSampler, make_loader
+from .device import DeviceSetup
+
+
+def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup: DeviceSetup
+                  ) -> tuple[TrainConfig, torch.Tensor | None, str | None]:
+    """``config`` with ``auto``'s pick filled in, the train chips' baseline sums and the line
+    that says what was picked and why (both None when there was nothing to pick: another
+    family, a class map, a recipe given, every option given)."""
+    if config.model != "pix2pix" or not config.undecided:
+        return config, None, None
+    info.check_paired(chips_dir)  # (Pix2Pix's own check, before the chips are read as pairs)
+    dataset = ChipDataset(chips_dir, "train")
+    rank, world = distributed.rank(), distributed.world_size()
+    sampler = EpochBatchSampler(len(dataset), config.batch_size, 0, shuffle=False, rank=rank,
+                                world_size=world)
+    in_bands, out_bands = len(info.source.bands), len(info.target.bands)
+    sums = accumulate(make_loader(dataset, sampler, 0, setup, 0), in_bands, out_bands, None)
+    if world > 1:
+        sums = distributed.all_reduce_sum(sums.to(setup.device)).cpu()
+    explained = explained_variance(sums, in_bands, out_bands)
+    name = auto_choice(False, explained)
+    assert name is not None
+    side = "at least" if name == "residual" else "under"
+    said = (f"recipe auto -> {name} ({flags(name)}): the linear map of the source bands "
+            f"explains {explained:.0%} of the train chips' target variance ({side} "
+            f"{AUTO_MIN_EXPLAINED:.0%}); pass --recipe to choose another")
+    return config.with_recipe(name), sums, said

@@ -1,0 +1,215 @@
+"""`--recipe`: the options a recipe fills (only those a run does not give), `auto`'s pick from the
+chips (the linear map's share of the target's variance, read once with the baselines' sums),
+what a run records of it and how it resumes; real tiny CPU runs on generated chips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_raster
+
+from geopix2pix.chips.export import export_chips
+from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.settings.recipes import AUTO_MIN_EXPLAINED, RECIPES
+from geopix2pix.settings.train import TrainConfig
+from geopix2pix.training import TrainingStopped, train
+
+TINY = dict(ndf=4, n_layers=2, batch_size=2, workers=0, quiet=True, device="cpu", samples=1,
+            epochs=1, decay_epochs=0)
+
+
+def _chips(folder: Path, target_of) -> Path:
+    """Chips of a smooth 2-band source and a target computed from it (32-px chips)."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:64, 0:128] / 9.0
+    a = np.sin(x + rng.random()) * np.cos(0.7 * y)
+    b = np.cos(1.3 * x) + 0.5 * np.sin(y + x)
+    source = np.stack([a, b]).astype("float32")
+    target = target_of(a, b, rng).astype("float32")[None]
+    export_chips(write_raster(folder / "source.tif", source),
+                 write_raster(folder / "target.tif", target), folder / "chips", chip_size=32,
+                 stride=32, split_block=32, val_fraction=0.25, seed=1, workers=1,
+                 progress=False, shift_check=False)
+    return folder / "chips"
+
+
+@pytest.fixture(scope="module")
+def linear_chips(tmp_path_factory) -> Path:
+    """A target the linear map of the bands explains almost wholly."""
+    return _chips(tmp_path_factory.mktemp("linear"),
+                  lambda a, b, rng: 3 * a - b + 0.1 * rng.normal(size=a.shape))
+
+
+@pytest.fixture(scope="module")
+def square_chips(tmp_path_factory) -> Path:
+    """A target no linear map of the bands explains (an even function of a centred band)."""
+    return _chips(tmp_path_factory.mktemp("square"), lambda a, b, rng: (a - a.mean()) ** 2)
+
+
+def _options(run: Path) -> dict:
+    return json.loads((run / "train.json").read_text())["options"]
+
+
+def _recipe_values(name: str) -> dict:
+    return {k: v for k, v in RECIPES[name].items() if v is not None}
+
+
+def test_auto_picks_residual_where_the_linear_map_explains_the_target_and_says_why(
+        linear_chips, tmp_path):
+    said: list[str] = []
+    train(linear_chips, tmp_path / "run", max_steps=2, log=said.append, **TINY)
+    line = next(m for m in said if m.startswith("recipe auto"))
+    assert line.startswith("recipe auto -> residual (--generator local --ngf 16 ")
+    share = int(line.split(" explains ")[1].split("%")[0])
+    assert share >= 95  # 3a - b plus a little noise
+    options = _options(tmp_path / "run")
+    assert {k: options[k] for k in _recipe_values("residual")} == _recipe_values("residual")
+    assert options["recipe"] == "auto"
+
+
+def test_auto_picks_local_where_the_linear_map_explains_nothing(square_chips, tmp_path):
+    said: list[str] = []
+    train(square_chips, tmp_path / "run", max_steps=2, log=said.append, **TINY)
+    line = next(m for m in said if m.startswith("recipe auto"))
+    assert line.startswith("recipe auto -> local (")
+    assert f"(under {AUTO_MIN_EXPLAINED:.0%})" in line
+    options = _options(tmp_path / "run")
+    assert {k: options[k] for k in _recipe_values("local")} == _recipe_values("local")
+
+
+def test_options_given_win_over_the_recipe(linear_chips, tmp_path):
+    train(linear_chips, tmp_path / "run", max_steps=2, ngf=4, lr=5e-4, pixel_loss="l1", **TINY)
+    options = _options(tmp_path / "run")
+    assert (options["ngf"], options["lr"], options["pixel_loss"]) == (4, 5e-4, "l1")
+    assert (options["generator"], options["residual"], options["local_layers"]) == \
+        ("local", "linear", 2)
+
+
+def test_auto_fits_the_baselines_it_read_as_the_recipe_given_does(linear_chips, tmp_path):
+    """The sums auto read are the baselines' own: the same maps as a run given the recipe."""
+    train(linear_chips, tmp_path / "auto", max_steps=1, **TINY)
+    train(linear_chips, tmp_path / "given", max_steps=1, recipe="residual", **TINY)
+    auto, given = (json.loads((tmp_path / name / "baselines.json").read_text())
+                   for name in ("auto", "given"))
+    assert auto["maps"] == given["maps"] and auto["pixels"] == given["pixels"]
+    for name, scores in given["scores"].items():
+        assert auto["scores"][name] == pytest.approx(scores)
+
+
+def test_a_resumed_auto_run_keeps_its_pick_without_reading_the_chips_again(square_chips,
+                                                                            tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        train(square_chips, run, max_steps=6, callback=lambda info: info["step"] == 2, **TINY)
+    before = _options(run)
+    said: list[str] = []
+    result = train(square_chips, run, resume=True, log=said.append, quiet=True, workers=0)
+    assert result.steps == 6
+    assert not any(m.startswith("recipe auto") for m in said)
+    assert {**_options(run), "resume": False} == before
+
+
+def test_a_named_recipe_fills_what_is_not_given():
+    paper = TrainConfig(recipe="paper")
+    assert (paper.generator, paper.ngf, paper.lr, paper.gan_warmup, paper.residual) == \
+        ("unet", 64, 2e-4, 0.0, "none")
+    local = TrainConfig(recipe="local", ngf=8)
+    assert (local.generator, local.ngf, local.local_layers, local.validity_band) == \
+        ("local", 8, 4, True)
+    assert TrainConfig(recipe="local", validity_band=False).validity_band is False
+
+
+def test_auto_decides_without_the_chips_where_it_can():
+    classes = TrainConfig(categorical=True)
+    assert not classes.undecided
+    assert {k: getattr(classes, k) for k in _recipe_values("classes")} == \
+        _recipe_values("classes")
+    # another generator than the local one: the paper's recipe, with that generator
+    unet = TrainConfig(generator="smp:Unet:resnet18")
+    assert (unet.generator, unet.lr, unet.gan_warmup, unet.ngf) == \
+        ("smp:Unet:resnet18", 2e-4, 0.0, 64)
+    assert TrainConfig().undecided and TrainConfig(generator="local").undecided
+
+
+def test_a_given_generator_takes_the_paper_width_from_a_named_local_recipe():
+    config = TrainConfig(recipe="residual", generator="unet")
+    assert (config.ngf, config.local_layers, config.residual, config.pixel_loss) == \
+        (64, 3, "linear", "mse")
+
+
+def test_cyclegan_keeps_its_own_defaults_and_refuses_a_recipe():
+    config = TrainConfig(model="cyclegan")
+    assert (config.generator, config.ngf, config.lr, config.ema) == \
+        ("resnet_9blocks", 64, 2e-4, 0.0)
+    with pytest.raises(GeoPix2PixError, match="--recipe is an option of --model pix2pix"):
+        TrainConfig(model="cyclegan", recipe="local")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--recipe", "classes"], "--recipe classes trains a class map: pass --categorical too"),
+    (["--recipe", "residual", "--categorical"], "for a class map (--categorical) use --recipe "
+     "classes"),
+    (["--recipe", "fast"], "'fast' is not one of 'auto', 'paper', 'local'"),
+])
+def test_recipe_misuse_is_one_line_exit_2(linear_chips, tmp_path, capsys, args, says):
+    code = main(["train", str(linear_chips), "-o", str(tmp_path / "run"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and says in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_ranks_pick_what_one_process_picks_from_the_summed_chips(linear_chips, tmp_path):
+    """Under torchrun each rank sums its shard of the chips and the sums are added: the same
+    pick and the same baselines as one process, said once (rank 0)."""
+    from test_distributed import torchrun
+
+    train(linear_chips, tmp_path / "one", max_steps=2, **TINY)
+    done = torchrun(["-m", "geopix2pix", "train", str(linear_chips), "-o", str(tmp_path / "two"),
+                     "--batch-size", "1", "--max-steps", "2", "--epochs", "1", "--decay-epochs",
+                     "0", "--ndf", "4", "--n-layers", "2", "--workers", "0", "--device", "cpu",
+                     "-q"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("recipe auto -> residual") == 1
+    one, two = _options(tmp_path / "one"), _options(tmp_path / "two")
+    assert {k: two[k] for k in RECIPES["residual"]} == {k: one[k] for k in RECIPES["residual"]}
+    ours, ref = (json.loads((tmp_path / name / "baselines.json").read_text())
+                 for name in ("two", "one"))
+    assert ours["pixels"] == ref["pixels"]
+    for name in ("linear", "constant"):
+        for key in ("weight", "bias"):
+            np.testing.assert_allclose(ours["maps"][name][key], ref["maps"][name][key],
+                                       rtol=1e-9, atol=1e-12)
+
+
+def test_a_run_from_before_recipes_resumes_with_the_paper_defaults_it_used(square_chips,
+                                                                            tmp_path):
+    """train.json and checkpoint.pt written before --recipe record neither it nor the options
+    added since (here: the residual start, the pixel loss, the validity band): the run used the
+    paper's values, so it resumes with them, not with what auto would pick now."""
+    import torch
+
+    run = tmp_path / "run"
+    options = dict(max_steps=4, **TINY)
+    with pytest.raises(TrainingStopped):
+        train(square_chips, run, recipe="paper", callback=lambda info: info["step"] == 2,
+              **options)
+    gone = ("recipe", "residual", "pixel_loss", "validity_band")
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    for key in gone:
+        del state["options"][key]
+    del state["digest"]  # nor had checkpoints a digest then
+    torch.save(state, run / "checkpoint.pt")
+    saved = json.loads((run / "train.json").read_text())
+    for key in gone:
+        del saved["options"][key]
+    (run / "train.json").write_text(json.dumps(saved))
+    said: list[str] = []
+    result = train(square_chips, run, resume=True, log=said.append, quiet=True, workers=0)
+    assert result.steps == 4 and not any(m.startswith("recipe auto") for m in said)
+    resumed = _options(run)
+    assert (resumed["generator"], resumed["residual"], resumed["pixel_loss"],
+            resumed["validity_band"], resumed["recipe"]) == ("unet", "none", "l1", False, "auto")
