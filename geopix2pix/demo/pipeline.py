@@ -288,13 +288,15 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
     chips = out / "chips"
     clock.run("export", _export, scenes, chips, s, seed, progress, options["export"], unpaired)
     family = "CycleGAN (unpaired scenes)" if unpaired else "Pix2Pix"
-    _stage(progress, 3, f"training a small {family} (ngf {s.ngf}, {s.max_steps} steps)")
+    width = f"ngf {s.ngf}, " if unpaired else ""  # Pix2Pix: its recipe's width (--recipe auto)
+    _stage(progress, 3, f"training a small {family} ({width}{s.max_steps} steps)")
     run = out / "run"
     trained = clock.run("train", train, chips, run, max_steps=s.max_steps, epochs=1,
-                        decay_epochs=1, ngf=s.ngf, ndf=s.ndf, batch_size=s.batch_size,
+                        decay_epochs=1, ndf=s.ndf, batch_size=s.batch_size,
                         device=s.device, seed=seed, quiet=not progress, workers=0,
                         log=print if progress else (lambda _: None),
-                        **{**options["train"], **(UNPAIRED_TRAIN if unpaired else {})})
+                        **{**options["train"],
+                           **({**UNPAIRED_TRAIN, "ngf": s.ngf} if unpaired else {})})
     model = trained.best_model_path if trained.best_model_path.exists() else trained.model_path
     _stage(progress, 4, "predicting the held-out scene")
     prediction = out / "prediction.tif"

@@ -21,7 +21,7 @@ class DemoSettings:
     chip_size: int = 64
     stride: int = 32
     split_block: int = 256  # side of the spatial blocks given whole to train or val
-    ngf: int = 16
+    ngf: int = 16  # CycleGAN's (--unpaired); Pix2Pix takes its recipe's width
     ndf: int = 16
     batch_size: int = 8
     max_steps: int = 800

@@ -9,6 +9,7 @@ docs/train.md ("Recipes") and docs/benchmarks.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 # the options a recipe fills, each recipe's values for them
@@ -23,8 +24,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "local": dict(generator="local", ngf=64, local_layers=4, lr=1e-3, gan_warmup=1.0, ema=0.0,
                   residual="none", pixel_loss="l1", validity_band=True),
     # a mapping the linear map of the bands already explains in part, from few pairs (SAR ->
-    # optical): a narrow local generator refines that map on the squared error it is fitted with
-    "residual": dict(generator="local", ngf=16, local_layers=2, lr=1e-3, gan_warmup=1.0, ema=0.0,
+    # optical): a narrow local generator refines that map on the squared error it is fitted with,
+    # slowly (at 1e-3 it drifts from the start with more steps and loses on another part)
+    "residual": dict(generator="local", ngf=16, local_layers=2, lr=3e-4, gan_warmup=1.0, ema=0.0,
                      residual="linear", pixel_loss="mse", validity_band=False),
     # a class map (--categorical) from a pixel's spectrum: over the linear discriminant, on the
     # unweighted cross-entropy, adversarial for the second half, weights averaged
@@ -45,7 +47,7 @@ RECIPE_HELP = (
     "paper's U-Net + PatchGAN, lr 2e-4, L1 + adversarial); local (--generator local --ngf 64 "
     "--local-layers 4 --lr 0.001 --gan-warmup 1 --validity-band: a near-local operator such as "
     "a DEM's hillshade, learned whole on L1); residual (--generator local --ngf 16 "
-    "--local-layers 2 --lr 0.001 --gan-warmup 1 --residual linear --pixel-loss mse: refines the "
+    "--local-layers 2 --lr 0.0003 --gan-warmup 1 --residual linear --pixel-loss mse: refines the "
     "linear map of the bands, for few pairs such as SAR -> optical); classes (--generator "
     "local --ngf 64 --lr 0.001 --gan-warmup 0.5 --ema 0.999 --residual linear: a class map "
     "over the linear discriminant). auto: paper with a --generator other than local; classes "
@@ -69,13 +71,15 @@ def auto_choice(categorical: bool, explained: float | None, generator: str | Non
     return "residual" if explained >= AUTO_MIN_EXPLAINED else "local"
 
 
-def flags(name: str) -> str:
+def flags(name: str, only: Iterable[str] | None = None) -> str:
     """A recipe as the options it gives: ``--generator local --ngf 16 ...`` (those at their
-    paper values left out)."""
+    paper values left out; with ``only``, those named there alone)."""
     paper = RECIPES["paper"]
     parts = []
     for key, value in RECIPES[name].items():
         if value is None or value is False or (name != "paper" and value == paper[key]):
+            continue
+        if only is not None and key not in only:
             continue
         flag = f"--{key.replace('_', '-')}"
         parts.append(flag if value is True else f"{flag} {value:g}" if isinstance(value, float)

@@ -281,9 +281,10 @@ class TrainConfig:
                                   "class map (--categorical) use --recipe classes")
         name = auto_choice(self.categorical, None, self.generator) if self.recipe == "auto" \
             else self.recipe
-        if name is not None:
-            for key, value in self._recipe_values(name).items():
-                setattr(self, key, value)
+        filled = self._recipe_values(name) if name is not None else {}
+        for key, value in filled.items():
+            setattr(self, key, value)
+        self.filled_by_recipe = tuple(filled)  # (not a field: what the log names)
 
     def _recipe_values(self, name: str) -> dict[str, Any]:
         """Recipe ``name``'s values of the options not given; its width and layers only with its

@@ -120,7 +120,7 @@ def explained_variance(sums: torch.Tensor, in_bands: int, out_bands: int) -> flo
         return 0.0
     beta = np.linalg.lstsq(xtx, xty, rcond=None)[0]
     about_mean = float((squares - xty[-1] ** 2 / count).sum())  # the constant's squared error
-    if about_mean <= 0:
+    if about_mean <= 1e-12 * float(squares.sum()):  # a constant target (rounding noise)
         return 0.0
     linear_error = float((squares - (beta * xty).sum(0)).sum())  # y'y - b'X'y per band
     return max(0.0, 1.0 - linear_error / about_mean)

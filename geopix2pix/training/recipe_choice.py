@@ -26,11 +26,18 @@ from .device import DeviceSetup
 
 def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup: DeviceSetup
                   ) -> tuple[TrainConfig, torch.Tensor | None, str | None]:
-    """``config`` with ``auto``'s pick filled in, the train chips' baseline sums and the line
-    that says what was picked and why (both None when there was nothing to pick: another
-    family, a class map, a recipe given, every option given)."""
-    if config.model != "pix2pix" or not config.undecided:
+    """``config`` with ``auto``'s pick filled in, the train chips' baseline sums (None when the
+    pick needed no chips: another family, a class map, another generator, a recipe or every
+    option given) and the line that says what ``auto`` picked and why (None on a resumed run,
+    which keeps what it used)."""
+    if config.model != "pix2pix" or config.recipe != "auto":
         return config, None, None
+    if not config.undecided:
+        name = auto_choice(config.categorical, None, config.generator)
+        if name is None or config.resume:
+            return config, None, None
+        why = "--categorical" if name == "classes" else f"--generator {config.generator}"
+        return config, None, _said(name, config.filled_by_recipe, why)
     info.check_paired(chips_dir)  # (Pix2Pix's own check, before the chips are read as pairs)
     dataset = ChipDataset(chips_dir, "train")
     rank, world = distributed.rank(), distributed.world_size()
@@ -43,8 +50,16 @@ def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
     explained = explained_variance(sums, in_bands, out_bands)
     name = auto_choice(False, explained)
     assert name is not None
+    chosen = config.with_recipe(name)
     side = "at least" if name == "residual" else "under"
-    said = (f"recipe auto -> {name} ({flags(name)}): the linear map of the source bands "
-            f"explains {explained:.0%} of the train chips' target variance ({side} "
-            f"{AUTO_MIN_EXPLAINED:.0%}); pass --recipe to choose another")
-    return config.with_recipe(name), sums, said
+    why = (f"the linear map of the source bands explains {explained:.1%} of the train chips' "
+           f"target variance ({side} {AUTO_MIN_EXPLAINED:.0%})")
+    return chosen, sums, _said(name, config._recipe_values(name), why)
+
+
+def _said(name: str, filled, why: str) -> str:
+    """"recipe auto -> NAME (the options it gave): why; ..." (the options given are left out:
+    they are trained as given)."""
+    given = flags(name, filled)
+    return (f"recipe auto -> {name}" + (f" ({given})" if given else "") + f": {why}; pass "
+            "--recipe to choose another")

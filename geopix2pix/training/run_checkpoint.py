@@ -124,7 +124,10 @@ class RunCheckpoint:
 def _defaults_of(saved: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint's run used for the options it does not record: today's defaults, and
     for a Pix2Pix run from before --recipe, the paper's values (train's defaults then)."""
-    defaults = TrainConfig().result_options()
-    if "recipe" not in saved and saved.get("model", "pix2pix") == "pix2pix":
-        defaults.update(BEFORE_RECIPES)
-    return defaults
+    family = saved.get("model", "pix2pix")
+    if family != "pix2pix":  # its own family's defaults (a CycleGAN run before pixel_loss...)
+        return TrainConfig(model=family).result_options()
+    defaults = TrainConfig(recipe="paper").result_options()
+    if "recipe" in saved:  # (recorded by every run since --recipe, with the values it used)
+        return defaults
+    return {**defaults, **BEFORE_RECIPES, "recipe": "auto"}
