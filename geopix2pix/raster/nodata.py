@@ -62,10 +62,12 @@ class Override:
         return fitted
 
 
-def _shown(value: float) -> str:
-    """A value as the user would type it again: -9999, nan, -3.4028234663852886e+38."""
-    return str(int(value)) if math.isfinite(value) and value == int(value) and abs(
-        value) < 1e15 else repr(value)
+def _shown(value: float, dtype: np.dtype | None = None) -> str:
+    """A value as the user would type it again: -9999, nan; the shortest that `dtype` reads
+    back as the value (-3.4028235e+38 for float32's lowest, which `Override.fitted` rounds)."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return str(np.float32(value)) if dtype == np.float32 else repr(value)
 
 
 class Retagged:
@@ -190,9 +192,9 @@ def fill_value_lines(dataset, path, bands: Sequence[int], option: str,
     for value, why in candidates.items():
         share = float((sample == dtype.type(value)).any(0).mean()) if sample.size else 0.0
         if share >= FILL_SHARE:
+            shown = _shown(value, dtype)
             found.append(f"{path} has no nodata value, but {100 * share:.3g} % of its pixels are "
-                         f"{_shown(value)}, {why}: if those are voids, pass {option} "
-                         f"{_shown(value)}")
+                         f"{shown}, {why}: if those are voids, pass {option} {shown}")
     return found
 
 
