@@ -219,6 +219,27 @@ def test_an_unpaired_export_takes_each_domain_s_value(tmp_path):
     assert info["target"]["nodata"] == 65535
 
 
+def test_a_target_warped_onto_the_source_grid_leaves_its_declared_voids_out(tmp_path):
+    """GDAL's warper is given the declared value as the target's source nodata: a void pixel
+    is not blended into its valid neighbours (-9999 averaged into heights)."""
+    source = write_raster(tmp_path / "src.tif", np.full((128, 128), 7, "uint16"), nodata=0)
+    moved = rasterio.Affine(10.0, 0.0, 500003.3, 0.0, -10.0, 5199996.1)  # off the pixel lattice
+    tagged = write_raster(tmp_path / "tagged.tif", _dem(), transform=moved, nodata=-9999)
+    untagged = write_raster(tmp_path / "untagged.tif", _dem(), transform=moved)
+    one = _export(source, tagged, tmp_path / "one", val_fraction=0.0)
+    two = _export(source, untagged, tmp_path / "two", target_nodata=-9999,
+                  val_fraction=0.0)
+    assert one.warnings == two.warnings == []
+    first, second = _chips(tmp_path / "one"), _chips(tmp_path / "two")
+    assert first.keys() == second.keys()
+    for name, (nodata, values, mask) in first.items():
+        assert second[name][0] == nodata and np.array_equal(second[name][1], values)
+        assert np.array_equal(second[name][2], mask)
+    nodata, values, mask = second["target/p000_r000001_c000064.tif"]  # on the overlap
+    valid = values[0][mask[0] > 0]
+    assert nodata == -9999 and (mask == 0).sum() >= 1200 and valid.min() > 400
+
+
 def test_a_retagged_raster_reads_warps_and_masks_as_the_tagged_file(tmp_path):
     tagged, _ = _pair(tmp_path, nodata=-9999, name="tagged")
     untagged, _ = _pair(tmp_path, name="untagged")
