@@ -349,3 +349,31 @@ def test_evaluate_reads_an_untagged_reference_as_tagged(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines() == [
         f"warning: {tagged}: its nodata value -9999 is replaced by --nodata 0.5, as given",
         f"warning: {_fill_warning(untagged, '--reference-nodata')}"]
+
+
+def test_scenes_predicted_together_or_resampled_take_the_declared_value(tmp_path, trained):
+    """Small scenes predicted in one run (`grouped`) and --resample-to-model (a warped view of
+    the scene, reopened in the reader threads) read the declared value as the scene's tag."""
+    coarse = rasterio.Affine(20.0, 0.0, 500000.0, 0.0, -20.0, 5200000.0)  # 2x the training's
+    for name, transform in (("fine", None), ("coarse", coarse)):
+        extra = {} if transform is None else {"transform": transform}
+        write_raster(tmp_path / f"{name}_tagged.tif", _dem(), nodata=-9999, **extra)
+        write_raster(tmp_path / f"{name}_untagged.tif", _dem(), **extra)
+    fine = [tmp_path / "fine_tagged.tif", tmp_path / "fine_untagged.tif"]
+    results = g.predict(fine, out_dir=tmp_path / "group", model=trained, progress=False,
+                        device="cpu", source_nodata=-9999)
+    assert all(r.ok and not r.warnings for r in results)
+    for options in ({}, {"resample_to_model": True}):  # outputs *_0.tif, *_1.tif
+        for name in ("coarse_tagged", "coarse_untagged"):
+            g.predict(tmp_path / f"{name}.tif", tmp_path / f"{name}_{len(options)}.tif",
+                      model=trained, progress=False, device="cpu", source_nodata=-9999,
+                      on_warning=lambda w: None, **options)
+    with rasterio.open(tmp_path / "group" / "fine_tagged.tif") as a, \
+            rasterio.open(tmp_path / "group" / "fine_untagged.tif") as b:
+        assert np.array_equal(a.read(), b.read()) and (b.read_masks(1) == 0).sum() == 1200
+    for suffix in (0, 1):
+        with rasterio.open(tmp_path / f"coarse_tagged_{suffix}.tif") as a, \
+                rasterio.open(tmp_path / f"coarse_untagged_{suffix}.tif") as b:
+            assert np.array_equal(a.read(), b.read())
+            assert np.array_equal(a.read_masks(), b.read_masks())
+            assert (b.read_masks(1) == 0).sum() == 1200
