@@ -377,3 +377,24 @@ def test_scenes_predicted_together_or_resampled_take_the_declared_value(tmp_path
             assert np.array_equal(a.read(), b.read())
             assert np.array_equal(a.read_masks(), b.read_masks())
             assert (b.read_masks(1) == 0).sum() == 1200
+
+
+def test_a_class_map_s_zero_is_a_class_not_a_fill_value(tmp_path):
+    """uint16 class codes with many 0s: evaluate --categorical and a map with a colour table
+    are not warned of their dtype's ends; the same codes compared as values are."""
+    codes = np.zeros((64, 64), "uint16")
+    codes[:, 32:] = 1000
+    plain = write_raster(tmp_path / "plain.tif", codes)
+    assert g.evaluate(plain, plain, categorical=True).warnings == []
+    with pytest.warns(g.GeoPix2PixWarning):
+        assert g.evaluate(plain, plain).warnings == [
+            _fill_warning(plain, "--nodata", "50", "0"),
+            _fill_warning(plain, "--reference-nodata", "50", "0")]
+    with rasterio.open(tmp_path / "palette.tif", "w", driver="GTiff", width=64, height=64,
+                       count=1, dtype="uint16", crs="EPSG:32633",
+                       transform=rasterio.Affine(10, 0, 500000, 0, -10, 5200000)) as dst:
+        dst.write(codes, 1)
+        dst.write_colormap(1, {0: (0, 0, 0, 255), 1000: (0, 255, 0, 255)})
+    with pytest.warns(g.GeoPix2PixWarning, match="look like class maps") as caught:
+        g.evaluate(tmp_path / "palette.tif", tmp_path / "palette.tif")
+    assert len(caught) == 1  # that one alone: no fill value

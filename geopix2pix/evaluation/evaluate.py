@@ -186,8 +186,9 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
         raise GeoPix2PixError(f"{pred} and {reference} are on different grids, which cannot be "
                               f"aligned: {unplaced}")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
-    report.warnings += (fill_value_lines(p, pred, pb, "--nodata")
-                        + fill_value_lines(r, reference, rb, "--reference-nodata"))
+    report.warnings += (fill_value_lines(p, pred, pb, "--nodata", classes=categorical)
+                        + fill_value_lines(r, reference, rb, "--reference-nodata",
+                                           classes=categorical))
     report.warnings += values_warnings(pred, p, pb, reference, r, rb)
     report.warnings += [w for w in (repeated_band_warning("--bands", bands),
                                     repeated_band_warning("--reference-bands", reference_bands))

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 
 from geopix2pix.errors import GeoPix2PixError
 
@@ -165,12 +165,13 @@ def override_of(dataset) -> Override | None:
 
 
 def fill_value_lines(dataset, path, bands: Sequence[int], option: str,
-                     also: Iterable[tuple[float, str]] = ()) -> list[str]:
+                     also: Iterable[tuple[float, str]] = (), classes: bool = False) -> list[str]:
     """What to tell the user of the nodata of an open raster: a note when `option` replaces
     the file's own (different) nodata value; a warning when the raster has no nodata value at
     all and a sample of it holds, on at least `FILL_SHARE` of its pixels, a common fill value
     (`fill_candidates`), or one of `also` ((value, why) pairs: e.g. the value the model's
-    training sources were tagged with)."""
+    training sources were tagged with). A class map (`classes`, or a band with a colour table)
+    is not warned of its dtype's minimum or maximum: 0 is as often a class as a void there."""
     if isinstance(dataset, Retagged):
         old, new = dataset.file_nodata, dataset.nodata
         if old is None or old == new or (math.isnan(old) and math.isnan(new)):
@@ -180,7 +181,8 @@ def fill_value_lines(dataset, path, bands: Sequence[int], option: str,
     if dataset.nodata is not None:
         return []
     dtype = np.dtype(dataset.dtypes[bands[0] - 1])
-    candidates = {value: "a common fill value" for value in fill_candidates(dtype)}
+    classes = classes or dataset.colorinterp[bands[0] - 1] == ColorInterp.palette
+    candidates = {value: "a common fill value" for value in fill_candidates(dtype, classes)}
     for value, why in also:
         if value is not None and not math.isnan(value) and value not in candidates and \
                 _holds(dtype, value):
@@ -198,15 +200,16 @@ def fill_value_lines(dataset, path, bands: Sequence[int], option: str,
     return found
 
 
-def fill_candidates(dtype: np.dtype) -> tuple[float, ...]:
+def fill_candidates(dtype: np.dtype, classes: bool = False) -> tuple[float, ...]:
     """The fill values an untagged raster of `dtype` is checked for; none for uint8 (0 and 255
-    are too often real values of an RGB image)."""
+    are too often real values of an RGB image), nor the dtype's ends for a class map."""
     if dtype.kind == "f":
         return FLOAT_FILLS
     if dtype.kind not in "iu" or dtype == np.uint8:
         return ()
     info = np.iinfo(dtype)
-    values = [float(info.min), float(info.max), *map(float, INTEGER_FILLS)]
+    ends = [] if classes or dtype.itemsize == 8 else [float(info.min), float(info.max)]
+    values = [*ends, *map(float, INTEGER_FILLS)]
     return tuple(dict.fromkeys(v for v in values if info.min <= v <= info.max))
 
 
