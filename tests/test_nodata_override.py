@@ -398,3 +398,22 @@ def test_a_class_map_s_zero_is_a_class_not_a_fill_value(tmp_path):
     with pytest.warns(g.GeoPix2PixWarning, match="look like class maps") as caught:
         g.evaluate(tmp_path / "palette.tif", tmp_path / "palette.tif")
     assert len(caught) == 1  # that one alone: no fill value
+
+
+def test_reader_threads_reopen_the_scene_with_the_declared_value(tmp_path, trained,
+                                                                 monkeypatch):
+    """On a GPU each strip is read by several threads, each through its own handle on the
+    scene (forced here on the CPU): every handle reads the declared value as the tag."""
+    from geopix2pix.prediction.engine import reading
+
+    blocks = dict(tiled=True, blockxsize=32, blockysize=32)
+    dem = np.tile(_dem(), (1, 2))  # 128 x 256: strips of several blocks
+    tagged = write_raster(tmp_path / "tagged.tif", dem, nodata=-9999, **blocks)
+    untagged = write_raster(tmp_path / "untagged.tif", dem, **blocks)
+    g.predict(tagged, tmp_path / "a.tif", model=trained, progress=False, device="cpu")
+    monkeypatch.setenv(reading.WORKERS_VARIABLE, "3")
+    g.predict(untagged, tmp_path / "b.tif", model=trained, progress=False, device="cpu",
+              source_nodata=-9999)
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert np.array_equal(a.read(), b.read())
+        assert (b.read_masks(1) == 0).sum() == 2 * 1200
