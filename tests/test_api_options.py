@@ -351,7 +351,7 @@ def test_evaluate_and_train_name_a_wrong_keyword_or_argument(pair, tmp_path):
         g.evaluate(pair[1], pair[1], categoricl=True)
     assert str(caught.value) == (
         "unknown evaluate option(s): categoricl; valid: bands, block, categorical, json_path, "
-        "overwrite, pred, reference, reference_bands")
+        "nodata, overwrite, pred, reference, reference_bands, reference_nodata")
     with pytest.raises(GeoPix2PixError, match=r"^train\(\): missing a required argument"):
         g.train(tmp_path / "chips")
 

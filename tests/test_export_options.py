@@ -65,7 +65,7 @@ def test_dataset_json_records_the_options_as_used(tmp_path):
     options = json.loads((tmp_path / "chips" / "dataset.json").read_text())["options"]
     assert options == dict(chip_size=32, stride=32, source_bands=[1, 2], target_bands=[1],
                            target_resampling="bilinear", aoi=None, aoi_layer=None,
-                           aoi_mode="intersects",
+                           aoi_mode="intersects", source_nodata=None, target_nodata=None,
                            max_nodata=0.1, max_shift=None, shift_check=True,
                            correct_shift=False, source_mask=None, target_mask=None,
                            mask_values=None, val_fraction=0.2,

@@ -243,8 +243,8 @@ def test_strips_read_by_several_threads_give_one_threads_result(tmp_path, model_
     handles = []
     reopen = predictor.reopen_scene
     for module in (predictor, resample):  # the scene's handles, or its warped view's
-        monkeypatch.setattr(module, "reopen_scene", lambda *args: handles.append(
-            threading.current_thread()) or reopen(*args))
+        monkeypatch.setattr(module, "reopen_scene", lambda *args, **kwargs: handles.append(
+            threading.current_thread()) or reopen(*args, **kwargs))
     options = dict(progress=False, batch_size=3)
     blocks = dict(tiled=True, blockxsize=64, blockysize=64)
     if case == "centre":
@@ -276,7 +276,7 @@ def test_strips_read_by_several_threads_give_one_threads_result(tmp_path, model_
 
 
 def test_a_failing_read_thread_stops_predict_cleanly(tmp_path, model_file, monkeypatch):
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise OSError("disk gone")
 
     monkeypatch.setattr(predictor, "reopen_scene", broken)

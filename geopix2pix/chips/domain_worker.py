@@ -24,6 +24,7 @@ from geopix2pix.raster.gdal_log import libtiff_quiet
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.io import open_raster, read_window, warped_view
+from geopix2pix.raster.nodata import Override
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class DomainSpec:
     grid: Grid  # the grid chips are cut on
     resampled: bool  # read through a warped view onto `grid` (--pixel-size)
     resampling: str
+    nodata: Override | None = None  # --source-nodata's or --target-nodata's (raster.nodata)
 
 
 @dataclass
@@ -81,7 +83,7 @@ def _run_domain_job(job: DomainJob) -> DomainResult:
     val_classes = ClassCounts(len(spec.bands))
     records, rejected, invalid = [], Counter(), []
     with ExitStack() as stack, ThreadPoolExecutor(1) as writer:
-        dataset = stack.enter_context(open_raster(spec.path))
+        dataset = stack.enter_context(open_raster(spec.path, nodata=spec.nodata))
         view = stack.enter_context(warped_view(dataset, spec.grid, spec.resampling)) \
             if spec.resampled else dataset
         chip_writer = ChipWriter(dataset, spec.bands, Path(job.out_dir) / spec.domain,

@@ -47,9 +47,11 @@ from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
+from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.grid import Grid, not_north_up_warning, overlap_window
 from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import full_path, open_raster, raster_path, select_bands
+from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import make_folder
 from geopix2pix.runtime.stopping import attaches_stop_report
 from geopix2pix.settings.checking import api_function, checked_keywords
@@ -66,6 +68,8 @@ class _Pair:
     overlap: tuple[int, int]
     chips: list[ChipWindow]
     resampled: bool = False  # the target is warped onto the source grid, not copied
+    nodata: tuple = (None, None)  # the source's and target's, as read (given, or the file's)
+    notes: tuple[str, ...] = ()  # of their nodata (`raster.nodata.fill_value_lines`)
 
 
 def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
@@ -96,6 +100,11 @@ def copied_band_warnings(pairs: Sequence[_Pair]) -> list[str]:
     return found
 
 
+def nodata_notes(pairs: Sequence[_Pair]) -> list[str]:
+    """The notes and warnings of the pairs' nodata (`raster.nodata`), each once."""
+    return list(dict.fromkeys(note for pair in pairs for note in pair.notes))
+
+
 def turned_warnings(pairs: Sequence[_Pair]) -> list[str]:
     """A warning per source raster not stored north-up (the chips are cut on its grid)."""
     found = [not_north_up_warning(pair.spec.source, pair.grid, "its chips are cut in that order")
@@ -107,9 +116,14 @@ def _open_pair(index: int, source: Path, target: Path,
                options: ExportOptions) -> tuple[_Pair, SideInfo, SideInfo]:
     """Open one pair, check its bands and overlap, and lay its chips over the overlap."""
     chip_size = options.chip_size
-    with open_raster(source) as src, open_raster(target) as tgt:
+    given = (Override.of(options.source_nodata, "--source-nodata"),
+             Override.of(options.target_nodata, "--target-nodata"))
+    with open_raster(source, nodata=given[0]) as src, open_raster(target, nodata=given[1]) as tgt:
         s_bands = select_bands(src, options.source_bands, "--source-bands")
         t_bands = select_bands(tgt, options.target_bands, "--target-bands")
+        notes = (fill_value_lines(src, source, s_bands, "--source-nodata")
+                 + fill_value_lines(tgt, target, t_bands, "--target-nodata"))
+        nodata = (src.nodata, tgt.nodata)
         grid = Grid.of(src)
         window = overlap_window(grid, Grid.of(tgt), str(source), str(target))
         if chip_size > min(window.width, window.height):
@@ -119,10 +133,10 @@ def _open_pair(index: int, source: Path, target: Path,
         sides = (side_info(src, s_bands), side_info(tgt, t_bands))
         resampled = Grid.of(tgt).integer_offset(grid) is None  # as the PairReader decides
     spec = PairSpec(index, str(source), str(target), tuple(s_bands), tuple(t_bands),
-                    options.target_resampling)
+                    options.target_resampling, nodata=given)
     chips = chip_windows(index, window, chip_size, options.stride)
     return _Pair(spec, grid, (int(window.row_off), int(window.col_off)), chips,
-                 resampled), *sides
+                 resampled, nodata, tuple(notes)), *sides
 
 
 def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
@@ -205,7 +219,8 @@ def export_chips(
                             + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
                                                       for p in pair_list})
                             + said[1] + copied_band_warnings(pair_list)
-                            + turned_warnings(pair_list), scenes, said[0],
+                            + turned_warnings(pair_list) + nodata_notes(pair_list), scenes,
+                            said[0],
                             resplit if again is not None else "")
     for warning in summary.warnings:  # also in the summary; the command line prints those
         warn_user(warning)
@@ -303,6 +318,8 @@ def _dataset_info(options: ExportOptions, pair_list: list[_Pair],
         ground_pixel_size=ground_list(first),
         pairs=[dict(zip(("source", "target"), _full_paths(p.spec)), crs=p.grid.crs.to_string(),
                     pixel_size=list(p.grid.pixel_size), target_resampled=p.resampled,
+                    source_nodata=encode_number(p.nodata[0]),
+                    target_nodata=encode_number(p.nodata[1]),
                     **recorded_masks(p.spec.masks),
                     shift=recorded(scenes.get(p.spec.index)),
                     **shift_correction.recorded_correction(p.spec, corrected))

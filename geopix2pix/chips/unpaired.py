@@ -38,9 +38,11 @@ from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError, warn_user
+from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.grid import Grid, not_north_up_warning
 from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import full_path, open_raster, select_bands
+from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import make_folder
 from geopix2pix.settings.export import PAIRED_ONLY, ExportOptions
 
@@ -50,6 +52,8 @@ class _Raster:
     spec: DomainSpec
     native: Grid  # its own grid (spec.grid is the one chips are cut on)
     chips: list[ChipWindow]
+    nodata: float | None = None  # as read (given, or the file's own)
+    notes: tuple[str, ...] = ()  # of its nodata (`raster.nodata.fill_value_lines`)
 
 
 @dataclass
@@ -133,10 +137,13 @@ def _open_rasters(listed, options: ExportOptions) -> tuple[list[_Raster], dict[s
 
 def _open_raster(index: int, path, domain: str,
                  options: ExportOptions) -> tuple[_Raster, SideInfo]:
-    with open_raster(path) as dataset:
+    option = f"--{domain}-nodata"
+    given = Override.of(getattr(options, f"{domain}_nodata"), option)
+    with open_raster(path, nodata=given) as dataset:
         bands = select_bands(dataset, getattr(options, f"{domain}_bands"), f"--{domain}-bands")
         native = Grid.of(dataset)
         side = pipeline.side_info(dataset, bands)
+        nodata, notes = dataset.nodata, tuple(fill_value_lines(dataset, path, bands, option))
     grid = cut_grid(native, options.pixel_size)
     if options.pixel_size is not None:
         check_cut_size(native, grid, path, domain, options.pixel_size)
@@ -147,10 +154,10 @@ def _open_raster(index: int, path, domain: str,
                               "smaller chip size")
     resampling = options.target_resampling if domain == "target" else "bilinear"
     spec = DomainSpec(index, str(path), domain, tuple(bands), grid, not grid.is_same(native),
-                      resampling)
+                      resampling, given)
     chips = chip_windows(index, Window(0, 0, grid.width, grid.height), options.chip_size,
                          options.stride)
-    return _Raster(spec, native, chips), side
+    return _Raster(spec, native, chips, nodata, notes), side
 
 
 def _apply_aoi(rasters: list[_Raster], options: ExportOptions,
@@ -307,7 +314,8 @@ def _dataset_info(options: ExportOptions, rasters: list[_Raster], sides: dict[st
         rasters=[dict(path=full_path(r.spec.path), domain=r.spec.domain,
                       crs=r.spec.grid.crs.to_string(), pixel_size=list(r.spec.grid.pixel_size),
                       ground_pixel_size=ground_list(r.spec.grid),
-                      resampled=r.spec.resampled) for r in rasters],
+                      resampled=r.spec.resampled, nodata=encode_number(r.nodata))
+                 for r in rasters],
     )
 
 
@@ -324,6 +332,7 @@ def _summary(out: Path, options: ExportOptions, rasters: list[_Raster],
     warnings += export_warnings(options, resampled, sides["target"])
     warnings += [w for r in rasters if (w := not_north_up_warning(
         r.spec.path, r.spec.grid, "its chips are cut in that order"))]
+    warnings += list(dict.fromkeys(note for r in rasters for note in r.notes))
     return UnpairedSummary(
         out, dict(sum(kept.values(), Counter())),
         pipeline.counted(sum(skipped.values(), Counter())), warnings,

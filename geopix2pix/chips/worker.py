@@ -26,6 +26,7 @@ from geopix2pix.raster.gdal_log import checked_write, libtiff_quiet
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.io import chip_nodata, decoded_block_bytes
+from geopix2pix.raster.nodata import Override
 from geopix2pix.raster.pair import PairReader
 from geopix2pix.raster.write import gtiff_profile
 
@@ -44,11 +45,14 @@ class PairSpec:
     resampling: str
     masks: tuple[MaskSpec, ...] = ()  # validity masks (chips.masks)
     correction: tuple[float, float] | None = None  # --correct-shift's (chips.shift_correction)
+    # --source-nodata's and --target-nodata's (raster.nodata), None where not given
+    nodata: tuple[Override | None, Override | None] = (None, None)
 
     def reader(self) -> PairReader:
-        """The pair opened for reading, its target moved by the `correction` if any."""
+        """The pair opened for reading (as if tagged with the `nodata` given), its target moved
+        by the `correction` if any."""
         return PairReader(self.source, self.target, self.source_bands, self.target_bands,
-                          self.resampling, self.correction)
+                          self.resampling, self.correction, self.nodata)
 
 
 @dataclass

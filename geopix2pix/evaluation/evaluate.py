@@ -50,6 +50,7 @@ from geopix2pix.raster.io import (
     repeated_band_warning,
     warped_view,
 )
+from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import atomic_path, output_folder, replaced_inputs
 from geopix2pix.settings.checking import api_function, check_types
 
@@ -143,12 +144,15 @@ def _read_pair(pred, pred_bands, ref, ref_bands, window):
 def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical: bool = False,
              json_path: str | os.PathLike | None = None, block: int = BLOCK,
              overwrite: bool = False, bands: Sequence[int] | None = None,
-             reference_bands: Sequence[int] | None = None) -> EvaluationReport:
+             reference_bands: Sequence[int] | None = None, nodata: float | None = None,
+             reference_nodata: float | None = None) -> EvaluationReport:
     """Compare PRED with REFERENCE (read on PRED's grid) on the pixels valid in both; with
     `json_path` also write the report there (an existing file only with `overwrite`).
 
     `bands` and `reference_bands` are 1-based band lists (default: all data bands; with as many
-    reference bands as PRED has by band description when the counts differ)."""
+    reference bands as PRED has by band description when the counts differ). `nodata` and
+    `reference_nodata` declare the nodata value of a raster that has none (or a wrong one):
+    it is read as if its file carried it (`raster.nodata`)."""
     checked = check_types(locals(), evaluate)
     if block < 1:
         raise GeoPix2PixError(f"block={block}: expected a block size of at least 1 pixel")
@@ -156,8 +160,9 @@ def evaluate(pred: str | os.PathLike, reference: str | os.PathLike, categorical:
         if json_path is not None:
             _check_json_path(Path(json_path), [Path(pred), Path(reference)])
             folder.enter_context(output_folder(json_path, overwrite))
-        with open_raster(pred, require_crs=False) as p, \
-                open_raster(reference, require_crs=False) as r:
+        with open_raster(pred, False, Override.of(nodata, "--nodata")) as p, \
+                open_raster(reference, False, Override.of(reference_nodata,
+                                                          "--reference-nodata")) as r:
             report = _compare(str(pred), p, checked["bands"], str(reference), r,
                               checked["reference_bands"], categorical, block)
         if json_path is not None:
@@ -181,6 +186,9 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
         raise GeoPix2PixError(f"{pred} and {reference} are on different grids, which cannot be "
                               f"aligned: {unplaced}")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
+    report.warnings += (fill_value_lines(p, pred, pb, "--nodata", classes=categorical)
+                        + fill_value_lines(r, reference, rb, "--reference-nodata",
+                                           classes=categorical))
     report.warnings += values_warnings(pred, p, pb, reference, r, rb)
     report.warnings += [w for w in (repeated_band_warning("--bands", bands),
                                     repeated_band_warning("--reference-bands", reference_bands))

@@ -34,6 +34,7 @@ from geopix2pix.raster.io import (
     repeated_band_warning,
     select_bands,
 )
+from geopix2pix.raster.nodata import Override, fill_value_lines
 
 PIXEL_SIZE_TOLERANCE = 2.0
 METRES_PER_DEGREE = 111_319.49
@@ -64,6 +65,10 @@ def check_scene(dataset, model: PredictionModel, options,
     training pixel size or None when unknown)."""
     check_crs(dataset, options.allow_no_crs)
     bands = check_bands(dataset, options.bands, model)
+    trained = model.info.source.nodata  # the model's training sources': a fill value too
+    for line in fill_value_lines(dataset, dataset.name, bands, "--source-nodata", [
+            (trained, "the nodata value of the model's training sources")]):
+        warn(line)
     check_source_values(dataset, bands, model.info, warn, options.bands)
     flips = model.info.training.get("augment") == "d4"  # it learnt flipped chips too
     turned = not_north_up_warning(dataset.name, Grid.of(dataset), "it is predicted in that "
@@ -71,6 +76,12 @@ def check_scene(dataset, model: PredictionModel, options,
     if turned:
         warn(turned)
     return bands, check_pixel_size(dataset, model.info, warn, options.resample_to_model)
+
+
+def scene_nodata(options) -> Override | None:
+    """The nodata value `options` (a `PredictOptions`) give the scenes (--source-nodata):
+    read as if their files carried it (`raster.nodata`), their own tag or none."""
+    return Override.of(options.source_nodata, "--source-nodata")
 
 
 def check_bands(dataset, bands: Sequence[int] | None, model: PredictionModel) -> list[int]:

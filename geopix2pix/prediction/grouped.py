@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.prediction.checks import check_scene
+from geopix2pix.prediction.checks import check_scene, scene_nodata
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import Target, predict_targets, reopen_scene
 from geopix2pix.prediction.engine.windows import chunk_width_for, make_layout
@@ -102,7 +102,8 @@ def predict_group(results: Sequence, model: PredictionModel, options,
         with contextlib.ExitStack() as stack:
             for result in results:
                 try:
-                    dataset = stack.enter_context(open_raster(result.scene, require_crs=False))
+                    dataset = stack.enter_context(open_raster(
+                        result.scene, require_crs=False, nodata=scene_nodata(options)))
                     bands, _ = check_scene(dataset, model, options, warn_for(result))
                     temp = partial_name(stack.enter_context(  # its folders go if the run fails
                         output_folder(result.out, options.overwrite)))
@@ -113,7 +114,8 @@ def predict_group(results: Sequence, model: PredictionModel, options,
                     continue
                 stack.callback(discard, temp)  # once renamed, or when the run failed
                 targets.append(Target(dataset, bands, Grid.of(dataset), temp, model.output,
-                                      partial(reopen_scene, result.scene), result.out,
+                                      partial(reopen_scene, result.scene,
+                                              nodata=scene_nodata(options)), result.out,
                                       warn_for(result)))
                 members.append(result)
             if targets:

@@ -25,7 +25,7 @@ from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.baseline import baseline_generator
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction import grouped
-from geopix2pix.prediction.checks import check_scene
+from geopix2pix.prediction.checks import check_scene, scene_nodata
 from geopix2pix.prediction.engine.formats import check_output_options
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
@@ -217,7 +217,8 @@ def predict_scene(result: SceneResult, model: PredictionModel, options: PredictO
                   warn: Callable[[str], None]) -> None:
     """Predict one scene into `result.out` (atomically)."""
     start = time.perf_counter()
-    with open_raster(result.scene, require_crs=False) as dataset:
+    nodata = scene_nodata(options)
+    with open_raster(result.scene, require_crs=False, nodata=nodata) as dataset:
         bands, ratio = check_scene(dataset, model, options, warn)
         resampled = options.resample_to_model and ratio is not None and not math.isclose(ratio, 1)
         if resampled:
@@ -229,6 +230,7 @@ def predict_scene(result: SceneResult, model: PredictionModel, options: PredictO
             else:
                 result.windows = predict_to_file(
                     dataset, bands, Grid.of(dataset), temp, model, model.output, options,
-                    reopen=partial(reopen_scene, result.scene), name=result.out, warn=warn)
+                    reopen=partial(reopen_scene, result.scene, nodata=nodata), name=result.out,
+                    warn=warn)
     result.written = True
     result.seconds = time.perf_counter() - start

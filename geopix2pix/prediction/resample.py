@@ -34,6 +34,7 @@ from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import MAX_PIXELS_FACTOR, Grid
 from geopix2pix.raster.io import raster_path, read_window, warped_view
+from geopix2pix.raster.nodata import override_of
 from geopix2pix.runtime.partials import discard, partial_name
 from geopix2pix.settings.predict import PredictOptions
 
@@ -81,7 +82,7 @@ def predict_resampled(dataset, bands: list[int], ratio: float, path: Path,
             windows = predict_to_file(vrt, bands, coarse, temp, model, temporary_spec(spec),
                                       tiled_opts, name=name, warn=warn,
                                       reopen=partial(reopen_scene, raster_path(dataset.name),
-                                                     coarse, resampling))
+                                                     coarse, resampling, override_of(dataset)))
         exact = spec.categorical or spec.dtype[0] in "iu"
         with signalled_errors() as failures, rasterio.open(temp) as pred, \
                 warped_view(pred, scene_grid, "nearest" if exact else "bilinear") as back:

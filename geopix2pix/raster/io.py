@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.grid import Grid, control_points
 from geopix2pix.raster.interruptible import interruptible
+from geopix2pix.raster.nodata import Override, gdal_dataset, retagged
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear,
               "cubic": Resampling.cubic}  # a target's, at export
@@ -88,10 +89,12 @@ def full_path(path: str | os.PathLike) -> str:
     return os.fspath(path) if is_gdal_name(path) else str(Path(path).resolve())
 
 
-def open_raster(path: str | os.PathLike, require_crs: bool = True):
+def open_raster(path: str | os.PathLike, require_crs: bool = True,
+                nodata: Override | None = None):
     """Open a raster for reading, turning the usual mistakes into one-line errors. With
     `require_crs`, the raster must be placed on a map: a CRS and a geotransform (see
-    `placement_problem`). A Ctrl-C or SIGTERM while GDAL opens it stops the program
+    `placement_problem`). With `nodata`, it is read as if it carried that nodata tag
+    (`raster.nodata`). A Ctrl-C or SIGTERM while GDAL opens it stops the program
     (`interruptible`)."""
     path = check_raster_file(path)
     try:
@@ -114,7 +117,7 @@ def open_raster(path: str | os.PathLike, require_crs: bool = True):
     if message:
         dataset.close()
         raise GeoPix2PixError(message)
-    return dataset
+    return retagged(dataset, nodata, path)  # closed when it refuses the value
 
 
 def open_dataset(path: str | os.PathLike):
@@ -361,7 +364,7 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
         kwargs.update(add_alpha=True)  # 0 outside the footprint too: GDAL adds no second one)
     if alpha_bands(dataset):
         kwargs.update(SRC_ALPHA_MAX=OPAQUE_ABOVE_ZERO)
-    return WarpedVRT(dataset, **kwargs)
+    return WarpedVRT(gdal_dataset(dataset), **kwargs)  # a `Retagged` one's nodata: src_nodata
 
 
 # GDAL's warper weighs a pixel by alpha / SRC_ALPHA_MAX (255 for a float alpha), at most 1, and

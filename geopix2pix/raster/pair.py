@@ -17,6 +17,7 @@ from rasterio.windows import Window
 
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, read_window, warped_view
+from geopix2pix.raster.nodata import Override
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,16 @@ class PairReader:
     """Opens a pair once and reads aligned windows from it (one per process or thread). A
     `shift` (dx, dy) in source pixels, where the target's content lies against the source's,
     is corrected: the target is warped onto the source grid moved by it, so its content lands
-    where the source's is (resampled, even on the same grid, unless the shift is zero)."""
+    where the source's is (resampled, even on the same grid, unless the shift is zero). The
+    `nodata` given (source's, target's) are read as the files' nodata tags (`raster.nodata`)."""
 
     def __init__(self, source: str | os.PathLike, target: str | os.PathLike,
                  source_bands: Sequence[int], target_bands: Sequence[int],
-                 resampling: str = "bilinear", shift: tuple[float, float] | None = None):
+                 resampling: str = "bilinear", shift: tuple[float, float] | None = None,
+                 nodata: tuple[Override | None, Override | None] = (None, None)):
         self._stack = ExitStack()
-        self.source = self._stack.enter_context(open_raster(source))
-        self.target_file = self._stack.enter_context(open_raster(target))
+        self.source = self._stack.enter_context(open_raster(source, nodata=nodata[0]))
+        self.target_file = self._stack.enter_context(open_raster(target, nodata=nodata[1]))
         self.source_bands = list(source_bands)
         self.target_bands = list(target_bands)
         self.grid = Grid.of(self.source)

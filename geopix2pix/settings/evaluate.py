@@ -29,3 +29,9 @@ class EvaluateOptions:
         "4,3,2", shown_default=(
             "all but alpha; when that is not as many as PRED's, the bands with PRED's band "
             "descriptions"))
+    nodata: float | None = option(None, metavar="VALUE", shown_default="PRED's own", help=(
+        "Nodata value of PRED, for a raster that declares none (or a wrong one): read as if "
+        "its file carried it, e.g. -9999; nan for floats"))
+    reference_nodata: float | None = option(
+        None, metavar="VALUE", shown_default="REFERENCE's own", help=(
+            "Nodata value of REFERENCE, as --nodata (an untagged DEM's -9999 voids)"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.io import RESAMPLING
 from geopix2pix.runtime.device import default_workers
 from geopix2pix.settings import common
@@ -46,6 +47,8 @@ class ExportKeywords(TypedDict, total=False):
     aoi: str | os.PathLike | None
     aoi_layer: str | None
     aoi_mode: str
+    source_nodata: float | None
+    target_nodata: float | None
     max_nodata: float
     max_shift: float | None
     shift_check: bool
@@ -94,6 +97,14 @@ class ExportOptions:
         shown_default="its only layer, or its only layer of polygons")
     aoi_mode: str = option("intersects", choices=AOI_MODES, help=(
         "Keep chips that intersect the AOI, or only those entirely within it."))
+    source_nodata: float | None = option(None, metavar="VALUE", help=(  # raster.nodata
+        "Nodata value of the source rasters, for rasters that declare none (or a wrong one): "
+        "they are read as if their files carried it (validity, --max-nodata, statistics, "
+        "warping, the chips' nodata), e.g. -9999; nan for floats"),
+        shown_default="each raster's own")
+    target_nodata: float | None = option(None, metavar="VALUE", help=(
+        "Nodata value of the target rasters, as --source-nodata"),
+        shown_default="each raster's own")
     max_nodata: float = option(0.1, help="Keep a chip when at most this fraction of its pixels "
                                "is invalid in either raster.")
     max_shift: float | None = option(None, metavar="PX", help=(  # None: whatever their shift
@@ -238,6 +249,8 @@ class ExportOptions:
         recorded = {f.name: getattr(self, f.name) for f, meaning in declared(self)
                     if not meaning.runtime and f.name not in skipped}
         recorded.update(source_bands=source_bands, target_bands=target_bands,
+                        source_nodata=encode_number(self.source_nodata),
+                        target_nodata=encode_number(self.target_nodata),
                         **{name: _absolute(getattr(self, name))
                            for name in ("aoi", "source_mask", "target_mask")
                            if name not in skipped})

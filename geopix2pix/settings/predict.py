@@ -31,6 +31,7 @@ class PredictKeywords(TypedDict, total=False):
     batch_size: int
     device: str
     bands: Sequence[int] | None
+    source_nodata: float | None
     blend: str
     cog: bool
     compress: str
@@ -57,6 +58,10 @@ class PredictOptions:
         "the source bands chosen at export (e.g. 4,3,2) when the scene is like the training "
         "rasters, else all its bands but alpha; a scene giving another number of bands than "
         "the model takes needs --bands"))
+    source_nodata: float | None = option(None, metavar="VALUE", help=(  # raster.nodata
+        "Nodata value of the scenes, for scenes that declare none (or a wrong one): they are "
+        "read as if their files carried it, so those pixels are nodata in the output, e.g. "
+        "-9999; nan for floats"), shown_default="each scene's own")
     blend: str = option("hann", choices=BLENDS, help=(
         "Hann-weighted blending of overlapping windows, or none (each window's centre crop)."))
     cog: bool = option(False, help="Write a Cloud-Optimized GeoTIFF with overviews.")

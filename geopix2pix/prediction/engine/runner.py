@@ -28,6 +28,7 @@ from geopix2pix.prediction.engine.writer import BLOCK, BandWriter, OutputSpec, w
 from geopix2pix.raster.gdal_log import check_written, signalled_errors
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import warped_view
+from geopix2pix.raster.nodata import Override, retagged
 
 if TYPE_CHECKING:
     from geopix2pix.settings.predict import PredictOptions
@@ -127,11 +128,12 @@ def _created(tiled: Path, target: Target, options: PredictOptions):
 
 
 @contextlib.contextmanager
-def reopen_scene(scene: Path | str, grid: Grid | None = None,
-                 resampling: str = "bilinear") -> Iterator:
-    """Another handle on `scene` (warped onto `grid` with `resampling` when given), for another
-    thread reading it."""
-    with rasterio.open(scene) as dataset:
+def reopen_scene(scene: Path | str, grid: Grid | None = None, resampling: str = "bilinear",
+                 nodata: Override | None = None) -> Iterator:
+    """Another handle on `scene` (warped onto `grid` with `resampling` when given; read as if
+    tagged with the `nodata` given: `raster.nodata`), for another thread reading it."""
+    with rasterio.open(scene) as opened:
+        dataset = retagged(opened, nodata, scene)
         if grid is None:
             yield dataset
         else:

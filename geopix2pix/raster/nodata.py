@@ -1,0 +1,229 @@
+"""A nodata value the user declares for a raster (--source-nodata, --target-nodata, ...), and the
+warning for a raster without one that looks like it has fill values.
+
+A converted ASCII grid or a vendor's DEM often holds -9999 in its voids without a nodata tag;
+GDAL then calls every pixel valid. `Override` is the value the user gives instead (as rio's
+--src-nodata and gdalwarp's -srcnodata do): `open_raster(path, nodata=override)` returns the
+dataset seen through `Retagged`, which says that value wherever the file's tag would be said
+(``nodata``, ``nodatavals``, the mask flags and the masks GDAL would then give), so every reader
+(`read_window`, `chip_nodata`, `warped_view`'s src_nodata) treats the raster exactly as if the
+file carried that tag. `fill_value_lines` says when it replaces the file's own tag, and warns of
+an untagged raster whose sample is, for a share of its pixels, exactly a common fill value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+
+from geopix2pix.errors import GeoPix2PixError
+
+FILL_SHARE = 0.005  # of the sample's pixels at one fill value: enough to warn
+SAMPLE_SIDE = 512  # the sample read: at most this many rows and columns (decimated)
+FLOAT_FILLS = (-9999.0, -32768.0, float(np.finfo(np.float32).min))
+INTEGER_FILLS = (-9999, -32768)  # and the dtype's min and max (not uint8's: real in RGB)
+
+
+@dataclass(frozen=True)
+class Override:
+    """A nodata value given for the rasters of one option (`option`, e.g. --source-nodata)."""
+
+    value: float
+    option: str
+
+    @classmethod
+    def of(cls, value: float | None, option: str) -> Override | None:
+        """The override of an option's value; None where the option was not given."""
+        return None if value is None else cls(float(value), option)
+
+    def fitted(self, dataset, path) -> float:
+        """The value as `dataset`'s dtype holds it (float32 0.1 is not the double 0.1); a
+        value it cannot hold is a one-line error naming the option, the file and what to do."""
+        dtype = np.dtype(dataset.dtypes[0])
+        value, shown = self.value, _shown(self.value)
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if math.isfinite(value) and value == int(value) and info.min <= value <= info.max:
+                return float(value)
+            what = "NaN" if math.isnan(value) else shown
+            raise GeoPix2PixError(f"{self.option} {shown}: {path} is {dtype} (whole numbers "
+                                  f"{info.min}..{info.max}), which cannot hold {what}; give "
+                                  "its fill value within that range, or leave the option out")
+        with np.errstate(over="ignore"):
+            fitted = float(dtype.type(value))
+        if math.isfinite(value) and not math.isfinite(fitted):
+            limit = f"{float(np.finfo(dtype).max):.9g}"
+            raise GeoPix2PixError(f"{self.option} {shown}: {path} is {dtype}, which cannot hold "
+                                  f"{shown}; give a value within -{limit}..{limit}, or nan")
+        return fitted
+
+
+def _shown(value: float, dtype: np.dtype | None = None) -> str:
+    """A value as the user would type it again: -9999, nan; the shortest that `dtype` reads
+    back as the value (-3.4028235e+38 for float32's lowest, which `Override.fitted` rounds)."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return str(np.float32(value)) if dtype == np.float32 else repr(value)
+
+
+class Retagged:
+    """An open rasterio dataset as if its file carried the nodata tag `nodata` (one for all
+    bands, as a GeoTIFF's): everything else is the dataset's own. GDAL's rule for the masks
+    follows: an explicit mask (internal or .msk) stays the mask; otherwise the nodata value
+    makes it (an alpha band's own mask gives way to the nodata, as in GDAL)."""
+
+    def __init__(self, dataset, nodata: float, override: Override):
+        self._dataset = dataset
+        self.nodata = nodata
+        self.override = override
+        self.file_nodata = dataset.nodata  # the file's own tag, None where it has none
+
+    def __getattr__(self, name: str):
+        return getattr(self._dataset, name)
+
+    @property
+    def gdal_dataset(self):
+        """The dataset itself, for GDAL (a WarpedVRT of it is given the nodata as src_nodata)."""
+        return self._dataset
+
+    @property
+    def nodatavals(self) -> tuple[float, ...]:
+        return (self.nodata,) * self._dataset.count
+
+    @property
+    def mask_flag_enums(self) -> tuple[list[MaskFlags], ...]:
+        return tuple(flags if _explicit_mask(flags) else [MaskFlags.nodata]
+                     for flags in self._dataset.mask_flag_enums)
+
+    def read_masks(self, indexes=None, window=None, **kwargs):
+        """GDAL's masks (255 valid): the file's explicit mask, else the nodata value's."""
+        bands = range(1, self.count + 1) if indexes is None else indexes
+        single = isinstance(bands, int)
+        bands = [bands] if single else list(bands)
+        if all(_explicit_mask(self.mask_flag_enums[b - 1]) for b in bands):
+            return self._dataset.read_masks(indexes, window=window, **kwargs)
+        data = self._dataset.read(bands, window=window, **kwargs)
+        masks = np.where(_is_nodata(data, self.nodata), 0, 255).astype(np.uint8)
+        return masks[0] if single else masks
+
+    def dataset_mask(self, window=None, **kwargs):
+        return self.read_masks(window=window, **kwargs).min(0)
+
+    @property
+    def profile(self):
+        return {**self._dataset.profile, "nodata": self.nodata}
+
+    @property
+    def meta(self):
+        return {**self._dataset.meta, "nodata": self.nodata}
+
+    def close(self) -> None:
+        self._dataset.close()
+
+    def __enter__(self) -> Retagged:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._dataset.close()
+
+    def __repr__(self) -> str:
+        return f"Retagged({self._dataset!r}, nodata={self.nodata!r})"
+
+
+def _explicit_mask(flags: Sequence[MaskFlags]) -> bool:
+    return MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags
+
+
+def _is_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
+    return np.isnan(data) if math.isnan(nodata) else data == nodata
+
+
+def retagged(dataset, override: Override | None, path):
+    """`dataset` as if it carried `override`'s nodata tag (`Retagged`); itself without one. A
+    value its dtype cannot hold is refused (`Override.fitted`), the dataset closed."""
+    if override is None:
+        return dataset
+    try:
+        return Retagged(dataset, override.fitted(dataset, path), override)
+    except GeoPix2PixError:
+        dataset.close()
+        raise
+
+
+def gdal_dataset(dataset):
+    """The rasterio dataset GDAL works on: a `Retagged` one's own."""
+    return getattr(dataset, "gdal_dataset", dataset)
+
+
+def override_of(dataset) -> Override | None:
+    """The override a dataset was opened with (to open it again alike), None without."""
+    return getattr(dataset, "override", None) if isinstance(dataset, Retagged) else None
+
+
+def fill_value_lines(dataset, path, bands: Sequence[int], option: str,
+                     also: Iterable[tuple[float, str]] = (), classes: bool = False) -> list[str]:
+    """What to tell the user of the nodata of an open raster: a note when `option` replaces
+    the file's own (different) nodata value; a warning when the raster has no nodata value at
+    all and a sample of it holds, on at least `FILL_SHARE` of its pixels, a common fill value
+    (`fill_candidates`), or one of `also` ((value, why) pairs: e.g. the value the model's
+    training sources were tagged with). A class map (`classes`, or a band with a colour table)
+    is not warned of its dtype's minimum or maximum: 0 is as often a class as a void there."""
+    if isinstance(dataset, Retagged):
+        old, new = dataset.file_nodata, dataset.nodata
+        if old is None or old == new or (math.isnan(old) and math.isnan(new)):
+            return []
+        return [f"{path}: its nodata value {_shown(old)} is replaced by {option} {_shown(new)}, "
+                "as given"]
+    if dataset.nodata is not None:
+        return []
+    dtype = np.dtype(dataset.dtypes[bands[0] - 1])
+    classes = classes or dataset.colorinterp[bands[0] - 1] == ColorInterp.palette
+    candidates = {value: "a common fill value" for value in fill_candidates(dtype, classes)}
+    for value, why in also:
+        if value is not None and not math.isnan(value) and value not in candidates and \
+                _holds(dtype, value):
+            candidates[value] = why
+    if not candidates:
+        return []
+    sample = _sample(dataset, bands)
+    found = []
+    for value, why in candidates.items():
+        share = float((sample == dtype.type(value)).any(0).mean()) if sample.size else 0.0
+        if share >= FILL_SHARE:
+            shown = _shown(value, dtype)
+            found.append(f"{path} has no nodata value, but {100 * share:.3g} % of its pixels are "
+                         f"{shown}, {why}: if those are voids, pass {option} {shown}")
+    return found
+
+
+def fill_candidates(dtype: np.dtype, classes: bool = False) -> tuple[float, ...]:
+    """The fill values an untagged raster of `dtype` is checked for; none for uint8 (0 and 255
+    are too often real values of an RGB image), nor the dtype's ends for a class map."""
+    if dtype.kind == "f":
+        return FLOAT_FILLS
+    if dtype.kind not in "iu" or dtype == np.uint8:
+        return ()
+    info = np.iinfo(dtype)
+    ends = [] if classes or dtype.itemsize == 8 else [float(info.min), float(info.max)]
+    values = [*ends, *map(float, INTEGER_FILLS)]
+    return tuple(dict.fromkeys(v for v in values if info.min <= v <= info.max))
+
+
+def _holds(dtype: np.dtype, value: float) -> bool:
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            return math.isfinite(float(dtype.type(value)))
+    info = np.iinfo(dtype)
+    return value == int(value) and info.min <= value <= info.max
+
+
+def _sample(dataset, bands: Sequence[int]) -> np.ndarray:
+    """The bands decimated to at most `SAMPLE_SIDE` pixels a side (nearest: values kept as
+    they are; GDAL reads an overview where the file has one)."""
+    step = max(1, math.ceil(max(dataset.height, dataset.width) / SAMPLE_SIDE))
+    shape = (len(bands), max(1, dataset.height // step), max(1, dataset.width // step))
+    return dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
