@@ -190,23 +190,11 @@ def test_a_run_from_before_recipes_resumes_with_the_paper_defaults_it_used(squar
     """train.json and checkpoint.pt written before --recipe record neither it nor the options
     added since (here: the residual start, the pixel loss, the validity band): the run used the
     paper's values, so it resumes with them, not with what auto would pick now."""
-    import torch
-
     run = tmp_path / "run"
-    options = dict(max_steps=4, **TINY)
     with pytest.raises(TrainingStopped):
         train(square_chips, run, recipe="paper", callback=lambda info: info["step"] == 2,
-              **options)
-    gone = ("recipe", "residual", "pixel_loss", "validity_band")
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
-    for key in gone:
-        del state["options"][key]
-    del state["digest"]  # nor had checkpoints a digest then
-    torch.save(state, run / "checkpoint.pt")
-    saved = json.loads((run / "train.json").read_text())
-    for key in gone:
-        del saved["options"][key]
-    (run / "train.json").write_text(json.dumps(saved))
+              max_steps=4, **TINY)
+    _forget(run, ("recipe", "residual", "pixel_loss", "validity_band"))
     said: list[str] = []
     result = train(square_chips, run, resume=True, log=said.append, quiet=True, workers=0)
     assert result.steps == 4 and not any(m.startswith("recipe auto") for m in said)
