@@ -262,6 +262,7 @@ def test_without_val_chips_best_model_is_picked_by_train_l1(tmp_path):
 
 def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks(
         tmp_path, monkeypatch):
+    from geopix2pix.settings.recipes import BEFORE_RECIPES
     from geopix2pix.training.resume import saved_options
 
     (tmp_path / "train.json").write_text(json.dumps({
@@ -272,8 +273,10 @@ def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks
         "options": {"ngf": 8, "batch_size": 4, "workers": 3, "device": "cuda", "lr": 0.001,
                     "dropped_option": 1, "resume": False, "quiet": False},
         "effective_batch_size": 8, "world_size": 2}))
+    # (a train.json without "recipe" is from before it: the paper's values were its defaults)
     assert saved_options(tmp_path, {"resume": True, "lr": 0.002, "device": "cpu"}) == {
-        "ngf": 8, "batch_size": 2, "workers": 3, "lr": 0.002, "device": "cpu", "resume": True}
+        **BEFORE_RECIPES, "ngf": 8, "batch_size": 2, "workers": 3, "lr": 0.002, "device": "cpu",
+        "resume": True}
     monkeypatch.setenv("WORLD_SIZE", "3")  # 8 chips cannot be split: the check says so later
     assert saved_options(tmp_path, {"resume": True})["batch_size"] == 4
     assert saved_options(tmp_path / "nothing", {"resume": True}) == {"resume": True}
