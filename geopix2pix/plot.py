@@ -319,7 +319,8 @@ def _draw_scene(ax, scene: Path, max_side: int = 1024):
     the longitude or x of its centre."""
     from rasterio.enums import Resampling
 
-    from geopix2pix.raster.io import data_bands, open_raster
+    from geopix2pix.raster.bands import data_bands
+    from geopix2pix.raster.io import open_raster
     from geopix2pix.raster.render import render
 
     with open_raster(scene) as ds:

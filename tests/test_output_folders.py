@@ -287,7 +287,7 @@ def test_reversed_band_range_is_one_line(tmp_path, capsys):
 
 
 def test_band_ranges_still_parse():
-    from geopix2pix.raster.io import parse_bands
+    from geopix2pix.raster.bands import parse_bands
 
     assert parse_bands("1-3") == [1, 2, 3] and parse_bands("2, 4-5") == [2, 4, 5]
     assert parse_bands("3-3") == [3] and parse_bands(None) is None

@@ -13,8 +13,9 @@ from rasterio.enums import ColorInterp
 
 import geopix2pix as g
 from geopix2pix.chips.dataset import ChipDataset
+from geopix2pix.raster.bands import data_bands
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import data_bands, read_window, warped_view
+from geopix2pix.raster.io import read_window, warped_view
 from tests.conftest import write_raster
 
 SIZE = 64

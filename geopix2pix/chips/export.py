@@ -48,9 +48,10 @@ from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.jsonvalues import encode_number
+from geopix2pix.raster.bands import select_bands
 from geopix2pix.raster.grid import Grid, not_north_up_warning, overlap_window
 from geopix2pix.raster.ground import ground_list
-from geopix2pix.raster.io import full_path, open_raster, raster_path, select_bands
+from geopix2pix.raster.io import full_path, open_raster, raster_path
 from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import make_folder
 from geopix2pix.runtime.stopping import attaches_stop_report

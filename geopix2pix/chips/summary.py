@@ -9,7 +9,7 @@ from pathlib import Path
 
 from geopix2pix.chips.coregistration import SceneShift
 from geopix2pix.chips.manifest import SideInfo
-from geopix2pix.raster.io import repeated_band_warning
+from geopix2pix.raster.bands import repeated_band_warning
 from geopix2pix.settings.export import ExportOptions
 
 

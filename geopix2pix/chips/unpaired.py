@@ -39,9 +39,10 @@ from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.jsonvalues import encode_number
+from geopix2pix.raster.bands import select_bands
 from geopix2pix.raster.grid import Grid, not_north_up_warning
 from geopix2pix.raster.ground import ground_list
-from geopix2pix.raster.io import full_path, open_raster, select_bands
+from geopix2pix.raster.io import full_path, open_raster
 from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import make_folder
 from geopix2pix.settings.export import PAIRED_ONLY, ExportOptions

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.io import parse_bands
+from geopix2pix.raster.bands import parse_bands
 from geopix2pix.settings.declare import Option, declared, flag_of
 
 OFF = "  [default: off]"  # click shows no default for a flag that is off

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
-from geopix2pix.raster.io import select_bands
+from geopix2pix.raster.bands import select_bands
 
 MATCHING = {"in order": "in order", "given": "as given",
             "by description": "matched by band description"}

@@ -42,14 +42,9 @@ from geopix2pix.evaluation.band_pairing import (
     values_warnings,
 )
 from geopix2pix.jsonvalues import jsonable
+from geopix2pix.raster.bands import repeated_band_warning
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import (
-    open_raster,
-    placement_problem,
-    read_window,
-    repeated_band_warning,
-    warped_view,
-)
+from geopix2pix.raster.io import open_raster, placement_problem, read_window, warped_view
 from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import atomic_path, output_folder, replaced_inputs
 from geopix2pix.settings.checking import api_function, check_types

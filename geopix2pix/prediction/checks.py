@@ -26,14 +26,10 @@ from geopix2pix.raster.band_metadata import (
     reordered,
     stored_alike,
 )
+from geopix2pix.raster.bands import repeated_band_warning, select_bands
 from geopix2pix.raster.grid import Grid, control_points, not_north_up_warning
 from geopix2pix.raster.ground import ground_pixel_size
-from geopix2pix.raster.io import (
-    has_geotransform,
-    placement_problem,
-    repeated_band_warning,
-    select_bands,
-)
+from geopix2pix.raster.io import has_geotransform, placement_problem
 from geopix2pix.raster.nodata import Override, fill_value_lines
 
 PIXEL_SIZE_TOLERANCE = 2.0

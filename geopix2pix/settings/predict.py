@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.raster.bands import check_band_list
 from geopix2pix.raster.blend_windows import BLEND_WINDOWS, BLENDS
-from geopix2pix.raster.io import check_band_list
 from geopix2pix.settings import common
 from geopix2pix.settings.checking import from_keywords
 from geopix2pix.settings.declare import option

@@ -1,0 +1,107 @@
+"""Which bands of a raster a command reads: its data bands (all but alpha), the alpha bands, a
+band list checked against a raster, and band lists as the command line writes them (1,2,3 or
+1-3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rasterio.enums import ColorInterp
+
+from geopix2pix.errors import GeoPix2PixError
+
+
+def data_bands(dataset) -> list[int]:
+    """1-based indexes of the dataset's bands that are data, i.e. all but alpha bands."""
+    alpha = alpha_bands(dataset)
+    bands = [b for b in range(1, dataset.count + 1) if b not in alpha]
+    return bands or list(range(1, dataset.count + 1))
+
+
+def alpha_bands(dataset) -> list[int]:
+    """1-based indexes of the dataset's bands whose colour interpretation is alpha."""
+    return [i + 1 for i, ci in enumerate(dataset.colorinterp) if ci == ColorInterp.alpha]
+
+
+def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") -> list[int]:
+    """Validate 1-based band indexes against a dataset (each must exist, and be listed once);
+    None means all data bands."""
+    if bands is None:
+        return data_bands(dataset)
+    check_band_list(bands, option)
+    bad = [b for b in bands if not 1 <= b <= dataset.count]
+    if bad:
+        raise GeoPix2PixError(
+            f"{option} {','.join(map(str, bands))}: band {bad[0]} does not exist in "
+            f"{dataset.name}, which has {dataset.count} band(s); use indexes 1..{dataset.count}"
+        )
+    return list(bands)
+
+
+BAND_HELP = "write bands like 1,2,3 or 1-3"
+NO_BANDS = f"no band given; leave the option out for the default bands, or {BAND_HELP}"
+
+
+def check_band_list(bands: Sequence[int] | None, option: str) -> None:
+    """Refuse a band list of the Python API that names no band: an empty one (all bands is
+    None, as on the command line, where `parse_bands` refuses '') or one with a number below
+    1 (bands are 1-based)."""
+    if bands is None:
+        return
+    if len(bands) == 0:
+        raise GeoPix2PixError(f"{option} []: {NO_BANDS}")
+    low = [b for b in bands if b < 1]
+    if low:
+        raise GeoPix2PixError(f"{option} {','.join(map(str, bands))}: {_below_one(low[0])}")
+
+
+def _below_one(number: int) -> str:
+    return f"band numbers start at 1 (there is no band {number}); {BAND_HELP}"
+
+
+def parse_bands(text: str | None) -> list[int] | None:
+    """'1,2,3' or '1-3' -> [1, 2, 3]; None -> None (all bands). An empty text, a part that is
+    not a number (-1 included: bands are 1-based) or a rising range (4-2) is a ValueError
+    saying what to write instead."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise ValueError(NO_BANDS)
+    bands: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part.startswith("-") and part[1:].strip().isdigit():  # -1: no band, no range
+            raise ValueError(_below_one(-int(part[1:])))
+        if "-" in part:
+            first, last = (_band_number(p) for p in part.split("-", 1))
+            if last < first:
+                raise ValueError(f"a range goes up, e.g. {last}-{first}")
+            bands.extend(range(first, last + 1))
+        else:
+            bands.append(_band_number(part))
+    return bands
+
+
+def repeated_band_warning(option: str, bands: Sequence[int] | None) -> str | None:
+    """A warning when `bands` lists a band more than once: legitimate (a grey scene fed to a
+    model of three bands, a panchromatic band repeated for an encoder pretrained on RGB) but
+    more often a slip for another band, so it is said, not refused."""
+    seen: set[int] = set()
+    for band in bands or ():
+        if band in seen:
+            return (f"{option} {','.join(map(str, bands))} reads band {band} more than once: "
+                    "several bands get the same values (as a grey scene fed to a model of more "
+                    "bands does); check that it is not a slip for another band")
+        seen.add(band)
+    return None
+
+
+def _band_number(text: str) -> int:
+    """A 1-based band number; anything else (0 included) is a ValueError."""
+    text = text.strip()
+    if not text.isdigit():
+        what = repr(text) if text else "an empty part"
+        raise ValueError(f"{what} is not a band number; {BAND_HELP}")
+    if int(text) == 0:
+        raise ValueError(_below_one(0))
+    return int(text)
