@@ -38,6 +38,15 @@ RECIPE_CHOICES = ("auto", *RECIPES)
 # no recipe used these values for the options it does not record
 BEFORE_RECIPES = {**{k: v for k, v in RECIPES["paper"].items() if v is not None},
                   "local_layers": 3}
+
+
+def unrecorded_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """The values a recorded run (train.json's or a checkpoint's options) used for the recipe
+    options it does not record: the paper's for a Pix2Pix run from before --recipe, else none
+    (a run since records them all; a CycleGAN run its family's defaults)."""
+    if "recipe" in options or options.get("model", "pix2pix") != "pix2pix":
+        return {}
+    return dict(BEFORE_RECIPES)
 # auto, for values: "residual" when the linear map of the source bands explains at least this
 # share of the train chips' target variance (its R^2, summed over the bands), else "local"
 AUTO_MIN_EXPLAINED = 0.10

@@ -10,7 +10,7 @@ from typing import Any
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.runtime import distributed
-from geopix2pix.settings.recipes import BEFORE_RECIPES
+from geopix2pix.settings.recipes import unrecorded_defaults
 from geopix2pix.settings.train import TrainConfig
 
 OPTIONS = "train.json"  # a run's options, in its folder
@@ -32,8 +32,7 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
         if recorded is None:  # none either: the checkpoint's check says so
             return given
         options, effective = recorded
-    if "recipe" not in options and options.get("model", "pix2pix") == "pix2pix":
-        options = {**BEFORE_RECIPES, **options}  # a run from before --recipe: its defaults
+    options = {**unrecorded_defaults(options), **options}
     family = options.get("model", "pix2pix")
     if given.get("model", family) != family:
         raise GeoPix2PixError(f"--resume: {run_dir} trains a {family} model, not "

@@ -18,7 +18,7 @@ import torch
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.schema import SchemaError
 from geopix2pix.runtime import distributed
-from geopix2pix.settings.recipes import BEFORE_RECIPES
+from geopix2pix.settings.recipes import unrecorded_defaults
 from geopix2pix.settings.train import TrainConfig
 
 from .checkpoint import (
@@ -127,7 +127,6 @@ def _defaults_of(saved: dict[str, Any]) -> dict[str, Any]:
     family = saved.get("model", "pix2pix")
     if family != "pix2pix":  # its own family's defaults (a CycleGAN run before pixel_loss...)
         return TrainConfig(model=family).result_options()
-    defaults = TrainConfig(recipe="paper").result_options()
-    if "recipe" in saved:  # (recorded by every run since --recipe, with the values it used)
-        return defaults
-    return {**defaults, **BEFORE_RECIPES, "recipe": "auto"}
+    before = unrecorded_defaults(saved)  # (a run from before --recipe: the paper's values)
+    return {**TrainConfig(recipe="paper").result_options(), **before,
+            **({"recipe": "auto"} if before else {})}
