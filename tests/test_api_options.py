@@ -76,7 +76,8 @@ def test_train_options_of_the_wrong_type_are_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
     from geopix2pix.training import TrainConfig
 
-    assert TrainConfig.from_options(epochs=None, max_steps=None).epochs == 100  # None: default
+    # None: the default, here the paper recipe's length
+    assert TrainConfig.from_options(epochs=None, max_steps=None, recipe="paper").epochs == 100
 
 
 @pytest.mark.parametrize("options, message", [

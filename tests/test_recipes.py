@@ -55,7 +55,8 @@ def _options(run: Path) -> dict:
 
 
 def _recipe_values(name: str) -> dict:
-    return {k: v for k, v in RECIPES[name].items() if v is not None}
+    """Recipe `name`'s values of the options these tests do not give (TINY gives the length)."""
+    return {k: v for k, v in RECIPES[name].items() if v is not None and k not in TINY}
 
 
 def test_auto_picks_residual_where_the_linear_map_explains_the_target_and_says_why(
@@ -87,6 +88,21 @@ def test_options_given_win_over_the_recipe(linear_chips, tmp_path):
     assert (options["ngf"], options["lr"], options["pixel_loss"]) == (4, 5e-4, "l1")
     assert (options["generator"], options["residual"], options["local_layers"]) == \
         ("local", "linear", 2)
+    assert (options["epochs"], options["decay_epochs"]) == (1, 0)  # TINY's, not the recipe's
+
+
+def test_the_recipe_sets_the_length_of_a_run_that_gives_none(square_chips, tmp_path):
+    """The local recipes train 25 + 25 epochs (a small scene in about 10 CPU minutes), the
+    paper's recipe and CycleGAN the paper's 100 + 100."""
+    tiny = {k: v for k, v in TINY.items() if k not in ("epochs", "decay_epochs")}
+    result = train(square_chips, tmp_path / "run", ngf=4, **tiny)
+    options = _options(tmp_path / "run")
+    assert (options["epochs"], options["decay_epochs"]) == (25, 25)
+    assert result.epochs == 50 and result.steps == 50 * 3  # 6 train chips, 2 a step
+    assert (TrainConfig(recipe="paper").epochs, TrainConfig(recipe="paper").decay_epochs) == \
+        (100, 100)
+    cyclegan = TrainConfig(model="cyclegan")
+    assert (cyclegan.epochs, cyclegan.decay_epochs) == (100, 100)
 
 
 def test_auto_fits_the_baselines_it_read_as_the_recipe_given_does(linear_chips, tmp_path):

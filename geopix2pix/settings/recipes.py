@@ -14,24 +14,27 @@ from typing import Any
 
 # the options a recipe fills, each recipe's values for them
 RECIPE_OPTIONS = ("generator", "ngf", "local_layers", "lr", "gan_warmup", "ema", "residual",
-                  "pixel_loss", "validity_band")
+                  "pixel_loss", "validity_band", "epochs", "decay_epochs")
 RECIPES: dict[str, dict[str, Any]] = {
     # the paper's Pix2Pix: U-Net + PatchGAN, L1 + adversarial from the start
     "paper": dict(generator="unet", ngf=64, local_layers=None, lr=2e-4, gan_warmup=0.0, ema=0.0,
-                  residual="none", pixel_loss="l1", validity_band=False),
+                  residual="none", pixel_loss="l1", validity_band=False, epochs=100,
+                  decay_epochs=100),
     # a near-local operator learned whole (a terrain derivative: DEM -> hillshade, slope): a
     # wide local generator on L1 alone, told where the source's voids are
     "local": dict(generator="local", ngf=64, local_layers=4, lr=1e-3, gan_warmup=1.0, ema=0.0,
-                  residual="none", pixel_loss="l1", validity_band=True),
+                  residual="none", pixel_loss="l1", validity_band=True, epochs=25, decay_epochs=25),
     # a mapping the linear map of the bands already explains in part, from few pairs (SAR ->
     # optical): a narrow local generator refines that map on the squared error it is fitted with,
     # slowly (at 1e-3 it drifts from the start with more steps and loses on another part)
     "residual": dict(generator="local", ngf=16, local_layers=2, lr=3e-4, gan_warmup=1.0, ema=0.0,
-                     residual="linear", pixel_loss="mse", validity_band=False),
+                     residual="linear", pixel_loss="mse", validity_band=False, epochs=25,
+                     decay_epochs=25),
     # a class map (--categorical) from a pixel's spectrum: over the linear discriminant, on the
     # unweighted cross-entropy, adversarial for the second half, weights averaged
     "classes": dict(generator="local", ngf=64, local_layers=3, lr=1e-3, gan_warmup=0.5,
-                    ema=0.999, residual="linear", pixel_loss="l1", validity_band=False),
+                    ema=0.999, residual="linear", pixel_loss="l1", validity_band=False,
+                    epochs=100, decay_epochs=100),
 }
 RECIPE_CHOICES = ("auto", *RECIPES)
 # before --recipe, train's defaults were the paper's: a run (train.json, checkpoint) that records
@@ -51,18 +54,6 @@ def unrecorded_defaults(options: dict[str, Any]) -> dict[str, Any]:
 # share of the train chips' target variance (its R^2, summed over the bands), else "local"
 AUTO_MIN_EXPLAINED = 0.10
 
-RECIPE_HELP = (
-    "The values of the options that shape the model, where not given: paper (the Pix2Pix "
-    "paper's U-Net + PatchGAN, lr 2e-4, L1 + adversarial); local (--generator local --ngf 64 "
-    "--local-layers 4 --lr 0.001 --gan-warmup 1 --validity-band: a near-local operator such as "
-    "a DEM's hillshade, learned whole on L1); residual (--generator local --ngf 16 "
-    "--local-layers 2 --lr 0.0003 --gan-warmup 1 --residual linear --pixel-loss mse: refines the "
-    "linear map of the bands, for few pairs such as SAR -> optical); classes (--generator "
-    "local --ngf 64 --lr 0.001 --gan-warmup 0.5 --ema 0.999 --residual linear: a class map "
-    "over the linear discriminant). auto: paper with a --generator other than local; classes "
-    "with --categorical; else residual where the "
-    f"linear map explains at least {AUTO_MIN_EXPLAINED:.0%} of the train chips' target "
-    "variance, local where it does not (the log says which and why).")
 SHOWN = "the recipe's"  # --help's default of the options a recipe fills
 
 
@@ -94,3 +85,20 @@ def flags(name: str, only: Iterable[str] | None = None) -> str:
         parts.append(flag if value is True else f"{flag} {value:g}" if isinstance(value, float)
                      else f"{flag} {value}")
     return " ".join(parts)
+
+
+# what each recipe is for, in --help (its values there come from RECIPES, through `flags`)
+PURPOSES = {
+    "paper": "the Pix2Pix paper's U-Net + PatchGAN, L1 + adversarial",
+    "local": "a near-local operator such as a DEM's hillshade, learned whole on L1",
+    "residual": "refines the linear map of the bands, for few pairs such as SAR -> optical",
+    "classes": "a class map over the linear discriminant",
+}
+RECIPE_HELP = (
+    "The values of the options that shape the model and the run's length, where not given: "
+    + "; ".join(f"{name} ({PURPOSES[name]}: "
+                + flags(name, ("lr", "epochs", "decay_epochs") if name == "paper" else None)
+                + ")" for name in RECIPES)
+    + ". auto: paper with a --generator other than local; classes with --categorical; else "
+    f"residual where the linear map explains at least {AUTO_MIN_EXPLAINED:.0%} of the train "
+    "chips' target variance, local where it does not (the log says which and why).")

@@ -48,7 +48,8 @@ FAMILY_DEFAULTS = {"pix2pix": {"norm": "batch", "gan_mode": "vanilla", "lambda_l
                                 "gan_mode": "lsgan", "lambda_a": 10.0, "lambda_b": 10.0,
                                 "pool_size": 50, "ngf": 64, "local_layers": LOCAL_DEFAULT,
                                 "lr": 2e-4, "gan_warmup": 0.0, "ema": 0.0, "residual": "none",
-                                "pixel_loss": "l1", "validity_band": False}}
+                                "pixel_loss": "l1", "validity_band": False, "epochs": 100,
+                                "decay_epochs": 100}}
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), "
                   "'local' (each pixel from its 3x3 neighbourhood, at full resolution: for "
@@ -89,8 +90,8 @@ class TrainKeywords(TypedDict, total=False):
     compile: bool
     seed: int
     resume: bool
-    epochs: int
-    decay_epochs: int
+    epochs: int | None
+    decay_epochs: int | None
     max_steps: int | None
     lr: float | None
     beta1: float
@@ -144,9 +145,10 @@ class TrainConfig:
     resume: bool = option(False, runtime=True, help=(
         "Continue the run in RUN_DIR from its checkpoint.pt, with the options it was started "
         "with (those that shape the result may not change)"))
-    epochs: int = option(100, help="Epochs at the constant learning rate.")
-    decay_epochs: int = option(100, help="Epochs of linear learning-rate decay to zero after "
-                               "--epochs.")
+    epochs: int | None = option(None, shown_default=family_default("epochs"),
+                                help="Epochs at the constant learning rate.")
+    decay_epochs: int | None = option(None, shown_default=family_default("decay_epochs"), help=(
+        "Epochs of linear learning-rate decay to zero after --epochs."))
     max_steps: int | None = option(None, shown_default="none", help=(
         "Train this many steps instead (same constant/decay proportions)"))
     lr: float | None = option(None, shown_default=family_default("lr"),
@@ -320,7 +322,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise GeoPix2PixError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.epochs < 0 or self.decay_epochs < 0 or self.epochs + self.decay_epochs < 1:
+        epochs = [value for value in (self.epochs, self.decay_epochs) if value is not None]
+        if any(value < 0 for value in epochs) or (len(epochs) == 2 and sum(epochs) < 1):
             raise GeoPix2PixError("--epochs and --decay-epochs must be >= 0 and not both 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise GeoPix2PixError("--max-steps must be at least 1")
