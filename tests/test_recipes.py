@@ -283,3 +283,23 @@ def test_the_cli_leaves_the_validity_band_to_the_recipe_unless_given(square_chip
                  "--ndf", "4", "--n-layers", "2", "--batch-size", "2", "--workers", "0",
                  "--device", "cpu", "-q", *flag])
     assert code == 0 and _options(tmp_path / "run")["validity_band"] is band
+
+
+def test_a_run_folder_that_is_refused_is_refused_before_auto_reads_the_chips(
+        square_chips, tmp_path, monkeypatch):
+    """A forgotten --overwrite (or --resume without a checkpoint) is said at once, not after a
+    pass over the train chips (minutes on a large set)."""
+    from geopix2pix.training import recipe_choice
+
+    run = tmp_path / "run"
+    train(square_chips, run, max_steps=1, **TINY)
+
+    def read_the_chips(*args, **kwargs):
+        raise AssertionError("auto read the chips before the run folder's refusal")
+
+    monkeypatch.setattr(recipe_choice, "accumulate", read_the_chips)
+    with pytest.raises(GeoPix2PixError, match="is not empty .* pass --resume to continue it"):
+        train(square_chips, run, max_steps=1, **TINY)
+    with pytest.raises(GeoPix2PixError, match="--resume: .*checkpoint.pt does not exist"):
+        train(square_chips, tmp_path / "new", resume=True, max_steps=1, **TINY)
+    assert not (tmp_path / "new").exists()

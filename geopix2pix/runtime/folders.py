@@ -93,7 +93,7 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *,
     `resume` (how to continue it) one that can be continued. With --overwrite the earlier
     outputs are removed here (`open_output_dir` keeps them until the new ones are complete)."""
     path = Path(path)
-    if _check_output_dir(path, overwrite, marker, owned, inputs, command, resume):
+    if check_output_dir(path, overwrite, marker, owned, inputs, command, resume):
         (path / marker).unlink(missing_ok=True)
         for child in sorted(path.iterdir()):
             _remove(child)
@@ -152,7 +152,7 @@ def open_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, ow
     path = Path(path)
     full = Path(os.path.realpath(path))
     remove_stale_folders(full)
-    earlier = _check_output_dir(path, overwrite, marker, owned, inputs, command, resume)
+    earlier = check_output_dir(path, overwrite, marker, owned, inputs, command, resume)
     if path.is_dir() and not earlier:
         _check_writable(path, path)
         return OutputDir(path, path, owned)
@@ -171,9 +171,9 @@ def open_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, ow
     return OutputDir(path, staging, owned, created)
 
 
-def _check_output_dir(path: Path, overwrite: bool, marker: str, owned: Owned,
-                      inputs: Sequence[str | os.PathLike], command: str,
-                      resume: str | None) -> bool:
+def check_output_dir(path: Path, overwrite: bool, marker: str, owned: Owned,
+                     inputs: Sequence[str | os.PathLike], command: str,
+                     resume: str | None) -> bool:
     """Refuse an output folder `command` may not write in (see `prepare_output_dir`); whether
     it holds an earlier run's outputs, which --overwrite replaces."""
     if path.exists() and not path.is_dir():

@@ -26,9 +26,31 @@ from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError, causes, data_errors, describe
 from geopix2pix.raster.write import cannot_write
-from geopix2pix.runtime.folders import OutputDir, Owned, open_output_dir
+from geopix2pix.runtime.folders import OutputDir, Owned, check_output_dir, open_output_dir
 from geopix2pix.runtime.staging import remove_stale_folders
 from geopix2pix.runtime.stopping import StopReport, stop_signal
+
+
+def check_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
+                  inputs: Sequence[Path], owned: Owned, checkpoint: str) -> None:
+    """Refuse a run folder the run may not write in, before any work (`open_run_dir` checks
+    again as it opens it): --resume without a checkpoint, a folder inside the chips, a
+    non-empty one without --overwrite, one holding anything else."""
+    if resume:
+        if not (out_dir / checkpoint).is_file():
+            raise GeoPix2PixError(f"--resume: {out_dir / checkpoint} does not exist; start the "
+                                  "run without --resume")
+        return
+    run, chips = out_dir.resolve(), chips_dir.resolve()
+    if run != chips and run.is_relative_to(chips):  # (the chips folder itself: an input)
+        raise GeoPix2PixError(f"the run folder {out_dir} lies inside the chips folder "
+                              f"{chips_dir}; choose a run folder apart from the chips")
+    check_output_dir(out_dir, overwrite, checkpoint, owned, [chips_dir, *inputs], "train",
+                     _resume_hint(checkpoint))
+
+
+def _resume_hint(checkpoint: str) -> str:
+    return f"--resume to continue it from {checkpoint}"
 
 
 def open_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
@@ -39,18 +61,12 @@ def open_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
     folder or the encoder weights (`inputs`). `checkpoint`: the checkpoint file's name."""
     if resume:
         remove_stale_folders(out_dir.resolve())  # what a killed --overwrite run was building
-        if not (out_dir / checkpoint).is_file():
-            raise GeoPix2PixError(f"--resume: {out_dir / checkpoint} does not exist; start the "
-                                  "run without --resume")
+    check_run_dir(out_dir, resume, overwrite, chips_dir, inputs, owned, checkpoint)
+    if resume:
         return OutputDir(out_dir, out_dir, owned, committed=True)
-    run, chips = out_dir.resolve(), chips_dir.resolve()
-    if run != chips and run.is_relative_to(chips):  # (the chips folder itself: an input)
-        raise GeoPix2PixError(f"the run folder {out_dir} lies inside the chips folder "
-                              f"{chips_dir}; choose a run folder apart from the chips")
     return open_output_dir(out_dir, overwrite, marker=checkpoint, owned=owned,
                            inputs=[chips_dir, *inputs], command="train",
-                           resume=f"--resume to continue it from {checkpoint}",
-                           stage_new=False)
+                           resume=_resume_hint(checkpoint), stage_new=False)
 
 
 def leave_failed(output: OutputDir | None, saved: bool, exc: BaseException) -> None:

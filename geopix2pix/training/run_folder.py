@@ -17,12 +17,13 @@ from geopix2pix.models.run_files import RUN_MODELS
 from geopix2pix.raster.write import atomic_path, write_text_atomic
 from geopix2pix.runtime import distributed
 from geopix2pix.runtime.folders import Owned
+from geopix2pix.settings.train import TrainConfig
 
 from .checkpoint import CHECKPOINT
 from .families import FAMILY_FILES
 from .families.base import ModelExport, ModelFamily, RunContext
 from .history import METRICS, MetricsLog
-from .outputs import leave_failed, open_run_dir, writing
+from .outputs import check_run_dir, leave_failed, open_run_dir, writing
 from .resume import OPTIONS
 
 MODEL, BEST_MODEL = RUN_MODELS["a_to_b"]
@@ -30,6 +31,19 @@ MODEL, BEST_MODEL = RUN_MODELS["a_to_b"]
 RUN_OUTPUTS = Owned((*FAMILY_FILES, CHECKPOINT, METRICS, OPTIONS),
                     {"samples": Owned(("epoch_*.png",)),
                      "tensorboard": Owned(("events.out.tfevents.*",))})
+
+
+def check_run_folder(run_dir: Path, config: TrainConfig, chips_dir: Path) -> None:
+    """Refuse a run folder this run may not write in before any work (`outputs.check_run_dir`):
+    ``auto`` reads the train chips before the folder is opened."""
+    check_run_dir(*_run_dir_terms(run_dir, config, chips_dir))
+
+
+def _run_dir_terms(run_dir: Path, config: TrainConfig, chips_dir: Path) -> tuple:
+    """`outputs.open_run_dir`'s and `check_run_dir`'s arguments for a run of `config`."""
+    weights = [Path(config.encoder_weights)] if config.encoder_weights else []
+    return (run_dir, config.resume, config.overwrite, chips_dir, weights, RUN_OUTPUTS,
+            CHECKPOINT)
 
 
 class RunFolder:
@@ -49,10 +63,8 @@ class RunFolder:
         distributed.writer_first(self._open)
 
     def _open(self) -> None:
-        config = self.run.config
-        weights = [config.encoder_weights] if config.encoder_weights else []
-        self.output = open_run_dir(self.path, config.resume, config.overwrite,
-                                   self.run.chips_dir, weights, RUN_OUTPUTS, CHECKPOINT)
+        self.output = open_run_dir(*_run_dir_terms(self.path, self.run.config,
+                                                   self.run.chips_dir))
         self.run.run_dir = self.output.path
 
     def open_history(self, epoch: int, columns: tuple[str, ...]) -> MetricsLog:

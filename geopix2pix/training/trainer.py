@@ -42,7 +42,7 @@ from .outputs import stop_reporter
 from .recipe_choice import choose_recipe
 from .resume import saved_options
 from .run_checkpoint import RunCheckpoint, fresh_state
-from .run_folder import BEST_MODEL, MODEL, RUN_OUTPUTS, RunFolder
+from .run_folder import BEST_MODEL, MODEL, RUN_OUTPUTS, RunFolder, check_run_folder
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -110,6 +110,7 @@ class Trainer:
         info.check_trainable(chips_dir)
         setup = setup or device_setup(config.device, config.amp)
         log = log if distributed.is_writer() else _quiet
+        check_run_folder(Path(out_dir), config, chips_dir)  # before auto reads the chips
         config, train_sums, self.recipe_note = choose_recipe(config, chips_dir, info, setup)
         self.run = RunContext(chips_dir, info, config, setup, distributed.rank(),
                               distributed.world_size(), log, _dataset_fingerprint(chips_dir),
