@@ -43,7 +43,8 @@ def main() -> None:
                         help="image to learn (e.g. a hillshade or an orthophoto)")
     parser.add_argument("--out", type=Path, default=Path("example-dsm2image"),
                         help="output folder")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps (default: the recipe's length)")
     parser.add_argument("--chip-size", type=int, default=64, help="chip size in pixels")
     args = parser.parse_args()
     for raster in (args.source, args.target):  # the sample data lies beside a checkout

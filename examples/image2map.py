@@ -46,7 +46,8 @@ def main() -> None:
                         help="categorical map (integer class codes, nodata 0)")
     parser.add_argument("--out", type=Path, default=Path("example-image2map"),
                         help="output folder")
-    parser.add_argument("--steps", type=int, default=400, help="training steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps (default: the recipe's length)")
     parser.add_argument("--chip-size", type=int, default=32, help="chip size in pixels")
     args = parser.parse_args()
     for raster in (args.source, args.target):  # the sample data lies beside a checkout

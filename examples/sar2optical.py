@@ -42,7 +42,8 @@ def main() -> None:
                         help="optical image to learn")
     parser.add_argument("--out", type=Path, default=Path("example-sar2optical"),
                         help="output folder")
-    parser.add_argument("--steps", type=int, default=600, help="training steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps (default: the recipe's length)")
     parser.add_argument("--chip-size", type=int, default=32, help="chip size in pixels")
     args = parser.parse_args()
     for raster in (args.source, args.target):  # the sample data lies beside a checkout

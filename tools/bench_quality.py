@@ -42,9 +42,9 @@ SWAPPED = {"north": "south", "west": "east"}  # --swap: train on the other side
 MINUTES_VAL_EVERY = 50  # --minutes: steps between validations
 EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
                "val_fraction", "target_resampling")
-# each case's recipe (`--recipe`, settings/recipes.py, where its values are declared) is what
-# `--recipe auto`, train's default, picks for it; the case adds its augmentation and a length
-# for a short CPU run
+# each case's recipe (`--recipe`, settings/recipes.py, where its values and length are declared)
+# is what `--recipe auto`, train's default, picks for it; the case adds the augmentation that
+# suits its data (which the chips cannot tell)
 
 
 @dataclass
@@ -65,15 +65,15 @@ CASES = {
     "dem": Case("dem", "dem_hillshade_exploradores/exploradores_aster_dem_30m.tif",
                 "dem_hillshade_exploradores/exploradores_aster_hillshade_gdal_az315_alt45.tif",
                 "north", {"chip_size": 64, "stride": 16, "source_scaling": "centre"},
-                {"recipe": "local", "max_steps": 1500}),
+                {"recipe": "local"}),
     "sar": Case("sar", "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
                 "sar_optical_spacenet6_rotterdam/rgb_unmasked.tif",
                 "west", {"chip_size": 32, "stride": 8, "max_nodata": 0.5},
-                {"recipe": "residual", "augment": "flip", "max_steps": 600}),
+                {"recipe": "residual", "augment": "flip"}),
     "landcover": Case("landcover", "image_map_eolearn_slovenia/s2_l1c_2015-07-11_clear.tif",
                       "image_map_eolearn_slovenia/lulc.tif", "north",
                       {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},
-                      {"recipe": "classes", "augment": "d4", "max_steps": 400},
+                      {"recipe": "classes", "augment": "d4"},
                       categorical=True),
 }
 
@@ -309,8 +309,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None,
-                        help="training steps of every case (default: each recipe's --max-steps; "
-                        "with --defaults, train's 100 + 100 epochs: long on a CPU)")
+                        help="training steps of every case (default: each recipe's length, "
+                        "--epochs and --decay-epochs: settings/recipes.py)")
     budget.add_argument("--minutes", type=float, default=None,
                         help="training minutes per case instead (model-best so far is used; "
                         f"validation every {MINUTES_VAL_EVERY} steps unless --set val_every=N)")
