@@ -304,3 +304,17 @@ def test_a_run_folder_that_is_refused_is_refused_before_auto_reads_the_chips(
     with pytest.raises(GeoPix2PixError, match="--resume: .*checkpoint.pt does not exist"):
         train(unexplained_chips, tmp_path / "new", resume=True, max_steps=1, **TINY)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_resume_given_none_keeps_the_run_s_length(unexplained_chips, tmp_path):
+    """The API's None is "the default": on a resume it keeps what the run recorded (a run of the
+    version before recipe lengths recorded 100 + 100, which auto would now fill as 25 + 25)."""
+    run = tmp_path / "run"
+    tiny = {**TINY, "epochs": 100, "decay_epochs": 100}
+    with pytest.raises(TrainingStopped):
+        train(unexplained_chips, run, max_steps=4, callback=lambda info: info["step"] == 2,
+              **tiny)
+    result = train(unexplained_chips, run, resume=True, epochs=None, decay_epochs=None,
+                   quiet=True, workers=0)
+    assert result.steps == 4
+    assert (_options(run)["epochs"], _options(run)["decay_epochs"]) == (100, 100)

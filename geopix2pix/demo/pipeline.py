@@ -300,7 +300,7 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
     chips = out / "chips"
     clock.run("export", _export, scenes, chips, s, seed, progress, options["export"], unpaired)
     family = "CycleGAN (unpaired scenes)" if unpaired else "Pix2Pix"
-    width = f"ngf {s.ngf}, " if unpaired else ""  # Pix2Pix: its recipe's width (--recipe auto)
+    width = f"ngf {s.ngf}, " if unpaired else ""  # Pix2Pix: its recipe's width
     _stage(progress, 3, f"training a small {family} ({width}{s.max_steps} steps)")
     run = out / "run"
     trained = clock.run("train", train, chips, run, max_steps=s.max_steps, epochs=1,

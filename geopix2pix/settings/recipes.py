@@ -99,9 +99,11 @@ PURPOSES = {
 }
 RECIPE_HELP = (
     "The values of the options that shape the model and the run's length, where not given: "
-    + "; ".join(f"{name} ({PURPOSES[name]}: "
-                + flags(name, ("lr", "epochs", "decay_epochs") if name == "paper" else None)
-                + ")" for name in RECIPES)
+    + "; ".join(f"{name} ({PURPOSES[name]}: " + flags(name, ("lr",) if name == "paper" else
+                                                      set(RECIPE_OPTIONS) - {"epochs",
+                                                                             "decay_epochs"})
+                + f", {values['epochs']} + {values['decay_epochs']} epochs)"
+                for name, values in RECIPES.items())
     + ". auto: paper with a --generator other than local; classes with --categorical; else "
     f"residual where the linear map explains at least {AUTO_MIN_EXPLAINED:.0%} of the train "
     "chips' target variance, local where it does not (the log says which and why).")

@@ -35,8 +35,10 @@ def check_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
                   inputs: Sequence[Path], owned: Owned, checkpoint: str) -> None:
     """Refuse a run folder the run may not write in, before any work (`open_run_dir` checks
     again as it opens it): --resume without a checkpoint, a folder inside the chips, a
-    non-empty one without --overwrite, one holding anything else."""
+    non-empty one without --overwrite, one holding anything else. A resume's folder is first
+    put back where a killed --overwrite run's swap left it aside."""
     if resume:
+        remove_stale_folders(out_dir.resolve())  # what a killed --overwrite run was building
         if not (out_dir / checkpoint).is_file():
             raise GeoPix2PixError(f"--resume: {out_dir / checkpoint} does not exist; start the "
                                   "run without --resume")
@@ -59,8 +61,6 @@ def open_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
     written in as it is), or made, or an earlier run's kept while the new one is built beside
     it. --overwrite never touches anything but what a run writes (`owned`), nor the chips
     folder or the encoder weights (`inputs`). `checkpoint`: the checkpoint file's name."""
-    if resume:
-        remove_stale_folders(out_dir.resolve())  # what a killed --overwrite run was building
     check_run_dir(out_dir, resume, overwrite, chips_dir, inputs, owned, checkpoint)
     if resume:
         return OutputDir(out_dir, out_dir, owned, committed=True)

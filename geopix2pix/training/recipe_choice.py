@@ -27,9 +27,9 @@ from .device import DeviceSetup
 def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup: DeviceSetup
                   ) -> tuple[TrainConfig, torch.Tensor | None, str | None]:
     """``config`` with ``auto``'s pick filled in, the train chips' baseline sums (None when the
-    pick needed no chips: another family, a class map, another generator, a recipe or every
-    option given) and the line that says what ``auto`` picked and why (None on a resumed run,
-    which keeps what it used)."""
+    pick needed no chips: another family, a class map, another generator, a recipe, or every
+    option it fills given, the length included) and the line that says what ``auto`` picked
+    and why (None on a resumed run, which keeps what it used)."""
     if config.model != "pix2pix" or config.recipe != "auto":
         return config, None, None
     if not config.undecided:

@@ -18,7 +18,8 @@ OPTIONS = "train.json"  # a run's options, in its folder
 
 def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
     """--resume: the options the run in `run_dir` was started with (its train.json), those
-    `given` over them, so resuming needs no option repeated (one that shapes the result, given
+    `given` over them (one given as None, the API's "default", keeps the run's value), so
+    resuming needs no option repeated (one that shapes the result, given
     differently from the checkpoint's, is then refused; a runtime one such as --workers or
     --device may change). Options this version does not know are dropped; the batch size per
     rank is the run's chips per step over this run's ranks."""
@@ -41,7 +42,7 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
     world = distributed.env().world_size
     if effective % world == 0:
         options["batch_size"] = effective // world
-    return {**options, **given}
+    return {**options, **{k: v for k, v in given.items() if v is not None}}  # None: not given
 
 
 def _checkpoint_options(run_dir: Path, known: set[str]) -> tuple[dict[str, Any], int] | None:

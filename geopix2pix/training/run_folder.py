@@ -34,9 +34,10 @@ RUN_OUTPUTS = Owned((*FAMILY_FILES, CHECKPOINT, METRICS, OPTIONS),
 
 
 def check_run_folder(run_dir: Path, config: TrainConfig, chips_dir: Path) -> None:
-    """Refuse a run folder this run may not write in before any work (`outputs.check_run_dir`):
-    ``auto`` reads the train chips before the folder is opened."""
-    check_run_dir(*_run_dir_terms(run_dir, config, chips_dir))
+    """Refuse a run folder this run may not write in before any work
+    (`outputs.check_run_dir`): ``auto`` reads the train chips before the folder is opened.
+    Rank 0 checks and says it."""
+    distributed.writer_first(lambda: check_run_dir(*_run_dir_terms(run_dir, config, chips_dir)))
 
 
 def _run_dir_terms(run_dir: Path, config: TrainConfig, chips_dir: Path) -> tuple:
