@@ -19,11 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
 
 FILL_SHARE = 0.005  # of the sample's pixels at one fill value: enough to warn
 SAMPLE_SIDE = 512  # the sample read: at most this many rows and columns (decimated)
+SAMPLE_WINDOWS = 16  # a larger raster without overviews: at most this many windows a side,
+SAMPLE_WINDOW = 32  # of this many pixels a side, each inside one block where it can be
 FLOAT_FILLS = (-9999.0, -32768.0, float(np.finfo(np.float32).min))
 INTEGER_FILLS = (-9999, -32768)  # and the dtype's min and max (not uint8's: real in RGB)
 
@@ -222,8 +225,43 @@ def _holds(dtype: np.dtype, value: float) -> bool:
 
 
 def _sample(dataset, bands: Sequence[int]) -> np.ndarray:
-    """The bands decimated to at most `SAMPLE_SIDE` pixels a side (nearest: values kept as
-    they are; GDAL reads an overview where the file has one)."""
-    step = max(1, math.ceil(max(dataset.height, dataset.width) / SAMPLE_SIDE))
-    shape = (len(bands), max(1, dataset.height // step), max(1, dataset.width // step))
-    return dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
+    """The bands' sample, (bands, pixels): the raster decimated to at most `SAMPLE_SIDE` pixels
+    a side where that is cheap (a small raster; GDAL reads an overview where the file has one);
+    else a fixed grid of small windows, evenly spread: without overviews GDAL would serve the
+    decimated read by decoding every block its rows and columns touch, all of a large tiled file."""
+    small = max(dataset.height, dataset.width) <= SAMPLE_SIDE
+    if small or dataset.overviews(bands[0]):
+        step = max(1, math.ceil(max(dataset.height, dataset.width) / SAMPLE_SIDE))
+        shape = (len(bands), max(1, dataset.height // step), max(1, dataset.width // step))
+        read = dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
+        return read.reshape(len(bands), -1)
+    return np.concatenate([dataset.read(list(bands), window=window).reshape(len(bands), -1)
+                           for window in _sample_windows(dataset, bands[0])], axis=1)
+
+
+def _sample_windows(dataset, band: int) -> list[Window]:
+    """The `_sample_spans` of the rows by those of the columns: a cost bounded whatever the
+    raster's size (each window decodes one block of a tiled file), the voids of any large area
+    still hit in proportion."""
+    block_rows, block_cols = dataset.block_shapes[band - 1]
+    return [Window(col, row, width, height)
+            for row, height in _sample_spans(dataset.height, block_rows)
+            for col, width in _sample_spans(dataset.width, block_cols)]
+
+
+def _sample_spans(size: int, block: int) -> list[tuple[int, int]]:
+    """(start, length) of up to `SAMPLE_WINDOWS` spans of `SAMPLE_WINDOW` pixels, one at the
+    middle of each of as many equal parts of `size`, moved inside the block holding that middle
+    where the block is long enough (a span across two blocks decodes both)."""
+    length = min(SAMPLE_WINDOW, size)
+    count = min(SAMPLE_WINDOWS, max(1, size // SAMPLE_WINDOW))
+    spans = []
+    for i in range(count):
+        middle = (2 * i + 1) * size // (2 * count)
+        start = min(max(0, middle - length // 2), size - length)
+        first = middle // block * block
+        last = min(first + block, size) - length  # the block's last start for the span
+        if last >= first:
+            start = min(max(first, start), last)
+        spans.append((start, length))
+    return spans

@@ -1,0 +1,131 @@
+"""The sample an untagged raster's fill values are looked for in: a large raster without
+overviews is read as a fixed grid of small windows, each inside one tile (a decimated read would
+decode every tile of the file), and still warned of a void covering a share of it; a raster with
+overviews, or a small one, is read decimated as before."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from conftest import write_raster
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from geopix2pix.raster import nodata
+from geopix2pix.raster.nodata import fill_value_lines
+
+BIG = 8192  # a side of the large raster: 67 million pixels
+TILE = 256
+
+
+def _large(path: Path, corner: int, fill=65535, dtype="uint16", tiled=True) -> Path:
+    """A BIG x BIG compressed raster of 300s (tiled TILE, or in strips) whose top-left
+    `corner` x `corner` pixels are `fill`, written a band of rows at a time."""
+    layout = dict(tiled=True, blockxsize=TILE, blockysize=TILE) if tiled else {}
+    profile = dict(driver="GTiff", width=BIG, height=BIG, count=1, dtype=dtype,
+                   compress="deflate", crs="EPSG:32633",
+                   transform=Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0), **layout)
+    rows = 1024
+    with rasterio.open(path, "w", **profile) as dst:
+        for top in range(0, BIG, rows):
+            band = np.full((rows, BIG), 300, dtype)
+            band[:max(0, min(rows, corner - top)), :corner] = fill
+            dst.write(band, 1, window=Window(0, top, BIG, rows))
+    return path
+
+
+def _lines_and_reads(path: Path, monkeypatch) -> tuple[list[str], list[dict]]:
+    """`fill_value_lines` of the raster, and the keyword arguments of each read it made."""
+    reads = []
+    with rasterio.open(path) as dataset:
+        real = dataset.read
+
+        def read(*args, **kwargs):
+            reads.append(kwargs)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(dataset, "read", read)
+        lines = fill_value_lines(dataset, path, [1], "--source-nodata")
+    return lines, reads
+
+
+def _share(line: str) -> float:
+    """The share (in %) a warning gives."""
+    return float(line.split(" but ")[1].split(" % ")[0])
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_a_large_raster_s_void_is_warned_of_reading_a_bounded_sample(tmp_path, monkeypatch,
+                                                                     tiled):
+    path = _large(tmp_path / "reflectance.tif", corner=2600, tiled=tiled)  # 10.07 %
+    lines, reads = _lines_and_reads(path, monkeypatch)
+    assert len(lines) == 1 and "are 65535, a common fill value" in lines[0]
+    assert 8 <= _share(lines[0]) <= 12  # a fair estimate of 10.07 %
+    assert reads and all(isinstance(r.get("window"), Window) for r in reads)  # none whole
+    windows = [r["window"] for r in reads]
+    read = sum(w.width * w.height for w in windows)
+    assert read <= (nodata.SAMPLE_WINDOWS * nodata.SAMPLE_WINDOW) ** 2 < BIG * BIG // 200
+    assert max(w.width * w.height for w in windows) <= nodata.SAMPLE_WINDOW ** 2
+    if tiled:  # each window decodes one tile
+        for w in windows:
+            assert w.row_off // TILE == (w.row_off + w.height - 1) // TILE
+            assert w.col_off // TILE == (w.col_off + w.width - 1) // TILE
+    spread = {(w.row_off * 4 // BIG, w.col_off * 4 // BIG) for w in windows}
+    assert len(spread) == 16  # every quarter of the rows by every quarter of the columns
+
+
+def test_a_float_dem_s_void_corner_is_warned_of(tmp_path, monkeypatch):
+    path = _large(tmp_path / "dem.tif", corner=2600, fill=-9999, dtype="float32")
+    lines, reads = _lines_and_reads(path, monkeypatch)
+    assert len(lines) == 1 and "are -9999, a common fill value" in lines[0]
+    assert 8 <= _share(lines[0]) <= 12
+    assert all(isinstance(r.get("window"), Window) for r in reads)
+
+
+def test_a_fill_value_in_under_the_share_warned_of_is_not_warned_of(tmp_path, monkeypatch):
+    corner = 512  # 0.39 % of the pixels: the top-left window of the sample lies inside it
+    path = _large(tmp_path / "few.tif", corner=corner)
+    assert corner * corner / BIG ** 2 < nodata.FILL_SHARE
+    lines, reads = _lines_and_reads(path, monkeypatch)
+    assert lines == []
+    assert any(r["window"].row_off < corner and r["window"].col_off < corner for r in reads)
+
+
+def test_a_large_raster_with_overviews_is_read_once_decimated(tmp_path, monkeypatch):
+    path = _large(tmp_path / "overviews.tif", corner=2600)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.build_overviews([4, 16], Resampling.nearest)
+    lines, reads = _lines_and_reads(path, monkeypatch)
+    assert len(lines) == 1 and "are 65535, a common fill value" in lines[0]
+    assert len(reads) == 1 and reads[0].get("window") is None
+    assert reads[0]["out_shape"] == (1, nodata.SAMPLE_SIDE, nodata.SAMPLE_SIDE)
+
+
+def _decimated(dataset, bands):
+    """The sample as it was before windows: the raster decimated to SAMPLE_SIDE a side."""
+    step = max(1, math.ceil(max(dataset.height, dataset.width) / nodata.SAMPLE_SIDE))
+    shape = (len(bands), max(1, dataset.height // step), max(1, dataset.width // step))
+    return dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
+
+
+@pytest.mark.parametrize("rows, cols, dtype, fill", [
+    (128, 128, "uint16", 65535), (512, 300, "int16", -32768), (512, 512, "float32", -9999),
+    (200, 512, "uint16", 0),
+])
+def test_a_small_raster_is_warned_of_as_before(tmp_path, monkeypatch, rows, cols, dtype, fill):
+    data = np.full((2, rows, cols), 300, dtype)
+    top = rows // 40 + 1  # band 1's first rows (over 2.5 %), 10 pixels of band 2's next: the
+    data[0, :top, :] = fill  # pixels either band holds the value at
+    data[1, top, :10] = fill
+    path = write_raster(tmp_path / "small.tif", data, tiled=True, blockxsize=64, blockysize=64)
+    with rasterio.open(path) as dataset:
+        now = fill_value_lines(dataset, path, [1, 2], "--target-nodata")
+        monkeypatch.setattr(nodata, "_sample", _decimated)
+        before = fill_value_lines(dataset, path, [1, 2], "--target-nodata")
+    assert now == before and len(now) == 1
+    assert _share(now[0]) == float(f"{100 * (top * cols + 10) / (rows * cols):.3g}")
