@@ -238,7 +238,8 @@ def test_cli_refuses_chip_size_the_generator_cannot_take(chips, tmp_path, capsys
 def test_config_defaults_and_unknown_option():
     config = TrainConfig()
     assert (config.lambda_l1, config.norm, config.augment, config.recipe) == (100.0, "batch",
-                                                                              "none", "auto")
+                                                                              None, "auto")
+    assert TrainConfig(recipe="residual").augment == "flip"  # the recipe's, as lr below
     assert config.lr is None  # auto's recipe gives it, once picked from the chips
     assert TrainConfig(recipe="paper").lr == 2e-4
     from geopix2pix.errors import GeoPix2PixError

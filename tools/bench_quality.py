@@ -42,9 +42,8 @@ SWAPPED = {"north": "south", "west": "east"}  # --swap: train on the other side
 MINUTES_VAL_EVERY = 50  # --minutes: steps between validations
 EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
                "val_fraction", "target_resampling")
-# each case's recipe (`--recipe`, settings/recipes.py, where its values and length are declared)
-# is what `--recipe auto`, train's default, picks for it; the case adds the augmentation that
-# suits its data (which the chips cannot tell)
+# each case's recipe (`--recipe`, settings/recipes.py, where its values, augmentation and length
+# are declared) is what `--recipe auto`, train's default, picks for it
 
 
 @dataclass
@@ -69,11 +68,11 @@ CASES = {
     "sar": Case("sar", "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
                 "sar_optical_spacenet6_rotterdam/rgb_unmasked.tif",
                 "west", {"chip_size": 32, "stride": 8, "max_nodata": 0.5},
-                {"recipe": "residual", "augment": "flip"}),
+                {"recipe": "residual"}),
     "landcover": Case("landcover", "image_map_eolearn_slovenia/s2_l1c_2015-07-11_clear.tif",
                       "image_map_eolearn_slovenia/lulc.tif", "north",
                       {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},
-                      {"recipe": "classes", "augment": "d4"},
+                      {"recipe": "classes"},
                       categorical=True),
 }
 

@@ -48,8 +48,8 @@ FAMILY_DEFAULTS = {"pix2pix": {"norm": "batch", "gan_mode": "vanilla", "lambda_l
                                 "gan_mode": "lsgan", "lambda_a": 10.0, "lambda_b": 10.0,
                                 "pool_size": 50, "ngf": 64, "local_layers": LOCAL_DEFAULT,
                                 "lr": 2e-4, "gan_warmup": 0.0, "ema": 0.0, "residual": "none",
-                                "pixel_loss": "l1", "validity_band": False, "epochs": 100,
-                                "decay_epochs": 100}}
+                                "pixel_loss": "l1", "validity_band": False, "augment": "none",
+                                "epochs": 100, "decay_epochs": 100}}
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), "
                   "'local' (each pixel from its 3x3 neighbourhood, at full resolution: for "
@@ -107,7 +107,7 @@ class TrainKeywords(TypedDict, total=False):
     ndf: int
     n_layers: int
     norm: str | None
-    augment: str
+    augment: str | None
     categorical: bool
     class_weights: str
     residual: str | None
@@ -185,7 +185,8 @@ class TrainConfig:
                            "log2(chip size) - 2 (4 for 64-px chips).")
     norm: str | None = option(None, choices=NORMS, shown_default=family_default("norm"),
                               help=NORM_HELP)
-    augment: str = option("none", choices=AUGMENTS, help=AUGMENT_HELP)
+    augment: str | None = option(None, choices=AUGMENTS, shown_default=family_default("augment"),
+                                 help=AUGMENT_HELP)
     categorical: bool = option(False, help=(  # one score per class, cross-entropy (classes.py)
         "The target is a class map (land cover codes, a road mask): learn one score per class "
         "code of the train chips with cross-entropy, so predict writes the most probable "
