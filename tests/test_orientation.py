@@ -65,13 +65,15 @@ def test_export_and_predict_warn_of_a_bottom_up_raster(tmp_path, model_file):
                     f"{tmp_path / 'scene'}_northup.tif)"]
 
 
-def test_a_model_that_learnt_flips_is_not_warned_of_a_bottom_up_scene(tmp_path):
-    """--augment d4 trains on flipped chips: a bottom-up scene is one of them (a reviewer's
-    d4 model was warned of it); a rotated one is not."""
+@pytest.mark.parametrize("augment", ["d4", "flip"])
+def test_a_model_that_learnt_flips_is_not_warned_of_a_bottom_up_scene(tmp_path, augment):
+    """--augment d4 and flip train on flipped chips (both draw the horizontal and vertical
+    flips): a bottom-up scene is one of them (a reviewer's d4 model was warned of it, and the
+    residual recipe's flip models were); a rotated one is not."""
     model = unet_file(tmp_path / "d4.safetensors", descriptions=["elevation"])
     with safe_open(model, "pt") as f:
         meta = json.loads(f.metadata()["geopix2pix"])
-    meta["training"] = {"augment": "d4"}
+    meta["training"] = {"augment": augment}
     del meta["weights_sha256"]  # an edited file: the digest would refuse it
     safetensors.torch.save_file(safetensors.torch.load_file(model), model,
                                 {"geopix2pix": json.dumps(meta)})

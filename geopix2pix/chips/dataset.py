@@ -104,6 +104,8 @@ def augment_chips(tensors: Sequence[torch.Tensor], mode: str,
     (C, H, W) tensor of one chip (its bands and validity masks)."""
     if mode == "none":
         return tuple(tensors)
+    if mode not in ("flip", "d4"):  # (None: a recipe not applied yet)
+        raise ValueError(f"augment mode {mode!r}: none, flip or d4")
     choices = 4 if mode == "flip" else 8
     k = int(torch.randint(choices, (1,), generator=generator))
     tensors = tuple(tensors)

@@ -66,7 +66,7 @@ def check_scene(dataset, model: PredictionModel, options,
             (trained, "the nodata value of the model's training sources")]):
         warn(line)
     check_source_values(dataset, bands, model.info, warn, options.bands)
-    flips = model.info.training.get("augment") == "d4"  # it learnt flipped chips too
+    flips = model.info.training.get("augment") in ("flip", "d4")  # it learnt flipped chips too
     turned = not_north_up_warning(dataset.name, Grid.of(dataset), "it is predicted in that "
                                   "order", flips) if has_geotransform(dataset) else None
     if turned:

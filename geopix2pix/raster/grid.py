@@ -50,7 +50,8 @@ def not_north_up_warning(name: str, grid: Grid, use: str, flips_learnt: bool = F
     """A warning for a raster `name` on `grid` whose pixels are not stored north-up: models see
     pixels in their stored order, so its ground looks turned against north-up rasters' to a
     model; `use` says what is done with it (e.g. 'its chips are cut in that order'). A model
-    that learnt flips (`flips_learnt`: --augment d4) minds a bottom-up or mirrored one not."""
+    that learnt flips (`flips_learnt`: --augment flip or d4) minds a bottom-up or mirrored one
+    not."""
     stored = orientation(grid.transform, grid.width, grid.height)
     if stored is None or (flips_learnt and not stored.startswith("rotated")):
         return None
