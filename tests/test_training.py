@@ -276,8 +276,8 @@ def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks
         "effective_batch_size": 8, "world_size": 2}))
     # (a train.json without "recipe" is from before it: the paper's values were its defaults)
     assert saved_options(tmp_path, {"resume": True, "lr": 0.002, "device": "cpu"}) == {
-        **BEFORE_RECIPES, "ngf": 8, "batch_size": 2, "workers": 3, "lr": 0.002, "device": "cpu",
-        "resume": True}
+        **BEFORE_RECIPES, "recipe": "auto", "ngf": 8, "batch_size": 2, "workers": 3, "lr": 0.002,
+        "device": "cpu", "resume": True}
     monkeypatch.setenv("WORLD_SIZE", "3")  # 8 chips cannot be split: the check says so later
     assert saved_options(tmp_path, {"resume": True})["batch_size"] == 4
     assert saved_options(tmp_path / "nothing", {"resume": True}) == {"resume": True}

@@ -324,8 +324,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="train on the other side (south / east) and judge the first one: "
                         "the same recipes on another part of each scene")
     parser.add_argument("--defaults", action="store_true",
-                        help="train with train's defaults instead of each case's recipe (the "
-                        "export options stay the case's; --set still applies)")
+                        help="train with nothing but the case's export options (--recipe auto "
+                        "picks from the chips, as it picks each case's named recipe on its own "
+                        "split; --set still applies)")
     parser.add_argument("--judge-only", action="store_true",
                         help="predict and judge again with the models an earlier run left in --out")
     parser.add_argument("--centre-clip", type=float, default=None,

@@ -70,7 +70,7 @@ TASK_OPTIONS = {
     # the linear map of the backscatter (7.5 % explained) misses; `auto` refines that map
     # instead, the safe choice for a real scene's few pairs (docs/train.md).
     "sar2optical": dict(export=dict(source_scaling="percentile", target_resampling="bilinear"),
-                        train=dict(augment="none"), recipe="local"),
+                        train=dict(augment="none"), recipe="local"),  # (Pix2Pix's alone)
 }
 
 

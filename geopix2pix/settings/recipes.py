@@ -53,7 +53,7 @@ def unrecorded_defaults(options: dict[str, Any]) -> dict[str, Any]:
     (a run since records them all; a CycleGAN run its family's defaults)."""
     if "recipe" in options or options.get("model", "pix2pix") != "pix2pix":
         return {}
-    return dict(BEFORE_RECIPES)
+    return {**BEFORE_RECIPES, "recipe": "auto"}  # (resumed as train's default now)
 # auto, for values: "residual" when the linear map of the source bands explains at least this
 # share of the train chips' target variance (its R^2, summed over the bands), else "local". Where
 # the map explains anything, it is a baseline to keep: residual starts at it and model-best never

@@ -284,12 +284,12 @@ class TrainConfig:
                                   "class map (--categorical) use --recipe classes")
         name = auto_choice(self.categorical, None, self.generator) if self.recipe == "auto" \
             else self.recipe
-        filled = self._recipe_values(name) if name is not None else {}
+        filled = self.recipe_values(name) if name is not None else {}
         for key, value in filled.items():
             setattr(self, key, value)
         self.filled_by_recipe = tuple(filled)  # (not a field: what the log names)
 
-    def _recipe_values(self, name: str) -> dict[str, Any]:
+    def recipe_values(self, name: str) -> dict[str, Any]:
         """Recipe ``name``'s values of the options not given; its width and layers only with its
         own generator (another one, given, gets the paper's width)."""
         values = RECIPES[name]
@@ -310,7 +310,7 @@ class TrainConfig:
 
     def with_recipe(self, name: str) -> TrainConfig:
         """These options with recipe ``name``'s values where none is given (``auto``'s pick)."""
-        return dataclasses.replace(self, **self._recipe_values(name))
+        return dataclasses.replace(self, **self.recipe_values(name))
 
     def _check_choices(self) -> None:
         for name in ("gan_mode", "norm", "augment", "class_weights", "residual", "pixel_loss",

@@ -54,7 +54,7 @@ def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
     side = "at least" if name == "residual" else "under"
     why = (f"the linear map of the source bands explains {explained:.1%} of the train chips' "
            f"target variance ({side} {AUTO_MIN_EXPLAINED:.0%})")
-    return chosen, sums, _said(name, config._recipe_values(name), why)
+    return chosen, sums, _said(name, config.recipe_values(name), why)
 
 
 def _said(name: str, filled, why: str) -> str:

@@ -122,11 +122,10 @@ class RunCheckpoint:
 
 
 def _defaults_of(saved: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint's run used for the options it does not record: today's defaults, and
-    for a Pix2Pix run from before --recipe, the paper's values (train's defaults then)."""
+    """What a checkpoint's run used for the options it does not record: its family's defaults
+    (a CycleGAN run from before --pixel-loss...); a Pix2Pix run records its recipe's options
+    since --recipe, and before it used the paper's (`unrecorded_defaults`)."""
     family = saved.get("model", "pix2pix")
-    if family != "pix2pix":  # its own family's defaults (a CycleGAN run before pixel_loss...)
-        return TrainConfig(model=family).result_options()
-    before = unrecorded_defaults(saved)  # (a run from before --recipe: the paper's values)
-    return {**TrainConfig(recipe="paper").result_options(), **before,
-            **({"recipe": "auto"} if before else {})}
+    paper = {"recipe": "paper"} if family == "pix2pix" else {}
+    return {**TrainConfig(model=family, **paper).result_options(),
+            **unrecorded_defaults(saved)}
