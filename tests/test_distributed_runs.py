@@ -1,6 +1,7 @@
 """A script that trains and predicts several times in one torchrun launch: the processes join
 the process group once and keep it (torch does not reliably join a second one after leaving the
-first: the second rendezvous sometimes waited forever)."""
+first: the second rendezvous sometimes waited forever), and leaving it at the end stops its gloo
+threads (left running into the interpreter's shutdown, they now and then aborted a finished run)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from conftest import run_whole, write_raster
 from geopix2pix.chips.export import export_chips
 
 SCRIPT = textwrap.dedent("""
+    import os
     import sys
+    from pathlib import Path
     from geopix2pix.prediction.distributed import predict_sharded
     from geopix2pix.training import train
     from geopix2pix.runtime import distributed
@@ -28,8 +31,14 @@ SCRIPT = textwrap.dedent("""
             for name in ("p1", "p2"):
                 predict_sharded([scene], out_dir=f"{out}/{run}-{name}", model=result.model_path,
                                 progress=False)
-        with open(f"{out}/rank{distributed.rank()}.txt", "w") as done:
-            done.write(f"{distributed.rank()} of {distributed.world_size()} done")
+        rank, world = distributed.rank(), distributed.world_size()
+        distributed.cleanup()  # what the process does at exit: the group's threads must stop
+        tasks = "/proc/self/task"  # this process's threads (Linux)
+        names = [Path(tasks, t, "comm").read_text().strip()
+                 for t in (os.listdir(tasks) if os.path.isdir(tasks) else [])]
+        left = sorted(name for name in names if "gloo" in name)
+        with open(f"{out}/rank{rank}.txt", "w") as done:
+            done.write(f"{rank} of {world} done; gloo threads left: {left}")
 """)
 
 
@@ -55,7 +64,7 @@ def test_a_torchrun_script_trains_and_predicts_several_times(tmp_path):
                                   f"{done.stderr[max(fatal, 0):][:8000]}\n...\n"
                                   f"{done.stderr[-1500:]}")
     assert [(tmp_path / "out" / f"rank{r}.txt").read_text() for r in (0, 1)] == [
-        "0 of 2 done", "1 of 2 done"]
+        "0 of 2 done; gloo threads left: []", "1 of 2 done; gloo threads left: []"]
     for run in ("a", "b"):
         for name in ("p1", "p2"):
             with rasterio.open(tmp_path / "out" / f"{run}-{name}" / "dem.tif") as out:

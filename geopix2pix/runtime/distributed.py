@@ -94,6 +94,7 @@ def init_from_env(device: torch.device, control_only: bool = False,
         return False
     atexit.unregister(_leave_at_exit)  # once, however many runs this process makes
     atexit.register(_leave_at_exit)
+    _import_dynamo_first()
     extra = {} if timeout is None else {"timeout": timeout}
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -106,6 +107,15 @@ def init_from_env(device: torch.device, control_only: bool = False,
     return True
 
 
+def _import_dynamo_first() -> None:
+    """Import ``torch._dynamo`` before the group exists. DDP imports it on construction, and
+    imported once a group exists it keeps a reference to that group (torch 2.14), so leaving
+    the group no longer frees it: its gloo threads then ran on into the interpreter's shutdown,
+    which now and then aborted a finished run (SIGABRT, "terminate called without an active
+    exception"). Imported first, it holds nothing, and `cleanup` stops those threads."""
+    import torch._dynamo  # noqa: F401
+
+
 def _leave_at_exit() -> None:
     """Leave the group while Python still runs (see `cleanup`)."""
     cleanup()
@@ -115,9 +125,10 @@ def cleanup() -> None:
     """Leave the process group, first freeing what still refers to it.
 
     DDP wrappers hold the process group, and a run's objects refer to each other, so only the
-    garbage collector frees them. Left to the interpreter's shutdown, freeing them could abort
-    the process (gloo: "terminate called without an active exception", SIGABRT, after a
-    finished or stopped run), so they are collected first."""
+    garbage collector frees them; they are collected first. Once nothing holds the group,
+    leaving it stops its gloo threads (see `_import_dynamo_first`) while Python still runs:
+    left to the interpreter's shutdown, they now and then aborted the process ("terminate
+    called without an active exception", SIGABRT, after a finished or stopped run)."""
     global _control_group
     gc.collect()
     if active():
