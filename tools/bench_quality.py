@@ -327,6 +327,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="train with nothing but the case's export options (--recipe auto "
                         "picks from the chips, as it picks each case's named recipe on its own "
                         "split; --set still applies)")
+    parser.add_argument("--source", default=None, metavar="RASTER",
+                        help="another source raster for the case, as a path under "
+                        "../shared/data or absolute (e.g. another date of the Slovenia scene: "
+                        "the same recipe on another real scene of its kind); the same target")
     parser.add_argument("--judge-only", action="store_true",
                         help="predict and judge again with the models an earlier run left in --out")
     parser.add_argument("--centre-clip", type=float, default=None,
@@ -364,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     names = list(CASES) if args.case == "all" else [args.case]
     cases = {name: dataclasses.replace(case, split=SWAPPED[case.split]) if args.swap else case
              for name, case in CASES.items()}
+    if args.source:
+        if args.case == "all":
+            raise SystemExit("--source replaces one case's source raster: give --case too")
+        cases[args.case] = dataclasses.replace(cases[args.case], source=args.source)
     if args.defaults:
         cases = {name: dataclasses.replace(case, train={}) for name, case in cases.items()}
     with tempfile.TemporaryDirectory() as temp:
