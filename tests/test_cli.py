@@ -203,7 +203,7 @@ def test_the_demo_command_prints_the_apis_warnings_as_lines(capsys):
     demo runs the API: its warnings are shown as "warning: ..." lines."""
     import warnings
 
-    from geopix2pix.cli.demo import warnings_as_lines
+    from geopix2pix.cli.warning_lines import warnings_as_lines
     from geopix2pix.errors import GeoPix2PixWarning, warn_user
 
     with warnings.catch_warnings():

@@ -41,12 +41,14 @@ from geopix2pix.chips.pipeline import (
     split_chips,
     staged_output,
     version,
+    warn_on_opening,
+    warn_the_rest,
 )
 from geopix2pix.chips.shiftcheck import ShiftCheck, recorded, scene_shifts, shift_warnings
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
-from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
+from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.bands import select_bands
 from geopix2pix.raster.grid import Grid, not_north_up_warning, overlap_window
@@ -184,6 +186,8 @@ def export_chips(
                                     sources=sources, targets=targets, rasters=rasters), options)
     pair_paths = _pair_paths(source, target, pairs)
     pair_list, sides = _open_pairs(pair_paths, options)
+    early = warn_on_opening(nodata_notes(pair_list) + turned_warnings(pair_list)
+                            + copied_band_warnings(pair_list))
     attach_masks(pair_list, pair_masks(pairs, len(pair_list), options))
     skipped: Counter = Counter()
     if options.aoi is not None:
@@ -223,8 +227,7 @@ def export_chips(
                             + turned_warnings(pair_list) + nodata_notes(pair_list), scenes,
                             said[0],
                             resplit if again is not None else "")
-    for warning in summary.warnings:  # also in the summary; the command line prints those
-        warn_user(warning)
+    warn_the_rest(summary.warnings, early)
     return summary
 
 

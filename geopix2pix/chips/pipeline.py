@@ -1,7 +1,7 @@
 """What the paired export (`chips.export`) and the unpaired one (`chips.unpaired`) share: the
 files an export owns and its staged output folder, the worker pool that reads and writes the
-chips, the train/val split of a set of chips, the checks of the chips kept, and each side's
-description (`SideInfo`) with the version dataset.json records."""
+chips, the train/val split of a set of chips, the checks of the chips kept, each side's
+description (`SideInfo`) with the version dataset.json records, and when the warnings are said."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from geopix2pix.chips.layout import (
 )
 from geopix2pix.chips.manifest import INDEX, MANIFEST, SideInfo
 from geopix2pix.chips.worker import REJECT_NODATA
-from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, reordered
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.ground import ground_pixel_size
@@ -232,3 +232,20 @@ def version() -> str:
     from geopix2pix import __version__
 
     return __version__
+
+
+def warn_on_opening(found: Sequence[str]) -> list[str]:
+    """Warn now of what opening the rasters found (their nodata, orientation, a band copied to
+    itself), before any chip is cut, so that a long export can be stopped and run again with
+    the right option; the warnings said, for `warn_the_rest`."""
+    said = list(dict.fromkeys(found))
+    for warning in said:
+        warn_user(warning)
+    return said
+
+
+def warn_the_rest(warnings: Sequence[str], said: Sequence[str]) -> None:
+    """Warn of the export's warnings (all of them are in its summary) not said on opening."""
+    for warning in warnings:
+        if warning not in said:
+            warn_user(warning)

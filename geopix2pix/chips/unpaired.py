@@ -37,7 +37,7 @@ from geopix2pix.chips.manifest import INDEX, DatasetInfo, SideInfo
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
 from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA
-from geopix2pix.errors import GeoPix2PixError, warn_user
+from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.bands import select_bands
 from geopix2pix.raster.grid import Grid, not_north_up_warning
@@ -81,6 +81,7 @@ def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
                             given["targets"], given["rasters"])
     _refuse_paired_options(options)
     rasters, sides = _open_rasters(listed, options)
+    early = pipeline.warn_on_opening(_opening_warnings(rasters, options))
     skipped = {domain: Counter() for domain in DOMAINS}
     if options.aoi is not None:
         _apply_aoi(rasters, options, skipped)
@@ -102,8 +103,7 @@ def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
         _dataset_info(options, rasters, sides, stats, kept, skipped, blocks).save(out.path)
     summary = _summary(out.final, options, rasters, sides, kept, skipped, blocks)
     summary.resplit = "; ".join(resplit)
-    for warning in summary.warnings:  # also in the summary; the command line prints those
-        warn_user(warning)
+    pipeline.warn_the_rest(summary.warnings, early)
     return summary
 
 
@@ -320,20 +320,26 @@ def _dataset_info(options: ExportOptions, rasters: list[_Raster], sides: dict[st
     )
 
 
+def _opening_warnings(rasters: list[_Raster], options: ExportOptions) -> list[str]:
+    """What opening the rasters found: the domains' pixel sizes far apart, a raster not
+    north-up, the rasters' nodata notes."""
+    warnings = pixel_size_warning({d: [r.native for r in rasters if r.spec.domain == d]
+                                   for d in DOMAINS}, options.pixel_size)
+    warnings += [w for r in rasters if (w := not_north_up_warning(
+        r.spec.path, r.spec.grid, "its chips are cut in that order"))]
+    return warnings + list(dict.fromkeys(note for r in rasters for note in r.notes))
+
+
 def _summary(out: Path, options: ExportOptions, rasters: list[_Raster],
              sides: dict[str, SideInfo], kept: dict[str, Counter], skipped: dict[str, Counter],
              blocks: dict[str, int]) -> UnpairedSummary:
     warnings = [f"the {domain} domain: {warning}" for domain in DOMAINS
                 for warning in val_warnings(kept[domain], options.val_fraction, blocks[domain],
                                             options.chip_size)]
-    warnings += pixel_size_warning({d: [r.native for r in rasters if r.spec.domain == d]
-                                    for d in DOMAINS}, options.pixel_size)
     resampled = [Path(r.spec.path).name for r in rasters
                  if r.spec.domain == "target" and r.spec.resampled]
     warnings += export_warnings(options, resampled, sides["target"])
-    warnings += [w for r in rasters if (w := not_north_up_warning(
-        r.spec.path, r.spec.grid, "its chips are cut in that order"))]
-    warnings += list(dict.fromkeys(note for r in rasters for note in r.notes))
+    warnings += _opening_warnings(rasters, options)
     return UnpairedSummary(
         out, dict(sum(kept.values(), Counter())),
         pipeline.counted(sum(skipped.values(), Counter())), warnings,

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
-
 import click
 
 from geopix2pix.cli.options import click_options
-from geopix2pix.errors import GeoPix2PixWarning
+from geopix2pix.cli.warning_lines import warnings_as_lines
 from geopix2pix.settings.demo import DemoOptions
 
 
@@ -37,21 +33,3 @@ def demo_command(out_dir, **options):
                           unpaired=demo.unpaired)
     if not demo.progress:
         click.echo("\n".join(result.lines()))
-
-
-@contextlib.contextmanager
-def warnings_as_lines() -> Iterator[None]:
-    """The API's GeoPix2PixWarnings (which the command line otherwise ignores, printing its own)
-    as the program's "warning: ..." lines, as they come: the demo calls the API."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", GeoPix2PixWarning)
-        shown = warnings.showwarning
-
-        def show(message, category, *args, **kwargs) -> None:
-            if issubclass(category, GeoPix2PixWarning):
-                click.echo(f"warning: {message}", err=True)
-            else:
-                shown(message, category, *args, **kwargs)
-
-        warnings.showwarning = show
-        yield

@@ -6,6 +6,7 @@ import click
 
 from geopix2pix.cli.options import click_options
 from geopix2pix.cli.stops import export_stopped, reports_stop
+from geopix2pix.cli.warning_lines import warnings_as_lines
 from geopix2pix.settings.export import ExportOptions
 
 
@@ -41,9 +42,9 @@ def export_chips_command(source, target, out_dir, pairs, sources, targets, raste
 
     if pairs and (source or target):
         raise click.UsageError("give either SOURCE TARGET or --pairs, not both")
-    summary = export_chips(source, target, out_dir, pairs=pairs, sources=list(sources) or None,
-                           targets=list(targets) or None, rasters=rasters, **options)
+    with warnings_as_lines():  # as they come: those found on opening before the work
+        summary = export_chips(source, target, out_dir, pairs=pairs,
+                               sources=list(sources) or None, targets=list(targets) or None,
+                               rasters=rasters, **options)
     for line in summary.lines():
         click.echo(line)
-    for warning in summary.warnings:
-        click.echo(f"warning: {warning}", err=True)
