@@ -43,13 +43,14 @@ PIX2PIX_OPTIONS = ("lambda_l1", "gan_mode", "gan_warmup", "ema", "categorical",
                    "class_weights", "residual", "pixel_loss", "validity_band", "recipe")
 # defaults that depend on the family (None in `TrainConfig`: the family's; Pix2Pix's options
 # that shape the model come from its recipe, `settings.recipes`)
+# CycleGAN's reference defaults: the Pix2Pix paper's for what a recipe sets (Adam at 2e-4,
+# 100 + 100 epochs, no warm-up, EMA, residual or augmentation), with its own generator, norm,
+# loss and weights
 FAMILY_DEFAULTS = {"pix2pix": {"norm": "batch", "gan_mode": "vanilla", "lambda_l1": 100.0},
-                   "cyclegan": {"generator": "resnet_9blocks", "norm": "instance",
+                   "cyclegan": {**RECIPES["paper"], "generator": "resnet_9blocks",
+                                "local_layers": LOCAL_DEFAULT, "norm": "instance",
                                 "gan_mode": "lsgan", "lambda_a": 10.0, "lambda_b": 10.0,
-                                "pool_size": 50, "ngf": 64, "local_layers": LOCAL_DEFAULT,
-                                "lr": 2e-4, "gan_warmup": 0.0, "ema": 0.0, "residual": "none",
-                                "pixel_loss": "l1", "validity_band": False, "augment": "none",
-                                "epochs": 100, "decay_epochs": 100}}
+                                "pool_size": 50}}
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), "
                   "'local' (each pixel from its 3x3 neighbourhood, at full resolution: for "
