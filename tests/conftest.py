@@ -100,6 +100,31 @@ def inputs(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """Chips and the model file of a run trained for 2 steps, a categorical and an smp
+    model file written by the project's writer, and a scene to predict (the model-file fault
+    battery's: test_faults_model_files, test_faults_model_digest; once a session, as it trains)."""
+    import torch
+    from fault_helpers import trained_run
+    from predict_helpers import categorical_meta, metadata, unet_file
+
+    from geopix2pix.models import GeneratorSpec, build_generator, save_model
+
+    folder = tmp_path_factory.mktemp("faults_models")
+    rng = np.random.default_rng(5)
+    chips, run = trained_run(folder)
+    scene = write_raster(folder / "scene.tif", rng.normal(100, 20, (1, 64, 64)).astype("f4"))
+    rgb = write_raster(folder / "rgb.tif", rng.integers(1, 250, (3, 64, 64), np.uint8))
+    categorical = unet_file(folder / "classes.safetensors", out_ch=4, **categorical_meta())
+    spec = GeneratorSpec("smp:Unet:resnet18", 3, 1, 64)
+    torch.manual_seed(0)
+    save_model(folder / "smp.safetensors", build_generator(spec).eval(), spec, metadata(3, 1))
+    return {"folder": folder, "chips": chips, "model": run / "model.safetensors",
+            "scene": scene, "rgb": rgb, "classes": Path(categorical),
+            "smp": folder / "smp.safetensors"}
+
+
 def run_whole(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
     """`subprocess.run(command, capture_output=True, text=True)` in a process group of its own,
     killed whole on timeout: torchrun's workers would otherwise outlive a killed torchrun."""
