@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from conftest import write_damaged, write_raster
 from predict_helpers import unet_file, write_scene
 
 from geopix2pix.chips.export import export_chips
-from tests.conftest import write_damaged, write_raster
 
 FAR = Affine(10.0, 0.0, 900000.0, 0.0, -10.0, 5200000.0)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import write_raster
 from predict_helpers import unet_file
 
 import geopix2pix as g
 from geopix2pix.chips.dataset import ChipDataset
-from tests.conftest import write_raster
 
 SIZE = 128
 GRID = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.windows
+from conftest import write_raster
 
 import geopix2pix as g
 from geopix2pix.cli import main
-from tests.conftest import write_raster
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared
 
 from geopix2pix.chips.coregistration import NO_SHIFT, Shift, estimate_shift, scene_shift
-from tests.conftest import shared
 
 SIZE = 128
 

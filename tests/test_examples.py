@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import rasterio
-
-from tests.conftest import shared
+from conftest import shared
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = {

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import shapely
 from affine import Affine
+from conftest import write_raster
 
 import geopix2pix as g
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from tests.conftest import write_raster
 
 # 256 x 256 pixels of 30 m in UTM 18S, about 46.5 degrees south (the Exploradores glacier)
 UTM18S = Affine(30.0, 0.0, 600000.0, 0.0, -30.0, 4850000.0)

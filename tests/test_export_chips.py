@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import write_raster
 from rasterio.warp import transform as warp_transform
 from shapely.geometry import box
 
@@ -17,7 +18,6 @@ from geopix2pix.chips.dataset import ChipDataset, chip_ids
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from tests.conftest import write_raster
 
 UTM = "EPSG:32633"
 ORIGIN = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
+from conftest import limit_file_size, write_damaged, write_raster
 
 from geopix2pix.cli import main
-from tests.conftest import limit_file_size, write_damaged, write_raster
 
 
 @pytest.fixture

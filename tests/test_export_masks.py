@@ -13,13 +13,13 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from conftest import write_raster
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.training.losses import masked_l1
-from tests.conftest import write_raster
 
 SIZE, CHIP = 128, 32
 ORIGIN = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0)

@@ -9,9 +9,9 @@ import sqlite3
 
 import numpy as np
 import pytest
+from conftest import write_raster
 
 from geopix2pix.cli import main
-from tests.conftest import write_raster
 from tests.test_export_errors import run_error
 
 

@@ -8,11 +8,11 @@ import sqlite3
 import numpy as np
 import rasterio
 from affine import Affine
+from conftest import shared
 from rasterio.windows import Window
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.export import export_chips
-from tests.conftest import shared
 
 
 def index_rows(chips_dir):

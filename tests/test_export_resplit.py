@@ -10,10 +10,10 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+from conftest import write_raster
 
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
-from tests.conftest import write_raster
 
 SIZE, CHIP = 256, 32
 OPTIONS = dict(chip_size=CHIP, val_fraction=0.25, seed=2, progress=False, workers=1)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import shared, write_raster
 from scipy.ndimage import gaussian_filter
 
 from geopix2pix.chips.coregistration import CONFIDENT
@@ -20,7 +21,6 @@ from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.chips.shiftcheck import REJECT_SHIFT, SAMPLE_EVERY, ShiftCheck
 from geopix2pix.cli import main
-from tests.conftest import shared, write_raster
 
 SIZE, CHIP = 384, 128
 ORIGIN = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0)

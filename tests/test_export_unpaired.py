@@ -13,13 +13,13 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from conftest import shared, write_raster
 from rasterio.windows import Window
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from tests.conftest import shared, write_raster
 
 UTM33 = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0)
 UTM33_FAR = Affine(10.0, 0.0, 700000.0, 0.0, -10.0, 5000000.0)  # 200 km away: no overlap

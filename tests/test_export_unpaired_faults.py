@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
+from conftest import write_raster
 
 from geopix2pix.cli import main
-from tests.conftest import write_raster
 
 
 def noise_collections(folder):

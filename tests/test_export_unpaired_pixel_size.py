@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import write_raster
 
 from geopix2pix.chips.export import export_chips
 from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.settings.export import PAIRED_ONLY
-from tests.conftest import write_raster
 from tests.test_export_unpaired import UTM33, UTM33_FAR, export, index_rows
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
+from conftest import write_raster
 
 from geopix2pix.cli import main
 from geopix2pix.raster.write import cannot_write
-from tests.conftest import write_raster
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096  # tmpfs counts pages

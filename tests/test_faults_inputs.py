@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import shared, write_raster
 from predict_helpers import write_scene
 from rasterio.errors import NotGeoreferencedWarning
 
 from geopix2pix import GeoPix2PixError, GeoPix2PixWarning, evaluate, export_chips, predict
 from geopix2pix.chips.dataset import ChipDataset, ChipReadError, chip_ids
 from geopix2pix.cli import main
-from tests.conftest import shared, write_raster
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--max-steps", "1", "--ngf", "8", "--ndf", "8", "--batch-size", "2", "--workers", "0",

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import limit_file_size, write_damaged, write_raster
 
 from geopix2pix.cli import main
-from tests.conftest import limit_file_size, write_damaged, write_raster
 
 SIZE = 128
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="signals need POSIX")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_raster
 from predict_helpers import write_scene
 
 from geopix2pix.cli import main
-from tests.conftest import write_raster
 from tests.test_faults_overwrite import digest
 
 UNSHARE = shutil.which("unshare")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_raster
 
 from geopix2pix.cli import main
-from tests.conftest import write_raster
 from tests.test_faults_overwrite import digest, leftovers, one_line
 
 TRAIN = ["--recipe", "paper",

@@ -13,6 +13,7 @@ import pyproj
 import pytest
 import rasterio
 from affine import Affine
+from conftest import write_raster
 from rasterio.crs import CRS
 
 from geopix2pix.chips.export import export_chips
@@ -20,7 +21,6 @@ from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction.checks import pixel_size_ratio
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.ground import ground_pixel_size
-from tests.conftest import write_raster
 from tests.predict_helpers import metadata
 
 LON, LAT = 4.4, 51.9  # Rotterdam

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import safetensors.torch
 from affine import Affine
+from conftest import write_raster
 from predict_helpers import unet_file, write_scene
 from safetensors import safe_open
 
 import geopix2pix as g
 from geopix2pix.raster.grid import orientation
-from tests.conftest import write_raster
 
 NORTH_UP = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0)
 BOTTOM_UP = Affine(10.0, 0.0, 500000.0, 0.0, 10.0, 5198720.0)  # the same ground, rows flipped

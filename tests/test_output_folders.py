@@ -9,12 +9,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import write_raster
 
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.runtime import folders
 from geopix2pix.runtime.folders import Owned, prepare_output_dir
-from tests.conftest import write_raster
 
 TRAIN = ["--recipe", "paper",
          "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+from conftest import write_raster
 from predict_helpers import unet_file
 
 import geopix2pix as g
-from tests.conftest import write_raster
 
 
 def scene(path, point: bool = True) -> str:

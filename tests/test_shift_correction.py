@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import shared, write_raster
 
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.raster.grid import Grid
-from tests.conftest import shared, write_raster
 from tests.test_export_shift import CHIP, ORIGIN, SIZE, chip_bytes, index, make_pair
 
 RESIDUAL = 0.2  # px: the accuracy for DEM -> hillshade

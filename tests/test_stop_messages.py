@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_raster
 from predict_helpers import write_scene
 
 from geopix2pix.cli import main
-from tests.conftest import write_raster
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="signals to a child need POSIX")
 

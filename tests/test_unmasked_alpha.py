@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import write_raster
 from predict_helpers import unet_file
 from rasterio.enums import ColorInterp
 
@@ -16,7 +17,6 @@ from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.raster.bands import data_bands
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import read_window, warped_view
-from tests.conftest import write_raster
 
 SIZE = 64
 HOLE = 20  # alpha 0 on columns 0..19
