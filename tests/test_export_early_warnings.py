@@ -1,13 +1,14 @@
-"""export-chips says what opening the rasters found (an untagged fill value, a raster not
-north-up) before it cuts any chip: here an export refused after opening (its AOI holds no chip)
-has already said it, through the API and on the command line, and a finished one says each
-warning once."""
+"""export-chips says what opening the rasters found (an untagged fill value; in an unpaired
+export the domains' pixel sizes far apart) before it cuts any chip: here an export refused after
+opening (its AOI holds no chip) has already said it, through the API and on the command line,
+and a finished one says each warning once."""
 
 from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
 import pytest
+from affine import Affine
 from conftest import write_raster
 from shapely.geometry import box
 
@@ -67,3 +68,17 @@ def test_a_finished_export_says_each_warning_once(tmp_path, capsys):
                  "--chip-size", "32", "--workers", "0", "-q"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert sorted(err) == sorted(f"warning: {w}" for w in summary.warnings)
+
+
+def test_an_unpaired_export_warns_of_pixel_sizes_before_it_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    source = write_raster(tmp_path / "s.tif", rng.random((1, 96, 96), dtype=np.float32))
+    coarse = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 5200000.0)  # 3x the source's 10 m
+    target = write_raster(tmp_path / "t.tif", rng.random((1, 96, 96), dtype=np.float32),
+                          transform=coarse)
+    with pytest.warns(GeoPix2PixWarning, match="3.0x apart") as caught, \
+            pytest.raises(GeoPix2PixError):
+        export_chips(unpaired=True, sources=[source], targets=[target], chip_size=32,
+                     out_dir=tmp_path / "chips", aoi=_aoi_beside(tmp_path), workers=0,
+                     progress=False)
+    assert sum("3.0x apart" in str(w.message) for w in caught) == 1

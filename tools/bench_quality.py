@@ -210,7 +210,8 @@ def judge(case: Case, work: Path) -> dict:
     return row
 
 
-SPLIT_FILE = "split.txt"  # in OUT/CASE: the part the run trained on (--judge-only checks it)
+SPLIT_FILE = "split.txt"  # in OUT/CASE: the part and the source the run trained on (checked by
+# --judge-only)
 UNSHOWN = ("quiet", "overwrite", "workers", "categorical", "device", "amp", "compile",
            "resume", "samples", "encoder_weights")
 
@@ -232,17 +233,24 @@ def rejudge(case: Case, out: Path) -> dict:
     work = out / case.name
     if not (work / SPLIT_FILE).is_file():
         sys.exit(f"{work} has no {SPLIT_FILE} (a run of an earlier version): run the case again")
-    trained_on = (work / SPLIT_FILE).read_text().strip()
+    trained_on, *source = (work / SPLIT_FILE).read_text().split()
     if trained_on != case.split:
         sys.exit(f"{work} was trained on the {trained_on} part: judge it "
                  f"{'without' if trained_on == CASES[case.name].split else 'with'} --swap")
+    if source and source[0] != case.source:
+        sys.exit(f"{work} was trained on {source[0]}: judge it with --source {source[0]}")
     write_predictions(DATA / case.source, work, case.categorical)
     metrics = (work / "run" / "metrics.csv").read_text().splitlines()
     saved = json.loads((work / "run" / "train.json").read_text())["options"]
     return {**judge(case, work), "steps": int(metrics[-1].split(",")[1]),
             "best_step": best_step(work),
-            "options": {**case.export, **{k: v for k, v in saved.items()
-                                          if k not in UNSHOWN and v is not None}}}
+            "options": {**_source_shown(case), **case.export, **{
+                k: v for k, v in saved.items() if k not in UNSHOWN and v is not None}}}
+
+
+def _source_shown(case: Case) -> dict:
+    """The case's source raster where --source replaced it, for the table."""
+    return {} if case.source == CASES[case.name].source else {"source": case.source}
 
 
 def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
@@ -255,7 +263,7 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
     work = out / case.name
     work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work / "run", ignore_errors=True)  # never judge an earlier run's model
-    (work / SPLIT_FILE).write_text(case.split + "\n")
+    (work / SPLIT_FILE).write_text(f"{case.split}\n{case.source}\n")
     with rasterio.open(source) as src:
         train_w, _ = windows(src.shape, case.split)
     aoi = write_aoi(source, train_w, work / "train_aoi.gpkg")
@@ -280,7 +288,8 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
     write_predictions(source, work, case.categorical)
     row = judge(case, work)
     row["steps"], row["best_step"] = done, best_step(work)
-    row["options"] = {**export, **{k: v for k, v in options.items() if k not in UNSHOWN}}
+    row["options"] = {**_source_shown(case), **export,
+                      **{k: v for k, v in options.items() if k not in UNSHOWN}}
     return row
 
 

@@ -186,8 +186,8 @@ def export_chips(
                                     sources=sources, targets=targets, rasters=rasters), options)
     pair_paths = _pair_paths(source, target, pairs)
     pair_list, sides = _open_pairs(pair_paths, options)
-    early = warn_on_opening(nodata_notes(pair_list) + turned_warnings(pair_list)
-                            + copied_band_warnings(pair_list))
+    early = warn_on_opening(copied_band_warnings(pair_list) + turned_warnings(pair_list)
+                            + nodata_notes(pair_list))
     attach_masks(pair_list, pair_masks(pairs, len(pair_list), options))
     skipped: Counter = Counter()
     if options.aoi is not None:
@@ -223,9 +223,7 @@ def export_chips(
                                               sides[1])
                             + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
                                                       for p in pair_list})
-                            + said[1] + copied_band_warnings(pair_list)
-                            + turned_warnings(pair_list) + nodata_notes(pair_list), scenes,
-                            said[0],
+                            + said[1] + early, scenes, said[0],
                             resplit if again is not None else "")
     warn_the_rest(summary.warnings, early)
     return summary

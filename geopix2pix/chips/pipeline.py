@@ -245,7 +245,8 @@ def warn_on_opening(found: Sequence[str]) -> list[str]:
 
 
 def warn_the_rest(warnings: Sequence[str], said: Sequence[str]) -> None:
-    """Warn of the export's warnings (all of them are in its summary) not said on opening."""
-    for warning in warnings:
+    """Warn of the export's warnings (all of them are in its summary) not said on opening,
+    each once."""
+    for warning in dict.fromkeys(warnings):
         if warning not in said:
             warn_user(warning)

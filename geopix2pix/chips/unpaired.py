@@ -101,7 +101,7 @@ def export_unpaired(given: Mapping, options: ExportOptions) -> UnpairedSummary:
         _write_index(out.path, records, rasters, options.chip_size)
         kept = {d: Counter(r["split"] for r in records if r["domain"] == d) for d in DOMAINS}
         _dataset_info(options, rasters, sides, stats, kept, skipped, blocks).save(out.path)
-    summary = _summary(out.final, options, rasters, sides, kept, skipped, blocks)
+    summary = _summary(out.final, options, rasters, sides, kept, skipped, blocks, early)
     summary.resplit = "; ".join(resplit)
     pipeline.warn_the_rest(summary.warnings, early)
     return summary
@@ -332,14 +332,15 @@ def _opening_warnings(rasters: list[_Raster], options: ExportOptions) -> list[st
 
 def _summary(out: Path, options: ExportOptions, rasters: list[_Raster],
              sides: dict[str, SideInfo], kept: dict[str, Counter], skipped: dict[str, Counter],
-             blocks: dict[str, int]) -> UnpairedSummary:
+             blocks: dict[str, int], early: list[str]) -> UnpairedSummary:
+    """The summary; ``early``: the warnings said on opening (`_opening_warnings`)."""
     warnings = [f"the {domain} domain: {warning}" for domain in DOMAINS
                 for warning in val_warnings(kept[domain], options.val_fraction, blocks[domain],
                                             options.chip_size)]
     resampled = [Path(r.spec.path).name for r in rasters
                  if r.spec.domain == "target" and r.spec.resampled]
     warnings += export_warnings(options, resampled, sides["target"])
-    warnings += _opening_warnings(rasters, options)
+    warnings += early
     return UnpairedSummary(
         out, dict(sum(kept.values(), Counter())),
         pipeline.counted(sum(skipped.values(), Counter())), warnings,

@@ -12,6 +12,7 @@ running statistics at an epoch end), so exchanging them never waits on the GPU s
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import os
 import sys
@@ -112,8 +113,11 @@ def _import_dynamo_first() -> None:
     imported once a group exists it keeps a reference to that group (torch 2.14), so leaving
     the group no longer frees it: its gloo threads then ran on into the interpreter's shutdown,
     which now and then aborted a finished run (SIGABRT, "terminate called without an active
-    exception"). Imported first, it holds nothing, and `cleanup` stops those threads."""
-    import torch._dynamo  # noqa: F401
+    exception"). Imported first, it holds nothing, and `cleanup` stops those threads. Also for
+    a run that builds no DDP (predict): a later run of the same process may, in this group.
+    Where it cannot be imported, DDP cannot be built either; a run without DDP goes on."""
+    with contextlib.suppress(ImportError):
+        import torch._dynamo  # noqa: F401
 
 
 def _leave_at_exit() -> None:
