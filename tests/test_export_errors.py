@@ -102,8 +102,9 @@ def test_no_chip_left_says_why_and_leaves_no_complete_folder(tmp_path, capsys):
     data = np.full((1, 128, 128), -9999, np.float32)
     data[0, :10, :10] = 1
     src = write_raster(tmp_path / "s.tif", data, nodata=-9999)
+    tgt = write_raster(tmp_path / "t.tif", data, nodata=-9999)  # (one file as both: a warning)
     out = tmp_path / "chips"
-    err = run_error(capsys, export_args(src, src, out, "--chip-size", 64))
+    err = run_error(capsys, export_args(src, tgt, out, "--chip-size", 64))
     assert "no chip kept from 4 candidate(s)" in err and "4 too many invalid pixels" in err
     assert not out.exists()  # nothing left: a corrected rerun needs no --overwrite
     assert not list(tmp_path.glob(".chips.*"))
