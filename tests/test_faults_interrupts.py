@@ -96,8 +96,12 @@ def files(folder: Path) -> dict[str, bytes | None]:
 
 def count(folder: Path, pattern: str) -> int:
     """Files matching `pattern` anywhere under `folder`, hidden folders too (where an export
-    may build its chips before putting them in place)."""
-    return len(list(folder.glob(f"**/{pattern}")))
+    may build its chips before putting them in place); 0 while a folder being listed is moved
+    (the staged folder swapped in place), and the caller looks again."""
+    try:
+        return len(list(folder.glob(f"**/{pattern}")))
+    except FileNotFoundError:
+        return 0
 
 
 # --- export-chips ----------------------------------------------------------------------------
