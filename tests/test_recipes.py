@@ -55,6 +55,10 @@ def _options(run: Path) -> dict:
     return json.loads((run / "train.json").read_text())["options"]
 
 
+def _recipe_used(run: Path) -> str | None:
+    return json.loads((run / "train.json").read_text()).get("recipe_used")
+
+
 def _recipe_values(name: str) -> dict:
     """Recipe `name`'s values of the options these tests do not give (TINY gives the length)."""
     return {k: v for k, v in RECIPES[name].items() if v is not None and k not in TINY}
@@ -71,6 +75,7 @@ def test_auto_picks_residual_where_the_linear_map_explains_the_target_and_says_w
     options = _options(tmp_path / "run")
     assert {k: options[k] for k in _recipe_values("residual")} == _recipe_values("residual")
     assert options["recipe"] == "auto"
+    assert _recipe_used(tmp_path / "run") == "residual"  # train.json says which it trained with
 
 
 def test_auto_picks_local_where_the_linear_map_explains_nothing(unexplained_chips, tmp_path):
@@ -81,6 +86,7 @@ def test_auto_picks_local_where_the_linear_map_explains_nothing(unexplained_chip
     assert f"(under {AUTO_MIN_EXPLAINED:.0%})" in line
     options = _options(tmp_path / "run")
     assert {k: options[k] for k in _recipe_values("local")} == _recipe_values("local")
+    assert _recipe_used(tmp_path / "run") == "local"
 
 
 def test_options_given_win_over_the_recipe(linear_chips, tmp_path):
@@ -110,6 +116,7 @@ def test_auto_fits_the_baselines_it_read_as_the_recipe_given_does(linear_chips, 
     """The sums auto read are the baselines' own: the same maps as a run given the recipe."""
     train(linear_chips, tmp_path / "auto", max_steps=1, **TINY)
     train(linear_chips, tmp_path / "given", max_steps=1, recipe="residual", **TINY)
+    assert _recipe_used(tmp_path / "given") == _recipe_used(tmp_path / "auto") == "residual"
     auto, given = (json.loads((tmp_path / name / "baselines.json").read_text())
                    for name in ("auto", "given"))
     assert auto["maps"] == given["maps"] and auto["pixels"] == given["pixels"]
@@ -128,6 +135,7 @@ def test_a_resumed_auto_run_keeps_its_pick_without_reading_the_chips_again(unexp
     assert result.steps == 6
     assert not any(m.startswith("recipe auto") for m in said)
     assert {**_options(run), "resume": False} == before
+    assert _recipe_used(run) == "local"  # kept from the run's first train.json
 
 
 def test_a_named_recipe_fills_what_is_not_given():

@@ -10,6 +10,7 @@ chips are read once for both.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -24,20 +25,33 @@ from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup
 
 
+class RecipeChoice(NamedTuple):
+    """What `choose_recipe` decided: the options with the pick filled in, the train chips'
+    baseline sums (None when the pick needed no chips), the recipe the run trains with (None
+    where not known: CycleGAN, or a resumed ``auto`` run, whose train.json says it) and the
+    line that says what ``auto`` picked and why (None when it picked nothing this run)."""
+
+    config: TrainConfig
+    sums: torch.Tensor | None
+    recipe: str | None
+    note: str | None
+
+
 def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup: DeviceSetup
-                  ) -> tuple[TrainConfig, torch.Tensor | None, str | None]:
-    """``config`` with ``auto``'s pick filled in, the train chips' baseline sums (None when the
-    pick needed no chips: another family, a class map, another generator, a recipe, or every
-    option it fills given, the length included) and the line that says what ``auto`` picked
-    and why (None on a resumed run, which keeps what it used)."""
-    if config.model != "pix2pix" or config.recipe != "auto":
-        return config, None, None
+                  ) -> RecipeChoice:
+    """``config`` with ``auto``'s pick filled in; the chips are read only when the pick needs
+    them (not for another family, a class map, another generator, a named recipe, or every
+    option it fills given, the length included)."""
+    if config.model != "pix2pix":
+        return RecipeChoice(config, None, None, None)
+    if config.recipe != "auto":
+        return RecipeChoice(config, None, config.recipe, None)
     if not config.undecided:
         name = auto_choice(config.categorical, None, config.generator)
         if name is None or config.resume:
-            return config, None, None
+            return RecipeChoice(config, None, name, None)
         why = "--categorical" if name == "classes" else f"--generator {config.generator}"
-        return config, None, _said(name, config.filled_by_recipe, why)
+        return RecipeChoice(config, None, name, _said(name, config.filled_by_recipe, why))
     info.check_paired(chips_dir)  # (Pix2Pix's own check, before the chips are read as pairs)
     dataset = ChipDataset(chips_dir, "train")
     rank, world = distributed.rank(), distributed.world_size()
@@ -54,7 +68,7 @@ def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
     side = "at least" if name == "residual" else "under"
     why = (f"the linear map of the source bands explains {explained:.1%} of the train chips' "
            f"target variance ({side} {AUTO_MIN_EXPLAINED:.0%})")
-    return chosen, sums, _said(name, config.recipe_values(name), why)
+    return RecipeChoice(chosen, sums, name, _said(name, config.recipe_values(name), why))
 
 
 def _said(name: str, filled, why: str) -> str:

@@ -142,6 +142,9 @@ class RunFolder:
                    "dataset": run.dataset,
                    "world_size": run.world, "batch_size_per_rank": run.config.batch_size,
                    "effective_batch_size": run.effective_batch}
+        used = run.recipe or _recorded_recipe(self.path / OPTIONS)  # (a resumed auto run's)
+        if used:
+            content["recipe_used"] = used
         if replicas:
             content["replicas"] = replicas
         with writing(self.path / OPTIONS):
@@ -166,3 +169,12 @@ class RunFolder:
 def _copy(source: Path, target: Path) -> None:
     with writing(target), atomic_path(target, overwrite=True) as temp:
         shutil.copyfile(source, temp)
+
+
+def _recorded_recipe(path: Path) -> str | None:
+    """The recipe an earlier write of train.json recorded as used (None where it has none)."""
+    try:
+        used = json.loads(path.read_text()).get("recipe_used")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return used if isinstance(used, str) else None

@@ -111,10 +111,11 @@ class Trainer:
         setup = setup or device_setup(config.device, config.amp)
         log = log if distributed.is_writer() else _quiet
         check_run_folder(Path(out_dir), config, chips_dir)  # before auto reads the chips
-        config, train_sums, self.recipe_note = choose_recipe(config, chips_dir, info, setup)
+        choice = choose_recipe(config, chips_dir, info, setup)
+        config, self.recipe_note = choice.config, choice.note
         self.run = RunContext(chips_dir, info, config, setup, distributed.rank(),
                               distributed.world_size(), log, _dataset_fingerprint(chips_dir),
-                              Path(out_dir), train_sums)
+                              Path(out_dir), choice.sums, choice.recipe)
         self.config, self.log = config, self.run.log
         self.family = family_for(config.model)(self.run)
         if self.family.needs_pairs:

@@ -43,6 +43,7 @@ class RunContext:
     dataset: str  # the chips folder's fingerprint (its manifest's hash)
     run_dir: Path
     train_sums: torch.Tensor | None = None  # the baselines' sums, when --recipe auto read them
+    recipe: str | None = None  # the Pix2Pix recipe trained with: auto's pick, or the one named
 
     @property
     def effective_batch(self) -> int:
