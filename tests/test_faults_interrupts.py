@@ -96,12 +96,14 @@ def files(folder: Path) -> dict[str, bytes | None]:
 
 def count(folder: Path, pattern: str) -> int:
     """Files matching `pattern` anywhere under `folder`, hidden folders too (where an export
-    may build its chips before putting them in place); 0 while a folder being listed is moved
-    (the staged folder swapped in place), and the caller looks again."""
-    try:
-        return len(list(folder.glob(f"**/{pattern}")))
-    except FileNotFoundError:
-        return 0
+    may build its chips before putting them in place), listed again when a folder is moved
+    while it is listed (the staged folder swapped in place)."""
+    for _ in range(100):
+        try:
+            return len(list(folder.glob(f"**/{pattern}")))
+        except FileNotFoundError:
+            continue
+    return 0
 
 
 # --- export-chips ----------------------------------------------------------------------------

@@ -142,7 +142,7 @@ class RunFolder:
                    "dataset": run.dataset,
                    "world_size": run.world, "batch_size_per_rank": run.config.batch_size,
                    "effective_batch_size": run.effective_batch}
-        used = run.recipe or _recorded_recipe(self.path / OPTIONS)  # (a resumed auto run's)
+        used = run.recipe or (_recorded_recipe(self.path / OPTIONS) if run.config.resume else None)
         if used:
             content["recipe_used"] = used
         if replicas:
