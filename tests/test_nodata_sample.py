@@ -1,7 +1,8 @@
-"""The sample an untagged raster's fill values are looked for in: a large raster without
-overviews is read as a fixed grid of small windows, each inside one tile (a decimated read would
-decode every tile of the file), and still warned of a void covering a share of it; a raster with
-overviews, or a small one, is read decimated as before."""
+"""The sample an untagged raster's fill values are looked for in: a large tiled raster without
+overviews is read as a fixed grid of small windows from edge to edge, each inside one tile (a
+decimated read would decode every tile of the file), and still warned of a void covering a share
+of it, in a corner or as a frame along the edges; a raster with overviews, in strips, or small is
+read decimated as before."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ BIG = 8192  # a side of the large raster: 67 million pixels
 TILE = 256
 
 
-def _large(path: Path, corner: int, fill=65535, dtype="uint16", tiled=True) -> Path:
+def _large(path: Path, corner: int, fill=65535, dtype="uint16", tiled=True,
+           frame: int = 0) -> Path:
     """A BIG x BIG compressed raster of 300s (tiled TILE, or in strips) whose top-left
-    `corner` x `corner` pixels are `fill`, written a band of rows at a time."""
+    `corner` x `corner` pixels, and a `frame` of pixels along every edge, are `fill`, written a
+    band of rows at a time."""
     layout = dict(tiled=True, blockxsize=TILE, blockysize=TILE) if tiled else {}
     profile = dict(driver="GTiff", width=BIG, height=BIG, count=1, dtype=dtype,
                    compress="deflate", crs="EPSG:32633",
@@ -35,6 +38,10 @@ def _large(path: Path, corner: int, fill=65535, dtype="uint16", tiled=True) -> P
         for top in range(0, BIG, rows):
             band = np.full((rows, BIG), 300, dtype)
             band[:max(0, min(rows, corner - top)), :corner] = fill
+            if frame:
+                band[:, :frame] = band[:, BIG - frame:] = fill
+                band[:max(0, frame - top)] = fill
+                band[max(0, BIG - frame - top):] = fill
             dst.write(band, 1, window=Window(0, top, BIG, rows))
     return path
 
@@ -66,17 +73,30 @@ def test_a_large_raster_s_void_is_warned_of_reading_a_bounded_sample(tmp_path, m
     lines, reads = _lines_and_reads(path, monkeypatch)
     assert len(lines) == 1 and "are 65535, a common fill value" in lines[0]
     assert 8 <= _share(lines[0]) <= 12  # a fair estimate of 10.07 %
+    if not tiled:  # a window would decode its rows' strips whole: one decimated read, as cheap
+        assert len(reads) == 1 and max(reads[0]["out_shape"][1:]) <= nodata.SAMPLE_SIDE
+        return
     assert reads and all(isinstance(r.get("window"), Window) for r in reads)  # none whole
     windows = [r["window"] for r in reads]
     read = sum(w.width * w.height for w in windows)
     assert read <= (nodata.SAMPLE_WINDOWS * nodata.SAMPLE_WINDOW) ** 2 < BIG * BIG // 200
     assert max(w.width * w.height for w in windows) <= nodata.SAMPLE_WINDOW ** 2
-    if tiled:  # each window decodes one tile
-        for w in windows:
-            assert w.row_off // TILE == (w.row_off + w.height - 1) // TILE
-            assert w.col_off // TILE == (w.col_off + w.width - 1) // TILE
+    for w in windows:  # each decodes one tile
+        assert w.row_off // TILE == (w.row_off + w.height - 1) // TILE
+        assert w.col_off // TILE == (w.col_off + w.width - 1) // TILE
     spread = {(w.row_off * 4 // BIG, w.col_off * 4 // BIG) for w in windows}
     assert len(spread) == 16  # every quarter of the rows by every quarter of the columns
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_a_frame_of_fill_values_along_the_edges_is_warned_of(tmp_path, monkeypatch, tiled):
+    """A frame left by a reprojection or a clip, 230 px wide (10.9 % of the pixels): the sample
+    reaches the edges (windows spread over the middles of 16 parts read none of it)."""
+    path = _large(tmp_path / "framed.tif", corner=0, frame=230, tiled=tiled)
+    share = 100 * (1 - (BIG - 2 * 230) ** 2 / BIG ** 2)
+    lines, _ = _lines_and_reads(path, monkeypatch)
+    assert len(lines) == 1 and "are 65535, a common fill value" in lines[0]
+    assert share * 0.6 <= _share(lines[0]) <= share * 1.6, (share, lines[0])
 
 
 def test_a_float_dem_s_void_corner_is_warned_of(tmp_path, monkeypatch):

@@ -224,13 +224,19 @@ def _holds(dtype: np.dtype, value: float) -> bool:
     return value == int(value) and info.min <= value <= info.max
 
 
+GOLDEN = (math.sqrt(5) - 1) / 2  # `_sample_spans`' places within the parts
+
+
 def _sample(dataset, bands: Sequence[int]) -> np.ndarray:
     """The bands' sample, (bands, pixels): the raster decimated to at most `SAMPLE_SIDE` pixels
-    a side where that is cheap (a small raster; GDAL reads an overview where the file has one);
-    else a fixed grid of small windows, evenly spread: without overviews GDAL would serve the
-    decimated read by decoding every block its rows and columns touch, all of a large tiled file."""
+    a side where that is cheap (a small raster; GDAL reads an overview where the file has one;
+    a file in strips, whose every strip a read of its rows decodes whole, so windows would cost
+    as much); else, for a large tiled file without overviews, a fixed grid of small windows from
+    edge to edge: GDAL would serve the decimated read by decoding every tile it touches, all of
+    the file."""
     small = max(dataset.height, dataset.width) <= SAMPLE_SIDE
-    if small or dataset.overviews(bands[0]):
+    striped = dataset.block_shapes[bands[0] - 1][1] >= dataset.width
+    if small or striped or dataset.overviews(bands[0]):
         step = max(1, math.ceil(max(dataset.height, dataset.width) / SAMPLE_SIDE))
         shape = (len(bands), max(1, dataset.height // step), max(1, dataset.width // step))
         read = dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
@@ -241,8 +247,8 @@ def _sample(dataset, bands: Sequence[int]) -> np.ndarray:
 
 def _sample_windows(dataset, band: int) -> list[Window]:
     """The `_sample_spans` of the rows by those of the columns: a cost bounded whatever the
-    raster's size (each window decodes one block of a tiled file), the voids of any large area
-    still hit in proportion."""
+    raster's size (each window decodes one tile), the voids of any large area still hit in
+    proportion, a frame of fill values along the edges included."""
     block_rows, block_cols = dataset.block_shapes[band - 1]
     return [Window(col, row, width, height)
             for row, height in _sample_spans(dataset.height, block_rows)
@@ -250,16 +256,21 @@ def _sample_windows(dataset, band: int) -> list[Window]:
 
 
 def _sample_spans(size: int, block: int) -> list[tuple[int, int]]:
-    """(start, length) of up to `SAMPLE_WINDOWS` spans of `SAMPLE_WINDOW` pixels, one at the
-    middle of each of as many equal parts of `size`, moved inside the block holding that middle
+    """(start, length) of up to `SAMPLE_WINDOWS` spans of `SAMPLE_WINDOW` pixels, one in each
+    of as many equal parts of `size`, at a place in its part that differs from part to part (a
+    golden-ratio sequence, the first at the part's start): every place along the axis, the
+    edges included, is as likely to be read as any other, so a frame of fill values along the
+    edges is hit in proportion as a void in the middle is (spans at the parts' middles missed a
+    frame narrower than half a part). Each span is moved inside the block holding its start
     where the block is long enough (a span across two blocks decodes both)."""
     length = min(SAMPLE_WINDOW, size)
     count = min(SAMPLE_WINDOWS, max(1, size // SAMPLE_WINDOW))
+    part = size / count
     spans = []
     for i in range(count):
-        middle = (2 * i + 1) * size // (2 * count)
-        start = min(max(0, middle - length // 2), size - length)
-        first = middle // block * block
+        place = (i * GOLDEN) % 1.0  # where in its part, as a share of the room there
+        start = min(int(i * part + place * (part - length)), size - length)
+        first = start // block * block
         last = min(first + block, size) - length  # the block's last start for the span
         if last >= first:
             start = min(max(first, start), last)

@@ -29,8 +29,8 @@ class RecipeChoice(NamedTuple):
     """What `choose_recipe` decided: the options with the pick filled in, the train chips'
     baseline sums (None when the pick needed no chips), the recipe the run trains with (None
     for CycleGAN, an ``auto`` run that gives every option a recipe fills, or a resumed ``auto``
-    run whose pick the chips decided: its train.json says it) and the
-    line that says what ``auto`` picked and why (None when it picked nothing this run)."""
+    run whose pick the chips decided: its train.json says it) and the line that says what
+    ``auto`` picked and why (None when it picked nothing this run)."""
 
     config: TrainConfig
     sums: torch.Tensor | None
