@@ -18,7 +18,7 @@ import pytest
 from conftest import write_raster
 
 from geopix2pix.cli import main
-from tests.test_faults_overwrite import digest, leftovers, one_line
+from tests.test_faults_overwrite import dead_pid, digest, leftovers, one_line
 
 TRAIN = ["--recipe", "paper",
          "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
@@ -170,3 +170,20 @@ def test_a_killed_overwrite_keeps_the_earlier_run_and_a_rerun_cleans_up(chips, e
     before = digest(run)
     assert main([str(a) for a in ["train", chips, "-o", run, "--overwrite", *TRAIN]]) == 0
     assert leftovers(run.parent) == [] and digest(run) != before
+
+
+def test_a_resume_puts_a_killed_swap_s_run_back_before_reading_its_options(chips, tmp_path):
+    """A run folder a killed swap left aside (a system without an atomic exchange) is put back
+    before --resume reads its options: the resume takes them from its train.json (batch 3
+    here, not the default), not only from those typed."""
+    from geopix2pix.runtime.partials import WHERE
+    from geopix2pix.training import TrainingStopped, train
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        train(chips, run, recipe="paper", ngf=8, ndf=8, batch_size=3, workers=0, device="cpu",
+              quiet=True, max_steps=6, callback=lambda info: info["step"] == 2)
+    run.rename(tmp_path / f".run.{WHERE}-{dead_pid()}-abcdef.partial.earlier")
+    assert main(["train", str(chips), "-o", str(run), "--resume", "-q"]) == 0
+    assert leftovers(tmp_path) == []
+    assert '"batch_size": 3' in (run / "train.json").read_text()
