@@ -187,3 +187,31 @@ def test_a_resume_puts_a_killed_swap_s_run_back_before_reading_its_options(chips
     assert main(["train", str(chips), "-o", str(run), "--resume", "-q"]) == 0
     assert leftovers(tmp_path) == []
     assert '"batch_size": 3' in (run / "train.json").read_text()
+
+
+def test_other_ranks_wait_for_rank_0_to_put_a_killed_swap_s_folder_back(tmp_path):
+    """Under torchrun only rank 0 puts back a run folder a killed swap left aside; the other
+    ranks wait for it before they read its options (and no longer than a bound when nothing
+    does)."""
+    import threading
+    import time
+
+    from geopix2pix.runtime.partials import WHERE
+    from geopix2pix.runtime.staging import remove_stale_folders, wait_for_put_back
+
+    run = tmp_path / "run"
+    aside = tmp_path / f".run.{WHERE}-{dead_pid()}-abcdef.partial.earlier"
+    aside.mkdir()
+    (aside / "train.json").write_text("{}")
+    start = time.monotonic()
+    wait_for_put_back(run, seconds=0.3)  # nobody puts it back: it gives up
+    assert 0.3 <= time.monotonic() - start < 5 and not run.exists()
+    rank_0 = threading.Timer(0.5, remove_stale_folders, [run])
+    rank_0.start()
+    start = time.monotonic()
+    wait_for_put_back(run)
+    rank_0.join()
+    assert time.monotonic() - start >= 0.45 and (run / "train.json").exists()
+    start = time.monotonic()
+    wait_for_put_back(run)  # nothing aside: no wait
+    assert time.monotonic() - start < 0.1

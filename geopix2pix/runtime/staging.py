@@ -20,6 +20,7 @@ import ctypes
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from geopix2pix.runtime.partials import partial_folder_name, stale_folder
@@ -84,3 +85,21 @@ def remove_stale_folders(final: Path) -> None:
                 continue
         if kind is not None:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _left_aside(final: Path) -> bool:
+    """Whether `final` is missing and a killed swap left its earlier folder aside."""
+    if os.path.lexists(final):
+        return False
+    with contextlib.suppress(OSError), os.scandir(final.parent) as entries:
+        return any(stale_folder(e.name, final) == "earlier" for e in entries
+                   if e.is_dir(follow_symlinks=False))
+    return False
+
+
+def wait_for_put_back(final: Path, seconds: float = 60.0) -> None:
+    """Wait (up to `seconds`) while an earlier folder a killed swap left aside is not yet back
+    at `final`: another process (torchrun's rank 0) puts it back (`remove_stale_folders`)."""
+    deadline = time.monotonic() + seconds
+    while _left_aside(final) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -28,7 +28,7 @@ from geopix2pix.chips.manifest import MANIFEST, DatasetInfo
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport, warn_user
 from geopix2pix.runtime import distributed
 from geopix2pix.runtime.device import default_workers
-from geopix2pix.runtime.staging import remove_stale_folders
+from geopix2pix.runtime.staging import remove_stale_folders, wait_for_put_back
 from geopix2pix.runtime.stopping import StopRequest, attaches_stop_report
 from geopix2pix.settings.checking import api_function
 from geopix2pix.settings.train import TrainConfig, TrainKeywords
@@ -284,8 +284,11 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     refuse_spawned_reimport("train")
     given: dict[str, Any] = dict(options)
     if given.get("resume"):
-        if distributed.env().rank == 0:  # (under torchrun the others may read first)
-            remove_stale_folders(Path(out_dir).resolve())  # a killed swap's, put back first
+        final = Path(out_dir).resolve()  # a killed swap's folder is put back first
+        if distributed.env().rank == 0:
+            remove_stale_folders(final)
+        else:  # (torchrun: the other ranks wait for rank 0 to put it back)
+            wait_for_put_back(final)
         given = saved_options(Path(out_dir), given)
     config = TrainConfig.from_options(**given)
     setup = device_setup(config.device, config.amp, distributed.env().local_rank)
