@@ -159,3 +159,28 @@ def test_an_rgba_scene_gdal_masks_itself_is_predicted_as_before(tmp_path):
         assert src.colorinterp[-1] == ColorInterp.alpha
         assert not src.dataset_mask()[:, :HOLE].any()  # GDAL's own mask, from the alpha
     predicts_as_masked(tmp_path, str(path), data)
+
+
+@pytest.mark.filterwarnings("ignore:.*from the training pixel size")
+@pytest.mark.parametrize("bands", [3, 4])  # GDAL's mask from the alpha (RGBA), and none (5 bands)
+def test_semi_transparent_pixels_are_valid_as_qgis_draws_them(tmp_path, bands):
+    """Only alpha 0 is invalid: a semi-transparent pixel (alpha 1..254, e.g. a feathered edge)
+    is drawn by QGIS and read as valid, and so are the prediction's pixels over it."""
+    data = values(bands, "uint8")
+    band = np.full((1, SIZE, SIZE), 255, np.uint8)
+    band[:, :, :HOLE], band[:, :, HOLE:2 * HOLE] = 0, 1 + np.arange(HOLE, dtype=np.uint8) * 12
+    path = tmp_path / "rgba.tif"
+    write_raster(path, np.concatenate([data, band]), transform=GRID)
+    with rasterio.open(path, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue][:bands] + [
+            ColorInterp.undefined] * (bands - 3) + [ColorInterp.alpha]
+    expected = np.ones((SIZE, SIZE), bool)
+    expected[:, :HOLE] = False
+    with rasterio.open(path) as src:
+        assert data_bands(src) == list(range(1, bands + 1))
+        _, valid = read_window(src, data_bands(src), None)
+    assert np.array_equal(valid, expected)
+    model = unet_file(tmp_path / "m.safetensors", in_ch=bands)
+    g.predict(str(path), tmp_path / "out.tif", model=model, device="cpu", progress=False)
+    with rasterio.open(tmp_path / "out.tif") as out:
+        assert np.array_equal(out.dataset_mask() > 0, expected)
