@@ -126,6 +126,29 @@ def test_a_large_raster_with_overviews_is_read_once_decimated(tmp_path, monkeypa
     assert reads[0]["out_shape"] == (1, nodata.SAMPLE_SIDE, nodata.SAMPLE_SIDE)
 
 
+def test_an_overview_too_fine_to_save_reads_is_passed_over_for_windows(tmp_path, monkeypatch):
+    """A 2x overview alone: the decimated read would decode it whole, a quarter of the file's
+    pixels (16 million here); the windows read 0.4 % of them."""
+    path = _large(tmp_path / "fine.tif", corner=2600)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.build_overviews([2], Resampling.nearest)
+    lines, reads = _lines_and_reads(path, monkeypatch)
+    assert len(lines) == 1 and 8 <= _share(lines[0]) <= 12
+    assert reads and all(isinstance(r.get("window"), Window) for r in reads)
+
+
+def test_a_tiled_raster_just_over_the_sample_side_is_read_once(tmp_path, monkeypatch):
+    """1000 x 1000 pixels, tiled, no overviews: decoding it whole is cheap, one read instead of
+    a grid of 256 windows."""
+    data = np.full((1, 1000, 1000), 300, "uint16")
+    data[0, :100] = 65535
+    path = write_raster(tmp_path / "tiled.tif", data, tiled=True, blockxsize=256,
+                        blockysize=256)
+    lines, reads = _lines_and_reads(path, monkeypatch)
+    assert len(lines) == 1 and 8 <= _share(lines[0]) <= 12
+    assert len(reads) == 1 and reads[0].get("window") is None
+
+
 def _decimated(dataset, bands):
     """The sample as it was before windows: the raster decimated to SAMPLE_SIDE a side."""
     step = max(1, math.ceil(max(dataset.height, dataset.width) / nodata.SAMPLE_SIDE))

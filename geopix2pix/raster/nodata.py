@@ -25,6 +25,7 @@ from geopix2pix.errors import GeoPix2PixError
 
 FILL_SHARE = 0.005  # of the sample's pixels at one fill value: enough to warn
 SAMPLE_SIDE = 512  # the sample read: at most this many rows and columns (decimated)
+CHEAP_READ = (2 * SAMPLE_SIDE) ** 2  # pixels a band's read may decode for the sample
 SAMPLE_WINDOWS = 16  # a larger raster without overviews: at most this many windows a side,
 SAMPLE_WINDOW = 32  # of this many pixels a side, each inside one block where it can be
 FLOAT_FILLS = (-9999.0, -32768.0, float(np.finfo(np.float32).min))
@@ -229,20 +230,29 @@ GOLDEN = (math.sqrt(5) - 1) / 2  # `_sample_spans`' places within the parts
 
 def _sample(dataset, bands: Sequence[int]) -> np.ndarray:
     """The bands' sample, (bands, pixels): the raster decimated to at most `SAMPLE_SIDE` pixels
-    a side where that is cheap (a small raster; GDAL reads an overview where the file has one;
+    a side where that is cheap (a raster of up to `CHEAP_READ` pixels; GDAL reads an overview
+    where the file has one coarse enough;
     a file in strips, whose every strip a read of its rows decodes whole, so windows would cost
     as much); else, for a large tiled file without overviews, a fixed grid of small windows from
     edge to edge: GDAL would serve the decimated read by decoding every tile it touches, all of
     the file."""
-    small = max(dataset.height, dataset.width) <= SAMPLE_SIDE
+    step = max(1, math.ceil(max(dataset.height, dataset.width) / SAMPLE_SIDE))
+    small = dataset.height * dataset.width <= CHEAP_READ  # decoded whole, still cheap
     striped = dataset.block_shapes[bands[0] - 1][1] >= dataset.width
-    if small or striped or dataset.overviews(bands[0]):
-        step = max(1, math.ceil(max(dataset.height, dataset.width) / SAMPLE_SIDE))
+    if small or striped or _coarse_overview(dataset, bands[0], step):
         shape = (len(bands), max(1, dataset.height // step), max(1, dataset.width // step))
         read = dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
         return read.reshape(len(bands), -1)
     return np.concatenate([dataset.read(list(bands), window=window).reshape(len(bands), -1)
                            for window in _sample_windows(dataset, bands[0])], axis=1)
+
+
+def _coarse_overview(dataset, band: int, step: int) -> bool:
+    """Whether the file has an overview that a read decimated by `step` decodes at most
+    `CHEAP_READ` pixels of (GDAL reads the coarsest one at least as fine as asked: a file with
+    a 2x overview alone would have a quarter of its pixels decoded)."""
+    factors = [f for f in dataset.overviews(band) if f <= step]
+    return bool(factors) and dataset.height * dataset.width / max(factors) ** 2 <= CHEAP_READ
 
 
 def _sample_windows(dataset, band: int) -> list[Window]:
