@@ -18,6 +18,7 @@ import pytest
 from conftest import write_raster
 
 from geopix2pix.cli import main
+from geopix2pix.errors import GeoPix2PixError
 from tests.test_faults_overwrite import dead_pid, digest, leftovers, one_line
 
 TRAIN = ["--recipe", "paper",
@@ -189,29 +190,59 @@ def test_a_resume_puts_a_killed_swap_s_run_back_before_reading_its_options(chips
     assert '"batch_size": 3' in (run / "train.json").read_text()
 
 
-def test_other_ranks_wait_for_rank_0_to_put_a_killed_swap_s_folder_back(tmp_path):
-    """Under torchrun only rank 0 puts back a run folder a killed swap left aside; the other
-    ranks wait for it before they read its options (and no longer than a bound when nothing
-    does)."""
-    import threading
-    import time
-
+def _left_aside(tmp_path: Path) -> Path:
+    """A run folder holding a train.json, left aside by a killed swap (a dead process's)."""
     from geopix2pix.runtime.partials import WHERE
-    from geopix2pix.runtime.staging import remove_stale_folders, wait_for_put_back
 
-    run = tmp_path / "run"
     aside = tmp_path / f".run.{WHERE}-{dead_pid()}-abcdef.partial.earlier"
     aside.mkdir()
     (aside / "train.json").write_text("{}")
-    start = time.monotonic()
-    wait_for_put_back(run, seconds=0.3)  # nobody puts it back: it gives up
-    assert 0.3 <= time.monotonic() - start < 5 and not run.exists()
+    return aside
+
+
+def test_other_ranks_wait_for_rank_0_to_put_a_killed_swap_s_folder_back(tmp_path):
+    """Under torchrun only rank 0 puts back a run folder a killed swap left aside; the other
+    ranks wait for it before they read its options, and say so in one line when nothing puts
+    it back in time."""
+    import threading
+
+    from geopix2pix.runtime.staging import remove_stale_folders, wait_for_put_back
+
+    run, aside = tmp_path / "run", _left_aside(tmp_path)
+    with pytest.raises(GeoPix2PixError, match=f"left it aside as {aside.name}.*rename it"):
+        wait_for_put_back(run, seconds=0.3)  # nobody puts it back
     rank_0 = threading.Timer(0.5, remove_stale_folders, [run])
+    start = time.monotonic()
     rank_0.start()
-    start = time.monotonic()
     wait_for_put_back(run)
+    waited = time.monotonic() - start
+    done = rank_0.finished.is_set() and run.exists()  # (before the join: the wait's doing)
     rank_0.join()
-    assert time.monotonic() - start >= 0.45 and (run / "train.json").exists()
+    assert done and 0.45 <= waited < 30 and (run / "train.json").exists()
     start = time.monotonic()
-    wait_for_put_back(run)  # nothing aside: no wait
-    assert time.monotonic() - start < 0.1
+    wait_for_put_back(tmp_path / "missing")  # nothing aside: no wait
+    assert time.monotonic() - start < 5
+
+
+def test_a_resume_on_rank_1_reads_the_options_rank_0_puts_back(chips, tmp_path, monkeypatch):
+    """`train --resume` as torchrun's rank 1 waits for rank 0 to put the run folder back, then
+    takes the run's options from its train.json (batch 3, not the default)."""
+    import threading
+
+    from geopix2pix.runtime.partials import WHERE
+    from geopix2pix.runtime.staging import remove_stale_folders
+    from geopix2pix.training import TrainingStopped, train
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        train(chips, run, recipe="paper", ngf=8, ndf=8, batch_size=3, workers=0, device="cpu",
+              quiet=True, max_steps=6, callback=lambda info: info["step"] == 2)
+    run.rename(tmp_path / f".run.{WHERE}-{dead_pid()}-abcdef.partial.earlier")
+    monkeypatch.setenv("RANK", "1")  # (a world of one: only the rank's own part changes)
+    rank_0 = threading.Timer(0.5, remove_stale_folders, [run.resolve()])
+    rank_0.start()
+    try:
+        assert main(["train", str(chips), "-o", str(run), "--resume", "-q"]) == 0
+    finally:
+        rank_0.join()
+    assert '"batch_size": 3' in (run / "train.json").read_text()

@@ -25,11 +25,11 @@ TILE = 256
 
 
 def _large(path: Path, corner: int, fill=65535, dtype="uint16", tiled=True,
-           frame: int = 0) -> Path:
+           frame: int = 0, tile: int = TILE) -> Path:
     """A BIG x BIG compressed raster of 300s (tiled TILE, or in strips) whose top-left
     `corner` x `corner` pixels, and a `frame` of pixels along every edge, are `fill`, written a
     band of rows at a time."""
-    layout = dict(tiled=True, blockxsize=TILE, blockysize=TILE) if tiled else {}
+    layout = dict(tiled=True, blockxsize=tile, blockysize=tile) if tiled else {}
     profile = dict(driver="GTiff", width=BIG, height=BIG, count=1, dtype=dtype,
                    compress="deflate", crs="EPSG:32633",
                    transform=Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0), **layout)
@@ -128,13 +128,25 @@ def test_a_large_raster_with_overviews_is_read_once_decimated(tmp_path, monkeypa
 
 def test_an_overview_too_fine_to_save_reads_is_passed_over_for_windows(tmp_path, monkeypatch):
     """A 2x overview alone: the decimated read would decode it whole, a quarter of the file's
-    pixels (16 million here); the windows read 0.4 % of them."""
-    path = _large(tmp_path / "fine.tif", corner=2600)
+    pixels (16.8 million here); the windows decode a tile of 128 x 128 each (4.2 million)."""
+    path = _large(tmp_path / "fine.tif", corner=2600, tile=128)
     with rasterio.open(path, "r+") as dataset:
         dataset.build_overviews([2], Resampling.nearest)
     lines, reads = _lines_and_reads(path, monkeypatch)
     assert len(lines) == 1 and 8 <= _share(lines[0]) <= 12
     assert reads and all(isinstance(r.get("window"), Window) for r in reads)
+
+
+@pytest.mark.parametrize("factor", [16, 18])
+def test_an_overview_gdal_reads_for_the_sample_is_read_once(tmp_path, monkeypatch, factor):
+    """An overview as coarse as the sample asks (16x of 8192 px), or a little coarser, which
+    GDAL takes all the same for a nearest read (up to 1.2x): one decimated read of it."""
+    path = _large(tmp_path / "coarse.tif", corner=2600)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.build_overviews([factor], Resampling.nearest)
+    lines, reads = _lines_and_reads(path, monkeypatch)
+    assert len(lines) == 1 and 8 <= _share(lines[0]) <= 12
+    assert len(reads) == 1 and reads[0].get("window") is None
 
 
 def test_a_tiled_raster_just_over_the_sample_side_is_read_once(tmp_path, monkeypatch):

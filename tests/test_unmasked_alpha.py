@@ -162,10 +162,12 @@ def test_an_rgba_scene_gdal_masks_itself_is_predicted_as_before(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:.*from the training pixel size")
+@pytest.mark.parametrize("resample", [False, True])  # the scene as it is, or warped
 @pytest.mark.parametrize("bands", [3, 4])  # GDAL's mask from the alpha (RGBA), and none (5 bands)
-def test_semi_transparent_pixels_are_valid_as_qgis_draws_them(tmp_path, bands):
+def test_semi_transparent_pixels_are_valid_as_qgis_draws_them(tmp_path, bands, resample):
     """Only alpha 0 is invalid: a semi-transparent pixel (alpha 1..254, e.g. a feathered edge)
-    is drawn by QGIS and read as valid, and so are the prediction's pixels over it."""
+    is drawn by QGIS and read as valid, and so are the prediction's pixels over it (predicted
+    on the scene's grid, or warped to the model's pixel size and back)."""
     data = values(bands, "uint8")
     band = np.full((1, SIZE, SIZE), 255, np.uint8)
     band[:, :, :HOLE], band[:, :, HOLE:2 * HOLE] = 0, 1 + np.arange(HOLE, dtype=np.uint8) * 12
@@ -174,6 +176,12 @@ def test_semi_transparent_pixels_are_valid_as_qgis_draws_them(tmp_path, bands):
     with rasterio.open(path, "r+") as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue][:bands] + [
             ColorInterp.undefined] * (bands - 3) + [ColorInterp.alpha]
+    if bands == 4:
+        check_gdal_builds_no_mask(path)  # (the alpha's zeros are ours to find)
+    else:
+        with rasterio.open(path) as src:  # GDAL's own mask: 0, the alpha's value, 255
+            assert (src.dataset_mask()[:, :HOLE] == 0).all()
+            assert (src.dataset_mask()[:, HOLE:2 * HOLE] < 255).all()
     expected = np.ones((SIZE, SIZE), bool)
     expected[:, :HOLE] = False
     with rasterio.open(path) as src:
@@ -181,6 +189,7 @@ def test_semi_transparent_pixels_are_valid_as_qgis_draws_them(tmp_path, bands):
         _, valid = read_window(src, data_bands(src), None)
     assert np.array_equal(valid, expected)
     model = unet_file(tmp_path / "m.safetensors", in_ch=bands)
-    g.predict(str(path), tmp_path / "out.tif", model=model, device="cpu", progress=False)
+    g.predict(str(path), tmp_path / "out.tif", model=model, device="cpu", progress=False,
+              resample_to_model=resample)
     with rasterio.open(tmp_path / "out.tif") as out:
         assert np.array_equal(out.dataset_mask() > 0, expected)

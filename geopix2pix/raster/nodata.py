@@ -26,6 +26,7 @@ from geopix2pix.errors import GeoPix2PixError
 FILL_SHARE = 0.005  # of the sample's pixels at one fill value: enough to warn
 SAMPLE_SIDE = 512  # the sample read: at most this many rows and columns (decimated)
 CHEAP_READ = (2 * SAMPLE_SIDE) ** 2  # pixels a band's read may decode for the sample
+OVERVIEW_REACH = 1.2  # GDAL takes an overview this much coarser than a nearest read asks, less
 SAMPLE_WINDOWS = 16  # a larger raster without overviews: at most this many windows a side,
 SAMPLE_WINDOW = 32  # of this many pixels a side, each inside one block where it can be
 FLOAT_FILLS = (-9999.0, -32768.0, float(np.finfo(np.float32).min))
@@ -230,29 +231,31 @@ GOLDEN = (math.sqrt(5) - 1) / 2  # `_sample_spans`' places within the parts
 
 def _sample(dataset, bands: Sequence[int]) -> np.ndarray:
     """The bands' sample, (bands, pixels): the raster decimated to at most `SAMPLE_SIDE` pixels
-    a side where that is cheap (a raster of up to `CHEAP_READ` pixels; GDAL reads an overview
-    where the file has one coarse enough;
-    a file in strips, whose every strip a read of its rows decodes whole, so windows would cost
-    as much); else, for a large tiled file without overviews, a fixed grid of small windows from
-    edge to edge: GDAL would serve the decimated read by decoding every tile it touches, all of
-    the file."""
+    a side where that is cheap: where GDAL decodes for it at most `CHEAP_READ` pixels a band
+    (a small raster, or one with an overview coarse enough), or no more than the windows below
+    would, or the file is in strips (a window decodes its rows' strips whole); else a fixed grid
+    of small windows from edge to edge (`_sample_windows`), each decoding one tile, where GDAL
+    would serve the decimated read by decoding every tile of the file (or of a fine overview)."""
     step = max(1, math.ceil(max(dataset.height, dataset.width) / SAMPLE_SIDE))
-    small = dataset.height * dataset.width <= CHEAP_READ  # decoded whole, still cheap
-    striped = dataset.block_shapes[bands[0] - 1][1] >= dataset.width
-    if small or striped or _coarse_overview(dataset, bands[0], step):
+    windows = _sample_windows(dataset, bands[0])
+    block_rows, block_cols = dataset.block_shapes[bands[0] - 1]
+    striped = block_cols >= dataset.width
+    windows_decode = len(windows) * block_rows * block_cols
+    if striped or _decimated_decode(dataset, bands[0], step) <= max(CHEAP_READ, windows_decode):
         shape = (len(bands), max(1, dataset.height // step), max(1, dataset.width // step))
         read = dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
         return read.reshape(len(bands), -1)
     return np.concatenate([dataset.read(list(bands), window=window).reshape(len(bands), -1)
-                           for window in _sample_windows(dataset, bands[0])], axis=1)
+                           for window in windows], axis=1)
 
 
-def _coarse_overview(dataset, band: int, step: int) -> bool:
-    """Whether the file has an overview that a read decimated by `step` decodes at most
-    `CHEAP_READ` pixels of (GDAL reads the coarsest one at least as fine as asked: a file with
-    a 2x overview alone would have a quarter of its pixels decoded)."""
-    factors = [f for f in dataset.overviews(band) if f <= step]
-    return bool(factors) and dataset.height * dataset.width / max(factors) ** 2 <= CHEAP_READ
+def _decimated_decode(dataset, band: int, step: int) -> float:
+    """The pixels a band's read decimated by `step` decodes: those of the coarsest overview
+    GDAL takes for it (one less than `OVERVIEW_REACH` times as coarse as asked; a 2x overview
+    alone is a quarter of the file), else the whole file's. (The first band's overviews stand
+    for all: a GeoTIFF's cover every band.)"""
+    factors = [f for f in dataset.overviews(band) if f < OVERVIEW_REACH * step]
+    return dataset.height * dataset.width / max(factors, default=1) ** 2
 
 
 def _sample_windows(dataset, band: int) -> list[Window]:

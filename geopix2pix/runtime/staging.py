@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.runtime.partials import partial_folder_name, stale_folder
 
 _AT_FDCWD = -100
@@ -80,26 +81,34 @@ def remove_stale_folders(final: Path) -> None:
                  if e.is_dir(follow_symlinks=False)]
     for path, kind in sorted(stale, key=lambda item: item[1] != "earlier"):
         if kind == "earlier" and not os.path.lexists(final):
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # failed: kept, the earlier outputs' only copy
                 os.rename(path, final)
-                continue
+            continue
         if kind is not None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _left_aside(final: Path) -> bool:
-    """Whether `final` is missing and a killed swap left its earlier folder aside."""
+def _left_aside(final: Path) -> Path | None:
+    """The earlier folder a killed swap left aside, while nothing is at `final`."""
     if os.path.lexists(final):
-        return False
+        return None
     with contextlib.suppress(OSError), os.scandir(final.parent) as entries:
-        return any(stale_folder(e.name, final) == "earlier" for e in entries
-                   if e.is_dir(follow_symlinks=False))
-    return False
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and stale_folder(entry.name, final) == \
+                    "earlier":
+                return Path(entry.path)
+    return None
 
 
 def wait_for_put_back(final: Path, seconds: float = 60.0) -> None:
     """Wait (up to `seconds`) while an earlier folder a killed swap left aside is not yet back
-    at `final`: another process (torchrun's rank 0) puts it back (`remove_stale_folders`)."""
+    at `final`: another process (torchrun's rank 0, on this host) puts it back
+    (`remove_stale_folders`); GeoPix2PixError when it is still aside after that."""
     deadline = time.monotonic() + seconds
-    while _left_aside(final) and time.monotonic() < deadline:
+    while (aside := _left_aside(final)) is not None:
+        if time.monotonic() >= deadline:
+            raise GeoPix2PixError(
+                f"{final} is missing and a killed run left it aside as {aside.name}, which "
+                f"rank 0 did not put back within {seconds:g} s; rename it to {final.name} and "
+                "run again")
         time.sleep(0.05)
