@@ -12,7 +12,9 @@ mu_k . S^-1 mu_k / 2 + log p_k`` (log-posteriors but for a term the same for eve
 majority class's a one-hot bias. So `PixelAffine`, a 1x1 "generator", stands in for the model in
 the unchanged prediction pipeline (``predict --baseline``), and `ResidualGenerator` adds the
 map a generator trained on the residual starts from (``train --residual linear``: the linear map
-of values, a class map's discriminant) back to it.
+of values, a class map's discriminant) back to it. A CycleGAN file carries ``constant`` alone,
+the train mean of the domain it writes (`geopix2pix.training.cyclegan_baselines`): the others
+are fitted on pairs.
 """
 
 from __future__ import annotations
