@@ -252,8 +252,8 @@ def read(path: Path, dataset: str, categorical: bool, residual: str) -> RunBasel
         if data["dataset"] != dataset or bool(data["categorical"]) != categorical:
             return None
         maps = BaselineMaps.from_dict({**data["maps"], "residual": residual})
-        if categorical and maps.discriminant is None:  # written before it was fitted
-            return None
+        if maps.linear is None or (categorical and maps.discriminant is None):
+            return None  # another family's, or written before the discriminant was fitted
         scores = {name: {k: float(v) for k, v in values.items()}
                   for name, values in data["scores"].items()}
         return RunBaselines(maps, scores, int(data["pixels"]))
