@@ -201,8 +201,9 @@ def show_results(model: PathLike | LoadedModel, chips_dir: PathLike, n: int = 4,
                  baseline: bool = True):
     """input | prediction | target for `n` chips of a split; `model` is a model file or a loaded
     model (`geopix2pix.load_model`). With ``baseline`` and a model file that carries its
-    baselines, the linear baseline's prediction (a class map's linear discriminant, or in files
-    from before it the nearest class mean) is shown beside the model's."""
+    linear baselines (a Pix2Pix file's), the linear baseline's prediction (a class map's linear
+    discriminant, or in files from before it the nearest class mean) is shown beside the
+    model's."""
     from geopix2pix.models.metadata import ModelMetadata
     from geopix2pix.prediction.predictor import baseline_model
 
@@ -211,7 +212,7 @@ def show_results(model: PathLike | LoadedModel, chips_dir: PathLike, n: int = 4,
     results = predict_chips(loaded, chips_dir, ids)  # a model unfit for the chips: no figure
     meta = ModelMetadata.of(loaded)
     titles = ["input", "prediction", "target"]
-    if baseline and meta.baselines is not None:
+    if baseline and meta.baselines is not None and meta.baselines.linear is not None:
         name = "discriminant" if meta.baselines.discriminant is not None else "linear"
         titles.insert(2, {"discriminant": "linear discriminant", "linear": "nearest class mean"
                           if meta.categorical else "linear baseline"}[name])

@@ -144,6 +144,30 @@ def test_baseline_maps_refuse_non_finite_or_misshapen_numbers():
             BaselineMaps.from_dict({"linear": bad, "constant": good})
 
 
+def test_a_constant_alone_loads_and_a_missing_or_misshapen_constant_is_refused():
+    """A CycleGAN file carries its output domain's train mean alone (no pairs, no linear)."""
+    good = {"weight": [[0.0, 0.0]], "bias": [0.5]}
+    alone = BaselineMaps.from_dict({"constant": good})
+    assert alone.linear is None and alone.names() == ("constant",)
+    assert BaselineMaps.from_dict(alone.to_dict()) == alone and "linear" not in alone.to_dict()
+    alone.check_shape(2, 1)
+    with pytest.raises(ValueError, match="map 2 bands to 1, the generator 3 to 1"):
+        alone.check_shape(3, 1)
+    with pytest.raises(ValueError, match="only the constant .train mean. baseline"):
+        alone.map("linear")
+    with pytest.raises(ValueError, match="no linear map"):
+        alone.start  # noqa: B018
+    for bad, message in (({"linear": good}, "constant map is missing"),
+                         ({"constant": None}, "constant map is missing"),
+                         ({"constant": good, "residual": "linear"}, "without the linear map"),
+                         ({"constant": good, "linear": {"weight": [[1.0]], "bias": [0.0]}},
+                          "linear, constant maps differ in shape"),
+                         ({"constant": good, "discriminant": {"weight": [[1.0]], "bias": [0]}},
+                          "differ in shape")):
+        with pytest.raises(ValueError, match=message):
+            BaselineMaps.from_dict(bad)
+
+
 def test_the_class_map_warning_names_the_leading_baselines_and_only_new_advice():
     from types import SimpleNamespace
 

@@ -122,13 +122,15 @@ def test_both_model_files_load_and_predict_on_exact_grids(run, chips, tmp_path):
 
 def test_a_baseline_of_a_cyclegan_model_is_refused_for_what_it_is(run, chips, tmp_path, capsys):
     """A tester got "written before geopix2pix fitted them; train again" for a new file:
-    CycleGAN files never carry baselines (they are fitted on pairs)."""
+    CycleGAN files carry the constant (train mean) alone (the linear ones are fitted on
+    pairs)."""
     result, _ = run
     code = main(["predict", str(chips.parent / "a.tif"), str(tmp_path / "out.tif"), "-m",
                  str(result.run_dir / "model.safetensors"), "--baseline", "linear"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "a cyclegan model file carries no baselines (they are fitted on paired chips)" in err
+    assert ("a CycleGAN model file carries only the constant (train mean) baseline, because "
+            "the linear ones are fitted on pairs") in err
     assert not (tmp_path / "out.tif").exists()
 
 

@@ -102,6 +102,9 @@ def test_a_resumed_unpaired_run_is_the_uninterrupted_one(chips, tmp_path):
     assert _rows(resumed.run_dir) == _rows(full.run_dir)
     assert_same_tensors(full.run_dir, resumed.run_dir,
                         ("model.safetensors", "model-ba.safetensors"))
+    for name in ("model.safetensors", "model-ba.safetensors"):  # the train means, read back
+        assert load_model(resumed.run_dir / name).metadata["baselines"] == \
+            load_model(full.run_dir / name).metadata["baselines"]
 
 
 def test_pix2pix_refuses_the_unpaired_folder_in_one_line(chips, tmp_path, capsys):

@@ -1,13 +1,14 @@
 """`run_demo`: the whole geopix2pix pipeline on generated scenes, end to end.
 
 generate scenes -> export chips -> train a small Pix2Pix -> predict the held-out scene ->
-evaluate it against the held-out truth, beside two baselines fitted on the training chips (the
-training mean, and the linear map of the input bands that the model file carries) ->
+evaluate it against the held-out truth, beside two baselines fitted on the training chips that
+the model file carries and `predict --baseline` writes (the training mean, and the linear map of
+the input bands) ->
 quicklook PNG (input | prediction | truth) -> demo.json, written last.
 
 With `unpaired` (sar2optical), a small CycleGAN learns instead from the SAR of the first training
-scene and the optical image of the second, scenes apart on the ground (no pixel is paired); there
-is then no linear baseline, which is fitted on pairs.
+scene and the optical image of the second, scenes apart on the ground (no pixel is paired); its
+model file carries the training mean alone (the linear baseline is fitted on pairs).
 
 The default `DemoSettings` finish in about five minutes on a 2-core CPU; a GPU is used when present.
 """
@@ -21,19 +22,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-import rasterio
-
-from geopix2pix.chips.manifest import DatasetInfo
 from geopix2pix.chips.pipeline import OUTPUTS as CHIP_OUTPUTS
-from geopix2pix.chips.scaling import to_dtype
 from geopix2pix.demo.scenes import TASKS, DemoScenes, make_demo_scenes
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.raster.gdal_log import checked_write
 from geopix2pix.raster.io import open_raster, read_window
 from geopix2pix.raster.write import (
     atomic_path,
-    gtiff_profile,
     write_text_atomic,
 )
 from geopix2pix.runtime.folders import Owned, prepare_output_dir
@@ -153,32 +147,6 @@ def _beats(model: dict, baseline: dict) -> bool:
     """A lower MAE and RMSE and a higher PSNR than the baseline's: a win on all three."""
     return model["mae"] < baseline["mae"] and model["rmse"] < baseline["rmse"] and \
         model["psnr"] > baseline["psnr"]
-
-
-def write_baseline(info: DatasetInfo, like: Path, out: Path) -> Path:
-    """A raster on `like`'s grid holding the training mean of each target band, invalid where
-    `like` (the prediction) is: its nodata, or its mask where it has no nodata value (a uint8
-    RGB target), so both are compared on the same pixels."""
-    target = info.target
-    means = np.array([s["mean"] for s in target.stats], dtype=np.float64)
-    with open_raster(like) as ds:
-        data, valid = read_window(ds, list(range(1, ds.count + 1)), None)
-        profile = gtiff_profile(ds.dtypes[0], ds.count, ds.crs, ds.transform, ds.width,
-                                ds.height, ds.nodata)
-        descriptions, dtype, nodata = ds.descriptions, ds.dtypes[0], ds.nodata
-    values = to_dtype(np.broadcast_to(means[:, None, None], data.shape), dtype)
-    if nodata is not None:
-        values = np.where(valid[None], values, np.asarray(nodata).astype(values.dtype))
-    with atomic_path(out, overwrite=True) as temp, checked_write(temp, out), \
-            rasterio.open(temp, "w", **profile) as dst:
-        target.band_metadata.apply(dst)  # units and colours, as the prediction's
-        dst.write(values)
-        if nodata is None and not valid.all():
-            dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
-        for band, text in enumerate(descriptions, 1):
-            if text:
-                dst.set_band_description(band, text)
-    return out
 
 
 def write_quicklook(source: Path, prediction: Path, truth: Path, out: Path) -> Path:
@@ -314,7 +282,9 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
     clock.run("predict", predict, scenes.heldout_source, prediction, model=model,
               device=s.device, batch_size=s.batch_size, progress=progress)
     _stage(progress, 5, "evaluating against the held-out truth and the baseline")
-    baseline = write_baseline(DatasetInfo.load(chips), prediction, out / "baseline.tif")
+    baseline = out / "baseline.tif"  # the train mean the model file carries, on the same grid
+    predict(scenes.heldout_source, baseline, model=model, device=s.device, baseline="constant",
+            batch_size=s.batch_size, progress=False)
     report = clock.run("evaluate", evaluate, prediction, scenes.heldout_target,
                        json_path=out / "evaluation.json")
     base_report = evaluate(baseline, scenes.heldout_target,

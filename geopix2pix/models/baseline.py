@@ -12,7 +12,9 @@ mu_k . S^-1 mu_k / 2 + log p_k`` (log-posteriors but for a term the same for eve
 majority class's a one-hot bias. So `PixelAffine`, a 1x1 "generator", stands in for the model in
 the unchanged prediction pipeline (``predict --baseline``), and `ResidualGenerator` adds the
 map a generator trained on the residual starts from (``train --residual linear``: the linear map
-of values, a class map's discriminant) back to it.
+of values, a class map's discriminant) back to it. A CycleGAN file carries ``constant`` alone,
+the train mean of the domain it writes (`geopix2pix.training.cyclegan_baselines`): the others
+are fitted on pairs.
 """
 
 from __future__ import annotations
@@ -72,61 +74,79 @@ def _finite_numbers(values: Any, name: str) -> tuple[float, ...]:
 @dataclass(frozen=True)
 class BaselineMaps:
     """The baselines of a model file (``ModelMetadata.baselines``), and whether its generator
-    predicts the residual over ``linear`` (``residual == "linear"``)."""
+    predicts the residual over ``linear`` (``residual == "linear"``). A Pix2Pix file carries
+    ``linear`` and ``constant``; a CycleGAN file ``constant`` alone (the train mean of its
+    output domain: the linear maps are fitted on pairs)."""
 
-    linear: PixelMap
+    linear: PixelMap | None
     constant: PixelMap
     residual: str = "none"
     discriminant: PixelMap | None = None  # a class map's (None for values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"linear": self.linear.to_dict(), "constant": self.constant.to_dict(),
-                "residual": self.residual,
+        return {**({"linear": self.linear.to_dict()} if self.linear else {}),
+                "constant": self.constant.to_dict(), "residual": self.residual,
                 **({"discriminant": self.discriminant.to_dict()} if self.discriminant else {})}
 
     @classmethod
     def from_dict(cls, data: Any) -> BaselineMaps:
-        """ValueError when malformed (see `PixelMap.from_dict`)."""
+        """ValueError when malformed (see `PixelMap.from_dict`): ``constant`` is required, the
+        maps present agree in shape, and a residual needs the map it starts from."""
         if not isinstance(data, dict):
             raise ModelError(f"baselines must be an object, not {data!r}")
         residual = data.get("residual", "none")
         if residual not in RESIDUALS:
             raise ModelError(f"baselines: unknown residual {residual!r}")
-        discriminant = data.get("discriminant")
-        maps = cls(PixelMap.from_dict(data.get("linear")),
-                   PixelMap.from_dict(data.get("constant")), residual,
-                   None if discriminant is None else PixelMap.from_dict(discriminant))
-        if maps.linear.shape != maps.constant.shape or (
-                maps.discriminant is not None and maps.discriminant.shape != maps.linear.shape):
-            raise ModelError("baselines: the linear, constant and discriminant maps differ in "
-                             "shape")
+        if data.get("constant") is None:
+            raise ModelError("baselines: the constant map is missing")
+        linear, discriminant = (None if data.get(name) is None else PixelMap.from_dict(data[name])
+                                for name in ("linear", "discriminant"))
+        maps = cls(linear, PixelMap.from_dict(data["constant"]), residual, discriminant)
+        if len({m.shape for m in maps.present().values()}) > 1:
+            raise ModelError(f"baselines: the {', '.join(maps.present())} maps differ in shape")
+        if residual != "none" and linear is None and discriminant is None:
+            raise ModelError(f"baselines: residual {residual!r} without the linear map it "
+                             "starts from")
         return maps
+
+    def present(self) -> dict[str, PixelMap]:
+        """The maps these baselines hold, by name."""
+        maps = {"linear": self.linear, "constant": self.constant,
+                "discriminant": self.discriminant}
+        return {name: m for name, m in maps.items() if m is not None}
 
     @property
     def start(self) -> PixelMap:
         """The map a generator trained on the residual starts from and adds to: a class map's
-        discriminant (when fitted), else the linear map."""
-        return self.discriminant or self.linear
+        discriminant (when fitted), else the linear map (ModelError without either)."""
+        start = self.discriminant or self.linear
+        if start is None:
+            raise ModelError("baselines: no linear map for a residual generator to start from")
+        return start
 
     def check_shape(self, in_channels: int, out_channels: int) -> None:
         """ValueError unless the maps take ``in_channels`` and give ``out_channels``."""
-        if self.linear.shape != (out_channels, in_channels):
-            raise ModelError(f"baselines map {self.linear.shape[1]} bands to "
-                             f"{self.linear.shape[0]}, the generator {in_channels} to "
-                             f"{out_channels}")
+        for pixel_map in self.present().values():
+            if pixel_map.shape != (out_channels, in_channels):
+                raise ModelError(f"baselines map {pixel_map.shape[1]} bands to "
+                                 f"{pixel_map.shape[0]}, the generator {in_channels} to "
+                                 f"{out_channels}")
 
     def names(self) -> tuple[str, ...]:
         """The baselines these maps hold."""
-        return ("linear", "constant", *(("discriminant",) if self.discriminant else ()))
+        return tuple(self.present())
 
     def map(self, name: str) -> PixelMap:
         """The ``name`` baseline's map; ModelError when these maps have none of that name."""
-        maps = {"linear": self.linear, "constant": self.constant,
-                "discriminant": self.discriminant}
-        if maps.get(name) is None:
-            raise ModelError(f"no {name} baseline: a linear discriminant is fitted for a class "
-                             "map (--categorical) only")
-        return maps[name]
+        maps = self.present()
+        if name in maps:
+            return maps[name]
+        if self.linear is None:
+            raise ModelError(f"no {name} baseline: a CycleGAN model file carries only the "
+                             "constant (train mean) baseline; the linear ones are fitted on "
+                             "pairs")
+        raise ModelError(f"no {name} baseline: a linear discriminant is fitted for a class "
+                         "map (--categorical) only")
 
 
 class PixelAffine(nn.Module):

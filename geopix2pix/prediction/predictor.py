@@ -117,18 +117,19 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
 
 def baseline_model(model: LoadedModel, info: ModelMetadata, baseline: str) -> LoadedModel:
     """`model`, or with `baseline` (linear, constant, a class map's discriminant) that baseline
-    of its file in its place:
-    a per-pixel map that goes through the same pipeline into the same kind of output."""
+    of its file in its place: a per-pixel map that goes through the same pipeline into the same
+    kind of output. A CycleGAN file carries the constant (its output domain's train mean)
+    alone."""
     if baseline == "none":
         return model
-    if info.baselines is None and info.family not in (None, "pix2pix"):
-        raise GeoPix2PixError(f"--baseline {baseline}: a {info.family} model file carries no "
-                              "baselines (they are fitted on paired chips); predict with the "
-                              "model alone, or with a Pix2Pix model of the same data")
     if info.baselines is None:
         raise GeoPix2PixError(f"--baseline {baseline}: this model file carries no baselines "
                               "(it was written before geopix2pix fitted them); train again to "
                               "get them")
+    if baseline not in info.baselines.names() and info.baselines.linear is None:
+        raise GeoPix2PixError(f"--baseline {baseline}: a CycleGAN model file carries only the "
+                              "constant (train mean) baseline, because the linear ones are "
+                              "fitted on pairs; use --baseline constant")
     if baseline not in info.baselines.names():
         raise GeoPix2PixError(f"--baseline {baseline}: this model file carries none (a linear "
                               "discriminant is fitted for a class map only, and files trained "

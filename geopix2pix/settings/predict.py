@@ -18,7 +18,8 @@ from geopix2pix.settings.checking import from_keywords
 from geopix2pix.settings.declare import option
 
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
-# the baselines a model file carries (models/baseline.py; discriminant: a class map's only)
+# the baselines a model file carries (models/baseline.py; discriminant: a class map's only;
+# a CycleGAN file: constant only)
 BASELINES = ("linear", "constant", "discriminant")
 DEFAULT_CHUNK_WIDTH = 8192  # scene pixels blended at once (see prediction/engine/windows.py)
 
@@ -86,7 +87,8 @@ class PredictOptions:
         "(same grid, dtype, nodata): linear (the least-squares map of the source bands; for a "
         "class map the nearest class mean), constant (the train mean; the majority class) or, "
         "for a class map, discriminant (Fisher's linear discriminant of the source bands), "
-        "fitted on the train chips."))
+        "fitted on the train chips. A CycleGAN file carries the constant alone (the train mean "
+        "of the domain it writes): the others are fitted on pairs."))
 
     @classmethod
     def from_options(cls, **options) -> PredictOptions:

@@ -210,9 +210,17 @@ def score(trainer, baselines: RunBaselines) -> None:
 
 def _loader(trainer, dataset):
     """The chips of ``dataset`` in order, this rank's shard of them."""
-    sampler = EpochBatchSampler(len(dataset), trainer.config.batch_size, 0, shuffle=False,
-                                rank=trainer.rank, world_size=trainer.world)
-    return make_loader(dataset, sampler, 0, trainer.setup, 0)
+    return shard_loader(dataset, trainer.config.batch_size, trainer.rank, trainer.world,
+                        trainer.setup)
+
+
+def shard_loader(dataset, batch_size: int, rank: int, world: int, setup):
+    """The items of ``dataset`` in order, in batches, rank ``rank``'s shard of them (the ranks'
+    shards together hold each item once); its own seeded generator draws nothing from the
+    run's random state."""
+    sampler = EpochBatchSampler(len(dataset), batch_size, 0, shuffle=False, rank=rank,
+                                world_size=world)
+    return make_loader(dataset, sampler, 0, setup, 0)
 
 
 def for_run(trainer, dataset: str) -> RunBaselines:
@@ -226,11 +234,12 @@ def for_run(trainer, dataset: str) -> RunBaselines:
             return saved
     baselines = fit(trainer)
     score(trainer, baselines)
-    distributed.writer_first(lambda: _write(path, baselines.to_json(dataset, categorical)))
+    distributed.writer_first(lambda: write(path, baselines.to_json(dataset, categorical)))
     return baselines
 
 
-def _write(path: Path, text: str) -> None:
+def write(path: Path, text: str) -> None:
+    """Write ``text`` to the run's ``path`` atomically, the run owning it."""
     with writing(path):
         write_text_atomic(path, text)
 
@@ -243,8 +252,8 @@ def read(path: Path, dataset: str, categorical: bool, residual: str) -> RunBasel
         if data["dataset"] != dataset or bool(data["categorical"]) != categorical:
             return None
         maps = BaselineMaps.from_dict({**data["maps"], "residual": residual})
-        if categorical and maps.discriminant is None:  # written before it was fitted
-            return None
+        if maps.linear is None or (categorical and maps.discriminant is None):
+            return None  # another family's, or written before the discriminant was fitted
         scores = {name: {k: float(v) for k, v in values.items()}
                   for name, values in data["scores"].items()}
         return RunBaselines(maps, scores, int(data["pixels"]))

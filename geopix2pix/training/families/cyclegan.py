@@ -6,9 +6,10 @@ chip drawn independently (`ChipDataset(unpaired=True)`), so a paired chips folde
 pairing ignored. The networks, losses, pools and step are `models.resnet_generator`,
 `cyclegan_losses`, `image_pool` and `cyclegan_step` (the reference's defaults); this module
 wires them into the run. The run writes model.safetensors (A -> B) and model-ba.safetensors
-(B -> A), each a complete model file of its direction; model-best is picked by the validation
-cycle L1 of both directions, plus the A -> B L1 when the val chips are paired. The history
-pools are each rank's own and travel in the checkpoint per rank.
+(B -> A), each a complete model file of its direction carrying its output domain's train mean
+as its one baseline (`cyclegan_baselines`, kept in baselines.json); model-best is picked by
+the validation cycle L1 of both directions, plus the A -> B L1 when the val chips are paired.
+The history pools are each rank's own and travel in the checkpoint per rank.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from geopix2pix.raster.render import cycle_row
 from geopix2pix.runtime import distributed
 from geopix2pix.settings.train import PIX2PIX_OPTIONS
 
+from .. import cyclegan_baselines
+from ..baselines import BASELINES
 from ..cyclegan_losses import LAMBDA_IDENTITY, CycleWeights, identity_applies, masked
 from ..cyclegan_step import CycleGANStep, cyclegan_optimizers
 from ..device import maybe_compile
@@ -53,6 +56,7 @@ class CycleGAN(ModelFamily):
     name = "cyclegan"
     needs_pairs = False
     EXPORTS = EXPORTS
+    FILES = (BASELINES,)  # each direction's output-domain train mean (`cyclegan_baselines`)
     UNRECORDED = PIX2PIX_OPTIONS  # the other family's options
     loss_names = LOSSES
     metrics_columns = ("epoch", "step", "lr", *LOSSES, "val_cycle_a", "val_cycle_b", "val_l1",
@@ -148,8 +152,10 @@ class CycleGAN(ModelFamily):
                      for k, m in self.nets.items()}
 
     def set_up(self) -> None:
-        """Networks on the device, the reference's Adam pair, each rank's pools and the step."""
+        """The train means (computed, or read back on --resume), networks on the device, the
+        reference's Adam pair, each rank's pools and the step."""
         config, device = self.config, self.setup.device
+        self.baselines = cyclegan_baselines.for_run(self)
         self.nets = {k: self.setup.prepare(m) for k, m in self.nets.items()}
         opt_g, opt_d = cyclegan_optimizers(*self.nets.values(), lr=config.lr,
                                            betas=(config.beta1, 0.999))
@@ -255,9 +261,11 @@ class CycleGAN(ModelFamily):
     def write_model(self, export: ModelExport, path: Path, validation: dict[str, float],
                     progress: dict[str, int]) -> None:
         """The generator of ``export.direction`` with metadata of its input and output domain
-        (B -> A: the target side as its source), ``family`` and ``direction``."""
+        (B -> A: the target side as its source), ``family``, ``direction`` and its baselines
+        (the output domain's train mean)."""
         metadata = ModelMetadata.of_training(self.info, self.recorded_options(), progress["epoch"],
-                                             progress["step"], validation)
+                                             progress["step"], validation,
+                                             baselines=self.baselines[export.direction])
         metadata = self._on_input_grid(metadata.of_family(self.name, export.direction),
                                        export.direction)
         generator = self.nets["g_a" if export.direction == "a_to_b" else "g_b"]
