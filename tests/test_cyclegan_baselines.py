@@ -6,6 +6,7 @@ pairs) refused in one line."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def test_the_linear_baselines_of_a_cyclegan_file_are_refused_in_one_line(run, tm
     assert not out.exists()
 
 
-def test_a_cyclegan_file_with_a_missing_or_misshapen_constant_is_refused(run, tmp_path, capsys):
+def test_a_cyclegan_file_with_other_baselines_than_its_constant_is_refused(run, tmp_path, capsys):
     """Model files are untrusted: an edited file's baselines are checked, one line each."""
     import safetensors.torch
     from safetensors import safe_open
@@ -126,13 +127,48 @@ def test_a_cyclegan_file_with_a_missing_or_misshapen_constant_is_refused(run, tm
             ({"residual": "none"}, "constant map is missing"),
             ({"constant": {"weight": [[0.0]] * 3, "bias": constant["bias"]}},
              "map 1 bands to 3, the generator 2 to 3"),
-            ({"constant": constant, "residual": "linear"}, "without the linear map"))):
+            ({"constant": constant, "residual": "linear"}, "without the linear map"),
+            ({"constant": constant, "linear": {"weight": [[0.0, 0.0]] * 3, "bias": [0.0] * 3},
+              "residual": "linear"}, "carries the constant (train mean) baseline alone"),
+            ({"constant": constant, "pix2pix": True}, "the linear map is missing"))):
         edited = tmp_path / f"edited{index}.safetensors"
+        family = {k: v for k, v in meta.items() if k not in ("family", "direction")} \
+            if baselines.pop("pix2pix", False) else meta  # (a file saying it is Pix2Pix's)
         safetensors.torch.save_file(tensors, edited, {"geopix2pix": json.dumps(
-            {**meta, "baselines": baselines})})
-        with pytest.raises(GeoPix2PixError, match=message):
+            {**family, "baselines": baselines})})
+        with pytest.raises(GeoPix2PixError, match=re.escape(message)):
             load_model(edited)
         code = main(["predict", str(run_dir.parent / "a.tif"), str(tmp_path / "o.tif"), "-m",
                      str(edited), "--baseline", "constant"])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_a_damaged_or_foreign_baselines_json_is_computed_again(tmp_path):
+    """--resume reads a CycleGAN run's baselines.json back only when it is this dataset's, a
+    CycleGAN run's and of these shapes, the constant alone; anything else: None (computed
+    again), never an exception."""
+    from geopix2pix.training.cyclegan_baselines import read
+
+    constant = {"weight": [[0.0, 0.0]] * 3, "bias": [0.1, 0.2, 0.3]}
+    back = {"weight": [[0.0, 0.0, 0.0]] * 2, "bias": [0.4, 0.5]}
+    good = {"dataset": "abc", "family": "cyclegan", "pixels": {"a_to_b": 9, "b_to_a": 9},
+            "maps": {"a_to_b": {"constant": constant}, "b_to_a": {"constant": back}}}
+    path = tmp_path / "baselines.json"
+    path.write_text(json.dumps(good))
+    maps = read(path, "abc", 2, 3)
+    assert maps is not None and maps["a_to_b"].constant.bias == (0.1, 0.2, 0.3)
+    assert maps["b_to_a"].constant.bias == (0.4, 0.5)
+    for bad in (
+            json.dumps(good)[:40],  # truncated
+            json.dumps({**good, "dataset": "other"}),
+            json.dumps({**good, "family": "pix2pix"}),
+            json.dumps({k: v for k, v in good.items() if k != "family"}),  # Pix2Pix's layout
+            json.dumps({**good, "maps": {**good["maps"], "b_to_a": {"constant": constant}}}),
+            json.dumps({**good, "maps": {**good["maps"], "a_to_b": {
+                "constant": constant, "linear": constant}}}),
+            json.dumps({**good, "maps": []}), "[]", "null"):
+        path.write_text(bad)
+        assert read(path, "abc", 2, 3) is None, bad
+    path.unlink()
+    assert read(path, "abc", 2, 3) is None

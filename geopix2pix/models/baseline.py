@@ -149,6 +149,18 @@ class BaselineMaps:
                          "map (--categorical) only")
 
 
+def check_for_family(maps: BaselineMaps, family: str | None) -> None:
+    """ModelError unless `maps` are what a model file of `family` carries: a CycleGAN file the
+    constant (train mean) alone, without a residual (linear maps are fitted on pairs); a
+    Pix2Pix file (no family recorded) linear and constant at least."""
+    if family == "cyclegan":
+        if maps.names() != ("constant",) or maps.residual != "none":
+            raise ModelError("a CycleGAN file carries the constant (train mean) baseline alone, "
+                             "without a residual")
+    elif maps.linear is None:
+        raise ModelError("the linear map is missing: a Pix2Pix file carries linear and constant")
+
+
 class PixelAffine(nn.Module):
     """A `PixelMap` as a generator: (N, in, H, W) -> (N, out, H, W); clamped to [-1, 1] like
     the U-Net's tanh for values (``clamp``), raw class scores otherwise. Channels past ``in``

@@ -32,7 +32,7 @@ from geopix2pix.runtime.device import resolve_device
 from geopix2pix.settings.checking import api_function
 
 from . import layout
-from .baseline import BaselineMaps, ResidualGenerator, with_residual
+from .baseline import BaselineMaps, ResidualGenerator, check_for_family, with_residual
 from .digest import canonical_header, weights_digest
 from .factory import GeneratorSpec, build_generator
 from .layout import Layout
@@ -318,6 +318,7 @@ def _baselines(path: Path, spec: GeneratorSpec, metadata: dict[str, Any]) -> Bas
     try:
         maps = BaselineMaps.from_dict(metadata["baselines"])
         maps.check_shape(spec.source_bands, spec.out_channels)
+        check_for_family(maps, metadata.get("family"))
     except ValueError as exc:
         raise _not_a_model(path, f"bad baselines metadata: {exc}") from None
     return maps

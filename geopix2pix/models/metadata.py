@@ -27,7 +27,7 @@ from geopix2pix.jsonvalues import encode_number, jsonable
 from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.settings.export import SCALING_MODES
 
-from .baseline import BaselineMaps
+from .baseline import BaselineMaps, check_for_family
 from .schema import (
     MAX_BAND_INDEX,
     MAX_CHIP_SIZE,
@@ -299,6 +299,7 @@ class ModelMetadata:
         if self.baselines is not None:
             try:
                 self.baselines.check_shape(spec.source_bands, spec.out_channels)
+                check_for_family(self.baselines, self.family)
             except ValueError as exc:
                 raise SchemaError("baselines", str(exc)) from None
             _check_discriminant(self.baselines, classes is not None)

@@ -126,7 +126,7 @@ def baseline_model(model: LoadedModel, info: ModelMetadata, baseline: str) -> Lo
         raise GeoPix2PixError(f"--baseline {baseline}: this model file carries no baselines "
                               "(it was written before geopix2pix fitted them); train again to "
                               "get them")
-    if baseline not in info.baselines.names() and info.baselines.linear is None:
+    if baseline not in info.baselines.names() and info.family == "cyclegan":
         raise GeoPix2PixError(f"--baseline {baseline}: a CycleGAN model file carries only the "
                               "constant (train mean) baseline, because the linear ones are "
                               "fitted on pairs; use --baseline constant")

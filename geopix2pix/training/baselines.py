@@ -230,7 +230,7 @@ def for_run(trainer, dataset: str) -> RunBaselines:
     categorical = trainer.classes is not None
     if trainer.config.resume:
         saved = read(path, dataset, categorical, trainer.config.residual)
-        if saved is not None:
+        if not distributed.any_rank(saved is None):  # all ranks read it back, or all fit
             return saved
     baselines = fit(trainer)
     score(trainer, baselines)

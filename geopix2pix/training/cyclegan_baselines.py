@@ -52,8 +52,9 @@ def for_run(family) -> dict[str, BaselineMaps]:
     path = run.run_dir / BASELINES
     if run.config.resume:
         saved = read(path, run.dataset, *bands)
-        if saved is not None:
+        if not distributed.any_rank(saved is None):  # all ranks read it back, or all compute
             return saved
+    run.log("computing each domain's train mean (a pass over the train chips)")
     maps, pixels = means(family)
     text = json.dumps({"dataset": run.dataset, "family": "cyclegan", "pixels": pixels,
                        "maps": {k: m.to_dict() for k, m in maps.items()}}, indent=2)
