@@ -1,20 +1,20 @@
 """Quality benchmark: the model against simple baselines on a spatial part it never saw.
 
-Runs the three real-data cases of issue 22 end to end with the product's Python API:
+Runs the three real-data cases of issue 22, and roads in a panchromatic image, end to end:
 export chips inside an AOI polygon (a GeoPackage in a temp folder) covering the train part,
 train, predict the whole scene, crop the judged part, `evaluate` it; the product's own simple
 baselines (`predict --baseline linear|constant|discriminant`: fitted by `train` on the same
 train chips) are written for the whole scene, cropped and evaluated the same way, on the same
 pixels. Prints one table.
 
-    python tools/bench_quality.py                      # all three cases, their recipes
+    python tools/bench_quality.py                      # all four cases, their recipes
     python tools/bench_quality.py --case dem --steps 400 --out /tmp/bq
     python tools/bench_quality.py --recipes            # the recipes as docs/train.md gives them
 
-Splits: train north 60 % / judge south 38 % (DEM -> hillshade, Sentinel-2 -> land cover), train
-west 60 % / judge east 38 % (SAR -> RGB), or the other way round with --swap; the 2 % between
-them keeps every chip (exported with ``aoi_mode="within"``) off the judged part. Data:
-../shared/data beside the repository.
+Splits: train north 60 % / judge south 38 % (DEM -> hillshade, Sentinel-2 -> land cover,
+roads), train west 60 % / judge east 38 % (SAR -> RGB), or the other way round with --swap; the
+2 % between them keeps every chip (exported with ``aoi_mode="within"``) off the judged part.
+Data: ../shared/data beside the repository.
 Baselines (models/baseline.py): the train mean per band (constant), the per-band least-squares
 linear map of the scaled source bands with an intercept (linear); for a class map the majority
 class, the nearest class mean and Fisher's linear discriminant of the source bands.
@@ -74,6 +74,12 @@ CASES = {
                       {"chip_size": 32, "stride": 8, "target_resampling": "nearest"},
                       {"recipe": "classes"},
                       categorical=True),
+    # a class told by its shape, not its brightness: the U-Net, not a local recipe
+    "roads": Case("roads", "image_map_spacenet3_vegas_roads/road_image_pan.tif",
+                  "image_map_spacenet3_vegas_roads/road_mask.tif", "north",
+                  {"chip_size": 128, "stride": 32, "target_resampling": "nearest"},
+                  {"recipe": "paper", "ngf": 32, "class_weights": "balanced", "augment": "d4",
+                   "max_steps": 800}, categorical=True),
 }
 
 
