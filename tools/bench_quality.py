@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import shutil
 import sys
@@ -42,8 +43,6 @@ SWAPPED = {"north": "south", "west": "east"}  # --swap: train on the other side
 MINUTES_VAL_EVERY = 50  # --minutes: steps between validations
 EXPORT_KEYS = ("chip_size", "stride", "source_scaling", "target_scaling", "max_nodata",
                "val_fraction", "target_resampling")
-# each case's recipe (`--recipe`, settings/recipes.py, where its values, augmentation and length
-# are declared) is what `--recipe auto`, train's default, picks for it
 
 
 @dataclass
@@ -234,8 +233,6 @@ def rejudge(case: Case, out: Path) -> dict:
     """Predict and `judge` again with the model an earlier run left in OUT/CASE (--judge-only:
     e.g. after a change to `predict`); its options are the run's own (train.json), and a run
     trained on the other part of the scene (--swap or not) is refused."""
-    import json
-
     work = out / case.name
     if not (work / SPLIT_FILE).is_file():
         sys.exit(f"{work} has no {SPLIT_FILE} (a run of an earlier version): run the case again")
@@ -278,9 +275,9 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
     export_chips(source, target, work / "chips", aoi=aoi, aoi_mode="within", overwrite=True,
                  progress=False, workers=1, **export)
     options = {**case.train, **extra, "categorical": case.categorical, "quiet": True,
-               "overwrite": True, "workers": 0,
-               "max_steps": steps or (10**6 if minutes else extra.get(
-                   "max_steps", case.train.get("max_steps")))}  # None: the default schedule
+               "overwrite": True, "workers": 0}  # no max_steps: the recipe's schedule
+    if steps or minutes:
+        options["max_steps"] = steps or 10**6
     if minutes:  # the schedule is open-ended: validate (and write model files) on a cadence
         options.setdefault("val_every", MINUTES_VAL_EVERY)
     deadline = time.monotonic() + minutes * 60 if minutes else None
@@ -323,8 +320,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None,
-                        help="training steps of every case (default: each recipe's length, "
-                        "--epochs and --decay-epochs: settings/recipes.py)")
+                        help="training steps of every case (default: the case's --max-steps, "
+                        "else its recipe's length, --epochs and --decay-epochs)")
     budget.add_argument("--minutes", type=float, default=None,
                         help="training minutes per case instead (model-best so far is used; "
                         f"validation every {MINUTES_VAL_EVERY} steps unless --set val_every=N)")
@@ -340,8 +337,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "the same recipes on another part of each scene")
     parser.add_argument("--defaults", action="store_true",
                         help="train with nothing but the case's export options (--recipe auto "
-                        "picks from the chips, as it picks each case's named recipe on its own "
-                        "split; --set still applies)")
+                        "picks from the chips: each case's named recipe on its own split, but "
+                        "classes for roads; --set still applies)")
     parser.add_argument("--source", default=None, metavar="RASTER",
                         help="another source raster for the case, as a path under "
                         "../shared/data or absolute (e.g. another date of the Slovenia scene: "
@@ -355,8 +352,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def overrides(pairs: list[str]) -> dict:
-    import json
-
     extra = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
