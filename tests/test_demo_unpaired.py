@@ -50,7 +50,9 @@ def test_cyclegan_learns_from_scenes_that_share_no_pixel(demo):
               for name in ("evaluation.json", "evaluation_baseline.json")]
     assert scored[0] == scored[1]
     summary = json.loads((demo.out_dir / "demo.json").read_text())
-    assert summary["unpaired"] is True
+    assert summary["unpaired"] is True and demo.unpaired
+    limit = [line for line in demo.lines() if "do not say which class is which" in line]
+    assert len(limit) == (0 if demo.beats_baseline else 1)  # said where it loses
     assert summary["beats_baseline"] == demo.beats_baseline
     assert summary["settings"]["n_train"] == 2  # one scene gives the SAR, another the optical
 

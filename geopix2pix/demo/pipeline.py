@@ -47,6 +47,8 @@ STAGES = 6
 # The tasks whose unpaired demo (CycleGAN) is shown: SAR and optical images rarely come as pairs.
 UNPAIRED_TASKS = ("sar2optical",)
 UNPAIRED_TRAIN = dict(model="cyclegan", generator="resnet_6blocks")  # a small CycleGAN
+UNPAIRED_LIMIT = ("(Unpaired scenes do not say which class is which: the CycleGAN can give them "
+                  "each other's colours. README.md, 'Pix2Pix or CycleGAN', says when to use it.)")
 
 # What each task needs, and why (the same choices a user makes on real data).
 TASK_OPTIONS = {
@@ -87,6 +89,7 @@ class DemoResult:
     seconds: dict = field(default_factory=dict)
     linear: Path | None = None  # the linear baseline's prediction (`predict --baseline linear`)
     linear_metrics: dict = field(default_factory=dict)  # and its metrics
+    unpaired: bool = False  # CycleGAN on scenes that share no pixel
 
     @property
     def beats_baseline(self) -> bool:
@@ -120,6 +123,7 @@ class DemoResult:
             + ("." if self.beats_linear is None else
                f" and {'beats' if self.beats_linear else 'does NOT beat'} the linear "
                "baseline."),
+            *([UNPAIRED_LIMIT] if self.unpaired and not self.beats_baseline else []),
             "Outputs (GeoTIFFs in " + self.scenes.crs + ": drag them into QGIS):",
             f"  training scenes    {self.scenes.out_dir}/train_*_{source}.tif, "
             f"train_*_{target}.tif",
@@ -301,9 +305,9 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
                           scenes.heldout_target, out / "quicklook.png")
     result = DemoResult(out, task, seed, scenes, chips, run, model, prediction, baseline,
                         quicklook, report.overall, base_report.overall, clock.seconds, linear,
-                        linear_metrics)
+                        linear_metrics, unpaired)
     write_text_atomic(out / SUMMARY, json.dumps(
-        {**result.to_dict(), "unpaired": unpaired, "settings": asdict(s)}, indent=2) + "\n")
+        {**result.to_dict(), "settings": asdict(s)}, indent=2) + "\n")
     if progress:
         print("\n".join(result.lines()), flush=True)
     return result
