@@ -77,8 +77,7 @@ CASES = {
     "roads": Case("roads", "image_map_spacenet3_vegas_roads/road_image_pan.tif",
                   "image_map_spacenet3_vegas_roads/road_mask.tif", "north",
                   {"chip_size": 128, "stride": 32, "target_resampling": "nearest"},
-                  {"recipe": "paper", "ngf": 32, "class_weights": "balanced", "augment": "d4",
-                   "max_steps": 800}, categorical=True),
+                  {"recipe": "shapes"}, categorical=True),
 }
 
 
@@ -292,7 +291,9 @@ def run_case(case: Case, steps: int | None, minutes: float | None, out: Path,
     row = judge(case, work)
     row["steps"], row["best_step"] = done, best_step(work)
     row["options"] = {**_source_shown(case), **export,
-                      **{k: v for k, v in options.items() if k not in UNSHOWN}}
+                      **{k: v for k, v in options.items() if k not in UNSHOWN},
+                      "recipe_used": json.loads((work / "run" / "train.json").read_text())
+                      .get("recipe_used")}  # (auto's pick with --defaults)
     return row
 
 
@@ -337,8 +338,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "the same recipes on another part of each scene")
     parser.add_argument("--defaults", action="store_true",
                         help="train with nothing but the case's export options (--recipe auto "
-                        "picks from the chips: each case's named recipe on its own split, but "
-                        "classes for roads; --set still applies)")
+                        "picks from the chips: each case's named recipe on its own split; "
+                        "--set still applies)")
     parser.add_argument("--source", default=None, metavar="RASTER",
                         help="another source raster for the case, as a path under "
                         "../shared/data or absolute (e.g. another date of the Slovenia scene: "

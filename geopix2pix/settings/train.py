@@ -20,6 +20,7 @@ from geopix2pix.settings import common
 from geopix2pix.settings.checking import from_keywords
 from geopix2pix.settings.declare import check_choice, option, runtime_names
 from geopix2pix.settings.recipes import (
+    CLASS_RECIPES,
     RECIPE_CHOICES,
     RECIPE_HELP,
     RECIPE_OPTIONS,
@@ -110,7 +111,7 @@ class TrainKeywords(TypedDict, total=False):
     norm: str | None
     augment: str | None
     categorical: bool
-    class_weights: str
+    class_weights: str | None
     residual: str | None
     pixel_loss: str | None
     validity_band: bool | None
@@ -192,7 +193,7 @@ class TrainConfig:
         "The target is a class map (land cover codes, a road mask): learn one score per class "
         "code of the train chips with cross-entropy, so predict writes the most probable "
         "class, never a blend of codes. Export such targets with --target-resampling nearest."))
-    class_weights: str = option("none", choices=CLASS_WEIGHTS, help=(
+    class_weights: str | None = option(None, choices=CLASS_WEIGHTS, shown_default=SHOWN, help=(
         "With --categorical: balanced weighs each class's pixels by the inverse of its share of "
         "the train pixels (at most 100), for rare classes such as roads; none counts every "
         "pixel alike."))
@@ -242,7 +243,7 @@ class TrainConfig:
         self._apply_recipe()
         if self.resume and self.overwrite:
             raise GeoPix2PixError("--resume and --overwrite contradict each other; pass one")
-        if self.class_weights != "none" and not self.categorical:
+        if self.class_weights not in (None, "none") and not self.categorical:
             raise GeoPix2PixError(f"--class-weights {self.class_weights} weighs the classes of a "
                                   "class map; pass --categorical too")
         if self.local_layers not in (None, LOCAL_DEFAULT) and self.generator not in (None,
@@ -274,15 +275,16 @@ class TrainConfig:
 
     def _apply_recipe(self) -> None:
         """Pix2Pix: the options a run does not give, from its recipe (`settings.recipes`);
-        ``auto`` for values waits for the chips (`with_recipe`, called by the trainer)."""
+        ``auto`` waits for the chips (`with_recipe`, called by the trainer) unless the generator
+        decides (another than the local one: paper; the local one for a class map: classes)."""
         if self.model != "pix2pix":
             return
-        if self.recipe == "classes" and not self.categorical:
-            raise GeoPix2PixError("--recipe classes trains a class map: pass --categorical too, "
-                                  "or use --recipe residual or local for values")
+        if self.recipe in CLASS_RECIPES and not self.categorical:
+            raise GeoPix2PixError(f"--recipe {self.recipe} trains a class map: pass --categorical "
+                                  "too, or use --recipe residual or local for values")
         if self.recipe == "residual" and self.categorical:
             raise GeoPix2PixError("--recipe residual refines values on the squared error; for a "
-                                  "class map (--categorical) use --recipe classes")
+                                  "class map (--categorical) use --recipe classes or shapes")
         name = auto_choice(self.categorical, None, self.generator) if self.recipe == "auto" \
             else self.recipe
         filled = self.recipe_values(name) if name is not None else {}

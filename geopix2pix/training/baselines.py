@@ -179,7 +179,7 @@ def fit(trainer) -> RunBaselines:
     in_bands = len(trainer.info.source.bands)
     classes = None if trainer.classes is None else len(trainer.classes)
     out_bands = len(trainer.info.target.bands) if classes is None else classes
-    sums = trainer.run.train_sums if classes is None else None  # (read by --recipe auto)
+    sums = trainer.run.train_sums  # (read by --recipe auto: these chips, these classes)
     if sums is None:
         sums = accumulate(_loader(trainer, trainer.train_set), in_bands, out_bands, classes)
         if trainer.world > 1:

@@ -1,10 +1,13 @@
-"""``--recipe auto`` for values: the recipe picked from the chips before any network is built.
+"""``--recipe auto``: the recipe picked from the chips before any network is built.
 
-A Pix2Pix run on values that gives no recipe reads its train chips once for the linear
-baseline's normal equations (`baselines.accumulate`, each rank its shard, the sums added), and
-takes ``residual`` where that map explains enough of the target's variance, ``local`` where it
-does not (`settings.recipes.auto_choice`). The sums are kept for the baselines' fit, so the
-chips are read once for both.
+A Pix2Pix run that gives no recipe reads its train chips for the baselines' sums
+(`baselines.accumulate`, each rank its shard, the sums added). On values it takes ``residual``
+where the linear map explains enough of the target's variance, ``local`` where it does not; the
+sums are kept for the baselines' fit, so the chips are read once for both. On a class map it
+reads them a second time to score the linear discriminant and the majority class fitted from
+those sums, and takes ``classes`` where the discriminant tells the classes apart clearly better
+than the majority class, ``shapes`` (the U-Net) where a pixel's spectrum does not tell them
+(`settings.recipes.auto_choice`).
 """
 
 from __future__ import annotations
@@ -16,20 +19,27 @@ import torch
 
 from geopix2pix.chips.dataset import ChipDataset
 from geopix2pix.chips.manifest import DatasetInfo
+from geopix2pix.models.baseline import BaselineMaps, baseline_generator
 from geopix2pix.runtime import distributed
-from geopix2pix.settings.recipes import AUTO_MIN_EXPLAINED, auto_choice, flags
+from geopix2pix.settings.recipes import (
+    AUTO_MIN_EXPLAINED,
+    AUTO_MIN_IOU_GAIN,
+    auto_choice,
+    flags,
+)
 from geopix2pix.settings.train import TrainConfig
 
-from .baselines import accumulate, explained_variance
-from .data import EpochBatchSampler, make_loader
+from .baselines import accumulate, explained_variance, shard_loader, solve_classes
+from .classes import trained_classes
 from .device import DeviceSetup
+from .validate import evaluate_classes
 
 
 class RecipeChoice(NamedTuple):
     """What `choose_recipe` decided: the options with the pick filled in, the train chips'
     baseline sums (None when the pick needed no chips), the recipe the run trains with (None
     for CycleGAN, an ``auto`` run that gives every option a recipe fills, or a resumed ``auto``
-    run whose pick the chips decided: its train.json says it) and the line that says what
+    run: its train.json says what it picked) and the line that says what
     ``auto`` picked and why (None when it picked nothing this run)."""
 
     config: TrainConfig
@@ -41,35 +51,81 @@ class RecipeChoice(NamedTuple):
 def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup: DeviceSetup
                   ) -> RecipeChoice:
     """``config`` with ``auto``'s pick filled in; the chips are read only when the pick needs
-    them (not for another family, a class map, another generator, a named recipe, or every
-    option it fills given, the length included)."""
+    them (not for another family, another generator, a named recipe, or every option it fills
+    given, the length included)."""
     if config.model != "pix2pix":
         return RecipeChoice(config, None, None, None)
     if config.recipe != "auto":
         return RecipeChoice(config, None, config.recipe, None)
+    if config.resume and not config.undecided:  # (the pick its train.json records)
+        return RecipeChoice(config, None, None, None)
     if not config.undecided:
         name = auto_choice(config.categorical, None, config.generator)
-        if name is None or config.resume:
+        if name is None:
             return RecipeChoice(config, None, name, None)
-        why = "--categorical" if name == "classes" else f"--generator {config.generator}"
+        why = f"--generator {config.generator}" + (" --categorical" if name == "classes" else "")
         return RecipeChoice(config, None, name, _said(name, config.filled_by_recipe, why))
     info.check_paired(chips_dir)  # (Pix2Pix's own check, before the chips are read as pairs)
+    read = _read_classes if config.categorical else _read_values
+    sums, name, why = read(config, chips_dir, info, setup)
+    return RecipeChoice(config.with_recipe(name), sums, name,
+                        _said(name, config.recipe_values(name), why))
+
+
+def _summed(sums: torch.Tensor, setup: DeviceSetup) -> torch.Tensor:
+    """The ranks' sums added (one process: its own)."""
+    if distributed.world_size() > 1:
+        return distributed.all_reduce_sum(sums.to(setup.device)).cpu()
+    return sums
+
+
+def _train_loader(dataset: ChipDataset, config: TrainConfig, setup: DeviceSetup):
+    return shard_loader(dataset, config.batch_size, distributed.rank(),
+                        distributed.world_size(), setup)
+
+
+def _read_values(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup: DeviceSetup
+                 ) -> tuple[torch.Tensor, str, str]:
+    """The linear baseline's sums, and ``residual`` or ``local`` by the share of the target's
+    variance its map explains."""
     dataset = ChipDataset(chips_dir, "train")
-    rank, world = distributed.rank(), distributed.world_size()
-    sampler = EpochBatchSampler(len(dataset), config.batch_size, 0, shuffle=False, rank=rank,
-                                world_size=world)
     in_bands, out_bands = len(info.source.bands), len(info.target.bands)
-    sums = accumulate(make_loader(dataset, sampler, 0, setup, 0), in_bands, out_bands, None)
-    if world > 1:
-        sums = distributed.all_reduce_sum(sums.to(setup.device)).cpu()
+    sums = _summed(accumulate(_train_loader(dataset, config, setup), in_bands, out_bands, None),
+                   setup)
     explained = explained_variance(sums, in_bands, out_bands)
     name = auto_choice(False, explained)
     assert name is not None
-    chosen = config.with_recipe(name)
     side = "at least" if name == "residual" else "under"
-    why = (f"the linear map of the source bands explains {explained:.1%} of the train chips' "
-           f"target variance ({side} {AUTO_MIN_EXPLAINED:.0%})")
-    return RecipeChoice(chosen, sums, name, _said(name, config.recipe_values(name), why))
+    return sums, name, (f"the linear map of the source bands explains {explained:.1%} of the "
+                        f"train chips' target variance ({side} {AUTO_MIN_EXPLAINED:.0%})")
+
+
+def _read_classes(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup: DeviceSetup
+                  ) -> tuple[torch.Tensor, str, str]:
+    """The class baselines' sums, and ``classes`` or ``shapes`` by how much better than the
+    majority class the linear discriminant fitted from them scores on the same chips (a second
+    pass: a per-pixel map of a few numbers per class, so the train chips judge it fairly)."""
+    classes = trained_classes(info, chips_dir)
+    dataset = ChipDataset(chips_dir, "train", classes=classes)
+    in_bands = len(info.source.bands)
+    sums = _summed(accumulate(_train_loader(dataset, config, setup), in_bands, len(classes),
+                              len(classes)), setup)
+    _, majority, fisher, _ = solve_classes(sums, in_bands, len(classes))
+    maps = BaselineMaps(majority, majority, "none", fisher)
+    reduce = distributed.all_reduce_sum if distributed.world_size() > 1 else None
+    miou = {}
+    for baseline in ("discriminant", "constant"):
+        module = baseline_generator(maps, baseline, True, setup.device)
+        scores = evaluate_classes(module, _train_loader(dataset, config, setup), setup,
+                                  len(classes), reduce)
+        miou[baseline] = scores.get("val_miou", 0.0)
+    gain = miou["discriminant"] - miou["constant"]
+    name = auto_choice(True, gain)
+    assert name is not None
+    side = "at least" if name == "classes" else "under"
+    return sums, name, (f"the linear discriminant of the source bands scores a mean IoU of "
+                        f"{miou['discriminant']:.3f} on the train chips, the majority class "
+                        f"{miou['constant']:.3f} (a gain {side} {AUTO_MIN_IOU_GAIN:g})")
 
 
 def _said(name: str, filled, why: str) -> str:
