@@ -210,3 +210,28 @@ def test_augment_reaches_the_unpaired_train_chips(chips, tmp_path):
     with safe_open(str(runs["none"] / "model.safetensors"), "pt") as a, \
             safe_open(str(runs["flip"] / "model.safetensors"), "pt") as b:
         assert any(not torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())  # noqa: SIM118
+
+
+def test_on_paired_chips_the_end_compares_a_to_b_with_b_s_train_mean(run, chips):
+    """Paired chips give CycleGAN a truth: the end of the run scores the mean its A -> B file
+    carries on the val pairs as validation scores A -> B (masked L1, [-1, 1] scale), puts it
+    beside model-best's, and warns when model-best does not beat it."""
+    from geopix2pix.chips.dataset import ChipDataset
+
+    result, lines = run
+    mean = torch.tensor(load_model(result.model_path).metadata["baselines"]["constant"]["bias"],
+                        dtype=torch.float64).view(-1, 1, 1)
+    total, count = 0.0, 0
+    for item in ChipDataset(chips, "val"):  # each pair where both chips are valid
+        errors = (item["target"].double() - mean).abs()[:, item["valid"][0]]
+        total, count = total + float(errors.sum()), count + errors.numel()
+    assert count > 0
+    expected = total / count
+    assert result.baselines["constant"]["val_l1"] == pytest.approx(expected, rel=1e-6)
+    model = result.best["val_l1"]
+    assert result.comparison == (f"model-best: val L1 A -> B {model:.4g} · constant "
+                                 f"{expected:.4g} (B's train mean; on the paired val chips, on "
+                                 "the [-1, 1] scale)")
+    warned = [line for line in lines if "does not beat domain B's train mean" in line]
+    assert len(warned) == (model >= expected) and \
+        all("--model pix2pix" in line for line in warned)

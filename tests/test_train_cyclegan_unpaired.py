@@ -74,6 +74,7 @@ def test_cyclegan_trains_on_an_unpaired_export_and_predicts_both_ways(chips, tmp
     last = float(rows[-1]["val_cycle_a"]) + float(rows[-1]["val_cycle_b"])
     assert last < 0.8 * first, (first, last)  # 1.00 -> 0.74 at seed 0
     assert rows[-1]["val_l1"] == ""  # no pairs: no A -> B validation L1
+    assert result.comparison is None and result.baselines == {}  # nor a mean scored on pairs
     folder = chips.parent
     for name, scene, like in (("model.safetensors", folder / "a.tif", folder / "b.tif"),
                               ("model-ba.safetensors", folder / "b.tif", folder / "a.tif")):

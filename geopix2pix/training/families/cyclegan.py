@@ -321,6 +321,10 @@ class CycleGAN(ModelFamily):
     def criterion_without_val(self) -> str:
         return "the train cycle losses"
 
+    def summary(self, best: dict[str, Any]) -> tuple[dict[str, dict[str, float]], str | None]:
+        scores = cyclegan_baselines.score_on_pairs(self)
+        return scores, cyclegan_baselines.report(self, best, scores)
+
     def release(self) -> None:
         step_fn = getattr(self, "step_fn", None)
         if step_fn is not None:
