@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -146,14 +147,6 @@ def _write(path: Path, profile: dict, data: np.ndarray, colormap: dict | None) -
     return path
 
 
-def _has_colormap(dataset) -> bool:
-    try:
-        dataset.colormap(1)
-        return True
-    except ValueError:
-        return False
-
-
 def crop(path: Path, window: Window, out: Path, valid: np.ndarray, categorical: bool) -> Path:
     """The window of `path`; values as float32, NaN where the source is invalid (a class map
     keeps its dtype: its source has no invalid pixels here)."""
@@ -161,7 +154,7 @@ def crop(path: Path, window: Window, out: Path, valid: np.ndarray, categorical: 
         profile = {**src.profile, "height": int(window.height), "width": int(window.width),
                    "transform": src.window_transform(window)}
         data = src.read(window=window)
-        colormap = src.colormap(1) if src.count == 1 and _has_colormap(src) else None
+        colormap = src.colormap(1) if src.colorinterp[0] == ColorInterp.palette else None
     if not categorical:
         data = data.astype("float32")
         data[:, ~valid] = np.nan
@@ -352,7 +345,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def overrides(pairs: list[str]) -> dict:
+def overrides(pairs: list[str], budget: bool) -> dict:
+    """--set's options; max_steps refused beside --steps or --minutes (``budget``), which set
+    the length too."""
     extra = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
@@ -360,6 +355,9 @@ def overrides(pairs: list[str]) -> dict:
             extra[key.replace("-", "_")] = json.loads(value)
         except ValueError:
             extra[key.replace("-", "_")] = value
+    if budget and "max_steps" in extra:
+        raise SystemExit("--set max_steps and --steps or --minutes both set the run's length: "
+                         "give one")
     return extra
 
 
@@ -376,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(line for case in CASES.values() for line in recipe(case)))
         return 0
     steps = None if args.minutes else args.steps
+    extra = overrides(args.set, bool(args.steps or args.minutes))
     names = list(CASES) if args.case == "all" else [args.case]
     cases = {name: dataclasses.replace(case, split=SWAPPED[case.split]) if args.swap else case
              for name, case in CASES.items()}
@@ -390,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         for name in names:
             rows[name] = rejudge(cases[name], out) if args.judge_only else run_case(
-                cases[name], steps, args.minutes, out, overrides(args.set))
+                cases[name], steps, args.minutes, out, extra)
             print(table({name: rows[name]}), file=sys.stderr, flush=True)
     print(table(rows))
     return 0
