@@ -15,7 +15,8 @@ categorical target:
 - Evaluation: `categorical=True` reports pixel accuracy and per-class IoU instead of PSNR.
 - Augmentation: `augment="d4"` (flips and 90-degree rotations). A land cover class does not depend
   on the orientation of the chip, and eight times more variety helps with few chips.
-- Model: `recipe="classes"` (what the default, `auto`, picks for a class map): with a few
+- Model: `recipe="classes"` (what the default, `auto`, picks where the bands' linear
+  discriminant tells the classes apart, as here): with a few
   thousand labelled pixels most of a class is in its spectrum, so a local generator learns the
   residual over the linear discriminant of the bands (starting from it), on the same unweighted
   cross-entropy the

@@ -64,11 +64,14 @@ def _values(name: str, given: dict) -> dict:
 
 
 def _gain(line: str) -> float:
-    """The discriminant's mean IoU less the majority class's, as the log line says them."""
+    """The discriminant's mean IoU less the majority class's, as the log line says them (and
+    the gain it prints, the same)."""
     scores = line.split("mean IoU of ")[1]
     discriminant = float(scores.split(" ")[0])
     majority = float(scores.split("majority class ")[1].split(" ")[0])
-    return discriminant - majority
+    gain = float(line.split("a gain of ")[1].split(",")[0])
+    assert gain == pytest.approx(discriminant - majority, abs=0.0015)
+    return gain
 
 
 def test_auto_picks_classes_where_a_pixel_s_bands_tell_the_classes_and_says_why(
@@ -77,7 +80,7 @@ def test_auto_picks_classes_where_a_pixel_s_bands_tell_the_classes_and_says_why(
     train(spectral_chips, tmp_path / "run", max_steps=1, log=said.append, **TINY)
     line = next(m for m in said if m.startswith("recipe auto"))
     assert line.startswith("recipe auto -> classes (--generator local ")
-    assert f"(a gain at least {AUTO_MIN_IOU_GAIN:g})" in line and _gain(line) > 0.3
+    assert f", at least {AUTO_MIN_IOU_GAIN:g})" in line and _gain(line) > 0.3
     saved = _saved(tmp_path / "run")
     assert saved["recipe_used"] == "classes"
     assert {k: saved["options"][k] for k in _values("classes", TINY)} == \
@@ -89,8 +92,9 @@ def test_auto_picks_shapes_where_only_a_pixel_s_neighbours_tell_the_classes(shap
     said: list[str] = []
     train(shape_chips, tmp_path / "run", max_steps=1, ngf=8, log=said.append, **TINY)
     line = next(m for m in said if m.startswith("recipe auto"))
-    assert line.startswith("recipe auto -> shapes (--augment d4 --class-weights balanced")
-    assert f"(a gain under {AUTO_MIN_IOU_GAIN:g})" in line and abs(_gain(line)) < 0.02
+    assert line.startswith("recipe auto -> shapes (--generator unet --augment d4 "
+                           "--class-weights balanced")
+    assert f", under {AUTO_MIN_IOU_GAIN:g})" in line and abs(_gain(line)) < 0.02
     saved = _saved(tmp_path / "run")
     given = {**TINY, "ngf": 8}
     assert saved["recipe_used"] == "shapes" and saved["options"]["ngf"] == 8
@@ -131,6 +135,13 @@ def test_a_class_map_waits_for_the_chips_unless_the_local_generator_is_given():
     assert TrainConfig(categorical=True).undecided
     local = TrainConfig(categorical=True, generator="local")
     assert not local.undecided and (local.class_weights, local.residual) == ("none", "linear")
+    layers = TrainConfig(categorical=True, local_layers=2)  # only the local generator has them
+    assert not layers.undecided and (layers.generator, layers.local_layers) == ("local", 2)
+    # values: every option a recipe fills given but the class weights, which weigh no value
+    given = dict(generator="local", ngf=16, local_layers=2, lr=3e-4, gan_warmup=1.0, ema=0.0,
+                 residual="linear", pixel_loss="mse", validity_band=False, augment="flip",
+                 epochs=1, decay_epochs=0)
+    assert not TrainConfig(**given).undecided and TrainConfig(**given).class_weights == "none"
     shapes = TrainConfig(recipe="shapes", categorical=True, class_weights="none")
     assert (shapes.generator, shapes.ngf, shapes.class_weights, shapes.augment) == \
         ("unet", 32, "none", "d4")  # what a run gives wins
@@ -175,7 +186,27 @@ def test_two_ranks_pick_what_one_process_picks_for_a_class_map(shape_chips, tmp_
 
 def test_the_help_names_the_recipe_and_the_rule():
     assert "shapes (a class map told by shape, such as roads: the U-Net, classes balanced: " \
-        "--ngf 32 --augment d4 --class-weights balanced, 5 + 5 epochs)" in RECIPE_HELP
+        "--generator unet --ngf 32 --augment d4 --class-weights balanced, 5 + 5 epochs)" \
+        in RECIPE_HELP
     assert f"by at least {AUTO_MIN_IOU_GAIN:g}, shapes where it does not" in RECIPE_HELP
     with pytest.raises(GeoPix2PixError, match="trains a class map"):
         TrainConfig(recipe="shapes")
+
+
+def test_the_local_generator_s_layers_given_pick_classes_without_the_chips(spectral_chips,
+                                                                         tmp_path, monkeypatch):
+    """--local-layers names the local generator (no other has layers): auto takes classes at
+    once, says why, and never reads the chips for a pick (it read them, picked shapes and then
+    refused the layers for the U-Net)."""
+    from geopix2pix.training import recipe_choice
+
+    def read_the_chips(*args, **kwargs):
+        raise AssertionError("auto read the chips for a pick")
+
+    monkeypatch.setattr(recipe_choice, "_read_classes", read_the_chips)
+    said: list[str] = []
+    train(spectral_chips, tmp_path / "run", max_steps=1, local_layers=2, log=said.append, **TINY)
+    line = next(m for m in said if m.startswith("recipe auto"))
+    assert line.startswith("recipe auto -> classes (--generator local --lr 0.001 ") and \
+        line.endswith("): --local-layers --categorical; pass --recipe to choose another")
+    assert _saved(tmp_path / "run")["options"]["local_layers"] == 2

@@ -314,8 +314,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None,
-                        help="training steps of every case (default: the case's --max-steps, "
-                        "else its recipe's length, --epochs and --decay-epochs)")
+                        help="training steps of every case (default: its recipe's length, "
+                        "--epochs and --decay-epochs)")
     budget.add_argument("--minutes", type=float, default=None,
                         help="training minutes per case instead (model-best so far is used; "
                         f"validation every {MINUTES_VAL_EVERY} steps unless --set val_every=N)")

@@ -82,7 +82,8 @@ SHOWN = "the recipe's"  # --help's default of the options a recipe fills
 def auto_choice(categorical: bool, evidence: float | None, generator: str | None = None
                 ) -> str | None:
     """The recipe ``auto`` picks: ``paper`` for a given generator other than the local one; for
-    a class map, ``classes`` with the local generator given, else by ``evidence`` (the linear
+    a class map, ``classes`` with the local generator given (or its --local-layers), else by
+    ``evidence`` (the linear
     discriminant's mean IoU less the majority class's on the train chips); for values by
     ``evidence`` (the linear map's R^2 on the train chips); None while it is not known."""
     if generator not in (None, "local"):
@@ -98,11 +99,13 @@ def auto_choice(categorical: bool, evidence: float | None, generator: str | None
 
 def flags(name: str, only: Iterable[str] | None = None) -> str:
     """A recipe as the options it gives: ``--generator local --ngf 16 ...`` (those at their
-    paper values left out; with ``only``, those named there alone)."""
+    paper values left out but the generator, which auto's other picks change; with ``only``,
+    those named there alone)."""
     paper = RECIPES["paper"]
     parts = []
     for key, value in RECIPES[name].items():
-        if value is None or value is False or (name != "paper" and value == paper[key]):
+        if value is None or value is False or (name != "paper" and value == paper[key]
+                                               and key != "generator"):
             continue
         if only is not None and key not in only:
             continue
@@ -128,7 +131,8 @@ RECIPE_HELP = (
                                                                              "decay_epochs"})
                 + f", {values['epochs']} + {values['decay_epochs']} epochs)"
                 for name, values in RECIPES.items())
-    + ". auto: paper with a --generator other than local; with --categorical classes where the "
+    + ". auto: paper with a --generator other than local; with --categorical classes for the "
+    "local generator, else classes where the "
     "linear discriminant of the source bands beats the majority class's mean IoU on the train "
     f"chips by at least {AUTO_MIN_IOU_GAIN:g}, shapes where it does not; for values residual "
     f"where the linear map explains at least {AUTO_MIN_EXPLAINED:.0%} of the train chips' "

@@ -285,7 +285,12 @@ class TrainConfig:
         if self.recipe == "residual" and self.categorical:
             raise GeoPix2PixError("--recipe residual refines values on the squared error; for a "
                                   "class map (--categorical) use --recipe classes or shapes")
-        name = auto_choice(self.categorical, None, self.generator) if self.recipe == "auto" \
+        if self.class_weights is None and not self.categorical:
+            self.class_weights = "none"  # (values: no recipe weighs classes, auto need not wait)
+        # (only the local generator has layers: given, they choose it)
+        generator = "local" if self.generator is None and self.local_layers is not None \
+            else self.generator
+        name = auto_choice(self.categorical, None, generator) if self.recipe == "auto" \
             else self.recipe
         filled = self.recipe_values(name) if name is not None else {}
         for key, value in filled.items():

@@ -4,14 +4,15 @@ A Pix2Pix run that gives no recipe reads its train chips for the baselines' sums
 (`baselines.accumulate`, each rank its shard, the sums added). On values it takes ``residual``
 where the linear map explains enough of the target's variance, ``local`` where it does not; the
 sums are kept for the baselines' fit, so the chips are read once for both. On a class map it
-reads them a second time to score the linear discriminant and the majority class fitted from
-those sums, and takes ``classes`` where the discriminant tells the classes apart clearly better
-than the majority class, ``shapes`` (the U-Net) where a pixel's spectrum does not tell them
-(`settings.recipes.auto_choice`).
+reads them a second time to score the linear discriminant fitted from those sums (the majority
+class's score follows from the class counts), and takes ``classes`` where the discriminant tells
+the classes apart clearly better than the majority class, ``shapes`` (the U-Net) where a pixel's
+spectrum does not tell them (`settings.recipes.auto_choice`).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -63,7 +64,9 @@ def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
         name = auto_choice(config.categorical, None, config.generator)
         if name is None:
             return RecipeChoice(config, None, name, None)
-        why = f"--generator {config.generator}" + (" --categorical" if name == "classes" else "")
+        given = "--local-layers" if "generator" in config.filled_by_recipe else \
+            f"--generator {config.generator}"
+        why = given + (" --categorical" if name == "classes" else "")
         return RecipeChoice(config, None, name, _said(name, config.filled_by_recipe, why))
     info.check_paired(chips_dir)  # (Pix2Pix's own check, before the chips are read as pairs)
     read = _read_classes if config.categorical else _read_values
@@ -104,28 +107,32 @@ def _read_classes(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
                   ) -> tuple[torch.Tensor, str, str]:
     """The class baselines' sums, and ``classes`` or ``shapes`` by how much better than the
     majority class the linear discriminant fitted from them scores on the same chips (a second
-    pass: a per-pixel map of a few numbers per class, so the train chips judge it fairly)."""
+    pass: a per-pixel map of a few numbers per class, so the train chips judge it fairly). The
+    majority class is right on its own pixels alone: its IoU is its share, every other class's
+    0, so its mean IoU is its share over the classes present."""
     classes = trained_classes(info, chips_dir)
     dataset = ChipDataset(chips_dir, "train", classes=classes)
     in_bands = len(info.source.bands)
     sums = _summed(accumulate(_train_loader(dataset, config, setup), in_bands, len(classes),
                               len(classes)), setup)
     _, majority, fisher, _ = solve_classes(sums, in_bands, len(classes))
-    maps = BaselineMaps(majority, majority, "none", fisher)
+    module = baseline_generator(BaselineMaps(majority, majority, "none", fisher),
+                                "discriminant", True, setup.device)
     reduce = distributed.all_reduce_sum if distributed.world_size() > 1 else None
-    miou = {}
-    for baseline in ("discriminant", "constant"):
-        module = baseline_generator(maps, baseline, True, setup.device)
-        scores = evaluate_classes(module, _train_loader(dataset, config, setup), setup,
-                                  len(classes), reduce)
-        miou[baseline] = scores.get("val_miou", 0.0)
-    gain = miou["discriminant"] - miou["constant"]
-    name = auto_choice(True, gain)
+    scores = evaluate_classes(module, _train_loader(dataset, config, setup), setup,
+                              len(classes), reduce)
+    discriminant = scores.get("val_miou", 0.0)
+    counts = sums[:len(classes) * (1 + in_bands)].view(len(classes), -1)[:, 0]
+    present = counts > 0
+    majority_miou = float(counts.max() / counts.sum() / present.sum()) if present.any() else 0.0
+    gain = discriminant - majority_miou
+    name = auto_choice(True, gain if math.isfinite(gain) else 0.0)
     assert name is not None
     side = "at least" if name == "classes" else "under"
     return sums, name, (f"the linear discriminant of the source bands scores a mean IoU of "
-                        f"{miou['discriminant']:.3f} on the train chips, the majority class "
-                        f"{miou['constant']:.3f} (a gain {side} {AUTO_MIN_IOU_GAIN:g})")
+                        f"{discriminant:.3f} on the train chips, the majority class "
+                        f"{majority_miou:.3f} (a gain of {gain:.3f}, {side} "
+                        f"{AUTO_MIN_IOU_GAIN:g})")
 
 
 def _said(name: str, filled, why: str) -> str:

@@ -76,7 +76,7 @@ class TrainResult:
     steps: int
     metrics: list[dict[str, int | float | None]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
-    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # baselines.json's scores
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # the baselines' scores
     comparison: str | None = None  # "model-best: val MAE 3.1 · linear 5.2 · constant 18.9"
     # the other direction's latest and best model files (CycleGAN: B -> A), else none
     reverse_model_path: Path | None = None
