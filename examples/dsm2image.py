@@ -45,7 +45,8 @@ def main() -> None:
                         help="output folder")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps (default: the recipe's length)")
-    parser.add_argument("--chip-size", type=int, default=64, help="chip size in pixels")
+    parser.add_argument("--chip-size", type=int, default=32, help="chip size in pixels")
+    parser.add_argument("--stride", type=int, default=12, help="chip stride in pixels")
     args = parser.parse_args()
     for raster in (args.source, args.target):  # the sample data lies beside a checkout
         if not raster.exists():
@@ -54,7 +55,7 @@ def main() -> None:
 
     chips, run, prediction = args.out / "chips", args.out / "run", args.out / "prediction.tif"
     print("\n".join(geopix2pix.export_chips(
-        args.source, args.target, chips, chip_size=args.chip_size, stride=args.chip_size // 4,
+        args.source, args.target, chips, chip_size=args.chip_size, stride=args.stride,
         source_scaling="centre", target_resampling="bilinear", overwrite=True).lines()))
     result = geopix2pix.train(chips, run, max_steps=args.steps, recipe="local", augment="none",
                               overwrite=True)

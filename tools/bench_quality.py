@@ -63,7 +63,7 @@ class Case:
 CASES = {
     "dem": Case("dem", "dem_hillshade_exploradores/exploradores_aster_dem_30m.tif",
                 "dem_hillshade_exploradores/exploradores_aster_hillshade_gdal_az315_alt45.tif",
-                "north", {"chip_size": 64, "stride": 16, "source_scaling": "centre"},
+                "north", {"chip_size": 32, "stride": 12, "source_scaling": "centre"},
                 {"recipe": "local"}),
     "sar": Case("sar", "sar_optical_spacenet6_rotterdam/sar_masked_HH_HV_VH_VV_dB.tif",
                 "sar_optical_spacenet6_rotterdam/rgb_unmasked.tif",
