@@ -60,7 +60,10 @@ def _saved(run: Path) -> dict:
 
 
 def _values(name: str, given: dict) -> dict:
-    return {k: v for k, v in RECIPES[name].items() if v is not None and k not in given}
+    """Recipe ``name``'s values of the options ``given`` leaves to it (a length given: no
+    floor, test_recipes)."""
+    return {k: v for k, v in RECIPES[name].items() if v is not None and k not in given
+            and k != "min_steps"}
 
 
 def _gain(line: str) -> float:
@@ -186,8 +189,8 @@ def test_two_ranks_pick_what_one_process_picks_for_a_class_map(shape_chips, tmp_
 
 def test_the_help_names_the_recipe_and_the_rule():
     assert "shapes (a class map told by shape, such as roads: the U-Net, classes balanced: " \
-        "--generator unet --ngf 32 --augment d4 --class-weights balanced, 5 + 5 epochs)" \
-        in RECIPE_HELP
+        "--generator unet --ngf 32 --augment d4 --class-weights balanced, 5 + 5 epochs, at " \
+        "least 600 steps)" in RECIPE_HELP
     assert f"by at least {AUTO_MIN_IOU_GAIN:g}, shapes where it does not" in RECIPE_HELP
     with pytest.raises(GeoPix2PixError, match="trains a class map"):
         TrainConfig(recipe="shapes")

@@ -60,8 +60,10 @@ def _recipe_used(run: Path) -> str | None:
 
 
 def _recipe_values(name: str) -> dict:
-    """Recipe `name`'s values of the options these tests do not give (TINY gives the length)."""
-    return {k: v for k, v in RECIPES[name].items() if v is not None and k not in TINY}
+    """Recipe `name`'s values of the options these tests do not give (TINY gives the length,
+    so no recipe's floor: min_steps 0)."""
+    return {**{k: v for k, v in RECIPES[name].items() if v is not None and k not in TINY},
+            "min_steps": 0}
 
 
 def test_auto_picks_residual_where_the_linear_map_explains_the_target_and_says_why(
@@ -99,13 +101,18 @@ def test_options_given_win_over_the_recipe(linear_chips, tmp_path):
 
 
 def test_the_recipe_sets_the_length_of_a_run_that_gives_none(unexplained_chips, tmp_path):
-    """The local recipes train 25 + 25 epochs (a small scene in about 10 CPU minutes), the
-    paper's recipe and CycleGAN the paper's 100 + 100."""
+    """The local recipes train 25 + 25 epochs (a small scene in about 10 CPU minutes), and at
+    least their floor of steps where the epochs are few (here 3 steps each: 150 stretched to
+    local's 1,500, the schedule's proportions kept); the paper's recipe and CycleGAN the
+    paper's 100 + 100, without a floor."""
     tiny = {k: v for k, v in TINY.items() if k not in ("epochs", "decay_epochs")}
     result = train(unexplained_chips, tmp_path / "run", ngf=4, **tiny)
     options = _options(tmp_path / "run")
-    assert (options["epochs"], options["decay_epochs"]) == (25, 25)
-    assert result.epochs == 50 and result.steps == 50 * 3  # 6 train chips, 2 a step
+    assert (options["epochs"], options["decay_epochs"], options["min_steps"]) == (25, 25, 1500)
+    assert result.steps == 1500 and result.epochs == 500  # 6 train chips, 2 a step
+    lrs = [row["lr"] for row in result.metrics]
+    assert lrs[len(lrs) // 2 - 1] == pytest.approx(lrs[0]) and lrs[-1] < 0.01 * lrs[0]
+    assert TrainConfig(recipe="paper").min_steps == TrainConfig(model="cyclegan").min_steps == 0
     assert (TrainConfig(recipe="paper").epochs, TrainConfig(recipe="paper").decay_epochs) == \
         (100, 100)
     cyclegan = TrainConfig(model="cyclegan")
@@ -151,8 +158,8 @@ def test_a_named_recipe_fills_what_is_not_given():
 def test_auto_decides_without_the_chips_where_it_can():
     classes = TrainConfig(categorical=True, generator="local")  # (else by the chips:
     assert not classes.undecided  # test_recipe_classes)
-    assert {k: getattr(classes, k) for k in _recipe_values("classes")} == \
-        _recipe_values("classes")
+    expected = {k: v for k, v in RECIPES["classes"].items() if v is not None}
+    assert {k: getattr(classes, k) for k in expected} == expected
     # another generator than the local one: the paper's recipe, with that generator
     unet = TrainConfig(generator="smp:Unet:resnet18")
     assert (unet.generator, unet.lr, unet.gan_warmup, unet.ngf) == \
@@ -326,3 +333,15 @@ def test_a_resume_given_none_keeps_the_run_s_length(unexplained_chips, tmp_path)
                    quiet=True, workers=0)
     assert result.steps == 4
     assert (_options(run)["epochs"], _options(run)["decay_epochs"]) == (100, 100)
+
+
+def test_a_run_from_before_min_steps_resumes_as_it_was(unexplained_chips, tmp_path):
+    """train.json and checkpoint.pt written before --min-steps record no floor: the run had
+    none, and resumes with none (its checkpoint is compared with 0)."""
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        train(unexplained_chips, run, max_steps=4, callback=lambda info: info["step"] == 2,
+              **TINY)
+    _forget(run, ("min_steps",))
+    result = train(unexplained_chips, run, resume=True, quiet=True, workers=0)
+    assert result.steps == 4 and _options(run)["min_steps"] == 0

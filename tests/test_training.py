@@ -144,6 +144,11 @@ def test_schedule_constant_then_linear_to_zero():
     assert sched.lr_at(40) == 0.0
     short = LinearDecaySchedule.build(1.0, 10, 100, 100, max_steps=8)
     assert (short.total_steps, short.constant_steps) == (8, 4)
+    # a floor stretches too few epochs' steps (3 of 10 constant), never more, nor --max-steps
+    floored = LinearDecaySchedule.build(1.0, 2, 3, 7, min_steps=100)
+    assert (floored.total_steps, floored.constant_steps) == (100, 30)
+    assert LinearDecaySchedule.build(1.0, 20, 3, 7, min_steps=100).total_steps == 200
+    assert LinearDecaySchedule.build(1.0, 2, 3, 7, max_steps=8, min_steps=100).total_steps == 8
 
 
 def test_masked_losses_ignore_values_under_the_mask():

@@ -15,38 +15,43 @@ from typing import Any
 # the options a recipe fills, each recipe's values for them
 RECIPE_OPTIONS = ("generator", "ngf", "local_layers", "lr", "gan_warmup", "ema", "residual",
                   "pixel_loss", "validity_band", "augment", "class_weights", "epochs",
-                  "decay_epochs")
+                  "decay_epochs", "min_steps")
+LENGTH = ("epochs", "decay_epochs", "min_steps")  # a recipe's length: E + D epochs, at least N
+# steps (a small chips folder's epochs are a few steps each); a run that gives any of its length
+# (or --max-steps) trains exactly that, without the floor
 RECIPES: dict[str, dict[str, Any]] = {
     # the paper's Pix2Pix: U-Net + PatchGAN, L1 + adversarial from the start
     "paper": dict(generator="unet", ngf=64, local_layers=None, lr=2e-4, gan_warmup=0.0, ema=0.0,
                   residual="none", pixel_loss="l1", validity_band=False, augment="none",
-                  class_weights="none", epochs=100, decay_epochs=100),
+                  class_weights="none", epochs=100, decay_epochs=100, min_steps=0),
     # a near-local operator learned whole (a terrain derivative: DEM -> hillshade, slope): a
     # wide local generator on L1 alone, told where the source's voids are; no augmentation (a
     # hillshade has a sun azimuth, an aspect a north)
     "local": dict(generator="local", ngf=64, local_layers=4, lr=1e-3, gan_warmup=1.0, ema=0.0,
                   residual="none", pixel_loss="l1", validity_band=True, augment="none",
-                  class_weights="none", epochs=25, decay_epochs=25),
+                  class_weights="none", epochs=25, decay_epochs=25, min_steps=1500),
     # a mapping the linear map of the bands already explains in part, from few pairs (SAR ->
     # optical): a narrow local generator refines that map on the squared error it is fitted with,
     # slowly (at 1e-3 it drifts from the start with more steps and loses on another part);
     # mirrored chips, which its 3x3 neighbourhood hardly tells apart, won on three splits
     "residual": dict(generator="local", ngf=16, local_layers=2, lr=3e-4, gan_warmup=1.0, ema=0.0,
                      residual="linear", pixel_loss="mse", validity_band=False, augment="flip",
-                     class_weights="none", epochs=25, decay_epochs=25),
+                     class_weights="none", epochs=25, decay_epochs=25, min_steps=500),
     # a class map (--categorical) from a pixel's spectrum: over the linear discriminant, on the
     # unweighted cross-entropy, adversarial for the second half, weights averaged, any
     # orientation
     "classes": dict(generator="local", ngf=64, local_layers=3, lr=1e-3, gan_warmup=0.5,
                     ema=0.999, residual="linear", pixel_loss="l1", validity_band=False,
-                    augment="d4", class_weights="none", epochs=100, decay_epochs=100),
+                    augment="d4", class_weights="none", epochs=100, decay_epochs=100,
+                    min_steps=400),
     # a class map told by its shape, not by a pixel's spectrum (roads in a panchromatic image):
     # the paper's U-Net at width 32, each class weighted by the inverse of its share (a rare
     # class is otherwise traded away), any orientation, 5 + 5 epochs (about 10 CPU minutes on
     # a few hundred 128 px chips; the decay paid on the roads benchmark)
     "shapes": dict(generator="unet", ngf=32, local_layers=None, lr=2e-4, gan_warmup=0.0,
                    ema=0.0, residual="none", pixel_loss="l1", validity_band=False,
-                   augment="d4", class_weights="balanced", epochs=5, decay_epochs=5),
+                   augment="d4", class_weights="balanced", epochs=5, decay_epochs=5,
+                   min_steps=600),
 }
 CLASS_RECIPES = ("classes", "shapes")  # those for a class map (--categorical) only
 RECIPE_CHOICES = ("auto", *RECIPES)
@@ -58,10 +63,13 @@ BEFORE_RECIPES = {**{k: v for k, v in RECIPES["paper"].items() if v is not None}
 
 def unrecorded_defaults(options: dict[str, Any]) -> dict[str, Any]:
     """The values a recorded run (train.json's or a checkpoint's options) used for the recipe
-    options it does not record: the paper's for a Pix2Pix run from before --recipe, else none
-    (a run since records them all; a CycleGAN run its family's defaults)."""
-    if "recipe" in options or options.get("model", "pix2pix") != "pix2pix":
+    options it does not record: the paper's for a Pix2Pix run from before --recipe, no floor
+    for one from before --min-steps, else none (a run since records them all; a CycleGAN run
+    its family's defaults)."""
+    if options.get("model", "pix2pix") != "pix2pix":
         return {}
+    if "recipe" in options:
+        return {} if "min_steps" in options else {"min_steps": 0}
     return {**BEFORE_RECIPES, "recipe": "auto"}  # (resumed as train's default now)
 # auto, for values: "residual" when the linear map of the source bands explains at least this
 # share of the train chips' target variance (its R^2, summed over the bands), else "local". Where
@@ -127,9 +135,9 @@ RECIPE_HELP = (
     "The values of the options that shape the model, the augmentation and the run's length, "
     "where not given: "
     + "; ".join(f"{name} ({PURPOSES[name]}: " + flags(name, ("lr",) if name == "paper" else
-                                                      set(RECIPE_OPTIONS) - {"epochs",
-                                                                             "decay_epochs"})
-                + f", {values['epochs']} + {values['decay_epochs']} epochs)"
+                                                      set(RECIPE_OPTIONS) - set(LENGTH))
+                + f", {values['epochs']} + {values['decay_epochs']} epochs"
+                + (f", at least {values['min_steps']} steps)" if values["min_steps"] else ")")
                 for name, values in RECIPES.items())
     + ". auto: paper with a --generator other than local; with --categorical classes for the "
     "local generator, else classes where the "

@@ -95,6 +95,7 @@ class TrainKeywords(TypedDict, total=False):
     epochs: int | None
     decay_epochs: int | None
     max_steps: int | None
+    min_steps: int | None
     lr: float | None
     beta1: float
     lambda_l1: float | None
@@ -153,6 +154,11 @@ class TrainConfig:
         "Epochs of linear learning-rate decay to zero after --epochs."))
     max_steps: int | None = option(None, shown_default="none", help=(
         "Train this many steps instead (same constant/decay proportions)"))
+    min_steps: int | None = option(None, shown_default=SHOWN, help=(
+        "Train at least this many steps: where --epochs and --decay-epochs make fewer (a small "
+        "chips folder's epochs are a few steps each), their schedule is stretched to it (same "
+        "proportions; 0: no floor). A recipe's floor applies only to its own length: a run "
+        "that gives --epochs, --decay-epochs or --max-steps trains exactly those."))
     lr: float | None = option(None, shown_default=family_default("lr"),
                               help="Adam learning rate (betas 0.5, 0.999).")
     beta1: float = option(0.5, cli=False)
@@ -287,6 +293,9 @@ class TrainConfig:
                                   "class map (--categorical) use --recipe classes or shapes")
         if self.class_weights is None and not self.categorical:
             self.class_weights = "none"  # (values: no recipe weighs classes, auto need not wait)
+        if self.min_steps is None and (self.epochs, self.decay_epochs, self.max_steps) != (
+                None, None, None):
+            self.min_steps = 0  # (a length given is trained as given: no recipe's floor)
         # (only the local generator has layers: given, they choose it)
         generator = "local" if self.generator is None and self.local_layers is not None \
             else self.generator
@@ -336,6 +345,8 @@ class TrainConfig:
             raise GeoPix2PixError("--epochs and --decay-epochs must be >= 0 and not both 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise GeoPix2PixError("--max-steps must be at least 1")
+        if self.min_steps is not None and self.min_steps < 0:
+            raise GeoPix2PixError("--min-steps must be 0 (no floor) or more")
         if self.workers is not None and self.workers < 0:
             raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
         if self.lr is not None and not 0 < self.lr < math.inf:

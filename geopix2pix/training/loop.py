@@ -67,7 +67,8 @@ def seed_everything(seed: int) -> None:
 def build_schedule(config: TrainConfig, steps_per_epoch: int) -> LinearDecaySchedule:
     """The learning rate of every step (constant, then a linear decay)."""
     return LinearDecaySchedule.build(config.lr, steps_per_epoch, config.epochs,
-                                     config.decay_epochs, config.max_steps)
+                                     config.decay_epochs, config.max_steps,
+                                     config.min_steps or 0)
 
 
 class EpochRunner:

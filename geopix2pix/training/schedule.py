@@ -4,7 +4,8 @@ constant, then linear decay to zero.
 The schedule is a pure function of the step, so a resumed run follows it exactly: with
 ``--epochs E --decay-epochs D`` the rate is constant for E epochs and falls linearly to zero over
 the next D; with ``--max-steps N`` the run is N steps long and keeps the same proportions (the
-first E / (E + D) of the steps constant, the rest decaying).
+first E / (E + D) of the steps constant, the rest decaying); with ``--min-steps N`` where E + D
+epochs make fewer steps, as with ``--max-steps N``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ class LinearDecaySchedule:
 
     @classmethod
     def build(cls, base_lr: float, steps_per_epoch: int, epochs: int, decay_epochs: int,
-              max_steps: int | None = None) -> LinearDecaySchedule:
+              max_steps: int | None = None, min_steps: int = 0) -> LinearDecaySchedule:
+        """``max_steps`` given: that many steps; else the epochs' steps, stretched to
+        ``min_steps`` where they are fewer (the same proportions)."""
+        if max_steps is None and steps_per_epoch * (epochs + decay_epochs) < min_steps:
+            max_steps = min_steps
         if max_steps is not None:
             constant = math.ceil(max_steps * epochs / (epochs + decay_epochs))
             return cls(base_lr, max_steps, constant)
