@@ -106,10 +106,16 @@ def test_the_recipe_sets_the_length_of_a_run_that_gives_none(unexplained_chips, 
     local's 1,500, the schedule's proportions kept); the paper's recipe and CycleGAN the
     paper's 100 + 100, without a floor."""
     tiny = {k: v for k, v in TINY.items() if k not in ("epochs", "decay_epochs")}
-    result = train(unexplained_chips, tmp_path / "run", ngf=4, **tiny)
+    said: list[str] = []
+    result = train(unexplained_chips, tmp_path / "run", ngf=4, log=said.append, **tiny)
     options = _options(tmp_path / "run")
     assert (options["epochs"], options["decay_epochs"], options["min_steps"]) == (25, 25, 1500)
     assert result.steps == 1500 and result.epochs == 500  # 6 train chips, 2 a step
+    assert next(m for m in said if m.startswith("training on ")).endswith(
+        "1500 steps (the 150 of 25 + 25 epochs stretched to --min-steps 1500)")
+    with pytest.raises(GeoPix2PixError, match="--max-steps sets the run's length, which "
+                       "--min-steps would stretch: give one"):
+        TrainConfig(min_steps=100, max_steps=5)
     lrs = [row["lr"] for row in result.metrics]
     assert lrs[len(lrs) // 2 - 1] == pytest.approx(lrs[0]) and lrs[-1] < 0.01 * lrs[0]
     assert TrainConfig(recipe="paper").min_steps == TrainConfig(model="cyclegan").min_steps == 0

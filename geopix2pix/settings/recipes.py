@@ -36,7 +36,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # mirrored chips, which its 3x3 neighbourhood hardly tells apart, won on three splits
     "residual": dict(generator="local", ngf=16, local_layers=2, lr=3e-4, gan_warmup=1.0, ema=0.0,
                      residual="linear", pixel_loss="mse", validity_band=False, augment="flip",
-                     class_weights="none", epochs=25, decay_epochs=25, min_steps=500),
+                     class_weights="none", epochs=25, decay_epochs=25, min_steps=350),
     # a class map (--categorical) from a pixel's spectrum: over the linear discriminant, on the
     # unweighted cross-entropy, adversarial for the second half, weights averaged, any
     # orientation

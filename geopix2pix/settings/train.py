@@ -347,6 +347,9 @@ class TrainConfig:
             raise GeoPix2PixError("--max-steps must be at least 1")
         if self.min_steps is not None and self.min_steps < 0:
             raise GeoPix2PixError("--min-steps must be 0 (no floor) or more")
+        if self.min_steps and self.max_steps is not None:
+            raise GeoPix2PixError("--max-steps sets the run's length, which --min-steps would "
+                                  "stretch: give one")
         if self.workers is not None and self.workers < 0:
             raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
         if self.lr is not None and not 0 < self.lr < math.inf:

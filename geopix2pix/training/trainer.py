@@ -218,13 +218,17 @@ class Trainer:
         self.log(f"warning: {said}; {BEST_MODEL} and {MODEL} hold the last validated weights "
                  f"(model-best: epoch {best.get('epoch')}); {lower}")
 
-    def _announce(self, total_steps: int) -> None:
+    def _announce(self, total_steps: int, steps_per_epoch: int) -> None:
         config, run = self.config, self.run
         ranks = f", {run.world} ranks ({torch.distributed.get_backend()})" \
             if run.world > 1 else ""
+        epochs = config.epochs + config.decay_epochs
+        stretched = f" (the {steps_per_epoch * epochs} of {config.epochs} + " \
+            f"{config.decay_epochs} epochs stretched to --min-steps {config.min_steps})" \
+            if config.max_steps is None and total_steps > steps_per_epoch * epochs else ""
         self.log(f"training on {run.setup.describe()}{ranks}: {_chips(self.train_set)} train / "
                  f"{_chips(self.val_set)} val chips, batch {config.batch_size} per rank x "
-                 f"{run.world} = {run.effective_batch} per step, {total_steps} steps")
+                 f"{run.world} = {run.effective_batch} per step, {total_steps} steps{stretched}")
         if self.recipe_note:
             self.log(self.recipe_note)
         for line in self.family.describe():
@@ -247,7 +251,7 @@ class Trainer:
         self.checkpoint.schedule = schedule
         self.runner = EpochRunner(self.family, self.state, self.config, self.sampler, schedule,
                                   loaders, self.folder, self.checkpoint)
-        self._announce(schedule.total_steps)
+        self._announce(schedule.total_steps, self.sampler.batches_per_epoch())
         try:
             with StopRequest() as stop:
                 self._run(stop, callback)
