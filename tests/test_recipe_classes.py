@@ -14,7 +14,6 @@ import pytest
 from conftest import write_raster
 
 from geopix2pix.chips.export import export_chips
-from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.settings.recipes import AUTO_MIN_IOU_GAIN, RECIPE_HELP, RECIPES
 from geopix2pix.settings.train import TrainConfig
@@ -153,17 +152,32 @@ def test_a_class_map_waits_for_the_chips_unless_the_local_generator_is_given():
     assert TrainConfig(model="cyclegan").class_weights == "none"
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--recipe", "shapes"], "--recipe shapes trains a class map: pass --categorical too"),
-    (["--recipe", "residual", "--categorical"], "use --recipe classes or shapes"),
-    (["--class-weights", "balanced"], "--class-weights balanced weighs the classes of a class "
-     "map; pass --categorical too"),
-])
-def test_class_recipe_misuse_is_one_line_exit_2(spectral_chips, tmp_path, capsys, args, says):
-    code = main(["train", str(spectral_chips), "-o", str(tmp_path / "run"), *args])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and says in err and "Traceback" not in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "run").exists()
+def test_the_majority_class_s_score_from_the_counts_is_the_one_validation_gives(shape_chips):
+    """auto takes the majority class's mean IoU from the class counts, without a pass: the
+    same as scoring its map on the chips."""
+    from geopix2pix.chips.dataset import ChipDataset
+    from geopix2pix.chips.manifest import DatasetInfo
+    from geopix2pix.models.baseline import BaselineMaps, baseline_generator
+    from geopix2pix.training.baselines import (
+        accumulate,
+        majority_miou,
+        shard_loader,
+        solve_classes,
+    )
+    from geopix2pix.training.classes import trained_classes
+    from geopix2pix.training.device import device_setup
+    from geopix2pix.training.validate import evaluate_classes
+
+    setup = device_setup("cpu", False)
+    classes = trained_classes(DatasetInfo.load(shape_chips), shape_chips)
+    dataset = ChipDataset(shape_chips, "train", classes=classes)
+    sums = accumulate(shard_loader(dataset, 4, 0, 1, setup), 1, 2, 2)
+    nearest, majority, fisher, _ = solve_classes(sums, 1, 2)
+    scored = evaluate_classes(baseline_generator(BaselineMaps(nearest, majority, "none", fisher),
+                                                 "constant", True, setup.device),
+                              shard_loader(dataset, 4, 0, 1, setup), setup, 2)
+    assert majority_miou(sums, 1, 2) == pytest.approx(scored["val_miou"], abs=1e-12)
+    assert 0.3 < scored["val_miou"] < 0.5  # two classes, the larger one right alone
 
 
 def test_two_ranks_pick_what_one_process_picks_for_a_class_map(shape_chips, tmp_path):

@@ -189,8 +189,12 @@ def test_cyclegan_keeps_its_own_defaults_and_refuses_a_recipe():
 
 @pytest.mark.parametrize("args, says", [
     (["--recipe", "classes"], "--recipe classes trains a class map: pass --categorical too"),
+    (["--recipe", "shapes"], "--recipe shapes trains a class map: pass --categorical too"),
     (["--recipe", "residual", "--categorical"], "for a class map (--categorical) use --recipe "
-     "classes"),
+     "classes or shapes"),
+    (["--class-weights", "balanced"], "--class-weights balanced weighs the classes of a class "
+     "map; pass --categorical too"),
+    (["--min-steps", "-1"], "--min-steps must be 0 (no floor) or more"),
     (["--recipe", "fast"], "'fast' is not one of 'auto', 'paper', 'local'"),
 ])
 def test_recipe_misuse_is_one_line_exit_2(linear_chips, tmp_path, capsys, args, says):

@@ -130,7 +130,7 @@ def solve_classes(sums: torch.Tensor, in_bands: int, classes: int
                   ) -> tuple[PixelMap, PixelMap, PixelMap, int]:
     """The nearest-class-mean scores (2 mu_k . x - |mu_k|^2), the majority class (a one-hot
     bias) and the linear discriminant from `accumulate`'s sums, and the pixel count."""
-    table = sums[:classes * (1 + in_bands)].reshape(classes, 1 + in_bands).numpy()
+    table = _class_table(sums, in_bands, classes)
     scatter = sums[classes * (1 + in_bands):].reshape(in_bands, in_bands).numpy()
     counts, totals = table[:, 0], table[:, 1:]
     present = counts > 0
@@ -142,6 +142,21 @@ def solve_classes(sums: torch.Tensor, in_bands: int, classes: int
     majority = PixelMap(tuple((0.0,) * in_bands for _ in range(classes)),
                         tuple(map(float, onehot)))
     return nearest, majority, discriminant(counts, means, scatter), int(counts.sum())
+
+
+def _class_table(sums: torch.Tensor, in_bands: int, classes: int) -> np.ndarray:
+    """`accumulate`'s per-class rows of a class map: each class's pixel count, then its source
+    sums."""
+    return sums[:classes * (1 + in_bands)].reshape(classes, 1 + in_bands).numpy()
+
+
+def majority_miou(sums: torch.Tensor, in_bands: int, classes: int) -> float:
+    """The majority class's mean IoU on the pixels `accumulate` summed, from the counts alone:
+    it is right on its own pixels only, so its IoU is its share and every other class's 0, over
+    the classes present (as `validate.evaluate_classes` would score it)."""
+    counts = _class_table(sums, in_bands, classes)[:, 0]
+    present = int((counts > 0).sum())
+    return float(counts.max() / counts.sum() / present) if present else 0.0
 
 
 RIDGE = 1e-3  # of the pooled covariance's mean variance, added to its diagonal

@@ -30,7 +30,13 @@ from geopix2pix.settings.recipes import (
 )
 from geopix2pix.settings.train import TrainConfig
 
-from .baselines import accumulate, explained_variance, shard_loader, solve_classes
+from .baselines import (
+    accumulate,
+    explained_variance,
+    majority_miou,
+    shard_loader,
+    solve_classes,
+)
 from .classes import trained_classes
 from .device import DeviceSetup
 from .validate import evaluate_classes
@@ -107,31 +113,28 @@ def _read_classes(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
                   ) -> tuple[torch.Tensor, str, str]:
     """The class baselines' sums, and ``classes`` or ``shapes`` by how much better than the
     majority class the linear discriminant fitted from them scores on the same chips (a second
-    pass: a per-pixel map of a few numbers per class, so the train chips judge it fairly). The
-    majority class is right on its own pixels alone: its IoU is its share, every other class's
-    0, so its mean IoU is its share over the classes present."""
+    pass: a per-pixel map of a few numbers per class, so the train chips judge it fairly; the
+    majority class's score follows from the counts)."""
     classes = trained_classes(info, chips_dir)
     dataset = ChipDataset(chips_dir, "train", classes=classes)
     in_bands = len(info.source.bands)
     sums = _summed(accumulate(_train_loader(dataset, config, setup), in_bands, len(classes),
                               len(classes)), setup)
-    _, majority, fisher, _ = solve_classes(sums, in_bands, len(classes))
-    module = baseline_generator(BaselineMaps(majority, majority, "none", fisher),
+    nearest, majority, fisher, _ = solve_classes(sums, in_bands, len(classes))
+    module = baseline_generator(BaselineMaps(nearest, majority, "none", fisher),
                                 "discriminant", True, setup.device)
     reduce = distributed.all_reduce_sum if distributed.world_size() > 1 else None
     scores = evaluate_classes(module, _train_loader(dataset, config, setup), setup,
                               len(classes), reduce)
     discriminant = scores.get("val_miou", 0.0)
-    counts = sums[:len(classes) * (1 + in_bands)].view(len(classes), -1)[:, 0]
-    present = counts > 0
-    majority_miou = float(counts.max() / counts.sum() / present.sum()) if present.any() else 0.0
-    gain = discriminant - majority_miou
+    majority_score = majority_miou(sums, in_bands, len(classes))
+    gain = discriminant - majority_score
     name = auto_choice(True, gain if math.isfinite(gain) else 0.0)
     assert name is not None
     side = "at least" if name == "classes" else "under"
     return sums, name, (f"the linear discriminant of the source bands scores a mean IoU of "
                         f"{discriminant:.3f} on the train chips, the majority class "
-                        f"{majority_miou:.3f} (a gain of {gain:.3f}, {side} "
+                        f"{majority_score:.3f} (a gain of {gain:.3f}, {side} "
                         f"{AUTO_MIN_IOU_GAIN:g})")
 
 
