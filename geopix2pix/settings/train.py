@@ -154,7 +154,7 @@ class TrainConfig:
         "Epochs of linear learning-rate decay to zero after --epochs."))
     max_steps: int | None = option(None, shown_default="none", help=(
         "Train this many steps instead (same constant/decay proportions)"))
-    min_steps: int | None = option(None, shown_default=SHOWN, help=(
+    min_steps: int | None = option(None, shown_default=family_default("min_steps"), help=(
         "Train at least this many steps: where --epochs and --decay-epochs make fewer (a small "
         "chips folder's epochs are a few steps each), their schedule is stretched to it (same "
         "proportions; 0: no floor). A recipe's floor applies only to its own length: a run "
