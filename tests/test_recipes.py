@@ -102,17 +102,23 @@ def test_options_given_win_over_the_recipe(linear_chips, tmp_path):
 
 def test_the_recipe_sets_the_length_of_a_run_that_gives_none(unexplained_chips, tmp_path):
     """The local recipes train 25 + 25 epochs (a small scene in about 10 CPU minutes), and at
-    least their floor of steps where the epochs are few (here 3 steps each: 150 stretched to
-    local's 1,500, the schedule's proportions kept); the paper's recipe and CycleGAN the
-    paper's 100 + 100, without a floor."""
+    least their floor of steps where the epochs are few (here one step each: 50 stretched to
+    local's 1,500, the schedule's proportions kept, and the samples of 1,500 epochs named so
+    that they sort in order); the paper's recipe and CycleGAN the paper's 100 + 100, without a
+    floor."""
     tiny = {k: v for k, v in TINY.items() if k not in ("epochs", "decay_epochs")}
     said: list[str] = []
-    result = train(unexplained_chips, tmp_path / "run", ngf=4, log=said.append, **tiny)
+    result = train(unexplained_chips, tmp_path / "run", ngf=4, log=said.append,
+                   **{**tiny, "batch_size": 6})
     options = _options(tmp_path / "run")
     assert (options["epochs"], options["decay_epochs"], options["min_steps"]) == (25, 25, 1500)
-    assert result.steps == 1500 and result.epochs == 500  # 6 train chips, 2 a step
+    assert result.steps == 1500 and result.epochs == 1500  # 6 train chips, all in each step
     assert next(m for m in said if m.startswith("training on ")).endswith(
-        "1500 steps (the 150 of 25 + 25 epochs stretched to --min-steps 1500)")
+        "1500 steps (the 50 of 25 + 25 epochs stretched to --min-steps 1500)")
+    samples = sorted(p.name for p in (tmp_path / "run" / "samples").glob("epoch_*.png"))
+    epochs = [row["epoch"] for row in result.metrics]
+    assert samples == [f"epoch_{epoch:04d}.png" for epoch in epochs] and epochs == sorted(epochs)
+    assert epochs[-1] == 1500 and len(epochs) > 2
     with pytest.raises(GeoPix2PixError, match="--max-steps sets the run's length, which "
                        "--min-steps would stretch: give one"):
         TrainConfig(min_steps=100, max_steps=5)

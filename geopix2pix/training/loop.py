@@ -86,6 +86,7 @@ class EpochRunner:
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.steps_per_epoch = sampler.batches_per_epoch()
         total = schedule.total_steps
+        self.last_epoch = math.ceil(total / max(self.steps_per_epoch, 1))  # (sample names' width)
         self.val_every = config.val_every or max(1, math.ceil(total / VALIDATIONS))
         family.attach_schedule(total)
         self.sample_batch = family.sample_batch(config.samples) \
@@ -212,7 +213,7 @@ class EpochRunner:
         (``latest``) and the best ones when the family's score improved."""
         family, folder, state = self.family, self.folder, self.state
         epoch = row["epoch"]
-        folder.write_samples(family, self.sample_batch, epoch)
+        folder.write_samples(family, self.sample_batch, epoch, self.last_epoch)
         folder.history.append(row)
         score = family.score(scores, means)
         progress = {"epoch": epoch, "step": row["step"]}

@@ -121,10 +121,11 @@ class RunFolder:
         replaced yet."""
         return self.output is not None and self.output.staged and not self.output.committed
 
-    def write_samples(self, family: ModelFamily, batch, epoch: int) -> None:
+    def write_samples(self, family: ModelFamily, batch, epoch: int, last_epoch: int) -> None:
         """samples/epoch_NNN.png: the family's fixed chips (rank 0, the only one with
-        ``batch``; every rank calls)."""
-        path = self.path / "samples" / f"epoch_{epoch:03d}.png"
+        ``batch``; every rank calls), numbered with as many digits as the run's last epoch
+        needs (at least 3), so that the names sort in the run's order."""
+        path = self.path / "samples" / sample_name(epoch, last_epoch)
         distributed.writer_first(lambda: batch is None or family.draw_samples(path, batch))
 
     def write_options(self, replicas: dict[str, Any] | None = None) -> None:
@@ -178,3 +179,9 @@ def _recorded_recipe(path: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return used if isinstance(used, str) else None
+
+
+def sample_name(epoch: int, last_epoch: int) -> str:
+    """``epoch_007.png``; ``epoch_0007.png`` in a run of 1,000 epochs or more (a floor of steps
+    on a tiny chips folder), whose names would otherwise stop sorting in order."""
+    return f"epoch_{epoch:0{max(3, len(str(last_epoch)))}d}.png"
