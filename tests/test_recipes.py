@@ -100,6 +100,21 @@ def test_options_given_win_over_the_recipe(linear_chips, tmp_path):
     assert (options["epochs"], options["decay_epochs"]) == (1, 0)  # TINY's, not the recipe's
 
 
+def test_epochs_given_under_the_recipe_s_floor_are_trained_as_given_with_a_warning(
+        linear_chips, tmp_path):
+    said: list[str] = []
+    result = train(linear_chips, tmp_path / "run", ngf=4, log=said.append, **TINY)
+    assert result.steps == 3  # 6 train chips, 2 a step, 1 + 0 epochs
+    assert "warning: 1 + 0 epochs are 3 steps on these chips, under the residual recipe's floor " \
+        "of 350: trained as given; drop --epochs and --decay-epochs for the recipe's length, " \
+        "or pass --min-steps 350" in said
+    for given in (dict(max_steps=3), dict(min_steps=3), dict(recipe="paper")):
+        said.clear()
+        train(linear_chips, tmp_path / "run", ngf=4, log=said.append, overwrite=True,
+              **{**TINY, **given})
+        assert not [m for m in said if "floor" in m], given
+
+
 def test_the_recipe_sets_the_length_of_a_run_that_gives_none(unexplained_chips, tmp_path):
     """The local recipes train 25 + 25 epochs (a small scene in about 10 CPU minutes), and at
     least their floor of steps where the epochs are few (here one step each: 50 stretched to

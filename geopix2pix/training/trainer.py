@@ -31,6 +31,7 @@ from geopix2pix.runtime.device import default_workers
 from geopix2pix.runtime.staging import remove_stale_folders, wait_for_put_back
 from geopix2pix.runtime.stopping import StopRequest, attaches_stop_report
 from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.recipes import RECIPES
 from geopix2pix.settings.train import TrainConfig, TrainKeywords
 
 from .checkpoint import CHECKPOINT
@@ -97,6 +98,19 @@ def _quiet(_message: str) -> None:
 
 def _dataset_fingerprint(chips_dir: Path) -> str:
     return hashlib.sha256((chips_dir / MANIFEST).read_bytes()).hexdigest()[:16]
+
+
+def _under_the_floor(config: TrainConfig, recipe: str | None, total_steps: int) -> str | None:
+    """A warning where the epochs given (a length given is trained as given) make fewer steps
+    than the recipe's floor, the least its benchmarks trained: a small chips folder's epochs
+    are a step or two each."""
+    floor = RECIPES[recipe]["min_steps"] if recipe in RECIPES else 0
+    if config.max_steps is not None or config.min_steps or total_steps >= floor:
+        return None
+    return (f"warning: {config.epochs} + {config.decay_epochs} epochs are {total_steps} steps "
+            f"on these chips, under the {recipe} recipe's floor of {floor}: trained as given; "
+            f"drop --epochs and --decay-epochs for the recipe's length, or pass --min-steps "
+            f"{floor}")
 
 
 class Trainer:
@@ -231,6 +245,8 @@ class Trainer:
                  f"{run.world} = {run.effective_batch} per step, {total_steps} steps{stretched}")
         if self.recipe_note:
             self.log(self.recipe_note)
+        if short := _under_the_floor(config, run.recipe, total_steps):
+            self.log(short)
         for line in self.family.describe():
             self.log(line)
         if self.state["step"] >= total_steps:
