@@ -214,7 +214,7 @@ def test_the_local_generator_s_layers_given_pick_classes_without_the_chips(spect
                                                                          tmp_path, monkeypatch):
     """--local-layers names the local generator (no other has layers): auto takes classes at
     once, says why, and never reads the chips for a pick (it read them, picked shapes and then
-    refused the layers for the U-Net)."""
+    refused the layers for the U-Net); the U-Net given takes shapes at once."""
     from geopix2pix.training import recipe_choice
 
     def read_the_chips(*args, **kwargs):
@@ -227,3 +227,11 @@ def test_the_local_generator_s_layers_given_pick_classes_without_the_chips(spect
     assert line.startswith("recipe auto -> classes (--generator local --lr 0.001 ") and \
         line.endswith("): --local-layers --categorical; pass --recipe to choose another")
     assert _saved(tmp_path / "run")["options"]["local_layers"] == 2
+    # the U-Net given: its class-map recipe, shapes (not the paper's, unweighted), at once too
+    said.clear()
+    train(spectral_chips, tmp_path / "unet", max_steps=1, generator="unet", ngf=4,
+          log=said.append, **TINY)
+    line = next(m for m in said if m.startswith("recipe auto"))
+    assert line == ("recipe auto -> shapes (--augment d4 --class-weights balanced): --generator "
+                    "unet --categorical; pass --recipe to choose another")  # (the rest given)
+    assert _saved(tmp_path / "unet")["recipe_used"] == "shapes"

@@ -187,10 +187,16 @@ def test_auto_decides_without_the_chips_where_it_can():
     assert not classes.undecided  # test_recipe_classes)
     expected = {k: v for k, v in RECIPES["classes"].items() if v is not None}
     assert {k: getattr(classes, k) for k in expected} == expected
-    # another generator than the local one: the paper's recipe, with that generator
+    # another generator than the local one: the paper's recipe, with that generator; for a
+    # class map the U-Net's class-map recipe (the paper's widths with another generator)
     unet = TrainConfig(generator="smp:Unet:resnet18")
     assert (unet.generator, unet.lr, unet.gan_warmup, unet.ngf) == \
         ("smp:Unet:resnet18", 2e-4, 0.0, 64)
+    shapes = TrainConfig(categorical=True, generator="unet")
+    expected = {k: v for k, v in RECIPES["shapes"].items() if v is not None}
+    assert {k: getattr(shapes, k) for k in expected} == expected and not shapes.undecided
+    smp = TrainConfig(categorical=True, generator="smp:Unet:resnet18")
+    assert (smp.class_weights, smp.augment, smp.ngf, smp.min_steps) == ("balanced", "d4", 64, 600)
     assert TrainConfig().undecided and TrainConfig(generator="local").undecided
 
 

@@ -89,13 +89,14 @@ SHOWN = "the recipe's"  # --help's default of the options a recipe fills
 
 def auto_choice(categorical: bool, evidence: float | None, generator: str | None = None
                 ) -> str | None:
-    """The recipe ``auto`` picks: ``paper`` for a given generator other than the local one; for
-    a class map, ``classes`` with the local generator given (or its --local-layers), else by
-    ``evidence`` (the linear
-    discriminant's mean IoU less the majority class's on the train chips); for values by
-    ``evidence`` (the linear map's R^2 on the train chips); None while it is not known."""
+    """The recipe ``auto`` picks: for a given generator other than the local one ``paper``, or
+    for a class map ``shapes`` (the U-Net's class-map recipe: unweighted, the paper's recipe
+    traded a rare class away); for a class map, ``classes`` with the local generator given (or
+    its --local-layers), else by ``evidence`` (the linear discriminant's mean IoU less the
+    majority class's on the train chips); for values by ``evidence`` (the linear map's R^2 on
+    the train chips); None while it is not known."""
     if generator not in (None, "local"):
-        return "paper"
+        return "shapes" if categorical else "paper"
     if categorical and generator == "local":
         return "classes"
     if evidence is None:
@@ -139,8 +140,8 @@ RECIPE_HELP = (
                 + f", {values['epochs']} + {values['decay_epochs']} epochs"
                 + (f", at least {values['min_steps']} steps)" if values["min_steps"] else ")")
                 for name, values in RECIPES.items())
-    + ". auto: paper with a --generator other than local; with --categorical classes for the "
-    "local generator, else classes where the "
+    + ". auto: with a --generator other than local paper, or shapes with --categorical; with "
+    "--categorical classes for the local generator, else classes where the "
     "linear discriminant of the source bands beats the majority class's mean IoU on the train "
     f"chips by at least {AUTO_MIN_IOU_GAIN:g}, shapes where it does not; for values residual "
     f"where the linear map explains at least {AUTO_MIN_EXPLAINED:.0%} of the train chips' "

@@ -282,7 +282,8 @@ class TrainConfig:
     def _apply_recipe(self) -> None:
         """Pix2Pix: the options a run does not give, from its recipe (`settings.recipes`);
         ``auto`` waits for the chips (`with_recipe`, called by the trainer) unless the generator
-        decides (another than the local one: paper; the local one for a class map: classes)."""
+        decides (another than the local one: paper, or shapes for a class map; the local one for a
+        class map: classes)."""
         if self.model != "pix2pix":
             return
         if self.recipe in CLASS_RECIPES and not self.categorical:

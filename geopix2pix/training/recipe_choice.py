@@ -72,7 +72,7 @@ def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
             return RecipeChoice(config, None, name, None)
         given = "--local-layers" if "generator" in config.filled_by_recipe else \
             f"--generator {config.generator}"
-        why = given + (" --categorical" if name == "classes" else "")
+        why = given + (" --categorical" if config.categorical else "")
         return RecipeChoice(config, None, name, _said(name, config.filled_by_recipe, why))
     info.check_paired(chips_dir)  # (Pix2Pix's own check, before the chips are read as pairs)
     read = _read_classes if config.categorical else _read_values
