@@ -14,7 +14,7 @@ from conftest import write_raster
 from geopix2pix.chips.export import export_chips
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.settings.recipes import AUTO_MIN_EXPLAINED, RECIPES
+from geopix2pix.settings.recipes import AUTO_MIN_EXPLAINED, RECIPES, flags
 from geopix2pix.settings.train import TrainConfig
 from geopix2pix.training import TrainingStopped, train
 
@@ -108,7 +108,11 @@ def test_epochs_given_under_the_recipe_s_floor_are_trained_as_given_with_a_warni
     assert "warning: 1 + 0 epochs are 3 steps on these chips, under the residual recipe's floor " \
         "of 350: trained as given; drop --epochs and --decay-epochs for the recipe's length, " \
         "or pass --min-steps 350" in said
-    for given in (dict(max_steps=3), dict(min_steps=3), dict(recipe="paper")):
+    said.clear()  # a resume cannot change its length: not warned again
+    train(linear_chips, tmp_path / "run", resume=True, quiet=True, workers=0, log=said.append)
+    assert not [m for m in said if "floor" in m] and any("is complete" in m for m in said)
+    for given in (dict(max_steps=3), dict(min_steps=3), dict(min_steps=0), dict(recipe="paper"),
+                  dict(min_steps=0, epochs=None, decay_epochs=None, max_steps=None)):
         said.clear()
         train(linear_chips, tmp_path / "run", ngf=4, log=said.append, overwrite=True,
               **{**TINY, **given})
@@ -197,6 +201,9 @@ def test_auto_decides_without_the_chips_where_it_can():
     assert {k: getattr(shapes, k) for k in expected} == expected and not shapes.undecided
     smp = TrainConfig(categorical=True, generator="smp:Unet:resnet18")
     assert (smp.class_weights, smp.augment, smp.ngf, smp.min_steps) == ("balanced", "d4", 64, 600)
+    filled = {key: getattr(smp, key) for key in smp.filled_by_recipe}  # as the log names them
+    assert flags("shapes", filled, filled) == "--augment d4 --class-weights balanced --epochs 5 " \
+        "--decay-epochs 5 --min-steps 600"  # (not shapes' --ngf 32: the paper's 64 it got)
     assert TrainConfig().undecided and TrainConfig(generator="local").undecided
 
 

@@ -90,11 +90,11 @@ SHOWN = "the recipe's"  # --help's default of the options a recipe fills
 def auto_choice(categorical: bool, evidence: float | None, generator: str | None = None
                 ) -> str | None:
     """The recipe ``auto`` picks: for a given generator other than the local one ``paper``, or
-    for a class map ``shapes`` (the U-Net's class-map recipe: unweighted, the paper's recipe
-    traded a rare class away); for a class map, ``classes`` with the local generator given (or
-    its --local-layers), else by ``evidence`` (the linear discriminant's mean IoU less the
-    majority class's on the train chips); for values by ``evidence`` (the linear map's R^2 on
-    the train chips); None while it is not known."""
+    for a class map ``shapes`` (the U-Net's class-map recipe, classes balanced: the paper's
+    unweighted recipe traded a rare class away); for a class map, ``classes`` with the local
+    generator given (or its --local-layers), else by ``evidence`` (the linear discriminant's
+    mean IoU less the majority class's on the train chips); for values by ``evidence`` (the
+    linear map's R^2 on the train chips); None while it is not known."""
     if generator not in (None, "local"):
         return "shapes" if categorical else "paper"
     if categorical and generator == "local":
@@ -106,15 +106,18 @@ def auto_choice(categorical: bool, evidence: float | None, generator: str | None
     return "residual" if evidence >= AUTO_MIN_EXPLAINED else "local"
 
 
-def flags(name: str, only: Iterable[str] | None = None) -> str:
+def flags(name: str, only: Iterable[str] | None = None,
+          values: dict[str, Any] | None = None) -> str:
     """A recipe as the options it gives: ``--generator local --ngf 16 ...`` (those at their
     paper values left out but the generator, which auto's other picks change; with ``only``,
-    those named there alone)."""
+    those named there alone; with ``values``, those a run got from it where they differ from
+    the table's: the paper's width for another generator than the recipe's own)."""
     paper = RECIPES["paper"]
     parts = []
-    for key, value in RECIPES[name].items():
-        if value is None or value is False or (name != "paper" and value == paper[key]
-                                               and key != "generator"):
+    for key, table_value in RECIPES[name].items():
+        value = (values or {}).get(key, table_value)
+        if table_value is None or value is None or value is False or (
+                name != "paper" and value == paper[key] and key != "generator"):
             continue
         if only is not None and key not in only:
             continue
@@ -140,7 +143,7 @@ RECIPE_HELP = (
                 + f", {values['epochs']} + {values['decay_epochs']} epochs"
                 + (f", at least {values['min_steps']} steps)" if values["min_steps"] else ")")
                 for name, values in RECIPES.items())
-    + ". auto: with a --generator other than local paper, or shapes with --categorical; with "
+    + ". auto: paper with a --generator other than local (shapes with --categorical); with "
     "--categorical classes for the local generator, else classes where the "
     "linear discriminant of the source bands beats the majority class's mean IoU on the train "
     f"chips by at least {AUTO_MIN_IOU_GAIN:g}, shapes where it does not; for values residual "

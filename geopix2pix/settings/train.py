@@ -284,6 +284,10 @@ class TrainConfig:
         ``auto`` waits for the chips (`with_recipe`, called by the trainer) unless the generator
         decides (another than the local one: paper, or shapes for a class map; the local one for a
         class map: classes)."""
+        # (not a field: whether the epochs were given and the floor was not, which a run
+        # that makes fewer steps than its recipe's floor is warned of; a resume is not)
+        self.epochs_under_no_floor = self.min_steps is None and not self.resume and (
+            self.epochs, self.decay_epochs) != (None, None)
         if self.model != "pix2pix":
             return
         if self.recipe in CLASS_RECIPES and not self.categorical:
@@ -328,7 +332,9 @@ class TrainConfig:
 
     def with_recipe(self, name: str) -> TrainConfig:
         """These options with recipe ``name``'s values where none is given (``auto``'s pick)."""
-        return dataclasses.replace(self, **self.recipe_values(name))
+        picked = dataclasses.replace(self, **self.recipe_values(name))
+        picked.epochs_under_no_floor = self.epochs_under_no_floor  # (what this run gave)
+        return picked
 
     def _check_choices(self) -> None:
         for name in ("gan_mode", "norm", "augment", "class_weights", "residual", "pixel_loss",

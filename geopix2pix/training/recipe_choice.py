@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -73,7 +73,8 @@ def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
         given = "--local-layers" if "generator" in config.filled_by_recipe else \
             f"--generator {config.generator}"
         why = given + (" --categorical" if config.categorical else "")
-        return RecipeChoice(config, None, name, _said(name, config.filled_by_recipe, why))
+        filled = {key: getattr(config, key) for key in config.filled_by_recipe}
+        return RecipeChoice(config, None, name, _said(name, filled, why))
     info.check_paired(chips_dir)  # (Pix2Pix's own check, before the chips are read as pairs)
     read = _read_classes if config.categorical else _read_values
     sums, name, why = read(config, chips_dir, info, setup)
@@ -138,9 +139,9 @@ def _read_classes(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
                         f"{AUTO_MIN_IOU_GAIN:g})")
 
 
-def _said(name: str, filled, why: str) -> str:
-    """"recipe auto -> NAME (the options it gave): why; ..." (the options given are left out:
-    they are trained as given)."""
-    given = flags(name, filled)
+def _said(name: str, filled: dict[str, Any], why: str) -> str:
+    """"recipe auto -> NAME (the options it gave, with the values it gave): why; ..." (the
+    options given are left out: they are trained as given)."""
+    given = flags(name, filled, filled)
     return (f"recipe auto -> {name}" + (f" ({given})" if given else "") + f": {why}; pass "
             "--recipe to choose another")

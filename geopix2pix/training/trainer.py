@@ -101,11 +101,12 @@ def _dataset_fingerprint(chips_dir: Path) -> str:
 
 
 def _under_the_floor(config: TrainConfig, recipe: str | None, total_steps: int) -> str | None:
-    """A warning where the epochs given (a length given is trained as given) make fewer steps
-    than the recipe's floor, the least its benchmarks trained: a small chips folder's epochs
-    are a step or two each."""
+    """A warning where the epochs given without a floor (a length given is trained as given)
+    make fewer steps than the recipe's floor, the least its benchmarks trained: a small chips
+    folder's epochs are a step or two each."""
     floor = RECIPES[recipe]["min_steps"] if recipe in RECIPES else 0
-    if config.max_steps is not None or config.min_steps or total_steps >= floor:
+    if not config.epochs_under_no_floor or config.max_steps is not None or \
+            total_steps >= floor:
         return None
     return (f"warning: {config.epochs} + {config.decay_epochs} epochs are {total_steps} steps "
             f"on these chips, under the {recipe} recipe's floor of {floor}: trained as given; "
