@@ -119,6 +119,7 @@ def test_each_unpaired_domain_is_split_again_on_its_own(tmp_path, rng):
     summary = export_chips(out_dir=tmp_path / "chips", unpaired=True, sources=sources,
                            targets=[holed], **OPTIONS)
     assert "split again" in summary.resplit and "the target domain" in summary.resplit
+    assert summary.resplit in summary.lines()  # (the unpaired summary left it out)
     # the source domain, whose chips were all valid, kept its first split
     assert summary.domains["source"]["kept"] == first.domains["source"]["kept"]
     assert abs(share(summary.domains["target"]["kept"]) - 0.25) < 0.15
