@@ -106,7 +106,9 @@ class BandStatistics:
         self.max = np.maximum(self.max, values.max(axis=1))
         if self.classes is not None:
             self.classes.add(values)
-        keep = self._rng.binomial(n, self.rate)
+        # (at least one pixel while none is kept: the percentiles need a sample, and a few
+        # valid pixels in many chips can all miss it)
+        keep = self._rng.binomial(n, self.rate) or int(not self._values)
         if keep:
             picked = values[:, self._rng.choice(n, keep, replace=False) if keep < n
                             else slice(None)].astype(np.float64)
