@@ -173,3 +173,32 @@ def test_an_aoi_smaller_than_a_chip_within_says_no_chip_fits_not_that_it_misses(
         "intersects")
     assert main([*args, "--aoi", str(tmp_path / "wide.gpkg"), "--stride", "8",
                  "--overwrite"]) == 0
+
+
+def test_an_aoi_drawn_on_the_chips_grid_keeps_the_chips_inside_not_those_touching_it(tmp_path):
+    """Four chips' outline as the AOI: intersects kept the twelve chips around it too, which
+    share no pixel with it (only an edge or a corner)."""
+    every = export(tmp_path, "all")
+    x0, y0 = UTM18S.c, UTM18S.f
+    four = shapely.box(x0, y0 - 64 * 30.0, x0 + 64 * 30.0, y0)  # chips (0, 0) to (1, 1)
+    path = tmp_path / "four.gpkg"
+    gpd.GeoDataFrame(geometry=[four], crs="EPSG:32718").to_file(path, driver="GPKG")
+    kept = export(tmp_path, "four", str(path))
+    inside = every.to_crs("EPSG:32718")
+    inside = inside[inside.intersection(four).area > 0.5 * 32 * 32 * 900]
+    assert len(kept) == len(inside) == 4 and set(kept.id) == set(inside.id)
+
+
+def test_a_grid_turned_90_degrees_takes_an_aoi_in_another_crs(tmp_path):
+    """Its transform has no a or e term: the AOI's surroundings were sized from them (0) and
+    shapely refused the 0 tolerance with a traceback."""
+    turned = Affine(0.0, 30.0, 600000.0, -30.0, 0.0, 4850000.0)
+    rng = np.random.default_rng(0)
+    paths = [write_raster(tmp_path / f"{name}.tif",
+                          rng.normal(size=(1, 128, 128)).astype("float32"), crs="EPSG:32718",
+                          transform=turned) for name in ("s", "t")]
+    world = aoi_file(tmp_path, "world", shapely.box(-180.0, -90.0, 180.0, 90.0))
+    summary = g.export_chips(*paths, tmp_path / "chips", chip_size=32, val_fraction=0,
+                             max_nodata=1.0, aoi=world, shift_check=False, workers=0,
+                             progress=False)
+    assert summary.kept["train"] == 16

@@ -106,14 +106,17 @@ def _polygons(frame) -> gpd.GeoDataFrame:
 
 def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
                mode: str) -> np.ndarray:
-    """Boolean array: which chips' footprints intersect (or lie within) the AOI polygons."""
+    """Boolean array: which chips' footprints overlap (share some area with) or lie within the
+    AOI polygons; a chip that only touches an AOI's edge, as the chips around an AOI drawn on
+    the chips' own grid do, is outside it."""
     if not chips:
         return np.zeros(0, dtype=bool)
     area = _aoi_around_grid(aoi, grid)
     shapely.prepare(area)
     polygons = footprints(chips, grid)
-    test = shapely.within if mode == "within" else shapely.intersects
-    return test(polygons, area)
+    if mode == "within":
+        return shapely.within(polygons, area)
+    return shapely.intersects(polygons, area) & ~shapely.touches(polygons, area)
 
 
 def _aoi_around_grid(aoi: gpd.GeoDataFrame, grid: Grid) -> shapely.Geometry:
@@ -184,7 +187,8 @@ def _surroundings(grid: Grid, crs) -> tuple[shapely.Geometry, float] | None:
     outline = shapely.segmentize(shapely.Polygon([t @ (0, 0), t @ (grid.width, 0),
                                                   t @ (grid.width, grid.height),
                                                   t @ (0, grid.height)]),
-                                 max(grid.width * abs(t.a), grid.height * abs(t.e)) / 64)
+                                 max(grid.width * grid.pixel_size[0],
+                                     grid.height * grid.pixel_size[1]) / 64)  # (any rotation)
     try:
         xy = shapely.get_coordinates(gpd.GeoSeries([outline], crs=grid.crs).to_crs(crs).iloc[0])
     except Exception:  # pyproj cannot place it there

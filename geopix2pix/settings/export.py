@@ -91,12 +91,13 @@ class ExportOptions:
         "Unpaired: resample both domains to this ground pixel size"),
         shown_default="each raster's own")
     aoi: str | os.PathLike | None = option(None, kind="file", help=(
-        "Vector file (any format geopandas reads, any CRS): keep chips touching its polygons."))
+        "Vector file (any format geopandas reads, any CRS): keep chips that overlap its polygons."))
     aoi_layer: str | None = option(None, metavar="NAME", help=(
         "The AOI file's layer to read (a GeoPackage of several layers)"),
         shown_default="its only layer, or its only layer of polygons")
     aoi_mode: str = option("intersects", choices=AOI_MODES, help=(
-        "Keep chips that intersect the AOI, or only those entirely within it."))
+        "Keep chips that overlap the AOI (a chip that only touches its edge does not), or only "
+        "those entirely within it."))
     source_nodata: float | None = option(None, metavar="VALUE", help=(  # raster.nodata
         "Nodata value of the source rasters, for rasters that declare none (or a wrong one): "
         "they are read as if their files carried it (validity, --max-nodata, statistics, "
