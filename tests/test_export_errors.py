@@ -41,6 +41,19 @@ def test_raster_without_crs(tmp_path, pair, capsys):
     assert "bare.tif has no CRS" in err and "gdal_edit" in err
 
 
+def test_rasters_in_a_local_engineering_crs(tmp_path, capsys):
+    """Both in one LOCAL_CS: every chip was cut, then chips.gpkg (EPSG:4326) failed in a PROJ
+    traceback."""
+    local = ('LOCAL_CS["arbitrary",UNIT["metre",1,AUTHORITY["EPSG","9001"]],'
+             'AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    data = np.random.default_rng(0).random((1, 64, 64), dtype=np.float32)
+    source, target = (write_raster(tmp_path / f"{name}.tif", data, crs=local)
+                      for name in ("local_s", "local_t"))
+    err = run_error(capsys, export_args(source, target, tmp_path / "chips", "--chip-size", 32))
+    assert "local_s.tif is in a local engineering CRS" in err and "gdal_edit.py -a_srs" in err
+    assert not (tmp_path / "chips").exists()
+
+
 def test_pair_that_does_not_overlap_says_both_bounds(tmp_path, pair, capsys):
     far = write_raster(tmp_path / "far.tif", np.zeros((1, 128, 128), np.float32),
                        transform=Affine(10, 0, 700000, 0, -10, 5200000))

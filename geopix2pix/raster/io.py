@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyproj
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
@@ -164,7 +165,20 @@ def placement_problem(dataset, path: str | os.PathLike) -> str | None:
         return (f"{path} has a CRS ({dataset.crs}) but no geotransform, so its pixels are "
                 "not placed on the map; set one first (e.g. gdal_edit.py -a_ullr <ulx> <uly> "
                 f"<lrx> <lry> {path})")
+    if not on_the_earth(dataset.crs):
+        return (f"{path} is in a local engineering CRS, which places it on no map (chips.gpkg "
+                "and an AOI need its place on the Earth); assign its real CRS first (e.g. "
+                f"gdal_edit.py -a_srs EPSG:<code> {path})")
     return None
+
+
+def on_the_earth(crs: CRS) -> bool:
+    """Whether `crs` has a datum on the Earth (a local engineering CRS, LOCAL_CS, has none, and
+    PROJ can take it to no other CRS)."""
+    try:
+        return pyproj.CRS.from_user_input(crs.to_wkt()).geodetic_crs is not None
+    except pyproj.exceptions.CRSError:
+        return False
 
 
 def has_geotransform(dataset) -> bool:
