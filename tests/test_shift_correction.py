@@ -118,3 +118,28 @@ def test_worker_processes_give_the_same_corrected_and_masked_chips(tmp_path):
     assert pair_info(tmp_path / "two") == pair_info(tmp_path / "one")
     assert_corrected(tmp_path / "two", (0.7, -0.4))
     assert (index(tmp_path / "one").valid_fraction < 1).sum() >= 2  # the mask is applied
+
+
+def test_a_target_mask_is_moved_with_the_target_it_shares_the_misregistration_of(tmp_path):
+    """A mask on the target's grid (its SCL, its cloud mask) lies where the target does: the
+    correction moved the target but warped the mask onto the source grid as it was, so the
+    masked pixels came out 3 px and 2 px off the cloud they mark."""
+    shift = (3.0, -2.0)
+    pair = make_pair(tmp_path, shift)
+    cloud = np.zeros((SIZE, SIZE), np.uint8)
+    cloud[150:200, 150:200] = 1  # the target's own pixels, on its own grid
+    with rasterio.open(pair[1]) as target:
+        mask = write_raster(tmp_path / "mask.tif", cloud, transform=target.transform)
+    export_chips(*pair, tmp_path / "chips", chip_size=CHIP, workers=0, progress=False,
+                 correct_shift=True, target_mask=mask, max_nodata=1.0, val_fraction=0)
+    assert_corrected(tmp_path / "chips", shift)
+    expected = np.zeros((SIZE + CHIP, SIZE + CHIP), bool)
+    expected[150:200, 150:200] = True  # the same pixels of the source grid, corrected
+    masked = 0
+    for path in sorted((tmp_path / "chips" / "target").glob("*.tif")):
+        row, col = (int(x[1:]) for x in path.stem.split("_")[1:])
+        with rasterio.open(path) as chip:
+            invalid = np.isnan(chip.read(1))
+        assert (invalid == expected[row:row + CHIP, col:col + CHIP]).all(), path.name
+        masked += int(invalid.sum())
+    assert masked == 50 * 50

@@ -142,15 +142,19 @@ def _check_codes(mask: MaskSpec, dtype: str) -> None:
 
 class MaskReader:
     """A pair's masks warped onto its source grid with nearest (one per worker), applied to the
-    pair's reads: masked pixels become invalid on the mask's side."""
+    pair's reads: masked pixels become invalid on the mask's side. A target's masks share its
+    misregistration: with --correct-shift's `correction` they are moved as the target is."""
 
-    def __init__(self, masks: tuple[MaskSpec, ...], grid: Grid):
+    def __init__(self, masks: tuple[MaskSpec, ...], grid: Grid,
+                 correction: tuple[float, float] | None = None):
         self._stack = ExitStack()
         self._views = []
+        moved = grid.moved(*correction) if correction else grid
         for mask in masks:
             dataset = self._stack.enter_context(open_raster(mask.path))
+            onto = moved if mask.side == "target" else grid
             self._views.append((mask, self._stack.enter_context(
-                warped_view(dataset, grid, "nearest"))))
+                warped_view(dataset, onto, "nearest"))))
 
     def apply(self, read: PairRead, window: Window) -> PairRead:
         """`read` with the pixels a mask marks invalid (on `window`) made invalid on its side."""

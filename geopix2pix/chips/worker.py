@@ -157,7 +157,7 @@ def _run_job(job: Job) -> JobResult:
     # GDAL compresses and writes with the GIL released: one writer thread overlaps a chip's
     # writing with the next chip's reading and statistics; a failed write (a full disk) stops
     # the job at the next chip
-    with spec.reader() as reader, MaskReader(spec.masks, reader.grid) as masks, \
+    with spec.reader() as reader, MaskReader(spec.masks, reader.grid, spec.correction) as masks, \
             ThreadPoolExecutor(1) as writer:
         source_writer = ChipWriter(reader.source, spec.source_bands, out / "source", reader.grid)
         target_writer = ChipWriter(reader.target_file, spec.target_bands, out / "target",
