@@ -54,12 +54,20 @@ def test_chips_whose_codes_were_averaged_get_a_warning(tmp_path, capsys, shifted
     target = rng.integers(1, 4, (1, 128, 128)).astype("uint8")
     source = rng.random((1, 128, 128), dtype=np.float32)
     shift = 5.0 if shifted else 0.0
-    export_chips(write_raster(tmp_path / "s.tif", source),
-                 write_raster(tmp_path / "t.tif", target, transform=from_origin(
-                     500000.0 + shift, 5200000.0, 10.0, 10.0)), tmp_path / "chips",
-                 chip_size=64, workers=0, progress=False, target_resampling="bilinear")
+    summary = export_chips(write_raster(tmp_path / "s.tif", source),
+                           write_raster(tmp_path / "t.tif", target, transform=from_origin(
+                               500000.0 + shift, 5200000.0, 10.0, 10.0)), tmp_path / "chips",
+                           chip_size=64, workers=0, progress=False,
+                           target_resampling="bilinear")
     pairs = json.loads((tmp_path / "chips" / "dataset.json").read_text())["pairs"]
     assert pairs[0]["target_resampled"] is shifted
+    # the export says it too, of a target without a colour table, from a sample of its values
+    said = [w for w in summary.warnings if "looks like a class map" in w]
+    assert said == ([f"the target {tmp_path / 't.tif'} looks like a class map (3 integer values "
+                     "in a sample: 1, 2, 3) resampled onto its source's grid with "
+                     "--target-resampling bilinear, which averages neighbouring codes into "
+                     "codes of other classes or none; if it is one, re-export with "
+                     "--target-resampling nearest"] if shifted else [])
     main(["train", str(tmp_path / "chips"), "-o", str(tmp_path / "run"), "--categorical",
           "--max-steps", "1", "--ngf", "8", "--ndf", "8", "--workers", "0", "--device", "cpu",
           "-q"])

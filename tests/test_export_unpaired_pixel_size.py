@@ -99,3 +99,15 @@ def test_a_class_map_resampled_to_pixel_size_is_warned_of_and_no_pair_option_rec
     options = json.loads((tmp_path / "chips" / "dataset.json").read_text())["options"]
     assert set(PAIRED_ONLY).isdisjoint(options) and options["pixel_size"] == 20.0
     assert DatasetInfo.load(tmp_path / "chips").options == options
+    # the same codes without a colour table: told from a sample of its values
+    bare = write_raster(tmp_path / "codes.tif", rng.integers(1, 4, (1, 128, 128), np.uint8),
+                        crs="EPSG:32631")
+    with pytest.warns(UserWarning, match="looks like a class map"):
+        summary = export_chips(out_dir=tmp_path / "bare", unpaired=True, sources=[source],
+                               targets=[bare], chip_size=32, pixel_size=20.0, workers=0,
+                               progress=False, target_resampling="bilinear")
+    assert [w for w in summary.warnings if "class map" in w] == [
+        f"the target {bare} looks like a class map (3 integer values in a sample: 1, 2, 3) "
+        "resampled onto its own grid at --pixel-size 20.0 with --target-resampling bilinear, "
+        "which averages neighbouring codes into codes of other classes or none; if it is one, "
+        "re-export with --target-resampling nearest"]

@@ -51,6 +51,7 @@ from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.bands import select_bands
+from geopix2pix.raster.codes import averaged_codes_lines
 from geopix2pix.raster.grid import Grid, not_north_up_warning, overlap_window
 from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import full_path, open_raster, raster_path
@@ -135,6 +136,9 @@ def _open_pair(index: int, source: Path, target: Path,
                 f"({window.width} x {window.height} source pixels); use a smaller chip size")
         sides = (side_info(src, s_bands), side_info(tgt, t_bands))
         resampled = Grid.of(tgt).integer_offset(grid) is None  # as the PairReader decides
+        if resampled:
+            notes += averaged_codes_lines(tgt, t_bands, target, "its source's grid",
+                                          options.target_resampling)
     spec = PairSpec(index, str(source), str(target), tuple(s_bands), tuple(t_bands),
                     options.target_resampling, nodata=given)
     chips = chip_windows(index, window, chip_size, options.stride)

@@ -40,6 +40,7 @@ from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.bands import select_bands
+from geopix2pix.raster.codes import averaged_codes_lines
 from geopix2pix.raster.grid import Grid, not_north_up_warning
 from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import full_path, open_raster
@@ -145,7 +146,11 @@ def _open_raster(index: int, path, domain: str,
         native = Grid.of(dataset)
         side = pipeline.side_info(dataset, bands)
         nodata, notes = dataset.nodata, tuple(fill_value_lines(dataset, path, bands, option))
-    grid = cut_grid(native, options.pixel_size)
+        grid = cut_grid(native, options.pixel_size)
+        if domain == "target" and not grid.is_same(native):
+            notes += tuple(averaged_codes_lines(
+                dataset, bands, path, f"its own grid at --pixel-size {options.pixel_size}",
+                options.target_resampling))
     if options.pixel_size is not None:
         check_cut_size(native, grid, path, domain, options.pixel_size)
     if options.chip_size > min(grid.width, grid.height):

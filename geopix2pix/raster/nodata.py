@@ -194,7 +194,7 @@ def fill_value_lines(dataset, path, bands: Sequence[int], option: str,
             candidates[value] = why
     if not candidates:
         return []
-    sample = _sample(dataset, bands)
+    sample = sample_pixels(dataset, bands)
     found = []
     for value, why in candidates.items():
         share = float((sample == dtype.type(value)).any(0).mean()) if sample.size else 0.0
@@ -229,7 +229,7 @@ def _holds(dtype: np.dtype, value: float) -> bool:
 GOLDEN = (math.sqrt(5) - 1) / 2  # `_sample_spans`' places within the parts
 
 
-def _sample(dataset, bands: Sequence[int]) -> np.ndarray:
+def sample_pixels(dataset, bands: Sequence[int]) -> np.ndarray:
     """The bands' sample, (bands, pixels): the raster decimated to at most `SAMPLE_SIDE` pixels
     a side where that is cheap: where GDAL decodes for it at most `CHEAP_READ` pixels a band
     (a small raster, or one with an overview coarse enough), or no more than the windows below
