@@ -82,3 +82,23 @@ def test_an_unpaired_export_warns_of_pixel_sizes_before_it_is_refused(tmp_path):
                      out_dir=tmp_path / "chips", aoi=_aoi_beside(tmp_path), workers=0,
                      progress=False)
     assert sum("3.0x apart" in str(w.message) for w in caught) == 1
+
+
+def test_pairs_whose_sources_have_pixels_far_apart_are_warned_of(tmp_path):
+    """10 m and 30 m sources mixed in one chips folder, silently: a chip covers 9x the ground in
+    one, and dataset.json records the first pair's pixel size only."""
+    rng = np.random.default_rng(0)
+    rows = ["source,target"]
+    for name, size in (("fine", 10.0), ("coarse", 30.0)):
+        grid = Affine(size, 0.0, 500000.0, 0.0, -size, 5200000.0)
+        for side in ("s", "t"):
+            write_raster(tmp_path / f"{name}_{side}.tif",
+                         rng.random((1, 64, 64), dtype=np.float32), transform=grid)
+        rows.append(f"{name}_s.tif,{name}_t.tif")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    with pytest.warns(GeoPix2PixWarning, match="3.0x apart"):
+        summary = export_chips(pairs=tmp_path / "pairs.csv", out_dir=tmp_path / "chips",
+                               chip_size=32, workers=0, progress=False, shift_check=False)
+    said = [w for w in summary.warnings if "ground pixels" in w]
+    assert len(said) == 1 and said[0].startswith("the pairs' sources have ground pixels from 10 m")
+    assert "fine_s.tif" in said[0] and "to 30 m" in said[0] and "coarse_s.tif" in said[0]

@@ -24,6 +24,7 @@ from geopix2pix.chips.coregistration import SceneShift, Shift
 from geopix2pix.chips.layout import ChipWindow, chip_windows, val_warnings
 from geopix2pix.chips.manifest import INDEX, DatasetInfo, SideInfo, stop_reporter
 from geopix2pix.chips.masks import attach_masks, mask_inputs, pair_masks, recorded_masks
+from geopix2pix.chips.pair_warnings import opening_warnings
 from geopix2pix.chips.pairs import checked_pairs, read_pairs_csv
 from geopix2pix.chips.pipeline import (
     CHIPS_PER_JOB,
@@ -52,7 +53,7 @@ from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.bands import select_bands
 from geopix2pix.raster.codes import averaged_codes_lines
-from geopix2pix.raster.grid import Grid, not_north_up_warning, overlap_window
+from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import full_path, open_raster, raster_path
 from geopix2pix.raster.nodata import Override, fill_value_lines
@@ -86,34 +87,6 @@ def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
         if earlier != row:
             raise GeoPix2PixError(f"pairs {earlier} and {row} are the same ({source}, {target}); "
                                   "list each pair once (its chips would land in train and val)")
-
-
-def copied_band_warnings(pairs: Sequence[_Pair]) -> list[str]:
-    """A warning per pair whose one raster is both sides with a band on both: the model learns
-    to copy it (a mistake, or a check of the pipeline). Other bands of one raster, e.g. NIR
-    from RGB, are a translation."""
-    found = []
-    for pair in pairs:
-        spec = pair.spec
-        shared = sorted(set(spec.source_bands) & set(spec.target_bands))
-        if shared and full_path(spec.source) == full_path(spec.target):
-            found.append(f"{spec.source} is both the source and the target, with band(s) "
-                         f"{', '.join(map(str, shared))} on both sides: the model learns to copy "
-                         "them; pass the target raster, or choose other bands with "
-                         "--source-bands/--target-bands")
-    return found
-
-
-def nodata_notes(pairs: Sequence[_Pair]) -> list[str]:
-    """The notes and warnings of the pairs' nodata (`raster.nodata`), each once."""
-    return list(dict.fromkeys(note for pair in pairs for note in pair.notes))
-
-
-def turned_warnings(pairs: Sequence[_Pair]) -> list[str]:
-    """A warning per source raster not stored north-up (the chips are cut on its grid)."""
-    found = [not_north_up_warning(pair.spec.source, pair.grid, "its chips are cut in that order")
-             for pair in pairs]
-    return list(dict.fromkeys(w for w in found if w))
 
 
 def _open_pair(index: int, source: Path, target: Path,
@@ -190,8 +163,7 @@ def export_chips(
                                     sources=sources, targets=targets, rasters=rasters), options)
     pair_paths = _pair_paths(source, target, pairs)
     pair_list, sides = _open_pairs(pair_paths, options)
-    early = warn_on_opening(copied_band_warnings(pair_list) + turned_warnings(pair_list)
-                            + nodata_notes(pair_list))
+    early = warn_on_opening(opening_warnings(pair_list))
     attach_masks(pair_list, pair_masks(pairs, len(pair_list), options))
     skipped: Counter = Counter()
     if options.aoi is not None:
