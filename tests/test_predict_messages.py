@@ -1,6 +1,7 @@
 """predict's (and evaluate's) one-line refusals that say what to do: a CycleGAN model file given
 a scene of its other domain, a run folder, a scene given twice, a missing model file, and paths
-that are files where folders are meant (and the other way round)."""
+that are files where folders are meant (and the other way round), a container of rasters and
+bands of two data types."""
 
 from __future__ import annotations
 
@@ -109,3 +110,45 @@ def test_evaluate_refuses_folders_for_rasters_and_the_json_file_in_its_own_words
         f"(e.g. {adir / 'report.json'})")
     assert list(adir.iterdir()) == []
     assert main(["evaluate", scene, scene, "--json", str(adir / "report.json")]) == 0
+
+
+def test_a_container_of_rasters_and_bands_of_two_types_are_one_line(tmp_path, model_file,
+                                                                     capsys):
+    """A GeoPackage of two raster tables opened with no band (its subdatasets listed): told to
+    assign a CRS, and with --allow-no-crs an IndexError traceback; a VRT stacking a Byte band on
+    Float32 ones: rasterio's "more than one 'dtype' found" traceback."""
+    import numpy as np
+    import rasterio
+
+    gpkg = tmp_path / "multi.gpkg"
+    for name, mode in (("A", "w"), ("B", "w")):
+        options = {"RASTER_TABLE": name, **({"APPEND_SUBDATASET": "YES"} if name == "B" else {})}
+        with rasterio.open(gpkg, mode, driver="GPKG", width=64, height=64, count=3,
+                           dtype="uint8", crs="EPSG:32633",
+                           transform=rasterio.transform.from_origin(500000, 5200000, 10, 10),
+                           **options) as dst:
+            dst.write(np.ones((3, 64, 64), np.uint8))
+    for extra in ([], ["--allow-no-crs"]):
+        assert main(["predict", str(gpkg), str(tmp_path / "o.tif"), "-m", model_file, "-q",
+                     *extra]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"Error: {gpkg} holds 2 subdatasets, e.g. GPKG:{gpkg}:A; pass one of them instead")
+    byte = write_scene(tmp_path / "byte.tif", 64, 64, count=1, dtype="uint8")
+    floats = write_scene(tmp_path / "floats.tif", 64, 64, count=2, dtype="float32")
+    stack = tmp_path / "stack.vrt"
+    bands = "".join(
+        f'<VRTRasterBand dataType="{kind}" band="{i}"><SimpleSource><SourceFilename '
+        f'relativeToVRT="0">{path}</SourceFilename><SourceBand>{band}</SourceBand>'
+        "</SimpleSource></VRTRasterBand>"
+        for i, (kind, path, band) in enumerate([("Byte", byte, 1), ("Float32", floats, 1),
+                                                ("Float32", floats, 2)], 1))
+    stack.write_text(f'<VRTDataset rasterXSize="64" rasterYSize="64"><SRS>EPSG:32633</SRS>'
+                     "<GeoTransform>500000, 10, 0, 5200000, 0, -10</GeoTransform>"
+                     f"{bands}</VRTDataset>")
+    assert main(["predict", str(stack), str(tmp_path / "o.tif"), "-m", model_file, "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"Error: {stack}: its bands 1 uint8, 2 float32, 3 float32 are of 2 "
+                          "data types") and "\n" not in err and "--bands" in err
+    assert main(["export-chips", str(stack), floats, "-o", str(tmp_path / "chips"), "-q"]) == 2
+    assert "choose bands of one type with --source-bands" in capsys.readouterr().err
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / "chips").exists()

@@ -51,7 +51,7 @@ from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.jsonvalues import encode_number
-from geopix2pix.raster.bands import select_bands
+from geopix2pix.raster.bands import check_one_dtype, select_bands
 from geopix2pix.raster.codes import averaged_codes_lines
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.ground import ground_list
@@ -96,8 +96,10 @@ def _open_pair(index: int, source: Path, target: Path,
     given = (Override.of(options.source_nodata, "--source-nodata"),
              Override.of(options.target_nodata, "--target-nodata"))
     with open_raster(source, nodata=given[0]) as src, open_raster(target, nodata=given[1]) as tgt:
-        s_bands = select_bands(src, options.source_bands, "--source-bands")
-        t_bands = select_bands(tgt, options.target_bands, "--target-bands")
+        s_bands = check_one_dtype(src, select_bands(src, options.source_bands, "--source-bands"),
+                                  "--source-bands")
+        t_bands = check_one_dtype(tgt, select_bands(tgt, options.target_bands, "--target-bands"),
+                                  "--target-bands")
         notes = (fill_value_lines(src, source, s_bands, "--source-nodata")
                  + fill_value_lines(tgt, target, t_bands, "--target-nodata"))
         nodata = (src.nodata, tgt.nodata)

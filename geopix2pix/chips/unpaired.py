@@ -39,7 +39,7 @@ from geopix2pix.chips.summary import ExportSummary, export_warnings
 from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.jsonvalues import encode_number
-from geopix2pix.raster.bands import select_bands
+from geopix2pix.raster.bands import check_one_dtype, select_bands
 from geopix2pix.raster.codes import averaged_codes_lines
 from geopix2pix.raster.grid import Grid, not_north_up_warning
 from geopix2pix.raster.ground import ground_list
@@ -142,7 +142,9 @@ def _open_raster(index: int, path, domain: str,
     option = f"--{domain}-nodata"
     given = Override.of(getattr(options, f"{domain}_nodata"), option)
     with open_raster(path, nodata=given) as dataset:
-        bands = select_bands(dataset, getattr(options, f"{domain}_bands"), f"--{domain}-bands")
+        chosen = f"--{domain}-bands"
+        bands = check_one_dtype(dataset, select_bands(dataset, getattr(options, f"{domain}_bands"),
+                                                      chosen), chosen)
         native = Grid.of(dataset)
         side = pipeline.side_info(dataset, bands)
         nodata, notes = dataset.nodata, tuple(fill_value_lines(dataset, path, bands, option))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
-from geopix2pix.raster.bands import select_bands
+from geopix2pix.raster.bands import check_one_dtype, select_bands
 
 MATCHING = {"in order": "in order", "given": "as given",
             "by description": "matched by band description"}
@@ -59,8 +59,9 @@ def unlike_descriptions(p, pb: list[int], r, rb: list[int]) -> list[str]:
 def pair_bands(pred: str, p, bands, reference: str, r,
                 reference_bands) -> tuple[list[int], list[int], str]:
     """(PRED's bands, the reference band compared with each, how they were paired)."""
-    pb = select_bands(p, bands, "--bands")
-    rb = select_bands(r, reference_bands, "--reference-bands")
+    pb = check_one_dtype(p, select_bands(p, bands, "--bands"), "--bands")
+    rb = check_one_dtype(r, select_bands(r, reference_bands, "--reference-bands"),
+                         "--reference-bands")
     if len(pb) == len(rb):
         if not bands and not reference_bands:  # B04,B03,B02 against B02,B03,B04: by name
             matched, _ = _match_descriptions(pred, p, pb, reference, r, rb)

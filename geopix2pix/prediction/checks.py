@@ -26,7 +26,7 @@ from geopix2pix.raster.band_metadata import (
     reordered,
     stored_alike,
 )
-from geopix2pix.raster.bands import repeated_band_warning, select_bands
+from geopix2pix.raster.bands import check_one_dtype, repeated_band_warning, select_bands
 from geopix2pix.raster.grid import Grid, control_points, not_north_up_warning
 from geopix2pix.raster.ground import ground_pixel_size
 from geopix2pix.raster.io import has_geotransform, placement_problem
@@ -60,7 +60,7 @@ def check_scene(dataset, model: PredictionModel, options,
     what cannot be predicted, warnings to `warn`; (the scene bands to read, scene pixel size /
     training pixel size or None when unknown)."""
     check_crs(dataset, options.allow_no_crs)
-    bands = check_bands(dataset, options.bands, model)
+    bands = check_one_dtype(dataset, check_bands(dataset, options.bands, model))
     trained = model.info.source.nodata  # the model's training sources': a fill value too
     for line in fill_value_lines(dataset, dataset.name, bands, "--source-nodata", [
             (trained, "the nodata value of the model's training sources")]):

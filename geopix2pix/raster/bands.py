@@ -38,6 +38,19 @@ def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") 
     return list(bands)
 
 
+def check_one_dtype(dataset, bands: Sequence[int], option: str = "--bands") -> list[int]:
+    """`bands`, where they share one data type; else one line: a raster's bands are read
+    together, as one array (a VRT stacking a Byte band with Float32 ones has two)."""
+    types = {dataset.dtypes[b - 1] for b in bands}
+    if len(types) > 1:
+        listed = ", ".join(f"{b} {dataset.dtypes[b - 1]}" for b in bands)
+        raise GeoPix2PixError(
+            f"{dataset.name}: its bands {listed} are of {len(types)} data types, and a "
+            f"raster's bands are read as one; choose bands of one type with {option}, or "
+            f"convert it first (e.g. gdal_translate -ot Float32 {dataset.name} out.tif)")
+    return list(bands)
+
+
 BAND_HELP = "write bands like 1,2,3 or 1-3"
 NO_BANDS = f"no band given; leave the option out for the default bands, or {BAND_HELP}"
 

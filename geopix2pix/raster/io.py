@@ -109,6 +109,12 @@ def open_raster(path: str | os.PathLike, require_crs: bool = True,
             f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a "
             "GeoTIFF or another GDAL raster"
         ) from None
+    if dataset.count == 0:  # a container of rasters (GeoPackage tables, NetCDF variables)
+        listed = dataset.subdatasets
+        dataset.close()
+        some = f"{len(listed)} subdatasets, e.g. {listed[0]}" if listed else "no raster band"
+        raise GeoPix2PixError(f"{path} holds {some}; pass "
+                              f"{'one of them' if listed else 'a raster with bands'} instead")
     complex_types = sorted({dt for dt in dataset.dtypes if dt.startswith("complex")})
     if complex_types:
         dataset.close()
