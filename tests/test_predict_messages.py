@@ -152,3 +152,15 @@ def test_a_container_of_rasters_and_bands_of_two_types_are_one_line(tmp_path, mo
     assert main(["export-chips", str(stack), floats, "-o", str(tmp_path / "chips"), "-q"]) == 2
     assert "choose bands of one type with --source-bands" in capsys.readouterr().err
     assert not (tmp_path / "o.tif").exists() and not (tmp_path / "chips").exists()
+
+
+def test_memory_running_out_is_one_line_that_says_what_to_lower(tmp_path, model_file, capsys):
+    """A batch too large for the host: numpy's MemoryError was a traceback with one output, and
+    one line (without what to do) with --out-dir."""
+    scene = write_scene(tmp_path / "s.tif", 64, 64)
+    assert main(["predict", scene, str(tmp_path / "o.tif"), "-m", model_file, "-q",
+                 "--batch-size", str(10**11)]) == 2  # (past any address space)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"Error: {scene}: ") and "\n" not in err
+    assert err.endswith("(out of memory: lower --batch-size)")
+    assert not (tmp_path / "o.tif").exists()

@@ -20,6 +20,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe, warn_user
 from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.baseline import baseline_generator
@@ -68,7 +70,15 @@ class SceneResult:
         message = str(exc) if isinstance(exc, GeoPix2PixError) else describe(exc)
         if not message.startswith(str(self.scene)):
             message = f"{self.scene}: {message}"
+        if out_of_memory(exc):
+            message += " (out of memory: lower --batch-size)"
         self.error, self.exception = message, exc
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is the host's or the GPU's memory running out: the user's to fix with a
+    smaller batch, not a bug."""
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError))
 
 
 @api_function
@@ -109,8 +119,8 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     results = predict_scenes(pairs, loaded, opts, on_warning=on_warning, on_result=reported)
     failure = results[0].exception
     if out is not None and failure is not None:
-        if isinstance(failure, data_errors()):  # a damaged scene, a full disk: the user's
-            raise GeoPix2PixError(results[0].error) from failure
+        if isinstance(failure, data_errors()) or out_of_memory(failure):  # a damaged scene,
+            raise GeoPix2PixError(results[0].error) from failure  # a full disk: the user's
         raise failure
     return results
 
