@@ -84,6 +84,10 @@ def test_creation_options_reach_the_output_and_keep_its_values(tmp_path, model_f
     (["--co", "COMPRESS=LERC", "--co", "MAX_Z_ERROR=5"], "COMPRESS=LERC: a lossy compression"),
     (["--cog", "--co", "COMPRESS=LERC_ZSTD", "--co", "MAX_Z_ERROR=0.5"],
      "COMPRESS=LERC_ZSTD: a lossy compression"),
+    # fewer bits stored: a float32 -9999 nodata read back as -9992, tagged -9999 still
+    (["--co", "NBITS=16"], "NBITS=16: storing fewer bits per value (16-bit floats, packed "
+                           "integers) changes the values written"),
+    (["--cog", "--co", "discard_lsb=16"], "DISCARD_LSB=16: discarding low bits"),
     # the output would leave the scene's grid or lose its georeferencing
     (["--co", "PROFILE=BASELINE"], "PROFILE=BASELINE: it would move the output off"),
     (["--co", "profile=GeoTIFF"], "PROFILE=GeoTIFF: it would move the output off"),

@@ -88,6 +88,12 @@ def _lossy(compression: str, user: Mapping[str, str]) -> bool:
             or (compression in _LERC and lossy_lerc))
 
 
+# GTiff/COG options that store other values than those written (a float32 -9999 nodata came
+# back as -9992 with NBITS=16 while the file still said -9999)
+VALUE_CHANGING = {"NBITS": "storing fewer bits per value (16-bit floats, packed integers)",
+                  "DISCARD_LSB": "discarding low bits of each value"}
+
+
 def check_creation_options(user: Mapping[str, str], driver: str,
                            probe: Callable[[], None], flag: str = "--co") -> None:
     """Raise `GeoPix2PixError` when the user's creation options are not creation options, or
@@ -104,6 +110,10 @@ def check_creation_options(user: Mapping[str, str], driver: str,
                                   "the scene's CRS, transform, size and band descriptions); "
                                   "drop the option, and reproject the output afterwards if "
                                   "needed (gdalwarp)")
+        if name.upper() in VALUE_CHANGING:
+            raise GeoPix2PixError(f"{flag} {name}={value}: {VALUE_CHANGING[name.upper()]} "
+                                  "changes the values written, the nodata value's among them; "
+                                  "drop it (the output keeps the model's dtype and nodata)")
         if name.upper() == "COMPRESS" and _lossy(str(value), user):
             raise GeoPix2PixError(f"{flag} {name}={value}: a lossy compression changes the "
                                   "values, and pixels at nodata would no longer be nodata; use "
