@@ -185,3 +185,18 @@ def test_a_resampled_prediction_far_finer_than_the_scene_is_refused(tmp_path):
     predict(medium, tmp_path / "b.tif", model=model, progress=False, resample_to_model=True,
             on_warning=lambda _: None)
     assert (tmp_path / "b.tif").exists()
+
+
+def test_resample_to_model_that_cannot_be_applied_is_said(tmp_path, model_file):
+    """A scene with no geotransform (--allow-no-crs) has no pixel size to compare: it was
+    predicted at its own, exit 0, with nothing said."""
+    scene = write_scene(tmp_path / "bare.tif", 64, 64, crs=None, transform=Affine.identity())
+    said: list[str] = []
+    predict(scene, tmp_path / "o.tif", model=model_file, progress=False, allow_no_crs=True,
+            resample_to_model=True, on_warning=said.append)
+    assert [w for w in said if "--resample-to-model" in w] == [
+        f"{scene}: --resample-to-model is not applied: the scene has no pixel size that can be "
+        "compared with the training's (no geotransform, or no CRS); it is predicted at its own "
+        "pixel size"]
+    with rasterio.open(tmp_path / "o.tif") as out:
+        assert (out.width, out.height) == (64, 64)

@@ -253,6 +253,12 @@ def check_pixel_size(dataset, info: ModelMetadata, warn: Callable[[str], None],
     grid = Grid.of(dataset)
     # a scene without geotransform (--allow-no-crs) has no pixel size to compare
     ratio = pixel_size_ratio(grid, info) if has_geotransform(dataset) else None
+    if ratio is None and resampling:
+        why = ("the model file records no training pixel size" if info.pixel_size is None
+               else "the scene has no pixel size that can be compared with the training's "
+               "(no geotransform, or no CRS)")
+        warn(f"{dataset.name}: --resample-to-model is not applied: {why}; it is predicted at "
+             "its own pixel size")
     if ratio is not None and not (1 / PIXEL_SIZE_TOLERANCE <= ratio <= PIXEL_SIZE_TOLERANCE):
         scene = _size_text(grid.pixel_size, grid.crs, ground_pixel_size(grid))
         train = _size_text(info.pixel_size, info.crs, info.ground_pixel_size)
