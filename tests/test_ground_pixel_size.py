@@ -168,3 +168,35 @@ def test_the_trainings_own_pixel_size_in_its_own_crs_is_the_same_anywhere(tmp_pa
                                                ground_pixel_size=[10.96, 11.06]))
     scene = Grid(CRS.from_epsg(4326), Affine(1e-4, 0, 4.0, 0, -1e-4, 50.0), 64, 64)
     assert pixel_size_ratio(scene, trained) == 1.0
+
+
+def test_resample_to_model_scales_each_axis_to_the_training_s_ground_size(tmp_path):
+    """A scene of 0.0001 degree pixels at 60 N (5.6 x 11.1 m on the ground) and a 10 m model:
+    one ratio for both axes (0.84) predicted it on 6.7 x 13.3 m pixels, squashed 2:1; each axis
+    now gets its own, so the model sees 10 x 10 m pixels."""
+    from geopix2pix.prediction.checks import pixel_size_ratios
+    from geopix2pix.prediction.resample import model_grid
+
+    trained = ModelMetadata.from_dict(metadata(pixel_size=(10, 10), crs="EPSG:32633",
+                                               ground_pixel_size=[10.0, 10.0]))
+    scene = Grid(CRS.from_epsg(4326), Affine(1e-4, 0, 10.0, 0, -1e-4, 60.05), 1000, 1000)
+    ratios = pixel_size_ratios(scene, trained)
+    assert ratios[0] == pytest.approx(0.558, rel=0.01) and ratios[1] == pytest.approx(1.11,
+                                                                                     rel=0.01)
+    assert ground_pixel_size(model_grid(scene, ratios)) == pytest.approx((10.0, 10.0), rel=2e-3)
+    assert pixel_size_ratios(Grid(CRS.from_epsg(32633), Affine(10, 0, 5e5, 0, -10, 5e6), 64, 64),
+                             trained) == (1.0, 1.0)
+    # end to end: predicted on that grid and written back on the scene's, exactly
+    from geopix2pix import predict
+    from tests.predict_helpers import unet_file, write_scene
+
+    model = unet_file(tmp_path / "m.safetensors", pixel_size=(30, 30),
+                      ground_pixel_size=[30.0, 30.0])
+    path = write_scene(tmp_path / "north.tif", 96, 80, crs="EPSG:4326",
+                       transform=Affine(3e-4, 0, 10.0, 0, -3e-4, 60.05))
+    said: list[str] = []
+    predict(path, tmp_path / "o.tif", model=model, progress=False, resample_to_model=True,
+            on_warning=said.append)
+    with rasterio.open(path) as src, rasterio.open(tmp_path / "o.tif") as out:
+        assert (out.crs, out.transform, out.width, out.height) == \
+            (src.crs, src.transform, src.width, src.height)

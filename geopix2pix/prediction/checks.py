@@ -161,31 +161,50 @@ SAME_GROUND = 0.005  # pixel sizes on the ground this near are the same (no resa
 
 
 def pixel_size_ratio(grid: Grid, info: ModelMetadata) -> float | None:
-    """Scene pixel size / training pixel size: 1 for the training's own pixel size in its own
-    CRS (its units, wherever the scene lies); else both in metres on the ground
-    (`raster.ground`) where the model file records the training's; else in CRS units where the
-    CRSs are the same, or in metres by the CRS units at the equator; None where unknown."""
+    """Scene pixel size / training pixel size, both axes together (`compared_sizes`); None
+    where unknown."""
+    compared = compared_sizes(grid, info)
+    if compared is None or sum(compared[1]) <= 0:
+        return None
+    ratio = sum(compared[0]) / sum(compared[1])
+    return 1.0 if abs(ratio - 1) <= SAME_GROUND else ratio
+
+
+def pixel_size_ratios(grid: Grid, info: ModelMetadata) -> tuple[float, float] | None:
+    """Scene pixel size / training pixel size along each axis (x, y): a scene in square degrees
+    at 60 N has ground pixels twice as tall as wide, and --resample-to-model scales each axis
+    by its own; None where unknown."""
+    compared = compared_sizes(grid, info)
+    if compared is None or min(compared[1]) <= 0:
+        return None
+    ratios = [s / t for s, t in zip(*compared)]
+    return tuple(1.0 if abs(r - 1) <= SAME_GROUND else r for r in ratios)  # type: ignore
+
+
+def compared_sizes(grid: Grid, info: ModelMetadata
+                   ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The scene's and the training's (x, y) pixel sizes in units alike: (1, 1) each for the
+    training's own pixel size in its own CRS (its units, wherever the scene lies); else metres
+    on the ground (`raster.ground`) where the model file records the training's; else CRS
+    units where the CRSs are the same, or metres by the CRS units at the equator; None where
+    unknown."""
     if info.pixel_size is None:
         return None
     trained = training_crs(info)
     if grid.crs is not None and grid.crs == trained and all(
             math.isclose(s, t, rel_tol=SAME_GROUND) for s, t in zip(grid.pixel_size,
                                                                    info.pixel_size)):
-        return 1.0  # the training's own grid units (in degrees, a pixel's ground varies alike)
+        return (1.0, 1.0), (1.0, 1.0)  # (in degrees, a pixel's ground varies alike)
     scene = ground_pixel_size(grid)
     if info.ground_pixel_size is not None and scene is not None:
-        ratio = sum(scene) / sum(info.ground_pixel_size)
-        return 1.0 if abs(ratio - 1) <= SAME_GROUND else ratio
+        return scene, tuple(info.ground_pixel_size)
     if grid.crs is not None and trained is not None and grid.crs == trained:
-        scene, train = sum(grid.pixel_size) / 2, sum(info.pixel_size) / 2
-    else:
-        lat = 0.0
-        if grid.crs is not None and grid.crs.is_geographic:
-            lat = (grid.bounds[1] + grid.bounds[3]) / 2
-        scene, train = _metres(grid.pixel_size, grid.crs, lat), _metres(info.pixel_size, trained)
-        if scene is None or train is None:
-            return None
-    return scene / train if train > 0 else None
+        return tuple(grid.pixel_size), tuple(info.pixel_size)
+    lat = 0.0
+    if grid.crs is not None and grid.crs.is_geographic:
+        lat = (grid.bounds[1] + grid.bounds[3]) / 2
+    size, train = _metres(grid.pixel_size, grid.crs, lat), _metres(info.pixel_size, trained)
+    return None if size is None or train is None else ((size, size), (train, train))
 
 
 def _size_text(size: tuple[float, float], crs, ground: tuple[float, float] | None) -> str:

@@ -11,7 +11,6 @@ rank its own share of the list).
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.baseline import baseline_generator
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction import grouped
-from geopix2pix.prediction.checks import check_scene, scene_nodata
+from geopix2pix.prediction.checks import check_scene, pixel_size_ratios, scene_nodata
 from geopix2pix.prediction.engine.formats import check_output_options
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
@@ -231,12 +230,14 @@ def predict_scene(result: SceneResult, model: PredictionModel, options: PredictO
     nodata = scene_nodata(options)
     with open_raster(result.scene, require_crs=False, nodata=nodata) as dataset:
         bands, ratio = check_scene(dataset, model, options, warn)
-        resampled = options.resample_to_model and ratio is not None and not math.isclose(ratio, 1)
+        ratios = pixel_size_ratios(Grid.of(dataset), model.info) \
+            if options.resample_to_model and ratio is not None else None
+        resampled = ratios is not None and ratios != (1.0, 1.0)
         if resampled:
-            check_resampled_size(dataset, ratio)
+            check_resampled_size(dataset, ratios)
         with atomic_path(result.out, options.overwrite) as temp:
             if resampled:
-                result.windows = predict_resampled(dataset, bands, ratio, temp, model, options,
+                result.windows = predict_resampled(dataset, bands, ratios, temp, model, options,
                                                    result.out, warn)
             else:
                 result.windows = predict_to_file(

@@ -43,35 +43,46 @@ MAX_FILL_MARGIN = 128  # scene pixels: two model pixels of a scene up to 63x fin
 NEIGHBOURS = ((0, -1), (0, 1), (-1, 0), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
-def model_grid(grid: Grid, ratio: float) -> Grid:
-    """The scene's extent at the training pixel size (scene pixel size / ratio)."""
-    return Grid(grid.crs, grid.transform @ Affine.scale(1 / ratio),
-                max(1, math.ceil(grid.width * ratio)), max(1, math.ceil(grid.height * ratio)))
+Ratios = tuple[float, float]  # scene pixel size / training pixel size along x and y
 
 
-def check_resampled_size(dataset, ratio: float) -> None:
+def model_grid(grid: Grid, ratios: Ratios) -> Grid:
+    """The scene's extent at the training pixel size (scene pixel size / ratio, each axis)."""
+    rx, ry = ratios
+    return Grid(grid.crs, grid.transform @ Affine.scale(1 / rx, 1 / ry),
+                max(1, math.ceil(grid.width * rx)), max(1, math.ceil(grid.height * ry)))
+
+
+def _shown(ratios: Ratios) -> str:
+    rx, ry = ratios
+    return f"{rx:.3g}" if f"{rx:.3g}" == f"{ry:.3g}" else f"{rx:.3g} x {ry:.3g}"
+
+
+def check_resampled_size(dataset, ratios: Ratios) -> None:
     """Refuse --resample-to-model when the training pixels are so much smaller than the scene's
     that the prediction at their size would hold more than `MAX_PIXELS_FACTOR` times the scene's
     pixels (a 300 m Landsat scene and a 4.5 m model: a 52700 x 47900 grid, hours and gigabytes
     for a result no finer than the scene)."""
-    grid = model_grid(Grid.of(dataset), ratio)
+    grid = model_grid(Grid.of(dataset), ratios)
     factor = grid.width * grid.height / (dataset.width * dataset.height)
     if factor > MAX_PIXELS_FACTOR:
         raise GeoPix2PixError(
-            f"{dataset.name}: its pixels are {ratio:.3g}x the training's, so --resample-to-model "
+            f"{dataset.name}: its pixels are {_shown(ratios)}x the training's, so "
+            "--resample-to-model "
             f"would predict a {grid.width} x {grid.height} grid ({factor:.0f} times the scene's "
             "pixels); predict without --resample-to-model, or use a model trained nearer the "
             "scene's pixel size")
 
 
-def predict_resampled(dataset, bands: list[int], ratio: float, path: Path,
+def predict_resampled(dataset, bands: list[int], ratios: Ratios, path: Path,
                       model: PredictionModel, options: PredictOptions, name: Path,
                       warn: Callable[[str], None] | None = None) -> int:
     """Predict at the training resolution (through a WarpedVRT) into a float temporary in data
     units (a categorical model's: class codes), then warp that back onto the scene's grid
     (bilinear; nearest for integer targets and class codes, which must not be averaged) into
     `path`; the number of windows. `warn` hears when no pixel of the scene is valid."""
-    scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratio)
+    scene_grid, coarse = Grid.of(dataset), model_grid(Grid.of(dataset), ratios)
+    ratio = min(ratios)  # (the finer axis: more scene pixels a model pixel)
     spec = model.output
     temp = partial_name(name)  # beside the output, named after it (a killed run's is removed)
     tiled_opts = PredictOptions(**{**options.__dict__, "cog": False, "compress": "deflate",
