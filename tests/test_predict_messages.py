@@ -164,3 +164,16 @@ def test_memory_running_out_is_one_line_that_says_what_to_lower(tmp_path, model_
     assert err.startswith(f"Error: {scene}: ") and "\n" not in err
     assert err.endswith("(out of memory: lower --batch-size)")
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_a_scene_in_a_local_engineering_crs_is_predicted(tmp_path, model_file):
+    """Export refuses a LOCAL_CS raster (chips.gpkg needs its place on the Earth); predict has no
+    such need, and writes the scene's grid back as it is."""
+    import rasterio
+
+    local = ('LOCAL_CS["site grid",UNIT["metre",1,AUTHORITY["EPSG","9001"]],'
+             'AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    scene = write_scene(tmp_path / "site.tif", 64, 64, crs=local)
+    assert main(["predict", scene, str(tmp_path / "o.tif"), "-m", model_file, "-q"]) == 0
+    with rasterio.open(scene) as src, rasterio.open(tmp_path / "o.tif") as out:
+        assert (out.crs, out.transform) == (src.crs, src.transform)

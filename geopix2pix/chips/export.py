@@ -55,7 +55,7 @@ from geopix2pix.raster.bands import check_one_dtype, select_bands
 from geopix2pix.raster.codes import averaged_codes_lines
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.ground import ground_list
-from geopix2pix.raster.io import full_path, open_raster, raster_path
+from geopix2pix.raster.io import check_on_the_earth, full_path, open_raster, raster_path
 from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import make_folder
 from geopix2pix.runtime.stopping import attaches_stop_report
@@ -96,6 +96,8 @@ def _open_pair(index: int, source: Path, target: Path,
     given = (Override.of(options.source_nodata, "--source-nodata"),
              Override.of(options.target_nodata, "--target-nodata"))
     with open_raster(source, nodata=given[0]) as src, open_raster(target, nodata=given[1]) as tgt:
+        check_on_the_earth(src, source)
+        check_on_the_earth(tgt, target)
         s_bands = check_one_dtype(src, select_bands(src, options.source_bands, "--source-bands"),
                                   "--source-bands")
         t_bands = check_one_dtype(tgt, select_bands(tgt, options.target_bands, "--target-bands"),

@@ -43,7 +43,7 @@ from geopix2pix.raster.bands import check_one_dtype, select_bands
 from geopix2pix.raster.codes import averaged_codes_lines
 from geopix2pix.raster.grid import Grid, not_north_up_warning
 from geopix2pix.raster.ground import ground_list
-from geopix2pix.raster.io import full_path, open_raster
+from geopix2pix.raster.io import check_on_the_earth, full_path, open_raster
 from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import make_folder
 from geopix2pix.settings.export import PAIRED_ONLY, ExportOptions
@@ -142,6 +142,7 @@ def _open_raster(index: int, path, domain: str,
     option = f"--{domain}-nodata"
     given = Override.of(getattr(options, f"{domain}_nodata"), option)
     with open_raster(path, nodata=given) as dataset:
+        check_on_the_earth(dataset, path)
         chosen = f"--{domain}-bands"
         bands = check_one_dtype(dataset, select_bands(dataset, getattr(options, f"{domain}_bands"),
                                                       chosen), chosen)

@@ -77,7 +77,11 @@ class SceneResult:
 def out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` is the host's or the GPU's memory running out: the user's to fix with a
     smaller batch, not a bug."""
-    return isinstance(exc, (MemoryError, torch.OutOfMemoryError))
+    return isinstance(exc, (MemoryError, OUT_OF_GPU_MEMORY))
+
+
+# torch.OutOfMemoryError since torch 2.5; torch.cuda's name for it before (and since)
+OUT_OF_GPU_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @api_function

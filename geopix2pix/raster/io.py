@@ -171,20 +171,22 @@ def placement_problem(dataset, path: str | os.PathLike) -> str | None:
         return (f"{path} has a CRS ({dataset.crs}) but no geotransform, so its pixels are "
                 "not placed on the map; set one first (e.g. gdal_edit.py -a_ullr <ulx> <uly> "
                 f"<lrx> <lry> {path})")
-    if not on_the_earth(dataset.crs):
-        return (f"{path} is in a local engineering CRS, which places it on no map (chips.gpkg "
-                "and an AOI need its place on the Earth); assign its real CRS first (e.g. "
-                f"gdal_edit.py -a_srs EPSG:<code> {path})")
     return None
 
 
-def on_the_earth(crs: CRS) -> bool:
-    """Whether `crs` has a datum on the Earth (a local engineering CRS, LOCAL_CS, has none, and
-    PROJ can take it to no other CRS)."""
+def check_on_the_earth(dataset, path: str | os.PathLike) -> None:
+    """Refuse, in one line, a raster in a local engineering CRS (LOCAL_CS: no datum on the
+    Earth, so PROJ can take it to no other CRS) where its place on the Earth is needed: an
+    export's chips.gpkg (EPSG:4326) and AOI. A CRS pyproj cannot parse is let through."""
     try:
-        return pyproj.CRS.from_user_input(crs.to_wkt()).geodetic_crs is not None
+        local = pyproj.CRS.from_user_input(dataset.crs.to_wkt()).geodetic_crs is None
     except pyproj.exceptions.CRSError:
-        return False
+        local = False
+    if local:
+        raise GeoPix2PixError(
+            f"{path} is in a local engineering CRS, which places it on no map (chips.gpkg and an "
+            "AOI need its place on the Earth); assign its real CRS first (e.g. gdal_edit.py "
+            f"-a_srs EPSG:<code> {path})")
 
 
 def has_geotransform(dataset) -> bool:

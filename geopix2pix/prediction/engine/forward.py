@@ -148,35 +148,36 @@ def _launcher(generator: torch.nn.Module, device: torch.device,
     generator.to(memory_format=torch.channels_last)
     precision = cuda_autocast_dtype()
     try:
-        with torch.inference_mode(), float32_output(generator):
+        float32_output(generator)
+        with torch.inference_mode():
             yield (lambda batch, lengths: _launch_cuda(generator, batch, lengths, device, fold,
                                                        precision)), 1
     finally:  # after a failure, batches dropped uncollected may still be copied in: let them
         torch.cuda.current_stream(device).synchronize()
 
 
-@contextlib.contextmanager
-def float32_output(generator: torch.nn.Module) -> Iterator[None]:
-    """The generator's output layer (its last convolution, and so the activation after it) in
-    float32 under autocast: in bf16 its values have 8 bits of mantissa, steps of 1/512 of the
-    target's range near its ends (6 m on a DEM of 0 to 3,000 m), which the output would show
-    as terraces. The layers before it keep autocast's speed."""
+def float32_output(generator: torch.nn.Module) -> None:
+    """Run the generator's output layer (its last convolution, and so the activation after it)
+    in float32 under autocast: in bf16 its values have 8 bits of mantissa, steps of 1/512 of
+    the target's range near its ends (6 m on a DEM of 0 to 3,000 m), which the output would
+    show as terraces. The layers before it keep autocast's speed. Once for good (outside
+    autocast it changes nothing), so that predict threads sharing one model agree."""
     convs = [m for m in generator.modules()
              if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
-    if not convs:
-        yield
-        return
-    head, original = convs[-1], convs[-1].forward
+    with _PATCHING:
+        if not convs or "forward" in vars(convs[-1]):
+            return
+        head = convs[-1]
+        original = head.forward
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return original(x.float())
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(x.device.type, enabled=False):
+                return original(x.float())
 
-    head.forward = forward
-    try:
-        yield
-    finally:
-        del head.forward  # (the class's own again)
+        head.forward = forward
+
+
+_PATCHING = threading.Lock()
 
 
 def run(generator: torch.nn.Module, device: torch.device, to_model: Iterable, to_blend: Channel,
