@@ -202,3 +202,14 @@ def test_a_grid_turned_90_degrees_takes_an_aoi_in_another_crs(tmp_path):
                              max_nodata=1.0, aoi=world, shift_check=False, workers=0,
                              progress=False)
     assert summary.kept["train"] == 16
+
+
+def test_an_aoi_drawn_on_chips_gpkg_keeps_the_chips_it_covers(tmp_path):
+    """The footprints of four chips from chips.gpkg (EPSG:4326) as the AOI: reprojected onto the
+    grid, its edges leave slivers of area with the chips around, which kept six more."""
+    every = export(tmp_path, "all")
+    chosen = every[every.id.isin(sorted(every.id)[:2]) | every.id.isin(sorted(every.id)[8:10])]
+    path = tmp_path / "four.gpkg"
+    gpd.GeoDataFrame(geometry=[chosen.union_all()], crs=every.crs).to_file(path, driver="GPKG")
+    kept = export(tmp_path, "four", str(path))
+    assert set(kept.id) == set(chosen.id) and len(kept) == 4

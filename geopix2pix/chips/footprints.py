@@ -106,9 +106,10 @@ def _polygons(frame) -> gpd.GeoDataFrame:
 
 def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
                mode: str) -> np.ndarray:
-    """Boolean array: which chips' footprints overlap (share some area with) or lie within the
-    AOI polygons; a chip that only touches an AOI's edge, as the chips around an AOI drawn on
-    the chips' own grid do, is outside it."""
+    """Boolean array: which chips' footprints overlap or lie within the AOI polygons. A chip
+    overlaps an AOI where they share more than `SLIVER` of a pixel's area: one that only
+    touches its edge, as the chips around an AOI drawn on the chips' own grid (or on
+    chips.gpkg's footprints, reprojected there and back) do, is outside it."""
     if not chips:
         return np.zeros(0, dtype=bool)
     area = _aoi_around_grid(aoi, grid)
@@ -116,7 +117,13 @@ def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
     polygons = footprints(chips, grid)
     if mode == "within":
         return shapely.within(polygons, area)
-    return shapely.intersects(polygons, area) & ~shapely.touches(polygons, area)
+    met = shapely.intersects(polygons, area)
+    shared = np.zeros(len(polygons))
+    shared[met] = shapely.area(shapely.intersection(polygons[met], area))
+    return shared > SLIVER * grid.pixel_size[0] * grid.pixel_size[1]
+
+
+SLIVER = 0.01  # of a pixel's area: what an AOI's edge reprojected and back leaves of a chip
 
 
 def _aoi_around_grid(aoi: gpd.GeoDataFrame, grid: Grid) -> shapely.Geometry:
