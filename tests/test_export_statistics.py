@@ -12,7 +12,7 @@ import geopix2pix as g
 
 
 def test_two_valid_pixels_among_many_chips_still_give_statistics(tmp_path):
-    """The reviewer's raster: two valid pixels in 640 x 640 NaN, kept with --max-nodata 1. The
+    """The reviewer's raster: two valid pixels in 256 x 256 NaN, kept with --max-nodata 1. The
     rate came from the chips' area, so the sample was empty and the export ended in numpy's
     'need at least one array to concatenate' traceback."""
     source = np.full((1, 256, 256), np.nan, np.float32)

@@ -86,6 +86,7 @@ class BandStatistics:
         self._rng = np.random.default_rng(seed)
         self._values: list[np.ndarray] = []
         self._deviations: list[np.ndarray] = []
+        self._first: np.ndarray | None = None  # the first valid pixel, (bands, 1)
         self.classes = ClassCounts(bands) if count_classes else None
 
     @staticmethod
@@ -106,9 +107,9 @@ class BandStatistics:
         self.max = np.maximum(self.max, values.max(axis=1))
         if self.classes is not None:
             self.classes.add(values)
-        # (at least one pixel while none is kept: the percentiles need a sample, and a few
-        # valid pixels in many chips can all miss it)
-        keep = self._rng.binomial(n, self.rate) or int(not self._values)
+        if self._first is None:  # (the percentiles' sample where every chip's few valid
+            self._first = values[:, :1].astype(np.float64)  # pixels missed the rate)
+        keep = self._rng.binomial(n, self.rate)
         if keep:
             picked = values[:, self._rng.choice(n, keep, replace=False) if keep < n
                             else slice(None)].astype(np.float64)
@@ -127,6 +128,8 @@ class BandStatistics:
         self.max = np.maximum(self.max, other.max)
         self._values.extend(other._values)
         self._deviations.extend(other._deviations)
+        if self._first is None:
+            self._first = other._first
         if self.classes is not None and other.classes is not None:
             self.classes.merge(other.classes)
 
@@ -139,9 +142,13 @@ class BandStatistics:
                          abs_dev_p99=None, classes=None) for _ in range(self.bands)]
         mean = self.sum / self.count
         std = np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0))
-        values = np.concatenate(self._values, axis=1)
+        if self._values:
+            values = np.concatenate(self._values, axis=1)
+            deviations = np.concatenate(self._deviations, axis=1)
+        else:  # no pixel met the rate: the first one stands for the sample
+            values, deviations = self._first, np.abs(self._first - mean[:, None])
         p01, p99 = np.percentile(values, [1, 99], axis=1)
-        spread = np.percentile(np.concatenate(self._deviations, axis=1), 99, axis=1)
+        spread = np.percentile(deviations, 99, axis=1)
         return [
             dict(count=int(self.count), min=float(self.min[b]), max=float(self.max[b]),
                  mean=float(mean[b]), std=float(std[b]), p01=float(p01[b]), p99=float(p99[b]),
