@@ -48,14 +48,17 @@ def is_gdal_name(path: str | os.PathLike) -> bool:
 
 
 _SUBDATASET = re.compile(r'^[A-Za-z][A-Za-z0-9_]+:(?:[A-Za-z0-9_]+:)*"([^"]+)":?(.*)$')
+# unquoted, as GDAL lists a GeoPackage's tables: GPKG:/data/multi.gpkg:table
+_BARE_SUBDATASET = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:(.+\.[A-Za-z0-9]+):([^:/\\]+)$")
 
 
 def scene_name(path: str | os.PathLike) -> str:
     """A raster's name for the files made from it (predict --out-dir writes NAME.tif): its file
     stem; for a driver's subdataset (NETCDF:"a.nc":sst) the file's stem and the subdataset
-    (a_sst), so two variables of one file do not share an output."""
+    (a_sst; GPKG:a.gpkg:dem, unquoted, a_dem), so two variables of one file do not share an
+    output."""
     text = os.fspath(path)
-    match = _SUBDATASET.match(text)
+    match = _SUBDATASET.match(text) or _BARE_SUBDATASET.match(text)
     if match is None:
         return Path(text).stem
     sub = re.sub(r"[^A-Za-z0-9]+", "_", match.group(2)).strip("_")
