@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 
 from geopix2pix.chips.export import export_chips
 from geopix2pix.models.metadata import ModelMetadata
-from geopix2pix.prediction.checks import pixel_size_ratio
+from geopix2pix.prediction.checks import pixel_size_ratios
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.ground import ground_pixel_size
 from tests.predict_helpers import metadata
@@ -127,12 +127,12 @@ def test_predict_compares_a_scene_with_the_training_on_the_ground(tmp_path):
     same = mercator_raster(tmp_path / "same.tif", 4.5)
     coarse = mercator_raster(tmp_path / "coarse.tif", 15.0)
     with rasterio.open(same) as a, rasterio.open(coarse) as b:
-        assert pixel_size_ratio(Grid.of(a), trained) == 1.0
-        assert pixel_size_ratio(Grid.of(b), trained) == pytest.approx(15 / 4.5, rel=3e-3)
+        assert pixel_size_ratios(Grid.of(a), trained) == (1.0, 1.0)
+        assert pixel_size_ratios(Grid.of(b), trained) == pytest.approx((15 / 4.5,) * 2, rel=3e-3)
     # a file from before the ground size: CRS units as before (7.29 units, 1.62x)
     old = ModelMetadata.from_dict(metadata(pixel_size=(4.5, 4.5), crs="EPSG:32631"))
     with rasterio.open(same) as a:
-        assert pixel_size_ratio(Grid.of(a), old) == pytest.approx(1.62, rel=0.01)
+        assert pixel_size_ratios(Grid.of(a), old) == pytest.approx((1.62, 1.62), rel=0.01)
 
 
 @pytest.mark.parametrize("bad", [[-1, 2], [float("nan"), 1], [1], "x"])
@@ -167,14 +167,14 @@ def test_the_trainings_own_pixel_size_in_its_own_crs_is_the_same_anywhere(tmp_pa
     trained = ModelMetadata.from_dict(metadata(pixel_size=(1e-4, 1e-4), crs="EPSG:4326",
                                                ground_pixel_size=[10.96, 11.06]))
     scene = Grid(CRS.from_epsg(4326), Affine(1e-4, 0, 4.0, 0, -1e-4, 50.0), 64, 64)
-    assert pixel_size_ratio(scene, trained) == 1.0
+    assert pixel_size_ratios(scene, trained) == (1.0, 1.0)
 
 
-def test_resample_to_model_scales_each_axis_to_the_training_s_ground_size(tmp_path):
+def test_resample_to_model_scales_each_axis_to_the_training_s_ground_size(tmp_path,
+                                                                          monkeypatch):
     """A scene of 0.0001 degree pixels at 60 N (5.6 x 11.1 m on the ground) and a 10 m model:
     one ratio for both axes (0.84) predicted it on 6.7 x 13.3 m pixels, squashed 2:1; each axis
     now gets its own, so the model sees 10 x 10 m pixels."""
-    from geopix2pix.prediction.checks import pixel_size_ratios
     from geopix2pix.prediction.resample import model_grid
 
     trained = ModelMetadata.from_dict(metadata(pixel_size=(10, 10), crs="EPSG:32633",
@@ -186,17 +186,30 @@ def test_resample_to_model_scales_each_axis_to_the_training_s_ground_size(tmp_pa
     assert ground_pixel_size(model_grid(scene, ratios)) == pytest.approx((10.0, 10.0), rel=2e-3)
     assert pixel_size_ratios(Grid(CRS.from_epsg(32633), Affine(10, 0, 5e5, 0, -10, 5e6), 64, 64),
                              trained) == (1.0, 1.0)
-    # end to end: predicted on that grid and written back on the scene's, exactly
+    # end to end: predicted on that grid, said, and written back on the scene's, exactly
     from geopix2pix import predict
+    from geopix2pix.prediction import resample
     from tests.predict_helpers import unet_file, write_scene
 
     model = unet_file(tmp_path / "m.safetensors", pixel_size=(30, 30),
                       ground_pixel_size=[30.0, 30.0])
     path = write_scene(tmp_path / "north.tif", 96, 80, crs="EPSG:4326",
-                       transform=Affine(3e-4, 0, 10.0, 0, -3e-4, 60.05))
+                       transform=Affine(3e-4, 0, 10.0, 0, -3e-4, 70.05))  # 11.4 x 33.4 m
+    grids: list[Grid] = []
+    original = resample.model_grid
+
+    def recorded(grid, ratios):
+        grids.append(original(grid, ratios))
+        return grids[-1]
+
+    monkeypatch.setattr(resample, "model_grid", recorded)
     said: list[str] = []
     predict(path, tmp_path / "o.tif", model=model, progress=False, resample_to_model=True,
             on_warning=said.append)
+    assert ground_pixel_size(grids[-1]) == pytest.approx((30.0, 30.0), rel=5e-3)
+    # the x axis is 2.6x finer, the mean of the two (0.75x) within 2x: warned of all the same
+    assert [w for w in said if "differs" in w][0].split("differs ")[1].startswith(
+        "0.381x along x and 1.12x along y from the training pixel size")
     with rasterio.open(path) as src, rasterio.open(tmp_path / "o.tif") as out:
         assert (out.crs, out.transform, out.width, out.height) == \
             (src.crs, src.transform, src.width, src.height)

@@ -55,10 +55,10 @@ def default_bands(dataset, trained: SideMetadata, expected: int) -> list[int]:
 
 
 def check_scene(dataset, model: PredictionModel, options,
-                warn: Callable[[str], None]) -> tuple[list[int], float | None]:
+                warn: Callable[[str], None]) -> tuple[list[int], tuple[float, float] | None]:
     """Check an open scene against the model with `options` (a `PredictOptions`): errors for
     what cannot be predicted, warnings to `warn`; (the scene bands to read, scene pixel size /
-    training pixel size or None when unknown)."""
+    training pixel size along x and y or None when unknown)."""
     check_crs(dataset, options.allow_no_crs)
     bands = check_one_dtype(dataset, check_bands(dataset, options.bands, model))
     trained = model.info.source.nodata  # the model's training sources': a fill value too
@@ -160,16 +160,6 @@ def _metres(size: tuple[float, float], crs: CRS | None, lat: float = 0.0) -> flo
 SAME_GROUND = 0.005  # pixel sizes on the ground this near are the same (no resampling)
 
 
-def pixel_size_ratio(grid: Grid, info: ModelMetadata) -> float | None:
-    """Scene pixel size / training pixel size, both axes together (`compared_sizes`); None
-    where unknown."""
-    compared = compared_sizes(grid, info)
-    if compared is None or sum(compared[1]) <= 0:
-        return None
-    ratio = sum(compared[0]) / sum(compared[1])
-    return 1.0 if abs(ratio - 1) <= SAME_GROUND else ratio
-
-
 def pixel_size_ratios(grid: Grid, info: ModelMetadata) -> tuple[float, float] | None:
     """Scene pixel size / training pixel size along each axis (x, y): a scene in square degrees
     at 60 N has ground pixels twice as tall as wide, and --resample-to-model scales each axis
@@ -266,23 +256,31 @@ def _conversion(name: str, scene: BandMetadata, info: ModelMetadata) -> str:
 
 
 def check_pixel_size(dataset, info: ModelMetadata, warn: Callable[[str], None],
-                     resampling: bool = False) -> float | None:
-    """Warn when the scene's pixel size differs from the training one by more than 2x (saying
-    what to do about it, or with `resampling` what is done about it)."""
+                     resampling: bool = False) -> tuple[float, float] | None:
+    """Warn when the scene's pixel size differs from the training one by more than 2x along
+    either axis (saying what to do about it, or with `resampling` what is done about it); the
+    ratios (`pixel_size_ratios`), None where unknown."""
     grid = Grid.of(dataset)
     # a scene without geotransform (--allow-no-crs) has no pixel size to compare
-    ratio = pixel_size_ratio(grid, info) if has_geotransform(dataset) else None
-    if ratio is None and resampling:
+    ratios = pixel_size_ratios(grid, info) if has_geotransform(dataset) else None
+    if ratios is None and resampling:
         why = ("the model file records no training pixel size" if info.pixel_size is None
                else "the scene has no pixel size that can be compared with the training's "
                "(no geotransform, or no CRS)")
         warn(f"{dataset.name}: --resample-to-model is not applied: {why}; it is predicted at "
              "its own pixel size")
-    if ratio is not None and not (1 / PIXEL_SIZE_TOLERANCE <= ratio <= PIXEL_SIZE_TOLERANCE):
+    if ratios is not None and not all(1 / PIXEL_SIZE_TOLERANCE <= r <= PIXEL_SIZE_TOLERANCE
+                                      for r in ratios):
         scene = _size_text(grid.pixel_size, grid.crs, ground_pixel_size(grid))
         train = _size_text(info.pixel_size, info.crs, info.ground_pixel_size)
-        warn(f"{dataset.name}: pixel size {scene} differs {ratio:.3g}x from the training pixel "
-             f"size {train}; " +
+        warn(f"{dataset.name}: pixel size {scene} differs {ratio_text(ratios)} from the "
+             f"training pixel size {train}; " +
              ("predicting at the training pixel size (--resample-to-model)" if resampling
               else "consider --resample-to-model"))
-    return ratio
+    return ratios
+
+
+def ratio_text(ratios: tuple[float, float]) -> str:
+    """'3.33x', or '0.558x along x and 1.11x along y' where the axes differ."""
+    rx, ry = (f"{r:.3g}x" for r in ratios)
+    return rx if rx == ry else f"{rx} along x and {ry} along y"

@@ -26,7 +26,7 @@ from geopix2pix.models import LoadedModel, load_model
 from geopix2pix.models.baseline import baseline_generator
 from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.prediction import grouped
-from geopix2pix.prediction.checks import check_scene, pixel_size_ratios, scene_nodata
+from geopix2pix.prediction.checks import check_scene, scene_nodata
 from geopix2pix.prediction.engine.formats import check_output_options
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
@@ -233,10 +233,8 @@ def predict_scene(result: SceneResult, model: PredictionModel, options: PredictO
     start = time.perf_counter()
     nodata = scene_nodata(options)
     with open_raster(result.scene, require_crs=False, nodata=nodata) as dataset:
-        bands, ratio = check_scene(dataset, model, options, warn)
-        ratios = pixel_size_ratios(Grid.of(dataset), model.info) \
-            if options.resample_to_model and ratio is not None else None
-        resampled = ratios is not None and ratios != (1.0, 1.0)
+        bands, ratios = check_scene(dataset, model, options, warn)
+        resampled = options.resample_to_model and ratios is not None and ratios != (1.0, 1.0)
         if resampled:
             check_resampled_size(dataset, ratios)
         with atomic_path(result.out, options.overwrite) as temp:

@@ -25,6 +25,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.prediction.checks import ratio_text
 from geopix2pix.prediction.engine.formats import open_tiled, tiled_output
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
@@ -53,11 +54,6 @@ def model_grid(grid: Grid, ratios: Ratios) -> Grid:
                 max(1, math.ceil(grid.width * rx)), max(1, math.ceil(grid.height * ry)))
 
 
-def _shown(ratios: Ratios) -> str:
-    rx, ry = ratios
-    return f"{rx:.3g}" if f"{rx:.3g}" == f"{ry:.3g}" else f"{rx:.3g} x {ry:.3g}"
-
-
 def check_resampled_size(dataset, ratios: Ratios) -> None:
     """Refuse --resample-to-model when the training pixels are so much smaller than the scene's
     that the prediction at their size would hold more than `MAX_PIXELS_FACTOR` times the scene's
@@ -67,7 +63,7 @@ def check_resampled_size(dataset, ratios: Ratios) -> None:
     factor = grid.width * grid.height / (dataset.width * dataset.height)
     if factor > MAX_PIXELS_FACTOR:
         raise GeoPix2PixError(
-            f"{dataset.name}: its pixels are {_shown(ratios)}x the training's, so "
+            f"{dataset.name}: its pixels are {ratio_text(ratios)} the training's, so "
             "--resample-to-model "
             f"would predict a {grid.width} x {grid.height} grid ({factor:.0f} times the scene's "
             "pixels); predict without --resample-to-model, or use a model trained nearer the "
