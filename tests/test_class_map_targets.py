@@ -97,3 +97,19 @@ def test_a_class_code_that_is_also_the_nodata_is_refused(tmp_path):
                  progress=False, max_nodata=1.0)
     with pytest.raises(GeoPix2PixError, match="class code 0 of .* is also its target's nodata"):
         train(tmp_path / "chips", tmp_path / "run", categorical=True, max_steps=1, **TINY)
+
+
+def test_a_band_that_states_a_unit_holds_quantities_not_codes(tmp_path):
+    """A flat area's integer DEM has few values too; its unit says it is no class map."""
+    import rasterio
+
+    from geopix2pix.raster.codes import class_codes
+
+    heights = np.random.default_rng(0).integers(100, 110, (1, 64, 64)).astype("int16")
+    path = write_raster(tmp_path / "dem.tif", heights)
+    with rasterio.open(path) as dataset:
+        assert class_codes(dataset, 1) == list(range(100, 110))
+    with rasterio.open(path, "r+") as dataset:
+        dataset.set_band_unit(1, "metre")
+    with rasterio.open(path) as dataset:
+        assert class_codes(dataset, 1) is None

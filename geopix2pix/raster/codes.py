@@ -15,8 +15,11 @@ FEW_CODES = 32  # at most this many distinct values in the sample: a class map's
 
 def class_codes(dataset, band: int) -> list[int] | None:
     """The sorted distinct values (its nodata left out) of a sample of integer `band` where
-    they are at most `FEW_CODES` and more than one, else None."""
-    if not np.issubdtype(np.dtype(dataset.dtypes[band - 1]), np.integer):
+    they are at most `FEW_CODES` and more than one, else None. A band that states a unit, a
+    scale or an offset holds quantities, not codes (a flat area's integer DEM in metres)."""
+    if not np.issubdtype(np.dtype(dataset.dtypes[band - 1]), np.integer) or \
+            dataset.units[band - 1] or dataset.scales[band - 1] != 1 or \
+            dataset.offsets[band - 1] != 0:
         return None
     codes = np.unique(sample_pixels(dataset, [band]))
     if dataset.nodata is not None:
