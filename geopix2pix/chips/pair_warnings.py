@@ -1,6 +1,6 @@
 """What opening a paired export's rasters found worth a warning before any chip is cut: a
 raster that is both sides of a pair, a source not north-up, sources of very different ground
-pixel sizes, and the pairs' nodata notes."""
+pixel sizes, and each pair's notes (its nodata, a target that looks like a class map)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def copied_band_warnings(pairs: Sequence[_Pair]) -> list[str]:
 
 
 def nodata_notes(pairs: Sequence[_Pair]) -> list[str]:
-    """The notes and warnings of the pairs' nodata (`raster.nodata`), each once."""
+    """The notes and warnings each pair's opening found, each once: of its nodata
+    (`raster.nodata`), and of a target that looks like a class map resampled with an averaging
+    method (`raster.codes`)."""
     return list(dict.fromkeys(note for pair in pairs for note in pair.notes))
 
 
