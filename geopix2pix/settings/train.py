@@ -284,8 +284,7 @@ class TrainConfig:
         ``auto`` waits for the chips (`with_recipe`, called by the trainer) unless the generator
         decides (another than the local one: paper, or shapes for a class map; the local one for a
         class map: classes)."""
-        # (not a field: whether the epochs were given and the floor was not, which a run
-        # that makes fewer steps than its recipe's floor is warned of; a resume is not)
+        # (not a field: epochs given without a floor, warned of below the recipe's; not resumed)
         self.epochs_under_no_floor = self.min_steps is None and not self.resume and (
             self.epochs, self.decay_epochs) != (None, None)
         if self.model != "pix2pix":
