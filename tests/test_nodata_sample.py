@@ -180,7 +180,7 @@ def test_a_small_raster_is_warned_of_as_before(tmp_path, monkeypatch, rows, cols
     path = write_raster(tmp_path / "small.tif", data, tiled=True, blockxsize=64, blockysize=64)
     with rasterio.open(path) as dataset:
         now = fill_value_lines(dataset, path, [1, 2], "--target-nodata")
-        monkeypatch.setattr(nodata, "_sample", _decimated)
+        monkeypatch.setattr(nodata, "sample_pixels", _decimated)
         before = fill_value_lines(dataset, path, [1, 2], "--target-nodata")
     assert now == before and len(now) == 1
     assert _share(now[0]) == float(f"{100 * (top * cols + 10) / (rows * cols):.3g}")
