@@ -145,3 +145,29 @@ def test_a_target_over_part_of_the_scene_bounds_the_chips_exactly(tmp_path):
     index = gpd.read_file(tmp_path / "chips" / "chips.gpkg")
     assert summary.kept["train"] == 32 and sorted(set(index["col"])) == [0, 32, 64, 96]
     assert (index.valid_fraction == 1).all()
+
+
+@pytest.mark.parametrize("step", [0.01, 0.02])  # the map's pixels; twice them: warped
+def test_a_scene_past_180_takes_a_world_target_east_of_180_too(tmp_path, step):
+    """A scene 179.68..180.32 E against a world map in -180..180: at the same pixel size the
+    direct read ran past the map's right edge (a broadcast traceback); warped, every pixel east
+    of 180 was sought past that edge and the chips there came out empty."""
+    import rasterio
+
+    columns = np.arange(36000)  # the map's, 0.01 degrees each from -180: codes 1..200
+    world = np.broadcast_to((columns % 200 + 1).astype("uint8"), (1, 64, 36000))
+    target = write_raster(tmp_path / "world.tif", world, crs="EPSG:4326", nodata=0,
+                          transform=Affine(0.01, 0, -180.0, 0, -0.01, -16.0))
+    size, west = round(0.64 / step), 179.68 - (step - 0.01) / 2  # (centres on the map's)
+    scene = write_raster(tmp_path / "scene.tif", np.ones((1, size, size), np.float32),
+                         crs="EPSG:4326", transform=Affine(step, 0, west, 0, -step, -16.0))
+    summary = g.export_chips(scene, target, tmp_path / "chips", chip_size=32, val_fraction=0,
+                             max_nodata=0.0, shift_check=False, target_resampling="nearest",
+                             progress=False)
+    assert summary.kept["train"] == (size // 32) ** 2  # none dropped as empty
+    for _, chip in gpd.read_file(tmp_path / "chips" / "chips.gpkg").iterrows():
+        with rasterio.open(tmp_path / "chips" / "target" / f"{chip['id']}.tif") as t:
+            codes = t.read(1)
+        lons = west + (chip["col"] + np.arange(32) + 0.5) * step  # past 180 on the right
+        expected = np.floor(((lons + 180) % 360) / 0.01).astype(int) % 200 + 1
+        np.testing.assert_array_equal(codes, np.broadcast_to(expected, (32, 32)))

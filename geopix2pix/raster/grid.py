@@ -126,7 +126,15 @@ class Grid:
         col, row = float(cols[0]), float(rows[0])  # a grid in degrees may be written 360 off
         if abs(col - round(col)) > tolerance or abs(row - round(row)) > tolerance:
             return None
+        if self.crs.is_geographic and _around_the_globe(self) and (
+                col > tolerance or other.width - col > self.width + tolerance):
+            return None  # (`other` runs past this grid's edge, onto its other end: warped)
         return int(round(row)), int(round(col))
+
+
+def _around_the_globe(grid: Grid) -> bool:
+    """Whether a grid in degrees spans all 360 degrees of longitude (its columns' ends meet)."""
+    return grid.width * grid.pixel_size[0] >= 360.0 - 1e-9
 
 
 def control_points(dataset) -> dict[str, Any]:

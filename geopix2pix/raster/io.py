@@ -282,9 +282,12 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     # approximation, which shows as a visible shift between source and target chips
     kwargs = dict(crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                   resampling=WARP_RESAMPLING[resampling], tolerance=0.01)
-    wrapped = _longitudes_past_180(dataset)
+    wrapped = _longitudes_past_180(Grid.of(dataset))
     if wrapped is not None:
         kwargs["src_crs"] = wrapped
+    onto = _longitudes_past_180(grid)
+    if onto is not None:
+        kwargs["crs"] = onto
     if dataset.nodata is not None:
         kwargs.update(src_nodata=dataset.nodata, nodata=dataset.nodata)
     elif np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating) and not needs_mask_read(
@@ -303,15 +306,17 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
 OPAQUE_ABOVE_ZERO = "1e-30"
 
 
-def _longitudes_past_180(dataset) -> CRS | None:
-    """For a raster in degrees defined past +-180 (179.9..180.2), its CRS with PROJ's lon_wrap
+def _longitudes_past_180(grid: Grid) -> CRS | None:
+    """For a grid in degrees defined past +-180 (179.9..180.2), its CRS with PROJ's lon_wrap
     about that meridian, else None. GDAL's warper goes from each output pixel back to the
-    raster, and without it finds 180.1 degrees as -179.9, outside the raster: the ground east
-    of 180 would be lost."""
-    crs = dataset.crs
+    raster: without it on the raster's CRS, it finds 180.1 degrees as -179.9, outside the
+    raster; without it on the output grid's (a global raster in -180..180 warped onto one
+    past 180), it looks for 180.1 past the raster's edge. Either way the ground east of 180
+    would be lost."""
+    crs = grid.crs
     if crs is None or not crs.is_geographic:
         return None
-    left, _, right, _ = Grid.of(dataset).bounds
+    left, _, right, _ = grid.bounds
     meridian = 180 if right > 180 else -180 if left < -180 else None
     if meridian is None:
         return None
