@@ -11,6 +11,7 @@ import pytest
 import shapely
 from affine import Affine
 from conftest import write_raster
+from rasterio.crs import CRS
 from rasterio.warp import transform
 
 import geopix2pix as g
@@ -171,3 +172,32 @@ def test_a_scene_past_180_takes_a_world_target_east_of_180_too(tmp_path, step):
         lons = west + (chip["col"] + np.arange(32) + 0.5) * step  # past 180 on the right
         expected = np.floor(((lons + 180) % 360) / 0.01).astype(int) % 200 + 1
         np.testing.assert_array_equal(codes, np.broadcast_to(expected, (32, 32)))
+
+
+def test_a_grid_past_180_in_another_datum_is_read_in_place(tmp_path):
+    """A Fiji (EPSG:4748) map warped onto a 4748 grid past 180: its CRS rebuilt from PROJ's
+    string carries a +towgs84 that EPSG's own transformation does not, and the read came out
+    4 pixels (400 m) off."""
+    from geopix2pix.raster.grid import Grid
+    from geopix2pix.raster.io import open_raster, warped_view
+
+    codes = np.broadcast_to((np.arange(1000) % 250 + 1).astype("uint8"), (1, 8, 1000))
+    path = write_raster(tmp_path / "fiji.tif", codes, crs="EPSG:4748", nodata=0,
+                        transform=Affine(0.001, 0, 179.0, 0, -0.001, -17.0))
+    grid = Grid(CRS.from_epsg(4748), Affine(0.001, 0, 179.5, 0, -0.001, -17.0), 1000, 8)
+    with open_raster(path) as dataset, warped_view(dataset, grid, "nearest") as view:
+        np.testing.assert_array_equal(view.read(1)[0, :500], codes[0, 0, 500:])
+
+
+def test_a_scene_east_of_0_reads_a_world_target_directly(tmp_path):
+    """The world map's origin, -180, is +180 seen from a scene east of 0: its offset pointed a
+    turn away, off the map (chips came out empty); it is taken a turn back, and read as it is."""
+    from geopix2pix.raster.grid import Grid
+
+    world = Grid(CRS.from_epsg(4326), Affine(0.01, 0, -180.0, 0, -0.01, -16.0), 36000, 64)
+    for west, col in ((10.0, -19000), (-20.0, -16000), (-179.99, -1)):
+        scene = Grid(CRS.from_epsg(4326), Affine(0.01, 0, west, 0, -0.01, -16.0), 64, 64)
+        assert world.integer_offset(scene) == (0, col)
+    past = Grid(CRS.from_epsg(4326), Affine(0.01, 0, 179.68, 0, -0.01, -16.0), 64, 64)
+    assert world.integer_offset(past) is None  # (runs past the map's edge: warped)
+

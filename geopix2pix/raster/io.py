@@ -282,12 +282,15 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     # approximation, which shows as a visible shift between source and target chips
     kwargs = dict(crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                   resampling=WARP_RESAMPLING[resampling], tolerance=0.01)
-    wrapped = _longitudes_past_180(Grid.of(dataset))
-    if wrapped is not None:
-        kwargs["src_crs"] = wrapped
-    onto = _longitudes_past_180(grid)
-    if onto is not None:
-        kwargs["crs"] = onto
+    wrapped, onto = _longitudes_past_180(Grid.of(dataset)), _longitudes_past_180(grid)
+    if wrapped is not None or onto is not None:
+        # both sides through PROJ's string where the two CRSs are one: EPSG's own datum
+        # transformation against the string's +towgs84 moved a Fiji (EPSG:4748) grid 400 m
+        plain = CRS.from_proj4(grid.crs.to_proj4()) if dataset.crs == grid.crs else None
+        source_side = wrapped if wrapped is not None else plain
+        if source_side is not None:
+            kwargs["src_crs"] = source_side
+        kwargs["crs"] = onto if onto is not None else plain if plain is not None else grid.crs
     if dataset.nodata is not None:
         kwargs.update(src_nodata=dataset.nodata, nodata=dataset.nodata)
     elif np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating) and not needs_mask_read(
@@ -314,8 +317,8 @@ def _longitudes_past_180(grid: Grid) -> CRS | None:
     past 180), it looks for 180.1 past the raster's edge. Either way the ground east of 180
     would be lost."""
     crs = grid.crs
-    if crs is None or not crs.is_geographic:
-        return None
+    if crs is None or not crs.is_geographic or crs.units_factor[0] not in ("degree", "degrees"):
+        return None  # (a CRS in grads loses its unit in PROJ's string)
     left, _, right, _ = grid.bounds
     meridian = 180 if right > 180 else -180 if left < -180 else None
     if meridian is None:
