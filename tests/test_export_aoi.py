@@ -13,6 +13,7 @@ from affine import Affine
 from conftest import write_raster
 
 import geopix2pix as g
+from geopix2pix.chips.footprints import SLIVER
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
 
@@ -42,7 +43,10 @@ def test_a_long_edge_along_a_parallel_selects_as_drawn(tmp_path):
     every = export(tmp_path, "all")
     north = shapely.box(-90.0, PARALLEL, -56.0, -20.0)
     kept = export(tmp_path, "north", aoi_file(tmp_path, "north", north))
-    expected = set(every[every.intersects(north)].id)  # footprints in EPSG:4326 (the index)
+    # footprints in EPSG:4326 (the index): those sharing more than a sliver of their area
+    shares = every.intersection(north).area / every.area
+    expected = set(every[shares > SLIVER].id)
+    assert ((shares > 0) & (shares <= SLIVER)).any()  # (a chip the edge only grazes is out)
     assert 0 < len(expected) < len(every)
     assert set(kept.id) == expected
 
@@ -213,3 +217,34 @@ def test_an_aoi_drawn_on_chips_gpkg_keeps_the_chips_it_covers(tmp_path):
     gpd.GeoDataFrame(geometry=[chosen.union_all()], crs=every.crs).to_file(path, driver="GPKG")
     kept = export(tmp_path, "four", str(path))
     assert set(kept.id) == set(chosen.id) and len(kept) == 4
+
+
+@pytest.mark.parametrize("mode", ["intersects", "within"])
+def test_large_chips_drawn_on_chips_gpkg_and_a_tiny_aoi_keep_what_they_cover(tmp_path, mode):
+    """128 px chips of 30 m: chips.gpkg's footprints, straight in degrees, bow by metres on the
+    UTM grid, so four of them as the AOI shared whole pixels with the chips around (six kept),
+    and `within` kept none of the four; a 5 m plot inside one chip kept none."""
+    rng = np.random.default_rng(0)
+    paths = [write_raster(tmp_path / f"{n}.tif", rng.normal(size=(1, 512, 512)).astype("float32"),
+                          crs="EPSG:32718", transform=UTM18S) for n in ("s", "t")]
+
+    def kept(name, aoi):
+        g.export_chips(*paths, tmp_path / name, chip_size=128, val_fraction=0, max_nodata=1.0,
+                       aoi=aoi, aoi_mode=mode, shift_check=False, workers=0, progress=False)
+        return set(gpd.read_file(tmp_path / name / "chips.gpkg").id)
+
+    assert len(kept("all", None)) == 16
+    every = gpd.read_file(tmp_path / "all" / "chips.gpkg")
+    block = every[every.id.isin({"p000_r000128_c000128", "p000_r000128_c000256",
+                                 "p000_r000256_c000128", "p000_r000256_c000256"})]
+    path = tmp_path / "block.gpkg"
+    gpd.GeoDataFrame(geometry=[block.union_all()], crs=every.crs).to_file(path, driver="GPKG")
+    assert kept("block", str(path)) == set(block.id)
+    x, y = UTM18S.c + 200 * 30.0, UTM18S.f - 200 * 30.0  # inside chip (128, 128)
+    plot = tmp_path / "plot.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.box(x, y - 5, x + 5, y)], crs="EPSG:32718").to_file(plot)
+    if mode == "intersects":
+        assert kept("plot", str(plot)) == {"p000_r000128_c000128"}
+    else:
+        with pytest.raises(GeoPix2PixError, match="no 128-px chip"):
+            kept("plot", str(plot))

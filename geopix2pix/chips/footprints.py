@@ -106,24 +106,26 @@ def _polygons(frame) -> gpd.GeoDataFrame:
 
 def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
                mode: str) -> np.ndarray:
-    """Boolean array: which chips' footprints overlap or lie within the AOI polygons. A chip
-    overlaps an AOI where they share more than `SLIVER` of a pixel's area: one that only
-    touches its edge, as the chips around an AOI drawn on the chips' own grid (or on
-    chips.gpkg's footprints, reprojected there and back) do, is outside it."""
+    """Boolean array: which chips' footprints overlap the AOI polygons (`intersects`) or lie
+    within them (`within`), up to `SLIVER` of a chip's area: an AOI drawn on chips.gpkg's
+    footprints (straight in degrees, bowed once on a projected grid) shares slivers with the
+    chips around it, and leaves slivers of the chips it covers outside; a chip that shares
+    only an edge is outside too. A chip that holds a whole AOI smaller than a sliver is in."""
     if not chips:
         return np.zeros(0, dtype=bool)
     area = _aoi_around_grid(aoi, grid)
     shapely.prepare(area)
     polygons = footprints(chips, grid)
+    sizes = shapely.area(polygons)
+    shared = np.where(shapely.contains_properly(area, polygons), sizes, 0.0)
+    edge = shapely.intersects(polygons, area) & (shared == 0)  # (the costly ones alone)
+    shared[edge] = shapely.area(shapely.intersection(polygons[edge], area))
     if mode == "within":
-        return shapely.within(polygons, area)
-    met = shapely.intersects(polygons, area)
-    shared = np.zeros(len(polygons))
-    shared[met] = shapely.area(shapely.intersection(polygons[met], area))
-    return shared > SLIVER * grid.pixel_size[0] * grid.pixel_size[1]
+        return sizes - shared <= SLIVER * sizes
+    return shared > np.minimum(SLIVER * sizes, shapely.area(area) / 2)
 
 
-SLIVER = 0.01  # of a pixel's area: what an AOI's edge reprojected and back leaves of a chip
+SLIVER = 0.005  # of a chip's area: what an AOI's edge reprojected and back leaves of a chip
 
 
 def _aoi_around_grid(aoi: gpd.GeoDataFrame, grid: Grid) -> shapely.Geometry:
