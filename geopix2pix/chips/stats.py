@@ -86,7 +86,7 @@ class BandStatistics:
         self._rng = np.random.default_rng(seed)
         self._values: list[np.ndarray] = []
         self._deviations: list[np.ndarray] = []
-        self._first: np.ndarray | None = None  # the first valid pixel, (bands, 1)
+        self._firsts: list[np.ndarray] = []  # each accumulator's first valid pixel, (bands, 1)
         self.classes = ClassCounts(bands) if count_classes else None
 
     @staticmethod
@@ -107,8 +107,8 @@ class BandStatistics:
         self.max = np.maximum(self.max, values.max(axis=1))
         if self.classes is not None:
             self.classes.add(values)
-        if self._first is None:  # (the percentiles' sample where every chip's few valid
-            self._first = values[:, :1].astype(np.float64)  # pixels missed the rate)
+        if not self._firsts:  # (the percentiles' sample where every chip's few valid pixels
+            self._firsts.append(values[:, :1].astype(np.float64))  # missed the rate)
         keep = self._rng.binomial(n, self.rate)
         if keep:
             picked = values[:, self._rng.choice(n, keep, replace=False) if keep < n
@@ -128,8 +128,7 @@ class BandStatistics:
         self.max = np.maximum(self.max, other.max)
         self._values.extend(other._values)
         self._deviations.extend(other._deviations)
-        if self._first is None:
-            self._first = other._first
+        self._firsts.extend(other._firsts)
         if self.classes is not None and other.classes is not None:
             self.classes.merge(other.classes)
 
@@ -145,8 +144,9 @@ class BandStatistics:
         if self._values:
             values = np.concatenate(self._values, axis=1)
             deviations = np.concatenate(self._deviations, axis=1)
-        else:  # no pixel met the rate: the first one stands for the sample
-            values, deviations = self._first, np.abs(self._first - mean[:, None])
+        else:  # no pixel met the rate: each worker's first one stands for the sample (in
+            values = np.concatenate(self._firsts, axis=1)  # any order, the same percentiles)
+            deviations = np.abs(values - mean[:, None])
         p01, p99 = np.percentile(values, [1, 99], axis=1)
         spread = np.percentile(deviations, 99, axis=1)
         return [
