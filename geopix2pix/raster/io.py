@@ -48,21 +48,28 @@ def is_gdal_name(path: str | os.PathLike) -> bool:
 
 
 _SUBDATASET = re.compile(r'^[A-Za-z][A-Za-z0-9_]+:(?:[A-Za-z0-9_]+:)*"([^"]+)":?(.*)$')
-# unquoted, as GDAL lists a GeoPackage's tables: GPKG:/data/multi.gpkg:table
-_BARE_SUBDATASET = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:(.+\.[A-Za-z0-9]+):([^:/\\]+)$")
+# unquoted, as GDAL lists a GeoPackage's tables (GPKG:/data/multi.gpkg:table), a SAFE's
+# resolutions (SENTINEL2_L1C:/p/MTD_MSIL1C.xml:10m:EPSG_32633) or a TIFF's pages (GTIFF_DIR:2:a.tif)
+_BARE_SUBDATASET = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:(?!//)(.+)$")
 
 
 def scene_name(path: str | os.PathLike) -> str:
     """A raster's name for the files made from it (predict --out-dir writes NAME.tif): its file
     stem; for a driver's subdataset (NETCDF:"a.nc":sst) the file's stem and the subdataset
-    (a_sst; GPKG:a.gpkg:dem, unquoted, a_dem), so two variables of one file do not share an
-    output."""
+    (a_sst; unquoted, GPKG:a.gpkg:dem a_dem, GTIFF_DIR:2:a.tif a_2), so two variables of one
+    file do not share an output."""
     text = os.fspath(path)
-    match = _SUBDATASET.match(text) or _BARE_SUBDATASET.match(text)
-    if match is None:
+    match = _SUBDATASET.match(text)
+    if match is not None:
+        file, rest = match.group(1), [match.group(2)]
+    elif (bare := _BARE_SUBDATASET.match(text)) is not None:
+        parts = bare.group(1).split(":")
+        file = next((p for p in parts if "/" in p or "\\" in p or Path(p).suffix), parts[-1])
+        rest = [p for p in parts if p is not file]
+    else:
         return Path(text).stem
-    sub = re.sub(r"[^A-Za-z0-9]+", "_", match.group(2)).strip("_")
-    return Path(match.group(1)).stem + (f"_{sub}" if sub else "")
+    sub = re.sub(r"[^A-Za-z0-9]+", "_", "_".join(rest)).strip("_")
+    return Path(file).stem + (f"_{sub}" if sub else "")
 
 
 _VSI_FILE = re.compile(r"^(/vsi(?:zip|tar|gzip|7z|rar)/)(?!/)(.*)$")  # an archive's path
