@@ -201,3 +201,20 @@ def test_a_scene_east_of_0_reads_a_world_target_directly(tmp_path):
     past = Grid(CRS.from_epsg(4326), Affine(0.01, 0, 179.68, 0, -0.01, -16.0), 64, 64)
     assert world.integer_offset(past) is None  # (runs past the map's edge: warped)
 
+
+
+def test_a_grid_past_180_whose_unit_is_spelt_degree_is_wrapped_too(tmp_path):
+    """An Esri .prj says UNIT["Degree", ...]: the unit's name was compared, not its size, and
+    the ground east of 180 was lost again."""
+    from geopix2pix.raster.grid import Grid
+    from geopix2pix.raster.io import open_raster, warped_view
+
+    esri = CRS.from_wkt('GEOGCS["GCS_WGS_1984",DATUM["D_WGS_1984",SPHEROID["WGS_1984",'
+                        '6378137.0,298.257223563]],PRIMEM["Greenwich",0.0],'
+                        'UNIT["Degree",0.0174532925199433]]')
+    codes = np.broadcast_to((np.arange(3600) % 250 + 1).astype("uint8"), (1, 4, 3600))
+    world = write_raster(tmp_path / "world.tif", codes, crs="EPSG:4326", nodata=0,
+                         transform=Affine(0.1, 0, -180.0, 0, -0.1, -16.0))
+    grid = Grid(esri, Affine(0.1, 0, 179.8, 0, -0.1, -16.0), 4, 4)  # 179.8 .. 180.2
+    with open_raster(world) as dataset, warped_view(dataset, grid, "nearest") as view:
+        np.testing.assert_array_equal(view.read(1)[0], codes[0, 0, [3598, 3599, 0, 1]])

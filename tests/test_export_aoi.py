@@ -248,3 +248,24 @@ def test_large_chips_drawn_on_chips_gpkg_and_a_tiny_aoi_keep_what_they_cover(tmp
     else:
         with pytest.raises(GeoPix2PixError, match="no 128-px chip"):
             kept("plot", str(plot))
+
+
+@pytest.mark.parametrize("crs, step", [("EPSG:32718", 30.0), ("EPSG:4326", 0.0003)])
+def test_plots_smaller_than_a_sliver_keep_the_chips_they_lie_in(tmp_path, crs, step):
+    """Four 20 m plots as one AOI, in four chips: the tiny-AOI rule took the whole AOI's area
+    (and on a grid in degrees three times it, with its copies a turn away) and kept none."""
+    grid = Affine(step, 0, 600000.0 if crs != "EPSG:4326" else -72.0, 0, -step,
+                  4850000.0 if crs != "EPSG:4326" else -46.0)
+    rng = np.random.default_rng(0)
+    paths = [write_raster(tmp_path / f"{n}.tif", rng.normal(size=(1, 512, 512)).astype("float32"),
+                          crs=crs, transform=grid) for n in ("s", "t")]
+    side = step * 20 / 30.0  # 20 m (or its width in degrees)
+    plots = [shapely.Point(*(grid * (c, r))).buffer(side / 2, cap_style="square")
+             for r, c in ((64, 64), (64, 320), (320, 64), (320, 320))]
+    path = tmp_path / "plots.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.union_all(plots)], crs=crs).to_file(path, driver="GPKG")
+    g.export_chips(*paths, tmp_path / "chips", chip_size=128, val_fraction=0, max_nodata=1.0,
+                   aoi=str(path), shift_check=False, workers=0, progress=False)
+    kept = set(gpd.read_file(tmp_path / "chips" / "chips.gpkg").id)
+    assert kept == {"p000_r000000_c000000", "p000_r000000_c000256", "p000_r000256_c000000",
+                    "p000_r000256_c000256"}

@@ -331,7 +331,8 @@ def test_an_output_is_never_one_of_the_input_scenes(tmp_path, model_file, capsys
     ("/vsizip//tmp/a.zip/s.tif", "s"), ("/vsicurl/https://host/x/y.tif", "y"),
     ("GPKG:/data/multi.gpkg:dem", "multi_dem"), ("https://example.com:8080/a/z.tif", "z"),
     ("SENTINEL2_L1C:/p/MTD_MSIL1C.xml:10m:EPSG_32633", "MTD_MSIL1C_10m_EPSG_32633"),
-    ("GTIFF_DIR:2:/d/a.tif", "a_2")])
+    ("GTIFF_DIR:2:/d/a.tif", "a_2"), ("GTIFF_DIR:2:D:\\d\\a.tif", "a_2"),
+    ("cam_T10:20:30.tif", "cam_T10:20:30"), ("scene:v2.tif", "scene:v2")])
 def test_outputs_are_named_after_the_scene_or_its_subdataset(tmp_path, name, expected):
     """Two variables of one NetCDF get outputs of their own (were both 'NETCDF:"a.tif')."""
     assert outputs.output_paths([name], None, tmp_path)[0][1] == tmp_path / f"{expected}.tif"

@@ -110,7 +110,7 @@ def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
     within them (`within`), up to `SLIVER` of a chip's area: an AOI drawn on chips.gpkg's
     footprints (straight in degrees, bowed once on a projected grid) shares slivers with the
     chips around it, and leaves slivers of the chips it covers outside; a chip that shares
-    only an edge is outside too. A chip that holds a whole AOI smaller than a sliver is in."""
+    only an edge is outside too. A chip that meets an AOI's plot smaller than a sliver is in."""
     if not chips:
         return np.zeros(0, dtype=bool)
     area = _aoi_around_grid(aoi, grid)
@@ -122,7 +122,12 @@ def aoi_filter(chips: Sequence[ChipWindow], grid: Grid, aoi: gpd.GeoDataFrame,
     shared[edge] = shapely.area(shapely.intersection(polygons[edge], area))
     if mode == "within":
         return sizes - shared <= SLIVER * sizes
-    return shared > np.minimum(SLIVER * sizes, shapely.area(area) / 2)
+    kept = shared > SLIVER * sizes
+    parts = shapely.get_parts(area)  # (each plot of an AOI, each copy a turn away its own)
+    tiny = parts[shapely.area(parts) <= SLIVER * sizes.max()]
+    if len(tiny):  # a plot smaller than a sliver keeps the chips it lies in
+        kept[shapely.STRtree(polygons).query(tiny, predicate="intersects")[1]] = True
+    return kept
 
 
 SLIVER = 0.005  # of a chip's area: what an AOI's edge reprojected and back leaves of a chip

@@ -127,19 +127,13 @@ class Grid:
         if abs(col - round(col)) > tolerance or abs(row - round(row)) > tolerance:
             return None
         col = round(col)
-        if self.crs.is_geographic and _around_the_globe(self):
-            turn = round(360.0 / self.pixel_size[0])  # (the columns of one turn of the globe)
-            col -= turn * math.ceil(col / turn)  # this grid's start at or west of `other`'s
-            if other.width - col > self.width:
+        if self.crs.is_geographic and self.width * self.pixel_size[0] >= 360.0 - 1e-9:
+            turn = 360.0 / self.pixel_size[0]  # (the columns of one turn of the globe)
+            if abs(turn - round(turn)) < 1e-6:  # this grid's start at or west of `other`'s
+                col -= round(turn) * math.ceil(col / round(turn))
+            if col > 0 or other.width - col > self.width:
                 return None  # (`other` runs past this grid's edge, onto its other end: warped)
         return int(round(row)), int(col)
-
-
-def _around_the_globe(grid: Grid) -> bool:
-    """Whether a grid in degrees spans all 360 degrees of longitude in a whole number of
-    columns (its columns' ends meet)."""
-    turn = 360.0 / grid.pixel_size[0]
-    return grid.width >= round(turn) and abs(turn - round(turn)) < 1e-6
 
 
 def control_points(dataset) -> dict[str, Any]:

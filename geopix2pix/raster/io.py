@@ -50,7 +50,7 @@ def is_gdal_name(path: str | os.PathLike) -> bool:
 _SUBDATASET = re.compile(r'^[A-Za-z][A-Za-z0-9_]+:(?:[A-Za-z0-9_]+:)*"([^"]+)":?(.*)$')
 # unquoted, as GDAL lists a GeoPackage's tables (GPKG:/data/multi.gpkg:table), a SAFE's
 # resolutions (SENTINEL2_L1C:/p/MTD_MSIL1C.xml:10m:EPSG_32633) or a TIFF's pages (GTIFF_DIR:2:a.tif)
-_BARE_SUBDATASET = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:(?!//)(.+)$")
+_BARE_SUBDATASET = re.compile(r"^[A-Z][A-Z0-9_]+:(?!//)(.+)$")  # (drivers are upper case)
 
 
 def scene_name(path: str | os.PathLike) -> str:
@@ -62,14 +62,15 @@ def scene_name(path: str | os.PathLike) -> str:
     match = _SUBDATASET.match(text)
     if match is not None:
         file, rest = match.group(1), [match.group(2)]
-    elif (bare := _BARE_SUBDATASET.match(text)) is not None:
-        parts = bare.group(1).split(":")
+    elif (bare := _BARE_SUBDATASET.match(text)) is not None and not Path(text).exists():
+        parts = re.sub(r"(?:^|:)([A-Za-z]):([\\/])", r":\1|\2", bare.group(1)).split(":")
+        parts = [p.replace("|", ":", 1) for p in parts if p]  # (a drive letter kept: D:\\d)
         file = next((p for p in parts if "/" in p or "\\" in p or Path(p).suffix), parts[-1])
         rest = [p for p in parts if p is not file]
     else:
         return Path(text).stem
     sub = re.sub(r"[^A-Za-z0-9]+", "_", "_".join(rest)).strip("_")
-    return Path(file).stem + (f"_{sub}" if sub else "")
+    return Path(re.split(r"[\\/]", file)[-1]).stem + (f"_{sub}" if sub else "")
 
 
 _VSI_FILE = re.compile(r"^(/vsi(?:zip|tar|gzip|7z|rar)/)(?!/)(.*)$")  # an archive's path
@@ -291,13 +292,15 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
                   resampling=WARP_RESAMPLING[resampling], tolerance=0.01)
     wrapped, onto = _longitudes_past_180(Grid.of(dataset)), _longitudes_past_180(grid)
     if wrapped is not None or onto is not None:
-        # both sides through PROJ's string where the two CRSs are one: EPSG's own datum
-        # transformation against the string's +towgs84 moved a Fiji (EPSG:4748) grid 400 m
-        plain = CRS.from_proj4(grid.crs.to_proj4()) if dataset.crs == grid.crs else None
-        source_side = wrapped if wrapped is not None else plain
+        # both sides through PROJ's strings where they share a datum: EPSG's own datum
+        # transformation against a string's +towgs84 moved a Fiji (EPSG:4748) grid 400 m
+        alike = _same_datum(dataset.crs, grid.crs)
+        source_side = wrapped if wrapped is not None else \
+            CRS.from_proj4(dataset.crs.to_proj4()) if alike else None
         if source_side is not None:
             kwargs["src_crs"] = source_side
-        kwargs["crs"] = onto if onto is not None else plain if plain is not None else grid.crs
+        kwargs["crs"] = onto if onto is not None else \
+            CRS.from_proj4(grid.crs.to_proj4()) if alike else grid.crs
     if dataset.nodata is not None:
         kwargs.update(src_nodata=dataset.nodata, nodata=dataset.nodata)
     elif np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating) and not needs_mask_read(
@@ -324,13 +327,24 @@ def _longitudes_past_180(grid: Grid) -> CRS | None:
     past 180), it looks for 180.1 past the raster's edge. Either way the ground east of 180
     would be lost."""
     crs = grid.crs
-    if crs is None or not crs.is_geographic or crs.units_factor[0] not in ("degree", "degrees"):
-        return None  # (a CRS in grads loses its unit in PROJ's string)
+    if crs is None or not crs.is_geographic or not math.isclose(
+            crs.units_factor[1], math.pi / 180, rel_tol=1e-9):
+        return None  # (in degrees, whatever their name: a CRS in grads loses its unit there)
     left, _, right, _ = grid.bounds
     meridian = 180 if right > 180 else -180 if left < -180 else None
     if meridian is None:
         return None
     return CRS.from_proj4(f"{crs.to_proj4()} +lon_wrap={meridian}")
+
+
+def _same_datum(a: CRS | None, b: CRS | None) -> bool:
+    """Whether two CRSs share their geodetic CRS (EPSG:3139 and EPSG:4748: Fiji's)."""
+    if a is None or b is None:
+        return False
+    try:
+        return pyproj.CRS(a.to_wkt()).geodetic_crs == pyproj.CRS(b.to_wkt()).geodetic_crs
+    except pyproj.exceptions.CRSError:
+        return False
 
 
 def chip_nodata(dataset, bands: Sequence[int]) -> float | None:
