@@ -9,6 +9,7 @@ it (a float alpha, or one of 5 bands: `unmasked_alpha_bands`). Every reader in g
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -290,6 +291,8 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     # approximation, which shows as a visible shift between source and target chips
     kwargs = dict(crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                   resampling=WARP_RESAMPLING[resampling], tolerance=0.01)
+    if grid.crs is not None and not isinstance(grid.crs, CRS):  # ("EPSG:32633" will do)
+        grid = dataclasses.replace(grid, crs=CRS.from_user_input(grid.crs))
     wrapped, onto = _longitudes_past_180(Grid.of(dataset)), _longitudes_past_180(grid)
     if wrapped is not None or onto is not None:
         # both sides through PROJ's strings where they share a datum: EPSG's own datum
