@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_raster
+from conftest import shared, write_raster
 from rasterio.transform import from_origin
 from test_train_categorical import TINY
 
@@ -113,3 +113,20 @@ def test_a_band_that_states_a_unit_holds_quantities_not_codes(tmp_path):
         dataset.set_band_unit(1, "metre")
     with rasterio.open(path) as dataset:
         assert class_codes(dataset, 1) is None
+
+
+@pytest.mark.parametrize("folder, name, codes", [
+    ("image_map_eolearn_slovenia", "lulc.tif", [1, 2, 3, 4, 8]),
+    ("image_map_spacenet3_vegas_roads", "road_mask.tif", [0, 255]),
+    ("dem_hillshade_exploradores", "exploradores_aster_hillshade_gdal_az315_alt45.tif", None),
+    ("image_map_spacenet3_vegas_roads", "road_image_pan.tif", None),
+])
+def test_real_class_maps_look_like_class_maps_and_real_images_do_not(folder, name, codes):
+    """On ../shared/data: the land-cover map and the road mask (neither has a colour table) are
+    told by their values, the hillshade (uint8) and the panchromatic image (uint16) are not."""
+    import rasterio
+
+    from geopix2pix.raster.codes import class_codes
+
+    with rasterio.open(shared(folder, name)) as dataset:
+        assert class_codes(dataset, 1) == codes
