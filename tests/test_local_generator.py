@@ -20,7 +20,7 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import GeneratorSpec, build_generator, load_model
 from geopix2pix.models.local import LocalNet
 from geopix2pix.prediction import predict
-from geopix2pix.training import train
+from geopix2pix.training import TrainingStopped, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(generator="local", ngf=8, local_layers=2, batch_size=2, workers=0, quiet=True,
@@ -82,7 +82,29 @@ def test_local_layers_out_of_range_or_without_the_local_generator_are_refused(sc
                                               "unet: drop it$"):
         train(scene / "chips", tmp_path / "run", max_steps=1,
               **{**TINY, "generator": "unet", "local_layers": 4})
+    # 3, the value every run records for its generator, is refused too when given
+    with pytest.raises(GeoPix2PixError, match="^--local-layers is for --generator local, not "
+                                              "unet: drop it$"):
+        train(scene / "chips", tmp_path / "run", max_steps=1,
+              **{**TINY, "generator": "unet", "local_layers": 3})
+    with pytest.raises(GeoPix2PixError, match="^--local-layers is for --generator local, not "
+                                              "resnet_6blocks: drop it$"):
+        train(scene / "chips", tmp_path / "run", max_steps=1, model="cyclegan",
+              **{**TINY, "generator": "resnet_6blocks", "local_layers": 3, "lr": None,
+                 "gan_warmup": None})
     assert not (tmp_path / "run").exists()
+
+
+def test_local_layers_given_on_resuming_another_generator_is_refused(scene, tmp_path):
+    """A U-Net run records local_layers 3 as every run does; typing --local-layers 3 on its
+    resume is refused as on a new run, and the resume without it goes on."""
+    unet = {**TINY, "generator": "unet", "local_layers": None}
+    with pytest.raises(TrainingStopped):
+        train(scene / "chips", tmp_path / "run", max_steps=2, callback=lambda info: True, **unet)
+    with pytest.raises(GeoPix2PixError, match="^--local-layers is for --generator local, not "
+                                              "unet: drop it$"):
+        train(scene / "chips", tmp_path / "run", resume=True, local_layers=3, quiet=True)
+    assert train(scene / "chips", tmp_path / "run", resume=True, quiet=True).steps == 2
 
 
 def test_centre_scaling_fills_a_void_from_its_neighbours():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -252,10 +253,8 @@ class TrainConfig:
         if self.class_weights not in (None, "none") and not self.categorical:
             raise GeoPix2PixError(f"--class-weights {self.class_weights} weighs the classes of a "
                                   "class map; pass --categorical too")
-        if self.local_layers not in (None, LOCAL_DEFAULT) and self.generator not in (None,
-                                                                                   "local"):
-            raise GeoPix2PixError(f"--local-layers is for --generator local, not "
-                                  f"{self.generator}: drop it")
+        if self.local_layers not in (None, LOCAL_DEFAULT):  # (3: see `refuse_unused`)
+            self.refuse_unused(("local_layers",))
         low, high = LOCAL_LAYERS
         if self.local_layers is not None and not low <= self.local_layers <= high:
             raise GeoPix2PixError(f"--local-layers {self.local_layers}: the local generator "
@@ -263,6 +262,14 @@ class TrainConfig:
         if self.pixel_loss not in (None, "l1") and self.categorical:
             raise GeoPix2PixError(f"--pixel-loss {self.pixel_loss} is a loss on values; a class "
                                   "map (--categorical) learns with cross-entropy: drop it")
+
+    def refuse_unused(self, typed: Iterable[str]) -> None:
+        """Refuse an option the run was given (``typed``: its names) that this generator does
+        not use: --local-layers with another generator than the local one. (`__post_init__`
+        cannot tell a given 3 from the one every run records, LOCAL_DEFAULT.)"""
+        if "local_layers" in typed and self.generator not in (None, "local"):
+            raise GeoPix2PixError(f"--local-layers is for --generator local, not "
+                                  f"{self.generator}: drop it")
 
     def _check_family(self) -> None:
         """Refuse another family's options, then fill in this family's defaults."""

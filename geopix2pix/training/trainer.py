@@ -304,6 +304,7 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     """
     refuse_spawned_reimport("train")
     given: dict[str, Any] = dict(options)
+    typed = [name for name, value in given.items() if value is not None]
     if given.get("resume"):
         final = Path(out_dir).resolve()  # a killed swap's folder is put back first
         if distributed.env().rank == 0:
@@ -312,6 +313,7 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             wait_for_put_back(final)
         given = saved_options(Path(out_dir), given)
     config = TrainConfig.from_options(**given)
+    config.refuse_unused(typed)
     setup = device_setup(config.device, config.amp, distributed.env().local_rank)
     distributed.init_from_env(setup.device)  # left when the process exits
     trainer = None
