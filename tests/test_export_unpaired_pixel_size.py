@@ -92,10 +92,10 @@ def test_a_class_map_resampled_to_pixel_size_is_warned_of_and_no_pair_option_rec
                                targets=[target], chip_size=32, pixel_size=20.0, workers=0,
                                progress=False, target_resampling="bilinear")
     said = [w for w in summary.warnings if "class map" in w]
-    assert said == ["the target map.tif is a class map (a colour table) resampled onto its own "
-                    "grid at --pixel-size 20.0 with --target-resampling bilinear, which averages "
-                    "neighbouring codes into codes of other classes or none; re-export with "
-                    "--target-resampling nearest"]
+    assert said == [f"the target {target} is a class map (a colour table) resampled onto its "
+                    "own grid at --pixel-size 20.0 with --target-resampling bilinear, which "
+                    "averages neighbouring codes into codes of other classes or none; re-export "
+                    "with --target-resampling nearest"]
     options = json.loads((tmp_path / "chips" / "dataset.json").read_text())["options"]
     assert set(PAIRED_ONLY).isdisjoint(options) and options["pixel_size"] == 20.0
     assert DatasetInfo.load(tmp_path / "chips").options == options

@@ -143,3 +143,29 @@ def test_a_target_mask_is_moved_with_the_target_it_shares_the_misregistration_of
         assert (invalid == expected[row:row + CHIP, col:col + CHIP]).all(), path.name
         masked += int(invalid.sum())
     assert masked == 50 * 50
+
+
+def test_a_class_map_resampled_only_by_the_correction_is_warned_of(tmp_path):
+    """A class map a whole number of pixels off its source is read as it is, until the
+    correction moves it by a measured (fractional) shift: averaged with bilinear then, so the
+    export warns as it does of a target resampled from the start (it did not: the look was
+    judged on opening, before the shift was measured)."""
+    source, target = make_pair(tmp_path, (3.0, -2.0))
+    with rasterio.open(target) as src:
+        codes = np.digitize(src.read(1), np.quantile(src.read(1), [0.2, 0.4, 0.6, 0.8]))
+        profile = src.profile | dict(dtype="uint8", nodata=None)
+    with rasterio.open(tmp_path / "classes.tif", "w", **profile) as dst:
+        dst.write(codes.astype(np.uint8) + 1, 1)
+    said = {}
+    for resampling in ("bilinear", "nearest"):
+        summary = export_chips(source, tmp_path / "classes.tif", tmp_path / resampling,
+                               chip_size=CHIP, workers=0, progress=False, correct_shift=True,
+                               target_resampling=resampling)
+        assert pair_info(tmp_path / resampling)["target_resampled"]
+        said[resampling] = [w for w in summary.warnings if "class map" in w]
+    assert said == {"bilinear": [
+        f"the target {tmp_path / 'classes.tif'} looks like a class map (5 integer values in a "
+        "sample: 1, 2, 3, 4, 5) resampled onto its source's grid moved by --correct-shift with "
+        "--target-resampling bilinear, which averages neighbouring codes into codes of other "
+        "classes or none; if it is one, re-export with --target-resampling nearest"],
+        "nearest": []}

@@ -52,7 +52,7 @@ from geopix2pix.chips.worker import REJECT_NODATA, Job, PairSpec, run_job
 from geopix2pix.errors import GeoPix2PixError, refuse_spawned_reimport
 from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.bands import check_one_dtype, select_bands
-from geopix2pix.raster.codes import averaged_codes_lines
+from geopix2pix.raster.codes import averaged_codes_lines, class_map_look
 from geopix2pix.raster.grid import Grid, overlap_window
 from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import check_on_the_earth, full_path, open_raster, raster_path
@@ -65,6 +65,8 @@ from geopix2pix.settings.export import ExportKeywords, ExportOptions
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+ONTO_SOURCE = "its source's grid"  # where a pair's target is resampled onto
+
 
 @dataclass
 class _Pair:
@@ -75,6 +77,7 @@ class _Pair:
     resampled: bool = False  # the target is warped onto the source grid, not copied
     nodata: tuple = (None, None)  # the source's and target's, as read (given, or the file's)
     notes: tuple[str, ...] = ()  # of their nodata (`raster.nodata.fill_value_lines`)
+    look: str | None = None  # how the target shows it is a class map (`codes.class_map_look`)
 
 
 def _check_distinct(pair_paths: Sequence[tuple[Path, Path]]) -> None:
@@ -113,14 +116,14 @@ def _open_pair(index: int, source: Path, target: Path,
                 f"({window.width} x {window.height} source pixels); use a smaller chip size")
         sides = (side_info(src, s_bands), side_info(tgt, t_bands))
         resampled = Grid.of(tgt).integer_offset(grid) is None  # as the PairReader decides
+        look = class_map_look(tgt, t_bands) if options.target_resampling != "nearest" else None
         if resampled:
-            notes += averaged_codes_lines(tgt, t_bands, target, "its source's grid",
-                                          options.target_resampling)
+            notes += averaged_codes_lines(look, target, ONTO_SOURCE, options.target_resampling)
     spec = PairSpec(index, str(source), str(target), tuple(s_bands), tuple(t_bands),
                     options.target_resampling, nodata=given)
     chips = chip_windows(index, window, chip_size, options.stride)
     return _Pair(spec, grid, (int(window.row_off), int(window.col_off)), chips,
-                 resampled, nodata, tuple(notes)), *sides
+                 resampled, nodata, tuple(notes), look), *sides
 
 
 def _jobs(pairs: Sequence[_Pair], splits: dict[ChipWindow, str], out_dir: Path,
@@ -177,6 +180,7 @@ def export_chips(
     inputs = input_files([path for pair in pair_paths for path in pair], pairs, options.aoi)
     with staged_output(out_dir, options.overwrite, inputs + mask_inputs(pair_list)) as out:
         # measured once, on the first split's chips: a second split reads the corrected target
+        copied = [pair for pair in pair_list if not pair.resampled]
         corrected = shift_correction.correct_shifts(
             pair_list, splits, options.correct_shift,
             lambda j, w: run_jobs(j, options.workers, w))
@@ -198,9 +202,11 @@ def export_chips(
     summary = ExportSummary(out.final, dict(kept), counted(skipped),
                             val_warnings(kept, options.val_fraction, options.split_block,
                                          options.chip_size)
-                            + export_warnings(options, [Path(p.spec.target).name
-                                                        for p in pair_list if p.resampled],
-                                              sides[1])
+                            + export_warnings(options)
+                            + [line for p in copied if p.resampled for line in
+                               averaged_codes_lines(p.look, p.spec.target, ONTO_SOURCE + " moved "
+                                                    "by --correct-shift",
+                                                    options.target_resampling)]
                             + shift_warnings(scenes, {p.spec.index: Path(p.spec.target).name
                                                       for p in pair_list})
                             + said[1] + early, scenes, said[0],

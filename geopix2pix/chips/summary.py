@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geopix2pix.chips.coregistration import SceneShift
-from geopix2pix.chips.manifest import SideInfo
 from geopix2pix.raster.bands import repeated_band_warning
 from geopix2pix.settings.export import ExportOptions
 
@@ -36,18 +35,9 @@ class ExportSummary:
         return lines
 
 
-def export_warnings(options: ExportOptions, resampled: list[str], target: SideInfo) -> list[str]:
-    """Warnings of a finished export: bands listed twice, and a class map (a paletted target)
-    resampled (the targets named in `resampled` were: a pair's onto its source's grid, an
-    unpaired one onto its own at --pixel-size) with a method that averages its codes."""
+def export_warnings(options: ExportOptions) -> list[str]:
+    """Warnings of a finished export: bands listed twice. (A class map resampled with a method
+    that averages its codes is warned of on opening, `raster.codes`.)"""
     found = [repeated_band_warning(f"--{name.replace('_', '-')}", getattr(options, name))
              for name in ("source_bands", "target_bands")]
-    if target.band_metadata.colorinterp == ("palette",) and resampled and \
-            options.target_resampling != "nearest":
-        onto = (f"its own grid at --pixel-size {options.pixel_size}" if options.unpaired
-                else "its source's grid")
-        found.append(f"the target {resampled[0]} is a class map (a colour table) resampled onto "
-                     f"{onto} with --target-resampling {options.target_resampling}, "
-                     "which averages neighbouring codes into codes of other classes or none; "
-                     "re-export with --target-resampling nearest")
     return [warning for warning in found if warning]

@@ -40,7 +40,7 @@ from geopix2pix.chips.worker import REJECT_NODATA
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.jsonvalues import encode_number
 from geopix2pix.raster.bands import check_one_dtype, select_bands
-from geopix2pix.raster.codes import averaged_codes_lines
+from geopix2pix.raster.codes import averaged_codes_lines, class_map_look
 from geopix2pix.raster.grid import Grid, not_north_up_warning
 from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import check_on_the_earth, full_path, open_raster
@@ -152,8 +152,8 @@ def _open_raster(index: int, path, domain: str,
         grid = cut_grid(native, options.pixel_size)
         if domain == "target" and not grid.is_same(native):
             notes += tuple(averaged_codes_lines(
-                dataset, bands, path, f"its own grid at --pixel-size {options.pixel_size}",
-                options.target_resampling))
+                class_map_look(dataset, bands), path,
+                f"its own grid at --pixel-size {options.pixel_size}", options.target_resampling))
     if options.pixel_size is not None:
         check_cut_size(native, grid, path, domain, options.pixel_size)
     if options.chip_size > min(grid.width, grid.height):
@@ -345,9 +345,7 @@ def _summary(out: Path, options: ExportOptions, rasters: list[_Raster],
     warnings = [f"the {domain} domain: {warning}" for domain in DOMAINS
                 for warning in val_warnings(kept[domain], options.val_fraction, blocks[domain],
                                             options.chip_size)]
-    resampled = [Path(r.spec.path).name for r in rasters
-                 if r.spec.domain == "target" and r.spec.resampled]
-    warnings += export_warnings(options, resampled, sides["target"])
+    warnings += export_warnings(options)
     warnings += early
     return UnpairedSummary(
         out, dict(sum(kept.values(), Counter())),

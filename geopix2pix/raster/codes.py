@@ -27,20 +27,27 @@ def class_codes(dataset, band: int) -> list[int] | None:
     return [int(c) for c in codes] if 1 < codes.size <= FEW_CODES else None
 
 
-def averaged_codes_lines(dataset, bands, path, onto: str, method: str) -> list[str]:
-    """A warning where the target `dataset` (its `bands`, resampled onto `onto` with `method`)
-    is one band without a colour table (one with is warned of by the export's summary) that
-    looks like a class map, and `method` averages."""
-    if method == "nearest" or len(bands) != 1 or \
-            dataset.colorinterp[bands[0] - 1] == ColorInterp.palette:
-        return []
+def class_map_look(dataset, bands) -> str | None:
+    """How the target `dataset`'s `bands` show they are a class map: one band with a colour
+    table ("is a class map (a colour table)"), or one integer band whose sample holds a few codes
+    ("looks like a class map (3 integer values in a sample: 1, 2, 3)"); else None."""
+    if len(bands) != 1:
+        return None
+    if dataset.colorinterp[bands[0] - 1] == ColorInterp.palette:
+        return "is a class map (a colour table)"
     codes = class_codes(dataset, bands[0])
-    return [_averaged(path, codes, onto, method)] if codes else []
-
-
-def _averaged(path, codes: list[int], onto: str, method: str) -> str:
+    if not codes:
+        return None
     shown = ", ".join(map(str, codes[:8])) + (", ..." if len(codes) > 8 else "")
-    return (f"the target {path} looks like a class map ({len(codes)} integer values in a "
-            f"sample: {shown}) resampled onto {onto} with --target-resampling {method}, which "
-            "averages neighbouring codes into codes of other classes or none; if it is one, "
-            "re-export with --target-resampling nearest")
+    return f"looks like a class map ({len(codes)} integer values in a sample: {shown})"
+
+
+def averaged_codes_lines(look: str | None, path, onto: str, method: str) -> list[str]:
+    """A warning where a target that shows it is a class map (`look`, from `class_map_look`) is
+    resampled onto `onto` with a `method` that averages (not nearest)."""
+    if look is None or method == "nearest":
+        return []
+    hedge = "" if look.startswith("is ") else "if it is one, "
+    return [f"the target {path} {look} resampled onto {onto} with --target-resampling {method}, "
+            "which averages neighbouring codes into codes of other classes or none; "
+            f"{hedge}re-export with --target-resampling nearest"]
