@@ -46,8 +46,9 @@ def _large(path: Path, corner: int, fill=65535, dtype="uint16", tiled=True,
     return path
 
 
-def _lines_and_reads(path: Path, monkeypatch) -> tuple[list[str], list[dict]]:
-    """`fill_value_lines` of the raster, and the keyword arguments of each read it made."""
+def _lines_and_reads(path: Path, monkeypatch, bands=(1,)) -> tuple[list[str], list[dict]]:
+    """`fill_value_lines` of the raster's `bands`, and the keyword arguments of each read it
+    made."""
     reads = []
     with rasterio.open(path) as dataset:
         real = dataset.read
@@ -57,7 +58,7 @@ def _lines_and_reads(path: Path, monkeypatch) -> tuple[list[str], list[dict]]:
             return real(*args, **kwargs)
 
         monkeypatch.setattr(dataset, "read", read)
-        lines = fill_value_lines(dataset, path, [1], "--source-nodata")
+        lines = fill_value_lines(dataset, path, list(bands), "--source-nodata")
     return lines, reads
 
 
@@ -184,3 +185,45 @@ def test_a_small_raster_is_warned_of_as_before(tmp_path, monkeypatch, rows, cols
         before = fill_value_lines(dataset, path, [1, 2], "--target-nodata")
     assert now == before and len(now) == 1
     assert _share(now[0]) == float(f"{100 * (top * cols + 10) / (rows * cols):.3g}")
+
+
+def _stacked(path: Path, source: Path, overview: Path) -> Path:
+    """A VRT of two bands, each band 1 of `source`, the first with `overview` as its own (a VRT
+    may give each band its overviews; a GeoTIFF's cover every band)."""
+    with rasterio.open(source) as first:
+        size = first.width
+        transform = ", ".join(map(repr, first.transform.to_gdal()))
+    with rasterio.open(overview) as small:
+        small_size = small.width
+
+    def band(i: int) -> str:
+        extra = (f'<Overview><SourceFilename relativeToVRT="0">{overview}</SourceFilename>'
+                 "<SourceBand>1</SourceBand></Overview>") if i == 1 else ""
+        return (f'<VRTRasterBand dataType="UInt16" band="{i}"><SimpleSource>'
+                f'<SourceFilename relativeToVRT="0">{source}</SourceFilename>'
+                f'<SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" xSize="{size}" '
+                f'ySize="{size}"/><DstRect xOff="0" yOff="0" xSize="{size}" ySize="{size}"/>'
+                f"</SimpleSource>{extra}</VRTRasterBand>")
+
+    path.write_text(f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><GeoTransform>'
+                    f"{transform}</GeoTransform>{band(1)}{band(2)}</VRTDataset>")
+    assert small_size * 16 == size
+    return path
+
+
+def test_a_band_without_overviews_is_not_read_decimated_for_a_first_band_with_them(
+        tmp_path, monkeypatch):
+    """A VRT whose first band has a 16x overview and whose second has none: the decimated read
+    would decode the second band's file whole, so the sample reads windows (the first band's
+    overviews used to stand for every band's); the first band alone is read decimated."""
+    plain = _large(tmp_path / "plain.tif", corner=2600)
+    with rasterio.open(plain) as src:
+        small = src.read(1, out_shape=(BIG // 16, BIG // 16), resampling=Resampling.nearest)
+    vrt = _stacked(tmp_path / "stack.vrt", plain,
+                   write_raster(tmp_path / "small.tif", small, crs="EPSG:32633"))
+    with rasterio.open(vrt) as dataset:
+        assert (dataset.overviews(1), dataset.overviews(2)) == ([16], [])
+    for bands, windowed in (([1], False), ([1, 2], True), ([2], True)):
+        lines, reads = _lines_and_reads(vrt, monkeypatch, bands)
+        assert len(lines) == 1 and 8 <= _share(lines[0]) <= 12
+        assert all(isinstance(r.get("window"), Window) for r in reads) is windowed, bands

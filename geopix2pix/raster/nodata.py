@@ -241,7 +241,7 @@ def sample_pixels(dataset, bands: Sequence[int]) -> np.ndarray:
     block_rows, block_cols = dataset.block_shapes[bands[0] - 1]
     striped = block_cols >= dataset.width
     windows_decode = len(windows) * block_rows * block_cols
-    if striped or _decimated_decode(dataset, bands[0], step) <= max(CHEAP_READ, windows_decode):
+    if striped or _decimated_decode(dataset, bands, step) <= max(CHEAP_READ, windows_decode):
         shape = (len(bands), max(1, dataset.height // step), max(1, dataset.width // step))
         read = dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
         return read.reshape(len(bands), -1)
@@ -249,13 +249,16 @@ def sample_pixels(dataset, bands: Sequence[int]) -> np.ndarray:
                            for window in windows], axis=1)
 
 
-def _decimated_decode(dataset, band: int, step: int) -> float:
-    """The pixels a band's read decimated by `step` decodes: those of the coarsest overview
-    GDAL takes for it (one less than `OVERVIEW_REACH` times as coarse as asked; a 2x overview
-    alone is a quarter of the file), else the whole file's. (The first band's overviews stand
-    for all: a GeoTIFF's cover every band.)"""
-    factors = [f for f in dataset.overviews(band) if f < OVERVIEW_REACH * step]
-    return dataset.height * dataset.width / max(factors, default=1) ** 2
+def _decimated_decode(dataset, bands: Sequence[int], step: int) -> float:
+    """The pixels a band's read decimated by `step` decodes at most, over `bands`: those of the
+    coarsest overview GDAL takes for it (one less than `OVERVIEW_REACH` times as coarse as
+    asked; a 2x overview alone is a quarter of the file), else the whole file's. (A GeoTIFF's
+    overviews cover every band; a VRT's bands may come from files with and without them.)"""
+    def decoded(band: int) -> float:
+        factors = [f for f in dataset.overviews(band) if f < OVERVIEW_REACH * step]
+        return dataset.height * dataset.width / max(factors, default=1) ** 2
+
+    return max(map(decoded, bands))
 
 
 def _sample_windows(dataset, band: int) -> list[Window]:
