@@ -304,11 +304,14 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
             kwargs["src_crs"] = source_side
         kwargs["crs"] = onto if onto is not None else \
             CRS.from_proj4(grid.crs.to_proj4()) if alike else grid.crs
+    # each band's nodata kept out of that band's kernel: rasterio's default (UNIFIED_SRC_NODATA
+    # YES) takes a pixel for nodata only where every band is, and blended a void of one band
+    # (-9999 in band 1 only) into its neighbours' values as if it were one
     if dataset.nodata is not None:
-        kwargs.update(src_nodata=dataset.nodata, nodata=dataset.nodata)
+        kwargs.update(src_nodata=dataset.nodata, nodata=dataset.nodata, UNIFIED_SRC_NODATA="NO")
     elif np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating) and not needs_mask_read(
             dataset, data_bands(dataset)):
-        kwargs.update(src_nodata=np.nan, nodata=np.nan)
+        kwargs.update(src_nodata=np.nan, nodata=np.nan, UNIFIED_SRC_NODATA="NO")
     elif ColorInterp.alpha not in dataset.colorinterp:  # (an alpha band of its own is warped,
         kwargs.update(add_alpha=True)  # 0 outside the footprint too: GDAL adds no second one)
     if alpha_bands(dataset):
