@@ -28,6 +28,10 @@ BAND_CASES = [
     ("evaluate", "--bands", "", f'--bands "": {EMPTY}'),
     ("evaluate", "--reference-bands", "", f'--reference-bands "": {EMPTY}'),
     ("evaluate", "--bands", "-3", f"--bands -3: {_below_one(-3)}"),
+    # a range past any raster's bands: refused as typed, before a list of a billion is built
+    ("evaluate", "--reference-bands", "1-1000000000",
+     "--reference-bands 1-1000000000: band 1000000000 is no raster's: band numbers go up to "
+     "65535; write bands like 1,2,3 or 1-3"),
 ]
 
 
@@ -62,3 +66,14 @@ def test_the_api_refuses_band_lists_naming_no_band(inputs, tmp_path, bands, expe
             call()
         assert str(caught.value) == f"{option} {expected}"
     assert not out.exists()
+
+
+def test_a_long_band_list_is_named_in_short(inputs, tmp_path, capsys):
+    """A range past the raster's bands (but within a raster's most) is refused naming the list
+    as ranges, not 60,000 numbers; a short list is named as given."""
+    args = ["evaluate", inputs / "s.tif", inputs / "s.tif", "--json", tmp_path / "e.json"]
+    said = one_line(capsys, [*args, "--reference-bands", "1-60000"])
+    assert said.startswith("Error: --reference-bands 1-60000: band 4 does not exist in ")
+    said = one_line(capsys, [*args, "--bands", "1,3,5,7,9,11,13,15,17,19,21,23,25,27"])
+    assert said.startswith("Error: --bands 1,3,5,7,9,11,13,15,17,19,21,23,...: band 5 does not ")
+    assert one_line(capsys, [*args, "--bands", "1,4"]).startswith("Error: --bands 1,4: band 4 ")

@@ -11,19 +11,14 @@ a warning: the values are compared as stored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.band_metadata import BandMetadata, meaning_differences, stored_alike
-from geopix2pix.raster.bands import check_one_dtype, select_bands
+from geopix2pix.raster.bands import band_list_text, check_one_dtype, select_bands
 
 MATCHING = {"in order": "in order", "given": "as given",
             "by description": "matched by band description"}
 
 
-def band_text(bands: Sequence[int]) -> str:
-    """[4, 3, 2] -> '4,3,2', as band options are written."""
-    return ",".join(map(str, bands))
 
 
 def values_warnings(pred: str, p, pb: list[int], reference: str, r,
@@ -68,10 +63,10 @@ def pair_bands(pred: str, p, bands, reference: str, r,
             if matched is not None and matched != rb:
                 return pb, matched, "by description"
         return pb, rb, "given" if reference_bands else "in order"
-    pred_has = (f"--bands {band_text(bands)} selects {len(pb)} band(s) of {pred}" if bands
+    pred_has = (f"--bands {band_list_text(bands)} selects {len(pb)} band(s) of {pred}" if bands
                 else f"{pred} has {len(pb)} band(s)")
     if reference_bands:
-        raise GeoPix2PixError(f"{pred_has} but --reference-bands {band_text(reference_bands)} "
+        raise GeoPix2PixError(f"{pred_has} but --reference-bands {band_list_text(reference_bands)} "
                               f"selects {len(rb)} of {reference}; select as many bands of each, "
                               "in the same order")
     if len(pb) > len(rb):  # not every PRED band can have its own reference band

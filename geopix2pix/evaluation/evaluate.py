@@ -36,13 +36,12 @@ from geopix2pix import metrics
 from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.evaluation.band_pairing import (
     MATCHING,
-    band_text,
     pair_bands,
     unlike_descriptions,
     values_warnings,
 )
 from geopix2pix.jsonvalues import jsonable
-from geopix2pix.raster.bands import repeated_band_warning
+from geopix2pix.raster.bands import band_list_text, repeated_band_warning
 from geopix2pix.raster.grid import Grid
 from geopix2pix.raster.io import open_raster, placement_problem, read_window, warped_view
 from geopix2pix.raster.nodata import Override, fill_value_lines
@@ -95,8 +94,8 @@ class EvaluationReport:
         head = [f"prediction {self.pred}", f"reference  {self.reference}"
                 + (" (warped onto the prediction's grid)" if self.warped else ""),
                 f"compared pixels (valid in both): {self.valid_pixels}",
-                f"bands compared: prediction {band_text(self.pred_bands)} with reference "
-                f"{band_text(self.reference_bands)} ({MATCHING[self.band_matching]})"]
+                f"bands compared: prediction {band_list_text(self.pred_bands)} with reference "
+                f"{band_list_text(self.reference_bands)} ({MATCHING[self.band_matching]})"]
         if self.categorical:
             rows = [f"{'class':>10} {'IoU':>8}"]
             rows += [f"{c:>10g} {v:>8.4f}" for c, v in zip(self.classes, self.iou)]
@@ -350,8 +349,8 @@ def _no_common_pixel(report: EvaluationReport, p, view, r, block: int) -> GeoPix
     for path, dataset, bands in ((report.pred, p, pb), (report.reference, r, rb)):
         if not _any_valid(dataset, bands, block):
             return GeoPix2PixError(
-                f"{path} has no valid pixel in band(s) {band_text(bands)} (all are nodata, NaN "
-                "or masked), so there is nothing to compare; check that it is the right file, "
+                f"{path} has no valid pixel in band(s) {band_list_text(bands)} (all are nodata, "
+                "NaN or masked), so there is nothing to compare; check that it is the right file, "
                 "and its nodata value")
     if view is not r and not _any_valid(view, rb, block):
         return GeoPix2PixError(f"{report.reference} has no valid pixel within the extent of "

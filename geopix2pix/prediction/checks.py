@@ -26,7 +26,12 @@ from geopix2pix.raster.band_metadata import (
     reordered,
     stored_alike,
 )
-from geopix2pix.raster.bands import check_one_dtype, repeated_band_warning, select_bands
+from geopix2pix.raster.bands import (
+    band_list_text,
+    check_one_dtype,
+    repeated_band_warning,
+    select_bands,
+)
 from geopix2pix.raster.grid import Grid, control_points, not_north_up_warning
 from geopix2pix.raster.ground import ground_pixel_size
 from geopix2pix.raster.io import has_geotransform, placement_problem
@@ -92,7 +97,7 @@ def check_bands(dataset, bands: Sequence[int] | None, model: PredictionModel) ->
         trained = f"trained on source bands {info.source.bands}"
         if bands:  # the user chose them: say so, not "choose bands"
             raise GeoPix2PixError(
-                f"--bands {','.join(map(str, bands))} selects {len(chosen)} band(s) of "
+                f"--bands {band_list_text(bands)} selects {len(chosen)} band(s) of "
                 f"{dataset.name} but the model takes {expected} ({trained}); pass {expected} "
                 "band numbers to --bands")
         other = _other_direction(info, len(chosen), expected)

@@ -32,7 +32,7 @@ def select_bands(dataset, bands: Sequence[int] | None, option: str = "--bands") 
     bad = [b for b in bands if not 1 <= b <= dataset.count]
     if bad:
         raise GeoPix2PixError(
-            f"{option} {','.join(map(str, bands))}: band {bad[0]} does not exist in "
+            f"{option} {band_list_text(bands)}: band {bad[0]} does not exist in "
             f"{dataset.name}, which has {dataset.count} band(s); use indexes 1..{dataset.count}"
         )
     return list(bands)
@@ -52,6 +52,8 @@ def check_one_dtype(dataset, bands: Sequence[int], option: str = "--bands") -> l
 
 
 BAND_HELP = "write bands like 1,2,3 or 1-3"
+MOST_BANDS = 65535  # a band number above this is no raster's (a GeoTIFF holds at most 65535)
+SHOWN_PARTS = 12  # a band list in a message: at most this many of its numbers or ranges
 NO_BANDS = f"no band given; leave the option out for the default bands, or {BAND_HELP}"
 
 
@@ -65,7 +67,7 @@ def check_band_list(bands: Sequence[int] | None, option: str) -> None:
         raise GeoPix2PixError(f"{option} []: {NO_BANDS}")
     low = [b for b in bands if b < 1]
     if low:
-        raise GeoPix2PixError(f"{option} {','.join(map(str, bands))}: {_below_one(low[0])}")
+        raise GeoPix2PixError(f"{option} {band_list_text(bands)}: {_below_one(low[0])}")
 
 
 def _below_one(number: int) -> str:
@@ -95,6 +97,21 @@ def parse_bands(text: str | None) -> list[int] | None:
     return bands
 
 
+def band_list_text(bands: Sequence[int]) -> str:
+    """A band list as the command line writes it: '1,1,2'; a longer one than `SHOWN_PARTS`
+    with its runs as ranges ('1-200000') and, past `SHOWN_PARTS` parts, ',...' at the end."""
+    if len(bands) <= SHOWN_PARTS:
+        return ",".join(map(str, bands))
+    parts: list[str] = []
+    start = 0
+    for i in range(1, len(bands) + 1):
+        if i == len(bands) or bands[i] != bands[i - 1] + 1:
+            first, last = bands[start], bands[i - 1]
+            parts.append(str(first) if first == last else f"{first}-{last}")
+            start = i
+    return ",".join(parts[:SHOWN_PARTS]) + (",..." if len(parts) > SHOWN_PARTS else "")
+
+
 def repeated_band_warning(option: str, bands: Sequence[int] | None) -> str | None:
     """A warning when `bands` lists a band more than once: legitimate (a grey scene fed to a
     model of three bands, a panchromatic band repeated for an encoder pretrained on RGB) but
@@ -102,7 +119,7 @@ def repeated_band_warning(option: str, bands: Sequence[int] | None) -> str | Non
     seen: set[int] = set()
     for band in bands or ():
         if band in seen:
-            return (f"{option} {','.join(map(str, bands))} reads band {band} more than once: "
+            return (f"{option} {band_list_text(bands)} reads band {band} more than once: "
                     "several bands get the same values (as a grey scene fed to a model of more "
                     "bands does); check that it is not a slip for another band")
         seen.add(band)
@@ -117,4 +134,7 @@ def _band_number(text: str) -> int:
         raise ValueError(f"{what} is not a band number; {BAND_HELP}")
     if int(text) == 0:
         raise ValueError(_below_one(0))
+    if int(text) > MOST_BANDS:
+        raise ValueError(f"band {int(text)} is no raster's: band numbers go up to {MOST_BANDS}; "
+                         f"{BAND_HELP}")
     return int(text)
