@@ -164,7 +164,7 @@ def confusion_matrix(
     sorted_vals, order = torch.sort(values)
     pi = torch.searchsorted(sorted_vals, p).clamp_max(k - 1)
     ri = torch.searchsorted(sorted_vals, r).clamp_max(k - 1)
-    keep &= (sorted_vals[pi] == p) & (sorted_vals[ri] == r)
+    keep = keep & (sorted_vals[pi] == p) & (sorted_vals[ri] == r)  # (not in place: `valid`)
     pi, ri = order[pi[keep]], order[ri[keep]]
     flat = torch.bincount(ri * k + pi, minlength=k * k)
     return flat.view(k, k)

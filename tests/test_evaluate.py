@@ -152,6 +152,55 @@ def test_categorical_needs_class_codes_not_floats(tmp_path, capsys):
     assert main(["evaluate", noisy, ref]) == 0  # as values: fine
 
 
+def test_categorical_refuses_values_with_more_codes_than_classes(tmp_path, capsys):
+    """An object-id raster (40,000 distinct int32 values) passed with --categorical would need
+    a 40,000 x 40,000 count (12.8 GB): one line instead; 256 codes are still classes."""
+    ids = np.arange(40_000, dtype="int32").reshape(200, 200)
+    pred, ref = _write(tmp_path / "p.tif", ids), _write(tmp_path / "r.tif", ids)
+    assert main(["evaluate", pred, ref, "--categorical"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: --categorical: {pred} and {ref} hold more than 256 distinct values on the "
+        "compared pixels, which are values (or object ids), not class codes; drop --categorical "
+        "to compare them as values")
+    codes = _write(tmp_path / "c.tif", (np.arange(40_000) % 256).astype("int32").reshape(200, 200))
+    assert len(evaluate(codes, codes, categorical=True).classes) == 256
+
+
+def test_categorical_codes_of_a_million_print_whole(tmp_path):
+    """Codes 1234567 and 1234571 print as such (the table's %g gave 1.23457e+06 for both)."""
+    codes = np.where(np.arange(100).reshape(10, 10) < 50, 1234567, 1234571).astype("int32")
+    path = _write(tmp_path / "c.tif", codes)
+    table = evaluate(path, path, categorical=True).table()
+    assert "   1234567   1.0000" in table and "   1234571   1.0000" in table
+
+
+def test_confusion_matrix_leaves_the_callers_mask_as_it_was():
+    pred, ref = torch.tensor([[[[1, 2], [3, 9]]]]), torch.tensor([[[[1, 2], [3, 3]]]])
+    valid = torch.ones_like(pred, dtype=torch.bool)
+    assert metrics.confusion_matrix(pred, ref, valid, [1, 2, 3]).trace() == 3
+    assert valid.all()
+
+
+def test_a_reference_in_a_local_crs_beside_a_prediction_on_the_earth_is_one_line(tmp_path,
+                                                                                  capsys):
+    """PROJ cannot relate a local engineering CRS to any other: one line naming the file and
+    what to do, not PROJ's 'Cannot find coordinate operations' in JSON; two rasters in one
+    local CRS on different grids are still compared (a warp within that CRS)."""
+    local = rasterio.crs.CRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1],'
+                                      'AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    data = np.clip(_smooth(), 0, 255).astype("uint8")
+    pred = _write(tmp_path / "p.tif", data)
+    ref = _write(tmp_path / "r.tif", data, crs=local)
+    assert main(["evaluate", pred, ref]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: {ref} is in a local engineering CRS, which places it on no map (aligning it "
+        f"with {pred}, in another CRS, needs its place on the Earth); assign its real CRS first "
+        f"(e.g. gdal_edit.py -a_srs EPSG:<code> {ref})")
+    moved = _write(tmp_path / "m.tif", data, crs=local,
+                   transform=from_origin(500005.0, 4_000_000.0, 10.0, 10.0))
+    assert evaluate(moved, ref).warped
+
+
 def test_cli_prints_table_and_json(tmp_path, capsys):
     ref = _write(tmp_path / "r.tif", np.clip(_smooth(), 0, 255).astype("uint8"))
     code = main(["evaluate", ref, ref, "--json", str(tmp_path / "e.json")])

@@ -33,6 +33,7 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from geopix2pix import metrics
+from geopix2pix.chips.stats import MAX_CLASSES
 from geopix2pix.errors import GeoPix2PixError, warn_user
 from geopix2pix.evaluation.band_pairing import (
     MATCHING,
@@ -43,7 +44,13 @@ from geopix2pix.evaluation.band_pairing import (
 from geopix2pix.jsonvalues import jsonable
 from geopix2pix.raster.bands import band_list_text, repeated_band_warning
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.io import open_raster, placement_problem, read_window, warped_view
+from geopix2pix.raster.io import (
+    check_on_the_earth,
+    open_raster,
+    placement_problem,
+    read_window,
+    warped_view,
+)
 from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import atomic_path, output_folder, replaced_inputs
 from geopix2pix.settings.checking import api_function, check_types
@@ -98,7 +105,7 @@ class EvaluationReport:
                 f"{band_list_text(self.reference_bands)} ({MATCHING[self.band_matching]})"]
         if self.categorical:
             rows = [f"{'class':>10} {'IoU':>8}"]
-            rows += [f"{c:>10g} {v:>8.4f}" for c, v in zip(self.classes, self.iou)]
+            rows += [f"{c:>10d} {v:>8.4f}" for c, v in zip(self.classes, self.iou)]
             rows += [f"pixel accuracy {self.pixel_accuracy:.4f}, mean IoU {self.mean_iou:.4f}"]
             return "\n".join(head + rows)
         labels = [(f"{b.band} {b.description or ''}".strip(),
@@ -179,6 +186,10 @@ def _compare(pred: str, p, bands, reference: str, r, reference_bands, categorica
     if warped and unplaced:  # no CRS or no geotransform: nothing to align it by
         raise GeoPix2PixError(f"{pred} and {reference} are on different grids, which cannot be "
                               f"aligned: {unplaced}")
+    if warped and p.crs != r.crs:  # (one local CRS shared by both needs no place on the Earth)
+        for path, dataset, other in ((pred, p, reference), (reference, r, pred)):
+            check_on_the_earth(dataset, path, f"aligning it with {other}, in another CRS, needs "
+                                              "its place on the Earth")
     report = EvaluationReport(pred, reference, categorical, 0, warped, pb, rb, matching)
     report.warnings += (fill_value_lines(p, pred, pb, "--nodata", classes=categorical)
                         + fill_value_lines(r, reference, rb, "--reference-nodata",
@@ -299,6 +310,11 @@ def _categorical(report, p, pb, ref, rb, block: int) -> None:
     for window, _ in _blocks(p.height, p.width, 0, block):
         pv, rv, valid = _read_pair(p, pb, ref, rb, window)
         values |= set(np.unique(pv[:, valid]).tolist()) | set(np.unique(rv[:, valid]).tolist())
+        if len(values) > MAX_CLASSES:  # (a K x K count: values, not codes)
+            raise GeoPix2PixError(
+                f"--categorical: {report.pred} and {report.reference} hold more than "
+                f"{MAX_CLASSES} distinct values on the compared pixels, which are values (or "
+                "object ids), not class codes; drop --categorical to compare them as values")
     classes = sorted(values)
     if not classes:  # no pixel valid in both: the caller says why
         return

@@ -186,19 +186,20 @@ def placement_problem(dataset, path: str | os.PathLike) -> str | None:
     return None
 
 
-def check_on_the_earth(dataset, path: str | os.PathLike) -> None:
+def check_on_the_earth(dataset, path: str | os.PathLike,
+                       needs: str = "chips.gpkg and an AOI need its place on the Earth") -> None:
     """Refuse, in one line, a raster in a local engineering CRS (LOCAL_CS: no datum on the
-    Earth, so PROJ can take it to no other CRS) where its place on the Earth is needed: an
-    export's chips.gpkg (EPSG:4326) and AOI. A CRS pyproj cannot parse is let through."""
+    Earth, so PROJ can take it to no other CRS) where its place on the Earth is needed (`needs`
+    says what needs it: an export's chips.gpkg (EPSG:4326) and AOI, evaluate's warp onto
+    another CRS). A CRS pyproj cannot parse is let through."""
     try:
         local = pyproj.CRS.from_user_input(dataset.crs.to_wkt()).geodetic_crs is None
     except pyproj.exceptions.CRSError:
         local = False
     if local:
         raise GeoPix2PixError(
-            f"{path} is in a local engineering CRS, which places it on no map (chips.gpkg and an "
-            "AOI need its place on the Earth); assign its real CRS first (e.g. gdal_edit.py "
-            f"-a_srs EPSG:<code> {path})")
+            f"{path} is in a local engineering CRS, which places it on no map ({needs}); assign "
+            f"its real CRS first (e.g. gdal_edit.py -a_srs EPSG:<code> {path})")
 
 
 def has_geotransform(dataset) -> bool:
