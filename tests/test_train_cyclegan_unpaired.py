@@ -22,7 +22,7 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import load_model
 from geopix2pix.prediction.predictor import predict
 from geopix2pix.raster.render import GAP
-from geopix2pix.training import train
+from geopix2pix.training import TrainingStopped, train
 
 TINY = dict(model="cyclegan", generator="resnet_6blocks", ngf=8, ndf=8, batch_size=4,
             workers=0, quiet=True, device="cpu", samples=1)
@@ -106,6 +106,26 @@ def test_a_resumed_unpaired_run_is_the_uninterrupted_one(chips, tmp_path):
     for name in ("model.safetensors", "model-ba.safetensors"):  # the train means, read back
         assert load_model(resumed.run_dir / name).metadata["baselines"] == \
             load_model(full.run_dir / name).metadata["baselines"]
+
+
+def test_an_augmented_run_is_the_same_resumed_and_with_loader_workers(chips, tmp_path):
+    """--augment flip draws each chip's flip from (seed, step): the run stopped and resumed
+    with a loader worker is the uninterrupted one in the main process (the flips came from the
+    global generator, each worker's own, so --workers, a runtime option, changed the weights
+    and a resume drew other flips)."""
+    options = dict(max_steps=8, epochs=1, decay_epochs=1, val_every=3, pool_size=3,
+                   augment="flip", **TINY)
+    full = train(chips, tmp_path / "full", **options)
+    with pytest.raises(TrainingStopped):
+        train(chips, tmp_path / "cut", callback=lambda info: info["step"] == 4,
+              **{**options, "workers": 1})
+    resumed = train(chips, tmp_path / "cut", resume=True, workers=1, quiet=True)
+    assert resumed.steps == full.steps == 8
+    assert _rows(resumed.run_dir) == _rows(full.run_dir)
+    assert_same_tensors(full.run_dir, resumed.run_dir,
+                        ("model.safetensors", "model-ba.safetensors"))
+    plain = train(chips, tmp_path / "plain", **{**options, "augment": "none"})
+    assert _rows(plain.run_dir) != _rows(full.run_dir)  # (the flips are drawn at all)
 
 
 def test_pix2pix_refuses_the_unpaired_folder_in_one_line(chips, tmp_path, capsys):

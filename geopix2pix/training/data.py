@@ -87,12 +87,21 @@ def make_loader(dataset, sampler: EpochBatchSampler, workers: int, setup: Device
     )
 
 
-def augment_batch(batch: dict, mode: str, seed: int, step: int) -> dict:
-    """Apply ``mode`` (none|flip|d4) to each chip of a batch, drawn from (seed, step) alone: one
-    transform per chip for all its tensors (bands and validity masks)."""
+def augment_batch(batch: dict, mode: str, seed: int, step: int,
+                  groups: tuple[tuple[str, ...], ...] = (PAIRED_TENSORS,)) -> dict:
+    """Apply ``mode`` (none|flip|d4) to each chip of a batch, drawn from (seed, step) alone,
+    so a resumed run and any number of loader workers draw the same: one transform per chip
+    for all the tensors of a group (a pair's bands and validity masks; an unpaired item's
+    ``UNPAIRED_GROUPS``, each domain's chip its own)."""
     if mode == "none":
         return batch
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step + 7)
-    keys = [key for key in PAIRED_TENSORS if key in batch]
-    parts = [augment_chips(chip, mode, generator) for chip in zip(*(batch[k] for k in keys))]
-    return {**batch, **{key: torch.stack(items) for key, items in zip(keys, zip(*parts))}}
+    augmented = dict(batch)
+    for group in groups:
+        keys = [key for key in group if key in batch]
+        parts = [augment_chips(chip, mode, generator) for chip in zip(*(batch[k] for k in keys))]
+        augmented.update({key: torch.stack(items) for key, items in zip(keys, zip(*parts))})
+    return augmented
+
+
+UNPAIRED_GROUPS = (("source", "source_valid"), ("target", "target_valid"))

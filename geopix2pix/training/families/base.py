@@ -77,6 +77,10 @@ class ModelFamily(ABC):
         self.train_set: Any = None  # set by `datasets`
         self.val_set: Any = None
 
+    @property
+    def rank(self) -> int:
+        return self.run.rank
+
     # --- set-up -------------------------------------------------------------------------------
     @abstractmethod
     def build_networks(self) -> None:

@@ -36,6 +36,7 @@ from .. import cyclegan_baselines
 from ..baselines import BASELINES
 from ..cyclegan_losses import LAMBDA_IDENTITY, CycleWeights, identity_applies, masked
 from ..cyclegan_step import CycleGANStep, cyclegan_optimizers
+from ..data import UNPAIRED_GROUPS, augment_batch
 from ..device import maybe_compile
 from ..image_pool import ImagePool, check_pool_state
 from ..losses import masked_l1
@@ -120,8 +121,9 @@ class CycleGAN(ModelFamily):
         unpaired folder's chips of each domain in turn, of the one domain that has val chips
         when the other has none (said in the log), none when neither has."""
         chips, seed = self.run.chips_dir, self.config.seed
-        self.train_set = ChipDataset(chips, "train", unpaired=True, seed=seed,
-                                     augment=self.config.augment)
+        # (augmented in `train_step`, by step: in the loader, the global generator's draws
+        # depended on --workers and were not those of an uninterrupted run after --resume)
+        self.train_set = ChipDataset(chips, "train", unpaired=True, seed=seed)
         self.val_missing = [] if self.info.paired else \
             [d for d in DOMAINS if not chip_ids(chips, "val", d)]
         if self.info.paired:
@@ -202,6 +204,8 @@ class CycleGAN(ModelFamily):
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         to_device = self.setup.to_device
+        batch = augment_batch(batch, self.config.augment, self.config.seed + self.rank, step,
+                              UNPAIRED_GROUPS)
         losses = self.step_fn(to_device(batch["source"]), to_device(batch["source_valid"]),
                               to_device(batch["target"]), to_device(batch["target_valid"]))
         return dict(zip(LOSSES, (losses.G_A, losses.G_B, losses.cycle_A, losses.cycle_B,

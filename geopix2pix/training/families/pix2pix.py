@@ -72,10 +72,6 @@ class Pix2Pix(ModelFamily):
         return self.run.run_dir
 
     @property
-    def rank(self) -> int:
-        return self.run.rank
-
-    @property
     def world(self) -> int:
         return self.run.world
 
