@@ -288,7 +288,7 @@ def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks
     assert saved_options(tmp_path / "nothing", {"resume": True}) == {"resume": True}
 
 
-@pytest.mark.parametrize("damage", ["missing", "damaged"])
+@pytest.mark.parametrize("damage", ["missing", "damaged", "no options", "a list"])
 def test_a_resume_without_a_usable_train_json_takes_the_checkpoints_options(chips, tmp_path,
                                                                             capsys, damage):
     """A tester's run folder lost train.json: --resume asked for '--batch-size 16', which the
@@ -299,13 +299,40 @@ def test_a_resume_without_a_usable_train_json_takes_the_checkpoints_options(chip
               batch_size=2, workers=0, quiet=True, device="cpu", lr=0.001)
     if damage == "missing":
         (run / "train.json").unlink()
-    else:
+    elif damage == "damaged":
         (run / "train.json").write_text("garbage")
+    else:  # JSON, but its options no mapping (an AttributeError traceback before)
+        (run / "train.json").write_text(json.dumps({
+            "options": None if damage == "no options" else [1, 2], "effective_batch_size": 2}))
     assert main(["train", str(chips), "-o", str(run), "--resume", "-q"]) == 0
     saved = json.loads((run / "train.json").read_text())  # written again, whole
     assert saved["options"]["lr"] == 0.001 and saved["options"]["batch_size"] == 2
     rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
     assert rows[-1]["step"] == "4"
+
+
+def test_an_fp32_checkpoint_resumes_where_amp_takes_fp16_and_a_grad_scaler(chips, tmp_path):
+    """A CPU (or --no-amp) run saves its disabled grad scaler as {}; resumed on a GPU without
+    bf16 (fp16 + grad scaler: a V100, a T4), that state was loaded into the enabled scaler,
+    torch's 'source state dict is empty' traceback. It starts its own scale instead. (The
+    fp16 set-up is given on the CPU here: no GPU.)"""
+    from geopix2pix.training.device import DeviceSetup
+    from geopix2pix.training.resume import saved_options
+    from geopix2pix.training.trainer import Trainer
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        train(chips, run, callback=lambda info: info["step"] == 2, max_steps=4, **TINY)
+    assert load_checkpoint(run)["scaler"] == {}
+    config = TrainConfig.from_options(**saved_options(run, {"resume": True, "workers": 0}))
+    fp16 = DeviceSetup(torch.device("cpu"), torch.float16, False)
+    trainer = Trainer(chips, run, config, log=lambda line: None, setup=fp16)
+    try:
+        scaler = trainer.family.scaler()
+        assert scaler.is_enabled() and scaler.get_scale() == 2.0 ** 16
+        assert trainer.state["step"] == 2
+    finally:
+        trainer.release()
 
 
 def test_the_callback_gets_each_steps_losses_as_metrics_csv_names_them(chips, tmp_path):

@@ -26,7 +26,7 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(TrainConfig)} - {"resume", "overwrite", "quiet"}
     try:
         saved = json.loads((run_dir / OPTIONS).read_text())
-        options = {k: v for k, v in saved["options"].items() if k in known}
+        options = {k: v for k, v in dict(saved["options"]).items() if k in known}
         effective = int(saved["effective_batch_size"])
     except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: the checkpoint's
         recorded = _checkpoint_options(run_dir, known)  # (the run writes train.json again)

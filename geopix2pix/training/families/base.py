@@ -127,7 +127,9 @@ class ModelFamily(ABC):
             module.load_state_dict(saved[key])
         for key, optimizer in self.optimizers().items():
             optimizer.load_state_dict(saved[key])
-        self.scaler().load_state_dict(saved["scaler"])
+        scaler = self.scaler()
+        if saved["scaler"] or not scaler.is_enabled():  # an fp32 run's (CPU, --no-amp) is {}:
+            scaler.load_state_dict(saved["scaler"])  # resumed with fp16, it starts its own
 
     def rank_state(self) -> dict[str, Any] | None:
         """State each rank holds for itself (CycleGAN's history pools), saved for every rank;
