@@ -42,7 +42,7 @@ def test_default_workers_count_the_cores_where_the_os_has_no_affinity(monkeypatc
     (dict(val_fraction=1.0), "--val-fraction 1.0: use a fraction from 0 to below 1"),
     (dict(target_resampling="lanczos"), "--target-resampling lanczos: use one of nearest, "),
     (dict(split_block=16, chip_size=32), "--split-block 16: use at least the chip size (32)"),
-    (dict(seed=-1), "--seed -1: use 0 or more"),
+    (dict(seed=-1), "--seed -1: use 0 to 4294967295"),
     (dict(workers=-1), "--workers -1: use 0 or more (0 and 1 export in this process)"),
     (dict(aoi_mode="inside"), "--aoi-mode inside: use one of intersects, within"),
     (dict(max_shift=0.0), "--max-shift 0.0: use a positive number of source pixels"),

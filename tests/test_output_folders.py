@@ -213,7 +213,7 @@ def test_train_overwrite_replaces_a_run_but_keeps_foreign_files(chips, tmp_path,
 # --- demo --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, needle", [(["--steps", "0"], "--steps 0: use at least 1"),
-                                          (["--seed", "-1"], "--seed -1: use 0 or more")])
+                                          (["--seed", "-1"], "--seed -1: use 0 to 4294967295")])
 def test_demo_checks_its_options_before_any_work(tmp_path, capsys, args, needle):
     out = tmp_path / "demo0"
     err = one_line_error(capsys, ["demo", "-o", out, "--quick", "-q", *args])
@@ -300,7 +300,7 @@ def test_band_ranges_still_parse():
     ("--workers", "-1", "--workers -1: use 0 or more"),
     ("--split-block", "0", "--split-block 0: use at least the chip size (64)"),
     ("--split-block", "1", "--split-block 1: use at least the chip size (64)"),
-    ("--seed", "-1", "--seed -1: use 0 or more"),
+    ("--seed", "-1", "--seed -1: use 0 to 4294967295"),
 ])
 def test_bad_export_options_are_one_line(tmp_path, capsys, option, value, needle):
     source, target = make_pair(tmp_path / "rasters")

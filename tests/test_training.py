@@ -348,3 +348,13 @@ def test_the_callback_gets_each_steps_losses_as_metrics_csv_names_them(chips, tm
     assert all(isinstance(info[n], float) and math.isfinite(info[n]) for info in seen
                for n in losses)
     assert len({info[losses[0]] for info in seen}) > 1  # each step's own, not one value
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_numpy_cannot_take_is_one_line(chips, tmp_path, capsys, seed):
+    """numpy's seed takes 0 to 2**32 - 1: outside, its ValueError was a traceback (exit 1)."""
+    code = main(["train", str(chips), "-o", str(tmp_path / "run"), "--seed", seed,
+                 "--device", "cpu", "--workers", "0", "-q"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"Error: --seed {seed}: use 0 to 4294967295"
+    assert not (tmp_path / "run").exists()

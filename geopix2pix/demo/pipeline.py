@@ -32,6 +32,7 @@ from geopix2pix.raster.write import (
 )
 from geopix2pix.runtime.folders import Owned, prepare_output_dir
 from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.common import check_seed
 from geopix2pix.settings.demo import DemoSettings
 from geopix2pix.training.trainer import RUN_OUTPUTS
 
@@ -197,8 +198,7 @@ def check_demo_options(task: str, seed: int, settings: DemoSettings,
     if unpaired and task not in UNPAIRED_TASKS:
         raise GeoPix2PixError(f"--unpaired is for --task {' or '.join(UNPAIRED_TASKS)}; drop it "
                               f"with --task {task}")
-    if seed < 0:
-        raise GeoPix2PixError(f"--seed {seed}: use 0 or more")
+    check_seed(seed)
     if settings.max_steps < 1:
         raise GeoPix2PixError(f"--steps {settings.max_steps}: use at least 1 training step")
     resolve_device(settings.device)  # --device cuda without a GPU: say so before the scenes

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.settings.declare import option
 
 
@@ -32,6 +33,15 @@ def device(help: str) -> Any:
 def seed(help: str) -> Any:
     """``--seed``: the seed of whatever the command draws at random."""
     return option(0, help=help)
+
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seed, which training sets, takes 0 to this
+
+
+def check_seed(value: int) -> None:
+    """Refuse a --seed no generator of the commands takes (numpy's: 0 to `MAX_SEED`)."""
+    if not 0 <= value <= MAX_SEED:
+        raise GeoPix2PixError(f"--seed {value}: use 0 to {MAX_SEED}")
 
 
 def workers(help: str, shown_default: str) -> Any:

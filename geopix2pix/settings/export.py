@@ -188,8 +188,7 @@ class ExportOptions:
         if split_block < self.chip_size:
             raise GeoPix2PixError(f"--split-block {split_block}: use at least the chip size "
                                   f"({self.chip_size}), so that whole chips fit in a block")
-        if self.seed < 0:
-            raise GeoPix2PixError(f"--seed {self.seed}: use 0 or more")
+        common.check_seed(self.seed)
         if self.workers < 0:
             raise GeoPix2PixError(f"--workers {self.workers}: use 0 or more (0 and 1 export in "
                                   "this process)")

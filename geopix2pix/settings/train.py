@@ -365,6 +365,7 @@ class TrainConfig:
                                   "stretch: give one")
         if self.workers is not None and self.workers < 0:
             raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
+        common.check_seed(self.seed)
         if self.lr is not None and not 0 < self.lr < math.inf:
             raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
         if not 0 <= self.beta1 < 1:  # (a Python option: Adam's first beta)
