@@ -196,3 +196,23 @@ def test_show_chips_shows_each_domain_and_show_results_says_why_it_cannot(chips,
     run = train(chips, tmp_path / "run", max_steps=1, **TINY)
     with pytest.raises(GeoPix2PixError, match="holds unpaired chips: input | prediction"):
         show_results(run.model_path, chips, n=1)
+
+
+def test_validation_counts_each_chip_of_the_smaller_domain_once(chips):
+    """The val items run to the larger domain's count; the smaller domain's chips repeat to
+    fill them, and a repeat has no valid pixel, so the validation scores (over valid pixels)
+    weigh each chip once (a tester's SAR chips counted 2 or 3 times each)."""
+    from collections import Counter
+
+    from geopix2pix.chips.dataset import ChipDataset
+
+    val = ChipDataset(chips, "val", unpaired=True, draw_targets=False)
+    sizes = {domain: len(ids) for domain, ids in val.domain_ids.items()}
+    assert len(set(sizes.values())) == 2 and len(val) == max(sizes.values())
+    for domain in ("source", "target"):
+        counted: Counter = Counter()
+        for item in (val[i] for i in range(len(val))):
+            counted[item[f"{domain}_id"]] += int(item[f"{domain}_valid"].sum())
+        own = {chip: int(val.domain_chip(domain, i)[1].sum())
+               for i, chip in enumerate(val.domain_ids[domain])}
+        assert dict(counted) == own, domain

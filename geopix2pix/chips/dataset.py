@@ -127,8 +127,9 @@ class ChipDataset(Dataset):
     (`seed`, the epoch set by `set_epoch`, `index`), so a resumed run draws the same; each with
     its own validity (``source_valid``, ``target_valid``) and id (``source_id``,
     ``target_id``). The dataset is as long as the larger domain. Without `draw_targets`
-    (validation: each domain's chips in turn), a domain without chips in the split is left out
-    of the items (the other is scored alone). A paired chips folder is read
+    (validation: each domain's chips in turn), each chip counts once: past the smaller
+    domain's chips, its items repeat one with no valid pixel; a domain without chips in the
+    split is left out of the items (the other is scored alone). A paired chips folder is read
     so too (its pairing ignored); an unpaired one is refused without `unpaired`."""
 
     @api_function
@@ -232,6 +233,8 @@ class ChipDataset(Dataset):
                 continue
             chip = index % len(ids) if domain == "source" else self.target_index(index, epoch)
             tensor, valid = self.domain_chip(domain, chip)
+            if not self.draw_targets and index >= len(ids):  # (a repeat: validation's scores
+                valid = torch.zeros_like(valid)  # are over valid pixels, each chip's once)
             item.update({domain: tensor, f"{domain}_valid": valid,
                          f"{domain}_id": self.domain_ids[domain][chip]})
         return item
