@@ -232,6 +232,8 @@ def test_empty_pool_state_round_trips():
     (lambda s: s.update(valid=s["valid"].float()), "pool.valid"),
     (lambda s: s.update(valid=s["valid"][:1]), "pool.valid"),
     (lambda s: s.update(generator=[1, 2]), "pool.generator"),
+    # the right shape, but no Mersenne Twister state: torch's traceback at the restore before
+    (lambda s: s.update(generator=torch.zeros_like(s["generator"])), "pool.generator"),
     (lambda s: s.pop("images"), "pool.images"),
 ])
 def test_damaged_pool_states_are_refused(change, message):
@@ -245,6 +247,21 @@ def test_damaged_pool_states_are_refused(change, message):
         check_pool_state(state, 4, channels=2)
     with pytest.raises(SchemaError):
         ImagePool(4, channels=2).load_state_dict(state)
+
+
+def test_a_pool_of_images_of_another_size_than_the_chips_is_refused():
+    """Images of another chip size fit the pool's own checks; the run's check knows its
+    chips (a 16 px pool in a 32 px run was a 'stack expects each tensor to be equal size'
+    traceback mid-training)."""
+    pool = ImagePool(4, seed=1)
+    for images, valid in batches(2):
+        pool.query(images, valid)
+    state = pool.state_dict()
+    size = state["images"].shape[-1]
+    check_pool_state(state, 4, channels=2, chip_size=size)
+    with pytest.raises(SchemaError, match=f"pool.images are {size} x {size} pixels; this run's "
+                                          f"chips are {2 * size} x {2 * size}"):
+        check_pool_state(state, 4, channels=2, chip_size=2 * size)
 
 
 # --- losses and step --------------------------------------------------------------------------

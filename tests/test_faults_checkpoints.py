@@ -60,6 +60,10 @@ def _ckpt_rng(state):
     state["rng"]["torch"] = torch.zeros(10, dtype=torch.uint8)
 
 
+def _ckpt_rng_zeroed(state):  # the right shape and type, but torch refuses it at the restore
+    state["rng"]["torch"] = torch.zeros_like(state["rng"]["torch"])
+
+
 def _ckpt_step(state):
     state["step"] = "two"
 
@@ -78,6 +82,7 @@ CHECKPOINT_CASES = [
     ("adam-state-wrong-shape", _ckpt_adam_shape, "opt_g.state"),
     ("optimizer-groups", _ckpt_groups, "opt_d.param_groups[0].params"),
     ("rng-state", _ckpt_rng, "rng.torch"),
+    ("rng-state-zeroed", _ckpt_rng_zeroed, "rng.torch is not a valid generator state"),
     ("step-not-a-number", _ckpt_step, "step is 'two'"),
     ("options-with-a-tensor", _ckpt_options, "options['batch_size']"),
     ("partial-epoch-sums", _ckpt_partial, "partial.sums"),

@@ -30,6 +30,8 @@ from geopix2pix.models.schema import (
     shown,
 )
 
+from .image_pool import check_generator_state
+
 MAX_DEPTH = 8  # nesting of plain values (options, losses so far, optimizer settings)
 MAX_ITEMS = 100_000
 MAX_RANKS = 4096
@@ -199,8 +201,7 @@ def _check_rng(value: Any, where: str) -> None:
     integer(required(npy, "pos", f"{where}.numpy"), f"{where}.numpy.pos", 0, size - 1)
     integer(required(npy, "has_gauss", f"{where}.numpy"), f"{where}.numpy.has_gauss", 0, 1)
     number(required(npy, "gauss", f"{where}.numpy"), f"{where}.numpy.gauss")
-    own = torch.get_rng_state()
-    _tensor(required(data, "torch", where), f"{where}.torch", tuple(own.shape), own.dtype)
+    check_generator_state(required(data, "torch", where), f"{where}.torch")
     for index, state in enumerate(sequence(data.get("cuda") or [], f"{where}.cuda")):
         if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
             raise SchemaError(f"{where}.cuda[{index}]", f"is {shown(state)}, not a byte tensor")

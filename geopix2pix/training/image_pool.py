@@ -91,9 +91,10 @@ class ImagePool:
 
 
 def check_pool_state(value: Any, pool_size: int, where: str = "pool",
-                     channels: int | None = None) -> None:
+                     channels: int | None = None, chip_size: int | None = None) -> None:
     """SchemaError naming the first part of a saved pool that does not fit a pool of
-    ``pool_size`` (and, when given, of images of ``channels`` bands)."""
+    ``pool_size`` (and, when given, of images of ``channels`` bands, ``chip_size`` pixels a
+    side: the chips the run's generators make)."""
     data = mapping(value, where)
     saved_size = integer(required(data, "pool_size", where), f"{where}.pool_size", 0)
     if saved_size != pool_size:
@@ -108,14 +109,28 @@ def check_pool_state(value: Any, pool_size: int, where: str = "pool",
             or (channels is not None and count and images.shape[1] != channels):
         raise SchemaError(f"{where}.images", f"is {list(images.shape)}; expected at most "
                                              f"{pool_size} images of {channels or 'C'} bands")
+    if count and chip_size is not None and tuple(images.shape[2:]) != (chip_size, chip_size):
+        raise SchemaError(f"{where}.images", f"are {images.shape[2]} x {images.shape[3]} "
+                                             f"pixels; this run's chips are {chip_size} x "
+                                             f"{chip_size}")
     if count and not bool(torch.isfinite(images).all()):
         raise SchemaError(f"{where}.images", "holds NaN or infinite values")
     expected = (count, 1, *images.shape[2:])
     if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool \
             or (count and tuple(valid.shape) != expected) or (not count and valid.shape[0]):
         raise SchemaError(f"{where}.valid", f"is not a {list(expected)} bool tensor")
+    check_generator_state(required(data, "generator", where), f"{where}.generator")
+
+
+def check_generator_state(state: Any, where: str) -> None:
+    """SchemaError where `state` is not one a CPU torch generator takes back (a byte tensor of
+    its shape that is a valid Mersenne Twister state: a zeroed one is refused by torch, in a
+    traceback at the restore)."""
     own = torch.Generator().get_state()
-    state = required(data, "generator", where)
     if not isinstance(state, torch.Tensor) or state.dtype != own.dtype \
             or state.shape != own.shape:
-        raise SchemaError(f"{where}.generator", f"is not a {list(own.shape)} generator state")
+        raise SchemaError(where, f"is not a {list(own.shape)} generator state")
+    try:
+        torch.Generator().set_state(state)
+    except RuntimeError:
+        raise SchemaError(where, "is not a valid generator state") from None

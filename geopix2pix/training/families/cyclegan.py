@@ -191,7 +191,7 @@ class CycleGAN(ModelFamily):
             raise SchemaError(where, "is not a mapping")
         for side, pool in self.pools.items():
             check_pool_state(state.get(f"pool_{side}"), pool.pool_size,
-                             f"{where}.pool_{side}", self.bands[side])
+                             f"{where}.pool_{side}", self.bands[side], self.info.chip_size)
 
     def load_rank_state(self, state: dict[str, Any]) -> None:
         for side, pool in self.pools.items():
