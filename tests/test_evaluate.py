@@ -152,6 +152,24 @@ def test_categorical_needs_class_codes_not_floats(tmp_path, capsys):
     assert main(["evaluate", noisy, ref]) == 0  # as values: fine
 
 
+def test_a_16_bit_raster_is_scored_on_its_values_range_as_a_float_one(tmp_path):
+    """The same heights with the same 150 m errors, stored as int16 and as float32, get the
+    same PSNR and SSIM (int16's dtype range, 65,535, gave 52.8 dB and SSIM 0.994 against the
+    float's 27.7 dB and 0.394); a uint8 image keeps 0..255."""
+    rng = np.random.default_rng(3)
+    dem = np.round(_smooth() * 20).astype(np.int16)
+    noisy = (dem + np.round(rng.normal(0, 150, dem.shape))).astype(np.int16)
+    scores = {}
+    for kind in ("int16", "float32"):
+        ref = _write(tmp_path / f"r_{kind}.tif", dem.astype(kind))
+        pred = _write(tmp_path / f"p_{kind}.tif", noisy.astype(kind))
+        report = evaluate(pred, ref)
+        scores[kind] = (report.bands[0].psnr, report.bands[0].ssim, report.bands[0].data_range)
+        assert report.data_range_rule.startswith("the reference's max - min over the compared")
+    assert scores["int16"] == pytest.approx(scores["float32"])
+    assert scores["int16"][2] == float(dem.max() - dem.min())
+
+
 def test_categorical_refuses_values_with_more_codes_than_classes(tmp_path, capsys):
     """An object-id raster (40,000 distinct int32 values) passed with --categorical would need
     a 40,000 x 40,000 count (12.8 GB): one line instead; 256 codes are still classes."""

@@ -243,7 +243,11 @@ def _check_json_path(path: Path, inputs: list[Path]) -> None:
 
 
 def _data_ranges(p, pb, ref, rb, dtype: np.dtype, block: int) -> tuple[np.ndarray, str]:
-    if np.issubdtype(dtype, np.integer):
+    """PSNR's and SSIM's data range per band, and the rule that gave it: an 8-bit reference's
+    dtype range (0..255, as images are scored); a wider one's values over the compared pixels,
+    as a float's (a uint16 reflectance of 0..10,000 scored against 65,535 gained 16 dB of
+    PSNR, and an int16 DEM an SSIM of 0.99 where the same heights in float32 scored 0.39)."""
+    if np.issubdtype(dtype, np.integer) and dtype.itemsize == 1:
         info = np.iinfo(dtype)
         return (np.full(len(pb), float(info.max) - float(info.min)),
                 f"the reference dtype's range ({dtype}: {info.min}..{info.max})")
@@ -254,7 +258,8 @@ def _data_ranges(p, pb, ref, rb, dtype: np.dtype, block: int) -> tuple[np.ndarra
             low = np.minimum(low, r[:, valid].min(1))
             high = np.maximum(high, r[:, valid].max(1))
     ranges = np.where(high > low, high - low, 1.0)
-    rule = "the reference's max - min over the compared pixels (floats), per band"
+    kind = "floats" if np.issubdtype(dtype, np.floating) else f"{dtype}"
+    rule = f"the reference's max - min over the compared pixels ({kind}), per band"
     if (high <= low).any():  # a constant (or empty) band has no range: PSNR and SSIM take 1
         rule += "; 1 where a band is constant"
     return ranges, rule
