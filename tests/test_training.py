@@ -358,3 +358,20 @@ def test_a_seed_numpy_cannot_take_is_one_line(chips, tmp_path, capsys, seed):
     assert code == 2
     assert capsys.readouterr().err.strip() == f"Error: --seed {seed}: use 0 to 4294967295"
     assert not (tmp_path / "run").exists()
+
+
+def test_seeds_past_numpys_range_are_taken():
+    """A run resumed on another number of ranks seeds each rank with seed + rank + 1,000,003
+    x step: past step 4,294 at --seed 0, and at once at --seed 4294967295 under torchrun,
+    numpy's seed refused it in a traceback. Below 2**32 numpy's draws are as before."""
+    from geopix2pix.training.loop import seed_everything
+
+    seed_everything(1 + 1_000_003 * 4295)
+    seed_everything(4294967295 + 2)
+    draws = np.random.random(3)
+    seed_everything(1)
+    assert np.array_equal(draws, np.random.random(3))  # (2**32 + 1 is 1 to numpy)
+    np.random.seed(7)
+    before = np.random.random(3)
+    seed_everything(7)
+    assert np.array_equal(before, np.random.random(3))

@@ -6,8 +6,9 @@ streamed in blocks; each block is read with a halo of the SSIM window's radius s
 borders equals SSIM of the whole raster.
 
 Continuous: per band and overall MAE and RMSE in the values as stored, PSNR from the MSE with the
-data range stated (the reference dtype's range for integers; for floats the reference's
-max - min over the compared pixels, per band, and the widest band range overall), and SSIM
+data range stated (an 8-bit reference's dtype range, 255; for wider integers and floats the
+reference's max - min over the compared pixels, per band, and the widest band range overall),
+and SSIM
 (Gaussian window 11, sigma 1.5, same data range). Categorical: pixel accuracy and per-class IoU
 (classes = the integer codes found in either raster), with a warning when the prediction holds
 codes the reference never does (a regressed map compared as classes: each such code is a "class"

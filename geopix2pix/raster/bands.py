@@ -91,6 +91,9 @@ def parse_bands(text: str | None) -> list[int] | None:
             first, last = (_band_number(p) for p in part.split("-", 1))
             if last < first:
                 raise ValueError(f"a range goes up, e.g. {last}-{first}")
+            if len(bands) + last - first >= MOST_BANDS:  # (checked before it is built)
+                raise ValueError(f"more than {MOST_BANDS} bands listed, more than any raster "
+                                 f"holds; {BAND_HELP}")
             bands.extend(range(first, last + 1))
         else:
             bands.append(_band_number(part))

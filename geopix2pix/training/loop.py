@@ -59,9 +59,13 @@ class TrainingDiverged(Exception):
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators with `seed`, any integer of 0 or
+    more: a --seed plus a rank, or plus a step's offset on a resume on another number of ranks,
+    may pass numpy's 2**32 - 1 (step 4,295 at --seed 0), which it refused in a traceback; each
+    generator takes it modulo what it holds."""
     random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed % 2**64)
 
 
 def build_schedule(config: TrainConfig, steps_per_epoch: int) -> LinearDecaySchedule:
