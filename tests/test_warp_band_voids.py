@@ -58,3 +58,48 @@ def test_evaluate_finds_no_error_in_landsat_resampled_band_by_band(tmp_path):
     report = evaluate(pred, landsat)
     assert report.warped and report.valid_pixels > 100_000
     assert [b.mae for b in report.bands] == [0.0, 0.0, 0.0]
+
+
+def _stacked_nodata(path, source, nodata: list[float]):
+    """A VRT of `source`'s bands, each tagged with its own nodata value (as gdalbuildvrt
+    -separate writes a stack of files of other fill values)."""
+    with rasterio.open(source) as src:
+        dtype, size = src.dtypes[0], (src.width, src.height)
+        transform = ", ".join(map(repr, src.transform.to_gdal()))
+    kind = {"float32": "Float32", "int16": "Int16"}[dtype]
+    bands = "".join(
+        f'<VRTRasterBand dataType="{kind}" band="{i}"><NoDataValue>{value}</NoDataValue>'
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{source}</SourceFilename>'
+        f"<SourceBand>{i}</SourceBand></SimpleSource></VRTRasterBand>"
+        for i, value in enumerate(nodata, start=1))
+    path.write_text(f'<VRTDataset rasterXSize="{size[0]}" rasterYSize="{size[1]}"><SRS>'
+                    f"EPSG:32633</SRS><GeoTransform>{transform}</GeoTransform>{bands}"
+                    "</VRTDataset>")
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_bands_of_other_nodata_values_keep_each_its_own_void(tmp_path, dtype):
+    """Band 1's voids are -9999, band 2's -1 (a VRT stack): rasterio gives the warper one
+    value for all bands, band 1's, so band 2's -1 was blended into its neighbours (MAE 3.49 in
+    evaluate for an exact prediction). Each band's own void now stays out, and counts as
+    invalid in the warped view."""
+    data = np.stack([np.full((40, 40), 100, dtype), np.full((40, 40), 200, dtype)])
+    data[0, 10:20, 10:20] = -9999
+    data[1, 25:30, 25:30] = -1
+    stack = _stacked_nodata(tmp_path / "stack.vrt", write_raster(tmp_path / "raw.tif", data),
+                            [-9999, -1])
+    moved = Grid("EPSG:32633", ORIGIN @ Affine.translation(0.5, 0.5), 40, 40)
+    with rasterio.open(stack) as src:
+        assert src.nodatavals == (-9999.0, -1.0)
+        with warped_view(src, moved, "bilinear") as view:
+            warped = view.read()
+            invalid = invalid_pixels(view, warped, [1, 2])
+    assert (warped[0][~invalid] == 100).all() and (warped[1][~invalid] == 200).all()
+    assert invalid[12:17, 12:17].all() and invalid[26:28, 26:28].all()
+    assert (~invalid).sum() > 1000
+    # evaluate: a prediction that is the reference's own bilinear resampling scores 0
+    pred = write_raster(tmp_path / "pred.tif", np.where(invalid, -9999, warped).astype(dtype),
+                        transform=moved.transform, nodata=-9999)
+    report = evaluate(pred, stack)
+    assert report.warped and [b.mae for b in report.bands] == [0.0, 0.0]

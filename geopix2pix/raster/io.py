@@ -31,7 +31,7 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.bands import alpha_bands, data_bands
 from geopix2pix.raster.grid import Grid, control_points
 from geopix2pix.raster.interruptible import interruptible
-from geopix2pix.raster.nodata import Override, gdal_dataset, retagged
+from geopix2pix.raster.nodata import Override, gdal_dataset, one_nodata, retagged
 
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear,
               "cubic": Resampling.cubic}  # a target's, at export
@@ -308,6 +308,10 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     # each band's nodata kept out of that band's kernel: rasterio's default (UNIFIED_SRC_NODATA
     # YES) takes a pixel for nodata only where every band is, and blended a void of one band
     # (-9999 in band 1 only) into its neighbours' values as if it were one
+    source = one_nodata(gdal_dataset(dataset))  # (bands of other nodata values: one)
+    if source is not gdal_dataset(dataset):
+        kwargs.update(src_nodata=source.nodata, nodata=source.nodata, UNIFIED_SRC_NODATA="NO")
+        return _ClosingItsSource(source, **kwargs)
     if dataset.nodata is not None:
         kwargs.update(src_nodata=dataset.nodata, nodata=dataset.nodata, UNIFIED_SRC_NODATA="NO")
     elif np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating) and not needs_mask_read(
@@ -318,6 +322,16 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     if alpha_bands(dataset):
         kwargs.update(SRC_ALPHA_MAX=OPAQUE_ABOVE_ZERO)
     return WarpedVRT(gdal_dataset(dataset), **kwargs)  # a `Retagged` one's nodata: src_nodata
+
+
+class _ClosingItsSource(WarpedVRT):
+    """A WarpedVRT of a dataset opened for it alone (`nodata.one_nodata`'s VRT), which it
+    closes with itself."""
+
+    def close(self) -> None:
+        source = self.src_dataset
+        super().close()
+        source.close()
 
 
 # GDAL's warper weighs a pixel by alpha / SRC_ALPHA_MAX (255 for a float alpha), at most 1, and

@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 
 import numpy as np
+import rasterio
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 
@@ -162,6 +164,39 @@ def retagged(dataset, override: Override | None, path):
 def gdal_dataset(dataset):
     """The rasterio dataset GDAL works on: a `Retagged` one's own."""
     return getattr(dataset, "gdal_dataset", dataset)
+
+
+def one_nodata(dataset):
+    """`dataset` itself where its bands share one nodata value (a GeoTIFF's always do); else
+    (a VRT stacking files of other fill values) a VRT of it whose every band holds the first
+    band's nodata (NaN for floats) where its own nodata was, opened: GDAL's warper, which
+    rasterio gives one nodata value for all bands, then keeps each band's void out of its
+    kernel. The caller closes it."""
+    values = dataset.nodatavals
+    if len({"nan" if v is not None and math.isnan(v) else v for v in values}) <= 1:
+        return dataset
+    floats = np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating)
+    common = math.nan if floats else next(v for v in values if v is not None)
+    bands = "".join(
+        f'<VRTRasterBand dataType="{_gdal_type(dtype)}" band="{band}">'
+        f"<NoDataValue>{common!r}</NoDataValue><ComplexSource>"
+        f'<SourceFilename relativeToVRT="0">{escape(dataset.name)}</SourceFilename>'
+        f"<SourceBand>{band}</SourceBand>"
+        + ("" if nodata is None else f"<NODATA>{nodata!r}</NODATA>")
+        + "</ComplexSource></VRTRasterBand>"
+        for band, (dtype, nodata) in enumerate(zip(dataset.dtypes, values), start=1))
+    crs = f"<SRS>{escape(dataset.crs.to_wkt())}</SRS>" if dataset.crs else ""
+    transform = ", ".join(map(repr, dataset.transform.to_gdal()))
+    return rasterio.open(f'<VRTDataset rasterXSize="{dataset.width}" rasterYSize='
+                         f'"{dataset.height}">{crs}<GeoTransform>{transform}</GeoTransform>'
+                         f"{bands}</VRTDataset>")
+
+
+def _gdal_type(dtype: str) -> str:
+    """GDAL's name of a numpy data type: uint16 -> UInt16."""
+    return {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
+            "uint32": "UInt32", "int32": "Int32", "uint64": "UInt64", "int64": "Int64",
+            "float32": "Float32", "float64": "Float64"}[dtype]
 
 
 def override_of(dataset) -> Override | None:
