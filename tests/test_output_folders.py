@@ -398,3 +398,13 @@ def test_the_default_split_block_gives_val_a_share_near_the_one_asked(tmp_path, 
     assert captured.err == ("warning: val holds 8 of 24 chips (33%, --val-fraction 0.2): "
                             "--split-block blocks of 128 px are too few to come nearer; use a "
                             "smaller --split-block (down to the chip size, 32) or more data\n")
+    # three chips in a row: no default block comes near; the default already tried down to the
+    # chip size, so the warning does not send the user there (the share only got worse)
+    small = data[:, :32, :96]
+    args = ["export-chips", str(write_raster(tmp_path / "s3.tif", small)),
+            str(write_raster(tmp_path / "t3.tif", small)), "--chip-size", "32", "-q"]
+    assert main([*args, "-o", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().err == (
+        "warning: val holds 1 of 3 chips (33%, --val-fraction 0.2): --split-block blocks of 64 "
+        "px are too few to come nearer; use another --seed (another draw of the blocks) or more "
+        "data\n")

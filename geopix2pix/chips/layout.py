@@ -195,14 +195,17 @@ def no_train_error(val: int, skipped: Mapping[str, int], val_fraction: float, sp
         f"would be nothing to train on: use {smaller}a smaller --val-fraction{nodata}")
 
 
-def val_warnings(kept: Counter, val_fraction: float, split_block: int,
-                 chip_size: int) -> list[str]:
+def val_warnings(kept: Counter, val_fraction: float, split_block: int, chip_size: int,
+                 given: bool = True) -> list[str]:
     """A warning when val was asked for but holds no chip (train then has nothing to validate
-    on) or a share far from --val-fraction (few, big blocks)."""
+    on) or a share far from --val-fraction (few, big blocks); a smaller --split-block is
+    suggested only where one was `given` (the default already tried down to the chip size,
+    `choose_split`), else another --seed (another draw of the blocks)."""
     if val_fraction == 0:
         return []
     smaller = (f"a smaller --split-block (down to the chip size, {chip_size}) or "
-               if split_block > chip_size else "")
+               if given and split_block > chip_size else
+               "another --seed (another draw of the blocks) or " if not given else "")
     total = kept["train"] + kept["val"]
     if not kept["val"]:
         return [f"0 val chips: the {kept['train']} chips lie in too few --split-block blocks "
