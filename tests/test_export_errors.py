@@ -134,6 +134,17 @@ def test_incomplete_folder_is_refused_by_the_dataset(tmp_path, pair):
         ChipDataset(out)
 
 
+def test_a_folder_of_rasters_is_told_it_is_no_chips_folder(tmp_path, pair, capsys):
+    """A user's data folder passed to train: not an 'incomplete chips folder' to re-export
+    with --overwrite (export-chips would refuse a folder of other files), but no chips folder
+    at all, and how to make one."""
+    assert main(["train", str(pair[0].parent), "-o", str(tmp_path / "run"), "--max-steps", "1",
+                 "--device", "cpu", "--workers", "0", "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: {pair[0].parent} is not a chips folder (no dataset.json); run geopix2pix "
+        "export-chips SOURCE TARGET -o CHIPS_DIR first, and pass CHIPS_DIR")
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_damaged_raster_is_one_clear_line(tmp_path, capsys, workers):
     """Tiles that do not decode: GDAL's own words, also from a worker process (whose error

@@ -123,6 +123,11 @@ class DatasetInfo:
         if not chips_dir.is_dir():
             raise GeoPix2PixError(f"{chips_dir}: no such chips folder; run geopix2pix "
                                   "export-chips first")
+        if not path.exists() and not any((chips_dir / side).is_dir()
+                                         for side in ("source", "target")):
+            raise GeoPix2PixError(f"{chips_dir} is not a chips folder (no {MANIFEST}); run "
+                                  "geopix2pix export-chips SOURCE TARGET -o CHIPS_DIR first, "
+                                  "and pass CHIPS_DIR")
         if not path.exists():
             raise GeoPix2PixError(f"{chips_dir} is an incomplete chips folder (no {MANIFEST}); "
                                   "rerun geopix2pix export-chips with --overwrite")
