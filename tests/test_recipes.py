@@ -292,6 +292,15 @@ def test_auto_says_what_it_picked_without_the_chips_too_naming_what_it_filled(li
           **TINY)
     line = next(m for m in said if m.startswith("recipe auto"))
     assert "--ngf" not in line and "--lr" not in line and "--pixel-loss mse" in line
+    # --max-steps with the recipe's epochs: the line says what those epochs still do
+    said.clear()
+    options = {k: v for k, v in TINY.items() if k not in ("epochs", "decay_epochs")}
+    train(linear_chips, tmp_path / "steps", max_steps=2, generator="unet", ngf=4,
+          log=said.append, **options)
+    line = next(m for m in said if m.startswith("recipe auto"))
+    assert "--epochs 100 --decay-epochs 100)" in line and line.endswith(
+        ": --generator unet; --max-steps 2 trains 2 step(s), shared as those epochs share "
+        "theirs; pass --recipe to choose another")
 
 
 def _forget(run: Path, keys: tuple[str, ...]) -> None:

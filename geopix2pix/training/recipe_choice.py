@@ -74,12 +74,12 @@ def choose_recipe(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
             f"--generator {config.generator}"
         why = given + (" --categorical" if config.categorical else "")
         filled = {key: getattr(config, key) for key in config.filled_by_recipe}
-        return RecipeChoice(config, None, name, _said(name, filled, why))
+        return RecipeChoice(config, None, name, _said(name, filled, why, config.max_steps))
     info.check_paired(chips_dir)  # (Pix2Pix's own check, before the chips are read as pairs)
     read = _read_classes if config.categorical else _read_values
     sums, name, why = read(config, chips_dir, info, setup)
     return RecipeChoice(config.with_recipe(name), sums, name,
-                        _said(name, config.recipe_values(name), why))
+                        _said(name, config.recipe_values(name), why, config.max_steps))
 
 
 def _summed(sums: torch.Tensor, setup: DeviceSetup) -> torch.Tensor:
@@ -139,9 +139,12 @@ def _read_classes(config: TrainConfig, chips_dir: Path, info: DatasetInfo, setup
                         f"{AUTO_MIN_IOU_GAIN:g})")
 
 
-def _said(name: str, filled: dict[str, Any], why: str) -> str:
+def _said(name: str, filled: dict[str, Any], why: str, max_steps: int | None = None) -> str:
     """"recipe auto -> NAME (the options it gave, with the values it gave): why; ..." (the
-    options given are left out: they are trained as given)."""
+    options given are left out: they are trained as given; with --max-steps, the epochs it
+    gave only share those steps between the constant and the decaying learning rate)."""
     given = flags(name, filled, filled)
-    return (f"recipe auto -> {name}" + (f" ({given})" if given else "") + f": {why}; pass "
-            "--recipe to choose another")
+    length = (f"; --max-steps {max_steps} trains {max_steps} step(s), shared as those epochs "
+              "share theirs" if max_steps is not None and "epochs" in filled else "")
+    return (f"recipe auto -> {name}" + (f" ({given})" if given else "") + f": {why}{length}; "
+            "pass --recipe to choose another")
