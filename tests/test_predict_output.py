@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,18 @@ def test_failed_run_leaves_no_output_and_existing_out_is_kept(tmp_path, model_fi
     predict(scene, out, model=model_file, progress=False, overwrite=True)
     with rasterio.open(out) as dst:
         assert dst.width == 200
+
+
+def test_a_second_scene_given_as_out_is_not_offered_to_overwrite(tmp_path, model_file, capsys):
+    """`predict A.tif B.tif` reads B as OUT: the refusal named only --overwrite, which then
+    replaced the user's second scene with A's prediction; it names --out-dir first."""
+    first, second = (Path(write_scene(tmp_path / name, 64, 64)) for name in ("a.tif", "b.tif"))
+    before = second.read_bytes()
+    assert main(["predict", str(first), str(second), "-m", str(model_file), "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: {second} already exists: if it is a second scene, predict both with --out-dir "
+        "DIR; to replace it with SCENE's prediction, pass --overwrite")
+    assert second.read_bytes() == before
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="a file-size limit needs POSIX")

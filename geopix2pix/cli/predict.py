@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from geopix2pix.cli.options import click_options
@@ -37,6 +39,10 @@ def predict_command(paths, model, out_dir, progress, **options):
         if len(paths) != 2:
             raise click.UsageError("give SCENE OUT, or several scenes with --out-dir DIR")
         scenes, out = paths[0], paths[1]
+        if os.path.lexists(out) and not os.path.isdir(out) and not options.get("overwrite"):
+            raise GeoPix2PixError(f"{out} already exists: if it is a second scene, predict both "
+                                  "with --out-dir DIR; to replace it with SCENE's prediction, "
+                                  "pass --overwrite")
     else:
         scenes, out = list(paths), None
 
