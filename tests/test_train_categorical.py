@@ -323,6 +323,30 @@ def test_a_class_map_stuck_on_one_class_keeps_its_best_by_cross_entropy_and_warn
     assert len(stuck) == 1 and "--class-weights balanced" in stuck[0]
 
 
+@pytest.mark.parametrize("codes, warned", [(200, True), (40, False)])
+def test_a_target_of_more_codes_than_a_legend_is_warned_of(tmp_path, codes, warned):
+    """A hillshade (uint8, 1..255) trained with --categorical became 255 classes without a
+    word; over 64 codes the log says the values may be quantities; 40 (a CORINE-like legend)
+    pass."""
+    rng = np.random.default_rng(2)
+    target = rng.integers(1, codes + 1, (1, 128, 128)).astype("uint8")
+    target[0, 0, :codes // 2] = np.arange(1, codes // 2 + 1)  # every code in the chips
+    target[0, 1, :codes - codes // 2] = np.arange(codes // 2 + 1, codes + 1)
+    source = rng.random((1, 128, 128), dtype=np.float32)
+    export_chips(write_raster(tmp_path / "s.tif", source), write_raster(tmp_path / "t.tif",
+                                                                        target),
+                 tmp_path / "chips", chip_size=64, workers=0, progress=False, val_fraction=0,
+                 target_resampling="nearest")
+    lines: list[str] = []
+    train(tmp_path / "chips", tmp_path / "run", categorical=True, max_steps=1, samples=0,
+          log=lines.append, **TINY)
+    said = [line for line in lines if "more than a class map's legend" in line]
+    assert said == ([f"warning: the target of {tmp_path / 'chips'} holds {codes} codes, more "
+                     "than a class map's legend has (up to 64 here): if its values are "
+                     "quantities (a hillshade, heights, reflectance), train without "
+                     "--categorical to regress them"] if warned else [])
+
+
 def test_the_python_api_issues_its_warnings_as_geopix2pix_warnings(tmp_path):
     """export_chips, train (with its default log) and evaluate say their warnings through
     Python's warnings, as predict does, so a notebook shows them and a script can catch them

@@ -106,9 +106,23 @@ def describe_classes(classes: list[int], objective: Categorical, info: DatasetIn
         f"{w:.3g}" for w in objective.weights.tolist()[:12]) + (
         ", ..." if len(classes) > 12 else "")
     lines = [f"class map: {len(classes)} classes (codes {codes}); cross-entropy{weights}"]
-    warnings = [resampling_warning(info, chips_dir), val_only_warning(info, classes, chips_dir),
+    warnings = [many_codes_warning(classes, chips_dir), resampling_warning(info, chips_dir),
+                val_only_warning(info, classes, chips_dir),
                 missing_from_val_warning(info, classes, chips_dir)]
     return lines + [warning for warning in warnings if warning]
+
+
+MANY_CLASSES = 64  # more codes than a land cover legend holds (CORINE's: 44): values, likely
+
+
+def many_codes_warning(classes: list[int], chips_dir: Path) -> str | None:
+    """A warning when the target holds more codes than a class map's legend does: a hillshade
+    or heights in integers trained as 255 classes, each pixel value one of them."""
+    if len(classes) <= MANY_CLASSES:
+        return None
+    return (f"warning: the target of {chips_dir} holds {len(classes)} codes, more than a class "
+            f"map's legend has (up to {MANY_CLASSES} here): if its values are quantities (a "
+            "hillshade, heights, reflectance), train without --categorical to regress them")
 
 
 def val_only_warning(info: DatasetInfo, classes: list[int], chips_dir: Path) -> str | None:
