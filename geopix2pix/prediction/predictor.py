@@ -30,6 +30,7 @@ from geopix2pix.prediction.checks import check_scene, scene_nodata
 from geopix2pix.prediction.engine.formats import check_output_options
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.prediction.engine.runner import predict_to_file, reopen_scene
+from geopix2pix.prediction.engine.windows import stride_and_margin
 from geopix2pix.prediction.outputs import PathLike, output_paths, shared_outputs, stop_reporter
 from geopix2pix.prediction.resample import check_resampled_size, predict_resampled
 from geopix2pix.raster.grid import Grid
@@ -118,6 +119,13 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     device = resolve_device(opts.device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     check_creation_options_for(opts, loaded)
+    size = ModelMetadata.of(loaded).chip_size
+    stride, margin = stride_and_margin(size, opts.overlap)
+    if margin == 0:
+        on_warning(f"--overlap {opts.overlap:g}: windows of {size} px keep "
+                   "their edges, where the model sees its own padding, not the scene: seams "
+                   f"every {stride} px; use an overlap above 0 (the default, 0.5, blends "
+                   "windows without seams)")
     loaded.generator.to(device)
     results = predict_scenes(pairs, loaded, opts, on_warning=on_warning, on_result=reported)
     failure = results[0].exception

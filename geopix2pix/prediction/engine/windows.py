@@ -107,11 +107,17 @@ class Chunk:
         return self.col1 - self.col0
 
 
+def stride_and_margin(size: int, overlap: float) -> tuple[int, int]:
+    """The step between windows of `size` px sharing `overlap` of it, and the margin each
+    window's kept part leaves (0 at --overlap 0: the window edges are the model's padding)."""
+    stride = max(1, int(round(size * (1 - overlap))))
+    return stride, (size - stride) // 2
+
+
 def make_layout(height: int, width: int, size: int, overlap: float, blend: str) -> Layout:
     """The window lattice for a scene; `overlap` is the fraction of the window shared."""
     check_layout_options(overlap, blend)
-    stride = max(1, int(round(size * (1 - overlap))))
-    margin = (size - stride) // 2
+    stride, margin = stride_and_margin(size, overlap)
     return Layout(height, width, size, stride, margin, blend,
                   tuple(_offsets(height, size, stride, margin, blend)),
                   tuple(_offsets(width, size, stride, margin, blend)))
