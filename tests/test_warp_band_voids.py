@@ -103,3 +103,47 @@ def test_bands_of_other_nodata_values_keep_each_its_own_void(tmp_path, dtype):
                         transform=moved.transform, nodata=-9999)
     report = evaluate(pred, stack)
     assert report.warped and [b.mae for b in report.bands] == [0.0, 0.0]
+
+
+def test_a_stack_of_other_nodata_values_read_from_a_zip_or_retagged_is_warped_alike(tmp_path):
+    """The VRT that gives the bands one nodata value reopens the raster by GDAL's name for it
+    (zip://a.zip!b.vrt is /vsizip/...: its rasterio form failed at the read), and a nodata value
+    the user gives (--reference-nodata) is the one the warp keeps out, as before."""
+    import zipfile
+
+    data = np.stack([np.full((40, 40), 100, "float32"), np.full((40, 40), 200, "float32")])
+    data[0, 10:20, 10:20] = -9999
+    data[1, 25:30, 25:30] = -1
+    stack = _stacked_nodata(tmp_path / "stack.vrt", write_raster(tmp_path / "raw.tif", data),
+                            [-9999, -1])
+    with zipfile.ZipFile(tmp_path / "stack.zip", "w") as archive:
+        archive.write(stack, "stack.vrt")
+    moved = Grid("EPSG:32633", ORIGIN @ Affine.translation(0.5, 0.5), 40, 40)
+    with rasterio.open(stack) as src, warped_view(src, moved, "bilinear") as view:
+        warped = view.read()
+        invalid = invalid_pixels(view, warped, [1, 2])
+    pred = write_raster(tmp_path / "pred.tif", np.where(invalid, -9999, warped).astype("float32"),
+                        transform=moved.transform, nodata=-9999)
+    zipped = f"zip://{tmp_path / 'stack.zip'}!stack.vrt"
+    assert [b.mae for b in evaluate(pred, zipped).bands] == [0.0, 0.0]
+    # -9999 given for both bands: band 2's -1 are values then, band 1's voids still kept out
+    report = evaluate(pred, stack, reference_nodata=-9999)
+    assert report.bands[0].mae == 0.0
+
+
+def test_a_band_without_nodata_keeps_its_values_of_another_band_s_nodata(tmp_path):
+    """Band 1 untagged holds real -1 heights, band 2's nodata is -1: no value of band 1 is
+    made a void by a nodata given to every band (800 of them were, through the VRT)."""
+    data = np.stack([np.full((40, 40), -1, "int16"), np.full((40, 40), 200, "int16")])
+    data[0, :, 20:] = 50
+    stack = _stacked_nodata(tmp_path / "stack.vrt", write_raster(tmp_path / "raw.tif", data),
+                            [-1, -1])
+    stack.write_text(stack.read_text().replace("<NoDataValue>-1</NoDataValue>", "", 1))
+    moved = Grid("EPSG:32633", ORIGIN @ Affine.translation(0.5, 0.5), 40, 40)
+    with rasterio.open(stack) as src:
+        assert src.nodatavals == (None, -1.0)
+        with warped_view(src, moved, "nearest") as view:
+            warped = view.read()
+            invalid = invalid_pixels(view, warped[:1], [1])
+    assert (warped[0][:39, :19] == -1).all() and (warped[0][:39, 21:39] == 50).all()
+    assert not invalid[:39, :39].any()  # (the -1 heights are heights)

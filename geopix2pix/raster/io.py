@@ -308,10 +308,14 @@ def warped_view(dataset, grid: Grid, resampling: str = "bilinear") -> WarpedVRT:
     # each band's nodata kept out of that band's kernel: rasterio's default (UNIFIED_SRC_NODATA
     # YES) takes a pixel for nodata only where every band is, and blended a void of one band
     # (-9999 in band 1 only) into its neighbours' values as if it were one
-    source = one_nodata(gdal_dataset(dataset))  # (bands of other nodata values: one)
-    if source is not gdal_dataset(dataset):
+    source = one_nodata(dataset)  # (bands of other nodata values: one)
+    if source is not dataset:
         kwargs.update(src_nodata=source.nodata, nodata=source.nodata, UNIFIED_SRC_NODATA="NO")
-        return _ClosingItsSource(source, **kwargs)
+        try:
+            return _ClosingItsSource(source, **kwargs)
+        except BaseException:
+            source.close()
+            raise
     if dataset.nodata is not None:
         kwargs.update(src_nodata=dataset.nodata, nodata=dataset.nodata, UNIFIED_SRC_NODATA="NO")
     elif np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating) and not needs_mask_read(
@@ -329,9 +333,10 @@ class _ClosingItsSource(WarpedVRT):
     closes with itself."""
 
     def close(self) -> None:
-        source = self.src_dataset
+        source = getattr(self, "src_dataset", None)
         super().close()
-        source.close()
+        if source is not None:
+            source.close()
 
 
 # GDAL's warper weighs a pixel by alpha / SRC_ALPHA_MAX (255 for a float alpha), at most 1, and

@@ -14,6 +14,7 @@ an untagged raster whose sample is, for a share of its pixels, exactly a common 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
@@ -167,29 +168,48 @@ def gdal_dataset(dataset):
 
 
 def one_nodata(dataset):
-    """`dataset` itself where its bands share one nodata value (a GeoTIFF's always do); else
-    (a VRT stacking files of other fill values) a VRT of it whose every band holds the first
-    band's nodata (NaN for floats) where its own nodata was, opened: GDAL's warper, which
-    rasterio gives one nodata value for all bands, then keeps each band's void out of its
-    kernel. The caller closes it."""
+    """`dataset` itself where GDAL's warper can keep each band's voids apart as it is: its bands
+    share one nodata value (a GeoTIFF's always do; a `Retagged` one's too), or one has none, or
+    it has an alpha band or a mask (GDAL's rules for those), or its name is none GDAL can open
+    again. Else (a VRT stacking files of other fill values) a VRT of it whose every band holds
+    one nodata value (NaN for floats, band 1's for integers) where its own was, opened (the
+    caller closes it): rasterio gives the warper one nodata value for all bands."""
     values = dataset.nodatavals
-    if len({"nan" if v is not None and math.isnan(v) else v for v in values}) <= 1:
+    if None in values or len({"nan" if math.isnan(v) else v for v in values}) <= 1 or \
+            ColorInterp.alpha in dataset.colorinterp or \
+            any(MaskFlags.per_dataset in flags for flags in dataset.mask_flag_enums):
+        return dataset
+    name = _gdal_name(dataset.name)
+    if name is None:
         return dataset
     floats = np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating)
-    common = math.nan if floats else next(v for v in values if v is not None)
+    common = math.nan if floats else values[0]
     bands = "".join(
         f'<VRTRasterBand dataType="{_gdal_type(dtype)}" band="{band}">'
         f"<NoDataValue>{common!r}</NoDataValue><ComplexSource>"
-        f'<SourceFilename relativeToVRT="0">{escape(dataset.name)}</SourceFilename>'
-        f"<SourceBand>{band}</SourceBand>"
-        + ("" if nodata is None else f"<NODATA>{nodata!r}</NODATA>")
-        + "</ComplexSource></VRTRasterBand>"
+        f'<SourceFilename relativeToVRT="0">{escape(name)}</SourceFilename>'
+        f"<SourceBand>{band}</SourceBand><NODATA>{nodata!r}</NODATA>"
+        "</ComplexSource></VRTRasterBand>"
         for band, (dtype, nodata) in enumerate(zip(dataset.dtypes, values), start=1))
     crs = f"<SRS>{escape(dataset.crs.to_wkt())}</SRS>" if dataset.crs else ""
     transform = ", ".join(map(repr, dataset.transform.to_gdal()))
     return rasterio.open(f'<VRTDataset rasterXSize="{dataset.width}" rasterYSize='
                          f'"{dataset.height}">{crs}<GeoTransform>{transform}</GeoTransform>'
                          f"{bands}</VRTDataset>")
+
+
+def _gdal_name(name: str) -> str | None:
+    """The name GDAL opens a rasterio dataset's `name` by (zip://a.zip!b.tif as
+    /vsizip/a.zip/b.tif, a relative path made absolute), None where it cannot be told."""
+    try:
+        from rasterio._path import _parse_path
+
+        vsi = _parse_path(name).as_vsi()
+    except (ImportError, AttributeError, ValueError):
+        return None
+    if not vsi or vsi.startswith("<"):  # (a VRT given as its XML text)
+        return None
+    return vsi if vsi.startswith("/vsi") or os.path.isabs(vsi) else os.path.abspath(vsi)
 
 
 def _gdal_type(dtype: str) -> str:
