@@ -143,6 +143,13 @@ def test_a_folder_of_rasters_is_told_it_is_no_chips_folder(tmp_path, pair, capsy
     assert capsys.readouterr().err.strip() == (
         f"Error: {pair[0].parent} is not a chips folder (no dataset.json); run geopix2pix "
         "export-chips SOURCE TARGET -o CHIPS_DIR first, and pass CHIPS_DIR")
+    # a data folder arranged as source/ and target/ is one too (export wrote no chips.gpkg)
+    data = tmp_path / "data"
+    for side, raster in zip(("source", "target"), pair):
+        (data / side).mkdir(parents=True)
+        (data / side / raster.name).write_bytes(raster.read_bytes())
+    assert main(["train", str(data), "-o", str(tmp_path / "run"), "--max-steps", "1", "-q"]) == 2
+    assert "is not a chips folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("workers", [1, 2])

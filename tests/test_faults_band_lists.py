@@ -32,6 +32,9 @@ BAND_CASES = [
     ("evaluate", "--reference-bands", "1-1000000000",
      "--reference-bands 1-1000000000: band 1000000000 is no raster's: band numbers go up to "
      "65535; write bands like 1,2,3 or 1-3"),
+    ("evaluate", "--bands", "1-65535,1",
+     "--bands 1-65535,1: more than 65535 bands listed, more than any raster holds; write "
+     "bands like 1,2,3 or 1-3"),
     ("predict", "--bands", "1-40000,1-40000",
      "--bands 1-40000,1-40000: more than 65535 bands listed, more than any raster holds; write "
      "bands like 1,2,3 or 1-3"),

@@ -204,13 +204,13 @@ def val_warnings(kept: Counter, val_fraction: float, split_block: int, chip_size
     if val_fraction == 0:
         return []
     smaller = (f"a smaller --split-block (down to the chip size, {chip_size}) or "
-               if given and split_block > chip_size else
-               "another --seed (another draw of the blocks) or " if not given else "")
+               if given and split_block > chip_size else "")
     total = kept["train"] + kept["val"]
     if not kept["val"]:
         return [f"0 val chips: the {kept['train']} chips lie in too few --split-block blocks "
                 f"of {split_block} px to give any whole block to val at --val-fraction "
                 f"{val_fraction}; use {smaller}a larger --val-fraction"]
+    smaller = smaller or ("" if given else "another --seed (another draw of the blocks) or ")
     if not share_is_off(kept, val_fraction):
         return []
     share = kept["val"] / total

@@ -123,8 +123,8 @@ class DatasetInfo:
         if not chips_dir.is_dir():
             raise GeoPix2PixError(f"{chips_dir}: no such chips folder; run geopix2pix "
                                   "export-chips first")
-        if not path.exists() and not any((chips_dir / side).is_dir()
-                                         for side in ("source", "target")):
+        if not path.exists() and not (chips_dir / INDEX).exists():  # (export's own files:
+            # a user's data folder may well hold source/ and target/ subfolders)
             raise GeoPix2PixError(f"{chips_dir} is not a chips folder (no {MANIFEST}); run "
                                   "geopix2pix export-chips SOURCE TARGET -o CHIPS_DIR first, "
                                   "and pass CHIPS_DIR")

@@ -124,7 +124,7 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     if margin == 0:
         on_warning(f"--overlap {opts.overlap:g}: windows of {size} px keep "
                    "their edges, where the model sees its own padding, not the scene: seams "
-                   f"every {stride} px; use an overlap above 0 (the default, 0.5, blends "
+                   f"every {stride} px; use a larger --overlap (the default, 0.5, blends "
                    "windows without seams)")
     loaded.generator.to(device)
     results = predict_scenes(pairs, loaded, opts, on_warning=on_warning, on_result=reported)

@@ -53,6 +53,7 @@ def check_one_dtype(dataset, bands: Sequence[int], option: str = "--bands") -> l
 
 BAND_HELP = "write bands like 1,2,3 or 1-3"
 MOST_BANDS = 65535  # a band number above this is no raster's (a GeoTIFF holds at most 65535)
+TOO_MANY_BANDS = f"more than {MOST_BANDS} bands listed, more than any raster holds; {BAND_HELP}"
 SHOWN_PARTS = 12  # a band list in a message: at most this many of its numbers or ranges
 NO_BANDS = f"no band given; leave the option out for the default bands, or {BAND_HELP}"
 
@@ -92,9 +93,10 @@ def parse_bands(text: str | None) -> list[int] | None:
             if last < first:
                 raise ValueError(f"a range goes up, e.g. {last}-{first}")
             if len(bands) + last - first >= MOST_BANDS:  # (checked before it is built)
-                raise ValueError(f"more than {MOST_BANDS} bands listed, more than any raster "
-                                 f"holds; {BAND_HELP}")
+                raise ValueError(TOO_MANY_BANDS)
             bands.extend(range(first, last + 1))
+        elif len(bands) >= MOST_BANDS:
+            raise ValueError(TOO_MANY_BANDS)
         else:
             bands.append(_band_number(part))
     return bands
