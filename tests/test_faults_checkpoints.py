@@ -64,6 +64,14 @@ def _ckpt_rng_zeroed(state):  # the right shape and type, but torch refuses it a
     state["rng"]["torch"] = torch.zeros_like(state["rng"]["torch"])
 
 
+def _ckpt_option_key(state):  # (train.json cannot write it: a traceback at the resume)
+    state["options"][(1, 2)] = 1
+
+
+def _ckpt_adam_scalar(state):  # a scalar moment broke the first step after the resume
+    next(iter(state["opt_g"]["state"].values()))["exp_avg"] = torch.tensor(0.0)
+
+
 def _ckpt_step(state):
     state["step"] = "two"
 
@@ -84,6 +92,8 @@ CHECKPOINT_CASES = [
     ("rng-state", _ckpt_rng, "rng.torch"),
     ("rng-state-zeroed", _ckpt_rng_zeroed, "rng.torch is not a valid generator state"),
     ("step-not-a-number", _ckpt_step, "step is 'two'"),
+    ("option-key-not-a-string", _ckpt_option_key, "options has the key (1, 2), not a string"),
+    ("adam-state-scalar", _ckpt_adam_scalar, "exp_avg is [], its parameter"),
     ("options-with-a-tensor", _ckpt_options, "options['batch_size']"),
     ("partial-epoch-sums", _ckpt_partial, "partial.sums"),
 ]

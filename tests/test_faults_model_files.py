@@ -104,6 +104,17 @@ def _deep(header, tensors):
     return "[" * 100_000 + "]" * 100_000
 
 
+def _float64_overflowing(header, tensors):  # finite in float64, infinite as float32
+    for key in tensors:
+        tensors[key] = tensors[key].double() if tensors[key].is_floating_point() else tensors[key]
+    tensors[first(tensors)] *= 1e300
+
+
+def _smp_chips_of_33(header, tensors):  # (UNet++ takes multiples of 32; Unet, any size now)
+    header["generator"]["name"] = "smp:UnetPlusPlus:resnet18"
+    header["generator"]["chip_size"] = header["chip_size"] = 33
+
+
 MODEL_CASES = [
     ("ngf-4096", "model", _set("generator", "ngf", 4096), "ngf 4096"),
     ("ngf-512-real-tensors", "model", _set("generator", "ngf", 512), "ngf 512"),
@@ -154,6 +165,15 @@ MODEL_CASES = [
     ("zero-pixel-size", "model", _set("pixel_size", [0, 30]), "pixel_size"),
     ("huge-colour-table", "classes", _set("target", "colormap", [[1, 2, 3, 255]] * 70_000),
      "target.colormap has 70000 entries"),
+    # a reviewer's crafted files: a traceback, a silently wrong map, a network built for real
+    ("float64-weights-past-float32", "model", _float64_overflowing, "NaN or infinite weights"),
+    ("integer-past-any-float", "model", _set("source", "scaling", "low", [10**400]),
+     "source.scaling.low[0] is 1000000000"),
+    ("smp-chips-not-its-multiple", "smp", _smp_chips_of_33, "multiple of 32, got 33"),
+    ("a-residual-of-a-million-characters", "model", _set("baselines", "residual", "R" * 10**6),
+     "'RRRRRRRR"),
+    ("smp-timm-encoder-that-fails", "smp", _set("generator", "name", "smp:Unet:tu-nest_base"),
+     "cannot build 'smp:Unet:tu-nest_base'"),
 ]
 
 
@@ -308,3 +328,28 @@ def test_a_training_checkpoint_given_as_the_model_is_named_as_one(world, capsys,
     else:
         assert "model.safetensors (or model-best.safetensors) that `geopix2pix train`" in line
     assert not out.exists()
+
+
+def test_a_hostile_string_is_shown_in_short(world, capsys, tmp_path):
+    """A residual of a million characters was quoted whole: a 1 MB error line."""
+    path = make_case(world, "a-residual-of-a-million-characters", "model",
+                     _set("baselines", "residual", "R" * 10**6))
+    line = one_error_line(capsys, main(["predict", "-m", str(path), str(world["scene"]),
+                                        str(tmp_path / "o.tif"), "-q", "--device", "cpu"]))
+    assert len(line) < 400, len(line)
+
+
+def test_a_chip_size_the_encoder_refuses_is_not_built_again_for_real(world, monkeypatch):
+    """The meta build of UNet++ at 33 px chips fails its multiple-of-32 check; retrying it on
+    the CPU (as for encoders that compute while built) made a 340-byte file build a 4 GB
+    network before failing alike. Only the meta build runs."""
+    import geopix2pix.models.io as io
+
+    path = make_case(world, "smp-chips-not-its-multiple", "smp", _smp_chips_of_33)
+    devices = []
+    real = io.build_generator
+    monkeypatch.setattr(io, "build_generator",
+                        lambda spec: devices.append(torch.empty(0).device.type) or real(spec))
+    with pytest.raises(GeoPix2PixError, match="multiple of 32, got 33"):
+        load_model(path)
+    assert devices == ["meta"]

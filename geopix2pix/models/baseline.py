@@ -19,7 +19,6 @@ are fitted on pairs.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,8 @@ from torch import nn
 
 from geopix2pix.errors import ModelError
 from geopix2pix.settings.train import RESIDUALS
+
+from .schema import MAX_FLOAT, shown
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class PixelMap:
         """ValueError unless a {weight: rows of numbers, bias: numbers}, all finite, one row
         per bias value and rows of one length."""
         if not isinstance(data, dict):
-            raise ModelError(f"a baseline map must be an object, not {data!r}")
+            raise ModelError(f"a baseline map must be an object, not {shown(data)}")
         weight, bias = data.get("weight"), data.get("bias")
         if not isinstance(weight, list) or not all(isinstance(r, list) for r in weight):
             raise ModelError("a baseline map's weight must be a list of rows")
@@ -66,8 +67,8 @@ def _finite_numbers(values: Any, name: str) -> tuple[float, ...]:
     if not isinstance(values, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise ModelError(f"a baseline map's {name} must be a list of numbers")
-    if not all(math.isfinite(v) for v in values):
-        raise ModelError(f"a baseline map's {name} holds a NaN or infinite number")
+    if not all(abs(v) <= MAX_FLOAT for v in values):  # (NaN too; no overflow for a huge int)
+        raise ModelError(f"a baseline map's {name} holds a NaN, infinite or huge number")
     return tuple(float(v) for v in values)
 
 
@@ -93,10 +94,10 @@ class BaselineMaps:
         """ValueError when malformed (see `PixelMap.from_dict`): ``constant`` is required, the
         maps present agree in shape, and a residual needs the map it starts from."""
         if not isinstance(data, dict):
-            raise ModelError(f"baselines must be an object, not {data!r}")
+            raise ModelError(f"baselines must be an object, not {shown(data)}")
         residual = data.get("residual", "none")
         if residual not in RESIDUALS:
-            raise ModelError(f"baselines: unknown residual {residual!r}")
+            raise ModelError(f"baselines: unknown residual {shown(residual)}")
         if data.get("constant") is None:
             raise ModelError("baselines: the constant map is missing")
         linear, discriminant = (None if data.get(name) is None else PixelMap.from_dict(data[name])
@@ -105,7 +106,7 @@ class BaselineMaps:
         if len({m.shape for m in maps.present().values()}) > 1:
             raise ModelError(f"baselines: the {', '.join(maps.present())} maps differ in shape")
         if residual != "none" and linear is None and discriminant is None:
-            raise ModelError(f"baselines: residual {residual!r} without the linear map it "
+            raise ModelError(f"baselines: residual {shown(residual)} without the linear map it "
                              "starts from")
         return maps
 

@@ -174,11 +174,16 @@ def build_generator(
     generator = SmpGenerator(spec.name, spec.in_channels, spec.out_channels, spec.output)
     step = generator.input_multiple
     if spec.chip_size % step:
-        raise ModelError(f"{spec.name} needs a chip size that is a multiple of {step}, "
-                         f"got {spec.chip_size}")
+        raise ChipSizeError(f"{spec.name} needs a chip size that is a multiple of {step}, "
+                            f"got {spec.chip_size}")
     if encoder_weights_path is not None:
         load_encoder_weights(generator, encoder_weights_path)
     return generator
+
+
+class ChipSizeError(ModelError):
+    """A generator built, but for chips of another size than asked (an smp encoder's input
+    multiple): building it again, on another device, fails alike."""
 
 
 def build_discriminator(

@@ -34,7 +34,7 @@ from geopix2pix.settings.checking import api_function
 from . import layout
 from .baseline import BaselineMaps, ResidualGenerator, check_for_family, with_residual
 from .digest import canonical_header, weights_digest
-from .factory import GeneratorSpec, build_generator
+from .factory import ChipSizeError, GeneratorSpec, build_generator
 from .layout import Layout
 from .metadata import ModelMetadata, metadata_error
 from .run_files import RUN_MODELS, described_run_models
@@ -208,9 +208,9 @@ def _expected_layout(spec: GeneratorSpec) -> Layout:
     try:
         with torch.device("meta"):
             return layout.of_state(build_generator(spec).state_dict())
-    except ValueError:
-        if not spec.name.startswith(SMP_PREFIX):
-            raise
+    except ValueError as exc:
+        if not spec.name.startswith(SMP_PREFIX) or isinstance(exc, ChipSizeError):
+            raise  # (a crafted file's 33 px chips: built for real, 4 GB, before failing again)
     # some smp encoders compute with their weights while being built (mit_b0 calls .item()),
     # which meta tensors cannot: built for real, as bounded as its band counts (the encoder's
     # own size is fixed)
@@ -264,8 +264,10 @@ def _read(path: Path) -> tuple[GeneratorSpec, dict[str, Any], dict[str, torch.Te
 
 
 def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse NaN or infinite weights (damaged bytes, or a diverged training)."""
-    damaged = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    """Refuse NaN or infinite weights (damaged bytes, or a diverged training), also as the
+    float32 the network loads them as (a float64 1e300 is infinite there)."""
+    damaged = [k for k, v in tensors.items()
+               if v.is_floating_point() and not v.to(torch.float32).isfinite().all()]
     if damaged:
         raise GeoPix2PixError(
             f"model file {path} holds NaN or infinite weights ({len(damaged)} tensor(s), e.g. "

@@ -258,8 +258,8 @@ class ModelMetadata:
         data = mapping(data, "metadata")
         target = SideMetadata.from_dict(required(data, "target", ""), "target")
         if target.scaling.mode not in TARGET_SCALINGS:
-            raise SchemaError("target.scaling.mode", f"is {target.scaling.mode!r}, which cannot "
-                                                     f"be inverted; expected one of "
+            raise SchemaError("target.scaling.mode", f"is {shown(target.scaling.mode)}, which "
+                                                     f"cannot be inverted; expected one of "
                                                      f"{', '.join(TARGET_SCALINGS)}")
         validation = optional(data, "validation", mapping) or {}
         family = optional(data, "family", text)
@@ -305,9 +305,9 @@ class ModelMetadata:
             _check_discriminant(self.baselines, classes is not None)
             trained = self.training.get("residual", self.baselines.residual)
             if trained != self.baselines.residual:  # what prediction adds back to G's output
-                raise SchemaError("baselines.residual", f"is {self.baselines.residual!r} but "
+                raise SchemaError("baselines.residual", f"is {shown(self.baselines.residual)} but "
                                                         f"the generator was trained with "
-                                                        f"--residual {trained}")
+                                                        f"--residual {shown(trained)}")
 
     @property
     def categorical(self) -> bool:

@@ -84,12 +84,17 @@ def integer(value: Any, where: str, low: int | None = None, high: int | None = N
     return int(value)
 
 
+MAX_FLOAT = float(np.finfo(np.float64).max)
+
+
 def number(value: Any, where: str, finite: bool = True) -> float:
     """A number ("nan", "inf", "-inf" too where not `finite`, as jsonvalues writes them)."""
     if isinstance(value, str) and value in _NON_FINITE:
         value = _NON_FINITE[value]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SchemaError(where, f"is {shown(value)}, not a number")
+    if isinstance(value, int) and abs(value) > MAX_FLOAT:  # (math.isfinite would overflow)
+        raise SchemaError(where, f"is {shown(value)}; expected a number a float can hold")
     if finite and not math.isfinite(value):
         raise SchemaError(where, f"is {value}; expected a finite number")
     return float(value)

@@ -96,7 +96,7 @@ class SmpGenerator(nn.Module):
                 classes=out_channels,
                 activation="tanh" if output == "tanh" else None,
             )
-        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+        except Exception as exc:  # (a timm encoder's constructor raises what it raises)
             raise ModelError(
                 f"cannot build {name!r} with {in_channels} input and {out_channels} output "
                 f"bands: {exc}"

@@ -22,7 +22,7 @@ import torch
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models.digest import state_digest
-from geopix2pix.models.schema import SchemaError
+from geopix2pix.models.schema import SchemaError, shown
 from geopix2pix.models.torchfile import load_failure, load_weights_only
 from geopix2pix.raster.write import atomic_path
 
@@ -111,7 +111,7 @@ def _difference(option: str, saved: Any, current: Any) -> str:
     if option == "dataset":
         return ("the chips (not those the run began with: another folder, or re-exported since; "
                 "dataset.json differs)")
-    return f"{option}: {saved!r} -> {current!r}"
+    return f"{option}: {shown(saved)} -> {shown(current)}"
 
 
 def check_same_options(saved: dict[str, Any], current: dict[str, Any], path: Path,

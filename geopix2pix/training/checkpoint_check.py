@@ -101,6 +101,8 @@ def _plain(value: Any, where: str, finite: bool = True, depth: int = 0) -> None:
         if len(value) > MAX_ITEMS:
             raise SchemaError(where, f"has {len(value)} items (at most {MAX_ITEMS})")
         for key, item in items:
+            if isinstance(value, dict) and not isinstance(key, str):  # (JSON's keys: train.json)
+                raise SchemaError(where, f"has the key {shown(key)}, not a string")
             _plain(item, f"{where}[{shown(key)}]", finite, depth + 1)
     elif isinstance(value, float):
         number(value, where, finite)
@@ -159,16 +161,18 @@ def _check_optimizer(value: Any, where: str, optimizer: torch.optim.Optimizer) -
             raise SchemaError(f"{where}.state", f"has a state for parameter {shown(key)}, "
                                                 "which no group lists")
         for name, item in mapping(entry, f"{where}.state[{key}]").items():
-            _check_param_state(item, f"{where}.state[{key}].{name}", params[key])
+            _check_param_state(item, f"{where}.state[{key}].{name}", params[key], name)
 
 
-def _check_param_state(value: Any, where: str, param: torch.Tensor) -> None:
+def _check_param_state(value: Any, where: str, param: torch.Tensor, name: str) -> None:
+    """An optimizer's state of one parameter: a number, or a float tensor of its shape (a
+    scalar only for Adam's ``step``: a scalar ``exp_avg`` broke the first step after)."""
     if not isinstance(value, torch.Tensor):
         number(value, where)
         return
     if layout.kind_of(value.dtype) != "float":
         raise SchemaError(where, f"holds {layout.kind_of(value.dtype)} values, not floats")
-    if value.dim() and value.shape != param.shape:
+    if (value.dim() or name != "step") and value.shape != param.shape:
         raise SchemaError(where, f"is {list(value.shape)}, its parameter "
                                  f"{list(param.shape)}")
 

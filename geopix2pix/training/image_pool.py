@@ -113,7 +113,7 @@ def check_pool_state(value: Any, pool_size: int, where: str = "pool",
         raise SchemaError(f"{where}.images", f"are {images.shape[2]} x {images.shape[3]} "
                                              f"pixels; this run's chips are {chip_size} x "
                                              f"{chip_size}")
-    if count and not bool(torch.isfinite(images).all()):
+    if count and not bool(torch.isfinite(images.float()).all()):  # (as it is loaded)
         raise SchemaError(f"{where}.images", "holds NaN or infinite values")
     expected = (count, 1, *images.shape[2:])
     if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool \
