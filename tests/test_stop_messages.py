@@ -199,3 +199,20 @@ def test_a_stop_of_predict_speaks_only_of_what_it_wrote(tmp_path, capsys, monkey
     assert main(["predict", "s.tif", str(out), "-m", "m", "--overwrite"]) == 130
     assert capsys.readouterr().err == \
         f"Stopped: {out} was not written (no partial output is left)\n"
+
+
+def test_a_stop_under_torchrun_reports_every_rank_s_outputs(tmp_path, monkeypatch):
+    """Rank 0 of a stopped `torchrun ... predict --out-dir` said 'nothing was written' while
+    rank 1's finished outputs stayed in the folder: under torchrun the report counts what is
+    on disk, not rank 0's own list."""
+    from geopix2pix.prediction.outputs import stop_reporter
+
+    scenes = [write_scene(tmp_path / f"s{i}.tif", 8, 8) for i in range(3)]
+    report = stop_reporter(scenes, None, tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "s1.tif").write_bytes(b"rank 1's whole output")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    said = report(KeyboardInterrupt())
+    assert said.line.startswith("Stopped after 1 of 3 scenes: their outputs are complete")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: its own list, as before
+    assert report(KeyboardInterrupt()).line.startswith("Stopped: nothing was written")

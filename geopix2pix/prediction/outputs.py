@@ -11,6 +11,7 @@ from pathlib import Path
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.io import raster_path, scene_name
 from geopix2pix.raster.write import case_insensitive
+from geopix2pix.runtime.distributed import env
 from geopix2pix.runtime.stopping import Outputs, Reporter, StopReport, stop_signal
 
 PathLike = str | os.PathLike
@@ -85,12 +86,15 @@ def stop_reporter(scenes: PathLike | Sequence[PathLike], out: PathLike | None = 
     """What a stop of a prediction of `scenes` (into OUT or DIR/<scene name>.tif) left: how
     many outputs this run completed before the stop (kept, whole), as the prediction reports
     them (the interrupt's `written`, not what is on disk: another process may have written
-    there meanwhile); those being written were removed (their temporaries), and an output that
-    was there before (--overwrite) and not yet replaced is as it was."""
+    there meanwhile; under torchrun, what is on disk, the other ranks' outputs included); those
+    being written were removed (their temporaries), and an output that was there before
+    (--overwrite) and not yet replaced is as it was."""
     outputs = Outputs(_outputs(scenes, out, out_dir))
 
     def report(stop: BaseException) -> StopReport:
         signum, written = stop_signal(stop), tuple(getattr(stop, "written", ()))
+        if env().world_size > 1:  # under torchrun: the ranks' outputs, as they are on disk
+            written = tuple(outputs.finished())  # (this rank's `written` are its own only)
         if len(outputs.paths) == 1:
             out = outputs.paths[0]
             if written:
