@@ -305,9 +305,10 @@ class ModelMetadata:
             _check_discriminant(self.baselines, classes is not None)
             trained = self.training.get("residual", self.baselines.residual)
             if trained != self.baselines.residual:  # what prediction adds back to G's output
+                given = shown(trained).strip("'")
                 raise SchemaError("baselines.residual", f"is {shown(self.baselines.residual)} but "
-                                                        f"the generator was trained with "
-                                                        f"--residual {shown(trained)}")
+                                                        "the generator was trained with "
+                                                        f"--residual {given}")
 
     @property
     def categorical(self) -> bool:
