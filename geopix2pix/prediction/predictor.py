@@ -119,7 +119,7 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     device = resolve_device(opts.device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     check_creation_options_for(opts, loaded)
-    size = ModelMetadata.of(loaded).chip_size
+    size = loaded.spec.chip_size
     stride, margin = stride_and_margin(size, opts.overlap)
     if margin == 0:
         on_warning(f"--overlap {opts.overlap:g}: windows of {size} px keep "

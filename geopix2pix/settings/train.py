@@ -185,10 +185,8 @@ class TrainConfig:
                                               "initialise an smp encoder")
     ngf: int | None = option(None, shown_default=family_default("ngf"), help=(
         "Filters of the U-Net's outer level (the local generator's width)."))
-    local_layers: int | None = option(
-        None, shown_default=SHOWN, help="--generator local: its layers (a 3x3 convolution, "
-        "then 1x1 ones; "
-        "2 to 32).")
+    local_layers: int | None = option(None, shown_default=SHOWN, help=(
+        "--generator local: its layers (a 3x3 convolution, then 1x1 ones; 2 to 32)."))
     ndf: int = option(64, help="Filters of the discriminator's first layer.")
     n_layers: int = option(3, help="PatchGAN layers: 3 = the paper's 70x70 patches; at most "
                            "log2(chip size) - 2 (4 for 64-px chips).")
@@ -264,9 +262,8 @@ class TrainConfig:
                                   "map (--categorical) learns with cross-entropy: drop it")
 
     def refuse_unused(self, typed: Iterable[str]) -> None:
-        """Refuse an option the run was given (``typed``: its names) that this generator does
-        not use: --local-layers with another generator than the local one. (`__post_init__`
-        cannot tell a given 3 from the one every run records, LOCAL_DEFAULT.)"""
+        """Refuse --local-layers among the options typed (their names) for another generator
+        (`__post_init__` cannot tell a typed 3 from LOCAL_DEFAULT, which every run records)."""
         if "local_layers" in typed and self.generator not in (None, "local"):
             raise GeoPix2PixError(f"--local-layers is for --generator local, not "
                                   f"{self.generator}: drop it")
