@@ -80,6 +80,10 @@ def _ckpt_options(state):
     state["options"]["batch_size"] = torch.zeros(3)
 
 
+def _ckpt_nan_weight(state):  # a diverged run's weights: blamed on --lr an epoch later
+    state["generator"][_generator_key(state)].view(-1)[0] = float("nan")
+
+
 def _ckpt_partial(state):
     state["partial"] = {"sums": [0.0], "batches": 1, "images": 2, "seconds": 1.0}
 
@@ -96,6 +100,7 @@ CHECKPOINT_CASES = [
     ("adam-state-scalar", _ckpt_adam_scalar, "exp_avg is [], its parameter"),
     ("options-with-a-tensor", _ckpt_options, "options['batch_size']"),
     ("partial-epoch-sums", _ckpt_partial, "partial.sums"),
+    ("nan-weight", _ckpt_nan_weight, "holds NaN or infinite weights"),
 ]
 
 

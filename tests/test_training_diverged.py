@@ -97,3 +97,35 @@ def test_adams_beta1_is_checked_like_the_others(value):
     """A reviewer's train(beta1=nan) was torch's raw ValueError."""
     with pytest.raises(GeoPix2PixError, match=f"beta1={value}: use a decay from 0 to below 1"):
         TrainConfig.from_options(beta1=value)
+
+
+@pytest.mark.parametrize("residual", ["none", "linear"])
+def test_a_run_stopped_after_diverging_saves_no_checkpoint_of_nan_weights(chips, tmp_path,
+                                                                          residual):
+    """A stop between validations saved the weights as they were: NaN ones were resumed from,
+    and the divergence was found an epoch later. It now ends as diverged at the stop."""
+    import torch
+
+    from geopix2pix import train
+    from geopix2pix.training.checkpoint import CHECKPOINT
+
+    run = tmp_path / "run"
+    options = dict(recipe="paper", ngf=4, ndf=4, batch_size=4, quiet=True, device="cpu",
+                   workers=0, max_steps=12, val_every=4, lr=1e30, residual=residual)
+
+    def stop_at_step_3(info):
+        return info["step"] == 3
+
+    if residual == "none":  # nothing validated: an error, nothing left
+        with pytest.raises(GeoPix2PixError, match="training diverged by step 3: .* before any "
+                                                  "validation scored them"):
+            train(chips, run, callback=stop_at_step_3, **options)
+        assert not run.exists()
+        return
+    result = train(chips, run, callback=stop_at_step_3, log=lambda line: None, **options)
+    assert result.steps == 3  # ended there, with the validated start as model-best
+    load_model(run / "model-best.safetensors")
+    if (run / CHECKPOINT).exists():
+        saved = torch.load(run / CHECKPOINT, weights_only=True)
+        assert all(bool(torch.isfinite(t).all()) for t in saved["generator"].values()
+                   if t.is_floating_point())

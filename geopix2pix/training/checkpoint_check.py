@@ -66,6 +66,7 @@ def check_checkpoint(saved: dict[str, Any], expected: Expected) -> None:
         differ = layout.mismatch(layout.of_state(module.state_dict()), layout.of_state(found))
         if differ:
             raise SchemaError(name, f"is not this run's network: {differ}")
+        _finite_weights(found, name)
     for name, optimizer in expected.optimizers.items():
         _check_optimizer(required(saved, name, ""), name, optimizer)
     for key, template in expected.state.items():
@@ -89,6 +90,14 @@ def _only_tensors(values: dict[str, Any], where: str) -> None:
     for key, value in values.items():
         if not isinstance(value, torch.Tensor):
             raise SchemaError(f"{where}[{shown(key)}]", f"is {type(value).__name__}, not a tensor")
+
+
+def _finite_weights(values: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse NaN or infinite floating-point weights (a run saves none: it stops as diverged
+    instead)."""
+    for key, value in values.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise SchemaError(f"{where}[{shown(key)}]", "holds NaN or infinite weights")
 
 
 def _plain(value: Any, where: str, finite: bool = True, depth: int = 0) -> None:

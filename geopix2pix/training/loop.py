@@ -113,7 +113,7 @@ class EpochRunner:
                 stop.requested = distributed.any_rank(stop.requested)
                 if stop.requested and state["step"] < self.schedule.total_steps:
                     if not saved:
-                        self.checkpoint.save(state)
+                        self._save_at_stop()
                     raise KeyboardInterrupt
         finally:
             bar.close()
@@ -149,8 +149,16 @@ class EpochRunner:
             stop.requested = True
             if state["batch_in_epoch"] < self.steps_per_epoch and \
                     state["step"] < self.schedule.total_steps:
-                self.checkpoint.save(state)
+                self._save_at_stop()
                 raise KeyboardInterrupt
+
+    def _save_at_stop(self) -> None:
+        """The checkpoint of a run stopped between validations. Weights that are no longer
+        finite are not saved: the run stops as diverged instead, its last checkpoint (of the
+        last validated, finite weights) kept, so --resume does not start from NaN."""
+        if not _finite(self.family.networks()):
+            raise TrainingDiverged(self.state["step"])
+        self.checkpoint.save(self.state)
 
     def _progress(self, bar, losses: dict[str, torch.Tensor], lr: float,
                   with_losses: bool) -> dict:
