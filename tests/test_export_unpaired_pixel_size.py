@@ -111,3 +111,27 @@ def test_a_class_map_resampled_to_pixel_size_is_warned_of_and_no_pair_option_rec
         "resampled onto its own grid at --pixel-size 20.0 with --target-resampling bilinear, "
         "which averages neighbouring codes into codes of other classes or none; if it is one, "
         "re-export with --target-resampling nearest"]
+
+
+def test_a_class_map_source_resampled_to_pixel_size_is_warned_of(tmp_path, rng):
+    """A source is resampled bilinearly at --pixel-size (there is no source option to change
+    it), so a class map there (a map -> image CycleGAN) had its codes averaged without a word."""
+    codes = write_raster(tmp_path / "codes.tif", rng.integers(1, 4, (1, 128, 128), np.uint8),
+                         crs="EPSG:32631")
+    image = write_raster(tmp_path / "b.tif", rng.integers(1, 4000, (2, 128, 128), np.uint16))
+    with pytest.warns(UserWarning, match="looks like a class map"):
+        summary = export_chips(out_dir=tmp_path / "chips", unpaired=True, sources=[codes],
+                               targets=[image], chip_size=32, pixel_size=20.0, workers=0,
+                               progress=False)
+    assert [w for w in summary.warnings if "class map" in w] == [
+        f"the source {codes} looks like a class map (3 integer values in a sample: 1, 2, 3) "
+        "resampled onto its own grid at --pixel-size 20.0 bilinearly (as --pixel-size resamples "
+        "a source), which averages neighbouring codes into codes of other classes or none; if "
+        "it is one, resample it to that pixel size with nearest neighbour first (e.g. gdalwarp "
+        "-r near), which export-chips then cuts as it is"]
+    # on its own grid (already at that pixel size) it is cut as it is: no warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export_chips(out_dir=tmp_path / "native", unpaired=True, sources=[codes], targets=[image],
+                     chip_size=32, pixel_size=10.0, workers=0, progress=False)

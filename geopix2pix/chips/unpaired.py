@@ -150,10 +150,11 @@ def _open_raster(index: int, path, domain: str,
         side = pipeline.side_info(dataset, bands)
         nodata, notes = dataset.nodata, tuple(fill_value_lines(dataset, path, bands, option))
         grid = cut_grid(native, options.pixel_size)
-        if domain == "target" and not grid.is_same(native):
+        resampling = options.target_resampling if domain == "target" else "bilinear"
+        if not grid.is_same(native):
             notes += tuple(averaged_codes_lines(
                 class_map_look(dataset, bands), path,
-                f"its own grid at --pixel-size {options.pixel_size}", options.target_resampling))
+                f"its own grid at --pixel-size {options.pixel_size}", resampling, domain))
     if options.pixel_size is not None:
         check_cut_size(native, grid, path, domain, options.pixel_size)
     if options.chip_size > min(grid.width, grid.height):
@@ -161,7 +162,6 @@ def _open_raster(index: int, path, domain: str,
         raise GeoPix2PixError(f"--chip-size {options.chip_size} is larger than the {domain} "
                               f"raster {path} ({grid.width} x {grid.height} pixels{at}); use a "
                               "smaller chip size")
-    resampling = options.target_resampling if domain == "target" else "bilinear"
     spec = DomainSpec(index, str(path), domain, tuple(bands), grid, not grid.is_same(native),
                       resampling, given)
     chips = chip_windows(index, Window(0, 0, grid.width, grid.height), options.chip_size,

@@ -42,12 +42,20 @@ def class_map_look(dataset, bands) -> str | None:
     return f"looks like a class map ({len(codes)} integer values in a sample: {shown})"
 
 
-def averaged_codes_lines(look: str | None, path, onto: str, method: str) -> list[str]:
-    """A warning where a target that shows it is a class map (`look`, from `class_map_look`) is
-    resampled onto `onto` with a `method` that averages (not nearest)."""
+def averaged_codes_lines(look: str | None, path, onto: str, method: str,
+                         side: str = "target") -> list[str]:
+    """A warning where a raster that shows it is a class map (`look`, from `class_map_look`) is
+    resampled onto `onto` with a `method` that averages (not nearest): a target (its
+    --target-resampling), or an unpaired source at --pixel-size (always bilinear)."""
     if look is None or method == "nearest":
         return []
     hedge = "" if look.startswith("is ") else "if it is one, "
-    return [f"the target {path} {look} resampled onto {onto} with --target-resampling {method}, "
-            "which averages neighbouring codes into codes of other classes or none; "
-            f"{hedge}re-export with --target-resampling nearest"]
+    if side == "target":
+        how = f"with --target-resampling {method}"
+        fix = "re-export with --target-resampling nearest"
+    else:
+        how = f"{method}ly (as --pixel-size resamples a source)"
+        fix = ("resample it to that pixel size with nearest neighbour first (e.g. gdalwarp -r "
+               "near), which export-chips then cuts as it is")
+    return [f"the {side} {path} {look} resampled onto {onto} {how}, which averages neighbouring "
+            f"codes into codes of other classes or none; {hedge}{fix}"]
