@@ -13,8 +13,8 @@ categorical target:
 - Resampling: `target_resampling="nearest"`. When the map is on another grid it is warped onto the
   image's grid; bilinear or cubic would average neighbouring codes into codes of other classes.
 - Evaluation: `categorical=True` reports pixel accuracy and per-class IoU instead of PSNR.
-- Augmentation: `augment="d4"` (flips and 90-degree rotations). A land cover class does not depend
-  on the orientation of the chip, and eight times more variety helps with few chips.
+- Augmentation: the recipe's d4 (flips and 90-degree rotations). A land cover class does not
+  depend on the orientation of the chip, and eight times more variety helps with few chips.
 - Model: `recipe="classes"` (what the default, `auto`, picks where the bands' linear
   discriminant tells the classes apart, as here): with a few
   thousand labelled pixels most of a class is in its spectrum, so a local generator learns the
@@ -59,9 +59,9 @@ def main() -> None:
     chips, run, prediction = args.out / "chips", args.out / "run", args.out / "prediction.tif"
     print("\n".join(geopix2pix.export_chips(
         args.source, args.target, chips, chip_size=args.chip_size, stride=args.chip_size // 4,
-        split_block=2 * args.chip_size, target_resampling="nearest", overwrite=True).lines()))
-    result = geopix2pix.train(chips, run, max_steps=args.steps, recipe="classes", augment="d4",
-                              categorical=True, overwrite=True)
+        target_resampling="nearest", overwrite=True).lines()))
+    result = geopix2pix.train(chips, run, max_steps=args.steps, recipe="classes",
+                              categorical=True, overwrite=True)  # (the recipe augments: d4)
     # The whole scene, training area included: for an honest score, predict another scene.
     geopix2pix.predict(args.source, prediction, model=result.best_model_path, overwrite=True)
     print(geopix2pix.evaluate(prediction, args.target, categorical=True).table())
