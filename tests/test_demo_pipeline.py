@@ -129,19 +129,29 @@ def test_demo_help_shows_every_default(capsys):
         assert option in text and f"[default: {default}]" in text, option
 
 
-def test_sigterm_while_the_demo_trains_says_terminated(tmp_path):
+def test_sigterm_while_an_overwrite_demo_trains_keeps_the_earlier_demo(tmp_path):
     """Training turns SIGTERM into a stop at the next step (here after its first checkpoint);
-    within the demo that stop was reported as a Ctrl-C ("Aborted.", 130)."""
+    within the demo that stop was reported as a Ctrl-C ("Aborted.", 130), and --overwrite had
+    deleted the earlier demo before the new one began (a reviewer's stop left 6 of its 107
+    files). The earlier demo is now set aside whole and put back."""
     out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--steps", "2", "-q", "-o", str(out)]) == 0
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     run = subprocess.Popen([sys.executable, "-m", "geopix2pix", "demo", "--quick", "-o",
-                            str(out)], stderr=subprocess.PIPE, text=True)
+                            str(out), "--overwrite", "--seed", "3"], stderr=subprocess.PIPE,
+                           text=True)
     deadline = time.monotonic() + 120
-    while not (out / "run" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (  # the new run's (the earlier one is aside)
+            list(tmp_path.glob(".demo.*.earlier")) and (out / "run" / "checkpoint.pt").exists()):
         assert run.poll() is None, run.stderr.read()
         time.sleep(0.05)
     run.send_signal(signal.SIGTERM)
     assert run.wait(120) == 143
-    assert run.stderr.read().strip().splitlines()[-1] == "Terminated."
+    assert run.stderr.read().strip().splitlines()[-1] == (
+        f"Stopped before the new demo was complete: the earlier demo in {out} is as it was")
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} \
+        == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # nothing left aside
 
 
 def test_sar2optical_takes_the_local_recipe_only_on_the_full_demo_s_scenes():

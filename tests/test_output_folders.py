@@ -13,8 +13,8 @@ from conftest import write_raster
 
 from geopix2pix.cli import main
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.runtime import folders
-from geopix2pix.runtime.folders import Owned, prepare_output_dir
+from geopix2pix.runtime.aside import replaced_when_complete
+from geopix2pix.runtime.folders import Owned, check_output_dir
 
 TRAIN = ["--recipe", "paper",
          "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--workers", "0", "--max-steps", "2",
@@ -122,18 +122,57 @@ def test_export_into_the_current_folder_keeps_its_files(tmp_path, capsys, monkey
     assert [p.name for p in work.iterdir()] == ["notes.txt"]
 
 
-def test_marker_goes_first_so_a_killed_clear_never_looks_complete(tmp_path, monkeypatch):
-    out = tmp_path / "chips"
-    (out / "source").mkdir(parents=True)
-    (out / "dataset.json").write_text("{}")
-
-    def killed(_child):
+def test_an_earlier_folder_set_aside_is_put_back_on_a_stop_and_removed_on_success(tmp_path):
+    """The demo's --overwrite: the earlier folder stays whole (aside) while the new run writes in
+    its place; a stop puts it back (the new outputs gone), a run that completes removes it."""
+    owned = Owned(("done.json", "out.tif"), {"sub": Owned(("*.tif",))})
+    out = tmp_path / "demo"
+    (out / "sub").mkdir(parents=True)
+    for name in ("done.json", "out.tif", "sub/a.tif"):
+        (out / name).write_text("earlier")
+    before = snapshot(out)
+    with pytest.raises(KeyboardInterrupt), \
+            replaced_when_complete(out, True, "done.json", owned=owned, command="demo") as path:
+        assert path == out and list(out.iterdir()) == []  # the earlier folder is aside
+        (out / "out.tif").write_text("new, unfinished")
         raise KeyboardInterrupt
+    assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    with replaced_when_complete(out, True, "done.json", owned=owned, command="demo"):
+        (out / "out.tif").write_text("new")
+        (out / "done.json").write_text("new")
+    assert snapshot(out) == {"done.json": b"new", "out.tif": b"new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
 
-    monkeypatch.setattr(folders, "_remove", killed)
-    with pytest.raises(KeyboardInterrupt):
-        prepare_output_dir(out, True, "dataset.json", owned=Owned(folders={"source": Owned()}))
-    assert not (out / "dataset.json").exists() and (out / "source").is_dir()
+
+def test_an_earlier_folder_a_killed_run_left_aside_is_put_back_by_the_next(tmp_path):
+    """SIGKILL (or a power cut) cannot put the earlier folder back: the next run does, first,
+    removing the killed run's unfinished outputs; after a killed run that had completed, the
+    earlier folder is removed instead."""
+    import subprocess
+    import sys
+
+    from geopix2pix.runtime.partials import partial_folder_name
+
+    owned = Owned(("done.json", "out.tif"))
+    out = tmp_path / "demo"
+    for completed in (False, True):
+        shutil.rmtree(out, ignore_errors=True)
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        aside = tmp_path / partial_folder_name(out, earlier=True).name.replace(
+            f"-{__import__('os').getpid()}-", f"-{gone}-")  # a process that is gone left it
+        aside.mkdir()
+        (aside / "done.json").write_text("earlier")
+        out.mkdir()
+        (out / "out.tif").write_text("killed run's")
+        if completed:
+            (out / "done.json").write_text("killed run's, complete")
+        with pytest.raises(GeoPix2PixError, match="is not empty"), \
+                replaced_when_complete(out, False, "done.json", owned=owned, command="demo"):
+            pass  # (the folder is checked after the put-back)
+        assert not aside.exists()
+        assert snapshot(out) == ({"done.json": b"killed run's, complete", "out.tif":
+                                  b"killed run's"} if completed else {"done.json": b"earlier"})
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -252,14 +291,15 @@ def test_demo_overwrite_removes_only_demo_outputs(tmp_path, capsys):
     for name in ("prediction.tif", ".prediction.0123abcd.partial.tif", "baseline.tif",
                  "evaluation.json", "quicklook.png", SUMMARY):
         (out / name).write_bytes(b"x")
-    prepare_output_dir(out, True, SUMMARY, owned=OUTPUTS, command="demo")
+    with replaced_when_complete(out, True, SUMMARY, owned=OUTPUTS, command="demo"):
+        assert list(out.iterdir()) == []
     assert list(out.iterdir()) == []
     # a user's own chips/ and run/ (the README's layout) are not the demo's: refused
     for inner in ("chips/source/p0_r0_c0.tif", "chips/my_notes.txt", "run/weights.pt"):
         (out / inner).parent.mkdir(parents=True, exist_ok=True)
         (out / inner).write_bytes(b"x")
     with pytest.raises(GeoPix2PixError, match=r"chips/my_notes.txt, run/weights.pt, which demo"):
-        prepare_output_dir(out, True, SUMMARY, owned=OUTPUTS, command="demo")
+        check_output_dir(out, True, SUMMARY, OUTPUTS, (), "demo", None)
     assert (out / "chips" / "source" / "p0_r0_c0.tif").exists()
     shutil.rmtree(out)
     out.mkdir()
@@ -349,7 +389,7 @@ def test_only_litter_files_are_litter_not_folders_named_like_them(tmp_path):
     (out / "._backup" / "precious.tif").write_bytes(b"mine")
     (out / "._dataset.json").write_bytes(b"AppleDouble")
     with pytest.raises(GeoPix2PixError, match=r"holds \._backup/"):
-        prepare_output_dir(out, True, "dataset.json", owned=Owned(("dataset.json",)))
+        check_output_dir(out, True, "dataset.json", Owned(("dataset.json",)), (), "export", None)
     assert (out / "._backup" / "precious.tif").read_bytes() == b"mine"
 
 

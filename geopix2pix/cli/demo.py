@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geopix2pix.cli.options import click_options
+from geopix2pix.cli.stops import demo_stopped, reports_stop
 from geopix2pix.cli.warning_lines import warnings_as_lines
 from geopix2pix.settings.demo import DemoOptions
 
@@ -16,6 +17,7 @@ from geopix2pix.settings.demo import DemoOptions
                    "prediction.tif, baseline.tif, linear.tif, quicklook.png, evaluation*.json, "
                    "demo.json).")
 @click_options(DemoOptions)
+@reports_stop(demo_stopped)
 def demo_command(out_dir, **options):
     """Run geopix2pix end to end on built-in generated data.
 

@@ -75,3 +75,10 @@ def train_stopped(params: dict) -> Reporter:
     from geopix2pix.training.outputs import stop_reporter
 
     return stop_reporter(params["out_dir"])
+
+
+def demo_stopped(params: dict) -> Reporter:
+    """demo: `demo.pipeline.stop_reporter`."""
+    from geopix2pix.demo.pipeline import stop_reporter
+
+    return stop_reporter(params["out_dir"])

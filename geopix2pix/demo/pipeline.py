@@ -31,7 +31,9 @@ from geopix2pix.raster.write import (
     atomic_path,
     write_text_atomic,
 )
-from geopix2pix.runtime.folders import Owned, prepare_output_dir
+from geopix2pix.runtime.aside import replaced_when_complete
+from geopix2pix.runtime.folders import Owned
+from geopix2pix.runtime.stopping import Outputs, Reporter, StopReport, stop_signal
 from geopix2pix.settings.checking import api_function
 from geopix2pix.settings.common import check_seed
 from geopix2pix.settings.demo import DemoSettings
@@ -264,18 +266,53 @@ def _train_options(task: str, s: DemoSettings, unpaired: bool) -> dict:
 def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2image",
              seed: int = 0, progress: bool = True, *, overwrite: bool = False,
              settings: DemoSettings | None = None, unpaired: bool = False) -> DemoResult:
-    """Run the whole pipeline on generated scenes for `task` into `out_dir` (see module doc)."""
-    from geopix2pix.evaluation.evaluate import evaluate
-    from geopix2pix.prediction.predictor import predict
-    from geopix2pix.training import train
-
+    """Run the whole pipeline on generated scenes for `task` into `out_dir` (see module doc).
+    With `overwrite`, an earlier demo there stays whole (set aside) until this one is complete,
+    and is put back if it fails or is stopped."""
     s = settings or DemoSettings()
     check_demo_options(task, seed, s, unpaired)
     if unpaired:  # one scene gives the SAR, another the optical image
         s = replace(s, n_train=max(2, s.n_train))
-    options = TASK_OPTIONS[task]
     _refuse_foreign_runs(Path(out_dir))
-    out = prepare_output_dir(out_dir, overwrite, SUMMARY, owned=OUTPUTS, command="demo")
+    report = stop_reporter(out_dir)
+    try:
+        with replaced_when_complete(out_dir, overwrite, SUMMARY, owned=OUTPUTS,
+                                    command="demo") as out:
+            return _run_stages(out, task, seed, progress, s, unpaired)
+    except KeyboardInterrupt as stop:  # (a stop in training carries train's report: --resume)
+        stop.report = report(stop)
+        raise
+
+
+def stop_reporter(out_dir: str | os.PathLike) -> Reporter:
+    """What a stop of a demo into `out_dir` left, asked of the folder before the run: complete
+    (demo.json, written last, is new), or not: then an earlier demo (--overwrite) is as it was
+    (set aside while the new one ran, and put back)."""
+    out = Path(out_dir)
+    summary = Outputs([out / SUMMARY])
+
+    def report(stop: BaseException) -> StopReport:
+        signum = stop_signal(stop)
+        if summary.finished():
+            return StopReport("demo", signum, f"Stopped after the demo finished: {out} is "
+                              "complete", completed=(out,))
+        if summary.kept():
+            return StopReport("demo", signum, "Stopped before the new demo was complete: the "
+                              f"earlier demo in {out} is as it was", kept=out)
+        return StopReport("demo", signum, f"Stopped before the demo was complete: {out} holds "
+                          "what it wrote so far; run it again with --overwrite")
+
+    return report
+
+
+def _run_stages(out: Path, task: str, seed: int, progress: bool, s: DemoSettings,
+                unpaired: bool) -> DemoResult:
+    """The demo's stages, writing in `out`; demo.json last."""
+    from geopix2pix.evaluation.evaluate import evaluate
+    from geopix2pix.prediction.predictor import predict
+    from geopix2pix.training import train
+
+    options = TASK_OPTIONS[task]
     (out / STARTED).write_text("a geopix2pix demo writes this folder\n")
     clock = _Clock()
 

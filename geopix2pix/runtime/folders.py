@@ -9,8 +9,8 @@ open in QGIS) count as the command's.
 export-chips and train (`open_output_dir`) keep an earlier run's outputs complete and in place
 until the new ones are: the new run writes into a hidden folder beside them, swapped in whole
 (`runtime.staging`); a run that fails or is stopped before then removes what it wrote, and the
-folders it made. The demo (`prepare_output_dir`) clears its folder first, the completeness
-marker first, so a run killed while clearing never leaves a folder that looks complete.
+folders it made. The demo, whose outputs record their own paths, sets an earlier folder aside
+instead while it writes in its place (`runtime.aside`).
 A folder the command cannot write in (read-only) is refused before any work.
 """
 
@@ -84,23 +84,6 @@ class Owned:
         return found
 
 
-def prepare_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, owned: Owned,
-                       inputs: Sequence[str | os.PathLike] = (),
-                       command: str = "this command", resume: str | None = None) -> Path:
-    """Create the output folder of `command`, refusing a non-empty one without --overwrite, and
-    with it one holding anything but what `owned` says the command writes, or any of `inputs`
-    (see the module's docstring). `marker` is the file that says a run completed, or with
-    `resume` (how to continue it) one that can be continued. With --overwrite the earlier
-    outputs are removed here (`open_output_dir` keeps them until the new ones are complete)."""
-    path = Path(path)
-    if check_output_dir(path, overwrite, marker, owned, inputs, command, resume):
-        (path / marker).unlink(missing_ok=True)
-        for child in sorted(path.iterdir()):
-            _remove(child)
-    _make_folders(path)
-    return path
-
-
 @dataclass
 class OutputDir:
     """A command's output folder: `final`, where its outputs end up, and `path`, where this run
@@ -144,7 +127,7 @@ class OutputDir:
 def open_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, owned: Owned,
                     inputs: Sequence[str | os.PathLike] = (), command: str = "this command",
                     resume: str | None = None, stage_new: bool = True) -> OutputDir:
-    """The output folder of `command`, checked as by `prepare_output_dir`, to write in: an
+    """The output folder of `command`, checked as by `check_output_dir`, to write in: an
     earlier run's outputs (--overwrite) stay in place, complete, while this run writes into a
     staging folder beside them; so does a folder that does not exist yet (unless not
     `stage_new`: then this run makes it and writes in it). An empty folder is written in.
@@ -174,8 +157,10 @@ def open_output_dir(path: str | os.PathLike, overwrite: bool, marker: str, *, ow
 def check_output_dir(path: Path, overwrite: bool, marker: str, owned: Owned,
                      inputs: Sequence[str | os.PathLike], command: str,
                      resume: str | None) -> bool:
-    """Refuse an output folder `command` may not write in (see `prepare_output_dir`); whether
-    it holds an earlier run's outputs, which --overwrite replaces."""
+    """Refuse an output folder `command` may not write in: a non-empty one without `overwrite`,
+    one holding anything but `marker` and what `owned` names, or any of `inputs` (see the
+    module's docstring); whether it holds an earlier run's outputs, which --overwrite
+    replaces."""
     if path.exists() and not path.is_dir():
         raise GeoPix2PixError(f"{path} exists and is not a folder; choose another output folder")
     _refuse_inputs(path, inputs, command)
