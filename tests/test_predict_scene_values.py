@@ -114,6 +114,29 @@ def test_scaled_integers_fed_to_a_model_of_plain_values_are_told_how_to_convert(
         f"{tmp_path / 's2'}_unscaled.tif` applies the scale and offset its bands declare"]
 
 
+def test_a_model_of_some_bands_finds_them_elsewhere_in_a_scene_stored_otherwise(tmp_path):
+    """A reviewer's model of Sentinel-2 bands 4,3,2 (of 13) read a 13-band scene stored in
+    reverse at positions 4,3,2 (B09, B10, B11) without a word: the model's bands, found by their
+    descriptions elsewhere in the scene, are named with the --bands that feeds them."""
+    model = unet_file(tmp_path / "m.safetensors", source_bands=[4, 3, 2], source_raster_bands=5)
+    scene = write_scene(tmp_path / "s.tif", 40, 40, count=5)
+    with rasterio.open(scene, "r+") as ds:  # the model's inputs are described band 4, 3, 2
+        for band, text in enumerate(("band 4", "band 3", "band 2", "band 9", "band 10"), 1):
+            ds.set_band_description(band, text)
+    messages: list[str] = []
+    predict(scene, tmp_path / "a.tif", model=model, progress=False, on_warning=messages.append)
+    assert messages == [f"{scene}: its bands 4,3,2 are described band 9, band 2, band 3, not as "
+                        "the model's inputs band 4, band 3, band 2, which are its bands 1,2,3; "
+                        "pass --bands 1,2,3 to feed them in the model's order"]
+    predict(scene, tmp_path / "b.tif", model=model, bands=[1, 2, 3], progress=False,
+            on_warning=messages.append)
+    assert len(messages) == 1
+    with rasterio.open(scene, "r+") as ds:  # a name twice: no sign of where they are
+        ds.set_band_description(5, "band 4")
+    predict(scene, tmp_path / "c.tif", model=model, progress=False, on_warning=messages.append)
+    assert len(messages) == 1
+
+
 def test_a_scene_of_the_training_bands_in_another_order_gets_a_warning(tmp_path, model_file):
     """A tester's scene stored B04, B03, B02 for a model of B02, B03, B04 (by the bands'
     descriptions) was predicted silently from swapped bands."""

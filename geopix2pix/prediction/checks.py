@@ -22,6 +22,7 @@ from geopix2pix.models.run_files import RUN_MODELS, WAYS
 from geopix2pix.prediction.engine.model import PredictionModel
 from geopix2pix.raster.band_metadata import (
     BandMetadata,
+    found_among,
     meaning_differences,
     reordered,
     stored_alike,
@@ -237,14 +238,24 @@ def check_source_values(dataset, bands: Sequence[int], info: ModelMetadata,
 def _warn_of_reordering(dataset, bands: Sequence[int], info: ModelMetadata,
                         warn: Callable[[str], None]) -> None:
     """Warn when the bands read are the training sources' (by their descriptions) in another
-    order, and say which --bands feeds them in the model's order."""
+    order, or when the training sources' bands are others of the scene (a model of B04, B03, B02
+    from a 13-band raster, and a 13-band scene stored in another order), and say which --bands
+    feeds them in the model's order."""
     described = [dataset.descriptions[b - 1] for b in bands]
-    order = reordered(described, info.source.descriptions)
+    wanted = info.source.descriptions
+    read = f"{dataset.name}: its bands {','.join(map(str, bands))} are described " + \
+        ", ".join(d or "(none)" for d in described)
+    order = reordered(described, wanted)
     if order is not None:
-        warn(f"{dataset.name}: its bands {','.join(map(str, bands))} are described "
-             f"{', '.join(described)} and the model's inputs {', '.join(info.source.descriptions)}"
-             f": the same bands in another order; pass --bands "
-             f"{','.join(str(bands[i]) for i in order)} to feed them in the model's order")
+        warn(f"{read} and the model's inputs {', '.join(wanted)}: the same bands in another "
+             f"order; pass --bands {','.join(str(bands[i]) for i in order)} to feed them in the "
+             "model's order")
+        return
+    elsewhere = found_among(dataset.descriptions, wanted)
+    if elsewhere is not None and elsewhere != list(bands):
+        numbers = ",".join(map(str, elsewhere))
+        warn(f"{read}, not as the model's inputs {', '.join(wanted)}, which are its bands "
+             f"{numbers}; pass --bands {numbers} to feed them in the model's order")
 
 
 def _conversion(name: str, scene: BandMetadata, info: ModelMetadata) -> str:

@@ -137,6 +137,17 @@ def reordered(these: Sequence[str | None], those: Sequence[str | None]) -> list[
     return [mine.index(name) for name in theirs]
 
 
+def found_among(described: Sequence[str | None], wanted: Sequence[str | None]) -> list[int] | None:
+    """The 1-based numbers of the bands `described` so (a raster's bands' descriptions) that
+    bear the `wanted` names, in their order, when each name is there exactly once (every wanted
+    band described, each name once); else None."""
+    names = list(described)
+    if not wanted or not all(wanted) or len(set(wanted)) != len(wanted) or \
+            any(names.count(name) != 1 for name in wanted):
+        return None
+    return [names.index(name) + 1 for name in wanted]
+
+
 def _shown(value: str | float | None) -> str:
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else value
 
