@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from conftest import write_damaged
 from predict_helpers import pipeline_threads, write_scene
 
@@ -322,6 +323,15 @@ def test_an_output_is_never_one_of_the_input_scenes(tmp_path, model_file, capsys
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "2 of 2 scene(s) failed" in lines[-1]
     assert all("which it would replace" in line for line in lines[:-1])
+    assert [Path(s).read_bytes() for s in scenes] == before
+    # a file a VRT scene reads is an input too (a reviewer's DEM was replaced by its hillshade)
+    vrt = str(tmp_path / "scene.vrt")
+    rasterio.shutil.copy(scenes[0], vrt, driver="VRT")  # (it reads the scene's file)
+    code = main(["predict", vrt, str(scenes[0]), "--model", model_file, "--overwrite", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (f"Error: {vrt}: its output {scenes[0]} is {scenes[0]}, which the "
+                                 f"input scene {vrt} reads, which it would replace; choose another "
+                                 "output")
     assert [Path(s).read_bytes() for s in scenes] == before
 
 

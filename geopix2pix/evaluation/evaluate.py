@@ -238,9 +238,11 @@ def _check_json_path(path: Path, inputs: list[Path]) -> None:
     if path.is_dir():
         raise GeoPix2PixError(f"--json {path} is a folder, not a file; pass a file to write "
                               f"the JSON report to (e.g. {path / 'report.json'})")
-    for raster in replaced_inputs([path], inputs).values():
-        raise GeoPix2PixError(f"--json {path} is the raster {raster} being compared; "
-                              "choose another file for the JSON")
+    for raster, file in replaced_inputs([path], inputs).values():
+        what = f"the raster {raster}" if file == str(raster) else \
+            f"{file}, which the raster {raster} reads,"
+        raise GeoPix2PixError(f"--json {path} is {what} being compared; choose another file "
+                              "for the JSON")
 
 
 def _data_ranges(p, pb, ref, rb, dtype: np.dtype, block: int) -> tuple[np.ndarray, str]:

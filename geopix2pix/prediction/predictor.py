@@ -192,10 +192,12 @@ def predict_scenes(pairs: Sequence[tuple[Path | str, Path]], model: LoadedModel,
         results[later].fail(GeoPix2PixError(
             f"{results[later].scene}: its output {results[later].out} is also the output of "
             f"{results[first].scene}; give each scene its own output"))
-    for index, scene in replaced_inputs(outs, [result.scene for result in results]).items():
+    for index, (scene, file) in replaced_inputs(outs, [r.scene for r in results]).items():
+        what = f"the input scene {scene}" if file == str(scene) else \
+            f"{file}, which the input scene {scene} reads"
         results[index].fail(GeoPix2PixError(
-            f"{results[index].scene}: its output {results[index].out} is the input scene "
-            f"{scene}, which it would replace; choose another output"))
+            f"{results[index].scene}: its output {results[index].out} is {what}, which it would "
+            "replace; choose another output"))
 
     def warn_for(result: SceneResult) -> Callable[[str], None]:
         def warn(message: str) -> None:

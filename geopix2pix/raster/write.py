@@ -211,9 +211,11 @@ def _give_name(temp: Path, final: Path, overwrite: bool) -> None:
         os.replace(temp, final)
 
 
-def replaced_inputs(outs: Sequence[Path], inputs: Sequence[Path | str]) -> dict[int, Path]:
-    """{index: input}: the outputs that are (would overwrite) one of the input files (a GDAL
-    name, /vsicurl/..., is no file here)."""
+def replaced_inputs(outs: Sequence[Path], inputs: Sequence[Path | str]
+                    ) -> dict[int, tuple[Path | str, str]]:
+    """{index: (input, file)}: the outputs that are (would overwrite) one of the files an input
+    raster reads: itself, or a file a VRT of it reads (a GDAL name, /vsicurl/..., is no file
+    here)."""
     def identity(path: Path | str) -> tuple[int, int] | None:
         try:
             stat = os.stat(path)
@@ -221,9 +223,29 @@ def replaced_inputs(outs: Sequence[Path], inputs: Sequence[Path | str]) -> dict[
             return None
         return stat.st_dev, stat.st_ino
 
-    files = {key: path for path in inputs if (key := identity(path)) is not None}
+    files: dict[tuple[int, int], tuple[Path | str, str]] = {}
+    for path in inputs:
+        for file in _files_read(path):  # (the raster itself first, as it was named)
+            if (key := identity(file)) is not None:
+                files.setdefault(key, (path, str(file)))
     return {index: files[key] for index, out in enumerate(outs)
             if (key := identity(out)) is not None and key in files}
+
+
+def _files_read(path: Path | str) -> list[Path | str]:
+    """The raster file `path` and the files GDAL reads for it (a VRT's sources, sidecars)."""
+    import warnings
+
+    import rasterio
+
+    if not os.path.isfile(path):
+        return [path]
+    try:
+        with warnings.catch_warnings(), rasterio.open(path) as dataset:
+            warnings.simplefilter("ignore")
+            return [path, *dataset.files]
+    except Exception:  # not a raster: it is read (and refused) later
+        return [path]
 
 
 def case_insensitive(folder: Path) -> bool:
