@@ -148,6 +148,27 @@ def test_an_overwrite_replaces_the_earlier_run_at_its_first_epoch_end(chips, ear
         assert b".partial" not in (run / name).read_bytes(), name
 
 
+def test_an_overwrite_failing_after_it_replaced_the_earlier_run_says_so(chips, earlier):
+    """A reviewer's --overwrite run failed (its chips damaged) after its first validation had
+    replaced the earlier run: the error said nothing of the earlier run being gone."""
+    from geopix2pix import train
+
+    run, _ = earlier
+
+    def fail_in_epoch_2(info):
+        if info["epoch"] == 2:
+            raise GeoPix2PixError("chip x.tif is damaged")
+
+    with pytest.raises(GeoPix2PixError) as failed:
+        train(chips, run, overwrite=True, ngf=8, ndf=8, batch_size=4, workers=0, max_steps=50,
+              val_every=1, device="cpu", quiet=True, log=lambda line: None,
+              callback=fail_in_epoch_2)
+    assert str(failed.value) == (f"chip x.tif is damaged ({run} holds this run, which replaced "
+                                 "the earlier one at its first validation; continue it with "
+                                 "--resume once that is fixed)")
+    assert (run / "checkpoint.pt").is_file() and leftovers(run.parent) == []
+
+
 def test_a_killed_overwrite_keeps_the_earlier_run_and_a_rerun_cleans_up(chips, earlier,
                                                                         capsys):
     run, before = earlier

@@ -95,6 +95,7 @@ class OutputDir:
     owned: Owned
     created: list[Path] = field(default_factory=list)  # folders this run made, outermost first
     committed: bool = False
+    replaced: bool = False  # whether the commit replaced earlier outputs at `final`
 
     @property
     def staged(self) -> bool:
@@ -104,6 +105,7 @@ class OutputDir:
         """Put this run's outputs at `final` (swapping the staging folder in, the earlier
         outputs out); from then on `path` is `final`."""
         if self.staged and not self.committed:
+            self.replaced = os.path.lexists(self.final)
             swap_in(self.path, Path(os.path.realpath(self.final)))
         self.path, self.committed = self.final, True
 

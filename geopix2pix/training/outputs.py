@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from geopix2pix.errors import GeoPix2PixError, causes, data_errors, describe
+from geopix2pix.errors import GeoPix2PixError, causes, data_errors, describe, was_reported
 from geopix2pix.raster.write import cannot_write
 from geopix2pix.runtime.folders import OutputDir, Owned, check_output_dir, open_output_dir
 from geopix2pix.runtime.staging import remove_stale_folders
@@ -72,7 +72,14 @@ def open_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
 def leave_failed(output: OutputDir | None, saved: bool, exc: BaseException) -> None:
     """Remove what a run that failed or was stopped (`exc`) wrote, unless it replaced the
     earlier run already or (in its own folder) `saved` a checkpoint to continue from. A stop
-    of a run built beside an earlier one then carries `kept`: the folder holding that run."""
+    of a run built beside an earlier one then carries `kept`: the folder holding that run. An
+    error after this run replaced an earlier one (at its first validation) says so, and how to
+    continue this one."""
+    if output is not None and output.replaced and isinstance(exc, GeoPix2PixError) and \
+            exc.args and not was_reported(exc):
+        exc.args = (f"{exc.args[0]} ({output.final} holds this run, which replaced the earlier "
+                    "one at its first validation; continue it with --resume once that is "
+                    "fixed)", *exc.args[1:])
     if output is None or output.committed or (saved and not output.staged):
         return
     output.abandon(exc)
