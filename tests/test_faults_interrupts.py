@@ -348,8 +348,8 @@ def test_a_stopped_predict_of_scenes_keeps_those_done_and_a_rerun_completes(
                                      out)).stop_when(
         lambda: (out / "a.tif").exists() and writing(out, "b.tif")(), signal.SIGINT)
     assert stopped_line(code, err, signal.SIGINT) == (
-        "Stopped after 1 of 2 scenes: their outputs are complete; those being written were "
-        "removed")
+        f"Stopped after 1 of 2 scenes: their outputs are complete ({out / 'a.tif'}); those being "
+        "written were removed")
     assert files(out) == {"a.tif": uninterrupted_predictions["a.tif"]}
     run(predict_args(scenes, scenes / "b.tif", "--out-dir", out))  # the scene not done
     assert files(out) == uninterrupted_predictions

@@ -308,6 +308,15 @@ def test_a_damaged_scene_is_one_clear_line(tmp_path, model_file, capsys):
     assert lines[0].startswith(f"Error: {broken}: ") and lines[0].count("broken.tif") == 2
     assert "IReadBlock failed" in lines[0]  # GDAL's message names the file once more
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.tif"]
+    # over earlier outputs (--overwrite): the failed scene's is as it was, and said so (a
+    # reviewer could not tell which outputs were of which run)
+    (tmp_path / "out" / "broken.tif").write_bytes(b"earlier")
+    code = main(["predict", good, broken, "--out-dir", str(tmp_path / "out"), "--model",
+                 model_file, "-q", "--overwrite"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last == ("Error: 1 of 2 scene(s) failed (see above); the earlier "
+                                  f"{tmp_path / 'out' / 'broken.tif'} is as it was")
+    assert (tmp_path / "out" / "broken.tif").read_bytes() == b"earlier"
 
 
 def test_an_output_is_never_one_of_the_input_scenes(tmp_path, model_file, capsys):

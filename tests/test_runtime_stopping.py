@@ -80,8 +80,9 @@ def test_the_python_predict_attaches_what_the_stop_left_too(tmp_path, model_file
         "left)", kept=out)
     with pytest.raises(KeyboardInterrupt) as stop:
         predictor.predict(["a.tif", "b.tif"], out_dir=tmp_path, model=model_file)
-    assert stop.value.report.line == ("Stopped after 1 of 2 scenes: their outputs are complete; "
-                                      "those being written were removed")
+    assert stop.value.report.line == ("Stopped after 1 of 2 scenes: their outputs are complete "
+                                      f"({tmp_path / 'a.tif'}); those being written were "
+                                      "removed")
     assert stop.value.report.completed == (tmp_path / "a.tif",)
 
 
@@ -107,8 +108,9 @@ def test_predict_takes_scenes_from_an_iterator(tmp_path, model_file, monkeypatch
     with pytest.raises(KeyboardInterrupt) as stop:
         predictor.predict(iter([tmp_path / "a.tif", tmp_path / "b.tif"]), out_dir=tmp_path / "o",
                           model=model_file)
-    assert stop.value.report.line == ("Stopped after 1 scene: its output is complete; those "
-                                      "being written were removed")
+    assert stop.value.report.line == ("Stopped after 1 scene: its output is complete "
+                                      f"({tmp_path / 'o' / 'a.tif'}); those being written were "
+                                      "removed")
 
 
 def test_a_signal_within_a_stop_request_sets_its_flag():

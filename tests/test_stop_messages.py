@@ -81,8 +81,8 @@ def test_ctrl_c_during_predict_of_scenes_counts_those_complete(tmp_path, model_f
                            "-q", "--batch-size", 2],
                           lambda: (out / "a.tif").exists() and len(list(out.iterdir())) > 1)
     assert code == 130
-    assert only_line(err) == ("Stopped after 1 of 2 scenes: their outputs are complete; those "
-                              "being written were removed")
+    assert only_line(err) == ("Stopped after 1 of 2 scenes: their outputs are complete "
+                              f"({out / 'a.tif'}); those being written were removed")
     assert [p.name for p in out.iterdir()] == ["a.tif"]
 
 
@@ -149,9 +149,10 @@ def test_a_stop_of_an_overwrite_says_the_earlier_export_is_as_it_was(
 
 
 @pytest.mark.parametrize("done, message", [
-    (0, "Stopped: nothing was written (no partial outputs are left)"),
-    (2, "Stopped after 2 of 3 scenes: their outputs are complete; those being written were "
-        "removed"),
+    (0, "Stopped: nothing was written (no partial outputs are left); the earlier {c} is as it "
+        "was"),
+    (2, "Stopped after 2 of 3 scenes: their outputs are complete ({a}, {b}); those being "
+        "written were removed; the earlier {c} is as it was"),
 ])
 def test_a_stop_of_predict_counts_the_outputs_put_in_place(tmp_path, capsys, monkeypatch, done,
                                                            message):
@@ -165,7 +166,8 @@ def test_a_stop_of_predict_counts_the_outputs_put_in_place(tmp_path, capsys, mon
     monkeypatch.setattr(distributed, "predict_sharded", _stop_after(written))
     assert main(["predict", "a.tif", "b.tif", "c.tif", "--out-dir", str(out), "-m", "m",
                  "--overwrite"]) == 130
-    assert capsys.readouterr().err == message + "\n"
+    assert capsys.readouterr().err == message.format(
+        a=out / "a.tif", b=out / "b.tif", c=out / "c.tif") + "\n"
 
 
 @pytest.mark.parametrize("earlier, message", [(False, "not written"), (True, "not replaced")])

@@ -33,6 +33,7 @@ def predict_command(paths, model, out_dir, progress, **options):
     processes (one GPU each); rank 0 prints the summary.
     """
     from geopix2pix.prediction.distributed import predict_sharded
+    from geopix2pix.prediction.outputs import earlier_kept
     from geopix2pix.runtime.distributed import env
 
     if out_dir is None:
@@ -68,6 +69,8 @@ def predict_command(paths, model, out_dir, progress, **options):
     failed = [r for r in results if not r.ok]
     if failed and len(results) == 1:
         raise GeoPix2PixError(str(failed[0].error))
-    if failed:
-        raise GeoPix2PixError(f"{len(failed)} of {len(results)} scene(s) failed (see above)")
+    if failed:  # a failed scene's output there now is the earlier one (--overwrite), kept
+        kept = [r.out for r in failed if r.out is not None and os.path.isfile(r.out)]
+        raise GeoPix2PixError(f"{len(failed)} of {len(results)} scene(s) failed (see above)"
+                              f"{earlier_kept(kept)}")
 

@@ -104,16 +104,17 @@ def stop_reporter(scenes: PathLike | Sequence[PathLike], out: PathLike | None = 
             return StopReport("predict", signum, f"Stopped: {out} was "
                               f"{'not replaced' if earlier else 'not written'} (no partial "
                               "output is left)", kept=out if earlier else None)
+        earlier = earlier_kept(outputs.kept())  # (--overwrite) those not yet replaced
         if not written:
             return StopReport("predict", signum, "Stopped: nothing was written (no partial "
-                              "outputs are left)")
+                              f"outputs are left){earlier}")
         if outputs.paths:
             done = f"{len(written)} of {len(outputs.paths)} scenes: their outputs are"
         else:  # scenes of an iterator: how many there were is not known
             done = "1 scene: its output is" if len(written) == 1 else \
                 f"{len(written)} scenes: their outputs are"
-        return StopReport("predict", signum, f"Stopped after {done} complete; those being "
-                          "written were removed", completed=written)
+        return StopReport("predict", signum, f"Stopped after {done} complete ({named(written)})"
+                          f"; those being written were removed{earlier}", completed=written)
 
     return report
 
@@ -130,3 +131,18 @@ def _outputs(scenes: PathLike | Sequence[PathLike], out: PathLike | None,
                                                        out, out_dir)]
     except GeoPix2PixError:
         return []
+
+
+def named(paths: Sequence[PathLike], most: int = 3) -> str:
+    """Paths for a message: the first `most`, then how many more."""
+    shown = ", ".join(map(str, paths[:most]))
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
+def earlier_kept(kept: Sequence[PathLike]) -> str:
+    """What a stopped or failed prediction says of the earlier outputs (--overwrite) it did not
+    replace: "; the earlier a.tif is as it was" ("" for none)."""
+    if not kept:
+        return ""
+    return f"; the earlier {named(kept)} " + ("is as it was" if len(kept) == 1 else
+                                              "are as they were")
