@@ -236,3 +236,24 @@ def test_bad_encoder_weights_are_one_line_without_a_warning(world, capsys, tmp_p
     assert [str(w.message) for w in caught] == []
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "run").exists()
 
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files by /proc")
+def test_a_checkpoint_is_on_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
+    """checkpoint.pt was renamed into place unflushed: after a power cut the name could hold an
+    empty file, the run's only way to continue. It is fsynced whole first."""
+    import os
+
+    from geopix2pix.training import checkpoint
+
+    synced = []
+
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append((Path(name).name, os.fstat(fd).st_size,
+                       (tmp_path / "checkpoint.pt").exists()))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    path = checkpoint.save_checkpoint(tmp_path, {"step": 3, "weights": torch.ones(1000)})
+    (name, size, named_yet), = synced
+    assert name.startswith(".checkpoint.") and size == path.stat().st_size and not named_yet

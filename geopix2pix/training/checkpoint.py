@@ -13,6 +13,7 @@ crash while saving leaves the previous one intact.
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (plus the RNG states) to RUN_DIR/checkpoint.pt atomically; a failure to
-    write it (a full disk) is a GeoPix2PixError naming it, and the previous one stays intact.
+    """Write ``state`` (plus the RNG states) to RUN_DIR/checkpoint.pt atomically and durably
+    (flushed to the disk before it is renamed into place); a failure to write it (a full disk)
+    is a GeoPix2PixError naming it, and the previous one stays intact.
 
     torch.save writes into a Python file, so an OS error reaches us as such (saving to a path,
     torch's C++ writer says only "iostream error")."""
@@ -72,6 +74,8 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     content[DIGEST] = state_digest(content)
     with writing(path), atomic_path(path, overwrite=True) as temp, temp.open("wb") as handle:
         torch.save(content, handle)
+        handle.flush()  # on the disk before its rename: after a power cut, checkpoint.pt is
+        os.fsync(handle.fileno())  # the old one or the new one whole, never an empty file
     return path
 
 
