@@ -10,7 +10,7 @@ With `unpaired` (sar2optical), a small CycleGAN learns instead from the SAR of t
 scene and the optical image of the second, scenes apart on the ground (no pixel is paired); its
 model file carries the training mean alone (the linear baseline is fitted on pairs).
 
-The default `DemoSettings` finish in about five minutes on a 2-core CPU; a GPU is used when present.
+The default `DemoSettings` finish in about two minutes on a 2-core CPU; a GPU is used when present.
 """
 
 from __future__ import annotations

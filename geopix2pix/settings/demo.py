@@ -13,7 +13,7 @@ TASKS = ("dsm2image", "sar2optical", "sat2map")
 
 @dataclass
 class DemoSettings:
-    """Sizes of a demo run. The defaults take about five minutes on a 2-core CPU."""
+    """Sizes of a demo run. The defaults take about two minutes on a 2-core CPU."""
 
     n_train: int = 2
     train_size: int = 768
@@ -54,7 +54,7 @@ class DemoOptions:
         f"{_SIZES.chip_size} pixels), at least 1."),
         shown_default=f"{_SIZES.max_steps}, or {DemoSettings.small().max_steps} with --quick")
     quick: bool = option(False, help=(
-        f"Smaller scenes and {DemoSettings.small().max_steps} steps: a run of about 15 seconds "
+        f"Smaller scenes and {DemoSettings.small().max_steps} steps: a run of about 20 seconds "
         "(a few times longer with --unpaired) that shows every step (the model learns less)."))
     device: str = common.device("auto uses CUDA when present, else the CPU.")
     overwrite: bool = common.overwrite(
