@@ -142,7 +142,8 @@ def test_sigterm_while_an_overwrite_demo_trains_keeps_the_earlier_demo(tmp_path)
                            text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (  # the new run's (the earlier one is aside)
-            list(tmp_path.glob(".demo.*.earlier")) and (out / "run" / "checkpoint.pt").exists()):
+            list(out.glob(".geopix2pix-earlier.*.kept")) and
+            (out / "run" / "checkpoint.pt").exists()):
         assert run.poll() is None, run.stderr.read()
         time.sleep(0.05)
     run.send_signal(signal.SIGTERM)

@@ -31,7 +31,7 @@ from geopix2pix.raster.write import (
     atomic_path,
     write_text_atomic,
 )
-from geopix2pix.runtime.aside import replaced_when_complete
+from geopix2pix.runtime.aside import put_back_earlier, replaced_when_complete
 from geopix2pix.runtime.folders import Owned
 from geopix2pix.runtime.stopping import Outputs, Reporter, StopReport, stop_signal
 from geopix2pix.settings.checking import api_function
@@ -273,30 +273,33 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
     check_demo_options(task, seed, s, unpaired)
     if unpaired:  # one scene gives the SAR, another the optical image
         s = replace(s, n_train=max(2, s.n_train))
-    _refuse_foreign_runs(Path(out_dir))
-    report = stop_reporter(out_dir)
+    report = None
     try:
-        with replaced_when_complete(out_dir, overwrite, SUMMARY, owned=OUTPUTS,
+        put_back_earlier(Path(out_dir), OUTPUTS)  # (what a killed demo set aside)
+        _refuse_foreign_runs(Path(out_dir))
+        report = stop_reporter(out_dir)
+        with replaced_when_complete(out_dir, overwrite, owned=OUTPUTS, marker=SUMMARY,
                                     command="demo") as out:
             return _run_stages(out, task, seed, progress, s, unpaired)
     except KeyboardInterrupt as stop:  # (a stop in training carries train's report: --resume)
-        stop.report = report(stop)
+        stop.report = report(stop) if report else StopReport(
+            "demo", stop_signal(stop), f"Stopped before the demo began: {out_dir} is as it was")
         raise
 
 
 def stop_reporter(out_dir: str | os.PathLike) -> Reporter:
     """What a stop of a demo into `out_dir` left, asked of the folder before the run: complete
-    (demo.json, written last, is new), or not: then an earlier demo (--overwrite) is as it was
-    (set aside while the new one ran, and put back)."""
+    (demo.json, written last, is new), or not: then an earlier demo (--overwrite), finished or
+    not, is as it was (set aside while the new one ran, and put back)."""
     out = Path(out_dir)
-    summary = Outputs([out / SUMMARY])
+    summary, started = Outputs([out / SUMMARY]), Outputs([out / STARTED])
 
     def report(stop: BaseException) -> StopReport:
         signum = stop_signal(stop)
         if summary.finished():
             return StopReport("demo", signum, f"Stopped after the demo finished: {out} is "
                               "complete", completed=(out,))
-        if summary.kept():
+        if summary.kept() or started.kept():
             return StopReport("demo", signum, "Stopped before the new demo was complete: the "
                               f"earlier demo in {out} is as it was", kept=out)
         return StopReport("demo", signum, f"Stopped before the demo was complete: {out} holds "

@@ -1,14 +1,23 @@
-"""Output folders replaced in place (the demo's): with --overwrite the earlier folder is set aside
-whole while the new one is built where it was, and removed only once the new one is complete.
+"""Output folders replaced in place (the demo's): with --overwrite the earlier outputs are set
+aside whole, in a hidden folder inside the output folder, while the new ones are written where
+they were, and removed only once the new ones are complete.
 
 The demo's outputs record their own paths (its chips name its scenes, its run its chips, its
-evaluations their rasters), so they cannot be built in a hidden folder and renamed into place as
-export-chips and train are (`runtime.staging`): the paths would name the hidden folder. Instead
-the earlier folder is renamed aside (one rename, to `partials.partial_folder_name(...,
-earlier=True)`), the new run writes at the final path, and the earlier folder is removed when
-the run completes, or put back when it fails or is stopped. A run killed outright (SIGKILL, a
-power cut) cannot put it back: the next run into that folder does, first (`put_back_earlier`),
-unless the killed run had completed (its marker is written last).
+evaluations their rasters), so they cannot be built in a hidden folder beside the output folder
+and swapped in, as export-chips and train are (`runtime.staging`): the paths would name the
+hidden folder. Instead each earlier output moves, by one rename, into
+`.geopix2pix-earlier.WHERE-PID-RANDOM.partial.STATE` inside the output folder, which itself
+stays where it is (a mount point, the current folder, a link, a folder in a parent the user
+cannot write in all work). STATE says how far the run got, each step one rename:
+- `moving`: the earlier outputs are being moved in (no new output yet);
+- `kept`: all moved; the new run writes in the output folder;
+- `done`: the new run is complete; the earlier outputs are being removed.
+
+A run that fails or is stopped moves them back (Ctrl-C and SIGTERM wait while outputs move). A
+run killed outright (SIGKILL, the out-of-memory killer) cannot: the next run into that folder
+does, first, as its STATE says. One set aside by a process that may still run (another run now,
+or one on another host, container or before a restart, which cannot be told apart) is never
+touched: the run is refused, naming it.
 """
 
 from __future__ import annotations
@@ -28,61 +37,96 @@ from geopix2pix.runtime.folders import (
     refuse_read_only,
     remove_outputs,
 )
-from geopix2pix.runtime.partials import partial_folder_name, stale_folder
+from geopix2pix.runtime.partials import folder_state, partial_folder_name
+from geopix2pix.runtime.stopping import deferred_stop_signals
+
+ASIDE = "geopix2pix-earlier"  # (hidden: partial_folder_name puts a dot before it)
+MOVING, KEPT, DONE = ".moving", ".kept", ".done"
 
 
 @contextlib.contextmanager
-def replaced_when_complete(path: str | os.PathLike, overwrite: bool, marker: str, *,
-                           owned: Owned, command: str) -> Iterator[Path]:
+def replaced_when_complete(path: str | os.PathLike, overwrite: bool, *, owned: Owned,
+                           marker: str, command: str) -> Iterator[Path]:
     """The output folder of `command` to write in, checked as `folders.check_output_dir`
-    checks it (--overwrite for a non-empty one, nothing but what `owned` names there). An
-    earlier run's outputs are set aside while the body runs, removed when it returns, put back
-    when it raises (a failure, Ctrl-C or SIGTERM); `marker` is the file the run writes last."""
+    checks it (--overwrite for a non-empty one, nothing but what `owned` names there). Its
+    earlier outputs are set aside while the body runs, removed when it returns, moved back
+    when it raises (a failure, Ctrl-C or SIGTERM); `marker` is the file a run writes last.
+    Callers that report a stop call `put_back_earlier` first, before they look at the folder."""
     path = Path(path)
-    full = Path(os.path.realpath(path))
-    put_back_earlier(full, marker, owned)
-    aside = None
-    if check_output_dir(path, overwrite, marker, owned, (), command, None):
-        refuse_read_only(full.parent, path)
-        aside = partial_folder_name(full, earlier=True)
-        os.rename(full, aside)
-    try:
+    put_back_earlier(path, owned)
+    if not check_output_dir(path, overwrite, marker, owned, (), command, None):
         try:
             make_folders(path)
         except OSError as exc:
             raise cannot_make(path, exc) from None
         yield path
+        return
+    refuse_read_only(path, path)
+    base = partial_folder_name(path / ASIDE)
+    aside = base.with_name(base.name + MOVING)
+    try:
+        with deferred_stop_signals(lambda: None):
+            aside = _set_aside(path, aside)
+        yield path
     except BaseException:
-        if aside is not None:
-            _put_back(full, aside, owned)
+        with deferred_stop_signals(lambda: None):
+            _move_back(path, aside, owned)
         raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
+    with deferred_stop_signals(lambda: None):
+        done = base.with_name(base.name + DONE)
+        os.rename(aside, done)
+        shutil.rmtree(done)
 
 
-def put_back_earlier(full: Path, marker: str, owned: Owned) -> None:
-    """Put back the earlier folder a killed run into `full` left aside, removing what that run
-    wrote, or (the run had completed: its `marker` is there) remove the earlier folder."""
-    with contextlib.suppress(OSError), os.scandir(full.parent) as entries:
-        left = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)
-                and stale_folder(e.name, full) == "earlier"]
-    for aside in sorted(left, key=lambda p: p.stat().st_mtime, reverse=True):
-        if (full / marker).is_file():
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            _put_back(full, aside, owned)
+def _set_aside(path: Path, moving: Path) -> Path:
+    """Move every entry of `path` into the new folder `moving` (state `moving`); returns its
+    name once all are in it (state `kept`)."""
+    moving.mkdir()
+    for entry in sorted(path.iterdir()):
+        if entry != moving:
+            os.rename(entry, moving / entry.name)
+    kept = moving.with_name(moving.name.removesuffix(MOVING) + KEPT)
+    os.rename(moving, kept)
+    return kept
 
 
-def _put_back(full: Path, aside: Path, owned: Owned) -> None:
-    """Remove this (unfinished) run's outputs from `full` and rename `aside` back to it. What
-    the run did not write stays, and so does `aside` then, with a line saying where it is."""
-    remove_outputs(full, owned)
-    with contextlib.suppress(FileNotFoundError):
-        try:
-            full.rmdir()
-        except OSError:
+def put_back_earlier(path: Path, owned: Owned) -> None:
+    """Finish what a killed run into `path` left of its earlier outputs: move them back (and
+    remove its own unfinished ones), or remove them where it had completed; refuse (one line)
+    where the run that set them aside may still run."""
+    found: list[tuple[Path, tuple[str, str] | None]] = []
+    with contextlib.suppress(OSError), os.scandir(path) as entries:  # (none: a new folder)
+        found = [(Path(e.path), folder_state(e.name, path / ASIDE)) for e in entries
+                 if e.is_dir(follow_symlinks=False)]
+    for aside, state in found:
+        if state is None:
+            continue
+        suffix, writer = state
+        if writer != "gone":
             raise GeoPix2PixError(
-                f"{full} holds files the unfinished run did not write, so the earlier outputs "
-                f"it replaced were not put back: they are whole in {aside}; move those files "
-                f"away and rename {aside.name} to {full.name}") from None
-    os.rename(aside, full)
+                f"{path} holds the earlier outputs of a run that may still be running "
+                f"(another run now, or one on another machine or before a restart), set aside "
+                f"in {aside.name}; if none is running, move its contents back into {path} (or "
+                "delete it) and run again")
+        with deferred_stop_signals(lambda: None):
+            if suffix == DONE:
+                shutil.rmtree(aside)
+            else:
+                _move_back(path, aside, owned)
+
+
+def _move_back(path: Path, aside: Path, owned: Owned) -> None:
+    """Put the earlier outputs set aside in `aside` back into `path`: after the move in was
+    complete (`kept`), first remove what the run that set them aside wrote in their place."""
+    moving = aside.name.endswith(MOVING)
+    if not aside.is_dir():  # (failed before it was made)
+        return
+    if not moving:
+        remove_outputs(path, owned)
+    for entry in sorted(aside.iterdir()):
+        if os.path.lexists(path / entry.name):  # (not the run's: it made none, or not this)
+            raise GeoPix2PixError(
+                f"{path / entry.name} is in the way of the earlier output of that name, set "
+                f"aside whole in {aside}; move it away and run again")
+        os.rename(entry, path / entry.name)
+    aside.rmdir()
