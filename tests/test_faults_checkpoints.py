@@ -100,7 +100,7 @@ CHECKPOINT_CASES = [
     ("adam-state-scalar", _ckpt_adam_scalar, "exp_avg is [], its parameter"),
     ("options-with-a-tensor", _ckpt_options, "options['batch_size']"),
     ("partial-epoch-sums", _ckpt_partial, "partial.sums"),
-    ("nan-weight", _ckpt_nan_weight, "holds NaN or infinite weights"),
+    ("nan-weight", _ckpt_nan_weight, "holds NaN or infinite values, so training had diverged"),
 ]
 
 

@@ -27,7 +27,7 @@ from geopix2pix.models.schema import SchemaError, shown
 from geopix2pix.models.torchfile import load_failure, load_weights_only
 from geopix2pix.raster.write import atomic_path
 
-from .checkpoint_check import Expected, check_checkpoint
+from .checkpoint_check import DivergedState, Expected, check_checkpoint
 from .outputs import writing
 
 CHECKPOINT = "checkpoint.pt"
@@ -103,6 +103,10 @@ def load_checkpoint(run_dir: Path, expected: Expected | None = None) -> dict[str
     if expected is not None:
         try:
             check_checkpoint(state, expected)
+        except DivergedState as exc:
+            raise GeoPix2PixError(f"--resume: {path} cannot be continued: {exc}, so training "
+                                  "had diverged when it was saved; start a new run with "
+                                  "--overwrite and a lower --lr") from None
         except SchemaError as exc:
             raise GeoPix2PixError(f"--resume: {path} does not fit this run ({exc}); it is damaged "
                                   "or another run's: start a new run with --overwrite") from None

@@ -92,12 +92,16 @@ def _only_tensors(values: dict[str, Any], where: str) -> None:
             raise SchemaError(f"{where}[{shown(key)}]", f"is {type(value).__name__}, not a tensor")
 
 
+class DivergedState(SchemaError):
+    """A checkpoint whose networks hold NaN or infinite values: a diverged run's (this version
+    saves none: a run stops as diverged instead) or a crafted one."""
+
+
 def _finite_weights(values: dict[str, torch.Tensor], where: str) -> None:
-    """Refuse NaN or infinite floating-point weights (a run saves none: it stops as diverged
-    instead)."""
+    """Refuse NaN or infinite floating-point weights and buffers."""
     for key, value in values.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise SchemaError(f"{where}[{shown(key)}]", "holds NaN or infinite weights")
+            raise DivergedState(f"{where}[{shown(key)}]", "holds NaN or infinite values")
 
 
 def _plain(value: Any, where: str, finite: bool = True, depth: int = 0) -> None:

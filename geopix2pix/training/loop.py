@@ -246,7 +246,8 @@ class EpochRunner:
 
 
 def _finite(networks: dict[str, torch.nn.Module]) -> bool:
-    """Whether every weight of the networks is a finite number (a learning rate too high, or a
-    loss weight, can make them NaN; GradScaler's skipped fp16 steps never do)."""
-    return all(bool(torch.isfinite(p).all()) for net in networks.values()
-               for p in net.parameters())
+    """Whether every weight of the networks, and every floating-point buffer (batch norms'
+    running statistics, which validation uses), is a finite number (a learning rate too high,
+    or a loss weight, can make them NaN; GradScaler's skipped fp16 steps never do)."""
+    return all(bool(torch.isfinite(t).all()) for net in networks.values()
+               for t in net.state_dict().values() if t.is_floating_point())
