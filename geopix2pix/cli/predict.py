@@ -34,6 +34,7 @@ def predict_command(paths, model, out_dir, progress, **options):
     """
     from geopix2pix.prediction.distributed import predict_sharded
     from geopix2pix.prediction.outputs import earlier_kept
+    from geopix2pix.raster.write import replaced_inputs
     from geopix2pix.runtime.distributed import env
 
     if out_dir is None:
@@ -70,7 +71,8 @@ def predict_command(paths, model, out_dir, progress, **options):
     if failed and len(results) == 1:
         raise GeoPix2PixError(str(failed[0].error))
     if failed:  # a failed scene's output there now is the earlier one (--overwrite), kept
-        kept = [r.out for r in failed if r.out is not None and os.path.isfile(r.out)]
+        kept = [r.out for r in failed if r.out is not None and os.path.isfile(r.out)
+                and not replaced_inputs([r.out], [r.scene])]  # (not the scene it would be)
         raise GeoPix2PixError(f"{len(failed)} of {len(results)} scene(s) failed (see above)"
                               f"{earlier_kept(kept)}")
 
