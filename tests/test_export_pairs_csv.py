@@ -45,6 +45,23 @@ def test_a_header_with_more_named_columns_and_empty_trailing_cells_are_read(tmp_
     assert (tmp_path / "c" / "dataset.json").is_file()
 
 
+@pytest.mark.parametrize("typed, meant", [("Target_Mask", "target_mask"),
+                                          ("target masks", "target_mask"),
+                                          ("Source", "source"), ("source-mask", "source_mask")])
+def test_a_column_spelt_nearly_as_one_read_is_refused(tmp_path, pair, capsys, typed, meant):
+    """A reviewer's Target_Mask column was ignored without a word: the cloud mask was never
+    applied and the chips kept the cloudy target pixels."""
+    csv = tmp_path / "pairs.csv"
+    other = "target" if meant == "source" else "source,target"
+    csv.write_text(f"{other},{typed}\n" + ("t.tif,s.tif\n" if meant == "source" else
+                                            "s.tif,t.tif,t.tif\n"))
+    err = run_error(capsys, export_pairs(csv, tmp_path / "c"))
+    assert err == (f"Error: --pairs {csv}: column {typed!r} is not one export-chips reads; name "
+                   f"it {meant!r} (the columns it reads: source, target, source_mask, "
+                   "target_mask; others are ignored)")
+    assert not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize("row, side, missing", [("nope.tif,t.tif", "source", "nope.tif"),
                                                 ("s.tif,sub/nope.tif", "target", "sub/nope.tif")])
 def test_a_missing_raster_names_the_csv_line_and_side(tmp_path, pair, capsys, row, side,

@@ -52,16 +52,18 @@ def _is_pair(pair: object) -> bool:
 
 def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path | str, Path | str]]:
     """Pairs from a CSV with `source,target` columns, paths relative to the CSV's folder."""
-    rows = csv_rows(path, "--pairs", ("source", "target"), "one source and one target path")
+    rows = csv_rows(path, "--pairs", ("source", "target"), "one source and one target path",
+                    optional=("source_mask", "target_mask"))
     return [_row_pair(row, Path(path), where) for where, row in rows]
 
 
 def csv_rows(path: str | os.PathLike, option: str, columns: tuple[str, ...],
-             holds: str) -> list[tuple[str, dict]]:
+             holds: str, optional: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
     """The rows of the CSV `option` names, each with where it is ("--pairs a.csv, line 3"): a
     UTF-8 text file (with or without Excel's byte-order mark) with `columns` in its header and
     at least one row, whose rows (each `holds` what) have no cell beyond the header's
-    columns."""
+    columns. Other columns are the user's and ignored, but not one spelt nearly as one of
+    `columns` or `optional` (Target_Mask, target masks): it would be ignored without a word."""
     path = Path(path)
     if not path.exists():
         raise GeoPix2PixError(f"{option} {path}: no such file; check the path")
@@ -73,6 +75,7 @@ def csv_rows(path: str | os.PathLike, option: str, columns: tuple[str, ...],
                               f"{','.join(columns)} columns") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+    _refuse_near_misses(reader.fieldnames, (*columns, *optional), f"{option} {path}")
     rows = []
     for row in reader if set(columns) <= set(reader.fieldnames) else ():
         where = f"{option} {path}, line {reader.line_num}"
@@ -88,6 +91,19 @@ def csv_rows(path: str | os.PathLike, option: str, columns: tuple[str, ...],
                               f"{' and '.join(repr(c) for c in columns)} columns and at least "
                               "one row")
     return rows
+
+
+def _refuse_near_misses(header: list[str], known: tuple[str, ...], where: str) -> None:
+    """One line for a column spelt nearly as a known one (case, spaces, dashes, a plural)."""
+    def plain(name: str) -> str:
+        return name.lower().replace(" ", "_").replace("-", "_").rstrip("s")
+
+    for name in header:
+        near = [k for k in known if plain(k) == plain(name)]
+        if name not in known and near:
+            raise GeoPix2PixError(f"{where}: column {name!r} is not one export-chips reads; "
+                                  f"name it {near[0]!r} (the columns it reads: "
+                                  f"{', '.join(known)}; others are ignored)")
 
 
 def listed_file(typed: str, csv_path: Path, where: str, name: str) -> Path | str:
