@@ -332,3 +332,25 @@ def test_the_default_split_block_gives_val_a_share_near_the_one_asked(tmp_path, 
         "warning: val holds 1 of 3 chips (33%, --val-fraction 0.2): --split-block blocks of 64 "
         "px are too few to come nearer; use another --seed (another draw of the blocks) or more "
         "data\n")
+
+
+def test_a_val_share_cut_by_straddling_chips_asks_for_larger_blocks(tmp_path, capsys):
+    """Overlapping chips (--stride 8 of 32) around small blocks: most straddle a block's edge
+    and are dropped, most from val, the smaller side. A reviewer's warning said the blocks were
+    too few and asked for smaller ones, which only cut val further (10 % -> 3 %)."""
+    data = np.random.default_rng(0).random((1, 256, 256), dtype=np.float32)
+    source = write_raster(tmp_path / "s.tif", data)
+    target = write_raster(tmp_path / "t.tif", data)
+    args = ["export-chips", str(source), str(target), "--chip-size", "32", "--stride", "8",
+            "-q", "--no-shift-check"]
+    assert main([*args, "-o", str(tmp_path / "a"), "--split-block", "32"]) == 0
+    captured = capsys.readouterr()
+    assert "472 train chips, 24 val chips" in captured.out
+    assert captured.err == (
+        "warning: val holds 24 of 496 chips (5%, --val-fraction 0.2): the 345 chips straddling "
+        "train and val blocks of 32 px were dropped, which takes most from the smaller side; "
+        "use a larger --split-block (fewer chips straddle the blocks' edges) or a --stride "
+        "nearer the chip size\n")
+    assert main([*args, "-o", str(tmp_path / "b"), "--split-block", "128"]) == 0  # as advised
+    captured = capsys.readouterr()
+    assert "585 train chips, 169 val chips" in captured.out and captured.err == ""

@@ -201,7 +201,8 @@ def export_chips(
     said = shift_correction.said(corrected, pair_list)
     summary = ExportSummary(out.final, dict(kept), counted(skipped),
                             val_warnings(kept, options.val_fraction, options.split_block,
-                                         options.chip_size, given.get("split_block") is not None)
+                                         options.chip_size, given.get("split_block") is not None,
+                                         skipped.get(REJECT_STRADDLE, 0))
                             + export_warnings(options)
                             + [line for p in copied if p.resampled for line in
                                averaged_codes_lines(p.look, p.spec.target, ONTO_SOURCE + " moved "

@@ -196,16 +196,25 @@ def no_train_error(val: int, skipped: Mapping[str, int], val_fraction: float, sp
 
 
 def val_warnings(kept: Counter, val_fraction: float, split_block: int, chip_size: int,
-                 given: bool = True) -> list[str]:
+                 given: bool = True, straddling: int = 0) -> list[str]:
     """A warning when val was asked for but holds no chip (train then has nothing to validate
-    on) or a share far from --val-fraction (few, big blocks); a smaller --split-block is
-    suggested only where one was `given` (the default already tried down to the chip size,
-    `choose_split`), else another --seed (another draw of the blocks)."""
+    on) or a share far from --val-fraction: few, big blocks (a smaller --split-block is
+    suggested only where one was `given`: the default already tried down to the chip size,
+    `choose_split`; else another --seed, another draw of the blocks), or, with val short, the
+    `straddling` chips dropped (overlapping chips around small blocks: a larger one)."""
     if val_fraction == 0:
         return []
+    total = kept["train"] + kept["val"]
+    short = val_fraction * (total + straddling) - kept["val"]  # (as if none were dropped)
+    if straddling and short > 0 and (not kept["val"] or share_is_off(kept, val_fraction)) \
+            and straddling >= short:
+        return [f"val holds {kept['val']} of {total} chips ({kept['val'] / max(total, 1):.0%}, "
+                f"--val-fraction {val_fraction}): the {straddling} chips straddling train and "
+                f"val blocks of {split_block} px were dropped, which takes most from the smaller "
+                "side; use a larger --split-block (fewer chips straddle the blocks' edges) or a "
+                "--stride nearer the chip size"]
     smaller = (f"a smaller --split-block (down to the chip size, {chip_size}) or "
                if given and split_block > chip_size else "")
-    total = kept["train"] + kept["val"]
     if not kept["val"]:
         return [f"0 val chips: the {kept['train']} chips lie in too few --split-block blocks "
                 f"of {split_block} px to give any whole block to val at --val-fraction "

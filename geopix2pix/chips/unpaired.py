@@ -344,7 +344,8 @@ def _summary(out: Path, options: ExportOptions, rasters: list[_Raster],
     """The summary; ``early``: the warnings said on opening (`_opening_warnings`)."""
     warnings = [f"the {domain} domain: {warning}" for domain in DOMAINS
                 for warning in val_warnings(kept[domain], options.val_fraction, blocks[domain],
-                                            options.chip_size, options.split_block is not None)]
+                                            options.chip_size, options.split_block is not None,
+                                            skipped[domain][pipeline.REJECT_STRADDLE])]
     warnings += export_warnings(options)
     warnings += early
     return UnpairedSummary(
