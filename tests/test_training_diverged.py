@@ -139,3 +139,33 @@ def test_a_run_whose_batch_norm_statistics_diverged_is_not_saved_to_resume(chips
               val_every=4, max_steps=12, device="cpu", workers=0, quiet=True,
               callback=lambda info: info["step"] == 2, log=lambda line: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_only_the_generators_statistics_count_with_every_weight():
+    """A discriminator's batch-norm statistics are never used (it trains in train mode), and an
+    fp16 step GradScaler skips can leave them NaN: that is no divergence. A generator's are
+    used by validation and predict, and every network's weights are trained."""
+    import torch
+
+    from geopix2pix.training.loop import _finite
+
+    class Family:
+        GENERATORS = ("generator",)
+
+        def __init__(self):
+            self.nets = {"generator": torch.nn.BatchNorm2d(2),
+                         "discriminator": torch.nn.BatchNorm2d(2)}
+
+        def networks(self):
+            return self.nets
+
+    family = Family()
+    assert _finite(family)
+    with torch.no_grad():
+        family.nets["discriminator"].running_var[0] = math.nan
+        assert _finite(family)
+        family.nets["generator"].running_var[0] = math.inf
+        assert not _finite(family)
+        family.nets["generator"].running_var[0] = 1.0
+        family.nets["discriminator"].weight[0] = math.nan
+        assert not _finite(family)

@@ -66,7 +66,7 @@ def check_checkpoint(saved: dict[str, Any], expected: Expected) -> None:
         differ = layout.mismatch(layout.of_state(module.state_dict()), layout.of_state(found))
         if differ:
             raise SchemaError(name, f"is not this run's network: {differ}")
-        _finite_weights(found, name)
+        _finite_weights(found, {key for key, _ in module.named_parameters()}, name)
     for name, optimizer in expected.optimizers.items():
         _check_optimizer(required(saved, name, ""), name, optimizer)
     for key, template in expected.state.items():
@@ -97,10 +97,11 @@ class DivergedState(SchemaError):
     saves none: a run stops as diverged instead) or a crafted one."""
 
 
-def _finite_weights(values: dict[str, torch.Tensor], where: str) -> None:
-    """Refuse NaN or infinite floating-point weights and buffers."""
+def _finite_weights(values: dict[str, torch.Tensor], weights: set[str], where: str) -> None:
+    """Refuse NaN or infinite `weights` (a run saves none; buffers are left to the run's own
+    check: a discriminator's unused statistics may be NaN)."""
     for key, value in values.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if key in weights and not bool(torch.isfinite(value).all()):
             raise DivergedState(f"{where}[{shown(key)}]", "holds NaN or infinite values")
 
 

@@ -156,7 +156,7 @@ class EpochRunner:
         """The checkpoint of a run stopped between validations. Weights that are no longer
         finite are not saved: the run stops as diverged instead, its last checkpoint (of the
         last validated, finite weights) kept, so --resume does not start from NaN."""
-        if not _finite(self.family.networks()):
+        if not _finite(self.family):
             raise TrainingDiverged(self.state["step"])
         self.checkpoint.save(self.state)
 
@@ -189,7 +189,7 @@ class EpochRunner:
         if not self._due():  # the losses go on adding up to the next metrics row
             state.update(epoch=epoch, batch_in_epoch=0)
             return False
-        if not _finite(family.networks()):  # (every rank holds the same weights)
+        if not _finite(family):  # (every rank holds the same weights)
             raise TrainingDiverged(state["step"])
         family.before_validation()  # every rank the same networks before any score or file
         scores = self._validate()
@@ -245,9 +245,12 @@ class EpochRunner:
         return self.family.validate(self.val_loader, reduce)
 
 
-def _finite(networks: dict[str, torch.nn.Module]) -> bool:
-    """Whether every weight of the networks, and every floating-point buffer (batch norms'
-    running statistics, which validation uses), is a finite number (a learning rate too high,
-    or a loss weight, can make them NaN; GradScaler's skipped fp16 steps never do)."""
-    return all(bool(torch.isfinite(t).all()) for net in networks.values()
-               for t in net.state_dict().values() if t.is_floating_point())
+def _finite(family: ModelFamily) -> bool:
+    """Whether every weight of the family's networks, and every floating-point buffer of its
+    generators (batch norms' running statistics, which validation and predict use), is a finite
+    number (a learning rate too high, or a loss weight, can make them NaN; GradScaler's skipped
+    fp16 steps never do; a discriminator's statistics, never used, may then be NaN)."""
+    networks = family.networks()
+    tensors = [p for net in networks.values() for p in net.parameters()] + [
+        b for key in family.GENERATORS for b in networks[key].buffers() if b.is_floating_point()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)

@@ -190,6 +190,9 @@ class ModelFamily(ABC):
 
     # --- outputs ------------------------------------------------------------------------------
     EXPORTS: tuple[ModelExport, ...] = ()  # the model files the family writes
+    # the checkpoint keys of its generators, which validate and predict in eval mode (their
+    # norms' running statistics count); the others are trained and never evaluated
+    GENERATORS: tuple[str, ...] = ()
     FILES: tuple[str, ...] = ()  # other files it writes in the run folder
 
     def exports(self) -> tuple[ModelExport, ...]:

@@ -57,6 +57,7 @@ class CycleGAN(ModelFamily):
     name = "cyclegan"
     needs_pairs = False
     EXPORTS = EXPORTS
+    GENERATORS = ("g_a", "g_b")
     FILES = (BASELINES,)  # each direction's output-domain train mean (`cyclegan_baselines`)
     UNRECORDED = PIX2PIX_OPTIONS  # the other family's options
     loss_names = LOSSES

@@ -50,6 +50,7 @@ class Pix2Pix(ModelFamily):
 
     name = "pix2pix"
     EXPORTS = EXPORTS
+    GENERATORS = ("generator",)
     FILES = (baselines.BASELINES,)
     UNRECORDED = ("model", *CYCLEGAN_OPTIONS)  # the other family's options
     metrics_columns = COLUMNS  # the same for values and class maps
