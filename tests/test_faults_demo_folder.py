@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.runtime.aside import replaced_when_complete
+from geopix2pix.runtime.aside import put_back_earlier, replaced_when_complete
 from geopix2pix.runtime.folders import Owned, check_output_dir
 from tests.test_output_folders import one_line_error, snapshot
 
@@ -97,15 +97,17 @@ def _left_by_a_gone_process(out, state: str):
     return aside
 
 
-@pytest.mark.parametrize("state", ["moving", "kept", "done"])
+@pytest.mark.parametrize("state", ["moving", "kept", "returning", "done"])
 def test_what_a_killed_run_set_aside_is_put_back_by_the_next(tmp_path, state):
     """SIGKILL cannot put the earlier outputs back: the next run does, first, as far as the
     killed run got: halfway through setting them aside (the rest still in place), while it
-    wrote its own (removed), or once complete (the earlier ones removed)."""
+    wrote its own (removed), halfway through moving them back (a reviewer's next run removed
+    those already back, taking them for the killed run's), or once complete (the earlier ones
+    removed)."""
     out = tmp_path / "demo"
     before = _earlier(out)
     aside = _left_by_a_gone_process(out, state)
-    if state == "moving":  # sub/ moved, the rest not yet
+    if state in ("moving", "returning"):  # sub/ in the hidden folder, the rest not (yet, again)
         shutil.move(out / "sub", aside / "sub")
     elif state == "kept":
         for name in ("done.json", "out.tif", "sub"):
@@ -118,6 +120,33 @@ def test_what_a_killed_run_set_aside_is_put_back_by_the_next(tmp_path, state):
     with pytest.raises(GeoPix2PixError, match="is not empty"), replaced_when_complete(
             out, False, owned=OWNED, marker="done.json", command="demo"):
         pass  # (the folder is checked after the put-back)
+    assert snapshot(out) == before
+
+
+def test_litter_in_the_way_of_the_earlier_outputs_goes_and_a_file_in_the_way_stops_it(tmp_path):
+    """A desktop.ini Explorer wrote again while the run ran stopped a reviewer's move back
+    halfway (what had moved then was lost by the next run): litter is removed, and anything
+    else in the way is found before anything moves."""
+    out = tmp_path / "demo"
+    _earlier(out)
+    (out / "desktop.ini").write_text("earlier litter")
+    before = snapshot(out)
+    with pytest.raises(KeyboardInterrupt), replaced_when_complete(
+            out, True, owned=OWNED, marker="done.json", command="demo"):
+        (out / "desktop.ini").write_text("written again")
+        raise KeyboardInterrupt
+    assert snapshot(out) == before
+    # a file in the way of one set aside (put there between a kill and the next run): found
+    # before anything moves, so a rerun after moving it away puts everything back
+    aside = _left_by_a_gone_process(out, "returning")
+    for name in ("done.json", "sub"):
+        shutil.move(out / name, aside / name)
+    (out / "done.json").write_text("someone's")
+    with pytest.raises(GeoPix2PixError, match="done.json is in the way of the earlier output"):
+        put_back_earlier(out, OWNED)
+    assert sorted(p.name for p in aside.iterdir()) == ["done.json", "sub"]
+    (out / "done.json").unlink()
+    put_back_earlier(out, OWNED)
     assert snapshot(out) == before
 
 
@@ -137,7 +166,8 @@ def test_what_a_running_or_unknown_run_set_aside_is_never_touched(tmp_path):
     for aside in (running, out / running.name.replace(running.name[20:30], "0123456789")):
         if aside != running:
             os.rename(running, aside)  # another host's, or before a restart
-        with pytest.raises(GeoPix2PixError, match=f"may still be running.*{aside.name}"), \
+        with pytest.raises(GeoPix2PixError, match=f"by process {os.getpid()} \\(still running, "
+                                                  f"or one of another machine.*{aside.name}"), \
                 replaced_when_complete(out, True, owned=OWNED, marker="done.json",
                                        command="demo"):
             pass

@@ -11,6 +11,8 @@ stays where it is (a mount point, the current folder, a link, a folder in a pare
 cannot write in all work). STATE says how far the run got, each step one rename:
 - `moving`: the earlier outputs are being moved in (no new output yet);
 - `kept`: all moved; the new run writes in the output folder;
+- `returning`: the new run failed or was stopped, its outputs are removed, and the earlier ones
+  are being moved back;
 - `done`: the new run is complete; the earlier outputs are being removed.
 
 A run that fails or is stopped moves them back (Ctrl-C and SIGTERM wait while outputs move). A
@@ -33,6 +35,7 @@ from geopix2pix.runtime.folders import (
     Owned,
     cannot_make,
     check_output_dir,
+    is_litter,
     make_folders,
     refuse_read_only,
     remove_outputs,
@@ -41,7 +44,7 @@ from geopix2pix.runtime.partials import folder_state, partial_folder_name
 from geopix2pix.runtime.stopping import deferred_stop_signals
 
 ASIDE = "geopix2pix-earlier"  # (hidden: partial_folder_name puts a dot before it)
-MOVING, KEPT, DONE = ".moving", ".kept", ".done"
+MOVING, KEPT, RETURNING, DONE = ".moving", ".kept", ".returning", ".done"
 
 
 @contextlib.contextmanager
@@ -94,20 +97,16 @@ def put_back_earlier(path: Path, owned: Owned) -> None:
     """Finish what a killed run into `path` left of its earlier outputs: move them back (and
     remove its own unfinished ones), or remove them where it had completed; refuse (one line)
     where the run that set them aside may still run."""
-    found: list[tuple[Path, tuple[str, str] | None]] = []
+    found: list[tuple[Path, tuple[str, str, int] | None]] = []
     with contextlib.suppress(OSError), os.scandir(path) as entries:  # (none: a new folder)
         found = [(Path(e.path), folder_state(e.name, path / ASIDE)) for e in entries
                  if e.is_dir(follow_symlinks=False)]
     for aside, state in found:
         if state is None:
             continue
-        suffix, writer = state
+        suffix, writer, pid = state
         if writer != "gone":
-            raise GeoPix2PixError(
-                f"{path} holds the earlier outputs of a run that may still be running "
-                f"(another run now, or one on another machine or before a restart), set aside "
-                f"in {aside.name}; if none is running, move its contents back into {path} (or "
-                "delete it) and run again")
+            raise GeoPix2PixError(f"{path} {_left(aside, suffix, pid)}")
         with deferred_stop_signals(lambda: None):
             if suffix == DONE:
                 shutil.rmtree(aside)
@@ -115,18 +114,42 @@ def put_back_earlier(path: Path, owned: Owned) -> None:
                 _move_back(path, aside, owned)
 
 
+def _left(aside: Path, suffix: str, pid: int) -> str:
+    """What a hidden folder of a run that may still be running holds, and what to do if none is
+    (its process `pid` is gone: it ran on another machine or container, or before a restart)."""
+    by = f"by process {pid} (still running, or one of another machine or before a restart)"
+    if suffix == DONE:
+        return (f"is complete, and {aside.name} holds what is left of the outputs it replaced, "
+                f"being removed {by}; if none is running, delete {aside.name}")
+    if suffix == KEPT:
+        return (f"holds the unfinished outputs of a run {by}, and {aside.name} the earlier ones "
+                "it replaces; if none is running, delete the run's outputs, move everything in "
+                f"{aside.name} (hidden files too) back, and delete it")
+    return (f"holds earlier outputs being moved in or out of {aside.name} {by}; if none is "
+            f"running, move everything in {aside.name} (hidden files too) back, and delete it")
+
+
 def _move_back(path: Path, aside: Path, owned: Owned) -> None:
-    """Put the earlier outputs set aside in `aside` back into `path`: after the move in was
-    complete (`kept`), first remove what the run that set them aside wrote in their place."""
-    moving = aside.name.endswith(MOVING)
+    """Put the earlier outputs set aside in `aside` back into `path`. After the move in was
+    complete (`kept`), first remove what the run that set them aside wrote in their place, then
+    mark the folder `returning`, so that a move back cut short is only ever continued (never
+    again removing what is back)."""
     if not aside.is_dir():  # (failed before it was made)
         return
-    if not moving:
+    if aside.name.endswith(KEPT):
         remove_outputs(path, owned)
-    for entry in sorted(aside.iterdir()):
-        if os.path.lexists(path / entry.name):  # (not the run's: it made none, or not this)
+        returning = aside.with_name(aside.name.removesuffix(KEPT) + RETURNING)
+        os.rename(aside, returning)
+        aside = returning
+    entries = sorted(aside.iterdir())
+    for entry in entries:  # what is in the way, before anything moves: litter goes
+        there = path / entry.name
+        if os.path.lexists(there) and is_litter(there):
+            there.unlink()
+        elif os.path.lexists(there):
             raise GeoPix2PixError(
-                f"{path / entry.name} is in the way of the earlier output of that name, set "
-                f"aside whole in {aside}; move it away and run again")
+                f"{there} is in the way of the earlier output of that name, set aside whole in "
+                f"{aside}; move it away and run again")
+    for entry in entries:
         os.rename(entry, path / entry.name)
     aside.rmdir()

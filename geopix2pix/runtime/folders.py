@@ -33,6 +33,12 @@ from geopix2pix.runtime.staging import make_staging, remove_stale_folders, swap_
 LITTER = (".DS_Store", "._*", "Thumbs.db", "desktop.ini")
 
 
+def is_litter(entry: Path) -> bool:
+    """Whether `entry` is a file that file browsers and apps leave anywhere (never a folder)."""
+    return not (entry.is_dir() and not entry.is_symlink()) and \
+        any(fnmatch.fnmatchcase(entry.name, p) for p in LITTER)
+
+
 def file_patterns(name: str) -> tuple[str, ...]:
     """Glob patterns of what writing the file `name` leaves: the file, GDAL's .aux.xml and
     SQLite's journals beside it, and its temporaries (`partials.partial_name`, also nested, and
@@ -70,7 +76,7 @@ class Owned:
         for entry in sorted(folder.iterdir()):
             name = entry.name
             is_folder = entry.is_dir() and not entry.is_symlink()
-            if not is_folder and any(fnmatch.fnmatchcase(name, p) for p in LITTER):
+            if not is_folder and is_litter(entry):
                 continue
             if is_folder and self._stale_staging(name):
                 continue

@@ -108,18 +108,18 @@ def stale_folder(name: str, final: Path) -> str | None:
     return {"": "partial", ".earlier": "earlier"}.get(name[token.end():])
 
 
-def folder_state(name: str, final: Path) -> tuple[str, str] | None:
-    """(suffix, writer) of the folder `name` beside `final` that `partial_folder_name(final)`
-    named, with anything after it (its `suffix`): whether the process that named it is "gone"
-    (one of this process-id space that no longer runs), "running", or "unknown" (another host,
-    container or boot); None for any other name."""
+def folder_state(name: str, final: Path) -> tuple[str, str, int] | None:
+    """(suffix, writer, pid) of the folder `name` beside `final` that `partial_folder_name(final)`
+    named, with anything after it (its `suffix`): whether the process `pid` that named it is
+    "gone" (one of this process-id space that no longer runs), "running", or "unknown" (another
+    host, container or boot); None for any other name."""
     prefix = f".{final.name}"
     token = _TOKEN.match(name, len(prefix)) if name.startswith(prefix) else None
     if token is None:
         return None
     writer = "unknown" if token["where"] != WHERE else \
         "running" if _running(int(token["pid"])) else "gone"
-    return name[token.end():], writer
+    return name[token.end():], writer, int(token["pid"])
 
 
 def remove_stale(final: Path) -> list[Path]:
