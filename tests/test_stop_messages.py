@@ -218,3 +218,14 @@ def test_a_stop_under_torchrun_reports_every_rank_s_outputs(tmp_path, monkeypatc
     assert said.line.startswith("Stopped after 1 of 3 scenes: their outputs are complete")
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: its own list, as before
     assert report(KeyboardInterrupt()).line.startswith("Stopped: nothing was written")
+
+
+def test_a_stop_of_predict_never_calls_a_scene_an_earlier_output(tmp_path):
+    """--out-dir the scenes' own folder: a scene is its own output's name (refused, never
+    replaced); a reviewer's stop called it 'the earlier x.tif', as if it were an output."""
+    from geopix2pix.prediction.outputs import stop_reporter
+
+    scenes = [write_scene(tmp_path / f"{name}.tif", 8, 8) for name in ("x", "y")]
+    report = stop_reporter(scenes, None, tmp_path)
+    assert report(KeyboardInterrupt()).line == ("Stopped: nothing was written (no partial "
+                                                "outputs are left)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.io import raster_path, scene_name
-from geopix2pix.raster.write import case_insensitive
+from geopix2pix.raster.write import case_insensitive, replaced_inputs
 from geopix2pix.runtime.distributed import env
 from geopix2pix.runtime.stopping import Outputs, Reporter, StopReport, stop_signal
 
@@ -90,6 +90,8 @@ def stop_reporter(scenes: PathLike | Sequence[PathLike], out: PathLike | None = 
     being written were removed (their temporaries), and an output that was there before
     (--overwrite) and not yet replaced is as it was."""
     outputs = Outputs(_outputs(scenes, out, out_dir))
+    inputs = [scenes] if isinstance(scenes, (str, os.PathLike)) else \
+        list(scenes) if isinstance(scenes, Sequence) else []
 
     def report(stop: BaseException) -> StopReport:
         signum, written = stop_signal(stop), tuple(getattr(stop, "written", ()))
@@ -104,7 +106,8 @@ def stop_reporter(scenes: PathLike | Sequence[PathLike], out: PathLike | None = 
             return StopReport("predict", signum, f"Stopped: {out} was "
                               f"{'not replaced' if earlier else 'not written'} (no partial "
                               "output is left)", kept=out if earlier else None)
-        earlier = earlier_kept(outputs.kept())  # (--overwrite) those not yet replaced
+        earlier = earlier_kept([kept for kept in outputs.kept()  # (--overwrite) not replaced yet
+                                if not replaced_inputs([kept], inputs)])  # (nor a scene)
         if not written:
             return StopReport("predict", signum, "Stopped: nothing was written (no partial "
                               f"outputs are left){earlier}")
