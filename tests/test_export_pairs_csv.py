@@ -47,7 +47,8 @@ def test_a_header_with_more_named_columns_and_empty_trailing_cells_are_read(tmp_
 
 @pytest.mark.parametrize("typed, meant", [("Target_Mask", "target_mask"),
                                           ("target masks", "target_mask"),
-                                          ("Source", "source"), ("source-mask", "source_mask")])
+                                          ("Source", "source"), ("source-mask", "source_mask"),
+                                          ("TargetMask", "target_mask")])
 def test_a_column_spelt_nearly_as_one_read_is_refused(tmp_path, pair, capsys, typed, meant):
     """A reviewer's Target_Mask column was ignored without a word: the cloud mask was never
     applied and the chips kept the cloudy target pixels."""

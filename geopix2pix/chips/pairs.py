@@ -94,9 +94,10 @@ def csv_rows(path: str | os.PathLike, option: str, columns: tuple[str, ...],
 
 
 def _refuse_near_misses(header: list[str], known: tuple[str, ...], where: str) -> None:
-    """One line for a column spelt nearly as a known one (case, spaces, dashes, a plural)."""
+    """One line for a column spelt nearly as a known one (case, spaces, dashes, underscores, a
+    plural: TargetMask, target masks)."""
     def plain(name: str) -> str:
-        return name.lower().replace(" ", "_").replace("-", "_").rstrip("s")
+        return "".join(c for c in name.lower() if c not in " -_").rstrip("s")
 
     for name in header:
         near = [k for k in known if plain(k) == plain(name)]
