@@ -97,7 +97,7 @@ def _left_by_a_gone_process(out, state: str):
     return aside
 
 
-@pytest.mark.parametrize("state", ["moving", "kept", "returning", "done"])
+@pytest.mark.parametrize("state", ["moving", "kept", "kept, complete", "returning", "done"])
 def test_what_a_killed_run_set_aside_is_put_back_by_the_next(tmp_path, state):
     """SIGKILL cannot put the earlier outputs back: the next run does, first, as far as the
     killed run got: halfway through setting them aside (the rest still in place), while it
@@ -106,8 +106,14 @@ def test_what_a_killed_run_set_aside_is_put_back_by_the_next(tmp_path, state):
     removed)."""
     out = tmp_path / "demo"
     before = _earlier(out)
-    aside = _left_by_a_gone_process(out, state)
-    if state in ("moving", "returning"):  # sub/ in the hidden folder, the rest not (yet, again)
+    aside = _left_by_a_gone_process(out, state.split(",")[0])
+    if state == "kept, complete":  # killed after its marker, before the rename to done (a
+        for name in ("done.json", "out.tif", "sub"):  # reviewer's: the complete run was
+            shutil.move(out / name, aside / name)  # thrown away for the earlier one)
+        (out / "out.tif").write_text("killed run's")
+        (out / "done.json").write_text("killed run's, complete")
+        before = {k: v for k, v in snapshot(out).items() if not k.startswith(".geopix2pix")}
+    elif state in ("moving", "returning"):  # sub/ in the hidden folder, the rest not (yet, again)
         shutil.move(out / "sub", aside / "sub")
     elif state == "kept":
         for name in ("done.json", "out.tif", "sub"):
@@ -143,11 +149,37 @@ def test_litter_in_the_way_of_the_earlier_outputs_goes_and_a_file_in_the_way_sto
         shutil.move(out / name, aside / name)
     (out / "done.json").write_text("someone's")
     with pytest.raises(GeoPix2PixError, match="done.json is in the way of the earlier output"):
-        put_back_earlier(out, OWNED)
+        put_back_earlier(out, OWNED, "done.json")
     assert sorted(p.name for p in aside.iterdir()) == ["done.json", "sub"]
     (out / "done.json").unlink()
-    put_back_earlier(out, OWNED)
+    put_back_earlier(out, OWNED, "done.json")
     assert snapshot(out) == before
+
+
+def test_this_process_finishes_what_its_own_run_left_and_litter_is_no_output(tmp_path):
+    """A second Ctrl-C halfway through a move back, in a notebook: the hidden folder is this
+    process's, whose run is over, so the next run finishes it (a reviewer's was refused as
+    another run's until the kernel restarted). A folder of litter alone is empty."""
+    import os
+
+    from geopix2pix.runtime.aside import ASIDE, unfinished
+    from geopix2pix.runtime.partials import partial_folder_name
+
+    out = tmp_path / "demo"
+    before = _earlier(out)
+    aside = out / (partial_folder_name(out / ASIDE).name + ".returning")  # this process's
+    aside.mkdir()
+    shutil.move(out / "sub", aside / "sub")
+    assert unfinished(out) and os.getpid() > 0
+    put_back_earlier(out, OWNED, "done.json")
+    assert snapshot(out) == before and not unfinished(out)
+    litter = tmp_path / "litter"
+    litter.mkdir()
+    (litter / ".DS_Store").write_bytes(b"finder")
+    with replaced_when_complete(litter, False, owned=OWNED, marker="done.json",
+                                command="demo") as path:
+        (path / "done.json").write_text("new")
+    assert sorted(p.name for p in litter.iterdir()) == [".DS_Store", "done.json"]
 
 
 def test_what_a_running_or_unknown_run_set_aside_is_never_touched(tmp_path):
@@ -160,13 +192,14 @@ def test_what_a_running_or_unknown_run_set_aside_is_never_touched(tmp_path):
 
     out = tmp_path / "demo"
     _earlier(out)
-    running = out / (partial_folder_name(out / ASIDE).name + ".kept")  # this process's
+    running = out / (partial_folder_name(out / ASIDE).name.replace(
+        f"-{os.getpid()}-", f"-{os.getppid()}-") + ".kept")  # a process that runs: the parent's
     running.mkdir()
     before = snapshot(out)
     for aside in (running, out / running.name.replace(running.name[20:30], "0123456789")):
         if aside != running:
             os.rename(running, aside)  # another host's, or before a restart
-        with pytest.raises(GeoPix2PixError, match=f"by process {os.getpid()} \\(still running, "
+        with pytest.raises(GeoPix2PixError, match=f"by process {os.getppid()} \\(still running, "
                                                   f"or one of another machine.*{aside.name}"), \
                 replaced_when_complete(out, True, owned=OWNED, marker="done.json",
                                        command="demo"):
@@ -219,7 +252,8 @@ def test_demo_overwrite_removes_only_demo_outputs(tmp_path, capsys):
         (out / name).write_bytes(b"x")
     with replaced_when_complete(out, True, owned=OUTPUTS, marker=SUMMARY, command="demo"):
         assert [p.name[:20] for p in out.iterdir()] == [".geopix2pix-earlier."]  # aside
-    assert list(out.iterdir()) == []
+        (out / SUMMARY).write_text("new")  # complete
+    assert [p.name for p in out.iterdir()] == [SUMMARY]
     # a user's own chips/ and run/ (the README's layout) are not the demo's: refused
     for inner in ("chips/source/p0_r0_c0.tif", "chips/my_notes.txt", "run/weights.pt"):
         (out / inner).parent.mkdir(parents=True, exist_ok=True)

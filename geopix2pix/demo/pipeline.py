@@ -31,7 +31,7 @@ from geopix2pix.raster.write import (
     atomic_path,
     write_text_atomic,
 )
-from geopix2pix.runtime.aside import put_back_earlier, replaced_when_complete
+from geopix2pix.runtime.aside import put_back_earlier, replaced_when_complete, unfinished
 from geopix2pix.runtime.folders import Owned
 from geopix2pix.runtime.stopping import Outputs, Reporter, StopReport, stop_signal
 from geopix2pix.settings.checking import api_function
@@ -275,7 +275,7 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
         s = replace(s, n_train=max(2, s.n_train))
     report = None
     try:
-        put_back_earlier(Path(out_dir), OUTPUTS)  # (what a killed demo set aside)
+        put_back_earlier(Path(out_dir), OUTPUTS, SUMMARY)  # (what a killed demo set aside)
         _refuse_foreign_runs(Path(out_dir))
         report = stop_reporter(out_dir)
         with replaced_when_complete(out_dir, overwrite, owned=OUTPUTS, marker=SUMMARY,
@@ -296,6 +296,9 @@ def stop_reporter(out_dir: str | os.PathLike) -> Reporter:
 
     def report(stop: BaseException) -> StopReport:
         signum = stop_signal(stop)
+        if unfinished(out):  # (a second stop while the earlier outputs were moving)
+            return StopReport("demo", signum, f"Stopped while the earlier demo in {out} was "
+                              "being put back: the next demo into that folder finishes it")
         if summary.finished():
             return StopReport("demo", signum, f"Stopped after the demo finished: {out} is "
                               "complete", completed=(out,))

@@ -53,10 +53,11 @@ def replaced_when_complete(path: str | os.PathLike, overwrite: bool, *, owned: O
     """The output folder of `command` to write in, checked as `folders.check_output_dir`
     checks it (--overwrite for a non-empty one, nothing but what `owned` names there). Its
     earlier outputs are set aside while the body runs, removed when it returns, moved back
-    when it raises (a failure, Ctrl-C or SIGTERM); `marker` is the file a run writes last.
-    Callers that report a stop call `put_back_earlier` first, before they look at the folder."""
+    when it raises (a failure, Ctrl-C or SIGTERM) before the run wrote `marker`, the file it
+    writes last (once written, the run is complete, and it stays). Callers that report a stop
+    call `put_back_earlier` first, before they look at the folder."""
     path = Path(path)
-    put_back_earlier(path, owned)
+    put_back_earlier(path, owned, marker)
     if not check_output_dir(path, overwrite, marker, owned, (), command, None):
         try:
             make_folders(path)
@@ -73,12 +74,25 @@ def replaced_when_complete(path: str | os.PathLike, overwrite: bool, *, owned: O
         yield path
     except BaseException:
         with deferred_stop_signals(lambda: None):
-            _move_back(path, aside, owned)
+            _finish(path, aside, owned, marker)
         raise
     with deferred_stop_signals(lambda: None):
-        done = base.with_name(base.name + DONE)
+        _finish(path, aside, owned, marker)
+
+
+def _finish(path: Path, aside: Path, owned: Owned, marker: str) -> None:
+    """End a replacement whose earlier outputs are in `aside` (`kept`): the run is complete
+    where it wrote `marker` (the earlier one moved aside with the rest), so they are removed;
+    else they go back (`_move_back`). A stop at any moment leaves a state the next run finishes
+    the same way."""
+    if aside.name.endswith(KEPT) and (path / marker).is_file():
+        done = aside.with_name(aside.name.removesuffix(KEPT) + DONE)
         os.rename(aside, done)
-        shutil.rmtree(done)
+        aside = done
+    if aside.name.endswith(DONE):
+        shutil.rmtree(aside)
+    else:
+        _move_back(path, aside, owned)
 
 
 def _set_aside(path: Path, moving: Path) -> Path:
@@ -93,10 +107,11 @@ def _set_aside(path: Path, moving: Path) -> Path:
     return kept
 
 
-def put_back_earlier(path: Path, owned: Owned) -> None:
-    """Finish what a killed run into `path` left of its earlier outputs: move them back (and
-    remove its own unfinished ones), or remove them where it had completed; refuse (one line)
-    where the run that set them aside may still run."""
+def put_back_earlier(path: Path, owned: Owned, marker: str) -> None:
+    """Finish what a killed (or in this process, stopped twice) run into `path` left of its
+    earlier outputs (`_finish`): move them back (and remove its own unfinished ones), or
+    remove them where it had completed (written `marker`); refuse (one line) where the run
+    that set them aside may still run."""
     found: list[tuple[Path, tuple[str, str, int] | None]] = []
     with contextlib.suppress(OSError), os.scandir(path) as entries:  # (none: a new folder)
         found = [(Path(e.path), folder_state(e.name, path / ASIDE)) for e in entries
@@ -105,13 +120,18 @@ def put_back_earlier(path: Path, owned: Owned) -> None:
         if state is None:
             continue
         suffix, writer, pid = state
-        if writer != "gone":
+        if writer != "gone" and pid != os.getpid():  # (this process's: its run is over)
             raise GeoPix2PixError(f"{path} {_left(aside, suffix, pid)}")
         with deferred_stop_signals(lambda: None):
-            if suffix == DONE:
-                shutil.rmtree(aside)
-            else:
-                _move_back(path, aside, owned)
+            _finish(path, aside, owned, marker)
+
+
+def unfinished(path: Path) -> bool:
+    """Whether `path` holds earlier outputs set aside (a replacement not finished: stopped
+    twice, or killed; the next run into it finishes it)."""
+    with contextlib.suppress(OSError), os.scandir(path) as entries:
+        return any(folder_state(e.name, path / ASIDE) is not None for e in entries)
+    return False
 
 
 def _left(aside: Path, suffix: str, pid: int) -> str:

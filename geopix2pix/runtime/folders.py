@@ -172,7 +172,7 @@ def check_output_dir(path: Path, overwrite: bool, marker: str, owned: Owned,
     if path.exists() and not path.is_dir():
         raise GeoPix2PixError(f"{path} exists and is not a folder; choose another output folder")
     _refuse_inputs(path, inputs, command)
-    entries = sorted(path.iterdir()) if path.exists() else []
+    entries = [e for e in sorted(path.iterdir()) if not is_litter(e)] if path.exists() else []
     if entries:
         _refuse_foreign(path, Owned((marker, *owned.files), owned.folders), command)
         if not overwrite:
