@@ -106,8 +106,9 @@ def stop_reporter(scenes: PathLike | Sequence[PathLike], out: PathLike | None = 
             return StopReport("predict", signum, f"Stopped: {out} was "
                               f"{'not replaced' if earlier else 'not written'} (no partial "
                               "output is left)", kept=out if earlier else None)
-        earlier = earlier_kept([kept for kept in outputs.kept()  # (--overwrite) not replaced yet
-                                if not replaced_inputs([kept], inputs)])  # (nor a scene)
+        kept = outputs.kept()  # (--overwrite) not replaced yet, nor a scene (opened once each)
+        scenes = replaced_inputs(kept, inputs) if kept else {}
+        earlier = earlier_kept([path for index, path in enumerate(kept) if index not in scenes])
         if not written:
             return StopReport("predict", signum, "Stopped: nothing was written (no partial "
                               f"outputs are left){earlier}")
