@@ -10,16 +10,18 @@ hidden folder. Instead each earlier output moves, by one rename, into
 stays where it is (a mount point, the current folder, a link, a folder in a parent the user
 cannot write in all work). STATE says how far the run got, each step one rename:
 - `moving`: the earlier outputs are being moved in (no new output yet);
-- `kept`: all moved; the new run writes in the output folder;
+- `kept`: all moved; the new run writes in the output folder (complete once it wrote its
+  marker, the file it writes last: the earlier one is in the hidden folder);
 - `returning`: the new run failed or was stopped, its outputs are removed, and the earlier ones
   are being moved back;
 - `done`: the new run is complete; the earlier outputs are being removed.
 
-A run that fails or is stopped moves them back (Ctrl-C and SIGTERM wait while outputs move). A
-run killed outright (SIGKILL, the out-of-memory killer) cannot: the next run into that folder
-does, first, as its STATE says. One set aside by a process that may still run (another run now,
-or one on another host, container or before a restart, which cannot be told apart) is never
-touched: the run is refused, naming it.
+A run that fails or is stopped before it is complete moves them back (Ctrl-C and SIGTERM wait
+while outputs move). A run killed outright (SIGKILL, the out-of-memory killer), or stopped twice,
+cannot: the next run into that folder does, first, as its STATE and the marker say (the same
+rule, `_finish`). One set aside by another process that may still run (another run now, or one
+on another host, container or before a restart, which cannot be told apart) is never touched:
+the run is refused, naming it.
 """
 
 from __future__ import annotations
