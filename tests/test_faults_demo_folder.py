@@ -182,6 +182,58 @@ def test_this_process_finishes_what_its_own_run_left_and_litter_is_no_output(tmp
     assert sorted(p.name for p in litter.iterdir()) == [".DS_Store", "done.json"]
 
 
+def test_a_run_in_another_thread_or_of_another_host_with_this_pid_is_another_run(tmp_path):
+    """This process's own leftovers are finished, but not those of a replacement still running
+    in another thread, nor another host's that happens to have this pid (a reviewer's thread B
+    tore down thread A's run and mixed the two demos)."""
+    import os
+    import threading
+
+    from geopix2pix.runtime.aside import ASIDE
+    from geopix2pix.runtime.partials import partial_folder_name
+
+    out = tmp_path / "demo"
+    _earlier(out)
+    inside, release = threading.Event(), threading.Event()
+
+    def run_a():
+        with replaced_when_complete(out, True, owned=OWNED, marker="done.json", command="demo"):
+            (out / "done.json").write_text("A's")
+            inside.set()
+            release.wait(30)
+
+    a = threading.Thread(target=run_a)
+    a.start()
+    assert inside.wait(30)
+    with pytest.raises(GeoPix2PixError, match=f"by process {os.getpid()} "):
+        put_back_earlier(out, OWNED, "done.json")  # thread B
+    release.set()
+    a.join(30)
+    assert snapshot(out) == {"done.json": b"A's"}  # A completed, whole
+    own = partial_folder_name(out / ASIDE).name + ".kept"
+    elsewhere = out / own.replace(own[20:30], "0123456789")  # another host's, this pid
+    elsewhere.mkdir()
+    with pytest.raises(GeoPix2PixError, match="still running, or one of another machine"):
+        put_back_earlier(out, OWNED, "done.json")
+
+
+def test_a_stop_after_the_demo_finished_says_complete_whatever_is_left(tmp_path):
+    """A second Ctrl-C while the earlier demo's leftovers were being removed said they were
+    being put back (a reviewer's); the demo was complete, and the next run removes them."""
+    from geopix2pix.demo.pipeline import SUMMARY, stop_reporter
+    from geopix2pix.runtime.aside import ASIDE
+    from geopix2pix.runtime.partials import partial_folder_name
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / SUMMARY).write_text("earlier")
+    report = stop_reporter(out)
+    (out / SUMMARY).unlink()
+    (out / SUMMARY).write_text("new")
+    (out / (partial_folder_name(out / ASIDE).name + ".done")).mkdir()
+    assert report(KeyboardInterrupt()).line == f"Stopped after the demo finished: {out} is complete"
+
+
 def test_what_a_running_or_unknown_run_set_aside_is_never_touched(tmp_path):
     """Another run now, or one on another machine or before a restart (its process cannot be
     told): refused, naming the folder; never moved back under a running run, never hidden."""

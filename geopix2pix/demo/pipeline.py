@@ -296,12 +296,12 @@ def stop_reporter(out_dir: str | os.PathLike) -> Reporter:
 
     def report(stop: BaseException) -> StopReport:
         signum = stop_signal(stop)
-        if unfinished(out):  # (a second stop while the earlier outputs were moving)
-            return StopReport("demo", signum, f"Stopped while the earlier demo in {out} was "
-                              "being put back: the next demo into that folder finishes it")
-        if summary.finished():
+        if summary.finished():  # (the earlier one's leftovers, if any, go with the next run)
             return StopReport("demo", signum, f"Stopped after the demo finished: {out} is "
                               "complete", completed=(out,))
+        if unfinished(out):  # (a second stop while the earlier outputs were moving back)
+            return StopReport("demo", signum, f"Stopped while the earlier demo in {out} was "
+                              "being put back: the next demo into that folder finishes it")
         if summary.kept() or started.kept():
             return StopReport("demo", signum, "Stopped before the new demo was complete: the "
                               f"earlier demo in {out} is as it was", kept=out)
@@ -363,10 +363,10 @@ def _run_stages(out: Path, task: str, seed: int, progress: bool, s: DemoSettings
     result = DemoResult(out, task, seed, scenes, chips, run, model, prediction, baseline,
                         quicklook, report.overall, base_report.overall, clock.seconds, linear,
                         linear_metrics, unpaired)
+    if progress:  # (before demo.json: a terminal gone meanwhile fails the run, not after it)
+        print("\n".join(result.lines()), flush=True)
     write_text_atomic(out / SUMMARY, json.dumps(
         {**result.to_dict(), "settings": asdict(s)}, indent=2) + "\n")
-    if progress:
-        print("\n".join(result.lines()), flush=True)
     return result
 
 

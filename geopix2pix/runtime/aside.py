@@ -47,6 +47,8 @@ from geopix2pix.runtime.stopping import deferred_stop_signals
 
 ASIDE = "geopix2pix-earlier"  # (hidden: partial_folder_name puts a dot before it)
 MOVING, KEPT, RETURNING, DONE = ".moving", ".kept", ".returning", ".done"
+_ACTIVE: set[str] = set()  # the hidden folders (names without their state) of this process's
+# replacements still running (another thread's run is as much another run as another process's)
 
 
 @contextlib.contextmanager
@@ -70,6 +72,7 @@ def replaced_when_complete(path: str | os.PathLike, overwrite: bool, *, owned: O
     refuse_read_only(path, path)
     base = partial_folder_name(path / ASIDE)
     aside = base.with_name(base.name + MOVING)
+    _ACTIVE.add(base.name)
     try:
         with deferred_stop_signals(lambda: None):
             aside = _set_aside(path, aside)
@@ -78,8 +81,11 @@ def replaced_when_complete(path: str | os.PathLike, overwrite: bool, *, owned: O
         with deferred_stop_signals(lambda: None):
             _finish(path, aside, owned, marker)
         raise
-    with deferred_stop_signals(lambda: None):
-        _finish(path, aside, owned, marker)
+    else:
+        with deferred_stop_signals(lambda: None):
+            _finish(path, aside, owned, marker)
+    finally:
+        _ACTIVE.discard(base.name)
 
 
 def _finish(path: Path, aside: Path, owned: Owned, marker: str) -> None:
@@ -122,17 +128,25 @@ def put_back_earlier(path: Path, owned: Owned, marker: str) -> None:
         if state is None:
             continue
         suffix, writer, pid = state
-        if writer != "gone" and pid != os.getpid():  # (this process's: its run is over)
+        if writer != "gone" and not _ours_and_over(aside, writer, pid):
             raise GeoPix2PixError(f"{path} {_left(aside, suffix, pid)}")
         with deferred_stop_signals(lambda: None):
             _finish(path, aside, owned, marker)
 
 
+def _ours_and_over(aside: Path, writer: str, pid: int) -> bool:
+    """Whether the hidden folder `aside` is this process's, of a replacement no longer running
+    (stopped twice: finished by the next run; not another thread's, nor another host's)."""
+    return writer == "running" and pid == os.getpid() and \
+        aside.name.rsplit(".", 1)[0] not in _ACTIVE
+
+
 def unfinished(path: Path) -> bool:
-    """Whether `path` holds earlier outputs set aside (a replacement not finished: stopped
-    twice, or killed; the next run into it finishes it)."""
+    """Whether `path` holds earlier outputs this process set aside and did not finish putting
+    back (stopped twice; the next run into it finishes it)."""
     with contextlib.suppress(OSError), os.scandir(path) as entries:
-        return any(folder_state(e.name, path / ASIDE) is not None for e in entries)
+        return any((state := folder_state(e.name, path / ASIDE)) is not None and
+                   _ours_and_over(Path(e.path), state[1], state[2]) for e in entries)
     return False
 
 
