@@ -105,6 +105,28 @@ def test_bands_of_other_nodata_values_keep_each_its_own_void(tmp_path, dtype):
     assert report.warped and [b.mae for b in report.bands] == [0.0, 0.0]
 
 
+def test_a_band_s_values_at_another_band_s_nodata_stay_values(tmp_path):
+    """Band 1's voids are -9999, band 2's -1, and band 2 holds real -9999 values (an int16
+    stack): the warper's one nodata value was band 1's, so band 2's -9999 became voids. It is
+    now NaN, which no integer value equals, and the values come back exact."""
+    data = np.stack([np.full((40, 40), 100, "int16"), np.full((40, 40), 200, "int16")])
+    data[0, 10:20, 10:20] = -9999
+    data[1, :, 30:] = -9999  # values of band 2
+    data[1, 25:30, 5:10] = -1
+    stack = _stacked_nodata(tmp_path / "stack.vrt", write_raster(tmp_path / "raw.tif", data),
+                            [-9999, -1])
+    with rasterio.open(stack) as src:
+        grid = Grid.of(src)
+        with warped_view(src, grid, "nearest") as view:
+            warped = view.read()
+            invalid = invalid_pixels(view, warped, [1, 2])
+            void_2 = invalid_pixels(view, warped[1:], [2])
+    assert (warped[1][:, 30:] == -9999).all() and not void_2[:, 30:].any()
+    assert void_2[25:30, 5:10].all() and void_2.sum() == 25
+    assert invalid[10:20, 10:20].all() and invalid.sum() == 125
+    assert (warped[0][~invalid] == 100).all()
+
+
 def test_a_stack_of_other_nodata_values_read_from_a_zip_or_retagged_is_warped_alike(tmp_path):
     """The VRT that gives the bands one nodata value reopens the raster by GDAL's name for it
     (zip://a.zip!b.vrt is /vsizip/...: its rasterio form failed at the read), and a nodata value

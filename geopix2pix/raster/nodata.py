@@ -171,9 +171,10 @@ def one_nodata(dataset):
     """`dataset` itself where GDAL's warper can keep each band's voids apart as it is: its bands
     share one nodata value (a GeoTIFF's always do; a `Retagged` one's too), or one has none, or
     it has an alpha band or a mask (GDAL's rules for those), or its name is none GDAL can open
-    again. Else (a VRT stacking files of other fill values) a VRT of it whose every band holds
-    one nodata value (NaN for floats, band 1's for integers) where its own was, opened (the
-    caller closes it): rasterio gives the warper one nodata value for all bands."""
+    again. Else (a VRT stacking files of other fill values) a float64 VRT of it whose every band
+    holds NaN where its own nodata was, opened (the caller closes it): rasterio gives the warper
+    one nodata value for all bands, and NaN is the one no valid value of any band can equal (an
+    integer band's own value would be; float64 holds every value up to 32-bit integers)."""
     values = dataset.nodatavals
     if None in values or len({"nan" if math.isnan(v) else v for v in values}) <= 1 or \
             ColorInterp.alpha in dataset.colorinterp or \
@@ -182,15 +183,13 @@ def one_nodata(dataset):
     name = _gdal_name(dataset.name)
     if name is None:
         return dataset
-    floats = np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating)
-    common = math.nan if floats else values[0]
     bands = "".join(
-        f'<VRTRasterBand dataType="{_gdal_type(dtype)}" band="{band}">'
-        f"<NoDataValue>{common!r}</NoDataValue><ComplexSource>"
+        f'<VRTRasterBand dataType="Float64" band="{band}">'
+        "<NoDataValue>nan</NoDataValue><ComplexSource>"
         f'<SourceFilename relativeToVRT="0">{escape(name)}</SourceFilename>'
         f"<SourceBand>{band}</SourceBand><NODATA>{nodata!r}</NODATA>"
         "</ComplexSource></VRTRasterBand>"
-        for band, (dtype, nodata) in enumerate(zip(dataset.dtypes, values), start=1))
+        for band, nodata in enumerate(values, start=1))
     crs = f"<SRS>{escape(dataset.crs.to_wkt())}</SRS>" if dataset.crs else ""
     transform = ", ".join(map(repr, dataset.transform.to_gdal()))
     return rasterio.open(f'<VRTDataset rasterXSize="{dataset.width}" rasterYSize='
@@ -210,13 +209,6 @@ def _gdal_name(name: str) -> str | None:
     if not vsi or vsi.startswith("<"):  # (a VRT given as its XML text)
         return None
     return vsi if vsi.startswith("/vsi") or os.path.isabs(vsi) else os.path.abspath(vsi)
-
-
-def _gdal_type(dtype: str) -> str:
-    """GDAL's name of a numpy data type: uint16 -> UInt16."""
-    return {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
-            "uint32": "UInt32", "int32": "Int32", "uint64": "UInt64", "int64": "Int64",
-            "float32": "Float32", "float64": "Float64"}[dtype]
 
 
 def override_of(dataset) -> Override | None:
