@@ -104,6 +104,10 @@ def _deep(header, tensors):
     return "[" * 100_000 + "]" * 100_000
 
 
+def _huge(header, tensors):  # (safetensors admits a 100 MB header)
+    return json.dumps({**header, "notes": "x" * (20 << 20)})
+
+
 def _float64_overflowing(header, tensors):  # finite in float64, infinite as float32
     for key in tensors:
         tensors[key] = tensors[key].double() if tensors[key].is_floating_point() else tensors[key]
@@ -118,6 +122,7 @@ def _smp_chips_of_33(header, tensors):  # (UNet++ takes multiples of 32; Unet, a
 MODEL_CASES = [
     ("ngf-4096", "model", _set("generator", "ngf", 4096), "ngf 4096"),
     ("ngf-512-real-tensors", "model", _set("generator", "ngf", 512), "ngf 512"),
+    ("20-MB-header", "model", _huge, "holds 20 MB, over the 16 MB a model file may"),
     ("complex64-target", "model", _set("target", "dtype", "complex64"), "complex64"),
     ("nan-target-scaling", "model", _set("target", "scaling", "low", [math.nan]),
      "target.scaling.low[0] is nan"),

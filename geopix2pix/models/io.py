@@ -49,6 +49,9 @@ FORMAT_VERSION = 1
 DIGEST_KEY = "weights_sha256"
 RESERVED_KEYS = ("format_version", "generator", DIGEST_KEY)
 CHECKPOINT_KEYS = {"format_version", "rng"}  # what every training/checkpoint.py file holds
+# The longest header read: a model's is kilobytes (a 224-band linear map, about 1 MB), while
+# safetensors admits 100 MB, which as Python objects could take gigabytes to parse.
+MAX_METADATA_CHARS = 16 << 20
 
 
 @dataclass
@@ -156,8 +159,12 @@ def _parse_header(path: Path, metadata: dict[str, str]) -> tuple[GeneratorSpec, 
     """The generator spec and user metadata of the ``"geopix2pix"`` header."""
     if METADATA_KEY not in metadata:
         raise _not_a_model(path, f"no {METADATA_KEY!r} metadata")
+    text = metadata[METADATA_KEY]
+    if len(text) > MAX_METADATA_CHARS:
+        raise _not_a_model(path, f"its {METADATA_KEY!r} metadata holds {len(text) >> 20} MB, "
+                                 f"over the {MAX_METADATA_CHARS >> 20} MB a model file may")
     try:
-        content = json.loads(metadata[METADATA_KEY])
+        content = json.loads(text)
     except (ValueError, RecursionError) as exc:  # not JSON, or nested past the parser's depth
         raise _not_a_model(path, f"unreadable {METADATA_KEY!r} metadata") from exc
     if not isinstance(content, dict):
