@@ -240,3 +240,30 @@ def test_every_help_starts_without_torch():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
+
+
+def test_evaluate_json_to_standard_output_and_never_over_a_link_or_pipe(rasters, tmp_path,
+                                                                        capsys):
+    """`--json -` (or /dev/stdout) prints the JSON alone on stdout, the table on stderr. A
+    --json that is a link or a pipe is refused even with --overwrite: the report is renamed
+    into place, which replaced a root user's /dev/stdout link with a file."""
+    import json
+    import os
+
+    pair = [rasters / "t.tif", rasters / "t.tif"]
+    for target in ("-", "/dev/stdout"):
+        assert main(["evaluate", *map(str, pair), "--json", target]) == 0
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["valid_pixels"] == 64 * 64
+        assert "overall" in captured.err
+    assert not Path("-").exists()
+    real = tmp_path / "real.json"
+    real.write_text("{}")
+    (tmp_path / "link.json").symlink_to(real)
+    os.mkfifo(tmp_path / "fifo.json")
+    err = one_line(capsys, ["evaluate", *pair, "--json", tmp_path / "link.json", "--overwrite"])
+    assert "link.json is a link (to " in err and "give the path of the file" in err
+    err = one_line(capsys, ["evaluate", *pair, "--json", tmp_path / "fifo.json", "--overwrite"])
+    assert "fifo.json is a device, pipe or socket" in err and "--json -" in err
+    assert (tmp_path / "link.json").is_symlink() and real.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.json", "link.json", "real.json"]

@@ -155,3 +155,21 @@ def test_libtiff_stays_quiet_until_the_last_overlapping_writer_ends():
     assert setter(None) is None  # still quiet (and the probe leaves it so)
     second.__exit__(None, None, None)
     assert setter(original) == original  # the last one restored libtiff's own handler
+
+
+def test_an_output_that_is_a_link_or_a_device_is_never_renamed_over(tmp_path):
+    """An output is renamed into place: over a link (to a file elsewhere) that replaced the link
+    with a file, over /dev/null a device; both are refused, with --overwrite too."""
+    real = tmp_path / "real.tif"
+    real.write_text("kept")
+    (tmp_path / "link.tif").symlink_to(real)
+    with pytest.raises(GeoPix2PixError, match="link.tif is a link"), \
+            atomic_path(tmp_path / "link.tif", overwrite=True) as temp:
+        temp.write_text("new")
+    assert (tmp_path / "link.tif").is_symlink() and real.read_text() == "kept"
+    (tmp_path / "null.tif").symlink_to("/dev/null")
+    for device in ("/dev/null", tmp_path / "null.tif"):
+        with pytest.raises(GeoPix2PixError, match="is a device, pipe or socket"), \
+                atomic_path(device, overwrite=True) as temp:
+            temp.write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tif", "null.tif", "real.tif"]

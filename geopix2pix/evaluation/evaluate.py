@@ -53,7 +53,12 @@ from geopix2pix.raster.io import (
     warped_view,
 )
 from geopix2pix.raster.nodata import Override, fill_value_lines
-from geopix2pix.raster.write import atomic_path, output_folder, replaced_inputs
+from geopix2pix.raster.write import (
+    atomic_path,
+    output_folder,
+    refuse_special_file,
+    replaced_inputs,
+)
 from geopix2pix.settings.checking import api_function, check_types
 
 BLOCK = 1024
@@ -234,7 +239,9 @@ def _class_maps(p, pb: list[int], r, rb: list[int]) -> bool:
 
 def _check_json_path(path: Path, inputs: list[Path]) -> None:
     """Refuse, before any work, a --json file that is one of the rasters compared (one that
-    exists without --overwrite: `output_folder`), or a folder."""
+    exists without --overwrite: `output_folder`), a folder, or a device (/dev/stdout: the
+    command line's `--json -` prints it)."""
+    refuse_special_file(path, "pass --json - to print the JSON instead")
     if path.is_dir():
         raise GeoPix2PixError(f"--json {path} is a folder, not a file; pass a file to write "
                               f"the JSON report to (e.g. {path / 'report.json'})")

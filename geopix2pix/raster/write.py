@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -47,6 +48,11 @@ def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
 
 def _prepare(path: Path, overwrite: bool) -> tuple[Path, list[Path]]:
     """`check_can_write`, and the folders it made (outermost first)."""
+    refuse_special_file(path)
+    if overwrite and path.is_symlink():
+        raise GeoPix2PixError(f"{path} is a link (to {os.readlink(path)}), which replacing it "
+                              "would replace with a file; give the path of the file it links to "
+                              "instead")
     if os.path.lexists(path) and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
     refuse_read_only(path.parent, path)
@@ -56,6 +62,19 @@ def _prepare(path: Path, overwrite: bool) -> tuple[Path, list[Path]]:
         raise cannot_make(path.parent, exc, f" for {path.name}") from None
     remove_stale(path)
     return path, made
+
+
+def refuse_special_file(path: Path, fix: str = "choose a file path") -> None:
+    """Refuse an output that is, or links to, a device, a pipe or a socket (/dev/stdout): an
+    output is written beside and renamed into place, which would replace it (a root user's
+    /dev/stdout, for one), and --overwrite would not make that right."""
+    try:
+        mode = os.stat(path).st_mode  # (through a link)
+    except (OSError, ValueError):  # nothing there (or a broken link): an ordinary output
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise GeoPix2PixError(f"{path} is a device, pipe or socket, not a file: outputs are "
+                              f"written as new files renamed into place; {fix}")
 
 
 @contextlib.contextmanager

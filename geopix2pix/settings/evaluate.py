@@ -17,7 +17,8 @@ class EvaluateOptions:
 
     json_path: str | os.PathLike | None = option(
         None, flag="--json", kind="output", shown_default="none",
-        help="Also write the results as JSON to this file.")
+        help="Also write the results as JSON to this file; - writes them to standard output "
+             "(and the table to standard error).")
     overwrite: bool = common.overwrite("Replace an existing --json file.")
     categorical: bool = option(False, help=(
         "Class maps: pixel accuracy and per-class IoU instead of MAE/RMSE/PSNR/SSIM (the "
