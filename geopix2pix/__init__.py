@@ -24,7 +24,7 @@ __all__ = ["__version__", "GeoPix2PixError", "GeoPix2PixWarning", "export_chips"
            "train", "predict", "evaluate", "load_model", "make_demo_scenes", "run_demo",
            "show_chips", "show_results", "plot_metrics", "plot_footprints", "ExportSummary",
            "TrainResult", "SceneResult", "EvaluationReport", "LoadedModel", "ModelMetadata",
-           "DemoScenes", "DemoResult"]
+           "DemoScenes", "DemoResult", "DemoSettings"]
 
 from typing import TYPE_CHECKING
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `_LAZY` import
     from geopix2pix.models.metadata import ModelMetadata
     from geopix2pix.plot import plot_footprints, plot_metrics, show_chips, show_results
     from geopix2pix.prediction.predictor import SceneResult, predict
+    from geopix2pix.settings.demo import DemoSettings
     from geopix2pix.training.trainer import TrainResult, train
 
 _LAZY = {
@@ -65,6 +66,7 @@ _LAZY = {
     "ModelMetadata": "geopix2pix.models.metadata:ModelMetadata",
     "DemoScenes": "geopix2pix.demo.scenes:DemoScenes",
     "DemoResult": "geopix2pix.demo.pipeline:DemoResult",
+    "DemoSettings": "geopix2pix.settings.demo:DemoSettings",  # what sizes a demo run
 }
 
 
@@ -77,3 +79,8 @@ def __getattr__(name: str) -> object:
         module, attr = _LAZY[name].split(":")
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'geopix2pix' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too: tab completion and ``dir(geopix2pix)`` show the whole API."""
+    return sorted({*globals(), *__all__})

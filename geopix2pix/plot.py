@@ -52,6 +52,15 @@ def _check_count(n: object) -> None:
         raise GeoPix2PixError(f"n={n}: expected the number of chips to show, at least 1")
 
 
+def _check_size(size: object) -> None:
+    """`size`, the side of one panel in inches: a number above 0, at most 100."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Real):
+        raise GeoPix2PixError(f"size={size!r}: expected a number (inches)")
+    if not 0 < size <= 100:
+        raise GeoPix2PixError(f"size={size}: expected a panel's side in inches, above 0 and at "
+                              "most 100")
+
+
 def _pick(chips_dir: PathLike, split: str | None, n: int, seed: int,
           domain: str | None = None) -> list[str]:
     from geopix2pix.chips.dataset import chip_ids
@@ -82,6 +91,7 @@ def show_chips(chips_dir: PathLike, n: int = 4, split: str | None = "train", see
                size: float = 3.0):
     """`n` random chips of a split (None: any) as source | target pairs, one row each; of an
     unpaired chips folder, `n` chips of each domain, drawn independently (no row is a pair)."""
+    _check_size(size)
     from geopix2pix.chips.manifest import DatasetInfo
 
     paired = DatasetInfo.load(chips_dir).paired
@@ -207,6 +217,7 @@ def show_results(model: PathLike | LoadedModel, chips_dir: PathLike, n: int = 4,
     from geopix2pix.models.metadata import ModelMetadata
     from geopix2pix.prediction.predictor import baseline_model
 
+    _check_size(size)
     ids = _pick(chips_dir, split, n, seed)
     loaded = _as_model(model)
     results = predict_chips(loaded, chips_dir, ids)  # a model unfit for the chips: no figure
@@ -243,6 +254,7 @@ def read_metrics(run_dir: PathLike) -> dict[str, np.ndarray]:
 def plot_metrics(run_dir: PathLike, size: float = 3.5):
     """Training curves from metrics.csv: losses, validation errors, PSNR and SSIM per epoch
     (for a class map, --categorical: cross-entropy, pixel accuracy and mean IoU)."""
+    _check_size(size)
     columns = read_metrics(run_dir)
     if not columns:
         raise GeoPix2PixError(f"{run_dir}/metrics.csv has no epoch yet")
@@ -276,6 +288,7 @@ def plot_footprints(chips_dir: PathLike, scene: PathLike | None = None, size: fl
 
     from geopix2pix.chips.manifest import INDEX
 
+    _check_size(size)
     index = Path(chips_dir) / INDEX
     if not index.exists():
         raise GeoPix2PixError(f"{index} does not exist; run geopix2pix export-chips first")

@@ -34,7 +34,7 @@ from geopix2pix.raster.write import (
 from geopix2pix.runtime.aside import put_back_earlier, replaced_when_complete, unfinished
 from geopix2pix.runtime.folders import Owned
 from geopix2pix.runtime.stopping import Outputs, Reporter, StopReport, stop_signal
-from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.checking import api_function, check_types
 from geopix2pix.settings.common import check_seed
 from geopix2pix.settings.demo import DemoSettings
 from geopix2pix.training.trainer import RUN_OUTPUTS
@@ -199,6 +199,13 @@ def check_demo_options(task: str, seed: int, settings: DemoSettings,
     it has, the `DemoSettings` field for the others)."""
     from geopix2pix.runtime.device import resolve_device
 
+    if not isinstance(settings, DemoSettings):
+        raise GeoPix2PixError(f"run_demo(): settings={settings!r}: expected a DemoSettings "
+                              "(e.g. geopix2pix.DemoSettings(max_steps=100)) or None")
+    try:
+        check_types(asdict(settings), DemoSettings)
+    except GeoPix2PixError as exc:
+        raise GeoPix2PixError(f"DemoSettings.{exc}") from None
     if task not in TASKS:
         raise GeoPix2PixError(f"--task {task}: use one of {', '.join(TASKS)}")
     if unpaired and task not in UNPAIRED_TASKS:
@@ -269,7 +276,7 @@ def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2im
     """Run the whole pipeline on generated scenes for `task` into `out_dir` (see module doc).
     With `overwrite`, an earlier demo there stays whole (set aside) until this one is complete,
     and is put back if it fails or is stopped."""
-    s = settings or DemoSettings()
+    s = DemoSettings() if settings is None else settings
     check_demo_options(task, seed, s, unpaired)
     if unpaired:  # one scene gives the SAR, another the optical image
         s = replace(s, n_train=max(2, s.n_train))

@@ -97,15 +97,15 @@ def predict(scenes: PathLike | Sequence[PathLike], out: PathLike | None = None, 
     With one scene and OUT, a failure raises; with several scenes every failure is reported in
     the returned results and the other scenes are still written. ``on_result(result)`` is
     called with each scene's `SceneResult` as soon as it is known (written or failed).
-    Warnings (and, with --out-dir, each failure as it happens) go to ``on_warning(message)``,
-    or without it are issued as `GeoPix2PixWarning`s (Python's `warnings`, at the caller's
-    line, every time).
+    Warnings (and, with --out-dir and no ``on_result``, each failure as it happens) go to
+    ``on_warning(message)``, or without it are issued as `GeoPix2PixWarning`s (Python's
+    `warnings`, at the caller's line, every time).
     """
-    to_python = on_warning is None  # a caller with a callback reads failures in the results
+    warn_failures = on_result is None  # (a caller with on_result hears of failures there)
     on_warning = warn_user if on_warning is None else on_warning
 
     def reported(result: SceneResult) -> None:
-        if to_python and out is None and not result.ok:
+        if warn_failures and out is None and not result.ok:
             on_warning(f"{result.error} (not written)")
         if on_result is not None:
             on_result(result)

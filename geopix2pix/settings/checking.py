@@ -20,10 +20,11 @@ import numbers
 import os
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from geopix2pix.errors import GeoPix2PixError
+from geopix2pix.settings.declare import check_minimums
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -36,7 +37,9 @@ _NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a s
 def from_keywords(settings: type[T], options: Mapping[str, Any], what: str) -> T:
     """`settings` (a dataclass of options) built from keyword `options` (`checked_keywords`);
     the dataclass checks the values."""
-    return settings(**checked_keywords(settings, options, what))
+    built = settings(**checked_keywords(settings, options, what))
+    check_minimums(built)
+    return built
 
 
 def checked_keywords(settings: type, options: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -91,7 +94,7 @@ def _matches(value: Any, hint: Any) -> bool | None:
         return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if hint in (str, type(None)):
         return isinstance(value, hint)
-    if hint is os.PathLike:
+    if _is_path_type(hint):
         return isinstance(value, os.PathLike)
     if origin is Callable:
         return callable(value)
@@ -108,12 +111,14 @@ def _matches(value: Any, hint: Any) -> bool | None:
 def _describe(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
+        if any(map(_is_path_type, args)):  # (str | os.PathLike: "a path")
+            args = tuple(a for a in args if a is not str)
         return " or ".join(_describe(arg) for arg in args)
     if origin is Sequence and args:
         return f"a list of {_plural(args[0])}"
     if origin is Mapping and len(args) == 2:
         return f"a dict of {_plural(args[0])} to {_plural(args[1])}"
-    if hint is os.PathLike:
+    if _is_path_type(hint):
         return "a path"
     if origin is Callable:
         return "a function"
@@ -121,7 +126,9 @@ def _describe(hint: Any) -> str:
 
 
 def _plural(hint: Any) -> str:
-    return {int: "integers", float: "numbers", str: "strings"}.get(hint, _describe(hint))
+    described = _describe(hint)
+    return {int: "integers", float: "numbers", str: "strings"}.get(
+        hint, "paths" if described == "a path" else described)
 
 
 def api_function(function: F | None = None, *, settings: type | None = None) -> Any:
@@ -150,13 +157,24 @@ def api_function(function: F | None = None, *, settings: type | None = None) -> 
             _refuse_unknown(name, signature, options, kwargs)
         if checked is None:
             checked = _checked_arguments(function, signature)
+        listed = False
         for argument, hint in checked.items():
-            if argument in bound.arguments and not _matches(bound.arguments[argument], hint):
+            if argument not in bound.arguments:
+                continue
+            if _one_pass(bound.arguments[argument]):  # (Path.glob's paths: a list, to check)
+                bound.arguments[argument], listed = list(bound.arguments[argument]), True
+            if _matches(bound.arguments[argument], hint) is False:
                 raise GeoPix2PixError(f"{name}(): {argument}={bound.arguments[argument]!r}: "
                                       f"expected {_describe(hint)}")
-        return function(*args, **kwargs)
+        return function(*bound.args, **bound.kwargs) if listed else function(*args, **kwargs)
 
     return typing.cast(F, call)
+
+
+def _one_pass(value: Any) -> bool:
+    """An iterable that is not a sequence, a mapping, a string or a path (a generator, a set)."""
+    return isinstance(value, Iterable) and not isinstance(
+        value, (Sequence, Mapping, str, bytes, os.PathLike))
 
 
 def _checked_arguments(function: Callable[..., Any], signature: inspect.Signature
@@ -176,12 +194,23 @@ def _checked_arguments(function: Callable[..., Any], signature: inspect.Signatur
     return found
 
 
+def _is_path_type(hint: Any) -> bool:
+    """``os.PathLike`` or a class of paths (``pathlib.Path``)."""
+    return hint is os.PathLike or (isinstance(hint, type) and issubclass(hint, os.PathLike))
+
+
 def _is_path_or_callable(hint: Any) -> bool:
+    """A function, a path (``str | os.PathLike``, ``str | Path``), or paths: one of them or a
+    sequence of them (``PathLike | Sequence[PathLike]``), maybe None."""
     args = [a for a in typing.get_args(hint) if a is not type(None)] \
         if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
     if all(typing.get_origin(a) is Callable for a in args):
         return bool(args)
-    return os.PathLike in args and all(a in (str, os.PathLike) for a in args)
+    sequences = [a for a in args if typing.get_origin(a) is Sequence]
+    paths = [a for a in args if a not in sequences]
+    return any(map(_is_path_type, paths)) and all(a is str or _is_path_type(a) for a in paths) \
+        and all(_is_path_or_callable(typing.get_args(a)[0]) for a in sequences
+                if typing.get_args(a))
 
 
 def _refuse_unknown(name: str, signature: inspect.Signature, options: list[str],

@@ -27,7 +27,7 @@ class Option:
     kind: "file" or "folder" (a path), "output" (a file to write, that the API refuses
         when a folder), "bands" (1,2,3 or 1-3), "gdal" (repeated NAME=VALUE),
         "codes" (3,8,9,10: numbers).
-    minimum: the least whole number the command line accepts.
+    minimum: the least whole number it takes (`check_minimums`; the command line's IntRange).
     shown_default: what --help says of the default (``[default: ...]``) where click shows none.
     cli: on the command line at all (else Python only, e.g. ``sample_size``).
     runtime: how a run goes rather than what it makes: not recorded, may change on --resume.
@@ -74,6 +74,18 @@ def check_choice(settings: Any, name: str) -> None:
     if meaning.choices is not None and value not in meaning.choices:
         raise GeoPix2PixError(f"{flag_of(name, meaning)} {value}: use one of "
                               f"{', '.join(meaning.choices)}")
+
+
+def check_minimums(settings: Any) -> None:
+    """Refuse a value below its option's declared minimum (the API's; click's IntRange is the
+    command line's), naming its flag."""
+    from geopix2pix.errors import GeoPix2PixError
+
+    for field, meaning in declared(settings):
+        value = getattr(settings, field.name)
+        if meaning.minimum is not None and value is not None and value < meaning.minimum:
+            raise GeoPix2PixError(f"{flag_of(field.name, meaning)} {value}: use at least "
+                                  f"{meaning.minimum}")
 
 
 def flag_of(name: str, meaning: Option) -> str:

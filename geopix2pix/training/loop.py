@@ -28,10 +28,11 @@ run is the uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed % 2**64)
+
+
+@contextlib.contextmanager
+def callers_random_state(device: torch.device) -> Iterator[None]:
+    """Python's, numpy's and torch's global generators (on the CPU and `device`) left as the
+    caller had them, whatever the run within seeds and draws."""
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
 
 
 def build_schedule(config: TrainConfig, steps_per_epoch: int) -> LinearDecaySchedule:

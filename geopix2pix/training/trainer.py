@@ -39,7 +39,13 @@ from .data import EpochBatchSampler, make_loader
 from .device import DeviceSetup, device_setup
 from .families import RunContext, family_for
 from .history import typed_row
-from .loop import EpochRunner, TrainingDiverged, build_schedule, seed_everything
+from .loop import (
+    EpochRunner,
+    TrainingDiverged,
+    build_schedule,
+    callers_random_state,
+    seed_everything,
+)
 from .outputs import stop_reporter
 from .recipe_choice import choose_recipe
 from .resume import saved_options
@@ -317,16 +323,17 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     setup = device_setup(config.device, config.amp, distributed.env().local_rank)
     distributed.init_from_env(setup.device)  # left when the process exits
     trainer = None
-    try:
-        trainer = Trainer(chips_dir, out_dir, config, log, setup)
-        return trainer.fit(callback)
-    except BaseException as exc:
-        if trainer is not None:
-            trainer.failed(exc)
-        raise
-    finally:
-        if trainer is not None:
-            trainer.release()
+    with callers_random_state(setup.device):  # (the run seeds the global generators)
+        try:
+            trainer = Trainer(chips_dir, out_dir, config, log, setup)
+            return trainer.fit(callback)
+        except BaseException as exc:
+            if trainer is not None:
+                trainer.failed(exc)
+            raise
+        finally:
+            if trainer is not None:
+                trainer.release()
 
 
 def _chips(dataset) -> str:
