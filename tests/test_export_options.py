@@ -44,6 +44,7 @@ def test_default_workers_count_the_cores_where_the_os_has_no_affinity(monkeypatc
     (dict(split_block=16, chip_size=32), "--split-block 16: use at least the chip size (32)"),
     (dict(seed=-1), "--seed -1: use 0 to 4294967295"),
     (dict(workers=-1), "--workers -1: use 0 or more (0 and 1 export in this process)"),
+    (dict(workers=10_000), "--workers 10000: this process may use "),
     (dict(aoi_mode="inside"), "--aoi-mode inside: use one of intersects, within"),
     (dict(max_shift=0.0), "--max-shift 0.0: use a positive number of source pixels"),
     (dict(max_shift=1.0, shift_check=False), "--max-shift 1.0 needs the shift check; drop "),

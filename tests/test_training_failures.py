@@ -348,6 +348,38 @@ def test_a_loader_worker_stops_only_when_its_main_process_says_so():
     del batches
 
 
+ORPHANED = """
+import functools, os, time, torch
+from geopix2pix.runtime.stopping import ignore_stop_signals
+class Pids(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        while True:
+            yield os.getpid()
+loader = torch.utils.data.DataLoader(Pids(), batch_size=None, num_workers=1,
+    worker_init_fn=functools.partial(ignore_stop_signals, main=os.getpid()))
+batches = iter(loader)  # (kept: a dropped iterator ends its workers)
+print(next(batches), flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_loader_worker_ends_with_its_killed_main_process():
+    """A worker ignores the terminal's signals: when the OOM killer (or kill -9) ended its main
+    process, a reviewer's worker lived on for minutes, holding the caller's pipe open."""
+    main = subprocess.Popen([sys.executable, "-c", ORPHANED], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(main.stdout.readline())
+        assert _running(worker)
+    finally:
+        main.kill()
+        main.wait()
+    deadline = time.monotonic() + 2  # (torch's own check of its parent waits 5 s, when idle)
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(worker)
+
+
 WORKER = """
 import os, time
 import torch  # starts a thread, as in a spawned DataLoader worker

@@ -237,6 +237,24 @@ def _exit_on_sigterm_from(main: int) -> None:
             os._exit(0)
 
 
+def _end_with_parent() -> None:
+    """Linux: this process is killed when its parent ends (PR_SET_PDEATHSIG), which a worker
+    that ignores the terminal's signals needs: one whose main process the kernel's OOM killer
+    ended lived on for minutes, holding the caller's pipe."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # (it ended before the call)
+        os._exit(1)
+
+
 def ignore_stop_signals(_worker_id: int = 0, main: int | None = None) -> None:
     """DataLoader ``worker_init_fn``: leave Ctrl-C and SIGTERM to the main process, which
     checkpoints and then stops the workers.
@@ -247,10 +265,11 @@ def ignore_stop_signals(_worker_id: int = 0, main: int | None = None) -> None:
     ignored. A thread started before this call does not block it (under the spawn and
     forkserver start methods importing torch starts one): a SIGTERM it receives runs a handler
     that ignores it, since it cannot tell who sent it; such a worker still ends when DataLoader
-    tells it to, or when the main process is gone. Without ``sigwaitinfo`` (macOS) SIGTERM
-    keeps its default action.
+    tells it to, or when the main process is gone (on Linux at once: `_end_with_parent`). Without
+    ``sigwaitinfo`` (macOS) SIGTERM keeps its default action.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     if not hasattr(signal, "sigwaitinfo"):
         return
     # a handler, not SIG_IGN: an ignored signal is discarded, never reaching sigwaitinfo

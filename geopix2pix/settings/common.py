@@ -44,6 +44,21 @@ def check_seed(value: int) -> None:
         raise GeoPix2PixError(f"--seed {value}: use 0 to {MAX_SEED}")
 
 
+def check_workers(value: int | None, zero: str) -> None:
+    """Refuse a --workers below 0 (`zero` says what 0 does) or above the CPUs this process may
+    use: each worker is a process with memory of its own (--workers 1000 filled a machine's)."""
+    from geopix2pix.runtime.device import available_cpus
+
+    if value is None:
+        return
+    if value < 0:
+        raise GeoPix2PixError(f"--workers {value}: use 0 or more ({zero})")
+    cpus = available_cpus()
+    if value > cpus:
+        raise GeoPix2PixError(f"--workers {value}: this process may use {cpus} CPU(s); use at "
+                              f"most {cpus} (each worker is a process with memory of its own)")
+
+
 def workers(help: str, shown_default: str) -> Any:
     """``--workers``: worker processes, None for the command's own default."""
     return option(None, help=help, shown_default=shown_default, runtime=True)

@@ -189,9 +189,7 @@ class ExportOptions:
             raise GeoPix2PixError(f"--split-block {split_block}: use at least the chip size "
                                   f"({self.chip_size}), so that whole chips fit in a block")
         common.check_seed(self.seed)
-        if self.workers < 0:
-            raise GeoPix2PixError(f"--workers {self.workers}: use 0 or more (0 and 1 export in "
-                                  "this process)")
+        common.check_workers(self.workers, "0 and 1 export in this process")
         check_choice(self, "aoi_mode")
         if self.aoi_layer is not None and self.aoi is None:
             raise GeoPix2PixError(f"--aoi-layer {self.aoi_layer} needs --aoi (the file whose "

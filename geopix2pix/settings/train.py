@@ -38,6 +38,7 @@ PIXEL_LOSSES = ("l1", "mse")
 LOCAL_LAYERS = (2, 32)  # the local generator's fewest and most layers
 LOCAL_DEFAULT = 3
 NORMS = ("batch", "instance")
+FLOAT32_MAX = 3.4028234663852886e38  # the largest --lr Adam's float32 state can hold
 MODELS = ("pix2pix", "cyclegan")  # the model families (`training.families.FAMILIES`)
 # options of one family only: given to another, they are refused (`_check_family`)
 CYCLEGAN_OPTIONS = ("lambda_a", "lambda_b", "lambda_identity", "pool_size")
@@ -360,10 +361,9 @@ class TrainConfig:
         if self.min_steps and self.max_steps is not None:
             raise GeoPix2PixError("--max-steps sets the run's length, which --min-steps would "
                                   "stretch: give one")
-        if self.workers is not None and self.workers < 0:
-            raise GeoPix2PixError("--workers must be 0 (load in the main process) or more")
+        common.check_workers(self.workers, "0 loads in the main process")
         common.check_seed(self.seed)
-        if self.lr is not None and not 0 < self.lr < math.inf:
+        if self.lr is not None and not 0 < self.lr <= FLOAT32_MAX:  # (Adam's steps: float32)
             raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
         if not 0 <= self.beta1 < 1:  # (a Python option: Adam's first beta)
             raise GeoPix2PixError(f"beta1={self.beta1}: use a decay from 0 to below 1 (e.g. 0.5)")
