@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
 import torch
@@ -284,6 +285,34 @@ def test_the_chip_dataset_of_the_python_api_names_a_damaged_chip(damaged_chips):
     assert re.match(rf"chip {re.escape(str(damaged_chips))}/source/p\d+_r\d+_c\d+"
                     r"\.tif is damaged \(.*IReadBlock failed", str(caught.value)), str(caught.value)
     assert ChipDataset(damaged_chips, "val")[0]["source"].shape[0] > 0  # intact chips read
+
+
+@pytest.mark.parametrize("bands, size", [(4, None), (None, 16)])
+def test_a_chip_of_other_bands_or_size_than_dataset_json_says_is_damaged(chips, tmp_path,
+                                                                         capsys, bands, size):
+    """A chip copied in from another folder (4 bands, or 16 px) was torch's "stack expects
+    each tensor to be equal size" traceback, or numpy's broadcast error."""
+    import shutil
+
+    import geopix2pix.chips.dataset as dataset
+
+    copy = tmp_path / "chips"
+    shutil.copytree(chips, copy)
+    chip = copy / "source" / f"{dataset.chip_ids(copy, 'train')[0]}.tif"
+    with rasterio.open(chip) as src:
+        profile, data = src.profile, src.read()
+    n = bands or profile["count"]
+    data = np.resize(data, (n, size or data.shape[1], size or data.shape[2]))
+    profile.update(count=n, height=data.shape[1], width=data.shape[2], blockxsize=16,
+                   blockysize=16, tiled=True)
+    with rasterio.open(chip, "w", **profile) as dst:
+        dst.write(data)
+    err = _one_line_error(capsys, _args(copy, tmp_path / "run", "--workers", "0",
+                                        "--max-steps", "2"))
+    found = f"{data.shape[0]} band(s) of {data.shape[2]} x {data.shape[1]} px"
+    assert err.startswith(f"Error: chip {chip} is damaged ({found}; {copy / 'dataset.json'} "
+                          "says"), err
+    assert err.endswith("rerun the export that made it (geopix2pix export-chips with --overwrite)")
 
 
 # --- encoder weights ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from geopix2pix.chips.domains import DOMAINS
-from geopix2pix.chips.manifest import INDEX, DatasetInfo
+from geopix2pix.chips.manifest import INDEX, MANIFEST, DatasetInfo
 from geopix2pix.chips.scaling import Scaling, with_validity
 from geopix2pix.errors import GeoPix2PixError, data_errors, describe
 from geopix2pix.raster.io import open_dataset, placement_problem, read_window
@@ -187,6 +187,11 @@ class ChipDataset(Dataset):
     def _read(self, side: str, chip_id: str) -> tuple[np.ndarray, np.ndarray]:
         path = self.chips_dir / side / f"{chip_id}.tif"
         with _open_chip(path) as ds:
+            bands, size = len(getattr(self.info, side).bands), self.info.chip_size
+            if (ds.count, ds.height, ds.width) != (bands, size, size):
+                raise ChipReadError(_damaged(path, (
+                    f"{ds.count} band(s) of {ds.width} x {ds.height} px; "
+                    f"{self.chips_dir / MANIFEST} says {bands} band(s) of {size} x {size} px")))
             try:
                 return read_window(ds, list(range(1, ds.count + 1)), None)
             except data_errors() as exc:
