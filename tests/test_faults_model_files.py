@@ -104,6 +104,12 @@ def _deep(header, tensors):
     return "[" * 100_000 + "]" * 100_000
 
 
+def _chip_size(size):
+    def edit(header, tensors):
+        header["generator"]["chip_size"] = header["chip_size"] = size
+    return edit
+
+
 def _huge(header, tensors):  # (safetensors admits a 100 MB header)
     return json.dumps({**header, "notes": "x" * (20 << 20)})
 
@@ -123,6 +129,8 @@ MODEL_CASES = [
     ("ngf-4096", "model", _set("generator", "ngf", 4096), "ngf 4096"),
     ("ngf-512-real-tensors", "model", _set("generator", "ngf", 512), "ngf 512"),
     ("20-MB-header", "model", _huge, "holds 20 MB, over the 16 MB a model file may"),
+    ("chips-of-4096", "model", _chip_size(4096), "chip_size 4096 is more than geopix2pix"),
+    ("chips-of-1", "model", _chip_size(1), "chip_size 1 is less than geopix2pix takes"),
     ("complex64-target", "model", _set("target", "dtype", "complex64"), "complex64"),
     ("nan-target-scaling", "model", _set("target", "scaling", "low", [math.nan]),
      "target.scaling.low[0] is nan"),

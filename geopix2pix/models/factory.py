@@ -32,7 +32,7 @@ from .local import MAX_LAYERS, LocalNet
 from .patchgan import NLayerDiscriminator
 from .resnet_generator import BLOCKS as RESNET_BLOCKS
 from .resnet_generator import ResnetGenerator, check_resnet_size
-from .schema import MAX_BANDS, MAX_CHIP_SIZE, MAX_NGF, shown
+from .schema import MAX_BANDS, MAX_CHIP_SIZE, MAX_NGF, MIN_CHIP_SIZE, shown
 from .smp_generator import PREFIX as SMP_PREFIX
 from .smp_generator import SmpGenerator, load_encoder_weights
 from .unet import OUTPUTS, UnetGenerator, depth_for_chip_size
@@ -97,6 +97,9 @@ class GeneratorSpec:
             )
         for field, high in BOUNDS.items():
             _check_positive_int(field, getattr(self, field), high)
+        if self.chip_size < MIN_CHIP_SIZE:
+            raise ModelError(f"chip_size {self.chip_size} is less than geopix2pix takes (at "
+                             f"least {MIN_CHIP_SIZE})")
         if self.norm not in NORMS:
             raise ModelError(f"unknown norm {shown(self.norm)}; expected one of "
                              f"{', '.join(NORMS)}")

@@ -31,6 +31,7 @@ from .baseline import BaselineMaps, check_for_family
 from .schema import (
     MAX_BAND_INDEX,
     MAX_CHIP_SIZE,
+    MIN_CHIP_SIZE,
     SchemaError,
     ascending,
     fits_dtype,
@@ -372,7 +373,7 @@ def _ground(values: Any) -> tuple[float, float] | None:
 
 
 def _chip_size(value: Any, where: str) -> int:
-    return integer(value, where, 1, MAX_CHIP_SIZE)
+    return integer(value, where, MIN_CHIP_SIZE, MAX_CHIP_SIZE)
 
 
 def _pixel_size(values: Any, where: str = "pixel_size") -> tuple[float, float]:

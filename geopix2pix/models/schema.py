@@ -17,11 +17,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from geopix2pix.settings.export import CHIP_SIZES
+
 T = TypeVar("T")
 
 MAX_BANDS = 1024  # bands of a side, channels of a generator (hyperspectral fits)
 MAX_BAND_INDEX = 65535  # a 1-based band number of a raster
-MAX_CHIP_SIZE = 4096  # export takes 32..2048
+MIN_CHIP_SIZE, MAX_CHIP_SIZE = CHIP_SIZES  # what export cuts: a file's spec is no other (a
+# crafted 4096 had a 96 x 96 scene allocate 23 GB; a crafted 1, a traceback in the padding)
 MAX_NGF = 1024  # the paper's is 64
 # what rasterio writes into a GeoTIFF that prediction can fill (no complex values)
 RASTER_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",

@@ -26,6 +26,7 @@ from geopix2pix.settings.declare import check_choice, declared, option
 RESAMPLINGS = tuple(RESAMPLING)  # of a target warped onto the source grid
 AOI_MODES = ("intersects", "within")
 SCALING_MODES = ("percentile", "minmax", "centre")
+CHIP_SIZES = (32, 2048)  # the least and most --chip-size (powers of two: the U-Net halves them)
 TARGET_SCALINGS = ("minmax", "percentile")  # centre cannot be inverted at prediction
 UNPAIRED_ONLY = ("unpaired", "pixel_size")  # recorded by unpaired exports only
 # a target against its source (its shift, masks over both): recorded by paired exports only
@@ -76,7 +77,7 @@ class ExportOptions:
         "Cut chips from two unpaired collections (--source and --target rasters, or "
         "--rasters), each on its own rasters' grids."))
     chip_size: int = option(256, help="Chip width and height in source pixels: a power of two "
-                            "from 32 to 2048.")
+                            f"from {CHIP_SIZES[0]} to {CHIP_SIZES[1]}.")
     stride: int | None = option(None, help="Pixels between chip origins",
                                 shown_default="the chip size")
     source_bands: Sequence[int] | None = option(
@@ -165,9 +166,10 @@ class ExportOptions:
     def _check_chips(self) -> None:
         """The chips' size, overlap, validity, split share, resampling and scaling."""
         chip_size = self.chip_size
-        if chip_size < 32 or chip_size > 2048 or chip_size & (chip_size - 1):
-            raise GeoPix2PixError(f"--chip-size {chip_size}: use a power of two from 32 to 2048 "
-                                  "(the U-Net halves it down to 1 pixel)")
+        if not CHIP_SIZES[0] <= chip_size <= CHIP_SIZES[1] or chip_size & (chip_size - 1):
+            raise GeoPix2PixError(f"--chip-size {chip_size}: use a power of two from "
+                                  f"{CHIP_SIZES[0]} to {CHIP_SIZES[1]} (the U-Net halves it "
+                                  "down to 1 pixel)")
         if self.stride < 1:
             raise GeoPix2PixError(f"--stride {self.stride}: use a positive number of pixels")
         if not 0 <= self.max_nodata <= 1:
