@@ -88,6 +88,12 @@ def _ckpt_partial(state):
     state["partial"] = {"sums": [0.0], "batches": 1, "images": 2, "seconds": 1.0}
 
 
+def _ckpt_set(key, value):
+    def edit(state):
+        state[key] = value
+    return edit
+
+
 CHECKPOINT_CASES = [
     ("generator-wrong-shape", _ckpt_wrong_shape, "generator is not this run's network"),
     ("discriminator-missing-tensor", _ckpt_missing, "1 missing"),
@@ -101,6 +107,12 @@ CHECKPOINT_CASES = [
     ("options-with-a-tensor", _ckpt_options, "options['batch_size']"),
     ("partial-epoch-sums", _ckpt_partial, "partial.sums"),
     ("nan-weight", _ckpt_nan_weight, "holds NaN or infinite values, so training had diverged"),
+    # a run that never wrote model-best said it had one (no score beats NaN or -1)
+    ("best-nan", _ckpt_set("best", float("nan")), "best is nan: model-best's score is 0 or more"),
+    ("best-negative", _ckpt_set("best", -1.0), "best is -1.0: model-best's score is 0 or more"),
+    # said complete, with model files never written; samples of epoch 10**18
+    ("step-past-the-schedule", _ckpt_set("step", 10**18), "is at step 1000000000000000000 of"),
+    ("epoch-past-the-schedule", _ckpt_set("epoch", 10**18), "past this run's"),
 ]
 
 

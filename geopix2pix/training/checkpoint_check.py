@@ -71,6 +71,9 @@ def check_checkpoint(saved: dict[str, Any], expected: Expected) -> None:
         _check_optimizer(required(saved, name, ""), name, optimizer)
     for key, template in expected.state.items():
         _check_like(required(saved, key, ""), template, key)
+    if "best" in expected.state and not saved["best"] >= 0:  # (NaN too: no score beat it)
+        raise SchemaError("best", f"is {shown(saved['best'])}: model-best's score is 0 or more "
+                                  "(infinite before any)")
     _check_partial(mapping(saved.get("partial") or {}, "partial"), expected.losses)
     _plain(mapping(required(saved, "scaler", ""), "scaler"), "scaler")
     _check_rng(required(saved, "rng", ""), "rng")

@@ -15,6 +15,7 @@ of ranks with the same effective batch.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -239,6 +240,18 @@ class Trainer:
         self.log(f"warning: {said}; {BEST_MODEL} and {MODEL} hold the last validated weights "
                  f"(model-best: epoch {best.get('epoch')}); {lower}")
 
+    def _check_progress(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Refuse a resumed checkpoint whose step or epoch this run's schedule never reaches
+        (a crafted one's 10**18 steps were reported as a complete run, with model files that
+        were never written)."""
+        step, epoch = self.state["step"], self.state["epoch"]
+        epochs = max(1, math.ceil(total_steps / max(steps_per_epoch, 1)))
+        if step > total_steps or epoch > epochs:
+            raise GeoPix2PixError(
+                f"--resume: {self.run_dir / CHECKPOINT} is at step {step} of epoch {epoch}, "
+                f"past this run's {total_steps} steps in {epochs} epochs; it is damaged or "
+                "edited: start a new run with --overwrite")
+
     def _announce(self, total_steps: int, steps_per_epoch: int) -> None:
         config, run = self.config, self.run
         ranks = f", {run.world} ranks ({torch.distributed.get_backend()})" \
@@ -272,6 +285,7 @@ class Trainer:
         history = self.folder.open_history(self.state["epoch"], self.family.metrics_columns)
         schedule = build_schedule(self.config, self.sampler.batches_per_epoch())
         self.checkpoint.schedule = schedule
+        self._check_progress(schedule.total_steps, self.sampler.batches_per_epoch())
         self.runner = EpochRunner(self.family, self.state, self.config, self.sampler, schedule,
                                   loaders, self.folder, self.checkpoint)
         self._announce(schedule.total_steps, self.sampler.batches_per_epoch())
