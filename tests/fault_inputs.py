@@ -4,6 +4,7 @@ small and written with rasterio."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -69,6 +70,15 @@ def _vectors(w: Path) -> None:
     (w / "pairs_dir.csv").mkdir()
 
 
+def _edited(edit):
+    """A breakage that edits a chips folder's dataset.json with `edit(data)`."""
+    def breaking(chips: Path) -> None:
+        data = json.loads((chips / "dataset.json").read_text())
+        edit(data)
+        (chips / "dataset.json").write_text(json.dumps(data))
+    return breaking
+
+
 def _chips(w: Path) -> None:
     """A good chips folder and damaged copies of it."""
     chips = w / "chips"
@@ -83,6 +93,15 @@ def _chips(w: Path) -> None:
         "chips_chip_missing": lambda c: (c / "source" / first).unlink(),
         "chips_chip_empty": lambda c: (c / "source" / first).write_bytes(b""),
         "chips_chip_text": lambda c: (c / "target" / first).write_text("not a raster\n"),
+        # edited dataset.json (tracebacks once training began, or model files predict refused)
+        "chips_json_bands": _edited(lambda d: d["source"].update(bands=[1, 2, 3, 4, 5, 6, 7])),
+        "chips_json_mode": _edited(lambda d: d["source"].update(scaling_mode="zzz")),
+        "chips_json_pixel": _edited(lambda d: d.update(pixel_size=[-5, 0])),
+        "chips_json_dtype": _edited(lambda d: d["target"].update(dtype="complex64")),
+        "chips_json_nodata": _edited(lambda d: d["source"].update(nodata="abc")),
+        "chips_json_stats": _edited(lambda d: d["source"]["stats"][0].update(
+            p01=1e308, p99=-1e308)),
+        "chips_json_size": _edited(lambda d: d.update(chip_size=64)),
     }
     for name, breaking in breakages.items():
         shutil.copytree(chips, w / name)

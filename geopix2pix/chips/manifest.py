@@ -9,9 +9,12 @@ files written before it)."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from geopix2pix.chips.scaling import Scaling
 from geopix2pix.errors import GeoPix2PixError
@@ -20,6 +23,7 @@ from geopix2pix.raster.band_metadata import KEYS as BAND_METADATA_KEYS
 from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.write import write_text_atomic
 from geopix2pix.runtime.stopping import Outputs, StopReport, stop_signal
+from geopix2pix.settings.export import CHIP_SIZES, SCALING_MODES
 
 MANIFEST = "dataset.json"
 INDEX = "chips.gpkg"
@@ -51,6 +55,31 @@ class SideInfo:
         del data["band_metadata"]
         data["nodata"] = encode_number(self.nodata)
         return {**data, **self.band_metadata.to_dict()}
+
+    def check(self, where: str) -> None:
+        """ValueError naming the first of this side's values that no export writes."""
+        if not isinstance(self.bands, list) or not self.bands or not all(
+                _whole(b) and b >= 1 for b in self.bands):
+            raise ValueError(f"{where}.bands is {self.bands!r}")
+        try:
+            kind = np.dtype(self.dtype).kind
+        except TypeError:
+            kind = None
+        if kind not in ("u", "i", "f"):
+            raise ValueError(f"{where}.dtype is {self.dtype!r}")
+        if self.nodata is not None and not _number(self.nodata):
+            raise ValueError(f"{where}.nodata is {self.nodata!r}")
+        if self.scaling_mode not in SCALING_MODES:
+            raise ValueError(f"{where}.scaling_mode is {self.scaling_mode!r}")
+        if not isinstance(self.stats, list) or len(self.stats) not in (0, len(self.bands)):
+            raise ValueError(f"{where}.stats is not one per band ({len(self.bands)})")
+        if self.stats and all(isinstance(s, dict) and s.get("min") is not None
+                              for s in self.stats):
+            scaling = self.scaling
+            if not all(_number(v) and math.isfinite(v) for v in scaling.low + scaling.high) \
+                    or any(lo > hi for lo, hi in zip(scaling.low, scaling.high)):
+                raise ValueError(f"{where}.stats give the scaling {scaling.low} .. "
+                                 f"{scaling.high}")
 
     @classmethod
     def from_dict(cls, data: dict) -> SideInfo:
@@ -87,6 +116,25 @@ class DatasetInfo:
         data = asdict(self)
         data["source"], data["target"] = self.source.to_dict(), self.target.to_dict()
         return data
+
+    def check(self) -> None:
+        """ValueError naming the first value of dataset.json that no export writes (an edited
+        one was a traceback when training began, or a model file predict then refused)."""
+        low, high = CHIP_SIZES
+        if not _whole(self.chip_size) or not low <= self.chip_size <= high or \
+                self.chip_size & (self.chip_size - 1):
+            raise ValueError(f"chip_size is {self.chip_size!r}")
+        if not _whole(self.stride) or self.stride < 1:
+            raise ValueError(f"stride is {self.stride!r}")
+        for name in ("pixel_size", "ground_pixel_size"):
+            value = getattr(self, name)
+            if value is None and name == "ground_pixel_size":
+                continue
+            if not isinstance(value, list) or len(value) != 2 or not all(
+                    _number(v) and 0 < v < math.inf for v in value):
+                raise ValueError(f"{name} is {value!r}")
+        self.source.check("source")
+        self.target.check("target")
 
     def save(self, chips_dir: str | Path) -> None:
         write_text_atomic(Path(chips_dir) / MANIFEST, json.dumps(self.to_dict(), indent=2))
@@ -139,10 +187,20 @@ class DatasetInfo:
                 raise ValueError(f"format_version {data.get('format_version')}")
             data["source"] = SideInfo.from_dict(data["source"])
             data["target"] = SideInfo.from_dict(data["target"])
-            return cls(**data)
+            info = cls(**data)
+            info.check()
+            return info
         except (ValueError, KeyError, TypeError) as exc:
             raise GeoPix2PixError(f"{path} is not a geopix2pix {MANIFEST} ({exc}); rerun "
                                   "geopix2pix export-chips") from None
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def stop_reporter(out_dir: str | Path) -> Callable[[BaseException], StopReport]:
