@@ -169,3 +169,15 @@ def test_only_the_generators_statistics_count_with_every_weight():
         family.nets["generator"].running_var[0] = 1.0
         family.nets["discriminator"].weight[0] = math.nan
         assert not _finite(family)
+
+
+def test_a_run_diverging_with_a_raised_loss_weight_names_it_beside_the_lr(chips, tmp_path,
+                                                                          capsys):
+    """A reviewer's --lambda-l1 1e308 made the losses infinite at a sane --lr, and the error
+    blamed the learning rate alone."""
+    run = tmp_path / "run"
+    args = [*TINY, "--lr", "1e-3", "--lambda-l1", "1e308", "--gan-warmup", "0"]
+    assert main(["train", str(chips), "-o", str(run), *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "train again with a lower --lr (this run's: 0.001) or the loss weights raised above "
+        "their defaults (--lambda-l1 1e+308)")

@@ -33,7 +33,7 @@ from geopix2pix.runtime.staging import remove_stale_folders, wait_for_put_back
 from geopix2pix.runtime.stopping import StopRequest, attaches_stop_report
 from geopix2pix.settings.checking import api_function
 from geopix2pix.settings.recipes import RECIPES
-from geopix2pix.settings.train import TrainConfig, TrainKeywords
+from geopix2pix.settings.train import FAMILY_DEFAULTS, TrainConfig, TrainKeywords
 
 from .checkpoint import CHECKPOINT
 from .data import EpochBatchSampler, make_loader
@@ -226,6 +226,11 @@ class Trainer:
         for a --overwrite run that has not replaced the earlier one yet (that one stays)."""
         best = self.state["best_scores"]
         lower = f"train again with a lower --lr (this run's: {self.config.lr:g})"
+        raised = [f"--{name.replace('_', '-')} {getattr(self.config, name):g}"
+                  for name, default in FAMILY_DEFAULTS[self.config.model].items()
+                  if name.startswith("lambda_") and (getattr(self.config, name) or 0) > default]
+        if raised:  # (weights of 1e308 made the losses infinite: not the learning rate's fault)
+            lower += f" or the loss weights raised above their defaults ({', '.join(raised)})"
         said = (f"training diverged by step {step}: the networks' weights are no longer finite "
                 "numbers (NaN or infinite), so it stopped there")
         if not best:
