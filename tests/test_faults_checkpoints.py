@@ -201,6 +201,19 @@ def test_an_untouched_checkpoint_resumes(world, capsys, tmp_path):
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
+def test_a_run_started_with_more_workers_than_this_machine_has_resumes(world, capsys, tmp_path):
+    """train.json keeps the run's --workers; a run started on a bigger machine (64) resumed
+    here was refused for an option the user never typed."""
+    import json
+
+    run = copy_run(world, tmp_path)
+    saved = json.loads((run / "train.json").read_text())
+    saved["options"]["workers"] = 64
+    (run / "train.json").write_text(json.dumps(saved))
+    assert main([a for a in resume(world, run) if a not in ("--workers", "0")]) == 0, \
+        capsys.readouterr().err
+
+
 # --- --encoder-weights ------------------------------------------------------------------------
 
 def _encoder_state() -> dict[str, torch.Tensor]:

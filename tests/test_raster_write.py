@@ -60,7 +60,7 @@ def test_existing_output_is_refused_and_a_bad_folder_explained(tmp_path):
             atomic_path(tmp_path / "out.tif"):
         pass
     (tmp_path / "link.tif").symlink_to(tmp_path / "gone.tif")  # a broken link is there too
-    with pytest.raises(GeoPix2PixError, match="link.tif already exists"), \
+    with pytest.raises(GeoPix2PixError, match="link.tif is a link"), \
             atomic_path(tmp_path / "link.tif"):
         pass
     (tmp_path / "file").write_text("")
@@ -173,3 +173,15 @@ def test_an_output_that_is_a_link_or_a_device_is_never_renamed_over(tmp_path):
                 atomic_path(device, overwrite=True) as temp:
             temp.write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tif", "null.tif", "real.tif"]
+
+
+def test_a_link_among_the_tools_own_files_is_replaced_and_its_target_kept(tmp_path):
+    """A run folder copied with ``cp -rs`` (or a DVC cache's links): its train.json, history
+    and checkpoint are rewritten as files, never through the link into the original."""
+    real = tmp_path / "original.json"
+    real.write_text("kept")
+    (tmp_path / "train.json").symlink_to(real)
+    with atomic_path(tmp_path / "train.json", overwrite=True, own=True) as temp:
+        temp.write_text("new")
+    assert not (tmp_path / "train.json").is_symlink()
+    assert (tmp_path / "train.json").read_text() == "new" and real.read_text() == "kept"

@@ -237,7 +237,7 @@ def write_index(path: Path, records: Sequence[dict], chips: Sequence[ChipWindow]
         frame.geometry = split_at_antimeridian(frame.geometry.values)
         frames.append(frame)
     index = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=INDEX_CRS)
-    with atomic_path(path, overwrite=True) as temp:
+    with atomic_path(path, overwrite=True, own=True) as temp:
         try:
             with _no_journal():
                 index.to_file(temp, layer="chips", driver="GPKG")

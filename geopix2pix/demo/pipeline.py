@@ -172,7 +172,7 @@ def write_quicklook(source: Path, prediction: Path, truth: Path, out: Path) -> P
             arrays.append(read_window(ds, list(range(1, ds.count + 1)), None))
     (source_data, source_valid), (pred, pred_valid), (truth, truth_valid) = arrays
     row = sample_row(source_data, pred, truth, source_valid, truth_valid, pred_valid)
-    with atomic_path(out, overwrite=True) as temp:
+    with atomic_path(out, overwrite=True, own=True) as temp:
         Image.fromarray(row).save(temp, format="PNG")
     return out
 

@@ -49,9 +49,10 @@ FORMAT_VERSION = 1
 DIGEST_KEY = "weights_sha256"
 RESERVED_KEYS = ("format_version", "generator", DIGEST_KEY)
 CHECKPOINT_KEYS = {"format_version", "rng"}  # what every training/checkpoint.py file holds
-# The longest header read: a model's is kilobytes (a 224-band linear map, about 1 MB), while
-# safetensors admits 100 MB, which as Python objects could take gigabytes to parse.
-MAX_METADATA_CHARS = 16 << 20
+# The longest header read or written: a model's is kilobytes; its linear baseline grows with
+# the bands (224 -> 224: about 1 MB; 1024 -> 1024, `MAX_BANDS`: 25 MB), while safetensors admits
+# 100 MB, which as Python objects could take gigabytes to parse.
+MAX_METADATA_CHARS = 32 << 20
 
 
 @dataclass
@@ -112,8 +113,11 @@ def save_model(
     state = _unwrap(generator).state_dict()
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
     header = _header(spec, metadata, tensors)
+    if len(header) > MAX_METADATA_CHARS:  # (what `load_model` would refuse)
+        raise GeoPix2PixError(f"cannot write {path}: its metadata holds {len(header) >> 20} MB, "
+                              f"over the {MAX_METADATA_CHARS >> 20} MB a model file may")
     content = save(tensors, metadata={METADATA_KEY: header})
-    with atomic_path(path, overwrite=True) as temp, open(temp, "wb") as handle:
+    with atomic_path(path, overwrite=True, own=True) as temp, open(temp, "wb") as handle:
         # written by us, not save_file: its files are private (0600), unlike any other output
         handle.write(content)
         handle.flush()

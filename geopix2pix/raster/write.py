@@ -41,18 +41,21 @@ def gtiff_profile(dtype: str, count: int, crs, transform, width: int, height: in
 
 
 def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to replace an existing output (or a link there, even a broken one) unless asked
-    to; make the parent folder, and remove the temporaries killed runs left for `path`."""
+    """Refuse to replace an existing output unless asked to, and a link there (even a broken
+    one) in any case; make the parent folder, and remove the temporaries killed runs left for
+    `path`."""
     return _prepare(Path(path), overwrite)[0]
 
 
-def _prepare(path: Path, overwrite: bool) -> tuple[Path, list[Path]]:
-    """`check_can_write`, and the folders it made (outermost first)."""
+def _prepare(path: Path, overwrite: bool, own: bool = False) -> tuple[Path, list[Path]]:
+    """`check_can_write`, and the folders it made (outermost first). A file of the tool's
+    `own` folders (a run's, a chips folder's) that is a link is replaced as any file is (a
+    folder copied with ``cp -rs``, or a DVC or git-annex cache, keeps its files)."""
     refuse_special_file(path)
-    if overwrite and path.is_symlink():
-        raise GeoPix2PixError(f"{path} is a link (to {os.readlink(path)}), which replacing it "
-                              "would replace with a file; give the path of the file it links to "
-                              "instead")
+    if not own and path.is_symlink():  # (a path the user named: --json, predict's OUT)
+        raise GeoPix2PixError(f"{path} is a link (to {os.readlink(path)}): outputs are written "
+                              "as new files renamed into place, which would replace the link; "
+                              "give the path of the file it links to instead")
     if os.path.lexists(path) and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
     refuse_read_only(path.parent, path)
@@ -78,11 +81,12 @@ def refuse_special_file(path: Path, fix: str = "choose a file path") -> None:
 
 
 @contextlib.contextmanager
-def output_folder(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
-    """`check_can_write` for a block that writes `path`: if the block fails (or is stopped),
-    the folders made for it are removed again while empty, so a failed command leaves the
-    output's folder as it was."""
-    final, made = _prepare(Path(path), overwrite)
+def output_folder(path: str | os.PathLike, overwrite: bool, own: bool = False
+                  ) -> Iterator[Path]:
+    """`check_can_write` for a block that writes `path` (`own`: see `_prepare`): if the block
+    fails (or is stopped), the folders made for it are removed again while empty, so a failed
+    command leaves the output's folder as it was."""
+    final, made = _prepare(Path(path), overwrite, own)
     try:
         yield final
     except BaseException:
@@ -91,11 +95,12 @@ def output_folder(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, overwrite: bool = False, own: bool = False
+                ) -> Iterator[Path]:
     """Yield a temporary path to write to; rename it to `path` only if the block completes
     (`publish`), and remove it in any case (`discard`), with the folders made for it when the
-    block fails (`output_folder`)."""
-    with output_folder(path, overwrite) as final:
+    block fails (`output_folder`; `own`: a file of the tool's own folders, see `_prepare`)."""
+    with output_folder(path, overwrite, own) as final:
         temp = partial_name(final)
         try:
             yield temp
@@ -281,6 +286,7 @@ def case_insensitive(folder: Path) -> bool:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file in one rename, so readers see the old file or the whole new one."""
-    with atomic_path(path, overwrite=True) as temp:
+    """Write a text file of the tool's own folders in one rename, so readers see the old file or
+    the whole new one."""
+    with atomic_path(path, overwrite=True, own=True) as temp:
         temp.write_text(text)

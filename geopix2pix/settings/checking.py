@@ -161,14 +161,21 @@ def api_function(function: F | None = None, *, settings: type | None = None) -> 
         for argument, hint in checked.items():
             if argument not in bound.arguments:
                 continue
-            if _one_pass(bound.arguments[argument]):  # (Path.glob's paths: a list, to check)
-                bound.arguments[argument], listed = list(bound.arguments[argument]), True
+            if _takes_sequence(hint) and _one_pass(bound.arguments[argument]):  # (Path.glob's
+                bound.arguments[argument], listed = list(bound.arguments[argument]), True  # paths
             if _matches(bound.arguments[argument], hint) is False:
                 raise GeoPix2PixError(f"{name}(): {argument}={bound.arguments[argument]!r}: "
                                       f"expected {_describe(hint)}")
         return function(*bound.args, **bound.kwargs) if listed else function(*args, **kwargs)
 
     return typing.cast(F, call)
+
+
+def _takes_sequence(hint: Any) -> bool:
+    """Whether `hint` (``PathLike | Sequence[PathLike]``) takes a sequence (not a callback)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) \
+        else (hint,)
+    return any(typing.get_origin(a) is Sequence for a in args)
 
 
 def _one_pass(value: Any) -> bool:

@@ -46,7 +46,8 @@ def check_seed(value: int) -> None:
 
 def check_workers(value: int | None, zero: str) -> None:
     """Refuse a --workers below 0 (`zero` says what 0 does) or above the CPUs this process may
-    use: each worker is a process with memory of its own (--workers 1000 filled a machine's)."""
+    use (2 on one): each worker is a process with memory of its own (--workers 1000 filled a
+    machine's)."""
     from geopix2pix.runtime.device import available_cpus
 
     if value is None:
@@ -54,9 +55,10 @@ def check_workers(value: int | None, zero: str) -> None:
     if value < 0:
         raise GeoPix2PixError(f"--workers {value}: use 0 or more ({zero})")
     cpus = available_cpus()
-    if value > cpus:
+    if value > max(2, cpus):  # (2 on one CPU: what a command written elsewhere may ask)
         raise GeoPix2PixError(f"--workers {value}: this process may use {cpus} CPU(s); use at "
-                              f"most {cpus} (each worker is a process with memory of its own)")
+                              f"most {max(2, cpus)} (each worker is a process with memory of its "
+                              "own)")
 
 
 def workers(help: str, shown_default: str) -> Any:

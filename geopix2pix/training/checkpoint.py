@@ -72,7 +72,8 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     path = Path(run_dir) / CHECKPOINT
     content = {"format_version": FORMAT_VERSION, **state, "rng": rng_state()}
     content[DIGEST] = state_digest(content)
-    with writing(path), atomic_path(path, overwrite=True) as temp, temp.open("wb") as handle:
+    with writing(path), atomic_path(path, overwrite=True, own=True) as temp, \
+            temp.open("wb") as handle:
         torch.save(content, handle)
         handle.flush()  # on the disk before its rename: after a power cut, checkpoint.pt is
         os.fsync(handle.fileno())  # the old one or the new one whole, never an empty file

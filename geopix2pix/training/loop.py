@@ -70,16 +70,21 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def callers_random_state(device: torch.device) -> Iterator[None]:
-    """Python's, numpy's and torch's global generators (on the CPU and `device`) left as the
-    caller had them, whatever the run within seeds and draws."""
+def callers_random_state() -> Iterator[None]:
+    """Python's, numpy's and torch's global generators left as the caller had them, whatever
+    the run within seeds and draws: the CPU's and every GPU's (`torch.manual_seed` seeds them
+    all, as checkpoints save them all, whichever device the run is on) and Apple's MPS."""
     python, numpy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    mps = torch.mps.get_rng_state() if torch.backends.mps.is_available() else None
+    with torch.random.fork_rng(devices=gpus):
         try:
             yield
         finally:
             random.setstate(python)
             np.random.set_state(numpy)
+            if mps is not None:
+                torch.mps.set_rng_state(mps)
 
 
 def build_schedule(config: TrainConfig, steps_per_epoch: int) -> LinearDecaySchedule:

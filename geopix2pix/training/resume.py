@@ -10,6 +10,7 @@ from typing import Any
 
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.runtime import distributed
+from geopix2pix.runtime.device import available_cpus
 from geopix2pix.settings.recipes import unrecorded_defaults
 from geopix2pix.settings.train import TrainConfig
 
@@ -22,7 +23,8 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
     resuming needs no option repeated (one that shapes the result, given
     differently from the checkpoint's, is then refused; a runtime one such as --workers or
     --device may change). Options this version does not know are dropped; the batch size per
-    rank is the run's chips per step over this run's ranks."""
+    rank is the run's chips per step over this run's ranks, and its --workers at most this
+    machine's CPUs."""
     known = {f.name for f in dataclasses.fields(TrainConfig)} - {"resume", "overwrite", "quiet"}
     try:
         saved = json.loads((run_dir / OPTIONS).read_text())
@@ -42,6 +44,8 @@ def saved_options(run_dir: Path, given: dict[str, Any]) -> dict[str, Any]:
     world = distributed.env().world_size
     if effective % world == 0:
         options["batch_size"] = effective // world
+    if isinstance(options.get("workers"), int):  # (a bigger machine's, not typed here)
+        options["workers"] = min(options["workers"], max(2, available_cpus()))
     return {**options, **{k: v for k, v in given.items() if v is not None}}  # None: not given
 
 

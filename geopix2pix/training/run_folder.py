@@ -168,7 +168,7 @@ class RunFolder:
 
 
 def _copy(source: Path, target: Path) -> None:
-    with writing(target), atomic_path(target, overwrite=True) as temp:
+    with writing(target), atomic_path(target, overwrite=True, own=True) as temp:
         shutil.copyfile(source, temp)
 
 

@@ -40,5 +40,5 @@ def write_rows(path: Path, rows: list[np.ndarray]) -> None:
     image = np.concatenate(spaced[:-1], axis=0)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, overwrite=True) as temp:
+        with atomic_path(path, overwrite=True, own=True) as temp:
             Image.fromarray(image).save(temp, format="PNG")

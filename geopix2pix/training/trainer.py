@@ -342,7 +342,7 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     setup = device_setup(config.device, config.amp, distributed.env().local_rank)
     distributed.init_from_env(setup.device)  # left when the process exits
     trainer = None
-    with callers_random_state(setup.device):  # (the run seeds the global generators)
+    with callers_random_state():  # (the run seeds the global generators)
         try:
             trainer = Trainer(chips_dir, out_dir, config, log, setup)
             return trainer.fit(callback)
