@@ -108,7 +108,7 @@ def test_predict_takes_scenes_from_an_iterator(tmp_path, model_file, monkeypatch
     with pytest.raises(KeyboardInterrupt) as stop:
         predictor.predict(iter([tmp_path / "a.tif", tmp_path / "b.tif"]), out_dir=tmp_path / "o",
                           model=model_file)
-    assert stop.value.report.line == ("Stopped after 1 scene: its output is complete "
+    assert stop.value.report.line == ("Stopped after 1 of 2 scenes: their outputs are complete "
                                       f"({tmp_path / 'o' / 'a.tif'}); those being written were "
                                       "removed")
 
