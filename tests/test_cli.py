@@ -158,6 +158,19 @@ def test_predict_with_a_run_folder_as_model_says_which_file(rasters, tmp_path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dem_run"]
 
 
+def test_predict_into_a_link_says_so_with_or_without_overwrite(rasters, tmp_path, capsys,
+                                                                 model_file):
+    """Not "pass --overwrite", which was then refused: the link and its file stay."""
+    real = tmp_path / "real.tif"
+    real.write_text("kept")
+    (tmp_path / "link.tif").symlink_to(real)
+    for overwrite in ([], ["--overwrite"]):
+        err = one_line(capsys, ["predict", rasters / "s.tif", tmp_path / "link.tif", "-m",
+                                model_file, *overwrite])
+        assert err.startswith(f"Error: {tmp_path / 'link.tif'} is a link (to {real})"), err
+    assert (tmp_path / "link.tif").is_symlink() and real.read_text() == "kept"
+
+
 def test_predict_into_a_folder_hints_out_dir(rasters, tmp_path, capsys, model_file):
     err = one_line(capsys, ["predict", rasters / "s.tif", tmp_path, "-m", model_file])
     assert err == (f"Error: OUT {tmp_path} is a folder; to write <scene name>.tif into it, pass "
@@ -181,7 +194,8 @@ def test_warnings_start_with_lower_case_warning(rasters, tmp_path, capsys):
     ("--lambda-l1", "-2", "Error: --lambda-l1 -2.0: use 0 or more (a finite number)"),
     ("--lambda-l1", "nan", "Error: --lambda-l1 nan: use 0 or more (a finite number)"),
     ("--lr", "inf", "Error: --lr inf: use a learning rate above 0 (e.g. 2e-4)"),
-    ("--lr", "3e38", "Error: --lr 3e+38: use at most 8.51e+37, whose first Adam step still "),
+    ("--lr", "3e38", "Error: --lr 3e+38: use at most 8.5e+37, whose first Adam step still "),
+    ("--lr", "8.505e37", "Error: --lr 8.505e+37: use at most 8.5e+37, whose first Adam "),
     ("--workers", "1000", "Error: --workers 1000: this process may use "),
     ("--workers", "-1", "Error: --workers -1: use 0 or more (0 loads in the main process)"),
 ])

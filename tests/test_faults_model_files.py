@@ -321,6 +321,20 @@ def test_a_model_file_is_never_written_with_metadata_its_loader_refuses(tmp_path
     assert load_model(path).spec == spec
 
 
+def test_save_model_refuses_a_link_it_was_given_and_a_run_replaces_its_own(tmp_path):
+    """A path the caller names that is a link is refused (the link would become a file); a
+    run's own model file that is a link (a run folder copied with cp -rs) is replaced."""
+    spec = GeneratorSpec("unet", 3, 1, 64, ngf=4)
+    real = tmp_path / "real.safetensors"
+    real.write_text("kept")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(real)
+    with pytest.raises(GeoPix2PixError, match="link.safetensors is a link"):
+        save_model(link, build_generator(spec), spec, {})
+    save_model(link, build_generator(spec), spec, {}, own=True)
+    assert not link.is_symlink() and load_model(link).spec == spec and real.read_text() == "kept"
+
+
 def test_a_loaded_model_with_hostile_metadata_is_refused_by_the_api(world, tmp_path):
     """A LoadedModel handed to predict() (not read from a file) is checked the same way."""
     from geopix2pix import predict

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -34,14 +35,15 @@ def predict_command(paths, model, out_dir, progress, **options):
     """
     from geopix2pix.prediction.distributed import predict_sharded
     from geopix2pix.prediction.outputs import earlier_kept
-    from geopix2pix.raster.write import refuse_special_file, replaced_inputs
+    from geopix2pix.raster.write import refuse_link, refuse_special_file, replaced_inputs
     from geopix2pix.runtime.distributed import env
 
     if out_dir is None:
         if len(paths) != 2:
             raise click.UsageError("give SCENE OUT, or several scenes with --out-dir DIR")
         scenes, out = paths[0], paths[1]
-        refuse_special_file(out)
+        refuse_special_file(Path(out))
+        refuse_link(Path(out))  # (before "pass --overwrite", which would not do)
         if os.path.lexists(out) and not os.path.isdir(out) and not options.get("overwrite"):
             raise GeoPix2PixError(f"{out} already exists: if it is a second scene, predict both "
                                   "with --out-dir DIR; to replace it with SCENE's prediction, "

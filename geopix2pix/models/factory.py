@@ -61,7 +61,7 @@ class GeneratorSpec:
     ``"smp:<Architecture>:<encoder>"`` (e.g. ``"smp:Unet:resnet34"``).
     in_channels / out_channels: source and target band counts.
     chip_size: training chip side in pixels; the U-Net's depth is ``log2(chip_size)``, a ResNet
-    generator takes multiples of 4 (at least 8).
+    generator takes multiples of 4 (and every spec at least 32, what export cuts).
     ngf: filters of the outermost level. norm: ``"batch"`` (default) or ``"instance"``
     (CycleGAN's, with ``dropout=False``: ``resnet_generator.RESNET_DEFAULTS``).
     dropout: dropout 0.5 in the U-Net's decoder blocks next to the bottleneck, as in the paper,

@@ -101,11 +101,13 @@ def save_model(
     generator: nn.Module,
     spec: GeneratorSpec,
     metadata: dict[str, Any],
+    own: bool = False,
 ) -> None:
     """Write ``generator``'s weights, ``spec`` and ``metadata`` (JSON-serialisable) to ``path``.
 
     The file is written under a temporary name in the same folder and then renamed over
-    ``path``, so a reader never sees a half-written model.
+    ``path``, so a reader never sees a half-written model. A ``path`` that is a link is refused,
+    unless it is a file of a run's ``own`` folder (training's), which replaces its link.
     """
     from safetensors.torch import save
 
@@ -117,7 +119,7 @@ def save_model(
         raise GeoPix2PixError(f"cannot write {path}: its metadata holds {len(header) >> 20} MB, "
                               f"over the {MAX_METADATA_CHARS >> 20} MB a model file may")
     content = save(tensors, metadata={METADATA_KEY: header})
-    with atomic_path(path, overwrite=True, own=True) as temp, open(temp, "wb") as handle:
+    with atomic_path(path, overwrite=True, own=own) as temp, open(temp, "wb") as handle:
         # written by us, not save_file: its files are private (0600), unlike any other output
         handle.write(content)
         handle.flush()

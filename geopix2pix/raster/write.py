@@ -52,10 +52,8 @@ def _prepare(path: Path, overwrite: bool, own: bool = False) -> tuple[Path, list
     `own` folders (a run's, a chips folder's) that is a link is replaced as any file is (a
     folder copied with ``cp -rs``, or a DVC or git-annex cache, keeps its files)."""
     refuse_special_file(path)
-    if not own and path.is_symlink():  # (a path the user named: --json, predict's OUT)
-        raise GeoPix2PixError(f"{path} is a link (to {os.readlink(path)}): outputs are written "
-                              "as new files renamed into place, which would replace the link; "
-                              "give the path of the file it links to instead")
+    if not own:  # (a path the user named: --json, predict's OUT)
+        refuse_link(path)
     if os.path.lexists(path) and not overwrite:
         raise GeoPix2PixError(f"{path} already exists; pass --overwrite to replace it")
     refuse_read_only(path.parent, path)
@@ -65,6 +63,15 @@ def _prepare(path: Path, overwrite: bool, own: bool = False) -> tuple[Path, list
         raise cannot_make(path.parent, exc, f" for {path.name}") from None
     remove_stale(path)
     return path, made
+
+
+def refuse_link(path: Path) -> None:
+    """Refuse an output the user named that is a link (even a broken one), with or without
+    --overwrite: outputs are renamed into place, which would replace the link."""
+    if path.is_symlink():
+        raise GeoPix2PixError(f"{path} is a link (to {os.readlink(path)}): outputs are written "
+                              "as new files renamed into place, which would replace the link; "
+                              "give the path of the file it links to instead")
 
 
 def refuse_special_file(path: Path, fix: str = "choose a file path") -> None:

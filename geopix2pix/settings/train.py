@@ -38,7 +38,6 @@ PIXEL_LOSSES = ("l1", "mse")
 LOCAL_LAYERS = (2, 32)  # the local generator's fewest and most layers
 LOCAL_DEFAULT = 3
 NORMS = ("batch", "instance")
-FLOAT32_MAX = 3.4028234663852886e38  # Adam's steps are float32s
 MODELS = ("pix2pix", "cyclegan")  # the model families (`training.families.FAMILIES`)
 # options of one family only: given to another, they are refused (`_check_family`)
 CYCLEGAN_OPTIONS = ("lambda_a", "lambda_b", "lambda_identity", "pool_size")
@@ -129,6 +128,14 @@ class TrainKeywords(TypedDict, total=False):
     lambda_identity: float | None
     pool_size: int | None
 
+
+
+def highest_lr(beta1: float) -> float:
+    """The largest --lr whose first Adam step, lr / (1 - beta1), is still a float32 (with room
+    for the step's other factor), to three digits, rounded down."""
+    highest = 3.4028234663852886e38 * (1 - beta1) / 2  # (float32's largest)
+    unit = 10.0 ** (math.floor(math.log10(highest)) - 2)
+    return math.floor(highest / unit) * unit
 
 @dataclass
 class TrainConfig:
@@ -367,10 +374,9 @@ class TrainConfig:
             raise GeoPix2PixError(f"--lr {self.lr}: use a learning rate above 0 (e.g. 2e-4)")
         if not 0 <= self.beta1 < 1:  # (a Python option: Adam's first beta)
             raise GeoPix2PixError(f"beta1={self.beta1}: use a decay from 0 to below 1 (e.g. 0.5)")
-        highest = FLOAT32_MAX * (1 - self.beta1) / 2  # Adam's first step: lr / (1 - beta1)
-        if self.lr is not None and self.lr > highest:
-            raise GeoPix2PixError(f"--lr {self.lr:g}: use at most {highest:.3g}, whose first "
-                                  "Adam step still is a float32 (2e-4 is the usual rate)")
+        if self.lr is not None and self.lr > (top := highest_lr(self.beta1)):
+            raise GeoPix2PixError(f"--lr {self.lr:g}: use at most {top:g}, whose first Adam "
+                                  "step still is a float32 (2e-4 is the usual rate)")
         for name in ("lambda_l1", "lambda_a", "lambda_b", "lambda_identity"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < math.inf:  # (NaN is neither)

@@ -274,7 +274,7 @@ class CycleGAN(ModelFamily):
         metadata = self._on_input_grid(metadata.of_family(self.name, export.direction),
                                        export.direction)
         generator = self.nets["g_a" if export.direction == "a_to_b" else "g_b"]
-        save_model(path, generator, self.specs[export.direction], metadata.to_dict())
+        save_model(path, generator, self.specs[export.direction], metadata.to_dict(), own=True)
 
     def _on_input_grid(self, metadata: ModelMetadata, direction: str) -> ModelMetadata:
         """The CRS and pixel size of the direction's input domain (an unpaired export's first

@@ -223,7 +223,7 @@ class Pix2Pix(ModelFamily):
         metadata = ModelMetadata.of_training(self.info, self.recorded_options(), progress["epoch"],
                                              progress["step"], validation, self.classes,
                                              self.baselines.maps)
-        save_model(path, self.eval_generator(), self.spec, metadata.to_dict())
+        save_model(path, self.eval_generator(), self.spec, metadata.to_dict(), own=True)
 
     @torch.no_grad()
     def draw_samples(self, path: Path, batch: dict[str, torch.Tensor]) -> None:
