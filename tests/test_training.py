@@ -275,6 +275,7 @@ def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks
         "options": {"ngf": 8, "batch_size": 4, "workers": 3, "device": "cuda", "lr": 0.001},
         "effective_batch_size": 8, "world_size": 2}))
     monkeypatch.setenv("WORLD_SIZE", "4")  # resumed on 4 ranks
+    monkeypatch.setattr("geopix2pix.training.resume.available_cpus", lambda: 8)
     (tmp_path / "train.json").write_text(json.dumps({  # and a key this version does not know
         "options": {"ngf": 8, "batch_size": 4, "workers": 3, "device": "cuda", "lr": 0.001,
                     "dropped_option": 1, "resume": False, "quiet": False},
@@ -285,6 +286,8 @@ def test_resume_options_come_from_train_json_with_the_batch_split_over_the_ranks
         "device": "cpu", "resume": True}
     monkeypatch.setenv("WORLD_SIZE", "3")  # 8 chips cannot be split: the check says so later
     assert saved_options(tmp_path, {"resume": True})["batch_size"] == 4
+    monkeypatch.setattr("geopix2pix.training.resume.available_cpus", lambda: 1)  # a laptop's:
+    assert saved_options(tmp_path, {"resume": True})["workers"] == 2  # at most max(2, CPUs)
     assert saved_options(tmp_path / "nothing", {"resume": True}) == {"resume": True}
 
 
