@@ -22,9 +22,9 @@ __version__ = "0.1.0"
 
 __all__ = ["__version__", "GeoPix2PixError", "GeoPix2PixWarning", "export_chips", "ChipDataset",
            "train", "predict", "evaluate", "load_model", "make_demo_scenes", "run_demo",
-           "show_chips", "show_results", "plot_metrics", "plot_footprints", "ExportSummary",
-           "TrainResult", "SceneResult", "EvaluationReport", "LoadedModel", "ModelMetadata",
-           "DemoScenes", "DemoResult", "DemoSettings"]
+           "show_chips", "show_results", "plot_metrics", "plot_footprints", "write_quicklook",
+           "ExportSummary", "TrainResult", "SceneResult", "EvaluationReport", "LoadedModel",
+           "ModelMetadata", "DemoScenes", "DemoRecipe", "DemoResult", "DemoSettings"]
 
 from typing import TYPE_CHECKING
 
@@ -35,11 +35,18 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `_LAZY` import
     from geopix2pix.chips.export import export_chips
     from geopix2pix.chips.summary import ExportSummary
     from geopix2pix.demo.pipeline import DemoResult, run_demo
+    from geopix2pix.demo.recipes import DemoRecipe
     from geopix2pix.demo.scenes import DemoScenes, make_demo_scenes
     from geopix2pix.evaluation.evaluate import EvaluationReport, evaluate
     from geopix2pix.models.io import LoadedModel, load_model
     from geopix2pix.models.metadata import ModelMetadata
-    from geopix2pix.plot import plot_footprints, plot_metrics, show_chips, show_results
+    from geopix2pix.plot import (
+        plot_footprints,
+        plot_metrics,
+        show_chips,
+        show_results,
+        write_quicklook,
+    )
     from geopix2pix.prediction.predictor import SceneResult, predict
     from geopix2pix.settings.demo import DemoSettings
     from geopix2pix.training.trainer import TrainResult, train
@@ -57,6 +64,7 @@ _LAZY = {
     "show_results": "geopix2pix.plot:show_results",
     "plot_metrics": "geopix2pix.plot:plot_metrics",
     "plot_footprints": "geopix2pix.plot:plot_footprints",
+    "write_quicklook": "geopix2pix.plot:write_quicklook",
     # what they return
     "ExportSummary": "geopix2pix.chips.summary:ExportSummary",
     "TrainResult": "geopix2pix.training.trainer:TrainResult",
@@ -65,6 +73,7 @@ _LAZY = {
     "LoadedModel": "geopix2pix.models.io:LoadedModel",
     "ModelMetadata": "geopix2pix.models.metadata:ModelMetadata",
     "DemoScenes": "geopix2pix.demo.scenes:DemoScenes",
+    "DemoRecipe": "geopix2pix.demo.recipes:DemoRecipe",
     "DemoResult": "geopix2pix.demo.pipeline:DemoResult",
     "DemoSettings": "geopix2pix.settings.demo:DemoSettings",  # what sizes a demo run
 }

@@ -1,10 +1,11 @@
-"""Pictures for notebooks (matplotlib): chips, a model's results, training curves, chip footprints.
+"""Pictures for notebooks (matplotlib): chips, a model's results, training curves, chip footprints;
+and a scene's quicklook PNG.
 
-Every function returns a matplotlib Figure. Rasters are drawn as in the training samples: the first
-three bands as RGB (or one band as grey) with a 2-98 percentile stretch, prediction and target with
-the target's stretch so they compare directly, invalid pixels black. matplotlib (and geopandas, for
-`plot_footprints`) is imported only when a function is called: the rest of geopix2pix never
-needs it.
+Every function returns a matplotlib Figure but `write_quicklook`, which writes a PNG file.
+Rasters are drawn as in the training samples: the first three bands as RGB (or one band as grey)
+with a 2-98 percentile stretch, prediction and target with the target's stretch so they compare
+directly, invalid pixels black. matplotlib (and geopandas, for `plot_footprints`) is imported
+only when a function is called: the rest of geopix2pix never needs it.
 """
 
 from __future__ import annotations
@@ -310,6 +311,38 @@ def plot_footprints(chips_dir: PathLike, scene: PathLike | None = None, size: fl
     ax.set_title(f"chip footprints ({crs})")
     fig.tight_layout()
     return fig
+
+
+@api_function
+def write_quicklook(source: PathLike, prediction: PathLike, truth: PathLike, out: PathLike, *,
+                    overwrite: bool = False) -> Path:
+    """input | prediction | truth of a whole (small) scene side by side as one PNG at `out`
+    (the demo's quicklook.png), drawn as `show_results` draws chips; the three rasters must
+    share a grid. Returns `out`. An existing `out` is replaced only with `overwrite`."""
+    from PIL import Image
+
+    from geopix2pix.raster.io import open_raster, read_window
+    from geopix2pix.raster.render import sample_row
+    from geopix2pix.raster.write import atomic_path
+
+    arrays = []
+    for path in (source, prediction, truth):
+        with open_raster(path) as ds:
+            arrays.append(read_window(ds, list(range(1, ds.count + 1)), None))
+    (source_data, source_valid), (pred, pred_valid), (truth_data, truth_valid) = arrays
+    _check_same_shape(arrays, (source, prediction, truth))
+    row = sample_row(source_data, pred, truth_data, source_valid, truth_valid, pred_valid)
+    with atomic_path(out, overwrite) as temp:
+        Image.fromarray(row).save(temp, format="PNG")
+    return Path(out)
+
+
+def _check_same_shape(arrays: list, paths: tuple) -> None:
+    shapes = [data.shape[1:] for data, _ in arrays]
+    if len(set(shapes)) > 1:
+        sizes = ", ".join(f"{Path(p).name} {c} x {r}" for p, (r, c) in zip(paths, shapes))
+        raise GeoPix2PixError(f"write_quicklook: the rasters differ in size ({sizes}); give "
+                              "a prediction on its source's grid and the truth on the same grid")
 
 
 def _beside(geometry, centre: float | None):

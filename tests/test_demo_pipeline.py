@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from geopix2pix import GeoPix2PixError
 from geopix2pix.cli import main
 from geopix2pix.demo.pipeline import DemoSettings, run_demo
 
@@ -159,11 +160,17 @@ def test_sar2optical_takes_the_local_recipe_only_on_the_full_demo_s_scenes():
     """The local recipe learns each class's colour from the full demo's million pairs of
     pixels; --quick's one 256 px scene is too few (it lost to the train mean on 2 of 3
     seeds), so there auto picks (the linear map refined)."""
-    from geopix2pix.demo.pipeline import _train_options
+    from geopix2pix.demo.recipes import demo_recipe
 
-    assert _train_options("sar2optical", DemoSettings(), False)["recipe"] == "local"
-    assert _train_options("sar2optical", DemoSettings.small(), False)["recipe"] == "auto"
-    assert _train_options("dsm2image", DemoSettings(), False)["recipe"] == "auto"
+    full, small = DemoSettings(), DemoSettings.small()
+    for settings, recipe in ((full, "local"), (small, "auto")):
+        pixels = settings.n_train * settings.train_size**2
+        assert demo_recipe("sar2optical", train_pixels=pixels).train["recipe"] == recipe
+    assert demo_recipe("dsm2image").train == {"augment": "none", "recipe": "auto"}
+    assert demo_recipe("sar2optical", unpaired=True).train == {
+        "augment": "none", "model": "cyclegan", "generator": "resnet_6blocks", "ngf": 16}
+    with pytest.raises(GeoPix2PixError, match="--unpaired is for --task sar2optical"):
+        demo_recipe("sat2map", unpaired=True)
 
 
 def test_the_quick_sar2optical_demo_beats_the_train_mean(tmp_path):
@@ -181,15 +188,18 @@ def test_the_demo_gives_no_split_advice_a_demo_user_cannot_take(tmp_path, recwar
     said to change --split-block, which demo does not have."""
     import warnings
 
-    from geopix2pix.demo.pipeline import TASK_OPTIONS, _export
+    from geopix2pix.demo.pipeline import _export
     from geopix2pix.demo.scenes import make_demo_scenes
 
     s = DemoSettings.small()
     scenes = make_demo_scenes(tmp_path / "scenes", "sar2optical", 1, n_train=s.n_train,
                               train_size=s.train_size, heldout_size=s.heldout_size,
                               progress=False)
+    recipe = scenes.recipe()  # (what the notebook takes: one small scene, so auto)
+    assert recipe.export == {"source_scaling": "percentile", "target_resampling": "bilinear"}
+    assert recipe.train == {"augment": "none", "recipe": "auto"}
     warnings.simplefilter("always")
-    _export(scenes, tmp_path / "chips", s, 1, False, TASK_OPTIONS["sar2optical"]["export"], False)
+    _export(scenes, tmp_path / "chips", s, 1, False, recipe.export, False)
     counts = json.loads((tmp_path / "chips" / "dataset.json").read_text())["counts"]
     assert counts["val"] / (counts["train"] + counts["val"]) > 0.25  # (what export warns of)
     assert not [w for w in recwarn if "--split-block" in str(w.message)]

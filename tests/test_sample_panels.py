@@ -10,9 +10,8 @@ import torch
 from conftest import write_raster
 from PIL import Image
 
-from geopix2pix import export_chips, train
+from geopix2pix import GeoPix2PixError, export_chips, train, write_quicklook
 from geopix2pix.chips.dataset import ChipDataset
-from geopix2pix.demo.pipeline import write_quicklook
 from geopix2pix.raster.render import GAP
 from geopix2pix.training.data import augment_batch
 
@@ -106,6 +105,27 @@ def test_the_quicklook_shows_the_truth_where_the_input_is_missing(tmp_path):
     left = [image[:, k * (64 + GAP): k * (64 + GAP) + 16] for k in range(3)]
     assert (left[0] == 0).all() and (left[1] == 0).all()
     assert left[2].max(axis=2).mean() > 50  # the truth exists there
+
+
+def test_a_quicklook_is_replaced_only_with_overwrite_and_needs_one_grid(tmp_path):
+    """`geopix2pix.write_quicklook` is public (the notebook draws its own): an existing PNG is
+    kept unless `overwrite`, and rasters of other sizes are refused in one line."""
+    rng = np.random.default_rng(2)
+    paths = [write_raster(tmp_path / f"{name}.tif", rng.integers(1, 255, (3, 32, 32)).astype(
+        np.uint8)) for name in ("image", "pred", "truth")]
+    out = tmp_path / "quicklook.png"
+    out.write_bytes(b"mine")
+    with pytest.raises(GeoPix2PixError, match="--overwrite"):
+        write_quicklook(*paths, out)
+    assert out.read_bytes() == b"mine"
+    assert write_quicklook(*paths, str(out), overwrite=True) == out
+    assert np.asarray(Image.open(out)).shape == (32, 3 * 32 + 2 * GAP, 3)
+    small = write_raster(tmp_path / "small.tif", rng.integers(1, 255, (3, 16, 32)).astype(
+        np.uint8))
+    with pytest.raises(GeoPix2PixError, match=r"differ in size \(image.tif 32 x 32, pred.tif "
+                       r"32 x 32, small.tif 32 x 16\)"):
+        write_quicklook(paths[0], paths[1], small, tmp_path / "other.png")
+    assert not (tmp_path / "other.png").exists()
 
 
 def test_nan_values_are_drawn_as_invalid_without_a_warning():

@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from geopix2pix.chips.pipeline import OUTPUTS as CHIP_OUTPUTS
-from geopix2pix.demo.scenes import TASKS, DemoScenes, make_demo_scenes
+from geopix2pix.demo.recipes import check_task
+from geopix2pix.demo.scenes import DemoScenes, make_demo_scenes
 from geopix2pix.errors import GeoPix2PixError, GeoPix2PixWarning
-from geopix2pix.raster.io import open_raster, read_window
+from geopix2pix.plot import write_quicklook
 from geopix2pix.raster.write import (
-    atomic_path,
     write_text_atomic,
 )
 from geopix2pix.runtime.aside import put_back_earlier, replaced_when_complete, unfinished
@@ -48,34 +48,8 @@ OUTPUTS = Owned((SUMMARY, STARTED, "prediction.tif", "baseline.tif", "evaluation
                 {"scenes": Owned(("train_*_*.tif", "heldout_*.tif", "pairs.csv")),
                  "chips": CHIP_OUTPUTS, "run": RUN_OUTPUTS})
 STAGES = 6
-# The tasks whose unpaired demo (CycleGAN) is shown: SAR and optical images rarely come as pairs.
-UNPAIRED_TASKS = ("sar2optical",)
-UNPAIRED_TRAIN = dict(model="cyclegan", generator="resnet_6blocks")  # a small CycleGAN
 UNPAIRED_LIMIT = ("(Unpaired scenes do not say which class is which: the CycleGAN can give them "
                   "each other's colours. README.md, 'Pix2Pix or CycleGAN', says when to use it.)")
-
-# What each task needs, and why (the same choices a user makes on real data).
-TASK_OPTIONS = {
-    # A hillshade depends on the relief, not on the absolute height: centre each chip's elevation.
-    # It also depends on the sun's azimuth, so rotating or flipping chips would change the answer.
-    "dsm2image": dict(export=dict(source_scaling="centre", target_resampling="bilinear"),
-                      train=dict(augment="none")),
-    # The map's colours are categories: never interpolate them (nearest). A map has no preferred
-    # direction, so all eight flips and rotations are safe.
-    "sat2map": dict(export=dict(source_scaling="percentile", target_resampling="nearest"),
-                    train=dict(augment="d4")),
-    # Speckled dB values: percentile scaling ignores the outliers. The radar looks from one side
-    # and the optical image is lit from one side: keep the geometry as it is. The scenes give
-    # a million pairs of pixels, enough for the local recipe to learn each class's colour, which
-    # the linear map of the backscatter (7.5 % explained) misses; `auto` refines that map
-    # instead, the safe choice for a real scene's few pairs (docs/train.md), and for --quick's
-    # one small scene (65,536 pairs), where local lost to the train mean on 2 of 3 seeds and
-    # auto beat it on all 3.
-    "sar2optical": dict(export=dict(source_scaling="percentile", target_resampling="bilinear"),
-                        train=dict(augment="none"), recipe="local",  # (Pix2Pix's alone)
-                        recipe_pixels=1_000_000),  # (the training scenes' pixels it needs)
-}
-
 
 @dataclass
 class DemoResult:
@@ -160,23 +134,6 @@ def _beats(model: dict, baseline: dict) -> bool:
         model["psnr"] > baseline["psnr"]
 
 
-def write_quicklook(source: Path, prediction: Path, truth: Path, out: Path) -> Path:
-    """input | prediction | truth of a whole (small) scene as one PNG."""
-    from PIL import Image
-
-    from geopix2pix.raster.render import sample_row
-
-    arrays = []
-    for path in (source, prediction, truth):
-        with open_raster(path) as ds:
-            arrays.append(read_window(ds, list(range(1, ds.count + 1)), None))
-    (source_data, source_valid), (pred, pred_valid), (truth, truth_valid) = arrays
-    row = sample_row(source_data, pred, truth, source_valid, truth_valid, pred_valid)
-    with atomic_path(out, overwrite=True, own=True) as temp:
-        Image.fromarray(row).save(temp, format="PNG")
-    return out
-
-
 def _stage(progress: bool, number: int, text: str) -> None:
     if progress:
         print(f"[{number}/{STAGES}] {text}", flush=True)
@@ -206,11 +163,7 @@ def check_demo_options(task: str, seed: int, settings: DemoSettings,
         check_types(asdict(settings), DemoSettings)
     except GeoPix2PixError as exc:
         raise GeoPix2PixError(f"DemoSettings.{exc}") from None
-    if task not in TASKS:
-        raise GeoPix2PixError(f"--task {task}: use one of {', '.join(TASKS)}")
-    if unpaired and task not in UNPAIRED_TASKS:
-        raise GeoPix2PixError(f"--unpaired is for --task {' or '.join(UNPAIRED_TASKS)}; drop it "
-                              f"with --task {task}")
+    check_task(task, unpaired)
     check_seed(seed)
     if settings.max_steps < 1:
         raise GeoPix2PixError(f"--steps {settings.max_steps}: use at least 1 training step")
@@ -258,15 +211,10 @@ def _export(scenes: DemoScenes, chips: Path, s: DemoSettings, seed: int, progres
 SPLIT_WARNINGS = (r"(the \w+ domain: )?val holds ", r"(the \w+ domain: )?0 val chips")
 
 
-def _train_options(task: str, s: DemoSettings, unpaired: bool) -> dict:
-    """The task's training options: its Pix2Pix recipe (`auto` unless the task names one for
-    training scenes of at least its `recipe_pixels`), or the small CycleGAN at the demo's
-    width."""
-    options = TASK_OPTIONS[task]
-    enough = s.n_train * s.train_size**2 >= options.get("recipe_pixels", 0)
-    family = {**UNPAIRED_TRAIN, "ngf": s.ngf} if unpaired else {
-        "recipe": options.get("recipe", "auto") if enough else "auto"}
-    return {**options["train"], **family}
+def _train_options(scenes: DemoScenes, s: DemoSettings, unpaired: bool) -> dict:
+    """The scenes' training recipe (`DemoScenes.recipe`), CycleGAN's at the demo's width."""
+    train = scenes.recipe(unpaired).train
+    return {**train, "ngf": s.ngf} if unpaired else train
 
 
 @api_function
@@ -325,7 +273,6 @@ def _run_stages(out: Path, task: str, seed: int, progress: bool, s: DemoSettings
     from geopix2pix.prediction.predictor import predict
     from geopix2pix.training import train
 
-    options = TASK_OPTIONS[task]
     (out / STARTED).write_text("a geopix2pix demo writes this folder\n")
     clock = _Clock()
 
@@ -334,7 +281,8 @@ def _run_stages(out: Path, task: str, seed: int, progress: bool, s: DemoSettings
                        train_size=s.train_size, heldout_size=s.heldout_size, progress=progress)
     _stage(progress, 2, f"exporting {s.chip_size} px chips")
     chips = out / "chips"
-    clock.run("export", _export, scenes, chips, s, seed, progress, options["export"], unpaired)
+    clock.run("export", _export, scenes, chips, s, seed, progress, scenes.recipe().export,
+              unpaired)
     family = "CycleGAN (unpaired scenes)" if unpaired else "Pix2Pix"
     width = f"ngf {s.ngf}, " if unpaired else ""  # Pix2Pix: its recipe's width
     _stage(progress, 3, f"training a small {family} ({width}{s.max_steps} steps)")
@@ -343,7 +291,7 @@ def _run_stages(out: Path, task: str, seed: int, progress: bool, s: DemoSettings
                         decay_epochs=1, ndf=s.ndf, batch_size=s.batch_size,
                         device=s.device, seed=seed, quiet=not progress, workers=0,
                         log=print if progress else (lambda _: None),
-                        **_train_options(task, s, unpaired))
+                        **_train_options(scenes, s, unpaired))
     model = trained.best_model_path if trained.best_model_path.exists() else trained.model_path
     _stage(progress, 4, "predicting the held-out scene")
     prediction = out / "prediction.tif"
@@ -366,7 +314,7 @@ def _run_stages(out: Path, task: str, seed: int, progress: bool, s: DemoSettings
                                   json_path=out / "evaluation_linear.json").overall
     _stage(progress, 6, "writing the quicklook")
     quicklook = clock.run("quicklook", write_quicklook, scenes.heldout_source, prediction,
-                          scenes.heldout_target, out / "quicklook.png")
+                          scenes.heldout_target, out / "quicklook.png", overwrite=True)
     result = DemoResult(out, task, seed, scenes, chips, run, model, prediction, baseline,
                         quicklook, report.overall, base_report.overall, clock.seconds, linear,
                         linear_metrics, unpaired)

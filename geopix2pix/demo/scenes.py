@@ -20,6 +20,7 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from tqdm.auto import tqdm
 
+from geopix2pix.demo.recipes import DemoRecipe, demo_recipe
 from geopix2pix.demo.render import RENDERERS, RenderedPair
 from geopix2pix.demo.terrain import make_landscape
 from geopix2pix.errors import GeoPix2PixError
@@ -60,6 +61,16 @@ class DemoScenes:
                 "heldout_source": str(self.heldout_source),
                 "heldout_target": str(self.heldout_target), "pairs_csv": str(self.pairs_csv),
                 "crs": self.crs, "pixel_size": self.pixel_size, "names": list(self.names)}
+
+    def recipe(self, unpaired: bool = False) -> DemoRecipe:
+        """The keywords the demo gives `export_chips` and `train` for these scenes
+        (`geopix2pix.demo.recipes`): ``export_chips(..., **recipe.export)``,
+        ``train(..., **recipe.train)``; with `unpaired`, the demo's small CycleGAN."""
+        pixels = 0
+        for source, _ in self.train:
+            with rasterio.open(source) as ds:
+                pixels += ds.width * ds.height
+        return demo_recipe(self.task, unpaired=unpaired, train_pixels=pixels)
 
     def lines(self) -> list[str]:
         """A short human-readable listing."""
