@@ -186,13 +186,6 @@ def _band_mean(bands: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.mean([_standardised(np.where(mask, band, 0.0), mask) for band in bands], axis=0)
 
 
-def phase_correlate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Shift:
-    """Where the second images' content lies against the first's, refined to 1/UPSAMPLE px, with
-    the peak-to-sidelobe ratio of the whitened correlation surface (the root sum of squares of
-    the pairs' surfaces where there are several)."""
-    return _refined(*_correlate(pairs))
-
-
 def _correlate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, np.ndarray, list]:
     """The peak-to-sidelobe ratio, the whole-pixel peak (rows, cols) and the whitened
     cross-power spectra of `pairs` (refined by `_refined` for the pairing that wins only)."""

@@ -24,13 +24,15 @@ import torch
 from torch import nn
 
 from geopix2pix.errors import ModelError
+from geopix2pix.settings.train import CYCLEGAN_DEFAULTS
 
 from .unet import check_generator_args, norm_layer
 
 BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # generator name -> residual blocks
 INPUT_MULTIPLE = 4  # 2 ** the number of down-samplings
 MIN_INPUT = 8  # the bottleneck (input / 4) must be >= 2 for its reflection padding
-RESNET_DEFAULTS = {"norm": "instance", "dropout": False}  # CycleGAN's (the reference's defaults)
+# CycleGAN's (the reference's defaults)
+RESNET_DEFAULTS = {"norm": CYCLEGAN_DEFAULTS["norm"], "dropout": False}
 N_DOWNSAMPLING = 2
 
 

@@ -48,11 +48,16 @@ PIX2PIX_OPTIONS = ("lambda_l1", "gan_mode", "gan_warmup", "ema", "categorical",
 # CycleGAN's reference defaults: the Pix2Pix paper's for what a recipe sets (Adam at 2e-4,
 # 100 + 100 epochs, no warm-up, EMA, residual or augmentation), with its own generator, norm,
 # loss and weights
+# The reference CycleGAN's own defaults (junyanz/pytorch-CycleGAN-and-pix2pix)
+CYCLEGAN_DEFAULTS = {"generator": "resnet_9blocks", "norm": "instance", "gan_mode": "lsgan",
+                     "lambda_a": 10.0, "lambda_b": 10.0, "lambda_identity": 0.5, "pool_size": 50}
 FAMILY_DEFAULTS = {"pix2pix": {"norm": "batch", "gan_mode": "vanilla", "lambda_l1": 100.0},
-                   "cyclegan": {**RECIPES["paper"], "generator": "resnet_9blocks",
-                                "local_layers": LOCAL_DEFAULT, "norm": "instance",
-                                "gan_mode": "lsgan", "lambda_a": 10.0, "lambda_b": 10.0,
-                                "pool_size": 50}}
+                   "cyclegan": {**RECIPES["paper"], "local_layers": LOCAL_DEFAULT,
+                                **CYCLEGAN_DEFAULTS}}
+# defaults the run resolves, not `TrainConfig`: the identity weight is 0 where the domains'
+# band counts differ, and an identity weight given there is refused
+RESOLVED_BY_RUN = ("lambda_identity",)
+BETA1, BETA2 = 0.5, 0.999  # Adam's (the papers'); the first is a Python option, `beta1`
 
 GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), "
                   "'local' (each pixel from its 3x3 neighbourhood, at full resolution: for "
@@ -74,6 +79,12 @@ def family_default(name: str) -> str:
                      for family in ("pix2pix", "cyclegan"))
 
 
+def _cyclegan(name: str) -> str:
+    """--help's default of a CycleGAN option."""
+    return str(CYCLEGAN_DEFAULTS[name])
+
+
+PIX2PIX = FAMILY_DEFAULTS["pix2pix"]
 AUGMENT_HELP = ("Random transforms applied identically to input and target. none: when the "
                 "answer depends on orientation (a hillshade depends on the sun azimuth, shadows "
                 "and slopes have a direction). flip: mirror images are as plausible as the "
@@ -169,12 +180,13 @@ class TrainConfig:
         "proportions; 0: no floor). A recipe's floor applies only to its own length: a run "
         "that gives --epochs, --decay-epochs or --max-steps trains exactly those."))
     lr: float | None = option(None, shown_default=family_default("lr"),
-                              help="Adam learning rate (betas 0.5, 0.999).")
-    beta1: float = option(0.5, cli=False)
-    lambda_l1: float | None = option(None, shown_default="100.0", help=(
+                              help=f"Adam learning rate (betas {BETA1}, {BETA2}).")
+    beta1: float = option(BETA1, cli=False)
+    lambda_l1: float | None = option(None, shown_default=str(PIX2PIX["lambda_l1"]), help=(
         "Weight of the pixel loss (--pixel-loss; the cross-entropy with --categorical)."))
-    gan_mode: str | None = option(None, choices=GAN_MODES, shown_default="vanilla", help=(
-        "Adversarial loss: vanilla (cross-entropy, the paper's) or lsgan (squares)."))
+    gan_mode: str | None = option(None, choices=GAN_MODES, shown_default=PIX2PIX["gan_mode"],
+                                  help=("Pix2Pix's adversarial loss: vanilla (cross-entropy, the "
+                                        "paper's) or lsgan (squares; CycleGAN's, always)."))
     # the share of the steps with G on its pixel loss alone
     gan_warmup: float | None = option(None, shown_default=SHOWN, help=(
         "Share of the steps (0 to 1) in which G learns from the L1 (cross-entropy) loss alone "
@@ -237,16 +249,17 @@ class TrainConfig:
     model: str = option("pix2pix", choices=MODELS, help=(
         "Model family: pix2pix learns from paired chips; cyclegan from two unpaired collections "
         "(the chips' pairing, if any, is ignored). cyclegan defaults: --generator "
-        "resnet_9blocks, --norm instance, LSGAN."))
+        f"{CYCLEGAN_DEFAULTS['generator']}, --norm {CYCLEGAN_DEFAULTS['norm']}, "
+        f"{CYCLEGAN_DEFAULTS['gan_mode'].upper()}."))
     recipe: str = option("auto", choices=RECIPE_CHOICES, help=RECIPE_HELP)
-    lambda_a: float | None = option(None, shown_default="10.0", help=(
+    lambda_a: float | None = option(None, shown_default=_cyclegan("lambda_a"), help=(
         "cyclegan: weight of the cycle L1 of A -> B -> A."))
-    lambda_b: float | None = option(None, shown_default="10.0", help=(
+    lambda_b: float | None = option(None, shown_default=_cyclegan("lambda_b"), help=(
         "cyclegan: weight of the cycle L1 of B -> A -> B."))
-    lambda_identity: float | None = option(None, shown_default="0.5", help=(
+    lambda_identity: float | None = option(None, shown_default=_cyclegan("lambda_identity"), help=(
         "cyclegan: weight of the identity L1 (relative to the cycle weights); only when both "
         "domains have as many bands (else 0)."))
-    pool_size: int | None = option(None, shown_default="50", help=(
+    pool_size: int | None = option(None, shown_default=_cyclegan("pool_size"), help=(
         "cyclegan: generated images each discriminator keeps to learn from."))
 
     def __post_init__(self) -> None:
@@ -288,7 +301,7 @@ class TrainConfig:
                 raise GeoPix2PixError(f"--{field.name.replace('_', '-')} is an option of --model "
                                       f"{other}, not of --model {self.model}: drop it")
         for name, value in own.items():
-            if getattr(self, name) is None:
+            if name not in RESOLVED_BY_RUN and getattr(self, name) is None:
                 setattr(self, name, value)
 
     def _apply_recipe(self) -> None:

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from geopix2pix.settings.train import CYCLEGAN_DEFAULTS
+
 from .losses import GANLoss, masked_l1, patch_weights
 
-LAMBDA_A = 10.0  # the reference's --lambda_A
-LAMBDA_B = 10.0
-LAMBDA_IDENTITY = 0.5
-GAN_MODE = "lsgan"
+LAMBDA_A = CYCLEGAN_DEFAULTS["lambda_a"]  # the reference's --lambda_A
+LAMBDA_B = CYCLEGAN_DEFAULTS["lambda_b"]
+LAMBDA_IDENTITY = CYCLEGAN_DEFAULTS["lambda_identity"]
+GAN_MODE = CYCLEGAN_DEFAULTS["gan_mode"]
 
 
 @dataclass(frozen=True)

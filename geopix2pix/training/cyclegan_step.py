@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from geopix2pix.settings.train import BETA1, BETA2, FAMILY_DEFAULTS
+
 from .cyclegan_losses import (
     GAN_MODE,
     CycleWeights,
@@ -33,7 +35,7 @@ from .image_pool import ImagePool
 from .losses import GANLoss
 from .step import set_requires_grad
 
-LR, BETAS = 2e-4, (0.5, 0.999)  # the reference's Adam
+LR, BETAS = FAMILY_DEFAULTS["cyclegan"]["lr"], (BETA1, BETA2)  # the reference's Adam
 
 
 @dataclass

@@ -59,7 +59,6 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
             module.train(mode)
 
 
-VAL_METRICS = ("val_l1", "val_mae", "val_rmse", "val_psnr", "val_ssim")
 SUMS = ("l1", "mae", "mse", "mse01", "ssim")
 
 

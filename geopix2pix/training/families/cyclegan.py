@@ -30,7 +30,7 @@ from geopix2pix.models.run_files import RUN_MODELS
 from geopix2pix.models.schema import SchemaError
 from geopix2pix.raster.render import cycle_row
 from geopix2pix.runtime import distributed
-from geopix2pix.settings.train import PIX2PIX_OPTIONS
+from geopix2pix.settings.train import BETA2, PIX2PIX_OPTIONS
 
 from .. import cyclegan_baselines
 from ..baselines import BASELINES
@@ -45,7 +45,6 @@ from ..samples import write_rows
 from ..validate import evaluating
 from .base import ModelExport, ModelFamily, Reduce, RunContext
 
-NETWORKS = ("g_a", "g_b", "d_a", "d_b")  # G_A: A -> B, judged by D_A (the reference's names)
 EXPORTS = tuple(ModelExport(*names, direction) for direction, names in RUN_MODELS.items())
 LOSSES = ("loss_G_A", "loss_G_B", "loss_cycle_A", "loss_cycle_B", "loss_idt_A", "loss_idt_B",
           "loss_D_A", "loss_D_B")
@@ -111,6 +110,7 @@ class CycleGAN(ModelFamily):
         check_discriminator_depth(self.info.chip_size, config.n_layers)
         with unfit_for_chips(config.generator, self.info.chip_size):
             self.specs = {"a_to_b": self._spec(a, b), "b_to_a": self._spec(b, a)}
+            # (the reference's names: G_A translates A -> B and is judged by D_A)
             self.nets = {"g_a": build_generator(self.specs["a_to_b"]),
                          "g_b": build_generator(self.specs["b_to_a"]),
                          "d_a": build_discriminator(b, config.ndf, config.n_layers, config.norm),
@@ -161,7 +161,7 @@ class CycleGAN(ModelFamily):
         self.baselines = cyclegan_baselines.for_run(self)
         self.nets = {k: self.setup.prepare(m) for k, m in self.nets.items()}
         opt_g, opt_d = cyclegan_optimizers(*self.nets.values(), lr=config.lr,
-                                           betas=(config.beta1, 0.999))
+                                           betas=(config.beta1, BETA2))
         self.pools = {side: ImagePool(config.pool_size, config.seed * 2 + i + 1_000 * self.run.rank,
                                       self.bands[side])
                       for i, side in enumerate(("b", "a"))}  # fakes of B (for D_A), of A

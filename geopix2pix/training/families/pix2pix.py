@@ -26,7 +26,7 @@ from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.models.run_files import RUN_MODELS
 from geopix2pix.raster.render import class_colours
 from geopix2pix.runtime import distributed
-from geopix2pix.settings.train import CYCLEGAN_OPTIONS
+from geopix2pix.settings.train import BETA2, CYCLEGAN_OPTIONS
 
 from .. import baselines
 from ..classes import describe_classes, objective_for, trained_classes
@@ -109,7 +109,7 @@ class Pix2Pix(ModelFamily):
                                           clamp=self.classes is None)
         self.generator = self.setup.prepare(generator)
         self.discriminator = self.setup.prepare(self.discriminator)
-        betas = (config.beta1, 0.999)
+        betas = (config.beta1, BETA2)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
         device = self.setup.device
