@@ -88,7 +88,7 @@ def test_the_cli_refuses_another_familys_option_in_one_line(tmp_path, capsys):
 
 def test_the_declared_models_are_the_registered_families():
     """--model's choices (settings, torch-free) name exactly the families training registers."""
-    from geopix2pix.settings.train import FAMILY_DEFAULTS, MODELS
+    from geopix2pix.settings.families import FAMILY_DEFAULTS, MODELS
     from geopix2pix.training.families import FAMILIES
 
     assert tuple(FAMILIES) == MODELS and set(FAMILY_DEFAULTS) == set(MODELS)

@@ -25,7 +25,7 @@ from typing import Any
 from torch import nn
 
 from geopix2pix.errors import ModelError
-from geopix2pix.settings.train import NORMS
+from geopix2pix.settings.families import NORMS
 
 from .init import init_weights
 from .local import MAX_LAYERS, LocalNet

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geopix2pix.errors import ModelError
-from geopix2pix.settings.train import LOCAL_LAYERS
+from geopix2pix.settings.families import LOCAL_LAYERS
 
 MIN_LAYERS, MAX_LAYERS = LOCAL_LAYERS
 

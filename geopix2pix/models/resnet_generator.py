@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from geopix2pix.errors import ModelError
-from geopix2pix.settings.train import CYCLEGAN_DEFAULTS
+from geopix2pix.settings.families import CYCLEGAN_DEFAULTS
 
 from .unet import check_generator_args, norm_layer
 

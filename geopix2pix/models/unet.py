@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from geopix2pix.errors import ModelError
-from geopix2pix.settings.train import NORMS
+from geopix2pix.settings.families import NORMS
 
 OUTPUTS = ("tanh", "logits")  # values in [-1, 1]; one raw score (logit) per class
 MIN_DEPTH = 5  # the outer four levels plus the innermost one

@@ -20,6 +20,24 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.settings import common
 from geopix2pix.settings.checking import from_keywords
 from geopix2pix.settings.declare import check_choice, option, runtime_names
+from geopix2pix.settings.families import (
+    BETA1,
+    BETA2,
+    CYCLEGAN_DEFAULTS,
+    CYCLEGAN_OPTIONS,
+    FAMILY_DEFAULTS,
+    GENERATOR_HELP,
+    LOCAL_DEFAULT,
+    LOCAL_LAYERS,
+    MODELS,
+    NORM_HELP,
+    NORMS,
+    PIX2PIX,
+    PIX2PIX_OPTIONS,
+    RESOLVED_BY_RUN,
+    cyclegan_default,
+    family_default,
+)
 from geopix2pix.settings.recipes import (
     CLASS_RECIPES,
     RECIPE_CHOICES,
@@ -35,56 +53,6 @@ CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTS = ("none", "flip", "d4")
 RESIDUALS = ("none", "linear")
 PIXEL_LOSSES = ("l1", "mse")
-LOCAL_LAYERS = (2, 32)  # the local generator's fewest and most layers
-LOCAL_DEFAULT = 3
-NORMS = ("batch", "instance")
-MODELS = ("pix2pix", "cyclegan")  # the model families (`training.families.FAMILIES`)
-# options of one family only: given to another, they are refused (`_check_family`)
-CYCLEGAN_OPTIONS = ("lambda_a", "lambda_b", "lambda_identity", "pool_size")
-PIX2PIX_OPTIONS = ("lambda_l1", "gan_mode", "gan_warmup", "ema", "categorical",
-                   "class_weights", "residual", "pixel_loss", "validity_band", "recipe")
-# defaults that depend on the family (None in `TrainConfig`: the family's; Pix2Pix's options
-# that shape the model come from its recipe, `settings.recipes`)
-# CycleGAN's reference defaults: the Pix2Pix paper's for what a recipe sets (Adam at 2e-4,
-# 100 + 100 epochs, no warm-up, EMA, residual or augmentation), with its own generator, norm,
-# loss and weights
-# The reference CycleGAN's own defaults (junyanz/pytorch-CycleGAN-and-pix2pix)
-CYCLEGAN_DEFAULTS = {"generator": "resnet_9blocks", "norm": "instance", "gan_mode": "lsgan",
-                     "lambda_a": 10.0, "lambda_b": 10.0, "lambda_identity": 0.5, "pool_size": 50}
-FAMILY_DEFAULTS = {"pix2pix": {"norm": "batch", "gan_mode": "vanilla", "lambda_l1": 100.0},
-                   "cyclegan": {**RECIPES["paper"], "local_layers": LOCAL_DEFAULT,
-                                **CYCLEGAN_DEFAULTS}}
-# defaults the run resolves, not `TrainConfig`: the identity weight is 0 where the domains'
-# band counts differ, and an identity weight given there is refused
-RESOLVED_BY_RUN = ("lambda_identity",)
-BETA1, BETA2 = 0.5, 0.999  # Adam's (the papers'); the first is a Python option, `beta1`
-
-GENERATOR_HELP = ("Generator: 'unet' (the paper's U-Net, depth log2 of the chip size), "
-                  "'local' (each pixel from its 3x3 neighbourhood, at full resolution: for "
-                  "near-local mappings such as terrain derivatives or SAR -> optical), "
-                  "'resnet_9blocks' or 'resnet_6blocks' (the CycleGAN paper's ResNet), or "
-                  "'smp:<Architecture>:<encoder>' from segmentation-models-pytorch, e.g. "
-                  "smp:Unet:resnet34 (no weights are downloaded).")
-NORM_HELP = ("Normalisation in G and D (the local generator has none: then in D only). batch: "
-             "at prediction, eval-mode batch norm uses the statistics learned in training, so a "
-             "pixel's value does not depend on its window's neighbours or batch and stitched "
-             "scenes show no seams. instance: normalises each window by its own statistics (can "
-             "show seams between prediction windows).")
-
-
-def family_default(name: str) -> str:
-    """--help's default of an option whose default is each family's own (`FAMILY_DEFAULTS`;
-    Pix2Pix's from its recipe)."""
-    return ", ".join(f"{FAMILY_DEFAULTS[family].get(name, SHOWN)} ({family})"
-                     for family in ("pix2pix", "cyclegan"))
-
-
-def _cyclegan(name: str) -> str:
-    """--help's default of a CycleGAN option."""
-    return str(CYCLEGAN_DEFAULTS[name])
-
-
-PIX2PIX = FAMILY_DEFAULTS["pix2pix"]
 AUGMENT_HELP = ("Random transforms applied identically to input and target. none: when the "
                 "answer depends on orientation (a hillshade depends on the sun azimuth, shadows "
                 "and slopes have a direction). flip: mirror images are as plausible as the "
@@ -252,14 +220,15 @@ class TrainConfig:
         f"{CYCLEGAN_DEFAULTS['generator']}, --norm {CYCLEGAN_DEFAULTS['norm']}, "
         f"{CYCLEGAN_DEFAULTS['gan_mode'].upper()}."))
     recipe: str = option("auto", choices=RECIPE_CHOICES, help=RECIPE_HELP)
-    lambda_a: float | None = option(None, shown_default=_cyclegan("lambda_a"), help=(
+    lambda_a: float | None = option(None, shown_default=cyclegan_default("lambda_a"), help=(
         "cyclegan: weight of the cycle L1 of A -> B -> A."))
-    lambda_b: float | None = option(None, shown_default=_cyclegan("lambda_b"), help=(
+    lambda_b: float | None = option(None, shown_default=cyclegan_default("lambda_b"), help=(
         "cyclegan: weight of the cycle L1 of B -> A -> B."))
-    lambda_identity: float | None = option(None, shown_default=_cyclegan("lambda_identity"), help=(
-        "cyclegan: weight of the identity L1 (relative to the cycle weights); only when both "
-        "domains have as many bands (else 0)."))
-    pool_size: int | None = option(None, shown_default=_cyclegan("pool_size"), help=(
+    lambda_identity: float | None = option(None, shown_default=cyclegan_default(
+        "lambda_identity"), help=("cyclegan: weight of the identity L1 (relative to the cycle "
+                                  "weights); only when both domains have as many bands (else "
+                                  "0)."))
+    pool_size: int | None = option(None, shown_default=cyclegan_default("pool_size"), help=(
         "cyclegan: generated images each discriminator keeps to learn from."))
 
     def __post_init__(self) -> None:

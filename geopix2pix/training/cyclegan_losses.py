@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from geopix2pix.settings.train import CYCLEGAN_DEFAULTS
+from geopix2pix.settings.families import CYCLEGAN_DEFAULTS
 
 from .losses import GANLoss, masked_l1, patch_weights
 

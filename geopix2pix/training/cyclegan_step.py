@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from geopix2pix.settings.train import BETA1, BETA2, FAMILY_DEFAULTS
+from geopix2pix.settings.families import BETA1, BETA2, FAMILY_DEFAULTS
 
 from .cyclegan_losses import (
     GAN_MODE,

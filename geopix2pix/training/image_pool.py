@@ -22,7 +22,7 @@ import torch
 
 from geopix2pix.errors import ModelError
 from geopix2pix.models.schema import SchemaError, integer, mapping, required
-from geopix2pix.settings.train import CYCLEGAN_DEFAULTS
+from geopix2pix.settings.families import CYCLEGAN_DEFAULTS
 
 POOL_SIZE = CYCLEGAN_DEFAULTS["pool_size"]  # the reference's --pool_size
 SWAP_PROBABILITY = 0.5

@@ -32,8 +32,9 @@ from geopix2pix.runtime.device import default_workers
 from geopix2pix.runtime.staging import remove_stale_folders, wait_for_put_back
 from geopix2pix.runtime.stopping import StopRequest, attaches_stop_report
 from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.families import FAMILY_DEFAULTS
 from geopix2pix.settings.recipes import RECIPES
-from geopix2pix.settings.train import FAMILY_DEFAULTS, TrainConfig, TrainKeywords
+from geopix2pix.settings.train import TrainConfig, TrainKeywords
 
 from .checkpoint import CHECKPOINT
 from .data import EpochBatchSampler, make_loader

@@ -30,7 +30,7 @@ from geopix2pix.models.run_files import RUN_MODELS
 from geopix2pix.models.schema import SchemaError
 from geopix2pix.raster.render import cycle_row
 from geopix2pix.runtime import distributed
-from geopix2pix.settings.train import BETA2, PIX2PIX_OPTIONS
+from geopix2pix.settings.families import BETA2, PIX2PIX_OPTIONS
 
 from .. import cyclegan_baselines
 from ..baselines import BASELINES

@@ -26,7 +26,7 @@ from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.models.run_files import RUN_MODELS
 from geopix2pix.raster.render import class_colours
 from geopix2pix.runtime import distributed
-from geopix2pix.settings.train import BETA2, CYCLEGAN_OPTIONS
+from geopix2pix.settings.families import BETA2, CYCLEGAN_OPTIONS
 
 from .. import baselines
 from ..classes import describe_classes, objective_for, trained_classes
