@@ -242,7 +242,9 @@ def show_results(model: PathLike | LoadedModel, chips_dir: PathLike, n: int = 4,
 
 def read_metrics(run_dir: PathLike) -> dict[str, np.ndarray]:
     """RUN_DIR/metrics.csv as columns of floats (NaN where empty)."""
-    path = Path(run_dir) / "metrics.csv"
+    from geopix2pix.training.history import METRICS
+
+    path = Path(run_dir) / METRICS
     if not path.exists():
         raise GeoPix2PixError(f"{path} does not exist; pass a run folder of geopix2pix train")
     with path.open(newline="") as f:
@@ -258,7 +260,7 @@ def plot_metrics(run_dir: PathLike, size: float = 3.5):
     _check_size(size)
     columns = read_metrics(run_dir)
     if not columns:
-        raise GeoPix2PixError(f"{run_dir}/metrics.csv has no epoch yet")
+        raise GeoPix2PixError(f"{Path(run_dir) / 'metrics.csv'} has no epoch yet")
     plt = _pyplot()
     panels = [("losses", ["loss_g_gan", "loss_g_l1", "loss_g_mse", "loss_g_ce", "loss_d"]),
               ("validation error (target units)", ["val_mae", "val_rmse"]),

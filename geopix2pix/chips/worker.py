@@ -95,7 +95,7 @@ class ChipWriter:
     def write(self, chip: ChipWindow, data: np.ndarray, valid: np.ndarray) -> None:
         profile = gtiff_profile(self.dtype, len(self.bands), self.grid.crs,
                                 self.grid.window_transform(chip.window), chip.size, chip.size,
-                                self.nodata, blocksize=min(chip.size, 512))
+                                self.nodata)
         all_valid = bool(valid.all())
         if not all_valid and self.nodata is not None:
             data = data.copy()

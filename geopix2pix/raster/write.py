@@ -23,11 +23,13 @@ from geopix2pix.runtime.folders import (
 )
 from geopix2pix.runtime.partials import discard, partial_name, remove_stale
 
+OUTPUT_BLOCK = 512  # the tile side of the GeoTIFFs geopix2pix writes (smaller rasters: less)
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's errors, which name no file
 
 
 def gtiff_profile(dtype: str, count: int, crs, transform, width: int, height: int,
-                  nodata: float | None, compress: str = "deflate", blocksize: int = 512) -> dict:
+                  nodata: float | None, compress: str = "deflate",
+                  blocksize: int = OUTPUT_BLOCK) -> dict:
     """A tiled, compressed GeoTIFF profile (predictor by dtype, BIGTIFF when it could be needed)."""
     profile = dict(driver="GTiff", dtype=dtype, count=count, crs=crs, transform=transform,
                    width=width, height=height, nodata=nodata, BIGTIFF="IF_SAFER")

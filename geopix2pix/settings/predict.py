@@ -13,6 +13,7 @@ from typing import TypedDict
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.bands import check_band_list
 from geopix2pix.raster.blend_windows import BLEND_WINDOWS, BLENDS
+from geopix2pix.raster.write import OUTPUT_BLOCK
 from geopix2pix.settings import common
 from geopix2pix.settings.checking import from_keywords
 from geopix2pix.settings.declare import option
@@ -72,8 +73,8 @@ class PredictOptions:
         factory=dict, flag="--co", kind="gdal", help=(
             "GDAL creation option of the output's driver (GTiff, or COG with --cog), over "
             "geopix2pix's own; repeatable. E.g. ZLEVEL=1 (GTiff) or LEVEL=1 (COG) for faster, "
-            "larger deflate files. Tiles must divide 512 (with --cog, BLOCKSIZE a multiple of "
-            "16, at least 128)."))
+            f"larger deflate files. Tiles must divide {OUTPUT_BLOCK} (with --cog, BLOCKSIZE a "
+            "multiple of 16, at least 128)."))
     overwrite: bool = common.overwrite("Replace existing outputs.")
     resample_to_model: bool = option(False, help=(
         "Predict at the training pixel size (warping the scene) and write back on the scene's "

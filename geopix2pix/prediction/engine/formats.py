@@ -93,8 +93,8 @@ class GeoTIFF(OutputFormat):
             if key in ("BLOCKXSIZE", "BLOCKYSIZE") and not (
                     value.isdigit() and int(value) >= 16 and BLOCK % int(value) == 0):
                 raise GeoPix2PixError(f"--co {name}={value}: predict writes the output in bands "
-                                      f"of {BLOCK} rows, so tiles must divide {BLOCK}: 16, 32, "
-                                      "64, 128, 256 or 512 (with --cog, BLOCKSIZE: a multiple "
+                                      f"of {BLOCK} rows, so tiles must divide {BLOCK}: "
+                                      f"{_divisors(BLOCK)} (with --cog, BLOCKSIZE: a multiple "
                                       "of 16, at least 128)")
 
 
@@ -111,6 +111,12 @@ class CloudOptimizedGeoTIFF(OutputFormat):
 
 
 FORMATS: dict[str, OutputFormat] = {"GTiff": GeoTIFF(), "COG": CloudOptimizedGeoTIFF()}
+
+
+def _divisors(block: int, smallest: int = 16) -> str:
+    """"16, 32, ... or 512": the tile sides from `smallest` that divide `block`."""
+    sides = [str(side) for side in range(smallest, block + 1) if block % side == 0]
+    return ", ".join(sides[:-1]) + f" or {sides[-1]}"
 
 
 def output_format(cog: bool) -> OutputFormat:

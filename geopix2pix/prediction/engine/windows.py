@@ -31,6 +31,7 @@ from rasterio.windows import Window
 
 from geopix2pix.raster.blend_windows import BLEND_WINDOWS
 from geopix2pix.raster.io import decoded_block_bytes, read_window
+from geopix2pix.raster.write import OUTPUT_BLOCK
 from geopix2pix.settings.predict import DEFAULT_CHUNK_WIDTH, check_layout_options
 
 MIN_CACHE, MAX_CACHE = 32 * 2**20, 512 * 2**20
@@ -46,8 +47,8 @@ def chunk_width_for(chunk_width: int, channels: int, window: int) -> int:
     windows straddling a chunk's edge are computed for both chunks, which in chunks of a few
     windows would cost up to twice the forward passes, and in chunks of 8 about 1/8 more."""
     narrowed = chunk_width * CHUNK_CHANNELS // max(channels, CHUNK_CHANNELS)
-    floor = -(-CHUNK_WINDOWS * window // 512) * 512
-    return max(512, min(chunk_width, max(narrowed, floor)))
+    floor = -(-CHUNK_WINDOWS * window // OUTPUT_BLOCK) * OUTPUT_BLOCK
+    return max(OUTPUT_BLOCK, min(chunk_width, max(narrowed, floor)))
 
 
 def _offsets(n: int, size: int, stride: int, margin: int, blend: str) -> list[int]:
@@ -81,7 +82,7 @@ class Layout:
 
     def chunks(self, chunk_width: int = DEFAULT_CHUNK_WIDTH) -> list[Chunk]:
         """Column chunks [c0, c1) of the scene with the window columns each needs."""
-        step = max(512, chunk_width // 512 * 512)
+        step = max(OUTPUT_BLOCK, chunk_width // OUTPUT_BLOCK * OUTPUT_BLOCK)
         out = []
         for c0 in range(0, self.width, step):
             c1 = min(c0 + step, self.width)

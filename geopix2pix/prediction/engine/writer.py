@@ -39,10 +39,10 @@ from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.creation import with_creation_options
 from geopix2pix.raster.gdal_log import no_room_errno, write_error
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.write import gtiff_profile
+from geopix2pix.raster.write import OUTPUT_BLOCK, gtiff_profile
 from geopix2pix.settings.predict import COMPRESSIONS
 
-BLOCK = 512
+BLOCK = OUTPUT_BLOCK  # the output's tiles; rows are written in bands of this many
 
 
 @dataclass(frozen=True)
