@@ -3,22 +3,19 @@ command-line interface and run it. Loading takes a moment (torch), and a Ctrl-C 
 ends the program as it does later ("Aborted.", exit status 130; "Terminated.", 143), not with a
 traceback from an import, nor (SIGTERM's default) without a word."""
 
-import os
 import signal
 import sys
 
 
 def run() -> None:
+    from geopix2pix.runtime.ranks import stop_status
     from geopix2pix.runtime.stopping import Terminated, raise_terminated
 
     signal.signal(signal.SIGTERM, raise_terminated)  # first: the loading is most of a second
     try:
         from geopix2pix.cli import run as run_cli
     except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, Terminated)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
-            print("Terminated." if terminated else "Aborted.", file=sys.stderr)
-        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
+        sys.exit(stop_status(isinstance(stop, Terminated)))
     run_cli()
 
 

@@ -127,3 +127,21 @@ def test_a_deferred_stop_is_raised_when_its_block_ends():
         os.kill(os.getpid(), signal.SIGINT)
         calls.append("block ended")  # not raised inside the block
     assert calls == ["stop", "block ended"]
+
+
+def test_rank_zero_alone_says_how_the_program_stopped(monkeypatch, capsys):
+    """`runtime.ranks`: under torchrun rank 0 speaks for all; a RANK that is not a number
+    speaks too (its error must be seen); the exit status is the shell's 128 + the signal."""
+    from geopix2pix.runtime import ranks
+
+    for rank, speaks in (("0", True), ("1", False), ("x", True)):
+        monkeypatch.setenv("RANK", rank)
+        assert ranks.speaks() is speaks, rank
+    monkeypatch.delenv("RANK")
+    assert ranks.speaks()
+    monkeypatch.setenv("RANK", "1")
+    assert ranks.stop_status(terminated=True) == 143
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert ranks.stop_status(terminated=False) == 130
+    assert capsys.readouterr().err == "Aborted.\n"

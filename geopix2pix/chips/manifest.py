@@ -23,7 +23,7 @@ from geopix2pix.raster.band_metadata import KEYS as BAND_METADATA_KEYS
 from geopix2pix.raster.band_metadata import BandMetadata
 from geopix2pix.raster.write import write_text_atomic
 from geopix2pix.runtime.stopping import Outputs, StopReport, stop_signal
-from geopix2pix.settings.export import CHIP_SIZES, SCALING_MODES
+from geopix2pix.settings.export import SCALING_MODES, is_chip_size
 
 MANIFEST = "dataset.json"
 INDEX = "chips.gpkg"
@@ -120,9 +120,7 @@ class DatasetInfo:
     def check(self) -> None:
         """ValueError naming the first value of dataset.json that no export writes (an edited
         one was a traceback when training began, or a model file predict then refused)."""
-        low, high = CHIP_SIZES
-        if not _whole(self.chip_size) or not low <= self.chip_size <= high or \
-                self.chip_size & (self.chip_size - 1):
+        if not _whole(self.chip_size) or not is_chip_size(self.chip_size):
             raise ValueError(f"chip_size is {self.chip_size!r}")
         if not _whole(self.stride) or self.stride < 1:
             raise ValueError(f"stride is {self.stride!r}")

@@ -1,5 +1,5 @@
 """The `geopix2pix` command: a click group (like rasterio's `rio`), one small module per command
-(registered in `COMMAND_MODULES`), each a thin layer over the Python API. Errors a user can fix
+(registered in `COMMANDS`), each a thin layer over the Python API. Errors a user can fix
 print one line and exit with 2."""
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ import warnings
 import click
 
 from geopix2pix import __version__
+from geopix2pix.cli.demo import demo_command
+from geopix2pix.cli.evaluate import evaluate_command
 from geopix2pix.cli.export_chips import export_chips_command
+from geopix2pix.cli.predict import predict_command
+from geopix2pix.cli.train import train_command
 from geopix2pix.errors import (
     GeoPix2PixError,
     GeoPix2PixWarning,
@@ -22,6 +26,7 @@ from geopix2pix.errors import (
     error_line,
     was_reported,
 )
+from geopix2pix.runtime.ranks import stop_status
 from geopix2pix.runtime.stopping import raise_terminated
 
 
@@ -34,32 +39,9 @@ def cli() -> None:
     """
 
 
-cli.add_command(export_chips_command)
-
-COMMAND_MODULES = {
-    "train": "geopix2pix.cli.train:train_command",
-    "predict": "geopix2pix.cli.predict:predict_command",
-    "evaluate": "geopix2pix.cli.evaluate:evaluate_command",
-    "demo": "geopix2pix.cli.demo:demo_command",
-}
-
-
-def _add_optional_commands() -> None:
-    """Register the commands whose modules exist (each lives in its own module)."""
-    import importlib
-
-    for name, target in COMMAND_MODULES.items():
-        module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        cli.add_command(getattr(module, attr), name)
-
-
-_add_optional_commands()
+COMMANDS = (export_chips_command, train_command, predict_command, evaluate_command, demo_command)
+for command in COMMANDS:
+    cli.add_command(command)
 
 
 # click >= 8.2 raises this for a group run without a command (older ones print the help)
@@ -85,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Abort as exc:
         # Terminated, or a stop that says SIGTERM caused it (train's, also within the demo)
-        terminated = getattr(exc.__cause__, "signum", None) == signal.SIGTERM
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
-            click.echo("Terminated." if terminated else "Aborted.", err=True)
-        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        return stop_status(getattr(exc.__cause__, "signum", None) == signal.SIGTERM)
     except _NO_ARGS_IS_HELP as exc:  # `geopix2pix` alone: the help, not an error
         exc.show()
         return exc.exit_code

@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 
 import click
 
+from geopix2pix.runtime.ranks import speaks
 from geopix2pix.runtime.stopping import Reporter, stop_signal
 
 
@@ -45,8 +45,7 @@ def reports_stop(reporter: Callable[[dict], Reporter]) -> Callable[[Callable], C
                 line, signum = (stopped.line, stopped.signum) if stopped else (
                     "Stopped while the command was loading: nothing was written",
                     stop_signal(exc))
-                raise Stopped(line if os.environ.get("RANK", "0") == "0" else "",
-                              signum) from None
+                raise Stopped(line if speaks() else "", signum) from None
 
         return run
 

@@ -3,13 +3,12 @@ with --model cyclegan)."""
 
 from __future__ import annotations
 
-import os
-
 import click
 from click.core import ParameterSource
 
 from geopix2pix.cli.options import click_options
 from geopix2pix.cli.stops import reports_stop, train_stopped
+from geopix2pix.runtime.ranks import speaks
 from geopix2pix.settings.train import TrainConfig
 
 
@@ -37,7 +36,7 @@ def train_command(chips_dir, out_dir, **options):
     # SIGTERM raises KeyboardInterrupt too (`runtime.stopping.Terminated`): `reports_stop`
     # says what is left
     result = train(chips_dir, out_dir, log=_log, **options)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks
+    if not speaks():  # under torchrun, rank 0 speaks
         return
     best = ", ".join(f"{k} {v:.4g}" for k, v in result.best.items()
                      if isinstance(v, float) and k.startswith("val_"))

@@ -34,6 +34,11 @@ PAIRED_ONLY = ("max_shift", "shift_check", "correct_shift", "source_mask", "targ
                "mask_values")
 
 
+def is_chip_size(value: int) -> bool:
+    """Whether `value` is a --chip-size export cuts: a power of two within `CHIP_SIZES`."""
+    return CHIP_SIZES[0] <= value <= CHIP_SIZES[1] and not value & (value - 1)
+
+
 class ExportKeywords(TypedDict, total=False):
     """The keyword options of `export_chips`, as type checkers see them: `ExportOptions`'s
     fields (a test keeps the two the same)."""
@@ -166,7 +171,7 @@ class ExportOptions:
     def _check_chips(self) -> None:
         """The chips' size, overlap, validity, split share, resampling and scaling."""
         chip_size = self.chip_size
-        if not CHIP_SIZES[0] <= chip_size <= CHIP_SIZES[1] or chip_size & (chip_size - 1):
+        if not is_chip_size(chip_size):
             raise GeoPix2PixError(f"--chip-size {chip_size}: use a power of two from "
                                   f"{CHIP_SIZES[0]} to {CHIP_SIZES[1]} (the U-Net halves it "
                                   "down to 1 pixel)")
