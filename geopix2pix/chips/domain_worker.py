@@ -14,15 +14,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import rasterio
-
 from geopix2pix.chips.layout import ChipWindow
 from geopix2pix.chips.stats import BandStatistics, ClassCounts
-from geopix2pix.chips.worker import REJECT_NODATA, ChipWriter, cache_bytes
-from geopix2pix.errors import GeoPix2PixError, data_errors, describe
-from geopix2pix.raster.gdal_log import libtiff_quiet
+from geopix2pix.chips.worker import REJECT_NODATA, ChipWriter, job_frame
 from geopix2pix.raster.grid import Grid
-from geopix2pix.raster.heap import release_free_heap
 from geopix2pix.raster.io import open_raster, read_window, warped_view
 from geopix2pix.raster.nodata import Override
 
@@ -61,17 +56,10 @@ class DomainResult:
 
 
 def run_domain_job(job: DomainJob) -> DomainResult:
-    """Process one batch of chips of one raster: their index records and partial statistics.
-    An error reading or writing data is one line saying what GDAL said (see `worker.run_job`)."""
-    try:
-        with rasterio.open(job.raster.path) as dataset:
-            cache = cache_bytes((dataset,), job.chips[0][0].size)
-        with rasterio.Env(GDAL_CACHEMAX=cache), libtiff_quiet():
-            return _run_domain_job(job)
-    except data_errors() as exc:
-        raise GeoPix2PixError(f"cutting chips from {job.raster.path}: {describe(exc)}") from None
-    finally:
-        release_free_heap()
+    """Process one batch of chips of one raster: their index records and partial statistics
+    (in `worker.job_frame`: an error reading or writing data is one line)."""
+    with job_frame((job.raster.path,), job.chips[0][0].size):
+        return _run_domain_job(job)
 
 
 def _run_domain_job(job: DomainJob) -> DomainResult:

@@ -7,7 +7,9 @@ Each job opens its own datasets (rasterio handles are never shared across proces
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,21 +130,31 @@ def cache_bytes(datasets, chip_size: int) -> int:
     return int(min(max(total, MIN_CACHE), MAX_CACHE))
 
 
-def run_job(job: Job) -> JobResult:
-    """Process one batch of chips; returns their index records and partial statistics. An error
-    reading or writing data (a damaged raster, a full disk) is raised as a `GeoPix2PixError`
-    that says what GDAL said, here where its chain of causes is whole (a process pool passes
-    on only the outermost, "Read failed. See previous exception for details.")."""
+@contextlib.contextmanager
+def job_frame(rasters: Sequence[str | Path], chip_size: int) -> Iterator[None]:
+    """The frame of one export job cutting `chip_size` chips from `rasters`: a GDAL block cache
+    sized for them (`cache_bytes`), libtiff's warnings quiet (a full disk: one line), and the
+    heap freed afterwards. An error reading or writing data (a damaged raster, a full disk) is
+    raised as a `GeoPix2PixError` that says what GDAL said, here where its chain of causes is
+    whole (a process pool passes on only the outermost, "Read failed. See previous exception
+    for details.")."""
     try:
-        with rasterio.open(job.pair.source) as src, rasterio.open(job.pair.target) as tgt:
-            cache = cache_bytes((src, tgt), job.chips[0][0].size)
-        with rasterio.Env(GDAL_CACHEMAX=cache), libtiff_quiet():  # a full disk: one line
-            return _run_job(job)
+        with contextlib.ExitStack() as stack:
+            datasets = [stack.enter_context(rasterio.open(path)) for path in rasters]
+            cache = cache_bytes(datasets, chip_size)
+        with rasterio.Env(GDAL_CACHEMAX=cache), libtiff_quiet():
+            yield
     except data_errors() as exc:
-        raise GeoPix2PixError(f"cutting chips from {job.pair.source} and {job.pair.target}: "
+        raise GeoPix2PixError(f"cutting chips from {' and '.join(map(str, rasters))}: "
                               f"{describe(exc)}") from None
     finally:
         release_free_heap()
+
+
+def run_job(job: Job) -> JobResult:
+    """Process one batch of chips; returns their index records and partial statistics."""
+    with job_frame((job.pair.source, job.pair.target), job.chips[0][0].size):
+        return _run_job(job)
 
 
 def _run_job(job: Job) -> JobResult:

@@ -105,13 +105,14 @@ class ModelFamily(ABC):
     def networks(self) -> dict[str, nn.Module]:
         """The trained plain modules by their checkpoint keys."""
 
-    @abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """The optimizers by their checkpoint keys (the schedule sets their learning rate)."""
+        """The optimizers by their checkpoint keys (the schedule sets their learning rate): by
+        default the generators' and discriminators' of the step `set_up` made (`step_fn`)."""
+        return {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}
 
-    @abstractmethod
     def scaler(self) -> torch.amp.GradScaler:
-        """The step's grad scaler."""
+        """The step's grad scaler (by default `step_fn`'s)."""
+        return self.step_fn.scaler
 
     def state_dict(self) -> dict[str, Any]:
         """What checkpoint.pt holds of the family: its networks, optimizers and grad scaler

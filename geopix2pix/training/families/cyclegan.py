@@ -178,12 +178,6 @@ class CycleGAN(ModelFamily):
     def networks(self) -> dict[str, nn.Module]:
         return dict(self.nets)
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}
-
-    def scaler(self) -> torch.amp.GradScaler:
-        return self.step_fn.scaler
-
     def rank_state(self) -> dict[str, Any]:
         return {f"pool_{side}": pool.state_dict() for side, pool in self.pools.items()}
 

@@ -128,12 +128,6 @@ class Pix2Pix(ModelFamily):
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"opt_g": self.step_fn.opt_g, "opt_d": self.step_fn.opt_d}
-
-    def scaler(self) -> torch.amp.GradScaler:
-        return self.step_fn.scaler
-
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(),
                 **(self.ema.state_dict() if self.ema is not None else {})}
