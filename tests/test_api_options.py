@@ -275,7 +275,7 @@ def test_predict_compression_and_model_are_checked_in_one_line(tmp_path, model_f
     scene = write_scene(tmp_path / "s.tif", 40, 40)
     for options, message in [
         (dict(model=model_file, compress="jpeg"),
-         "compress 'jpeg': use one of deflate, zstd, lzw, none"),
+         "--compress jpeg: use one of deflate, zstd, lzw, none"),  # (the option's flag)
         (dict(model=None), "model=None: expected a model file (e.g. run/model.safetensors) or a "
                            "model from geopix2pix.load_model"),
     ]:

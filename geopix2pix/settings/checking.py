@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from geopix2pix.errors import GeoPix2PixError
-from geopix2pix.settings.declare import check_minimums
+from geopix2pix.settings.declare import check_declared
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -38,7 +38,7 @@ def from_keywords(settings: type[T], options: Mapping[str, Any], what: str) -> T
     """`settings` (a dataclass of options) built from keyword `options` (`checked_keywords`);
     the dataclass checks the values."""
     built = settings(**checked_keywords(settings, options, what))
-    check_minimums(built)
+    check_declared(built)
     return built
 
 

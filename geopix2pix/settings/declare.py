@@ -19,7 +19,7 @@ class Option:
     """What a field means on the command line and in a run's records.
 
     help: the --help text (a default that click cannot show goes in `shown_default`).
-    choices: the values it takes (the CLI offers them; `__post_init__` checks them).
+    choices: the values it takes (the CLI offers them; `check_declared` checks them).
     flag: its name on the command line when not the field's (``--steps`` for ``max_steps``).
     short: its one-letter alias (``-q``). metavar: its value's name in --help (``PX``).
     negatable: a boolean given as ``--x/--no-x`` (else a flag that sets it).
@@ -27,7 +27,7 @@ class Option:
     kind: "file" or "folder" (a path), "output" (a file to write, that the API refuses
         when a folder), "bands" (1,2,3 or 1-3), "gdal" (repeated NAME=VALUE),
         "codes" (3,8,9,10: numbers).
-    minimum: the least whole number it takes (`check_minimums`; the command line's IntRange).
+    minimum: the least whole number it takes (`check_declared`; the command line's IntRange).
     shown_default: what --help says of the default (``[default: ...]``) where click shows none.
     cli: on the command line at all (else Python only, e.g. ``sample_size``).
     runtime: how a run goes rather than what it makes: not recorded, may change on --resume.
@@ -76,13 +76,15 @@ def check_choice(settings: Any, name: str) -> None:
                               f"{', '.join(meaning.choices)}")
 
 
-def check_minimums(settings: Any) -> None:
-    """Refuse a value below its option's declared minimum (the API's; click's IntRange is the
-    command line's), naming its flag."""
+def check_declared(settings: Any) -> None:
+    """Refuse a value outside its option's declared choices or below its declared minimum (the
+    API's; click's Choice and IntRange are the command line's), naming its flag."""
     from geopix2pix.errors import GeoPix2PixError
 
     for field, meaning in declared(settings):
         value = getattr(settings, field.name)
+        if meaning.choices is not None and value is not None:
+            check_choice(settings, field.name)
         if meaning.minimum is not None and value is not None and value < meaning.minimum:
             raise GeoPix2PixError(f"{flag_of(field.name, meaning)} {value}: use at least "
                                   f"{meaning.minimum}")
