@@ -199,3 +199,27 @@ def test_the_class_map_warning_names_the_leading_baselines_and_only_new_advice()
         "train longer; but the val chips hold no pixel of class code(s) 255, so these scores "
         "favour never predicting them: export val chips that cover every class before "
         "trusting this comparison")
+
+
+def test_the_value_warning_advises_the_residual_only_where_the_linear_map_helps():
+    """A newcomer's README run on the DEM -> hillshade pair (--max-steps 20) was told to train
+    'with --residual linear', which docs/train.md measures far worse there: the heights'
+    linear map explains nothing of a hillshade (it scored as the train mean)."""
+    from types import SimpleNamespace
+
+    from geopix2pix.training.baselines import RunBaselines, shortfall
+
+    good = PixelMap(((1.0,),), (0.0,))
+    best = {"val_mae": 55.22, "epoch": 3}
+    useless = RunBaselines(BaselineMaps(good, good), scores={
+        "linear": {"val_mae": 54.44}, "constant": {"val_mae": 54.44}})
+    short = SimpleNamespace(residual="none", max_steps=20)
+    line = shortfall(best, useless, False, short)
+    assert "does not beat the linear baseline fitted on the train chips (val MAE 54.44" in line
+    assert ": train longer (than --max-steps 20); `geopix2pix predict" in line
+    assert "--residual" not in line
+    helpful = RunBaselines(BaselineMaps(good, good), scores={
+        "linear": {"val_mae": 40.0}, "constant": {"val_mae": 54.44}})
+    line = shortfall(best, helpful, False, SimpleNamespace(residual="none", max_steps=None))
+    assert ": train longer or with --residual linear; " in line
+    assert shortfall({"val_mae": 39.0, "epoch": 3}, helpful, False, short) is None

@@ -147,7 +147,7 @@ def test_a_second_scene_given_as_out_is_not_offered_to_overwrite(tmp_path, model
     assert main(["predict", str(first), str(second), "-m", str(model_file), "-q"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"Error: {second} already exists: if it is a second scene, predict both with --out-dir "
-        "DIR; to replace it with SCENE's prediction, pass --overwrite")
+        "DIR; to replace it with a.tif's prediction, pass --overwrite")
     assert second.read_bytes() == before
 
 

@@ -28,7 +28,7 @@ class ExportSummary:
     def lines(self) -> list[str]:
         lines = [f"{self.out_dir}: {self.kept.get('train', 0)} train chips, "
                  f"{self.kept.get('val', 0)} val chips"]
-        lines += [f"skipped {n} chips {reason}" for reason, n in self.skipped.items() if n]
+        lines += [f"skipped {n} chips: {reason}" for reason, n in self.skipped.items() if n]
         lines += [self.resplit] if self.resplit else []
         lines += self.corrections
         lines += [f"pair {pair}: {scene.describe()}" for pair, scene in self.shifts.items()]

@@ -70,7 +70,7 @@ class UnpairedSummary(ExportSummary):
                            f"{c['kept'].get('val', 0)} val chips"
                            for domain, c in self.domains.items())
         return [f"{self.out_dir}: unpaired, {counts}"] + [
-            f"skipped {n} {domain} chips {reason}" for domain, c in self.domains.items()
+            f"skipped {n} {domain} chips: {reason}" for domain, c in self.domains.items()
             for reason, n in c["skipped"].items() if n] + ([self.resplit] if self.resplit else [])
 
 

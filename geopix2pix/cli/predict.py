@@ -46,8 +46,8 @@ def predict_command(paths, model, out_dir, progress, **options):
         refuse_link(Path(out))  # (before "pass --overwrite", which would not do)
         if os.path.lexists(out) and not os.path.isdir(out) and not options.get("overwrite"):
             raise GeoPix2PixError(f"{out} already exists: if it is a second scene, predict both "
-                                  "with --out-dir DIR; to replace it with SCENE's prediction, "
-                                  "pass --overwrite")
+                                  f"with --out-dir DIR; to replace it with {Path(scenes).name}'s "
+                                  "prediction, pass --overwrite")
     else:
         scenes, out = list(paths), None
 

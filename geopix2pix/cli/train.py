@@ -41,7 +41,8 @@ def train_command(chips_dir, out_dir, **options):
     best = ", ".join(f"{k} {v:.4g}" for k, v in result.best.items()
                      if isinstance(v, float) and k.startswith("val_"))
     reverse = result.reverse_model_path
-    click.echo(f"{result.run_dir}: {result.steps} steps in {result.epochs} epochs; "
+    click.echo(f"{result.run_dir}: {result.steps} steps in {result.epochs} "
+               f"epoch{'s' if result.epochs != 1 else ''}; "
                f"model {result.model_path.name}, best {result.best_model_path.name}"
                + (f"; B -> A: {reverse.name}, best {result.reverse_best_model_path.name}"
                   if reverse else "")

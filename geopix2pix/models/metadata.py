@@ -25,9 +25,10 @@ from geopix2pix.chips.stats import MAX_CLASSES
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.jsonvalues import encode_number, jsonable
 from geopix2pix.raster.band_metadata import BandMetadata
-from geopix2pix.settings.export import SCALING_MODES
+from geopix2pix.settings.export import SCALING_MODES, TARGET_SCALINGS  # (invertible)
 
 from .baseline import BaselineMaps, check_for_family
+from .run_files import RUN_MODELS
 from .schema import (
     MAX_BAND_INDEX,
     MAX_CHIP_SIZE,
@@ -50,13 +51,12 @@ if TYPE_CHECKING:
     from .factory import GeneratorSpec
     from .io import LoadedModel
 
-TARGET_SCALINGS = ("percentile", "minmax")  # invertible: prediction maps [-1, 1] back
 BAND_LISTS = ("units", "scales", "offsets", "colorinterp")  # band metadata, one per band
 MAX_COLOURS = 65536  # a colour table indexes uint8 or uint16 values
 MAX_CLIP = 1000.0  # a scaling's clip: CENTRE_CLIP today; beyond this no value is an outlier
 # the model family that wrote a file (none recorded: pix2pix) and, of a family of two
 # generators, which one the file holds
-DIRECTIONS = {"pix2pix": (None,), "cyclegan": ("a_to_b", "b_to_a")}
+DIRECTIONS = {"pix2pix": (None,), "cyclegan": tuple(RUN_MODELS)}
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,8 @@ class TrainConfig:
     ngf: int | None = option(None, shown_default=family_default("ngf"), help=(
         "Filters of the U-Net's outer level (the local generator's width)."))
     local_layers: int | None = option(None, shown_default=SHOWN, help=(
-        "--generator local: its layers (a 3x3 convolution, then 1x1 ones; 2 to 32)."))
+        "--generator local: its layers (a 3x3 convolution, then 1x1 ones; "
+        f"{LOCAL_LAYERS[0]} to {LOCAL_LAYERS[1]})."))
     ndf: int = option(64, help="Filters of the discriminator's first layer.")
     n_layers: int = option(3, help="PatchGAN layers: 3 = the paper's 70x70 patches; at most "
                            "log2(chip size) - 2 (4 for 64-px chips).")

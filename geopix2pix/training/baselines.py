@@ -326,8 +326,9 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
     warning says so instead of recommending that map."""
     if comparison(best, baselines, categorical) is None:
         return None
-    advice = ["train longer"]
-    if getattr(config, "residual", "none") == "none":
+    steps = getattr(config, "max_steps", None)
+    advice = ["train longer" + (f" (than --max-steps {steps})" if steps else "")]
+    if getattr(config, "residual", "none") == "none" and (categorical or _linear_helps(baselines)):
         advice.append("with --residual linear" + (" (from the discriminant)" if categorical
                                                   else ""))
     if not categorical:
@@ -359,6 +360,16 @@ def shortfall(best: dict[str, Any], baselines: RunBaselines, categorical: bool,
             + (_unjudged_note(unjudged) if unjudged else
                f"`geopix2pix predict --baseline {leaders['miou']}` writes the "
                f"{CLASS_BASELINES[leaders['miou']]}'s map"))
+
+
+def _linear_helps(baselines: RunBaselines, margin: float = 0.05) -> bool:
+    """Whether the linear map beats the train mean on the val chips by `margin` of its MAE:
+    only then is refining it (--residual linear) worth advising. Where the bands explain
+    nothing of the target (a hillshade from a DEM's heights), a generator over it must first
+    undo it (docs/train.md)."""
+    linear, constant = (baselines.scores.get(k, {}).get("val_mae", math.nan)
+                        for k in ("linear", "constant"))
+    return bool(linear < (1 - margin) * constant)
 
 
 def _unjudged_note(unjudged: list[int]) -> str:

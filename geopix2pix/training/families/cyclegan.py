@@ -25,11 +25,12 @@ from geopix2pix.chips.dataset import ChipDataset, chip_ids
 from geopix2pix.chips.domains import DOMAINS
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.models import GeneratorSpec, build_discriminator, build_generator, save_model
-from geopix2pix.models.metadata import TARGET_SCALINGS, ModelMetadata
+from geopix2pix.models.metadata import ModelMetadata
 from geopix2pix.models.run_files import RUN_MODELS
 from geopix2pix.models.schema import SchemaError
 from geopix2pix.raster.render import cycle_row
 from geopix2pix.runtime import distributed
+from geopix2pix.settings.export import TARGET_SCALINGS
 from geopix2pix.settings.families import BETA2, PIX2PIX_OPTIONS
 
 from .. import cyclegan_baselines
@@ -83,7 +84,7 @@ class CycleGAN(ModelFamily):
             raise GeoPix2PixError(
                 f"--model cyclegan: {self.run.chips_dir} scales its source chips with {mode}, "
                 "which the B -> A model cannot write back; re-export with --source-scaling "
-                f"{TARGET_SCALINGS[0]}")
+                f"{' or '.join(TARGET_SCALINGS)}")
 
     def _lambda_identity(self) -> float:
         """The identity weight: asked for, or the reference's 0.5, and 0 (said in the log)
