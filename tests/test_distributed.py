@@ -21,9 +21,11 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -327,3 +329,42 @@ def test_a_run_ending_in_an_uncaught_exception_frees_ddp_before_python_exits(chi
     done = torchrun([str(script), str(chips), str(tmp_path / "run")], tmp_path)
     assert done.returncode != 0 and "a bug in the callback" in done.stderr
     assert done.stderr.count("DDP wrappers alive at exit: 0") == 2, done.stderr[-3000:]
+
+
+def test_the_ranks_stop_when_torchrun_itself_is_killed(chips, tmp_path):
+    """A reviewer's `kill -9` of torchrun (as the OOM killer would) left both ranks training
+    on to the end of the run, writing its folder. They now stop as SIGTERM stops them: at a
+    step's end, checkpoint saved, exit 143, rank 0 saying what is left."""
+    run = tmp_path / "run"
+    hook = tmp_path / "audit"
+    hook.mkdir()
+    package = Path(load_checkpoint.__code__.co_filename).parents[2]  # (this geopix2pix)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(package)}
+    options = {**OPTIONS, "max_steps": 1_000_000, "val_every": 1_000_000}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               "2", "-m", "geopix2pix", "train", str(chips), "-o", str(run), "--batch-size", "2",
+               *cli_args(options)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, env=env) as launcher:
+        try:
+            deadline = time.monotonic() + 240
+            while not (run / "train.json").exists():  # (written once the ranks joined)
+                assert time.monotonic() < deadline and launcher.poll() is None, \
+                    launcher.stderr.read()[-3000:] if launcher.poll() is not None else "slow"
+                time.sleep(0.5)
+            time.sleep(2)  # (training)
+            launcher.kill()  # torchrun alone, not its ranks
+            # the ranks hold the pipes: they are read to the end once both ranks have ended
+            _, err = launcher.communicate(timeout=120)
+        finally:
+            os.killpg(launcher.pid, signal.SIGKILL) if _group_alive(launcher.pid) else None
+    assert "Stopped" in err and "--resume" in err, err[-3000:]
+    assert load_checkpoint(run)["step"] < 1_000_000
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -31,6 +31,7 @@ from geopix2pix.errors import (
     mark_reported,
     was_reported,
 )
+from geopix2pix.runtime.stopping import stop_with_launcher
 
 T = TypeVar("T")
 _control_group = None
@@ -95,6 +96,7 @@ def init_from_env(device: torch.device, control_only: bool = False,
         return False
     atexit.unregister(_leave_at_exit)  # once, however many runs this process makes
     atexit.register(_leave_at_exit)
+    stop_with_launcher()  # (torchrun killed: its ranks stop too)
     _import_dynamo_first()
     extra = {} if timeout is None else {"timeout": timeout}
     if device.type == "cuda":

@@ -45,6 +45,29 @@ def end_with_parent(parent: int, every: float = 0.5) -> None:
     threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
+_launcher_watched = False
+
+
+def stop_with_launcher(every: float = 0.5) -> None:
+    """A torchrun rank: stop as SIGTERM stops it (at the end of the step, checkpoint saved, the
+    ranks together) once the torchrun that started it is gone. torchrun stops its ranks when it
+    is stopped, but killed itself (SIGKILL, the OOM killer) it cannot: its ranks trained on to
+    the end of the run, writing a run folder the user took for abandoned (with --overwrite,
+    replacing the earlier run). Once per process."""
+    global _launcher_watched
+    if _launcher_watched:
+        return
+    _launcher_watched = True
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="geopix2pix-stop-with-launcher", daemon=True).start()
+
+
 def _on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
