@@ -17,6 +17,7 @@ With batch norm, the ranks' running statistics are averaged at each epoch end
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -344,8 +345,9 @@ def test_the_ranks_stop_when_torchrun_itself_is_killed(chips, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                "2", "-m", "geopix2pix", "train", str(chips), "-o", str(run), "--batch-size", "2",
                *cli_args(options)]
+    ranks: list[int] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True, env=env) as launcher:
+                          env=env) as launcher:
         try:
             deadline = time.monotonic() + 240
             while not (run / "train.json").exists():  # (written once the ranks joined)
@@ -353,18 +355,21 @@ def test_the_ranks_stop_when_torchrun_itself_is_killed(chips, tmp_path):
                     launcher.stderr.read()[-3000:] if launcher.poll() is not None else "slow"
                 time.sleep(0.5)
             time.sleep(2)  # (training)
+            ranks = _children(launcher.pid)  # (torchrun starts each in a session of its own)
             launcher.kill()  # torchrun alone, not its ranks
             # the ranks hold the pipes: they are read to the end once both ranks have ended
             _, err = launcher.communicate(timeout=120)
         finally:
-            os.killpg(launcher.pid, signal.SIGKILL) if _group_alive(launcher.pid) else None
+            for rank in ranks:  # (had they run on)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rank, signal.SIGKILL)
+    assert len(ranks) == 2
     assert "Stopped" in err and "--resume" in err, err[-3000:]
     assert load_checkpoint(run)["step"] < 1_000_000
 
 
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(child) for task in tasks.iterdir()
+            for child in (task / "children").read_text().split()]
