@@ -349,6 +349,38 @@ def test_masked_pixels_change_neither_losses_nor_gradients():
                            make_step(2, 3)(real_a, valid_a, real_b, valid_b).cycle_A)
 
 
+class Recording(nn.Module):
+    """A discriminator that keeps what it was shown."""
+
+    def __init__(self, disc: nn.Module) -> None:
+        super().__init__()
+        self.disc, self.seen = disc, []
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        self.seen.append(image.detach().clone())
+        return self.disc(image)
+
+
+def test_the_discriminators_see_real_and_generated_images_under_the_same_holes():
+    """A generated B carries A's holes (SAR's swath edge) and a real B its own: a reviewer
+    found D_A shown both as they were, so a flat block told a fake at a glance, and the
+    generator could never remove it. Both are now shown under the holes of both."""
+    real_a, real_b = smooth_images(2, 2, seed=3), smooth_images(3, 3, seed=4)
+    valid_a, valid_b = all_valid(real_a), all_valid(real_b)
+    valid_a[:, :, :10] = False  # A: nodata at the top
+    valid_b[:, :, :, 20:] = False  # B: at the right
+    step = make_step(2, 3)
+    step.d_a = step.adversary_a = Recording(step.d_a)
+    step(real_a, valid_a, real_b, valid_b)
+    generated, real, pooled = step.d_a.seen  # G's step, then D's: real B, pooled fake B
+    holes = torch.zeros(32, 32, dtype=torch.bool)
+    holes[:10], holes[:, 20:] = True, True
+    for shown in (generated, real, pooled):
+        assert (shown[:, :, holes] == 0).all()
+        assert (shown[:, :, ~holes] != 0).float().mean() > 0.99  # the rest is the image's
+    assert real.shape[0] == 3 and generated.shape[0] == pooled.shape[0] == 2
+
+
 def test_all_invalid_chip_teaches_nothing():
     real_a, real_b = smooth_images(1, 2, seed=5), smooth_images(1, 3, seed=6)
     none_a = torch.zeros_like(all_valid(real_a))

@@ -135,3 +135,24 @@ def test_a_class_map_source_resampled_to_pixel_size_is_warned_of(tmp_path, rng):
         warnings.simplefilter("error")
         export_chips(out_dir=tmp_path / "native", unpaired=True, sources=[codes], targets=[image],
                      chip_size=32, pixel_size=10.0, workers=0, progress=False)
+
+
+def test_one_domain_s_rasters_far_apart_in_pixel_size_are_warned_of(tmp_path, rng):
+    """A reviewer's source domain of a 30 m and a 10 m DEM: chips of very different ground,
+    and the model file records the first raster's pixel size, so predict warned of the other
+    training raster. Without --pixel-size the export says so, naming both."""
+    fine = write_raster(tmp_path / "fine.tif", rng.random((1, 96, 96), dtype=np.float32))
+    coarse = write_raster(tmp_path / "coarse.tif", rng.random((1, 96, 96), dtype=np.float32),
+                          transform=Affine(30.0, 0.0, 600000.0, 0.0, -30.0, 5100000.0))
+    target = write_raster(tmp_path / "t.tif", rng.random((1, 96, 96), dtype=np.float32),
+                          transform=Affine(20.0, 0.0, 700000.0, 0.0, -20.0, 5100000.0))
+    options = dict(unpaired=True, sources=[coarse, fine], targets=[target], chip_size=32,
+                   progress=False, workers=0)
+    with pytest.warns(UserWarning, match="source rasters have ground pixels"):
+        summary = export_chips(out_dir=tmp_path / "a", **options)
+    assert [w for w in summary.warnings if "ground pixels from" in w] == [
+        f"the source rasters have ground pixels from 10 m ({fine}) to 30 m ({coarse}), 3.0x "
+        "apart: their chips cover ground of very different extent; pass --pixel-size METRES "
+        "to resample every raster to one ground resolution"]
+    summary = export_chips(out_dir=tmp_path / "b", pixel_size=20.0, **options)
+    assert not any("--pixel-size" in w for w in summary.warnings)

@@ -138,6 +138,28 @@ def check_cut_size(native: Grid, grid: Grid, path, domain: str, pixel_size: floa
             "leave that raster out")
 
 
+def mixed_domain_warnings(rasters: dict[str, list[tuple[str, Grid]]],
+                          pixel_size: float | None) -> list[str]:
+    """A warning per domain whose rasters' ground pixels (`rasters`: its (path, native grid)
+    pairs) differ by more than `PIXEL_SIZE_RATIO` without --pixel-size: their chips cover ground
+    of very different extent, and the model file records the first raster's pixel size, which
+    predict compares a scene's with (a training raster at the other size was warned of)."""
+    if pixel_size is not None:
+        return []
+    warnings = []
+    for domain, found in rasters.items():
+        sizes = [sum(ground_size(grid)) / 2 for _, grid in found]
+        if len(sizes) < 2 or max(sizes) <= PIXEL_SIZE_RATIO * min(sizes):
+            continue
+        fine, coarse = found[sizes.index(min(sizes))][0], found[sizes.index(max(sizes))][0]
+        warnings.append(
+            f"the {domain} rasters have ground pixels from {min(sizes):.3g} m ({fine}) to "
+            f"{max(sizes):.3g} m ({coarse}), {max(sizes) / min(sizes):.1f}x apart: their chips "
+            "cover ground of very different extent; pass --pixel-size METRES to resample every "
+            "raster to one ground resolution")
+    return warnings
+
+
 def pixel_size_warning(grids: dict[str, list[Grid]], pixel_size: float | None) -> list[str]:
     """A warning when the domains' ground pixel sizes (each domain's mean) differ by more than
     `PIXEL_SIZE_RATIO` without --pixel-size: a chip would cover ground of very different extent

@@ -30,6 +30,7 @@ from geopix2pix.chips.domains import (
     check_cut_size,
     cut_grid,
     domain_rasters,
+    mixed_domain_warnings,
     pixel_size_warning,
 )
 from geopix2pix.chips.layout import ChipWindow, chip_windows, val_warnings
@@ -329,10 +330,13 @@ def _dataset_info(options: ExportOptions, rasters: list[_Raster], sides: dict[st
 
 
 def _opening_warnings(rasters: list[_Raster], options: ExportOptions) -> list[str]:
-    """What opening the rasters found: the domains' pixel sizes far apart, a raster not
-    north-up, the rasters' nodata notes."""
+    """What opening the rasters found: the domains' pixel sizes far apart (or one domain's
+    rasters'), a raster not north-up, the rasters' nodata notes."""
     warnings = pixel_size_warning({d: [r.native for r in rasters if r.spec.domain == d]
                                    for d in DOMAINS}, options.pixel_size)
+    warnings += mixed_domain_warnings({d: [(str(r.spec.path), r.native) for r in rasters
+                                           if r.spec.domain == d] for d in DOMAINS},
+                                      options.pixel_size)
     warnings += [w for r in rasters if (w := not_north_up_warning(
         r.spec.path, r.spec.grid, "its chips are cut in that order"))]
     return warnings + list(dict.fromkeys(note for r in rasters for note in r.notes))

@@ -50,6 +50,16 @@ def masked(image: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, image, torch.zeros((), dtype=image.dtype, device=image.device))
 
 
+def shared_holes(valid: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``valid`` with the holes of ``other`` (the other batch's masks, paired by index, in turn
+    where the batches differ in size) added. A discriminator judges real and generated images
+    under such shared holes, so their shapes cannot tell which is which: a generated B carries
+    A's holes (SAR's swath edge, a DEM's voids), a real B its own, and a patch discriminator
+    would learn that one and teach the generator nothing."""
+    paired = other[torch.arange(valid.shape[0], device=other.device) % other.shape[0]]
+    return valid & paired
+
+
 def adversarial_loss(gan: GANLoss, disc: nn.Module, image: torch.Tensor, valid: torch.Tensor,
                      real: bool) -> torch.Tensor:
     """``gan`` of D's logits on ``image`` against the label ``real``, each logit weighted by the

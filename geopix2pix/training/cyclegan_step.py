@@ -4,11 +4,12 @@ The order and the terms are those of the reference's ``CycleGANModel.optimize_pa
 (junyanz/pytorch-CycleGAN-and-pix2pix): generate B from A and back, A from B and back (and the
 identity images when the domains share their bands); one step of both generators on the sum of
 their losses with the discriminators frozen; then one step of both discriminators, each shown a
-real image and one from its history pool. The losses and their nodata masking are in
-`cyclegan_losses`. As `step.Pix2PixStep`: forward passes under the device's autocast, one
-GradScaler (active with fp16 only), losses returned as detached device tensors, and, under DDP,
-``adversary_a``/``adversary_b`` the discriminators' plain modules, which judge in the
-generators' step without going through DDP (they get no gradients there).
+real image and one from its history pool, both under the nodata holes of both (a generated
+image carries its input's holes: `cyclegan_losses.shared_holes`). The losses and their nodata
+masking are in `cyclegan_losses`. As `step.Pix2PixStep`: forward passes under the device's
+autocast, one GradScaler (active with fp16 only), losses returned as detached device tensors,
+and, under DDP, ``adversary_a``/``adversary_b`` the discriminators' plain modules, which judge
+in the generators' step without going through DDP (they get no gradients there).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .cyclegan_losses import (
     identity_applies,
     l1_terms,
     masked,
+    shared_holes,
 )
 from .device import DeviceSetup
 from .image_pool import ImagePool
@@ -130,9 +132,12 @@ class CycleGANStep:
         set_requires_grad(self.d_a, False)
         set_requires_grad(self.d_b, False)
         self.opt_g.zero_grad(set_to_none=True)
-        with self.setup.autocast():
-            g_a = adversarial_loss(self.gan, self.adversary_a, images.fake_b, valid_a, True)
-            g_b = adversarial_loss(self.gan, self.adversary_b, images.fake_a, valid_b, True)
+        with self.setup.autocast():  # (judged under the holes D learns with: `shared_holes`)
+            shown_b, shown_a = shared_holes(valid_a, valid_b), shared_holes(valid_b, valid_a)
+            g_a = adversarial_loss(self.gan, self.adversary_a, masked(images.fake_b, shown_b),
+                                   shown_b, True)
+            g_b = adversarial_loss(self.gan, self.adversary_b, masked(images.fake_a, shown_a),
+                                   shown_a, True)
         cycle_a, cycle_b = l1_terms(images.rec_a, real_a, valid_a, images.rec_b, real_b, valid_b)
         loss = g_a + g_b + weights.lambda_a * cycle_a + weights.lambda_b * cycle_b
         if images.idt_a is not None and images.idt_b is not None:
@@ -154,9 +159,18 @@ class CycleGANStep:
         fake_b, fake_b_valid = self.fake_b_pool.query(images.fake_b, valid_a)
         fake_a, fake_a_valid = self.fake_a_pool.query(images.fake_a, valid_b)
         with self.setup.autocast():
-            d_a = discriminator_loss(self.gan, self.d_a, real_b, valid_b, fake_b, fake_b_valid)
-            d_b = discriminator_loss(self.gan, self.d_b, real_a, valid_a, fake_a, fake_a_valid)
+            d_a = self._judge(self.d_a, real_b, valid_b, fake_b, fake_b_valid)
+            d_b = self._judge(self.d_b, real_a, valid_a, fake_a, fake_a_valid)
         self.scaler.scale(d_a + d_b).backward()
         self.scaler.step(self.opt_d)
         self.scaler.update()
         return d_a, d_b
+
+    def _judge(self, disc: nn.Module, real: torch.Tensor, real_valid: torch.Tensor,
+               fake: torch.Tensor, fake_valid: torch.Tensor) -> torch.Tensor:
+        """A discriminator's loss on real and generated images, each shown under the holes of
+        both (`shared_holes`)."""
+        real_shown, fake_shown = shared_holes(real_valid, fake_valid), \
+            shared_holes(fake_valid, real_valid)
+        return discriminator_loss(self.gan, disc, masked(real, real_shown), real_shown,
+                                  masked(fake, fake_shown), fake_shown)
