@@ -228,14 +228,16 @@ class CycleGAN(ModelFamily):
                 real_a, valid_a, real_b, valid_b, pair = (
                     None if v is None else self.setup.to_device(v) for v in sides(batch))
                 terms = []  # (index, prediction, truth, validity); a domain without val: none
+                live_a, live_b = (None if v is None else _holding(v) for v in (valid_a, valid_b))
                 with self.setup.autocast():
-                    if real_a is not None:
-                        fake_b = masked(g_a(real_a), valid_a)
-                        terms.append((0, g_b(fake_b), real_a, valid_a))
-                    if real_b is not None:
-                        terms.append((1, g_a(masked(g_b(real_b), valid_b)), real_b, valid_b))
-                if pair is not None:  # a paired chip: A -> B against its own B
-                    terms.append((2, fake_b, real_b, pair))
+                    if live_a is not None and live_a.any():
+                        fake_b = masked(g_a(real_a[live_a]), valid_a[live_a])
+                        terms.append((0, g_b(fake_b), real_a[live_a], valid_a[live_a]))
+                        if pair is not None:  # a paired chip: A -> B against its own B
+                            terms.append((2, fake_b, real_b[live_a], pair[live_a]))
+                    if live_b is not None and live_b.any():
+                        real, valid = real_b[live_b], valid_b[live_b]
+                        terms.append((1, g_a(masked(g_b(real), valid)), real, valid))
                 for index, pred, truth, valid in terms:
                     count = float(valid.sum())
                     sums[index] += float(masked_l1(pred.float(), truth, valid)) * count
@@ -330,6 +332,13 @@ class CycleGAN(ModelFamily):
         if step_fn is not None:
             step_fn.g_a = step_fn.g_b = step_fn.d_a = step_fn.d_b = None
             step_fn.adversary_a = step_fn.adversary_b = None
+
+
+def _holding(valid: torch.Tensor) -> torch.Tensor:
+    """Which items of a val batch hold a valid pixel: the other items teach the scores nothing
+    (the smaller domain's chips, repeated to the larger one's count, hold none the second time:
+    `ChipDataset._unpaired_item`), so they are not run through the generators."""
+    return valid.flatten(1).any(1)
 
 
 def sides(batch: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
