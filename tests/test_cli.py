@@ -285,3 +285,22 @@ def test_evaluate_json_to_standard_output_and_never_over_a_link_or_pipe(rasters,
     assert "fifo.json is a device, pipe or socket" in err and "--json -" in err
     assert (tmp_path / "link.json").is_symlink() and real.read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.json", "link.json", "real.json"]
+
+
+def test_a_stop_while_an_error_is_said_ends_as_a_stop(tmp_path, monkeypatch, capsys):
+    """torchrun sends SIGTERM to the other ranks as soon as one fails: once it came while rank
+    0 was printing its own error line, and a traceback followed. Now it ends as a stop."""
+    import click
+
+    from geopix2pix.runtime.stopping import Terminated
+
+    said = []
+
+    def interrupted_echo(message=None, **kwargs):
+        said.append(message)
+        raise Terminated
+
+    monkeypatch.setattr(click, "echo", interrupted_echo)
+    assert main(["evaluate", str(tmp_path / "missing.tif"), str(tmp_path / "b.tif")]) == 143
+    assert said and "missing.tif" in said[0]
+    assert capsys.readouterr().err == "Terminated.\n"

@@ -368,6 +368,47 @@ def test_the_ranks_stop_when_torchrun_itself_is_killed(chips, tmp_path):
     assert load_checkpoint(run)["step"] < 1_000_000
 
 
+def test_a_rank_killed_mid_run_leaves_the_other_one_line(chips, tmp_path):
+    """A reviewer killed rank 1 (as the OOM killer would) after the first validation: rank 0
+    printed gloo's 63-line 'Connection reset by peer' traceback. It now says in one line that
+    another process of the run ended, and which checkpoint to continue from."""
+    run = tmp_path / "run"
+    package = Path(load_checkpoint.__code__.co_filename).parents[2]  # (this geopix2pix)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(package)}
+    options = {**OPTIONS, "max_steps": 1_000_000, "val_every": 8}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               "2", "-m", "geopix2pix", "train", str(chips), "-o", str(run), "--batch-size", "2",
+               *cli_args(options)]
+    ranks: list[int] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env) as launcher:
+        try:
+            deadline = time.monotonic() + 240
+            while not (run / "checkpoint.pt").exists():  # (the first validation's)
+                assert time.monotonic() < deadline and launcher.poll() is None, \
+                    launcher.stderr.read()[-3000:] if launcher.poll() is not None else "slow"
+                time.sleep(0.5)
+            ranks = _children(launcher.pid)
+            second = next(pid for pid in ranks if _rank_of(pid) == 1)
+            os.kill(second, signal.SIGKILL)
+            _, err = launcher.communicate(timeout=180)
+        finally:
+            for rank in ranks:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rank, signal.SIGKILL)
+    assert "[rank0]" not in err and "pair.cc" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if "another torchrun process" in line
+             or line.startswith("Stopped")]
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].endswith(f"continue from {run / 'checkpoint.pt'} (the last epoch end's) "
+                             "with --resume") or "--resume" in lines[0], lines
+
+
+def _rank_of(pid: int) -> int:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in environ if v.startswith(b"RANK="))[5:])
+
+
 def _children(pid: int) -> list[int]:
     """The processes `pid` started (Linux)."""
     tasks = Path(f"/proc/{pid}/task")

@@ -27,7 +27,7 @@ from geopix2pix.errors import (
     was_reported,
 )
 from geopix2pix.runtime.ranks import stop_status
-from geopix2pix.runtime.stopping import raise_terminated
+from geopix2pix.runtime.stopping import Terminated, raise_terminated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -50,7 +50,17 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the group, turning GeoPix2PixError, and the errors of reading or
-    writing data (a damaged file, a full disk), into one line and exit status 2."""
+    writing data (a damaged file, a full disk), into one line and exit status 2. A Ctrl-C or
+    SIGTERM while such an error is being said ends it as a stop does (torchrun sends SIGTERM
+    to the other ranks as soon as one fails: it came while rank 0 was saying why, and its
+    traceback followed)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as stop:
+        return stop_status(isinstance(stop, Terminated))
+
+
+def _main(argv: list[str] | None) -> int:
     from rasterio.errors import NotGeoreferencedWarning
 
     # A raster without CRS is refused in our own words, or used with --allow-no-crs: rasterio's

@@ -70,6 +70,18 @@ def rank() -> int:
     return dist.get_rank() if active() else 0
 
 
+def peer_lost(exc: BaseException) -> bool:
+    """Whether `exc` is a collective's failure to reach another rank of this process group (it
+    ended: killed, out of memory, or failed with its own error): torch's DistError, or the
+    RuntimeError that gloo and NCCL raise."""
+    if not active() or not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or any(
+        word in text for word in ("gloo", "Gloo", "NCCL", "Connection reset by peer",
+                                  "Connection closed by peer"))
+
+
 def world_size() -> int:
     return dist.get_world_size() if active() else 1
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -220,6 +221,18 @@ class Trainer:
         except KeyboardInterrupt:
             checkpoint = self.run_dir / CHECKPOINT if self.checkpoint.saved else None
             raise TrainingStopped(checkpoint, stop.signum) from None
+        except RuntimeError as exc:
+            if not distributed.peer_lost(exc):
+                raise
+            raise GeoPix2PixError(self._lost_peer(exc)) from None
+
+    def _lost_peer(self, exc: RuntimeError) -> str:
+        """The one line of a run that lost another torchrun process (killed, out of memory, or
+        stopped by its own error, said above): what is left to continue from."""
+        reason = _first_sentence(str(exc)) or type(exc).__name__
+        left = (f"continue from {self.run_dir / CHECKPOINT} (the last epoch end's) with --resume"
+                if self.checkpoint.saved else "nothing was saved yet: run it again")
+        return f"another torchrun process of this run ended ({reason}): {left}"
 
     def _diverged(self, step: int) -> None:
         """Training diverged by `step`: a warning when a validation before it picked a
@@ -354,6 +367,15 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         finally:
             if trainer is not None:
                 trainer.release()
+
+
+def _first_sentence(text: str, most: int = 160) -> str:
+    """A backend's message in short: its first line's first sentence, without the source
+    location gloo puts first ("[.../pair.cc:534] Connection closed by peer [...]:29095. This
+    is typically ...")."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = re.sub(r"^\[[^\]]*\]\s*", "", line)
+    return line.split(". ")[0][:most]
 
 
 def _chips(dataset) -> str:
