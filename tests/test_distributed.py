@@ -44,6 +44,7 @@ from geopix2pix.training.checkpoint import load_checkpoint
 OPTIONS = dict(recipe="paper",
                ngf=4, ndf=4, n_layers=2, norm="instance", max_steps=6, epochs=1, decay_epochs=1,
                workers=0, device="cpu", quiet=True)
+PACKAGE = Path(load_checkpoint.__code__.co_filename).parents[2]  # (the geopix2pix tested)
 AUDIT = """
 import atexit, os
 _watch, _log, _rank = (os.environ.get(k) for k in ("AUDIT_WATCH", "AUDIT_LOG", "RANK"))
@@ -80,11 +81,25 @@ def torchrun(args: list[str], tmp: Path, watch: Path | None = None,
     hook = tmp / "audit"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(AUDIT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(hook),
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join((str(hook),
+                                                                              str(PACKAGE))),
            "AUDIT_WATCH": str(watch.resolve()) if watch else "", "AUDIT_LOG": str(hook)}
     return run_whole([sys.executable, "-m", "torch.distributed.run", "--standalone",
                       "--nproc-per-node", "2", *args], timeout=300, env=env,
                      preexec_fn=None if file_size is None else limit_file_size(file_size))
+
+
+def test_an_error_every_rank_meets_is_said_once(tmp_path):
+    """A reviewer's torchrun runs printed a bad option's or a missing folder's error once per
+    rank; each launch now says it once."""
+    for args, error in ((["train", str(tmp_path / "none"), "-o", str(tmp_path / "run")],
+                         "no such chips folder"),
+                        (["train", str(tmp_path), "-o", str(tmp_path / "run"), "--bogus"],
+                         "No such option")):
+        done = torchrun(["-m", "geopix2pix", *args], tmp_path)
+        assert done.returncode != 0
+        said = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert len(said) == 1 and error in said[0], done.stderr[-3000:]
 
 
 def audit(tmp: Path, rank: int) -> list[str]:
@@ -339,8 +354,7 @@ def test_the_ranks_stop_when_torchrun_itself_is_killed(chips, tmp_path):
     run = tmp_path / "run"
     hook = tmp_path / "audit"
     hook.mkdir()
-    package = Path(load_checkpoint.__code__.co_filename).parents[2]  # (this geopix2pix)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(package)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PACKAGE)}
     options = {**OPTIONS, "max_steps": 1_000_000, "val_every": 1_000_000}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                "2", "-m", "geopix2pix", "train", str(chips), "-o", str(run), "--batch-size", "2",
@@ -373,8 +387,7 @@ def test_a_rank_killed_mid_run_leaves_the_other_one_line(chips, tmp_path):
     printed gloo's 63-line 'Connection reset by peer' traceback. It now says in one line that
     another process of the run ended, and which checkpoint to continue from."""
     run = tmp_path / "run"
-    package = Path(load_checkpoint.__code__.co_filename).parents[2]  # (this geopix2pix)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(package)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PACKAGE)}
     options = {**OPTIONS, "max_steps": 1_000_000, "val_every": 8}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                "2", "-m", "geopix2pix", "train", str(chips), "-o", str(run), "--batch-size", "2",

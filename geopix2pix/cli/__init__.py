@@ -26,7 +26,7 @@ from geopix2pix.errors import (
     error_line,
     was_reported,
 )
-from geopix2pix.runtime.ranks import stop_status
+from geopix2pix.runtime.ranks import first_to_say, stop_status
 from geopix2pix.runtime.stopping import Terminated, raise_terminated
 
 
@@ -72,8 +72,9 @@ def _main(argv: list[str] | None) -> int:
             warnings.filterwarnings("ignore", category=GeoPix2PixWarning)
             cli.main(args=argv, prog_name="geopix2pix", standalone_mode=False)
     except (GeoPix2PixError, *data_errors()) as exc:
-        if not was_reported(exc):
-            click.echo(error_line(exc), err=True)
+        line = error_line(exc)
+        if not was_reported(exc) and first_to_say(line):  # (torchrun: once, not per rank)
+            click.echo(line, err=True)
         return 2
     except click.exceptions.Abort as exc:
         # Terminated, or a stop that says SIGTERM caused it (train's, also within the demo)
@@ -83,7 +84,9 @@ def _main(argv: list[str] | None) -> int:
         return exc.exit_code
     except click.UsageError as exc:  # click's own shows usage, a hint and the error: 3 lines
         where = exc.ctx.command_path if exc.ctx else "geopix2pix"
-        click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
+        line = f"Error: {exc.format_message()} (see '{where} --help')"
+        if first_to_say(line):
+            click.echo(line, err=True)
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
