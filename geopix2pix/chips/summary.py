@@ -9,6 +9,7 @@ from pathlib import Path
 
 from geopix2pix.chips.coregistration import SceneShift
 from geopix2pix.raster.bands import repeated_band_warning
+from geopix2pix.settings.declare import flag
 from geopix2pix.settings.export import ExportOptions
 
 
@@ -38,6 +39,6 @@ class ExportSummary:
 def export_warnings(options: ExportOptions) -> list[str]:
     """Warnings of a finished export: bands listed twice. (A class map resampled with a method
     that averages its codes is warned of on opening, `raster.codes`.)"""
-    found = [repeated_band_warning(f"--{name.replace('_', '-')}", getattr(options, name))
+    found = [repeated_band_warning(flag(options, name), getattr(options, name))
              for name in ("source_bands", "target_bands")]
     return [warning for warning in found if warning]

@@ -47,6 +47,7 @@ from geopix2pix.raster.ground import ground_list
 from geopix2pix.raster.io import check_on_the_earth, full_path, open_raster
 from geopix2pix.raster.nodata import Override, fill_value_lines
 from geopix2pix.raster.write import make_folder
+from geopix2pix.settings.declare import flag
 from geopix2pix.settings.export import PAIRED_ONLY, ExportOptions
 
 
@@ -118,7 +119,7 @@ def _refuse_paired_options(options: ExportOptions) -> None:
     for name in REFUSED:
         value = getattr(options, name)
         if value not in (None, False):
-            option = f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
+            option = flag(options, name) + ("" if value is True else f" {value}")
             raise GeoPix2PixError(f"{option} is for pairs (a target against its source); drop "
                                   "it with --unpaired")
 

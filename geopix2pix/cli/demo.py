@@ -7,11 +7,11 @@ import click
 from geopix2pix.cli.options import click_options
 from geopix2pix.cli.stops import demo_stopped, reports_stop
 from geopix2pix.cli.warning_lines import warnings_as_lines
-from geopix2pix.settings.demo import DemoOptions
+from geopix2pix.settings.demo import DEMO_FOLDER, DemoOptions
 
 
 @click.command("demo", context_settings={"show_default": True})
-@click.option("-o", "--output", "out_dir", default="geopix2pix-demo",
+@click.option("-o", "--output", "out_dir", default=DEMO_FOLDER,
               type=click.Path(file_okay=False),
               help="Folder for everything the demo writes (scenes/, chips/, run/, "
                    "prediction.tif, baseline.tif, linear.tif, quicklook.png, evaluation*.json, "

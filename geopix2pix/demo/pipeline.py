@@ -36,7 +36,7 @@ from geopix2pix.runtime.folders import Owned
 from geopix2pix.runtime.stopping import Outputs, Reporter, StopReport, stop_signal
 from geopix2pix.settings.checking import api_function, check_types
 from geopix2pix.settings.common import check_seed
-from geopix2pix.settings.demo import DemoSettings
+from geopix2pix.settings.demo import DEMO_FOLDER, DemoSettings
 from geopix2pix.training.trainer import RUN_OUTPUTS
 
 SUMMARY = "demo.json"
@@ -218,7 +218,7 @@ def _train_options(scenes: DemoScenes, s: DemoSettings, unpaired: bool) -> dict:
 
 
 @api_function
-def run_demo(out_dir: str | os.PathLike = "geopix2pix-demo", task: str = "dsm2image",
+def run_demo(out_dir: str | os.PathLike = DEMO_FOLDER, task: str = "dsm2image",
              seed: int = 0, progress: bool = True, *, overwrite: bool = False,
              settings: DemoSettings | None = None, unpaired: bool = False) -> DemoResult:
     """Run the whole pipeline on generated scenes for `task` into `out_dir` (see module doc).

@@ -27,7 +27,7 @@ from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.raster.gdal_log import checked_write
 from geopix2pix.raster.write import atomic_path, check_can_write, gtiff_profile
 from geopix2pix.settings.checking import api_function
-from geopix2pix.settings.demo import TASKS
+from geopix2pix.settings.demo import TASKS, DemoSettings
 
 # What the two sides of each task are called in file names.
 SIDE_NAMES = {"dsm2image": ("dem", "hillshade"), "sat2map": ("image", "map"),
@@ -134,7 +134,9 @@ def _write_pair(pair: RenderedPair, source: Path, target: Path, transform: Affin
 
 @api_function
 def make_demo_scenes(out_dir: str | os.PathLike, task: str = "dsm2image", seed: int = 0, *,
-                     n_train: int = 2, train_size: int = 768, heldout_size: int = 512,
+                     n_train: int = DemoSettings.n_train,
+                     train_size: int = DemoSettings.train_size,
+                     heldout_size: int = DemoSettings.heldout_size,
                      overwrite: bool = False, progress: bool = True) -> DemoScenes:
     """Generate `n_train` training scene pairs and one held-out pair for `task` in `out_dir`.
 

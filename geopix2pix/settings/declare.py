@@ -90,6 +90,12 @@ def check_declared(settings: Any) -> None:
                                   f"{meaning.minimum}")
 
 
+def flag(settings: Any, name: str) -> str:
+    """The command-line flag of option `name` of a settings dataclass (class or instance)."""
+    meaning = next((m for f, m in declared(settings) if f.name == name), Option())
+    return flag_of(name, meaning)
+
+
 def flag_of(name: str, meaning: Option) -> str:
     """The option's name on the command line: ``--batch-size`` for ``batch_size``."""
     return meaning.flag or "--" + name.replace("_", "-")

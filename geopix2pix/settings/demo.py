@@ -9,6 +9,7 @@ from geopix2pix.settings import common
 from geopix2pix.settings.declare import option
 
 TASKS = ("dsm2image", "sar2optical", "sat2map")
+DEMO_FOLDER = "geopix2pix-demo"  # where a demo writes by default (-o)
 
 
 @dataclass

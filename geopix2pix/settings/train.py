@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 from geopix2pix.errors import GeoPix2PixError
 from geopix2pix.settings import common
 from geopix2pix.settings.checking import from_keywords
-from geopix2pix.settings.declare import check_choice, option, runtime_names
+from geopix2pix.settings.declare import check_choice, flag, option, runtime_names
 from geopix2pix.settings.families import (
     BETA1,
     BETA2,
@@ -268,7 +268,7 @@ class TrainConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in foreign and value not in (field.default, own.get(field.name)):
-                raise GeoPix2PixError(f"--{field.name.replace('_', '-')} is an option of --model "
+                raise GeoPix2PixError(f"{flag(self, field.name)} is an option of --model "
                                       f"{other}, not of --model {self.model}: drop it")
         for name, value in own.items():
             if name not in RESOLVED_BY_RUN and getattr(self, name) is None:
@@ -340,7 +340,7 @@ class TrainConfig:
         positive = ("batch_size", "ngf", "local_layers", "ndf", "n_layers")
         for name in positive:
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise GeoPix2PixError(f"--{name.replace('_', '-')} must be at least 1")
+                raise GeoPix2PixError(f"{flag(self, name)} must be at least 1")
         epochs = [value for value in (self.epochs, self.decay_epochs) if value is not None]
         if any(value < 0 for value in epochs) or (len(epochs) == 2 and sum(epochs) < 1):
             raise GeoPix2PixError("--epochs and --decay-epochs must be >= 0 and not both 0")
@@ -363,7 +363,7 @@ class TrainConfig:
         for name in ("lambda_l1", "lambda_a", "lambda_b", "lambda_identity"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < math.inf:  # (NaN is neither)
-                raise GeoPix2PixError(f"--{name.replace('_', '-')} {value}: use 0 or more "
+                raise GeoPix2PixError(f"{flag(self, name)} {value}: use 0 or more "
                                       "(a finite number)")
         if self.pool_size is not None and self.pool_size < 0:
             raise GeoPix2PixError(f"--pool-size {self.pool_size}: use 0 (no history) or more")

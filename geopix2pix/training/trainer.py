@@ -33,6 +33,7 @@ from geopix2pix.runtime.device import default_workers
 from geopix2pix.runtime.staging import remove_stale_folders, wait_for_put_back
 from geopix2pix.runtime.stopping import StopRequest, attaches_stop_report
 from geopix2pix.settings.checking import api_function
+from geopix2pix.settings.declare import flag
 from geopix2pix.settings.families import FAMILY_DEFAULTS
 from geopix2pix.settings.recipes import RECIPES
 from geopix2pix.settings.train import TrainConfig, TrainKeywords
@@ -240,7 +241,7 @@ class Trainer:
         for a --overwrite run that has not replaced the earlier one yet (that one stays)."""
         best = self.state["best_scores"]
         lower = f"train again with a lower --lr (this run's: {self.config.lr:g})"
-        raised = [f"--{name.replace('_', '-')} {getattr(self.config, name):g}"
+        raised = [f"{flag(self.config, name)} {getattr(self.config, name):g}"
                   for name, default in FAMILY_DEFAULTS[self.config.model].items()
                   if name.startswith("lambda_") and (getattr(self.config, name) or 0) > default]
         if raised:  # (weights of 1e308 made the losses infinite: not the learning rate's fault)
