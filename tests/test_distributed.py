@@ -347,74 +347,60 @@ def test_a_run_ending_in_an_uncaught_exception_frees_ddp_before_python_exits(chi
     assert done.stderr.count("DDP wrappers alive at exit: 0") == 2, done.stderr[-3000:]
 
 
-def test_the_ranks_stop_when_torchrun_itself_is_killed(chips, tmp_path):
-    """A reviewer's `kill -9` of torchrun (as the OOM killer would) left both ranks training
-    on to the end of the run, writing its folder. They now stop as SIGTERM stops them: at a
-    step's end, checkpoint saved, exit 143, rank 0 saying what is left."""
-    run = tmp_path / "run"
-    hook = tmp_path / "audit"
-    hook.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PACKAGE)}
-    options = {**OPTIONS, "max_steps": 1_000_000, "val_every": 1_000_000}
+@contextlib.contextmanager
+def long_run(chips: Path, run: Path, ready: str, **options):
+    """torchrun training two ranks on a run too long to end by itself (`options` over OPTIONS),
+    yielding (torchrun, its ranks' pids) once `run` holds the file `ready`; the ranks are
+    killed afterwards had they run on (torchrun starts each in a session of its own)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                "2", "-m", "geopix2pix", "train", str(chips), "-o", str(run), "--batch-size", "2",
-               *cli_args(options)]
+               *cli_args({**OPTIONS, "max_steps": 1_000_000, **options})]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PACKAGE)}
     ranks: list[int] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env=env) as launcher:
         try:
             deadline = time.monotonic() + 240
-            while not (run / "train.json").exists():  # (written once the ranks joined)
+            while not (run / ready).exists():
                 assert time.monotonic() < deadline and launcher.poll() is None, \
                     launcher.stderr.read()[-3000:] if launcher.poll() is not None else "slow"
                 time.sleep(0.5)
-            time.sleep(2)  # (training)
-            ranks = _children(launcher.pid)  # (torchrun starts each in a session of its own)
-            launcher.kill()  # torchrun alone, not its ranks
-            # the ranks hold the pipes: they are read to the end once both ranks have ended
-            _, err = launcher.communicate(timeout=120)
+            ranks += _children(launcher.pid)
+            yield launcher, ranks
         finally:
-            for rank in ranks:  # (had they run on)
+            for rank in ranks:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(rank, signal.SIGKILL)
+
+
+def test_the_ranks_stop_when_torchrun_itself_is_killed(chips, tmp_path):
+    """A reviewer's `kill -9` of torchrun (as the OOM killer would) left both ranks training
+    on to the end of the run, writing its folder. They now stop as SIGTERM stops them: at a
+    step's end, checkpoint saved, exit 143, rank 0 saying what is left."""
+    run = tmp_path / "run"
+    with long_run(chips, run, "train.json", val_every=1_000_000) as (launcher, ranks):
+        time.sleep(2)  # (training)
+        launcher.kill()  # torchrun alone, not its ranks
+        # the ranks hold the pipes: they are read to the end once both ranks have ended
+        _, err = launcher.communicate(timeout=120)
     assert len(ranks) == 2
-    assert "Stopped" in err and "--resume" in err, err[-3000:]
+    assert f"Stopped: continue from {run / 'checkpoint.pt'} with --resume" in err, err[-3000:]
     assert load_checkpoint(run)["step"] < 1_000_000
 
 
 def test_a_rank_killed_mid_run_leaves_the_other_one_line(chips, tmp_path):
     """A reviewer killed rank 1 (as the OOM killer would) after the first validation: rank 0
     printed gloo's 63-line 'Connection reset by peer' traceback. It now says in one line that
-    another process of the run ended, and which checkpoint to continue from."""
+    another process of the run ended, and which checkpoint to continue from (or, when
+    torchrun's SIGTERM to it comes first, that it stopped)."""
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PACKAGE)}
-    options = {**OPTIONS, "max_steps": 1_000_000, "val_every": 8}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-               "2", "-m", "geopix2pix", "train", str(chips), "-o", str(run), "--batch-size", "2",
-               *cli_args(options)]
-    ranks: list[int] = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=env) as launcher:
-        try:
-            deadline = time.monotonic() + 240
-            while not (run / "checkpoint.pt").exists():  # (the first validation's)
-                assert time.monotonic() < deadline and launcher.poll() is None, \
-                    launcher.stderr.read()[-3000:] if launcher.poll() is not None else "slow"
-                time.sleep(0.5)
-            ranks = _children(launcher.pid)
-            second = next(pid for pid in ranks if _rank_of(pid) == 1)
-            os.kill(second, signal.SIGKILL)
-            _, err = launcher.communicate(timeout=180)
-        finally:
-            for rank in ranks:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(rank, signal.SIGKILL)
-    assert "[rank0]" not in err and "pair.cc" not in err, err[-3000:]
+    with long_run(chips, run, "checkpoint.pt", val_every=8) as (launcher, ranks):
+        os.kill(next(pid for pid in ranks if _rank_of(pid) == 1), signal.SIGKILL)
+        _, err = launcher.communicate(timeout=180)
+    assert "[rank0]" not in err and "pair.cc" not in err, err[-3000:]  # no traceback
     lines = [line for line in err.splitlines() if "another torchrun process" in line
              or line.startswith("Stopped")]
-    assert len(lines) == 1, err[-3000:]
-    assert lines[0].endswith(f"continue from {run / 'checkpoint.pt'} (the last epoch end's) "
-                             "with --resume") or "--resume" in lines[0], lines
+    assert len(lines) == 1 and f"continue from {run / 'checkpoint.pt'}" in lines[0], err[-3000:]
 
 
 def _rank_of(pid: int) -> int:
