@@ -403,6 +403,41 @@ def test_a_rank_killed_mid_run_leaves_the_other_one_line(chips, tmp_path):
     assert len(lines) == 1 and f"continue from {run / 'checkpoint.pt'}" in lines[0], err[-3000:]
 
 
+DIES_AT_WRAP = """
+import os
+if os.environ.get("RANK") == "1":
+    import signal
+    from geopix2pix.runtime import distributed
+
+    def _dies(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)  # (as the OOM killer would)
+
+    distributed.wrap = _dies
+"""
+
+
+def test_a_rank_lost_during_the_set_up_leaves_the_other_one_line(chips, tmp_path):
+    """A reviewer's rank 1 killed while DDP was being built (the set-up, before the first
+    step) left rank 0 with gloo's traceback, then a second one from torchrun's SIGTERM during
+    the exit: the lost-process line covered the training loop alone."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DIES_AT_WRAP)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join((str(hook), str(PACKAGE)))}
+    done = run_whole([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                      "--nproc-per-node", "2", "-m", "geopix2pix", "train", str(chips), "-o",
+                      str(run), "--batch-size", "2", *cli_args(OPTIONS)], timeout=300, env=env)
+    assert done.returncode != 0
+    assert "[rank0]" not in done.stderr and "Exception ignored" not in done.stderr, \
+        done.stderr[-3000:]
+    said = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(said) == 1 and all("lost contact with another torchrun process" in line and
+                                  "nothing was saved yet: run it again" in line
+                                  for line in said), done.stderr[-3000:]
+
+
 def _rank_of(pid: int) -> int:
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return int(next(v for v in environ if v.startswith(b"RANK="))[5:])

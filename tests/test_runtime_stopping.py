@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -145,3 +146,23 @@ def test_rank_zero_alone_says_how_the_program_stopped(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "0")
     assert ranks.stop_status(terminated=False) == 130
     assert capsys.readouterr().err == "Aborted.\n"
+
+
+def test_an_error_is_deduplicated_only_among_the_ranks_of_one_torchrun(monkeypatch, tmp_path):
+    """A reviewer's second launch, or a second command in a shell with TORCHELASTIC_RUN_ID
+    exported, found the first one's marker and said nothing at all (exit 2): only a process
+    whose parent is the torchrun that started it with other local ranks defers to them."""
+    from geopix2pix.runtime import ranks
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job42")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(ranks.tempfile, "gettempdir", lambda: str(tmp_path))
+    line = f"Error: a test line {os.getpid()} {time.time()}"
+    # this process's parent is pytest's shell, not a torchrun: always said
+    assert ranks._torchrun_parent() is None
+    assert ranks.first_to_say(line) and ranks.first_to_say(line)
+    monkeypatch.setattr(ranks, "_torchrun_parent", lambda: f"{os.getppid()} 12345")
+    assert ranks.first_to_say(line) and not ranks.first_to_say(line)  # one launch: once
+    monkeypatch.setattr(ranks, "_torchrun_parent", lambda: f"{os.getppid()} 12346")
+    assert ranks.first_to_say(line)  # another launch (another start time): said again
+    assert len(list(tmp_path.glob(ranks.MARKER + "*"))) == 2

@@ -378,3 +378,45 @@ def test_seeds_past_numpys_range_are_taken():
     before = np.random.random(3)
     seed_everything(7)
     assert np.array_equal(before, np.random.random(3))
+
+
+def test_ctrl_c_during_a_validation_stops_there_and_the_resume_validates(chips, tmp_path,
+                                                                          monkeypatch):
+    """A reviewer's Ctrl-C during a validation of 1,758 chips waited minutes for it to end.
+    One process now leaves the validation at the next batch, saves the checkpoint of the
+    epoch's end, and the resumed run validates that epoch end first: the same rows as an
+    uninterrupted run."""
+    import os
+    import signal
+
+    from geopix2pix.chips.dataset import ChipDataset
+
+    options = dict(max_steps=14, epochs=1, decay_epochs=1, seed=3, **TINY)
+    full = train(chips, tmp_path / "full", **options)
+    armed, reads = [], []
+    original = ChipDataset.__getitem__
+
+    def read(self, index):
+        if self.split == "val" and armed:
+            reads.append(index)
+            if len(reads) == 1:  # Ctrl-C while the first val batch is read
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, index)
+
+    monkeypatch.setattr(ChipDataset, "__getitem__", read)
+    with pytest.raises(TrainingStopped) as stopped:
+        train(chips, tmp_path / "cut", callback=lambda info: armed.append(1) and None,
+              **options)
+    monkeypatch.setattr(ChipDataset, "__getitem__", original)
+    first_end = int(_rows(tmp_path / "full")[0]["step"])
+    assert stopped.value.checkpoint == tmp_path / "cut" / "checkpoint.pt"
+    assert load_checkpoint(tmp_path / "cut")["step"] == first_end
+    assert len(reads) == 4  # one val batch of 4 chips read, not the 9 chips of all 3
+    assert not (tmp_path / "cut" / "metrics.csv").exists() or not _rows(tmp_path / "cut")
+    resumed = train(chips, tmp_path / "cut", resume=True, workers=0, quiet=True)
+    assert resumed.steps == full.steps
+    cut_rows, full_rows = _rows(tmp_path / "cut"), _rows(tmp_path / "full")
+    assert [(r["epoch"], r["step"], r["lr"]) for r in cut_rows] == \
+        [(r["epoch"], r["step"], r["lr"]) for r in full_rows]
+    assert float(cut_rows[0]["val_l1"]) == pytest.approx(float(full_rows[0]["val_l1"]),
+                                                         rel=1e-5)

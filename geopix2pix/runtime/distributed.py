@@ -70,16 +70,21 @@ def rank() -> int:
     return dist.get_rank() if active() else 0
 
 
+# What gloo and NCCL say when a collective cannot reach another rank (it ended: killed, out of
+# memory, or failed with its own error; or it stopped answering)
+PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+              "Connection refused", "ncclRemoteError", "remote process exited",
+              "Timed out waiting", "Socket Timeout")
+
+
 def peer_lost(exc: BaseException) -> bool:
-    """Whether `exc` is a collective's failure to reach another rank of this process group (it
-    ended: killed, out of memory, or failed with its own error): torch's DistError, or the
-    RuntimeError that gloo and NCCL raise."""
-    if not active() or not isinstance(exc, RuntimeError):
+    """Whether `exc` is a collective's failure to reach another rank of this process group
+    (torch's DistNetworkError, or gloo's and NCCL's RuntimeError saying so: `PEER_SIGNS`); not
+    this rank's own failure (a CUDA error that NCCL reports) nor any error of one process."""
+    if not active() or world_size() < 2 or not isinstance(exc, RuntimeError):
         return False
-    text = str(exc)
-    return isinstance(exc, dist.DistError) or any(
-        word in text for word in ("gloo", "Gloo", "NCCL", "Connection reset by peer",
-                                  "Connection closed by peer"))
+    network = getattr(dist, "DistNetworkError", ())
+    return isinstance(exc, network) or any(sign in str(exc) for sign in PEER_SIGNS)
 
 
 def world_size() -> int:

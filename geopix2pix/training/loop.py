@@ -115,8 +115,10 @@ class EpochRunner:
         self.sample_batch = family.sample_batch(config.samples) \
             if config.samples and distributed.is_writer() else None
         self.losses = family.loss_names  # metrics.csv's loss columns
+        self.stop: StopRequest | None = None  # (`run`'s)
 
     def run(self, stop: StopRequest, callback: Callable[[dict], bool | None] | None) -> None:
+        self.stop = stop
         state = self.state
         bar = tqdm(total=self.schedule.total_steps, initial=state["step"], unit="step",
                    disable=self.config.quiet or not distributed.is_writer(),
@@ -211,7 +213,11 @@ class EpochRunner:
         if not _finite(family):  # (every rank holds the same weights)
             raise TrainingDiverged(state["step"])
         family.before_validation()  # every rank the same networks before any score or file
-        scores = self._validate()
+        try:
+            scores = self._validate(interruptible=state["step"] < self.schedule.total_steps)
+        except ValidationStopped:  # (the resumed run validates this epoch end first)
+            self._save_at_stop()
+            raise KeyboardInterrupt from None
         # the ranks' losses and images together (a resumed epoch's restored part is per rank)
         count = len(self.losses)
         totals = distributed.all_reduce_sum(torch.tensor(
@@ -233,7 +239,10 @@ class EpochRunner:
         its baseline), as epoch 0: a candidate for model-best like every epoch, so model-best
         is never worse on the val chips than where training began."""
         self.family.before_validation()
-        scores = self._validate()
+        try:
+            scores = self._validate(interruptible=True)
+        except ValidationStopped:  # (nothing to save: no step was taken)
+            raise KeyboardInterrupt from None
         if scores:  # without val chips there is nothing to compare
             self._record({"epoch": 0, "step": 0, "lr": self.schedule.lr_at(0), **scores},
                          scores, {}, latest=False)
@@ -256,12 +265,30 @@ class EpochRunner:
             folder.save_models(family, scores, progress, best=True)
         family.after_validation(folder.history.rows)
 
-    def _validate(self) -> dict[str, float]:
-        """The validation scores of this epoch's networks (none without val chips)."""
+    def _validate(self, interruptible: bool = False) -> dict[str, float]:
+        """The validation scores of this epoch's networks (none without val chips).
+        `interruptible`: one process leaves it at a stop (`ValidationStopped`): a large val set
+        kept a reviewer's Ctrl-C waiting minutes. Not the run's last validation, which
+        completes the run, nor under torchrun, where the ranks would have to agree on the
+        batch to stop at (a collective per batch)."""
         if self.val_loader is None:
             return {}
         reduce = distributed.all_reduce_sum if self.world > 1 else None
-        return self.family.validate(self.val_loader, reduce)
+        loader = _until_stopped(self.val_loader, self.stop) if interruptible and \
+            self.world == 1 else self.val_loader
+        return self.family.validate(loader, reduce)
+
+
+class ValidationStopped(Exception):
+    """A stop asked during a validation that may be left (`EpochRunner._validate`)."""
+
+
+def _until_stopped(loader: Any, stop: StopRequest) -> Iterator[Any]:
+    """`loader`'s batches until a stop is asked."""
+    for batch in loader:
+        if stop.requested:
+            raise ValidationStopped
+        yield batch
 
 
 def _finite(family: ModelFamily) -> bool:

@@ -222,18 +222,6 @@ class Trainer:
         except KeyboardInterrupt:
             checkpoint = self.run_dir / CHECKPOINT if self.checkpoint.saved else None
             raise TrainingStopped(checkpoint, stop.signum) from None
-        except RuntimeError as exc:
-            if not distributed.peer_lost(exc):
-                raise
-            raise GeoPix2PixError(self._lost_peer(exc)) from None
-
-    def _lost_peer(self, exc: RuntimeError) -> str:
-        """The one line of a run that lost another torchrun process (killed, out of memory, or
-        stopped by its own error, said above): what is left to continue from."""
-        reason = _first_sentence(str(exc)) or type(exc).__name__
-        left = (f"continue from {self.run_dir / CHECKPOINT} (the last epoch end's) with --resume"
-                if self.checkpoint.saved else "nothing was saved yet: run it again")
-        return f"another torchrun process of this run ended ({reason}): {left}"
 
     def _diverged(self, step: int) -> None:
         """Training diverged by `step`: a warning when a validation before it picked a
@@ -359,8 +347,15 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     trainer = None
     with callers_random_state():  # (the run seeds the global generators)
         try:
-            trainer = Trainer(chips_dir, out_dir, config, log, setup)
-            return trainer.fit(callback)
+            try:
+                trainer = Trainer(chips_dir, out_dir, config, log, setup)
+                return trainer.fit(callback)
+            except RuntimeError as exc:  # (in the set-up too: DDP's, the baselines' sums)
+                if not distributed.peer_lost(exc):
+                    raise
+                run_dir, saved = (trainer.run_dir, trainer.checkpoint.saved) if trainer \
+                    else (Path(out_dir), config.resume)
+                raise GeoPix2PixError(_lost_peer(exc, run_dir, saved)) from None
         except BaseException as exc:
             if trainer is not None:
                 trainer.failed(exc)
@@ -368,6 +363,16 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         finally:
             if trainer is not None:
                 trainer.release()
+
+
+def _lost_peer(exc: RuntimeError, run_dir: Path, saved: bool) -> str:
+    """The one line of a run that lost contact with another torchrun process (it ended:
+    killed, out of memory, or stopped by its own error, said above; or it stopped answering):
+    what is left to continue from (`saved`: a checkpoint, written or resumed from)."""
+    reason = _first_sentence(str(exc)) or type(exc).__name__
+    left = (f"continue from {run_dir / CHECKPOINT} with --resume" if saved
+            else "nothing was saved yet: run it again")
+    return f"lost contact with another torchrun process of this run ({reason}): {left}"
 
 
 def _first_sentence(text: str, most: int = 160) -> str:
