@@ -52,4 +52,4 @@ BLEND_WINDOWS = {
     "hann": BlendWindow(hann, centre_only=False),
     "none": BlendWindow(centre_crop, centre_only=True),
 }
-BLENDS = tuple(BLEND_WINDOWS)
+BLENDS = BLEND_WINDOWS.keys()  # (a live view: a window added to the registry is a choice)
