@@ -368,6 +368,7 @@ def long_run(chips: Path, run: Path, ready: str, **options):
             ranks += _children(launcher.pid)
             yield launcher, ranks
         finally:
+            launcher.kill()  # (a failed wait: Popen's exit would wait for the run's end)
             for rank in ranks:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(rank, signal.SIGKILL)
@@ -432,10 +433,13 @@ def test_a_rank_lost_during_the_set_up_leaves_the_other_one_line(chips, tmp_path
     assert done.returncode != 0
     assert "[rank0]" not in done.stderr and "Exception ignored" not in done.stderr, \
         done.stderr[-3000:]
-    said = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
-    assert len(said) == 1 and all("lost contact with another torchrun process" in line and
-                                  "nothing was saved yet: run it again" in line
-                                  for line in said), done.stderr[-3000:]
+    # (or, when torchrun's SIGTERM to rank 0 comes first, how it stopped)
+    said = [line for line in done.stderr.splitlines()
+            if line.startswith(("Error:", "Stopped", "Terminated."))]
+    assert len(said) == 1, done.stderr[-3000:]
+    assert said[0].startswith(("Stopped", "Terminated.")) or (
+        "lost contact with another torchrun process" in said[0]
+        and said[0].endswith("nothing was saved yet: run it again")), said
 
 
 def _rank_of(pid: int) -> int:

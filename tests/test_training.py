@@ -420,3 +420,39 @@ def test_ctrl_c_during_a_validation_stops_there_and_the_resume_validates(chips, 
         [(r["epoch"], r["step"], r["lr"]) for r in full_rows]
     assert float(cut_rows[0]["val_l1"]) == pytest.approx(float(full_rows[0]["val_l1"]),
                                                          rel=1e-5)
+
+
+def test_a_stop_before_a_validation_or_in_an_overwrite_run_s_first_still_validates(
+        chips, tmp_path, monkeypatch):
+    """The re-read of the change above: a stop at the epoch's last step set the flag before
+    the validation began, which then left at once, so the epoch was neither validated nor
+    written, and an --overwrite run lost it to the earlier run. Such stops validate as ever:
+    a stop asked before the validation, and a Ctrl-C in an --overwrite run's first one (which
+    replaces the earlier run)."""
+    import os
+    import signal
+
+    from geopix2pix.chips.dataset import ChipDataset
+
+    options = dict(max_steps=14, epochs=1, decay_epochs=1, seed=3, **TINY)
+    first_end = int(_rows(train(chips, tmp_path / "full", **options).run_dir)[0]["step"])
+    with pytest.raises(TrainingStopped):
+        train(chips, tmp_path / "cut", callback=lambda info: info["step"] == first_end,
+              **options)
+    assert [int(r["step"]) for r in _rows(tmp_path / "cut")] == [first_end]
+    assert (tmp_path / "cut" / "model.safetensors").exists()
+    # an --overwrite run over the finished one, Ctrl-C'd while its first validation reads
+    armed, original = [], ChipDataset.__getitem__
+
+    def read(self, index):
+        if self.split == "val" and armed and len(armed) == 1:
+            armed.append(index)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, index)
+
+    monkeypatch.setattr(ChipDataset, "__getitem__", read)
+    with pytest.raises(TrainingStopped) as stopped:
+        train(chips, tmp_path / "full", overwrite=True, **options,
+              callback=lambda info: None if armed else armed.append(1))
+    assert stopped.value.checkpoint == tmp_path / "full" / "checkpoint.pt"
+    assert [int(r["step"]) for r in _rows(tmp_path / "full")] == [first_end]  # the new run's

@@ -73,8 +73,9 @@ def rank() -> int:
 # What gloo and NCCL say when a collective cannot reach another rank (it ended: killed, out of
 # memory, or failed with its own error; or it stopped answering)
 PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
-              "Connection refused", "ncclRemoteError", "remote process exited",
-              "Timed out waiting", "Socket Timeout")
+              "Connection refused", "ncclRemoteError", "communicator was aborted",
+              "Timed out waiting", "Socket Timeout", "Watchdog caught collective operation "
+              "timeout")
 
 
 def peer_lost(exc: BaseException) -> bool:

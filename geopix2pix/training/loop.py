@@ -16,7 +16,10 @@ files, the best ones when the family's score improved, and checkpoint.pt. The ca
 function of the step alone, so a resumed run keeps it.
 A stop request (Ctrl-C, SIGTERM, or the callback) is honoured between steps: the checkpoint is
 written for the state after the last whole step and KeyboardInterrupt is raised (one during the
-start's validation, before any step, leaves no checkpoint).
+start's validation, before any step, leaves no checkpoint). One process also leaves a
+validation at a stop asked while it runs (`EpochRunner._validate`), but for the run's last one
+and an --overwrite run's first: the checkpoint is then the epoch end's, which the resumed run
+validates before any step.
 Under DDP the ranks agree after every step whether any of them was asked to stop, so all stop
 after the same step; rank 0 writes the checkpoint while the others wait, and every rank raises
 KeyboardInterrupt. Epoch losses and validation sums are added across the ranks, and before a
@@ -213,8 +216,9 @@ class EpochRunner:
         if not _finite(family):  # (every rank holds the same weights)
             raise TrainingDiverged(state["step"])
         family.before_validation()  # every rank the same networks before any score or file
-        try:
-            scores = self._validate(interruptible=state["step"] < self.schedule.total_steps)
+        try:  # (an --overwrite run's first validation replaces the earlier run: not left)
+            scores = self._validate(interruptible=state["step"] < self.schedule.total_steps
+                                    and not self.folder.replaces_earlier())
         except ValidationStopped:  # (the resumed run validates this epoch end first)
             self._save_at_stop()
             raise KeyboardInterrupt from None
@@ -267,10 +271,12 @@ class EpochRunner:
 
     def _validate(self, interruptible: bool = False) -> dict[str, float]:
         """The validation scores of this epoch's networks (none without val chips).
-        `interruptible`: one process leaves it at a stop (`ValidationStopped`): a large val set
-        kept a reviewer's Ctrl-C waiting minutes. Not the run's last validation, which
-        completes the run, nor under torchrun, where the ranks would have to agree on the
-        batch to stop at (a collective per batch)."""
+        `interruptible`: one process leaves it at a stop asked once it has begun
+        (`ValidationStopped`): a large val set kept a reviewer's Ctrl-C waiting minutes. Not at
+        a stop asked before (at the epoch's last step: the epoch is validated and saved, as
+        ever), nor the run's last validation, which completes the run, nor an --overwrite
+        run's first, which replaces the earlier run, nor under torchrun, where the ranks would
+        have to agree on the batch to stop at (a collective per batch)."""
         if self.val_loader is None:
             return {}
         reduce = distributed.all_reduce_sum if self.world > 1 else None
@@ -284,7 +290,10 @@ class ValidationStopped(Exception):
 
 
 def _until_stopped(loader: Any, stop: StopRequest) -> Iterator[Any]:
-    """`loader`'s batches until a stop is asked."""
+    """`loader`'s batches until a stop is asked; all of them if one was asked before."""
+    if stop.requested:
+        yield from loader
+        return
     for batch in loader:
         if stop.requested:
             raise ValidationStopped
