@@ -76,7 +76,8 @@ def leave_failed(output: OutputDir | None, saved: bool, exc: BaseException) -> N
     error after this run replaced an earlier one (at its first validation) says so, and how to
     continue this one."""
     if output is not None and output.replaced and isinstance(exc, GeoPix2PixError) and \
-            exc.args and not was_reported(exc):
+            exc.args and not was_reported(exc) and "--resume" not in str(exc.args[0]):
+        # (an error that says how to continue already, as a lost torchrun process's, is whole)
         exc.args = (f"{exc.args[0]} ({output.final} holds this run, which replaced the earlier "
                     "one at its first validation; continue it with --resume once that is "
                     "fixed)", *exc.args[1:])
