@@ -38,7 +38,7 @@ def test_every_command_line_option_is_a_declared_field(command, settings):
         elif meaning.kind != "gdal":
             assert param.default == default, field.name
         if meaning.choices:
-            assert tuple(param.type.choices) == meaning.choices
+            assert tuple(param.type.choices) == tuple(meaning.choices)
 
 
 @dataclasses.dataclass
