@@ -167,6 +167,20 @@ def test_an_overwrite_failing_after_it_replaced_the_earlier_run_says_so(chips, e
                                  "the earlier one at its first validation; continue it with "
                                  "--resume once that is fixed)")
     assert (run / "checkpoint.pt").is_file() and leftovers(run.parent) == []
+    # an error that says how to continue already (a lost torchrun process's) is left whole
+    from geopix2pix.training.outputs import SaysHowToContinue
+
+    said = f"lost contact with another torchrun process: continue from {run} with --resume"
+
+    def lost_in_epoch_2(info):
+        if info["epoch"] == 2:
+            raise SaysHowToContinue(said)
+
+    with pytest.raises(SaysHowToContinue) as lost:
+        train(chips, run, overwrite=True, ngf=8, ndf=8, batch_size=4, workers=0, max_steps=50,
+              val_every=1, device="cpu", quiet=True, log=lambda line: None,
+              callback=lost_in_epoch_2)
+    assert str(lost.value) == said
 
 
 def test_a_killed_overwrite_keeps_the_earlier_run_and_a_rerun_cleans_up(chips, earlier,

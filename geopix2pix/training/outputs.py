@@ -69,6 +69,11 @@ def open_run_dir(out_dir: Path, resume: bool, overwrite: bool, chips_dir: Path,
                            resume=_resume_hint(checkpoint), stage_new=False)
 
 
+class SaysHowToContinue(GeoPix2PixError):
+    """An error of a run whose line says how to continue it already (a lost torchrun process's:
+    the checkpoint to --resume from), to which `leave_failed` adds nothing."""
+
+
 def leave_failed(output: OutputDir | None, saved: bool, exc: BaseException) -> None:
     """Remove what a run that failed or was stopped (`exc`) wrote, unless it replaced the
     earlier run already or (in its own folder) `saved` a checkpoint to continue from. A stop
@@ -76,8 +81,7 @@ def leave_failed(output: OutputDir | None, saved: bool, exc: BaseException) -> N
     error after this run replaced an earlier one (at its first validation) says so, and how to
     continue this one."""
     if output is not None and output.replaced and isinstance(exc, GeoPix2PixError) and \
-            exc.args and not was_reported(exc) and "--resume" not in str(exc.args[0]):
-        # (an error that says how to continue already, as a lost torchrun process's, is whole)
+            exc.args and not was_reported(exc) and not isinstance(exc, SaysHowToContinue):
         exc.args = (f"{exc.args[0]} ({output.final} holds this run, which replaced the earlier "
                     "one at its first validation; continue it with --resume once that is "
                     "fixed)", *exc.args[1:])

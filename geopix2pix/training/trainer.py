@@ -50,7 +50,7 @@ from .loop import (
     callers_random_state,
     seed_everything,
 )
-from .outputs import stop_reporter
+from .outputs import SaysHowToContinue, stop_reporter
 from .recipe_choice import choose_recipe
 from .resume import saved_options
 from .run_checkpoint import RunCheckpoint, fresh_state
@@ -355,7 +355,7 @@ def train(chips_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     raise
                 run_dir, saved = (trainer.run_dir, trainer.checkpoint.saved) if trainer \
                     else (Path(out_dir), config.resume)
-                raise GeoPix2PixError(_lost_peer(exc, run_dir, saved)) from None
+                raise SaysHowToContinue(_lost_peer(exc, run_dir, saved)) from None
         except BaseException as exc:
             if trainer is not None:
                 trainer.failed(exc)
